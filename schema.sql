@@ -1,0 +1,118 @@
+-- agentgit schema (SQLite). agentgit.py carries this same text as SCHEMA; a test keeps the two identical.
+-- Times are UTC ISO 8601 with a trailing Z. Permissions are read < triage < write < maintain < admin.
+
+-- Humans, agents and organizations share one namespace of logins, as on GitHub.
+CREATE TABLE IF NOT EXISTS accounts (
+    id               INTEGER PRIMARY KEY,
+    login            TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    kind             TEXT NOT NULL CHECK (kind IN ('human', 'agent', 'org')),
+    name             TEXT,
+    email            TEXT,
+    description      TEXT,
+    site_admin       INTEGER NOT NULL DEFAULT 0,
+    suspended_at     TEXT,
+    password_hash    TEXT,
+    -- organizations only: what every member may do on every repository of the org
+    base_permission  TEXT NOT NULL DEFAULT 'read'
+                     CHECK (base_permission IN ('none', 'read', 'write', 'admin')),
+    -- humans vouched for by an embedding program's authenticator
+    idp_provider     TEXT,
+    idp_subject      TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    UNIQUE (idp_provider, idp_subject)
+);
+
+CREATE TABLE IF NOT EXISTS org_members (
+    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    PRIMARY KEY (org_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS teams (
+    id           INTEGER PRIMARY KEY,
+    org_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    slug         TEXT NOT NULL COLLATE NOCASE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    privacy      TEXT NOT NULL DEFAULT 'closed' CHECK (privacy IN ('secret', 'closed')),
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    UNIQUE (org_id, slug)
+);
+
+CREATE TABLE IF NOT EXISTS team_members (
+    team_id  INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('member', 'maintainer')),
+    PRIMARY KEY (team_id, user_id)
+);
+
+-- AUTOINCREMENT: a repository id (and so its directory name) is never reused.
+CREATE TABLE IF NOT EXISTS repos (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_id        INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL COLLATE NOCASE,
+    description     TEXT,
+    homepage        TEXT,
+    private         INTEGER NOT NULL DEFAULT 0,
+    archived        INTEGER NOT NULL DEFAULT 0,
+    default_branch  TEXT NOT NULL DEFAULT 'main',
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    pushed_at       TEXT,
+    UNIQUE (owner_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS collaborators (
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    PRIMARY KEY (repo_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS team_repos (
+    team_id     INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    PRIMARY KEY (team_id, repo_id)
+);
+
+-- Tokens are stored as sha256 of the whole token (they carry 128 random bits, so no salt is needed).
+CREATE TABLE IF NOT EXISTS tokens (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent')),
+    name          TEXT NOT NULL DEFAULT '',
+    scopes        TEXT NOT NULL DEFAULT '',
+    hash          TEXT NOT NULL UNIQUE,
+    fingerprint   TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    revoked_at    TEXT,
+    last_used_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens(user_id);
+
+-- Append-only. hash = HMAC(server key, prev_hash + the row's fields): editing or deleting a row breaks the chain.
+CREATE TABLE IF NOT EXISTS audit (
+    id                 INTEGER PRIMARY KEY,
+    at                 TEXT NOT NULL,
+    actor              TEXT,
+    user_kind          TEXT,
+    delegator          TEXT,
+    task               TEXT,
+    grant_id           TEXT,
+    runtime            TEXT,
+    token_fingerprint  TEXT,
+    surface            TEXT NOT NULL,
+    action             TEXT NOT NULL,
+    resource           TEXT NOT NULL,
+    decision           TEXT NOT NULL,
+    reasons            TEXT NOT NULL,
+    side_effect        TEXT,
+    prev_hash          TEXT NOT NULL,
+    hash               TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor);
