@@ -2673,14 +2673,26 @@ class App:
             handler.wfile.write(data)
 
     def respond_error(self, req, error):
-        if getattr(req.handler, "_headers_sent", False):
-            req.handler.close_connection = True     # mid-stream: all we can do is end the connection
+        handler = req.handler
+        if getattr(handler, "_headers_sent", False):
+            handler.close_connection = True     # mid-stream: all we can do is end the connection
             return
         req.response_headers = {}
         try:
-            self.respond(req, error.status, error.body(), error.headers)
+            if req.surface == "git":
+                # git prints a text/plain error body to the user as "remote: ..."
+                data = (error.message + "\n").encode()
+                handler.send_response(error.status)
+                handler.send_header("Content-Type", "text/plain; charset=utf-8")
+                handler.send_header("Content-Length", str(len(data)))
+                for name, value in error.headers.items():
+                    handler.send_header(name, value)
+                handler.end_headers()
+                handler.wfile.write(data)
+            else:
+                self.respond(req, error.status, error.body(), error.headers)
         except OSError:
-            req.handler.close_connection = True
+            handler.close_connection = True
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
