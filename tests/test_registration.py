@@ -1,0 +1,82 @@
+"""Agent registration: agent-git-service's contract, rate limit, closed registration, all-or-nothing."""
+import os
+import re
+
+import pytest
+
+import agentgit
+from conftest import api, ext, git, remote
+
+
+def test_register_returns_login_token_and_private_repo(server, tmp_path):
+    r = ext(server, "POST", "/agents", None, {"prefix_login": "coder", "default_repo_name": "workspace"})
+    assert r.status == 201
+    assert re.fullmatch(r"coder-[0-9a-f]{6}", r.json["login"])
+    assert r.json["repo_full_name"] == r.json["login"] + "/workspace"
+    token = r.json["token"]
+    repo = api(server, "GET", "/repos/" + r.json["repo_full_name"], token).json
+    assert repo["private"] is True and repo["default_branch"] == "main" and repo["permissions"]["admin"]
+    assert api(server, "GET", "/repos/" + r.json["repo_full_name"]).status == 404     # private to others
+    commits = api(server, "GET", "/repos/%s/commits" % r.json["repo_full_name"], token).json
+    assert [c["commit"]["message"] for c in commits] == ["Initial commit"]
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, r.json["repo_full_name"], token), work)
+    assert os.listdir(work) == [".git", "README.md"] or sorted(os.listdir(work)) == [".git", "README.md"]
+
+
+def test_bad_prefixes_and_names(server):
+    for body in ({"prefix_login": "Coder"}, {"prefix_login": "-x"}, {"prefix_login": "a" * 33},
+                 {"prefix_login": "ok", "default_repo_name": "../../etc"}, {"prefix_login": "ok",
+                                                                            "default_repo_name": "x.git"},
+                 {"prefix_login": 7}, {}):
+        r = ext(server, "POST", "/agents", None, body)
+        assert r.status == 422 and r.json["message"] == "Validation Failed", body
+    r = ext(server, "POST", "/agents", None, raw_body=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status == 400 and r.json["message"] == "Problems parsing JSON"
+
+
+def test_rate_limited_per_address(tmp_path):
+    srv = agentgit.make_server(tmp_path / "d", port=0, registration_limit=2, registration_window=60).start()
+    try:
+        assert [ext(srv, "POST", "/agents", None, {"prefix_login": "a"}).status for _ in range(2)] == [201, 201]
+        r = ext(srv, "POST", "/agents", None, {"prefix_login": "a"})
+        assert r.status == 429 and 0 < int(r.headers["retry-after"]) <= 61
+    finally:
+        srv.stop()
+
+
+def test_closed_registration_is_403(tmp_path):
+    srv = agentgit.make_server(tmp_path / "d", port=0, registration="closed").start()
+    try:
+        r = ext(srv, "POST", "/agents", None, {"prefix_login": "a"})
+        assert r.status == 403 and "closed" in r.json["message"]
+        assert srv.app.store.one("SELECT COUNT(*) AS n FROM accounts WHERE kind = 'agent'")["n"] == 0
+    finally:
+        srv.stop()
+
+
+def test_nothing_half_created_when_a_step_fails(server, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(agentgit, "init_repository", broken)
+    r = ext(server, "POST", "/agents", None, {"prefix_login": "doomed"})
+    assert r.status == 500 and r.json == {"message": "Server Error", "documentation_url": agentgit.DOCS_URL}
+    store = server.app.store
+    assert store.one("SELECT COUNT(*) AS n FROM accounts WHERE login LIKE 'doomed-%'")["n"] == 0
+    assert store.one("SELECT COUNT(*) AS n FROM repos")["n"] == 0
+    assert store.one("SELECT COUNT(*) AS n FROM tokens WHERE kind = 'agent'")["n"] == 0
+    assert [d for d in os.listdir(server.app.repos_dir)] == []
+
+
+@pytest.mark.parametrize("prefix", ["coder", "a-b-c"])
+def test_cli_agent_add_prints_token_last(tmp_path, prefix):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, agentgit.__file__, "agent", "add", prefix, "--data", str(tmp_path / "d")],
+                         capture_output=True, text=True, check=True).stdout.strip().split("\n")
+    assert out[-1].startswith("aga_")
+    srv = agentgit.make_server(tmp_path / "d", port=0).start()
+    try:
+        assert api(srv, "GET", "/user", out[-1]).json["login"].startswith(prefix + "-")
+    finally:
+        srv.stop()
