@@ -1250,8 +1250,7 @@ def org_json(app, row, detail=False):
     if detail:
         public = app.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ? AND NOT private", row["id"])
         out.update({
-            "name": row["name"], "company": None, "blog": None, "location": None, "email": row["email"],
-            "has_organization_projects": False, "has_repository_projects": False,
+            "name": row["name"], "email": row["email"] or "", "has_organization_projects": False, "has_repository_projects": False,
             "public_repos": public["n"], "public_gists": 0, "followers": 0, "following": 0,
             "html_url": "%s/%s" % (app.url, login), "type": "Organization",
             "created_at": row["created_at"], "updated_at": row["updated_at"], "archived_at": None,
@@ -1380,13 +1379,31 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 # -- meta and users -----------------------------------------------------------------------------
 
+ROOT_LINKS = {
+    "current_user_url": "/user", "current_user_authorizations_html_url": "{web}/settings/connections/applications{/client_id}",
+    "authorizations_url": "/authorizations", "code_search_url": "/search/code?q={query}{&page,per_page,sort,order}",
+    "commit_search_url": "/search/commits?q={query}{&page,per_page,sort,order}", "emails_url": "/user/emails",
+    "emojis_url": "/emojis", "events_url": "/events", "feeds_url": "/feeds", "followers_url": "/user/followers",
+    "following_url": "/user/following{/target}", "gists_url": "/gists{/gist_id}", "hub_url": "/hub",
+    "issue_search_url": "/search/issues?q={query}{&page,per_page,sort,order}", "issues_url": "/issues",
+    "keys_url": "/user/keys", "label_search_url": "/search/labels?q={query}&repository_id={repository_id}{&page,per_page}",
+    "notifications_url": "/notifications", "organization_url": "/orgs/{org}",
+    "organization_repositories_url": "/orgs/{org}/repos{?type,page,per_page,sort}",
+    "organization_teams_url": "/orgs/{org}/teams", "public_gists_url": "/gists/public", "rate_limit_url": "/rate_limit",
+    "repository_url": "/repos/{owner}/{repo}", "repository_search_url": "/search/repositories?q={query}{&page,per_page,sort,order}",
+    "current_user_repositories_url": "/user/repos{?type,page,per_page,sort}", "starred_url": "/user/starred{/owner}{/repo}",
+    "starred_gists_url": "/gists/starred", "user_url": "/users/{user}", "user_organizations_url": "/user/orgs",
+    "user_repositories_url": "/users/{user}/repos{?type,page,per_page,sort}",
+    "user_search_url": "/search/users?q={query}{&page,per_page,sort,order}",
+}
+
+
 @route("GET", "/api/v3")
 def get_root(req):
+    """The API's front door; `gh auth status` reads X-OAuth-Scopes from it."""
     req.check("read_meta", SITE)
-    api = req.app.api
-    return {"current_user_url": api + "/user", "user_url": api + "/users/{user}",
-            "repository_url": api + "/repos/{owner}/{repo}", "organization_url": api + "/orgs/{org}",
-            "authorizations_url": api + "/authorizations", "user_repositories_url": api + "/users/{user}/repos"}
+    return {name: link.replace("{web}", req.app.url) if link.startswith("{web}") else req.app.api + link
+            for name, link in ROOT_LINKS.items()}
 
 
 @route("GET", "/api/v3/user")
@@ -1400,9 +1417,7 @@ def get_authenticated_user(req):
 def get_user(req, login):
     row = find_account(req, login)
     req.check("read_account", Resource.account(row))
-    if row["kind"] == "org":
-        return org_json(req.app, row, detail=True)
-    return user_json(req.app, row, detail=True)
+    return user_json(req.app, row, detail=True)     # organizations too, with type "Organization", as GitHub does
 
 
 @route("PUT", "/api/v3/users/{login}/suspended")

@@ -1,0 +1,101 @@
+"""The hash-chained audit log: what it records, who may read it, and `audit verify` catching tampering."""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import agentgit
+from conftest import api, commit_file, ext, git, remote
+
+
+def rows(server, **where):
+    sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join("%s = ?" % k for k in where) if where else "")
+    return [dict(r) for r in server.app.store.all(sql + " ORDER BY id", *where.values())]
+
+
+def test_mutations_denials_and_pushes_are_recorded(server, tmp_path):
+    alice = server.add_user("alice")
+    bob = server.add_user("bob")
+    login, agent, full_name = server.add_agent("bot")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "private": True})
+    api(server, "PATCH", "/repos/alice/demo", bob, {"description": "x"})             # hidden: 404
+    api(server, "PUT", "/repos/alice/demo/collaborators/bob", alice, {"permission": "pull"})
+    api(server, "PATCH", "/repos/alice/demo", bob, {"description": "x"})             # visible now: 403
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, full_name, agent), work)
+    sha = commit_file(work, "a.txt", "a")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    created = rows(server, action="create_repo")[0]
+    assert (created["actor"], created["user_kind"], created["decision"], created["side_effect"]) == (
+        "alice", "human", "allow", "created alice/demo")
+    denials = rows(server, actor="bob", decision="deny")
+    assert [d["action"] for d in denials] == ["admin_repo", "admin_repo"]
+    assert "bob cannot see repo:alice/demo" in denials[0]["reasons"]
+    assert "needs admin on repo:alice/demo; bob has read (collaborator)" in denials[1]["reasons"]
+    push = rows(server, action="push_branch", actor=login)[0]
+    assert push["surface"] == "git" and push["user_kind"] == "agent" and push["side_effect"].endswith(sha[:12])
+    assert push["token_fingerprint"] == agentgit.token_fingerprint(agent)
+    assert push["runtime"] == "127.0.0.1"
+    # a plain read is not a row; a refused read is
+    before = len(rows(server))
+    api(server, "GET", "/repos/alice/demo", alice)
+    assert len(rows(server)) == before
+    # a mutation that fails after being allowed still leaves its row, with how it ended
+    api(server, "POST", "/user/repos", alice, {"name": "demo"})
+    failed = rows(server, action="create_repo")[-1]
+    assert failed["decision"] == "allow" and failed["side_effect"].startswith("refused: HTTP 422")
+
+
+def test_audit_endpoint_filters_and_scoping(server):
+    alice = server.add_user("alice")
+    bob = server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "a1"})
+    api(server, "POST", "/user/repos", bob, {"name": "b1"})
+    mine = ext(server, "GET", "/audit", bob).json
+    assert mine and {r["actor"] for r in mine} == {"bob"}
+    assert ext(server, "GET", "/audit?actor=alice", bob).json == mine        # the filter cannot widen it
+    admin = server.admin[1]
+    every = ext(server, "GET", "/audit?action=create_repo", admin).json
+    assert [r["resource"] for r in every] == ["user:alice", "user:bob"]
+    page = ext(server, "GET", "/audit?per_page=2", admin)
+    assert len(page.json) == 2 and 'rel="next"' in page.headers["link"]
+    assert ext(server, "GET", "/audit").status == 401
+
+
+def test_verify_detects_edits_and_deletions(tmp_path):
+    data = str(tmp_path / "d")
+    srv = agentgit.make_server(data, port=0).start()
+    alice = srv.add_user("alice")
+    for i in range(4):
+        api(srv, "POST", "/user/repos", alice, {"name": "r%d" % i})
+    srv.stop()
+
+    def verify():
+        return subprocess.run([sys.executable, agentgit.__file__, "audit", "verify", "--data", data],
+                              capture_output=True, text=True)
+    ok = verify()
+    assert ok.returncode == 0 and "intact" in ok.stdout
+    db = sqlite3.connect(os.path.join(data, "agentgit.db"))
+    ids = [r[0] for r in db.execute("SELECT id FROM audit ORDER BY id")]
+    db.execute("UPDATE audit SET side_effect = 'nothing happened' WHERE id = ?", (ids[3],))
+    db.commit()
+    broken = verify()
+    assert broken.returncode == 1 and "row %d" % ids[3] in broken.stdout
+    db.execute("UPDATE audit SET side_effect = 'created alice/r1' WHERE id = ?", (ids[3],))
+    db.commit()
+    assert verify().returncode == 0                    # restored exactly: intact again
+    db.execute("DELETE FROM audit WHERE id = ?", (ids[2],))
+    db.commit()
+    broken = verify()
+    assert broken.returncode == 1 and "row %d" % ids[3] in broken.stdout
+    # re-hashing the chain without the server key does not help
+    rows_ = db.execute("SELECT * FROM audit ORDER BY id").fetchall()
+    import hashlib
+    prev = agentgit.GENESIS_HASH
+    for r in rows_:
+        fake = hashlib.sha256((prev + json.dumps(list(r[1:15]))).encode()).hexdigest()
+        db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?", (prev, fake, r[0]))
+        prev = fake
+    db.commit()
+    assert verify().returncode == 1

@@ -1,0 +1,144 @@
+"""Starting, embedding and administering the server: CLI, schema file, TLS, the authenticator hook."""
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import urllib.request
+
+import agentgit
+from conftest import ROOT, api, call, git, remote
+
+
+def test_schema_file_matches_the_module():
+    with open(os.path.join(ROOT, "schema.sql")) as f:
+        assert f.read() == agentgit.SCHEMA
+
+
+def test_serve_help_documents_the_options():
+    out = subprocess.run([sys.executable, agentgit.__file__, "serve", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for option in ("--host", "--port", "--data", "--url", "--tls-cert", "--tls-key", "--registration",
+                   "--git-engine", "AGENTGIT_DATA"):
+        assert option in out
+
+
+def start_cli_server(cwd, *args):
+    proc = subprocess.Popen([sys.executable, "agentgit.py", "serve", "--port", "0", "--quiet", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline().strip()
+    lines = [first]
+    while True:
+        line = proc.stdout.readline().strip()
+        lines.append(line)
+        if line.startswith("git engine"):
+            break
+    return proc, lines
+
+
+def test_copied_alone_first_start_prints_admin_once(tmp_path):
+    shutil.copy(agentgit.__file__, tmp_path / "agentgit.py")
+    proc, lines = start_cli_server(str(tmp_path))
+    try:
+        assert lines[0].startswith("agentgit listening on http://127.0.0.1:")
+        url = lines[0].split()[-1]
+        admin_line = proc.stdout.readline().strip()
+        token = admin_line.split()[-1]
+        assert "created site admin 'admin'" in admin_line and token.startswith("agp_")
+        req = urllib.request.Request(url + "/api/v3/user", headers={"Authorization": "token " + token})
+        assert b'"site_admin": true' in urllib.request.urlopen(req).read()
+        # the CLI works beside the running server
+        out = subprocess.run([sys.executable, "agentgit.py", "user", "add", "carol"], cwd=str(tmp_path),
+                             capture_output=True, text=True, check=True).stdout.strip().split("\n")
+        req = urllib.request.Request(url + "/api/v3/user", headers={"Authorization": "token " + out[-1]})
+        assert b'"login": "carol"' in urllib.request.urlopen(req).read()
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert os.path.isdir(tmp_path / "agentgit-data" / "repos")
+    proc, lines = start_cli_server(str(tmp_path))
+    try:
+        proc.terminate()
+        rest = proc.communicate()[0]
+        assert "created site admin" not in rest
+    finally:
+        proc.wait()
+
+
+def test_cli_user_add_with_password_and_suspend(tmp_path):
+    data = str(tmp_path / "d")
+    run = lambda *a, **kw: subprocess.run([sys.executable, agentgit.__file__, *a, "--data", data],  # noqa: E731
+                                          capture_output=True, text=True, **kw)
+    out = run("user", "add", "dave", "--admin", "--password-stdin", input="s3cret\n")
+    assert out.returncode == 0 and out.stdout.strip().split("\n")[-1].startswith("agp_")
+    assert run("user", "add", "dave").returncode != 0
+    assert "not a valid login" in run("user", "add", "../x").stderr
+    app = agentgit.App(agentgit.Config(data_dir=data))
+    row = agentgit.account_by_login(app.store, "dave")
+    assert agentgit.check_password(row["password_hash"], "s3cret") and "s3cret" not in row["password_hash"]
+    assert not agentgit.check_password(row["password_hash"], "wrong")
+    assert run("user", "suspend", "dave").returncode == 0
+    assert agentgit.account_by_login(app.store, "dave")["suspended_at"]
+    assert run("audit", "verify").returncode == 0
+
+
+def make_cert(tmp_path):
+    key, cert = str(tmp_path / "key.pem"), str(tmp_path / "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_https_rest_and_git(tmp_path):
+    cert, key = make_cert(tmp_path)
+    srv = agentgit.make_server(tmp_path / "d", port=0, tls_cert=cert, tls_key=key).start()
+    try:
+        assert srv.url.startswith("https://127.0.0.1:")
+        _, token, full_name = srv.add_agent("tls")
+        ctx = ssl.create_default_context(cafile=cert)
+        req = urllib.request.Request(srv.url + "/api/v3/user", headers={"Authorization": "token " + token})
+        assert b'"user_kind": "agent"' in urllib.request.urlopen(req, context=ctx).read()
+        env = dict(os.environ, HOME=str(tmp_path), GIT_SSL_CAINFO=cert, GIT_TERMINAL_PROMPT="0")
+        git(str(tmp_path), "clone", "-q", remote(srv, full_name, token), str(tmp_path / "w"), env=env)
+        assert os.path.exists(tmp_path / "w" / "README.md")
+        # a client that never finishes the handshake does not stall the others
+        import socket
+        host, port = srv.httpd.server_address[:2]
+        stalled = socket.create_connection((host, port))
+        assert b"tls" in urllib.request.urlopen(req, context=ctx).read()
+        stalled.close()
+    finally:
+        srv.stop()
+
+
+def test_authenticator_vouches_for_humans_only(tmp_path):
+    def authenticator(request):
+        if request["headers"].get("X-Forwarded-User") == "erin":
+            return {"provider": "corp-sso", "subject": "u-42", "login": "erin", "name": "Erin", "email": "e@corp"}
+        return None
+    srv = agentgit.make_server(tmp_path / "d", port=0, authenticator=authenticator).start()
+    try:
+        r = call(srv, "GET", "/api/v3/user", headers={"X-Forwarded-User": "erin"})
+        assert r.status == 200 and (r.json["login"], r.json["user_kind"], r.json["name"]) == ("erin", "human", "Erin")
+        first_id = r.json["id"]
+        # the identity wins over any Authorization header, and maps to the same account every time
+        _, agent, _ = srv.add_agent("bot")
+        r = call(srv, "GET", "/api/v3/user", headers={"X-Forwarded-User": "erin", "Authorization": "token " + agent})
+        assert r.json["id"] == first_id
+        assert api(srv, "GET", "/user", agent).json["user_kind"] == "agent"    # agents use their own token
+        api(srv, "POST", "/user/repos", None, {"name": "sso"}, headers={"X-Forwarded-User": "erin"})
+        row = srv.app.store.one("SELECT * FROM audit WHERE action = 'create_repo'")
+        assert row["actor"] == "erin" and row["runtime"] == "127.0.0.1 corp-sso:u-42"
+    finally:
+        srv.stop()
+
+
+def test_head_and_unknown_routes(server):
+    r = call(server, "HEAD", "/api/v3/users/admin")
+    assert r.status == 200 and r.raw == b"" and int(r.headers["content-length"]) > 0
+    for method, path in (("GET", "/api/v3/nothing"), ("DELETE", "/api/v3/user"), ("GET", "/x/y/z/w/v")):
+        r = call(server, method, path)
+        assert r.status == 404 and r.json["message"] == "Not Found"
+    r = call(server, "GET", "/admin/x.git/info/refs")           # dumb HTTP is not served
+    assert r.status == 403 and b"smart HTTP" in r.raw
