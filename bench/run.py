@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""agentgit benchmarks (`make bench`): every figure is printed next to a baseline measured in the same run.
+
+  a. cold start: `agentgit.py serve` to the first 200, vs a bare ThreadingHTTPServer script.
+  b. Git on a generated repository (~3,000 commits, ~2,000 files): full clone, shallow clone,
+     50-commit fetch and 50-commit push through agentgit (each engine) vs local git
+     (`git clone --no-local`, fetch from and push to a bare repository on disk); eight concurrent
+     clones with wall time and the server's peak memory (process tree RSS).
+  c. REST: GET /api/v3/repos/{o}/{r} with a token, requests per second vs a bare ThreadingHTTPServer
+     that returns the same bytes.
+
+Options: --commits N --files N (repository size), --trials N, --skip-dulwich.
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "bench", "work")
+AGENTGIT = os.path.join(ROOT, "agentgit.py")
+GIT_ENV = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="b@x",
+               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="b@x", GIT_CONFIG_NOSYSTEM="1", HOME=WORK)
+
+# The baseline gets the same TCP_NODELAY that agentgit sets, so the ratio measures the work, not Nagle.
+BARE_SERVER = r'''
+import http.server, socket, sys
+body = open(sys.argv[1], "rb").read()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+srv.daemon_threads = True
+print("agentgit listening on http://127.0.0.1:%d" % srv.server_address[1], flush=True)
+srv.serve_forever()
+'''
+
+
+def git(*args, cwd=None):
+    return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True).stdout
+
+
+def timed(fn, trials):
+    times = []
+    for _ in range(trials):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def fresh(path):
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+# -- the generated repository -----------------------------------------------------------------------
+
+def generate_repository(path, commits, files):
+    """A bare repository built with git fast-import: one commit with ``files`` files, then commits that
+    each change a few of them. Cached in bench/work between runs."""
+    marker = os.path.join(path, "agentgit-bench-%d-%d" % (commits, files))
+    if os.path.exists(marker):
+        return
+    fresh(path)
+    git("init", "-q", "--bare", "-b", "main", path)
+    rng = random.Random(7)
+    words = ["agent", "token", "policy", "grant", "audit", "branch", "merge", "commit", "review", "task",
+             "delegate", "scope", "resource", "runtime", "revoke", "approve"]
+
+    def text(n):
+        return "\n".join(" ".join(rng.choice(words) for _ in range(12)) + " %d" % rng.randrange(10 ** 9)
+                         for _ in range(n)) + "\n"
+    names = ["src/mod%03d/file%04d.py" % (i % 100, i) for i in range(files)]
+    proc = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=path, stdin=subprocess.PIPE, env=GIT_ENV)
+
+    def emit(data):
+        proc.stdin.write(data if isinstance(data, bytes) else data.encode())
+
+    stamp = 1700000000
+    for n in range(commits):
+        changes = names if n == 0 else rng.sample(names, 3)
+        message = "commit %d" % n
+        emit("commit refs/heads/main\ncommitter bench <b@x> %d +0000\ndata %d\n%s\n" % (stamp + n * 60, len(message),
+                                                                                       message))
+        for name in changes:
+            blob = text(40 if n == 0 else 60).encode()
+            emit("M 100644 inline %s\ndata %d\n" % (name, len(blob)))
+            emit(blob + b"\n")
+    proc.stdin.close()
+    if proc.wait() != 0:
+        raise SystemExit("git fast-import failed")
+    git("repack", "-adq", cwd=path)
+    open(marker, "w").close()
+
+
+# -- servers --------------------------------------------------------------------------------------
+
+class ServerProcess:
+    """A server in its own process (so the client's GIL does not slow it), with RSS sampling."""
+
+    def __init__(self, argv):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        first = self.proc.stdout.readline().strip()
+        self.url = first.split()[-1]
+        self.peak_kb = 0
+        self.sampling = False
+
+    def tree_rss_kb(self):
+        pids, total = [self.proc.pid], 0
+        children = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open("/proc/%s/stat" % entry) as f:
+                        parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(parent, []).append(int(entry))
+                except (OSError, IndexError, ValueError):
+                    pass
+        while pids:
+            pid = pids.pop()
+            pids += children.get(pid, [])
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+            except (OSError, StopIteration):
+                pass
+        return total
+
+    def sample(self):
+        self.sampling, self.peak_kb = True, 0
+
+        def loop():
+            while self.sampling:
+                self.peak_kb = max(self.peak_kb, self.tree_rss_kb())
+                time.sleep(0.05)
+        self.sampler = threading.Thread(target=loop, daemon=True)
+        self.sampler.start()
+
+    def stop_sampling(self):
+        self.sampling = False
+        self.sampler.join()
+        return self.peak_kb
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def start_agentgit(data, engine="auto"):
+    return ServerProcess([sys.executable, AGENTGIT, "serve", "--port", "0", "--quiet", "--data", data,
+                          "--git-engine", engine])
+
+
+def request(url, path, token=None, method="GET", body=None):
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    headers = {"Authorization": "token " + token} if token else {}
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def first_200(argv, path):
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = proc.stdout.readline().strip().split()[-1]
+    status = request(url, path)[0]
+    elapsed = time.perf_counter() - start
+    proc.terminate()
+    proc.wait()
+    assert status == 200, status
+    return elapsed
+
+
+# -- a. cold start --------------------------------------------------------------------------------
+
+def bench_cold_start(trials):
+    body = os.path.join(WORK, "bare-body.json")
+    with open(body, "w") as f:
+        f.write("{}")
+    bare = statistics.median(first_200([sys.executable, "-c", BARE_SERVER, body], "/") for _ in range(trials))
+    ours = []
+    for _ in range(trials):
+        data = fresh(os.path.join(WORK, "cold-data"))
+        ours.append(first_200([sys.executable, AGENTGIT, "serve", "--port", "0", "--quiet", "--data", data],
+                              "/api/v3"))
+    ours = statistics.median(ours)
+    print("a. cold start to first 200      agentgit %.3f s   bare http.server %.3f s   ratio %.2fx   (target < 0.3 s)"
+          % (ours, bare, ours / bare))
+
+
+# -- b. git -----------------------------------------------------------------------------------------
+
+def prepare_agentgit_repo(data, source):
+    """A data dir whose user bench owns bench/big, a copy of ``source``. Returns (token, repo dir)."""
+    fresh(data)
+    out = subprocess.run([sys.executable, AGENTGIT, "user", "add", "bench", "--data", data], capture_output=True,
+                         text=True, check=True).stdout.strip().split("\n")
+    token = out[-1]
+    server = start_agentgit(data)
+    status, body = request(server.url, "/api/v3/user/repos", token, "POST", {"name": "big", "private": True})
+    server.stop()
+    assert status == 201, body
+    repo_dir = os.path.join(data, "repos", "%d.git" % json.loads(body)["id"])
+    shutil.rmtree(repo_dir)
+    git("clone", "-q", "--bare", "--no-local", source, repo_dir)
+    return token, repo_dir
+
+
+def bench_git(args):
+    source = os.path.join(WORK, "source.git")
+    generate_repository(source, args.commits, args.files)
+    size_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(source) for f in fs) / 1e6
+    head = git("rev-parse", "main", cwd=source).strip()
+    base_sha = git("rev-parse", "main~50", cwd=source).strip()
+    print("b. repository: %d commits, %d files, %.1f MB packed" % (args.commits, args.files, size_mb))
+    # a clone that lacks the last 50 commits, for the fetch; a bare repo at main~50, for the push baseline
+    old = fresh(os.path.join(WORK, "old.git"))
+    git("clone", "-q", "--bare", "--no-local", source, old)
+    git("update-ref", "refs/heads/main", base_sha, cwd=old)
+    behind = fresh(os.path.join(WORK, "behind"))
+    git("clone", "-q", "--no-local", old, behind)
+    ahead = fresh(os.path.join(WORK, "ahead"))
+    git("clone", "-q", "--no-local", source, ahead)
+    trials = args.trials
+    dst = os.path.join(WORK, "dst")
+
+    def clone(url, *extra):
+        return lambda: (fresh(dst), git("clone", "-q", *extra, url, dst))
+
+    def fetch(url):
+        def run():
+            fresh(dst)
+            shutil.copytree(behind, dst, symlinks=True)
+            git("fetch", "-q", url, "main", cwd=dst)
+            assert git("rev-parse", "FETCH_HEAD", cwd=dst).strip() == head
+        return run
+
+    def push(url, reset_dir):
+        def run():
+            git("update-ref", "refs/heads/main", base_sha, cwd=reset_dir)
+            git("push", "-q", url, "main:main", cwd=ahead)
+        return run
+
+    baseline_bare = fresh(os.path.join(WORK, "push-target.git"))
+    git("clone", "-q", "--bare", "--no-local", source, baseline_bare)
+    local = {
+        "full clone": timed(clone(source, "--no-local"), trials),
+        "shallow clone": timed(clone("file://" + source, "--depth", "1"), trials),
+        "50-commit fetch": timed(fetch(source), trials),
+        "50-commit push": timed(push(baseline_bare, baseline_bare), trials),
+    }
+    print("   local git baseline: " + ", ".join("%s %.3f s" % kv for kv in local.items()))
+    engines = ["git"] + ([] if args.skip_dulwich else ["dulwich"])
+    for engine in engines:
+        data = os.path.join(WORK, "data-" + engine)
+        token, repo_dir = prepare_agentgit_repo(data, source)
+        server = start_agentgit(data, engine)
+        u = urllib.parse.urlsplit(server.url)
+        url = "http://x:%s@%s:%d/bench/big.git" % (token, u.hostname, u.port)
+        n = trials if engine == "git" else 1
+        try:
+            ours = {
+                "full clone": timed(clone(url), n),
+                "shallow clone": timed(clone(url, "--depth", "1"), n),
+                "50-commit fetch": timed(fetch(url), n),
+                "50-commit push": timed(push(url, repo_dir), n),
+            }
+            target = {"full clone": 1.2, "shallow clone": None, "50-commit fetch": 2.0, "50-commit push": 2.0}
+            for name, seconds in ours.items():
+                goal = " (target <= %.1fx)" % target[name] if engine == "git" and target[name] else ""
+                print("   %-8s %-16s %7.3f s   vs local %7.3f s   ratio %5.2fx%s" % (
+                    engine, name, seconds, local[name], seconds / local[name], goal))
+            if engine == "git" or args.dulwich_concurrent:
+                server.sample()
+                start = time.perf_counter()
+                errors = []
+
+                def one(i):
+                    target_dir = fresh(os.path.join(WORK, "concurrent%d" % i))
+                    try:
+                        git("clone", "-q", url, target_dir)
+                    except subprocess.CalledProcessError as e:
+                        errors.append(e.stderr)
+                threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                wall = time.perf_counter() - start
+                peak = server.stop_sampling()
+                print("   %-8s 8 concurrent clones: %.2f s wall, server peak RSS %.0f MB (process tree)%s" % (
+                    engine, wall, peak / 1024, "; %d failed" % len(errors) if errors else ""))
+        finally:
+            server.stop()
+
+
+# -- c. REST --------------------------------------------------------------------------------------
+
+def requests_per_second(url, path, token, threads=4, per_thread=500):
+    u = urllib.parse.urlsplit(url)
+    headers = {"Authorization": "token " + token} if token else {}
+    done = []
+
+    def worker():
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        for _ in range(per_thread):
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200
+        conn.close()
+        done.append(per_thread)
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
+def bench_rest():
+    data = fresh(os.path.join(WORK, "rest-data"))
+    token = subprocess.run([sys.executable, AGENTGIT, "user", "add", "bench", "--data", data], capture_output=True,
+                           text=True, check=True).stdout.strip().split("\n")[-1]
+    server = start_agentgit(data)
+    try:
+        status, body = request(server.url, "/api/v3/user/repos", token, "POST", {"name": "demo", "auto_init": True})
+        assert status == 201
+        path = "/api/v3/repos/bench/demo"
+        body_file = os.path.join(WORK, "rest-body.json")
+        with open(body_file, "wb") as f:
+            f.write(request(server.url, path, token)[1])
+        requests_per_second(server.url, path, token, per_thread=50)          # warm up
+        ours = requests_per_second(server.url, path, token)
+    finally:
+        server.stop()
+    bare = ServerProcess([sys.executable, "-c", BARE_SERVER, body_file])
+    try:
+        requests_per_second(bare.url, "/", None, per_thread=50)
+        theirs = requests_per_second(bare.url, "/", None)
+    finally:
+        bare.stop()
+    print("c. REST GET /repos/{o}/{r}       agentgit %.0f req/s   bare http.server %.0f req/s   ratio %.2fx   "
+          "(target >= 0.6x)" % (ours, theirs, ours / theirs))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--commits", type=int, default=3000)
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--skip-dulwich", action="store_true")
+    parser.add_argument("--dulwich-concurrent", action="store_true",
+                        help="also run eight concurrent clones on dulwich (slow: minutes, GBs)")
+    args = parser.parse_args()
+    os.makedirs(WORK, exist_ok=True)
+    bench_cold_start(5)
+    bench_rest()
+    bench_git(args)
+
+
+if __name__ == "__main__":
+    main()
