@@ -46,6 +46,7 @@ import getpass
 import hashlib
 import hmac
 import http.server
+import itertools
 import json
 import os
 import re
@@ -81,6 +82,7 @@ MAX_JSON_BODY = 10 * 1024 * 1024          # REST bodies; larger ones are refused
 MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, never held in memory
 REQUEST_IDLE_TIMEOUT = 120                # seconds a client may stay silent before its thread gives up
 PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 100
+OTHER_PROCESS_POLL = 0.05                 # seconds: how soon a CLI change (e.g. a revocation) takes effect
 
 # GitHub's own rules: logins are alphanumeric with single inner hyphens, at most 39 characters;
 # repository names are letters, digits, '.', '-', '_' and at most 100 characters.
@@ -255,10 +257,15 @@ class Store:
     def __init__(self, path):
         self.path = path
         self.local = threading.local()
+        self.generations = itertools.count(1)
+        self.generation, self.memo = 0, {}
         db = self.db
         if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             db.executescript(SCHEMA)
             db.execute("PRAGMA user_version = %d" % SCHEMA_VERSION)
+        self.watch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.watch_lock = threading.Lock()
+        self.watch_version, self.polled = self.watch.execute("PRAGMA data_version").fetchone()[0], -1.0
 
     @property
     def db(self):
@@ -275,8 +282,39 @@ class Store:
     def one(self, sql, *args):
         return self.db.execute(sql, args).fetchone()
 
+    def cached(self, key, compute):
+        """compute(), remembered until anyone commits anything, so hot reads (token, account,
+        repository, permission) cost no queries. Commits in this process invalidate at once
+        (transaction() moves the generation after COMMIT); commits by another process (the CLI) are
+        noticed through sqlite's data_version within OTHER_PROCESS_POLL seconds. A value is stored
+        with the generation current *before* it was read, so one read across a commit is never served."""
+        self.poll_other_processes()
+        generation = self.generation
+        hit = self.memo.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        value = compute()
+        if len(self.memo) > 10000:
+            self.memo = {}
+        self.memo[key] = (generation, value)
+        return value
+
     def all(self, sql, *args):
         return self.db.execute(sql, args).fetchall()
+
+    def poll_other_processes(self):
+        """At most every OTHER_PROCESS_POLL seconds, ask one long-lived connection whether anyone
+        else committed (data_version is only comparable within one connection)."""
+        moment = time.monotonic()
+        if moment - self.polled < OTHER_PROCESS_POLL:
+            return
+        with self.watch_lock:
+            if moment - self.polled < OTHER_PROCESS_POLL:
+                return
+            version = self.watch.execute("PRAGMA data_version").fetchone()[0]
+            if version != self.watch_version:
+                self.watch_version, self.generation = version, next(self.generations)
+            self.polled = moment
 
     @contextlib.contextmanager
     def transaction(self):
@@ -291,6 +329,7 @@ class Store:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        self.generation = next(self.generations)     # itertools.count: atomic under the GIL
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
@@ -446,7 +485,16 @@ def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None):
 
 
 def verify_token(store, key, token):
-    """The token's row (with its account's columns prefixed a_) when it is genuine and live, else None."""
+    """The token's row when it is genuine and live, else None."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    row = store.cached(("token", digest), lambda: genuine_token_row(store, key, token, digest))
+    if row is None or (row["expires_at"] and row["expires_at"] <= now()):
+        return None
+    return row
+
+
+def genuine_token_row(store, key, token, digest):
+    """The stored row of a token whose MAC is right; None for forged, altered, unknown or revoked ones."""
     m = TOKEN_RE.match(token)
     if not m or m.group(1) not in TOKEN_PREFIXES.values():
         return None
@@ -454,10 +502,8 @@ def verify_token(store, key, token):
         return None
     # The lookup is by sha256 of a MAC-checked value, so a timing side channel on the index reveals
     # nothing an attacker could not compute alone.
-    row = store.one("SELECT * FROM tokens WHERE hash = ?", hashlib.sha256(token.encode()).hexdigest())
+    row = store.one("SELECT * FROM tokens WHERE hash = ?", digest)
     if row is None or row["revoked_at"] or TOKEN_PREFIXES[row["kind"]] != m.group(1):
-        return None
-    if row["expires_at"] and row["expires_at"] <= now():
         return None
     return row
 
@@ -469,7 +515,8 @@ class Principal:
     token_id: int = None
     token_kind: str = None
     fingerprint: str = None
-    scopes: frozenset = frozenset()
+    scopes: frozenset = frozenset()     # as granted, with implied scopes added (expand_scopes)
+    scopes_header: str = ""             # as granted, for X-OAuth-Scopes
     runtime: str = ""                   # client address; the authenticator's provider:subject if one vouched
     delegator: str = None               # the bound human (delegation arrives with a later issue)
     operator: bool = False              # the CLI: whoever can read the data directory
@@ -524,9 +571,11 @@ def authenticate(app, headers, client_address, peer_cert=None):
     if row is None:
         raise HTTPError(401, "Bad credentials")
     app.touch_token(row["id"])
-    return Principal(user=account_by_id(app.store, row["user_id"]), token_id=row["id"], token_kind=row["kind"],
-                     fingerprint=row["fingerprint"], scopes=expand_scopes(row["scopes"].split(",")),
-                     runtime=runtime)
+    granted = [s for s in row["scopes"].split(",") if s]
+    user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
+    return Principal(user=user, token_id=row["id"], token_kind=row["kind"],
+                     fingerprint=row["fingerprint"], scopes=expand_scopes(granted),
+                     scopes_header=", ".join(sorted(granted)), runtime=runtime)
 
 
 def human_for_identity(app, identity):
@@ -628,6 +677,7 @@ class Decision:
     reasons: list
     hidden: bool = False     # the principal may not know the resource exists: answer 404
     scope: str = None        # the scope that was missing, for X-Accepted-OAuth-Scopes
+    level: str = "none"      # the permission the principal holds on the resource
 
     @property
     def allowed(self):
@@ -637,6 +687,11 @@ class Decision:
 def repo_permission(store, user, repo):
     """(level, how) that ``user`` holds on the repository: the highest of owner, site admin, org role,
     org base permission, team grants and collaborator grants; public repositories are readable by all."""
+    return store.cached(("permission", user["id"] if user is not None else None, repo["id"]),
+                        lambda: compute_repo_permission(store, user, repo))
+
+
+def compute_repo_permission(store, user, repo):
     best, how = ("read", "public repository") if not repo["private"] else ("none", "private repository")
 
     def consider(level, source):
@@ -741,7 +796,7 @@ def decide(store, principal, action, resource, context=None):
     reasons = ["%s holds %s on %s (%s)" % (principal.login or "anonymous", level, resource.name, how)]
     if context and context.get("ref"):
         reasons.append("ref %s" % context["ref"])
-    return Decision("allow", action, resource.name, reasons)
+    return Decision("allow", action, resource.name, reasons, level=level)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
@@ -999,7 +1054,7 @@ class GunzipReader:
                 return data
 
 
-ROUTES = []   # (method, compiled pattern, handler); declared next to each handler with @route
+ROUTES = collections.defaultdict(list)   # method -> [(compiled pattern, handler)], declared with @route
 
 
 def route(method, pattern):
@@ -1008,7 +1063,7 @@ def route(method, pattern):
                    lambda m: "(?P<%s>%s)" % (m.group(1), ".+" if m.group(2) else "[^/]+"), pattern)
 
     def register(handler):
-        ROUTES.append((method, re.compile("^%s/?$" % regex), handler))
+        ROUTES[method].append((re.compile("^%s/?$" % regex), handler))
         return handler
     return register
 
@@ -1029,6 +1084,7 @@ class Request:
         self.pending = []          # allowed mutations waiting for their audit row
         self.effects = []          # what the mutations did, for those rows
         self.body_reader = None
+        self.level = "none"        # the caller's permission on the resource last found (find_repo)
 
     # -- input ----------------------------------------------------------------------------------
     def body(self, limit):
@@ -1208,7 +1264,8 @@ def repo_json(app, row, permission=None):
     out = {
         "id": row["id"], "node_id": node_id("Repository", row["id"]), "name": row["name"],
         "full_name": full_name, "private": bool(row["private"]),
-        "owner": user_json(app, account_by_id(app.store, row["owner_id"])),
+        "owner": user_json(app, {"id": row["owner_id"], "login": row["owner_login"], "kind": row["owner_kind"],
+                                 "site_admin": row["owner_site_admin"]}),
         "html_url": "%s/%s" % (app.url, full_name), "description": row["description"], "fork": False,
         "url": api_url,
     }
@@ -1332,8 +1389,8 @@ def ref_json(app, full_name, ref, sha, obj_type):
 # Each handler takes the Request and the path's parameters and returns a body (200), or
 # (status, body) / (status, body, headers). Every one names its action to req.authorize().
 
-REPO_SELECT = ("SELECT r.*, a.login AS owner_login, a.kind AS owner_kind FROM repos r"
-               " JOIN accounts a ON a.id = r.owner_id")
+REPO_SELECT = ("SELECT r.*, a.login AS owner_login, a.kind AS owner_kind, a.site_admin AS owner_site_admin"
+               " FROM repos r JOIN accounts a ON a.id = r.owner_id")
 
 
 def find_account(req, login, kinds=("human", "agent", "org")):
@@ -1344,12 +1401,18 @@ def find_account(req, login, kinds=("human", "agent", "org")):
 
 
 def find_repo(req, owner, name, action="read_code"):
-    """The repository, once ``action`` on it is allowed; 404 alike for missing and hidden ones."""
-    row = req.app.store.one(REPO_SELECT + " WHERE a.login = ? AND r.name = ?", owner, name)
+    """The repository, once ``action`` on it is allowed; 404 alike for missing and hidden ones.
+    ``req.level`` is then the permission the caller holds on it."""
+    row = lookup_repo(req.app.store, owner, name)
     if row is None:
         raise HTTPError(404, "Not Found")
-    req.authorize(action, Resource.repo(row))
+    req.level = req.authorize(action, Resource.repo(row)).level
     return row
+
+
+def lookup_repo(store, owner, name):
+    return store.cached(("repo", owner.lower(), name.lower()),
+                        lambda: store.one(REPO_SELECT + " WHERE a.login = ? AND r.name = ?", owner, name))
 
 
 def signed_in(req):
@@ -1537,7 +1600,7 @@ def create_own_repo(req):
 @route("GET", "/api/v3/repos/{owner}/{repo}")
 def get_repo(req, owner, repo):
     row = find_repo(req, owner, repo)
-    return repo_json(req.app, row, repo_permission(req.app.store, req.principal.user, row)[0])
+    return repo_json(req.app, row, req.level)
 
 
 @route("PATCH", "/api/v3/repos/{owner}/{repo}")
@@ -2436,7 +2499,7 @@ def git_repo(req, owner, name, action):
     not to reveal which); a signed-in one gets 404, or 403 with the reason."""
     req.surface = "git"
     name = name[:-4] if name.endswith(".git") else name
-    row = req.app.store.one(REPO_SELECT + " WHERE a.login = ? AND r.name = ?", owner, name)
+    row = lookup_repo(req.app.store, owner, name)
     if row is None:
         raise HTTPError(401 if req.principal.user is None else 404, "Repository not found")
     req.check(action, Resource.repo(row))
@@ -2624,54 +2687,53 @@ class App:
 
     # -- the request pipeline -------------------------------------------------------------------
     def dispatch(self, handler):
+        """authenticate → route → (the endpoint authorizes and acts) → audit → respond. Audit rows are
+        written before the answer leaves, so a client that reads the log next finds them."""
         req = Request(self, handler)
         req.principal = Principal(runtime=handler.client_address[0])
-        outcome = "none"
+        result, error, outcome = None, None, "none"
         try:
             endpoint, params = self.match(req)
             if not req.raw_path.startswith("/api/"):
                 req.surface = "git"
             peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
             req.principal = authenticate(self, handler.headers, handler.client_address[0], peer)
-            result = endpoint(req, **params)
-            if result is not None:              # git endpoints stream their own answer and return None
-                status, body, headers = (tuple(result) + (None, None))[:3] if isinstance(result, tuple) \
-                    else (200, result, None)
-                self.respond(req, status, body, headers)
-                outcome = "HTTP %d" % status
-        except HTTPError as error:
-            outcome = "refused: HTTP %d %s" % (error.status, error.message)
-            if error.status == 401 and req.surface == "git":
-                error.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
-            self.respond_error(req, error)
+            result = endpoint(req, **params)    # git endpoints stream their own answer and return None
+            if result is not None and not isinstance(result, tuple):
+                result = (200, result)
+            outcome = "HTTP %d" % result[0] if result else "streamed"
+        except HTTPError as e:
+            error, outcome = e, "refused: HTTP %d %s" % (e.status, e.message)
+            if e.status == 401 and req.surface == "git":
+                e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
         except (ConnectionError, TimeoutError):
-            handler.close_connection = True
-            outcome = "client went away"
+            handler.close_connection, outcome = True, "client went away"
         except Exception:
-            outcome = "server error"
             traceback.print_exc(file=sys.stderr)
-            self.respond_error(req, HTTPError(500, "Server Error"))
-        finally:
-            if req.pending:     # allowed mutations that never reached a transaction: record how they ended
-                with self.store.transaction() as db:
-                    req.flush_audit(db, outcome)
-            if req.body_reader is None or not req.body_reader.done:
-                # an unread body would be taken for the next request on this connection
-                if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
-                    handler.close_connection = True
+            error, outcome = HTTPError(500, "Server Error"), "server error"
+        if req.pending:     # allowed mutations that never reached a transaction: record how they ended
+            with self.store.transaction() as db:
+                req.flush_audit(db, outcome)
+        if error is not None:
+            self.respond_error(req, error)
+        elif result is not None:
+            self.respond(req, *result)
+        if req.body_reader is None or not req.body_reader.done:
+            # an unread body would be taken for the next request on this connection
+            if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
+                handler.close_connection = True
 
     def match(self, req):
         method = "GET" if req.method == "HEAD" else req.method
-        for route_method, pattern, endpoint in ROUTES:
-            if route_method == method:
-                m = pattern.match(req.raw_path)
-                if m:
-                    return endpoint, {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
+        for pattern, endpoint in ROUTES.get(method, ()):
+            m = pattern.match(req.raw_path)
+            if m:
+                return endpoint, {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
         raise HTTPError(404, "Not Found")
 
     def respond(self, req, status, body, headers=None):
         handler = req.handler
-        data = b"" if body is None else json.dumps(body).encode()
+        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         handler.send_response(status)
         if body is not None:
             handler.send_header("Content-Type", "application/json; charset=utf-8")
@@ -2679,9 +2741,7 @@ class App:
         handler.send_header("X-GitHub-Api-Version-Selected", API_VERSION)
         handler.send_header("X-GitHub-Media-Type", "github.v3; format=json")
         if req.principal.token_id is not None:
-            handler.send_header("X-OAuth-Scopes", ", ".join(sorted(
-                s for s in req.principal.scopes if s not in {i for v in SCOPE_IMPLIES.values() for i in v}
-                or s in ("read:org", "write:org", "read:user", "user:email"))))
+            handler.send_header("X-OAuth-Scopes", req.principal.scopes_header)
         for name, value in dict(req.response_headers, **(headers or {})).items():
             handler.send_header(name, value)
         handler.end_headers()
@@ -2711,6 +2771,9 @@ class App:
             handler.close_connection = True
 
 
+HTTP_DATE = [0, ""]     # the Date header of the current second
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "agentgit/" + __version__
@@ -2724,6 +2787,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.do_handshake()   # here, in the connection's thread, not in accept()
+
+    def date_time_string(self, timestamp=None):
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second = int(time.time())
+        if HTTP_DATE[0] != second:
+            HTTP_DATE[:] = [second, super().date_time_string(second)]
+        return HTTP_DATE[1]
 
     def end_headers(self):
         self._headers_sent = True

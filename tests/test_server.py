@@ -1,4 +1,5 @@
 """Starting, embedding and administering the server: CLI, schema file, TLS, the authenticator hook."""
+import json
 import os
 import shutil
 import ssl
@@ -46,12 +47,12 @@ def test_copied_alone_first_start_prints_admin_once(tmp_path):
         token = admin_line.split()[-1]
         assert "created site admin 'admin'" in admin_line and token.startswith("agp_")
         req = urllib.request.Request(url + "/api/v3/user", headers={"Authorization": "token " + token})
-        assert b'"site_admin": true' in urllib.request.urlopen(req).read()
+        assert json.loads(urllib.request.urlopen(req).read())["site_admin"] is True
         # the CLI works beside the running server
         out = subprocess.run([sys.executable, "agentgit.py", "user", "add", "carol"], cwd=str(tmp_path),
                              capture_output=True, text=True, check=True).stdout.strip().split("\n")
         req = urllib.request.Request(url + "/api/v3/user", headers={"Authorization": "token " + out[-1]})
-        assert b'"login": "carol"' in urllib.request.urlopen(req).read()
+        assert json.loads(urllib.request.urlopen(req).read())["login"] == "carol"
     finally:
         proc.terminate()
         proc.wait()
@@ -98,7 +99,7 @@ def test_https_rest_and_git(tmp_path):
         _, token, full_name = srv.add_agent("tls")
         ctx = ssl.create_default_context(cafile=cert)
         req = urllib.request.Request(srv.url + "/api/v3/user", headers={"Authorization": "token " + token})
-        assert b'"user_kind": "agent"' in urllib.request.urlopen(req, context=ctx).read()
+        assert json.loads(urllib.request.urlopen(req, context=ctx).read())["user_kind"] == "agent"
         env = dict(os.environ, HOME=str(tmp_path), GIT_SSL_CAINFO=cert, GIT_TERMINAL_PROMPT="0")
         git(str(tmp_path), "clone", "-q", remote(srv, full_name, token), str(tmp_path / "w"), env=env)
         assert os.path.exists(tmp_path / "w" / "README.md")

@@ -106,3 +106,24 @@ def test_tokens_hashed_at_rest_key_0600_and_never_logged(tmp_path):
         assert token not in log.getvalue() and "GET /api/v3/user" in log.getvalue()
     finally:
         srv.stop()
+
+
+def test_revocation_takes_effect_on_the_next_request(server, tmp_path):
+    """Hot reads are cached; any commit (here or by the CLI in another process) must end that at once."""
+    import subprocess
+    import sys
+    import time
+    import agentgit
+    token = server.add_user("alice")
+    extra = ext(server, "POST", "/user/tokens", token, {"name": "hot", "scopes": ["repo"]}).json
+    for _ in range(3):
+        assert api(server, "GET", "/user", extra["token"]).status == 200
+    assert ext(server, "DELETE", "/user/tokens/%d" % extra["id"], token).status == 204
+    assert api(server, "GET", "/user", extra["token"]).status == 401
+    # another process: the CLI suspends alice while the server keeps running
+    assert api(server, "GET", "/user", token).status == 200
+    subprocess.run([sys.executable, agentgit.__file__, "user", "suspend", "alice", "--data",
+                    server.app.config.data_dir], check=True, capture_output=True)
+    time.sleep(agentgit.OTHER_PROCESS_POLL * 2)
+    r = api(server, "GET", "/user", token)
+    assert r.status == 403 and "suspended" in r.json["message"]
