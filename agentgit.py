@@ -918,7 +918,7 @@ def resolve_commit(repo, ref):
                 obj = repo[obj.object[1]]
             return obj.id.decode() if obj.type_name == b"commit" else None
     if re.fullmatch(r"[0-9a-f]{4,40}", ref):
-        matches = [sha for sha in _expand_sha(repo, ref)]
+        matches = _expand_sha(repo, ref)
         if len(matches) == 1 and repo[matches[0]].type_name == b"commit":
             return matches[0].decode()
     return None
@@ -934,15 +934,6 @@ def walk_commits(repo, sha, skip, limit):
     """Commits reachable from ``sha``, newest first, as dulwich Commit objects."""
     walker = repo.get_walker(include=[sha.encode()], max_entries=skip + limit)
     return [entry.commit for entry in walker][skip:]
-
-
-def repo_size_kb(path):
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(os.path.join(root, name))
-    return total // 1024
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════

@@ -1,5 +1,6 @@
 """Git Smart HTTP with the real git binary, against both engines (git binary and dulwich)."""
 import os
+import subprocess
 import threading
 
 from conftest import api, commit_file, git, git_env, remote
@@ -143,26 +144,63 @@ def test_racing_pushes_one_wins_nothing_lost(engine_server, tmp_path):
         assert "change f0.txt" in log and "change f1.txt" in log
 
 
-def test_corrupt_push_moves_nothing(server, tmp_path):
-    _, token, full_name = server.add_agent("corrupt")
-    import http.client
+def post_receive_pack(srv, full_name, token, body, hang_up=False):
+    """A raw receive-pack POST; with ``hang_up`` the client promises more than it sends and disconnects."""
     import base64
+    import socket
     import urllib.parse
-    u = urllib.parse.urlsplit(server.url)
+    u = urllib.parse.urlsplit(srv.url)
+    head = ("POST /%s.git/git-receive-pack HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-git-receive-pack-request"
+            "\r\nAuthorization: Basic %s\r\nContent-Length: %d\r\n\r\n" % (
+                full_name, base64.b64encode(("x:" + token).encode()).decode(), len(body) * (2 if hang_up else 1)))
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(head.encode() + body)
+        if hang_up:
+            return b""
+        reply = b""
+        while b"0000" not in reply[-8:]:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
+def test_push_that_dies_midway_moves_nothing(engine_server, tmp_path):
+    import time
+    srv = engine_server
+    _, token, full_name = srv.add_agent("dies")
     work = str(tmp_path / "w")
-    clone(server, full_name, token, work)
+    clone(srv, full_name, token, work)
+    old = git(work, "rev-parse", "HEAD").stdout.strip()
+    for i in range(20):
+        commit_file(work, "f%d.bin" % i, os.urandom(20000).hex())
+    new = git(work, "rev-parse", "HEAD").stdout.strip()
+    pack = subprocess.run(["git", "pack-objects", "--stdout", "--revs"], cwd=work, capture_output=True, check=True,
+                          input=("%s\n^%s\n" % (new, old)).encode(), env=git_env(tmp_path)).stdout
+    line = "%s %s refs/heads/main\0report-status\n" % (old, new)
+    body = b"%04x%s0000" % (len(line) + 4, line.encode()) + pack[:len(pack) // 2]
+    post_receive_pack(srv, full_name, token, body, hang_up=True)
+    time.sleep(1)
+    assert git(work, "ls-remote", "origin", "refs/heads/main").stdout.split()[0] == old
+    bare = os.path.join(str(srv.app.repos_dir), [d for d in os.listdir(srv.app.repos_dir) if d.endswith(".git")][0])
+    assert git(bare, "fsck", "--strict").returncode == 0
+    # the whole push still works afterwards
+    git(work, "push", "-q", "origin", "HEAD:main")
+    assert git(work, "ls-remote", "origin", "refs/heads/main").stdout.split()[0] == new
+
+
+def test_corrupt_push_moves_nothing(engine_server, tmp_path):
+    srv = engine_server
+    _, token, full_name = srv.add_agent("corrupt")
+    work = str(tmp_path / "w")
+    clone(srv, full_name, token, work)
     before = git(work, "ls-remote", "origin", "refs/heads/main").stdout
-    old = before.split()[0]
-    line = "%s %s refs/heads/main\0report-status\n" % (old, "1" * 40)
-    body = b"%04x%s0000PACK garbage that is not a pack" % (len(line) + 4, line.encode())
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-    conn.request("POST", "/%s.git/git-receive-pack" % full_name, body=body, headers={
-        "Content-Type": "application/x-git-receive-pack-request",
-        "Authorization": "Basic " + base64.b64encode(("x:" + token).encode()).decode()})
-    resp = conn.getresponse()
-    resp.read()
-    assert resp.status == 200      # git reports the failure inside the protocol
+    line = "%s %s refs/heads/main\0report-status\n" % (before.split()[0], "1" * 40)
+    reply = post_receive_pack(srv, full_name, token, b"%04x%s0000PACK garbage that is not a pack" % (
+        len(line) + 4, line.encode()))
+    assert reply.startswith(b"HTTP/1.1 200") and b"unpack" in reply    # git reports the failure in-protocol
+    assert b"unpack ok" not in reply
     assert git(work, "ls-remote", "origin", "refs/heads/main").stdout == before
-    bare = os.path.join(str(server.app.repos_dir), [d for d in os.listdir(server.app.repos_dir)
-                                                     if d.endswith(".git")][0])
+    bare = os.path.join(str(srv.app.repos_dir), [d for d in os.listdir(srv.app.repos_dir) if d.endswith(".git")][0])
     assert git(bare, "fsck", "--strict").returncode == 0
