@@ -58,9 +58,12 @@ def git(*args, cwd=None):
     return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True).stdout
 
 
-def timed(fn, trials):
+def timed(fn, trials, setup=None):
+    """Median seconds of fn() over ``trials`` runs; setup() runs before each, outside the clock."""
     times = []
     for _ in range(trials):
+        if setup:
+            setup()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -247,12 +250,17 @@ def bench_git(args):
     dst = os.path.join(WORK, "dst")
 
     def clone(url, *extra):
-        return lambda: (fresh(dst), git("clone", "-q", *extra, url, dst))
+        return lambda: git("clone", "-q", *extra, url, dst)
+
+    def empty_dst():
+        fresh(dst)
+
+    def copy_behind():
+        fresh(dst)
+        shutil.copytree(behind, dst, symlinks=True)
 
     def fetch(url):
         def run():
-            fresh(dst)
-            shutil.copytree(behind, dst, symlinks=True)
             git("fetch", "-q", url, "main", cwd=dst)
             assert git("rev-parse", "FETCH_HEAD", cwd=dst).strip() == head
         return run
@@ -266,9 +274,9 @@ def bench_git(args):
     baseline_bare = fresh(os.path.join(WORK, "push-target.git"))
     git("clone", "-q", "--bare", "--no-local", source, baseline_bare)
     local = {
-        "full clone": timed(clone(source, "--no-local"), trials),
-        "shallow clone": timed(clone("file://" + source, "--depth", "1"), trials),
-        "50-commit fetch": timed(fetch(source), trials),
+        "full clone": timed(clone(source, "--no-local"), trials, empty_dst),
+        "shallow clone": timed(clone("file://" + source, "--depth", "1"), trials, empty_dst),
+        "50-commit fetch": timed(fetch(source), trials, copy_behind),
         "50-commit push": timed(push(baseline_bare, baseline_bare), trials),
     }
     print("   local git baseline: " + ", ".join("%s %.3f s" % kv for kv in local.items()))
@@ -282,9 +290,9 @@ def bench_git(args):
         n = trials if engine == "git" else 1
         try:
             ours = {
-                "full clone": timed(clone(url), n),
-                "shallow clone": timed(clone(url, "--depth", "1"), n),
-                "50-commit fetch": timed(fetch(url), n),
+                "full clone": timed(clone(url), n, empty_dst),
+                "shallow clone": timed(clone(url, "--depth", "1"), n, empty_dst),
+                "50-commit fetch": timed(fetch(url), n, copy_behind),
                 "50-commit push": timed(push(url, repo_dir), n),
             }
             target = {"full clone": 1.2, "shallow clone": None, "50-commit fetch": 2.0, "50-commit push": 2.0}
