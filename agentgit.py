@@ -19,7 +19,8 @@ Embed it (a pytest fixture)::
 
     srv = agentgit.make_server(tmp_path, port=0); srv.start(); ...; srv.stop()
 
-Sections, in the order a request travels through them:
+Sections, in the order a request travels through them (the pipeline that calls them in turn,
+App.dispatch, sits with the server in section 11):
 
     1. Configuration        constants, names, limits
     2. Storage              SQLite schema, one connection per thread, transactions
