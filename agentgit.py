@@ -1191,6 +1191,10 @@ class Request:
 
 # -- serializers: one per resource, shared by every surface ------------------------------------
 
+def encode_json(body):
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def node_id(kind, ident):
     return base64.b64encode(("%s:%s" % (kind, ident)).encode()).decode()
 
@@ -1592,7 +1596,10 @@ def create_own_repo(req):
 @route("GET", "/api/v3/repos/{owner}/{repo}")
 def get_repo(req, owner, repo):
     row = find_repo(req, owner, repo)
-    return repo_json(req.app, row, req.level)
+    # The most requested body of all (clients look a repository up before almost anything else):
+    # encoded once per permission level until the next commit anywhere changes what it could say.
+    return req.app.store.cached(("repo body", row["id"], req.level),
+                                lambda: encode_json(repo_json(req.app, row, req.level)))
 
 
 @route("PATCH", "/api/v3/repos/{owner}/{repo}")
@@ -2725,7 +2732,7 @@ class App:
 
     def respond(self, req, status, body, headers=None):
         handler = req.handler
-        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        data = b"" if body is None else body if isinstance(body, bytes) else encode_json(body)
         handler.send_response(status)
         if body is not None:
             handler.send_header("Content-Type", "application/json; charset=utf-8")
