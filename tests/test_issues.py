@@ -1,0 +1,117 @@
+"""Issues, comments, labels and milestones over REST, with GitHub's permission rules."""
+import pytest
+
+from conftest import api, shape_checker
+
+SPEC = shape_checker()
+
+
+@pytest.fixture
+def repo(server):
+    tokens = {n: server.add_user(n) for n in ("olivia", "tess", "rita", "walt", "out")}
+    api(server, "POST", "/user/repos", tokens["olivia"], {"name": "app", "auto_init": True})
+    for login, perm in (("tess", "triage"), ("rita", "pull"), ("walt", "push")):
+        api(server, "PUT", "/repos/olivia/app/collaborators/" + login, tokens["olivia"], {"permission": perm})
+    return tokens
+
+
+def check(method, path, r):
+    if SPEC is not None and r.json is not None:
+        assert SPEC.check(method, path, r.status, r.json) == []
+
+
+def test_issue_lifecycle_label_comment_close(server, repo):
+    o, rita, tess = repo["olivia"], repo["rita"], repo["tess"]
+    r = api(server, "POST", "/repos/olivia/app/issues", rita, {"title": "Crash on start", "body": "see @olivia",
+                                                              "labels": ["bug"], "assignees": ["walt"]})
+    assert r.status == 201 and r.json["number"] == 1 and r.json["user"]["login"] == "rita"
+    assert r.json["labels"] == [] and r.json["assignees"] == []     # a reader's labels/assignees are dropped
+    check("POST", "/repos/olivia/app/issues", r)
+    r = api(server, "POST", "/repos/olivia/app/labels", o, {"name": "bug", "color": "#D73A4A", "description": "broken"})
+    assert r.status == 201 and r.json["color"] == "d73a4a"
+    check("POST", "/repos/olivia/app/labels", r)
+    assert api(server, "POST", "/repos/olivia/app/labels", o, {"name": "BUG"}).status == 422
+    assert api(server, "POST", "/repos/olivia/app/labels", o, {"name": "x", "color": "red"}).json["errors"][0][
+        "field"] == "color"
+    assert api(server, "POST", "/repos/olivia/app/labels", tess, {"name": "triaged"}).status == 403
+    # triage may label, assign and close; a reader may not
+    assert api(server, "POST", "/repos/olivia/app/issues/1/labels", rita, ["bug"]).status == 403
+    r = api(server, "POST", "/repos/olivia/app/issues/1/labels", tess, ["bug", "new-one"])
+    assert [l["name"] for l in r.json] == ["bug", "new-one"]
+    r = api(server, "PATCH", "/repos/olivia/app/issues/1", tess, {"assignees": ["walt"], "milestone": None})
+    assert [a["login"] for a in r.json["assignees"]] == ["walt"] and r.json["assignee"]["login"] == "walt"
+    assert api(server, "PATCH", "/repos/olivia/app/issues/1", tess, {"assignees": ["out"]}).status == 422
+    r = api(server, "POST", "/repos/olivia/app/issues/1/comments", walt := repo["walt"], {"body": "on it"})
+    assert r.status == 201 and r.json["body"] == "on it" and r.json["author_association"] == "COLLABORATOR"
+    check("POST", "/repos/olivia/app/issues/1/comments", r)
+    comment_id = r.json["id"]
+    assert api(server, "PATCH", "/repos/olivia/app/issues/comments/%d" % comment_id, rita, {"body": "x"}).status == 403
+    assert api(server, "PATCH", "/repos/olivia/app/issues/comments/%d" % comment_id, walt, {"body": "done"}).json[
+        "body"] == "done"
+    r = api(server, "PATCH", "/repos/olivia/app/issues/1", rita, {"state": "closed", "state_reason": "completed"})
+    assert r.status == 200 and r.json["state"] == "closed" and r.json["closed_by"]["login"] == "rita"   # the author
+    issue = api(server, "GET", "/repos/olivia/app/issues/1", repo["out"]).json
+    assert (issue["state"], issue["comments"], [l["name"] for l in issue["labels"]]) == ("closed", 1, ["bug", "new-one"])
+    check("GET", "/repos/olivia/app/issues/1", api(server, "GET", "/repos/olivia/app/issues/1", o))
+    assert api(server, "PATCH", "/repos/olivia/app/issues/1", repo["out"], {"state": "open"}).status == 403
+    assert api(server, "GET", "/repos/olivia/app/issues", o).json == []
+    closed = api(server, "GET", "/repos/olivia/app/issues?state=closed&labels=bug", o).json
+    assert [i["number"] for i in closed] == [1]
+    assert api(server, "GET", "/repos/olivia/app/issues?state=bogus", o).status == 422
+
+
+def test_lock_filters_and_lists(server, repo):
+    o, rita, tess, walt = repo["olivia"], repo["rita"], repo["tess"], repo["walt"]
+    for i in range(4):
+        api(server, "POST", "/repos/olivia/app/issues", o, {"title": "issue %d" % i, "assignees": ["walt"] if i % 2 else []})
+    assert api(server, "PUT", "/repos/olivia/app/issues/2/lock", rita, {"lock_reason": "spam"}).status == 403
+    assert api(server, "PUT", "/repos/olivia/app/issues/2/lock", tess, {"lock_reason": "too heated"}).status == 204
+    r = api(server, "POST", "/repos/olivia/app/issues/2/comments", rita, {"body": "me too"})
+    assert r.status == 403 and "needs triage" in r.json["message"]
+    assert api(server, "POST", "/repos/olivia/app/issues/2/comments", tess, {"body": "calm down"}).status == 201
+    assert api(server, "GET", "/repos/olivia/app/issues/2", o).json["active_lock_reason"] == "too heated"
+    assert api(server, "DELETE", "/repos/olivia/app/issues/2/lock", tess).status == 204
+    assert [i["number"] for i in api(server, "GET", "/repos/olivia/app/issues?assignee=walt", o).json] == [4, 2]
+    assert [i["number"] for i in api(server, "GET", "/repos/olivia/app/issues?assignee=none&direction=asc", o).json] == [1, 3]
+    assert [i["number"] for i in api(server, "GET", "/user/issues", walt).json] == [4, 2]
+    assert [i["number"] for i in api(server, "GET", "/issues?filter=created", o).json] == [4, 3, 2, 1]
+    page = api(server, "GET", "/repos/olivia/app/issues?per_page=3", o)
+    assert len(page.json) == 3 and 'rel="next"' in page.headers["link"]
+    assert api(server, "GET", "/repos/olivia/app/issues/99", o).status == 404
+    assert api(server, "POST", "/repos/olivia/app/issues", o, {"title": "  "}).status == 422
+    assert api(server, "POST", "/repos/olivia/app/issues", o, {"title": "x", "body": "y" * 70000}).status == 422
+    assert api(server, "POST", "/repos/olivia/app/issues", repo["out"], {"title": "drive-by"}).status == 201  # public
+    assert api(server, "POST", "/repos/olivia/app/issues", None, {"title": "anon"}).status == 401
+
+
+def test_milestones(server, repo):
+    o = repo["olivia"]
+    r = api(server, "POST", "/repos/olivia/app/milestones", o, {"title": "v1", "due_on": "2027-01-01T00:00:00Z"})
+    assert r.status == 201 and r.json["number"] == 1 and r.json["open_issues"] == 0
+    check("POST", "/repos/olivia/app/milestones", r)
+    assert api(server, "POST", "/repos/olivia/app/milestones", o, {"title": "v1"}).status == 422
+    assert api(server, "POST", "/repos/olivia/app/milestones", o, {"title": "v2", "due_on": "soon"}).status == 422
+    api(server, "POST", "/repos/olivia/app/issues", o, {"title": "a", "milestone": 1})
+    api(server, "POST", "/repos/olivia/app/issues", o, {"title": "b", "milestone": 1})
+    assert api(server, "POST", "/repos/olivia/app/issues", o, {"title": "c", "milestone": 9}).status == 422
+    api(server, "PATCH", "/repos/olivia/app/issues/2", o, {"state": "closed"})
+    m = api(server, "GET", "/repos/olivia/app/milestones/1", o).json
+    assert (m["open_issues"], m["closed_issues"]) == (1, 1)
+    assert [i["number"] for i in api(server, "GET", "/repos/olivia/app/issues?milestone=1", o).json] == [1]
+    r = api(server, "PATCH", "/repos/olivia/app/milestones/1", o, {"state": "closed"})
+    assert r.json["state"] == "closed" and r.json["closed_at"]
+    assert api(server, "GET", "/repos/olivia/app/milestones", o).json == []
+    assert api(server, "DELETE", "/repos/olivia/app/milestones/1", repo["rita"]).status == 403
+    assert api(server, "DELETE", "/repos/olivia/app/milestones/1", o).status == 204
+    assert api(server, "GET", "/repos/olivia/app/issues/1", o).json["milestone"] is None
+
+
+def test_private_repo_issues_are_hidden(server, repo):
+    o = repo["olivia"]
+    api(server, "POST", "/user/repos", o, {"name": "secret", "private": True})
+    api(server, "POST", "/repos/olivia/secret/issues", o, {"title": "hidden"})
+    for method, path, body in (("GET", "/repos/olivia/secret/issues", None), ("GET", "/repos/olivia/secret/issues/1", None),
+                               ("POST", "/repos/olivia/secret/issues", {"title": "x"}),
+                               ("POST", "/repos/olivia/secret/issues/1/comments", {"body": "x"})):
+        assert api(server, method, path, repo["out"], body).status == 404, path
+    assert api(server, "GET", "/issues?filter=all", repo["out"]).json == []
