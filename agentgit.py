@@ -47,6 +47,7 @@ import getpass
 import hashlib
 import hmac
 import http.server
+import io
 import itertools
 import json
 import os
@@ -66,7 +67,10 @@ import traceback
 import urllib.parse
 import zlib
 
+from dulwich.graph import find_merge_base
+from dulwich.merge import three_way_merge
 from dulwich.objects import Blob, Commit, Tree
+from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
 from dulwich.repo import Repo
 
 __version__ = "0.1.0"
@@ -819,7 +823,8 @@ def compute_repo_permission(store, user, repo):
 
     def consider(level, source):
         nonlocal best, how
-        if RANK[level] > RANK[best]:
+        # an explicit grant names the source even where a public repository gives as much
+        if RANK[level] > RANK[best] or (RANK[level] == RANK[best] and how == "public repository"):
             best, how = level, source
 
     if user is None:
@@ -1057,6 +1062,63 @@ def _expand_sha(repo, prefix):
     if len(prefix) == 40:
         return [prefix.encode()] if prefix.encode() in repo.object_store else []
     return list(repo.object_store.iter_prefix(prefix.encode()))
+
+def commits_between(repo, base_sha, head_sha):
+    """Commits reachable from head but not from base, oldest first (what a pull request brings)."""
+    walker = repo.get_walker(include=[head_sha.encode()], exclude=[base_sha.encode()] if base_sha else [])
+    return [entry.commit for entry in walker][::-1]
+
+
+def merge_base(repo, a, b):
+    bases = find_merge_base(repo, [a.encode(), b.encode()])
+    return bases[0].decode() if bases else None
+
+
+def merge_trees(repo, base_sha, ours_sha, theirs_sha):
+    """Three-way content merge of two commits over their base: (tree id, conflicted paths)."""
+    base = repo[base_sha.encode()] if base_sha else None
+    tree, conflicts = three_way_merge(repo.object_store, base, repo[ours_sha.encode()], repo[theirs_sha.encode()])
+    repo.object_store.add_object(tree)
+    return tree.id.decode(), [c.decode("utf-8", "replace") for c in conflicts]
+
+
+def write_commit(repo, tree, parents, author, committer, message, author_time=None, author_tz=0):
+    """A new commit object (no ref moves); ``author``/``committer`` are 'Name <email>'."""
+    commit = Commit()
+    commit.tree = tree.encode()
+    commit.parents = [p.encode() for p in parents]
+    commit.author, commit.committer = author.encode(), committer.encode()
+    commit.commit_time = int(time.time())
+    commit.author_time = author_time if author_time is not None else commit.commit_time
+    commit.author_timezone, commit.commit_timezone = author_tz, 0
+    commit.message = message.encode() if message.endswith("\n") else (message + "\n").encode()
+    repo.object_store.add_object(commit)
+    return commit.id.decode()
+
+
+def tree_diff(repo, old_tree, new_tree):
+    """A git-style unified diff of two trees, as bytes."""
+    out = io.BytesIO()
+    write_tree_diff(out, repo.object_store, old_tree.encode() if old_tree else None, new_tree.encode())
+    return out.getvalue()
+
+
+def changed_files(repo, old_tree, new_tree):
+    """[(path, status, additions, deletions, new blob sha, patch text)] between two trees."""
+    out = []
+    for change in repo.object_store.tree_changes(old_tree.encode() if old_tree else None, new_tree.encode()):
+        (old_path, new_path), _, (old_sha, new_sha) = change
+        status = "added" if old_path is None else "removed" if new_path is None else (
+            "renamed" if old_path != new_path else "modified")
+        buf = io.BytesIO()
+        write_object_diff(buf, repo.object_store, (old_path, change[1][0], old_sha), (new_path, change[1][1], new_sha))
+        lines = buf.getvalue().decode("utf-8", "replace").split("\n")
+        hunks = lines[next((i for i, l in enumerate(lines) if l.startswith("@@")), len(lines)):]
+        additions = sum(1 for l in hunks if l.startswith("+"))
+        deletions = sum(1 for l in hunks if l.startswith("-"))
+        out.append(((new_path or old_path).decode("utf-8", "replace"), status, additions, deletions,
+                    (new_sha or old_sha).decode(), "\n".join(hunks).rstrip("\n")))
+    return out
 
 
 def walk_commits(repo, sha, skip, limit):
@@ -2611,6 +2673,488 @@ def delete_milestone(req, owner, repo, number):
     return 204, None
 
 
+# -- pull requests and reviews ------------------------------------------------------------------
+
+CLOSING_KEYWORDS_RE = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)\b", re.IGNORECASE)
+
+
+def signature(user):
+    return "%s <%s>" % (user["name"] or user["login"], noreply_email(user["login"]))
+
+
+class PullState:
+    """A pull request as the repository sees it now: live head and base shas (pushing to the head
+    branch updates an open pull request), merge base, the commits it brings, and mergeability."""
+
+    def __init__(self, app, repo_row, issue, pull):
+        self.app, self.repo_row, self.issue, self.pull = app, repo_row, issue, pull
+        self.head_sha, self.base_sha = pull["head_sha"], pull["base_sha"]
+        open_ = issue["state"] == "open"
+        with open_repo(app, repo_row["id"]) as git:
+            if open_:
+                self.head_sha = git.refs[b"refs/heads/" + pull["head_ref"].encode()].decode() if (
+                    b"refs/heads/" + pull["head_ref"].encode()) in git.refs else self.head_sha
+                self.base_sha = git.refs[b"refs/heads/" + pull["base_ref"].encode()].decode() if (
+                    b"refs/heads/" + pull["base_ref"].encode()) in git.refs else self.base_sha
+            self.merge_base = merge_base(git, self.base_sha, self.head_sha)
+            self.commits = commits_between(git, self.merge_base or "", self.head_sha) if not pull["merged_at"] else \
+                commits_between(git, pull["base_sha"], pull["head_sha"])
+            base_tree = git[self.merge_base.encode()].tree.decode() if self.merge_base else None
+            self.files = changed_files(git, base_tree, git[self.head_sha.encode()].tree.decode())
+
+
+def mergeability(app, state):
+    """(mergeable, mergeable_state) as GitHub reports them, from a trial merge that moves nothing."""
+    if state.issue["state"] != "open":
+        return None, "unknown"
+    with open_repo(app, state.repo_row["id"]) as git:
+        _, conflicts = merge_trees(git, state.merge_base, state.base_sha, state.head_sha)
+    if conflicts:
+        return False, "dirty"
+    return True, "draft" if state.pull["draft"] else "clean"
+
+
+def pull_side_json(app, repo_row, ref, sha):
+    owner = {"id": repo_row["owner_id"], "login": repo_row["owner_login"], "kind": repo_row["owner_kind"],
+             "site_admin": repo_row["owner_site_admin"]}
+    return {"label": "%s:%s" % (repo_row["owner_login"], ref), "ref": ref, "sha": sha,
+            "user": user_json(app, owner), "repo": repo_json(app, repo_row)}
+
+
+def pull_json(app, repo_row, issue, pull, detail=False):
+    """GitHub's pull-request (``detail``: with mergeability and diff statistics) or pull-request-simple."""
+    state = PullState(app, repo_row, issue, pull)
+    name = full_name(repo_row)
+    api = "%s/repos/%s" % (app.api, name)
+    html = "%s/%s/pull/%d" % (app.url, name, issue["number"])
+    base = issue_json(app, repo_row, issue)
+    requested = app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
+                              " WHERE r.issue_id = ? ORDER BY a.login", issue["id"])
+    out = {
+        "url": "%s/pulls/%d" % (api, issue["number"]), "id": issue["id"], "node_id": node_id("PullRequest", issue["id"]),
+        "html_url": html, "diff_url": html + ".diff", "patch_url": html + ".patch", "issue_url": base["url"],
+        "commits_url": "%s/pulls/%d/commits" % (api, issue["number"]),
+        "review_comments_url": "%s/pulls/%d/comments" % (api, issue["number"]),
+        "review_comment_url": "%s/pulls/comments{/number}" % api, "comments_url": base["comments_url"],
+        "statuses_url": "%s/statuses/%s" % (api, state.head_sha), "number": issue["number"],
+        "state": issue["state"], "locked": base["locked"], "title": issue["title"], "user": base["user"],
+        "body": issue["body"], "labels": base["labels"], "milestone": base["milestone"],
+        "active_lock_reason": base["active_lock_reason"], "created_at": issue["created_at"],
+        "updated_at": issue["updated_at"], "closed_at": issue["closed_at"], "merged_at": pull["merged_at"],
+        "merge_commit_sha": pull["merge_commit_sha"], "assignee": base["assignee"], "assignees": base["assignees"],
+        "requested_reviewers": [user_json(app, r) for r in requested], "requested_teams": [],
+        "head": pull_side_json(app, repo_row, pull["head_ref"], state.head_sha),
+        "base": pull_side_json(app, repo_row, pull["base_ref"], state.base_sha),
+        "_links": {key: {"href": href} for key, href in (
+            ("self", "%s/pulls/%d" % (api, issue["number"])), ("html", html), ("issue", base["url"]),
+            ("comments", base["comments_url"]), ("review_comments", "%s/pulls/%d/comments" % (api, issue["number"])),
+            ("review_comment", "%s/pulls/comments{/number}" % api),
+            ("commits", "%s/pulls/%d/commits" % (api, issue["number"])),
+            ("statuses", "%s/statuses/%s" % (api, state.head_sha)))},
+        "author_association": base["author_association"], "auto_merge": None, "draft": bool(pull["draft"]),
+    }
+    if detail:
+        mergeable, mergeable_state = mergeability(app, state)
+        reviews = app.store.one("SELECT COUNT(*) AS n FROM review_comments WHERE issue_id = ?", issue["id"])["n"]
+        out.update({
+            "merged": pull["merged_at"] is not None, "mergeable": mergeable, "rebaseable": mergeable,
+            "mergeable_state": mergeable_state, "merged_by": user_json_by_id(app, pull["merged_by"]),
+            "comments": base["comments"], "review_comments": reviews, "maintainer_can_modify": False,
+            "commits": len(state.commits), "additions": sum(f[2] for f in state.files),
+            "deletions": sum(f[3] for f in state.files), "changed_files": len(state.files),
+        })
+    return out
+
+
+def find_pull(req, owner, repo, number, action="read_code", **context):
+    repo_row, issue = find_issue(req, owner, repo, number, action, **context)
+    pull = req.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"])
+    if pull is None:
+        raise HTTPError(404, "Not Found")
+    return repo_row, issue, pull
+
+
+def branch_sha(git, branch):
+    ref = b"refs/heads/" + branch.encode()
+    return git.refs[ref].decode() if ref in git.refs else None
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls")
+def create_pull(req, owner, repo):
+    body = req.json()
+    title = text_field(req, body, "title", "PullRequest", required=True, limit=256)
+    text = text_field(req, body, "body", "PullRequest")
+    head = req.field(body, "head", str, "PullRequest", required=True)
+    base = req.field(body, "base", str, "PullRequest", required=True)
+    draft = req.field(body, "draft", bool, "PullRequest", default=False)
+    row = find_repo(req, owner, repo, "open_pr")
+    head_owner, _, head_ref = head.rpartition(":")
+    if head_owner and head_owner.lower() != row["owner_login"].lower():
+        raise invalid("PullRequest", "head", "invalid", "head must be a branch of %s (forks are not supported yet)"
+                      % full_name(row))
+    with open_repo(req.app, row["id"]) as git:
+        head_sha, base_sha = branch_sha(git, head_ref), branch_sha(git, base)
+        if base_sha is None:
+            raise invalid("PullRequest", "base", "invalid", "base branch %s does not exist" % base)
+        if head_sha is None:
+            raise invalid("PullRequest", "head", "invalid", "head branch %s does not exist" % head_ref)
+        if head_ref == base or not commits_between(git, base_sha, head_sha):
+            raise invalid("PullRequest", "head", "custom", "No commits between %s and %s" % (base, head_ref))
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM pulls p JOIN issues i ON i.id = p.issue_id WHERE i.repo_id = ? AND i.state = 'open'"
+                      " AND p.head_ref = ? AND p.base_ref = ?", (row["id"], head_ref, base)).fetchone():
+            raise invalid("PullRequest", "head", "custom", "A pull request already exists for %s:%s." % (
+                row["owner_login"], head_ref))
+        issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text, is_pull=True)
+        db.execute("INSERT INTO pulls (issue_id, head_repo_id, head_ref, head_sha, base_ref, base_sha, draft)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)", (issue_id, row["id"], head_ref, head_sha, base, base_sha, int(draft)))
+        req.effect("opened pull request #%d %s → %s" % (number, head_ref, base))
+    return 201, pull_json(req.app, row, *pull_rows(req.app, issue_id), detail=True)
+
+
+def pull_rows(app, issue_id):
+    return (app.store.one("SELECT * FROM issues WHERE id = ?", issue_id),
+            app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls")
+def list_pulls(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    where, args = ["i.repo_id = ?"], [row["id"]]
+    state = req.query.get("state", "open")
+    if state in ("open", "closed"):
+        where.append("i.state = ?")
+        args.append(state)
+    elif state != "all":
+        raise invalid("PullRequest", "state", message="state must be open, closed or all")
+    if req.query.get("head"):
+        where.append("p.head_ref = ?")
+        args.append(req.query["head"].rpartition(":")[2])
+    if req.query.get("base"):
+        where.append("p.base_ref = ?")
+        args.append(req.query["base"])
+    sort = {"created": "i.created_at", "updated": "i.updated_at", "popularity": "i.updated_at",
+            "long-running": "i.created_at"}.get(req.query.get("sort", "created"), "i.created_at")
+    direction = "ASC" if req.query.get("direction", "desc" if sort != "long-running" else "asc") == "asc" else "DESC"
+    rows = req.app.store.all("SELECT i.*, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE %s"
+                             " ORDER BY %s %s, i.number %s" % (" AND ".join(where), sort, direction, direction), *args)
+    return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in req.paginate(rows)]
+
+
+DIFF_MEDIA = ("application/vnd.github.diff", "application/vnd.github.v3.diff")
+PATCH_MEDIA = ("application/vnd.github.patch", "application/vnd.github.v3.patch")
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
+def get_pull(req, owner, repo, number):
+    row, issue, pull = find_pull(req, owner, repo, number)
+    accept = req.headers.get("Accept") or ""
+    if any(m in accept for m in DIFF_MEDIA + PATCH_MEDIA):
+        state = PullState(req.app, row, issue, pull)
+        with open_repo(req.app, row["id"]) as git:
+            if any(m in accept for m in PATCH_MEDIA):
+                text = b"".join(commit_patch(git, c, i + 1, len(state.commits)) for i, c in enumerate(state.commits))
+            else:
+                base_tree = git[state.merge_base.encode()].tree.decode() if state.merge_base else None
+                text = tree_diff(git, base_tree, git[state.head_sha.encode()].tree.decode())
+        return 200, text, {"Content-Type": "text/plain; charset=utf-8"}
+    return pull_json(req.app, row, issue, pull, detail=True)
+
+
+def commit_patch(git, commit, index, total):
+    """One commit as `git format-patch` writes it."""
+    out = io.BytesIO()
+    parent_tree = git[commit.parents[0]].tree.decode() if commit.parents else None
+    diff = tree_diff(git, parent_tree, commit.tree.decode())
+    write_commit_patch(out, commit, diff, (index, total))
+    return out.getvalue()
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
+def update_pull(req, owner, repo, number):
+    body = req.json()
+    row, issue, pull = find_pull(req, owner, repo, number, "edit_issue")
+    fields, pull_fields = {}, {}
+    title = text_field(req, body, "title", "PullRequest", limit=256)
+    if title is not None:
+        fields["title"] = title
+    if "body" in body:
+        fields["body"] = text_field(req, body, "body", "PullRequest")
+    state = req.field(body, "state", str, "PullRequest")
+    if state is not None and state != issue["state"]:
+        if state not in ("open", "closed"):
+            raise invalid("PullRequest", "state", message="state must be open or closed")
+        if pull["merged_at"]:
+            raise invalid("PullRequest", "state", "custom", "a merged pull request cannot be reopened")
+        fields.update(state=state, closed_at=now() if state == "closed" else None,
+                      closed_by=req.principal.user["id"] if state == "closed" else None)
+        if state == "closed":     # remember what it held when it closed
+            current = PullState(req.app, row, issue, pull)
+            pull_fields.update(head_sha=current.head_sha, base_sha=current.base_sha)
+    base = req.field(body, "base", str, "PullRequest")
+    if base is not None:
+        with open_repo(req.app, row["id"]) as git:
+            sha = branch_sha(git, base)
+        if sha is None:
+            raise invalid("PullRequest", "base", "invalid", "base branch %s does not exist" % base)
+        pull_fields.update(base_ref=base, base_sha=sha)
+    with req.transaction() as db:
+        fields["updated_at"] = now()
+        db.execute("UPDATE issues SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
+                   tuple(fields.values()) + (issue["id"],))
+        if pull_fields:
+            db.execute("UPDATE pulls SET %s WHERE issue_id = ?" % ", ".join("%s = ?" % k for k in pull_fields),
+                       tuple(pull_fields.values()) + (issue["id"],))
+        req.effect("updated pull request #%d: %s" % (issue["number"], ", ".join(
+            sorted((set(fields) | set(pull_fields)) - {"updated_at"})) or "nothing"))
+    return pull_json(req.app, row, *pull_rows(req.app, issue["id"]), detail=True)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/commits")
+def list_pull_commits(req, owner, repo, number):
+    row, issue, pull = find_pull(req, owner, repo, number)
+    state = PullState(req.app, row, issue, pull)
+    return [commit_json(req.app, full_name(row), c) for c in req.paginate(state.commits)]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/files")
+def list_pull_files(req, owner, repo, number):
+    row, issue, pull = find_pull(req, owner, repo, number)
+    state = PullState(req.app, row, issue, pull)
+    api, name = req.app.api, full_name(row)
+    out = []
+    for path, status, additions, deletions, sha, patch in state.files:
+        quoted = urllib.parse.quote(path)
+        out.append({"sha": sha, "filename": path, "status": status, "additions": additions, "deletions": deletions,
+                    "changes": additions + deletions, "patch": patch,
+                    "blob_url": "%s/%s/blob/%s/%s" % (req.app.url, name, state.head_sha, quoted),
+                    "raw_url": "%s/%s/raw/%s/%s" % (req.app.url, name, state.head_sha, quoted),
+                    "contents_url": "%s/repos/%s/contents/%s?ref=%s" % (api, name, quoted, state.head_sha)})
+    return req.paginate(out)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge")
+def check_merged(req, owner, repo, number):
+    _, _, pull = find_pull(req, owner, repo, number)
+    if not pull["merged_at"]:
+        raise HTTPError(404, "Not Found")
+    return 204, None
+
+
+MERGE_METHODS = ("merge", "squash", "rebase")
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge")
+def merge_pull(req, owner, repo, number):
+    """Merge by merge commit, squash or rebase: real commits made with dulwich, a three-way content
+    merge, and a compare-and-swap of the base branch, so nothing moves on a conflict or a race."""
+    body = req.json()
+    method = req.field(body, "merge_method", str, "PullRequest", default="merge")
+    if method not in MERGE_METHODS:
+        raise invalid("PullRequest", "merge_method", message="merge_method must be merge, squash or rebase")
+    expected_sha = req.field(body, "sha", str, "PullRequest")
+    title = text_field(req, body, "commit_title", "PullRequest", limit=256)
+    message = text_field(req, body, "commit_message", "PullRequest")
+    row, issue, pull = find_pull(req, owner, repo, number)
+    req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"])
+    if pull["merged_at"] or issue["state"] != "open":
+        raise HTTPError(405, "Pull Request is not mergeable")
+    state = PullState(req.app, row, issue, pull)
+    if expected_sha and expected_sha != state.head_sha:
+        raise HTTPError(409, "Head branch was modified. Review and try the merge again.")
+    merger, author = req.principal.user, account_by_id(req.app.store, issue["user_id"]) or req.principal.user
+    head_label = "%s/%s" % (row["owner_login"], pull["head_ref"])
+    with open_repo(req.app, row["id"]) as git:
+        if method == "rebase":
+            new_sha = state.base_sha
+            for commit in state.commits:
+                if len(commit.parents) > 1:
+                    raise HTTPError(405, "This branch can't be rebased: it contains merge commits")
+                tree, conflicts = merge_trees(git, commit.parents[0].decode(), new_sha, commit.id.decode())
+                if conflicts:
+                    raise HTTPError(405, "Pull Request is not mergeable")
+                new_sha = write_commit(git, tree, [new_sha], commit.author.decode("utf-8", "replace"),
+                                       signature(merger), commit.message.decode("utf-8", "replace"),
+                                       commit.author_time, commit.author_timezone)
+        else:
+            tree, conflicts = merge_trees(git, state.merge_base, state.base_sha, state.head_sha)
+            if conflicts:
+                raise HTTPError(405, "Pull Request is not mergeable")
+            if method == "merge":
+                text = "%s\n\n%s" % (title or "Merge pull request #%d from %s" % (issue["number"], head_label),
+                                     message if message is not None else issue["title"])
+                new_sha = write_commit(git, tree, [state.base_sha, state.head_sha], signature(merger),
+                                       signature(merger), text)
+            else:
+                squashed = "\n\n".join("* " + c.message.decode("utf-8", "replace").strip() for c in state.commits)
+                text = "%s\n\n%s" % (title or "%s (#%d)" % (issue["title"], issue["number"]),
+                                     message if message is not None else squashed)
+                new_sha = write_commit(git, tree, [state.base_sha], signature(author), signature(merger), text)
+        base_ref = b"refs/heads/" + pull["base_ref"].encode()
+        if not git.refs.set_if_equals(base_ref, state.base_sha.encode(), new_sha.encode()):
+            raise HTTPError(409, "Base branch was modified. Review and try the merge again.")
+    stamp = now()
+    with req.transaction() as db:
+        db.execute("UPDATE pulls SET merged_at = ?, merged_by = ?, merge_commit_sha = ?, head_sha = ?, base_sha = ?"
+                   " WHERE issue_id = ?", (stamp, merger["id"], new_sha, state.head_sha, state.base_sha, issue["id"]))
+        db.execute("UPDATE issues SET state = 'closed', closed_at = ?, closed_by = ?, updated_at = ? WHERE id = ?",
+                   (stamp, merger["id"], stamp, issue["id"]))
+        db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (stamp, row["id"]))
+        req.effect("merged #%d by %s: %s %s→%s" % (issue["number"], method, base_ref.decode(), state.base_sha[:12],
+                                                   new_sha[:12]))
+        if pull["base_ref"] == row["default_branch"]:
+            closed = close_referenced_issues(db, row, issue, merger, stamp)
+            if closed:
+                req.effect("closed %s" % ", ".join("#%d" % n for n in closed))
+    return {"sha": new_sha, "merged": True, "message": "Pull Request successfully merged"}
+
+
+def close_referenced_issues(db, repo_row, pull_issue, merger, stamp):
+    """Issues a merged pull request names with a closing keyword (Fixes #3, closes #4, resolved #5)."""
+    numbers = sorted({int(n) for n in CLOSING_KEYWORDS_RE.findall(pull_issue["body"] or "")})
+    closed = []
+    for number in numbers:
+        if db.execute("UPDATE issues SET state = 'closed', state_reason = 'completed', closed_at = ?, closed_by = ?,"
+                      " updated_at = ? WHERE repo_id = ? AND number = ? AND state = 'open' AND is_pull = 0",
+                      (stamp, merger["id"], stamp, repo_row["id"], number)).rowcount:
+            closed.append(number)
+    return closed
+
+
+def review_json(app, repo_row, issue, row):
+    name = full_name(repo_row)
+    html = "%s/%s/pull/%d#pullrequestreview-%d" % (app.url, name, issue["number"], row["id"])
+    pull_url = "%s/repos/%s/pulls/%d" % (app.api, name, issue["number"])
+    return {"id": row["id"], "node_id": node_id("PullRequestReview", row["id"]),
+            "user": user_json_by_id(app, row["user_id"]), "body": row["body"], "state": row["state"],
+            "commit_id": row["commit_id"], "html_url": html, "pull_request_url": pull_url,
+            "submitted_at": row["submitted_at"], "_links": {"html": {"href": html}, "pull_request": {"href": pull_url}},
+            "author_association": author_association(app.store, repo_row, row["user_id"])}
+
+
+REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
+def create_review(req, owner, repo, number):
+    body = req.json()
+    event = req.field(body, "event", str, "PullRequestReview", required=True)
+    if event not in REVIEW_EVENTS:
+        raise invalid("PullRequestReview", "event", message="event must be APPROVE, REQUEST_CHANGES or COMMENT "
+                                                            "(pending reviews are not supported)")
+    text = text_field(req, body, "body", "PullRequestReview") or ""
+    comments = req.field(body, "comments", list, "PullRequestReview", default=[])
+    if event != "APPROVE" and not text.strip() and not comments:
+        raise invalid("PullRequestReview", "body", "missing_field", "a %s review needs a body" % event.lower())
+    row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
+    if event != "COMMENT" and issue["user_id"] == req.principal.user["id"]:
+        raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
+            "approve" if event == "APPROVE" else "request changes on"))
+    state = PullState(req.app, row, issue, pull)
+    commit_id = req.field(body, "commit_id", str, "PullRequestReview", default=state.head_sha)
+    paths = {f[0] for f in state.files}
+    for c in comments:
+        if not isinstance(c, dict) or not isinstance(c.get("path"), str) or not isinstance(c.get("body"), str):
+            raise invalid("PullRequestReview", "comments", message="each comment needs a path and a body")
+        if c["path"] not in paths:
+            raise invalid("PullRequestReview", "comments", "custom", "%s is not changed by this pull request" % c["path"])
+    with req.transaction() as db:
+        stamp = now()
+        review_id = db.execute("INSERT INTO reviews (issue_id, user_id, state, body, commit_id, submitted_at)"
+                               " VALUES (?, ?, ?, ?, ?, ?)", (issue["id"], req.principal.user["id"], REVIEW_EVENTS[event],
+                                                              text, commit_id, stamp)).lastrowid
+        for c in comments:
+            line = c.get("line", c.get("position"))
+            db.execute("INSERT INTO review_comments (review_id, issue_id, user_id, path, line, side, body, commit_id,"
+                       " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (review_id, issue["id"], req.principal.user["id"], c["path"],
+                        line if isinstance(line, int) and not isinstance(line, bool) else None,
+                        c.get("side") if c.get("side") in ("LEFT", "RIGHT") else "RIGHT", c["body"], commit_id,
+                        stamp, stamp))
+        db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], req.principal.user["id"]))
+        req.effect("review %d on #%d: %s" % (review_id, issue["number"], REVIEW_EVENTS[event]))
+    return 200, review_json(req.app, row, issue, req.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
+def list_reviews(req, owner, repo, number):
+    row, issue, _ = find_pull(req, owner, repo, number)
+    rows = req.app.store.all("SELECT * FROM reviews WHERE issue_id = ? ORDER BY id", issue["id"])
+    return [review_json(req.app, row, issue, r) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}")
+def get_review(req, owner, repo, number, review_id):
+    row, issue, _ = find_pull(req, owner, repo, number)
+    review = req.app.store.one("SELECT * FROM reviews WHERE id = ? AND issue_id = ?", int(review_id), issue["id"])
+    if review is None:
+        raise HTTPError(404, "Not Found")
+    return review_json(req.app, row, issue, review)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments")
+def list_review_comments(req, owner, repo, number):
+    row, issue, _ = find_pull(req, owner, repo, number)
+    name, api = full_name(row), req.app.api
+    out = []
+    for c in req.app.store.all("SELECT * FROM review_comments WHERE issue_id = ? ORDER BY id", issue["id"]):
+        url = "%s/repos/%s/pulls/comments/%d" % (api, name, c["id"])
+        html = "%s/%s/pull/%d#discussion_r%d" % (req.app.url, name, issue["number"], c["id"])
+        pull_url = "%s/repos/%s/pulls/%d" % (api, name, issue["number"])
+        out.append({"url": url, "id": c["id"], "node_id": node_id("PullRequestReviewComment", c["id"]),
+                    "pull_request_review_id": c["review_id"], "diff_hunk": "", "path": c["path"],
+                    "position": c["line"], "original_position": c["line"], "line": c["line"], "side": c["side"],
+                    "commit_id": c["commit_id"], "original_commit_id": c["commit_id"],
+                    "user": user_json_by_id(req.app, c["user_id"]), "body": c["body"], "created_at": c["created_at"],
+                    "updated_at": c["updated_at"], "html_url": html, "pull_request_url": pull_url,
+                    "author_association": author_association(req.app.store, row, c["user_id"]),
+                    "_links": {"self": {"href": url}, "html": {"href": html}, "pull_request": {"href": pull_url}}})
+    return req.paginate(out)
+
+
+def requested_reviewers_json(req, issue):
+    rows = req.app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
+                             " WHERE r.issue_id = ? ORDER BY a.login", issue["id"])
+    return {"users": [user_json(req.app, r) for r in rows], "teams": []}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers")
+def list_requested_reviewers(req, owner, repo, number):
+    _, issue, _ = find_pull(req, owner, repo, number)
+    return requested_reviewers_json(req, issue)
+
+
+def change_requested_reviewers(req, owner, repo, number, add):
+    body = req.json()
+    logins = req.field(body, "reviewers", list, "PullRequest", default=[])
+    row, issue, pull = find_pull(req, owner, repo, number, "edit_issue")
+    with req.transaction() as db:
+        for user_id in resolve_assignees(req, row, logins):
+            if add:
+                if user_id == issue["user_id"]:
+                    raise invalid("PullRequest", "reviewers", "custom",
+                                  "Review cannot be requested from pull request author.")
+                db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+                           (issue["id"], user_id))
+            else:
+                db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], user_id))
+        req.effect("%s review requests on #%d: %s" % ("added" if add else "removed", issue["number"],
+                                                      ", ".join(map(str, logins))))
+    return row, issue, pull
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers")
+def request_reviewers(req, owner, repo, number):
+    row, issue, _ = change_requested_reviewers(req, owner, repo, number, add=True)
+    return 201, pull_json(req.app, row, *pull_rows(req.app, issue["id"]))
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers")
+def remove_requested_reviewers(req, owner, repo, number):
+    row, issue, _ = change_requested_reviewers(req, owner, repo, number, add=False)
+    return pull_json(req.app, row, *pull_rows(req.app, issue["id"]))
+
+
 # -- organizations and teams --------------------------------------------------------------------
 
 def find_org(req, login, action="read_org"):
@@ -3531,17 +4075,17 @@ class App:
         raise HTTPError(404, "Not Found")
 
     def respond(self, req, status, body, headers=None):
-        handler = req.handler
+        handler, headers = req.handler, dict(headers or {})
         data = b"" if body is None else body if isinstance(body, bytes) else encode_json(body)
         handler.send_response(status)
         if body is not None:
-            handler.send_header("Content-Type", "application/json; charset=utf-8")
+            handler.send_header("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8"))
         handler.send_header("Content-Length", str(len(data)))
         handler.send_header("X-GitHub-Api-Version-Selected", API_VERSION)
         handler.send_header("X-GitHub-Media-Type", "github.v3; format=json")
         if req.principal.token_id is not None:
             handler.send_header("X-OAuth-Scopes", req.principal.scopes_header)
-        for name, value in dict(req.response_headers, **(headers or {})).items():
+        for name, value in dict(req.response_headers, **headers).items():
             handler.send_header(name, value)
         handler.end_headers()
         if req.method != "HEAD":

@@ -1,0 +1,183 @@
+"""Pull requests with real merges (merge, squash, rebase), reviews and their bad inputs, checked with git."""
+import os
+
+import pytest
+
+from conftest import api, commit_file, git, remote, shape_checker
+
+SPEC = shape_checker()
+
+
+@pytest.fixture
+def project(server, tmp_path):
+    """alice owns alice/app (public); walt may push, rita may read. A clone with a feature branch pushed."""
+    t = {n: server.add_user(n) for n in ("alice", "walt", "rita")}
+    api(server, "POST", "/user/repos", t["alice"], {"name": "app", "auto_init": True})
+    api(server, "PUT", "/repos/alice/app/collaborators/walt", t["alice"], {"permission": "push"})
+    api(server, "PUT", "/repos/alice/app/collaborators/rita", t["alice"], {"permission": "pull"})
+    work = str(tmp_path / "work")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/app", t["walt"]), work)
+    t["work"] = work
+    return t
+
+
+def branch(work, name, files, base="origin/main"):
+    git(work, "checkout", "-q", "-B", name, base)
+    shas = [commit_file(work, path, text, "add %s" % path) for path, text in files]
+    git(work, "push", "-q", "-f", "origin", name)
+    return shas
+
+
+def fresh_log(server, tmp_path, token, name):
+    d = str(tmp_path / name)
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/app", token), d)
+    return d
+
+
+def checked(method, path, r):
+    if SPEC is not None and r.json is not None:
+        assert SPEC.check(method, path, r.status, r.json) == []
+    return r
+
+
+def test_open_review_merge_with_merge_commit(server, project, tmp_path):
+    walt, alice, rita, work = project["walt"], project["alice"], project["rita"], project["work"]
+    api(server, "POST", "/repos/alice/app/issues", rita, {"title": "needs a feature"})
+    shas = branch(work, "feature", [("a.txt", "a\n"), ("b.txt", "b\n")])
+    r = checked("POST", "/repos/alice/app/pulls", api(server, "POST", "/repos/alice/app/pulls", walt, {
+        "title": "Add a and b", "body": "Fixes #1", "head": "feature", "base": "main"}))
+    assert r.status == 201 and r.json["number"] == 2 and r.json["head"]["sha"] == shas[-1]
+    assert (r.json["commits"], r.json["additions"], r.json["changed_files"], r.json["mergeable"]) == (2, 2, 2, True)
+    assert api(server, "POST", "/repos/alice/app/pulls", walt, {"title": "again", "head": "feature",
+                                                                "base": "main"}).status == 422
+    # the pull request is an issue too, with a pull_request key
+    assert "pull_request" in api(server, "GET", "/repos/alice/app/issues/2", rita).json
+    files = checked("GET", "/repos/alice/app/pulls/2/files", api(server, "GET", "/repos/alice/app/pulls/2/files", rita))
+    assert [(f["filename"], f["status"], f["additions"]) for f in files.json] == [("a.txt", "added", 1),
+                                                                                   ("b.txt", "added", 1)]
+    assert [c["sha"] for c in api(server, "GET", "/repos/alice/app/pulls/2/commits", rita).json] == shas
+    diff = api(server, "GET", "/repos/alice/app/pulls/2", rita, headers={"Accept": "application/vnd.github.diff"})
+    assert diff.headers["content-type"].startswith("text/plain") and b"diff --git a/a.txt b/a.txt" in diff.raw
+    assert b"+a" in diff.raw
+    patch = api(server, "GET", "/repos/alice/app/pulls/2", rita, headers={"Accept": "application/vnd.github.patch"})
+    assert patch.raw.count(b"Subject: [PATCH") == 2 and b"add b.txt" in patch.raw
+    # reviews: the author cannot approve; a reader can review; only write may merge
+    assert api(server, "POST", "/repos/alice/app/pulls/2/reviews", walt, {"event": "APPROVE"}).status == 422
+    r = checked("POST", "/repos/alice/app/pulls/2/reviews", api(server, "POST", "/repos/alice/app/pulls/2/reviews",
+                                                                 rita, {"event": "COMMENT", "body": "nice", "comments": [
+                                                                     {"path": "a.txt", "line": 1, "body": "why a?"}]}))
+    assert r.json["state"] == "COMMENTED"
+    assert api(server, "POST", "/repos/alice/app/pulls/2/reviews", alice, {"event": "APPROVE"}).json["state"] == "APPROVED"
+    assert [c["body"] for c in api(server, "GET", "/repos/alice/app/pulls/2/comments", rita).json] == ["why a?"]
+    assert api(server, "POST", "/repos/alice/app/pulls/2/reviews", rita, {"event": "LGTM"}).status == 422
+    r = api(server, "PUT", "/repos/alice/app/pulls/2/merge", rita, {})
+    assert r.status == 403 and "merge_pr needs write" in r.json["message"]
+    assert api(server, "PUT", "/repos/alice/app/pulls/2/merge", walt, {"sha": "0" * 40}).status == 409
+    r = checked("PUT", "/repos/alice/app/pulls/2/merge", api(server, "PUT", "/repos/alice/app/pulls/2/merge", walt,
+                                                              {"sha": shas[-1]}))
+    assert r.status == 200 and r.json["merged"] is True
+    pr = checked("GET", "/repos/alice/app/pulls/2", api(server, "GET", "/repos/alice/app/pulls/2", rita)).json
+    assert (pr["state"], pr["merged"], pr["merge_commit_sha"], pr["merged_by"]["login"]) == (
+        "closed", True, r.json["sha"], "walt")
+    assert api(server, "GET", "/repos/alice/app/issues/1", rita).json["state"] == "closed"      # Fixes #1
+    assert api(server, "GET", "/repos/alice/app/pulls/2/merge", rita).status == 204
+    assert api(server, "PUT", "/repos/alice/app/pulls/2/merge", walt, {}).status == 405
+    d = fresh_log(server, tmp_path, walt, "check")
+    assert git(d, "log", "-1", "--format=%B").stdout.startswith("Merge pull request #2 from alice/feature\n\nAdd a and b")
+    assert git(d, "rev-parse", "HEAD^1", "HEAD^2").stdout.split() == [git(d, "rev-parse", "HEAD~1").stdout.strip(),
+                                                                      shas[-1]]
+    assert sorted(os.listdir(d)) == [".git", "README.md", "a.txt", "b.txt"]
+    assert git(d, "fsck", "--strict").returncode == 0
+
+
+def test_squash_and_rebase(server, project, tmp_path):
+    walt, work = project["walt"], project["work"]
+    branch(work, "squashme", [("s1.txt", "1\n"), ("s2.txt", "2\n")])
+    api(server, "POST", "/repos/alice/app/pulls", walt, {"title": "Squash it", "head": "squashme", "base": "main"})
+    r = api(server, "PUT", "/repos/alice/app/pulls/1/merge", walt, {"merge_method": "squash"})
+    assert r.status == 200
+    d = fresh_log(server, tmp_path, walt, "after-squash")
+    assert git(d, "log", "--format=%s").stdout.split("\n")[:2] == ["Squash it (#1)", "Initial commit"]
+    assert git(d, "log", "-1", "--format=%an <%ae>").stdout.strip() == "walt <walt@users.noreply.agentgit>"
+    assert "* add s1.txt" in git(d, "log", "-1", "--format=%b").stdout
+    # rebase: both commits replayed on top of a main that moved meanwhile
+    rebased = branch(work, "rebaseme", [("r1.txt", "1\n"), ("r2.txt", "2\n")])   # from the old main
+    api(server, "POST", "/repos/alice/app/pulls", walt, {"title": "Rebase it", "head": "rebaseme", "base": "main"})
+    r = api(server, "PUT", "/repos/alice/app/pulls/2/merge", walt, {"merge_method": "rebase"})
+    assert r.status == 200
+    d = fresh_log(server, tmp_path, walt, "after-rebase")
+    assert git(d, "log", "--format=%s").stdout.split("\n")[:4] == ["add r2.txt", "add r1.txt", "Squash it (#1)",
+                                                                   "Initial commit"]
+    assert git(d, "rev-parse", "HEAD").stdout.strip() == r.json["sha"] and r.json["sha"] not in rebased
+    assert sorted(f for f in os.listdir(d) if f.endswith(".txt")) == ["r1.txt", "r2.txt", "s1.txt", "s2.txt"]
+    assert api(server, "PUT", "/repos/alice/app/pulls/2/merge", walt, {"merge_method": "octopus"}).status == 422
+
+
+def test_conflict_is_405_and_moves_nothing(server, project, tmp_path):
+    walt, work = project["walt"], project["work"]
+    branch(work, "left", [("same.txt", "left\n")])
+    branch(work, "right", [("same.txt", "right\n")])
+    api(server, "POST", "/repos/alice/app/pulls", walt, {"title": "left", "head": "left", "base": "main"})
+    api(server, "POST", "/repos/alice/app/pulls", walt, {"title": "right", "head": "right", "base": "main"})
+    assert api(server, "PUT", "/repos/alice/app/pulls/1/merge", walt, {}).status == 200
+    before = git(work, "ls-remote", "origin", "refs/heads/main").stdout
+    pr = api(server, "GET", "/repos/alice/app/pulls/2", walt).json
+    assert (pr["mergeable"], pr["mergeable_state"]) == (False, "dirty")
+    for method in ("merge", "squash", "rebase"):
+        r = api(server, "PUT", "/repos/alice/app/pulls/2/merge", walt, {"merge_method": method})
+        assert r.status == 405 and r.json["message"] == "Pull Request is not mergeable", method
+    assert git(work, "ls-remote", "origin", "refs/heads/main").stdout == before
+    assert api(server, "GET", "/repos/alice/app/pulls/2", walt).json["state"] == "open"
+
+
+def test_three_way_content_merge(server, project, tmp_path):
+    """Changes to different lines of one file, merged one after the other, both survive."""
+    walt, work = project["walt"], project["work"]
+    branch(work, "base", [("poem.txt", "one\ntwo\nthree\nfour\nfive\n")])
+    git(work, "push", "-q", "origin", "base:main")
+    git(work, "fetch", "-q", "origin")
+    branch(work, "top", [("poem.txt", "ONE\ntwo\nthree\nfour\nfive\n")])
+    branch(work, "bottom", [("poem.txt", "one\ntwo\nthree\nfour\nFIVE\n")])
+    for n, head in ((1, "top"), (2, "bottom")):
+        api(server, "POST", "/repos/alice/app/pulls", walt, {"title": head, "head": head, "base": "main"})
+    for n, method in ((1, "merge"), (2, "squash")):
+        assert api(server, "PUT", "/repos/alice/app/pulls/%d/merge" % n, walt, {"merge_method": method}).status == 200
+    d = fresh_log(server, tmp_path, walt, "merged")
+    assert open(os.path.join(d, "poem.txt")).read() == "ONE\ntwo\nthree\nfour\nFIVE\n"
+
+
+def test_bad_pull_requests(server, project):
+    walt, work = project["walt"], project["work"]
+    branch(work, "feature", [("x.txt", "x\n")])
+    cases = [({"title": "t", "head": "nope", "base": "main"}, "head branch nope does not exist"),
+             ({"title": "t", "head": "feature", "base": "nope"}, "base branch nope does not exist"),
+             ({"title": "t", "head": "main", "base": "main"}, "No commits between main and main"),
+             ({"title": "t", "head": "someone:feature", "base": "main"}, "forks are not supported"),
+             ({"head": "feature", "base": "main"}, None), ({"title": "t", "head": 3, "base": "main"}, None)]
+    for body, message in cases:
+        r = api(server, "POST", "/repos/alice/app/pulls", walt, body)
+        assert r.status == 422, body
+        if message:
+            assert message in r.json["errors"][0]["message"], r.json
+    assert api(server, "GET", "/repos/alice/app/pulls/9", walt).status == 404
+    api(server, "POST", "/repos/alice/app/issues", walt, {"title": "plain issue"})
+    assert api(server, "GET", "/repos/alice/app/pulls/1", walt).status == 404        # an issue, not a PR
+
+
+def test_push_updates_open_pr_and_close_reopen(server, project):
+    walt, work, rita = project["walt"], project["work"], project["rita"]
+    branch(work, "grow", [("g1.txt", "1\n")])
+    api(server, "POST", "/repos/alice/app/pulls", walt, {"title": "grow", "head": "grow", "base": "main"})
+    sha = commit_file(work, "g2.txt", "2\n")
+    git(work, "push", "-q", "origin", "grow")
+    pr = api(server, "GET", "/repos/alice/app/pulls/1", walt).json
+    assert (pr["head"]["sha"], pr["commits"]) == (sha, 2)
+    assert [p["number"] for p in api(server, "GET", "/repos/alice/app/pulls?head=alice:grow", rita).json] == [1]
+    r = api(server, "POST", "/repos/alice/app/pulls/1/requested_reviewers", walt, {"reviewers": ["rita"]})
+    assert r.status == 201 and [u["login"] for u in r.json["requested_reviewers"]] == ["rita"]
+    assert api(server, "POST", "/repos/alice/app/pulls/1/requested_reviewers", walt, {"reviewers": ["walt"]}).status == 422
+    assert api(server, "PATCH", "/repos/alice/app/pulls/1", rita, {"state": "closed"}).status == 403
+    r = api(server, "PATCH", "/repos/alice/app/pulls/1", walt, {"state": "closed", "title": "grown"})
+    assert (r.json["state"], r.json["title"]) == ("closed", "grown")
+    assert api(server, "GET", "/repos/alice/app/pulls", rita).json == []
+    assert api(server, "PATCH", "/repos/alice/app/pulls/1", walt, {"state": "open"}).json["state"] == "open"
