@@ -68,7 +68,7 @@ import urllib.parse
 import zlib
 
 from dulwich.errors import NotTreeError
-from dulwich.graph import find_merge_base
+from dulwich.graph import can_fast_forward, find_merge_base
 from dulwich.merge import three_way_merge
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
@@ -360,8 +360,52 @@ CREATE TABLE IF NOT EXISTS review_requests (
     user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     PRIMARY KEY (issue_id, user_id)
 );
+
+-- Branch protection, commit statuses and check runs (schema version 3). Records only: nothing runs here.
+CREATE TABLE IF NOT EXISTS branch_protections (
+    repo_id             INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    branch              TEXT NOT NULL,
+    required_approvals  INTEGER,            -- NULL: no pull request required; 0..6: approvals a merge needs
+    dismiss_stale       INTEGER NOT NULL DEFAULT 0,
+    required_checks     TEXT,               -- JSON list of contexts, NULL: none required
+    strict_checks       INTEGER NOT NULL DEFAULT 0,
+    enforce_admins      INTEGER NOT NULL DEFAULT 0,
+    allow_force_pushes  INTEGER NOT NULL DEFAULT 0,
+    allow_deletions     INTEGER NOT NULL DEFAULT 0,
+    updated_at          TEXT NOT NULL,
+    PRIMARY KEY (repo_id, branch)
+);
+
+CREATE TABLE IF NOT EXISTS statuses (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    sha          TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('error', 'failure', 'pending', 'success')),
+    context      TEXT NOT NULL,
+    description  TEXT,
+    target_url   TEXT,
+    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS statuses_by_sha ON statuses(repo_id, sha);
+
+CREATE TABLE IF NOT EXISTS check_runs (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    head_sha      TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion    TEXT,
+    external_id   TEXT,
+    details_url   TEXT,
+    output        TEXT NOT NULL DEFAULT '{}',
+    creator_id    INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    started_at    TEXT,
+    completed_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS check_runs_by_sha ON check_runs(repo_id, head_sha);
 """
-SCHEMA_VERSION = 2     # every statement in SCHEMA is idempotent: a newer version re-runs it
+SCHEMA_VERSION = 3     # every statement in SCHEMA is idempotent: a newer version re-runs it
 
 
 class Store:
@@ -449,6 +493,20 @@ class Store:
         self.generation = next(self.generations)     # itertools.count: atomic under the GIL
 
 
+def insert_row(db, table, fields):
+    """INSERT a {column: value} dict and return the new row id. Column names always come from the
+    code, never from a request, so formatting them into the statement is safe."""
+    return db.execute("INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(fields), ", ".join("?" * len(fields))),
+                      tuple(fields.values())).lastrowid
+
+
+def update_row(db, table, fields, key_column, key):
+    """UPDATE the columns in ``fields`` of the row whose ``key_column`` is ``key``; nothing if empty."""
+    if fields:
+        db.execute("UPDATE %s SET %s WHERE %s = ?" % (table, ", ".join("%s = ?" % k for k in fields), key_column),
+                   tuple(fields.values()) + (key,))
+
+
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # 3. Identity
 # ════════════════════════════════════════════════════════════════════════════════════════════════
@@ -466,9 +524,7 @@ def account_by_id(store, account_id):
 def insert_account(db, login, kind, **fields):
     stamp = now()
     columns = dict(fields, login=login, kind=kind, created_at=stamp, updated_at=stamp)
-    cur = db.execute("INSERT INTO accounts (%s) VALUES (%s)" % (", ".join(columns), ", ".join("?" * len(columns))),
-                     tuple(columns.values()))
-    return cur.lastrowid
+    return insert_row(db, "accounts", columns)
 
 
 def hash_password(password):
@@ -754,6 +810,7 @@ ACTIONS = {
     "open_pr":            Action("repo", "read"),
     "review_pr":          Action("repo", "read"),
     "merge_pr":           Action("repo", "write"),
+    "write_status":       Action("repo", "write"),
     "read_meta":          Action("site", "none", mutation=False),
     "read_account":       Action("account", "none", mutation=False),
     "create_repo":        Action("account", "write", scope="repo"),
@@ -806,6 +863,8 @@ class Decision:
     hidden: bool = False     # the principal may not know the resource exists: answer 404
     scope: str = None        # the scope that was missing, for X-Accepted-OAuth-Scopes
     level: str = "none"      # the permission the principal holds on the resource
+    ff_only: bool = False    # allowed for fast-forwards only (a protected branch): the Git engine checks
+    status: int = None       # the HTTP status a refusal takes where GitHub uses a special one
 
     @property
     def allowed(self):
@@ -887,6 +946,61 @@ def scope_needed(action, spec, resource):
     return "public_repo" if spec.mutation else None
 
 
+def branch_protection(store, repo_id, branch):
+    return store.cached(("protection", repo_id, branch), lambda: store.one(
+        "SELECT * FROM branch_protections WHERE repo_id = ? AND branch = ?", repo_id, branch))
+
+
+def unmet_protection(store, rule, action, context):
+    """What a protected branch rule still asks for before ``action`` may happen, or None."""
+    if action == "delete_branch":
+        return None if rule["allow_deletions"] else "deletions are not allowed"
+    checks = json.loads(rule["required_checks"]) if rule["required_checks"] else []
+    if action in ("create_branch", "push_branch"):
+        if rule["required_approvals"] is not None:
+            return "changes must arrive through a pull request with %d approving review%s" % (
+                rule["required_approvals"], "" if rule["required_approvals"] == 1 else "s")
+        if checks:
+            return "changes must arrive through a pull request whose status checks pass (%s)" % ", ".join(checks)
+        return None
+    # merge_pr: the pull request's reviews and its head commit's checks
+    issue_id, head_sha = context["pull_issue_id"], context["head_sha"]
+    latest = {}
+    for review in store.all("SELECT * FROM reviews WHERE issue_id = ? AND state != 'COMMENTED' ORDER BY id", issue_id):
+        latest[review["user_id"]] = review
+    approvals, blockers = 0, []
+    for user_id, review in latest.items():
+        user = account_by_id(store, user_id)
+        repo = context["repo"]
+        if user is None or RANK[repo_permission(store, user, repo)[0]] < RANK["write"]:
+            continue     # only reviews by people who could push count
+        if review["state"] == "APPROVED" and (not rule["dismiss_stale"] or review["commit_id"] == head_sha):
+            approvals += 1
+        elif review["state"] == "CHANGES_REQUESTED":
+            blockers.append(user["login"])
+    if blockers:
+        return "changes were requested by %s" % ", ".join(sorted(blockers))
+    if rule["required_approvals"] and approvals < rule["required_approvals"]:
+        return "%d approving review%s required, %d given" % (rule["required_approvals"], "" if
+                                                             rule["required_approvals"] == 1 else "s", approvals)
+    states = check_states(store, context["repo"]["id"], head_sha)
+    for check in checks:
+        if states.get(check) != "success":
+            return "required status check %r is %s" % (check, states.get(check, "missing"))
+    return None
+
+
+def check_states(store, repo_id, sha):
+    """{context: state} of a commit: the latest status per context, and completed check runs by name."""
+    states = {}
+    for row in store.all("SELECT context, state FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id", repo_id, sha):
+        states[row["context"]] = row["state"]
+    for row in store.all("SELECT name, status, conclusion FROM check_runs WHERE repo_id = ? AND head_sha = ?"
+                         " ORDER BY id", repo_id, sha):
+        states[row["name"]] = row["conclusion"] if row["status"] == "completed" else "pending"
+    return states
+
+
 def decide(store, principal, action, resource, context=None):
     """The one policy decision point. Rules, in order; the first that says no decides:
 
@@ -896,7 +1010,11 @@ def decide(store, principal, action, resource, context=None):
        principal cannot read is hidden: 404, not 403). Authors editing what they wrote need less;
        commenting on a locked conversation needs triage;
     4. the token must carry the scope the action needs;
-    5. an archived repository takes no pushes, and refs/pull/ is the server's own.
+    5. an archived repository takes no pushes, and refs/pull/ is the server's own;
+    6. a protected branch takes no deletions, no direct pushes where it requires pull requests or
+       status checks, no force pushes (the engine checks fast-forward once the pack is in), and no
+       merges without the approvals and passing checks it requires. Admins pass unless the
+       protection is enforced for admins too.
     """
     spec = ACTIONS[action]
     user = principal.user
@@ -926,12 +1044,24 @@ def decide(store, principal, action, resource, context=None):
         return deny("token lacks the %r scope that %s needs" % (scope, action), scope=scope)
     if resource.kind == "repo" and resource.row["archived"] and action in REF_ACTIONS:
         return deny("%s is archived and read-only" % resource.name)
-    if action in REF_ACTIONS and (context or {}).get("ref", "").startswith("refs/pull/"):
+    ref = (context or {}).get("ref", "")
+    if action in REF_ACTIONS and ref.startswith("refs/pull/"):
         return deny("refs/pull/ is reserved for pull requests and written by the server only")
+    ff_only = False
+    if resource.kind == "repo" and ref.startswith("refs/heads/") and action in REF_ACTIONS + ("merge_pr",):
+        rule = branch_protection(store, resource.row["id"], ref[len("refs/heads/"):])
+        if rule is not None and not (level == "admin" and not rule["enforce_admins"]):
+            unmet = unmet_protection(store, rule, action, context)
+            if unmet:
+                return deny("protected branch %s: %s" % (rule["branch"], unmet),
+                            status=405 if action == "merge_pr" else None)
+            ff_only = action == "push_branch" and not rule["allow_force_pushes"]
     reasons = ["%s holds %s on %s (%s)" % (principal.login or "anonymous", level, resource.name, how)]
     if context and context.get("ref"):
         reasons.append("ref %s" % context["ref"])
-    return Decision("allow", action, resource.name, reasons, level=level)
+    if ff_only:
+        reasons.append("protected branch: fast-forwards only")
+    return Decision("allow", action, resource.name, reasons, level=level, ff_only=ff_only)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
@@ -960,9 +1090,7 @@ def audit_append(db, key, principal, surface, decision, side_effect=None):
     tip = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     row["prev_hash"] = tip["hash"] if tip else GENESIS_HASH
     row["hash"] = audit_hash(key, row["prev_hash"], row)
-    cur = db.execute("INSERT INTO audit (%s) VALUES (%s)" % (", ".join(row), ", ".join("?" * len(row))),
-                     tuple(row.values()))
-    return cur.lastrowid
+    return insert_row(db, "audit", row)
 
 
 def audit_verify(store, key):
@@ -1034,6 +1162,11 @@ def open_repo(app, repo_id):
         yield repo
     finally:
         repo.close()
+
+
+def branch_sha(git, branch):
+    ref = b"refs/heads/" + branch.encode()
+    return git.refs[ref].decode() if ref in git.refs else None
 
 
 def list_refs(repo, prefix):
@@ -1237,7 +1370,7 @@ class GunzipReader:
                 return data
 
 
-ROUTES = collections.defaultdict(list)   # method -> [(compiled pattern, handler)], declared with @route
+ROUTES = collections.defaultdict(list)   # method -> [(pattern, handler, greedy)], declared with @route
 
 
 def route(method, pattern):
@@ -1247,7 +1380,11 @@ def route(method, pattern):
     regex = re.sub(r"\{(\w+)(:path|:int)?\}", lambda m: "(?P<%s>%s)" % (m.group(1), kinds[m.group(2)]), pattern)
 
     def register(handler):
-        ROUTES[method].append((re.compile("^%s/?$" % regex), handler))
+        # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
+        # taken for a branch named "x/protection"
+        greedy = ":path}" in pattern
+        ROUTES[method].append((re.compile("^%s/?$" % regex), handler, (greedy, -len(pattern) if greedy else 0)))
+        ROUTES[method].sort(key=lambda r: r[2])
         return handler
     return register
 
@@ -1364,7 +1501,7 @@ class Request:
         if self.principal.user is None:
             return HTTPError(401, "Requires authentication")
         headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
-        return HTTPError(403, decision.reasons[0], headers=headers)
+        return HTTPError(decision.status or 403, decision.reasons[0], headers=headers)
 
     def effect(self, text):
         self.effects.append(text)
@@ -1450,14 +1587,14 @@ REPO_URL_TEMPLATES = (
 
 def repo_json(app, row, permission=None):
     """GitHub's full-repository. ``row`` is a repos row joined with its owner (see REPO_SELECT)."""
-    full_name = "%s/%s" % (row["owner_login"], row["name"])
-    api_url = "%s/repos/%s" % (app.api, full_name)
+    name = full_name(row)
+    api_url = "%s/repos/%s" % (app.api, name)
     out = {
         "id": row["id"], "node_id": node_id("Repository", row["id"]), "name": row["name"],
-        "full_name": full_name, "private": bool(row["private"]),
+        "full_name": name, "private": bool(row["private"]),
         "owner": user_json(app, {"id": row["owner_id"], "login": row["owner_login"], "kind": row["owner_kind"],
                                  "site_admin": row["owner_site_admin"]}),
-        "html_url": "%s/%s" % (app.url, full_name), "description": row["description"], "fork": False,
+        "html_url": "%s/%s" % (app.url, name), "description": row["description"], "fork": False,
         "url": api_url,
     }
     for template in REPO_URL_TEMPLATES:
@@ -1465,8 +1602,8 @@ def repo_json(app, row, permission=None):
         out[key] = "%s/%s" % (api_url, suffix) if suffix[0] != "{" else api_url + suffix
     host = urllib.parse.urlsplit(app.url).netloc
     out.update({
-        "clone_url": "%s/%s.git" % (app.url, full_name), "git_url": "git://%s/%s.git" % (host, full_name),
-        "ssh_url": "git@%s:%s.git" % (host.split(":")[0], full_name), "svn_url": "%s/%s" % (app.url, full_name),
+        "clone_url": "%s/%s.git" % (app.url, name), "git_url": "git://%s/%s.git" % (host, name),
+        "ssh_url": "git@%s:%s.git" % (host.split(":")[0], name), "svn_url": "%s/%s" % (app.url, name),
         "mirror_url": None, "homepage": row["homepage"], "language": None, "size": 0,
         "forks": 0, "forks_count": 0, "stargazers_count": 0, "watchers": 0, "watchers_count": 0,
         "open_issues": 0, "open_issues_count": 0, "network_count": 0, "subscribers_count": 0,
@@ -1533,14 +1670,14 @@ def git_person_json(sig, when, offset):
     return {"name": name, "email": email.rstrip(">"), "date": stamp}
 
 
-def commit_json(app, full_name, commit):
+def commit_json(app, repo_name, commit):
     """GitHub's commit shape for a dulwich Commit; author/committer accounts are matched by noreply email."""
-    sha, api = commit.id.decode(), "%s/repos/%s" % (app.api, full_name)
+    sha, api = commit.id.decode(), "%s/repos/%s" % (app.api, repo_name)
     author = git_person_json(commit.author, commit.author_time, commit.author_timezone)
     committer = git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)
     return {
         "sha": sha, "node_id": node_id("Commit", sha), "url": "%s/commits/%s" % (api, sha),
-        "html_url": "%s/%s/commit/%s" % (app.url, full_name, sha), "comments_url": "%s/commits/%s/comments" % (api, sha),
+        "html_url": "%s/%s/commit/%s" % (app.url, repo_name, sha), "comments_url": "%s/commits/%s/comments" % (api, sha),
         "commit": {
             "url": "%s/git/commits/%s" % (api, sha), "author": author, "committer": committer,
             "message": commit.message.decode("utf-8", "replace").rstrip("\n"),
@@ -1551,7 +1688,7 @@ def commit_json(app, full_name, commit):
         },
         "author": account_for_email(app, author["email"]), "committer": account_for_email(app, committer["email"]),
         "parents": [{"sha": p.decode(), "url": "%s/commits/%s" % (api, p.decode()),
-                     "html_url": "%s/%s/commit/%s" % (app.url, full_name, p.decode())} for p in commit.parents],
+                     "html_url": "%s/%s/commit/%s" % (app.url, repo_name, p.decode())} for p in commit.parents],
     }
 
 
@@ -1562,16 +1699,16 @@ def account_for_email(app, email):
     return user_json(app, row) if row else None
 
 
-def branch_json(app, full_name, name, sha, protected=False):
-    return {"name": name, "commit": {"sha": sha, "url": "%s/repos/%s/commits/%s" % (app.api, full_name, sha)},
+def branch_json(app, repo_name, name, sha, protected=False):
+    return {"name": name, "commit": {"sha": sha, "url": "%s/repos/%s/commits/%s" % (app.api, repo_name, sha)},
             "protected": protected}
 
 
-def ref_json(app, full_name, ref, sha, obj_type):
-    return {"ref": ref, "node_id": node_id("Ref", "%s:%s" % (full_name, ref)),
-            "url": "%s/repos/%s/git/%s" % (app.api, full_name, ref),
+def ref_json(app, repo_name, ref, sha, obj_type):
+    return {"ref": ref, "node_id": node_id("Ref", "%s:%s" % (repo_name, ref)),
+            "url": "%s/repos/%s/git/%s" % (app.api, repo_name, ref),
             "object": {"type": obj_type, "sha": sha,
-                       "url": "%s/repos/%s/git/%ss/%s" % (app.api, full_name, obj_type, sha)}}
+                       "url": "%s/repos/%s/git/%ss/%s" % (app.api, repo_name, obj_type, sha)}}
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
@@ -1582,6 +1719,10 @@ def ref_json(app, full_name, ref, sha, obj_type):
 
 REPO_SELECT = ("SELECT r.*, a.login AS owner_login, a.kind AS owner_kind, a.site_admin AS owner_site_admin"
                " FROM repos r JOIN accounts a ON a.id = r.owner_id")
+
+
+def full_name(row):
+    return "%s/%s" % (row["owner_login"], row["name"])
 
 
 def find_account(req, login, kinds=("human", "agent", "org")):
@@ -1816,8 +1957,7 @@ def update_repo(req, owner, repo):
             raise invalid("Repository", "name", "custom", "name already exists on this account")
         if fields:
             fields["updated_at"] = now()
-            db.execute("UPDATE repos SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
-                       tuple(fields.values()) + (row["id"],))
+            update_row(db, "repos", fields, "id", row["id"])
         req.effect("updated %s" % ", ".join(sorted(k for k in fields if k != "updated_at")))
     row = req.app.store.one(REPO_SELECT + " WHERE r.id = ?", row["id"])
     return repo_json(req.app, row, "admin")
@@ -1846,39 +1986,44 @@ def delete_repo(req, owner, repo):
 @route("GET", "/api/v3/repos/{owner}/{repo}/branches")
 def list_branches(req, owner, repo):
     row = find_repo(req, owner, repo)
-    full_name = "%s/%s" % (row["owner_login"], row["name"])
     with open_repo(req.app, row["id"]) as git:
         refs = list_refs(git, "refs/heads/")
-    return [branch_json(req.app, full_name, ref[len("refs/heads/"):], sha)
-            for ref, sha in req.paginate(list(refs.items()))]
+    branches = [(ref[len("refs/heads/"):], sha) for ref, sha in refs.items()]
+    if req.query.get("protected") in ("true", "false"):
+        wanted = req.query["protected"] == "true"
+        branches = [b for b in branches if (branch_protection(req.app.store, row["id"], b[0]) is not None) == wanted]
+    return [branch_json(req.app, full_name(row), name, sha, branch_protection(req.app.store, row["id"], name) is not None)
+            for name, sha in req.paginate(branches)]
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/branches/{branch:path}")
 def get_branch(req, owner, repo, branch):
     row = find_repo(req, owner, repo)
-    full_name = "%s/%s" % (row["owner_login"], row["name"])
+    name = full_name(row)
+    rule = branch_protection(req.app.store, row["id"], branch)
     with open_repo(req.app, row["id"]) as git:
-        ref = ("refs/heads/" + branch).encode()
-        if ref not in git.refs:
+        sha = branch_sha(git, branch)
+        if sha is None:
             raise HTTPError(404, "Branch not found")
-        commit = git[git.refs[ref]]
-        out = branch_json(req.app, full_name, branch, commit.id.decode())
-        out["commit"] = commit_json(req.app, full_name, commit)
-    out["_links"] = {"self": "%s/repos/%s/branches/%s" % (req.app.api, full_name, branch),
-                     "html": "%s/%s/tree/%s" % (req.app.url, full_name, branch)}
-    out["protection"] = {"enabled": False, "required_status_checks": {"enforcement_level": "off", "contexts": [],
-                                                                      "checks": []}}
-    out["protection_url"] = "%s/repos/%s/branches/%s/protection" % (req.app.api, full_name, branch)
+        out = branch_json(req.app, name, branch, sha, rule is not None)
+        out["commit"] = commit_json(req.app, name, git[sha.encode()])
+    checks = json.loads(rule["required_checks"]) if rule is not None and rule["required_checks"] else []
+    out["_links"] = {"self": "%s/repos/%s/branches/%s" % (req.app.api, name, branch),
+                     "html": "%s/%s/tree/%s" % (req.app.url, name, branch)}
+    out["protection"] = {"enabled": rule is not None, "required_status_checks": {
+        "enforcement_level": "non_admins" if checks else "off", "contexts": checks,
+        "checks": [{"context": c, "app_id": None} for c in checks]}}
+    out["protection_url"] = "%s/repos/%s/branches/%s/protection" % (req.app.api, name, branch)
     return out
 
 
 def refs_json(req, row, prefix):
-    full_name = "%s/%s" % (row["owner_login"], row["name"])
+    name = full_name(row)
     out = []
     with open_repo(req.app, row["id"]) as git:
         for ref, sha in list_refs(git, prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else prefix).items():
             if ref.startswith(prefix):
-                out.append(ref_json(req.app, full_name, ref, sha, git[sha.encode()].type_name.decode()))
+                out.append(ref_json(req.app, name, ref, sha, git[sha.encode()].type_name.decode()))
     return out
 
 
@@ -1909,13 +2054,12 @@ def head_commit_or_409(git, row, ref):
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits")
 def list_commits(req, owner, repo):
     row = find_repo(req, owner, repo)
-    full_name = "%s/%s" % (row["owner_login"], row["name"])
     per_page, page = req.page()
     with open_repo(req.app, row["id"]) as git:
         sha = head_commit_or_409(git, row, req.query.get("sha"))
         commits = walk_commits(git, sha, (page - 1) * per_page, per_page + 1)
         req.link_header(page, per_page, page + 1 if len(commits) > per_page else None)
-        return [commit_json(req.app, full_name, c) for c in commits[:per_page]]
+        return [commit_json(req.app, full_name(row), c) for c in commits[:per_page]]
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}")
@@ -1923,7 +2067,7 @@ def get_commit(req, owner, repo, ref):
     row = find_repo(req, owner, repo)
     with open_repo(req.app, row["id"]) as git:
         sha = head_commit_or_409(git, row, ref)
-        return commit_json(req.app, "%s/%s" % (row["owner_login"], row["name"]), git[sha.encode()])
+        return commit_json(req.app, full_name(row), git[sha.encode()])
 
 
 # -- collaborators ------------------------------------------------------------------------------
@@ -2019,9 +2163,6 @@ def text_field(req, body, name, resource, required=False, limit=MAX_TEXT):
         raise invalid(resource, name, "missing_field", "%s cannot be blank" % name)
     return value
 
-
-def full_name(row):
-    return "%s/%s" % (row["owner_login"], row["name"])
 
 
 def author_association(store, repo, user_id):
@@ -2330,8 +2471,7 @@ def update_issue(req, owner, repo, number):
         req.authorize("triage_issue", Resource.repo(row))
     with req.transaction() as db:
         fields["updated_at"] = now()
-        db.execute("UPDATE issues SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
-                   tuple(fields.values()) + (issue["id"],))
+        update_row(db, "issues", fields, "id", issue["id"])
         set_issue_relations(req, db, row, issue["id"], relations)
         req.effect("updated #%d: %s" % (issue["number"], ", ".join(sorted(set(fields) - {"updated_at"}
                                                                             | set(relations))) or "nothing"))
@@ -2504,9 +2644,7 @@ def update_label(req, owner, repo, name):
         if "name" in fields and fields["name"].lower() != label["name"].lower() and db.execute(
                 "SELECT 1 FROM labels WHERE repo_id = ? AND name = ?", (row["id"], fields["name"])).fetchone():
             raise invalid("Label", "name", "already_exists", "label %s already exists" % fields["name"])
-        if fields:
-            db.execute("UPDATE labels SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
-                       tuple(fields.values()) + (label["id"],))
+        update_row(db, "labels", fields, "id", label["id"])
         req.effect("updated label %s" % label["name"])
     return label_json(req.app, row, req.app.store.one("SELECT * FROM labels WHERE id = ?", label["id"]))
 
@@ -2638,8 +2776,7 @@ def create_milestone(req, owner, repo):
         stamp = now()
         columns = dict(fields, repo_id=row["id"], number=number, creator_id=req.principal.user["id"],
                        created_at=stamp, updated_at=stamp)
-        milestone_id = db.execute("INSERT INTO milestones (%s) VALUES (%s)" % (
-            ", ".join(columns), ", ".join("?" * len(columns))), tuple(columns.values())).lastrowid
+        milestone_id = insert_row(db, "milestones", columns)
         req.effect("created milestone %d %s" % (number, fields["title"]))
     return 201, milestone_json(req.app, row, req.app.store.one("SELECT * FROM milestones WHERE id = ?", milestone_id))
 
@@ -2658,8 +2795,7 @@ def update_milestone(req, owner, repo, number):
     milestone = find_milestone(req, row, number)
     with req.transaction() as db:
         fields["updated_at"] = now()
-        db.execute("UPDATE milestones SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
-                   tuple(fields.values()) + (milestone["id"],))
+        update_row(db, "milestones", fields, "id", milestone["id"])
         req.effect("updated milestone %d" % milestone["number"])
     return milestone_json(req.app, row, req.app.store.one("SELECT * FROM milestones WHERE id = ?", milestone["id"]))
 
@@ -2774,10 +2910,6 @@ def find_pull(req, owner, repo, number, action="read_code", **context):
         raise HTTPError(404, "Not Found")
     return repo_row, issue, pull
 
-
-def branch_sha(git, branch):
-    ref = b"refs/heads/" + branch.encode()
-    return git.refs[ref].decode() if ref in git.refs else None
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/pulls")
@@ -2901,11 +3033,8 @@ def update_pull(req, owner, repo, number):
         pull_fields.update(base_ref=base, base_sha=sha)
     with req.transaction() as db:
         fields["updated_at"] = now()
-        db.execute("UPDATE issues SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
-                   tuple(fields.values()) + (issue["id"],))
-        if pull_fields:
-            db.execute("UPDATE pulls SET %s WHERE issue_id = ?" % ", ".join("%s = ?" % k for k in pull_fields),
-                       tuple(pull_fields.values()) + (issue["id"],))
+        update_row(db, "issues", fields, "id", issue["id"])
+        update_row(db, "pulls", pull_fields, "issue_id", issue["id"])
         req.effect("updated pull request #%d: %s" % (issue["number"], ", ".join(
             sorted((set(fields) | set(pull_fields)) - {"updated_at"})) or "nothing"))
     return pull_json(req.app, row, *pull_rows(req.app, issue["id"]), detail=True)
@@ -2957,10 +3086,11 @@ def merge_pull(req, owner, repo, number):
     title = text_field(req, body, "commit_title", "PullRequest", limit=256)
     message = text_field(req, body, "commit_message", "PullRequest")
     row, issue, pull = find_pull(req, owner, repo, number)
-    req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"])
+    state = PullState(req.app, row, issue, pull)
+    req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"], repo=row,
+                  pull_issue_id=issue["id"], head_sha=state.head_sha)
     if pull["merged_at"] or issue["state"] != "open":
         raise HTTPError(405, "Pull Request is not mergeable")
-    state = PullState(req.app, row, issue, pull)
     if expected_sha and expected_sha != state.head_sha:
         raise HTTPError(409, "Head branch was modified. Review and try the merge again.")
     merger, author = req.principal.user, account_by_id(req.app.store, issue["user_id"]) or req.principal.user
@@ -3349,6 +3479,257 @@ def delete_contents(req, owner, repo, path):
     return change_file(req, owner, repo, path, deleting=True)
 
 
+# -- branch protection, statuses, check runs ----------------------------------------------------
+
+def protection_json(app, repo_row, rule):
+    base = "%s/repos/%s/branches/%s/protection" % (app.api, full_name(repo_row), rule["branch"])
+    checks = json.loads(rule["required_checks"]) if rule["required_checks"] is not None else None
+    out = {"url": base,
+           "enforce_admins": {"url": base + "/enforce_admins", "enabled": bool(rule["enforce_admins"])},
+           "allow_force_pushes": {"enabled": bool(rule["allow_force_pushes"])},
+           "allow_deletions": {"enabled": bool(rule["allow_deletions"])},
+           "required_linear_history": {"enabled": False}, "required_conversation_resolution": {"enabled": False},
+           "required_signatures": {"url": base + "/required_signatures", "enabled": False},
+           "lock_branch": {"enabled": False}, "block_creations": {"enabled": False},
+           "allow_fork_syncing": {"enabled": False}}
+    if checks is not None:
+        out["required_status_checks"] = {"url": base + "/required_status_checks", "strict": bool(rule["strict_checks"]),
+                                         "contexts": checks, "contexts_url": base + "/required_status_checks/contexts",
+                                         "checks": [{"context": c, "app_id": None} for c in checks]}
+    if rule["required_approvals"] is not None:
+        out["required_pull_request_reviews"] = {
+            "url": base + "/required_pull_request_reviews", "dismiss_stale_reviews": bool(rule["dismiss_stale"]),
+            "require_code_owner_reviews": False, "required_approving_review_count": rule["required_approvals"],
+            "require_last_push_approval": False}
+    return out
+
+
+def find_protected_branch(req, owner, repo, branch, action):
+    row = find_repo(req, owner, repo, action)
+    with open_repo(req.app, row["id"]) as git:
+        if branch_sha(git, branch) is None:
+            raise HTTPError(404, "Branch not found")
+    return row
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection")
+def get_protection(req, owner, repo, branch):
+    row = find_protected_branch(req, owner, repo, branch, "admin_repo")
+    rule = branch_protection(req.app.store, row["id"], branch)
+    if rule is None:
+        raise HTTPError(404, "Branch not protected")
+    return protection_json(req.app, row, rule)
+
+
+def bool_setting(req, body, name):
+    value = body.get(name)
+    if isinstance(value, dict):       # GitHub answers {"enabled": x}; accept that shape back
+        value = value.get("enabled")
+    if value is not None and not isinstance(value, bool):
+        raise invalid("BranchProtection", name, message="%s must be true, false or null" % name)
+    return int(bool(value))
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection")
+def set_protection(req, owner, repo, branch):
+    body = req.json()
+    for key in ("required_status_checks", "enforce_admins", "required_pull_request_reviews", "restrictions"):
+        if key not in body:
+            raise invalid("BranchProtection", key, "missing_field", "%s is required (null to leave it off)" % key)
+    checks = body["required_status_checks"]
+    if checks is not None and (not isinstance(checks, dict) or not isinstance(checks.get("contexts", []), list)
+                               or not all(isinstance(c, str) for c in checks.get("contexts", []))):
+        raise invalid("BranchProtection", "required_status_checks", message="expected {strict, contexts: [names]}")
+    reviews = body["required_pull_request_reviews"]
+    approvals = None
+    if reviews is not None:
+        if not isinstance(reviews, dict):
+            raise invalid("BranchProtection", "required_pull_request_reviews", message="expected an object or null")
+        approvals = reviews.get("required_approving_review_count", 1)
+        if isinstance(approvals, bool) or not isinstance(approvals, int) or not 0 <= approvals <= 6:
+            raise invalid("BranchProtection", "required_approving_review_count", message="must be 0 to 6")
+    row = find_protected_branch(req, owner, repo, branch, "admin_repo")
+    with req.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO branch_protections (repo_id, branch, required_approvals, dismiss_stale,"
+                   " required_checks, strict_checks, enforce_admins, allow_force_pushes, allow_deletions, updated_at)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (row["id"], branch, approvals, int(bool((reviews or {}).get("dismiss_stale_reviews"))),
+                    json.dumps(checks.get("contexts", [])) if checks is not None else None,
+                    int(bool((checks or {}).get("strict"))), bool_setting(req, body, "enforce_admins"),
+                    bool_setting(req, body, "allow_force_pushes"), bool_setting(req, body, "allow_deletions"), now()))
+        req.effect("protected branch %s" % branch)
+    return protection_json(req.app, row, req.app.store.one(
+        "SELECT * FROM branch_protections WHERE repo_id = ? AND branch = ?", row["id"], branch))
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection")
+def delete_protection(req, owner, repo, branch):
+    row = find_protected_branch(req, owner, repo, branch, "admin_repo")
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM branch_protections WHERE repo_id = ? AND branch = ?", (row["id"], branch)).rowcount:
+            raise HTTPError(404, "Branch not protected")
+        req.effect("unprotected branch %s" % branch)
+    return 204, None
+
+
+STATUS_STATES = ("error", "failure", "pending", "success")
+
+
+def status_json(app, repo_row, row):
+    return {"url": "%s/repos/%s/statuses/%s" % (app.api, full_name(repo_row), row["sha"]), "id": row["id"],
+            "node_id": node_id("StatusContext", row["id"]), "avatar_url": "%s/avatars/agentgit" % app.url,
+            "state": row["state"], "description": row["description"] or "", "target_url": row["target_url"] or "",
+            "context": row["context"], "created_at": row["created_at"], "updated_at": row["created_at"],
+            "creator": user_json_by_id(app, row["creator_id"])}
+
+
+def commit_of(req, row, ref):
+    with open_repo(req.app, row["id"]) as git:
+        sha = resolve_commit(git, ref)
+    if sha is None:
+        raise HTTPError(404, "No commit found for SHA: %s" % ref)
+    return sha
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/statuses/{sha}")
+def create_status(req, owner, repo, sha):
+    body = req.json()
+    state = req.field(body, "state", str, "Status", required=True)
+    if state not in STATUS_STATES:
+        raise invalid("Status", "state", message="state must be error, failure, pending or success")
+    context = text_field(req, body, "context", "Status", limit=255) or "default"
+    description = text_field(req, body, "description", "Status", limit=1024)
+    target_url = text_field(req, body, "target_url", "Status", limit=2048)
+    row = find_repo(req, owner, repo, "write_status")
+    sha = commit_of(req, row, sha)
+    with req.transaction() as db:
+        status_id = db.execute("INSERT INTO statuses (repo_id, sha, state, context, description, target_url,"
+                               " creator_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (row["id"], sha, state, context, description, target_url, req.principal.user["id"],
+                                now())).lastrowid
+        req.effect("status %s=%s on %s" % (context, state, sha[:12]))
+    return 201, status_json(req.app, row, req.app.store.one("SELECT * FROM statuses WHERE id = ?", status_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}/statuses")
+def list_statuses(req, owner, repo, ref):
+    row = find_repo(req, owner, repo)
+    sha = commit_of(req, row, ref)
+    rows = req.app.store.all("SELECT * FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id DESC", row["id"], sha)
+    return [status_json(req.app, row, r) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}/status")
+def combined_status(req, owner, repo, ref):
+    row = find_repo(req, owner, repo)
+    sha = commit_of(req, row, ref)
+    latest = {}
+    for r in req.app.store.all("SELECT * FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id", row["id"], sha):
+        latest[r["context"]] = r
+    states = {r["state"] for r in latest.values()}
+    state = "failure" if states & {"error", "failure"} else "pending" if "pending" in states or not states else "success"
+    name = full_name(row)
+    return {"state": state, "sha": sha, "total_count": len(latest),
+            "statuses": [status_json(req.app, row, r) for r in latest.values()], "repository": repo_json(req.app, row),
+            "commit_url": "%s/repos/%s/commits/%s" % (req.app.api, name, sha),
+            "url": "%s/repos/%s/commits/%s/status" % (req.app.api, name, sha)}
+
+
+CHECK_STATUSES = ("queued", "in_progress", "completed")
+CHECK_CONCLUSIONS = ("action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale", "timed_out")
+
+
+def check_run_json(app, repo_row, row):
+    name, api = full_name(repo_row), app.api
+    output = json.loads(row["output"])
+    url = "%s/repos/%s/check-runs/%d" % (api, name, row["id"])
+    return {"id": row["id"], "node_id": node_id("CheckRun", row["id"]), "head_sha": row["head_sha"],
+            "external_id": row["external_id"] or "", "url": url,
+            "html_url": "%s/%s/runs/%d" % (app.url, name, row["id"]), "details_url": row["details_url"] or "",
+            "status": row["status"], "conclusion": row["conclusion"], "started_at": row["started_at"],
+            "completed_at": row["completed_at"], "name": row["name"], "check_suite": {"id": row["id"]},
+            "output": {"title": output.get("title"), "summary": output.get("summary"), "text": output.get("text"),
+                       "annotations_count": 0, "annotations_url": url + "/annotations"},
+            "app": None, "pull_requests": []}
+
+
+def check_run_fields(req, body, creating):
+    fields = {}
+    name = text_field(req, body, "name", "CheckRun", required=creating, limit=255)
+    if name is not None:
+        fields["name"] = name
+    status = req.field(body, "status", str, "CheckRun", default="queued" if creating else None)
+    if status is not None:
+        if status not in CHECK_STATUSES:
+            raise invalid("CheckRun", "status", message="status must be queued, in_progress or completed")
+        fields["status"] = status
+    conclusion = req.field(body, "conclusion", str, "CheckRun")
+    if conclusion is not None:
+        if conclusion not in CHECK_CONCLUSIONS:
+            raise invalid("CheckRun", "conclusion", message="conclusion must be one of %s" % ", ".join(CHECK_CONCLUSIONS))
+        fields.update(conclusion=conclusion, status="completed")
+    if fields.get("status") == "completed":
+        if "conclusion" not in fields:
+            raise invalid("CheckRun", "conclusion", "missing_field", "a completed check run needs a conclusion")
+        fields["completed_at"] = req.field(body, "completed_at", str, "CheckRun") or now()
+    for key in ("external_id", "details_url", "started_at"):
+        value = text_field(req, body, key, "CheckRun", limit=2048)
+        if value is not None:
+            fields[key] = value
+    output = req.field(body, "output", dict, "CheckRun")
+    if output is not None:
+        fields["output"] = json.dumps({k: output.get(k) for k in ("title", "summary", "text")
+                                       if isinstance(output.get(k), str)})
+    return fields
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/check-runs")
+def create_check_run(req, owner, repo):
+    body = req.json()
+    fields = check_run_fields(req, body, creating=True)
+    head = req.field(body, "head_sha", str, "CheckRun", required=True)
+    row = find_repo(req, owner, repo, "write_status")
+    fields.update(head_sha=commit_of(req, row, head), repo_id=row["id"], creator_id=req.principal.user["id"])
+    fields.setdefault("started_at", now())
+    with req.transaction() as db:
+        run_id = insert_row(db, "check_runs", fields)
+        req.effect("check run %d %s (%s) on %s" % (run_id, fields["name"], fields["status"], fields["head_sha"][:12]))
+    return 201, check_run_json(req.app, row, req.app.store.one("SELECT * FROM check_runs WHERE id = ?", run_id))
+
+
+def find_check_run(req, row, run_id):
+    run = req.app.store.one("SELECT * FROM check_runs WHERE id = ? AND repo_id = ?", int(run_id), row["id"])
+    if run is None:
+        raise HTTPError(404, "Not Found")
+    return run
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}")
+def get_check_run(req, owner, repo, run_id):
+    row = find_repo(req, owner, repo)
+    return check_run_json(req.app, row, find_check_run(req, row, run_id))
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}")
+def update_check_run(req, owner, repo, run_id):
+    body = req.json()
+    fields = check_run_fields(req, body, creating=False)
+    row = find_repo(req, owner, repo, "write_status")
+    run = find_check_run(req, row, run_id)
+    with req.transaction() as db:
+        update_row(db, "check_runs", fields, "id", run["id"])
+        req.effect("check run %d updated: %s" % (run["id"], ", ".join(sorted(fields))))
+    return check_run_json(req.app, row, find_check_run(req, row, run_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}/check-runs")
+def list_check_runs(req, owner, repo, ref):
+    row = find_repo(req, owner, repo)
+    sha = commit_of(req, row, ref)
+    rows = req.app.store.all("SELECT * FROM check_runs WHERE repo_id = ? AND head_sha = ? ORDER BY id DESC", row["id"], sha)
+    return {"total_count": len(rows), "check_runs": [check_run_json(req.app, row, r) for r in req.paginate(rows)]}
+
+
 # -- organizations and teams --------------------------------------------------------------------
 
 def find_org(req, login, action="read_org"):
@@ -3398,8 +3779,7 @@ def update_org(req, org):
     with req.transaction() as db:
         if fields:
             fields["updated_at"] = now()
-            db.execute("UPDATE accounts SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
-                       tuple(fields.values()) + (row["id"],))
+            update_row(db, "accounts", fields, "id", row["id"])
         req.effect("updated org %s: %s" % (row["login"], ", ".join(sorted(fields))))
     return org_json(req.app, account_by_id(req.app.store, row["id"]), detail=True)
 
@@ -3561,8 +3941,7 @@ def update_team(req, org, slug):
             raise invalid("Team", "name", "already_exists", "team %s already exists" % fields["slug"])
         if fields:
             fields["updated_at"] = now()
-            db.execute("UPDATE teams SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields),
-                       tuple(fields.values()) + (team["id"],))
+            update_row(db, "teams", fields, "id", team["id"])
         req.effect("updated team %s/%s" % (org_row["login"], team["slug"]))
     team = req.app.store.one("SELECT * FROM teams WHERE id = ?", team["id"])
     return team_json(req.app, team, org_row, detail=True)
@@ -3949,12 +4328,16 @@ class GitBinaryEngine:
     def upload_pack(self, path, protocol, body, out):
         self.run(self.command("git-upload-pack", path), protocol, body, out)
 
-    def receive_pack(self, path, protocol, body, out, denied):
-        """``denied`` = {ref: reason}; an ``update`` hook written for this push refuses exactly those."""
+    def receive_pack(self, path, protocol, body, out, denied, ff_only):
+        """``denied`` = {ref: reason} and ``ff_only`` = {ref: reason}: an ``update`` hook written for this
+        push refuses the first outright and the second unless the update is a fast-forward (the hook runs
+        once the pack is in, with the new objects readable, before the ref moves)."""
         with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
-            if denied:
+            if denied or ff_only:
                 cases = "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
                                 for ref, reason in denied.items())
+                cases += "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; };;\n' % (
+                    shlex.quote(ref), shlex.quote("agentgit: " + reason)) for ref, reason in ff_only.items())
                 hook = os.path.join(hooks, "update")
                 with open(hook, "w") as f:
                     f.write('#!/bin/sh\ncase "$1" in\n%sesac\nexit 0\n' % cases)
@@ -3973,13 +4356,16 @@ class DulwichEngine:
         from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
 
         class PolicyReceivePack(ReceivePackHandler):
-            denied = {}
+            denied, ff_only = {}, {}
 
             def capabilities(self):
                 return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
 
             def _on_update(self, ref_name, old_sha, new_sha):
-                reason = self.denied.get(ref_name.decode())
+                ref = ref_name.decode()
+                reason = self.denied.get(ref)
+                if reason is None and ref in self.ff_only and not can_fast_forward(self.repo, old_sha, new_sha):
+                    reason = self.ff_only[ref]
                 if reason is None:
                     return None
                 if self.has_capability(b"side-band-64k"):
@@ -3997,10 +4383,10 @@ class DulwichEngine:
         self.upload_slots = threading.BoundedSemaphore(2)
         self.push_locks = collections.defaultdict(threading.Lock)
 
-    def handle(self, service, path, proto, advertise=False, denied=None):
+    def handle(self, service, path, proto, advertise=False, denied=None, ff_only=None):
         handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
         if denied is not None:
-            handler.denied = denied
+            handler.denied, handler.ff_only = denied, ff_only
         try:
             handler.handle()
         finally:
@@ -4014,11 +4400,12 @@ class DulwichEngine:
         with self.upload_slots:
             self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
 
-    def receive_pack(self, path, protocol, body, out, denied):
+    def receive_pack(self, path, protocol, body, out, denied, ff_only):
         # One push per repository at a time in this process: dulwich raises FileLocked, rather than
         # waiting, when two pushes lock the same ref file.
         with self.push_locks[path]:
-            self.handle("git-receive-pack", path, self.receivable(body.read, out.write), denied=denied)
+            self.handle("git-receive-pack", path, self.receivable(body.read, out.write), denied=denied,
+                        ff_only=ff_only)
 
 
 def make_git_engine(choice):
@@ -4096,12 +4483,14 @@ def git_receive_pack(req, owner, repo):
     body = git_body(req)
     commands, consumed = read_push_commands(body)
     resource = Resource.repo(row)
-    allowed, denied = [], {}
+    allowed, denied, ff_only = [], {}, {}
     for old, new, ref in commands:
         action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
         decision = decide(req.app.store, req.principal, action, resource, {"ref": ref})
         if decision.allowed:
             allowed.append((decision, old, new, ref))
+            if decision.ff_only:
+                ff_only[ref] = "protected branch %s: force pushes are not allowed" % ref[len("refs/heads/"):]
         else:
             denied[ref] = decision.reasons[0]
             req.app.audit(req.principal, "git", decision, "refused %s" % ref)
@@ -4109,15 +4498,15 @@ def git_receive_pack(req, owner, repo):
     out = start_git_response(req, "application/x-git-receive-pack-result")
     try:
         req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
-                                        out, denied)
+                                        out, denied, ff_only)
         out.close()
     finally:
-        record_push(req, row, allowed)
+        record_push(req, row, allowed, ff_only)
 
 
-def record_push(req, row, allowed):
+def record_push(req, row, allowed, ff_only):
     """One audit row per allowed ref update, saying whether the ref really moved (git may still have
-    refused it, e.g. a stale old value when two pushes race)."""
+    refused it: a stale old value when two pushes race, or a force push to a protected branch)."""
     if not allowed:
         return
     with open_repo(req.app, row["id"]) as git:
@@ -4130,6 +4519,9 @@ def record_push(req, row, allowed):
             landed = landed or moved
             effect = "%s %s→%s" % (ref, old[:12], new[:12]) if moved else "%s not moved (now %s)" % (
                 ref, current[ref][:12])
+            if not moved and ref in ff_only and current[ref] == old:
+                # most likely the fast-forward check refused it; say so in the record
+                decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
             audit_append(db, req.app.key, req.principal, "git", decision, effect)
         if landed:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
@@ -4262,7 +4654,7 @@ class App:
 
     def match(self, req):
         method = "GET" if req.method == "HEAD" else req.method
-        for pattern, endpoint in ROUTES.get(method, ()):
+        for pattern, endpoint, _ in ROUTES.get(method, ()):
             m = pattern.match(req.raw_path)
             if m:
                 return endpoint, {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}

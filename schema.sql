@@ -227,3 +227,47 @@ CREATE TABLE IF NOT EXISTS review_requests (
     user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     PRIMARY KEY (issue_id, user_id)
 );
+
+-- Branch protection, commit statuses and check runs (schema version 3). Records only: nothing runs here.
+CREATE TABLE IF NOT EXISTS branch_protections (
+    repo_id             INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    branch              TEXT NOT NULL,
+    required_approvals  INTEGER,            -- NULL: no pull request required; 0..6: approvals a merge needs
+    dismiss_stale       INTEGER NOT NULL DEFAULT 0,
+    required_checks     TEXT,               -- JSON list of contexts, NULL: none required
+    strict_checks       INTEGER NOT NULL DEFAULT 0,
+    enforce_admins      INTEGER NOT NULL DEFAULT 0,
+    allow_force_pushes  INTEGER NOT NULL DEFAULT 0,
+    allow_deletions     INTEGER NOT NULL DEFAULT 0,
+    updated_at          TEXT NOT NULL,
+    PRIMARY KEY (repo_id, branch)
+);
+
+CREATE TABLE IF NOT EXISTS statuses (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    sha          TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('error', 'failure', 'pending', 'success')),
+    context      TEXT NOT NULL,
+    description  TEXT,
+    target_url   TEXT,
+    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS statuses_by_sha ON statuses(repo_id, sha);
+
+CREATE TABLE IF NOT EXISTS check_runs (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    head_sha      TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion    TEXT,
+    external_id   TEXT,
+    details_url   TEXT,
+    output        TEXT NOT NULL DEFAULT '{}',
+    creator_id    INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    started_at    TEXT,
+    completed_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS check_runs_by_sha ON check_runs(repo_id, head_sha);
