@@ -404,8 +404,50 @@ CREATE TABLE IF NOT EXISTS check_runs (
     completed_at  TEXT
 );
 CREATE INDEX IF NOT EXISTS check_runs_by_sha ON check_runs(repo_id, head_sha);
+
+-- Releases and workflow records (schema version 4). Workflows are files in the repository; runs are
+-- records of dispatches that an authorization layer gates: nothing executes here.
+CREATE TABLE IF NOT EXISTS releases (
+    id                INTEGER PRIMARY KEY,
+    repo_id           INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    tag_name          TEXT NOT NULL,
+    target_commitish  TEXT NOT NULL,
+    name              TEXT,
+    body              TEXT,
+    draft             INTEGER NOT NULL DEFAULT 0,
+    prerelease        INTEGER NOT NULL DEFAULT 0,
+    author_id         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at        TEXT NOT NULL,
+    published_at      TEXT,
+    UNIQUE (repo_id, tag_name)
+);
+
+CREATE TABLE IF NOT EXISTS workflows (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    path        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    UNIQUE (repo_id, path)
+);
+
+CREATE TABLE IF NOT EXISTS workflow_runs (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    workflow_id  INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    run_number   INTEGER NOT NULL,
+    run_attempt  INTEGER NOT NULL DEFAULT 1,
+    event        TEXT NOT NULL,
+    head_branch  TEXT NOT NULL,
+    head_sha     TEXT NOT NULL,
+    inputs       TEXT NOT NULL DEFAULT '{}',
+    status       TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion   TEXT,
+    actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
 """
-SCHEMA_VERSION = 3     # every statement in SCHEMA is idempotent: a newer version re-runs it
+SCHEMA_VERSION = 4     # every statement in SCHEMA is idempotent: a newer version re-runs it
 
 
 class Store:
@@ -812,6 +854,8 @@ ACTIONS = {
     "merge_pr":           Action("repo", "write"),
     "write_status":       Action("repo", "write"),
     "write_objects":      Action("repo", "write"),
+    "write_release":      Action("repo", "write"),
+    "run_workflow":       Action("repo", "write", scope="workflow"),
     "read_meta":          Action("site", "none", mutation=False),
     "read_account":       Action("account", "none", mutation=False),
     "create_repo":        Action("account", "write", scope="repo"),
@@ -1475,6 +1519,8 @@ class Request:
     # -- authorize, act, audit ------------------------------------------------------------------
     def check(self, action, resource, **context):
         """decide(); a denial is audited at once and raised as the surface's error."""
+        # Decide before acting: inside a transaction a denial's audit row would roll back with it.
+        assert not self.app.store.db.in_transaction, "authorize %s before opening the transaction" % action
         decision = decide(self.app.store, self.principal, action, resource, context)
         if not decision.allowed:
             self.app.audit(self.principal, self.surface, decision)
@@ -4070,6 +4116,333 @@ def compare(req, owner, repo, basehead):
                            "contents_url": "%s/repos/%s/contents/%s?ref=%s" % (api, name, urllib.parse.quote(path),
                                                                                head_sha)}
                           for path, st, a, d, sha, patch in files]}
+
+
+# -- releases and tags --------------------------------------------------------------------------
+
+def release_json(app, repo_row, row):
+    name, api = full_name(repo_row), app.api
+    url = "%s/repos/%s/releases/%d" % (api, name, row["id"])
+    return {"url": url, "html_url": "%s/%s/releases/tag/%s" % (app.url, name, urllib.parse.quote(row["tag_name"])),
+            "assets_url": url + "/assets", "upload_url": url + "/assets{?name,label}",
+            "tarball_url": "%s/repos/%s/tarball/%s" % (api, name, row["tag_name"]),
+            "zipball_url": "%s/repos/%s/zipball/%s" % (api, name, row["tag_name"]), "id": row["id"],
+            "node_id": node_id("Release", row["id"]), "tag_name": row["tag_name"],
+            "target_commitish": row["target_commitish"], "name": row["name"], "body": row["body"],
+            "draft": bool(row["draft"]), "prerelease": bool(row["prerelease"]), "created_at": row["created_at"],
+            "published_at": row["published_at"], "author": user_json_by_id(app, row["author_id"]), "assets": []}
+
+
+def visible_releases(req, row):
+    """Drafts are shown only to those who may push, as on GitHub."""
+    may_push = req.can("write_release", Resource.repo(row))
+    return [r for r in req.app.store.all("SELECT * FROM releases WHERE repo_id = ? ORDER BY created_at DESC, id DESC",
+                                         row["id"]) if may_push or not r["draft"]]
+
+
+def release_fields(req, body, creating):
+    fields = {}
+    tag = req.field(body, "tag_name", str, "Release", required=creating)
+    if tag is not None:
+        ref_name("refs/tags/" + tag)
+        fields["tag_name"] = tag
+    for key, limit in (("name", 256), ("body", 125000), ("target_commitish", 256)):
+        value = text_field(req, body, key, "Release", limit=limit)
+        if value is not None:
+            fields[key] = value
+    for key in ("draft", "prerelease"):
+        value = req.field(body, key, bool, "Release")
+        if value is not None:
+            fields[key] = int(value)
+    return fields
+
+
+def ensure_tag(req, row, tag, target):
+    """The tag ref for a release, made at ``target`` (a branch or sha) when it does not exist yet."""
+    ref = ("refs/tags/" + tag).encode()
+    with open_repo(req.app, row["id"]) as git:
+        if ref in git.refs:
+            return
+        sha = resolve_commit(git, target)
+        if sha is None:
+            raise invalid("Release", "target_commitish", "invalid", "%s is not a branch or commit" % target)
+        req.authorize("create_branch", Resource.repo(row), ref=ref.decode())
+        if not git.refs.add_if_new(ref, sha.encode()):
+            raise HTTPError(409, "Tag %s was created meanwhile" % tag)
+    req.effect("refs/tags/%s %s→%s" % (tag, ZERO_SHA[:12], sha[:12]))
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/releases")
+def create_release(req, owner, repo):
+    body = req.json()
+    fields = release_fields(req, body, creating=True)
+    row = find_repo(req, owner, repo, "write_release")
+    fields.setdefault("target_commitish", row["default_branch"])
+    if req.app.store.one("SELECT 1 FROM releases WHERE repo_id = ? AND tag_name = ?", row["id"], fields["tag_name"]):
+        raise invalid("Release", "tag_name", "already_exists", "a release for %s exists" % fields["tag_name"])
+    if not fields.get("draft"):
+        ensure_tag(req, row, fields["tag_name"], fields["target_commitish"])
+    with req.transaction() as db:
+        stamp = now()
+        release_id = insert_row(db, "releases", dict(fields, repo_id=row["id"], author_id=req.principal.user["id"],
+                                                     created_at=stamp,
+                                                     published_at=None if fields.get("draft") else stamp))
+        req.effect("release %s" % fields["tag_name"])
+    return 201, release_json(req.app, row, req.app.store.one("SELECT * FROM releases WHERE id = ?", release_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/releases")
+def list_releases(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    return [release_json(req.app, row, r) for r in req.paginate(visible_releases(req, row))]
+
+
+def find_release(req, row, match):
+    for release in visible_releases(req, row):
+        if match(release):
+            return release
+    raise HTTPError(404, "Not Found")
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/releases/latest")
+def latest_release(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    return release_json(req.app, row, find_release(req, row, lambda r: not r["draft"] and not r["prerelease"]))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/releases/tags/{tag:path}")
+def release_by_tag(req, owner, repo, tag):
+    row = find_repo(req, owner, repo)
+    return release_json(req.app, row, find_release(req, row, lambda r: r["tag_name"] == tag and not r["draft"]))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/releases/{release_id:int}")
+def get_release(req, owner, repo, release_id):
+    row = find_repo(req, owner, repo)
+    return release_json(req.app, row, find_release(req, row, lambda r: r["id"] == int(release_id)))
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/releases/{release_id:int}")
+def update_release(req, owner, repo, release_id):
+    body = req.json()
+    fields = release_fields(req, body, creating=False)
+    row = find_repo(req, owner, repo, "write_release")
+    release = find_release(req, row, lambda r: r["id"] == int(release_id))
+    merged = dict(release, **fields)
+    if not merged["draft"]:
+        ensure_tag(req, row, merged["tag_name"], merged["target_commitish"])
+        if release["draft"]:
+            fields["published_at"] = now()
+    with req.transaction() as db:
+        update_row(db, "releases", fields, "id", release["id"])
+        req.effect("updated release %s" % merged["tag_name"])
+    return release_json(req.app, row, req.app.store.one("SELECT * FROM releases WHERE id = ?", release["id"]))
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/releases/{release_id:int}")
+def delete_release(req, owner, repo, release_id):
+    row = find_repo(req, owner, repo, "write_release")
+    release = find_release(req, row, lambda r: r["id"] == int(release_id))
+    with req.transaction() as db:
+        db.execute("DELETE FROM releases WHERE id = ?", (release["id"],))
+        req.effect("deleted release %s (the tag stays)" % release["tag_name"])
+    return 204, None
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/tags")
+def list_tags(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    name, api = full_name(row), req.app.api
+    out = []
+    with open_repo(req.app, row["id"]) as git:
+        for ref in sorted(list_refs(git, "refs/tags/"), reverse=True):
+            tag = ref[len("refs/tags/"):]
+            sha = resolve_commit(git, ref)
+            if sha:
+                out.append({"name": tag, "commit": {"sha": sha, "url": "%s/repos/%s/commits/%s" % (api, name, sha)},
+                            "zipball_url": "%s/repos/%s/zipball/%s" % (api, name, tag),
+                            "tarball_url": "%s/repos/%s/tarball/%s" % (api, name, tag),
+                            "node_id": node_id("Ref", "%s:%s" % (name, ref))})
+    return req.paginate(out)
+
+
+# -- workflow records ---------------------------------------------------------------------------
+
+WORKFLOW_NAME_RE = re.compile(rb"^name:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
+
+
+def workflow_files(git, row):
+    """{path: display name} of .github/workflows/*.yml|yaml on the default branch."""
+    sha = branch_sha(git, row["default_branch"])
+    found = lookup_path(git, git[sha.encode()].tree.decode(), ".github/workflows") if sha else None
+    if not found or found[0] != 0o040000:
+        return {}
+    out = {}
+    for item in git[found[1].encode()].items():
+        path = ".github/workflows/" + item.path.decode("utf-8", "replace")
+        if path.endswith((".yml", ".yaml")) and item.mode != 0o040000:
+            m = WORKFLOW_NAME_RE.search(git[item.sha].data)
+            out[path] = m.group(1).decode("utf-8", "replace") if m else path
+    return out
+
+
+def sync_workflows(req, row):
+    """The workflows table follows the files, so a workflow keeps its id across calls."""
+    with open_repo(req.app, row["id"]) as git:
+        files = workflow_files(git, row)
+    known = {w["path"] for w in req.app.store.all("SELECT path FROM workflows WHERE repo_id = ?", row["id"])}
+    if set(files) - known:
+        with req.app.store.transaction() as db:
+            for path in set(files) - known:
+                db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
+                           (row["id"], path, now()))
+    rows = req.app.store.all("SELECT * FROM workflows WHERE repo_id = ? ORDER BY id", row["id"])
+    return [(w, files.get(w["path"])) for w in rows]
+
+
+def workflow_json(app, repo_row, wf, display):
+    name = full_name(repo_row)
+    return {"id": wf["id"], "node_id": node_id("Workflow", wf["id"]), "name": display or wf["path"],
+            "path": wf["path"], "state": "active" if display else "deleted", "created_at": wf["created_at"],
+            "updated_at": wf["created_at"], "url": "%s/repos/%s/actions/workflows/%d" % (app.api, name, wf["id"]),
+            "html_url": "%s/%s/blob/%s/%s" % (app.url, name, repo_row["default_branch"], wf["path"]),
+            "badge_url": "%s/%s/workflows/%s/badge.svg" % (app.url, name, wf["path"].rsplit("/", 1)[-1])}
+
+
+def find_workflow(req, row, workflow_id):
+    """By id or by file name, as GitHub takes either."""
+    for wf, display in sync_workflows(req, row):
+        if (str(wf["id"]) == workflow_id or wf["path"].rsplit("/", 1)[-1] == workflow_id) and display:
+            return wf, display
+    raise HTTPError(404, "Not Found")
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/workflows")
+def list_workflows(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    workflows = [(w, d) for w, d in sync_workflows(req, row) if d]
+    return {"total_count": len(workflows),
+            "workflows": [workflow_json(req.app, row, w, d) for w, d in req.paginate(workflows)]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}")
+def get_workflow(req, owner, repo, workflow_id):
+    row = find_repo(req, owner, repo)
+    return workflow_json(req.app, row, *find_workflow(req, row, workflow_id))
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches")
+def dispatch_workflow(req, owner, repo, workflow_id):
+    body = req.json()
+    ref = req.field(body, "ref", str, "Workflow", required=True)
+    inputs = req.field(body, "inputs", dict, "Workflow", default={})
+    if len(inputs) > 25 or not all(isinstance(v, (str, int, float, bool)) for v in inputs.values()):
+        raise invalid("Workflow", "inputs", message="inputs must be at most 25 string, number or boolean values")
+    row = find_repo(req, owner, repo)
+    wf, _ = find_workflow(req, row, workflow_id)
+    branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+    with open_repo(req.app, row["id"]) as git:
+        sha = resolve_commit(git, ref)
+    if sha is None:
+        raise invalid("Workflow", "ref", "invalid", "No ref found for: %s" % ref)
+    req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + branch)
+    with req.transaction() as db:
+        number = db.execute("SELECT COALESCE(MAX(run_number), 0) + 1 AS n FROM workflow_runs WHERE workflow_id = ?",
+                            (wf["id"],)).fetchone()["n"]
+        stamp = now()
+        run_id = insert_row(db, "workflow_runs", {
+            "repo_id": row["id"], "workflow_id": wf["id"], "run_number": number, "event": "workflow_dispatch",
+            "head_branch": branch, "head_sha": sha, "inputs": json.dumps(inputs), "status": "queued",
+            "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
+        req.effect("recorded run %d of %s on %s (nothing executes)" % (run_id, wf["path"], branch))
+    return 204, None
+
+
+def run_json(app, repo_row, run):
+    name, api = full_name(repo_row), app.api
+    wf = app.store.one("SELECT * FROM workflows WHERE id = ?", run["workflow_id"])
+    url = "%s/repos/%s/actions/runs/%d" % (api, name, run["id"])
+    return {"id": run["id"], "node_id": node_id("WorkflowRun", run["id"]), "name": wf["path"], "path": wf["path"],
+            "display_title": wf["path"], "head_branch": run["head_branch"], "head_sha": run["head_sha"],
+            "run_number": run["run_number"], "run_attempt": run["run_attempt"], "event": run["event"],
+            "status": run["status"], "conclusion": run["conclusion"], "workflow_id": run["workflow_id"], "url": url,
+            "html_url": "%s/%s/actions/runs/%d" % (app.url, name, run["id"]), "created_at": run["created_at"],
+            "updated_at": run["updated_at"], "run_started_at": run["created_at"],
+            "actor": user_json_by_id(app, run["actor_id"]), "triggering_actor": user_json_by_id(app, run["actor_id"]),
+            "inputs": json.loads(run["inputs"]), "head_commit": None, "pull_requests": [],
+            "repository": repo_json(app, repo_row), "head_repository": repo_json(app, repo_row),
+            "jobs_url": url + "/jobs", "logs_url": url + "/logs", "check_suite_url": url + "/check-suite",
+            "cancel_url": url + "/cancel", "rerun_url": url + "/rerun", "artifacts_url": url + "/artifacts",
+            "workflow_url": "%s/repos/%s/actions/workflows/%d" % (api, name, run["workflow_id"])}
+
+
+def runs_json(req, row, where, args):
+    for key, column in (("branch", "head_branch"), ("event", "event"), ("status", "status"), ("head_sha", "head_sha")):
+        if req.query.get(key):
+            where.append("%s = ?" % column)
+            args.append(req.query[key])
+    runs = req.app.store.all("SELECT * FROM workflow_runs WHERE %s ORDER BY id DESC" % " AND ".join(where), *args)
+    return {"total_count": len(runs), "workflow_runs": [run_json(req.app, row, r) for r in req.paginate(runs)]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs")
+def list_runs(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    return runs_json(req, row, ["repo_id = ?"], [row["id"]])
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs")
+def list_workflow_runs(req, owner, repo, workflow_id):
+    row = find_repo(req, owner, repo)
+    wf, _ = find_workflow(req, row, workflow_id)
+    return runs_json(req, row, ["workflow_id = ?"], [wf["id"]])
+
+
+def find_run(req, owner, repo, run_id, action="read_code"):
+    row = find_repo(req, owner, repo)
+    run = req.app.store.one("SELECT * FROM workflow_runs WHERE id = ? AND repo_id = ?", int(run_id), row["id"])
+    if run is None:
+        raise HTTPError(404, "Not Found")
+    if action != "read_code":
+        req.authorize(action, Resource.repo(row), ref="refs/heads/" + run["head_branch"])
+    return row, run
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}")
+def get_run(req, owner, repo, run_id):
+    row, run = find_run(req, owner, repo, run_id)
+    return run_json(req.app, row, run)
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/cancel")
+def cancel_run(req, owner, repo, run_id):
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    if run["status"] == "completed":
+        raise HTTPError(409, "Cannot cancel a workflow run that is completed.")
+    with req.transaction() as db:
+        db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = 'cancelled', updated_at = ? WHERE id = ?",
+                   (now(), run["id"]))
+        req.effect("cancelled run %d" % run["id"])
+    return 202, {}
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun")
+def rerun_run(req, owner, repo, run_id):
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    with req.transaction() as db:
+        db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
+                   " updated_at = ? WHERE id = ?", (now(), run["id"]))
+        req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
+    return 201, {}
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}")
+def delete_run(req, owner, repo, run_id):
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    with req.transaction() as db:
+        db.execute("DELETE FROM workflow_runs WHERE id = ?", (run["id"],))
+        req.effect("deleted run %d" % run["id"])
+    return 204, None
 
 
 # -- organizations and teams --------------------------------------------------------------------

@@ -271,3 +271,45 @@ CREATE TABLE IF NOT EXISTS check_runs (
     completed_at  TEXT
 );
 CREATE INDEX IF NOT EXISTS check_runs_by_sha ON check_runs(repo_id, head_sha);
+
+-- Releases and workflow records (schema version 4). Workflows are files in the repository; runs are
+-- records of dispatches that an authorization layer gates: nothing executes here.
+CREATE TABLE IF NOT EXISTS releases (
+    id                INTEGER PRIMARY KEY,
+    repo_id           INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    tag_name          TEXT NOT NULL,
+    target_commitish  TEXT NOT NULL,
+    name              TEXT,
+    body              TEXT,
+    draft             INTEGER NOT NULL DEFAULT 0,
+    prerelease        INTEGER NOT NULL DEFAULT 0,
+    author_id         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at        TEXT NOT NULL,
+    published_at      TEXT,
+    UNIQUE (repo_id, tag_name)
+);
+
+CREATE TABLE IF NOT EXISTS workflows (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    path        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    UNIQUE (repo_id, path)
+);
+
+CREATE TABLE IF NOT EXISTS workflow_runs (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    workflow_id  INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    run_number   INTEGER NOT NULL,
+    run_attempt  INTEGER NOT NULL DEFAULT 1,
+    event        TEXT NOT NULL,
+    head_branch  TEXT NOT NULL,
+    head_sha     TEXT NOT NULL,
+    inputs       TEXT NOT NULL DEFAULT '{}',
+    status       TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion   TEXT,
+    actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);

@@ -1,0 +1,82 @@
+"""Releases and tags; workflow records (listed from .github/workflows, dispatched runs recorded, never run)."""
+import base64
+
+from conftest import api, git, remote, shape_checker
+
+SPEC = shape_checker()
+
+
+def checked(method, path, r, status):
+    assert r.status == status, (method, path, r)
+    if SPEC is not None and r.json:
+        assert SPEC.check(method, path, status, r.json) == []
+    return r.json
+
+
+def test_releases_and_tags(server, tmp_path):
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    base = "/repos/alice/app"
+    rel = checked("POST", base + "/releases", api(server, "POST", base + "/releases", alice, {
+        "tag_name": "v1.0", "name": "First", "body": "notes"}), 201)
+    assert rel["tag_name"] == "v1.0" and rel["author"]["login"] == "alice" and rel["published_at"]
+    draft = api(server, "POST", base + "/releases", alice, {"tag_name": "v2.0", "draft": True}).json
+    assert draft["published_at"] is None
+    assert api(server, "POST", base + "/releases", alice, {"tag_name": "v1.0"}).status == 422
+    assert api(server, "POST", base + "/releases", alice, {"tag_name": "bad..tag"}).status == 422
+    assert api(server, "POST", base + "/releases", alice, {"tag_name": "v3", "target_commitish": "nope"}).status == 422
+    assert api(server, "POST", base + "/releases", bob, {"tag_name": "v9"}).status == 403
+    assert [r["tag_name"] for r in api(server, "GET", base + "/releases", alice).json] == ["v2.0", "v1.0"]
+    assert [r["tag_name"] for r in api(server, "GET", base + "/releases", bob).json] == ["v1.0"]   # no drafts
+    assert api(server, "GET", base + "/releases/latest", bob).json["id"] == rel["id"]
+    assert api(server, "GET", base + "/releases/tags/v1.0", bob).json["name"] == "First"
+    assert api(server, "GET", base + "/releases/%d" % draft["id"], bob).status == 404
+    tags = checked("GET", base + "/tags", api(server, "GET", base + "/tags", bob), 200)
+    assert [t["name"] for t in tags] == ["v1.0"]
+    published = api(server, "PATCH", base + "/releases/%d" % draft["id"], alice, {"draft": False}).json
+    assert published["published_at"] and [t["name"] for t in api(server, "GET", base + "/tags", bob).json] == [
+        "v2.0", "v1.0"]
+    assert api(server, "DELETE", base + "/releases/%d" % rel["id"], alice).status == 204
+    assert api(server, "GET", base + "/releases/latest", bob).json["tag_name"] == "v2.0"
+    d = str(tmp_path / "c")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/app", alice), d)
+    assert git(d, "tag").stdout.split() == ["v1.0", "v2.0"]
+
+
+WORKFLOW = "name: CI\non:\n  workflow_dispatch:\n    inputs:\n      level: {type: string}\njobs: {}\n"
+
+
+def test_workflow_records(server):
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    base = "/repos/alice/app"
+    assert api(server, "GET", base + "/actions/workflows", alice).json == {"total_count": 0, "workflows": []}
+    api(server, "PUT", base + "/contents/.github/workflows/ci.yml", alice, {
+        "message": "ci", "content": base64.b64encode(WORKFLOW.encode()).decode()})
+    listing = checked("GET", base + "/actions/workflows", api(server, "GET", base + "/actions/workflows", bob), 200)
+    assert [(w["name"], w["path"], w["state"]) for w in listing["workflows"]] == [("CI", ".github/workflows/ci.yml",
+                                                                                   "active")]
+    wf_id = listing["workflows"][0]["id"]
+    assert api(server, "GET", base + "/actions/workflows/ci.yml", bob).json["id"] == wf_id
+    r = api(server, "POST", base + "/actions/workflows/ci.yml/dispatches", bob, {"ref": "main"})
+    assert r.status == 403 and "run_workflow needs write" in r.json["message"]
+    assert api(server, "POST", base + "/actions/workflows/ci.yml/dispatches", alice, {"ref": "nope"}).status == 422
+    assert api(server, "POST", base + "/actions/workflows/%d/dispatches" % wf_id, alice,
+               {"ref": "main", "inputs": {"level": "3"}}).status == 204
+    runs = checked("GET", base + "/actions/runs", api(server, "GET", base + "/actions/runs", bob), 200)
+    assert runs["total_count"] == 1
+    run = runs["workflow_runs"][0]
+    assert (run["status"], run["event"], run["head_branch"], run["inputs"]) == ("queued", "workflow_dispatch", "main",
+                                                                                 {"level": "3"})
+    assert api(server, "POST", base + "/actions/runs/%d/cancel" % run["id"], bob).status == 403
+    assert api(server, "POST", base + "/actions/runs/%d/cancel" % run["id"], alice).status == 202
+    got = api(server, "GET", base + "/actions/runs/%d" % run["id"], bob).json
+    assert (got["status"], got["conclusion"]) == ("completed", "cancelled")
+    assert api(server, "POST", base + "/actions/runs/%d/cancel" % run["id"], alice).status == 409
+    assert api(server, "POST", base + "/actions/runs/%d/rerun" % run["id"], alice).status == 201
+    assert api(server, "GET", base + "/actions/runs/%d" % run["id"], bob).json["run_attempt"] == 2
+    assert api(server, "GET", base + "/actions/workflows/%d/runs" % wf_id, bob).json["total_count"] == 1
+    assert api(server, "DELETE", base + "/actions/runs/%d" % run["id"], alice).status == 204
+    assert api(server, "GET", base + "/actions/runs", bob).json["total_count"] == 0
+    audit = server.app.store.one("SELECT * FROM audit WHERE action = 'run_workflow' AND decision = 'allow'")
+    assert "nothing executes" in audit["side_effect"]
