@@ -1221,7 +1221,16 @@ def list_refs(repo, prefix):
 
 
 def resolve_commit(repo, ref):
-    """The commit sha that a branch, tag, full ref or (abbreviated) sha names, or None."""
+    """The commit sha that a branch, tag, full ref or (abbreviated) sha names, or None; a trailing
+    ~N or ^ walks first parents (main~2)."""
+    m = re.fullmatch(r"(.+?)((?:~\d*|\^)+)", ref)
+    if m:
+        sha = resolve_commit(repo, m.group(1))
+        for step in re.findall(r"~\d*|\^", m.group(2)):
+            for _ in range(int(step[1:] or 1) if step[0] == "~" else 1):
+                parents = repo[sha.encode()].parents if sha else []
+                sha = parents[0].decode() if parents else None
+        return sha
     ref_b = ref.encode()
     for candidate in (ref_b, b"refs/heads/" + ref_b, b"refs/tags/" + ref_b):
         if candidate.startswith(b"refs/") and candidate in repo.refs:

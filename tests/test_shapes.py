@@ -50,3 +50,67 @@ def test_rest_bodies_have_githubs_shape(server, tmp_path):
         if r.json is not None:
             problems += SPEC.check(method, path, status, r.json)
     assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.skipif(SPEC is None, reason="../shared/tools/github_shape.py is not present")
+def test_collaboration_bodies_have_githubs_shape(server, tmp_path):
+    import base64
+    alice, walt = server.add_user("alice"), server.add_user("walt")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    api(server, "PUT", "/repos/alice/app/collaborators/walt", alice, {"permission": "push"})
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/app", alice), work)
+    git(work, "checkout", "-q", "-b", "feature")
+    sha = commit_file(work, "f.txt", "f\n")
+    git(work, "push", "-q", "origin", "feature")
+    b64 = base64.b64encode(b"name: CI\non: workflow_dispatch\n").decode()
+    r = "/repos/alice/app"
+    requests = [
+        ("POST", r + "/labels", {"name": "bug", "color": "ff0000"}, 201),
+        ("POST", r + "/milestones", {"title": "v1"}, 201),
+        ("POST", r + "/issues", {"title": "t", "labels": ["bug"], "milestone": 1, "assignees": ["walt"]}, 201),
+        ("GET", r + "/issues", None, 200), ("GET", r + "/issues/1", None, 200),
+        ("PATCH", r + "/issues/1", {"body": "b"}, 200), ("GET", "/issues?filter=all", None, 200),
+        ("POST", r + "/issues/1/comments", {"body": "c"}, 201), ("GET", r + "/issues/1/comments", None, 200),
+        ("GET", r + "/issues/comments", None, 200), ("GET", r + "/issues/comments/1", None, 200),
+        ("PATCH", r + "/issues/comments/1", {"body": "d"}, 200),
+        ("GET", r + "/labels", None, 200), ("GET", r + "/labels/bug", None, 200),
+        ("PATCH", r + "/labels/bug", {"description": "x"}, 200), ("GET", r + "/issues/1/labels", None, 200),
+        ("POST", r + "/issues/1/labels", {"labels": ["bug"]}, 200), ("GET", r + "/milestones", None, 200),
+        ("GET", r + "/milestones/1", None, 200), ("PATCH", r + "/milestones/1", {"description": "m"}, 200),
+        ("POST", r + "/pulls", {"title": "p", "head": "feature", "base": "main"}, 201),
+        ("GET", r + "/pulls", None, 200), ("GET", r + "/pulls/2", None, 200), ("PATCH", r + "/pulls/2", {"body": "x"}, 200),
+        ("GET", r + "/pulls/2/commits", None, 200), ("GET", r + "/pulls/2/files", None, 200),
+        ("POST", r + "/pulls/2/requested_reviewers", {"reviewers": ["walt"]}, 201),
+        ("GET", r + "/pulls/2/requested_reviewers", None, 200),
+        ("POST", r + "/pulls/2/reviews", {"event": "COMMENT", "body": "hm", "comments": [
+            {"path": "f.txt", "line": 1, "body": "here"}]}, 200),
+        ("GET", r + "/pulls/2/reviews", None, 200), ("GET", r + "/pulls/2/reviews/1", None, 200),
+        ("GET", r + "/pulls/2/comments", None, 200),
+        ("POST", r + "/statuses/" + sha, {"state": "success", "context": "ci"}, 201),
+        ("GET", r + "/commits/%s/statuses" % sha, None, 200), ("GET", r + "/commits/%s/status" % sha, None, 200),
+        ("POST", r + "/check-runs", {"name": "ci", "head_sha": sha}, 201), ("GET", r + "/check-runs/1", None, 200),
+        ("PATCH", r + "/check-runs/1", {"conclusion": "success"}, 200),
+        ("GET", r + "/commits/%s/check-runs" % sha, None, 200),
+        ("PUT", r + "/pulls/2/merge", {"merge_method": "squash"}, 200),
+        ("GET", r + "/contents/f.txt", None, 200), ("GET", r + "/contents", None, 200), ("GET", r + "/readme", None, 200),
+        ("PUT", r + "/contents/.github/workflows/ci.yml", {"message": "ci", "content": b64}, 201),
+        ("GET", r + "/actions/workflows", None, 200), ("GET", r + "/actions/workflows/ci.yml", None, 200),
+        ("POST", r + "/actions/workflows/ci.yml/dispatches", {"ref": "main"}, 204),
+        ("GET", r + "/actions/runs", None, 200), ("GET", r + "/actions/runs/1", None, 200),
+        ("POST", r + "/releases", {"tag_name": "v1"}, 201), ("GET", r + "/releases", None, 200),
+        ("GET", r + "/releases/latest", None, 200), ("GET", r + "/releases/tags/v1", None, 200),
+        ("GET", r + "/tags", None, 200), ("GET", r + "/compare/main~1...main", None, 200),
+        ("GET", r + "/git/refs", None, 200), ("GET", r + "/git/trees/main", None, 200),
+        ("PUT", r + "/branches/main/protection", {"required_status_checks": None, "enforce_admins": None,
+                                                 "required_pull_request_reviews": None, "restrictions": None}, 200),
+        ("GET", r + "/branches/main/protection", None, 200), ("GET", r + "/branches/main", None, 200),
+    ]
+    problems = []
+    for method, path, body, status in requests:
+        resp = api(server, method, path, alice, body)
+        assert resp.status == status, (method, path, resp)
+        # /contents (the root) and GET /git/refs are GitHub behaviours its description leaves out
+        if resp.json is not None and resp.json != {} and SPEC.operation(method, path.split("?")[0])[1]:
+            problems += SPEC.check(method, path.split("?")[0], status, resp.json)
+    assert problems == [], "\n".join(problems)
