@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     description      TEXT,
     site_admin       INTEGER NOT NULL DEFAULT 0,
     suspended_at     TEXT,
+    retired_at       TEXT,              -- agents only: retired for good; the login stays reserved
     password_hash    TEXT,
     -- organizations only: what every member may do on every repository of the org
     base_permission  TEXT NOT NULL DEFAULT 'read'
@@ -80,10 +81,12 @@ CREATE TABLE IF NOT EXISTS team_repos (
 );
 
 -- Tokens are stored as sha256 of the whole token (they carry 128 random bits, so no salt is needed).
+-- A switch-session token acts as the agent (user_id) and names the human who opened it (issued_by).
 CREATE TABLE IF NOT EXISTS tokens (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent')),
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session')),
+    issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
     hash          TEXT NOT NULL UNIQUE,
@@ -312,4 +315,38 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
+);
+
+-- Delegation (schema version 5): a human invites, the agent consents with its own token, and the
+-- grants the invite carried are applied in the same transaction as the binding.
+CREATE TABLE IF NOT EXISTS agent_invites (
+    id           INTEGER PRIMARY KEY,
+    inviter_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    hash         TEXT NOT NULL UNIQUE,
+    fingerprint  TEXT NOT NULL,
+    grants       TEXT NOT NULL,         -- JSON {"repo_grants": [...], "team_grants": [...]}
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    consumed_at  TEXT,
+    consumed_by  INTEGER REFERENCES accounts(id) ON DELETE SET NULL
+);
+
+-- agent_id is the key: an agent is bound to at most one human.
+CREATE TABLE IF NOT EXISTS agent_bindings (
+    agent_id      INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+    human_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    invite_id     INTEGER REFERENCES agent_invites(id) ON DELETE SET NULL,
+    display_name  TEXT,
+    bound_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agent_bindings_by_human ON agent_bindings(human_id);
+
+-- What a binding granted, so unbinding or revoking by organization takes exactly that back.
+CREATE TABLE IF NOT EXISTS agent_grants (
+    id          INTEGER PRIMARY KEY,
+    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    repo_id     INTEGER REFERENCES repos(id) ON DELETE CASCADE,
+    team_id     INTEGER REFERENCES teams(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
 );

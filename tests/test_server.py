@@ -143,3 +143,27 @@ def test_head_and_unknown_routes(server):
         assert r.status == 404 and r.json["message"] == "Not Found"
     r = call(server, "GET", "/admin/x.git/info/refs")           # dumb HTTP is not served
     assert r.status == 403 and b"smart HTTP" in r.raw
+
+
+def test_a_version_4_database_is_migrated_without_loss(tmp_path):
+    """Data made by an older agentgit survives the upgrade: its tokens still work, new columns exist."""
+    import sqlite3
+    data = tmp_path / "d"
+    data.mkdir()
+    key = agentgit.load_server_key(str(data / "server.key"))
+    db = sqlite3.connect(str(data / "agentgit.db"))
+    db.executescript(open(os.path.join(ROOT, "tests", "schema_v4.sql")).read())
+    db.execute("PRAGMA user_version = 4")
+    user_id = agentgit.insert_account(db, "alice", "human")
+    token, _ = agentgit.issue_token(db, key, user_id, "personal", name="old", scopes=["repo"])
+    db.commit()
+    db.close()
+    srv = agentgit.make_server(data, port=0).start()
+    try:
+        assert api(srv, "GET", "/user", token).json["login"] == "alice"
+        assert "issued_by" in {r[1] for r in srv.app.store.all("PRAGMA table_info(tokens)")}
+        assert "retired_at" in {r[1] for r in srv.app.store.all("PRAGMA table_info(accounts)")}
+        assert srv.app.store.one("PRAGMA user_version")[0] == agentgit.SCHEMA_VERSION
+        assert srv.app.store.one("SELECT name FROM sqlite_master WHERE name = 'tokens_by_user'") is not None
+    finally:
+        srv.stop()

@@ -1,0 +1,315 @@
+-- agentgit schema (SQLite). agentgit.py carries this same text as SCHEMA; a test keeps the two identical.
+-- Times are UTC ISO 8601 with a trailing Z. Permissions are read < triage < write < maintain < admin.
+
+-- Humans, agents and organizations share one namespace of logins, as on GitHub.
+CREATE TABLE IF NOT EXISTS accounts (
+    id               INTEGER PRIMARY KEY,
+    login            TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    kind             TEXT NOT NULL CHECK (kind IN ('human', 'agent', 'org')),
+    name             TEXT,
+    email            TEXT,
+    description      TEXT,
+    site_admin       INTEGER NOT NULL DEFAULT 0,
+    suspended_at     TEXT,
+    password_hash    TEXT,
+    -- organizations only: what every member may do on every repository of the org
+    base_permission  TEXT NOT NULL DEFAULT 'read'
+                     CHECK (base_permission IN ('none', 'read', 'write', 'admin')),
+    -- humans vouched for by an embedding program's authenticator
+    idp_provider     TEXT,
+    idp_subject      TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    UNIQUE (idp_provider, idp_subject)
+);
+
+CREATE TABLE IF NOT EXISTS org_members (
+    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    PRIMARY KEY (org_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS teams (
+    id           INTEGER PRIMARY KEY,
+    org_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    slug         TEXT NOT NULL COLLATE NOCASE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    privacy      TEXT NOT NULL DEFAULT 'closed' CHECK (privacy IN ('secret', 'closed')),
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    UNIQUE (org_id, slug)
+);
+
+CREATE TABLE IF NOT EXISTS team_members (
+    team_id  INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('member', 'maintainer')),
+    PRIMARY KEY (team_id, user_id)
+);
+
+-- AUTOINCREMENT: a repository id (and so its directory name) is never reused.
+CREATE TABLE IF NOT EXISTS repos (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_id        INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL COLLATE NOCASE,
+    description     TEXT,
+    homepage        TEXT,
+    private         INTEGER NOT NULL DEFAULT 0,
+    archived        INTEGER NOT NULL DEFAULT 0,
+    default_branch  TEXT NOT NULL DEFAULT 'main',
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    pushed_at       TEXT,
+    UNIQUE (owner_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS collaborators (
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    PRIMARY KEY (repo_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS team_repos (
+    team_id     INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    PRIMARY KEY (team_id, repo_id)
+);
+
+-- Tokens are stored as sha256 of the whole token (they carry 128 random bits, so no salt is needed).
+CREATE TABLE IF NOT EXISTS tokens (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent')),
+    name          TEXT NOT NULL DEFAULT '',
+    scopes        TEXT NOT NULL DEFAULT '',
+    hash          TEXT NOT NULL UNIQUE,
+    fingerprint   TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    revoked_at    TEXT,
+    last_used_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens(user_id);
+
+-- Append-only. hash = HMAC(server key, prev_hash + the row's fields): editing or deleting a row breaks the chain.
+CREATE TABLE IF NOT EXISTS audit (
+    id                 INTEGER PRIMARY KEY,
+    at                 TEXT NOT NULL,
+    actor              TEXT,
+    user_kind          TEXT,
+    delegator          TEXT,
+    task               TEXT,
+    grant_id           TEXT,
+    runtime            TEXT,
+    token_fingerprint  TEXT,
+    surface            TEXT NOT NULL,
+    action             TEXT NOT NULL,
+    resource           TEXT NOT NULL,
+    decision           TEXT NOT NULL,
+    reasons            TEXT NOT NULL,
+    side_effect        TEXT,
+    prev_hash          TEXT NOT NULL,
+    hash               TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor);
+
+-- Collaboration (schema version 2). Issues and pull requests share one number sequence per repository.
+CREATE TABLE IF NOT EXISTS milestones (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number       INTEGER NOT NULL,
+    title        TEXT NOT NULL,
+    description  TEXT,
+    state        TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+    due_on       TEXT,
+    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    closed_at    TEXT,
+    UNIQUE (repo_id, number)
+);
+
+CREATE TABLE IF NOT EXISTS issues (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number        INTEGER NOT NULL,
+    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    title         TEXT NOT NULL,
+    body          TEXT,
+    state         TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+    state_reason  TEXT,
+    locked        INTEGER NOT NULL DEFAULT 0,
+    lock_reason   TEXT,
+    milestone_id  INTEGER REFERENCES milestones(id) ON DELETE SET NULL,
+    is_pull       INTEGER NOT NULL DEFAULT 0,
+    closed_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    closed_at     TEXT,
+    UNIQUE (repo_id, number)
+);
+
+CREATE TABLE IF NOT EXISTS issue_assignees (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS labels (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL COLLATE NOCASE,
+    color        TEXT NOT NULL,
+    description  TEXT,
+    UNIQUE (repo_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS issue_labels (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    label_id  INTEGER NOT NULL REFERENCES labels(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, label_id)
+);
+
+CREATE TABLE IF NOT EXISTS comments (
+    id          INTEGER PRIMARY KEY,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    body        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_by_issue ON comments(issue_id);
+
+-- A pull request is an issue (is_pull = 1) plus where it comes from and goes to.
+CREATE TABLE IF NOT EXISTS pulls (
+    issue_id          INTEGER PRIMARY KEY REFERENCES issues(id) ON DELETE CASCADE,
+    head_repo_id      INTEGER REFERENCES repos(id) ON DELETE SET NULL,
+    head_ref          TEXT NOT NULL,
+    head_sha          TEXT NOT NULL,
+    base_ref          TEXT NOT NULL,
+    base_sha          TEXT NOT NULL,
+    draft             INTEGER NOT NULL DEFAULT 0,
+    merged_at         TEXT,
+    merged_by         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    merge_commit_sha  TEXT
+);
+
+CREATE TABLE IF NOT EXISTS reviews (
+    id            INTEGER PRIMARY KEY,
+    issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    state         TEXT NOT NULL CHECK (state IN ('APPROVED', 'CHANGES_REQUESTED', 'COMMENTED', 'DISMISSED')),
+    body          TEXT NOT NULL DEFAULT '',
+    commit_id     TEXT,
+    submitted_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS review_comments (
+    id          INTEGER PRIMARY KEY,
+    review_id   INTEGER NOT NULL REFERENCES reviews(id) ON DELETE CASCADE,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    path        TEXT NOT NULL,
+    line        INTEGER,
+    side        TEXT NOT NULL DEFAULT 'RIGHT',
+    body        TEXT NOT NULL,
+    commit_id   TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS review_requests (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, user_id)
+);
+
+-- Branch protection, commit statuses and check runs (schema version 3). Records only: nothing runs here.
+CREATE TABLE IF NOT EXISTS branch_protections (
+    repo_id             INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    branch              TEXT NOT NULL,
+    required_approvals  INTEGER,            -- NULL: no pull request required; 0..6: approvals a merge needs
+    dismiss_stale       INTEGER NOT NULL DEFAULT 0,
+    required_checks     TEXT,               -- JSON list of contexts, NULL: none required
+    strict_checks       INTEGER NOT NULL DEFAULT 0,
+    enforce_admins      INTEGER NOT NULL DEFAULT 0,
+    allow_force_pushes  INTEGER NOT NULL DEFAULT 0,
+    allow_deletions     INTEGER NOT NULL DEFAULT 0,
+    updated_at          TEXT NOT NULL,
+    PRIMARY KEY (repo_id, branch)
+);
+
+CREATE TABLE IF NOT EXISTS statuses (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    sha          TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('error', 'failure', 'pending', 'success')),
+    context      TEXT NOT NULL,
+    description  TEXT,
+    target_url   TEXT,
+    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS statuses_by_sha ON statuses(repo_id, sha);
+
+CREATE TABLE IF NOT EXISTS check_runs (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    head_sha      TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion    TEXT,
+    external_id   TEXT,
+    details_url   TEXT,
+    output        TEXT NOT NULL DEFAULT '{}',
+    creator_id    INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    started_at    TEXT,
+    completed_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS check_runs_by_sha ON check_runs(repo_id, head_sha);
+
+-- Releases and workflow records (schema version 4). Workflows are files in the repository; runs are
+-- records of dispatches that an authorization layer gates: nothing executes here.
+CREATE TABLE IF NOT EXISTS releases (
+    id                INTEGER PRIMARY KEY,
+    repo_id           INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    tag_name          TEXT NOT NULL,
+    target_commitish  TEXT NOT NULL,
+    name              TEXT,
+    body              TEXT,
+    draft             INTEGER NOT NULL DEFAULT 0,
+    prerelease        INTEGER NOT NULL DEFAULT 0,
+    author_id         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at        TEXT NOT NULL,
+    published_at      TEXT,
+    UNIQUE (repo_id, tag_name)
+);
+
+CREATE TABLE IF NOT EXISTS workflows (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    path        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    UNIQUE (repo_id, path)
+);
+
+CREATE TABLE IF NOT EXISTS workflow_runs (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    workflow_id  INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    run_number   INTEGER NOT NULL,
+    run_attempt  INTEGER NOT NULL DEFAULT 1,
+    event        TEXT NOT NULL,
+    head_branch  TEXT NOT NULL,
+    head_sha     TEXT NOT NULL,
+    inputs       TEXT NOT NULL DEFAULT '{}',
+    status       TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion   TEXT,
+    actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
