@@ -708,9 +708,12 @@ def permission_of_org_member(store, org_id, user_id):
 # A token is   <prefix>_<32 hex random><16 hex HMAC-SHA256(server key, prefix_random)>.
 # The MAC lets a forged or altered token be refused before the database is asked; the database holds
 # only sha256(token) and decides expiry and revocation. The prefix tells a reader (and a secret
-# scanner) what kind of token leaked. Later kinds (oauth, switch-session, task, tool) get their own.
+# scanner) what kind of token leaked. Later kinds (oauth, task, tool) get their own. Agent invites
+# use the same form (prefix agi) but are kept apart: they are consent material, never credentials.
 
-TOKEN_PREFIXES = {"personal": "agp", "agent": "aga"}
+TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "switch-session": "ags"}
+INVITE_PREFIX = "agi"
+SWITCH_SESSION_HOURS = 12
 TOKEN_RE = re.compile(r"^(ag[a-z])_([0-9a-f]{32})([0-9a-f]{16})$")
 ALL_SCOPES = ("repo", "read:org", "write:org", "admin:org", "workflow", "delete_repo", "gist",
               "read:user", "user:email", "site_admin")
@@ -735,22 +738,34 @@ def token_fingerprint(token):
     return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
-def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None):
-    """Mint a token, store its hash, return (token, row id). The token itself is shown once."""
-    prefix = TOKEN_PREFIXES[kind]
+def mint_token(key, prefix):
     random_part = secrets.token_hex(16)
-    token = "%s_%s%s" % (prefix, random_part, token_mac(key, prefix, random_part))
-    cur = db.execute(
-        "INSERT INTO tokens (user_id, kind, name, scopes, hash, fingerprint, created_at, expires_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (user_id, kind, name, ",".join(scopes), hashlib.sha256(token.encode()).hexdigest(),
-         token_fingerprint(token), now(), expires_at))
-    return token, cur.lastrowid
+    return "%s_%s%s" % (prefix, random_part, token_mac(key, prefix, random_part))
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None):
+    """Mint a token, store its hash, return (token, row id). The token itself is shown once."""
+    token = mint_token(key, TOKEN_PREFIXES[kind])
+    token_id = insert_row(db, "tokens", {
+        "user_id": user_id, "kind": kind, "name": name, "scopes": ",".join(scopes), "hash": token_hash(token),
+        "fingerprint": token_fingerprint(token), "created_at": now(), "expires_at": expires_at,
+        "issued_by": issued_by})
+    return token, token_id
+
+
+def genuine_mac(key, token, prefix):
+    """Does ``token`` carry a valid MAC for ``prefix``? (Forged and altered tokens do not.)"""
+    m = TOKEN_RE.match(token)
+    return bool(m) and m.group(1) == prefix and hmac.compare_digest(token_mac(key, prefix, m.group(2)), m.group(3))
 
 
 def verify_token(store, key, token):
     """The token's row when it is genuine and live, else None."""
-    digest = hashlib.sha256(token.encode()).hexdigest()
+    digest = token_hash(token)
     row = store.cached(("token", digest), lambda: genuine_token_row(store, key, token, digest))
     if row is None or (row["expires_at"] and row["expires_at"] <= now()):
         return None
@@ -759,15 +774,13 @@ def verify_token(store, key, token):
 
 def genuine_token_row(store, key, token, digest):
     """The stored row of a token whose MAC is right; None for forged, altered, unknown or revoked ones."""
-    m = TOKEN_RE.match(token)
-    if not m or m.group(1) not in TOKEN_PREFIXES.values():
-        return None
-    if not hmac.compare_digest(token_mac(key, m.group(1), m.group(2)), m.group(3)):
+    prefix = token.partition("_")[0]
+    if prefix not in TOKEN_PREFIXES.values() or not genuine_mac(key, token, prefix):
         return None
     # The lookup is by sha256 of a MAC-checked value, so a timing side channel on the index reveals
     # nothing an attacker could not compute alone.
     row = store.one("SELECT * FROM tokens WHERE hash = ?", digest)
-    if row is None or row["revoked_at"] or TOKEN_PREFIXES[row["kind"]] != m.group(1):
+    if row is None or row["revoked_at"] or TOKEN_PREFIXES[row["kind"]] != prefix:
         return None
     return row
 
@@ -782,7 +795,9 @@ class Principal:
     scopes: frozenset = frozenset()     # as granted, with implied scopes added (expand_scopes)
     scopes_header: str = ""             # as granted, for X-OAuth-Scopes
     runtime: str = ""                   # client address; the authenticator's provider:subject if one vouched
-    delegator: str = None               # the bound human (delegation arrives with a later issue)
+    delegator: str = None               # an agent's bound human
+    delegator_suspended: bool = False   # then the agent may work on its own repositories only
+    switched_by: str = None             # a switch-session token: the human acting as the agent
     operator: bool = False              # the CLI: whoever can read the data directory
 
     @property
@@ -837,9 +852,19 @@ def authenticate(app, headers, client_address, peer_cert=None):
     app.touch_token(row["id"])
     granted = [s for s in row["scopes"].split(",") if s]
     user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
-    return Principal(user=user, token_id=row["id"], token_kind=row["kind"],
-                     fingerprint=row["fingerprint"], scopes=expand_scopes(granted),
-                     scopes_header=", ".join(sorted(granted)), runtime=runtime)
+    principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
+                          scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime)
+    if user["kind"] == "agent":
+        human = app.store.cached(("delegator", user["id"]), lambda: app.store.one(
+            "SELECT a.login, a.suspended_at FROM agent_bindings b JOIN accounts a ON a.id = b.human_id"
+            " WHERE b.agent_id = ?", user["id"]))
+        if human is not None:
+            principal.delegator, principal.delegator_suspended = human["login"], bool(human["suspended_at"])
+    if row["kind"] == "switch-session":
+        switched = account_by_id(app.store, row["issued_by"]) if row["issued_by"] else None
+        principal.switched_by = switched["login"] if switched else "?"
+        principal.runtime = "%s switch-session:%s" % (runtime, principal.switched_by)
+    return principal
 
 
 def human_for_identity(app, identity):
@@ -880,6 +905,7 @@ class Action:
     humans_only: bool = False
     authors_need: str = None  # what the author of the thing acted on needs instead (editing one's own)
     anonymous: bool = False  # may an anonymous caller do it at all (reads decide by permission alone)
+    token_kinds: tuple = None  # only with these kinds of token (consent takes the agent's own)
 
 
 # The action vocabulary. Accounts: self and org admins hold admin; org members hold write (they may
@@ -918,6 +944,13 @@ ACTIONS = {
     "read_team":          Action("team", "read", scope="read:org", mutation=False),
     "manage_team":        Action("team", "admin", scope="admin:org"),
     "register_agent":     Action("site", "none", anonymous=True),
+    "delegate_access":    Action("repo", "admin", mutation=False),
+    "delegate_team":      Action("team", "admin", mutation=False),
+    "create_invite":      Action("site", "read", humans_only=True),
+    "bind_agent":         Action("account", "admin", token_kinds=("agent",)),
+    "manage_agent":       Action("account", "admin", humans_only=True),
+    "read_agent":         Action("account", "admin", mutation=False, humans_only=True),
+    "revoke_tokens":      Action("account", "admin", humans_only=True),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
     "suspend_user":       Action("site", "admin", scope="site_admin"),
@@ -1014,7 +1047,12 @@ def permission_on(store, user, resource):
     if resource.kind == "site":
         return "read", "signed in"
     if resource.kind == "account":
-        return ("admin", "self") if resource.row["id"] == user["id"] else ("none", "another account")
+        if resource.row["id"] == user["id"]:
+            return "admin", "self"
+        if resource.row["kind"] == "agent" and store.cached(("delegator id", resource.row["id"]), lambda: store.one(
+                "SELECT human_id FROM agent_bindings WHERE agent_id = ?", resource.row["id"])) == (user["id"],):
+            return "admin", "bound human"
+        return "none", "another account"
     org_id = resource.row["org_id"] if resource.kind == "team" else resource.row["id"]
     role = permission_of_org_member(store, org_id, user["id"])
     if resource.kind == "team":
@@ -1098,7 +1136,9 @@ def check_states(store, repo_id, sha):
 def decide(store, principal, action, resource, context=None):
     """The one policy decision point. Rules, in order; the first that says no decides:
 
-    1. a suspended account may do nothing;
+    1. a suspended or retired account may do nothing; an action that needs a certain kind of token
+       (consent needs the agent's own) refuses others; an agent whose delegator is suspended
+       works on its own repositories only;
     2. some actions are for humans only; anonymous callers may only read (and register agents);
     3. the principal's permission on the resource must reach the action's level (a repository the
        principal cannot read is hidden: 404, not 403). Authors editing what they wrote need less;
@@ -1113,8 +1153,18 @@ def decide(store, principal, action, resource, context=None):
     spec = ACTIONS[action]
     user = principal.user
     deny = lambda reason, **kw: Decision("deny", action, resource.name, [reason], **kw)  # noqa: E731
+    if user is not None and user["retired_at"]:
+        return deny("agent %s is retired" % user["login"])
     if user is not None and user["suspended_at"]:
         return deny("account %s is suspended" % user["login"])
+    if spec.token_kinds and principal.token_kind not in spec.token_kinds:
+        return deny("%s needs the %s token itself; this is a %s token" % (
+            action, " or ".join(spec.token_kinds), principal.token_kind or "missing"))
+    if principal.delegator_suspended and not (
+            resource.kind == "repo" and resource.row["owner_id"] == user["id"] or resource.kind == "account"
+            and resource.row["id"] == user["id"]):
+        return deny("%s's delegator %s is suspended: the agent works on its own repositories only" % (
+            user["login"], principal.delegator))
     if spec.humans_only and user is not None and user["kind"] != "human":
         return deny("%s is for humans; %s is an %s" % (action, user["login"], user["kind"]))
     level, how = permission_on(store, user, resource)

@@ -155,7 +155,10 @@ def test_a_version_4_database_is_migrated_without_loss(tmp_path):
     db.executescript(open(os.path.join(ROOT, "tests", "schema_v4.sql")).read())
     db.execute("PRAGMA user_version = 4")
     user_id = agentgit.insert_account(db, "alice", "human")
-    token, _ = agentgit.issue_token(db, key, user_id, "personal", name="old", scopes=["repo"])
+    token = agentgit.mint_token(key, "agp")                     # a row as version 4 wrote it
+    db.execute("INSERT INTO tokens (user_id, kind, name, scopes, hash, fingerprint, created_at)"
+               " VALUES (?, 'personal', 'old', 'repo', ?, ?, '2026-01-01T00:00:00Z')",
+               (user_id, agentgit.token_hash(token), agentgit.token_fingerprint(token)))
     db.commit()
     db.close()
     srv = agentgit.make_server(data, port=0).start()
