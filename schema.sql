@@ -347,6 +347,7 @@ CREATE TABLE IF NOT EXISTS agent_grants (
     agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     repo_id     INTEGER REFERENCES repos(id) ON DELETE CASCADE,
     team_id     INTEGER REFERENCES teams(id) ON DELETE CASCADE,
+    org_id      INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- membership a team grant needed
     permission  TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
