@@ -30,8 +30,10 @@ App.dispatch, sits with the server in section 11):
     6. Audit                the hash-chained log and its verifier
     7. Git storage          bare repositories, initial commits, refs and commits via dulwich
     8. HTTP plumbing        request parsing, routing, errors, pagination, serializers
-    9. REST endpoints       users, repositories, branches and commits, collaborators,
-                            organizations and teams, agent extensions, tokens, audit
+    9. REST endpoints       users, repositories, branches and commits, collaborators, issues,
+                            pull requests and reviews, contents, protection and statuses, git
+                            data, releases, workflow records, organizations and teams, agent
+                            registration, tokens, audit, delegation
    10. Git Smart HTTP       info/refs, upload-pack and receive-pack through git or dulwich
    11. Server and embedding make_server(), TLS
    12. Command line         serve, user, agent, audit
@@ -5089,15 +5091,21 @@ def create_invite(req):
     if refused:
         req.app.audit(req.principal, req.surface, Decision("deny", "create_invite", "site", [refused]))
         raise HTTPError(403, refused)
-    token = mint_token(req.app.key, INVITE_PREFIX)
-    expires_at = later(seconds)
     with req.transaction() as db:
-        insert_row(db, "agent_invites", {"inviter_id": user["id"], "hash": token_hash(token),
-                                         "fingerprint": token_fingerprint(token), "grants": json.dumps(grants),
-                                         "created_at": now(), "expires_at": expires_at})
-        req.effect("invite %s with %d repo and %d team grants, expires %s" % (
-            token_fingerprint(token), len(grants["repo_grants"]), len(grants["team_grants"]), expires_at))
+        token, expires_at, effect = make_invite(db, req.app.key, user, grants, seconds)
+        req.effect(effect)
     return 201, dict(grants, invite_token=token, expires_at=expires_at)
+
+
+def make_invite(db, key, inviter, grants, seconds):
+    """(invite token, expiry, what happened). The token is shown once; only its hash is kept."""
+    token = mint_token(key, INVITE_PREFIX)
+    expires_at = later(seconds)
+    insert_row(db, "agent_invites", {"inviter_id": inviter["id"], "hash": token_hash(token),
+                                     "fingerprint": token_fingerprint(token), "grants": json.dumps(grants),
+                                     "created_at": now(), "expires_at": expires_at})
+    return token, expires_at, "invite %s from %s with %d repo and %d team grants, expires %s" % (
+        token_fingerprint(token), inviter["login"], len(grants["repo_grants"]), len(grants["team_grants"]), expires_at)
 
 
 def apply_grants(db, store, agent, grants):
@@ -5150,34 +5158,40 @@ def confirm_binding(req):
     token = req.field(body, "invite_token", str, "AgentBinding", required=True)
     agent = signed_in(req)
     req.authorize("bind_agent", Resource.account(agent))      # the agent's own token, nothing else
-    store = req.app.store
-    invite = store.one("SELECT * FROM agent_invites WHERE hash = ?", token_hash(token)) if genuine_mac(
-        req.app.key, token, INVITE_PREFIX) else None
+    with req.transaction() as db:
+        inviter, effect = accept_invite(db, req.app, agent, token)
+        req.effect(effect)
+    binding = req.app.store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"])
+    return 201, binding_json(req.app, agent, inviter, binding)
+
+
+def accept_invite(db, app, agent, token):
+    """Inside the caller's transaction: consume the invite, bind, apply its grants. Returns
+    (inviter, what happened); HTTPError 422/409/403 when it cannot be honoured, with nothing applied."""
+    store = app.store
+    invite = db.execute("SELECT * FROM agent_invites WHERE hash = ?", (token_hash(token),)).fetchone() if genuine_mac(
+        app.key, token, INVITE_PREFIX) else None
     if invite is None or invite["expires_at"] <= now():
         raise invalid("AgentBinding", "invite_token", "invalid", "the invite is unknown or has expired")
+    if invite["consumed_at"]:
+        raise HTTPError(409, "This invite has been used")
+    if db.execute("SELECT 1 FROM agent_bindings WHERE agent_id = ?", (agent["id"],)).fetchone():
+        raise HTTPError(409, "%s is already bound to a human" % agent["login"])
     inviter = account_by_id(store, invite["inviter_id"])
+    if inviter is None or inviter["suspended_at"]:
+        raise HTTPError(403, "The inviting human can no longer delegate")
     grants = json.loads(invite["grants"])
-    with req.transaction() as db:
-        if invite["consumed_at"] or db.execute("SELECT consumed_at FROM agent_invites WHERE id = ?",
-                                               (invite["id"],)).fetchone()["consumed_at"]:
-            raise HTTPError(409, "This invite has been used")
-        if db.execute("SELECT 1 FROM agent_bindings WHERE agent_id = ?", (agent["id"],)).fetchone():
-            raise HTTPError(409, "%s is already bound to a human" % agent["login"])
-        if inviter is None or inviter["suspended_at"]:
-            raise HTTPError(403, "The inviting human can no longer delegate")
-        refused = check_grant_authority(store, inviter, grants)       # the inviter may have lost it since
-        if refused:
-            raise HTTPError(403, "The invite can no longer be honoured: " + refused)
-        stamp = now()
-        db.execute("UPDATE agent_invites SET consumed_at = ?, consumed_by = ? WHERE id = ?", (stamp, agent["id"],
-                                                                                             invite["id"]))
-        insert_row(db, "agent_bindings", {"agent_id": agent["id"], "human_id": inviter["id"], "invite_id": invite["id"],
-                                          "bound_at": stamp})
-        apply_grants(db, store, agent, grants)
-        req.effect("bound %s to %s (invite %s); granted %s" % (agent["login"], inviter["login"], invite["fingerprint"],
-                                                                json.dumps(grants, separators=(",", ":"))))
-    binding = store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"])
-    return 201, binding_json(req.app, agent, inviter, binding)
+    refused = check_grant_authority(store, inviter, grants)       # the inviter may have lost it since
+    if refused:
+        raise HTTPError(403, "The invite can no longer be honoured: " + refused)
+    stamp = now()
+    db.execute("UPDATE agent_invites SET consumed_at = ?, consumed_by = ? WHERE id = ?", (stamp, agent["id"],
+                                                                                         invite["id"]))
+    insert_row(db, "agent_bindings", {"agent_id": agent["id"], "human_id": inviter["id"], "invite_id": invite["id"],
+                                      "bound_at": stamp})
+    apply_grants(db, store, agent, grants)
+    return inviter, "bound %s to %s (invite %s); granted %s" % (agent["login"], inviter["login"], invite["fingerprint"],
+                                                                 json.dumps(grants, separators=(",", ":")))
 
 
 def bound_agent(req, login, action="manage_agent"):
@@ -5239,29 +5253,38 @@ def unbind(req, login):
     binding granted go."""
     agent, binding = bound_agent(req, login)
     with req.transaction() as db:
-        sessions = revoke(db, "user_id = ? AND kind = 'switch-session'", (agent["id"],))
-        grants = remove_grants(db, agent["id"])
-        db.execute("DELETE FROM agent_bindings WHERE agent_id = ?", (agent["id"],))
-        req.effect("unbound %s; revoked %d switch sessions, took back %d grants" % (agent["login"], sessions, grants))
+        req.effect(unbind_agent(db, agent))
     return 204, None
+
+
+def unbind_agent(db, agent):
+    sessions = revoke(db, "user_id = ? AND kind = 'switch-session'", (agent["id"],))
+    grants = remove_grants(db, agent["id"])
+    db.execute("DELETE FROM agent_bindings WHERE agent_id = ?", (agent["id"],))
+    return "unbound %s; revoked %d switch sessions, took back %d grants" % (agent["login"], sessions, grants)
 
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/reset-token")
 def reset_agent_token(req, login):
     agent, _ = bound_agent(req, login)
     with req.transaction() as db:
-        revoked = revoke(db, "user_id = ?", (agent["id"],))
-        token, _ = issue_token(db, req.app.key, agent["id"], "agent", name="agent", scopes=AGENT_SCOPES)
-        req.effect("reset %s: revoked %d tokens, new agent token %s" % (agent["login"], revoked, token_fingerprint(token)))
+        token, revoked, effect = reset_agent_credentials(db, req.app.key, agent)
+        req.effect(effect)
     return 201, {"login": agent["login"], "token": token, "revoked": revoked}
+
+
+def reset_agent_credentials(db, key, agent):
+    """Revoke every token the agent has (its own, switch sessions, and later kinds) and mint one."""
+    revoked = revoke(db, "user_id = ?", (agent["id"],))
+    token, _ = issue_token(db, key, agent["id"], "agent", name="agent", scopes=AGENT_SCOPES)
+    return token, revoked, "reset %s: revoked %d tokens, new agent token %s" % (agent["login"], revoked,
+                                                                               token_fingerprint(token))
 
 
 def set_agent_suspended(req, login, suspended):
     agent, _ = bound_agent(req, login)
     with req.transaction() as db:
-        db.execute("UPDATE accounts SET suspended_at = ?, updated_at = ? WHERE id = ?",
-                   (now() if suspended else None, now(), agent["id"]))
-        req.effect("%s %s" % ("suspended" if suspended else "resumed", agent["login"]))
+        req.effect(suspend_account(db, agent, suspended))
     return user_json(req.app, account_by_id(req.app.store, agent["id"]), detail=True)
 
 
@@ -5326,18 +5349,23 @@ def retire_agent(req, login):
             raise HTTPError(409, "%s already has repositories named %s" % (
                 account_by_id(store, binding["human_id"])["login"], ", ".join(clash)))
     with req.transaction() as db:
-        revoked = revoke(db, "user_id = ?", (agent["id"],))
-        if repositories == "transfer":
-            db.execute("UPDATE repos SET owner_id = ?, updated_at = ? WHERE owner_id = ?",
-                       (binding["human_id"], now(), agent["id"]))
-        else:
-            db.execute("UPDATE repos SET archived = 1, updated_at = ? WHERE owner_id = ?", (now(), agent["id"]))
-        remove_grants(db, agent["id"])
-        db.execute("UPDATE accounts SET retired_at = ?, suspended_at = COALESCE(suspended_at, ?) WHERE id = ?",
-                   (now(), now(), agent["id"]))
-        req.effect("retired %s: revoked %d tokens, %s %d repositories" % (
-            agent["login"], revoked, "transferred" if repositories == "transfer" else "archived", len(own)))
+        req.effect(retire(db, agent, binding["human_id"], repositories))
     return 204, None
+
+
+def retire(db, agent, human_id, repositories):
+    revoked = revoke(db, "user_id = ?", (agent["id"],))
+    if repositories == "transfer":
+        moved = db.execute("UPDATE repos SET owner_id = ?, updated_at = ? WHERE owner_id = ?",
+                           (human_id, now(), agent["id"])).rowcount
+    else:
+        moved = db.execute("UPDATE repos SET archived = 1, updated_at = ? WHERE owner_id = ?",
+                           (now(), agent["id"])).rowcount
+    remove_grants(db, agent["id"])
+    db.execute("UPDATE accounts SET retired_at = ?, suspended_at = COALESCE(suspended_at, ?) WHERE id = ?",
+               (now(), now(), agent["id"]))
+    return "retired %s: revoked %d tokens, %s %d repositories" % (
+        agent["login"], revoked, "transferred" if repositories == "transfer" else "archived", moved)
 
 
 @route("POST", "/api/ext/v1/revocations")
@@ -6068,6 +6096,58 @@ def cli_set_suspended(app, login, suspended):
                                                               [OPERATOR_REASON]), suspend_account(db, row, suspended))
 
 
+def cli_delegation(app, args):
+    """The delegation endpoints for scripts. The operator acts for the human (or, for confirm, with the
+    agent's own token: consent is never the operator's to give); each call leaves an audit row."""
+    store = app.store
+    if args.action == "invite":
+        human = account_by_login(store, args.human)
+        if human is None or human["kind"] != "human":
+            raise SystemExit("no human %s" % args.human)
+        grants = {"repo_grants": [dict(zip(("repo_full_name", "permission"), (g.split(":") + ["push"])[:2]))
+                                  for g in args.repo_grant],
+                  "team_grants": [dict(zip(("org", "team_slug", "role"), g.replace(":", "/").split("/") + ["member"]))
+                                  for g in args.team_grant]}
+        refused = check_grant_authority(store, human, grants)
+        if refused:
+            raise HTTPError(403, refused)
+        with store.transaction() as db:
+            token, expires_at, effect = make_invite(db, app.key, human, grants, args.expires_in)
+            audit_append(db, app.key, operator(), "cli", Decision("allow", "create_invite", "site", [OPERATOR_REASON]),
+                         effect)
+        return "invite from %s, expires %s\n%s" % (human["login"], expires_at, token)
+    if args.action == "confirm":
+        row = verify_token(store, app.key, sys.stdin.readline().strip())
+        if row is None or row["kind"] != "agent":
+            raise HTTPError(403, "consent needs the agent's own token on standard input")
+        agent = account_by_id(store, row["user_id"])
+        with store.transaction() as db:
+            inviter, effect = accept_invite(db, app, agent, args.invite_token)
+            principal = Principal(user=agent, token_id=row["id"], token_kind="agent", fingerprint=row["fingerprint"],
+                                  runtime="cli %s" % getpass.getuser())
+            audit_append(db, app.key, principal, "cli", Decision("allow", "bind_agent", "user:" + agent["login"],
+                                                                 ["the agent's own token"]), effect)
+        return "%s is bound to %s" % (agent["login"], inviter["login"])
+    agent = account_by_login(store, args.login)
+    binding = store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"]) if agent and \
+        agent["kind"] == "agent" else None
+    if binding is None:
+        raise SystemExit("no bound agent %s" % args.login)
+    with store.transaction() as db:
+        out = ""
+        if args.action in ("suspend", "resume"):
+            effect = suspend_account(db, agent, args.action == "suspend")
+        elif args.action == "reset-token":
+            out, _, effect = reset_agent_credentials(db, app.key, agent)
+        elif args.action == "unbind":
+            effect = unbind_agent(db, agent)
+        else:
+            effect = retire(db, agent, binding["human_id"], args.repositories)
+        audit_append(db, app.key, operator(), "cli", Decision("allow", "manage_agent", "user:" + agent["login"],
+                                                              [OPERATOR_REASON]), effect)
+    return effect + ("\n" + out if out else "")
+
+
 def build_parser():
     data_default = os.environ.get("AGENTGIT_DATA", DEFAULT_DATA_DIR)
     parser = argparse.ArgumentParser(prog="agentgit.py", description=__doc__.split("\n\n")[0])
@@ -6103,6 +6183,23 @@ def build_parser():
     add_agent = command(agent, "add", "register an agent as POST /api/ext/v1/agents does; prints its token last")
     add_agent.add_argument("prefix")
     add_agent.add_argument("--repo", default="workspace", help="name of its default repository")
+    invite = command(agent, "invite", "an invite from HUMAN (with grants HUMAN may give); prints the token last")
+    invite.add_argument("human")
+    invite.add_argument("--repo-grant", action="append", default=[], metavar="OWNER/NAME[:PERMISSION]",
+                        help="access to a repository (pull, triage, push, maintain, admin; default push)")
+    invite.add_argument("--team-grant", action="append", default=[], metavar="ORG/TEAM[:ROLE]",
+                        help="membership of a team (member or maintainer; default member)")
+    invite.add_argument("--expires-in", type=int, default=INVITE_DEFAULT_SECONDS, metavar="SECONDS")
+    confirm = command(agent, "confirm", "the agent's consent to an invite; the agent's own token from stdin")
+    confirm.add_argument("invite_token")
+    for name, text in (("suspend", "refuse the agent everything until resumed"), ("resume", "lift a suspension"),
+                       ("reset-token", "revoke every token of the agent; prints a new one last"),
+                       ("unbind", "end the binding: switch sessions and granted access go, the agent stays")):
+        command(agent, name, text).add_argument("login")
+    retire_cmd = command(agent, "retire", "retire the agent for good; its login stays reserved")
+    retire_cmd.add_argument("login")
+    retire_cmd.add_argument("--repositories", choices=("archive", "transfer"), default="archive",
+                            help="archive its repositories or transfer them to its human (default archive)")
 
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     command(audit, "verify", "check the hash chain; exit 0 when intact, 1 naming the first broken row")
@@ -6140,12 +6237,18 @@ def main(argv=None):
     elif args.command == "user":
         cli_set_suspended(app, args.login, args.action == "suspend")
         print("%s %s" % (args.action + "ed", args.login))
-    elif args.command == "agent":
+    elif args.command == "agent" and args.action == "add":
         if not AGENT_PREFIX_RE.match(args.prefix) or not valid_repo_name(args.repo):
             raise SystemExit("prefix must match %s and --repo be a valid repository name" % AGENT_PREFIX_RE.pattern)
         login, token, full_name = cli_add_agent(app, args.prefix, args.repo)
         print("registered agent %s with repository %s" % (login, full_name))
         print(token)
+    elif args.command == "agent":
+        try:
+            print(cli_delegation(app, args))
+        except HTTPError as error:
+            raise SystemExit("%s: %s" % (args.action, "; ".join([error.message] + [
+                e.get("message", "") for e in error.errors or []])))
     elif args.command == "audit":
         ok, count, bad_id, why = audit_verify(app.store, app.key)
         if not ok:

@@ -189,3 +189,36 @@ def test_org_revocation_and_suspended_delegator(server, world, tmp_path):
     assert ext(server, "POST", "/revocations", alice, {"token_fingerprint": fp}).status == 403
     assert ext(server, "POST", "/revocations", world["bob"], {"token_fingerprint": fp}).json == {"revoked": 1}
     assert api(server, "GET", "/user", world["bob"]).status == 401
+
+
+def test_cli_parity(server, world):
+    """The same lifecycle from a script: invite, the agent's consent (its token on stdin), suspend,
+    resume, reset, unbind; each leaves an audit row."""
+    import subprocess
+    import sys
+    import agentgit
+    data = server.app.config.data_dir
+
+    def cli(*args, stdin=None, ok=True):
+        proc = subprocess.run([sys.executable, agentgit.__file__, "agent", *args, "--data", data], input=stdin,
+                              capture_output=True, text=True)
+        assert (proc.returncode == 0) == ok, proc.stderr
+        return proc
+    agent, login = world["agent"], world["agent_login"]
+    assert "bob cannot grant access to alice/payments" in cli("invite", "bob", "--repo-grant", "alice/payments:push",
+                                                              ok=False).stderr
+    token = cli("invite", "alice", "--repo-grant", "alice/payments:push").stdout.strip().split("\n")[-1]
+    assert "consent needs the agent's own token" in cli("confirm", token, stdin=world["alice"] + "\n", ok=False).stderr
+    assert cli("confirm", token, stdin=agent + "\n").stdout.strip() == "%s is bound to alice" % login
+    assert api(server, "GET", "/repos/alice/payments", agent).json["permissions"]["push"] is True
+    cli("suspend", login)
+    assert api(server, "GET", "/user", agent).status == 403
+    cli("resume", login)
+    new = cli("reset-token", login).stdout.strip().split("\n")[-1]
+    assert api(server, "GET", "/user", agent).status == 401 and api(server, "GET", "/user", new).status == 200
+    cli("unbind", login)
+    assert api(server, "GET", "/repos/alice/payments", new).status == 404
+    assert "no bound agent" in cli("suspend", login, ok=False).stderr
+    rows = server.app.store.all("SELECT action, user_kind FROM audit WHERE surface = 'cli' ORDER BY id")
+    assert [r["action"] for r in rows][-6:] == ["create_invite", "bind_agent"] + ["manage_agent"] * 4
+    assert [r["user_kind"] for r in rows][-6:] == ["operator", "agent"] + ["operator"] * 4
