@@ -20,7 +20,7 @@ Embed it (a pytest fixture)::
     srv = agentgit.make_server(tmp_path, port=0); srv.start(); ...; srv.stop()
 
 Sections, in the order a request travels through them (the pipeline that calls them in turn,
-App.dispatch, sits with the server in section 11):
+App.dispatch, sits with the server in section 12):
 
     1. Configuration        constants, names, limits
     2. Storage              SQLite schema, one connection per thread, transactions
@@ -34,9 +34,10 @@ App.dispatch, sits with the server in section 11):
                             pull requests and reviews, contents, protection and statuses, git
                             data, releases, workflow records, organizations and teams, agent
                             registration, tokens, audit, delegation
-   10. Git Smart HTTP       info/refs, upload-pack and receive-pack through git or dulwich
-   11. Server and embedding make_server(), TLS
-   12. Command line         serve, user, agent, audit
+   10. Web pages            sign-in, sessions with CSRF tokens, /settings/agents
+   11. Git Smart HTTP       info/refs, upload-pack and receive-pack through git or dulwich
+   12. Server and embedding make_server(), TLS
+   13. Command line         serve, user, agent, audit
 """
 
 import argparse
@@ -48,6 +49,7 @@ import datetime
 import getpass
 import hashlib
 import hmac
+import html
 import http.server
 import io
 import itertools
@@ -486,6 +488,15 @@ CREATE TABLE IF NOT EXISTS agent_grants (
     permission  TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
+
+-- Signed-in humans on the web pages. The cookie carries a random id; the table keeps its sha256.
+CREATE TABLE IF NOT EXISTS web_sessions (
+    hash        TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    csrf        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
 """
 SCHEMA_VERSION = 5
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
@@ -626,6 +637,9 @@ def hash_password(password):
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=2 ** 14, r=8, p=1)
     return "scrypt$16384$8$1$%s$%s" % (salt.hex(), digest.hex())
+
+
+DUMMY_PASSWORD_HASH = "scrypt$16384$8$1$%s$%s" % ("00" * 16, "00" * 64)   # checked for unknown logins
 
 
 def check_password(stored, password):
@@ -1575,6 +1589,7 @@ class Request:
         self.effects = []          # what the mutations did, for those rows
         self.body_reader = None
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
+        self.session = None        # web pages: the signed-in session row
 
     # -- input ----------------------------------------------------------------------------------
     def body(self, limit):
@@ -5431,7 +5446,218 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
-# 10. Git Smart HTTP
+# 10. Web pages
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# Server-rendered HTML for humans, no JavaScript. A session cookie (HttpOnly, SameSite=Lax, Secure
+# under TLS) authenticates these pages only, never the API, so a cookie can never carry a cross-site
+# API call. Every form carries a CSRF token; sign-in attempts are rate-limited per address and login.
+
+SESSION_COOKIE, LOGIN_CSRF_COOKIE = "agentgit_session", "agentgit_login_csrf"
+SESSION_HOURS = 12
+PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+                "Referrer-Policy": "no-referrer"}
+
+
+def page(method, pattern):
+    """A web page route: authenticated by session cookie, not by Authorization headers."""
+    def register(handler):
+        handler.web_page = True
+        return route(method, pattern)(handler)
+    return register
+
+
+def cookies(req):
+    jar = {}
+    for part in (req.headers.get("Cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name:
+            jar[name] = value
+    return jar
+
+
+def session_principal(app, req):
+    """The signed-in human behind the session cookie (or anonymous), and the session row."""
+    raw = cookies(req).get(SESSION_COOKIE, "")
+    row = app.store.one("SELECT * FROM web_sessions WHERE hash = ?", token_hash(raw)) if raw else None
+    if row is None or row["expires_at"] <= now():
+        return Principal(runtime=req.handler.client_address[0]), None
+    user = account_by_id(app.store, row["user_id"])
+    return Principal(user=user, scopes=expand_scopes(ALL_SCOPES),
+                     runtime="%s web session" % req.handler.client_address[0]), row
+
+
+def cookie_header(req, name, value, max_age):
+    secure = "; Secure" if isinstance(req.handler.connection, ssl.SSLSocket) else ""
+    return "%s=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%d%s" % (name, value, max_age, secure)
+
+
+def html_page(title, body, status=200, headers=None):
+    doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title></head><body>"
+           "<h1>%s</h1>%s</body></html>" % (html.escape(title), html.escape(title), body))
+    return status, doc.encode(), dict(PAGE_HEADERS, **(headers or {}))
+
+
+def redirect(location, headers=None):
+    return 303, b"", dict(PAGE_HEADERS, Location=location, **(headers or {}))
+
+
+def form_fields(req):
+    if "application/x-www-form-urlencoded" not in (req.headers.get("Content-Type") or ""):
+        raise HTTPError(415, "Forms must be application/x-www-form-urlencoded")
+    raw = req.body(64 * 1024).read_all().decode("utf-8", "replace")
+    return {k: v[-1] for k, v in urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
+
+
+def check_csrf(expected, form):
+    if not expected or not hmac.compare_digest(expected, form.get("csrf", "")):
+        raise HTTPError(403, "The form has expired or did not come from this site; reload the page and try again")
+
+
+def safe_next(target):
+    """Only local paths, so the sign-in form cannot be turned into an open redirect."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else \
+        "/settings/agents"
+
+
+def hidden(name, value):
+    return '<input type="hidden" name="%s" value="%s">' % (html.escape(name), html.escape(value))
+
+
+@page("GET", "/login")
+def login_page(req, message=""):
+    csrf = secrets.token_urlsafe(24)
+    body = ('%s<form method="post" action="/login">%s%s<p><label>Login <input name="login" autocomplete="username">'
+            '</label></p><p><label>Password <input type="password" name="password" autocomplete="current-password">'
+            '</label></p><p><button>Sign in</button></p></form>') % (
+        "<p><strong>%s</strong></p>" % html.escape(message) if message else "", hidden("csrf", csrf),
+        hidden("next", safe_next(req.query.get("next", "/settings/agents"))))
+    return html_page("Sign in", body, 401 if message else 200,
+                     {"Set-Cookie": cookie_header(req, LOGIN_CSRF_COOKIE, csrf, 600)})
+
+
+@page("POST", "/login")
+def login_submit(req):
+    form = form_fields(req)
+    check_csrf(cookies(req).get(LOGIN_CSRF_COOKIE), form)
+    login = form.get("login", "")[:64]
+    address = req.handler.client_address[0]
+    retry = req.app.sign_ins.hit("addr:" + address) or req.app.sign_ins.hit("login:" + login.lower())
+    if retry:
+        raise HTTPError(429, "Too many sign-in attempts; try again in %d seconds" % retry,
+                        headers={"Retry-After": str(retry)})
+    user = account_by_login(req.app.store, login)
+    # Check a password even for unknown logins, so timing does not tell which logins exist.
+    ok = check_password(user["password_hash"] if user is not None and user["password_hash"] else DUMMY_PASSWORD_HASH,
+                        form.get("password", ""))
+    if not ok or user is None or user["kind"] != "human" or user["suspended_at"]:
+        req.app.audit(Principal(runtime=address), "web", Decision("deny", "sign_in", "user:" + login,
+                                                                  ["wrong login or password"]))
+        return login_page(req, "Wrong login or password.")
+    token = secrets.token_urlsafe(32)
+    with req.app.store.transaction() as db:
+        insert_row(db, "web_sessions", {"hash": token_hash(token), "user_id": user["id"],
+                                        "csrf": secrets.token_urlsafe(24), "created_at": now(),
+                                        "expires_at": later(SESSION_HOURS * 3600)})
+        audit_append(db, req.app.key, Principal(user=user, runtime=address), "web",
+                     Decision("allow", "sign_in", "user:" + user["login"], ["password"]), "signed in")
+    return redirect(safe_next(form.get("next", "/settings/agents")),
+                    {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
+
+
+@page("POST", "/logout")
+def logout(req):
+    form = form_fields(req)
+    if req.session is not None:
+        check_csrf(req.session["csrf"], form)
+        with req.app.store.transaction() as db:
+            db.execute("DELETE FROM web_sessions WHERE hash = ?", (req.session["hash"],))
+    return redirect("/login", {"Set-Cookie": cookie_header(req, SESSION_COOKIE, "", 0)})
+
+
+def signed_in_page(req):
+    if req.principal.user is None:
+        raise HTTPError(303, "Sign in first", headers=dict(PAGE_HEADERS, Location="/login?next=" +
+                                                           urllib.parse.quote(req.raw_path)))
+    return req.principal.user
+
+
+AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
+
+
+@page("GET", "/settings/agents")
+def agents_page(req, shown=""):
+    user = signed_in_page(req)
+    csrf = hidden("csrf", req.session["csrf"])
+    rows = []
+    for binding in req.app.store.all("SELECT * FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"]):
+        agent = account_by_id(req.app.store, binding["agent_id"])
+        buttons = "".join('<form method="post" action="/settings/agents">%s%s%s<button>%s</button></form>' % (
+            csrf, hidden("agent", agent["login"]), hidden("action", action), action)
+            for action in AGENT_FORM_ACTIONS if action != ("resume" if not agent["suspended_at"] else "suspend"))
+        rows.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
+            html.escape(agent["login"]), html.escape(binding["display_name"] or ""), html.escape(binding["bound_at"]),
+            "retired" if agent["retired_at"] else "suspended" if agent["suspended_at"] else
+            token_status(req.app.store, agent["id"]), buttons))
+    body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
+            '<h2>Your agents</h2><table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
+            '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
+            '<p><label>Repository grants, one per line (owner/name:permission)<br><textarea name="repo_grants">'
+            '</textarea></label></p><p><button>Create invite</button></p></form>') % (
+        shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
+        hidden("action", "invite"))
+    return html_page("Agents", body)
+
+
+@page("POST", "/settings/agents")
+def agents_action(req):
+    """Each button goes through the same decide() and the same code as its endpoint; a token made
+    here (invite, reset, switch session) is shown once on the page that answers."""
+    user = signed_in_page(req)
+    form = form_fields(req)
+    check_csrf(req.session["csrf"], form)
+    action = form.get("action")
+    if action == "invite":
+        grants = {"repo_grants": [], "team_grants": []}
+        for line in form.get("repo_grants", "").splitlines():
+            if line.strip():
+                name, _, permission = line.strip().partition(":")
+                grants["repo_grants"].append({"repo_full_name": name.strip(), "permission": permission.strip() or "push"})
+        if any(g["permission"] not in REPO_GRANT_PERMISSIONS for g in grants["repo_grants"]):
+            raise HTTPError(422, "Permissions are pull, triage, push, maintain or admin")
+        req.authorize("create_invite", SITE)
+        refused = check_grant_authority(req.app.store, user, grants)
+        if refused:
+            raise HTTPError(403, refused)
+        with req.transaction() as db:
+            token, expires_at, effect = make_invite(db, req.app.key, user, grants, INVITE_DEFAULT_SECONDS)
+            req.effect(effect)
+        shown = "<p>Invite token (shown once, valid until %s): <code>%s</code></p>" % (expires_at, token)
+        return agents_page(req, shown)
+    if action not in AGENT_FORM_ACTIONS:
+        raise HTTPError(422, "Unknown action")
+    agent, _ = bound_agent(req, form.get("agent", ""))
+    shown = ""
+    with req.transaction() as db:
+        if action == "reset-token":
+            token, _, effect = reset_agent_credentials(db, req.app.key, agent)
+            shown = "<p>New token for %s (shown once): <code>%s</code></p>" % (html.escape(agent["login"]), token)
+        elif action == "switch-session":
+            expires_at = later(SWITCH_SESSION_HOURS * 3600)
+            token, _ = issue_token(db, req.app.key, agent["id"], "switch-session", name="switch by " + user["login"],
+                                   scopes=AGENT_SCOPES, expires_at=expires_at, issued_by=user["id"])
+            effect = "switch session %s into %s until %s" % (token_fingerprint(token), agent["login"], expires_at)
+            shown = "<p>Switch-session token for %s until %s (shown once): <code>%s</code></p>" % (
+                html.escape(agent["login"]), expires_at, token)
+        elif action in ("suspend", "resume"):
+            effect = suspend_account(db, agent, action == "suspend")
+        else:
+            effect = unbind_agent(db, agent)
+        req.effect(effect)
+    return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 11. Git Smart HTTP
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # The protocol (gitprotocol-http): GET info/refs?service=... advertises refs; POST git-upload-pack
 # sends a pack to the client; POST git-receive-pack takes one. Access is decided before any pack is
@@ -5779,7 +6005,7 @@ def record_push(req, row, allowed, ff_only):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
-# 11. Server and embedding
+# 12. Server and embedding
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 
 OPERATOR_REASON = "local operator with access to the data directory"
@@ -5835,6 +6061,7 @@ class App:
         self.git_engine = make_git_engine(config.git_engine)
         self.authenticator = authenticator
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
+        self.sign_ins = RateLimiter(10, 300)
         self.token_seen = {}
         self.set_url(config.url)
 
@@ -5874,10 +6101,14 @@ class App:
         result, error, outcome = None, None, "none"
         try:
             endpoint, params = self.match(req)
-            if not req.raw_path.startswith("/api/"):
-                req.surface = "git"
-            peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
-            req.principal = authenticate(self, handler.headers, handler.client_address[0], peer)
+            if getattr(endpoint, "web_page", False):
+                req.surface = "web"
+                req.principal, req.session = session_principal(self, req)
+            else:
+                if not req.raw_path.startswith("/api/"):
+                    req.surface = "git"
+                peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
+                req.principal = authenticate(self, handler.headers, handler.client_address[0], peer)
             result = endpoint(req, **params)    # git endpoints stream their own answer and return None
             if result is not None and not isinstance(result, tuple):
                 result = (200, result)
@@ -5935,7 +6166,12 @@ class App:
             return
         req.response_headers = {}
         try:
-            if req.surface == "git":
+            if req.surface == "web":
+                status, data, headers = html_page("Error" if error.status != 303 else "Sign in",
+                                                  "<p>%s</p>" % html.escape(error.message), error.status,
+                                                  error.headers)
+                self.respond(req, status, data, headers)
+            elif req.surface == "git":
                 # git prints a text/plain error body to the user as "remote: ..."
                 data = (error.message + "\n").encode()
                 handler.send_response(error.status)
@@ -6066,7 +6302,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
-# 12. Command line
+# 13. Command line
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 
 def operator():

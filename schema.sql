@@ -351,3 +351,12 @@ CREATE TABLE IF NOT EXISTS agent_grants (
     permission  TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
+
+-- Signed-in humans on the web pages. The cookie carries a random id; the table keeps its sha256.
+CREATE TABLE IF NOT EXISTS web_sessions (
+    hash        TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    csrf        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);

@@ -1,0 +1,111 @@
+"""The human web pages: sign-in with CSRF, sessions that never authenticate the API, /settings/agents."""
+import http.client
+import re
+import urllib.parse
+
+from conftest import api, ext
+
+
+class Browser:
+    """A cookie jar over http.client, as a person's browser would behave (no JavaScript)."""
+
+    def __init__(self, server):
+        self.url = urllib.parse.urlsplit(server.url)
+        self.jar = {}
+
+    def request(self, method, path, form=None):
+        conn = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=30)
+        headers = {"Cookie": "; ".join("%s=%s" % kv for kv in self.jar.items())} if self.jar else {}
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        for name, value in resp.getheaders():
+            if name.lower() == "set-cookie":
+                key, _, rest = value.partition("=")
+                self.jar[key] = rest.split(";")[0]
+                if "Max-Age=0" in value:
+                    self.jar.pop(key)
+        conn.close()
+        return resp, text
+
+    def csrf(self, text):
+        return re.search(r'name="csrf" value="([^"]+)"', text).group(1)
+
+    def sign_in(self, login, password, next_path="/settings/agents"):
+        _, text = self.request("GET", "/login?next=" + urllib.parse.quote(next_path))
+        return self.request("POST", "/login", {"csrf": self.csrf(text), "login": login, "password": password,
+                                               "next": re.search(r'name="next" value="([^"]+)"', text).group(1)})
+
+
+def test_sign_in_and_manage_an_agent(server):
+    server.add_user("alice", password="correct horse")
+    login, agent, _ = server.add_agent("bot")
+    b = Browser(server)
+    resp, _ = b.request("GET", "/settings/agents")
+    assert resp.status == 303 and resp.getheader("Location").startswith("/login?next=")
+    resp, text = b.request("GET", "/login")
+    assert resp.getheader("X-Frame-Options") == "DENY" and "<form" in text
+    cookie = resp.getheader("Set-Cookie")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    resp, _ = b.sign_in("alice", "correct horse")
+    assert resp.status == 303 and resp.getheader("Location") == "/settings/agents"
+    assert "HttpOnly" in resp.getheader("Set-Cookie")
+    # the session cookie is for pages only: the API does not take it
+    conn = http.client.HTTPConnection(b.url.hostname, b.url.port)
+    conn.request("GET", "/api/v3/user", headers={"Cookie": "agentgit_session=" + b.jar["agentgit_session"]})
+    assert conn.getresponse().status == 401
+    resp, text = b.request("GET", "/settings/agents")
+    assert resp.status == 200 and "Signed in as alice" in text and "none yet" in text
+    # create an invite on the page; the agent consents with its own token over the API
+    resp, text = b.request("POST", "/settings/agents", {"csrf": b.csrf(text), "action": "invite", "repo_grants": ""})
+    invite = re.search(r"<code>(agi_[0-9a-f]+)</code>", text).group(1)
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    resp, text = b.request("GET", "/settings/agents")
+    assert login in text and "active" in text
+    # suspend from the page: the agent is refused, and the audit row came from the web surface
+    resp, text = b.request("POST", "/settings/agents", {"csrf": b.csrf(text), "action": "suspend", "agent": login})
+    assert resp.status == 200 and "suspended %s" % login in text
+    assert api(server, "GET", "/user", agent).status == 403
+    row = server.app.store.one("SELECT * FROM audit WHERE action = 'manage_agent' ORDER BY id DESC")
+    assert (row["surface"], row["actor"], row["decision"]) == ("web", "alice", "allow")
+    resp, text = b.request("POST", "/settings/agents", {"csrf": b.csrf(text), "action": "reset-token", "agent": login})
+    new = re.search(r"<code>(aga_[0-9a-f]+)</code>", text).group(1)
+    b.request("POST", "/settings/agents", {"csrf": b.csrf(text), "action": "resume", "agent": login})
+    assert api(server, "GET", "/user", new).json["login"] == login
+    # sign out ends the session
+    _, text = b.request("GET", "/settings/agents")
+    resp, _ = b.request("POST", "/logout", {"csrf": b.csrf(text)})
+    assert resp.status == 303 and b.request("GET", "/settings/agents")[0].status == 303
+
+
+def test_csrf_wrong_password_rate_limit_and_redirects(server):
+    server.add_user("alice", password="pw")
+    server.add_user("mallory", password="pw2")
+    login, agent, _ = server.add_agent("bot")
+    b = Browser(server)
+    resp, text = b.sign_in("alice", "wrong")
+    assert resp.status == 401 and "Wrong login or password" in text
+    assert server.app.store.one("SELECT decision FROM audit WHERE action = 'sign_in'")["decision"] == "deny"
+    resp, _ = b.sign_in("nobody", "x")
+    assert resp.status == 401
+    # a forged form (no CSRF token) is refused, signed in or not
+    resp, _ = b.request("POST", "/login", {"login": "alice", "password": "pw"})
+    assert resp.status == 403
+    resp, _ = b.sign_in("alice", "pw", next_path="//evil.example/")
+    assert resp.getheader("Location") == "/settings/agents"           # no open redirect
+    resp, _ = b.request("POST", "/settings/agents", {"action": "suspend", "agent": login})
+    assert resp.status == 403 and api(server, "GET", "/user", agent).status == 200
+    # another human cannot act on alice's agent, even with a valid form
+    m = Browser(server)
+    m.sign_in("mallory", "pw2")
+    _, text = m.request("GET", "/settings/agents")
+    resp, _ = m.request("POST", "/settings/agents", {"csrf": m.csrf(text), "action": "suspend", "agent": login})
+    assert resp.status in (403, 404)
+    # too many attempts from one address: 429
+    c = Browser(server)
+    statuses = [c.sign_in("alice", "guess%d" % i)[0].status for i in range(12)]
+    assert 429 in statuses and statuses.index(429) <= 10
