@@ -73,7 +73,6 @@ import zlib
 
 from dulwich.errors import NotTreeError
 from dulwich.graph import can_fast_forward, find_merge_base
-from dulwich.merge import three_way_merge
 from dulwich.objects import Blob, Commit, Tag, Tree
 from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
 from dulwich.repo import Repo
@@ -976,6 +975,7 @@ ACTIONS = {
     "delegate_team":      Action("team", "admin", mutation=False),
     "create_invite":      Action("site", "read", humans_only=True),
     "bind_agent":         Action("account", "admin", token_kinds=("agent",)),
+    "refresh_session":    Action("account", "admin", token_kinds=("switch-session",)),
     "manage_agent":       Action("account", "admin", humans_only=True),
     "read_agent":         Action("account", "admin", mutation=False, humans_only=True),
     "revoke_tokens":      Action("account", "admin", humans_only=True),
@@ -1393,6 +1393,7 @@ def merge_base(repo, a, b):
 
 def merge_trees(repo, base_sha, ours_sha, theirs_sha):
     """Three-way content merge of two commits over their base: (tree id, conflicted paths)."""
+    from dulwich.merge import three_way_merge   # here, not at start: it pulls in merge3 and costs start-up time
     base = repo[base_sha.encode()] if base_sha else None
     tree, conflicts = three_way_merge(repo.object_store, base, repo[ours_sha.encode()], repo[theirs_sha.encode()])
     repo.object_store.add_object(tree)
@@ -1553,23 +1554,53 @@ class GunzipReader:
                 return data
 
 
-ROUTES = collections.defaultdict(list)   # method -> [(pattern, handler, greedy)], declared with @route
+ROUTES = collections.defaultdict(list)   # method -> [(segments, handler, order)], declared with @route
+SEGMENT_RE = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
 
 
 def route(method, pattern):
     """Register a handler. ``{name}`` matches one path segment, ``{name:int}`` a number, ``{name:path}``
-    the rest of the path."""
-    kinds = {None: "[^/]+", ":int": "[0-9]{1,12}", ":path": ".+"}
-    regex = re.sub(r"\{(\w+)(:path|:int)?\}", lambda m: "(?P<%s>%s)" % (m.group(1), kinds[m.group(2)]), pattern)
+    one or more segments (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch).
+    Templates are matched segment by segment, not as regular expressions: nothing to compile at start."""
+    segments = []
+    for part in pattern.strip("/").split("/"):
+        m = SEGMENT_RE.match(part)
+        segments.append((m.group(2) or "one", m.group(1)) if m else ("literal", part))
 
     def register(handler):
         # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
         # taken for a branch named "x/protection"
-        greedy = ":path}" in pattern
-        ROUTES[method].append((re.compile("^%s/?$" % regex), handler, (greedy, -len(pattern) if greedy else 0)))
+        greedy = any(kind == "path" for kind, _ in segments)
+        ROUTES[method].append((segments, handler, (greedy, -len(pattern) if greedy else 0)))
         ROUTES[method].sort(key=lambda r: r[2])
         return handler
     return register
+
+
+def match_segments(segments, parts):
+    """{name: value} when the path's segments fit the template, else None."""
+    greedy = next((i for i, (kind, _) in enumerate(segments) if kind == "path"), None)
+    if greedy is None:
+        if len(parts) != len(segments):
+            return None
+        pairs = list(zip(segments, parts))
+    else:
+        tail = len(segments) - greedy - 1
+        if len(parts) < len(segments):
+            return None
+        middle = "/".join(parts[greedy:len(parts) - tail])
+        pairs = list(zip(segments[:greedy], parts)) + [(segments[greedy], middle)] + list(
+            zip(segments[greedy + 1:], parts[len(parts) - tail:]))
+    params = {}
+    for (kind, value), part in pairs:
+        if kind == "literal":
+            if part != value:
+                return None
+        elif not part or kind == "int" and not (part.isdigit() and len(part) <= 12):
+            return None
+        else:
+            params[value] = urllib.parse.unquote(part)
+    return params
 
 
 class Request:
@@ -5331,10 +5362,9 @@ def open_switch_session(req, login):
 @route("POST", "/api/ext/v1/agent-bindings/{login}/refresh-session")
 def refresh_switch_session(req, login):
     """Authenticated with the switch-session token itself: a new one replaces it (the old one dies)."""
-    agent = signed_in(req)
-    if req.principal.token_kind != "switch-session" or agent["login"].lower() != login.lower():
-        raise HTTPError(403, "refresh-session takes the switch-session token of %s itself" % login)
-    req.check("read_account", Resource.account(agent))
+    signed_in(req)
+    agent = find_account(req, login, kinds=("agent",))
+    req.authorize("refresh_session", Resource.account(agent))
     old = req.app.store.one("SELECT * FROM tokens WHERE id = ?", req.principal.token_id)
     expires_at = later(SWITCH_SESSION_HOURS * 3600)
     with req.transaction() as db:
@@ -6136,10 +6166,12 @@ class App:
 
     def match(self, req):
         method = "GET" if req.method == "HEAD" else req.method
-        for pattern, endpoint, _ in ROUTES.get(method, ()):
-            m = pattern.match(req.raw_path)
-            if m:
-                return endpoint, {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
+        path = req.raw_path[:-1] if req.raw_path.endswith("/") else req.raw_path
+        parts = path.strip("/").split("/") if path.strip("/") else []
+        for segments, endpoint, _ in ROUTES.get(method, ()):
+            params = match_segments(segments, parts)
+            if params is not None:
+                return endpoint, params
         raise HTTPError(404, "Not Found")
 
     def respond(self, req, status, body, headers=None):
