@@ -20,7 +20,7 @@ Embed it (a pytest fixture)::
     srv = agentgit.make_server(tmp_path, port=0); srv.start(); ...; srv.stop()
 
 Sections, in the order a request travels through them (the pipeline that calls them in turn,
-App.dispatch, sits with the server in section 12):
+App.dispatch, sits with the server in section 13):
 
     1. Configuration        constants, names, limits
     2. Storage              SQLite schema, one connection per thread, transactions
@@ -34,10 +34,11 @@ App.dispatch, sits with the server in section 12):
                             pull requests and reviews, contents, protection and statuses, git
                             data, releases, workflow records, organizations and teams, agent
                             registration, tokens, audit, delegation
-   10. Web pages            sign-in, sessions with CSRF tokens, /settings/agents
-   11. Git Smart HTTP       info/refs, upload-pack and receive-pack through git or dulwich
-   12. Server and embedding make_server(), TLS
-   13. Command line         serve, user, agent, audit
+   10. GraphQL              lexer, parser, executor, schema table, introspection for __type
+   11. Web pages            sign-in, sessions with CSRF tokens, /settings/agents
+   12. Git Smart HTTP       info/refs, upload-pack and receive-pack through git or dulwich
+   13. Server and embedding make_server(), TLS
+   14. Command line         serve, user, agent, audit, delegation
 """
 
 import argparse
@@ -5476,7 +5477,597 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
-# 10. Web pages
+# 10. GraphQL
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# A hand-written lexer and recursive-descent parser for GraphQL's executable grammar (operations,
+# variables with defaults, fragments, inline fragments, aliases, directives, every literal kind), and
+# an executor over a typed schema table whose types and fields keep GitHub's names and type strings
+# (a test checks them against GitHub's schema). Resolvers reuse the REST serializers and decide().
+# Size, depth and node-count limits refuse hostile documents before anything runs.
+
+GRAPHQL_MAX_DOCUMENT = 100000        # characters
+GRAPHQL_MAX_DEPTH = 25               # nested selection sets
+GRAPHQL_MAX_TOKENS = 20000
+GRAPHQL_TOKEN_RE = re.compile(r'''
+    (?P<skip>[\s,\ufeff]+|\#[^\n\r]*)
+  | (?P<spread>\.\.\.)
+  | (?P<punct>[!$&():=@\[\]{|}])
+  | (?P<name>[_A-Za-z][_0-9A-Za-z]*)
+  | (?P<number>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)
+  | (?P<block>"""(?:\\"""|(?!""")[\s\S])*""")
+  | (?P<string>"(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})|[^"\\\n\r])*")
+''', re.VERBOSE)
+
+
+class GraphQLError(Exception):
+    def __init__(self, message, location=None, path=None, kind=None):
+        super().__init__(message)
+        self.message, self.location, self.path, self.kind = message, location, path, kind
+
+    def json(self):
+        out = {"message": self.message}
+        if self.location:
+            out["locations"] = [{"line": self.location[0], "column": self.location[1]}]
+        if self.path is not None:
+            out["path"] = self.path
+        if self.kind:
+            out["type"] = self.kind
+        return out
+
+
+def graphql_tokens(source):
+    """[(kind, text, (line, column))], ending with an ("eof", "", loc) token."""
+    tokens, pos, line, line_start = [], 0, 1, 0
+    while pos < len(source):
+        m = GRAPHQL_TOKEN_RE.match(source, pos)
+        where = (line, pos - line_start + 1)
+        if not m:
+            raise GraphQLError("Unterminated string" if source[pos] == '"' else
+                               "Unexpected character %r" % source[pos], where, kind="PARSE")
+        kind, text = m.lastgroup, m.group()
+        if kind != "skip":
+            tokens.append((kind, text, where))
+            if len(tokens) > GRAPHQL_MAX_TOKENS:
+                raise GraphQLError("The document has more than %d tokens" % GRAPHQL_MAX_TOKENS, where, kind="PARSE")
+        newlines = text.count("\n")
+        if newlines:
+            line, line_start = line + newlines, pos + text.rindex("\n") + 1
+        pos = m.end()
+    tokens.append(("eof", "", (line, pos - line_start + 1)))
+    return tokens
+
+
+def graphql_string(kind, text):
+    if kind == "block":
+        lines = text[3:-3].replace('\\"""', '"""').split("\n")
+        indent = min((len(l) - len(l.lstrip()) for l in lines[1:] if l.strip()), default=0)
+        lines = [lines[0]] + [l[indent:] for l in lines[1:]]
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        while lines and not lines[-1].strip():
+            lines.pop()
+        return "\n".join(lines)
+    return json.loads(text)
+
+
+class GraphQLParser:
+    """Recursive descent over the token list. Nodes are small dicts; values are (kind, payload)."""
+
+    def __init__(self, source):
+        if len(source) > GRAPHQL_MAX_DOCUMENT:
+            raise GraphQLError("The document is longer than %d characters" % GRAPHQL_MAX_DOCUMENT, kind="PARSE")
+        self.tokens, self.i, self.depth = graphql_tokens(source), 0, 0
+
+    def peek(self, text=None, kind=None):
+        tok = self.tokens[self.i]
+        return (text is None or tok[1] == text and tok[0] in ("punct", "name", "spread")) and (
+            kind is None or tok[0] == kind)
+
+    def take(self, text=None, kind=None):
+        tok = self.tokens[self.i]
+        if not self.peek(text, kind):
+            wanted = text or kind
+            raise GraphQLError("Expected %s, found %s" % (wanted, tok[1] or "the end of the document"), tok[2],
+                               kind="PARSE")
+        self.i += 1
+        return tok
+
+    def document(self):
+        operations, fragments = [], {}
+        while not self.peek(kind="eof"):
+            if self.peek("fragment"):
+                loc = self.take()[2]
+                name = self.take(kind="name")[1]
+                if name == "on":
+                    raise GraphQLError("A fragment cannot be named 'on'", loc, kind="PARSE")
+                self.take("on")
+                fragment = {"name": name, "on": self.take(kind="name")[1], "directives": self.directives(),
+                            "selections": self.selection_set(), "loc": loc}
+                if name in fragments:
+                    raise GraphQLError("There can be only one fragment named %r" % name, loc, kind="PARSE")
+                fragments[name] = fragment
+            elif self.peek("{") or self.peek("query") or self.peek("mutation") or self.peek("subscription"):
+                operations.append(self.operation())
+            else:
+                tok = self.tokens[self.i]
+                raise GraphQLError("Unexpected %s" % tok[1], tok[2], kind="PARSE")
+        if not operations:
+            raise GraphQLError("The document has no operation", kind="PARSE")
+        return operations, fragments
+
+    def operation(self):
+        loc = self.tokens[self.i][2]
+        if self.peek("{"):
+            return {"type": "query", "name": None, "variables": [], "directives": [],
+                    "selections": self.selection_set(), "loc": loc}
+        op = self.take()[1]
+        name = self.take(kind="name")[1] if self.peek(kind="name") else None
+        variables = []
+        if self.peek("("):
+            self.take("(")
+            while not self.peek(")"):
+                self.take("$")
+                var_loc = self.tokens[self.i][2]
+                var = self.take(kind="name")[1]
+                self.take(":")
+                var_type = self.type_ref()
+                default = None
+                if self.peek("="):
+                    self.take("=")
+                    default = self.value(const=True)
+                self.directives()
+                variables.append((var, var_type, default, var_loc))
+            self.take(")")
+        return {"type": op, "name": name, "variables": variables, "directives": self.directives(),
+                "selections": self.selection_set(), "loc": loc}
+
+    def type_ref(self):
+        if self.peek("["):
+            self.take("[")
+            inner = self.type_ref()
+            self.take("]")
+            text = "[%s]" % inner
+        else:
+            text = self.take(kind="name")[1]
+        if self.peek("!"):
+            self.take("!")
+            text += "!"
+        return text
+
+    def selection_set(self):
+        loc = self.take("{")[2]
+        self.depth += 1
+        if self.depth > GRAPHQL_MAX_DEPTH:
+            raise GraphQLError("The document nests deeper than %d levels" % GRAPHQL_MAX_DEPTH, loc, kind="PARSE")
+        selections = []
+        while not self.peek("}"):
+            selections.append(self.selection())
+        self.take("}")
+        self.depth -= 1
+        if not selections:
+            raise GraphQLError("A selection set cannot be empty", loc, kind="PARSE")
+        return selections
+
+    def selection(self):
+        loc = self.tokens[self.i][2]
+        if self.peek(kind="spread"):
+            self.take()
+            if self.peek(kind="name") and not self.peek("on"):
+                return {"kind": "spread", "name": self.take()[1], "directives": self.directives(), "loc": loc}
+            on = None
+            if self.peek("on"):
+                self.take("on")
+                on = self.take(kind="name")[1]
+            return {"kind": "inline", "on": on, "directives": self.directives(), "selections": self.selection_set(),
+                    "loc": loc}
+        name = self.take(kind="name")[1]
+        alias = name
+        if self.peek(":"):
+            self.take(":")
+            name = self.take(kind="name")[1]
+        return {"kind": "field", "alias": alias, "name": name, "args": self.arguments(), "loc": loc,
+                "directives": self.directives(), "selections": self.selection_set() if self.peek("{") else None}
+
+    def arguments(self, const=False):
+        args = {}
+        if self.peek("("):
+            self.take("(")
+            while not self.peek(")"):
+                name = self.take(kind="name")[1]
+                self.take(":")
+                args[name] = self.value(const)
+            self.take(")")
+        return args
+
+    def directives(self):
+        out = []
+        while self.peek("@"):
+            self.take("@")
+            out.append((self.take(kind="name")[1], self.arguments()))
+        return out
+
+    def value(self, const=False):
+        kind, text, loc = self.tokens[self.i]
+        if self.peek("$"):
+            if const:
+                raise GraphQLError("A variable cannot stand in a default value", loc, kind="PARSE")
+            self.take()
+            return ("var", self.take(kind="name")[1])
+        if self.peek("["):
+            self.take("[")
+            items = []
+            while not self.peek("]"):
+                items.append(self.value(const))
+            self.take("]")
+            return ("list", items)
+        if self.peek("{"):
+            self.take("{")
+            fields = {}
+            while not self.peek("}"):
+                key = self.take(kind="name")[1]
+                self.take(":")
+                fields[key] = self.value(const)
+            self.take("}")
+            return ("object", fields)
+        self.i += 1
+        if kind == "number":
+            return ("float", float(text)) if any(c in text for c in ".eE") else ("int", int(text))
+        if kind in ("string", "block"):
+            return ("string", graphql_string(kind, text))
+        if kind == "name":
+            return {"true": ("bool", True), "false": ("bool", False), "null": ("null", None)}.get(text, ("enum", text))
+        raise GraphQLError("Unexpected %s" % (text or "end of document"), loc, kind="PARSE")
+
+
+# -- the schema: GitHub's names and type strings; resolvers take (ctx, parent, args) -----------------
+
+@dataclasses.dataclass
+class GField:
+    type: str
+    resolve: object = None            # None: parent[name]
+    args: dict = dataclasses.field(default_factory=dict)
+
+
+SCALARS = {"String", "ID", "Int", "Float", "Boolean", "DateTime", "URI", "GitObjectID", "GitSSHRemote", "HTML"}
+GRAPHQL_ENUMS = {
+    "RepositoryVisibility": ["INTERNAL", "PRIVATE", "PUBLIC"],
+    "RepositoryPermission": ["ADMIN", "MAINTAIN", "READ", "TRIAGE", "WRITE"],
+}
+
+
+def gql_user(app, row):
+    u = user_json(app, row, detail=True)
+    return {"__typename": "Organization" if row["kind"] == "org" else "User", "id": u["node_id"],
+            "databaseId": u["id"], "login": u["login"], "name": u["name"], "email": u["email"] or "",
+            "url": u["html_url"], "avatarUrl": u["avatar_url"], "isSiteAdmin": u["site_admin"],
+            "createdAt": u["created_at"], "company": u["company"], "resourcePath": "/" + u["login"]}
+
+
+def gql_repository(ctx, row):
+    r = repo_json(ctx.app, row)
+    level = repo_permission(ctx.app.store, ctx.req.principal.user, row)[0]
+    owner = account_by_id(ctx.app.store, row["owner_id"])
+    return {"__typename": "Repository", "id": r["node_id"], "databaseId": r["id"], "name": r["name"],
+            "nameWithOwner": r["full_name"], "owner": gql_user(ctx.app, owner), "description": r["description"],
+            "url": r["html_url"], "isPrivate": r["private"], "visibility": r["visibility"].upper(),
+            "isArchived": r["archived"], "sshUrl": r["ssh_url"], "homepageUrl": r["homepage"],
+            "createdAt": r["created_at"], "pushedAt": r["pushed_at"],
+            "defaultBranchRef": {"__typename": "Ref", "name": r["default_branch"]},
+            "viewerPermission": level.upper() if level != "none" else None}
+
+
+def resolve_viewer(ctx, parent, args):
+    return gql_user(ctx.app, signed_in(ctx.req))
+
+
+def resolve_user(ctx, parent, args):
+    row = account_by_login(ctx.app.store, args["login"])
+    if row is None or row["kind"] == "org":
+        raise GraphQLError("Could not resolve to a User with the login of '%s'." % args["login"], kind="NOT_FOUND")
+    ctx.req.check("read_account", Resource.account(row))
+    return gql_user(ctx.app, row)
+
+
+def resolve_repository(ctx, parent, args):
+    owner = args["owner"] if "owner" in args else parent["login"]
+    try:
+        row = find_repo(ctx.req, owner, args["name"])
+    except HTTPError as error:
+        if error.status != 404:
+            raise
+        raise GraphQLError("Could not resolve to a Repository with the name '%s/%s'." % (owner, args["name"]),
+                           kind="NOT_FOUND")
+    return gql_repository(ctx, row)
+
+
+def resolve_node(ctx, parent, args):
+    try:
+        kind, _, ident = base64.b64decode(args["id"]).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        kind, ident = "", ""
+    if kind == "User" and ident.isdigit():
+        row = account_by_id(ctx.app.store, int(ident))
+        if row is not None:
+            ctx.req.check("read_account", Resource.account(row))
+            return gql_user(ctx.app, row)
+    if kind == "Repository" and ident.isdigit():
+        row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", int(ident))
+        if row is not None and ctx.req.can("read_code", Resource.repo(row)):
+            return gql_repository(ctx, row)
+    raise GraphQLError("Could not resolve to a node with the global id of '%s'" % args["id"], kind="NOT_FOUND")
+
+
+OWNER_FIELDS = {
+    "id": GField("ID!"), "login": GField("String!"), "url": GField("URI!"), "resourcePath": GField("URI!"),
+    "avatarUrl": GField("URI!", args={"size": "Int"}),
+    "repository": GField("Repository", resolve_repository, {"name": "String!", "followRenames": "Boolean"}),
+}
+GRAPHQL_TYPES = {
+    "Query": {"kind": "OBJECT", "fields": {
+        "viewer": GField("User!", resolve_viewer),
+        "user": GField("User", resolve_user, {"login": "String!"}),
+        "repository": GField("Repository", resolve_repository,
+                             {"owner": "String!", "name": "String!", "followRenames": "Boolean"}),
+        "node": GField("Node", resolve_node, {"id": "ID!"}),
+    }},
+    "User": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(OWNER_FIELDS, **{
+        "databaseId": GField("Int"), "name": GField("String"), "email": GField("String!"),
+        "isSiteAdmin": GField("Boolean!"), "createdAt": GField("DateTime!"), "company": GField("String")})},
+    "Organization": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(
+        OWNER_FIELDS, **{"databaseId": GField("Int"), "name": GField("String"), "createdAt": GField("DateTime!")})},
+    "Repository": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "databaseId": GField("Int"), "name": GField("String!"),
+        "nameWithOwner": GField("String!"), "owner": GField("RepositoryOwner!"), "description": GField("String"),
+        "url": GField("URI!"), "isPrivate": GField("Boolean!"), "visibility": GField("RepositoryVisibility!"),
+        "isArchived": GField("Boolean!"), "sshUrl": GField("GitSSHRemote!"), "homepageUrl": GField("URI"),
+        "createdAt": GField("DateTime!"), "pushedAt": GField("DateTime"), "defaultBranchRef": GField("Ref"),
+        "viewerPermission": GField("RepositoryPermission")}},
+    "Ref": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {"name": GField("String!")}},
+    "Node": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization", "Repository", "Ref"],
+             "fields": {"id": GField("ID!")}},
+    "Actor": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization"], "fields": {
+        "login": GField("String!"), "url": GField("URI!"), "resourcePath": GField("URI!"),
+        "avatarUrl": GField("URI!", args={"size": "Int"})}},
+    "RepositoryOwner": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization"], "fields": OWNER_FIELDS},
+}
+
+
+# -- execution ---------------------------------------------------------------------------------
+
+class NullBubble(Exception):
+    """A non-null field came out null: its parent becomes null (GraphQL's null propagation)."""
+
+
+class GraphQLContext:
+    def __init__(self, req, fragments, variables):
+        self.req, self.app, self.fragments, self.variables, self.errors = req, req.app, fragments, variables, []
+
+
+def unwrap(type_str):
+    return type_str.strip("[]!")
+
+
+def coerce_value(ctx, node, type_str, where):
+    """An AST value (or a variable) to a Python value of ``type_str``; 'Int' for 'Int!' etc."""
+    if node[0] == "var":
+        if node[1] not in ctx.variables:
+            return None
+        return ctx.variables[node[1]]
+    return coerce_input(literal_value(node), type_str, where)
+
+
+def literal_value(node):
+    kind, payload = node
+    if kind == "list":
+        return [literal_value(v) for v in payload]
+    if kind == "object":
+        return {k: literal_value(v) for k, v in payload.items()}
+    return payload
+
+
+def coerce_input(value, type_str, where):
+    """JSON or literal input to ``type_str``: non-null checked, a single value taken as a list of one,
+    scalars and enums checked for kind."""
+    if type_str.endswith("!"):
+        if value is None:
+            raise GraphQLError("%s: expected a non-null %s" % (where, type_str[:-1]), kind="INVALID_ARGUMENT")
+        return coerce_input(value, type_str[:-1], where)
+    if value is None:
+        return None
+    if type_str.startswith("["):
+        inner = type_str[1:-1]
+        return [coerce_input(v, inner, where) for v in (value if isinstance(value, list) else [value])]
+    ok = {"Int": lambda v: isinstance(v, int) and not isinstance(v, bool) and -2 ** 31 <= v < 2 ** 31,
+          "Float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "Boolean": lambda v: isinstance(v, bool)}.get(type_str, lambda v: isinstance(v, str))
+    if not ok(value) or (type_str in GRAPHQL_ENUMS and value not in GRAPHQL_ENUMS[type_str]):
+        raise GraphQLError("%s: %r is not a valid %s" % (where, value, type_str), kind="INVALID_ARGUMENT")
+    return value
+
+
+def applies(type_condition, typename):
+    if type_condition is None or type_condition == typename:
+        return True
+    spec = GRAPHQL_TYPES.get(type_condition, {})
+    return typename in spec.get("possibleTypes", ())
+
+
+def included(ctx, directives):
+    for name, args in directives:
+        if name in ("skip", "include"):
+            flag = coerce_value(ctx, args.get("if", ("bool", False)), "Boolean!", "@%s(if:)" % name)
+            if (name == "skip") == bool(flag):
+                return False
+    return True
+
+
+def collect_fields(ctx, typename, selections, out, visited):
+    """{response key: [field nodes]} in document order, through fragments that apply to ``typename``."""
+    for sel in selections:
+        if not included(ctx, sel["directives"]):
+            continue
+        if sel["kind"] == "field":
+            out.setdefault(sel["alias"], []).append(sel)
+        elif sel["kind"] == "inline":
+            if applies(sel["on"], typename):
+                collect_fields(ctx, typename, sel["selections"], out, visited)
+        else:
+            fragment = ctx.fragments.get(sel["name"])
+            if fragment is None:
+                raise GraphQLError("Unknown fragment %r" % sel["name"], sel["loc"], kind="PARSE")
+            if sel["name"] in visited:
+                raise GraphQLError("Fragment %r spreads itself" % sel["name"], sel["loc"], kind="PARSE")
+            if applies(fragment["on"], typename):
+                collect_fields(ctx, typename, fragment["selections"], out, visited | {sel["name"]})
+    return out
+
+
+def execute_fields(ctx, typename, obj, selections, path):
+    result = {}
+    for key, nodes in collect_fields(ctx, typename, selections, {}, frozenset()).items():
+        node = nodes[0]
+        if node["name"] == "__typename":
+            result[key] = typename
+            continue
+        field = GRAPHQL_TYPES[typename]["fields"].get(node["name"]) if node["name"] != "__type" else GField(
+            "__Type", resolve_type_introspection, {"name": "String!"})
+        if field is None:
+            raise GraphQLError("Field '%s' doesn't exist on type '%s'" % (node["name"], typename), node["loc"],
+                               path + [key], "undefinedField")
+        try:
+            unknown = set(node["args"]) - set(field.args)
+            if unknown:
+                raise GraphQLError("Field '%s' doesn't accept argument '%s'" % (node["name"], sorted(unknown)[0]),
+                                   node["loc"], kind="argumentNotAccepted")
+            args = {}
+            for name, arg_type in field.args.items():
+                if name in node["args"]:
+                    args[name] = coerce_value(ctx, node["args"][name], arg_type, "argument %s" % name)
+                elif arg_type.endswith("!"):
+                    raise GraphQLError("Field '%s' is missing required argument '%s'" % (node["name"], name),
+                                       node["loc"], kind="missingRequiredArguments")
+            value = field.resolve(ctx, obj, args) if field.resolve else obj.get(node["name"])
+            result[key] = complete(ctx, field.type, value, [s for n in nodes for s in (n["selections"] or [])],
+                                   path + [key], node)
+        except HTTPError as error:
+            ctx.errors.append(GraphQLError(error.message, node["loc"], path + [key],
+                                           {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}.get(
+                                               error.status, "INTERNAL")))
+            result[key] = None
+        except GraphQLError as error:
+            error.location, error.path = error.location or node["loc"], error.path or path + [key]
+            ctx.errors.append(error)
+            result[key] = None
+        except NullBubble:
+            result[key] = None
+        if result[key] is None and field is not None and field.type.endswith("!"):
+            raise NullBubble()
+    return result
+
+
+def complete(ctx, type_str, value, selections, path, node):
+    if type_str.endswith("!"):
+        out = complete(ctx, type_str[:-1], value, selections, path, node)
+        if out is None:
+            if not ctx.errors or ctx.errors[-1].path != path:
+                ctx.errors.append(GraphQLError("Cannot return null for non-nullable field", node["loc"], path))
+            raise NullBubble()
+        return out
+    if value is None:
+        return None
+    if type_str.startswith("["):
+        try:
+            return [complete(ctx, type_str[1:-1], item, selections, path + [i], node) for i, item in enumerate(value)]
+        except NullBubble:
+            return None
+    spec = GRAPHQL_TYPES.get(type_str) or INTROSPECTION_TYPES.get(type_str)
+    if spec is None:            # a scalar or an enum
+        if selections:
+            raise GraphQLError("Selections can't be made on scalars (field '%s' returns %s)" % (
+                node["name"], type_str), node["loc"], path, "selectionMismatch")
+        return value
+    if not selections:
+        raise GraphQLError("Field must have selections (field '%s' returns %s)" % (node["name"], type_str),
+                           node["loc"], path, "selectionMismatch")
+    typename = value.get("__typename", type_str)
+    return execute_fields(ctx, typename, value, selections, path)
+
+
+def execute_graphql(req, query, variables, operation_name):
+    """{"data": ..., "errors": [...]} as GitHub answers: parse and validation errors come with no data."""
+    if not isinstance(query, str):
+        return {"errors": [{"message": "A query string is required", "type": "PARSE"}]}
+    try:
+        operations, fragments = GraphQLParser(query).document()
+        if operation_name:
+            operations = [op for op in operations if op["name"] == operation_name]
+            if not operations:
+                raise GraphQLError("Unknown operation named %r" % operation_name)
+        elif len(operations) > 1:
+            raise GraphQLError("An operationName is required when the document holds several operations")
+        operation = operations[0]
+        if operation["type"] != "query":
+            raise GraphQLError("%s operations are not served yet" % operation["type"].capitalize(), operation["loc"])
+        ctx = GraphQLContext(req, fragments, {})
+        given = variables if isinstance(variables, dict) else {}
+        for name, type_str, default, loc in operation["variables"]:       # undeclared variables are ignored
+            if name in given:
+                ctx.variables[name] = coerce_input(given[name], type_str, "Variable $%s" % name)
+            elif default is not None:
+                ctx.variables[name] = coerce_input(literal_value(default), type_str, "Variable $%s" % name)
+            elif type_str.endswith("!"):
+                raise GraphQLError("Variable $%s of type %s was provided invalid value" % (name, type_str), loc)
+    except GraphQLError as error:
+        return {"errors": [error.json()]}
+    try:
+        data = execute_fields(ctx, "Query", {}, operation["selections"], [])
+    except NullBubble:
+        data = None
+    except GraphQLError as error:
+        ctx.errors.append(error)
+        data = None
+    out = {"data": data}
+    if ctx.errors:
+        out["errors"] = [e.json() for e in ctx.errors]
+    return out
+
+
+# -- introspection: enough for clients that detect features with __type(name:) ----------------------
+
+def resolve_type_introspection(ctx, parent, args):
+    spec = GRAPHQL_TYPES.get(args["name"])
+    if spec is None:
+        return None
+    fields = [{"__typename": "__Field", "name": name, "isDeprecated": False, "deprecationReason": None,
+               "args": [{"__typename": "__InputValue", "name": a} for a in f.args]}
+              for name, f in sorted(spec["fields"].items())]
+    return {"__typename": "__Type", "name": args["name"], "kind": spec["kind"], "fields": fields,
+            "possibleTypes": [{"__typename": "__Type", "name": t, "kind": "OBJECT", "fields": []}
+                              for t in spec.get("possibleTypes", [])]}
+
+
+INTROSPECTION_TYPES = {
+    "__Type": {"kind": "OBJECT", "fields": {
+        "name": GField("String"), "kind": GField("__TypeKind!"),
+        "fields": GField("[__Field!]", lambda ctx, parent, args: parent["fields"], {"includeDeprecated": "Boolean"}),
+        "possibleTypes": GField("[__Type!]")}},
+    "__Field": {"kind": "OBJECT", "fields": {
+        "name": GField("String!"), "isDeprecated": GField("Boolean!"), "deprecationReason": GField("String"),
+        "args": GField("[__InputValue!]!")}},
+    "__InputValue": {"kind": "OBJECT", "fields": {"name": GField("String!")}},
+}
+GRAPHQL_TYPES.update(INTROSPECTION_TYPES)
+
+
+@route("POST", "/api/graphql")
+def graphql_endpoint(req):
+    body = req.json()
+    signed_in(req)
+    req.check("read_meta", SITE)
+    return execute_graphql(req, body.get("query"), body.get("variables"), body.get("operationName"))
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════
+# 11. Web pages
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # Server-rendered HTML for humans, no JavaScript. A session cookie (HttpOnly, SameSite=Lax, Secure
 # under TLS) authenticates these pages only, never the API, so a cookie can never carry a cross-site
@@ -5687,7 +6278,7 @@ def agents_action(req):
     return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
-# 11. Git Smart HTTP
+# 12. Git Smart HTTP
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # The protocol (gitprotocol-http): GET info/refs?service=... advertises refs; POST git-upload-pack
 # sends a pack to the client; POST git-receive-pack takes one. Access is decided before any pack is
@@ -6035,7 +6626,7 @@ def record_push(req, row, allowed, ff_only):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
-# 12. Server and embedding
+# 13. Server and embedding
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 
 OPERATOR_REASON = "local operator with access to the data directory"
@@ -6334,7 +6925,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. Command line
+# 14. Command line
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 
 def operator():
