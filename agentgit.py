@@ -6888,7 +6888,9 @@ class Server:
         self.thread = None
 
     def start(self):
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="agentgit", daemon=True)
+        # a short poll interval: stop() (shutdown) waits for the loop to notice, and fixtures stop often
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="agentgit", daemon=True)
         self.thread.start()
         return self
 

@@ -1,0 +1,126 @@
+"""GraphQL at /api/graphql: the grammar gh uses, errors with locations, limits, GitHub's type names."""
+import gzip
+import json
+import os
+
+import pytest
+
+import agentgit
+from conftest import ROOT, call
+
+TYPES_FILE = os.path.join(ROOT, "..", "shared", "github", "github-graphql-types.json.gz")
+
+
+def gql(server, token, query, variables=None, operation=None):
+    body = {"query": query, "variables": variables}
+    if operation:
+        body["operationName"] = operation
+    r = call(server, "POST", "/api/graphql", token, body)
+    assert r.status == 200, r
+    return r.json
+
+
+@pytest.fixture
+def alice(server):
+    token = server.add_user("alice")
+    call(server, "POST", "/api/v3/user/repos", token, {"name": "demo", "description": "d", "auto_init": True})
+    return token
+
+
+def test_viewer_fragments_aliases_variables(server, alice):
+    out = gql(server, alice, """
+        query Repo($owner: String!, $name: String = "demo", $unused: Int) {
+          me: viewer { ...Who }
+          repository(owner: $owner, name: $name) {
+            nameWithOwner isPrivate visibility
+            owner { __typename login ... on User { databaseId } ... on Organization { name } }
+            defaultBranchRef { name }
+            viewerPermission
+            skipped: name @skip(if: true)
+            kept: name @include(if: $yes)
+          }
+        }
+        fragment Who on Actor { login ...More }
+        fragment More on User { isSiteAdmin }
+        """, {"owner": "alice", "yes": True, "extra": "ignored"})
+    assert "errors" not in out, out
+    assert out["data"]["me"] == {"login": "alice", "isSiteAdmin": False}
+    repo = out["data"]["repository"]
+    assert repo["nameWithOwner"] == "alice/demo" and repo["visibility"] == "PUBLIC"
+    assert repo["owner"] == {"__typename": "User", "login": "alice", "databaseId": 2}
+    assert repo["defaultBranchRef"] == {"name": "main"} and repo["viewerPermission"] == "ADMIN"
+    assert "skipped" not in repo and "kept" not in repo      # $yes is undeclared: ignored, so @include(if: null)
+
+
+def test_node_ids_round_trip(server, alice):
+    repo_id = gql(server, alice, '{ repository(owner:"alice", name:"demo") { id } }')["data"]["repository"]["id"]
+    out = gql(server, alice, 'query($id: ID!) { node(id: $id) { __typename ... on Repository { name } } }',
+              {"id": repo_id})
+    assert out["data"]["node"] == {"__typename": "Repository", "name": "demo"}
+
+
+def test_hidden_and_missing_are_not_found(server, alice):
+    call(server, "POST", "/api/v3/user/repos", alice, {"name": "secret", "private": True})
+    bob = server.add_user("bob")
+    out = gql(server, bob, '{ a: repository(owner:"alice", name:"secret") { name } b: viewer { login } }')
+    assert out["data"] == {"a": None, "b": {"login": "bob"}}
+    assert out["errors"][0]["type"] == "NOT_FOUND" and out["errors"][0]["path"] == ["a"]
+    assert "alice/secret" in out["errors"][0]["message"]
+    assert call(server, "POST", "/api/graphql", None, {"query": "{ viewer { login } }"}).status == 401
+
+
+@pytest.mark.parametrize("query,needle", [
+    ('{ viewer { login ', "found the end of the document"),
+    ('{ viewer { login(size: "x") } }', "doesn't accept argument"),
+    ('{ viewer { nope } }', "Field 'nope' doesn't exist on type 'User'"),
+    ('{ repository(owner: "a") { name } }', "missing required argument 'name'"),
+    ('{ viewer { login } } fragment F on User { login ...F }', None),
+    ('{ viewer { ...Missing } }', "Unknown fragment 'Missing'"),
+    ('{ viewer { ...F } } fragment F on User { ...G } fragment G on User { ...F }', "spreads itself"),
+    ('query { viewer { login } } query { viewer { login } }', "operationName is required"),
+    ('{ viewer { login } } "unterminated', "Unterminated string"),
+    ('{ viewer }', "Field must have selections"),
+    ('{ viewer { login { x } } }', "Selections can't be made on scalars"),
+    ('mutation { x }', "Mutation operations are not served yet"),
+    ('{' + ' a {' * 40 + ' b' + '}' * 41, "nests deeper"),
+])
+def test_bad_documents_are_graphql_errors(server, alice, query, needle):
+    out = gql(server, alice, query)
+    if needle is None:          # a fragment nobody uses may spread itself; the operation still runs
+        assert out["data"]["viewer"]["login"] == "alice"
+        return
+    assert needle in json.dumps(out["errors"]), out
+    assert all("message" in e for e in out["errors"])
+
+
+def test_wrong_variable_types_and_locations(server, alice):
+    out = gql(server, alice, 'query($n: String!) { repository(owner: "alice", name: $n) { name } }', {"n": 5})
+    assert "Variable $n" in out["errors"][0]["message"] and "data" not in out
+    out = gql(server, alice, 'query($n: String!) { viewer { login } }', {})
+    assert "Variable $n" in out["errors"][0]["message"]
+    out = gql(server, alice, '{\n  viewer {\n    bogus\n  }\n}')
+    assert out["errors"][0]["locations"] == [{"line": 3, "column": 5}]
+    huge = "{ viewer { %s } }" % " ".join("a%d: login" % i for i in range(30000))
+    assert "longer than" in gql(server, alice, huge)["errors"][0]["message"]
+
+
+@pytest.mark.skipif(not os.path.exists(TYPES_FILE), reason="../shared/github is not present")
+def test_types_and_fields_match_githubs_schema():
+    with gzip.open(TYPES_FILE, "rt") as f:
+        github = json.load(f)
+    for name, spec in agentgit.GRAPHQL_TYPES.items():
+        if name.startswith("__"):
+            continue
+        assert name in github and github[name]["kind"] == spec["kind"], name
+        for field, definition in spec["fields"].items():
+            theirs = github[name]["fields"].get(field)
+            assert theirs is not None, "%s.%s is not GitHub's" % (name, field)
+            assert theirs["type"] == definition.type, "%s.%s: %s, GitHub says %s" % (
+                name, field, definition.type, theirs["type"])
+            assert set(definition.args) <= set(theirs.get("args", {})), "%s.%s args" % (name, field)
+            for arg, arg_type in definition.args.items():
+                assert theirs["args"][arg] == arg_type, "%s.%s(%s)" % (name, field, arg)
+        for possible in spec.get("possibleTypes", []):
+            assert possible in github[name]["possibleTypes"], (name, possible)
+    for enum, values in agentgit.GRAPHQL_ENUMS.items():
+        assert set(values) <= set(github[enum]["enumValues"]), enum
