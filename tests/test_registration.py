@@ -21,7 +21,7 @@ def test_register_returns_login_token_and_private_repo(server, tmp_path):
     assert [c["commit"]["message"] for c in commits] == ["Initial commit"]
     work = str(tmp_path / "w")
     git(str(tmp_path), "clone", "-q", remote(server, r.json["repo_full_name"], token), work)
-    assert os.listdir(work) == [".git", "README.md"] or sorted(os.listdir(work)) == [".git", "README.md"]
+    assert sorted(os.listdir(work)) == [".git", "README.md"]
 
 
 def test_bad_prefixes_and_names(server):

@@ -1,0 +1,35 @@
+"""The real GitHub CLI against agentgit over HTTPS: sign-in, status, REST and GraphQL calls, git over gh."""
+import json
+import os
+
+from conftest import GH_HOST, gh, git
+
+
+def test_gh_login_status_api_and_git(gh_server, tmp_path):
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    made = json.loads(gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-F", "private=true",
+                         "-F", "auto_init=true").stdout)
+    assert made["full_name"] == "alice/demo" and made["private"] is True
+    status = gh(env, "auth", "status", "--hostname", GH_HOST)
+    assert "Logged in to %s account alice" % GH_HOST in status.stdout + status.stderr
+    user = json.loads(gh(env, "api", "user").stdout)
+    assert (user["login"], user["user_kind"]) == ("alice", "human")
+    repo = json.loads(gh(env, "api", "repos/alice/demo").stdout)
+    assert repo["clone_url"] == "https://%s/alice/demo.git" % GH_HOST
+    out = json.loads(gh(env, "api", "graphql", "-f", "query=query($o: String!) { viewer { login } "
+                                                        "repository(owner: $o, name: \"demo\") { isPrivate } }",
+                        "-F", "o=alice").stdout)
+    assert out["data"] == {"viewer": {"login": "alice"}, "repository": {"isPrivate": True}}
+    # gh as git's credential helper: git first asks without credentials, gets 401, then asks gh
+    gh(env, "auth", "setup-git", "--hostname", GH_HOST)
+    work = str(tmp_path / "clone")
+    git(str(tmp_path), "clone", "-q", "https://%s/alice/demo.git" % GH_HOST, work, env=env)
+    assert sorted(os.listdir(work)) == [".git", "README.md"]
+
+
+def test_gh_refuses_a_bad_token(gh_server):
+    srv, env = gh_server
+    proc = gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin="agp_" + "0" * 48 + "\n", check=False)
+    assert proc.returncode != 0 and "401" in proc.stderr
