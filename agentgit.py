@@ -35,7 +35,7 @@ App.dispatch, sits with the server in section 13):
                             data, releases, workflow records, organizations and teams, agent
                             registration, tokens, audit, delegation
    10. GraphQL              lexer, parser, executor, schema table, introspection for __type
-   11. Web pages            sign-in, sessions with CSRF tokens, /settings/agents
+   11. Web pages and OAuth  sign-in, sessions with CSRF tokens, /settings/agents, the device flow
    12. Git Smart HTTP       info/refs, upload-pack and receive-pack through git or dulwich
    13. Server and embedding make_server(), TLS
    14. Command line         serve, user, agent, audit, delegation
@@ -222,7 +222,7 @@ CREATE TABLE IF NOT EXISTS team_repos (
 CREATE TABLE IF NOT EXISTS tokens (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session')),
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session', 'oauth')),
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
@@ -497,6 +497,22 @@ CREATE TABLE IF NOT EXISTS web_sessions (
     created_at  TEXT NOT NULL,
     expires_at  TEXT NOT NULL
 );
+
+-- OAuth device flow (RFC 8628): what a client asked for, and which human approved or denied it.
+CREATE TABLE IF NOT EXISTS device_codes (
+    id           INTEGER PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,    -- sha256 of the device code; the code itself is the client's
+    user_code    TEXT NOT NULL UNIQUE,
+    client_id    TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    interval     INTEGER NOT NULL,
+    last_poll    REAL,
+    approved_by  INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    denied       INTEGER NOT NULL DEFAULT 0,
+    consumed_at  TEXT
+);
 """
 SCHEMA_VERSION = 5
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
@@ -736,10 +752,10 @@ def permission_of_org_member(store, org_id, user_id):
 # A token is   <prefix>_<32 hex random><16 hex HMAC-SHA256(server key, prefix_random)>.
 # The MAC lets a forged or altered token be refused before the database is asked; the database holds
 # only sha256(token) and decides expiry and revocation. The prefix tells a reader (and a secret
-# scanner) what kind of token leaked. Later kinds (oauth, task, tool) get their own. Agent invites
+# scanner) what kind of token leaked. Later kinds (task, tool) get their own. Agent invites
 # use the same form (prefix agi) but are kept apart: they are consent material, never credentials.
 
-TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "switch-session": "ags"}
+TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "switch-session": "ags", "oauth": "ago"}
 INVITE_PREFIX = "agi"
 SWITCH_SESSION_HOURS = 12
 TOKEN_RE = re.compile(r"^(ag[a-z])_([0-9a-f]{32})([0-9a-f]{16})$")
@@ -975,6 +991,7 @@ ACTIONS = {
     "delegate_access":    Action("repo", "admin", mutation=False),
     "delegate_team":      Action("team", "admin", mutation=False),
     "create_invite":      Action("site", "read", humans_only=True),
+    "approve_device":     Action("site", "read", humans_only=True),
     "bind_agent":         Action("account", "admin", token_kinds=("agent",)),
     "refresh_session":    Action("account", "admin", token_kinds=("switch-session",)),
     "manage_agent":       Action("account", "admin", humans_only=True),
@@ -6067,7 +6084,7 @@ def graphql_endpoint(req):
     return execute_graphql(req, body.get("query"), body.get("variables"), body.get("operationName"))
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
-# 11. Web pages
+# 11. Web pages and OAuth
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # Server-rendered HTML for humans, no JavaScript. A session cookie (HttpOnly, SameSite=Lax, Secure
 # under TLS) authenticates these pages only, never the API, so a cookie can never carry a cross-site
@@ -6276,6 +6293,165 @@ def agents_action(req):
             effect = unbind_agent(db, agent)
         req.effect(effect)
     return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
+
+@page("GET", "/login/device")
+def device_page(req):
+    signed_in_page(req)
+    code = html.escape(req.query.get("user_code", ""))
+    body = ('<p>Enter the code your device shows.</p><form method="post" action="/login/device">%s'
+            '<p><input name="user_code" value="%s" autocomplete="off"></p><p><button>Continue</button></p></form>') % (
+        hidden("csrf", req.session["csrf"]), code)
+    return html_page("Device activation", body)
+
+
+@page("POST", "/login/device")
+def device_page_submit(req):
+    """First the code (shows what is asked), then approve or deny."""
+    user = signed_in_page(req)
+    form = form_fields(req)
+    check_csrf(req.session["csrf"], form)
+    row = pending_device_code(req, form.get("user_code"))
+    if form.get("decision") in ("approve", "deny"):
+        decide_device_code(req, row, form["decision"] == "approve")
+        return html_page("Device activation", "<p>%s. You can close this page.</p>" % (
+            "Approved: the device is signed in as %s" % html.escape(user["login"]) if form["decision"] == "approve"
+            else "Denied"))
+    scopes = [s for s in row["scopes"].split(",") if s]
+    buttons = "".join('<form method="post" action="/login/device">%s%s%s<button>%s</button></form>' % (
+        hidden("csrf", req.session["csrf"]), hidden("user_code", row["user_code"]), hidden("decision", d), d.title())
+        for d in ("approve", "deny"))
+    body = "<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>%s" % (
+        html.escape(row["client_id"]), html.escape(user["login"]),
+        html.escape(", ".join(scopes) or "none (public read-only)"), buttons)
+    return html_page("Authorize device", body)
+
+# -- OAuth device flow (RFC 8628) -----------------------------------------------------------------
+# What `gh auth login` speaks: the client asks for a device code, shows the human a short user code,
+# and polls while the human approves it on /login/device (or headlessly over the API). Errors while
+# polling are answered with HTTP 200 and an "error" field, as GitHub does and gh expects.
+
+USER_CODE_LETTERS = "BCDFGHJKLMNPQRSTVWXZ"        # no vowels: no words, no look-alike digits
+DEVICE_CODE_SECONDS, DEVICE_POLL_INTERVAL = 900, 5
+
+
+def oauth_params(req):
+    """Form or JSON parameters of an OAuth endpoint."""
+    if "application/json" in (req.headers.get("Content-Type") or ""):
+        body = req.json()
+        return {k: v for k, v in body.items() if isinstance(v, str)}
+    raw = req.body(64 * 1024).read_all().decode("utf-8", "replace")
+    params = {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
+    params.update({k: v for k, v in req.query.items() if k not in params})
+    return params
+
+
+def oauth_answer(req, body, status=200):
+    """JSON when the client accepts it, else form encoding (GitHub's default)."""
+    if "application/json" in (req.headers.get("Accept") or ""):
+        return status, body
+    return status, urllib.parse.urlencode(body).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def requested_scopes(text):
+    return [s for s in re.split(r"[\s,]+", text or "") if s in ALL_SCOPES and s != "site_admin"]
+
+
+@route("POST", "/login/device/code")
+def device_code(req):
+    req.surface = "oauth"
+    params = oauth_params(req)
+    client_id = params.get("client_id", "")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", client_id):
+        return oauth_answer(req, {"error": "invalid_client", "error_description": "client_id is required"}, 400)
+    code = secrets.token_hex(20)
+    for _ in range(10):
+        user_code = "".join(secrets.choice(USER_CODE_LETTERS) for _ in range(8))
+        if not req.app.store.one("SELECT 1 FROM device_codes WHERE user_code = ?", user_code):
+            break
+    with req.app.store.transaction() as db:
+        insert_row(db, "device_codes", {"hash": token_hash(code), "user_code": user_code, "client_id": client_id,
+                                        "scopes": ",".join(requested_scopes(params.get("scope"))),
+                                        "created_at": now(), "expires_at": later(DEVICE_CODE_SECONDS),
+                                        "interval": DEVICE_POLL_INTERVAL})
+    shown = "%s-%s" % (user_code[:4], user_code[4:])
+    return oauth_answer(req, {"device_code": code, "user_code": shown, "verification_uri": req.app.url + "/login/device",
+                              "verification_uri_complete": req.app.url + "/login/device?user_code=" + shown,
+                              "expires_in": DEVICE_CODE_SECONDS, "interval": DEVICE_POLL_INTERVAL})
+
+
+@route("POST", "/login/oauth/access_token")
+def access_token(req):
+    """The token endpoint. Device codes are single use; polling faster than the interval is slow_down."""
+    req.surface = "oauth"
+    params = oauth_params(req)
+    if params.get("grant_type") != "urn:ietf:params:oauth:grant-type:device_code":
+        return oauth_answer(req, {"error": "unsupported_grant_type",
+                                  "error_description": "this server issues tokens by the device flow"}, 400)
+    store = req.app.store
+    row = store.one("SELECT * FROM device_codes WHERE hash = ?", token_hash(params.get("device_code", "")))
+    if row is None or row["client_id"] != params.get("client_id"):
+        return oauth_answer(req, {"error": "incorrect_device_code", "error_description": "unknown device code"})
+    moment = time.time()
+    with store.transaction() as db:
+        fresh = db.execute("SELECT * FROM device_codes WHERE id = ?", (row["id"],)).fetchone()
+        db.execute("UPDATE device_codes SET last_poll = ? WHERE id = ?", (moment, row["id"]))
+        if fresh["consumed_at"] or fresh["expires_at"] <= now():
+            return oauth_answer(req, {"error": "expired_token", "error_description": "the device code has expired"})
+        if fresh["denied"]:
+            return oauth_answer(req, {"error": "access_denied", "error_description": "the request was denied"})
+        if fresh["last_poll"] and moment - fresh["last_poll"] < fresh["interval"]:
+            db.execute("UPDATE device_codes SET interval = interval + 5 WHERE id = ?", (row["id"],))
+            return oauth_answer(req, {"error": "slow_down", "interval": fresh["interval"] + 5,
+                                      "error_description": "polling faster than the interval"})
+        if not fresh["approved_by"]:
+            return oauth_answer(req, {"error": "authorization_pending",
+                                      "error_description": "the human has not approved the request yet"})
+        scopes = [s for s in fresh["scopes"].split(",") if s]
+        token, _ = issue_token(db, req.app.key, fresh["approved_by"], "oauth", name="device flow: " + fresh["client_id"],
+                               scopes=scopes)
+        db.execute("UPDATE device_codes SET consumed_at = ? WHERE id = ?", (now(), row["id"]))
+        human = account_by_id(store, fresh["approved_by"])
+        audit_append(db, req.app.key, Principal(user=human, runtime=req.handler.client_address[0]), "oauth",
+                     Decision("allow", "issue_token", "user:" + human["login"], ["device code approved by %s" %
+                                                                                  human["login"]]),
+                     "oauth token %s for %s, scopes %s" % (token_fingerprint(token), fresh["client_id"],
+                                                           ",".join(scopes) or "(none)"))
+    return oauth_answer(req, {"access_token": token, "token_type": "bearer", "scope": ",".join(scopes)})
+
+
+def pending_device_code(req, user_code):
+    """The device request a human typed the code of; wrong codes count against the sign-in limiter."""
+    code = re.sub(r"[^A-Z]", "", (user_code or "").upper())
+    row = req.app.store.one("SELECT * FROM device_codes WHERE user_code = ?", code) if len(code) == 8 else None
+    if row is None or row["expires_at"] <= now() or row["consumed_at"] or row["approved_by"] or row["denied"]:
+        retry = req.app.sign_ins.hit("device:" + req.handler.client_address[0])
+        if retry:
+            raise HTTPError(429, "Too many wrong codes; try again in %d seconds" % retry,
+                            headers={"Retry-After": str(retry)})
+        raise HTTPError(404, "That code is unknown, used or expired")
+    return row
+
+
+def decide_device_code(req, row, approve):
+    req.authorize("approve_device", SITE)
+    with req.transaction() as db:
+        if approve:
+            db.execute("UPDATE device_codes SET approved_by = ? WHERE id = ? AND approved_by IS NULL AND denied = 0",
+                       (req.principal.user["id"], row["id"]))
+        else:
+            db.execute("UPDATE device_codes SET denied = 1 WHERE id = ?", (row["id"],))
+        req.effect("%s device request of %s for scopes %s" % ("approved" if approve else "denied", row["client_id"],
+                                                               row["scopes"] or "(none)"))
+
+
+@route("POST", "/api/ext/v1/oauth/device/approve")
+def approve_device_api(req):
+    body = req.json()
+    signed_in(req)
+    row = pending_device_code(req, req.field(body, "user_code", str, "DeviceCode", required=True))
+    decide_device_code(req, row, approve=body.get("approve", True) is not False)
+    return 200, {"user_code": row["user_code"], "client_id": row["client_id"],
+                 "scopes": [s for s in row["scopes"].split(",") if s], "approved": body.get("approve", True) is not False}
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # 12. Git Smart HTTP

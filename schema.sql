@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS team_repos (
 CREATE TABLE IF NOT EXISTS tokens (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session')),
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session', 'oauth')),
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
@@ -359,4 +359,20 @@ CREATE TABLE IF NOT EXISTS web_sessions (
     csrf        TEXT NOT NULL,
     created_at  TEXT NOT NULL,
     expires_at  TEXT NOT NULL
+);
+
+-- OAuth device flow (RFC 8628): what a client asked for, and which human approved or denied it.
+CREATE TABLE IF NOT EXISTS device_codes (
+    id           INTEGER PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,    -- sha256 of the device code; the code itself is the client's
+    user_code    TEXT NOT NULL UNIQUE,
+    client_id    TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    interval     INTEGER NOT NULL,
+    last_poll    REAL,
+    approved_by  INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    denied       INTEGER NOT NULL DEFAULT 0,
+    consumed_at  TEXT
 );

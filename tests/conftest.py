@@ -5,7 +5,9 @@ Copy `server` into your own project's conftest.py to test an agent framework aga
 import http.client
 import json
 import os
+import re
 import shutil
+import ssl
 import subprocess
 import sys
 import urllib.parse
@@ -71,6 +73,50 @@ def api(srv, method, path, token=None, body=None, **kw):
 
 def ext(srv, method, path, token=None, body=None, **kw):
     return call(srv, method, "/api/ext/v1" + path, token, body, **kw)
+
+
+class Browser:
+    """A cookie jar over http.client, as a person's browser would behave (no JavaScript)."""
+
+    def __init__(self, server, ca=None):
+        """``ca``: the test CA, for a server on TLS (reached at its bound address, whatever its URL says)."""
+        self.host, self.port = server.httpd.server_address[:2]
+        self.ca = ca
+        self.jar = {}
+
+    def connection(self):
+        if self.ca is None:
+            return http.client.HTTPConnection(self.host, self.port, timeout=30)
+        context = ssl.create_default_context(cafile=self.ca)
+        context.check_hostname = False
+        return http.client.HTTPSConnection(self.host, self.port, timeout=30, context=context)
+
+    def request(self, method, path, form=None):
+        conn = self.connection()
+        headers = {"Cookie": "; ".join("%s=%s" % kv for kv in self.jar.items())} if self.jar else {}
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        for name, value in resp.getheaders():
+            if name.lower() == "set-cookie":
+                key, _, rest = value.partition("=")
+                self.jar[key] = rest.split(";")[0]
+                if "Max-Age=0" in value:
+                    self.jar.pop(key)
+        conn.close()
+        return resp, text
+
+    def csrf(self, text):
+        return re.search(r'name="csrf" value="([^"]+)"', text).group(1)
+
+    def sign_in(self, login, password, next_path="/settings/agents"):
+        _, text = self.request("GET", "/login?next=" + urllib.parse.quote(next_path))
+        return self.request("POST", "/login", {"csrf": self.csrf(text), "login": login, "password": password,
+                                               "next": re.search(r'name="next" value="([^"]+)"', text).group(1)})
 
 
 def git_env(home):

@@ -3,42 +3,7 @@ import http.client
 import re
 import urllib.parse
 
-from conftest import api, ext
-
-
-class Browser:
-    """A cookie jar over http.client, as a person's browser would behave (no JavaScript)."""
-
-    def __init__(self, server):
-        self.url = urllib.parse.urlsplit(server.url)
-        self.jar = {}
-
-    def request(self, method, path, form=None):
-        conn = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=30)
-        headers = {"Cookie": "; ".join("%s=%s" % kv for kv in self.jar.items())} if self.jar else {}
-        body = None
-        if form is not None:
-            body = urllib.parse.urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        text = resp.read().decode()
-        for name, value in resp.getheaders():
-            if name.lower() == "set-cookie":
-                key, _, rest = value.partition("=")
-                self.jar[key] = rest.split(";")[0]
-                if "Max-Age=0" in value:
-                    self.jar.pop(key)
-        conn.close()
-        return resp, text
-
-    def csrf(self, text):
-        return re.search(r'name="csrf" value="([^"]+)"', text).group(1)
-
-    def sign_in(self, login, password, next_path="/settings/agents"):
-        _, text = self.request("GET", "/login?next=" + urllib.parse.quote(next_path))
-        return self.request("POST", "/login", {"csrf": self.csrf(text), "login": login, "password": password,
-                                               "next": re.search(r'name="next" value="([^"]+)"', text).group(1)})
+from conftest import Browser, api, ext
 
 
 def test_sign_in_and_manage_an_agent(server):
@@ -55,7 +20,7 @@ def test_sign_in_and_manage_an_agent(server):
     assert resp.status == 303 and resp.getheader("Location") == "/settings/agents"
     assert "HttpOnly" in resp.getheader("Set-Cookie")
     # the session cookie is for pages only: the API does not take it
-    conn = http.client.HTTPConnection(b.url.hostname, b.url.port)
+    conn = http.client.HTTPConnection(b.host, b.port)
     conn.request("GET", "/api/v3/user", headers={"Cookie": "agentgit_session=" + b.jar["agentgit_session"]})
     assert conn.getresponse().status == 401
     resp, text = b.request("GET", "/settings/agents")
