@@ -91,7 +91,7 @@ def test_the_whole_lifecycle(server, world, tmp_path):
 
 
 def test_invite_authority(server, world):
-    alice, bob, agent = world["alice"], world["bob"], world["agent"]
+    alice, agent = world["alice"], world["agent"]
     r = invite(server, agent)
     assert r.status == 403 and "humans" in r.json["message"]                      # agents cannot invite
     r = invite(server, alice, repo_grants=[{"repo_full_name": "bob/bobs", "permission": "pull"}])

@@ -40,7 +40,7 @@ def test_protection_api(protected):
 
 
 def test_direct_push_refused_with_reason_other_refs_land(protected):
-    work, walt = protected["work"], protected["walt"]
+    work = protected["work"]
     sha = commit_file(work, "x.txt", "x\n")
     proc = git(work, "push", "origin", "HEAD:main", "HEAD:refs/heads/topic", check=False)
     assert proc.returncode != 0

@@ -9,7 +9,7 @@ SPEC = shape_checker()
 @pytest.mark.skipif(SPEC is None, reason="../shared/tools/github_shape.py is not present")
 def test_rest_bodies_have_githubs_shape(server, tmp_path):
     olivia = server.add_user("olivia")
-    bob = server.add_user("bob")
+    server.add_user("bob")
     ext(server, "POST", "/user/orgs", olivia, {"login": "acme", "name": "Acme"})
     api(server, "PUT", "/orgs/acme/memberships/bob", olivia)
     api(server, "POST", "/orgs/acme/teams", olivia, {"name": "devs"})
@@ -55,7 +55,8 @@ def test_rest_bodies_have_githubs_shape(server, tmp_path):
 @pytest.mark.skipif(SPEC is None, reason="../shared/tools/github_shape.py is not present")
 def test_collaboration_bodies_have_githubs_shape(server, tmp_path):
     import base64
-    alice, walt = server.add_user("alice"), server.add_user("walt")
+    alice = server.add_user("alice")
+    server.add_user("walt")
     api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
     api(server, "PUT", "/repos/alice/app/collaborators/walt", alice, {"permission": "push"})
     work = str(tmp_path / "w")

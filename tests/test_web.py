@@ -1,7 +1,6 @@
 """The human web pages: sign-in with CSRF, sessions that never authenticate the API, /settings/agents."""
 import http.client
 import re
-import urllib.parse
 
 from conftest import Browser, api, ext
 
