@@ -513,6 +513,43 @@ CREATE TABLE IF NOT EXISTS device_codes (
     denied       INTEGER NOT NULL DEFAULT 0,
     consumed_at  TEXT
 );
+
+-- OAuth apps for the authorization code flow with PKCE; codes live 60 s and are single use, and
+-- refresh tokens rotate within a family so that replaying an old one revokes the family.
+CREATE TABLE IF NOT EXISTS oauth_apps (
+    id             INTEGER PRIMARY KEY,
+    client_id      TEXT NOT NULL UNIQUE,
+    secret_hash    TEXT,                  -- NULL: a public client (PKCE alone)
+    name           TEXT NOT NULL,
+    redirect_uris  TEXT NOT NULL,         -- JSON list
+    owner_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    created_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS oauth_codes (
+    id            INTEGER PRIMARY KEY,
+    hash          TEXT NOT NULL UNIQUE,
+    app_id        INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    redirect_uri  TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    challenge     TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    consumed_at   TEXT,
+    family        TEXT                    -- the refresh family it started, to revoke on replay
+);
+
+CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
+    id           INTEGER PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,
+    family       TEXT NOT NULL,
+    app_id       INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
+    user_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    scopes       TEXT NOT NULL,
+    access_id    INTEGER REFERENCES tokens(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    used_at      TEXT
+);
 """
 SCHEMA_VERSION = 5
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
@@ -992,6 +1029,7 @@ ACTIONS = {
     "delegate_team":      Action("team", "admin", mutation=False),
     "create_invite":      Action("site", "read", humans_only=True),
     "approve_device":     Action("site", "read", humans_only=True),
+    "register_app":       Action("account", "admin", humans_only=True),
     "bind_agent":         Action("account", "admin", token_kinds=("agent",)),
     "refresh_session":    Action("account", "admin", token_kinds=("switch-session",)),
     "manage_agent":       Action("account", "admin", humans_only=True),
@@ -6381,12 +6419,20 @@ def device_code(req):
 
 @route("POST", "/login/oauth/access_token")
 def access_token(req):
-    """The token endpoint. Device codes are single use; polling faster than the interval is slow_down."""
+    """The token endpoint, for the device flow, authorization codes with PKCE, and refresh tokens."""
     req.surface = "oauth"
     params = oauth_params(req)
-    if params.get("grant_type") != "urn:ietf:params:oauth:grant-type:device_code":
+    grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
+             "refresh_token": refresh_grant}.get(params.get("grant_type"))
+    if grant is None:
         return oauth_answer(req, {"error": "unsupported_grant_type",
-                                  "error_description": "this server issues tokens by the device flow"}, 400)
+                                  "error_description": "grant_type must be device_code, authorization_code or "
+                                                       "refresh_token"}, 400)
+    return grant(req, params)
+
+
+def device_grant(req, params):
+    """Device codes are single use; polling faster than the interval is slow_down."""
     store = req.app.store
     row = store.one("SELECT * FROM device_codes WHERE hash = ?", token_hash(params.get("device_code", "")))
     if row is None or row["client_id"] != params.get("client_id"):
@@ -6452,6 +6498,223 @@ def approve_device_api(req):
     decide_device_code(req, row, approve=body.get("approve", True) is not False)
     return 200, {"user_code": row["user_code"], "client_id": row["client_id"],
                  "scopes": [s for s in row["scopes"].split(",") if s], "approved": body.get("approve", True) is not False}
+
+# -- authorization code with PKCE (RFC 6749, RFC 7636, RFC 9207) ------------------------------------
+
+AUTH_CODE_SECONDS, OAUTH_ACCESS_HOURS = 60, 8
+
+
+def redirect_matches(registered, given):
+    """Exact match, except that a loopback redirect may use any port (RFC 8252 §7.3)."""
+    if registered == given:
+        return True
+    a, b = urllib.parse.urlsplit(registered), urllib.parse.urlsplit(given)
+    return (a.scheme == b.scheme == "http" and a.hostname in ("127.0.0.1", "localhost", "::1") and
+            a.hostname == b.hostname and a.path == b.path and a.query == b.query and not b.fragment)
+
+
+def pkce_s256(verifier):
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+@route("POST", "/api/ext/v1/oauth/apps")
+def register_oauth_app(req):
+    body = req.json()
+    name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
+    uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)
+    for uri in uris:
+        parts = urllib.parse.urlsplit(uri) if isinstance(uri, str) else None
+        if parts is None or parts.fragment or parts.scheme not in ("https", "http") or not parts.netloc or (
+                parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1")):
+            raise invalid("OAuthApp", "redirect_uris", message="redirect URIs are https, or http on loopback, "
+                                                                "with no fragment")
+    confidential = req.field(body, "confidential", bool, "OAuthApp", default=False)
+    user = signed_in(req)
+    req.authorize("register_app", Resource.account(user))
+    client_id = "agc_" + secrets.token_hex(10)
+    secret = "agcs_" + secrets.token_hex(24) if confidential else None
+    with req.transaction() as db:
+        insert_row(db, "oauth_apps", {"client_id": client_id, "secret_hash": token_hash(secret) if secret else None,
+                                      "name": name, "redirect_uris": json.dumps(uris), "owner_id": user["id"],
+                                      "created_at": now()})
+        req.effect("registered OAuth app %s (%s)" % (client_id, name))
+    out = {"client_id": client_id, "name": name, "redirect_uris": uris}
+    if secret:
+        out["client_secret"] = secret
+    return 201, out
+
+
+def authorize_request(req, params):
+    """The app and the checked parameters of an authorization request. Until the client and its
+    redirect URI are known good, errors are shown here and never redirected (RFC 6749 §4.1.2.1)."""
+    app_row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", params.get("client_id", ""))
+    if app_row is None:
+        raise HTTPError(400, "Unknown client_id")
+    redirect_uri = params.get("redirect_uri", "")
+    if not any(redirect_matches(r, redirect_uri) for r in json.loads(app_row["redirect_uris"])):
+        raise HTTPError(400, "redirect_uri does not match a URI registered for this app")
+    problem = None
+    if params.get("response_type") != "code":
+        problem = ("unsupported_response_type", "response_type must be code")
+    elif params.get("code_challenge_method") != "S256" or not re.fullmatch(r"[A-Za-z0-9_-]{43}",
+                                                                             params.get("code_challenge", "")):
+        problem = ("invalid_request", "PKCE with code_challenge_method S256 is required")
+    return app_row, redirect_uri, problem
+
+
+def redirect_back(req, redirect_uri, fields, state):
+    """To the client, with ``state`` echoed and ``iss`` naming this server (RFC 9207)."""
+    fields = dict(fields, iss=req.app.url)
+    if state is not None:
+        fields["state"] = state
+    separator = "&" if urllib.parse.urlsplit(redirect_uri).query else "?"
+    return 302, b"", dict(PAGE_HEADERS, Location=redirect_uri + separator + urllib.parse.urlencode(fields))
+
+
+@page("GET", "/login/oauth/authorize")
+def authorize_page(req):
+    app_row, redirect_uri, problem = authorize_request(req, req.query)
+    if problem:
+        return redirect_back(req, redirect_uri, {"error": problem[0], "error_description": problem[1]},
+                             req.query.get("state"))
+    user = signed_in_page(req)
+    scopes = requested_scopes(req.query.get("scope"))
+    fields = "".join(hidden(k, req.query.get(k, "")) for k in ("client_id", "redirect_uri", "scope", "state",
+                                                                  "code_challenge", "code_challenge_method",
+                                                                  "response_type"))
+    buttons = "".join('<form method="post" action="/login/oauth/authorize">%s%s%s<button>%s</button></form>' % (
+        hidden("csrf", req.session["csrf"]), fields, hidden("decision", d), d.title()) for d in ("approve", "deny"))
+    body = ("<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>"
+            "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(user["login"]),
+                                                 html.escape(", ".join(scopes) or "none (public read-only)"),
+                                                 html.escape(redirect_uri), buttons)
+    return html_page("Authorize application", body)
+
+
+@page("POST", "/login/oauth/authorize")
+def authorize_submit(req):
+    user = signed_in_page(req)
+    form = form_fields(req)
+    check_csrf(req.session["csrf"], form)
+    state = form.get("state") or None
+    app_row, redirect_uri, problem = authorize_request(req, form)
+    if problem:
+        return redirect_back(req, redirect_uri, {"error": problem[0], "error_description": problem[1]}, state)
+    if form.get("decision") != "approve":
+        return redirect_back(req, redirect_uri, {"error": "access_denied", "error_description": "the human said no"},
+                             state)
+    req.authorize("approve_device", SITE)
+    code = secrets.token_urlsafe(32)
+    scopes = requested_scopes(form.get("scope"))
+    with req.transaction() as db:
+        insert_row(db, "oauth_codes", {"hash": token_hash(code), "app_id": app_row["id"], "user_id": user["id"],
+                                       "redirect_uri": redirect_uri, "scopes": ",".join(scopes),
+                                       "challenge": form["code_challenge"], "expires_at": later(AUTH_CODE_SECONDS)})
+        req.effect("authorized %s for scopes %s" % (app_row["client_id"], ",".join(scopes) or "(none)"))
+    return redirect_back(req, redirect_uri, {"code": code}, state)
+
+
+def oauth_client(req, params):
+    """The app a token request comes from; a confidential one must show its secret."""
+    app_row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", params.get("client_id", ""))
+    if app_row is None:
+        return None
+    if app_row["secret_hash"] and not hmac.compare_digest(app_row["secret_hash"],
+                                                          token_hash(params.get("client_secret", ""))):
+        return None
+    return app_row
+
+
+def issue_oauth_pair(db, req, app_row, user_id, scopes, family):
+    """An access token (hours) and a refresh token in ``family``; returns the token response."""
+    token, token_id = issue_token(db, req.app.key, user_id, "oauth", name="oauth app " + app_row["client_id"],
+                                  scopes=scopes, expires_at=later(OAUTH_ACCESS_HOURS * 3600))
+    refresh = "agr_" + secrets.token_hex(24)
+    insert_row(db, "oauth_refresh_tokens", {"hash": token_hash(refresh), "family": family, "app_id": app_row["id"],
+                                            "user_id": user_id, "scopes": ",".join(scopes), "access_id": token_id,
+                                            "created_at": now()})
+    user = account_by_id(req.app.store, user_id)
+    audit_append(db, req.app.key, Principal(user=user, runtime=req.handler.client_address[0]), "oauth",
+                 Decision("allow", "issue_token", "user:" + user["login"], ["authorized app %s" % app_row["client_id"]]),
+                 "oauth token %s, refresh family %s" % (token_fingerprint(token), family[:12]))
+    return {"access_token": token, "token_type": "bearer", "scope": ",".join(scopes),
+            "expires_in": OAUTH_ACCESS_HOURS * 3600, "refresh_token": refresh}
+
+
+def revoke_family(db, family):
+    """Every access token a refresh family produced, and the family itself."""
+    db.execute("UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND id IN (SELECT access_id FROM"
+               " oauth_refresh_tokens WHERE family = ?)", (now(), family))
+    db.execute("UPDATE oauth_refresh_tokens SET used_at = COALESCE(used_at, ?) WHERE family = ?", (now(), family))
+
+
+def code_grant(req, params):
+    app_row = oauth_client(req, params)
+    if app_row is None:
+        return oauth_answer(req, {"error": "invalid_client", "error_description": "unknown client or wrong secret"}, 401)
+    with req.app.store.transaction() as db:
+        row = db.execute("SELECT * FROM oauth_codes WHERE hash = ? AND app_id = ?",
+                         (token_hash(params.get("code", "")), app_row["id"])).fetchone()
+        if row is None or row["expires_at"] <= now():
+            return oauth_answer(req, {"error": "invalid_grant", "error_description": "unknown or expired code"}, 400)
+        if row["consumed_at"]:
+            # a replayed code: whatever it issued is revoked (RFC 6749 §4.1.2)
+            if row["family"]:
+                revoke_family(db, row["family"])
+            return oauth_answer(req, {"error": "invalid_grant", "error_description": "the code was already used; "
+                                                                                      "its tokens are revoked"}, 400)
+        if row["redirect_uri"] != params.get("redirect_uri"):
+            return oauth_answer(req, {"error": "invalid_grant", "error_description": "redirect_uri differs"}, 400)
+        if not hmac.compare_digest(row["challenge"], pkce_s256(params.get("code_verifier", ""))):
+            return oauth_answer(req, {"error": "invalid_grant", "error_description": "code_verifier is wrong"}, 400)
+        family = secrets.token_hex(16)
+        db.execute("UPDATE oauth_codes SET consumed_at = ?, family = ? WHERE id = ?", (now(), family, row["id"]))
+        answer = issue_oauth_pair(db, req, app_row, row["user_id"], [s for s in row["scopes"].split(",") if s], family)
+    return oauth_answer(req, answer)
+
+
+def refresh_grant(req, params):
+    """Rotation with reuse detection: each refresh token works once; presenting a used one again
+    revokes its whole family, since one of the two presenters is not the client."""
+    app_row = oauth_client(req, params)
+    if app_row is None:
+        return oauth_answer(req, {"error": "invalid_client", "error_description": "unknown client or wrong secret"}, 401)
+    with req.app.store.transaction() as db:
+        row = db.execute("SELECT * FROM oauth_refresh_tokens WHERE hash = ? AND app_id = ?",
+                         (token_hash(params.get("refresh_token", "")), app_row["id"])).fetchone()
+        if row is None:
+            return oauth_answer(req, {"error": "invalid_grant", "error_description": "unknown refresh token"}, 400)
+        if row["used_at"]:
+            revoke_family(db, row["family"])
+            return oauth_answer(req, {"error": "invalid_grant", "error_description": "the refresh token was already "
+                                                                                      "used; its family is revoked"}, 400)
+        db.execute("UPDATE oauth_refresh_tokens SET used_at = ? WHERE id = ?", (now(), row["id"]))
+        db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now(), row["access_id"]))
+        answer = issue_oauth_pair(db, req, app_row, row["user_id"], [s for s in row["scopes"].split(",") if s],
+                                  row["family"])
+    return oauth_answer(req, answer)
+
+
+@route("GET", "/.well-known/oauth-authorization-server")
+def authorization_server_metadata(req):
+    """RFC 8414."""
+    url = req.app.url
+    return {"issuer": url, "authorization_endpoint": url + "/login/oauth/authorize",
+            "token_endpoint": url + "/login/oauth/access_token",
+            "device_authorization_endpoint": url + "/login/device/code",
+            "response_types_supported": ["code"], "code_challenge_methods_supported": ["S256"],
+            "grant_types_supported": ["authorization_code", "refresh_token",
+                                      "urn:ietf:params:oauth:grant-type:device_code"],
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_post"],
+            "scopes_supported": [s for s in ALL_SCOPES if s != "site_admin"],
+            "authorization_response_iss_parameter_supported": True}
+
+
+@route("GET", "/.well-known/oauth-protected-resource")
+def protected_resource_metadata(req):
+    """RFC 9728: where a client finds the authorization server for this API."""
+    return {"resource": req.app.url, "authorization_servers": [req.app.url], "bearer_methods_supported": ["header"],
+            "scopes_supported": [s for s in ALL_SCOPES if s != "site_admin"]}
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # 12. Git Smart HTTP

@@ -376,3 +376,40 @@ CREATE TABLE IF NOT EXISTS device_codes (
     denied       INTEGER NOT NULL DEFAULT 0,
     consumed_at  TEXT
 );
+
+-- OAuth apps for the authorization code flow with PKCE; codes live 60 s and are single use, and
+-- refresh tokens rotate within a family so that replaying an old one revokes the family.
+CREATE TABLE IF NOT EXISTS oauth_apps (
+    id             INTEGER PRIMARY KEY,
+    client_id      TEXT NOT NULL UNIQUE,
+    secret_hash    TEXT,                  -- NULL: a public client (PKCE alone)
+    name           TEXT NOT NULL,
+    redirect_uris  TEXT NOT NULL,         -- JSON list
+    owner_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    created_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS oauth_codes (
+    id            INTEGER PRIMARY KEY,
+    hash          TEXT NOT NULL UNIQUE,
+    app_id        INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    redirect_uri  TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    challenge     TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    consumed_at   TEXT,
+    family        TEXT                    -- the refresh family it started, to revoke on replay
+);
+
+CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
+    id           INTEGER PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,
+    family       TEXT NOT NULL,
+    app_id       INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
+    user_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    scopes       TEXT NOT NULL,
+    access_id    INTEGER REFERENCES tokens(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    used_at      TEXT
+);
