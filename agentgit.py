@@ -2075,6 +2075,14 @@ def get_root(req):
             for name, link in ROOT_LINKS.items()}
 
 
+@route("GET", "/api/v3/meta")
+def get_meta(req):
+    """GHES's meta document; gh reads installed_version to know which features the server has."""
+    req.check("read_meta", SITE)
+    return {"verifiable_password_authentication": False, "installed_version": "3.19.0",
+            "agentgit_version": __version__}
+
+
 @route("GET", "/api/v3/user")
 def get_authenticated_user(req):
     user = signed_in(req)
@@ -5787,7 +5795,69 @@ SCALARS = {"String", "ID", "Int", "Float", "Boolean", "DateTime", "URI", "GitObj
 GRAPHQL_ENUMS = {
     "RepositoryVisibility": ["INTERNAL", "PRIVATE", "PUBLIC"],
     "RepositoryPermission": ["ADMIN", "MAINTAIN", "READ", "TRIAGE", "WRITE"],
+    "IssueState": ["OPEN", "CLOSED"],
+    "IssueStateReason": ["REOPENED", "NOT_PLANNED", "COMPLETED"],
+    "IssueOrderField": ["CREATED_AT", "UPDATED_AT", "COMMENTS"],
+    "LabelOrderField": ["NAME", "CREATED_AT"],
+    "OrderDirection": ["ASC", "DESC"],
 }
+GRAPHQL_INPUTS = {
+    "IssueOrder": {"field": "IssueOrderField!", "direction": "OrderDirection!"},
+    "LabelOrder": {"field": "LabelOrderField!", "direction": "OrderDirection!"},
+    "IssueFilters": {"assignee": "String", "createdBy": "String", "labels": "[String!]", "mentioned": "String",
+                     "milestone": "String", "milestoneNumber": "String", "since": "DateTime",
+                     "states": "[IssueState!]", "viewerSubscribed": "Boolean"},
+}
+CONNECTION_ARGS = {"first": "Int", "after": "String", "last": "Int", "before": "String"}
+MAX_PAGE = 100
+
+
+def connection(items, args, to_node):
+    """A GitHub connection (totalCount, nodes, edges with cursors, pageInfo) over ``items`` with
+    first/after/last/before. Cursors are opaque: base64 of the item's position."""
+    first, last = args.get("first"), args.get("last")
+    for name, value in (("first", first), ("last", last)):
+        if value is not None and not 0 <= value <= MAX_PAGE:
+            raise GraphQLError("`%s` on a connection must be between 0 and %d" % (name, MAX_PAGE),
+                               kind="INVALID_ARGUMENT")
+
+    def position(cursor):
+        try:
+            kind, _, index = base64.b64decode(cursor).decode().partition(":")
+            assert kind == "cursor"
+            return int(index)
+        except (ValueError, AssertionError, UnicodeDecodeError):
+            raise GraphQLError("%r is not a valid cursor" % cursor, kind="INVALID_CURSOR_ARGUMENTS")
+    start, end = 0, len(items)
+    if args.get("after"):
+        start = max(start, position(args["after"]) + 1)
+    if args.get("before"):
+        end = min(end, position(args["before"]))
+    if first is None and last is None:
+        first = MAX_PAGE
+    window = list(range(start, max(start, end)))
+    if first is not None:
+        window = window[:first]
+    if last is not None:
+        window = window[-last:] if last else []
+    cursor = lambda i: base64.b64encode(("cursor:%d" % i).encode()).decode()  # noqa: E731
+    nodes = [to_node(items[i]) for i in window]
+    return {"totalCount": len(items), "nodes": nodes,
+            "edges": [{"cursor": cursor(i), "node": n} for i, n in zip(window, nodes)],
+            "pageInfo": {"hasNextPage": bool(window) and window[-1] < end - 1,
+                         "hasPreviousPage": bool(window) and window[0] > start,
+                         "startCursor": cursor(window[0]) if window else None,
+                         "endCursor": cursor(window[-1]) if window else None}}
+
+
+def connection_type(node_type):
+    return {"kind": "OBJECT", "fields": {
+        "totalCount": GField("Int!"), "nodes": GField("[%s]" % node_type), "edges": GField("[%sEdge]" % node_type),
+        "pageInfo": GField("PageInfo!")}}
+
+
+def edge_type(node_type):
+    return {"kind": "OBJECT", "fields": {"cursor": GField("String!"), "node": GField(node_type)}}
 
 
 def gql_user(app, row):
@@ -5808,7 +5878,72 @@ def gql_repository(ctx, row):
             "isArchived": r["archived"], "sshUrl": r["ssh_url"], "homepageUrl": r["homepage"],
             "createdAt": r["created_at"], "pushedAt": r["pushed_at"],
             "defaultBranchRef": {"__typename": "Ref", "name": r["default_branch"]},
-            "viewerPermission": level.upper() if level != "none" else None}
+            "viewerPermission": level.upper() if level != "none" else None, "hasIssuesEnabled": r["has_issues"],
+            "_row": row}
+
+
+def gql_label(app, row):
+    return {"__typename": "Label", "id": node_id("Label", row["id"]), "name": row["name"],
+            "description": row["description"], "color": row["color"]}
+
+
+def gql_issue(ctx, repo_row, row):
+    i = issue_json(ctx.app, repo_row, row)
+    author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
+    return {"__typename": "Issue", "id": i["node_id"], "number": i["number"], "title": i["title"],
+            "url": i["html_url"], "state": i["state"].upper(), "closed": i["state"] == "closed",
+            "stateReason": i["state_reason"].upper() if i["state_reason"] else None, "body": i["body"] or "",
+            "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
+            "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row}
+
+
+def resolve_issues(ctx, parent, args):
+    """Repository.issues, with GitHub's filters (states, labels, filterBy, orderBy)."""
+    repo_row = parent["_row"]
+    filters = args.get("filterBy") or {}
+    states = args.get("states") or filters.get("states") or ["OPEN", "CLOSED"]
+    rows = [r for r in ctx.app.store.all("SELECT * FROM issues WHERE repo_id = ? AND is_pull = 0", repo_row["id"])
+            if r["state"].upper() in states]
+    wanted_labels = set(args.get("labels") or filters.get("labels") or [])
+    by_login = lambda login: (account_by_login(ctx.app.store, login) or {"id": -1})["id"]  # noqa: E731
+    if filters.get("createdBy"):
+        rows = [r for r in rows if r["user_id"] == by_login(filters["createdBy"])]
+    if filters.get("assignee"):
+        assignee = by_login(filters["assignee"])
+        rows = [r for r in rows if ctx.app.store.one("SELECT 1 FROM issue_assignees WHERE issue_id = ? AND user_id = ?",
+                                                      r["id"], assignee)]
+    if filters.get("mentioned"):
+        rows = [r for r in rows if "@" + filters["mentioned"] in (r["body"] or "")]
+    nodes = [gql_issue(ctx, repo_row, r) for r in rows]
+    if wanted_labels:
+        nodes = [n for n in nodes if wanted_labels <= {l["name"] for l in n["_labels"]}]
+    order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "DESC"}
+    key = {"CREATED_AT": "createdAt", "UPDATED_AT": "updatedAt"}.get(order["field"], "createdAt")
+    nodes.sort(key=lambda n: (n[key], n["number"]), reverse=order["direction"] == "DESC")
+    return connection(nodes, args, lambda n: n)
+
+
+def resolve_issue(ctx, parent, args):
+    row = ctx.app.store.one("SELECT * FROM issues WHERE repo_id = ? AND number = ?", parent["_row"]["id"],
+                            args["number"])
+    if row is None or row["is_pull"]:
+        raise GraphQLError("Could not resolve to an Issue with the number of %d." % args["number"], kind="NOT_FOUND")
+    return gql_issue(ctx, parent["_row"], row)
+
+
+def resolve_repo_labels(ctx, parent, args):
+    rows = ctx.app.store.all("SELECT * FROM labels WHERE repo_id = ?", parent["_row"]["id"])
+    if args.get("query"):
+        rows = [r for r in rows if args["query"].lower() in r["name"].lower()]
+    order = args.get("orderBy") or {"field": "NAME", "direction": "ASC"}
+    rows.sort(key=lambda r: r["name"].lower() if order["field"] == "NAME" else r["id"],
+              reverse=order["direction"] == "DESC")
+    return connection(rows, args, lambda r: gql_label(ctx.app, r))
+
+
+def resolve_issue_labels(ctx, parent, args):
+    return connection(parent["_labels"], args, lambda l: {"__typename": "Label", "id": l["node_id"], "name": l["name"],
+                                                          "description": l["description"], "color": l["color"]})
 
 
 def resolve_viewer(ctx, parent, args):
@@ -5876,9 +6011,28 @@ GRAPHQL_TYPES = {
         "url": GField("URI!"), "isPrivate": GField("Boolean!"), "visibility": GField("RepositoryVisibility!"),
         "isArchived": GField("Boolean!"), "sshUrl": GField("GitSSHRemote!"), "homepageUrl": GField("URI"),
         "createdAt": GField("DateTime!"), "pushedAt": GField("DateTime"), "defaultBranchRef": GField("Ref"),
-        "viewerPermission": GField("RepositoryPermission")}},
+        "viewerPermission": GField("RepositoryPermission"), "hasIssuesEnabled": GField("Boolean!"),
+        "issues": GField("IssueConnection!", resolve_issues, dict(CONNECTION_ARGS, states="[IssueState!]",
+                                                                    labels="[String!]", filterBy="IssueFilters",
+                                                                    orderBy="IssueOrder")),
+        "issue": GField("Issue", resolve_issue, {"number": "Int!"}),
+        "labels": GField("LabelConnection", resolve_repo_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder",
+                                                                        query="String"))}},
+    "Issue": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
+        "state": GField("IssueState!"), "stateReason": GField("IssueStateReason"), "closed": GField("Boolean!"),
+        "body": GField("String!"), "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"),
+        "closedAt": GField("DateTime"), "author": GField("Actor"),
+        "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder"))}},
+    "Label": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "name": GField("String!"), "description": GField("String"), "color": GField("String!")}},
+    "IssueConnection": connection_type("Issue"), "IssueEdge": edge_type("Issue"),
+    "LabelConnection": connection_type("Label"), "LabelEdge": edge_type("Label"),
+    "PageInfo": {"kind": "OBJECT", "fields": {
+        "hasNextPage": GField("Boolean!"), "hasPreviousPage": GField("Boolean!"), "startCursor": GField("String"),
+        "endCursor": GField("String")}},
     "Ref": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {"name": GField("String!")}},
-    "Node": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization", "Repository", "Ref"],
+    "Node": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization", "Repository", "Ref", "Issue", "Label"],
              "fields": {"id": GField("ID!")}},
     "Actor": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization"], "fields": {
         "login": GField("String!"), "url": GField("URI!"), "resourcePath": GField("URI!"),
@@ -5903,20 +6057,21 @@ def unwrap(type_str):
 
 
 def coerce_value(ctx, node, type_str, where):
-    """An AST value (or a variable) to a Python value of ``type_str``; 'Int' for 'Int!' etc."""
+    """An AST value to a Python value of ``type_str``. Variables (already coerced to their declared
+    types) stand anywhere, also inside lists and input objects."""
     if node[0] == "var":
-        if node[1] not in ctx.variables:
-            return None
-        return ctx.variables[node[1]]
-    return coerce_input(literal_value(node), type_str, where)
+        return ctx.variables.get(node[1])
+    return coerce_input(literal_value(node, ctx.variables), type_str, where)
 
 
-def literal_value(node):
+def literal_value(node, variables=None):
     kind, payload = node
+    if kind == "var":
+        return (variables or {}).get(payload)
     if kind == "list":
-        return [literal_value(v) for v in payload]
+        return [literal_value(v, variables) for v in payload]
     if kind == "object":
-        return {k: literal_value(v) for k, v in payload.items()}
+        return {k: literal_value(v, variables) for k, v in payload.items()}
     return payload
 
 
@@ -5932,6 +6087,12 @@ def coerce_input(value, type_str, where):
     if type_str.startswith("["):
         inner = type_str[1:-1]
         return [coerce_input(v, inner, where) for v in (value if isinstance(value, list) else [value])]
+    if type_str in GRAPHQL_INPUTS:
+        fields = GRAPHQL_INPUTS[type_str]
+        if not isinstance(value, dict) or set(value) - set(fields):
+            raise GraphQLError("%s: expected a %s with fields %s" % (where, type_str, ", ".join(fields)),
+                               kind="INVALID_ARGUMENT")
+        return {k: coerce_input(value.get(k), t, "%s.%s" % (where, k)) for k, t in fields.items()}
     ok = {"Int": lambda v: isinstance(v, int) and not isinstance(v, bool) and -2 ** 31 <= v < 2 ** 31,
           "Float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           "Boolean": lambda v: isinstance(v, bool)}.get(type_str, lambda v: isinstance(v, str))

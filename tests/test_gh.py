@@ -33,3 +33,24 @@ def test_gh_refuses_a_bad_token(gh_server):
     srv, env = gh_server
     proc = gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin="agp_" + "0" * 48 + "\n", check=False)
     assert proc.returncode != 0 and "401" in proc.stderr
+
+
+def test_gh_repo_view_issue_and_label_lists(gh_server):
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-f", "description=A demo", "-F", "auto_init=true")
+    for title in ("First bug", "Second thing"):
+        gh(env, "api", "-X", "POST", "repos/alice/demo/issues", "-f", "title=" + title)
+    gh(env, "api", "-X", "POST", "repos/alice/demo/labels", "-f", "name=bug", "-f", "color=d73a4a")
+    gh(env, "api", "-X", "POST", "repos/alice/demo/issues/1/labels", "-f", "labels[]=bug")
+    gh(env, "api", "-X", "PATCH", "repos/alice/demo/issues/2", "-f", "state=closed")
+    view = gh(env, "repo", "view", "alice/demo").stdout
+    assert "name:\talice/demo" in view and "description:\tA demo" in view and "# demo" in view
+    listing = gh(env, "issue", "list", "-R", "alice/demo").stdout
+    assert "First bug" in listing and "bug" in listing and "Second thing" not in listing
+    closed = json.loads(gh(env, "issue", "list", "-R", "alice/demo", "--state", "closed", "--json",
+                           "number,title,state").stdout)
+    assert closed == [{"number": 2, "title": "Second thing", "state": "CLOSED"}]
+    labels = gh(env, "label", "list", "-R", "alice/demo").stdout
+    assert "bug" in labels and "d73a4a" in labels.lower()

@@ -124,3 +124,22 @@ def test_types_and_fields_match_githubs_schema():
             assert possible in github[name]["possibleTypes"], (name, possible)
     for enum, values in agentgit.GRAPHQL_ENUMS.items():
         assert set(values) <= set(github[enum]["enumValues"]), enum
+
+
+def test_variables_inside_input_objects_and_connections(server, alice):
+    for title in ("one", "two", "three"):
+        call(server, "POST", "/api/v3/repos/alice/demo/issues", alice, {"title": title})
+    query = """query($who: String, $n: Int, $after: String) { repository(owner: "alice", name: "demo") {
+        issues(first: $n, after: $after, states: OPEN, filterBy: {createdBy: $who},
+               orderBy: {field: CREATED_AT, direction: ASC}) {
+          totalCount edges { cursor node { number title state } } pageInfo { hasNextPage endCursor } } } }"""
+    page1 = gql(server, alice, query, {"who": "alice", "n": 2})["data"]["repository"]["issues"]
+    assert page1["totalCount"] == 3 and [e["node"]["title"] for e in page1["edges"]] == ["one", "two"]
+    assert page1["pageInfo"]["hasNextPage"] is True
+    page2 = gql(server, alice, query, {"who": "alice", "n": 2, "after": page1["pageInfo"]["endCursor"]})
+    assert [e["node"]["number"] for e in page2["data"]["repository"]["issues"]["edges"]] == [3]
+    nobody = gql(server, alice, query, {"who": "nobody", "n": 5})["data"]["repository"]["issues"]
+    assert nobody["totalCount"] == 0
+    bad = gql(server, alice, query, {"who": "alice", "n": 500})
+    assert "between 0 and 100" in bad["errors"][0]["message"]
+    assert "not a valid cursor" in gql(server, alice, query, {"n": 1, "after": "zzz"})["errors"][0]["message"]
