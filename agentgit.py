@@ -2593,6 +2593,14 @@ def set_issue_relations(req, db, repo, issue_id, body):
                    (resolve_milestone(db, repo["id"], body["milestone"]), issue_id))
 
 
+def state_change(req, state, reason=None):
+    """The columns that closing or reopening an issue sets."""
+    closing = state == "closed"
+    return {"state": state, "closed_at": now() if closing else None,
+            "closed_by": req.principal.user["id"] if closing else None,
+            "state_reason": (reason or "completed") if closing else "reopened"}
+
+
 def next_issue_number(db, repo_id):
     return db.execute("SELECT COALESCE(MAX(number), 0) + 1 AS n FROM issues WHERE repo_id = ?",
                       (repo_id,)).fetchone()["n"]
@@ -2613,14 +2621,19 @@ def create_issue(req, owner, repo):
     title = text_field(req, body, "title", "Issue", required=True, limit=256)
     text = text_field(req, body, "body", "Issue")
     row = find_repo(req, owner, repo, "open_issue")
-    # As on GitHub: labels, assignees and milestone from someone who may not triage are dropped.
+    return 201, issue_json(req.app, row, open_issue(req, row, title, text, body))
+
+
+def open_issue(req, row, title, text, relations):
+    """After open_issue was allowed: the issue row. As on GitHub, labels, assignees and milestone
+    from someone who may not triage are dropped."""
     may_triage = req.can("triage_issue", Resource.repo(row))
     with req.transaction() as db:
         issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text)
         if may_triage:
-            set_issue_relations(req, db, row, issue_id, body)
+            set_issue_relations(req, db, row, issue_id, relations)
         req.effect("opened issue #%d" % number)
-    return 201, issue_json(req.app, row, req.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id))
+    return req.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)
 
 
 ISSUE_SORTS = {"created": "created_at", "updated": "updated_at",
@@ -2742,9 +2755,7 @@ def update_issue(req, owner, repo, number):
         if reason not in (None, "completed", "not_planned", "reopened"):
             raise invalid("Issue", "state_reason", message="state_reason must be completed, not_planned or reopened")
         if state != issue["state"]:
-            fields.update(state=state, closed_at=now() if state == "closed" else None,
-                          closed_by=req.principal.user["id"] if state == "closed" else None,
-                          state_reason=(reason or "completed") if state == "closed" else "reopened")
+            fields.update(state_change(req, state, reason))
     relations = {k: body[k] for k in ("labels", "assignees", "assignee", "milestone") if k in body}
     if relations:
         req.authorize("triage_issue", Resource.repo(row))
@@ -2806,15 +2817,18 @@ def create_comment(req, owner, repo, number):
     body = req.json()
     text = text_field(req, body, "body", "IssueComment", required=True)
     row, issue = find_issue(req, owner, repo, number, "comment")
+    return 201, comment_json(req.app, row, issue["number"], add_comment(req, issue, text))
+
+
+def add_comment(req, issue, text):
+    """After comment was allowed: the new comment row."""
     with req.transaction() as db:
         stamp = now()
-        comment_id = db.execute("INSERT INTO comments (issue_id, user_id, body, created_at, updated_at)"
-                                " VALUES (?, ?, ?, ?, ?)", (issue["id"], req.principal.user["id"], text, stamp,
-                                                            stamp)).lastrowid
+        comment_id = insert_row(db, "comments", {"issue_id": issue["id"], "user_id": req.principal.user["id"],
+                                                 "body": text, "created_at": stamp, "updated_at": stamp})
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (stamp, issue["id"]))
         req.effect("commented on #%d (comment %d)" % (issue["number"], comment_id))
-    return 201, comment_json(req.app, row, issue["number"],
-                             req.app.store.one("SELECT * FROM comments WHERE id = ?", comment_id))
+    return req.app.store.one("SELECT * FROM comments WHERE id = ?", comment_id)
 
 
 def find_comment(req, owner, repo, comment_id, action="read_code"):
@@ -5797,6 +5811,8 @@ GRAPHQL_ENUMS = {
     "RepositoryPermission": ["ADMIN", "MAINTAIN", "READ", "TRIAGE", "WRITE"],
     "IssueState": ["OPEN", "CLOSED"],
     "IssueStateReason": ["REOPENED", "NOT_PLANNED", "COMPLETED"],
+    "IssueClosedStateReason": ["COMPLETED", "NOT_PLANNED"],
+    "PullRequestState": ["OPEN", "CLOSED", "MERGED"],
     "IssueOrderField": ["CREATED_AT", "UPDATED_AT", "COMMENTS"],
     "LabelOrderField": ["NAME", "CREATED_AT"],
     "OrderDirection": ["ASC", "DESC"],
@@ -5804,6 +5820,12 @@ GRAPHQL_ENUMS = {
 GRAPHQL_INPUTS = {
     "IssueOrder": {"field": "IssueOrderField!", "direction": "OrderDirection!"},
     "LabelOrder": {"field": "LabelOrderField!", "direction": "OrderDirection!"},
+    "CreateIssueInput": {"repositoryId": "ID!", "title": "String!", "body": "String", "assigneeIds": "[ID!]",
+                         "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]", "issueTemplate": "String",
+                         "clientMutationId": "String"},
+    "CloseIssueInput": {"issueId": "ID!", "stateReason": "IssueClosedStateReason", "clientMutationId": "String"},
+    "ReopenIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
+    "AddCommentInput": {"subjectId": "ID!", "body": "String!", "clientMutationId": "String"},
     "IssueFilters": {"assignee": "String", "createdBy": "String", "labels": "[String!]", "mentioned": "String",
                      "milestone": "String", "milestoneNumber": "String", "since": "DateTime",
                      "states": "[IssueState!]", "viewerSubscribed": "Boolean"},
@@ -5923,6 +5945,98 @@ def resolve_issues(ctx, parent, args):
     return connection(nodes, args, lambda n: n)
 
 
+def gql_pull(ctx, repo_row, row):
+    pull = ctx.app.store.one("SELECT merged_at FROM pulls WHERE issue_id = ?", row["id"])
+    state = "MERGED" if pull and pull["merged_at"] else row["state"].upper()
+    return {"__typename": "PullRequest", "id": node_id("PullRequest", row["id"]), "number": row["number"],
+            "title": row["title"], "state": state, "closed": row["state"] == "closed",
+            "url": "%s/%s/pull/%d" % (ctx.app.url, full_name(repo_row), row["number"]), "body": row["body"] or "",
+            "createdAt": row["created_at"], "updatedAt": row["updated_at"]}
+
+
+def resolve_issue_or_pull(ctx, parent, args):
+    row = ctx.app.store.one("SELECT * FROM issues WHERE repo_id = ? AND number = ?", parent["_row"]["id"],
+                            args["number"])
+    if row is None:
+        raise GraphQLError("Could not resolve to an issue or pull request with the number of %d." % args["number"],
+                           kind="NOT_FOUND")
+    return gql_pull(ctx, parent["_row"], row) if row["is_pull"] else gql_issue(ctx, parent["_row"], row)
+
+
+def node_row(ctx, ident, kind):
+    """The issues/repos/labels/accounts row a global id names, or a NOT_FOUND error."""
+    try:
+        found_kind, _, number = base64.b64decode(ident).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        found_kind, number = "", ""
+    table = {"Issue": "issues", "PullRequest": "issues", "Label": "labels", "User": "accounts"}.get(kind)
+    row = ctx.app.store.one("SELECT * FROM %s WHERE id = ?" % table, int(number)) if (
+        found_kind == kind and number.isdigit() and table) else None
+    if row is None:
+        raise GraphQLError("Could not resolve to a node with the global id of '%s'" % ident, kind="NOT_FOUND")
+    return row
+
+
+def mutation_issue(ctx, ident, action, **context):
+    """(repository, issue) behind a global id, once ``action`` is allowed on its repository."""
+    issue = node_row(ctx, ident, "Issue")
+    repo_row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", issue["repo_id"])
+    if not ctx.req.can("read_code", Resource.repo(repo_row)):
+        raise GraphQLError("Could not resolve to a node with the global id of '%s'" % ident, kind="NOT_FOUND")
+    ctx.req.authorize(action, Resource.repo(repo_row), author_id=issue["user_id"], locked=bool(issue["locked"]),
+                      **context)
+    return repo_row, issue
+
+
+def mutate_create_issue(ctx, parent, args):
+    data = args["input"]
+    try:
+        kind, _, number = base64.b64decode(data["repositoryId"]).decode().partition(":")
+        repo_row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", int(number)) if kind == "Repository" else None
+    except (ValueError, UnicodeDecodeError):
+        repo_row = None
+    if repo_row is None or not ctx.req.can("read_code", Resource.repo(repo_row)):
+        raise GraphQLError("Could not resolve to a node with the global id of '%s'" % data["repositoryId"],
+                           kind="NOT_FOUND")
+    ctx.req.authorize("open_issue", Resource.repo(repo_row))
+    relations = {}
+    if data.get("labelIds"):
+        relations["labels"] = [node_row(ctx, i, "Label")["name"] for i in data["labelIds"]]
+    if data.get("assigneeIds"):
+        relations["assignees"] = [node_row(ctx, i, "User")["login"] for i in data["assigneeIds"]]
+    row = open_issue(ctx.req, repo_row, data["title"], data.get("body"), relations)
+    return {"clientMutationId": data.get("clientMutationId"), "issue": gql_issue(ctx, repo_row, row)}
+
+
+def mutate_issue_state(state):
+    def mutate(ctx, parent, args):
+        data = args["input"]
+        repo_row, issue = mutation_issue(ctx, data["issueId"], "edit_issue")
+        if issue["state"] != state:
+            with ctx.req.transaction() as db:
+                update_row(db, "issues", dict(state_change(ctx.req, state, (data.get("stateReason") or "").lower()
+                                                            or None), updated_at=now()), "id", issue["id"])
+                ctx.req.effect("%s #%d" % ("closed" if state == "closed" else "reopened", issue["number"]))
+        row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
+        return {"clientMutationId": data.get("clientMutationId"), "issue": gql_issue(ctx, repo_row, row)}
+    return mutate
+
+
+def mutate_add_comment(ctx, parent, args):
+    data = args["input"]
+    if not data["body"].strip() or len(data["body"]) > MAX_TEXT:
+        raise GraphQLError("body must be 1 to %d characters" % MAX_TEXT, kind="INVALID_ARGUMENT")
+    repo_row, issue = mutation_issue(ctx, data["subjectId"], "comment")
+    comment = add_comment(ctx.req, issue, data["body"])
+    c = comment_json(ctx.app, repo_row, issue["number"], comment)
+    author = account_by_id(ctx.app.store, comment["user_id"])
+    node = {"__typename": "IssueComment", "id": c["node_id"], "url": c["html_url"], "body": c["body"],
+            "createdAt": c["created_at"], "author": gql_user(ctx.app, author)}
+    subject = gql_pull(ctx, repo_row, issue) if issue["is_pull"] else gql_issue(ctx, repo_row, issue)
+    return {"clientMutationId": data.get("clientMutationId"), "subject": subject,
+            "commentEdge": {"cursor": base64.b64encode(b"cursor:0").decode(), "node": node}}
+
+
 def resolve_issue(ctx, parent, args):
     row = ctx.app.store.one("SELECT * FROM issues WHERE repo_id = ? AND number = ?", parent["_row"]["id"],
                             args["number"])
@@ -6016,6 +6130,7 @@ GRAPHQL_TYPES = {
                                                                     labels="[String!]", filterBy="IssueFilters",
                                                                     orderBy="IssueOrder")),
         "issue": GField("Issue", resolve_issue, {"number": "Int!"}),
+        "issueOrPullRequest": GField("IssueOrPullRequest", resolve_issue_or_pull, {"number": "Int!"}),
         "labels": GField("LabelConnection", resolve_repo_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder",
                                                                         query="String"))}},
     "Issue": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
@@ -6024,6 +6139,25 @@ GRAPHQL_TYPES = {
         "body": GField("String!"), "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"),
         "closedAt": GField("DateTime"), "author": GField("Actor"),
         "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder"))}},
+    "PullRequest": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
+        "state": GField("PullRequestState!"), "closed": GField("Boolean!"), "body": GField("String!"),
+        "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!")}},
+    "IssueOrPullRequest": {"kind": "UNION", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
+    "IssueComment": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "url": GField("URI!"), "body": GField("String!"), "createdAt": GField("DateTime!"),
+        "author": GField("Actor")}},
+    "IssueCommentEdge": edge_type("IssueComment"),
+    "Mutation": {"kind": "OBJECT", "fields": {
+        "createIssue": GField("CreateIssuePayload", mutate_create_issue, {"input": "CreateIssueInput!"}),
+        "closeIssue": GField("CloseIssuePayload", mutate_issue_state("closed"), {"input": "CloseIssueInput!"}),
+        "reopenIssue": GField("ReopenIssuePayload", mutate_issue_state("open"), {"input": "ReopenIssueInput!"}),
+        "addComment": GField("AddCommentPayload", mutate_add_comment, {"input": "AddCommentInput!"})}},
+    "CreateIssuePayload": {"kind": "OBJECT", "fields": {"clientMutationId": GField("String"), "issue": GField("Issue")}},
+    "CloseIssuePayload": {"kind": "OBJECT", "fields": {"clientMutationId": GField("String"), "issue": GField("Issue")}},
+    "ReopenIssuePayload": {"kind": "OBJECT", "fields": {"clientMutationId": GField("String"), "issue": GField("Issue")}},
+    "AddCommentPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "commentEdge": GField("IssueCommentEdge"), "subject": GField("Node")}},
     "Label": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "description": GField("String"), "color": GField("String!")}},
     "IssueConnection": connection_type("Issue"), "IssueEdge": edge_type("Issue"),
@@ -6032,7 +6166,8 @@ GRAPHQL_TYPES = {
         "hasNextPage": GField("Boolean!"), "hasPreviousPage": GField("Boolean!"), "startCursor": GField("String"),
         "endCursor": GField("String")}},
     "Ref": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {"name": GField("String!")}},
-    "Node": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization", "Repository", "Ref", "Issue", "Label"],
+    "Node": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization", "Repository", "Ref", "Issue", "Label",
+                                                    "PullRequest", "IssueComment"],
              "fields": {"id": GField("ID!")}},
     "Actor": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization"], "fields": {
         "login": GField("String!"), "url": GField("URI!"), "resourcePath": GField("URI!"),
@@ -6222,8 +6357,8 @@ def execute_graphql(req, query, variables, operation_name):
         elif len(operations) > 1:
             raise GraphQLError("An operationName is required when the document holds several operations")
         operation = operations[0]
-        if operation["type"] != "query":
-            raise GraphQLError("%s operations are not served yet" % operation["type"].capitalize(), operation["loc"])
+        if operation["type"] not in ("query", "mutation"):
+            raise GraphQLError("Subscriptions are not served", operation["loc"])
         ctx = GraphQLContext(req, fragments, {})
         given = variables if isinstance(variables, dict) else {}
         for name, type_str, default, loc in operation["variables"]:       # undeclared variables are ignored
@@ -6236,7 +6371,9 @@ def execute_graphql(req, query, variables, operation_name):
     except GraphQLError as error:
         return {"errors": [error.json()]}
     try:
-        data = execute_fields(ctx, "Query", {}, operation["selections"], [])
+        # Mutation fields run one after another in document order, as the spec asks; so do queries here.
+        data = execute_fields(ctx, "Mutation" if operation["type"] == "mutation" else "Query", {},
+                              operation["selections"], [])
     except NullBubble:
         data = None
     except GraphQLError as error:
@@ -6277,6 +6414,7 @@ GRAPHQL_TYPES.update(INTROSPECTION_TYPES)
 
 @route("POST", "/api/graphql")
 def graphql_endpoint(req):
+    req.surface = "graphql"
     body = req.json()
     signed_in(req)
     req.check("read_meta", SITE)

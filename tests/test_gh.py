@@ -54,3 +54,23 @@ def test_gh_repo_view_issue_and_label_lists(gh_server):
     assert closed == [{"number": 2, "title": "Second thing", "state": "CLOSED"}]
     labels = gh(env, "label", "list", "-R", "alice/demo").stdout
     assert "bug" in labels and "d73a4a" in labels.lower()
+
+
+def test_gh_issue_create_comment_close_reopen(gh_server):
+    """GraphQL mutations from gh; the audit rows say they came through GraphQL."""
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-F", "auto_init=true")
+    created = gh(env, "issue", "create", "-R", "alice/demo", "-t", "Crash on start", "-b", "Steps: run it")
+    assert created.stdout.strip() == "https://%s/alice/demo/issues/1" % GH_HOST
+    gh(env, "issue", "comment", "1", "-R", "alice/demo", "-b", "Looking into it")
+    gh(env, "issue", "close", "1", "-R", "alice/demo")
+    issue = json.loads(gh(env, "api", "repos/alice/demo/issues/1").stdout)
+    assert (issue["state"], issue["comments"], issue["body"]) == ("closed", 1, "Steps: run it")
+    gh(env, "issue", "reopen", "1", "-R", "alice/demo")
+    assert json.loads(gh(env, "api", "repos/alice/demo/issues/1").stdout)["state"] == "open"
+    comments = json.loads(gh(env, "api", "repos/alice/demo/issues/1/comments").stdout)
+    assert [c["body"] for c in comments] == ["Looking into it"]
+    rows = srv.app.store.all("SELECT action, surface FROM audit WHERE surface = 'graphql' ORDER BY id")
+    assert [r["action"] for r in rows] == ["open_issue", "comment", "edit_issue", "edit_issue"]

@@ -81,7 +81,8 @@ def test_hidden_and_missing_are_not_found(server, alice):
     ('{ viewer { login } } "unterminated', "Unterminated string"),
     ('{ viewer }', "Field must have selections"),
     ('{ viewer { login { x } } }', "Selections can't be made on scalars"),
-    ('mutation { x }', "Mutation operations are not served yet"),
+    ('mutation { x }', "Field 'x' doesn't exist on type 'Mutation'"),
+    ('subscription { x }', "Subscriptions are not served"),
     ('{' + ' a {' * 40 + ' b' + '}' * 41, "nests deeper"),
 ])
 def test_bad_documents_are_graphql_errors(server, alice, query, needle):
