@@ -2189,6 +2189,13 @@ def create_repo_for(req, owner):
     if not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", branch) or ".." in branch or branch.endswith((".lock", "/")):
         raise invalid("Repository", "default_branch")
     req.authorize("create_repo", Resource.account(owner))
+    row = new_repository(req, owner, fields, auto_init, branch)
+    return 201, repo_json(req.app, row, "admin"), {"Location": "%s/repos/%s/%s" % (req.app.api, owner["login"],
+                                                                                   row["name"])}
+
+
+def new_repository(req, owner, fields, auto_init, branch="main"):
+    """After create_repo was allowed: the new repository's row (422 if the name is taken)."""
     with req.transaction() as db:
         if db.execute("SELECT 1 FROM repos WHERE owner_id = ? AND name = ?", (owner["id"], fields["name"])).fetchone():
             raise invalid("Repository", "name", "custom", "name already exists on this account")
@@ -2198,9 +2205,7 @@ def create_repo_for(req, owner):
                                     description=fields.get("description"), homepage=fields.get("homepage"),
                                     default_branch=branch)
         req.effect("created %s/%s" % (owner["login"], fields["name"]))
-    row = req.app.store.one(REPO_SELECT + " WHERE r.id = ?", repo_id)
-    return 201, repo_json(req.app, row, "admin"), {"Location": "%s/repos/%s/%s" % (req.app.api, owner["login"],
-                                                                                   row["name"])}
+    return req.app.store.one(REPO_SELECT + " WHERE r.id = ?", repo_id)
 
 
 @route("POST", "/api/v3/user/repos")
@@ -5813,6 +5818,9 @@ GRAPHQL_ENUMS = {
     "IssueStateReason": ["REOPENED", "NOT_PLANNED", "COMPLETED"],
     "IssueClosedStateReason": ["COMPLETED", "NOT_PLANNED"],
     "PullRequestState": ["OPEN", "CLOSED", "MERGED"],
+    "RepositoryPrivacy": ["PUBLIC", "PRIVATE"],
+    "RepositoryAffiliation": ["OWNER", "COLLABORATOR", "ORGANIZATION_MEMBER"],
+    "RepositoryOrderField": ["CREATED_AT", "UPDATED_AT", "PUSHED_AT", "NAME", "STARGAZERS"],
     "IssueOrderField": ["CREATED_AT", "UPDATED_AT", "COMMENTS"],
     "LabelOrderField": ["NAME", "CREATED_AT"],
     "OrderDirection": ["ASC", "DESC"],
@@ -5820,6 +5828,11 @@ GRAPHQL_ENUMS = {
 GRAPHQL_INPUTS = {
     "IssueOrder": {"field": "IssueOrderField!", "direction": "OrderDirection!"},
     "LabelOrder": {"field": "LabelOrderField!", "direction": "OrderDirection!"},
+    "RepositoryOrder": {"field": "RepositoryOrderField!", "direction": "OrderDirection!"},
+    "CreateRepositoryInput": {"name": "String!", "visibility": "RepositoryVisibility!", "ownerId": "ID",
+                              "description": "String", "homepageUrl": "URI", "hasIssuesEnabled": "Boolean",
+                              "hasWikiEnabled": "Boolean", "teamId": "ID", "template": "Boolean",
+                              "clientMutationId": "String"},
     "CreateIssueInput": {"repositoryId": "ID!", "title": "String!", "body": "String", "assigneeIds": "[ID!]",
                          "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]", "issueTemplate": "String",
                          "clientMutationId": "String"},
@@ -5901,6 +5914,10 @@ def gql_repository(ctx, row):
             "createdAt": r["created_at"], "pushedAt": r["pushed_at"],
             "defaultBranchRef": {"__typename": "Ref", "name": r["default_branch"]},
             "viewerPermission": level.upper() if level != "none" else None, "hasIssuesEnabled": r["has_issues"],
+            "isFork": False, "parent": None, "hasWikiEnabled": False, "hasProjectsEnabled": False,
+            "hasDiscussionsEnabled": False, "isTemplate": False, "isMirror": False, "isEmpty": r["pushed_at"] is None,
+            "isInOrganization": owner["kind"] == "org", "stargazerCount": 0, "forkCount": 0,
+            "mergeCommitAllowed": True, "squashMergeAllowed": True, "rebaseMergeAllowed": True,
             "_row": row}
 
 
@@ -6060,6 +6077,51 @@ def resolve_issue_labels(ctx, parent, args):
                                                           "description": l["description"], "color": l["color"]})
 
 
+def resolve_owner_repositories(ctx, parent, args):
+    """RepositoryOwner.repositories: what the viewer may see among the owner's repositories (and, for
+    the viewer's own list, those reached as collaborator or org member when asked for)."""
+    store, viewer = ctx.app.store, ctx.req.principal.user
+    owner = account_by_login(store, parent["login"])
+    affiliations = set(args.get("ownerAffiliations") or args.get("affiliations") or ["OWNER"])
+    if viewer is not None and owner["id"] == viewer["id"] and affiliations - {"OWNER"}:
+        rows = [r for r in repos_reachable_by(store, viewer) if r["owner_id"] == owner["id"] and "OWNER" in affiliations
+                or r["owner_id"] != owner["id"] and (r["owner_kind"] == "org") == ("ORGANIZATION_MEMBER" in affiliations)
+                or r["owner_id"] != owner["id"] and r["owner_kind"] != "org" and "COLLABORATOR" in affiliations]
+    else:
+        rows = store.all(REPO_SELECT + " WHERE r.owner_id = ?", owner["id"])
+    rows = [r for r in rows if ctx.req.can("read_code", Resource.repo(r))]
+    if args.get("privacy") or args.get("visibility"):
+        wanted = (args.get("privacy") or args.get("visibility")) == "PRIVATE"
+        rows = [r for r in rows if bool(r["private"]) == wanted]
+    if args.get("isArchived") is not None:
+        rows = [r for r in rows if bool(r["archived"]) == args["isArchived"]]
+    if args.get("isFork"):
+        rows = []                                          # there are no forks here
+    order = args.get("orderBy") or {"field": "NAME", "direction": "ASC"}
+    key = {"CREATED_AT": "created_at", "UPDATED_AT": "updated_at", "PUSHED_AT": "pushed_at"}.get(order["field"])
+    rows.sort(key=lambda r: (r[key] or "") if key else r["name"].lower(), reverse=order["direction"] == "DESC")
+    out = connection(rows, args, lambda r: gql_repository(ctx, r))
+    out["totalDiskUsage"] = 0
+    return out
+
+
+def mutate_create_repository(ctx, parent, args):
+    data = args["input"]
+    owner = node_row(ctx, data["ownerId"], "User") if data.get("ownerId") else signed_in(ctx.req)
+    if not valid_repo_name(data["name"]):
+        raise GraphQLError("name may use letters, digits, '.', '-' and '_' (up to 100), and may not end in .git",
+                           kind="UNPROCESSABLE")
+    ctx.req.authorize("create_repo", Resource.account(owner))
+    fields = {"name": data["name"], "private": int(data["visibility"] != "PUBLIC"),
+              "description": data.get("description"), "homepage": data.get("homepageUrl")}
+    try:
+        row = new_repository(ctx.req, owner, fields, auto_init=False)
+    except HTTPError as error:
+        raise GraphQLError("; ".join(e.get("message", "") for e in error.errors or []) or error.message,
+                           kind="UNPROCESSABLE")
+    return {"clientMutationId": data.get("clientMutationId"), "repository": gql_repository(ctx, row)}
+
+
 def resolve_viewer(ctx, parent, args):
     return gql_user(ctx.app, signed_in(ctx.req))
 
@@ -6105,6 +6167,10 @@ OWNER_FIELDS = {
     "id": GField("ID!"), "login": GField("String!"), "url": GField("URI!"), "resourcePath": GField("URI!"),
     "avatarUrl": GField("URI!", args={"size": "Int"}),
     "repository": GField("Repository", resolve_repository, {"name": "String!", "followRenames": "Boolean"}),
+    "repositories": GField("RepositoryConnection!", resolve_owner_repositories, dict(
+        CONNECTION_ARGS, affiliations="[RepositoryAffiliation]", ownerAffiliations="[RepositoryAffiliation]",
+        privacy="RepositoryPrivacy", visibility="RepositoryVisibility", isArchived="Boolean", isFork="Boolean",
+        isLocked="Boolean", hasIssuesEnabled="Boolean", orderBy="RepositoryOrder")),
 }
 GRAPHQL_TYPES = {
     "Query": {"kind": "OBJECT", "fields": {
@@ -6126,6 +6192,12 @@ GRAPHQL_TYPES = {
         "isArchived": GField("Boolean!"), "sshUrl": GField("GitSSHRemote!"), "homepageUrl": GField("URI"),
         "createdAt": GField("DateTime!"), "pushedAt": GField("DateTime"), "defaultBranchRef": GField("Ref"),
         "viewerPermission": GField("RepositoryPermission"), "hasIssuesEnabled": GField("Boolean!"),
+        "isFork": GField("Boolean!"), "parent": GField("Repository"), "hasWikiEnabled": GField("Boolean!"),
+        "hasProjectsEnabled": GField("Boolean!"), "hasDiscussionsEnabled": GField("Boolean!"),
+        "isTemplate": GField("Boolean!"), "isMirror": GField("Boolean!"), "isEmpty": GField("Boolean!"),
+        "isInOrganization": GField("Boolean!"), "stargazerCount": GField("Int!"), "forkCount": GField("Int!"),
+        "mergeCommitAllowed": GField("Boolean!"), "squashMergeAllowed": GField("Boolean!"),
+        "rebaseMergeAllowed": GField("Boolean!"),
         "issues": GField("IssueConnection!", resolve_issues, dict(CONNECTION_ARGS, states="[IssueState!]",
                                                                     labels="[String!]", filterBy="IssueFilters",
                                                                     orderBy="IssueOrder")),
@@ -6150,6 +6222,8 @@ GRAPHQL_TYPES = {
     "IssueCommentEdge": edge_type("IssueComment"),
     "Mutation": {"kind": "OBJECT", "fields": {
         "createIssue": GField("CreateIssuePayload", mutate_create_issue, {"input": "CreateIssueInput!"}),
+        "createRepository": GField("CreateRepositoryPayload", mutate_create_repository,
+                                   {"input": "CreateRepositoryInput!"}),
         "closeIssue": GField("CloseIssuePayload", mutate_issue_state("closed"), {"input": "CloseIssueInput!"}),
         "reopenIssue": GField("ReopenIssuePayload", mutate_issue_state("open"), {"input": "ReopenIssueInput!"}),
         "addComment": GField("AddCommentPayload", mutate_add_comment, {"input": "AddCommentInput!"})}},
@@ -6161,6 +6235,11 @@ GRAPHQL_TYPES = {
     "Label": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "description": GField("String"), "color": GField("String!")}},
     "IssueConnection": connection_type("Issue"), "IssueEdge": edge_type("Issue"),
+    "RepositoryConnection": dict(connection_type("Repository"), fields=dict(
+        connection_type("Repository")["fields"], totalDiskUsage=GField("Int!"))),
+    "RepositoryEdge": edge_type("Repository"),
+    "CreateRepositoryPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "repository": GField("Repository")}},
     "LabelConnection": connection_type("Label"), "LabelEdge": edge_type("Label"),
     "PageInfo": {"kind": "OBJECT", "fields": {
         "hasNextPage": GField("Boolean!"), "hasPreviousPage": GField("Boolean!"), "startCursor": GField("String"),

@@ -74,3 +74,20 @@ def test_gh_issue_create_comment_close_reopen(gh_server):
     assert [c["body"] for c in comments] == ["Looking into it"]
     rows = srv.app.store.all("SELECT action, surface FROM audit WHERE surface = 'graphql' ORDER BY id")
     assert [r["action"] for r in rows] == ["open_issue", "comment", "edit_issue", "edit_issue"]
+
+
+def test_gh_repo_create_list_clone(gh_server, tmp_path):
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    gh(env, "repo", "create", "alice/open", "--public", "--description", "An open one")
+    gh(env, "repo", "create", "alice/shut", "--private", "--add-readme")
+    listing = gh(env, "repo", "list").stdout
+    assert "alice/open" in listing and "alice/shut" in listing and "private" in listing
+    shut = json.loads(gh(env, "api", "repos/alice/shut").stdout)
+    assert shut["private"] is True
+    assert json.loads(gh(env, "api", "repos/alice/open").stdout)["description"] == "An open one"
+    gh(env, "auth", "setup-git", "--hostname", GH_HOST)
+    gh(env, "repo", "clone", "alice/shut", str(tmp_path / "shut"), cwd=str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "shut")) == [".git", "README.md"]
+    assert "already exists" in gh(env, "repo", "create", "alice/open", "--public", check=False).stderr
