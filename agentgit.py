@@ -5087,8 +5087,14 @@ def create_token(req):
         if expires <= datetime.datetime.now(datetime.timezone.utc):
             raise invalid("Token", "expires_at", message="expires_at is in the past")
         expires_at = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+    token, row = mint_personal_token(req, user, name, scopes, expires_at)
+    return 201, dict(token_json(row), token=token)
+
+
+def mint_personal_token(req, user, name, scopes, expires_at):
+    """(token, row) for the caller's own new personal token. No escalation: a token can only mint
+    tokens with scopes it holds itself."""
     req.authorize("issue_token", Resource.account(user))
-    # No escalation: a token can only mint tokens with scopes it holds itself.
     beyond = [s for s in scopes if s not in req.principal.scopes]
     if beyond:
         raise HTTPError(403, "This token cannot grant scopes it does not hold: %s" % ", ".join(beyond))
@@ -5096,9 +5102,7 @@ def create_token(req):
         token, token_id = issue_token(db, req.app.key, user["id"], "personal", name=name, scopes=scopes,
                                       expires_at=expires_at)
         req.effect("issued personal token #%d %s" % (token_id, token_fingerprint(token)))
-    out = token_json(req.app.store.one("SELECT * FROM tokens WHERE id = ?", token_id))
-    out["token"] = token
-    return 201, out
+    return token, req.app.store.one("SELECT * FROM tokens WHERE id = ?", token_id)
 
 
 @route("DELETE", "/api/ext/v1/user/tokens/{token_id:int}")
@@ -5107,11 +5111,15 @@ def revoke_token(req, token_id):
     row = req.app.store.one("SELECT * FROM tokens WHERE id = ? AND user_id = ?", int(token_id), user["id"])
     if row is None:
         raise HTTPError(404, "Not Found")
+    revoke_own_token(req, user, row)
+    return 204, None
+
+
+def revoke_own_token(req, user, row):
     req.authorize("revoke_token", Resource.account(user))
     with req.transaction() as db:
         db.execute("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now(), row["id"]))
         req.effect("revoked token #%d %s" % (row["id"], row["fingerprint"]))
-    return 204, None
 
 
 @route("GET", "/api/ext/v1/audit")
@@ -6709,6 +6717,47 @@ def agents_action(req):
             effect = unbind_agent(db, agent)
         req.effect(effect)
     return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
+
+@page("GET", "/settings/tokens")
+def tokens_page(req, shown=""):
+    user = signed_in_page(req)
+    csrf = hidden("csrf", req.session["csrf"])
+    rows = []
+    for t in req.app.store.all("SELECT * FROM tokens WHERE user_id = ? ORDER BY id", user["id"]):
+        action = "" if t["revoked_at"] else '<form method="post" action="/settings/tokens">%s%s%s<button>revoke' \
+            '</button></form>' % (csrf, hidden("action", "revoke"), hidden("token_id", str(t["id"])))
+        rows.append("<tr>%s<td>%s</td></tr>" % ("".join("<td>%s</td>" % html.escape(str(t[k] or "")) for k in (
+            "name", "kind", "scopes", "fingerprint", "created_at", "expires_at", "last_used_at", "revoked_at")), action))
+    boxes = "".join('<label><input type="checkbox" name="scope_%s" value="1"> %s</label> ' % (s, s)
+                    for s in ALL_SCOPES if s != "site_admin")
+    body = ('%s<table><tr><th>Name</th><th>Kind</th><th>Scopes</th><th>Fingerprint</th><th>Created</th>'
+            '<th>Expires</th><th>Last used</th><th>Revoked</th><th></th></tr>%s</table><h2>New token</h2>'
+            '<form method="post" action="/settings/tokens">%s%s<p><label>Name <input name="name"></label></p><p>%s</p>'
+            '<p><label>Expires in days (empty: never) <input name="days"></label></p><p><button>Create</button></p>'
+            '</form>') % (shown, "".join(rows), csrf, hidden("action", "create"), boxes)
+    return html_page("Personal tokens", body)
+
+
+@page("POST", "/settings/tokens")
+def tokens_action(req):
+    user = signed_in_page(req)
+    form = form_fields(req)
+    check_csrf(req.session["csrf"], form)
+    if form.get("action") == "revoke":
+        row = req.app.store.one("SELECT * FROM tokens WHERE id = ? AND user_id = ?",
+                                int(form["token_id"]) if form.get("token_id", "").isdigit() else -1, user["id"])
+        if row is None:
+            raise HTTPError(404, "No such token")
+        revoke_own_token(req, user, row)
+        return tokens_page(req, "<p>Revoked %s.</p>" % html.escape(row["fingerprint"]))
+    name = form.get("name", "").strip()
+    days = form.get("days", "").strip()
+    if not name or len(name) > 100 or days and not (days.isdigit() and 1 <= int(days) <= 3650):
+        raise HTTPError(422, "A token needs a name, and days from 1 to 3650 or nothing")
+    scopes = [s for s in ALL_SCOPES if form.get("scope_" + s) and s != "site_admin"]
+    token, _ = mint_personal_token(req, user, name, scopes, later(int(days) * 86400) if days else None)
+    return tokens_page(req, "<p>Your new token (shown once): <code>%s</code></p>" % token)
+
 
 @page("GET", "/login/device")
 def device_page(req):

@@ -73,3 +73,23 @@ def test_csrf_wrong_password_rate_limit_and_redirects(server):
     c = Browser(server)
     statuses = [c.sign_in("alice", "guess%d" % i)[0].status for i in range(12)]
     assert 429 in statuses and statuses.index(429) <= 10
+
+
+def test_settings_tokens_page(server):
+    server.add_user("alice", password="pw")
+    b = Browser(server)
+    b.sign_in("alice", "pw")
+    resp, page = b.request("GET", "/settings/tokens")
+    assert resp.status == 200 and "initial" in page
+    resp, page = b.request("POST", "/settings/tokens", {"csrf": b.csrf(page), "action": "create", "name": "laptop",
+                                                        "scope_repo": "1", "days": "30"})
+    token = re.search(r"<code>(agp_[0-9a-f]+)</code>", page).group(1)
+    me = api(server, "GET", "/user", token)
+    assert me.json["login"] == "alice" and me.headers["x-oauth-scopes"] == "repo"
+    token_id = re.findall(r'name="token_id" value="(\d+)"', page)[-1]
+    resp, page = b.request("POST", "/settings/tokens", {"csrf": b.csrf(page), "action": "revoke", "token_id": token_id})
+    assert "Revoked" in page and api(server, "GET", "/user", token).status == 401
+    resp, _ = b.request("POST", "/settings/tokens", {"csrf": b.csrf(page), "action": "create", "name": "", "days": "x"})
+    assert resp.status == 422
+    resp, _ = b.request("POST", "/settings/tokens", {"action": "create", "name": "no csrf"})
+    assert resp.status == 403
