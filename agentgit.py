@@ -150,6 +150,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     suspended_at     TEXT,
     retired_at       TEXT,              -- agents only: retired for good; the login stays reserved
     password_hash    TEXT,
+    totp_secret      TEXT,              -- a TOTP secret encrypted with the server key; NULL: no second factor
     -- organizations only: what every member may do on every repository of the org
     base_permission  TEXT NOT NULL DEFAULT 'read'
                      CHECK (base_permission IN ('none', 'read', 'write', 'admin')),
@@ -494,6 +495,7 @@ CREATE TABLE IF NOT EXISTS web_sessions (
     hash        TEXT PRIMARY KEY,
     user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     csrf        TEXT NOT NULL,
+    totp_at     TEXT,                    -- when the second factor was last shown (for step-up)
     created_at  TEXT NOT NULL,
     expires_at  TEXT NOT NULL
 );
@@ -556,7 +558,7 @@ SCHEMA_VERSION = 5
 # changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction.
 MIGRATIONS = {
     5: ("DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v5;"
-        " ALTER TABLE accounts ADD COLUMN retired_at TEXT;",
+        " ALTER TABLE accounts ADD COLUMN retired_at TEXT; ALTER TABLE accounts ADD COLUMN totp_secret TEXT;",
         "INSERT INTO tokens (id, user_id, kind, name, scopes, hash, fingerprint, created_at, expires_at,"
         " revoked_at, last_used_at) SELECT id, user_id, kind, name, scopes, hash, fingerprint, created_at,"
         " expires_at, revoked_at, last_used_at FROM tokens_before_v5; DROP TABLE tokens_before_v5;"),
@@ -702,6 +704,33 @@ def check_password(stored, password):
     except (ValueError, AttributeError):
         return False
     return hmac.compare_digest(got.hex(), digest)
+
+
+def totp_code(secret, moment, step=30):
+    """RFC 6238 with SHA-1 and six digits, as authenticator apps compute it."""
+    counter = int(moment // step).to_bytes(8, "big")
+    mac = hmac.new(secret, counter, hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    return "%06d" % ((int.from_bytes(mac[offset:offset + 4], "big") & 0x7FFFFFFF) % 1000000)
+
+
+def totp_mask(key, account_id):
+    """The keystream that encrypts an account's TOTP secret at rest (a database alone does not reveal it)."""
+    return hmac.new(key, b"totp:%d" % account_id, hashlib.sha256).digest()[:20]
+
+
+def totp_secret(key, account):
+    stored = account["totp_secret"]
+    if not stored:
+        return None
+    return bytes(a ^ b for a, b in zip(bytes.fromhex(stored), totp_mask(key, account["id"])))
+
+
+def check_totp(key, account, code):
+    """The code for this 30-second step, or the one before or after (clocks drift)."""
+    secret, moment = totp_secret(key, account), time.time()
+    return secret is not None and any(hmac.compare_digest(totp_code(secret, moment + drift), (code or "").strip())
+                                      for drift in (-30, 0, 30))
 
 
 def create_human(app, login, admin=False, password=None, name=None, idp=None):
@@ -6591,7 +6620,8 @@ def login_page(req, message=""):
     csrf = secrets.token_urlsafe(24)
     body = ('%s<form method="post" action="/login">%s%s<p><label>Login <input name="login" autocomplete="username">'
             '</label></p><p><label>Password <input type="password" name="password" autocomplete="current-password">'
-            '</label></p><p><button>Sign in</button></p></form>') % (
+            '</label></p><p><label>Code from your authenticator (if you set one up) <input name="totp" '
+            'autocomplete="one-time-code"></label></p><p><button>Sign in</button></p></form>') % (
         "<p><strong>%s</strong></p>" % html.escape(message) if message else "", hidden("csrf", csrf),
         hidden("next", safe_next(req.query.get("next", "/settings/agents"))))
     return html_page("Sign in", body, 401 if message else 200,
@@ -6612,17 +6642,22 @@ def login_submit(req):
     # Check a password even for unknown logins, so timing does not tell which logins exist.
     ok = check_password(user["password_hash"] if user is not None and user["password_hash"] else DUMMY_PASSWORD_HASH,
                         form.get("password", ""))
+    second = user is not None and user["totp_secret"]
+    if second and ok:
+        ok = check_totp(req.app.key, user, form.get("totp"))
     if not ok or user is None or user["kind"] != "human" or user["suspended_at"]:
         req.app.audit(Principal(runtime=address), "web", Decision("deny", "sign_in", "user:" + login,
-                                                                  ["wrong login or password"]))
-        return login_page(req, "Wrong login or password.")
+                                                                  ["wrong login, password or code"]))
+        return login_page(req, "Wrong login, password or code.")
     token = secrets.token_urlsafe(32)
     with req.app.store.transaction() as db:
         insert_row(db, "web_sessions", {"hash": token_hash(token), "user_id": user["id"],
                                         "csrf": secrets.token_urlsafe(24), "created_at": now(),
+                                        "totp_at": now() if second else None,
                                         "expires_at": later(SESSION_HOURS * 3600)})
         audit_append(db, req.app.key, Principal(user=user, runtime=address), "web",
-                     Decision("allow", "sign_in", "user:" + user["login"], ["password"]), "signed in")
+                     Decision("allow", "sign_in", "user:" + user["login"], ["password and TOTP" if second else
+                                                                            "password"]), "signed in")
     return redirect(safe_next(form.get("next", "/settings/agents")),
                     {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
 
@@ -7823,6 +7858,38 @@ def cli_set_suspended(app, login, suspended):
                                                               [OPERATOR_REASON]), suspend_account(db, row, suspended))
 
 
+def cli_credentials(app, args):
+    """user passwd and user totp: the human's sign-in secrets, each change audited."""
+    human = account_by_login(app.store, args.login)
+    if human is None or human["kind"] != "human":
+        raise SystemExit("no human %s" % args.login)
+    if args.action == "passwd":
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("New password for %s: " % human["login"])
+            if getpass.getpass("Again: ") != password:
+                raise SystemExit("the passwords differ")
+        if len(password) < 8:
+            raise SystemExit("a password needs at least 8 characters")
+        fields, effect, out = {"password_hash": hash_password(password)}, "set the password of %s" % human["login"], \
+            "password set for %s" % human["login"]
+    elif args.disable:
+        fields, effect, out = {"totp_secret": None}, "turned TOTP off for %s" % human["login"], "TOTP off"
+    else:
+        secret = secrets.token_bytes(20)
+        stored = bytes(a ^ b for a, b in zip(secret, totp_mask(app.key, human["id"]))).hex()
+        fields, effect = {"totp_secret": stored}, "turned TOTP on for %s" % human["login"]
+        out = "otpauth://totp/agentgit:%s?secret=%s&issuer=agentgit&algorithm=SHA1&digits=6&period=30" % (
+            urllib.parse.quote(human["login"]), base64.b32encode(secret).decode().rstrip("="))
+    with app.store.transaction() as db:
+        update_row(db, "accounts", dict(fields, updated_at=now()), "id", human["id"])
+        db.execute("DELETE FROM web_sessions WHERE user_id = ?", (human["id"],))     # sign in again
+        audit_append(db, app.key, operator(), "cli", Decision("allow", "manage_user", "user:" + human["login"],
+                                                              [OPERATOR_REASON]), effect)
+    return out
+
+
 def cli_delegation(app, args):
     """The delegation endpoints for scripts. The operator acts for the human (or, for confirm, with the
     agent's own token: consent is never the operator's to give); each call leaves an audit row."""
@@ -7905,6 +7972,12 @@ def build_parser():
     add.add_argument("--password-stdin", action="store_true", help="read a password from standard input")
     for name, text in (("suspend", "refuse the account everything"), ("unsuspend", "lift a suspension")):
         command(user, name, text).add_argument("login")
+    passwd = command(user, "passwd", "set a human's password for the web pages")
+    passwd.add_argument("login")
+    passwd.add_argument("--password-stdin", action="store_true", help="read it from standard input, not a prompt")
+    totp = command(user, "totp", "turn on a TOTP second factor for sign-in; prints the otpauth URI")
+    totp.add_argument("login")
+    totp.add_argument("--disable", action="store_true", help="turn it off instead")
 
     agent = commands.add_parser("agent", help="manage agents").add_subparsers(dest="action", required=True)
     add_agent = command(agent, "add", "register an agent as POST /api/ext/v1/agents does; prints its token last")
@@ -7961,6 +8034,8 @@ def main(argv=None):
                 error, sqlite3.IntegrityError) else error))
         print("created %s %s" % ("site admin" if args.admin else "human", args.login))
         print(token)
+    elif args.command == "user" and args.action in ("passwd", "totp"):
+        print(cli_credentials(app, args))
     elif args.command == "user":
         cli_set_suspended(app, args.login, args.action == "suspend")
         print("%s %s" % (args.action + "ed", args.login))

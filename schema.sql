@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     suspended_at     TEXT,
     retired_at       TEXT,              -- agents only: retired for good; the login stays reserved
     password_hash    TEXT,
+    totp_secret      TEXT,              -- a TOTP secret encrypted with the server key; NULL: no second factor
     -- organizations only: what every member may do on every repository of the org
     base_permission  TEXT NOT NULL DEFAULT 'read'
                      CHECK (base_permission IN ('none', 'read', 'write', 'admin')),
@@ -357,6 +358,7 @@ CREATE TABLE IF NOT EXISTS web_sessions (
     hash        TEXT PRIMARY KEY,
     user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     csrf        TEXT NOT NULL,
+    totp_at     TEXT,                    -- when the second factor was last shown (for step-up)
     created_at  TEXT NOT NULL,
     expires_at  TEXT NOT NULL
 );

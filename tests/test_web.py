@@ -52,7 +52,7 @@ def test_csrf_wrong_password_rate_limit_and_redirects(server):
     login, agent, _ = server.add_agent("bot")
     b = Browser(server)
     resp, text = b.sign_in("alice", "wrong")
-    assert resp.status == 401 and "Wrong login or password" in text
+    assert resp.status == 401 and "Wrong login, password or code" in text
     assert server.app.store.one("SELECT decision FROM audit WHERE action = 'sign_in'")["decision"] == "deny"
     resp, _ = b.sign_in("nobody", "x")
     assert resp.status == 401
@@ -93,3 +93,43 @@ def test_settings_tokens_page(server):
     assert resp.status == 422
     resp, _ = b.request("POST", "/settings/tokens", {"action": "create", "name": "no csrf"})
     assert resp.status == 403
+
+
+def test_passwd_and_totp_from_the_cli(server):
+    """The CLI sets a password and turns on TOTP; sign-in then needs the current code."""
+    import base64
+    import subprocess
+    import sys
+    import time
+    import urllib.parse
+    import agentgit
+    server.add_user("alice")
+    data = server.app.config.data_dir
+
+    def cli(*args, stdin=None):
+        return subprocess.run([sys.executable, agentgit.__file__, "user", *args, "--data", data], input=stdin,
+                              capture_output=True, text=True)
+    assert "at least 8" in cli("passwd", "alice", "--password-stdin", stdin="short\n").stderr
+    assert cli("passwd", "alice", "--password-stdin", stdin="long enough\n").returncode == 0
+    assert Browser(server).sign_in("alice", "long enough")[0].status == 303
+    uri = cli("totp", "alice").stdout.strip()
+    assert uri.startswith("otpauth://totp/agentgit:alice?secret=")
+    secret = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    row = server.app.store.one("SELECT totp_secret FROM accounts WHERE login = 'alice'")
+    assert secret not in row["totp_secret"] and key.hex() != row["totp_secret"]          # encrypted at rest
+    resp, text = Browser(server).sign_in("alice", "long enough")
+    assert resp.status == 401                                                             # no code: refused
+    b = Browser(server)
+    _, page = b.request("GET", "/login")
+    resp, _ = b.request("POST", "/login", {"csrf": b.csrf(page), "login": "alice", "password": "long enough",
+                                           "totp": agentgit.totp_code(key, time.time()), "next": "/settings/agents"})
+    assert resp.status == 303
+    assert cli("totp", "alice", "--disable").stdout.strip() == "TOTP off"
+    assert Browser(server).sign_in("alice", "long enough")[0].status == 303
+
+
+def test_totp_matches_rfc_6238_vectors():
+    import agentgit
+    secret = b"12345678901234567890"
+    assert [agentgit.totp_code(secret, t) for t in (59, 1111111109, 2000000000)] == ["287082", "081804", "279037"]
