@@ -20,7 +20,7 @@ $(VENV)/.test: $(VENV)/.runtime
 	touch $@
 
 serve: $(VENV)/.runtime
-	$(BIN)/python agentgit.py serve $(ARGS)
+	$(BIN)/python -m agentgit serve $(ARGS)
 
 test: $(VENV)/.test
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
