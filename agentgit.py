@@ -5856,6 +5856,11 @@ GRAPHQL_ENUMS = {
     "IssueClosedStateReason": ["COMPLETED", "NOT_PLANNED"],
     "PullRequestState": ["OPEN", "CLOSED", "MERGED"],
     "RepositoryPrivacy": ["PUBLIC", "PRIVATE"],
+    "MilestoneState": ["OPEN", "CLOSED"],
+    "IssueCommentOrderField": ["UPDATED_AT"],
+    "CommentAuthorAssociation": ["MEMBER", "OWNER", "MANNEQUIN", "COLLABORATOR", "CONTRIBUTOR",
+                                 "FIRST_TIME_CONTRIBUTOR", "FIRST_TIMER", "NONE"],
+    "ReactionContent": ["THUMBS_UP", "THUMBS_DOWN", "LAUGH", "HOORAY", "CONFUSED", "HEART", "ROCKET", "EYES"],
     "RepositoryAffiliation": ["OWNER", "COLLABORATOR", "ORGANIZATION_MEMBER"],
     "RepositoryOrderField": ["CREATED_AT", "UPDATED_AT", "PUSHED_AT", "NAME", "STARGAZERS"],
     "IssueOrderField": ["CREATED_AT", "UPDATED_AT", "COMMENTS"],
@@ -5876,6 +5881,7 @@ GRAPHQL_INPUTS = {
     "CloseIssueInput": {"issueId": "ID!", "stateReason": "IssueClosedStateReason", "clientMutationId": "String"},
     "ReopenIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
     "AddCommentInput": {"subjectId": "ID!", "body": "String!", "clientMutationId": "String"},
+    "IssueCommentOrder": {"field": "IssueCommentOrderField!", "direction": "OrderDirection!"},
     "IssueFilters": {"assignee": "String", "createdBy": "String", "labels": "[String!]", "mentioned": "String",
                      "milestone": "String", "milestoneNumber": "String", "since": "DateTime",
                      "states": "[IssueState!]", "viewerSubscribed": "Boolean"},
@@ -5966,11 +5972,42 @@ def gql_label(app, row):
 def gql_issue(ctx, repo_row, row):
     i = issue_json(ctx.app, repo_row, row)
     author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
+    m = i["milestone"]
     return {"__typename": "Issue", "id": i["node_id"], "number": i["number"], "title": i["title"],
             "url": i["html_url"], "state": i["state"].upper(), "closed": i["state"] == "closed",
             "stateReason": i["state_reason"].upper() if i["state_reason"] else None, "body": i["body"] or "",
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
-            "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row}
+            "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row,
+            "_repo": repo_row, "reactionGroups": [], "issueType": None, "parent": None,
+            "subIssuesSummary": {"total": 0, "completed": 0, "percentCompleted": 0},
+            "milestone": {"__typename": "Milestone", "id": m["node_id"], "number": m["number"], "title": m["title"],
+                          "description": m["description"], "dueOn": m["due_on"], "state": m["state"].upper(),
+                          "url": m["html_url"]} if m else None}
+
+
+def resolve_issue_assignees(ctx, parent, args):
+    rows = ctx.app.store.all("SELECT a.* FROM accounts a JOIN issue_assignees ia ON ia.user_id = a.id"
+                             " WHERE ia.issue_id = ? ORDER BY a.login", parent["_row"]["id"])
+    return connection(rows, args, lambda r: gql_user(ctx.app, r))
+
+
+def resolve_comments(ctx, parent, args):
+    repo_row, issue = parent["_repo"], parent["_row"]
+    rows = ctx.app.store.all("SELECT * FROM comments WHERE issue_id = ? ORDER BY id", issue["id"])
+
+    def node(row):
+        c = comment_json(ctx.app, repo_row, issue["number"], row)
+        author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
+        return {"__typename": "IssueComment", "id": c["node_id"], "url": c["html_url"], "body": c["body"],
+                "createdAt": c["created_at"], "author": gql_user(ctx.app, author) if author else None,
+                "authorAssociation": c["author_association"], "includesCreatedEdit": False, "isMinimized": False,
+                "minimizedReason": None, "reactionGroups": [],
+                "viewerDidAuthor": ctx.req.principal.user is not None and row["user_id"] == ctx.req.principal.user["id"]}
+    return connection(rows, args, node)
+
+
+def resolve_sub_issues(ctx, parent, args):
+    return connection([], args, lambda n: n)
 
 
 def resolve_issues(ctx, parent, args):
@@ -6085,7 +6122,9 @@ def mutate_add_comment(ctx, parent, args):
     c = comment_json(ctx.app, repo_row, issue["number"], comment)
     author = account_by_id(ctx.app.store, comment["user_id"])
     node = {"__typename": "IssueComment", "id": c["node_id"], "url": c["html_url"], "body": c["body"],
-            "createdAt": c["created_at"], "author": gql_user(ctx.app, author)}
+            "createdAt": c["created_at"], "author": gql_user(ctx.app, author),
+            "authorAssociation": c["author_association"], "includesCreatedEdit": False, "isMinimized": False,
+            "minimizedReason": None, "reactionGroups": [], "viewerDidAuthor": True}
     subject = gql_pull(ctx, repo_row, issue) if issue["is_pull"] else gql_issue(ctx, repo_row, issue)
     return {"clientMutationId": data.get("clientMutationId"), "subject": subject,
             "commentEdge": {"cursor": base64.b64encode(b"cursor:0").decode(), "node": node}}
@@ -6246,8 +6285,28 @@ GRAPHQL_TYPES = {
         "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
         "state": GField("IssueState!"), "stateReason": GField("IssueStateReason"), "closed": GField("Boolean!"),
         "body": GField("String!"), "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"),
-        "closedAt": GField("DateTime"), "author": GField("Actor"),
-        "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder"))}},
+        "closedAt": GField("DateTime"), "author": GField("Actor"), "milestone": GField("Milestone"),
+        "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder")),
+        "assignees": GField("UserConnection!", resolve_issue_assignees, dict(CONNECTION_ARGS)),
+        "comments": GField("IssueCommentConnection!", resolve_comments, dict(CONNECTION_ARGS,
+                                                                            orderBy="IssueCommentOrder")),
+        "reactionGroups": GField("[ReactionGroup!]"),
+        # Newer than the schema in ../shared, but gh 2.102 asks for them; nothing here has types or sub-issues.
+        "issueType": GField("IssueType"), "parent": GField("Issue"),
+        "subIssues": GField("IssueConnection!", resolve_sub_issues, dict(CONNECTION_ARGS)),
+        "subIssuesSummary": GField("SubIssuesSummary!")}},
+    "Milestone": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "description": GField("String"),
+        "dueOn": GField("DateTime"), "state": GField("MilestoneState!"), "url": GField("URI!")}},
+    "UserConnection": connection_type("User"), "UserEdge": edge_type("User"),
+    "IssueCommentConnection": connection_type("IssueComment"),
+    "ReactionGroup": {"kind": "OBJECT", "fields": {"content": GField("ReactionContent!"),
+                                                   "users": GField("ReactingUserConnection!", args=dict(CONNECTION_ARGS))}},
+    "ReactingUserConnection": {"kind": "OBJECT", "fields": {"totalCount": GField("Int!")}},
+    "IssueType": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "name": GField("String!"), "description": GField("String"), "color": GField("String!")}},
+    "SubIssuesSummary": {"kind": "OBJECT", "fields": {
+        "total": GField("Int!"), "completed": GField("Int!"), "percentCompleted": GField("Int!")}},
     "PullRequest": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
         "state": GField("PullRequestState!"), "closed": GField("Boolean!"), "body": GField("String!"),
@@ -6255,7 +6314,10 @@ GRAPHQL_TYPES = {
     "IssueOrPullRequest": {"kind": "UNION", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
     "IssueComment": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "url": GField("URI!"), "body": GField("String!"), "createdAt": GField("DateTime!"),
-        "author": GField("Actor")}},
+        "author": GField("Actor"), "authorAssociation": GField("CommentAuthorAssociation!"),
+        "includesCreatedEdit": GField("Boolean!"), "isMinimized": GField("Boolean!"),
+        "minimizedReason": GField("String"), "reactionGroups": GField("[ReactionGroup!]"),
+        "viewerDidAuthor": GField("Boolean!")}},
     "IssueCommentEdge": edge_type("IssueComment"),
     "Mutation": {"kind": "OBJECT", "fields": {
         "createIssue": GField("CreateIssuePayload", mutate_create_issue, {"input": "CreateIssueInput!"}),

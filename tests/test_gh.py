@@ -70,6 +70,10 @@ def test_gh_issue_create_comment_close_reopen(gh_server):
     assert (issue["state"], issue["comments"], issue["body"]) == ("closed", 1, "Steps: run it")
     gh(env, "issue", "reopen", "1", "-R", "alice/demo")
     assert json.loads(gh(env, "api", "repos/alice/demo/issues/1").stdout)["state"] == "open"
+    view = gh(env, "issue", "view", "1", "-R", "alice/demo").stdout
+    assert "title:\tCrash on start" in view and "state:\tOPEN" in view and "Steps: run it" in view
+    viewed = json.loads(gh(env, "issue", "view", "1", "-R", "alice/demo", "--json", "number,author,comments").stdout)
+    assert viewed["author"]["login"] == "alice" and viewed["comments"][0]["body"] == "Looking into it"
     comments = json.loads(gh(env, "api", "repos/alice/demo/issues/1/comments").stdout)
     assert [c["body"] for c in comments] == ["Looking into it"]
     rows = srv.app.store.all("SELECT action, surface FROM audit WHERE surface = 'graphql' ORDER BY id")

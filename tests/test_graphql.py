@@ -105,15 +105,23 @@ def test_wrong_variable_types_and_locations(server, alice):
     assert "longer than" in gql(server, alice, huge)["errors"][0]["message"]
 
 
+# Newer than the schema in ../shared, but gh 2.102 asks for them in `gh issue view`; agentgit answers
+# with nulls and empty lists (no issue types or sub-issues here).
+NEWER_THAN_REFERENCE = {"IssueType", "SubIssuesSummary", ("Issue", "issueType"), ("Issue", "parent"),
+                        ("Issue", "subIssues"), ("Issue", "subIssuesSummary")}
+
+
 @pytest.mark.skipif(not os.path.exists(TYPES_FILE), reason="../shared/github is not present")
 def test_types_and_fields_match_githubs_schema():
     with gzip.open(TYPES_FILE, "rt") as f:
         github = json.load(f)
     for name, spec in agentgit.GRAPHQL_TYPES.items():
-        if name.startswith("__"):
+        if name.startswith("__") or name in NEWER_THAN_REFERENCE:
             continue
         assert name in github and github[name]["kind"] == spec["kind"], name
         for field, definition in spec["fields"].items():
+            if (name, field) in NEWER_THAN_REFERENCE:
+                continue
             theirs = github[name]["fields"].get(field)
             assert theirs is not None, "%s.%s is not GitHub's" % (name, field)
             assert theirs["type"] == definition.type, "%s.%s: %s, GitHub says %s" % (
