@@ -4725,6 +4725,111 @@ def delete_run(req, owner, repo, run_id):
     return 204, None
 
 
+# -- search -------------------------------------------------------------------------------------
+# GitHub's search syntax, the common part: free words, "quoted phrases", and qualifiers (key:value).
+# Only what the caller may read is ever found.
+
+SEARCH_TOKEN_RE = re.compile(r'(-?)(\w+):("[^"]*"|\S+)|"([^"]*)"|(\S+)')
+
+
+def parse_search(q):
+    """(words, {qualifier: [values]}, {qualifier: [negated values]})."""
+    words, quals, negated = [], {}, {}
+    for neg, key, value, phrase, word in SEARCH_TOKEN_RE.findall(q or ""):
+        if key:
+            (negated if neg else quals).setdefault(key.lower(), []).append(value.strip('"').lower())
+        elif phrase:
+            words.append(phrase.lower())
+        else:
+            # grouping and boolean operators (gh writes "( crash ) type:issue") are not narrowed on here
+            word = word.strip("()").lower()
+            if word and word not in ("and", "or", "not"):
+                words.append(word)
+    return words, quals, negated
+
+
+def search_page(req, items, kind=None):
+    per_page, page = req.page()
+    body = {"total_count": len(items), "incomplete_results": False,
+            "items": items[(page - 1) * per_page: page * per_page]}
+    req.link_header(page, per_page, page + 1 if page * per_page < len(items) else None,
+                    max((len(items) + per_page - 1) // per_page, 1))
+    if kind:
+        body["search_type"] = kind
+    return body
+
+
+def owner_matches(row, quals):
+    owners = quals.get("user", []) + quals.get("org", []) + quals.get("owner", [])
+    repos = quals.get("repo", [])
+    name = full_name(row).lower()
+    return (not owners or row["owner_login"].lower() in owners) and (not repos or name in repos)
+
+
+@route("GET", "/api/v3/search/repositories")
+def search_repositories(req):
+    """Free words match the name and description; user:/org:/repo:, is:public|private, archived:."""
+    words, quals, _ = parse_search(req.query.get("q", ""))
+    if not words and not quals:
+        raise invalid("Search", "q", "missing", "a search needs words or qualifiers")
+    req.check("read_meta", SITE)
+    out = []
+    for row in req.app.store.all(REPO_SELECT + " ORDER BY r.name"):
+        text = ("%s %s" % (row["name"], row["description"] or "")).lower()
+        visibility = "private" if row["private"] else "public"
+        if not owner_matches(row, quals) or not all(w in text for w in words):
+            continue
+        if any(v in ("public", "private") and v != visibility for v in quals.get("is", [])):
+            continue
+        if quals.get("archived") and quals["archived"][0] != ("true" if row["archived"] else "false"):
+            continue
+        if req.can("read_code", Resource.repo(row)):
+            out.append(dict(repo_json(req.app, row), score=1.0))
+    if req.query.get("sort") in ("updated", "stars", "forks", "help-wanted-issues"):
+        out.sort(key=lambda r: r["updated_at"], reverse=req.query.get("order", "desc") == "desc")
+    return search_page(req, out)
+
+
+@route("GET", "/api/v3/search/issues")
+def search_issues(req):
+    """Free words match title and body; repo:/user:/org:, is:issue|pr|open|closed, state:, author:,
+    assignee:, label:, mentions:."""
+    words, quals, negated = parse_search(req.query.get("q", ""))
+    if not words and not quals:
+        raise invalid("Search", "q", "missing", "a search needs words or qualifiers")
+    req.check("read_meta", SITE)
+    store = req.app.store
+    readable = {}
+    for row in store.all(REPO_SELECT):
+        if owner_matches(row, quals) and req.can("read_code", Resource.repo(row)):
+            readable[row["id"]] = row
+    states = set(quals.get("state", [])) | {v for v in quals.get("is", []) if v in ("open", "closed")}
+    kinds = {v for v in quals.get("is", []) + quals.get("type", []) if v in ("issue", "pr")}
+    out = []
+    for issue in store.all("SELECT * FROM issues ORDER BY created_at DESC, id DESC"):
+        row = readable.get(issue["repo_id"])
+        if row is None or (states and issue["state"] not in states):
+            continue
+        if kinds and ("pr" if issue["is_pull"] else "issue") not in kinds:
+            continue
+        text = ("%s %s" % (issue["title"], issue["body"] or "")).lower()
+        if not all(w in text for w in words):
+            continue
+        data = issue_json(req.app, row, issue)
+        labels = {l["name"].lower() for l in data["labels"]}
+        assignees = {a["login"].lower() for a in data["assignees"]}
+        author = (data["user"] or {}).get("login", "").lower()
+        if any(l not in labels for l in quals.get("label", [])) or any(l in labels for l in negated.get("label", [])):
+            continue
+        if any(a != author for a in quals.get("author", [])) or any(a not in assignees for a in
+                                                                     quals.get("assignee", [])):
+            continue
+        if any("@" + m not in text for m in quals.get("mentions", [])):
+            continue
+        out.append(dict(data, score=1.0))
+    return search_page(req, out, kind="lexical")
+
+
 # -- organizations and teams --------------------------------------------------------------------
 
 def find_org(req, login, action="read_org"):
