@@ -5963,6 +5963,7 @@ GRAPHQL_ENUMS = {
     "RepositoryPrivacy": ["PUBLIC", "PRIVATE"],
     "MilestoneState": ["OPEN", "CLOSED"],
     "IssueCommentOrderField": ["UPDATED_AT"],
+    "ReleaseOrderField": ["CREATED_AT", "NAME"],
     "CommentAuthorAssociation": ["MEMBER", "OWNER", "MANNEQUIN", "COLLABORATOR", "CONTRIBUTOR",
                                  "FIRST_TIME_CONTRIBUTOR", "FIRST_TIMER", "NONE"],
     "ReactionContent": ["THUMBS_UP", "THUMBS_DOWN", "LAUGH", "HOORAY", "CONFUSED", "HEART", "ROCKET", "EYES"],
@@ -5987,6 +5988,7 @@ GRAPHQL_INPUTS = {
     "ReopenIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
     "AddCommentInput": {"subjectId": "ID!", "body": "String!", "clientMutationId": "String"},
     "IssueCommentOrder": {"field": "IssueCommentOrderField!", "direction": "OrderDirection!"},
+    "ReleaseOrder": {"field": "ReleaseOrderField!", "direction": "OrderDirection!"},
     "IssueFilters": {"assignee": "String", "createdBy": "String", "labels": "[String!]", "mentioned": "String",
                      "milestone": "String", "milestoneNumber": "String", "since": "DateTime",
                      "states": "[IssueState!]", "viewerSubscribed": "Boolean"},
@@ -6108,6 +6110,23 @@ def resolve_comments(ctx, parent, args):
                 "authorAssociation": c["author_association"], "includesCreatedEdit": False, "isMinimized": False,
                 "minimizedReason": None, "reactionGroups": [],
                 "viewerDidAuthor": ctx.req.principal.user is not None and row["user_id"] == ctx.req.principal.user["id"]}
+    return connection(rows, args, node)
+
+
+def resolve_releases(ctx, parent, args):
+    """Repository.releases: what visible_releases shows REST callers (drafts only to those who may push)."""
+    rows = visible_releases(ctx.req, parent["_row"])
+    latest = next((r["id"] for r in rows if not r["draft"] and not r["prerelease"]), None)
+    order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "DESC"}
+    rows.sort(key=lambda r: (r["created_at"], r["id"]) if order["field"] == "CREATED_AT" else r["tag_name"],
+              reverse=order["direction"] == "DESC")
+
+    def node(r):
+        rel = release_json(ctx.app, parent["_row"], r)
+        return {"__typename": "Release", "id": rel["node_id"], "name": rel["name"], "tagName": rel["tag_name"],
+                "isDraft": rel["draft"], "isPrerelease": rel["prerelease"], "isLatest": r["id"] == latest,
+                "createdAt": rel["created_at"], "publishedAt": rel["published_at"], "url": rel["html_url"],
+                "description": rel["body"]}
     return connection(rows, args, node)
 
 
@@ -6385,7 +6404,13 @@ GRAPHQL_TYPES = {
         "issue": GField("Issue", resolve_issue, {"number": "Int!"}),
         "issueOrPullRequest": GField("IssueOrPullRequest", resolve_issue_or_pull, {"number": "Int!"}),
         "labels": GField("LabelConnection", resolve_repo_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder",
-                                                                        query="String"))}},
+                                                                        query="String")),
+        "releases": GField("ReleaseConnection!", resolve_releases, dict(CONNECTION_ARGS, orderBy="ReleaseOrder"))}},
+    "Release": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "name": GField("String"), "tagName": GField("String!"), "isDraft": GField("Boolean!"),
+        "isLatest": GField("Boolean!"), "isPrerelease": GField("Boolean!"), "createdAt": GField("DateTime!"),
+        "publishedAt": GField("DateTime"), "url": GField("URI!"), "description": GField("String")}},
+    "ReleaseConnection": connection_type("Release"), "ReleaseEdge": edge_type("Release"),
     "Issue": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
         "state": GField("IssueState!"), "stateReason": GField("IssueStateReason"), "closed": GField("Boolean!"),

@@ -95,3 +95,18 @@ def test_gh_repo_create_list_clone(gh_server, tmp_path):
     gh(env, "repo", "clone", "alice/shut", str(tmp_path / "shut"), cwd=str(tmp_path))
     assert sorted(os.listdir(tmp_path / "shut")) == [".git", "README.md"]
     assert "already exists" in gh(env, "repo", "create", "alice/open", "--public", check=False).stderr
+
+
+def test_gh_releases(gh_server):
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-F", "auto_init=true")
+    gh(env, "release", "create", "v1.0", "-R", "alice/demo", "--title", "First", "--notes", "It works")
+    gh(env, "release", "create", "v2.0-rc", "-R", "alice/demo", "--title", "Next", "--notes", "Soon", "--prerelease")
+    listing = gh(env, "release", "list", "-R", "alice/demo").stdout
+    assert "First" in listing and "Latest" in listing and "Pre-release" in listing
+    view = gh(env, "release", "view", "v1.0", "-R", "alice/demo").stdout
+    assert "First" in view and "It works" in view
+    tags = json.loads(gh(env, "api", "repos/alice/demo/tags").stdout)
+    assert sorted(t["name"] for t in tags) == ["v1.0", "v2.0-rc"]
