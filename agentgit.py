@@ -61,7 +61,9 @@ import secrets
 import shlex
 import shutil
 import socket
+import socketserver
 import sqlite3
+import stat
 import ssl
 import subprocess
 import sys
@@ -1698,6 +1700,8 @@ class Request:
         self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(split.query, keep_blank_values=True).items()}
         self.headers = handler.headers
         self.method = handler.command
+        # the peer's address; a Unix socket has none (gh's http_unix_socket setting connects that way)
+        self.client = handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket"
         self.surface = "rest"
         self.principal = None
         self.response_headers = {}
@@ -5177,7 +5181,7 @@ def register_agent_endpoint(req):
         req.app.audit(req.principal, req.surface, Decision("deny", "register_agent", "site",
                                                            ["registration is closed on this server"]))
         raise HTTPError(403, "Agent registration is closed on this server")
-    retry_after = req.app.registrations.hit(req.handler.client_address[0])
+    retry_after = req.app.registrations.hit(req.client)
     if retry_after:
         raise HTTPError(429, "Too many agent registrations from this address; retry later",
                         headers={"Retry-After": str(retry_after)})
@@ -6764,10 +6768,10 @@ def session_principal(app, req):
     raw = cookies(req).get(SESSION_COOKIE, "")
     row = app.store.one("SELECT * FROM web_sessions WHERE hash = ?", token_hash(raw)) if raw else None
     if row is None or row["expires_at"] <= now():
-        return Principal(runtime=req.handler.client_address[0]), None
+        return Principal(runtime=req.client), None
     user = account_by_id(app.store, row["user_id"])
     return Principal(user=user, scopes=expand_scopes(ALL_SCOPES),
-                     runtime="%s web session" % req.handler.client_address[0]), row
+                     runtime="%s web session" % req.client), row
 
 
 def cookie_header(req, name, value, max_age):
@@ -6825,7 +6829,7 @@ def login_submit(req):
     form = form_fields(req)
     check_csrf(cookies(req).get(LOGIN_CSRF_COOKIE), form)
     login = form.get("login", "")[:64]
-    address = req.handler.client_address[0]
+    address = req.client
     retry = req.app.sign_ins.hit("addr:" + address) or req.app.sign_ins.hit("login:" + login.lower())
     if retry:
         raise HTTPError(429, "Too many sign-in attempts; try again in %d seconds" % retry,
@@ -7111,7 +7115,7 @@ def device_grant(req, params):
                                scopes=scopes)
         db.execute("UPDATE device_codes SET consumed_at = ? WHERE id = ?", (now(), row["id"]))
         human = account_by_id(store, fresh["approved_by"])
-        audit_append(db, req.app.key, Principal(user=human, runtime=req.handler.client_address[0]), "oauth",
+        audit_append(db, req.app.key, Principal(user=human, runtime=req.client), "oauth",
                      Decision("allow", "issue_token", "user:" + human["login"], ["device code approved by %s" %
                                                                                   human["login"]]),
                      "oauth token %s for %s, scopes %s" % (token_fingerprint(token), fresh["client_id"],
@@ -7124,7 +7128,7 @@ def pending_device_code(req, user_code):
     code = re.sub(r"[^A-Z]", "", (user_code or "").upper())
     row = req.app.store.one("SELECT * FROM device_codes WHERE user_code = ?", code) if len(code) == 8 else None
     if row is None or row["expires_at"] <= now() or row["consumed_at"] or row["approved_by"] or row["denied"]:
-        retry = req.app.sign_ins.hit("device:" + req.handler.client_address[0])
+        retry = req.app.sign_ins.hit("device:" + req.client)
         if retry:
             raise HTTPError(429, "Too many wrong codes; try again in %d seconds" % retry,
                             headers={"Retry-After": str(retry)})
@@ -7288,7 +7292,7 @@ def issue_oauth_pair(db, req, app_row, user_id, scopes, family):
                                             "user_id": user_id, "scopes": ",".join(scopes), "access_id": token_id,
                                             "created_at": now()})
     user = account_by_id(req.app.store, user_id)
-    audit_append(db, req.app.key, Principal(user=user, runtime=req.handler.client_address[0]), "oauth",
+    audit_append(db, req.app.key, Principal(user=user, runtime=req.client), "oauth",
                  Decision("allow", "issue_token", "user:" + user["login"], ["authorized app %s" % app_row["client_id"]]),
                  "oauth token %s, refresh family %s" % (token_fingerprint(token), family[:12]))
     return {"access_token": token, "token_type": "bearer", "scope": ",".join(scopes),
@@ -7811,7 +7815,7 @@ class App:
         """authenticate → route → (the endpoint authorizes and acts) → audit → respond. Audit rows are
         written before the answer leaves, so a client that reads the log next finds them."""
         req = Request(self, handler)
-        req.principal = Principal(runtime=handler.client_address[0])
+        req.principal = Principal(runtime=req.client)
         result, error, outcome = None, None, "none"
         try:
             endpoint, params = self.match(req)
@@ -7822,7 +7826,7 @@ class App:
                 if not req.raw_path.startswith("/api/"):
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
-                req.principal = authenticate(self, handler.headers, handler.client_address[0], peer)
+                req.principal = authenticate(self, handler.headers, req.client, peer)
             result = endpoint(req, **params)    # git endpoints stream their own answer and return None
             if result is not None and not isinstance(result, tuple):
                 result = (200, result)
@@ -7850,6 +7854,11 @@ class App:
 
     def match(self, req):
         method = "GET" if req.method == "HEAD" else req.method
+        host = (req.headers.get("Host") or "").split(":")[0].lower()
+        if host.startswith("api.") and not req.raw_path.startswith("/api/"):
+            # github.com's layout, which gh uses for hosts like github.localhost: the API at the root of
+            # api.<host>, GraphQL at /graphql
+            req.raw_path = "/api/graphql" if req.raw_path.rstrip("/") == "/graphql" else "/api/v3" + req.raw_path
         path = req.raw_path[:-1] if req.raw_path.endswith("/") else req.raw_path
         parts = path.strip("/").split("/") if path.strip("/") else []
         for segments, endpoint, _ in ROUTES.get(method, ()):
@@ -7916,7 +7925,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         super().setup()
         # Headers and body leave in separate writes; without NODELAY, Nagle's algorithm and the
         # client's delayed ACK hold every keep-alive response back ~40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.do_handshake()   # here, in the connection's thread, not in accept()
 
@@ -7943,10 +7953,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         if self.server.access_log is not None:
-            self.server.access_log.write("%s - [%s] %s\n" % (self.client_address[0], now(), format % args))
+            client = self.client_address[0] if isinstance(self.client_address, tuple) else "unix-socket"
+            self.server.access_log.write("%s - [%s] %s\n" % (client, now(), format % args))
 
 
-class HTTPServer(http.server.ThreadingHTTPServer):
+class QuietErrors:
     daemon_threads = True
 
     def handle_error(self, request, client_address):
@@ -7955,14 +7966,29 @@ class HTTPServer(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class HTTPServer(QuietErrors, http.server.ThreadingHTTPServer):
+    pass
+
+
+class UnixHTTPServer(QuietErrors, socketserver.ThreadingUnixStreamServer):
+    """The same app on a Unix socket, for gh's http_unix_socket setting (plain HTTP, no port)."""
+
+
 class Server:
     """A running agentgit: ``url``, ``start()`` (background thread), ``serve_forever()``, ``stop()``.
 
     ``admin`` is ("admin", token) when this start created the data directory's first account.
     """
 
-    def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None):
+    def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None, unix_socket=None):
         self.app = app
+        self.unix = None
+        if unix_socket:
+            if os.path.exists(unix_socket) and stat.S_ISSOCK(os.stat(unix_socket).st_mode):
+                os.unlink(unix_socket)          # a socket left by a server that died
+            self.unix = UnixHTTPServer(unix_socket, Handler)
+            self.unix.app, self.unix.access_log = app, access_log
+            os.chmod(unix_socket, 0o600)
         HTTPServer.address_family = socket_family(host)
         self.httpd = HTTPServer((host, port), Handler)
         self.httpd.app, self.httpd.access_log = app, access_log
@@ -7985,14 +8011,23 @@ class Server:
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                        name="agentgit", daemon=True)
         self.thread.start()
+        if self.unix is not None:
+            threading.Thread(target=self.unix.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def serve_forever(self):
+        if self.unix is not None:
+            threading.Thread(target=self.unix.serve_forever, daemon=True).start()
         self.httpd.serve_forever()
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for server in (self.httpd, self.unix):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        if self.unix is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unix.server_address)
 
     # Conveniences for fixtures: the same operations as the CLI.
     def add_user(self, login, admin=False, password=None):
@@ -8010,13 +8045,13 @@ def socket_family(host):
 
 def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", tls_cert=None, tls_key=None,
                 registration="open", git_engine="auto", registration_limit=20, registration_window=600,
-                access_log=None):
+                access_log=None, unix_socket=None):
     """Build (not start) an agentgit server. ``authenticator(request) -> identity or None`` lets an
     embedding program vouch for humans: it is given {"headers", "client_address", "peer_cert"} and
     returns {"provider", "subject", "login", "name", "email"}."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
                     registration_limit=registration_limit, registration_window=registration_window)
-    return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log)
+    return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
@@ -8134,6 +8169,41 @@ def cli_delegation(app, args):
     return effect + ("\n" + out if out else "")
 
 
+def connect_gh(args):
+    """Write a GH_CONFIG_DIR and a git config that point gh and git at this server, and return the
+    export lines. https: gh talks HTTPS to the server's host. socket: gh sends its API calls as plain
+    HTTP over the server's --unix-socket (as host "localhost"), and git reaches the TCP port."""
+    directory = os.path.abspath(args.dir)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    app = App(Config(data_dir=args.data))
+    row = verify_token(app.store, app.key, args.token)
+    if row is None:
+        raise SystemExit("that token is not live on the server in %s" % args.data)
+    login = account_by_id(app.store, row["user_id"])["login"]
+    url = args.url.rstrip("/")
+    quote = json.dumps
+    if args.mode == "socket":
+        if not args.socket:
+            raise SystemExit("--mode socket needs --socket PATH (the server's --unix-socket)")
+        host, extra = "localhost", "http_unix_socket: %s\n" % quote(os.path.abspath(args.socket))
+        split = urllib.parse.urlsplit(url)
+        git = '[url "%s://x:%s@%s/"]\n\tinsteadOf = https://localhost/\n' % (split.scheme, args.token, split.netloc)
+    else:
+        host, extra = urllib.parse.urlsplit(url).hostname, ""
+        git = '[credential "https://%s"]\n\thelper =\n\thelper = !gh auth git-credential\n' % host
+    files = {"config.yml": "version: 1\ngit_protocol: https\nprompt: disabled\n" + extra,
+             "hosts.yml": "%s:\n    oauth_token: %s\n    git_protocol: https\n    user: %s\n" % (
+                 quote(host), quote(args.token), quote(login)),
+             "gitconfig": git}
+    for name, text in files.items():
+        path = os.path.join(directory, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # holds the token
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in (
+        ("GH_CONFIG_DIR", directory), ("GH_HOST", host), ("GIT_CONFIG_GLOBAL", os.path.join(directory, "gitconfig"))))
+
+
 def build_parser():
     data_default = os.environ.get("AGENTGIT_DATA", DEFAULT_DATA_DIR)
     parser = argparse.ArgumentParser(prog="agentgit.py", description=__doc__.split("\n\n")[0])
@@ -8155,6 +8225,7 @@ def build_parser():
                        help="may anyone register an agent with POST /api/ext/v1/agents (default open)")
     serve.add_argument("--git-engine", choices=("auto", "git", "dulwich"), default="auto",
                        help="serve Git through the git binary or dulwich (default auto: git when on PATH)")
+    serve.add_argument("--unix-socket", metavar="PATH", help="also serve on this Unix socket (gh's http_unix_socket)")
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
     user = commands.add_parser("user", help="manage human accounts").add_subparsers(dest="action", required=True)
@@ -8193,6 +8264,16 @@ def build_parser():
     retire_cmd.add_argument("--repositories", choices=("archive", "transfer"), default="archive",
                             help="archive its repositories or transfer them to its human (default archive)")
 
+    connect = commands.add_parser("connect", help="point a client at this server").add_subparsers(
+        dest="client", required=True)
+    connect_gh_cmd = command(connect, "gh", "write a GH_CONFIG_DIR for gh and a git config; prints the exports")
+    connect_gh_cmd.add_argument("--token", required=True, help="the token gh and git will use")
+    connect_gh_cmd.add_argument("--mode", choices=("https", "socket"), default="https")
+    connect_gh_cmd.add_argument("--url", default="http://127.0.0.1:8080",
+                                help="the server's URL (https mode: its https URL; socket mode: where git goes)")
+    connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
+    connect_gh_cmd.add_argument("--dir", default="agentgit-gh", help="where to write the configuration")
+
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     command(audit, "verify", "check the hash chain; exit 0 when intact, 1 naming the first broken row")
     return parser
@@ -8205,7 +8286,7 @@ def main(argv=None):
             raise SystemExit("--tls-cert and --tls-key go together")
         server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
                              tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
-                             access_log=None if args.quiet else sys.stderr)
+                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket)
         print("agentgit listening on %s" % server.url, flush=True)
         print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
         if server.admin:
@@ -8215,6 +8296,9 @@ def main(argv=None):
             server.serve_forever()
         except KeyboardInterrupt:
             server.stop()
+        return 0
+    if args.command == "connect":
+        print(connect_gh(args))
         return 0
     app = App(Config(data_dir=args.data, git_engine="auto"))
     if args.command == "user" and args.action == "add":

@@ -110,3 +110,35 @@ def test_gh_releases(gh_server):
     assert "First" in view and "It works" in view
     tags = json.loads(gh(env, "api", "repos/alice/demo/tags").stdout)
     assert sorted(t["name"] for t in tags) == ["v1.0", "v2.0-rc"]
+
+
+def test_connect_gh_over_a_unix_socket(tmp_path):
+    """`connect gh --mode socket`: gh's API calls go over the server's Unix socket as plain HTTP, git
+    goes to the TCP port; no certificates, no root."""
+    import shutil
+    import subprocess
+    import sys
+    import agentgit
+    if shutil.which("gh") is None:
+        import pytest
+        pytest.skip("gh is not installed")
+    sock = str(tmp_path / "agentgit.sock")
+    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
+    try:
+        token = srv.add_user("alice")
+        out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, "--mode", "socket",
+                              "--socket", sock, "--url", srv.url, "--dir", str(tmp_path / "gh"), "--data",
+                              srv.app.config.data_dir], capture_output=True, text=True, check=True).stdout
+        env = dict(os.environ, HOME=str(tmp_path), GIT_TERMINAL_PROMPT="0", NO_COLOR="1", GH_NO_UPDATE_NOTIFIER="1")
+        for line in out.strip().split("\n"):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = value.strip("'")
+        assert env["GH_HOST"] == "localhost" and oct(os.stat(tmp_path / "gh" / "hosts.yml").st_mode & 0o777) == "0o600"
+        assert json.loads(gh(env, "api", "user").stdout)["login"] == "alice"
+        gh(env, "repo", "create", "alice/demo", "--private", "--add-readme")
+        assert "alice/demo" in gh(env, "repo", "list").stdout
+        gh(env, "repo", "clone", "alice/demo", str(tmp_path / "clone"), cwd=str(tmp_path))
+        assert sorted(os.listdir(tmp_path / "clone")) == [".git", "README.md"]
+    finally:
+        srv.stop()
+    assert not os.path.exists(sock)

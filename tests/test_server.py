@@ -170,3 +170,14 @@ def test_a_version_4_database_is_migrated_without_loss(tmp_path):
         assert srv.app.store.one("SELECT name FROM sqlite_master WHERE name = 'tokens_by_user'") is not None
     finally:
         srv.stop()
+
+
+def test_api_host_layout(server):
+    """On api.<host> the API sits at the root and GraphQL at /graphql, as on api.github.com (gh's
+    github.localhost mode uses it)."""
+    token = server.add_user("alice")
+    r = call(server, "GET", "/user", token, headers={"Host": "api.github.localhost"})
+    assert r.status == 200 and r.json["login"] == "alice"
+    r = call(server, "POST", "/graphql", token, {"query": "{ viewer { login } }"}, headers={"Host": "api.github.localhost"})
+    assert r.json == {"data": {"viewer": {"login": "alice"}}}
+    assert call(server, "GET", "/user", token).status == 404          # not on the plain host
