@@ -5991,6 +5991,11 @@ GRAPHQL_INPUTS = {
     "CloseIssueInput": {"issueId": "ID!", "stateReason": "IssueClosedStateReason", "clientMutationId": "String"},
     "ReopenIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
     "AddCommentInput": {"subjectId": "ID!", "body": "String!", "clientMutationId": "String"},
+    "UpdateIssueInput": {"id": "ID!", "title": "String", "body": "String", "state": "IssueState",
+                         "assigneeIds": "[ID!]", "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]",
+                         "clientMutationId": "String"},
+    "AddLabelsToLabelableInput": {"labelableId": "ID!", "labelIds": "[ID!]!", "clientMutationId": "String"},
+    "RemoveLabelsFromLabelableInput": {"labelableId": "ID!", "labelIds": "[ID!]!", "clientMutationId": "String"},
     "IssueCommentOrder": {"field": "IssueCommentOrderField!", "direction": "OrderDirection!"},
     "ReleaseOrder": {"field": "ReleaseOrderField!", "direction": "OrderDirection!"},
     "IssueFilters": {"assignee": "String", "createdBy": "String", "labels": "[String!]", "mentioned": "String",
@@ -6117,6 +6122,16 @@ def resolve_comments(ctx, parent, args):
     return connection(rows, args, node)
 
 
+def resolve_assignable_users(ctx, parent, args):
+    """People granted access to the repository (those REST lets be assigned)."""
+    repo_row = parent["_row"]
+    rows = [u for u in people_with_access(ctx.app.store, repo_row)
+            if repo_permission(ctx.app.store, u, repo_row)[1] not in ("public repository",)]
+    if args.get("query"):
+        rows = [u for u in rows if args["query"].lower() in (u["login"] + " " + (u["name"] or "")).lower()]
+    return connection(rows, args, lambda u: gql_user(ctx.app, u))
+
+
 def resolve_releases(ctx, parent, args):
     """Repository.releases: what visible_releases shows REST callers (drafts only to those who may push)."""
     rows = visible_releases(ctx.req, parent["_row"])
@@ -6238,6 +6253,50 @@ def mutate_issue_state(state):
                 ctx.req.effect("%s #%d" % ("closed" if state == "closed" else "reopened", issue["number"]))
         row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
         return {"clientMutationId": data.get("clientMutationId"), "issue": gql_issue(ctx, repo_row, row)}
+    return mutate
+
+
+def mutate_update_issue(ctx, parent, args):
+    """title, body and state as their author or a triager may; labels, assignees and milestone need triage."""
+    data = args["input"]
+    repo_row, issue = mutation_issue(ctx, data["id"], "edit_issue")
+    relations = {}
+    if data.get("labelIds") is not None:
+        relations["labels"] = [node_row(ctx, i, "Label")["name"] for i in data["labelIds"]]
+    if data.get("assigneeIds") is not None:
+        relations["assignees"] = [node_row(ctx, i, "User")["login"] for i in data["assigneeIds"]]
+    if relations:
+        ctx.req.authorize("triage_issue", Resource.repo(repo_row))
+    fields = {k: data[k] for k in ("title", "body") if data.get(k) is not None}
+    if fields.get("title", "x").strip() == "" or len(fields.get("title", "")) > 256:
+        raise GraphQLError("title must be 1 to 256 characters", kind="UNPROCESSABLE")
+    if data.get("state") and data["state"].lower() != issue["state"]:
+        fields.update(state_change(ctx.req, data["state"].lower()))
+    with ctx.req.transaction() as db:
+        update_row(db, "issues", dict(fields, updated_at=now()), "id", issue["id"])
+        set_issue_relations(ctx.req, db, repo_row, issue["id"], relations)
+        ctx.req.effect("updated #%d: %s" % (issue["number"], ", ".join(sorted(set(fields) | set(relations)))))
+    row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
+    return {"clientMutationId": data.get("clientMutationId"), "issue": gql_issue(ctx, repo_row, row),
+            "actor": gql_user(ctx.app, ctx.req.principal.user)}
+
+
+def mutate_labels(adding):
+    def mutate(ctx, parent, args):
+        data = args["input"]
+        repo_row, issue = mutation_issue(ctx, data["labelableId"], "triage_issue")
+        labels = [node_row(ctx, i, "Label") for i in data["labelIds"]]
+        if any(label["repo_id"] != repo_row["id"] for label in labels):
+            raise GraphQLError("A label belongs to another repository", kind="UNPROCESSABLE")
+        with ctx.req.transaction() as db:
+            for label in labels:
+                db.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)" if adding else
+                           "DELETE FROM issue_labels WHERE issue_id = ? AND label_id = ?", (issue["id"], label["id"]))
+            ctx.req.effect("%s labels of #%d: %s" % ("added" if adding else "removed", issue["number"],
+                                                      ", ".join(l["name"] for l in labels)))
+        row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
+        labelable = gql_pull(ctx, repo_row, row) if row["is_pull"] else gql_issue(ctx, repo_row, row)
+        return {"clientMutationId": data.get("clientMutationId"), "labelable": labelable}
     return mutate
 
 
@@ -6409,7 +6468,8 @@ GRAPHQL_TYPES = {
         "issueOrPullRequest": GField("IssueOrPullRequest", resolve_issue_or_pull, {"number": "Int!"}),
         "labels": GField("LabelConnection", resolve_repo_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder",
                                                                         query="String")),
-        "releases": GField("ReleaseConnection!", resolve_releases, dict(CONNECTION_ARGS, orderBy="ReleaseOrder"))}},
+        "releases": GField("ReleaseConnection!", resolve_releases, dict(CONNECTION_ARGS, orderBy="ReleaseOrder")),
+        "assignableUsers": GField("UserConnection!", resolve_assignable_users, dict(CONNECTION_ARGS, query="String"))}},
     "Release": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String"), "tagName": GField("String!"), "isDraft": GField("Boolean!"),
         "isLatest": GField("Boolean!"), "isPrerelease": GField("Boolean!"), "createdAt": GField("DateTime!"),
@@ -6459,7 +6519,19 @@ GRAPHQL_TYPES = {
                                    {"input": "CreateRepositoryInput!"}),
         "closeIssue": GField("CloseIssuePayload", mutate_issue_state("closed"), {"input": "CloseIssueInput!"}),
         "reopenIssue": GField("ReopenIssuePayload", mutate_issue_state("open"), {"input": "ReopenIssueInput!"}),
-        "addComment": GField("AddCommentPayload", mutate_add_comment, {"input": "AddCommentInput!"})}},
+        "addComment": GField("AddCommentPayload", mutate_add_comment, {"input": "AddCommentInput!"}),
+        "updateIssue": GField("UpdateIssuePayload", mutate_update_issue, {"input": "UpdateIssueInput!"}),
+        "addLabelsToLabelable": GField("AddLabelsToLabelablePayload", mutate_labels(True),
+                                       {"input": "AddLabelsToLabelableInput!"}),
+        "removeLabelsFromLabelable": GField("RemoveLabelsFromLabelablePayload", mutate_labels(False),
+                                            {"input": "RemoveLabelsFromLabelableInput!"})}},
+    "UpdateIssuePayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "issue": GField("Issue"), "actor": GField("Actor")}},
+    "AddLabelsToLabelablePayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "labelable": GField("Labelable")}},
+    "RemoveLabelsFromLabelablePayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "labelable": GField("Labelable")}},
+    "Labelable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
     "CreateIssuePayload": {"kind": "OBJECT", "fields": {"clientMutationId": GField("String"), "issue": GField("Issue")}},
     "CloseIssuePayload": {"kind": "OBJECT", "fields": {"clientMutationId": GField("String"), "issue": GField("Issue")}},
     "ReopenIssuePayload": {"kind": "OBJECT", "fields": {"clientMutationId": GField("String"), "issue": GField("Issue")}},

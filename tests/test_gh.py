@@ -142,3 +142,26 @@ def test_connect_gh_over_a_unix_socket(tmp_path):
     finally:
         srv.stop()
     assert not os.path.exists(sock)
+
+
+def test_gh_issue_edit_labels_assignees_and_repo_edit_delete(gh_server):
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-F", "auto_init=true")
+    gh(env, "issue", "create", "-R", "alice/demo", "-t", "old title", "-b", "old body")
+    gh(env, "label", "create", "bug", "-R", "alice/demo", "--color", "d73a4a")
+    gh(env, "label", "edit", "bug", "-R", "alice/demo", "--description", "Broken")
+    gh(env, "issue", "edit", "1", "-R", "alice/demo", "--title", "new title", "--body", "new body",
+       "--add-label", "bug", "--add-assignee", "alice")
+    issue = json.loads(gh(env, "api", "repos/alice/demo/issues/1").stdout)
+    assert (issue["title"], issue["body"]) == ("new title", "new body")
+    assert [l["name"] for l in issue["labels"]] == ["bug"] and [a["login"] for a in issue["assignees"]] == ["alice"]
+    gh(env, "issue", "edit", "1", "-R", "alice/demo", "--remove-label", "bug", "--remove-assignee", "alice")
+    issue = json.loads(gh(env, "api", "repos/alice/demo/issues/1").stdout)
+    assert issue["labels"] == [] and issue["assignees"] == []
+    assert json.loads(gh(env, "api", "repos/alice/demo/labels/bug").stdout)["description"] == "Broken"
+    gh(env, "repo", "edit", "alice/demo", "--description", "Edited")
+    assert json.loads(gh(env, "api", "repos/alice/demo").stdout)["description"] == "Edited"
+    gh(env, "repo", "delete", "alice/demo", "--yes")
+    assert gh(env, "api", "repos/alice/demo", check=False).returncode != 0
