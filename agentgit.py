@@ -6180,12 +6180,32 @@ def resolve_issues(ctx, parent, args):
 
 
 def gql_pull(ctx, repo_row, row):
-    pull = ctx.app.store.one("SELECT merged_at FROM pulls WHERE issue_id = ?", row["id"])
-    state = "MERGED" if pull and pull["merged_at"] else row["state"].upper()
+    pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", row["id"])
+    state = "MERGED" if pull["merged_at"] else row["state"].upper()
+    owner = account_by_id(ctx.app.store, repo_row["owner_id"])
+    author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
     return {"__typename": "PullRequest", "id": node_id("PullRequest", row["id"]), "number": row["number"],
             "title": row["title"], "state": state, "closed": row["state"] == "closed",
             "url": "%s/%s/pull/%d" % (ctx.app.url, full_name(repo_row), row["number"]), "body": row["body"] or "",
-            "createdAt": row["created_at"], "updatedAt": row["updated_at"]}
+            "createdAt": row["created_at"], "updatedAt": row["updated_at"], "headRefName": pull["head_ref"],
+            "baseRefName": pull["base_ref"], "isDraft": bool(pull["draft"]), "isCrossRepository": False,
+            "merged": pull["merged_at"] is not None, "mergedAt": pull["merged_at"],
+            "headRepositoryOwner": gql_user(ctx.app, owner), "author": gql_user(ctx.app, author) if author else None}
+
+
+def resolve_pull_requests(ctx, parent, args):
+    """Repository.pullRequests, filtered by states, base and head branch, and labels."""
+    repo_row = parent["_row"]
+    states = set(args.get("states") or ["OPEN", "CLOSED", "MERGED"])
+    nodes = [gql_pull(ctx, repo_row, r) for r in ctx.app.store.all(
+        "SELECT * FROM issues WHERE repo_id = ? AND is_pull = 1", repo_row["id"])]
+    nodes = [n for n in nodes if n["state"] in states and (not args.get("baseRefName") or n["baseRefName"] ==
+                                                             args["baseRefName"]) and (
+        not args.get("headRefName") or n["headRefName"] == args["headRefName"])]
+    order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "DESC"}
+    key = "updatedAt" if order["field"] == "UPDATED_AT" else "createdAt"
+    nodes.sort(key=lambda n: (n[key], n["number"]), reverse=order["direction"] == "DESC")
+    return connection(nodes, args, lambda n: n)
 
 
 def resolve_issue_or_pull(ctx, parent, args):
@@ -6469,7 +6489,10 @@ GRAPHQL_TYPES = {
         "labels": GField("LabelConnection", resolve_repo_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder",
                                                                         query="String")),
         "releases": GField("ReleaseConnection!", resolve_releases, dict(CONNECTION_ARGS, orderBy="ReleaseOrder")),
-        "assignableUsers": GField("UserConnection!", resolve_assignable_users, dict(CONNECTION_ARGS, query="String"))}},
+        "assignableUsers": GField("UserConnection!", resolve_assignable_users, dict(CONNECTION_ARGS, query="String")),
+        "pullRequests": GField("PullRequestConnection!", resolve_pull_requests, dict(
+            CONNECTION_ARGS, states="[PullRequestState!]", baseRefName="String", headRefName="String",
+            labels="[String!]", orderBy="IssueOrder"))}},
     "Release": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String"), "tagName": GField("String!"), "isDraft": GField("Boolean!"),
         "isLatest": GField("Boolean!"), "isPrerelease": GField("Boolean!"), "createdAt": GField("DateTime!"),
@@ -6504,7 +6527,11 @@ GRAPHQL_TYPES = {
     "PullRequest": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
         "state": GField("PullRequestState!"), "closed": GField("Boolean!"), "body": GField("String!"),
-        "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!")}},
+        "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"), "headRefName": GField("String!"),
+        "baseRefName": GField("String!"), "isDraft": GField("Boolean!"), "isCrossRepository": GField("Boolean!"),
+        "merged": GField("Boolean!"), "mergedAt": GField("DateTime"), "author": GField("Actor"),
+        "headRepositoryOwner": GField("RepositoryOwner")}},
+    "PullRequestConnection": connection_type("PullRequest"), "PullRequestEdge": edge_type("PullRequest"),
     "IssueOrPullRequest": {"kind": "UNION", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
     "IssueComment": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "url": GField("URI!"), "body": GField("String!"), "createdAt": GField("DateTime!"),

@@ -165,3 +165,22 @@ def test_gh_issue_edit_labels_assignees_and_repo_edit_delete(gh_server):
     assert json.loads(gh(env, "api", "repos/alice/demo").stdout)["description"] == "Edited"
     gh(env, "repo", "delete", "alice/demo", "--yes")
     assert gh(env, "api", "repos/alice/demo", check=False).returncode != 0
+
+
+def test_gh_pr_list(gh_server):
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-F", "auto_init=true")
+    main = gh(env, "api", "repos/alice/demo/git/ref/heads/main", "-q", ".object.sha").stdout.strip()
+    gh(env, "api", "-X", "POST", "repos/alice/demo/git/refs", "-f", "ref=refs/heads/feature", "-f", "sha=" + main)
+    gh(env, "api", "-X", "PUT", "repos/alice/demo/contents/f.txt", "-f", "message=f", "-f", "content=Zg==",
+       "-f", "branch=feature")
+    gh(env, "api", "-X", "POST", "repos/alice/demo/pulls", "-f", "title=Add f", "-f", "head=feature", "-f", "base=main")
+    listing = gh(env, "pr", "list", "-R", "alice/demo").stdout
+    assert listing.startswith("1\tAdd f\tfeature\tOPEN")
+    gh(env, "api", "-X", "PUT", "repos/alice/demo/pulls/1/merge")
+    assert gh(env, "pr", "list", "-R", "alice/demo").stdout == ""
+    merged = json.loads(gh(env, "pr", "list", "-R", "alice/demo", "--state", "merged", "--json",
+                           "number,state,headRefName").stdout)
+    assert merged == [{"number": 1, "state": "MERGED", "headRefName": "feature"}]
