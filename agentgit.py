@@ -3252,6 +3252,12 @@ def create_pull(req, owner, repo):
     base = req.field(body, "base", str, "PullRequest", required=True)
     draft = req.field(body, "draft", bool, "PullRequest", default=False)
     row = find_repo(req, owner, repo, "open_pr")
+    issue_id = open_pull(req, row, head, base, title, text, draft)
+    return 201, pull_json(req.app, row, *pull_rows(req.app, issue_id), detail=True)
+
+
+def open_pull(req, row, head, base, title, text, draft):
+    """After open_pr was allowed: validate the branches and open the pull request; its issue id."""
     head_owner, _, head_ref = head.rpartition(":")
     if head_owner and head_owner.lower() != row["owner_login"].lower():
         raise invalid("PullRequest", "head", "invalid", "head must be a branch of %s (forks are not supported yet)"
@@ -3273,7 +3279,7 @@ def create_pull(req, owner, repo):
         db.execute("INSERT INTO pulls (issue_id, head_repo_id, head_ref, head_sha, base_ref, base_sha, draft)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?)", (issue_id, row["id"], head_ref, head_sha, base, base_sha, int(draft)))
         req.effect("opened pull request #%d %s → %s" % (number, head_ref, base))
-    return 201, pull_json(req.app, row, *pull_rows(req.app, issue_id), detail=True)
+    return issue_id
 
 
 def pull_rows(app, issue_id):
@@ -3417,6 +3423,12 @@ def merge_pull(req, owner, repo, number):
     title = text_field(req, body, "commit_title", "PullRequest", limit=256)
     message = text_field(req, body, "commit_message", "PullRequest")
     row, issue, pull = find_pull(req, owner, repo, number)
+    new_sha = merge(req, row, issue, pull, method, expected_sha, title, message)
+    return {"sha": new_sha, "merged": True, "message": "Pull Request successfully merged"}
+
+
+def merge(req, row, issue, pull, method, expected_sha=None, title=None, message=None):
+    """Decide, merge, record: the new head of the base branch. HTTPError 405/409 when it cannot."""
     state = PullState(req.app, row, issue, pull)
     req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"], repo=row,
                   pull_issue_id=issue["id"], head_sha=state.head_sha)
@@ -3468,7 +3480,7 @@ def merge_pull(req, owner, repo, number):
             closed = close_referenced_issues(db, row, issue, merger, stamp)
             if closed:
                 req.effect("closed %s" % ", ".join("#%d" % n for n in closed))
-    return {"sha": new_sha, "merged": True, "message": "Pull Request successfully merged"}
+    return new_sha
 
 
 def close_referenced_issues(db, repo_row, pull_issue, merger, stamp):
@@ -5964,6 +5976,9 @@ GRAPHQL_ENUMS = {
     "IssueStateReason": ["REOPENED", "NOT_PLANNED", "COMPLETED"],
     "IssueClosedStateReason": ["COMPLETED", "NOT_PLANNED"],
     "PullRequestState": ["OPEN", "CLOSED", "MERGED"],
+    "MergeStateStatus": ["DIRTY", "UNKNOWN", "BLOCKED", "BEHIND", "DRAFT", "UNSTABLE", "HAS_HOOKS", "CLEAN"],
+    "MergeableState": ["MERGEABLE", "CONFLICTING", "UNKNOWN"],
+    "PullRequestMergeMethod": ["MERGE", "SQUASH", "REBASE"],
     "RepositoryPrivacy": ["PUBLIC", "PRIVATE"],
     "MilestoneState": ["OPEN", "CLOSED"],
     "IssueCommentOrderField": ["UPDATED_AT"],
@@ -5994,6 +6009,12 @@ GRAPHQL_INPUTS = {
     "UpdateIssueInput": {"id": "ID!", "title": "String", "body": "String", "state": "IssueState",
                          "assigneeIds": "[ID!]", "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]",
                          "clientMutationId": "String"},
+    "CreatePullRequestInput": {"repositoryId": "ID!", "baseRefName": "String!", "headRefName": "String!",
+                               "title": "String!", "body": "String", "draft": "Boolean", "headRepositoryId": "ID",
+                               "maintainerCanModify": "Boolean", "clientMutationId": "String"},
+    "MergePullRequestInput": {"pullRequestId": "ID!", "mergeMethod": "PullRequestMergeMethod",
+                              "commitHeadline": "String", "commitBody": "String", "expectedHeadOid": "GitObjectID",
+                              "authorEmail": "String", "clientMutationId": "String"},
     "AddLabelsToLabelableInput": {"labelableId": "ID!", "labelIds": "[ID!]!", "clientMutationId": "String"},
     "RemoveLabelsFromLabelableInput": {"labelableId": "ID!", "labelIds": "[ID!]!", "clientMutationId": "String"},
     "IssueCommentOrder": {"field": "IssueCommentOrderField!", "direction": "OrderDirection!"},
@@ -6190,7 +6211,61 @@ def gql_pull(ctx, repo_row, row):
             "createdAt": row["created_at"], "updatedAt": row["updated_at"], "headRefName": pull["head_ref"],
             "baseRefName": pull["base_ref"], "isDraft": bool(pull["draft"]), "isCrossRepository": False,
             "merged": pull["merged_at"] is not None, "mergedAt": pull["merged_at"],
-            "headRepositoryOwner": gql_user(ctx.app, owner), "author": gql_user(ctx.app, author) if author else None}
+            "headRepositoryOwner": gql_user(ctx.app, owner), "author": gql_user(ctx.app, author) if author else None,
+            "_row": row, "_repo": repo_row}
+
+
+def pull_state(ctx, parent):
+    """The live PullState behind a PullRequest object, computed once per object."""
+    if "_state" not in parent:
+        row = parent["_row"]
+        parent["_state"] = PullState(ctx.app, parent["_repo"], row, ctx.app.store.one(
+            "SELECT * FROM pulls WHERE issue_id = ?", row["id"]))
+    return parent["_state"]
+
+
+def resolve_pull_mergeable(ctx, parent, args):
+    mergeable, state = mergeability(ctx.app, pull_state(ctx, parent))
+    return {True: "MERGEABLE", False: "CONFLICTING"}.get(mergeable, "UNKNOWN")
+
+
+def resolve_merge_state(ctx, parent, args):
+    return mergeability(ctx.app, pull_state(ctx, parent))[1].upper()
+
+
+def resolve_pull_commits(ctx, parent, args):
+    def node(commit):
+        sha = commit.id.decode()
+        message = commit.message.decode("utf-8", "replace").rstrip("\n")
+        when = git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)["date"]
+        return {"__typename": "PullRequestCommit", "id": node_id("PullRequestCommit", sha), "commit": {
+            "__typename": "Commit", "id": node_id("Commit", sha), "oid": sha, "message": message,
+            "messageHeadline": message.split("\n")[0], "committedDate": when}}
+    return connection(pull_state(ctx, parent).commits, args, node)
+
+
+def resolve_pull(ctx, parent, args):
+    row = ctx.app.store.one("SELECT * FROM issues WHERE repo_id = ? AND number = ? AND is_pull = 1",
+                            parent["_row"]["id"], args["number"])
+    if row is None:
+        raise GraphQLError("Could not resolve to a PullRequest with the number of %d." % args["number"],
+                           kind="NOT_FOUND")
+    return gql_pull(ctx, parent["_row"], row)
+
+
+def mutate_merge_pull(ctx, parent, args):
+    data = args["input"]
+    issue = node_row(ctx, data["pullRequestId"], "PullRequest")
+    repo_row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", issue["repo_id"])
+    if not ctx.req.can("read_code", Resource.repo(repo_row)):
+        raise GraphQLError("Could not resolve to a node with the global id of '%s'" % data["pullRequestId"],
+                           kind="NOT_FOUND")
+    pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"])
+    merge(ctx.req, repo_row, issue, pull, (data.get("mergeMethod") or "MERGE").lower(), data.get("expectedHeadOid"),
+          data.get("commitHeadline"), data.get("commitBody"))
+    row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, row),
+            "actor": gql_user(ctx.app, ctx.req.principal.user)}
 
 
 def resolve_pull_requests(ctx, parent, args):
@@ -6242,16 +6317,40 @@ def mutation_issue(ctx, ident, action, **context):
     return repo_row, issue
 
 
-def mutate_create_issue(ctx, parent, args):
-    data = args["input"]
+def repo_from_node(ctx, ident):
+    """The repository a global id names, if the caller may read it; NOT_FOUND otherwise."""
     try:
-        kind, _, number = base64.b64decode(data["repositoryId"]).decode().partition(":")
+        kind, _, number = base64.b64decode(ident).decode().partition(":")
         repo_row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", int(number)) if kind == "Repository" else None
     except (ValueError, UnicodeDecodeError):
         repo_row = None
     if repo_row is None or not ctx.req.can("read_code", Resource.repo(repo_row)):
-        raise GraphQLError("Could not resolve to a node with the global id of '%s'" % data["repositoryId"],
-                           kind="NOT_FOUND")
+        raise GraphQLError("Could not resolve to a node with the global id of '%s'" % ident, kind="NOT_FOUND")
+    return repo_row
+
+
+def unprocessable(error):
+    """A REST validation failure as a GraphQL error with its reasons."""
+    return GraphQLError("; ".join(e.get("message", e.get("code", "")) for e in error.errors or []) or error.message,
+                        kind="UNPROCESSABLE")
+
+
+def mutate_create_pull(ctx, parent, args):
+    data = args["input"]
+    repo_row = repo_from_node(ctx, data["repositoryId"])
+    ctx.req.authorize("open_pr", Resource.repo(repo_row))
+    try:
+        issue_id = open_pull(ctx.req, repo_row, data["headRefName"], data["baseRefName"], data["title"],
+                             data.get("body"), bool(data.get("draft")))
+    except HTTPError as error:
+        raise unprocessable(error)
+    row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, row)}
+
+
+def mutate_create_issue(ctx, parent, args):
+    data = args["input"]
+    repo_row = repo_from_node(ctx, data["repositoryId"])
     ctx.req.authorize("open_issue", Resource.repo(repo_row))
     relations = {}
     if data.get("labelIds"):
@@ -6400,8 +6499,7 @@ def mutate_create_repository(ctx, parent, args):
     try:
         row = new_repository(ctx.req, owner, fields, auto_init=False)
     except HTTPError as error:
-        raise GraphQLError("; ".join(e.get("message", "") for e in error.errors or []) or error.message,
-                           kind="UNPROCESSABLE")
+        raise unprocessable(error)
     return {"clientMutationId": data.get("clientMutationId"), "repository": gql_repository(ctx, row)}
 
 
@@ -6490,6 +6588,7 @@ GRAPHQL_TYPES = {
                                                                         query="String")),
         "releases": GField("ReleaseConnection!", resolve_releases, dict(CONNECTION_ARGS, orderBy="ReleaseOrder")),
         "assignableUsers": GField("UserConnection!", resolve_assignable_users, dict(CONNECTION_ARGS, query="String")),
+        "pullRequest": GField("PullRequest", resolve_pull, {"number": "Int!"}),
         "pullRequests": GField("PullRequestConnection!", resolve_pull_requests, dict(
             CONNECTION_ARGS, states="[PullRequestState!]", baseRefName="String", headRefName="String",
             labels="[String!]", orderBy="IssueOrder"))}},
@@ -6530,7 +6629,21 @@ GRAPHQL_TYPES = {
         "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"), "headRefName": GField("String!"),
         "baseRefName": GField("String!"), "isDraft": GField("Boolean!"), "isCrossRepository": GField("Boolean!"),
         "merged": GField("Boolean!"), "mergedAt": GField("DateTime"), "author": GField("Actor"),
-        "headRepositoryOwner": GField("RepositoryOwner")}},
+        "headRepositoryOwner": GField("RepositoryOwner"),
+        "headRefOid": GField("GitObjectID!", lambda ctx, parent, args: pull_state(ctx, parent).head_sha),
+        "baseRefOid": GField("GitObjectID!", lambda ctx, parent, args: pull_state(ctx, parent).base_sha),
+        "mergeable": GField("MergeableState!", resolve_pull_mergeable),
+        "mergeStateStatus": GField("MergeStateStatus!", resolve_merge_state),
+        "commits": GField("PullRequestCommitConnection!", resolve_pull_commits, dict(CONNECTION_ARGS))}},
+    "PullRequestCommitConnection": connection_type("PullRequestCommit"),
+    "PullRequestCommitEdge": edge_type("PullRequestCommit"),
+    "PullRequestCommit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "commit": GField("Commit!")}},
+    "Commit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "oid": GField("GitObjectID!"), "message": GField("String!"),
+        "messageHeadline": GField("String!"), "committedDate": GField("DateTime!")}},
+    "MergePullRequestPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest"), "actor": GField("Actor")}},
     "PullRequestConnection": connection_type("PullRequest"), "PullRequestEdge": edge_type("PullRequest"),
     "IssueOrPullRequest": {"kind": "UNION", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
     "IssueComment": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
@@ -6548,10 +6661,14 @@ GRAPHQL_TYPES = {
         "reopenIssue": GField("ReopenIssuePayload", mutate_issue_state("open"), {"input": "ReopenIssueInput!"}),
         "addComment": GField("AddCommentPayload", mutate_add_comment, {"input": "AddCommentInput!"}),
         "updateIssue": GField("UpdateIssuePayload", mutate_update_issue, {"input": "UpdateIssueInput!"}),
+        "createPullRequest": GField("CreatePullRequestPayload", mutate_create_pull, {"input": "CreatePullRequestInput!"}),
+        "mergePullRequest": GField("MergePullRequestPayload", mutate_merge_pull, {"input": "MergePullRequestInput!"}),
         "addLabelsToLabelable": GField("AddLabelsToLabelablePayload", mutate_labels(True),
                                        {"input": "AddLabelsToLabelableInput!"}),
         "removeLabelsFromLabelable": GField("RemoveLabelsFromLabelablePayload", mutate_labels(False),
                                             {"input": "RemoveLabelsFromLabelableInput!"})}},
+    "CreatePullRequestPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
     "UpdateIssuePayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "issue": GField("Issue"), "actor": GField("Actor")}},
     "AddLabelsToLabelablePayload": {"kind": "OBJECT", "fields": {
@@ -6714,7 +6831,7 @@ def execute_fields(ctx, typename, obj, selections, path):
         except HTTPError as error:
             ctx.errors.append(GraphQLError(error.message, node["loc"], path + [key],
                                            {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}.get(
-                                               error.status, "INTERNAL")))
+                                               error.status, "UNPROCESSABLE" if error.status < 500 else "INTERNAL")))
             result[key] = None
         except GraphQLError as error:
             error.location, error.path = error.location or node["loc"], error.path or path + [key]

@@ -184,3 +184,44 @@ def test_gh_pr_list(gh_server):
     merged = json.loads(gh(env, "pr", "list", "-R", "alice/demo", "--state", "merged", "--json",
                            "number,state,headRefName").stdout)
     assert merged == [{"number": 1, "state": "MERGED", "headRefName": "feature"}]
+
+
+def test_gh_pr_create_and_merge(gh_server, tmp_path):
+    """From a clone: push a branch, gh pr create, gh pr merge --squash; a fresh clone shows the result.
+    A conflicting pull request is refused with GitHub's message and moves nothing."""
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    gh(env, "auth", "setup-git", "--hostname", GH_HOST)
+    gh(env, "repo", "create", "alice/demo", "--public", "--add-readme")
+    work = str(tmp_path / "work")
+    gh(env, "repo", "clone", "alice/demo", work, cwd=str(tmp_path))
+    git(work, "checkout", "-q", "-b", "feature", env=env)
+    for name in ("a.txt", "b.txt"):
+        with open(os.path.join(work, name), "w") as f:
+            f.write(name + "\n")
+        git(work, "add", name, env=env)
+        git(work, "commit", "-q", "-m", "add " + name, env=env)
+    git(work, "push", "-q", "-u", "origin", "feature", env=env)
+    url = gh(env, "pr", "create", "--head", "feature", "--base", "main", "--title", "Add files", "--body", "Two",
+             cwd=work).stdout.strip()
+    assert url == "https://%s/alice/demo/pull/1" % GH_HOST
+    gh(env, "pr", "merge", "1", "-R", "alice/demo", "--squash")
+    fresh = str(tmp_path / "fresh")
+    git(str(tmp_path), "clone", "-q", "https://%s/alice/demo.git" % GH_HOST, fresh, env=env)
+    log = git(fresh, "log", "--format=%s", env=env).stdout.split("\n")
+    assert log[0] == "Add files (#1)" and sorted(f for f in os.listdir(fresh) if f.endswith(".txt")) == ["a.txt", "b.txt"]
+    # a conflict: both sides change a.txt
+    git(work, "checkout", "-q", "-b", "left", "origin/main", env=env)
+    git(work, "pull", "-q", "origin", "main", env=env)
+    with open(os.path.join(work, "a.txt"), "w") as f:
+        f.write("left\n")
+    git(work, "commit", "-q", "-am", "left", env=env)
+    git(work, "push", "-q", "origin", "left", env=env)
+    gh(env, "api", "-X", "PUT", "repos/alice/demo/contents/a.txt", "-f", "message=main side", "-f", "content=bWFpbgo=",
+       "-f", "sha=" + json.loads(gh(env, "api", "repos/alice/demo/contents/a.txt").stdout)["sha"])
+    gh(env, "pr", "create", "-R", "alice/demo", "--head", "left", "--base", "main", "--title", "Left", "--body", "x")
+    before = json.loads(gh(env, "api", "repos/alice/demo/git/ref/heads/main").stdout)["object"]["sha"]
+    proc = gh(env, "pr", "merge", "2", "-R", "alice/demo", "--merge", check=False)
+    assert proc.returncode != 0
+    assert json.loads(gh(env, "api", "repos/alice/demo/git/ref/heads/main").stdout)["object"]["sha"] == before
