@@ -3521,11 +3521,18 @@ def create_review(req, owner, repo, number):
     if event != "APPROVE" and not text.strip() and not comments:
         raise invalid("PullRequestReview", "body", "missing_field", "a %s review needs a body" % event.lower())
     row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
+    review_id = record_review(req, row, issue, pull, event, text, comments,
+                              req.field(body, "commit_id", str, "PullRequestReview"))
+    return 200, review_json(req.app, row, issue, req.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))
+
+
+def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
+    """After review_pr was allowed: the review's id. Authors cannot approve or reject their own."""
     if event != "COMMENT" and issue["user_id"] == req.principal.user["id"]:
         raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
             "approve" if event == "APPROVE" else "request changes on"))
     state = PullState(req.app, row, issue, pull)
-    commit_id = req.field(body, "commit_id", str, "PullRequestReview", default=state.head_sha)
+    commit_id = commit_id or state.head_sha
     paths = {f[0] for f in state.files}
     for c in comments:
         if not isinstance(c, dict) or not isinstance(c.get("path"), str) or not isinstance(c.get("body"), str):
@@ -3547,7 +3554,7 @@ def create_review(req, owner, repo, number):
                         stamp, stamp))
         db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], req.principal.user["id"]))
         req.effect("review %d on #%d: %s" % (review_id, issue["number"], REVIEW_EVENTS[event]))
-    return 200, review_json(req.app, row, issue, req.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))
+    return review_id
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
@@ -5979,6 +5986,8 @@ GRAPHQL_ENUMS = {
     "MergeStateStatus": ["DIRTY", "UNKNOWN", "BLOCKED", "BEHIND", "DRAFT", "UNSTABLE", "HAS_HOOKS", "CLEAN"],
     "MergeableState": ["MERGEABLE", "CONFLICTING", "UNKNOWN"],
     "PullRequestMergeMethod": ["MERGE", "SQUASH", "REBASE"],
+    "PullRequestReviewEvent": ["COMMENT", "APPROVE", "REQUEST_CHANGES", "DISMISS"],
+    "PullRequestReviewState": ["PENDING", "COMMENTED", "APPROVED", "CHANGES_REQUESTED", "DISMISSED"],
     "RepositoryPrivacy": ["PUBLIC", "PRIVATE"],
     "MilestoneState": ["OPEN", "CLOSED"],
     "IssueCommentOrderField": ["UPDATED_AT"],
@@ -6015,6 +6024,12 @@ GRAPHQL_INPUTS = {
     "MergePullRequestInput": {"pullRequestId": "ID!", "mergeMethod": "PullRequestMergeMethod",
                               "commitHeadline": "String", "commitBody": "String", "expectedHeadOid": "GitObjectID",
                               "authorEmail": "String", "clientMutationId": "String"},
+    "ClosePullRequestInput": {"pullRequestId": "ID!", "clientMutationId": "String"},
+    "ReopenPullRequestInput": {"pullRequestId": "ID!", "clientMutationId": "String"},
+    "MarkPullRequestReadyForReviewInput": {"pullRequestId": "ID!", "clientMutationId": "String"},
+    "AddPullRequestReviewInput": {"pullRequestId": "ID!", "body": "String", "event": "PullRequestReviewEvent",
+                                  "commitOID": "GitObjectID", "comments": "[DraftPullRequestReviewComment]",
+                                  "threads": "[DraftPullRequestReviewThread]", "clientMutationId": "String"},
     "AddLabelsToLabelableInput": {"labelableId": "ID!", "labelIds": "[ID!]!", "clientMutationId": "String"},
     "RemoveLabelsFromLabelableInput": {"labelableId": "ID!", "labelIds": "[ID!]!", "clientMutationId": "String"},
     "IssueCommentOrder": {"field": "IssueCommentOrderField!", "direction": "OrderDirection!"},
@@ -6292,23 +6307,23 @@ def resolve_issue_or_pull(ctx, parent, args):
     return gql_pull(ctx, parent["_row"], row) if row["is_pull"] else gql_issue(ctx, parent["_row"], row)
 
 
-def node_row(ctx, ident, kind):
-    """The issues/repos/labels/accounts row a global id names, or a NOT_FOUND error."""
+def node_row(ctx, ident, *kinds):
+    """The issues/labels/accounts row a global id of one of ``kinds`` names, or a NOT_FOUND error."""
     try:
         found_kind, _, number = base64.b64decode(ident).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         found_kind, number = "", ""
-    table = {"Issue": "issues", "PullRequest": "issues", "Label": "labels", "User": "accounts"}.get(kind)
+    table = {"Issue": "issues", "PullRequest": "issues", "Label": "labels", "User": "accounts"}.get(found_kind)
     row = ctx.app.store.one("SELECT * FROM %s WHERE id = ?" % table, int(number)) if (
-        found_kind == kind and number.isdigit() and table) else None
+        found_kind in kinds and number.isdigit() and table) else None
     if row is None:
         raise GraphQLError("Could not resolve to a node with the global id of '%s'" % ident, kind="NOT_FOUND")
     return row
 
 
 def mutation_issue(ctx, ident, action, **context):
-    """(repository, issue) behind a global id, once ``action`` is allowed on its repository."""
-    issue = node_row(ctx, ident, "Issue")
+    """(repository, issue or pull request) behind a global id, once ``action`` is allowed on its repository."""
+    issue = node_row(ctx, ident, "Issue", "PullRequest")
     repo_row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", issue["repo_id"])
     if not ctx.req.can("read_code", Resource.repo(repo_row)):
         raise GraphQLError("Could not resolve to a node with the global id of '%s'" % ident, kind="NOT_FOUND")
@@ -6361,18 +6376,53 @@ def mutate_create_issue(ctx, parent, args):
     return {"clientMutationId": data.get("clientMutationId"), "issue": gql_issue(ctx, repo_row, row)}
 
 
-def mutate_issue_state(state):
+def mutate_issue_state(state, id_key="issueId", payload_key="issue"):
+    """closeIssue and reopenIssue, and with PR keys closePullRequest and reopenPullRequest."""
     def mutate(ctx, parent, args):
         data = args["input"]
-        repo_row, issue = mutation_issue(ctx, data["issueId"], "edit_issue")
+        repo_row, issue = mutation_issue(ctx, data[id_key], "edit_issue")
+        if issue["is_pull"] and ctx.app.store.one("SELECT merged_at FROM pulls WHERE issue_id = ?",
+                                                  issue["id"])["merged_at"]:
+            raise GraphQLError("A merged pull request cannot be closed or reopened", kind="UNPROCESSABLE")
         if issue["state"] != state:
             with ctx.req.transaction() as db:
                 update_row(db, "issues", dict(state_change(ctx.req, state, (data.get("stateReason") or "").lower()
                                                             or None), updated_at=now()), "id", issue["id"])
                 ctx.req.effect("%s #%d" % ("closed" if state == "closed" else "reopened", issue["number"]))
         row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
-        return {"clientMutationId": data.get("clientMutationId"), "issue": gql_issue(ctx, repo_row, row)}
+        node = gql_pull(ctx, repo_row, row) if row["is_pull"] else gql_issue(ctx, repo_row, row)
+        return {"clientMutationId": data.get("clientMutationId"), payload_key: node}
     return mutate
+
+
+def mutate_ready_for_review(ctx, parent, args):
+    data = args["input"]
+    repo_row, issue = mutation_issue(ctx, data["pullRequestId"], "edit_issue")
+    with ctx.req.transaction() as db:
+        db.execute("UPDATE pulls SET draft = 0 WHERE issue_id = ?", (issue["id"],))
+        ctx.req.effect("#%d is ready for review" % issue["number"])
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, issue)}
+
+
+def mutate_add_review(ctx, parent, args):
+    data = args["input"]
+    event = data.get("event") or "COMMENT"
+    if event not in REVIEW_EVENTS:
+        raise GraphQLError("event must be APPROVE, REQUEST_CHANGES or COMMENT (pending reviews are not served)",
+                           kind="UNPROCESSABLE")
+    repo_row, issue = mutation_issue(ctx, data["pullRequestId"], "review_pr")
+    if event != "APPROVE" and not (data.get("body") or "").strip():
+        raise GraphQLError("a %s review needs a body" % event.lower(), kind="UNPROCESSABLE")
+    pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"])
+    try:
+        review_id = record_review(ctx.req, repo_row, issue, pull, event, data.get("body") or "", [],
+                                  data.get("commitOID"))
+    except HTTPError as error:
+        raise unprocessable(error)
+    review = review_json(ctx.app, repo_row, issue, ctx.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))
+    node = {"__typename": "PullRequestReview", "id": review["node_id"], "state": review["state"],
+            "body": review["body"], "url": review["html_url"]}
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": node}
 
 
 def mutate_update_issue(ctx, parent, args):
@@ -6642,6 +6692,17 @@ GRAPHQL_TYPES = {
     "Commit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "oid": GField("GitObjectID!"), "message": GField("String!"),
         "messageHeadline": GField("String!"), "committedDate": GField("DateTime!")}},
+    "ClosePullRequestPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
+    "ReopenPullRequestPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
+    "MarkPullRequestReadyForReviewPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
+    "AddPullRequestReviewPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequestReview": GField("PullRequestReview")}},
+    "PullRequestReview": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "state": GField("PullRequestReviewState!"), "body": GField("String!"),
+        "url": GField("URI!")}},
     "MergePullRequestPayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "pullRequest": GField("PullRequest"), "actor": GField("Actor")}},
     "PullRequestConnection": connection_type("PullRequest"), "PullRequestEdge": edge_type("PullRequest"),
@@ -6663,6 +6724,16 @@ GRAPHQL_TYPES = {
         "updateIssue": GField("UpdateIssuePayload", mutate_update_issue, {"input": "UpdateIssueInput!"}),
         "createPullRequest": GField("CreatePullRequestPayload", mutate_create_pull, {"input": "CreatePullRequestInput!"}),
         "mergePullRequest": GField("MergePullRequestPayload", mutate_merge_pull, {"input": "MergePullRequestInput!"}),
+        "closePullRequest": GField("ClosePullRequestPayload", mutate_issue_state("closed", "pullRequestId",
+                                                                                 "pullRequest"),
+                                   {"input": "ClosePullRequestInput!"}),
+        "reopenPullRequest": GField("ReopenPullRequestPayload", mutate_issue_state("open", "pullRequestId",
+                                                                                   "pullRequest"),
+                                    {"input": "ReopenPullRequestInput!"}),
+        "markPullRequestReadyForReview": GField("MarkPullRequestReadyForReviewPayload", mutate_ready_for_review,
+                                                {"input": "MarkPullRequestReadyForReviewInput!"}),
+        "addPullRequestReview": GField("AddPullRequestReviewPayload", mutate_add_review,
+                                       {"input": "AddPullRequestReviewInput!"}),
         "addLabelsToLabelable": GField("AddLabelsToLabelablePayload", mutate_labels(True),
                                        {"input": "AddLabelsToLabelableInput!"}),
         "removeLabelsFromLabelable": GField("RemoveLabelsFromLabelablePayload", mutate_labels(False),

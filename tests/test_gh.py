@@ -225,3 +225,33 @@ def test_gh_pr_create_and_merge(gh_server, tmp_path):
     proc = gh(env, "pr", "merge", "2", "-R", "alice/demo", "--merge", check=False)
     assert proc.returncode != 0
     assert json.loads(gh(env, "api", "repos/alice/demo/git/ref/heads/main").stdout)["object"]["sha"] == before
+
+
+def test_gh_pr_review_comment_close_reopen_ready(gh_server):
+    srv, env = gh_server
+    alice, bob = srv.add_user("alice"), srv.add_user("bob")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=alice + "\n")
+    gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-F", "auto_init=true")
+    gh(env, "api", "-X", "PUT", "repos/alice/demo/collaborators/bob", "-f", "permission=push")
+    main = gh(env, "api", "repos/alice/demo/git/ref/heads/main", "-q", ".object.sha").stdout.strip()
+    gh(env, "api", "-X", "POST", "repos/alice/demo/git/refs", "-f", "ref=refs/heads/feature", "-f", "sha=" + main)
+    gh(env, "api", "-X", "PUT", "repos/alice/demo/contents/f.txt", "-f", "message=f", "-f", "content=Zg==",
+       "-f", "branch=feature")
+    gh(env, "pr", "create", "-R", "alice/demo", "--head", "feature", "--base", "main", "--title", "F", "--body", "b",
+       "--draft")
+    assert json.loads(gh(env, "api", "repos/alice/demo/pulls/1").stdout)["draft"] is True
+    gh(env, "pr", "ready", "1", "-R", "alice/demo")
+    assert json.loads(gh(env, "api", "repos/alice/demo/pulls/1").stdout)["draft"] is False
+    gh(env, "pr", "comment", "1", "-R", "alice/demo", "-b", "please look")
+    assert gh(env, "pr", "review", "1", "-R", "alice/demo", "--approve", check=False).returncode != 0   # own PR
+    bob_env = dict(env, GH_CONFIG_DIR=env["GH_CONFIG_DIR"] + "-bob")
+    gh(bob_env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=bob + "\n")
+    gh(bob_env, "pr", "review", "1", "-R", "alice/demo", "--approve", "-b", "ship it")
+    reviews = json.loads(gh(env, "api", "repos/alice/demo/pulls/1/reviews").stdout)
+    assert [(r["user"]["login"], r["state"], r["body"]) for r in reviews] == [("bob", "APPROVED", "ship it")]
+    gh(env, "pr", "close", "1", "-R", "alice/demo")
+    assert json.loads(gh(env, "api", "repos/alice/demo/pulls/1").stdout)["state"] == "closed"
+    gh(env, "pr", "reopen", "1", "-R", "alice/demo")
+    assert json.loads(gh(env, "api", "repos/alice/demo/pulls/1").stdout)["state"] == "open"
+    comments = json.loads(gh(env, "api", "repos/alice/demo/issues/1/comments").stdout)
+    assert [c["body"] for c in comments] == ["please look"]
