@@ -5988,6 +5988,10 @@ GRAPHQL_ENUMS = {
     "PullRequestMergeMethod": ["MERGE", "SQUASH", "REBASE"],
     "PullRequestReviewEvent": ["COMMENT", "APPROVE", "REQUEST_CHANGES", "DISMISS"],
     "PullRequestReviewState": ["PENDING", "COMMENTED", "APPROVED", "CHANGES_REQUESTED", "DISMISSED"],
+    "StatusState": ["EXPECTED", "ERROR", "FAILURE", "PENDING", "SUCCESS"],
+    "CheckStatusState": ["REQUESTED", "QUEUED", "IN_PROGRESS", "COMPLETED", "WAITING", "PENDING"],
+    "CheckConclusionState": ["ACTION_REQUIRED", "TIMED_OUT", "CANCELLED", "FAILURE", "SUCCESS", "NEUTRAL", "SKIPPED",
+                             "STARTUP_FAILURE", "STALE"],
     "RepositoryPrivacy": ["PUBLIC", "PRIVATE"],
     "MilestoneState": ["OPEN", "CLOSED"],
     "IssueCommentOrderField": ["UPDATED_AT"],
@@ -6227,7 +6231,51 @@ def gql_pull(ctx, repo_row, row):
             "baseRefName": pull["base_ref"], "isDraft": bool(pull["draft"]), "isCrossRepository": False,
             "merged": pull["merged_at"] is not None, "mergedAt": pull["merged_at"],
             "headRepositoryOwner": gql_user(ctx.app, owner), "author": gql_user(ctx.app, author) if author else None,
-            "_row": row, "_repo": repo_row}
+            "_row": row, "_repo": repo_row, "autoMergeRequest": None, "maintainerCanModify": False,
+            "reactionGroups": [], "headRepository": gql_repository(ctx, repo_row),
+            "milestone": gql_issue(ctx, repo_row, row)["milestone"],
+            "_labels": issue_json(ctx.app, repo_row, row)["labels"]}
+
+
+def resolve_review_requests(ctx, parent, args):
+    rows = ctx.app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
+                             " WHERE r.issue_id = ? ORDER BY a.login", parent["_row"]["id"])
+    return connection(rows, args, lambda u: {"__typename": "ReviewRequest", "requestedReviewer": gql_user(ctx.app, u)})
+
+
+def resolve_reviews(ctx, parent, args):
+    repo_row, issue = parent["_repo"], parent["_row"]
+    rows = ctx.app.store.all("SELECT * FROM reviews WHERE issue_id = ? ORDER BY id", issue["id"])
+
+    def node(row):
+        r = review_json(ctx.app, repo_row, issue, row)
+        author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
+        return {"__typename": "PullRequestReview", "id": r["node_id"], "state": r["state"], "body": r["body"],
+                "url": r["html_url"], "submittedAt": r["submitted_at"], "authorAssociation": r["author_association"],
+                "author": gql_user(ctx.app, author) if author else None, "reactionGroups": [],
+                "commit": {"__typename": "Commit", "id": node_id("Commit", row["commit_id"]), "oid": row["commit_id"],
+                           "_repo": repo_row} if row["commit_id"] else None}
+    return connection(rows, args, node)
+
+
+def resolve_status_rollup(ctx, parent, args):
+    """A commit's statuses (the latest per context) and check runs, as one rollup."""
+    repo_row, sha = parent.get("_repo"), parent["oid"]
+    if repo_row is None:
+        return None
+    latest = {}
+    for row in ctx.app.store.all("SELECT * FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id", repo_row["id"], sha):
+        latest[row["context"]] = row
+    nodes = [{"__typename": "StatusContext", "context": s["context"], "state": s["state"].upper(),
+              "targetUrl": s["target_url"], "createdAt": s["created_at"], "description": s["description"]}
+             for s in latest.values()]
+    for run in ctx.app.store.all("SELECT * FROM check_runs WHERE repo_id = ? AND head_sha = ? ORDER BY id",
+                                 repo_row["id"], sha):
+        nodes.append({"__typename": "CheckRun", "name": run["name"], "status": run["status"].upper(),
+                      "conclusion": run["conclusion"].upper() if run["conclusion"] else None,
+                      "startedAt": run["started_at"], "completedAt": run["completed_at"],
+                      "detailsUrl": run["details_url"], "checkSuite": {"__typename": "CheckSuite", "workflowRun": None}})
+    return {"__typename": "StatusCheckRollup", "_nodes": nodes}
 
 
 def pull_state(ctx, parent):
@@ -6255,7 +6303,7 @@ def resolve_pull_commits(ctx, parent, args):
         when = git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)["date"]
         return {"__typename": "PullRequestCommit", "id": node_id("PullRequestCommit", sha), "commit": {
             "__typename": "Commit", "id": node_id("Commit", sha), "oid": sha, "message": message,
-            "messageHeadline": message.split("\n")[0], "committedDate": when}}
+            "messageHeadline": message.split("\n")[0], "committedDate": when, "_repo": parent["_repo"]}}
     return connection(pull_state(ctx, parent).commits, args, node)
 
 
@@ -6591,6 +6639,11 @@ def resolve_node(ctx, parent, args):
         row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", int(ident))
         if row is not None and ctx.req.can("read_code", Resource.repo(row)):
             return gql_repository(ctx, row)
+    if kind in ("Issue", "PullRequest") and ident.isdigit():
+        issue = ctx.app.store.one("SELECT * FROM issues WHERE id = ? AND is_pull = ?", int(ident), int(kind != "Issue"))
+        row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", issue["repo_id"]) if issue else None
+        if row is not None and ctx.req.can("read_code", Resource.repo(row)):
+            return gql_pull(ctx, row, issue) if issue["is_pull"] else gql_issue(ctx, row, issue)
     raise GraphQLError("Could not resolve to a node with the global id of '%s'" % args["id"], kind="NOT_FOUND")
 
 
@@ -6684,14 +6737,51 @@ GRAPHQL_TYPES = {
         "baseRefOid": GField("GitObjectID!", lambda ctx, parent, args: pull_state(ctx, parent).base_sha),
         "mergeable": GField("MergeableState!", resolve_pull_mergeable),
         "mergeStateStatus": GField("MergeStateStatus!", resolve_merge_state),
-        "commits": GField("PullRequestCommitConnection!", resolve_pull_commits, dict(CONNECTION_ARGS))}},
+        "commits": GField("PullRequestCommitConnection!", resolve_pull_commits, dict(CONNECTION_ARGS)),
+        "autoMergeRequest": GField("AutoMergeRequest"), "maintainerCanModify": GField("Boolean!"),
+        "additions": GField("Int!", lambda ctx, parent, args: sum(f[2] for f in pull_state(ctx, parent).files)),
+        "deletions": GField("Int!", lambda ctx, parent, args: sum(f[3] for f in pull_state(ctx, parent).files)),
+        "headRepository": GField("Repository"), "milestone": GField("Milestone"),
+        "reviewRequests": GField("ReviewRequestConnection", resolve_review_requests, dict(CONNECTION_ARGS)),
+        "reviews": GField("PullRequestReviewConnection", resolve_reviews, dict(
+            CONNECTION_ARGS, author="String", states="[PullRequestReviewState!]")),
+        "assignees": GField("UserConnection!", resolve_issue_assignees, dict(CONNECTION_ARGS)),
+        "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder")),
+        "comments": GField("IssueCommentConnection!", resolve_comments, dict(CONNECTION_ARGS,
+                                                                            orderBy="IssueCommentOrder")),
+        "reactionGroups": GField("[ReactionGroup!]")}},
+    "AutoMergeRequest": {"kind": "OBJECT", "fields": {
+        "authorEmail": GField("String"), "commitBody": GField("String"), "commitHeadline": GField("String"),
+        "enabledAt": GField("DateTime"), "enabledBy": GField("Actor"), "mergeMethod": GField("PullRequestMergeMethod!")}},
+    "ReviewRequestConnection": {"kind": "OBJECT", "fields": {
+        "nodes": GField("[ReviewRequest]"), "totalCount": GField("Int!")}},
+    "ReviewRequest": {"kind": "OBJECT", "fields": {"requestedReviewer": GField("RequestedReviewer")}},
+    "RequestedReviewer": {"kind": "UNION", "possibleTypes": ["User"], "fields": {}},
+    "PullRequestReviewConnection": {"kind": "OBJECT", "fields": {
+        "nodes": GField("[PullRequestReview]"), "pageInfo": GField("PageInfo!"), "totalCount": GField("Int!")}},
+    "StatusCheckRollup": {"kind": "OBJECT", "fields": {
+        "contexts": GField("StatusCheckRollupContextConnection!",
+                           lambda ctx, parent, args: connection(parent["_nodes"], args, lambda n: n),
+                           dict(CONNECTION_ARGS))}},
+    "StatusCheckRollupContextConnection": {"kind": "OBJECT", "fields": {
+        "nodes": GField("[StatusCheckRollupContext]"), "pageInfo": GField("PageInfo!"), "totalCount": GField("Int!")}},
+    "StatusCheckRollupContext": {"kind": "UNION", "possibleTypes": ["CheckRun", "StatusContext"], "fields": {}},
+    "StatusContext": {"kind": "OBJECT", "fields": {
+        "context": GField("String!"), "state": GField("StatusState!"), "targetUrl": GField("URI"),
+        "createdAt": GField("DateTime!"), "description": GField("String")}},
+    "CheckRun": {"kind": "OBJECT", "fields": {
+        "name": GField("String!"), "status": GField("CheckStatusState!"), "conclusion": GField("CheckConclusionState"),
+        "startedAt": GField("DateTime"), "completedAt": GField("DateTime"), "detailsUrl": GField("URI"),
+        "checkSuite": GField("CheckSuite!")}},
+    "CheckSuite": {"kind": "OBJECT", "fields": {"workflowRun": GField("WorkflowRun")}},
     "PullRequestCommitConnection": connection_type("PullRequestCommit"),
     "PullRequestCommitEdge": edge_type("PullRequestCommit"),
     "PullRequestCommit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "commit": GField("Commit!")}},
     "Commit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "oid": GField("GitObjectID!"), "message": GField("String!"),
-        "messageHeadline": GField("String!"), "committedDate": GField("DateTime!")}},
+        "messageHeadline": GField("String!"), "committedDate": GField("DateTime!"),
+        "statusCheckRollup": GField("StatusCheckRollup", resolve_status_rollup)}},
     "ClosePullRequestPayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
     "ReopenPullRequestPayload": {"kind": "OBJECT", "fields": {
@@ -6702,7 +6792,8 @@ GRAPHQL_TYPES = {
         "clientMutationId": GField("String"), "pullRequestReview": GField("PullRequestReview")}},
     "PullRequestReview": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "state": GField("PullRequestReviewState!"), "body": GField("String!"),
-        "url": GField("URI!")}},
+        "url": GField("URI!"), "author": GField("Actor"), "authorAssociation": GField("CommentAuthorAssociation!"),
+        "submittedAt": GField("DateTime"), "commit": GField("Commit"), "reactionGroups": GField("[ReactionGroup!]")}},
     "MergePullRequestPayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "pullRequest": GField("PullRequest"), "actor": GField("Actor")}},
     "PullRequestConnection": connection_type("PullRequest"), "PullRequestEdge": edge_type("PullRequest"),

@@ -255,3 +255,9 @@ def test_gh_pr_review_comment_close_reopen_ready(gh_server):
     assert json.loads(gh(env, "api", "repos/alice/demo/pulls/1").stdout)["state"] == "open"
     comments = json.loads(gh(env, "api", "repos/alice/demo/issues/1/comments").stdout)
     assert [c["body"] for c in comments] == ["please look"]
+    gh(env, "api", "-X", "POST", "repos/alice/demo/statuses/" + json.loads(gh(env, "api", "repos/alice/demo/pulls/1").stdout)[
+        "head"]["sha"], "-f", "state=success", "-f", "context=ci/test")
+    view = gh(env, "pr", "view", "1", "-R", "alice/demo").stdout
+    assert "title:\tF" in view and "state:\tOPEN" in view and "reviewers:\tbob (Approved)" in view
+    detail = json.loads(gh(env, "pr", "view", "1", "-R", "alice/demo", "--json", "number,headRefName,additions").stdout)
+    assert detail == {"number": 1, "headRefName": "feature", "additions": 1}
