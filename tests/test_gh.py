@@ -206,6 +206,12 @@ def test_gh_pr_create_and_merge(gh_server, tmp_path):
     url = gh(env, "pr", "create", "--head", "feature", "--base", "main", "--title", "Add files", "--body", "Two",
              cwd=work).stdout.strip()
     assert url == "https://%s/alice/demo/pull/1" % GH_HOST
+    reviewer = str(tmp_path / "reviewer")
+    gh(env, "repo", "clone", "alice/demo", reviewer, cwd=str(tmp_path))
+    gh(env, "pr", "checkout", "1", cwd=reviewer)
+    assert git(reviewer, "branch", "--show-current", env=env).stdout.strip() == "feature"
+    assert sorted(f for f in os.listdir(reviewer) if f.endswith(".txt")) == ["a.txt", "b.txt"]
+    assert "+b.txt" in gh(env, "pr", "diff", "1", "-R", "alice/demo").stdout
     gh(env, "pr", "merge", "1", "-R", "alice/demo", "--squash")
     fresh = str(tmp_path / "fresh")
     git(str(tmp_path), "clone", "-q", "https://%s/alice/demo.git" % GH_HOST, fresh, env=env)
