@@ -5735,6 +5735,7 @@ def agent_activity(req, login):
 GRAPHQL_MAX_DOCUMENT = 100000        # characters
 GRAPHQL_MAX_DEPTH = 25               # nested selection sets
 GRAPHQL_MAX_TOKENS = 20000
+GRAPHQL_MAX_NODES = 500000           # GitHub's own limit on the nodes one query may ask for
 GRAPHQL_TOKEN_RE = re.compile(r'''
     (?P<skip>[\s,\ufeff]+|\#[^\n\r]*)
   | (?P<spread>\.\.\.)
@@ -6613,6 +6614,18 @@ def resolve_user(ctx, parent, args):
     return gql_user(ctx.app, row)
 
 
+def resolve_owner(kinds):
+    """Query.repositoryOwner and Query.organization: an account by login."""
+    def resolve(ctx, parent, args):
+        row = account_by_login(ctx.app.store, args["login"])
+        if row is None or row["kind"] not in kinds:
+            raise GraphQLError("Could not resolve to a %s with the login of '%s'." % (
+                "RepositoryOwner" if len(kinds) > 1 else "Organization", args["login"]), kind="NOT_FOUND")
+        ctx.req.check("read_account", Resource.account(row))
+        return gql_user(ctx.app, row)
+    return resolve
+
+
 def resolve_repository(ctx, parent, args):
     owner = args["owner"] if "owner" in args else parent["login"]
     try:
@@ -6663,6 +6676,8 @@ GRAPHQL_TYPES = {
         "repository": GField("Repository", resolve_repository,
                              {"owner": "String!", "name": "String!", "followRenames": "Boolean"}),
         "node": GField("Node", resolve_node, {"id": "ID!"}),
+        "repositoryOwner": GField("RepositoryOwner", resolve_owner(("human", "agent", "org")), {"login": "String!"}),
+        "organization": GField("Organization", resolve_owner(("org",)), {"login": "String!"}),
     }},
     "User": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(OWNER_FIELDS, **{
         "databaseId": GField("Int"), "name": GField("String"), "email": GField("String!"),
@@ -7034,6 +7049,28 @@ def complete(ctx, type_str, value, selections, path, node):
     return execute_fields(ctx, typename, value, selections, path)
 
 
+def estimated_nodes(ctx, selections, visited=frozenset()):
+    """How many nodes a selection set may return at most: each field counts once, times the page
+    size its first/last asks for, times what is selected inside it (fragments included)."""
+    total = 0
+    for sel in selections:
+        if sel["kind"] == "spread":
+            fragment = ctx.fragments.get(sel["name"])
+            if fragment is not None and sel["name"] not in visited:
+                total += estimated_nodes(ctx, fragment["selections"], visited | {sel["name"]})
+            continue
+        if sel["kind"] == "inline":
+            total += estimated_nodes(ctx, sel["selections"], visited)
+            continue
+        page = 1
+        for key in ("first", "last"):
+            if key in sel["args"]:
+                value = coerce_value(ctx, sel["args"][key], "Int", key)
+                page = max(page, value if isinstance(value, int) else 1)
+        total += page * (1 + (estimated_nodes(ctx, sel["selections"], visited) if sel["selections"] else 0))
+    return total
+
+
 def execute_graphql(req, query, variables, operation_name):
     """{"data": ..., "errors": [...]} as GitHub answers: parse and validation errors come with no data."""
     if not isinstance(query, str):
@@ -7058,6 +7095,10 @@ def execute_graphql(req, query, variables, operation_name):
                 ctx.variables[name] = coerce_input(literal_value(default), type_str, "Variable $%s" % name)
             elif type_str.endswith("!"):
                 raise GraphQLError("Variable $%s of type %s was provided invalid value" % (name, type_str), loc)
+        nodes = estimated_nodes(ctx, operation["selections"])
+        if nodes > GRAPHQL_MAX_NODES:
+            raise GraphQLError("This query requests up to %d nodes, more than the %d allowed; ask for smaller pages"
+                               % (nodes, GRAPHQL_MAX_NODES), operation["loc"], kind="MAX_NODE_LIMIT_EXCEEDED")
     except GraphQLError as error:
         return {"errors": [error.json()]}
     try:

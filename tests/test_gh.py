@@ -267,3 +267,19 @@ def test_gh_pr_review_comment_close_reopen_ready(gh_server):
     assert "title:\tF" in view and "state:\tOPEN" in view and "reviewers:\tbob (Approved)" in view
     detail = json.loads(gh(env, "pr", "view", "1", "-R", "alice/demo", "--json", "number,headRefName,additions").stdout)
     assert detail == {"number": 1, "headRefName": "feature", "additions": 1}
+
+
+def test_gh_org_repositories(gh_server):
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    import agentgit
+    with srv.app.store.transaction() as db:            # an org alice administers, as POST /user/orgs makes it
+        org_id = agentgit.insert_account(db, "acme", "org")
+        alice_id = db.execute("SELECT id FROM accounts WHERE login = 'alice'").fetchone()["id"]
+        db.execute("INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, 'admin')", (org_id, alice_id))
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    gh(env, "repo", "create", "acme/tool", "--private", "--description", "Org tool")
+    view = json.loads(gh(env, "repo", "view", "acme/tool", "--json", "name,visibility,owner,description").stdout)
+    assert (view["name"], view["visibility"], view["owner"]["login"], view["description"]) == (
+        "tool", "PRIVATE", "acme", "Org tool")
+    assert gh(env, "repo", "list", "acme").stdout.startswith("acme/tool\tOrg tool\tprivate")

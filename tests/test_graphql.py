@@ -152,3 +152,16 @@ def test_variables_inside_input_objects_and_connections(server, alice):
     bad = gql(server, alice, query, {"who": "alice", "n": 500})
     assert "between 0 and 100" in bad["errors"][0]["message"]
     assert "not a valid cursor" in gql(server, alice, query, {"n": 1, "after": "zzz"})["errors"][0]["message"]
+
+
+def test_node_limit_refuses_hostile_queries_before_running(server, alice):
+    one = 'r%d: repository(owner: "alice", name: "demo") { issues(first: 100) { nodes { labels(first: 100) { nodes { name } } } } }'
+    out = gql(server, alice, "{ %s }" % " ".join(one % i for i in range(30)))
+    assert out["errors"][0]["type"] == "MAX_NODE_LIMIT_EXCEEDED" and "data" not in out
+    assert "requests up to" in out["errors"][0]["message"]
+    ok = gql(server, alice, "{ %s }" % " ".join(one % i for i in range(2)))
+    assert "errors" not in ok and ok["data"]["r0"]["issues"]["nodes"] == []
+    # fragments count too, and a variable page size is read from the variables
+    spread = gql(server, alice, "query($n: Int) { ...F } fragment F on Query { %s }" % " ".join(
+        (one % i).replace("first: 100", "first: $n") for i in range(30)), {"n": 100})
+    assert spread["errors"][0]["type"] == "MAX_NODE_LIMIT_EXCEEDED"

@@ -127,3 +127,19 @@ def test_revocation_takes_effect_on_the_next_request(server, tmp_path):
     time.sleep(agentgit.OTHER_PROCESS_POLL * 2)
     r = api(server, "GET", "/user", token)
     assert r.status == 403 and "suspended" in r.json["message"]
+
+
+def test_missing_scope_is_403_with_accepted_scopes(server):
+    """A token without the scope an endpoint needs gets 403 and X-Accepted-OAuth-Scopes (gh turns it into
+    a hint), and a private repository stays hidden from a token without 'repo'."""
+    token = server.add_user("alice")
+    api(server, "POST", "/user/repos", token, {"name": "secret", "private": True})
+    api(server, "POST", "/user/repos", token, {"name": "open"})
+    narrow = ext(server, "POST", "/user/tokens", token, {"name": "read-org", "scopes": ["read:org"]}).json["token"]
+    r = api(server, "DELETE", "/repos/alice/open", narrow)
+    assert r.status == 403 and r.headers["x-accepted-oauth-scopes"] == "delete_repo"
+    assert "delete_repo" in r.json["message"]
+    assert api(server, "GET", "/repos/alice/secret", narrow).status == 404
+    assert api(server, "GET", "/repos/alice/open", narrow).status == 200
+    r = api(server, "PATCH", "/repos/alice/open", narrow, {"description": "x"})
+    assert r.status == 403 and r.headers["x-accepted-oauth-scopes"] == "public_repo"
