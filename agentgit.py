@@ -4817,7 +4817,13 @@ def search_repositories(req):
 def search_issues(req):
     """Free words match title and body; repo:/user:/org:, is:issue|pr|open|closed, state:, author:,
     assignee:, label:, mentions:."""
-    words, quals, negated = parse_search(req.query.get("q", ""))
+    found = matching_issues(req, req.query.get("q", ""))
+    return search_page(req, [dict(data, score=1.0) for _, _, data in found], kind="lexical")
+
+
+def matching_issues(req, q):
+    """[(repository row, issue row, issue_json)] that the query matches, newest first (REST and GraphQL)."""
+    words, quals, negated = parse_search(q)
     if not words and not quals:
         raise invalid("Search", "q", "missing", "a search needs words or qualifiers")
     req.check("read_meta", SITE)
@@ -4849,8 +4855,8 @@ def search_issues(req):
             continue
         if any("@" + m not in text for m in quals.get("mentions", [])):
             continue
-        out.append(dict(data, score=1.0))
-    return search_page(req, out, kind="lexical")
+        out.append((row, issue, data))
+    return out
 
 
 # -- organizations and teams --------------------------------------------------------------------
@@ -5987,6 +5993,7 @@ GRAPHQL_ENUMS = {
     "MergeStateStatus": ["DIRTY", "UNKNOWN", "BLOCKED", "BEHIND", "DRAFT", "UNSTABLE", "HAS_HOOKS", "CLEAN"],
     "MergeableState": ["MERGEABLE", "CONFLICTING", "UNKNOWN"],
     "PullRequestMergeMethod": ["MERGE", "SQUASH", "REBASE"],
+    "SearchType": ["ISSUE", "REPOSITORY", "USER", "DISCUSSION"],
     "PullRequestReviewEvent": ["COMMENT", "APPROVE", "REQUEST_CHANGES", "DISMISS"],
     "PullRequestReviewState": ["PENDING", "COMMENTED", "APPROVED", "CHANGES_REQUESTED", "DISMISSED"],
     "StatusState": ["EXPECTED", "ERROR", "FAILURE", "PENDING", "SUCCESS"],
@@ -6614,6 +6621,19 @@ def resolve_user(ctx, parent, args):
     return gql_user(ctx.app, row)
 
 
+def resolve_search(ctx, parent, args):
+    """Query.search for issues and pull requests (type ISSUE), over the same matching as REST search."""
+    if args["type"] != "ISSUE":
+        raise GraphQLError("Only ISSUE searches are served", kind="UNPROCESSABLE")
+    try:
+        found = matching_issues(ctx.req, args["query"])
+    except HTTPError as error:
+        raise unprocessable(error)
+    out = connection(found, args, lambda f: gql_pull(ctx, f[0], f[1]) if f[1]["is_pull"] else gql_issue(ctx, f[0], f[1]))
+    out.update(issueCount=len(found), repositoryCount=0, userCount=0, codeCount=0, discussionCount=0, wikiCount=0)
+    return out
+
+
 def resolve_owner(kinds):
     """Query.repositoryOwner and Query.organization: an account by login."""
     def resolve(ctx, parent, args):
@@ -6677,6 +6697,8 @@ GRAPHQL_TYPES = {
                              {"owner": "String!", "name": "String!", "followRenames": "Boolean"}),
         "node": GField("Node", resolve_node, {"id": "ID!"}),
         "repositoryOwner": GField("RepositoryOwner", resolve_owner(("human", "agent", "org")), {"login": "String!"}),
+        "search": GField("SearchResultItemConnection!", resolve_search, dict(CONNECTION_ARGS, query="String!",
+                                                                             type="SearchType!")),
         "organization": GField("Organization", resolve_owner(("org",)), {"login": "String!"}),
     }},
     "User": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(OWNER_FIELDS, **{
@@ -6812,6 +6834,12 @@ GRAPHQL_TYPES = {
     "MergePullRequestPayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "pullRequest": GField("PullRequest"), "actor": GField("Actor")}},
     "PullRequestConnection": connection_type("PullRequest"), "PullRequestEdge": edge_type("PullRequest"),
+    "SearchResultItemConnection": {"kind": "OBJECT", "fields": dict({
+        "nodes": GField("[SearchResultItem]"), "edges": GField("[SearchResultItemEdge]"),
+        "pageInfo": GField("PageInfo!")}, **{name: GField("Int!") for name in (
+            "issueCount", "repositoryCount", "userCount", "codeCount", "discussionCount", "wikiCount")})},
+    "SearchResultItemEdge": edge_type("SearchResultItem"),
+    "SearchResultItem": {"kind": "UNION", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
     "IssueOrPullRequest": {"kind": "UNION", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
     "IssueComment": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "url": GField("URI!"), "body": GField("String!"), "createdAt": GField("DateTime!"),

@@ -49,6 +49,9 @@ def test_gh_repo_view_issue_and_label_lists(gh_server):
     assert "name:\talice/demo" in view and "description:\tA demo" in view and "# demo" in view
     listing = gh(env, "issue", "list", "-R", "alice/demo").stdout
     assert "First bug" in listing and "bug" in listing and "Second thing" not in listing
+    gh(env, "api", "-X", "POST", "repos/alice/demo/issues", "-f", "title=Third, unlabelled")
+    labelled = gh(env, "issue", "list", "-R", "alice/demo", "--label", "bug").stdout     # GraphQL search
+    assert "First bug" in labelled and "Third" not in labelled
     closed = json.loads(gh(env, "issue", "list", "-R", "alice/demo", "--state", "closed", "--json",
                            "number,title,state").stdout)
     assert closed == [{"number": 2, "title": "Second thing", "state": "CLOSED"}]
