@@ -8619,7 +8619,10 @@ def cli_delegation(app, args):
 def connect_gh(args):
     """Write a GH_CONFIG_DIR and a git config that point gh and git at this server, and return the
     export lines. https: gh talks HTTPS to the server's host. socket: gh sends its API calls as plain
-    HTTP over the server's --unix-socket (as host "localhost"), and git reaches the TCP port."""
+    HTTP over the server's --unix-socket (as host "localhost"), and git reaches the TCP port.
+    localhost: gh's plain-HTTP host github.localhost (API on api.github.localhost), reached by naming
+    this server as the HTTP proxy: the server answers proxy-form requests itself, so no name needs to
+    resolve and nothing needs root."""
     directory = os.path.abspath(args.dir)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     app = App(Config(data_dir=args.data))
@@ -8635,6 +8638,10 @@ def connect_gh(args):
         host, extra = "localhost", "http_unix_socket: %s\n" % quote(os.path.abspath(args.socket))
         split = urllib.parse.urlsplit(url)
         git = '[url "%s://x:%s@%s/"]\n\tinsteadOf = https://localhost/\n' % (split.scheme, args.token, split.netloc)
+    elif args.mode == "localhost":
+        host, extra = "github.localhost", ""
+        git = '[url "http://x:%s@github.localhost/"]\n\tinsteadOf = https://github.localhost/\n' \
+              '\tinsteadOf = http://github.localhost/\n' % args.token
     else:
         host, extra = urllib.parse.urlsplit(url).hostname, ""
         git = '[credential "https://%s"]\n\thelper =\n\thelper = !gh auth git-credential\n' % host
@@ -8647,8 +8654,10 @@ def connect_gh(args):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # holds the token
         with os.fdopen(fd, "w") as f:
             f.write(text)
-    return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in (
-        ("GH_CONFIG_DIR", directory), ("GH_HOST", host), ("GIT_CONFIG_GLOBAL", os.path.join(directory, "gitconfig"))))
+    exports = [("GH_CONFIG_DIR", directory), ("GH_HOST", host), ("GIT_CONFIG_GLOBAL", os.path.join(directory, "gitconfig"))]
+    if args.mode == "localhost":
+        exports += [("HTTP_PROXY", url), ("http_proxy", url), ("NO_PROXY", ""), ("no_proxy", "")]
+    return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in exports)
 
 
 def build_parser():
@@ -8715,7 +8724,7 @@ def build_parser():
         dest="client", required=True)
     connect_gh_cmd = command(connect, "gh", "write a GH_CONFIG_DIR for gh and a git config; prints the exports")
     connect_gh_cmd.add_argument("--token", required=True, help="the token gh and git will use")
-    connect_gh_cmd.add_argument("--mode", choices=("https", "socket"), default="https")
+    connect_gh_cmd.add_argument("--mode", choices=("https", "socket", "localhost"), default="https")
     connect_gh_cmd.add_argument("--url", default="http://127.0.0.1:8080",
                                 help="the server's URL (https mode: its https URL; socket mode: where git goes)")
     connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")

@@ -286,3 +286,63 @@ def test_gh_org_repositories(gh_server):
     assert (view["name"], view["visibility"], view["owner"]["login"], view["description"]) == (
         "tool", "PRIVATE", "acme", "Org tool")
     assert gh(env, "repo", "list", "acme").stdout.startswith("acme/tool\tOrg tool\tprivate")
+
+
+def test_connect_gh_localhost_mode(tmp_path):
+    """`connect gh --mode localhost`: gh's plain-HTTP host github.localhost, with agentgit named as the
+    HTTP proxy so that the made-up names never need to resolve; gh and git both work, no root."""
+    import shutil
+    import subprocess
+    import sys
+    import agentgit
+    if shutil.which("gh") is None:
+        import pytest
+        pytest.skip("gh is not installed")
+    srv = agentgit.make_server(tmp_path / "data", port=0).start()
+    try:
+        token = srv.add_user("alice")
+        out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, "--mode", "localhost",
+                              "--url", srv.url, "--dir", str(tmp_path / "gh"), "--data", srv.app.config.data_dir],
+                             capture_output=True, text=True, check=True).stdout
+        env = dict(os.environ, HOME=str(tmp_path), GIT_TERMINAL_PROMPT="0", NO_COLOR="1", GH_NO_UPDATE_NOTIFIER="1")
+        env.pop("GH_TOKEN", None)
+        for line in out.strip().split("\n"):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = value.strip("'")
+        assert env["GH_HOST"] == "github.localhost" and env["HTTP_PROXY"] == srv.url
+        assert json.loads(gh(env, "api", "user").stdout)["login"] == "alice"
+        gh(env, "repo", "create", "alice/demo", "--private", "--add-readme")
+        gh(env, "issue", "create", "-R", "alice/demo", "-t", "Over localhost", "-b", "b")
+        assert "Over localhost" in gh(env, "issue", "list", "-R", "alice/demo").stdout
+        gh(env, "repo", "clone", "alice/demo", str(tmp_path / "clone"), cwd=str(tmp_path))
+        assert sorted(os.listdir(tmp_path / "clone")) == [".git", "README.md"]
+    finally:
+        srv.stop()
+
+
+def test_connect_gh_https_mode_and_rebase_merge(gh_server, tmp_path):
+    """`connect gh --mode https` writes what `gh auth login` would; a rebase merge from gh lands the commits."""
+    import subprocess
+    import sys
+    import agentgit
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, "--url",
+                          "https://" + GH_HOST, "--dir", str(tmp_path / "conf"), "--data", srv.app.config.data_dir],
+                         capture_output=True, text=True, check=True).stdout
+    for line in out.strip().split("\n"):
+        key, _, value = line[len("export "):].partition("=")
+        env[key] = value.strip("'")
+    assert env["GH_HOST"] == GH_HOST
+    status = gh(env, "auth", "status", "--hostname", GH_HOST)
+    assert "account alice" in status.stdout + status.stderr
+    gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-F", "auto_init=true")
+    main = gh(env, "api", "repos/alice/demo/git/ref/heads/main", "-q", ".object.sha").stdout.strip()
+    gh(env, "api", "-X", "POST", "repos/alice/demo/git/refs", "-f", "ref=refs/heads/feature", "-f", "sha=" + main)
+    for name in ("one", "two"):
+        gh(env, "api", "-X", "PUT", "repos/alice/demo/contents/%s.txt" % name, "-f", "message=add " + name,
+           "-f", "content=eAo=", "-f", "branch=feature")
+    gh(env, "pr", "create", "-R", "alice/demo", "--head", "feature", "--base", "main", "--title", "T", "--body", "b")
+    gh(env, "pr", "merge", "1", "-R", "alice/demo", "--rebase")
+    commits = json.loads(gh(env, "api", "repos/alice/demo/commits").stdout)
+    assert [c["commit"]["message"] for c in commits][:3] == ["add two", "add one", "Initial commit"]
