@@ -7575,7 +7575,10 @@ def pending_device_code(req, user_code):
     code = re.sub(r"[^A-Z]", "", (user_code or "").upper())
     row = req.app.store.one("SELECT * FROM device_codes WHERE user_code = ?", code) if len(code) == 8 else None
     if row is None or row["expires_at"] <= now() or row["consumed_at"] or row["approved_by"] or row["denied"]:
+        # counted per address and, on the page, per session too (a session may hop addresses)
         retry = req.app.sign_ins.hit("device:" + req.client)
+        if req.session is not None:
+            retry = req.app.sign_ins.hit("device-session:" + req.session["hash"]) or retry
         if retry:
             raise HTTPError(429, "Too many wrong codes; try again in %d seconds" % retry,
                             headers={"Retry-After": str(retry)})

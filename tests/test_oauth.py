@@ -88,3 +88,15 @@ def test_gh_auth_login_web_approved_on_the_page(gh_server, test_ca):
     assert "account alice" in status.stdout + status.stderr
     row = srv.app.store.one("SELECT * FROM audit WHERE surface = 'oauth' AND action = 'issue_token'")
     assert row["actor"] == "alice" and "178c6fc778ccc68e1d6a" in row["side_effect"]
+
+
+def test_wrong_user_codes_are_rate_limited(server):
+    server.add_user("alice", password="pw")
+    browser = Browser(server)
+    browser.sign_in("alice", "pw")
+    statuses = []
+    for i in range(12):
+        _, page = browser.request("GET", "/login/device")
+        resp, _ = browser.request("POST", "/login/device", {"csrf": browser.csrf(page), "user_code": "BCDF-GHJK"})
+        statuses.append(resp.status)
+    assert statuses[0] == 404 and 429 in statuses
