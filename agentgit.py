@@ -8144,9 +8144,9 @@ def git_receive_pack(req, owner, repo):
     try:
         req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
                                         out, denied, ff_only)
-        out.close()
     finally:
         record_push(req, row, allowed, ff_only)
+    out.close()     # only now does the client see the end of the answer: its push is already on record
 
 
 def record_push(req, row, allowed, ff_only):
