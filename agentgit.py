@@ -10,9 +10,10 @@ Run it::
 
     pip install dulwich
     python agentgit.py serve                  # http://127.0.0.1:8080, data in ./agentgit-data
-    python agentgit.py serve --help           # host, port, data dir, TLS, registration, git engine
+    python agentgit.py serve --help           # host, port, data dir, TLS, Unix socket, registration, engine
     python agentgit.py user add alice         # prints alice's personal token on its last line
     python agentgit.py agent add coder        # registers an agent, prints its token last
+    python agentgit.py connect gh --token T   # writes a configuration for gh and git, prints the exports
     python agentgit.py audit verify           # exit 0 when the audit chain is intact
 
 Embed it (a pytest fixture)::
@@ -32,13 +33,14 @@ App.dispatch, sits with the server in section 13):
     8. HTTP plumbing        request parsing, routing, errors, pagination, serializers
     9. REST endpoints       users, repositories, branches and commits, collaborators, issues,
                             pull requests and reviews, contents, protection and statuses, git
-                            data, releases, workflow records, organizations and teams, agent
-                            registration, tokens, audit, delegation
-   10. GraphQL              lexer, parser, executor, schema table, introspection for __type
-   11. Web pages and OAuth  sign-in, sessions with CSRF tokens, /settings/agents, the device flow
+                            data, releases, workflow records, search, organizations and teams,
+                            agent registration, tokens, audit, delegation
+   10. GraphQL              lexer, parser, limits, executor, schema table, mutations, __type
+   11. Web pages and OAuth  sign-in, sessions with CSRF tokens, /settings pages, the device flow,
+                            authorization code with PKCE, metadata
    12. Git Smart HTTP       info/refs, upload-pack and receive-pack through git or dulwich
-   13. Server and embedding make_server(), TLS
-   14. Command line         serve, user, agent, audit, delegation
+   13. Server and embedding make_server(), TLS, the Unix socket
+   14. Command line         serve, user, agent, connect, audit
 """
 
 import argparse
