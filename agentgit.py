@@ -227,8 +227,9 @@ CREATE TABLE IF NOT EXISTS team_repos (
 CREATE TABLE IF NOT EXISTS tokens (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session', 'oauth')),
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session', 'oauth', 'task')),
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
     hash          TEXT NOT NULL UNIQUE,
@@ -556,6 +557,22 @@ CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
     created_at   TEXT NOT NULL,
     used_at      TEXT
 );
+
+-- Task grants: what an agent may do for one task, on which resources, under which constraints.
+CREATE TABLE IF NOT EXISTS task_grants (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    agent_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    delegator_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    task          TEXT NOT NULL,
+    resources     TEXT NOT NULL,          -- JSON list: "repo:owner/name"
+    actions       TEXT NOT NULL,          -- JSON list of action names
+    constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, requires_approval
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    revoked_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
 """
 SCHEMA_VERSION = 5
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
@@ -825,7 +842,7 @@ def permission_of_org_member(store, org_id, user_id):
 # scanner) what kind of token leaked. Later kinds (task, tool) get their own. Agent invites
 # use the same form (prefix agi) but are kept apart: they are consent material, never credentials.
 
-TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "switch-session": "ags", "oauth": "ago"}
+TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "switch-session": "ags", "oauth": "ago", "task": "agt"}
 INVITE_PREFIX = "agi"
 SWITCH_SESSION_HOURS = 12
 TOKEN_RE = re.compile(r"^(ag[a-z])_([0-9a-f]{32})([0-9a-f]{16})$")
@@ -861,13 +878,13 @@ def token_hash(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None):
+def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None, grant_id=None):
     """Mint a token, store its hash, return (token, row id). The token itself is shown once."""
     token = mint_token(key, TOKEN_PREFIXES[kind])
     token_id = insert_row(db, "tokens", {
         "user_id": user_id, "kind": kind, "name": name, "scopes": ",".join(scopes), "hash": token_hash(token),
         "fingerprint": token_fingerprint(token), "created_at": now(), "expires_at": expires_at,
-        "issued_by": issued_by})
+        "issued_by": issued_by, "grant_id": grant_id})
     return token, token_id
 
 
@@ -912,6 +929,7 @@ class Principal:
     delegator: str = None               # an agent's bound human
     delegator_suspended: bool = False   # then the agent may work on its own repositories only
     switched_by: str = None             # a switch-session token: the human acting as the agent
+    grant: dict = None                  # a task token: its grant (public_id, task, resources, actions, constraints)
     operator: bool = False              # the CLI: whoever can read the data directory
 
     @property
@@ -974,11 +992,28 @@ def authenticate(app, headers, client_address, peer_cert=None):
             " WHERE b.agent_id = ?", user["id"]))
         if human is not None:
             principal.delegator, principal.delegator_suspended = human["login"], bool(human["suspended_at"])
+    if row["kind"] == "task":
+        grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
+        if grant is None or grant["revoked_at"] or grant["expires_at"] <= now():
+            raise HTTPError(401, "Bad credentials")
+        # a task token's scopes are the actions it was minted for (never more than its grant gives);
+        # for the scope checks of decide() it holds what an agent token holds
+        principal.grant = dict(grant, actions=grant["actions"] & set(granted))
+        principal.delegator, principal.scopes = grant["delegator_login"], expand_scopes(AGENT_SCOPES)
     if row["kind"] == "switch-session":
         switched = account_by_id(app.store, row["issued_by"]) if row["issued_by"] else None
         principal.switched_by = switched["login"] if switched else "?"
         principal.runtime = "%s switch-session:%s" % (runtime, principal.switched_by)
     return principal
+
+
+def load_grant(store, grant_id):
+    row = store.one("SELECT g.*, a.login AS delegator_login FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
+                    " WHERE g.id = ?", grant_id)
+    if row is None:
+        return None
+    return dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
+                constraints=json.loads(row["constraints"]))
 
 
 def human_for_identity(app, identity):
@@ -1068,6 +1103,8 @@ ACTIONS = {
     "manage_agent":       Action("account", "admin", humans_only=True),
     "read_agent":         Action("account", "admin", mutation=False, humans_only=True),
     "revoke_tokens":      Action("account", "admin", humans_only=True),
+    "grant_task":         Action("account", "admin", humans_only=True),
+    "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
     "suspend_user":       Action("site", "admin", scope="site_admin"),
@@ -1252,6 +1289,32 @@ def check_states(store, repo_id, sha):
     return states
 
 
+SELF_ACTIONS = ("read_account", "read_meta")       # a task token may always ask who it is
+
+
+def task_grant_refusal(grant, action, spec, resource, context, user):
+    """A task token may do only what its grant names: the actions, on the resources, within the
+    branch prefix; actions the grant reserves for a human's approval wait for one."""
+    gid = grant["public_id"]
+    deny = lambda reason, **kw: Decision("deny", action, resource.name, [reason], **kw)  # noqa: E731
+    if action in SELF_ACTIONS and resource.kind in ("site", "account") and (
+            resource.kind == "site" or resource.row["id"] == user["id"]):
+        return None
+    if resource.name not in grant["resources"]:
+        return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind == "repo")
+    needed = action if spec.mutation else "read_code"
+    if action in grant["constraints"].get("requires_approval", []):
+        return deny("task grant %s: %s needs a human's approval first" % (gid, action))
+    if needed not in grant["actions"]:
+        return deny("task grant %s does not allow %s" % (gid, needed))
+    prefix = grant["constraints"].get("branch_prefix")
+    ref = context.get("ref") or ""
+    # no ref yet (git asking whether it may push at all): each ref is decided when the push names it
+    if prefix and action in REF_ACTIONS and ref and not ref.startswith("refs/heads/" + prefix):
+        return deny("task grant %s allows pushes to branches under %s only, not %s" % (gid, prefix, ref))
+    return None
+
+
 def decide(store, principal, action, resource, context=None):
     """The one policy decision point. Rules, in order; the first that says no decides:
 
@@ -1279,6 +1342,10 @@ def decide(store, principal, action, resource, context=None):
     if spec.token_kinds and principal.token_kind not in spec.token_kinds:
         return deny("%s needs the %s token itself; this is a %s token" % (
             action, " or ".join(spec.token_kinds), principal.token_kind or "missing"))
+    if principal.grant is not None:
+        refused = task_grant_refusal(principal.grant, action, spec, resource, context or {}, user)
+        if refused is not None:
+            return refused
     if principal.delegator_suspended and not (
             resource.kind == "repo" and resource.row["owner_id"] == user["id"] or resource.kind == "account"
             and resource.row["id"] == user["id"]):
@@ -1346,7 +1413,8 @@ def audit_hash(key, prev_hash, row):
 def audit_append(db, key, principal, surface, decision, side_effect=None):
     """Append one row; call inside a transaction (BEGIN IMMEDIATE keeps the chain's tip stable)."""
     row = {"at": now(), "actor": principal.login, "user_kind": principal.kind, "delegator": principal.delegator,
-           "task": None, "grant_id": None, "runtime": principal.runtime,
+           "task": principal.grant["task"] if principal.grant else None,
+           "grant_id": principal.grant["public_id"] if principal.grant else None, "runtime": principal.runtime,
            "token_fingerprint": principal.fingerprint, "surface": surface, "action": decision.action,
            "resource": decision.resource, "decision": decision.effect,
            "reasons": json.dumps(decision.reasons), "side_effect": side_effect}
@@ -5730,6 +5798,138 @@ def agent_activity(req, login):
     req.link_header(page, per_page, page + 1 if len(rows) > per_page else None)
     return [audit_json(r) for r in rows[:per_page]]
 
+
+
+# -- task grants and task tokens --------------------------------------------------------------------
+# The task is the permission boundary: a human grants an agent named actions on named resources
+# for one task, and the agent works with short-lived task tokens that carry nothing more.
+
+TASK_TOKEN_SECONDS, TASK_GRANT_MAX_SECONDS = 3600, 30 * 86400
+TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo")
+
+
+def grant_json(app, row):
+    grant = load_grant(app.store, row["id"])
+    agent = account_by_id(app.store, row["agent_id"])
+    return {"id": row["public_id"], "agent": "agent:" + agent["login"], "delegator": "user:" + grant["delegator_login"],
+            "task": row["task"], "resources": sorted(grant["resources"]), "actions": sorted(grant["actions"]),
+            "constraints": grant["constraints"], "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "revoked_at": row["revoked_at"]}
+
+
+def strip_kind(value, kind):
+    return value[len(kind) + 1:] if isinstance(value, str) and value.startswith(kind + ":") else value
+
+
+@route("POST", "/api/ext/v1/task-grants")
+def create_task_grant(req):
+    """The seed's shape. No escalation: every action on every resource must be the delegator's to do,
+    and the agent must be bound to the delegator."""
+    body = req.json()
+    human = signed_in(req)
+    agent_login = strip_kind(req.field(body, "agent", str, "TaskGrant", required=True), "agent")
+    delegator = strip_kind(req.field(body, "delegator", str, "TaskGrant", default="user:" + human["login"]), "user")
+    task = req.field(body, "task", str, "TaskGrant", required=True)
+    resources = req.field(body, "resources", list, "TaskGrant", required=True)
+    actions = req.field(body, "actions", list, "TaskGrant", required=True)
+    constraints = req.field(body, "constraints", dict, "TaskGrant", default={})
+    if delegator.lower() != human["login"].lower():
+        raise invalid("TaskGrant", "delegator", "invalid", "the delegator is the human who makes the grant")
+    if not re.fullmatch(r"task:[\w./-]{1,100}", task):
+        raise invalid("TaskGrant", "task", message="task names look like task:fix-payment-bug")
+    if not resources or not all(isinstance(r, str) and r.startswith("repo:") for r in resources):
+        raise invalid("TaskGrant", "resources", message="resources are repositories: repo:owner/name")
+    unknown = [a for a in actions if a not in TASK_ACTIONS]
+    approval = constraints.get("requires_approval", [])
+    if not actions or unknown or not isinstance(approval, list) or any(a not in TASK_ACTIONS for a in approval):
+        raise invalid("TaskGrant", "actions", message="actions are from %s" % ", ".join(TASK_ACTIONS))
+    try:
+        expires = parse_time(constraints.get("expires_at") or later(86400))
+    except (ValueError, AttributeError):
+        raise invalid("TaskGrant", "constraints", message="constraints.expires_at must be an ISO 8601 time")
+    moment = datetime.datetime.now(datetime.timezone.utc)
+    if not moment < expires <= moment + datetime.timedelta(seconds=TASK_GRANT_MAX_SECONDS):
+        raise invalid("TaskGrant", "constraints", message="expires_at must be in the next 30 days")
+    prefix = constraints.get("branch_prefix")
+    if prefix is not None and (not isinstance(prefix, str) or ".." in prefix or not prefix.strip()):
+        raise invalid("TaskGrant", "constraints", message="branch_prefix must be a branch name prefix")
+    agent = find_account(req, agent_login, kinds=("agent",))
+    req.authorize("grant_task", Resource.account(agent))        # the bound human administers the agent
+    rows = []
+    for name in resources:
+        row = repo_by_full_name(req.app.store, name[len("repo:"):])
+        if row is None or not req.can("read_code", Resource.repo(row)):
+            raise invalid("TaskGrant", "resources", "invalid", "%s is not a repository you can see" % name)
+        rows.append(row)
+    for row in rows:
+        for action in actions:
+            decision = decide(req.app.store, Principal(user=human), action, Resource.repo(row))
+            if not decision.allowed:
+                req.app.audit(req.principal, req.surface, dataclasses.replace(decision, action="grant_task"))
+                raise HTTPError(403, "No escalation: %s" % decision.reasons[0])
+    public_id = "tg_" + secrets.token_hex(8)
+    with req.transaction() as db:
+        grant_id = insert_row(db, "task_grants", {
+            "public_id": public_id, "agent_id": agent["id"], "delegator_id": human["id"], "task": task,
+            "resources": json.dumps(sorted(resources)), "actions": json.dumps(sorted(set(actions))),
+            "constraints": json.dumps(dict(constraints, expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))),
+            "created_at": now(), "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        req.effect("task grant %s for %s: %s on %s" % (public_id, agent["login"], ",".join(actions), ",".join(resources)))
+    return 201, grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
+
+
+def find_grant(req, public_id, action):
+    row = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", public_id)
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    user = signed_in(req)
+    if action == "mint_task_token":
+        if row["agent_id"] != user["id"]:
+            raise HTTPError(404, "Not Found")
+        req.authorize(action, Resource.account(user))
+    else:
+        req.authorize(action, Resource.account(account_by_id(req.app.store, row["agent_id"])))
+    return row
+
+
+@route("GET", "/api/ext/v1/task-grants")
+def list_task_grants(req):
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    rows = req.app.store.all("SELECT * FROM task_grants WHERE delegator_id = ? OR agent_id = ? ORDER BY id",
+                             user["id"], user["id"])
+    return req.paginate([grant_json(req.app, r) for r in rows])
+
+
+@route("DELETE", "/api/ext/v1/task-grants/{grant_id}")
+def revoke_task_grant(req, grant_id):
+    row = find_grant(req, grant_id, "grant_task")
+    with req.transaction() as db:
+        db.execute("UPDATE task_grants SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now(), row["id"]))
+        count = revoke(db, "grant_id = ?", (row["id"],))
+        req.effect("revoked task grant %s and %d task tokens" % (row["public_id"], count))
+    return 204, None
+
+
+@route("POST", "/api/ext/v1/task-grants/{grant_id}/tokens")
+def mint_task_token(req, grant_id):
+    """For the agent, with its own token: a task token for at most an hour and never past the grant.
+    Asking for more actions than the grant gives is narrowed to what it gives, and the answer says so."""
+    body = req.json()
+    row = find_grant(req, grant_id, "mint_task_token")
+    grant = load_grant(req.app.store, row["id"])
+    if grant["revoked_at"] or grant["expires_at"] <= now():
+        raise HTTPError(422, "Task grant %s is revoked or expired" % row["public_id"])
+    asked = req.field(body, "actions", list, "TaskToken", default=sorted(grant["actions"]))
+    given = sorted(set(asked) & grant["actions"])
+    expires_at = min(later(TASK_TOKEN_SECONDS), grant["expires_at"])
+    with req.transaction() as db:
+        token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
+                               expires_at=expires_at, grant_id=row["id"])
+        req.effect("task token %s for %s until %s%s" % (token_fingerprint(token), row["public_id"], expires_at,
+                                                       " (narrowed)" if set(asked) - set(given) else ""))
+    return 201, {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
+                 "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow"}
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # 10. GraphQL

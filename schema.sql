@@ -86,8 +86,9 @@ CREATE TABLE IF NOT EXISTS team_repos (
 CREATE TABLE IF NOT EXISTS tokens (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session', 'oauth')),
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session', 'oauth', 'task')),
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
     hash          TEXT NOT NULL UNIQUE,
@@ -415,3 +416,19 @@ CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
     created_at   TEXT NOT NULL,
     used_at      TEXT
 );
+
+-- Task grants: what an agent may do for one task, on which resources, under which constraints.
+CREATE TABLE IF NOT EXISTS task_grants (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    agent_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    delegator_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    task          TEXT NOT NULL,
+    resources     TEXT NOT NULL,          -- JSON list: "repo:owner/name"
+    actions       TEXT NOT NULL,          -- JSON list of action names
+    constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, requires_approval
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    revoked_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);

@@ -1,0 +1,85 @@
+"""Task grants and task tokens: the task is the permission boundary, on REST and Git alike."""
+import pytest
+
+from conftest import api, commit_file, ext, git, remote
+
+
+@pytest.fixture
+def task(server):
+    """alice owns alice/payments and alice/other; her bound agent has a grant on payments only."""
+    alice = server.add_user("alice")
+    for name in ("payments", "other"):
+        api(server, "POST", "/user/repos", alice, {"name": name, "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/payments", "permission": "push"},
+        {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    grant = ext(server, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "delegator": "user:alice", "task": "task:fix-payment-bug",
+        "resources": ["repo:alice/payments"], "actions": ["read_code", "create_branch", "push_branch", "open_pr"],
+        "constraints": {"branch_prefix": "agent/task-123/", "requires_approval": ["merge_pr"]}})
+    assert grant.status == 201, grant
+    minted = ext(server, "POST", "/task-grants/%s/tokens" % grant.json["id"], agent, {})
+    assert minted.status == 201 and minted.json["token"].startswith("agt_")
+    return {"alice": alice, "agent": agent, "login": login, "grant": grant.json, "token": minted.json["token"]}
+
+
+def test_task_token_is_bounded_on_rest_and_git(server, task, tmp_path):
+    token, login = task["token"], task["login"]
+    me = api(server, "GET", "/user", token)
+    assert me.status == 200 and me.json["login"] == login                       # who am I: the agent
+    assert api(server, "GET", "/repos/alice/payments", token).status == 200
+    assert api(server, "GET", "/repos/alice/other", token).status == 404          # outside the resources
+    r = api(server, "POST", "/repos/alice/payments/issues", token, {"title": "x"})
+    assert r.status == 403 and "does not allow open_issue" in r.json["message"]
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
+    sha = commit_file(work, "fix.py", "ok = 1\n")
+    proc = git(work, "push", "origin", "HEAD:refs/heads/agent/task-123/fix", "HEAD:refs/heads/main", check=False)
+    assert proc.returncode != 0 and "allows pushes to branches under agent/task-123/ only" in proc.stderr
+    refs = git(work, "ls-remote", "origin").stdout
+    assert "%s\trefs/heads/agent/task-123/fix" % sha in refs and "%s\trefs/heads/main" % sha not in refs
+    assert git(str(tmp_path), "ls-remote", remote(server, "alice/other", token), check=False).returncode != 0
+    r = api(server, "POST", "/repos/alice/payments/pulls", token, {"title": "Fix", "head": "agent/task-123/fix",
+                                                                   "base": "main"})
+    assert r.status == 201
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
+    assert r.status == 403 and "needs a human's approval" in r.json["message"]
+    row = server.app.store.one("SELECT * FROM audit WHERE action = 'open_pr' AND decision = 'allow'")
+    assert (row["actor"], row["delegator"], row["task"], row["grant_id"]) == (
+        login, "alice", "task:fix-payment-bug", task["grant"]["id"])
+    # revoking the grant kills its tokens at once
+    assert ext(server, "DELETE", "/task-grants/" + task["grant"]["id"], task["alice"]).status == 204
+    assert api(server, "GET", "/user", token).status == 401
+
+
+def test_grants_refuse_escalation_and_narrow_tokens(server, task):
+    alice, agent, login = task["alice"], task["agent"], task["login"]
+    bob = server.add_user("bob")
+    api(server, "POST", "/user/repos", bob, {"name": "bobs", "private": True})
+    base = {"agent": "agent:" + login, "task": "task:x", "actions": ["read_code"]}
+    r = ext(server, "POST", "/task-grants", alice, dict(base, resources=["repo:bob/bobs"]))
+    assert r.status == 422                                      # alice cannot see it
+    r = ext(server, "POST", "/task-grants", alice, dict(base, resources=["repo:alice/payments"],
+                                                        actions=["delete_repo"], constraints={}))
+    assert r.status == 201                                      # alice may delete her own repository
+    r = ext(server, "POST", "/task-grants", bob, dict(base, resources=["repo:bob/bobs"]))
+    assert r.status == 403                                      # the agent is not bound to bob
+    r = ext(server, "POST", "/task-grants", agent, dict(base, resources=["repo:alice/payments"]))
+    assert r.status == 403                                      # agents do not grant
+    r = ext(server, "POST", "/task-grants", alice, dict(base, resources=["repo:alice/payments"], actions=["fly"]))
+    assert r.status == 422
+    # narrowed: asking for more than the grant gives
+    minted = ext(server, "POST", "/task-grants/%s/tokens" % task["grant"]["id"], agent,
+                 {"actions": ["read_code", "merge_pr", "delete_repo"]}).json
+    assert minted["decision"] == "allow_narrowed" and minted["scope"] == "read_code"
+    assert api(server, "GET", "/repos/alice/payments", minted["token"]).status == 200
+    r = api(server, "POST", "/repos/alice/payments/git/refs", minted["token"], {"ref": "refs/heads/agent/task-123/x",
+                                                                                "sha": "0" * 40})
+    assert r.status in (403, 422)
+    # a task token mints nothing, and only the agent's own token mints task tokens
+    assert ext(server, "POST", "/task-grants/%s/tokens" % task["grant"]["id"], task["token"], {}).status == 403
+    assert ext(server, "POST", "/task-grants/%s/tokens" % task["grant"]["id"], alice, {}).status == 404
+    assert ext(server, "POST", "/agent-invites", task["token"], {}).status == 403
+    assert ext(server, "POST", "/task-grants", task["token"], dict(base, resources=["repo:alice/payments"])).status == 403
