@@ -1780,6 +1780,7 @@ class Request:
         self.body_reader = None
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
         self.session = None        # web pages: the signed-in session row
+        self.audit_id = None       # the last audit row this request wrote (X-Agentgit-Audit-Id)
 
     # -- input ----------------------------------------------------------------------------------
     def body(self, limit):
@@ -1893,7 +1894,7 @@ class Request:
     def flush_audit(self, db, outcome=None):
         side_effect = "; ".join(self.effects) or outcome
         for decision in self.pending:
-            audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
+            self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
         self.pending, self.effects = [], []
 
 
@@ -5355,6 +5356,31 @@ def revoke_own_token(req, user, row):
         req.effect("revoked token #%d %s" % (row["id"], row["fingerprint"]))
 
 
+AUDIT_EXPLAINED = (("agent or actor", "actor"), ("kind", "user_kind"), ("delegator", "delegator"), ("task", "task"),
+                   ("grant", "grant_id"), ("runtime", "runtime"), ("surface", "surface"), ("resource", "resource"),
+                   ("action", "action"), ("decision", "decision"), ("token", "token_fingerprint"),
+                   ("side effect", "side_effect"), ("at", "at"))
+
+
+def explain(row):
+    """The whole chain of one decision, a line each, with the rules that decided it."""
+    lines = ["%-15s %s" % (label, row[key] if row[key] is not None else "-") for label, key in AUDIT_EXPLAINED]
+    lines += ["%-15s %s" % ("because" if i == 0 else "", reason) for i, reason in enumerate(json.loads(row["reasons"]))]
+    return "\n".join(lines)
+
+
+@route("GET", "/api/ext/v1/audit/{audit_id:int}")
+def read_audit_row(req, audit_id):
+    """One row, explained: for site admins, the actor, and the human on whose behalf it acted."""
+    user = signed_in(req)
+    row = req.app.store.one("SELECT * FROM audit WHERE id = ?", int(audit_id))
+    mine = row is not None and user["login"] in (row["actor"], row["delegator"])
+    if row is None or not (mine or req.can("read_site_audit", SITE)):
+        raise HTTPError(404, "Not Found")
+    req.check("read_audit", Resource.account(user))
+    return dict(audit_json(row), explanation=explain(row))
+
+
 @route("GET", "/api/ext/v1/audit")
 def read_audit(req):
     """Site admins read every row; anyone else their own. Filters: actor, action, decision, resource,
@@ -5909,6 +5935,24 @@ def revoke_task_grant(req, grant_id):
         count = revoke(db, "grant_id = ?", (row["id"],))
         req.effect("revoked task grant %s and %d task tokens" % (row["public_id"], count))
     return 204, None
+
+
+@route("POST", "/api/ext/v1/task-grants/revocations")
+def revoke_task(req):
+    """Every grant the caller made for a task, and every token of those grants."""
+    body = req.json()
+    task = req.field(body, "task", str, "TaskGrant", required=True)
+    user = signed_in(req)
+    rows = req.app.store.all("SELECT * FROM task_grants WHERE delegator_id = ? AND task = ? AND revoked_at IS NULL",
+                             user["id"], task)
+    req.authorize("grant_task", Resource.account(user))
+    with req.transaction() as db:
+        count = 0
+        for row in rows:
+            db.execute("UPDATE task_grants SET revoked_at = ? WHERE id = ?", (now(), row["id"]))
+            count += revoke(db, "grant_id = ?", (row["id"],))
+        req.effect("revoked task %s: %d grants, %d tokens" % (task, len(rows), count))
+    return 200, {"grants": len(rows), "revoked": count}
 
 
 @route("POST", "/api/ext/v1/task-grants/{grant_id}/tokens")
@@ -8530,6 +8574,8 @@ class App:
         handler.send_header("X-GitHub-Media-Type", "github.v3; format=json")
         if req.principal.token_id is not None:
             handler.send_header("X-OAuth-Scopes", req.principal.scopes_header)
+        if req.audit_id is not None:
+            handler.send_header("X-Agentgit-Audit-Id", str(req.audit_id))
         for name, value in dict(req.response_headers, **headers).items():
             handler.send_header(name, value)
         handler.end_headers()
@@ -8937,6 +8983,8 @@ def build_parser():
 
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     command(audit, "verify", "check the hash chain; exit 0 when intact, 1 naming the first broken row")
+    command(audit, "explain", "print one decision's whole chain: who, for whom, under which task, why").add_argument(
+        "audit_id", type=int)
     return parser
 
 
@@ -8988,6 +9036,11 @@ def main(argv=None):
         except HTTPError as error:
             raise SystemExit("%s: %s" % (args.action, "; ".join([error.message] + [
                 e.get("message", "") for e in error.errors or []])))
+    elif args.command == "audit" and args.action == "explain":
+        row = app.store.one("SELECT * FROM audit WHERE id = ?", args.audit_id)
+        if row is None:
+            raise SystemExit("no audit row %d" % args.audit_id)
+        print(explain(row))
     elif args.command == "audit":
         ok, count, bad_id, why = audit_verify(app.store, app.key)
         if not ok:

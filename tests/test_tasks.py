@@ -83,3 +83,26 @@ def test_grants_refuse_escalation_and_narrow_tokens(server, task):
     assert ext(server, "POST", "/task-grants/%s/tokens" % task["grant"]["id"], alice, {}).status == 404
     assert ext(server, "POST", "/agent-invites", task["token"], {}).status == 403
     assert ext(server, "POST", "/task-grants", task["token"], dict(base, resources=["repo:alice/payments"])).status == 403
+
+
+def test_explain_and_revoke_by_task(server, task, tmp_path):
+    import subprocess
+    import sys
+    import agentgit
+    token, login = task["token"], task["login"]
+    r = api(server, "POST", "/repos/alice/payments/git/refs", token, {
+        "ref": "refs/heads/agent/task-123/x",
+        "sha": api(server, "GET", "/repos/alice/payments/git/ref/heads/main", token).json["object"]["sha"]})
+    assert r.status == 201
+    audit_id = int(r.headers["x-agentgit-audit-id"])
+    row = ext(server, "GET", "/audit/%d" % audit_id, task["alice"]).json          # the delegator may read it
+    assert (row["actor"], row["delegator"], row["task"], row["decision"]) == (login, "alice", "task:fix-payment-bug",
+                                                                               "allow")
+    assert "refs/heads/agent/task-123/x" in row["side_effect"] and "task:fix-payment-bug" in row["explanation"]
+    assert ext(server, "GET", "/audit/%d" % audit_id, server.add_user("bob")).status == 404
+    out = subprocess.run([sys.executable, agentgit.__file__, "audit", "explain", str(audit_id), "--data",
+                          server.app.config.data_dir], capture_output=True, text=True, check=True).stdout
+    assert "delegator       alice" in out and task["grant"]["id"] in out and "because" in out
+    r = ext(server, "POST", "/task-grants/revocations", task["alice"], {"task": "task:fix-payment-bug"})
+    assert r.json == {"grants": 1, "revoked": 1}
+    assert api(server, "GET", "/user", token).status == 401
