@@ -573,6 +573,20 @@ CREATE TABLE IF NOT EXISTS task_grants (
     revoked_at    TEXT
 );
 CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
+
+-- Approvals: a human's yes to one action on one resource under one grant; single use, short-lived.
+CREATE TABLE IF NOT EXISTS approvals (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    grant_id      INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
+    action        TEXT NOT NULL,
+    resource      TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    approved_by   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    approved_at   TEXT,
+    used_at       TEXT
+);
 """
 SCHEMA_VERSION = 5
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
@@ -1146,6 +1160,7 @@ class Decision:
     level: str = "none"      # the permission the principal holds on the resource
     ff_only: bool = False    # allowed for fast-forwards only (a protected branch): the Git engine checks
     status: int = None       # the HTTP status a refusal takes where GitHub uses a special one
+    approval: int = None     # allowed on the strength of this approval, which the action uses up
 
     @property
     def allowed(self):
@@ -1292,7 +1307,7 @@ def check_states(store, repo_id, sha):
 SELF_ACTIONS = ("read_account", "read_meta")       # a task token may always ask who it is
 
 
-def task_grant_refusal(grant, action, spec, resource, context, user):
+def task_grant_refusal(store, grant, action, spec, resource, context, user):
     """A task token may do only what its grant names: the actions, on the resources, within the
     branch prefix; actions the grant reserves for a human's approval wait for one."""
     gid = grant["public_id"]
@@ -1304,7 +1319,14 @@ def task_grant_refusal(grant, action, spec, resource, context, user):
         return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind == "repo")
     needed = action if spec.mutation else "read_code"
     if action in grant["constraints"].get("requires_approval", []):
-        return deny("task grant %s: %s needs a human's approval first" % (gid, action))
+        approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ?"
+                             " AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
+                             grant["id"], action, resource.name, now())
+        if approved is None:
+            return Decision("needs_approval", action, resource.name,
+                            ["task grant %s: %s needs a human's approval first" % (gid, action)])
+        return Decision("allow", action, resource.name, ["approved by a human (approval %d)" % approved["id"]],
+                        approval=approved["id"])
     if needed not in grant["actions"]:
         return deny("task grant %s does not allow %s" % (gid, needed))
     prefix = grant["constraints"].get("branch_prefix")
@@ -1342,10 +1364,12 @@ def decide(store, principal, action, resource, context=None):
     if spec.token_kinds and principal.token_kind not in spec.token_kinds:
         return deny("%s needs the %s token itself; this is a %s token" % (
             action, " or ".join(spec.token_kinds), principal.token_kind or "missing"))
+    approval = None
     if principal.grant is not None:
-        refused = task_grant_refusal(principal.grant, action, spec, resource, context or {}, user)
-        if refused is not None:
+        refused = task_grant_refusal(store, principal.grant, action, spec, resource, context or {}, user)
+        if refused is not None and refused.approval is None:
             return refused
+        approval = refused.approval if refused is not None else None
     if principal.delegator_suspended and not (
             resource.kind == "repo" and resource.row["owner_id"] == user["id"] or resource.kind == "account"
             and resource.row["id"] == user["id"]):
@@ -1391,7 +1415,9 @@ def decide(store, principal, action, resource, context=None):
         reasons.append("ref %s" % context["ref"])
     if ff_only:
         reasons.append("protected branch: fast-forwards only")
-    return Decision("allow", action, resource.name, reasons, level=level, ff_only=ff_only)
+    if approval is not None:
+        reasons.append("approved by a human (approval %d)" % approval)
+    return Decision("allow", action, resource.name, reasons, level=level, ff_only=ff_only, approval=approval)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
@@ -1609,12 +1635,13 @@ def walk_commits(repo, sha, skip, limit):
 class HTTPError(Exception):
     """An answer in GitHub's error shape: {"message", "documentation_url"[, "errors"]}."""
 
-    def __init__(self, status, message, errors=None, headers=None):
+    def __init__(self, status, message, errors=None, headers=None, extra=None):
         super().__init__(message)
         self.status, self.message, self.errors, self.headers = status, message, errors, headers or {}
+        self.extra = extra or {}
 
     def body(self):
-        body = {"message": self.message, "documentation_url": DOCS_URL}
+        body = dict(self.extra, message=self.message, documentation_url=DOCS_URL)
         if self.errors:
             body["errors"] = self.errors
         return body
@@ -1852,9 +1879,20 @@ class Request:
         # Decide before acting: inside a transaction a denial's audit row would roll back with it.
         assert not self.app.store.db.in_transaction, "authorize %s before opening the transaction" % action
         decision = decide(self.app.store, self.principal, action, resource, context)
+        if decision.effect == "needs_approval":
+            approval_id = request_approval(self.app, self.principal.grant, action, resource.name)
+            self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
+            raise HTTPError(403, decision.reasons[0], extra={
+                "approval_id": approval_id, "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (
+                    self.app.url, approval_id)})
         if not decision.allowed:
             self.app.audit(self.principal, self.surface, decision)
             raise self.refusal(decision)
+        if decision.approval is not None:
+            with self.app.store.transaction() as db:     # single use: two requests cannot both spend it
+                if not db.execute("UPDATE approvals SET used_at = ? WHERE id = ? AND used_at IS NULL",
+                                  (now(), decision.approval)).rowcount:
+                    raise HTTPError(409, "That approval was just used; ask for another")
         return decision
 
     def authorize(self, action, resource, **context):
@@ -5935,6 +5973,43 @@ def revoke_task_grant(req, grant_id):
         count = revoke(db, "grant_id = ?", (row["id"],))
         req.effect("revoked task grant %s and %d task tokens" % (row["public_id"], count))
     return 204, None
+
+
+APPROVAL_SECONDS = 3600
+
+
+def request_approval(app, grant, action, resource_name):
+    """The pending approval for this grant, action and resource (one is made if none waits)."""
+    with app.store.transaction() as db:
+        row = db.execute("SELECT public_id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ?"
+                         " AND approved_at IS NULL AND expires_at > ?", (grant["id"], action, resource_name,
+                                                                          now())).fetchone()
+        if row is not None:
+            return row["public_id"]
+        public_id = "ap_" + secrets.token_hex(8)
+        insert_row(db, "approvals", {"public_id": public_id, "grant_id": grant["id"], "action": action,
+                                     "resource": resource_name, "created_at": now(),
+                                     "expires_at": later(APPROVAL_SECONDS)})
+    return public_id
+
+
+@route("POST", "/api/ext/v1/approvals/{approval_id}/approve")
+def approve(req, approval_id):
+    """The grant's delegator says yes to exactly this action on exactly this resource, once."""
+    user = signed_in(req)
+    row = req.app.store.one("SELECT a.*, g.delegator_id, g.agent_id, g.public_id AS grant_public FROM approvals a"
+                            " JOIN task_grants g ON g.id = a.grant_id WHERE a.public_id = ?", approval_id)
+    if row is None or row["delegator_id"] != user["id"]:
+        raise HTTPError(404, "Not Found")
+    req.authorize("grant_task", Resource.account(account_by_id(req.app.store, row["agent_id"])))
+    if row["approved_at"] or row["expires_at"] <= now():
+        raise HTTPError(409, "This approval was already given or has expired")
+    with req.transaction() as db:
+        db.execute("UPDATE approvals SET approved_by = ?, approved_at = ? WHERE id = ?", (user["id"], now(), row["id"]))
+        req.effect("approved %s: %s on %s under %s" % (row["public_id"], row["action"], row["resource"],
+                                                       row["grant_public"]))
+    return 200, {"id": row["public_id"], "action": row["action"], "resource": row["resource"],
+                 "grant": row["grant_public"], "approved": True}
 
 
 @route("POST", "/api/ext/v1/task-grants/revocations")

@@ -432,3 +432,17 @@ CREATE TABLE IF NOT EXISTS task_grants (
     revoked_at    TEXT
 );
 CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
+
+-- Approvals: a human's yes to one action on one resource under one grant; single use, short-lived.
+CREATE TABLE IF NOT EXISTS approvals (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    grant_id      INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
+    action        TEXT NOT NULL,
+    resource      TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    approved_by   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    approved_at   TEXT,
+    used_at       TEXT
+);

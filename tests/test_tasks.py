@@ -46,6 +46,24 @@ def test_task_token_is_bounded_on_rest_and_git(server, task, tmp_path):
     assert r.status == 201
     r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
     assert r.status == 403 and "needs a human's approval" in r.json["message"]
+    approval = r.json["approval_id"]
+    assert r.json["approval_url"].endswith("/api/ext/v1/approvals/%s/approve" % approval)
+    again = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
+    assert again.json["approval_id"] == approval                              # one pending request, not many
+    assert ext(server, "POST", "/approvals/%s/approve" % approval, token, {}).status in (403, 404)
+    assert ext(server, "POST", "/approvals/%s/approve" % approval, task["agent"], {}).status == 404
+    assert ext(server, "POST", "/approvals/%s/approve" % approval, server.add_user("mallory"), {}).status == 404
+    r = ext(server, "POST", "/approvals/%s/approve" % approval, task["alice"], {})
+    assert r.status == 200 and r.json["action"] == "merge_pr" and r.json["resource"] == "repo:alice/payments"
+    assert ext(server, "POST", "/approvals/%s/approve" % approval, task["alice"], {}).status == 409
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
+    assert r.status == 200 and r.json["merged"] is True, r
+    assert api(server, "GET", "/repos/alice/payments/git/ref/heads/main", token).json["object"]["sha"] != sha
+    row = server.app.store.one("SELECT * FROM audit WHERE action = 'merge_pr' AND decision = 'allow'")
+    assert row["task"] == "task:fix-payment-bug" and approval in server.app.store.one(
+        "SELECT side_effect FROM audit WHERE action = 'grant_task' AND side_effect LIKE 'approved%'")["side_effect"]
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})    # the approval was used up
+    assert r.status == 403 and r.json["approval_id"] != approval
     row = server.app.store.one("SELECT * FROM audit WHERE action = 'open_pr' AND decision = 'allow'")
     assert (row["actor"], row["delegator"], row["task"], row["grant_id"]) == (
         login, "alice", "task:fix-payment-bug", task["grant"]["id"])
