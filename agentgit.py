@@ -1151,7 +1151,7 @@ SITE = Resource("site", None, "site")
 
 @dataclasses.dataclass
 class Decision:
-    effect: str              # "allow" or "deny"
+    effect: str              # "allow", "deny", or why not yet: "needs_approval", "read_only"
     action: str
     resource: str
     reasons: list
@@ -1328,6 +1328,9 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
         return Decision("allow", action, resource.name, ["approved by a human (approval %d)" % approved["id"]],
                         approval=approved["id"])
     if needed not in grant["actions"]:
+        if spec.mutation and not any(ACTIONS[a].mutation for a in grant["actions"]):
+            return Decision("read_only", action, resource.name,
+                            ["task grant %s is read-only: it allows no %s" % (gid, action)])
         return deny("task grant %s does not allow %s" % (gid, needed))
     prefix = grant["constraints"].get("branch_prefix")
     ref = context.get("ref") or ""

@@ -72,7 +72,7 @@ def test_task_token_is_bounded_on_rest_and_git(server, task, tmp_path):
     assert api(server, "GET", "/user", token).status == 401
 
 
-def test_grants_refuse_escalation_and_narrow_tokens(server, task):
+def test_grants_refuse_escalation_and_narrow_tokens(server, task, tmp_path):
     alice, agent, login = task["alice"], task["agent"], task["login"]
     bob = server.add_user("bob")
     api(server, "POST", "/user/repos", bob, {"name": "bobs", "private": True})
@@ -93,9 +93,17 @@ def test_grants_refuse_escalation_and_narrow_tokens(server, task):
                  {"actions": ["read_code", "merge_pr", "delete_repo"]}).json
     assert minted["decision"] == "allow_narrowed" and minted["scope"] == "read_code"
     assert api(server, "GET", "/repos/alice/payments", minted["token"]).status == 200
+    main = api(server, "GET", "/repos/alice/payments/git/ref/heads/main", minted["token"]).json["object"]["sha"]
     r = api(server, "POST", "/repos/alice/payments/git/refs", minted["token"], {"ref": "refs/heads/agent/task-123/x",
-                                                                                "sha": "0" * 40})
-    assert r.status in (403, 422)
+                                                                                "sha": main})
+    assert r.status == 403 and "is read-only: it allows no create_branch" in r.json["message"]
+    assert server.app.store.one("SELECT decision FROM audit WHERE action = 'create_branch' ORDER BY id DESC"
+                                " LIMIT 1")["decision"] == "read_only"
+    work = str(tmp_path / "ro")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", minted["token"]), work)   # reads pass
+    commit_file(work, "x.txt", "x\n")
+    proc = git(work, "push", "origin", "HEAD:refs/heads/agent/task-123/ro", check=False)
+    assert proc.returncode != 0 and "read-only" in proc.stderr
     # a task token mints nothing, and only the agent's own token mints task tokens
     assert ext(server, "POST", "/task-grants/%s/tokens" % task["grant"]["id"], task["token"], {}).status == 403
     assert ext(server, "POST", "/task-grants/%s/tokens" % task["grant"]["id"], alice, {}).status == 404
