@@ -1344,8 +1344,8 @@ def decide(store, principal, action, resource, context=None):
     """The one policy decision point. Rules, in order; the first that says no decides:
 
     1. a suspended or retired account may do nothing; an action that needs a certain kind of token
-       (consent needs the agent's own) refuses others; an agent whose delegator is suspended
-       works on its own repositories only;
+       (consent needs the agent's own) refuses others; a task token does only what its grant names
+       (task_grant_refusal); an agent whose delegator is suspended works on its own repositories only;
     2. some actions are for humans only; anonymous callers may only read (and register agents);
     3. the principal's permission on the resource must reach the action's level (a repository the
        principal cannot read is hidden: 404, not 403). Authors editing what they wrote need less;
@@ -6031,6 +6031,27 @@ def revoke_task(req):
             count += revoke(db, "grant_id = ?", (row["id"],))
         req.effect("revoked task %s: %d grants, %d tokens" % (task, len(rows), count))
     return 200, {"grants": len(rows), "revoked": count}
+
+
+@route("GET", "/api/ext/v1/policy")
+def effective_policy(req):
+    """What the caller's token could do on one repository ("what could this task token do on
+    acme/payments?"), each action decided by decide() itself, so the answer cannot drift from the
+    enforcement. It only asks, so nothing is audited."""
+    user = signed_in(req)
+    name = req.query.get("resource", "")
+    row = repo_by_full_name(req.app.store, strip_kind(name, "repo"))
+    if row is None or not req.can("read_code", Resource.repo(row)):
+        raise HTTPError(404, "Not Found")
+    resource = Resource.repo(row)
+    grant = req.principal.grant
+    decisions = [decide(req.app.store, req.principal, action, resource) for action in TASK_ACTIONS]
+    return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),
+                 "token_kind": req.principal.token_kind, "resource": resource.name,
+                 "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
+                 if grant else None,
+                 "rules": [" ".join(rule.split()) for rule in re.split(r"\n\s*(?=\d\. )", decide.__doc__)[1:]],
+                 "actions": {d.action: {"decision": d.effect, "reasons": d.reasons} for d in decisions}}
 
 
 @route("POST", "/api/ext/v1/task-grants/{grant_id}/tokens")

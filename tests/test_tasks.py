@@ -132,3 +132,24 @@ def test_explain_and_revoke_by_task(server, task, tmp_path):
     r = ext(server, "POST", "/task-grants/revocations", task["alice"], {"task": "task:fix-payment-bug"})
     assert r.json == {"grants": 1, "revoked": 1}
     assert api(server, "GET", "/user", token).status == 401
+
+
+def test_policy_shows_what_a_token_could_do(server, task):
+    token = task["token"]
+    r = ext(server, "GET", "/policy?resource=repo:alice/payments", token)
+    assert r.status == 200, r
+    policy = r.json
+    assert policy["principal"] == "agent:" + task["login"] and policy["token_kind"] == "task"
+    assert policy["grant"]["id"] == task["grant"]["id"] and policy["grant"]["task"] == "task:fix-payment-bug"
+    actions = policy["actions"]
+    assert actions["open_pr"]["decision"] == "allow" and actions["read_code"]["decision"] == "allow"
+    assert actions["merge_pr"]["decision"] == "needs_approval"
+    assert actions["open_issue"]["decision"] == "deny" and task["grant"]["id"] in actions["open_issue"]["reasons"][0]
+    assert policy["rules"][0].startswith("1. ") and any("its grant names" in rule for rule in policy["rules"])
+    # the same question through the delegator's own token: her permission, no grant
+    mine = ext(server, "GET", "/policy?resource=alice/payments", task["alice"]).json
+    assert mine["grant"] is None and mine["actions"]["merge_pr"]["decision"] == "allow"
+    assert ext(server, "GET", "/policy?resource=repo:alice/other", token).status == 404     # outside the grant
+    assert ext(server, "GET", "/policy?resource=repo:alice/payments", server.add_user("eve")).status == 404
+    assert ext(server, "GET", "/policy", token).status == 404
+    assert server.app.store.one("SELECT count(*) AS n FROM audit WHERE action = 'open_issue'")["n"] == 0
