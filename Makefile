@@ -26,6 +26,7 @@ test: $(VENV)/.test
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
 
 bench: $(VENV)/.test
+	$(BIN)/pip install -q casbin cedarpy    # the policy engines decide() is measured against; bench only
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(ARGS)
 
 clean:

@@ -8,6 +8,8 @@
      clones with wall time and the server's peak memory (process tree RSS).
   c. REST: GET /api/v3/repos/{o}/{r} with a token, requests per second vs a bare ThreadingHTTPServer
      that returns the same bytes.
+  d. decide() for a task token with 10,000 grants stored, per call, vs the same rules in pycasbin and
+     cedarpy (installed by `make bench` for this only).
 
 Options: --commits N --files N (repository size), --trials N, --skip-dulwich.
 """
@@ -385,6 +387,97 @@ def bench_rest(rounds=5):
           "(target >= 0.6x; medians of %d alternating rounds)" % (ours, theirs, ours / theirs, rounds))
 
 
+# -- d. the policy decision point ------------------------------------------------------------------
+
+CASBIN_MODEL = """
+[request_definition]
+r = sub, obj, act, ref
+[policy_definition]
+p = sub, obj, act, ref
+[policy_effect]
+e = some(where (p.eft == allow))
+[matchers]
+m = r.sub == p.sub && r.obj == p.obj && r.act == p.act && keyMatch(r.ref, p.ref)
+"""
+CEDAR_POLICY = ('permit(principal == Task::"%s", action == Action::"%s", resource == Repo::"%s") '
+                'when { context.ref like "refs/heads/agent/%s/*" };')
+TASK_ACTIONS = ("read_code", "create_branch", "push_branch", "open_pr")
+
+
+def per_call(fn, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def bench_decide(grants=10000, calls=20000):
+    """The same question -- may this task push refs/heads/agent/task-0/x to alice/payments? -- with
+    `grants` grants stored, asked of agentgit's decide() (a real task token's principal, the warm
+    read cache a running server has between writes) and of the same rules in pycasbin and cedarpy."""
+    sys.path.insert(0, ROOT)
+    import agentgit
+    server = agentgit.make_server(fresh(os.path.join(WORK, "decide-data"))).start()
+    try:
+        alice = server.add_user("alice")
+        request(server.url, "/api/v3/user/repos", alice, "POST", {"name": "payments", "private": True,
+                                                                   "auto_init": True})
+        login, agent, _ = server.add_agent("coder")
+        invite = json.loads(request(server.url, "/api/ext/v1/agent-invites", alice, "POST", {"repo_grants": [
+            {"repo_full_name": "alice/payments", "permission": "push"}]})[1])["invite_token"]
+        request(server.url, "/api/ext/v1/agent-bindings/confirm", agent, "POST", {"invite_token": invite})
+        status, body = request(server.url, "/api/ext/v1/task-grants", alice, "POST", {
+            "agent": "agent:" + login, "task": "task:task-0", "resources": ["repo:alice/payments"],
+            "actions": list(TASK_ACTIONS), "constraints": {"branch_prefix": "agent/task-0/"}})
+        assert status == 201, body
+        grant = json.loads(body)
+        task_token = json.loads(request(server.url, "/api/ext/v1/task-grants/%s/tokens" % grant["id"], agent,
+                                        "POST", {})[1])["token"]
+        store = server.app.store
+        with store.transaction() as db:      # the other grants, as the API stores them
+            row = db.execute("SELECT * FROM task_grants").fetchone()
+            for i in range(1, grants):
+                db.execute("INSERT INTO task_grants (public_id, agent_id, delegator_id, task, resources, actions,"
+                           " constraints, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           ("tg_bench%06d" % i, row["agent_id"], row["delegator_id"], "task:task-%d" % i,
+                            json.dumps(["repo:alice/r%d" % i]), row["actions"],
+                            json.dumps({"branch_prefix": "agent/task-%d/" % i}), row["created_at"], row["expires_at"]))
+        principal = agentgit.authenticate(server.app, {"Authorization": "token " + task_token}, "127.0.0.1")
+        resource = agentgit.Resource.repo(agentgit.lookup_repo(store, "alice", "payments"))
+        context = {"ref": "refs/heads/agent/task-0/x"}
+        assert agentgit.decide(store, principal, "push_branch", resource, context).allowed
+        assert not agentgit.decide(store, principal, "push_branch", resource, {"ref": "refs/heads/main"}).allowed
+        ours = per_call(lambda: agentgit.decide(store, principal, "push_branch", resource, context), calls)
+    finally:
+        server.stop()
+    print("d. decide() for a task token, %d grants stored: %.1f us per call (target <= 50 us)" % (
+        grants, ours * 1e6))
+    try:
+        import casbin
+        import cedarpy
+    except ImportError:
+        print("   (pycasbin and cedarpy are not installed: `make bench` installs them)")
+        return
+    enforcer = casbin.Enforcer(casbin.Enforcer.new_model(text=CASBIN_MODEL))
+    enforcer.add_policies([["task-%d" % i, "alice/payments" if i == 0 else "alice/r%d" % i, action,
+                            "refs/heads/agent/task-%d/*" % i] for i in range(grants) for action in TASK_ACTIONS])
+    assert enforcer.enforce("task-0", "alice/payments", "push_branch", context["ref"])
+    assert not enforcer.enforce("task-0", "alice/payments", "push_branch", "refs/heads/main")
+    theirs = per_call(lambda: enforcer.enforce("task-0", "alice/payments", "push_branch", context["ref"]),
+                      max(1, calls // 1000))
+    print("   pycasbin, same rules (%d policy lines): %.1f us per call   agentgit is %.0fx faster" % (
+        grants * len(TASK_ACTIONS), theirs * 1e6, theirs / ours))
+    policies = "\n".join(CEDAR_POLICY % ("task-%d" % i, action, "alice/payments" if i == 0 else "alice/r%d" % i,
+                                         "task-%d" % i) for i in range(grants) for action in TASK_ACTIONS)
+    cedar_request = {"principal": 'Task::"task-0"', "action": 'Action::"push_branch"',
+                     "resource": 'Repo::"alice/payments"', "context": context}
+    policy_set = cedarpy.PolicySet.from_str(policies)   # parsed once, as a server would
+    assert cedarpy.is_authorized(cedar_request, policy_set, []).allowed
+    cedar = per_call(lambda: cedarpy.is_authorized(cedar_request, policy_set, []), max(1, calls // 100))
+    print("   cedarpy, same rules (%d policies, parsed once): %.1f us per call   "
+          "agentgit is %.0fx faster" % (grants * len(TASK_ACTIONS), cedar * 1e6, cedar / ours))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commits", type=int, default=3000)
@@ -395,6 +488,7 @@ def main():
                         help="also run eight concurrent clones on dulwich (slow: minutes, GBs)")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
+    bench_decide()
     bench_cold_start(5)
     bench_rest()
     bench_git(args)
