@@ -5998,8 +5998,13 @@ def request_approval(app, grant, action, resource_name):
 
 @route("POST", "/api/ext/v1/approvals/{approval_id}/approve")
 def approve(req, approval_id):
+    row = give_approval(req, signed_in(req), approval_id)
+    return 200, {"id": row["public_id"], "action": row["action"], "resource": row["resource"],
+                 "grant": row["grant_public"], "approved": True}
+
+
+def give_approval(req, user, approval_id):
     """The grant's delegator says yes to exactly this action on exactly this resource, once."""
-    user = signed_in(req)
     row = req.app.store.one("SELECT a.*, g.delegator_id, g.agent_id, g.public_id AS grant_public FROM approvals a"
                             " JOIN task_grants g ON g.id = a.grant_id WHERE a.public_id = ?", approval_id)
     if row is None or row["delegator_id"] != user["id"]:
@@ -6011,8 +6016,7 @@ def approve(req, approval_id):
         db.execute("UPDATE approvals SET approved_by = ?, approved_at = ? WHERE id = ?", (user["id"], now(), row["id"]))
         req.effect("approved %s: %s on %s under %s" % (row["public_id"], row["action"], row["resource"],
                                                        row["grant_public"]))
-    return 200, {"id": row["public_id"], "action": row["action"], "resource": row["resource"],
-                 "grant": row["grant_public"], "approved": True}
+    return row
 
 
 @route("POST", "/api/ext/v1/task-grants/revocations")
@@ -7740,6 +7744,37 @@ def agents_action(req):
             effect = unbind_agent(db, agent)
         req.effect(effect)
     return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
+
+@page("GET", "/approvals")
+def approvals_page(req, shown=""):
+    """What the delegator's agents wait for: each pending approval names the agent, the task, the
+    action and the resource, and one button approves exactly that, once."""
+    user = signed_in_page(req)
+    csrf = hidden("csrf", req.session["csrf"])
+    rows = []
+    for a in req.app.store.all("SELECT a.*, g.task, g.public_id AS grant_public, ag.login AS agent_login"
+                               " FROM approvals a JOIN task_grants g ON g.id = a.grant_id"
+                               " JOIN accounts ag ON ag.id = g.agent_id WHERE g.delegator_id = ? AND"
+                               " a.approved_at IS NULL AND a.expires_at > ? AND g.revoked_at IS NULL ORDER BY a.id",
+                               user["id"], now()):
+        rows.append("<tr>%s<td><form method=\"post\" action=\"/approvals\">%s%s<button>approve</button></form>"
+                    "</td></tr>" % ("".join("<td>%s</td>" % html.escape(a[k]) for k in (
+                        "agent_login", "task", "action", "resource", "grant_public", "expires_at")),
+                                    csrf, hidden("approval_id", a["public_id"])))
+    body = ('%s<table><tr><th>Agent</th><th>Task</th><th>Action</th><th>Resource</th><th>Grant</th><th>Expires</th>'
+            '<th></th></tr>%s</table>') % (shown, "".join(rows) or '<tr><td colspan="7">nothing waits</td></tr>')
+    return html_page("Approvals", body)
+
+
+@page("POST", "/approvals")
+def approvals_action(req):
+    user = signed_in_page(req)
+    form = form_fields(req)
+    check_csrf(req.session["csrf"], form)
+    row = give_approval(req, user, form.get("approval_id", ""))
+    return approvals_page(req, "<p>Approved %s on %s for %s.</p>" % (
+        html.escape(row["action"]), html.escape(row["resource"]), html.escape(row["grant_public"])))
+
 
 @page("GET", "/settings/tokens")
 def tokens_page(req, shown=""):

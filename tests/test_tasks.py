@@ -1,13 +1,13 @@
 """Task grants and task tokens: the task is the permission boundary, on REST and Git alike."""
 import pytest
 
-from conftest import api, commit_file, ext, git, remote
+from conftest import Browser, api, commit_file, ext, git, remote
 
 
 @pytest.fixture
 def task(server):
     """alice owns alice/payments and alice/other; her bound agent has a grant on payments only."""
-    alice = server.add_user("alice")
+    alice = server.add_user("alice", password="pw")
     for name in ("payments", "other"):
         api(server, "POST", "/user/repos", alice, {"name": name, "private": True, "auto_init": True})
     login, agent, _ = server.add_agent("coder")
@@ -153,3 +153,26 @@ def test_policy_shows_what_a_token_could_do(server, task):
     assert ext(server, "GET", "/policy?resource=repo:alice/payments", server.add_user("eve")).status == 404
     assert ext(server, "GET", "/policy", token).status == 404
     assert server.app.store.one("SELECT count(*) AS n FROM audit WHERE action = 'open_issue'")["n"] == 0
+
+
+def test_approvals_page(server, task):
+    token = task["token"]
+    main = api(server, "GET", "/repos/alice/payments/git/ref/heads/main", token).json["object"]["sha"]
+    api(server, "POST", "/repos/alice/payments/git/refs", token, {"ref": "refs/heads/agent/task-123/fix", "sha": main})
+    assert api(server, "PUT", "/repos/alice/payments/contents/fix.py", token, {
+        "message": "fix", "content": "b2sgPSAxCg==", "branch": "agent/task-123/fix"}).status == 201
+    assert api(server, "POST", "/repos/alice/payments/pulls", token, {"title": "Fix", "head": "agent/task-123/fix",
+                                                                      "base": "main"}).status == 201
+    assert api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {}).status == 403
+    approval = server.app.store.one("SELECT public_id FROM approvals")["public_id"]
+    browser = Browser(server)
+    resp, text = browser.request("GET", "/approvals")
+    assert resp.status == 303 and resp.getheader("Location").startswith("/login")
+    browser.sign_in("alice", "pw", "/approvals")
+    resp, text = browser.request("GET", "/approvals")
+    assert resp.status == 200 and approval in text and "merge_pr" in text and task["login"] in text
+    resp, _ = browser.request("POST", "/approvals", {"csrf": "forged", "approval_id": approval})
+    assert resp.status == 403
+    resp, text = browser.request("POST", "/approvals", {"csrf": browser.csrf(text), "approval_id": approval})
+    assert resp.status == 200 and "Approved merge_pr on repo:alice/payments" in text and "nothing waits" in text
+    assert server.app.store.one("SELECT approved_at FROM approvals")["approved_at"] is not None
