@@ -6067,16 +6067,22 @@ def mint_task_token(req, grant_id):
     grant = load_grant(req.app.store, row["id"])
     if grant["revoked_at"] or grant["expires_at"] <= now():
         raise HTTPError(422, "Task grant %s is revoked or expired" % row["public_id"])
-    asked = req.field(body, "actions", list, "TaskToken", default=sorted(grant["actions"]))
-    given = sorted(set(asked) & grant["actions"])
-    expires_at = min(later(TASK_TOKEN_SECONDS), grant["expires_at"])
+    return 201, issue_task_token(req, row, req.field(body, "actions", list, "TaskToken",
+                                                     default=sorted(grant["actions"])))
+
+
+def issue_task_token(req, row, asked):
+    """A task token for the grant's row, for the actions asked that the grant gives (narrowed, and
+    said so, when that is fewer)."""
+    given = sorted(set(asked) & set(json.loads(row["actions"])))
+    expires_at = min(later(TASK_TOKEN_SECONDS), row["expires_at"])
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
                                expires_at=expires_at, grant_id=row["id"])
         req.effect("task token %s for %s until %s%s" % (token_fingerprint(token), row["public_id"], expires_at,
                                                        " (narrowed)" if set(asked) - set(given) else ""))
-    return 201, {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
-                 "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow"}
+    return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
+            "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow"}
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # 10. GraphQL
@@ -7908,12 +7914,50 @@ def access_token(req):
     req.surface = "oauth"
     params = oauth_params(req)
     grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
-             "refresh_token": refresh_grant}.get(params.get("grant_type"))
+             "refresh_token": refresh_grant, TOKEN_EXCHANGE: exchange_grant}.get(params.get("grant_type"))
     if grant is None:
         return oauth_answer(req, {"error": "unsupported_grant_type",
-                                  "error_description": "grant_type must be device_code, authorization_code or "
-                                                       "refresh_token"}, 400)
+                                  "error_description": "grant_type must be device_code, authorization_code, "
+                                                       "refresh_token or token-exchange"}, 400)
     return grant(req, params)
+
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+
+def exchange_grant(req, params):
+    """RFC 8693: the agent trades its own token (subject_token) for a task token on one repository
+    (resource: its URL or repo:owner/name), for the actions in scope, under the grant for that
+    repository -- the one named by task when the agent holds several."""
+    if params.get("subject_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
+        return oauth_answer(req, {"error": "invalid_request", "error_description": "subject_token_type must be "
+                                  + ACCESS_TOKEN_TYPE}, 400)
+    try:
+        req.principal = authenticate(req.app, {"Authorization": "token " + params.get("subject_token", "")},
+                                     req.client)
+    except HTTPError:
+        req.principal = Principal(runtime=req.client)
+    if req.principal.token_kind != "agent":
+        return oauth_answer(req, {"error": "invalid_grant",
+                                  "error_description": "subject_token must be a live agent's own token"}, 400)
+    target = params.get("resource", "")
+    path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
+    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:])
+    rows = [r for r in req.app.store.all("SELECT * FROM task_grants WHERE agent_id = ? AND revoked_at IS NULL AND"
+                                         " expires_at > ? ORDER BY id", req.principal.user["id"], now())
+            if name in json.loads(r["resources"]) and params.get("task") in (None, r["task"])]
+    if len(rows) != 1:
+        return oauth_answer(req, {"error": "invalid_target" if not rows else "invalid_request", "error_description":
+                                  "no live task grant of yours covers %s" % name if not rows else
+                                  "several task grants cover %s: name one with task" % name}, 400)
+    find_grant(req, rows[0]["public_id"], "mint_task_token")
+    minted = issue_task_token(req, rows[0], re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope")
+                              else sorted(json.loads(rows[0]["actions"])))
+    expires_in = int((parse_time(minted["expires_at"]) - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+    return oauth_answer(req, {"access_token": minted["token"], "issued_token_type": ACCESS_TOKEN_TYPE,
+                              "token_type": "bearer", "expires_in": expires_in, "scope": minted["scope"],
+                              "decision": minted["decision"], "grant": minted["grant"], "task": minted["task"]})
 
 
 def device_grant(req, params):
@@ -8192,7 +8236,7 @@ def authorization_server_metadata(req):
             "device_authorization_endpoint": url + "/login/device/code",
             "response_types_supported": ["code"], "code_challenge_methods_supported": ["S256"],
             "grant_types_supported": ["authorization_code", "refresh_token",
-                                      "urn:ietf:params:oauth:grant-type:device_code"],
+                                      "urn:ietf:params:oauth:grant-type:device_code", TOKEN_EXCHANGE],
             "token_endpoint_auth_methods_supported": ["none", "client_secret_post"],
             "scopes_supported": [s for s in ALL_SCOPES if s != "site_admin"],
             "authorization_response_iss_parameter_supported": True}

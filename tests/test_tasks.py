@@ -1,7 +1,7 @@
 """Task grants and task tokens: the task is the permission boundary, on REST and Git alike."""
 import pytest
 
-from conftest import Browser, api, commit_file, ext, git, remote
+from conftest import Browser, api, call, commit_file, ext, git, remote
 
 
 @pytest.fixture
@@ -176,3 +176,38 @@ def test_approvals_page(server, task):
     resp, text = browser.request("POST", "/approvals", {"csrf": browser.csrf(text), "approval_id": approval})
     assert resp.status == 200 and "Approved merge_pr on repo:alice/payments" in text and "nothing waits" in text
     assert server.app.store.one("SELECT approved_at FROM approvals")["approved_at"] is not None
+
+
+def exchange(server, **params):
+    """RFC 8693 token exchange, form-encoded as OAuth clients send it."""
+    import urllib.parse
+    return call(server, "POST", "/login/oauth/access_token", raw_body=urllib.parse.urlencode(dict(
+        params, grant_type="urn:ietf:params:oauth:grant-type:token-exchange")).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
+
+
+def test_token_exchange(server, task, tmp_path):
+    agent, login = task["agent"], task["login"]
+    r = exchange(server, subject_token=agent, resource=server.url + "/alice/payments.git",
+                 scope="read_code push_branch merge_pr")
+    assert r.status == 200, r
+    assert r.json["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
+    assert r.json["decision"] == "allow_narrowed" and r.json["scope"] == "push_branch read_code"
+    assert 3500 <= r.json["expires_in"] <= 3600 and r.json["task"] == "task:fix-payment-bug"
+    token = r.json["access_token"]
+    assert token.startswith("agt_") and api(server, "GET", "/user", token).json["login"] == login
+    assert "refs/heads/main" in git(str(tmp_path), "ls-remote", remote(server, "alice/payments", token)).stdout
+    assert api(server, "GET", "/repos/alice/other", token).status == 404
+    r = exchange(server, subject_token=agent, resource="repo:alice/payments")
+    assert r.status == 200 and r.json["decision"] == "allow"
+    # refusals: another repository, a task token or a human's token as the subject, a forged token
+    assert exchange(server, subject_token=agent, resource="repo:alice/other").json["error"] == "invalid_target"
+    for subject in (token, task["alice"], "ghp_" + "0" * 40):
+        assert exchange(server, subject_token=subject, resource="repo:alice/payments").json["error"] == "invalid_grant"
+    # two grants for one repository: the task must be named
+    assert ext(server, "POST", "/task-grants", task["alice"], {
+        "agent": "agent:" + login, "task": "task:second", "resources": ["repo:alice/payments"],
+        "actions": ["read_code"]}).status == 201
+    assert exchange(server, subject_token=agent, resource="repo:alice/payments").json["error"] == "invalid_request"
+    r = exchange(server, subject_token=agent, resource="repo:alice/payments", task="task:second")
+    assert r.json["task"] == "task:second" and r.json["scope"] == "read_code"
