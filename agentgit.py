@@ -1151,7 +1151,7 @@ SITE = Resource("site", None, "site")
 
 @dataclasses.dataclass
 class Decision:
-    effect: str              # "allow", "deny", or why not yet: "needs_approval", "read_only"
+    effect: str              # "allow", "deny", or why not: "needs_approval", "read_only", "needs_review"
     action: str
     resource: str
     reasons: list
@@ -1254,11 +1254,14 @@ def branch_protection(store, repo_id, branch):
         "SELECT * FROM branch_protections WHERE repo_id = ? AND branch = ?", repo_id, branch))
 
 
-def unmet_protection(store, rule, action, context):
-    """What a protected branch rule still asks for before ``action`` may happen, or None."""
+def unmet_protection(store, rule, action, context, agent=False):
+    """What a protected branch rule still asks for before ``action`` may happen, or None. An agent
+    pushes to it not at all, and merges into it only with a human's approving review."""
     if action == "delete_branch":
-        return None if rule["allow_deletions"] else "deletions are not allowed"
+        return None if rule["allow_deletions"] and not agent else "deletions are not allowed"
     checks = json.loads(rule["required_checks"]) if rule["required_checks"] else []
+    if agent and action in ("create_branch", "push_branch"):
+        return "an agent's changes must arrive through a pull request with a human's approving review"
     if action in ("create_branch", "push_branch"):
         if rule["required_approvals"] is not None:
             return "changes must arrive through a pull request with %d approving review%s" % (
@@ -1271,7 +1274,7 @@ def unmet_protection(store, rule, action, context):
     latest = {}
     for review in store.all("SELECT * FROM reviews WHERE issue_id = ? AND state != 'COMMENTED' ORDER BY id", issue_id):
         latest[review["user_id"]] = review
-    approvals, blockers = 0, []
+    approvals, human_approvals, blockers = 0, 0, []
     for user_id, review in latest.items():
         user = account_by_id(store, user_id)
         repo = context["repo"]
@@ -1279,10 +1282,13 @@ def unmet_protection(store, rule, action, context):
             continue     # only reviews by people who could push count
         if review["state"] == "APPROVED" and (not rule["dismiss_stale"] or review["commit_id"] == head_sha):
             approvals += 1
+            human_approvals += user["kind"] == "human"
         elif review["state"] == "CHANGES_REQUESTED":
             blockers.append(user["login"])
     if blockers:
         return "changes were requested by %s" % ", ".join(sorted(blockers))
+    if agent and not human_approvals:
+        return "an agent's merge needs a human's approving review"
     if rule["required_approvals"] and approvals < rule["required_approvals"]:
         return "%d approving review%s required, %d given" % (rule["required_approvals"], "" if
                                                              rule["required_approvals"] == 1 else "s", approvals)
@@ -1407,11 +1413,13 @@ def decide(store, principal, action, resource, context=None):
     ff_only = False
     if resource.kind == "repo" and ref.startswith("refs/heads/") and action in REF_ACTIONS + ("merge_pr",):
         rule = branch_protection(store, resource.row["id"], ref[len("refs/heads/"):])
-        if rule is not None and not (level == "admin" and not rule["enforce_admins"]):
-            unmet = unmet_protection(store, rule, action, context)
+        agent = user is not None and user["kind"] == "agent"
+        # agents never pass as admins: what they change on a protected branch a human reviews first
+        if rule is not None and (agent or not (level == "admin" and not rule["enforce_admins"])):
+            unmet = unmet_protection(store, rule, action, context, agent)
             if unmet:
-                return deny("protected branch %s: %s" % (rule["branch"], unmet),
-                            status=405 if action == "merge_pr" else None)
+                return Decision("needs_review" if agent else "deny", action, resource.name, [
+                    "protected branch %s: %s" % (rule["branch"], unmet)], status=405 if action == "merge_pr" else None)
             ff_only = action == "push_branch" and not rule["allow_force_pushes"]
     reasons = ["%s holds %s on %s (%s)" % (principal.login or "anonymous", level, resource.name, how)]
     if context and context.get("ref"):

@@ -211,3 +211,27 @@ def test_token_exchange(server, task, tmp_path):
     assert exchange(server, subject_token=agent, resource="repo:alice/payments").json["error"] == "invalid_request"
     r = exchange(server, subject_token=agent, resource="repo:alice/payments", task="task:second")
     assert r.json["task"] == "task:second" and r.json["scope"] == "read_code"
+
+
+def test_agent_changes_to_a_protected_branch_need_a_humans_review(server, task, tmp_path):
+    alice, agent = task["alice"], task["agent"]
+    assert api(server, "PUT", "/repos/alice/payments/branches/main/protection", alice, {
+        "required_status_checks": None, "enforce_admins": False, "required_pull_request_reviews": None,
+        "restrictions": None}).status == 200
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", agent), work)
+    commit_file(work, "fix.py", "ok = 1\n")
+    proc = git(work, "push", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/fix", check=False)
+    assert proc.returncode != 0 and "must arrive through a pull request with a human's approving review" in proc.stderr
+    assert server.app.store.one("SELECT decision FROM audit WHERE action = 'push_branch' AND reasons LIKE"
+                                " '%protected branch main%'")["decision"] == "needs_review"
+    assert api(server, "POST", "/repos/alice/payments/pulls", agent, {"title": "Fix", "head": "fix",
+                                                                      "base": "main"}).status == 201
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", agent, {})
+    assert r.status == 405 and "an agent's merge needs a human's approving review" in r.json["message"]
+    assert api(server, "POST", "/repos/alice/payments/pulls/1/reviews", alice, {"event": "APPROVE"}).status == 200
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", agent, {})
+    assert r.status == 200 and r.json["merged"] is True, r
+    # a human is held only to what the rule asks: alice pushes straight to main
+    proc = git(work, "push", remote(server, "alice/payments", alice), "HEAD:refs/heads/main", check=False)
+    assert "needs_review" not in proc.stderr
