@@ -1361,7 +1361,8 @@ def decide(store, principal, action, resource, context=None):
     6. a protected branch takes no deletions, no direct pushes where it requires pull requests or
        status checks, no force pushes (the engine checks fast-forward once the pack is in), and no
        merges without the approvals and passing checks it requires. Admins pass unless the
-       protection is enforced for admins too.
+       protection is enforced for admins too. Agents never pass as admins: they push to a protected
+       branch not at all and merge into one only with a human's approving review (needs_review).
     """
     spec = ACTIONS[action]
     user = principal.user
