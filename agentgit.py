@@ -5706,8 +5706,12 @@ def unbind(req, login):
 def unbind_agent(db, agent):
     sessions = revoke(db, "user_id = ? AND kind = 'switch-session'", (agent["id"],))
     grants = remove_grants(db, agent["id"])
+    # a task grant stands on the binding: without it, its tokens would act for a human no longer behind them
+    tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL",
+                       (now(), agent["id"])).rowcount
     db.execute("DELETE FROM agent_bindings WHERE agent_id = ?", (agent["id"],))
-    return "unbound %s; revoked %d switch sessions, took back %d grants" % (agent["login"], sessions, grants)
+    return "unbound %s; revoked %d switch sessions and %d task grants, took back %d grants" % (
+        agent["login"], sessions, tasks, grants)
 
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/reset-token")

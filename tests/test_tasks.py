@@ -235,3 +235,36 @@ def test_agent_changes_to_a_protected_branch_need_a_humans_review(server, task, 
     # a human is held only to what the rule asks: alice pushes straight to main
     proc = git(work, "push", remote(server, "alice/payments", alice), "HEAD:refs/heads/main", check=False)
     assert "needs_review" not in proc.stderr
+
+
+def test_attacks_on_grants_and_approvals(server, task):
+    alice, agent, login = task["alice"], task["agent"], task["login"]
+    # an approval is bound to its resource: one given for payments does not merge on other
+    grant = ext(server, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "task": "task:both", "resources": ["repo:alice/payments", "repo:alice/other"],
+        "actions": ["read_code", "create_branch", "push_branch", "open_pr"],
+        "constraints": {"requires_approval": ["merge_pr"]}}).json
+    token = ext(server, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    for repo in ("payments", "other"):
+        main = api(server, "GET", "/repos/alice/%s/git/ref/heads/main" % repo, token).json["object"]["sha"]
+        api(server, "POST", "/repos/alice/%s/git/refs" % repo, token, {"ref": "refs/heads/fix", "sha": main})
+        assert api(server, "PUT", "/repos/alice/%s/contents/f.txt" % repo, token, {
+            "message": "f", "content": "Zgo=", "branch": "fix"}).status == 201
+        assert api(server, "POST", "/repos/alice/%s/pulls" % repo, token, {"title": "f", "head": "fix",
+                                                                           "base": "main"}).status == 201
+    approval = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {}).json["approval_id"]
+    assert ext(server, "POST", "/approvals/%s/approve" % approval, alice, {}).status == 200
+    r = api(server, "PUT", "/repos/alice/other/pulls/1/merge", token, {})
+    assert r.status == 403 and r.json["approval_id"] != approval
+    assert api(server, "GET", "/repos/alice/other/pulls/1", token).json["merged"] is False
+    # an expired grant takes its tokens with it
+    with server.app.store.transaction() as db:
+        db.execute("UPDATE task_grants SET expires_at = '2000-01-01T00:00:00Z' WHERE public_id = ?", (grant["id"],))
+    assert api(server, "GET", "/user", token).status == 401
+    assert ext(server, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).status == 422
+    # unbinding the agent revokes its task grants, and so their tokens
+    assert api(server, "GET", "/user", task["token"]).status == 200
+    assert ext(server, "DELETE", "/agent-bindings/" + login, alice).status == 204
+    assert api(server, "GET", "/user", task["token"]).status == 401
+    row = server.app.store.one("SELECT side_effect FROM audit WHERE side_effect LIKE 'unbound%'")
+    assert "revoked 0 switch sessions and 2 task grants" in row["side_effect"]
