@@ -268,3 +268,49 @@ def test_attacks_on_grants_and_approvals(server, task):
     assert api(server, "GET", "/user", task["token"]).status == 401
     row = server.app.store.one("SELECT side_effect FROM audit WHERE side_effect LIKE 'unbound%'")
     assert "revoked 0 switch sessions and 2 task grants" in row["side_effect"]
+
+
+def test_gh_with_a_task_token(tmp_path):
+    """The agent's runtime holds only the task token: `connect gh --token <task token>`, then gh (REST
+    and GraphQL) works within the grant and nowhere else."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import agentgit
+    from conftest import gh
+    if shutil.which("gh") is None:
+        pytest.skip("gh is not installed")
+    sock = str(tmp_path / "agentgit.sock")
+    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
+    try:
+        alice = srv.add_user("alice")
+        for name in ("payments", "other"):
+            api(srv, "POST", "/user/repos", alice, {"name": name, "private": True, "auto_init": True})
+        login, agent, _ = srv.add_agent("coder")
+        invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
+            {"repo_full_name": "alice/payments", "permission": "push"},
+            {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
+        ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite})
+        grant = ext(srv, "POST", "/task-grants", alice, {
+            "agent": "agent:" + login, "task": "task:gh", "resources": ["repo:alice/payments"],
+            "actions": ["read_code", "open_pr"], "constraints": {}}).json
+        token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+        out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, "--mode", "socket",
+                              "--socket", sock, "--url", srv.url, "--dir", str(tmp_path / "gh"), "--data",
+                              srv.app.config.data_dir], capture_output=True, text=True, check=True).stdout
+        env = dict(os.environ, HOME=str(tmp_path), GIT_TERMINAL_PROMPT="0", NO_COLOR="1", GH_NO_UPDATE_NOTIFIER="1")
+        for line in out.strip().split("\n"):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = value.strip("'")
+        assert json.loads(gh(env, "api", "user").stdout)["login"] == login
+        assert "alice/payments" in gh(env, "repo", "view", "alice/payments").stdout
+        proc = gh(env, "repo", "view", "alice/other", check=False)
+        assert proc.returncode != 0 and "Could not resolve to a Repository" in proc.stderr
+        proc = gh(env, "issue", "create", "-R", "alice/payments", "-t", "x", "-b", "y", check=False)
+        assert proc.returncode != 0 and "does not allow open_issue" in proc.stderr
+    finally:
+        srv.stop()
+    row = srv.app.store.one("SELECT * FROM audit WHERE action = 'open_issue' AND decision = 'deny'")
+    assert (row["actor"], row["delegator"], row["task"], row["surface"]) == (login, "alice", "task:gh", "graphql")
