@@ -587,6 +587,12 @@ CREATE TABLE IF NOT EXISTS approvals (
     approved_at   TEXT,
     used_at       TEXT
 );
+
+-- Step-up: when a token's holder last confirmed a TOTP code, for the actions that ask for a fresh one.
+CREATE TABLE IF NOT EXISTS step_ups (
+    token_id      INTEGER PRIMARY KEY REFERENCES tokens(id) ON DELETE CASCADE,
+    at            TEXT NOT NULL
+);
 """
 SCHEMA_VERSION = 5
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
@@ -945,6 +951,7 @@ class Principal:
     switched_by: str = None             # a switch-session token: the human acting as the agent
     grant: dict = None                  # a task token: its grant (public_id, task, resources, actions, constraints)
     operator: bool = False              # the CLI: whoever can read the data directory
+    stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
 
     @property
     def login(self):
@@ -1000,6 +1007,9 @@ def authenticate(app, headers, client_address, peer_cert=None):
     user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
     principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
                           scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime)
+    if user["totp_secret"]:
+        principal.stepped_up_at = app.store.cached(("step-up", row["id"]), lambda: (app.store.one(
+            "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])
     if user["kind"] == "agent":
         human = app.store.cached(("delegator", user["id"]), lambda: app.store.one(
             "SELECT a.login, a.suspended_at FROM agent_bindings b JOIN accounts a ON a.id = b.human_id"
@@ -1346,6 +1356,11 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     return None
 
 
+# Destructive actions and binding changes ask a human who has a second factor for a fresh code.
+STEP_UP_ACTIONS = ("delete_repo", "manage_agent", "revoke_tokens")
+STEP_UP_SECONDS = 600
+
+
 def decide(store, principal, action, resource, context=None):
     """The one policy decision point. Rules, in order; the first that says no decides:
 
@@ -1429,6 +1444,10 @@ def decide(store, principal, action, resource, context=None):
         reasons.append("protected branch: fast-forwards only")
     if approval is not None:
         reasons.append("approved by a human (approval %d)" % approval)
+    if action in STEP_UP_ACTIONS and user["totp_secret"] and (principal.stepped_up_at or "") < later(-STEP_UP_SECONDS):
+        return Decision("needs_step_up", action, resource.name, [
+            "%s needs a TOTP code confirmed in the last %d minutes: POST /api/ext/v1/step-up {\"otp\": ...}" % (
+                action, STEP_UP_SECONDS // 60)])
     return Decision("allow", action, resource.name, reasons, level=level, ff_only=ff_only, approval=approval)
 
 
@@ -1927,6 +1946,9 @@ class Request:
             return HTTPError(404, "Not Found")
         if self.principal.user is None:
             return HTTPError(401, "Requires authentication")
+        if decision.effect == "needs_step_up":       # RFC 9470: the client knows to ask for a fresh factor
+            return HTTPError(401, decision.reasons[0], headers={"WWW-Authenticate": 'Bearer error="insufficient_user_'
+                             'authentication", error_description="a TOTP code is required", max_age=%d' % STEP_UP_SECONDS})
         headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
         return HTTPError(decision.status or 403, decision.reasons[0], headers=headers)
 
@@ -5991,6 +6013,25 @@ def revoke_task_grant(req, grant_id):
     return 204, None
 
 
+@route("POST", "/api/ext/v1/step-up")
+def step_up(req):
+    """The token's human confirms a TOTP code; for ten minutes the token may then do what asks for one."""
+    user = signed_in(req)
+    otp = req.field(req.json(), "otp", str, "StepUp", required=True)
+    req.authorize("issue_token", Resource.account(user))
+    if req.principal.token_id is None or not user["totp_secret"]:
+        raise HTTPError(422, "Step-up needs a token of a human with TOTP turned on (python agentgit.py user totp)")
+    retry = req.app.sign_ins.hit("step-up:%d" % user["id"])
+    if retry:
+        raise HTTPError(429, "Too many codes; try again later", headers={"Retry-After": str(retry)})
+    if not check_totp(req.app.key, user, otp):
+        raise HTTPError(401, "Wrong TOTP code")
+    with req.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO step_ups (token_id, at) VALUES (?, ?)", (req.principal.token_id, now()))
+        req.effect("stepped up token %s" % req.principal.fingerprint)
+    return 200, {"stepped_up_until": later(STEP_UP_SECONDS)}
+
+
 APPROVAL_SECONDS = 3600
 
 
@@ -7585,7 +7626,8 @@ def session_principal(app, req):
     if row is None or row["expires_at"] <= now():
         return Principal(runtime=req.client), None
     user = account_by_id(app.store, row["user_id"])
-    return Principal(user=user, scopes=expand_scopes(ALL_SCOPES),
+    # signing in asked for the TOTP code when the account has one
+    return Principal(user=user, scopes=expand_scopes(ALL_SCOPES), stepped_up_at=row["created_at"],
                      runtime="%s web session" % req.client), row
 
 

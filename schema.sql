@@ -446,3 +446,9 @@ CREATE TABLE IF NOT EXISTS approvals (
     approved_at   TEXT,
     used_at       TEXT
 );
+
+-- Step-up: when a token's holder last confirmed a TOTP code, for the actions that ask for a fresh one.
+CREATE TABLE IF NOT EXISTS step_ups (
+    token_id      INTEGER PRIMARY KEY REFERENCES tokens(id) ON DELETE CASCADE,
+    at            TEXT NOT NULL
+);

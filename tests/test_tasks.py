@@ -314,3 +314,41 @@ def test_gh_with_a_task_token(tmp_path):
         srv.stop()
     row = srv.app.store.one("SELECT * FROM audit WHERE action = 'open_issue' AND decision = 'deny'")
     assert (row["actor"], row["delegator"], row["task"], row["surface"]) == (login, "alice", "task:gh", "graphql")
+
+
+def test_step_up_for_destructive_actions(server):
+    """needs_step_up: a human with TOTP deletes a repository only within ten minutes of confirming a code
+    (RFC 9470's 401); a human without a second factor is not asked, agents are never asked."""
+    import base64
+    import subprocess
+    import sys
+    import time
+    import urllib.parse
+    import agentgit
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "doomed"})
+    uri = subprocess.run([sys.executable, agentgit.__file__, "user", "totp", "alice", "--data",
+                          server.app.config.data_dir], capture_output=True, text=True, check=True).stdout.strip()
+    secret = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    r = api(server, "DELETE", "/repos/alice/doomed", alice)
+    assert r.status == 401 and "needs a TOTP code" in r.json["message"]
+    assert r.headers["www-authenticate"].startswith('Bearer error="insufficient_user_authentication"')
+    assert "max_age=600" in r.headers["www-authenticate"]
+    assert server.app.store.one("SELECT decision FROM audit WHERE action = 'delete_repo'")["decision"] == "needs_step_up"
+    assert ext(server, "POST", "/step-up", alice, {"otp": "000000" if agentgit.totp_code(key, time.time()) != "000000"
+                                                  else "111111"}).status == 401
+    assert api(server, "GET", "/repos/alice/doomed", alice).status == 200           # nothing happened
+    assert ext(server, "POST", "/step-up", alice, {"otp": agentgit.totp_code(key, time.time())}).status == 200
+    assert api(server, "DELETE", "/repos/alice/doomed", alice).status == 204
+    # another of alice's tokens has not stepped up
+    other = ext(server, "POST", "/user/tokens", alice, {"name": "other", "scopes": ["repo", "delete_repo"]})
+    api(server, "POST", "/user/repos", alice, {"name": "second"})
+    assert other.status == 201 and api(server, "DELETE", "/repos/alice/second", other.json["token"]).status == 401
+    # a step-up ten minutes old no longer counts
+    with server.app.store.transaction() as db:
+        db.execute("UPDATE step_ups SET at = '2000-01-01T00:00:00Z'")
+    assert api(server, "DELETE", "/repos/alice/second", alice).status == 401
+    bob = server.add_user("bob")                                                    # no second factor
+    api(server, "POST", "/user/repos", bob, {"name": "gone"})
+    assert api(server, "DELETE", "/repos/bob/gone", bob).status == 204
