@@ -262,6 +262,21 @@ def gh_server(tmp_path, test_ca):
     srv.stop()
 
 
+def connect_gh(srv, token, env, *args):
+    """`agentgit connect gh --token TOKEN ARGS`, its `export K='V'` lines applied to ``env`` (returned)."""
+    out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, *args, "--data",
+                          srv.app.config.data_dir], capture_output=True, text=True, check=True).stdout
+    for line in out.strip().split("\n"):
+        key, _, value = line[len("export "):].partition("=")
+        env[key] = value.strip("'")
+    return env
+
+
+def plain_gh_env(home):
+    """The environment for gh against a server that `connect gh` points it at."""
+    return dict(os.environ, HOME=str(home), GIT_TERMINAL_PROMPT="0", NO_COLOR="1", GH_NO_UPDATE_NOTIFIER="1")
+
+
 def gh(env, *args, stdin=None, check=True, cwd=None):
     proc = subprocess.run(["gh", *args], env=env, input=stdin, capture_output=True, text=True, timeout=120, cwd=cwd)
     if check and proc.returncode != 0:

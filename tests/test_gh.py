@@ -2,7 +2,7 @@
 import json
 import os
 
-from conftest import GH_HOST, gh, git
+from conftest import GH_HOST, connect_gh, gh, git, plain_gh_env
 
 
 def test_gh_login_status_api_and_git(gh_server, tmp_path):
@@ -119,8 +119,6 @@ def test_connect_gh_over_a_unix_socket(tmp_path):
     """`connect gh --mode socket`: gh's API calls go over the server's Unix socket as plain HTTP, git
     goes to the TCP port; no certificates, no root."""
     import shutil
-    import subprocess
-    import sys
     import agentgit
     if shutil.which("gh") is None:
         import pytest
@@ -129,13 +127,8 @@ def test_connect_gh_over_a_unix_socket(tmp_path):
     srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
     try:
         token = srv.add_user("alice")
-        out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, "--mode", "socket",
-                              "--socket", sock, "--url", srv.url, "--dir", str(tmp_path / "gh"), "--data",
-                              srv.app.config.data_dir], capture_output=True, text=True, check=True).stdout
-        env = dict(os.environ, HOME=str(tmp_path), GIT_TERMINAL_PROMPT="0", NO_COLOR="1", GH_NO_UPDATE_NOTIFIER="1")
-        for line in out.strip().split("\n"):
-            key, _, value = line[len("export "):].partition("=")
-            env[key] = value.strip("'")
+        env = connect_gh(srv, token, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock, "--url", srv.url,
+                         "--dir", str(tmp_path / "gh"))
         assert env["GH_HOST"] == "localhost" and oct(os.stat(tmp_path / "gh" / "hosts.yml").st_mode & 0o777) == "0o600"
         assert json.loads(gh(env, "api", "user").stdout)["login"] == "alice"
         gh(env, "repo", "create", "alice/demo", "--private", "--add-readme")
@@ -292,8 +285,6 @@ def test_connect_gh_localhost_mode(tmp_path):
     """`connect gh --mode localhost`: gh's plain-HTTP host github.localhost, with agentgit named as the
     HTTP proxy so that the made-up names never need to resolve; gh and git both work, no root."""
     import shutil
-    import subprocess
-    import sys
     import agentgit
     if shutil.which("gh") is None:
         import pytest
@@ -301,14 +292,9 @@ def test_connect_gh_localhost_mode(tmp_path):
     srv = agentgit.make_server(tmp_path / "data", port=0).start()
     try:
         token = srv.add_user("alice")
-        out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, "--mode", "localhost",
-                              "--url", srv.url, "--dir", str(tmp_path / "gh"), "--data", srv.app.config.data_dir],
-                             capture_output=True, text=True, check=True).stdout
-        env = dict(os.environ, HOME=str(tmp_path), GIT_TERMINAL_PROMPT="0", NO_COLOR="1", GH_NO_UPDATE_NOTIFIER="1")
+        env = plain_gh_env(tmp_path)
         env.pop("GH_TOKEN", None)
-        for line in out.strip().split("\n"):
-            key, _, value = line[len("export "):].partition("=")
-            env[key] = value.strip("'")
+        connect_gh(srv, token, env, "--mode", "localhost", "--url", srv.url, "--dir", str(tmp_path / "gh"))
         assert env["GH_HOST"] == "github.localhost" and env["HTTP_PROXY"] == srv.url
         assert json.loads(gh(env, "api", "user").stdout)["login"] == "alice"
         gh(env, "repo", "create", "alice/demo", "--private", "--add-readme")
@@ -322,17 +308,9 @@ def test_connect_gh_localhost_mode(tmp_path):
 
 def test_connect_gh_https_mode_and_rebase_merge(gh_server, tmp_path):
     """`connect gh --mode https` writes what `gh auth login` would; a rebase merge from gh lands the commits."""
-    import subprocess
-    import sys
-    import agentgit
     srv, env = gh_server
     token = srv.add_user("alice")
-    out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, "--url",
-                          "https://" + GH_HOST, "--dir", str(tmp_path / "conf"), "--data", srv.app.config.data_dir],
-                         capture_output=True, text=True, check=True).stdout
-    for line in out.strip().split("\n"):
-        key, _, value = line[len("export "):].partition("=")
-        env[key] = value.strip("'")
+    connect_gh(srv, token, env, "--url", "https://" + GH_HOST, "--dir", str(tmp_path / "conf"))
     assert env["GH_HOST"] == GH_HOST
     status = gh(env, "auth", "status", "--hostname", GH_HOST)
     assert "account alice" in status.stdout + status.stderr

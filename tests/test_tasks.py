@@ -274,12 +274,9 @@ def test_gh_with_a_task_token(tmp_path):
     """The agent's runtime holds only the task token: `connect gh --token <task token>`, then gh (REST
     and GraphQL) works within the grant and nowhere else."""
     import json
-    import os
     import shutil
-    import subprocess
-    import sys
     import agentgit
-    from conftest import gh
+    from conftest import connect_gh, gh, plain_gh_env
     if shutil.which("gh") is None:
         pytest.skip("gh is not installed")
     sock = str(tmp_path / "agentgit.sock")
@@ -297,13 +294,8 @@ def test_gh_with_a_task_token(tmp_path):
             "agent": "agent:" + login, "task": "task:gh", "resources": ["repo:alice/payments"],
             "actions": ["read_code", "open_pr"], "constraints": {}}).json
         token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
-        out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, "--mode", "socket",
-                              "--socket", sock, "--url", srv.url, "--dir", str(tmp_path / "gh"), "--data",
-                              srv.app.config.data_dir], capture_output=True, text=True, check=True).stdout
-        env = dict(os.environ, HOME=str(tmp_path), GIT_TERMINAL_PROMPT="0", NO_COLOR="1", GH_NO_UPDATE_NOTIFIER="1")
-        for line in out.strip().split("\n"):
-            key, _, value = line[len("export "):].partition("=")
-            env[key] = value.strip("'")
+        env = connect_gh(srv, token, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock, "--url", srv.url,
+                         "--dir", str(tmp_path / "gh"))
         assert json.loads(gh(env, "api", "user").stdout)["login"] == login
         assert "alice/payments" in gh(env, "repo", "view", "alice/payments").stdout
         proc = gh(env, "repo", "view", "alice/other", check=False)
