@@ -1341,8 +1341,8 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
         if approved is None:
             return Decision("needs_approval", action, resource.name,
                             ["task grant %s: %s needs a human's approval first" % (gid, action)])
-        return Decision("allow", action, resource.name, ["approved by a human (approval %d)" % approved["id"]],
-                        approval=approved["id"])
+        # not a refusal: the rest of decide() still applies, and names the approval among its reasons
+        return Decision("allow", action, resource.name, [], approval=approved["id"])
     if needed not in grant["actions"]:
         if spec.mutation and not any(ACTIONS[a].mutation for a in grant["actions"]):
             return Decision("read_only", action, resource.name,
@@ -1391,10 +1391,10 @@ def decide(store, principal, action, resource, context=None):
             action, " or ".join(spec.token_kinds), principal.token_kind or "missing"))
     approval = None
     if principal.grant is not None:
-        refused = task_grant_refusal(store, principal.grant, action, spec, resource, context or {}, user)
-        if refused is not None and refused.approval is None:
-            return refused
-        approval = refused.approval if refused is not None else None
+        verdict = task_grant_refusal(store, principal.grant, action, spec, resource, context or {}, user)
+        if verdict is not None and not verdict.allowed:
+            return verdict
+        approval = verdict.approval if verdict is not None else None
     if principal.delegator_suspended and not (
             resource.kind == "repo" and resource.row["owner_id"] == user["id"] or resource.kind == "account"
             and resource.row["id"] == user["id"]):
@@ -6118,17 +6118,17 @@ def mint_task_token(req, grant_id):
     Asking for more actions than the grant gives is narrowed to what it gives, and the answer says so."""
     body = req.json()
     row = find_grant(req, grant_id, "mint_task_token")
-    grant = load_grant(req.app.store, row["id"])
-    if grant["revoked_at"] or grant["expires_at"] <= now():
+    if row["revoked_at"] or row["expires_at"] <= now():
         raise HTTPError(422, "Task grant %s is revoked or expired" % row["public_id"])
-    return 201, issue_task_token(req, row, req.field(body, "actions", list, "TaskToken",
-                                                     default=sorted(grant["actions"])))
+    return 201, issue_task_token(req, row, req.field(body, "actions", list, "TaskToken"))
 
 
-def issue_task_token(req, row, asked):
+def issue_task_token(req, row, asked=None):
     """A task token for the grant's row, for the actions asked that the grant gives (narrowed, and
-    said so, when that is fewer)."""
-    given = sorted(set(asked) & set(json.loads(row["actions"])))
+    said so, when that is fewer); for all it gives when none are asked."""
+    granted = json.loads(row["actions"])
+    asked = granted if asked is None else asked
+    given = sorted(set(asked) & set(granted))
     expires_at = min(later(TASK_TOKEN_SECONDS), row["expires_at"])
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
@@ -8008,7 +8008,7 @@ def exchange_grant(req, params):
                                   "several task grants cover %s: name one with task" % name}, 400)
     find_grant(req, rows[0]["public_id"], "mint_task_token")
     minted = issue_task_token(req, rows[0], re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope")
-                              else sorted(json.loads(rows[0]["actions"])))
+                              else None)
     expires_in = int((parse_time(minted["expires_at"]) - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
     return oauth_answer(req, {"access_token": minted["token"], "issued_token_type": ACCESS_TOKEN_TYPE,
                               "token_type": "bearer", "expires_in": expires_in, "scope": minted["scope"],
