@@ -4,9 +4,9 @@ import pytest
 from conftest import Browser, api, call, commit_file, ext, git, remote
 
 
-@pytest.fixture
-def task(server):
-    """alice owns alice/payments and alice/other; her bound agent has a grant on payments only."""
+def grant_a_task(server, task, actions, constraints):
+    """alice owns alice/payments and alice/other, binds an agent with push on both, and grants it
+    ``task`` on payments only; the agent mints a task token."""
     alice = server.add_user("alice", password="pw")
     for name in ("payments", "other"):
         api(server, "POST", "/user/repos", alice, {"name": name, "private": True, "auto_init": True})
@@ -16,13 +16,18 @@ def task(server):
         {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
     assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
     grant = ext(server, "POST", "/task-grants", alice, {
-        "agent": "agent:" + login, "delegator": "user:alice", "task": "task:fix-payment-bug",
-        "resources": ["repo:alice/payments"], "actions": ["read_code", "create_branch", "push_branch", "open_pr"],
-        "constraints": {"branch_prefix": "agent/task-123/", "requires_approval": ["merge_pr"]}})
+        "agent": "agent:" + login, "delegator": "user:alice", "task": task, "resources": ["repo:alice/payments"],
+        "actions": actions, "constraints": constraints})
     assert grant.status == 201, grant
     minted = ext(server, "POST", "/task-grants/%s/tokens" % grant.json["id"], agent, {})
     assert minted.status == 201 and minted.json["token"].startswith("agt_")
     return {"alice": alice, "agent": agent, "login": login, "grant": grant.json, "token": minted.json["token"]}
+
+
+@pytest.fixture
+def task(server):
+    return grant_a_task(server, "task:fix-payment-bug", ["read_code", "create_branch", "push_branch", "open_pr"],
+                        {"branch_prefix": "agent/task-123/", "requires_approval": ["merge_pr"]})
 
 
 def test_task_token_is_bounded_on_rest_and_git(server, task, tmp_path):
@@ -282,18 +287,8 @@ def test_gh_with_a_task_token(tmp_path):
     sock = str(tmp_path / "agentgit.sock")
     srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
     try:
-        alice = srv.add_user("alice")
-        for name in ("payments", "other"):
-            api(srv, "POST", "/user/repos", alice, {"name": name, "private": True, "auto_init": True})
-        login, agent, _ = srv.add_agent("coder")
-        invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
-            {"repo_full_name": "alice/payments", "permission": "push"},
-            {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
-        ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite})
-        grant = ext(srv, "POST", "/task-grants", alice, {
-            "agent": "agent:" + login, "task": "task:gh", "resources": ["repo:alice/payments"],
-            "actions": ["read_code", "open_pr"], "constraints": {}}).json
-        token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+        world = grant_a_task(srv, "task:gh", ["read_code", "open_pr"], {})
+        token, login = world["token"], world["login"]
         env = connect_gh(srv, token, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock, "--url", srv.url,
                          "--dir", str(tmp_path / "gh"))
         assert json.loads(gh(env, "api", "user").stdout)["login"] == login
