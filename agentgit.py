@@ -593,6 +593,19 @@ CREATE TABLE IF NOT EXISTS step_ups (
     token_id      INTEGER PRIMARY KEY REFERENCES tokens(id) ON DELETE CASCADE,
     at            TEXT NOT NULL
 );
+
+-- Freezes: a repository or a whole organization made read-only by policy (an incident, an audit, a
+-- release): reads pass and every change is refused as read_only until someone thaws it.
+CREATE TABLE IF NOT EXISTS freezes (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    repo_id       INTEGER UNIQUE REFERENCES repos(id) ON DELETE CASCADE,
+    org_id        INTEGER UNIQUE REFERENCES accounts(id) ON DELETE CASCADE,
+    reason        TEXT NOT NULL,
+    frozen_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at    TEXT NOT NULL,
+    CHECK ((repo_id IS NULL) != (org_id IS NULL))
+);
 """
 SCHEMA_VERSION = 5
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
@@ -1104,6 +1117,7 @@ ACTIONS = {
     "write_objects":      Action("repo", "write"),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
+    "freeze_repo":        Action("repo", "admin", humans_only=True),
     "read_meta":          Action("site", "none", mutation=False),
     "read_account":       Action("account", "none", mutation=False),
     "create_repo":        Action("account", "write", scope="repo"),
@@ -1114,6 +1128,7 @@ ACTIONS = {
     "read_org":           Action("org", "none", mutation=False),
     "read_org_private":   Action("org", "read", scope="read:org", mutation=False),
     "manage_org":         Action("org", "admin", scope="admin:org"),
+    "freeze_org":         Action("org", "admin", scope="admin:org", humans_only=True),
     "read_team":          Action("team", "read", scope="read:org", mutation=False),
     "manage_team":        Action("team", "admin", scope="admin:org"),
     "register_agent":     Action("site", "none", anonymous=True),
@@ -1134,6 +1149,8 @@ ACTIONS = {
     "suspend_user":       Action("site", "admin", scope="site_admin"),
 }
 REF_ACTIONS = ("create_branch", "push_branch", "delete_branch")
+# What a read-only repository still lets its admins do: undo what made it read-only, or delete it.
+READ_ONLY_EXEMPT = ("admin_repo", "delete_repo", "freeze_repo", "freeze_org")
 
 
 @dataclasses.dataclass
@@ -1356,6 +1373,20 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     return None
 
 
+def freeze_of(store, resource):
+    """The freeze that holds a repository, an organization or a team (its own or its organization's)."""
+    if resource.kind == "repo":
+        where, ids = "f.repo_id = ? OR f.org_id = ?", (resource.row["id"], resource.row["owner_id"])
+    elif resource.kind in ("org", "team"):
+        where, ids = "f.org_id = ?", (resource.row["org_id" if resource.kind == "team" else "id"],)
+    else:
+        return None
+    return store.cached(("freeze",) + ids, lambda: store.one(
+        "SELECT f.*, a.login AS frozen_by_login, o.login AS org_login FROM freezes f LEFT JOIN accounts a"
+        " ON a.id = f.frozen_by LEFT JOIN accounts o ON o.id = f.org_id WHERE %s ORDER BY f.repo_id IS NULL"
+        " LIMIT 1" % where, *ids))
+
+
 # Destructive actions and binding changes ask a human who has a second factor for a fresh code.
 STEP_UP_ACTIONS = ("delete_repo", "manage_agent", "revoke_tokens")
 STEP_UP_SECONDS = 600
@@ -1372,7 +1403,8 @@ def decide(store, principal, action, resource, context=None):
        principal cannot read is hidden: 404, not 403). Authors editing what they wrote need less;
        commenting on a locked conversation needs triage;
     4. the token must carry the scope the action needs;
-    5. an archived repository takes no pushes, and refs/pull/ is the server's own;
+    5. a repository or organization frozen by policy, and an archived repository, are read-only:
+       reads pass, every change is refused (read_only) but undoing that; refs/pull/ is the server's own;
     6. a protected branch takes no deletions, no direct pushes where it requires pull requests or
        status checks, no force pushes (the engine checks fast-forward once the pack is in), and no
        merges without the approvals and passing checks it requires. Admins pass unless the
@@ -1421,8 +1453,15 @@ def decide(store, principal, action, resource, context=None):
         if resource.kind == "repo" and resource.row["private"] and "repo" not in principal.scopes:
             return deny("token lacks the 'repo' scope that private repositories need", hidden=True, scope="repo")
         return deny("token lacks the %r scope that %s needs" % (scope, action), scope=scope)
-    if resource.kind == "repo" and resource.row["archived"] and action in REF_ACTIONS:
-        return deny("%s is archived and read-only" % resource.name)
+    if spec.mutation and action not in READ_ONLY_EXEMPT:
+        freeze = freeze_of(store, resource)
+        if freeze is not None:
+            frozen = "org:" + freeze["org_login"] if freeze["org_id"] else resource.name
+            return Decision("read_only", action, resource.name, ["%s is frozen by policy (%s, by %s: %s); reads "
+                            "pass, changes wait until it is thawed" % (frozen, freeze["public_id"],
+                                                                        freeze["frozen_by_login"], freeze["reason"])])
+        if resource.kind == "repo" and resource.row["archived"]:
+            return Decision("read_only", action, resource.name, ["Repository was archived so is read-only."])
     ref = (context or {}).get("ref", "")
     if action in REF_ACTIONS and ref.startswith("refs/pull/"):
         return deny("refs/pull/ is reserved for pull requests and written by the server only")
@@ -1969,6 +2008,16 @@ class Request:
             self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
         self.pending, self.effects = [], []
 
+    def settle(self, outcome, failed):
+        """Record allowed mutations that never reached a transaction with how they ended. One that
+        failed (a merge that conflicts) gives back the approval it spent: the human's yes still holds."""
+        with self.app.store.transaction() as db:
+            for decision in self.pending if failed else ():
+                if decision.approval is not None and db.execute(
+                        "UPDATE approvals SET used_at = NULL WHERE id = ?", (decision.approval,)).rowcount:
+                    outcome += "; approval %d given back" % decision.approval
+            self.flush_audit(db, outcome)
+
 
 # -- serializers: one per resource, shared by every surface ------------------------------------
 
@@ -2381,7 +2430,7 @@ def new_repository(req, owner, fields, auto_init, branch="main"):
                                     description=fields.get("description"), homepage=fields.get("homepage"),
                                     default_branch=branch)
         req.effect("created %s/%s" % (owner["login"], fields["name"]))
-    return req.app.store.one(REPO_SELECT + " WHERE r.id = ?", repo_id)
+    return repo_by_id(req.app.store, repo_id)
 
 
 @route("POST", "/api/v3/user/repos")
@@ -2419,7 +2468,7 @@ def update_repo(req, owner, repo):
             fields["updated_at"] = now()
             update_row(db, "repos", fields, "id", row["id"])
         req.effect("updated %s" % ", ".join(sorted(k for k in fields if k != "updated_at")))
-    row = req.app.store.one(REPO_SELECT + " WHERE r.id = ?", row["id"])
+    row = repo_by_id(req.app.store, row["id"])
     return repo_json(req.app, row, "admin")
 
 
@@ -4278,10 +4327,10 @@ def create_ref(req, owner, repo):
         raise invalid("Reference", "ref", "invalid", "ref must start with refs/ and have two slashes")
     sha = req.field(body, "sha", str, "Reference", required=True)
     row = find_repo(req, owner, repo)
+    req.authorize("create_branch", Resource.repo(row), ref=ref)     # may it, before what it asks is checked
     with open_repo(req.app, row["id"]) as git:
         if not SHA_RE.match(sha) or sha.encode() not in git.object_store:
             raise invalid("Reference", "sha", "invalid", "Object does not exist")
-        req.authorize("create_branch", Resource.repo(row), ref=ref)
         if not git.refs.add_if_new(ref.encode(), sha.encode()):
             raise invalid("Reference", "ref", "already_exists", "Reference already exists")
         out = ref_json(req.app, full_name(row), ref, sha, object_type(git, sha))
@@ -4298,13 +4347,13 @@ def update_ref(req, owner, repo, ref):
     sha = req.field(body, "sha", str, "Reference", required=True)
     force = req.field(body, "force", bool, "Reference", default=False)
     row = find_repo(req, owner, repo)
+    decision = req.authorize("push_branch", Resource.repo(row), ref=ref)
     with open_repo(req.app, row["id"]) as git:
         if ref.encode() not in git.refs:
             raise HTTPError(422, "Reference does not exist")
         old = git.refs[ref.encode()].decode()
         if not SHA_RE.match(sha) or sha.encode() not in git.object_store:
             raise invalid("Reference", "sha", "invalid", "Object does not exist")
-        decision = req.authorize("push_branch", Resource.repo(row), ref=ref)
         fast_forward = can_fast_forward(git, old.encode(), sha.encode()) if object_type(git, sha) == "commit" else False
         if not fast_forward and (not force or decision.ff_only):
             raise HTTPError(422, "Update is not a fast forward" if not force else
@@ -4322,11 +4371,11 @@ def update_ref(req, owner, repo, ref):
 def delete_ref(req, owner, repo, ref):
     ref = ref_name(ref)
     row = find_repo(req, owner, repo)
+    req.authorize("delete_branch", Resource.repo(row), ref=ref)
     with open_repo(req.app, row["id"]) as git:
         if ref.encode() not in git.refs:
             raise HTTPError(422, "Reference does not exist")
         old = git.refs[ref.encode()]
-        req.authorize("delete_branch", Resource.repo(row), ref=ref)
         if not git.refs.remove_if_equals(ref.encode(), old):
             raise HTTPError(409, "Reference was updated meanwhile; fetch it and try again")
     with req.transaction():
@@ -5498,6 +5547,10 @@ def later(seconds):
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def repo_by_id(store, repo_id):
+    return store.one(REPO_SELECT + " WHERE r.id = ?", repo_id)
+
+
 def repo_by_full_name(store, full):
     owner, _, name = (full or "").partition("/")
     return lookup_repo(store, owner, name) if owner and name else None
@@ -5907,7 +5960,7 @@ def agent_activity(req, login):
 # for one task, and the agent works with short-lived task tokens that carry nothing more.
 
 TASK_TOKEN_SECONDS, TASK_GRANT_MAX_SECONDS = 3600, 30 * 86400
-TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo")
+TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo" and not spec.humans_only)
 
 
 def grant_json(app, row):
@@ -6110,6 +6163,80 @@ def effective_policy(req):
                  if grant else None,
                  "rules": [" ".join(rule.split()) for rule in re.split(r"\n\s*(?=\d\. )", decide.__doc__)[1:]],
                  "actions": {d.action: {"decision": d.effect, "reasons": d.reasons} for d in decisions}}
+
+
+# -- freezes: read-only by policy ------------------------------------------------------------------
+# A repository's admin, or an organization's owner for the whole organization, freezes it for an
+# incident, an audit or a release: decide() then answers read_only to every change until a thaw.
+
+def freeze_target(req, name):
+    """(Resource, the action that freezes it) for repo:owner/name or org:login, if the caller can see it."""
+    if isinstance(name, str) and name.startswith("repo:"):
+        row = repo_by_full_name(req.app.store, name[len("repo:"):])
+        if row is not None and req.can("read_code", Resource.repo(row)):
+            return Resource.repo(row), "freeze_repo"
+    elif isinstance(name, str) and name.startswith("org:"):
+        row = account_by_login(req.app.store, name[len("org:"):])
+        if row is not None and row["kind"] == "org":
+            return Resource.account(row), "freeze_org"
+    return None, None
+
+
+def freeze_json(app, row):
+    if row["repo_id"] is not None:
+        resource = Resource.repo(repo_by_id(app.store, row["repo_id"])).name
+    else:
+        resource = Resource.account(account_by_id(app.store, row["org_id"])).name
+    frozen_by = account_by_id(app.store, row["frozen_by"]) if row["frozen_by"] else None
+    return {"id": row["public_id"], "resource": resource, "reason": row["reason"],
+            "frozen_by": "user:" + frozen_by["login"] if frozen_by else None, "created_at": row["created_at"]}
+
+
+@route("POST", "/api/ext/v1/freezes")
+def create_freeze(req):
+    body = req.json()
+    user = signed_in(req)
+    name = req.field(body, "resource", str, "Freeze", required=True)
+    reason = req.field(body, "reason", str, "Freeze", required=True).strip()
+    if not reason or len(reason) > 1000:
+        raise invalid("Freeze", "reason", message="say why, in at most 1000 characters")
+    resource, action = freeze_target(req, name)
+    if resource is None:
+        raise invalid("Freeze", "resource", message="resource is repo:owner/name or org:login, one you can see")
+    req.authorize(action, resource)
+    column = "repo_id" if resource.kind == "repo" else "org_id"
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM freezes WHERE %s = ?" % column, (resource.row["id"],)).fetchone():
+            raise invalid("Freeze", "resource", "already_exists", "%s is already frozen" % resource.name)
+        freeze_id = insert_row(db, "freezes", {"public_id": "fz_" + secrets.token_hex(8), column: resource.row["id"],
+                                               "reason": reason, "frozen_by": user["id"], "created_at": now()})
+        req.effect("froze %s: %s" % (resource.name, reason))
+    return 201, freeze_json(req.app, req.app.store.one("SELECT * FROM freezes WHERE id = ?", freeze_id))
+
+
+@route("GET", "/api/ext/v1/freezes")
+def list_freezes(req):
+    """The freezes on what the caller can see."""
+    signed_in(req)
+    shown = []
+    for row in req.app.store.all("SELECT * FROM freezes ORDER BY id"):
+        if row["repo_id"] is None or req.can("read_code", Resource.repo(repo_by_id(req.app.store, row["repo_id"]))):
+            shown.append(freeze_json(req.app, row))
+    return req.paginate(shown)
+
+
+@route("DELETE", "/api/ext/v1/freezes/{freeze_id}")
+def thaw(req, freeze_id):
+    signed_in(req)
+    row = req.app.store.one("SELECT * FROM freezes WHERE public_id = ?", freeze_id)
+    resource, action = freeze_target(req, freeze_json(req.app, row)["resource"]) if row else (None, None)
+    if resource is None:
+        raise HTTPError(404, "Not Found")
+    req.authorize(action, resource)
+    with req.transaction() as db:
+        db.execute("DELETE FROM freezes WHERE id = ?", (row["id"],))
+        req.effect("thawed %s (%s)" % (resource.name, row["public_id"]))
+    return 204, None
 
 
 @route("POST", "/api/ext/v1/task-grants/{grant_id}/tokens")
@@ -6736,7 +6863,7 @@ def resolve_pull(ctx, parent, args):
 def mutate_merge_pull(ctx, parent, args):
     data = args["input"]
     issue = node_row(ctx, data["pullRequestId"], "PullRequest")
-    repo_row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", issue["repo_id"])
+    repo_row = repo_by_id(ctx.app.store, issue["repo_id"])
     if not ctx.req.can("read_code", Resource.repo(repo_row)):
         raise GraphQLError("Could not resolve to a node with the global id of '%s'" % data["pullRequestId"],
                            kind="NOT_FOUND")
@@ -6789,7 +6916,7 @@ def node_row(ctx, ident, *kinds):
 def mutation_issue(ctx, ident, action, **context):
     """(repository, issue or pull request) behind a global id, once ``action`` is allowed on its repository."""
     issue = node_row(ctx, ident, "Issue", "PullRequest")
-    repo_row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", issue["repo_id"])
+    repo_row = repo_by_id(ctx.app.store, issue["repo_id"])
     if not ctx.req.can("read_code", Resource.repo(repo_row)):
         raise GraphQLError("Could not resolve to a node with the global id of '%s'" % ident, kind="NOT_FOUND")
     ctx.req.authorize(action, Resource.repo(repo_row), author_id=issue["user_id"], locked=bool(issue["locked"]),
@@ -6801,7 +6928,7 @@ def repo_from_node(ctx, ident):
     """The repository a global id names, if the caller may read it; NOT_FOUND otherwise."""
     try:
         kind, _, number = base64.b64decode(ident).decode().partition(":")
-        repo_row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", int(number)) if kind == "Repository" else None
+        repo_row = repo_by_id(ctx.app.store, int(number)) if kind == "Repository" else None
     except (ValueError, UnicodeDecodeError):
         repo_row = None
     if repo_row is None or not ctx.req.can("read_code", Resource.repo(repo_row)):
@@ -7078,12 +7205,12 @@ def resolve_node(ctx, parent, args):
             ctx.req.check("read_account", Resource.account(row))
             return gql_user(ctx.app, row)
     if kind == "Repository" and ident.isdigit():
-        row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", int(ident))
+        row = repo_by_id(ctx.app.store, int(ident))
         if row is not None and ctx.req.can("read_code", Resource.repo(row)):
             return gql_repository(ctx, row)
     if kind in ("Issue", "PullRequest") and ident.isdigit():
         issue = ctx.app.store.one("SELECT * FROM issues WHERE id = ? AND is_pull = ?", int(ident), int(kind != "Issue"))
-        row = ctx.app.store.one(REPO_SELECT + " WHERE r.id = ?", issue["repo_id"]) if issue else None
+        row = repo_by_id(ctx.app.store, issue["repo_id"]) if issue else None
         if row is not None and ctx.req.can("read_code", Resource.repo(row)):
             return gql_pull(ctx, row, issue) if issue["is_pull"] else gql_issue(ctx, row, issue)
     raise GraphQLError("Could not resolve to a node with the global id of '%s'" % args["id"], kind="NOT_FOUND")
@@ -7446,6 +7573,8 @@ def execute_fields(ctx, typename, obj, selections, path):
             ctx.errors.append(GraphQLError(error.message, node["loc"], path + [key],
                                            {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}.get(
                                                error.status, "UNPROCESSABLE" if error.status < 500 else "INTERNAL")))
+            if ctx.req.pending:     # a mutation that failed after it was allowed: record how it ended
+                ctx.req.settle("refused: %d %s" % (error.status, error.message), failed=True)
             result[key] = None
         except GraphQLError as error:
             error.location, error.path = error.location or node["loc"], error.path or path + [key]
@@ -8769,9 +8898,8 @@ class App:
         except Exception:
             traceback.print_exc(file=sys.stderr)
             error, outcome = HTTPError(500, "Server Error"), "server error"
-        if req.pending:     # allowed mutations that never reached a transaction: record how they ended
-            with self.store.transaction() as db:
-                req.flush_audit(db, outcome)
+        if req.pending:
+            req.settle(outcome, failed=error is not None)
         if error is not None:
             self.respond_error(req, error)
         elif result is not None:

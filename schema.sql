@@ -452,3 +452,16 @@ CREATE TABLE IF NOT EXISTS step_ups (
     token_id      INTEGER PRIMARY KEY REFERENCES tokens(id) ON DELETE CASCADE,
     at            TEXT NOT NULL
 );
+
+-- Freezes: a repository or a whole organization made read-only by policy (an incident, an audit, a
+-- release): reads pass and every change is refused as read_only until someone thaws it.
+CREATE TABLE IF NOT EXISTS freezes (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    repo_id       INTEGER UNIQUE REFERENCES repos(id) ON DELETE CASCADE,
+    org_id        INTEGER UNIQUE REFERENCES accounts(id) ON DELETE CASCADE,
+    reason        TEXT NOT NULL,
+    frozen_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at    TEXT NOT NULL,
+    CHECK ((repo_id IS NULL) != (org_id IS NULL))
+);

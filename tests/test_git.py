@@ -112,6 +112,14 @@ def test_refused_ref_does_not_block_the_others(engine_server, tmp_path):
     assert "%s\trefs/heads/ok" % sha in refs and "refs/pull" not in refs
 
 
+def remote_main_of(srv, work):
+    listed = git(work, "ls-remote", "origin", "refs/heads/main", check=False)
+    # seen a few times under load: a 403 here. The audit rows say which decision gave it, if one did.
+    assert listed.returncode == 0, (listed.stderr, [dict(r) for r in srv.app.store.all(
+        "SELECT actor, action, decision, reasons, side_effect FROM audit ORDER BY id DESC LIMIT 5")])
+    return listed.stdout.split()[0]
+
+
 def test_racing_pushes_one_wins_nothing_lost(engine_server, tmp_path):
     srv = engine_server
     _, token, full_name = srv.add_agent("race")
@@ -134,7 +142,7 @@ def test_racing_pushes_one_wins_nothing_lost(engine_server, tmp_path):
     codes = sorted(r.returncode for r in results)
     assert codes[0] == 0
     heads = [git(c, "rev-parse", "HEAD").stdout.strip() for c in clones]
-    remote_main = git(clones[0], "ls-remote", "origin", "refs/heads/main").stdout.split()[0]
+    remote_main = remote_main_of(srv, clones[0])
     assert remote_main in heads
     if codes[1] != 0:        # the loser is told to fetch first; after rebasing it lands too
         loser = clones[[r.returncode for r in results].index(codes[1])]
@@ -182,11 +190,7 @@ def test_push_that_dies_midway_moves_nothing(engine_server, tmp_path):
     body = b"%04x%s0000" % (len(line) + 4, line.encode()) + pack[:len(pack) // 2]
     post_receive_pack(srv, full_name, token, body, hang_up=True)
     time.sleep(1)
-    listed = git(work, "ls-remote", "origin", "refs/heads/main", check=False)
-    # seen once under load in CI: a 403 here. The audit rows say which decision gave it, if one did.
-    assert listed.returncode == 0, (listed.stderr, [dict(r) for r in srv.app.store.all(
-        "SELECT actor, action, decision, reasons, side_effect FROM audit ORDER BY id DESC LIMIT 5")])
-    assert listed.stdout.split()[0] == old
+    assert remote_main_of(srv, work) == old
     bare = os.path.join(str(srv.app.repos_dir), [d for d in os.listdir(srv.app.repos_dir) if d.endswith(".git")][0])
     assert git(bare, "fsck", "--strict").returncode == 0
     # the whole push still works afterwards

@@ -38,6 +38,8 @@ def test_task_token_is_bounded_on_rest_and_git(server, task, tmp_path):
     assert api(server, "GET", "/repos/alice/other", token).status == 404          # outside the resources
     r = api(server, "POST", "/repos/alice/payments/issues", token, {"title": "x"})
     assert r.status == 403 and "does not allow open_issue" in r.json["message"]
+    r = api(server, "POST", "/repos/alice/payments/git/refs", token, {"ref": "refs/heads/main", "sha": "bad"})
+    assert r.status == 403 and "branches under agent/task-123/ only" in r.json["message"]   # refused before checked
     work = str(tmp_path / "w")
     git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
     sha = commit_file(work, "fix.py", "ok = 1\n")
@@ -240,6 +242,30 @@ def test_agent_changes_to_a_protected_branch_need_a_humans_review(server, task, 
     # a human is held only to what the rule asks: alice pushes straight to main
     proc = git(work, "push", remote(server, "alice/payments", alice), "HEAD:refs/heads/main", check=False)
     assert "needs_review" not in proc.stderr
+
+
+def test_a_merge_that_fails_gives_its_approval_back(server, task, tmp_path):
+    """The approval is spent when the merge is allowed; a merge that then conflicts gives it back."""
+    token, alice = task["token"], task["alice"]
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
+    commit_file(work, "pay.py", "fee = 2\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/task-123/fee")
+    git(work, "reset", "-q", "--hard", "HEAD~1")
+    commit_file(work, "pay.py", "fee = 3\n")
+    git(work, "push", "-q", remote(server, "alice/payments", alice), "HEAD:refs/heads/main")
+    assert api(server, "POST", "/repos/alice/payments/pulls", token, {"title": "Fee", "head": "agent/task-123/fee",
+                                                                      "base": "main"}).status == 201
+    approval = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {}).json["approval_id"]
+    assert ext(server, "POST", "/approvals/%s/approve" % approval, alice, {}).status == 200
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
+    assert r.status == 405 and r.json["message"] == "Pull Request is not mergeable"
+    row = server.app.store.one("SELECT * FROM approvals WHERE public_id = ?", approval)
+    assert row["used_at"] is None and row["approved_at"] is not None
+    assert "given back" in server.app.store.one("SELECT side_effect FROM audit WHERE action = 'merge_pr' AND"
+                                                " decision = 'allow' ORDER BY id DESC LIMIT 1")["side_effect"]
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})   # still approved: the conflict answers
+    assert r.status == 405
 
 
 def test_attacks_on_grants_and_approvals(server, task):
