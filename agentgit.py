@@ -1705,10 +1705,11 @@ def walk_commits(repo, sha, skip, limit):
 class HTTPError(Exception):
     """An answer in GitHub's error shape: {"message", "documentation_url"[, "errors"]}."""
 
-    def __init__(self, status, message, errors=None, headers=None, extra=None):
+    def __init__(self, status, message, errors=None, headers=None, extra=None, page=None):
         super().__init__(message)
         self.status, self.message, self.errors, self.headers = status, message, errors, headers or {}
         self.extra = extra or {}
+        self.page = page        # on web pages: HTML to show instead of the bare message
 
     def body(self):
         body = dict(self.extra, message=self.message, documentation_url=DOCS_URL)
@@ -1873,6 +1874,7 @@ class Request:
         self.principal = None
         self.response_headers = {}
         self.pending = []          # allowed mutations waiting for their audit row
+        self.form = {}             # a web page's form fields, once read
         self.effects = []          # what the mutations did, for those rows
         self.body_reader = None
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
@@ -1986,7 +1988,8 @@ class Request:
         if self.principal.user is None:
             return HTTPError(401, "Requires authentication")
         if decision.effect == "needs_step_up":       # RFC 9470: the client knows to ask for a fresh factor
-            return HTTPError(401, decision.reasons[0], headers={"WWW-Authenticate": 'Bearer error="insufficient_user_'
+            return HTTPError(401, decision.reasons[0], page=step_up_form(self) if self.surface == "web" else None,
+                             headers={"WWW-Authenticate": 'Bearer error="insufficient_user_'
                              'authentication", error_description="a TOTP code is required", max_age=%d' % STEP_UP_SECONDS})
         headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
         return HTTPError(decision.status or 403, decision.reasons[0], headers=headers)
@@ -6074,15 +6077,20 @@ def step_up(req):
     req.authorize("issue_token", Resource.account(user))
     if req.principal.token_id is None or not user["totp_secret"]:
         raise HTTPError(422, "Step-up needs a token of a human with TOTP turned on (python agentgit.py user totp)")
-    retry = req.app.sign_ins.hit("step-up:%d" % user["id"])
-    if retry:
-        raise HTTPError(429, "Too many codes; try again later", headers={"Retry-After": str(retry)})
-    if not check_totp(req.app.key, user, otp):
-        raise HTTPError(401, "Wrong TOTP code")
+    confirm_totp(req, user, otp)
     with req.transaction() as db:
         db.execute("INSERT OR REPLACE INTO step_ups (token_id, at) VALUES (?, ?)", (req.principal.token_id, now()))
         req.effect("stepped up token %s" % req.principal.fingerprint)
     return 200, {"stepped_up_until": later(STEP_UP_SECONDS)}
+
+
+def confirm_totp(req, user, code):
+    """A step-up's code: rate-limited per human, 401 when wrong."""
+    retry = req.app.sign_ins.hit("step-up:%d" % user["id"])
+    if retry:
+        raise HTTPError(429, "Too many codes; try again later", headers={"Retry-After": str(retry)})
+    if not check_totp(req.app.key, user, code):
+        raise HTTPError(401, "Wrong TOTP code")
 
 
 APPROVAL_SECONDS = 3600
@@ -7756,7 +7764,7 @@ def session_principal(app, req):
         return Principal(runtime=req.client), None
     user = account_by_id(app.store, row["user_id"])
     # signing in asked for the TOTP code when the account has one
-    return Principal(user=user, scopes=expand_scopes(ALL_SCOPES), stepped_up_at=row["created_at"],
+    return Principal(user=user, scopes=expand_scopes(ALL_SCOPES), stepped_up_at=row["totp_at"],
                      runtime="%s web session" % req.client), row
 
 
@@ -7785,6 +7793,36 @@ def form_fields(req):
 def check_csrf(expected, form):
     if not expected or not hmac.compare_digest(expected, form.get("csrf", "")):
         raise HTTPError(403, "The form has expired or did not come from this site; reload the page and try again")
+
+
+def session_form(req):
+    """A signed-in page's form, its CSRF token checked. A TOTP code sent with it (by the step-up form
+    below, which repeats the form) is confirmed first, so the action is decided with a fresh factor."""
+    req.form = form = form_fields(req)
+    check_csrf(req.session["csrf"], form)
+    if form.get("totp"):
+        user = req.principal.user
+        req.authorize("issue_token", Resource.account(user))
+        try:
+            confirm_totp(req, user, form["totp"])
+        except HTTPError as error:
+            error.page = "<p>%s.</p>%s" % (html.escape(error.message), step_up_form(req))
+            raise
+        with req.transaction() as db:
+            db.execute("UPDATE web_sessions SET totp_at = ? WHERE hash = ?", (now(), req.session["hash"]))
+            req.effect("stepped up the web session")
+        req.principal.stepped_up_at = now()
+    return form
+
+
+def step_up_form(req):
+    """Asks for a TOTP code, then sends the refused form again with it."""
+    repeated = "".join(hidden(k, v) for k, v in req.form.items() if k not in ("csrf", "totp"))
+    return ('<p>This needs your authentication code: for what destroys or changes who may act, agentgit asks '
+            'for a code confirmed in the last %d minutes.</p><form method="post" action="%s">%s%s<p><label>'
+            'Authentication code <input name="totp" inputmode="numeric" autocomplete="one-time-code" required>'
+            '</label></p><p><button>Confirm</button></p></form>') % (
+        STEP_UP_SECONDS // 60, html.escape(req.raw_path), hidden("csrf", req.session["csrf"]), repeated)
 
 
 def safe_next(target):
@@ -7893,8 +7931,7 @@ def agents_action(req):
     """Each button goes through the same decide() and the same code as its endpoint; a token made
     here (invite, reset, switch session) is shown once on the page that answers."""
     user = signed_in_page(req)
-    form = form_fields(req)
-    check_csrf(req.session["csrf"], form)
+    form = session_form(req)
     action = form.get("action")
     if action == "invite":
         grants = {"repo_grants": [], "team_grants": []}
@@ -7959,8 +7996,7 @@ def approvals_page(req, shown=""):
 @page("POST", "/approvals")
 def approvals_action(req):
     user = signed_in_page(req)
-    form = form_fields(req)
-    check_csrf(req.session["csrf"], form)
+    form = session_form(req)
     row = give_approval(req, user, form.get("approval_id", ""))
     return approvals_page(req, "<p>Approved %s on %s for %s.</p>" % (
         html.escape(row["action"]), html.escape(row["resource"]), html.escape(row["grant_public"])))
@@ -7989,8 +8025,7 @@ def tokens_page(req, shown=""):
 @page("POST", "/settings/tokens")
 def tokens_action(req):
     user = signed_in_page(req)
-    form = form_fields(req)
-    check_csrf(req.session["csrf"], form)
+    form = session_form(req)
     if form.get("action") == "revoke":
         row = req.app.store.one("SELECT * FROM tokens WHERE id = ? AND user_id = ?",
                                 int(form["token_id"]) if form.get("token_id", "").isdigit() else -1, user["id"])
@@ -8021,8 +8056,7 @@ def device_page(req):
 def device_page_submit(req):
     """First the code (shows what is asked), then approve or deny."""
     user = signed_in_page(req)
-    form = form_fields(req)
-    check_csrf(req.session["csrf"], form)
+    form = session_form(req)
     row = pending_device_code(req, form.get("user_code"))
     if form.get("decision") in ("approve", "deny"):
         decide_device_code(req, row, form["decision"] == "approve")
@@ -8310,8 +8344,7 @@ def authorize_page(req):
 @page("POST", "/login/oauth/authorize")
 def authorize_submit(req):
     user = signed_in_page(req)
-    form = form_fields(req)
-    check_csrf(req.session["csrf"], form)
+    form = session_form(req)
     state = form.get("state") or None
     app_row, redirect_uri, problem = authorize_request(req, form)
     if problem:
@@ -8952,8 +8985,8 @@ class App:
         try:
             if req.surface == "web":
                 status, data, headers = html_page("Error" if error.status != 303 else "Sign in",
-                                                  "<p>%s</p>" % html.escape(error.message), error.status,
-                                                  error.headers)
+                                                  error.page or "<p>%s</p>" % html.escape(error.message),
+                                                  error.status, error.headers)
                 self.respond(req, status, data, headers)
             elif req.surface == "git":
                 # git prints a text/plain error body to the user as "remote: ..."

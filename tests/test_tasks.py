@@ -1,5 +1,14 @@
 """Task grants and task tokens: the task is the permission boundary, on REST and Git alike."""
+import base64
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+
 import pytest
+
+import agentgit
 
 from conftest import Browser, api, call, commit_file, ext, git, remote
 
@@ -329,21 +338,20 @@ def test_gh_with_a_task_token(tmp_path):
     assert (row["actor"], row["delegator"], row["task"], row["surface"]) == (login, "alice", "task:gh", "graphql")
 
 
+def turn_on_totp(server, login):
+    """``python agentgit.py user totp``; returns the TOTP key from the otpauth URI it prints."""
+    uri = subprocess.run([sys.executable, agentgit.__file__, "user", "totp", login, "--data",
+                          server.app.config.data_dir], capture_output=True, text=True, check=True).stdout.strip()
+    secret = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
+    return base64.b32decode(secret + "=" * (-len(secret) % 8))
+
+
 def test_step_up_for_destructive_actions(server):
     """needs_step_up: a human with TOTP deletes a repository only within ten minutes of confirming a code
     (RFC 9470's 401); a human without a second factor is not asked, agents are never asked."""
-    import base64
-    import subprocess
-    import sys
-    import time
-    import urllib.parse
-    import agentgit
     alice = server.add_user("alice")
     api(server, "POST", "/user/repos", alice, {"name": "doomed"})
-    uri = subprocess.run([sys.executable, agentgit.__file__, "user", "totp", "alice", "--data",
-                          server.app.config.data_dir], capture_output=True, text=True, check=True).stdout.strip()
-    secret = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
-    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    key = turn_on_totp(server, "alice")
     r = api(server, "DELETE", "/repos/alice/doomed", alice)
     assert r.status == 401 and "needs a TOTP code" in r.json["message"]
     assert r.headers["www-authenticate"].startswith('Bearer error="insufficient_user_authentication"')
@@ -365,3 +373,36 @@ def test_step_up_for_destructive_actions(server):
     bob = server.add_user("bob")                                                    # no second factor
     api(server, "POST", "/user/repos", bob, {"name": "gone"})
     assert api(server, "DELETE", "/repos/bob/gone", bob).status == 204
+
+
+def test_step_up_on_the_web_pages(server):
+    """A web session whose code is older than ten minutes is asked for one before it unbinds an agent;
+    the page sends the refused form again with the code, and the action then happens once."""
+    server.add_user("alice", password="pw")
+    login, agent, _ = server.add_agent("helper")
+    key = turn_on_totp(server, "alice")
+    b = Browser(server)
+    _, page = b.request("GET", "/login")
+    resp, _ = b.request("POST", "/login", {"csrf": b.csrf(page), "login": "alice", "password": "pw",
+                                           "totp": agentgit.totp_code(key, time.time()), "next": "/settings/agents"})
+    assert resp.status == 303
+    _, page = b.request("GET", "/settings/agents")
+    invite = b.request("POST", "/settings/agents", {"csrf": b.csrf(page), "action": "invite", "repo_grants": ""})[1]
+    token = re.search(r"<code>([^<]+)</code>", invite).group(1)
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": token}).status == 201
+    with server.app.store.transaction() as db:              # the code at sign-in was eleven minutes ago
+        db.execute("UPDATE web_sessions SET totp_at = ?", (agentgit.later(-660),))
+    resp, page = b.request("POST", "/settings/agents", {"csrf": b.csrf(page), "agent": login, "action": "unbind"})
+    assert resp.status == 401 and 'name="totp"' in page and 'name="agent" value="%s"' % login in page
+    assert server.app.store.one("SELECT 1 FROM agent_bindings") is not None          # nothing happened yet
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    wrong = "000000" if agentgit.totp_code(key, time.time()) != "000000" else "111111"
+    resp, again = b.request("POST", "/settings/agents", dict(form, totp=wrong))
+    assert resp.status == 401 and "Wrong TOTP code" in again and 'name="totp"' in again
+    assert server.app.store.one("SELECT 1 FROM agent_bindings") is not None
+    resp, done = b.request("POST", "/settings/agents", dict(form, totp=agentgit.totp_code(key, time.time())))
+    assert resp.status == 200 and "unbound" in done
+    assert server.app.store.one("SELECT 1 FROM agent_bindings") is None
+    assert server.app.store.one("SELECT decision FROM audit WHERE action = 'manage_agent' AND decision ="
+                                " 'needs_step_up'") is not None
+    assert server.app.store.one("SELECT 1 FROM audit WHERE side_effect = 'stepped up the web session'") is not None
