@@ -236,11 +236,18 @@ def connect_proxy(routes):
             try:
                 conn, _ = listener.accept()
             except OSError:
+                # Only this thread closes the listener. Closed from another thread while this one
+                # was about to accept(), its descriptor number could be reused by a later test's
+                # server, whose connections this loop would then take and answer with a bare 403.
+                listener.close()
                 return
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
+    def stop():
+        listener.shutdown(socket.SHUT_RDWR)      # wakes the accept() above, which then closes it
+
     threading.Thread(target=accept, daemon=True).start()
-    return listener.getsockname()[1], listener.close
+    return listener.getsockname()[1], stop
 
 
 @pytest.fixture
