@@ -5785,8 +5785,9 @@ def unbind_agent(db, agent):
     sessions = revoke(db, "user_id = ? AND kind = 'switch-session'", (agent["id"],))
     grants = remove_grants(db, agent["id"])
     # a task grant stands on the binding: without it, its tokens would act for a human no longer behind them
-    tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL",
-                       (now(), agent["id"])).rowcount
+    tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL AND"
+                       " delegator_id IN (SELECT human_id FROM agent_bindings WHERE agent_id = ?)",
+                       (now(), agent["id"], agent["id"])).rowcount
     db.execute("DELETE FROM agent_bindings WHERE agent_id = ?", (agent["id"],))
     return "unbound %s; revoked %d switch sessions and %d task grants, took back %d grants" % (
         agent["login"], sessions, tasks, grants)
@@ -6012,13 +6013,13 @@ def create_task_grant(req):
     if prefix is not None and (not isinstance(prefix, str) or ".." in prefix or not prefix.strip()):
         raise invalid("TaskGrant", "constraints", message="branch_prefix must be a branch name prefix")
     agent = find_account(req, agent_login, kinds=("agent",))
-    req.authorize("grant_task", Resource.account(agent))        # the bound human administers the agent
     rows = []
     for name in resources:
         row = repo_by_full_name(req.app.store, name[len("repo:"):])
         if row is None or not req.can("read_code", Resource.repo(row)):
             raise invalid("TaskGrant", "resources", "invalid", "%s is not a repository you can see" % name)
         rows.append(row)
+    authorize_grant(req, agent, rows)
     for row in rows:
         for action in actions:
             decision = decide(req.app.store, Principal(user=human), action, Resource.repo(row))
@@ -6036,6 +6037,24 @@ def create_task_grant(req):
     return 201, grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
 
 
+def authorize_grant(req, agent, repo_rows):
+    """A task grant is a human's to make, revoke and approve under when the agent is bound to her, or
+    when she owns every organization whose repositories it names: an owner may put an agent to work
+    on her organization's repositories whoever it is bound to."""
+    store, user = req.app.store, req.principal.user
+    bound = permission_on(store, user, Resource.account(agent))[0] == "admin"
+    if bound or not all(row["owner_kind"] == "org" for row in repo_rows):
+        return req.authorize("grant_task", Resource.account(agent))
+    for org_id in sorted({row["owner_id"] for row in repo_rows}):
+        req.authorize("grant_task", Resource.account(account_by_id(store, org_id)))
+
+
+def grant_repos(store, grant_row):
+    """The repositories a grant names that still exist under those names."""
+    names = json.loads(grant_row["resources"])
+    return [row for row in (repo_by_full_name(store, strip_kind(n, "repo")) for n in names) if row is not None]
+
+
 def find_grant(req, public_id, action):
     row = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", public_id)
     if row is None:
@@ -6046,7 +6065,12 @@ def find_grant(req, public_id, action):
             raise HTTPError(404, "Not Found")
         req.authorize(action, Resource.account(user))
     else:
-        req.authorize(action, Resource.account(account_by_id(req.app.store, row["agent_id"])))
+        try:
+            authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, row))
+        except HTTPError:
+            if row["delegator_id"] != user["id"]:
+                raise HTTPError(404, "Not Found")      # a stranger does not learn that the grant exists
+            raise
     return row
 
 
@@ -6120,11 +6144,12 @@ def approve(req, approval_id):
 
 def give_approval(req, user, approval_id):
     """The grant's delegator says yes to exactly this action on exactly this resource, once."""
-    row = req.app.store.one("SELECT a.*, g.delegator_id, g.agent_id, g.public_id AS grant_public FROM approvals a"
-                            " JOIN task_grants g ON g.id = a.grant_id WHERE a.public_id = ?", approval_id)
+    row = req.app.store.one("SELECT a.*, g.delegator_id, g.agent_id, g.resources, g.public_id AS grant_public"
+                            " FROM approvals a JOIN task_grants g ON g.id = a.grant_id WHERE a.public_id = ?",
+                            approval_id)
     if row is None or row["delegator_id"] != user["id"]:
         raise HTTPError(404, "Not Found")
-    req.authorize("grant_task", Resource.account(account_by_id(req.app.store, row["agent_id"])))
+    authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, row))
     if row["approved_at"] or row["expires_at"] <= now():
         raise HTTPError(409, "This approval was already given or has expired")
     with req.transaction() as db:

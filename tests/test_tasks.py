@@ -406,3 +406,36 @@ def test_step_up_on_the_web_pages(server):
     assert server.app.store.one("SELECT decision FROM audit WHERE action = 'manage_agent' AND decision ="
                                 " 'needs_step_up'") is not None
     assert server.app.store.one("SELECT 1 FROM audit WHERE side_effect = 'stepped up the web session'") is not None
+
+
+def test_an_org_owner_grants_tasks_on_the_orgs_repositories(server, tmp_path):
+    """The owner of the organization that owns every resource may grant a task to an agent bound to
+    someone else; unbinding the agent from that someone leaves her grant standing."""
+    olivia, bob, carl = server.add_user("olivia"), server.add_user("bob"), server.add_user("carl")
+    ext(server, "POST", "/user/orgs", olivia, {"login": "acme"})
+    api(server, "POST", "/orgs/acme/repos", olivia, {"name": "app", "private": True, "auto_init": True})
+    api(server, "POST", "/user/repos", olivia, {"name": "own", "private": True})
+    login, agent, _ = server.add_agent("fixer")
+    invite = ext(server, "POST", "/agent-invites", bob, {}).json["invite_token"]
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    assert api(server, "PUT", "/repos/acme/app/collaborators/" + login, olivia, {"permission": "push"}).status in (
+        201, 204)
+    body = {"agent": "agent:" + login, "task": "task:bump", "resources": ["repo:acme/app"],
+            "actions": ["read_code", "push_branch", "create_branch"], "constraints": {"branch_prefix": "bump/"}}
+    assert ext(server, "POST", "/task-grants", carl, body).status == 422            # carl cannot see acme/app
+    r = ext(server, "POST", "/task-grants", olivia, dict(body, resources=["repo:acme/app", "repo:olivia/own"]))
+    assert r.status == 403                                  # not every resource is the org's, and fixer is bob's
+    r = ext(server, "POST", "/task-grants", olivia, body)
+    assert r.status == 201 and r.json["delegator"] == "user:olivia", r
+    token = ext(server, "POST", "/task-grants/%s/tokens" % r.json["id"], agent, {}).json["token"]
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "acme/app", token), work)
+    commit_file(work, "v.txt", "2\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/bump/v2")
+    row = server.app.store.one("SELECT * FROM audit WHERE action = 'create_branch' AND decision = 'allow'")
+    assert (row["actor"], row["delegator"], row["task"]) == (login, "olivia", "task:bump")
+    assert ext(server, "DELETE", "/agent-bindings/" + login, bob).status == 204
+    assert api(server, "GET", "/repos/acme/app", token).status == 200              # olivia's grant stands
+    assert ext(server, "DELETE", "/task-grants/" + r.json["id"], carl).status == 404
+    assert ext(server, "DELETE", "/task-grants/" + r.json["id"], olivia).status == 204
+    assert api(server, "GET", "/repos/acme/app", token).status == 401
