@@ -606,6 +606,17 @@ CREATE TABLE IF NOT EXISTS freezes (
     created_at    TEXT NOT NULL,
     CHECK ((repo_id IS NULL) != (org_id IS NULL))
 );
+
+-- Actions secrets, sealed by the client (a libsodium sealed box) to the server's X25519 key. agentgit
+-- runs no workflows: it keeps them for a runner and never opens them.
+CREATE TABLE IF NOT EXISTS secrets (
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (repo_id, name)
+);
 """
 SCHEMA_VERSION = 5
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
@@ -1092,6 +1103,7 @@ class Action:
     authors_need: str = None  # what the author of the thing acted on needs instead (editing one's own)
     anonymous: bool = False  # may an anonymous caller do it at all (reads decide by permission alone)
     token_kinds: tuple = None  # only with these kinds of token (consent takes the agent's own)
+    sensitive: bool = False  # a read audited even when allowed, which a task grant must name itself
 
 
 # The action vocabulary. Accounts: self and org admins hold admin; org members hold write (they may
@@ -1117,6 +1129,8 @@ ACTIONS = {
     "write_objects":      Action("repo", "write"),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
+    "read_secret":        Action("repo", "write", scope="repo", mutation=False, sensitive=True),
+    "write_secret":       Action("repo", "write", scope="repo"),
     "freeze_repo":        Action("repo", "admin", humans_only=True),
     "read_meta":          Action("site", "none", mutation=False),
     "read_account":       Action("account", "none", mutation=False),
@@ -1350,7 +1364,7 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
         return None
     if resource.name not in grant["resources"]:
         return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind == "repo")
-    needed = action if spec.mutation else "read_code"
+    needed = action if spec.mutation or spec.sensitive else "read_code"
     if action in grant["constraints"].get("requires_approval", []):
         approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ?"
                              " AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
@@ -1968,9 +1982,10 @@ class Request:
         return decision
 
     def authorize(self, action, resource, **context):
-        """check(), and for a mutation keep the decision for the audit row its side effect will get."""
+        """check(), and for a mutation (or a sensitive read) keep the decision for the audit row its side
+        effect will get."""
         decision = self.check(action, resource, **context)
-        if ACTIONS[action].mutation:
+        if ACTIONS[action].mutation or ACTIONS[action].sensitive:
             self.pending.append(decision)
         return decision
 
@@ -4940,6 +4955,106 @@ def delete_run(req, owner, repo, run_id):
     with req.transaction() as db:
         db.execute("DELETE FROM workflow_runs WHERE id = ?", (run["id"],))
         req.effect("deleted run %d" % run["id"])
+    return 204, None
+
+
+# -- Actions secrets ----------------------------------------------------------------------------
+# Clients seal a secret to the repository's public key (libsodium's crypto_box_seal), so the value
+# never reaches agentgit in the clear. Names and dates are readable (read_secret); values never are.
+
+SECRET_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
+X25519_P = 2 ** 255 - 19
+
+
+def x25519_public_key(private):
+    """RFC 7748 X25519(k, 9): the public key of a 32-byte private key. Computed once, from the server
+    key, never from what a request sends, so it need not be constant-time."""
+    k = int.from_bytes(private, "little") & ~7 & ~(1 << 255) | (1 << 254)
+    x2, z2, x3, z3, swap = 1, 0, 9, 1, 0
+    for t in reversed(range(255)):      # the Montgomery ladder
+        bit = (k >> t) & 1
+        if swap ^ bit:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        swap = bit
+        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
+        aa, bb, da, cb = a * a % X25519_P, b * b % X25519_P, d * a % X25519_P, c * b % X25519_P
+        e = aa - bb
+        x3, z3 = (da + cb) ** 2 % X25519_P, 9 * (da - cb) ** 2 % X25519_P
+        x2, z2 = aa * bb % X25519_P, e * (aa + 121665 * e) % X25519_P
+    if swap:
+        x2, z2 = x3, z3
+    return (x2 * pow(z2, X25519_P - 2, X25519_P) % X25519_P).to_bytes(32, "little")
+
+
+def secrets_public_key(app):
+    """(key_id, base64 public key): one X25519 key for the server, derived from its key."""
+    public = x25519_public_key(hmac.new(app.key, b"actions secrets", hashlib.sha256).digest())
+    return str(int.from_bytes(hashlib.sha256(public).digest()[:6], "big")), base64.b64encode(public).decode()
+
+
+def secret_json(row):
+    return {"name": row["name"], "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets/public-key")
+def secrets_key(req, owner, repo):
+    find_repo(req, owner, repo)
+    key_id, key = secrets_public_key(req.app)
+    return {"key_id": key_id, "key": key}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets")
+def list_secrets(req, owner, repo):
+    row = find_repo(req, owner, repo, "read_secret")
+    rows = req.app.store.all("SELECT * FROM secrets WHERE repo_id = ? ORDER BY name", row["id"])
+    page = req.paginate([secret_json(r) for r in rows])
+    return {"total_count": len(rows), "secrets": page}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
+def get_secret(req, owner, repo, name):
+    row = find_repo(req, owner, repo, "read_secret")
+    secret = req.app.store.one("SELECT * FROM secrets WHERE repo_id = ? AND name = ?", row["id"], name.upper())
+    if secret is None:
+        raise HTTPError(404, "Not Found")
+    return secret_json(secret)
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
+def put_secret(req, owner, repo, name):
+    body = req.json()
+    value = req.field(body, "encrypted_value", str, "Secret", required=True)
+    key_id = req.field(body, "key_id", str, "Secret", required=True)
+    row = find_repo(req, owner, repo, "write_secret")
+    if not SECRET_NAME_RE.fullmatch(name) or name.upper().startswith("GITHUB_"):
+        raise invalid("Secret", "name", message="names are letters, digits and _, not starting with a digit"
+                                                " or GITHUB_")
+    if key_id != secrets_public_key(req.app)[0]:
+        raise invalid("Secret", "key_id", message="seal the value to the key from actions/secrets/public-key")
+    try:
+        sealed = base64.b64decode(value, validate=True)
+    except ValueError:
+        sealed = b""
+    if not 48 <= len(sealed) <= 48 + 48 * 1024:        # a sealed box: 32-byte key, 16-byte tag, the value
+        raise invalid("Secret", "encrypted_value", message="a base64 libsodium sealed box of at most 48 KB")
+    stamp = now()
+    with req.transaction() as db:
+        created = db.execute("INSERT OR IGNORE INTO secrets (repo_id, name, encrypted_value, created_at, updated_at)"
+                             " VALUES (?, ?, ?, ?, ?)", (row["id"], name.upper(), value, stamp, stamp)).rowcount
+        if not created:
+            db.execute("UPDATE secrets SET encrypted_value = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
+                       (value, stamp, row["id"], name.upper()))
+        req.effect("%s secret %s" % ("created" if created else "updated", name.upper()))
+    return (201, {}) if created else (204, None)
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
+def delete_secret(req, owner, repo, name):
+    row = find_repo(req, owner, repo, "write_secret")
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM secrets WHERE repo_id = ? AND name = ?", (row["id"], name.upper())).rowcount:
+            raise HTTPError(404, "Not Found")
+        req.effect("deleted secret %s" % name.upper())
     return 204, None
 
 

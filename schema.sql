@@ -465,3 +465,14 @@ CREATE TABLE IF NOT EXISTS freezes (
     created_at    TEXT NOT NULL,
     CHECK ((repo_id IS NULL) != (org_id IS NULL))
 );
+
+-- Actions secrets, sealed by the client (a libsodium sealed box) to the server's X25519 key. agentgit
+-- runs no workflows: it keeps them for a runner and never opens them.
+CREATE TABLE IF NOT EXISTS secrets (
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (repo_id, name)
+);

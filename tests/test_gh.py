@@ -1,4 +1,5 @@
 """The real GitHub CLI against agentgit over HTTPS: sign-in, status, REST and GraphQL calls, git over gh."""
+import base64
 import json
 import os
 
@@ -324,3 +325,19 @@ def test_connect_gh_https_mode_and_rebase_merge(gh_server, tmp_path):
     gh(env, "pr", "merge", "1", "-R", "alice/demo", "--rebase")
     commits = json.loads(gh(env, "api", "repos/alice/demo/commits").stdout)
     assert [c["commit"]["message"] for c in commits][:3] == ["add two", "add one", "Initial commit"]
+
+
+def test_gh_secret_set_list_and_delete(gh_server):
+    """gh seals the value to the repository's X25519 key; agentgit keeps the sealed box, shows names only."""
+    srv, env = gh_server
+    token = srv.add_user("alice")
+    gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
+    gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-F", "private=true")
+    gh(env, "secret", "set", "DEPLOY_KEY", "--body", "hunter2", "-R", "alice/demo")
+    gh(env, "secret", "set", "deploy_key", "--body", "hunter3", "-R", "alice/demo")     # names are upper-cased
+    listing = gh(env, "secret", "list", "-R", "alice/demo").stdout
+    assert listing.startswith("DEPLOY_KEY\t") and len(listing.splitlines()) == 1
+    sealed = srv.app.store.one("SELECT encrypted_value FROM secrets")["encrypted_value"]
+    assert "hunter" not in sealed and len(base64.b64decode(sealed)) == 32 + 16 + len("hunter3")
+    gh(env, "secret", "delete", "DEPLOY_KEY", "-R", "alice/demo")
+    assert gh(env, "secret", "list", "-R", "alice/demo").stdout == ""

@@ -1,4 +1,5 @@
-"""Releases and tags; workflow records (listed from .github/workflows, dispatched runs recorded, never run)."""
+"""Releases and tags; workflow records (listed from .github/workflows, dispatched runs recorded, never run);
+Actions secrets (sealed by the client, never opened)."""
 import base64
 
 from conftest import api, git, remote, shape_checker
@@ -80,3 +81,34 @@ def test_workflow_records(server):
     assert api(server, "GET", base + "/actions/runs", bob).json["total_count"] == 0
     audit = server.app.store.one("SELECT * FROM audit WHERE action = 'run_workflow' AND decision = 'allow'")
     assert "nothing executes" in audit["side_effect"]
+
+
+def test_the_secrets_key_is_x25519_per_rfc_7748():
+    import agentgit
+    for private, public in (("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+                             "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"),
+                            ("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+                             "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")):
+        assert agentgit.x25519_public_key(bytes.fromhex(private)).hex() == public
+
+
+def test_secrets_refuse_bad_input_and_outsiders(server):
+    alice, walt, eve = server.add_user("alice"), server.add_user("walt"), server.add_user("eve")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "private": True})
+    api(server, "PUT", "/repos/alice/app/collaborators/walt", alice, {"permission": "pull"})
+    path = "/repos/alice/app/actions/secrets/"
+    key_id = api(server, "GET", path + "public-key", walt).json["key_id"]       # readers may seal
+    sealed = base64.b64encode(bytes(60)).decode()
+    for name, body in (("GITHUB_TOKEN", {"encrypted_value": sealed, "key_id": key_id}),
+                       ("1ST", {"encrypted_value": sealed, "key_id": key_id}),
+                       ("OK", {"encrypted_value": sealed, "key_id": "123"}),
+                       ("OK", {"encrypted_value": "not base64!", "key_id": key_id}),
+                       ("OK", {"encrypted_value": base64.b64encode(b"short").decode(), "key_id": key_id})):
+        assert api(server, "PUT", path + name, alice, body).status == 422, name
+    assert api(server, "PUT", path + "OK", alice, {"encrypted_value": sealed, "key_id": key_id}).status == 201
+    assert api(server, "PUT", path + "OK", alice, {"encrypted_value": sealed, "key_id": key_id}).status == 204
+    assert api(server, "GET", path[:-1], walt).status == 403                    # reading names needs write
+    assert api(server, "GET", path[:-1], eve).status == 404
+    assert api(server, "DELETE", path + "OK", eve).status == 404
+    assert api(server, "DELETE", path + "MISSING", alice).status == 404
+    assert api(server, "DELETE", path + "OK", alice).status == 204

@@ -66,6 +66,8 @@ def test_collaboration_bodies_have_githubs_shape(server, tmp_path):
     git(work, "push", "-q", "origin", "feature")
     b64 = base64.b64encode(b"name: CI\non: workflow_dispatch\n").decode()
     r = "/repos/alice/app"
+    key_id = api(server, "GET", r + "/actions/secrets/public-key", alice).json["key_id"]
+    sealed = base64.b64encode(bytes(64)).decode()
     requests = [
         ("POST", r + "/labels", {"name": "bug", "color": "ff0000"}, 201),
         ("POST", r + "/milestones", {"title": "v1"}, 201),
@@ -99,6 +101,9 @@ def test_collaboration_bodies_have_githubs_shape(server, tmp_path):
         ("GET", r + "/actions/workflows", None, 200), ("GET", r + "/actions/workflows/ci.yml", None, 200),
         ("POST", r + "/actions/workflows/ci.yml/dispatches", {"ref": "main"}, 204),
         ("GET", r + "/actions/runs", None, 200), ("GET", r + "/actions/runs/1", None, 200),
+        ("GET", r + "/actions/secrets/public-key", None, 200),
+        ("PUT", r + "/actions/secrets/TOKEN", {"encrypted_value": sealed, "key_id": key_id}, 201),
+        ("GET", r + "/actions/secrets", None, 200), ("GET", r + "/actions/secrets/TOKEN", None, 200),
         ("POST", r + "/releases", {"tag_name": "v1"}, 201), ("GET", r + "/releases", None, 200),
         ("GET", r + "/releases/latest", None, 200), ("GET", r + "/releases/tags/v1", None, 200),
         ("GET", r + "/tags", None, 200), ("GET", r + "/compare/main~1...main", None, 200),

@@ -439,3 +439,30 @@ def test_an_org_owner_grants_tasks_on_the_orgs_repositories(server, tmp_path):
     assert ext(server, "DELETE", "/task-grants/" + r.json["id"], carl).status == 404
     assert ext(server, "DELETE", "/task-grants/" + r.json["id"], olivia).status == 204
     assert api(server, "GET", "/repos/acme/app", token).status == 401
+
+
+def test_the_seeds_grant_verbatim_and_an_approved_secret_read(server):
+    """The seed's grant, as written, is accepted; a secret read it reserves for a human's approval
+    waits for one, then happens once, audited with the task."""
+    w = grant_a_task(server, "task:fix-payment-bug", ["read_code", "create_branch", "push_branch", "open_pr"], {
+        "branch_prefix": "agent/task-123/", "expires_at": agentgit.later(3 * 3600),
+        "network_allowlist": ["api.stripe.com", "pypi.org"],
+        "requires_approval": ["merge_pr", "read_secret", "run_workflow"]})
+    assert w["grant"]["constraints"]["network_allowlist"] == ["api.stripe.com", "pypi.org"]
+    key_id = api(server, "GET", "/repos/alice/payments/actions/secrets/public-key", w["alice"]).json["key_id"]
+    sealed = base64.b64encode(bytes(48 + 6)).decode()
+    assert api(server, "PUT", "/repos/alice/payments/actions/secrets/STRIPE_KEY", w["alice"],
+               {"encrypted_value": sealed, "key_id": key_id}).status == 201
+    r = api(server, "GET", "/repos/alice/payments/actions/secrets", w["token"])
+    assert r.status == 403 and "read_secret needs a human's approval" in r.json["message"]
+    assert ext(server, "POST", "/approvals/%s/approve" % r.json["approval_id"], w["alice"], {}).status == 200
+    r = api(server, "GET", "/repos/alice/payments/actions/secrets", w["token"])
+    assert r.status == 200 and [s["name"] for s in r.json["secrets"]] == ["STRIPE_KEY"], r
+    assert "encrypted_value" not in r.json["secrets"][0]
+    assert api(server, "GET", "/repos/alice/payments/actions/secrets", w["token"]).status == 403     # used up
+    row = server.app.store.one("SELECT * FROM audit WHERE action = 'read_secret' AND decision = 'allow'")
+    assert (row["task"], row["grant_id"]) == ("task:fix-payment-bug", w["grant"]["id"]) and "approval" in row["reasons"]
+    assert api(server, "PUT", "/repos/alice/payments/actions/secrets/X", w["token"],
+               {"encrypted_value": sealed, "key_id": key_id}).status == 403           # not granted
+    actions = ext(server, "GET", "/policy?resource=repo:alice/payments", w["token"]).json["actions"]
+    assert actions["run_workflow"]["decision"] == "needs_approval" and actions["write_secret"]["decision"] == "deny"
