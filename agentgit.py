@@ -1365,7 +1365,11 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if resource.name not in grant["resources"]:
         return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind == "repo")
     needed = action if spec.mutation or spec.sensitive else "read_code"
-    if action in grant["constraints"].get("requires_approval", []):
+    reserved = grant["constraints"].get("requires_approval", [])
+    ref = context.get("ref") or ""
+    if action in REF_ACTIONS and not ref and set(REF_ACTIONS) & (grant["actions"] | set(reserved)):
+        return None     # git asking whether it may push at all: each ref is decided when the push names it
+    if action in reserved:
         approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ?"
                              " AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
                              grant["id"], action, resource.name, now())
@@ -1380,9 +1384,7 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
                             ["task grant %s is read-only: it allows no %s" % (gid, action)])
         return deny("task grant %s does not allow %s" % (gid, needed))
     prefix = grant["constraints"].get("branch_prefix")
-    ref = context.get("ref") or ""
-    # no ref yet (git asking whether it may push at all): each ref is decided when the push names it
-    if prefix and action in REF_ACTIONS and ref and not ref.startswith("refs/heads/" + prefix):
+    if prefix and action in REF_ACTIONS and not ref.startswith("refs/heads/" + prefix):
         return deny("task grant %s allows pushes to branches under %s only, not %s" % (gid, prefix, ref))
     return None
 
@@ -1966,19 +1968,14 @@ class Request:
         assert not self.app.store.db.in_transaction, "authorize %s before opening the transaction" % action
         decision = decide(self.app.store, self.principal, action, resource, context)
         if decision.effect == "needs_approval":
-            approval_id = request_approval(self.app, self.principal.grant, action, resource.name)
+            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision)
             self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
-            raise HTTPError(403, decision.reasons[0], extra={
-                "approval_id": approval_id, "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (
-                    self.app.url, approval_id)})
+            raise HTTPError(403, decision.reasons[0], extra={"approval_id": approval_id, "approval_url": url})
         if not decision.allowed:
             self.app.audit(self.principal, self.surface, decision)
             raise self.refusal(decision)
-        if decision.approval is not None:
-            with self.app.store.transaction() as db:     # single use: two requests cannot both spend it
-                if not db.execute("UPDATE approvals SET used_at = ? WHERE id = ? AND used_at IS NULL",
-                                  (now(), decision.approval)).rowcount:
-                    raise HTTPError(409, "That approval was just used; ask for another")
+        if decision.approval is not None and not spend_approval(self.app.store, decision.approval):
+            raise HTTPError(409, "That approval was just used; ask for another")
         return decision
 
     def authorize(self, action, resource, **context):
@@ -2031,9 +2028,8 @@ class Request:
         failed (a merge that conflicts) gives back the approval it spent: the human's yes still holds."""
         with self.app.store.transaction() as db:
             for decision in self.pending if failed else ():
-                if decision.approval is not None and db.execute(
-                        "UPDATE approvals SET used_at = NULL WHERE id = ?", (decision.approval,)).rowcount:
-                    outcome += "; approval %d given back" % decision.approval
+                if decision.approval is not None:
+                    outcome += give_back_approval(db, decision.approval)
             self.flush_audit(db, outcome)
 
 
@@ -6235,19 +6231,38 @@ def confirm_totp(req, user, code):
 APPROVAL_SECONDS = 3600
 
 
-def request_approval(app, grant, action, resource_name):
-    """The pending approval for this grant, action and resource (one is made if none waits)."""
+def ask_for_approval(app, principal, decision):
+    """For a needs_approval decision: the pending approval for its grant, action and resource (one is
+    made if none waits), and the decision with a reason that says where a human gives it, so that
+    git and gh, which print only the message, show the way too. Returns (decision, id, url)."""
+    grant = principal.grant
     with app.store.transaction() as db:
         row = db.execute("SELECT public_id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ?"
-                         " AND approved_at IS NULL AND expires_at > ?", (grant["id"], action, resource_name,
-                                                                          now())).fetchone()
-        if row is not None:
-            return row["public_id"]
-        public_id = "ap_" + secrets.token_hex(8)
-        insert_row(db, "approvals", {"public_id": public_id, "grant_id": grant["id"], "action": action,
-                                     "resource": resource_name, "created_at": now(),
-                                     "expires_at": later(APPROVAL_SECONDS)})
-    return public_id
+                         " AND approved_at IS NULL AND expires_at > ?", (grant["id"], decision.action,
+                                                                          decision.resource, now())).fetchone()
+        public_id = row["public_id"] if row is not None else "ap_" + secrets.token_hex(8)
+        if row is None:
+            insert_row(db, "approvals", {"public_id": public_id, "grant_id": grant["id"], "action": decision.action,
+                                         "resource": decision.resource, "created_at": now(),
+                                         "expires_at": later(APPROVAL_SECONDS)})
+    url = "%s/api/ext/v1/approvals/%s/approve" % (app.url, public_id)
+    reason = "%s: approval %s waits for %s at %s/approvals" % (decision.reasons[0], public_id,
+                                                               grant["delegator_login"], app.url)
+    return dataclasses.replace(decision, reasons=[reason]), public_id, url
+
+
+def spend_approval(store, approval_id):
+    """Single use: of two requests allowed on the same approval, only one may spend it."""
+    with store.transaction() as db:
+        return db.execute("UPDATE approvals SET used_at = ? WHERE id = ? AND used_at IS NULL",
+                          (now(), approval_id)).rowcount == 1
+
+
+def give_back_approval(db, approval_id):
+    """An action that was allowed on an approval but then did not happen leaves the approval unspent."""
+    if db.execute("UPDATE approvals SET used_at = NULL WHERE id = ? AND used_at IS NOT NULL", (approval_id,)).rowcount:
+        return "; approval %d given back" % approval_id
+    return ""
 
 
 @route("POST", "/api/ext/v1/approvals/{approval_id}/approve")
@@ -8913,6 +8928,11 @@ def git_receive_pack(req, owner, repo):
     for old, new, ref in commands:
         action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
         decision = decide(req.app.store, req.principal, action, resource, {"ref": ref})
+        if decision.effect == "needs_approval":
+            decision = ask_for_approval(req.app, req.principal, decision)[0]
+        elif decision.allowed and decision.approval is not None and not spend_approval(req.app.store,
+                                                                                         decision.approval):
+            decision = dataclasses.replace(decision, effect="deny", reasons=["that approval was just used"])
         if decision.allowed:
             allowed.append((decision, old, new, ref))
             if decision.ff_only:
@@ -8945,6 +8965,8 @@ def record_push(req, row, allowed, ff_only):
             landed = landed or moved
             effect = "%s %s→%s" % (ref, old[:12], new[:12]) if moved else "%s not moved (now %s)" % (
                 ref, current[ref][:12])
+            if not moved and decision.approval is not None:
+                effect += give_back_approval(db, decision.approval)
             if not moved and ref in ff_only and current[ref] == old:
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])

@@ -322,7 +322,7 @@ def test_gh_with_a_task_token(tmp_path):
     sock = str(tmp_path / "agentgit.sock")
     srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
     try:
-        world = grant_a_task(srv, "task:gh", ["read_code", "open_pr"], {})
+        world = grant_a_task(srv, "task:gh", ["read_code", "open_pr"], {"requires_approval": ["merge_pr"]})
         token, login = world["token"], world["login"]
         env = connect_gh(srv, token, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock, "--url", srv.url,
                          "--dir", str(tmp_path / "gh"))
@@ -332,6 +332,19 @@ def test_gh_with_a_task_token(tmp_path):
         assert proc.returncode != 0 and "Could not resolve to a Repository" in proc.stderr
         proc = gh(env, "issue", "create", "-R", "alice/payments", "-t", "x", "-b", "y", check=False)
         assert proc.returncode != 0 and "does not allow open_issue" in proc.stderr
+        # a merge the grant reserves for a human: gh prints where the approval waits; once given, it merges
+        alice = world["alice"]
+        main = api(srv, "GET", "/repos/alice/payments/git/ref/heads/main", alice).json["object"]["sha"]
+        api(srv, "POST", "/repos/alice/payments/git/refs", alice, {"ref": "refs/heads/fix", "sha": main})
+        api(srv, "PUT", "/repos/alice/payments/contents/fix.txt", alice, {
+            "message": "fix", "content": base64.b64encode(b"fixed\n").decode(), "branch": "fix"})
+        gh(env, "pr", "create", "-R", "alice/payments", "-H", "fix", "-B", "main", "-t", "Fix", "-b", "it")
+        proc = gh(env, "pr", "merge", "1", "-R", "alice/payments", "--merge", check=False)
+        approval = re.search(r"approval (ap_[0-9a-f]+) waits for alice at http", proc.stderr)
+        assert proc.returncode != 0 and approval, proc.stderr
+        assert ext(srv, "POST", "/approvals/%s/approve" % approval.group(1), alice, {}).status == 200
+        gh(env, "pr", "merge", "1", "-R", "alice/payments", "--merge")
+        assert api(srv, "GET", "/repos/alice/payments/pulls/1", alice).json["merged"] is True
     finally:
         srv.stop()
     row = srv.app.store.one("SELECT * FROM audit WHERE action = 'open_issue' AND decision = 'deny'")
@@ -466,3 +479,25 @@ def test_the_seeds_grant_verbatim_and_an_approved_secret_read(server):
                {"encrypted_value": sealed, "key_id": key_id}).status == 403           # not granted
     actions = ext(server, "GET", "/policy?resource=repo:alice/payments", w["token"]).json["actions"]
     assert actions["run_workflow"]["decision"] == "needs_approval" and actions["write_secret"]["decision"] == "deny"
+
+
+def test_a_push_the_grant_reserves_waits_for_an_approval(server, tmp_path):
+    """push_branch under requires_approval: git prints where the approval waits; once a human gives it,
+    one push lands, and the next waits for another."""
+    w = grant_a_task(server, "task:hotfix", ["read_code", "create_branch"], {"branch_prefix": "agent/",
+                                                                             "requires_approval": ["push_branch"]})
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", w["token"]), work)
+    commit_file(work, "a.txt", "1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/fix")                    # creating is granted
+    second = commit_file(work, "a.txt", "2\n")
+    proc = git(work, "push", "origin", "HEAD:refs/heads/agent/fix", check=False)
+    approval = re.search(r"approval (ap_[0-9a-f]+) waits for alice", proc.stderr)
+    assert proc.returncode != 0 and approval, proc.stderr
+    assert ext(server, "POST", "/approvals/%s/approve" % approval.group(1), w["alice"], {}).status == 200
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/fix")
+    assert git(work, "ls-remote", "origin", "refs/heads/agent/fix").stdout.split()[0] == second
+    commit_file(work, "a.txt", "3\n")
+    proc = git(work, "push", "origin", "HEAD:refs/heads/agent/fix", check=False)
+    again = re.search(r"approval (ap_[0-9a-f]+) waits", proc.stderr)
+    assert proc.returncode != 0 and again and again.group(1) != approval.group(1)
