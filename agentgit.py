@@ -6194,6 +6194,17 @@ def list_task_grants(req):
     return req.paginate([grant_json(req.app, r) for r in rows])
 
 
+@route("GET", "/api/ext/v1/task-grants/{grant_id}")
+def get_task_grant(req, grant_id):
+    """The grant, for its delegator and its agent (a task token of the agent included)."""
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    row = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", grant_id)
+    if row is None or user["id"] not in (row["delegator_id"], row["agent_id"]):
+        raise HTTPError(404, "Not Found")
+    return grant_json(req.app, row)
+
+
 @route("DELETE", "/api/ext/v1/task-grants/{grant_id}")
 def revoke_task_grant(req, grant_id):
     row = find_grant(req, grant_id, "grant_task")
@@ -6265,18 +6276,52 @@ def give_back_approval(db, approval_id):
     return ""
 
 
+APPROVAL_SELECT = ("SELECT a.*, g.delegator_id, g.agent_id, g.resources, g.task, g.public_id AS grant_public"
+                   " FROM approvals a JOIN task_grants g ON g.id = a.grant_id")
+
+
+def approval_json(app, row):
+    state = ("used" if row["used_at"] else "approved" if row["approved_at"] else
+             "expired" if row["expires_at"] <= now() else "pending")
+    approver = account_by_id(app.store, row["approved_by"]) if row["approved_by"] else None
+    return {"id": row["public_id"], "state": state, "action": row["action"], "resource": row["resource"],
+            "grant": row["grant_public"], "task": row["task"], "created_at": row["created_at"],
+            "expires_at": row["expires_at"], "approved_by": "user:" + approver["login"] if approver else None,
+            "approved_at": row["approved_at"], "used_at": row["used_at"],
+            "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"])}
+
+
+@route("GET", "/api/ext/v1/approvals")
+def list_approvals(req):
+    """What waits on the caller, or on the caller's human: pending approvals first, newest first."""
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    rows = req.app.store.all(APPROVAL_SELECT + " WHERE g.delegator_id = ? OR g.agent_id = ? ORDER BY a.id DESC",
+                             user["id"], user["id"])
+    shown = [approval_json(req.app, r) for r in rows]
+    return req.paginate(sorted(shown, key=lambda a: a["state"] != "pending"))
+
+
+@route("GET", "/api/ext/v1/approvals/{approval_id}")
+def get_approval(req, approval_id):
+    """For the grant's delegator and its agent, who may wait on it by polling."""
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    row = req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id)
+    if row is None or user["id"] not in (row["delegator_id"], row["agent_id"]):
+        raise HTTPError(404, "Not Found")
+    return approval_json(req.app, row)
+
+
 @route("POST", "/api/ext/v1/approvals/{approval_id}/approve")
 def approve(req, approval_id):
-    row = give_approval(req, signed_in(req), approval_id)
-    return 200, {"id": row["public_id"], "action": row["action"], "resource": row["resource"],
-                 "grant": row["grant_public"], "approved": True}
+    give_approval(req, signed_in(req), approval_id)
+    return approval_json(req.app, req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id))
 
 
 def give_approval(req, user, approval_id):
     """The grant's delegator says yes to exactly this action on exactly this resource, once."""
-    row = req.app.store.one("SELECT a.*, g.delegator_id, g.agent_id, g.resources, g.public_id AS grant_public"
-                            " FROM approvals a JOIN task_grants g ON g.id = a.grant_id WHERE a.public_id = ?",
-                            approval_id)
+    row = req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id)
     if row is None or row["delegator_id"] != user["id"]:
         raise HTTPError(404, "Not Found")
     authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, row))

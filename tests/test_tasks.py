@@ -68,9 +68,16 @@ def test_task_token_is_bounded_on_rest_and_git(server, task, tmp_path):
     assert again.json["approval_id"] == approval                              # one pending request, not many
     assert ext(server, "POST", "/approvals/%s/approve" % approval, token, {}).status in (403, 404)
     assert ext(server, "POST", "/approvals/%s/approve" % approval, task["agent"], {}).status == 404
-    assert ext(server, "POST", "/approvals/%s/approve" % approval, server.add_user("mallory"), {}).status == 404
+    mallory = server.add_user("mallory")
+    assert ext(server, "POST", "/approvals/%s/approve" % approval, mallory, {}).status == 404
+    assert ext(server, "GET", "/approvals/" + approval, mallory).status == 404
+    assert ext(server, "GET", "/approvals/" + approval, token).json["state"] == "pending"     # the agent polls
+    assert [a["id"] for a in ext(server, "GET", "/approvals", task["alice"]).json] == [approval]
     r = ext(server, "POST", "/approvals/%s/approve" % approval, task["alice"], {})
-    assert r.status == 200 and r.json["action"] == "merge_pr" and r.json["resource"] == "repo:alice/payments"
+    assert r.status == 200 and (r.json["action"], r.json["resource"], r.json["state"], r.json["approved_by"]) == (
+        "merge_pr", "repo:alice/payments", "approved", "user:alice")
+    assert ext(server, "GET", "/task-grants/" + task["grant"]["id"], token).json["task"] == "task:fix-payment-bug"
+    assert ext(server, "GET", "/task-grants/" + task["grant"]["id"], mallory).status == 404
     assert ext(server, "POST", "/approvals/%s/approve" % approval, task["alice"], {}).status == 409
     r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
     assert r.status == 200 and r.json["merged"] is True, r
@@ -78,6 +85,7 @@ def test_task_token_is_bounded_on_rest_and_git(server, task, tmp_path):
     row = server.app.store.one("SELECT * FROM audit WHERE action = 'merge_pr' AND decision = 'allow'")
     assert row["task"] == "task:fix-payment-bug" and approval in server.app.store.one(
         "SELECT side_effect FROM audit WHERE action = 'grant_task' AND side_effect LIKE 'approved%'")["side_effect"]
+    assert ext(server, "GET", "/approvals/" + approval, token).json["state"] == "used"
     r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})    # the approval was used up
     assert r.status == 403 and r.json["approval_id"] != approval
     row = server.app.store.one("SELECT * FROM audit WHERE action = 'open_pr' AND decision = 'allow'")
