@@ -1042,7 +1042,13 @@ def authenticate(app, headers, client_address, peer_cert=None):
             principal.delegator, principal.delegator_suspended = human["login"], bool(human["suspended_at"])
     if row["kind"] == "task":
         grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
-        if grant is None or grant["revoked_at"] or grant["expires_at"] <= now():
+        if grant is None:
+            raise HTTPError(401, "Bad credentials")
+        if grant["revoked_at"] or grant["expires_at"] <= now():
+            # a genuine token (its tag checks out) of a dead grant: a replay worth a row in the audit log
+            principal.grant, principal.delegator = grant, grant["delegator_login"]
+            app.audit(principal, "auth", Decision("deny", "use_task_token", "user:" + user["login"], [
+                "task grant %s is %s" % (grant["public_id"], "revoked" if grant["revoked_at"] else "expired")]))
             raise HTTPError(401, "Bad credentials")
         # a task token's scopes are the actions it was minted for (never more than its grant gives);
         # for the scope checks of decide() it holds what an agent token holds
@@ -1412,8 +1418,9 @@ def decide(store, principal, action, resource, context=None):
     """The one policy decision point. Rules, in order; the first that says no decides:
 
     1. a suspended or retired account may do nothing; an action that needs a certain kind of token
-       (consent needs the agent's own) refuses others; a task token does only what its grant names
-       (task_grant_refusal); an agent whose delegator is suspended works on its own repositories only;
+       (consent needs the agent's own) refuses others; nothing is minted or approved under a revoked
+       or expired task grant, and a task token does only what its grant names (task_grant_refusal);
+       an agent whose delegator is suspended works on its own repositories only;
     2. some actions are for humans only; anonymous callers may only read (and register agents);
     3. the principal's permission on the resource must reach the action's level (a repository the
        principal cannot read is hidden: 404, not 403). Authors editing what they wrote need less;
@@ -1437,6 +1444,9 @@ def decide(store, principal, action, resource, context=None):
     if spec.token_kinds and principal.token_kind not in spec.token_kinds:
         return deny("%s needs the %s token itself; this is a %s token" % (
             action, " or ".join(spec.token_kinds), principal.token_kind or "missing"))
+    dead = (context or {}).get("grant")
+    if dead is not None and (dead["revoked_at"] or dead["expires_at"] <= now()):
+        return deny("task grant %s is %s" % (dead["public_id"], "revoked" if dead["revoked_at"] else "expired"))
     approval = None
     if principal.grant is not None:
         verdict = task_grant_refusal(store, principal.grant, action, spec, resource, context or {}, user)
@@ -6148,16 +6158,16 @@ def create_task_grant(req):
     return 201, grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
 
 
-def authorize_grant(req, agent, repo_rows):
+def authorize_grant(req, agent, repo_rows, **context):
     """A task grant is a human's to make, revoke and approve under when the agent is bound to her, or
     when she owns every organization whose repositories it names: an owner may put an agent to work
     on her organization's repositories whoever it is bound to."""
     store, user = req.app.store, req.principal.user
     bound = permission_on(store, user, Resource.account(agent))[0] == "admin"
     if bound or not all(row["owner_kind"] == "org" for row in repo_rows):
-        return req.authorize("grant_task", Resource.account(agent))
+        return req.authorize("grant_task", Resource.account(agent), **context)
     for org_id in sorted({row["owner_id"] for row in repo_rows}):
-        req.authorize("grant_task", Resource.account(account_by_id(store, org_id)))
+        req.authorize("grant_task", Resource.account(account_by_id(store, org_id)), **context)
 
 
 def grant_repos(store, grant_row):
@@ -6174,7 +6184,7 @@ def find_grant(req, public_id, action):
     if action == "mint_task_token":
         if row["agent_id"] != user["id"]:
             raise HTTPError(404, "Not Found")
-        req.authorize(action, Resource.account(user))
+        req.authorize(action, Resource.account(user), grant=row)
     else:
         try:
             authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, row))
@@ -6276,7 +6286,7 @@ def give_back_approval(db, approval_id):
     return ""
 
 
-APPROVAL_SELECT = ("SELECT a.*, g.delegator_id, g.agent_id, g.resources, g.task, g.public_id AS grant_public"
+APPROVAL_SELECT = ("SELECT a.*, g.delegator_id, g.agent_id, g.task, g.public_id AS grant_public"
                    " FROM approvals a JOIN task_grants g ON g.id = a.grant_id")
 
 
@@ -6324,7 +6334,8 @@ def give_approval(req, user, approval_id):
     row = req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id)
     if row is None or row["delegator_id"] != user["id"]:
         raise HTTPError(404, "Not Found")
-    authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, row))
+    grant = req.app.store.one("SELECT * FROM task_grants WHERE id = ?", row["grant_id"])
+    authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, grant), grant=grant)
     if row["approved_at"] or row["expires_at"] <= now():
         raise HTTPError(409, "This approval was already given or has expired")
     with req.transaction() as db:
@@ -6453,8 +6464,6 @@ def mint_task_token(req, grant_id):
     Asking for more actions than the grant gives is narrowed to what it gives, and the answer says so."""
     body = req.json()
     row = find_grant(req, grant_id, "mint_task_token")
-    if row["revoked_at"] or row["expires_at"] <= now():
-        raise HTTPError(422, "Task grant %s is revoked or expired" % row["public_id"])
     return 201, issue_task_token(req, row, req.field(body, "actions", list, "TaskToken"))
 
 

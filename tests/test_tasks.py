@@ -309,11 +309,24 @@ def test_attacks_on_grants_and_approvals(server, task):
     with server.app.store.transaction() as db:
         db.execute("UPDATE task_grants SET expires_at = '2000-01-01T00:00:00Z' WHERE public_id = ?", (grant["id"],))
     assert api(server, "GET", "/user", token).status == 401
-    assert ext(server, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).status == 422
+    row = server.app.store.one("SELECT * FROM audit WHERE action = 'use_task_token'")
+    assert (row["decision"], row["task"], row["reasons"]) == ("deny", "task:both", '["task grant %s is expired"]'
+                                                              % grant["id"]), dict(row)
+    r = ext(server, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {})
+    assert r.status == 403 and r.json["message"] == "task grant %s is expired" % grant["id"]
+    assert server.app.store.one("SELECT decision FROM audit WHERE action = 'mint_task_token' ORDER BY id DESC"
+                                " LIMIT 1")["decision"] == "deny"
+    pending = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", task["token"], {}).json["approval_id"]
+    assert ext(server, "DELETE", "/task-grants/" + task["grant"]["id"], alice).status == 204
+    r = ext(server, "POST", "/approvals/%s/approve" % pending, alice, {})          # nothing to approve under
+    assert r.status == 403 and "is revoked" in r.json["message"]
     # unbinding the agent revokes its task grants, and so their tokens
-    assert api(server, "GET", "/user", task["token"]).status == 200
+    third = ext(server, "POST", "/task-grants", alice, {"agent": "agent:" + login, "task": "task:third",
+                                                        "resources": ["repo:alice/payments"], "actions": ["read_code"]})
+    token = ext(server, "POST", "/task-grants/%s/tokens" % third.json["id"], agent, {}).json["token"]
+    assert api(server, "GET", "/user", token).status == 200
     assert ext(server, "DELETE", "/agent-bindings/" + login, alice).status == 204
-    assert api(server, "GET", "/user", task["token"]).status == 401
+    assert api(server, "GET", "/user", token).status == 401
     row = server.app.store.one("SELECT side_effect FROM audit WHERE side_effect LIKE 'unbound%'")
     assert "revoked 0 switch sessions and 2 task grants" in row["side_effect"]
 
