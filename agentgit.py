@@ -1169,8 +1169,10 @@ ACTIONS = {
     "suspend_user":       Action("site", "admin", scope="site_admin"),
 }
 REF_ACTIONS = ("create_branch", "push_branch", "delete_branch")
-# What a read-only repository still lets its admins do: undo what made it read-only, or delete it.
-READ_ONLY_EXEMPT = ("admin_repo", "delete_repo", "freeze_repo", "freeze_org")
+# A freeze refuses every change but a thaw (a frozen repository is not deleted either); an archived
+# repository still lets its admins unarchive or delete it, as on GitHub.
+FREEZE_ACTIONS = ("freeze_repo", "freeze_org")
+ARCHIVED_EXEMPT = ("admin_repo", "delete_repo")
 
 
 @dataclasses.dataclass
@@ -1479,14 +1481,14 @@ def decide(store, principal, action, resource, context=None):
         if resource.kind == "repo" and resource.row["private"] and "repo" not in principal.scopes:
             return deny("token lacks the 'repo' scope that private repositories need", hidden=True, scope="repo")
         return deny("token lacks the %r scope that %s needs" % (scope, action), scope=scope)
-    if spec.mutation and action not in READ_ONLY_EXEMPT:
+    if spec.mutation and action not in FREEZE_ACTIONS:
         freeze = freeze_of(store, resource)
         if freeze is not None:
             frozen = "org:" + freeze["org_login"] if freeze["org_id"] else resource.name
             return Decision("read_only", action, resource.name, ["%s is frozen by policy (%s, by %s: %s); reads "
                             "pass, changes wait until it is thawed" % (frozen, freeze["public_id"],
                                                                         freeze["frozen_by_login"], freeze["reason"])])
-        if resource.kind == "repo" and resource.row["archived"]:
+        if resource.kind == "repo" and resource.row["archived"] and action not in ARCHIVED_EXEMPT:
             return Decision("read_only", action, resource.name, ["Repository was archived so is read-only."])
     ref = (context or {}).get("ref", "")
     if action in REF_ACTIONS and ref.startswith("refs/pull/"):

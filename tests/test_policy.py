@@ -34,6 +34,7 @@ def test_a_frozen_repository_is_read_only(server, tmp_path):
     assert r.status == 403 and "frozen by policy" in r.json["message"] and "incident 42" in r.json["message"]
     assert last_decision(server, "open_issue")["decision"] == "read_only"
     assert api(server, "POST", "/repos/alice/payments/issues", alice, {"title": "x"}).status == 403
+    assert api(server, "DELETE", "/repos/alice/payments", alice).status == 403      # nor is it deleted
     commit_file(work, "fix.py", "ok = 1\n")
     proc = git(work, "push", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/feature", check=False)
     assert proc.returncode != 0 and "frozen by policy" in proc.stderr
