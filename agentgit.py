@@ -6368,18 +6368,27 @@ def revoke_task(req):
 @route("GET", "/api/ext/v1/policy")
 def effective_policy(req):
     """What the caller's token could do on one repository ("what could this task token do on
-    acme/payments?"), each action decided by decide() itself, so the answer cannot drift from the
+    acme/payments?"), or with ``grant=tg_…`` what a task token of that grant could (for its delegator
+    and its agent), each action decided by decide() itself, so the answer cannot drift from the
     enforcement. It only asks, so nothing is audited."""
-    user = signed_in(req)
+    signed_in(req)
     name = req.query.get("resource", "")
     row = repo_by_full_name(req.app.store, strip_kind(name, "repo"))
     if row is None or not req.can("read_code", Resource.repo(row)):
         raise HTTPError(404, "Not Found")
-    resource = Resource.repo(row)
-    grant = req.principal.grant
-    decisions = [decide(req.app.store, req.principal, action, resource) for action in TASK_ACTIONS]
+    resource, principal = Resource.repo(row), req.principal
+    if "grant" in req.query:
+        found = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", req.query["grant"])
+        if found is None or principal.user["id"] not in (found["delegator_id"], found["agent_id"]):
+            raise HTTPError(404, "Not Found")
+        grant = load_grant(req.app.store, found["id"])
+        # a task token of this grant as authenticate() would build it (token_id set: scopes are checked)
+        principal = Principal(user=account_by_id(req.app.store, found["agent_id"]), token_id=0, token_kind="task",
+                              scopes=expand_scopes(AGENT_SCOPES), grant=grant, delegator=grant["delegator_login"])
+    user, grant = principal.user, principal.grant
+    decisions = [decide(req.app.store, principal, action, resource) for action in TASK_ACTIONS]
     return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),
-                 "token_kind": req.principal.token_kind, "resource": resource.name,
+                 "token_kind": principal.token_kind, "resource": resource.name,
                  "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
                  if grant else None,
                  "rules": [" ".join(rule.split()) for rule in re.split(r"\n\s*(?=\d\. )", decide.__doc__)[1:]],

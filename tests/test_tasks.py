@@ -173,6 +173,11 @@ def test_policy_shows_what_a_token_could_do(server, task):
     # the same question through the delegator's own token: her permission, no grant
     mine = ext(server, "GET", "/policy?resource=alice/payments", task["alice"]).json
     assert mine["grant"] is None and mine["actions"]["merge_pr"]["decision"] == "allow"
+    # the delegator asks what a task token of her grant could do: the token's own answer
+    query = "/policy?resource=repo:alice/payments&grant=" + task["grant"]["id"]
+    theirs = ext(server, "GET", query, task["alice"]).json
+    assert theirs["actions"] == actions and theirs["principal"] == "agent:" + task["login"]
+    assert ext(server, "GET", query, server.add_user("mallory")).status == 404
     assert ext(server, "GET", "/policy?resource=repo:alice/other", token).status == 404     # outside the grant
     assert ext(server, "GET", "/policy?resource=repo:alice/payments", server.add_user("eve")).status == 404
     assert ext(server, "GET", "/policy", token).status == 404
@@ -500,6 +505,14 @@ def test_the_seeds_grant_verbatim_and_an_approved_secret_read(server):
                {"encrypted_value": sealed, "key_id": key_id}).status == 403           # not granted
     actions = ext(server, "GET", "/policy?resource=repo:alice/payments", w["token"]).json["actions"]
     assert actions["run_workflow"]["decision"] == "needs_approval" and actions["write_secret"]["decision"] == "deny"
+    api(server, "PUT", "/repos/alice/payments/contents/.github/workflows/ci.yml", w["alice"], {
+        "message": "ci", "content": base64.b64encode(b"name: CI\non: workflow_dispatch\n").decode()})
+    r = api(server, "POST", "/repos/alice/payments/actions/workflows/ci.yml/dispatches", w["token"], {"ref": "main"})
+    assert r.status == 403 and "run_workflow needs a human's approval" in r.json["message"]
+    assert ext(server, "POST", "/approvals/%s/approve" % r.json["approval_id"], w["alice"], {}).status == 200
+    assert api(server, "POST", "/repos/alice/payments/actions/workflows/ci.yml/dispatches", w["token"],
+               {"ref": "main"}).status == 204
+    assert api(server, "GET", "/repos/alice/payments/actions/runs", w["alice"]).json["total_count"] == 1
 
 
 def test_a_push_the_grant_reserves_waits_for_an_approval(server, tmp_path):
