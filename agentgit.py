@@ -6446,11 +6446,16 @@ def create_freeze(req):
 
 @route("GET", "/api/ext/v1/freezes")
 def list_freezes(req):
-    """The freezes on what the caller can see."""
-    signed_in(req)
+    """The freezes on the repositories the caller can see and the organizations the caller is in."""
+    user = signed_in(req)
     shown = []
     for row in req.app.store.all("SELECT * FROM freezes ORDER BY id"):
-        if row["repo_id"] is None or req.can("read_code", Resource.repo(repo_by_id(req.app.store, row["repo_id"]))):
+        if row["repo_id"] is not None:
+            visible = req.can("read_code", Resource.repo(repo_by_id(req.app.store, row["repo_id"])))
+        else:
+            visible = permission_on(req.app.store, user, Resource.account(account_by_id(req.app.store,
+                                                                                      row["org_id"])))[0] != "none"
+        if visible:
             shown.append(freeze_json(req.app, row))
     return req.paginate(shown)
 

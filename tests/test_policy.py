@@ -83,6 +83,7 @@ def test_a_frozen_organization_is_read_only(server, tmp_path):
     commit_file(work, "a.txt", "a\n")
     proc = git(work, "push", "origin", "HEAD:refs/heads/topic", check=False)
     assert proc.returncode != 0 and "frozen by policy" in proc.stderr
+    assert ext(server, "GET", "/freezes", server.add_user("outsider")).json == []        # members see it
     assert ext(server, "DELETE", "/freezes/" + ext(server, "GET", "/freezes", bob).json[0]["id"], olivia).status == 204
     assert api(server, "POST", "/orgs/acme/repos", bob, {"name": "new"}).status == 201
 
