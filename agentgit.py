@@ -1940,7 +1940,8 @@ class Request:
         value = body[name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise invalid(resource, name, message="%s must be %s" % (name, {str: "a string", bool: "a boolean",
-                                                                              int: "an integer", list: "an array"}[kind]))
+                                                                              int: "an integer", list: "an array",
+                                                                              dict: "an object"}[kind]))
         return value
 
     def page(self):
@@ -6088,6 +6089,7 @@ def agent_activity(req, login):
 
 TASK_TOKEN_SECONDS, TASK_GRANT_MAX_SECONDS = 3600, 30 * 86400
 TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo" and not spec.humans_only)
+TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "requires_approval")
 
 
 def grant_json(app, row):
@@ -6135,6 +6137,14 @@ def create_task_grant(req):
     prefix = constraints.get("branch_prefix")
     if prefix is not None and (not isinstance(prefix, str) or ".." in prefix or not prefix.strip()):
         raise invalid("TaskGrant", "constraints", message="branch_prefix must be a branch name prefix")
+    hosts = constraints.get("network_allowlist", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and re.fullmatch(r"[\w.*:-]{1,255}", h)
+                                              for h in hosts):
+        raise invalid("TaskGrant", "constraints", message="network_allowlist is a list of host names")
+    unknown = sorted(set(constraints) - set(TASK_CONSTRAINTS))
+    if unknown:      # a misspelt constraint would otherwise constrain nothing, silently
+        raise invalid("TaskGrant", "constraints", message="unknown constraint %s; constraints are %s" % (
+            unknown[0], ", ".join(TASK_CONSTRAINTS)))
     agent = find_account(req, agent_login, kinds=("agent",))
     rows = []
     for name in resources:

@@ -112,6 +112,11 @@ def test_grants_refuse_escalation_and_narrow_tokens(server, task, tmp_path):
     assert r.status == 403                                      # agents do not grant
     r = ext(server, "POST", "/task-grants", alice, dict(base, resources=["repo:alice/payments"], actions=["fly"]))
     assert r.status == 422
+    for constraints in ([], {"branch_prefx": "agent/"}, {"network_allowlist": "pypi.org"},
+                        {"requires_approval": "merge_pr"}, {"expires_at": 5}):
+        r = ext(server, "POST", "/task-grants", alice, dict(base, resources=["repo:alice/payments"],
+                                                            constraints=constraints))
+        assert r.status == 422, (constraints, r)                # a misspelt constraint is not ignored
     # narrowed: asking for more than the grant gives
     minted = ext(server, "POST", "/task-grants/%s/tokens" % task["grant"]["id"], agent,
                  {"actions": ["read_code", "merge_pr", "delete_repo"]}).json
