@@ -8395,6 +8395,10 @@ def exchange_grant(req, params):
         return oauth_answer(req, {"error": "invalid_grant",
                                   "error_description": "subject_token must be a live agent's own token"}, 400)
     target = params.get("resource", "")
+    if "://" in target and urllib.parse.urlsplit(target).netloc.lower() != urllib.parse.urlsplit(
+            req.app.url).netloc.lower():     # RFC 8707: a resource on another server is not ours to grant
+        return oauth_answer(req, {"error": "invalid_target", "error_description": "%s is not on %s" % (
+            target, req.app.url)}, 400)
     path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
     name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:])
     rows = [r for r in req.app.store.all("SELECT * FROM task_grants WHERE agent_id = ? AND revoked_at IS NULL AND"

@@ -236,6 +236,8 @@ def test_token_exchange(server, task, tmp_path):
     assert r.status == 200 and r.json["decision"] == "allow"
     # refusals: another repository, a task token or a human's token as the subject, a forged token
     assert exchange(server, subject_token=agent, resource="repo:alice/other").json["error"] == "invalid_target"
+    r = exchange(server, subject_token=agent, resource="https://elsewhere.example/alice/payments.git")
+    assert r.json["error"] == "invalid_target"                                  # RFC 8707: not this server
     for subject in (token, task["alice"], "ghp_" + "0" * 40):
         assert exchange(server, subject_token=subject, resource="repo:alice/payments").json["error"] == "invalid_grant"
     # two grants for one repository: the task must be named
