@@ -33,8 +33,9 @@ App.dispatch, sits with the server in section 13):
     8. HTTP plumbing        request parsing, routing, errors, pagination, serializers
     9. REST endpoints       users, repositories, branches and commits, collaborators, issues,
                             pull requests and reviews, contents, protection and statuses, git
-                            data, releases, workflow records, search, organizations and teams,
-                            agent registration, tokens, audit, delegation
+                            data, releases, workflow records, Actions secrets, search,
+                            organizations and teams, agent registration, tokens, audit,
+                            delegation, task grants and approvals, policy, freezes
    10. GraphQL              lexer, parser, limits, executor, schema table, mutations, __type
    11. Web pages and OAuth  sign-in, sessions with CSRF tokens, /settings pages, the device flow,
                             authorization code with PKCE, metadata
