@@ -6238,6 +6238,51 @@ def revoke_task_grant(req, grant_id):
     return 204, None
 
 
+@route("POST", "/api/ext/v1/task-grants/revocations")
+def revoke_task(req):
+    """Every grant the caller made for a task, and every token of those grants."""
+    body = req.json()
+    task = req.field(body, "task", str, "TaskGrant", required=True)
+    user = signed_in(req)
+    rows = req.app.store.all("SELECT * FROM task_grants WHERE delegator_id = ? AND task = ? AND revoked_at IS NULL",
+                             user["id"], task)
+    req.authorize("grant_task", Resource.account(user))
+    with req.transaction() as db:
+        count = 0
+        for row in rows:
+            db.execute("UPDATE task_grants SET revoked_at = ? WHERE id = ?", (now(), row["id"]))
+            count += revoke(db, "grant_id = ?", (row["id"],))
+        req.effect("revoked task %s: %d grants, %d tokens" % (task, len(rows), count))
+    return 200, {"grants": len(rows), "revoked": count}
+
+
+@route("POST", "/api/ext/v1/task-grants/{grant_id}/tokens")
+def mint_task_token(req, grant_id):
+    """For the agent, with its own token: a task token for at most an hour and never past the grant.
+    Asking for more actions than the grant gives is narrowed to what it gives, and the answer says so."""
+    body = req.json()
+    row = find_grant(req, grant_id, "mint_task_token")
+    return 201, issue_task_token(req, row, req.field(body, "actions", list, "TaskToken"))
+
+
+def issue_task_token(req, row, asked=None):
+    """A task token for the grant's row, for the actions asked that the grant gives (narrowed, and
+    said so, when that is fewer); for all it gives when none are asked."""
+    granted = json.loads(row["actions"])
+    asked = granted if asked is None else asked
+    given = sorted(set(asked) & set(granted))
+    expires_at = min(later(TASK_TOKEN_SECONDS), row["expires_at"])
+    with req.transaction() as db:
+        token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
+                               expires_at=expires_at, grant_id=row["id"])
+        req.effect("task token %s for %s until %s%s" % (token_fingerprint(token), row["public_id"], expires_at,
+                                                       " (narrowed)" if set(asked) - set(given) else ""))
+    return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
+            "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow"}
+
+
+# -- step-up and approvals: a human's fresh second factor, a human's yes ------------------------------
+
 @route("POST", "/api/ext/v1/step-up")
 def step_up(req):
     """The token's human confirms a TOTP code; for ten minutes the token may then do what asks for one."""
@@ -6358,23 +6403,7 @@ def give_approval(req, user, approval_id):
     return row
 
 
-@route("POST", "/api/ext/v1/task-grants/revocations")
-def revoke_task(req):
-    """Every grant the caller made for a task, and every token of those grants."""
-    body = req.json()
-    task = req.field(body, "task", str, "TaskGrant", required=True)
-    user = signed_in(req)
-    rows = req.app.store.all("SELECT * FROM task_grants WHERE delegator_id = ? AND task = ? AND revoked_at IS NULL",
-                             user["id"], task)
-    req.authorize("grant_task", Resource.account(user))
-    with req.transaction() as db:
-        count = 0
-        for row in rows:
-            db.execute("UPDATE task_grants SET revoked_at = ? WHERE id = ?", (now(), row["id"]))
-            count += revoke(db, "grant_id = ?", (row["id"],))
-        req.effect("revoked task %s: %d grants, %d tokens" % (task, len(rows), count))
-    return 200, {"grants": len(rows), "revoked": count}
-
+# -- policy as data ------------------------------------------------------------------------------------
 
 @route("GET", "/api/ext/v1/policy")
 def effective_policy(req):
@@ -6484,30 +6513,6 @@ def thaw(req, freeze_id):
         req.effect("thawed %s (%s)" % (resource.name, row["public_id"]))
     return 204, None
 
-
-@route("POST", "/api/ext/v1/task-grants/{grant_id}/tokens")
-def mint_task_token(req, grant_id):
-    """For the agent, with its own token: a task token for at most an hour and never past the grant.
-    Asking for more actions than the grant gives is narrowed to what it gives, and the answer says so."""
-    body = req.json()
-    row = find_grant(req, grant_id, "mint_task_token")
-    return 201, issue_task_token(req, row, req.field(body, "actions", list, "TaskToken"))
-
-
-def issue_task_token(req, row, asked=None):
-    """A task token for the grant's row, for the actions asked that the grant gives (narrowed, and
-    said so, when that is fewer); for all it gives when none are asked."""
-    granted = json.loads(row["actions"])
-    asked = granted if asked is None else asked
-    given = sorted(set(asked) & set(granted))
-    expires_at = min(later(TASK_TOKEN_SECONDS), row["expires_at"])
-    with req.transaction() as db:
-        token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
-                               expires_at=expires_at, grant_id=row["id"])
-        req.effect("task token %s for %s until %s%s" % (token_fingerprint(token), row["public_id"], expires_at,
-                                                       " (narrowed)" if set(asked) - set(given) else ""))
-    return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
-            "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow"}
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════
 # 10. GraphQL
