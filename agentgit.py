@@ -582,6 +582,7 @@ CREATE TABLE IF NOT EXISTS approvals (
     grant_id      INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
     action        TEXT NOT NULL,
     resource      TEXT NOT NULL,
+    subject       TEXT NOT NULL DEFAULT '',  -- exactly what: "pull request #3 at 1a2b3c4d5e6f", a ref
     created_at    TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     approved_by   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
@@ -1211,6 +1212,7 @@ class Decision:
     ff_only: bool = False    # allowed for fast-forwards only (a protected branch): the Git engine checks
     status: int = None       # the HTTP status a refusal takes where GitHub uses a special one
     approval: int = None     # allowed on the strength of this approval, which the action uses up
+    subject: str = ""        # needs_approval: exactly what a human is asked to approve
 
     @property
     def allowed(self):
@@ -1363,6 +1365,16 @@ def check_states(store, repo_id, sha):
 SELF_ACTIONS = ("read_account", "read_meta")       # a task token may always ask who it is
 
 
+def approval_subject(action, context):
+    """Exactly what a human approves, so that a yes is not spent on something else: a merge of one
+    pull request at its head commit (new commits need a new yes), a workflow on a ref, a push of a ref."""
+    if "pull_number" in context:
+        return "pull request #%d at %s" % (context["pull_number"], context["head_sha"][:12])
+    if context.get("workflow"):
+        return "%s on %s" % (context["workflow"], context.get("ref"))
+    return context.get("ref") or ""
+
+
 def task_grant_refusal(store, grant, action, spec, resource, context, user):
     """A task token may do only what its grant names: the actions, on the resources, within the
     branch prefix; actions the grant reserves for a human's approval wait for one."""
@@ -1379,12 +1391,13 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if action in REF_ACTIONS and not ref and set(REF_ACTIONS) & (grant["actions"] | set(reserved)):
         return None     # git asking whether it may push at all: each ref is decided when the push names it
     if action in reserved:
-        approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ?"
-                             " AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
-                             grant["id"], action, resource.name, now())
+        subject = approval_subject(action, context)
+        approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
+                             " subject = ? AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
+                             grant["id"], action, resource.name, subject, now())
         if approved is None:
-            return Decision("needs_approval", action, resource.name,
-                            ["task grant %s: %s needs a human's approval first" % (gid, action)])
+            return Decision("needs_approval", action, resource.name, ["task grant %s: %s%s needs a human's "
+                            "approval first" % (gid, action, " of " + subject if subject else "")], subject=subject)
         # not a refusal: the rest of decide() still applies, and names the approval among its reasons
         return Decision("allow", action, resource.name, [], approval=approved["id"])
     if needed not in grant["actions"]:
@@ -3651,6 +3664,7 @@ def merge(req, row, issue, pull, method, expected_sha=None, title=None, message=
     """Decide, merge, record: the new head of the base branch. HTTPError 405/409 when it cannot."""
     state = PullState(req.app, row, issue, pull)
     req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"], repo=row,
+                  pull_number=issue["number"],
                   pull_issue_id=issue["id"], head_sha=state.head_sha)
     if pull["merged_at"] or issue["state"] != "open":
         raise HTTPError(405, "Pull Request is not mergeable")
@@ -4868,7 +4882,7 @@ def dispatch_workflow(req, owner, repo, workflow_id):
         sha = resolve_commit(git, ref)
     if sha is None:
         raise invalid("Workflow", "ref", "invalid", "No ref found for: %s" % ref)
-    req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + branch)
+    req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + branch, workflow=wf["path"])
     with req.transaction() as db:
         number = db.execute("SELECT COALESCE(MAX(run_number), 0) + 1 AS n FROM workflow_runs WHERE workflow_id = ?",
                             (wf["id"],)).fetchone()["n"]
@@ -6316,14 +6330,14 @@ def ask_for_approval(app, principal, decision):
     git and gh, which print only the message, show the way too. Returns (decision, id, url)."""
     grant = principal.grant
     with app.store.transaction() as db:
-        row = db.execute("SELECT public_id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ?"
-                         " AND approved_at IS NULL AND expires_at > ?", (grant["id"], decision.action,
-                                                                          decision.resource, now())).fetchone()
+        row = db.execute("SELECT public_id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
+                         " subject = ? AND approved_at IS NULL AND expires_at > ?",
+                         (grant["id"], decision.action, decision.resource, decision.subject, now())).fetchone()
         public_id = row["public_id"] if row is not None else "ap_" + secrets.token_hex(8)
         if row is None:
             insert_row(db, "approvals", {"public_id": public_id, "grant_id": grant["id"], "action": decision.action,
-                                         "resource": decision.resource, "created_at": now(),
-                                         "expires_at": later(APPROVAL_SECONDS)})
+                                         "resource": decision.resource, "subject": decision.subject,
+                                         "created_at": now(), "expires_at": later(APPROVAL_SECONDS)})
     url = "%s/api/ext/v1/approvals/%s/approve" % (app.url, public_id)
     reason = "%s: approval %s waits for %s at %s/approvals" % (decision.reasons[0], public_id,
                                                                grant["delegator_login"], app.url)
@@ -6353,7 +6367,7 @@ def approval_json(app, row):
              "expired" if row["expires_at"] <= now() else "pending")
     approver = account_by_id(app.store, row["approved_by"]) if row["approved_by"] else None
     return {"id": row["public_id"], "state": state, "action": row["action"], "resource": row["resource"],
-            "grant": row["grant_public"], "task": row["task"], "created_at": row["created_at"],
+            "subject": row["subject"], "grant": row["grant_public"], "task": row["task"], "created_at": row["created_at"],
             "expires_at": row["expires_at"], "approved_by": "user:" + approver["login"] if approver else None,
             "approved_at": row["approved_at"], "used_at": row["used_at"],
             "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"])}
@@ -8227,10 +8241,11 @@ def approvals_page(req, shown=""):
                                user["id"], now()):
         rows.append("<tr>%s<td><form method=\"post\" action=\"/approvals\">%s%s<button>approve</button></form>"
                     "</td></tr>" % ("".join("<td>%s</td>" % html.escape(a[k]) for k in (
-                        "agent_login", "task", "action", "resource", "grant_public", "expires_at")),
+                        "agent_login", "task", "action", "resource", "subject", "grant_public", "expires_at")),
                                     csrf, hidden("approval_id", a["public_id"])))
-    body = ('%s<table><tr><th>Agent</th><th>Task</th><th>Action</th><th>Resource</th><th>Grant</th><th>Expires</th>'
-            '<th></th></tr>%s</table>') % (shown, "".join(rows) or '<tr><td colspan="7">nothing waits</td></tr>')
+    body = ('%s<table><tr><th>Agent</th><th>Task</th><th>Action</th><th>Resource</th><th>What</th><th>Grant</th>'
+            '<th>Expires</th><th></th></tr>%s</table>') % (shown, "".join(rows) or
+                                                           '<tr><td colspan="8">nothing waits</td></tr>')
     return html_page("Approvals", body)
 
 

@@ -440,6 +440,7 @@ CREATE TABLE IF NOT EXISTS approvals (
     grant_id      INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
     action        TEXT NOT NULL,
     resource      TEXT NOT NULL,
+    subject       TEXT NOT NULL DEFAULT '',  -- exactly what: "pull request #3 at 1a2b3c4d5e6f", a ref
     created_at    TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     approved_by   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,

@@ -297,6 +297,32 @@ def test_a_merge_that_fails_gives_its_approval_back(server, task, tmp_path):
     assert r.status == 405
 
 
+def test_an_approval_is_for_one_pull_request_at_one_commit(server, task, tmp_path):
+    """The human approves merging this pull request as it stands: new commits, or another pull
+    request, need a yes of their own."""
+    token, alice = task["token"], task["alice"]
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
+    commit_file(work, "a.txt", "1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/task-123/a", "HEAD:refs/heads/agent/task-123/b")
+    for head in ("a", "b"):
+        assert api(server, "POST", "/repos/alice/payments/pulls", token, {
+            "title": head, "head": "agent/task-123/" + head, "base": "main"}).status == 201
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
+    first = r.json["approval_id"]
+    assert "of pull request #1 at " in r.json["message"]
+    assert ext(server, "GET", "/approvals/" + first, alice).json["subject"].startswith("pull request #1 at ")
+    assert ext(server, "POST", "/approvals/%s/approve" % first, alice, {}).status == 200
+    r = api(server, "PUT", "/repos/alice/payments/pulls/2/merge", token, {})         # another pull request
+    assert r.status == 403 and r.json["approval_id"] != first
+    commit_file(work, "a.txt", "2, after the approval\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/task-123/a")
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})         # new commits
+    assert r.status == 403 and r.json["approval_id"] not in (first,)
+    assert ext(server, "GET", "/approvals/" + first, alice).json["state"] == "approved"      # unspent
+    assert api(server, "GET", "/repos/alice/payments/pulls/1", token).json["merged"] is False
+
+
 def test_attacks_on_grants_and_approvals(server, task):
     alice, agent, login = task["alice"], task["agent"], task["login"]
     # an approval is bound to its resource: one given for payments does not merge on other
@@ -515,7 +541,8 @@ def test_the_seeds_grant_verbatim_and_an_approved_secret_read(server):
     api(server, "PUT", "/repos/alice/payments/contents/.github/workflows/ci.yml", w["alice"], {
         "message": "ci", "content": base64.b64encode(b"name: CI\non: workflow_dispatch\n").decode()})
     r = api(server, "POST", "/repos/alice/payments/actions/workflows/ci.yml/dispatches", w["token"], {"ref": "main"})
-    assert r.status == 403 and "run_workflow needs a human's approval" in r.json["message"]
+    assert r.status == 403 and ("run_workflow of .github/workflows/ci.yml on refs/heads/main needs a human's "
+                                "approval") in r.json["message"]
     assert ext(server, "POST", "/approvals/%s/approve" % r.json["approval_id"], w["alice"], {}).status == 200
     assert api(server, "POST", "/repos/alice/payments/actions/workflows/ci.yml/dispatches", w["token"],
                {"ref": "main"}).status == 204
