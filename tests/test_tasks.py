@@ -10,27 +10,7 @@ import pytest
 
 import agentgit
 
-from conftest import Browser, api, call, commit_file, ext, git, remote
-
-
-def grant_a_task(server, task, actions, constraints):
-    """alice owns alice/payments and alice/other, binds an agent with push on both, and grants it
-    ``task`` on payments only; the agent mints a task token."""
-    alice = server.add_user("alice", password="pw")
-    for name in ("payments", "other"):
-        api(server, "POST", "/user/repos", alice, {"name": name, "private": True, "auto_init": True})
-    login, agent, _ = server.add_agent("coder")
-    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
-        {"repo_full_name": "alice/payments", "permission": "push"},
-        {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
-    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
-    grant = ext(server, "POST", "/task-grants", alice, {
-        "agent": "agent:" + login, "delegator": "user:alice", "task": task, "resources": ["repo:alice/payments"],
-        "actions": actions, "constraints": constraints})
-    assert grant.status == 201, grant
-    minted = ext(server, "POST", "/task-grants/%s/tokens" % grant.json["id"], agent, {})
-    assert minted.status == 201 and minted.json["token"].startswith("agt_")
-    return {"alice": alice, "agent": agent, "login": login, "grant": grant.json, "token": minted.json["token"]}
+from conftest import Browser, api, call, commit_file, ext, git, grant_a_task, remote
 
 
 @pytest.fixture
