@@ -1322,21 +1322,14 @@ def unmet_protection(store, rule, action, context, agent=False):
             return "changes must arrive through a pull request whose status checks pass (%s)" % ", ".join(checks)
         return None
     # merge_pr: the pull request's reviews and its head commit's checks
-    issue_id, head_sha = context["pull_issue_id"], context["head_sha"]
-    latest = {}
-    for review in store.all("SELECT * FROM reviews WHERE issue_id = ? AND state != 'COMMENTED' ORDER BY id", issue_id):
-        latest[review["user_id"]] = review
+    head_sha = context["head_sha"]
     approvals, human_approvals, blockers = 0, 0, []
-    for user_id, review in latest.items():
-        user = account_by_id(store, user_id)
-        repo = context["repo"]
-        if user is None or RANK[repo_permission(store, user, repo)[0]] < RANK["write"]:
-            continue     # only reviews by people who could push count
+    for review in latest_reviews(store, context["pull_issue_id"], context["repo"]).values():
         if review["state"] == "APPROVED" and (not rule["dismiss_stale"] or review["commit_id"] == head_sha):
             approvals += 1
-            human_approvals += user["kind"] == "human"
+            human_approvals += review["user_kind"] == "human"
         elif review["state"] == "CHANGES_REQUESTED":
-            blockers.append(user["login"])
+            blockers.append(review["login"])
     if blockers:
         return "changes were requested by %s" % ", ".join(sorted(blockers))
     if agent and not human_approvals:
@@ -1349,6 +1342,20 @@ def unmet_protection(store, rule, action, context, agent=False):
         if states.get(check) != "success":
             return "required status check %r is %s" % (check, states.get(check, "missing"))
     return None
+
+
+def latest_reviews(store, issue_id, repo):
+    """{user id: review} of each reviewer's latest approval or change request, counting only
+    reviewers who could push to the repository (as GitHub counts them); with their login and kind."""
+    latest = {}
+    for review in store.all("SELECT * FROM reviews WHERE issue_id = ? AND state != 'COMMENTED' ORDER BY id", issue_id):
+        latest[review["user_id"]] = review
+    counted = {}
+    for user_id, review in latest.items():
+        user = account_by_id(store, user_id)
+        if user is not None and RANK[repo_permission(store, user, repo)[0]] >= RANK["write"]:
+            counted[user_id] = dict(review, login=user["login"], user_kind=user["kind"])
+    return counted
 
 
 def check_states(store, repo_id, sha):
@@ -4964,6 +4971,14 @@ def get_run(req, owner, repo, run_id):
     return run_json(req.app, row, run)
 
 
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
+def list_run_outputs(req, owner, repo, run_id):
+    """Nothing runs here, so a run has no jobs and no artifacts (gh run view asks for both)."""
+    find_run(req, owner, repo, run_id)
+    return {"total_count": 0, req.raw_path.rstrip("/").rsplit("/", 1)[1]: []}
+
+
 @route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/cancel")
 def cancel_run(req, owner, repo, run_id):
     _, run = find_run(req, owner, repo, run_id, "run_workflow")
@@ -6794,7 +6809,8 @@ class GField:
     args: dict = dataclasses.field(default_factory=dict)
 
 
-SCALARS = {"String", "ID", "Int", "Float", "Boolean", "DateTime", "URI", "GitObjectID", "GitSSHRemote", "HTML"}
+SCALARS = {"String", "ID", "Int", "Float", "Boolean", "DateTime", "URI", "GitObjectID", "GitSSHRemote", "HTML",
+           "GitTimestamp"}
 GRAPHQL_ENUMS = {
     "RepositoryVisibility": ["INTERNAL", "PRIVATE", "PUBLIC"],
     "RepositoryPermission": ["ADMIN", "MAINTAIN", "READ", "TRIAGE", "WRITE"],
@@ -6824,6 +6840,10 @@ GRAPHQL_ENUMS = {
     "IssueOrderField": ["CREATED_AT", "UPDATED_AT", "COMMENTS"],
     "LabelOrderField": ["NAME", "CREATED_AT"],
     "OrderDirection": ["ASC", "DESC"],
+    "PullRequestReviewDecision": ["CHANGES_REQUESTED", "APPROVED", "REVIEW_REQUIRED"],
+    "OrganizationOrderField": ["CREATED_AT", "LOGIN"],
+    "PatchStatus": ["ADDED", "CHANGED", "COPIED", "DELETED", "MODIFIED", "RENAMED"],
+    "LanguageOrderField": ["SIZE"],
 }
 GRAPHQL_INPUTS = {
     "IssueOrder": {"field": "IssueOrderField!", "direction": "OrderDirection!"},
@@ -6858,6 +6878,8 @@ GRAPHQL_INPUTS = {
     "RemoveLabelsFromLabelableInput": {"labelableId": "ID!", "labelIds": "[ID!]!", "clientMutationId": "String"},
     "IssueCommentOrder": {"field": "IssueCommentOrderField!", "direction": "OrderDirection!"},
     "ReleaseOrder": {"field": "ReleaseOrderField!", "direction": "OrderDirection!"},
+    "OrganizationOrder": {"field": "OrganizationOrderField!", "direction": "OrderDirection!"},
+    "LanguageOrder": {"field": "LanguageOrderField!", "direction": "OrderDirection!"},
     "IssueFilters": {"assignee": "String", "createdBy": "String", "labels": "[String!]", "mentioned": "String",
                      "milestone": "String", "milestoneNumber": "String", "since": "DateTime",
                      "states": "[IssueState!]", "viewerSubscribed": "Boolean"},
@@ -6931,7 +6953,7 @@ def gql_repository(ctx, row):
             "url": r["html_url"], "isPrivate": r["private"], "visibility": r["visibility"].upper(),
             "isArchived": r["archived"], "sshUrl": r["ssh_url"], "homepageUrl": r["homepage"],
             "createdAt": r["created_at"], "pushedAt": r["pushed_at"],
-            "defaultBranchRef": {"__typename": "Ref", "name": r["default_branch"]},
+            "defaultBranchRef": gql_ref(ctx, row, r["default_branch"]),
             "viewerPermission": level.upper() if level != "none" else None, "hasIssuesEnabled": r["has_issues"],
             "isFork": False, "parent": None, "hasWikiEnabled": False, "hasProjectsEnabled": False,
             "hasDiscussionsEnabled": False, "isTemplate": False, "isMirror": False, "isEmpty": r["pushed_at"] is None,
@@ -7000,13 +7022,15 @@ def resolve_releases(ctx, parent, args):
     rows.sort(key=lambda r: (r["created_at"], r["id"]) if order["field"] == "CREATED_AT" else r["tag_name"],
               reverse=order["direction"] == "DESC")
 
-    def node(r):
-        rel = release_json(ctx.app, parent["_row"], r)
-        return {"__typename": "Release", "id": rel["node_id"], "name": rel["name"], "tagName": rel["tag_name"],
-                "isDraft": rel["draft"], "isPrerelease": rel["prerelease"], "isLatest": r["id"] == latest,
-                "createdAt": rel["created_at"], "publishedAt": rel["published_at"], "url": rel["html_url"],
-                "description": rel["body"]}
-    return connection(rows, args, node)
+    return connection(rows, args, lambda r: gql_release(ctx, parent["_row"], r, r["id"] == latest))
+
+
+def gql_release(ctx, repo_row, row, is_latest):
+    rel = release_json(ctx.app, repo_row, row)
+    return {"__typename": "Release", "id": rel["node_id"], "name": rel["name"], "tagName": rel["tag_name"],
+            "isDraft": rel["draft"], "isPrerelease": rel["prerelease"], "isLatest": is_latest,
+            "createdAt": rel["created_at"], "publishedAt": rel["published_at"], "url": rel["html_url"],
+            "description": rel["body"]}
 
 
 def resolve_sub_issues(ctx, parent, args):
@@ -7063,9 +7087,12 @@ def resolve_review_requests(ctx, parent, args):
     return connection(rows, args, lambda u: {"__typename": "ReviewRequest", "requestedReviewer": gql_user(ctx.app, u)})
 
 
-def resolve_reviews(ctx, parent, args):
+def resolve_reviews(ctx, parent, args, latest_only=False):
+    """PullRequest.reviews, or latestReviews: each author's latest review."""
     repo_row, issue = parent["_repo"], parent["_row"]
     rows = ctx.app.store.all("SELECT * FROM reviews WHERE issue_id = ? ORDER BY id", issue["id"])
+    if latest_only:
+        rows = list({row["user_id"]: row for row in rows}.values())
 
     def node(row):
         r = review_json(ctx.app, repo_row, issue, row)
@@ -7116,14 +7143,30 @@ def resolve_merge_state(ctx, parent, args):
     return mergeability(ctx.app, pull_state(ctx, parent))[1].upper()
 
 
+PATCH_STATUSES = {"added": "ADDED", "removed": "DELETED", "modified": "MODIFIED", "renamed": "RENAMED"}
+
+
+def resolve_pull_files(ctx, parent, args):
+    return connection(pull_state(ctx, parent).files, args, lambda f: {
+        "__typename": "PullRequestChangedFile", "path": f[0], "changeType": PATCH_STATUSES.get(f[1], "CHANGED"),
+        "additions": f[2], "deletions": f[3]})
+
+
 def resolve_pull_commits(ctx, parent, args):
     def node(commit):
         sha = commit.id.decode()
         message = commit.message.decode("utf-8", "replace").rstrip("\n")
-        when = git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)["date"]
+        author = git_person_json(commit.author, commit.author_time, commit.author_timezone)
+        account = account_for_email(ctx.app, author["email"])
+        git_actor = {"__typename": "GitActor", "name": author["name"], "email": author["email"],
+                     "date": author["date"], "user": gql_user(ctx.app, account_by_id(ctx.app.store, account["id"]))
+                     if account else None}
+        headline, _, body = message.partition("\n")
         return {"__typename": "PullRequestCommit", "id": node_id("PullRequestCommit", sha), "commit": {
             "__typename": "Commit", "id": node_id("Commit", sha), "oid": sha, "message": message,
-            "messageHeadline": message.split("\n")[0], "committedDate": when, "_repo": parent["_repo"]}}
+            "messageHeadline": headline, "messageBody": body.strip("\n"), "authoredDate": author["date"],
+            "committedDate": git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)["date"],
+            "_authors": [git_actor], "_repo": parent["_repo"]}}
     return connection(pull_state(ctx, parent).commits, args, node)
 
 
@@ -7377,6 +7420,56 @@ def resolve_issue_labels(ctx, parent, args):
                                                           "description": l["description"], "color": l["color"]})
 
 
+def gql_ref(ctx, repo_row, branch):
+    """A branch as a Ref, with its protection rule when it has one."""
+    rule = branch_protection(ctx.app.store, repo_row["id"], branch)
+    protection = None
+    if rule is not None:
+        checks = json.loads(rule["required_checks"]) if rule["required_checks"] else []
+        protection = {"__typename": "BranchProtectionRule", "id": node_id("BranchProtectionRule", "%d:%s" % (
+            repo_row["id"], branch)), "pattern": branch, "allowsDeletions": bool(rule["allow_deletions"]),
+            "allowsForcePushes": bool(rule["allow_force_pushes"]), "dismissesStaleReviews": bool(rule["dismiss_stale"]),
+            "isAdminEnforced": bool(rule["enforce_admins"]), "requiredApprovingReviewCount": rule["required_approvals"],
+            "requiresApprovingReviews": rule["required_approvals"] is not None, "requiresStatusChecks": bool(checks),
+            "requiresStrictStatusChecks": False, "requiredStatusCheckContexts": checks}
+    return {"__typename": "Ref", "id": node_id("Ref", "%d:refs/heads/%s" % (repo_row["id"], branch)), "name": branch,
+            "prefix": "refs/heads/", "branchProtectionRule": protection}
+
+
+def resolve_review_decision(ctx, parent, args):
+    """GitHub's reviewDecision: null unless the base branch asks for approving reviews; then whether the
+    latest review of each reviewer who could push adds up to what it asks."""
+    repo_row = parent["_repo"]
+    rule = branch_protection(ctx.app.store, repo_row["id"], parent["baseRefName"])
+    if rule is None or rule["required_approvals"] is None:
+        return None
+    head_sha = pull_state(ctx, parent).head_sha
+    states = [review["state"] for review in latest_reviews(ctx.app.store, parent["_row"]["id"], repo_row).values()
+              if review["state"] != "APPROVED" or not rule["dismiss_stale"] or review["commit_id"] == head_sha]
+    if "CHANGES_REQUESTED" in states:
+        return "CHANGES_REQUESTED"
+    return "APPROVED" if states.count("APPROVED") >= max(rule["required_approvals"], 1) else "REVIEW_REQUIRED"
+
+
+def resolve_latest_release(ctx, parent, args):
+    """What GET /releases/latest answers: the newest release that is neither a draft nor a prerelease."""
+    rows = [r for r in visible_releases(ctx.req, parent["_row"]) if not r["draft"] and not r["prerelease"]]
+    return gql_release(ctx, parent["_row"], rows[0], True) if rows else None
+
+
+def resolve_user_organizations(ctx, parent, args):
+    """The organizations a user belongs to: all of them for the user, the shared ones for anyone else."""
+    store, viewer = ctx.app.store, ctx.req.principal.user
+    user = account_by_login(store, parent["login"])
+    rows = store.all("SELECT a.* FROM accounts a JOIN org_members m ON m.org_id = a.id WHERE m.user_id = ?"
+                     " ORDER BY a.login", user["id"])
+    if viewer is None or viewer["id"] != user["id"]:
+        mine = {r["org_id"] for r in store.all("SELECT org_id FROM org_members WHERE user_id = ?",
+                                               viewer["id"] if viewer else -1)}
+        rows = [r for r in rows if r["id"] in mine]
+    return connection(rows, args, lambda r: gql_user(ctx.app, r))
+
+
 def resolve_owner_repositories(ctx, parent, args):
     """RepositoryOwner.repositories: what the viewer may see among the owner's repositories (and, for
     the viewer's own list, those reached as collaborator or org member when asked for)."""
@@ -7515,7 +7608,10 @@ GRAPHQL_TYPES = {
     }},
     "User": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(OWNER_FIELDS, **{
         "databaseId": GField("Int"), "name": GField("String"), "email": GField("String!"),
-        "isSiteAdmin": GField("Boolean!"), "createdAt": GField("DateTime!"), "company": GField("String")})},
+        "isSiteAdmin": GField("Boolean!"), "createdAt": GField("DateTime!"), "company": GField("String"),
+        "organizations": GField("OrganizationConnection!", resolve_user_organizations,
+                                dict(CONNECTION_ARGS, orderBy="OrganizationOrder"))})},
+    "OrganizationConnection": connection_type("Organization"), "OrganizationEdge": edge_type("Organization"),
     "Organization": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(
         OWNER_FIELDS, **{"databaseId": GField("Int"), "name": GField("String"), "createdAt": GField("DateTime!")})},
     "Repository": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
@@ -7539,6 +7635,10 @@ GRAPHQL_TYPES = {
         "labels": GField("LabelConnection", resolve_repo_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder",
                                                                         query="String")),
         "releases": GField("ReleaseConnection!", resolve_releases, dict(CONNECTION_ARGS, orderBy="ReleaseOrder")),
+        "latestRelease": GField("Release", resolve_latest_release),
+        # GitHub counts bytes per language with linguist; nothing here does, so the list is empty
+        "languages": GField("LanguageConnection", lambda ctx, parent, args: dict(
+            connection([], args, lambda n: n), totalSize=0), dict(CONNECTION_ARGS, orderBy="LanguageOrder")),
         "assignableUsers": GField("UserConnection!", resolve_assignable_users, dict(CONNECTION_ARGS, query="String")),
         "pullRequest": GField("PullRequest", resolve_pull, {"number": "Int!"}),
         "pullRequests": GField("PullRequestConnection!", resolve_pull_requests, dict(
@@ -7549,6 +7649,12 @@ GRAPHQL_TYPES = {
         "isLatest": GField("Boolean!"), "isPrerelease": GField("Boolean!"), "createdAt": GField("DateTime!"),
         "publishedAt": GField("DateTime"), "url": GField("URI!"), "description": GField("String")}},
     "ReleaseConnection": connection_type("Release"), "ReleaseEdge": edge_type("Release"),
+    "LanguageConnection": {"kind": "OBJECT", "fields": dict(connection_type("Language")["fields"],
+                                                            totalSize=GField("Int!"))},
+    "LanguageEdge": {"kind": "OBJECT", "fields": {"cursor": GField("String!"), "node": GField("Language!"),
+                                                  "size": GField("Int!")}},
+    "Language": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "name": GField("String!"), "color": GField("String")}},
     "Issue": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
         "state": GField("IssueState!"), "stateReason": GField("IssueStateReason"), "closed": GField("Boolean!"),
@@ -7585,6 +7691,12 @@ GRAPHQL_TYPES = {
         "headRefOid": GField("GitObjectID!", lambda ctx, parent, args: pull_state(ctx, parent).head_sha),
         "baseRefOid": GField("GitObjectID!", lambda ctx, parent, args: pull_state(ctx, parent).base_sha),
         "mergeable": GField("MergeableState!", resolve_pull_mergeable),
+        "reviewDecision": GField("PullRequestReviewDecision", resolve_review_decision),
+        "latestReviews": GField("PullRequestReviewConnection", lambda ctx, parent, args: resolve_reviews(
+            ctx, parent, args, latest_only=True), dict(CONNECTION_ARGS)),
+        "files": GField("PullRequestChangedFileConnection", resolve_pull_files, dict(CONNECTION_ARGS)),
+        "baseRef": GField("Ref", lambda ctx, parent, args: gql_ref(ctx, parent["_repo"], parent["baseRefName"])),
+        "headRef": GField("Ref", lambda ctx, parent, args: gql_ref(ctx, parent["_repo"], parent["headRefName"])),
         "mergeStateStatus": GField("MergeStateStatus!", resolve_merge_state),
         "commits": GField("PullRequestCommitConnection!", resolve_pull_commits, dict(CONNECTION_ARGS)),
         "autoMergeRequest": GField("AutoMergeRequest"), "maintainerCanModify": GField("Boolean!"),
@@ -7599,6 +7711,11 @@ GRAPHQL_TYPES = {
         "comments": GField("IssueCommentConnection!", resolve_comments, dict(CONNECTION_ARGS,
                                                                             orderBy="IssueCommentOrder")),
         "reactionGroups": GField("[ReactionGroup!]")}},
+    "PullRequestChangedFileConnection": connection_type("PullRequestChangedFile"),
+    "PullRequestChangedFileEdge": edge_type("PullRequestChangedFile"),
+    "PullRequestChangedFile": {"kind": "OBJECT", "fields": {
+        "path": GField("String!"), "additions": GField("Int!"), "deletions": GField("Int!"),
+        "changeType": GField("PatchStatus!")}},
     "AutoMergeRequest": {"kind": "OBJECT", "fields": {
         "authorEmail": GField("String"), "commitBody": GField("String"), "commitHeadline": GField("String"),
         "enabledAt": GField("DateTime"), "enabledBy": GField("Actor"), "mergeMethod": GField("PullRequestMergeMethod!")}},
@@ -7630,7 +7747,13 @@ GRAPHQL_TYPES = {
     "Commit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "oid": GField("GitObjectID!"), "message": GField("String!"),
         "messageHeadline": GField("String!"), "committedDate": GField("DateTime!"),
+        "messageBody": GField("String!"), "authoredDate": GField("DateTime!"),
+        "authors": GField("GitActorConnection!", lambda ctx, parent, args: connection(
+            parent.get("_authors", []), args, lambda n: n), dict(CONNECTION_ARGS)),
         "statusCheckRollup": GField("StatusCheckRollup", resolve_status_rollup)}},
+    "GitActorConnection": connection_type("GitActor"), "GitActorEdge": edge_type("GitActor"),
+    "GitActor": {"kind": "OBJECT", "fields": {
+        "name": GField("String"), "email": GField("String"), "date": GField("GitTimestamp"), "user": GField("User")}},
     "ClosePullRequestPayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
     "ReopenPullRequestPayload": {"kind": "OBJECT", "fields": {
@@ -7710,7 +7833,15 @@ GRAPHQL_TYPES = {
     "PageInfo": {"kind": "OBJECT", "fields": {
         "hasNextPage": GField("Boolean!"), "hasPreviousPage": GField("Boolean!"), "startCursor": GField("String"),
         "endCursor": GField("String")}},
-    "Ref": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {"name": GField("String!")}},
+    "Ref": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "name": GField("String!"), "prefix": GField("String!"),
+        "branchProtectionRule": GField("BranchProtectionRule")}},
+    "BranchProtectionRule": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "pattern": GField("String!"), "allowsDeletions": GField("Boolean!"),
+        "allowsForcePushes": GField("Boolean!"), "dismissesStaleReviews": GField("Boolean!"),
+        "isAdminEnforced": GField("Boolean!"), "requiredApprovingReviewCount": GField("Int"),
+        "requiresApprovingReviews": GField("Boolean!"), "requiresStatusChecks": GField("Boolean!"),
+        "requiresStrictStatusChecks": GField("Boolean!"), "requiredStatusCheckContexts": GField("[String]")}},
     "Node": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization", "Repository", "Ref", "Issue", "Label",
                                                     "PullRequest", "IssueComment"],
              "fields": {"id": GField("ID!")}},

@@ -3,7 +3,9 @@ import base64
 import json
 import os
 
-from conftest import GH_HOST, connect_gh, gh, git, plain_gh_env
+import agentgit
+
+from conftest import GH_HOST, api, connect_gh, ext, gh, git, plain_gh_env
 
 
 def test_gh_login_status_api_and_git(gh_server, tmp_path):
@@ -181,6 +183,49 @@ def test_gh_pr_list(gh_server):
     merged = json.loads(gh(env, "pr", "list", "-R", "alice/demo", "--state", "merged", "--json",
                            "number,state,headRefName").stdout)
     assert merged == [{"number": 1, "state": "MERGED", "headRefName": "feature"}]
+
+
+def test_gh_views_an_agent_reads(tmp_path):
+    """What an agent reads before it acts: pr view --json (files, commits and their authors, the review
+    decision a protected base asks for, latest reviews), pr status, repo view --json, run view, org list."""
+    sock = str(tmp_path / "agentgit.sock")
+    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
+    try:
+        alice, bob = srv.add_user("alice"), srv.add_user("bob")
+        env = connect_gh(srv, alice, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock, "--url", srv.url,
+                         "--dir", str(tmp_path / "gh"))
+        ext(srv, "POST", "/user/orgs", alice, {"login": "acme"})
+        api(srv, "POST", "/orgs/acme/repos", alice, {"name": "demo", "auto_init": True})
+        api(srv, "PUT", "/repos/acme/demo/collaborators/bob", alice, {"permission": "push"})
+        main = api(srv, "GET", "/repos/acme/demo/git/ref/heads/main", alice).json["object"]["sha"]
+        api(srv, "POST", "/repos/acme/demo/git/refs", alice, {"ref": "refs/heads/feature", "sha": main})
+        api(srv, "PUT", "/repos/acme/demo/contents/f.txt", alice, {"message": "Add f\n\nwhy", "content": "Zgo=",
+                                                                    "branch": "feature"})
+        api(srv, "PUT", "/repos/acme/demo/branches/main/protection", alice, {
+            "required_status_checks": None, "enforce_admins": False, "restrictions": None,
+            "required_pull_request_reviews": {"required_approving_review_count": 1}})
+        gh(env, "pr", "create", "-R", "acme/demo", "-H", "feature", "-B", "main", "-t", "Add f", "-b", "")
+        fields = "files,commits,reviewDecision,latestReviews,additions"
+        view = json.loads(gh(env, "pr", "view", "1", "-R", "acme/demo", "--json", fields).stdout)
+        assert view["files"] == [{"path": "f.txt", "additions": 1, "deletions": 0, "changeType": "ADDED"}]
+        commit = view["commits"][0]
+        assert (commit["messageHeadline"], commit["messageBody"], commit["authors"][0]["login"]) == (
+            "Add f", "why", "alice")
+        assert view["reviewDecision"] == "REVIEW_REQUIRED" and view["latestReviews"] == []
+        assert api(srv, "POST", "/repos/acme/demo/pulls/1/reviews", bob, {"event": "APPROVE"}).status == 200
+        view = json.loads(gh(env, "pr", "view", "1", "-R", "acme/demo", "--json", fields).stdout)
+        assert view["reviewDecision"] == "APPROVED" and [r["author"]["login"] for r in view["latestReviews"]] == ["bob"]
+        assert "#1  Add f [feature]" in gh(env, "pr", "status", "-R", "acme/demo").stdout
+        gh(env, "release", "create", "v1", "-R", "acme/demo", "-t", "One", "-n", "")
+        repo = json.loads(gh(env, "repo", "view", "acme/demo", "--json", "latestRelease,languages").stdout)
+        assert repo["latestRelease"]["tagName"] == "v1" and repo["languages"] == []
+        assert gh(env, "org", "list").stdout.split() == ["acme"]
+        api(srv, "PUT", "/repos/acme/demo/contents/.github/workflows/ci.yml", alice, {
+            "message": "ci", "content": base64.b64encode(b"name: CI\non: workflow_dispatch\n").decode()})
+        gh(env, "workflow", "run", "ci.yml", "-R", "acme/demo", "--ref", "main")
+        assert "workflow_dispatch" in gh(env, "run", "view", "1", "-R", "acme/demo").stdout
+    finally:
+        srv.stop()
 
 
 def test_gh_pr_create_and_merge(gh_server, tmp_path):
