@@ -619,6 +619,16 @@ CREATE TABLE IF NOT EXISTS secrets (
     updated_at       TEXT NOT NULL,
     PRIMARY KEY (repo_id, name)
 );
+
+-- Actions variables: plain configuration values for workflows (which nothing here runs).
+CREATE TABLE IF NOT EXISTS variables (
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (repo_id, name)
+);
 """
 SCHEMA_VERSION = 5
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
@@ -1139,6 +1149,8 @@ ACTIONS = {
     "run_workflow":       Action("repo", "write", scope="workflow"),
     "read_secret":        Action("repo", "write", scope="repo", mutation=False, sensitive=True),
     "write_secret":       Action("repo", "write", scope="repo"),
+    "read_variables":     Action("repo", "write", scope="repo", mutation=False),
+    "write_variables":    Action("repo", "write", scope="repo"),
     "freeze_repo":        Action("repo", "admin", humans_only=True),
     "read_meta":          Action("site", "none", mutation=False),
     "read_account":       Action("account", "none", mutation=False),
@@ -5072,15 +5084,21 @@ def get_secret(req, owner, repo, name):
     return secret_json(secret)
 
 
+def actions_name(name, resource):
+    """A secret's or variable's name as GitHub stores it (upper case), or 422."""
+    if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name) or name.upper().startswith("GITHUB_"):
+        raise invalid(resource, "name", message="names are letters, digits and _, not starting with a digit"
+                                                " or GITHUB_")
+    return name.upper()
+
+
 @route("PUT", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
 def put_secret(req, owner, repo, name):
     body = req.json()
     value = req.field(body, "encrypted_value", str, "Secret", required=True)
     key_id = req.field(body, "key_id", str, "Secret", required=True)
     row = find_repo(req, owner, repo, "write_secret")
-    if not SECRET_NAME_RE.fullmatch(name) or name.upper().startswith("GITHUB_"):
-        raise invalid("Secret", "name", message="names are letters, digits and _, not starting with a digit"
-                                                " or GITHUB_")
+    name = actions_name(name, "Secret")
     if key_id != secrets_public_key(req.app)[0]:
         raise invalid("Secret", "key_id", message="seal the value to the key from actions/secrets/public-key")
     try:
@@ -5092,21 +5110,90 @@ def put_secret(req, owner, repo, name):
     stamp = now()
     with req.transaction() as db:
         created = db.execute("INSERT OR IGNORE INTO secrets (repo_id, name, encrypted_value, created_at, updated_at)"
-                             " VALUES (?, ?, ?, ?, ?)", (row["id"], name.upper(), value, stamp, stamp)).rowcount
+                             " VALUES (?, ?, ?, ?, ?)", (row["id"], name, value, stamp, stamp)).rowcount
         if not created:
             db.execute("UPDATE secrets SET encrypted_value = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
-                       (value, stamp, row["id"], name.upper()))
-        req.effect("%s secret %s" % ("created" if created else "updated", name.upper()))
+                       (value, stamp, row["id"], name))
+        req.effect("%s secret %s" % ("created" if created else "updated", name))
     return (201, {}) if created else (204, None)
 
 
 @route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
-def delete_secret(req, owner, repo, name):
-    row = find_repo(req, owner, repo, "write_secret")
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
+def delete_secret_or_variable(req, owner, repo, name):
+    table = "secrets" if "/actions/secrets/" in req.raw_path else "variables"
+    row = find_repo(req, owner, repo, "write_secret" if table == "secrets" else "write_variables")
     with req.transaction() as db:
-        if not db.execute("DELETE FROM secrets WHERE repo_id = ? AND name = ?", (row["id"], name.upper())).rowcount:
+        if not db.execute("DELETE FROM %s WHERE repo_id = ? AND name = ?" % table, (row["id"], name.upper())).rowcount:
             raise HTTPError(404, "Not Found")
-        req.effect("deleted secret %s" % name.upper())
+        req.effect("deleted %s %s" % (table[:-1], name.upper()))
+    return 204, None
+
+
+# -- Actions variables: configuration in the clear (deleted by delete_secret_or_variable above) -------
+
+VARIABLE_MAX_BYTES = 48 * 1024
+
+
+def variable_json(row):
+    return {"name": row["name"], "value": row["value"], "created_at": row["created_at"],
+            "updated_at": row["updated_at"]}
+
+
+def variable_value(req, body, required):
+    value = req.field(body, "value", str, "Variable", required=required)
+    if value is not None and len(value.encode()) > VARIABLE_MAX_BYTES:
+        raise invalid("Variable", "value", message="a value is at most 48 KB")
+    return value
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables")
+def list_variables(req, owner, repo):
+    row = find_repo(req, owner, repo, "read_variables")
+    rows = req.app.store.all("SELECT * FROM variables WHERE repo_id = ? ORDER BY name", row["id"])
+    return {"total_count": len(rows), "variables": [variable_json(r) for r in req.paginate(rows)]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
+def get_variable(req, owner, repo, name):
+    row = find_repo(req, owner, repo, "read_variables")
+    found = req.app.store.one("SELECT * FROM variables WHERE repo_id = ? AND name = ?", row["id"], name.upper())
+    if found is None:
+        raise HTTPError(404, "Not Found")
+    return variable_json(found)
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/variables")
+def create_variable(req, owner, repo):
+    body = req.json()
+    row = find_repo(req, owner, repo, "write_variables")
+    name = actions_name(req.field(body, "name", str, "Variable", required=True), "Variable")
+    value = variable_value(req, body, required=True)
+    stamp = now()
+    with req.transaction() as db:
+        if not db.execute("INSERT OR IGNORE INTO variables (repo_id, name, value, created_at, updated_at) VALUES"
+                          " (?, ?, ?, ?, ?)", (row["id"], name, value, stamp, stamp)).rowcount:
+            raise HTTPError(409, "Already exists - Variable already exists")
+        req.effect("created variable %s" % name)
+    return 201, {}
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
+def update_variable(req, owner, repo, name):
+    body = req.json()
+    row = find_repo(req, owner, repo, "write_variables")
+    new_name = actions_name(req.field(body, "name", str, "Variable", default=name), "Variable")
+    value = variable_value(req, body, required=False)
+    with req.transaction() as db:
+        found = db.execute("SELECT * FROM variables WHERE repo_id = ? AND name = ?", (row["id"], name.upper())).fetchone()
+        if found is None:
+            raise HTTPError(404, "Not Found")
+        if new_name != found["name"] and db.execute("SELECT 1 FROM variables WHERE repo_id = ? AND name = ?",
+                                                    (row["id"], new_name)).fetchone():
+            raise HTTPError(409, "Already exists - Variable already exists")
+        db.execute("UPDATE variables SET name = ?, value = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
+                   (new_name, found["value"] if value is None else value, now(), row["id"], found["name"]))
+        req.effect("updated variable %s" % new_name)
     return 204, None
 
 

@@ -477,3 +477,13 @@ CREATE TABLE IF NOT EXISTS secrets (
     updated_at       TEXT NOT NULL,
     PRIMARY KEY (repo_id, name)
 );
+
+-- Actions variables: plain configuration values for workflows (which nothing here runs).
+CREATE TABLE IF NOT EXISTS variables (
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (repo_id, name)
+);

@@ -372,7 +372,7 @@ def test_connect_gh_https_mode_and_rebase_merge(gh_server, tmp_path):
     assert [c["commit"]["message"] for c in commits][:3] == ["add two", "add one", "Initial commit"]
 
 
-def test_gh_secret_set_list_and_delete(gh_server):
+def test_gh_secrets_and_variables(gh_server):
     """gh seals the value to the repository's X25519 key; agentgit keeps the sealed box, shows names only."""
     srv, env = gh_server
     token = srv.add_user("alice")
@@ -386,3 +386,10 @@ def test_gh_secret_set_list_and_delete(gh_server):
     assert "hunter" not in sealed and len(base64.b64decode(sealed)) == 32 + 16 + len("hunter3")
     gh(env, "secret", "delete", "DEPLOY_KEY", "-R", "alice/demo")
     assert gh(env, "secret", "list", "-R", "alice/demo").stdout == ""
+    # variables are in the clear
+    gh(env, "variable", "set", "REGION", "--body", "eu-west-1", "-R", "alice/demo")
+    gh(env, "variable", "set", "REGION", "--body", "eu-north-1", "-R", "alice/demo")        # an update
+    assert gh(env, "variable", "get", "REGION", "-R", "alice/demo").stdout.strip() == "eu-north-1"
+    assert gh(env, "variable", "list", "-R", "alice/demo").stdout.startswith("REGION\teu-north-1\t")
+    gh(env, "variable", "delete", "REGION", "-R", "alice/demo")
+    assert gh(env, "variable", "list", "-R", "alice/demo").stdout == ""

@@ -112,3 +112,26 @@ def test_secrets_refuse_bad_input_and_outsiders(server):
     assert api(server, "DELETE", path + "OK", eve).status == 404
     assert api(server, "DELETE", path + "MISSING", alice).status == 404
     assert api(server, "DELETE", path + "OK", alice).status == 204
+
+
+def test_variables_refuse_bad_input_and_outsiders(server):
+    alice, walt, eve = server.add_user("alice"), server.add_user("walt"), server.add_user("eve")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "private": True})
+    api(server, "PUT", "/repos/alice/app/collaborators/walt", alice, {"permission": "pull"})
+    path = "/repos/alice/app/actions/variables"
+    for body in ({"name": "GITHUB_SHA", "value": "x"}, {"name": "1ST", "value": "x"}, {"name": "A"},
+                 {"name": "A", "value": 5}, {"name": "A", "value": "x" * (48 * 1024 + 1)}):
+        assert api(server, "POST", path, alice, body).status == 422, body
+    assert api(server, "POST", path, alice, {"name": "region", "value": "eu"}).status == 201
+    assert api(server, "POST", path, alice, {"name": "REGION", "value": "us"}).status == 409
+    assert api(server, "GET", path + "/region", alice).json["value"] == "eu"
+    assert api(server, "POST", path, alice, {"name": "ZONE", "value": "a"}).status == 201
+    assert api(server, "PATCH", path + "/ZONE", alice, {"name": "REGION"}).status == 409   # taken
+    assert api(server, "PATCH", path + "/ZONE", alice, {"name": "AZ", "value": "b"}).status == 204
+    assert [(v["name"], v["value"]) for v in api(server, "GET", path, alice).json["variables"]] == [
+        ("AZ", "b"), ("REGION", "eu")]
+    assert api(server, "GET", path, walt).status == 403                         # reading them needs write
+    assert api(server, "GET", path, eve).status == 404
+    assert api(server, "DELETE", path + "/AZ", eve).status == 404
+    assert api(server, "DELETE", path + "/AZ", alice).status == 204
+    assert api(server, "DELETE", path + "/AZ", alice).status == 404

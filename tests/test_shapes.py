@@ -105,6 +105,8 @@ def test_collaboration_bodies_have_githubs_shape(server, tmp_path):
         ("GET", r + "/actions/secrets/public-key", None, 200),
         ("PUT", r + "/actions/secrets/TOKEN", {"encrypted_value": sealed, "key_id": key_id}, 201),
         ("GET", r + "/actions/secrets", None, 200), ("GET", r + "/actions/secrets/TOKEN", None, 200),
+        ("POST", r + "/actions/variables", {"name": "REGION", "value": "eu"}, 201),
+        ("GET", r + "/actions/variables", None, 200), ("GET", r + "/actions/variables/REGION", None, 200),
         ("POST", r + "/releases", {"tag_name": "v1"}, 201), ("GET", r + "/releases", None, 200),
         ("GET", r + "/releases/latest", None, 200), ("GET", r + "/releases/tags/v1", None, 200),
         ("GET", r + "/tags", None, 200), ("GET", r + "/compare/main~1...main", None, 200),
