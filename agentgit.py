@@ -5067,21 +5067,32 @@ def secrets_key(req, owner, repo):
     return {"key_id": key_id, "key": key}
 
 
+def actions_table(req):
+    """(table, read action, write action, serializer): secrets and variables are listed, read and
+    deleted by the same code, told apart by the path (/api/v3/repos/{owner}/{repo}/actions/{table})."""
+    if req.raw_path.split("/")[7] == "secrets":
+        return "secrets", "read_secret", "write_secret", secret_json
+    return "variables", "read_variables", "write_variables", variable_json
+
+
 @route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets")
-def list_secrets(req, owner, repo):
-    row = find_repo(req, owner, repo, "read_secret")
-    rows = req.app.store.all("SELECT * FROM secrets WHERE repo_id = ? ORDER BY name", row["id"])
-    page = req.paginate([secret_json(r) for r in rows])
-    return {"total_count": len(rows), "secrets": page}
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables")
+def list_secrets_or_variables(req, owner, repo):
+    table, read, _, to_json = actions_table(req)
+    row = find_repo(req, owner, repo, read)
+    rows = req.app.store.all("SELECT * FROM %s WHERE repo_id = ? ORDER BY name" % table, row["id"])
+    return {"total_count": len(rows), table: [to_json(r) for r in req.paginate(rows)]}
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
-def get_secret(req, owner, repo, name):
-    row = find_repo(req, owner, repo, "read_secret")
-    secret = req.app.store.one("SELECT * FROM secrets WHERE repo_id = ? AND name = ?", row["id"], name.upper())
-    if secret is None:
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
+def get_secret_or_variable(req, owner, repo, name):
+    table, read, _, to_json = actions_table(req)
+    row = find_repo(req, owner, repo, read)
+    found = req.app.store.one("SELECT * FROM %s WHERE repo_id = ? AND name = ?" % table, row["id"], name.upper())
+    if found is None:
         raise HTTPError(404, "Not Found")
-    return secret_json(secret)
+    return to_json(found)
 
 
 def actions_name(name, resource):
@@ -5121,8 +5132,8 @@ def put_secret(req, owner, repo, name):
 @route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
 @route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
 def delete_secret_or_variable(req, owner, repo, name):
-    table = "secrets" if "/actions/secrets/" in req.raw_path else "variables"
-    row = find_repo(req, owner, repo, "write_secret" if table == "secrets" else "write_variables")
+    table, _, write, _ = actions_table(req)
+    row = find_repo(req, owner, repo, write)
     with req.transaction() as db:
         if not db.execute("DELETE FROM %s WHERE repo_id = ? AND name = ?" % table, (row["id"], name.upper())).rowcount:
             raise HTTPError(404, "Not Found")
@@ -5145,22 +5156,6 @@ def variable_value(req, body, required):
     if value is not None and len(value.encode()) > VARIABLE_MAX_BYTES:
         raise invalid("Variable", "value", message="a value is at most 48 KB")
     return value
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables")
-def list_variables(req, owner, repo):
-    row = find_repo(req, owner, repo, "read_variables")
-    rows = req.app.store.all("SELECT * FROM variables WHERE repo_id = ? ORDER BY name", row["id"])
-    return {"total_count": len(rows), "variables": [variable_json(r) for r in req.paginate(rows)]}
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
-def get_variable(req, owner, repo, name):
-    row = find_repo(req, owner, repo, "read_variables")
-    found = req.app.store.one("SELECT * FROM variables WHERE repo_id = ? AND name = ?", row["id"], name.upper())
-    if found is None:
-        raise HTTPError(404, "Not Found")
-    return variable_json(found)
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/actions/variables")

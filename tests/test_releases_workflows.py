@@ -135,3 +135,8 @@ def test_variables_refuse_bad_input_and_outsiders(server):
     assert api(server, "DELETE", path + "/AZ", eve).status == 404
     assert api(server, "DELETE", path + "/AZ", alice).status == 204
     assert api(server, "DELETE", path + "/AZ", alice).status == 404
+    # an owner named "actions" with a repository named "secrets" still has variables, not secrets
+    owner = server.add_user("actions")
+    api(server, "POST", "/user/repos", owner, {"name": "secrets"})
+    assert api(server, "POST", "/repos/actions/secrets/actions/variables", owner, {"name": "A", "value": "1"}).status == 201
+    assert api(server, "GET", "/repos/actions/secrets/actions/variables", owner).json["variables"][0]["value"] == "1"
