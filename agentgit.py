@@ -206,8 +206,10 @@ CREATE TABLE IF NOT EXISTS repos (
     created_at      TEXT NOT NULL,
     updated_at      TEXT NOT NULL,
     pushed_at       TEXT,
+    parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
     UNIQUE (owner_id, name)
 );
+CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);
 
 CREATE TABLE IF NOT EXISTS collaborators (
     repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
@@ -635,7 +637,8 @@ SCHEMA_VERSION = 5
 # changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction.
 MIGRATIONS = {
     5: ("DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v5;"
-        " ALTER TABLE accounts ADD COLUMN retired_at TEXT; ALTER TABLE accounts ADD COLUMN totp_secret TEXT;",
+        " ALTER TABLE accounts ADD COLUMN retired_at TEXT; ALTER TABLE accounts ADD COLUMN totp_secret TEXT;"
+        " ALTER TABLE repos ADD COLUMN parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL;",
         "INSERT INTO tokens (id, user_id, kind, name, scopes, hash, fingerprint, created_at, expires_at,"
         " revoked_at, last_used_at) SELECT id, user_id, kind, name, scopes, hash, fingerprint, created_at,"
         " expires_at, revoked_at, last_used_at FROM tokens_before_v5; DROP TABLE tokens_before_v5;"),
@@ -852,7 +855,7 @@ def noreply_email(login):
 
 
 def create_repository(app, db, owner, name, private, auto_init, description=None, homepage=None,
-                      default_branch="main"):
+                      default_branch="main", parent_id=None):
     """Inside the caller's transaction: build the bare repository in a scratch directory, insert its
     row, and move the directory into place. If anything raises, the transaction rolls back and the
     scratch directory goes; repository ids are never reused, so nothing stale can collide later."""
@@ -863,9 +866,9 @@ def create_repository(app, db, owner, name, private, auto_init, description=None
         stamp = now()
         repo_id = db.execute(
             "INSERT INTO repos (owner_id, name, description, homepage, private, default_branch, created_at,"
-            " updated_at, pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " updated_at, pushed_at, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner["id"], name, description, homepage, int(bool(private)), default_branch, stamp, stamp,
-             stamp if auto_init else None)).lastrowid
+             stamp if auto_init else None, parent_id)).lastrowid
         os.rename(scratch, repo_dir(app, repo_id))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -1652,6 +1655,25 @@ def open_repo(app, repo_id):
         repo.close()
 
 
+def copy_refs(app, source_path, target_path, refs):
+    """Point each of ``refs`` ({target ref: source ref}) in the target repository at what the source
+    ref holds, bringing over the objects it lacks: through `git fetch` when git is the engine (as
+    fast as a local clone), else through dulwich."""
+    if not refs:
+        return
+    if app.git_engine.name == "git":
+        subprocess.run([app.git_engine.git, "--git-dir", target_path, "fetch", "--quiet", "--no-tags", source_path]
+                       + ["+%s:%s" % (source, target) for target, source in refs.items()],
+                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        return
+    with contextlib.closing(Repo(source_path)) as source, contextlib.closing(Repo(target_path)) as target:
+        wanted = {target_ref.encode(): source.refs[source_ref.encode()] for target_ref, source_ref in refs.items()}
+        source.fetch(target, determine_wants=lambda remote_refs, depth=None: [
+            sha for sha in set(wanted.values()) if sha not in target.object_store])
+        for ref, sha in wanted.items():
+            target.refs[ref] = sha
+
+
 def branch_sha(git, branch):
     ref = b"refs/heads/" + branch.encode()
     return git.refs[ref].decode() if ref in git.refs else None
@@ -2147,12 +2169,14 @@ def repo_json(app, row, permission=None):
     """GitHub's full-repository. ``row`` is a repos row joined with its owner (see REPO_SELECT)."""
     name = full_name(row)
     api_url = "%s/repos/%s" % (app.api, name)
+    forks = app.store.one("SELECT COUNT(*) AS n FROM repos WHERE parent_id = ?", row["id"])["n"]
     out = {
         "id": row["id"], "node_id": node_id("Repository", row["id"]), "name": row["name"],
         "full_name": name, "private": bool(row["private"]),
         "owner": user_json(app, {"id": row["owner_id"], "login": row["owner_login"], "kind": row["owner_kind"],
                                  "site_admin": row["owner_site_admin"]}),
-        "html_url": "%s/%s" % (app.url, name), "description": row["description"], "fork": False,
+        "html_url": "%s/%s" % (app.url, name), "description": row["description"],
+        "fork": row["parent_id"] is not None,
         "url": api_url,
     }
     for template in REPO_URL_TEMPLATES:
@@ -2163,7 +2187,7 @@ def repo_json(app, row, permission=None):
         "clone_url": "%s/%s.git" % (app.url, name), "git_url": "git://%s/%s.git" % (host, name),
         "ssh_url": "git@%s:%s.git" % (host.split(":")[0], name), "svn_url": "%s/%s" % (app.url, name),
         "mirror_url": None, "homepage": row["homepage"], "language": None, "size": 0,
-        "forks": 0, "forks_count": 0, "stargazers_count": 0, "watchers": 0, "watchers_count": 0,
+        "forks": forks, "forks_count": forks, "stargazers_count": 0, "watchers": 0, "watchers_count": 0,
         "open_issues": 0, "open_issues_count": 0, "network_count": 0, "subscribers_count": 0,
         "default_branch": row["default_branch"], "visibility": "private" if row["private"] else "public",
         "has_issues": True, "has_projects": False, "has_wiki": False, "has_pages": False,
@@ -2492,7 +2516,7 @@ def create_repo_for(req, owner):
                                                                                    row["name"])}
 
 
-def new_repository(req, owner, fields, auto_init, branch="main"):
+def new_repository(req, owner, fields, auto_init, branch="main", parent_id=None):
     """After create_repo was allowed: the new repository's row (422 if the name is taken)."""
     with req.transaction() as db:
         if db.execute("SELECT 1 FROM repos WHERE owner_id = ? AND name = ?", (owner["id"], fields["name"])).fetchone():
@@ -2501,7 +2525,7 @@ def new_repository(req, owner, fields, auto_init, branch="main"):
         repo_id = create_repository(req.app, db, {"id": owner["id"], "login": author["login"]}, fields["name"],
                                     private=fields.get("private", 0), auto_init=auto_init,
                                     description=fields.get("description"), homepage=fields.get("homepage"),
-                                    default_branch=branch)
+                                    default_branch=branch, parent_id=parent_id)
         req.effect("created %s/%s" % (owner["login"], fields["name"]))
     return repo_by_id(req.app.store, repo_id)
 
@@ -2514,10 +2538,64 @@ def create_own_repo(req):
 @route("GET", "/api/v3/repos/{owner}/{repo}")
 def get_repo(req, owner, repo):
     row = find_repo(req, owner, repo)
+    lineage = fork_lineage(req, row)
     # The most requested body of all (clients look a repository up before almost anything else):
     # encoded once per permission level until the next commit anywhere changes what it could say.
-    return req.app.store.cached(("repo body", row["id"], req.level),
-                                lambda: encode_json(repo_json(req.app, row, req.level)))
+    return req.app.store.cached(("repo body", row["id"], req.level, bool(lineage)), lambda: encode_json(dict(
+        repo_json(req.app, row, req.level), **lineage)))
+
+
+def fork_lineage(req, row):
+    """A fork's parent and source (the root of its network), as GitHub shows them on the repository,
+    when the caller can see the parent."""
+    parent = repo_by_id(req.app.store, row["parent_id"]) if row["parent_id"] else None
+    if parent is None or not req.can("read_code", Resource.repo(parent)):
+        return {}
+    source = parent
+    while source["parent_id"] and repo_by_id(req.app.store, source["parent_id"]) is not None:
+        source = repo_by_id(req.app.store, source["parent_id"])
+    return {"parent": repo_json(req.app, parent), "source": repo_json(req.app, source)}
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/forks")
+def create_fork(req, owner, repo):
+    """A copy of the repository's branches and tags under the caller (or an organization it may create
+    repositories in), remembering its parent. 202, as on GitHub; here the copy is done when it answers.
+    Forking again answers the fork that exists."""
+    body = req.json()
+    org = req.field(body, "organization", str, "Fork")
+    name = req.field(body, "name", str, "Fork")
+    only_default = req.field(body, "default_branch_only", bool, "Fork", default=False)
+    source = find_repo(req, owner, repo)
+    target = find_account(req, org, kinds=("org",)) if org else signed_in(req)
+    req.authorize("create_repo", Resource.account(target))
+    existing = req.app.store.one(REPO_SELECT + " WHERE r.owner_id = ? AND r.parent_id = ?", target["id"], source["id"])
+    if existing is not None:
+        return 202, dict(repo_json(req.app, existing, "admin"), **fork_lineage(req, existing))
+    fields = {"name": name or source["name"], "private": source["private"], "description": source["description"],
+              "homepage": source["homepage"]}
+    if not valid_repo_name(fields["name"]):
+        raise invalid("Fork", "name")
+    with open_repo(req.app, source["id"]) as git:
+        refs = dict(list_refs(git, "refs/heads/"), **list_refs(git, "refs/tags/"))
+    if only_default:
+        refs = {ref: sha for ref, sha in refs.items() if ref == "refs/heads/" + source["default_branch"]}
+    req.effect("forked from %s (%d refs)" % (full_name(source), len(refs)))
+    row = new_repository(req, target, fields, auto_init=False, branch=source["default_branch"],
+                         parent_id=source["id"])
+    # the fork's row is in: now its refs (a racing clone may see it empty for a moment, as on GitHub)
+    copy_refs(req.app, repo_dir(req.app, source["id"]), repo_dir(req.app, row["id"]), {ref: ref for ref in refs})
+    if refs:
+        with req.app.store.transaction() as db:
+            db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
+    return 202, dict(repo_json(req.app, repo_by_id(req.app.store, row["id"]), "admin"), **fork_lineage(req, row))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/forks")
+def list_forks(req, owner, repo):
+    source = find_repo(req, owner, repo)
+    rows = req.app.store.all(REPO_SELECT + " WHERE r.parent_id = ? ORDER BY r.created_at DESC", source["id"])
+    return req.paginate([repo_json(req.app, r) for r in rows if req.can("read_code", Resource.repo(r))])
 
 
 @route("PATCH", "/api/v3/repos/{owner}/{repo}")

@@ -64,8 +64,10 @@ CREATE TABLE IF NOT EXISTS repos (
     created_at      TEXT NOT NULL,
     updated_at      TEXT NOT NULL,
     pushed_at       TEXT,
+    parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
     UNIQUE (owner_id, name)
 );
+CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);
 
 CREATE TABLE IF NOT EXISTS collaborators (
     repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
