@@ -1657,21 +1657,22 @@ def open_repo(app, repo_id):
 
 def copy_refs(app, source_path, target_path, refs):
     """Point each of ``refs`` ({target ref: source ref}) in the target repository at what the source
-    ref holds, bringing over the objects it lacks: through `git fetch` when git is the engine (as
-    fast as a local clone), else through dulwich."""
+    ref holds, bringing over the objects it lacks (a target of None: the objects only), through `git
+    fetch` when git is the engine (as fast as a local clone), else through dulwich."""
     if not refs:
         return
     if app.git_engine.name == "git":
         subprocess.run([app.git_engine.git, "--git-dir", target_path, "fetch", "--quiet", "--no-tags", source_path]
-                       + ["+%s:%s" % (source, target) for target, source in refs.items()],
+                       + ["+%s:%s" % (source, target) if target else source for target, source in refs.items()],
                        check=True, capture_output=True, stdin=subprocess.DEVNULL)
         return
     with contextlib.closing(Repo(source_path)) as source, contextlib.closing(Repo(target_path)) as target:
-        wanted = {target_ref.encode(): source.refs[source_ref.encode()] for target_ref, source_ref in refs.items()}
+        wanted = {target_ref: source.refs[source_ref.encode()] for target_ref, source_ref in refs.items()}
         source.fetch(target, determine_wants=lambda remote_refs, depth=None: [
             sha for sha in set(wanted.values()) if sha not in target.object_store])
         for ref, sha in wanted.items():
-            target.refs[ref] = sha
+            if ref:
+                target.refs[ref.encode()] = sha
 
 
 def branch_sha(git, branch):
@@ -3501,8 +3502,12 @@ class PullState:
         self.app, self.repo_row, self.issue, self.pull = app, repo_row, issue, pull
         self.head_sha, self.base_sha = pull["head_sha"], pull["base_sha"]
         open_ = issue["state"] == "open"
+        self.head_repo = repo_by_id(app.store, pull["head_repo_id"]) if pull["head_repo_id"] else None
+        self.cross = pull["head_repo_id"] != repo_row["id"]
+        if open_ and self.cross:
+            self.head_sha = follow_fork_head(app, repo_row, issue, pull, self.head_repo) or self.head_sha
         with open_repo(app, repo_row["id"]) as git:
-            if open_:
+            if open_ and not self.cross:
                 self.head_sha = git.refs[b"refs/heads/" + pull["head_ref"].encode()].decode() if (
                     b"refs/heads/" + pull["head_ref"].encode()) in git.refs else self.head_sha
                 self.base_sha = git.refs[b"refs/heads/" + pull["base_ref"].encode()].decode() if (
@@ -3512,6 +3517,23 @@ class PullState:
                 commits_between(git, pull["base_sha"], pull["head_sha"])
             base_tree = git[self.merge_base.encode()].tree.decode() if self.merge_base else None
             self.files = changed_files(git, base_tree, git[self.head_sha.encode()].tree.decode())
+
+
+def follow_fork_head(app, repo_row, issue, pull, head_repo):
+    """The live head of a pull request from a fork: the fork's branch, whose new commits are brought
+    over as refs/pull/N/head when the pull request is next looked at. None once the fork or its
+    branch is gone (the last head brought over stands)."""
+    pull_ref = "refs/pull/%d/head" % issue["number"]
+    with open_repo(app, repo_row["id"]) as git:
+        known = git.refs[pull_ref.encode()].decode() if pull_ref.encode() in git.refs else None
+    if head_repo is None:
+        return known
+    with open_repo(app, head_repo["id"]) as fork:
+        sha = branch_sha(fork, pull["head_ref"])
+    if sha is not None and sha != known:
+        copy_refs(app, repo_dir(app, head_repo["id"]), repo_dir(app, repo_row["id"]),
+                  {pull_ref: "refs/heads/" + pull["head_ref"]})
+    return sha or known
 
 
 def mergeability(app, state):
@@ -3554,7 +3576,7 @@ def pull_json(app, repo_row, issue, pull, detail=False):
         "updated_at": issue["updated_at"], "closed_at": issue["closed_at"], "merged_at": pull["merged_at"],
         "merge_commit_sha": pull["merge_commit_sha"], "assignee": base["assignee"], "assignees": base["assignees"],
         "requested_reviewers": [user_json(app, r) for r in requested], "requested_teams": [],
-        "head": pull_side_json(app, repo_row, pull["head_ref"], state.head_sha),
+        "head": pull_side_json(app, state.head_repo or repo_row, pull["head_ref"], state.head_sha),
         "base": pull_side_json(app, repo_row, pull["base_ref"], state.base_sha),
         "_links": {key: {"href": href} for key, href in (
             ("self", "%s/pulls/%d" % (api, issue["number"])), ("html", html), ("issue", base["url"]),
@@ -3600,29 +3622,64 @@ def create_pull(req, owner, repo):
 
 
 def open_pull(req, row, head, base, title, text, draft):
-    """After open_pr was allowed: validate the branches and open the pull request; its issue id."""
+    """After open_pr was allowed: validate the branches and open the pull request; its issue id. The
+    head is a branch of this repository, or ``owner:branch`` of a repository in its fork network, whose
+    commits are brought over as refs/pull/N/head."""
     head_owner, _, head_ref = head.rpartition(":")
+    head_repo = row
     if head_owner and head_owner.lower() != row["owner_login"].lower():
-        raise invalid("PullRequest", "head", "invalid", "head must be a branch of %s (forks are not supported yet)"
-                      % full_name(row))
+        head_repo = fork_in_network(req, row, head_owner)
+        if head_repo is None:
+            raise invalid("PullRequest", "head", "invalid", "%s has no fork of %s you can see" % (
+                head_owner, full_name(row)))
+    with open_repo(req.app, head_repo["id"]) as fork:
+        head_sha = branch_sha(fork, head_ref)
+    if head_sha is not None and head_repo is not row:     # its commits, so that they can be compared
+        copy_refs(req.app, repo_dir(req.app, head_repo["id"]), repo_dir(req.app, row["id"]),
+                  {None: "refs/heads/" + head_ref})
     with open_repo(req.app, row["id"]) as git:
-        head_sha, base_sha = branch_sha(git, head_ref), branch_sha(git, base)
+        base_sha = branch_sha(git, base)
         if base_sha is None:
             raise invalid("PullRequest", "base", "invalid", "base branch %s does not exist" % base)
         if head_sha is None:
             raise invalid("PullRequest", "head", "invalid", "head branch %s does not exist" % head_ref)
-        if head_ref == base or not commits_between(git, base_sha, head_sha):
+        if head_repo is row and head_ref == base or not commits_between(git, base_sha, head_sha):
             raise invalid("PullRequest", "head", "custom", "No commits between %s and %s" % (base, head_ref))
     with req.transaction() as db:
         if db.execute("SELECT 1 FROM pulls p JOIN issues i ON i.id = p.issue_id WHERE i.repo_id = ? AND i.state = 'open'"
-                      " AND p.head_ref = ? AND p.base_ref = ?", (row["id"], head_ref, base)).fetchone():
+                      " AND p.head_repo_id = ? AND p.head_ref = ? AND p.base_ref = ?",
+                      (row["id"], head_repo["id"], head_ref, base)).fetchone():
             raise invalid("PullRequest", "head", "custom", "A pull request already exists for %s:%s." % (
-                row["owner_login"], head_ref))
+                head_repo["owner_login"], head_ref))
         issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text, is_pull=True)
         db.execute("INSERT INTO pulls (issue_id, head_repo_id, head_ref, head_sha, base_ref, base_sha, draft)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?)", (issue_id, row["id"], head_ref, head_sha, base, base_sha, int(draft)))
-        req.effect("opened pull request #%d %s → %s" % (number, head_ref, base))
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)", (issue_id, head_repo["id"], head_ref, head_sha, base, base_sha,
+                                                     int(draft)))
+        req.effect("opened pull request #%d %s:%s → %s" % (number, head_repo["owner_login"], head_ref, base))
+    if head_repo is not row:
+        with open_repo(req.app, row["id"]) as git:
+            git.refs[b"refs/pull/%d/head" % number] = head_sha.encode()
     return issue_id
+
+
+def fork_in_network(req, row, owner_login):
+    """The repository of ``owner_login`` in ``row``'s fork network (same root) that the caller can see."""
+    store = req.app.store
+    root = network_root(store, row)
+    for candidate in store.all(REPO_SELECT + " WHERE a.login = ? AND r.parent_id IS NOT NULL OR a.login = ? AND"
+                               " r.id = ?", owner_login, owner_login, root["id"]):
+        if network_root(store, candidate)["id"] == root["id"] and req.can("read_code", Resource.repo(candidate)):
+            return candidate
+    return None
+
+
+def network_root(store, row):
+    while row["parent_id"] is not None:
+        parent = repo_by_id(store, row["parent_id"])
+        if parent is None:
+            break
+        row = parent
+    return row
 
 
 def pull_rows(app, issue_id):
@@ -7115,7 +7172,7 @@ def gql_repository(ctx, row):
             "createdAt": r["created_at"], "pushedAt": r["pushed_at"],
             "defaultBranchRef": gql_ref(ctx, row, r["default_branch"]),
             "viewerPermission": level.upper() if level != "none" else None, "hasIssuesEnabled": r["has_issues"],
-            "isFork": False, "parent": None, "hasWikiEnabled": False, "hasProjectsEnabled": False,
+            "isFork": row["parent_id"] is not None, "hasWikiEnabled": False, "hasProjectsEnabled": False,
             "hasDiscussionsEnabled": False, "isTemplate": False, "isMirror": False, "isEmpty": r["pushed_at"] is None,
             "isInOrganization": owner["kind"] == "org", "stargazerCount": 0, "forkCount": 0,
             "mergeCommitAllowed": True, "squashMergeAllowed": True, "rebaseMergeAllowed": True,
@@ -7226,17 +7283,20 @@ def resolve_issues(ctx, parent, args):
 def gql_pull(ctx, repo_row, row):
     pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", row["id"])
     state = "MERGED" if pull["merged_at"] else row["state"].upper()
-    owner = account_by_id(ctx.app.store, repo_row["owner_id"])
+    head_repo = repo_by_id(ctx.app.store, pull["head_repo_id"]) if pull["head_repo_id"] else None
+    owner = account_by_id(ctx.app.store, head_repo["owner_id"]) if head_repo else None
     author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
     return {"__typename": "PullRequest", "id": node_id("PullRequest", row["id"]), "number": row["number"],
             "title": row["title"], "state": state, "closed": row["state"] == "closed",
             "url": "%s/%s/pull/%d" % (ctx.app.url, full_name(repo_row), row["number"]), "body": row["body"] or "",
             "createdAt": row["created_at"], "updatedAt": row["updated_at"], "headRefName": pull["head_ref"],
-            "baseRefName": pull["base_ref"], "isDraft": bool(pull["draft"]), "isCrossRepository": False,
+            "baseRefName": pull["base_ref"], "isDraft": bool(pull["draft"]),
+            "isCrossRepository": pull["head_repo_id"] != repo_row["id"],
             "merged": pull["merged_at"] is not None, "mergedAt": pull["merged_at"],
-            "headRepositoryOwner": gql_user(ctx.app, owner), "author": gql_user(ctx.app, author) if author else None,
+            "headRepositoryOwner": gql_user(ctx.app, owner) if owner else None,
+            "author": gql_user(ctx.app, author) if author else None,
             "_row": row, "_repo": repo_row, "autoMergeRequest": None, "maintainerCanModify": False,
-            "reactionGroups": [], "headRepository": gql_repository(ctx, repo_row),
+            "reactionGroups": [], "headRepository": gql_repository(ctx, head_repo) if head_repo else None,
             "milestone": gql_issue(ctx, repo_row, row)["milestone"],
             "_labels": issue_json(ctx.app, repo_row, row)["labels"]}
 
@@ -7596,6 +7656,12 @@ def gql_ref(ctx, repo_row, branch):
             "prefix": "refs/heads/", "branchProtectionRule": protection}
 
 
+def resolve_repo_parent(ctx, parent, args):
+    """A fork's parent, when the viewer can see it."""
+    row = repo_by_id(ctx.app.store, parent["_row"]["parent_id"]) if parent["_row"]["parent_id"] else None
+    return gql_repository(ctx, row) if row is not None and ctx.req.can("read_code", Resource.repo(row)) else None
+
+
 def resolve_review_decision(ctx, parent, args):
     """GitHub's reviewDecision: null unless the base branch asks for approving reviews; then whether the
     latest review of each reviewer who could push adds up to what it asks."""
@@ -7781,7 +7847,8 @@ GRAPHQL_TYPES = {
         "isArchived": GField("Boolean!"), "sshUrl": GField("GitSSHRemote!"), "homepageUrl": GField("URI"),
         "createdAt": GField("DateTime!"), "pushedAt": GField("DateTime"), "defaultBranchRef": GField("Ref"),
         "viewerPermission": GField("RepositoryPermission"), "hasIssuesEnabled": GField("Boolean!"),
-        "isFork": GField("Boolean!"), "parent": GField("Repository"), "hasWikiEnabled": GField("Boolean!"),
+        "isFork": GField("Boolean!"), "parent": GField("Repository", resolve_repo_parent),
+        "hasWikiEnabled": GField("Boolean!"),
         "hasProjectsEnabled": GField("Boolean!"), "hasDiscussionsEnabled": GField("Boolean!"),
         "isTemplate": GField("Boolean!"), "isMirror": GField("Boolean!"), "isEmpty": GField("Boolean!"),
         "isInOrganization": GField("Boolean!"), "stargazerCount": GField("Int!"), "forkCount": GField("Int!"),

@@ -393,3 +393,37 @@ def test_gh_secrets_and_variables(gh_server):
     assert gh(env, "variable", "list", "-R", "alice/demo").stdout.startswith("REGION\teu-north-1\t")
     gh(env, "variable", "delete", "REGION", "-R", "alice/demo")
     assert gh(env, "variable", "list", "-R", "alice/demo").stdout == ""
+
+
+def test_gh_fork_and_a_pull_request_from_it(gh_server, tmp_path):
+    """bob cannot push to alice/demo: he forks it with gh, pushes a branch to his fork, and opens a pull
+    request from it; alice checks it out with gh and merges it."""
+    srv, alice_env = gh_server
+    gh(alice_env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=srv.add_user("alice") + "\n")
+    gh(alice_env, "auth", "setup-git", "--hostname", GH_HOST)
+    gh(alice_env, "repo", "create", "alice/demo", "--public", "--add-readme")
+    bob_env = dict(alice_env, GH_CONFIG_DIR=str(tmp_path / "bob-gh"), HOME=str(tmp_path / "bob-home"))
+    os.makedirs(bob_env["HOME"])
+    gh(bob_env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=srv.add_user("bob") + "\n")
+    gh(bob_env, "auth", "setup-git", "--hostname", GH_HOST)
+    gh(bob_env, "repo", "fork", "alice/demo", "--clone=false")
+    work = str(tmp_path / "fork")
+    gh(bob_env, "repo", "clone", "bob/demo", work, cwd=str(tmp_path))
+    git(work, "checkout", "-q", "-b", "fix", env=bob_env)
+    with open(os.path.join(work, "fix.txt"), "w") as f:
+        f.write("fixed\n")
+    git(work, "add", "fix.txt", env=bob_env)
+    git(work, "commit", "-q", "-m", "Fix it", env=bob_env)
+    git(work, "push", "-q", "origin", "fix", env=bob_env)
+    gh(bob_env, "pr", "create", "-R", "alice/demo", "--head", "bob:fix", "--base", "main", "-t", "Fix", "-b", "")
+    seen = json.loads(gh(alice_env, "pr", "view", "1", "-R", "alice/demo", "--json",
+                         "isCrossRepository,headRepositoryOwner,commits").stdout)
+    assert seen["isCrossRepository"] is True and seen["headRepositoryOwner"]["login"] == "bob"
+    assert [c["messageHeadline"] for c in seen["commits"]] == ["Fix it"]
+    upstream = str(tmp_path / "upstream")
+    gh(alice_env, "repo", "clone", "alice/demo", upstream, cwd=str(tmp_path))
+    gh(alice_env, "pr", "checkout", "1", cwd=upstream)                      # through refs/pull/1/head
+    assert os.path.exists(os.path.join(upstream, "fix.txt"))
+    gh(alice_env, "pr", "merge", "1", "-R", "alice/demo", "--merge")
+    git(upstream, "fetch", "-q", "origin", env=alice_env)
+    assert "Fix it" in git(upstream, "log", "--format=%s", "origin/main", env=alice_env).stdout

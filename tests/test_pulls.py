@@ -152,7 +152,7 @@ def test_bad_pull_requests(server, project):
     cases = [({"title": "t", "head": "nope", "base": "main"}, "head branch nope does not exist"),
              ({"title": "t", "head": "feature", "base": "nope"}, "base branch nope does not exist"),
              ({"title": "t", "head": "main", "base": "main"}, "No commits between main and main"),
-             ({"title": "t", "head": "someone:feature", "base": "main"}, "forks are not supported"),
+             ({"title": "t", "head": "someone:feature", "base": "main"}, "someone has no fork of alice/app"),
              ({"head": "feature", "base": "main"}, None), ({"title": "t", "head": 3, "base": "main"}, None)]
     for body, message in cases:
         r = api(server, "POST", "/repos/alice/app/pulls", walt, body)
