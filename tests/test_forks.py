@@ -1,0 +1,82 @@
+"""Forks and pull requests from them, on both Git engines: how an agent without push access contributes."""
+from conftest import api, commit_file, ext, git, grant_a_task, remote
+
+
+def test_fork_rules(engine_server):
+    server = engine_server
+    alice, bob, carl = server.add_user("alice"), server.add_user("bob"), server.add_user("carl")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "private": True, "auto_init": True})
+    api(server, "PUT", "/repos/alice/demo/collaborators/bob", alice, {"permission": "pull"})
+    assert api(server, "POST", "/repos/alice/demo/forks", carl).status == 404         # cannot see it
+    r = api(server, "POST", "/repos/alice/demo/forks", bob)
+    assert r.status == 202 and (r.json["full_name"], r.json["fork"], r.json["private"]) == ("bob/demo", True, True)
+    assert r.json["parent"]["full_name"] == r.json["source"]["full_name"] == "alice/demo"
+    again = api(server, "POST", "/repos/alice/demo/forks", bob)
+    assert again.status == 202 and again.json["id"] == r.json["id"]                   # forking again: the same fork
+    main = api(server, "GET", "/repos/alice/demo/branches/main", alice).json["commit"]["sha"]
+    assert api(server, "GET", "/repos/bob/demo/branches/main", bob).json["commit"]["sha"] == main
+    assert api(server, "GET", "/repos/bob/demo", carl).status == 404                  # private, as its parent
+    assert api(server, "GET", "/repos/alice/demo", alice).json["forks_count"] == 1
+    assert [f["full_name"] for f in api(server, "GET", "/repos/alice/demo/forks", bob).json] == ["bob/demo"]
+    assert api(server, "GET", "/repos/alice/demo/forks", alice).json == []             # a private fork is bob's
+    ext(server, "POST", "/user/orgs", carl, {"login": "acme"})
+    assert api(server, "POST", "/repos/alice/demo/forks", bob, {"organization": "acme"}).status == 403
+    api(server, "POST", "/user/repos", carl, {"name": "demo"})
+    api(server, "PUT", "/repos/alice/demo/collaborators/carl", alice, {"permission": "pull"})
+    assert api(server, "POST", "/repos/alice/demo/forks", carl).status == 422          # the name is taken
+    r = api(server, "POST", "/repos/alice/demo/forks", carl, {"name": "demo-fork", "default_branch_only": True})
+    assert r.status == 202 and r.json["full_name"] == "carl/demo-fork"
+
+
+def test_a_pull_request_from_a_fork_follows_its_branch(engine_server, tmp_path):
+    server = engine_server
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+    api(server, "POST", "/repos/alice/demo/forks", bob)
+    work = str(tmp_path / "fork")
+    git(str(tmp_path), "clone", "-q", remote(server, "bob/demo", bob), work)
+    git(work, "checkout", "-q", "-b", "fix")
+    commit_file(work, "fix.txt", "1\n")
+    git(work, "push", "-q", "origin", "fix")
+    assert git(work, "push", "-q", remote(server, "alice/demo", bob), "fix", check=False).returncode != 0
+    r = api(server, "POST", "/repos/alice/demo/pulls", bob, {"title": "Fix", "head": "bob:fix", "base": "main"})
+    assert r.status == 201 and r.json["head"]["label"] == "bob:fix" and r.json["head"]["repo"]["full_name"] == "bob/demo"
+    assert api(server, "POST", "/repos/alice/demo/pulls", bob, {"title": "Again", "head": "bob:fix",
+                                                                 "base": "main"}).status == 422
+    second = commit_file(work, "fix.txt", "2\n")
+    git(work, "push", "-q", "origin", "fix")
+    pull = api(server, "GET", "/repos/alice/demo/pulls/1", alice).json
+    assert pull["head"]["sha"] == second and pull["commits"] == 2                    # it follows the fork
+    listed = git(str(tmp_path), "ls-remote", remote(server, "alice/demo", alice)).stdout
+    assert "%s\trefs/pull/1/head" % second in listed
+    assert api(server, "PUT", "/repos/alice/demo/pulls/1/merge", bob, {}).status == 403   # bob only reads
+    assert api(server, "PUT", "/repos/alice/demo/pulls/1/merge", alice, {}).json["merged"] is True
+    assert api(server, "GET", "/repos/alice/demo/contents/fix.txt", alice).json["content"].strip() == "Mgo="
+
+
+def test_an_agent_that_only_reads_contributes_through_its_own_fork(server, tmp_path):
+    """Bound with read access, an agent forks into its own account, pushes there with its own token,
+    and opens a pull request upstream; the human merges it. Its task token, bound to the upstream
+    repository, may neither make the fork nor reach into it."""
+    w = grant_a_task(server, "task:readme", ["read_code", "open_pr"], {})
+    alice, agent, login = w["alice"], w["agent"], w["login"]
+    api(server, "PUT", "/repos/alice/payments/collaborators/" + login, alice, {"permission": "pull"})
+    assert api(server, "POST", "/repos/alice/payments/forks", w["token"]).status == 403
+    assert server.app.store.one("SELECT decision FROM audit WHERE action = 'create_repo' ORDER BY id DESC"
+                                " LIMIT 1")["decision"] == "deny"
+    assert api(server, "POST", "/repos/alice/payments/forks", agent).json["full_name"] == login + "/payments"
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, login + "/payments", agent), work)
+    commit_file(work, "README.md", "# payments, documented\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/docs")
+    # the task token sees only alice/payments, not the fork its pull request would come from
+    r = api(server, "POST", "/repos/alice/payments/pulls", w["token"], {"title": "Docs", "head": login + ":docs",
+                                                                      "base": "main"})
+    assert r.status == 422 and "no fork of alice/payments you can see" in r.json["errors"][0]["message"]
+    r = api(server, "POST", "/repos/alice/payments/pulls", agent, {"title": "Docs", "head": login + ":docs",
+                                                                 "base": "main"})
+    assert r.status == 201 and r.json["user"]["login"] == login
+    assert api(server, "PUT", "/repos/alice/payments/pulls/1/merge", alice, {}).json["merged"] is True
+    # the fork deleted, the pull request keeps what it brought over
+    assert api(server, "DELETE", "/repos/%s/payments" % login, agent).status == 204
+    assert api(server, "GET", "/repos/alice/payments/pulls/1", alice).json["merged"] is True
