@@ -1242,6 +1242,9 @@ def repo_permission(store, user, repo):
 
 
 def compute_repo_permission(store, user, repo):
+    lost = orphaned_from(store, repo)
+    if lost is not None and not (user is not None and user["site_admin"]):
+        return "none", "a private fork whose owner can no longer read %s" % full_name(lost)
     best, how = ("read", "public repository") if not repo["private"] else ("none", "private repository")
 
     def consider(level, source):
@@ -1270,6 +1273,20 @@ def compute_repo_permission(store, user, repo):
     if collab is not None:
         consider(collab["permission"], "collaborator")
     return best, how
+
+
+def orphaned_from(store, repo):
+    """For a user's private fork of a private repository that the user can no longer read, that
+    repository. GitHub deletes such a fork with the access; here nobody but a site admin reaches it,
+    so that taking an account's access away (removing a collaborator, unbinding an agent) takes its
+    copies of the code away too."""
+    if not repo["private"] or repo["parent_id"] is None or repo["owner_kind"] == "org":
+        return None
+    parent = repo_by_id(store, repo["parent_id"])
+    owner = account_by_id(store, repo["owner_id"])
+    if parent is None or not parent["private"] or RANK[repo_permission(store, owner, parent)[0]] >= RANK["read"]:
+        return None
+    return parent
 
 
 def permission_on(store, user, resource):

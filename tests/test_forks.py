@@ -80,3 +80,25 @@ def test_an_agent_that_only_reads_contributes_through_its_own_fork(server, tmp_p
     # the fork deleted, the pull request keeps what it brought over
     assert api(server, "DELETE", "/repos/%s/payments" % login, agent).status == 204
     assert api(server, "GET", "/repos/alice/payments/pulls/1", alice).json["merged"] is True
+
+
+def test_losing_access_takes_a_private_fork_with_it(server, tmp_path):
+    """Removing a collaborator, or unbinding an agent, leaves no reachable copy of the private code."""
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "secret", "private": True, "auto_init": True})
+    api(server, "PUT", "/repos/alice/secret/collaborators/bob", alice, {"permission": "pull"})
+    api(server, "POST", "/repos/alice/secret/forks", bob)
+    assert git(str(tmp_path), "ls-remote", remote(server, "bob/secret", bob), check=False).returncode == 0
+    assert api(server, "DELETE", "/repos/alice/secret/collaborators/bob", alice).status == 204
+    assert api(server, "GET", "/repos/bob/secret", bob).status == 404
+    assert git(str(tmp_path), "ls-remote", remote(server, "bob/secret", bob), check=False).returncode != 0
+    api(server, "PUT", "/repos/alice/secret/collaborators/bob", alice, {"permission": "pull"})
+    assert api(server, "GET", "/repos/bob/secret", bob).status == 200                 # access back, fork back
+    # an agent whose binding granted the access: unbinding takes the fork out of reach
+    login, agent, _ = server.add_agent("helper")
+    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/secret", "permission": "pull"}]}).json["invite_token"]
+    ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite})
+    assert api(server, "POST", "/repos/alice/secret/forks", agent).status == 202
+    assert ext(server, "DELETE", "/agent-bindings/" + login, alice).status == 204
+    assert api(server, "GET", "/repos/%s/secret" % login, agent).status == 404
