@@ -1236,7 +1236,8 @@ class Decision:
 
 def repo_permission(store, user, repo):
     """(level, how) that ``user`` holds on the repository: the highest of owner, site admin, org role,
-    org base permission, team grants and collaborator grants; public repositories are readable by all."""
+    org base permission, team grants and collaborator grants; public repositories are readable by all;
+    a private fork whose owner lost access to its private parent, by no one but site admins."""
     return store.cached(("permission", user["id"] if user is not None else None, repo["id"]),
                         lambda: compute_repo_permission(store, user, repo))
 
