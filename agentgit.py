@@ -7343,6 +7343,23 @@ def resolve_reviews(ctx, parent, args, latest_only=False):
     return connection(rows, args, node)
 
 
+REQUIRED_CHECK_ARGS = {"pullRequestId": "ID", "pullRequestNumber": "Int"}
+
+
+def resolve_check_required(ctx, parent, args):
+    """Whether the pull request's base branch requires this check or status to pass before a merge."""
+    repo_row = parent["_repo"]
+    if args.get("pullRequestId"):
+        issue = node_row(ctx, args["pullRequestId"], "PullRequest")
+    else:
+        issue = ctx.app.store.one("SELECT * FROM issues WHERE repo_id = ? AND number = ? AND is_pull = 1",
+                                  repo_row["id"], args.get("pullRequestNumber") or 0)
+    pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"]) if issue else None
+    rule = branch_protection(ctx.app.store, repo_row["id"], pull["base_ref"]) if pull else None
+    required = json.loads(rule["required_checks"]) if rule is not None and rule["required_checks"] else []
+    return (parent.get("context") or parent.get("name")) in required
+
+
 def resolve_status_rollup(ctx, parent, args):
     """A commit's statuses (the latest per context) and check runs, as one rollup."""
     repo_row, sha = parent.get("_repo"), parent["oid"]
@@ -7352,14 +7369,15 @@ def resolve_status_rollup(ctx, parent, args):
     for row in ctx.app.store.all("SELECT * FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id", repo_row["id"], sha):
         latest[row["context"]] = row
     nodes = [{"__typename": "StatusContext", "context": s["context"], "state": s["state"].upper(),
-              "targetUrl": s["target_url"], "createdAt": s["created_at"], "description": s["description"]}
-             for s in latest.values()]
+              "targetUrl": s["target_url"], "createdAt": s["created_at"], "description": s["description"],
+              "_repo": repo_row} for s in latest.values()]
     for run in ctx.app.store.all("SELECT * FROM check_runs WHERE repo_id = ? AND head_sha = ? ORDER BY id",
                                  repo_row["id"], sha):
         nodes.append({"__typename": "CheckRun", "name": run["name"], "status": run["status"].upper(),
                       "conclusion": run["conclusion"].upper() if run["conclusion"] else None,
                       "startedAt": run["started_at"], "completedAt": run["completed_at"],
-                      "detailsUrl": run["details_url"], "checkSuite": {"__typename": "CheckSuite", "workflowRun": None}})
+                      "detailsUrl": run["details_url"], "checkSuite": {"__typename": "CheckSuite", "workflowRun": None},
+                      "_repo": repo_row})
     return {"__typename": "StatusCheckRollup", "_nodes": nodes}
 
 
@@ -7979,11 +7997,13 @@ GRAPHQL_TYPES = {
     "StatusCheckRollupContext": {"kind": "UNION", "possibleTypes": ["CheckRun", "StatusContext"], "fields": {}},
     "StatusContext": {"kind": "OBJECT", "fields": {
         "context": GField("String!"), "state": GField("StatusState!"), "targetUrl": GField("URI"),
-        "createdAt": GField("DateTime!"), "description": GField("String")}},
+        "createdAt": GField("DateTime!"), "description": GField("String"),
+        "isRequired": GField("Boolean!", resolve_check_required, REQUIRED_CHECK_ARGS)}},
     "CheckRun": {"kind": "OBJECT", "fields": {
         "name": GField("String!"), "status": GField("CheckStatusState!"), "conclusion": GField("CheckConclusionState"),
         "startedAt": GField("DateTime"), "completedAt": GField("DateTime"), "detailsUrl": GField("URI"),
-        "checkSuite": GField("CheckSuite!")}},
+        "checkSuite": GField("CheckSuite!"), "isRequired": GField("Boolean!", resolve_check_required,
+                                                                  REQUIRED_CHECK_ARGS)}},
     "CheckSuite": {"kind": "OBJECT", "fields": {"workflowRun": GField("WorkflowRun")}},
     "PullRequestCommitConnection": connection_type("PullRequestCommit"),
     "PullRequestCommitEdge": edge_type("PullRequestCommit"),

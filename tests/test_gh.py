@@ -187,7 +187,8 @@ def test_gh_pr_list(gh_server):
 
 def test_gh_views_an_agent_reads(tmp_path):
     """What an agent reads before it acts: pr view --json (files, commits and their authors, the review
-    decision a protected base asks for, latest reviews), pr status, repo view --json, run view, org list."""
+    decision a protected base asks for, latest reviews), pr status, pr checks, repo view --json, run view,
+    org list."""
     sock = str(tmp_path / "agentgit.sock")
     srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
     try:
@@ -216,6 +217,13 @@ def test_gh_views_an_agent_reads(tmp_path):
         view = json.loads(gh(env, "pr", "view", "1", "-R", "acme/demo", "--json", fields).stdout)
         assert view["reviewDecision"] == "APPROVED" and [r["author"]["login"] for r in view["latestReviews"]] == ["bob"]
         assert "#1  Add f [feature]" in gh(env, "pr", "status", "-R", "acme/demo").stdout
+        head = api(srv, "GET", "/repos/acme/demo/pulls/1", alice).json["head"]["sha"]
+        api(srv, "POST", "/repos/acme/demo/statuses/" + head, alice, {"state": "success", "context": "ci/unit"})
+        api(srv, "POST", "/repos/acme/demo/check-runs", alice, {"name": "lint", "head_sha": head,
+                                                                 "status": "completed", "conclusion": "failure"})
+        checks = json.loads(gh(env, "pr", "checks", "1", "-R", "acme/demo", "--json", "name,bucket").stdout)
+        assert sorted((c["name"], c["bucket"]) for c in checks) == [("ci/unit", "pass"), ("lint", "fail")]
+        assert gh(env, "pr", "checks", "1", "-R", "acme/demo", check=False).returncode == 1    # gh: a check failed
         gh(env, "release", "create", "v1", "-R", "acme/demo", "-t", "One", "-n", "")
         repo = json.loads(gh(env, "repo", "view", "acme/demo", "--json", "latestRelease,languages").stdout)
         assert repo["latestRelease"]["tagName"] == "v1" and repo["languages"] == []
