@@ -7093,6 +7093,8 @@ GRAPHQL_INPUTS = {
                          "clientMutationId": "String"},
     "CloseIssueInput": {"issueId": "ID!", "stateReason": "IssueClosedStateReason", "clientMutationId": "String"},
     "ReopenIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
+    "ArchiveRepositoryInput": {"repositoryId": "ID!", "clientMutationId": "String"},
+    "UnarchiveRepositoryInput": {"repositoryId": "ID!", "clientMutationId": "String"},
     "AddCommentInput": {"subjectId": "ID!", "body": "String!", "clientMutationId": "String"},
     "UpdateIssueInput": {"id": "ID!", "title": "String", "body": "String", "state": "IssueState",
                          "assigneeIds": "[ID!]", "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]",
@@ -7475,14 +7477,17 @@ def resolve_issue_or_pull(ctx, parent, args):
 
 
 def node_row(ctx, ident, *kinds):
-    """The issues/labels/accounts row a global id of one of ``kinds`` names, or a NOT_FOUND error."""
+    """The issues/labels/accounts/repos row a global id of one of ``kinds`` names, or a NOT_FOUND error."""
     try:
         found_kind, _, number = base64.b64decode(ident).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         found_kind, number = "", ""
-    table = {"Issue": "issues", "PullRequest": "issues", "Label": "labels", "User": "accounts"}.get(found_kind)
-    row = ctx.app.store.one("SELECT * FROM %s WHERE id = ?" % table, int(number)) if (
-        found_kind in kinds and number.isdigit() and table) else None
+    table = {"Issue": "issues", "PullRequest": "issues", "Label": "labels", "User": "accounts",
+             "Repository": "repos"}.get(found_kind)
+    row = None
+    if found_kind in kinds and number.isdigit() and table:
+        row = repo_by_id(ctx.app.store, int(number)) if table == "repos" else ctx.app.store.one(
+            "SELECT * FROM %s WHERE id = ?" % table, int(number))
     if row is None:
         raise GraphQLError("Could not resolve to a node with the global id of '%s'" % ident, kind="NOT_FOUND")
     return row
@@ -7569,6 +7574,23 @@ def mutate_ready_for_review(ctx, parent, args):
         db.execute("UPDATE pulls SET draft = 0 WHERE issue_id = ?", (issue["id"],))
         ctx.req.effect("#%d is ready for review" % issue["number"])
     return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, issue)}
+
+
+def mutate_archived(archived):
+    """archiveRepository / unarchiveRepository: what PATCH /repos {"archived": …} does."""
+    def resolve(ctx, parent, args):
+        data = args["input"]
+        row = node_row(ctx, data["repositoryId"], "Repository")
+        if not ctx.req.can("read_code", Resource.repo(row)):
+            raise GraphQLError("Could not resolve to a node with the global id of '%s'" % data["repositoryId"],
+                               kind="NOT_FOUND")
+        ctx.req.authorize("admin_repo", Resource.repo(row))
+        with ctx.req.transaction() as db:
+            db.execute("UPDATE repos SET archived = ?, updated_at = ? WHERE id = ?", (int(archived), now(), row["id"]))
+            ctx.req.effect("%s %s" % ("archived" if archived else "unarchived", full_name(row)))
+        return {"clientMutationId": data.get("clientMutationId"),
+                "repository": gql_repository(ctx, repo_by_id(ctx.app.store, row["id"]))}
+    return resolve
 
 
 def mutate_add_review(ctx, parent, args):
@@ -8050,6 +8072,10 @@ GRAPHQL_TYPES = {
     "IssueCommentEdge": edge_type("IssueComment"),
     "Mutation": {"kind": "OBJECT", "fields": {
         "createIssue": GField("CreateIssuePayload", mutate_create_issue, {"input": "CreateIssueInput!"}),
+        "archiveRepository": GField("ArchiveRepositoryPayload", mutate_archived(True),
+                                    {"input": "ArchiveRepositoryInput!"}),
+        "unarchiveRepository": GField("UnarchiveRepositoryPayload", mutate_archived(False),
+                                      {"input": "UnarchiveRepositoryInput!"}),
         "createRepository": GField("CreateRepositoryPayload", mutate_create_repository,
                                    {"input": "CreateRepositoryInput!"}),
         "closeIssue": GField("CloseIssuePayload", mutate_issue_state("closed"), {"input": "CloseIssueInput!"}),
@@ -8092,6 +8118,10 @@ GRAPHQL_TYPES = {
     "RepositoryConnection": dict(connection_type("Repository"), fields=dict(
         connection_type("Repository")["fields"], totalDiskUsage=GField("Int!"))),
     "RepositoryEdge": edge_type("Repository"),
+    "ArchiveRepositoryPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "repository": GField("Repository")}},
+    "UnarchiveRepositoryPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "repository": GField("Repository")}},
     "CreateRepositoryPayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "repository": GField("Repository")}},
     "LabelConnection": connection_type("Label"), "LabelEdge": edge_type("Label"),

@@ -1,5 +1,6 @@
 """The real GitHub CLI against agentgit over HTTPS: sign-in, status, REST and GraphQL calls, git over gh."""
 import base64
+import contextlib
 import json
 import os
 
@@ -185,16 +186,39 @@ def test_gh_pr_list(gh_server):
     assert merged == [{"number": 1, "state": "MERGED", "headRefName": "feature"}]
 
 
+@contextlib.contextmanager
+def gh_as_alice(tmp_path):
+    """(server, gh's environment, alice's token): gh signed in as alice, over a Unix socket, with the
+    REST helpers still at hand on the server's own address."""
+    sock = str(tmp_path / "agentgit.sock")
+    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
+    try:
+        alice = srv.add_user("alice")
+        yield srv, connect_gh(srv, alice, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock,
+                              "--url", srv.url, "--dir", str(tmp_path / "gh")), alice
+    finally:
+        srv.stop()
+
+
+def test_gh_repo_archive_makes_it_read_only(tmp_path):
+    with gh_as_alice(tmp_path) as (srv, env, alice):
+        api(srv, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+        gh(env, "repo", "archive", "alice/demo", "--yes")
+        proc = gh(env, "issue", "create", "-R", "alice/demo", "-t", "x", "-b", "y", check=False)
+        assert proc.returncode != 0 and "archived so is read-only" in proc.stderr
+        gh(env, "repo", "unarchive", "alice/demo", "--yes")
+        gh(env, "issue", "create", "-R", "alice/demo", "-t", "x", "-b", "y")
+        decisions = [r["decision"] for r in srv.app.store.all("SELECT decision FROM audit WHERE action = 'open_issue'"
+                                                              " ORDER BY id")]
+        assert decisions == ["read_only", "allow"]
+
+
 def test_gh_views_an_agent_reads(tmp_path):
     """What an agent reads before it acts: pr view --json (files, commits and their authors, the review
     decision a protected base asks for, latest reviews), pr status, pr checks, repo view --json, run view,
     org list."""
-    sock = str(tmp_path / "agentgit.sock")
-    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
-    try:
-        alice, bob = srv.add_user("alice"), srv.add_user("bob")
-        env = connect_gh(srv, alice, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock, "--url", srv.url,
-                         "--dir", str(tmp_path / "gh"))
+    with gh_as_alice(tmp_path) as (srv, env, alice):
+        bob = srv.add_user("bob")
         ext(srv, "POST", "/user/orgs", alice, {"login": "acme"})
         api(srv, "POST", "/orgs/acme/repos", alice, {"name": "demo", "auto_init": True})
         api(srv, "PUT", "/repos/acme/demo/collaborators/bob", alice, {"permission": "push"})
@@ -232,8 +256,6 @@ def test_gh_views_an_agent_reads(tmp_path):
             "message": "ci", "content": base64.b64encode(b"name: CI\non: workflow_dispatch\n").decode()})
         gh(env, "workflow", "run", "ci.yml", "-R", "acme/demo", "--ref", "main")
         assert "workflow_dispatch" in gh(env, "run", "view", "1", "-R", "acme/demo").stdout
-    finally:
-        srv.stop()
 
 
 def test_gh_pr_create_and_merge(gh_server, tmp_path):
