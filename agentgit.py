@@ -95,6 +95,7 @@ DOCS_URL = "https://docs.github.com/rest"
 API_VERSION = "2022-11-28"
 MAX_JSON_BODY = 10 * 1024 * 1024          # REST bodies; larger ones are refused with 413
 MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, never held in memory
+MAX_ASSET_BYTES = 100 * 1024 * 1024       # one release asset, held in the database (GitHub allows 2 GB)
 REQUEST_IDLE_TIMEOUT = 120                # seconds a client may stay silent before its thread gives up
 PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 100
 OTHER_PROCESS_POLL = 0.05                 # seconds: how soon a CLI change (e.g. a revocation) takes effect
@@ -436,6 +437,24 @@ CREATE TABLE IF NOT EXISTS releases (
     created_at        TEXT NOT NULL,
     published_at      TEXT,
     UNIQUE (repo_id, tag_name)
+);
+
+-- Release assets: uploaded files, kept in the database (MAX_ASSET_BYTES at most each) so that deleting
+-- a release or a repository takes them in the same transaction.
+CREATE TABLE IF NOT EXISTS release_assets (
+    id              INTEGER PRIMARY KEY,
+    release_id      INTEGER NOT NULL REFERENCES releases(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    label           TEXT,
+    content_type    TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    digest          TEXT NOT NULL,           -- sha256:<hex>, as GitHub reports it
+    data            BLOB NOT NULL,
+    download_count  INTEGER NOT NULL DEFAULT 0,
+    uploader_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    UNIQUE (release_id, name)
 );
 
 CREATE TABLE IF NOT EXISTS workflows (
@@ -4846,13 +4865,32 @@ def release_json(app, repo_row, row):
     name, api = full_name(repo_row), app.api
     url = "%s/repos/%s/releases/%d" % (api, name, row["id"])
     return {"url": url, "html_url": "%s/%s/releases/tag/%s" % (app.url, name, urllib.parse.quote(row["tag_name"])),
-            "assets_url": url + "/assets", "upload_url": url + "/assets{?name,label}",
+            "assets_url": url + "/assets",
+            "upload_url": "%s/api/uploads/repos/%s/releases/%d/assets{?name,label}" % (app.url, name, row["id"]),
             "tarball_url": "%s/repos/%s/tarball/%s" % (api, name, row["tag_name"]),
             "zipball_url": "%s/repos/%s/zipball/%s" % (api, name, row["tag_name"]), "id": row["id"],
             "node_id": node_id("Release", row["id"]), "tag_name": row["tag_name"],
             "target_commitish": row["target_commitish"], "name": row["name"], "body": row["body"],
             "draft": bool(row["draft"]), "prerelease": bool(row["prerelease"]), "created_at": row["created_at"],
-            "published_at": row["published_at"], "author": user_json_by_id(app, row["author_id"]), "assets": []}
+            "published_at": row["published_at"], "author": user_json_by_id(app, row["author_id"]),
+            "assets": [asset_json(app, repo_row, row, a) for a in app.store.all(
+                "SELECT %s FROM release_assets WHERE release_id = ? ORDER BY id" % ASSET_COLUMNS, row["id"])]}
+
+
+ASSET_COLUMNS = ("id, release_id, name, label, content_type, size, digest, download_count, uploader_id, created_at,"
+                 " updated_at")     # all but the data, which only a download reads
+
+
+def asset_json(app, repo_row, release, row):
+    name = full_name(repo_row)
+    return {"url": "%s/repos/%s/releases/assets/%d" % (app.api, name, row["id"]),
+            "browser_download_url": "%s/%s/releases/download/%s/%s" % (
+                app.url, name, urllib.parse.quote(release["tag_name"]), urllib.parse.quote(row["name"])),
+            "id": row["id"], "node_id": node_id("ReleaseAsset", row["id"]), "name": row["name"],
+            "label": row["label"] or "", "state": "uploaded", "content_type": row["content_type"],
+            "size": row["size"], "digest": row["digest"], "download_count": row["download_count"],
+            "created_at": row["created_at"], "updated_at": row["updated_at"],
+            "uploader": user_json_by_id(app, row["uploader_id"])}
 
 
 def visible_releases(req, row):
@@ -4968,6 +5006,105 @@ def delete_release(req, owner, repo, release_id):
     with req.transaction() as db:
         db.execute("DELETE FROM releases WHERE id = ?", (release["id"],))
         req.effect("deleted release %s (the tag stays)" % release["tag_name"])
+    return 204, None
+
+
+# -- release assets: GHES takes uploads at /api/uploads, the upload_url a release names -------------
+
+ASSET_NAME_RE = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
+
+
+@route("POST", "/api/uploads/repos/{owner}/{repo}/releases/{release_id:int}/assets")
+@route("POST", "/api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets")
+def upload_asset(req, owner, repo, release_id):
+    row = find_repo(req, owner, repo, "write_release")
+    release = find_release(req, row, lambda r: r["id"] == int(release_id))
+    name, label = req.query.get("name", ""), req.query.get("label") or None
+    if not ASSET_NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise invalid("ReleaseAsset", "name", message="name the file: ?name=, without slashes, up to 255 characters")
+    data = req.body(MAX_ASSET_BYTES).read_all()
+    stamp = now()
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM release_assets WHERE release_id = ? AND name = ?", (release["id"], name)).fetchone():
+            raise invalid("ReleaseAsset", "name", "already_exists", "an asset named %s exists" % name)
+        asset_id = insert_row(db, "release_assets", {
+            "release_id": release["id"], "name": name, "label": label, "size": len(data), "data": data,
+            "content_type": req.headers.get("Content-Type") or "application/octet-stream",
+            "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "uploader_id": req.principal.user["id"],
+            "created_at": stamp, "updated_at": stamp})
+        req.effect("uploaded %s (%d bytes) to release %s" % (name, len(data), release["tag_name"]))
+    return 201, asset_json(req.app, row, release, req.app.store.one(
+        "SELECT %s FROM release_assets WHERE id = ?" % ASSET_COLUMNS, asset_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets")
+def list_assets(req, owner, repo, release_id):
+    row = find_repo(req, owner, repo)
+    release = find_release(req, row, lambda r: r["id"] == int(release_id))
+    return req.paginate(release_json(req.app, row, release)["assets"])
+
+
+def find_asset(req, owner, repo, asset_id, action="read_code"):
+    """(repository, release, asset row without its data) for an asset of a release the caller can see."""
+    row = find_repo(req, owner, repo, action)
+    asset = req.app.store.one("SELECT %s FROM release_assets WHERE id = ?" % ASSET_COLUMNS, int(asset_id))
+    release = find_release(req, row, lambda r: asset is not None and r["id"] == asset["release_id"])
+    return row, release, asset
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}")
+def get_asset(req, owner, repo, asset_id):
+    """The asset's description; with Accept: application/octet-stream, its bytes (as gh downloads)."""
+    row, release, asset = find_asset(req, owner, repo, asset_id)
+    if "application/octet-stream" in (req.headers.get("Accept") or ""):
+        return asset_download(req, asset)
+    return asset_json(req.app, row, release, asset)
+
+
+@route("GET", "/{owner}/{repo}/releases/download/{tag}/{name}")
+def browser_download(req, owner, repo, tag, name):
+    row = find_repo(req, owner, repo)
+    release = find_release(req, row, lambda r: r["tag_name"] == tag and not r["draft"])
+    asset = req.app.store.one("SELECT %s FROM release_assets WHERE release_id = ? AND name = ?" % ASSET_COLUMNS,
+                              release["id"], name)
+    if asset is None:
+        raise HTTPError(404, "Not Found")
+    return asset_download(req, asset)
+
+
+def asset_download(req, asset):
+    with req.app.store.transaction() as db:
+        db.execute("UPDATE release_assets SET download_count = download_count + 1 WHERE id = ?", (asset["id"],))
+    data = req.app.store.one("SELECT data FROM release_assets WHERE id = ?", asset["id"])["data"]
+    return 200, bytes(data), {"Content-Type": asset["content_type"],
+                              "Content-Disposition": 'attachment; filename="%s"' % asset["name"].replace('"', "")}
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}")
+def update_asset(req, owner, repo, asset_id):
+    body = req.json()
+    name = req.field(body, "name", str, "ReleaseAsset")
+    label = req.field(body, "label", str, "ReleaseAsset")
+    row, release, asset = find_asset(req, owner, repo, asset_id, "write_release")
+    if name is not None and (not ASSET_NAME_RE.fullmatch(name) or name in (".", "..")):
+        raise invalid("ReleaseAsset", "name")
+    with req.transaction() as db:
+        if name not in (None, asset["name"]) and db.execute(
+                "SELECT 1 FROM release_assets WHERE release_id = ? AND name = ?", (release["id"], name)).fetchone():
+            raise invalid("ReleaseAsset", "name", "already_exists", "an asset named %s exists" % name)
+        db.execute("UPDATE release_assets SET name = ?, label = ?, updated_at = ? WHERE id = ?",
+                   (name or asset["name"], asset["label"] if label is None else label, now(), asset["id"]))
+        req.effect("updated asset %s of release %s" % (name or asset["name"], release["tag_name"]))
+    return asset_json(req.app, row, release, req.app.store.one(
+        "SELECT %s FROM release_assets WHERE id = ?" % ASSET_COLUMNS, asset["id"]))
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}")
+def delete_asset(req, owner, repo, asset_id):
+    _, release, asset = find_asset(req, owner, repo, asset_id, "write_release")
+    with req.transaction() as db:
+        db.execute("DELETE FROM release_assets WHERE id = ?", (asset["id"],))
+        req.effect("deleted asset %s of release %s" % (asset["name"], release["tag_name"]))
     return 204, None
 
 

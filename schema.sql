@@ -296,6 +296,24 @@ CREATE TABLE IF NOT EXISTS releases (
     UNIQUE (repo_id, tag_name)
 );
 
+-- Release assets: uploaded files, kept in the database (MAX_ASSET_BYTES at most each) so that deleting
+-- a release or a repository takes them in the same transaction.
+CREATE TABLE IF NOT EXISTS release_assets (
+    id              INTEGER PRIMARY KEY,
+    release_id      INTEGER NOT NULL REFERENCES releases(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    label           TEXT,
+    content_type    TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    digest          TEXT NOT NULL,           -- sha256:<hex>, as GitHub reports it
+    data            BLOB NOT NULL,
+    download_count  INTEGER NOT NULL DEFAULT 0,
+    uploader_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    UNIQUE (release_id, name)
+);
+
 CREATE TABLE IF NOT EXISTS workflows (
     id          INTEGER PRIMARY KEY,
     repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,

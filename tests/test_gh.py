@@ -117,6 +117,19 @@ def test_gh_releases(gh_server):
     assert "First" in view and "It works" in view
     tags = json.loads(gh(env, "api", "repos/alice/demo/tags").stdout)
     assert sorted(t["name"] for t in tags) == ["v1.0", "v2.0-rc"]
+    # an artifact: uploaded to GHES's /api/uploads, downloaded byte for byte, deleted
+    artifact = os.path.join(env["HOME"], "build.tar.gz")
+    with open(artifact, "wb") as f:
+        f.write(bytes(range(256)) * 64)
+    gh(env, "release", "upload", "v1.0", artifact, "-R", "alice/demo")
+    assets = json.loads(gh(env, "release", "view", "v1.0", "-R", "alice/demo", "--json", "assets").stdout)["assets"]
+    assert [(a["name"], a["size"]) for a in assets] == [("build.tar.gz", 16384)]
+    target = os.path.join(env["HOME"], "dl")
+    gh(env, "release", "download", "v1.0", "-R", "alice/demo", "-D", target)
+    with open(os.path.join(target, "build.tar.gz"), "rb") as f:
+        assert f.read() == bytes(range(256)) * 64
+    gh(env, "release", "delete-asset", "v1.0", "build.tar.gz", "-R", "alice/demo", "--yes")
+    assert json.loads(gh(env, "release", "view", "v1.0", "-R", "alice/demo", "--json", "assets").stdout)["assets"] == []
 
 
 def test_connect_gh_over_a_unix_socket(tmp_path):

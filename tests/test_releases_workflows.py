@@ -140,3 +140,47 @@ def test_variables_refuse_bad_input_and_outsiders(server):
     api(server, "POST", "/user/repos", owner, {"name": "secrets"})
     assert api(server, "POST", "/repos/actions/secrets/actions/variables", owner, {"name": "A", "value": "1"}).status == 201
     assert api(server, "GET", "/repos/actions/secrets/actions/variables", owner).json["variables"][0]["value"] == "1"
+
+
+def test_release_assets(server, monkeypatch):
+    import hashlib
+    import agentgit
+    from conftest import call
+    alice, walt, eve = server.add_user("alice"), server.add_user("walt"), server.add_user("eve")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "private": True, "auto_init": True})
+    api(server, "PUT", "/repos/alice/app/collaborators/walt", alice, {"permission": "pull"})
+    release = api(server, "POST", "/repos/alice/app/releases", alice, {"tag_name": "v1"}).json
+    upload = release["upload_url"].split("{")[0][len(server.url):]
+    assert upload == "/api/uploads/repos/alice/app/releases/%d/assets" % release["id"]     # GHES's uploads path
+
+    def put(name, data, token=alice, kind="application/gzip"):
+        return call(server, "POST", upload + "?name=" + name, token, raw_body=data, headers={"Content-Type": kind})
+    r = put("app.tar.gz", b"\x1f\x8b payload")
+    assert r.status == 201 and (r.json["size"], r.json["content_type"], r.json["state"]) == (10, "application/gzip",
+                                                                                          "uploaded")
+    assert r.json["digest"] == "sha256:" + hashlib.sha256(b"\x1f\x8b payload").hexdigest()
+    if SPEC:
+        assert SPEC.check("POST", "/repos/alice/app/releases/1/assets", 201, r.json) == []
+    asset = r.json
+    for bad in ("", "a%2Fb", "..", "x%00y"):
+        assert put(bad, b"x").status == 422, bad
+    assert put("app.tar.gz", b"again").json["errors"][0]["code"] == "already_exists"
+    assert put("x.bin", b"x", token=walt).status == 403                                  # readers do not upload
+    monkeypatch.setattr(agentgit, "MAX_ASSET_BYTES", 1024)
+    assert put("big.bin", b"x" * 2048).status == 413
+    # reading it: the description, or the bytes; readers yes, strangers no
+    assert api(server, "GET", "/repos/alice/app/releases/assets/%d" % asset["id"], walt).json["name"] == "app.tar.gz"
+    raw = call(server, "GET", "/api/v3/repos/alice/app/releases/assets/%d" % asset["id"], walt,
+               headers={"Accept": "application/octet-stream"})
+    assert raw.status == 200 and raw.raw == b"\x1f\x8b payload" and raw.headers["content-type"] == "application/gzip"
+    download = "/alice/app/releases/download/v1/app.tar.gz"
+    assert call(server, "GET", download, walt).raw == b"\x1f\x8b payload"
+    assert call(server, "GET", download).status == 401 and call(server, "GET", download, eve).status == 404
+    assert api(server, "GET", "/repos/alice/app/releases/assets/%d" % asset["id"], eve).status == 404
+    assert api(server, "GET", "/repos/alice/app/releases/%d/assets" % release["id"], walt).json[0]["download_count"] == 2
+    # renamed, then gone with its release
+    r = api(server, "PATCH", "/repos/alice/app/releases/assets/%d" % asset["id"], alice, {"name": "app-1.tar.gz",
+                                                                                          "label": "App"})
+    assert (r.json["name"], r.json["label"]) == ("app-1.tar.gz", "App")
+    assert api(server, "DELETE", "/repos/alice/app/releases/%d" % release["id"], alice).status == 204
+    assert server.app.store.one("SELECT COUNT(*) AS n FROM release_assets")["n"] == 0
