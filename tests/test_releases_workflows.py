@@ -175,6 +175,11 @@ def test_release_assets(server, monkeypatch):
     assert raw.status == 200 and raw.raw == b"\x1f\x8b payload" and raw.headers["content-type"] == "application/gzip"
     download = "/alice/app/releases/download/v1/app.tar.gz"
     assert call(server, "GET", download, walt).raw == b"\x1f\x8b payload"
+    page = put("page.html", b"<script>alert(1)</script>", kind="text/html")            # not rendered here
+    served = call(server, "GET", "/alice/app/releases/download/v1/page.html", walt)
+    assert page.status == 201 and served.headers["content-disposition"].startswith("attachment")
+    assert served.headers["x-content-type-options"] == "nosniff" and "sandbox" in served.headers[
+        "content-security-policy"]
     assert call(server, "GET", download).status == 401 and call(server, "GET", download, eve).status == 404
     assert api(server, "GET", "/repos/alice/app/releases/assets/%d" % asset["id"], eve).status == 404
     assert api(server, "GET", "/repos/alice/app/releases/%d/assets" % release["id"], walt).json[0]["download_count"] == 2
