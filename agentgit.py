@@ -79,6 +79,7 @@ import zlib
 
 from dulwich.errors import NotTreeError
 from dulwich.graph import can_fast_forward, find_merge_base
+from dulwich.object_store import iter_tree_contents
 from dulwich.objects import Blob, Commit, Tag, Tree
 from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
 from dulwich.repo import Repo
@@ -5547,6 +5548,56 @@ def search_repositories(req):
     if req.query.get("sort") in ("updated", "stars", "forks", "help-wanted-issues"):
         out.sort(key=lambda r: r["updated_at"], reverse=req.query.get("order", "desc") == "desc")
     return search_page(req, out)
+
+
+CODE_SEARCH_MAX_FILE = 384 * 1024     # GitHub leaves larger files out of code search too
+CODE_SEARCH_MAX_RESULTS = 1000        # and answers at most this many
+
+
+@route("GET", "/api/v3/search/code")
+def search_code(req):
+    """Every free word (case-insensitive) in a text file on the default branch of a repository the
+    caller can read; repo:/user:/org:, path: (a directory prefix), filename:, extension:. There is no
+    index: files are read at query time, which suits the repositories a reference server holds."""
+    words, quals, _ = parse_search(req.query.get("q", ""))
+    paths, names, extensions = quals.get("path", []), quals.get("filename", []), quals.get("extension", [])
+    if not words and not (paths or names or extensions):
+        raise invalid("Search", "q", "missing", "a code search needs words, path:, filename: or extension:")
+    req.check("read_meta", SITE)
+    items, incomplete = [], False
+    for row in req.app.store.all(REPO_SELECT + " ORDER BY r.id"):
+        if not owner_matches(row, quals) or not req.can("read_code", Resource.repo(row)):
+            continue
+        name = full_name(row)
+        with open_repo(req.app, row["id"]) as git:
+            head = branch_sha(git, row["default_branch"])
+            entries = iter_tree_contents(git.object_store, git[head.encode()].tree) if head else ()
+            for entry in entries:
+                path = entry.path.decode("utf-8", "replace")
+                base = path.rsplit("/", 1)[-1]
+                if (paths and not any(path.lower().startswith(p.strip("/") + "/") for p in paths)
+                        or names and base.lower() not in names
+                        or extensions and base.rsplit(".", 1)[-1].lower() not in extensions
+                        or not stat.S_ISREG(entry.mode)):
+                    continue
+                data = git[entry.sha].data if words else b""
+                if len(data) > CODE_SEARCH_MAX_FILE or b"\0" in data[:8000]:
+                    continue       # too large, or binary
+                text = data.decode("utf-8", "replace").lower()
+                if not all(word in text for word in words):
+                    continue
+                if len(items) == CODE_SEARCH_MAX_RESULTS:
+                    incomplete = True
+                    break
+                sha, quoted = entry.sha.decode(), urllib.parse.quote(path)
+                items.append({"name": base, "path": path, "sha": sha, "score": 1.0,
+                              "url": "%s/repos/%s/contents/%s?ref=%s" % (req.app.api, name, quoted, head),
+                              "git_url": "%s/repos/%s/git/blobs/%s" % (req.app.api, name, sha),
+                              "html_url": "%s/%s/blob/%s/%s" % (req.app.url, name, head, quoted),
+                              "repository": repo_json(req.app, row)})
+        if incomplete:
+            break
+    return dict(search_page(req, items), incomplete_results=incomplete)
 
 
 @route("GET", "/api/v3/search/issues")

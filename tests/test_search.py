@@ -45,3 +45,36 @@ def test_gh_search(gh_server):
     assert repos == [{"fullName": "alice/payments", "description": "Pays things"}]
     issues = gh(env, "search", "issues", "crash").stdout
     assert "Refund crash" in issues and "alice/payments" in issues
+    gh(env, "api", "-X", "PUT", "repos/alice/payments/contents/refund.py", "-f", "message=add",
+       "-f", "content=ZGVmIHJlZnVuZCgpOiBwYXNzCg==")                                 # def refund(): pass
+    code = json.loads(gh(env, "search", "code", "refund", "--json", "path,repository").stdout)
+    assert [(c["path"], c["repository"]["nameWithOwner"]) for c in code] == [("refund.py", "alice/payments")]
+
+
+def test_code_search(server):
+    """Words in the default branch's text files of readable repositories only; path:, filename:, extension:."""
+    import base64
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    api(server, "POST", "/user/repos", alice, {"name": "secret", "private": True, "auto_init": True})
+    for repo, path, text in (("app", "src/pay.py", "def charge(card):\n    return Stripe.charge(card)\n"),
+                             ("app", "docs/pay.md", "How we charge cards."),
+                             ("secret", "keys.py", "charge_key = 'sk_live'\n")):
+        api(server, "PUT", "/repos/alice/%s/contents/%s" % (repo, path), alice,
+            {"message": "add", "content": base64.b64encode(text.encode()).decode()})
+
+    def found(q, token=bob):
+        r = api(server, "GET", "/search/code?q=" + q, token)
+        assert r.status == 200, r
+        return sorted("%s:%s" % (i["repository"]["full_name"], i["path"]) for i in r.json["items"])
+    assert found("charge") == ["alice/app:docs/pay.md", "alice/app:src/pay.py"]          # not alice/secret
+    assert found("charge", alice) == ["alice/app:docs/pay.md", "alice/app:src/pay.py", "alice/secret:keys.py"]
+    assert found("STRIPE+card") == ["alice/app:src/pay.py"]                               # all words, any case
+    assert found("charge+extension:md") == ["alice/app:docs/pay.md"]
+    assert found("charge+path:src") == ["alice/app:src/pay.py"]
+    assert found("filename:keys.py", alice) == ["alice/secret:keys.py"] and found("filename:keys.py") == []
+    assert found("charge+repo:alice/secret") == []
+    assert api(server, "GET", "/search/code?q=", bob).status == 422
+    if SPEC:
+        r = api(server, "GET", "/search/code?q=charge", bob)
+        assert SPEC.check("GET", "/search/code", 200, r.json) == []
