@@ -1256,7 +1256,8 @@ class Decision:
 
 def repo_permission(store, user, repo):
     """(level, how) that ``user`` holds on the repository: the highest of owner, site admin, org role,
-    org base permission, team grants and collaborator grants; public repositories are readable by all;
+    org base permission, team grants, collaborator grants and, for a private fork of a private
+    repository, what the user holds upstream (up to write); public repositories are readable by all;
     a private fork whose owner lost access to its private parent, by no one but site admins."""
     return store.cached(("permission", user["id"] if user is not None else None, repo["id"]),
                         lambda: compute_repo_permission(store, user, repo))
@@ -1280,6 +1281,12 @@ def compute_repo_permission(store, user, repo):
         consider("admin", "site admin")
     if repo["owner_id"] == user["id"]:
         consider("admin", "owner")
+    upstream = repo_by_id(store, repo["parent_id"]) if repo["private"] and repo["parent_id"] else None
+    if upstream is not None and upstream["private"]:
+        # GitHub: a private fork inherits its upstream's permissions, so the upstream's people keep
+        # control of their code; up to write here, for admin over another's repository is its owner's
+        inherited = repo_permission(store, user, upstream)[0]
+        consider(LEVELS[min(RANK[inherited], RANK["write"])], "upstream %s" % full_name(upstream))
     if repo["owner_kind"] == "org":
         org = store.one("SELECT m.role, a.base_permission FROM org_members m JOIN accounts a ON a.id = m.org_id"
                         " WHERE m.org_id = ? AND m.user_id = ?", repo["owner_id"], user["id"])

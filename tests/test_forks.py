@@ -18,7 +18,11 @@ def test_fork_rules(engine_server):
     assert api(server, "GET", "/repos/bob/demo", carl).status == 404                  # private, as its parent
     assert api(server, "GET", "/repos/alice/demo", alice).json["forks_count"] == 1
     assert [f["full_name"] for f in api(server, "GET", "/repos/alice/demo/forks", bob).json] == ["bob/demo"]
-    assert api(server, "GET", "/repos/alice/demo/forks", alice).json == []             # a private fork is bob's
+    # as on GitHub, a private fork inherits the upstream's permissions (here up to write: bob owns it)
+    assert [f["full_name"] for f in api(server, "GET", "/repos/alice/demo/forks", alice).json] == ["bob/demo"]
+    permissions = api(server, "GET", "/repos/bob/demo", alice).json["permissions"]
+    assert permissions["push"] is True and permissions["admin"] is False
+    assert api(server, "DELETE", "/repos/bob/demo", alice).status == 403
     ext(server, "POST", "/user/orgs", carl, {"login": "acme"})
     assert api(server, "POST", "/repos/alice/demo/forks", bob, {"organization": "acme"}).status == 403
     api(server, "POST", "/user/repos", carl, {"name": "demo"})
@@ -57,7 +61,7 @@ def test_a_pull_request_from_a_fork_follows_its_branch(engine_server, tmp_path):
 def test_an_agent_that_only_reads_contributes_through_its_own_fork(server, tmp_path):
     """Bound with read access, an agent forks into its own account, pushes there with its own token,
     and opens a pull request upstream; the human merges it. Its task token, bound to the upstream
-    repository, may neither make the fork nor reach into it."""
+    repository, may neither make the fork nor reach into it; a grant that names the fork as well can."""
     w = grant_a_task(server, "task:readme", ["read_code", "open_pr"], {})
     alice, agent, login = w["alice"], w["agent"], w["login"]
     api(server, "PUT", "/repos/alice/payments/collaborators/" + login, alice, {"permission": "pull"})
@@ -73,7 +77,13 @@ def test_an_agent_that_only_reads_contributes_through_its_own_fork(server, tmp_p
     r = api(server, "POST", "/repos/alice/payments/pulls", w["token"], {"title": "Docs", "head": login + ":docs",
                                                                       "base": "main"})
     assert r.status == 422 and "no fork of alice/payments you can see" in r.json["errors"][0]["message"]
-    r = api(server, "POST", "/repos/alice/payments/pulls", agent, {"title": "Docs", "head": login + ":docs",
+    # the fork inherits alice's access to her private repository, so her grant may name it too
+    both = ext(server, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "task": "task:readme-2", "actions": ["read_code", "open_pr"],
+        "resources": ["repo:alice/payments", "repo:%s/payments" % login]})
+    assert both.status == 201, both
+    token = ext(server, "POST", "/task-grants/%s/tokens" % both.json["id"], agent, {}).json["token"]
+    r = api(server, "POST", "/repos/alice/payments/pulls", token, {"title": "Docs", "head": login + ":docs",
                                                                  "base": "main"})
     assert r.status == 201 and r.json["user"]["login"] == login
     assert api(server, "PUT", "/repos/alice/payments/pulls/1/merge", alice, {}).json["merged"] is True
