@@ -3743,8 +3743,13 @@ def list_pulls(req, owner, repo):
     elif state != "all":
         raise invalid("PullRequest", "state", message="state must be open, closed or all")
     if req.query.get("head"):
+        owner, _, branch = req.query["head"].rpartition(":")
         where.append("p.head_ref = ?")
-        args.append(req.query["head"].rpartition(":")[2])
+        args.append(branch)
+        if owner:       # user:branch, as GitHub takes it: the head repository's owner too
+            where.append("p.head_repo_id IN (SELECT r.id FROM repos r JOIN accounts a ON a.id = r.owner_id"
+                         " WHERE a.login = ?)")
+            args.append(owner)
     if req.query.get("base"):
         where.append("p.base_ref = ?")
         args.append(req.query["base"])

@@ -47,6 +47,8 @@ def test_a_pull_request_from_a_fork_follows_its_branch(engine_server, tmp_path):
     assert r.status == 201 and r.json["head"]["label"] == "bob:fix" and r.json["head"]["repo"]["full_name"] == "bob/demo"
     assert api(server, "POST", "/repos/alice/demo/pulls", bob, {"title": "Again", "head": "bob:fix",
                                                                  "base": "main"}).status == 422
+    assert [p["number"] for p in api(server, "GET", "/repos/alice/demo/pulls?head=bob:fix", alice).json] == [1]
+    assert api(server, "GET", "/repos/alice/demo/pulls?head=alice:fix", alice).json == []
     second = commit_file(work, "fix.txt", "2\n")
     git(work, "push", "-q", "origin", "fix")
     pull = api(server, "GET", "/repos/alice/demo/pulls/1", alice).json
