@@ -457,8 +457,8 @@ def test_gh_fork_and_a_pull_request_from_it(gh_server, tmp_path):
         f.write("fixed\n")
     git(work, "add", "fix.txt", env=bob_env)
     git(work, "commit", "-q", "-m", "Fix it", env=bob_env)
-    git(work, "push", "-q", "origin", "fix", env=bob_env)
-    gh(bob_env, "pr", "create", "-R", "alice/demo", "--head", "bob:fix", "--base", "main", "-t", "Fix", "-b", "")
+    git(work, "push", "-q", "-u", "origin", "fix", env=bob_env)
+    gh(bob_env, "pr", "create", "-t", "Fix", "-b", "", cwd=work)      # gh finds the upstream and the head itself
     seen = json.loads(gh(alice_env, "pr", "view", "1", "-R", "alice/demo", "--json",
                          "isCrossRepository,headRepositoryOwner,commits").stdout)
     assert seen["isCrossRepository"] is True and seen["headRepositoryOwner"]["login"] == "bob"
