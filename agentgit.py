@@ -2617,7 +2617,7 @@ def create_fork(req, owner, repo):
     req.authorize("create_repo", Resource.account(target))
     existing = req.app.store.one(REPO_SELECT + " WHERE r.owner_id = ? AND r.parent_id = ?", target["id"], source["id"])
     if existing is not None:
-        return 202, dict(repo_json(req.app, existing, "admin"), **fork_lineage(req, existing))
+        return 202, fork_json(req, existing)
     fields = {"name": name or source["name"], "private": source["private"], "description": source["description"],
               "homepage": source["homepage"]}
     if not valid_repo_name(fields["name"]):
@@ -2630,11 +2630,26 @@ def create_fork(req, owner, repo):
     row = new_repository(req, target, fields, auto_init=False, branch=source["default_branch"],
                          parent_id=source["id"])
     # the fork's row is in: now its refs (a racing clone may see it empty for a moment, as on GitHub)
-    copy_refs(req.app, repo_dir(req.app, source["id"]), repo_dir(req.app, row["id"]), {ref: ref for ref in refs})
+    try:
+        copy_refs(req.app, repo_dir(req.app, source["id"]), repo_dir(req.app, row["id"]), {ref: ref for ref in refs})
+    except BaseException:
+        # a fork that could not be filled is no fork: nothing half-made stays behind
+        with req.app.store.transaction() as db:
+            db.execute("DELETE FROM repos WHERE id = ?", (row["id"],))
+        shutil.rmtree(repo_dir(req.app, row["id"]), ignore_errors=True)
+        req.app.audit(req.principal, req.surface, Decision("deny", "create_repo", "repo:" + full_name(row), [
+            "the fork's refs could not be copied from %s" % full_name(source)]), "removed the empty fork")
+        raise
     if refs:
         with req.app.store.transaction() as db:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
-    return 202, dict(repo_json(req.app, repo_by_id(req.app.store, row["id"]), "admin"), **fork_lineage(req, row))
+    return 202, fork_json(req, repo_by_id(req.app.store, row["id"]))
+
+
+def fork_json(req, row):
+    """A fork as the create call answers it: with the caller's permissions, its parent and its source."""
+    level = repo_permission(req.app.store, req.principal.user, row)[0]
+    return dict(repo_json(req.app, row, level), **fork_lineage(req, row))
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/forks")

@@ -114,3 +114,19 @@ def test_losing_access_takes_a_private_fork_with_it(server, tmp_path):
     assert api(server, "POST", "/repos/alice/secret/forks", agent).status == 202
     assert ext(server, "DELETE", "/agent-bindings/" + login, alice).status == 204
     assert api(server, "GET", "/repos/%s/secret" % login, agent).status == 404
+
+
+def test_a_fork_that_cannot_be_filled_leaves_nothing(server, monkeypatch):
+    import os
+    import agentgit
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+
+    def broken(*args):
+        raise OSError("disk full")
+    monkeypatch.setattr(agentgit, "copy_refs", broken)
+    assert api(server, "POST", "/repos/alice/demo/forks", bob).status == 500
+    assert api(server, "GET", "/repos/bob/demo", bob).status == 404
+    assert len([d for d in os.listdir(server.app.repos_dir) if d.endswith(".git")]) == 1     # alice/demo's only
+    row = server.app.store.one("SELECT * FROM audit WHERE action = 'create_repo' ORDER BY id DESC LIMIT 1")
+    assert row["decision"] == "deny" and row["side_effect"] == "removed the empty fork"
