@@ -7294,6 +7294,7 @@ GRAPHQL_ENUMS = {
     "OrderDirection": ["ASC", "DESC"],
     "PullRequestReviewDecision": ["CHANGES_REQUESTED", "APPROVED", "REVIEW_REQUIRED"],
     "OrganizationOrderField": ["CREATED_AT", "LOGIN"],
+    "PullRequestUpdateState": ["OPEN", "CLOSED"],
     "PatchStatus": ["ADDED", "CHANGED", "COPIED", "DELETED", "MODIFIED", "RENAMED"],
     "LanguageOrderField": ["SIZE"],
 }
@@ -7316,6 +7317,13 @@ GRAPHQL_INPUTS = {
     "UpdateIssueInput": {"id": "ID!", "title": "String", "body": "String", "state": "IssueState",
                          "assigneeIds": "[ID!]", "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]",
                          "clientMutationId": "String"},
+    "UpdatePullRequestInput": {"pullRequestId": "ID!", "title": "String", "body": "String",
+                               "state": "PullRequestUpdateState", "baseRefName": "String", "assigneeIds": "[ID!]",
+                               "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]",
+                               "maintainerCanModify": "Boolean", "clientMutationId": "String"},
+    "ConvertPullRequestToDraftInput": {"pullRequestId": "ID!", "clientMutationId": "String"},
+    "RequestReviewsInput": {"pullRequestId": "ID!", "userIds": "[ID!]", "teamIds": "[ID!]", "union": "Boolean",
+                            "clientMutationId": "String"},
     "CreatePullRequestInput": {"repositoryId": "ID!", "baseRefName": "String!", "headRefName": "String!",
                                "title": "String!", "body": "String", "draft": "Boolean", "headRepositoryId": "ID",
                                "maintainerCanModify": "Boolean", "clientMutationId": "String"},
@@ -7784,13 +7792,36 @@ def mutate_issue_state(state, id_key="issueId", payload_key="issue"):
     return mutate
 
 
-def mutate_ready_for_review(ctx, parent, args):
+def mutate_draft(draft):
+    """markPullRequestReadyForReview, and convertPullRequestToDraft its undoing."""
+    def mutate(ctx, parent, args):
+        data = args["input"]
+        repo_row, issue = mutation_issue(ctx, data["pullRequestId"], "edit_issue")
+        with ctx.req.transaction() as db:
+            db.execute("UPDATE pulls SET draft = ? WHERE issue_id = ?", (int(draft), issue["id"]))
+            ctx.req.effect("#%d is %s" % (issue["number"], "a draft" if draft else "ready for review"))
+        return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, issue)}
+    return mutate
+
+
+def mutate_request_reviews(ctx, parent, args):
+    """requestReviews: the users asked to review (union: added to those asked before; else replacing them)."""
     data = args["input"]
     repo_row, issue = mutation_issue(ctx, data["pullRequestId"], "edit_issue")
+    users = [node_row(ctx, i, "User") for i in data.get("userIds") or []]
+    if any(user["id"] == issue["user_id"] for user in users):
+        raise GraphQLError("Review cannot be requested from pull request author.", kind="UNPROCESSABLE")
+    if any(not RANK[repo_permission(ctx.app.store, user, repo_row)[0]] >= RANK["read"] for user in users):
+        raise GraphQLError("A reviewer cannot see %s" % full_name(repo_row), kind="UNPROCESSABLE")
     with ctx.req.transaction() as db:
-        db.execute("UPDATE pulls SET draft = 0 WHERE issue_id = ?", (issue["id"],))
-        ctx.req.effect("#%d is ready for review" % issue["number"])
-    return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, issue)}
+        if not data.get("union"):
+            db.execute("DELETE FROM review_requests WHERE issue_id = ?", (issue["id"],))
+        for user in users:
+            db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)", (issue["id"], user["id"]))
+        ctx.req.effect("review requested on #%d from %s" % (issue["number"], ", ".join(u["login"] for u in users)
+                                                            or "nobody"))
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, issue),
+            "actor": gql_user(ctx.app, ctx.req.principal.user)}
 
 
 def mutate_archived(archived):
@@ -7831,11 +7862,19 @@ def mutate_add_review(ctx, parent, args):
     return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": node}
 
 
-def mutate_update_issue(ctx, parent, args):
-    """title, body and state as their author or a triager may; labels, assignees and milestone need triage."""
-    data = args["input"]
-    repo_row, issue = mutation_issue(ctx, data["id"], "edit_issue")
-    relations = {}
+def mutate_update(kind):
+    """updateIssue and updatePullRequest: title, body and state as their author or a triager may;
+    labels and assignees need triage; a pull request's base moves to another existing branch."""
+    id_key, payload_key = ("id", "issue") if kind == "Issue" else ("pullRequestId", "pullRequest")
+
+    def mutate(ctx, parent, args):
+        return update_issue_or_pull(ctx, args["input"], id_key, payload_key)
+    return mutate
+
+
+def update_issue_or_pull(ctx, data, id_key, payload_key):
+    repo_row, issue = mutation_issue(ctx, data[id_key], "edit_issue")
+    relations, pull_fields = {}, {}
     if data.get("labelIds") is not None:
         relations["labels"] = [node_row(ctx, i, "Label")["name"] for i in data["labelIds"]]
     if data.get("assigneeIds") is not None:
@@ -7847,12 +7886,21 @@ def mutate_update_issue(ctx, parent, args):
         raise GraphQLError("title must be 1 to 256 characters", kind="UNPROCESSABLE")
     if data.get("state") and data["state"].lower() != issue["state"]:
         fields.update(state_change(ctx.req, data["state"].lower()))
+    if data.get("baseRefName") and issue["is_pull"]:
+        with open_repo(ctx.app, repo_row["id"]) as git:
+            base_sha = branch_sha(git, data["baseRefName"])
+        if base_sha is None:
+            raise GraphQLError("base branch %s does not exist" % data["baseRefName"], kind="UNPROCESSABLE")
+        pull_fields.update(base_ref=data["baseRefName"], base_sha=base_sha)
     with ctx.req.transaction() as db:
         update_row(db, "issues", dict(fields, updated_at=now()), "id", issue["id"])
+        update_row(db, "pulls", pull_fields, "issue_id", issue["id"])
         set_issue_relations(ctx.req, db, repo_row, issue["id"], relations)
-        ctx.req.effect("updated #%d: %s" % (issue["number"], ", ".join(sorted(set(fields) | set(relations)))))
+        ctx.req.effect("updated #%d: %s" % (issue["number"], ", ".join(sorted(set(fields) | set(relations) |
+                                                                            set(pull_fields)))))
     row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
-    return {"clientMutationId": data.get("clientMutationId"), "issue": gql_issue(ctx, repo_row, row),
+    node = gql_pull(ctx, repo_row, row) if row["is_pull"] else gql_issue(ctx, repo_row, row)
+    return {"clientMutationId": data.get("clientMutationId"), payload_key: node,
             "actor": gql_user(ctx.app, ctx.req.principal.user)}
 
 
@@ -8298,7 +8346,12 @@ GRAPHQL_TYPES = {
         "closeIssue": GField("CloseIssuePayload", mutate_issue_state("closed"), {"input": "CloseIssueInput!"}),
         "reopenIssue": GField("ReopenIssuePayload", mutate_issue_state("open"), {"input": "ReopenIssueInput!"}),
         "addComment": GField("AddCommentPayload", mutate_add_comment, {"input": "AddCommentInput!"}),
-        "updateIssue": GField("UpdateIssuePayload", mutate_update_issue, {"input": "UpdateIssueInput!"}),
+        "updateIssue": GField("UpdateIssuePayload", mutate_update("Issue"), {"input": "UpdateIssueInput!"}),
+        "updatePullRequest": GField("UpdatePullRequestPayload", mutate_update("PullRequest"),
+                                    {"input": "UpdatePullRequestInput!"}),
+        "convertPullRequestToDraft": GField("ConvertPullRequestToDraftPayload", mutate_draft(True),
+                                            {"input": "ConvertPullRequestToDraftInput!"}),
+        "requestReviews": GField("RequestReviewsPayload", mutate_request_reviews, {"input": "RequestReviewsInput!"}),
         "createPullRequest": GField("CreatePullRequestPayload", mutate_create_pull, {"input": "CreatePullRequestInput!"}),
         "mergePullRequest": GField("MergePullRequestPayload", mutate_merge_pull, {"input": "MergePullRequestInput!"}),
         "closePullRequest": GField("ClosePullRequestPayload", mutate_issue_state("closed", "pullRequestId",
@@ -8307,7 +8360,7 @@ GRAPHQL_TYPES = {
         "reopenPullRequest": GField("ReopenPullRequestPayload", mutate_issue_state("open", "pullRequestId",
                                                                                    "pullRequest"),
                                     {"input": "ReopenPullRequestInput!"}),
-        "markPullRequestReadyForReview": GField("MarkPullRequestReadyForReviewPayload", mutate_ready_for_review,
+        "markPullRequestReadyForReview": GField("MarkPullRequestReadyForReviewPayload", mutate_draft(False),
                                                 {"input": "MarkPullRequestReadyForReviewInput!"}),
         "addPullRequestReview": GField("AddPullRequestReviewPayload", mutate_add_review,
                                        {"input": "AddPullRequestReviewInput!"}),
@@ -8319,6 +8372,12 @@ GRAPHQL_TYPES = {
         "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
     "UpdateIssuePayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "issue": GField("Issue"), "actor": GField("Actor")}},
+    "UpdatePullRequestPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest"), "actor": GField("Actor")}},
+    "ConvertPullRequestToDraftPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
+    "RequestReviewsPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest"), "actor": GField("Actor")}},
     "AddLabelsToLabelablePayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "labelable": GField("Labelable")}},
     "RemoveLabelsFromLabelablePayload": {"kind": "OBJECT", "fields": {

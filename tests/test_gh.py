@@ -226,6 +226,30 @@ def test_gh_repo_archive_makes_it_read_only(tmp_path):
         assert decisions == ["read_only", "allow"]
 
 
+def test_gh_pr_edit_and_back_to_draft(tmp_path):
+    with gh_as_alice(tmp_path) as (srv, env, alice):
+        srv.add_user("bob")
+        api(srv, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+        api(srv, "PUT", "/repos/alice/demo/collaborators/bob", alice, {"permission": "push"})
+        api(srv, "POST", "/repos/alice/demo/labels", alice, {"name": "bug", "color": "ff0000"})
+        main = api(srv, "GET", "/repos/alice/demo/git/ref/heads/main", alice).json["object"]["sha"]
+        for branch in ("fix", "dev"):
+            api(srv, "POST", "/repos/alice/demo/git/refs", alice, {"ref": "refs/heads/" + branch, "sha": main})
+        api(srv, "PUT", "/repos/alice/demo/contents/fix.txt", alice, {"message": "fix", "content": "Zgo=",
+                                                                       "branch": "fix"})
+        gh(env, "pr", "create", "-R", "alice/demo", "-H", "fix", "-B", "main", "-t", "Fix", "-b", "")
+        gh(env, "pr", "edit", "1", "-R", "alice/demo", "--title", "Fix it", "--base", "dev", "--add-label", "bug",
+           "--add-assignee", "alice", "--add-reviewer", "bob")
+        gh(env, "pr", "ready", "1", "-R", "alice/demo", "--undo")
+        fields = "title,baseRefName,labels,assignees,reviewRequests,isDraft"
+        seen = json.loads(gh(env, "pr", "view", "1", "-R", "alice/demo", "--json", fields).stdout)
+        assert (seen["title"], seen["baseRefName"], seen["isDraft"]) == ("Fix it", "dev", True)
+        assert [label["name"] for label in seen["labels"]] == ["bug"]
+        assert [a["login"] for a in seen["assignees"]] == ["alice"]
+        assert [r["login"] for r in seen["reviewRequests"]] == ["bob"]
+        assert api(srv, "GET", "/repos/alice/demo/pulls/1", alice).json["base"]["ref"] == "dev"
+
+
 def test_gh_views_an_agent_reads(tmp_path):
     """What an agent reads before it acts: pr view --json (files, commits and their authors, the review
     decision a protected base asks for, latest reviews), pr status, pr checks, repo view --json, run view,
