@@ -3218,10 +3218,7 @@ def lock_issue(req, owner, repo, number):
     reason = req.field(body, "lock_reason", str, "Issue")
     if reason not in (None, "off-topic", "too heated", "resolved", "spam"):
         raise invalid("Issue", "lock_reason", message="lock_reason must be off-topic, too heated, resolved or spam")
-    with req.transaction() as db:
-        db.execute("UPDATE issues SET locked = 1, lock_reason = ?, updated_at = ? WHERE id = ?",
-                   (reason, now(), issue["id"]))
-        req.effect("locked #%d" % issue["number"])
+    set_locked(req, issue, True, reason)
     return 204, None
 
 
@@ -3229,11 +3226,16 @@ def lock_issue(req, owner, repo, number):
 def unlock_issue(req, owner, repo, number):
     row, issue = find_issue(req, owner, repo, number)
     req.authorize("triage_issue", Resource.repo(row))
-    with req.transaction() as db:
-        db.execute("UPDATE issues SET locked = 0, lock_reason = NULL, updated_at = ? WHERE id = ?",
-                   (now(), issue["id"]))
-        req.effect("unlocked #%d" % issue["number"])
+    set_locked(req, issue, False)
     return 204, None
+
+
+def set_locked(req, issue, locked, reason=None):
+    """Lock a conversation (comments then need triage) or unlock it; REST and GraphQL alike."""
+    with req.transaction() as db:
+        db.execute("UPDATE issues SET locked = ?, lock_reason = ?, updated_at = ? WHERE id = ?",
+                   (int(locked), reason if locked else None, now(), issue["id"]))
+        req.effect("%s #%d" % ("locked" if locked else "unlocked", issue["number"]))
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/comments")
@@ -7295,6 +7297,7 @@ GRAPHQL_ENUMS = {
     "PullRequestReviewDecision": ["CHANGES_REQUESTED", "APPROVED", "REVIEW_REQUIRED"],
     "OrganizationOrderField": ["CREATED_AT", "LOGIN"],
     "PullRequestUpdateState": ["OPEN", "CLOSED"],
+    "LockReason": ["OFF_TOPIC", "RESOLVED", "SPAM", "TOO_HEATED"],
     "PatchStatus": ["ADDED", "CHANGED", "COPIED", "DELETED", "MODIFIED", "RENAMED"],
     "LanguageOrderField": ["SIZE"],
 }
@@ -7322,6 +7325,8 @@ GRAPHQL_INPUTS = {
                                "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]",
                                "maintainerCanModify": "Boolean", "clientMutationId": "String"},
     "ConvertPullRequestToDraftInput": {"pullRequestId": "ID!", "clientMutationId": "String"},
+    "LockLockableInput": {"lockableId": "ID!", "lockReason": "LockReason", "clientMutationId": "String"},
+    "UnlockLockableInput": {"lockableId": "ID!", "clientMutationId": "String"},
     "RequestReviewsInput": {"pullRequestId": "ID!", "userIds": "[ID!]", "teamIds": "[ID!]", "union": "Boolean",
                             "clientMutationId": "String"},
     "CreatePullRequestInput": {"repositoryId": "ID!", "baseRefName": "String!", "headRefName": "String!",
@@ -7439,10 +7444,33 @@ def gql_issue(ctx, repo_row, row):
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
             "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row,
             "_repo": repo_row, "reactionGroups": [], "issueType": None, "parent": None,
-            "subIssuesSummary": {"total": 0, "completed": 0, "percentCompleted": 0},
+            "subIssuesSummary": {"total": 0, "completed": 0, "percentCompleted": 0}, **gql_lock(row),
             "milestone": {"__typename": "Milestone", "id": m["node_id"], "number": m["number"], "title": m["title"],
                           "description": m["description"], "dueOn": m["due_on"], "state": m["state"].upper(),
                           "url": m["html_url"]} if m else None}
+
+
+def gql_lock(row):
+    """Lockable's fields: REST's lock_reason ("too heated") as GraphQL's LockReason (TOO_HEATED)."""
+    reason = row["lock_reason"]
+    return {"locked": bool(row["locked"]),
+            "activeLockReason": reason.upper().replace(" ", "_").replace("-", "_") if row["locked"] and reason else None}
+
+
+def mutate_lock(locking):
+    """lockLockable / unlockLockable: what PUT and DELETE .../issues/N/lock do."""
+    payload_key = "lockedRecord" if locking else "unlockedRecord"
+
+    def mutate(ctx, parent, args):
+        data = args["input"]
+        repo_row, issue = mutation_issue(ctx, data["lockableId"], "triage_issue")
+        reason = (data.get("lockReason") or "").lower().replace("_", " ").replace("off topic", "off-topic") or None
+        set_locked(ctx.req, issue, locking, reason)
+        row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
+        node = gql_pull(ctx, repo_row, row) if row["is_pull"] else gql_issue(ctx, repo_row, row)
+        return {"clientMutationId": data.get("clientMutationId"), payload_key: node,
+                "actor": gql_user(ctx.app, ctx.req.principal.user)}
+    return mutate
 
 
 def resolve_issue_assignees(ctx, parent, args):
@@ -7542,7 +7570,7 @@ def gql_pull(ctx, repo_row, row):
             "author": gql_user(ctx.app, author) if author else None,
             "_row": row, "_repo": repo_row, "autoMergeRequest": None, "maintainerCanModify": False,
             "reactionGroups": [], "headRepository": gql_repository(ctx, head_repo) if head_repo else None,
-            "milestone": gql_issue(ctx, repo_row, row)["milestone"],
+            "milestone": gql_issue(ctx, repo_row, row)["milestone"], **gql_lock(row),
             "_labels": issue_json(ctx.app, repo_row, row)["labels"]}
 
 
@@ -8214,7 +8242,8 @@ GRAPHQL_TYPES = {
         "assignees": GField("UserConnection!", resolve_issue_assignees, dict(CONNECTION_ARGS)),
         "comments": GField("IssueCommentConnection!", resolve_comments, dict(CONNECTION_ARGS,
                                                                             orderBy="IssueCommentOrder")),
-        "reactionGroups": GField("[ReactionGroup!]"),
+        "reactionGroups": GField("[ReactionGroup!]"), "locked": GField("Boolean!"),
+        "activeLockReason": GField("LockReason"),
         # Newer than the schema in ../shared, but gh 2.102 asks for them; nothing here has types or sub-issues.
         "issueType": GField("IssueType"), "parent": GField("Issue"),
         "subIssues": GField("IssueConnection!", resolve_sub_issues, dict(CONNECTION_ARGS)),
@@ -8260,7 +8289,14 @@ GRAPHQL_TYPES = {
         "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder")),
         "comments": GField("IssueCommentConnection!", resolve_comments, dict(CONNECTION_ARGS,
                                                                             orderBy="IssueCommentOrder")),
-        "reactionGroups": GField("[ReactionGroup!]")}},
+        "reactionGroups": GField("[ReactionGroup!]"), "locked": GField("Boolean!"),
+        "activeLockReason": GField("LockReason")}},
+    "Lockable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {
+        "locked": GField("Boolean!"), "activeLockReason": GField("LockReason")}},
+    "LockLockablePayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "lockedRecord": GField("Lockable"), "actor": GField("Actor")}},
+    "UnlockLockablePayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "unlockedRecord": GField("Lockable"), "actor": GField("Actor")}},
     "PullRequestChangedFileConnection": connection_type("PullRequestChangedFile"),
     "PullRequestChangedFileEdge": edge_type("PullRequestChangedFile"),
     "PullRequestChangedFile": {"kind": "OBJECT", "fields": {
@@ -8352,6 +8388,8 @@ GRAPHQL_TYPES = {
         "convertPullRequestToDraft": GField("ConvertPullRequestToDraftPayload", mutate_draft(True),
                                             {"input": "ConvertPullRequestToDraftInput!"}),
         "requestReviews": GField("RequestReviewsPayload", mutate_request_reviews, {"input": "RequestReviewsInput!"}),
+        "lockLockable": GField("LockLockablePayload", mutate_lock(True), {"input": "LockLockableInput!"}),
+        "unlockLockable": GField("UnlockLockablePayload", mutate_lock(False), {"input": "UnlockLockableInput!"}),
         "createPullRequest": GField("CreatePullRequestPayload", mutate_create_pull, {"input": "CreatePullRequestInput!"}),
         "mergePullRequest": GField("MergePullRequestPayload", mutate_merge_pull, {"input": "MergePullRequestInput!"}),
         "closePullRequest": GField("ClosePullRequestPayload", mutate_issue_state("closed", "pullRequestId",

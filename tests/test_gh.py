@@ -250,6 +250,22 @@ def test_gh_pr_edit_and_back_to_draft(tmp_path):
         assert api(srv, "GET", "/repos/alice/demo/pulls/1", alice).json["base"]["ref"] == "dev"
 
 
+def test_gh_issue_lock_and_unlock(tmp_path):
+    with gh_as_alice(tmp_path) as (srv, env, alice):
+        reader = srv.add_user("reader")
+        api(srv, "POST", "/user/repos", alice, {"name": "demo"})
+        api(srv, "POST", "/repos/alice/demo/issues", alice, {"title": "Heated"})
+        gh(env, "issue", "lock", "1", "-R", "alice/demo", "--reason", "too_heated")
+        issue = api(srv, "GET", "/repos/alice/demo/issues/1", alice).json
+        assert (issue["locked"], issue["active_lock_reason"]) == (True, "too heated")
+        assert json.loads(gh(env, "api", "graphql", "-f", 'query={ repository(owner: "alice", name: "demo") {'
+                                 ' issue(number: 1) { locked activeLockReason } } }').stdout)["data"] == {
+            "repository": {"issue": {"locked": True, "activeLockReason": "TOO_HEATED"}}}
+        assert api(srv, "POST", "/repos/alice/demo/issues/1/comments", reader, {"body": "!"}).status == 403
+        gh(env, "issue", "unlock", "1", "-R", "alice/demo")
+        assert api(srv, "POST", "/repos/alice/demo/issues/1/comments", reader, {"body": "ok"}).status == 201
+
+
 def test_gh_views_an_agent_reads(tmp_path):
     """What an agent reads before it acts: pr view --json (files, commits and their authors, the review
     decision a protected base asks for, latest reviews), pr status, pr checks, repo view --json, run view,
