@@ -3894,6 +3894,47 @@ def merge_pull(req, owner, repo, number):
     return {"sha": new_sha, "merged": True, "message": "Pull Request successfully merged"}
 
 
+@route("PUT", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/update-branch")
+def update_branch_endpoint(req, owner, repo, number):
+    body = req.json()
+    expected_sha = req.field(body, "expected_head_sha", str, "PullRequest")
+    row, issue, pull = find_pull(req, owner, repo, number)
+    update_pull_branch(req, row, issue, pull, expected_sha)
+    return 202, {"message": "Updating pull request branch.", "url": "%s/%s/pull/%d" % (
+        req.app.url, full_name(row), issue["number"])}
+
+
+def update_pull_branch(req, row, issue, pull, expected_sha=None):
+    """GitHub's "Update branch": merge the base branch into the head branch, in the repository the head
+    lives in (a fork's too), as a push to that branch is decided. Nothing moves on a conflict or a race."""
+    state = PullState(req.app, row, issue, pull)
+    head_repo = state.head_repo
+    if issue["state"] != "open" or head_repo is None:
+        raise HTTPError(422, "The pull request is closed or its head repository is gone")
+    head_ref = b"refs/heads/" + pull["head_ref"].encode()
+    req.authorize("push_branch", Resource.repo(head_repo), ref=head_ref.decode())
+    if expected_sha and expected_sha != state.head_sha:
+        raise HTTPError(422, "expected head sha didn't match current head ref.")
+    if state.merge_base == state.base_sha:
+        raise HTTPError(422, "There are no new commits on the base branch.")
+    if head_repo["id"] != row["id"]:      # the fork needs the base's commits to make the merge
+        copy_refs(req.app, repo_dir(req.app, row["id"]), repo_dir(req.app, head_repo["id"]),
+                  {None: "refs/heads/" + pull["base_ref"]})
+    with open_repo(req.app, head_repo["id"]) as git:
+        tree, conflicts = merge_trees(git, state.merge_base, state.head_sha, state.base_sha)
+        if conflicts:
+            raise HTTPError(422, "merge conflict between base and head (%s)" % ", ".join(conflicts[:5]))
+        user = signature(req.principal.user)
+        new_sha = write_commit(git, tree, [state.head_sha, state.base_sha], user, user, "Merge branch '%s' into %s" % (
+            pull["base_ref"], pull["head_ref"]))
+        if not git.refs.set_if_equals(head_ref, state.head_sha.encode(), new_sha.encode()):
+            raise HTTPError(409, "Head branch was modified. Review and try again.")
+    with req.transaction():
+        req.effect("merged %s into %s of #%d: %s→%s" % (pull["base_ref"], pull["head_ref"], issue["number"],
+                                                        state.head_sha[:12], new_sha[:12]))
+    return new_sha
+
+
 def merge(req, row, issue, pull, method, expected_sha=None, title=None, message=None):
     """Decide, merge, record: the new head of the base branch. HTTPError 405/409 when it cannot."""
     state = PullState(req.app, row, issue, pull)
@@ -7298,6 +7339,8 @@ GRAPHQL_ENUMS = {
     "OrganizationOrderField": ["CREATED_AT", "LOGIN"],
     "PullRequestUpdateState": ["OPEN", "CLOSED"],
     "LockReason": ["OFF_TOPIC", "RESOLVED", "SPAM", "TOO_HEATED"],
+    "ComparisonStatus": ["AHEAD", "BEHIND", "DIVERGED", "IDENTICAL"],
+    "PullRequestBranchUpdateMethod": ["MERGE", "REBASE"],
     "PatchStatus": ["ADDED", "CHANGED", "COPIED", "DELETED", "MODIFIED", "RENAMED"],
     "LanguageOrderField": ["SIZE"],
 }
@@ -7325,6 +7368,8 @@ GRAPHQL_INPUTS = {
                                "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]",
                                "maintainerCanModify": "Boolean", "clientMutationId": "String"},
     "ConvertPullRequestToDraftInput": {"pullRequestId": "ID!", "clientMutationId": "String"},
+    "UpdatePullRequestBranchInput": {"pullRequestId": "ID!", "expectedHeadOid": "GitObjectID",
+                                     "updateMethod": "PullRequestBranchUpdateMethod", "clientMutationId": "String"},
     "LockLockableInput": {"lockableId": "ID!", "lockReason": "LockReason", "clientMutationId": "String"},
     "UnlockLockableInput": {"lockableId": "ID!", "clientMutationId": "String"},
     "RequestReviewsInput": {"pullRequestId": "ID!", "userIds": "[ID!]", "teamIds": "[ID!]", "union": "Boolean",
@@ -7690,19 +7735,32 @@ def resolve_pull(ctx, parent, args):
     return gql_pull(ctx, parent["_row"], row)
 
 
-def mutate_merge_pull(ctx, parent, args):
-    data = args["input"]
-    issue = node_row(ctx, data["pullRequestId"], "PullRequest")
+def visible_pull(ctx, ident):
+    """(repository, issue, pull) behind a pull request's global id, when the viewer can see it."""
+    issue = node_row(ctx, ident, "PullRequest")
     repo_row = repo_by_id(ctx.app.store, issue["repo_id"])
     if not ctx.req.can("read_code", Resource.repo(repo_row)):
-        raise GraphQLError("Could not resolve to a node with the global id of '%s'" % data["pullRequestId"],
-                           kind="NOT_FOUND")
-    pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"])
+        raise GraphQLError("Could not resolve to a node with the global id of '%s'" % ident, kind="NOT_FOUND")
+    return repo_row, issue, ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"])
+
+
+def mutate_merge_pull(ctx, parent, args):
+    data = args["input"]
+    repo_row, issue, pull = visible_pull(ctx, data["pullRequestId"])
     merge(ctx.req, repo_row, issue, pull, (data.get("mergeMethod") or "MERGE").lower(), data.get("expectedHeadOid"),
           data.get("commitHeadline"), data.get("commitBody"))
     row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
     return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, row),
             "actor": gql_user(ctx.app, ctx.req.principal.user)}
+
+
+def mutate_update_branch(ctx, parent, args):
+    data = args["input"]
+    if (data.get("updateMethod") or "MERGE") != "MERGE":
+        raise GraphQLError("only MERGE updates a pull request branch here", kind="UNPROCESSABLE")
+    repo_row, issue, pull = visible_pull(ctx, data["pullRequestId"])
+    update_pull_branch(ctx.req, repo_row, issue, pull, data.get("expectedHeadOid"))
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, issue)}
 
 
 def resolve_pull_requests(ctx, parent, args):
@@ -8004,7 +8062,21 @@ def gql_ref(ctx, repo_row, branch):
             "requiresApprovingReviews": rule["required_approvals"] is not None, "requiresStatusChecks": bool(checks),
             "requiresStrictStatusChecks": False, "requiredStatusCheckContexts": checks}
     return {"__typename": "Ref", "id": node_id("Ref", "%d:refs/heads/%s" % (repo_row["id"], branch)), "name": branch,
-            "prefix": "refs/heads/", "branchProtectionRule": protection}
+            "prefix": "refs/heads/", "branchProtectionRule": protection, "_repo": repo_row}
+
+
+def resolve_compare(ctx, parent, args):
+    """Ref.compare(headRef:): how far a branch of the same repository is ahead of and behind this one."""
+    with open_repo(ctx.app, parent["_repo"]["id"]) as git:
+        base_sha, head_sha = branch_sha(git, parent["name"]), branch_sha(git, args["headRef"].rpartition(":")[2])
+        if base_sha is None or head_sha is None:
+            return None
+        common = merge_base(git, base_sha, head_sha) or ""
+        ahead, behind = len(commits_between(git, common, head_sha)), len(commits_between(git, common, base_sha))
+    status = "IDENTICAL" if not ahead and not behind else "AHEAD" if not behind else "BEHIND" if not ahead else \
+        "DIVERGED"
+    return {"__typename": "Comparison", "id": node_id("Comparison", "%s...%s" % (base_sha, head_sha)),
+            "aheadBy": ahead, "behindBy": behind, "status": status}
 
 
 def resolve_repo_parent(ctx, parent, args):
@@ -8293,6 +8365,8 @@ GRAPHQL_TYPES = {
         "activeLockReason": GField("LockReason")}},
     "Lockable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {
         "locked": GField("Boolean!"), "activeLockReason": GField("LockReason")}},
+    "UpdatePullRequestBranchPayload": {"kind": "OBJECT", "fields": {
+        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
     "LockLockablePayload": {"kind": "OBJECT", "fields": {
         "clientMutationId": GField("String"), "lockedRecord": GField("Lockable"), "actor": GField("Actor")}},
     "UnlockLockablePayload": {"kind": "OBJECT", "fields": {
@@ -8389,6 +8463,8 @@ GRAPHQL_TYPES = {
                                             {"input": "ConvertPullRequestToDraftInput!"}),
         "requestReviews": GField("RequestReviewsPayload", mutate_request_reviews, {"input": "RequestReviewsInput!"}),
         "lockLockable": GField("LockLockablePayload", mutate_lock(True), {"input": "LockLockableInput!"}),
+        "updatePullRequestBranch": GField("UpdatePullRequestBranchPayload", mutate_update_branch,
+                                          {"input": "UpdatePullRequestBranchInput!"}),
         "unlockLockable": GField("UnlockLockablePayload", mutate_lock(False), {"input": "UnlockLockableInput!"}),
         "createPullRequest": GField("CreatePullRequestPayload", mutate_create_pull, {"input": "CreatePullRequestInput!"}),
         "mergePullRequest": GField("MergePullRequestPayload", mutate_merge_pull, {"input": "MergePullRequestInput!"}),
@@ -8444,7 +8520,11 @@ GRAPHQL_TYPES = {
         "endCursor": GField("String")}},
     "Ref": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "prefix": GField("String!"),
-        "branchProtectionRule": GField("BranchProtectionRule")}},
+        "branchProtectionRule": GField("BranchProtectionRule"),
+        "compare": GField("Comparison", resolve_compare, {"headRef": "String!"})}},
+    "Comparison": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "aheadBy": GField("Int!"), "behindBy": GField("Int!"),
+        "status": GField("ComparisonStatus!")}},
     "BranchProtectionRule": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "pattern": GField("String!"), "allowsDeletions": GField("Boolean!"),
         "allowsForcePushes": GField("Boolean!"), "dismissesStaleReviews": GField("Boolean!"),

@@ -226,7 +226,7 @@ def test_gh_repo_archive_makes_it_read_only(tmp_path):
         assert decisions == ["read_only", "allow"]
 
 
-def test_gh_pr_edit_and_back_to_draft(tmp_path):
+def test_gh_pr_edit_back_to_draft_and_update_branch(tmp_path):
     with gh_as_alice(tmp_path) as (srv, env, alice):
         srv.add_user("bob")
         api(srv, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
@@ -248,6 +248,10 @@ def test_gh_pr_edit_and_back_to_draft(tmp_path):
         assert [a["login"] for a in seen["assignees"]] == ["alice"]
         assert [r["login"] for r in seen["reviewRequests"]] == ["bob"]
         assert api(srv, "GET", "/repos/alice/demo/pulls/1", alice).json["base"]["ref"] == "dev"
+        api(srv, "PUT", "/repos/alice/demo/contents/dev.txt", alice, {"message": "dev moves", "content": "Zgo=",
+                                                                       "branch": "dev"})
+        assert "PR branch updated" in gh(env, "pr", "update-branch", "1", "-R", "alice/demo").stdout
+        assert "already up-to-date" in gh(env, "pr", "update-branch", "1", "-R", "alice/demo").stdout
 
 
 def test_gh_issue_lock_and_unlock(tmp_path):

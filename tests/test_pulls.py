@@ -181,3 +181,40 @@ def test_push_updates_open_pr_and_close_reopen(server, project):
     assert (r.json["state"], r.json["title"]) == ("closed", "grown")
     assert api(server, "GET", "/repos/alice/app/pulls", rita).json == []
     assert api(server, "PATCH", "/repos/alice/app/pulls/1", walt, {"state": "open"}).json["state"] == "open"
+
+
+def test_update_branch(server):
+    """The base's new commits merged into the head branch (GitHub's Update branch), decided as a push to
+    the head branch; nothing moves on a conflict."""
+    import base64
+    alice, walt = server.add_user("alice"), server.add_user("walt")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    api(server, "PUT", "/repos/alice/app/collaborators/walt", alice, {"permission": "pull"})
+    main = api(server, "GET", "/repos/alice/app/git/ref/heads/main", alice).json["object"]["sha"]
+
+    def put(path, text, branch="main"):
+        return api(server, "PUT", "/repos/alice/app/contents/" + path, alice, {
+            "message": "edit " + path, "content": base64.b64encode(text.encode()).decode(), "branch": branch}).json
+    for branch in ("fix", "clash"):
+        api(server, "POST", "/repos/alice/app/git/refs", alice, {"ref": "refs/heads/" + branch, "sha": main})
+    put("fix.txt", "fix\n", "fix")
+    put("shared.txt", "from clash\n", "clash")
+    for head in ("fix", "clash"):
+        api(server, "POST", "/repos/alice/app/pulls", alice, {"title": head, "head": head, "base": "main"})
+    r = api(server, "PUT", "/repos/alice/app/pulls/1/update-branch", alice, {})
+    assert r.status == 422 and "no new commits" in r.json["message"]
+    put("shared.txt", "from main\n")
+    assert api(server, "PUT", "/repos/alice/app/pulls/1/update-branch", walt, {}).status == 403   # walt reads only
+    before = api(server, "GET", "/repos/alice/app/git/ref/heads/fix", alice).json["object"]["sha"]
+    assert api(server, "PUT", "/repos/alice/app/pulls/1/update-branch", alice,
+               {"expected_head_sha": "0" * 40}).status == 422
+    r = api(server, "PUT", "/repos/alice/app/pulls/1/update-branch", alice, {"expected_head_sha": before})
+    assert r.status == 202
+    head = api(server, "GET", "/repos/alice/app/commits/fix", alice).json
+    assert [p["sha"] for p in head["parents"]][0] == before and head["commit"]["message"] == "Merge branch 'main' into fix"
+    assert api(server, "GET", "/repos/alice/app/contents/shared.txt?ref=fix", alice).json["content"].strip() == \
+        base64.b64encode(b"from main\n").decode()
+    clash = api(server, "GET", "/repos/alice/app/git/ref/heads/clash", alice).json["object"]["sha"]
+    r = api(server, "PUT", "/repos/alice/app/pulls/2/update-branch", alice, {})
+    assert r.status == 422 and "conflict" in r.json["message"] and "shared.txt" in r.json["message"]
+    assert api(server, "GET", "/repos/alice/app/git/ref/heads/clash", alice).json["object"]["sha"] == clash
