@@ -2652,6 +2652,53 @@ def fork_json(req, row):
     return dict(repo_json(req.app, row, level), **fork_lineage(req, row))
 
 
+@route("POST", "/api/v3/repos/{owner}/{repo}/merge-upstream")
+def merge_upstream(req, owner, repo):
+    """Sync a fork's branch with the same branch of its parent (gh repo sync): a fast-forward when the
+    fork has nothing of its own, else a merge commit; 409 and nothing moved on a conflict. Decided as a
+    push to the fork's branch."""
+    body = req.json()
+    branch = req.field(body, "branch", str, "MergeUpstream", required=True)
+    row = find_repo(req, owner, repo)
+    parent = repo_by_id(req.app.store, row["parent_id"]) if row["parent_id"] else None
+    if parent is None or not req.can("read_code", Resource.repo(parent)):
+        raise invalid("MergeUpstream", "repository", message="%s is not a fork of a repository you can see"
+                      % full_name(row))
+    ref = "refs/heads/" + branch
+    req.authorize("push_branch", Resource.repo(row), ref=ref)
+    label = "%s:%s" % (parent["owner_login"], branch)
+    with open_repo(req.app, parent["id"]) as upstream:
+        theirs = branch_sha(upstream, branch)
+    if theirs is None:
+        raise invalid("MergeUpstream", "branch", message="the upstream has no branch %s" % branch)
+    copy_refs(req.app, repo_dir(req.app, parent["id"]), repo_dir(req.app, row["id"]), {None: ref})
+    with open_repo(req.app, row["id"]) as git:
+        ours = branch_sha(git, branch)
+        if ours is None:
+            raise invalid("MergeUpstream", "branch", message="the fork has no branch %s" % branch)
+        common = merge_base(git, ours, theirs)
+        if common == theirs:
+            return {"message": "This branch is not behind the upstream %s." % label, "merge_type": "none",
+                    "base_branch": label}
+        merge_type, new_sha = "fast-forward", theirs
+        if common != ours:
+            tree, conflicts = merge_trees(git, common, ours, theirs)
+            if conflicts:
+                raise HTTPError(409, "There are merge conflicts with the upstream %s" % label)
+            user = signature(req.principal.user)
+            new_sha = write_commit(git, tree, [ours, theirs], user, user, "Merge branch '%s' of %s into %s" % (
+                branch, full_name(parent), branch))
+            merge_type = "merge"
+        if not git.refs.set_if_equals(ref.encode(), ours.encode(), new_sha.encode()):
+            raise HTTPError(409, "The branch was updated meanwhile; try again")
+    with req.transaction() as db:
+        db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
+        req.effect("synced %s with %s (%s): %s→%s" % (ref, label, merge_type, ours[:12], new_sha[:12]))
+    return {"message": "Successfully fetched and %s from upstream %s." % (
+        "fast-forwarded" if merge_type == "fast-forward" else "merged", label), "merge_type": merge_type,
+            "base_branch": label}
+
+
 @route("GET", "/api/v3/repos/{owner}/{repo}/forks")
 def list_forks(req, owner, repo):
     source = find_repo(req, owner, repo)

@@ -130,3 +130,35 @@ def test_a_fork_that_cannot_be_filled_leaves_nothing(server, monkeypatch):
     assert len([d for d in os.listdir(server.app.repos_dir) if d.endswith(".git")]) == 1     # alice/demo's only
     row = server.app.store.one("SELECT * FROM audit WHERE action = 'create_repo' ORDER BY id DESC LIMIT 1")
     assert row["decision"] == "deny" and row["side_effect"] == "removed the empty fork"
+
+
+def test_syncing_a_fork_with_its_upstream(engine_server):
+    import base64
+    server = engine_server
+    alice, bob, carl = server.add_user("alice"), server.add_user("bob"), server.add_user("carl")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+    api(server, "POST", "/repos/alice/demo/forks", bob)
+
+    def put(repo, path, text, token):
+        return api(server, "PUT", "/repos/%s/contents/%s" % (repo, path), token, {
+            "message": "edit " + path, "content": base64.b64encode(text.encode()).decode()})
+
+    def sync(token=bob, repo="bob/demo"):
+        return api(server, "POST", "/repos/%s/merge-upstream" % repo, token, {"branch": "main"})
+    assert sync().json["merge_type"] == "none"
+    put("alice/demo", "a.txt", "1\n", alice)
+    r = sync()
+    assert r.status == 200 and r.json == {"message": "Successfully fetched and fast-forwarded from upstream alice:main.",
+                                          "merge_type": "fast-forward", "base_branch": "alice:main"}
+    assert api(server, "GET", "/repos/bob/demo/contents/a.txt", bob).status == 200
+    put("bob/demo", "b.txt", "mine\n", bob)
+    put("alice/demo", "c.txt", "theirs\n", alice)
+    assert sync().json["merge_type"] == "merge"
+    assert {p["name"] for p in api(server, "GET", "/repos/bob/demo/contents/", bob).json} >= {"a.txt", "b.txt", "c.txt"}
+    assert put("bob/demo", "d.txt", "bob's\n", bob).status == 201                # both add d.txt: a conflict
+    assert put("alice/demo", "d.txt", "alice's\n", alice).status == 201
+    before = api(server, "GET", "/repos/bob/demo/git/ref/heads/main", bob).json["object"]["sha"]
+    assert sync().status == 409
+    assert api(server, "GET", "/repos/bob/demo/git/ref/heads/main", bob).json["object"]["sha"] == before
+    assert sync(carl).status == 403                                  # carl may read bob's fork, not push to it
+    assert sync(alice, "alice/demo").status == 422                   # not a fork

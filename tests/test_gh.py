@@ -514,3 +514,7 @@ def test_gh_fork_and_a_pull_request_from_it(gh_server, tmp_path):
     gh(alice_env, "pr", "merge", "1", "-R", "alice/demo", "--merge")
     git(upstream, "fetch", "-q", "origin", env=alice_env)
     assert "Fix it" in git(upstream, "log", "--format=%s", "origin/main", env=alice_env).stdout
+    # bob's fork catches up with the merge
+    gh(bob_env, "repo", "sync", "bob/demo")
+    synced = json.loads(gh(bob_env, "api", "repos/bob/demo/branches/main").stdout)["commit"]["sha"]
+    assert synced == json.loads(gh(alice_env, "api", "repos/alice/demo/branches/main").stdout)["commit"]["sha"]

@@ -44,7 +44,7 @@ def test_rest_bodies_have_githubs_shape(server, tmp_path):
         ("PUT", "/orgs/acme/teams/devs/repos/acme/org-repo", {"permission": "push"}, 204),
         ("GET", "/orgs/acme/teams/devs/repos", None, 200),
         ("POST", "/repos/olivia/demo/forks", {"organization": "acme"}, 202), ("GET", "/repos/olivia/demo/forks", None, 200),
-        ("GET", "/repos/acme/demo", None, 200),
+        ("GET", "/repos/acme/demo", None, 200), ("POST", "/repos/acme/demo/merge-upstream", {"branch": "main"}, 200),
     ]
     problems = []
     for method, path, body, status in requests:
