@@ -7485,6 +7485,12 @@ def connection(items, args, to_node):
                          "endCursor": cursor(window[-1]) if window else None}}
 
 
+def payload(**fields):
+    """A mutation's payload type: clientMutationId and the named fields, each of the given type."""
+    return {"kind": "OBJECT", "fields": dict({"clientMutationId": GField("String")},
+                                             **{name: GField(kind) for name, kind in fields.items()})}
+
+
 def connection_type(node_type):
     return {"kind": "OBJECT", "fields": {
         "totalCount": GField("Int!"), "nodes": GField("[%s]" % node_type), "edges": GField("[%sEdge]" % node_type),
@@ -8412,12 +8418,9 @@ GRAPHQL_TYPES = {
         "activeLockReason": GField("LockReason")}},
     "Lockable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {
         "locked": GField("Boolean!"), "activeLockReason": GField("LockReason")}},
-    "UpdatePullRequestBranchPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
-    "LockLockablePayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "lockedRecord": GField("Lockable"), "actor": GField("Actor")}},
-    "UnlockLockablePayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "unlockedRecord": GField("Lockable"), "actor": GField("Actor")}},
+    "UpdatePullRequestBranchPayload": payload(pullRequest="PullRequest"),
+    "LockLockablePayload": payload(lockedRecord="Lockable", actor="Actor"),
+    "UnlockLockablePayload": payload(unlockedRecord="Lockable", actor="Actor"),
     "PullRequestChangedFileConnection": connection_type("PullRequestChangedFile"),
     "PullRequestChangedFileEdge": edge_type("PullRequestChangedFile"),
     "PullRequestChangedFile": {"kind": "OBJECT", "fields": {
@@ -8463,20 +8466,15 @@ GRAPHQL_TYPES = {
     "GitActorConnection": connection_type("GitActor"), "GitActorEdge": edge_type("GitActor"),
     "GitActor": {"kind": "OBJECT", "fields": {
         "name": GField("String"), "email": GField("String"), "date": GField("GitTimestamp"), "user": GField("User")}},
-    "ClosePullRequestPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
-    "ReopenPullRequestPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
-    "MarkPullRequestReadyForReviewPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
-    "AddPullRequestReviewPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequestReview": GField("PullRequestReview")}},
+    "ClosePullRequestPayload": payload(pullRequest="PullRequest"),
+    "ReopenPullRequestPayload": payload(pullRequest="PullRequest"),
+    "MarkPullRequestReadyForReviewPayload": payload(pullRequest="PullRequest"),
+    "AddPullRequestReviewPayload": payload(pullRequestReview="PullRequestReview"),
     "PullRequestReview": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "state": GField("PullRequestReviewState!"), "body": GField("String!"),
         "url": GField("URI!"), "author": GField("Actor"), "authorAssociation": GField("CommentAuthorAssociation!"),
         "submittedAt": GField("DateTime"), "commit": GField("Commit"), "reactionGroups": GField("[ReactionGroup!]")}},
-    "MergePullRequestPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest"), "actor": GField("Actor")}},
+    "MergePullRequestPayload": payload(pullRequest="PullRequest", actor="Actor"),
     "PullRequestConnection": connection_type("PullRequest"), "PullRequestEdge": edge_type("PullRequest"),
     "SearchResultItemConnection": {"kind": "OBJECT", "fields": dict({
         "nodes": GField("[SearchResultItem]"), "edges": GField("[SearchResultItemEdge]"),
@@ -8529,38 +8527,27 @@ GRAPHQL_TYPES = {
                                        {"input": "AddLabelsToLabelableInput!"}),
         "removeLabelsFromLabelable": GField("RemoveLabelsFromLabelablePayload", mutate_labels(False),
                                             {"input": "RemoveLabelsFromLabelableInput!"})}},
-    "CreatePullRequestPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
-    "UpdateIssuePayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "issue": GField("Issue"), "actor": GField("Actor")}},
-    "UpdatePullRequestPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest"), "actor": GField("Actor")}},
-    "ConvertPullRequestToDraftPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest")}},
-    "RequestReviewsPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "pullRequest": GField("PullRequest"), "actor": GField("Actor")}},
-    "AddLabelsToLabelablePayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "labelable": GField("Labelable")}},
-    "RemoveLabelsFromLabelablePayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "labelable": GField("Labelable")}},
+    "CreatePullRequestPayload": payload(pullRequest="PullRequest"),
+    "UpdateIssuePayload": payload(issue="Issue", actor="Actor"),
+    "UpdatePullRequestPayload": payload(pullRequest="PullRequest", actor="Actor"),
+    "ConvertPullRequestToDraftPayload": payload(pullRequest="PullRequest"),
+    "RequestReviewsPayload": payload(pullRequest="PullRequest", actor="Actor"),
+    "AddLabelsToLabelablePayload": payload(labelable="Labelable"),
+    "RemoveLabelsFromLabelablePayload": payload(labelable="Labelable"),
     "Labelable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
-    "CreateIssuePayload": {"kind": "OBJECT", "fields": {"clientMutationId": GField("String"), "issue": GField("Issue")}},
-    "CloseIssuePayload": {"kind": "OBJECT", "fields": {"clientMutationId": GField("String"), "issue": GField("Issue")}},
-    "ReopenIssuePayload": {"kind": "OBJECT", "fields": {"clientMutationId": GField("String"), "issue": GField("Issue")}},
-    "AddCommentPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "commentEdge": GField("IssueCommentEdge"), "subject": GField("Node")}},
+    "CreateIssuePayload": payload(issue="Issue"),
+    "CloseIssuePayload": payload(issue="Issue"),
+    "ReopenIssuePayload": payload(issue="Issue"),
+    "AddCommentPayload": payload(commentEdge="IssueCommentEdge", subject="Node"),
     "Label": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "description": GField("String"), "color": GField("String!")}},
     "IssueConnection": connection_type("Issue"), "IssueEdge": edge_type("Issue"),
     "RepositoryConnection": dict(connection_type("Repository"), fields=dict(
         connection_type("Repository")["fields"], totalDiskUsage=GField("Int!"))),
     "RepositoryEdge": edge_type("Repository"),
-    "ArchiveRepositoryPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "repository": GField("Repository")}},
-    "UnarchiveRepositoryPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "repository": GField("Repository")}},
-    "CreateRepositoryPayload": {"kind": "OBJECT", "fields": {
-        "clientMutationId": GField("String"), "repository": GField("Repository")}},
+    "ArchiveRepositoryPayload": payload(repository="Repository"),
+    "UnarchiveRepositoryPayload": payload(repository="Repository"),
+    "CreateRepositoryPayload": payload(repository="Repository"),
     "LabelConnection": connection_type("Label"), "LabelEdge": edge_type("Label"),
     "PageInfo": {"kind": "OBJECT", "fields": {
         "hasNextPage": GField("Boolean!"), "hasPreviousPage": GField("Boolean!"), "startCursor": GField("String"),
