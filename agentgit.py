@@ -3640,9 +3640,15 @@ def follow_fork_head(app, repo_row, issue, pull, head_repo):
     with open_repo(app, head_repo["id"]) as fork:
         sha = branch_sha(fork, pull["head_ref"])
     if sha is not None and sha != known:
-        copy_refs(app, repo_dir(app, head_repo["id"]), repo_dir(app, repo_row["id"]),
-                  {pull_ref: "refs/heads/" + pull["head_ref"]})
-    return sha or known
+        try:
+            copy_refs(app, repo_dir(app, head_repo["id"]), repo_dir(app, repo_row["id"]),
+                      {pull_ref: "refs/heads/" + pull["head_ref"]})
+        except (OSError, subprocess.CalledProcessError, KeyError) as error:
+            # a read must not fail because the fork cannot be read now: the last head brought over stands
+            print("agentgit: could not bring over %s of pull request #%d: %s" % (pull["head_ref"], issue["number"],
+                                                                              error), file=sys.stderr)
+            return known
+    return sha
 
 
 def mergeability(app, state):

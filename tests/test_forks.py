@@ -162,3 +162,23 @@ def test_syncing_a_fork_with_its_upstream(engine_server):
     assert api(server, "GET", "/repos/bob/demo/git/ref/heads/main", bob).json["object"]["sha"] == before
     assert sync(carl).status == 403                                  # carl may read bob's fork, not push to it
     assert sync(alice, "alice/demo").status == 422                   # not a fork
+
+
+def test_a_fork_that_cannot_be_read_does_not_break_its_pull_request(server, tmp_path, monkeypatch):
+    import agentgit
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+    api(server, "POST", "/repos/alice/demo/forks", bob)
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "bob/demo", bob), work)
+    first = commit_file(work, "a.txt", "1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/fix")
+    api(server, "POST", "/repos/alice/demo/pulls", bob, {"title": "Fix", "head": "bob:fix", "base": "main"})
+    commit_file(work, "a.txt", "2\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/fix")
+
+    def broken(*args):
+        raise OSError("fork unreadable")
+    monkeypatch.setattr(agentgit, "copy_refs", broken)
+    r = api(server, "GET", "/repos/alice/demo/pulls/1", alice)
+    assert r.status == 200 and r.json["head"]["sha"] == first          # the last head brought over stands
