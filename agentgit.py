@@ -31,11 +31,12 @@ App.dispatch, sits with the server in section 13):
     6. Audit                the hash-chained log and its verifier
     7. Git storage          bare repositories, initial commits, refs and commits via dulwich
     8. HTTP plumbing        request parsing, routing, errors, pagination, serializers
-    9. REST endpoints       users, repositories, branches and commits, collaborators, issues,
-                            pull requests and reviews, contents, protection and statuses, git
-                            data, releases, workflow records, Actions secrets, search,
-                            organizations and teams, agent registration, tokens, audit,
-                            delegation, task grants and approvals, policy, freezes
+    9. REST endpoints       users, repositories and forks, branches and commits, collaborators,
+                            issues, pull requests and reviews, contents, protection and statuses,
+                            git data, releases and their assets, workflow records, Actions
+                            secrets and variables, search (code too), organizations and teams,
+                            agent registration, tokens, audit, delegation, task grants and
+                            approvals, policy, freezes
    10. GraphQL              lexer, parser, limits, executor, schema table, mutations, __type
    11. Web pages and OAuth  sign-in, sessions with CSRF tokens, /settings pages, the device flow,
                             authorization code with PKCE, metadata
@@ -2483,7 +2484,7 @@ def unsuspend_user(req, login):
     return 204, None
 
 
-# -- repositories -------------------------------------------------------------------------------
+# -- repositories and forks ---------------------------------------------------------------------
 
 def repos_reachable_by(store, user):
     """Every repository that ``user`` owns or reaches through a grant (the candidates for /user/repos)."""
