@@ -1071,11 +1071,7 @@ def authenticate(app, headers, client_address, peer_cert=None):
         principal.stepped_up_at = app.store.cached(("step-up", row["id"]), lambda: (app.store.one(
             "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])
     if user["kind"] == "agent":
-        human = app.store.cached(("delegator", user["id"]), lambda: app.store.one(
-            "SELECT a.login, a.suspended_at FROM agent_bindings b JOIN accounts a ON a.id = b.human_id"
-            " WHERE b.agent_id = ?", user["id"]))
-        if human is not None:
-            principal.delegator, principal.delegator_suspended = human["login"], bool(human["suspended_at"])
+        name_delegator(app.store, principal)
     if row["kind"] == "task":
         grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
         if grant is None:
@@ -1086,15 +1082,30 @@ def authenticate(app, headers, client_address, peer_cert=None):
             app.audit(principal, "auth", Decision("deny", "use_task_token", "user:" + user["login"], [
                 "task grant %s is %s" % (grant["public_id"], "revoked" if grant["revoked_at"] else "expired")]))
             raise HTTPError(401, "Bad credentials")
-        # a task token's scopes are the actions it was minted for (never more than its grant gives);
-        # for the scope checks of decide() it holds what an agent token holds
-        principal.grant = dict(grant, actions=grant["actions"] & set(granted))
-        principal.delegator, principal.scopes = grant["delegator_login"], expand_scopes(AGENT_SCOPES)
+        # a task token's scopes are the actions it was minted for (never more than its grant gives)
+        hold_task_grant(principal, grant, granted)
     if row["kind"] == "switch-session":
         switched = account_by_id(app.store, row["issued_by"]) if row["issued_by"] else None
         principal.switched_by = switched["login"] if switched else "?"
         principal.runtime = "%s switch-session:%s" % (runtime, principal.switched_by)
     return principal
+
+
+def name_delegator(store, principal):
+    """An agent's principal names the human it is bound to, and whether that human is suspended."""
+    human = store.cached(("delegator", principal.user["id"]), lambda: store.one(
+        "SELECT a.login, a.suspended_at FROM agent_bindings b JOIN accounts a ON a.id = b.human_id"
+        " WHERE b.agent_id = ?", principal.user["id"]))
+    if human is not None:
+        principal.delegator, principal.delegator_suspended = human["login"], bool(human["suspended_at"])
+
+
+def hold_task_grant(principal, grant, actions):
+    """An agent's principal as the holder of a task token of ``grant`` minted for ``actions``: the
+    grant narrowed to them, the grant's delegator, and for decide()'s scope checks what an agent
+    token holds. authenticate() and the policy endpoint's what-if both build it so."""
+    principal.grant = dict(grant, actions=grant["actions"] & set(actions))
+    principal.delegator, principal.scopes = grant["delegator_login"], expand_scopes(AGENT_SCOPES)
 
 
 def load_grant(store, grant_id):
@@ -7014,8 +7025,9 @@ def effective_policy(req):
             raise HTTPError(404, "Not Found")
         grant = load_grant(req.app.store, found["id"])
         # a task token of this grant as authenticate() would build it (token_id set: scopes are checked)
-        principal = Principal(user=account_by_id(req.app.store, found["agent_id"]), token_id=0, token_kind="task",
-                              scopes=expand_scopes(AGENT_SCOPES), grant=grant, delegator=grant["delegator_login"])
+        principal = Principal(user=account_by_id(req.app.store, found["agent_id"]), token_id=0, token_kind="task")
+        name_delegator(req.app.store, principal)
+        hold_task_grant(principal, grant, grant["actions"])
     user, grant = principal.user, principal.grant
     decisions = [decide(req.app.store, principal, action, resource) for action in TASK_ACTIONS]
     return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),
