@@ -2227,7 +2227,9 @@ def repo_json(app, row, permission=None):
     """GitHub's full-repository. ``row`` is a repos row joined with its owner (see REPO_SELECT)."""
     name = full_name(row)
     api_url = "%s/repos/%s" % (app.api, name)
-    forks = app.store.one("SELECT COUNT(*) AS n FROM repos WHERE parent_id = ?", row["id"])["n"]
+    # every repository body counts its forks (pull requests carry two bodies): once per commit generation
+    forks = app.store.cached(("forks", row["id"]), lambda: app.store.one(
+        "SELECT COUNT(*) AS n FROM repos WHERE parent_id = ?", row["id"])["n"])
     out = {
         "id": row["id"], "node_id": node_id("Repository", row["id"]), "name": row["name"],
         "full_name": name, "private": bool(row["private"]),
@@ -3623,7 +3625,7 @@ class PullState:
         self.app, self.repo_row, self.issue, self.pull = app, repo_row, issue, pull
         self.head_sha, self.base_sha = pull["head_sha"], pull["base_sha"]
         open_ = issue["state"] == "open"
-        self.head_repo = repo_by_id(app.store, pull["head_repo_id"]) if pull["head_repo_id"] else None
+        self.head_repo = head_repository(app.store, repo_row, pull)
         self.cross = pull["head_repo_id"] != repo_row["id"]
         if open_ and self.cross:
             self.head_sha = follow_fork_head(app, repo_row, issue, pull, self.head_repo) or self.head_sha
@@ -3638,6 +3640,14 @@ class PullState:
                 commits_between(git, pull["base_sha"], pull["head_sha"])
             base_tree = git[self.merge_base.encode()].tree.decode() if self.merge_base else None
             self.files = changed_files(git, base_tree, git[self.head_sha.encode()].tree.decode())
+
+
+def head_repository(store, repo_row, pull):
+    """The repository a pull request's head branch lives in: its own, a fork's, or None once that fork
+    is deleted."""
+    if pull["head_repo_id"] == repo_row["id"]:
+        return repo_row
+    return repo_by_id(store, pull["head_repo_id"]) if pull["head_repo_id"] else None
 
 
 def follow_fork_head(app, repo_row, issue, pull, head_repo):
@@ -7673,7 +7683,7 @@ def resolve_issues(ctx, parent, args):
 def gql_pull(ctx, repo_row, row):
     pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", row["id"])
     state = "MERGED" if pull["merged_at"] else row["state"].upper()
-    head_repo = repo_by_id(ctx.app.store, pull["head_repo_id"]) if pull["head_repo_id"] else None
+    head_repo = head_repository(ctx.app.store, repo_row, pull)
     owner = account_by_id(ctx.app.store, head_repo["owner_id"]) if head_repo else None
     author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
     return {"__typename": "PullRequest", "id": node_id("PullRequest", row["id"]), "number": row["number"],
