@@ -1794,6 +1794,15 @@ def merge_trees(repo, base_sha, ours_sha, theirs_sha):
     return tree.id.decode(), [c.decode("utf-8", "replace") for c in conflicts]
 
 
+def merge_commit(repo, common, ours, theirs, who, message):
+    """``theirs`` merged into ``ours`` over their common ancestor as a commit by ``who`` ('Name <email>'),
+    no ref moved: (its sha, []), or (None, the conflicted paths)."""
+    tree, conflicts = merge_trees(repo, common, ours, theirs)
+    if conflicts:
+        return None, conflicts
+    return write_commit(repo, tree, [ours, theirs], who, who, message), []
+
+
 def write_commit(repo, tree, parents, author, committer, message, author_time=None, author_tz=0):
     """A new commit object (no ref moves); ``author``/``committer`` are 'Name <email>'."""
     commit = Commit()
@@ -2696,12 +2705,10 @@ def merge_upstream(req, owner, repo):
                     "base_branch": label}
         merge_type, new_sha = "fast-forward", theirs
         if common != ours:
-            tree, conflicts = merge_trees(git, common, ours, theirs)
+            new_sha, conflicts = merge_commit(git, common, ours, theirs, signature(req.principal.user),
+                                              "Merge branch '%s' of %s into %s" % (branch, full_name(parent), branch))
             if conflicts:
                 raise HTTPError(409, "There are merge conflicts with the upstream %s" % label)
-            user = signature(req.principal.user)
-            new_sha = write_commit(git, tree, [ours, theirs], user, user, "Merge branch '%s' of %s into %s" % (
-                branch, full_name(parent), branch))
             merge_type = "merge"
         if not git.refs.set_if_equals(ref.encode(), ours.encode(), new_sha.encode()):
             raise HTTPError(409, "The branch was updated meanwhile; try again")
@@ -3996,12 +4003,11 @@ def update_pull_branch(req, row, issue, pull, expected_sha=None):
         copy_refs(req.app, repo_dir(req.app, row["id"]), repo_dir(req.app, head_repo["id"]),
                   {None: "refs/heads/" + pull["base_ref"]})
     with open_repo(req.app, head_repo["id"]) as git:
-        tree, conflicts = merge_trees(git, state.merge_base, state.head_sha, state.base_sha)
+        new_sha, conflicts = merge_commit(git, state.merge_base, state.head_sha, state.base_sha,
+                                          signature(req.principal.user),
+                                          "Merge branch '%s' into %s" % (pull["base_ref"], pull["head_ref"]))
         if conflicts:
             raise HTTPError(422, "merge conflict between base and head (%s)" % ", ".join(conflicts[:5]))
-        user = signature(req.principal.user)
-        new_sha = write_commit(git, tree, [state.head_sha, state.base_sha], user, user, "Merge branch '%s' into %s" % (
-            pull["base_ref"], pull["head_ref"]))
         if not git.refs.set_if_equals(head_ref, state.head_sha.encode(), new_sha.encode()):
             raise HTTPError(409, "Head branch was modified. Review and try again.")
     with req.transaction():
