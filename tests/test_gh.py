@@ -4,9 +4,7 @@ import contextlib
 import json
 import os
 
-import agentgit
-
-from conftest import GH_HOST, api, connect_gh, ext, gh, git, plain_gh_env
+from conftest import GH_HOST, api, connect_gh, ext, gh, gh_over_socket, git, plain_gh_env, socket_server
 
 
 def test_gh_login_status_api_and_git(gh_server, tmp_path):
@@ -135,26 +133,15 @@ def test_gh_releases(gh_server):
 def test_connect_gh_over_a_unix_socket(tmp_path):
     """`connect gh --mode socket`: gh's API calls go over the server's Unix socket as plain HTTP, git
     goes to the TCP port; no certificates, no root."""
-    import shutil
-    import agentgit
-    if shutil.which("gh") is None:
-        import pytest
-        pytest.skip("gh is not installed")
-    sock = str(tmp_path / "agentgit.sock")
-    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
-    try:
-        token = srv.add_user("alice")
-        env = connect_gh(srv, token, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock, "--url", srv.url,
-                         "--dir", str(tmp_path / "gh"))
+    with socket_server(tmp_path) as srv:
+        env = gh_over_socket(srv, srv.add_user("alice"), tmp_path)
         assert env["GH_HOST"] == "localhost" and oct(os.stat(tmp_path / "gh" / "hosts.yml").st_mode & 0o777) == "0o600"
         assert json.loads(gh(env, "api", "user").stdout)["login"] == "alice"
         gh(env, "repo", "create", "alice/demo", "--private", "--add-readme")
         assert "alice/demo" in gh(env, "repo", "list").stdout
         gh(env, "repo", "clone", "alice/demo", str(tmp_path / "clone"), cwd=str(tmp_path))
         assert sorted(os.listdir(tmp_path / "clone")) == [".git", "README.md"]
-    finally:
-        srv.stop()
-    assert not os.path.exists(sock)
+    assert not os.path.exists(tmp_path / "agentgit.sock")
 
 
 def test_gh_issue_edit_labels_assignees_and_repo_edit_delete(gh_server):
@@ -203,14 +190,9 @@ def test_gh_pr_list(gh_server):
 def gh_as_alice(tmp_path):
     """(server, gh's environment, alice's token): gh signed in as alice, over a Unix socket, with the
     REST helpers still at hand on the server's own address."""
-    sock = str(tmp_path / "agentgit.sock")
-    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
-    try:
+    with socket_server(tmp_path) as srv:
         alice = srv.add_user("alice")
-        yield srv, connect_gh(srv, alice, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock,
-                              "--url", srv.url, "--dir", str(tmp_path / "gh")), alice
-    finally:
-        srv.stop()
+        yield srv, gh_over_socket(srv, alice, tmp_path), alice
 
 
 def test_gh_repo_archive_makes_it_read_only(tmp_path):

@@ -353,18 +353,11 @@ def test_gh_with_a_task_token(tmp_path):
     """The agent's runtime holds only the task token: `connect gh --token <task token>`, then gh (REST
     and GraphQL) works within the grant and nowhere else."""
     import json
-    import shutil
-    import agentgit
-    from conftest import connect_gh, gh, plain_gh_env
-    if shutil.which("gh") is None:
-        pytest.skip("gh is not installed")
-    sock = str(tmp_path / "agentgit.sock")
-    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=sock).start()
-    try:
+    from conftest import gh, gh_over_socket, socket_server
+    with socket_server(tmp_path) as srv:
         world = grant_a_task(srv, "task:gh", ["read_code", "open_pr"], {"requires_approval": ["merge_pr"]})
         token, login = world["token"], world["login"]
-        env = connect_gh(srv, token, plain_gh_env(tmp_path), "--mode", "socket", "--socket", sock, "--url", srv.url,
-                         "--dir", str(tmp_path / "gh"))
+        env = gh_over_socket(srv, token, tmp_path)
         assert json.loads(gh(env, "api", "user").stdout)["login"] == login
         assert "alice/payments" in gh(env, "repo", "view", "alice/payments").stdout
         proc = gh(env, "repo", "view", "alice/other", check=False)
@@ -384,8 +377,6 @@ def test_gh_with_a_task_token(tmp_path):
         assert ext(srv, "POST", "/approvals/%s/approve" % approval.group(1), alice, {}).status == 200
         gh(env, "pr", "merge", "1", "-R", "alice/payments", "--merge")
         assert api(srv, "GET", "/repos/alice/payments/pulls/1", alice).json["merged"] is True
-    finally:
-        srv.stop()
     row = srv.app.store.one("SELECT * FROM audit WHERE action = 'open_issue' AND decision = 'deny'")
     assert (row["actor"], row["delegator"], row["task"], row["surface"]) == (login, "alice", "task:gh", "graphql")
 
