@@ -7071,13 +7071,16 @@ def freeze_target(req, name):
     return None, None
 
 
-def freeze_json(app, row):
+def frozen_resource(store, row):
+    """(Resource, the action that freezes and thaws it) for a freezes row."""
     if row["repo_id"] is not None:
-        resource = Resource.repo(repo_by_id(app.store, row["repo_id"])).name
-    else:
-        resource = Resource.account(account_by_id(app.store, row["org_id"])).name
+        return Resource.repo(repo_by_id(store, row["repo_id"])), "freeze_repo"
+    return Resource.account(account_by_id(store, row["org_id"])), "freeze_org"
+
+
+def freeze_json(app, row):
     frozen_by = account_by_id(app.store, row["frozen_by"]) if row["frozen_by"] else None
-    return {"id": row["public_id"], "resource": resource, "reason": row["reason"],
+    return {"id": row["public_id"], "resource": frozen_resource(app.store, row)[0].name, "reason": row["reason"],
             "frozen_by": "user:" + frozen_by["login"] if frozen_by else None, "created_at": row["created_at"]}
 
 
@@ -7109,11 +7112,11 @@ def list_freezes(req):
     user = signed_in(req)
     shown = []
     for row in req.app.store.all("SELECT * FROM freezes ORDER BY id"):
-        if row["repo_id"] is not None:
-            visible = req.can("read_code", Resource.repo(repo_by_id(req.app.store, row["repo_id"])))
+        resource, _ = frozen_resource(req.app.store, row)
+        if resource.kind == "repo":
+            visible = req.can("read_code", resource)
         else:
-            visible = permission_on(req.app.store, user, Resource.account(account_by_id(req.app.store,
-                                                                                      row["org_id"])))[0] != "none"
+            visible = permission_on(req.app.store, user, resource)[0] != "none"
         if visible:
             shown.append(freeze_json(req.app, row))
     return req.paginate(shown)
@@ -7123,8 +7126,8 @@ def list_freezes(req):
 def thaw(req, freeze_id):
     signed_in(req)
     row = req.app.store.one("SELECT * FROM freezes WHERE public_id = ?", freeze_id)
-    resource, action = freeze_target(req, freeze_json(req.app, row)["resource"]) if row else (None, None)
-    if resource is None:
+    resource, action = frozen_resource(req.app.store, row) if row else (None, None)
+    if resource is None or resource.kind == "repo" and not req.can("read_code", resource):
         raise HTTPError(404, "Not Found")
     req.authorize(action, resource)
     with req.transaction() as db:
