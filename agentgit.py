@@ -1276,9 +1276,13 @@ def repo_permission(store, user, repo):
 
 
 def compute_repo_permission(store, user, repo):
-    lost = orphaned_from(store, repo)
-    if lost is not None and not (user is not None and user["site_admin"]):
-        return "none", "a private fork whose owner can no longer read %s" % full_name(lost)
+    upstream = private_upstream(store, repo)
+    # GitHub deletes a user's private fork when the user loses its private upstream; here nobody but a
+    # site admin reaches it, so that taking access away (a collaborator removed, an agent unbound)
+    # takes the copies of the code away too
+    if upstream is not None and repo["owner_kind"] != "org" and not (user is not None and user["site_admin"]) \
+            and RANK[repo_permission(store, account_by_id(store, repo["owner_id"]), upstream)[0]] < RANK["read"]:
+        return "none", "a private fork whose owner can no longer read %s" % full_name(upstream)
     best, how = ("read", "public repository") if not repo["private"] else ("none", "private repository")
 
     def consider(level, source):
@@ -1293,8 +1297,7 @@ def compute_repo_permission(store, user, repo):
         consider("admin", "site admin")
     if repo["owner_id"] == user["id"]:
         consider("admin", "owner")
-    upstream = repo_by_id(store, repo["parent_id"]) if repo["private"] and repo["parent_id"] else None
-    if upstream is not None and upstream["private"]:
+    if upstream is not None:
         # GitHub: a private fork inherits its upstream's permissions, so the upstream's people keep
         # control of their code; up to write here, for admin over another's repository is its owner's
         inherited = repo_permission(store, user, upstream)[0]
@@ -1315,18 +1318,13 @@ def compute_repo_permission(store, user, repo):
     return best, how
 
 
-def orphaned_from(store, repo):
-    """For a user's private fork of a private repository that the user can no longer read, that
-    repository. GitHub deletes such a fork with the access; here nobody but a site admin reaches it,
-    so that taking an account's access away (removing a collaborator, unbinding an agent) takes its
-    copies of the code away too."""
-    if not repo["private"] or repo["parent_id"] is None or repo["owner_kind"] == "org":
+def private_upstream(store, repo):
+    """A private fork's parent when that is private too: the fork inherits its permissions, and is out
+    of reach once its owner cannot read it."""
+    if not repo["private"] or repo["parent_id"] is None:
         return None
     parent = repo_by_id(store, repo["parent_id"])
-    owner = account_by_id(store, repo["owner_id"])
-    if parent is None or not parent["private"] or RANK[repo_permission(store, owner, parent)[0]] >= RANK["read"]:
-        return None
-    return parent
+    return parent if parent is not None and parent["private"] else None
 
 
 def permission_on(store, user, resource):
