@@ -2618,10 +2618,7 @@ def fork_lineage(req, row):
     parent = repo_by_id(req.app.store, row["parent_id"]) if row["parent_id"] else None
     if parent is None or not req.can("read_code", Resource.repo(parent)):
         return {}
-    source = parent
-    while source["parent_id"] and repo_by_id(req.app.store, source["parent_id"]) is not None:
-        source = repo_by_id(req.app.store, source["parent_id"])
-    return {"parent": repo_json(req.app, parent), "source": repo_json(req.app, source)}
+    return {"parent": repo_json(req.app, parent), "source": repo_json(req.app, network_root(req.app.store, parent))}
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/forks")
