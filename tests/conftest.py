@@ -16,8 +16,17 @@ import urllib.parse
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+SINGLE_FILE = os.path.join(ROOT, "agentgit.py")
+# The build under test: the generated single file agentgit.py (the default), or with
+# AGENTGIT_BUILD=package the modules in src/agentgit/. `make test` runs the suite against both.
+BUILD = os.environ.get("AGENTGIT_BUILD", "file")
+if BUILD == "package":
+    os.environ["PYTHONPATH"] = os.path.join(ROOT, "src")     # for the command line run as a subprocess
+sys.path.insert(0, os.path.join(ROOT, "src") if BUILD == "package" else ROOT)
 import agentgit  # noqa: E402
+
+# The command line of that build, as a user runs it (-P: the checkout's agentgit.py must not shadow the package)
+CLI = [sys.executable, SINGLE_FILE] if BUILD == "file" else [sys.executable, "-P", "-m", "agentgit"]
 
 SHARED_TOOLS = os.path.join(ROOT, "..", "shared", "tools")
 
@@ -272,7 +281,7 @@ def gh_server(tmp_path, test_ca):
 
 def connect_gh(srv, token, env, *args):
     """`agentgit connect gh --token TOKEN ARGS`, its `export K='V'` lines applied to ``env`` (returned)."""
-    out = subprocess.run([sys.executable, agentgit.__file__, "connect", "gh", "--token", token, *args, "--data",
+    out = subprocess.run([*CLI, "connect", "gh", "--token", token, *args, "--data",
                           srv.app.config.data_dir], capture_output=True, text=True, check=True).stdout
     for line in out.strip().split("\n"):
         key, _, value = line[len("export "):].partition("=")
@@ -329,3 +338,12 @@ def grant_a_task(server, task, actions, constraints):
     minted = ext(server, "POST", "/task-grants/%s/tokens" % grant.json["id"], agent, {})
     assert minted.status == 201 and minted.json["token"].startswith("agt_")
     return {"alice": alice, "agent": agent, "login": login, "grant": grant.json, "token": minted.json["token"]}
+
+
+def patch_everywhere(monkeypatch, name, value):
+    """monkeypatch.setattr for a name of agentgit's one namespace: in the package each module that
+    imported the name holds its own reference, so each is patched."""
+    modules = [m for n, m in sorted(sys.modules.items()) if n == "agentgit" or n.startswith("agentgit.")]
+    for module in modules:
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, value)

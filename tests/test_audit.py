@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import agentgit
-from conftest import api, commit_file, ext, git, remote
+from conftest import CLI, api, commit_file, ext, git, remote
 
 
 def rows(server, **where):
@@ -72,7 +72,7 @@ def test_verify_detects_edits_and_deletions(tmp_path):
     srv.stop()
 
     def verify():
-        return subprocess.run([sys.executable, agentgit.__file__, "audit", "verify", "--data", data],
+        return subprocess.run([*CLI, "audit", "verify", "--data", data],
                               capture_output=True, text=True)
     ok = verify()
     assert ok.returncode == 0 and "intact" in ok.stdout

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from conftest import api, commit_file, ext, git, remote
+from conftest import CLI, api, commit_file, ext, git, remote
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ def test_cli_parity(server, world):
     data = server.app.config.data_dir
 
     def cli(*args, stdin=None, ok=True):
-        proc = subprocess.run([sys.executable, agentgit.__file__, "agent", *args, "--data", data], input=stdin,
+        proc = subprocess.run([*CLI, "agent", *args, "--data", data], input=stdin,
                               capture_output=True, text=True)
         assert (proc.returncode == 0) == ok, proc.stderr
         return proc

@@ -1,5 +1,5 @@
 """Forks and pull requests from them, on both Git engines: how an agent without push access contributes."""
-from conftest import api, commit_file, ext, git, grant_a_task, remote
+from conftest import api, commit_file, ext, git, grant_a_task, patch_everywhere, remote
 
 
 def test_fork_rules(engine_server):
@@ -124,7 +124,7 @@ def test_a_fork_that_cannot_be_filled_leaves_nothing(server, monkeypatch):
 
     def broken(*args):
         raise OSError("disk full")
-    monkeypatch.setattr(agentgit, "copy_refs", broken)
+    patch_everywhere(monkeypatch, "copy_refs", broken)
     assert api(server, "POST", "/repos/alice/demo/forks", bob).status == 500
     assert api(server, "GET", "/repos/bob/demo", bob).status == 404
     assert len([d for d in os.listdir(server.app.repos_dir) if d.endswith(".git")]) == 1     # alice/demo's only
@@ -179,6 +179,6 @@ def test_a_fork_that_cannot_be_read_does_not_break_its_pull_request(server, tmp_
 
     def broken(*args):
         raise OSError("fork unreadable")
-    monkeypatch.setattr(agentgit, "copy_refs", broken)
+    patch_everywhere(monkeypatch, "copy_refs", broken)
     r = api(server, "GET", "/repos/alice/demo/pulls/1", alice)
     assert r.status == 200 and r.json["head"]["sha"] == first          # the last head brought over stands

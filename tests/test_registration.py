@@ -5,7 +5,7 @@ import re
 import pytest
 
 import agentgit
-from conftest import api, ext, git, remote
+from conftest import CLI, api, ext, git, patch_everywhere, remote
 
 
 def test_register_returns_login_token_and_private_repo(server, tmp_path):
@@ -58,7 +58,7 @@ def test_closed_registration_is_403(tmp_path):
 def test_nothing_half_created_when_a_step_fails(server, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr(agentgit, "init_repository", broken)
+    patch_everywhere(monkeypatch, "init_repository", broken)
     r = ext(server, "POST", "/agents", None, {"prefix_login": "doomed"})
     assert r.status == 500 and r.json == {"message": "Server Error", "documentation_url": agentgit.DOCS_URL}
     store = server.app.store
@@ -72,7 +72,7 @@ def test_nothing_half_created_when_a_step_fails(server, monkeypatch):
 def test_cli_agent_add_prints_token_last(tmp_path, prefix):
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, agentgit.__file__, "agent", "add", prefix, "--data", str(tmp_path / "d")],
+    out = subprocess.run([*CLI, "agent", "add", prefix, "--data", str(tmp_path / "d")],
                          capture_output=True, text=True, check=True).stdout.strip().split("\n")
     assert out[-1].startswith("aga_")
     srv = agentgit.make_server(tmp_path / "d", port=0).start()

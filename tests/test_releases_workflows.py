@@ -2,7 +2,7 @@
 Actions secrets (sealed by the client, never opened)."""
 import base64
 
-from conftest import api, git, remote, shape_checker
+from conftest import api, git, patch_everywhere, remote, shape_checker
 
 SPEC = shape_checker()
 
@@ -166,7 +166,7 @@ def test_release_assets(server, monkeypatch):
         assert put(bad, b"x").status == 422, bad
     assert put("app.tar.gz", b"again").json["errors"][0]["code"] == "already_exists"
     assert put("x.bin", b"x", token=walt).status == 403                                  # readers do not upload
-    monkeypatch.setattr(agentgit, "MAX_ASSET_BYTES", 1024)
+    patch_everywhere(monkeypatch, "MAX_ASSET_BYTES", 1024)
     assert put("big.bin", b"x" * 2048).status == 413
     # reading it: the description, or the bytes; readers yes, strangers no
     assert api(server, "GET", "/repos/alice/app/releases/assets/%d" % asset["id"], walt).json["name"] == "app.tar.gz"

@@ -8,7 +8,7 @@ import sys
 import urllib.request
 
 import agentgit
-from conftest import ROOT, api, call, git, remote
+from conftest import CLI, ROOT, SINGLE_FILE, api, call, git, remote
 
 
 def test_schema_file_matches_the_module():
@@ -17,7 +17,7 @@ def test_schema_file_matches_the_module():
 
 
 def test_serve_help_documents_the_options():
-    out = subprocess.run([sys.executable, agentgit.__file__, "serve", "--help"], capture_output=True, text=True,
+    out = subprocess.run([*CLI, "serve", "--help"], capture_output=True, text=True,
                          check=True).stdout
     for option in ("--host", "--port", "--data", "--url", "--tls-cert", "--tls-key", "--registration",
                    "--git-engine", "AGENTGIT_DATA"):
@@ -38,7 +38,7 @@ def start_cli_server(cwd, *args):
 
 
 def test_copied_alone_first_start_prints_admin_once(tmp_path):
-    shutil.copy(agentgit.__file__, tmp_path / "agentgit.py")
+    shutil.copy(SINGLE_FILE, tmp_path / "agentgit.py")
     proc, lines = start_cli_server(str(tmp_path))
     try:
         assert lines[0].startswith("agentgit listening on http://127.0.0.1:")
@@ -68,7 +68,7 @@ def test_copied_alone_first_start_prints_admin_once(tmp_path):
 
 def test_cli_user_add_with_password_and_suspend(tmp_path):
     data = str(tmp_path / "d")
-    run = lambda *a, **kw: subprocess.run([sys.executable, agentgit.__file__, *a, "--data", data],  # noqa: E731
+    run = lambda *a, **kw: subprocess.run([*CLI, *a, "--data", data],  # noqa: E731
                                           capture_output=True, text=True, **kw)
     out = run("user", "add", "dave", "--admin", "--password-stdin", input="s3cret\n")
     assert out.returncode == 0 and out.stdout.strip().split("\n")[-1].startswith("agp_")

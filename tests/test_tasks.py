@@ -10,7 +10,7 @@ import pytest
 
 import agentgit
 
-from conftest import Browser, api, call, commit_file, ext, git, grant_a_task, remote
+from conftest import Browser, CLI, api, call, commit_file, ext, git, grant_a_task, remote
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_explain_and_revoke_by_task(server, task, tmp_path):
                                                                                "allow")
     assert "refs/heads/agent/task-123/x" in row["side_effect"] and "task:fix-payment-bug" in row["explanation"]
     assert ext(server, "GET", "/audit/%d" % audit_id, server.add_user("bob")).status == 404
-    out = subprocess.run([sys.executable, agentgit.__file__, "audit", "explain", str(audit_id), "--data",
+    out = subprocess.run([*CLI, "audit", "explain", str(audit_id), "--data",
                           server.app.config.data_dir], capture_output=True, text=True, check=True).stdout
     assert "delegator       alice" in out and task["grant"]["id"] in out and "because" in out
     r = ext(server, "POST", "/task-grants/revocations", task["alice"], {"task": "task:fix-payment-bug"})
@@ -383,7 +383,7 @@ def test_gh_with_a_task_token(tmp_path):
 
 def turn_on_totp(server, login):
     """``python agentgit.py user totp``; returns the TOTP key from the otpauth URI it prints."""
-    uri = subprocess.run([sys.executable, agentgit.__file__, "user", "totp", login, "--data",
+    uri = subprocess.run([*CLI, "user", "totp", login, "--data",
                           server.app.config.data_dir], capture_output=True, text=True, check=True).stdout.strip()
     secret = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
     return base64.b32decode(secret + "=" * (-len(secret) % 8))

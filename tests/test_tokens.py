@@ -3,7 +3,7 @@ import base64
 import os
 import sqlite3
 
-from conftest import api, call, ext, git, remote
+from conftest import CLI, api, call, ext, git, remote
 
 
 def test_every_header_form_is_accepted(server):
@@ -122,7 +122,7 @@ def test_revocation_takes_effect_on_the_next_request(server, tmp_path):
     assert api(server, "GET", "/user", extra["token"]).status == 401
     # another process: the CLI suspends alice while the server keeps running
     assert api(server, "GET", "/user", token).status == 200
-    subprocess.run([sys.executable, agentgit.__file__, "user", "suspend", "alice", "--data",
+    subprocess.run([*CLI, "user", "suspend", "alice", "--data",
                     server.app.config.data_dir], check=True, capture_output=True)
     time.sleep(agentgit.OTHER_PROCESS_POLL * 2)
     r = api(server, "GET", "/user", token)

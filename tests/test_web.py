@@ -2,7 +2,7 @@
 import http.client
 import re
 
-from conftest import Browser, api, ext
+from conftest import Browser, CLI, api, ext
 
 
 def test_sign_in_and_manage_an_agent(server):
@@ -107,7 +107,7 @@ def test_passwd_and_totp_from_the_cli(server):
     data = server.app.config.data_dir
 
     def cli(*args, stdin=None):
-        return subprocess.run([sys.executable, agentgit.__file__, "user", *args, "--data", data], input=stdin,
+        return subprocess.run([*CLI, "user", *args, "--data", data], input=stdin,
                               capture_output=True, text=True)
     assert "at least 8" in cli("passwd", "alice", "--password-stdin", stdin="short\n").stderr
     assert cli("passwd", "alice", "--password-stdin", stdin="long enough\n").returncode == 0

@@ -1,0 +1,44 @@
+"""agentgit: a GitHub-compatible Git service in which AI agents are first-class accounts.
+
+An agent is a durable user (``user_kind = agent``) with its own login, token, repositories and audit
+trail. Humans delegate to agents; every decision is made in one place (``decide``) and written to a
+hash-chained audit log. Existing clients speak to it unchanged: REST v3 under ``/api/v3``, GraphQL at
+``/api/graphql``, the agent extensions under ``/api/ext/v1``, and Git Smart HTTP at ``/<owner>/<repo>.git``.
+
+Run it::
+
+    pip install 'dulwich[merge]'
+    python agentgit.py serve                  # http://127.0.0.1:8080, data in ./agentgit-data
+    python agentgit.py serve --help           # host, port, data dir, TLS, Unix socket, registration, engine
+    python agentgit.py user add alice         # prints alice's personal token on its last line
+    python agentgit.py agent add coder        # registers an agent, prints its token last
+    python agentgit.py connect gh --token T   # writes a configuration for gh and git, prints the exports
+    python agentgit.py audit verify           # exit 0 when the audit chain is intact
+    python agentgit.py routes                 # every route: method, path, handler and module
+
+Embed it (a pytest fixture)::
+
+    srv = agentgit.make_server(tmp_path, port=0).start(); ...; srv.stop()
+"""
+
+import importlib
+
+# The build order: each module imports only from those before it. `make dist` (tools/amalgamate.py)
+# writes their bodies in this order into the single file agentgit.py.
+MODULES = (
+    "config", "errors", "storage", "gitstore", "tokens", "accounts", "policy", "audit", "approvals",
+    "authentication", "plumbing", "serializers", "lookups",
+    "users", "repositories", "issues", "pulls", "contents", "protection", "gitdata", "releases", "actions",
+    "search", "orgs", "agents", "delegation", "tasks", "freezes",
+    "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
+    "web", "oauth", "githttp", "server", "cli",
+)
+
+# One namespace, as in the single file: `agentgit.make_server`, `agentgit.decide`, ... are the same
+# objects whichever build is imported.
+for module_name in MODULES:
+    module = importlib.import_module("agentgit." + module_name)
+    for name, value in vars(module).items():
+        if not name.startswith("__") or name == "__version__":
+            globals()[name] = value
+del module_name, module, name, value

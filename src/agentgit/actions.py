@@ -1,0 +1,376 @@
+"""REST: workflow records, Actions secrets and variables."""
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+
+from agentgit.config import now
+from agentgit.errors import HTTPError, invalid
+from agentgit.storage import insert_row
+from agentgit.gitstore import branch_sha, open_repo, resolve_commit
+from agentgit.accounts import full_name
+from agentgit.policy import Resource
+from agentgit.plumbing import route
+from agentgit.serializers import node_id, repo_json
+from agentgit.lookups import find_repo
+from agentgit.issues import user_json_by_id
+from agentgit.contents import lookup_path
+
+
+# -- workflow records ---------------------------------------------------------------------------
+
+WORKFLOW_NAME_RE = re.compile(rb"^name:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
+
+
+def workflow_files(git, row):
+    """{path: display name} of .github/workflows/*.yml|yaml on the default branch."""
+    sha = branch_sha(git, row["default_branch"])
+    found = lookup_path(git, git[sha.encode()].tree.decode(), ".github/workflows") if sha else None
+    if not found or found[0] != 0o040000:
+        return {}
+    out = {}
+    for item in git[found[1].encode()].items():
+        path = ".github/workflows/" + item.path.decode("utf-8", "replace")
+        if path.endswith((".yml", ".yaml")) and item.mode != 0o040000:
+            m = WORKFLOW_NAME_RE.search(git[item.sha].data)
+            out[path] = m.group(1).decode("utf-8", "replace") if m else path
+    return out
+
+
+def sync_workflows(req, row):
+    """The workflows table follows the files, so a workflow keeps its id across calls."""
+    with open_repo(req.app, row["id"]) as git:
+        files = workflow_files(git, row)
+    known = {w["path"] for w in req.app.store.all("SELECT path FROM workflows WHERE repo_id = ?", row["id"])}
+    if set(files) - known:
+        with req.app.store.transaction() as db:
+            for path in set(files) - known:
+                db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
+                           (row["id"], path, now()))
+    rows = req.app.store.all("SELECT * FROM workflows WHERE repo_id = ? ORDER BY id", row["id"])
+    return [(w, files.get(w["path"])) for w in rows]
+
+
+def workflow_json(app, repo_row, wf, display):
+    name = full_name(repo_row)
+    return {"id": wf["id"], "node_id": node_id("Workflow", wf["id"]), "name": display or wf["path"],
+            "path": wf["path"], "state": "active" if display else "deleted", "created_at": wf["created_at"],
+            "updated_at": wf["created_at"], "url": "%s/repos/%s/actions/workflows/%d" % (app.api, name, wf["id"]),
+            "html_url": "%s/%s/blob/%s/%s" % (app.url, name, repo_row["default_branch"], wf["path"]),
+            "badge_url": "%s/%s/workflows/%s/badge.svg" % (app.url, name, wf["path"].rsplit("/", 1)[-1])}
+
+
+def find_workflow(req, row, workflow_id):
+    """By id or by file name, as GitHub takes either."""
+    for wf, display in sync_workflows(req, row):
+        if (str(wf["id"]) == workflow_id or wf["path"].rsplit("/", 1)[-1] == workflow_id) and display:
+            return wf, display
+    raise HTTPError(404, "Not Found")
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/workflows")
+def list_workflows(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    workflows = [(w, d) for w, d in sync_workflows(req, row) if d]
+    return {"total_count": len(workflows),
+            "workflows": [workflow_json(req.app, row, w, d) for w, d in req.paginate(workflows)]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}")
+def get_workflow(req, owner, repo, workflow_id):
+    row = find_repo(req, owner, repo)
+    return workflow_json(req.app, row, *find_workflow(req, row, workflow_id))
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches")
+def dispatch_workflow(req, owner, repo, workflow_id):
+    body = req.json()
+    ref = req.field(body, "ref", str, "Workflow", required=True)
+    inputs = req.field(body, "inputs", dict, "Workflow", default={})
+    if len(inputs) > 25 or not all(isinstance(v, (str, int, float, bool)) for v in inputs.values()):
+        raise invalid("Workflow", "inputs", message="inputs must be at most 25 string, number or boolean values")
+    row = find_repo(req, owner, repo)
+    wf, _ = find_workflow(req, row, workflow_id)
+    branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+    with open_repo(req.app, row["id"]) as git:
+        sha = resolve_commit(git, ref)
+    if sha is None:
+        raise invalid("Workflow", "ref", "invalid", "No ref found for: %s" % ref)
+    req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + branch, workflow=wf["path"])
+    with req.transaction() as db:
+        number = db.execute("SELECT COALESCE(MAX(run_number), 0) + 1 AS n FROM workflow_runs WHERE workflow_id = ?",
+                            (wf["id"],)).fetchone()["n"]
+        stamp = now()
+        run_id = insert_row(db, "workflow_runs", {
+            "repo_id": row["id"], "workflow_id": wf["id"], "run_number": number, "event": "workflow_dispatch",
+            "head_branch": branch, "head_sha": sha, "inputs": json.dumps(inputs), "status": "queued",
+            "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
+        req.effect("recorded run %d of %s on %s (nothing executes)" % (run_id, wf["path"], branch))
+    return 204, None
+
+
+def run_json(app, repo_row, run):
+    name, api = full_name(repo_row), app.api
+    wf = app.store.one("SELECT * FROM workflows WHERE id = ?", run["workflow_id"])
+    url = "%s/repos/%s/actions/runs/%d" % (api, name, run["id"])
+    return {"id": run["id"], "node_id": node_id("WorkflowRun", run["id"]), "name": wf["path"], "path": wf["path"],
+            "display_title": wf["path"], "head_branch": run["head_branch"], "head_sha": run["head_sha"],
+            "run_number": run["run_number"], "run_attempt": run["run_attempt"], "event": run["event"],
+            "status": run["status"], "conclusion": run["conclusion"], "workflow_id": run["workflow_id"], "url": url,
+            "html_url": "%s/%s/actions/runs/%d" % (app.url, name, run["id"]), "created_at": run["created_at"],
+            "updated_at": run["updated_at"], "run_started_at": run["created_at"],
+            "actor": user_json_by_id(app, run["actor_id"]), "triggering_actor": user_json_by_id(app, run["actor_id"]),
+            "inputs": json.loads(run["inputs"]), "head_commit": None, "pull_requests": [],
+            "repository": repo_json(app, repo_row), "head_repository": repo_json(app, repo_row),
+            "jobs_url": url + "/jobs", "logs_url": url + "/logs", "check_suite_url": url + "/check-suite",
+            "cancel_url": url + "/cancel", "rerun_url": url + "/rerun", "artifacts_url": url + "/artifacts",
+            "workflow_url": "%s/repos/%s/actions/workflows/%d" % (api, name, run["workflow_id"])}
+
+
+def runs_json(req, row, where, args):
+    for key, column in (("branch", "head_branch"), ("event", "event"), ("status", "status"), ("head_sha", "head_sha")):
+        if req.query.get(key):
+            where.append("%s = ?" % column)
+            args.append(req.query[key])
+    runs = req.app.store.all("SELECT * FROM workflow_runs WHERE %s ORDER BY id DESC" % " AND ".join(where), *args)
+    return {"total_count": len(runs), "workflow_runs": [run_json(req.app, row, r) for r in req.paginate(runs)]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs")
+def list_runs(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    return runs_json(req, row, ["repo_id = ?"], [row["id"]])
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs")
+def list_workflow_runs(req, owner, repo, workflow_id):
+    row = find_repo(req, owner, repo)
+    wf, _ = find_workflow(req, row, workflow_id)
+    return runs_json(req, row, ["workflow_id = ?"], [wf["id"]])
+
+
+def find_run(req, owner, repo, run_id, action="read_code"):
+    row = find_repo(req, owner, repo)
+    run = req.app.store.one("SELECT * FROM workflow_runs WHERE id = ? AND repo_id = ?", int(run_id), row["id"])
+    if run is None:
+        raise HTTPError(404, "Not Found")
+    if action != "read_code":
+        req.authorize(action, Resource.repo(row), ref="refs/heads/" + run["head_branch"])
+    return row, run
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}")
+def get_run(req, owner, repo, run_id):
+    row, run = find_run(req, owner, repo, run_id)
+    return run_json(req.app, row, run)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
+def list_run_outputs(req, owner, repo, run_id):
+    """Nothing runs here, so a run has no jobs and no artifacts (gh run view asks for both)."""
+    find_run(req, owner, repo, run_id)
+    return {"total_count": 0, req.raw_path.rstrip("/").rsplit("/", 1)[1]: []}
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/cancel")
+def cancel_run(req, owner, repo, run_id):
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    if run["status"] == "completed":
+        raise HTTPError(409, "Cannot cancel a workflow run that is completed.")
+    with req.transaction() as db:
+        db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = 'cancelled', updated_at = ? WHERE id = ?",
+                   (now(), run["id"]))
+        req.effect("cancelled run %d" % run["id"])
+    return 202, {}
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun")
+def rerun_run(req, owner, repo, run_id):
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    with req.transaction() as db:
+        db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
+                   " updated_at = ? WHERE id = ?", (now(), run["id"]))
+        req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
+    return 201, {}
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}")
+def delete_run(req, owner, repo, run_id):
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    with req.transaction() as db:
+        db.execute("DELETE FROM workflow_runs WHERE id = ?", (run["id"],))
+        req.effect("deleted run %d" % run["id"])
+    return 204, None
+
+
+# -- Actions secrets ----------------------------------------------------------------------------
+# Clients seal a secret to the repository's public key (libsodium's crypto_box_seal), so the value
+# never reaches agentgit in the clear. Names and dates are readable (read_secret); values never are.
+
+SECRET_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
+X25519_P = 2 ** 255 - 19
+
+
+def x25519_public_key(private):
+    """RFC 7748 X25519(k, 9): the public key of a 32-byte private key. Computed once, from the server
+    key, never from what a request sends, so it need not be constant-time."""
+    k = int.from_bytes(private, "little") & ~7 & ~(1 << 255) | (1 << 254)
+    x2, z2, x3, z3, swap = 1, 0, 9, 1, 0
+    for t in reversed(range(255)):      # the Montgomery ladder
+        bit = (k >> t) & 1
+        if swap ^ bit:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        swap = bit
+        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
+        aa, bb, da, cb = a * a % X25519_P, b * b % X25519_P, d * a % X25519_P, c * b % X25519_P
+        e = aa - bb
+        x3, z3 = (da + cb) ** 2 % X25519_P, 9 * (da - cb) ** 2 % X25519_P
+        x2, z2 = aa * bb % X25519_P, e * (aa + 121665 * e) % X25519_P
+    if swap:
+        x2, z2 = x3, z3
+    return (x2 * pow(z2, X25519_P - 2, X25519_P) % X25519_P).to_bytes(32, "little")
+
+
+def secrets_public_key(app):
+    """(key_id, base64 public key): one X25519 key for the server, derived from its key."""
+    public = x25519_public_key(hmac.new(app.key, b"actions secrets", hashlib.sha256).digest())
+    return str(int.from_bytes(hashlib.sha256(public).digest()[:6], "big")), base64.b64encode(public).decode()
+
+
+def secret_json(row):
+    return {"name": row["name"], "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets/public-key")
+def secrets_key(req, owner, repo):
+    find_repo(req, owner, repo)
+    key_id, key = secrets_public_key(req.app)
+    return {"key_id": key_id, "key": key}
+
+
+def actions_table(req):
+    """(table, read action, write action, serializer): secrets and variables are listed, read and
+    deleted by the same code, told apart by the path (/api/v3/repos/{owner}/{repo}/actions/{table})."""
+    if req.raw_path.split("/")[7] == "secrets":
+        return "secrets", "read_secret", "write_secret", secret_json
+    return "variables", "read_variables", "write_variables", variable_json
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets")
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables")
+def list_secrets_or_variables(req, owner, repo):
+    table, read, _, to_json = actions_table(req)
+    row = find_repo(req, owner, repo, read)
+    rows = req.app.store.all("SELECT * FROM %s WHERE repo_id = ? ORDER BY name" % table, row["id"])
+    return {"total_count": len(rows), table: [to_json(r) for r in req.paginate(rows)]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
+def get_secret_or_variable(req, owner, repo, name):
+    table, read, _, to_json = actions_table(req)
+    row = find_repo(req, owner, repo, read)
+    found = req.app.store.one("SELECT * FROM %s WHERE repo_id = ? AND name = ?" % table, row["id"], name.upper())
+    if found is None:
+        raise HTTPError(404, "Not Found")
+    return to_json(found)
+
+
+def actions_name(name, resource):
+    """A secret's or variable's name as GitHub stores it (upper case), or 422."""
+    if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name) or name.upper().startswith("GITHUB_"):
+        raise invalid(resource, "name", message="names are letters, digits and _, not starting with a digit"
+                                                " or GITHUB_")
+    return name.upper()
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
+def put_secret(req, owner, repo, name):
+    body = req.json()
+    value = req.field(body, "encrypted_value", str, "Secret", required=True)
+    key_id = req.field(body, "key_id", str, "Secret", required=True)
+    row = find_repo(req, owner, repo, "write_secret")
+    name = actions_name(name, "Secret")
+    if key_id != secrets_public_key(req.app)[0]:
+        raise invalid("Secret", "key_id", message="seal the value to the key from actions/secrets/public-key")
+    try:
+        sealed = base64.b64decode(value, validate=True)
+    except ValueError:
+        sealed = b""
+    if not 48 <= len(sealed) <= 48 + 48 * 1024:        # a sealed box: 32-byte key, 16-byte tag, the value
+        raise invalid("Secret", "encrypted_value", message="a base64 libsodium sealed box of at most 48 KB")
+    stamp = now()
+    with req.transaction() as db:
+        created = db.execute("INSERT OR IGNORE INTO secrets (repo_id, name, encrypted_value, created_at, updated_at)"
+                             " VALUES (?, ?, ?, ?, ?)", (row["id"], name, value, stamp, stamp)).rowcount
+        if not created:
+            db.execute("UPDATE secrets SET encrypted_value = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
+                       (value, stamp, row["id"], name))
+        req.effect("%s secret %s" % ("created" if created else "updated", name))
+    return (201, {}) if created else (204, None)
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
+def delete_secret_or_variable(req, owner, repo, name):
+    table, _, write, _ = actions_table(req)
+    row = find_repo(req, owner, repo, write)
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM %s WHERE repo_id = ? AND name = ?" % table, (row["id"], name.upper())).rowcount:
+            raise HTTPError(404, "Not Found")
+        req.effect("deleted %s %s" % (table[:-1], name.upper()))
+    return 204, None
+
+
+# -- Actions variables: configuration in the clear (deleted by delete_secret_or_variable above) -------
+
+VARIABLE_MAX_BYTES = 48 * 1024
+
+
+def variable_json(row):
+    return {"name": row["name"], "value": row["value"], "created_at": row["created_at"],
+            "updated_at": row["updated_at"]}
+
+
+def variable_value(req, body, required):
+    value = req.field(body, "value", str, "Variable", required=required)
+    if value is not None and len(value.encode()) > VARIABLE_MAX_BYTES:
+        raise invalid("Variable", "value", message="a value is at most 48 KB")
+    return value
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/variables")
+def create_variable(req, owner, repo):
+    body = req.json()
+    row = find_repo(req, owner, repo, "write_variables")
+    name = actions_name(req.field(body, "name", str, "Variable", required=True), "Variable")
+    value = variable_value(req, body, required=True)
+    stamp = now()
+    with req.transaction() as db:
+        if not db.execute("INSERT OR IGNORE INTO variables (repo_id, name, value, created_at, updated_at) VALUES"
+                          " (?, ?, ?, ?, ?)", (row["id"], name, value, stamp, stamp)).rowcount:
+            raise HTTPError(409, "Already exists - Variable already exists")
+        req.effect("created variable %s" % name)
+    return 201, {}
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
+def update_variable(req, owner, repo, name):
+    body = req.json()
+    row = find_repo(req, owner, repo, "write_variables")
+    new_name = actions_name(req.field(body, "name", str, "Variable", default=name), "Variable")
+    value = variable_value(req, body, required=False)
+    with req.transaction() as db:
+        found = db.execute("SELECT * FROM variables WHERE repo_id = ? AND name = ?", (row["id"], name.upper())).fetchone()
+        if found is None:
+            raise HTTPError(404, "Not Found")
+        if new_name != found["name"] and db.execute("SELECT 1 FROM variables WHERE repo_id = ? AND name = ?",
+                                                    (row["id"], new_name)).fetchone():
+            raise HTTPError(409, "Already exists - Variable already exists")
+        db.execute("UPDATE variables SET name = ?, value = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
+                   (new_name, found["value"] if value is None else value, now(), row["id"], found["name"]))
+        req.effect("updated variable %s" % new_name)
+    return 204, None

@@ -1,0 +1,44 @@
+"""Approvals: a human's yes to one action on one resource, asked for, spent once, given back."""
+
+import dataclasses
+import secrets
+
+from agentgit.config import later, now
+from agentgit.storage import insert_row
+
+
+APPROVAL_SECONDS = 3600
+
+
+def ask_for_approval(app, principal, decision):
+    """For a needs_approval decision: the pending approval for its grant, action and resource (one is
+    made if none waits), and the decision with a reason that says where a human gives it, so that
+    git and gh, which print only the message, show the way too. Returns (decision, id, url)."""
+    grant = principal.grant
+    with app.store.transaction() as db:
+        row = db.execute("SELECT public_id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
+                         " subject = ? AND approved_at IS NULL AND expires_at > ?",
+                         (grant["id"], decision.action, decision.resource, decision.subject, now())).fetchone()
+        public_id = row["public_id"] if row is not None else "ap_" + secrets.token_hex(8)
+        if row is None:
+            insert_row(db, "approvals", {"public_id": public_id, "grant_id": grant["id"], "action": decision.action,
+                                         "resource": decision.resource, "subject": decision.subject,
+                                         "created_at": now(), "expires_at": later(APPROVAL_SECONDS)})
+    url = "%s/api/ext/v1/approvals/%s/approve" % (app.url, public_id)
+    reason = "%s: approval %s waits for %s at %s/approvals" % (decision.reasons[0], public_id,
+                                                               grant["delegator_login"], app.url)
+    return dataclasses.replace(decision, reasons=[reason]), public_id, url
+
+
+def spend_approval(store, approval_id):
+    """Single use: of two requests allowed on the same approval, only one may spend it."""
+    with store.transaction() as db:
+        return db.execute("UPDATE approvals SET used_at = ? WHERE id = ? AND used_at IS NULL",
+                          (now(), approval_id)).rowcount == 1
+
+
+def give_back_approval(db, approval_id):
+    """An action that was allowed on an approval but then did not happen leaves the approval unspent."""
+    if db.execute("UPDATE approvals SET used_at = NULL WHERE id = ? AND used_at IS NOT NULL", (approval_id,)).rowcount:
+        return "; approval %d given back" % approval_id
+    return ""

@@ -1,0 +1,149 @@
+"""Authentication: the Principal, and the request credentials it is built from."""
+
+import base64
+import dataclasses
+import json
+import re
+import secrets
+
+from agentgit.config import LOGIN_RE, now
+from agentgit.errors import HTTPError
+from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes, verify_token
+from agentgit.accounts import account_by_id, account_by_login, insert_account
+from agentgit.policy import Decision
+
+
+@dataclasses.dataclass
+class Principal:
+    """Who acts, with which token, from where. Anonymous is a principal too (user None)."""
+    user: object = None                 # accounts row
+    token_id: int = None
+    token_kind: str = None
+    fingerprint: str = None
+    scopes: frozenset = frozenset()     # as granted, with implied scopes added (expand_scopes)
+    scopes_header: str = ""             # as granted, for X-OAuth-Scopes
+    runtime: str = ""                   # client address; the authenticator's provider:subject if one vouched
+    delegator: str = None               # an agent's bound human
+    delegator_suspended: bool = False   # then the agent may work on its own repositories only
+    switched_by: str = None             # a switch-session token: the human acting as the agent
+    grant: dict = None                  # a task token: its grant (public_id, task, resources, actions, constraints)
+    operator: bool = False              # the CLI: whoever can read the data directory
+    stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
+
+    @property
+    def login(self):
+        return self.user["login"] if self.user is not None else None
+
+    @property
+    def kind(self):
+        if self.user is not None:
+            return self.user["kind"]
+        return "operator" if self.operator else "anonymous"
+
+
+def credentials_from_header(value):
+    """The token in an Authorization header: 'token X', 'Bearer X', or Basic with the token as password
+    (or as username, as some clients send it with an empty or 'x-oauth-basic' password)."""
+    scheme, _, rest = (value or "").strip().partition(" ")
+    scheme, rest = scheme.lower(), rest.strip()
+    if scheme in ("token", "bearer"):
+        return rest
+    if scheme == "basic":
+        try:
+            user, _, password = base64.b64decode(rest, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return ""
+        return password if password not in ("", "x-oauth-basic") else user
+    return ""
+
+
+def authenticate(app, headers, client_address, peer_cert=None):
+    """Build the Principal for a request; raise 401 'Bad credentials' for any token that is not live.
+
+    An embedding program's authenticator runs first and wins: it vouches for a human identity
+    (provider, subject, login, name, email), which is mapped to a local human account, created on
+    first sight. It cannot vouch for agents: agents always present their own credentials.
+    """
+    runtime = client_address
+    if app.authenticator is not None:
+        identity = app.authenticator({"headers": dict(headers.items()), "client_address": client_address,
+                                      "peer_cert": peer_cert})
+        if identity:
+            user = human_for_identity(app, identity)
+            return Principal(user=user, scopes=expand_scopes(ALL_SCOPES),
+                             runtime="%s %s:%s" % (client_address, identity["provider"], identity["subject"]))
+    header = headers.get("Authorization")
+    if not header:
+        return Principal(runtime=runtime)
+    token = credentials_from_header(header)
+    row = verify_token(app.store, app.key, token) if token else None
+    if row is None:
+        raise HTTPError(401, "Bad credentials")
+    app.touch_token(row["id"])
+    granted = [s for s in row["scopes"].split(",") if s]
+    user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
+    principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
+                          scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime)
+    if user["totp_secret"]:
+        principal.stepped_up_at = app.store.cached(("step-up", row["id"]), lambda: (app.store.one(
+            "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])
+    if user["kind"] == "agent":
+        name_delegator(app.store, principal)
+    if row["kind"] == "task":
+        grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
+        if grant is None:
+            raise HTTPError(401, "Bad credentials")
+        if grant["revoked_at"] or grant["expires_at"] <= now():
+            # a genuine token (its tag checks out) of a dead grant: a replay worth a row in the audit log
+            principal.grant, principal.delegator = grant, grant["delegator_login"]
+            app.audit(principal, "auth", Decision("deny", "use_task_token", "user:" + user["login"], [
+                "task grant %s is %s" % (grant["public_id"], "revoked" if grant["revoked_at"] else "expired")]))
+            raise HTTPError(401, "Bad credentials")
+        # a task token's scopes are the actions it was minted for (never more than its grant gives)
+        hold_task_grant(principal, grant, granted)
+    if row["kind"] == "switch-session":
+        switched = account_by_id(app.store, row["issued_by"]) if row["issued_by"] else None
+        principal.switched_by = switched["login"] if switched else "?"
+        principal.runtime = "%s switch-session:%s" % (runtime, principal.switched_by)
+    return principal
+
+
+def name_delegator(store, principal):
+    """An agent's principal names the human it is bound to, and whether that human is suspended."""
+    human = store.cached(("delegator", principal.user["id"]), lambda: store.one(
+        "SELECT a.login, a.suspended_at FROM agent_bindings b JOIN accounts a ON a.id = b.human_id"
+        " WHERE b.agent_id = ?", principal.user["id"]))
+    if human is not None:
+        principal.delegator, principal.delegator_suspended = human["login"], bool(human["suspended_at"])
+
+
+def hold_task_grant(principal, grant, actions):
+    """An agent's principal as the holder of a task token of ``grant`` minted for ``actions``: the
+    grant narrowed to them, the grant's delegator, and for decide()'s scope checks what an agent
+    token holds. authenticate() and the policy endpoint's what-if both build it so."""
+    principal.grant = dict(grant, actions=grant["actions"] & set(actions))
+    principal.delegator, principal.scopes = grant["delegator_login"], expand_scopes(AGENT_SCOPES)
+
+
+def load_grant(store, grant_id):
+    row = store.one("SELECT g.*, a.login AS delegator_login FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
+                    " WHERE g.id = ?", grant_id)
+    if row is None:
+        return None
+    return dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
+                constraints=json.loads(row["constraints"]))
+
+
+def human_for_identity(app, identity):
+    provider, subject = str(identity["provider"]), str(identity["subject"])
+    user = app.store.one("SELECT * FROM accounts WHERE idp_provider = ? AND idp_subject = ?", provider, subject)
+    if user is not None:
+        return user
+    wanted = re.sub(r"[^A-Za-z0-9-]", "-", str(identity.get("login") or subject)).strip("-")[:30] or "user"
+    login = wanted
+    while account_by_login(app.store, login) or not LOGIN_RE.match(login):
+        login = "%s-%s" % (wanted, secrets.token_hex(2))
+    with app.store.transaction() as db:
+        user_id = insert_account(db, login, "human", name=identity.get("name"), email=identity.get("email"),
+                                 idp_provider=provider, idp_subject=subject)
+    return account_by_id(app.store, user_id)

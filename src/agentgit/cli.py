@@ -1,0 +1,305 @@
+"""Command line: serve, user, agent, connect, audit."""
+
+import argparse
+import base64
+import getpass
+import json
+import os
+import secrets
+import shlex
+import sqlite3
+import sys
+import urllib.parse
+
+from agentgit.config import AGENT_PREFIX_RE, Config, DEFAULT_DATA_DIR, now, valid_repo_name
+from agentgit.errors import HTTPError
+from agentgit.storage import update_row
+from agentgit.tokens import verify_token
+from agentgit.accounts import account_by_id, account_by_login, hash_password, suspend_account, totp_mask
+from agentgit.policy import Decision
+from agentgit.audit import audit_append, audit_verify
+from agentgit.authentication import Principal
+from agentgit.agents import explain
+from agentgit.delegation import (INVITE_DEFAULT_SECONDS, accept_invite, check_grant_authority, make_invite,
+                                 reset_agent_credentials, retire, unbind_agent)
+from agentgit.server import App, OPERATOR_REASON, cli_add_agent, cli_add_user, make_server, operator
+
+
+def cli_set_suspended(app, login, suspended):
+    row = account_by_login(app.store, login)
+    if row is None or row["kind"] == "org":
+        raise SystemExit("no user %s" % login)
+    with app.store.transaction() as db:
+        audit_append(db, app.key, operator(), "cli", Decision("allow", "suspend_user", "user:" + login,
+                                                              [OPERATOR_REASON]), suspend_account(db, row, suspended))
+
+
+def cli_credentials(app, args):
+    """user passwd and user totp: the human's sign-in secrets, each change audited."""
+    human = account_by_login(app.store, args.login)
+    if human is None or human["kind"] != "human":
+        raise SystemExit("no human %s" % args.login)
+    if args.action == "passwd":
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("New password for %s: " % human["login"])
+            if getpass.getpass("Again: ") != password:
+                raise SystemExit("the passwords differ")
+        if len(password) < 8:
+            raise SystemExit("a password needs at least 8 characters")
+        fields, effect, out = {"password_hash": hash_password(password)}, "set the password of %s" % human["login"], \
+            "password set for %s" % human["login"]
+    elif args.disable:
+        fields, effect, out = {"totp_secret": None}, "turned TOTP off for %s" % human["login"], "TOTP off"
+    else:
+        secret = secrets.token_bytes(20)
+        stored = bytes(a ^ b for a, b in zip(secret, totp_mask(app.key, human["id"]))).hex()
+        fields, effect = {"totp_secret": stored}, "turned TOTP on for %s" % human["login"]
+        out = "otpauth://totp/agentgit:%s?secret=%s&issuer=agentgit&algorithm=SHA1&digits=6&period=30" % (
+            urllib.parse.quote(human["login"]), base64.b32encode(secret).decode().rstrip("="))
+    with app.store.transaction() as db:
+        update_row(db, "accounts", dict(fields, updated_at=now()), "id", human["id"])
+        db.execute("DELETE FROM web_sessions WHERE user_id = ?", (human["id"],))     # sign in again
+        audit_append(db, app.key, operator(), "cli", Decision("allow", "manage_user", "user:" + human["login"],
+                                                              [OPERATOR_REASON]), effect)
+    return out
+
+
+def cli_delegation(app, args):
+    """The delegation endpoints for scripts. The operator acts for the human (or, for confirm, with the
+    agent's own token: consent is never the operator's to give); each call leaves an audit row."""
+    store = app.store
+    if args.action == "invite":
+        human = account_by_login(store, args.human)
+        if human is None or human["kind"] != "human":
+            raise SystemExit("no human %s" % args.human)
+        grants = {"repo_grants": [dict(zip(("repo_full_name", "permission"), (g.split(":") + ["push"])[:2]))
+                                  for g in args.repo_grant],
+                  "team_grants": [dict(zip(("org", "team_slug", "role"), g.replace(":", "/").split("/") + ["member"]))
+                                  for g in args.team_grant]}
+        refused = check_grant_authority(store, human, grants)
+        if refused:
+            raise HTTPError(403, refused)
+        with store.transaction() as db:
+            token, expires_at, effect = make_invite(db, app.key, human, grants, args.expires_in)
+            audit_append(db, app.key, operator(), "cli", Decision("allow", "create_invite", "site", [OPERATOR_REASON]),
+                         effect)
+        return "invite from %s, expires %s\n%s" % (human["login"], expires_at, token)
+    if args.action == "confirm":
+        row = verify_token(store, app.key, sys.stdin.readline().strip())
+        if row is None or row["kind"] != "agent":
+            raise HTTPError(403, "consent needs the agent's own token on standard input")
+        agent = account_by_id(store, row["user_id"])
+        with store.transaction() as db:
+            inviter, effect = accept_invite(db, app, agent, args.invite_token)
+            principal = Principal(user=agent, token_id=row["id"], token_kind="agent", fingerprint=row["fingerprint"],
+                                  runtime="cli %s" % getpass.getuser())
+            audit_append(db, app.key, principal, "cli", Decision("allow", "bind_agent", "user:" + agent["login"],
+                                                                 ["the agent's own token"]), effect)
+        return "%s is bound to %s" % (agent["login"], inviter["login"])
+    agent = account_by_login(store, args.login)
+    binding = store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"]) if agent and \
+        agent["kind"] == "agent" else None
+    if binding is None:
+        raise SystemExit("no bound agent %s" % args.login)
+    with store.transaction() as db:
+        out = ""
+        if args.action in ("suspend", "resume"):
+            effect = suspend_account(db, agent, args.action == "suspend")
+        elif args.action == "reset-token":
+            out, _, effect = reset_agent_credentials(db, app.key, agent)
+        elif args.action == "unbind":
+            effect = unbind_agent(db, agent)
+        else:
+            effect = retire(db, agent, binding["human_id"], args.repositories)
+        audit_append(db, app.key, operator(), "cli", Decision("allow", "manage_agent", "user:" + agent["login"],
+                                                              [OPERATOR_REASON]), effect)
+    return effect + ("\n" + out if out else "")
+
+
+def connect_gh(args):
+    """Write a GH_CONFIG_DIR and a git config that point gh and git at this server, and return the
+    export lines. https: gh talks HTTPS to the server's host. socket: gh sends its API calls as plain
+    HTTP over the server's --unix-socket (as host "localhost"), and git reaches the TCP port.
+    localhost: gh's plain-HTTP host github.localhost (API on api.github.localhost), reached by naming
+    this server as the HTTP proxy: the server answers proxy-form requests itself, so no name needs to
+    resolve and nothing needs root."""
+    directory = os.path.abspath(args.dir)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    app = App(Config(data_dir=args.data))
+    row = verify_token(app.store, app.key, args.token)
+    if row is None:
+        raise SystemExit("that token is not live on the server in %s" % args.data)
+    login = account_by_id(app.store, row["user_id"])["login"]
+    url = args.url.rstrip("/")
+    quote = json.dumps
+    if args.mode == "socket":
+        if not args.socket:
+            raise SystemExit("--mode socket needs --socket PATH (the server's --unix-socket)")
+        host, extra = "localhost", "http_unix_socket: %s\n" % quote(os.path.abspath(args.socket))
+        split = urllib.parse.urlsplit(url)
+        git = '[url "%s://x:%s@%s/"]\n\tinsteadOf = https://localhost/\n' % (split.scheme, args.token, split.netloc)
+    elif args.mode == "localhost":
+        host, extra = "github.localhost", ""
+        git = '[url "http://x:%s@github.localhost/"]\n\tinsteadOf = https://github.localhost/\n' \
+              '\tinsteadOf = http://github.localhost/\n' % args.token
+    else:
+        host, extra = urllib.parse.urlsplit(url).hostname, ""
+        git = '[credential "https://%s"]\n\thelper =\n\thelper = !gh auth git-credential\n' % host
+    files = {"config.yml": "version: 1\ngit_protocol: https\nprompt: disabled\n" + extra,
+             "hosts.yml": "%s:\n    oauth_token: %s\n    git_protocol: https\n    user: %s\n" % (
+                 quote(host), quote(args.token), quote(login)),
+             "gitconfig": git}
+    for name, text in files.items():
+        path = os.path.join(directory, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # holds the token
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    exports = [("GH_CONFIG_DIR", directory), ("GH_HOST", host), ("GIT_CONFIG_GLOBAL", os.path.join(directory, "gitconfig"))]
+    if args.mode == "localhost":
+        exports += [("HTTP_PROXY", url), ("http_proxy", url), ("NO_PROXY", ""), ("no_proxy", "")]
+    return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in exports)
+
+
+# A constant, not a docstring: `python -OO` drops docstrings, and --help must still say what this is.
+DESCRIPTION = "agentgit: a GitHub-compatible Git service in which AI agents are first-class accounts."
+
+
+def build_parser():
+    data_default = os.environ.get("AGENTGIT_DATA", DEFAULT_DATA_DIR)
+    parser = argparse.ArgumentParser(prog="agentgit.py", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(parent, name, help_text):
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--data", default=data_default, metavar="DIR",
+                         help="data directory (default: $AGENTGIT_DATA or ./%s)" % DEFAULT_DATA_DIR)
+        return sub
+
+    serve = command(commands, "serve", "run the server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = pick a free port and print it)")
+    serve.add_argument("--url", default="", help="public base URL for clone_url/html_url (default: from host and port)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    serve.add_argument("--tls-key", metavar="PEM", help="the private key for --tls-cert")
+    serve.add_argument("--registration", choices=("open", "closed"), default="open",
+                       help="may anyone register an agent with POST /api/ext/v1/agents (default open)")
+    serve.add_argument("--git-engine", choices=("auto", "git", "dulwich"), default="auto",
+                       help="serve Git through the git binary or dulwich (default auto: git when on PATH)")
+    serve.add_argument("--unix-socket", metavar="PATH", help="also serve on this Unix socket (gh's http_unix_socket)")
+    serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
+
+    user = commands.add_parser("user", help="manage human accounts").add_subparsers(dest="action", required=True)
+    add = command(user, "add", "create a human; prints the personal token (every scope) on its last line")
+    add.add_argument("login")
+    add.add_argument("--admin", action="store_true", help="make the human a site admin")
+    add.add_argument("--password-stdin", action="store_true", help="read a password from standard input")
+    for name, text in (("suspend", "refuse the account everything"), ("unsuspend", "lift a suspension")):
+        command(user, name, text).add_argument("login")
+    passwd = command(user, "passwd", "set a human's password for the web pages")
+    passwd.add_argument("login")
+    passwd.add_argument("--password-stdin", action="store_true", help="read it from standard input, not a prompt")
+    totp = command(user, "totp", "turn on a TOTP second factor for sign-in; prints the otpauth URI")
+    totp.add_argument("login")
+    totp.add_argument("--disable", action="store_true", help="turn it off instead")
+
+    agent = commands.add_parser("agent", help="manage agents").add_subparsers(dest="action", required=True)
+    add_agent = command(agent, "add", "register an agent as POST /api/ext/v1/agents does; prints its token last")
+    add_agent.add_argument("prefix")
+    add_agent.add_argument("--repo", default="workspace", help="name of its default repository")
+    invite = command(agent, "invite", "an invite from HUMAN (with grants HUMAN may give); prints the token last")
+    invite.add_argument("human")
+    invite.add_argument("--repo-grant", action="append", default=[], metavar="OWNER/NAME[:PERMISSION]",
+                        help="access to a repository (pull, triage, push, maintain, admin; default push)")
+    invite.add_argument("--team-grant", action="append", default=[], metavar="ORG/TEAM[:ROLE]",
+                        help="membership of a team (member or maintainer; default member)")
+    invite.add_argument("--expires-in", type=int, default=INVITE_DEFAULT_SECONDS, metavar="SECONDS")
+    confirm = command(agent, "confirm", "the agent's consent to an invite; the agent's own token from stdin")
+    confirm.add_argument("invite_token")
+    for name, text in (("suspend", "refuse the agent everything until resumed"), ("resume", "lift a suspension"),
+                       ("reset-token", "revoke every token of the agent; prints a new one last"),
+                       ("unbind", "end the binding: switch sessions and granted access go, the agent stays")):
+        command(agent, name, text).add_argument("login")
+    retire_cmd = command(agent, "retire", "retire the agent for good; its login stays reserved")
+    retire_cmd.add_argument("login")
+    retire_cmd.add_argument("--repositories", choices=("archive", "transfer"), default="archive",
+                            help="archive its repositories or transfer them to its human (default archive)")
+
+    connect = commands.add_parser("connect", help="point a client at this server").add_subparsers(
+        dest="client", required=True)
+    connect_gh_cmd = command(connect, "gh", "write a GH_CONFIG_DIR for gh and a git config; prints the exports")
+    connect_gh_cmd.add_argument("--token", required=True, help="the token gh and git will use")
+    connect_gh_cmd.add_argument("--mode", choices=("https", "socket", "localhost"), default="https")
+    connect_gh_cmd.add_argument("--url", default="http://127.0.0.1:8080",
+                                help="the server's URL (https mode: its https URL; socket mode: where git goes)")
+    connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
+    connect_gh_cmd.add_argument("--dir", default="agentgit-gh", help="where to write the configuration")
+
+    audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    command(audit, "verify", "check the hash chain; exit 0 when intact, 1 naming the first broken row")
+    command(audit, "explain", "print one decision's whole chain: who, for whom, under which task, why").add_argument(
+        "audit_id", type=int)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise SystemExit("--tls-cert and --tls-key go together")
+        server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
+                             tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
+                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket)
+        print("agentgit listening on %s" % server.url, flush=True)
+        print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
+        if server.admin:
+            # Shown once, on the terminal only: the database keeps just its hash.
+            print("first start: created site admin %r; its token (shown once): %s" % server.admin, flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.stop()
+        return 0
+    if args.command == "connect":
+        print(connect_gh(args))
+        return 0
+    app = App(Config(data_dir=args.data, git_engine="auto"))
+    if args.command == "user" and args.action == "add":
+        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+        try:
+            token = cli_add_user(app, args.login, args.admin, password)
+        except (ValueError, sqlite3.IntegrityError) as error:
+            raise SystemExit("cannot add %s: %s" % (args.login, "login taken" if isinstance(
+                error, sqlite3.IntegrityError) else error))
+        print("created %s %s" % ("site admin" if args.admin else "human", args.login))
+        print(token)
+    elif args.command == "user" and args.action in ("passwd", "totp"):
+        print(cli_credentials(app, args))
+    elif args.command == "user":
+        cli_set_suspended(app, args.login, args.action == "suspend")
+        print("%s %s" % (args.action + "ed", args.login))
+    elif args.command == "agent" and args.action == "add":
+        if not AGENT_PREFIX_RE.match(args.prefix) or not valid_repo_name(args.repo):
+            raise SystemExit("prefix must match %s and --repo be a valid repository name" % AGENT_PREFIX_RE.pattern)
+        login, token, full_name = cli_add_agent(app, args.prefix, args.repo)
+        print("registered agent %s with repository %s" % (login, full_name))
+        print(token)
+    elif args.command == "agent":
+        try:
+            print(cli_delegation(app, args))
+        except HTTPError as error:
+            raise SystemExit("%s: %s" % (args.action, "; ".join([error.message] + [
+                e.get("message", "") for e in error.errors or []])))
+    elif args.command == "audit" and args.action == "explain":
+        row = app.store.one("SELECT * FROM audit WHERE id = ?", args.audit_id)
+        if row is None:
+            raise SystemExit("no audit row %d" % args.audit_id)
+        print(explain(row))
+    elif args.command == "audit":
+        ok, count, bad_id, why = audit_verify(app.store, app.key)
+        if not ok:
+            print("audit chain BROKEN at row %d: %s (%d rows read)" % (bad_id, why, count))
+            return 1
+        print("audit chain intact: %d rows" % count)
+    return 0

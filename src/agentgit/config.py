@@ -1,0 +1,60 @@
+"""Configuration: constants, names, limits, times, and the Config a server is built from."""
+
+import dataclasses
+import datetime
+import re
+
+
+__version__ = "0.1.0"
+
+
+DEFAULT_DATA_DIR = "agentgit-data"
+DOCS_URL = "https://docs.github.com/rest"
+API_VERSION = "2022-11-28"
+MAX_JSON_BODY = 10 * 1024 * 1024          # REST bodies; larger ones are refused with 413
+MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, never held in memory
+MAX_ASSET_BYTES = 100 * 1024 * 1024       # one release asset, held in the database (GitHub allows 2 GB)
+REQUEST_IDLE_TIMEOUT = 120                # seconds a client may stay silent before its thread gives up
+PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 100
+OTHER_PROCESS_POLL = 0.05                 # seconds: how soon a CLI change (e.g. a revocation) takes effect
+
+# GitHub's own rules: logins are alphanumeric with single inner hyphens, at most 39 characters;
+# repository names are letters, digits, '.', '-', '_' and at most 100 characters.
+LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+AGENT_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+TEAM_NAME_MAX = 255
+
+
+def now():
+    """The current UTC time as GitHub writes it: 2026-01-31T12:00:00Z."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text):
+    """ISO 8601 (with Z or an offset) to an aware datetime; ValueError when it is not one."""
+    value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError("a time zone is required")
+    return value.astimezone(datetime.timezone.utc)
+
+
+def valid_repo_name(name):
+    """A repository name that is safe as a path segment and as GitHub would take it."""
+    return (isinstance(name, str) and bool(REPO_NAME_RE.match(name)) and name not in (".", "..")
+            and not name.lower().endswith(".git"))
+
+
+@dataclasses.dataclass
+class Config:
+    data_dir: str
+    url: str = ""                          # public base URL; filled in from the bound address if empty
+    registration: str = "open"             # "open" or "closed": anonymous agent registration
+    git_engine: str = "auto"               # "auto", "git" or "dulwich"
+    registration_limit: int = 20           # registrations per client address per window
+    registration_window: int = 600         # seconds
+
+
+def later(seconds):
+    moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,414 @@
+"""REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation)."""
+
+import json
+
+from agentgit.config import later, now
+from agentgit.errors import HTTPError, invalid
+from agentgit.storage import insert_row
+from agentgit.tokens import (AGENT_SCOPES, INVITE_PREFIX, SWITCH_SESSION_HOURS, genuine_mac, issue_token,
+                             mint_token, revoke, token_fingerprint, token_hash)
+from agentgit.accounts import account_by_id, repo_by_full_name, suspend_account, team_by_slug
+from agentgit.policy import Decision, PERMISSION_ALIASES, Resource, SITE, decide
+from agentgit.audit import audit_json
+from agentgit.authentication import Principal
+from agentgit.plumbing import route
+from agentgit.serializers import user_json
+from agentgit.lookups import find_account, signed_in
+from agentgit.issues import text_field, user_json_by_id
+
+
+# -- delegation: invites, consent, bindings, switch sessions, lifecycle, revocation ---------------
+# A human invites (with the grants they may give); the agent consents with its own token; the grants
+# are applied in the same transaction as the binding. The human can then rename, unbind, reset,
+# switch into, suspend, resume and retire the agent, and revoke along every path.
+
+INVITE_DEFAULT_SECONDS, INVITE_MAX_SECONDS = 7 * 86400, 30 * 86400
+REPO_GRANT_PERMISSIONS = ("pull", "triage", "push", "maintain", "admin")
+
+
+def check_grant_authority(store, inviter, grants):
+    """Every grant an invite carries must be the inviter's to give: admin on the repository (which
+    covers any permission on it), and the right to manage the team. Returns the first reason not,
+    or None. Run when the invite is made and again when the agent consents."""
+    principal = Principal(user=inviter)
+    for grant in grants["repo_grants"]:
+        repo = repo_by_full_name(store, grant["repo_full_name"])
+        decision = decide(store, principal, "delegate_access", Resource.repo(repo)) if repo else None
+        if decision is None or not decision.allowed:
+            return "%s cannot grant access to %s" % (inviter["login"], grant["repo_full_name"])
+    for grant in grants["team_grants"]:
+        team = team_by_slug(store, grant["org"], grant["team_slug"])
+        decision = decide(store, principal, "delegate_team", Resource.team(team, grant["org"])) if team else None
+        if decision is None or not decision.allowed:
+            return "%s cannot add members to team %s/%s" % (inviter["login"], grant["org"], grant["team_slug"])
+    return None
+
+
+def invite_grants(req, body):
+    repo_grants = req.field(body, "repo_grants", list, "AgentInvite", default=[])
+    team_grants = req.field(body, "team_grants", list, "AgentInvite", default=[])
+    out = {"repo_grants": [], "team_grants": []}
+    for grant in repo_grants:
+        if not isinstance(grant, dict) or not isinstance(grant.get("repo_full_name"), str) or \
+                grant.get("permission", "push") not in REPO_GRANT_PERMISSIONS:
+            raise invalid("AgentInvite", "repo_grants", message="each repo grant needs repo_full_name and a "
+                                                                 "permission of %s" % ", ".join(REPO_GRANT_PERMISSIONS))
+        out["repo_grants"].append({"repo_full_name": grant["repo_full_name"], "permission": grant.get("permission", "push")})
+    for grant in team_grants:
+        if not isinstance(grant, dict) or not all(isinstance(grant.get(k), str) for k in ("org", "team_slug")) or \
+                grant.get("role", "member") not in ("member", "maintainer"):
+            raise invalid("AgentInvite", "team_grants", message="each team grant needs org, team_slug and a role of "
+                                                                 "member or maintainer")
+        out["team_grants"].append({"org": grant["org"], "team_slug": grant["team_slug"],
+                                   "role": grant.get("role", "member")})
+    return out
+
+
+@route("POST", "/api/ext/v1/agent-invites")
+def create_invite(req):
+    body = req.json()
+    grants = invite_grants(req, body)
+    seconds = req.field(body, "expires_in", int, "AgentInvite", default=INVITE_DEFAULT_SECONDS)
+    if not 60 <= seconds <= INVITE_MAX_SECONDS:
+        raise invalid("AgentInvite", "expires_in", message="expires_in must be 60 to %d seconds" % INVITE_MAX_SECONDS)
+    user = signed_in(req)
+    req.authorize("create_invite", SITE)
+    refused = check_grant_authority(req.app.store, user, grants)
+    if refused:
+        req.app.audit(req.principal, req.surface, Decision("deny", "create_invite", "site", [refused]))
+        raise HTTPError(403, refused)
+    with req.transaction() as db:
+        token, expires_at, effect = make_invite(db, req.app.key, user, grants, seconds)
+        req.effect(effect)
+    return 201, dict(grants, invite_token=token, expires_at=expires_at)
+
+
+def make_invite(db, key, inviter, grants, seconds):
+    """(invite token, expiry, what happened). The token is shown once; only its hash is kept."""
+    token = mint_token(key, INVITE_PREFIX)
+    expires_at = later(seconds)
+    insert_row(db, "agent_invites", {"inviter_id": inviter["id"], "hash": token_hash(token),
+                                     "fingerprint": token_fingerprint(token), "grants": json.dumps(grants),
+                                     "created_at": now(), "expires_at": expires_at})
+    return token, expires_at, "invite %s from %s with %d repo and %d team grants, expires %s" % (
+        token_fingerprint(token), inviter["login"], len(grants["repo_grants"]), len(grants["team_grants"]), expires_at)
+
+
+def apply_grants(db, store, agent, grants):
+    """Collaborator and team rows for the invite's grants, remembered in agent_grants."""
+    stamp = now()
+    for grant in grants["repo_grants"]:
+        repo = repo_by_full_name(store, grant["repo_full_name"])
+        permission = PERMISSION_ALIASES[grant["permission"]]
+        db.execute("INSERT INTO collaborators (repo_id, user_id, permission) VALUES (?, ?, ?)"
+                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission",
+                   (repo["id"], agent["id"], permission))
+        insert_row(db, "agent_grants", {"agent_id": agent["id"], "repo_id": repo["id"], "permission": permission,
+                                        "created_at": stamp})
+    for grant in grants["team_grants"]:
+        team = team_by_slug(store, grant["org"], grant["team_slug"])
+        if db.execute("INSERT OR IGNORE INTO org_members (org_id, user_id, role) VALUES (?, ?, 'member')",
+                      (team["org_id"], agent["id"])).rowcount:
+            insert_row(db, "agent_grants", {"agent_id": agent["id"], "org_id": team["org_id"], "permission": "member",
+                                            "created_at": stamp})
+        db.execute("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, ?)"
+                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role",
+                   (team["id"], agent["id"], grant["role"]))
+        insert_row(db, "agent_grants", {"agent_id": agent["id"], "team_id": team["id"], "permission": grant["role"],
+                                        "created_at": stamp})
+
+
+def remove_grants(db, agent_id, where="", args=()):
+    """Take back what bindings granted (all of it, or those matching ``where``)."""
+    grants = db.execute("SELECT * FROM agent_grants WHERE agent_id = ?%s" % where, (agent_id,) + tuple(args)).fetchall()
+    for grant in grants:
+        if grant["repo_id"]:
+            db.execute("DELETE FROM collaborators WHERE repo_id = ? AND user_id = ?", (grant["repo_id"], agent_id))
+        elif grant["team_id"]:
+            db.execute("DELETE FROM team_members WHERE team_id = ? AND user_id = ?", (grant["team_id"], agent_id))
+        else:
+            db.execute("DELETE FROM org_members WHERE org_id = ? AND user_id = ?", (grant["org_id"], agent_id))
+        db.execute("DELETE FROM agent_grants WHERE id = ?", (grant["id"],))
+    return len(grants)
+
+
+def binding_json(app, agent, human, binding):
+    return {"human": user_json(app, human), "agent": user_json(app, agent), "bound_at": binding["bound_at"],
+            "display_name": binding["display_name"]}
+
+
+@route("POST", "/api/ext/v1/agent-bindings/confirm")
+def confirm_binding(req):
+    """The agent's consent, with its own token. 422 unknown or expired invite; 409 used or bound."""
+    body = req.json()
+    token = req.field(body, "invite_token", str, "AgentBinding", required=True)
+    agent = signed_in(req)
+    req.authorize("bind_agent", Resource.account(agent))      # the agent's own token, nothing else
+    with req.transaction() as db:
+        inviter, effect = accept_invite(db, req.app, agent, token)
+        req.effect(effect)
+    binding = req.app.store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"])
+    return 201, binding_json(req.app, agent, inviter, binding)
+
+
+def accept_invite(db, app, agent, token):
+    """Inside the caller's transaction: consume the invite, bind, apply its grants. Returns
+    (inviter, what happened); HTTPError 422/409/403 when it cannot be honoured, with nothing applied."""
+    store = app.store
+    invite = db.execute("SELECT * FROM agent_invites WHERE hash = ?", (token_hash(token),)).fetchone() if genuine_mac(
+        app.key, token, INVITE_PREFIX) else None
+    if invite is None or invite["expires_at"] <= now():
+        raise invalid("AgentBinding", "invite_token", "invalid", "the invite is unknown or has expired")
+    if invite["consumed_at"]:
+        raise HTTPError(409, "This invite has been used")
+    if db.execute("SELECT 1 FROM agent_bindings WHERE agent_id = ?", (agent["id"],)).fetchone():
+        raise HTTPError(409, "%s is already bound to a human" % agent["login"])
+    inviter = account_by_id(store, invite["inviter_id"])
+    if inviter is None or inviter["suspended_at"]:
+        raise HTTPError(403, "The inviting human can no longer delegate")
+    grants = json.loads(invite["grants"])
+    refused = check_grant_authority(store, inviter, grants)       # the inviter may have lost it since
+    if refused:
+        raise HTTPError(403, "The invite can no longer be honoured: " + refused)
+    stamp = now()
+    db.execute("UPDATE agent_invites SET consumed_at = ?, consumed_by = ? WHERE id = ?", (stamp, agent["id"],
+                                                                                         invite["id"]))
+    insert_row(db, "agent_bindings", {"agent_id": agent["id"], "human_id": inviter["id"], "invite_id": invite["id"],
+                                      "bound_at": stamp})
+    apply_grants(db, store, agent, grants)
+    return inviter, "bound %s to %s (invite %s); granted %s" % (agent["login"], inviter["login"], invite["fingerprint"],
+                                                                 json.dumps(grants, separators=(",", ":")))
+
+
+def bound_agent(req, login, action="manage_agent"):
+    """The agent ``login`` once ``action`` on it is allowed (its bound human or a site admin)."""
+    agent = find_account(req, login, kinds=("agent",))
+    req.authorize(action, Resource.account(agent))
+    binding = req.app.store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"])
+    if binding is None:
+        raise HTTPError(404, "%s is not bound to anyone" % login)
+    return agent, binding
+
+
+def token_status(store, agent_id):
+    live = store.one("SELECT COUNT(*) AS n FROM tokens WHERE user_id = ? AND kind = 'agent' AND revoked_at IS NULL",
+                     agent_id)["n"]
+    return "active" if live else "revoked"
+
+
+@route("GET", "/api/ext/v1/user/agents")
+def list_my_agents(req):
+    user = signed_in(req)
+    req.check("read_tokens", Resource.account(user))
+    out = []
+    for binding in req.app.store.all("SELECT * FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"]):
+        agent = account_by_id(req.app.store, binding["agent_id"])
+        grants = req.app.store.all("SELECT g.permission, r.name, o.login AS owner, t.slug, ta.login AS org"
+                                   " FROM agent_grants g LEFT JOIN repos r ON r.id = g.repo_id"
+                                   " LEFT JOIN accounts o ON o.id = r.owner_id LEFT JOIN teams t ON t.id = g.team_id"
+                                   " LEFT JOIN accounts ta ON ta.id = t.org_id WHERE g.agent_id = ?", agent["id"])
+        out.append(dict(binding_json(req.app, agent, user, binding), token_status=token_status(req.app.store, agent["id"]),
+                        suspended=bool(agent["suspended_at"]), retired=bool(agent["retired_at"]),
+                        access=["%s/%s:%s" % (g["owner"], g["name"], g["permission"]) if g["name"] else
+                                "team %s/%s:%s" % (g["org"], g["slug"], g["permission"]) for g in grants]))
+    return req.paginate(out)
+
+
+@route("PATCH", "/api/ext/v1/agent-bindings/{login}")
+def rename_binding(req, login):
+    body = req.json()
+    name = text_field(req, body, "display_name", "AgentBinding", required=True, limit=100)
+    agent, binding = bound_agent(req, login)
+    with req.transaction() as db:
+        db.execute("UPDATE agent_bindings SET display_name = ? WHERE agent_id = ?", (name, agent["id"]))
+        req.effect("named %s %r" % (agent["login"], name))
+    human = account_by_id(req.app.store, binding["human_id"])
+    return binding_json(req.app, agent, human, req.app.store.one("SELECT * FROM agent_bindings WHERE agent_id = ?",
+                                                                 agent["id"]))
+
+
+@route("DELETE", "/api/ext/v1/agent-bindings/{login}")
+def unbind(req, login):
+    """The agent stays, with its token and its own repositories; switch sessions and the access the
+    binding granted go."""
+    agent, binding = bound_agent(req, login)
+    with req.transaction() as db:
+        req.effect(unbind_agent(db, agent))
+    return 204, None
+
+
+def unbind_agent(db, agent):
+    sessions = revoke(db, "user_id = ? AND kind = 'switch-session'", (agent["id"],))
+    grants = remove_grants(db, agent["id"])
+    # a task grant stands on the binding: without it, its tokens would act for a human no longer behind them
+    tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL AND"
+                       " delegator_id IN (SELECT human_id FROM agent_bindings WHERE agent_id = ?)",
+                       (now(), agent["id"], agent["id"])).rowcount
+    db.execute("DELETE FROM agent_bindings WHERE agent_id = ?", (agent["id"],))
+    return "unbound %s; revoked %d switch sessions and %d task grants, took back %d grants" % (
+        agent["login"], sessions, tasks, grants)
+
+
+@route("POST", "/api/ext/v1/agent-bindings/{login}/reset-token")
+def reset_agent_token(req, login):
+    agent, _ = bound_agent(req, login)
+    with req.transaction() as db:
+        token, revoked, effect = reset_agent_credentials(db, req.app.key, agent)
+        req.effect(effect)
+    return 201, {"login": agent["login"], "token": token, "revoked": revoked}
+
+
+def reset_agent_credentials(db, key, agent):
+    """Revoke every token the agent has (its own, switch sessions, and later kinds) and mint one."""
+    revoked = revoke(db, "user_id = ?", (agent["id"],))
+    token, _ = issue_token(db, key, agent["id"], "agent", name="agent", scopes=AGENT_SCOPES)
+    return token, revoked, "reset %s: revoked %d tokens, new agent token %s" % (agent["login"], revoked,
+                                                                               token_fingerprint(token))
+
+
+def set_agent_suspended(req, login, suspended):
+    agent, _ = bound_agent(req, login)
+    with req.transaction() as db:
+        req.effect(suspend_account(db, agent, suspended))
+    return user_json(req.app, account_by_id(req.app.store, agent["id"]), detail=True)
+
+
+@route("POST", "/api/ext/v1/agent-bindings/{login}/suspend")
+def suspend_agent(req, login):
+    return set_agent_suspended(req, login, True)
+
+
+@route("POST", "/api/ext/v1/agent-bindings/{login}/resume")
+def resume_agent(req, login):
+    return set_agent_suspended(req, login, False)
+
+
+@route("POST", "/api/ext/v1/agent-bindings/{login}/switch-session")
+def open_switch_session(req, login):
+    """A token that acts as the agent for at most 12 hours without touching the agent's own token;
+    the actor of record stays the agent, and every row it makes names the human who switched in."""
+    agent, _ = bound_agent(req, login)
+    expires_at = later(SWITCH_SESSION_HOURS * 3600)
+    human = req.principal.user
+    with req.transaction() as db:
+        token, _ = issue_token(db, req.app.key, agent["id"], "switch-session", name="switch by " + human["login"],
+                               scopes=AGENT_SCOPES, expires_at=expires_at, issued_by=human["id"])
+        req.effect("switch session %s into %s until %s" % (token_fingerprint(token), agent["login"], expires_at))
+    return 201, {"agent_login": agent["login"], "token": token, "expires_at": expires_at,
+                 "user": user_json(req.app, human)}
+
+
+@route("POST", "/api/ext/v1/agent-bindings/{login}/refresh-session")
+def refresh_switch_session(req, login):
+    """Authenticated with the switch-session token itself: a new one replaces it (the old one dies)."""
+    signed_in(req)
+    agent = find_account(req, login, kinds=("agent",))
+    req.authorize("refresh_session", Resource.account(agent))
+    old = req.app.store.one("SELECT * FROM tokens WHERE id = ?", req.principal.token_id)
+    expires_at = later(SWITCH_SESSION_HOURS * 3600)
+    with req.transaction() as db:
+        if not revoke(db, "id = ?", (old["id"],)):
+            raise HTTPError(401, "Bad credentials")
+        token, _ = issue_token(db, req.app.key, agent["id"], "switch-session", name=old["name"], scopes=AGENT_SCOPES,
+                               expires_at=expires_at, issued_by=old["issued_by"])
+        req.effect("refreshed switch session %s → %s" % (old["fingerprint"], token_fingerprint(token)))
+    return 201, {"agent_login": agent["login"], "token": token, "expires_at": expires_at,
+                 "user": user_json_by_id(req.app, old["issued_by"])}
+
+
+@route("DELETE", "/api/ext/v1/agents/{login}")
+def retire_agent(req, login):
+    """Retire for good: tokens revoked, login reserved, repositories moved to the human or archived."""
+    body = req.json()
+    repositories = req.field(body, "repositories", str, "Agent", default="archive")
+    if repositories not in ("transfer", "archive"):
+        raise invalid("Agent", "repositories", message="repositories must be transfer or archive")
+    agent, binding = bound_agent(req, login)
+    store = req.app.store
+    own = store.all("SELECT * FROM repos WHERE owner_id = ?", agent["id"])
+    if repositories == "transfer":
+        clash = [r["name"] for r in own if store.one("SELECT 1 FROM repos WHERE owner_id = ? AND name = ?",
+                                                     binding["human_id"], r["name"])]
+        if clash:
+            raise HTTPError(409, "%s already has repositories named %s" % (
+                account_by_id(store, binding["human_id"])["login"], ", ".join(clash)))
+    with req.transaction() as db:
+        req.effect(retire(db, agent, binding["human_id"], repositories))
+    return 204, None
+
+
+def retire(db, agent, human_id, repositories):
+    revoked = revoke(db, "user_id = ?", (agent["id"],))
+    if repositories == "transfer":
+        moved = db.execute("UPDATE repos SET owner_id = ?, updated_at = ? WHERE owner_id = ?",
+                           (human_id, now(), agent["id"])).rowcount
+    else:
+        moved = db.execute("UPDATE repos SET archived = 1, updated_at = ? WHERE owner_id = ?",
+                           (now(), agent["id"])).rowcount
+    remove_grants(db, agent["id"])
+    db.execute("UPDATE accounts SET retired_at = ?, suspended_at = COALESCE(suspended_at, ?) WHERE id = ?",
+               (now(), now(), agent["id"]))
+    return "retired %s: revoked %d tokens, %s %d repositories" % (
+        agent["login"], revoked, "transferred" if repositories == "transfer" else "archived", moved)
+
+
+@route("POST", "/api/ext/v1/revocations")
+def revocations(req):
+    """Exactly one of {"agent"}, {"delegator"}, {"org"}, {"token_fingerprint"}; answers how many tokens
+    were revoked. Allowed to the bound human (agent), the human themself (delegator), org admins (org),
+    the token's holder or its agent's human (fingerprint), and site admins for all."""
+    body = req.json()
+    kinds = [k for k in ("agent", "delegator", "org", "token_fingerprint") if body.get(k) is not None]
+    if len(kinds) != 1 or not isinstance(body[kinds[0]], str):
+        raise invalid("Revocation", "target", "invalid", "name exactly one of agent, delegator, org, token_fingerprint")
+    kind, target = kinds[0], body[kinds[0]]
+    signed_in(req)
+    store = req.app.store
+    if kind == "agent":
+        agent = find_account(req, target, kinds=("agent",))
+        req.authorize("revoke_tokens", Resource.account(agent))
+        where, args, also = "user_id = ?", (agent["id"],), None
+    elif kind == "delegator":
+        human = find_account(req, target, kinds=("human",))
+        req.authorize("revoke_tokens", Resource.account(human))
+        where = ("user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?) OR (kind = 'switch-session'"
+                 " AND issued_by = ?)")
+        args, also = (human["id"], human["id"]), None
+    elif kind == "org":
+        org = find_account(req, target, kinds=("org",))
+        req.authorize("manage_org", Resource.account(org))
+        reached = [r["agent_id"] for r in store.all(
+            "SELECT DISTINCT g.agent_id FROM agent_grants g LEFT JOIN repos r ON r.id = g.repo_id"
+            " LEFT JOIN teams t ON t.id = g.team_id WHERE r.owner_id = ? OR t.org_id = ? OR g.org_id = ?",
+            org["id"], org["id"], org["id"])]
+        where = "user_id IN (%s)" % ",".join("?" * len(reached)) if reached else "0"
+        args, also = tuple(reached), (org, reached)
+    else:
+        row = store.one("SELECT * FROM tokens WHERE fingerprint = ?", target)
+        holder = account_by_id(store, row["user_id"]) if row else None
+        if holder is None:
+            raise HTTPError(404, "Not Found")
+        req.authorize("revoke_tokens", Resource.account(holder))
+        where, args, also = "id = ?", (row["id"],), None
+    with req.transaction() as db:
+        count = revoke(db, where, args)
+        taken = 0
+        if also:
+            org, reached = also
+            for agent_id in reached:
+                taken += remove_grants(db, agent_id, " AND (repo_id IN (SELECT id FROM repos WHERE owner_id = ?)"
+                                       " OR team_id IN (SELECT id FROM teams WHERE org_id = ?) OR org_id = ?)",
+                                       (org["id"], org["id"], org["id"]))
+        req.effect("revoked %d tokens by %s %s%s" % (count, kind, target, "; took back %d grants" % taken if also else ""))
+    return 200, {"revoked": count}
+
+
+@route("GET", "/api/ext/v1/agents/{login}/activity")
+def agent_activity(req, login):
+    """Everything the agent did, for its bound human: each row says for whom and through what."""
+    agent, _ = bound_agent(req, login, "read_agent")
+    per_page, page = req.page()
+    rows = req.app.store.all("SELECT * FROM audit WHERE actor = ? ORDER BY id DESC LIMIT ? OFFSET ?", agent["login"],
+                             per_page + 1, (page - 1) * per_page)
+    req.link_header(page, per_page, page + 1 if len(rows) > per_page else None)
+    return [audit_json(r) for r in rows[:per_page]]

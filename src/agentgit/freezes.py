@@ -1,0 +1,129 @@
+"""REST: policy as data, and freezes (read-only by policy)."""
+
+import re
+import secrets
+
+from agentgit.config import now
+from agentgit.errors import HTTPError, invalid
+from agentgit.storage import insert_row
+from agentgit.accounts import account_by_id, account_by_login, repo_by_full_name, repo_by_id
+from agentgit.policy import Resource, decide, permission_on
+from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
+from agentgit.plumbing import route
+from agentgit.lookups import signed_in
+from agentgit.tasks import TASK_ACTIONS, grant_json, strip_kind
+
+
+# -- policy as data ------------------------------------------------------------------------------------
+
+@route("GET", "/api/ext/v1/policy")
+def effective_policy(req):
+    """What the caller's token could do on one repository ("what could this task token do on
+    acme/payments?"), or with ``grant=tg_…`` what a task token of that grant could (for its delegator
+    and its agent), each action decided by decide() itself, so the answer cannot drift from the
+    enforcement. It only asks, so nothing is audited."""
+    signed_in(req)
+    name = req.query.get("resource", "")
+    row = repo_by_full_name(req.app.store, strip_kind(name, "repo"))
+    if row is None or not req.can("read_code", Resource.repo(row)):
+        raise HTTPError(404, "Not Found")
+    resource, principal = Resource.repo(row), req.principal
+    if "grant" in req.query:
+        found = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", req.query["grant"])
+        if found is None or principal.user["id"] not in (found["delegator_id"], found["agent_id"]):
+            raise HTTPError(404, "Not Found")
+        grant = load_grant(req.app.store, found["id"])
+        # a task token of this grant as authenticate() would build it (token_id set: scopes are checked)
+        principal = Principal(user=account_by_id(req.app.store, found["agent_id"]), token_id=0, token_kind="task")
+        name_delegator(req.app.store, principal)
+        hold_task_grant(principal, grant, grant["actions"])
+    user, grant = principal.user, principal.grant
+    decisions = [decide(req.app.store, principal, action, resource) for action in TASK_ACTIONS]
+    return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),
+                 "token_kind": principal.token_kind, "resource": resource.name,
+                 "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
+                 if grant else None,
+                 "rules": [" ".join(rule.split()) for rule in re.split(r"\n\s*(?=\d\. )", decide.__doc__)[1:]],
+                 "actions": {d.action: {"decision": d.effect, "reasons": d.reasons} for d in decisions}}
+
+
+# -- freezes: read-only by policy ------------------------------------------------------------------
+# A repository's admin, or an organization's owner for the whole organization, freezes it for an
+# incident, an audit or a release: decide() then answers read_only to every change until a thaw.
+
+def freeze_target(req, name):
+    """(Resource, the action that freezes it) for repo:owner/name or org:login, if the caller can see it."""
+    if isinstance(name, str) and name.startswith("repo:"):
+        row = repo_by_full_name(req.app.store, name[len("repo:"):])
+        if row is not None and req.can("read_code", Resource.repo(row)):
+            return Resource.repo(row), "freeze_repo"
+    elif isinstance(name, str) and name.startswith("org:"):
+        row = account_by_login(req.app.store, name[len("org:"):])
+        if row is not None and row["kind"] == "org":
+            return Resource.account(row), "freeze_org"
+    return None, None
+
+
+def frozen_resource(store, row):
+    """(Resource, the action that freezes and thaws it) for a freezes row."""
+    if row["repo_id"] is not None:
+        return Resource.repo(repo_by_id(store, row["repo_id"])), "freeze_repo"
+    return Resource.account(account_by_id(store, row["org_id"])), "freeze_org"
+
+
+def freeze_json(app, row):
+    frozen_by = account_by_id(app.store, row["frozen_by"]) if row["frozen_by"] else None
+    return {"id": row["public_id"], "resource": frozen_resource(app.store, row)[0].name, "reason": row["reason"],
+            "frozen_by": "user:" + frozen_by["login"] if frozen_by else None, "created_at": row["created_at"]}
+
+
+@route("POST", "/api/ext/v1/freezes")
+def create_freeze(req):
+    body = req.json()
+    user = signed_in(req)
+    name = req.field(body, "resource", str, "Freeze", required=True)
+    reason = req.field(body, "reason", str, "Freeze", required=True).strip()
+    if not reason or len(reason) > 1000:
+        raise invalid("Freeze", "reason", message="say why, in at most 1000 characters")
+    resource, action = freeze_target(req, name)
+    if resource is None:
+        raise invalid("Freeze", "resource", message="resource is repo:owner/name or org:login, one you can see")
+    req.authorize(action, resource)
+    column = "repo_id" if resource.kind == "repo" else "org_id"
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM freezes WHERE %s = ?" % column, (resource.row["id"],)).fetchone():
+            raise invalid("Freeze", "resource", "already_exists", "%s is already frozen" % resource.name)
+        freeze_id = insert_row(db, "freezes", {"public_id": "fz_" + secrets.token_hex(8), column: resource.row["id"],
+                                               "reason": reason, "frozen_by": user["id"], "created_at": now()})
+        req.effect("froze %s: %s" % (resource.name, reason))
+    return 201, freeze_json(req.app, req.app.store.one("SELECT * FROM freezes WHERE id = ?", freeze_id))
+
+
+@route("GET", "/api/ext/v1/freezes")
+def list_freezes(req):
+    """The freezes on the repositories the caller can see and the organizations the caller is in."""
+    user = signed_in(req)
+    shown = []
+    for row in req.app.store.all("SELECT * FROM freezes ORDER BY id"):
+        resource, _ = frozen_resource(req.app.store, row)
+        if resource.kind == "repo":
+            visible = req.can("read_code", resource)
+        else:
+            visible = permission_on(req.app.store, user, resource)[0] != "none"
+        if visible:
+            shown.append(freeze_json(req.app, row))
+    return req.paginate(shown)
+
+
+@route("DELETE", "/api/ext/v1/freezes/{freeze_id}")
+def thaw(req, freeze_id):
+    signed_in(req)
+    row = req.app.store.one("SELECT * FROM freezes WHERE public_id = ?", freeze_id)
+    resource, action = frozen_resource(req.app.store, row) if row else (None, None)
+    if resource is None or resource.kind == "repo" and not req.can("read_code", resource):
+        raise HTTPError(404, "Not Found")
+    req.authorize(action, resource)
+    with req.transaction() as db:
+        db.execute("DELETE FROM freezes WHERE id = ?", (row["id"],))
+        req.effect("thawed %s (%s)" % (resource.name, row["public_id"]))
+    return 204, None

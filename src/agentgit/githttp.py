@@ -1,0 +1,375 @@
+"""Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich."""
+
+import collections
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+
+from dulwich.graph import can_fast_forward
+from dulwich.repo import Repo
+
+from agentgit.config import MAX_PACK_BODY, REQUEST_IDLE_TIMEOUT, now
+from agentgit.errors import HTTPError
+from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir
+from agentgit.accounts import lookup_repo
+from agentgit.policy import Resource, decide
+from agentgit.audit import audit_append
+from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
+from agentgit.plumbing import GunzipReader, route
+
+
+# The protocol (gitprotocol-http): GET info/refs?service=... advertises refs; POST git-upload-pack
+# sends a pack to the client; POST git-receive-pack takes one. Access is decided before any pack is
+# read or written. For pushes we read the command list (the pkt-lines before the pack) ourselves,
+# decide every ref with decide(), and hand the denials to the engine, which refuses those refs the
+# way GitHub does: the others still land, and git prints our reason. Ref updates are compare-and-swap
+# in both engines (git's ref transaction; dulwich's set_if_equals).
+
+GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
+
+
+def pkt_line(text):
+    data = text.encode() if isinstance(text, str) else text
+    return b"%04x%s" % (len(data) + 4, data)
+
+
+def service_header(service):
+    return pkt_line("# service=%s\n" % service) + b"0000"
+
+
+class ChunkedWriter:
+    """The response body in HTTP/1.1 chunked coding, so a pack streams without a known length."""
+
+    def __init__(self, wfile):
+        self.wfile = wfile
+
+    def write(self, data):
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        return len(data)
+
+    def close(self):
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class ReplayReader:
+    """A reader that first returns bytes already taken from ``inner`` and then the rest of it."""
+
+    def __init__(self, head, inner):
+        self.head, self.inner = bytes(head), inner
+
+    def read(self, size=65536):
+        if self.head:
+            data, self.head = self.head[:size], self.head[size:]
+            return data
+        return self.inner.read(size)
+
+
+def read_exactly(reader, n, into):
+    data = b""
+    while len(data) < n:
+        chunk = reader.read(n - len(data))
+        if not chunk:
+            raise HTTPError(400, "Truncated git request")
+        data += chunk
+    into += data
+    return data
+
+
+def read_push_commands(reader):
+    """The ref updates at the head of a receive-pack request: ([(old, new, ref)], bytes consumed)."""
+    consumed, commands = bytearray(), []
+    while True:
+        size = read_exactly(reader, 4, consumed)
+        if size == b"0000":
+            return commands, consumed
+        try:
+            length = int(size, 16)
+        except ValueError:
+            raise HTTPError(400, "Malformed pkt-line in push")
+        if length < 4 or length > 65520:
+            raise HTTPError(400, "Malformed pkt-line in push")
+        line = read_exactly(reader, length - 4, consumed).split(b"\0")[0].rstrip(b"\n").decode("utf-8", "replace")
+        if line.startswith("shallow "):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 3 or not all(re.fullmatch(r"[0-9a-f]{40}", p) for p in parts[:2]):
+            raise HTTPError(400, "Malformed ref update in push: %r" % line[:200])
+        commands.append(tuple(parts))
+
+
+class GitBinaryEngine:
+    """Pipes each request through ``git upload-pack/receive-pack --stateless-rpc``: the speed of
+    a local clone, with protocol v2, every shallow and filter option, and atomic pushes."""
+
+    name = "git"
+
+    def __init__(self, git):
+        self.git = git
+
+    def command(self, service, path, hooks_dir=None, advertise=False):
+        if service == "git-upload-pack":
+            cmd = [self.git, "-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowAnySHA1InWant=true",
+                   "upload-pack"]
+        else:
+            # fsckObjects keeps malformed objects out; the quarantine directory (git >= 2.11) keeps a
+            # pack that dies mid-way out of the repository.
+            cmd = [self.git, "-c", "core.hooksPath=%s" % hooks_dir, "-c", "receive.fsckObjects=true", "receive-pack"]
+        return cmd + ["--stateless-rpc"] + (["--advertise-refs"] if advertise else []) + [path]
+
+    def run(self, cmd, protocol, body, out):
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env=dict(os.environ, GIT_PROTOCOL=protocol))
+        feeder = None
+        if body is not None:   # git may answer before it has read everything: feed it from a thread
+            feeder = threading.Thread(target=self.feed, args=(proc, body), daemon=True)
+            feeder.start()
+        try:
+            while True:
+                data = proc.stdout.read1(65536)
+                if not data:
+                    break
+                out.write(data)
+        except BaseException:
+            proc.kill()        # the client went away: stop git too
+            raise
+        finally:
+            proc.stdout.close()
+            if feeder is not None:
+                feeder.join(REQUEST_IDLE_TIMEOUT)
+                if feeder.is_alive():
+                    proc.kill()
+            proc.wait()
+
+    @staticmethod
+    def feed(proc, body):
+        """Copy the request body to git's stdin; on a broken or oversized body, stop git instead."""
+        try:
+            while True:
+                data = body.read(65536)
+                if not data:
+                    break
+                proc.stdin.write(data)
+            proc.stdin.close()
+        except (OSError, ValueError, HTTPError, ConnectionError):
+            proc.kill()
+
+    def advertise(self, path, service, protocol, out):
+        if not (service == "git-upload-pack" and "version=2" in protocol):
+            out.write(service_header(service))   # protocol v2 answers start with the capability list
+        self.run(self.command(service, path, hooks_dir=os.devnull, advertise=True), protocol, None, out)
+
+    def upload_pack(self, path, protocol, body, out):
+        self.run(self.command("git-upload-pack", path), protocol, body, out)
+
+    def receive_pack(self, path, protocol, body, out, denied, ff_only):
+        """``denied`` = {ref: reason} and ``ff_only`` = {ref: reason}: an ``update`` hook written for this
+        push refuses the first outright and the second unless the update is a fast-forward (the hook runs
+        once the pack is in, with the new objects readable, before the ref moves)."""
+        with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
+            if denied or ff_only:
+                cases = "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
+                                for ref, reason in denied.items())
+                cases += "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; };;\n' % (
+                    shlex.quote(ref), shlex.quote("agentgit: " + reason)) for ref, reason in ff_only.items())
+                hook = os.path.join(hooks, "update")
+                with open(hook, "w") as f:
+                    f.write('#!/bin/sh\ncase "$1" in\n%sesac\nexit 0\n' % cases)
+                os.chmod(hook, 0o700)
+            self.run(self.command("git-receive-pack", path, hooks_dir=hooks), protocol, body, out)
+
+
+class DulwichEngine:
+    """dulwich's pure-Python server, for machines without git. Slower (see bench/), protocol v0/v1
+    only, and no 'atomic' capability: dulwich does not apply a multi-ref push transactionally."""
+
+    name = "dulwich"
+
+    def __init__(self):
+        from dulwich.server import ReceivePackHandler, UploadPackHandler
+        from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
+
+        class PolicyReceivePack(ReceivePackHandler):
+            denied, ff_only = {}, {}
+
+            def capabilities(self):
+                return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
+
+            def _on_update(self, ref_name, old_sha, new_sha):
+                ref = ref_name.decode()
+                reason = self.denied.get(ref)
+                if reason is None and ref in self.ff_only and not can_fast_forward(self.repo, old_sha, new_sha):
+                    reason = self.ff_only[ref]
+                if reason is None:
+                    return None
+                if self.has_capability(b"side-band-64k"):
+                    self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, ("agentgit: %s\n" % reason).encode())
+                return b"hook declined"
+
+        class OneRepoBackend:
+            def open_repository(self, path):
+                return Repo(path)
+
+        self.handlers = {"git-upload-pack": UploadPackHandler, "git-receive-pack": PolicyReceivePack}
+        self.protocol, self.receivable = Protocol, ReceivableProtocol
+        self.backend = OneRepoBackend()
+        # Each dulwich upload-pack can hold hundreds of MB; more than two at once starve the machine.
+        self.upload_slots = threading.BoundedSemaphore(2)
+        self.push_locks = collections.defaultdict(threading.Lock)
+
+    def handle(self, service, path, proto, advertise=False, denied=None, ff_only=None):
+        handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
+        if denied is not None:
+            handler.denied, handler.ff_only = denied, ff_only
+        try:
+            handler.handle()
+        finally:
+            handler.repo.close()
+
+    def advertise(self, path, service, protocol, out):
+        out.write(service_header(service))
+        self.handle(service, path, self.protocol(lambda n: b"", out.write), advertise=True)
+
+    def upload_pack(self, path, protocol, body, out):
+        with self.upload_slots:
+            self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
+
+    def receive_pack(self, path, protocol, body, out, denied, ff_only):
+        # One push per repository at a time in this process: dulwich raises FileLocked, rather than
+        # waiting, when two pushes lock the same ref file.
+        with self.push_locks[path]:
+            self.handle("git-receive-pack", path, self.receivable(body.read, out.write), denied=denied,
+                        ff_only=ff_only)
+
+
+def make_git_engine(choice):
+    git = shutil.which("git")
+    if choice == "git" and git is None:
+        raise SystemExit("--git-engine git: no git binary on PATH")
+    if choice in ("auto", "git") and git:
+        return GitBinaryEngine(git)
+    return DulwichEngine()
+
+
+def git_repo(req, owner, name, action):
+    """The repository behind a Git URL once ``action`` is allowed. Git clients send credentials only
+    after a 401, so an anonymous caller gets 401 for anything it may not see (existing or not, so as
+    not to reveal which); a signed-in one gets 404, or 403 with the reason."""
+    req.surface = "git"
+    name = name[:-4] if name.endswith(".git") else name
+    row = lookup_repo(req.app.store, owner, name)
+    if row is None:
+        raise HTTPError(401 if req.principal.user is None else 404, "Repository not found")
+    req.check(action, Resource.repo(row))
+    return row
+
+
+def start_git_response(req, content_type):
+    handler = req.handler
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Cache-Control", "no-cache, max-age=0, must-revalidate")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    return ChunkedWriter(handler.wfile)
+
+
+def git_body(req):
+    raw = req.body(MAX_PACK_BODY)
+    encoding = (req.headers.get("Content-Encoding") or "").lower()
+    if encoding in ("gzip", "x-gzip"):
+        return GunzipReader(raw, MAX_PACK_BODY)
+    if encoding not in ("", "identity"):
+        raise HTTPError(415, "Unsupported Content-Encoding %s" % encoding)
+    return raw
+
+
+def expect_content_type(req, service):
+    if req.headers.get("Content-Type") != "application/x-%s-request" % service:
+        raise HTTPError(415, "Content-Type must be application/x-%s-request" % service)
+
+
+@route("GET", "/{owner}/{repo}/info/refs")
+def git_info_refs(req, owner, repo):
+    service = req.query.get("service")
+    if service not in GIT_SERVICES:
+        raise HTTPError(403, "Only the smart HTTP protocol is served; ask for ?service=git-upload-pack")
+    row = git_repo(req, owner, repo, "read_code" if service == "git-upload-pack" else "push_branch")
+    out = start_git_response(req, "application/x-%s-advertisement" % service)
+    req.app.git_engine.advertise(repo_dir(req.app, row["id"]), service, req.headers.get("Git-Protocol", ""), out)
+    out.close()
+
+
+@route("POST", "/{owner}/{repo}/git-upload-pack")
+def git_upload_pack(req, owner, repo):
+    row = git_repo(req, owner, repo, "read_code")
+    expect_content_type(req, "git-upload-pack")
+    body = git_body(req)
+    out = start_git_response(req, "application/x-git-upload-pack-result")
+    req.app.git_engine.upload_pack(repo_dir(req.app, row["id"]), req.headers.get("Git-Protocol", ""), body, out)
+    out.close()
+
+
+@route("POST", "/{owner}/{repo}/git-receive-pack")
+def git_receive_pack(req, owner, repo):
+    row = git_repo(req, owner, repo, "push_branch")
+    expect_content_type(req, "git-receive-pack")
+    body = git_body(req)
+    commands, consumed = read_push_commands(body)
+    resource = Resource.repo(row)
+    allowed, denied, ff_only = [], {}, {}
+    for old, new, ref in commands:
+        action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
+        decision = decide(req.app.store, req.principal, action, resource, {"ref": ref})
+        if decision.effect == "needs_approval":
+            decision = ask_for_approval(req.app, req.principal, decision)[0]
+        elif decision.allowed and decision.approval is not None and not spend_approval(req.app.store,
+                                                                                         decision.approval):
+            decision = dataclasses.replace(decision, effect="deny", reasons=["that approval was just used"])
+        if decision.allowed:
+            allowed.append((decision, old, new, ref))
+            if decision.ff_only:
+                ff_only[ref] = "protected branch %s: force pushes are not allowed" % ref[len("refs/heads/"):]
+        else:
+            denied[ref] = decision.reasons[0]
+            req.app.audit(req.principal, "git", decision, "refused %s" % ref)
+    path = repo_dir(req.app, row["id"])
+    out = start_git_response(req, "application/x-git-receive-pack-result")
+    try:
+        req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
+                                        out, denied, ff_only)
+    finally:
+        record_push(req, row, allowed, ff_only)
+    out.close()     # only now does the client see the end of the answer: its push is already on record
+
+
+def record_push(req, row, allowed, ff_only):
+    """One audit row per allowed ref update, saying whether the ref really moved (git may still have
+    refused it: a stale old value when two pushes race, or a force push to a protected branch)."""
+    if not allowed:
+        return
+    with open_repo(req.app, row["id"]) as git:
+        current = {ref: git.refs[ref.encode()].decode() if ref.encode() in git.refs else ZERO_SHA
+                   for _, _, _, ref in allowed}
+    landed = False
+    with req.app.store.transaction() as db:
+        for decision, old, new, ref in allowed:
+            moved = current[ref] == new
+            landed = landed or moved
+            effect = "%s %s→%s" % (ref, old[:12], new[:12]) if moved else "%s not moved (now %s)" % (
+                ref, current[ref][:12])
+            if not moved and decision.approval is not None:
+                effect += give_back_approval(db, decision.approval)
+            if not moved and ref in ff_only and current[ref] == old:
+                # most likely the fast-forward check refused it; say so in the record
+                decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
+            audit_append(db, req.app.key, req.principal, "git", decision, effect)
+        if landed:
+            db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))

@@ -1,0 +1,306 @@
+"""HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline."""
+
+import collections
+import contextlib
+import json
+import re
+import urllib.parse
+import zlib
+
+from agentgit.config import MAX_JSON_BODY, PER_PAGE_DEFAULT, PER_PAGE_MAX
+from agentgit.errors import HTTPError, invalid
+from agentgit.policy import ACTIONS, STEP_UP_SECONDS, decide
+from agentgit.audit import audit_append
+from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
+
+
+class BodyReader:
+    """A request body as a stream: Content-Length or chunked transfer coding, at most ``limit`` bytes."""
+
+    def __init__(self, rfile, headers, limit):
+        self.rfile, self.limit, self.total = rfile, limit, 0
+        self.chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+        self.chunk_left, self.done = 0, False
+        if not self.chunked:
+            length = headers.get("Content-Length") or "0"
+            if not length.isdigit():
+                raise HTTPError(400, "Content-Length is not a number")
+            self.remaining = int(length)
+            if self.remaining > limit:
+                raise HTTPError(413, "Request body is larger than %d bytes" % limit)
+            self.done = self.remaining == 0
+
+    def read(self, size=65536):
+        if self.done:
+            return b""
+        if not self.chunked:
+            data = self.rfile.read(min(size, self.remaining))
+            if not data:
+                raise ConnectionError("client closed the connection mid-body")
+            self.remaining -= len(data)
+            self.done = self.remaining == 0
+            return data
+        if self.chunk_left == 0:
+            line = self.rfile.readline(1024)
+            try:
+                self.chunk_left = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise HTTPError(400, "Malformed chunked request body")
+            if self.chunk_left == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                self.done = True
+                return b""
+        data = self.rfile.read(min(size, self.chunk_left))
+        if not data:
+            raise ConnectionError("client closed the connection mid-chunk")
+        self.chunk_left -= len(data)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise HTTPError(413, "Request body is larger than %d bytes" % self.limit)
+        if self.chunk_left == 0:
+            self.rfile.readline(16)
+        return data
+
+    def read_all(self):
+        parts = []
+        while True:
+            data = self.read()
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+
+
+class GunzipReader:
+    """Decodes a gzip Content-Encoding on the fly, refusing to inflate past ``limit`` bytes."""
+
+    def __init__(self, raw, limit):
+        self.raw, self.limit, self.total = raw, limit, 0
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def read(self, size=65536):
+        while True:
+            if self.inflater.unconsumed_tail:
+                data = self.inflater.decompress(self.inflater.unconsumed_tail, size)
+            else:
+                chunk = self.raw.read(size)
+                if not chunk:
+                    return self.inflater.flush()
+                try:
+                    data = self.inflater.decompress(chunk, size)
+                except zlib.error:
+                    raise HTTPError(400, "Request body is not valid gzip")
+            self.total += len(data)
+            if self.total > self.limit:
+                raise HTTPError(413, "Decompressed request body is larger than %d bytes" % self.limit)
+            if data:
+                return data
+
+
+ROUTES = collections.defaultdict(list)   # method -> [(segments, handler, order)], declared with @route
+SEGMENT_RE = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
+
+
+def route(method, pattern):
+    """Register a handler. ``{name}`` matches one path segment, ``{name:int}`` a number, ``{name:path}``
+    one or more segments (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch).
+    Templates are matched segment by segment, not as regular expressions: nothing to compile at start."""
+    segments = []
+    for part in pattern.strip("/").split("/"):
+        m = SEGMENT_RE.match(part)
+        segments.append((m.group(2) or "one", m.group(1)) if m else ("literal", part))
+
+    def register(handler):
+        # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
+        # taken for a branch named "x/protection"
+        greedy = any(kind == "path" for kind, _ in segments)
+        ROUTES[method].append((segments, handler, (greedy, -len(pattern) if greedy else 0)))
+        ROUTES[method].sort(key=lambda r: r[2])
+        return handler
+    return register
+
+
+def match_segments(segments, parts):
+    """{name: value} when the path's segments fit the template, else None."""
+    greedy = next((i for i, (kind, _) in enumerate(segments) if kind == "path"), None)
+    if greedy is None:
+        if len(parts) != len(segments):
+            return None
+        pairs = list(zip(segments, parts))
+    else:
+        tail = len(segments) - greedy - 1
+        if len(parts) < len(segments):
+            return None
+        middle = "/".join(parts[greedy:len(parts) - tail])
+        pairs = list(zip(segments[:greedy], parts)) + [(segments[greedy], middle)] + list(
+            zip(segments[greedy + 1:], parts[len(parts) - tail:]))
+    params = {}
+    for (kind, value), part in pairs:
+        if kind == "literal":
+            if part != value:
+                return None
+        elif not part or kind == "int" and not (part.isdigit() and len(part) <= 12):
+            return None
+        else:
+            params[value] = urllib.parse.unquote(part)
+    return params
+
+
+class Request:
+    """One HTTP request on its way through authenticate → route → authorize → act → audit → respond."""
+
+    def __init__(self, app, handler):
+        self.app, self.handler = app, handler
+        split = urllib.parse.urlsplit(handler.path)
+        self.raw_path = split.path
+        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(split.query, keep_blank_values=True).items()}
+        self.headers = handler.headers
+        self.method = handler.command
+        # the peer's address; a Unix socket has none (gh's http_unix_socket setting connects that way)
+        self.client = handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket"
+        self.surface = "rest"
+        self.principal = None
+        self.response_headers = {}
+        self.pending = []          # allowed mutations waiting for their audit row
+        self.form = {}             # a web page's form fields, once read
+        self.effects = []          # what the mutations did, for those rows
+        self.body_reader = None
+        self.level = "none"        # the caller's permission on the resource last found (find_repo)
+        self.session = None        # web pages: the signed-in session row
+        self.audit_id = None       # the last audit row this request wrote (X-Agentgit-Audit-Id)
+
+    # -- input ----------------------------------------------------------------------------------
+    def body(self, limit):
+        if self.body_reader is None:
+            self.body_reader = BodyReader(self.handler.rfile, self.headers, limit)
+        return self.body_reader
+
+    def json(self, array_key=None):
+        """The JSON object sent as the body ({} for none); 400 for anything that is not one. Where GitHub
+        also takes a bare array (issue labels), ``array_key`` names the key it stands for."""
+        raw = self.body(MAX_JSON_BODY).read_all()
+        if not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPError(400, "Problems parsing JSON")
+        if isinstance(value, list) and array_key:
+            return {array_key: value}
+        if not isinstance(value, dict):
+            raise HTTPError(400, "Problems parsing JSON: the body must be a JSON object")
+        return value
+
+    def field(self, body, name, kind, resource, required=False, default=None):
+        """body[name] checked for type: 422 'missing_field' or 'invalid' naming the field."""
+        if name not in body or body[name] is None:
+            if required:
+                raise invalid(resource, name, "missing_field")
+            return default
+        value = body[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise invalid(resource, name, message="%s must be %s" % (name, {str: "a string", bool: "a boolean",
+                                                                              int: "an integer", list: "an array",
+                                                                              dict: "an object"}[kind]))
+        return value
+
+    def page(self):
+        """(per_page, page) from the query, within GitHub's bounds."""
+        try:
+            per_page = min(max(int(self.query.get("per_page", PER_PAGE_DEFAULT)), 1), PER_PAGE_MAX)
+            page = max(int(self.query.get("page", 1)), 1)
+        except ValueError:
+            raise HTTPError(400, "per_page and page must be whole numbers")
+        return per_page, page
+
+    def paginate(self, items):
+        """The requested page of ``items``, with a Link header like GitHub's."""
+        per_page, page = self.page()
+        last = max((len(items) + per_page - 1) // per_page, 1)
+        self.link_header(page, per_page, last if page < last else None, last)
+        return items[(page - 1) * per_page: page * per_page]
+
+    def link_header(self, page, per_page, next_page, last=None):
+        def url(n):
+            query = dict(self.query, per_page=str(per_page), page=str(n))
+            return "<%s%s?%s>" % (self.app.url, self.raw_path, urllib.parse.urlencode(query))
+        links = []
+        if next_page:
+            links.append('%s; rel="next"' % url(next_page))
+            if last:
+                links.append('%s; rel="last"' % url(last))
+        if page > 1:
+            links += ['%s; rel="first"' % url(1), '%s; rel="prev"' % url(page - 1)]
+        if links:
+            self.response_headers["Link"] = ", ".join(links)
+
+    # -- authorize, act, audit ------------------------------------------------------------------
+    def check(self, action, resource, **context):
+        """decide(); a denial is audited at once and raised as the surface's error."""
+        # Decide before acting: inside a transaction a denial's audit row would roll back with it.
+        assert not self.app.store.db.in_transaction, "authorize %s before opening the transaction" % action
+        decision = decide(self.app.store, self.principal, action, resource, context)
+        if decision.effect == "needs_approval":
+            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision)
+            self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
+            raise HTTPError(403, decision.reasons[0], extra={"approval_id": approval_id, "approval_url": url})
+        if not decision.allowed:
+            self.app.audit(self.principal, self.surface, decision)
+            raise self.refusal(decision)
+        if decision.approval is not None and not spend_approval(self.app.store, decision.approval):
+            raise HTTPError(409, "That approval was just used; ask for another")
+        return decision
+
+    def authorize(self, action, resource, **context):
+        """check(), and for a mutation (or a sensitive read) keep the decision for the audit row its side
+        effect will get."""
+        decision = self.check(action, resource, **context)
+        if ACTIONS[action].mutation or ACTIONS[action].sensitive:
+            self.pending.append(decision)
+        return decision
+
+    def can(self, action, resource):
+        """decide() for filtering lists: an item the caller may not see is left out, not reported."""
+        return decide(self.app.store, self.principal, action, resource).allowed
+
+    def refusal(self, decision):
+        """404 for what the caller may not know exists, 401 for anonymous callers, 403 otherwise.
+        Git clients send credentials only after a 401, so there an anonymous caller always gets 401."""
+        if self.surface == "git" and self.principal.user is None:
+            return HTTPError(401, "Authentication required")
+        if decision.hidden:
+            return HTTPError(404, "Not Found")
+        if self.principal.user is None:
+            return HTTPError(401, "Requires authentication")
+        if decision.effect == "needs_step_up":       # RFC 9470: the client knows to ask for a fresh factor
+            return HTTPError(401, decision.reasons[0], step_up=True,
+                             headers={"WWW-Authenticate": 'Bearer error="insufficient_user_'
+                             'authentication", error_description="a TOTP code is required", max_age=%d' % STEP_UP_SECONDS})
+        headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
+        return HTTPError(decision.status or 403, decision.reasons[0], headers=headers)
+
+    def effect(self, text):
+        self.effects.append(text)
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """A write transaction whose commit includes the audit rows of this request's allowed mutations,
+        so a side effect and its record land together or not at all."""
+        with self.app.store.transaction() as db:
+            yield db
+            self.flush_audit(db)
+
+    def flush_audit(self, db, outcome=None):
+        side_effect = "; ".join(self.effects) or outcome
+        for decision in self.pending:
+            self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
+        self.pending, self.effects = [], []
+
+    def settle(self, outcome, failed):
+        """Record allowed mutations that never reached a transaction with how they ended. One that
+        failed (a merge that conflicts) gives back the approval it spent: the human's yes still holds."""
+        with self.app.store.transaction() as db:
+            for decision in self.pending if failed else ():
+                if decision.approval is not None:
+                    outcome += give_back_approval(db, decision.approval)
+            self.flush_audit(db, outcome)

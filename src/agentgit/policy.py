@@ -1,0 +1,481 @@
+"""Policy: the action table and decide(), the one policy decision point."""
+
+import dataclasses
+import json
+
+from agentgit.config import later, now
+from agentgit.accounts import account_by_id, full_name, permission_of_org_member, repo_by_id
+
+
+# decide() is the only place that says yes or no. Endpoints name an action from ACTIONS and a
+# resource; decide() answers with a Decision that carries its reasons, which become the audit row
+# and the error message.
+
+LEVELS = ("none", "read", "triage", "write", "maintain", "admin")
+RANK = {name: i for i, name in enumerate(LEVELS)}
+# GitHub's API spells permissions two ways; collaborators and teams take either.
+PERMISSION_ALIASES = {"pull": "read", "push": "write", "read": "read", "triage": "triage", "write": "write",
+                      "maintain": "maintain", "admin": "admin"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    on: str                  # the resource kind it applies to: repo, account, org, team, site
+    needs: str               # the permission level the principal must hold on that resource
+    scope: str = None        # the token scope it needs (for repositories: see scope_needed)
+    mutation: bool = True    # mutations are audited whether allowed or denied; reads only when denied
+    humans_only: bool = False
+    authors_need: str = None  # what the author of the thing acted on needs instead (editing one's own)
+    anonymous: bool = False  # may an anonymous caller do it at all (reads decide by permission alone)
+    token_kinds: tuple = None  # only with these kinds of token (consent takes the agent's own)
+    sensitive: bool = False  # a read audited even when allowed, which a task grant must name itself
+
+
+# The action vocabulary. Accounts: self and org admins hold admin; org members hold write (they may
+# create repositories in the org). Site: site admins hold admin, every signed-in account read.
+ACTIONS = {
+    "read_code":          Action("repo", "read", mutation=False),
+    "create_branch":      Action("repo", "write"),
+    "push_branch":        Action("repo", "write"),
+    "delete_branch":      Action("repo", "write"),
+    "admin_repo":         Action("repo", "admin"),
+    "delete_repo":        Action("repo", "admin", scope="delete_repo"),
+    "read_collaborators": Action("repo", "write", mutation=False),
+    "open_issue":         Action("repo", "read"),
+    "edit_issue":         Action("repo", "triage", authors_need="read"),
+    "triage_issue":       Action("repo", "triage"),
+    "comment":            Action("repo", "read"),
+    "edit_comment":       Action("repo", "triage", authors_need="read"),
+    "manage_labels":      Action("repo", "write"),
+    "open_pr":            Action("repo", "read"),
+    "review_pr":          Action("repo", "read"),
+    "merge_pr":           Action("repo", "write"),
+    "write_status":       Action("repo", "write"),
+    "write_objects":      Action("repo", "write"),
+    "write_release":      Action("repo", "write"),
+    "run_workflow":       Action("repo", "write", scope="workflow"),
+    "read_secret":        Action("repo", "write", scope="repo", mutation=False, sensitive=True),
+    "write_secret":       Action("repo", "write", scope="repo"),
+    "read_variables":     Action("repo", "write", scope="repo", mutation=False),
+    "write_variables":    Action("repo", "write", scope="repo"),
+    "freeze_repo":        Action("repo", "admin", humans_only=True),
+    "read_meta":          Action("site", "none", mutation=False),
+    "read_account":       Action("account", "none", mutation=False),
+    "create_repo":        Action("account", "write", scope="repo"),
+    "issue_token":        Action("account", "admin", humans_only=True),
+    "revoke_token":       Action("account", "admin"),
+    "read_tokens":        Action("account", "admin", mutation=False, humans_only=True),
+    "read_audit":         Action("account", "admin", mutation=False),
+    "read_org":           Action("org", "none", mutation=False),
+    "read_org_private":   Action("org", "read", scope="read:org", mutation=False),
+    "manage_org":         Action("org", "admin", scope="admin:org"),
+    "freeze_org":         Action("org", "admin", scope="admin:org", humans_only=True),
+    "read_team":          Action("team", "read", scope="read:org", mutation=False),
+    "manage_team":        Action("team", "admin", scope="admin:org"),
+    "register_agent":     Action("site", "none", anonymous=True),
+    "delegate_access":    Action("repo", "admin", mutation=False),
+    "delegate_team":      Action("team", "admin", mutation=False),
+    "create_invite":      Action("site", "read", humans_only=True),
+    "approve_device":     Action("site", "read", humans_only=True),
+    "register_app":       Action("account", "admin", humans_only=True),
+    "bind_agent":         Action("account", "admin", token_kinds=("agent",)),
+    "refresh_session":    Action("account", "admin", token_kinds=("switch-session",)),
+    "manage_agent":       Action("account", "admin", humans_only=True),
+    "read_agent":         Action("account", "admin", mutation=False, humans_only=True),
+    "revoke_tokens":      Action("account", "admin", humans_only=True),
+    "grant_task":         Action("account", "admin", humans_only=True),
+    "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
+    "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
+    "read_site_audit":    Action("site", "admin", mutation=False),
+    "suspend_user":       Action("site", "admin", scope="site_admin"),
+}
+REF_ACTIONS = ("create_branch", "push_branch", "delete_branch")
+# A freeze refuses every change but a thaw (a frozen repository is not deleted either); an archived
+# repository still lets its admins unarchive or delete it, as on GitHub.
+FREEZE_ACTIONS = ("freeze_repo", "freeze_org")
+ARCHIVED_EXEMPT = ("admin_repo", "delete_repo")
+
+
+@dataclasses.dataclass
+class Resource:
+    kind: str                # repo, account, org, team, site
+    row: object = None       # the repos / accounts / teams row (repos rows carry owner_login, owner_kind)
+    name: str = ""           # how audit rows and messages name it: repo:alice/demo, user:bob, team:acme/bots
+
+    @staticmethod
+    def repo(row):
+        return Resource("repo", row, "repo:%s/%s" % (row["owner_login"], row["name"]))
+
+    @staticmethod
+    def account(row):
+        return Resource("org" if row["kind"] == "org" else "account", row, "%s:%s" % (
+            "org" if row["kind"] == "org" else "user", row["login"]))
+
+    @staticmethod
+    def team(row, org_login):
+        return Resource("team", row, "team:%s/%s" % (org_login, row["slug"]))
+
+
+SITE = Resource("site", None, "site")
+
+
+@dataclasses.dataclass
+class Decision:
+    effect: str              # "allow", "deny", or why not: "needs_approval", "read_only", "needs_review"
+    action: str
+    resource: str
+    reasons: list
+    hidden: bool = False     # the principal may not know the resource exists: answer 404
+    scope: str = None        # the scope that was missing, for X-Accepted-OAuth-Scopes
+    level: str = "none"      # the permission the principal holds on the resource
+    ff_only: bool = False    # allowed for fast-forwards only (a protected branch): the Git engine checks
+    status: int = None       # the HTTP status a refusal takes where GitHub uses a special one
+    approval: int = None     # allowed on the strength of this approval, which the action uses up
+    subject: str = ""        # needs_approval: exactly what a human is asked to approve
+
+    @property
+    def allowed(self):
+        return self.effect == "allow"
+
+
+def repo_permission(store, user, repo):
+    """(level, how) that ``user`` holds on the repository: the highest of owner, site admin, org role,
+    org base permission, team grants, collaborator grants and, for a private fork of a private
+    repository, what the user holds upstream (up to write); public repositories are readable by all;
+    a private fork whose owner lost access to its private parent, by no one but site admins."""
+    return store.cached(("permission", user["id"] if user is not None else None, repo["id"]),
+                        lambda: compute_repo_permission(store, user, repo))
+
+
+def compute_repo_permission(store, user, repo):
+    upstream = private_upstream(store, repo)
+    # GitHub deletes a user's private fork when the user loses its private upstream; here nobody but a
+    # site admin reaches it, so that taking access away (a collaborator removed, an agent unbound)
+    # takes the copies of the code away too
+    if upstream is not None and repo["owner_kind"] != "org" and not (user is not None and user["site_admin"]) \
+            and RANK[repo_permission(store, account_by_id(store, repo["owner_id"]), upstream)[0]] < RANK["read"]:
+        return "none", "a private fork whose owner can no longer read %s" % full_name(upstream)
+    best, how = ("read", "public repository") if not repo["private"] else ("none", "private repository")
+
+    def consider(level, source):
+        nonlocal best, how
+        # an explicit grant names the source even where a public repository gives as much
+        if RANK[level] > RANK[best] or (RANK[level] == RANK[best] and how == "public repository"):
+            best, how = level, source
+
+    if user is None:
+        return best, how
+    if user["site_admin"]:
+        consider("admin", "site admin")
+    if repo["owner_id"] == user["id"]:
+        consider("admin", "owner")
+    if upstream is not None:
+        # GitHub: a private fork inherits its upstream's permissions, so the upstream's people keep
+        # control of their code; up to write here, for admin over another's repository is its owner's
+        inherited = repo_permission(store, user, upstream)[0]
+        consider(LEVELS[min(RANK[inherited], RANK["write"])], "upstream %s" % full_name(upstream))
+    if repo["owner_kind"] == "org":
+        org = store.one("SELECT m.role, a.base_permission FROM org_members m JOIN accounts a ON a.id = m.org_id"
+                        " WHERE m.org_id = ? AND m.user_id = ?", repo["owner_id"], user["id"])
+        if org is not None:
+            consider("admin" if org["role"] == "admin" else org["base_permission"],
+                     "org %s %s" % (repo["owner_login"], org["role"]))
+        for team in store.all("SELECT t.slug, tr.permission FROM team_repos tr JOIN teams t ON t.id = tr.team_id"
+                              " JOIN team_members tm ON tm.team_id = t.id WHERE tr.repo_id = ? AND tm.user_id = ?",
+                              repo["id"], user["id"]):
+            consider(team["permission"], "team %s" % team["slug"])
+    collab = store.one("SELECT permission FROM collaborators WHERE repo_id = ? AND user_id = ?", repo["id"], user["id"])
+    if collab is not None:
+        consider(collab["permission"], "collaborator")
+    return best, how
+
+
+def private_upstream(store, repo):
+    """A private fork's parent when that is private too: the fork inherits its permissions, and is out
+    of reach once its owner cannot read it."""
+    if not repo["private"] or repo["parent_id"] is None:
+        return None
+    parent = repo_by_id(store, repo["parent_id"])
+    return parent if parent is not None and parent["private"] else None
+
+
+def permission_on(store, user, resource):
+    """(level, how) for any resource kind."""
+    if resource.kind == "repo":
+        return repo_permission(store, user, resource.row)
+    if user is None:
+        return "none", "anonymous"
+    if user["site_admin"]:
+        return "admin", "site admin"
+    if resource.kind == "site":
+        return "read", "signed in"
+    if resource.kind == "account":
+        if resource.row["id"] == user["id"]:
+            return "admin", "self"
+        if resource.row["kind"] == "agent":
+            binding = store.cached(("binding", resource.row["id"]), lambda: store.one(
+                "SELECT human_id FROM agent_bindings WHERE agent_id = ?", resource.row["id"]))
+            if binding is not None and binding["human_id"] == user["id"]:
+                return "admin", "bound human"
+        return "none", "another account"
+    org_id = resource.row["org_id"] if resource.kind == "team" else resource.row["id"]
+    role = permission_of_org_member(store, org_id, user["id"])
+    if resource.kind == "team":
+        if role == "admin":
+            return "admin", "org admin"
+        member = store.one("SELECT role FROM team_members WHERE team_id = ? AND user_id = ?",
+                           resource.row["id"], user["id"])
+        if member is not None:
+            return ("admin", "team maintainer") if member["role"] == "maintainer" else ("read", "team member")
+        # Visible ('closed') teams can be seen by every org member; secret ones only by their members.
+        if role and resource.row["privacy"] == "closed":
+            return "read", "org member"
+        return "none", "not a member"
+    return {"admin": ("admin", "org admin"), "member": ("write", "org member")}.get(role, ("none", "not a member"))
+
+
+def scope_needed(action, spec, resource):
+    """GitHub's rule for repositories: private ones need 'repo'; public ones need 'public_repo' to change."""
+    if spec.scope or resource.kind != "repo":
+        return spec.scope
+    if resource.row["private"]:
+        return "repo"
+    return "public_repo" if spec.mutation else None
+
+
+def branch_protection(store, repo_id, branch):
+    return store.cached(("protection", repo_id, branch), lambda: store.one(
+        "SELECT * FROM branch_protections WHERE repo_id = ? AND branch = ?", repo_id, branch))
+
+
+def unmet_protection(store, rule, action, context, agent=False):
+    """What a protected branch rule still asks for before ``action`` may happen, or None. An agent
+    pushes to it not at all, and merges into it only with a human's approving review."""
+    if action == "delete_branch":
+        return None if rule["allow_deletions"] and not agent else "deletions are not allowed"
+    checks = json.loads(rule["required_checks"]) if rule["required_checks"] else []
+    if agent and action in ("create_branch", "push_branch"):
+        return "an agent's changes must arrive through a pull request with a human's approving review"
+    if action in ("create_branch", "push_branch"):
+        if rule["required_approvals"] is not None:
+            return "changes must arrive through a pull request with %d approving review%s" % (
+                rule["required_approvals"], "" if rule["required_approvals"] == 1 else "s")
+        if checks:
+            return "changes must arrive through a pull request whose status checks pass (%s)" % ", ".join(checks)
+        return None
+    # merge_pr: the pull request's reviews and its head commit's checks
+    head_sha = context["head_sha"]
+    approvals, human_approvals, blockers = 0, 0, []
+    for review in latest_reviews(store, context["pull_issue_id"], context["repo"]).values():
+        if review["state"] == "APPROVED" and (not rule["dismiss_stale"] or review["commit_id"] == head_sha):
+            approvals += 1
+            human_approvals += review["user_kind"] == "human"
+        elif review["state"] == "CHANGES_REQUESTED":
+            blockers.append(review["login"])
+    if blockers:
+        return "changes were requested by %s" % ", ".join(sorted(blockers))
+    if agent and not human_approvals:
+        return "an agent's merge needs a human's approving review"
+    if rule["required_approvals"] and approvals < rule["required_approvals"]:
+        return "%d approving review%s required, %d given" % (rule["required_approvals"], "" if
+                                                             rule["required_approvals"] == 1 else "s", approvals)
+    states = check_states(store, context["repo"]["id"], head_sha)
+    for check in checks:
+        if states.get(check) != "success":
+            return "required status check %r is %s" % (check, states.get(check, "missing"))
+    return None
+
+
+def latest_reviews(store, issue_id, repo):
+    """{user id: review} of each reviewer's latest approval or change request, counting only
+    reviewers who could push to the repository (as GitHub counts them); with their login and kind."""
+    latest = {}
+    for review in store.all("SELECT * FROM reviews WHERE issue_id = ? AND state != 'COMMENTED' ORDER BY id", issue_id):
+        latest[review["user_id"]] = review
+    counted = {}
+    for user_id, review in latest.items():
+        user = account_by_id(store, user_id)
+        if user is not None and RANK[repo_permission(store, user, repo)[0]] >= RANK["write"]:
+            counted[user_id] = dict(review, login=user["login"], user_kind=user["kind"])
+    return counted
+
+
+def check_states(store, repo_id, sha):
+    """{context: state} of a commit: the latest status per context, and completed check runs by name."""
+    states = {}
+    for row in store.all("SELECT context, state FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id", repo_id, sha):
+        states[row["context"]] = row["state"]
+    for row in store.all("SELECT name, status, conclusion FROM check_runs WHERE repo_id = ? AND head_sha = ?"
+                         " ORDER BY id", repo_id, sha):
+        states[row["name"]] = row["conclusion"] if row["status"] == "completed" else "pending"
+    return states
+
+
+SELF_ACTIONS = ("read_account", "read_meta")       # a task token may always ask who it is
+
+
+def approval_subject(action, context):
+    """Exactly what a human approves, so that a yes is not spent on something else: a merge of one
+    pull request at its head commit (new commits need a new yes), a workflow on a ref, a push of a ref."""
+    if "pull_number" in context:
+        return "pull request #%d at %s" % (context["pull_number"], context["head_sha"][:12])
+    if context.get("workflow"):
+        return "%s on %s" % (context["workflow"], context.get("ref"))
+    return context.get("ref") or ""
+
+
+def task_grant_refusal(store, grant, action, spec, resource, context, user):
+    """A task token may do only what its grant names: the actions, on the resources, within the
+    branch prefix; actions the grant reserves for a human's approval wait for one."""
+    gid = grant["public_id"]
+    deny = lambda reason, **kw: Decision("deny", action, resource.name, [reason], **kw)  # noqa: E731
+    if action in SELF_ACTIONS and resource.kind in ("site", "account") and (
+            resource.kind == "site" or resource.row["id"] == user["id"]):
+        return None
+    if resource.name not in grant["resources"]:
+        return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind == "repo")
+    needed = action if spec.mutation or spec.sensitive else "read_code"
+    reserved = grant["constraints"].get("requires_approval", [])
+    ref = context.get("ref") or ""
+    if action in REF_ACTIONS and not ref and set(REF_ACTIONS) & (grant["actions"] | set(reserved)):
+        return None     # git asking whether it may push at all: each ref is decided when the push names it
+    if action in reserved:
+        subject = approval_subject(action, context)
+        approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
+                             " subject = ? AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
+                             grant["id"], action, resource.name, subject, now())
+        if approved is None:
+            return Decision("needs_approval", action, resource.name, ["task grant %s: %s%s needs a human's "
+                            "approval first" % (gid, action, " of " + subject if subject else "")], subject=subject)
+        # not a refusal: the rest of decide() still applies, and names the approval among its reasons
+        return Decision("allow", action, resource.name, [], approval=approved["id"])
+    if needed not in grant["actions"]:
+        if spec.mutation and not any(ACTIONS[a].mutation for a in grant["actions"]):
+            return Decision("read_only", action, resource.name,
+                            ["task grant %s is read-only: it allows no %s" % (gid, action)])
+        return deny("task grant %s does not allow %s" % (gid, needed))
+    prefix = grant["constraints"].get("branch_prefix")
+    if prefix and action in REF_ACTIONS and not ref.startswith("refs/heads/" + prefix):
+        return deny("task grant %s allows pushes to branches under %s only, not %s" % (gid, prefix, ref))
+    return None
+
+
+def freeze_of(store, resource):
+    """The freeze that holds a repository, an organization or a team (its own or its organization's)."""
+    if resource.kind == "repo":
+        where, ids = "f.repo_id = ? OR f.org_id = ?", (resource.row["id"], resource.row["owner_id"])
+    elif resource.kind in ("org", "team"):
+        where, ids = "f.org_id = ?", (resource.row["org_id" if resource.kind == "team" else "id"],)
+    else:
+        return None
+    return store.cached(("freeze",) + ids, lambda: store.one(
+        "SELECT f.*, a.login AS frozen_by_login, o.login AS org_login FROM freezes f LEFT JOIN accounts a"
+        " ON a.id = f.frozen_by LEFT JOIN accounts o ON o.id = f.org_id WHERE %s ORDER BY f.repo_id IS NULL"
+        " LIMIT 1" % where, *ids))
+
+
+# Destructive actions and binding changes ask a human who has a second factor for a fresh code.
+STEP_UP_ACTIONS = ("delete_repo", "manage_agent", "revoke_tokens")
+STEP_UP_SECONDS = 600
+
+
+def decide(store, principal, action, resource, context=None):
+    """The one policy decision point. Rules, in order; the first that says no decides:
+
+    1. a suspended or retired account may do nothing; an action that needs a certain kind of token
+       (consent needs the agent's own) refuses others; nothing is minted or approved under a revoked
+       or expired task grant, and a task token does only what its grant names (task_grant_refusal);
+       an agent whose delegator is suspended works on its own repositories only;
+    2. some actions are for humans only; anonymous callers may only read (and register agents);
+    3. the principal's permission on the resource must reach the action's level (a repository the
+       principal cannot read is hidden: 404, not 403). Authors editing what they wrote need less;
+       commenting on a locked conversation needs triage;
+    4. the token must carry the scope the action needs;
+    5. a repository or organization frozen by policy, and an archived repository, are read-only:
+       reads pass, every change is refused (read_only) but undoing that; refs/pull/ is the server's own;
+    6. a protected branch takes no deletions, no direct pushes where it requires pull requests or
+       status checks, no force pushes (the engine checks fast-forward once the pack is in), and no
+       merges without the approvals and passing checks it requires. Admins pass unless the
+       protection is enforced for admins too. Agents never pass as admins: they push to a protected
+       branch not at all and merge into one only with a human's approving review (needs_review).
+    """
+    spec = ACTIONS[action]
+    user = principal.user
+    deny = lambda reason, **kw: Decision("deny", action, resource.name, [reason], **kw)  # noqa: E731
+    if user is not None and user["retired_at"]:
+        return deny("agent %s is retired" % user["login"])
+    if user is not None and user["suspended_at"]:
+        return deny("account %s is suspended" % user["login"])
+    if spec.token_kinds and principal.token_kind not in spec.token_kinds:
+        return deny("%s needs the %s token itself; this is a %s token" % (
+            action, " or ".join(spec.token_kinds), principal.token_kind or "missing"))
+    dead = (context or {}).get("grant")
+    if dead is not None and (dead["revoked_at"] or dead["expires_at"] <= now()):
+        return deny("task grant %s is %s" % (dead["public_id"], "revoked" if dead["revoked_at"] else "expired"))
+    approval = None
+    if principal.grant is not None:
+        verdict = task_grant_refusal(store, principal.grant, action, spec, resource, context or {}, user)
+        if verdict is not None and not verdict.allowed:
+            return verdict
+        approval = verdict.approval if verdict is not None else None
+    if principal.delegator_suspended and not (
+            resource.kind == "repo" and resource.row["owner_id"] == user["id"] or resource.kind == "account"
+            and resource.row["id"] == user["id"]):
+        return deny("%s's delegator %s is suspended: the agent works on its own repositories only" % (
+            user["login"], principal.delegator))
+    if spec.humans_only and user is not None and user["kind"] != "human":
+        return deny("%s is for humans; %s is an %s" % (action, user["login"], user["kind"]))
+    level, how = permission_on(store, user, resource)
+    if resource.kind == "repo" and RANK[level] < RANK["read"]:
+        return deny("%s cannot see %s" % (principal.login or "anonymous", resource.name), hidden=True)
+    if user is None and (spec.humans_only or spec.mutation and not spec.anonymous):
+        return deny("%s requires authentication" % action)
+    needs = spec.needs
+    if spec.authors_need and user is not None and (context or {}).get("author_id") == user["id"]:
+        needs = spec.authors_need
+    if (context or {}).get("locked") and action == "comment":
+        needs = "triage"     # a locked conversation takes comments from triage and up only
+    if RANK[level] < RANK[needs]:
+        return deny("%s needs %s on %s; %s has %s (%s)" % (action, needs, resource.name,
+                                                           principal.login or "anonymous", level, how),
+                    hidden=resource.kind == "team" and level == "none")
+    scope = scope_needed(action, spec, resource)
+    if scope and principal.token_id is not None and scope not in principal.scopes:
+        if resource.kind == "repo" and resource.row["private"] and "repo" not in principal.scopes:
+            return deny("token lacks the 'repo' scope that private repositories need", hidden=True, scope="repo")
+        return deny("token lacks the %r scope that %s needs" % (scope, action), scope=scope)
+    if spec.mutation and action not in FREEZE_ACTIONS:
+        freeze = freeze_of(store, resource)
+        if freeze is not None:
+            frozen = "org:" + freeze["org_login"] if freeze["org_id"] else resource.name
+            return Decision("read_only", action, resource.name, ["%s is frozen by policy (%s, by %s: %s); reads "
+                            "pass, changes wait until it is thawed" % (frozen, freeze["public_id"],
+                                                                        freeze["frozen_by_login"], freeze["reason"])])
+        if resource.kind == "repo" and resource.row["archived"] and action not in ARCHIVED_EXEMPT:
+            return Decision("read_only", action, resource.name, ["Repository was archived so is read-only."])
+    ref = (context or {}).get("ref", "")
+    if action in REF_ACTIONS and ref.startswith("refs/pull/"):
+        return deny("refs/pull/ is reserved for pull requests and written by the server only")
+    ff_only = False
+    if resource.kind == "repo" and ref.startswith("refs/heads/") and action in REF_ACTIONS + ("merge_pr",):
+        rule = branch_protection(store, resource.row["id"], ref[len("refs/heads/"):])
+        agent = user is not None and user["kind"] == "agent"
+        # agents never pass as admins: what they change on a protected branch a human reviews first
+        if rule is not None and (agent or not (level == "admin" and not rule["enforce_admins"])):
+            unmet = unmet_protection(store, rule, action, context, agent)
+            if unmet:
+                return Decision("needs_review" if agent else "deny", action, resource.name, [
+                    "protected branch %s: %s" % (rule["branch"], unmet)], status=405 if action == "merge_pr" else None)
+            ff_only = action == "push_branch" and not rule["allow_force_pushes"]
+    reasons = ["%s holds %s on %s (%s)" % (principal.login or "anonymous", level, resource.name, how)]
+    if context and context.get("ref"):
+        reasons.append("ref %s" % context["ref"])
+    if ff_only:
+        reasons.append("protected branch: fast-forwards only")
+    if approval is not None:
+        reasons.append("approved by a human (approval %d)" % approval)
+    if action in STEP_UP_ACTIONS and user["totp_secret"] and (principal.stepped_up_at or "") < later(-STEP_UP_SECONDS):
+        return Decision("needs_step_up", action, resource.name, [
+            "%s needs a TOTP code confirmed in the last %d minutes: POST /api/ext/v1/step-up {\"otp\": ...}" % (
+                action, STEP_UP_SECONDS // 60)])
+    return Decision("allow", action, resource.name, reasons, level=level, ff_only=ff_only, approval=approval)

@@ -1,0 +1,619 @@
+"""REST: pull requests, their merges, reviews and requested reviewers."""
+
+import io
+import re
+import subprocess
+import sys
+import urllib.parse
+
+from dulwich.patch import write_commit_patch
+
+from agentgit.config import now
+from agentgit.errors import HTTPError, invalid
+from agentgit.storage import update_row
+from agentgit.gitstore import (branch_sha, changed_files, commits_between, copy_refs, merge_base, merge_commit,
+                               merge_trees, open_repo, repo_dir, tree_diff, write_commit)
+from agentgit.accounts import REPO_SELECT, account_by_id, full_name, network_root, repo_by_id, signature
+from agentgit.policy import Resource
+from agentgit.plumbing import route
+from agentgit.serializers import commit_json, node_id, repo_json, user_json
+from agentgit.lookups import find_repo
+from agentgit.issues import (author_association, find_issue, insert_issue, issue_json, resolve_assignees,
+                             text_field, user_json_by_id)
+
+
+# -- pull requests and reviews ------------------------------------------------------------------
+
+CLOSING_KEYWORDS_RE = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)\b", re.IGNORECASE)
+
+
+class PullState:
+    """A pull request as the repository sees it now: live head and base shas (pushing to the head
+    branch updates an open pull request), merge base, the commits it brings, and mergeability."""
+
+    def __init__(self, app, repo_row, issue, pull):
+        self.app, self.repo_row, self.issue, self.pull = app, repo_row, issue, pull
+        self.head_sha, self.base_sha = pull["head_sha"], pull["base_sha"]
+        open_ = issue["state"] == "open"
+        self.head_repo = head_repository(app.store, repo_row, pull)
+        self.cross = pull["head_repo_id"] != repo_row["id"]
+        if open_ and self.cross:
+            self.head_sha = follow_fork_head(app, repo_row, issue, pull, self.head_repo) or self.head_sha
+        with open_repo(app, repo_row["id"]) as git:
+            if open_ and not self.cross:
+                self.head_sha = git.refs[b"refs/heads/" + pull["head_ref"].encode()].decode() if (
+                    b"refs/heads/" + pull["head_ref"].encode()) in git.refs else self.head_sha
+                self.base_sha = git.refs[b"refs/heads/" + pull["base_ref"].encode()].decode() if (
+                    b"refs/heads/" + pull["base_ref"].encode()) in git.refs else self.base_sha
+            self.merge_base = merge_base(git, self.base_sha, self.head_sha)
+            self.commits = commits_between(git, self.merge_base or "", self.head_sha) if not pull["merged_at"] else \
+                commits_between(git, pull["base_sha"], pull["head_sha"])
+            base_tree = git[self.merge_base.encode()].tree.decode() if self.merge_base else None
+            self.files = changed_files(git, base_tree, git[self.head_sha.encode()].tree.decode())
+
+
+def head_repository(store, repo_row, pull):
+    """The repository a pull request's head branch lives in: its own, a fork's, or None once that fork
+    is deleted."""
+    if pull["head_repo_id"] == repo_row["id"]:
+        return repo_row
+    return repo_by_id(store, pull["head_repo_id"]) if pull["head_repo_id"] else None
+
+
+def follow_fork_head(app, repo_row, issue, pull, head_repo):
+    """The live head of a pull request from a fork: the fork's branch, whose new commits are brought
+    over as refs/pull/N/head when the pull request is next looked at. None once the fork or its
+    branch is gone (the last head brought over stands)."""
+    pull_ref = "refs/pull/%d/head" % issue["number"]
+    with open_repo(app, repo_row["id"]) as git:
+        known = git.refs[pull_ref.encode()].decode() if pull_ref.encode() in git.refs else None
+    if head_repo is None:
+        return known
+    with open_repo(app, head_repo["id"]) as fork:
+        sha = branch_sha(fork, pull["head_ref"])
+    if sha is not None and sha != known:
+        try:
+            copy_refs(app, repo_dir(app, head_repo["id"]), repo_dir(app, repo_row["id"]),
+                      {pull_ref: "refs/heads/" + pull["head_ref"]})
+        except (OSError, subprocess.CalledProcessError, KeyError) as error:
+            # a read must not fail because the fork cannot be read now: the last head brought over stands
+            print("agentgit: could not bring over %s of pull request #%d: %s" % (pull["head_ref"], issue["number"],
+                                                                              error), file=sys.stderr)
+            return known
+    return sha
+
+
+def mergeability(app, state):
+    """(mergeable, mergeable_state) as GitHub reports them, from a trial merge that moves nothing."""
+    if state.issue["state"] != "open":
+        return None, "unknown"
+    with open_repo(app, state.repo_row["id"]) as git:
+        _, conflicts = merge_trees(git, state.merge_base, state.base_sha, state.head_sha)
+    if conflicts:
+        return False, "dirty"
+    return True, "draft" if state.pull["draft"] else "clean"
+
+
+def pull_side_json(app, repo_row, ref, sha):
+    owner = {"id": repo_row["owner_id"], "login": repo_row["owner_login"], "kind": repo_row["owner_kind"],
+             "site_admin": repo_row["owner_site_admin"]}
+    return {"label": "%s:%s" % (repo_row["owner_login"], ref), "ref": ref, "sha": sha,
+            "user": user_json(app, owner), "repo": repo_json(app, repo_row)}
+
+
+def pull_json(app, repo_row, issue, pull, detail=False):
+    """GitHub's pull-request (``detail``: with mergeability and diff statistics) or pull-request-simple."""
+    state = PullState(app, repo_row, issue, pull)
+    name = full_name(repo_row)
+    api = "%s/repos/%s" % (app.api, name)
+    html = "%s/%s/pull/%d" % (app.url, name, issue["number"])
+    base = issue_json(app, repo_row, issue)
+    requested = app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
+                              " WHERE r.issue_id = ? ORDER BY a.login", issue["id"])
+    out = {
+        "url": "%s/pulls/%d" % (api, issue["number"]), "id": issue["id"], "node_id": node_id("PullRequest", issue["id"]),
+        "html_url": html, "diff_url": html + ".diff", "patch_url": html + ".patch", "issue_url": base["url"],
+        "commits_url": "%s/pulls/%d/commits" % (api, issue["number"]),
+        "review_comments_url": "%s/pulls/%d/comments" % (api, issue["number"]),
+        "review_comment_url": "%s/pulls/comments{/number}" % api, "comments_url": base["comments_url"],
+        "statuses_url": "%s/statuses/%s" % (api, state.head_sha), "number": issue["number"],
+        "state": issue["state"], "locked": base["locked"], "title": issue["title"], "user": base["user"],
+        "body": issue["body"], "labels": base["labels"], "milestone": base["milestone"],
+        "active_lock_reason": base["active_lock_reason"], "created_at": issue["created_at"],
+        "updated_at": issue["updated_at"], "closed_at": issue["closed_at"], "merged_at": pull["merged_at"],
+        "merge_commit_sha": pull["merge_commit_sha"], "assignee": base["assignee"], "assignees": base["assignees"],
+        "requested_reviewers": [user_json(app, r) for r in requested], "requested_teams": [],
+        "head": pull_side_json(app, state.head_repo or repo_row, pull["head_ref"], state.head_sha),
+        "base": pull_side_json(app, repo_row, pull["base_ref"], state.base_sha),
+        "_links": {key: {"href": href} for key, href in (
+            ("self", "%s/pulls/%d" % (api, issue["number"])), ("html", html), ("issue", base["url"]),
+            ("comments", base["comments_url"]), ("review_comments", "%s/pulls/%d/comments" % (api, issue["number"])),
+            ("review_comment", "%s/pulls/comments{/number}" % api),
+            ("commits", "%s/pulls/%d/commits" % (api, issue["number"])),
+            ("statuses", "%s/statuses/%s" % (api, state.head_sha)))},
+        "author_association": base["author_association"], "auto_merge": None, "draft": bool(pull["draft"]),
+    }
+    if detail:
+        mergeable, mergeable_state = mergeability(app, state)
+        reviews = app.store.one("SELECT COUNT(*) AS n FROM review_comments WHERE issue_id = ?", issue["id"])["n"]
+        out.update({
+            "merged": pull["merged_at"] is not None, "mergeable": mergeable, "rebaseable": mergeable,
+            "mergeable_state": mergeable_state, "merged_by": user_json_by_id(app, pull["merged_by"]),
+            "comments": base["comments"], "review_comments": reviews, "maintainer_can_modify": False,
+            "commits": len(state.commits), "additions": sum(f[2] for f in state.files),
+            "deletions": sum(f[3] for f in state.files), "changed_files": len(state.files),
+        })
+    return out
+
+
+def find_pull(req, owner, repo, number, action="read_code", **context):
+    repo_row, issue = find_issue(req, owner, repo, number, action, **context)
+    pull = req.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"])
+    if pull is None:
+        raise HTTPError(404, "Not Found")
+    return repo_row, issue, pull
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls")
+def create_pull(req, owner, repo):
+    body = req.json()
+    title = text_field(req, body, "title", "PullRequest", required=True, limit=256)
+    text = text_field(req, body, "body", "PullRequest")
+    head = req.field(body, "head", str, "PullRequest", required=True)
+    base = req.field(body, "base", str, "PullRequest", required=True)
+    draft = req.field(body, "draft", bool, "PullRequest", default=False)
+    row = find_repo(req, owner, repo, "open_pr")
+    issue_id = open_pull(req, row, head, base, title, text, draft)
+    return 201, pull_json(req.app, row, *pull_rows(req.app, issue_id), detail=True)
+
+
+def open_pull(req, row, head, base, title, text, draft):
+    """After open_pr was allowed: validate the branches and open the pull request; its issue id. The
+    head is a branch of this repository, or ``owner:branch`` of a repository in its fork network, whose
+    commits are brought over as refs/pull/N/head."""
+    head_owner, _, head_ref = head.rpartition(":")
+    head_repo = row
+    if head_owner and head_owner.lower() != row["owner_login"].lower():
+        head_repo = fork_in_network(req, row, head_owner)
+        if head_repo is None:
+            raise invalid("PullRequest", "head", "invalid", "%s has no fork of %s you can see" % (
+                head_owner, full_name(row)))
+    with open_repo(req.app, head_repo["id"]) as fork:
+        head_sha = branch_sha(fork, head_ref)
+    if head_sha is not None and head_repo is not row:     # its commits, so that they can be compared
+        copy_refs(req.app, repo_dir(req.app, head_repo["id"]), repo_dir(req.app, row["id"]),
+                  {None: "refs/heads/" + head_ref})
+    with open_repo(req.app, row["id"]) as git:
+        base_sha = branch_sha(git, base)
+        if base_sha is None:
+            raise invalid("PullRequest", "base", "invalid", "base branch %s does not exist" % base)
+        if head_sha is None:
+            raise invalid("PullRequest", "head", "invalid", "head branch %s does not exist" % head_ref)
+        if head_repo is row and head_ref == base or not commits_between(git, base_sha, head_sha):
+            raise invalid("PullRequest", "head", "custom", "No commits between %s and %s" % (base, head_ref))
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM pulls p JOIN issues i ON i.id = p.issue_id WHERE i.repo_id = ? AND i.state = 'open'"
+                      " AND p.head_repo_id = ? AND p.head_ref = ? AND p.base_ref = ?",
+                      (row["id"], head_repo["id"], head_ref, base)).fetchone():
+            raise invalid("PullRequest", "head", "custom", "A pull request already exists for %s:%s." % (
+                head_repo["owner_login"], head_ref))
+        issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text, is_pull=True)
+        db.execute("INSERT INTO pulls (issue_id, head_repo_id, head_ref, head_sha, base_ref, base_sha, draft)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)", (issue_id, head_repo["id"], head_ref, head_sha, base, base_sha,
+                                                     int(draft)))
+        req.effect("opened pull request #%d %s:%s → %s" % (number, head_repo["owner_login"], head_ref, base))
+    if head_repo is not row:
+        with open_repo(req.app, row["id"]) as git:
+            git.refs[b"refs/pull/%d/head" % number] = head_sha.encode()
+    return issue_id
+
+
+def fork_in_network(req, row, owner_login):
+    """The repository of ``owner_login`` in ``row``'s fork network (same root) that the caller can see."""
+    store = req.app.store
+    root = network_root(store, row)
+    for candidate in store.all(REPO_SELECT + " WHERE a.login = ? AND r.parent_id IS NOT NULL OR a.login = ? AND"
+                               " r.id = ?", owner_login, owner_login, root["id"]):
+        if network_root(store, candidate)["id"] == root["id"] and req.can("read_code", Resource.repo(candidate)):
+            return candidate
+    return None
+
+
+def pull_rows(app, issue_id):
+    return (app.store.one("SELECT * FROM issues WHERE id = ?", issue_id),
+            app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls")
+def list_pulls(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    where, args = ["i.repo_id = ?"], [row["id"]]
+    state = req.query.get("state", "open")
+    if state in ("open", "closed"):
+        where.append("i.state = ?")
+        args.append(state)
+    elif state != "all":
+        raise invalid("PullRequest", "state", message="state must be open, closed or all")
+    if req.query.get("head"):
+        owner, _, branch = req.query["head"].rpartition(":")
+        where.append("p.head_ref = ?")
+        args.append(branch)
+        if owner:       # user:branch, as GitHub takes it: the head repository's owner too
+            where.append("p.head_repo_id IN (SELECT r.id FROM repos r JOIN accounts a ON a.id = r.owner_id"
+                         " WHERE a.login = ?)")
+            args.append(owner)
+    if req.query.get("base"):
+        where.append("p.base_ref = ?")
+        args.append(req.query["base"])
+    sort = {"created": "i.created_at", "updated": "i.updated_at", "popularity": "i.updated_at",
+            "long-running": "i.created_at"}.get(req.query.get("sort", "created"), "i.created_at")
+    direction = "ASC" if req.query.get("direction", "desc" if sort != "long-running" else "asc") == "asc" else "DESC"
+    rows = req.app.store.all("SELECT i.*, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE %s"
+                             " ORDER BY %s %s, i.number %s" % (" AND ".join(where), sort, direction, direction), *args)
+    return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in req.paginate(rows)]
+
+
+DIFF_MEDIA = ("application/vnd.github.diff", "application/vnd.github.v3.diff")
+PATCH_MEDIA = ("application/vnd.github.patch", "application/vnd.github.v3.patch")
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
+def get_pull(req, owner, repo, number):
+    row, issue, pull = find_pull(req, owner, repo, number)
+    accept = req.headers.get("Accept") or ""
+    if any(m in accept for m in DIFF_MEDIA + PATCH_MEDIA):
+        state = PullState(req.app, row, issue, pull)
+        with open_repo(req.app, row["id"]) as git:
+            if any(m in accept for m in PATCH_MEDIA):
+                text = b"".join(commit_patch(git, c, i + 1, len(state.commits)) for i, c in enumerate(state.commits))
+            else:
+                base_tree = git[state.merge_base.encode()].tree.decode() if state.merge_base else None
+                text = tree_diff(git, base_tree, git[state.head_sha.encode()].tree.decode())
+        return 200, text, {"Content-Type": "text/plain; charset=utf-8"}
+    return pull_json(req.app, row, issue, pull, detail=True)
+
+
+def commit_patch(git, commit, index, total):
+    """One commit as `git format-patch` writes it."""
+    out = io.BytesIO()
+    parent_tree = git[commit.parents[0]].tree.decode() if commit.parents else None
+    diff = tree_diff(git, parent_tree, commit.tree.decode())
+    write_commit_patch(out, commit, diff, (index, total))
+    return out.getvalue()
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
+def update_pull(req, owner, repo, number):
+    body = req.json()
+    row, issue, pull = find_pull(req, owner, repo, number, "edit_issue")
+    fields, pull_fields = {}, {}
+    title = text_field(req, body, "title", "PullRequest", limit=256)
+    if title is not None:
+        fields["title"] = title
+    if "body" in body:
+        fields["body"] = text_field(req, body, "body", "PullRequest")
+    state = req.field(body, "state", str, "PullRequest")
+    if state is not None and state != issue["state"]:
+        if state not in ("open", "closed"):
+            raise invalid("PullRequest", "state", message="state must be open or closed")
+        if pull["merged_at"]:
+            raise invalid("PullRequest", "state", "custom", "a merged pull request cannot be reopened")
+        fields.update(state=state, closed_at=now() if state == "closed" else None,
+                      closed_by=req.principal.user["id"] if state == "closed" else None)
+        if state == "closed":     # remember what it held when it closed
+            current = PullState(req.app, row, issue, pull)
+            pull_fields.update(head_sha=current.head_sha, base_sha=current.base_sha)
+    base = req.field(body, "base", str, "PullRequest")
+    if base is not None:
+        with open_repo(req.app, row["id"]) as git:
+            sha = branch_sha(git, base)
+        if sha is None:
+            raise invalid("PullRequest", "base", "invalid", "base branch %s does not exist" % base)
+        pull_fields.update(base_ref=base, base_sha=sha)
+    with req.transaction() as db:
+        fields["updated_at"] = now()
+        update_row(db, "issues", fields, "id", issue["id"])
+        update_row(db, "pulls", pull_fields, "issue_id", issue["id"])
+        req.effect("updated pull request #%d: %s" % (issue["number"], ", ".join(
+            sorted((set(fields) | set(pull_fields)) - {"updated_at"})) or "nothing"))
+    return pull_json(req.app, row, *pull_rows(req.app, issue["id"]), detail=True)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/commits")
+def list_pull_commits(req, owner, repo, number):
+    row, issue, pull = find_pull(req, owner, repo, number)
+    state = PullState(req.app, row, issue, pull)
+    return [commit_json(req.app, full_name(row), c) for c in req.paginate(state.commits)]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/files")
+def list_pull_files(req, owner, repo, number):
+    row, issue, pull = find_pull(req, owner, repo, number)
+    state = PullState(req.app, row, issue, pull)
+    api, name = req.app.api, full_name(row)
+    out = []
+    for path, status, additions, deletions, sha, patch in state.files:
+        quoted = urllib.parse.quote(path)
+        out.append({"sha": sha, "filename": path, "status": status, "additions": additions, "deletions": deletions,
+                    "changes": additions + deletions, "patch": patch,
+                    "blob_url": "%s/%s/blob/%s/%s" % (req.app.url, name, state.head_sha, quoted),
+                    "raw_url": "%s/%s/raw/%s/%s" % (req.app.url, name, state.head_sha, quoted),
+                    "contents_url": "%s/repos/%s/contents/%s?ref=%s" % (api, name, quoted, state.head_sha)})
+    return req.paginate(out)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge")
+def check_merged(req, owner, repo, number):
+    _, _, pull = find_pull(req, owner, repo, number)
+    if not pull["merged_at"]:
+        raise HTTPError(404, "Not Found")
+    return 204, None
+
+
+MERGE_METHODS = ("merge", "squash", "rebase")
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge")
+def merge_pull(req, owner, repo, number):
+    """Merge by merge commit, squash or rebase: real commits made with dulwich, a three-way content
+    merge, and a compare-and-swap of the base branch, so nothing moves on a conflict or a race."""
+    body = req.json()
+    method = req.field(body, "merge_method", str, "PullRequest", default="merge")
+    if method not in MERGE_METHODS:
+        raise invalid("PullRequest", "merge_method", message="merge_method must be merge, squash or rebase")
+    expected_sha = req.field(body, "sha", str, "PullRequest")
+    title = text_field(req, body, "commit_title", "PullRequest", limit=256)
+    message = text_field(req, body, "commit_message", "PullRequest")
+    row, issue, pull = find_pull(req, owner, repo, number)
+    new_sha = merge(req, row, issue, pull, method, expected_sha, title, message)
+    return {"sha": new_sha, "merged": True, "message": "Pull Request successfully merged"}
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/update-branch")
+def update_branch_endpoint(req, owner, repo, number):
+    body = req.json()
+    expected_sha = req.field(body, "expected_head_sha", str, "PullRequest")
+    row, issue, pull = find_pull(req, owner, repo, number)
+    update_pull_branch(req, row, issue, pull, expected_sha)
+    return 202, {"message": "Updating pull request branch.", "url": "%s/%s/pull/%d" % (
+        req.app.url, full_name(row), issue["number"])}
+
+
+def update_pull_branch(req, row, issue, pull, expected_sha=None):
+    """GitHub's "Update branch": merge the base branch into the head branch, in the repository the head
+    lives in (a fork's too), as a push to that branch is decided. Nothing moves on a conflict or a race."""
+    state = PullState(req.app, row, issue, pull)
+    head_repo = state.head_repo
+    if issue["state"] != "open" or head_repo is None:
+        raise HTTPError(422, "The pull request is closed or its head repository is gone")
+    head_ref = b"refs/heads/" + pull["head_ref"].encode()
+    req.authorize("push_branch", Resource.repo(head_repo), ref=head_ref.decode())
+    if expected_sha and expected_sha != state.head_sha:
+        raise HTTPError(422, "expected head sha didn't match current head ref.")
+    if state.merge_base == state.base_sha:
+        raise HTTPError(422, "There are no new commits on the base branch.")
+    if head_repo["id"] != row["id"]:      # the fork needs the base's commits to make the merge
+        copy_refs(req.app, repo_dir(req.app, row["id"]), repo_dir(req.app, head_repo["id"]),
+                  {None: "refs/heads/" + pull["base_ref"]})
+    with open_repo(req.app, head_repo["id"]) as git:
+        new_sha, conflicts = merge_commit(git, state.merge_base, state.head_sha, state.base_sha,
+                                          signature(req.principal.user),
+                                          "Merge branch '%s' into %s" % (pull["base_ref"], pull["head_ref"]))
+        if conflicts:
+            raise HTTPError(422, "merge conflict between base and head (%s)" % ", ".join(conflicts[:5]))
+        if not git.refs.set_if_equals(head_ref, state.head_sha.encode(), new_sha.encode()):
+            raise HTTPError(409, "Head branch was modified. Review and try again.")
+    with req.transaction():
+        req.effect("merged %s into %s of #%d: %s→%s" % (pull["base_ref"], pull["head_ref"], issue["number"],
+                                                        state.head_sha[:12], new_sha[:12]))
+    return new_sha
+
+
+def merge(req, row, issue, pull, method, expected_sha=None, title=None, message=None):
+    """Decide, merge, record: the new head of the base branch. HTTPError 405/409 when it cannot."""
+    state = PullState(req.app, row, issue, pull)
+    req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"], repo=row,
+                  pull_number=issue["number"],
+                  pull_issue_id=issue["id"], head_sha=state.head_sha)
+    if pull["merged_at"] or issue["state"] != "open":
+        raise HTTPError(405, "Pull Request is not mergeable")
+    if expected_sha and expected_sha != state.head_sha:
+        raise HTTPError(409, "Head branch was modified. Review and try the merge again.")
+    merger, author = req.principal.user, account_by_id(req.app.store, issue["user_id"]) or req.principal.user
+    head_label = "%s/%s" % (row["owner_login"], pull["head_ref"])
+    with open_repo(req.app, row["id"]) as git:
+        if method == "rebase":
+            new_sha = state.base_sha
+            for commit in state.commits:
+                if len(commit.parents) > 1:
+                    raise HTTPError(405, "This branch can't be rebased: it contains merge commits")
+                tree, conflicts = merge_trees(git, commit.parents[0].decode(), new_sha, commit.id.decode())
+                if conflicts:
+                    raise HTTPError(405, "Pull Request is not mergeable")
+                new_sha = write_commit(git, tree, [new_sha], commit.author.decode("utf-8", "replace"),
+                                       signature(merger), commit.message.decode("utf-8", "replace"),
+                                       commit.author_time, commit.author_timezone)
+        else:
+            tree, conflicts = merge_trees(git, state.merge_base, state.base_sha, state.head_sha)
+            if conflicts:
+                raise HTTPError(405, "Pull Request is not mergeable")
+            if method == "merge":
+                text = "%s\n\n%s" % (title or "Merge pull request #%d from %s" % (issue["number"], head_label),
+                                     message if message is not None else issue["title"])
+                new_sha = write_commit(git, tree, [state.base_sha, state.head_sha], signature(merger),
+                                       signature(merger), text)
+            else:
+                squashed = "\n\n".join("* " + c.message.decode("utf-8", "replace").strip() for c in state.commits)
+                text = "%s\n\n%s" % (title or "%s (#%d)" % (issue["title"], issue["number"]),
+                                     message if message is not None else squashed)
+                new_sha = write_commit(git, tree, [state.base_sha], signature(author), signature(merger), text)
+        base_ref = b"refs/heads/" + pull["base_ref"].encode()
+        if not git.refs.set_if_equals(base_ref, state.base_sha.encode(), new_sha.encode()):
+            raise HTTPError(409, "Base branch was modified. Review and try the merge again.")
+    stamp = now()
+    with req.transaction() as db:
+        db.execute("UPDATE pulls SET merged_at = ?, merged_by = ?, merge_commit_sha = ?, head_sha = ?, base_sha = ?"
+                   " WHERE issue_id = ?", (stamp, merger["id"], new_sha, state.head_sha, state.base_sha, issue["id"]))
+        db.execute("UPDATE issues SET state = 'closed', closed_at = ?, closed_by = ?, updated_at = ? WHERE id = ?",
+                   (stamp, merger["id"], stamp, issue["id"]))
+        db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (stamp, row["id"]))
+        req.effect("merged #%d by %s: %s %s→%s" % (issue["number"], method, base_ref.decode(), state.base_sha[:12],
+                                                   new_sha[:12]))
+        if pull["base_ref"] == row["default_branch"]:
+            closed = close_referenced_issues(db, row, issue, merger, stamp)
+            if closed:
+                req.effect("closed %s" % ", ".join("#%d" % n for n in closed))
+    return new_sha
+
+
+def close_referenced_issues(db, repo_row, pull_issue, merger, stamp):
+    """Issues a merged pull request names with a closing keyword (Fixes #3, closes #4, resolved #5)."""
+    numbers = sorted({int(n) for n in CLOSING_KEYWORDS_RE.findall(pull_issue["body"] or "")})
+    closed = []
+    for number in numbers:
+        if db.execute("UPDATE issues SET state = 'closed', state_reason = 'completed', closed_at = ?, closed_by = ?,"
+                      " updated_at = ? WHERE repo_id = ? AND number = ? AND state = 'open' AND is_pull = 0",
+                      (stamp, merger["id"], stamp, repo_row["id"], number)).rowcount:
+            closed.append(number)
+    return closed
+
+
+def review_json(app, repo_row, issue, row):
+    name = full_name(repo_row)
+    html = "%s/%s/pull/%d#pullrequestreview-%d" % (app.url, name, issue["number"], row["id"])
+    pull_url = "%s/repos/%s/pulls/%d" % (app.api, name, issue["number"])
+    return {"id": row["id"], "node_id": node_id("PullRequestReview", row["id"]),
+            "user": user_json_by_id(app, row["user_id"]), "body": row["body"], "state": row["state"],
+            "commit_id": row["commit_id"], "html_url": html, "pull_request_url": pull_url,
+            "submitted_at": row["submitted_at"], "_links": {"html": {"href": html}, "pull_request": {"href": pull_url}},
+            "author_association": author_association(app.store, repo_row, row["user_id"])}
+
+
+REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
+def create_review(req, owner, repo, number):
+    body = req.json()
+    event = req.field(body, "event", str, "PullRequestReview", required=True)
+    if event not in REVIEW_EVENTS:
+        raise invalid("PullRequestReview", "event", message="event must be APPROVE, REQUEST_CHANGES or COMMENT "
+                                                            "(pending reviews are not supported)")
+    text = text_field(req, body, "body", "PullRequestReview") or ""
+    comments = req.field(body, "comments", list, "PullRequestReview", default=[])
+    if event != "APPROVE" and not text.strip() and not comments:
+        raise invalid("PullRequestReview", "body", "missing_field", "a %s review needs a body" % event.lower())
+    row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
+    review_id = record_review(req, row, issue, pull, event, text, comments,
+                              req.field(body, "commit_id", str, "PullRequestReview"))
+    return 200, review_json(req.app, row, issue, req.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))
+
+
+def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
+    """After review_pr was allowed: the review's id. Authors cannot approve or reject their own."""
+    if event != "COMMENT" and issue["user_id"] == req.principal.user["id"]:
+        raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
+            "approve" if event == "APPROVE" else "request changes on"))
+    state = PullState(req.app, row, issue, pull)
+    commit_id = commit_id or state.head_sha
+    paths = {f[0] for f in state.files}
+    for c in comments:
+        if not isinstance(c, dict) or not isinstance(c.get("path"), str) or not isinstance(c.get("body"), str):
+            raise invalid("PullRequestReview", "comments", message="each comment needs a path and a body")
+        if c["path"] not in paths:
+            raise invalid("PullRequestReview", "comments", "custom", "%s is not changed by this pull request" % c["path"])
+    with req.transaction() as db:
+        stamp = now()
+        review_id = db.execute("INSERT INTO reviews (issue_id, user_id, state, body, commit_id, submitted_at)"
+                               " VALUES (?, ?, ?, ?, ?, ?)", (issue["id"], req.principal.user["id"], REVIEW_EVENTS[event],
+                                                              text, commit_id, stamp)).lastrowid
+        for c in comments:
+            line = c.get("line", c.get("position"))
+            db.execute("INSERT INTO review_comments (review_id, issue_id, user_id, path, line, side, body, commit_id,"
+                       " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (review_id, issue["id"], req.principal.user["id"], c["path"],
+                        line if isinstance(line, int) and not isinstance(line, bool) else None,
+                        c.get("side") if c.get("side") in ("LEFT", "RIGHT") else "RIGHT", c["body"], commit_id,
+                        stamp, stamp))
+        db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], req.principal.user["id"]))
+        req.effect("review %d on #%d: %s" % (review_id, issue["number"], REVIEW_EVENTS[event]))
+    return review_id
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
+def list_reviews(req, owner, repo, number):
+    row, issue, _ = find_pull(req, owner, repo, number)
+    rows = req.app.store.all("SELECT * FROM reviews WHERE issue_id = ? ORDER BY id", issue["id"])
+    return [review_json(req.app, row, issue, r) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}")
+def get_review(req, owner, repo, number, review_id):
+    row, issue, _ = find_pull(req, owner, repo, number)
+    review = req.app.store.one("SELECT * FROM reviews WHERE id = ? AND issue_id = ?", int(review_id), issue["id"])
+    if review is None:
+        raise HTTPError(404, "Not Found")
+    return review_json(req.app, row, issue, review)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments")
+def list_review_comments(req, owner, repo, number):
+    row, issue, _ = find_pull(req, owner, repo, number)
+    name, api = full_name(row), req.app.api
+    out = []
+    for c in req.app.store.all("SELECT * FROM review_comments WHERE issue_id = ? ORDER BY id", issue["id"]):
+        url = "%s/repos/%s/pulls/comments/%d" % (api, name, c["id"])
+        html = "%s/%s/pull/%d#discussion_r%d" % (req.app.url, name, issue["number"], c["id"])
+        pull_url = "%s/repos/%s/pulls/%d" % (api, name, issue["number"])
+        out.append({"url": url, "id": c["id"], "node_id": node_id("PullRequestReviewComment", c["id"]),
+                    "pull_request_review_id": c["review_id"], "diff_hunk": "", "path": c["path"],
+                    "position": c["line"], "original_position": c["line"], "line": c["line"], "side": c["side"],
+                    "commit_id": c["commit_id"], "original_commit_id": c["commit_id"],
+                    "user": user_json_by_id(req.app, c["user_id"]), "body": c["body"], "created_at": c["created_at"],
+                    "updated_at": c["updated_at"], "html_url": html, "pull_request_url": pull_url,
+                    "author_association": author_association(req.app.store, row, c["user_id"]),
+                    "_links": {"self": {"href": url}, "html": {"href": html}, "pull_request": {"href": pull_url}}})
+    return req.paginate(out)
+
+
+def requested_reviewers_json(req, issue):
+    rows = req.app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
+                             " WHERE r.issue_id = ? ORDER BY a.login", issue["id"])
+    return {"users": [user_json(req.app, r) for r in rows], "teams": []}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers")
+def list_requested_reviewers(req, owner, repo, number):
+    _, issue, _ = find_pull(req, owner, repo, number)
+    return requested_reviewers_json(req, issue)
+
+
+def change_requested_reviewers(req, owner, repo, number, add):
+    body = req.json()
+    logins = req.field(body, "reviewers", list, "PullRequest", default=[])
+    row, issue, pull = find_pull(req, owner, repo, number, "edit_issue")
+    with req.transaction() as db:
+        for user_id in resolve_assignees(req, row, logins):
+            if add:
+                if user_id == issue["user_id"]:
+                    raise invalid("PullRequest", "reviewers", "custom",
+                                  "Review cannot be requested from pull request author.")
+                db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+                           (issue["id"], user_id))
+            else:
+                db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], user_id))
+        req.effect("%s review requests on #%d: %s" % ("added" if add else "removed", issue["number"],
+                                                      ", ".join(map(str, logins))))
+    return row, issue, pull
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers")
+def request_reviewers(req, owner, repo, number):
+    row, issue, _ = change_requested_reviewers(req, owner, repo, number, add=True)
+    return 201, pull_json(req.app, row, *pull_rows(req.app, issue["id"]))
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers")
+def remove_requested_reviewers(req, owner, repo, number):
+    row, issue, _ = change_requested_reviewers(req, owner, repo, number, add=False)
+    return pull_json(req.app, row, *pull_rows(req.app, issue["id"]))

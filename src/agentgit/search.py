@@ -1,0 +1,176 @@
+"""REST: search over repositories, issues and code."""
+
+import re
+import stat
+import urllib.parse
+
+from dulwich.object_store import iter_tree_contents
+
+from agentgit.errors import invalid
+from agentgit.gitstore import branch_sha, open_repo
+from agentgit.accounts import REPO_SELECT, full_name
+from agentgit.policy import Resource, SITE
+from agentgit.plumbing import route
+from agentgit.serializers import repo_json
+from agentgit.issues import issue_json
+
+
+# -- search -------------------------------------------------------------------------------------
+# GitHub's search syntax, the common part: free words, "quoted phrases", and qualifiers (key:value).
+# Only what the caller may read is ever found.
+
+SEARCH_TOKEN_RE = re.compile(r'(-?)(\w+):("[^"]*"|\S+)|"([^"]*)"|(\S+)')
+
+
+def parse_search(q):
+    """(words, {qualifier: [values]}, {qualifier: [negated values]})."""
+    words, quals, negated = [], {}, {}
+    for neg, key, value, phrase, word in SEARCH_TOKEN_RE.findall(q or ""):
+        if key:
+            (negated if neg else quals).setdefault(key.lower(), []).append(value.strip('"').lower())
+        elif phrase:
+            words.append(phrase.lower())
+        else:
+            # grouping and boolean operators (gh writes "( crash ) type:issue") are not narrowed on here
+            word = word.strip("()").lower()
+            if word and word not in ("and", "or", "not"):
+                words.append(word)
+    return words, quals, negated
+
+
+def search_page(req, items, kind=None):
+    per_page, page = req.page()
+    body = {"total_count": len(items), "incomplete_results": False,
+            "items": items[(page - 1) * per_page: page * per_page]}
+    req.link_header(page, per_page, page + 1 if page * per_page < len(items) else None,
+                    max((len(items) + per_page - 1) // per_page, 1))
+    if kind:
+        body["search_type"] = kind
+    return body
+
+
+def owner_matches(row, quals):
+    owners = quals.get("user", []) + quals.get("org", []) + quals.get("owner", [])
+    repos = quals.get("repo", [])
+    name = full_name(row).lower()
+    return (not owners or row["owner_login"].lower() in owners) and (not repos or name in repos)
+
+
+@route("GET", "/api/v3/search/repositories")
+def search_repositories(req):
+    """Free words match the name and description; user:/org:/repo:, is:public|private, archived:."""
+    words, quals, _ = parse_search(req.query.get("q", ""))
+    if not words and not quals:
+        raise invalid("Search", "q", "missing", "a search needs words or qualifiers")
+    req.check("read_meta", SITE)
+    out = []
+    for row in req.app.store.all(REPO_SELECT + " ORDER BY r.name"):
+        text = ("%s %s" % (row["name"], row["description"] or "")).lower()
+        visibility = "private" if row["private"] else "public"
+        if not owner_matches(row, quals) or not all(w in text for w in words):
+            continue
+        if any(v in ("public", "private") and v != visibility for v in quals.get("is", [])):
+            continue
+        if quals.get("archived") and quals["archived"][0] != ("true" if row["archived"] else "false"):
+            continue
+        if req.can("read_code", Resource.repo(row)):
+            out.append(dict(repo_json(req.app, row), score=1.0))
+    if req.query.get("sort") in ("updated", "stars", "forks", "help-wanted-issues"):
+        out.sort(key=lambda r: r["updated_at"], reverse=req.query.get("order", "desc") == "desc")
+    return search_page(req, out)
+
+
+CODE_SEARCH_MAX_FILE = 384 * 1024     # GitHub leaves larger files out of code search too
+CODE_SEARCH_MAX_RESULTS = 1000        # and answers at most this many
+
+
+@route("GET", "/api/v3/search/code")
+def search_code(req):
+    """Every free word (case-insensitive) in a text file on the default branch of a repository the
+    caller can read; repo:/user:/org:, path: (a directory prefix), filename:, extension:. There is no
+    index: files are read at query time, which suits the repositories a reference server holds."""
+    words, quals, _ = parse_search(req.query.get("q", ""))
+    paths, names, extensions = quals.get("path", []), quals.get("filename", []), quals.get("extension", [])
+    if not words and not (paths or names or extensions):
+        raise invalid("Search", "q", "missing", "a code search needs words, path:, filename: or extension:")
+    req.check("read_meta", SITE)
+    items, incomplete = [], False
+    for row in req.app.store.all(REPO_SELECT + " ORDER BY r.id"):
+        if not owner_matches(row, quals) or not req.can("read_code", Resource.repo(row)):
+            continue
+        name = full_name(row)
+        with open_repo(req.app, row["id"]) as git:
+            head = branch_sha(git, row["default_branch"])
+            entries = iter_tree_contents(git.object_store, git[head.encode()].tree) if head else ()
+            for entry in entries:
+                path = entry.path.decode("utf-8", "replace")
+                base = path.rsplit("/", 1)[-1]
+                if (paths and not any(path.lower().startswith(p.strip("/") + "/") for p in paths)
+                        or names and base.lower() not in names
+                        or extensions and base.rsplit(".", 1)[-1].lower() not in extensions
+                        or not stat.S_ISREG(entry.mode)):
+                    continue
+                data = git[entry.sha].data if words else b""
+                if len(data) > CODE_SEARCH_MAX_FILE or b"\0" in data[:8000]:
+                    continue       # too large, or binary
+                text = data.decode("utf-8", "replace").lower()
+                if not all(word in text for word in words):
+                    continue
+                if len(items) == CODE_SEARCH_MAX_RESULTS:
+                    incomplete = True
+                    break
+                sha, quoted = entry.sha.decode(), urllib.parse.quote(path)
+                items.append({"name": base, "path": path, "sha": sha, "score": 1.0,
+                              "url": "%s/repos/%s/contents/%s?ref=%s" % (req.app.api, name, quoted, head),
+                              "git_url": "%s/repos/%s/git/blobs/%s" % (req.app.api, name, sha),
+                              "html_url": "%s/%s/blob/%s/%s" % (req.app.url, name, head, quoted),
+                              "repository": repo_json(req.app, row)})
+        if incomplete:
+            break
+    return dict(search_page(req, items), incomplete_results=incomplete)
+
+
+@route("GET", "/api/v3/search/issues")
+def search_issues(req):
+    """Free words match title and body; repo:/user:/org:, is:issue|pr|open|closed, state:, author:,
+    assignee:, label:, mentions:."""
+    found = matching_issues(req, req.query.get("q", ""))
+    return search_page(req, [dict(data, score=1.0) for _, _, data in found], kind="lexical")
+
+
+def matching_issues(req, q):
+    """[(repository row, issue row, issue_json)] that the query matches, newest first (REST and GraphQL)."""
+    words, quals, negated = parse_search(q)
+    if not words and not quals:
+        raise invalid("Search", "q", "missing", "a search needs words or qualifiers")
+    req.check("read_meta", SITE)
+    store = req.app.store
+    readable = {}
+    for row in store.all(REPO_SELECT):
+        if owner_matches(row, quals) and req.can("read_code", Resource.repo(row)):
+            readable[row["id"]] = row
+    states = set(quals.get("state", [])) | {v for v in quals.get("is", []) if v in ("open", "closed")}
+    kinds = {v for v in quals.get("is", []) + quals.get("type", []) if v in ("issue", "pr")}
+    out = []
+    for issue in store.all("SELECT * FROM issues ORDER BY created_at DESC, id DESC"):
+        row = readable.get(issue["repo_id"])
+        if row is None or (states and issue["state"] not in states):
+            continue
+        if kinds and ("pr" if issue["is_pull"] else "issue") not in kinds:
+            continue
+        text = ("%s %s" % (issue["title"], issue["body"] or "")).lower()
+        if not all(w in text for w in words):
+            continue
+        data = issue_json(req.app, row, issue)
+        labels = {l["name"].lower() for l in data["labels"]}
+        assignees = {a["login"].lower() for a in data["assignees"]}
+        author = (data["user"] or {}).get("login", "").lower()
+        if any(l not in labels for l in quals.get("label", [])) or any(l in labels for l in negated.get("label", [])):
+            continue
+        if any(a != author for a in quals.get("author", [])) or any(a not in assignees for a in
+                                                                     quals.get("assignee", [])):
+            continue
+        if any("@" + m not in text for m in quals.get("mentions", [])):
+            continue
+        out.append((row, issue, data))
+    return out

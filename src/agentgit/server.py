@@ -1,0 +1,378 @@
+"""Server and embedding: the App pipeline, make_server(), TLS, the Unix socket."""
+
+import collections
+import contextlib
+import getpass
+import html
+import http.server
+import os
+import secrets
+import socket
+import socketserver
+import ssl
+import stat
+import sys
+import threading
+import time
+import traceback
+
+from agentgit.config import API_VERSION, Config, REQUEST_IDLE_TIMEOUT, __version__, now
+from agentgit.errors import HTTPError
+from agentgit.storage import Store
+from agentgit.tokens import token_fingerprint
+from agentgit.accounts import create_human, register_agent
+from agentgit.policy import Decision
+from agentgit.audit import audit_append
+from agentgit.authentication import Principal, authenticate
+from agentgit.plumbing import ROUTES, Request, match_segments
+from agentgit.serializers import encode_json
+from agentgit.web import html_page, session_principal, step_up_form
+from agentgit.githttp import make_git_engine
+
+
+OPERATOR_REASON = "local operator with access to the data directory"
+
+
+def load_server_key(path):
+    """The HMAC key for tokens and the audit chain: 32 random bytes made on first start, mode 0600."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) < 32:
+            raise SystemExit("%s is damaged (shorter than 32 bytes)" % path)
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+class RateLimiter:
+    """At most ``limit`` hits per key in any ``window`` seconds."""
+
+    def __init__(self, limit, window):
+        self.limit, self.window = limit, window
+        self.hits = collections.defaultdict(collections.deque)
+        self.lock = threading.Lock()
+
+    def hit(self, key):
+        """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
+        moment = time.monotonic()
+        with self.lock:
+            hits = self.hits[key]
+            while hits and hits[0] <= moment - self.window:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return int(hits[0] + self.window - moment) + 1
+            hits.append(moment)
+            return 0
+
+
+class App:
+    """Everything a request needs: configuration, database, server key, git engine."""
+
+    def __init__(self, config, authenticator=None):
+        self.config = config
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+        self.repos_dir = os.path.join(config.data_dir, "repos")
+        os.makedirs(self.repos_dir, exist_ok=True)
+        self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
+        self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        self.git_engine = make_git_engine(config.git_engine)
+        self.authenticator = authenticator
+        self.registrations = RateLimiter(config.registration_limit, config.registration_window)
+        self.sign_ins = RateLimiter(10, 300)
+        self.token_seen = {}
+        self.set_url(config.url)
+
+    def set_url(self, url):
+        self.url = url.rstrip("/")
+        self.api = self.url + "/api/v3"
+
+    def audit(self, principal, surface, decision, side_effect=None):
+        with self.store.transaction() as db:
+            return audit_append(db, self.key, principal, surface, decision, side_effect)
+
+    def touch_token(self, token_id):
+        """Record last use at most once a minute per token, so reads do not all become writes."""
+        moment = time.monotonic()
+        if moment - self.token_seen.get(token_id, -120) >= 60:
+            self.token_seen[token_id] = moment
+            with self.store.transaction() as db:
+                db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (now(), token_id))
+
+    def first_start_admin(self):
+        """On an empty database: create the site admin 'admin' and return (login, token), else None."""
+        if self.store.one("SELECT 1 FROM accounts LIMIT 1"):
+            return None
+        login = "admin"
+        _, token = create_human(self, login, admin=True)
+        self.audit(Principal(runtime="first start", operator=True), "cli",
+                   Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
+                   "created site admin %s, token %s" % (login, token_fingerprint(token)))
+        return login, token
+
+    # -- the request pipeline -------------------------------------------------------------------
+    def dispatch(self, handler):
+        """authenticate → route → (the endpoint authorizes and acts) → audit → respond. Audit rows are
+        written before the answer leaves, so a client that reads the log next finds them."""
+        req = Request(self, handler)
+        req.principal = Principal(runtime=req.client)
+        result, error, outcome = None, None, "none"
+        try:
+            endpoint, params = self.match(req)
+            if getattr(endpoint, "web_page", False):
+                req.surface = "web"
+                req.principal, req.session = session_principal(self, req)
+            else:
+                if not req.raw_path.startswith("/api/"):
+                    req.surface = "git"
+                peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
+                req.principal = authenticate(self, handler.headers, req.client, peer)
+            result = endpoint(req, **params)    # git endpoints stream their own answer and return None
+            if result is not None and not isinstance(result, tuple):
+                result = (200, result)
+            outcome = "HTTP %d" % result[0] if result else "streamed"
+        except HTTPError as e:
+            error, outcome = e, "refused: HTTP %d %s" % (e.status, e.message)
+            if e.status == 401 and req.surface == "git":
+                e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
+        except (ConnectionError, TimeoutError):
+            handler.close_connection, outcome = True, "client went away"
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            error, outcome = HTTPError(500, "Server Error"), "server error"
+        if req.pending:
+            req.settle(outcome, failed=error is not None)
+        if error is not None:
+            self.respond_error(req, error)
+        elif result is not None:
+            self.respond(req, *result)
+        if req.body_reader is None or not req.body_reader.done:
+            # an unread body would be taken for the next request on this connection
+            if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
+                handler.close_connection = True
+
+    def match(self, req):
+        method = "GET" if req.method == "HEAD" else req.method
+        host = (req.headers.get("Host") or "").split(":")[0].lower()
+        if host.startswith("api.") and not req.raw_path.startswith("/api/"):
+            # github.com's layout, which gh uses for hosts like github.localhost: the API at the root of
+            # api.<host>, GraphQL at /graphql
+            req.raw_path = "/api/graphql" if req.raw_path.rstrip("/") == "/graphql" else "/api/v3" + req.raw_path
+        path = req.raw_path[:-1] if req.raw_path.endswith("/") else req.raw_path
+        parts = path.strip("/").split("/") if path.strip("/") else []
+        for segments, endpoint, _ in ROUTES.get(method, ()):
+            params = match_segments(segments, parts)
+            if params is not None:
+                return endpoint, params
+        raise HTTPError(404, "Not Found")
+
+    def respond(self, req, status, body, headers=None):
+        handler, headers = req.handler, dict(headers or {})
+        data = b"" if body is None else body if isinstance(body, bytes) else encode_json(body)
+        handler.send_response(status)
+        if body is not None:
+            handler.send_header("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8"))
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("X-GitHub-Api-Version-Selected", API_VERSION)
+        handler.send_header("X-GitHub-Media-Type", "github.v3; format=json")
+        if req.principal.token_id is not None:
+            handler.send_header("X-OAuth-Scopes", req.principal.scopes_header)
+        if req.audit_id is not None:
+            handler.send_header("X-Agentgit-Audit-Id", str(req.audit_id))
+        for name, value in dict(req.response_headers, **headers).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        if req.method != "HEAD":
+            handler.wfile.write(data)
+
+    def respond_error(self, req, error):
+        handler = req.handler
+        if getattr(handler, "_headers_sent", False):
+            handler.close_connection = True     # mid-stream: all we can do is end the connection
+            return
+        req.response_headers = {}
+        try:
+            if req.surface == "web":
+                page = error.page or (step_up_form(req) if error.step_up else
+                                      "<p>%s</p>" % html.escape(error.message))
+                status, data, headers = html_page("Error" if error.status != 303 else "Sign in", page,
+                                                  error.status, error.headers)
+                self.respond(req, status, data, headers)
+            elif req.surface == "git":
+                # git prints a text/plain error body to the user as "remote: ..."
+                data = (error.message + "\n").encode()
+                handler.send_response(error.status)
+                handler.send_header("Content-Type", "text/plain; charset=utf-8")
+                handler.send_header("Content-Length", str(len(data)))
+                for name, value in error.headers.items():
+                    handler.send_header(name, value)
+                handler.end_headers()
+                handler.wfile.write(data)
+            else:
+                self.respond(req, error.status, error.body(), error.headers)
+        except OSError:
+            handler.close_connection = True
+
+
+HTTP_DATE = [0, ""]     # the Date header of the current second
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "agentgit/" + __version__
+    sys_version = ""
+    timeout = REQUEST_IDLE_TIMEOUT
+
+    def setup(self):
+        super().setup()
+        # Headers and body leave in separate writes; without NODELAY, Nagle's algorithm and the
+        # client's delayed ACK hold every keep-alive response back ~40 ms.
+        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()   # here, in the connection's thread, not in accept()
+
+    def date_time_string(self, timestamp=None):
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second = int(time.time())
+        if HTTP_DATE[0] != second:
+            HTTP_DATE[:] = [second, super().date_time_string(second)]
+        return HTTP_DATE[1]
+
+    def end_headers(self):
+        self._headers_sent = True
+        super().end_headers()
+
+    def handle_one_request(self):
+        self._headers_sent = False
+        super().handle_one_request()
+
+    def do_GET(self):
+        self.server.app.dispatch(self)
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def log_message(self, format, *args):
+        if self.server.access_log is not None:
+            client = self.client_address[0] if isinstance(self.client_address, tuple) else "unix-socket"
+            self.server.access_log.write("%s - [%s] %s\n" % (client, now(), format % args))
+
+
+class QuietErrors:
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that drops the connection or fails the TLS handshake is not the server's error.
+        if not isinstance(sys.exc_info()[1], (OSError, ssl.SSLError)):
+            super().handle_error(request, client_address)
+
+
+class HTTPServer(QuietErrors, http.server.ThreadingHTTPServer):
+    pass
+
+
+class UnixHTTPServer(QuietErrors, socketserver.ThreadingUnixStreamServer):
+    """The same app on a Unix socket, for gh's http_unix_socket setting (plain HTTP, no port)."""
+
+
+class Server:
+    """A running agentgit: ``url``, ``start()`` (background thread), ``serve_forever()``, ``stop()``.
+
+    ``admin`` is ("admin", token) when this start created the data directory's first account.
+    """
+
+    def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None, unix_socket=None):
+        self.app = app
+        self.unix = None
+        if unix_socket:
+            if os.path.exists(unix_socket) and stat.S_ISSOCK(os.stat(unix_socket).st_mode):
+                os.unlink(unix_socket)          # a socket left by a server that died
+            self.unix = UnixHTTPServer(unix_socket, Handler)
+            self.unix.app, self.unix.access_log = app, access_log
+            os.chmod(unix_socket, 0o600)
+        HTTPServer.address_family = socket_family(host)
+        self.httpd = HTTPServer((host, port), Handler)
+        self.httpd.app, self.httpd.access_log = app, access_log
+        scheme = "http"
+        if tls_cert:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls_cert, tls_key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True,
+                                                    do_handshake_on_connect=False)
+            scheme = "https"
+        bound_port = self.httpd.server_address[1]
+        shown_host = "[%s]" % host if ":" in host else host
+        self.url = app.url or "%s://%s:%d" % (scheme, shown_host, bound_port)
+        app.set_url(self.url)
+        self.admin = app.first_start_admin()
+        self.thread = None
+
+    def start(self):
+        # a short poll interval: stop() (shutdown) waits for the loop to notice, and fixtures stop often
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="agentgit", daemon=True)
+        self.thread.start()
+        if self.unix is not None:
+            threading.Thread(target=self.unix.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def serve_forever(self):
+        if self.unix is not None:
+            threading.Thread(target=self.unix.serve_forever, daemon=True).start()
+        self.httpd.serve_forever()
+
+    def stop(self):
+        for server in (self.httpd, self.unix):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        if self.unix is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unix.server_address)
+
+    # Conveniences for fixtures: the same operations as the CLI.
+    def add_user(self, login, admin=False, password=None):
+        """A human with a personal token holding every scope; returns the token."""
+        return cli_add_user(self.app, login, admin, password)
+
+    def add_agent(self, prefix, repo_name="workspace"):
+        """Registers an agent as POST /api/ext/v1/agents does; returns (login, token, repo full name)."""
+        return cli_add_agent(self.app, prefix, repo_name)
+
+
+def socket_family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", tls_cert=None, tls_key=None,
+                registration="open", git_engine="auto", registration_limit=20, registration_window=600,
+                access_log=None, unix_socket=None):
+    """Build (not start) an agentgit server. ``authenticator(request) -> identity or None`` lets an
+    embedding program vouch for humans: it is given {"headers", "client_address", "peer_cert"} and
+    returns {"provider", "subject", "login", "name", "email"}."""
+    config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
+                    registration_limit=registration_limit, registration_window=registration_window)
+    return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket)
+
+
+def operator():
+    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
+
+
+def cli_add_user(app, login, admin=False, password=None):
+    _, token = create_human(app, login, admin=admin, password=password)
+    app.audit(operator(), "cli", Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
+              "created %s%s, token %s" % ("site admin " if admin else "human ", login, token_fingerprint(token)))
+    return token
+
+
+def cli_add_agent(app, prefix, repo_name="workspace"):
+    login, token, full_name = register_agent(app, prefix, repo_name)
+    app.audit(operator(), "cli", Decision("allow", "register_agent", "site", [OPERATOR_REASON]),
+              "registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
+    return login, token, full_name

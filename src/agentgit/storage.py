@@ -1,0 +1,128 @@
+"""Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions."""
+
+import contextlib
+import itertools
+import pathlib
+import sqlite3
+import threading
+import time
+
+from agentgit.config import OTHER_PROCESS_POLL
+
+
+# schema.sql is the schema's only source: the package reads it from the top of the checkout, and
+# `make dist` writes its text in place of this line into agentgit.py.
+SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")
+SCHEMA_VERSION = 5
+# SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
+# changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction.
+MIGRATIONS = {
+    5: ("DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v5;"
+        " ALTER TABLE accounts ADD COLUMN retired_at TEXT; ALTER TABLE accounts ADD COLUMN totp_secret TEXT;"
+        " ALTER TABLE repos ADD COLUMN parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL;",
+        "INSERT INTO tokens (id, user_id, kind, name, scopes, hash, fingerprint, created_at, expires_at,"
+        " revoked_at, last_used_at) SELECT id, user_id, kind, name, scopes, hash, fingerprint, created_at,"
+        " expires_at, revoked_at, last_used_at FROM tokens_before_v5; DROP TABLE tokens_before_v5;"),
+}
+
+
+class Store:
+    """The SQLite database: WAL, foreign keys, one connection per thread, short transactions.
+
+    Connections are in autocommit mode; ``transaction()`` opens ``BEGIN IMMEDIATE`` so that writers
+    (this server, the CLI run beside it) queue on the database lock instead of failing mid-way.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.local = threading.local()
+        self.generations = itertools.count(1)
+        self.generation, self.memo = 0, {}
+        db = self.db
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            steps = [MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1) if version and v in MIGRATIONS]
+            db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\nPRAGMA user_version = %d;\nCOMMIT;" % (
+                "\n".join(before for before, _ in steps), SCHEMA, "\n".join(after for _, after in steps),
+                SCHEMA_VERSION))
+        self.watch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.watch_lock = threading.Lock()
+        self.watch_version, self.polled = self.watch.execute("PRAGMA data_version").fetchone()[0], -1.0
+
+    @property
+    def db(self):
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self.local.conn = conn
+        return conn
+
+    def one(self, sql, *args):
+        return self.db.execute(sql, args).fetchone()
+
+    def cached(self, key, compute):
+        """compute(), remembered until anyone commits anything, so hot reads (token, account,
+        repository, permission) cost no queries. Commits in this process invalidate at once
+        (transaction() moves the generation after COMMIT); commits by another process (the CLI) are
+        noticed through sqlite's data_version within OTHER_PROCESS_POLL seconds. A value is stored
+        with the generation current *before* it was read, so one read across a commit is never served."""
+        self.poll_other_processes()
+        generation = self.generation
+        hit = self.memo.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        value = compute()
+        if len(self.memo) > 10000:
+            self.memo = {}
+        self.memo[key] = (generation, value)
+        return value
+
+    def all(self, sql, *args):
+        return self.db.execute(sql, args).fetchall()
+
+    def poll_other_processes(self):
+        """At most every OTHER_PROCESS_POLL seconds, ask one long-lived connection whether anyone
+        else committed (data_version is only comparable within one connection)."""
+        moment = time.monotonic()
+        if moment - self.polled < OTHER_PROCESS_POLL:
+            return
+        with self.watch_lock:
+            if moment - self.polled < OTHER_PROCESS_POLL:
+                return
+            version = self.watch.execute("PRAGMA data_version").fetchone()[0]
+            if version != self.watch_version:
+                self.watch_version, self.generation = version, next(self.generations)
+            self.polled = moment
+
+    @contextlib.contextmanager
+    def transaction(self):
+        db = self.db
+        if db.in_transaction:          # nested: the outer transaction commits
+            yield db
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        self.generation = next(self.generations)     # itertools.count: atomic under the GIL
+
+
+def insert_row(db, table, fields):
+    """INSERT a {column: value} dict and return the new row id. Column names always come from the
+    code, never from a request, so formatting them into the statement is safe."""
+    return db.execute("INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(fields), ", ".join("?" * len(fields))),
+                      tuple(fields.values())).lastrowid
+
+
+def update_row(db, table, fields, key_column, key):
+    """UPDATE the columns in ``fields`` of the row whose ``key_column`` is ``key``; nothing if empty."""
+    if fields:
+        db.execute("UPDATE %s SET %s WHERE %s = ?" % (table, ", ".join("%s = ?" % k for k in fields), key_column),
+                   tuple(fields.values()) + (key,))

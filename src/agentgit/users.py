@@ -1,0 +1,92 @@
+"""REST: the API root, meta, rate limit and users."""
+
+import time
+
+from agentgit.config import __version__
+from agentgit.accounts import suspend_account
+from agentgit.policy import Resource, SITE
+from agentgit.plumbing import route
+from agentgit.serializers import user_json
+from agentgit.lookups import find_account, signed_in
+
+
+# -- meta and users -----------------------------------------------------------------------------
+
+ROOT_LINKS = {
+    "current_user_url": "/user", "current_user_authorizations_html_url": "{web}/settings/connections/applications{/client_id}",
+    "authorizations_url": "/authorizations", "code_search_url": "/search/code?q={query}{&page,per_page,sort,order}",
+    "commit_search_url": "/search/commits?q={query}{&page,per_page,sort,order}", "emails_url": "/user/emails",
+    "emojis_url": "/emojis", "events_url": "/events", "feeds_url": "/feeds", "followers_url": "/user/followers",
+    "following_url": "/user/following{/target}", "gists_url": "/gists{/gist_id}", "hub_url": "/hub",
+    "issue_search_url": "/search/issues?q={query}{&page,per_page,sort,order}", "issues_url": "/issues",
+    "keys_url": "/user/keys", "label_search_url": "/search/labels?q={query}&repository_id={repository_id}{&page,per_page}",
+    "notifications_url": "/notifications", "organization_url": "/orgs/{org}",
+    "organization_repositories_url": "/orgs/{org}/repos{?type,page,per_page,sort}",
+    "organization_teams_url": "/orgs/{org}/teams", "public_gists_url": "/gists/public", "rate_limit_url": "/rate_limit",
+    "repository_url": "/repos/{owner}/{repo}", "repository_search_url": "/search/repositories?q={query}{&page,per_page,sort,order}",
+    "current_user_repositories_url": "/user/repos{?type,page,per_page,sort}", "starred_url": "/user/starred{/owner}{/repo}",
+    "starred_gists_url": "/gists/starred", "user_url": "/users/{user}", "user_organizations_url": "/user/orgs",
+    "user_repositories_url": "/users/{user}/repos{?type,page,per_page,sort}",
+    "user_search_url": "/search/users?q={query}{&page,per_page,sort,order}",
+}
+
+
+@route("GET", "/api/v3")
+def get_root(req):
+    """The API's front door; `gh auth status` reads X-OAuth-Scopes from it."""
+    req.check("read_meta", SITE)
+    return {name: link.replace("{web}", req.app.url) if link.startswith("{web}") else req.app.api + link
+            for name, link in ROOT_LINKS.items()}
+
+
+API_RATE_LIMIT = 5000     # what /rate_limit reports: GitHub's hourly figure for a signed-in user
+
+
+@route("GET", "/api/v3/meta")
+def get_meta(req):
+    """GHES's meta document; gh reads installed_version to know which features the server has."""
+    req.check("read_meta", SITE)
+    return {"verifiable_password_authentication": False, "installed_version": "3.19.0",
+            "agentgit_version": __version__}
+
+
+@route("GET", "/api/v3/rate_limit")
+def rate_limit(req):
+    """The API is not rate-limited (only agent registration and sign-in are), so every category is
+    full. Clients that pace themselves by this endpoint (PyGithub, octokit's plugins) then never wait."""
+    req.check("read_meta", SITE)
+    bucket = {"limit": API_RATE_LIMIT, "remaining": API_RATE_LIMIT, "used": 0,
+              "reset": int(time.time()) + 3600}
+    return {"resources": {name: dict(bucket) for name in ("core", "search", "graphql")}, "rate": bucket}
+
+
+@route("GET", "/api/v3/user")
+def get_authenticated_user(req):
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    return user_json(req.app, user, detail=True, private=True)
+
+
+@route("GET", "/api/v3/users/{login}")
+def get_user(req, login):
+    row = find_account(req, login)
+    req.check("read_account", Resource.account(row))
+    return user_json(req.app, row, detail=True)     # organizations too, with type "Organization", as GitHub does
+
+
+@route("PUT", "/api/v3/users/{login}/suspended")
+def suspend_user(req, login):
+    row = find_account(req, login, kinds=("human", "agent"))
+    req.authorize("suspend_user", SITE)
+    with req.transaction() as db:
+        req.effect(suspend_account(db, row, True))
+    return 204, None
+
+
+@route("DELETE", "/api/v3/users/{login}/suspended")
+def unsuspend_user(req, login):
+    row = find_account(req, login, kinds=("human", "agent"))
+    req.authorize("suspend_user", SITE)
+    with req.transaction() as db:
+        req.effect(suspend_account(db, row, False))
+    return 204, None

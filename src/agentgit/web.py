@@ -1,0 +1,338 @@
+"""Web pages: sign-in, sessions with CSRF tokens, the /settings pages."""
+
+import hmac
+import html
+import secrets
+import ssl
+import urllib.parse
+
+from agentgit.config import later, now
+from agentgit.errors import HTTPError
+from agentgit.storage import insert_row
+from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SWITCH_SESSION_HOURS, expand_scopes, issue_token,
+                             token_fingerprint, token_hash)
+from agentgit.accounts import (DUMMY_PASSWORD_HASH, account_by_id, account_by_login, check_password, check_totp,
+                               suspend_account)
+from agentgit.policy import Decision, Resource, SITE, STEP_UP_SECONDS
+from agentgit.audit import audit_append
+from agentgit.authentication import Principal
+from agentgit.plumbing import route
+from agentgit.agents import mint_personal_token, revoke_own_token
+from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, bound_agent, check_grant_authority,
+                                 make_invite, reset_agent_credentials, token_status, unbind_agent)
+from agentgit.tasks import confirm_totp, give_approval
+
+
+# Server-rendered HTML for humans, no JavaScript. A session cookie (HttpOnly, SameSite=Lax, Secure
+# under TLS) authenticates these pages only, never the API, so a cookie can never carry a cross-site
+# API call. Every form carries a CSRF token; sign-in attempts are rate-limited per address and login.
+
+SESSION_COOKIE, LOGIN_CSRF_COOKIE = "agentgit_session", "agentgit_login_csrf"
+SESSION_HOURS = 12
+PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+                "Referrer-Policy": "no-referrer"}
+
+
+def page(method, pattern):
+    """A web page route: authenticated by session cookie, not by Authorization headers."""
+    def register(handler):
+        handler.web_page = True
+        return route(method, pattern)(handler)
+    return register
+
+
+def cookies(req):
+    jar = {}
+    for part in (req.headers.get("Cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name:
+            jar[name] = value
+    return jar
+
+
+def session_principal(app, req):
+    """The signed-in human behind the session cookie (or anonymous), and the session row."""
+    raw = cookies(req).get(SESSION_COOKIE, "")
+    row = app.store.one("SELECT * FROM web_sessions WHERE hash = ?", token_hash(raw)) if raw else None
+    if row is None or row["expires_at"] <= now():
+        return Principal(runtime=req.client), None
+    user = account_by_id(app.store, row["user_id"])
+    # signing in asked for the TOTP code when the account has one
+    return Principal(user=user, scopes=expand_scopes(ALL_SCOPES), stepped_up_at=row["totp_at"],
+                     runtime="%s web session" % req.client), row
+
+
+def cookie_header(req, name, value, max_age):
+    secure = "; Secure" if isinstance(req.handler.connection, ssl.SSLSocket) else ""
+    return "%s=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%d%s" % (name, value, max_age, secure)
+
+
+def html_page(title, body, status=200, headers=None):
+    doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title></head><body>"
+           "<h1>%s</h1>%s</body></html>" % (html.escape(title), html.escape(title), body))
+    return status, doc.encode(), dict(PAGE_HEADERS, **(headers or {}))
+
+
+def redirect(location, headers=None):
+    return 303, b"", dict(PAGE_HEADERS, Location=location, **(headers or {}))
+
+
+def form_fields(req):
+    if "application/x-www-form-urlencoded" not in (req.headers.get("Content-Type") or ""):
+        raise HTTPError(415, "Forms must be application/x-www-form-urlencoded")
+    raw = req.body(64 * 1024).read_all().decode("utf-8", "replace")
+    return {k: v[-1] for k, v in urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
+
+
+def check_csrf(expected, form):
+    if not expected or not hmac.compare_digest(expected, form.get("csrf", "")):
+        raise HTTPError(403, "The form has expired or did not come from this site; reload the page and try again")
+
+
+def session_form(req):
+    """A signed-in page's form, its CSRF token checked. A TOTP code sent with it (by the step-up form
+    below, which repeats the form) is confirmed first, so the action is decided with a fresh factor."""
+    req.form = form = form_fields(req)
+    check_csrf(req.session["csrf"], form)
+    if form.get("totp"):
+        user = req.principal.user
+        req.authorize("issue_token", Resource.account(user))
+        try:
+            confirm_totp(req, user, form["totp"])
+        except HTTPError as error:
+            error.page = "<p>%s.</p>%s" % (html.escape(error.message), step_up_form(req))
+            raise
+        with req.transaction() as db:
+            db.execute("UPDATE web_sessions SET totp_at = ? WHERE hash = ?", (now(), req.session["hash"]))
+            req.effect("stepped up the web session")
+        req.principal.stepped_up_at = now()
+    return form
+
+
+def step_up_form(req):
+    """Asks for a TOTP code, then sends the refused form again with it."""
+    repeated = "".join(hidden(k, v) for k, v in req.form.items() if k not in ("csrf", "totp"))
+    return ('<p>This needs your authentication code: for what destroys or changes who may act, agentgit asks '
+            'for a code confirmed in the last %d minutes.</p><form method="post" action="%s">%s%s<p><label>'
+            'Authentication code <input name="totp" inputmode="numeric" autocomplete="one-time-code" required>'
+            '</label></p><p><button>Confirm</button></p></form>') % (
+        STEP_UP_SECONDS // 60, html.escape(req.raw_path), hidden("csrf", req.session["csrf"]), repeated)
+
+
+def safe_next(target):
+    """Only local paths, so the sign-in form cannot be turned into an open redirect."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else \
+        "/settings/agents"
+
+
+def hidden(name, value):
+    return '<input type="hidden" name="%s" value="%s">' % (html.escape(name), html.escape(value))
+
+
+@page("GET", "/login")
+def login_page(req, message=""):
+    csrf = secrets.token_urlsafe(24)
+    body = ('%s<form method="post" action="/login">%s%s<p><label>Login <input name="login" autocomplete="username">'
+            '</label></p><p><label>Password <input type="password" name="password" autocomplete="current-password">'
+            '</label></p><p><label>Code from your authenticator (if you set one up) <input name="totp" '
+            'autocomplete="one-time-code"></label></p><p><button>Sign in</button></p></form>') % (
+        "<p><strong>%s</strong></p>" % html.escape(message) if message else "", hidden("csrf", csrf),
+        hidden("next", safe_next(req.query.get("next", "/settings/agents"))))
+    return html_page("Sign in", body, 401 if message else 200,
+                     {"Set-Cookie": cookie_header(req, LOGIN_CSRF_COOKIE, csrf, 600)})
+
+
+@page("POST", "/login")
+def login_submit(req):
+    form = form_fields(req)
+    check_csrf(cookies(req).get(LOGIN_CSRF_COOKIE), form)
+    login = form.get("login", "")[:64]
+    address = req.client
+    retry = req.app.sign_ins.hit("addr:" + address) or req.app.sign_ins.hit("login:" + login.lower())
+    if retry:
+        raise HTTPError(429, "Too many sign-in attempts; try again in %d seconds" % retry,
+                        headers={"Retry-After": str(retry)})
+    user = account_by_login(req.app.store, login)
+    # Check a password even for unknown logins, so timing does not tell which logins exist.
+    ok = check_password(user["password_hash"] if user is not None and user["password_hash"] else DUMMY_PASSWORD_HASH,
+                        form.get("password", ""))
+    second = user is not None and user["totp_secret"]
+    if second and ok:
+        ok = check_totp(req.app.key, user, form.get("totp"))
+    if not ok or user is None or user["kind"] != "human" or user["suspended_at"]:
+        req.app.audit(Principal(runtime=address), "web", Decision("deny", "sign_in", "user:" + login,
+                                                                  ["wrong login, password or code"]))
+        return login_page(req, "Wrong login, password or code.")
+    token = secrets.token_urlsafe(32)
+    with req.app.store.transaction() as db:
+        insert_row(db, "web_sessions", {"hash": token_hash(token), "user_id": user["id"],
+                                        "csrf": secrets.token_urlsafe(24), "created_at": now(),
+                                        "totp_at": now() if second else None,
+                                        "expires_at": later(SESSION_HOURS * 3600)})
+        audit_append(db, req.app.key, Principal(user=user, runtime=address), "web",
+                     Decision("allow", "sign_in", "user:" + user["login"], ["password and TOTP" if second else
+                                                                            "password"]), "signed in")
+    return redirect(safe_next(form.get("next", "/settings/agents")),
+                    {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
+
+
+@page("POST", "/logout")
+def logout(req):
+    form = form_fields(req)
+    if req.session is not None:
+        check_csrf(req.session["csrf"], form)
+        with req.app.store.transaction() as db:
+            db.execute("DELETE FROM web_sessions WHERE hash = ?", (req.session["hash"],))
+    return redirect("/login", {"Set-Cookie": cookie_header(req, SESSION_COOKIE, "", 0)})
+
+
+def signed_in_page(req):
+    if req.principal.user is None:
+        raise HTTPError(303, "Sign in first", headers=dict(PAGE_HEADERS, Location="/login?next=" +
+                                                           urllib.parse.quote(req.raw_path)))
+    return req.principal.user
+
+
+AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
+
+
+@page("GET", "/settings/agents")
+def agents_page(req, shown=""):
+    user = signed_in_page(req)
+    csrf = hidden("csrf", req.session["csrf"])
+    rows = []
+    for binding in req.app.store.all("SELECT * FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"]):
+        agent = account_by_id(req.app.store, binding["agent_id"])
+        buttons = "".join('<form method="post" action="/settings/agents">%s%s%s<button>%s</button></form>' % (
+            csrf, hidden("agent", agent["login"]), hidden("action", action), action)
+            for action in AGENT_FORM_ACTIONS if action != ("resume" if not agent["suspended_at"] else "suspend"))
+        rows.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
+            html.escape(agent["login"]), html.escape(binding["display_name"] or ""), html.escape(binding["bound_at"]),
+            "retired" if agent["retired_at"] else "suspended" if agent["suspended_at"] else
+            token_status(req.app.store, agent["id"]), buttons))
+    body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
+            '<h2>Your agents</h2><table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
+            '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
+            '<p><label>Repository grants, one per line (owner/name:permission)<br><textarea name="repo_grants">'
+            '</textarea></label></p><p><button>Create invite</button></p></form>') % (
+        shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
+        hidden("action", "invite"))
+    return html_page("Agents", body)
+
+
+@page("POST", "/settings/agents")
+def agents_action(req):
+    """Each button goes through the same decide() and the same code as its endpoint; a token made
+    here (invite, reset, switch session) is shown once on the page that answers."""
+    user = signed_in_page(req)
+    form = session_form(req)
+    action = form.get("action")
+    if action == "invite":
+        grants = {"repo_grants": [], "team_grants": []}
+        for line in form.get("repo_grants", "").splitlines():
+            if line.strip():
+                name, _, permission = line.strip().partition(":")
+                grants["repo_grants"].append({"repo_full_name": name.strip(), "permission": permission.strip() or "push"})
+        if any(g["permission"] not in REPO_GRANT_PERMISSIONS for g in grants["repo_grants"]):
+            raise HTTPError(422, "Permissions are pull, triage, push, maintain or admin")
+        req.authorize("create_invite", SITE)
+        refused = check_grant_authority(req.app.store, user, grants)
+        if refused:
+            raise HTTPError(403, refused)
+        with req.transaction() as db:
+            token, expires_at, effect = make_invite(db, req.app.key, user, grants, INVITE_DEFAULT_SECONDS)
+            req.effect(effect)
+        shown = "<p>Invite token (shown once, valid until %s): <code>%s</code></p>" % (expires_at, token)
+        return agents_page(req, shown)
+    if action not in AGENT_FORM_ACTIONS:
+        raise HTTPError(422, "Unknown action")
+    agent, _ = bound_agent(req, form.get("agent", ""))
+    shown = ""
+    with req.transaction() as db:
+        if action == "reset-token":
+            token, _, effect = reset_agent_credentials(db, req.app.key, agent)
+            shown = "<p>New token for %s (shown once): <code>%s</code></p>" % (html.escape(agent["login"]), token)
+        elif action == "switch-session":
+            expires_at = later(SWITCH_SESSION_HOURS * 3600)
+            token, _ = issue_token(db, req.app.key, agent["id"], "switch-session", name="switch by " + user["login"],
+                                   scopes=AGENT_SCOPES, expires_at=expires_at, issued_by=user["id"])
+            effect = "switch session %s into %s until %s" % (token_fingerprint(token), agent["login"], expires_at)
+            shown = "<p>Switch-session token for %s until %s (shown once): <code>%s</code></p>" % (
+                html.escape(agent["login"]), expires_at, token)
+        elif action in ("suspend", "resume"):
+            effect = suspend_account(db, agent, action == "suspend")
+        else:
+            effect = unbind_agent(db, agent)
+        req.effect(effect)
+    return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
+
+@page("GET", "/approvals")
+def approvals_page(req, shown=""):
+    """What the delegator's agents wait for: each pending approval names the agent, the task, the
+    action and the resource, and one button approves exactly that, once."""
+    user = signed_in_page(req)
+    csrf = hidden("csrf", req.session["csrf"])
+    rows = []
+    for a in req.app.store.all("SELECT a.*, g.task, g.public_id AS grant_public, ag.login AS agent_login"
+                               " FROM approvals a JOIN task_grants g ON g.id = a.grant_id"
+                               " JOIN accounts ag ON ag.id = g.agent_id WHERE g.delegator_id = ? AND"
+                               " a.approved_at IS NULL AND a.expires_at > ? AND g.revoked_at IS NULL ORDER BY a.id",
+                               user["id"], now()):
+        rows.append("<tr>%s<td><form method=\"post\" action=\"/approvals\">%s%s<button>approve</button></form>"
+                    "</td></tr>" % ("".join("<td>%s</td>" % html.escape(a[k]) for k in (
+                        "agent_login", "task", "action", "resource", "subject", "grant_public", "expires_at")),
+                                    csrf, hidden("approval_id", a["public_id"])))
+    body = ('%s<table><tr><th>Agent</th><th>Task</th><th>Action</th><th>Resource</th><th>What</th><th>Grant</th>'
+            '<th>Expires</th><th></th></tr>%s</table>') % (shown, "".join(rows) or
+                                                           '<tr><td colspan="8">nothing waits</td></tr>')
+    return html_page("Approvals", body)
+
+
+@page("POST", "/approvals")
+def approvals_action(req):
+    user = signed_in_page(req)
+    form = session_form(req)
+    row = give_approval(req, user, form.get("approval_id", ""))
+    return approvals_page(req, "<p>Approved %s on %s for %s.</p>" % (
+        html.escape(row["action"]), html.escape(row["resource"]), html.escape(row["grant_public"])))
+
+
+@page("GET", "/settings/tokens")
+def tokens_page(req, shown=""):
+    user = signed_in_page(req)
+    csrf = hidden("csrf", req.session["csrf"])
+    rows = []
+    for t in req.app.store.all("SELECT * FROM tokens WHERE user_id = ? ORDER BY id", user["id"]):
+        action = "" if t["revoked_at"] else '<form method="post" action="/settings/tokens">%s%s%s<button>revoke' \
+            '</button></form>' % (csrf, hidden("action", "revoke"), hidden("token_id", str(t["id"])))
+        rows.append("<tr>%s<td>%s</td></tr>" % ("".join("<td>%s</td>" % html.escape(str(t[k] or "")) for k in (
+            "name", "kind", "scopes", "fingerprint", "created_at", "expires_at", "last_used_at", "revoked_at")), action))
+    boxes = "".join('<label><input type="checkbox" name="scope_%s" value="1"> %s</label> ' % (s, s)
+                    for s in ALL_SCOPES if s != "site_admin")
+    body = ('%s<table><tr><th>Name</th><th>Kind</th><th>Scopes</th><th>Fingerprint</th><th>Created</th>'
+            '<th>Expires</th><th>Last used</th><th>Revoked</th><th></th></tr>%s</table><h2>New token</h2>'
+            '<form method="post" action="/settings/tokens">%s%s<p><label>Name <input name="name"></label></p><p>%s</p>'
+            '<p><label>Expires in days (empty: never) <input name="days"></label></p><p><button>Create</button></p>'
+            '</form>') % (shown, "".join(rows), csrf, hidden("action", "create"), boxes)
+    return html_page("Personal tokens", body)
+
+
+@page("POST", "/settings/tokens")
+def tokens_action(req):
+    user = signed_in_page(req)
+    form = session_form(req)
+    if form.get("action") == "revoke":
+        row = req.app.store.one("SELECT * FROM tokens WHERE id = ? AND user_id = ?",
+                                int(form["token_id"]) if form.get("token_id", "").isdigit() else -1, user["id"])
+        if row is None:
+            raise HTTPError(404, "No such token")
+        revoke_own_token(req, user, row)
+        return tokens_page(req, "<p>Revoked %s.</p>" % html.escape(row["fingerprint"]))
+    name = form.get("name", "").strip()
+    days = form.get("days", "").strip()
+    if not name or len(name) > 100 or days and not (days.isdigit() and 1 <= int(days) <= 3650):
+        raise HTTPError(422, "A token needs a name, and days from 1 to 3650 or nothing")
+    scopes = [s for s in ALL_SCOPES if form.get("scope_" + s) and s != "site_admin"]
+    token, _ = mint_personal_token(req, user, name, scopes, later(int(days) * 86400) if days else None)
+    return tokens_page(req, "<p>Your new token (shown once): <code>%s</code></p>" % token)

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Writes the single file agentgit.py from the package src/agentgit/, as SQLite's mksqlite3c.tcl does.
+
+    python tools/amalgamate.py            # (re)write agentgit.py
+    python tools/amalgamate.py --check    # exit 1 when agentgit.py is not what the modules make
+
+The single file is the modules' bodies verbatim, in the build order that src/agentgit/__init__.py
+names (MODULES), each under a banner naming its source module and the modules it uses; their
+standard-library and dulwich imports are hoisted to the top, their imports of each other dropped
+(one namespace needs none), and schema.sql is embedded where storage reads it. The section map in
+the file's docstring is written from the modules' docstrings, so it cannot drift.
+
+It refuses, naming the module and line, what would make the two builds differ: an import of a later
+module (or a cycle), an aliased or function-local import of the package, a name imported from a
+module that does not define it, a top-level name defined in two modules (or named like a module),
+a name a module uses but neither defines nor imports, and the module dunders (__file__, __doc__,
+globals() ...) whose meaning changes when the modules become one file.
+"""
+
+import ast
+import builtins
+import os
+import symtable
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "src", "agentgit")
+OUTPUT = os.path.join(ROOT, "agentgit.py")
+SCHEMA_FILE = os.path.join(ROOT, "schema.sql")
+# storage.py reads schema.sql with this one line; the single file carries the text there instead.
+SCHEMA_LINE = 'SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")'
+MODULE_DUNDERS = {"__file__", "__doc__", "__spec__", "__path__", "__package__", "__loader__", "__name__",
+                  "__builtins__", "__cached__"}
+NAMESPACE_CALLS = {"globals", "locals", "vars"}
+BANNER = "# " + "═" * 100
+
+
+class BuildError(Exception):
+    pass
+
+
+class Module:
+    """One source module split into its docstring, its imports and its body."""
+
+    def __init__(self, name):
+        self.name = name
+        self.path = os.path.join(PACKAGE, name + ".py")
+        with open(self.path, encoding="utf-8") as f:
+            self.source = f.read()
+        self.tree = ast.parse(self.source, self.path)
+        body = self.tree.body
+        if not (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            raise self.error(1, "opens without a docstring")
+        self.docstring = body[0].value.value
+        self.title = self.docstring.strip().splitlines()[0]
+        count = 1
+        while count < len(body) and isinstance(body[count], (ast.Import, ast.ImportFrom)):
+            count += 1
+        self.imports, rest = body[1:count], body[count:]
+        lines = self.source.splitlines(keepends=True)
+        # the body: everything after the import block, comments included, verbatim
+        self.body_start = (self.imports[-1] if self.imports else body[0]).end_lineno + 1
+        self.body = "".join(lines[self.body_start - 1:]).strip("\n") + "\n"
+        self.rest = rest
+
+    def error(self, line, message):
+        return BuildError("src/agentgit/%s.py:%d: %s" % (self.name, line, message))
+
+    def defined(self):
+        """The top-level names this module binds outside its imports."""
+        names = set()
+        for node in self.rest:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                raise self.error(node.lineno, "imports belong at the top of the module, after its docstring")
+        return names
+
+    def used(self):
+        """The global names the module's code reads (symtable: locals and parameters are not globals)."""
+        used = set()
+
+        def walk(table):
+            for symbol in table.get_symbols():
+                if symbol.is_referenced() and (table.get_type() == "module" or symbol.is_global()):
+                    used.add(symbol.get_name())
+            for child in table.get_children():
+                walk(child)
+        walk(symtable.symtable(self.source, self.path, "exec"))
+        return used
+
+
+def check_dunders(module, allowed=()):
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Name) and node.id in MODULE_DUNDERS and node.id not in allowed:
+            if module.source.splitlines()[node.lineno - 1] == SCHEMA_LINE:
+                continue
+            raise module.error(node.lineno, "%s means something else once the modules are one file" % node.id)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in NAMESPACE_CALLS \
+                and not node.args:
+            raise module.error(node.lineno, "%s() sees another namespace once the modules are one file" % node.func.id)
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and node not in module.imports:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if any(n == "agentgit" or n.startswith("agentgit.") for n in names):
+                raise module.error(node.lineno, "a function-local import of the package; import at the top")
+
+
+def read_build_order():
+    with open(os.path.join(PACKAGE, "__init__.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["MODULES"]:
+            return ast.get_docstring(tree, clean=False), list(ast.literal_eval(node.value))
+    raise BuildError("src/agentgit/__init__.py names no MODULES")
+
+
+def build():
+    """The text of agentgit.py, or BuildError."""
+    package_doc, order = read_build_order()
+    modules = [Module(name) for name in order] + [Module("__main__")]
+    owner = {}                     # top-level name -> module that defines it
+    external = {}                  # hoisted imports: name -> the statement that binds it
+    uses = {}
+    for position, module in enumerate(modules):
+        check_dunders(module, allowed={"__name__"} if module.name == "__main__" else ())
+        imported, uses[module.name] = set(), []
+        for node in module.imports:
+            for alias in node.names:
+                if alias.asname:
+                    raise module.error(node.lineno, "an aliased import (%s as %s)" % (alias.name, alias.asname))
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "agentgit":
+                        raise module.error(node.lineno, "import names from a module: from agentgit.x import name")
+                    external.setdefault(alias.name.split(".")[0], ("import", alias.name))
+                    imported.add(alias.name.split(".")[0])
+                continue
+            source = node.module or ""
+            if node.level:
+                raise module.error(node.lineno, "a relative import; write from agentgit.x import name")
+            if source == "agentgit" or not source.startswith("agentgit."):
+                if source == "agentgit":
+                    raise module.error(node.lineno, "import from the module that defines the name")
+                for alias in node.names:
+                    if external.setdefault(alias.name, ("from", source)) != ("from", source):
+                        raise module.error(node.lineno, "%s is imported from two places" % alias.name)
+                    imported.add(alias.name)
+                continue
+            target = source.split(".", 1)[1]
+            earlier = [m.name for m in modules[:position]]
+            if target not in earlier:
+                raise module.error(node.lineno, "imports from %s, which is not before it in the build order "
+                                   "(an upward import or a cycle)" % target)
+            uses[module.name].append(target)
+            for alias in node.names:
+                if owner.get(alias.name) != target:
+                    raise module.error(node.lineno, "%s is not defined in agentgit.%s" % (alias.name, target))
+                imported.add(alias.name)
+        for name in module.defined():
+            if name in owner:
+                raise module.error(1, "%s is defined in agentgit.%s too" % (name, owner[name]))
+            if name in order:
+                raise module.error(1, "%s is also the name of a module" % name)
+            if name in external:
+                raise module.error(1, "%s is also an imported name" % name)
+            owner[name] = module.name
+        known = module.defined() | imported | set(dir(builtins)) | MODULE_DUNDERS
+        for name in sorted(module.used() - known):
+            raise module.error(1, "uses %s, which it neither defines nor imports" % name)
+
+    with open(SCHEMA_FILE, encoding="utf-8") as f:
+        schema = f.read()
+    if '"""' in schema or "\\" in schema:
+        raise BuildError("schema.sql holds a triple quote or a backslash and cannot be embedded as written")
+    storage = next(m for m in modules if m.name == "storage")
+    if SCHEMA_LINE not in storage.body.splitlines():
+        raise BuildError("src/agentgit/storage.py no longer reads schema.sql with the line make dist replaces")
+    storage.body = storage.body.replace(SCHEMA_LINE, 'SCHEMA = """%s"""' % schema)
+
+    width = max(len(m.name) for m in modules)
+    section_map = "\n".join("    %2d. %-*s  %s" % (i, width, m.name, m.title) for i, m in enumerate(modules[:-1], 1))
+    plain = sorted(spec for kind, spec in external.values() if kind == "import")
+    froms = {}
+    for name, (kind, source) in external.items():
+        if kind == "from":
+            froms.setdefault(source, []).append(name)
+    stdlib = [s for s in froms if s.split(".")[0] in sys.stdlib_module_names]
+    header = (
+        "#!/usr/bin/env python3\n"
+        "# Generated by `make dist` (tools/amalgamate.py) from the modules in src/agentgit/: edit those, then\n"
+        "# run `make dist` and commit both. CI fails when this file is not what the modules make.\n"
+        '"""%s\nSections, the modules of src/agentgit/ in build order (each uses only those above it):\n\n%s\n"""\n\n'
+        % (package_doc.rstrip() + "\n", section_map))
+    imports = "\n".join("import " + spec for spec in plain) + "\n"
+    for group in (sorted(stdlib), sorted(set(froms) - set(stdlib))):
+        if group:
+            imports += "\n" + "".join("from %s import %s\n" % (s, ", ".join(sorted(froms[s]))) for s in group)
+    parts = [header + imports]
+    for i, module in enumerate(modules, 1):
+        used = ", ".join(uses[module.name]) or "nothing of the package"
+        number = "%d. " % i if module.name != "__main__" else ""
+        parts.append("%s\n# %ssrc/agentgit/%s.py — %s\n# uses: %s\n%s\n\n%s" % (
+            BANNER, number, module.name, module.title, used, BANNER, module.body))
+    return "\n\n".join(parts)
+
+
+def main(argv):
+    try:
+        text = build()
+    except BuildError as error:
+        print("amalgamate: %s" % error, file=sys.stderr)
+        return 2
+    if "--check" in argv:
+        with open(OUTPUT, encoding="utf-8") as f:
+            if f.read() != text:
+                print("amalgamate: agentgit.py is stale: run `make dist` and commit it", file=sys.stderr)
+                return 1
+        return 0
+    with open(OUTPUT, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(OUTPUT, 0o755)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
