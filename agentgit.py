@@ -8378,8 +8378,6 @@ def mutate_create_repository(ctx, parent, args):
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-SCALARS = {"String", "ID", "Int", "Float", "Boolean", "DateTime", "URI", "GitObjectID", "GitSSHRemote", "HTML",
-           "GitTimestamp"}
 GRAPHQL_ENUMS = {
     "RepositoryVisibility": ["INTERNAL", "PRIVATE", "PUBLIC"],
     "RepositoryPermission": ["ADMIN", "MAINTAIN", "READ", "TRIAGE", "WRITE"],
@@ -8774,10 +8772,6 @@ class NullBubble(Exception):
 class GraphQLContext:
     def __init__(self, req, fragments, variables):
         self.req, self.app, self.fragments, self.variables, self.errors = req, req.app, fragments, variables, []
-
-
-def unwrap(type_str):
-    return type_str.strip("[]!")
 
 
 def coerce_value(ctx, node, type_str, where):

@@ -20,10 +20,6 @@ class GraphQLContext:
         self.req, self.app, self.fragments, self.variables, self.errors = req, req.app, fragments, variables, []
 
 
-def unwrap(type_str):
-    return type_str.strip("[]!")
-
-
 def coerce_value(ctx, node, type_str, where):
     """An AST value to a Python value of ``type_str``. Variables (already coerced to their declared
     types) stand anywhere, also inside lists and input objects."""

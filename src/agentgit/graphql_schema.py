@@ -18,8 +18,6 @@ from agentgit.graphql_mutations import (mutate_add_comment, mutate_add_review, m
                                         mutate_request_reviews, mutate_update, mutate_update_branch)
 
 
-SCALARS = {"String", "ID", "Int", "Float", "Boolean", "DateTime", "URI", "GitObjectID", "GitSSHRemote", "HTML",
-           "GitTimestamp"}
 GRAPHQL_ENUMS = {
     "RepositoryVisibility": ["INTERNAL", "PRIVATE", "PUBLIC"],
     "RepositoryPermission": ["ADMIN", "MAINTAIN", "READ", "TRIAGE", "WRITE"],
