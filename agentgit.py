@@ -1670,106 +1670,173 @@ STEP_UP_ACTIONS = ("delete_repo", "manage_agent", "revoke_tokens")
 STEP_UP_SECONDS = 600
 
 
-def decide(store, principal, action, resource, context=None):
-    """The one policy decision point. Rules, in order; the first that says no decides:
+class Question:
+    """One decide() call on its way through the rules: what is asked, and what the rules learn on the
+    way (the permission held, an approval the action rests on, a fast-forward-only branch)."""
 
-    1. a suspended or retired account may do nothing; an action that needs a certain kind of token
-       (consent needs the agent's own) refuses others; nothing is minted or approved under a revoked
-       or expired task grant, and a task token does only what its grant names (task_grant_refusal);
-       an agent whose delegator is suspended works on its own repositories only;
-    2. some actions are for humans only; anonymous callers may only read (and register agents);
-    3. the principal's permission on the resource must reach the action's level (a repository the
-       principal cannot read is hidden: 404, not 403). Authors editing what they wrote need less;
-       commenting on a locked conversation needs triage;
-    4. the token must carry the scope the action needs;
-    5. a repository or organization frozen by policy, and an archived repository, are read-only:
-       reads pass, every change is refused (read_only) but undoing that; refs/pull/ is the server's own;
-    6. a protected branch takes no deletions, no direct pushes where it requires pull requests or
-       status checks, no force pushes (the engine checks fast-forward once the pack is in), and no
-       merges without the approvals and passing checks it requires. Admins pass unless the
-       protection is enforced for admins too. Agents never pass as admins: they push to a protected
-       branch not at all and merge into one only with a human's approving review (needs_review).
-    """
-    spec = ACTIONS[action]
-    user = principal.user
-    deny = lambda reason, **kw: Decision("deny", action, resource.name, [reason], **kw)  # noqa: E731
+    def __init__(self, store, principal, action, resource, context):
+        self.store, self.principal, self.action, self.resource = store, principal, action, resource
+        self.spec, self.user, self.context = ACTIONS[action], principal.user, context
+        self.level, self.how, self.approval, self.ff_only = "none", "", None, False
+
+    def deny(self, reason, **details):
+        return Decision("deny", self.action, self.resource.name, [reason], **details)
+
+
+def rule_standing(q):
+    user, spec = q.user, q.spec
     if user is not None and user["retired_at"]:
-        return deny("agent %s is retired" % user["login"])
+        return q.deny("agent %s is retired" % user["login"])
     if user is not None and user["suspended_at"]:
-        return deny("account %s is suspended" % user["login"])
-    if spec.token_kinds and principal.token_kind not in spec.token_kinds:
-        return deny("%s needs the %s token itself; this is a %s token" % (
-            action, " or ".join(spec.token_kinds), principal.token_kind or "missing"))
-    dead = (context or {}).get("grant")
+        return q.deny("account %s is suspended" % user["login"])
+    if spec.token_kinds and q.principal.token_kind not in spec.token_kinds:
+        return q.deny("%s needs the %s token itself; this is a %s token" % (
+            q.action, " or ".join(spec.token_kinds), q.principal.token_kind or "missing"))
+    return None
+
+
+def rule_task_grant(q):
+    dead = q.context.get("grant")
     if dead is not None and (dead["revoked_at"] or dead["expires_at"] <= now()):
-        return deny("task grant %s is %s" % (dead["public_id"], "revoked" if dead["revoked_at"] else "expired"))
-    approval = None
-    if principal.grant is not None:
-        verdict = task_grant_refusal(store, principal.grant, action, spec, resource, context or {}, user)
+        return q.deny("task grant %s is %s" % (dead["public_id"], "revoked" if dead["revoked_at"] else "expired"))
+    if q.principal.grant is not None:
+        verdict = task_grant_refusal(q.store, q.principal.grant, q.action, q.spec, q.resource, q.context, q.user)
         if verdict is not None and not verdict.allowed:
             return verdict
-        approval = verdict.approval if verdict is not None else None
-    if principal.delegator_suspended and not (
+        q.approval = verdict.approval if verdict is not None else None
+    return None
+
+
+def rule_delegator(q):
+    resource, user = q.resource, q.user
+    if q.principal.delegator_suspended and not (
             resource.kind == "repo" and resource.row["owner_id"] == user["id"] or resource.kind == "account"
             and resource.row["id"] == user["id"]):
-        return deny("%s's delegator %s is suspended: the agent works on its own repositories only" % (
-            user["login"], principal.delegator))
-    if spec.humans_only and user is not None and user["kind"] != "human":
-        return deny("%s is for humans; %s is an %s" % (action, user["login"], user["kind"]))
-    level, how = permission_on(store, user, resource)
-    if resource.kind == "repo" and RANK[level] < RANK["read"]:
-        return deny("%s cannot see %s" % (principal.login or "anonymous", resource.name), hidden=True)
+        return q.deny("%s's delegator %s is suspended: the agent works on its own repositories only" % (
+            user["login"], q.principal.delegator))
+    return None
+
+
+def rule_humans_only(q):
+    if q.spec.humans_only and q.user is not None and q.user["kind"] != "human":
+        return q.deny("%s is for humans; %s is an %s" % (q.action, q.user["login"], q.user["kind"]))
+    return None
+
+
+def rule_permission(q):
+    spec, user, resource, login = q.spec, q.user, q.resource, q.principal.login or "anonymous"
+    q.level, q.how = permission_on(q.store, user, resource)
+    if resource.kind == "repo" and RANK[q.level] < RANK["read"]:
+        return q.deny("%s cannot see %s" % (login, resource.name), hidden=True)
     if user is None and (spec.humans_only or spec.mutation and not spec.anonymous):
-        return deny("%s requires authentication" % action)
+        return q.deny("%s requires authentication" % q.action)
     needs = spec.needs
-    if spec.authors_need and user is not None and (context or {}).get("author_id") == user["id"]:
+    if spec.authors_need and user is not None and q.context.get("author_id") == user["id"]:
         needs = spec.authors_need
-    if (context or {}).get("locked") and action == "comment":
+    if q.context.get("locked") and q.action == "comment":
         needs = "triage"     # a locked conversation takes comments from triage and up only
-    if RANK[level] < RANK[needs]:
-        return deny("%s needs %s on %s; %s has %s (%s)" % (action, needs, resource.name,
-                                                           principal.login or "anonymous", level, how),
-                    hidden=resource.kind == "team" and level == "none")
-    scope = scope_needed(action, spec, resource)
-    if scope and principal.token_id is not None and scope not in principal.scopes:
-        if resource.kind == "repo" and resource.row["private"] and "repo" not in principal.scopes:
-            return deny("token lacks the 'repo' scope that private repositories need", hidden=True, scope="repo")
-        return deny("token lacks the %r scope that %s needs" % (scope, action), scope=scope)
-    if spec.mutation and action not in FREEZE_ACTIONS:
-        freeze = freeze_of(store, resource)
-        if freeze is not None:
-            frozen = "org:" + freeze["org_login"] if freeze["org_id"] else resource.name
-            return Decision("read_only", action, resource.name, ["%s is frozen by policy (%s, by %s: %s); reads "
-                            "pass, changes wait until it is thawed" % (frozen, freeze["public_id"],
-                                                                        freeze["frozen_by_login"], freeze["reason"])])
-        if resource.kind == "repo" and resource.row["archived"] and action not in ARCHIVED_EXEMPT:
-            return Decision("read_only", action, resource.name, ["Repository was archived so is read-only."])
-    ref = (context or {}).get("ref", "")
+    if RANK[q.level] < RANK[needs]:
+        return q.deny("%s needs %s on %s; %s has %s (%s)" % (q.action, needs, resource.name, login, q.level, q.how),
+                      hidden=resource.kind == "team" and q.level == "none")
+    return None
+
+
+def rule_scope(q):
+    scope, scopes = scope_needed(q.action, q.spec, q.resource), q.principal.scopes
+    if scope and q.principal.token_id is not None and scope not in scopes:
+        if q.resource.kind == "repo" and q.resource.row["private"] and "repo" not in scopes:
+            return q.deny("token lacks the 'repo' scope that private repositories need", hidden=True, scope="repo")
+        return q.deny("token lacks the %r scope that %s needs" % (scope, q.action), scope=scope)
+    return None
+
+
+def rule_read_only(q):
+    resource = q.resource
+    if not q.spec.mutation or q.action in FREEZE_ACTIONS:
+        return None
+    freeze = freeze_of(q.store, resource)
+    if freeze is not None:
+        frozen = "org:" + freeze["org_login"] if freeze["org_id"] else resource.name
+        return Decision("read_only", q.action, resource.name, ["%s is frozen by policy (%s, by %s: %s); reads "
+                        "pass, changes wait until it is thawed" % (frozen, freeze["public_id"],
+                                                                    freeze["frozen_by_login"], freeze["reason"])])
+    if resource.kind == "repo" and resource.row["archived"] and q.action not in ARCHIVED_EXEMPT:
+        return Decision("read_only", q.action, resource.name, ["Repository was archived so is read-only."])
+    return None
+
+
+def rule_branches(q):
+    action, resource, ref = q.action, q.resource, q.context.get("ref", "")
     if action in REF_ACTIONS and ref.startswith("refs/pull/"):
-        return deny("refs/pull/ is reserved for pull requests and written by the server only")
-    ff_only = False
+        return q.deny("refs/pull/ is reserved for pull requests and written by the server only")
     if resource.kind == "repo" and ref.startswith("refs/heads/") and action in REF_ACTIONS + ("merge_pr",):
-        rule = branch_protection(store, resource.row["id"], ref[len("refs/heads/"):])
-        agent = user is not None and user["kind"] == "agent"
+        rule = branch_protection(q.store, resource.row["id"], ref[len("refs/heads/"):])
+        agent = q.user is not None and q.user["kind"] == "agent"
         # agents never pass as admins: what they change on a protected branch a human reviews first
-        if rule is not None and (agent or not (level == "admin" and not rule["enforce_admins"])):
-            unmet = unmet_protection(store, rule, action, context, agent)
+        if rule is not None and (agent or not (q.level == "admin" and not rule["enforce_admins"])):
+            unmet = unmet_protection(q.store, rule, action, q.context, agent)
             if unmet:
                 return Decision("needs_review" if agent else "deny", action, resource.name, [
                     "protected branch %s: %s" % (rule["branch"], unmet)], status=405 if action == "merge_pr" else None)
-            ff_only = action == "push_branch" and not rule["allow_force_pushes"]
-    reasons = ["%s holds %s on %s (%s)" % (principal.login or "anonymous", level, resource.name, how)]
-    if context and context.get("ref"):
-        reasons.append("ref %s" % context["ref"])
-    if ff_only:
-        reasons.append("protected branch: fast-forwards only")
-    if approval is not None:
-        reasons.append("approved by a human (approval %d)" % approval)
-    if action in STEP_UP_ACTIONS and user["totp_secret"] and (principal.stepped_up_at or "") < later(-STEP_UP_SECONDS):
-        return Decision("needs_step_up", action, resource.name, [
+            q.ff_only = action == "push_branch" and not rule["allow_force_pushes"]
+    return None
+
+
+def rule_step_up(q):
+    if q.action in STEP_UP_ACTIONS and q.user["totp_secret"] and \
+            (q.principal.stepped_up_at or "") < later(-STEP_UP_SECONDS):
+        return Decision("needs_step_up", q.action, q.resource.name, [
             "%s needs a TOTP code confirmed in the last %d minutes: POST /api/ext/v1/step-up {\"otp\": ...}" % (
-                action, STEP_UP_SECONDS // 60)])
-    return Decision("allow", action, resource.name, reasons, level=level, ff_only=ff_only, approval=approval)
+                q.action, STEP_UP_SECONDS // 60)])
+    return None
+
+
+PolicyRule = collections.namedtuple("PolicyRule", "says check")
+
+# decide()'s rules, in the order it applies them; the first that says no decides. decide() walks this
+# table and the policy endpoint publishes it, so what is published is what is enforced.
+POLICY_RULES = (
+    PolicyRule("a suspended or retired account may do nothing; an action that needs a certain kind of token "
+               "(consent needs the agent's own) refuses others", rule_standing),
+    PolicyRule("nothing is minted or approved under a revoked or expired task grant, and a task token does "
+               "only what its grant names, within its constraints, needing a human's approval where the "
+               "grant says so", rule_task_grant),
+    PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
+    PolicyRule("some actions are for humans only", rule_humans_only),
+    PolicyRule("the principal's permission on the resource must reach the action's level (a repository the "
+               "principal cannot read is hidden: 404, not 403); anonymous callers may only read (and register "
+               "agents); authors editing what they wrote need less; commenting on a locked conversation needs "
+               "triage", rule_permission),
+    PolicyRule("the token must carry the scope the action needs", rule_scope),
+    PolicyRule("a repository or organization frozen by policy, and an archived repository, are read-only: "
+               "reads pass, every change is refused (read_only) but undoing that", rule_read_only),
+    PolicyRule("refs/pull/ is the server's own; a protected branch takes no deletions, no direct pushes where "
+               "it requires pull requests or status checks, no force pushes (the engine checks fast-forward once "
+               "the pack is in), and no merges without the approvals and passing checks it requires. Admins pass "
+               "unless the protection is enforced for admins too. Agents never pass as admins: they push to a "
+               "protected branch not at all and merge into one only with a human's approving review "
+               "(needs_review)", rule_branches),
+    PolicyRule("%s need a TOTP code confirmed in the last %d minutes when the human has a second factor "
+               "(needs_step_up)" % (", ".join(STEP_UP_ACTIONS), STEP_UP_SECONDS // 60), rule_step_up),
+)
+
+
+def decide(store, principal, action, resource, context=None):
+    """The one policy decision point: the rules of POLICY_RULES in order; the first that says no
+    decides. What none refuses is allowed, with the reasons that let it through."""
+    q = Question(store, principal, action, resource, context or {})
+    for rule in POLICY_RULES:
+        refusal = rule.check(q)
+        if refusal is not None:
+            return refusal
+    reasons = ["%s holds %s on %s (%s)" % (principal.login or "anonymous", q.level, resource.name, q.how)]
+    if q.context.get("ref"):
+        reasons.append("ref %s" % q.context["ref"])
+    if q.ff_only:
+        reasons.append("protected branch: fast-forwards only")
+    if q.approval is not None:
+        reasons.append("approved by a human (approval %d)" % q.approval)
+    return Decision("allow", action, resource.name, reasons, level=q.level, ff_only=q.ff_only, approval=q.approval)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -2098,7 +2165,9 @@ class GunzipReader:
                 return data
 
 
-ROUTES = collections.defaultdict(list)   # method -> [(segments, handler, order)], declared with @route
+# One route: its pattern as declared, the segments it is matched by, its handler, and its place in the order
+Route = collections.namedtuple("Route", "pattern segments handler order")
+ROUTES = collections.defaultdict(list)   # method -> [Route], declared with @route next to each handler
 SEGMENT_RE = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
 
 
@@ -2115,8 +2184,8 @@ def route(method, pattern):
         # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
         # taken for a branch named "x/protection"
         greedy = any(kind == "path" for kind, _ in segments)
-        ROUTES[method].append((segments, handler, (greedy, -len(pattern) if greedy else 0)))
-        ROUTES[method].sort(key=lambda r: r[2])
+        ROUTES[method].append(Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0)))
+        ROUTES[method].sort(key=lambda r: r.order)
         return handler
     return register
 
@@ -7178,7 +7247,7 @@ def effective_policy(req):
                  "token_kind": principal.token_kind, "resource": resource.name,
                  "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
                  if grant else None,
-                 "rules": [" ".join(rule.split()) for rule in re.split(r"\n\s*(?=\d\. )", decide.__doc__)[1:]],
+                 "rules": ["%d. %s" % (number, rule.says) for number, rule in enumerate(POLICY_RULES, 1)],
                  "actions": {d.action: {"decision": d.effect, "reasons": d.reasons} for d in decisions}}
 
 
@@ -10281,10 +10350,10 @@ class App:
             req.raw_path = "/api/graphql" if req.raw_path.rstrip("/") == "/graphql" else "/api/v3" + req.raw_path
         path = req.raw_path[:-1] if req.raw_path.endswith("/") else req.raw_path
         parts = path.strip("/").split("/") if path.strip("/") else []
-        for segments, endpoint, _ in ROUTES.get(method, ()):
-            params = match_segments(segments, parts)
+        for candidate in ROUTES.get(method, ()):
+            params = match_segments(candidate.segments, parts)
             if params is not None:
-                return endpoint, params
+                return candidate.handler, params
         raise HTTPError(404, "Not Found")
 
     def respond(self, req, status, body, headers=None):
@@ -10497,7 +10566,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 38. src/agentgit/cli.py — Command line: serve, user, agent, connect, audit.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, agents, delegation, server
+# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def cli_set_suspended(app, login, suspended):
@@ -10637,6 +10706,29 @@ def connect_gh(args):
     return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in exports)
 
 
+def source_module(function, files={}):
+    """The module of src/agentgit/ that defines ``function``: in the single file, the banner above it
+    (make dist writes one per module); in the package, its file. ``files`` caches the files read."""
+    code = function.__code__
+    if code.co_filename not in files:
+        with open(code.co_filename, encoding="utf-8") as f:
+            files[code.co_filename] = f.read().splitlines()
+    for line in reversed(files[code.co_filename][:code.co_firstlineno]):
+        banner = re.match(r"# \d+\. src/agentgit/(\w+)\.py ", line)
+        if banner:
+            return banner.group(1)
+    return os.path.splitext(os.path.basename(code.co_filename))[0]
+
+
+def route_index():
+    """Every route, by path then method: where a path copied from GitHub's docs is served, and by what."""
+    rows = sorted((route.pattern, method, route.handler.__name__, source_module(route.handler))
+                  for method, routes in ROUTES.items() for route in routes)
+    width = max(len(pattern) for pattern, *_ in rows)
+    return "\n".join("%-6s  %-*s  %s (%s)" % (method, width, pattern, handler, module)
+                     for pattern, method, handler, module in rows)
+
+
 # A constant, not a docstring: `python -OO` drops docstrings, and --help must still say what this is.
 DESCRIPTION = "agentgit: a GitHub-compatible Git service in which AI agents are first-class accounts."
 
@@ -10711,6 +10803,8 @@ def build_parser():
     connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
     connect_gh_cmd.add_argument("--dir", default="agentgit-gh", help="where to write the configuration")
 
+    commands.add_parser("routes", help="list every route: method, path, handler and its module",
+                        description="every route: method, path, handler and the module of src/agentgit/ it is in")
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     command(audit, "verify", "check the hash chain; exit 0 when intact, 1 naming the first broken row")
     command(audit, "explain", "print one decision's whole chain: who, for whom, under which task, why").add_argument(
@@ -10738,6 +10832,9 @@ def main(argv=None):
         return 0
     if args.command == "connect":
         print(connect_gh(args))
+        return 0
+    if args.command == "routes":
+        print(route_index())
         return 0
     app = App(Config(data_dir=args.data, git_engine="auto"))
     if args.command == "user" and args.action == "add":

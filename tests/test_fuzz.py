@@ -41,8 +41,8 @@ def test_no_route_answers_500(server):
     api(server, "POST", "/repos/alice/demo/issues", alice, {"title": "one"})
     failures = []
     for method, routes in sorted(agentgit.ROUTES.items()):
-        for segments, handler, _ in routes:
-            path = path_of(segments)
+        for route in routes:
+            path = path_of(route.segments)
             for token, cookie in ((alice, {}), (outsider, {}), (None, {}), (None, session)):
                 for body, kind in BODIES:
                     r = call(server, method, path, token, raw_body=body.encode("latin-1") if body else None,

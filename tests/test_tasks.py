@@ -155,6 +155,7 @@ def test_policy_shows_what_a_token_could_do(server, task):
     assert actions["merge_pr"]["decision"] == "needs_approval"
     assert actions["open_issue"]["decision"] == "deny" and task["grant"]["id"] in actions["open_issue"]["reasons"][0]
     assert policy["rules"][0].startswith("1. ") and any("its grant names" in rule for rule in policy["rules"])
+    assert any("needs_step_up" in rule for rule in policy["rules"])     # the step-up rule decide() applies too
     # the same question through the delegator's own token: her permission, no grant
     mine = ext(server, "GET", "/policy?resource=alice/payments", task["alice"]).json
     assert mine["grant"] is None and mine["actions"]["merge_pr"]["decision"] == "allow"

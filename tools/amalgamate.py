@@ -13,7 +13,7 @@ the file's docstring is written from the modules' docstrings, so it cannot drift
 It refuses, naming the module and line, what would make the two builds differ: an import of a later
 module (or a cycle), an aliased or function-local import of the package, a name imported from a
 module that does not define it, a top-level name defined in two modules (or named like a module),
-a name a module uses but neither defines nor imports, and the module dunders (__file__, __doc__,
+a name a module uses but neither defines nor imports (or imports and does not use), and the module dunders (__file__, __doc__,
 globals() ...) whose meaning changes when the modules become one file.
 """
 
@@ -23,10 +23,7 @@ import os
 import symtable
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGE = os.path.join(ROOT, "src", "agentgit")
-OUTPUT = os.path.join(ROOT, "agentgit.py")
-SCHEMA_FILE = os.path.join(ROOT, "schema.sql")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # the checkout: src/, schema.sql
 # storage.py reads schema.sql with this one line; the single file carries the text there instead.
 SCHEMA_LINE = 'SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")'
 MODULE_DUNDERS = {"__file__", "__doc__", "__spec__", "__path__", "__package__", "__loader__", "__name__",
@@ -42,9 +39,9 @@ class BuildError(Exception):
 class Module:
     """One source module split into its docstring, its imports and its body."""
 
-    def __init__(self, name):
+    def __init__(self, root, name):
         self.name = name
-        self.path = os.path.join(PACKAGE, name + ".py")
+        self.path = os.path.join(root, "src", "agentgit", name + ".py")
         with open(self.path, encoding="utf-8") as f:
             self.source = f.read()
         self.tree = ast.parse(self.source, self.path)
@@ -109,8 +106,8 @@ def check_dunders(module, allowed=()):
                 raise module.error(node.lineno, "a function-local import of the package; import at the top")
 
 
-def read_build_order():
-    with open(os.path.join(PACKAGE, "__init__.py"), encoding="utf-8") as f:
+def read_build_order(root):
+    with open(os.path.join(root, "src", "agentgit", "__init__.py"), encoding="utf-8") as f:
         tree = ast.parse(f.read())
     for node in tree.body:
         if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["MODULES"]:
@@ -118,10 +115,10 @@ def read_build_order():
     raise BuildError("src/agentgit/__init__.py names no MODULES")
 
 
-def build():
+def build(root=ROOT):
     """The text of agentgit.py, or BuildError."""
-    package_doc, order = read_build_order()
-    modules = [Module(name) for name in order] + [Module("__main__")]
+    package_doc, order = read_build_order(root)
+    modules = [Module(root, name) for name in order] + [Module(root, "__main__")]
     owner = {}                     # top-level name -> module that defines it
     external = {}                  # hoisted imports: name -> the statement that binds it
     uses = {}
@@ -171,8 +168,10 @@ def build():
         known = module.defined() | imported | set(dir(builtins)) | MODULE_DUNDERS
         for name in sorted(module.used() - known):
             raise module.error(1, "uses %s, which it neither defines nor imports" % name)
+        for name in sorted(imported - module.used()):
+            raise module.error(1, "imports %s and does not use it" % name)
 
-    with open(SCHEMA_FILE, encoding="utf-8") as f:
+    with open(os.path.join(root, "schema.sql"), encoding="utf-8") as f:
         schema = f.read()
     if '"""' in schema or "\\" in schema:
         raise BuildError("schema.sql holds a triple quote or a backslash and cannot be embedded as written")
@@ -214,15 +213,16 @@ def main(argv):
     except BuildError as error:
         print("amalgamate: %s" % error, file=sys.stderr)
         return 2
+    output = os.path.join(ROOT, "agentgit.py")
     if "--check" in argv:
-        with open(OUTPUT, encoding="utf-8") as f:
+        with open(output, encoding="utf-8") as f:
             if f.read() != text:
                 print("amalgamate: agentgit.py is stale: run `make dist` and commit it", file=sys.stderr)
                 return 1
         return 0
-    with open(OUTPUT, "w", encoding="utf-8") as f:
+    with open(output, "w", encoding="utf-8") as f:
         f.write(text)
-    os.chmod(OUTPUT, 0o755)
+    os.chmod(output, 0o755)
     return 0
 
 

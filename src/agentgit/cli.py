@@ -5,6 +5,7 @@ import base64
 import getpass
 import json
 import os
+import re
 import secrets
 import shlex
 import sqlite3
@@ -19,6 +20,7 @@ from agentgit.accounts import account_by_id, account_by_login, hash_password, su
 from agentgit.policy import Decision
 from agentgit.audit import audit_append, audit_verify
 from agentgit.authentication import Principal
+from agentgit.plumbing import ROUTES
 from agentgit.agents import explain
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, accept_invite, check_grant_authority, make_invite,
                                  reset_agent_credentials, retire, unbind_agent)
@@ -162,6 +164,29 @@ def connect_gh(args):
     return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in exports)
 
 
+def source_module(function, files={}):
+    """The module of src/agentgit/ that defines ``function``: in the single file, the banner above it
+    (make dist writes one per module); in the package, its file. ``files`` caches the files read."""
+    code = function.__code__
+    if code.co_filename not in files:
+        with open(code.co_filename, encoding="utf-8") as f:
+            files[code.co_filename] = f.read().splitlines()
+    for line in reversed(files[code.co_filename][:code.co_firstlineno]):
+        banner = re.match(r"# \d+\. src/agentgit/(\w+)\.py ", line)
+        if banner:
+            return banner.group(1)
+    return os.path.splitext(os.path.basename(code.co_filename))[0]
+
+
+def route_index():
+    """Every route, by path then method: where a path copied from GitHub's docs is served, and by what."""
+    rows = sorted((route.pattern, method, route.handler.__name__, source_module(route.handler))
+                  for method, routes in ROUTES.items() for route in routes)
+    width = max(len(pattern) for pattern, *_ in rows)
+    return "\n".join("%-6s  %-*s  %s (%s)" % (method, width, pattern, handler, module)
+                     for pattern, method, handler, module in rows)
+
+
 # A constant, not a docstring: `python -OO` drops docstrings, and --help must still say what this is.
 DESCRIPTION = "agentgit: a GitHub-compatible Git service in which AI agents are first-class accounts."
 
@@ -236,6 +261,8 @@ def build_parser():
     connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
     connect_gh_cmd.add_argument("--dir", default="agentgit-gh", help="where to write the configuration")
 
+    commands.add_parser("routes", help="list every route: method, path, handler and its module",
+                        description="every route: method, path, handler and the module of src/agentgit/ it is in")
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     command(audit, "verify", "check the hash chain; exit 0 when intact, 1 naming the first broken row")
     command(audit, "explain", "print one decision's whole chain: who, for whom, under which task, why").add_argument(
@@ -263,6 +290,9 @@ def main(argv=None):
         return 0
     if args.command == "connect":
         print(connect_gh(args))
+        return 0
+    if args.command == "routes":
+        print(route_index())
         return 0
     app = App(Config(data_dir=args.data, git_engine="auto"))
     if args.command == "user" and args.action == "add":

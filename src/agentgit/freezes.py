@@ -1,13 +1,12 @@
 """REST: policy as data, and freezes (read-only by policy)."""
 
-import re
 import secrets
 
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login, repo_by_full_name, repo_by_id
-from agentgit.policy import Resource, decide, permission_on
+from agentgit.policy import POLICY_RULES, Resource, decide, permission_on
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
@@ -43,7 +42,7 @@ def effective_policy(req):
                  "token_kind": principal.token_kind, "resource": resource.name,
                  "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
                  if grant else None,
-                 "rules": [" ".join(rule.split()) for rule in re.split(r"\n\s*(?=\d\. )", decide.__doc__)[1:]],
+                 "rules": ["%d. %s" % (number, rule.says) for number, rule in enumerate(POLICY_RULES, 1)],
                  "actions": {d.action: {"decision": d.effect, "reasons": d.reasons} for d in decisions}}
 
 

@@ -97,7 +97,9 @@ class GunzipReader:
                 return data
 
 
-ROUTES = collections.defaultdict(list)   # method -> [(segments, handler, order)], declared with @route
+# One route: its pattern as declared, the segments it is matched by, its handler, and its place in the order
+Route = collections.namedtuple("Route", "pattern segments handler order")
+ROUTES = collections.defaultdict(list)   # method -> [Route], declared with @route next to each handler
 SEGMENT_RE = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
 
 
@@ -114,8 +116,8 @@ def route(method, pattern):
         # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
         # taken for a branch named "x/protection"
         greedy = any(kind == "path" for kind, _ in segments)
-        ROUTES[method].append((segments, handler, (greedy, -len(pattern) if greedy else 0)))
-        ROUTES[method].sort(key=lambda r: r[2])
+        ROUTES[method].append(Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0)))
+        ROUTES[method].sort(key=lambda r: r.order)
         return handler
     return register
 

@@ -164,10 +164,10 @@ class App:
             req.raw_path = "/api/graphql" if req.raw_path.rstrip("/") == "/graphql" else "/api/v3" + req.raw_path
         path = req.raw_path[:-1] if req.raw_path.endswith("/") else req.raw_path
         parts = path.strip("/").split("/") if path.strip("/") else []
-        for segments, endpoint, _ in ROUTES.get(method, ()):
-            params = match_segments(segments, parts)
+        for candidate in ROUTES.get(method, ()):
+            params = match_segments(candidate.segments, parts)
             if params is not None:
-                return endpoint, params
+                return candidate.handler, params
         raise HTTPError(404, "Not Found")
 
     def respond(self, req, status, body, headers=None):
