@@ -133,3 +133,23 @@ def test_totp_matches_rfc_6238_vectors():
     import agentgit
     secret = b"12345678901234567890"
     assert [agentgit.totp_code(secret, t) for t in (59, 1111111109, 2000000000)] == ["287082", "081804", "279037"]
+
+
+def test_every_post_page_checks_its_csrf_token_before_its_handler_runs(server):
+    """The page decorator checks the form's CSRF token for every POST page, so none can forget it: a
+    signed-in browser whose form lacks the token, or carries another session's, changes nothing."""
+    import agentgit
+    server.add_user("alice", password="pw")
+    b = Browser(server)
+    b.sign_in("alice", "pw")
+    audit_rows = server.app.store.one("SELECT count(*) FROM audit")[0]
+    posts = sorted(r.pattern for r in agentgit.ROUTES["POST"] if getattr(r.handler, "web_page", False))
+    assert {"/login", "/logout", "/settings/agents", "/settings/tokens", "/approvals", "/login/device",
+            "/login/oauth/authorize"} <= set(posts)
+    for path in posts:
+        for form in ({"action": "invite", "login": "alice", "password": "pw"},
+                     {"csrf": "not-this-session", "action": "invite", "login": "alice", "password": "pw"}):
+            resp, text = b.request("POST", path, form)
+            assert resp.status == 403 and "did not come from this site" in text, (path, resp.status)
+    assert server.app.store.one("SELECT count(*) FROM audit")[0] == audit_rows
+    assert "agentgit_session" in b.jar       # not even signed out

@@ -167,7 +167,7 @@ def connect_gh(args):
 def source_module(function, files={}):
     """The module of src/agentgit/ that defines ``function``: in the single file, the banner above it
     (make dist writes one per module); in the package, its file. ``files`` caches the files read."""
-    code = function.__code__
+    code = getattr(function, "__wrapped__", function).__code__      # a POST page: its handler, not the wrapper
     if code.co_filename not in files:
         with open(code.co_filename, encoding="utf-8") as f:
             files[code.co_filename] = f.read().splitlines()

@@ -23,7 +23,7 @@ from agentgit.plumbing import route
 from agentgit.lookups import signed_in
 from agentgit.issues import text_field
 from agentgit.tasks import find_grant, issue_task_token, strip_kind
-from agentgit.web import PAGE_HEADERS, hidden, html_page, page, session_form, signed_in_page
+from agentgit.web import PAGE_HEADERS, hidden, html_page, page, signed_in_page
 
 
 @page("GET", "/login/device")
@@ -39,8 +39,7 @@ def device_page(req):
 @page("POST", "/login/device")
 def device_page_submit(req):
     """First the code (shows what is asked), then approve or deny."""
-    user = signed_in_page(req)
-    form = session_form(req)
+    user, form = signed_in_page(req), req.form
     row = pending_device_code(req, form.get("user_code"))
     if form.get("decision") in ("approve", "deny"):
         decide_device_code(req, row, form["decision"] == "approve")
@@ -331,8 +330,7 @@ def authorize_page(req):
 
 @page("POST", "/login/oauth/authorize")
 def authorize_submit(req):
-    user = signed_in_page(req)
-    form = session_form(req)
+    user, form = signed_in_page(req), req.form
     state = form.get("state") or None
     app_row, redirect_uri, problem = authorize_request(req, form)
     if problem:

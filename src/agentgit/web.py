@@ -1,5 +1,6 @@
 """Web pages: sign-in, sessions with CSRF tokens, the /settings pages."""
 
+import functools
 import hmac
 import html
 import secrets
@@ -34,12 +35,31 @@ PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "
                 "Referrer-Policy": "no-referrer"}
 
 
-def page(method, pattern):
-    """A web page route: authenticated by session cookie, not by Authorization headers."""
+def page(method, pattern, csrf="session"):
+    """A web page route: authenticated by session cookie, not by Authorization headers. A POST page's
+    form is read, and its CSRF token checked, here before the handler runs (which finds it in
+    ``req.form``), so no page can forget it. ``csrf`` says what the token is checked against: the
+    signed-in session ("session": the page needs one), the sign-in form's cookie ("sign-in"), or the
+    session when there is one ("session-if-any": signing out)."""
     def register(handler):
-        handler.web_page = True
-        return route(method, pattern)(handler)
+        def checked(req, **params):
+            read_checked_form(req, csrf)
+            return handler(req, **params)
+        endpoint = functools.wraps(handler)(checked) if method == "POST" else handler
+        endpoint.web_page = True
+        return route(method, pattern)(endpoint)
     return register
+
+
+def read_checked_form(req, csrf):
+    if csrf == "sign-in":
+        req.form = form_fields(req)
+        check_csrf(cookies(req).get(LOGIN_CSRF_COOKIE), req.form)
+    elif csrf == "session-if-any" and req.session is None:
+        req.form = form_fields(req)
+    else:
+        signed_in_page(req)
+        session_form(req)
 
 
 def cookies(req):
@@ -143,10 +163,9 @@ def login_page(req, message=""):
                      {"Set-Cookie": cookie_header(req, LOGIN_CSRF_COOKIE, csrf, 600)})
 
 
-@page("POST", "/login")
+@page("POST", "/login", csrf="sign-in")
 def login_submit(req):
-    form = form_fields(req)
-    check_csrf(cookies(req).get(LOGIN_CSRF_COOKIE), form)
+    form = req.form
     login = form.get("login", "")[:64]
     address = req.client
     retry = req.app.sign_ins.hit("addr:" + address) or req.app.sign_ins.hit("login:" + login.lower())
@@ -177,11 +196,9 @@ def login_submit(req):
                     {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
 
 
-@page("POST", "/logout")
+@page("POST", "/logout", csrf="session-if-any")
 def logout(req):
-    form = form_fields(req)
     if req.session is not None:
-        check_csrf(req.session["csrf"], form)
         with req.app.store.transaction() as db:
             db.execute("DELETE FROM web_sessions WHERE hash = ?", (req.session["hash"],))
     return redirect("/login", {"Set-Cookie": cookie_header(req, SESSION_COOKIE, "", 0)})
@@ -225,8 +242,7 @@ def agents_page(req, shown=""):
 def agents_action(req):
     """Each button goes through the same decide() and the same code as its endpoint; a token made
     here (invite, reset, switch session) is shown once on the page that answers."""
-    user = signed_in_page(req)
-    form = session_form(req)
+    user, form = signed_in_page(req), req.form
     action = form.get("action")
     if action == "invite":
         grants = {"repo_grants": [], "team_grants": []}
@@ -291,8 +307,7 @@ def approvals_page(req, shown=""):
 
 @page("POST", "/approvals")
 def approvals_action(req):
-    user = signed_in_page(req)
-    form = session_form(req)
+    user, form = signed_in_page(req), req.form
     row = give_approval(req, user, form.get("approval_id", ""))
     return approvals_page(req, "<p>Approved %s on %s for %s.</p>" % (
         html.escape(row["action"]), html.escape(row["resource"]), html.escape(row["grant_public"])))
@@ -320,8 +335,7 @@ def tokens_page(req, shown=""):
 
 @page("POST", "/settings/tokens")
 def tokens_action(req):
-    user = signed_in_page(req)
-    form = session_form(req)
+    user, form = signed_in_page(req), req.form
     if form.get("action") == "revoke":
         row = req.app.store.one("SELECT * FROM tokens WHERE id = ? AND user_id = ?",
                                 int(form["token_id"]) if form.get("token_id", "").isdigit() else -1, user["id"])
