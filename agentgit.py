@@ -163,7 +163,7 @@ class Config:
     registration_window: int = 600         # seconds
 
 
-def later(seconds):
+def from_now(seconds):
     moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -1785,7 +1785,7 @@ def rule_branches(q):
 
 def rule_step_up(q):
     if q.action in STEP_UP_ACTIONS and q.user["totp_secret"] and \
-            (q.principal.stepped_up_at or "") < later(-STEP_UP_SECONDS):
+            (q.principal.stepped_up_at or "") < from_now(-STEP_UP_SECONDS):
         return Decision("needs_step_up", q.action, q.resource.name, [
             "%s needs a TOTP code confirmed in the last %d minutes: POST /api/ext/v1/step-up {\"otp\": ...}" % (
                 q.action, STEP_UP_SECONDS // 60)])
@@ -1916,7 +1916,7 @@ def ask_for_approval(app, principal, decision):
         if row is None:
             insert_row(db, "approvals", {"public_id": public_id, "grant_id": grant["id"], "action": decision.action,
                                          "resource": decision.resource, "subject": decision.subject,
-                                         "created_at": now(), "expires_at": later(APPROVAL_SECONDS)})
+                                         "created_at": now(), "expires_at": from_now(APPROVAL_SECONDS)})
     url = "%s/api/ext/v1/approvals/%s/approve" % (app.url, public_id)
     reason = "%s: approval %s waits for %s at %s/approvals" % (decision.reasons[0], public_id,
                                                                grant["delegator_login"], app.url)
@@ -3232,9 +3232,9 @@ def issue_json(app, repo, row):
     }
     if row["is_pull"]:
         pull = store.one("SELECT merged_at FROM pulls WHERE issue_id = ?", row["id"])
-        html = "%s/%s/pull/%d" % (app.url, name, row["number"])
-        out["pull_request"] = {"url": "%s/repos/%s/pulls/%d" % (app.api, name, row["number"]), "html_url": html,
-                               "diff_url": html + ".diff", "patch_url": html + ".patch",
+        html_url = "%s/%s/pull/%d" % (app.url, name, row["number"])
+        out["pull_request"] = {"url": "%s/repos/%s/pulls/%d" % (app.api, name, row["number"]), "html_url": html_url,
+                               "diff_url": html_url + ".diff", "patch_url": html_url + ".patch",
                                "merged_at": pull["merged_at"] if pull else None}
     return out
 
@@ -3919,13 +3919,13 @@ def pull_json(app, repo_row, issue, pull, detail=False):
     state = PullState(app, repo_row, issue, pull)
     name = full_name(repo_row)
     api = "%s/repos/%s" % (app.api, name)
-    html = "%s/%s/pull/%d" % (app.url, name, issue["number"])
+    html_url = "%s/%s/pull/%d" % (app.url, name, issue["number"])
     base = issue_json(app, repo_row, issue)
     requested = app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
                               " WHERE r.issue_id = ? ORDER BY a.login", issue["id"])
     out = {
         "url": "%s/pulls/%d" % (api, issue["number"]), "id": issue["id"], "node_id": node_id("PullRequest", issue["id"]),
-        "html_url": html, "diff_url": html + ".diff", "patch_url": html + ".patch", "issue_url": base["url"],
+        "html_url": html_url, "diff_url": html_url + ".diff", "patch_url": html_url + ".patch", "issue_url": base["url"],
         "commits_url": "%s/pulls/%d/commits" % (api, issue["number"]),
         "review_comments_url": "%s/pulls/%d/comments" % (api, issue["number"]),
         "review_comment_url": "%s/pulls/comments{/number}" % api, "comments_url": base["comments_url"],
@@ -3939,7 +3939,7 @@ def pull_json(app, repo_row, issue, pull, detail=False):
         "head": pull_side_json(app, state.head_repo or repo_row, pull["head_ref"], state.head_sha),
         "base": pull_side_json(app, repo_row, pull["base_ref"], state.base_sha),
         "_links": {key: {"href": href} for key, href in (
-            ("self", "%s/pulls/%d" % (api, issue["number"])), ("html", html), ("issue", base["url"]),
+            ("self", "%s/pulls/%d" % (api, issue["number"])), ("html", html_url), ("issue", base["url"]),
             ("comments", base["comments_url"]), ("review_comments", "%s/pulls/%d/comments" % (api, issue["number"])),
             ("review_comment", "%s/pulls/comments{/number}" % api),
             ("commits", "%s/pulls/%d/commits" % (api, issue["number"])),
@@ -4178,7 +4178,7 @@ def merge_pull(req, owner, repo, number):
     title = text_field(req, body, "commit_title", "PullRequest", limit=256)
     message = text_field(req, body, "commit_message", "PullRequest")
     row, issue, pull = find_pull(req, owner, repo, number)
-    new_sha = merge(req, row, issue, pull, method, expected_sha, title, message)
+    new_sha = merge_pull_request(req, row, issue, pull, method, expected_sha, title, message)
     return {"sha": new_sha, "merged": True, "message": "Pull Request successfully merged"}
 
 
@@ -4222,7 +4222,7 @@ def update_pull_branch(req, row, issue, pull, expected_sha=None):
     return new_sha
 
 
-def merge(req, row, issue, pull, method, expected_sha=None, title=None, message=None):
+def merge_pull_request(req, row, issue, pull, method, expected_sha=None, title=None, message=None):
     """Decide, merge, record: the new head of the base branch. HTTPError 405/409 when it cannot."""
     state = PullState(req.app, row, issue, pull)
     req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"], repo=row,
@@ -4293,12 +4293,12 @@ def close_referenced_issues(db, repo_row, pull_issue, merger, stamp):
 
 def review_json(app, repo_row, issue, row):
     name = full_name(repo_row)
-    html = "%s/%s/pull/%d#pullrequestreview-%d" % (app.url, name, issue["number"], row["id"])
+    html_url = "%s/%s/pull/%d#pullrequestreview-%d" % (app.url, name, issue["number"], row["id"])
     pull_url = "%s/repos/%s/pulls/%d" % (app.api, name, issue["number"])
     return {"id": row["id"], "node_id": node_id("PullRequestReview", row["id"]),
             "user": user_json_by_id(app, row["user_id"]), "body": row["body"], "state": row["state"],
-            "commit_id": row["commit_id"], "html_url": html, "pull_request_url": pull_url,
-            "submitted_at": row["submitted_at"], "_links": {"html": {"href": html}, "pull_request": {"href": pull_url}},
+            "commit_id": row["commit_id"], "html_url": html_url, "pull_request_url": pull_url,
+            "submitted_at": row["submitted_at"], "_links": {"html": {"href": html_url}, "pull_request": {"href": pull_url}},
             "author_association": author_association(app.store, repo_row, row["user_id"])}
 
 
@@ -4376,16 +4376,16 @@ def list_review_comments(req, owner, repo, number):
     out = []
     for c in req.app.store.all("SELECT * FROM review_comments WHERE issue_id = ? ORDER BY id", issue["id"]):
         url = "%s/repos/%s/pulls/comments/%d" % (api, name, c["id"])
-        html = "%s/%s/pull/%d#discussion_r%d" % (req.app.url, name, issue["number"], c["id"])
+        html_url = "%s/%s/pull/%d#discussion_r%d" % (req.app.url, name, issue["number"], c["id"])
         pull_url = "%s/repos/%s/pulls/%d" % (api, name, issue["number"])
         out.append({"url": url, "id": c["id"], "node_id": node_id("PullRequestReviewComment", c["id"]),
                     "pull_request_review_id": c["review_id"], "diff_hunk": "", "path": c["path"],
                     "position": c["line"], "original_position": c["line"], "line": c["line"], "side": c["side"],
                     "commit_id": c["commit_id"], "original_commit_id": c["commit_id"],
                     "user": user_json_by_id(req.app, c["user_id"]), "body": c["body"], "created_at": c["created_at"],
-                    "updated_at": c["updated_at"], "html_url": html, "pull_request_url": pull_url,
+                    "updated_at": c["updated_at"], "html_url": html_url, "pull_request_url": pull_url,
                     "author_association": author_association(req.app.store, row, c["user_id"]),
-                    "_links": {"self": {"href": url}, "html": {"href": html}, "pull_request": {"href": pull_url}}})
+                    "_links": {"self": {"href": url}, "html": {"href": html_url}, "pull_request": {"href": pull_url}}})
     return req.paginate(out)
 
 
@@ -5215,10 +5215,10 @@ def compare(req, owner, repo, basehead):
         behind = commits_between(git, mb or "", base_sha)
         files = changed_files(git, git[mb.encode()].tree.decode() if mb else None, git[head_sha.encode()].tree.decode())
         status = "identical" if base_sha == head_sha else "ahead" if not behind else "behind" if not ahead else "diverged"
-        html = "%s/%s/compare/%s" % (req.app.url, name, basehead)
-        return {"url": "%s/repos/%s/compare/%s" % (api, name, basehead), "html_url": html,
+        html_url = "%s/%s/compare/%s" % (req.app.url, name, basehead)
+        return {"url": "%s/repos/%s/compare/%s" % (api, name, basehead), "html_url": html_url,
                 "permalink_url": "%s/%s/compare/%s...%s" % (req.app.url, name, base_sha, head_sha),
-                "diff_url": html + ".diff", "patch_url": html + ".patch",
+                "diff_url": html_url + ".diff", "patch_url": html_url + ".patch",
                 "base_commit": commit_json(req.app, name, git[base_sha.encode()]),
                 "merge_base_commit": commit_json(req.app, name, git[(mb or base_sha).encode()]),
                 "status": status, "ahead_by": len(ahead), "behind_by": len(behind), "total_commits": len(ahead),
@@ -6599,7 +6599,7 @@ def create_invite(req):
 def make_invite(db, key, inviter, grants, seconds):
     """(invite token, expiry, what happened). The token is shown once; only its hash is kept."""
     token = mint_token(key, INVITE_PREFIX)
-    expires_at = later(seconds)
+    expires_at = from_now(seconds)
     insert_row(db, "agent_invites", {"inviter_id": inviter["id"], "hash": token_hash(token),
                                      "fingerprint": token_fingerprint(token), "grants": json.dumps(grants),
                                      "created_at": now(), "expires_at": expires_at})
@@ -6801,7 +6801,7 @@ def open_switch_session(req, login):
     """A token that acts as the agent for at most 12 hours without touching the agent's own token;
     the actor of record stays the agent, and every row it makes names the human who switched in."""
     agent, _ = bound_agent(req, login)
-    expires_at = later(SWITCH_SESSION_HOURS * 3600)
+    expires_at = from_now(SWITCH_SESSION_HOURS * 3600)
     human = req.principal.user
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "switch-session", name="switch by " + human["login"],
@@ -6818,7 +6818,7 @@ def refresh_switch_session(req, login):
     agent = find_account(req, login, kinds=("agent",))
     req.authorize("refresh_session", Resource.account(agent))
     old = req.app.store.one("SELECT * FROM tokens WHERE id = ?", req.principal.token_id)
-    expires_at = later(SWITCH_SESSION_HOURS * 3600)
+    expires_at = from_now(SWITCH_SESSION_HOURS * 3600)
     with req.transaction() as db:
         if not revoke(db, "id = ?", (old["id"],)):
             raise HTTPError(401, "Bad credentials")
@@ -6977,7 +6977,7 @@ def create_task_grant(req):
     if not actions or unknown or not isinstance(approval, list) or any(a not in TASK_ACTIONS for a in approval):
         raise invalid("TaskGrant", "actions", message="actions are from %s" % ", ".join(TASK_ACTIONS))
     try:
-        expires = parse_time(constraints.get("expires_at") or later(86400))
+        expires = parse_time(constraints.get("expires_at") or from_now(86400))
     except (ValueError, AttributeError):
         raise invalid("TaskGrant", "constraints", message="constraints.expires_at must be an ISO 8601 time")
     moment = datetime.datetime.now(datetime.timezone.utc)
@@ -7119,7 +7119,7 @@ def issue_task_token(req, row, asked=None):
     granted = json.loads(row["actions"])
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
-    expires_at = min(later(TASK_TOKEN_SECONDS), row["expires_at"])
+    expires_at = min(from_now(TASK_TOKEN_SECONDS), row["expires_at"])
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
                                expires_at=expires_at, grant_id=row["id"])
@@ -7143,7 +7143,7 @@ def step_up(req):
     with req.transaction() as db:
         db.execute("INSERT OR REPLACE INTO step_ups (token_id, at) VALUES (?, ?)", (req.principal.token_id, now()))
         req.effect("stepped up token %s" % req.principal.fingerprint)
-    return 200, {"stepped_up_until": later(STEP_UP_SECONDS)}
+    return 200, {"stepped_up_until": from_now(STEP_UP_SECONDS)}
 
 
 def confirm_totp(req, user, code):
@@ -7604,7 +7604,7 @@ CONNECTION_ARGS = {"first": "Int", "after": "String", "last": "Int", "before": "
 MAX_PAGE = 100
 
 
-def connection(items, args, to_node):
+def paginate_connection(items, args, to_node):
     """A GitHub connection (totalCount, nodes, edges with cursors, pageInfo) over ``items`` with
     first/after/last/before. Cursors are opaque: base64 of the item's position."""
     first, last = args.get("first"), args.get("last")
@@ -7642,7 +7642,7 @@ def connection(items, args, to_node):
                          "endCursor": cursor(window[-1]) if window else None}}
 
 
-def payload(**fields):
+def payload_type(**fields):
     """A mutation's payload type: clientMutationId and the named fields, each of the given type."""
     return {"kind": "OBJECT", "fields": dict({"clientMutationId": GField("String")},
                                              **{name: GField(kind) for name, kind in fields.items()})}
@@ -7715,7 +7715,7 @@ def gql_lock(row):
 def resolve_issue_assignees(ctx, parent, args):
     rows = ctx.app.store.all("SELECT a.* FROM accounts a JOIN issue_assignees ia ON ia.user_id = a.id"
                              " WHERE ia.issue_id = ? ORDER BY a.login", parent["_row"]["id"])
-    return connection(rows, args, lambda r: gql_user(ctx.app, r))
+    return paginate_connection(rows, args, lambda r: gql_user(ctx.app, r))
 
 
 def resolve_comments(ctx, parent, args):
@@ -7730,7 +7730,7 @@ def resolve_comments(ctx, parent, args):
                 "authorAssociation": c["author_association"], "includesCreatedEdit": False, "isMinimized": False,
                 "minimizedReason": None, "reactionGroups": [],
                 "viewerDidAuthor": ctx.req.principal.user is not None and row["user_id"] == ctx.req.principal.user["id"]}
-    return connection(rows, args, node)
+    return paginate_connection(rows, args, node)
 
 
 def resolve_assignable_users(ctx, parent, args):
@@ -7740,7 +7740,7 @@ def resolve_assignable_users(ctx, parent, args):
             if repo_permission(ctx.app.store, u, repo_row)[1] not in ("public repository",)]
     if args.get("query"):
         rows = [u for u in rows if args["query"].lower() in (u["login"] + " " + (u["name"] or "")).lower()]
-    return connection(rows, args, lambda u: gql_user(ctx.app, u))
+    return paginate_connection(rows, args, lambda u: gql_user(ctx.app, u))
 
 
 def resolve_releases(ctx, parent, args):
@@ -7751,7 +7751,7 @@ def resolve_releases(ctx, parent, args):
     rows.sort(key=lambda r: (r["created_at"], r["id"]) if order["field"] == "CREATED_AT" else r["tag_name"],
               reverse=order["direction"] == "DESC")
 
-    return connection(rows, args, lambda r: gql_release(ctx, parent["_row"], r, r["id"] == latest))
+    return paginate_connection(rows, args, lambda r: gql_release(ctx, parent["_row"], r, r["id"] == latest))
 
 
 def gql_release(ctx, repo_row, row, is_latest):
@@ -7763,7 +7763,7 @@ def gql_release(ctx, repo_row, row, is_latest):
 
 
 def resolve_sub_issues(ctx, parent, args):
-    return connection([], args, lambda n: n)
+    return paginate_connection([], args, lambda n: n)
 
 
 def resolve_issues(ctx, parent, args):
@@ -7789,7 +7789,7 @@ def resolve_issues(ctx, parent, args):
     order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "DESC"}
     key = {"CREATED_AT": "createdAt", "UPDATED_AT": "updatedAt"}.get(order["field"], "createdAt")
     nodes.sort(key=lambda n: (n[key], n["number"]), reverse=order["direction"] == "DESC")
-    return connection(nodes, args, lambda n: n)
+    return paginate_connection(nodes, args, lambda n: n)
 
 
 def gql_pull(ctx, repo_row, row):
@@ -7816,7 +7816,7 @@ def gql_pull(ctx, repo_row, row):
 def resolve_review_requests(ctx, parent, args):
     rows = ctx.app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
                              " WHERE r.issue_id = ? ORDER BY a.login", parent["_row"]["id"])
-    return connection(rows, args, lambda u: {"__typename": "ReviewRequest", "requestedReviewer": gql_user(ctx.app, u)})
+    return paginate_connection(rows, args, lambda u: {"__typename": "ReviewRequest", "requestedReviewer": gql_user(ctx.app, u)})
 
 
 def resolve_reviews(ctx, parent, args, latest_only=False):
@@ -7834,7 +7834,7 @@ def resolve_reviews(ctx, parent, args, latest_only=False):
                 "author": gql_user(ctx.app, author) if author else None, "reactionGroups": [],
                 "commit": {"__typename": "Commit", "id": node_id("Commit", row["commit_id"]), "oid": row["commit_id"],
                            "_repo": repo_row} if row["commit_id"] else None}
-    return connection(rows, args, node)
+    return paginate_connection(rows, args, node)
 
 
 REQUIRED_CHECK_ARGS = {"pullRequestId": "ID", "pullRequestNumber": "Int"}
@@ -7897,7 +7897,7 @@ PATCH_STATUSES = {"added": "ADDED", "removed": "DELETED", "modified": "MODIFIED"
 
 
 def resolve_pull_files(ctx, parent, args):
-    return connection(pull_state(ctx, parent).files, args, lambda f: {
+    return paginate_connection(pull_state(ctx, parent).files, args, lambda f: {
         "__typename": "PullRequestChangedFile", "path": f[0], "changeType": PATCH_STATUSES.get(f[1], "CHANGED"),
         "additions": f[2], "deletions": f[3]})
 
@@ -7917,7 +7917,7 @@ def resolve_pull_commits(ctx, parent, args):
             "messageHeadline": headline, "messageBody": body.strip("\n"), "authoredDate": author["date"],
             "committedDate": git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)["date"],
             "_authors": [git_actor], "_repo": parent["_repo"]}}
-    return connection(pull_state(ctx, parent).commits, args, node)
+    return paginate_connection(pull_state(ctx, parent).commits, args, node)
 
 
 def resolve_pull(ctx, parent, args):
@@ -7950,7 +7950,7 @@ def resolve_pull_requests(ctx, parent, args):
     order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "DESC"}
     key = "updatedAt" if order["field"] == "UPDATED_AT" else "createdAt"
     nodes.sort(key=lambda n: (n[key], n["number"]), reverse=order["direction"] == "DESC")
-    return connection(nodes, args, lambda n: n)
+    return paginate_connection(nodes, args, lambda n: n)
 
 
 def resolve_issue_or_pull(ctx, parent, args):
@@ -7994,11 +7994,11 @@ def resolve_repo_labels(ctx, parent, args):
     order = args.get("orderBy") or {"field": "NAME", "direction": "ASC"}
     rows.sort(key=lambda r: r["name"].lower() if order["field"] == "NAME" else r["id"],
               reverse=order["direction"] == "DESC")
-    return connection(rows, args, lambda r: gql_label(ctx.app, r))
+    return paginate_connection(rows, args, lambda r: gql_label(ctx.app, r))
 
 
 def resolve_issue_labels(ctx, parent, args):
-    return connection(parent["_labels"], args, lambda l: {"__typename": "Label", "id": l["node_id"], "name": l["name"],
+    return paginate_connection(parent["_labels"], args, lambda l: {"__typename": "Label", "id": l["node_id"], "name": l["name"],
                                                           "description": l["description"], "color": l["color"]})
 
 
@@ -8069,7 +8069,7 @@ def resolve_user_organizations(ctx, parent, args):
         mine = {r["org_id"] for r in store.all("SELECT org_id FROM org_members WHERE user_id = ?",
                                                viewer["id"] if viewer else -1)}
         rows = [r for r in rows if r["id"] in mine]
-    return connection(rows, args, lambda r: gql_user(ctx.app, r))
+    return paginate_connection(rows, args, lambda r: gql_user(ctx.app, r))
 
 
 def resolve_owner_repositories(ctx, parent, args):
@@ -8095,7 +8095,7 @@ def resolve_owner_repositories(ctx, parent, args):
     order = args.get("orderBy") or {"field": "NAME", "direction": "ASC"}
     key = {"CREATED_AT": "created_at", "UPDATED_AT": "updated_at", "PUSHED_AT": "pushed_at"}.get(order["field"])
     rows.sort(key=lambda r: (r[key] or "") if key else r["name"].lower(), reverse=order["direction"] == "DESC")
-    out = connection(rows, args, lambda r: gql_repository(ctx, r))
+    out = paginate_connection(rows, args, lambda r: gql_repository(ctx, r))
     out["totalDiskUsage"] = 0
     return out
 
@@ -8120,7 +8120,7 @@ def resolve_search(ctx, parent, args):
         found = matching_issues(ctx.req, args["query"])
     except HTTPError as error:
         raise unprocessable(error)
-    out = connection(found, args, lambda f: gql_pull(ctx, f[0], f[1]) if f[1]["is_pull"] else gql_issue(ctx, f[0], f[1]))
+    out = paginate_connection(found, args, lambda f: gql_pull(ctx, f[0], f[1]) if f[1]["is_pull"] else gql_issue(ctx, f[0], f[1]))
     out.update(issueCount=len(found), repositoryCount=0, userCount=0, codeCount=0, discussionCount=0, wikiCount=0)
     return out
 
@@ -8195,7 +8195,7 @@ def mutate_lock(locking):
 def mutate_merge_pull(ctx, parent, args):
     data = args["input"]
     repo_row, issue, pull = visible_pull(ctx, data["pullRequestId"])
-    merge(ctx.req, repo_row, issue, pull, (data.get("mergeMethod") or "MERGE").lower(), data.get("expectedHeadOid"),
+    merge_pull_request(ctx.req, repo_row, issue, pull, (data.get("mergeMethod") or "MERGE").lower(), data.get("expectedHeadOid"),
           data.get("commitHeadline"), data.get("commitBody"))
     row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
     return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, row),
@@ -8594,7 +8594,7 @@ GRAPHQL_TYPES = {
         "latestRelease": GField("Release", resolve_latest_release),
         # GitHub counts bytes per language with linguist; nothing here does, so the list is empty
         "languages": GField("LanguageConnection", lambda ctx, parent, args: dict(
-            connection([], args, lambda n: n), totalSize=0), dict(CONNECTION_ARGS, orderBy="LanguageOrder")),
+            paginate_connection([], args, lambda n: n), totalSize=0), dict(CONNECTION_ARGS, orderBy="LanguageOrder")),
         "assignableUsers": GField("UserConnection!", resolve_assignable_users, dict(CONNECTION_ARGS, query="String")),
         "pullRequest": GField("PullRequest", resolve_pull, {"number": "Int!"}),
         "pullRequests": GField("PullRequestConnection!", resolve_pull_requests, dict(
@@ -8671,9 +8671,9 @@ GRAPHQL_TYPES = {
         "activeLockReason": GField("LockReason")}},
     "Lockable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {
         "locked": GField("Boolean!"), "activeLockReason": GField("LockReason")}},
-    "UpdatePullRequestBranchPayload": payload(pullRequest="PullRequest"),
-    "LockLockablePayload": payload(lockedRecord="Lockable", actor="Actor"),
-    "UnlockLockablePayload": payload(unlockedRecord="Lockable", actor="Actor"),
+    "UpdatePullRequestBranchPayload": payload_type(pullRequest="PullRequest"),
+    "LockLockablePayload": payload_type(lockedRecord="Lockable", actor="Actor"),
+    "UnlockLockablePayload": payload_type(unlockedRecord="Lockable", actor="Actor"),
     "PullRequestChangedFileConnection": connection_type("PullRequestChangedFile"),
     "PullRequestChangedFileEdge": edge_type("PullRequestChangedFile"),
     "PullRequestChangedFile": {"kind": "OBJECT", "fields": {
@@ -8690,7 +8690,7 @@ GRAPHQL_TYPES = {
         "nodes": GField("[PullRequestReview]"), "pageInfo": GField("PageInfo!"), "totalCount": GField("Int!")}},
     "StatusCheckRollup": {"kind": "OBJECT", "fields": {
         "contexts": GField("StatusCheckRollupContextConnection!",
-                           lambda ctx, parent, args: connection(parent["_nodes"], args, lambda n: n),
+                           lambda ctx, parent, args: paginate_connection(parent["_nodes"], args, lambda n: n),
                            dict(CONNECTION_ARGS))}},
     "StatusCheckRollupContextConnection": {"kind": "OBJECT", "fields": {
         "nodes": GField("[StatusCheckRollupContext]"), "pageInfo": GField("PageInfo!"), "totalCount": GField("Int!")}},
@@ -8713,21 +8713,21 @@ GRAPHQL_TYPES = {
         "id": GField("ID!"), "oid": GField("GitObjectID!"), "message": GField("String!"),
         "messageHeadline": GField("String!"), "committedDate": GField("DateTime!"),
         "messageBody": GField("String!"), "authoredDate": GField("DateTime!"),
-        "authors": GField("GitActorConnection!", lambda ctx, parent, args: connection(
+        "authors": GField("GitActorConnection!", lambda ctx, parent, args: paginate_connection(
             parent.get("_authors", []), args, lambda n: n), dict(CONNECTION_ARGS)),
         "statusCheckRollup": GField("StatusCheckRollup", resolve_status_rollup)}},
     "GitActorConnection": connection_type("GitActor"), "GitActorEdge": edge_type("GitActor"),
     "GitActor": {"kind": "OBJECT", "fields": {
         "name": GField("String"), "email": GField("String"), "date": GField("GitTimestamp"), "user": GField("User")}},
-    "ClosePullRequestPayload": payload(pullRequest="PullRequest"),
-    "ReopenPullRequestPayload": payload(pullRequest="PullRequest"),
-    "MarkPullRequestReadyForReviewPayload": payload(pullRequest="PullRequest"),
-    "AddPullRequestReviewPayload": payload(pullRequestReview="PullRequestReview"),
+    "ClosePullRequestPayload": payload_type(pullRequest="PullRequest"),
+    "ReopenPullRequestPayload": payload_type(pullRequest="PullRequest"),
+    "MarkPullRequestReadyForReviewPayload": payload_type(pullRequest="PullRequest"),
+    "AddPullRequestReviewPayload": payload_type(pullRequestReview="PullRequestReview"),
     "PullRequestReview": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "state": GField("PullRequestReviewState!"), "body": GField("String!"),
         "url": GField("URI!"), "author": GField("Actor"), "authorAssociation": GField("CommentAuthorAssociation!"),
         "submittedAt": GField("DateTime"), "commit": GField("Commit"), "reactionGroups": GField("[ReactionGroup!]")}},
-    "MergePullRequestPayload": payload(pullRequest="PullRequest", actor="Actor"),
+    "MergePullRequestPayload": payload_type(pullRequest="PullRequest", actor="Actor"),
     "PullRequestConnection": connection_type("PullRequest"), "PullRequestEdge": edge_type("PullRequest"),
     "SearchResultItemConnection": {"kind": "OBJECT", "fields": dict({
         "nodes": GField("[SearchResultItem]"), "edges": GField("[SearchResultItemEdge]"),
@@ -8780,27 +8780,27 @@ GRAPHQL_TYPES = {
                                        {"input": "AddLabelsToLabelableInput!"}),
         "removeLabelsFromLabelable": GField("RemoveLabelsFromLabelablePayload", mutate_labels(False),
                                             {"input": "RemoveLabelsFromLabelableInput!"})}},
-    "CreatePullRequestPayload": payload(pullRequest="PullRequest"),
-    "UpdateIssuePayload": payload(issue="Issue", actor="Actor"),
-    "UpdatePullRequestPayload": payload(pullRequest="PullRequest", actor="Actor"),
-    "ConvertPullRequestToDraftPayload": payload(pullRequest="PullRequest"),
-    "RequestReviewsPayload": payload(pullRequest="PullRequest", actor="Actor"),
-    "AddLabelsToLabelablePayload": payload(labelable="Labelable"),
-    "RemoveLabelsFromLabelablePayload": payload(labelable="Labelable"),
+    "CreatePullRequestPayload": payload_type(pullRequest="PullRequest"),
+    "UpdateIssuePayload": payload_type(issue="Issue", actor="Actor"),
+    "UpdatePullRequestPayload": payload_type(pullRequest="PullRequest", actor="Actor"),
+    "ConvertPullRequestToDraftPayload": payload_type(pullRequest="PullRequest"),
+    "RequestReviewsPayload": payload_type(pullRequest="PullRequest", actor="Actor"),
+    "AddLabelsToLabelablePayload": payload_type(labelable="Labelable"),
+    "RemoveLabelsFromLabelablePayload": payload_type(labelable="Labelable"),
     "Labelable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
-    "CreateIssuePayload": payload(issue="Issue"),
-    "CloseIssuePayload": payload(issue="Issue"),
-    "ReopenIssuePayload": payload(issue="Issue"),
-    "AddCommentPayload": payload(commentEdge="IssueCommentEdge", subject="Node"),
+    "CreateIssuePayload": payload_type(issue="Issue"),
+    "CloseIssuePayload": payload_type(issue="Issue"),
+    "ReopenIssuePayload": payload_type(issue="Issue"),
+    "AddCommentPayload": payload_type(commentEdge="IssueCommentEdge", subject="Node"),
     "Label": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "description": GField("String"), "color": GField("String!")}},
     "IssueConnection": connection_type("Issue"), "IssueEdge": edge_type("Issue"),
     "RepositoryConnection": dict(connection_type("Repository"), fields=dict(
         connection_type("Repository")["fields"], totalDiskUsage=GField("Int!"))),
     "RepositoryEdge": edge_type("Repository"),
-    "ArchiveRepositoryPayload": payload(repository="Repository"),
-    "UnarchiveRepositoryPayload": payload(repository="Repository"),
-    "CreateRepositoryPayload": payload(repository="Repository"),
+    "ArchiveRepositoryPayload": payload_type(repository="Repository"),
+    "UnarchiveRepositoryPayload": payload_type(repository="Repository"),
+    "CreateRepositoryPayload": payload_type(repository="Repository"),
     "LabelConnection": connection_type("Label"), "LabelEdge": edge_type("Label"),
     "PageInfo": {"kind": "OBJECT", "fields": {
         "hasNextPage": GField("Boolean!"), "hasPreviousPage": GField("Boolean!"), "startCursor": GField("String"),
@@ -9118,7 +9118,7 @@ PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "
                 "Referrer-Policy": "no-referrer"}
 
 
-def page(method, pattern, csrf="session"):
+def web_route(method, pattern, csrf="session"):
     """A web page route: authenticated by session cookie, not by Authorization headers. A POST page's
     form is read, and its CSRF token checked, here before the handler runs (which finds it in
     ``req.form``), so no page can forget it. ``csrf`` says what the token is checked against: the
@@ -9215,12 +9215,12 @@ def session_form(req):
 
 def step_up_form(req):
     """Asks for a TOTP code, then sends the refused form again with it."""
-    repeated = "".join(hidden(k, v) for k, v in req.form.items() if k not in ("csrf", "totp"))
+    repeated = "".join(hidden_input(k, v) for k, v in req.form.items() if k not in ("csrf", "totp"))
     return ('<p>This needs your authentication code: for what destroys or changes who may act, agentgit asks '
             'for a code confirmed in the last %d minutes.</p><form method="post" action="%s">%s%s<p><label>'
             'Authentication code <input name="totp" inputmode="numeric" autocomplete="one-time-code" required>'
             '</label></p><p><button>Confirm</button></p></form>') % (
-        STEP_UP_SECONDS // 60, html.escape(req.raw_path), hidden("csrf", req.session["csrf"]), repeated)
+        STEP_UP_SECONDS // 60, html.escape(req.raw_path), hidden_input("csrf", req.session["csrf"]), repeated)
 
 
 def safe_next(target):
@@ -9229,24 +9229,24 @@ def safe_next(target):
         "/settings/agents"
 
 
-def hidden(name, value):
+def hidden_input(name, value):
     return '<input type="hidden" name="%s" value="%s">' % (html.escape(name), html.escape(value))
 
 
-@page("GET", "/login")
+@web_route("GET", "/login")
 def login_page(req, message=""):
     csrf = secrets.token_urlsafe(24)
     body = ('%s<form method="post" action="/login">%s%s<p><label>Login <input name="login" autocomplete="username">'
             '</label></p><p><label>Password <input type="password" name="password" autocomplete="current-password">'
             '</label></p><p><label>Code from your authenticator (if you set one up) <input name="totp" '
             'autocomplete="one-time-code"></label></p><p><button>Sign in</button></p></form>') % (
-        "<p><strong>%s</strong></p>" % html.escape(message) if message else "", hidden("csrf", csrf),
-        hidden("next", safe_next(req.query.get("next", "/settings/agents"))))
+        "<p><strong>%s</strong></p>" % html.escape(message) if message else "", hidden_input("csrf", csrf),
+        hidden_input("next", safe_next(req.query.get("next", "/settings/agents"))))
     return html_page("Sign in", body, 401 if message else 200,
                      {"Set-Cookie": cookie_header(req, LOGIN_CSRF_COOKIE, csrf, 600)})
 
 
-@page("POST", "/login", csrf="sign-in")
+@web_route("POST", "/login", csrf="sign-in")
 def login_submit(req):
     form = req.form
     login = form.get("login", "")[:64]
@@ -9271,7 +9271,7 @@ def login_submit(req):
         insert_row(db, "web_sessions", {"hash": token_hash(token), "user_id": user["id"],
                                         "csrf": secrets.token_urlsafe(24), "created_at": now(),
                                         "totp_at": now() if second else None,
-                                        "expires_at": later(SESSION_HOURS * 3600)})
+                                        "expires_at": from_now(SESSION_HOURS * 3600)})
         audit_append(db, req.app.key, Principal(user=user, runtime=address), "web",
                      Decision("allow", "sign_in", "user:" + user["login"], ["password and TOTP" if second else
                                                                             "password"]), "signed in")
@@ -9279,7 +9279,7 @@ def login_submit(req):
                     {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
 
 
-@page("POST", "/logout", csrf="session-if-any")
+@web_route("POST", "/logout", csrf="session-if-any")
 def logout(req):
     if req.session is not None:
         with req.app.store.transaction() as db:
@@ -9297,15 +9297,15 @@ def signed_in_page(req):
 AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
 
 
-@page("GET", "/settings/agents")
+@web_route("GET", "/settings/agents")
 def agents_page(req, shown=""):
     user = signed_in_page(req)
-    csrf = hidden("csrf", req.session["csrf"])
+    csrf = hidden_input("csrf", req.session["csrf"])
     rows = []
     for binding in req.app.store.all("SELECT * FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"]):
         agent = account_by_id(req.app.store, binding["agent_id"])
         buttons = "".join('<form method="post" action="/settings/agents">%s%s%s<button>%s</button></form>' % (
-            csrf, hidden("agent", agent["login"]), hidden("action", action), action)
+            csrf, hidden_input("agent", agent["login"]), hidden_input("action", action), action)
             for action in AGENT_FORM_ACTIONS if action != ("resume" if not agent["suspended_at"] else "suspend"))
         rows.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
             html.escape(agent["login"]), html.escape(binding["display_name"] or ""), html.escape(binding["bound_at"]),
@@ -9317,11 +9317,11 @@ def agents_page(req, shown=""):
             '<p><label>Repository grants, one per line (owner/name:permission)<br><textarea name="repo_grants">'
             '</textarea></label></p><p><button>Create invite</button></p></form>') % (
         shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
-        hidden("action", "invite"))
+        hidden_input("action", "invite"))
     return html_page("Agents", body)
 
 
-@page("POST", "/settings/agents")
+@web_route("POST", "/settings/agents")
 def agents_action(req):
     """Each button goes through the same decide() and the same code as its endpoint; a token made
     here (invite, reset, switch session) is shown once on the page that answers."""
@@ -9353,7 +9353,7 @@ def agents_action(req):
             token, _, effect = reset_agent_credentials(db, req.app.key, agent)
             shown = "<p>New token for %s (shown once): <code>%s</code></p>" % (html.escape(agent["login"]), token)
         elif action == "switch-session":
-            expires_at = later(SWITCH_SESSION_HOURS * 3600)
+            expires_at = from_now(SWITCH_SESSION_HOURS * 3600)
             token, _ = issue_token(db, req.app.key, agent["id"], "switch-session", name="switch by " + user["login"],
                                    scopes=AGENT_SCOPES, expires_at=expires_at, issued_by=user["id"])
             effect = "switch session %s into %s until %s" % (token_fingerprint(token), agent["login"], expires_at)
@@ -9366,12 +9366,12 @@ def agents_action(req):
         req.effect(effect)
     return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
 
-@page("GET", "/approvals")
+@web_route("GET", "/approvals")
 def approvals_page(req, shown=""):
     """What the delegator's agents wait for: each pending approval names the agent, the task, the
     action and the resource, and one button approves exactly that, once."""
     user = signed_in_page(req)
-    csrf = hidden("csrf", req.session["csrf"])
+    csrf = hidden_input("csrf", req.session["csrf"])
     rows = []
     for a in req.app.store.all("SELECT a.*, g.task, g.public_id AS grant_public, ag.login AS agent_login"
                                " FROM approvals a JOIN task_grants g ON g.id = a.grant_id"
@@ -9381,14 +9381,14 @@ def approvals_page(req, shown=""):
         rows.append("<tr>%s<td><form method=\"post\" action=\"/approvals\">%s%s<button>approve</button></form>"
                     "</td></tr>" % ("".join("<td>%s</td>" % html.escape(a[k]) for k in (
                         "agent_login", "task", "action", "resource", "subject", "grant_public", "expires_at")),
-                                    csrf, hidden("approval_id", a["public_id"])))
+                                    csrf, hidden_input("approval_id", a["public_id"])))
     body = ('%s<table><tr><th>Agent</th><th>Task</th><th>Action</th><th>Resource</th><th>What</th><th>Grant</th>'
             '<th>Expires</th><th></th></tr>%s</table>') % (shown, "".join(rows) or
                                                            '<tr><td colspan="8">nothing waits</td></tr>')
     return html_page("Approvals", body)
 
 
-@page("POST", "/approvals")
+@web_route("POST", "/approvals")
 def approvals_action(req):
     user, form = signed_in_page(req), req.form
     row = give_approval(req, user, form.get("approval_id", ""))
@@ -9396,14 +9396,14 @@ def approvals_action(req):
         html.escape(row["action"]), html.escape(row["resource"]), html.escape(row["grant_public"])))
 
 
-@page("GET", "/settings/tokens")
+@web_route("GET", "/settings/tokens")
 def tokens_page(req, shown=""):
     user = signed_in_page(req)
-    csrf = hidden("csrf", req.session["csrf"])
+    csrf = hidden_input("csrf", req.session["csrf"])
     rows = []
     for t in req.app.store.all("SELECT * FROM tokens WHERE user_id = ? ORDER BY id", user["id"]):
         action = "" if t["revoked_at"] else '<form method="post" action="/settings/tokens">%s%s%s<button>revoke' \
-            '</button></form>' % (csrf, hidden("action", "revoke"), hidden("token_id", str(t["id"])))
+            '</button></form>' % (csrf, hidden_input("action", "revoke"), hidden_input("token_id", str(t["id"])))
         rows.append("<tr>%s<td>%s</td></tr>" % ("".join("<td>%s</td>" % html.escape(str(t[k] or "")) for k in (
             "name", "kind", "scopes", "fingerprint", "created_at", "expires_at", "last_used_at", "revoked_at")), action))
     boxes = "".join('<label><input type="checkbox" name="scope_%s" value="1"> %s</label> ' % (s, s)
@@ -9412,11 +9412,11 @@ def tokens_page(req, shown=""):
             '<th>Expires</th><th>Last used</th><th>Revoked</th><th></th></tr>%s</table><h2>New token</h2>'
             '<form method="post" action="/settings/tokens">%s%s<p><label>Name <input name="name"></label></p><p>%s</p>'
             '<p><label>Expires in days (empty: never) <input name="days"></label></p><p><button>Create</button></p>'
-            '</form>') % (shown, "".join(rows), csrf, hidden("action", "create"), boxes)
+            '</form>') % (shown, "".join(rows), csrf, hidden_input("action", "create"), boxes)
     return html_page("Personal tokens", body)
 
 
-@page("POST", "/settings/tokens")
+@web_route("POST", "/settings/tokens")
 def tokens_action(req):
     user, form = signed_in_page(req), req.form
     if form.get("action") == "revoke":
@@ -9431,7 +9431,7 @@ def tokens_action(req):
     if not name or len(name) > 100 or days and not (days.isdigit() and 1 <= int(days) <= 3650):
         raise HTTPError(422, "A token needs a name, and days from 1 to 3650 or nothing")
     scopes = [s for s in ALL_SCOPES if form.get("scope_" + s) and s != "site_admin"]
-    token, _ = mint_personal_token(req, user, name, scopes, later(int(days) * 86400) if days else None)
+    token, _ = mint_personal_token(req, user, name, scopes, from_now(int(days) * 86400) if days else None)
     return tokens_page(req, "<p>Your new token (shown once): <code>%s</code></p>" % token)
 
 
@@ -9440,17 +9440,17 @@ def tokens_action(req):
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, issues, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-@page("GET", "/login/device")
+@web_route("GET", "/login/device")
 def device_page(req):
     signed_in_page(req)
     code = html.escape(req.query.get("user_code", ""))
     body = ('<p>Enter the code your device shows.</p><form method="post" action="/login/device">%s'
             '<p><input name="user_code" value="%s" autocomplete="off"></p><p><button>Continue</button></p></form>') % (
-        hidden("csrf", req.session["csrf"]), code)
+        hidden_input("csrf", req.session["csrf"]), code)
     return html_page("Device activation", body)
 
 
-@page("POST", "/login/device")
+@web_route("POST", "/login/device")
 def device_page_submit(req):
     """First the code (shows what is asked), then approve or deny."""
     user, form = signed_in_page(req), req.form
@@ -9462,7 +9462,7 @@ def device_page_submit(req):
             else "Denied"))
     scopes = [s for s in row["scopes"].split(",") if s]
     buttons = "".join('<form method="post" action="/login/device">%s%s%s<button>%s</button></form>' % (
-        hidden("csrf", req.session["csrf"]), hidden("user_code", row["user_code"]), hidden("decision", d), d.title())
+        hidden_input("csrf", req.session["csrf"]), hidden_input("user_code", row["user_code"]), hidden_input("decision", d), d.title())
         for d in ("approve", "deny"))
     body = "<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>%s" % (
         html.escape(row["client_id"]), html.escape(user["login"]),
@@ -9515,7 +9515,7 @@ def device_code(req):
     with req.app.store.transaction() as db:
         insert_row(db, "device_codes", {"hash": token_hash(code), "user_code": user_code, "client_id": client_id,
                                         "scopes": ",".join(requested_scopes(params.get("scope"))),
-                                        "created_at": now(), "expires_at": later(DEVICE_CODE_SECONDS),
+                                        "created_at": now(), "expires_at": from_now(DEVICE_CODE_SECONDS),
                                         "interval": DEVICE_POLL_INTERVAL})
     shown = "%s-%s" % (user_code[:4], user_code[4:])
     return oauth_answer(req, {"device_code": code, "user_code": shown, "verification_uri": req.app.url + "/login/device",
@@ -9722,7 +9722,7 @@ def redirect_back(req, redirect_uri, fields, state):
     return 302, b"", dict(PAGE_HEADERS, Location=redirect_uri + separator + urllib.parse.urlencode(fields))
 
 
-@page("GET", "/login/oauth/authorize")
+@web_route("GET", "/login/oauth/authorize")
 def authorize_page(req):
     app_row, redirect_uri, problem = authorize_request(req, req.query)
     if problem:
@@ -9730,11 +9730,11 @@ def authorize_page(req):
                              req.query.get("state"))
     user = signed_in_page(req)
     scopes = requested_scopes(req.query.get("scope"))
-    fields = "".join(hidden(k, req.query.get(k, "")) for k in ("client_id", "redirect_uri", "scope", "state",
+    fields = "".join(hidden_input(k, req.query.get(k, "")) for k in ("client_id", "redirect_uri", "scope", "state",
                                                                   "code_challenge", "code_challenge_method",
                                                                   "response_type"))
     buttons = "".join('<form method="post" action="/login/oauth/authorize">%s%s%s<button>%s</button></form>' % (
-        hidden("csrf", req.session["csrf"]), fields, hidden("decision", d), d.title()) for d in ("approve", "deny"))
+        hidden_input("csrf", req.session["csrf"]), fields, hidden_input("decision", d), d.title()) for d in ("approve", "deny"))
     body = ("<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>"
             "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(user["login"]),
                                                  html.escape(", ".join(scopes) or "none (public read-only)"),
@@ -9742,7 +9742,7 @@ def authorize_page(req):
     return html_page("Authorize application", body)
 
 
-@page("POST", "/login/oauth/authorize")
+@web_route("POST", "/login/oauth/authorize")
 def authorize_submit(req):
     user, form = signed_in_page(req), req.form
     state = form.get("state") or None
@@ -9758,7 +9758,7 @@ def authorize_submit(req):
     with req.transaction() as db:
         insert_row(db, "oauth_codes", {"hash": token_hash(code), "app_id": app_row["id"], "user_id": user["id"],
                                        "redirect_uri": redirect_uri, "scopes": ",".join(scopes),
-                                       "challenge": form["code_challenge"], "expires_at": later(AUTH_CODE_SECONDS)})
+                                       "challenge": form["code_challenge"], "expires_at": from_now(AUTH_CODE_SECONDS)})
         req.effect("authorized %s for scopes %s" % (app_row["client_id"], ",".join(scopes) or "(none)"))
     return redirect_back(req, redirect_uri, {"code": code}, state)
 
@@ -9777,7 +9777,7 @@ def oauth_client(req, params):
 def issue_oauth_pair(db, req, app_row, user_id, scopes, family):
     """An access token (hours) and a refresh token in ``family``; returns the token response."""
     token, token_id = issue_token(db, req.app.key, user_id, "oauth", name="oauth app " + app_row["client_id"],
-                                  scopes=scopes, expires_at=later(OAUTH_ACCESS_HOURS * 3600))
+                                  scopes=scopes, expires_at=from_now(OAUTH_ACCESS_HOURS * 3600))
     refresh = "agr_" + secrets.token_hex(24)
     insert_row(db, "oauth_refresh_tokens", {"hash": token_hash(refresh), "family": family, "app_id": app_row["id"],
                                             "user_id": user_id, "scopes": ",".join(scopes), "access_id": token_id,

@@ -435,7 +435,7 @@ def test_step_up_on_the_web_pages(server):
     token = re.search(r"<code>([^<]+)</code>", invite).group(1)
     assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": token}).status == 201
     with server.app.store.transaction() as db:              # the code at sign-in was eleven minutes ago
-        db.execute("UPDATE web_sessions SET totp_at = ?", (agentgit.later(-660),))
+        db.execute("UPDATE web_sessions SET totp_at = ?", (agentgit.from_now(-660),))
     resp, page = b.request("POST", "/settings/agents", {"csrf": b.csrf(page), "agent": login, "action": "unbind"})
     assert resp.status == 401 and 'name="totp"' in page and 'name="agent" value="%s"' % login in page
     assert server.app.store.one("SELECT 1 FROM agent_bindings") is not None          # nothing happened yet
@@ -489,7 +489,7 @@ def test_the_seeds_grant_verbatim_and_an_approved_secret_read(server):
     """The seed's grant, as written, is accepted; a secret read it reserves for a human's approval
     waits for one, then happens once, audited with the task."""
     w = grant_a_task(server, "task:fix-payment-bug", ["read_code", "create_branch", "push_branch", "open_pr"], {
-        "branch_prefix": "agent/task-123/", "expires_at": agentgit.later(3 * 3600),
+        "branch_prefix": "agent/task-123/", "expires_at": agentgit.from_now(3 * 3600),
         "network_allowlist": ["api.stripe.com", "pypi.org"],
         "requires_approval": ["merge_pr", "read_secret", "run_workflow"]})
     assert w["grant"]["constraints"]["network_allowlist"] == ["api.stripe.com", "pypi.org"]

@@ -3,7 +3,7 @@
 import dataclasses
 import secrets
 
-from agentgit.config import later, now
+from agentgit.config import from_now, now
 from agentgit.storage import insert_row
 
 
@@ -23,7 +23,7 @@ def ask_for_approval(app, principal, decision):
         if row is None:
             insert_row(db, "approvals", {"public_id": public_id, "grant_id": grant["id"], "action": decision.action,
                                          "resource": decision.resource, "subject": decision.subject,
-                                         "created_at": now(), "expires_at": later(APPROVAL_SECONDS)})
+                                         "created_at": now(), "expires_at": from_now(APPROVAL_SECONDS)})
     url = "%s/api/ext/v1/approvals/%s/approve" % (app.url, public_id)
     reason = "%s: approval %s waits for %s at %s/approvals" % (decision.reasons[0], public_id,
                                                                grant["delegator_login"], app.url)

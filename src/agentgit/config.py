@@ -55,6 +55,6 @@ class Config:
     registration_window: int = 600         # seconds
 
 
-def later(seconds):
+def from_now(seconds):
     moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

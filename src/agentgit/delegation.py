@@ -2,7 +2,7 @@
 
 import json
 
-from agentgit.config import later, now
+from agentgit.config import from_now, now
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, INVITE_PREFIX, SWITCH_SESSION_HOURS, genuine_mac, issue_token,
@@ -86,7 +86,7 @@ def create_invite(req):
 def make_invite(db, key, inviter, grants, seconds):
     """(invite token, expiry, what happened). The token is shown once; only its hash is kept."""
     token = mint_token(key, INVITE_PREFIX)
-    expires_at = later(seconds)
+    expires_at = from_now(seconds)
     insert_row(db, "agent_invites", {"inviter_id": inviter["id"], "hash": token_hash(token),
                                      "fingerprint": token_fingerprint(token), "grants": json.dumps(grants),
                                      "created_at": now(), "expires_at": expires_at})
@@ -288,7 +288,7 @@ def open_switch_session(req, login):
     """A token that acts as the agent for at most 12 hours without touching the agent's own token;
     the actor of record stays the agent, and every row it makes names the human who switched in."""
     agent, _ = bound_agent(req, login)
-    expires_at = later(SWITCH_SESSION_HOURS * 3600)
+    expires_at = from_now(SWITCH_SESSION_HOURS * 3600)
     human = req.principal.user
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "switch-session", name="switch by " + human["login"],
@@ -305,7 +305,7 @@ def refresh_switch_session(req, login):
     agent = find_account(req, login, kinds=("agent",))
     req.authorize("refresh_session", Resource.account(agent))
     old = req.app.store.one("SELECT * FROM tokens WHERE id = ?", req.principal.token_id)
-    expires_at = later(SWITCH_SESSION_HOURS * 3600)
+    expires_at = from_now(SWITCH_SESSION_HOURS * 3600)
     with req.transaction() as db:
         if not revoke(db, "id = ?", (old["id"],)):
             raise HTTPError(401, "Bad credentials")

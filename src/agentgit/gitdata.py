@@ -344,10 +344,10 @@ def compare(req, owner, repo, basehead):
         behind = commits_between(git, mb or "", base_sha)
         files = changed_files(git, git[mb.encode()].tree.decode() if mb else None, git[head_sha.encode()].tree.decode())
         status = "identical" if base_sha == head_sha else "ahead" if not behind else "behind" if not ahead else "diverged"
-        html = "%s/%s/compare/%s" % (req.app.url, name, basehead)
-        return {"url": "%s/repos/%s/compare/%s" % (api, name, basehead), "html_url": html,
+        html_url = "%s/%s/compare/%s" % (req.app.url, name, basehead)
+        return {"url": "%s/repos/%s/compare/%s" % (api, name, basehead), "html_url": html_url,
                 "permalink_url": "%s/%s/compare/%s...%s" % (req.app.url, name, base_sha, head_sha),
-                "diff_url": html + ".diff", "patch_url": html + ".patch",
+                "diff_url": html_url + ".diff", "patch_url": html_url + ".patch",
                 "base_commit": commit_json(req.app, name, git[base_sha.encode()]),
                 "merge_base_commit": commit_json(req.app, name, git[(mb or base_sha).encode()]),
                 "status": status, "ahead_by": len(ahead), "behind_by": len(behind), "total_commits": len(ahead),

@@ -12,7 +12,7 @@ from agentgit.lookups import signed_in
 from agentgit.repositories import new_repository
 from agentgit.issues import (MAX_TEXT, add_comment, comment_json, open_issue, set_issue_relations, set_locked,
                              state_change)
-from agentgit.pulls import REVIEW_EVENTS, merge, open_pull, record_review, review_json, update_pull_branch
+from agentgit.pulls import REVIEW_EVENTS, merge_pull_request, open_pull, record_review, review_json, update_pull_branch
 from agentgit.graphql_language import GraphQLError, unprocessable
 from agentgit.graphql_resolvers import gql_issue, gql_pull, gql_repository, gql_user, node_row, visible_pull
 
@@ -36,7 +36,7 @@ def mutate_lock(locking):
 def mutate_merge_pull(ctx, parent, args):
     data = args["input"]
     repo_row, issue, pull = visible_pull(ctx, data["pullRequestId"])
-    merge(ctx.req, repo_row, issue, pull, (data.get("mergeMethod") or "MERGE").lower(), data.get("expectedHeadOid"),
+    merge_pull_request(ctx.req, repo_row, issue, pull, (data.get("mergeMethod") or "MERGE").lower(), data.get("expectedHeadOid"),
           data.get("commitHeadline"), data.get("commitBody"))
     row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
     return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, row),

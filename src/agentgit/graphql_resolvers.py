@@ -31,7 +31,7 @@ CONNECTION_ARGS = {"first": "Int", "after": "String", "last": "Int", "before": "
 MAX_PAGE = 100
 
 
-def connection(items, args, to_node):
+def paginate_connection(items, args, to_node):
     """A GitHub connection (totalCount, nodes, edges with cursors, pageInfo) over ``items`` with
     first/after/last/before. Cursors are opaque: base64 of the item's position."""
     first, last = args.get("first"), args.get("last")
@@ -69,7 +69,7 @@ def connection(items, args, to_node):
                          "endCursor": cursor(window[-1]) if window else None}}
 
 
-def payload(**fields):
+def payload_type(**fields):
     """A mutation's payload type: clientMutationId and the named fields, each of the given type."""
     return {"kind": "OBJECT", "fields": dict({"clientMutationId": GField("String")},
                                              **{name: GField(kind) for name, kind in fields.items()})}
@@ -142,7 +142,7 @@ def gql_lock(row):
 def resolve_issue_assignees(ctx, parent, args):
     rows = ctx.app.store.all("SELECT a.* FROM accounts a JOIN issue_assignees ia ON ia.user_id = a.id"
                              " WHERE ia.issue_id = ? ORDER BY a.login", parent["_row"]["id"])
-    return connection(rows, args, lambda r: gql_user(ctx.app, r))
+    return paginate_connection(rows, args, lambda r: gql_user(ctx.app, r))
 
 
 def resolve_comments(ctx, parent, args):
@@ -157,7 +157,7 @@ def resolve_comments(ctx, parent, args):
                 "authorAssociation": c["author_association"], "includesCreatedEdit": False, "isMinimized": False,
                 "minimizedReason": None, "reactionGroups": [],
                 "viewerDidAuthor": ctx.req.principal.user is not None and row["user_id"] == ctx.req.principal.user["id"]}
-    return connection(rows, args, node)
+    return paginate_connection(rows, args, node)
 
 
 def resolve_assignable_users(ctx, parent, args):
@@ -167,7 +167,7 @@ def resolve_assignable_users(ctx, parent, args):
             if repo_permission(ctx.app.store, u, repo_row)[1] not in ("public repository",)]
     if args.get("query"):
         rows = [u for u in rows if args["query"].lower() in (u["login"] + " " + (u["name"] or "")).lower()]
-    return connection(rows, args, lambda u: gql_user(ctx.app, u))
+    return paginate_connection(rows, args, lambda u: gql_user(ctx.app, u))
 
 
 def resolve_releases(ctx, parent, args):
@@ -178,7 +178,7 @@ def resolve_releases(ctx, parent, args):
     rows.sort(key=lambda r: (r["created_at"], r["id"]) if order["field"] == "CREATED_AT" else r["tag_name"],
               reverse=order["direction"] == "DESC")
 
-    return connection(rows, args, lambda r: gql_release(ctx, parent["_row"], r, r["id"] == latest))
+    return paginate_connection(rows, args, lambda r: gql_release(ctx, parent["_row"], r, r["id"] == latest))
 
 
 def gql_release(ctx, repo_row, row, is_latest):
@@ -190,7 +190,7 @@ def gql_release(ctx, repo_row, row, is_latest):
 
 
 def resolve_sub_issues(ctx, parent, args):
-    return connection([], args, lambda n: n)
+    return paginate_connection([], args, lambda n: n)
 
 
 def resolve_issues(ctx, parent, args):
@@ -216,7 +216,7 @@ def resolve_issues(ctx, parent, args):
     order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "DESC"}
     key = {"CREATED_AT": "createdAt", "UPDATED_AT": "updatedAt"}.get(order["field"], "createdAt")
     nodes.sort(key=lambda n: (n[key], n["number"]), reverse=order["direction"] == "DESC")
-    return connection(nodes, args, lambda n: n)
+    return paginate_connection(nodes, args, lambda n: n)
 
 
 def gql_pull(ctx, repo_row, row):
@@ -243,7 +243,7 @@ def gql_pull(ctx, repo_row, row):
 def resolve_review_requests(ctx, parent, args):
     rows = ctx.app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
                              " WHERE r.issue_id = ? ORDER BY a.login", parent["_row"]["id"])
-    return connection(rows, args, lambda u: {"__typename": "ReviewRequest", "requestedReviewer": gql_user(ctx.app, u)})
+    return paginate_connection(rows, args, lambda u: {"__typename": "ReviewRequest", "requestedReviewer": gql_user(ctx.app, u)})
 
 
 def resolve_reviews(ctx, parent, args, latest_only=False):
@@ -261,7 +261,7 @@ def resolve_reviews(ctx, parent, args, latest_only=False):
                 "author": gql_user(ctx.app, author) if author else None, "reactionGroups": [],
                 "commit": {"__typename": "Commit", "id": node_id("Commit", row["commit_id"]), "oid": row["commit_id"],
                            "_repo": repo_row} if row["commit_id"] else None}
-    return connection(rows, args, node)
+    return paginate_connection(rows, args, node)
 
 
 REQUIRED_CHECK_ARGS = {"pullRequestId": "ID", "pullRequestNumber": "Int"}
@@ -324,7 +324,7 @@ PATCH_STATUSES = {"added": "ADDED", "removed": "DELETED", "modified": "MODIFIED"
 
 
 def resolve_pull_files(ctx, parent, args):
-    return connection(pull_state(ctx, parent).files, args, lambda f: {
+    return paginate_connection(pull_state(ctx, parent).files, args, lambda f: {
         "__typename": "PullRequestChangedFile", "path": f[0], "changeType": PATCH_STATUSES.get(f[1], "CHANGED"),
         "additions": f[2], "deletions": f[3]})
 
@@ -344,7 +344,7 @@ def resolve_pull_commits(ctx, parent, args):
             "messageHeadline": headline, "messageBody": body.strip("\n"), "authoredDate": author["date"],
             "committedDate": git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)["date"],
             "_authors": [git_actor], "_repo": parent["_repo"]}}
-    return connection(pull_state(ctx, parent).commits, args, node)
+    return paginate_connection(pull_state(ctx, parent).commits, args, node)
 
 
 def resolve_pull(ctx, parent, args):
@@ -377,7 +377,7 @@ def resolve_pull_requests(ctx, parent, args):
     order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "DESC"}
     key = "updatedAt" if order["field"] == "UPDATED_AT" else "createdAt"
     nodes.sort(key=lambda n: (n[key], n["number"]), reverse=order["direction"] == "DESC")
-    return connection(nodes, args, lambda n: n)
+    return paginate_connection(nodes, args, lambda n: n)
 
 
 def resolve_issue_or_pull(ctx, parent, args):
@@ -421,11 +421,11 @@ def resolve_repo_labels(ctx, parent, args):
     order = args.get("orderBy") or {"field": "NAME", "direction": "ASC"}
     rows.sort(key=lambda r: r["name"].lower() if order["field"] == "NAME" else r["id"],
               reverse=order["direction"] == "DESC")
-    return connection(rows, args, lambda r: gql_label(ctx.app, r))
+    return paginate_connection(rows, args, lambda r: gql_label(ctx.app, r))
 
 
 def resolve_issue_labels(ctx, parent, args):
-    return connection(parent["_labels"], args, lambda l: {"__typename": "Label", "id": l["node_id"], "name": l["name"],
+    return paginate_connection(parent["_labels"], args, lambda l: {"__typename": "Label", "id": l["node_id"], "name": l["name"],
                                                           "description": l["description"], "color": l["color"]})
 
 
@@ -496,7 +496,7 @@ def resolve_user_organizations(ctx, parent, args):
         mine = {r["org_id"] for r in store.all("SELECT org_id FROM org_members WHERE user_id = ?",
                                                viewer["id"] if viewer else -1)}
         rows = [r for r in rows if r["id"] in mine]
-    return connection(rows, args, lambda r: gql_user(ctx.app, r))
+    return paginate_connection(rows, args, lambda r: gql_user(ctx.app, r))
 
 
 def resolve_owner_repositories(ctx, parent, args):
@@ -522,7 +522,7 @@ def resolve_owner_repositories(ctx, parent, args):
     order = args.get("orderBy") or {"field": "NAME", "direction": "ASC"}
     key = {"CREATED_AT": "created_at", "UPDATED_AT": "updated_at", "PUSHED_AT": "pushed_at"}.get(order["field"])
     rows.sort(key=lambda r: (r[key] or "") if key else r["name"].lower(), reverse=order["direction"] == "DESC")
-    out = connection(rows, args, lambda r: gql_repository(ctx, r))
+    out = paginate_connection(rows, args, lambda r: gql_repository(ctx, r))
     out["totalDiskUsage"] = 0
     return out
 
@@ -547,7 +547,7 @@ def resolve_search(ctx, parent, args):
         found = matching_issues(ctx.req, args["query"])
     except HTTPError as error:
         raise unprocessable(error)
-    out = connection(found, args, lambda f: gql_pull(ctx, f[0], f[1]) if f[1]["is_pull"] else gql_issue(ctx, f[0], f[1]))
+    out = paginate_connection(found, args, lambda f: gql_pull(ctx, f[0], f[1]) if f[1]["is_pull"] else gql_issue(ctx, f[0], f[1]))
     out.update(issueCount=len(found), repositoryCount=0, userCount=0, codeCount=0, discussionCount=0, wikiCount=0)
     return out
 

@@ -1,7 +1,7 @@
 """GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers."""
 
-from agentgit.graphql_resolvers import (CONNECTION_ARGS, GField, REQUIRED_CHECK_ARGS, connection, connection_type,
-                                        edge_type, gql_ref, payload, pull_state, resolve_assignable_users,
+from agentgit.graphql_resolvers import (CONNECTION_ARGS, GField, REQUIRED_CHECK_ARGS, paginate_connection, connection_type,
+                                        edge_type, gql_ref, payload_type, pull_state, resolve_assignable_users,
                                         resolve_check_required, resolve_comments, resolve_compare, resolve_issue,
                                         resolve_issue_assignees, resolve_issue_labels, resolve_issue_or_pull,
                                         resolve_issues, resolve_latest_release, resolve_merge_state, resolve_node,
@@ -164,7 +164,7 @@ GRAPHQL_TYPES = {
         "latestRelease": GField("Release", resolve_latest_release),
         # GitHub counts bytes per language with linguist; nothing here does, so the list is empty
         "languages": GField("LanguageConnection", lambda ctx, parent, args: dict(
-            connection([], args, lambda n: n), totalSize=0), dict(CONNECTION_ARGS, orderBy="LanguageOrder")),
+            paginate_connection([], args, lambda n: n), totalSize=0), dict(CONNECTION_ARGS, orderBy="LanguageOrder")),
         "assignableUsers": GField("UserConnection!", resolve_assignable_users, dict(CONNECTION_ARGS, query="String")),
         "pullRequest": GField("PullRequest", resolve_pull, {"number": "Int!"}),
         "pullRequests": GField("PullRequestConnection!", resolve_pull_requests, dict(
@@ -241,9 +241,9 @@ GRAPHQL_TYPES = {
         "activeLockReason": GField("LockReason")}},
     "Lockable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {
         "locked": GField("Boolean!"), "activeLockReason": GField("LockReason")}},
-    "UpdatePullRequestBranchPayload": payload(pullRequest="PullRequest"),
-    "LockLockablePayload": payload(lockedRecord="Lockable", actor="Actor"),
-    "UnlockLockablePayload": payload(unlockedRecord="Lockable", actor="Actor"),
+    "UpdatePullRequestBranchPayload": payload_type(pullRequest="PullRequest"),
+    "LockLockablePayload": payload_type(lockedRecord="Lockable", actor="Actor"),
+    "UnlockLockablePayload": payload_type(unlockedRecord="Lockable", actor="Actor"),
     "PullRequestChangedFileConnection": connection_type("PullRequestChangedFile"),
     "PullRequestChangedFileEdge": edge_type("PullRequestChangedFile"),
     "PullRequestChangedFile": {"kind": "OBJECT", "fields": {
@@ -260,7 +260,7 @@ GRAPHQL_TYPES = {
         "nodes": GField("[PullRequestReview]"), "pageInfo": GField("PageInfo!"), "totalCount": GField("Int!")}},
     "StatusCheckRollup": {"kind": "OBJECT", "fields": {
         "contexts": GField("StatusCheckRollupContextConnection!",
-                           lambda ctx, parent, args: connection(parent["_nodes"], args, lambda n: n),
+                           lambda ctx, parent, args: paginate_connection(parent["_nodes"], args, lambda n: n),
                            dict(CONNECTION_ARGS))}},
     "StatusCheckRollupContextConnection": {"kind": "OBJECT", "fields": {
         "nodes": GField("[StatusCheckRollupContext]"), "pageInfo": GField("PageInfo!"), "totalCount": GField("Int!")}},
@@ -283,21 +283,21 @@ GRAPHQL_TYPES = {
         "id": GField("ID!"), "oid": GField("GitObjectID!"), "message": GField("String!"),
         "messageHeadline": GField("String!"), "committedDate": GField("DateTime!"),
         "messageBody": GField("String!"), "authoredDate": GField("DateTime!"),
-        "authors": GField("GitActorConnection!", lambda ctx, parent, args: connection(
+        "authors": GField("GitActorConnection!", lambda ctx, parent, args: paginate_connection(
             parent.get("_authors", []), args, lambda n: n), dict(CONNECTION_ARGS)),
         "statusCheckRollup": GField("StatusCheckRollup", resolve_status_rollup)}},
     "GitActorConnection": connection_type("GitActor"), "GitActorEdge": edge_type("GitActor"),
     "GitActor": {"kind": "OBJECT", "fields": {
         "name": GField("String"), "email": GField("String"), "date": GField("GitTimestamp"), "user": GField("User")}},
-    "ClosePullRequestPayload": payload(pullRequest="PullRequest"),
-    "ReopenPullRequestPayload": payload(pullRequest="PullRequest"),
-    "MarkPullRequestReadyForReviewPayload": payload(pullRequest="PullRequest"),
-    "AddPullRequestReviewPayload": payload(pullRequestReview="PullRequestReview"),
+    "ClosePullRequestPayload": payload_type(pullRequest="PullRequest"),
+    "ReopenPullRequestPayload": payload_type(pullRequest="PullRequest"),
+    "MarkPullRequestReadyForReviewPayload": payload_type(pullRequest="PullRequest"),
+    "AddPullRequestReviewPayload": payload_type(pullRequestReview="PullRequestReview"),
     "PullRequestReview": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "state": GField("PullRequestReviewState!"), "body": GField("String!"),
         "url": GField("URI!"), "author": GField("Actor"), "authorAssociation": GField("CommentAuthorAssociation!"),
         "submittedAt": GField("DateTime"), "commit": GField("Commit"), "reactionGroups": GField("[ReactionGroup!]")}},
-    "MergePullRequestPayload": payload(pullRequest="PullRequest", actor="Actor"),
+    "MergePullRequestPayload": payload_type(pullRequest="PullRequest", actor="Actor"),
     "PullRequestConnection": connection_type("PullRequest"), "PullRequestEdge": edge_type("PullRequest"),
     "SearchResultItemConnection": {"kind": "OBJECT", "fields": dict({
         "nodes": GField("[SearchResultItem]"), "edges": GField("[SearchResultItemEdge]"),
@@ -350,27 +350,27 @@ GRAPHQL_TYPES = {
                                        {"input": "AddLabelsToLabelableInput!"}),
         "removeLabelsFromLabelable": GField("RemoveLabelsFromLabelablePayload", mutate_labels(False),
                                             {"input": "RemoveLabelsFromLabelableInput!"})}},
-    "CreatePullRequestPayload": payload(pullRequest="PullRequest"),
-    "UpdateIssuePayload": payload(issue="Issue", actor="Actor"),
-    "UpdatePullRequestPayload": payload(pullRequest="PullRequest", actor="Actor"),
-    "ConvertPullRequestToDraftPayload": payload(pullRequest="PullRequest"),
-    "RequestReviewsPayload": payload(pullRequest="PullRequest", actor="Actor"),
-    "AddLabelsToLabelablePayload": payload(labelable="Labelable"),
-    "RemoveLabelsFromLabelablePayload": payload(labelable="Labelable"),
+    "CreatePullRequestPayload": payload_type(pullRequest="PullRequest"),
+    "UpdateIssuePayload": payload_type(issue="Issue", actor="Actor"),
+    "UpdatePullRequestPayload": payload_type(pullRequest="PullRequest", actor="Actor"),
+    "ConvertPullRequestToDraftPayload": payload_type(pullRequest="PullRequest"),
+    "RequestReviewsPayload": payload_type(pullRequest="PullRequest", actor="Actor"),
+    "AddLabelsToLabelablePayload": payload_type(labelable="Labelable"),
+    "RemoveLabelsFromLabelablePayload": payload_type(labelable="Labelable"),
     "Labelable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
-    "CreateIssuePayload": payload(issue="Issue"),
-    "CloseIssuePayload": payload(issue="Issue"),
-    "ReopenIssuePayload": payload(issue="Issue"),
-    "AddCommentPayload": payload(commentEdge="IssueCommentEdge", subject="Node"),
+    "CreateIssuePayload": payload_type(issue="Issue"),
+    "CloseIssuePayload": payload_type(issue="Issue"),
+    "ReopenIssuePayload": payload_type(issue="Issue"),
+    "AddCommentPayload": payload_type(commentEdge="IssueCommentEdge", subject="Node"),
     "Label": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "description": GField("String"), "color": GField("String!")}},
     "IssueConnection": connection_type("Issue"), "IssueEdge": edge_type("Issue"),
     "RepositoryConnection": dict(connection_type("Repository"), fields=dict(
         connection_type("Repository")["fields"], totalDiskUsage=GField("Int!"))),
     "RepositoryEdge": edge_type("Repository"),
-    "ArchiveRepositoryPayload": payload(repository="Repository"),
-    "UnarchiveRepositoryPayload": payload(repository="Repository"),
-    "CreateRepositoryPayload": payload(repository="Repository"),
+    "ArchiveRepositoryPayload": payload_type(repository="Repository"),
+    "UnarchiveRepositoryPayload": payload_type(repository="Repository"),
+    "CreateRepositoryPayload": payload_type(repository="Repository"),
     "LabelConnection": connection_type("Label"), "LabelEdge": edge_type("Label"),
     "PageInfo": {"kind": "OBJECT", "fields": {
         "hasNextPage": GField("Boolean!"), "hasPreviousPage": GField("Boolean!"), "startCursor": GField("String"),

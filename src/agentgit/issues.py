@@ -92,9 +92,9 @@ def issue_json(app, repo, row):
     }
     if row["is_pull"]:
         pull = store.one("SELECT merged_at FROM pulls WHERE issue_id = ?", row["id"])
-        html = "%s/%s/pull/%d" % (app.url, name, row["number"])
-        out["pull_request"] = {"url": "%s/repos/%s/pulls/%d" % (app.api, name, row["number"]), "html_url": html,
-                               "diff_url": html + ".diff", "patch_url": html + ".patch",
+        html_url = "%s/%s/pull/%d" % (app.url, name, row["number"])
+        out["pull_request"] = {"url": "%s/repos/%s/pulls/%d" % (app.api, name, row["number"]), "html_url": html_url,
+                               "diff_url": html_url + ".diff", "patch_url": html_url + ".patch",
                                "merged_at": pull["merged_at"] if pull else None}
     return out
 

@@ -11,7 +11,7 @@ import secrets
 import time
 import urllib.parse
 
-from agentgit.config import later, now, parse_time
+from agentgit.config import from_now, now, parse_time
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import ALL_SCOPES, issue_token, token_fingerprint, token_hash
@@ -23,20 +23,20 @@ from agentgit.plumbing import route
 from agentgit.lookups import signed_in
 from agentgit.issues import text_field
 from agentgit.tasks import find_grant, issue_task_token, strip_kind
-from agentgit.web import PAGE_HEADERS, hidden, html_page, page, signed_in_page
+from agentgit.web import PAGE_HEADERS, hidden_input, html_page, web_route, signed_in_page
 
 
-@page("GET", "/login/device")
+@web_route("GET", "/login/device")
 def device_page(req):
     signed_in_page(req)
     code = html.escape(req.query.get("user_code", ""))
     body = ('<p>Enter the code your device shows.</p><form method="post" action="/login/device">%s'
             '<p><input name="user_code" value="%s" autocomplete="off"></p><p><button>Continue</button></p></form>') % (
-        hidden("csrf", req.session["csrf"]), code)
+        hidden_input("csrf", req.session["csrf"]), code)
     return html_page("Device activation", body)
 
 
-@page("POST", "/login/device")
+@web_route("POST", "/login/device")
 def device_page_submit(req):
     """First the code (shows what is asked), then approve or deny."""
     user, form = signed_in_page(req), req.form
@@ -48,7 +48,7 @@ def device_page_submit(req):
             else "Denied"))
     scopes = [s for s in row["scopes"].split(",") if s]
     buttons = "".join('<form method="post" action="/login/device">%s%s%s<button>%s</button></form>' % (
-        hidden("csrf", req.session["csrf"]), hidden("user_code", row["user_code"]), hidden("decision", d), d.title())
+        hidden_input("csrf", req.session["csrf"]), hidden_input("user_code", row["user_code"]), hidden_input("decision", d), d.title())
         for d in ("approve", "deny"))
     body = "<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>%s" % (
         html.escape(row["client_id"]), html.escape(user["login"]),
@@ -101,7 +101,7 @@ def device_code(req):
     with req.app.store.transaction() as db:
         insert_row(db, "device_codes", {"hash": token_hash(code), "user_code": user_code, "client_id": client_id,
                                         "scopes": ",".join(requested_scopes(params.get("scope"))),
-                                        "created_at": now(), "expires_at": later(DEVICE_CODE_SECONDS),
+                                        "created_at": now(), "expires_at": from_now(DEVICE_CODE_SECONDS),
                                         "interval": DEVICE_POLL_INTERVAL})
     shown = "%s-%s" % (user_code[:4], user_code[4:])
     return oauth_answer(req, {"device_code": code, "user_code": shown, "verification_uri": req.app.url + "/login/device",
@@ -308,7 +308,7 @@ def redirect_back(req, redirect_uri, fields, state):
     return 302, b"", dict(PAGE_HEADERS, Location=redirect_uri + separator + urllib.parse.urlencode(fields))
 
 
-@page("GET", "/login/oauth/authorize")
+@web_route("GET", "/login/oauth/authorize")
 def authorize_page(req):
     app_row, redirect_uri, problem = authorize_request(req, req.query)
     if problem:
@@ -316,11 +316,11 @@ def authorize_page(req):
                              req.query.get("state"))
     user = signed_in_page(req)
     scopes = requested_scopes(req.query.get("scope"))
-    fields = "".join(hidden(k, req.query.get(k, "")) for k in ("client_id", "redirect_uri", "scope", "state",
+    fields = "".join(hidden_input(k, req.query.get(k, "")) for k in ("client_id", "redirect_uri", "scope", "state",
                                                                   "code_challenge", "code_challenge_method",
                                                                   "response_type"))
     buttons = "".join('<form method="post" action="/login/oauth/authorize">%s%s%s<button>%s</button></form>' % (
-        hidden("csrf", req.session["csrf"]), fields, hidden("decision", d), d.title()) for d in ("approve", "deny"))
+        hidden_input("csrf", req.session["csrf"]), fields, hidden_input("decision", d), d.title()) for d in ("approve", "deny"))
     body = ("<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>"
             "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(user["login"]),
                                                  html.escape(", ".join(scopes) or "none (public read-only)"),
@@ -328,7 +328,7 @@ def authorize_page(req):
     return html_page("Authorize application", body)
 
 
-@page("POST", "/login/oauth/authorize")
+@web_route("POST", "/login/oauth/authorize")
 def authorize_submit(req):
     user, form = signed_in_page(req), req.form
     state = form.get("state") or None
@@ -344,7 +344,7 @@ def authorize_submit(req):
     with req.transaction() as db:
         insert_row(db, "oauth_codes", {"hash": token_hash(code), "app_id": app_row["id"], "user_id": user["id"],
                                        "redirect_uri": redirect_uri, "scopes": ",".join(scopes),
-                                       "challenge": form["code_challenge"], "expires_at": later(AUTH_CODE_SECONDS)})
+                                       "challenge": form["code_challenge"], "expires_at": from_now(AUTH_CODE_SECONDS)})
         req.effect("authorized %s for scopes %s" % (app_row["client_id"], ",".join(scopes) or "(none)"))
     return redirect_back(req, redirect_uri, {"code": code}, state)
 
@@ -363,7 +363,7 @@ def oauth_client(req, params):
 def issue_oauth_pair(db, req, app_row, user_id, scopes, family):
     """An access token (hours) and a refresh token in ``family``; returns the token response."""
     token, token_id = issue_token(db, req.app.key, user_id, "oauth", name="oauth app " + app_row["client_id"],
-                                  scopes=scopes, expires_at=later(OAUTH_ACCESS_HOURS * 3600))
+                                  scopes=scopes, expires_at=from_now(OAUTH_ACCESS_HOURS * 3600))
     refresh = "agr_" + secrets.token_hex(24)
     insert_row(db, "oauth_refresh_tokens", {"hash": token_hash(refresh), "family": family, "app_id": app_row["id"],
                                             "user_id": user_id, "scopes": ",".join(scopes), "access_id": token_id,

@@ -4,7 +4,7 @@ import collections
 import dataclasses
 import json
 
-from agentgit.config import later, now
+from agentgit.config import from_now, now
 from agentgit.accounts import account_by_id, full_name, permission_of_org_member, repo_by_id
 
 
@@ -494,7 +494,7 @@ def rule_branches(q):
 
 def rule_step_up(q):
     if q.action in STEP_UP_ACTIONS and q.user["totp_secret"] and \
-            (q.principal.stepped_up_at or "") < later(-STEP_UP_SECONDS):
+            (q.principal.stepped_up_at or "") < from_now(-STEP_UP_SECONDS):
         return Decision("needs_step_up", q.action, q.resource.name, [
             "%s needs a TOTP code confirmed in the last %d minutes: POST /api/ext/v1/step-up {\"otp\": ...}" % (
                 q.action, STEP_UP_SECONDS // 60)])

@@ -106,13 +106,13 @@ def pull_json(app, repo_row, issue, pull, detail=False):
     state = PullState(app, repo_row, issue, pull)
     name = full_name(repo_row)
     api = "%s/repos/%s" % (app.api, name)
-    html = "%s/%s/pull/%d" % (app.url, name, issue["number"])
+    html_url = "%s/%s/pull/%d" % (app.url, name, issue["number"])
     base = issue_json(app, repo_row, issue)
     requested = app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
                               " WHERE r.issue_id = ? ORDER BY a.login", issue["id"])
     out = {
         "url": "%s/pulls/%d" % (api, issue["number"]), "id": issue["id"], "node_id": node_id("PullRequest", issue["id"]),
-        "html_url": html, "diff_url": html + ".diff", "patch_url": html + ".patch", "issue_url": base["url"],
+        "html_url": html_url, "diff_url": html_url + ".diff", "patch_url": html_url + ".patch", "issue_url": base["url"],
         "commits_url": "%s/pulls/%d/commits" % (api, issue["number"]),
         "review_comments_url": "%s/pulls/%d/comments" % (api, issue["number"]),
         "review_comment_url": "%s/pulls/comments{/number}" % api, "comments_url": base["comments_url"],
@@ -126,7 +126,7 @@ def pull_json(app, repo_row, issue, pull, detail=False):
         "head": pull_side_json(app, state.head_repo or repo_row, pull["head_ref"], state.head_sha),
         "base": pull_side_json(app, repo_row, pull["base_ref"], state.base_sha),
         "_links": {key: {"href": href} for key, href in (
-            ("self", "%s/pulls/%d" % (api, issue["number"])), ("html", html), ("issue", base["url"]),
+            ("self", "%s/pulls/%d" % (api, issue["number"])), ("html", html_url), ("issue", base["url"]),
             ("comments", base["comments_url"]), ("review_comments", "%s/pulls/%d/comments" % (api, issue["number"])),
             ("review_comment", "%s/pulls/comments{/number}" % api),
             ("commits", "%s/pulls/%d/commits" % (api, issue["number"])),
@@ -365,7 +365,7 @@ def merge_pull(req, owner, repo, number):
     title = text_field(req, body, "commit_title", "PullRequest", limit=256)
     message = text_field(req, body, "commit_message", "PullRequest")
     row, issue, pull = find_pull(req, owner, repo, number)
-    new_sha = merge(req, row, issue, pull, method, expected_sha, title, message)
+    new_sha = merge_pull_request(req, row, issue, pull, method, expected_sha, title, message)
     return {"sha": new_sha, "merged": True, "message": "Pull Request successfully merged"}
 
 
@@ -409,7 +409,7 @@ def update_pull_branch(req, row, issue, pull, expected_sha=None):
     return new_sha
 
 
-def merge(req, row, issue, pull, method, expected_sha=None, title=None, message=None):
+def merge_pull_request(req, row, issue, pull, method, expected_sha=None, title=None, message=None):
     """Decide, merge, record: the new head of the base branch. HTTPError 405/409 when it cannot."""
     state = PullState(req.app, row, issue, pull)
     req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"], repo=row,
@@ -480,12 +480,12 @@ def close_referenced_issues(db, repo_row, pull_issue, merger, stamp):
 
 def review_json(app, repo_row, issue, row):
     name = full_name(repo_row)
-    html = "%s/%s/pull/%d#pullrequestreview-%d" % (app.url, name, issue["number"], row["id"])
+    html_url = "%s/%s/pull/%d#pullrequestreview-%d" % (app.url, name, issue["number"], row["id"])
     pull_url = "%s/repos/%s/pulls/%d" % (app.api, name, issue["number"])
     return {"id": row["id"], "node_id": node_id("PullRequestReview", row["id"]),
             "user": user_json_by_id(app, row["user_id"]), "body": row["body"], "state": row["state"],
-            "commit_id": row["commit_id"], "html_url": html, "pull_request_url": pull_url,
-            "submitted_at": row["submitted_at"], "_links": {"html": {"href": html}, "pull_request": {"href": pull_url}},
+            "commit_id": row["commit_id"], "html_url": html_url, "pull_request_url": pull_url,
+            "submitted_at": row["submitted_at"], "_links": {"html": {"href": html_url}, "pull_request": {"href": pull_url}},
             "author_association": author_association(app.store, repo_row, row["user_id"])}
 
 
@@ -563,16 +563,16 @@ def list_review_comments(req, owner, repo, number):
     out = []
     for c in req.app.store.all("SELECT * FROM review_comments WHERE issue_id = ? ORDER BY id", issue["id"]):
         url = "%s/repos/%s/pulls/comments/%d" % (api, name, c["id"])
-        html = "%s/%s/pull/%d#discussion_r%d" % (req.app.url, name, issue["number"], c["id"])
+        html_url = "%s/%s/pull/%d#discussion_r%d" % (req.app.url, name, issue["number"], c["id"])
         pull_url = "%s/repos/%s/pulls/%d" % (api, name, issue["number"])
         out.append({"url": url, "id": c["id"], "node_id": node_id("PullRequestReviewComment", c["id"]),
                     "pull_request_review_id": c["review_id"], "diff_hunk": "", "path": c["path"],
                     "position": c["line"], "original_position": c["line"], "line": c["line"], "side": c["side"],
                     "commit_id": c["commit_id"], "original_commit_id": c["commit_id"],
                     "user": user_json_by_id(req.app, c["user_id"]), "body": c["body"], "created_at": c["created_at"],
-                    "updated_at": c["updated_at"], "html_url": html, "pull_request_url": pull_url,
+                    "updated_at": c["updated_at"], "html_url": html_url, "pull_request_url": pull_url,
                     "author_association": author_association(req.app.store, row, c["user_id"]),
-                    "_links": {"self": {"href": url}, "html": {"href": html}, "pull_request": {"href": pull_url}}})
+                    "_links": {"self": {"href": url}, "html": {"href": html_url}, "pull_request": {"href": pull_url}}})
     return req.paginate(out)
 
 

@@ -6,7 +6,7 @@ import json
 import re
 import secrets
 
-from agentgit.config import later, now, parse_time
+from agentgit.config import from_now, now, parse_time
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import issue_token, revoke, token_fingerprint
@@ -62,7 +62,7 @@ def create_task_grant(req):
     if not actions or unknown or not isinstance(approval, list) or any(a not in TASK_ACTIONS for a in approval):
         raise invalid("TaskGrant", "actions", message="actions are from %s" % ", ".join(TASK_ACTIONS))
     try:
-        expires = parse_time(constraints.get("expires_at") or later(86400))
+        expires = parse_time(constraints.get("expires_at") or from_now(86400))
     except (ValueError, AttributeError):
         raise invalid("TaskGrant", "constraints", message="constraints.expires_at must be an ISO 8601 time")
     moment = datetime.datetime.now(datetime.timezone.utc)
@@ -204,7 +204,7 @@ def issue_task_token(req, row, asked=None):
     granted = json.loads(row["actions"])
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
-    expires_at = min(later(TASK_TOKEN_SECONDS), row["expires_at"])
+    expires_at = min(from_now(TASK_TOKEN_SECONDS), row["expires_at"])
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
                                expires_at=expires_at, grant_id=row["id"])
@@ -228,7 +228,7 @@ def step_up(req):
     with req.transaction() as db:
         db.execute("INSERT OR REPLACE INTO step_ups (token_id, at) VALUES (?, ?)", (req.principal.token_id, now()))
         req.effect("stepped up token %s" % req.principal.fingerprint)
-    return 200, {"stepped_up_until": later(STEP_UP_SECONDS)}
+    return 200, {"stepped_up_until": from_now(STEP_UP_SECONDS)}
 
 
 def confirm_totp(req, user, code):

@@ -7,7 +7,7 @@ import secrets
 import ssl
 import urllib.parse
 
-from agentgit.config import later, now
+from agentgit.config import from_now, now
 from agentgit.errors import HTTPError
 from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SWITCH_SESSION_HOURS, expand_scopes, issue_token,
@@ -35,7 +35,7 @@ PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "
                 "Referrer-Policy": "no-referrer"}
 
 
-def page(method, pattern, csrf="session"):
+def web_route(method, pattern, csrf="session"):
     """A web page route: authenticated by session cookie, not by Authorization headers. A POST page's
     form is read, and its CSRF token checked, here before the handler runs (which finds it in
     ``req.form``), so no page can forget it. ``csrf`` says what the token is checked against: the
@@ -132,12 +132,12 @@ def session_form(req):
 
 def step_up_form(req):
     """Asks for a TOTP code, then sends the refused form again with it."""
-    repeated = "".join(hidden(k, v) for k, v in req.form.items() if k not in ("csrf", "totp"))
+    repeated = "".join(hidden_input(k, v) for k, v in req.form.items() if k not in ("csrf", "totp"))
     return ('<p>This needs your authentication code: for what destroys or changes who may act, agentgit asks '
             'for a code confirmed in the last %d minutes.</p><form method="post" action="%s">%s%s<p><label>'
             'Authentication code <input name="totp" inputmode="numeric" autocomplete="one-time-code" required>'
             '</label></p><p><button>Confirm</button></p></form>') % (
-        STEP_UP_SECONDS // 60, html.escape(req.raw_path), hidden("csrf", req.session["csrf"]), repeated)
+        STEP_UP_SECONDS // 60, html.escape(req.raw_path), hidden_input("csrf", req.session["csrf"]), repeated)
 
 
 def safe_next(target):
@@ -146,24 +146,24 @@ def safe_next(target):
         "/settings/agents"
 
 
-def hidden(name, value):
+def hidden_input(name, value):
     return '<input type="hidden" name="%s" value="%s">' % (html.escape(name), html.escape(value))
 
 
-@page("GET", "/login")
+@web_route("GET", "/login")
 def login_page(req, message=""):
     csrf = secrets.token_urlsafe(24)
     body = ('%s<form method="post" action="/login">%s%s<p><label>Login <input name="login" autocomplete="username">'
             '</label></p><p><label>Password <input type="password" name="password" autocomplete="current-password">'
             '</label></p><p><label>Code from your authenticator (if you set one up) <input name="totp" '
             'autocomplete="one-time-code"></label></p><p><button>Sign in</button></p></form>') % (
-        "<p><strong>%s</strong></p>" % html.escape(message) if message else "", hidden("csrf", csrf),
-        hidden("next", safe_next(req.query.get("next", "/settings/agents"))))
+        "<p><strong>%s</strong></p>" % html.escape(message) if message else "", hidden_input("csrf", csrf),
+        hidden_input("next", safe_next(req.query.get("next", "/settings/agents"))))
     return html_page("Sign in", body, 401 if message else 200,
                      {"Set-Cookie": cookie_header(req, LOGIN_CSRF_COOKIE, csrf, 600)})
 
 
-@page("POST", "/login", csrf="sign-in")
+@web_route("POST", "/login", csrf="sign-in")
 def login_submit(req):
     form = req.form
     login = form.get("login", "")[:64]
@@ -188,7 +188,7 @@ def login_submit(req):
         insert_row(db, "web_sessions", {"hash": token_hash(token), "user_id": user["id"],
                                         "csrf": secrets.token_urlsafe(24), "created_at": now(),
                                         "totp_at": now() if second else None,
-                                        "expires_at": later(SESSION_HOURS * 3600)})
+                                        "expires_at": from_now(SESSION_HOURS * 3600)})
         audit_append(db, req.app.key, Principal(user=user, runtime=address), "web",
                      Decision("allow", "sign_in", "user:" + user["login"], ["password and TOTP" if second else
                                                                             "password"]), "signed in")
@@ -196,7 +196,7 @@ def login_submit(req):
                     {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
 
 
-@page("POST", "/logout", csrf="session-if-any")
+@web_route("POST", "/logout", csrf="session-if-any")
 def logout(req):
     if req.session is not None:
         with req.app.store.transaction() as db:
@@ -214,15 +214,15 @@ def signed_in_page(req):
 AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
 
 
-@page("GET", "/settings/agents")
+@web_route("GET", "/settings/agents")
 def agents_page(req, shown=""):
     user = signed_in_page(req)
-    csrf = hidden("csrf", req.session["csrf"])
+    csrf = hidden_input("csrf", req.session["csrf"])
     rows = []
     for binding in req.app.store.all("SELECT * FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"]):
         agent = account_by_id(req.app.store, binding["agent_id"])
         buttons = "".join('<form method="post" action="/settings/agents">%s%s%s<button>%s</button></form>' % (
-            csrf, hidden("agent", agent["login"]), hidden("action", action), action)
+            csrf, hidden_input("agent", agent["login"]), hidden_input("action", action), action)
             for action in AGENT_FORM_ACTIONS if action != ("resume" if not agent["suspended_at"] else "suspend"))
         rows.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
             html.escape(agent["login"]), html.escape(binding["display_name"] or ""), html.escape(binding["bound_at"]),
@@ -234,11 +234,11 @@ def agents_page(req, shown=""):
             '<p><label>Repository grants, one per line (owner/name:permission)<br><textarea name="repo_grants">'
             '</textarea></label></p><p><button>Create invite</button></p></form>') % (
         shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
-        hidden("action", "invite"))
+        hidden_input("action", "invite"))
     return html_page("Agents", body)
 
 
-@page("POST", "/settings/agents")
+@web_route("POST", "/settings/agents")
 def agents_action(req):
     """Each button goes through the same decide() and the same code as its endpoint; a token made
     here (invite, reset, switch session) is shown once on the page that answers."""
@@ -270,7 +270,7 @@ def agents_action(req):
             token, _, effect = reset_agent_credentials(db, req.app.key, agent)
             shown = "<p>New token for %s (shown once): <code>%s</code></p>" % (html.escape(agent["login"]), token)
         elif action == "switch-session":
-            expires_at = later(SWITCH_SESSION_HOURS * 3600)
+            expires_at = from_now(SWITCH_SESSION_HOURS * 3600)
             token, _ = issue_token(db, req.app.key, agent["id"], "switch-session", name="switch by " + user["login"],
                                    scopes=AGENT_SCOPES, expires_at=expires_at, issued_by=user["id"])
             effect = "switch session %s into %s until %s" % (token_fingerprint(token), agent["login"], expires_at)
@@ -283,12 +283,12 @@ def agents_action(req):
         req.effect(effect)
     return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
 
-@page("GET", "/approvals")
+@web_route("GET", "/approvals")
 def approvals_page(req, shown=""):
     """What the delegator's agents wait for: each pending approval names the agent, the task, the
     action and the resource, and one button approves exactly that, once."""
     user = signed_in_page(req)
-    csrf = hidden("csrf", req.session["csrf"])
+    csrf = hidden_input("csrf", req.session["csrf"])
     rows = []
     for a in req.app.store.all("SELECT a.*, g.task, g.public_id AS grant_public, ag.login AS agent_login"
                                " FROM approvals a JOIN task_grants g ON g.id = a.grant_id"
@@ -298,14 +298,14 @@ def approvals_page(req, shown=""):
         rows.append("<tr>%s<td><form method=\"post\" action=\"/approvals\">%s%s<button>approve</button></form>"
                     "</td></tr>" % ("".join("<td>%s</td>" % html.escape(a[k]) for k in (
                         "agent_login", "task", "action", "resource", "subject", "grant_public", "expires_at")),
-                                    csrf, hidden("approval_id", a["public_id"])))
+                                    csrf, hidden_input("approval_id", a["public_id"])))
     body = ('%s<table><tr><th>Agent</th><th>Task</th><th>Action</th><th>Resource</th><th>What</th><th>Grant</th>'
             '<th>Expires</th><th></th></tr>%s</table>') % (shown, "".join(rows) or
                                                            '<tr><td colspan="8">nothing waits</td></tr>')
     return html_page("Approvals", body)
 
 
-@page("POST", "/approvals")
+@web_route("POST", "/approvals")
 def approvals_action(req):
     user, form = signed_in_page(req), req.form
     row = give_approval(req, user, form.get("approval_id", ""))
@@ -313,14 +313,14 @@ def approvals_action(req):
         html.escape(row["action"]), html.escape(row["resource"]), html.escape(row["grant_public"])))
 
 
-@page("GET", "/settings/tokens")
+@web_route("GET", "/settings/tokens")
 def tokens_page(req, shown=""):
     user = signed_in_page(req)
-    csrf = hidden("csrf", req.session["csrf"])
+    csrf = hidden_input("csrf", req.session["csrf"])
     rows = []
     for t in req.app.store.all("SELECT * FROM tokens WHERE user_id = ? ORDER BY id", user["id"]):
         action = "" if t["revoked_at"] else '<form method="post" action="/settings/tokens">%s%s%s<button>revoke' \
-            '</button></form>' % (csrf, hidden("action", "revoke"), hidden("token_id", str(t["id"])))
+            '</button></form>' % (csrf, hidden_input("action", "revoke"), hidden_input("token_id", str(t["id"])))
         rows.append("<tr>%s<td>%s</td></tr>" % ("".join("<td>%s</td>" % html.escape(str(t[k] or "")) for k in (
             "name", "kind", "scopes", "fingerprint", "created_at", "expires_at", "last_used_at", "revoked_at")), action))
     boxes = "".join('<label><input type="checkbox" name="scope_%s" value="1"> %s</label> ' % (s, s)
@@ -329,11 +329,11 @@ def tokens_page(req, shown=""):
             '<th>Expires</th><th>Last used</th><th>Revoked</th><th></th></tr>%s</table><h2>New token</h2>'
             '<form method="post" action="/settings/tokens">%s%s<p><label>Name <input name="name"></label></p><p>%s</p>'
             '<p><label>Expires in days (empty: never) <input name="days"></label></p><p><button>Create</button></p>'
-            '</form>') % (shown, "".join(rows), csrf, hidden("action", "create"), boxes)
+            '</form>') % (shown, "".join(rows), csrf, hidden_input("action", "create"), boxes)
     return html_page("Personal tokens", body)
 
 
-@page("POST", "/settings/tokens")
+@web_route("POST", "/settings/tokens")
 def tokens_action(req):
     user, form = signed_in_page(req), req.form
     if form.get("action") == "revoke":
@@ -348,5 +348,5 @@ def tokens_action(req):
     if not name or len(name) > 100 or days and not (days.isdigit() and 1 <= int(days) <= 3650):
         raise HTTPError(422, "A token needs a name, and days from 1 to 3650 or nothing")
     scopes = [s for s in ALL_SCOPES if form.get("scope_" + s) and s != "site_admin"]
-    token, _ = mint_personal_token(req, user, name, scopes, later(int(days) * 86400) if days else None)
+    token, _ = mint_personal_token(req, user, name, scopes, from_now(int(days) * 86400) if days else None)
     return tokens_page(req, "<p>Your new token (shown once): <code>%s</code></p>" % token)
