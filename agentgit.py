@@ -1674,6 +1674,8 @@ STEP_UP_SECONDS = 600
 class Question:
     """One decide() call on its way through the rules: what is asked, and what the rules learn on the
     way (the permission held, an approval the action rests on, a fast-forward-only branch)."""
+    __slots__ = ("store", "principal", "action", "resource", "spec", "user", "context", "level", "how", "approval",
+                 "ff_only")
 
     def __init__(self, store, principal, action, resource, context):
         self.store, self.principal, self.action, self.resource = store, principal, action, resource

@@ -11,7 +11,7 @@
   d. decide() for a task token with 10,000 grants stored, per call, vs the same rules in pycasbin and
      cedarpy (installed by `make bench` for this only).
 
-Options: --commits N --files N (repository size), --trials N, --skip-dulwich.
+Options: --commits N --files N (repository size), --trials N, --skip-dulwich, --only NAME.
 """
 import argparse
 import http.client
@@ -202,16 +202,21 @@ def first_200(argv, path, env=None):
 
 def bench_cold_start(trials):
     """From process start to the first 200, with a fresh data dir each time. A script's bytecode is
-    never cached, so `python agentgit.py` compiles the whole file at every start; `python -m agentgit`
-    (what `make serve` runs) reuses the cached bytecode, as Python does by default."""
+    never cached, so `python agentgit.py` (what `make serve` runs) compiles the whole file at every
+    start; `python -m agentgit` reuses the single file's cached bytecode, and the package (src/agentgit/,
+    what `make test-package` imports) its modules' cached bytecode, as Python does by default."""
     body = os.path.join(WORK, "bare-body.json")
     with open(body, "w") as f:
         f.write("{}")
     bare = statistics.median(first_200([sys.executable, "-c", BARE_SERVER, body], "/") for _ in range(trials))
     cached_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    package_env = dict(cached_env, PYTHONPATH=os.path.join(ROOT, "src"))
+    package = [sys.executable, "-P", "-m", "agentgit"]
     subprocess.run([sys.executable, "-m", "agentgit", "--help"], cwd=ROOT, env=cached_env, capture_output=True)
+    subprocess.run(package + ["--help"], cwd=ROOT, env=package_env, capture_output=True)
     for label, argv, env in (("python agentgit.py serve", [sys.executable, AGENTGIT], None),
-                             ("python -m agentgit serve", [sys.executable, "-m", "agentgit"], cached_env)):
+                             ("python -m agentgit serve", [sys.executable, "-m", "agentgit"], cached_env),
+                             ("the package, src/agentgit", package, package_env)):
         times = []
         for _ in range(trials):
             data = fresh(os.path.join(WORK, "cold-data"))
@@ -486,12 +491,13 @@ def main():
     parser.add_argument("--skip-dulwich", action="store_true")
     parser.add_argument("--dulwich-concurrent", action="store_true",
                         help="also run eight concurrent clones on dulwich (slow: minutes, GBs)")
+    parser.add_argument("--only", choices=("decide", "cold-start", "rest", "git"), help="run one benchmark")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
-    bench_decide()
-    bench_cold_start(5)
-    bench_rest()
-    bench_git(args)
+    for name, run in (("decide", bench_decide), ("cold-start", lambda: bench_cold_start(args.trials)),
+                      ("rest", bench_rest), ("git", lambda: bench_git(args))):
+        if args.only in (None, name):
+            run()
 
 
 if __name__ == "__main__":
