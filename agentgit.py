@@ -62,7 +62,7 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     35. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
     36. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
     37. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    38. cli                Command line: serve, user, agent, connect, audit.
+    38. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 import argparse
@@ -10579,7 +10579,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/cli.py — Command line: serve, user, agent, connect, audit.
+# 38. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

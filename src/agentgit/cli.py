@@ -1,4 +1,4 @@
-"""Command line: serve, user, agent, connect, audit."""
+"""Command line: serve, user, agent, connect, routes, audit."""
 
 import argparse
 import base64
