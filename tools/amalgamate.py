@@ -78,17 +78,21 @@ class Module:
         return names
 
     def used(self):
-        """The global names the module's code reads (symtable: locals and parameters are not globals)."""
-        used = set()
+        return referenced_globals(self.source, self.path)
 
-        def walk(table):
-            for symbol in table.get_symbols():
-                if symbol.is_referenced() and (table.get_type() == "module" or symbol.is_global()):
-                    used.add(symbol.get_name())
-            for child in table.get_children():
-                walk(child)
-        walk(symtable.symtable(self.source, self.path, "exec"))
-        return used
+
+def referenced_globals(source, filename):
+    """The global names the code reads (symtable: locals and parameters are not globals)."""
+    used = set()
+
+    def walk(table):
+        for symbol in table.get_symbols():
+            if symbol.is_referenced() and (table.get_type() == "module" or symbol.is_global()):
+                used.add(symbol.get_name())
+        for child in table.get_children():
+            walk(child)
+    walk(symtable.symtable(source, filename, "exec"))
+    return used
 
 
 def check_dunders(module, allowed=()):
@@ -179,6 +183,9 @@ def build(root=ROOT):
     if SCHEMA_LINE not in storage.body.splitlines():
         raise BuildError("src/agentgit/storage.py no longer reads schema.sql with the line make dist replaces")
     storage.body = storage.body.replace(SCHEMA_LINE, 'SCHEMA = """%s"""' % schema)
+    # hoisted: what the single file's code uses (storage's pathlib reads schema.sql only in the package)
+    used = referenced_globals("\n".join(m.body for m in modules), "agentgit.py")
+    external = {name: spec for name, spec in external.items() if name in used}
 
     width = max(len(m.name) for m in modules)
     section_map = "\n".join("    %2d. %-*s  %s" % (i, width, m.name, m.title) for i, m in enumerate(modules[:-1], 1))

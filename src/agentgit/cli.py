@@ -2,6 +2,7 @@
 
 import argparse
 import base64
+import functools
 import getpass
 import json
 import os
@@ -164,14 +165,17 @@ def connect_gh(args):
     return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in exports)
 
 
-def source_module(function, files={}):
+@functools.lru_cache(maxsize=None)
+def source_lines(filename):
+    with open(filename, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def source_module(function):
     """The module of src/agentgit/ that defines ``function``: in the single file, the banner above it
-    (make dist writes one per module); in the package, its file. ``files`` caches the files read."""
+    (make dist writes one per module); in the package, its file."""
     code = getattr(function, "__wrapped__", function).__code__      # a POST page: its handler, not the wrapper
-    if code.co_filename not in files:
-        with open(code.co_filename, encoding="utf-8") as f:
-            files[code.co_filename] = f.read().splitlines()
-    for line in reversed(files[code.co_filename][:code.co_firstlineno]):
+    for line in reversed(source_lines(code.co_filename)[:code.co_firstlineno]):
         banner = re.match(r"# \d+\. src/agentgit/(\w+)\.py ", line)
         if banner:
             return banner.group(1)
