@@ -382,14 +382,25 @@ STEP_UP_SECONDS = 600
 
 class Question:
     """One decide() call on its way through the rules: what is asked, and what the rules learn on the
-    way (the permission held, an approval the action rests on, a fast-forward-only branch)."""
+    way (the permission held, an approval the action rests on, a fast-forward-only branch).
+
+    ``authority`` is the account whose permission counts: the principal's own, except for a task
+    token, which carries its grant's delegator's authority as it stands at this request (her
+    permission, her suspension), never the agent's own standing access."""
     __slots__ = ("store", "principal", "action", "resource", "spec", "user", "context", "level", "how", "approval",
-                 "ff_only")
+                 "ff_only", "authority", "holder")
 
     def __init__(self, store, principal, action, resource, context):
         self.store, self.principal, self.action, self.resource = store, principal, action, resource
         self.spec, self.user, self.context = ACTIONS[action], principal.user, context
         self.level, self.how, self.approval, self.ff_only = "none", "", None, False
+        grant = principal.grant
+        if grant is None:
+            self.authority, self.holder = self.user, principal.login or "anonymous"
+        else:
+            self.authority = store.cached(("account", grant["delegator_id"]),
+                                          lambda: account_by_id(store, grant["delegator_id"]))
+            self.holder = "%s (delegator of task grant %s)" % (grant["delegator_login"], grant["public_id"])
 
     def deny(self, reason, **details):
         return Decision("deny", self.action, self.resource.name, [reason], **details)
@@ -404,6 +415,9 @@ def rule_standing(q):
     if spec.token_kinds and q.principal.token_kind not in spec.token_kinds:
         return q.deny("%s needs the %s token itself; this is a %s token" % (
             q.action, " or ".join(spec.token_kinds), q.principal.token_kind or "missing"))
+    if q.authority is not user and (q.authority is None or q.authority["suspended_at"]):
+        return q.deny("task grant %s carries the authority of %s, who is suspended" % (
+            q.principal.grant["public_id"], q.principal.grant["delegator_login"]))
     return None
 
 
@@ -421,7 +435,8 @@ def rule_task_grant(q):
 
 def rule_delegator(q):
     resource, user = q.resource, q.user
-    if q.principal.delegator_suspended and not (
+    # (a task token answers for its grant's delegator, whom rule_standing checks)
+    if q.principal.delegator_suspended and q.principal.grant is None and not (
             resource.kind == "repo" and resource.row["owner_id"] == user["id"] or resource.kind == "account"
             and resource.row["id"] == user["id"]):
         return q.deny("%s's delegator %s is suspended: the agent works on its own repositories only" % (
@@ -436,8 +451,8 @@ def rule_humans_only(q):
 
 
 def rule_permission(q):
-    spec, user, resource, login = q.spec, q.user, q.resource, q.principal.login or "anonymous"
-    q.level, q.how = permission_on(q.store, user, resource)
+    spec, user, resource, login = q.spec, q.user, q.resource, q.holder
+    q.level, q.how = permission_on(q.store, q.authority, resource)
     if resource.kind == "repo" and RANK[q.level] < RANK["read"]:
         return q.deny("%s cannot see %s" % (login, resource.name), hidden=True)
     if user is None and (spec.humans_only or spec.mutation and not spec.anonymous):
@@ -508,17 +523,19 @@ PolicyRule = collections.namedtuple("PolicyRule", "says check")
 # decide()'s rules, in the order it applies them; the first that says no decides. decide() walks this
 # table and the policy endpoint publishes it, so what is published is what is enforced.
 POLICY_RULES = (
-    PolicyRule("a suspended or retired account may do nothing; an action that needs a certain kind of token "
-               "(consent needs the agent's own) refuses others", rule_standing),
+    PolicyRule("a suspended or retired account may do nothing, nor a task token whose delegator is suspended; "
+               "an action that needs a certain kind of token (consent needs the agent's own) refuses others",
+               rule_standing),
     PolicyRule("nothing is minted or approved under a revoked or expired task grant, and a task token does "
                "only what its grant names, within its constraints, needing a human's approval where the "
                "grant says so", rule_task_grant),
     PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
     PolicyRule("some actions are for humans only", rule_humans_only),
-    PolicyRule("the principal's permission on the resource must reach the action's level (a repository the "
-               "principal cannot read is hidden: 404, not 403); anonymous callers may only read (and register "
-               "agents); authors editing what they wrote need less; commenting on a locked conversation needs "
-               "triage", rule_permission),
+    PolicyRule("the permission held on the resource must reach the action's level: the principal's own, or "
+               "for a task token its delegator's, as it stands now (the agent's own standing access never adds "
+               "to a task token); a repository that cannot be read is hidden: 404, not 403; anonymous callers "
+               "may only read (and register agents); authors editing what they wrote need less; commenting on a "
+               "locked conversation needs triage", rule_permission),
     PolicyRule("the token must carry the scope the action needs", rule_scope),
     PolicyRule("a repository or organization frozen by policy, and an archived repository, are read-only: "
                "reads pass, every change is refused (read_only) but undoing that", rule_read_only),
@@ -541,7 +558,11 @@ def decide(store, principal, action, resource, context=None):
         refusal = rule.check(q)
         if refusal is not None:
             return refusal
-    reasons = ["%s holds %s on %s (%s)" % (principal.login or "anonymous", q.level, resource.name, q.how)]
+    reasons = ["%s holds %s on %s (%s)" % (q.holder, q.level, resource.name, q.how)]
+    if principal.grant is not None:
+        prefix = principal.grant["constraints"].get("branch_prefix")
+        reasons.append("task grant %s allows %s%s" % (principal.grant["public_id"], action, " under " + prefix
+                                                      if prefix and action in REF_ACTIONS else ""))
     if q.context.get("ref"):
         reasons.append("ref %s" % q.context["ref"])
     if q.ff_only:

@@ -1,0 +1,108 @@
+"""Delegated authority: a task token carries its delegator's authority as it stands at each request,
+and nothing of the agent's own standing access; when the delegator loses access, so does the token."""
+from conftest import api, commit_file, ext, git, remote
+
+SEED_ACTIONS = ["read_code", "create_branch", "push_branch", "open_pr"]
+SEED_CONSTRAINTS = {"branch_prefix": "agent/task-123/", "requires_approval": ["merge_pr"]}
+
+
+def bind(server, human, agent):
+    """An invite that grants nothing, and the agent's consent: a binding, no standing access."""
+    invite = ext(server, "POST", "/agent-invites", human, {}).json["invite_token"]
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+
+
+def grant_task(server, delegator, delegator_login, agent_login, agent, repo="alice/payments"):
+    grant = ext(server, "POST", "/task-grants", delegator, {
+        "agent": "agent:" + agent_login, "delegator": "user:" + delegator_login, "task": "task:fix-payment-bug",
+        "resources": ["repo:" + repo], "actions": SEED_ACTIONS, "constraints": SEED_CONSTRAINTS})
+    assert grant.status == 201, grant
+    minted = ext(server, "POST", "/task-grants/%s/tokens" % grant.json["id"], agent, {})
+    assert minted.status == 201, minted
+    return grant.json, minted.json["token"]
+
+
+def set_collaborator(server, admin, login, permission, repo="alice/payments"):
+    assert api(server, "PUT", "/repos/%s/collaborators/%s" % (repo, login), admin,
+               {"permission": permission}).status == 204
+
+
+def test_a_task_grant_is_sufficient_without_standing_access(server, tmp_path):
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    bind(server, alice, agent)
+    assert api(server, "GET", "/repos/alice/payments", agent).status == 404          # the agent itself: nothing
+    grant, token = grant_task(server, alice, "alice", login, agent)
+    # what the grant names, with alice's authority: read, branch under the prefix, pull request
+    assert api(server, "GET", "/repos/alice/payments", token).status == 200
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
+    sha = commit_file(work, "fix.py", "ok = 1\n")
+    proc = git(work, "push", "origin", "HEAD:refs/heads/agent/task-123/fix", "HEAD:refs/heads/main", check=False)
+    assert "allows pushes to branches under agent/task-123/ only" in proc.stderr
+    refs = git(work, "ls-remote", "origin").stdout
+    assert "%s\trefs/heads/agent/task-123/fix" % sha in refs and "%s\trefs/heads/main" % sha not in refs
+    pull = api(server, "POST", "/repos/alice/payments/pulls", token, {"title": "Fix", "head": "agent/task-123/fix",
+                                                                      "base": "main"})
+    assert pull.status == 201
+    merge = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
+    assert merge.status == 403 and "needs a human's approval" in merge.json["message"]
+    # the audit row says whose authority it was, and which grant allowed it
+    row = server.app.store.one("SELECT * FROM audit WHERE action = 'open_pr' AND decision = 'allow'")
+    assert "alice (delegator of task grant %s) holds admin on repo:alice/payments (owner)" % grant["id"] in \
+        row["reasons"] and "task grant %s allows open_pr" % grant["id"] in row["reasons"]
+    # what the delegator asks of the policy endpoint matches what the token gets
+    policy = ext(server, "GET", "/policy?resource=repo:alice/payments&grant=" + grant["id"], alice).json
+    assert policy["actions"]["push_branch"]["decision"] == "allow"
+    assert policy["actions"]["open_issue"]["decision"] == "deny"
+
+
+def test_a_task_token_loses_what_its_delegator_loses_on_the_next_request(server, tmp_path):
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    root = server.add_user("root", admin=True)
+    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    bind(server, bob, agent)
+    set_collaborator(server, alice, "bob", "push")
+    set_collaborator(server, alice, login, "admin")          # the agent's own standing access: never used
+    grant, token = grant_task(server, bob, "bob", login, agent)
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
+    commit_file(work, "fix.py", "ok = 1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/task-123/one")
+    # bob drops to read: the token can still read, and no longer push, whatever the agent holds itself
+    set_collaborator(server, alice, "bob", "pull")
+    commit_file(work, "fix.py", "ok = 2\n")
+    proc = git(work, "push", "origin", "HEAD:refs/heads/agent/task-123/two", check=False)
+    assert proc.returncode != 0 and "bob (delegator of task grant %s) has read" % grant["id"] in proc.stderr
+    r = api(server, "POST", "/repos/alice/payments/git/refs", token,
+            {"ref": "refs/heads/agent/task-123/three", "sha": git(work, "rev-parse", "HEAD").stdout.strip()})
+    assert r.status == 403 and "create_branch needs write" in r.json["message"]
+    assert api(server, "GET", "/repos/alice/payments", token).status == 200
+    # bob removed: the repository is hidden from the token, on REST and git alike
+    assert api(server, "DELETE", "/repos/alice/payments/collaborators/bob", alice).status == 204
+    assert api(server, "GET", "/repos/alice/payments", token).status == 404
+    assert git(work, "ls-remote", "origin", check=False).returncode != 0
+    assert api(server, "GET", "/repos/alice/payments", agent).status == 200           # the agent's own access stays
+    # bob back with push, then suspended: the token carries a suspended authority, and is refused
+    set_collaborator(server, alice, "bob", "push")
+    assert api(server, "GET", "/repos/alice/payments", token).status == 200
+    assert api(server, "PUT", "/users/bob/suspended", root).status == 204
+    r = api(server, "GET", "/repos/alice/payments", token)
+    assert r.status == 403 and "carries the authority of bob, who is suspended" in r.json["message"]
+    row = server.app.store.one("SELECT * FROM audit WHERE decision = 'deny' ORDER BY id DESC")
+    assert (row["actor"], row["task"]) == (login, "task:fix-payment-bug") and "bob" in row["reasons"]
+
+
+def test_a_grant_its_delegator_could_not_use_is_refused_at_creation(server):
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    bind(server, bob, agent)
+    set_collaborator(server, alice, "bob", "pull")
+    set_collaborator(server, alice, login, "admin")
+    r = ext(server, "POST", "/task-grants", bob, {
+        "agent": "agent:" + login, "task": "task:x", "resources": ["repo:alice/payments"],
+        "actions": SEED_ACTIONS, "constraints": SEED_CONSTRAINTS})
+    assert r.status == 403 and "create_branch needs write on repo:alice/payments; bob has read" in r.json["message"]
