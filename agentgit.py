@@ -235,6 +235,7 @@ CREATE TABLE IF NOT EXISTS org_members (
     org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     role     TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
     PRIMARY KEY (org_id, user_id)
 );
 
@@ -254,6 +255,7 @@ CREATE TABLE IF NOT EXISTS team_members (
     team_id  INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
     user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     role     TEXT NOT NULL CHECK (role IN ('member', 'maintainer')),
+    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
     PRIMARY KEY (team_id, user_id)
 );
 
@@ -279,6 +281,7 @@ CREATE TABLE IF NOT EXISTS collaborators (
     repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
     user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
     PRIMARY KEY (repo_id, user_id)
 );
 
@@ -714,7 +717,7 @@ CREATE TABLE IF NOT EXISTS variables (
     PRIMARY KEY (repo_id, name)
 );
 """
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
 # changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction.
 MIGRATIONS = {
@@ -724,6 +727,16 @@ MIGRATIONS = {
         "INSERT INTO tokens (id, user_id, kind, name, scopes, hash, fingerprint, created_at, expires_at,"
         " revoked_at, last_used_at) SELECT id, user_id, kind, name, scopes, hash, fingerprint, created_at,"
         " expires_at, revoked_at, last_used_at FROM tokens_before_v5; DROP TABLE tokens_before_v5;"),
+    # an agent's invite-derived access records its grantor (the human the agent is bound to, who invited it)
+    6: ("ALTER TABLE collaborators ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
+        " ALTER TABLE team_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
+        " ALTER TABLE org_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;",
+        "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
+        " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.repo_id = collaborators.repo_id);"
+        " UPDATE team_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
+        " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.team_id = team_members.team_id);"
+        " UPDATE org_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
+        " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.org_id = org_members.org_id);"),
 }
 
 
@@ -1248,9 +1261,16 @@ def suspend_account(db, account, suspended):
 
 
 def permission_of_org_member(store, org_id, user_id):
-    """'admin', 'member' or None."""
-    row = store.one("SELECT role FROM org_members WHERE org_id = ? AND user_id = ?", org_id, user_id)
-    return row["role"] if row else None
+    """'admin', 'member' or None. An agent's membership that came with an invite's team grant lasts
+    while its grantor is a member herself and not suspended."""
+    row = store.one("SELECT role, granted_by FROM org_members WHERE org_id = ? AND user_id = ?", org_id, user_id)
+    if row is None:
+        return None
+    if row["granted_by"] is not None:
+        grantor = account_by_id(store, row["granted_by"])
+        if grantor is None or grantor["suspended_at"] or permission_of_org_member(store, org_id, grantor["id"]) is None:
+            return None
+    return row["role"]
 
 
 REPO_SELECT = ("SELECT r.*, a.login AS owner_login, a.kind AS owner_kind, a.site_admin AS owner_site_admin"
@@ -1450,8 +1470,10 @@ def compute_repo_permission(store, user, repo):
 
     def consider(level, source):
         nonlocal best, how
-        # an explicit grant names the source even where a public repository gives as much
-        if RANK[level] > RANK[best] or (RANK[level] == RANK[best] and how == "public repository"):
+        # an explicit grant names the source even where a public repository gives as much (or, capped
+        # by its grantor, no more than a private one: the reason then names the grantor)
+        if RANK[level] > RANK[best] or (RANK[level] == RANK[best] and how in ("public repository",
+                                                                              "private repository")):
             best, how = level, source
 
     if user is None:
@@ -1466,19 +1488,33 @@ def compute_repo_permission(store, user, repo):
         inherited = repo_permission(store, user, upstream)[0]
         consider(LEVELS[min(RANK[inherited], RANK["write"])], "upstream %s" % full_name(upstream))
     if repo["owner_kind"] == "org":
-        org = store.one("SELECT m.role, a.base_permission FROM org_members m JOIN accounts a ON a.id = m.org_id"
-                        " WHERE m.org_id = ? AND m.user_id = ?", repo["owner_id"], user["id"])
+        org = store.one("SELECT m.role, m.granted_by, a.base_permission FROM org_members m JOIN accounts a"
+                        " ON a.id = m.org_id WHERE m.org_id = ? AND m.user_id = ?", repo["owner_id"], user["id"])
         if org is not None:
-            consider("admin" if org["role"] == "admin" else org["base_permission"],
-                     "org %s %s" % (repo["owner_login"], org["role"]))
-        for team in store.all("SELECT t.slug, tr.permission FROM team_repos tr JOIN teams t ON t.id = tr.team_id"
-                              " JOIN team_members tm ON tm.team_id = t.id WHERE tr.repo_id = ? AND tm.user_id = ?",
-                              repo["id"], user["id"]):
-            consider(team["permission"], "team %s" % team["slug"])
-    collab = store.one("SELECT permission FROM collaborators WHERE repo_id = ? AND user_id = ?", repo["id"], user["id"])
+            consider(*capped_by_grantor(store, repo, "admin" if org["role"] == "admin" else org["base_permission"],
+                                        "org %s %s" % (repo["owner_login"], org["role"]), org["granted_by"]))
+        for team in store.all("SELECT t.slug, tr.permission, tm.granted_by FROM team_repos tr JOIN teams t"
+                              " ON t.id = tr.team_id JOIN team_members tm ON tm.team_id = t.id"
+                              " WHERE tr.repo_id = ? AND tm.user_id = ?", repo["id"], user["id"]):
+            consider(*capped_by_grantor(store, repo, team["permission"], "team %s" % team["slug"], team["granted_by"]))
+    collab = store.one("SELECT permission, granted_by FROM collaborators WHERE repo_id = ? AND user_id = ?",
+                       repo["id"], user["id"])
     if collab is not None:
-        consider(collab["permission"], "collaborator")
+        consider(*capped_by_grantor(store, repo, collab["permission"], "collaborator", collab["granted_by"]))
     return best, how
+
+
+def capped_by_grantor(store, repo, level, source, grantor_id):
+    """(level, how) of one grant. An agent's access from an invite is derived, not copied: it is the
+    grantor's to give only while she holds it, so it is capped at each request by what the grantor
+    holds on the repository now, and is nothing while she is suspended."""
+    if grantor_id is None:
+        return level, source
+    grantor = account_by_id(store, grantor_id)
+    if grantor is None or grantor["suspended_at"]:
+        return "none", "%s via %s, who is suspended" % (source, grantor["login"] if grantor else "a removed account")
+    held = repo_permission(store, grantor, repo)[0]
+    return LEVELS[min(RANK[level], RANK[held])], "%s via %s, who holds %s" % (source, grantor["login"], held)
 
 
 def private_upstream(store, repo):
@@ -1514,8 +1550,13 @@ def permission_on(store, user, resource):
     if resource.kind == "team":
         if role == "admin":
             return "admin", "org admin"
-        member = store.one("SELECT role FROM team_members WHERE team_id = ? AND user_id = ?",
+        member = store.one("SELECT role, granted_by FROM team_members WHERE team_id = ? AND user_id = ?",
                            resource.row["id"], user["id"])
+        if member is not None and member["granted_by"] is not None:
+            # from an invite: a member while the grantor may still manage the team (and is not suspended)
+            grantor = account_by_id(store, member["granted_by"])
+            if grantor is None or grantor["suspended_at"] or permission_on(store, grantor, resource)[0] != "admin":
+                member = None
         if member is not None:
             return ("admin", "team maintainer") if member["role"] == "maintainer" else ("read", "team member")
         # Visible ('closed') teams can be seen by every org member; secret ones only by their members.
@@ -1744,7 +1785,7 @@ def rule_permission(q):
     spec, user, resource, login = q.spec, q.user, q.resource, q.holder
     q.level, q.how = permission_on(q.store, q.authority, resource)
     if resource.kind == "repo" and RANK[q.level] < RANK["read"]:
-        return q.deny("%s cannot see %s" % (login, resource.name), hidden=True)
+        return q.deny("%s cannot see %s (%s)" % (login, resource.name, q.how), hidden=True)
     if user is None and (spec.humans_only or spec.mutation and not spec.anonymous):
         return q.deny("%s requires authentication" % q.action)
     needs = spec.needs
@@ -3105,23 +3146,28 @@ def people_with_access(store, repo):
     ).fetchall()
 
 
-def collaborator_json(app, user, level):
+def collaborator_json(app, user, level, granted_via=None):
+    """GitHub's collaborator, and (agentgit's) whose invite an agent's access derives from."""
     out = user_json(app, user)
     rank = RANK[level]
     out["permissions"] = {"admin": rank >= RANK["admin"], "maintain": rank >= RANK["maintain"],
                           "push": rank >= RANK["write"], "triage": rank >= RANK["triage"], "pull": rank >= 1}
     out["role_name"] = level
+    out["granted_via"] = granted_via
     return out
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/collaborators")
 def list_collaborators(req, owner, repo):
     row = find_repo(req, owner, repo, "read_collaborators")
+    grantors = {r["user_id"]: r["login"] for r in req.app.store.all(
+        "SELECT c.user_id, a.login FROM collaborators c JOIN accounts a ON a.id = c.granted_by WHERE c.repo_id = ?",
+        row["id"])}
     out = []
     for user in people_with_access(req.app.store, row):
         level, how = repo_permission(req.app.store, user, row)
         if RANK[level] >= RANK["read"] and how not in ("public repository", "site admin"):
-            out.append(collaborator_json(req.app, user, level))
+            out.append(collaborator_json(req.app, user, level, grantors.get(user["id"])))
     return req.paginate(out)
 
 
@@ -3144,8 +3190,9 @@ def add_collaborator(req, owner, repo, login):
     if permission is None:
         raise invalid("Collaborator", "permission", message="permission must be pull, triage, push, maintain or admin")
     with req.transaction() as db:
+        # set by an admin directly, the access is the admin's standing grant, no longer derived from an invite
         db.execute("INSERT INTO collaborators (repo_id, user_id, permission) VALUES (?, ?, ?)"
-                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission",
+                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission, granted_by = NULL",
                    (row["id"], user["id"], permission))
         req.effect("%s is a collaborator with %s" % (user["login"], permission))
     return 204, None
@@ -6175,7 +6222,8 @@ def set_org_membership(req, org, login):
         raise invalid("Membership", "role", message="role must be admin or member")
     with req.transaction() as db:
         db.execute("INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, ?)"
-                   " ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role", (row["id"], user["id"], role))
+                   " ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role, granted_by = NULL",
+                   (row["id"], user["id"], role))
         req.effect("%s is %s of org %s" % (user["login"], role, row["login"]))
     return membership_json(req.app, row, user, role)
 
@@ -6290,9 +6338,11 @@ def delete_team(req, org, slug):
 def list_team_members(req, org, slug):
     _, team = find_team(req, org, slug)
     role = req.query.get("role", "all")
-    rows = req.app.store.all("SELECT a.*, tm.role FROM accounts a JOIN team_members tm ON tm.user_id = a.id"
+    rows = req.app.store.all("SELECT a.*, tm.role, g.login AS granted_via FROM accounts a JOIN team_members tm"
+                             " ON tm.user_id = a.id LEFT JOIN accounts g ON g.id = tm.granted_by"
                              " WHERE tm.team_id = ? ORDER BY a.login", team["id"])
-    return [user_json(req.app, r) for r in req.paginate([r for r in rows if role in ("all", r["role"])])]
+    return [dict(user_json(req.app, r), granted_via=r["granted_via"])
+            for r in req.paginate([r for r in rows if role in ("all", r["role"])])]
 
 
 def team_membership_json(app, org, team, user, role):
@@ -6324,7 +6374,8 @@ def set_team_membership(req, org, slug, login):
             raise invalid("Team", "login", "custom", "%s is not a member of %s; add them to the organization first"
                           % (user["login"], org_row["login"]))
         db.execute("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, ?)"
-                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role", (team["id"], user["id"], role))
+                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role, granted_by = NULL",
+                   (team["id"], user["id"], role))
         req.effect("%s is %s of team %s/%s" % (user["login"], role, org_row["login"], team["slug"]))
     return team_membership_json(req.app, org_row, team, user, role)
 
@@ -6561,10 +6612,11 @@ INVITE_DEFAULT_SECONDS, INVITE_MAX_SECONDS = 7 * 86400, 30 * 86400
 REPO_GRANT_PERMISSIONS = ("pull", "triage", "push", "maintain", "admin")
 
 
-def check_grant_authority(store, inviter, grants):
+def check_grant_authority(store, inviter, grants, agent=None):
     """Every grant an invite carries must be the inviter's to give: admin on the repository (which
-    covers any permission on it), and the right to manage the team. Returns the first reason not,
-    or None. Run when the invite is made and again when the agent consents."""
+    covers any permission on it), and the right to manage the team; a team grant that would make an
+    agent a member of the organization too needs an organization admin. Returns the first reason not,
+    or None. Run when the invite is made and again when the agent (then known) consents."""
     principal = Principal(user=inviter)
     for grant in grants["repo_grants"]:
         repo = repo_by_full_name(store, grant["repo_full_name"])
@@ -6576,6 +6628,9 @@ def check_grant_authority(store, inviter, grants):
         decision = decide(store, principal, "delegate_team", Resource.team(team, grant["org"])) if team else None
         if decision is None or not decision.allowed:
             return "%s cannot add members to team %s/%s" % (inviter["login"], grant["org"], grant["team_slug"])
+        if agent is not None and permission_of_org_member(store, team["org_id"], agent["id"]) is None and \
+                permission_of_org_member(store, team["org_id"], inviter["id"]) != "admin" and not inviter["site_admin"]:
+            return "%s is not a member of %s, and only an organization admin can add it" % (agent["login"], grant["org"])
     return None
 
 
@@ -6629,26 +6684,27 @@ def make_invite(db, key, inviter, grants, seconds):
         token_fingerprint(token), inviter["login"], len(grants["repo_grants"]), len(grants["team_grants"]), expires_at)
 
 
-def apply_grants(db, store, agent, grants):
-    """Collaborator and team rows for the invite's grants, remembered in agent_grants."""
+def apply_grants(db, store, agent, grants, grantor):
+    """Collaborator and team rows for the invite's grants, remembered in agent_grants. Each names its
+    grantor: the access is derived, and decide() caps it by what the grantor holds at each request."""
     stamp = now()
     for grant in grants["repo_grants"]:
         repo = repo_by_full_name(store, grant["repo_full_name"])
         permission = PERMISSION_ALIASES[grant["permission"]]
-        db.execute("INSERT INTO collaborators (repo_id, user_id, permission) VALUES (?, ?, ?)"
-                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission",
-                   (repo["id"], agent["id"], permission))
+        db.execute("INSERT INTO collaborators (repo_id, user_id, permission, granted_by) VALUES (?, ?, ?, ?)"
+                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission,"
+                   " granted_by = excluded.granted_by", (repo["id"], agent["id"], permission, grantor["id"]))
         insert_row(db, "agent_grants", {"agent_id": agent["id"], "repo_id": repo["id"], "permission": permission,
                                         "created_at": stamp})
     for grant in grants["team_grants"]:
         team = team_by_slug(store, grant["org"], grant["team_slug"])
-        if db.execute("INSERT OR IGNORE INTO org_members (org_id, user_id, role) VALUES (?, ?, 'member')",
-                      (team["org_id"], agent["id"])).rowcount:
+        if db.execute("INSERT OR IGNORE INTO org_members (org_id, user_id, role, granted_by) VALUES (?, ?, 'member', ?)",
+                      (team["org_id"], agent["id"], grantor["id"])).rowcount:
             insert_row(db, "agent_grants", {"agent_id": agent["id"], "org_id": team["org_id"], "permission": "member",
                                             "created_at": stamp})
-        db.execute("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, ?)"
-                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role",
-                   (team["id"], agent["id"], grant["role"]))
+        db.execute("INSERT INTO team_members (team_id, user_id, role, granted_by) VALUES (?, ?, ?, ?)"
+                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role, granted_by = excluded.granted_by",
+                   (team["id"], agent["id"], grant["role"], grantor["id"]))
         insert_row(db, "agent_grants", {"agent_id": agent["id"], "team_id": team["id"], "permission": grant["role"],
                                         "created_at": stamp})
 
@@ -6702,7 +6758,7 @@ def accept_invite(db, app, agent, token):
     if inviter is None or inviter["suspended_at"]:
         raise HTTPError(403, "The inviting human can no longer delegate")
     grants = json.loads(invite["grants"])
-    refused = check_grant_authority(store, inviter, grants)       # the inviter may have lost it since
+    refused = check_grant_authority(store, inviter, grants, agent)       # the inviter may have lost it since
     if refused:
         raise HTTPError(403, "The invite can no longer be honoured: " + refused)
     stamp = now()
@@ -6710,7 +6766,7 @@ def accept_invite(db, app, agent, token):
                                                                                          invite["id"]))
     insert_row(db, "agent_bindings", {"agent_id": agent["id"], "human_id": inviter["id"], "invite_id": invite["id"],
                                       "bound_at": stamp})
-    apply_grants(db, store, agent, grants)
+    apply_grants(db, store, agent, grants, inviter)
     return inviter, "bound %s to %s (invite %s); granted %s" % (agent["login"], inviter["login"], invite["fingerprint"],
                                                                  json.dumps(grants, separators=(",", ":")))
 

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS org_members (
     org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     role     TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
     PRIMARY KEY (org_id, user_id)
 );
 
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS team_members (
     team_id  INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
     user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     role     TEXT NOT NULL CHECK (role IN ('member', 'maintainer')),
+    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
     PRIMARY KEY (team_id, user_id)
 );
 
@@ -73,6 +75,7 @@ CREATE TABLE IF NOT EXISTS collaborators (
     repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
     user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
     PRIMARY KEY (repo_id, user_id)
 );
 

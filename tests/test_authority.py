@@ -106,3 +106,61 @@ def test_a_grant_its_delegator_could_not_use_is_refused_at_creation(server):
         "agent": "agent:" + login, "task": "task:x", "resources": ["repo:alice/payments"],
         "actions": SEED_ACTIONS, "constraints": SEED_CONSTRAINTS})
     assert r.status == 403 and "create_branch needs write on repo:alice/payments; bob has read" in r.json["message"]
+
+
+def test_invite_derived_access_is_capped_by_its_grantor_live(server):
+    """bob, an admin collaborator, invites his agent with admin: the agent's access is bob's to give
+    only while bob holds it; lowering, suspending or removing bob cuts it on the next request."""
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    root = server.add_user("root", admin=True)
+    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    set_collaborator(server, alice, "bob", "admin")
+    login, agent, _ = server.add_agent("coder")
+    invite = ext(server, "POST", "/agent-invites", bob, {"repo_grants": [
+        {"repo_full_name": "alice/payments", "permission": "admin"}]}).json["invite_token"]
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    listed = {c["login"]: c for c in api(server, "GET", "/repos/alice/payments/collaborators", alice).json}
+    assert (listed[login]["role_name"], listed[login]["granted_via"]) == ("admin", "bob")
+    assert listed["bob"]["granted_via"] is None
+    assert api(server, "PATCH", "/repos/alice/payments", agent, {"description": "by the agent"}).status == 200
+    # bob lowered to write: the agent holds write at most
+    set_collaborator(server, alice, "bob", "push")
+    r = api(server, "PATCH", "/repos/alice/payments", agent, {"description": "again"})
+    assert r.status == 403 and "collaborator via bob, who holds write" in r.json["message"]
+    assert api(server, "GET", "/repos/alice/payments", agent).json["permissions"]["push"] is True
+    # bob suspended: nothing but its own repositories (bob is its delegator too)
+    assert api(server, "PUT", "/users/bob/suspended", root).status == 204
+    r = api(server, "GET", "/repos/alice/payments", agent)
+    assert r.status == 403 and "delegator bob is suspended" in r.json["message"]
+    assert api(server, "DELETE", "/users/bob/suspended", root).status == 204
+    assert api(server, "GET", "/repos/alice/payments", agent).status == 200
+    # bob removed: the agent's access goes with him, so a switch session into it cannot put bob back
+    assert api(server, "DELETE", "/repos/alice/payments/collaborators/bob", alice).status == 204
+    assert api(server, "GET", "/repos/alice/payments", agent).status == 404
+    row = server.app.store.one("SELECT * FROM audit WHERE actor = ? AND decision = 'deny' ORDER BY id DESC", login)
+    assert "collaborator via bob, who holds none" in row["reasons"]
+    switch = ext(server, "POST", "/agent-bindings/%s/switch-session" % login, bob, {})
+    assert switch.status == 201
+    r = api(server, "PUT", "/repos/alice/payments/collaborators/bob", switch.json["token"], {"permission": "admin"})
+    assert r.status == 404
+    assert "bob" not in {c["login"] for c in api(server, "GET", "/repos/alice/payments/collaborators", alice).json}
+
+
+def test_a_team_grant_that_would_add_an_outsider_to_the_org_needs_an_org_admin(server):
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    ext(server, "POST", "/user/orgs", alice, {"login": "acme"})
+    api(server, "POST", "/orgs/acme/teams", alice, {"name": "bots"})
+    assert api(server, "PUT", "/orgs/acme/memberships/bob", alice, {"role": "member"}).status == 200
+    assert api(server, "PUT", "/orgs/acme/teams/bots/memberships/bob", alice, {"role": "maintainer"}).status == 200
+    login, agent, _ = server.add_agent("coder")
+    invite = ext(server, "POST", "/agent-invites", bob, {"team_grants": [{"org": "acme", "team_slug": "bots"}]})
+    assert invite.status == 201                               # a team maintainer may invite to the team ...
+    r = ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite.json["invite_token"]})
+    assert r.status == 403 and "only an organization admin can add it" in r.json["message"]   # ... not into the org
+    assert api(server, "GET", "/orgs/acme/memberships/" + login, alice).status == 404
+    # from alice, an org admin, the same grant binds; the agent's membership then lasts while alice's does
+    invite = ext(server, "POST", "/agent-invites", alice, {"team_grants": [{"org": "acme", "team_slug": "bots"}]})
+    assert ext(server, "POST", "/agent-bindings/confirm", agent,
+               {"invite_token": invite.json["invite_token"]}).status == 201
+    members = api(server, "GET", "/orgs/acme/teams/bots/members", alice).json
+    assert {m["login"]: m["granted_via"] for m in members}[login] == "alice"

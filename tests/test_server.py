@@ -181,3 +181,34 @@ def test_api_host_layout(server):
     r = call(server, "POST", "/graphql", token, {"query": "{ viewer { login } }"}, headers={"Host": "api.github.localhost"})
     assert r.json == {"data": {"viewer": {"login": "alice"}}}
     assert call(server, "GET", "/user", token).status == 404          # not on the plain host
+
+
+def test_a_version_5_database_records_the_grantor_of_existing_invite_grants(tmp_path):
+    """An agent's access from an invite made before version 6 becomes derived from its inviter, the
+    human it is bound to, and is capped by what that human holds from then on."""
+    import sqlite3
+    data = tmp_path / "d"
+    data.mkdir()
+    db = sqlite3.connect(str(data / "agentgit.db"))
+    db.executescript(open(os.path.join(ROOT, "tests", "schema_v5.sql")).read())
+    db.execute("PRAGMA user_version = 5")
+    ids = {login: agentgit.insert_account(db, login, kind) for login, kind in
+           (("alice", "human"), ("bob", "human"), ("coder", "agent"))}
+    db.execute("INSERT INTO repos (owner_id, name, private, default_branch, created_at, updated_at)"
+               " VALUES (?, 'payments', 1, 'main', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')", (ids["alice"],))
+    for login, permission in (("bob", "admin"), ("coder", "admin")):
+        db.execute("INSERT INTO collaborators (repo_id, user_id, permission) VALUES (1, ?, ?)", (ids[login], permission))
+    db.execute("INSERT INTO agent_bindings (agent_id, human_id, bound_at) VALUES (?, ?, '2026-01-01T00:00:00Z')",
+               (ids["coder"], ids["bob"]))
+    db.execute("INSERT INTO agent_grants (agent_id, repo_id, permission, created_at) VALUES (?, 1, 'admin',"
+               " '2026-01-01T00:00:00Z')", (ids["coder"],))
+    db.commit()
+    db.close()
+    store = agentgit.App(agentgit.Config(data_dir=str(data))).store
+    assert store.one("SELECT granted_by FROM collaborators WHERE user_id = ?", ids["coder"])[0] == ids["bob"]
+    assert store.one("SELECT granted_by FROM collaborators WHERE user_id = ?", ids["bob"])[0] is None
+    repo, coder = agentgit.repo_by_id(store, 1), agentgit.account_by_id(store, ids["coder"])
+    assert agentgit.repo_permission(store, coder, repo) == ("admin", "collaborator via bob, who holds admin")
+    with store.transaction() as db:
+        db.execute("UPDATE collaborators SET permission = 'read' WHERE user_id = ?", (ids["bob"],))
+    assert agentgit.repo_permission(store, coder, repo) == ("read", "collaborator via bob, who holds read")

@@ -151,9 +151,16 @@ def suspend_account(db, account, suspended):
 
 
 def permission_of_org_member(store, org_id, user_id):
-    """'admin', 'member' or None."""
-    row = store.one("SELECT role FROM org_members WHERE org_id = ? AND user_id = ?", org_id, user_id)
-    return row["role"] if row else None
+    """'admin', 'member' or None. An agent's membership that came with an invite's team grant lasts
+    while its grantor is a member herself and not suspended."""
+    row = store.one("SELECT role, granted_by FROM org_members WHERE org_id = ? AND user_id = ?", org_id, user_id)
+    if row is None:
+        return None
+    if row["granted_by"] is not None:
+        grantor = account_by_id(store, row["granted_by"])
+        if grantor is None or grantor["suspended_at"] or permission_of_org_member(store, org_id, grantor["id"]) is None:
+            return None
+    return row["role"]
 
 
 REPO_SELECT = ("SELECT r.*, a.login AS owner_login, a.kind AS owner_kind, a.site_admin AS owner_site_admin"

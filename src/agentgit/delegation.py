@@ -7,7 +7,7 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, INVITE_PREFIX, SWITCH_SESSION_HOURS, genuine_mac, issue_token,
                              mint_token, revoke, token_fingerprint, token_hash)
-from agentgit.accounts import account_by_id, repo_by_full_name, suspend_account, team_by_slug
+from agentgit.accounts import account_by_id, permission_of_org_member, repo_by_full_name, suspend_account, team_by_slug
 from agentgit.policy import Decision, PERMISSION_ALIASES, Resource, SITE, decide
 from agentgit.audit import audit_json
 from agentgit.authentication import Principal
@@ -26,10 +26,11 @@ INVITE_DEFAULT_SECONDS, INVITE_MAX_SECONDS = 7 * 86400, 30 * 86400
 REPO_GRANT_PERMISSIONS = ("pull", "triage", "push", "maintain", "admin")
 
 
-def check_grant_authority(store, inviter, grants):
+def check_grant_authority(store, inviter, grants, agent=None):
     """Every grant an invite carries must be the inviter's to give: admin on the repository (which
-    covers any permission on it), and the right to manage the team. Returns the first reason not,
-    or None. Run when the invite is made and again when the agent consents."""
+    covers any permission on it), and the right to manage the team; a team grant that would make an
+    agent a member of the organization too needs an organization admin. Returns the first reason not,
+    or None. Run when the invite is made and again when the agent (then known) consents."""
     principal = Principal(user=inviter)
     for grant in grants["repo_grants"]:
         repo = repo_by_full_name(store, grant["repo_full_name"])
@@ -41,6 +42,9 @@ def check_grant_authority(store, inviter, grants):
         decision = decide(store, principal, "delegate_team", Resource.team(team, grant["org"])) if team else None
         if decision is None or not decision.allowed:
             return "%s cannot add members to team %s/%s" % (inviter["login"], grant["org"], grant["team_slug"])
+        if agent is not None and permission_of_org_member(store, team["org_id"], agent["id"]) is None and \
+                permission_of_org_member(store, team["org_id"], inviter["id"]) != "admin" and not inviter["site_admin"]:
+            return "%s is not a member of %s, and only an organization admin can add it" % (agent["login"], grant["org"])
     return None
 
 
@@ -94,26 +98,27 @@ def make_invite(db, key, inviter, grants, seconds):
         token_fingerprint(token), inviter["login"], len(grants["repo_grants"]), len(grants["team_grants"]), expires_at)
 
 
-def apply_grants(db, store, agent, grants):
-    """Collaborator and team rows for the invite's grants, remembered in agent_grants."""
+def apply_grants(db, store, agent, grants, grantor):
+    """Collaborator and team rows for the invite's grants, remembered in agent_grants. Each names its
+    grantor: the access is derived, and decide() caps it by what the grantor holds at each request."""
     stamp = now()
     for grant in grants["repo_grants"]:
         repo = repo_by_full_name(store, grant["repo_full_name"])
         permission = PERMISSION_ALIASES[grant["permission"]]
-        db.execute("INSERT INTO collaborators (repo_id, user_id, permission) VALUES (?, ?, ?)"
-                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission",
-                   (repo["id"], agent["id"], permission))
+        db.execute("INSERT INTO collaborators (repo_id, user_id, permission, granted_by) VALUES (?, ?, ?, ?)"
+                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission,"
+                   " granted_by = excluded.granted_by", (repo["id"], agent["id"], permission, grantor["id"]))
         insert_row(db, "agent_grants", {"agent_id": agent["id"], "repo_id": repo["id"], "permission": permission,
                                         "created_at": stamp})
     for grant in grants["team_grants"]:
         team = team_by_slug(store, grant["org"], grant["team_slug"])
-        if db.execute("INSERT OR IGNORE INTO org_members (org_id, user_id, role) VALUES (?, ?, 'member')",
-                      (team["org_id"], agent["id"])).rowcount:
+        if db.execute("INSERT OR IGNORE INTO org_members (org_id, user_id, role, granted_by) VALUES (?, ?, 'member', ?)",
+                      (team["org_id"], agent["id"], grantor["id"])).rowcount:
             insert_row(db, "agent_grants", {"agent_id": agent["id"], "org_id": team["org_id"], "permission": "member",
                                             "created_at": stamp})
-        db.execute("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, ?)"
-                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role",
-                   (team["id"], agent["id"], grant["role"]))
+        db.execute("INSERT INTO team_members (team_id, user_id, role, granted_by) VALUES (?, ?, ?, ?)"
+                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role, granted_by = excluded.granted_by",
+                   (team["id"], agent["id"], grant["role"], grantor["id"]))
         insert_row(db, "agent_grants", {"agent_id": agent["id"], "team_id": team["id"], "permission": grant["role"],
                                         "created_at": stamp})
 
@@ -167,7 +172,7 @@ def accept_invite(db, app, agent, token):
     if inviter is None or inviter["suspended_at"]:
         raise HTTPError(403, "The inviting human can no longer delegate")
     grants = json.loads(invite["grants"])
-    refused = check_grant_authority(store, inviter, grants)       # the inviter may have lost it since
+    refused = check_grant_authority(store, inviter, grants, agent)       # the inviter may have lost it since
     if refused:
         raise HTTPError(403, "The invite can no longer be honoured: " + refused)
     stamp = now()
@@ -175,7 +180,7 @@ def accept_invite(db, app, agent, token):
                                                                                          invite["id"]))
     insert_row(db, "agent_bindings", {"agent_id": agent["id"], "human_id": inviter["id"], "invite_id": invite["id"],
                                       "bound_at": stamp})
-    apply_grants(db, store, agent, grants)
+    apply_grants(db, store, agent, grants, inviter)
     return inviter, "bound %s to %s (invite %s); granted %s" % (agent["login"], inviter["login"], invite["fingerprint"],
                                                                  json.dumps(grants, separators=(",", ":")))
 

@@ -128,7 +128,8 @@ def set_org_membership(req, org, login):
         raise invalid("Membership", "role", message="role must be admin or member")
     with req.transaction() as db:
         db.execute("INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, ?)"
-                   " ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role", (row["id"], user["id"], role))
+                   " ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role, granted_by = NULL",
+                   (row["id"], user["id"], role))
         req.effect("%s is %s of org %s" % (user["login"], role, row["login"]))
     return membership_json(req.app, row, user, role)
 
@@ -243,9 +244,11 @@ def delete_team(req, org, slug):
 def list_team_members(req, org, slug):
     _, team = find_team(req, org, slug)
     role = req.query.get("role", "all")
-    rows = req.app.store.all("SELECT a.*, tm.role FROM accounts a JOIN team_members tm ON tm.user_id = a.id"
+    rows = req.app.store.all("SELECT a.*, tm.role, g.login AS granted_via FROM accounts a JOIN team_members tm"
+                             " ON tm.user_id = a.id LEFT JOIN accounts g ON g.id = tm.granted_by"
                              " WHERE tm.team_id = ? ORDER BY a.login", team["id"])
-    return [user_json(req.app, r) for r in req.paginate([r for r in rows if role in ("all", r["role"])])]
+    return [dict(user_json(req.app, r), granted_via=r["granted_via"])
+            for r in req.paginate([r for r in rows if role in ("all", r["role"])])]
 
 
 def team_membership_json(app, org, team, user, role):
@@ -277,7 +280,8 @@ def set_team_membership(req, org, slug, login):
             raise invalid("Team", "login", "custom", "%s is not a member of %s; add them to the organization first"
                           % (user["login"], org_row["login"]))
         db.execute("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, ?)"
-                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role", (team["id"], user["id"], role))
+                   " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role, granted_by = NULL",
+                   (team["id"], user["id"], role))
         req.effect("%s is %s of team %s/%s" % (user["login"], role, org_row["login"], team["slug"]))
     return team_membership_json(req.app, org_row, team, user, role)
 

@@ -160,8 +160,10 @@ def compute_repo_permission(store, user, repo):
 
     def consider(level, source):
         nonlocal best, how
-        # an explicit grant names the source even where a public repository gives as much
-        if RANK[level] > RANK[best] or (RANK[level] == RANK[best] and how == "public repository"):
+        # an explicit grant names the source even where a public repository gives as much (or, capped
+        # by its grantor, no more than a private one: the reason then names the grantor)
+        if RANK[level] > RANK[best] or (RANK[level] == RANK[best] and how in ("public repository",
+                                                                              "private repository")):
             best, how = level, source
 
     if user is None:
@@ -176,19 +178,33 @@ def compute_repo_permission(store, user, repo):
         inherited = repo_permission(store, user, upstream)[0]
         consider(LEVELS[min(RANK[inherited], RANK["write"])], "upstream %s" % full_name(upstream))
     if repo["owner_kind"] == "org":
-        org = store.one("SELECT m.role, a.base_permission FROM org_members m JOIN accounts a ON a.id = m.org_id"
-                        " WHERE m.org_id = ? AND m.user_id = ?", repo["owner_id"], user["id"])
+        org = store.one("SELECT m.role, m.granted_by, a.base_permission FROM org_members m JOIN accounts a"
+                        " ON a.id = m.org_id WHERE m.org_id = ? AND m.user_id = ?", repo["owner_id"], user["id"])
         if org is not None:
-            consider("admin" if org["role"] == "admin" else org["base_permission"],
-                     "org %s %s" % (repo["owner_login"], org["role"]))
-        for team in store.all("SELECT t.slug, tr.permission FROM team_repos tr JOIN teams t ON t.id = tr.team_id"
-                              " JOIN team_members tm ON tm.team_id = t.id WHERE tr.repo_id = ? AND tm.user_id = ?",
-                              repo["id"], user["id"]):
-            consider(team["permission"], "team %s" % team["slug"])
-    collab = store.one("SELECT permission FROM collaborators WHERE repo_id = ? AND user_id = ?", repo["id"], user["id"])
+            consider(*capped_by_grantor(store, repo, "admin" if org["role"] == "admin" else org["base_permission"],
+                                        "org %s %s" % (repo["owner_login"], org["role"]), org["granted_by"]))
+        for team in store.all("SELECT t.slug, tr.permission, tm.granted_by FROM team_repos tr JOIN teams t"
+                              " ON t.id = tr.team_id JOIN team_members tm ON tm.team_id = t.id"
+                              " WHERE tr.repo_id = ? AND tm.user_id = ?", repo["id"], user["id"]):
+            consider(*capped_by_grantor(store, repo, team["permission"], "team %s" % team["slug"], team["granted_by"]))
+    collab = store.one("SELECT permission, granted_by FROM collaborators WHERE repo_id = ? AND user_id = ?",
+                       repo["id"], user["id"])
     if collab is not None:
-        consider(collab["permission"], "collaborator")
+        consider(*capped_by_grantor(store, repo, collab["permission"], "collaborator", collab["granted_by"]))
     return best, how
+
+
+def capped_by_grantor(store, repo, level, source, grantor_id):
+    """(level, how) of one grant. An agent's access from an invite is derived, not copied: it is the
+    grantor's to give only while she holds it, so it is capped at each request by what the grantor
+    holds on the repository now, and is nothing while she is suspended."""
+    if grantor_id is None:
+        return level, source
+    grantor = account_by_id(store, grantor_id)
+    if grantor is None or grantor["suspended_at"]:
+        return "none", "%s via %s, who is suspended" % (source, grantor["login"] if grantor else "a removed account")
+    held = repo_permission(store, grantor, repo)[0]
+    return LEVELS[min(RANK[level], RANK[held])], "%s via %s, who holds %s" % (source, grantor["login"], held)
 
 
 def private_upstream(store, repo):
@@ -224,8 +240,13 @@ def permission_on(store, user, resource):
     if resource.kind == "team":
         if role == "admin":
             return "admin", "org admin"
-        member = store.one("SELECT role FROM team_members WHERE team_id = ? AND user_id = ?",
+        member = store.one("SELECT role, granted_by FROM team_members WHERE team_id = ? AND user_id = ?",
                            resource.row["id"], user["id"])
+        if member is not None and member["granted_by"] is not None:
+            # from an invite: a member while the grantor may still manage the team (and is not suspended)
+            grantor = account_by_id(store, member["granted_by"])
+            if grantor is None or grantor["suspended_at"] or permission_on(store, grantor, resource)[0] != "admin":
+                member = None
         if member is not None:
             return ("admin", "team maintainer") if member["role"] == "maintainer" else ("read", "team member")
         # Visible ('closed') teams can be seen by every org member; secret ones only by their members.
@@ -454,7 +475,7 @@ def rule_permission(q):
     spec, user, resource, login = q.spec, q.user, q.resource, q.holder
     q.level, q.how = permission_on(q.store, q.authority, resource)
     if resource.kind == "repo" and RANK[q.level] < RANK["read"]:
-        return q.deny("%s cannot see %s" % (login, resource.name), hidden=True)
+        return q.deny("%s cannot see %s (%s)" % (login, resource.name, q.how), hidden=True)
     if user is None and (spec.humans_only or spec.mutation and not spec.anonymous):
         return q.deny("%s requires authentication" % q.action)
     needs = spec.needs

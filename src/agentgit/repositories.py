@@ -381,23 +381,28 @@ def people_with_access(store, repo):
     ).fetchall()
 
 
-def collaborator_json(app, user, level):
+def collaborator_json(app, user, level, granted_via=None):
+    """GitHub's collaborator, and (agentgit's) whose invite an agent's access derives from."""
     out = user_json(app, user)
     rank = RANK[level]
     out["permissions"] = {"admin": rank >= RANK["admin"], "maintain": rank >= RANK["maintain"],
                           "push": rank >= RANK["write"], "triage": rank >= RANK["triage"], "pull": rank >= 1}
     out["role_name"] = level
+    out["granted_via"] = granted_via
     return out
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/collaborators")
 def list_collaborators(req, owner, repo):
     row = find_repo(req, owner, repo, "read_collaborators")
+    grantors = {r["user_id"]: r["login"] for r in req.app.store.all(
+        "SELECT c.user_id, a.login FROM collaborators c JOIN accounts a ON a.id = c.granted_by WHERE c.repo_id = ?",
+        row["id"])}
     out = []
     for user in people_with_access(req.app.store, row):
         level, how = repo_permission(req.app.store, user, row)
         if RANK[level] >= RANK["read"] and how not in ("public repository", "site admin"):
-            out.append(collaborator_json(req.app, user, level))
+            out.append(collaborator_json(req.app, user, level, grantors.get(user["id"])))
     return req.paginate(out)
 
 
@@ -420,8 +425,9 @@ def add_collaborator(req, owner, repo, login):
     if permission is None:
         raise invalid("Collaborator", "permission", message="permission must be pull, triage, push, maintain or admin")
     with req.transaction() as db:
+        # set by an admin directly, the access is the admin's standing grant, no longer derived from an invite
         db.execute("INSERT INTO collaborators (repo_id, user_id, permission) VALUES (?, ?, ?)"
-                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission",
+                   " ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission, granted_by = NULL",
                    (row["id"], user["id"], permission))
         req.effect("%s is a collaborator with %s" % (user["login"], permission))
     return 204, None

@@ -1,0 +1,509 @@
+-- agentgit schema version 5 (SQLite), frozen: the fixture for the migration test from version 5.
+-- Times are UTC ISO 8601 with a trailing Z. Permissions are read < triage < write < maintain < admin.
+
+-- Humans, agents and organizations share one namespace of logins, as on GitHub.
+CREATE TABLE IF NOT EXISTS accounts (
+    id               INTEGER PRIMARY KEY,
+    login            TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    kind             TEXT NOT NULL CHECK (kind IN ('human', 'agent', 'org')),
+    name             TEXT,
+    email            TEXT,
+    description      TEXT,
+    site_admin       INTEGER NOT NULL DEFAULT 0,
+    suspended_at     TEXT,
+    retired_at       TEXT,              -- agents only: retired for good; the login stays reserved
+    password_hash    TEXT,
+    totp_secret      TEXT,              -- a TOTP secret encrypted with the server key; NULL: no second factor
+    -- organizations only: what every member may do on every repository of the org
+    base_permission  TEXT NOT NULL DEFAULT 'read'
+                     CHECK (base_permission IN ('none', 'read', 'write', 'admin')),
+    -- humans vouched for by an embedding program's authenticator
+    idp_provider     TEXT,
+    idp_subject      TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    UNIQUE (idp_provider, idp_subject)
+);
+
+CREATE TABLE IF NOT EXISTS org_members (
+    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    PRIMARY KEY (org_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS teams (
+    id           INTEGER PRIMARY KEY,
+    org_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    slug         TEXT NOT NULL COLLATE NOCASE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    privacy      TEXT NOT NULL DEFAULT 'closed' CHECK (privacy IN ('secret', 'closed')),
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    UNIQUE (org_id, slug)
+);
+
+CREATE TABLE IF NOT EXISTS team_members (
+    team_id  INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('member', 'maintainer')),
+    PRIMARY KEY (team_id, user_id)
+);
+
+-- AUTOINCREMENT: a repository id (and so its directory name) is never reused.
+CREATE TABLE IF NOT EXISTS repos (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_id        INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL COLLATE NOCASE,
+    description     TEXT,
+    homepage        TEXT,
+    private         INTEGER NOT NULL DEFAULT 0,
+    archived        INTEGER NOT NULL DEFAULT 0,
+    default_branch  TEXT NOT NULL DEFAULT 'main',
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    pushed_at       TEXT,
+    parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
+    UNIQUE (owner_id, name)
+);
+CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);
+
+CREATE TABLE IF NOT EXISTS collaborators (
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    PRIMARY KEY (repo_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS team_repos (
+    team_id     INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    PRIMARY KEY (team_id, repo_id)
+);
+
+-- Tokens are stored as sha256 of the whole token (they carry 128 random bits, so no salt is needed).
+-- A switch-session token acts as the agent (user_id) and names the human who opened it (issued_by).
+CREATE TABLE IF NOT EXISTS tokens (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session', 'oauth', 'task')),
+    issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
+    name          TEXT NOT NULL DEFAULT '',
+    scopes        TEXT NOT NULL DEFAULT '',
+    hash          TEXT NOT NULL UNIQUE,
+    fingerprint   TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    revoked_at    TEXT,
+    last_used_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens(user_id);
+
+-- Append-only. hash = HMAC(server key, prev_hash + the row's fields): editing or deleting a row breaks the chain.
+CREATE TABLE IF NOT EXISTS audit (
+    id                 INTEGER PRIMARY KEY,
+    at                 TEXT NOT NULL,
+    actor              TEXT,
+    user_kind          TEXT,
+    delegator          TEXT,
+    task               TEXT,
+    grant_id           TEXT,
+    runtime            TEXT,
+    token_fingerprint  TEXT,
+    surface            TEXT NOT NULL,
+    action             TEXT NOT NULL,
+    resource           TEXT NOT NULL,
+    decision           TEXT NOT NULL,
+    reasons            TEXT NOT NULL,
+    side_effect        TEXT,
+    prev_hash          TEXT NOT NULL,
+    hash               TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor);
+
+-- Collaboration (schema version 2). Issues and pull requests share one number sequence per repository.
+CREATE TABLE IF NOT EXISTS milestones (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number       INTEGER NOT NULL,
+    title        TEXT NOT NULL,
+    description  TEXT,
+    state        TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+    due_on       TEXT,
+    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    closed_at    TEXT,
+    UNIQUE (repo_id, number)
+);
+
+CREATE TABLE IF NOT EXISTS issues (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number        INTEGER NOT NULL,
+    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    title         TEXT NOT NULL,
+    body          TEXT,
+    state         TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+    state_reason  TEXT,
+    locked        INTEGER NOT NULL DEFAULT 0,
+    lock_reason   TEXT,
+    milestone_id  INTEGER REFERENCES milestones(id) ON DELETE SET NULL,
+    is_pull       INTEGER NOT NULL DEFAULT 0,
+    closed_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    closed_at     TEXT,
+    UNIQUE (repo_id, number)
+);
+
+CREATE TABLE IF NOT EXISTS issue_assignees (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS labels (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL COLLATE NOCASE,
+    color        TEXT NOT NULL,
+    description  TEXT,
+    UNIQUE (repo_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS issue_labels (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    label_id  INTEGER NOT NULL REFERENCES labels(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, label_id)
+);
+
+CREATE TABLE IF NOT EXISTS comments (
+    id          INTEGER PRIMARY KEY,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    body        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_by_issue ON comments(issue_id);
+
+-- A pull request is an issue (is_pull = 1) plus where it comes from and goes to.
+CREATE TABLE IF NOT EXISTS pulls (
+    issue_id          INTEGER PRIMARY KEY REFERENCES issues(id) ON DELETE CASCADE,
+    head_repo_id      INTEGER REFERENCES repos(id) ON DELETE SET NULL,
+    head_ref          TEXT NOT NULL,
+    head_sha          TEXT NOT NULL,
+    base_ref          TEXT NOT NULL,
+    base_sha          TEXT NOT NULL,
+    draft             INTEGER NOT NULL DEFAULT 0,
+    merged_at         TEXT,
+    merged_by         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    merge_commit_sha  TEXT
+);
+
+CREATE TABLE IF NOT EXISTS reviews (
+    id            INTEGER PRIMARY KEY,
+    issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    state         TEXT NOT NULL CHECK (state IN ('APPROVED', 'CHANGES_REQUESTED', 'COMMENTED', 'DISMISSED')),
+    body          TEXT NOT NULL DEFAULT '',
+    commit_id     TEXT,
+    submitted_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS review_comments (
+    id          INTEGER PRIMARY KEY,
+    review_id   INTEGER NOT NULL REFERENCES reviews(id) ON DELETE CASCADE,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    path        TEXT NOT NULL,
+    line        INTEGER,
+    side        TEXT NOT NULL DEFAULT 'RIGHT',
+    body        TEXT NOT NULL,
+    commit_id   TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS review_requests (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, user_id)
+);
+
+-- Branch protection, commit statuses and check runs (schema version 3). Records only: nothing runs here.
+CREATE TABLE IF NOT EXISTS branch_protections (
+    repo_id             INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    branch              TEXT NOT NULL,
+    required_approvals  INTEGER,            -- NULL: no pull request required; 0..6: approvals a merge needs
+    dismiss_stale       INTEGER NOT NULL DEFAULT 0,
+    required_checks     TEXT,               -- JSON list of contexts, NULL: none required
+    strict_checks       INTEGER NOT NULL DEFAULT 0,
+    enforce_admins      INTEGER NOT NULL DEFAULT 0,
+    allow_force_pushes  INTEGER NOT NULL DEFAULT 0,
+    allow_deletions     INTEGER NOT NULL DEFAULT 0,
+    updated_at          TEXT NOT NULL,
+    PRIMARY KEY (repo_id, branch)
+);
+
+CREATE TABLE IF NOT EXISTS statuses (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    sha          TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('error', 'failure', 'pending', 'success')),
+    context      TEXT NOT NULL,
+    description  TEXT,
+    target_url   TEXT,
+    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS statuses_by_sha ON statuses(repo_id, sha);
+
+CREATE TABLE IF NOT EXISTS check_runs (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    head_sha      TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion    TEXT,
+    external_id   TEXT,
+    details_url   TEXT,
+    output        TEXT NOT NULL DEFAULT '{}',
+    creator_id    INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    started_at    TEXT,
+    completed_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS check_runs_by_sha ON check_runs(repo_id, head_sha);
+
+-- Releases and workflow records (schema version 4). Workflows are files in the repository; runs are
+-- records of dispatches that an authorization layer gates: nothing executes here.
+CREATE TABLE IF NOT EXISTS releases (
+    id                INTEGER PRIMARY KEY,
+    repo_id           INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    tag_name          TEXT NOT NULL,
+    target_commitish  TEXT NOT NULL,
+    name              TEXT,
+    body              TEXT,
+    draft             INTEGER NOT NULL DEFAULT 0,
+    prerelease        INTEGER NOT NULL DEFAULT 0,
+    author_id         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at        TEXT NOT NULL,
+    published_at      TEXT,
+    UNIQUE (repo_id, tag_name)
+);
+
+-- Release assets: uploaded files, kept in the database (MAX_ASSET_BYTES at most each) so that deleting
+-- a release or a repository takes them in the same transaction.
+CREATE TABLE IF NOT EXISTS release_assets (
+    id              INTEGER PRIMARY KEY,
+    release_id      INTEGER NOT NULL REFERENCES releases(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    label           TEXT,
+    content_type    TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    digest          TEXT NOT NULL,           -- sha256:<hex>, as GitHub reports it
+    data            BLOB NOT NULL,
+    download_count  INTEGER NOT NULL DEFAULT 0,
+    uploader_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    UNIQUE (release_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS workflows (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    path        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    UNIQUE (repo_id, path)
+);
+
+CREATE TABLE IF NOT EXISTS workflow_runs (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    workflow_id  INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    run_number   INTEGER NOT NULL,
+    run_attempt  INTEGER NOT NULL DEFAULT 1,
+    event        TEXT NOT NULL,
+    head_branch  TEXT NOT NULL,
+    head_sha     TEXT NOT NULL,
+    inputs       TEXT NOT NULL DEFAULT '{}',
+    status       TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion   TEXT,
+    actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+
+-- Delegation (schema version 5): a human invites, the agent consents with its own token, and the
+-- grants the invite carried are applied in the same transaction as the binding.
+CREATE TABLE IF NOT EXISTS agent_invites (
+    id           INTEGER PRIMARY KEY,
+    inviter_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    hash         TEXT NOT NULL UNIQUE,
+    fingerprint  TEXT NOT NULL,
+    grants       TEXT NOT NULL,         -- JSON {"repo_grants": [...], "team_grants": [...]}
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    consumed_at  TEXT,
+    consumed_by  INTEGER REFERENCES accounts(id) ON DELETE SET NULL
+);
+
+-- agent_id is the key: an agent is bound to at most one human.
+CREATE TABLE IF NOT EXISTS agent_bindings (
+    agent_id      INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+    human_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    invite_id     INTEGER REFERENCES agent_invites(id) ON DELETE SET NULL,
+    display_name  TEXT,
+    bound_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agent_bindings_by_human ON agent_bindings(human_id);
+
+-- What a binding granted, so unbinding or revoking by organization takes exactly that back.
+CREATE TABLE IF NOT EXISTS agent_grants (
+    id          INTEGER PRIMARY KEY,
+    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    repo_id     INTEGER REFERENCES repos(id) ON DELETE CASCADE,
+    team_id     INTEGER REFERENCES teams(id) ON DELETE CASCADE,
+    org_id      INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- membership a team grant needed
+    permission  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+-- Signed-in humans on the web pages. The cookie carries a random id; the table keeps its sha256.
+CREATE TABLE IF NOT EXISTS web_sessions (
+    hash        TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    csrf        TEXT NOT NULL,
+    totp_at     TEXT,                    -- when the second factor was last shown (for step-up)
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
+
+-- OAuth device flow (RFC 8628): what a client asked for, and which human approved or denied it.
+CREATE TABLE IF NOT EXISTS device_codes (
+    id           INTEGER PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,    -- sha256 of the device code; the code itself is the client's
+    user_code    TEXT NOT NULL UNIQUE,
+    client_id    TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    interval     INTEGER NOT NULL,
+    last_poll    REAL,
+    approved_by  INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    denied       INTEGER NOT NULL DEFAULT 0,
+    consumed_at  TEXT
+);
+
+-- OAuth apps for the authorization code flow with PKCE; codes live 60 s and are single use, and
+-- refresh tokens rotate within a family so that replaying an old one revokes the family.
+CREATE TABLE IF NOT EXISTS oauth_apps (
+    id             INTEGER PRIMARY KEY,
+    client_id      TEXT NOT NULL UNIQUE,
+    secret_hash    TEXT,                  -- NULL: a public client (PKCE alone)
+    name           TEXT NOT NULL,
+    redirect_uris  TEXT NOT NULL,         -- JSON list
+    owner_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    created_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS oauth_codes (
+    id            INTEGER PRIMARY KEY,
+    hash          TEXT NOT NULL UNIQUE,
+    app_id        INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    redirect_uri  TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    challenge     TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    consumed_at   TEXT,
+    family        TEXT                    -- the refresh family it started, to revoke on replay
+);
+
+CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
+    id           INTEGER PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,
+    family       TEXT NOT NULL,
+    app_id       INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
+    user_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    scopes       TEXT NOT NULL,
+    access_id    INTEGER REFERENCES tokens(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    used_at      TEXT
+);
+
+-- Task grants: what an agent may do for one task, on which resources, under which constraints.
+CREATE TABLE IF NOT EXISTS task_grants (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    agent_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    delegator_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    task          TEXT NOT NULL,
+    resources     TEXT NOT NULL,          -- JSON list: "repo:owner/name"
+    actions       TEXT NOT NULL,          -- JSON list of action names
+    constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, requires_approval
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    revoked_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
+
+-- Approvals: a human's yes to one action on one resource under one grant; single use, short-lived.
+CREATE TABLE IF NOT EXISTS approvals (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    grant_id      INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
+    action        TEXT NOT NULL,
+    resource      TEXT NOT NULL,
+    subject       TEXT NOT NULL DEFAULT '',  -- exactly what: "pull request #3 at 1a2b3c4d5e6f", a ref
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    approved_by   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    approved_at   TEXT,
+    used_at       TEXT
+);
+
+-- Step-up: when a token's holder last confirmed a TOTP code, for the actions that ask for a fresh one.
+CREATE TABLE IF NOT EXISTS step_ups (
+    token_id      INTEGER PRIMARY KEY REFERENCES tokens(id) ON DELETE CASCADE,
+    at            TEXT NOT NULL
+);
+
+-- Freezes: a repository or a whole organization made read-only by policy (an incident, an audit, a
+-- release): reads pass and every change is refused as read_only until someone thaws it.
+CREATE TABLE IF NOT EXISTS freezes (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    repo_id       INTEGER UNIQUE REFERENCES repos(id) ON DELETE CASCADE,
+    org_id        INTEGER UNIQUE REFERENCES accounts(id) ON DELETE CASCADE,
+    reason        TEXT NOT NULL,
+    frozen_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at    TEXT NOT NULL,
+    CHECK ((repo_id IS NULL) != (org_id IS NULL))
+);
+
+-- Actions secrets, sealed by the client (a libsodium sealed box) to the server's X25519 key. agentgit
+-- runs no workflows: it keeps them for a runner and never opens them.
+CREATE TABLE IF NOT EXISTS secrets (
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (repo_id, name)
+);
+
+-- Actions variables: plain configuration values for workflows (which nothing here runs).
+CREATE TABLE IF NOT EXISTS variables (
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (repo_id, name)
+);
