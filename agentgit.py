@@ -1800,11 +1800,17 @@ def rule_permission(q):
 
 
 def rule_scope(q):
-    scope, scopes = scope_needed(q.action, q.spec, q.resource), q.principal.scopes
-    if scope and q.principal.token_id is not None and scope not in scopes:
+    scope, scopes, token = scope_needed(q.action, q.spec, q.resource), q.principal.scopes, q.principal.token_id
+    if scope and token is not None and scope not in scopes:
         if q.resource.kind == "repo" and q.resource.row["private"] and "repo" not in scopes:
             return q.deny("token lacks the 'repo' scope that private repositories need", hidden=True, scope="repo")
         return q.deny("token lacks the %r scope that %s needs" % (scope, q.action), scope=scope)
+    # delegation cannot stretch a token: what an action confers (a token, an invite's access), the
+    # token asking for it must hold itself; a signed-in web session holds every scope
+    missing = [s for s in q.context.get("confers", ()) if s not in scopes]
+    if missing and token is not None:
+        return q.deny("token lacks %s, which %s would confer" % (", ".join(repr(s) for s in missing), q.action),
+                      scope=missing[0])
     return None
 
 
@@ -1867,7 +1873,8 @@ POLICY_RULES = (
                "to a task token); a repository that cannot be read is hidden: 404, not 403; anonymous callers "
                "may only read (and register agents); authors editing what they wrote need less; commenting on a "
                "locked conversation needs triage", rule_permission),
-    PolicyRule("the token must carry the scope the action needs", rule_scope),
+    PolicyRule("the token must carry the scope the action needs, and every scope that an action creating a "
+               "credential or delegating access would confer (a web session holds them all)", rule_scope),
     PolicyRule("a repository or organization frozen by policy, and an archived repository, are read-only: "
                "reads pass, every change is refused (read_only) but undoing that", rule_read_only),
     PolicyRule("refs/pull/ is the server's own; a protected branch takes no deletions, no direct pushes where "
@@ -6612,12 +6619,13 @@ INVITE_DEFAULT_SECONDS, INVITE_MAX_SECONDS = 7 * 86400, 30 * 86400
 REPO_GRANT_PERMISSIONS = ("pull", "triage", "push", "maintain", "admin")
 
 
-def check_grant_authority(store, inviter, grants, agent=None):
+def check_grant_authority(store, principal, grants, agent=None):
     """Every grant an invite carries must be the inviter's to give: admin on the repository (which
     covers any permission on it), and the right to manage the team; a team grant that would make an
     agent a member of the organization too needs an organization admin. Returns the first reason not,
-    or None. Run when the invite is made and again when the agent (then known) consents."""
-    principal = Principal(user=inviter)
+    or None. Run when the invite is made, with the inviter's real principal (her token's scopes
+    count), and again when the agent (then known) consents."""
+    inviter = principal.user
     for grant in grants["repo_grants"]:
         repo = repo_by_full_name(store, grant["repo_full_name"])
         decision = decide(store, principal, "delegate_access", Resource.repo(repo)) if repo else None
@@ -6654,6 +6662,22 @@ def invite_grants(req, body):
     return out
 
 
+def grant_scopes(grants):
+    """The scopes an invite's grants confer, which the token that makes it must hold itself."""
+    return tuple(scope for scope, given in (("repo", grants["repo_grants"]), ("admin:org", grants["team_grants"]))
+                 if given)
+
+
+def authorize_invite(req, grants):
+    """An invite is a signed-in human's, from a token holding what it confers (or a web session), and
+    each grant must be hers to give; a refusal is audited."""
+    req.authorize("create_invite", SITE, confers=grant_scopes(grants))
+    refused = check_grant_authority(req.app.store, req.principal, grants)
+    if refused:
+        req.app.audit(req.principal, req.surface, Decision("deny", "create_invite", "site", [refused]))
+        raise HTTPError(403, refused)
+
+
 @route("POST", "/api/ext/v1/agent-invites")
 def create_invite(req):
     body = req.json()
@@ -6662,11 +6686,7 @@ def create_invite(req):
     if not 60 <= seconds <= INVITE_MAX_SECONDS:
         raise invalid("AgentInvite", "expires_in", message="expires_in must be 60 to %d seconds" % INVITE_MAX_SECONDS)
     user = signed_in(req)
-    req.authorize("create_invite", SITE)
-    refused = check_grant_authority(req.app.store, user, grants)
-    if refused:
-        req.app.audit(req.principal, req.surface, Decision("deny", "create_invite", "site", [refused]))
-        raise HTTPError(403, refused)
+    authorize_invite(req, grants)
     with req.transaction() as db:
         token, expires_at, effect = make_invite(db, req.app.key, user, grants, seconds)
         req.effect(effect)
@@ -6758,7 +6778,7 @@ def accept_invite(db, app, agent, token):
     if inviter is None or inviter["suspended_at"]:
         raise HTTPError(403, "The inviting human can no longer delegate")
     grants = json.loads(invite["grants"])
-    refused = check_grant_authority(store, inviter, grants, agent)       # the inviter may have lost it since
+    refused = check_grant_authority(store, Principal(user=inviter), grants, agent)   # she may have lost it since
     if refused:
         raise HTTPError(403, "The invite can no longer be honoured: " + refused)
     stamp = now()
@@ -6771,10 +6791,11 @@ def accept_invite(db, app, agent, token):
                                                                  json.dumps(grants, separators=(",", ":")))
 
 
-def bound_agent(req, login, action="manage_agent"):
-    """The agent ``login`` once ``action`` on it is allowed (its bound human or a site admin)."""
+def bound_agent(req, login, action="manage_agent", confers=()):
+    """The agent ``login`` once ``action`` on it is allowed (its bound human or a site admin), from a
+    token that holds the scopes of any credential the action makes (``confers``)."""
     agent = find_account(req, login, kinds=("agent",))
-    req.authorize(action, Resource.account(agent))
+    req.authorize(action, Resource.account(agent), confers=confers)
     binding = req.app.store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"])
     if binding is None:
         raise HTTPError(404, "%s is not bound to anyone" % login)
@@ -6842,7 +6863,7 @@ def unbind_agent(db, agent):
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/reset-token")
 def reset_agent_token(req, login):
-    agent, _ = bound_agent(req, login)
+    agent, _ = bound_agent(req, login, confers=AGENT_SCOPES)
     with req.transaction() as db:
         token, revoked, effect = reset_agent_credentials(db, req.app.key, agent)
         req.effect(effect)
@@ -6878,7 +6899,7 @@ def resume_agent(req, login):
 def open_switch_session(req, login):
     """A token that acts as the agent for at most 12 hours without touching the agent's own token;
     the actor of record stays the agent, and every row it makes names the human who switched in."""
-    agent, _ = bound_agent(req, login)
+    agent, _ = bound_agent(req, login, confers=AGENT_SCOPES)
     expires_at = from_now(SWITCH_SESSION_HOURS * 3600)
     human = req.principal.user
     with req.transaction() as db:
@@ -7073,6 +7094,8 @@ def create_task_grant(req):
         raise invalid("TaskGrant", "constraints", message="unknown constraint %s; constraints are %s" % (
             unknown[0], ", ".join(TASK_CONSTRAINTS)))
     agent = find_account(req, agent_login, kinds=("agent",))
+    # first, whether this token may delegate repository access at all (a refusal is audited)
+    req.check("grant_task", Resource.account(human), confers=("repo",))
     rows = []
     for name in resources:
         row = repo_by_full_name(req.app.store, name[len("repo:"):])
@@ -9427,10 +9450,7 @@ def agents_action(req):
                 grants["repo_grants"].append({"repo_full_name": name.strip(), "permission": permission.strip() or "push"})
         if any(g["permission"] not in REPO_GRANT_PERMISSIONS for g in grants["repo_grants"]):
             raise HTTPError(422, "Permissions are pull, triage, push, maintain or admin")
-        req.authorize("create_invite", SITE)
-        refused = check_grant_authority(req.app.store, user, grants)
-        if refused:
-            raise HTTPError(403, refused)
+        authorize_invite(req, grants)
         with req.transaction() as db:
             token, expires_at, effect = make_invite(db, req.app.key, user, grants, INVITE_DEFAULT_SECONDS)
             req.effect(effect)
@@ -9722,7 +9742,7 @@ def pending_device_code(req, user_code):
 
 
 def decide_device_code(req, row, approve):
-    req.authorize("approve_device", SITE)
+    req.authorize("approve_device", SITE, confers=tuple(s for s in row["scopes"].split(",") if s) if approve else ())
     with req.transaction() as db:
         if approve:
             db.execute("UPDATE device_codes SET approved_by = ? WHERE id = ? AND approved_by IS NULL AND denied = 0",
@@ -9844,9 +9864,9 @@ def authorize_submit(req):
     if form.get("decision") != "approve":
         return redirect_back(req, redirect_uri, {"error": "access_denied", "error_description": "the human said no"},
                              state)
-    req.authorize("approve_device", SITE)
-    code = secrets.token_urlsafe(32)
     scopes = requested_scopes(form.get("scope"))
+    req.authorize("approve_device", SITE, confers=scopes)
+    code = secrets.token_urlsafe(32)
     with req.transaction() as db:
         insert_row(db, "oauth_codes", {"hash": token_hash(code), "app_id": app_row["id"], "user_id": user["id"],
                                        "redirect_uri": redirect_uri, "scopes": ",".join(scopes),
@@ -10726,7 +10746,7 @@ def cli_delegation(app, args):
                                   for g in args.repo_grant],
                   "team_grants": [dict(zip(("org", "team_slug", "role"), g.replace(":", "/").split("/") + ["member"]))
                                   for g in args.team_grant]}
-        refused = check_grant_authority(store, human, grants)
+        refused = check_grant_authority(store, Principal(user=human), grants)
         if refused:
             raise HTTPError(403, refused)
         with store.transaction() as db:

@@ -164,3 +164,41 @@ def test_a_team_grant_that_would_add_an_outsider_to_the_org_needs_an_org_admin(s
                {"invite_token": invite.json["invite_token"]}).status == 201
     members = api(server, "GET", "/orgs/acme/teams/bots/members", alice).json
     assert {m["login"]: m["granted_via"] for m in members}[login] == "alice"
+
+
+def test_a_token_cannot_confer_more_than_it_holds(server):
+    """Actions that make a credential or delegate access need a token holding every scope they would
+    confer: a no-scope or read:user token is refused each of them, with the scope named and a row."""
+    import urllib.parse
+    from conftest import call
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    bind(server, alice, agent)
+    weak = {scopes: ext(server, "POST", "/user/tokens", alice, {"name": scopes or "none",
+                                                                 "scopes": scopes.split()}).json["token"]
+            for scopes in ("", "read:user")}
+    device = call(server, "POST", "/login/device/code", raw_body=urllib.parse.urlencode(
+        {"client_id": "cli", "scope": "repo admin:org delete_repo workflow"}).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}).json
+    attempts = [
+        ("POST", "/oauth/device/approve", {"user_code": device["user_code"]}, "'repo', 'admin:org', 'delete_repo'"),
+        ("POST", "/agent-invites", {"repo_grants": [{"repo_full_name": "alice/payments", "permission": "admin"}]},
+         "'repo'"),
+        ("POST", "/agent-bindings/%s/switch-session" % login, {}, "'repo'"),
+        ("POST", "/agent-bindings/%s/reset-token" % login, {}, "'repo'"),
+        ("POST", "/task-grants", {"agent": "agent:" + login, "task": "task:x", "resources": ["repo:alice/payments"],
+                                  "actions": ["read_code"]}, "'repo'"),
+    ]
+    for token in weak.values():
+        for method, path, body, named in attempts:
+            before = server.app.store.one("SELECT count(*) FROM audit WHERE decision = 'deny'")[0]
+            r = ext(server, method, path, token, body)
+            assert r.status == 403 and "token lacks %s" % named in r.json["message"], (path, r)
+            assert server.app.store.one("SELECT count(*) FROM audit WHERE decision = 'deny'")[0] == before + 1
+    assert server.app.store.one("SELECT approved_by FROM device_codes")[0] is None
+    assert server.app.store.one("SELECT count(*) FROM agent_invites")[0] == 1          # only bind()'s
+    # the same requests from a token that holds what they confer go through
+    r = ext(server, "POST", "/oauth/device/approve", alice, {"user_code": device["user_code"]})
+    assert r.status == 200 and r.json["approved"] is True
+    assert ext(server, "POST", "/agent-bindings/%s/switch-session" % login, alice, {}).status == 201

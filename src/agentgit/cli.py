@@ -81,7 +81,7 @@ def cli_delegation(app, args):
                                   for g in args.repo_grant],
                   "team_grants": [dict(zip(("org", "team_slug", "role"), g.replace(":", "/").split("/") + ["member"]))
                                   for g in args.team_grant]}
-        refused = check_grant_authority(store, human, grants)
+        refused = check_grant_authority(store, Principal(user=human), grants)
         if refused:
             raise HTTPError(403, refused)
         with store.transaction() as db:

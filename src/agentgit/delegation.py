@@ -26,12 +26,13 @@ INVITE_DEFAULT_SECONDS, INVITE_MAX_SECONDS = 7 * 86400, 30 * 86400
 REPO_GRANT_PERMISSIONS = ("pull", "triage", "push", "maintain", "admin")
 
 
-def check_grant_authority(store, inviter, grants, agent=None):
+def check_grant_authority(store, principal, grants, agent=None):
     """Every grant an invite carries must be the inviter's to give: admin on the repository (which
     covers any permission on it), and the right to manage the team; a team grant that would make an
     agent a member of the organization too needs an organization admin. Returns the first reason not,
-    or None. Run when the invite is made and again when the agent (then known) consents."""
-    principal = Principal(user=inviter)
+    or None. Run when the invite is made, with the inviter's real principal (her token's scopes
+    count), and again when the agent (then known) consents."""
+    inviter = principal.user
     for grant in grants["repo_grants"]:
         repo = repo_by_full_name(store, grant["repo_full_name"])
         decision = decide(store, principal, "delegate_access", Resource.repo(repo)) if repo else None
@@ -68,6 +69,22 @@ def invite_grants(req, body):
     return out
 
 
+def grant_scopes(grants):
+    """The scopes an invite's grants confer, which the token that makes it must hold itself."""
+    return tuple(scope for scope, given in (("repo", grants["repo_grants"]), ("admin:org", grants["team_grants"]))
+                 if given)
+
+
+def authorize_invite(req, grants):
+    """An invite is a signed-in human's, from a token holding what it confers (or a web session), and
+    each grant must be hers to give; a refusal is audited."""
+    req.authorize("create_invite", SITE, confers=grant_scopes(grants))
+    refused = check_grant_authority(req.app.store, req.principal, grants)
+    if refused:
+        req.app.audit(req.principal, req.surface, Decision("deny", "create_invite", "site", [refused]))
+        raise HTTPError(403, refused)
+
+
 @route("POST", "/api/ext/v1/agent-invites")
 def create_invite(req):
     body = req.json()
@@ -76,11 +93,7 @@ def create_invite(req):
     if not 60 <= seconds <= INVITE_MAX_SECONDS:
         raise invalid("AgentInvite", "expires_in", message="expires_in must be 60 to %d seconds" % INVITE_MAX_SECONDS)
     user = signed_in(req)
-    req.authorize("create_invite", SITE)
-    refused = check_grant_authority(req.app.store, user, grants)
-    if refused:
-        req.app.audit(req.principal, req.surface, Decision("deny", "create_invite", "site", [refused]))
-        raise HTTPError(403, refused)
+    authorize_invite(req, grants)
     with req.transaction() as db:
         token, expires_at, effect = make_invite(db, req.app.key, user, grants, seconds)
         req.effect(effect)
@@ -172,7 +185,7 @@ def accept_invite(db, app, agent, token):
     if inviter is None or inviter["suspended_at"]:
         raise HTTPError(403, "The inviting human can no longer delegate")
     grants = json.loads(invite["grants"])
-    refused = check_grant_authority(store, inviter, grants, agent)       # the inviter may have lost it since
+    refused = check_grant_authority(store, Principal(user=inviter), grants, agent)   # she may have lost it since
     if refused:
         raise HTTPError(403, "The invite can no longer be honoured: " + refused)
     stamp = now()
@@ -185,10 +198,11 @@ def accept_invite(db, app, agent, token):
                                                                  json.dumps(grants, separators=(",", ":")))
 
 
-def bound_agent(req, login, action="manage_agent"):
-    """The agent ``login`` once ``action`` on it is allowed (its bound human or a site admin)."""
+def bound_agent(req, login, action="manage_agent", confers=()):
+    """The agent ``login`` once ``action`` on it is allowed (its bound human or a site admin), from a
+    token that holds the scopes of any credential the action makes (``confers``)."""
     agent = find_account(req, login, kinds=("agent",))
-    req.authorize(action, Resource.account(agent))
+    req.authorize(action, Resource.account(agent), confers=confers)
     binding = req.app.store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"])
     if binding is None:
         raise HTTPError(404, "%s is not bound to anyone" % login)
@@ -256,7 +270,7 @@ def unbind_agent(db, agent):
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/reset-token")
 def reset_agent_token(req, login):
-    agent, _ = bound_agent(req, login)
+    agent, _ = bound_agent(req, login, confers=AGENT_SCOPES)
     with req.transaction() as db:
         token, revoked, effect = reset_agent_credentials(db, req.app.key, agent)
         req.effect(effect)
@@ -292,7 +306,7 @@ def resume_agent(req, login):
 def open_switch_session(req, login):
     """A token that acts as the agent for at most 12 hours without touching the agent's own token;
     the actor of record stays the agent, and every row it makes names the human who switched in."""
-    agent, _ = bound_agent(req, login)
+    agent, _ = bound_agent(req, login, confers=AGENT_SCOPES)
     expires_at = from_now(SWITCH_SESSION_HOURS * 3600)
     human = req.principal.user
     with req.transaction() as db:

@@ -216,7 +216,7 @@ def pending_device_code(req, user_code):
 
 
 def decide_device_code(req, row, approve):
-    req.authorize("approve_device", SITE)
+    req.authorize("approve_device", SITE, confers=tuple(s for s in row["scopes"].split(",") if s) if approve else ())
     with req.transaction() as db:
         if approve:
             db.execute("UPDATE device_codes SET approved_by = ? WHERE id = ? AND approved_by IS NULL AND denied = 0",
@@ -338,9 +338,9 @@ def authorize_submit(req):
     if form.get("decision") != "approve":
         return redirect_back(req, redirect_uri, {"error": "access_denied", "error_description": "the human said no"},
                              state)
-    req.authorize("approve_device", SITE)
-    code = secrets.token_urlsafe(32)
     scopes = requested_scopes(form.get("scope"))
+    req.authorize("approve_device", SITE, confers=scopes)
+    code = secrets.token_urlsafe(32)
     with req.transaction() as db:
         insert_row(db, "oauth_codes", {"hash": token_hash(code), "app_id": app_row["id"], "user_id": user["id"],
                                        "redirect_uri": redirect_uri, "scopes": ",".join(scopes),

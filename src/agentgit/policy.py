@@ -490,11 +490,17 @@ def rule_permission(q):
 
 
 def rule_scope(q):
-    scope, scopes = scope_needed(q.action, q.spec, q.resource), q.principal.scopes
-    if scope and q.principal.token_id is not None and scope not in scopes:
+    scope, scopes, token = scope_needed(q.action, q.spec, q.resource), q.principal.scopes, q.principal.token_id
+    if scope and token is not None and scope not in scopes:
         if q.resource.kind == "repo" and q.resource.row["private"] and "repo" not in scopes:
             return q.deny("token lacks the 'repo' scope that private repositories need", hidden=True, scope="repo")
         return q.deny("token lacks the %r scope that %s needs" % (scope, q.action), scope=scope)
+    # delegation cannot stretch a token: what an action confers (a token, an invite's access), the
+    # token asking for it must hold itself; a signed-in web session holds every scope
+    missing = [s for s in q.context.get("confers", ()) if s not in scopes]
+    if missing and token is not None:
+        return q.deny("token lacks %s, which %s would confer" % (", ".join(repr(s) for s in missing), q.action),
+                      scope=missing[0])
     return None
 
 
@@ -557,7 +563,8 @@ POLICY_RULES = (
                "to a task token); a repository that cannot be read is hidden: 404, not 403; anonymous callers "
                "may only read (and register agents); authors editing what they wrote need less; commenting on a "
                "locked conversation needs triage", rule_permission),
-    PolicyRule("the token must carry the scope the action needs", rule_scope),
+    PolicyRule("the token must carry the scope the action needs, and every scope that an action creating a "
+               "credential or delegating access would confer (a web session holds them all)", rule_scope),
     PolicyRule("a repository or organization frozen by policy, and an archived repository, are read-only: "
                "reads pass, every change is refused (read_only) but undoing that", rule_read_only),
     PolicyRule("refs/pull/ is the server's own; a protected branch takes no deletions, no direct pushes where "

@@ -80,6 +80,8 @@ def create_task_grant(req):
         raise invalid("TaskGrant", "constraints", message="unknown constraint %s; constraints are %s" % (
             unknown[0], ", ".join(TASK_CONSTRAINTS)))
     agent = find_account(req, agent_login, kinds=("agent",))
+    # first, whether this token may delegate repository access at all (a refusal is audited)
+    req.check("grant_task", Resource.account(human), confers=("repo",))
     rows = []
     for name in resources:
         row = repo_by_full_name(req.app.store, name[len("repo:"):])

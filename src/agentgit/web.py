@@ -14,12 +14,12 @@ from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SWITCH_SESSION_HOURS, exp
                              token_fingerprint, token_hash)
 from agentgit.accounts import (DUMMY_PASSWORD_HASH, account_by_id, account_by_login, check_password, check_totp,
                                suspend_account)
-from agentgit.policy import Decision, Resource, SITE, STEP_UP_SECONDS
+from agentgit.policy import Decision, Resource, STEP_UP_SECONDS
 from agentgit.audit import audit_append
 from agentgit.authentication import Principal
 from agentgit.plumbing import route
 from agentgit.agents import mint_personal_token, revoke_own_token
-from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, bound_agent, check_grant_authority,
+from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, authorize_invite, bound_agent,
                                  make_invite, reset_agent_credentials, token_status, unbind_agent)
 from agentgit.tasks import confirm_totp, give_approval
 
@@ -252,10 +252,7 @@ def agents_action(req):
                 grants["repo_grants"].append({"repo_full_name": name.strip(), "permission": permission.strip() or "push"})
         if any(g["permission"] not in REPO_GRANT_PERMISSIONS for g in grants["repo_grants"]):
             raise HTTPError(422, "Permissions are pull, triage, push, maintain or admin")
-        req.authorize("create_invite", SITE)
-        refused = check_grant_authority(req.app.store, user, grants)
-        if refused:
-            raise HTTPError(403, refused)
+        authorize_invite(req, grants)
         with req.transaction() as db:
             token, expires_at, effect = make_invite(db, req.app.key, user, grants, INVITE_DEFAULT_SECONDS)
             req.effect(effect)
