@@ -160,6 +160,10 @@ class Config:
     git_engine: str = "auto"               # "auto", "git" or "dulwich"
     registration_limit: int = 20           # registrations per client address per window
     registration_window: int = 600         # seconds
+    agent_credentials: str = None          # "bootstrap" or "direct"; None: as the installation last chose
+
+
+AGENT_CREDENTIALS = ("bootstrap", "direct")
 
 
 def from_now(seconds):
@@ -297,9 +301,10 @@ CREATE TABLE IF NOT EXISTS team_repos (
 CREATE TABLE IF NOT EXISTS tokens (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session', 'oauth', 'task')),
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'session', 'switch-session', 'oauth', 'task')),
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
+    audience      TEXT,              -- agent session tokens: JSON list of the repositories they are for, or NULL: any
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
     hash          TEXT NOT NULL UNIQUE,
@@ -716,19 +721,29 @@ CREATE TABLE IF NOT EXISTS variables (
     updated_at       TEXT NOT NULL,
     PRIMARY KEY (repo_id, name)
 );
+
+-- Settings an operator chooses once for the installation (e.g. agent_credentials: bootstrap or direct).
+CREATE TABLE IF NOT EXISTS settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
 """
 SCHEMA_VERSION = 6
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
-# changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction.
+# changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction, the
+# befores of every version in order, then SCHEMA, then the afters. A table whose CHECK changes is
+# renamed before SCHEMA makes it anew and copied after (legacy_alter_table keeps other tables' foreign
+# keys on the new table); the tokens table is rebuilt once, by the latest version that changed it.
 MIGRATIONS = {
-    5: ("DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v5;"
+    5: ("ALTER TABLE tokens ADD COLUMN issued_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL;"
+        " ALTER TABLE tokens ADD COLUMN grant_id INTEGER REFERENCES task_grants(id) ON DELETE CASCADE;"
         " ALTER TABLE accounts ADD COLUMN retired_at TEXT; ALTER TABLE accounts ADD COLUMN totp_secret TEXT;"
-        " ALTER TABLE repos ADD COLUMN parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL;",
-        "INSERT INTO tokens (id, user_id, kind, name, scopes, hash, fingerprint, created_at, expires_at,"
-        " revoked_at, last_used_at) SELECT id, user_id, kind, name, scopes, hash, fingerprint, created_at,"
-        " expires_at, revoked_at, last_used_at FROM tokens_before_v5; DROP TABLE tokens_before_v5;"),
-    # an agent's invite-derived access records its grantor (the human the agent is bound to, who invited it)
-    6: ("ALTER TABLE collaborators ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
+        " ALTER TABLE repos ADD COLUMN parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL;", ""),
+    # agent session tokens (a new kind, an audience); an agent's invite-derived access records its
+    # grantor (the human the agent is bound to, who invited it); an existing installation keeps its
+    # agents' tokens working directly until the operator chooses bootstrap
+    6: ("DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;"
+        " ALTER TABLE collaborators ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
         " ALTER TABLE team_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
         " ALTER TABLE org_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
@@ -736,7 +751,12 @@ MIGRATIONS = {
         " UPDATE team_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.team_id = team_members.team_id);"
         " UPDATE org_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
-        " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.org_id = org_members.org_id);"),
+        " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.org_id = org_members.org_id);"
+        " INSERT INTO tokens (id, user_id, kind, issued_by, grant_id, name, scopes, hash, fingerprint, created_at,"
+        " expires_at, revoked_at, last_used_at) SELECT id, user_id, kind, issued_by, grant_id, name, scopes, hash,"
+        " fingerprint, created_at, expires_at, revoked_at, last_used_at FROM tokens_before_v6;"
+        " DROP TABLE tokens_before_v6;"
+        " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"),
 }
 
 
@@ -756,9 +776,23 @@ class Store:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
             steps = [MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1) if version and v in MIGRATIONS]
-            db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\nPRAGMA user_version = %d;\nCOMMIT;" % (
-                "\n".join(before for before, _ in steps), SCHEMA, "\n".join(after for _, after in steps),
-                SCHEMA_VERSION))
+            # a renamed table must keep the foreign keys that point at its name: both pragmas, outside the
+            # transaction (foreign_keys cannot change inside one), and a check before the commit
+            db.execute("PRAGMA foreign_keys = OFF")
+            db.execute("PRAGMA legacy_alter_table = ON")
+            try:
+                db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
+                    "\n".join(before for before, _ in steps), SCHEMA, "\n".join(after for _, after in steps),
+                    SCHEMA_VERSION))
+                broken = db.execute("PRAGMA foreign_key_check").fetchall()
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK" if sys.exc_info()[0] or broken else "COMMIT")
+            db.execute("PRAGMA legacy_alter_table = OFF")
+            db.execute("PRAGMA foreign_keys = ON")
+            if broken:
+                raise RuntimeError("the migration to schema version %d would break %d foreign keys (%s)" % (
+                    SCHEMA_VERSION, len(broken), tuple(broken[0])))
         self.watch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.watch_lock = threading.Lock()
         self.watch_version, self.polled = self.watch.execute("PRAGMA data_version").fetchone()[0], -1.0
@@ -1039,7 +1073,10 @@ def walk_commits(repo, sha, skip, limit):
 # scanner) what kind of token leaked. Later kinds (task, tool) get their own. Agent invites
 # use the same form (prefix agi) but are kept apart: they are consent material, never credentials.
 
-TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "switch-session": "ags", "oauth": "ago", "task": "agt"}
+# "session": an agent session token, the short-lived token of an agent's standing access (r: runtime)
+TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "session": "agr", "switch-session": "ags", "oauth": "ago",
+                  "task": "agt"}
+SESSION_TOKEN_SECONDS = 3600
 INVITE_PREFIX = "agi"
 SWITCH_SESSION_HOURS = 12
 TOKEN_RE = re.compile(r"^(ag[a-z])_([0-9a-f]{32})([0-9a-f]{16})$")
@@ -1075,13 +1112,15 @@ def token_hash(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None, grant_id=None):
+def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None, grant_id=None,
+                audience=None):
     """Mint a token, store its hash, return (token, row id). The token itself is shown once."""
     token = mint_token(key, TOKEN_PREFIXES[kind])
     token_id = insert_row(db, "tokens", {
         "user_id": user_id, "kind": kind, "name": name, "scopes": ",".join(scopes), "hash": token_hash(token),
         "fingerprint": token_fingerprint(token), "created_at": now(), "expires_at": expires_at,
-        "issued_by": issued_by, "grant_id": grant_id})
+        "issued_by": issued_by, "grant_id": grant_id,
+        "audience": json.dumps(sorted(audience)) if audience is not None else None})
     return token, token_id
 
 
@@ -1256,8 +1295,8 @@ def suspend_account(db, account, suspended):
                (now() if suspended else None, now(), account["id"]))
     if not suspended:
         return "unsuspended %s" % account["login"]
-    sessions = revoke(db, "kind = 'switch-session' AND issued_by = ?", (account["id"],))
-    return "suspended %s; revoked %d switch sessions" % (account["login"], sessions)
+    sessions = revoke(db, "kind IN ('switch-session', 'session') AND issued_by = ?", (account["id"],))
+    return "suspended %s; revoked %d switch and agent sessions" % (account["login"], sessions)
 
 
 def permission_of_org_member(store, org_id, user_id):
@@ -1396,6 +1435,7 @@ ACTIONS = {
     "revoke_tokens":      Action("account", "admin", humans_only=True),
     "grant_task":         Action("account", "admin", humans_only=True),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
+    "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
     "suspend_user":       Action("site", "admin", scope="site_admin"),
@@ -1799,6 +1839,27 @@ def rule_permission(q):
     return None
 
 
+def rule_agent_credentials(q):
+    principal, resource = q.principal, q.resource
+    if principal.audience is not None and resource.kind == "repo" and resource.name not in principal.audience:
+        return q.deny("this agent session token is for %s, not %s" % (", ".join(sorted(principal.audience)),
+                                                                     resource.name), hidden=True)
+    if not principal.bootstrap:
+        return None
+    user, spec = q.user, q.spec
+    own = resource.kind == "site" or resource.kind == "account" and resource.row["id"] == user["id"] or \
+        resource.kind == "repo" and resource.row["owner_id"] == user["id"]
+    public_read = not spec.mutation and not spec.sensitive and (
+        resource.kind == "repo" and not resource.row["private"] or q.action in ("read_org", "read_account"))
+    if own or public_read:
+        return None
+    return q.deny("this is %s's bootstrap credential: it acts on %s's own account and repositories and reads what "
+                  "is public. For %s, trade it for a short-lived token: token exchange at /login/oauth/access_token "
+                  "(grant_type=urn:ietf:params:oauth:grant-type:token-exchange, subject_token=this token, resource="
+                  "the repository's URL, and task=the task for a task token), or `agentgit.py credential` as git's "
+                  "credential helper" % (user["login"], user["login"], resource.name))
+
+
 def rule_scope(q):
     scope, scopes, token = scope_needed(q.action, q.spec, q.resource), q.principal.scopes, q.principal.token_id
     if scope and token is not None and scope not in scopes:
@@ -1873,6 +1934,10 @@ POLICY_RULES = (
                "to a task token); a repository that cannot be read is hidden: 404, not 403; anonymous callers "
                "may only read (and register agents); authors editing what they wrote need less; commenting on a "
                "locked conversation needs triage", rule_permission),
+    PolicyRule("an agent's own long-lived token is a bootstrap credential (unless the installation chose "
+               "direct): it acts on the agent's own account and repositories and reads what is public, and is "
+               "traded for a short-lived token for the rest; an agent session token acts on the repositories it "
+               "was minted for only", rule_agent_credentials),
     PolicyRule("the token must carry the scope the action needs, and every scope that an action creating a "
                "credential or delegating access would confer (a web session holds them all)", rule_scope),
     PolicyRule("a repository or organization frozen by policy, and an archived repository, are read-only: "
@@ -2026,6 +2091,8 @@ class Principal:
     delegator_suspended: bool = False   # then the agent may work on its own repositories only
     switched_by: str = None             # a switch-session token: the human acting as the agent
     grant: dict = None                  # a task token: its grant (public_id, task, resources, actions, constraints)
+    bootstrap: bool = False             # an agent's own long-lived token where agents' are bootstrap credentials
+    audience: frozenset = None          # an agent session token: the repositories it is for (None: any)
     operator: bool = False              # the CLI: whoever can read the data directory
     stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
 
@@ -2088,6 +2155,9 @@ def authenticate(app, headers, client_address, peer_cert=None):
             "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])
     if user["kind"] == "agent":
         name_delegator(app.store, principal)
+    principal.bootstrap = row["kind"] == "agent" and app.agent_credentials == "bootstrap"
+    if row["audience"] is not None:
+        principal.audience = frozenset(json.loads(row["audience"]))
     if row["kind"] == "task":
         grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
         if grant is None:
@@ -6850,7 +6920,7 @@ def unbind(req, login):
 
 
 def unbind_agent(db, agent):
-    sessions = revoke(db, "user_id = ? AND kind = 'switch-session'", (agent["id"],))
+    sessions = revoke(db, "user_id = ? AND kind IN ('switch-session', 'session')", (agent["id"],))
     grants = remove_grants(db, agent["id"])
     # a task grant stands on the binding: without it, its tokens would act for a human no longer behind them
     tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL AND"
@@ -9654,9 +9724,10 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 
 def exchange_grant(req, params):
-    """RFC 8693: the agent trades its own token (subject_token) for a task token on one repository
-    (resource: its URL or repo:owner/name), for the actions in scope, under the grant for that
-    repository -- the one named by task when the agent holds several."""
+    """RFC 8693: an agent trades its own long-lived token (subject_token) for a short-lived one for
+    ``resource`` (a repository's URL or repo:owner/name; this server's URL for any repository): with
+    ``task``, a task token under that task's grant for the repository; without, an agent session
+    token for the agent's standing access there. ``scope`` narrows either, and the answer says so."""
     if params.get("subject_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
         return oauth_answer(req, {"error": "invalid_request", "error_description": "subject_token_type must be "
                                   + ACCESS_TOKEN_TYPE}, 400)
@@ -9674,21 +9745,52 @@ def exchange_grant(req, params):
         return oauth_answer(req, {"error": "invalid_target", "error_description": "%s is not on %s" % (
             target, req.app.url)}, 400)
     path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
-    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:])
+    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") else None
+    asked = re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope", "").strip() else None
+    if params.get("task") is None:
+        return session_exchange(req, name, asked)
     rows = [r for r in req.app.store.all("SELECT * FROM task_grants WHERE agent_id = ? AND revoked_at IS NULL AND"
                                          " expires_at > ? ORDER BY id", req.principal.user["id"], now())
-            if name in json.loads(r["resources"]) and params.get("task") in (None, r["task"])]
+            if name in json.loads(r["resources"]) and r["task"] == params["task"]]
     if len(rows) != 1:
         return oauth_answer(req, {"error": "invalid_target" if not rows else "invalid_request", "error_description":
-                                  "no live task grant of yours covers %s" % name if not rows else
-                                  "several task grants cover %s: name one with task" % name}, 400)
+                                  "no live task grant of yours for %s covers %s" % (params["task"], name) if not rows
+                                  else "several task grants for %s cover %s" % (params["task"], name)}, 400)
     find_grant(req, rows[0]["public_id"], "mint_task_token")
-    minted = issue_task_token(req, rows[0], re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope")
-                              else None)
+    return exchanged(req, issue_task_token(req, rows[0], asked))
+
+
+def session_exchange(req, name, asked):
+    """An agent session token: the agent's standing access (invites, teams, collaborators), for an
+    hour, for the one repository named (or, for this server, any), from the agent's own token."""
+    store, agent = req.app.store, req.principal.user
+    standing = Principal(user=agent, token_id=0, token_kind="session", scopes=expand_scopes(AGENT_SCOPES))
+    name_delegator(store, standing)
+    repo = repo_by_full_name(store, strip_kind(name, "repo")) if name else None
+    if name and (repo is None or not decide(store, standing, "read_code", Resource.repo(repo)).allowed):
+        return oauth_answer(req, {"error": "invalid_target", "error_description": "no standing access of %s "
+                                  "covers %s" % (agent["login"], name)}, 400)
+    req.authorize("mint_session_token", Resource.account(agent))
+    given = sorted(set(AGENT_SCOPES) & set(asked if asked is not None else AGENT_SCOPES))
+    expires_at = from_now(SESSION_TOKEN_SECONDS)
+    binding = store.one("SELECT human_id FROM agent_bindings WHERE agent_id = ?", agent["id"])
+    with req.transaction() as db:
+        token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
+                               expires_at=expires_at, issued_by=binding["human_id"] if binding else None,
+                               audience=[name] if name else None)
+        req.effect("agent session token %s for %s until %s" % (token_fingerprint(token), name or "any repository",
+                                                               expires_at))
+    return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
+                           "decision": "allow_narrowed" if asked is not None and set(asked) - set(given) else "allow",
+                           "audience": [name] if name else None})
+
+
+def exchanged(req, minted):
+    """The token endpoint's answer for an exchanged token (RFC 8693 section 2.2.1), with agentgit's decision."""
     expires_in = int((parse_time(minted["expires_at"]) - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-    return oauth_answer(req, {"access_token": minted["token"], "issued_token_type": ACCESS_TOKEN_TYPE,
-                              "token_type": "bearer", "expires_in": expires_in, "scope": minted["scope"],
-                              "decision": minted["decision"], "grant": minted["grant"], "task": minted["task"]})
+    return oauth_answer(req, dict({k: v for k, v in minted.items() if k not in ("token", "expires_at")},
+                                  access_token=minted["token"], issued_token_type=ACCESS_TOKEN_TYPE,
+                                  token_type="bearer", expires_in=expires_in))
 
 
 def device_grant(req, params):
@@ -10396,6 +10498,20 @@ class App:
         self.sign_ins = RateLimiter(10, 300)
         self.token_seen = {}
         self.set_url(config.url)
+        self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
+
+    def choose_agent_credentials(self, chosen):
+        """"bootstrap" or "direct": the operator's choice, kept for the installation. One that never
+        chose gets bootstrap; one upgraded from before agent session tokens keeps direct (its migration
+        wrote that down) until the operator switches."""
+        if chosen is not None:
+            if chosen not in AGENT_CREDENTIALS:
+                raise ValueError("agent_credentials is bootstrap or direct, not %r" % chosen)
+            with self.store.transaction() as db:
+                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('agent_credentials', ?)", (chosen,))
+            return chosen
+        row = self.store.one("SELECT value FROM settings WHERE name = 'agent_credentials'")
+        return row["value"] if row is not None else "bootstrap"
 
     def set_url(self, url):
         self.url = url.rstrip("/")
@@ -10661,12 +10777,15 @@ def socket_family(host):
 
 def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", tls_cert=None, tls_key=None,
                 registration="open", git_engine="auto", registration_limit=20, registration_window=600,
-                access_log=None, unix_socket=None):
+                access_log=None, unix_socket=None, agent_credentials=None):
     """Build (not start) an agentgit server. ``authenticator(request) -> identity or None`` lets an
     embedding program vouch for humans: it is given {"headers", "client_address", "peer_cert"} and
-    returns {"provider", "subject", "login", "name", "email"}."""
+    returns {"provider", "subject", "login", "name", "email"}. ``agent_credentials``: "bootstrap"
+    (an agent's own token acts on its own account and repositories only, and is traded for short-lived
+    tokens for the rest) or "direct" (it acts on all the agent may do); None keeps the installation's."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
-                    registration_limit=registration_limit, registration_window=registration_window)
+                    registration_limit=registration_limit, registration_window=registration_window,
+                    agent_credentials=agent_credentials)
     return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket)
 
 
@@ -10856,8 +10975,34 @@ def route_index():
                      for pattern, method, handler, module in rows)
 
 
+AGENT_CREDENTIALS_BANNER = {
+    "bootstrap": "agent credentials: bootstrap (an agent's aga_ token acts on its own account and repositories; "
+                 "for the rest it is traded for short-lived session or task tokens)",
+    "direct": "agent credentials: direct (an agent's aga_ token acts on everything delegated to it, as in "
+              "agent-git-service; `serve --agent-credentials bootstrap` makes it a bootstrap credential)",
+}
+
+
 # A constant, not a docstring: `python -OO` drops docstrings, and --help must still say what this is.
 DESCRIPTION = "agentgit: a GitHub-compatible Git service in which AI agents are first-class accounts."
+
+
+def add_serve_options(serve):
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = pick a free port and print it)")
+    serve.add_argument("--url", default="", help="public base URL for clone_url/html_url (default: from host and port)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    serve.add_argument("--tls-key", metavar="PEM", help="the private key for --tls-cert")
+    serve.add_argument("--registration", choices=("open", "closed"), default="open",
+                       help="may anyone register an agent with POST /api/ext/v1/agents (default open)")
+    serve.add_argument("--git-engine", choices=("auto", "git", "dulwich"), default="auto",
+                       help="serve Git through the git binary or dulwich (default auto: git when on PATH)")
+    serve.add_argument("--unix-socket", metavar="PATH", help="also serve on this Unix socket (gh's http_unix_socket)")
+    serve.add_argument("--agent-credentials", choices=AGENT_CREDENTIALS,
+                       help="bootstrap: an agent's own token acts on its own account and repositories and is traded "
+                            "for short-lived tokens for the rest; direct: it acts on all the agent may do (default: "
+                            "as this installation last chose; bootstrap for a new one)")
+    serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
 def build_parser():
@@ -10871,18 +11016,7 @@ def build_parser():
                          help="data directory (default: $AGENTGIT_DATA or ./%s)" % DEFAULT_DATA_DIR)
         return sub
 
-    serve = command(commands, "serve", "run the server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = pick a free port and print it)")
-    serve.add_argument("--url", default="", help="public base URL for clone_url/html_url (default: from host and port)")
-    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
-    serve.add_argument("--tls-key", metavar="PEM", help="the private key for --tls-cert")
-    serve.add_argument("--registration", choices=("open", "closed"), default="open",
-                       help="may anyone register an agent with POST /api/ext/v1/agents (default open)")
-    serve.add_argument("--git-engine", choices=("auto", "git", "dulwich"), default="auto",
-                       help="serve Git through the git binary or dulwich (default auto: git when on PATH)")
-    serve.add_argument("--unix-socket", metavar="PATH", help="also serve on this Unix socket (gh's http_unix_socket)")
-    serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
+    add_serve_options(command(commands, "serve", "run the server"))
 
     user = commands.add_parser("user", help="manage human accounts").add_subparsers(dest="action", required=True)
     add = command(user, "add", "create a human; prints the personal token (every scope) on its last line")
@@ -10946,9 +11080,11 @@ def main(argv=None):
             raise SystemExit("--tls-cert and --tls-key go together")
         server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
                              tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
-                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket)
+                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
+                             agent_credentials=args.agent_credentials)
         print("agentgit listening on %s" % server.url, flush=True)
         print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
+        print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
         if server.admin:
             # Shown once, on the terminal only: the database keeps just its hash.
             print("first start: created site admin %r; its token (shown once): %s" % server.admin, flush=True)

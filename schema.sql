@@ -91,9 +91,10 @@ CREATE TABLE IF NOT EXISTS team_repos (
 CREATE TABLE IF NOT EXISTS tokens (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'switch-session', 'oauth', 'task')),
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'session', 'switch-session', 'oauth', 'task')),
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
+    audience      TEXT,              -- agent session tokens: JSON list of the repositories they are for, or NULL: any
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
     hash          TEXT NOT NULL UNIQUE,
@@ -509,4 +510,10 @@ CREATE TABLE IF NOT EXISTS variables (
     created_at       TEXT NOT NULL,
     updated_at       TEXT NOT NULL,
     PRIMARY KEY (repo_id, name)
+);
+
+-- Settings an operator chooses once for the installation (e.g. agent_credentials: bootstrap or direct).
+CREATE TABLE IF NOT EXISTS settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
 );

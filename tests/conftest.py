@@ -340,6 +340,21 @@ def grant_a_task(server, task, actions, constraints):
     return {"alice": alice, "agent": agent, "login": login, "grant": grant.json, "token": minted.json["token"]}
 
 
+def exchange(server, **params):
+    """RFC 8693 token exchange, form-encoded as OAuth clients send it."""
+    return call(server, "POST", "/login/oauth/access_token", raw_body=urllib.parse.urlencode(dict(
+        params, grant_type="urn:ietf:params:oauth:grant-type:token-exchange")).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
+
+
+def session_token(server, agent_token, repo=None):
+    """What an agent's runtime works with for its standing access: an agent session token, traded for
+    its bootstrap token, for one repository (owner/name) or, with none named, for any."""
+    r = exchange(server, subject_token=agent_token, resource=server.url + ("/%s.git" % repo if repo else ""))
+    assert r.status == 200 and r.json["access_token"].startswith("agr_"), r
+    return r.json["access_token"]
+
+
 def patch_everywhere(monkeypatch, name, value):
     """monkeypatch.setattr for a name of agentgit's one namespace: in the package each module that
     imported the name holds its own reference, so each is patched."""

@@ -1,6 +1,6 @@
 """Delegated authority: a task token carries its delegator's authority as it stands at each request,
 and nothing of the agent's own standing access; when the delegator loses access, so does the token."""
-from conftest import api, commit_file, ext, git, remote
+from conftest import api, commit_file, ext, git, remote, session_token
 
 SEED_ACTIONS = ["read_code", "create_branch", "push_branch", "open_pr"]
 SEED_CONSTRAINTS = {"branch_prefix": "agent/task-123/", "requires_approval": ["merge_pr"]}
@@ -84,7 +84,8 @@ def test_a_task_token_loses_what_its_delegator_loses_on_the_next_request(server,
     assert api(server, "DELETE", "/repos/alice/payments/collaborators/bob", alice).status == 204
     assert api(server, "GET", "/repos/alice/payments", token).status == 404
     assert git(work, "ls-remote", "origin", check=False).returncode != 0
-    assert api(server, "GET", "/repos/alice/payments", agent).status == 200           # the agent's own access stays
+    own = session_token(server, agent, "alice/payments")
+    assert api(server, "GET", "/repos/alice/payments", own).status == 200            # the agent's own access stays
     # bob back with push, then suspended: the token carries a suspended authority, and is refused
     set_collaborator(server, alice, "bob", "push")
     assert api(server, "GET", "/repos/alice/payments", token).status == 200
@@ -119,6 +120,7 @@ def test_invite_derived_access_is_capped_by_its_grantor_live(server):
     invite = ext(server, "POST", "/agent-invites", bob, {"repo_grants": [
         {"repo_full_name": "alice/payments", "permission": "admin"}]}).json["invite_token"]
     assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    bootstrap, agent = agent, session_token(server, agent)   # its runtime works with a session token
     listed = {c["login"]: c for c in api(server, "GET", "/repos/alice/payments/collaborators", alice).json}
     assert (listed[login]["role_name"], listed[login]["granted_via"]) == ("admin", "bob")
     assert listed["bob"]["granted_via"] is None
@@ -128,11 +130,14 @@ def test_invite_derived_access_is_capped_by_its_grantor_live(server):
     r = api(server, "PATCH", "/repos/alice/payments", agent, {"description": "again"})
     assert r.status == 403 and "collaborator via bob, who holds write" in r.json["message"]
     assert api(server, "GET", "/repos/alice/payments", agent).json["permissions"]["push"] is True
-    # bob suspended: nothing but its own repositories (bob is its delegator too)
+    # bob suspended: his agent's sessions end, and it gets nothing but its own repositories (bob is its
+    # delegator too)
     assert api(server, "PUT", "/users/bob/suspended", root).status == 204
-    r = api(server, "GET", "/repos/alice/payments", agent)
+    assert api(server, "GET", "/repos/alice/payments", agent).status == 401
+    r = api(server, "GET", "/repos/alice/payments", session_token(server, bootstrap))
     assert r.status == 403 and "delegator bob is suspended" in r.json["message"]
     assert api(server, "DELETE", "/users/bob/suspended", root).status == 204
+    agent = session_token(server, bootstrap)
     assert api(server, "GET", "/repos/alice/payments", agent).status == 200
     # bob removed: the agent's access goes with him, so a switch session into it cannot put bob back
     assert api(server, "DELETE", "/repos/alice/payments/collaborators/bob", alice).status == 204
@@ -202,3 +207,78 @@ def test_a_token_cannot_confer_more_than_it_holds(server):
     r = ext(server, "POST", "/oauth/device/approve", alice, {"user_code": device["user_code"]})
     assert r.status == 200 and r.json["approved"] is True
     assert ext(server, "POST", "/agent-bindings/%s/switch-session" % login, alice, {}).status == 201
+
+
+def test_the_agents_own_token_is_a_bootstrap_credential_on_every_surface(server, tmp_path):
+    """With its aga_ token alone an agent acts on its own account and repositories and reads what is
+    public; anything delegated to it answers 403 with the way to a short-lived token, on REST,
+    GraphQL, git and uploads. The agent session token it trades it for covers its standing access, on
+    the repositories it was minted for, for an hour."""
+    from conftest import call, exchange
+    alice = server.add_user("alice")
+    for name, private in (("payments", True), ("other", True), ("open", False), ("closed", True)):
+        api(server, "POST", "/user/repos", alice, {"name": name, "private": private, "auto_init": True})
+    release = api(server, "POST", "/repos/alice/payments/releases", alice, {"tag_name": "v1"}).json
+    login, agent, workspace = server.add_agent("coder")
+    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/payments", "permission": "push"},
+        {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    # its own account and repositories, and what is public: yes
+    assert api(server, "GET", "/user", agent).json["login"] == login
+    assert api(server, "PATCH", "/repos/" + workspace, agent, {"description": "mine"}).status == 200
+    assert api(server, "GET", "/repos/alice/open", agent).status == 200
+    # delegated: refused with the way, on every surface
+    r = api(server, "GET", "/repos/alice/payments", agent)
+    assert r.status == 403 and "bootstrap credential" in r.json["message"] and "token exchange" in r.json["message"]
+    r = api(server, "POST", "/repos/alice/open/issues", agent, {"title": "x"})
+    assert r.status == 403 and "bootstrap credential" in r.json["message"]
+    gql = call(server, "POST", "/api/graphql", agent, {"query": '{ repository(owner: "alice", name: "payments")'
+                                                                '{ name } }'}).json
+    assert gql["data"]["repository"] is None and "bootstrap credential" in gql["errors"][0]["message"]
+    proc = git(str(tmp_path), "ls-remote", remote(server, "alice/payments", agent), check=False)
+    assert proc.returncode != 0 and "bootstrap credential" in proc.stderr
+    upload = call(server, "POST", "/api/uploads/repos/alice/payments/releases/%d/assets?name=a.txt" % release["id"],
+                  agent, raw_body=b"x", headers={"Content-Type": "text/plain"})
+    assert upload.status == 403 and "bootstrap credential" in upload.json["message"]
+    assert api(server, "GET", "/repos/alice/closed", agent).status == 404           # still hidden where no access
+    # an agent session token for one repository: its standing access there, for an hour, nothing else
+    r = exchange(server, subject_token=agent, resource=server.url + "/alice/payments.git", scope="repo bogus")
+    assert r.status == 200 and r.json["access_token"].startswith("agr_")
+    assert (r.json["audience"], r.json["scope"], r.json["decision"]) == (["repo:alice/payments"], "repo",
+                                                                         "allow_narrowed")
+    assert 3500 <= r.json["expires_in"] <= 3600 and r.json["token_type"] == "bearer"
+    session = r.json["access_token"]
+    assert api(server, "GET", "/repos/alice/payments", session).json["permissions"]["push"] is True
+    assert api(server, "GET", "/repos/alice/other", session).status == 404            # outside its audience
+    row = server.app.store.one("SELECT * FROM audit WHERE actor = ? AND decision = 'deny' ORDER BY id DESC", login)
+    assert "is for repo:alice/payments, not repo:alice/other" in row["reasons"]
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", session), work)
+    commit_file(work, "fix.py", "ok = 1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/fix")
+    # nothing to trade for where it has no standing access, or for another server, or from another token
+    assert exchange(server, subject_token=agent, resource="repo:alice/closed").json["error"] == "invalid_target"
+    assert exchange(server, subject_token=session, resource="repo:alice/payments").json["error"] == "invalid_grant"
+    assert exchange(server, subject_token=alice, resource="repo:alice/payments").json["error"] == "invalid_grant"
+    # revoked by fingerprint, by the agent's human
+    fingerprint = server.app.store.one("SELECT fingerprint FROM tokens WHERE kind = 'session'")["fingerprint"]
+    assert ext(server, "POST", "/revocations", alice, {"token_fingerprint": fingerprint}).json == {"revoked": 1}
+    assert api(server, "GET", "/repos/alice/payments", session).status == 401
+
+
+def test_an_installation_that_chose_direct_agent_credentials(tmp_path):
+    """direct keeps agent-git-service's behaviour: the agent's own token acts on all it may do."""
+    import agentgit
+    srv = agentgit.make_server(tmp_path / "data", port=0, agent_credentials="direct").start()
+    try:
+        alice = srv.add_user("alice")
+        api(srv, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+        login, agent, _ = srv.add_agent("coder")
+        set_collaborator(srv, alice, login, "push")
+        assert api(srv, "GET", "/repos/alice/payments", agent).json["permissions"]["push"] is True
+    finally:
+        srv.stop()
+    again = agentgit.make_server(tmp_path / "data", port=0)          # the choice is kept for the installation
+    assert again.app.agent_credentials == "direct"
+    again.httpd.server_close()

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from conftest import CLI, api, commit_file, ext, git, remote
+from conftest import CLI, api, commit_file, ext, git, remote, session_token
 
 
 @pytest.fixture
@@ -32,9 +32,12 @@ def test_the_whole_lifecycle(server, world, tmp_path):
     assert api(server, "GET", "/repos/alice/payments", agent).status == 404        # nothing granted yet
     r = ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": r.json["invite_token"]})
     assert r.status == 201 and (r.json["human"]["login"], r.json["agent"]["login"]) == ("alice", login)
-    # the agent pushes to alice's repository with its own token
+    # its own token is a bootstrap credential: refused with the way to a short-lived one, which pushes
+    proc = git(str(tmp_path), "ls-remote", remote(server, "alice/payments", agent), check=False)
+    assert proc.returncode != 0 and "bootstrap credential" in proc.stderr and "token exchange" in proc.stderr
+    session = session_token(server, agent, "alice/payments")
     work = str(tmp_path / "w")
-    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", agent), work)
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", session), work)
     sha = commit_file(work, "fix.py", "fixed = True\n")
     git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/fix")
     push = audit_rows(server, actor=login, action="create_branch")[-1]
@@ -62,10 +65,10 @@ def test_the_whole_lifecycle(server, world, tmp_path):
     assert api(server, "GET", "/user", agent).status == 200
     r = ext(server, "POST", "/agent-bindings/%s/reset-token" % login, alice)
     new = r.json["token"]
-    assert r.status == 201 and r.json["revoked"] == 2           # the agent token and the live switch session
+    assert r.status == 201 and r.json["revoked"] == 3           # the agent token, the agent session, the switch session
     assert api(server, "GET", "/user", agent).status == 401 and api(server, "GET", "/user", refreshed).status == 401
-    assert git(str(tmp_path), "ls-remote", remote(server, "alice/payments", agent), check=False).returncode != 0
-    assert git(str(tmp_path), "ls-remote", remote(server, "alice/payments", new)).returncode == 0
+    assert git(str(tmp_path), "ls-remote", remote(server, "alice/payments", session), check=False).returncode != 0
+    assert git(str(tmp_path), "ls-remote", remote(server, "alice/payments", session_token(server, new))).returncode == 0
     # suspend: everything refused, with a message that says so; resume
     assert ext(server, "POST", "/agent-bindings/%s/suspend" % login, alice).status == 200
     r = api(server, "GET", "/repos/" + world["agent_repo"], new)
@@ -76,7 +79,7 @@ def test_the_whole_lifecycle(server, world, tmp_path):
     assert api(server, "GET", "/repos/" + world["agent_repo"], new).status == 200
     # revoke by delegator: every token of every agent alice holds
     r = ext(server, "POST", "/revocations", alice, {"delegator": "alice"})
-    assert r.status == 200 and r.json == {"revoked": 1}
+    assert r.status == 200 and r.json == {"revoked": 2}               # the agent's token and its agent session
     assert api(server, "GET", "/user", new).status == 401
     activity = ext(server, "GET", "/agents/%s/activity" % login, alice).json
     assert {a["action"] for a in activity} >= {"create_branch", "comment"}
@@ -167,19 +170,21 @@ def test_org_revocation_and_suspended_delegator(server, world, tmp_path):
     token = invite(server, alice, team_grants=[{"org": "acme", "team_slug": "bots"}],
                    repo_grants=[{"repo_full_name": "alice/payments", "permission": "pull"}]).json["invite_token"]
     assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": token}).status == 201
-    assert api(server, "GET", "/repos/acme/core", agent).json["permissions"]["push"] is True
-    # alice is suspended by a site admin: her agent keeps its own repositories only
+    session = session_token(server, agent)
+    assert api(server, "GET", "/repos/acme/core", session).json["permissions"]["push"] is True
+    # alice is suspended by a site admin: her agent keeps its own repositories only, and its session goes
     admin = server.admin[1]
     api(server, "PUT", "/users/alice/suspended", admin)
-    r = api(server, "GET", "/repos/alice/payments", agent)
+    assert api(server, "GET", "/repos/alice/payments", session).status == 401
+    r = api(server, "GET", "/repos/alice/payments", session_token(server, agent))
     assert r.status == 403 and "delegator alice is suspended" in r.json["message"]
     assert api(server, "GET", "/repos/" + world["agent_repo"], agent).status == 200
     api(server, "DELETE", "/users/alice/suspended", admin)
     # the org's admin revokes by org: the agent's tokens die and the org grants go, others stay
     r = ext(server, "POST", "/revocations", alice, {"org": "acme"})
-    assert r.json == {"revoked": 1}
+    assert r.json == {"revoked": 2}                                 # its own token and the second session
     assert api(server, "GET", "/user", agent).status == 401
-    new = ext(server, "POST", "/agent-bindings/%s/reset-token" % login, alice).json["token"]
+    new = session_token(server, ext(server, "POST", "/agent-bindings/%s/reset-token" % login, alice).json["token"])
     assert api(server, "GET", "/repos/acme/core", new).status == 404
     assert api(server, "GET", "/repos/alice/payments", new).status == 200
     assert ext(server, "POST", "/revocations", world["bob"], {"org": "acme"}).status == 403
@@ -210,14 +215,16 @@ def test_cli_parity(server, world):
     token = cli("invite", "alice", "--repo-grant", "alice/payments:push").stdout.strip().split("\n")[-1]
     assert "consent needs the agent's own token" in cli("confirm", token, stdin=world["alice"] + "\n", ok=False).stderr
     assert cli("confirm", token, stdin=agent + "\n").stdout.strip() == "%s is bound to alice" % login
-    assert api(server, "GET", "/repos/alice/payments", agent).json["permissions"]["push"] is True
+    assert api(server, "GET", "/repos/alice/payments", session_token(server, agent)).json["permissions"]["push"] is True
     cli("suspend", login)
     assert api(server, "GET", "/user", agent).status == 403
     cli("resume", login)
     new = cli("reset-token", login).stdout.strip().split("\n")[-1]
     assert api(server, "GET", "/user", agent).status == 401 and api(server, "GET", "/user", new).status == 200
+    session = session_token(server, new)
     cli("unbind", login)
-    assert api(server, "GET", "/repos/alice/payments", new).status == 404
+    assert api(server, "GET", "/repos/alice/payments", session).status == 401        # unbinding ends its sessions
+    assert api(server, "GET", "/repos/alice/payments", session_token(server, new)).status == 404
     assert "no bound agent" in cli("suspend", login, ok=False).stderr
     rows = server.app.store.all("SELECT action, user_kind FROM audit WHERE surface = 'cli' ORDER BY id")
     assert [r["action"] for r in rows][-6:] == ["create_invite", "bind_agent"] + ["manage_agent"] * 4

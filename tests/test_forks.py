@@ -1,5 +1,5 @@
 """Forks and pull requests from them, on both Git engines: how an agent without push access contributes."""
-from conftest import api, commit_file, ext, git, grant_a_task, patch_everywhere, remote
+from conftest import api, commit_file, ext, git, grant_a_task, patch_everywhere, remote, session_token
 
 
 def test_fork_rules(engine_server):
@@ -61,8 +61,8 @@ def test_a_pull_request_from_a_fork_follows_its_branch(engine_server, tmp_path):
 
 
 def test_an_agent_that_only_reads_contributes_through_its_own_fork(server, tmp_path):
-    """Bound with read access, an agent forks into its own account, pushes there with its own token,
-    and opens a pull request upstream; the human merges it. Its task token, bound to the upstream
+    """Bound with read access, an agent forks into its own account (with an agent session token for
+    that access), pushes there with its own token, and opens a pull request upstream; the human merges it. Its task token, bound to the upstream
     repository, may neither make the fork nor reach into it; a grant that names the fork as well can."""
     w = grant_a_task(server, "task:readme", ["read_code", "open_pr"], {})
     alice, agent, login = w["alice"], w["agent"], w["login"]
@@ -70,7 +70,10 @@ def test_an_agent_that_only_reads_contributes_through_its_own_fork(server, tmp_p
     assert api(server, "POST", "/repos/alice/payments/forks", w["token"]).status == 403
     assert server.app.store.one("SELECT decision FROM audit WHERE action = 'create_repo' ORDER BY id DESC"
                                 " LIMIT 1")["decision"] == "deny"
-    assert api(server, "POST", "/repos/alice/payments/forks", agent).json["full_name"] == login + "/payments"
+    r = api(server, "POST", "/repos/alice/payments/forks", agent)
+    assert r.status == 403 and "bootstrap credential" in r.json["message"]      # delegated: not the agent's own
+    session = session_token(server, agent, "alice/payments")
+    assert api(server, "POST", "/repos/alice/payments/forks", session).json["full_name"] == login + "/payments"
     work = str(tmp_path / "w")
     git(str(tmp_path), "clone", "-q", remote(server, login + "/payments", agent), work)
     commit_file(work, "README.md", "# payments, documented\n")
@@ -111,7 +114,8 @@ def test_losing_access_takes_a_private_fork_with_it(server, tmp_path):
     invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
         {"repo_full_name": "alice/secret", "permission": "pull"}]}).json["invite_token"]
     ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite})
-    assert api(server, "POST", "/repos/alice/secret/forks", agent).status == 202
+    assert api(server, "POST", "/repos/alice/secret/forks", session_token(server, agent)).status == 202
+    assert api(server, "GET", "/repos/%s/secret" % login, agent).status == 200          # its own repository
     assert ext(server, "DELETE", "/agent-bindings/" + login, alice).status == 204
     assert api(server, "GET", "/repos/%s/secret" % login, agent).status == 404
 

@@ -32,7 +32,7 @@ def start_cli_server(cwd, *args):
     while True:
         line = proc.stdout.readline().strip()
         lines.append(line)
-        if line.startswith("git engine"):
+        if line.startswith("agent credentials"):
             break
     return proc, lines
 
@@ -42,6 +42,7 @@ def test_copied_alone_first_start_prints_admin_once(tmp_path):
     proc, lines = start_cli_server(str(tmp_path))
     try:
         assert lines[0].startswith("agentgit listening on http://127.0.0.1:")
+        assert lines[-1].startswith("agent credentials: bootstrap (an agent's aga_ token acts on its own account")
         url = lines[0].split()[-1]
         admin_line = proc.stdout.readline().strip()
         token = admin_line.split()[-1]
@@ -202,9 +203,19 @@ def test_a_version_5_database_records_the_grantor_of_existing_invite_grants(tmp_
                (ids["coder"], ids["bob"]))
     db.execute("INSERT INTO agent_grants (agent_id, repo_id, permission, created_at) VALUES (?, 1, 'admin',"
                " '2026-01-01T00:00:00Z')", (ids["coder"],))
+    db.execute("INSERT INTO tokens (id, user_id, kind, name, scopes, hash, fingerprint, created_at, issued_by)"
+               " VALUES (7, ?, 'switch-session', 'switch', 'repo', 'h', 'f', '2026-01-01T00:00:00Z', ?)",
+               (ids["coder"], ids["bob"]))
+    db.execute("INSERT INTO step_ups (token_id, at) VALUES (7, '2026-01-01T00:00:00Z')")
     db.commit()
     db.close()
     store = agentgit.App(agentgit.Config(data_dir=str(data))).store
+    # the tokens table is rebuilt (a new kind): its rows, and the rows that refer to them, are all kept
+    assert tuple(store.one("SELECT kind, issued_by FROM tokens WHERE id = 7")) == ("switch-session", ids["bob"])
+    assert store.one("SELECT token_id FROM step_ups")[0] == 7 and store.all("PRAGMA foreign_key_check") == []
+    assert "tokens_before_v6" not in store.one("SELECT sql FROM sqlite_master WHERE name = 'step_ups'")[0]
+    # an existing installation keeps its agents' tokens working directly until the operator switches
+    assert store.one("SELECT value FROM settings WHERE name = 'agent_credentials'")[0] == "direct"
     assert store.one("SELECT granted_by FROM collaborators WHERE user_id = ?", ids["coder"])[0] == ids["bob"]
     assert store.one("SELECT granted_by FROM collaborators WHERE user_id = ?", ids["bob"])[0] is None
     repo, coder = agentgit.repo_by_id(store, 1), agentgit.account_by_id(store, ids["coder"])

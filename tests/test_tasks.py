@@ -10,7 +10,7 @@ import pytest
 
 import agentgit
 
-from conftest import Browser, CLI, api, call, commit_file, ext, git, grant_a_task, remote
+from conftest import Browser, CLI, api, call, commit_file, exchange, ext, git, grant_a_task, remote, session_token
 
 
 @pytest.fixture
@@ -193,18 +193,10 @@ def test_approvals_page(server, task):
     assert server.app.store.one("SELECT approved_at FROM approvals")["approved_at"] is not None
 
 
-def exchange(server, **params):
-    """RFC 8693 token exchange, form-encoded as OAuth clients send it."""
-    import urllib.parse
-    return call(server, "POST", "/login/oauth/access_token", raw_body=urllib.parse.urlencode(dict(
-        params, grant_type="urn:ietf:params:oauth:grant-type:token-exchange")).encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
-
-
 def test_token_exchange(server, task, tmp_path):
     agent, login = task["agent"], task["login"]
     r = exchange(server, subject_token=agent, resource=server.url + "/alice/payments.git",
-                 scope="read_code push_branch merge_pr")
+                 scope="read_code push_branch merge_pr", task="task:fix-payment-bug")
     assert r.status == 200, r
     assert r.json["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
     assert r.json["decision"] == "allow_narrowed" and r.json["scope"] == "push_branch read_code"
@@ -213,25 +205,25 @@ def test_token_exchange(server, task, tmp_path):
     assert token.startswith("agt_") and api(server, "GET", "/user", token).json["login"] == login
     assert "refs/heads/main" in git(str(tmp_path), "ls-remote", remote(server, "alice/payments", token)).stdout
     assert api(server, "GET", "/repos/alice/other", token).status == 404
-    r = exchange(server, subject_token=agent, resource="repo:alice/payments")
+    r = exchange(server, subject_token=agent, resource="repo:alice/payments", task="task:fix-payment-bug")
     assert r.status == 200 and r.json["decision"] == "allow"
     # refusals: another repository, a task token or a human's token as the subject, a forged token
-    assert exchange(server, subject_token=agent, resource="repo:alice/other").json["error"] == "invalid_target"
+    assert exchange(server, subject_token=agent, resource="repo:alice/other",
+                    task="task:fix-payment-bug").json["error"] == "invalid_target"
     r = exchange(server, subject_token=agent, resource="https://elsewhere.example/alice/payments.git")
     assert r.json["error"] == "invalid_target"                                  # RFC 8707: not this server
     for subject in (token, task["alice"], "ghp_" + "0" * 40):
         assert exchange(server, subject_token=subject, resource="repo:alice/payments").json["error"] == "invalid_grant"
-    # two grants for one repository: the task must be named
+    # a second grant for the same repository: each task names its own
     assert ext(server, "POST", "/task-grants", task["alice"], {
         "agent": "agent:" + login, "task": "task:second", "resources": ["repo:alice/payments"],
         "actions": ["read_code"]}).status == 201
-    assert exchange(server, subject_token=agent, resource="repo:alice/payments").json["error"] == "invalid_request"
     r = exchange(server, subject_token=agent, resource="repo:alice/payments", task="task:second")
     assert r.json["task"] == "task:second" and r.json["scope"] == "read_code"
 
 
 def test_agent_changes_to_a_protected_branch_need_a_humans_review(server, task, tmp_path):
-    alice, agent = task["alice"], task["agent"]
+    alice, agent = task["alice"], session_token(server, task["agent"], "alice/payments")   # its standing push
     assert api(server, "PUT", "/repos/alice/payments/branches/main/protection", alice, {
         "required_status_checks": None, "enforce_admins": False, "required_pull_request_reviews": None,
         "restrictions": None}).status == 200

@@ -146,8 +146,8 @@ def suspend_account(db, account, suspended):
                (now() if suspended else None, now(), account["id"]))
     if not suspended:
         return "unsuspended %s" % account["login"]
-    sessions = revoke(db, "kind = 'switch-session' AND issued_by = ?", (account["id"],))
-    return "suspended %s; revoked %d switch sessions" % (account["login"], sessions)
+    sessions = revoke(db, "kind IN ('switch-session', 'session') AND issued_by = ?", (account["id"],))
+    return "suspended %s; revoked %d switch and agent sessions" % (account["login"], sessions)
 
 
 def permission_of_org_member(store, org_id, user_id):

@@ -27,6 +27,8 @@ class Principal:
     delegator_suspended: bool = False   # then the agent may work on its own repositories only
     switched_by: str = None             # a switch-session token: the human acting as the agent
     grant: dict = None                  # a task token: its grant (public_id, task, resources, actions, constraints)
+    bootstrap: bool = False             # an agent's own long-lived token where agents' are bootstrap credentials
+    audience: frozenset = None          # an agent session token: the repositories it is for (None: any)
     operator: bool = False              # the CLI: whoever can read the data directory
     stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
 
@@ -89,6 +91,9 @@ def authenticate(app, headers, client_address, peer_cert=None):
             "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])
     if user["kind"] == "agent":
         name_delegator(app.store, principal)
+    principal.bootstrap = row["kind"] == "agent" and app.agent_credentials == "bootstrap"
+    if row["audience"] is not None:
+        principal.audience = frozenset(json.loads(row["audience"]))
     if row["kind"] == "task":
         grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
         if grant is None:

@@ -13,7 +13,7 @@ import sqlite3
 import sys
 import urllib.parse
 
-from agentgit.config import AGENT_PREFIX_RE, Config, DEFAULT_DATA_DIR, now, valid_repo_name
+from agentgit.config import AGENT_CREDENTIALS, AGENT_PREFIX_RE, Config, DEFAULT_DATA_DIR, now, valid_repo_name
 from agentgit.errors import HTTPError
 from agentgit.storage import update_row
 from agentgit.tokens import verify_token
@@ -191,8 +191,34 @@ def route_index():
                      for pattern, method, handler, module in rows)
 
 
+AGENT_CREDENTIALS_BANNER = {
+    "bootstrap": "agent credentials: bootstrap (an agent's aga_ token acts on its own account and repositories; "
+                 "for the rest it is traded for short-lived session or task tokens)",
+    "direct": "agent credentials: direct (an agent's aga_ token acts on everything delegated to it, as in "
+              "agent-git-service; `serve --agent-credentials bootstrap` makes it a bootstrap credential)",
+}
+
+
 # A constant, not a docstring: `python -OO` drops docstrings, and --help must still say what this is.
 DESCRIPTION = "agentgit: a GitHub-compatible Git service in which AI agents are first-class accounts."
+
+
+def add_serve_options(serve):
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = pick a free port and print it)")
+    serve.add_argument("--url", default="", help="public base URL for clone_url/html_url (default: from host and port)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    serve.add_argument("--tls-key", metavar="PEM", help="the private key for --tls-cert")
+    serve.add_argument("--registration", choices=("open", "closed"), default="open",
+                       help="may anyone register an agent with POST /api/ext/v1/agents (default open)")
+    serve.add_argument("--git-engine", choices=("auto", "git", "dulwich"), default="auto",
+                       help="serve Git through the git binary or dulwich (default auto: git when on PATH)")
+    serve.add_argument("--unix-socket", metavar="PATH", help="also serve on this Unix socket (gh's http_unix_socket)")
+    serve.add_argument("--agent-credentials", choices=AGENT_CREDENTIALS,
+                       help="bootstrap: an agent's own token acts on its own account and repositories and is traded "
+                            "for short-lived tokens for the rest; direct: it acts on all the agent may do (default: "
+                            "as this installation last chose; bootstrap for a new one)")
+    serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
 def build_parser():
@@ -206,18 +232,7 @@ def build_parser():
                          help="data directory (default: $AGENTGIT_DATA or ./%s)" % DEFAULT_DATA_DIR)
         return sub
 
-    serve = command(commands, "serve", "run the server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = pick a free port and print it)")
-    serve.add_argument("--url", default="", help="public base URL for clone_url/html_url (default: from host and port)")
-    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
-    serve.add_argument("--tls-key", metavar="PEM", help="the private key for --tls-cert")
-    serve.add_argument("--registration", choices=("open", "closed"), default="open",
-                       help="may anyone register an agent with POST /api/ext/v1/agents (default open)")
-    serve.add_argument("--git-engine", choices=("auto", "git", "dulwich"), default="auto",
-                       help="serve Git through the git binary or dulwich (default auto: git when on PATH)")
-    serve.add_argument("--unix-socket", metavar="PATH", help="also serve on this Unix socket (gh's http_unix_socket)")
-    serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
+    add_serve_options(command(commands, "serve", "run the server"))
 
     user = commands.add_parser("user", help="manage human accounts").add_subparsers(dest="action", required=True)
     add = command(user, "add", "create a human; prints the personal token (every scope) on its last line")
@@ -281,9 +296,11 @@ def main(argv=None):
             raise SystemExit("--tls-cert and --tls-key go together")
         server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
                              tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
-                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket)
+                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
+                             agent_credentials=args.agent_credentials)
         print("agentgit listening on %s" % server.url, flush=True)
         print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
+        print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
         if server.admin:
             # Shown once, on the terminal only: the database keeps just its hash.
             print("first start: created site admin %r; its token (shown once): %s" % server.admin, flush=True)

@@ -53,6 +53,10 @@ class Config:
     git_engine: str = "auto"               # "auto", "git" or "dulwich"
     registration_limit: int = 20           # registrations per client address per window
     registration_window: int = 600         # seconds
+    agent_credentials: str = None          # "bootstrap" or "direct"; None: as the installation last chose
+
+
+AGENT_CREDENTIALS = ("bootstrap", "direct")
 
 
 def from_now(seconds):

@@ -257,7 +257,7 @@ def unbind(req, login):
 
 
 def unbind_agent(db, agent):
-    sessions = revoke(db, "user_id = ? AND kind = 'switch-session'", (agent["id"],))
+    sessions = revoke(db, "user_id = ? AND kind IN ('switch-session', 'session')", (agent["id"],))
     grants = remove_grants(db, agent["id"])
     # a task grant stands on the binding: without it, its tokens would act for a human no longer behind them
     tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL AND"

@@ -14,11 +14,12 @@ import urllib.parse
 from agentgit.config import from_now, now, parse_time
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
-from agentgit.tokens import ALL_SCOPES, issue_token, token_fingerprint, token_hash
-from agentgit.accounts import account_by_id
-from agentgit.policy import Decision, Resource, SITE
+from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SESSION_TOKEN_SECONDS, expand_scopes, issue_token,
+                             token_fingerprint, token_hash)
+from agentgit.accounts import account_by_id, repo_by_full_name
+from agentgit.policy import Decision, Resource, SITE, decide
 from agentgit.audit import audit_append
-from agentgit.authentication import Principal, authenticate
+from agentgit.authentication import Principal, authenticate, name_delegator
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
 from agentgit.issues import text_field
@@ -128,9 +129,10 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 
 def exchange_grant(req, params):
-    """RFC 8693: the agent trades its own token (subject_token) for a task token on one repository
-    (resource: its URL or repo:owner/name), for the actions in scope, under the grant for that
-    repository -- the one named by task when the agent holds several."""
+    """RFC 8693: an agent trades its own long-lived token (subject_token) for a short-lived one for
+    ``resource`` (a repository's URL or repo:owner/name; this server's URL for any repository): with
+    ``task``, a task token under that task's grant for the repository; without, an agent session
+    token for the agent's standing access there. ``scope`` narrows either, and the answer says so."""
     if params.get("subject_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
         return oauth_answer(req, {"error": "invalid_request", "error_description": "subject_token_type must be "
                                   + ACCESS_TOKEN_TYPE}, 400)
@@ -148,21 +150,52 @@ def exchange_grant(req, params):
         return oauth_answer(req, {"error": "invalid_target", "error_description": "%s is not on %s" % (
             target, req.app.url)}, 400)
     path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
-    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:])
+    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") else None
+    asked = re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope", "").strip() else None
+    if params.get("task") is None:
+        return session_exchange(req, name, asked)
     rows = [r for r in req.app.store.all("SELECT * FROM task_grants WHERE agent_id = ? AND revoked_at IS NULL AND"
                                          " expires_at > ? ORDER BY id", req.principal.user["id"], now())
-            if name in json.loads(r["resources"]) and params.get("task") in (None, r["task"])]
+            if name in json.loads(r["resources"]) and r["task"] == params["task"]]
     if len(rows) != 1:
         return oauth_answer(req, {"error": "invalid_target" if not rows else "invalid_request", "error_description":
-                                  "no live task grant of yours covers %s" % name if not rows else
-                                  "several task grants cover %s: name one with task" % name}, 400)
+                                  "no live task grant of yours for %s covers %s" % (params["task"], name) if not rows
+                                  else "several task grants for %s cover %s" % (params["task"], name)}, 400)
     find_grant(req, rows[0]["public_id"], "mint_task_token")
-    minted = issue_task_token(req, rows[0], re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope")
-                              else None)
+    return exchanged(req, issue_task_token(req, rows[0], asked))
+
+
+def session_exchange(req, name, asked):
+    """An agent session token: the agent's standing access (invites, teams, collaborators), for an
+    hour, for the one repository named (or, for this server, any), from the agent's own token."""
+    store, agent = req.app.store, req.principal.user
+    standing = Principal(user=agent, token_id=0, token_kind="session", scopes=expand_scopes(AGENT_SCOPES))
+    name_delegator(store, standing)
+    repo = repo_by_full_name(store, strip_kind(name, "repo")) if name else None
+    if name and (repo is None or not decide(store, standing, "read_code", Resource.repo(repo)).allowed):
+        return oauth_answer(req, {"error": "invalid_target", "error_description": "no standing access of %s "
+                                  "covers %s" % (agent["login"], name)}, 400)
+    req.authorize("mint_session_token", Resource.account(agent))
+    given = sorted(set(AGENT_SCOPES) & set(asked if asked is not None else AGENT_SCOPES))
+    expires_at = from_now(SESSION_TOKEN_SECONDS)
+    binding = store.one("SELECT human_id FROM agent_bindings WHERE agent_id = ?", agent["id"])
+    with req.transaction() as db:
+        token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
+                               expires_at=expires_at, issued_by=binding["human_id"] if binding else None,
+                               audience=[name] if name else None)
+        req.effect("agent session token %s for %s until %s" % (token_fingerprint(token), name or "any repository",
+                                                               expires_at))
+    return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
+                           "decision": "allow_narrowed" if asked is not None and set(asked) - set(given) else "allow",
+                           "audience": [name] if name else None})
+
+
+def exchanged(req, minted):
+    """The token endpoint's answer for an exchanged token (RFC 8693 section 2.2.1), with agentgit's decision."""
     expires_in = int((parse_time(minted["expires_at"]) - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-    return oauth_answer(req, {"access_token": minted["token"], "issued_token_type": ACCESS_TOKEN_TYPE,
-                              "token_type": "bearer", "expires_in": expires_in, "scope": minted["scope"],
-                              "decision": minted["decision"], "grant": minted["grant"], "task": minted["task"]})
+    return oauth_answer(req, dict({k: v for k, v in minted.items() if k not in ("token", "expires_at")},
+                                  access_token=minted["token"], issued_token_type=ACCESS_TOKEN_TYPE,
+                                  token_type="bearer", expires_in=expires_in))
 
 
 def device_grant(req, params):

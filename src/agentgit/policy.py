@@ -86,6 +86,7 @@ ACTIONS = {
     "revoke_tokens":      Action("account", "admin", humans_only=True),
     "grant_task":         Action("account", "admin", humans_only=True),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
+    "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
     "suspend_user":       Action("site", "admin", scope="site_admin"),
@@ -489,6 +490,27 @@ def rule_permission(q):
     return None
 
 
+def rule_agent_credentials(q):
+    principal, resource = q.principal, q.resource
+    if principal.audience is not None and resource.kind == "repo" and resource.name not in principal.audience:
+        return q.deny("this agent session token is for %s, not %s" % (", ".join(sorted(principal.audience)),
+                                                                     resource.name), hidden=True)
+    if not principal.bootstrap:
+        return None
+    user, spec = q.user, q.spec
+    own = resource.kind == "site" or resource.kind == "account" and resource.row["id"] == user["id"] or \
+        resource.kind == "repo" and resource.row["owner_id"] == user["id"]
+    public_read = not spec.mutation and not spec.sensitive and (
+        resource.kind == "repo" and not resource.row["private"] or q.action in ("read_org", "read_account"))
+    if own or public_read:
+        return None
+    return q.deny("this is %s's bootstrap credential: it acts on %s's own account and repositories and reads what "
+                  "is public. For %s, trade it for a short-lived token: token exchange at /login/oauth/access_token "
+                  "(grant_type=urn:ietf:params:oauth:grant-type:token-exchange, subject_token=this token, resource="
+                  "the repository's URL, and task=the task for a task token), or `agentgit.py credential` as git's "
+                  "credential helper" % (user["login"], user["login"], resource.name))
+
+
 def rule_scope(q):
     scope, scopes, token = scope_needed(q.action, q.spec, q.resource), q.principal.scopes, q.principal.token_id
     if scope and token is not None and scope not in scopes:
@@ -563,6 +585,10 @@ POLICY_RULES = (
                "to a task token); a repository that cannot be read is hidden: 404, not 403; anonymous callers "
                "may only read (and register agents); authors editing what they wrote need less; commenting on a "
                "locked conversation needs triage", rule_permission),
+    PolicyRule("an agent's own long-lived token is a bootstrap credential (unless the installation chose "
+               "direct): it acts on the agent's own account and repositories and reads what is public, and is "
+               "traded for a short-lived token for the rest; an agent session token acts on the repositories it "
+               "was minted for only", rule_agent_credentials),
     PolicyRule("the token must carry the scope the action needs, and every scope that an action creating a "
                "credential or delegating access would confer (a web session holds them all)", rule_scope),
     PolicyRule("a repository or organization frozen by policy, and an archived repository, are read-only: "

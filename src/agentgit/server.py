@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 
-from agentgit.config import API_VERSION, Config, REQUEST_IDLE_TIMEOUT, __version__, now
+from agentgit.config import AGENT_CREDENTIALS, API_VERSION, Config, REQUEST_IDLE_TIMEOUT, __version__, now
 from agentgit.errors import HTTPError
 from agentgit.storage import Store
 from agentgit.tokens import token_fingerprint
@@ -86,6 +86,20 @@ class App:
         self.sign_ins = RateLimiter(10, 300)
         self.token_seen = {}
         self.set_url(config.url)
+        self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
+
+    def choose_agent_credentials(self, chosen):
+        """"bootstrap" or "direct": the operator's choice, kept for the installation. One that never
+        chose gets bootstrap; one upgraded from before agent session tokens keeps direct (its migration
+        wrote that down) until the operator switches."""
+        if chosen is not None:
+            if chosen not in AGENT_CREDENTIALS:
+                raise ValueError("agent_credentials is bootstrap or direct, not %r" % chosen)
+            with self.store.transaction() as db:
+                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('agent_credentials', ?)", (chosen,))
+            return chosen
+        row = self.store.one("SELECT value FROM settings WHERE name = 'agent_credentials'")
+        return row["value"] if row is not None else "bootstrap"
 
     def set_url(self, url):
         self.url = url.rstrip("/")
@@ -351,12 +365,15 @@ def socket_family(host):
 
 def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", tls_cert=None, tls_key=None,
                 registration="open", git_engine="auto", registration_limit=20, registration_window=600,
-                access_log=None, unix_socket=None):
+                access_log=None, unix_socket=None, agent_credentials=None):
     """Build (not start) an agentgit server. ``authenticator(request) -> identity or None`` lets an
     embedding program vouch for humans: it is given {"headers", "client_address", "peer_cert"} and
-    returns {"provider", "subject", "login", "name", "email"}."""
+    returns {"provider", "subject", "login", "name", "email"}. ``agent_credentials``: "bootstrap"
+    (an agent's own token acts on its own account and repositories only, and is traded for short-lived
+    tokens for the rest) or "direct" (it acts on all the agent may do); None keeps the installation's."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
-                    registration_limit=registration_limit, registration_window=registration_window)
+                    registration_limit=registration_limit, registration_window=registration_window,
+                    agent_credentials=agent_credentials)
     return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket)
 
 

@@ -4,6 +4,7 @@ import contextlib
 import itertools
 import pathlib
 import sqlite3
+import sys
 import threading
 import time
 
@@ -15,16 +16,20 @@ from agentgit.config import OTHER_PROCESS_POLL
 SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")
 SCHEMA_VERSION = 6
 # SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
-# changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction.
+# changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction, the
+# befores of every version in order, then SCHEMA, then the afters. A table whose CHECK changes is
+# renamed before SCHEMA makes it anew and copied after (legacy_alter_table keeps other tables' foreign
+# keys on the new table); the tokens table is rebuilt once, by the latest version that changed it.
 MIGRATIONS = {
-    5: ("DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v5;"
+    5: ("ALTER TABLE tokens ADD COLUMN issued_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL;"
+        " ALTER TABLE tokens ADD COLUMN grant_id INTEGER REFERENCES task_grants(id) ON DELETE CASCADE;"
         " ALTER TABLE accounts ADD COLUMN retired_at TEXT; ALTER TABLE accounts ADD COLUMN totp_secret TEXT;"
-        " ALTER TABLE repos ADD COLUMN parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL;",
-        "INSERT INTO tokens (id, user_id, kind, name, scopes, hash, fingerprint, created_at, expires_at,"
-        " revoked_at, last_used_at) SELECT id, user_id, kind, name, scopes, hash, fingerprint, created_at,"
-        " expires_at, revoked_at, last_used_at FROM tokens_before_v5; DROP TABLE tokens_before_v5;"),
-    # an agent's invite-derived access records its grantor (the human the agent is bound to, who invited it)
-    6: ("ALTER TABLE collaborators ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
+        " ALTER TABLE repos ADD COLUMN parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL;", ""),
+    # agent session tokens (a new kind, an audience); an agent's invite-derived access records its
+    # grantor (the human the agent is bound to, who invited it); an existing installation keeps its
+    # agents' tokens working directly until the operator chooses bootstrap
+    6: ("DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;"
+        " ALTER TABLE collaborators ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
         " ALTER TABLE team_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
         " ALTER TABLE org_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
@@ -32,7 +37,12 @@ MIGRATIONS = {
         " UPDATE team_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.team_id = team_members.team_id);"
         " UPDATE org_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
-        " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.org_id = org_members.org_id);"),
+        " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.org_id = org_members.org_id);"
+        " INSERT INTO tokens (id, user_id, kind, issued_by, grant_id, name, scopes, hash, fingerprint, created_at,"
+        " expires_at, revoked_at, last_used_at) SELECT id, user_id, kind, issued_by, grant_id, name, scopes, hash,"
+        " fingerprint, created_at, expires_at, revoked_at, last_used_at FROM tokens_before_v6;"
+        " DROP TABLE tokens_before_v6;"
+        " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"),
 }
 
 
@@ -52,9 +62,23 @@ class Store:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
             steps = [MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1) if version and v in MIGRATIONS]
-            db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\nPRAGMA user_version = %d;\nCOMMIT;" % (
-                "\n".join(before for before, _ in steps), SCHEMA, "\n".join(after for _, after in steps),
-                SCHEMA_VERSION))
+            # a renamed table must keep the foreign keys that point at its name: both pragmas, outside the
+            # transaction (foreign_keys cannot change inside one), and a check before the commit
+            db.execute("PRAGMA foreign_keys = OFF")
+            db.execute("PRAGMA legacy_alter_table = ON")
+            try:
+                db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
+                    "\n".join(before for before, _ in steps), SCHEMA, "\n".join(after for _, after in steps),
+                    SCHEMA_VERSION))
+                broken = db.execute("PRAGMA foreign_key_check").fetchall()
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK" if sys.exc_info()[0] or broken else "COMMIT")
+            db.execute("PRAGMA legacy_alter_table = OFF")
+            db.execute("PRAGMA foreign_keys = ON")
+            if broken:
+                raise RuntimeError("the migration to schema version %d would break %d foreign keys (%s)" % (
+                    SCHEMA_VERSION, len(broken), tuple(broken[0])))
         self.watch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.watch_lock = threading.Lock()
         self.watch_version, self.polled = self.watch.execute("PRAGMA data_version").fetchone()[0], -1.0

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 
@@ -15,7 +16,10 @@ from agentgit.storage import insert_row
 # scanner) what kind of token leaked. Later kinds (task, tool) get their own. Agent invites
 # use the same form (prefix agi) but are kept apart: they are consent material, never credentials.
 
-TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "switch-session": "ags", "oauth": "ago", "task": "agt"}
+# "session": an agent session token, the short-lived token of an agent's standing access (r: runtime)
+TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "session": "agr", "switch-session": "ags", "oauth": "ago",
+                  "task": "agt"}
+SESSION_TOKEN_SECONDS = 3600
 INVITE_PREFIX = "agi"
 SWITCH_SESSION_HOURS = 12
 TOKEN_RE = re.compile(r"^(ag[a-z])_([0-9a-f]{32})([0-9a-f]{16})$")
@@ -51,13 +55,15 @@ def token_hash(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None, grant_id=None):
+def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None, grant_id=None,
+                audience=None):
     """Mint a token, store its hash, return (token, row id). The token itself is shown once."""
     token = mint_token(key, TOKEN_PREFIXES[kind])
     token_id = insert_row(db, "tokens", {
         "user_id": user_id, "kind": kind, "name": name, "scopes": ",".join(scopes), "hash": token_hash(token),
         "fingerprint": token_fingerprint(token), "created_at": now(), "expires_at": expires_at,
-        "issued_by": issued_by, "grant_id": grant_id})
+        "issued_by": issued_by, "grant_id": grant_id,
+        "audience": json.dumps(sorted(audience)) if audience is not None else None})
     return token, token_id
 
 
