@@ -283,7 +283,12 @@ def connect_gh(srv, token, env, *args):
     """`agentgit connect gh --token TOKEN ARGS`, its `export K='V'` lines applied to ``env`` (returned)."""
     out = subprocess.run([*CLI, "connect", "gh", "--token", token, *args, "--data",
                           srv.app.config.data_dir], capture_output=True, text=True, check=True).stdout
-    for line in out.strip().split("\n"):
+    return apply_exports(env, out)
+
+
+def apply_exports(env, exports):
+    """``env`` with the `export K='V'` lines `connect gh` prints applied."""
+    for line in exports.strip().split("\n"):
         key, _, value = line[len("export "):].partition("=")
         env[key] = value.strip("'")
     return env

@@ -282,3 +282,62 @@ def test_an_installation_that_chose_direct_agent_credentials(tmp_path):
     again = agentgit.make_server(tmp_path / "data", port=0)          # the choice is kept for the installation
     assert again.app.agent_credentials == "direct"
     again.httpd.server_close()
+
+
+def test_the_runtime_holds_only_the_bootstrap_token_file(tmp_path):
+    """git's credential helper and `connect gh --token-file` trade the agent's bootstrap token (in a
+    file git and gh never see) for short-lived task tokens: clone, push inside the prefix, a push
+    outside it refused per ref, gh pr create, and gh pr merge waiting for the human's approval."""
+    import json
+    import os
+    import re
+    import shlex
+    import subprocess
+    from conftest import CLI, apply_exports, gh, git_env, plain_gh_env, socket_server
+    with socket_server(tmp_path) as srv:
+        alice = srv.add_user("alice")
+        api(srv, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+        login, agent, _ = srv.add_agent("coder")
+        bind(srv, alice, agent)
+        grant, _ = grant_task(srv, alice, "alice", login, agent)
+        token_file = tmp_path / "agent.token"
+        token_file.write_text(agent + "\n")
+        token_file.chmod(0o600)
+        helper = "!" + " ".join(shlex.quote(part) for part in CLI + ["credential", "--token-file", str(token_file)])
+        env = dict(git_env(tmp_path), AGENTGIT_TASK="task:fix-payment-bug")
+        config = ["-c", "credential.helper=" + helper, "-c", "credential.useHttpPath=true"]
+        work = str(tmp_path / "w")
+        git(str(tmp_path), *config, "clone", "-q", remote(srv, "alice/payments"), work, env=env)
+        for args in (("config", "credential.helper", helper), ("config", "credential.useHttpPath", "true")):
+            git(work, *args, env=env)
+        commit_file(work, "fix.py", "ok = 1\n")
+        git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/task-123/fix", env=env)
+        proc = git(work, "push", "origin", "HEAD:refs/heads/main", env=env, check=False)
+        assert proc.returncode != 0 and "allows pushes to branches under agent/task-123/ only" in proc.stderr
+        # one task token served all three (the other is grant_task's): the helper cached it; nothing but the
+        # token file holds the agent's own
+        assert srv.app.store.one("SELECT count(*) FROM tokens WHERE kind = 'task'")[0] == 2
+        assert agent not in open(os.path.join(work, ".git", "config")).read()
+        cache = json.load(open(tmp_path / ".cache" / "agentgit" / "credentials.json"))
+        assert [entry["token"][:4] for entry in cache.values()] == ["agt_"]
+        # gh: connect gh trades the token file for a task token on the repository
+        out = subprocess.run([*CLI, "connect", "gh", "--token-file", str(token_file), "--task", "task:fix-payment-bug",
+                              "--repo", "alice/payments", "--mode", "socket", "--socket", str(tmp_path / "agentgit.sock"),
+                              "--url", srv.url, "--dir", str(tmp_path / "gh"), "--data", srv.app.config.data_dir],
+                             capture_output=True, text=True, check=True)
+        assert "run `agentgit.py connect gh` again" in out.stderr
+        ghenv = apply_exports(plain_gh_env(tmp_path), out.stdout)
+        assert json.loads(gh(ghenv, "api", "user").stdout)["login"] == login
+        gh(ghenv, "pr", "create", "-R", "alice/payments", "-H", "agent/task-123/fix", "-B", "main", "-t", "Fix",
+           "-b", "it")
+        proc = gh(ghenv, "pr", "merge", "1", "-R", "alice/payments", "--merge", check=False)
+        approval = re.search(r"approval (ap_[0-9a-f]+) waits for alice at http", proc.stderr)
+        assert proc.returncode != 0 and approval, proc.stderr
+        assert ext(srv, "POST", "/approvals/%s/approve" % approval.group(1), alice, {}).status == 200
+        gh(ghenv, "pr", "merge", "1", "-R", "alice/payments", "--merge")
+        assert api(srv, "GET", "/repos/alice/payments/pulls/1", alice).json["merged"] is True
+        # a refusal of the exchange reaches git as the helper's message
+        git(work, "config", "--unset", "credential.useHttpPath", env=env)
+        proc = git(work, "fetch", "origin", env=env, check=False)
+        assert proc.returncode != 0 and "credential.useHttpPath true" in proc.stderr
+

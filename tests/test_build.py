@@ -52,6 +52,19 @@ def test_every_line_of_every_module_is_in_the_single_file_verbatim_and_in_order(
                 pytest.fail("%s.py: %r is not in agentgit.py after line %d" % (name, line, at))
 
 
+def test_the_single_file_makes_every_import_its_modules_make():
+    """import urllib.parse and import urllib.request both bind urllib: each must be hoisted all the same."""
+    header = read(SINGLE_FILE).split(amalgamate.BANNER)[0].splitlines()
+    froms = {line.split()[1]: set(line.split(" import ")[1].split(", ")) for line in header if line.startswith("from ")}
+    for name in BUILD_ORDER:
+        for node in amalgamate.Module(ROOT, name).imports:
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert "import " + alias.name in header or alias.name == "pathlib", (name, alias.name)
+            elif not node.module.startswith("agentgit"):
+                assert {alias.name for alias in node.names} <= froms.get(node.module, set()), (name, node.module)
+
+
 DUMP = """
 import dataclasses, json, agentgit
 

@@ -124,7 +124,8 @@ def build(root=ROOT):
     package_doc, order = read_build_order(root)
     modules = [Module(root, name) for name in order] + [Module(root, "__main__")]
     owner = {}                     # top-level name -> module that defines it
-    external = {}                  # hoisted imports: name -> the statement that binds it
+    external = {}                  # hoisted `from x import name`: name -> x
+    packages = set()               # hoisted `import x.y`: the dotted names (each binds x)
     uses = {}
     for position, module in enumerate(modules):
         check_dunders(module, allowed={"__name__"} if module.name == "__main__" else ())
@@ -137,7 +138,7 @@ def build(root=ROOT):
                 for alias in node.names:
                     if alias.name.split(".")[0] == "agentgit":
                         raise module.error(node.lineno, "import names from a module: from agentgit.x import name")
-                    external.setdefault(alias.name.split(".")[0], ("import", alias.name))
+                    packages.add(alias.name)
                     imported.add(alias.name.split(".")[0])
                 continue
             source = node.module or ""
@@ -147,7 +148,7 @@ def build(root=ROOT):
                 if source == "agentgit":
                     raise module.error(node.lineno, "import from the module that defines the name")
                 for alias in node.names:
-                    if external.setdefault(alias.name, ("from", source)) != ("from", source):
+                    if external.setdefault(alias.name, source) != source:
                         raise module.error(node.lineno, "%s is imported from two places" % alias.name)
                     imported.add(alias.name)
                 continue
@@ -166,7 +167,7 @@ def build(root=ROOT):
                 raise module.error(1, "%s is defined in agentgit.%s too" % (name, owner[name]))
             if name in order:
                 raise module.error(1, "%s is also the name of a module" % name)
-            if name in external:
+            if name in external or name in {p.split(".")[0] for p in packages}:
                 raise module.error(1, "%s is also an imported name" % name)
             owner[name] = module.name
         known = module.defined() | imported | set(dir(builtins)) | MODULE_DUNDERS
@@ -185,14 +186,14 @@ def build(root=ROOT):
     storage.body = storage.body.replace(SCHEMA_LINE, 'SCHEMA = """%s"""' % schema)
     # hoisted: what the single file's code uses (storage's pathlib reads schema.sql only in the package)
     used = referenced_globals("\n".join(m.body for m in modules), "agentgit.py")
-    external = {name: spec for name, spec in external.items() if name in used}
+    packages = {spec for spec in packages if spec.split(".")[0] in used}
 
     width = max(len(m.name) for m in modules)
     section_map = "\n".join("    %2d. %-*s  %s" % (i, width, m.name, m.title) for i, m in enumerate(modules[:-1], 1))
-    plain = sorted(spec for kind, spec in external.values() if kind == "import")
+    plain = sorted(packages)
     froms = {}
-    for name, (kind, source) in external.items():
-        if kind == "from":
+    for name, source in external.items():
+        if name in used:
             froms.setdefault(source, []).append(name)
     stdlib = [s for s in froms if s.split(".")[0] in sys.stdlib_module_names]
     header = (

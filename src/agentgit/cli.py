@@ -4,11 +4,9 @@ import argparse
 import base64
 import functools
 import getpass
-import json
 import os
 import re
 import secrets
-import shlex
 import sqlite3
 import sys
 import urllib.parse
@@ -26,6 +24,7 @@ from agentgit.agents import explain
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, accept_invite, check_grant_authority, make_invite,
                                  reset_agent_credentials, retire, unbind_agent)
 from agentgit.server import App, OPERATOR_REASON, cli_add_agent, cli_add_user, make_server, operator
+from agentgit.clients import connect_gh, git_credential
 
 
 def cli_set_suspended(app, login, suspended):
@@ -121,50 +120,6 @@ def cli_delegation(app, args):
     return effect + ("\n" + out if out else "")
 
 
-def connect_gh(args):
-    """Write a GH_CONFIG_DIR and a git config that point gh and git at this server, and return the
-    export lines. https: gh talks HTTPS to the server's host. socket: gh sends its API calls as plain
-    HTTP over the server's --unix-socket (as host "localhost"), and git reaches the TCP port.
-    localhost: gh's plain-HTTP host github.localhost (API on api.github.localhost), reached by naming
-    this server as the HTTP proxy: the server answers proxy-form requests itself, so no name needs to
-    resolve and nothing needs root."""
-    directory = os.path.abspath(args.dir)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    app = App(Config(data_dir=args.data))
-    row = verify_token(app.store, app.key, args.token)
-    if row is None:
-        raise SystemExit("that token is not live on the server in %s" % args.data)
-    login = account_by_id(app.store, row["user_id"])["login"]
-    url = args.url.rstrip("/")
-    quote = json.dumps
-    if args.mode == "socket":
-        if not args.socket:
-            raise SystemExit("--mode socket needs --socket PATH (the server's --unix-socket)")
-        host, extra = "localhost", "http_unix_socket: %s\n" % quote(os.path.abspath(args.socket))
-        split = urllib.parse.urlsplit(url)
-        git = '[url "%s://x:%s@%s/"]\n\tinsteadOf = https://localhost/\n' % (split.scheme, args.token, split.netloc)
-    elif args.mode == "localhost":
-        host, extra = "github.localhost", ""
-        git = '[url "http://x:%s@github.localhost/"]\n\tinsteadOf = https://github.localhost/\n' \
-              '\tinsteadOf = http://github.localhost/\n' % args.token
-    else:
-        host, extra = urllib.parse.urlsplit(url).hostname, ""
-        git = '[credential "https://%s"]\n\thelper =\n\thelper = !gh auth git-credential\n' % host
-    files = {"config.yml": "version: 1\ngit_protocol: https\nprompt: disabled\n" + extra,
-             "hosts.yml": "%s:\n    oauth_token: %s\n    git_protocol: https\n    user: %s\n" % (
-                 quote(host), quote(args.token), quote(login)),
-             "gitconfig": git}
-    for name, text in files.items():
-        path = os.path.join(directory, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # holds the token
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-    exports = [("GH_CONFIG_DIR", directory), ("GH_HOST", host), ("GIT_CONFIG_GLOBAL", os.path.join(directory, "gitconfig"))]
-    if args.mode == "localhost":
-        exports += [("HTTP_PROXY", url), ("http_proxy", url), ("NO_PROXY", ""), ("no_proxy", "")]
-    return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in exports)
-
-
 @functools.lru_cache(maxsize=None)
 def source_lines(filename):
     with open(filename, encoding="utf-8") as f:
@@ -221,6 +176,35 @@ def add_serve_options(serve):
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
+def add_client_commands(commands, command):
+    """connect gh, and git's credential helper: pointing clients at this server."""
+    connect = commands.add_parser("connect", help="point a client at this server").add_subparsers(
+        dest="client", required=True)
+    connect_gh_cmd = command(connect, "gh", "write a GH_CONFIG_DIR for gh and a git config; prints the exports")
+    which = connect_gh_cmd.add_mutually_exclusive_group(required=True)
+    which.add_argument("--token", help="the token gh and git will use")
+    which.add_argument("--token-file", metavar="FILE", help="an agent's bootstrap token, traded for a short-lived one")
+    connect_gh_cmd.add_argument("--task", help="with --token-file: a task token for this task (and --repo)")
+    connect_gh_cmd.add_argument("--repo", metavar="OWNER/NAME", help="with --token-file: the repository it is for")
+    connect_gh_cmd.add_argument("--mode", choices=("https", "socket", "localhost"), default="https")
+    connect_gh_cmd.add_argument("--url", default="http://127.0.0.1:8080",
+                                help="the server's URL (https mode: its https URL; socket mode: where git goes)")
+    connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
+    connect_gh_cmd.add_argument("--dir", default="agentgit-gh", help="where to write the configuration")
+
+    credential = commands.add_parser(
+        "credential", help="git's credential helper: short-lived tokens for the agent's bootstrap token",
+        description="git's credential helper: for each repository git asks about, a short-lived token traded for "
+                    "the agent's bootstrap token and cached until shortly before it expires. Set it up with: git "
+                    "config credential.helper '!python agentgit.py credential --token-file FILE' and git config "
+                    "credential.useHttpPath true; $AGENTGIT_TASK (or --task) asks for task tokens.")
+    credential.add_argument("operation", choices=("get", "store", "erase"))
+    credential.add_argument("--token-file", metavar="FILE", help="the agent's bootstrap token (else $AGENTGIT_TOKEN)")
+    credential.add_argument("--task", help="trade for task tokens of this task (else $AGENTGIT_TASK)")
+    credential.add_argument("--cache", metavar="FILE", default=os.path.join(
+        os.path.expanduser("~"), ".cache", "agentgit", "credentials.json"), help="where the short-lived tokens wait")
+
+
 def build_parser():
     data_default = os.environ.get("AGENTGIT_DATA", DEFAULT_DATA_DIR)
     parser = argparse.ArgumentParser(prog="agentgit.py", description=DESCRIPTION)
@@ -270,16 +254,7 @@ def build_parser():
     retire_cmd.add_argument("--repositories", choices=("archive", "transfer"), default="archive",
                             help="archive its repositories or transfer them to its human (default archive)")
 
-    connect = commands.add_parser("connect", help="point a client at this server").add_subparsers(
-        dest="client", required=True)
-    connect_gh_cmd = command(connect, "gh", "write a GH_CONFIG_DIR for gh and a git config; prints the exports")
-    connect_gh_cmd.add_argument("--token", required=True, help="the token gh and git will use")
-    connect_gh_cmd.add_argument("--mode", choices=("https", "socket", "localhost"), default="https")
-    connect_gh_cmd.add_argument("--url", default="http://127.0.0.1:8080",
-                                help="the server's URL (https mode: its https URL; socket mode: where git goes)")
-    connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
-    connect_gh_cmd.add_argument("--dir", default="agentgit-gh", help="where to write the configuration")
-
+    add_client_commands(commands, command)
     commands.add_parser("routes", help="list every route: method, path, handler and its module",
                         description="every route: method, path, handler and the module of src/agentgit/ it is in")
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
@@ -312,6 +287,8 @@ def main(argv=None):
     if args.command == "connect":
         print(connect_gh(args))
         return 0
+    if args.command == "credential":
+        return git_credential(args, sys.stdin, sys.stdout)
     if args.command == "routes":
         print(route_index())
         return 0

@@ -1,0 +1,160 @@
+"""Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one."""
+
+import json
+import os
+import shlex
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from agentgit.config import Config
+from agentgit.tokens import verify_token
+from agentgit.accounts import account_by_id
+from agentgit.oauth import TOKEN_EXCHANGE
+from agentgit.server import App
+
+# a cached token is traded again this many seconds before it expires, so none expires mid-push
+CREDENTIAL_MARGIN = 120
+
+
+def read_bootstrap_token(args):
+    """The agent's long-lived token: from --token-file or $AGENTGIT_TOKEN, never from git's config or a URL."""
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            return f.read().strip()
+    if os.environ.get("AGENTGIT_TOKEN"):
+        return os.environ["AGENTGIT_TOKEN"].strip()
+    raise SystemExit("no bootstrap token: pass --token-file FILE or set AGENTGIT_TOKEN")
+
+
+def trade_bootstrap_token(url, bootstrap, resource, task=None):
+    """RFC 8693 at the server's token endpoint: the bootstrap token for a short-lived one for
+    ``resource`` (a task token when ``task`` is named, else an agent session token). Returns the
+    endpoint's answer; SystemExit with the server's reason when it refuses."""
+    params = dict({"grant_type": TOKEN_EXCHANGE, "subject_token": bootstrap, "resource": resource},
+                  **({"task": task} if task else {}))
+    request = urllib.request.Request(url.rstrip("/") + "/login/oauth/access_token",
+                                     data=urllib.parse.urlencode(params).encode(), headers={
+                                         "Accept": "application/json",
+                                         "Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as error:
+        answer = json.load(error) if error.headers.get_content_type() == "application/json" else {
+            "error": "HTTP %d" % error.code}
+    except (OSError, ValueError) as error:
+        raise SystemExit("cannot reach %s: %s" % (url, error))
+    if "access_token" not in answer:
+        raise SystemExit("%s refused the token exchange for %s: %s (%s)" % (
+            url, resource, answer.get("error"), answer.get("error_description", "")))
+    return answer
+
+
+def git_credential(args, stdin, stdout):
+    """git's credential helper protocol (gitcredentials(7)). ``get``: a short-lived token for the
+    repository git asks about (its path, with credential.useHttpPath), traded for the bootstrap token
+    and cached until shortly before it expires: a task token under $AGENTGIT_TASK (or --task), else an
+    agent session token. ``erase``, git's word that a token was refused, forgets it; ``store`` has
+    nothing to keep, for the cache already holds what ``get`` answered."""
+    asked = dict(line.partition("=")[::2] for line in stdin.read().splitlines() if "=" in line)
+    if asked.get("protocol") not in ("http", "https") or not asked.get("host"):
+        return 0
+    base = "%s://%s" % (asked["protocol"], asked["host"])
+    path = asked.get("path", "").strip("/")
+    task = args.task or os.environ.get("AGENTGIT_TASK") or None
+    key = "%s/%s %s" % (base, path, task or "")
+    cache = read_cache(args.cache)
+    if args.operation == "erase" and cache.pop(key, None) is not None:
+        write_cache(args.cache, cache)
+    if args.operation != "get":
+        return 0
+    entry = cache.get(key)
+    if entry is None or entry["expires_at"] - time.time() < CREDENTIAL_MARGIN:
+        if task and not path:
+            raise SystemExit("a task token is for one repository: run `git config credential.useHttpPath true`")
+        answer = trade_bootstrap_token(base, read_bootstrap_token(args), base + "/" + path if path else base, task)
+        entry = cache[key] = {"token": answer["access_token"], "expires_at": int(time.time()) + answer["expires_in"]}
+        write_cache(args.cache, cache)
+    stdout.write("username=x-access-token\npassword=%s\npassword_expiry_utc=%d\n" % (entry["token"],
+                                                                                     entry["expires_at"]))
+    return 0
+
+
+def read_cache(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def write_cache(path, cache):
+    """Atomically, readable by its owner only: it holds live tokens."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    scratch = "%s.%d" % (path, os.getpid())
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({k: v for k, v in cache.items() if v["expires_at"] > time.time()}, f)
+    os.replace(scratch, path)
+
+
+def connect_gh(args):
+    """Write a GH_CONFIG_DIR and a git config that point gh and git at this server, and return the
+    export lines. https: gh talks HTTPS to the server's host. socket: gh sends its API calls as plain
+    HTTP over the server's --unix-socket (as host "localhost"), and git reaches the TCP port.
+    localhost: gh's plain-HTTP host github.localhost (API on api.github.localhost), reached by naming
+    this server as the HTTP proxy: the server answers proxy-form requests itself, so no name needs to
+    resolve and nothing needs root.
+
+    With --token-file, the agent's bootstrap token there is traded (at --url) for an agent session
+    token, or with --task for a task token on --repo, and gh gets that: it lasts an hour at most, and
+    the command says when to run it again."""
+    directory = os.path.abspath(args.dir)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    url = args.url.rstrip("/")
+    token = args.token
+    if token is None:
+        if args.task and not args.repo:
+            raise SystemExit("--task needs --repo OWNER/NAME: a task token is for the repositories of its grant")
+        answer = trade_bootstrap_token(url, read_bootstrap_token(args), url + ("/" + args.repo if args.repo else ""),
+                                       args.task)
+        token = answer["access_token"]
+        print("gh holds %s, valid for %d minutes: run `agentgit.py connect gh` again before then" % (
+            token[:4] + "…", answer["expires_in"] // 60), file=sys.stderr)
+    app = App(Config(data_dir=args.data))
+    row = verify_token(app.store, app.key, token)
+    if row is None:
+        raise SystemExit("that token is not live on the server in %s" % args.data)
+    login = account_by_id(app.store, row["user_id"])["login"]
+    quote = json.dumps
+    if args.mode == "socket":
+        if not args.socket:
+            raise SystemExit("--mode socket needs --socket PATH (the server's --unix-socket)")
+        host, extra = "localhost", "http_unix_socket: %s\n" % quote(os.path.abspath(args.socket))
+        split = urllib.parse.urlsplit(url)
+        git = '[url "%s://x:%s@%s/"]\n\tinsteadOf = https://localhost/\n' % (split.scheme, token, split.netloc)
+    elif args.mode == "localhost":
+        host, extra = "github.localhost", ""
+        git = '[url "http://x:%s@github.localhost/"]\n\tinsteadOf = https://github.localhost/\n' \
+              '\tinsteadOf = http://github.localhost/\n' % token
+    else:
+        host, extra = urllib.parse.urlsplit(url).hostname, ""
+        git = '[credential "https://%s"]\n\thelper =\n\thelper = !gh auth git-credential\n' % host
+    files = {"config.yml": "version: 1\ngit_protocol: https\nprompt: disabled\n" + extra,
+             "hosts.yml": "%s:\n    oauth_token: %s\n    git_protocol: https\n    user: %s\n" % (
+                 quote(host), quote(token), quote(login)),
+             "gitconfig": git}
+    for name, text in files.items():
+        path = os.path.join(directory, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # holds the token
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    exports = [("GH_CONFIG_DIR", directory), ("GH_HOST", host), ("GIT_CONFIG_GLOBAL", os.path.join(directory, "gitconfig"))]
+    if args.mode == "localhost":
+        exports += [("HTTP_PROXY", url), ("http_proxy", url), ("NO_PROXY", ""), ("no_proxy", "")]
+    return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in exports)
+
+
