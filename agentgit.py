@@ -677,11 +677,15 @@ CREATE TABLE IF NOT EXISTS approvals (
     grant_id      INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
     action        TEXT NOT NULL,
     resource      TEXT NOT NULL,
-    subject       TEXT NOT NULL DEFAULT '',  -- exactly what: "pull request #3 at 1a2b3c4d5e6f", a ref
+    subject       TEXT NOT NULL DEFAULT '',  -- exactly what: "pull request #3 at 1a2b3c4d5e6f", a ref at a commit
+    context       TEXT,                      -- JSON: what the human needs to judge it (pull number, ref and sha ...)
     created_at    TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     approved_by   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     approved_at   TEXT,
+    denied_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    denied_at     TEXT,
+    denial_reason TEXT,
     used_at       TEXT
 );
 
@@ -732,23 +736,27 @@ CREATE TABLE IF NOT EXISTS settings (
 );
 """
 SCHEMA_VERSION = 6
-# SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
-# changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction, the
-# befores of every version in order, then SCHEMA, then the afters. A table whose CHECK changes is
-# renamed before SCHEMA makes it anew and copied after (legacy_alter_table keeps other tables' foreign
-# keys on the new table); the tokens table is rebuilt once, by the latest version that changed it.
+# SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
+# all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
+# a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
+# A table whose CHECK changes is renamed before SCHEMA makes it anew and copied after (the foreign keys
+# of other tables keep pointing at its name); tokens is rebuilt once, by the latest version that changed it.
+Migration = collections.namedtuple("Migration", "columns before after")
+GRANTOR = "granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE"
 MIGRATIONS = {
-    5: ("ALTER TABLE tokens ADD COLUMN issued_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL;"
-        " ALTER TABLE tokens ADD COLUMN grant_id INTEGER REFERENCES task_grants(id) ON DELETE CASCADE;"
-        " ALTER TABLE accounts ADD COLUMN retired_at TEXT; ALTER TABLE accounts ADD COLUMN totp_secret TEXT;"
-        " ALTER TABLE repos ADD COLUMN parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL;", ""),
+    5: Migration([("tokens", "issued_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
+                  ("tokens", "grant_id INTEGER REFERENCES task_grants(id) ON DELETE CASCADE"),
+                  ("accounts", "retired_at TEXT"), ("accounts", "totp_secret TEXT"),
+                  ("repos", "parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL")], "", ""),
     # agent session tokens (a new kind, an audience); an agent's invite-derived access records its
-    # grantor (the human the agent is bound to, who invited it); an existing installation keeps its
-    # agents' tokens working directly until the operator chooses bootstrap
-    6: ("DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;"
-        " ALTER TABLE collaborators ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
-        " ALTER TABLE team_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
-        " ALTER TABLE org_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;",
+    # grantor (the human the agent is bound to, who invited it); approvals can be denied and keep what
+    # they are for; an existing installation keeps its agents' tokens working directly until the
+    # operator chooses bootstrap
+    6: Migration(
+        [("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR), ("approvals", "context TEXT"),
+         ("approvals", "denied_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
+         ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT")],
+        "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.repo_id = collaborators.repo_id);"
         " UPDATE team_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
@@ -761,6 +769,16 @@ MIGRATIONS = {
         " DROP TABLE tokens_before_v6;"
         " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"),
 }
+
+
+def added_columns(db, steps):
+    """ALTER TABLE ... ADD COLUMN for each new column of a table that exists without it."""
+    statements = []
+    for table, definition in (column for step in steps for column in step.columns):
+        present = {row[1] for row in db.execute("PRAGMA table_info(%s)" % table)}
+        if present and definition.split()[0] not in present:
+            statements.append("ALTER TABLE %s ADD COLUMN %s;" % (table, definition))
+    return "\n".join(statements)
 
 
 class Store:
@@ -784,9 +802,9 @@ class Store:
             db.execute("PRAGMA foreign_keys = OFF")
             db.execute("PRAGMA legacy_alter_table = ON")
             try:
-                db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
-                    "\n".join(before for before, _ in steps), SCHEMA, "\n".join(after for _, after in steps),
-                    SCHEMA_VERSION))
+                db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
+                    added_columns(db, steps), "\n".join(step.before for step in steps), SCHEMA,
+                    "\n".join(step.after for step in steps), SCHEMA_VERSION))
                 broken = db.execute("PRAGMA foreign_key_check").fetchall()
             finally:
                 if db.in_transaction:
@@ -1691,11 +1709,16 @@ SELF_ACTIONS = ("read_account", "read_meta")       # a task token may always ask
 
 def approval_subject(action, context):
     """Exactly what a human approves, so that a yes is not spent on something else: a merge of one
-    pull request at its head commit (new commits need a new yes), a workflow on a ref, a push of a ref."""
+    pull request at its head commit (new commits need a new yes), a workflow on a ref, a push of a ref
+    to one commit, a secret by name."""
     if "pull_number" in context:
         return "pull request #%d at %s" % (context["pull_number"], context["head_sha"][:12])
     if context.get("workflow"):
         return "%s on %s" % (context["workflow"], context.get("ref"))
+    if context.get("secret"):
+        return "secret %s" % context["secret"]
+    if context.get("ref") and context.get("sha"):
+        return "%s at %s" % (context["ref"], context["sha"])
     return context.get("ref") or ""
 
 
@@ -1716,6 +1739,14 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
         return None     # git asking whether it may push at all: each ref is decided when the push names it
     if action in reserved:
         subject = approval_subject(action, context)
+        denied = store.one("SELECT a.public_id, a.denial_reason, h.login FROM approvals a LEFT JOIN accounts h ON"
+                           " h.id = a.denied_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
+                           " a.subject = ? AND a.denied_at IS NOT NULL AND a.expires_at > ?",
+                           grant["id"], action, resource.name, subject, now())
+        if denied is not None:
+            return deny("task grant %s: %s denied %s (approval %s): %s" % (
+                gid, denied["login"] or "the delegator", action + (" of " + subject if subject else ""),
+                denied["public_id"], denied["denial_reason"] or "no reason given"))
         approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
                              " subject = ? AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
                              grant["id"], action, resource.name, subject, now())
@@ -2041,20 +2072,26 @@ def audit_json(row):
 APPROVAL_SECONDS = 3600
 
 
-def ask_for_approval(app, principal, decision):
+# what of a decision's context an approval keeps, so the human sees what is asked (the rest is rows)
+APPROVAL_CONTEXT = ("pull_number", "head_sha", "ref", "sha", "workflow", "secret")
+
+
+def ask_for_approval(app, principal, decision, context):
     """For a needs_approval decision: the pending approval for its grant, action and resource (one is
     made if none waits), and the decision with a reason that says where a human gives it, so that
     git and gh, which print only the message, show the way too. Returns (decision, id, url)."""
     grant = principal.grant
+    kept = {k: context[k] for k in APPROVAL_CONTEXT if isinstance(context.get(k), (str, int))}
     with app.store.transaction() as db:
         row = db.execute("SELECT public_id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
-                         " subject = ? AND approved_at IS NULL AND expires_at > ?",
+                         " subject = ? AND approved_at IS NULL AND denied_at IS NULL AND expires_at > ?",
                          (grant["id"], decision.action, decision.resource, decision.subject, now())).fetchone()
         public_id = row["public_id"] if row is not None else "ap_" + secrets.token_hex(8)
         if row is None:
             insert_row(db, "approvals", {"public_id": public_id, "grant_id": grant["id"], "action": decision.action,
                                          "resource": decision.resource, "subject": decision.subject,
-                                         "created_at": now(), "expires_at": from_now(APPROVAL_SECONDS)})
+                                         "context": json.dumps(kept), "created_at": now(),
+                                         "expires_at": from_now(APPROVAL_SECONDS)})
     url = "%s/api/ext/v1/approvals/%s/approve" % (app.url, public_id)
     reason = "%s: approval %s waits for %s at %s/approvals" % (decision.reasons[0], public_id,
                                                                grant["delegator_login"], app.url)
@@ -2455,7 +2492,7 @@ class Request:
         assert not self.app.store.db.in_transaction, "authorize %s before opening the transaction" % action
         decision = decide(self.app.store, self.principal, action, resource, context)
         if decision.effect == "needs_approval":
-            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision)
+            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision, context)
             self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
             raise HTTPError(403, decision.reasons[0], extra={"approval_id": approval_id, "approval_url": url})
         if not decision.allowed:
@@ -2735,13 +2772,13 @@ def find_account(req, login, kinds=("human", "agent", "org")):
     return row
 
 
-def find_repo(req, owner, name, action="read_code"):
+def find_repo(req, owner, name, action="read_code", **context):
     """The repository, once ``action`` on it is allowed; 404 alike for missing and hidden ones.
     ``req.level`` is then the permission the caller holds on it."""
     row = lookup_repo(req.app.store, owner, name)
     if row is None:
         raise HTTPError(404, "Not Found")
-    req.level = req.authorize(action, Resource.repo(row)).level
+    req.level = req.authorize(action, Resource.repo(row), **context).level
     return row
 
 
@@ -5095,7 +5132,7 @@ def create_ref(req, owner, repo):
         raise invalid("Reference", "ref", "invalid", "ref must start with refs/ and have two slashes")
     sha = req.field(body, "sha", str, "Reference", required=True)
     row = find_repo(req, owner, repo)
-    req.authorize("create_branch", Resource.repo(row), ref=ref)     # may it, before what it asks is checked
+    req.authorize("create_branch", Resource.repo(row), ref=ref, sha=sha)     # may it, before what it asks is checked
     with open_repo(req.app, row["id"]) as git:
         if not SHA_RE.match(sha) or sha.encode() not in git.object_store:
             raise invalid("Reference", "sha", "invalid", "Object does not exist")
@@ -5115,7 +5152,7 @@ def update_ref(req, owner, repo, ref):
     sha = req.field(body, "sha", str, "Reference", required=True)
     force = req.field(body, "force", bool, "Reference", default=False)
     row = find_repo(req, owner, repo)
-    decision = req.authorize("push_branch", Resource.repo(row), ref=ref)
+    decision = req.authorize("push_branch", Resource.repo(row), ref=ref, sha=sha)
     with open_repo(req.app, row["id"]) as git:
         if ref.encode() not in git.refs:
             raise HTTPError(422, "Reference does not exist")
@@ -5912,7 +5949,7 @@ def list_secrets_or_variables(req, owner, repo):
 @route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
 def get_secret_or_variable(req, owner, repo, name):
     table, read, _, to_json = actions_table(req)
-    row = find_repo(req, owner, repo, read)
+    row = find_repo(req, owner, repo, read, secret=name.upper())
     found = req.app.store.one("SELECT * FROM %s WHERE repo_id = ? AND name = ?" % table, row["id"], name.upper())
     if found is None:
         raise HTTPError(404, "Not Found")
@@ -7101,7 +7138,7 @@ def agent_activity(req, login):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 27. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
-# uses: config, errors, storage, tokens, accounts, policy, authentication, plumbing, lookups
+# uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- task grants and task tokens --------------------------------------------------------------------
@@ -7329,19 +7366,61 @@ def confirm_totp(req, user, code):
         raise HTTPError(401, "Wrong TOTP code")
 
 
-APPROVAL_SELECT = ("SELECT a.*, g.delegator_id, g.agent_id, g.task, g.public_id AS grant_public"
-                   " FROM approvals a JOIN task_grants g ON g.id = a.grant_id")
+APPROVAL_SELECT = ("SELECT a.*, g.delegator_id, g.agent_id, g.task, g.public_id AS grant_public,"
+                   " ag.login AS agent_login, d.login AS delegator_login, ap.login AS approver_login,"
+                   " dn.login AS denier_login FROM approvals a JOIN task_grants g ON g.id = a.grant_id"
+                   " JOIN accounts ag ON ag.id = g.agent_id JOIN accounts d ON d.id = g.delegator_id"
+                   " LEFT JOIN accounts ap ON ap.id = a.approved_by LEFT JOIN accounts dn ON dn.id = a.denied_by")
+APPROVAL_COMMITS = 20
+MAX_DENIAL_REASON = 1000      # a push's commits shown to the human who decides on it, at most
 
 
 def approval_json(app, row):
-    state = ("used" if row["used_at"] else "approved" if row["approved_at"] else
+    """An approval as its delegator judges it and its agent polls it: who asks, under which task and
+    grant, for exactly what, with what the human needs to decide (the pull request, the commits)."""
+    state = ("used" if row["used_at"] else "approved" if row["approved_at"] else "denied" if row["denied_at"] else
              "expired" if row["expires_at"] <= now() else "pending")
-    approver = account_by_id(app.store, row["approved_by"]) if row["approved_by"] else None
-    return {"id": row["public_id"], "state": state, "action": row["action"], "resource": row["resource"],
-            "subject": row["subject"], "grant": row["grant_public"], "task": row["task"], "created_at": row["created_at"],
-            "expires_at": row["expires_at"], "approved_by": "user:" + approver["login"] if approver else None,
-            "approved_at": row["approved_at"], "used_at": row["used_at"],
-            "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"])}
+    return {"id": row["public_id"], "state": state, "agent": "agent:" + row["agent_login"],
+            "delegator": "user:" + row["delegator_login"], "task": row["task"], "grant": row["grant_public"],
+            "action": row["action"], "resource": row["resource"], "subject": row["subject"],
+            "context": approval_details(app, row), "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "approved_by": "user:" + row["approver_login"] if row["approver_login"] else None,
+            "approved_at": row["approved_at"], "denied_by": "user:" + row["denier_login"] if row["denier_login"]
+            else None, "denied_at": row["denied_at"], "denial_reason": row["denial_reason"], "used_at": row["used_at"],
+            "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"]),
+            "deny_url": "%s/api/ext/v1/approvals/%s/deny" % (app.url, row["public_id"])}
+
+
+def approval_details(app, row):
+    """The pull request a merge would bring in (title, description, files, commits, diff), or the
+    commits a push would put on its ref, as they stand now; the workflow or secret otherwise."""
+    context = json.loads(row["context"] or "{}")
+    repo = repo_by_full_name(app.store, strip_kind(row["resource"], "repo"))
+    if repo is None:
+        return context
+    if "pull_number" in context:
+        issue = app.store.one("SELECT * FROM issues WHERE repo_id = ? AND number = ?", repo["id"], context["pull_number"])
+        pull = app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"]) if issue else None
+        if pull is None:
+            return context
+        state, html_url = PullState(app, repo, issue, pull), "%s/%s/pull/%d" % (app.url, full_name(repo),
+                                                                               issue["number"])
+        return dict(context, title=issue["title"], body=issue["body"], html_url=html_url, diff_url=html_url + ".diff",
+                    head_sha_now=state.head_sha, changed_files=[f[0] for f in state.files],
+                    commits=[commit_line(c) for c in state.commits[-APPROVAL_COMMITS:]])
+    if context.get("sha") and context.get("ref"):
+        with open_repo(app, repo["id"]) as git:
+            if context["sha"].encode() not in git.object_store:
+                return dict(context, commits=[], note="the commits have not reached the server yet")
+            current = git.refs[context["ref"].encode()].decode() if context["ref"].encode() in git.refs else None
+            return dict(context, commits=[commit_line(c) for c in commits_between(git, current, context["sha"])[
+                -APPROVAL_COMMITS:]])
+    return context
+
+
+def commit_line(commit):
+    return {"sha": commit.id.decode(), "message": commit.message.decode("utf-8", "replace").split("\n")[0],
+            "author": commit.author.decode("utf-8", "replace")}
 
 
 @route("GET", "/api/ext/v1/approvals")
@@ -7368,23 +7447,39 @@ def get_approval(req, approval_id):
 
 @route("POST", "/api/ext/v1/approvals/{approval_id}/approve")
 def approve(req, approval_id):
-    give_approval(req, signed_in(req), approval_id)
+    answer_approval(req, signed_in(req), approval_id, approve=True)
     return approval_json(req.app, req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id))
 
 
-def give_approval(req, user, approval_id):
-    """The grant's delegator says yes to exactly this action on exactly this resource, once."""
+@route("POST", "/api/ext/v1/approvals/{approval_id}/deny")
+def deny(req, approval_id):
+    reason = req.field(req.json(), "reason", str, "Approval", default="")
+    answer_approval(req, signed_in(req), approval_id, approve=False, reason=reason)
+    return approval_json(req.app, req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id))
+
+
+def answer_approval(req, user, approval_id, approve, reason=""):
+    """The grant's delegator says yes to exactly this action on exactly this resource, once, or no
+    with a reason, which the agent reads when it polls or asks again (a no stands until it expires)."""
     row = req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id)
     if row is None or row["delegator_id"] != user["id"]:
         raise HTTPError(404, "Not Found")
+    if len(reason) > MAX_DENIAL_REASON:
+        raise invalid("Approval", "reason", message="a reason is at most %d characters" % MAX_DENIAL_REASON)
     grant = req.app.store.one("SELECT * FROM task_grants WHERE id = ?", row["grant_id"])
     authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, grant), grant=grant)
-    if row["approved_at"] or row["expires_at"] <= now():
-        raise HTTPError(409, "This approval was already given or has expired")
+    if row["approved_at"] or row["denied_at"] or row["expires_at"] <= now():
+        raise HTTPError(409, "This approval was already answered or has expired")
     with req.transaction() as db:
-        db.execute("UPDATE approvals SET approved_by = ?, approved_at = ? WHERE id = ?", (user["id"], now(), row["id"]))
-        req.effect("approved %s: %s on %s under %s" % (row["public_id"], row["action"], row["resource"],
-                                                       row["grant_public"]))
+        if approve:
+            db.execute("UPDATE approvals SET approved_by = ?, approved_at = ? WHERE id = ?", (user["id"], now(),
+                                                                                           row["id"]))
+        else:
+            db.execute("UPDATE approvals SET denied_by = ?, denied_at = ?, denial_reason = ? WHERE id = ?",
+                       (user["id"], now(), reason, row["id"]))
+        req.effect("%s %s: %s on %s under %s%s" % ("approved" if approve else "denied", row["public_id"], row["action"],
+                                                   row["resource"], row["grant_public"],
+                                                   "" if approve else " (%s)" % (reason or "no reason given")))
     return row
 
 
@@ -9554,31 +9649,45 @@ def agents_action(req):
 @web_route("GET", "/approvals")
 def approvals_page(req, shown=""):
     """What the delegator's agents wait for: each pending approval names the agent, the task, the
-    action and the resource, and one button approves exactly that, once."""
+    grant, the action and exactly what it is for, with the pull request or the commits to judge it
+    by; one button approves exactly that, once, the other denies it with a reason the agent sees."""
     user = signed_in_page(req)
     csrf = hidden_input("csrf", req.session["csrf"])
-    rows = []
-    for a in req.app.store.all("SELECT a.*, g.task, g.public_id AS grant_public, ag.login AS agent_login"
-                               " FROM approvals a JOIN task_grants g ON g.id = a.grant_id"
-                               " JOIN accounts ag ON ag.id = g.agent_id WHERE g.delegator_id = ? AND"
-                               " a.approved_at IS NULL AND a.expires_at > ? AND g.revoked_at IS NULL ORDER BY a.id",
-                               user["id"], now()):
-        rows.append("<tr>%s<td><form method=\"post\" action=\"/approvals\">%s%s<button>approve</button></form>"
-                    "</td></tr>" % ("".join("<td>%s</td>" % html.escape(a[k]) for k in (
-                        "agent_login", "task", "action", "resource", "subject", "grant_public", "expires_at")),
-                                    csrf, hidden_input("approval_id", a["public_id"])))
-    body = ('%s<table><tr><th>Agent</th><th>Task</th><th>Action</th><th>Resource</th><th>What</th><th>Grant</th>'
-            '<th>Expires</th><th></th></tr>%s</table>') % (shown, "".join(rows) or
-                                                           '<tr><td colspan="8">nothing waits</td></tr>')
-    return html_page("Approvals", body)
+    rows = req.app.store.all(APPROVAL_SELECT + " WHERE g.delegator_id = ? AND a.approved_at IS NULL AND a.denied_at IS"
+                             " NULL AND a.expires_at > ? AND g.revoked_at IS NULL ORDER BY a.id", user["id"], now())
+    items = "".join(approval_section(approval_json(req.app, row), csrf) for row in rows)
+    return html_page("Approvals", shown + (items or "<p>Nothing waits.</p>"))
+
+
+def approval_section(approval, csrf):
+    e = lambda value: html.escape(str(value))  # noqa: E731
+    details = approval["context"]
+    parts = ["<p>%s, for task %s under grant %s, asks to <strong>%s</strong> on %s: %s. Asked %s; expires %s.</p>" % (
+        e(approval["agent"]), e(approval["task"]), e(approval["grant"]), e(approval["action"]), e(approval["resource"]),
+        e(approval["subject"] or "as a whole"), e(approval["created_at"]), e(approval["expires_at"]))]
+    if details.get("title") is not None:
+        parts.append('<p>Pull request <a href="%s">%s</a> (<a href="%s">diff</a>)</p><pre>%s</pre>' % (
+            e(details["html_url"]), e(details["title"]), e(details["diff_url"]), e(details.get("body") or "")))
+        parts.append("<p>Changed files: %s</p>" % e(", ".join(details["changed_files"]) or "none"))
+    if details.get("commits"):
+        parts.append("<ul>%s</ul>" % "".join("<li><code>%s</code> %s (%s)</li>" % (
+            e(c["sha"][:12]), e(c["message"]), e(c["author"])) for c in details["commits"]))
+    answer = hidden_input("approval_id", approval["id"])
+    parts.append('<form method="post" action="/approvals">%s%s%s<button>Approve</button></form>'
+                 '<form method="post" action="/approvals">%s%s%s<label>Reason <input name="reason" maxlength="1000">'
+                 '</label> <button>Deny</button></form>' % (csrf, answer, hidden_input("decision", "approve"),
+                                                           csrf, answer, hidden_input("decision", "deny")))
+    return "<section><h2>%s</h2>%s</section>" % (e(approval["id"]), "".join(parts))
 
 
 @web_route("POST", "/approvals")
 def approvals_action(req):
     user, form = signed_in_page(req), req.form
-    row = give_approval(req, user, form.get("approval_id", ""))
-    return approvals_page(req, "<p>Approved %s on %s for %s.</p>" % (
-        html.escape(row["action"]), html.escape(row["resource"]), html.escape(row["grant_public"])))
+    approve = form.get("decision", "approve") != "deny"
+    row = answer_approval(req, user, form.get("approval_id", ""), approve, form.get("reason", ""))
+    return approvals_page(req, "<p>%s %s on %s for %s.</p>" % (
+        "Approved" if approve else "Denied", html.escape(row["action"]), html.escape(row["resource"]),
+        html.escape(row["grant_public"])))
 
 
 @web_route("GET", "/settings/tokens")
@@ -10392,9 +10501,10 @@ def git_receive_pack(req, owner, repo):
     allowed, denied, ff_only = [], {}, {}
     for old, new, ref in commands:
         action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
-        decision = decide(req.app.store, req.principal, action, resource, {"ref": ref})
+        context = {"ref": ref, "sha": new}
+        decision = decide(req.app.store, req.principal, action, resource, context)
         if decision.effect == "needs_approval":
-            decision = ask_for_approval(req.app, req.principal, decision)[0]
+            decision = ask_for_approval(req.app, req.principal, decision, context)[0]
         elif decision.allowed and decision.approval is not None and not spend_approval(req.app.store,
                                                                                          decision.approval):
             decision = dataclasses.replace(decision, effect="deny", reasons=["that approval was just used"])

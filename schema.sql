@@ -464,11 +464,15 @@ CREATE TABLE IF NOT EXISTS approvals (
     grant_id      INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
     action        TEXT NOT NULL,
     resource      TEXT NOT NULL,
-    subject       TEXT NOT NULL DEFAULT '',  -- exactly what: "pull request #3 at 1a2b3c4d5e6f", a ref
+    subject       TEXT NOT NULL DEFAULT '',  -- exactly what: "pull request #3 at 1a2b3c4d5e6f", a ref at a commit
+    context       TEXT,                      -- JSON: what the human needs to judge it (pull number, ref and sha ...)
     created_at    TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     approved_by   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     approved_at   TEXT,
+    denied_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    denied_at     TEXT,
+    denial_reason TEXT,
     used_at       TEXT
 );
 

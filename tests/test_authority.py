@@ -341,3 +341,71 @@ def test_the_runtime_holds_only_the_bootstrap_token_file(tmp_path):
         proc = git(work, "fetch", "origin", env=env, check=False)
         assert proc.returncode != 0 and "credential.useHttpPath true" in proc.stderr
 
+
+
+def test_approvals_a_human_can_judge_approve_or_deny(server, tmp_path):
+    """An approval names exactly what it allows (a push: the ref and the commit; a merge: the pull
+    request at its head) and shows what the human needs to decide; the human may deny it with a
+    reason, which the agent reads when it polls or tries again."""
+    import re
+    from conftest import Browser
+    alice = server.add_user("alice", password="pw")
+    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    bind(server, alice, agent)
+    grant = ext(server, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "task": "task:hotfix", "resources": ["repo:alice/payments"],
+        "actions": ["read_code", "create_branch", "open_pr"],
+        "constraints": {"branch_prefix": "agent/", "requires_approval": ["push_branch", "merge_pr"]}}).json
+    token = ext(server, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
+    commit_file(work, "a.txt", "1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/fix")
+    b = commit_file(work, "a.txt", "2\n", "Fix the rounding")
+    proc = git(work, "push", "origin", "HEAD:refs/heads/agent/fix", check=False)
+    first = re.search(r"approval (ap_[0-9a-f]+) waits for alice", proc.stderr).group(1)
+    shown = ext(server, "GET", "/approvals/" + first, alice).json
+    assert (shown["agent"], shown["delegator"], shown["task"], shown["grant"], shown["action"]) == (
+        "agent:" + login, "user:alice", "task:hotfix", grant["id"], "push_branch")
+    assert shown["subject"] == "refs/heads/agent/fix at " + b and shown["context"]["sha"] == b
+    assert [c["message"] for c in shown["context"]["commits"]] == ["Fix the rounding"]     # what the push brings
+    # another commit on the same ref is another question: the first approval cannot carry it
+    git(work, "commit", "-q", "--amend", "-m", "Fix the rounding, again")
+    c = git(work, "rev-parse", "HEAD").stdout.strip()
+    proc = git(work, "push", "origin", "+HEAD:refs/heads/agent/fix", check=False)
+    second = re.search(r"approval (ap_[0-9a-f]+) waits", proc.stderr).group(1)
+    assert second != first
+    assert ext(server, "POST", "/approvals/%s/approve" % first, alice, {}).status == 200
+    proc = git(work, "push", "origin", "+HEAD:refs/heads/agent/fix", check=False)
+    assert proc.returncode != 0 and second in proc.stderr                         # still waits, for c
+    git(work, "reset", "-q", "--hard", b)
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/fix")                 # b, as approved
+    assert git(work, "ls-remote", "origin", "refs/heads/agent/fix").stdout.split()[0] == b != c
+    # a merge: the human sees the pull request, its files and commits, and says no, with a reason
+    api(server, "POST", "/repos/alice/payments/pulls", token, {"title": "Rounding", "body": "Rounds half up.",
+                                                               "head": "agent/fix", "base": "main"})
+    merge = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
+    approval = merge.json["approval_id"]
+    details = ext(server, "GET", "/approvals/" + approval, alice).json["context"]
+    assert (details["title"], details["body"], details["changed_files"]) == ("Rounding", "Rounds half up.", ["a.txt"])
+    assert details["diff_url"].endswith("/alice/payments/pull/1.diff")
+    assert "Fix the rounding" in [c["message"] for c in details["commits"]]
+    browser = Browser(server)
+    browser.sign_in("alice", "pw", "/approvals")
+    _, page = browser.request("GET", "/approvals")
+    assert "Rounding" in page and "Rounds half up." in page and "a.txt" in page and "Fix the rounding" in page
+    resp, page = browser.request("POST", "/approvals", {"csrf": browser.csrf(page), "approval_id": approval,
+                                                        "decision": "deny", "reason": "tests are missing"})
+    assert resp.status == 200 and "Denied merge_pr on repo:alice/payments" in page
+    polled = ext(server, "GET", "/approvals/" + approval, token).json
+    assert (polled["state"], polled["denied_by"], polled["denial_reason"]) == ("denied", "user:alice",
+                                                                               "tests are missing")
+    retry = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
+    assert retry.status == 403 and "alice denied merge_pr of pull request #1" in retry.json["message"] and \
+        "tests are missing" in retry.json["message"] and "approval_id" not in retry.json
+    assert server.app.store.one("SELECT count(*) FROM approvals WHERE action = 'merge_pr'")[0] == 1
+    assert ext(server, "POST", "/approvals/%s/approve" % approval, alice, {}).status == 409    # a no stands
+    denial = server.app.store.one("SELECT * FROM audit WHERE side_effect LIKE 'denied %s%%'" % approval)
+    assert denial["actor"] == "alice" and "tests are missing" in denial["side_effect"]
+    assert ext(server, "POST", "/approvals/%s/deny" % approval, token, {}).status == 404       # not the agent's

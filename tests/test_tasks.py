@@ -189,7 +189,7 @@ def test_approvals_page(server, task):
     resp, _ = browser.request("POST", "/approvals", {"csrf": "forged", "approval_id": approval})
     assert resp.status == 403
     resp, text = browser.request("POST", "/approvals", {"csrf": browser.csrf(text), "approval_id": approval})
-    assert resp.status == 200 and "Approved merge_pr on repo:alice/payments" in text and "nothing waits" in text
+    assert resp.status == 200 and "Approved merge_pr on repo:alice/payments" in text and "Nothing waits" in text
     assert server.app.store.one("SELECT approved_at FROM approvals")["approved_at"] is not None
 
 

@@ -272,7 +272,7 @@ def list_secrets_or_variables(req, owner, repo):
 @route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
 def get_secret_or_variable(req, owner, repo, name):
     table, read, _, to_json = actions_table(req)
-    row = find_repo(req, owner, repo, read)
+    row = find_repo(req, owner, repo, read, secret=name.upper())
     found = req.app.store.one("SELECT * FROM %s WHERE repo_id = ? AND name = ?" % table, row["id"], name.upper())
     if found is None:
         raise HTTPError(404, "Not Found")

@@ -1,6 +1,7 @@
 """Approvals: a human's yes to one action on one resource, asked for, spent once, given back."""
 
 import dataclasses
+import json
 import secrets
 
 from agentgit.config import from_now, now
@@ -10,20 +11,26 @@ from agentgit.storage import insert_row
 APPROVAL_SECONDS = 3600
 
 
-def ask_for_approval(app, principal, decision):
+# what of a decision's context an approval keeps, so the human sees what is asked (the rest is rows)
+APPROVAL_CONTEXT = ("pull_number", "head_sha", "ref", "sha", "workflow", "secret")
+
+
+def ask_for_approval(app, principal, decision, context):
     """For a needs_approval decision: the pending approval for its grant, action and resource (one is
     made if none waits), and the decision with a reason that says where a human gives it, so that
     git and gh, which print only the message, show the way too. Returns (decision, id, url)."""
     grant = principal.grant
+    kept = {k: context[k] for k in APPROVAL_CONTEXT if isinstance(context.get(k), (str, int))}
     with app.store.transaction() as db:
         row = db.execute("SELECT public_id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
-                         " subject = ? AND approved_at IS NULL AND expires_at > ?",
+                         " subject = ? AND approved_at IS NULL AND denied_at IS NULL AND expires_at > ?",
                          (grant["id"], decision.action, decision.resource, decision.subject, now())).fetchone()
         public_id = row["public_id"] if row is not None else "ap_" + secrets.token_hex(8)
         if row is None:
             insert_row(db, "approvals", {"public_id": public_id, "grant_id": grant["id"], "action": decision.action,
                                          "resource": decision.resource, "subject": decision.subject,
-                                         "created_at": now(), "expires_at": from_now(APPROVAL_SECONDS)})
+                                         "context": json.dumps(kept), "created_at": now(),
+                                         "expires_at": from_now(APPROVAL_SECONDS)})
     url = "%s/api/ext/v1/approvals/%s/approve" % (app.url, public_id)
     reason = "%s: approval %s waits for %s at %s/approvals" % (decision.reasons[0], public_id,
                                                                grant["delegator_login"], app.url)

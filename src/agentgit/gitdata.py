@@ -75,7 +75,7 @@ def create_ref(req, owner, repo):
         raise invalid("Reference", "ref", "invalid", "ref must start with refs/ and have two slashes")
     sha = req.field(body, "sha", str, "Reference", required=True)
     row = find_repo(req, owner, repo)
-    req.authorize("create_branch", Resource.repo(row), ref=ref)     # may it, before what it asks is checked
+    req.authorize("create_branch", Resource.repo(row), ref=ref, sha=sha)     # may it, before what it asks is checked
     with open_repo(req.app, row["id"]) as git:
         if not SHA_RE.match(sha) or sha.encode() not in git.object_store:
             raise invalid("Reference", "sha", "invalid", "Object does not exist")
@@ -95,7 +95,7 @@ def update_ref(req, owner, repo, ref):
     sha = req.field(body, "sha", str, "Reference", required=True)
     force = req.field(body, "force", bool, "Reference", default=False)
     row = find_repo(req, owner, repo)
-    decision = req.authorize("push_branch", Resource.repo(row), ref=ref)
+    decision = req.authorize("push_branch", Resource.repo(row), ref=ref, sha=sha)
     with open_repo(req.app, row["id"]) as git:
         if ref.encode() not in git.refs:
             raise HTTPError(422, "Reference does not exist")

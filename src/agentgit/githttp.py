@@ -327,9 +327,10 @@ def git_receive_pack(req, owner, repo):
     allowed, denied, ff_only = [], {}, {}
     for old, new, ref in commands:
         action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
-        decision = decide(req.app.store, req.principal, action, resource, {"ref": ref})
+        context = {"ref": ref, "sha": new}
+        decision = decide(req.app.store, req.principal, action, resource, context)
         if decision.effect == "needs_approval":
-            decision = ask_for_approval(req.app, req.principal, decision)[0]
+            decision = ask_for_approval(req.app, req.principal, decision, context)[0]
         elif decision.allowed and decision.approval is not None and not spend_approval(req.app.store,
                                                                                          decision.approval):
             decision = dataclasses.replace(decision, effect="deny", reasons=["that approval was just used"])

@@ -17,13 +17,13 @@ def find_account(req, login, kinds=("human", "agent", "org")):
     return row
 
 
-def find_repo(req, owner, name, action="read_code"):
+def find_repo(req, owner, name, action="read_code", **context):
     """The repository, once ``action`` on it is allowed; 404 alike for missing and hidden ones.
     ``req.level`` is then the permission the caller holds on it."""
     row = lookup_repo(req.app.store, owner, name)
     if row is None:
         raise HTTPError(404, "Not Found")
-    req.level = req.authorize(action, Resource.repo(row)).level
+    req.level = req.authorize(action, Resource.repo(row), **context).level
     return row
 
 

@@ -243,7 +243,7 @@ class Request:
         assert not self.app.store.db.in_transaction, "authorize %s before opening the transaction" % action
         decision = decide(self.app.store, self.principal, action, resource, context)
         if decision.effect == "needs_approval":
-            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision)
+            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision, context)
             self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
             raise HTTPError(403, decision.reasons[0], extra={"approval_id": approval_id, "approval_url": url})
         if not decision.allowed:

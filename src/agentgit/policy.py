@@ -339,11 +339,16 @@ SELF_ACTIONS = ("read_account", "read_meta")       # a task token may always ask
 
 def approval_subject(action, context):
     """Exactly what a human approves, so that a yes is not spent on something else: a merge of one
-    pull request at its head commit (new commits need a new yes), a workflow on a ref, a push of a ref."""
+    pull request at its head commit (new commits need a new yes), a workflow on a ref, a push of a ref
+    to one commit, a secret by name."""
     if "pull_number" in context:
         return "pull request #%d at %s" % (context["pull_number"], context["head_sha"][:12])
     if context.get("workflow"):
         return "%s on %s" % (context["workflow"], context.get("ref"))
+    if context.get("secret"):
+        return "secret %s" % context["secret"]
+    if context.get("ref") and context.get("sha"):
+        return "%s at %s" % (context["ref"], context["sha"])
     return context.get("ref") or ""
 
 
@@ -364,6 +369,14 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
         return None     # git asking whether it may push at all: each ref is decided when the push names it
     if action in reserved:
         subject = approval_subject(action, context)
+        denied = store.one("SELECT a.public_id, a.denial_reason, h.login FROM approvals a LEFT JOIN accounts h ON"
+                           " h.id = a.denied_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
+                           " a.subject = ? AND a.denied_at IS NOT NULL AND a.expires_at > ?",
+                           grant["id"], action, resource.name, subject, now())
+        if denied is not None:
+            return deny("task grant %s: %s denied %s (approval %s): %s" % (
+                gid, denied["login"] or "the delegator", action + (" of " + subject if subject else ""),
+                denied["public_id"], denied["denial_reason"] or "no reason given"))
         approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
                              " subject = ? AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
                              grant["id"], action, resource.name, subject, now())

@@ -1,5 +1,6 @@
 """Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions."""
 
+import collections
 import contextlib
 import itertools
 import pathlib
@@ -15,23 +16,27 @@ from agentgit.config import OTHER_PROCESS_POLL
 # `make dist` writes its text in place of this line into agentgit.py.
 SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")
 SCHEMA_VERSION = 6
-# SCHEMA is idempotent, so a newer version re-runs it whole. What it cannot do alone (new columns, a
-# changed CHECK) a migration does around it: (before SCHEMA, after SCHEMA), all in one transaction, the
-# befores of every version in order, then SCHEMA, then the afters. A table whose CHECK changes is
-# renamed before SCHEMA makes it anew and copied after (legacy_alter_table keeps other tables' foreign
-# keys on the new table); the tokens table is rebuilt once, by the latest version that changed it.
+# SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
+# all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
+# a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
+# A table whose CHECK changes is renamed before SCHEMA makes it anew and copied after (the foreign keys
+# of other tables keep pointing at its name); tokens is rebuilt once, by the latest version that changed it.
+Migration = collections.namedtuple("Migration", "columns before after")
+GRANTOR = "granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE"
 MIGRATIONS = {
-    5: ("ALTER TABLE tokens ADD COLUMN issued_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL;"
-        " ALTER TABLE tokens ADD COLUMN grant_id INTEGER REFERENCES task_grants(id) ON DELETE CASCADE;"
-        " ALTER TABLE accounts ADD COLUMN retired_at TEXT; ALTER TABLE accounts ADD COLUMN totp_secret TEXT;"
-        " ALTER TABLE repos ADD COLUMN parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL;", ""),
+    5: Migration([("tokens", "issued_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
+                  ("tokens", "grant_id INTEGER REFERENCES task_grants(id) ON DELETE CASCADE"),
+                  ("accounts", "retired_at TEXT"), ("accounts", "totp_secret TEXT"),
+                  ("repos", "parent_id INTEGER REFERENCES repos(id) ON DELETE SET NULL")], "", ""),
     # agent session tokens (a new kind, an audience); an agent's invite-derived access records its
-    # grantor (the human the agent is bound to, who invited it); an existing installation keeps its
-    # agents' tokens working directly until the operator chooses bootstrap
-    6: ("DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;"
-        " ALTER TABLE collaborators ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
-        " ALTER TABLE team_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;"
-        " ALTER TABLE org_members ADD COLUMN granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE;",
+    # grantor (the human the agent is bound to, who invited it); approvals can be denied and keep what
+    # they are for; an existing installation keeps its agents' tokens working directly until the
+    # operator chooses bootstrap
+    6: Migration(
+        [("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR), ("approvals", "context TEXT"),
+         ("approvals", "denied_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
+         ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT")],
+        "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.repo_id = collaborators.repo_id);"
         " UPDATE team_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
@@ -44,6 +49,16 @@ MIGRATIONS = {
         " DROP TABLE tokens_before_v6;"
         " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"),
 }
+
+
+def added_columns(db, steps):
+    """ALTER TABLE ... ADD COLUMN for each new column of a table that exists without it."""
+    statements = []
+    for table, definition in (column for step in steps for column in step.columns):
+        present = {row[1] for row in db.execute("PRAGMA table_info(%s)" % table)}
+        if present and definition.split()[0] not in present:
+            statements.append("ALTER TABLE %s ADD COLUMN %s;" % (table, definition))
+    return "\n".join(statements)
 
 
 class Store:
@@ -67,9 +82,9 @@ class Store:
             db.execute("PRAGMA foreign_keys = OFF")
             db.execute("PRAGMA legacy_alter_table = ON")
             try:
-                db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
-                    "\n".join(before for before, _ in steps), SCHEMA, "\n".join(after for _, after in steps),
-                    SCHEMA_VERSION))
+                db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
+                    added_columns(db, steps), "\n".join(step.before for step in steps), SCHEMA,
+                    "\n".join(step.after for step in steps), SCHEMA_VERSION))
                 broken = db.execute("PRAGMA foreign_key_check").fetchall()
             finally:
                 if db.in_transaction:

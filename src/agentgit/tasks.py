@@ -10,11 +10,13 @@ from agentgit.config import from_now, now, parse_time
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import issue_token, revoke, token_fingerprint
-from agentgit.accounts import account_by_id, check_totp, repo_by_full_name
+from agentgit.gitstore import commits_between, open_repo
+from agentgit.accounts import account_by_id, check_totp, full_name, repo_by_full_name
 from agentgit.policy import ACTIONS, Resource, STEP_UP_SECONDS, decide, permission_on
 from agentgit.authentication import Principal, load_grant
 from agentgit.plumbing import route
 from agentgit.lookups import find_account, signed_in
+from agentgit.pulls import PullState
 
 
 # -- task grants and task tokens --------------------------------------------------------------------
@@ -242,19 +244,61 @@ def confirm_totp(req, user, code):
         raise HTTPError(401, "Wrong TOTP code")
 
 
-APPROVAL_SELECT = ("SELECT a.*, g.delegator_id, g.agent_id, g.task, g.public_id AS grant_public"
-                   " FROM approvals a JOIN task_grants g ON g.id = a.grant_id")
+APPROVAL_SELECT = ("SELECT a.*, g.delegator_id, g.agent_id, g.task, g.public_id AS grant_public,"
+                   " ag.login AS agent_login, d.login AS delegator_login, ap.login AS approver_login,"
+                   " dn.login AS denier_login FROM approvals a JOIN task_grants g ON g.id = a.grant_id"
+                   " JOIN accounts ag ON ag.id = g.agent_id JOIN accounts d ON d.id = g.delegator_id"
+                   " LEFT JOIN accounts ap ON ap.id = a.approved_by LEFT JOIN accounts dn ON dn.id = a.denied_by")
+APPROVAL_COMMITS = 20
+MAX_DENIAL_REASON = 1000      # a push's commits shown to the human who decides on it, at most
 
 
 def approval_json(app, row):
-    state = ("used" if row["used_at"] else "approved" if row["approved_at"] else
+    """An approval as its delegator judges it and its agent polls it: who asks, under which task and
+    grant, for exactly what, with what the human needs to decide (the pull request, the commits)."""
+    state = ("used" if row["used_at"] else "approved" if row["approved_at"] else "denied" if row["denied_at"] else
              "expired" if row["expires_at"] <= now() else "pending")
-    approver = account_by_id(app.store, row["approved_by"]) if row["approved_by"] else None
-    return {"id": row["public_id"], "state": state, "action": row["action"], "resource": row["resource"],
-            "subject": row["subject"], "grant": row["grant_public"], "task": row["task"], "created_at": row["created_at"],
-            "expires_at": row["expires_at"], "approved_by": "user:" + approver["login"] if approver else None,
-            "approved_at": row["approved_at"], "used_at": row["used_at"],
-            "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"])}
+    return {"id": row["public_id"], "state": state, "agent": "agent:" + row["agent_login"],
+            "delegator": "user:" + row["delegator_login"], "task": row["task"], "grant": row["grant_public"],
+            "action": row["action"], "resource": row["resource"], "subject": row["subject"],
+            "context": approval_details(app, row), "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "approved_by": "user:" + row["approver_login"] if row["approver_login"] else None,
+            "approved_at": row["approved_at"], "denied_by": "user:" + row["denier_login"] if row["denier_login"]
+            else None, "denied_at": row["denied_at"], "denial_reason": row["denial_reason"], "used_at": row["used_at"],
+            "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"]),
+            "deny_url": "%s/api/ext/v1/approvals/%s/deny" % (app.url, row["public_id"])}
+
+
+def approval_details(app, row):
+    """The pull request a merge would bring in (title, description, files, commits, diff), or the
+    commits a push would put on its ref, as they stand now; the workflow or secret otherwise."""
+    context = json.loads(row["context"] or "{}")
+    repo = repo_by_full_name(app.store, strip_kind(row["resource"], "repo"))
+    if repo is None:
+        return context
+    if "pull_number" in context:
+        issue = app.store.one("SELECT * FROM issues WHERE repo_id = ? AND number = ?", repo["id"], context["pull_number"])
+        pull = app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"]) if issue else None
+        if pull is None:
+            return context
+        state, html_url = PullState(app, repo, issue, pull), "%s/%s/pull/%d" % (app.url, full_name(repo),
+                                                                               issue["number"])
+        return dict(context, title=issue["title"], body=issue["body"], html_url=html_url, diff_url=html_url + ".diff",
+                    head_sha_now=state.head_sha, changed_files=[f[0] for f in state.files],
+                    commits=[commit_line(c) for c in state.commits[-APPROVAL_COMMITS:]])
+    if context.get("sha") and context.get("ref"):
+        with open_repo(app, repo["id"]) as git:
+            if context["sha"].encode() not in git.object_store:
+                return dict(context, commits=[], note="the commits have not reached the server yet")
+            current = git.refs[context["ref"].encode()].decode() if context["ref"].encode() in git.refs else None
+            return dict(context, commits=[commit_line(c) for c in commits_between(git, current, context["sha"])[
+                -APPROVAL_COMMITS:]])
+    return context
+
+
+def commit_line(commit):
+    return {"sha": commit.id.decode(), "message": commit.message.decode("utf-8", "replace").split("\n")[0],
+            "author": commit.author.decode("utf-8", "replace")}
 
 
 @route("GET", "/api/ext/v1/approvals")
@@ -281,21 +325,37 @@ def get_approval(req, approval_id):
 
 @route("POST", "/api/ext/v1/approvals/{approval_id}/approve")
 def approve(req, approval_id):
-    give_approval(req, signed_in(req), approval_id)
+    answer_approval(req, signed_in(req), approval_id, approve=True)
     return approval_json(req.app, req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id))
 
 
-def give_approval(req, user, approval_id):
-    """The grant's delegator says yes to exactly this action on exactly this resource, once."""
+@route("POST", "/api/ext/v1/approvals/{approval_id}/deny")
+def deny(req, approval_id):
+    reason = req.field(req.json(), "reason", str, "Approval", default="")
+    answer_approval(req, signed_in(req), approval_id, approve=False, reason=reason)
+    return approval_json(req.app, req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id))
+
+
+def answer_approval(req, user, approval_id, approve, reason=""):
+    """The grant's delegator says yes to exactly this action on exactly this resource, once, or no
+    with a reason, which the agent reads when it polls or asks again (a no stands until it expires)."""
     row = req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id)
     if row is None or row["delegator_id"] != user["id"]:
         raise HTTPError(404, "Not Found")
+    if len(reason) > MAX_DENIAL_REASON:
+        raise invalid("Approval", "reason", message="a reason is at most %d characters" % MAX_DENIAL_REASON)
     grant = req.app.store.one("SELECT * FROM task_grants WHERE id = ?", row["grant_id"])
     authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, grant), grant=grant)
-    if row["approved_at"] or row["expires_at"] <= now():
-        raise HTTPError(409, "This approval was already given or has expired")
+    if row["approved_at"] or row["denied_at"] or row["expires_at"] <= now():
+        raise HTTPError(409, "This approval was already answered or has expired")
     with req.transaction() as db:
-        db.execute("UPDATE approvals SET approved_by = ?, approved_at = ? WHERE id = ?", (user["id"], now(), row["id"]))
-        req.effect("approved %s: %s on %s under %s" % (row["public_id"], row["action"], row["resource"],
-                                                       row["grant_public"]))
+        if approve:
+            db.execute("UPDATE approvals SET approved_by = ?, approved_at = ? WHERE id = ?", (user["id"], now(),
+                                                                                           row["id"]))
+        else:
+            db.execute("UPDATE approvals SET denied_by = ?, denied_at = ?, denial_reason = ? WHERE id = ?",
+                       (user["id"], now(), reason, row["id"]))
+        req.effect("%s %s: %s on %s under %s%s" % ("approved" if approve else "denied", row["public_id"], row["action"],
+                                                   row["resource"], row["grant_public"],
+                                                   "" if approve else " (%s)" % (reason or "no reason given")))
     return row

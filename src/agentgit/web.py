@@ -21,7 +21,7 @@ from agentgit.plumbing import route
 from agentgit.agents import mint_personal_token, revoke_own_token
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, authorize_invite, bound_agent,
                                  make_invite, reset_agent_credentials, token_status, unbind_agent)
-from agentgit.tasks import confirm_totp, give_approval
+from agentgit.tasks import APPROVAL_SELECT, answer_approval, approval_json, confirm_totp
 
 
 # Server-rendered HTML for humans, no JavaScript. A session cookie (HttpOnly, SameSite=Lax, Secure
@@ -283,31 +283,45 @@ def agents_action(req):
 @web_route("GET", "/approvals")
 def approvals_page(req, shown=""):
     """What the delegator's agents wait for: each pending approval names the agent, the task, the
-    action and the resource, and one button approves exactly that, once."""
+    grant, the action and exactly what it is for, with the pull request or the commits to judge it
+    by; one button approves exactly that, once, the other denies it with a reason the agent sees."""
     user = signed_in_page(req)
     csrf = hidden_input("csrf", req.session["csrf"])
-    rows = []
-    for a in req.app.store.all("SELECT a.*, g.task, g.public_id AS grant_public, ag.login AS agent_login"
-                               " FROM approvals a JOIN task_grants g ON g.id = a.grant_id"
-                               " JOIN accounts ag ON ag.id = g.agent_id WHERE g.delegator_id = ? AND"
-                               " a.approved_at IS NULL AND a.expires_at > ? AND g.revoked_at IS NULL ORDER BY a.id",
-                               user["id"], now()):
-        rows.append("<tr>%s<td><form method=\"post\" action=\"/approvals\">%s%s<button>approve</button></form>"
-                    "</td></tr>" % ("".join("<td>%s</td>" % html.escape(a[k]) for k in (
-                        "agent_login", "task", "action", "resource", "subject", "grant_public", "expires_at")),
-                                    csrf, hidden_input("approval_id", a["public_id"])))
-    body = ('%s<table><tr><th>Agent</th><th>Task</th><th>Action</th><th>Resource</th><th>What</th><th>Grant</th>'
-            '<th>Expires</th><th></th></tr>%s</table>') % (shown, "".join(rows) or
-                                                           '<tr><td colspan="8">nothing waits</td></tr>')
-    return html_page("Approvals", body)
+    rows = req.app.store.all(APPROVAL_SELECT + " WHERE g.delegator_id = ? AND a.approved_at IS NULL AND a.denied_at IS"
+                             " NULL AND a.expires_at > ? AND g.revoked_at IS NULL ORDER BY a.id", user["id"], now())
+    items = "".join(approval_section(approval_json(req.app, row), csrf) for row in rows)
+    return html_page("Approvals", shown + (items or "<p>Nothing waits.</p>"))
+
+
+def approval_section(approval, csrf):
+    e = lambda value: html.escape(str(value))  # noqa: E731
+    details = approval["context"]
+    parts = ["<p>%s, for task %s under grant %s, asks to <strong>%s</strong> on %s: %s. Asked %s; expires %s.</p>" % (
+        e(approval["agent"]), e(approval["task"]), e(approval["grant"]), e(approval["action"]), e(approval["resource"]),
+        e(approval["subject"] or "as a whole"), e(approval["created_at"]), e(approval["expires_at"]))]
+    if details.get("title") is not None:
+        parts.append('<p>Pull request <a href="%s">%s</a> (<a href="%s">diff</a>)</p><pre>%s</pre>' % (
+            e(details["html_url"]), e(details["title"]), e(details["diff_url"]), e(details.get("body") or "")))
+        parts.append("<p>Changed files: %s</p>" % e(", ".join(details["changed_files"]) or "none"))
+    if details.get("commits"):
+        parts.append("<ul>%s</ul>" % "".join("<li><code>%s</code> %s (%s)</li>" % (
+            e(c["sha"][:12]), e(c["message"]), e(c["author"])) for c in details["commits"]))
+    answer = hidden_input("approval_id", approval["id"])
+    parts.append('<form method="post" action="/approvals">%s%s%s<button>Approve</button></form>'
+                 '<form method="post" action="/approvals">%s%s%s<label>Reason <input name="reason" maxlength="1000">'
+                 '</label> <button>Deny</button></form>' % (csrf, answer, hidden_input("decision", "approve"),
+                                                           csrf, answer, hidden_input("decision", "deny")))
+    return "<section><h2>%s</h2>%s</section>" % (e(approval["id"]), "".join(parts))
 
 
 @web_route("POST", "/approvals")
 def approvals_action(req):
     user, form = signed_in_page(req), req.form
-    row = give_approval(req, user, form.get("approval_id", ""))
-    return approvals_page(req, "<p>Approved %s on %s for %s.</p>" % (
-        html.escape(row["action"]), html.escape(row["resource"]), html.escape(row["grant_public"])))
+    approve = form.get("decision", "approve") != "deny"
+    row = answer_approval(req, user, form.get("approval_id", ""), approve, form.get("reason", ""))
+    return approvals_page(req, "<p>%s %s on %s for %s.</p>" % (
+        "Approved" if approve else "Denied", html.escape(row["action"]), html.escape(row["resource"]),
+        html.escape(row["grant_public"])))
 
 
 @web_route("GET", "/settings/tokens")
