@@ -336,6 +336,8 @@ CREATE TABLE IF NOT EXISTS audit (
     decision           TEXT NOT NULL,
     reasons            TEXT NOT NULL,
     side_effect        TEXT,
+    token_kind         TEXT,              -- from version 6: bootstrap (agent), session, task, personal ...
+    rule               TEXT,              -- from version 6: the policy rule that decided (POLICY_RULES)
     prev_hash          TEXT NOT NULL,
     hash               TEXT NOT NULL
 );
@@ -755,7 +757,8 @@ MIGRATIONS = {
     6: Migration(
         [("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR), ("approvals", "context TEXT"),
          ("approvals", "denied_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
-         ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT")],
+         ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT"), ("audit", "token_kind TEXT"),
+         ("audit", "rule TEXT")],
         "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.repo_id = collaborators.repo_id);"
@@ -1504,6 +1507,7 @@ class Decision:
     status: int = None       # the HTTP status a refusal takes where GitHub uses a special one
     approval: int = None     # allowed on the strength of this approval, which the action uses up
     subject: str = ""        # needs_approval: exactly what a human is asked to approve
+    rule: str = None         # the POLICY_RULES rule that decided; "all" when none refused
 
     @property
     def allowed(self):
@@ -1950,7 +1954,7 @@ def rule_step_up(q):
     return None
 
 
-PolicyRule = collections.namedtuple("PolicyRule", "says check")
+PolicyRule = collections.namedtuple("PolicyRule", "says check")     # check's name, less rule_, names it
 
 # decide()'s rules, in the order it applies them; the first that says no decides. decide() walks this
 # table and the policy endpoint publishes it, so what is published is what is enforced.
@@ -1994,7 +1998,7 @@ def decide(store, principal, action, resource, context=None):
     for rule in POLICY_RULES:
         refusal = rule.check(q)
         if refusal is not None:
-            return refusal
+            return dataclasses.replace(refusal, rule=rule.check.__name__[len("rule_"):])
     reasons = ["%s holds %s on %s (%s)" % (q.holder, q.level, resource.name, q.how)]
     if principal.grant is not None:
         prefix = principal.grant["constraints"].get("branch_prefix")
@@ -2006,7 +2010,8 @@ def decide(store, principal, action, resource, context=None):
         reasons.append("protected branch: fast-forwards only")
     if q.approval is not None:
         reasons.append("approved by a human (approval %d)" % q.approval)
-    return Decision("allow", action, resource.name, reasons, level=q.level, ff_only=q.ff_only, approval=q.approval)
+    return Decision("allow", action, resource.name, reasons, level=q.level, ff_only=q.ff_only, approval=q.approval,
+                    rule="all")
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -2019,11 +2024,15 @@ def decide(store, principal, action, resource, context=None):
 
 AUDIT_FIELDS = ("at", "actor", "user_kind", "delegator", "task", "grant_id", "runtime", "token_fingerprint",
                 "surface", "action", "resource", "decision", "reasons", "side_effect")
+# Fields added later join the hash only where a row has them, so rows written before still verify, and
+# blanking one in a newer row breaks the chain like any other edit.
+LATER_AUDIT_FIELDS = ("token_kind", "rule")
 GENESIS_HASH = "0" * 64
 
 
 def audit_hash(key, prev_hash, row):
-    payload = prev_hash + json.dumps([row.get(f) for f in AUDIT_FIELDS], separators=(",", ":"))
+    fields = [row.get(f) for f in AUDIT_FIELDS] + [[f, row[f]] for f in LATER_AUDIT_FIELDS if row.get(f) is not None]
+    payload = prev_hash + json.dumps(fields, separators=(",", ":"))
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
@@ -2034,7 +2043,8 @@ def audit_append(db, key, principal, surface, decision, side_effect=None):
            "grant_id": principal.grant["public_id"] if principal.grant else None, "runtime": principal.runtime,
            "token_fingerprint": principal.fingerprint, "surface": surface, "action": decision.action,
            "resource": decision.resource, "decision": decision.effect,
-           "reasons": json.dumps(decision.reasons), "side_effect": side_effect}
+           "reasons": json.dumps(decision.reasons), "side_effect": side_effect,
+           "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "rule": decision.rule}
     tip = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     row["prev_hash"] = tip["hash"] if tip else GENESIS_HASH
     row["hash"] = audit_hash(key, row["prev_hash"], row)
@@ -2059,7 +2069,7 @@ def audit_verify(store, key):
 
 
 def audit_json(row):
-    out = {f: row[f] for f in ("id",) + AUDIT_FIELDS + ("prev_hash", "hash")}
+    out = {f: row[f] for f in ("id",) + AUDIT_FIELDS + LATER_AUDIT_FIELDS + ("prev_hash", "hash")}
     out["reasons"] = json.loads(row["reasons"])
     return out
 
@@ -6659,10 +6669,10 @@ def revoke_own_token(req, user, row):
         req.effect("revoked token #%d %s" % (row["id"], row["fingerprint"]))
 
 
-AUDIT_EXPLAINED = (("agent or actor", "actor"), ("kind", "user_kind"), ("delegator", "delegator"), ("task", "task"),
+AUDIT_EXPLAINED = (("agent or actor", "actor"), ("kind", "user_kind"), ("acting for", "delegator"), ("task", "task"),
                    ("grant", "grant_id"), ("runtime", "runtime"), ("surface", "surface"), ("resource", "resource"),
-                   ("action", "action"), ("decision", "decision"), ("token", "token_fingerprint"),
-                   ("side effect", "side_effect"), ("at", "at"))
+                   ("action", "action"), ("decision", "decision"), ("rule", "rule"), ("token", "token_fingerprint"),
+                   ("token kind", "token_kind"), ("side effect", "side_effect"), ("at", "at"))
 
 
 def explain(row):
@@ -7495,11 +7505,13 @@ def effective_policy(req):
     """What the caller's token could do on one repository ("what could this task token do on
     acme/payments?"), or with ``grant=tg_…`` what a task token of that grant could (for its delegator
     and its agent), each action decided by decide() itself, so the answer cannot drift from the
-    enforcement. It only asks, so nothing is audited."""
+    enforcement. It answers for every kind of token: a bootstrap token learns what it may do itself and
+    how to trade for the rest. Each action names the rule that decided it and states the chain. It only
+    asks, so nothing is audited."""
     signed_in(req)
     name = req.query.get("resource", "")
     row = repo_by_full_name(req.app.store, strip_kind(name, "repo"))
-    if row is None or not req.can("read_code", Resource.repo(row)):
+    if row is None or decide(req.app.store, req.principal, "read_code", Resource.repo(row)).hidden:
         raise HTTPError(404, "Not Found")
     resource, principal = Resource.repo(row), req.principal
     if "grant" in req.query:
@@ -7514,11 +7526,12 @@ def effective_policy(req):
     user, grant = principal.user, principal.grant
     decisions = [decide(req.app.store, principal, action, resource) for action in TASK_ACTIONS]
     return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),
-                 "token_kind": principal.token_kind, "resource": resource.name,
+                 "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "resource": resource.name,
                  "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
                  if grant else None,
                  "rules": ["%d. %s" % (number, rule.says) for number, rule in enumerate(POLICY_RULES, 1)],
-                 "actions": {d.action: {"decision": d.effect, "reasons": d.reasons} for d in decisions}}
+                 "actions": {d.action: {"decision": d.effect, "rule": d.rule, "because": " → ".join(d.reasons),
+                                        "reasons": d.reasons} for d in decisions}}
 
 
 # -- freezes: read-only by policy ------------------------------------------------------------------

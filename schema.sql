@@ -123,6 +123,8 @@ CREATE TABLE IF NOT EXISTS audit (
     decision           TEXT NOT NULL,
     reasons            TEXT NOT NULL,
     side_effect        TEXT,
+    token_kind         TEXT,              -- from version 6: bootstrap (agent), session, task, personal ...
+    rule               TEXT,              -- from version 6: the policy rule that decided (POLICY_RULES)
     prev_hash          TEXT NOT NULL,
     hash               TEXT NOT NULL
 );

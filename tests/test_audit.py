@@ -85,6 +85,13 @@ def test_verify_detects_edits_and_deletions(tmp_path):
     db.execute("UPDATE audit SET side_effect = 'created alice/r1' WHERE id = ?", (ids[3],))
     db.commit()
     assert verify().returncode == 0                    # restored exactly: intact again
+    assert db.execute("SELECT rule FROM audit WHERE id = ?", (ids[3],)).fetchone()[0] == "all"
+    db.execute("UPDATE audit SET rule = NULL WHERE id = ?", (ids[3],))       # a field added later, blanked
+    db.commit()
+    assert verify().returncode == 1
+    db.execute("UPDATE audit SET rule = 'all' WHERE id = ?", (ids[3],))
+    db.commit()
+    assert verify().returncode == 0
     db.execute("DELETE FROM audit WHERE id = ?", (ids[2],))
     db.commit()
     broken = verify()

@@ -409,3 +409,34 @@ def test_approvals_a_human_can_judge_approve_or_deny(server, tmp_path):
     denial = server.app.store.one("SELECT * FROM audit WHERE side_effect LIKE 'denied %s%%'" % approval)
     assert denial["actor"] == "alice" and "tests are missing" in denial["side_effect"]
     assert ext(server, "POST", "/approvals/%s/deny" % approval, token, {}).status == 404       # not the agent's
+
+
+def test_the_policy_endpoint_answers_for_every_kind_of_agent_token(server):
+    """Bootstrap, session and task tokens each ask what they may do on a repository, and each answer
+    names the rule that decided and the chain behind it."""
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/payments", "permission": "triage"}]}).json["invite_token"]
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    grant, task = grant_task(server, alice, "alice", login, agent)
+    ask = lambda token: ext(server, "GET", "/policy?resource=repo:alice/payments", token).json  # noqa: E731
+    bootstrap = ask(agent)
+    assert bootstrap["token_kind"] == "bootstrap"
+    assert bootstrap["actions"]["read_code"]["rule"] == "agent_credentials"
+    assert "trade it for a short-lived token" in bootstrap["actions"]["read_code"]["because"]
+    session = ask(session_token(server, agent, "alice/payments"))
+    assert session["token_kind"] == "session"
+    assert session["actions"]["read_code"]["decision"] == "allow"
+    assert session["actions"]["read_code"]["because"].startswith("%s holds triage on repo:alice/payments "
+                                                                 "(collaborator via alice, who holds admin)" % login)
+    assert (session["actions"]["push_branch"]["decision"], session["actions"]["push_branch"]["rule"]) == (
+        "deny", "permission")
+    by_task = ask(task)
+    assert by_task["token_kind"] == "task" and by_task["grant"]["id"] == grant["id"]
+    assert by_task["actions"]["push_branch"]["because"] == (
+        "alice (delegator of task grant %s) holds admin on repo:alice/payments (owner) → task grant %s allows "
+        "push_branch under agent/task-123/" % (grant["id"], grant["id"]))
+    assert (by_task["actions"]["merge_pr"]["decision"], by_task["actions"]["merge_pr"]["rule"]) == (
+        "needs_approval", "task_grant")

@@ -207,9 +207,22 @@ def test_a_version_5_database_records_the_grantor_of_existing_invite_grants(tmp_
                " VALUES (7, ?, 'switch-session', 'switch', 'repo', 'h', 'f', '2026-01-01T00:00:00Z', ?)",
                (ids["coder"], ids["bob"]))
     db.execute("INSERT INTO step_ups (token_id, at) VALUES (7, '2026-01-01T00:00:00Z')")
+    # an audit row hashed as version 5 did, over its fields then
+    import hashlib
+    import hmac
+    import json
+    old = {"at": "2026-01-01T00:00:00Z", "actor": "alice", "user_kind": "human", "delegator": None, "task": None,
+           "grant_id": None, "runtime": "cli", "token_fingerprint": None, "surface": "cli", "action": "create_user",
+           "resource": "user:alice", "decision": "allow", "reasons": "[]", "side_effect": "created alice"}
+    key = agentgit.load_server_key(str(data / "server.key"))
+    payload = agentgit.GENESIS_HASH + json.dumps(list(old.values()), separators=(",", ":"))
+    db.execute("INSERT INTO audit (%s, prev_hash, hash) VALUES (%s)" % (", ".join(old), ", ".join("?" * (len(old) + 2))),
+               list(old.values()) + [agentgit.GENESIS_HASH, hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()])
     db.commit()
     db.close()
-    store = agentgit.App(agentgit.Config(data_dir=str(data))).store
+    app = agentgit.App(agentgit.Config(data_dir=str(data)))
+    store = app.store
+    assert agentgit.audit_verify(store, app.key)[:2] == (True, 1)          # rows from before still verify
     # the tokens table is rebuilt (a new kind): its rows, and the rows that refer to them, are all kept
     assert tuple(store.one("SELECT kind, issued_by FROM tokens WHERE id = 7")) == ("switch-session", ids["bob"])
     assert store.one("SELECT token_id FROM step_ups")[0] == 7 and store.all("PRAGMA foreign_key_check") == []

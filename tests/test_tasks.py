@@ -137,7 +137,8 @@ def test_explain_and_revoke_by_task(server, task, tmp_path):
     assert ext(server, "GET", "/audit/%d" % audit_id, server.add_user("bob")).status == 404
     out = subprocess.run([*CLI, "audit", "explain", str(audit_id), "--data",
                           server.app.config.data_dir], capture_output=True, text=True, check=True).stdout
-    assert "delegator       alice" in out and task["grant"]["id"] in out and "because" in out
+    assert "acting for      alice" in out and task["grant"]["id"] in out and "because" in out
+    assert "token kind      task" in out and "rule            all" in out
     r = ext(server, "POST", "/task-grants/revocations", task["alice"], {"task": "task:fix-payment-bug"})
     assert r.json == {"grants": 1, "revoked": 1}
     assert api(server, "GET", "/user", token).status == 401

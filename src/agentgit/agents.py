@@ -108,10 +108,10 @@ def revoke_own_token(req, user, row):
         req.effect("revoked token #%d %s" % (row["id"], row["fingerprint"]))
 
 
-AUDIT_EXPLAINED = (("agent or actor", "actor"), ("kind", "user_kind"), ("delegator", "delegator"), ("task", "task"),
+AUDIT_EXPLAINED = (("agent or actor", "actor"), ("kind", "user_kind"), ("acting for", "delegator"), ("task", "task"),
                    ("grant", "grant_id"), ("runtime", "runtime"), ("surface", "surface"), ("resource", "resource"),
-                   ("action", "action"), ("decision", "decision"), ("token", "token_fingerprint"),
-                   ("side effect", "side_effect"), ("at", "at"))
+                   ("action", "action"), ("decision", "decision"), ("rule", "rule"), ("token", "token_fingerprint"),
+                   ("token kind", "token_kind"), ("side effect", "side_effect"), ("at", "at"))
 
 
 def explain(row):

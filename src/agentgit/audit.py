@@ -13,11 +13,15 @@ from agentgit.storage import insert_row
 
 AUDIT_FIELDS = ("at", "actor", "user_kind", "delegator", "task", "grant_id", "runtime", "token_fingerprint",
                 "surface", "action", "resource", "decision", "reasons", "side_effect")
+# Fields added later join the hash only where a row has them, so rows written before still verify, and
+# blanking one in a newer row breaks the chain like any other edit.
+LATER_AUDIT_FIELDS = ("token_kind", "rule")
 GENESIS_HASH = "0" * 64
 
 
 def audit_hash(key, prev_hash, row):
-    payload = prev_hash + json.dumps([row.get(f) for f in AUDIT_FIELDS], separators=(",", ":"))
+    fields = [row.get(f) for f in AUDIT_FIELDS] + [[f, row[f]] for f in LATER_AUDIT_FIELDS if row.get(f) is not None]
+    payload = prev_hash + json.dumps(fields, separators=(",", ":"))
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
@@ -28,7 +32,8 @@ def audit_append(db, key, principal, surface, decision, side_effect=None):
            "grant_id": principal.grant["public_id"] if principal.grant else None, "runtime": principal.runtime,
            "token_fingerprint": principal.fingerprint, "surface": surface, "action": decision.action,
            "resource": decision.resource, "decision": decision.effect,
-           "reasons": json.dumps(decision.reasons), "side_effect": side_effect}
+           "reasons": json.dumps(decision.reasons), "side_effect": side_effect,
+           "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "rule": decision.rule}
     tip = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     row["prev_hash"] = tip["hash"] if tip else GENESIS_HASH
     row["hash"] = audit_hash(key, row["prev_hash"], row)
@@ -53,6 +58,6 @@ def audit_verify(store, key):
 
 
 def audit_json(row):
-    out = {f: row[f] for f in ("id",) + AUDIT_FIELDS + ("prev_hash", "hash")}
+    out = {f: row[f] for f in ("id",) + AUDIT_FIELDS + LATER_AUDIT_FIELDS + ("prev_hash", "hash")}
     out["reasons"] = json.loads(row["reasons"])
     return out

@@ -20,11 +20,13 @@ def effective_policy(req):
     """What the caller's token could do on one repository ("what could this task token do on
     acme/payments?"), or with ``grant=tg_…`` what a task token of that grant could (for its delegator
     and its agent), each action decided by decide() itself, so the answer cannot drift from the
-    enforcement. It only asks, so nothing is audited."""
+    enforcement. It answers for every kind of token: a bootstrap token learns what it may do itself and
+    how to trade for the rest. Each action names the rule that decided it and states the chain. It only
+    asks, so nothing is audited."""
     signed_in(req)
     name = req.query.get("resource", "")
     row = repo_by_full_name(req.app.store, strip_kind(name, "repo"))
-    if row is None or not req.can("read_code", Resource.repo(row)):
+    if row is None or decide(req.app.store, req.principal, "read_code", Resource.repo(row)).hidden:
         raise HTTPError(404, "Not Found")
     resource, principal = Resource.repo(row), req.principal
     if "grant" in req.query:
@@ -39,11 +41,12 @@ def effective_policy(req):
     user, grant = principal.user, principal.grant
     decisions = [decide(req.app.store, principal, action, resource) for action in TASK_ACTIONS]
     return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),
-                 "token_kind": principal.token_kind, "resource": resource.name,
+                 "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "resource": resource.name,
                  "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
                  if grant else None,
                  "rules": ["%d. %s" % (number, rule.says) for number, rule in enumerate(POLICY_RULES, 1)],
-                 "actions": {d.action: {"decision": d.effect, "reasons": d.reasons} for d in decisions}}
+                 "actions": {d.action: {"decision": d.effect, "rule": d.rule, "because": " → ".join(d.reasons),
+                                        "reasons": d.reasons} for d in decisions}}
 
 
 # -- freezes: read-only by policy ------------------------------------------------------------------

@@ -134,6 +134,7 @@ class Decision:
     status: int = None       # the HTTP status a refusal takes where GitHub uses a special one
     approval: int = None     # allowed on the strength of this approval, which the action uses up
     subject: str = ""        # needs_approval: exactly what a human is asked to approve
+    rule: str = None         # the POLICY_RULES rule that decided; "all" when none refused
 
     @property
     def allowed(self):
@@ -580,7 +581,7 @@ def rule_step_up(q):
     return None
 
 
-PolicyRule = collections.namedtuple("PolicyRule", "says check")
+PolicyRule = collections.namedtuple("PolicyRule", "says check")     # check's name, less rule_, names it
 
 # decide()'s rules, in the order it applies them; the first that says no decides. decide() walks this
 # table and the policy endpoint publishes it, so what is published is what is enforced.
@@ -624,7 +625,7 @@ def decide(store, principal, action, resource, context=None):
     for rule in POLICY_RULES:
         refusal = rule.check(q)
         if refusal is not None:
-            return refusal
+            return dataclasses.replace(refusal, rule=rule.check.__name__[len("rule_"):])
     reasons = ["%s holds %s on %s (%s)" % (q.holder, q.level, resource.name, q.how)]
     if principal.grant is not None:
         prefix = principal.grant["constraints"].get("branch_prefix")
@@ -636,4 +637,5 @@ def decide(store, principal, action, resource, context=None):
         reasons.append("protected branch: fast-forwards only")
     if q.approval is not None:
         reasons.append("approved by a human (approval %d)" % q.approval)
-    return Decision("allow", action, resource.name, reasons, level=q.level, ff_only=q.ff_only, approval=q.approval)
+    return Decision("allow", action, resource.name, reasons, level=q.level, ff_only=q.ff_only, approval=q.approval,
+                    rule="all")

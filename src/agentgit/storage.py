@@ -35,7 +35,8 @@ MIGRATIONS = {
     6: Migration(
         [("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR), ("approvals", "context TEXT"),
          ("approvals", "denied_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
-         ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT")],
+         ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT"), ("audit", "token_kind TEXT"),
+         ("audit", "rule TEXT")],
         "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.repo_id = collaborators.repo_id);"
