@@ -428,8 +428,8 @@ def bench_decide(grants=10000, calls=20000):
         request(server.url, "/api/v3/user/repos", alice, "POST", {"name": "payments", "private": True,
                                                                    "auto_init": True})
         login, agent, _ = server.add_agent("coder")
-        invite = json.loads(request(server.url, "/api/ext/v1/agent-invites", alice, "POST", {"repo_grants": [
-            {"repo_full_name": "alice/payments", "permission": "push"}]})[1])["invite_token"]
+        # bound with no standing access: the task token carries alice's authority, computed live
+        invite = json.loads(request(server.url, "/api/ext/v1/agent-invites", alice, "POST", {})[1])["invite_token"]
         request(server.url, "/api/ext/v1/agent-bindings/confirm", agent, "POST", {"invite_token": invite})
         status, body = request(server.url, "/api/ext/v1/task-grants", alice, "POST", {
             "agent": "agent:" + login, "task": "task:task-0", "resources": ["repo:alice/payments"],
@@ -455,8 +455,10 @@ def bench_decide(grants=10000, calls=20000):
         ours = per_call(lambda: agentgit.decide(store, principal, "push_branch", resource, context), calls)
     finally:
         server.stop()
-    print("d. decide() for a task token, %d grants stored: %.1f us per call (target <= 50 us)" % (
-        grants, ours * 1e6))
+    # the earlier figure: 6-12 us per call (sessions 1 and 2), before the delegator's live permission and
+    # the rule table joined the decision
+    print("d. decide() for a task token, %d grants stored, with its delegator's live permission: %.1f us per call"
+          " (target <= 20 us; 6-12 us before delegated authority)" % (grants, ours * 1e6))
     try:
         import casbin
         import cedarpy
