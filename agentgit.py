@@ -9877,10 +9877,12 @@ def exchange_grant(req, params):
     rows = [r for r in req.app.store.all("SELECT * FROM task_grants WHERE agent_id = ? AND revoked_at IS NULL AND"
                                          " expires_at > ? ORDER BY id", req.principal.user["id"], now())
             if name in json.loads(r["resources"]) and r["task"] == params["task"]]
-    if len(rows) != 1:
-        return oauth_answer(req, {"error": "invalid_target" if not rows else "invalid_request", "error_description":
-                                  "no live task grant of yours for %s covers %s" % (params["task"], name) if not rows
-                                  else "several task grants for %s cover %s" % (params["task"], name)}, 400)
+    if not rows:
+        return refuse_exchange(req, "mint_task_token", name, "no live task grant of yours for %s covers %s" % (
+            params["task"], name))
+    if len(rows) > 1:
+        return oauth_answer(req, {"error": "invalid_request", "error_description": "several task grants for %s "
+                                  "cover %s" % (params["task"], name)}, 400)
     find_grant(req, rows[0]["public_id"], "mint_task_token")
     return exchanged(req, issue_task_token(req, rows[0], asked))
 
@@ -9893,8 +9895,8 @@ def session_exchange(req, name, asked):
     name_delegator(store, standing)
     repo = repo_by_full_name(store, strip_kind(name, "repo")) if name else None
     if name and (repo is None or not decide(store, standing, "read_code", Resource.repo(repo)).allowed):
-        return oauth_answer(req, {"error": "invalid_target", "error_description": "no standing access of %s "
-                                  "covers %s" % (agent["login"], name)}, 400)
+        return refuse_exchange(req, "mint_session_token", name, "no standing access of %s covers %s" % (
+            agent["login"], name))
     req.authorize("mint_session_token", Resource.account(agent))
     given = sorted(set(AGENT_SCOPES) & set(asked if asked is not None else AGENT_SCOPES))
     expires_at = from_now(SESSION_TOKEN_SECONDS)
@@ -9908,6 +9910,12 @@ def session_exchange(req, name, asked):
     return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
                            "decision": "allow_narrowed" if asked is not None and set(asked) - set(given) else "allow",
                            "audience": [name] if name else None})
+
+
+def refuse_exchange(req, action, resource, reason):
+    """RFC 8707's invalid_target for a resource the agent holds nothing on, audited as the denial it is."""
+    req.app.audit(req.principal, req.surface, Decision("deny", action, resource or "site", [reason]))
+    return oauth_answer(req, {"error": "invalid_target", "error_description": reason}, 400)
 
 
 def exchanged(req, minted):

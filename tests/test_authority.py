@@ -259,6 +259,8 @@ def test_the_agents_own_token_is_a_bootstrap_credential_on_every_surface(server,
     git(work, "push", "-q", "origin", "HEAD:refs/heads/fix")
     # nothing to trade for where it has no standing access, or for another server, or from another token
     assert exchange(server, subject_token=agent, resource="repo:alice/closed").json["error"] == "invalid_target"
+    refused = server.app.store.one("SELECT * FROM audit WHERE action = 'mint_session_token' AND decision = 'deny'")
+    assert refused["actor"] == login and "no standing access of %s covers repo:alice/closed" % login in refused["reasons"]
     assert exchange(server, subject_token=session, resource="repo:alice/payments").json["error"] == "invalid_grant"
     assert exchange(server, subject_token=alice, resource="repo:alice/payments").json["error"] == "invalid_grant"
     # revoked by fingerprint, by the agent's human
