@@ -149,6 +149,13 @@ def parse_time(text):
     return value.astimezone(datetime.timezone.utc)
 
 
+def visible_ascii(text):
+    """Is ``text`` all visible ASCII (no space, tab, CR, LF or other control)? A URL that goes into a
+    header or a redirect must be: urlsplit() drops tabs and newlines, so a check on its parts alone
+    would pass what a header writer or a browser then reads otherwise."""
+    return isinstance(text, str) and all("!" <= c <= "~" for c in text)
+
+
 def valid_repo_name(name):
     """A repository name that is safe as a path segment and as GitHub would take it."""
     return (isinstance(name, str) and bool(REPO_NAME_RE.match(name)) and name not in (".", "..")
@@ -9520,9 +9527,10 @@ def step_up_form(req):
 
 
 def safe_next(target):
-    """Only local paths, so the sign-in form cannot be turned into an open redirect."""
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else \
-        "/settings/agents"
+    """Only local paths of visible ASCII, so the sign-in form can be turned neither into an open redirect
+    (browsers read /\t/evil.example as //evil.example) nor into a header."""
+    return target if visible_ascii(target) and target.startswith("/") and not target.startswith("//") and \
+        "\\" not in target else "/settings/agents"
 
 
 def hidden_input(name, value):
@@ -10003,7 +10011,10 @@ AUTH_CODE_SECONDS, OAUTH_ACCESS_HOURS = 60, 8
 
 
 def redirect_matches(registered, given):
-    """Exact match, except that a loopback redirect may use any port (RFC 8252 §7.3)."""
+    """Exact match, except that a loopback redirect may use any port (RFC 8252 §7.3); never a URI with
+    anything but visible ASCII in it."""
+    if not visible_ascii(given):
+        return False
     if registered == given:
         return True
     a, b = urllib.parse.urlsplit(registered), urllib.parse.urlsplit(given)
@@ -10021,7 +10032,7 @@ def register_oauth_app(req):
     name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
     uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)
     for uri in uris:
-        parts = urllib.parse.urlsplit(uri) if isinstance(uri, str) else None
+        parts = urllib.parse.urlsplit(uri) if visible_ascii(uri) else None
         if parts is None or parts.fragment or parts.scheme not in ("https", "http") or not parts.netloc or (
                 parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1")):
             raise invalid("OAuthApp", "redirect_uris", message="redirect URIs are https, or http on loopback, "
@@ -10709,7 +10720,11 @@ class App:
         if error is not None:
             self.respond_error(req, error)
         elif result is not None:
-            self.respond(req, *result)
+            try:
+                self.respond(req, *result)
+            except HeaderInjection:
+                traceback.print_exc(file=sys.stderr)
+                self.respond_error(req, HTTPError(500, "Server Error"))
         if req.body_reader is None or not req.body_reader.done:
             # an unread body would be taken for the next request on this connection
             if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
@@ -10774,11 +10789,15 @@ class App:
                 handler.wfile.write(data)
             else:
                 self.respond(req, error.status, error.body(), error.headers)
-        except OSError:
+        except (OSError, HeaderInjection):
             handler.close_connection = True
 
 
 HTTP_DATE = [0, ""]     # the Date header of the current second
+
+
+class HeaderInjection(ValueError):
+    """A response header that would carry CR or LF: refused by Handler.send_header."""
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -10803,6 +10822,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if HTTP_DATE[0] != second:
             HTTP_DATE[:] = [second, super().date_time_string(second)]
         return HTTP_DATE[1]
+
+    def send_header(self, keyword, value):
+        """The one header writer: a name or value with CR or LF in it would end the header early and
+        let what follows be read as headers of its own (or a second response), so none is written."""
+        if any(c in "\r\n" for c in "%s%s" % (keyword, value)):
+            self._headers_buffer = []          # nothing of this response has left yet
+            raise HeaderInjection("header %s would carry a CR or LF" % keyword)
+        super().send_header(keyword, value)
 
     def end_headers(self):
         self._headers_sent = True

@@ -39,6 +39,13 @@ def parse_time(text):
     return value.astimezone(datetime.timezone.utc)
 
 
+def visible_ascii(text):
+    """Is ``text`` all visible ASCII (no space, tab, CR, LF or other control)? A URL that goes into a
+    header or a redirect must be: urlsplit() drops tabs and newlines, so a check on its parts alone
+    would pass what a header writer or a browser then reads otherwise."""
+    return isinstance(text, str) and all("!" <= c <= "~" for c in text)
+
+
 def valid_repo_name(name):
     """A repository name that is safe as a path segment and as GitHub would take it."""
     return (isinstance(name, str) and bool(REPO_NAME_RE.match(name)) and name not in (".", "..")

@@ -11,7 +11,7 @@ import secrets
 import time
 import urllib.parse
 
-from agentgit.config import from_now, now, parse_time
+from agentgit.config import from_now, now, parse_time, visible_ascii
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SESSION_TOKEN_SECONDS, expand_scopes, issue_token,
@@ -283,7 +283,10 @@ AUTH_CODE_SECONDS, OAUTH_ACCESS_HOURS = 60, 8
 
 
 def redirect_matches(registered, given):
-    """Exact match, except that a loopback redirect may use any port (RFC 8252 §7.3)."""
+    """Exact match, except that a loopback redirect may use any port (RFC 8252 §7.3); never a URI with
+    anything but visible ASCII in it."""
+    if not visible_ascii(given):
+        return False
     if registered == given:
         return True
     a, b = urllib.parse.urlsplit(registered), urllib.parse.urlsplit(given)
@@ -301,7 +304,7 @@ def register_oauth_app(req):
     name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
     uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)
     for uri in uris:
-        parts = urllib.parse.urlsplit(uri) if isinstance(uri, str) else None
+        parts = urllib.parse.urlsplit(uri) if visible_ascii(uri) else None
         if parts is None or parts.fragment or parts.scheme not in ("https", "http") or not parts.netloc or (
                 parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1")):
             raise invalid("OAuthApp", "redirect_uris", message="redirect URIs are https, or http on loopback, "

@@ -163,7 +163,11 @@ class App:
         if error is not None:
             self.respond_error(req, error)
         elif result is not None:
-            self.respond(req, *result)
+            try:
+                self.respond(req, *result)
+            except HeaderInjection:
+                traceback.print_exc(file=sys.stderr)
+                self.respond_error(req, HTTPError(500, "Server Error"))
         if req.body_reader is None or not req.body_reader.done:
             # an unread body would be taken for the next request on this connection
             if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
@@ -228,11 +232,15 @@ class App:
                 handler.wfile.write(data)
             else:
                 self.respond(req, error.status, error.body(), error.headers)
-        except OSError:
+        except (OSError, HeaderInjection):
             handler.close_connection = True
 
 
 HTTP_DATE = [0, ""]     # the Date header of the current second
+
+
+class HeaderInjection(ValueError):
+    """A response header that would carry CR or LF: refused by Handler.send_header."""
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -257,6 +265,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if HTTP_DATE[0] != second:
             HTTP_DATE[:] = [second, super().date_time_string(second)]
         return HTTP_DATE[1]
+
+    def send_header(self, keyword, value):
+        """The one header writer: a name or value with CR or LF in it would end the header early and
+        let what follows be read as headers of its own (or a second response), so none is written."""
+        if any(c in "\r\n" for c in "%s%s" % (keyword, value)):
+            self._headers_buffer = []          # nothing of this response has left yet
+            raise HeaderInjection("header %s would carry a CR or LF" % keyword)
+        super().send_header(keyword, value)
 
     def end_headers(self):
         self._headers_sent = True

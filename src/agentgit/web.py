@@ -7,7 +7,7 @@ import secrets
 import ssl
 import urllib.parse
 
-from agentgit.config import from_now, now
+from agentgit.config import from_now, now, visible_ascii
 from agentgit.errors import HTTPError
 from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SWITCH_SESSION_HOURS, expand_scopes, issue_token,
@@ -141,9 +141,10 @@ def step_up_form(req):
 
 
 def safe_next(target):
-    """Only local paths, so the sign-in form cannot be turned into an open redirect."""
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else \
-        "/settings/agents"
+    """Only local paths of visible ASCII, so the sign-in form can be turned neither into an open redirect
+    (browsers read /\t/evil.example as //evil.example) nor into a header."""
+    return target if visible_ascii(target) and target.startswith("/") and not target.startswith("//") and \
+        "\\" not in target else "/settings/agents"
 
 
 def hidden_input(name, value):
