@@ -982,8 +982,25 @@ def branch_sha(git, branch):
     return git.refs[ref].decode() if ref in git.refs else None
 
 
+REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]|@\{|\.\.")
+
+
+def valid_ref_name(ref):
+    """git's rules for a full ref name (git check-ref-format), for every surface that takes one: REST,
+    and each ref of a push, decided on the exact bytes git would write (which must be UTF-8)."""
+    if isinstance(ref, bytes):
+        try:
+            ref = ref.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    parts = ref.split("/")
+    return ref.startswith("refs/") and len(parts) >= 3 and not REF_FORBIDDEN_RE.search(ref) and not any(
+        p in ("", ".", "..") or p.endswith(".lock") or p.startswith(".") for p in parts) and not ref.endswith("/")
+
+
 def list_refs(repo, prefix):
-    """{full ref name: sha} under ``prefix`` (e.g. 'refs/heads/'), sorted by name."""
+    """{full ref name: sha} under ``prefix`` (e.g. 'refs/heads/', always one of the code's own: refs
+    may be loose files, and the prefix is a directory), sorted by name."""
     refs = repo.refs.as_dict(prefix.encode())
     return {prefix + name.decode(): sha.decode() for name, sha in sorted(refs.items())}
 
@@ -2280,18 +2297,37 @@ def human_for_identity(app, identity):
 # uses: config, errors, policy, audit, approvals
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
+CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
+
+
+def body_length(headers):
+    """The body's length, or None for a chunked one. Whatever a proxy in front could read otherwise is
+    refused (RFC 9112 section 6): Content-Length with Transfer-Encoding, a coding other than chunked
+    alone, a length that is not ASCII digits, two lengths that differ. Decided for every request, read
+    or not, since the connection is kept alive after it."""
+    codings, lengths = headers.get_all("Transfer-Encoding") or [], headers.get_all("Content-Length") or []
+    if codings and lengths:
+        raise HTTPError(400, "Content-Length and Transfer-Encoding together are refused")
+    if codings:
+        if [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
+            raise HTTPError(501, "Only the chunked transfer coding is understood")
+        return None
+    if len({value.strip() for value in lengths}) > 1 or not CONTENT_LENGTH_RE.fullmatch((lengths or ["0"])[0].strip()):
+        raise HTTPError(400, "Content-Length is not a number")
+    return int((lengths or ["0"])[0])
+
+
 class BodyReader:
     """A request body as a stream: Content-Length or chunked transfer coding, at most ``limit`` bytes."""
 
     def __init__(self, rfile, headers, limit):
         self.rfile, self.limit, self.total = rfile, limit, 0
-        self.chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+        length = body_length(headers)
+        self.chunked = length is None
         self.chunk_left, self.done = 0, False
         if not self.chunked:
-            length = headers.get("Content-Length") or "0"
-            if not length.isdigit():
-                raise HTTPError(400, "Content-Length is not a number")
-            self.remaining = int(length)
+            self.remaining = length
             if self.remaining > limit:
                 raise HTTPError(413, "Request body is larger than %d bytes" % limit)
             self.done = self.remaining == 0
@@ -2307,11 +2343,12 @@ class BodyReader:
             self.done = self.remaining == 0
             return data
         if self.chunk_left == 0:
-            line = self.rfile.readline(1024)
-            try:
-                self.chunk_left = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
+            size_field = self.rfile.readline(1024).split(b";")[0].strip()
+            if not CHUNK_SIZE_RE.fullmatch(size_field):
                 raise HTTPError(400, "Malformed chunked request body")
+            self.chunk_left = int(size_field, 16)
+            if self.total + self.chunk_left > self.limit:
+                raise HTTPError(413, "Request body is larger than %d bytes" % self.limit)
             if self.chunk_left == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -2451,7 +2488,7 @@ class Request:
             return {}
         try:
             value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise HTTPError(400, "Problems parsing JSON")
         if isinstance(value, list) and array_key:
             return {array_key: value}
@@ -3215,10 +3252,12 @@ def get_branch(req, owner, repo, branch):
 
 
 def refs_json(req, row, prefix):
+    """The refs whose names start with ``prefix``, matched as text: what a request names never becomes
+    a path on disk (matching-refs/../../ would otherwise walk the filesystem)."""
     name = full_name(row)
     out = []
     with open_repo(req.app, row["id"]) as git:
-        for ref, sha in list_refs(git, prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else prefix).items():
+        for ref, sha in list_refs(git, "refs/").items():
             if ref.startswith(prefix):
                 out.append(ref_json(req.app, name, ref, sha, git[sha.encode()].type_name.decode()))
     return out
@@ -5130,9 +5169,7 @@ def list_refs_endpoint(req, owner, repo):
 def ref_name(ref):
     """'heads/x' or 'refs/heads/x' to 'refs/heads/x', refusing names git would refuse."""
     ref = ref if ref.startswith("refs/") else "refs/" + ref
-    parts = ref.split("/")
-    if (len(parts) < 3 or any(p in ("", ".", "..") or p.endswith(".lock") or p.startswith(".") for p in parts)
-            or re.search(r"[\x00-\x20~^:?*\[\\\x7f]|@\{|\.\.", ref) or ref.endswith("/")):
+    if not valid_ref_name(ref):
         raise invalid("Reference", "ref", "invalid", "%s is not a valid ref name" % ref[:200])
     return ref
 
@@ -9302,25 +9339,32 @@ def complete(ctx, type_str, value, selections, path, node):
     return execute_fields(ctx, typename, value, selections, path)
 
 
-def estimated_nodes(ctx, selections, visited=frozenset()):
+def estimated_nodes(ctx, selections, visited=frozenset(), fragment_costs=None):
     """How many nodes a selection set may return at most: each field counts once, times the page
-    size its first/last asks for, times what is selected inside it (fragments included)."""
+    size its first/last asks for, times what is selected inside it (fragments included). Each
+    fragment is costed once (``fragment_costs``), so fragments that spread each other twice over cost
+    a count that grows, not the time to reach it."""
+    fragment_costs = {} if fragment_costs is None else fragment_costs
     total = 0
     for sel in selections:
         if sel["kind"] == "spread":
             fragment = ctx.fragments.get(sel["name"])
             if fragment is not None and sel["name"] not in visited:
-                total += estimated_nodes(ctx, fragment["selections"], visited | {sel["name"]})
+                if sel["name"] not in fragment_costs:
+                    fragment_costs[sel["name"]] = estimated_nodes(ctx, fragment["selections"], visited | {sel["name"]},
+                                                                  fragment_costs)
+                total += fragment_costs[sel["name"]]
             continue
         if sel["kind"] == "inline":
-            total += estimated_nodes(ctx, sel["selections"], visited)
+            total += estimated_nodes(ctx, sel["selections"], visited, fragment_costs)
             continue
         page = 1
         for key in ("first", "last"):
             if key in sel["args"]:
                 value = coerce_value(ctx, sel["args"][key], "Int", key)
                 page = max(page, value if isinstance(value, int) else 1)
-        total += page * (1 + (estimated_nodes(ctx, sel["selections"], visited) if sel["selections"] else 0))
+        total += page * (1 + (estimated_nodes(ctx, sel["selections"], visited, fragment_costs)
+                              if sel["selections"] else 0))
     return total
 
 
@@ -10289,7 +10333,8 @@ def read_exactly(reader, n, into):
 
 
 def read_push_commands(reader):
-    """The ref updates at the head of a receive-pack request: ([(old, new, ref)], bytes consumed)."""
+    """The ref updates at the head of a receive-pack request: ([(old, new, ref)], bytes consumed),
+    each ref the exact bytes git will write."""
     consumed, commands = bytearray(), []
     while True:
         size = read_exactly(reader, 4, consumed)
@@ -10301,13 +10346,17 @@ def read_push_commands(reader):
             raise HTTPError(400, "Malformed pkt-line in push")
         if length < 4 or length > 65520:
             raise HTTPError(400, "Malformed pkt-line in push")
-        line = read_exactly(reader, length - 4, consumed).split(b"\0")[0].rstrip(b"\n").decode("utf-8", "replace")
-        if line.startswith("shallow "):
+        line = read_exactly(reader, length - 4, consumed).split(b"\0")[0].rstrip(b"\n")
+        if line.startswith(b"shallow "):
             continue
-        parts = line.split(" ")
-        if len(parts) != 3 or not all(re.fullmatch(r"[0-9a-f]{40}", p) for p in parts[:2]):
+        parts = line.split(b" ")
+        if len(parts) != 3 or not all(re.fullmatch(rb"[0-9a-f]{40}", p) for p in parts[:2]):
             raise HTTPError(400, "Malformed ref update in push: %r" % line[:200])
-        commands.append(tuple(parts))
+        commands.append((parts[0].decode(), parts[1].decode(), parts[2]))
+
+
+# what an engine answers for a ref the push did not decide (a name that is not valid, or not UTF-8)
+UNDECIDED_REF = "refused: not a ref name this push was decided for"
 
 
 class GitBinaryEngine:
@@ -10375,20 +10424,22 @@ class GitBinaryEngine:
     def upload_pack(self, path, protocol, body, out):
         self.run(self.command("git-upload-pack", path), protocol, body, out)
 
-    def receive_pack(self, path, protocol, body, out, denied, ff_only):
-        """``denied`` = {ref: reason} and ``ff_only`` = {ref: reason}: an ``update`` hook written for this
-        push refuses the first outright and the second unless the update is a fast-forward (the hook runs
-        once the pack is in, with the new objects readable, before the ref moves)."""
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
+        """Only the refs in ``allowed`` may move, ``ff_only`` = {ref: reason} of them by a fast-forward
+        only; ``denied`` = {ref: reason} says why the others may not. An ``update`` hook written for this
+        push runs once the pack is in, with the new objects readable, before each ref moves, and refuses
+        every ref it was not told to allow (default deny, on the exact name git passes it)."""
+        cases = "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; }; exit 0;;\n' % (
+            shlex.quote(ref), shlex.quote("agentgit: " + ff_only[ref])) if ref in ff_only else "%s) exit 0;;\n" % (
+            shlex.quote(ref)) for ref in sorted(allowed))
+        cases += "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
+                         for ref, reason in sorted(denied.items()))
         with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
-            if denied or ff_only:
-                cases = "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
-                                for ref, reason in denied.items())
-                cases += "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; };;\n' % (
-                    shlex.quote(ref), shlex.quote("agentgit: " + reason)) for ref, reason in ff_only.items())
-                hook = os.path.join(hooks, "update")
-                with open(hook, "w") as f:
-                    f.write('#!/bin/sh\ncase "$1" in\n%sesac\nexit 0\n' % cases)
-                os.chmod(hook, 0o700)
+            hook = os.path.join(hooks, "update")
+            with open(hook, "w") as f:
+                f.write('#!/bin/sh\ncase "$1" in\n%s*) echo %s >&2; exit 1;;\nesac\n' % (
+                    cases, shlex.quote("agentgit: " + UNDECIDED_REF)))
+            os.chmod(hook, 0o700)
             self.run(self.command("git-receive-pack", path, hooks_dir=hooks), protocol, body, out)
 
 
@@ -10403,14 +10454,14 @@ class DulwichEngine:
         from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
 
         class PolicyReceivePack(ReceivePackHandler):
-            denied, ff_only = {}, {}
+            allowed, denied, ff_only = frozenset(), {}, {}
 
             def capabilities(self):
                 return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
 
             def _on_update(self, ref_name, old_sha, new_sha):
-                ref = ref_name.decode()
-                reason = self.denied.get(ref)
+                ref = ref_name.decode("utf-8", "surrogateescape")     # matches only a name decided as valid
+                reason = None if ref in self.allowed else self.denied.get(ref, UNDECIDED_REF)
                 if reason is None and ref in self.ff_only and not can_fast_forward(self.repo, old_sha, new_sha):
                     reason = self.ff_only[ref]
                 if reason is None:
@@ -10430,10 +10481,10 @@ class DulwichEngine:
         self.upload_slots = threading.BoundedSemaphore(2)
         self.push_locks = collections.defaultdict(threading.Lock)
 
-    def handle(self, service, path, proto, advertise=False, denied=None, ff_only=None):
+    def handle(self, service, path, proto, advertise=False, policy=None):
         handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
-        if denied is not None:
-            handler.denied, handler.ff_only = denied, ff_only
+        if policy is not None:
+            handler.allowed, handler.denied, handler.ff_only = policy
         try:
             handler.handle()
         finally:
@@ -10447,12 +10498,12 @@ class DulwichEngine:
         with self.upload_slots:
             self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
 
-    def receive_pack(self, path, protocol, body, out, denied, ff_only):
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
         # One push per repository at a time in this process: dulwich raises FileLocked, rather than
         # waiting, when two pushes lock the same ref file.
         with self.push_locks[path]:
-            self.handle("git-receive-pack", path, self.receivable(body.read, out.write), denied=denied,
-                        ff_only=ff_only)
+            self.handle("git-receive-pack", path, self.receivable(body.read, out.write),
+                        policy=(frozenset(allowed), denied, ff_only))
 
 
 def make_git_engine(choice):
@@ -10531,8 +10582,13 @@ def git_receive_pack(req, owner, repo):
     commands, consumed = read_push_commands(body)
     resource = Resource.repo(row)
     allowed, denied, ff_only = [], {}, {}
-    for old, new, ref in commands:
+    for old, new, raw_ref in commands:
         action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
+        if not valid_ref_name(raw_ref):      # decided on the bytes git would write; the engine refuses it
+            req.app.audit(req.principal, "git", Decision("deny", action, resource.name, [
+                "%r is not a valid ref name" % raw_ref[:200]]), "refused %r" % raw_ref[:200])
+            continue
+        ref = raw_ref.decode("utf-8")
         context = {"ref": ref, "sha": new}
         decision = decide(req.app.store, req.principal, action, resource, context)
         if decision.effect == "needs_approval":
@@ -10551,7 +10607,7 @@ def git_receive_pack(req, owner, repo):
     out = start_git_response(req, "application/x-git-receive-pack-result")
     try:
         req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
-                                        out, denied, ff_only)
+                                        out, {ref for _, _, _, ref in allowed}, denied, ff_only)
     finally:
         record_push(req, row, allowed, ff_only)
     out.close()     # only now does the client see the end of the answer: its push is already on record
@@ -10693,6 +10749,7 @@ class App:
         req.principal = Principal(runtime=req.client)
         result, error, outcome = None, None, "none"
         try:
+            body_length(handler.headers)           # framing is refused before anything acts on the request
             endpoint, params = self.match(req)
             if getattr(endpoint, "web_page", False):
                 req.surface = "web"

@@ -56,3 +56,80 @@ def test_one_header_writer_refuses_cr_lf_whatever_the_handler_does(server, monke
                                                  "next": "/x\r\nSet-Cookie: agentgit_session=fixed"})
     assert resp.status == 500 and resp.getheader("Location") is None
     assert "fixed" not in str(resp.getheaders())
+
+
+def test_a_ref_name_that_is_not_utf8_is_refused_on_both_engines(engine_server, tmp_path):
+    """A task token confined to agent/task-123/ cannot land refs/heads/outside-\\xff or refs/pull/\\xff/head:
+    decisions are made on the exact bytes git will write, and the engine allows only what was decided."""
+    import subprocess
+    from conftest import commit_file, git, git_env, grant_a_task, remote
+    server = engine_server
+    task = grant_a_task(server, "task:x", ["read_code", "create_branch", "push_branch"],
+                        {"branch_prefix": "agent/task-123/"})
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", task["token"]), work)
+    commit_file(work, "a.txt", "1\n")
+    proc = subprocess.run([b"git", b"push", b"origin", b"HEAD:refs/heads/agent/task-123/ok",
+                           b"HEAD:refs/heads/outside-\xff", b"HEAD:refs/pull/\xff/head"],
+                          cwd=work, env=git_env(work), capture_output=True, timeout=120)
+    assert proc.returncode != 0
+    refs = git(work, "ls-remote", "origin").stdout
+    assert "refs/heads/agent/task-123/ok" in refs and "outside" not in refs and "refs/pull" not in refs
+    rows = server.app.store.all("SELECT decision, reasons FROM audit WHERE reasons LIKE '%not a valid ref name%'")
+    assert len(rows) == 2 and {r["decision"] for r in rows} == {"deny"}
+    # and the repository still answers everyone
+    for path in ("/branches", "/git/matching-refs/heads", "/commits", "/contents/a.txt?ref=agent/task-123/ok"):
+        assert api(server, "GET", "/repos/alice/payments" + path, task["alice"]).status == 200, path
+
+
+def test_request_framing_a_proxy_could_read_otherwise_is_refused(server):
+    alice = server.add_user("alice")
+    auth = "Authorization: token %s\r\n" % alice
+    body = '{"name": "smuggled"}'
+    cases = [
+        ("Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % len(body), "400"),
+        ("Transfer-Encoding: xchunked\r\n", "501"),
+        ("Transfer-Encoding: chunked, gzip\r\n", "501"),
+        ("Content-Length: \u00b2\r\n", "400"),
+        ("Content-Length: 5\r\nContent-Length: 6\r\n", "400"),
+    ]
+    for framing, status in cases:
+        lines = raw_request(server, "POST /api/v3/user/repos HTTP/1.1\r\nHost: x\r\n%s%sContent-Type: "
+                            "application/json\r\n\r\n%s" % (auth, framing, body))
+        assert lines[0].split()[1] == status, (framing, lines[0])
+    assert api(server, "GET", "/repos/alice/smuggled", alice).status == 404
+    # a chunk size of -1 does not read past the limit: a clean 400
+    lines = raw_request(server, "POST /api/v3/user/repos HTTP/1.1\r\nHost: x\r\n%sTransfer-Encoding: chunked\r\n"
+                        "\r\n-1\r\n%s\r\n0\r\n\r\n" % (auth, body))
+    assert lines[0].split()[1] == "400"
+    # JSON nested deeper than the parser goes is bad JSON, not a server error
+    deep = "[" * 100000 + "]" * 100000
+    r = api(server, "POST", "/user/repos", alice, raw_body=deep.encode(), headers={"Content-Type": "application/json"})
+    assert r.status == 400 and r.json["message"].startswith("Problems parsing JSON")
+
+
+def test_matching_refs_never_walks_the_filesystem(server):
+    import time
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+    started = time.monotonic()
+    up = "../" * 40                                   # from the repository's refs up to /, whatever the data dir
+    for path in ("/git/matching-refs/" + up, "/git/matching-refs/heads/" + up + "etc",
+                 "/git/matching-refs/" + "%2e%2e/" * 40):
+        r = api(server, "GET", "/repos/alice/demo" + path)
+        assert r.status in (200, 404, 422) and r.status < 500 and (r.json == [] or r.status != 200), (path, r)
+    assert time.monotonic() - started < 2
+    assert [ref["ref"] for ref in api(server, "GET", "/repos/alice/demo/git/matching-refs/heads/m").json] == [
+        "refs/heads/main"]
+
+
+def test_graphql_fragments_that_double_each_other_are_refused_in_no_time(server):
+    import time
+    alice = server.add_user("alice")
+    fragments = ["fragment f0 on User { login }"] + [
+        "fragment f%d on User { ...f%d ...f%d }" % (i, i - 1, i - 1) for i in range(1, 40)]
+    query = "{ viewer { ...f39 } } " + " ".join(fragments)
+    started = time.monotonic()
+    r = call(server, "POST", "/api/graphql", alice, {"query": query})
+    assert time.monotonic() - started < 1
+    assert r.status == 200 and r.json.get("data") is None and "nodes" in r.json["errors"][0]["message"].lower()

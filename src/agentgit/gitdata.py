@@ -10,7 +10,7 @@ from dulwich.objects import Blob, Tag, Tree
 
 from agentgit.config import now, parse_time
 from agentgit.errors import HTTPError, invalid
-from agentgit.gitstore import (ZERO_SHA, changed_files, commits_between, merge_base, open_repo, resolve_commit,
+from agentgit.gitstore import (ZERO_SHA, valid_ref_name, changed_files, commits_between, merge_base, open_repo, resolve_commit,
                                write_commit)
 from agentgit.accounts import full_name, signature
 from agentgit.policy import Resource
@@ -56,9 +56,7 @@ def list_refs_endpoint(req, owner, repo):
 def ref_name(ref):
     """'heads/x' or 'refs/heads/x' to 'refs/heads/x', refusing names git would refuse."""
     ref = ref if ref.startswith("refs/") else "refs/" + ref
-    parts = ref.split("/")
-    if (len(parts) < 3 or any(p in ("", ".", "..") or p.endswith(".lock") or p.startswith(".") for p in parts)
-            or re.search(r"[\x00-\x20~^:?*\[\\\x7f]|@\{|\.\.", ref) or ref.endswith("/")):
+    if not valid_ref_name(ref):
         raise invalid("Reference", "ref", "invalid", "%s is not a valid ref name" % ref[:200])
     return ref
 

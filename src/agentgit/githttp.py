@@ -15,9 +15,9 @@ from dulwich.repo import Repo
 
 from agentgit.config import MAX_PACK_BODY, REQUEST_IDLE_TIMEOUT, now
 from agentgit.errors import HTTPError
-from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir
+from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir, valid_ref_name
 from agentgit.accounts import lookup_repo
-from agentgit.policy import Resource, decide
+from agentgit.policy import Decision, Resource, decide
 from agentgit.audit import audit_append
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
 from agentgit.plumbing import GunzipReader, route
@@ -83,7 +83,8 @@ def read_exactly(reader, n, into):
 
 
 def read_push_commands(reader):
-    """The ref updates at the head of a receive-pack request: ([(old, new, ref)], bytes consumed)."""
+    """The ref updates at the head of a receive-pack request: ([(old, new, ref)], bytes consumed),
+    each ref the exact bytes git will write."""
     consumed, commands = bytearray(), []
     while True:
         size = read_exactly(reader, 4, consumed)
@@ -95,13 +96,17 @@ def read_push_commands(reader):
             raise HTTPError(400, "Malformed pkt-line in push")
         if length < 4 or length > 65520:
             raise HTTPError(400, "Malformed pkt-line in push")
-        line = read_exactly(reader, length - 4, consumed).split(b"\0")[0].rstrip(b"\n").decode("utf-8", "replace")
-        if line.startswith("shallow "):
+        line = read_exactly(reader, length - 4, consumed).split(b"\0")[0].rstrip(b"\n")
+        if line.startswith(b"shallow "):
             continue
-        parts = line.split(" ")
-        if len(parts) != 3 or not all(re.fullmatch(r"[0-9a-f]{40}", p) for p in parts[:2]):
+        parts = line.split(b" ")
+        if len(parts) != 3 or not all(re.fullmatch(rb"[0-9a-f]{40}", p) for p in parts[:2]):
             raise HTTPError(400, "Malformed ref update in push: %r" % line[:200])
-        commands.append(tuple(parts))
+        commands.append((parts[0].decode(), parts[1].decode(), parts[2]))
+
+
+# what an engine answers for a ref the push did not decide (a name that is not valid, or not UTF-8)
+UNDECIDED_REF = "refused: not a ref name this push was decided for"
 
 
 class GitBinaryEngine:
@@ -169,20 +174,22 @@ class GitBinaryEngine:
     def upload_pack(self, path, protocol, body, out):
         self.run(self.command("git-upload-pack", path), protocol, body, out)
 
-    def receive_pack(self, path, protocol, body, out, denied, ff_only):
-        """``denied`` = {ref: reason} and ``ff_only`` = {ref: reason}: an ``update`` hook written for this
-        push refuses the first outright and the second unless the update is a fast-forward (the hook runs
-        once the pack is in, with the new objects readable, before the ref moves)."""
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
+        """Only the refs in ``allowed`` may move, ``ff_only`` = {ref: reason} of them by a fast-forward
+        only; ``denied`` = {ref: reason} says why the others may not. An ``update`` hook written for this
+        push runs once the pack is in, with the new objects readable, before each ref moves, and refuses
+        every ref it was not told to allow (default deny, on the exact name git passes it)."""
+        cases = "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; }; exit 0;;\n' % (
+            shlex.quote(ref), shlex.quote("agentgit: " + ff_only[ref])) if ref in ff_only else "%s) exit 0;;\n" % (
+            shlex.quote(ref)) for ref in sorted(allowed))
+        cases += "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
+                         for ref, reason in sorted(denied.items()))
         with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
-            if denied or ff_only:
-                cases = "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
-                                for ref, reason in denied.items())
-                cases += "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; };;\n' % (
-                    shlex.quote(ref), shlex.quote("agentgit: " + reason)) for ref, reason in ff_only.items())
-                hook = os.path.join(hooks, "update")
-                with open(hook, "w") as f:
-                    f.write('#!/bin/sh\ncase "$1" in\n%sesac\nexit 0\n' % cases)
-                os.chmod(hook, 0o700)
+            hook = os.path.join(hooks, "update")
+            with open(hook, "w") as f:
+                f.write('#!/bin/sh\ncase "$1" in\n%s*) echo %s >&2; exit 1;;\nesac\n' % (
+                    cases, shlex.quote("agentgit: " + UNDECIDED_REF)))
+            os.chmod(hook, 0o700)
             self.run(self.command("git-receive-pack", path, hooks_dir=hooks), protocol, body, out)
 
 
@@ -197,14 +204,14 @@ class DulwichEngine:
         from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
 
         class PolicyReceivePack(ReceivePackHandler):
-            denied, ff_only = {}, {}
+            allowed, denied, ff_only = frozenset(), {}, {}
 
             def capabilities(self):
                 return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
 
             def _on_update(self, ref_name, old_sha, new_sha):
-                ref = ref_name.decode()
-                reason = self.denied.get(ref)
+                ref = ref_name.decode("utf-8", "surrogateescape")     # matches only a name decided as valid
+                reason = None if ref in self.allowed else self.denied.get(ref, UNDECIDED_REF)
                 if reason is None and ref in self.ff_only and not can_fast_forward(self.repo, old_sha, new_sha):
                     reason = self.ff_only[ref]
                 if reason is None:
@@ -224,10 +231,10 @@ class DulwichEngine:
         self.upload_slots = threading.BoundedSemaphore(2)
         self.push_locks = collections.defaultdict(threading.Lock)
 
-    def handle(self, service, path, proto, advertise=False, denied=None, ff_only=None):
+    def handle(self, service, path, proto, advertise=False, policy=None):
         handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
-        if denied is not None:
-            handler.denied, handler.ff_only = denied, ff_only
+        if policy is not None:
+            handler.allowed, handler.denied, handler.ff_only = policy
         try:
             handler.handle()
         finally:
@@ -241,12 +248,12 @@ class DulwichEngine:
         with self.upload_slots:
             self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
 
-    def receive_pack(self, path, protocol, body, out, denied, ff_only):
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
         # One push per repository at a time in this process: dulwich raises FileLocked, rather than
         # waiting, when two pushes lock the same ref file.
         with self.push_locks[path]:
-            self.handle("git-receive-pack", path, self.receivable(body.read, out.write), denied=denied,
-                        ff_only=ff_only)
+            self.handle("git-receive-pack", path, self.receivable(body.read, out.write),
+                        policy=(frozenset(allowed), denied, ff_only))
 
 
 def make_git_engine(choice):
@@ -325,8 +332,13 @@ def git_receive_pack(req, owner, repo):
     commands, consumed = read_push_commands(body)
     resource = Resource.repo(row)
     allowed, denied, ff_only = [], {}, {}
-    for old, new, ref in commands:
+    for old, new, raw_ref in commands:
         action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
+        if not valid_ref_name(raw_ref):      # decided on the bytes git would write; the engine refuses it
+            req.app.audit(req.principal, "git", Decision("deny", action, resource.name, [
+                "%r is not a valid ref name" % raw_ref[:200]]), "refused %r" % raw_ref[:200])
+            continue
+        ref = raw_ref.decode("utf-8")
         context = {"ref": ref, "sha": new}
         decision = decide(req.app.store, req.principal, action, resource, context)
         if decision.effect == "needs_approval":
@@ -345,7 +357,7 @@ def git_receive_pack(req, owner, repo):
     out = start_git_response(req, "application/x-git-receive-pack-result")
     try:
         req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
-                                        out, denied, ff_only)
+                                        out, {ref for _, _, _, ref in allowed}, denied, ff_only)
     finally:
         record_push(req, row, allowed, ff_only)
     out.close()     # only now does the client see the end of the answer: its push is already on record

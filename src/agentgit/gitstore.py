@@ -83,8 +83,25 @@ def branch_sha(git, branch):
     return git.refs[ref].decode() if ref in git.refs else None
 
 
+REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]|@\{|\.\.")
+
+
+def valid_ref_name(ref):
+    """git's rules for a full ref name (git check-ref-format), for every surface that takes one: REST,
+    and each ref of a push, decided on the exact bytes git would write (which must be UTF-8)."""
+    if isinstance(ref, bytes):
+        try:
+            ref = ref.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    parts = ref.split("/")
+    return ref.startswith("refs/") and len(parts) >= 3 and not REF_FORBIDDEN_RE.search(ref) and not any(
+        p in ("", ".", "..") or p.endswith(".lock") or p.startswith(".") for p in parts) and not ref.endswith("/")
+
+
 def list_refs(repo, prefix):
-    """{full ref name: sha} under ``prefix`` (e.g. 'refs/heads/'), sorted by name."""
+    """{full ref name: sha} under ``prefix`` (e.g. 'refs/heads/', always one of the code's own: refs
+    may be loose files, and the prefix is a directory), sorted by name."""
     refs = repo.refs.as_dict(prefix.encode())
     return {prefix + name.decode(): sha.decode() for name, sha in sorted(refs.items())}
 

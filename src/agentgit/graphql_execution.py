@@ -175,25 +175,32 @@ def complete(ctx, type_str, value, selections, path, node):
     return execute_fields(ctx, typename, value, selections, path)
 
 
-def estimated_nodes(ctx, selections, visited=frozenset()):
+def estimated_nodes(ctx, selections, visited=frozenset(), fragment_costs=None):
     """How many nodes a selection set may return at most: each field counts once, times the page
-    size its first/last asks for, times what is selected inside it (fragments included)."""
+    size its first/last asks for, times what is selected inside it (fragments included). Each
+    fragment is costed once (``fragment_costs``), so fragments that spread each other twice over cost
+    a count that grows, not the time to reach it."""
+    fragment_costs = {} if fragment_costs is None else fragment_costs
     total = 0
     for sel in selections:
         if sel["kind"] == "spread":
             fragment = ctx.fragments.get(sel["name"])
             if fragment is not None and sel["name"] not in visited:
-                total += estimated_nodes(ctx, fragment["selections"], visited | {sel["name"]})
+                if sel["name"] not in fragment_costs:
+                    fragment_costs[sel["name"]] = estimated_nodes(ctx, fragment["selections"], visited | {sel["name"]},
+                                                                  fragment_costs)
+                total += fragment_costs[sel["name"]]
             continue
         if sel["kind"] == "inline":
-            total += estimated_nodes(ctx, sel["selections"], visited)
+            total += estimated_nodes(ctx, sel["selections"], visited, fragment_costs)
             continue
         page = 1
         for key in ("first", "last"):
             if key in sel["args"]:
                 value = coerce_value(ctx, sel["args"][key], "Int", key)
                 page = max(page, value if isinstance(value, int) else 1)
-        total += page * (1 + (estimated_nodes(ctx, sel["selections"], visited) if sel["selections"] else 0))
+        total += page * (1 + (estimated_nodes(ctx, sel["selections"], visited, fragment_costs)
+                              if sel["selections"] else 0))
     return total
 
 

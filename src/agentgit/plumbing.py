@@ -14,18 +14,37 @@ from agentgit.audit import audit_append
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
 
 
+CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
+
+
+def body_length(headers):
+    """The body's length, or None for a chunked one. Whatever a proxy in front could read otherwise is
+    refused (RFC 9112 section 6): Content-Length with Transfer-Encoding, a coding other than chunked
+    alone, a length that is not ASCII digits, two lengths that differ. Decided for every request, read
+    or not, since the connection is kept alive after it."""
+    codings, lengths = headers.get_all("Transfer-Encoding") or [], headers.get_all("Content-Length") or []
+    if codings and lengths:
+        raise HTTPError(400, "Content-Length and Transfer-Encoding together are refused")
+    if codings:
+        if [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
+            raise HTTPError(501, "Only the chunked transfer coding is understood")
+        return None
+    if len({value.strip() for value in lengths}) > 1 or not CONTENT_LENGTH_RE.fullmatch((lengths or ["0"])[0].strip()):
+        raise HTTPError(400, "Content-Length is not a number")
+    return int((lengths or ["0"])[0])
+
+
 class BodyReader:
     """A request body as a stream: Content-Length or chunked transfer coding, at most ``limit`` bytes."""
 
     def __init__(self, rfile, headers, limit):
         self.rfile, self.limit, self.total = rfile, limit, 0
-        self.chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+        length = body_length(headers)
+        self.chunked = length is None
         self.chunk_left, self.done = 0, False
         if not self.chunked:
-            length = headers.get("Content-Length") or "0"
-            if not length.isdigit():
-                raise HTTPError(400, "Content-Length is not a number")
-            self.remaining = int(length)
+            self.remaining = length
             if self.remaining > limit:
                 raise HTTPError(413, "Request body is larger than %d bytes" % limit)
             self.done = self.remaining == 0
@@ -41,11 +60,12 @@ class BodyReader:
             self.done = self.remaining == 0
             return data
         if self.chunk_left == 0:
-            line = self.rfile.readline(1024)
-            try:
-                self.chunk_left = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
+            size_field = self.rfile.readline(1024).split(b";")[0].strip()
+            if not CHUNK_SIZE_RE.fullmatch(size_field):
                 raise HTTPError(400, "Malformed chunked request body")
+            self.chunk_left = int(size_field, 16)
+            if self.total + self.chunk_left > self.limit:
+                raise HTTPError(413, "Request body is larger than %d bytes" % self.limit)
             if self.chunk_left == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -185,7 +205,7 @@ class Request:
             return {}
         try:
             value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise HTTPError(400, "Problems parsing JSON")
         if isinstance(value, list) and array_key:
             return {array_key: value}

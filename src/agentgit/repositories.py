@@ -316,10 +316,12 @@ def get_branch(req, owner, repo, branch):
 
 
 def refs_json(req, row, prefix):
+    """The refs whose names start with ``prefix``, matched as text: what a request names never becomes
+    a path on disk (matching-refs/../../ would otherwise walk the filesystem)."""
     name = full_name(row)
     out = []
     with open_repo(req.app, row["id"]) as git:
-        for ref, sha in list_refs(git, prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else prefix).items():
+        for ref, sha in list_refs(git, "refs/").items():
             if ref.startswith(prefix):
                 out.append(ref_json(req.app, name, ref, sha, git[sha.encode()].type_name.decode()))
     return out

@@ -24,7 +24,7 @@ from agentgit.accounts import create_human, register_agent
 from agentgit.policy import Decision
 from agentgit.audit import audit_append
 from agentgit.authentication import Principal, authenticate
-from agentgit.plumbing import ROUTES, Request, match_segments
+from agentgit.plumbing import ROUTES, Request, body_length, match_segments
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
 from agentgit.githttp import make_git_engine
@@ -136,6 +136,7 @@ class App:
         req.principal = Principal(runtime=req.client)
         result, error, outcome = None, None, "none"
         try:
+            body_length(handler.headers)           # framing is refused before anything acts on the request
             endpoint, params = self.match(req)
             if getattr(endpoint, "web_page", False):
                 req.surface = "web"
