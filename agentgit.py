@@ -287,6 +287,7 @@ CREATE TABLE IF NOT EXISTS repos (
     updated_at      TEXT NOT NULL,
     pushed_at       TEXT,
     parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
+    forked_by       INTEGER REFERENCES accounts(id) ON DELETE SET NULL, -- a fork: who made it (its access counts)
     UNIQUE (owner_id, name)
 );
 CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);
@@ -765,7 +766,7 @@ MIGRATIONS = {
         [("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR), ("approvals", "context TEXT"),
          ("approvals", "denied_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
          ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT"), ("audit", "token_kind TEXT"),
-         ("audit", "rule TEXT")],
+         ("audit", "rule TEXT"), ("repos", "forked_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL")],
         "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.repo_id = collaborators.repo_id);"
@@ -777,7 +778,9 @@ MIGRATIONS = {
         " expires_at, revoked_at, last_used_at) SELECT id, user_id, kind, issued_by, grant_id, name, scopes, hash,"
         " fingerprint, created_at, expires_at, revoked_at, last_used_at FROM tokens_before_v6;"
         " DROP TABLE tokens_before_v6;"
-        " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"),
+        " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"
+        " UPDATE repos SET forked_by = owner_id WHERE parent_id IS NOT NULL AND forked_by IS NULL AND"
+        " owner_id IN (SELECT id FROM accounts WHERE kind != 'org');"),
 }
 
 
@@ -1316,7 +1319,7 @@ def noreply_email(login):
 
 
 def create_repository(app, db, owner, name, private, auto_init, description=None, homepage=None,
-                      default_branch="main", parent_id=None):
+                      default_branch="main", parent_id=None, forked_by=None):
     """Inside the caller's transaction: build the bare repository in a scratch directory, insert its
     row, and move the directory into place. If anything raises, the transaction rolls back and the
     scratch directory goes; repository ids are never reused, so nothing stale can collide later."""
@@ -1327,9 +1330,9 @@ def create_repository(app, db, owner, name, private, auto_init, description=None
         stamp = now()
         repo_id = db.execute(
             "INSERT INTO repos (owner_id, name, description, homepage, private, default_branch, created_at,"
-            " updated_at, pushed_at, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " updated_at, pushed_at, parent_id, forked_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner["id"], name, description, homepage, int(bool(private)), default_branch, stamp, stamp,
-             stamp if auto_init else None, parent_id)).lastrowid
+             stamp if auto_init else None, parent_id, forked_by)).lastrowid
         os.rename(scratch, repo_dir(app, repo_id))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -1549,12 +1552,15 @@ def repo_permission(store, user, repo):
 
 def compute_repo_permission(store, user, repo):
     upstream = private_upstream(store, repo)
-    # GitHub deletes a user's private fork when the user loses its private upstream; here nobody but a
-    # site admin reaches it, so that taking access away (a collaborator removed, an agent unbound)
-    # takes the copies of the code away too
-    if upstream is not None and repo["owner_kind"] != "org" and not (user is not None and user["site_admin"]) \
-            and RANK[repo_permission(store, account_by_id(store, repo["owner_id"]), upstream)[0]] < RANK["read"]:
-        return "none", "a private fork whose owner can no longer read %s" % full_name(upstream)
+    # GitHub deletes a private fork when its forker loses the private upstream; here nobody but a site
+    # admin reaches it, so that taking access away (a collaborator removed, an agent unbound) takes the
+    # copies of the code away too, into an organization as well (a fork from before forked_by was
+    # recorded answers for its owner, or, in an organization, for nobody it could name)
+    forker = repo["forked_by"] if repo["forked_by"] is not None else (
+        repo["owner_id"] if repo["owner_kind"] != "org" else None)
+    if upstream is not None and forker is not None and not (user is not None and user["site_admin"]) \
+            and RANK[repo_permission(store, account_by_id(store, forker), upstream)[0]] < RANK["read"]:
+        return "none", "a private fork whose forker can no longer read %s" % full_name(upstream)
     best, how = ("read", "public repository") if not repo["private"] else ("none", "private repository")
 
     def consider(level, source):
@@ -3042,7 +3048,8 @@ def new_repository(req, owner, fields, auto_init, branch="main", parent_id=None)
         repo_id = create_repository(req.app, db, {"id": owner["id"], "login": author["login"]}, fields["name"],
                                     private=fields.get("private", 0), auto_init=auto_init,
                                     description=fields.get("description"), homepage=fields.get("homepage"),
-                                    default_branch=branch, parent_id=parent_id)
+                                    default_branch=branch, parent_id=parent_id,
+                                    forked_by=author["id"] if parent_id is not None else None)
         req.effect("created %s/%s" % (owner["login"], fields["name"]))
     return repo_by_id(req.app.store, repo_id)
 
@@ -3177,6 +3184,9 @@ def update_repo(req, owner, repo):
     body = req.json()
     row = find_repo(req, owner, repo, "admin_repo")
     fields = repo_fields(req, body, creating=False)
+    if fields.get("private") == 0 and private_upstream(req.app.store, row) is not None:
+        # as on GitHub: a copy of private code does not become public by its forker's say
+        raise invalid("Repository", "private", "custom", "a fork of a private repository stays private")
     branch = req.field(body, "default_branch", str, "Repository")
     if branch is not None:
         with open_repo(req.app, row["id"]) as git:

@@ -133,3 +133,22 @@ def test_graphql_fragments_that_double_each_other_are_refused_in_no_time(server)
     r = call(server, "POST", "/api/graphql", alice, {"query": query})
     assert time.monotonic() - started < 1
     assert r.status == 200 and r.json.get("data") is None and "nodes" in r.json["errors"][0]["message"].lower()
+
+
+def test_a_fork_of_private_code_stays_private_and_goes_with_its_forkers_access(server):
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "secret", "private": True, "auto_init": True})
+    api(server, "PUT", "/repos/alice/secret/collaborators/bob", alice, {"permission": "pull"})
+    assert api(server, "POST", "/repos/alice/secret/forks", bob).status == 202
+    for body in ({"private": False}, {"visibility": "public"}):
+        r = api(server, "PATCH", "/repos/bob/secret", bob, body)
+        assert r.status == 422 and "stays private" in str(r.json), body
+    assert api(server, "GET", "/repos/bob/secret", bob).json["private"] is True
+    # into an organization bob owns: still cut off when bob loses the upstream
+    ext(server, "POST", "/user/orgs", bob, {"login": "bobco"})
+    assert api(server, "POST", "/repos/alice/secret/forks", bob, {"organization": "bobco"}).status == 202
+    assert api(server, "GET", "/repos/bobco/secret", bob).status == 200
+    assert api(server, "DELETE", "/repos/alice/secret/collaborators/bob", alice).status == 204
+    for fork in ("bob/secret", "bobco/secret"):
+        assert api(server, "GET", "/repos/" + fork, bob).status == 404, fork
+    assert api(server, "GET", "/repos/bobco/secret", server.admin[1]).status == 200          # site admins only

@@ -119,7 +119,7 @@ def noreply_email(login):
 
 
 def create_repository(app, db, owner, name, private, auto_init, description=None, homepage=None,
-                      default_branch="main", parent_id=None):
+                      default_branch="main", parent_id=None, forked_by=None):
     """Inside the caller's transaction: build the bare repository in a scratch directory, insert its
     row, and move the directory into place. If anything raises, the transaction rolls back and the
     scratch directory goes; repository ids are never reused, so nothing stale can collide later."""
@@ -130,9 +130,9 @@ def create_repository(app, db, owner, name, private, auto_init, description=None
         stamp = now()
         repo_id = db.execute(
             "INSERT INTO repos (owner_id, name, description, homepage, private, default_branch, created_at,"
-            " updated_at, pushed_at, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " updated_at, pushed_at, parent_id, forked_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner["id"], name, description, homepage, int(bool(private)), default_branch, stamp, stamp,
-             stamp if auto_init else None, parent_id)).lastrowid
+             stamp if auto_init else None, parent_id, forked_by)).lastrowid
         os.rename(scratch, repo_dir(app, repo_id))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

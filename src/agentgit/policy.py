@@ -152,12 +152,15 @@ def repo_permission(store, user, repo):
 
 def compute_repo_permission(store, user, repo):
     upstream = private_upstream(store, repo)
-    # GitHub deletes a user's private fork when the user loses its private upstream; here nobody but a
-    # site admin reaches it, so that taking access away (a collaborator removed, an agent unbound)
-    # takes the copies of the code away too
-    if upstream is not None and repo["owner_kind"] != "org" and not (user is not None and user["site_admin"]) \
-            and RANK[repo_permission(store, account_by_id(store, repo["owner_id"]), upstream)[0]] < RANK["read"]:
-        return "none", "a private fork whose owner can no longer read %s" % full_name(upstream)
+    # GitHub deletes a private fork when its forker loses the private upstream; here nobody but a site
+    # admin reaches it, so that taking access away (a collaborator removed, an agent unbound) takes the
+    # copies of the code away too, into an organization as well (a fork from before forked_by was
+    # recorded answers for its owner, or, in an organization, for nobody it could name)
+    forker = repo["forked_by"] if repo["forked_by"] is not None else (
+        repo["owner_id"] if repo["owner_kind"] != "org" else None)
+    if upstream is not None and forker is not None and not (user is not None and user["site_admin"]) \
+            and RANK[repo_permission(store, account_by_id(store, forker), upstream)[0]] < RANK["read"]:
+        return "none", "a private fork whose forker can no longer read %s" % full_name(upstream)
     best, how = ("read", "public repository") if not repo["private"] else ("none", "private repository")
 
     def consider(level, source):

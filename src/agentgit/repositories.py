@@ -12,7 +12,7 @@ from agentgit.storage import update_row
 from agentgit.gitstore import (branch_sha, copy_refs, list_refs, merge_base, merge_commit, open_repo, repo_dir,
                                resolve_commit, walk_commits)
 from agentgit.accounts import REPO_SELECT, create_repository, full_name, network_root, repo_by_id, signature
-from agentgit.policy import Decision, PERMISSION_ALIASES, RANK, Resource, branch_protection, repo_permission
+from agentgit.policy import Decision, PERMISSION_ALIASES, RANK, Resource, branch_protection, private_upstream, repo_permission
 from agentgit.plumbing import route
 from agentgit.serializers import branch_json, commit_json, encode_json, ref_json, repo_json, user_json
 from agentgit.lookups import find_account, find_repo, signed_in, sort_repos, visible_repos
@@ -106,7 +106,8 @@ def new_repository(req, owner, fields, auto_init, branch="main", parent_id=None)
         repo_id = create_repository(req.app, db, {"id": owner["id"], "login": author["login"]}, fields["name"],
                                     private=fields.get("private", 0), auto_init=auto_init,
                                     description=fields.get("description"), homepage=fields.get("homepage"),
-                                    default_branch=branch, parent_id=parent_id)
+                                    default_branch=branch, parent_id=parent_id,
+                                    forked_by=author["id"] if parent_id is not None else None)
         req.effect("created %s/%s" % (owner["login"], fields["name"]))
     return repo_by_id(req.app.store, repo_id)
 
@@ -241,6 +242,9 @@ def update_repo(req, owner, repo):
     body = req.json()
     row = find_repo(req, owner, repo, "admin_repo")
     fields = repo_fields(req, body, creating=False)
+    if fields.get("private") == 0 and private_upstream(req.app.store, row) is not None:
+        # as on GitHub: a copy of private code does not become public by its forker's say
+        raise invalid("Repository", "private", "custom", "a fork of a private repository stays private")
     branch = req.field(body, "default_branch", str, "Repository")
     if branch is not None:
         with open_repo(req.app, row["id"]) as git:

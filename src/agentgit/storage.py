@@ -36,7 +36,7 @@ MIGRATIONS = {
         [("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR), ("approvals", "context TEXT"),
          ("approvals", "denied_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
          ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT"), ("audit", "token_kind TEXT"),
-         ("audit", "rule TEXT")],
+         ("audit", "rule TEXT"), ("repos", "forked_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL")],
         "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.repo_id = collaborators.repo_id);"
@@ -48,7 +48,9 @@ MIGRATIONS = {
         " expires_at, revoked_at, last_used_at) SELECT id, user_id, kind, issued_by, grant_id, name, scopes, hash,"
         " fingerprint, created_at, expires_at, revoked_at, last_used_at FROM tokens_before_v6;"
         " DROP TABLE tokens_before_v6;"
-        " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"),
+        " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"
+        " UPDATE repos SET forked_by = owner_id WHERE parent_id IS NOT NULL AND forked_by IS NULL AND"
+        " owner_id IN (SELECT id FROM accounts WHERE kind != 'org');"),
 }
 
 
