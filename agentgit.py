@@ -9848,14 +9848,13 @@ DEVICE_CODE_SECONDS, DEVICE_POLL_INTERVAL = 900, 5
 
 
 def oauth_params(req):
-    """Form or JSON parameters of an OAuth endpoint."""
+    """Form or JSON parameters of an OAuth endpoint, from its body."""
     if "application/json" in (req.headers.get("Content-Type") or ""):
         body = req.json()
         return {k: v for k, v in body.items() if isinstance(v, str)}
+    # the body only (RFC 6749 section 3.2): parameters in the URL end up in logs, credentials with them
     raw = req.body(64 * 1024).read_all().decode("utf-8", "replace")
-    params = {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
-    params.update({k: v for k, v in req.query.items() if k not in params})
-    return params
+    return {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
 
 
 def oauth_answer(req, body, status=200):
@@ -10693,6 +10692,16 @@ class RateLimiter:
             return 0
 
 
+def restrict_data_dir(data_dir):
+    """The data directory holds the server key, the database and every repository: its owner's only,
+    also when it was made before (or by hand) with looser modes."""
+    os.chmod(data_dir, 0o700)
+    for name in ("agentgit.db", "agentgit.db-wal", "agentgit.db-shm", "server.key"):
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path):
+            os.chmod(path, 0o600)
+
+
 class App:
     """Everything a request needs: configuration, database, server key, git engine."""
 
@@ -10703,6 +10712,7 @@ class App:
         os.makedirs(self.repos_dir, exist_ok=True)
         self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
         self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        restrict_data_dir(config.data_dir)
         self.git_engine = make_git_engine(config.git_engine)
         self.authenticator = authenticator
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
@@ -10863,6 +10873,11 @@ class App:
 HTTP_DATE = [0, ""]     # the Date header of the current second
 
 
+# query parameters whose values are credentials: never written to the access log
+SECRET_PARAMETER_RE = re.compile(r"(?i)\b((?:access_|refresh_|subject_|actor_)?token|code|code_verifier|device_code|"
+                                 r"client_secret|password|secret)=[^&\s]*")
+
+
 class HeaderInjection(ValueError):
     """A response header that would carry CR or LF: refused by Handler.send_header."""
 
@@ -10914,7 +10929,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         if self.server.access_log is not None:
             client = self.client_address[0] if isinstance(self.client_address, tuple) else "unix-socket"
-            self.server.access_log.write("%s - [%s] %s\n" % (client, now(), format % args))
+            line = SECRET_PARAMETER_RE.sub(r"\1=[redacted]", format % args)
+            self.server.access_log.write("%s - [%s] %s\n" % (client, now(), line))
 
 
 class QuietErrors:
@@ -11319,6 +11335,20 @@ AGENT_CREDENTIALS_BANNER = {
 DESCRIPTION = "agentgit: a GitHub-compatible Git service in which AI agents are first-class accounts."
 
 
+def first_admin_notice(data_dir, login, token):
+    """The first start's admin token, shown once: on a terminal, printed; where standard output is a
+    log (a service manager, CI), written to a file only its owner can read, whose path is printed.
+    The database keeps just its hash."""
+    if sys.stdout.isatty():
+        return "first start: created site admin %r; its token (shown once): %s" % (login, token)
+    path = os.path.abspath(os.path.join(data_dir, "first-admin-token"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return "first start: created site admin %r; its token is in %s (readable by you only; delete it once read)" % (
+        login, path)
+
+
 def add_serve_options(serve):
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = pick a free port and print it)")
@@ -11438,8 +11468,7 @@ def main(argv=None):
         print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
         print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
         if server.admin:
-            # Shown once, on the terminal only: the database keeps just its hash.
-            print("first start: created site admin %r; its token (shown once): %s" % server.admin, flush=True)
+            print(first_admin_notice(args.data, *server.admin), flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -152,3 +152,26 @@ def test_a_fork_of_private_code_stays_private_and_goes_with_its_forkers_access(s
     for fork in ("bob/secret", "bobco/secret"):
         assert api(server, "GET", "/repos/" + fork, bob).status == 404, fork
     assert api(server, "GET", "/repos/bobco/secret", server.admin[1]).status == 200          # site admins only
+
+
+def test_credentials_stay_out_of_urls_logs_and_open_files(tmp_path):
+    """The token endpoint takes its parameters from the body only; the access log redacts credentials
+    a client put in a query string; a data directory made world-readable before is closed at start."""
+    import io
+    import os
+    import stat
+    import agentgit
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    log = io.StringIO()
+    srv = agentgit.make_server(data, port=0, access_log=log).start()
+    try:
+        assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+        login, agent, _ = srv.add_agent("coder")
+        query = urllib.parse.urlencode({"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                                        "subject_token": agent, "resource": srv.url})
+        r = call(srv, "POST", "/login/oauth/access_token?" + query, headers={"Accept": "application/json"})
+        assert r.status == 400 and r.json["error"] == "unsupported_grant_type"        # nothing read from the URL
+        assert agent not in log.getvalue() and "subject_token=[redacted]" in log.getvalue()
+    finally:
+        srv.stop()

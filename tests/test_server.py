@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import stat
 import ssl
 import subprocess
 import sys
@@ -37,7 +38,9 @@ def start_cli_server(cwd, *args):
     return proc, lines
 
 
-def test_copied_alone_first_start_prints_admin_once(tmp_path):
+def test_copied_alone_first_start_gives_the_admin_token_once(tmp_path):
+    """Standard output here is a pipe, as under a service manager or CI, where it is a log: the token
+    goes to a file only its owner can read, and the line names the file."""
     shutil.copy(SINGLE_FILE, tmp_path / "agentgit.py")
     proc, lines = start_cli_server(str(tmp_path))
     try:
@@ -45,8 +48,13 @@ def test_copied_alone_first_start_prints_admin_once(tmp_path):
         assert lines[-1].startswith("agent credentials: bootstrap (an agent's aga_ token acts on its own account")
         url = lines[0].split()[-1]
         admin_line = proc.stdout.readline().strip()
-        token = admin_line.split()[-1]
-        assert "created site admin 'admin'" in admin_line and token.startswith("agp_")
+        assert "created site admin 'admin'; its token is in " in admin_line and "agp_" not in admin_line
+        token_file = tmp_path / "agentgit-data" / "first-admin-token"
+        assert str(token_file) in admin_line and stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert token.startswith("agp_")
+        for name in ("agentgit-data", "agentgit-data/agentgit.db", "agentgit-data/server.key"):
+            assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) & 0o077 == 0, name
         req = urllib.request.Request(url + "/api/v3/user", headers={"Authorization": "token " + token})
         assert json.loads(urllib.request.urlopen(req).read())["site_admin"] is True
         # the CLI works beside the running server

@@ -158,6 +158,20 @@ AGENT_CREDENTIALS_BANNER = {
 DESCRIPTION = "agentgit: a GitHub-compatible Git service in which AI agents are first-class accounts."
 
 
+def first_admin_notice(data_dir, login, token):
+    """The first start's admin token, shown once: on a terminal, printed; where standard output is a
+    log (a service manager, CI), written to a file only its owner can read, whose path is printed.
+    The database keeps just its hash."""
+    if sys.stdout.isatty():
+        return "first start: created site admin %r; its token (shown once): %s" % (login, token)
+    path = os.path.abspath(os.path.join(data_dir, "first-admin-token"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return "first start: created site admin %r; its token is in %s (readable by you only; delete it once read)" % (
+        login, path)
+
+
 def add_serve_options(serve):
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = pick a free port and print it)")
@@ -277,8 +291,7 @@ def main(argv=None):
         print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
         print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
         if server.admin:
-            # Shown once, on the terminal only: the database keeps just its hash.
-            print("first start: created site admin %r; its token (shown once): %s" % server.admin, flush=True)
+            print(first_admin_notice(args.data, *server.admin), flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

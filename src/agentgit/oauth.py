@@ -66,14 +66,13 @@ DEVICE_CODE_SECONDS, DEVICE_POLL_INTERVAL = 900, 5
 
 
 def oauth_params(req):
-    """Form or JSON parameters of an OAuth endpoint."""
+    """Form or JSON parameters of an OAuth endpoint, from its body."""
     if "application/json" in (req.headers.get("Content-Type") or ""):
         body = req.json()
         return {k: v for k, v in body.items() if isinstance(v, str)}
+    # the body only (RFC 6749 section 3.2): parameters in the URL end up in logs, credentials with them
     raw = req.body(64 * 1024).read_all().decode("utf-8", "replace")
-    params = {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
-    params.update({k: v for k, v in req.query.items() if k not in params})
-    return params
+    return {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
 
 
 def oauth_answer(req, body, status=200):

@@ -6,6 +6,7 @@ import getpass
 import html
 import http.server
 import os
+import re
 import secrets
 import socket
 import socketserver
@@ -70,6 +71,16 @@ class RateLimiter:
             return 0
 
 
+def restrict_data_dir(data_dir):
+    """The data directory holds the server key, the database and every repository: its owner's only,
+    also when it was made before (or by hand) with looser modes."""
+    os.chmod(data_dir, 0o700)
+    for name in ("agentgit.db", "agentgit.db-wal", "agentgit.db-shm", "server.key"):
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path):
+            os.chmod(path, 0o600)
+
+
 class App:
     """Everything a request needs: configuration, database, server key, git engine."""
 
@@ -80,6 +91,7 @@ class App:
         os.makedirs(self.repos_dir, exist_ok=True)
         self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
         self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        restrict_data_dir(config.data_dir)
         self.git_engine = make_git_engine(config.git_engine)
         self.authenticator = authenticator
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
@@ -240,6 +252,11 @@ class App:
 HTTP_DATE = [0, ""]     # the Date header of the current second
 
 
+# query parameters whose values are credentials: never written to the access log
+SECRET_PARAMETER_RE = re.compile(r"(?i)\b((?:access_|refresh_|subject_|actor_)?token|code|code_verifier|device_code|"
+                                 r"client_secret|password|secret)=[^&\s]*")
+
+
 class HeaderInjection(ValueError):
     """A response header that would carry CR or LF: refused by Handler.send_header."""
 
@@ -291,7 +308,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         if self.server.access_log is not None:
             client = self.client_address[0] if isinstance(self.client_address, tuple) else "unix-socket"
-            self.server.access_log.write("%s - [%s] %s\n" % (client, now(), format % args))
+            line = SECRET_PARAMETER_RE.sub(r"\1=[redacted]", format % args)
+            self.server.access_log.write("%s - [%s] %s\n" % (client, now(), line))
 
 
 class QuietErrors:
