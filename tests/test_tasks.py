@@ -10,7 +10,7 @@ import pytest
 
 import agentgit
 
-from conftest import Browser, CLI, api, call, commit_file, exchange, ext, git, grant_a_task, remote, session_token
+from conftest import Browser, CLI, api, call, commit_file, exchange, ext, git, grant_a_task, remote, session_token, turn_on_totp
 
 
 @pytest.fixture
@@ -375,17 +375,9 @@ def test_gh_with_a_task_token(tmp_path):
     assert (row["actor"], row["delegator"], row["task"], row["surface"]) == (login, "alice", "task:gh", "graphql")
 
 
-def turn_on_totp(server, login):
-    """``python agentgit.py user totp``; returns the TOTP key from the otpauth URI it prints."""
-    uri = subprocess.run([*CLI, "user", "totp", login, "--data",
-                          server.app.config.data_dir], capture_output=True, text=True, check=True).stdout.strip()
-    secret = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
-    return base64.b32decode(secret + "=" * (-len(secret) % 8))
-
-
 def test_step_up_for_destructive_actions(server):
     """needs_step_up: a human with TOTP deletes a repository only within ten minutes of confirming a code
-    (RFC 9470's 401); a human without a second factor is not asked, agents are never asked."""
+    (RFC 9470's 401); a human without a second factor is not asked (agents: see test_hardening)."""
     alice = server.add_user("alice")
     api(server, "POST", "/user/repos", alice, {"name": "doomed"})
     key = turn_on_totp(server, "alice")

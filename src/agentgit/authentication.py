@@ -86,7 +86,7 @@ def authenticate(app, headers, client_address, peer_cert=None):
     user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
     principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
                           scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime)
-    if user["totp_secret"]:
+    if user["totp_secret"] or row["kind"] == "switch-session":      # a switch session steps up with its human's
         principal.stepped_up_at = app.store.cached(("step-up", row["id"]), lambda: (app.store.one(
             "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])
     if user["kind"] == "agent":

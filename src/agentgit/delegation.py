@@ -395,7 +395,7 @@ def revocations(req):
         args, also = (human["id"], human["id"]), None
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
-        req.authorize("manage_org", Resource.account(org))
+        req.authorize("revoke_org_access", Resource.account(org))
         reached = [r["agent_id"] for r in store.all(
             "SELECT DISTINCT g.agent_id FROM agent_grants g LEFT JOIN repos r ON r.id = g.repo_id"
             " LEFT JOIN teams t ON t.id = g.team_id WHERE r.owner_id = ? OR t.org_id = ? OR g.org_id = ?",

@@ -70,12 +70,13 @@ ACTIONS = {
     "read_org":           Action("org", "none", mutation=False),
     "read_org_private":   Action("org", "read", scope="read:org", mutation=False),
     "manage_org":         Action("org", "admin", scope="admin:org"),
+    "revoke_org_access":  Action("org", "admin", scope="admin:org"),   # taking access away: even when frozen
     "freeze_org":         Action("org", "admin", scope="admin:org", humans_only=True),
     "read_team":          Action("team", "read", scope="read:org", mutation=False),
     "manage_team":        Action("team", "admin", scope="admin:org"),
     "register_agent":     Action("site", "none", anonymous=True),
-    "delegate_access":    Action("repo", "admin", mutation=False),
-    "delegate_team":      Action("team", "admin", mutation=False),
+    "delegate_access":    Action("repo", "admin"),      # giving access is a change: a freeze refuses it
+    "delegate_team":      Action("team", "admin"),
     "create_invite":      Action("site", "read", humans_only=True),
     "approve_device":     Action("site", "read", humans_only=True),
     "register_app":       Action("account", "admin", humans_only=True),
@@ -92,9 +93,10 @@ ACTIONS = {
     "suspend_user":       Action("site", "admin", scope="site_admin"),
 }
 REF_ACTIONS = ("create_branch", "push_branch", "delete_branch")
-# A freeze refuses every change but a thaw (a frozen repository is not deleted either); an archived
-# repository still lets its admins unarchive or delete it, as on GitHub.
-FREEZE_ACTIONS = ("freeze_repo", "freeze_org")
+# A freeze refuses every change but a thaw and the revocations an incident calls for (a frozen
+# repository is not deleted either); an archived repository still lets its admins unarchive or delete
+# it, as on GitHub.
+FREEZE_ACTIONS = ("freeze_repo", "freeze_org", "revoke_org_access")
 ARCHIVED_EXEMPT = ("admin_repo", "delete_repo")
 
 
@@ -296,13 +298,15 @@ def unmet_protection(store, rule, action, context, agent=False):
     for review in latest_reviews(store, context["pull_issue_id"], context["repo"]).values():
         if review["state"] == "APPROVED" and (not rule["dismiss_stale"] or review["commit_id"] == head_sha):
             approvals += 1
-            human_approvals += review["user_kind"] == "human"
+            # for an agent's merge, only a human's yes to the head as it is now: commits the agent
+            # pushed after the review were never reviewed
+            human_approvals += review["user_kind"] == "human" and review["commit_id"] == head_sha
         elif review["state"] == "CHANGES_REQUESTED":
             blockers.append(review["login"])
     if blockers:
         return "changes were requested by %s" % ", ".join(sorted(blockers))
     if agent and not human_approvals:
-        return "an agent's merge needs a human's approving review"
+        return "an agent's merge needs a human's approving review of its head commit"
     if rule["required_approvals"] and approvals < rule["required_approvals"]:
         return "%d approving review%s required, %d given" % (rule["required_approvals"], "" if
                                                              rule["required_approvals"] == 1 else "s", approvals)
@@ -576,12 +580,35 @@ def rule_branches(q):
 
 
 def rule_step_up(q):
-    if q.action in STEP_UP_ACTIONS and q.user["totp_secret"] and \
-            (q.principal.stepped_up_at or "") < from_now(-STEP_UP_SECONDS):
-        return Decision("needs_step_up", q.action, q.resource.name, [
-            "%s needs a TOTP code confirmed in the last %d minutes: POST /api/ext/v1/step-up {\"otp\": ...}" % (
-                q.action, STEP_UP_SECONDS // 60)])
-    return None
+    if q.action not in STEP_UP_ACTIONS:
+        return None
+    human = step_up_human(q)
+    if human is None or not human["totp_secret"] or (q.principal.stepped_up_at or "") >= from_now(-STEP_UP_SECONDS):
+        return None
+    if human is q.user:
+        reason = "%s needs a TOTP code confirmed in the last %d minutes: POST /api/ext/v1/step-up {\"otp\": ...}" % (
+            q.action, STEP_UP_SECONDS // 60)
+    else:
+        reason = ("%s by agent %s needs a TOTP code its delegator %s confirmed in the last %d minutes: she may do it "
+                  "herself, or step up a switch session (POST /api/ext/v1/step-up with it)" % (
+                      q.action, q.user["login"], human["login"], STEP_UP_SECONDS // 60))
+    return Decision("needs_step_up", q.action, q.resource.name, [reason])
+
+
+def step_up_human(q):
+    """Whose fresh second factor a step-up action needs: a human's own; for an agent, on what is not
+    its own, its delegator's (the grant's for a task token, else the human it is bound to), so that an
+    agent never does with nobody's code what its human could do only with hers."""
+    user, store = q.user, q.store
+    if user["kind"] == "human":
+        return user
+    if q.resource.kind == "repo" and q.resource.row["owner_id"] == user["id"]:
+        return None
+    if q.principal.grant is not None:
+        return q.authority
+    binding = store.cached(("binding", user["id"]), lambda: store.one(
+        "SELECT human_id FROM agent_bindings WHERE agent_id = ?", user["id"]))
+    return account_by_id(store, binding["human_id"]) if binding is not None else None
 
 
 PolicyRule = collections.namedtuple("PolicyRule", "says check")     # check's name, less rule_, names it
@@ -609,15 +636,17 @@ POLICY_RULES = (
     PolicyRule("the token must carry the scope the action needs, and every scope that an action creating a "
                "credential or delegating access would confer (a web session holds them all)", rule_scope),
     PolicyRule("a repository or organization frozen by policy, and an archived repository, are read-only: "
-               "reads pass, every change is refused (read_only) but undoing that", rule_read_only),
+               "reads pass, every change is refused (read_only), granting access too, but undoing the freeze and "
+               "revoking access", rule_read_only),
     PolicyRule("refs/pull/ is the server's own; a protected branch takes no deletions, no direct pushes where "
                "it requires pull requests or status checks, no force pushes (the engine checks fast-forward once "
                "the pack is in), and no merges without the approvals and passing checks it requires. Admins pass "
                "unless the protection is enforced for admins too. Agents never pass as admins: they push to a "
                "protected branch not at all and merge into one only with a human's approving review "
                "(needs_review)", rule_branches),
-    PolicyRule("%s need a TOTP code confirmed in the last %d minutes when the human has a second factor "
-               "(needs_step_up)" % (", ".join(STEP_UP_ACTIONS), STEP_UP_SECONDS // 60), rule_step_up),
+    PolicyRule("%s need a TOTP code confirmed in the last %d minutes when the human has a second factor, and "
+               "for an agent (but on its own repositories) its delegator's code (needs_step_up)" % (
+                   ", ".join(STEP_UP_ACTIONS), STEP_UP_SECONDS // 60), rule_step_up),
 )
 
 

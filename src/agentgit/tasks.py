@@ -11,7 +11,7 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import issue_token, revoke, token_fingerprint
 from agentgit.gitstore import commits_between, open_repo
-from agentgit.accounts import account_by_id, check_totp, full_name, repo_by_full_name
+from agentgit.accounts import account_by_id, account_by_login, check_totp, full_name, repo_by_full_name
 from agentgit.policy import ACTIONS, Resource, STEP_UP_SECONDS, decide, permission_on
 from agentgit.authentication import Principal, load_grant
 from agentgit.plumbing import route
@@ -222,11 +222,16 @@ def issue_task_token(req, row, asked=None):
 
 @route("POST", "/api/ext/v1/step-up")
 def step_up(req):
-    """The token's human confirms a TOTP code; for ten minutes the token may then do what asks for one."""
+    """The token's human confirms a TOTP code; for ten minutes the token may then do what asks for one.
+    A switch session's human steps it up with her own code (it then does as her agent what asks for one)."""
     user = signed_in(req)
     otp = req.field(req.json(), "otp", str, "StepUp", required=True)
-    req.authorize("issue_token", Resource.account(user))
-    if req.principal.token_id is None or not user["totp_secret"]:
+    if req.principal.token_kind == "switch-session":
+        req.authorize("refresh_session", Resource.account(user))
+        user = account_by_login(req.app.store, req.principal.switched_by)
+    else:
+        req.authorize("issue_token", Resource.account(user))
+    if req.principal.token_id is None or user is None or not user["totp_secret"]:
         raise HTTPError(422, "Step-up needs a token of a human with TOTP turned on (python agentgit.py user totp)")
     confirm_totp(req, user, otp)
     with req.transaction() as db:
