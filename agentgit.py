@@ -72,6 +72,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import fcntl
 import functools
 import getpass
 import hashlib
@@ -806,6 +807,7 @@ class Store:
         self.local = threading.local()
         self.generations = itertools.count(1)
         self.generation, self.memo = 0, {}
+        self.after_commit = None           # called after each commit (the audit chain's anchor keeps up)
         db = self.db
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
@@ -894,6 +896,8 @@ class Store:
             raise
         db.execute("COMMIT")
         self.generation = next(self.generations)     # itertools.count: atomic under the GIL
+        if self.after_commit is not None:
+            self.after_commit()
 
 
 def insert_row(db, table, fields):
@@ -2110,8 +2114,19 @@ def audit_append(db, key, principal, surface, decision, side_effect=None):
     return insert_row(db, "audit", row)
 
 
-def audit_verify(store, key):
-    """(ok, rows checked, first broken row id or None, what is wrong)."""
+def audit_verify(store, key, heads=()):
+    """(ok, rows checked, first broken row id or None, what is wrong). ``heads`` are checkpoints of the
+    chain's head ({"row", "hash", "mac"}: the anchor's, an exported one): each row they name must be
+    there with that hash, so rows deleted from the end are caught as well as rows edited anywhere."""
+    for head in heads:
+        if not hmac.compare_digest(head_mac(key, head.get("row"), head.get("hash")), str(head.get("mac", ""))):
+            return False, 0, head.get("row") or 0, "a checkpoint of the head was altered (or made without the key)"
+        tip = store.one("SELECT hash FROM audit WHERE id = ?", head["row"])
+        if tip is None:
+            last = store.one("SELECT MAX(id) AS id FROM audit")["id"] or 0
+            return False, 0, last + 1, "rows %d to %d are gone: a checkpoint saw them" % (last + 1, head["row"])
+        if tip["hash"] != head["hash"]:
+            return False, 0, head["row"], "row %d is not the row a checkpoint saw" % head["row"]
     prev, count = GENESIS_HASH, 0
     expected_id = None
     for row in store.db.execute("SELECT * FROM audit ORDER BY id"):
@@ -2125,6 +2140,48 @@ def audit_verify(store, key):
             return False, count, row["id"], "row contents do not match its hash"
         prev, expected_id = row["hash"], row["id"] + 1
     return True, count, None, ""
+
+
+def head_mac(key, row_id, row_hash):
+    return hmac.new(key, ("audit-head:%s:%s" % (row_id, row_hash)).encode(), hashlib.sha256).hexdigest()
+
+
+def audit_head(db, key):
+    """The chain's head, keyed with the server key: {"row", "hash", "mac"} (row 0 for an empty log)."""
+    tip = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    row_id, row_hash = (tip["id"], tip["hash"]) if tip else (0, GENESIS_HASH)
+    return {"row": row_id, "hash": row_hash, "mac": head_mac(key, row_id, row_hash)}
+
+
+class AuditAnchor:
+    """A checkpoint of the chain's head kept beside the database (data dir/audit-head), brought up to
+    date after every commit: the chain alone cannot tell that its newest rows were deleted, the
+    checkpoint can. Writers in several processes (the server, the CLI) only ever move it forward."""
+
+    def __init__(self, path, key):
+        self.path, self.key, self.seen = path, key, None
+
+    def read(self):
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def keep_up(self, store):
+        head = audit_head(store.db, self.key)
+        if head["row"] == self.seen:
+            return
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            kept = self.read()
+            if kept is None or head["row"] > kept.get("row", -1):
+                scratch = "%s.%d" % (self.path, os.getpid())
+                fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(head, f)
+                os.replace(scratch, self.path)
+        self.seen = head["row"]
 
 
 def audit_json(row):
@@ -10747,6 +10804,9 @@ class App:
         self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
         self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
         restrict_data_dir(config.data_dir)
+        self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
+        self.store.after_commit = lambda: self.anchor.keep_up(self.store)
+        self.anchor.keep_up(self.store)        # an installation from before gets its first checkpoint
         self.git_engine = make_git_engine(config.git_engine)
         self.authenticator = authenticator
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
@@ -11483,7 +11543,11 @@ def build_parser():
     commands.add_parser("routes", help="list every route: method, path, handler and its module",
                         description="every route: method, path, handler and the module of src/agentgit/ it is in")
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    command(audit, "verify", "check the hash chain; exit 0 when intact, 1 naming the first broken row")
+    verify = command(audit, "verify", "check the hash chain against its checkpoint (and --head); exit 0 when intact, "
+                                      "1 naming the first broken row")
+    verify.add_argument("--head", metavar="FILE", action="append", default=[],
+                        help="a head exported earlier with `audit head`, kept elsewhere: it must still be in the chain")
+    command(audit, "head", "print the chain's head, keyed with the server key, to keep somewhere else")
     command(audit, "explain", "print one decision's whole chain: who, for whom, under which task, why").add_argument(
         "audit_id", type=int)
     return parser
@@ -11548,8 +11612,14 @@ def main(argv=None):
         if row is None:
             raise SystemExit("no audit row %d" % args.audit_id)
         print(explain(row))
+    elif args.command == "audit" and args.action == "head":
+        print(json.dumps(audit_head(app.store.db, app.key)))
     elif args.command == "audit":
-        ok, count, bad_id, why = audit_verify(app.store, app.key)
+        heads = [app.anchor.read()] if app.anchor.read() is not None else []
+        for path in args.head:
+            with open(path, encoding="utf-8") as f:
+                heads.append(json.load(f))
+        ok, count, bad_id, why = audit_verify(app.store, app.key, heads)
         if not ok:
             print("audit chain BROKEN at row %d: %s (%d rows read)" % (bad_id, why, count))
             return 1

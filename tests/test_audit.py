@@ -106,3 +106,34 @@ def test_verify_detects_edits_and_deletions(tmp_path):
         prev = fake
     db.commit()
     assert verify().returncode == 1
+
+
+def test_the_newest_rows_cannot_go_unnoticed(tmp_path):
+    """The chain alone cannot tell its last rows were deleted; its checkpoint beside the database can,
+    and so can a head exported to somewhere else, even once the checkpoint is gone too."""
+    data = str(tmp_path / "d")
+    srv = agentgit.make_server(data, port=0).start()
+    alice = srv.add_user("alice")
+    for i in range(3):
+        api(srv, "POST", "/user/repos", alice, {"name": "r%d" % i})
+    srv.stop()
+
+    def run(*args):
+        return subprocess.run([*CLI, "audit", *args, "--data", data], capture_output=True, text=True)
+    exported = tmp_path / "head.json"
+    exported.write_text(run("head").stdout)
+    head = json.loads(exported.read_text())
+    assert run("verify").returncode == 0 and run("verify", "--head", str(exported)).returncode == 0
+    db = sqlite3.connect(os.path.join(data, "agentgit.db"))
+    last = db.execute("SELECT MAX(id) FROM audit").fetchone()[0]
+    assert head["row"] == last
+    db.execute("DELETE FROM audit WHERE id >= ?", (last - 1,))              # the newest two rows
+    db.commit()
+    broken = run("verify")
+    assert broken.returncode == 1 and "rows %d to %d are gone" % (last - 1, last) in broken.stdout
+    os.unlink(os.path.join(data, "audit-head"))                             # and the checkpoint with them
+    assert run("verify").returncode == 0                                    # the chain alone cannot tell
+    assert run("verify", "--head", str(exported)).returncode == 1           # the head kept elsewhere can
+    forged = dict(head, row=last - 2)
+    exported.write_text(json.dumps(forged))
+    assert "altered" in run("verify", "--head", str(exported)).stdout       # keyed: not made without the key

@@ -1,8 +1,10 @@
 """Audit: the hash-chained log and its verifier."""
 
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 
 from agentgit.config import now
 from agentgit.storage import insert_row
@@ -40,8 +42,19 @@ def audit_append(db, key, principal, surface, decision, side_effect=None):
     return insert_row(db, "audit", row)
 
 
-def audit_verify(store, key):
-    """(ok, rows checked, first broken row id or None, what is wrong)."""
+def audit_verify(store, key, heads=()):
+    """(ok, rows checked, first broken row id or None, what is wrong). ``heads`` are checkpoints of the
+    chain's head ({"row", "hash", "mac"}: the anchor's, an exported one): each row they name must be
+    there with that hash, so rows deleted from the end are caught as well as rows edited anywhere."""
+    for head in heads:
+        if not hmac.compare_digest(head_mac(key, head.get("row"), head.get("hash")), str(head.get("mac", ""))):
+            return False, 0, head.get("row") or 0, "a checkpoint of the head was altered (or made without the key)"
+        tip = store.one("SELECT hash FROM audit WHERE id = ?", head["row"])
+        if tip is None:
+            last = store.one("SELECT MAX(id) AS id FROM audit")["id"] or 0
+            return False, 0, last + 1, "rows %d to %d are gone: a checkpoint saw them" % (last + 1, head["row"])
+        if tip["hash"] != head["hash"]:
+            return False, 0, head["row"], "row %d is not the row a checkpoint saw" % head["row"]
     prev, count = GENESIS_HASH, 0
     expected_id = None
     for row in store.db.execute("SELECT * FROM audit ORDER BY id"):
@@ -55,6 +68,48 @@ def audit_verify(store, key):
             return False, count, row["id"], "row contents do not match its hash"
         prev, expected_id = row["hash"], row["id"] + 1
     return True, count, None, ""
+
+
+def head_mac(key, row_id, row_hash):
+    return hmac.new(key, ("audit-head:%s:%s" % (row_id, row_hash)).encode(), hashlib.sha256).hexdigest()
+
+
+def audit_head(db, key):
+    """The chain's head, keyed with the server key: {"row", "hash", "mac"} (row 0 for an empty log)."""
+    tip = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    row_id, row_hash = (tip["id"], tip["hash"]) if tip else (0, GENESIS_HASH)
+    return {"row": row_id, "hash": row_hash, "mac": head_mac(key, row_id, row_hash)}
+
+
+class AuditAnchor:
+    """A checkpoint of the chain's head kept beside the database (data dir/audit-head), brought up to
+    date after every commit: the chain alone cannot tell that its newest rows were deleted, the
+    checkpoint can. Writers in several processes (the server, the CLI) only ever move it forward."""
+
+    def __init__(self, path, key):
+        self.path, self.key, self.seen = path, key, None
+
+    def read(self):
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def keep_up(self, store):
+        head = audit_head(store.db, self.key)
+        if head["row"] == self.seen:
+            return
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            kept = self.read()
+            if kept is None or head["row"] > kept.get("row", -1):
+                scratch = "%s.%d" % (self.path, os.getpid())
+                fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(head, f)
+                os.replace(scratch, self.path)
+        self.seen = head["row"]
 
 
 def audit_json(row):

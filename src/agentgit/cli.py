@@ -4,6 +4,7 @@ import argparse
 import base64
 import functools
 import getpass
+import json
 import os
 import re
 import secrets
@@ -17,7 +18,7 @@ from agentgit.storage import update_row
 from agentgit.tokens import verify_token
 from agentgit.accounts import account_by_id, account_by_login, hash_password, suspend_account, totp_mask
 from agentgit.policy import Decision
-from agentgit.audit import audit_append, audit_verify
+from agentgit.audit import audit_append, audit_head, audit_verify
 from agentgit.authentication import Principal
 from agentgit.plumbing import ROUTES
 from agentgit.agents import explain
@@ -272,7 +273,11 @@ def build_parser():
     commands.add_parser("routes", help="list every route: method, path, handler and its module",
                         description="every route: method, path, handler and the module of src/agentgit/ it is in")
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    command(audit, "verify", "check the hash chain; exit 0 when intact, 1 naming the first broken row")
+    verify = command(audit, "verify", "check the hash chain against its checkpoint (and --head); exit 0 when intact, "
+                                      "1 naming the first broken row")
+    verify.add_argument("--head", metavar="FILE", action="append", default=[],
+                        help="a head exported earlier with `audit head`, kept elsewhere: it must still be in the chain")
+    command(audit, "head", "print the chain's head, keyed with the server key, to keep somewhere else")
     command(audit, "explain", "print one decision's whole chain: who, for whom, under which task, why").add_argument(
         "audit_id", type=int)
     return parser
@@ -337,8 +342,14 @@ def main(argv=None):
         if row is None:
             raise SystemExit("no audit row %d" % args.audit_id)
         print(explain(row))
+    elif args.command == "audit" and args.action == "head":
+        print(json.dumps(audit_head(app.store.db, app.key)))
     elif args.command == "audit":
-        ok, count, bad_id, why = audit_verify(app.store, app.key)
+        heads = [app.anchor.read()] if app.anchor.read() is not None else []
+        for path in args.head:
+            with open(path, encoding="utf-8") as f:
+                heads.append(json.load(f))
+        ok, count, bad_id, why = audit_verify(app.store, app.key, heads)
         if not ok:
             print("audit chain BROKEN at row %d: %s (%d rows read)" % (bad_id, why, count))
             return 1

@@ -23,7 +23,7 @@ from agentgit.storage import Store
 from agentgit.tokens import token_fingerprint
 from agentgit.accounts import create_human, register_agent
 from agentgit.policy import Decision
-from agentgit.audit import audit_append
+from agentgit.audit import AuditAnchor, audit_append
 from agentgit.authentication import Principal, authenticate
 from agentgit.plumbing import ROUTES, Request, body_length, match_segments
 from agentgit.serializers import encode_json
@@ -92,6 +92,9 @@ class App:
         self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
         self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
         restrict_data_dir(config.data_dir)
+        self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
+        self.store.after_commit = lambda: self.anchor.keep_up(self.store)
+        self.anchor.keep_up(self.store)        # an installation from before gets its first checkpoint
         self.git_engine = make_git_engine(config.git_engine)
         self.authenticator = authenticator
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)

@@ -76,6 +76,7 @@ class Store:
         self.local = threading.local()
         self.generations = itertools.count(1)
         self.generation, self.memo = 0, {}
+        self.after_commit = None           # called after each commit (the audit chain's anchor keeps up)
         db = self.db
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
@@ -164,6 +165,8 @@ class Store:
             raise
         db.execute("COMMIT")
         self.generation = next(self.generations)     # itertools.count: atomic under the GIL
+        if self.after_commit is not None:
+            self.after_commit()
 
 
 def insert_row(db, table, fields):
