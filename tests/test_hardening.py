@@ -244,3 +244,78 @@ def test_an_agent_needs_its_delegators_fresh_second_factor_to_destroy_what_is_no
     assert ext(server, "POST", "/step-up", switch, {"otp": agentgit.totp_code(key, time.time())}).status == 200
     assert api(server, "DELETE", "/repos/alice/doomed", switch).status == 204
     assert api(server, "DELETE", "/repos/" + workspace, agent).status == 204        # its own: no one is asked
+
+
+def test_hostile_clients_hold_no_more_than_their_share(server):
+    """200 idle connections from one address, a client trickling its headers, a 50 MB chunked body and
+    a 2 GB Content-Length with no body: each hostile connection is closed or refused, and the server
+    keeps answering another client within a second."""
+    import socket
+    import threading
+    import time
+    server.httpd.header_deadline = 1.5
+    host, port = server.httpd.server_address[:2]
+
+    def answers_quickly():
+        started = time.monotonic()
+        assert api(server, "GET", "/meta").status == 200
+        return time.monotonic() - started < 1
+
+    idle = []
+    for _ in range(200):
+        sock = socket.socket()
+        sock.bind(("127.0.0.2", 0))
+        sock.settimeout(5)
+        sock.connect((host, port))
+        idle.append(sock)
+    assert answers_quickly()
+    refused = 0
+    for sock in idle[-100:]:
+        try:
+            refused += sock.recv(100).startswith(b"HTTP/1.1 503")
+        except OSError:
+            refused += 1
+    assert refused == 100                                       # one address holds 32 at most
+    started = time.monotonic()
+    for sock in idle[:32]:                                      # the ones let in: cut off at the deadline
+        assert sock.recv(100) == b""
+    assert time.monotonic() - started < 4
+    for sock in idle:
+        sock.close()
+    # trickling the headers a byte at a time does not keep the connection past the deadline
+    trickle = socket.create_connection((host, port), timeout=5)
+    started, closed = time.monotonic(), False
+    for byte in b"GET /api/v3/meta HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+        try:
+            trickle.sendall(bytes([byte]))
+        except OSError:
+            closed = True
+            break
+        time.sleep(0.1)
+        if time.monotonic() - started > 3:
+            break
+    try:
+        closed = closed or trickle.recv(100) == b""
+    except OSError:
+        closed = True
+    assert closed and answers_quickly()
+    trickle.close()
+    # a body far past the limit: 413 once the limit is read, not the whole body
+    token = server.add_user("alice").encode()
+    big = socket.create_connection((host, port), timeout=10)
+    big.sendall(b"POST /api/v3/user/repos HTTP/1.1\r\nHost: x\r\nAuthorization: token " + token +
+                b"\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b"x" * (1 << 20))
+    def send_50_mb():
+        try:
+            for _ in range(50):
+                big.sendall(chunk)
+        except OSError:
+            pass                                                # the server has closed it: the point
+    sender = threading.Thread(target=send_50_mb, daemon=True)
+    sender.start()
+    assert big.recv(100).startswith(b"HTTP/1.1 413") and answers_quickly()
+    big.close()
+    lines = raw_request(server, "POST /api/v3/user/repos HTTP/1.1\r\nHost: x\r\nAuthorization: token %s\r\n"
+                        "Content-Length: 2147483648\r\nContent-Type: application/json\r\n\r\n" % token.decode())
+    assert lines[0].startswith("HTTP/1.1 413") and answers_quickly()

@@ -15,6 +15,8 @@ MAX_JSON_BODY = 10 * 1024 * 1024          # REST bodies; larger ones are refused
 MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, never held in memory
 MAX_ASSET_BYTES = 100 * 1024 * 1024       # one release asset, held in the database (GitHub allows 2 GB)
 REQUEST_IDLE_TIMEOUT = 120                # seconds a client may stay silent before its thread gives up
+HEADER_DEADLINE = 20                      # seconds to send a request's line and headers (or to idle between)
+MAX_CONNECTIONS_PER_CLIENT = 32           # connections from one address at a time; more are refused with 503
 PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 100
 OTHER_PROCESS_POLL = 0.05                 # seconds: how soon a CLI change (e.g. a revocation) takes effect
 

@@ -17,7 +17,8 @@ import threading
 import time
 import traceback
 
-from agentgit.config import AGENT_CREDENTIALS, API_VERSION, Config, REQUEST_IDLE_TIMEOUT, __version__, now
+from agentgit.config import (AGENT_CREDENTIALS, API_VERSION, HEADER_DEADLINE, MAX_CONNECTIONS_PER_CLIENT, Config,
+                             REQUEST_IDLE_TIMEOUT, __version__, now)
 from agentgit.errors import HTTPError
 from agentgit.storage import Store
 from agentgit.tokens import token_fingerprint
@@ -301,9 +302,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def handle_one_request(self):
         self._headers_sent = False
-        super().handle_one_request()
+        self.server.watch_headers(self)        # until the headers are in: a trickling client is cut off
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.watch_headers(self, done=True)
 
     def do_GET(self):
+        self.server.watch_headers(self, done=True)
         self.server.app.dispatch(self)
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
@@ -315,20 +321,79 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.server.access_log.write("%s - [%s] %s\n" % (client, now(), line))
 
 
-class QuietErrors:
+class Guarded:
+    """What both listeners share against hostile clients: a deep listen queue; at most
+    MAX_CONNECTIONS_PER_CLIENT connections from one address at a time (more get a 503 and are
+    closed); a deadline for each request's line and headers, kept by one watchdog thread, so that a
+    client trickling bytes (or idling on a kept-alive connection) holds a thread no longer; and quiet
+    about clients that drop."""
     daemon_threads = True
+    request_queue_size = 128
+    header_deadline = HEADER_DEADLINE
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clients, self.watched, self.guard_lock = collections.Counter(), {}, threading.Lock()
+        self.closing = threading.Event()
+        threading.Thread(target=self.watchdog, daemon=True, name="agentgit-header-watchdog").start()
 
     def handle_error(self, request, client_address):
         # A client that drops the connection or fails the TLS handshake is not the server's error.
         if not isinstance(sys.exc_info()[1], (OSError, ssl.SSLError)):
             super().handle_error(request, client_address)
 
+    def process_request(self, request, client_address):
+        address = client_address[0] if isinstance(client_address, tuple) else None
+        with self.guard_lock:
+            full = address is not None and self.clients[address] >= MAX_CONNECTIONS_PER_CLIENT
+            if not full and address is not None:
+                self.clients[address] += 1
+        if full:
+            with contextlib.suppress(OSError):
+                if not isinstance(request, ssl.SSLSocket):
+                    request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+                                    b"Connection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
 
-class HTTPServer(QuietErrors, http.server.ThreadingHTTPServer):
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            if isinstance(client_address, tuple):
+                with self.guard_lock:
+                    self.clients[client_address[0]] -= 1
+                    if self.clients[client_address[0]] <= 0:
+                        del self.clients[client_address[0]]
+
+    def watch_headers(self, handler, done=False):
+        with self.guard_lock:
+            if done:
+                self.watched.pop(handler, None)
+            else:
+                self.watched[handler] = time.monotonic() + self.header_deadline
+
+    def watchdog(self):
+        while not self.closing.wait(0.5):
+            moment = time.monotonic()
+            with self.guard_lock:
+                late = [h for h, deadline in self.watched.items() if deadline < moment]
+            for handler in late:
+                handler.close_connection = True
+                with contextlib.suppress(OSError):
+                    handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def server_close(self):
+        self.closing.set()
+        super().server_close()
+
+
+class HTTPServer(Guarded, http.server.ThreadingHTTPServer):
     pass
 
 
-class UnixHTTPServer(QuietErrors, socketserver.ThreadingUnixStreamServer):
+class UnixHTTPServer(Guarded, socketserver.ThreadingUnixStreamServer):
     """The same app on a Unix socket, for gh's http_unix_socket setting (plain HTTP, no port)."""
 
 
