@@ -1629,6 +1629,13 @@ def private_upstream(store, repo):
     return parent if parent is not None and parent["private"] else None
 
 
+def bound_human_id(store, agent_id):
+    """The id of the human an agent is bound to, or None."""
+    binding = store.cached(("binding", agent_id), lambda: store.one(
+        "SELECT human_id FROM agent_bindings WHERE agent_id = ?", agent_id))
+    return binding["human_id"] if binding is not None else None
+
+
 def permission_on(store, user, resource):
     """(level, how) for any resource kind."""
     if resource.kind == "repo":
@@ -1642,11 +1649,8 @@ def permission_on(store, user, resource):
     if resource.kind == "account":
         if resource.row["id"] == user["id"]:
             return "admin", "self"
-        if resource.row["kind"] == "agent":
-            binding = store.cached(("binding", resource.row["id"]), lambda: store.one(
-                "SELECT human_id FROM agent_bindings WHERE agent_id = ?", resource.row["id"]))
-            if binding is not None and binding["human_id"] == user["id"]:
-                return "admin", "bound human"
+        if resource.row["kind"] == "agent" and bound_human_id(store, resource.row["id"]) == user["id"]:
+            return "admin", "bound human"
         return "none", "another account"
     org_id = resource.row["org_id"] if resource.kind == "team" else resource.row["id"]
     role = permission_of_org_member(store, org_id, user["id"])
@@ -2012,9 +2016,8 @@ def step_up_human(q):
         return None
     if q.principal.grant is not None:
         return q.authority
-    binding = store.cached(("binding", user["id"]), lambda: store.one(
-        "SELECT human_id FROM agent_bindings WHERE agent_id = ?", user["id"]))
-    return account_by_id(store, binding["human_id"]) if binding is not None else None
+    human_id = bound_human_id(store, user["id"])
+    return account_by_id(store, human_id) if human_id is not None else None
 
 
 PolicyRule = collections.namedtuple("PolicyRule", "says check")     # check's name, less rule_, names it
@@ -10054,10 +10057,9 @@ def session_exchange(req, name, asked):
     req.authorize("mint_session_token", Resource.account(agent))
     given = sorted(set(AGENT_SCOPES) & set(asked if asked is not None else AGENT_SCOPES))
     expires_at = from_now(SESSION_TOKEN_SECONDS)
-    binding = store.one("SELECT human_id FROM agent_bindings WHERE agent_id = ?", agent["id"])
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
-                               expires_at=expires_at, issued_by=binding["human_id"] if binding else None,
+                               expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
                                audience=[name] if name else None)
         req.effect("agent session token %s for %s until %s" % (token_fingerprint(token), name or "any repository",
                                                                expires_at))

@@ -17,7 +17,7 @@ from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SESSION_TOKEN_SECONDS, expand_scopes, issue_token,
                              token_fingerprint, token_hash)
 from agentgit.accounts import account_by_id, repo_by_full_name
-from agentgit.policy import Decision, Resource, SITE, decide
+from agentgit.policy import Decision, Resource, SITE, bound_human_id, decide
 from agentgit.audit import audit_append
 from agentgit.authentication import Principal, authenticate, name_delegator
 from agentgit.plumbing import route
@@ -179,10 +179,9 @@ def session_exchange(req, name, asked):
     req.authorize("mint_session_token", Resource.account(agent))
     given = sorted(set(AGENT_SCOPES) & set(asked if asked is not None else AGENT_SCOPES))
     expires_at = from_now(SESSION_TOKEN_SECONDS)
-    binding = store.one("SELECT human_id FROM agent_bindings WHERE agent_id = ?", agent["id"])
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
-                               expires_at=expires_at, issued_by=binding["human_id"] if binding else None,
+                               expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
                                audience=[name] if name else None)
         req.effect("agent session token %s for %s until %s" % (token_fingerprint(token), name or "any repository",
                                                                expires_at))

@@ -223,6 +223,13 @@ def private_upstream(store, repo):
     return parent if parent is not None and parent["private"] else None
 
 
+def bound_human_id(store, agent_id):
+    """The id of the human an agent is bound to, or None."""
+    binding = store.cached(("binding", agent_id), lambda: store.one(
+        "SELECT human_id FROM agent_bindings WHERE agent_id = ?", agent_id))
+    return binding["human_id"] if binding is not None else None
+
+
 def permission_on(store, user, resource):
     """(level, how) for any resource kind."""
     if resource.kind == "repo":
@@ -236,11 +243,8 @@ def permission_on(store, user, resource):
     if resource.kind == "account":
         if resource.row["id"] == user["id"]:
             return "admin", "self"
-        if resource.row["kind"] == "agent":
-            binding = store.cached(("binding", resource.row["id"]), lambda: store.one(
-                "SELECT human_id FROM agent_bindings WHERE agent_id = ?", resource.row["id"]))
-            if binding is not None and binding["human_id"] == user["id"]:
-                return "admin", "bound human"
+        if resource.row["kind"] == "agent" and bound_human_id(store, resource.row["id"]) == user["id"]:
+            return "admin", "bound human"
         return "none", "another account"
     org_id = resource.row["org_id"] if resource.kind == "team" else resource.row["id"]
     role = permission_of_org_member(store, org_id, user["id"])
@@ -606,9 +610,8 @@ def step_up_human(q):
         return None
     if q.principal.grant is not None:
         return q.authority
-    binding = store.cached(("binding", user["id"]), lambda: store.one(
-        "SELECT human_id FROM agent_bindings WHERE agent_id = ?", user["id"]))
-    return account_by_id(store, binding["human_id"]) if binding is not None else None
+    human_id = bound_human_id(store, user["id"])
+    return account_by_id(store, human_id) if human_id is not None else None
 
 
 PolicyRule = collections.namedtuple("PolicyRule", "says check")     # check's name, less rule_, names it
