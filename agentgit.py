@@ -34,36 +34,37 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
      7. policy             Policy: the action table and decide(), the one policy decision point.
      8. audit              Audit: the hash-chained log and its verifier.
      9. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    10. authentication     Authentication: the Principal, and the request credentials it is built from.
-    11. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
-    12. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    13. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
-    14. users              REST: the API root, meta, rate limit and users.
-    15. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    16. issues             REST: issues, comments, labels and milestones.
-    17. pulls              REST: pull requests, their merges, reviews and requested reviewers.
-    18. contents           REST: file contents and READMEs, read and written as commits.
-    19. protection         REST: branch protection, commit statuses and check runs.
-    20. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    21. releases           REST: releases, tags and release assets.
-    22. actions            REST: workflow records, Actions secrets and variables.
-    23. search             REST: search over repositories, issues and code.
-    24. orgs               REST: organizations, memberships and teams.
-    25. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    26. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    27. tasks              REST: task grants, task tokens, step-up and approvals.
-    28. freezes            REST: policy as data, and freezes (read-only by policy).
-    29. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    30. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    31. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    32. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    33. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    34. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    35. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    36. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    37. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    38. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    39. cli                Command line: serve, user, agent, connect, routes, audit.
+    10. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
+    11. authentication     Authentication: the Principal, and the request credentials it is built from.
+    12. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
+    13. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    14. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
+    15. users              REST: the API root, meta, rate limit and users.
+    16. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
+    17. issues             REST: issues, comments, labels and milestones.
+    18. pulls              REST: pull requests, their merges, reviews and requested reviewers.
+    19. contents           REST: file contents and READMEs, read and written as commits.
+    20. protection         REST: branch protection, commit statuses and check runs.
+    21. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    22. releases           REST: releases, tags and release assets.
+    23. actions            REST: workflow records, Actions secrets and variables.
+    24. search             REST: search over repositories, issues and code.
+    25. orgs               REST: organizations, memberships and teams.
+    26. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    27. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    28. tasks              REST: task grants, task tokens, step-up and approvals.
+    29. freezes            REST: policy as data, and freezes (read-only by policy).
+    30. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    31. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    32. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    33. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    34. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    35. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    36. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    37. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    38. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    39. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    40. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 import argparse
@@ -87,6 +88,7 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
 import socket
 import socketserver
 import sqlite3
@@ -137,6 +139,14 @@ LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 AGENT_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 TEAM_NAME_MAX = 255
+
+
+def crash_point(name):
+    """Where the crash tests kill the server: with AGENTGIT_CRASH_AT=name in its environment the process
+    sends itself SIGKILL here, the kill -9 an operator or the kernel's OOM killer may deliver at any
+    moment. Named at the windows between a side effect and its record (tests/test_crash.py)."""
+    if os.environ.get("AGENTGIT_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def now():
@@ -353,6 +363,21 @@ CREATE TABLE IF NOT EXISTS audit (
     hash               TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor);
+
+-- Side effects outside the database (schema version 7): a ref about to move, written down before it
+-- moves and deleted by the transaction that writes its audit rows. What a crash leaves here is settled
+-- at the next start from the ref itself (intents.py), so no row claims a move that never happened and
+-- no move goes unrecorded.
+CREATE TABLE IF NOT EXISTS intents (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    ref         TEXT NOT NULL,
+    old         TEXT NOT NULL,        -- 40 zeros: the ref is created
+    new         TEXT NOT NULL,        -- 40 zeros: the ref is deleted
+    rows        TEXT NOT NULL,        -- JSON [[audit_row() fields, approval id or null], ...]: the rows it is for
+    follow_up   TEXT,                 -- JSON {"kind": ..., ...}: what finishes the database's part once it moved
+    created_at  TEXT NOT NULL
+);
 
 -- Collaboration (schema version 2). Issues and pull requests share one number sequence per repository.
 CREATE TABLE IF NOT EXISTS milestones (
@@ -748,7 +773,7 @@ CREATE TABLE IF NOT EXISTS settings (
     value  TEXT NOT NULL
 );
 """
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -2104,19 +2129,28 @@ def audit_hash(key, prev_hash, row):
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
-def audit_append(db, key, principal, surface, decision, side_effect=None):
-    """Append one row; call inside a transaction (BEGIN IMMEDIATE keeps the chain's tip stable)."""
-    row = {"at": now(), "actor": principal.login, "user_kind": principal.kind, "delegator": principal.delegator,
-           "task": principal.grant["task"] if principal.grant else None,
-           "grant_id": principal.grant["public_id"] if principal.grant else None, "runtime": principal.runtime,
-           "token_fingerprint": principal.fingerprint, "surface": surface, "action": decision.action,
-           "resource": decision.resource, "decision": decision.effect,
-           "reasons": json.dumps(decision.reasons), "side_effect": side_effect,
-           "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "rule": decision.rule}
+def audit_row(principal, surface, decision):
+    """The fields of an audit row that say who decided what (all but the time, the side effect and the chain)."""
+    return {"actor": principal.login, "user_kind": principal.kind, "delegator": principal.delegator,
+            "task": principal.grant["task"] if principal.grant else None,
+            "grant_id": principal.grant["public_id"] if principal.grant else None, "runtime": principal.runtime,
+            "token_fingerprint": principal.fingerprint, "surface": surface, "action": decision.action,
+            "resource": decision.resource, "decision": decision.effect, "reasons": json.dumps(decision.reasons),
+            "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "rule": decision.rule}
+
+
+def append_audit_row(db, key, fields, side_effect=None):
+    """Append one row of ``audit_row()`` fields; call inside a transaction (BEGIN IMMEDIATE keeps the
+    chain's tip stable)."""
+    row = dict(fields, at=now(), side_effect=side_effect)
     tip = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     row["prev_hash"] = tip["hash"] if tip else GENESIS_HASH
     row["hash"] = audit_hash(key, row["prev_hash"], row)
     return insert_row(db, "audit", row)
+
+
+def audit_append(db, key, principal, surface, decision, side_effect=None):
+    return append_audit_row(db, key, audit_row(principal, surface, decision), side_effect)
 
 
 def audit_verify(store, key, heads=()):
@@ -2244,7 +2278,72 @@ def give_back_approval(db, approval_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 10. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
+# 10. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
+# uses: config, storage, gitstore, audit, approvals
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# What finishes the database's part of an effect found to have happened, by follow-up kind:
+# {kind: function(db, follow_up)}. pulls.py registers the merge's.
+INTENT_FOLLOW_UPS = {}
+RECONCILED = " (recorded at start-up: the server stopped before it wrote this row)"
+
+
+def write_intent(db, repo_id, ref, old, new, rows, follow_up=None):
+    """Before ``ref`` moves from ``old`` to ``new`` (40 zeros: created, deleted): the audit rows it is for,
+    as [(audit_row() fields, approval id or None)]. Commit it before the move. Returns its id."""
+    return insert_row(db, "intents", {"repo_id": repo_id, "ref": ref, "old": old, "new": new, "rows": json.dumps(rows),
+                                      "created_at": now(), "follow_up": json.dumps(follow_up) if follow_up else None})
+
+
+def forget_intents(db, intent_ids):
+    """The intents whose rows this transaction writes."""
+    db.executemany("DELETE FROM intents WHERE id = ?", [(i,) for i in intent_ids])
+
+
+def ref_now(app, repo_id, ref):
+    """The sha ``ref`` points at now (40 zeros when it does not exist, or its repository is gone)."""
+    try:
+        with open_repo(app, repo_id) as git:
+            return git.refs[ref.encode()].decode() if ref.encode() in git.refs else ZERO_SHA
+    except OSError:
+        return ZERO_SHA
+
+
+def move_text(ref, old, new, current):
+    """The side effect as an audit row says it: ``ref old→new``, or that it did not move."""
+    if current == new:
+        return "%s %s→%s" % (ref, old[:12], new[:12])
+    return "%s not moved (now %s)" % (ref, current[:12])
+
+
+def settle_intent(db, app, intent):
+    """(what happened to the intent's ref, whether it moved as meant); runs the follow-up of an effect
+    that happened and forgets the intent."""
+    current = ref_now(app, intent["repo_id"], intent["ref"])
+    moved = current == intent["new"]
+    if moved and intent["follow_up"]:
+        follow_up = json.loads(intent["follow_up"])
+        INTENT_FOLLOW_UPS[follow_up["kind"]](db, follow_up)
+    forget_intents(db, [intent["id"]])
+    return move_text(intent["ref"], intent["old"], intent["new"], current), moved
+
+
+def reconcile_intents(app):
+    """At start-up, before serving: each intent a crash left becomes the audit rows it was for, saying
+    what its ref shows; an approval spent on a move that never happened is given back. Returns how
+    many were settled."""
+    intents = app.store.all("SELECT * FROM intents ORDER BY id")
+    for intent in intents:
+        with app.store.transaction() as db:
+            text, moved = settle_intent(db, app, intent)
+            for fields, approval in json.loads(intent["rows"]):
+                effect = text + ("" if moved or approval is None else give_back_approval(db, approval))
+                append_audit_row(db, app.key, fields, effect + RECONCILED)
+    return len(intents)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 11. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
 # uses: config, errors, tokens, accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2390,8 +2489,8 @@ def human_for_identity(app, identity):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 11. src/agentgit/plumbing.py — HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
-# uses: config, errors, policy, audit, approvals
+# 12. src/agentgit/plumbing.py — HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
+# uses: config, errors, policy, gitstore, audit, approvals, intents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -2566,6 +2665,7 @@ class Request:
         self.pending = []          # allowed mutations waiting for their audit row
         self.form = {}             # a web page's form fields, once read
         self.effects = []          # what the mutations did, for those rows
+        self.intents = []          # refs this request moved (or meant to) whose rows are not yet written
         self.body_reader = None
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
         self.session = None        # web pages: the signed-in session row
@@ -2684,6 +2784,22 @@ class Request:
     def effect(self, text):
         self.effects.append(text)
 
+    def move_ref(self, git, repo_id, ref, old, new, follow_up=None):
+        """The one way a request moves a ref: its intent written first, with the rows of this request's
+        pending mutations (a crash after the move is then recorded truthfully at the next start), then a
+        compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
+        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
+        with self.app.store.transaction() as db:
+            self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
+        if old == ZERO_SHA:
+            moved = git.refs.add_if_new(ref.encode(), new.encode())
+        elif new == ZERO_SHA:
+            moved = git.refs.remove_if_equals(ref.encode(), old.encode())
+        else:
+            moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode())
+        crash_point("ref moved")
+        return moved
+
     @contextlib.contextmanager
     def transaction(self):
         """A write transaction whose commit includes the audit rows of this request's allowed mutations,
@@ -2696,20 +2812,27 @@ class Request:
         side_effect = "; ".join(self.effects) or outcome
         for decision in self.pending:
             self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
-        self.pending, self.effects = [], []
+        forget_intents(db, self.intents)
+        self.pending, self.effects, self.intents = [], [], []
 
     def settle(self, outcome, failed):
-        """Record allowed mutations that never reached a transaction with how they ended. One that
-        failed (a merge that conflicts) gives back the approval it spent: the human's yes still holds."""
+        """Record allowed mutations that never reached a transaction with how they ended, and what
+        happened to the refs they moved. One that failed (a merge that conflicts) and moved nothing
+        gives back the approval it spent: the human's yes still holds."""
         with self.app.store.transaction() as db:
-            for decision in self.pending if failed else ():
-                if decision.approval is not None:
-                    outcome += give_back_approval(db, decision.approval)
+            intents = [db.execute("SELECT * FROM intents WHERE id = ?", (i,)).fetchone() for i in self.intents]
+            settled = [settle_intent(db, self.app, intent) for intent in intents if intent is not None]
+            if any(moved for _, moved in settled):
+                outcome = "; ".join(text for text, moved in settled if moved) + "; then " + outcome
+            elif failed:
+                for decision in self.pending:
+                    if decision.approval is not None:
+                        outcome += give_back_approval(db, decision.approval)
             self.flush_audit(db, outcome)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 12. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 13. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2908,7 +3031,7 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 14. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2960,7 +3083,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 15. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3047,7 +3170,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 16. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3253,7 +3376,7 @@ def merge_upstream(req, owner, repo):
             if conflicts:
                 raise HTTPError(409, "There are merge conflicts with the upstream %s" % label)
             merge_type = "merge"
-        if not git.refs.set_if_equals(ref.encode(), ours.encode(), new_sha.encode()):
+        if not req.move_ref(git, row["id"], ref, ours, new_sha):
             raise HTTPError(409, "The branch was updated meanwhile; try again")
     with req.transaction() as db:
         db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
@@ -3493,7 +3616,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 17. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4174,8 +4297,8 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/pulls.py — REST: pull requests, their merges, reviews and requested reviewers.
-# uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues
+# 18. src/agentgit/pulls.py — REST: pull requests, their merges, reviews and requested reviewers.
+# uses: config, errors, storage, gitstore, accounts, policy, intents, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- pull requests and reviews ------------------------------------------------------------------
@@ -4557,7 +4680,7 @@ def update_pull_branch(req, row, issue, pull, expected_sha=None):
                                           "Merge branch '%s' into %s" % (pull["base_ref"], pull["head_ref"]))
         if conflicts:
             raise HTTPError(422, "merge conflict between base and head (%s)" % ", ".join(conflicts[:5]))
-        if not git.refs.set_if_equals(head_ref, state.head_sha.encode(), new_sha.encode()):
+        if not req.move_ref(git, head_repo["id"], head_ref.decode(), state.head_sha, new_sha):
             raise HTTPError(409, "Head branch was modified. Review and try again.")
     with req.transaction():
         req.effect("merged %s into %s of #%d: %s→%s" % (pull["base_ref"], pull["head_ref"], issue["number"],
@@ -4603,33 +4726,50 @@ def merge_pull_request(req, row, issue, pull, method, expected_sha=None, title=N
                 text = "%s\n\n%s" % (title or "%s (#%d)" % (issue["title"], issue["number"]),
                                      message if message is not None else squashed)
                 new_sha = write_commit(git, tree, [state.base_sha], signature(author), signature(merger), text)
-        base_ref = b"refs/heads/" + pull["base_ref"].encode()
-        if not git.refs.set_if_equals(base_ref, state.base_sha.encode(), new_sha.encode()):
+        base_ref = "refs/heads/" + pull["base_ref"]
+        merged = {"kind": "merge", "repo_id": row["id"], "issue_id": issue["id"], "merger_id": merger["id"],
+                  "head_sha": state.head_sha, "base_sha": state.base_sha, "merge_sha": new_sha}
+        if not req.move_ref(git, row["id"], base_ref, state.base_sha, new_sha, follow_up=merged):
             raise HTTPError(409, "Base branch was modified. Review and try the merge again.")
-    stamp = now()
     with req.transaction() as db:
-        db.execute("UPDATE pulls SET merged_at = ?, merged_by = ?, merge_commit_sha = ?, head_sha = ?, base_sha = ?"
-                   " WHERE issue_id = ?", (stamp, merger["id"], new_sha, state.head_sha, state.base_sha, issue["id"]))
-        db.execute("UPDATE issues SET state = 'closed', closed_at = ?, closed_by = ?, updated_at = ? WHERE id = ?",
-                   (stamp, merger["id"], stamp, issue["id"]))
-        db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (stamp, row["id"]))
-        req.effect("merged #%d by %s: %s %s→%s" % (issue["number"], method, base_ref.decode(), state.base_sha[:12],
+        closed = record_merge(db, merged)
+        req.effect("merged #%d by %s: %s %s→%s" % (issue["number"], method, base_ref, state.base_sha[:12],
                                                    new_sha[:12]))
-        if pull["base_ref"] == row["default_branch"]:
-            closed = close_referenced_issues(db, row, issue, merger, stamp)
-            if closed:
-                req.effect("closed %s" % ", ".join("#%d" % n for n in closed))
+        if closed:
+            req.effect("closed %s" % ", ".join("#%d" % n for n in closed))
     return new_sha
 
 
-def close_referenced_issues(db, repo_row, pull_issue, merger, stamp):
+def record_merge(db, merged):
+    """The database's part of a merge whose base branch has moved: the pull request merged and closed,
+    and the issues it names with a closing keyword closed when it merged into the default branch.
+    Also run at start-up for a merge a crash interrupted after the move (INTENT_FOLLOW_UPS)."""
+    stamp = now()
+    db.execute("UPDATE pulls SET merged_at = ?, merged_by = ?, merge_commit_sha = ?, head_sha = ?, base_sha = ?"
+               " WHERE issue_id = ?", (stamp, merged["merger_id"], merged["merge_sha"], merged["head_sha"],
+                                       merged["base_sha"], merged["issue_id"]))
+    db.execute("UPDATE issues SET state = 'closed', closed_at = ?, closed_by = ?, updated_at = ? WHERE id = ?",
+               (stamp, merged["merger_id"], stamp, merged["issue_id"]))
+    db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (stamp, merged["repo_id"]))
+    repo_row = db.execute("SELECT * FROM repos WHERE id = ?", (merged["repo_id"],)).fetchone()
+    issue = db.execute("SELECT * FROM issues WHERE id = ?", (merged["issue_id"],)).fetchone()
+    pull = db.execute("SELECT base_ref FROM pulls WHERE issue_id = ?", (merged["issue_id"],)).fetchone()
+    if pull["base_ref"] != repo_row["default_branch"]:
+        return []
+    return close_referenced_issues(db, repo_row, issue, merged["merger_id"], stamp)
+
+
+INTENT_FOLLOW_UPS["merge"] = record_merge
+
+
+def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
     """Issues a merged pull request names with a closing keyword (Fixes #3, closes #4, resolved #5)."""
     numbers = sorted({int(n) for n in CLOSING_KEYWORDS_RE.findall(pull_issue["body"] or "")})
     closed = []
     for number in numbers:
         if db.execute("UPDATE issues SET state = 'closed', state_reason = 'completed', closed_at = ?, closed_by = ?,"
                       " updated_at = ? WHERE repo_id = ? AND number = ? AND state = 'open' AND is_pull = 0",
-                      (stamp, merger["id"], stamp, repo_row["id"], number)).rowcount:
+                      (stamp, merger_id, stamp, repo_row["id"], number)).rowcount:
             closed.append(number)
     return closed
 
@@ -4776,7 +4916,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 19. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4950,9 +5090,7 @@ def change_file(req, owner, repo, path, deleting):
         author_sig = "%s <%s>" % (author["name"], author["email"]) if author and isinstance(author.get("name"), str) \
             and isinstance(author.get("email"), str) else signature(user)
         new = write_commit(git, new_tree, [old] if old else [], author_sig, signature(user), message)
-        moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode()) if old else \
-            git.refs.add_if_new(ref.encode(), new.encode())
-        if not moved:
+        if not req.move_ref(git, row["id"], ref, old or ZERO_SHA, new):
             raise HTTPError(409, "%s was modified meanwhile; fetch and try again" % branch)
         content = None if deleting else file_json(req.app, row, git, path, blob.id.decode(), branch)
         if content:
@@ -4975,7 +5113,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 20. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5231,7 +5369,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 21. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5291,7 +5429,7 @@ def create_ref(req, owner, repo):
     with open_repo(req.app, row["id"]) as git:
         if not SHA_RE.match(sha) or sha.encode() not in git.object_store:
             raise invalid("Reference", "sha", "invalid", "Object does not exist")
-        if not git.refs.add_if_new(ref.encode(), sha.encode()):
+        if not req.move_ref(git, row["id"], ref, ZERO_SHA, sha):
             raise invalid("Reference", "ref", "already_exists", "Reference already exists")
         out = ref_json(req.app, full_name(row), ref, sha, object_type(git, sha))
     with req.transaction() as db:
@@ -5318,7 +5456,7 @@ def update_ref(req, owner, repo, ref):
         if not fast_forward and (not force or decision.ff_only):
             raise HTTPError(422, "Update is not a fast forward" if not force else
                             "protected branch %s: force pushes are not allowed" % ref[len("refs/heads/"):])
-        if not git.refs.set_if_equals(ref.encode(), old.encode(), sha.encode()):
+        if not req.move_ref(git, row["id"], ref, old, sha):
             raise HTTPError(409, "Reference was updated meanwhile; fetch it and try again")
         out = ref_json(req.app, full_name(row), ref, sha, object_type(git, sha))
     with req.transaction() as db:
@@ -5335,11 +5473,11 @@ def delete_ref(req, owner, repo, ref):
     with open_repo(req.app, row["id"]) as git:
         if ref.encode() not in git.refs:
             raise HTTPError(422, "Reference does not exist")
-        old = git.refs[ref.encode()]
-        if not git.refs.remove_if_equals(ref.encode(), old):
+        old = git.refs[ref.encode()].decode()
+        if not req.move_ref(git, row["id"], ref, old, ZERO_SHA):
             raise HTTPError(409, "Reference was updated meanwhile; fetch it and try again")
     with req.transaction():
-        req.effect("%s %s→%s" % (ref, old.decode()[:12], ZERO_SHA[:12]))
+        req.effect("%s %s→%s" % (ref, old[:12], ZERO_SHA[:12]))
     return 204, None
 
 
@@ -5574,7 +5712,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 22. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5646,7 +5784,7 @@ def ensure_tag(req, row, tag, target):
         if sha is None:
             raise invalid("Release", "target_commitish", "invalid", "%s is not a branch or commit" % target)
         req.authorize("create_branch", Resource.repo(row), ref=ref.decode())
-        if not git.refs.add_if_new(ref, sha.encode()):
+        if not req.move_ref(git, row["id"], ref.decode(), ZERO_SHA, sha):
             raise HTTPError(409, "Tag %s was created meanwhile" % tag)
     req.effect("refs/tags/%s %s→%s" % (tag, ZERO_SHA[:12], sha[:12]))
 
@@ -5847,7 +5985,7 @@ def list_tags(req, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/actions.py — REST: workflow records, Actions secrets and variables.
+# 23. src/agentgit/actions.py — REST: workflow records, Actions secrets and variables.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6209,7 +6347,7 @@ def update_variable(req, owner, repo, name):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/search.py — REST: search over repositories, issues and code.
+# 24. src/agentgit/search.py — REST: search over repositories, issues and code.
 # uses: errors, gitstore, accounts, policy, plumbing, serializers, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6375,7 +6513,7 @@ def matching_issues(req, q):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 25. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6715,7 +6853,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 26. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6871,7 +7009,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 27. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7292,7 +7430,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 28. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7644,7 +7782,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 29. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, plumbing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7767,7 +7905,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 30. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8019,7 +8157,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 31. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, pulls, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8618,7 +8756,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 32. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, lookups, repositories, issues, pulls, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8890,7 +9028,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 33. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9275,7 +9413,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 34. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9403,7 +9541,7 @@ def execute_fields(ctx, typename, obj, selections, path):
             ctx.errors.append(GraphQLError(error.message, node["loc"], path + [key],
                                            {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}.get(
                                                error.status, "UNPROCESSABLE" if error.status < 500 else "INTERNAL")))
-            if ctx.req.pending:     # a mutation that failed after it was allowed: record how it ended
+            if ctx.req.pending or ctx.req.intents:   # a mutation failed after it was allowed: record how it ended
                 ctx.req.settle("refused: %d %s" % (error.status, error.message), failed=True)
             result[key] = None
         except GraphQLError as error:
@@ -9556,7 +9694,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 35. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9901,7 +10039,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 36. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, issues, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10373,8 +10511,8 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-# uses: config, errors, gitstore, accounts, policy, audit, approvals, plumbing
+# 37. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # The protocol (gitprotocol-http): GET info/refs?service=... advertises refs; POST git-upload-pack
@@ -10708,18 +10846,25 @@ def git_receive_pack(req, owner, repo):
             denied[ref] = decision.reasons[0]
             req.app.audit(req.principal, "git", decision, "refused %s" % ref)
     path = repo_dir(req.app, row["id"])
+    # written down before git may move them: a crash before record_push is settled at the next start
+    with req.app.store.transaction() as db:
+        intents = [write_intent(db, row["id"], ref, old, new, [(audit_row(req.principal, "git", decision),
+                                                                decision.approval)])
+                   for decision, old, new, ref in allowed]
     out = start_git_response(req, "application/x-git-receive-pack-result")
     try:
         req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
                                         out, {ref for _, _, _, ref in allowed}, denied, ff_only)
     finally:
-        record_push(req, row, allowed, ff_only)
+        crash_point("push received")
+        record_push(req, row, allowed, ff_only, intents)
     out.close()     # only now does the client see the end of the answer: its push is already on record
 
 
-def record_push(req, row, allowed, ff_only):
+def record_push(req, row, allowed, ff_only, intents):
     """One audit row per allowed ref update, saying whether the ref really moved (git may still have
-    refused it: a stale old value when two pushes race, or a force push to a protected branch)."""
+    refused it: a stale old value when two pushes race, or a force push to a protected branch), in
+    the transaction that forgets the push's intents."""
     if not allowed:
         return
     with open_repo(req.app, row["id"]) as git:
@@ -10730,21 +10875,21 @@ def record_push(req, row, allowed, ff_only):
         for decision, old, new, ref in allowed:
             moved = current[ref] == new
             landed = landed or moved
-            effect = "%s %s→%s" % (ref, old[:12], new[:12]) if moved else "%s not moved (now %s)" % (
-                ref, current[ref][:12])
+            effect = move_text(ref, old, new, current[ref])
             if not moved and decision.approval is not None:
                 effect += give_back_approval(db, decision.approval)
             if not moved and ref in ff_only and current[ref] == old:
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
             audit_append(db, req.app.key, req.principal, "git", decision, effect)
+        forget_intents(db, intents)
         if landed:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, web, githttp
+# 38. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# uses: config, errors, storage, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 OPERATOR_REASON = "local operator with access to the data directory"
@@ -10890,7 +11035,7 @@ class App:
         except Exception:
             traceback.print_exc(file=sys.stderr)
             error, outcome = HTTPError(500, "Server Error"), "server error"
-        if req.pending:
+        if req.pending or req.intents:
             req.settle(outcome, failed=error is not None)
         if error is not None:
             self.respond_error(req, error)
@@ -11141,6 +11286,10 @@ class Server:
         shown_host = "[%s]" % host if ":" in host else host
         self.url = app.url or "%s://%s:%d" % (scheme, shown_host, bound_port)
         app.set_url(self.url)
+        settled = reconcile_intents(app)
+        if settled:
+            print("agentgit: recorded %d ref update(s) a crash left without their audit rows" % settled,
+                  file=sys.stderr)
         self.admin = app.first_start_admin()
         self.thread = None
 
@@ -11214,7 +11363,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 39. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11362,7 +11511,7 @@ def connect_gh(args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 40. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

@@ -131,6 +131,21 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor);
 
+-- Side effects outside the database (schema version 7): a ref about to move, written down before it
+-- moves and deleted by the transaction that writes its audit rows. What a crash leaves here is settled
+-- at the next start from the ref itself (intents.py), so no row claims a move that never happened and
+-- no move goes unrecorded.
+CREATE TABLE IF NOT EXISTS intents (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    ref         TEXT NOT NULL,
+    old         TEXT NOT NULL,        -- 40 zeros: the ref is created
+    new         TEXT NOT NULL,        -- 40 zeros: the ref is deleted
+    rows        TEXT NOT NULL,        -- JSON [[audit_row() fields, approval id or null], ...]: the rows it is for
+    follow_up   TEXT,                 -- JSON {"kind": ..., ...}: what finishes the database's part once it moved
+    created_at  TEXT NOT NULL
+);
+
 -- Collaboration (schema version 2). Issues and pull requests share one number sequence per repository.
 CREATE TABLE IF NOT EXISTS milestones (
     id           INTEGER PRIMARY KEY,

@@ -72,7 +72,7 @@ class Module:
                 names.add(node.name)
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 raise self.error(node.lineno, "imports belong at the top of the module, after its docstring")
         return names

@@ -26,7 +26,7 @@ import importlib
 # The build order: each module imports only from those before it. `make dist` (tools/amalgamate.py)
 # writes their bodies in this order into the single file agentgit.py.
 MODULES = (
-    "config", "errors", "storage", "gitstore", "tokens", "accounts", "policy", "audit", "approvals",
+    "config", "errors", "storage", "gitstore", "tokens", "accounts", "policy", "audit", "approvals", "intents",
     "authentication", "plumbing", "serializers", "lookups",
     "users", "repositories", "issues", "pulls", "contents", "protection", "gitdata", "releases", "actions",
     "search", "orgs", "agents", "delegation", "tasks", "freezes",

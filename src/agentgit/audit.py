@@ -27,19 +27,28 @@ def audit_hash(key, prev_hash, row):
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
-def audit_append(db, key, principal, surface, decision, side_effect=None):
-    """Append one row; call inside a transaction (BEGIN IMMEDIATE keeps the chain's tip stable)."""
-    row = {"at": now(), "actor": principal.login, "user_kind": principal.kind, "delegator": principal.delegator,
-           "task": principal.grant["task"] if principal.grant else None,
-           "grant_id": principal.grant["public_id"] if principal.grant else None, "runtime": principal.runtime,
-           "token_fingerprint": principal.fingerprint, "surface": surface, "action": decision.action,
-           "resource": decision.resource, "decision": decision.effect,
-           "reasons": json.dumps(decision.reasons), "side_effect": side_effect,
-           "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "rule": decision.rule}
+def audit_row(principal, surface, decision):
+    """The fields of an audit row that say who decided what (all but the time, the side effect and the chain)."""
+    return {"actor": principal.login, "user_kind": principal.kind, "delegator": principal.delegator,
+            "task": principal.grant["task"] if principal.grant else None,
+            "grant_id": principal.grant["public_id"] if principal.grant else None, "runtime": principal.runtime,
+            "token_fingerprint": principal.fingerprint, "surface": surface, "action": decision.action,
+            "resource": decision.resource, "decision": decision.effect, "reasons": json.dumps(decision.reasons),
+            "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "rule": decision.rule}
+
+
+def append_audit_row(db, key, fields, side_effect=None):
+    """Append one row of ``audit_row()`` fields; call inside a transaction (BEGIN IMMEDIATE keeps the
+    chain's tip stable)."""
+    row = dict(fields, at=now(), side_effect=side_effect)
     tip = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     row["prev_hash"] = tip["hash"] if tip else GENESIS_HASH
     row["hash"] = audit_hash(key, row["prev_hash"], row)
     return insert_row(db, "audit", row)
+
+
+def audit_append(db, key, principal, surface, decision, side_effect=None):
+    return append_audit_row(db, key, audit_row(principal, surface, decision), side_effect)
 
 
 def audit_verify(store, key, heads=()):

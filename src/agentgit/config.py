@@ -2,7 +2,9 @@
 
 import dataclasses
 import datetime
+import os
 import re
+import signal
 
 
 __version__ = "0.1.0"
@@ -26,6 +28,14 @@ LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 AGENT_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 TEAM_NAME_MAX = 255
+
+
+def crash_point(name):
+    """Where the crash tests kill the server: with AGENTGIT_CRASH_AT=name in its environment the process
+    sends itself SIGKILL here, the kill -9 an operator or the kernel's OOM killer may deliver at any
+    moment. Named at the windows between a side effect and its record (tests/test_crash.py)."""
+    if os.environ.get("AGENTGIT_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def now():

@@ -188,9 +188,7 @@ def change_file(req, owner, repo, path, deleting):
         author_sig = "%s <%s>" % (author["name"], author["email"]) if author and isinstance(author.get("name"), str) \
             and isinstance(author.get("email"), str) else signature(user)
         new = write_commit(git, new_tree, [old] if old else [], author_sig, signature(user), message)
-        moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode()) if old else \
-            git.refs.add_if_new(ref.encode(), new.encode())
-        if not moved:
+        if not req.move_ref(git, row["id"], ref, old or ZERO_SHA, new):
             raise HTTPError(409, "%s was modified meanwhile; fetch and try again" % branch)
         content = None if deleting else file_json(req.app, row, git, path, blob.id.decode(), branch)
         if content:

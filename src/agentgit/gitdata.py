@@ -77,7 +77,7 @@ def create_ref(req, owner, repo):
     with open_repo(req.app, row["id"]) as git:
         if not SHA_RE.match(sha) or sha.encode() not in git.object_store:
             raise invalid("Reference", "sha", "invalid", "Object does not exist")
-        if not git.refs.add_if_new(ref.encode(), sha.encode()):
+        if not req.move_ref(git, row["id"], ref, ZERO_SHA, sha):
             raise invalid("Reference", "ref", "already_exists", "Reference already exists")
         out = ref_json(req.app, full_name(row), ref, sha, object_type(git, sha))
     with req.transaction() as db:
@@ -104,7 +104,7 @@ def update_ref(req, owner, repo, ref):
         if not fast_forward and (not force or decision.ff_only):
             raise HTTPError(422, "Update is not a fast forward" if not force else
                             "protected branch %s: force pushes are not allowed" % ref[len("refs/heads/"):])
-        if not git.refs.set_if_equals(ref.encode(), old.encode(), sha.encode()):
+        if not req.move_ref(git, row["id"], ref, old, sha):
             raise HTTPError(409, "Reference was updated meanwhile; fetch it and try again")
         out = ref_json(req.app, full_name(row), ref, sha, object_type(git, sha))
     with req.transaction() as db:
@@ -121,11 +121,11 @@ def delete_ref(req, owner, repo, ref):
     with open_repo(req.app, row["id"]) as git:
         if ref.encode() not in git.refs:
             raise HTTPError(422, "Reference does not exist")
-        old = git.refs[ref.encode()]
-        if not git.refs.remove_if_equals(ref.encode(), old):
+        old = git.refs[ref.encode()].decode()
+        if not req.move_ref(git, row["id"], ref, old, ZERO_SHA):
             raise HTTPError(409, "Reference was updated meanwhile; fetch it and try again")
     with req.transaction():
-        req.effect("%s %s→%s" % (ref, old.decode()[:12], ZERO_SHA[:12]))
+        req.effect("%s %s→%s" % (ref, old[:12], ZERO_SHA[:12]))
     return 204, None
 
 

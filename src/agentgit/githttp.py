@@ -13,13 +13,14 @@ import threading
 from dulwich.graph import can_fast_forward
 from dulwich.repo import Repo
 
-from agentgit.config import MAX_PACK_BODY, REQUEST_IDLE_TIMEOUT, now
+from agentgit.config import MAX_PACK_BODY, REQUEST_IDLE_TIMEOUT, crash_point, now
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir, valid_ref_name
 from agentgit.accounts import lookup_repo
 from agentgit.policy import Decision, Resource, decide
-from agentgit.audit import audit_append
+from agentgit.audit import audit_append, audit_row
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
+from agentgit.intents import forget_intents, move_text, write_intent
 from agentgit.plumbing import GunzipReader, route
 
 
@@ -354,18 +355,25 @@ def git_receive_pack(req, owner, repo):
             denied[ref] = decision.reasons[0]
             req.app.audit(req.principal, "git", decision, "refused %s" % ref)
     path = repo_dir(req.app, row["id"])
+    # written down before git may move them: a crash before record_push is settled at the next start
+    with req.app.store.transaction() as db:
+        intents = [write_intent(db, row["id"], ref, old, new, [(audit_row(req.principal, "git", decision),
+                                                                decision.approval)])
+                   for decision, old, new, ref in allowed]
     out = start_git_response(req, "application/x-git-receive-pack-result")
     try:
         req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
                                         out, {ref for _, _, _, ref in allowed}, denied, ff_only)
     finally:
-        record_push(req, row, allowed, ff_only)
+        crash_point("push received")
+        record_push(req, row, allowed, ff_only, intents)
     out.close()     # only now does the client see the end of the answer: its push is already on record
 
 
-def record_push(req, row, allowed, ff_only):
+def record_push(req, row, allowed, ff_only, intents):
     """One audit row per allowed ref update, saying whether the ref really moved (git may still have
-    refused it: a stale old value when two pushes race, or a force push to a protected branch)."""
+    refused it: a stale old value when two pushes race, or a force push to a protected branch), in
+    the transaction that forgets the push's intents."""
     if not allowed:
         return
     with open_repo(req.app, row["id"]) as git:
@@ -376,13 +384,13 @@ def record_push(req, row, allowed, ff_only):
         for decision, old, new, ref in allowed:
             moved = current[ref] == new
             landed = landed or moved
-            effect = "%s %s→%s" % (ref, old[:12], new[:12]) if moved else "%s not moved (now %s)" % (
-                ref, current[ref][:12])
+            effect = move_text(ref, old, new, current[ref])
             if not moved and decision.approval is not None:
                 effect += give_back_approval(db, decision.approval)
             if not moved and ref in ff_only and current[ref] == old:
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
             audit_append(db, req.app.key, req.principal, "git", decision, effect)
+        forget_intents(db, intents)
         if landed:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))

@@ -133,7 +133,7 @@ def execute_fields(ctx, typename, obj, selections, path):
             ctx.errors.append(GraphQLError(error.message, node["loc"], path + [key],
                                            {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}.get(
                                                error.status, "UNPROCESSABLE" if error.status < 500 else "INTERNAL")))
-            if ctx.req.pending:     # a mutation that failed after it was allowed: record how it ended
+            if ctx.req.pending or ctx.req.intents:   # a mutation failed after it was allowed: record how it ended
                 ctx.req.settle("refused: %d %s" % (error.status, error.message), failed=True)
             result[key] = None
         except GraphQLError as error:

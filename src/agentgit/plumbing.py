@@ -7,11 +7,13 @@ import re
 import urllib.parse
 import zlib
 
-from agentgit.config import MAX_JSON_BODY, PER_PAGE_DEFAULT, PER_PAGE_MAX
+from agentgit.config import MAX_JSON_BODY, PER_PAGE_DEFAULT, PER_PAGE_MAX, crash_point
 from agentgit.errors import HTTPError, invalid
 from agentgit.policy import ACTIONS, STEP_UP_SECONDS, decide
-from agentgit.audit import audit_append
+from agentgit.gitstore import ZERO_SHA
+from agentgit.audit import audit_append, audit_row
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
+from agentgit.intents import forget_intents, settle_intent, write_intent
 
 
 CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -186,6 +188,7 @@ class Request:
         self.pending = []          # allowed mutations waiting for their audit row
         self.form = {}             # a web page's form fields, once read
         self.effects = []          # what the mutations did, for those rows
+        self.intents = []          # refs this request moved (or meant to) whose rows are not yet written
         self.body_reader = None
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
         self.session = None        # web pages: the signed-in session row
@@ -304,6 +307,22 @@ class Request:
     def effect(self, text):
         self.effects.append(text)
 
+    def move_ref(self, git, repo_id, ref, old, new, follow_up=None):
+        """The one way a request moves a ref: its intent written first, with the rows of this request's
+        pending mutations (a crash after the move is then recorded truthfully at the next start), then a
+        compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
+        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
+        with self.app.store.transaction() as db:
+            self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
+        if old == ZERO_SHA:
+            moved = git.refs.add_if_new(ref.encode(), new.encode())
+        elif new == ZERO_SHA:
+            moved = git.refs.remove_if_equals(ref.encode(), old.encode())
+        else:
+            moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode())
+        crash_point("ref moved")
+        return moved
+
     @contextlib.contextmanager
     def transaction(self):
         """A write transaction whose commit includes the audit rows of this request's allowed mutations,
@@ -316,13 +335,20 @@ class Request:
         side_effect = "; ".join(self.effects) or outcome
         for decision in self.pending:
             self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
-        self.pending, self.effects = [], []
+        forget_intents(db, self.intents)
+        self.pending, self.effects, self.intents = [], [], []
 
     def settle(self, outcome, failed):
-        """Record allowed mutations that never reached a transaction with how they ended. One that
-        failed (a merge that conflicts) gives back the approval it spent: the human's yes still holds."""
+        """Record allowed mutations that never reached a transaction with how they ended, and what
+        happened to the refs they moved. One that failed (a merge that conflicts) and moved nothing
+        gives back the approval it spent: the human's yes still holds."""
         with self.app.store.transaction() as db:
-            for decision in self.pending if failed else ():
-                if decision.approval is not None:
-                    outcome += give_back_approval(db, decision.approval)
+            intents = [db.execute("SELECT * FROM intents WHERE id = ?", (i,)).fetchone() for i in self.intents]
+            settled = [settle_intent(db, self.app, intent) for intent in intents if intent is not None]
+            if any(moved for _, moved in settled):
+                outcome = "; ".join(text for text, moved in settled if moved) + "; then " + outcome
+            elif failed:
+                for decision in self.pending:
+                    if decision.approval is not None:
+                        outcome += give_back_approval(db, decision.approval)
             self.flush_audit(db, outcome)

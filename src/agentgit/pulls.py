@@ -15,6 +15,7 @@ from agentgit.gitstore import (branch_sha, changed_files, commits_between, copy_
                                merge_trees, open_repo, repo_dir, tree_diff, write_commit)
 from agentgit.accounts import REPO_SELECT, account_by_id, full_name, network_root, repo_by_id, signature
 from agentgit.policy import Resource
+from agentgit.intents import INTENT_FOLLOW_UPS
 from agentgit.plumbing import route
 from agentgit.serializers import commit_json, node_id, repo_json, user_json
 from agentgit.lookups import find_repo
@@ -401,7 +402,7 @@ def update_pull_branch(req, row, issue, pull, expected_sha=None):
                                           "Merge branch '%s' into %s" % (pull["base_ref"], pull["head_ref"]))
         if conflicts:
             raise HTTPError(422, "merge conflict between base and head (%s)" % ", ".join(conflicts[:5]))
-        if not git.refs.set_if_equals(head_ref, state.head_sha.encode(), new_sha.encode()):
+        if not req.move_ref(git, head_repo["id"], head_ref.decode(), state.head_sha, new_sha):
             raise HTTPError(409, "Head branch was modified. Review and try again.")
     with req.transaction():
         req.effect("merged %s into %s of #%d: %s→%s" % (pull["base_ref"], pull["head_ref"], issue["number"],
@@ -447,33 +448,50 @@ def merge_pull_request(req, row, issue, pull, method, expected_sha=None, title=N
                 text = "%s\n\n%s" % (title or "%s (#%d)" % (issue["title"], issue["number"]),
                                      message if message is not None else squashed)
                 new_sha = write_commit(git, tree, [state.base_sha], signature(author), signature(merger), text)
-        base_ref = b"refs/heads/" + pull["base_ref"].encode()
-        if not git.refs.set_if_equals(base_ref, state.base_sha.encode(), new_sha.encode()):
+        base_ref = "refs/heads/" + pull["base_ref"]
+        merged = {"kind": "merge", "repo_id": row["id"], "issue_id": issue["id"], "merger_id": merger["id"],
+                  "head_sha": state.head_sha, "base_sha": state.base_sha, "merge_sha": new_sha}
+        if not req.move_ref(git, row["id"], base_ref, state.base_sha, new_sha, follow_up=merged):
             raise HTTPError(409, "Base branch was modified. Review and try the merge again.")
-    stamp = now()
     with req.transaction() as db:
-        db.execute("UPDATE pulls SET merged_at = ?, merged_by = ?, merge_commit_sha = ?, head_sha = ?, base_sha = ?"
-                   " WHERE issue_id = ?", (stamp, merger["id"], new_sha, state.head_sha, state.base_sha, issue["id"]))
-        db.execute("UPDATE issues SET state = 'closed', closed_at = ?, closed_by = ?, updated_at = ? WHERE id = ?",
-                   (stamp, merger["id"], stamp, issue["id"]))
-        db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (stamp, row["id"]))
-        req.effect("merged #%d by %s: %s %s→%s" % (issue["number"], method, base_ref.decode(), state.base_sha[:12],
+        closed = record_merge(db, merged)
+        req.effect("merged #%d by %s: %s %s→%s" % (issue["number"], method, base_ref, state.base_sha[:12],
                                                    new_sha[:12]))
-        if pull["base_ref"] == row["default_branch"]:
-            closed = close_referenced_issues(db, row, issue, merger, stamp)
-            if closed:
-                req.effect("closed %s" % ", ".join("#%d" % n for n in closed))
+        if closed:
+            req.effect("closed %s" % ", ".join("#%d" % n for n in closed))
     return new_sha
 
 
-def close_referenced_issues(db, repo_row, pull_issue, merger, stamp):
+def record_merge(db, merged):
+    """The database's part of a merge whose base branch has moved: the pull request merged and closed,
+    and the issues it names with a closing keyword closed when it merged into the default branch.
+    Also run at start-up for a merge a crash interrupted after the move (INTENT_FOLLOW_UPS)."""
+    stamp = now()
+    db.execute("UPDATE pulls SET merged_at = ?, merged_by = ?, merge_commit_sha = ?, head_sha = ?, base_sha = ?"
+               " WHERE issue_id = ?", (stamp, merged["merger_id"], merged["merge_sha"], merged["head_sha"],
+                                       merged["base_sha"], merged["issue_id"]))
+    db.execute("UPDATE issues SET state = 'closed', closed_at = ?, closed_by = ?, updated_at = ? WHERE id = ?",
+               (stamp, merged["merger_id"], stamp, merged["issue_id"]))
+    db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (stamp, merged["repo_id"]))
+    repo_row = db.execute("SELECT * FROM repos WHERE id = ?", (merged["repo_id"],)).fetchone()
+    issue = db.execute("SELECT * FROM issues WHERE id = ?", (merged["issue_id"],)).fetchone()
+    pull = db.execute("SELECT base_ref FROM pulls WHERE issue_id = ?", (merged["issue_id"],)).fetchone()
+    if pull["base_ref"] != repo_row["default_branch"]:
+        return []
+    return close_referenced_issues(db, repo_row, issue, merged["merger_id"], stamp)
+
+
+INTENT_FOLLOW_UPS["merge"] = record_merge
+
+
+def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
     """Issues a merged pull request names with a closing keyword (Fixes #3, closes #4, resolved #5)."""
     numbers = sorted({int(n) for n in CLOSING_KEYWORDS_RE.findall(pull_issue["body"] or "")})
     closed = []
     for number in numbers:
         if db.execute("UPDATE issues SET state = 'closed', state_reason = 'completed', closed_at = ?, closed_by = ?,"
                       " updated_at = ? WHERE repo_id = ? AND number = ? AND state = 'open' AND is_pull = 0",
-                      (stamp, merger["id"], stamp, repo_row["id"], number)).rowcount:
+                      (stamp, merger_id, stamp, repo_row["id"], number)).rowcount:
             closed.append(number)
     return closed
 

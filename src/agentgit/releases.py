@@ -85,7 +85,7 @@ def ensure_tag(req, row, tag, target):
         if sha is None:
             raise invalid("Release", "target_commitish", "invalid", "%s is not a branch or commit" % target)
         req.authorize("create_branch", Resource.repo(row), ref=ref.decode())
-        if not git.refs.add_if_new(ref, sha.encode()):
+        if not req.move_ref(git, row["id"], ref.decode(), ZERO_SHA, sha):
             raise HTTPError(409, "Tag %s was created meanwhile" % tag)
     req.effect("refs/tags/%s %s→%s" % (tag, ZERO_SHA[:12], sha[:12]))
 

@@ -220,7 +220,7 @@ def merge_upstream(req, owner, repo):
             if conflicts:
                 raise HTTPError(409, "There are merge conflicts with the upstream %s" % label)
             merge_type = "merge"
-        if not git.refs.set_if_equals(ref.encode(), ours.encode(), new_sha.encode()):
+        if not req.move_ref(git, row["id"], ref, ours, new_sha):
             raise HTTPError(409, "The branch was updated meanwhile; try again")
     with req.transaction() as db:
         db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))

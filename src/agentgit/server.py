@@ -25,6 +25,7 @@ from agentgit.tokens import token_fingerprint
 from agentgit.accounts import create_human, register_agent
 from agentgit.policy import Decision
 from agentgit.audit import AuditAnchor, audit_append
+from agentgit.intents import reconcile_intents
 from agentgit.authentication import Principal, authenticate
 from agentgit.plumbing import ROUTES, Request, body_length, match_segments
 from agentgit.serializers import encode_json
@@ -175,7 +176,7 @@ class App:
         except Exception:
             traceback.print_exc(file=sys.stderr)
             error, outcome = HTTPError(500, "Server Error"), "server error"
-        if req.pending:
+        if req.pending or req.intents:
             req.settle(outcome, failed=error is not None)
         if error is not None:
             self.respond_error(req, error)
@@ -426,6 +427,10 @@ class Server:
         shown_host = "[%s]" % host if ":" in host else host
         self.url = app.url or "%s://%s:%d" % (scheme, shown_host, bound_port)
         app.set_url(self.url)
+        settled = reconcile_intents(app)
+        if settled:
+            print("agentgit: recorded %d ref update(s) a crash left without their audit rows" % settled,
+                  file=sys.stderr)
         self.admin = app.first_start_admin()
         self.thread = None
 
