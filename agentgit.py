@@ -11022,6 +11022,11 @@ class App:
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
                 req.principal = authenticate(self, handler.headers, req.client, peer)
+            if req.principal.user is not None:
+                # the least any account may do (know who it is), asked before the route reads its input: a
+                # suspended or retired account, or a task token whose delegator is suspended, is refused
+                # on every route
+                req.check("read_account", Resource.account(req.principal.user))
             result = endpoint(req, **params)    # git endpoints stream their own answer and return None
             if result is not None and not isinstance(result, tuple):
                 result = (200, result)

@@ -23,7 +23,7 @@ from agentgit.errors import HTTPError
 from agentgit.storage import Store
 from agentgit.tokens import token_fingerprint
 from agentgit.accounts import create_human, register_agent
-from agentgit.policy import Decision
+from agentgit.policy import Decision, Resource
 from agentgit.audit import AuditAnchor, audit_append
 from agentgit.intents import reconcile_intents
 from agentgit.authentication import Principal, authenticate
@@ -163,6 +163,11 @@ class App:
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
                 req.principal = authenticate(self, handler.headers, req.client, peer)
+            if req.principal.user is not None:
+                # the least any account may do (know who it is), asked before the route reads its input: a
+                # suspended or retired account, or a task token whose delegator is suspended, is refused
+                # on every route
+                req.check("read_account", Resource.account(req.principal.user))
             result = endpoint(req, **params)    # git endpoints stream their own answer and return None
             if result is not None and not isinstance(result, tuple):
                 result = (200, result)

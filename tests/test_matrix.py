@@ -1,0 +1,599 @@
+"""The authorization matrix: every route in the route table, called by every kind of principal, answers
+the class the table below expects (pass = got past authorization: 2xx, 3xx or a 4xx about the
+request itself; 401, 403 or 404 = refused). A route added without an entry in ROUTE_ACCESS fails.
+
+The world: alice owns the private repository alice/secret and the organization acme (private
+acme/orgrepo); rita reads and walt writes alice/secret; olga is an outsider; mona is a member of
+acme; sam wrote alice/secret and is suspended; alice's agent bot holds push on alice/secret and
+alice/other through her invite, and a task grant on each. Every principal calls with its credential
+in the Authorization header, as API clients send it."""
+import base64
+import json
+import os
+import shutil
+import urllib.parse
+
+import agentgit
+from conftest import api, call, ext
+
+# The principals, in the order of the columns below.
+PRINCIPALS = ("anonymous", "owner", "outsider", "reader", "writer", "org_member", "agent_bootstrap",
+              "agent_session", "task_inside", "task_outside", "switch_session", "suspended", "revoked", "expired",
+              "forged", "foreign")
+
+
+def build_world(data_dir):
+    """The world above, in ``data_dir``; returns {principal: token or None} and the ids routes need."""
+    srv = agentgit.make_server(data_dir, port=0).start()
+    try:
+        admin = srv.admin[1]
+        alice, rita, walt, olga, mona, sam = (srv.add_user(n, password="pw") for n in (
+            "alice", "rita", "walt", "olga", "mona", "sam"))
+        for name in ("secret", "other"):
+            assert api(srv, "POST", "/user/repos", alice, {"name": name, "private": True, "auto_init": True}).status == 201
+        for login, permission in (("rita", "pull"), ("walt", "push"), ("sam", "push")):
+            assert api(srv, "PUT", "/repos/alice/secret/collaborators/" + login, alice,
+                       {"permission": permission}).status in (201, 204)
+        assert ext(srv, "POST", "/user/orgs", alice, {"login": "acme"}).status == 201
+        assert api(srv, "POST", "/orgs/acme/repos", alice, {"name": "orgrepo", "private": True}).status == 201
+        assert api(srv, "PUT", "/orgs/acme/memberships/mona", alice, {"role": "member"}).status == 200
+        assert api(srv, "POST", "/orgs/acme/teams", alice, {"name": "devs"}).status == 201
+        assert api(srv, "PUT", "/orgs/acme/teams/devs/memberships/mona", alice, {}).status == 200
+        assert api(srv, "PUT", "/orgs/acme/teams/devs/repos/acme/orgrepo", alice, {"permission": "pull"}).status == 204
+        # alice/secret's objects
+        main = api(srv, "GET", "/repos/alice/secret/branches/main", alice).json["commit"]["sha"]
+        workflow = base64.b64encode(b"name: CI\non: [push, workflow_dispatch]\n").decode()
+        assert api(srv, "PUT", "/repos/alice/secret/contents/.github/workflows/ci.yml", alice,
+                   {"message": "ci", "content": workflow}).status == 201
+        main = api(srv, "GET", "/repos/alice/secret/branches/main", alice).json["commit"]["sha"]
+        assert api(srv, "POST", "/repos/alice/secret/git/refs", alice, {"ref": "refs/heads/feature", "sha": main}).status == 201
+        assert api(srv, "PUT", "/repos/alice/secret/contents/f.txt", alice, {
+            "message": "f", "content": base64.b64encode(b"f\n").decode(), "branch": "feature"}).status == 201
+        issue = api(srv, "POST", "/repos/alice/secret/issues", alice, {"title": "bug", "labels": ["bug"]}).json
+        comment = api(srv, "POST", "/repos/alice/secret/issues/1/comments", alice, {"body": "hi"}).json
+        pull = api(srv, "POST", "/repos/alice/secret/pulls", alice, {"title": "f", "head": "feature", "base": "main"}).json
+        review = api(srv, "POST", "/repos/alice/secret/pulls/2/reviews", walt, {"event": "COMMENT", "body": "ok"}).json
+        assert api(srv, "POST", "/repos/alice/secret/milestones", alice, {"title": "v1"}).status == 201
+        release = api(srv, "POST", "/repos/alice/secret/releases", alice, {"tag_name": "v1"}).json
+        asset = call(srv, "POST", "/api/uploads/repos/alice/secret/releases/%d/assets?name=a.txt" % release["id"], alice,
+                     raw_body=b"asset", headers={"Content-Type": "text/plain"}).json
+        check = api(srv, "POST", "/repos/alice/secret/check-runs", alice, {"name": "ci", "head_sha": main}).json
+        assert api(srv, "POST", "/repos/alice/secret/actions/variables", alice, {"name": "VAR", "value": "v"}).status == 201
+        assert api(srv, "POST", "/repos/alice/secret/actions/workflows/ci.yml/dispatches", alice,
+                   {"ref": "main"}).status == 204
+        run = api(srv, "GET", "/repos/alice/secret/actions/runs", alice).json["workflow_runs"][0]
+        assert api(srv, "PUT", "/repos/alice/secret/branches/main/protection", alice, {
+            "required_status_checks": None, "enforce_admins": False, "required_pull_request_reviews": None,
+            "restrictions": None}).status == 200
+        # the agent: bound to alice with push on both her repositories, a task on each
+        bot, bootstrap, _ = srv.add_agent("bot")
+        invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
+            {"repo_full_name": "alice/secret", "permission": "push"},
+            {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
+        assert ext(srv, "POST", "/agent-bindings/confirm", bootstrap, {"invite_token": invite}).status == 201
+        tasks = {}
+        for name in ("secret", "other"):
+            grant = ext(srv, "POST", "/task-grants", alice, {
+                "agent": "agent:" + bot, "delegator": "user:alice", "task": "task:work-on-" + name,
+                "resources": ["repo:alice/" + name], "actions": list(agentgit.TASK_ACTIONS),
+                "constraints": {"requires_approval": ["manage_labels"]} if name == "other" else {}}).json
+            tasks[name] = grant
+        session = urllib.parse.urlencode({"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                                          "subject_token": bootstrap, "resource": srv.url})
+        exchanged = call(srv, "POST", "/login/oauth/access_token", raw_body=session.encode(), headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}).json
+        minted = {name: ext(srv, "POST", "/task-grants/%s/tokens" % g["id"], bootstrap, {}).json["token"]
+                  for name, g in tasks.items()}
+        switch = ext(srv, "POST", "/agent-bindings/%s/switch-session" % bot, alice, {}).json["token"]
+        asked = api(srv, "POST", "/repos/alice/other/labels", minted["other"], {"name": "needs-a-yes"})
+        assert asked.status == 403, asked
+        approval_id = asked.json["approval_id"]
+        tag = api(srv, "POST", "/repos/alice/secret/git/tags", alice, {"tag": "t1", "message": "t", "object": main,
+                                                                     "type": "commit"}).json["sha"]
+        tree = api(srv, "GET", "/repos/alice/secret/git/commits/" + main, alice).json["tree"]["sha"]
+        blob = api(srv, "GET", "/repos/alice/secret/contents/README.md", alice).json["sha"]
+        key_id = api(srv, "GET", "/repos/alice/secret/actions/secrets/public-key", alice).json["key_id"]
+        assert api(srv, "PUT", "/repos/alice/secret/actions/secrets/TOKEN", alice, {
+            "encrypted_value": base64.b64encode(os.urandom(60)).decode(), "key_id": key_id}).status == 201
+        assert api(srv, "POST", "/repos/alice/secret/git/refs", alice, {"ref": "refs/heads/done", "sha": main}).status == 201
+        assert api(srv, "PUT", "/repos/alice/secret/contents/d.txt", alice, {
+            "message": "d", "content": base64.b64encode(b"d\n").decode(), "branch": "done"}).status == 201
+        merged = api(srv, "POST", "/repos/alice/secret/pulls", alice, {"title": "d", "head": "done", "base": "main"}).json
+        assert api(srv, "PUT", "/repos/alice/secret/pulls/%d/merge" % merged["number"], alice, {}).status == 200
+        main = api(srv, "GET", "/repos/alice/secret/branches/main", alice).json["commit"]["sha"]
+        alices_row = srv.app.store.one("SELECT MAX(id) AS id FROM audit WHERE actor = 'alice'")["id"]
+        freeze = ext(srv, "POST", "/freezes", alice, {"resource": "repo:alice/other", "reason": "audit"}).json
+        revoked = ext(srv, "POST", "/user/tokens", rita, {"name": "old", "scopes": ["repo"]}).json
+        assert ext(srv, "DELETE", "/user/tokens/%d" % revoked["id"], rita).status == 204
+        with srv.app.store.transaction() as db:
+            expired, _ = agentgit.issue_token(db, srv.app.key, srv.app.store.one(
+                "SELECT id FROM accounts WHERE login = 'walt'")["id"], "personal", scopes=["repo"],
+                expires_at="2020-01-01T00:00:00Z")
+        assert api(srv, "PUT", "/users/sam/suspended", admin).status == 204
+        client = ext(srv, "POST", "/oauth/apps", alice, {"name": "cli", "redirect_uris": []}).json["client_id"]
+        device = call(srv, "POST", "/login/device/code", raw_body=b"client_id=" + client.encode(), headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}).json
+        forged = agentgit.mint_token(b"k" * 32, "agp")
+        foreign = agentgit.mint_token(os.urandom(32), "agp")
+        tokens = {"anonymous": None, "owner": alice, "outsider": olga, "reader": rita, "writer": walt,
+                  "org_member": mona, "agent_bootstrap": bootstrap, "agent_session": exchanged["access_token"],
+                  "task_inside": minted["secret"], "task_outside": minted["other"], "switch_session": switch,
+                  "suspended": sam, "revoked": revoked["token"], "expired": expired,
+                  "forged": forged[:-6] + "abcdef", "foreign": foreign}
+        ids = {"issue": issue["number"], "comment": comment["id"], "pull": pull["number"], "review": review["id"],
+               "release": release["id"], "asset": asset["id"], "check": check["id"], "run": run["id"],
+               "sha": main, "bot": bot, "grant": tasks["secret"]["id"], "freeze": freeze["id"],
+               "token": revoked["id"], "approval": approval_id, "admin": admin, "tag": tag, "tree": tree,
+               "blob": blob, "key_id": key_id, "merged": merged["number"], "audit_row": alices_row,
+               "user_code": device["user_code"]}
+        return tokens, ids
+    finally:
+        srv.stop()
+
+
+def route_path(method, pattern, ids):
+    """``pattern`` with each placeholder filled by an object of the world that the route can act on."""
+    fill = {"owner": "alice", "repo": "secret", "org": "acme", "slug": "devs", "branch": "main", "tag": "v1",
+            "workflow_id": "ci.yml", "approval_id": ids["approval"], "freeze_id": ids["freeze"],
+            "grant_id": ids["grant"], "token_id": ids["token"], "audit_id": ids["audit_row"], "basehead": "main...feature",
+            "comment_id": ids["comment"], "release_id": ids["release"], "asset_id": ids["asset"],
+            "review_id": ids["review"], "path": "README.md"}
+    if "/teams/{slug}/repos/" in pattern:
+        fill.update(owner="acme", repo="orgrepo")
+    fill["login"] = ("bot" if "/agent" in pattern else "olga" if pattern.endswith("/suspended") else
+                     "walt" if "/collaborators/" in pattern else "mona" if "/orgs/" in pattern else "rita")
+    if fill["login"] == "bot":
+        fill["login"] = ids["bot"]
+    fill["number"] = (ids["merged"] if pattern.endswith("/merge") and method == "GET" else ids["pull"]
+                      if "/pulls/" in pattern else 1)
+    fill["run_id"] = ids["check"] if "/check-runs/" in pattern else ids["run"]
+    fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
+        pattern.split("/")[-2], ids["sha"])
+    fill["ref"] = ("main" if "/commits/" in pattern else "heads/" if "matching-refs" in pattern else
+                   "heads/feature" if method != "GET" else "heads/main")
+    fill["name"] = ("TOKEN" if "/secrets/" in pattern else "VAR" if "/variables/" in pattern else
+                    "a.txt" if "/download/" in pattern else "bug")
+    path = pattern
+    for placeholder in [p for p in pattern.split("/") if p.startswith("{")]:
+        path = path.replace(placeholder, urllib.parse.quote(str(fill[placeholder[1:-1].split(":")[0]]), safe="/."), 1)
+    if path.endswith("/info/refs"):
+        path += "?service=git-upload-pack"
+    if "/api/uploads/" in path:
+        path += "?name=b.txt"
+    if "/search/" in path:
+        path += "?q=bug"
+    if path.endswith("/api/ext/v1/policy"):
+        path += "?resource=repo:alice/secret"
+    return path
+
+
+def answer_class(status):
+    return str(status) if status in (401, 403, 404) or status >= 500 else "pass"
+
+
+# Who may not know alice/secret exists: no answer to them may name it. (bot may: it holds push
+# there, whichever of its tokens it calls with.)
+NOT_READERS = {"anonymous", "outsider", "org_member", "suspended", "revoked", "expired", "forged", "foreign"}
+
+
+def observe(template, tokens, ids, routes):
+    """({(method, pattern): [class per principal]}, [cells whose answer named alice/secret to someone
+    who may not read it]): each cell a real request; the world is restored from ``template`` after a
+    change that could change what the next cell sees."""
+    data = str(template) + "-live"
+    shutil.copytree(template, data)
+    srv = agentgit.make_server(data, port=0).start()
+    table, leaks = {}, []
+    try:
+        for method, pattern in routes:
+            row = []
+            for principal in PRINCIPALS:
+                headers = {"Authorization": "token " + tokens[principal]} if tokens[principal] else {}
+                raw = json.dumps(route_body(method, pattern, ids)).encode() if method != "GET" else None
+                headers["Content-Type"] = "application/json"
+                r = call(srv, method, route_path(method, pattern, ids), raw_body=raw, headers=headers)
+                row.append(answer_class(r.status))
+                if principal in NOT_READERS and b"alice/secret" in r.raw:
+                    leaks.append("%s %s as %s: %r" % (method, pattern, principal, r.raw[:200]))
+                if method != "GET" and 200 <= r.status < 300 and (method, pattern) not in HARMLESS:
+                    srv.stop()
+                    shutil.rmtree(data)
+                    shutil.copytree(template, data)
+                    srv = agentgit.make_server(data, port=0).start()
+            table[method, pattern] = row
+    finally:
+        srv.stop()
+    return table, leaks
+
+
+def route_body(method, pattern, ids):
+    """A request body the route would act on (for a caller allowed to), so a refusal is authorization's."""
+    repo = "/api/v3/repos/{owner}/{repo}"
+    sealed = base64.b64encode(os.urandom(60)).decode()
+    bodies = {
+        ("DELETE", repo + "/contents/{path:path}"): {"message": "m", "sha": ids["blob"]},
+        ("DELETE", repo + "/pulls/{number:int}/requested_reviewers"): {"reviewers": ["walt"]},
+        ("PATCH", "/api/ext/v1/agent-bindings/{login}"): {"display_name": "Bot"},
+        ("PATCH", "/api/v3/orgs/{org}"): {"name": "Acme"},
+        ("PATCH", "/api/v3/orgs/{org}/teams/{slug}"): {"description": "d"},
+        ("PATCH", repo): {"description": "d"},
+        ("PATCH", repo + "/actions/variables/{name}"): {"value": "v2"},
+        ("PATCH", repo + "/check-runs/{run_id:int}"): {"status": "in_progress"},
+        ("PATCH", repo + "/git/refs/{ref:path}"): {"sha": ids["sha"], "force": True},
+        ("PATCH", repo + "/issues/comments/{comment_id:int}"): {"body": "edited"},
+        ("PATCH", repo + "/issues/{number:int}"): {"title": "bug!"},
+        ("PATCH", repo + "/labels/{name}"): {"color": "ffffff"},
+        ("PATCH", repo + "/milestones/{number:int}"): {"title": "v1!"},
+        ("PATCH", repo + "/pulls/{number:int}"): {"title": "f!"},
+        ("PATCH", repo + "/releases/assets/{asset_id:int}"): {"label": "l"},
+        ("PATCH", repo + "/releases/{release_id:int}"): {"name": "r"},
+        ("POST", "/api/ext/v1/agent-bindings/confirm"): {"invite_token": "agi_" + "0" * 40},
+        ("POST", "/api/ext/v1/agents"): {"prefix_login": "new"},
+        ("POST", "/api/ext/v1/freezes"): {"resource": "repo:alice/secret", "reason": "incident"},
+        ("POST", "/api/ext/v1/oauth/apps"): {"name": "app", "redirect_uris": ["http://127.0.0.1/cb"]},
+        ("POST", "/api/ext/v1/oauth/device/approve"): {"user_code": ids["user_code"]},
+        ("POST", "/api/ext/v1/revocations"): {"agent": ids["bot"]},
+        ("POST", "/api/ext/v1/step-up"): {"otp": "000000"},
+        ("POST", "/api/ext/v1/task-grants"): {"agent": "agent:" + ids["bot"], "delegator": "user:alice",
+                                              "task": "task:more", "resources": ["repo:alice/secret"],
+                                              "actions": ["read_code"], "constraints": {}},
+        ("POST", "/api/ext/v1/task-grants/revocations"): {"task": "task:work-on-secret"},
+        ("POST", "/api/ext/v1/user/orgs"): {"login": "neworg"},
+        ("POST", "/api/ext/v1/user/tokens"): {"name": "t", "scopes": ["repo"]},
+        ("POST", "/api/graphql"): {"query": "{ viewer { login } }"},
+        ("POST", "/api/v3/orgs/{org}/repos"): {"name": "new"},
+        ("POST", "/api/v3/orgs/{org}/teams"): {"name": "ops"},
+        ("POST", "/api/v3/user/repos"): {"name": "new"},
+        ("POST", repo + "/actions/variables"): {"name": "V2", "value": "x"},
+        ("POST", repo + "/actions/workflows/{workflow_id}/dispatches"): {"ref": "main"},
+        ("POST", repo + "/check-runs"): {"name": "c", "head_sha": ids["sha"]},
+        ("POST", repo + "/git/blobs"): {"content": "x"},
+        ("POST", repo + "/git/commits"): {"message": "m", "tree": ids["tree"], "parents": [ids["sha"]]},
+        ("POST", repo + "/git/refs"): {"ref": "refs/heads/new", "sha": ids["sha"]},
+        ("POST", repo + "/git/tags"): {"tag": "t2", "message": "m", "object": ids["sha"], "type": "commit"},
+        ("POST", repo + "/git/trees"): {"tree": [{"path": "x", "mode": "100644", "type": "blob", "content": "x"}]},
+        ("POST", repo + "/issues"): {"title": "t"},
+        ("POST", repo + "/issues/{number:int}/comments"): {"body": "b"},
+        ("POST", repo + "/issues/{number:int}/labels"): {"labels": ["bug"]},
+        ("POST", repo + "/labels"): {"name": "l"},
+        ("POST", repo + "/merge-upstream"): {"branch": "main"},
+        ("POST", repo + "/milestones"): {"title": "v2"},
+        ("POST", repo + "/pulls"): {"title": "t", "head": "feature", "base": "main"},
+        ("POST", repo + "/pulls/{number:int}/requested_reviewers"): {"reviewers": ["walt"]},
+        ("POST", repo + "/pulls/{number:int}/reviews"): {"event": "COMMENT", "body": "b"},
+        ("POST", repo + "/releases"): {"tag_name": "v2"},
+        ("POST", repo + "/statuses/{sha}"): {"state": "success"},
+        ("PUT", "/api/v3/orgs/{org}/memberships/{login}"): {"role": "admin"},
+        ("PUT", "/api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}"): {"permission": "push"},
+        ("PUT", repo + "/actions/secrets/{name}"): {"encrypted_value": sealed, "key_id": ids["key_id"]},
+        ("PUT", repo + "/branches/{branch:path}/protection"): {
+            "required_status_checks": None, "enforce_admins": True, "required_pull_request_reviews": None,
+            "restrictions": None},
+        ("PUT", repo + "/collaborators/{login}"): {"permission": "admin"},
+        ("PUT", repo + "/contents/{path:path}"): {"message": "m", "content": "eA==", "sha": ids["blob"]},
+        ("PUT", repo + "/issues/{number:int}/labels"): {"labels": ["bug"]},
+        ("PUT", repo + "/pulls/{number:int}/merge"): {"merge_method": "merge"},
+    }
+    return bodies.get((method, pattern), {})
+
+
+# Routes whose success leaves the world as the next cell needs it (a second issue, a label already
+# there); after any other change the world is restored.
+HARMLESS = {(m, "/api/v3/repos/{owner}/{repo}" + p) for m, p in (
+    ("POST", "/issues"), ("POST", "/issues/{number:int}/comments"), ("POST", "/labels"), ("POST", "/milestones"),
+    ("POST", "/releases"), ("POST", "/statuses/{sha}"), ("POST", "/check-runs"), ("POST", "/git/blobs"),
+    ("POST", "/git/trees"), ("POST", "/git/commits"), ("POST", "/git/tags"), ("POST", "/git/refs"),
+    ("POST", "/pulls/{number:int}/reviews"), ("POST", "/actions/variables"), ("PATCH", "/issues/{number:int}"),
+    ("PATCH", "/labels/{name}"), ("PATCH", "/milestones/{number:int}"), ("PATCH", "/pulls/{number:int}"),
+    ("PATCH", "/releases/{release_id:int}"), ("PATCH", "/releases/assets/{asset_id:int}"),
+    ("PATCH", "/check-runs/{run_id:int}"), ("PATCH", "/actions/variables/{name}"),
+    ("PATCH", "/issues/comments/{comment_id:int}"), ("PATCH", ""),
+    ("POST", "/actions/workflows/{workflow_id}/dispatches"), ("POST", "/actions/runs/{run_id:int}/cancel"),
+    ("POST", "/actions/runs/{run_id:int}/rerun"), ("POST", "/pulls/{number:int}/requested_reviewers"),
+    ("POST", "/issues/{number:int}/labels"), ("PUT", "/issues/{number:int}/labels"),
+    ("PUT", "/actions/secrets/{name}"))} | {
+    ("POST", "/api/ext/v1/user/tokens"), ("POST", "/api/ext/v1/user/orgs"), ("POST", "/api/ext/v1/task-grants"),
+    ("POST", "/api/ext/v1/agent-invites"), ("POST", "/api/ext/v1/oauth/apps"), ("POST", "/login/device/code"),
+    ("POST", "/api/graphql"), ("PATCH", "/api/v3/orgs/{org}"), ("PATCH", "/api/v3/orgs/{org}/teams/{slug}"),
+    ("PATCH", "/api/ext/v1/agent-bindings/{login}"), ("POST", "/api/ext/v1/agents")}
+
+
+# What each kind of route answers each principal, column by column in the order of PRINCIPALS:
+# anonymous owner outsider reader writer org_member agent_bootstrap agent_session task_inside
+# task_outside switch_session suspended revoked expired forged foreign. Revoked, expired, forged and
+# foreign tokens are 401 on every API route; a suspended account is 403 on every one.
+EXPECTED = {
+    # anyone, signed in or not; a task token too (it may ask who it is, and what the server is)
+    "public":                 "pass pass pass pass pass pass pass pass pass pass pass 403 401 401 401 401",
+    # public accounts and their listings: outside a task token's repositories
+    "public_outside_tasks":   "pass pass pass pass pass pass pass pass 403 403 pass 403 401 401 401 401",
+    # web pages sign in with a session cookie: a token in the Authorization header is no one there
+    "web_page":               "pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass",
+    "signed_in":              "401 pass pass pass pass pass pass pass pass pass pass 403 401 401 401 401",
+    "signed_in_untasked":     "401 pass pass pass pass pass pass pass 403 403 pass 403 401 401 401 401",
+    # humans only: an agent's token, a task token and a switch session are refused
+    "humans":                 "401 pass pass pass pass pass 403 403 403 403 403 403 401 401 401 401",
+    "humans_and_switch":      "401 pass pass pass pass pass 403 403 403 403 pass 403 401 401 401 401",
+    # alice/secret, private: 404 for who may not know it exists; the bootstrap token acts only on
+    # its own account; the task token inside its grant may do all the grant names
+    "repo_read":              "404 pass 404 pass pass 404 403 pass pass 404 pass 403 401 401 401 401",
+    "repo_write":             "404 pass 404 403 pass 404 403 pass pass 404 pass 403 401 401 401 401",
+    # main is protected: agents change it through pull requests only
+    "protected_branch_write": "404 pass 404 403 pass 404 403 403 403 404 403 403 401 401 401 401",
+    "repo_admin":             "404 pass 404 403 403 404 403 403 pass 404 403 403 401 401 401 401",
+    # a fork is a new repository outside the task's grant
+    "repo_fork":              "404 pass 404 pass pass 404 403 pass 403 404 pass 403 401 401 401 401",
+    # git asks anonymous callers for credentials (401) before it says anything
+    "git_read":               "401 pass 404 pass pass 404 403 pass pass 404 pass 403 401 401 401 401",
+    "git_write":              "401 pass 404 403 pass 404 403 pass pass 404 pass 403 401 401 401 401",
+    # alice alone: acme's owner, bot's delegator
+    "owner_only":             "401 pass 403 403 403 403 403 403 403 403 403 403 401 401 401 401",
+    "owner_only_hidden":      "401 pass 404 404 404 404 404 404 404 404 404 403 401 401 401 401",
+    "org_member":             "401 pass 403 403 403 pass 403 403 403 403 403 403 401 401 401 401",
+    "team_read":              "404 pass 404 404 404 pass 404 404 403 403 404 403 401 401 401 401",
+    "team_admin":             "401 pass 404 404 404 403 404 404 403 403 404 403 401 401 401 401",
+    # a task grant and its approvals: its delegator and its agent
+    "grant_parties":          "401 pass 404 404 404 404 pass pass pass pass pass 403 401 401 401 401",
+    "grant_agent_bootstrap":  "401 404 404 404 404 404 pass 403 403 403 403 403 401 401 401 401",
+    "freeze":                 "401 pass pass 403 403 pass pass 403 403 pass 403 403 401 401 401 401",
+    "thaw":                   "401 pass 404 404 404 404 404 403 404 403 403 403 401 401 401 401",
+    "policy":                 "401 pass 404 pass pass 404 pass pass pass 404 pass 403 401 401 401 401",
+    "token_holder":           "401 404 404 pass 404 404 404 404 404 404 404 403 401 401 401 401",
+    "device_code":            "401 pass pass pass pass pass 403 403 403 403 403 403 401 401 401 401",
+    "switch_session_only":    "401 403 403 403 403 403 403 403 403 403 pass 403 401 401 401 401",
+    "agent_bootstrap_only":   "401 403 403 403 403 403 pass 403 403 403 403 403 401 401 401 401",
+    "site_admin":             "401 403 403 403 403 403 403 403 403 403 403 403 401 401 401 401",
+}
+
+# Every route, and the row of EXPECTED it answers by.
+ROUTE_ACCESS = """
+DELETE  /api/ext/v1/agent-bindings/{login}                                        owner_only
+DELETE  /api/ext/v1/agents/{login}                                                owner_only
+DELETE  /api/ext/v1/freezes/{freeze_id}                                           thaw
+DELETE  /api/ext/v1/task-grants/{grant_id}                                        owner_only_hidden
+DELETE  /api/ext/v1/user/tokens/{token_id:int}                                    token_holder
+DELETE  /api/v3/orgs/{org}/members/{login}                                        owner_only
+DELETE  /api/v3/orgs/{org}/memberships/{login}                                    owner_only
+DELETE  /api/v3/orgs/{org}/teams/{slug}                                           team_admin
+DELETE  /api/v3/orgs/{org}/teams/{slug}/memberships/{login}                       team_admin
+DELETE  /api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}                      team_admin
+DELETE  /api/v3/repos/{owner}/{repo}                                              repo_admin
+DELETE  /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}                    repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/actions/secrets/{name}                       repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/actions/variables/{name}                     repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection            repo_admin
+DELETE  /api/v3/repos/{owner}/{repo}/collaborators/{login}                        repo_admin
+DELETE  /api/v3/repos/{owner}/{repo}/contents/{path:path}                         protected_branch_write
+DELETE  /api/v3/repos/{owner}/{repo}/git/refs/{ref:path}                          repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}             repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels/{name}            repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/lock                     repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_write
+DELETE  /api/v3/users/{login}/suspended                                           site_admin
+GET     /.well-known/oauth-authorization-server                                   public
+GET     /.well-known/oauth-protected-resource                                     public
+GET     /api/ext/v1/agents/{login}/activity                                       owner_only
+GET     /api/ext/v1/approvals                                                     signed_in
+GET     /api/ext/v1/approvals/{approval_id}                                       grant_parties
+GET     /api/ext/v1/audit                                                         signed_in_untasked
+GET     /api/ext/v1/audit/{audit_id:int}                                          owner_only_hidden
+GET     /api/ext/v1/freezes                                                       signed_in
+GET     /api/ext/v1/policy                                                        policy
+GET     /api/ext/v1/task-grants                                                   signed_in
+GET     /api/ext/v1/task-grants/{grant_id}                                        grant_parties
+GET     /api/ext/v1/user/agents                                                   humans
+GET     /api/ext/v1/user/tokens                                                   humans
+GET     /api/v3                                                                   public
+GET     /api/v3/issues                                                            signed_in
+GET     /api/v3/meta                                                              public
+GET     /api/v3/orgs/{org}                                                        public_outside_tasks
+GET     /api/v3/orgs/{org}/members                                                public_outside_tasks
+GET     /api/v3/orgs/{org}/memberships/{login}                                    org_member
+GET     /api/v3/orgs/{org}/repos                                                  public_outside_tasks
+GET     /api/v3/orgs/{org}/teams                                                  org_member
+GET     /api/v3/orgs/{org}/teams/{slug}                                           team_read
+GET     /api/v3/orgs/{org}/teams/{slug}/members                                   team_read
+GET     /api/v3/orgs/{org}/teams/{slug}/memberships/{login}                       team_read
+GET     /api/v3/orgs/{org}/teams/{slug}/repos                                     team_read
+GET     /api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}                      team_read
+GET     /api/v3/rate_limit                                                        public
+GET     /api/v3/repos/{owner}/{repo}                                              repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/runs                                 repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}                    repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts          repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs               repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/secrets                              repo_write
+GET     /api/v3/repos/{owner}/{repo}/actions/secrets/public-key                   repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/secrets/{name}                       repo_write
+GET     /api/v3/repos/{owner}/{repo}/actions/variables                            repo_write
+GET     /api/v3/repos/{owner}/{repo}/actions/variables/{name}                     repo_write
+GET     /api/v3/repos/{owner}/{repo}/actions/workflows                            repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}              repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs         repo_read
+GET     /api/v3/repos/{owner}/{repo}/branches                                     repo_read
+GET     /api/v3/repos/{owner}/{repo}/branches/{branch:path}                       repo_read
+GET     /api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection            repo_admin
+GET     /api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/collaborators                                repo_write
+GET     /api/v3/repos/{owner}/{repo}/collaborators/{login}                        repo_write
+GET     /api/v3/repos/{owner}/{repo}/collaborators/{login}/permission             repo_read
+GET     /api/v3/repos/{owner}/{repo}/commits                                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}                           repo_read
+GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}/check-runs                repo_read
+GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}/status                    repo_read
+GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}/statuses                  repo_read
+GET     /api/v3/repos/{owner}/{repo}/compare/{basehead:path}                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/contents                                     repo_read
+GET     /api/v3/repos/{owner}/{repo}/contents/{path:path}                         repo_read
+GET     /api/v3/repos/{owner}/{repo}/forks                                        repo_read
+GET     /api/v3/repos/{owner}/{repo}/git/blobs/{sha}                              repo_read
+GET     /api/v3/repos/{owner}/{repo}/git/commits/{sha}                            repo_read
+GET     /api/v3/repos/{owner}/{repo}/git/matching-refs/{ref:path}                 repo_read
+GET     /api/v3/repos/{owner}/{repo}/git/ref/{ref:path}                           repo_read
+GET     /api/v3/repos/{owner}/{repo}/git/refs                                     repo_read
+GET     /api/v3/repos/{owner}/{repo}/git/tags/{sha}                               repo_read
+GET     /api/v3/repos/{owner}/{repo}/git/trees/{sha}                              repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues                                       repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/comments                              repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}             repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}                          repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/comments                 repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_read
+GET     /api/v3/repos/{owner}/{repo}/labels                                       repo_read
+GET     /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_read
+GET     /api/v3/repos/{owner}/{repo}/milestones                                   repo_read
+GET     /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls                                        repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}                           repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments                  repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/commits                   repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/files                     repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge                     repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews                   repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}   repo_read
+GET     /api/v3/repos/{owner}/{repo}/readme                                       repo_read
+GET     /api/v3/repos/{owner}/{repo}/releases                                     repo_read
+GET     /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_read
+GET     /api/v3/repos/{owner}/{repo}/releases/latest                              repo_read
+GET     /api/v3/repos/{owner}/{repo}/releases/tags/{tag:path}                     repo_read
+GET     /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_read
+GET     /api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets             repo_read
+GET     /api/v3/repos/{owner}/{repo}/tags                                         repo_read
+GET     /api/v3/search/code                                                       public
+GET     /api/v3/search/issues                                                     public
+GET     /api/v3/search/repositories                                               public
+GET     /api/v3/user                                                              signed_in
+GET     /api/v3/user/issues                                                       signed_in
+GET     /api/v3/user/orgs                                                         signed_in
+GET     /api/v3/user/repos                                                        signed_in
+GET     /api/v3/users/{login}                                                     public_outside_tasks
+GET     /api/v3/users/{login}/repos                                               public_outside_tasks
+GET     /approvals                                                                web_page
+GET     /login                                                                    web_page
+GET     /login/device                                                             web_page
+GET     /login/oauth/authorize                                                    web_page
+GET     /settings/agents                                                          web_page
+GET     /settings/tokens                                                          web_page
+GET     /{owner}/{repo}/info/refs                                                 git_read
+GET     /{owner}/{repo}/releases/download/{tag}/{name}                            git_read
+PATCH   /api/ext/v1/agent-bindings/{login}                                        owner_only
+PATCH   /api/v3/orgs/{org}                                                        owner_only
+PATCH   /api/v3/orgs/{org}/teams/{slug}                                           team_admin
+PATCH   /api/v3/repos/{owner}/{repo}                                              repo_admin
+PATCH   /api/v3/repos/{owner}/{repo}/actions/variables/{name}                     repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}                      repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/git/refs/{ref:path}                          repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}             repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/issues/{number:int}                          repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/pulls/{number:int}                           repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_write
+POST    /api/ext/v1/agent-bindings/confirm                                        agent_bootstrap_only
+POST    /api/ext/v1/agent-bindings/{login}/refresh-session                        switch_session_only
+POST    /api/ext/v1/agent-bindings/{login}/reset-token                            owner_only
+POST    /api/ext/v1/agent-bindings/{login}/resume                                 owner_only
+POST    /api/ext/v1/agent-bindings/{login}/suspend                                owner_only
+POST    /api/ext/v1/agent-bindings/{login}/switch-session                         owner_only
+POST    /api/ext/v1/agent-invites                                                 humans
+POST    /api/ext/v1/agents                                                        public_outside_tasks
+POST    /api/ext/v1/approvals/{approval_id}/approve                               owner_only_hidden
+POST    /api/ext/v1/approvals/{approval_id}/deny                                  owner_only_hidden
+POST    /api/ext/v1/freezes                                                       freeze
+POST    /api/ext/v1/oauth/apps                                                    humans
+POST    /api/ext/v1/oauth/device/approve                                          device_code
+POST    /api/ext/v1/revocations                                                   owner_only
+POST    /api/ext/v1/step-up                                                       humans_and_switch
+POST    /api/ext/v1/task-grants                                                   signed_in
+POST    /api/ext/v1/task-grants/revocations                                       humans
+POST    /api/ext/v1/task-grants/{grant_id}/tokens                                 grant_agent_bootstrap
+POST    /api/ext/v1/user/orgs                                                     humans
+POST    /api/ext/v1/user/tokens                                                   humans
+POST    /api/graphql                                                              signed_in
+POST    /api/uploads/repos/{owner}/{repo}/releases/{release_id:int}/assets        repo_write
+POST    /api/v3/orgs/{org}/repos                                                  org_member
+POST    /api/v3/orgs/{org}/teams                                                  owner_only
+POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/cancel             repo_write
+POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun              repo_write
+POST    /api/v3/repos/{owner}/{repo}/actions/variables                            repo_write
+POST    /api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches   repo_write
+POST    /api/v3/repos/{owner}/{repo}/check-runs                                   repo_write
+POST    /api/v3/repos/{owner}/{repo}/forks                                        repo_fork
+POST    /api/v3/repos/{owner}/{repo}/git/blobs                                    repo_write
+POST    /api/v3/repos/{owner}/{repo}/git/commits                                  repo_write
+POST    /api/v3/repos/{owner}/{repo}/git/refs                                     repo_write
+POST    /api/v3/repos/{owner}/{repo}/git/tags                                     repo_write
+POST    /api/v3/repos/{owner}/{repo}/git/trees                                    repo_write
+POST    /api/v3/repos/{owner}/{repo}/issues                                       repo_read
+POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/comments                 repo_read
+POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_write
+POST    /api/v3/repos/{owner}/{repo}/labels                                       repo_write
+POST    /api/v3/repos/{owner}/{repo}/merge-upstream                               repo_read
+POST    /api/v3/repos/{owner}/{repo}/milestones                                   repo_write
+POST    /api/v3/repos/{owner}/{repo}/pulls                                        repo_read
+POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_write
+POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews                   repo_read
+POST    /api/v3/repos/{owner}/{repo}/releases                                     repo_write
+POST    /api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets             repo_write
+POST    /api/v3/repos/{owner}/{repo}/statuses/{sha}                               repo_write
+POST    /api/v3/user/repos                                                        signed_in_untasked
+POST    /approvals                                                                web_page
+POST    /login                                                                    web_page
+POST    /login/device                                                             web_page
+POST    /login/device/code                                                        public
+POST    /login/oauth/access_token                                                 public
+POST    /login/oauth/authorize                                                    web_page
+POST    /logout                                                                   web_page
+POST    /settings/agents                                                          web_page
+POST    /settings/tokens                                                          web_page
+POST    /{owner}/{repo}/git-receive-pack                                          git_write
+POST    /{owner}/{repo}/git-upload-pack                                           git_read
+PUT     /api/v3/orgs/{org}/memberships/{login}                                    owner_only
+PUT     /api/v3/orgs/{org}/teams/{slug}/memberships/{login}                       team_admin
+PUT     /api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}                      team_admin
+PUT     /api/v3/repos/{owner}/{repo}/actions/secrets/{name}                       repo_write
+PUT     /api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection            repo_admin
+PUT     /api/v3/repos/{owner}/{repo}/collaborators/{login}                        repo_admin
+PUT     /api/v3/repos/{owner}/{repo}/contents/{path:path}                         protected_branch_write
+PUT     /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_write
+PUT     /api/v3/repos/{owner}/{repo}/issues/{number:int}/lock                     repo_write
+PUT     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge                     repo_write
+PUT     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/update-branch             repo_write
+PUT     /api/v3/users/{login}/suspended                                           site_admin
+"""
+
+
+def route_access():
+    return {(m, p): label for m, p, label in (line.split() for line in ROUTE_ACCESS.strip().splitlines())}
+
+
+def all_routes():
+    return sorted((method, r.pattern) for method, rs in agentgit.ROUTES.items() for r in rs)
+
+
+def test_every_route_has_an_entry():
+    assert sorted(route_access()) == all_routes()
+    assert set(route_access().values()) <= set(EXPECTED)
+
+
+def test_the_matrix(tmp_path):
+    template = tmp_path / "world"
+    tokens, ids = build_world(template)
+    access = route_access()
+    table, leaks = observe(template, tokens, ids, all_routes())
+    wrong = []
+    for (method, pattern), row in table.items():
+        expected = EXPECTED[access[method, pattern]].split()
+        wrong += ["%s %s as %s: %s, expected %s" % (method, pattern, who, got, want)
+                  for who, got, want in zip(PRINCIPALS, row, expected) if got != want]
+    cells = len(table) * len(PRINCIPALS)
+    print("authorization matrix: %d routes x %d principals = %d cells" % (len(table), len(PRINCIPALS), cells))
+    assert not wrong, "%d of %d cells differ:\n%s" % (len(wrong), cells, "\n".join(wrong))
+    assert not leaks, "\n".join(leaks)
