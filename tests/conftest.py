@@ -369,6 +369,11 @@ def turn_on_totp(server, login):
     return base64.b32decode(secret + "=" * (-len(secret) % 8))
 
 
+# The sweeps (the authorization matrix, the fuzzers) run once, against the single file that ships:
+# test_build proves the package holds the same code, line for line.
+sweep = pytest.mark.skipif(BUILD == "package", reason="the sweeps run against the single file (make test-file)")
+
+
 def patch_everywhere(monkeypatch, name, value):
     """monkeypatch.setattr for a name of agentgit's one namespace: in the package each module that
     imported the name holds its own reference, so each is patched."""

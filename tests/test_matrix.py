@@ -14,7 +14,9 @@ import shutil
 import urllib.parse
 
 import agentgit
-from conftest import api, call, ext
+from conftest import api, call, ext, sweep
+
+pytestmark = sweep
 
 # The principals, in the order of the columns below.
 PRINCIPALS = ("anonymous", "owner", "outsider", "reader", "writer", "org_member", "agent_bootstrap",

@@ -17,8 +17,8 @@ import threading
 import time
 import traceback
 
-from agentgit.config import (AGENT_CREDENTIALS, API_VERSION, HEADER_DEADLINE, MAX_CONNECTIONS_PER_CLIENT, Config,
-                             REQUEST_IDLE_TIMEOUT, __version__, now)
+from agentgit.config import (AGENT_CREDENTIALS, API_VERSION, DOCS_URL, HEADER_DEADLINE, MAX_CONNECTIONS_PER_CLIENT,
+                             Config, REQUEST_IDLE_TIMEOUT, __version__, now)
 from agentgit.errors import HTTPError
 from agentgit.storage import Store
 from agentgit.tokens import token_fingerprint
@@ -305,6 +305,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def end_headers(self):
         self._headers_sent = True
         super().end_headers()
+
+    def send_error(self, code, message=None, explain=None):
+        """What http.server refuses before a request reaches dispatch (a malformed request line, an
+        unknown method, too many headers) answered in the REST shape, as everything else is."""
+        self.close_connection = True
+        body = encode_json({"message": message or http.HTTPStatus(code).phrase, "documentation_url": DOCS_URL})
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def handle_one_request(self):
         self._headers_sent = False
