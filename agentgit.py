@@ -67,6 +67,8 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     40. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
+DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
+
 import argparse
 import base64
 import collections
@@ -80,6 +82,7 @@ import hashlib
 import hmac
 import html
 import http.server
+import importlib.util
 import io
 import itertools
 import json
@@ -105,12 +108,17 @@ import urllib.parse
 import urllib.request
 import zlib
 
-from dulwich.errors import NotTreeError
-from dulwich.graph import can_fast_forward, find_merge_base
-from dulwich.object_store import iter_tree_contents
-from dulwich.objects import Blob, Commit, Tag, Tree
-from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
-from dulwich.repo import Repo
+try:
+    from dulwich.errors import NotTreeError
+    from dulwich.graph import can_fast_forward, find_merge_base
+    from dulwich.object_store import iter_tree_contents
+    from dulwich.objects import Blob, Commit, Tag, Tree
+    from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
+    from dulwich.repo import Repo
+except ImportError:
+    if __name__ != "__main__":
+        raise ImportError(DEPENDENCY_MISSING)
+    sys.exit(DEPENDENCY_MISSING)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -951,6 +959,15 @@ def update_row(db, table, fields, key_column, key):
 # walks); Git Smart HTTP (section 10) serves packs through the git binary when there is one.
 
 ZERO_SHA = "0" * 40
+
+
+def merge_support_missing():
+    """Why pull requests could not be merged here, or None: dulwich's merges need its 'merge' extra
+    (the merge3 package). Looked up, not imported, so starting stays quick."""
+    if importlib.util.find_spec("merge3") is None:
+        return ("agentgit needs dulwich's merge extra for pull requests, and the merge3 package is missing: "
+                "pip install 'dulwich[merge]'")
+    return None
 
 
 def repo_dir(app, repo_id):
@@ -10900,7 +10917,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 38. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-# uses: config, errors, storage, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, githttp
+# uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 OPERATOR_REASON = "local operator with access to the data directory"
@@ -10957,6 +10974,9 @@ class App:
     """Everything a request needs: configuration, database, server key, git engine."""
 
     def __init__(self, config, authenticator=None):
+        missing = merge_support_missing()
+        if missing:
+            raise RuntimeError(missing)       # before anything is written: a pull request would fail half-way
         self.config = config
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         self.repos_dir = os.path.join(config.data_dir, "repos")
@@ -11801,6 +11821,13 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except RuntimeError as error:          # a missing dependency, found before anything was written
+        raise SystemExit(str(error))
+
+
+def run_command(args):
     if args.command == "serve":
         if bool(args.tls_cert) != bool(args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")

@@ -110,18 +110,20 @@ def check_dunders(module, allowed=()):
                 raise module.error(node.lineno, "a function-local import of the package; import at the top")
 
 
-def read_build_order(root):
+def read_package(root):
+    """From src/agentgit/__init__.py: its docstring, MODULES (the build order) and DEPENDENCY_MISSING."""
     with open(os.path.join(root, "src", "agentgit", "__init__.py"), encoding="utf-8") as f:
         tree = ast.parse(f.read())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["MODULES"]:
-            return ast.get_docstring(tree, clean=False), list(ast.literal_eval(node.value))
-    raise BuildError("src/agentgit/__init__.py names no MODULES")
+    found = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+             and isinstance(node.targets[0], ast.Name) and node.targets[0].id in ("MODULES", "DEPENDENCY_MISSING")}
+    if len(found) != 2:
+        raise BuildError("src/agentgit/__init__.py must name MODULES and DEPENDENCY_MISSING")
+    return ast.get_docstring(tree, clean=False), list(found["MODULES"]), found["DEPENDENCY_MISSING"]
 
 
 def build(root=ROOT):
     """The text of agentgit.py, or BuildError."""
-    package_doc, order = read_build_order(root)
+    package_doc, order, dependency_missing = read_package(root)
     modules = [Module(root, name) for name in order] + [Module(root, "__main__")]
     owner = {}                     # top-level name -> module that defines it
     external = {}                  # hoisted `from x import name`: name -> x
@@ -203,10 +205,16 @@ def build(root=ROOT):
         '"""%s\nSections, the modules of src/agentgit/ in build order (each uses only those above it):\n\n%s\n"""\n\n'
         % (package_doc.rstrip() + "\n", section_map))
     imports = "\n".join("import " + spec for spec in plain) + "\n"
-    for group in (sorted(stdlib), sorted(set(froms) - set(stdlib))):
-        if group:
-            imports += "\n" + "".join("from %s import %s\n" % (s, ", ".join(sorted(froms[s]))) for s in group)
-    parts = [header + imports]
+    if stdlib:
+        imports += "\n" + "".join("from %s import %s\n" % (s, ", ".join(sorted(froms[s]))) for s in sorted(stdlib))
+    # the one dependency: when it is missing, say how to get it rather than show a traceback
+    imports += "\ntry:\n" + "".join("    from %s import %s\n" % (s, ", ".join(sorted(froms[s])))
+                                    for s in sorted(set(froms) - set(stdlib)))
+    imports += ("except ImportError:\n"
+                "    if __name__ != \"__main__\":\n"
+                "        raise ImportError(DEPENDENCY_MISSING)\n"
+                "    sys.exit(DEPENDENCY_MISSING)\n")
+    parts = [header + "DEPENDENCY_MISSING = %r\n\n" % dependency_missing + imports]
     for i, module in enumerate(modules, 1):
         used = ", ".join(uses[module.name]) or "nothing of the package"
         number = "%d. " % i if module.name != "__main__" else ""

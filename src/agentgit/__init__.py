@@ -22,6 +22,13 @@ Embed it (a pytest fixture)::
 """
 
 import importlib
+import importlib.util
+
+# What a machine without dulwich is told (the single file says it too, from its imports).
+DEPENDENCY_MISSING = ("agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where "
+                      "`make serve` has run, .venv/bin/python agentgit.py ... has it)")
+if importlib.util.find_spec("dulwich") is None:
+    raise ImportError(DEPENDENCY_MISSING)
 
 # The build order: each module imports only from those before it. `make dist` (tools/amalgamate.py)
 # writes their bodies in this order into the single file agentgit.py.

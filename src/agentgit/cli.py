@@ -285,6 +285,13 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except RuntimeError as error:          # a missing dependency, found before anything was written
+        raise SystemExit(str(error))
+
+
+def run_command(args):
     if args.command == "serve":
         if bool(args.tls_cert) != bool(args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")

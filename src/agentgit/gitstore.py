@@ -1,6 +1,7 @@
 """Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich."""
 
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -18,6 +19,15 @@ from dulwich.repo import Repo
 # walks); Git Smart HTTP (section 10) serves packs through the git binary when there is one.
 
 ZERO_SHA = "0" * 40
+
+
+def merge_support_missing():
+    """Why pull requests could not be merged here, or None: dulwich's merges need its 'merge' extra
+    (the merge3 package). Looked up, not imported, so starting stays quick."""
+    if importlib.util.find_spec("merge3") is None:
+        return ("agentgit needs dulwich's merge extra for pull requests, and the merge3 package is missing: "
+                "pip install 'dulwich[merge]'")
+    return None
 
 
 def repo_dir(app, repo_id):

@@ -21,6 +21,7 @@ from agentgit.config import (AGENT_CREDENTIALS, API_VERSION, DOCS_URL, HEADER_DE
                              Config, REQUEST_IDLE_TIMEOUT, __version__, now)
 from agentgit.errors import HTTPError
 from agentgit.storage import Store
+from agentgit.gitstore import merge_support_missing
 from agentgit.tokens import token_fingerprint
 from agentgit.accounts import create_human, register_agent
 from agentgit.policy import Decision, Resource
@@ -87,6 +88,9 @@ class App:
     """Everything a request needs: configuration, database, server key, git engine."""
 
     def __init__(self, config, authenticator=None):
+        missing = merge_support_missing()
+        if missing:
+            raise RuntimeError(missing)       # before anything is written: a pull request would fail half-way
         self.config = config
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         self.repos_dir = os.path.join(config.data_dir, "repos")

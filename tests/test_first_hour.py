@@ -1,0 +1,41 @@
+"""The first hour: what a new user meets before anything works, from the single file alone to the
+command line beside a running server."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import dulwich
+
+from conftest import CLI, SINGLE_FILE, api, call, ext
+
+
+def bare_python(tmp_path, with_packages):
+    """A Python that sees only ``with_packages`` of the test environment's site-packages (copied), as a
+    user's machine with just what they installed would."""
+    site = tmp_path / "site"
+    site.mkdir()
+    packages = os.path.dirname(os.path.dirname(dulwich.__file__))
+    for name in with_packages:
+        shutil.copytree(os.path.join(packages, name), site / name)
+    return [sys.executable, "-S", "-s"], dict(os.environ, PYTHONPATH=str(site))
+
+
+def test_without_dulwichs_merge_extra_it_refuses_to_start_and_names_the_install_line(tmp_path):
+    python, env = bare_python(tmp_path, ["dulwich"])
+    shutil.copy(SINGLE_FILE, tmp_path / "agentgit.py")
+    out = subprocess.run([*python, "agentgit.py", "serve", "--port", "0"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "pip install 'dulwich[merge]'" in out.stderr and "merge3" in out.stderr
+    assert not (tmp_path / "agentgit-data").exists()       # nothing written
+
+
+def test_without_dulwich_it_says_what_to_install(tmp_path):
+    python, env = bare_python(tmp_path, [])
+    shutil.copy(SINGLE_FILE, tmp_path / "agentgit.py")
+    out = subprocess.run([*python, "agentgit.py", "user", "add", "alice"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert "pip install 'dulwich[merge]'" in out.stderr and ".venv/bin/python" in out.stderr
