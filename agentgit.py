@@ -11757,7 +11757,7 @@ def add_client_commands(commands, command):
 
 
 def build_parser():
-    data_default = os.environ.get("AGENTGIT_DATA", DEFAULT_DATA_DIR)
+    data_default = os.environ.get("AGENTGIT_DATA") or DEFAULT_DATA_DIR
     parser = argparse.ArgumentParser(prog="agentgit.py", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -11819,6 +11819,16 @@ def build_parser():
     return parser
 
 
+def existing_data_dir(path):
+    """The data directory a command other than serve works on: one a server made, never a new one (a
+    token for an empty directory would be refused by the server that is running). Says which on stderr."""
+    if not os.path.isfile(os.path.join(path, "agentgit.db")):
+        raise SystemExit("agentgit: no agentgit data in %s. Run this where `serve` runs (its data directory is "
+                         "printed when it starts), or pass --data DIR or set AGENTGIT_DATA." % os.path.abspath(path))
+    print("agentgit: data in %s" % os.path.abspath(path), file=sys.stderr)
+    return path
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -11853,7 +11863,7 @@ def run_command(args):
     if args.command == "routes":
         print(route_index())
         return 0
-    app = App(Config(data_dir=args.data, git_engine="auto"))
+    app = App(Config(data_dir=existing_data_dir(args.data), git_engine="auto"))
     if args.command == "user" and args.action == "add":
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
         try:

@@ -39,3 +39,20 @@ def test_without_dulwich_it_says_what_to_install(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
     assert "pip install 'dulwich[merge]'" in out.stderr and ".venv/bin/python" in out.stderr
+
+
+def test_the_command_line_finds_the_servers_data_or_says_it_cannot(server, tmp_path):
+    """A user who runs the CLI from another directory gets either the running server's data (through
+    --data or AGENTGIT_DATA, named on stderr) or an error that says where to look, never a new, empty
+    data directory whose tokens the server refuses."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lost = subprocess.run([*CLI, "user", "add", "alice"], cwd=elsewhere, capture_output=True, text=True,
+                          env=dict(os.environ, AGENTGIT_DATA=""))
+    assert lost.returncode != 0 and "no agentgit data in %s" % (elsewhere / "agentgit-data") in lost.stderr
+    assert "--data DIR or set AGENTGIT_DATA" in lost.stderr and not (elsewhere / "agentgit-data").exists()
+    data = server.app.config.data_dir
+    found = subprocess.run([*CLI, "user", "add", "alice"], cwd=elsewhere, capture_output=True, text=True,
+                           env=dict(os.environ, AGENTGIT_DATA=str(data)))
+    assert found.returncode == 0 and "agentgit: data in %s" % os.path.abspath(data) in found.stderr
+    assert api(server, "GET", "/user", found.stdout.split()[-1]).json["login"] == "alice"

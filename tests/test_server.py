@@ -79,6 +79,8 @@ def test_cli_user_add_with_password_and_suspend(tmp_path):
     data = str(tmp_path / "d")
     run = lambda *a, **kw: subprocess.run([*CLI, *a, "--data", data],  # noqa: E731
                                           capture_output=True, text=True, **kw)
+    assert "no agentgit data in %s" % data in run("user", "add", "dave").stderr and not os.path.exists(data)
+    agentgit.App(agentgit.Config(data_dir=data))                        # the data a server made
     out = run("user", "add", "dave", "--admin", "--password-stdin", input="s3cret\n")
     assert out.returncode == 0 and out.stdout.strip().split("\n")[-1].startswith("agp_")
     assert run("user", "add", "dave").returncode != 0
