@@ -75,6 +75,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import errno
 import fcntl
 import functools
 import getpass
@@ -11099,7 +11100,7 @@ class App:
             params = match_segments(candidate.segments, parts)
             if params is not None:
                 return candidate.handler, params
-        raise HTTPError(404, "Not Found")
+        raise HTTPError(404, not_found_message(method, path[:200], parts))
 
     def respond(self, req, status, body, headers=None):
         handler, headers = req.handler, dict(headers or {})
@@ -11159,6 +11160,22 @@ SECRET_PARAMETER_RE = re.compile(r"(?i)\b((?:access_|refresh_|subject_|actor_)?t
 
 class HeaderInjection(ValueError):
     """A response header that would carry CR or LF: refused by Handler.send_header."""
+
+
+def not_found_message(method, path, parts):
+    """A 404 that says what was probably meant: the methods the path does take, the REST API's root
+    for a GitHub path without it, or that an extension endpoint does not exist."""
+    def matched(method_routes, segments):
+        return any(match_segments(r.segments, segments) is not None for r in method_routes)
+    others = sorted(m for m, method_routes in ROUTES.items() if m != method and matched(method_routes, parts))
+    if others:
+        return "Not Found: %s takes %s, not %s" % (path, " and ".join(others), method)
+    if path.startswith("/api/ext/"):
+        return "Not Found: agentgit has no extension endpoint %s %s (`python agentgit.py routes` lists them)" % (
+            method, path)
+    if not path.startswith("/api/") and matched(ROUTES.get(method, ()), ["api", "v3"] + parts):
+        return "Not Found: the REST API is under /api/v3 (%s /api/v3%s)" % (method, path)
+    return "Not Found"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -11241,9 +11258,9 @@ class Guarded:
     header_deadline = HEADER_DEADLINE
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
         self.clients, self.watched, self.guard_lock = collections.Counter(), {}, threading.Lock()
-        self.closing = threading.Event()
+        self.closing = threading.Event()      # before binding: a failed bind closes the server at once
+        super().__init__(*args, **kwargs)
         threading.Thread(target=self.watchdog, daemon=True, name="agentgit-header-watchdog").start()
 
     def handle_error(self, request, client_address):
@@ -11841,10 +11858,16 @@ def run_command(args):
     if args.command == "serve":
         if bool(args.tls_cert) != bool(args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")
-        server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
-                             tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
-                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
-                             agent_credentials=args.agent_credentials)
+        try:
+            server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
+                                 tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
+                                 access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
+                                 agent_credentials=args.agent_credentials)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
+                             "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
         print("agentgit listening on %s" % server.url, flush=True)
         print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
         print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)

@@ -56,3 +56,31 @@ def test_the_command_line_finds_the_servers_data_or_says_it_cannot(server, tmp_p
                            env=dict(os.environ, AGENTGIT_DATA=str(data)))
     assert found.returncode == 0 and "agentgit: data in %s" % os.path.abspath(data) in found.stderr
     assert api(server, "GET", "/user", found.stdout.split()[-1]).json["login"] == "alice"
+
+
+def test_a_port_in_use_is_named_with_what_to_do(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        out = subprocess.run([*CLI, "serve", "--port", str(port), "--data", str(tmp_path / "d")],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "port %d on 127.0.0.1 is in use" % port in out.stderr and "--port 0" in out.stderr
+
+
+def test_not_found_says_what_was_probably_meant(server):
+    token = server.add_user("alice")
+    r = call(server, "GET", "/user", token)
+    assert r.status == 404 and r.json["message"] == "Not Found: the REST API is under /api/v3 (GET /api/v3/user)"
+    r = call(server, "GET", "/repos/alice/x/issues", token)
+    assert "the REST API is under /api/v3 (GET /api/v3/repos/alice/x/issues)" in r.json["message"]
+    r = ext(server, "GET", "/agent-bindingz", token)
+    assert r.status == 404 and "agentgit has no extension endpoint GET /api/ext/v1/agent-bindingz" in r.json["message"]
+    r = api(server, "PATCH", "/user/repos", token, {})
+    assert r.status == 404 and r.json["message"] == "Not Found: /api/v3/user/repos takes GET and POST, not PATCH"
+    assert r.json["documentation_url"]
+    assert api(server, "GET", "/nothing/here", token).json["message"] == "Not Found"

@@ -149,9 +149,10 @@ def test_authenticator_vouches_for_humans_only(tmp_path):
 def test_head_and_unknown_routes(server):
     r = call(server, "HEAD", "/api/v3/users/admin")
     assert r.status == 200 and r.raw == b"" and int(r.headers["content-length"]) > 0
-    for method, path in (("GET", "/api/v3/nothing"), ("DELETE", "/api/v3/user"), ("GET", "/x/y/z/w/v")):
+    for method, path, message in (("GET", "/api/v3/nothing", "Not Found"), ("GET", "/x/y/z/w/v", "Not Found"),
+                                  ("DELETE", "/api/v3/user", "Not Found: /api/v3/user takes GET, not DELETE")):
         r = call(server, method, path)
-        assert r.status == 404 and r.json["message"] == "Not Found"
+        assert r.status == 404 and r.json["message"] == message
     r = call(server, "GET", "/admin/x.git/info/refs")           # dumb HTTP is not served
     assert r.status == 403 and b"smart HTTP" in r.raw
 

@@ -2,6 +2,7 @@
 
 import argparse
 import base64
+import errno
 import functools
 import getpass
 import json
@@ -305,10 +306,16 @@ def run_command(args):
     if args.command == "serve":
         if bool(args.tls_cert) != bool(args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")
-        server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
-                             tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
-                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
-                             agent_credentials=args.agent_credentials)
+        try:
+            server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
+                                 tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
+                                 access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
+                                 agent_credentials=args.agent_credentials)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
+                             "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
         print("agentgit listening on %s" % server.url, flush=True)
         print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
         print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)

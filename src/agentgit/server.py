@@ -213,7 +213,7 @@ class App:
             params = match_segments(candidate.segments, parts)
             if params is not None:
                 return candidate.handler, params
-        raise HTTPError(404, "Not Found")
+        raise HTTPError(404, not_found_message(method, path[:200], parts))
 
     def respond(self, req, status, body, headers=None):
         handler, headers = req.handler, dict(headers or {})
@@ -273,6 +273,22 @@ SECRET_PARAMETER_RE = re.compile(r"(?i)\b((?:access_|refresh_|subject_|actor_)?t
 
 class HeaderInjection(ValueError):
     """A response header that would carry CR or LF: refused by Handler.send_header."""
+
+
+def not_found_message(method, path, parts):
+    """A 404 that says what was probably meant: the methods the path does take, the REST API's root
+    for a GitHub path without it, or that an extension endpoint does not exist."""
+    def matched(method_routes, segments):
+        return any(match_segments(r.segments, segments) is not None for r in method_routes)
+    others = sorted(m for m, method_routes in ROUTES.items() if m != method and matched(method_routes, parts))
+    if others:
+        return "Not Found: %s takes %s, not %s" % (path, " and ".join(others), method)
+    if path.startswith("/api/ext/"):
+        return "Not Found: agentgit has no extension endpoint %s %s (`python agentgit.py routes` lists them)" % (
+            method, path)
+    if not path.startswith("/api/") and matched(ROUTES.get(method, ()), ["api", "v3"] + parts):
+        return "Not Found: the REST API is under /api/v3 (%s /api/v3%s)" % (method, path)
+    return "Not Found"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -355,9 +371,9 @@ class Guarded:
     header_deadline = HEADER_DEADLINE
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
         self.clients, self.watched, self.guard_lock = collections.Counter(), {}, threading.Lock()
-        self.closing = threading.Event()
+        self.closing = threading.Event()      # before binding: a failed bind closes the server at once
+        super().__init__(*args, **kwargs)
         threading.Thread(target=self.watchdog, daemon=True, name="agentgit-header-watchdog").start()
 
     def handle_error(self, request, client_address):
