@@ -6373,15 +6373,21 @@ def update_variable(req, owner, repo, name):
 # GitHub's search syntax, the common part: free words, "quoted phrases", and qualifiers (key:value).
 # Only what the caller may read is ever found.
 
-SEARCH_TOKEN_RE = re.compile(r'(-?)(\w+):("[^"]*"|\S+)|"([^"]*)"|(\S+)')
+SEARCH_TOKEN_RE = re.compile(r'(-?)([\w-]+):("[^"]*"|\S+)|"([^"]*)"|(\S+)')
+# Qualifiers that name a user, where GitHub reads @me as the caller (gh pr status asks author:@me)
+USER_QUALIFIERS = ("author", "assignee", "mentions", "review-requested", "involves", "commenter", "user", "owner")
 
 
-def parse_search(q):
-    """(words, {qualifier: [values]}, {qualifier: [negated values]})."""
+def parse_search(q, me=None):
+    """(words, {qualifier: [values]}, {qualifier: [negated values]}); @me in a user qualifier is ``me``
+    (the caller's login; for an anonymous caller it matches no one)."""
     words, quals, negated = [], {}, {}
     for neg, key, value, phrase, word in SEARCH_TOKEN_RE.findall(q or ""):
         if key:
-            (negated if neg else quals).setdefault(key.lower(), []).append(value.strip('"').lower())
+            key, value = key.lower(), value.strip('"').lower()
+            if value == "@me" and key in USER_QUALIFIERS:
+                value = me.lower() if me else "@me"
+            (negated if neg else quals).setdefault(key, []).append(value)
         elif phrase:
             words.append(phrase.lower())
         else:
@@ -6413,7 +6419,7 @@ def owner_matches(row, quals):
 @route("GET", "/api/v3/search/repositories")
 def search_repositories(req):
     """Free words match the name and description; user:/org:/repo:, is:public|private, archived:."""
-    words, quals, _ = parse_search(req.query.get("q", ""))
+    words, quals, _ = parse_search(req.query.get("q", ""), req.principal.login)
     if not words and not quals:
         raise invalid("Search", "q", "missing", "a search needs words or qualifiers")
     req.check("read_meta", SITE)
@@ -6443,7 +6449,7 @@ def search_code(req):
     """Every free word (case-insensitive) in a text file on the default branch of a repository the
     caller can read; repo:/user:/org:, path: (a directory prefix), filename:, extension:. There is no
     index: files are read at query time, which suits the repositories a reference server holds."""
-    words, quals, _ = parse_search(req.query.get("q", ""))
+    words, quals, _ = parse_search(req.query.get("q", ""), req.principal.login)
     paths, names, extensions = quals.get("path", []), quals.get("filename", []), quals.get("extension", [])
     if not words and not (paths or names or extensions):
         raise invalid("Search", "q", "missing", "a code search needs words, path:, filename: or extension:")
@@ -6487,14 +6493,14 @@ def search_code(req):
 @route("GET", "/api/v3/search/issues")
 def search_issues(req):
     """Free words match title and body; repo:/user:/org:, is:issue|pr|open|closed, state:, author:,
-    assignee:, label:, mentions:."""
+    assignee:, label:, mentions:, review-requested:, commenter:, involves: (@me for the caller)."""
     found = matching_issues(req, req.query.get("q", ""))
     return search_page(req, [dict(data, score=1.0) for _, _, data in found], kind="lexical")
 
 
 def matching_issues(req, q):
     """[(repository row, issue row, issue_json)] that the query matches, newest first (REST and GraphQL)."""
-    words, quals, negated = parse_search(q)
+    words, quals, negated = parse_search(q, req.principal.login)
     if not words and not quals:
         raise invalid("Search", "q", "missing", "a search needs words or qualifiers")
     req.check("read_meta", SITE)
@@ -6526,8 +6532,24 @@ def matching_issues(req, q):
             continue
         if any("@" + m not in text for m in quals.get("mentions", [])):
             continue
+        if not people_match(store, issue, quals, author, assignees, text):
+            continue
         out.append((row, issue, data))
     return out
+
+
+def people_match(store, issue, quals, author, assignees, text):
+    """review-requested:, commenter: and involves: (author, assignee, mentioned or commenter)."""
+    if not any(k in quals for k in ("review-requested", "commenter", "involves")):
+        return True
+    requested = {r["login"].lower() for r in store.all(
+        "SELECT a.login FROM review_requests r JOIN accounts a ON a.id = r.user_id WHERE r.issue_id = ?", issue["id"])}
+    commenters = {r["login"].lower() for r in store.all(
+        "SELECT a.login FROM comments c JOIN accounts a ON a.id = c.user_id WHERE c.issue_id = ?", issue["id"])}
+    return (all(r in requested for r in quals.get("review-requested", []))
+            and all(c in commenters for c in quals.get("commenter", []))
+            and all(p == author or p in assignees or p in commenters or "@" + p in text
+                    for p in quals.get("involves", [])))
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════

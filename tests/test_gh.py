@@ -500,3 +500,29 @@ def test_gh_fork_and_a_pull_request_from_it(gh_server, tmp_path):
     gh(bob_env, "repo", "sync", "bob/demo")
     synced = json.loads(gh(bob_env, "api", "repos/bob/demo/branches/main").stdout)["commit"]["sha"]
     assert synced == json.loads(gh(alice_env, "api", "repos/alice/demo/branches/main").stdout)["commit"]["sha"]
+
+
+def test_gh_understands_at_me(tmp_path):
+    """gh pr status and gh pr list --author @me ask GitHub's search for author:@me (and
+    review-requested:@me): the caller, as GitHub reads it."""
+    with gh_as_alice(tmp_path) as (srv, env, alice):
+        bob = srv.add_user("bob")
+        api(srv, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+        api(srv, "PUT", "/repos/alice/demo/collaborators/bob", alice, {"permission": "push"})
+        main = api(srv, "GET", "/repos/alice/demo/branches/main", alice).json["commit"]["sha"]
+        for owner, branch in ((alice, "mine"), (bob, "bobs")):
+            api(srv, "POST", "/repos/alice/demo/git/refs", owner, {"ref": "refs/heads/" + branch, "sha": main})
+            api(srv, "PUT", "/repos/alice/demo/contents/%s.txt" % branch, owner, {
+                "message": branch, "content": "eA==", "branch": branch})
+            assert api(srv, "POST", "/repos/alice/demo/pulls", owner, {
+                "title": "PR from " + branch, "head": branch, "base": "main"}).status == 201
+        assert api(srv, "POST", "/repos/alice/demo/pulls/2/requested_reviewers", bob,
+                   {"reviewers": ["alice"]}).status == 201
+        mine = gh(env, "pr", "list", "-R", "alice/demo", "--author", "@me").stdout
+        assert "PR from mine" in mine and "PR from bobs" not in mine
+        status = gh(env, "pr", "status", "-R", "alice/demo").stdout
+        created = status.split("Created by you")[1].split("Requesting a code review from you")[0]
+        assert "PR from mine" in created and "PR from bobs" not in created, status
+        assert "PR from bobs" in status.split("Requesting a code review from you")[1], status
+        searched = api(srv, "GET", "/search/issues?q=involves:@me+is:pr", bob).json
+        assert [i["title"] for i in searched["items"]] == ["PR from bobs"]
