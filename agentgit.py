@@ -6567,6 +6567,7 @@ def find_org(req, login, action="read_org"):
 
 @route("POST", "/api/ext/v1/user/orgs")
 def create_org(req):
+    """A new organization owned by the caller."""
     body = req.json()
     user = signed_in(req)
     login = req.field(body, "login", str, "Organization", required=True)
@@ -6933,6 +6934,7 @@ def token_json(row):
 
 @route("GET", "/api/ext/v1/user/tokens")
 def list_tokens(req):
+    """The caller's own tokens (never their values): kind, scopes, expiry, last use."""
     user = signed_in(req)
     req.check("read_tokens", Resource.account(user))
     rows = req.app.store.all("SELECT * FROM tokens WHERE user_id = ? ORDER BY id", user["id"])
@@ -6941,6 +6943,7 @@ def list_tokens(req):
 
 @route("POST", "/api/ext/v1/user/tokens")
 def create_token(req):
+    """A new personal token for the caller, with the scopes and expiry asked; shown once."""
     body = req.json()
     user = signed_in(req)
     name = req.field(body, "name", str, "Token", required=True)
@@ -6977,6 +6980,7 @@ def mint_personal_token(req, user, name, scopes, expires_at):
 
 @route("DELETE", "/api/ext/v1/user/tokens/{token_id:int}")
 def revoke_token(req, token_id):
+    """Revoke one of the caller's own tokens (404 for anyone else's)."""
     user = signed_in(req)
     row = req.app.store.one("SELECT * FROM tokens WHERE id = ? AND user_id = ?", int(token_id), user["id"])
     if row is None:
@@ -7123,6 +7127,8 @@ def authorize_invite(req, grants):
 
 @route("POST", "/api/ext/v1/agent-invites")
 def create_invite(req):
+    """An invite from the caller for an agent to bind to them, with repository and team grants the caller may
+    give; its token is shown once."""
     body = req.json()
     grants = invite_grants(req, body)
     seconds = req.field(body, "expires_in", int, "AgentInvite", default=INVITE_DEFAULT_SECONDS)
@@ -7253,6 +7259,7 @@ def token_status(store, agent_id):
 
 @route("GET", "/api/ext/v1/user/agents")
 def list_my_agents(req):
+    """The agents bound to the caller, with their grants and state."""
     user = signed_in(req)
     req.check("read_tokens", Resource.account(user))
     out = []
@@ -7271,6 +7278,7 @@ def list_my_agents(req):
 
 @route("PATCH", "/api/ext/v1/agent-bindings/{login}")
 def rename_binding(req, login):
+    """The display name the bound human gives the agent."""
     body = req.json()
     name = text_field(req, body, "display_name", "AgentBinding", required=True, limit=100)
     agent, binding = bound_agent(req, login)
@@ -7306,6 +7314,7 @@ def unbind_agent(db, agent):
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/reset-token")
 def reset_agent_token(req, login):
+    """Revoke every token of the agent and issue it a new one (shown once), for its bound human."""
     agent, _ = bound_agent(req, login, confers=AGENT_SCOPES)
     with req.transaction() as db:
         token, revoked, effect = reset_agent_credentials(db, req.app.key, agent)
@@ -7330,11 +7339,13 @@ def set_agent_suspended(req, login, suspended):
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/suspend")
 def suspend_agent(req, login):
+    """Refuse the agent everything until resumed, for its bound human."""
     return set_agent_suspended(req, login, True)
 
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/resume")
 def resume_agent(req, login):
+    """Lift the agent's suspension, for its bound human."""
     return set_agent_suspended(req, login, False)
 
 
@@ -7602,6 +7613,7 @@ def find_grant(req, public_id, action):
 
 @route("GET", "/api/ext/v1/task-grants")
 def list_task_grants(req):
+    """The task grants the caller made, or (an agent) holds."""
     user = signed_in(req)
     req.check("read_account", Resource.account(user))
     rows = req.app.store.all("SELECT * FROM task_grants WHERE delegator_id = ? OR agent_id = ? ORDER BY id",
@@ -7622,6 +7634,7 @@ def get_task_grant(req, grant_id):
 
 @route("DELETE", "/api/ext/v1/task-grants/{grant_id}")
 def revoke_task_grant(req, grant_id):
+    """Revoke one task grant and every token of it, for its delegator."""
     row = find_grant(req, grant_id, "grant_task")
     with req.transaction() as db:
         db.execute("UPDATE task_grants SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now(), row["id"]))
@@ -7785,12 +7798,14 @@ def get_approval(req, approval_id):
 
 @route("POST", "/api/ext/v1/approvals/{approval_id}/approve")
 def approve(req, approval_id):
+    """The delegator's yes to a pending approval: the action may then happen once."""
     answer_approval(req, signed_in(req), approval_id, approve=True)
     return approval_json(req.app, req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id))
 
 
 @route("POST", "/api/ext/v1/approvals/{approval_id}/deny")
 def deny(req, approval_id):
+    """The delegator's no to a pending approval, with a reason the agent sees."""
     reason = req.field(req.json(), "reason", str, "Approval", default="")
     answer_approval(req, signed_in(req), approval_id, approve=False, reason=reason)
     return approval_json(req.app, req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id))
@@ -7894,6 +7909,7 @@ def freeze_json(app, row):
 
 @route("POST", "/api/ext/v1/freezes")
 def create_freeze(req):
+    """Make a repository or an organization read-only, with a reason (an incident, an audit)."""
     body = req.json()
     user = signed_in(req)
     name = req.field(body, "resource", str, "Freeze", required=True)
@@ -7901,8 +7917,10 @@ def create_freeze(req):
     if not reason or len(reason) > 1000:
         raise invalid("Freeze", "reason", message="say why, in at most 1000 characters")
     resource, action = freeze_target(req, name)
+    if resource is None and name.startswith(("repo:", "org:")):
+        raise HTTPError(404, "Not Found")         # one the caller cannot see is, for the caller, not there
     if resource is None:
-        raise invalid("Freeze", "resource", message="resource is repo:owner/name or org:login, one you can see")
+        raise invalid("Freeze", "resource", message="resource is repo:owner/name or org:login")
     req.authorize(action, resource)
     column = "repo_id" if resource.kind == "repo" else "org_id"
     with req.transaction() as db:
@@ -7932,6 +7950,7 @@ def list_freezes(req):
 
 @route("DELETE", "/api/ext/v1/freezes/{freeze_id}")
 def thaw(req, freeze_id):
+    """Lift a freeze."""
     signed_in(req)
     row = req.app.store.one("SELECT * FROM freezes WHERE public_id = ?", freeze_id)
     resource, action = frozen_resource(req.app.store, row) if row else (None, None)
@@ -10335,6 +10354,7 @@ def decide_device_code(req, row, approve):
 
 @route("POST", "/api/ext/v1/oauth/device/approve")
 def approve_device_api(req):
+    """Approve a device-flow request by its user code, as the caller (the API twin of the device page)."""
     body = req.json()
     signed_in(req)
     row = pending_device_code(req, req.field(body, "user_code", str, "DeviceCode", required=True))
@@ -10365,6 +10385,7 @@ def pkce_s256(verifier):
 
 @route("POST", "/api/ext/v1/oauth/apps")
 def register_oauth_app(req):
+    """Register an OAuth app (client id, optional secret, redirect URIs) owned by the caller."""
     body = req.json()
     name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
     uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)

@@ -13,8 +13,8 @@ import os
 import shutil
 import urllib.parse
 
-import agentgit
-from conftest import api, call, ext, sweep
+from conftest import api, call, ext, sweep      # first: it puts the build under test on the path
+import agentgit  # noqa: E402
 
 pytestmark = sweep
 
@@ -337,7 +337,7 @@ EXPECTED = {
     # a task grant and its approvals: its delegator and its agent
     "grant_parties":          "401 pass 404 404 404 404 pass pass pass pass pass 403 401 401 401 401",
     "grant_agent_bootstrap":  "401 404 404 404 404 404 pass 403 403 403 403 403 401 401 401 401",
-    "freeze":                 "401 pass pass 403 403 pass pass 403 403 pass 403 403 401 401 401 401",
+    "freeze":                 "401 pass 404 403 403 404 404 403 403 404 403 403 401 401 401 401",
     "thaw":                   "401 pass 404 404 404 404 404 403 404 403 403 403 401 401 401 401",
     "policy":                 "401 pass 404 pass pass 404 pass pass pass 404 pass 403 401 401 401 401",
     "token_holder":           "401 404 404 pass 404 404 404 404 404 404 404 403 401 401 401 401",
@@ -599,3 +599,72 @@ def test_the_matrix(tmp_path):
     print("authorization matrix: %d routes x %d principals = %d cells" % (len(table), len(PRINCIPALS), cells))
     assert not wrong, "%d of %d cells differ:\n%s" % (len(wrong), cells, "\n".join(wrong))
     assert not leaks, "\n".join(leaks)
+
+
+# -- the extension endpoints' table (docs/extensions.md), from the route table and this matrix -------
+
+EXTENSIONS_DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "extensions.md")
+WHO = {"owner": "owner", "reader": "reader", "writer": "writer", "org_member": "org member",
+       "agent_bootstrap": "agent (own token)", "agent_session": "agent session", "task_inside": "task token",
+       "task_outside": "task token of another grant", "switch_session": "switch session"}
+HUMANS = ("owner", "outsider", "reader", "writer", "org_member")
+AGENT_TOKENS = ("agent_bootstrap", "agent_session", "task_inside", "task_outside", "switch_session")
+# Where the world's principal would mislead (rita holds the token the route is called with)
+LABEL_WORDS = {"token_holder": "the token's holder", "grant_parties": "the grant's delegator; its agent, with any token",
+               "grant_agent_bootstrap": "the grant's agent, with its own token"}
+
+
+def who_gets_through(label):
+    if label in LABEL_WORDS:
+        return LABEL_WORDS[label]
+    passed = [p for p, c in zip(PRINCIPALS, EXPECTED[label].split()) if c == "pass"]
+    if "anonymous" in passed:
+        return "anyone"
+    words = []
+    if "outsider" in passed:
+        words.append("any human")
+        passed = [p for p in passed if p not in HUMANS]
+    if all(p in passed for p in AGENT_TOKENS):
+        words.append("any of an agent's tokens")
+        passed = [p for p in passed if p not in AGENT_TOKENS]
+    return ", ".join(words + [WHO[p] for p in passed if p in WHO])
+EXTENSIONS_INTRO = """# agentgit's extension endpoints
+
+Everything agentgit adds to GitHub's API, under `/api/ext/v1`. Written from the route table and the
+authorization matrix (`tests/test_matrix.py`) by `python tests/test_matrix.py`; `make test` fails when
+this file differs from what they say, so it cannot drift.
+
+*Who gets through* lists the callers the matrix sees pass authorization (an answer about the request
+itself, such as 422, still counts): **owner** is the human a thing belongs to: the agent's bound human,
+the grant's delegator, the organization's owner; **any human** includes one with no relation to it;
+**agent (own token)** is the agent's long-lived bootstrap token; **agent session** and **task token**
+are the short-lived tokens it trades that for; **switch session** is its human acting as the agent.
+Suspended accounts and revoked, expired or forged tokens get through nowhere.
+
+| Method | Path | Who gets through | What it does |
+|---|---|---|---|
+"""
+
+
+def extensions_table():
+    access, rows = route_access(), []
+    for method, pattern in sorted(access, key=lambda mp: (mp[1], mp[0])):
+        if not pattern.startswith("/api/ext/"):
+            continue
+        who = who_gets_through(access[method, pattern])
+        handler = next(r.handler for r in agentgit.ROUTES[method] if r.pattern == pattern)
+        what = " ".join((handler.__doc__ or "").split("\n\n")[0].split())
+        rows.append("| %s | `%s` | %s | %s |" % (method, pattern, who, what.replace("|", "\\|")))
+    return EXTENSIONS_INTRO + "\n".join(rows) + "\n"
+
+
+def test_the_extensions_table_is_what_the_routes_and_the_matrix_say():
+    with open(EXTENSIONS_DOC, encoding="utf-8") as f:
+        assert f.read() == extensions_table(), "docs/extensions.md is stale: run python tests/test_matrix.py"
+    assert "|  |" not in extensions_table() and "| |" not in extensions_table()     # every endpoint says what it does
+
+
+if __name__ == "__main__":
+    os.makedirs(os.path.dirname(EXTENSIONS_DOC), exist_ok=True)
+    with open(EXTENSIONS_DOC, "w", encoding="utf-8") as f:
+        f.write(extensions_table())

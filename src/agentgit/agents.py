@@ -49,6 +49,7 @@ def token_json(row):
 
 @route("GET", "/api/ext/v1/user/tokens")
 def list_tokens(req):
+    """The caller's own tokens (never their values): kind, scopes, expiry, last use."""
     user = signed_in(req)
     req.check("read_tokens", Resource.account(user))
     rows = req.app.store.all("SELECT * FROM tokens WHERE user_id = ? ORDER BY id", user["id"])
@@ -57,6 +58,7 @@ def list_tokens(req):
 
 @route("POST", "/api/ext/v1/user/tokens")
 def create_token(req):
+    """A new personal token for the caller, with the scopes and expiry asked; shown once."""
     body = req.json()
     user = signed_in(req)
     name = req.field(body, "name", str, "Token", required=True)
@@ -93,6 +95,7 @@ def mint_personal_token(req, user, name, scopes, expires_at):
 
 @route("DELETE", "/api/ext/v1/user/tokens/{token_id:int}")
 def revoke_token(req, token_id):
+    """Revoke one of the caller's own tokens (404 for anyone else's)."""
     user = signed_in(req)
     row = req.app.store.one("SELECT * FROM tokens WHERE id = ? AND user_id = ?", int(token_id), user["id"])
     if row is None:

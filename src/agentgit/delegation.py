@@ -87,6 +87,8 @@ def authorize_invite(req, grants):
 
 @route("POST", "/api/ext/v1/agent-invites")
 def create_invite(req):
+    """An invite from the caller for an agent to bind to them, with repository and team grants the caller may
+    give; its token is shown once."""
     body = req.json()
     grants = invite_grants(req, body)
     seconds = req.field(body, "expires_in", int, "AgentInvite", default=INVITE_DEFAULT_SECONDS)
@@ -217,6 +219,7 @@ def token_status(store, agent_id):
 
 @route("GET", "/api/ext/v1/user/agents")
 def list_my_agents(req):
+    """The agents bound to the caller, with their grants and state."""
     user = signed_in(req)
     req.check("read_tokens", Resource.account(user))
     out = []
@@ -235,6 +238,7 @@ def list_my_agents(req):
 
 @route("PATCH", "/api/ext/v1/agent-bindings/{login}")
 def rename_binding(req, login):
+    """The display name the bound human gives the agent."""
     body = req.json()
     name = text_field(req, body, "display_name", "AgentBinding", required=True, limit=100)
     agent, binding = bound_agent(req, login)
@@ -270,6 +274,7 @@ def unbind_agent(db, agent):
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/reset-token")
 def reset_agent_token(req, login):
+    """Revoke every token of the agent and issue it a new one (shown once), for its bound human."""
     agent, _ = bound_agent(req, login, confers=AGENT_SCOPES)
     with req.transaction() as db:
         token, revoked, effect = reset_agent_credentials(db, req.app.key, agent)
@@ -294,11 +299,13 @@ def set_agent_suspended(req, login, suspended):
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/suspend")
 def suspend_agent(req, login):
+    """Refuse the agent everything until resumed, for its bound human."""
     return set_agent_suspended(req, login, True)
 
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/resume")
 def resume_agent(req, login):
+    """Lift the agent's suspension, for its bound human."""
     return set_agent_suspended(req, login, False)
 
 

@@ -81,6 +81,7 @@ def freeze_json(app, row):
 
 @route("POST", "/api/ext/v1/freezes")
 def create_freeze(req):
+    """Make a repository or an organization read-only, with a reason (an incident, an audit)."""
     body = req.json()
     user = signed_in(req)
     name = req.field(body, "resource", str, "Freeze", required=True)
@@ -88,8 +89,10 @@ def create_freeze(req):
     if not reason or len(reason) > 1000:
         raise invalid("Freeze", "reason", message="say why, in at most 1000 characters")
     resource, action = freeze_target(req, name)
+    if resource is None and name.startswith(("repo:", "org:")):
+        raise HTTPError(404, "Not Found")         # one the caller cannot see is, for the caller, not there
     if resource is None:
-        raise invalid("Freeze", "resource", message="resource is repo:owner/name or org:login, one you can see")
+        raise invalid("Freeze", "resource", message="resource is repo:owner/name or org:login")
     req.authorize(action, resource)
     column = "repo_id" if resource.kind == "repo" else "org_id"
     with req.transaction() as db:
@@ -119,6 +122,7 @@ def list_freezes(req):
 
 @route("DELETE", "/api/ext/v1/freezes/{freeze_id}")
 def thaw(req, freeze_id):
+    """Lift a freeze."""
     signed_in(req)
     row = req.app.store.one("SELECT * FROM freezes WHERE public_id = ?", freeze_id)
     resource, action = frozen_resource(req.app.store, row) if row else (None, None)

@@ -268,6 +268,7 @@ def decide_device_code(req, row, approve):
 
 @route("POST", "/api/ext/v1/oauth/device/approve")
 def approve_device_api(req):
+    """Approve a device-flow request by its user code, as the caller (the API twin of the device page)."""
     body = req.json()
     signed_in(req)
     row = pending_device_code(req, req.field(body, "user_code", str, "DeviceCode", required=True))
@@ -298,6 +299,7 @@ def pkce_s256(verifier):
 
 @route("POST", "/api/ext/v1/oauth/apps")
 def register_oauth_app(req):
+    """Register an OAuth app (client id, optional secret, redirect URIs) owned by the caller."""
     body = req.json()
     name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
     uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)

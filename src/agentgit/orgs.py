@@ -23,6 +23,7 @@ def find_org(req, login, action="read_org"):
 
 @route("POST", "/api/ext/v1/user/orgs")
 def create_org(req):
+    """A new organization owned by the caller."""
     body = req.json()
     user = signed_in(req)
     login = req.field(body, "login", str, "Organization", required=True)

@@ -147,6 +147,7 @@ def find_grant(req, public_id, action):
 
 @route("GET", "/api/ext/v1/task-grants")
 def list_task_grants(req):
+    """The task grants the caller made, or (an agent) holds."""
     user = signed_in(req)
     req.check("read_account", Resource.account(user))
     rows = req.app.store.all("SELECT * FROM task_grants WHERE delegator_id = ? OR agent_id = ? ORDER BY id",
@@ -167,6 +168,7 @@ def get_task_grant(req, grant_id):
 
 @route("DELETE", "/api/ext/v1/task-grants/{grant_id}")
 def revoke_task_grant(req, grant_id):
+    """Revoke one task grant and every token of it, for its delegator."""
     row = find_grant(req, grant_id, "grant_task")
     with req.transaction() as db:
         db.execute("UPDATE task_grants SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now(), row["id"]))
@@ -330,12 +332,14 @@ def get_approval(req, approval_id):
 
 @route("POST", "/api/ext/v1/approvals/{approval_id}/approve")
 def approve(req, approval_id):
+    """The delegator's yes to a pending approval: the action may then happen once."""
     answer_approval(req, signed_in(req), approval_id, approve=True)
     return approval_json(req.app, req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id))
 
 
 @route("POST", "/api/ext/v1/approvals/{approval_id}/deny")
 def deny(req, approval_id):
+    """The delegator's no to a pending approval, with a reason the agent sees."""
     reason = req.field(req.json(), "reason", str, "Approval", default="")
     answer_approval(req, signed_in(req), approval_id, approve=False, reason=reason)
     return approval_json(req.app, req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id))
