@@ -3673,7 +3673,8 @@ def user_json_by_id(app, user_id):
 def label_json(app, repo, row):
     return {"id": row["id"], "node_id": node_id("Label", row["id"]),
             "url": "%s/repos/%s/labels/%s" % (app.api, full_name(repo), urllib.parse.quote(row["name"])),
-            "name": row["name"], "color": row["color"], "default": False, "description": row["description"]}
+            "name": row["name"], "color": row["color"], "default": False, "description": row["description"],
+            "archived_at": None, "archived_by": None}     # github.com's newer fields: labels are never archived here
 
 
 def milestone_json(app, repo, row):
