@@ -11564,18 +11564,22 @@ def write_cache(path, cache):
 
 
 def connect_gh(args):
-    """Write a GH_CONFIG_DIR and a git config that point gh and git at this server, and return the
-    export lines. https: gh talks HTTPS to the server's host. socket: gh sends its API calls as plain
-    HTTP over the server's --unix-socket (as host "localhost"), and git reaches the TCP port.
-    localhost: gh's plain-HTTP host github.localhost (API on api.github.localhost), reached by naming
-    this server as the HTTP proxy: the server answers proxy-form requests itself, so no name needs to
-    resolve and nothing needs root.
+    """Point gh and git at this server for one shell, changing nothing else, and return the export lines
+    (what it wrote, and how to undo it, go to stderr). https: gh talks HTTPS to the server's host.
+    socket: gh sends its API calls as plain HTTP over the server's --unix-socket (as host "localhost"),
+    and git reaches the TCP port. localhost: gh's plain-HTTP host github.localhost (API on
+    api.github.localhost), reached by naming this server as gh's HTTP proxy (an alias, so only gh goes
+    there): the server answers proxy-form requests itself, so no name needs to resolve, nothing needs
+    root; git's github.localhost URLs are rewritten to the server's TCP address.
+
+    gh's configuration and the token go to --dir (default ~/.config/agentgit/gh-HOST), files readable by
+    their owner only. git keeps the user's own configuration and identity: the exports add settings
+    for this server's URL only (GIT_CONFIG_COUNT), and git gets the token from a credential helper
+    reading that file, so it never appears in a remote.
 
     With --token-file, the agent's bootstrap token there is traded (at --url) for an agent session
     token, or with --task for a task token on --repo, and gh gets that: it lasts an hour at most, and
     the command says when to run it again."""
-    directory = os.path.abspath(args.dir)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
     url = args.url.rstrip("/")
     token = args.token
     if token is None:
@@ -11591,33 +11595,55 @@ def connect_gh(args):
     if row is None:
         raise SystemExit("that token is not live on the server in %s" % args.data)
     login = account_by_id(app.store, row["user_id"])["login"]
+    host, gh_extra, git_url = gh_host_and_git_url(args, url)
+    directory = os.path.abspath(args.dir or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "agentgit", "gh-" + host))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    token_file = os.path.join(directory, "token")
     quote = json.dumps
+    files = {"config.yml": "version: 1\ngit_protocol: https\nprompt: disabled\n" + gh_extra,
+             "hosts.yml": "%s:\n    oauth_token: %s\n    git_protocol: https\n    user: %s\n" % (
+                 quote(host), quote(token), quote(login)),
+             "token": token + "\n"}
+    for name, text in files.items():
+        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # a token
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    helper = ("!f() { test \"$1\" = get && echo username=x-access-token && echo \"password=$(cat %s)\"; }; f"
+              % shlex.quote(token_file))
+    settings = [("credential.%s.helper" % git_url, ""), ("credential.%s.helper" % git_url, helper)]
+    if args.mode == "socket":
+        settings.append(("url.%s/.insteadOf" % git_url, "https://localhost/"))
+    elif args.mode == "localhost":
+        settings += [("url.%s/.insteadOf" % git_url, "https://github.localhost/"),
+                     ("url.%s/.insteadOf" % git_url, "http://github.localhost/")]
+    exports = [("GH_CONFIG_DIR", directory), ("GH_HOST", host), ("GIT_CONFIG_COUNT", str(len(settings)))]
+    for i, (key, value) in enumerate(settings):
+        exports += [("GIT_CONFIG_KEY_%d" % i, key), ("GIT_CONFIG_VALUE_%d" % i, value)]
+    lines = ["export %s=%s" % (k, shlex.quote(v)) for k, v in exports]
+    if args.mode == "localhost":
+        proxy = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in (("HTTP_PROXY", url), ("NO_PROXY", "")))
+        lines.append("alias gh=%s" % shlex.quote("env %s gh" % proxy))
+    names = " ".join(k for k, _ in exports)
+    print("connect gh wrote, readable by you only: %s (gh's host %s and token), %s, %s (the token, for git)\n"
+          "the lines below set %s for this shell: gh goes to %s, and git keeps your own configuration and identity,"
+          " with %d settings added for %s only%s\nto undo: unset %s%s; rm -r %s" % (
+              os.path.join(directory, "hosts.yml"), host, os.path.join(directory, "config.yml"), token_file, names,
+              url, len(settings), git_url, "; gh (an alias) goes through it as its HTTP proxy"
+              if args.mode == "localhost" else "", names, "; unalias gh" if args.mode == "localhost" else "",
+              shlex.quote(directory)), file=sys.stderr)
+    return "\n".join(lines)
+
+
+def gh_host_and_git_url(args, url):
+    """(gh's host, what gh's config.yml adds, the base URL git reaches the server at) for --mode."""
     if args.mode == "socket":
         if not args.socket:
             raise SystemExit("--mode socket needs --socket PATH (the server's --unix-socket)")
-        host, extra = "localhost", "http_unix_socket: %s\n" % quote(os.path.abspath(args.socket))
-        split = urllib.parse.urlsplit(url)
-        git = '[url "%s://x:%s@%s/"]\n\tinsteadOf = https://localhost/\n' % (split.scheme, token, split.netloc)
-    elif args.mode == "localhost":
-        host, extra = "github.localhost", ""
-        git = '[url "http://x:%s@github.localhost/"]\n\tinsteadOf = https://github.localhost/\n' \
-              '\tinsteadOf = http://github.localhost/\n' % token
-    else:
-        host, extra = urllib.parse.urlsplit(url).hostname, ""
-        git = '[credential "https://%s"]\n\thelper =\n\thelper = !gh auth git-credential\n' % host
-    files = {"config.yml": "version: 1\ngit_protocol: https\nprompt: disabled\n" + extra,
-             "hosts.yml": "%s:\n    oauth_token: %s\n    git_protocol: https\n    user: %s\n" % (
-                 quote(host), quote(token), quote(login)),
-             "gitconfig": git}
-    for name, text in files.items():
-        path = os.path.join(directory, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # holds the token
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-    exports = [("GH_CONFIG_DIR", directory), ("GH_HOST", host), ("GIT_CONFIG_GLOBAL", os.path.join(directory, "gitconfig"))]
-    if args.mode == "localhost":
-        exports += [("HTTP_PROXY", url), ("http_proxy", url), ("NO_PROXY", ""), ("no_proxy", "")]
-    return "\n".join("export %s=%s" % (k, shlex.quote(v)) for k, v in exports)
+        return "localhost", "http_unix_socket: %s\n" % json.dumps(os.path.abspath(args.socket)), url
+    if args.mode == "localhost":      # git goes to the server's own address, where gh's helper does not answer
+        return "github.localhost", "", url
+    return urllib.parse.urlsplit(url).hostname, "", "https://" + urllib.parse.urlsplit(url).netloc
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -11802,7 +11828,8 @@ def add_client_commands(commands, command):
     connect_gh_cmd.add_argument("--url", default="http://127.0.0.1:8080",
                                 help="the server's URL (https mode: its https URL; socket mode: where git goes)")
     connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
-    connect_gh_cmd.add_argument("--dir", default="agentgit-gh", help="where to write the configuration")
+    connect_gh_cmd.add_argument("--dir", help="where to write gh's configuration and the token (default "
+                                               "~/.config/agentgit/gh-HOST)")
 
     credential = commands.add_parser(
         "credential", help="git's credential helper: short-lived tokens for the agent's bootstrap token",

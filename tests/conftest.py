@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -288,10 +289,16 @@ def connect_gh(srv, token, env, *args):
 
 
 def apply_exports(env, exports):
-    """``env`` with the `export K='V'` lines `connect gh` prints applied."""
+    """``env`` with the lines `connect gh` prints applied, as a shell would for the gh and git the tests
+    run: `export K=V`, and the variables of an `alias gh='env K=V ... gh'`."""
     for line in exports.strip().split("\n"):
-        key, _, value = line[len("export "):].partition("=")
-        env[key] = value.strip("'")
+        words = shlex.split(line)
+        if words[0] == "export":
+            key, _, value = words[1].partition("=")
+            env[key] = value
+        else:
+            assert words[0] == "alias", line
+            env.update(word.partition("=")[::2] for word in shlex.split(words[1].partition("=")[2])[1:-1])
     return env
 
 

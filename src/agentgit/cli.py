@@ -206,7 +206,8 @@ def add_client_commands(commands, command):
     connect_gh_cmd.add_argument("--url", default="http://127.0.0.1:8080",
                                 help="the server's URL (https mode: its https URL; socket mode: where git goes)")
     connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
-    connect_gh_cmd.add_argument("--dir", default="agentgit-gh", help="where to write the configuration")
+    connect_gh_cmd.add_argument("--dir", help="where to write gh's configuration and the token (default "
+                                               "~/.config/agentgit/gh-HOST)")
 
     credential = commands.add_parser(
         "credential", help="git's credential helper: short-lived tokens for the agent's bootstrap token",
