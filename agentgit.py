@@ -62,9 +62,10 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     35. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
     36. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
     37. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    38. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    39. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    40. cli                Command line: serve, user, agent, connect, routes, audit.
+    38. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    39. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    40. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    41. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -2625,7 +2626,7 @@ def route(method, pattern):
     one or more segments (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch).
     Templates are matched segment by segment, not as regular expressions: nothing to compile at start."""
     segments = []
-    for part in pattern.strip("/").split("/"):
+    for part in pattern.strip("/").split("/") if pattern != "/" else ():      # "/" has no segments
         m = SEGMENT_RE.match(part)
         segments.append((m.group(2) or "one", m.group(1)) if m else ("literal", part))
 
@@ -2637,6 +2638,22 @@ def route(method, pattern):
         ROUTES[method].sort(key=lambda r: r.order)
         return handler
     return register
+
+
+def not_found_message(method, path, parts):
+    """A 404 that says what was probably meant: the methods the path does take, the REST API's root
+    for a GitHub path without it, or that an extension endpoint does not exist."""
+    def matched(method_routes, segments):
+        return any(match_segments(r.segments, segments) is not None for r in method_routes)
+    others = sorted(m for m, method_routes in ROUTES.items() if m != method and matched(method_routes, parts))
+    if others:
+        return "Not Found: %s takes %s, not %s" % (path, " and ".join(others), method)
+    if path.startswith("/api/ext/"):
+        return "Not Found: agentgit has no extension endpoint %s %s (`python agentgit.py routes` lists them)" % (
+            method, path)
+    if not path.startswith("/api/") and matched(ROUTES.get(method, ()), ["api", "v3"] + parts):
+        return "Not Found: the REST API is under /api/v3 (%s /api/v3%s)" % (method, path)
+    return "Not Found"
 
 
 def match_segments(segments, parts):
@@ -9776,7 +9793,8 @@ def graphql_endpoint(req):
 SESSION_COOKIE, LOGIN_CSRF_COOKIE = "agentgit_session", "agentgit_login_csrf"
 SESSION_HOURS = 12
 PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
-                "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+                "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
+                                           "frame-ancestors 'none'",
                 "Referrer-Policy": "no-referrer"}
 
 
@@ -9833,9 +9851,28 @@ def cookie_header(req, name, value, max_age):
     return "%s=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%d%s" % (name, value, max_age, secure)
 
 
+# One small stylesheet for every page, served from this origin (the pages' CSP allows no other).
+STYLESHEET = b"""body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:0 1rem 3rem;color:#1f2328}
+nav{display:flex;gap:1rem;padding:.6rem 0;border-bottom:1px solid #d0d7de;margin-bottom:1rem}
+nav a{color:#0969da;text-decoration:none}nav .home{font-weight:600;margin-right:auto}
+pre{background:#f6f8fa;padding:.6rem;overflow:auto;border-radius:6px}code{background:#f6f8fa;padding:0 .2rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.5rem}h3{font-size:1rem}
+button{padding:.3rem .8rem}input,select{padding:.2rem}
+"""
+NAVIGATION = ('<nav><a class="home" href="/">agentgit</a><a href="/settings/agents">Agents</a>'
+              '<a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals</a><a href="/login/device">Device'
+              ' sign-in</a><a href="/login">Sign in</a></nav>')
+
+
+@web_route("GET", "/agentgit.css")
+def stylesheet(req):
+    return 200, STYLESHEET, {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "max-age=3600"}
+
+
 def html_page(title, body, status=200, headers=None):
-    doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title></head><body>"
-           "<h1>%s</h1>%s</body></html>" % (html.escape(title), html.escape(title), body))
+    doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title>"
+           "<link rel=\"stylesheet\" href=\"/agentgit.css\"></head><body>%s<h1>%s</h1>%s</body></html>" % (
+               html.escape(title), NAVIGATION, html.escape(title), body))
     return status, doc.encode(), dict(PAGE_HEADERS, **(headers or {}))
 
 
@@ -10961,7 +10998,230 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# 38. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# Read-only and server-rendered, like the other pages: the session cookie decides what is shown
+# (decide(), through the same lookups as the API: what the caller may not read is a 404), and every
+# value from the database or a repository is escaped on its way into the HTML.
+
+MAX_SHOWN_BYTES = 512 * 1024      # a file (or a diff) larger than this is not shown whole
+
+
+def esc(value):
+    return html.escape("" if value is None else str(value))
+
+
+def link(href, text):
+    return '<a href="%s">%s</a>' % (esc(href), esc(text))
+
+
+def repo_path(row, *parts):
+    return "/" + "/".join([row["owner_login"], row["name"]] + [urllib.parse.quote(p) for p in parts])
+
+
+def shown_text(data):
+    """Bytes as text for a <pre>, or why they are not shown."""
+    if len(data) > MAX_SHOWN_BYTES:
+        return None, "%d bytes: too large to show here" % len(data)
+    if b"\0" in data[:8000]:
+        return None, "%d bytes of binary data" % len(data)
+    return data.decode("utf-8", "replace"), None
+
+
+def pre(data):
+    text, why = shown_text(data)
+    return "<p><em>%s</em></p>" % esc(why) if why else "<pre>%s</pre>" % esc(text)
+
+
+@web_route("GET", "/")
+def landing_page(req):
+    url, user = req.app.url, req.principal.user
+    who = ("<p>Signed in as %s.</p>" % link("/" + user["login"], user["login"]) if user else
+           "<p>%s to manage your agents, tokens and approvals.</p>" % link("/login", "Sign in"))
+    repos = [r for r in req.app.store.all(REPO_SELECT + " WHERE r.private = 0 ORDER BY r.pushed_at DESC LIMIT 20")]
+    listing = "".join("<li>%s</li>" % link(repo_path(r), full_name(r)) for r in repos) or "<li>none yet</li>"
+    body = (
+        "<p>A GitHub-compatible Git service in which AI agents are first-class accounts: each agent has its own "
+        "login, repositories and audit trail, and acts for the humans who delegate to it within what they grant.</p>"
+        "%s<h2>Connect</h2><ul><li>REST: <code>%s/api/v3</code> (GitHub's v3 shapes)</li>"
+        "<li>GraphQL: <code>%s/api/graphql</code></li><li>agentgit's extensions: <code>%s/api/ext/v1</code></li>"
+        "<li>git: <code>git clone %s/OWNER/REPO.git</code> (any user name, a token as the password)</li>"
+        "<li>gh: <code>python agentgit.py connect gh --token TOKEN --url %s</code></li></ul>"
+        "<h2>Public repositories</h2><ul>%s</ul>") % (who, esc(url), esc(url), esc(url), esc(url), esc(url), listing)
+    return html_page("agentgit", body)
+
+
+@web_route("GET", "/{owner}")
+def account_page(req, owner):
+    account = account_by_login(req.app.store, owner)
+    if account is None:       # a GitHub API path without /api/v3 (/user) lands here: say where the API is
+        raise HTTPError(404, not_found_message(req.method, req.raw_path, [owner]))
+    facts = ["<li>%s</li>" % esc({"human": "a human", "agent": "an agent", "org": "an organization"}[account["kind"]])]
+    if account["kind"] == "agent":
+        human = account_by_id(req.app.store, bound_human_id(req.app.store, account["id"]) or 0)
+        facts.append("<li>bound to %s</li>" % link("/" + human["login"], human["login"]) if human else
+                     "<li>bound to no human</li>")
+    repos = [r for r in req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ? ORDER BY r.name", account["id"])
+             if req.can("read_code", Resource.repo(r))]
+    listing = "".join("<li>%s</li>" % link(repo_path(r), r["name"]) for r in repos) or "<li>none you can see</li>"
+    rows = {r["id"]: r for r in req.app.store.all(REPO_SELECT)}
+    opened = [i for i in req.app.store.all("SELECT * FROM issues WHERE user_id = ? ORDER BY created_at DESC, id DESC"
+                                           " LIMIT 100", account["id"])
+              if req.can("read_code", Resource.repo(rows[i["repo_id"]]))][:10]
+    recent = "".join("<li>%s %s</li>" % ("opened pull request" if i["is_pull"] else "opened issue", link(
+        repo_path(rows[i["repo_id"]], "pull" if i["is_pull"] else "issues", str(i["number"])),
+        "%s#%d %s" % (full_name(rows[i["repo_id"]]), i["number"], i["title"]))) for i in opened)
+    body = "<ul>%s</ul><h2>Repositories</h2><ul>%s</ul><h2>Recent activity</h2><ul>%s</ul>" % (
+        "".join(facts), listing, recent or "<li>nothing you can see</li>")
+    return html_page(account["login"], body)
+
+
+@web_route("GET", "/{owner}/{repo}")
+def repository_page(req, owner, repo):
+    if lookup_repo(req.app.store, owner, repo[:-4] if repo.endswith(".git") else repo) is None:
+        raise HTTPError(404, not_found_message(req.method, req.raw_path, [owner, repo]))
+    row = find_repo(req, owner, repo[:-4] if repo.endswith(".git") else repo)
+    return tree_page(req, row, row["default_branch"], "")
+
+
+@web_route("GET", "/{owner}/{repo}/tree/{rest:path}")
+def tree_route(req, owner, repo, rest):
+    row = find_repo(req, owner, repo)
+    ref, path = split_ref(req, row, rest)
+    return tree_page(req, row, ref, path)
+
+
+@web_route("GET", "/{owner}/{repo}/blob/{rest:path}")
+def blob_route(req, owner, repo, rest):
+    row = find_repo(req, owner, repo)
+    ref, path = split_ref(req, row, rest)
+    with open_repo(req.app, row["id"]) as git:
+        sha = resolve_commit(git, ref)
+        found = lookup_path(git, git[sha.encode()].tree.decode(), path) if sha else None
+        if found is None or found[0] == 0o040000:
+            raise HTTPError(404, "Not Found")
+        data = git[found[1].encode()].data
+    crumbs = "%s @ %s" % (link(repo_path(row), full_name(row)), esc(ref))
+    return html_page(path, "<p>%s</p>%s" % (crumbs, pre(data)))
+
+
+def split_ref(req, row, rest):
+    """(ref, path) from tree/ and blob/ paths, where a branch name may hold slashes: the longest branch
+    or tag that starts the path, else its first segment (a commit sha)."""
+    with open_repo(req.app, row["id"]) as git:
+        names = [r.split("/", 2)[2] for r in list(list_refs(git, "refs/heads/")) + list(list_refs(git, "refs/tags/"))]
+    for name in sorted(names, key=len, reverse=True):
+        if rest == name or rest.startswith(name + "/"):
+            return name, rest[len(name) + 1:]
+    ref, _, path = rest.partition("/")
+    return ref, path
+
+
+def tree_page(req, row, ref, path):
+    with open_repo(req.app, row["id"]) as git:
+        branches = sorted(r[len("refs/heads/"):] for r in list_refs(git, "refs/heads/"))
+        sha = resolve_commit(git, ref)
+        if sha is None and (path or branches):
+            raise HTTPError(404, "Not Found")
+        found = lookup_path(git, git[sha.encode()].tree.decode(), path) if sha else None
+        if sha and (found is None or found[0] != 0o040000):
+            raise HTTPError(404, "Not Found")
+        entries = sorted(git[found[1].encode()].items(), key=lambda e: (e.mode != 0o040000, e.path)) if sha else []
+        readme = next((git[e.sha].data for e in entries if e.path.decode("utf-8", "replace").lower() in (
+            "readme.md", "readme", "readme.txt")), None)
+    files = "".join("<li>%s</li>" % link(repo_path(row, "tree" if e.mode == 0o040000 else "blob", ref, *(
+        [path] if path else []), e.path.decode("utf-8", "replace")), e.path.decode("utf-8", "replace") + (
+        "/" if e.mode == 0o040000 else "")) for e in entries) or "<li>empty</li>"
+    branch_links = " ".join(link(repo_path(row, "tree", b), b) for b in branches) or "none yet"
+    body = ("<p>%s · %s open issues and pull requests · default branch %s</p><p>%s</p><p>Clone: <code>git clone "
+            "%s/%s.git</code></p><p>Branches: %s</p><p>%s</p><h2>%s</h2><ul>%s</ul>%s") % (
+        "private" if row["private"] else "public", open_count(req, row), esc(row["default_branch"]),
+        esc(row["description"] or ""), esc(req.app.url), esc(full_name(row)), branch_links,
+        ("Last commit: " + link(repo_path(row, "commit", sha), sha[:12])) if sha else "",
+        esc("%s/%s" % (ref, path) if path else ref), files, "<h2>README</h2>" + pre(readme) if readme else "")
+    return html_page(full_name(row), body)
+
+
+def open_count(req, row):
+    return req.app.store.one("SELECT COUNT(*) FROM issues WHERE repo_id = ? AND state = 'open'", row["id"])[0]
+
+
+@web_route("GET", "/{owner}/{repo}/commit/{sha}")
+def commit_page(req, owner, repo, sha):
+    row = find_repo(req, owner, repo)
+    with open_repo(req.app, row["id"]) as git:
+        full = resolve_commit(git, sha)
+        if full is None:
+            raise HTTPError(404, "Not Found")
+        commit = git[full.encode()]
+        parent = commit.parents[0].decode() if commit.parents else None
+        files = changed_files(git, git[parent.encode()].tree.decode() if parent else None, commit.tree.decode())
+    parents = " ".join(link(repo_path(row, "commit", p.decode()), p.decode()[:12]) for p in commit.parents) or "none"
+    body = "<p>%s</p><p>%s · commit <code>%s</code> · parents %s</p><pre>%s</pre>%s" % (
+        link(repo_path(row), full_name(row)), esc(commit.author.decode("utf-8", "replace")), esc(full), parents,
+        esc(commit.message.decode("utf-8", "replace")), diff_html(files))
+    return html_page("Commit %s" % full[:12], body)
+
+
+def diff_html(files):
+    shown = []
+    for path, status, additions, deletions, _, patch in files:
+        shown.append("<h3>%s</h3><p>%s, +%d −%d</p>%s" % (esc(path), esc(status), additions, deletions,
+                                                          pre(patch.encode())))
+    return "<h2>Files changed</h2>" + ("".join(shown) or "<p>none</p>")
+
+
+@web_route("GET", "/{owner}/{repo}/pull/{number:int}")
+def pull_page(req, owner, repo, number):
+    row, issue, pull = find_pull(req, owner, repo, number)
+    state = PullState(req.app, row, issue, pull)
+    commits = "".join("<li>%s %s</li>" % (link(repo_path(row, "commit", c.id.decode()), c.id.decode()[:12]), esc(
+        c.message.decode("utf-8", "replace").split("\n")[0])) for c in state.commits) or "<li>none</li>"
+    store = req.app.store
+    checks = "".join("<li>%s: %s %s</li>" % (esc(c["name"]), esc(c["status"]), esc(c["conclusion"] or ""))
+                     for c in store.all("SELECT * FROM check_runs WHERE repo_id = ? AND head_sha = ? ORDER BY id",
+                                        row["id"], state.head_sha)) or "<li>none</li>"
+    reviews = "".join("<li>%s %s: %s</li>" % (esc(r["login"]), esc(r["state"].lower().replace("_", " ")),
+                                               esc(r["body"] or ""))
+                      for r in store.all("SELECT v.*, a.login FROM reviews v JOIN accounts a ON a.id = v.user_id"
+                                         " WHERE v.issue_id = ? ORDER BY v.id", issue["id"])) or "<li>none</li>"
+    merged = "merged" if pull["merged_at"] else issue["state"]
+    body = ("<p>%s · %s wants to merge %s into %s · %s</p>%s<h2>Commits</h2><ul>%s</ul><h2>Checks</h2><ul>%s</ul>"
+            "<h2>Reviews</h2><ul>%s</ul>%s%s") % (
+        link(repo_path(row), full_name(row)), author_link(req, issue), esc(pull["head_ref"]), esc(pull["base_ref"]),
+        esc(merged), pre((issue["body"] or "").encode()), commits, checks, reviews, comments_html(req, issue),
+        diff_html(state.files))
+    return html_page("%s #%d" % (issue["title"], issue["number"]), body)
+
+
+@web_route("GET", "/{owner}/{repo}/issues/{number:int}")
+def issue_page(req, owner, repo, number):
+    row, issue = find_issue(req, owner, repo, number)
+    labels = ", ".join(esc(l["name"]) for l in req.app.store.all(
+        "SELECT l.name FROM labels l JOIN issue_labels il ON il.label_id = l.id WHERE il.issue_id = ? ORDER BY l.name",
+        issue["id"])) or "none"
+    body = "<p>%s · %s opened this · %s · labels: %s</p>%s%s" % (
+        link(repo_path(row), full_name(row)), author_link(req, issue), esc(issue["state"]), labels,
+        pre((issue["body"] or "").encode()), comments_html(req, issue))
+    return html_page("%s #%d" % (issue["title"], issue["number"]), body)
+
+
+def author_link(req, issue):
+    author = account_by_id(req.app.store, issue["user_id"]) if issue["user_id"] else None
+    return link("/" + author["login"], author["login"]) if author else "someone since removed"
+
+
+def comments_html(req, issue):
+    rows = req.app.store.all("SELECT c.*, a.login FROM comments c LEFT JOIN accounts a ON a.id = c.user_id"
+                             " WHERE c.issue_id = ? ORDER BY c.id", issue["id"])
+    return "<h2>Comments</h2>" + ("".join("<h3>%s, %s</h3>%s" % (esc(c["login"] or "someone since removed"), esc(
+        c["created_at"]), pre(c["body"].encode())) for c in rows) or "<p>none</p>")
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 39. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
 # uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11172,7 +11432,7 @@ class App:
             return
         req.response_headers = {}
         try:
-            if req.surface == "web":
+            if req.surface == "web" and wants_html(req):
                 page = error.page or (step_up_form(req) if error.step_up else
                                       "<p>%s</p>" % html.escape(error.message))
                 status, data, headers = html_page("Error" if error.status != 303 else "Sign in", page,
@@ -11206,20 +11466,11 @@ class HeaderInjection(ValueError):
     """A response header that would carry CR or LF: refused by Handler.send_header."""
 
 
-def not_found_message(method, path, parts):
-    """A 404 that says what was probably meant: the methods the path does take, the REST API's root
-    for a GitHub path without it, or that an extension endpoint does not exist."""
-    def matched(method_routes, segments):
-        return any(match_segments(r.segments, segments) is not None for r in method_routes)
-    others = sorted(m for m, method_routes in ROUTES.items() if m != method and matched(method_routes, parts))
-    if others:
-        return "Not Found: %s takes %s, not %s" % (path, " and ".join(others), method)
-    if path.startswith("/api/ext/"):
-        return "Not Found: agentgit has no extension endpoint %s %s (`python agentgit.py routes` lists them)" % (
-            method, path)
-    if not path.startswith("/api/") and matched(ROUTES.get(method, ()), ["api", "v3"] + parts):
-        return "Not Found: the REST API is under /api/v3 (%s /api/v3%s)" % (method, path)
-    return "Not Found"
+def wants_html(req):
+    """A browser's request (a page's error is a page), not an API client's that reached a page's path
+    (gh and curl's JSON asks get the REST shape)."""
+    accept = req.headers.get("Accept") or ""
+    return "text/html" in accept or "json" not in accept
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -11473,7 +11724,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 40. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11647,7 +11898,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 41. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

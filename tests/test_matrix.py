@@ -151,6 +151,7 @@ def route_path(method, pattern, ids):
     fill["run_id"] = ids["check"] if "/check-runs/" in pattern else ids["run"]
     fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
         pattern.split("/")[-2], ids["sha"])
+    fill["rest"] = "main/README.md" if "/blob/" in pattern else "main"
     fill["ref"] = ("main" if "/commits/" in pattern else "heads/" if "matching-refs" in pattern else
                    "heads/feature" if method != "GET" else "heads/main")
     fill["name"] = ("TOKEN" if "/secrets/" in pattern else "VAR" if "/variables/" in pattern else
@@ -311,6 +312,8 @@ EXPECTED = {
     "public_outside_tasks":   "pass pass pass pass pass pass pass pass 403 403 pass 403 401 401 401 401",
     # web pages sign in with a session cookie: a token in the Authorization header is no one there
     "web_page":               "pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass",
+    # so a private repository's pages are not there for any of them (a session may show them)
+    "web_private":            "404 404 404 404 404 404 404 404 404 404 404 404 404 404 404 404",
     "signed_in":              "401 pass pass pass pass pass pass pass pass pass pass 403 401 401 401 401",
     "signed_in_untasked":     "401 pass pass pass pass pass pass pass 403 403 pass 403 401 401 401 401",
     # humans only: an agent's token, a task token and a switch session are refused
@@ -377,8 +380,10 @@ DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers     
 DELETE  /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_write
 DELETE  /api/v3/users/{login}/suspended                                           site_admin
+GET     /                                                                         web_page
 GET     /.well-known/oauth-authorization-server                                   public
 GET     /.well-known/oauth-protected-resource                                     public
+GET     /agentgit.css                                                             web_page
 GET     /api/ext/v1/agents/{login}/activity                                       owner_only
 GET     /api/ext/v1/approvals                                                     signed_in
 GET     /api/ext/v1/approvals/{approval_id}                                       grant_parties
@@ -482,8 +487,15 @@ GET     /login/device                                                           
 GET     /login/oauth/authorize                                                    web_page
 GET     /settings/agents                                                          web_page
 GET     /settings/tokens                                                          web_page
+GET     /{owner}                                                                  web_page
+GET     /{owner}/{repo}                                                           web_private
+GET     /{owner}/{repo}/blob/{rest:path}                                          web_private
+GET     /{owner}/{repo}/commit/{sha}                                              web_private
 GET     /{owner}/{repo}/info/refs                                                 git_read
+GET     /{owner}/{repo}/issues/{number:int}                                       web_private
+GET     /{owner}/{repo}/pull/{number:int}                                         web_private
 GET     /{owner}/{repo}/releases/download/{tag}/{name}                            git_read
+GET     /{owner}/{repo}/tree/{rest:path}                                          web_private
 PATCH   /api/ext/v1/agent-bindings/{login}                                        owner_only
 PATCH   /api/v3/orgs/{org}                                                        owner_only
 PATCH   /api/v3/orgs/{org}/teams/{slug}                                           team_admin

@@ -38,7 +38,7 @@ MODULES = (
     "users", "repositories", "issues", "pulls", "contents", "protection", "gitdata", "releases", "actions",
     "search", "orgs", "agents", "delegation", "tasks", "freezes",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
-    "web", "oauth", "githttp", "server", "clients", "cli",
+    "web", "oauth", "githttp", "pages", "server", "clients", "cli",
 )
 
 # One namespace, as in the single file: `agentgit.make_server`, `agentgit.decide`, ... are the same

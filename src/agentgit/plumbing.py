@@ -130,7 +130,7 @@ def route(method, pattern):
     one or more segments (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch).
     Templates are matched segment by segment, not as regular expressions: nothing to compile at start."""
     segments = []
-    for part in pattern.strip("/").split("/"):
+    for part in pattern.strip("/").split("/") if pattern != "/" else ():      # "/" has no segments
         m = SEGMENT_RE.match(part)
         segments.append((m.group(2) or "one", m.group(1)) if m else ("literal", part))
 
@@ -142,6 +142,22 @@ def route(method, pattern):
         ROUTES[method].sort(key=lambda r: r.order)
         return handler
     return register
+
+
+def not_found_message(method, path, parts):
+    """A 404 that says what was probably meant: the methods the path does take, the REST API's root
+    for a GitHub path without it, or that an extension endpoint does not exist."""
+    def matched(method_routes, segments):
+        return any(match_segments(r.segments, segments) is not None for r in method_routes)
+    others = sorted(m for m, method_routes in ROUTES.items() if m != method and matched(method_routes, parts))
+    if others:
+        return "Not Found: %s takes %s, not %s" % (path, " and ".join(others), method)
+    if path.startswith("/api/ext/"):
+        return "Not Found: agentgit has no extension endpoint %s %s (`python agentgit.py routes` lists them)" % (
+            method, path)
+    if not path.startswith("/api/") and matched(ROUTES.get(method, ()), ["api", "v3"] + parts):
+        return "Not Found: the REST API is under /api/v3 (%s /api/v3%s)" % (method, path)
+    return "Not Found"
 
 
 def match_segments(segments, parts):

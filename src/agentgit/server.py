@@ -28,7 +28,7 @@ from agentgit.policy import Decision, Resource
 from agentgit.audit import AuditAnchor, audit_append
 from agentgit.intents import reconcile_intents
 from agentgit.authentication import Principal, authenticate
-from agentgit.plumbing import ROUTES, Request, body_length, match_segments
+from agentgit.plumbing import ROUTES, Request, body_length, match_segments, not_found_message
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
 from agentgit.githttp import make_git_engine
@@ -241,7 +241,7 @@ class App:
             return
         req.response_headers = {}
         try:
-            if req.surface == "web":
+            if req.surface == "web" and wants_html(req):
                 page = error.page or (step_up_form(req) if error.step_up else
                                       "<p>%s</p>" % html.escape(error.message))
                 status, data, headers = html_page("Error" if error.status != 303 else "Sign in", page,
@@ -275,20 +275,11 @@ class HeaderInjection(ValueError):
     """A response header that would carry CR or LF: refused by Handler.send_header."""
 
 
-def not_found_message(method, path, parts):
-    """A 404 that says what was probably meant: the methods the path does take, the REST API's root
-    for a GitHub path without it, or that an extension endpoint does not exist."""
-    def matched(method_routes, segments):
-        return any(match_segments(r.segments, segments) is not None for r in method_routes)
-    others = sorted(m for m, method_routes in ROUTES.items() if m != method and matched(method_routes, parts))
-    if others:
-        return "Not Found: %s takes %s, not %s" % (path, " and ".join(others), method)
-    if path.startswith("/api/ext/"):
-        return "Not Found: agentgit has no extension endpoint %s %s (`python agentgit.py routes` lists them)" % (
-            method, path)
-    if not path.startswith("/api/") and matched(ROUTES.get(method, ()), ["api", "v3"] + parts):
-        return "Not Found: the REST API is under /api/v3 (%s /api/v3%s)" % (method, path)
-    return "Not Found"
+def wants_html(req):
+    """A browser's request (a page's error is a page), not an API client's that reached a page's path
+    (gh and curl's JSON asks get the REST shape)."""
+    accept = req.headers.get("Accept") or ""
+    return "text/html" in accept or "json" not in accept
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

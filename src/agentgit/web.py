@@ -31,7 +31,8 @@ from agentgit.tasks import APPROVAL_SELECT, answer_approval, approval_json, conf
 SESSION_COOKIE, LOGIN_CSRF_COOKIE = "agentgit_session", "agentgit_login_csrf"
 SESSION_HOURS = 12
 PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
-                "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+                "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
+                                           "frame-ancestors 'none'",
                 "Referrer-Policy": "no-referrer"}
 
 
@@ -88,9 +89,28 @@ def cookie_header(req, name, value, max_age):
     return "%s=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%d%s" % (name, value, max_age, secure)
 
 
+# One small stylesheet for every page, served from this origin (the pages' CSP allows no other).
+STYLESHEET = b"""body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:0 1rem 3rem;color:#1f2328}
+nav{display:flex;gap:1rem;padding:.6rem 0;border-bottom:1px solid #d0d7de;margin-bottom:1rem}
+nav a{color:#0969da;text-decoration:none}nav .home{font-weight:600;margin-right:auto}
+pre{background:#f6f8fa;padding:.6rem;overflow:auto;border-radius:6px}code{background:#f6f8fa;padding:0 .2rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.5rem}h3{font-size:1rem}
+button{padding:.3rem .8rem}input,select{padding:.2rem}
+"""
+NAVIGATION = ('<nav><a class="home" href="/">agentgit</a><a href="/settings/agents">Agents</a>'
+              '<a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals</a><a href="/login/device">Device'
+              ' sign-in</a><a href="/login">Sign in</a></nav>')
+
+
+@web_route("GET", "/agentgit.css")
+def stylesheet(req):
+    return 200, STYLESHEET, {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "max-age=3600"}
+
+
 def html_page(title, body, status=200, headers=None):
-    doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title></head><body>"
-           "<h1>%s</h1>%s</body></html>" % (html.escape(title), html.escape(title), body))
+    doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title>"
+           "<link rel=\"stylesheet\" href=\"/agentgit.css\"></head><body>%s<h1>%s</h1>%s</body></html>" % (
+               html.escape(title), NAVIGATION, html.escape(title), body))
     return status, doc.encode(), dict(PAGE_HEADERS, **(headers or {}))
 
 
