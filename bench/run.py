@@ -175,6 +175,13 @@ def start_agentgit(data, engine="auto"):
                           "--git-engine", engine])
 
 
+def add_bench_user(data):
+    """The human bench, with the CLI, on data a server made (the CLI never makes a data directory)."""
+    start_agentgit(data).stop()
+    return subprocess.run([sys.executable, AGENTGIT, "user", "add", "bench", "--data", data], capture_output=True,
+                          text=True, check=True).stdout.strip().split("\n")[-1]
+
+
 def request(url, path, token=None, method="GET", body=None):
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
@@ -231,9 +238,7 @@ def bench_cold_start(trials):
 def prepare_agentgit_repo(data, source):
     """A data dir whose user bench owns bench/big, a copy of ``source``. Returns (token, repo dir)."""
     fresh(data)
-    out = subprocess.run([sys.executable, AGENTGIT, "user", "add", "bench", "--data", data], capture_output=True,
-                         text=True, check=True).stdout.strip().split("\n")
-    token = out[-1]
+    token = add_bench_user(data)
     server = start_agentgit(data)
     status, body = request(server.url, "/api/v3/user/repos", token, "POST", {"name": "big", "private": True})
     server.stop()
@@ -367,8 +372,7 @@ def bench_rest(rounds=5):
     """Both servers run side by side and are measured in alternating rounds; medians are printed,
     since a 2-core machine shared by client and server threads is noisy from one round to the next."""
     data = fresh(os.path.join(WORK, "rest-data"))
-    token = subprocess.run([sys.executable, AGENTGIT, "user", "add", "bench", "--data", data], capture_output=True,
-                           text=True, check=True).stdout.strip().split("\n")[-1]
+    token = add_bench_user(data)
     server = start_agentgit(data)
     bare = None
     try:
