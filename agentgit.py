@@ -9995,6 +9995,21 @@ def signed_in_page(req):
 
 
 AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
+# What a destructive button does, said on the page that asks to confirm it
+CONFIRM = {"reset-token": "Revoke every token of %s and issue it a new one? Whatever runs with the old token stops.",
+           "unbind": "Unbind %s? Its switch sessions and the access your invites gave it end; the agent keeps its "
+                     "own account and repositories.",
+           "revoke": "Revoke the token %s? Whatever uses it stops at its next request."}
+# The words for a repository grant: the API's, and GitHub's read and write for pull and push
+GRANT_WORDS = {"read": "pull", "write": "push"}
+
+
+def confirm_page(req, what, fields):
+    """Asks once more before a destructive action: the same form again, with confirmed=yes."""
+    repeated = "".join(hidden_input(k, v) for k, v in dict(fields, confirmed="yes").items())
+    return html_page("Confirm", '<p>%s</p><form method="post" action="%s">%s%s<button>Yes, %s</button> '
+                     '<a href="%s">Cancel</a></form>' % (html.escape(what), html.escape(req.raw_path), hidden_input(
+                         "csrf", req.session["csrf"]), repeated, html.escape(fields["action"]), html.escape(req.raw_path)))
 
 
 @web_route("GET", "/settings/agents")
@@ -10014,7 +10029,8 @@ def agents_page(req, shown=""):
     body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
             '<h2>Your agents</h2><table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
             '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
-            '<p><label>Repository grants, one per line (owner/name:permission)<br><textarea name="repo_grants">'
+            '<p><label>Repository grants, one per line: <code>owner/name:permission</code>, the permission one of '
+            'read (or pull), triage, write (or push, the default), maintain, admin<br><textarea name="repo_grants">'
             '</textarea></label></p><p><button>Create invite</button></p></form>') % (
         shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
         hidden_input("action", "invite"))
@@ -10032,9 +10048,11 @@ def agents_action(req):
         for line in form.get("repo_grants", "").splitlines():
             if line.strip():
                 name, _, permission = line.strip().partition(":")
-                grants["repo_grants"].append({"repo_full_name": name.strip(), "permission": permission.strip() or "push"})
+                permission = permission.strip().lower() or "push"
+                grants["repo_grants"].append({"repo_full_name": name.strip(),
+                                              "permission": GRANT_WORDS.get(permission, permission)})
         if any(g["permission"] not in REPO_GRANT_PERMISSIONS for g in grants["repo_grants"]):
-            raise HTTPError(422, "Permissions are pull, triage, push, maintain or admin")
+            raise HTTPError(422, "A permission is read (or pull), triage, write (or push), maintain or admin")
         authorize_invite(req, grants)
         with req.transaction() as db:
             token, expires_at, effect = make_invite(db, req.app.key, user, grants, INVITE_DEFAULT_SECONDS)
@@ -10044,6 +10062,8 @@ def agents_action(req):
     if action not in AGENT_FORM_ACTIONS:
         raise HTTPError(422, "Unknown action")
     agent, _ = bound_agent(req, form.get("agent", ""))
+    if action in CONFIRM and form.get("confirmed") != "yes":
+        return confirm_page(req, CONFIRM[action] % agent["login"], {"agent": agent["login"], "action": action})
     shown = ""
     with req.transaction() as db:
         if action == "reset-token":
@@ -10135,6 +10155,9 @@ def tokens_action(req):
                                 int(form["token_id"]) if form.get("token_id", "").isdigit() else -1, user["id"])
         if row is None:
             raise HTTPError(404, "No such token")
+        if form.get("confirmed") != "yes":
+            return confirm_page(req, CONFIRM["revoke"] % "%s (%s)" % (row["name"], row["fingerprint"]),
+                                {"action": "revoke", "token_id": str(row["id"])})
         revoke_own_token(req, user, row)
         return tokens_page(req, "<p>Revoked %s.</p>" % html.escape(row["fingerprint"]))
     name = form.get("name", "").strip()
@@ -10175,8 +10198,12 @@ def device_page_submit(req):
     buttons = "".join('<form method="post" action="/login/device">%s%s%s<button>%s</button></form>' % (
         hidden_input("csrf", req.session["csrf"]), hidden_input("user_code", row["user_code"]), hidden_input("decision", d), d.title())
         for d in ("approve", "deny"))
-    body = "<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>%s" % (
-        html.escape(row["client_id"]), html.escape(user["login"]),
+    app = req.app.store.one("SELECT name FROM oauth_apps WHERE client_id = ?", row["client_id"])
+    client = ("the app <strong>%s</strong>" % html.escape(app["name"]) if app else
+              "<strong>%s</strong>" % KNOWN_CLIENTS.get(row["client_id"], "a client this server does not know "
+                                                        "(client id %s)" % html.escape(row["client_id"])))
+    body = "<p>%s asks to act as <strong>%s</strong> with the scopes: %s.</p>%s" % (
+        client, html.escape(user["login"]),
         html.escape(", ".join(scopes) or "none (public read-only)"), buttons)
     return html_page("Authorize device", body)
 
@@ -10185,6 +10212,8 @@ def device_page_submit(req):
 # and polls while the human approves it on /login/device (or headlessly over the API). Errors while
 # polling are answered with HTTP 200 and an "error" field, as GitHub does and gh expects.
 
+# Device-flow clients that come with their own client id, named on the approval page
+KNOWN_CLIENTS = {"178c6fc778ccc68e1d6a": "the GitHub CLI (gh)"}
 USER_CODE_LETTERS = "BCDFGHJKLMNPQRSTVWXZ"        # no vowels: no words, no look-alike digits
 DEVICE_CODE_SECONDS, DEVICE_POLL_INTERVAL = 900, 5
 
@@ -11433,8 +11462,10 @@ class App:
         req.response_headers = {}
         try:
             if req.surface == "web" and wants_html(req):
-                page = error.page or (step_up_form(req) if error.step_up else
-                                      "<p>%s</p>" % html.escape(error.message))
+                # where to go from here: the form's own page, or the landing page
+                back = req.raw_path if req.method == "POST" and req.raw_path.startswith("/") else "/"
+                page = (error.page or (step_up_form(req) if error.step_up else "<p>%s</p>" % html.escape(
+                    error.message))) + '<p><a href="%s">Back</a></p>' % html.escape(back)
                 status, data, headers = html_page("Error" if error.status != 303 else "Sign in", page,
                                                   error.status, error.headers)
                 self.respond(req, status, data, headers)

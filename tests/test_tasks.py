@@ -421,7 +421,8 @@ def test_step_up_on_the_web_pages(server):
     assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": token}).status == 201
     with server.app.store.transaction() as db:              # the code at sign-in was eleven minutes ago
         db.execute("UPDATE web_sessions SET totp_at = ?", (agentgit.from_now(-660),))
-    resp, page = b.request("POST", "/settings/agents", {"csrf": b.csrf(page), "agent": login, "action": "unbind"})
+    resp, page = b.request("POST", "/settings/agents", {"csrf": b.csrf(page), "agent": login, "action": "unbind",
+                                                        "confirmed": "yes"})
     assert resp.status == 401 and 'name="totp"' in page and 'name="agent" value="%s"' % login in page
     assert server.app.store.one("SELECT 1 FROM agent_bindings") is not None          # nothing happened yet
     form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))

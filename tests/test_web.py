@@ -36,7 +36,12 @@ def test_sign_in_and_manage_an_agent(server):
     assert api(server, "GET", "/user", agent).status == 403
     row = server.app.store.one("SELECT * FROM audit WHERE action = 'manage_agent' ORDER BY id DESC")
     assert (row["surface"], row["actor"], row["decision"]) == ("web", "alice", "allow")
+    # a destructive button asks once more, and nothing happens until it is confirmed
     resp, text = b.request("POST", "/settings/agents", {"csrf": b.csrf(text), "action": "reset-token", "agent": login})
+    assert "Revoke every token of %s" % login in text and 'name="confirmed" value="yes"' in text
+    assert 'href="/settings/agents">Cancel</a>' in text and "aga_" not in text
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', text))
+    resp, text = b.request("POST", "/settings/agents", form)
     new = re.search(r"<code>(aga_[0-9a-f]+)</code>", text).group(1)
     b.request("POST", "/settings/agents", {"csrf": b.csrf(text), "action": "resume", "agent": login})
     assert api(server, "GET", "/user", new).json["login"] == login
@@ -88,6 +93,9 @@ def test_settings_tokens_page(server):
     assert me.json["login"] == "alice" and me.headers["x-oauth-scopes"] == "repo"
     token_id = re.findall(r'name="token_id" value="(\d+)"', page)[-1]
     resp, page = b.request("POST", "/settings/tokens", {"csrf": b.csrf(page), "action": "revoke", "token_id": token_id})
+    assert "Revoke the token" in page and api(server, "GET", "/user", token).status == 200     # not yet
+    resp, page = b.request("POST", "/settings/tokens", dict(re.findall(
+        r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page)))
     assert "Revoked" in page and api(server, "GET", "/user", token).status == 401
     resp, _ = b.request("POST", "/settings/tokens", {"csrf": b.csrf(page), "action": "create", "name": "", "days": "x"})
     assert resp.status == 422
@@ -153,3 +161,41 @@ def test_every_post_page_checks_its_csrf_token_before_its_handler_runs(server):
             assert resp.status == 403 and "did not come from this site" in text, (path, resp.status)
     assert server.app.store.one("SELECT count(*) FROM audit")[0] == audit_rows
     assert "agentgit_session" in b.jar       # not even signed out
+
+
+def test_the_pages_speak_the_apis_words_name_the_app_and_lead_back(server):
+    alice = server.add_user("alice", password="pw")
+    api(server, "POST", "/user/repos", alice, {"name": "app"})
+    b = Browser(server)
+    b.sign_in("alice", "pw")
+    _, text = b.request("GET", "/settings/agents")
+    assert "read (or pull), triage, write (or push, the default), maintain, admin" in text
+    resp, text = b.request("POST", "/settings/agents", {"csrf": b.csrf(text), "action": "invite",
+                                                        "repo_grants": "alice/app:read\nalice/app:write"})
+    assert resp.status == 200 and "Invite token" in text
+    invite = server.app.store.one("SELECT grants FROM agent_invites ORDER BY id DESC")["grants"]
+    assert '"pull"' in invite and '"push"' in invite
+    # an error page says what went wrong and leads back to the form it came from
+    resp, text = b.request("POST", "/settings/agents", {"csrf": b.csrf(text), "action": "invite",
+                                                        "repo_grants": "alice/app:owner"})
+    assert resp.status == 422 and "read (or pull), triage" in text and '<a href="/settings/agents">Back</a>' in text
+    # the device page names the app that asks, not its client id
+    client = ext(server, "POST", "/oauth/apps", alice, {"name": "Deploy bot", "redirect_uris": []}).json["client_id"]
+    code = call_form(server, "/login/device/code", {"client_id": client})["user_code"]
+    _, text = b.request("GET", "/login/device")
+    _, text = b.request("POST", "/login/device", {"csrf": b.csrf(text), "user_code": code})
+    assert "the app <strong>Deploy bot</strong> asks to act as <strong>alice</strong>" in text and client not in text
+    gh = call_form(server, "/login/device/code", {"client_id": "178c6fc778ccc68e1d6a"})["user_code"]
+    _, text = b.request("POST", "/login/device", {"csrf": b.csrf(text), "user_code": gh})
+    assert "<strong>the GitHub CLI (gh)</strong> asks to act as" in text
+
+
+def call_form(server, path, form):
+    import json
+    import urllib.parse
+    conn = http.client.HTTPConnection(*server.httpd.server_address[:2])
+    conn.request("POST", path, urllib.parse.urlencode(form), {"Content-Type": "application/x-www-form-urlencoded",
+                                                             "Accept": "application/json"})
+    out = json.loads(conn.getresponse().read())
+    conn.close()
+    return out

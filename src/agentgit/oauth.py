@@ -51,8 +51,12 @@ def device_page_submit(req):
     buttons = "".join('<form method="post" action="/login/device">%s%s%s<button>%s</button></form>' % (
         hidden_input("csrf", req.session["csrf"]), hidden_input("user_code", row["user_code"]), hidden_input("decision", d), d.title())
         for d in ("approve", "deny"))
-    body = "<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>%s" % (
-        html.escape(row["client_id"]), html.escape(user["login"]),
+    app = req.app.store.one("SELECT name FROM oauth_apps WHERE client_id = ?", row["client_id"])
+    client = ("the app <strong>%s</strong>" % html.escape(app["name"]) if app else
+              "<strong>%s</strong>" % KNOWN_CLIENTS.get(row["client_id"], "a client this server does not know "
+                                                        "(client id %s)" % html.escape(row["client_id"])))
+    body = "<p>%s asks to act as <strong>%s</strong> with the scopes: %s.</p>%s" % (
+        client, html.escape(user["login"]),
         html.escape(", ".join(scopes) or "none (public read-only)"), buttons)
     return html_page("Authorize device", body)
 
@@ -61,6 +65,8 @@ def device_page_submit(req):
 # and polls while the human approves it on /login/device (or headlessly over the API). Errors while
 # polling are answered with HTTP 200 and an "error" field, as GitHub does and gh expects.
 
+# Device-flow clients that come with their own client id, named on the approval page
+KNOWN_CLIENTS = {"178c6fc778ccc68e1d6a": "the GitHub CLI (gh)"}
 USER_CODE_LETTERS = "BCDFGHJKLMNPQRSTVWXZ"        # no vowels: no words, no look-alike digits
 DEVICE_CODE_SECONDS, DEVICE_POLL_INTERVAL = 900, 5
 

@@ -242,8 +242,10 @@ class App:
         req.response_headers = {}
         try:
             if req.surface == "web" and wants_html(req):
-                page = error.page or (step_up_form(req) if error.step_up else
-                                      "<p>%s</p>" % html.escape(error.message))
+                # where to go from here: the form's own page, or the landing page
+                back = req.raw_path if req.method == "POST" and req.raw_path.startswith("/") else "/"
+                page = (error.page or (step_up_form(req) if error.step_up else "<p>%s</p>" % html.escape(
+                    error.message))) + '<p><a href="%s">Back</a></p>' % html.escape(back)
                 status, data, headers = html_page("Error" if error.status != 303 else "Sign in", page,
                                                   error.status, error.headers)
                 self.respond(req, status, data, headers)

@@ -233,6 +233,21 @@ def signed_in_page(req):
 
 
 AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
+# What a destructive button does, said on the page that asks to confirm it
+CONFIRM = {"reset-token": "Revoke every token of %s and issue it a new one? Whatever runs with the old token stops.",
+           "unbind": "Unbind %s? Its switch sessions and the access your invites gave it end; the agent keeps its "
+                     "own account and repositories.",
+           "revoke": "Revoke the token %s? Whatever uses it stops at its next request."}
+# The words for a repository grant: the API's, and GitHub's read and write for pull and push
+GRANT_WORDS = {"read": "pull", "write": "push"}
+
+
+def confirm_page(req, what, fields):
+    """Asks once more before a destructive action: the same form again, with confirmed=yes."""
+    repeated = "".join(hidden_input(k, v) for k, v in dict(fields, confirmed="yes").items())
+    return html_page("Confirm", '<p>%s</p><form method="post" action="%s">%s%s<button>Yes, %s</button> '
+                     '<a href="%s">Cancel</a></form>' % (html.escape(what), html.escape(req.raw_path), hidden_input(
+                         "csrf", req.session["csrf"]), repeated, html.escape(fields["action"]), html.escape(req.raw_path)))
 
 
 @web_route("GET", "/settings/agents")
@@ -252,7 +267,8 @@ def agents_page(req, shown=""):
     body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
             '<h2>Your agents</h2><table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
             '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
-            '<p><label>Repository grants, one per line (owner/name:permission)<br><textarea name="repo_grants">'
+            '<p><label>Repository grants, one per line: <code>owner/name:permission</code>, the permission one of '
+            'read (or pull), triage, write (or push, the default), maintain, admin<br><textarea name="repo_grants">'
             '</textarea></label></p><p><button>Create invite</button></p></form>') % (
         shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
         hidden_input("action", "invite"))
@@ -270,9 +286,11 @@ def agents_action(req):
         for line in form.get("repo_grants", "").splitlines():
             if line.strip():
                 name, _, permission = line.strip().partition(":")
-                grants["repo_grants"].append({"repo_full_name": name.strip(), "permission": permission.strip() or "push"})
+                permission = permission.strip().lower() or "push"
+                grants["repo_grants"].append({"repo_full_name": name.strip(),
+                                              "permission": GRANT_WORDS.get(permission, permission)})
         if any(g["permission"] not in REPO_GRANT_PERMISSIONS for g in grants["repo_grants"]):
-            raise HTTPError(422, "Permissions are pull, triage, push, maintain or admin")
+            raise HTTPError(422, "A permission is read (or pull), triage, write (or push), maintain or admin")
         authorize_invite(req, grants)
         with req.transaction() as db:
             token, expires_at, effect = make_invite(db, req.app.key, user, grants, INVITE_DEFAULT_SECONDS)
@@ -282,6 +300,8 @@ def agents_action(req):
     if action not in AGENT_FORM_ACTIONS:
         raise HTTPError(422, "Unknown action")
     agent, _ = bound_agent(req, form.get("agent", ""))
+    if action in CONFIRM and form.get("confirmed") != "yes":
+        return confirm_page(req, CONFIRM[action] % agent["login"], {"agent": agent["login"], "action": action})
     shown = ""
     with req.transaction() as db:
         if action == "reset-token":
@@ -373,6 +393,9 @@ def tokens_action(req):
                                 int(form["token_id"]) if form.get("token_id", "").isdigit() else -1, user["id"])
         if row is None:
             raise HTTPError(404, "No such token")
+        if form.get("confirmed") != "yes":
+            return confirm_page(req, CONFIRM["revoke"] % "%s (%s)" % (row["name"], row["fingerprint"]),
+                                {"action": "revoke", "token_id": str(row["id"])})
         revoke_own_token(req, user, row)
         return tokens_page(req, "<p>Revoked %s.</p>" % html.escape(row["fingerprint"]))
     name = form.get("name", "").strip()
