@@ -239,3 +239,18 @@ def test_every_ref_move_goes_through_move_ref():
                 if call_ or store:
                     found.setdefault(function.name, os.path.basename(path))
     assert set(found) == {"move_ref"} | set(REF_WRITERS_WITHOUT_INTENT), found
+
+
+def test_a_git_left_running_by_a_killed_server_moves_no_ref(tmp_path):
+    """The update hook's first check: git's parent must still be the server that decided the push.
+    Reparented (its server killed), git is refused before any ref moves, so nothing moves after the
+    next start-up has recorded the push as not moved."""
+    hook = tmp_path / "update"
+    hook.write_text("#!/bin/sh\n" + agentgit.SERVER_ALIVE_CHECK + "echo allowed\n")
+    hook.chmod(0o700)
+    as_git = ["sh", "-c", "%s refs/heads/x; true" % hook]          # a shell standing in for git receive-pack
+    ours = subprocess.run(as_git, env=dict(os.environ, AGENTGIT_SERVER_PID=str(os.getpid())), capture_output=True,
+                          text=True)
+    orphan = subprocess.run(as_git, env=dict(os.environ, AGENTGIT_SERVER_PID="1"), capture_output=True, text=True)
+    assert ours.stdout == "allowed\n"
+    assert orphan.stdout == "" and orphan.stderr == "agentgit: the server stopped\n"

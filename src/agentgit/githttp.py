@@ -110,6 +110,13 @@ def read_push_commands(reader):
 UNDECIDED_REF = "refused: not a ref name this push was decided for"
 
 
+# The update hook's first line: git receive-pack's parent must still be this server. A server killed
+# mid-push (kill -9) leaves git running, reparented; it must not move a ref the next server's start-up
+# has already recorded as not moved (reconcile_intents).
+SERVER_ALIVE_CHECK = ('[ -r /proc/$PPID/stat ] && [ "$(cut -d" " -f4 /proc/$PPID/stat)" != "$AGENTGIT_SERVER_PID" ] && '
+                      '{ echo "agentgit: the server stopped" >&2; exit 1; }\n')
+
+
 class GitBinaryEngine:
     """Pipes each request through ``git upload-pack/receive-pack --stateless-rpc``: the speed of
     a local clone, with protocol v2, every shallow and filter option, and atomic pushes."""
@@ -132,7 +139,7 @@ class GitBinaryEngine:
     def run(self, cmd, protocol, body, out):
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env=dict(os.environ, GIT_PROTOCOL=protocol))
+                                env=dict(os.environ, GIT_PROTOCOL=protocol, AGENTGIT_SERVER_PID=str(os.getpid())))
         feeder = None
         if body is not None:   # git may answer before it has read everything: feed it from a thread
             feeder = threading.Thread(target=self.feed, args=(proc, body), daemon=True)
@@ -188,8 +195,8 @@ class GitBinaryEngine:
         with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
             hook = os.path.join(hooks, "update")
             with open(hook, "w") as f:
-                f.write('#!/bin/sh\ncase "$1" in\n%s*) echo %s >&2; exit 1;;\nesac\n' % (
-                    cases, shlex.quote("agentgit: " + UNDECIDED_REF)))
+                f.write('#!/bin/sh\n%scase "$1" in\n%s*) echo %s >&2; exit 1;;\nesac\n' % (
+                    SERVER_ALIVE_CHECK, cases, shlex.quote("agentgit: " + UNDECIDED_REF)))
             os.chmod(hook, 0o700)
             self.run(self.command("git-receive-pack", path, hooks_dir=hooks), protocol, body, out)
 

@@ -9,10 +9,12 @@ did happen gets the rest of its database part (a merged pull request is marked m
 """
 
 import json
+import os
+import time
 
 from agentgit.config import now
 from agentgit.storage import insert_row
-from agentgit.gitstore import ZERO_SHA, open_repo
+from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir
 from agentgit.audit import append_audit_row
 from agentgit.approvals import give_back_approval
 
@@ -36,7 +38,12 @@ def forget_intents(db, intent_ids):
 
 
 def ref_now(app, repo_id, ref):
-    """The sha ``ref`` points at now (40 zeros when it does not exist, or its repository is gone)."""
+    """The sha ``ref`` points at now (40 zeros when it does not exist, or its repository is gone); first,
+    for up to two seconds, waiting out a lock on it (a git a killed server left behind, mid-update)."""
+    lock = os.path.join(repo_dir(app, repo_id), ref + ".lock")
+    deadline = time.monotonic() + 2
+    while os.path.exists(lock) and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         with open_repo(app, repo_id) as git:
             return git.refs[ref.encode()].decode() if ref.encode() in git.refs else ZERO_SHA
