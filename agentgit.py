@@ -1368,6 +1368,16 @@ def noreply_email(login):
     return "%s@users.noreply.agentgit" % login
 
 
+# The nine labels GitHub gives every new repository (gh issue create --label bug counts on them)
+DEFAULT_LABELS = (("bug", "d73a4a", "Something isn't working"),
+                  ("documentation", "0075ca", "Improvements or additions to documentation"),
+                  ("duplicate", "cfd3d7", "This issue or pull request already exists"),
+                  ("enhancement", "a2eeef", "New feature or request"), ("good first issue", "7057ff", "Good for newcomers"),
+                  ("help wanted", "008672", "Extra attention is needed"), ("invalid", "e4e669", "This doesn't seem right"),
+                  ("question", "d876e3", "Further information is requested"),
+                  ("wontfix", "ffffff", "This will not be worked on"))
+
+
 def create_repository(app, db, owner, name, private, auto_init, description=None, homepage=None,
                       default_branch="main", parent_id=None, forked_by=None):
     """Inside the caller's transaction: build the bare repository in a scratch directory, insert its
@@ -1383,6 +1393,8 @@ def create_repository(app, db, owner, name, private, auto_init, description=None
             " updated_at, pushed_at, parent_id, forked_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner["id"], name, description, homepage, int(bool(private)), default_branch, stamp, stamp,
              stamp if auto_init else None, parent_id, forked_by)).lastrowid
+        db.executemany("INSERT INTO labels (repo_id, name, color, description) VALUES (?, ?, ?, ?)",
+                       [(repo_id,) + label for label in DEFAULT_LABELS])
         os.rename(scratch, repo_dir(app, repo_id))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -3695,7 +3707,8 @@ def user_json_by_id(app, user_id):
 def label_json(app, repo, row):
     return {"id": row["id"], "node_id": node_id("Label", row["id"]),
             "url": "%s/repos/%s/labels/%s" % (app.api, full_name(repo), urllib.parse.quote(row["name"])),
-            "name": row["name"], "color": row["color"], "default": False, "description": row["description"],
+            "name": row["name"], "color": row["color"], "description": row["description"],
+            "default": any(row["name"] == name and row["color"] == color for name, color, _ in DEFAULT_LABELS),
             "archived_at": None, "archived_by": None}     # github.com's newer fields: labels are never archived here
 
 

@@ -44,7 +44,7 @@ def test_gh_repo_view_issue_and_label_lists(gh_server):
     gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-f", "description=A demo", "-F", "auto_init=true")
     for title in ("First bug", "Second thing"):
         gh(env, "api", "-X", "POST", "repos/alice/demo/issues", "-f", "title=" + title)
-    gh(env, "api", "-X", "POST", "repos/alice/demo/labels", "-f", "name=bug", "-f", "color=d73a4a")
+    # bug is one of the nine labels GitHub gives every new repository
     gh(env, "api", "-X", "POST", "repos/alice/demo/issues/1/labels", "-f", "labels[]=bug")
     gh(env, "api", "-X", "PATCH", "repos/alice/demo/issues/2", "-f", "state=closed")
     view = gh(env, "repo", "view", "alice/demo").stdout
@@ -150,17 +150,17 @@ def test_gh_issue_edit_labels_assignees_and_repo_edit_delete(gh_server):
     gh(env, "auth", "login", "--hostname", GH_HOST, "--with-token", stdin=token + "\n")
     gh(env, "api", "-X", "POST", "user/repos", "-f", "name=demo", "-F", "auto_init=true")
     gh(env, "issue", "create", "-R", "alice/demo", "-t", "old title", "-b", "old body")
-    gh(env, "label", "create", "bug", "-R", "alice/demo", "--color", "d73a4a")
-    gh(env, "label", "edit", "bug", "-R", "alice/demo", "--description", "Broken")
+    gh(env, "label", "create", "crash", "-R", "alice/demo", "--color", "d73a4a")
+    gh(env, "label", "edit", "crash", "-R", "alice/demo", "--description", "Broken")
     gh(env, "issue", "edit", "1", "-R", "alice/demo", "--title", "new title", "--body", "new body",
-       "--add-label", "bug", "--add-assignee", "alice")
+       "--add-label", "crash", "--add-assignee", "alice")
     issue = json.loads(gh(env, "api", "repos/alice/demo/issues/1").stdout)
     assert (issue["title"], issue["body"]) == ("new title", "new body")
-    assert [l["name"] for l in issue["labels"]] == ["bug"] and [a["login"] for a in issue["assignees"]] == ["alice"]
-    gh(env, "issue", "edit", "1", "-R", "alice/demo", "--remove-label", "bug", "--remove-assignee", "alice")
+    assert [l["name"] for l in issue["labels"]] == ["crash"] and [a["login"] for a in issue["assignees"]] == ["alice"]
+    gh(env, "issue", "edit", "1", "-R", "alice/demo", "--remove-label", "crash", "--remove-assignee", "alice")
     issue = json.loads(gh(env, "api", "repos/alice/demo/issues/1").stdout)
     assert issue["labels"] == [] and issue["assignees"] == []
-    assert json.loads(gh(env, "api", "repos/alice/demo/labels/bug").stdout)["description"] == "Broken"
+    assert json.loads(gh(env, "api", "repos/alice/demo/labels/crash").stdout)["description"] == "Broken"
     gh(env, "repo", "edit", "alice/demo", "--description", "Edited")
     assert json.loads(gh(env, "api", "repos/alice/demo").stdout)["description"] == "Edited"
     gh(env, "repo", "delete", "alice/demo", "--yes")
@@ -213,7 +213,6 @@ def test_gh_pr_edit_back_to_draft_and_update_branch(tmp_path):
         srv.add_user("bob")
         api(srv, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
         api(srv, "PUT", "/repos/alice/demo/collaborators/bob", alice, {"permission": "push"})
-        api(srv, "POST", "/repos/alice/demo/labels", alice, {"name": "bug", "color": "ff0000"})
         main = api(srv, "GET", "/repos/alice/demo/git/ref/heads/main", alice).json["object"]["sha"]
         for branch in ("fix", "dev"):
             api(srv, "POST", "/repos/alice/demo/git/refs", alice, {"ref": "refs/heads/" + branch, "sha": main})
@@ -526,3 +525,23 @@ def test_gh_understands_at_me(tmp_path):
         assert "PR from bobs" in status.split("Requesting a code review from you")[1], status
         searched = api(srv, "GET", "/search/issues?q=involves:@me+is:pr", bob).json
         assert [i["title"] for i in searched["items"]] == ["PR from bobs"]
+
+
+def test_gh_labels_a_new_repositorys_issue_and_pull_request_with_githubs_defaults(tmp_path):
+    """GitHub gives every new repository nine labels; gh's --label counts on them."""
+    with gh_as_alice(tmp_path) as (srv, env, alice):
+        api(srv, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+        main = api(srv, "GET", "/repos/alice/demo/branches/main", alice).json["commit"]["sha"]
+        api(srv, "POST", "/repos/alice/demo/git/refs", alice, {"ref": "refs/heads/fix", "sha": main})
+        api(srv, "PUT", "/repos/alice/demo/contents/fix.txt", alice, {"message": "fix", "content": "eA==",
+                                                                       "branch": "fix"})
+        gh(env, "issue", "create", "-R", "alice/demo", "-t", "Crash", "-b", "b", "--label", "bug")
+        gh(env, "pr", "create", "-R", "alice/demo", "-H", "fix", "-B", "main", "-t", "Fix", "-b", "",
+           "--label", "enhancement", "--label", "good first issue")
+        assert [l["name"] for l in api(srv, "GET", "/repos/alice/demo/issues/1", alice).json["labels"]] == ["bug"]
+        assert [l["name"] for l in api(srv, "GET", "/repos/alice/demo/issues/2", alice).json["labels"]] == [
+            "enhancement", "good first issue"]
+        names = gh(env, "label", "list", "-R", "alice/demo").stdout
+        for name in ("bug", "documentation", "duplicate", "enhancement", "good first issue", "help wanted",
+                     "invalid", "question", "wontfix"):
+            assert name in names

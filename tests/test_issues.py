@@ -27,8 +27,12 @@ def test_issue_lifecycle_label_comment_close(server, repo):
     assert r.status == 201 and r.json["number"] == 1 and r.json["user"]["login"] == "rita"
     assert r.json["labels"] == [] and r.json["assignees"] == []     # a reader's labels/assignees are dropped
     check("POST", "/repos/olivia/app/issues", r)
-    r = api(server, "POST", "/repos/olivia/app/labels", o, {"name": "bug", "color": "#D73A4A", "description": "broken"})
-    assert r.status == 201 and r.json["color"] == "d73a4a"
+    # a new repository has GitHub's nine default labels, bug among them
+    defaults = api(server, "GET", "/repos/olivia/app/labels", o).json
+    assert len(defaults) == 9 and {"name": "bug", "color": "d73a4a", "default": True} == {
+        k: v for k, v in defaults[0].items() if k in ("name", "color", "default")}
+    r = api(server, "POST", "/repos/olivia/app/labels", o, {"name": "crash", "color": "#D73A4A", "description": "broken"})
+    assert r.status == 201 and r.json["color"] == "d73a4a" and r.json["default"] is False
     check("POST", "/repos/olivia/app/labels", r)
     assert api(server, "POST", "/repos/olivia/app/labels", o, {"name": "BUG"}).status == 422
     assert api(server, "POST", "/repos/olivia/app/labels", o, {"name": "x", "color": "red"}).json["errors"][0][

@@ -30,9 +30,9 @@ def test_pygithub_everyday_calls(server):
     repo.create_file("b.txt", "add b", "b\n", branch="feature")
     issue = repo.create_issue("Bug", body="broken")
     issue.create_comment("me too")
-    repo.create_label("bug", "ff0000")
-    issue.add_to_labels("bug")
-    assert [label.name for label in repo.get_issue(issue.number).labels] == ["bug"]
+    repo.create_label("crash", "ff0000")
+    issue.add_to_labels("crash", "bug")                   # bug: one of GitHub's default labels
+    assert [label.name for label in repo.get_issue(issue.number).labels] == ["bug", "crash"]
     pull = repo.create_pull(base="main", head="feature", title="Feature", body="adds b")
     assert [f.filename for f in pull.get_files()] == ["b.txt"] and repo.get_pull(pull.number).mergeable is True
     assert pull.merge(merge_method="squash").merged is True

@@ -72,7 +72,7 @@ def test_collaboration_bodies_have_githubs_shape(server, tmp_path):
     key_id = api(server, "GET", r + "/actions/secrets/public-key", alice).json["key_id"]
     sealed = base64.b64encode(bytes(64)).decode()
     requests = [
-        ("POST", r + "/labels", {"name": "bug", "color": "ff0000"}, 201),
+        ("POST", r + "/labels", {"name": "crash", "color": "ff0000"}, 201),
         ("POST", r + "/milestones", {"title": "v1"}, 201),
         ("POST", r + "/issues", {"title": "t", "labels": ["bug"], "milestone": 1, "assignees": ["walt"]}, 201),
         ("GET", r + "/issues", None, 200), ("GET", r + "/issues/1", None, 200),

@@ -118,6 +118,16 @@ def noreply_email(login):
     return "%s@users.noreply.agentgit" % login
 
 
+# The nine labels GitHub gives every new repository (gh issue create --label bug counts on them)
+DEFAULT_LABELS = (("bug", "d73a4a", "Something isn't working"),
+                  ("documentation", "0075ca", "Improvements or additions to documentation"),
+                  ("duplicate", "cfd3d7", "This issue or pull request already exists"),
+                  ("enhancement", "a2eeef", "New feature or request"), ("good first issue", "7057ff", "Good for newcomers"),
+                  ("help wanted", "008672", "Extra attention is needed"), ("invalid", "e4e669", "This doesn't seem right"),
+                  ("question", "d876e3", "Further information is requested"),
+                  ("wontfix", "ffffff", "This will not be worked on"))
+
+
 def create_repository(app, db, owner, name, private, auto_init, description=None, homepage=None,
                       default_branch="main", parent_id=None, forked_by=None):
     """Inside the caller's transaction: build the bare repository in a scratch directory, insert its
@@ -133,6 +143,8 @@ def create_repository(app, db, owner, name, private, auto_init, description=None
             " updated_at, pushed_at, parent_id, forked_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner["id"], name, description, homepage, int(bool(private)), default_branch, stamp, stamp,
              stamp if auto_init else None, parent_id, forked_by)).lastrowid
+        db.executemany("INSERT INTO labels (repo_id, name, color, description) VALUES (?, ?, ?, ?)",
+                       [(repo_id,) + label for label in DEFAULT_LABELS])
         os.rename(scratch, repo_dir(app, repo_id))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -6,7 +6,7 @@ import urllib.parse
 from agentgit.config import now, parse_time
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row, update_row
-from agentgit.accounts import account_by_id, account_by_login, full_name, permission_of_org_member
+from agentgit.accounts import DEFAULT_LABELS, account_by_id, account_by_login, full_name, permission_of_org_member
 from agentgit.policy import RANK, Resource, repo_permission
 from agentgit.plumbing import route
 from agentgit.serializers import node_id, user_json
@@ -49,7 +49,8 @@ def user_json_by_id(app, user_id):
 def label_json(app, repo, row):
     return {"id": row["id"], "node_id": node_id("Label", row["id"]),
             "url": "%s/repos/%s/labels/%s" % (app.api, full_name(repo), urllib.parse.quote(row["name"])),
-            "name": row["name"], "color": row["color"], "default": False, "description": row["description"],
+            "name": row["name"], "color": row["color"], "description": row["description"],
+            "default": any(row["name"] == name and row["color"] == color for name, color, _ in DEFAULT_LABELS),
             "archived_at": None, "archived_by": None}     # github.com's newer fields: labels are never archived here
 
 
