@@ -46,8 +46,9 @@ serve: agentgit.py $(VENV)/.runtime
 routes: agentgit.py $(VENV)/.runtime
 	$(BIN)/python agentgit.py routes
 
-# The whole suite twice: against the package (what developers edit) and the single file (what ships).
-test: check-dist test-package test-file
+# The suite against the single file (what ships), then against the package (what developers edit) all
+# but what runs once (the sweeps and the slowest walks: `sweep` in tests/conftest.py).
+test: check-dist test-file test-package
 
 test-package: $(VENV)/.test
 	AGENTGIT_BUILD=package PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)

@@ -376,9 +376,11 @@ def turn_on_totp(server, login):
     return base64.b32decode(secret + "=" * (-len(secret) % 8))
 
 
-# The sweeps (the authorization matrix, the fuzzers) run once, against the single file that ships:
-# test_build proves the package holds the same code, line for line.
-sweep = pytest.mark.skipif(BUILD == "package", reason="the sweeps run against the single file (make test-file)")
+# What runs once, against the single file that ships: the sweeps (the authorization matrix, the fuzzers,
+# every route's bad bodies), the slow end-to-end walks (gh, the browser, crashes, the first hour) and
+# test_build, which loads both builds itself. test_build proves the package holds the same code, line
+# for line, so the package build runs everything else.
+sweep = pytest.mark.skipif(BUILD == "package", reason="runs once, against the single file (make test-file)")
 
 
 def patch_everywhere(monkeypatch, name, value):

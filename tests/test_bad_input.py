@@ -3,7 +3,9 @@ and values of the wrong type, as the owner (by token and by web session), an out
 import json
 
 import agentgit
-from conftest import Browser, api, call, ext
+from conftest import Browser, api, call, ext, sweep
+
+pytestmark = sweep
 
 # What a route's path parameters are filled with: names that exist, so the handler gets past its lookups
 VALUES = {"owner": "alice", "repo": "demo", "org": "acme", "username": "alice", "login": "alice", "slug": "devs",

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SINGLE_FILE
+from conftest import ROOT, SINGLE_FILE, sweep
 
+pytestmark = sweep
 PACKAGE = os.path.join(ROOT, "src", "agentgit")
 MODULE_BUDGET, FUNCTION_BUDGET = 1000, 80
 

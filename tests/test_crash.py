@@ -16,7 +16,9 @@ import time
 import pytest
 
 import agentgit
-from conftest import CLI, ROOT, api, exchange, git, git_env, remote
+from conftest import CLI, ROOT, api, exchange, git, git_env, remote, sweep
+
+pytestmark = sweep
 
 MOVE_RE = re.compile(r"(refs/\S+) ([0-9a-f]{12})→([0-9a-f]{12})")
 

@@ -12,7 +12,10 @@ import dulwich
 import pytest
 
 import agentgit
-from conftest import CLI, ROOT, SINGLE_FILE, Browser, api, apply_exports, call, ext, gh, git, plain_gh_env
+from conftest import (CLI, ROOT, SINGLE_FILE, Browser, api, apply_exports, call, ext, gh, git, plain_gh_env,
+                      sweep)
+
+pytestmark = sweep
 
 
 def bare_python(tmp_path, with_packages):

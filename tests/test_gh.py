@@ -4,7 +4,10 @@ import contextlib
 import json
 import os
 
-from conftest import GH_HOST, api, connect_gh, ext, gh, gh_over_socket, git, plain_gh_env, socket_server
+from conftest import (GH_HOST, api, connect_gh, ext, gh, gh_over_socket, git, plain_gh_env, socket_server,
+                      sweep)
+
+pytestmark = sweep
 
 
 def test_gh_login_status_api_and_git(gh_server, tmp_path):
