@@ -101,6 +101,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -108,6 +109,7 @@ import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 
 try:
@@ -6036,6 +6038,66 @@ def list_tags(req, owner, repo):
                             "tarball_url": "%s/repos/%s/tarball/%s" % (api, name, tag),
                             "node_id": node_id("Ref", "%s:%s" % (name, ref))})
     return req.paginate(out)
+
+
+# -- source archives: what "Source code (zip)" and gh release download --archive fetch ------------
+
+MAX_ARCHIVE_BYTES = 256 * 1024 * 1024      # the files of one archive, before compression
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/zipball")
+@route("GET", "/api/v3/repos/{owner}/{repo}/zipball/{ref:path}")
+def zipball(req, owner, repo, ref=None):
+    return source_archive(req, owner, repo, ref, "zip")
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/tarball")
+@route("GET", "/api/v3/repos/{owner}/{repo}/tarball/{ref:path}")
+def tarball(req, owner, repo, ref=None):
+    return source_archive(req, owner, repo, ref, "tar.gz")
+
+
+def source_archive(req, owner, repo, ref, kind):
+    """The tree at ``ref`` (the default branch when none is named) as GitHub shapes it: every path under
+    one directory OWNER-REPO-SHORTSHA/, file modes and symlinks kept, submodules left out."""
+    row = find_repo(req, owner, repo)
+    with open_repo(req.app, row["id"]) as git:
+        sha = resolve_commit(git, ref or row["default_branch"])
+        if sha is None:
+            raise HTTPError(404, "Not Found")
+        commit = git[sha.encode()]
+        prefix, files, size = "%s-%s-%s/" % (row["owner_login"], row["name"], sha[:7]), [], 0
+        for entry in iter_tree_contents(git.object_store, commit.tree):
+            if entry.mode == 0o160000:
+                continue
+            data = git[entry.sha].data
+            size += len(data)
+            if size > MAX_ARCHIVE_BYTES:
+                raise HTTPError(413, "The tree at %s is larger than an archive may be (%d MB)" % (
+                    ref or row["default_branch"], MAX_ARCHIVE_BYTES // 2 ** 20))
+            files.append((prefix + entry.path.decode("utf-8", "replace"), entry.mode, data))
+    out = io.BytesIO()
+    if kind == "zip":
+        stamp = time.gmtime(commit.commit_time)[:6]
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path, mode, data in files:
+                info = zipfile.ZipInfo(path, stamp)
+                info.external_attr, info.compress_type = (mode & 0xFFFF) << 16, zipfile.ZIP_DEFLATED
+                archive.writestr(info, data)
+    else:
+        with tarfile.open(fileobj=out, mode="w:gz") as archive:
+            for path, mode, data in files:
+                info = tarfile.TarInfo(path)
+                info.mtime, info.mode = commit.commit_time, mode & 0o777
+                if mode == 0o120000:
+                    info.type, info.linkname = tarfile.SYMTYPE, data.decode("utf-8", "replace")
+                    archive.addfile(info)
+                else:
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", "%s-%s" % (row["name"], ref or sha[:7]))
+    return 200, out.getvalue(), {"Content-Type": "application/zip" if kind == "zip" else "application/x-gzip",
+                                 "Content-Disposition": "attachment; filename=%s.%s" % (name, kind)}
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════

@@ -4,8 +4,8 @@ import contextlib
 import json
 import os
 
-from conftest import (GH_HOST, api, connect_gh, ext, gh, gh_over_socket, git, plain_gh_env, socket_server,
-                      sweep)
+from conftest import (GH_HOST, api, call, connect_gh, ext, gh, gh_over_socket, git, plain_gh_env, remote,
+                      socket_server, sweep)
 
 pytestmark = sweep
 
@@ -548,3 +548,39 @@ def test_gh_labels_a_new_repositorys_issue_and_pull_request_with_githubs_default
         for name in ("bug", "documentation", "duplicate", "enhancement", "good first issue", "help wanted",
                      "invalid", "question", "wontfix"):
             assert name in names
+
+
+def test_gh_release_download_archives(tmp_path):
+    """gh release download --archive fetches the release's zipball and tarball: the tree at its tag,
+    under one OWNER-REPO-SHA/ directory, modes and symlinks kept."""
+    import tarfile
+    import zipfile
+    with gh_as_alice(tmp_path) as (srv, env, alice):
+        api(srv, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+        work = str(tmp_path / "w")
+        git(str(tmp_path), "clone", "-q", remote(srv, "alice/demo", alice), work)
+        os.makedirs(os.path.join(work, "bin"))
+        with open(os.path.join(work, "bin", "run"), "w") as f:
+            f.write("#!/bin/sh\necho hi\n")
+        os.chmod(os.path.join(work, "bin", "run"), 0o755)
+        os.symlink("bin/run", os.path.join(work, "run"))
+        git(work, "add", ".")
+        git(work, "commit", "-qm", "tools")
+        git(work, "push", "-q", "origin", "HEAD:main")
+        sha = git(work, "rev-parse", "HEAD").stdout.strip()
+        gh(env, "release", "create", "v1", "-R", "alice/demo", "--title", "One", "--notes", "first")
+        out = tmp_path / "dl"
+        gh(env, "release", "download", "v1", "-R", "alice/demo", "--archive", "zip", "-D", str(out))
+        gh(env, "release", "download", "v1", "-R", "alice/demo", "--archive", "tar.gz", "-D", str(out))
+        root = "alice-demo-%s/" % sha[:7]
+        with zipfile.ZipFile(out / "demo-v1.zip") as z:
+            assert sorted(z.namelist()) == [root + "README.md", root + "bin/run", root + "run"]
+            assert z.read(root + "README.md") == b"# demo\n" and z.getinfo(root + "bin/run").external_attr >> 16 == 0o100755
+        with tarfile.open(out / "demo-v1.tar.gz") as t:
+            assert t.getmember(root + "run").issym() and t.getmember(root + "run").linkname == "bin/run"
+            assert t.getmember(root + "bin/run").mode == 0o755
+            assert t.extractfile(root + "bin/run").read() == b"#!/bin/sh\necho hi\n"
+        assert api(srv, "GET", "/repos/alice/demo/zipball/nope", alice).status == 404
+        public = call(srv, "GET", "/api/v3/repos/alice/demo/tarball")          # the default branch, for anyone
+        assert public.status == 200 and public.headers["content-type"] == "application/x-gzip"
+        assert "attachment; filename=demo-%s.tar.gz" % sha[:7] == public.headers["content-disposition"]

@@ -152,7 +152,7 @@ def route_path(method, pattern, ids):
     fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
         pattern.split("/")[-2], ids["sha"])
     fill["rest"] = "main/README.md" if "/blob/" in pattern else "main"
-    fill["ref"] = ("main" if "/commits/" in pattern else "heads/" if "matching-refs" in pattern else
+    fill["ref"] = ("main" if "/commits/" in pattern or "ball/" in pattern else "heads/" if "matching-refs" in pattern else
                    "heads/feature" if method != "GET" else "heads/main")
     fill["name"] = ("TOKEN" if "/secrets/" in pattern else "VAR" if "/variables/" in pattern else
                     "a.txt" if "/download/" in pattern else "bug")
@@ -472,6 +472,10 @@ GET     /api/v3/repos/{owner}/{repo}/releases/tags/{tag:path}                   
 GET     /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets             repo_read
 GET     /api/v3/repos/{owner}/{repo}/tags                                         repo_read
+GET     /api/v3/repos/{owner}/{repo}/tarball                                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/tarball/{ref:path}                           repo_read
+GET     /api/v3/repos/{owner}/{repo}/zipball                                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/zipball/{ref:path}                           repo_read
 GET     /api/v3/search/code                                                       public
 GET     /api/v3/search/issues                                                     public
 GET     /api/v3/search/repositories                                               public
