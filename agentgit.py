@@ -8714,7 +8714,7 @@ def gql_issue(ctx, repo_row, row):
     i = issue_json(ctx.app, repo_row, row)
     author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
     m = i["milestone"]
-    return {"__typename": "Issue", "id": i["node_id"], "number": i["number"], "title": i["title"],
+    return {"__typename": "Issue", "id": i["node_id"], "databaseId": i["id"], "number": i["number"], "title": i["title"],
             "url": i["html_url"], "state": i["state"].upper(), "closed": i["state"] == "closed",
             "stateReason": i["state_reason"].upper() if i["state_reason"] else None, "body": i["body"] or "",
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
@@ -8786,7 +8786,8 @@ def gql_pull(ctx, repo_row, row):
     head_repo = head_repository(ctx.app.store, repo_row, pull)
     owner = account_by_id(ctx.app.store, head_repo["owner_id"]) if head_repo else None
     author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
-    return {"__typename": "PullRequest", "id": node_id("PullRequest", row["id"]), "number": row["number"],
+    return {"__typename": "PullRequest", "id": node_id("PullRequest", row["id"]), "databaseId": row["id"],
+            "number": row["number"],
             "title": row["title"], "state": state, "closed": row["state"] == "closed",
             "url": "%s/%s/pull/%d" % (ctx.app.url, full_name(repo_row), row["number"]), "body": row["body"] or "",
             "createdAt": row["created_at"], "updatedAt": row["updated_at"], "headRefName": pull["head_ref"],
@@ -9364,7 +9365,7 @@ GRAPHQL_TYPES = {
     "Language": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "color": GField("String")}},
     "Issue": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
-        "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
+        "id": GField("ID!"), "databaseId": GField("Int"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
         "state": GField("IssueState!"), "stateReason": GField("IssueStateReason"), "closed": GField("Boolean!"),
         "body": GField("String!"), "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"),
         "closedAt": GField("DateTime"), "author": GField("Actor"), "milestone": GField("Milestone"),
@@ -9391,7 +9392,7 @@ GRAPHQL_TYPES = {
     "SubIssuesSummary": {"kind": "OBJECT", "fields": {
         "total": GField("Int!"), "completed": GField("Int!"), "percentCompleted": GField("Int!")}},
     "PullRequest": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
-        "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
+        "id": GField("ID!"), "databaseId": GField("Int"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
         "state": GField("PullRequestState!"), "closed": GField("Boolean!"), "body": GField("String!"),
         "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"), "headRefName": GField("String!"),
         "baseRefName": GField("String!"), "isDraft": GField("Boolean!"), "isCrossRepository": GField("Boolean!"),

@@ -165,3 +165,12 @@ def test_node_limit_refuses_hostile_queries_before_running(server, alice):
     spread = gql(server, alice, "query($n: Int) { ...F } fragment F on Query { %s }" % " ".join(
         (one % i).replace("first: 100", "first: $n") for i in range(30)), {"n": 100})
     assert spread["errors"][0]["type"] == "MAX_NODE_LIMIT_EXCEEDED"
+
+
+def test_issues_and_pull_requests_carry_their_rest_ids_as_database_id(server, alice):
+    """github-mcp-server's list_issues asks Issue.databaseId: the REST id of the same issue."""
+    issue = call(server, "POST", "/api/v3/repos/alice/demo/issues", alice, {"title": "t"}).json
+    out = gql(server, alice, '{ repository(owner: "alice", name: "demo") { issue(number: 1) { databaseId number }'
+                             ' issues(first: 5) { nodes { databaseId } } } }')
+    assert out["data"]["repository"]["issue"] == {"databaseId": issue["id"], "number": 1}
+    assert out["data"]["repository"]["issues"]["nodes"] == [{"databaseId": issue["id"]}]

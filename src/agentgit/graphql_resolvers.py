@@ -403,7 +403,7 @@ def gql_issue(ctx, repo_row, row):
     i = issue_json(ctx.app, repo_row, row)
     author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
     m = i["milestone"]
-    return {"__typename": "Issue", "id": i["node_id"], "number": i["number"], "title": i["title"],
+    return {"__typename": "Issue", "id": i["node_id"], "databaseId": i["id"], "number": i["number"], "title": i["title"],
             "url": i["html_url"], "state": i["state"].upper(), "closed": i["state"] == "closed",
             "stateReason": i["state_reason"].upper() if i["state_reason"] else None, "body": i["body"] or "",
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
@@ -475,7 +475,8 @@ def gql_pull(ctx, repo_row, row):
     head_repo = head_repository(ctx.app.store, repo_row, pull)
     owner = account_by_id(ctx.app.store, head_repo["owner_id"]) if head_repo else None
     author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
-    return {"__typename": "PullRequest", "id": node_id("PullRequest", row["id"]), "number": row["number"],
+    return {"__typename": "PullRequest", "id": node_id("PullRequest", row["id"]), "databaseId": row["id"],
+            "number": row["number"],
             "title": row["title"], "state": state, "closed": row["state"] == "closed",
             "url": "%s/%s/pull/%d" % (ctx.app.url, full_name(repo_row), row["number"]), "body": row["body"] or "",
             "createdAt": row["created_at"], "updatedAt": row["updated_at"], "headRefName": pull["head_ref"],

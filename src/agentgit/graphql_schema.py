@@ -182,7 +182,7 @@ GRAPHQL_TYPES = {
     "Language": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "color": GField("String")}},
     "Issue": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
-        "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
+        "id": GField("ID!"), "databaseId": GField("Int"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
         "state": GField("IssueState!"), "stateReason": GField("IssueStateReason"), "closed": GField("Boolean!"),
         "body": GField("String!"), "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"),
         "closedAt": GField("DateTime"), "author": GField("Actor"), "milestone": GField("Milestone"),
@@ -209,7 +209,7 @@ GRAPHQL_TYPES = {
     "SubIssuesSummary": {"kind": "OBJECT", "fields": {
         "total": GField("Int!"), "completed": GField("Int!"), "percentCompleted": GField("Int!")}},
     "PullRequest": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
-        "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
+        "id": GField("ID!"), "databaseId": GField("Int"), "number": GField("Int!"), "title": GField("String!"), "url": GField("URI!"),
         "state": GField("PullRequestState!"), "closed": GField("Boolean!"), "body": GField("String!"),
         "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"), "headRefName": GField("String!"),
         "baseRefName": GField("String!"), "isDraft": GField("Boolean!"), "isCrossRepository": GField("Boolean!"),
