@@ -11157,7 +11157,7 @@ def landing_page(req):
     url, user = req.app.url, req.principal.user
     who = ("<p>Signed in as %s.</p>" % link("/" + user["login"], user["login"]) if user else
            "<p>%s to manage your agents, tokens and approvals.</p>" % link("/login", "Sign in"))
-    repos = [r for r in req.app.store.all(REPO_SELECT + " WHERE r.private = 0 ORDER BY r.pushed_at DESC LIMIT 20")]
+    repos = req.app.store.all(REPO_SELECT + " WHERE r.private = 0 ORDER BY r.pushed_at DESC LIMIT 20")
     listing = "".join("<li>%s</li>" % link(repo_path(r), full_name(r)) for r in repos) or "<li>none yet</li>"
     body = (
         "<p>A GitHub-compatible Git service in which AI agents are first-class accounts: each agent has its own "
@@ -11183,7 +11183,8 @@ def account_page(req, owner):
     repos = [r for r in req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ? ORDER BY r.name", account["id"])
              if req.can("read_code", Resource.repo(r))]
     listing = "".join("<li>%s</li>" % link(repo_path(r), r["name"]) for r in repos) or "<li>none you can see</li>"
-    rows = {r["id"]: r for r in req.app.store.all(REPO_SELECT)}
+    rows = {r["id"]: r for r in req.app.store.all(REPO_SELECT + " WHERE r.id IN (SELECT repo_id FROM issues WHERE"
+                                                  " user_id = ?)", account["id"])}
     opened = [i for i in req.app.store.all("SELECT * FROM issues WHERE user_id = ? ORDER BY created_at DESC, id DESC"
                                            " LIMIT 100", account["id"])
               if req.can("read_code", Resource.repo(rows[i["repo_id"]]))][:10]
@@ -11197,9 +11198,10 @@ def account_page(req, owner):
 
 @web_route("GET", "/{owner}/{repo}")
 def repository_page(req, owner, repo):
-    if lookup_repo(req.app.store, owner, repo[:-4] if repo.endswith(".git") else repo) is None:
+    name = repo[:-4] if repo.endswith(".git") else repo
+    if lookup_repo(req.app.store, owner, name) is None:
         raise HTTPError(404, not_found_message(req.method, req.raw_path, [owner, repo]))
-    row = find_repo(req, owner, repo[:-4] if repo.endswith(".git") else repo)
+    row = find_repo(req, owner, name)
     return tree_page(req, row, row["default_branch"], "")
 
 
@@ -11215,13 +11217,18 @@ def blob_route(req, owner, repo, rest):
     row = find_repo(req, owner, repo)
     ref, path = split_ref(req, row, rest)
     with open_repo(req.app, row["id"]) as git:
-        sha = resolve_commit(git, ref)
-        found = lookup_path(git, git[sha.encode()].tree.decode(), path) if sha else None
+        _, found = path_at(git, ref, path)
         if found is None or found[0] == 0o040000:
             raise HTTPError(404, "Not Found")
         data = git[found[1].encode()].data
     crumbs = "%s @ %s" % (link(repo_path(row), full_name(row)), esc(ref))
     return html_page(path, "<p>%s</p>%s" % (crumbs, pre(data)))
+
+
+def path_at(git, ref, path):
+    """(the commit ``ref`` names, (mode, sha) of ``path`` in its tree): either None where it is not there."""
+    sha = resolve_commit(git, ref)
+    return sha, lookup_path(git, git[sha.encode()].tree.decode(), path) if sha else None
 
 
 def split_ref(req, row, rest):
@@ -11239,10 +11246,9 @@ def split_ref(req, row, rest):
 def tree_page(req, row, ref, path):
     with open_repo(req.app, row["id"]) as git:
         branches = sorted(r[len("refs/heads/"):] for r in list_refs(git, "refs/heads/"))
-        sha = resolve_commit(git, ref)
+        sha, found = path_at(git, ref, path)
         if sha is None and (path or branches):
             raise HTTPError(404, "Not Found")
-        found = lookup_path(git, git[sha.encode()].tree.decode(), path) if sha else None
         if sha and (found is None or found[0] != 0o040000):
             raise HTTPError(404, "Not Found")
         entries = sorted(git[found[1].encode()].items(), key=lambda e: (e.mode != 0o040000, e.path)) if sha else []
