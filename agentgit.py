@@ -42,30 +42,31 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     15. users              REST: the API root, meta, rate limit and users.
     16. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
     17. issues             REST: issues, comments, labels and milestones.
-    18. pulls              REST: pull requests, their merges, reviews and requested reviewers.
-    19. contents           REST: file contents and READMEs, read and written as commits.
-    20. protection         REST: branch protection, commit statuses and check runs.
-    21. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    22. releases           REST: releases, tags and release assets.
-    23. actions            REST: workflow records, Actions secrets and variables.
-    24. search             REST: search over repositories, issues and code.
-    25. orgs               REST: organizations, memberships and teams.
-    26. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    27. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    28. tasks              REST: task grants, task tokens, step-up and approvals.
-    29. freezes            REST: policy as data, and freezes (read-only by policy).
-    30. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    31. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    32. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    33. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    34. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    35. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    36. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    37. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    38. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    39. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    40. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    41. cli                Command line: serve, user, agent, connect, routes, audit.
+    18. pulls              REST: pull requests and their merges.
+    19. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    20. contents           REST: file contents and READMEs, read and written as commits.
+    21. protection         REST: branch protection, commit statuses and check runs.
+    22. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    23. releases           REST: releases, tags and release assets.
+    24. actions            REST: workflow records, Actions secrets and variables.
+    25. search             REST: search over repositories, issues and code.
+    26. orgs               REST: organizations, memberships and teams.
+    27. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    28. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    29. tasks              REST: task grants, task tokens, step-up and approvals.
+    30. freezes            REST: policy as data, and freezes (read-only by policy).
+    31. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    32. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    33. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    34. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    35. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    36. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    37. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    38. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    39. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    40. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    41. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    42. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -476,11 +477,13 @@ CREATE TABLE IF NOT EXISTS reviews (
     id            INTEGER PRIMARY KEY,
     issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
     user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    state         TEXT NOT NULL CHECK (state IN ('APPROVED', 'CHANGES_REQUESTED', 'COMMENTED', 'DISMISSED')),
+    state         TEXT NOT NULL CHECK (state IN ('PENDING', 'APPROVED', 'CHANGES_REQUESTED', 'COMMENTED', 'DISMISSED')),
     body          TEXT NOT NULL DEFAULT '',
     commit_id     TEXT,
-    submitted_at  TEXT NOT NULL
+    submitted_at  TEXT                -- NULL while pending
 );
+-- a reviewer has at most one pending review of a pull request
+CREATE UNIQUE INDEX IF NOT EXISTS one_pending_review ON reviews(issue_id, user_id) WHERE state = 'PENDING';
 
 CREATE TABLE IF NOT EXISTS review_comments (
     id          INTEGER PRIMARY KEY,
@@ -490,6 +493,9 @@ CREATE TABLE IF NOT EXISTS review_comments (
     path        TEXT NOT NULL,
     line        INTEGER,
     side        TEXT NOT NULL DEFAULT 'RIGHT',
+    start_line  INTEGER,              -- a comment on lines start_line..line
+    start_side  TEXT NOT NULL DEFAULT 'RIGHT',
+    subject_type TEXT NOT NULL DEFAULT 'LINE',
     body        TEXT NOT NULL,
     commit_id   TEXT NOT NULL,
     created_at  TEXT NOT NULL,
@@ -785,7 +791,7 @@ CREATE TABLE IF NOT EXISTS settings (
     value  TEXT NOT NULL
 );
 """
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -821,6 +827,12 @@ MIGRATIONS = {
         " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"
         " UPDATE repos SET forked_by = owner_id WHERE parent_id IS NOT NULL AND forked_by IS NULL AND"
         " owner_id IN (SELECT id FROM accounts WHERE kind != 'org');"),
+    # pending reviews: a new state, and no submission time until submitted; multi-line review comments
+    8: Migration([("review_comments", "start_line INTEGER"), ("review_comments", "start_side TEXT NOT NULL DEFAULT 'RIGHT'"),
+                  ("review_comments", "subject_type TEXT NOT NULL DEFAULT 'LINE'")],
+                 "ALTER TABLE reviews RENAME TO reviews_before_v8;",
+                 "INSERT INTO reviews (id, issue_id, user_id, state, body, commit_id, submitted_at) SELECT id, issue_id,"
+                 " user_id, state, body, commit_id, submitted_at FROM reviews_before_v8; DROP TABLE reviews_before_v8;"),
 }
 
 
@@ -1789,7 +1801,8 @@ def latest_reviews(store, issue_id, repo):
     """{user id: review} of each reviewer's latest approval or change request, counting only
     reviewers who could push to the repository (as GitHub counts them); with their login and kind."""
     latest = {}
-    for review in store.all("SELECT * FROM reviews WHERE issue_id = ? AND state != 'COMMENTED' ORDER BY id", issue_id):
+    for review in store.all("SELECT * FROM reviews WHERE issue_id = ? AND state NOT IN ('COMMENTED', 'PENDING')"
+                            " ORDER BY id", issue_id):
         latest[review["user_id"]] = review
     counted = {}
     for user_id, review in latest.items():
@@ -2407,6 +2420,10 @@ class Principal:
     @property
     def login(self):
         return self.user["login"] if self.user is not None else None
+
+    @property
+    def user_id(self):
+        return self.user["id"] if self.user is not None else None
 
     @property
     def kind(self):
@@ -4353,11 +4370,11 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/pulls.py — REST: pull requests, their merges, reviews and requested reviewers.
+# 18. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-# -- pull requests and reviews ------------------------------------------------------------------
+# -- pull requests ------------------------------------------------------------------------------
 
 CLOSING_KEYWORDS_RE = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)\b", re.IGNORECASE)
 
@@ -4470,7 +4487,8 @@ def pull_json(app, repo_row, issue, pull, detail=False):
     }
     if detail:
         mergeable, mergeable_state = mergeability(app, state)
-        reviews = app.store.one("SELECT COUNT(*) AS n FROM review_comments WHERE issue_id = ?", issue["id"])["n"]
+        reviews = app.store.one("SELECT COUNT(*) AS n FROM review_comments WHERE issue_id = ? AND review_id IN (SELECT id"
+                                 " FROM reviews WHERE state != 'PENDING')", issue["id"])["n"]
         out.update({
             "merged": pull["merged_at"] is not None, "mergeable": mergeable, "rebaseable": mergeable,
             "mergeable_state": mergeable_state, "merged_by": user_json_by_id(app, pull["merged_by"]),
@@ -4830,31 +4848,111 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
     return closed
 
 
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 19. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# uses: config, errors, accounts, plumbing, serializers, issues, pulls
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
+SIDES = ("LEFT", "RIGHT")
+# what a viewer may see of a pull request's reviews: every submitted one, and her own pending one
+VISIBLE = "(state != 'PENDING' OR user_id = ?)"
+
+
+def visible_reviews(store, issue_id, viewer_id, author_id=None):
+    """The reviews of a pull request that ``viewer_id`` may see, oldest first (of ``author_id`` only)."""
+    return store.all("SELECT * FROM reviews WHERE issue_id = ? AND %s%s ORDER BY id" % (
+        VISIBLE, "" if author_id is None else " AND user_id = %d" % author_id), issue_id, viewer_id)
+
+
+def visible_review_comments(store, issue_id, viewer_id):
+    return store.all("SELECT * FROM review_comments WHERE issue_id = ? AND review_id IN (SELECT id FROM reviews"
+                     " WHERE issue_id = ? AND %s) ORDER BY id" % VISIBLE, issue_id, issue_id, viewer_id)
+
+
 def review_json(app, repo_row, issue, row):
     name = full_name(repo_row)
     html_url = "%s/%s/pull/%d#pullrequestreview-%d" % (app.url, name, issue["number"], row["id"])
     pull_url = "%s/repos/%s/pulls/%d" % (app.api, name, issue["number"])
-    return {"id": row["id"], "node_id": node_id("PullRequestReview", row["id"]),
-            "user": user_json_by_id(app, row["user_id"]), "body": row["body"], "state": row["state"],
-            "commit_id": row["commit_id"], "html_url": html_url, "pull_request_url": pull_url,
-            "submitted_at": row["submitted_at"], "_links": {"html": {"href": html_url}, "pull_request": {"href": pull_url}},
-            "author_association": author_association(app.store, repo_row, row["user_id"])}
+    review = {"id": row["id"], "node_id": node_id("PullRequestReview", row["id"]),
+              "user": user_json_by_id(app, row["user_id"]), "body": row["body"], "state": row["state"],
+              "commit_id": row["commit_id"], "html_url": html_url, "pull_request_url": pull_url,
+              "_links": {"html": {"href": html_url}, "pull_request": {"href": pull_url}},
+              "author_association": author_association(app.store, repo_row, row["user_id"])}
+    if row["submitted_at"]:         # GitHub leaves it out of a pending review
+        review["submitted_at"] = row["submitted_at"]
+    return review
 
 
-REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
+def review_comment_json(app, repo_row, issue, c):
+    name, api = full_name(repo_row), app.api
+    url = "%s/repos/%s/pulls/comments/%d" % (api, name, c["id"])
+    html_url = "%s/%s/pull/%d#discussion_r%d" % (app.url, name, issue["number"], c["id"])
+    pull_url = "%s/repos/%s/pulls/%d" % (api, name, issue["number"])
+    return {"url": url, "id": c["id"], "node_id": node_id("PullRequestReviewComment", c["id"]),
+            "pull_request_review_id": c["review_id"], "diff_hunk": "", "path": c["path"],
+            "position": c["line"], "original_position": c["line"], "line": c["line"], "original_line": c["line"],
+            "side": c["side"], "start_line": c["start_line"], "original_start_line": c["start_line"],
+            "start_side": c["start_side"] if c["start_line"] else None, "subject_type": c["subject_type"].lower(),
+            "commit_id": c["commit_id"], "original_commit_id": c["commit_id"],
+            "user": user_json_by_id(app, c["user_id"]), "body": c["body"], "created_at": c["created_at"],
+            "updated_at": c["updated_at"], "html_url": html_url, "pull_request_url": pull_url,
+            "author_association": author_association(app.store, repo_row, c["user_id"]),
+            "_links": {"self": {"href": url}, "html": {"href": html_url}, "pull_request": {"href": pull_url}}}
+
+
+def checked_comment(comment, paths):
+    """A review comment as given (REST's comments[] or GraphQL's thread), checked: (path, body, line,
+    side, start line, start side, subject type). ``paths``: the files the pull request changes."""
+    if not isinstance(comment, dict) or not isinstance(comment.get("path"), str) or \
+            not isinstance(comment.get("body"), str) or not comment["body"].strip():
+        raise invalid("PullRequestReview", "comments", message="each comment needs a path and a body")
+    if comment["path"] not in paths:
+        raise invalid("PullRequestReview", "comments", "custom", "%s is not changed by this pull request" %
+                      comment["path"][:200])
+    numbers = []
+    for key in ("line", "start_line"):
+        value = comment.get(key, comment.get("position")) if key == "line" else comment.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise invalid("PullRequestReview", "comments", message="%s must be a positive line number" % key)
+        numbers.append(value)
+    line, start_line = numbers
+    if start_line is not None and (line is None or start_line > line):
+        raise invalid("PullRequestReview", "comments", message="start_line must come before line")
+    sides = [comment.get(key) or "RIGHT" for key in ("side", "start_side")]
+    if any(side not in SIDES for side in sides):
+        raise invalid("PullRequestReview", "comments", message="side must be LEFT or RIGHT")
+    subject = (comment.get("subject_type") or ("line" if line else "file")).upper()
+    if subject not in ("LINE", "FILE"):
+        raise invalid("PullRequestReview", "comments", message="subject_type must be line or file")
+    return comment["path"], comment["body"], line, sides[0], start_line, sides[1], subject
+
+
+def insert_review_comments(db, review, comments, stamp):
+    for path, body, line, side, start_line, start_side, subject in comments:
+        db.execute("INSERT INTO review_comments (review_id, issue_id, user_id, path, line, side, start_line,"
+                   " start_side, subject_type, body, commit_id, created_at, updated_at)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (review["id"], review["issue_id"], review["user_id"], path, line, side, start_line, start_side,
+                    subject, body, review["commit_id"], stamp, stamp))
+
+
+def check_own_pull(req, issue, event):
+    """Authors may comment on their own pull requests, not approve or reject them."""
+    if event != "COMMENT" and issue["user_id"] == req.principal.user["id"]:
+        raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
+            "approve" if event == "APPROVE" else "request changes on"))
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
 def create_review(req, owner, repo, number):
     body = req.json()
-    event = req.field(body, "event", str, "PullRequestReview", required=True)
-    if event not in REVIEW_EVENTS:
-        raise invalid("PullRequestReview", "event", message="event must be APPROVE, REQUEST_CHANGES or COMMENT "
-                                                            "(pending reviews are not supported)")
+    event = req.field(body, "event", str, "PullRequestReview")
+    if event not in REVIEW_EVENTS and event is not None:
+        raise invalid("PullRequestReview", "event", message="event must be APPROVE, REQUEST_CHANGES or COMMENT, "
+                                                            "or left out for a pending review")
     text = text_field(req, body, "body", "PullRequestReview") or ""
     comments = req.field(body, "comments", list, "PullRequestReview", default=[])
-    if event != "APPROVE" and not text.strip() and not comments:
-        raise invalid("PullRequestReview", "body", "missing_field", "a %s review needs a body" % event.lower())
     row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
     review_id = record_review(req, row, issue, pull, event, text, comments,
                               req.field(body, "commit_id", str, "PullRequestReview"))
@@ -4862,70 +4960,133 @@ def create_review(req, owner, repo, number):
 
 
 def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
-    """After review_pr was allowed: the review's id. Authors cannot approve or reject their own."""
-    if event != "COMMENT" and issue["user_id"] == req.principal.user["id"]:
-        raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
-            "approve" if event == "APPROVE" else "request changes on"))
+    """After review_pr was allowed: the new review's id, submitted with ``event`` or, with None, pending."""
+    if event is not None:
+        check_own_pull(req, issue, event)
+        if event != "APPROVE" and not text.strip() and not comments:
+            raise invalid("PullRequestReview", "body", "missing_field", "a %s review needs a body" % event.lower())
     state = PullState(req.app, row, issue, pull)
-    commit_id = commit_id or state.head_sha
-    paths = {f[0] for f in state.files}
-    for c in comments:
-        if not isinstance(c, dict) or not isinstance(c.get("path"), str) or not isinstance(c.get("body"), str):
-            raise invalid("PullRequestReview", "comments", message="each comment needs a path and a body")
-        if c["path"] not in paths:
-            raise invalid("PullRequestReview", "comments", "custom", "%s is not changed by this pull request" % c["path"])
+    checked = [checked_comment(c, {f[0] for f in state.files}) for c in comments]
+    viewer = req.principal.user["id"]
     with req.transaction() as db:
+        if event is None and db.execute("SELECT 1 FROM reviews WHERE issue_id = ? AND user_id = ? AND"
+                                        " state = 'PENDING'", (issue["id"], viewer)).fetchone():
+            raise invalid("PullRequestReview", "pull_request", "custom",
+                          "User can only have one pending review per pull request")
         stamp = now()
         review_id = db.execute("INSERT INTO reviews (issue_id, user_id, state, body, commit_id, submitted_at)"
-                               " VALUES (?, ?, ?, ?, ?, ?)", (issue["id"], req.principal.user["id"], REVIEW_EVENTS[event],
-                                                              text, commit_id, stamp)).lastrowid
-        for c in comments:
-            line = c.get("line", c.get("position"))
-            db.execute("INSERT INTO review_comments (review_id, issue_id, user_id, path, line, side, body, commit_id,"
-                       " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (review_id, issue["id"], req.principal.user["id"], c["path"],
-                        line if isinstance(line, int) and not isinstance(line, bool) else None,
-                        c.get("side") if c.get("side") in ("LEFT", "RIGHT") else "RIGHT", c["body"], commit_id,
-                        stamp, stamp))
-        db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], req.principal.user["id"]))
-        req.effect("review %d on #%d: %s" % (review_id, issue["number"], REVIEW_EVENTS[event]))
+                               " VALUES (?, ?, ?, ?, ?, ?)",
+                               (issue["id"], viewer, REVIEW_EVENTS.get(event, "PENDING"), text,
+                                commit_id or state.head_sha, stamp if event else None)).lastrowid
+        insert_review_comments(db, db.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone(),
+                               checked, stamp)
+        if event is not None:
+            db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], viewer))
+        req.effect("review %d on #%d: %s%s" % (review_id, issue["number"], REVIEW_EVENTS.get(event, "PENDING"),
+                                               ", %d comments" % len(checked) if checked else ""))
     return review_id
+
+
+def own_pending_review(req, issue, review_id):
+    """The caller's pending review ``review_id`` of this pull request: 404 when it is someone else's
+    pending one (she may not know it exists), 422 when it is submitted."""
+    review = req.app.store.one("SELECT * FROM reviews WHERE id = ? AND issue_id = ? AND " + VISIBLE, review_id,
+                               issue["id"], req.principal.user["id"])
+    if review is None:
+        raise HTTPError(404, "Not Found")
+    if review["state"] != "PENDING":
+        raise invalid("PullRequestReview", "state", "custom", "Can not change a review that is submitted")
+    return review
+
+
+def submit_review(req, issue, review, event, text):
+    """After review_pr was allowed: a pending review submitted with ``event``."""
+    if event not in REVIEW_EVENTS:
+        raise invalid("PullRequestReview", "event", message="event must be APPROVE, REQUEST_CHANGES or COMMENT")
+    check_own_pull(req, issue, event)
+    text = review["body"] if text is None else text
+    with req.transaction() as db:
+        has_comments = db.execute("SELECT 1 FROM review_comments WHERE review_id = ?", (review["id"],)).fetchone()
+        if event != "APPROVE" and not text.strip() and not has_comments:
+            raise invalid("PullRequestReview", "body", "missing_field", "a %s review needs a body" % event.lower())
+        if not db.execute("UPDATE reviews SET state = ?, body = ?, submitted_at = ? WHERE id = ? AND state = 'PENDING'",
+                          (REVIEW_EVENTS[event], text, now(), review["id"])).rowcount:
+            raise invalid("PullRequestReview", "state", "custom", "Can not change a review that is submitted")
+        db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], review["user_id"]))
+        req.effect("review %d on #%d submitted: %s" % (review["id"], issue["number"], REVIEW_EVENTS[event]))
+
+
+def delete_pending_review(req, issue, review):
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM reviews WHERE id = ? AND state = 'PENDING'", (review["id"],)).rowcount:
+            raise invalid("PullRequestReview", "state", "custom", "Can not delete a review that is submitted")
+        req.effect("pending review %d on #%d deleted" % (review["id"], issue["number"]))
+
+
+def add_review_comment(req, row, issue, pull, review, comment):
+    """After review_pr was allowed: a comment added to the caller's pending review; its id."""
+    checked = checked_comment(comment, {f[0] for f in PullState(req.app, row, issue, pull).files})
+    with req.transaction() as db:
+        insert_review_comments(db, review, [checked], now())
+        comment_id = db.execute("SELECT max(id) FROM review_comments WHERE review_id = ?", (review["id"],)).fetchone()[0]
+        req.effect("comment %d on %s added to pending review %d of #%d" % (comment_id, checked[0][:200], review["id"],
+                                                                          issue["number"]))
+    return comment_id
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}/events")
+def submit_review_route(req, owner, repo, number, review_id):
+    row, issue, _ = find_pull(req, owner, repo, number, "review_pr")
+    review = own_pending_review(req, issue, int(review_id))
+    body = req.json()
+    event = req.field(body, "event", str, "PullRequestReview", required=True)
+    text = text_field(req, body, "body", "PullRequestReview")
+    submit_review(req, issue, review, event, text)
+    return review_json(req.app, row, issue, req.app.store.one("SELECT * FROM reviews WHERE id = ?", review["id"]))
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}")
+def delete_review_route(req, owner, repo, number, review_id):
+    row, issue, _ = find_pull(req, owner, repo, number, "review_pr")
+    review = own_pending_review(req, issue, int(review_id))
+    delete_pending_review(req, issue, review)
+    return review_json(req.app, row, issue, review)
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
 def list_reviews(req, owner, repo, number):
     row, issue, _ = find_pull(req, owner, repo, number)
-    rows = req.app.store.all("SELECT * FROM reviews WHERE issue_id = ? ORDER BY id", issue["id"])
+    rows = visible_reviews(req.app.store, issue["id"], req.principal.user_id)
     return [review_json(req.app, row, issue, r) for r in req.paginate(rows)]
+
+
+def visible_review(req, issue, review_id):
+    review = req.app.store.one("SELECT * FROM reviews WHERE id = ? AND issue_id = ? AND " + VISIBLE, int(review_id),
+                               issue["id"], req.principal.user_id)
+    if review is None:
+        raise HTTPError(404, "Not Found")
+    return review
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}")
 def get_review(req, owner, repo, number, review_id):
     row, issue, _ = find_pull(req, owner, repo, number)
-    review = req.app.store.one("SELECT * FROM reviews WHERE id = ? AND issue_id = ?", int(review_id), issue["id"])
-    if review is None:
-        raise HTTPError(404, "Not Found")
-    return review_json(req.app, row, issue, review)
+    return review_json(req.app, row, issue, visible_review(req, issue, review_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}/comments")
+def list_comments_of_review(req, owner, repo, number, review_id):
+    row, issue, _ = find_pull(req, owner, repo, number)
+    review = visible_review(req, issue, review_id)
+    rows = req.app.store.all("SELECT * FROM review_comments WHERE review_id = ? ORDER BY id", review["id"])
+    return req.paginate([review_comment_json(req.app, row, issue, c) for c in rows])
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments")
 def list_review_comments(req, owner, repo, number):
     row, issue, _ = find_pull(req, owner, repo, number)
-    name, api = full_name(row), req.app.api
-    out = []
-    for c in req.app.store.all("SELECT * FROM review_comments WHERE issue_id = ? ORDER BY id", issue["id"]):
-        url = "%s/repos/%s/pulls/comments/%d" % (api, name, c["id"])
-        html_url = "%s/%s/pull/%d#discussion_r%d" % (req.app.url, name, issue["number"], c["id"])
-        pull_url = "%s/repos/%s/pulls/%d" % (api, name, issue["number"])
-        out.append({"url": url, "id": c["id"], "node_id": node_id("PullRequestReviewComment", c["id"]),
-                    "pull_request_review_id": c["review_id"], "diff_hunk": "", "path": c["path"],
-                    "position": c["line"], "original_position": c["line"], "line": c["line"], "side": c["side"],
-                    "commit_id": c["commit_id"], "original_commit_id": c["commit_id"],
-                    "user": user_json_by_id(req.app, c["user_id"]), "body": c["body"], "created_at": c["created_at"],
-                    "updated_at": c["updated_at"], "html_url": html_url, "pull_request_url": pull_url,
-                    "author_association": author_association(req.app.store, row, c["user_id"]),
-                    "_links": {"self": {"href": url}, "html": {"href": html_url}, "pull_request": {"href": pull_url}}})
-    return req.paginate(out)
+    rows = visible_review_comments(req.app.store, issue["id"], req.principal.user_id)
+    return req.paginate([review_comment_json(req.app, row, issue, c) for c in rows])
 
 
 def requested_reviewers_json(req, issue):
@@ -4972,7 +5133,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 20. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5169,7 +5330,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 21. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5425,7 +5586,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 22. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5768,7 +5929,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 23. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6101,7 +6262,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/actions.py — REST: workflow records, Actions secrets and variables.
+# 24. src/agentgit/actions.py — REST: workflow records, Actions secrets and variables.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6463,7 +6624,7 @@ def update_variable(req, owner, repo, name):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/search.py — REST: search over repositories, issues and code.
+# 25. src/agentgit/search.py — REST: search over repositories, issues and code.
 # uses: errors, gitstore, accounts, policy, plumbing, serializers, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6651,7 +6812,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 26. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6992,7 +7153,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 27. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7151,7 +7312,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 28. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7579,7 +7740,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 29. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7935,7 +8096,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 30. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, plumbing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8062,7 +8223,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 31. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8325,8 +8486,8 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-# uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, pulls, releases, search, graphql_language
+# 32. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- the schema's building blocks: fields, connections, payloads; resolvers take (ctx, parent, args) ----
@@ -8403,7 +8564,7 @@ def node_row(ctx, ident, *kinds):
     except (ValueError, UnicodeDecodeError):
         found_kind, number = "", ""
     table = {"Issue": "issues", "PullRequest": "issues", "Label": "labels", "User": "accounts",
-             "Repository": "repos"}.get(found_kind)
+             "Repository": "repos", "PullRequestReview": "reviews"}.get(found_kind)
     row = None
     if found_kind in kinds and number.isdigit() and table:
         row = repo_by_id(ctx.app.store, int(number)) if table == "repos" else ctx.app.store.one(
@@ -8827,21 +8988,28 @@ def resolve_review_requests(ctx, parent, args):
 
 
 def resolve_reviews(ctx, parent, args, latest_only=False):
-    """PullRequest.reviews, or latestReviews: each author's latest review."""
+    """PullRequest.reviews (of an ``author``, in ``states``), or latestReviews: each author's latest
+    review. A pending review only its author sees."""
     repo_row, issue = parent["_repo"], parent["_row"]
-    rows = ctx.app.store.all("SELECT * FROM reviews WHERE issue_id = ? ORDER BY id", issue["id"])
+    author = account_by_login(ctx.app.store, args["author"]) if args.get("author") else None
+    if args.get("author") and author is None:
+        return paginate_connection([], args, None)
+    rows = visible_reviews(ctx.app.store, issue["id"], ctx.req.principal.user_id, author and author["id"])
+    if args.get("states"):
+        rows = [row for row in rows if row["state"] in args["states"]]
     if latest_only:
         rows = list({row["user_id"]: row for row in rows}.values())
+    return paginate_connection(rows, args, lambda row: gql_review(ctx, repo_row, issue, row))
 
-    def node(row):
-        r = review_json(ctx.app, repo_row, issue, row)
-        author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
-        return {"__typename": "PullRequestReview", "id": r["node_id"], "state": r["state"], "body": r["body"],
-                "url": r["html_url"], "submittedAt": r["submitted_at"], "authorAssociation": r["author_association"],
-                "author": gql_user(ctx.app, author) if author else None, "reactionGroups": [],
-                "commit": {"__typename": "Commit", "id": node_id("Commit", row["commit_id"]), "oid": row["commit_id"],
-                           "_repo": repo_row} if row["commit_id"] else None}
-    return paginate_connection(rows, args, node)
+
+def gql_review(ctx, repo_row, issue, row):
+    r = review_json(ctx.app, repo_row, issue, row)
+    author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
+    return {"__typename": "PullRequestReview", "id": r["node_id"], "state": r["state"], "body": r["body"],
+            "url": r["html_url"], "submittedAt": r.get("submitted_at"), "authorAssociation": r["author_association"],
+            "author": gql_user(ctx.app, author) if author else None, "reactionGroups": [],
+            "commit": {"__typename": "Commit", "id": node_id("Commit", row["commit_id"]), "oid": row["commit_id"],
+                       "_repo": repo_row} if row["commit_id"] else None}
 
 
 def resolve_review_decision(ctx, parent, args):
@@ -8925,8 +9093,8 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
-# uses: config, errors, storage, gitstore, accounts, policy, lookups, repositories, issues, pulls, graphql_language, graphql_resolvers
+# 33. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def mutate_lock(locking):
@@ -9081,25 +9249,97 @@ def mutate_archived(archived):
     return resolve
 
 
+def draft_comment(draft):
+    """A GraphQL draft thread or comment in the shape REST's review comments take."""
+    if not isinstance(draft, dict):
+        return draft
+    return {"path": draft.get("path"), "body": draft.get("body"), "line": draft.get("line", draft.get("position")),
+            "side": draft.get("side"), "start_line": draft.get("startLine"), "start_side": draft.get("startSide"),
+            "subject_type": draft.get("subjectType")}
+
+
 def mutate_add_review(ctx, parent, args):
+    """addPullRequestReview: submitted with an event, else the viewer's pending review."""
     data = args["input"]
-    event = data.get("event") or "COMMENT"
-    if event not in REVIEW_EVENTS:
-        raise GraphQLError("event must be APPROVE, REQUEST_CHANGES or COMMENT (pending reviews are not served)",
+    event = data.get("event")
+    if event is not None and event not in REVIEW_EVENTS:
+        raise GraphQLError("event must be APPROVE, REQUEST_CHANGES or COMMENT, or left out for a pending review",
                            kind="UNPROCESSABLE")
     repo_row, issue = mutation_issue(ctx, data["pullRequestId"], "review_pr")
-    if event != "APPROVE" and not (data.get("body") or "").strip():
-        raise GraphQLError("a %s review needs a body" % event.lower(), kind="UNPROCESSABLE")
     pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"])
+    drafts = [draft_comment(d) for d in (data.get("threads") or []) + (data.get("comments") or [])]
     try:
-        review_id = record_review(ctx.req, repo_row, issue, pull, event, data.get("body") or "", [],
+        review_id = record_review(ctx.req, repo_row, issue, pull, event, data.get("body") or "", drafts,
                                   data.get("commitOID"))
     except HTTPError as error:
         raise unprocessable(error)
-    review = review_json(ctx.app, repo_row, issue, ctx.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))
-    node = {"__typename": "PullRequestReview", "id": review["node_id"], "state": review["state"],
-            "body": review["body"], "url": review["html_url"]}
-    return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": node}
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": gql_review(
+        ctx, repo_row, issue, ctx.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))}
+
+
+def mutation_pending_review(ctx, data):
+    """(repository, pull request's issue, pull, the viewer's pending review) named by pullRequestReviewId,
+    or by pullRequestId (her pending review of it), once review_pr is allowed; NOT_FOUND for a review
+    she may not see."""
+    if data.get("pullRequestReviewId"):
+        review = node_row(ctx, data["pullRequestReviewId"], "PullRequestReview")
+        issue_id = node_id("PullRequest", review["issue_id"])
+    elif data.get("pullRequestId"):
+        issue_id, review = data["pullRequestId"], None
+    else:
+        raise GraphQLError("pullRequestReviewId or pullRequestId is required", kind="UNPROCESSABLE")
+    repo_row, issue = mutation_issue(ctx, issue_id, "review_pr")
+    if review is None:
+        review = ctx.app.store.one("SELECT * FROM reviews WHERE issue_id = ? AND user_id = ? AND state = 'PENDING'",
+                                   issue["id"], ctx.req.principal.user_id)
+        if review is None:
+            raise GraphQLError("You have no pending review of this pull request", kind="UNPROCESSABLE")
+    try:
+        review = own_pending_review(ctx.req, issue, review["id"])
+    except HTTPError as error:
+        if error.status == 404:
+            raise GraphQLError("Could not resolve to a node with the global id of '%s'" % data["pullRequestReviewId"],
+                               kind="NOT_FOUND")
+        raise unprocessable(error)
+    return repo_row, issue, ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"]), review
+
+
+def mutate_add_review_thread(ctx, parent, args):
+    """addPullRequestReviewThread: a comment thread on the viewer's pending review."""
+    data = args["input"]
+    repo_row, issue, pull, review = mutation_pending_review(ctx, data)
+    try:
+        comment_id = add_review_comment(ctx.req, repo_row, issue, pull, review, draft_comment(data))
+    except HTTPError as error:
+        raise unprocessable(error)
+    comment = ctx.app.store.one("SELECT * FROM review_comments WHERE id = ?", comment_id)
+    thread = {"__typename": "PullRequestReviewThread", "id": node_id("PullRequestReviewThread", comment_id),
+              "path": comment["path"], "line": comment["line"], "startLine": comment["start_line"],
+              "diffSide": comment["side"], "startDiffSide": comment["start_side"] if comment["start_line"] else None,
+              "subjectType": comment["subject_type"], "isResolved": False, "isOutdated": False}
+    return {"clientMutationId": data.get("clientMutationId"), "thread": thread}
+
+
+def mutate_submit_review(ctx, parent, args):
+    data = args["input"]
+    repo_row, issue, _, review = mutation_pending_review(ctx, data)
+    try:
+        submit_review(ctx.req, issue, review, data["event"], data.get("body"))
+    except HTTPError as error:
+        raise unprocessable(error)
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": gql_review(
+        ctx, repo_row, issue, ctx.app.store.one("SELECT * FROM reviews WHERE id = ?", review["id"]))}
+
+
+def mutate_delete_review(ctx, parent, args):
+    data = args["input"]
+    repo_row, issue, _, review = mutation_pending_review(ctx, data)
+    try:
+        delete_pending_review(ctx.req, issue, review)
+    except HTTPError as error:
+        raise unprocessable(error)
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": gql_review(
+        ctx, repo_row, issue, review)}
 
 
 def mutate_update(kind):
@@ -9197,7 +9437,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 34. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9214,6 +9454,8 @@ GRAPHQL_ENUMS = {
     "SearchType": ["ISSUE", "REPOSITORY", "USER", "DISCUSSION"],
     "PullRequestReviewEvent": ["COMMENT", "APPROVE", "REQUEST_CHANGES", "DISMISS"],
     "PullRequestReviewState": ["PENDING", "COMMENTED", "APPROVED", "CHANGES_REQUESTED", "DISMISSED"],
+    "DiffSide": ["LEFT", "RIGHT"],
+    "PullRequestReviewThreadSubjectType": ["LINE", "FILE"],
     "StatusState": ["EXPECTED", "ERROR", "FAILURE", "PENDING", "SUCCESS"],
     "CheckStatusState": ["REQUESTED", "QUEUED", "IN_PROGRESS", "COMPLETED", "WAITING", "PENDING"],
     "CheckConclusionState": ["ACTION_REQUIRED", "TIMED_OUT", "CANCELLED", "FAILURE", "SUCCESS", "NEUTRAL", "SKIPPED",
@@ -9281,6 +9523,16 @@ GRAPHQL_INPUTS = {
     "AddPullRequestReviewInput": {"pullRequestId": "ID!", "body": "String", "event": "PullRequestReviewEvent",
                                   "commitOID": "GitObjectID", "comments": "[DraftPullRequestReviewComment]",
                                   "threads": "[DraftPullRequestReviewThread]", "clientMutationId": "String"},
+    "DraftPullRequestReviewComment": {"path": "String!", "position": "Int!", "body": "String!"},
+    "DraftPullRequestReviewThread": {"path": "String", "line": "Int", "side": "DiffSide", "startLine": "Int",
+                                     "startSide": "DiffSide", "body": "String!"},
+    "AddPullRequestReviewThreadInput": {"pullRequestReviewId": "ID", "pullRequestId": "ID", "path": "String",
+                                        "body": "String!", "line": "Int", "side": "DiffSide", "startLine": "Int",
+                                        "startSide": "DiffSide", "subjectType": "PullRequestReviewThreadSubjectType",
+                                        "clientMutationId": "String"},
+    "SubmitPullRequestReviewInput": {"pullRequestReviewId": "ID", "pullRequestId": "ID",
+                                     "event": "PullRequestReviewEvent!", "body": "String", "clientMutationId": "String"},
+    "DeletePullRequestReviewInput": {"pullRequestReviewId": "ID!", "clientMutationId": "String"},
     "AddLabelsToLabelableInput": {"labelableId": "ID!", "labelIds": "[ID!]!", "clientMutationId": "String"},
     "RemoveLabelsFromLabelableInput": {"labelableId": "ID!", "labelIds": "[ID!]!", "clientMutationId": "String"},
     "IssueCommentOrder": {"field": "IssueCommentOrderField!", "direction": "OrderDirection!"},
@@ -9476,6 +9728,14 @@ GRAPHQL_TYPES = {
     "ReopenPullRequestPayload": payload_type(pullRequest="PullRequest"),
     "MarkPullRequestReadyForReviewPayload": payload_type(pullRequest="PullRequest"),
     "AddPullRequestReviewPayload": payload_type(pullRequestReview="PullRequestReview"),
+    "SubmitPullRequestReviewPayload": payload_type(pullRequestReview="PullRequestReview"),
+    "DeletePullRequestReviewPayload": payload_type(pullRequestReview="PullRequestReview"),
+    "AddPullRequestReviewThreadPayload": payload_type(thread="PullRequestReviewThread"),
+    "PullRequestReviewThread": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "path": GField("String!"), "line": GField("Int"), "startLine": GField("Int"),
+        "diffSide": GField("DiffSide!"), "startDiffSide": GField("DiffSide"),
+        "subjectType": GField("PullRequestReviewThreadSubjectType!"), "isResolved": GField("Boolean!"),
+        "isOutdated": GField("Boolean!")}},
     "PullRequestReview": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "state": GField("PullRequestReviewState!"), "body": GField("String!"),
         "url": GField("URI!"), "author": GField("Actor"), "authorAssociation": GField("CommentAuthorAssociation!"),
@@ -9529,6 +9789,12 @@ GRAPHQL_TYPES = {
                                                 {"input": "MarkPullRequestReadyForReviewInput!"}),
         "addPullRequestReview": GField("AddPullRequestReviewPayload", mutate_add_review,
                                        {"input": "AddPullRequestReviewInput!"}),
+        "addPullRequestReviewThread": GField("AddPullRequestReviewThreadPayload", mutate_add_review_thread,
+                                             {"input": "AddPullRequestReviewThreadInput!"}),
+        "submitPullRequestReview": GField("SubmitPullRequestReviewPayload", mutate_submit_review,
+                                          {"input": "SubmitPullRequestReviewInput!"}),
+        "deletePullRequestReview": GField("DeletePullRequestReviewPayload", mutate_delete_review,
+                                          {"input": "DeletePullRequestReviewInput!"}),
         "addLabelsToLabelable": GField("AddLabelsToLabelablePayload", mutate_labels(True),
                                        {"input": "AddLabelsToLabelableInput!"}),
         "removeLabelsFromLabelable": GField("RemoveLabelsFromLabelablePayload", mutate_labels(False),
@@ -9582,7 +9848,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 35. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9863,7 +10129,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 36. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10251,7 +10517,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 37. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, issues, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10731,7 +10997,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 38. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11115,7 +11381,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 39. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11309,7 +11575,7 @@ def pull_page(req, owner, repo, number):
     reviews = "".join("<li>%s %s: %s</li>" % (esc(r["login"]), esc(r["state"].lower().replace("_", " ")),
                                                esc(r["body"] or ""))
                       for r in store.all("SELECT v.*, a.login FROM reviews v JOIN accounts a ON a.id = v.user_id"
-                                         " WHERE v.issue_id = ? ORDER BY v.id", issue["id"])) or "<li>none</li>"
+                                         " WHERE v.issue_id = ? AND v.state != 'PENDING' ORDER BY v.id", issue["id"])) or "<li>none</li>"
     merged = "merged" if pull["merged_at"] else issue["state"]
     body = ("<p>%s · %s wants to merge %s into %s · %s</p>%s<h2>Commits</h2><ul>%s</ul><h2>Checks</h2><ul>%s</ul>"
             "<h2>Reviews</h2><ul>%s</ul>%s%s") % (
@@ -11344,7 +11610,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# 40. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
 # uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11849,7 +12115,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 41. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12023,7 +12289,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 42. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

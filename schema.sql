@@ -231,11 +231,13 @@ CREATE TABLE IF NOT EXISTS reviews (
     id            INTEGER PRIMARY KEY,
     issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
     user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    state         TEXT NOT NULL CHECK (state IN ('APPROVED', 'CHANGES_REQUESTED', 'COMMENTED', 'DISMISSED')),
+    state         TEXT NOT NULL CHECK (state IN ('PENDING', 'APPROVED', 'CHANGES_REQUESTED', 'COMMENTED', 'DISMISSED')),
     body          TEXT NOT NULL DEFAULT '',
     commit_id     TEXT,
-    submitted_at  TEXT NOT NULL
+    submitted_at  TEXT                -- NULL while pending
 );
+-- a reviewer has at most one pending review of a pull request
+CREATE UNIQUE INDEX IF NOT EXISTS one_pending_review ON reviews(issue_id, user_id) WHERE state = 'PENDING';
 
 CREATE TABLE IF NOT EXISTS review_comments (
     id          INTEGER PRIMARY KEY,
@@ -245,6 +247,9 @@ CREATE TABLE IF NOT EXISTS review_comments (
     path        TEXT NOT NULL,
     line        INTEGER,
     side        TEXT NOT NULL DEFAULT 'RIGHT',
+    start_line  INTEGER,              -- a comment on lines start_line..line
+    start_side  TEXT NOT NULL DEFAULT 'RIGHT',
+    subject_type TEXT NOT NULL DEFAULT 'LINE',
     body        TEXT NOT NULL,
     commit_id   TEXT NOT NULL,
     created_at  TEXT NOT NULL,

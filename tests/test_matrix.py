@@ -377,6 +377,7 @@ DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/lock                   
 DELETE  /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int} repo_read
 DELETE  /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_write
 DELETE  /api/v3/users/{login}/suspended                                           site_admin
@@ -464,6 +465,7 @@ GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge                   
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews                   repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}   repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}/comments repo_read
 GET     /api/v3/repos/{owner}/{repo}/readme                                       repo_read
 GET     /api/v3/repos/{owner}/{repo}/releases                                     repo_read
 GET     /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_read
@@ -558,6 +560,7 @@ POST    /api/v3/repos/{owner}/{repo}/milestones                                 
 POST    /api/v3/repos/{owner}/{repo}/pulls                                        repo_read
 POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_write
 POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews                   repo_read
+POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}/events repo_read
 POST    /api/v3/repos/{owner}/{repo}/releases                                     repo_write
 POST    /api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets             repo_write
 POST    /api/v3/repos/{owner}/{repo}/statuses/{sha}                               repo_write

@@ -218,3 +218,56 @@ def test_update_branch(server):
     r = api(server, "PUT", "/repos/alice/app/pulls/2/update-branch", alice, {})
     assert r.status == 422 and "conflict" in r.json["message"] and "shared.txt" in r.json["message"]
     assert api(server, "GET", "/repos/alice/app/git/ref/heads/clash", alice).json["object"]["sha"] == clash
+
+
+def test_pending_review_is_its_authors_alone_until_submitted(server, project):
+    """A review created without an event is pending: rita adds comments to it (REST and GraphQL), nobody
+    else sees it or its comments, branch protection does not count it, and she has one at a time; she
+    submits it, or deletes another. Submitted, it cannot be deleted or submitted again."""
+    from test_graphql import gql
+    walt, alice, rita, work = project["walt"], project["alice"], project["rita"], project["work"]
+    branch(work, "feature", [("a.txt", "a\n")])
+    api(server, "PUT", "/repos/alice/app/collaborators/rita", alice, {"permission": "push"})
+    api(server, "PUT", "/repos/alice/app/branches/main/protection", alice, {
+        "required_status_checks": None, "enforce_admins": True, "restrictions": None,
+        "required_pull_request_reviews": {"required_approving_review_count": 1}})
+    api(server, "POST", "/repos/alice/app/pulls", walt, {"title": "A", "head": "feature", "base": "main"})
+    pending = checked("POST", "/repos/alice/app/pulls/1/reviews", api(
+        server, "POST", "/repos/alice/app/pulls/1/reviews", rita, {"comments": [
+            {"path": "a.txt", "line": 1, "body": "first thought"}]}))
+    assert (pending.status, pending.json["state"], "submitted_at" in pending.json) == (200, "PENDING", False)
+    again = api(server, "POST", "/repos/alice/app/pulls/1/reviews", rita, {})
+    assert again.status == 422 and "one pending review" in again.raw.decode()
+    # a second comment by GraphQL, as github-mcp-server adds it
+    thread = gql(server, rita, 'mutation($r: ID!) { addPullRequestReviewThread(input: {pullRequestReviewId: $r,'
+                 ' path: "a.txt", body: "second thought", line: 1, side: RIGHT, subjectType: LINE})'
+                 ' { thread { id path line } } }', {"r": pending.json["node_id"]})
+    assert thread["data"]["addPullRequestReviewThread"]["thread"]["path"] == "a.txt", thread
+    # hidden from walt, in REST and GraphQL; shown to rita
+    for token, seen in ((walt, []), (rita, ["PENDING"])):
+        assert [r["state"] for r in api(server, "GET", "/repos/alice/app/pulls/1/reviews", token).json] == seen
+        answer = gql(server, token, '{ repository(owner: "alice", name: "app") { pullRequest(number: 1) {'
+                     ' reviews(first: 5, author: "rita") { nodes { state } } } } }')
+        assert [n["state"] for n in answer["data"]["repository"]["pullRequest"]["reviews"]["nodes"]] == seen
+    assert api(server, "GET", "/repos/alice/app/pulls/1/comments", walt).json == []
+    assert api(server, "GET", "/repos/alice/app/pulls/1/reviews/%d" % pending.json["id"], walt).status == 404
+    assert api(server, "POST", "/repos/alice/app/pulls/1/reviews/%d/events" % pending.json["id"], walt,
+               {"event": "COMMENT", "body": "x"}).status == 404
+    assert api(server, "GET", "/repos/alice/app/pulls/1", walt).json["review_comments"] == 0
+    # submitted as an approval: now everyone sees it and both comments, and it counts
+    r = checked("POST", "/repos/alice/app/pulls/1/reviews/1/events", api(
+        server, "POST", "/repos/alice/app/pulls/1/reviews/%d/events" % pending.json["id"], rita, {"event": "APPROVE"}))
+    assert (r.json["state"], "submitted_at" in r.json) == ("APPROVED", True)
+    assert [c["body"] for c in api(server, "GET", "/repos/alice/app/pulls/1/comments", walt).json] == [
+        "first thought", "second thought"]
+    assert api(server, "DELETE", "/repos/alice/app/pulls/1/reviews/%d" % pending.json["id"], rita).status == 422
+    # alice's pending change request is deleted, never submitted: the merge goes by rita's approval
+    mine = gql(server, alice, 'mutation($p: ID!) { addPullRequestReview(input: {pullRequestId: $p}) {'
+               ' pullRequestReview { id state } } }',
+               {"p": api(server, "GET", "/repos/alice/app/pulls/1", alice).json["node_id"]})
+    review = mine["data"]["addPullRequestReview"]["pullRequestReview"]
+    assert review["state"] == "PENDING"
+    deleted = gql(server, alice, 'mutation($r: ID!) { deletePullRequestReview(input: {pullRequestReviewId: $r}) {'
+                  ' pullRequestReview { state } } }', {"r": review["id"]})
+    assert deleted["data"]["deletePullRequestReview"]["pullRequestReview"]["state"] == "PENDING", deleted
+    assert api(server, "PUT", "/repos/alice/app/pulls/1/merge", walt, {}).json["merged"] is True

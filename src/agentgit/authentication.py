@@ -37,6 +37,10 @@ class Principal:
         return self.user["login"] if self.user is not None else None
 
     @property
+    def user_id(self):
+        return self.user["id"] if self.user is not None else None
+
+    @property
     def kind(self):
         if self.user is not None:
             return self.user["kind"]

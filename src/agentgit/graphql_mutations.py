@@ -8,13 +8,17 @@ from agentgit.storage import update_row
 from agentgit.gitstore import branch_sha, open_repo
 from agentgit.accounts import account_by_id, full_name, repo_by_id
 from agentgit.policy import RANK, Resource, repo_permission
+from agentgit.serializers import node_id
 from agentgit.lookups import signed_in
 from agentgit.repositories import new_repository
 from agentgit.issues import (MAX_TEXT, add_comment, comment_json, open_issue, set_issue_relations, set_locked,
                              state_change)
-from agentgit.pulls import REVIEW_EVENTS, merge_pull_request, open_pull, record_review, review_json, update_pull_branch
+from agentgit.pulls import merge_pull_request, open_pull, update_pull_branch
+from agentgit.reviews import (REVIEW_EVENTS, add_review_comment, delete_pending_review, own_pending_review,
+                              record_review, submit_review)
 from agentgit.graphql_language import GraphQLError, unprocessable
-from agentgit.graphql_resolvers import gql_issue, gql_pull, gql_repository, gql_user, node_row, visible_pull
+from agentgit.graphql_resolvers import (gql_issue, gql_pull, gql_repository, gql_review, gql_user, node_row,
+                                         visible_pull)
 
 
 def mutate_lock(locking):
@@ -169,25 +173,97 @@ def mutate_archived(archived):
     return resolve
 
 
+def draft_comment(draft):
+    """A GraphQL draft thread or comment in the shape REST's review comments take."""
+    if not isinstance(draft, dict):
+        return draft
+    return {"path": draft.get("path"), "body": draft.get("body"), "line": draft.get("line", draft.get("position")),
+            "side": draft.get("side"), "start_line": draft.get("startLine"), "start_side": draft.get("startSide"),
+            "subject_type": draft.get("subjectType")}
+
+
 def mutate_add_review(ctx, parent, args):
+    """addPullRequestReview: submitted with an event, else the viewer's pending review."""
     data = args["input"]
-    event = data.get("event") or "COMMENT"
-    if event not in REVIEW_EVENTS:
-        raise GraphQLError("event must be APPROVE, REQUEST_CHANGES or COMMENT (pending reviews are not served)",
+    event = data.get("event")
+    if event is not None and event not in REVIEW_EVENTS:
+        raise GraphQLError("event must be APPROVE, REQUEST_CHANGES or COMMENT, or left out for a pending review",
                            kind="UNPROCESSABLE")
     repo_row, issue = mutation_issue(ctx, data["pullRequestId"], "review_pr")
-    if event != "APPROVE" and not (data.get("body") or "").strip():
-        raise GraphQLError("a %s review needs a body" % event.lower(), kind="UNPROCESSABLE")
     pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"])
+    drafts = [draft_comment(d) for d in (data.get("threads") or []) + (data.get("comments") or [])]
     try:
-        review_id = record_review(ctx.req, repo_row, issue, pull, event, data.get("body") or "", [],
+        review_id = record_review(ctx.req, repo_row, issue, pull, event, data.get("body") or "", drafts,
                                   data.get("commitOID"))
     except HTTPError as error:
         raise unprocessable(error)
-    review = review_json(ctx.app, repo_row, issue, ctx.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))
-    node = {"__typename": "PullRequestReview", "id": review["node_id"], "state": review["state"],
-            "body": review["body"], "url": review["html_url"]}
-    return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": node}
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": gql_review(
+        ctx, repo_row, issue, ctx.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))}
+
+
+def mutation_pending_review(ctx, data):
+    """(repository, pull request's issue, pull, the viewer's pending review) named by pullRequestReviewId,
+    or by pullRequestId (her pending review of it), once review_pr is allowed; NOT_FOUND for a review
+    she may not see."""
+    if data.get("pullRequestReviewId"):
+        review = node_row(ctx, data["pullRequestReviewId"], "PullRequestReview")
+        issue_id = node_id("PullRequest", review["issue_id"])
+    elif data.get("pullRequestId"):
+        issue_id, review = data["pullRequestId"], None
+    else:
+        raise GraphQLError("pullRequestReviewId or pullRequestId is required", kind="UNPROCESSABLE")
+    repo_row, issue = mutation_issue(ctx, issue_id, "review_pr")
+    if review is None:
+        review = ctx.app.store.one("SELECT * FROM reviews WHERE issue_id = ? AND user_id = ? AND state = 'PENDING'",
+                                   issue["id"], ctx.req.principal.user_id)
+        if review is None:
+            raise GraphQLError("You have no pending review of this pull request", kind="UNPROCESSABLE")
+    try:
+        review = own_pending_review(ctx.req, issue, review["id"])
+    except HTTPError as error:
+        if error.status == 404:
+            raise GraphQLError("Could not resolve to a node with the global id of '%s'" % data["pullRequestReviewId"],
+                               kind="NOT_FOUND")
+        raise unprocessable(error)
+    return repo_row, issue, ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", issue["id"]), review
+
+
+def mutate_add_review_thread(ctx, parent, args):
+    """addPullRequestReviewThread: a comment thread on the viewer's pending review."""
+    data = args["input"]
+    repo_row, issue, pull, review = mutation_pending_review(ctx, data)
+    try:
+        comment_id = add_review_comment(ctx.req, repo_row, issue, pull, review, draft_comment(data))
+    except HTTPError as error:
+        raise unprocessable(error)
+    comment = ctx.app.store.one("SELECT * FROM review_comments WHERE id = ?", comment_id)
+    thread = {"__typename": "PullRequestReviewThread", "id": node_id("PullRequestReviewThread", comment_id),
+              "path": comment["path"], "line": comment["line"], "startLine": comment["start_line"],
+              "diffSide": comment["side"], "startDiffSide": comment["start_side"] if comment["start_line"] else None,
+              "subjectType": comment["subject_type"], "isResolved": False, "isOutdated": False}
+    return {"clientMutationId": data.get("clientMutationId"), "thread": thread}
+
+
+def mutate_submit_review(ctx, parent, args):
+    data = args["input"]
+    repo_row, issue, _, review = mutation_pending_review(ctx, data)
+    try:
+        submit_review(ctx.req, issue, review, data["event"], data.get("body"))
+    except HTTPError as error:
+        raise unprocessable(error)
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": gql_review(
+        ctx, repo_row, issue, ctx.app.store.one("SELECT * FROM reviews WHERE id = ?", review["id"]))}
+
+
+def mutate_delete_review(ctx, parent, args):
+    data = args["input"]
+    repo_row, issue, _, review = mutation_pending_review(ctx, data)
+    try:
+        delete_pending_review(ctx.req, issue, review)
+    except HTTPError as error:
+        raise unprocessable(error)
+    return {"clientMutationId": data.get("clientMutationId"), "pullRequestReview": gql_review(
+        ctx, repo_row, issue, review)}
 
 
 def mutate_update(kind):

@@ -12,7 +12,8 @@ from agentgit.serializers import account_for_email, git_person_json, node_id, re
 from agentgit.lookups import find_repo, signed_in
 from agentgit.repositories import people_with_access, repos_reachable_by
 from agentgit.issues import comment_json, issue_json
-from agentgit.pulls import PullState, head_repository, mergeability, review_json
+from agentgit.pulls import PullState, head_repository, mergeability
+from agentgit.reviews import review_json, visible_reviews
 from agentgit.releases import release_json, visible_releases
 from agentgit.search import matching_issues
 from agentgit.graphql_language import GraphQLError, unprocessable
@@ -92,7 +93,7 @@ def node_row(ctx, ident, *kinds):
     except (ValueError, UnicodeDecodeError):
         found_kind, number = "", ""
     table = {"Issue": "issues", "PullRequest": "issues", "Label": "labels", "User": "accounts",
-             "Repository": "repos"}.get(found_kind)
+             "Repository": "repos", "PullRequestReview": "reviews"}.get(found_kind)
     row = None
     if found_kind in kinds and number.isdigit() and table:
         row = repo_by_id(ctx.app.store, int(number)) if table == "repos" else ctx.app.store.one(
@@ -516,21 +517,28 @@ def resolve_review_requests(ctx, parent, args):
 
 
 def resolve_reviews(ctx, parent, args, latest_only=False):
-    """PullRequest.reviews, or latestReviews: each author's latest review."""
+    """PullRequest.reviews (of an ``author``, in ``states``), or latestReviews: each author's latest
+    review. A pending review only its author sees."""
     repo_row, issue = parent["_repo"], parent["_row"]
-    rows = ctx.app.store.all("SELECT * FROM reviews WHERE issue_id = ? ORDER BY id", issue["id"])
+    author = account_by_login(ctx.app.store, args["author"]) if args.get("author") else None
+    if args.get("author") and author is None:
+        return paginate_connection([], args, None)
+    rows = visible_reviews(ctx.app.store, issue["id"], ctx.req.principal.user_id, author and author["id"])
+    if args.get("states"):
+        rows = [row for row in rows if row["state"] in args["states"]]
     if latest_only:
         rows = list({row["user_id"]: row for row in rows}.values())
+    return paginate_connection(rows, args, lambda row: gql_review(ctx, repo_row, issue, row))
 
-    def node(row):
-        r = review_json(ctx.app, repo_row, issue, row)
-        author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
-        return {"__typename": "PullRequestReview", "id": r["node_id"], "state": r["state"], "body": r["body"],
-                "url": r["html_url"], "submittedAt": r["submitted_at"], "authorAssociation": r["author_association"],
-                "author": gql_user(ctx.app, author) if author else None, "reactionGroups": [],
-                "commit": {"__typename": "Commit", "id": node_id("Commit", row["commit_id"]), "oid": row["commit_id"],
-                           "_repo": repo_row} if row["commit_id"] else None}
-    return paginate_connection(rows, args, node)
+
+def gql_review(ctx, repo_row, issue, row):
+    r = review_json(ctx.app, repo_row, issue, row)
+    author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
+    return {"__typename": "PullRequestReview", "id": r["node_id"], "state": r["state"], "body": r["body"],
+            "url": r["html_url"], "submittedAt": r.get("submitted_at"), "authorAssociation": r["author_association"],
+            "author": gql_user(ctx.app, author) if author else None, "reactionGroups": [],
+            "commit": {"__typename": "Commit", "id": node_id("Commit", row["commit_id"]), "oid": row["commit_id"],
+                       "_repo": repo_row} if row["commit_id"] else None}
 
 
 def resolve_review_decision(ctx, parent, args):

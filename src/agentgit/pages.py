@@ -206,7 +206,7 @@ def pull_page(req, owner, repo, number):
     reviews = "".join("<li>%s %s: %s</li>" % (esc(r["login"]), esc(r["state"].lower().replace("_", " ")),
                                                esc(r["body"] or ""))
                       for r in store.all("SELECT v.*, a.login FROM reviews v JOIN accounts a ON a.id = v.user_id"
-                                         " WHERE v.issue_id = ? ORDER BY v.id", issue["id"])) or "<li>none</li>"
+                                         " WHERE v.issue_id = ? AND v.state != 'PENDING' ORDER BY v.id", issue["id"])) or "<li>none</li>"
     merged = "merged" if pull["merged_at"] else issue["state"]
     body = ("<p>%s · %s wants to merge %s into %s · %s</p>%s<h2>Commits</h2><ul>%s</ul><h2>Checks</h2><ul>%s</ul>"
             "<h2>Reviews</h2><ul>%s</ul>%s%s") % (

@@ -325,7 +325,8 @@ def latest_reviews(store, issue_id, repo):
     """{user id: review} of each reviewer's latest approval or change request, counting only
     reviewers who could push to the repository (as GitHub counts them); with their login and kind."""
     latest = {}
-    for review in store.all("SELECT * FROM reviews WHERE issue_id = ? AND state != 'COMMENTED' ORDER BY id", issue_id):
+    for review in store.all("SELECT * FROM reviews WHERE issue_id = ? AND state NOT IN ('COMMENTED', 'PENDING')"
+                            " ORDER BY id", issue_id):
         latest[review["user_id"]] = review
     counted = {}
     for user_id, review in latest.items():

@@ -1,4 +1,4 @@
-"""REST: pull requests, their merges, reviews and requested reviewers."""
+"""REST: pull requests and their merges."""
 
 import io
 import re
@@ -19,11 +19,10 @@ from agentgit.intents import INTENT_FOLLOW_UPS
 from agentgit.plumbing import route
 from agentgit.serializers import commit_json, node_id, repo_json, user_json
 from agentgit.lookups import find_repo
-from agentgit.issues import (author_association, find_issue, insert_issue, issue_json, resolve_assignees,
-                             text_field, user_json_by_id)
+from agentgit.issues import find_issue, insert_issue, issue_json, text_field, user_json_by_id
 
 
-# -- pull requests and reviews ------------------------------------------------------------------
+# -- pull requests ------------------------------------------------------------------------------
 
 CLOSING_KEYWORDS_RE = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)\b", re.IGNORECASE)
 
@@ -136,7 +135,8 @@ def pull_json(app, repo_row, issue, pull, detail=False):
     }
     if detail:
         mergeable, mergeable_state = mergeability(app, state)
-        reviews = app.store.one("SELECT COUNT(*) AS n FROM review_comments WHERE issue_id = ?", issue["id"])["n"]
+        reviews = app.store.one("SELECT COUNT(*) AS n FROM review_comments WHERE issue_id = ? AND review_id IN (SELECT id"
+                                 " FROM reviews WHERE state != 'PENDING')", issue["id"])["n"]
         out.update({
             "merged": pull["merged_at"] is not None, "mergeable": mergeable, "rebaseable": mergeable,
             "mergeable_state": mergeable_state, "merged_by": user_json_by_id(app, pull["merged_by"]),
@@ -494,144 +494,3 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
                       (stamp, merger_id, stamp, repo_row["id"], number)).rowcount:
             closed.append(number)
     return closed
-
-
-def review_json(app, repo_row, issue, row):
-    name = full_name(repo_row)
-    html_url = "%s/%s/pull/%d#pullrequestreview-%d" % (app.url, name, issue["number"], row["id"])
-    pull_url = "%s/repos/%s/pulls/%d" % (app.api, name, issue["number"])
-    return {"id": row["id"], "node_id": node_id("PullRequestReview", row["id"]),
-            "user": user_json_by_id(app, row["user_id"]), "body": row["body"], "state": row["state"],
-            "commit_id": row["commit_id"], "html_url": html_url, "pull_request_url": pull_url,
-            "submitted_at": row["submitted_at"], "_links": {"html": {"href": html_url}, "pull_request": {"href": pull_url}},
-            "author_association": author_association(app.store, repo_row, row["user_id"])}
-
-
-REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
-def create_review(req, owner, repo, number):
-    body = req.json()
-    event = req.field(body, "event", str, "PullRequestReview", required=True)
-    if event not in REVIEW_EVENTS:
-        raise invalid("PullRequestReview", "event", message="event must be APPROVE, REQUEST_CHANGES or COMMENT "
-                                                            "(pending reviews are not supported)")
-    text = text_field(req, body, "body", "PullRequestReview") or ""
-    comments = req.field(body, "comments", list, "PullRequestReview", default=[])
-    if event != "APPROVE" and not text.strip() and not comments:
-        raise invalid("PullRequestReview", "body", "missing_field", "a %s review needs a body" % event.lower())
-    row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
-    review_id = record_review(req, row, issue, pull, event, text, comments,
-                              req.field(body, "commit_id", str, "PullRequestReview"))
-    return 200, review_json(req.app, row, issue, req.app.store.one("SELECT * FROM reviews WHERE id = ?", review_id))
-
-
-def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
-    """After review_pr was allowed: the review's id. Authors cannot approve or reject their own."""
-    if event != "COMMENT" and issue["user_id"] == req.principal.user["id"]:
-        raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
-            "approve" if event == "APPROVE" else "request changes on"))
-    state = PullState(req.app, row, issue, pull)
-    commit_id = commit_id or state.head_sha
-    paths = {f[0] for f in state.files}
-    for c in comments:
-        if not isinstance(c, dict) or not isinstance(c.get("path"), str) or not isinstance(c.get("body"), str):
-            raise invalid("PullRequestReview", "comments", message="each comment needs a path and a body")
-        if c["path"] not in paths:
-            raise invalid("PullRequestReview", "comments", "custom", "%s is not changed by this pull request" % c["path"])
-    with req.transaction() as db:
-        stamp = now()
-        review_id = db.execute("INSERT INTO reviews (issue_id, user_id, state, body, commit_id, submitted_at)"
-                               " VALUES (?, ?, ?, ?, ?, ?)", (issue["id"], req.principal.user["id"], REVIEW_EVENTS[event],
-                                                              text, commit_id, stamp)).lastrowid
-        for c in comments:
-            line = c.get("line", c.get("position"))
-            db.execute("INSERT INTO review_comments (review_id, issue_id, user_id, path, line, side, body, commit_id,"
-                       " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (review_id, issue["id"], req.principal.user["id"], c["path"],
-                        line if isinstance(line, int) and not isinstance(line, bool) else None,
-                        c.get("side") if c.get("side") in ("LEFT", "RIGHT") else "RIGHT", c["body"], commit_id,
-                        stamp, stamp))
-        db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], req.principal.user["id"]))
-        req.effect("review %d on #%d: %s" % (review_id, issue["number"], REVIEW_EVENTS[event]))
-    return review_id
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
-def list_reviews(req, owner, repo, number):
-    row, issue, _ = find_pull(req, owner, repo, number)
-    rows = req.app.store.all("SELECT * FROM reviews WHERE issue_id = ? ORDER BY id", issue["id"])
-    return [review_json(req.app, row, issue, r) for r in req.paginate(rows)]
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}")
-def get_review(req, owner, repo, number, review_id):
-    row, issue, _ = find_pull(req, owner, repo, number)
-    review = req.app.store.one("SELECT * FROM reviews WHERE id = ? AND issue_id = ?", int(review_id), issue["id"])
-    if review is None:
-        raise HTTPError(404, "Not Found")
-    return review_json(req.app, row, issue, review)
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments")
-def list_review_comments(req, owner, repo, number):
-    row, issue, _ = find_pull(req, owner, repo, number)
-    name, api = full_name(row), req.app.api
-    out = []
-    for c in req.app.store.all("SELECT * FROM review_comments WHERE issue_id = ? ORDER BY id", issue["id"]):
-        url = "%s/repos/%s/pulls/comments/%d" % (api, name, c["id"])
-        html_url = "%s/%s/pull/%d#discussion_r%d" % (req.app.url, name, issue["number"], c["id"])
-        pull_url = "%s/repos/%s/pulls/%d" % (api, name, issue["number"])
-        out.append({"url": url, "id": c["id"], "node_id": node_id("PullRequestReviewComment", c["id"]),
-                    "pull_request_review_id": c["review_id"], "diff_hunk": "", "path": c["path"],
-                    "position": c["line"], "original_position": c["line"], "line": c["line"], "side": c["side"],
-                    "commit_id": c["commit_id"], "original_commit_id": c["commit_id"],
-                    "user": user_json_by_id(req.app, c["user_id"]), "body": c["body"], "created_at": c["created_at"],
-                    "updated_at": c["updated_at"], "html_url": html_url, "pull_request_url": pull_url,
-                    "author_association": author_association(req.app.store, row, c["user_id"]),
-                    "_links": {"self": {"href": url}, "html": {"href": html_url}, "pull_request": {"href": pull_url}}})
-    return req.paginate(out)
-
-
-def requested_reviewers_json(req, issue):
-    rows = req.app.store.all("SELECT a.* FROM accounts a JOIN review_requests r ON r.user_id = a.id"
-                             " WHERE r.issue_id = ? ORDER BY a.login", issue["id"])
-    return {"users": [user_json(req.app, r) for r in rows], "teams": []}
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers")
-def list_requested_reviewers(req, owner, repo, number):
-    _, issue, _ = find_pull(req, owner, repo, number)
-    return requested_reviewers_json(req, issue)
-
-
-def change_requested_reviewers(req, owner, repo, number, add):
-    body = req.json()
-    logins = req.field(body, "reviewers", list, "PullRequest", default=[])
-    row, issue, pull = find_pull(req, owner, repo, number, "edit_issue")
-    with req.transaction() as db:
-        for user_id in resolve_assignees(req, row, logins):
-            if add:
-                if user_id == issue["user_id"]:
-                    raise invalid("PullRequest", "reviewers", "custom",
-                                  "Review cannot be requested from pull request author.")
-                db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
-                           (issue["id"], user_id))
-            else:
-                db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], user_id))
-        req.effect("%s review requests on #%d: %s" % ("added" if add else "removed", issue["number"],
-                                                      ", ".join(map(str, logins))))
-    return row, issue, pull
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers")
-def request_reviewers(req, owner, repo, number):
-    row, issue, _ = change_requested_reviewers(req, owner, repo, number, add=True)
-    return 201, pull_json(req.app, row, *pull_rows(req.app, issue["id"]))
-
-
-@route("DELETE", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers")
-def remove_requested_reviewers(req, owner, repo, number):
-    row, issue, _ = change_requested_reviewers(req, owner, repo, number, add=False)
-    return pull_json(req.app, row, *pull_rows(req.app, issue["id"]))
