@@ -41,32 +41,33 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     14. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
     15. users              REST: the API root, meta, rate limit and users.
     16. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    17. issues             REST: issues, comments, labels and milestones.
-    18. pulls              REST: pull requests and their merges.
-    19. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    20. contents           REST: file contents and READMEs, read and written as commits.
-    21. protection         REST: branch protection, commit statuses and check runs.
-    22. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    23. releases           REST: releases, tags and release assets.
-    24. actions            REST: workflow records, Actions secrets and variables.
-    25. search             REST: search over repositories, issues and code.
-    26. orgs               REST: organizations, memberships and teams.
-    27. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    28. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    29. tasks              REST: task grants, task tokens, step-up and approvals.
-    30. freezes            REST: policy as data, and freezes (read-only by policy).
-    31. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    32. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    33. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    34. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    35. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    36. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    37. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    38. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    39. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    40. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    41. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    42. cli                Command line: serve, user, agent, connect, routes, audit.
+    17. notifications      REST: notifications, GitHub's inbox of threads, and watching repositories.
+    18. issues             REST: issues, comments, labels and milestones.
+    19. pulls              REST: pull requests and their merges.
+    20. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    21. contents           REST: file contents and READMEs, read and written as commits.
+    22. protection         REST: branch protection, commit statuses and check runs.
+    23. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    24. releases           REST: releases, tags and release assets.
+    25. actions            REST: workflow records, Actions secrets and variables.
+    26. search             REST: search over repositories, issues, code and accounts.
+    27. orgs               REST: organizations, memberships and teams.
+    28. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    29. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    30. tasks              REST: task grants, task tokens, step-up and approvals.
+    31. freezes            REST: policy as data, and freezes (read-only by policy).
+    32. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    33. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    34. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    35. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    36. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    37. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    38. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    39. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    40. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    41. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    42. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    43. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -500,6 +501,31 @@ CREATE TABLE IF NOT EXISTS review_comments (
     commit_id   TEXT NOT NULL,
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
+);
+
+-- notifications: one account's thread of one issue or pull request, and who watches which repository
+CREATE TABLE IF NOT EXISTS notification_threads (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    reason        TEXT NOT NULL,
+    unread        INTEGER NOT NULL DEFAULT 1,
+    done          INTEGER NOT NULL DEFAULT 0,    -- out of the inbox until something new happens
+    subscribed    INTEGER NOT NULL DEFAULT 0,    -- subscribed to by hand (reason manual)
+    ignored       INTEGER NOT NULL DEFAULT 0,    -- nothing more from this thread
+    updated_at    TEXT NOT NULL,
+    last_read_at  TEXT,
+    UNIQUE (user_id, issue_id)
+);
+CREATE INDEX IF NOT EXISTS threads_by_issue ON notification_threads(issue_id);
+
+CREATE TABLE IF NOT EXISTS repo_subscriptions (
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    subscribed  INTEGER NOT NULL,
+    ignored     INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (user_id, repo_id)
 );
 
 CREATE TABLE IF NOT EXISTS review_requests (
@@ -1526,6 +1552,7 @@ ACTIONS = {
     "manage_labels":      Action("repo", "write"),
     "open_pr":            Action("repo", "read"),
     "review_pr":          Action("repo", "read"),
+    "watch_repo":         Action("repo", "read"),
     "merge_pr":           Action("repo", "write"),
     "write_status":       Action("repo", "write"),
     "write_objects":      Action("repo", "write"),
@@ -1538,6 +1565,8 @@ ACTIONS = {
     "freeze_repo":        Action("repo", "admin", humans_only=True),
     "read_meta":          Action("site", "none", mutation=False),
     "read_account":       Action("account", "none", mutation=False),
+    "read_notifications": Action("account", "admin", mutation=False),
+    "manage_notifications": Action("account", "admin"),
     "create_repo":        Action("account", "write", scope="repo"),
     "issue_token":        Action("account", "admin", humans_only=True),
     "revoke_token":       Action("account", "admin"),
@@ -3687,8 +3716,266 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
-# uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
+# 17. src/agentgit/notifications.py — REST: notifications, GitHub's inbox of threads, and watching repositories.
+# uses: config, errors, accounts, policy, plumbing, serializers, lookups
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+MENTION_RE = re.compile(r"(?<![\w`])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))\b")
+# the reason a thread gives when several hold, the most pressing first
+REASONS = ("review_requested", "assign", "mention", "author", "comment", "manual", "subscribed")
+
+
+def mentioned_ids(db, text):
+    ids = set()
+    for login in set(MENTION_RE.findall(text or "")):
+        row = db.execute("SELECT id, kind FROM accounts WHERE login = ?", (login,)).fetchone()
+        if row is not None and row["kind"] != "org":
+            ids.add(row["id"])
+    return ids
+
+
+def notify(req, db, issue_id, text="", event_reasons=None):
+    """Inside the transaction of what the caller did on an issue or pull request: its participants'
+    threads marked unread. ``text``: what was written (its @mentions are told); ``event_reasons``:
+    {account id: reason} of those this event names (assigned, asked for a review)."""
+    event_reasons = event_reasons or {}
+    issue = db.execute("SELECT * FROM issues WHERE id = ?", (issue_id,)).fetchone()
+    repo = db.execute(REPO_SELECT + " WHERE r.id = ?", (issue["repo_id"],)).fetchone()
+    standing = {}          # {account id: reason}: the queries go from the least pressing reason to the most
+    for reason, query in (
+            ("subscribed", "SELECT user_id FROM repo_subscriptions WHERE repo_id = ? AND subscribed = 1"),
+            ("manual", "SELECT user_id FROM notification_threads WHERE issue_id = ? AND subscribed = 1"),
+            ("comment", "SELECT user_id FROM comments WHERE issue_id = ? UNION SELECT user_id FROM reviews"
+                        " WHERE issue_id = ? AND state != 'PENDING'"),
+            ("author", "SELECT user_id FROM issues WHERE id = ?"),
+            ("assign", "SELECT user_id FROM issue_assignees WHERE issue_id = ?"),
+            ("review_requested", "SELECT user_id FROM review_requests WHERE issue_id = ?")):
+        ident = repo["id"] if reason == "subscribed" else issue_id
+        for row in db.execute(query, (ident,) * query.count("?")):
+            standing[row[0]] = reason
+    if repo["owner_kind"] != "org" and not db.execute(
+            "SELECT 1 FROM repo_subscriptions WHERE user_id = ? AND repo_id = ?", (repo["owner_id"], repo["id"])).fetchone():
+        standing.setdefault(repo["owner_id"], "subscribed")
+    mentioned = mentioned_ids(db, text)
+    stamp = now()
+    for user_id in (set(standing) | mentioned | set(event_reasons)) - {None, req.principal.user_id}:
+        user = db.execute("SELECT * FROM accounts WHERE id = ?", (user_id,)).fetchone()
+        if user is None or user["kind"] == "org" or db.execute(
+                "SELECT 1 FROM repo_subscriptions WHERE user_id = ? AND repo_id = ? AND ignored = 1",
+                (user_id, repo["id"])).fetchone() or RANK[repo_permission(req.app.store, user, repo)[0]] < RANK["read"]:
+            continue
+        reason = event_reasons.get(user_id) or min(
+            (r for r in (standing.get(user_id), "mention" if user_id in mentioned else None) if r), key=REASONS.index)
+        db.execute("INSERT INTO notification_threads (user_id, issue_id, reason, unread, updated_at)"
+                   " VALUES (?, ?, ?, 1, ?) ON CONFLICT (user_id, issue_id) DO UPDATE SET reason = excluded.reason,"
+                   " unread = 1, done = 0, updated_at = excluded.updated_at WHERE ignored = 0",
+                   (user_id, issue_id, reason, stamp))
+
+
+def thread_json(app, thread, issue, repo):
+    api, name = app.api, full_name(repo)
+    subject_url = "%s/repos/%s/%s/%d" % (api, name, "pulls" if issue["is_pull"] else "issues", issue["number"])
+    latest = app.store.one("SELECT max(id) AS id FROM comments WHERE issue_id = ?", issue["id"])["id"]
+    url = "%s/notifications/threads/%d" % (api, thread["id"])
+    return {"id": str(thread["id"]), "repository": repo_json(app, repo), "subject": {
+        "title": issue["title"], "url": subject_url, "type": "PullRequest" if issue["is_pull"] else "Issue",
+        "latest_comment_url": "%s/repos/%s/issues/comments/%d" % (api, name, latest) if latest else subject_url},
+        "reason": thread["reason"], "unread": bool(thread["unread"]), "updated_at": thread["updated_at"],
+        "last_read_at": thread["last_read_at"], "url": url, "subscription_url": url + "/subscription"}
+
+
+def inbox(req, repo=None):
+    """The caller's threads (of ``repo``) that she may still read, newest first, as the query asks:
+    all=true for read ones too, participating=true for those she takes part in, since/before."""
+    user = signed_in(req)
+    req.check("read_notifications", Resource.account(user))
+    where, args = ["t.user_id = ?", "t.done = 0"], [user["id"]]
+    if req.query.get("all") != "true":
+        where.append("t.unread = 1")
+    if req.query.get("participating") == "true":
+        where.append("t.reason NOT IN ('subscribed', 'manual')")
+    for key, op in (("since", ">="), ("before", "<")):
+        if req.query.get(key):
+            where.append("t.updated_at %s ?" % op)
+            args.append(req.query[key])
+    if repo is not None:
+        where.append("i.repo_id = ?")
+        args.append(repo["id"])
+    out = []
+    for thread in req.app.store.all("SELECT t.* FROM notification_threads t JOIN issues i ON i.id = t.issue_id"
+                                    " WHERE %s ORDER BY t.updated_at DESC, t.id DESC" % " AND ".join(where), *args):
+        issue = req.app.store.one("SELECT * FROM issues WHERE id = ?", thread["issue_id"])
+        row = repo or repo_by_id(req.app.store, issue["repo_id"])
+        if req.can("read_code", Resource.repo(row)):
+            out.append(thread_json(req.app, thread, issue, row))
+    return req.paginate(out)
+
+
+@route("GET", "/api/v3/notifications")
+def list_notifications(req):
+    return inbox(req)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/notifications")
+def list_repo_notifications(req, owner, repo):
+    user = signed_in(req)
+    req.check("read_notifications", Resource.account(user))    # the account's inbox: not a task token's
+    return inbox(req, find_repo(req, owner, repo))
+
+
+def mark_read(req, repo=None):
+    """Every thread updated before last_read_at (default: now) read, as GitHub's 205 says."""
+    user = signed_in(req)
+    body = req.json()
+    until = req.field(body, "last_read_at", str, "Notification") or now()
+    req.authorize("manage_notifications", Resource.account(user))
+    with req.transaction() as db:
+        count = db.execute("UPDATE notification_threads SET unread = 0, last_read_at = ? WHERE user_id = ? AND"
+                           " unread = 1 AND updated_at <= ?%s" % (" AND issue_id IN (SELECT id FROM issues WHERE"
+                                                                  " repo_id = %d)" % repo["id"] if repo else ""),
+                           (now(), user["id"], until)).rowcount
+        req.effect("%d notifications marked read%s" % (count, " in " + full_name(repo) if repo else ""))
+    return 205, None
+
+
+@route("PUT", "/api/v3/notifications")
+def mark_notifications_read(req):
+    return mark_read(req)
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/notifications")
+def mark_repo_notifications_read(req, owner, repo):
+    req.authorize("manage_notifications", Resource.account(signed_in(req)))
+    return mark_read(req, find_repo(req, owner, repo))
+
+
+def own_thread(req, thread_id, action):
+    """The caller's thread ``thread_id`` once ``action`` is allowed on her account; 404 for anyone
+    else's, or one of a repository she can no longer read."""
+    user = signed_in(req)
+    req.check(action, Resource.account(user)) if action.startswith("read") else req.authorize(
+        action, Resource.account(user))
+    thread = req.app.store.one("SELECT * FROM notification_threads WHERE id = ? AND user_id = ?", thread_id, user["id"])
+    if thread is None:
+        raise HTTPError(404, "Not Found")
+    issue = req.app.store.one("SELECT * FROM issues WHERE id = ?", thread["issue_id"])
+    repo = repo_by_id(req.app.store, issue["repo_id"])
+    if not req.can("read_code", Resource.repo(repo)):
+        raise HTTPError(404, "Not Found")
+    return thread, issue, repo
+
+
+@route("GET", "/api/v3/notifications/threads/{thread_id:int}")
+def get_thread(req, thread_id):
+    return thread_json(req.app, *own_thread(req, int(thread_id), "read_notifications"))
+
+
+def set_thread(req, thread_id, columns, effect):
+    thread, issue, repo = own_thread(req, int(thread_id), "manage_notifications")
+    with req.transaction() as db:
+        db.execute("UPDATE notification_threads SET %s WHERE id = ?" % ", ".join("%s = ?" % c for c in columns),
+                   (*columns.values(), thread["id"]))
+        req.effect("notification thread %d (#%d of %s): %s" % (thread["id"], issue["number"], full_name(repo), effect))
+    return req.app.store.one("SELECT * FROM notification_threads WHERE id = ?", thread["id"]), issue, repo
+
+
+@route("PATCH", "/api/v3/notifications/threads/{thread_id:int}")
+def mark_thread_read(req, thread_id):
+    set_thread(req, thread_id, {"unread": 0, "last_read_at": now()}, "read")
+    return 205, None
+
+
+@route("DELETE", "/api/v3/notifications/threads/{thread_id:int}")
+def mark_thread_done(req, thread_id):
+    set_thread(req, thread_id, {"unread": 0, "done": 1, "last_read_at": now()}, "done")
+    return 204, None
+
+
+def thread_subscription_json(app, thread):
+    url = "%s/notifications/threads/%d" % (app.api, thread["id"])
+    return {"subscribed": bool(thread["subscribed"]) or not thread["ignored"], "ignored": bool(thread["ignored"]),
+            "reason": thread["reason"], "created_at": thread["updated_at"], "url": url + "/subscription",
+            "thread_url": url}
+
+
+@route("GET", "/api/v3/notifications/threads/{thread_id:int}/subscription")
+def get_thread_subscription(req, thread_id):
+    return thread_subscription_json(req.app, own_thread(req, int(thread_id), "read_notifications")[0])
+
+
+@route("PUT", "/api/v3/notifications/threads/{thread_id:int}/subscription")
+def set_thread_subscription(req, thread_id):
+    ignored = req.field(req.json(), "ignored", bool, "ThreadSubscription", default=False)
+    thread = set_thread(req, thread_id, {"ignored": int(ignored), "subscribed": int(not ignored)},
+                        "ignored" if ignored else "subscribed")[0]
+    return thread_subscription_json(req.app, thread)
+
+
+@route("DELETE", "/api/v3/notifications/threads/{thread_id:int}/subscription")
+def delete_thread_subscription(req, thread_id):
+    set_thread(req, thread_id, {"ignored": 0, "subscribed": 0}, "subscription removed")
+    return 204, None
+
+
+# -- watching -----------------------------------------------------------------------------------
+
+def repo_subscription(store, user, repo):
+    """(subscribed, ignored, since) of the caller's watch of ``repo``; an owner watches her personal
+    repositories until she says otherwise."""
+    row = store.one("SELECT * FROM repo_subscriptions WHERE user_id = ? AND repo_id = ?", user["id"], repo["id"])
+    if row is None:
+        return (repo["owner_id"] == user["id"], False, repo["created_at"])
+    return bool(row["subscribed"]), bool(row["ignored"]), row["created_at"]
+
+
+def repo_subscription_json(app, repo, subscribed, ignored, since):
+    url = "%s/repos/%s" % (app.api, full_name(repo))
+    return {"subscribed": subscribed, "ignored": ignored, "reason": None, "created_at": since,
+            "url": url + "/subscription", "repository_url": url}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/subscription")
+def get_repo_subscription(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    user = signed_in(req)
+    state = repo_subscription(req.app.store, user, row)
+    if not state[0] and not state[1]:
+        raise HTTPError(404, "Not Found")       # GitHub's answer when she does not watch it
+    return repo_subscription_json(req.app, row, *state)
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/subscription")
+def set_repo_subscription(req, owner, repo):
+    row = find_repo(req, owner, repo, "watch_repo")
+    user = signed_in(req)
+    body = req.json()
+    ignored = req.field(body, "ignored", bool, "RepositorySubscription", default=False)
+    subscribed = req.field(body, "subscribed", bool, "RepositorySubscription", default=not ignored)
+    if subscribed and ignored:
+        raise invalid("RepositorySubscription", "ignored", message="a watch is subscribed or ignored, not both")
+    return repo_subscription_json(req.app, row, *watch(req, user, row, subscribed, ignored))
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/subscription")
+def delete_repo_subscription(req, owner, repo):
+    row = find_repo(req, owner, repo, "watch_repo")
+    watch(req, signed_in(req), row, False, False)
+    return 204, None
+
+
+def watch(req, user, repo, subscribed, ignored):
+    stamp = now()
+    with req.transaction() as db:
+        db.execute("INSERT INTO repo_subscriptions (user_id, repo_id, subscribed, ignored, created_at)"
+                   " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, repo_id) DO UPDATE SET subscribed = excluded.subscribed,"
+                   " ignored = excluded.ignored", (user["id"], repo["id"], int(subscribed), int(ignored), stamp))
+        req.effect("%s %s" % ("watching" if subscribed else "ignoring" if ignored else "not watching", full_name(repo)))
+    return repo_subscription(req.app.store, user, repo)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 18. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- issues, comments, labels, milestones -------------------------------------------------------
@@ -3849,9 +4136,12 @@ def set_issue_relations(req, db, repo, issue_id, body):
     elif "assignee" in body:
         logins = [body["assignee"]] if body["assignee"] else []
     if logins is not None:
+        before = {r[0] for r in db.execute("SELECT user_id FROM issue_assignees WHERE issue_id = ?", (issue_id,))}
         db.execute("DELETE FROM issue_assignees WHERE issue_id = ?", (issue_id,))
         for user_id in resolve_assignees(req, repo, logins[:10]):
             db.execute("INSERT OR IGNORE INTO issue_assignees (issue_id, user_id) VALUES (?, ?)", (issue_id, user_id))
+            if user_id not in before:
+                notify(req, db, issue_id, event_reasons={user_id: "assign"})
     if "milestone" in body:
         db.execute("UPDATE issues SET milestone_id = ? WHERE id = ?",
                    (resolve_milestone(db, repo["id"], body["milestone"]), issue_id))
@@ -3896,6 +4186,7 @@ def open_issue(req, row, title, text, relations):
         issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text)
         if may_triage:
             set_issue_relations(req, db, row, issue_id, relations)
+        notify(req, db, issue_id, text)
         req.effect("opened issue #%d" % number)
     return req.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)
 
@@ -4093,6 +4384,7 @@ def add_comment(req, issue, text):
         comment_id = insert_row(db, "comments", {"issue_id": issue["id"], "user_id": req.principal.user["id"],
                                                  "body": text, "created_at": stamp, "updated_at": stamp})
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (stamp, issue["id"]))
+        notify(req, db, issue["id"], text)
         req.effect("commented on #%d (comment %d)" % (issue["number"], comment_id))
     return req.app.store.one("SELECT * FROM comments WHERE id = ?", comment_id)
 
@@ -4370,8 +4662,8 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/pulls.py — REST: pull requests and their merges.
-# uses: config, errors, storage, gitstore, accounts, policy, intents, plumbing, serializers, lookups, issues
+# 19. src/agentgit/pulls.py — REST: pull requests and their merges.
+# uses: config, errors, storage, gitstore, accounts, policy, intents, plumbing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- pull requests ------------------------------------------------------------------------------
@@ -4554,6 +4846,7 @@ def open_pull(req, row, head, base, title, text, draft):
         db.execute("INSERT INTO pulls (issue_id, head_repo_id, head_ref, head_sha, base_ref, base_sha, draft)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?)", (issue_id, head_repo["id"], head_ref, head_sha, base, base_sha,
                                                      int(draft)))
+        notify(req, db, issue_id, text)
         req.effect("opened pull request #%d %s:%s → %s" % (number, head_repo["owner_login"], head_ref, base))
     if head_repo is not row:
         with open_repo(req.app, row["id"]) as git:
@@ -4849,8 +5142,8 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-# uses: config, errors, accounts, plumbing, serializers, issues, pulls
+# 20. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# uses: config, errors, accounts, plumbing, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
@@ -4982,6 +5275,7 @@ def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
                                checked, stamp)
         if event is not None:
             db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], viewer))
+            notify(req, db, issue["id"], text + "".join(c[1] for c in checked))
         req.effect("review %d on #%d: %s%s" % (review_id, issue["number"], REVIEW_EVENTS.get(event, "PENDING"),
                                                ", %d comments" % len(checked) if checked else ""))
     return review_id
@@ -5013,6 +5307,8 @@ def submit_review(req, issue, review, event, text):
                           (REVIEW_EVENTS[event], text, now(), review["id"])).rowcount:
             raise invalid("PullRequestReview", "state", "custom", "Can not change a review that is submitted")
         db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], review["user_id"]))
+        notify(req, db, issue["id"], text + "".join(r[0] for r in db.execute(
+            "SELECT body FROM review_comments WHERE review_id = ?", (review["id"],))))
         req.effect("review %d on #%d submitted: %s" % (review["id"], issue["number"], REVIEW_EVENTS[event]))
 
 
@@ -5111,8 +5407,9 @@ def change_requested_reviewers(req, owner, repo, number, add):
                 if user_id == issue["user_id"]:
                     raise invalid("PullRequest", "reviewers", "custom",
                                   "Review cannot be requested from pull request author.")
-                db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
-                           (issue["id"], user_id))
+                if db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+                              (issue["id"], user_id)).rowcount:
+                    notify(req, db, issue["id"], event_reasons={user_id: "review_requested"})
             else:
                 db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], user_id))
         req.effect("%s review requests on #%d: %s" % ("added" if add else "removed", issue["number"],
@@ -5133,7 +5430,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 21. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5330,7 +5627,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 22. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5586,7 +5883,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 23. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5929,7 +6226,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 24. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6262,7 +6559,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/actions.py — REST: workflow records, Actions secrets and variables.
+# 25. src/agentgit/actions.py — REST: workflow records, Actions secrets and variables.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6624,7 +6921,7 @@ def update_variable(req, owner, repo, name):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/search.py — REST: search over repositories, issues and code.
+# 26. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, plumbing, serializers, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6696,6 +6993,25 @@ def search_repositories(req):
             out.append(dict(repo_json(req.app, row), score=1.0))
     if req.query.get("sort") in ("updated", "stars", "forks", "help-wanted-issues"):
         out.sort(key=lambda r: r["updated_at"], reverse=req.query.get("order", "desc") == "desc")
+    return search_page(req, out)
+
+
+@route("GET", "/api/v3/search/users")
+def search_users(req):
+    """Free words match the login and the name; type:user (humans and agents) or type:org. Suspended
+    and retired accounts are not found, as GitHub leaves suspended ones out."""
+    words, quals, _ = parse_search(req.query.get("q", ""), req.principal.login)
+    if not words and not quals:
+        raise invalid("Search", "q", "missing", "a search needs words or qualifiers")
+    req.check("read_meta", SITE)
+    kinds = {"user": ("human", "agent"), "org": ("org",)}
+    wanted = [k for t in quals.get("type", []) for k in kinds.get(t, ())] or ["human", "agent", "org"]
+    out = []
+    for row in req.app.store.all("SELECT * FROM accounts WHERE suspended_at IS NULL AND retired_at IS NULL"
+                                 " ORDER BY login"):
+        text = ("%s %s" % (row["login"], row["name"] or "")).lower()
+        if row["kind"] in wanted and all(w in text for w in words) and req.can("read_account", Resource.account(row)):
+            out.append(dict(user_json(req.app, row), score=1.0))
     return search_page(req, out)
 
 
@@ -6812,7 +7128,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 27. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7153,7 +7469,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 28. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7312,7 +7628,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 29. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7740,7 +8056,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 30. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8096,7 +8412,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 31. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, plumbing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8223,7 +8539,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 32. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8486,7 +8802,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 33. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9093,8 +9409,8 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
-# uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
+# 34. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def mutate_lock(locking):
@@ -9225,7 +9541,9 @@ def mutate_request_reviews(ctx, parent, args):
         if not data.get("union"):
             db.execute("DELETE FROM review_requests WHERE issue_id = ?", (issue["id"],))
         for user in users:
-            db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)", (issue["id"], user["id"]))
+            if db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+                          (issue["id"], user["id"])).rowcount:
+                notify(ctx.req, db, issue["id"], event_reasons={user["id"]: "review_requested"})
         ctx.req.effect("review requested on #%d from %s" % (issue["number"], ", ".join(u["login"] for u in users)
                                                             or "nobody"))
     return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, issue),
@@ -9437,7 +9755,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 35. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9848,7 +10166,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 36. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10129,7 +10447,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 37. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10517,7 +10835,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 38. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, issues, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10997,7 +11315,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 39. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11381,7 +11699,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 40. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11610,7 +11928,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# 41. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
 # uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12115,7 +12433,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 42. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12289,7 +12607,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 43. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

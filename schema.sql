@@ -256,6 +256,31 @@ CREATE TABLE IF NOT EXISTS review_comments (
     updated_at  TEXT NOT NULL
 );
 
+-- notifications: one account's thread of one issue or pull request, and who watches which repository
+CREATE TABLE IF NOT EXISTS notification_threads (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    reason        TEXT NOT NULL,
+    unread        INTEGER NOT NULL DEFAULT 1,
+    done          INTEGER NOT NULL DEFAULT 0,    -- out of the inbox until something new happens
+    subscribed    INTEGER NOT NULL DEFAULT 0,    -- subscribed to by hand (reason manual)
+    ignored       INTEGER NOT NULL DEFAULT 0,    -- nothing more from this thread
+    updated_at    TEXT NOT NULL,
+    last_read_at  TEXT,
+    UNIQUE (user_id, issue_id)
+);
+CREATE INDEX IF NOT EXISTS threads_by_issue ON notification_threads(issue_id);
+
+CREATE TABLE IF NOT EXISTS repo_subscriptions (
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    subscribed  INTEGER NOT NULL,
+    ignored     INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (user_id, repo_id)
+);
+
 CREATE TABLE IF NOT EXISTS review_requests (
     issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
     user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,

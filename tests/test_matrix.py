@@ -122,7 +122,9 @@ def build_world(data_dir):
                   "task_inside": minted["secret"], "task_outside": minted["other"], "switch_session": switch,
                   "suspended": sam, "revoked": revoked["token"], "expired": expired,
                   "forged": forged[:-6] + "abcdef", "foreign": foreign}
+        thread = api(srv, "GET", "/notifications", alice).json[0]["id"]     # walt reviewed her pull request
         ids = {"issue": issue["number"], "comment": comment["id"], "pull": pull["number"], "review": review["id"],
+               "thread": thread,
                "release": release["id"], "asset": asset["id"], "check": check["id"], "run": run["id"],
                "sha": main, "bot": bot, "grant": tasks["secret"]["id"], "freeze": freeze["id"],
                "token": revoked["id"], "approval": approval_id, "admin": admin, "tag": tag, "tree": tree,
@@ -139,7 +141,7 @@ def route_path(method, pattern, ids):
             "workflow_id": "ci.yml", "approval_id": ids["approval"], "freeze_id": ids["freeze"],
             "grant_id": ids["grant"], "token_id": ids["token"], "audit_id": ids["audit_row"], "basehead": "main...feature",
             "comment_id": ids["comment"], "release_id": ids["release"], "asset_id": ids["asset"],
-            "review_id": ids["review"], "path": "README.md"}
+            "review_id": ids["review"], "thread_id": ids["thread"], "path": "README.md"}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
     fill["login"] = ("bot" if "/agent" in pattern else "olga" if pattern.endswith("/suspended") else
@@ -348,6 +350,11 @@ EXPECTED = {
     "switch_session_only":    "401 403 403 403 403 403 403 403 403 403 pass 403 401 401 401 401",
     "agent_bootstrap_only":   "401 403 403 403 403 403 pass 403 403 403 403 403 401 401 401 401",
     "site_admin":             "401 403 403 403 403 403 403 403 403 403 403 403 401 401 401 401",
+    # notifications are the account's inbox, no task token's; a thread is its account's alone
+    "repo_inbox":             "401 pass 404 pass pass 404 403 pass 403 403 pass 403 401 401 401 401",
+    "inbox_thread":           "401 pass 404 404 404 404 404 404 403 403 404 403 401 401 401 401",
+    # GitHub's answer to whoever does not watch the repository is 404; alice watches her own
+    "own_watch":              "404 pass 404 404 404 404 403 404 404 404 404 403 401 401 401 401",
 }
 
 # Every route, and the row of EXPECTED it answers by.
@@ -357,6 +364,8 @@ DELETE  /api/ext/v1/agents/{login}                                              
 DELETE  /api/ext/v1/freezes/{freeze_id}                                           thaw
 DELETE  /api/ext/v1/task-grants/{grant_id}                                        owner_only_hidden
 DELETE  /api/ext/v1/user/tokens/{token_id:int}                                    token_holder
+DELETE  /api/v3/notifications/threads/{thread_id:int}                             inbox_thread
+DELETE  /api/v3/notifications/threads/{thread_id:int}/subscription                inbox_thread
 DELETE  /api/v3/orgs/{org}/members/{login}                                        owner_only
 DELETE  /api/v3/orgs/{org}/memberships/{login}                                    owner_only
 DELETE  /api/v3/orgs/{org}/teams/{slug}                                           team_admin
@@ -377,9 +386,10 @@ DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/lock                   
 DELETE  /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_write
-DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int} repo_read
+DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}   repo_read
 DELETE  /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/subscription                                 repo_read
 DELETE  /api/v3/users/{login}/suspended                                           site_admin
 GET     /                                                                         web_page
 GET     /.well-known/oauth-authorization-server                                   public
@@ -399,6 +409,9 @@ GET     /api/ext/v1/user/tokens                                                 
 GET     /api/v3                                                                   public
 GET     /api/v3/issues                                                            signed_in
 GET     /api/v3/meta                                                              public
+GET     /api/v3/notifications                                                     signed_in_untasked
+GET     /api/v3/notifications/threads/{thread_id:int}                             inbox_thread
+GET     /api/v3/notifications/threads/{thread_id:int}/subscription                inbox_thread
 GET     /api/v3/orgs/{org}                                                        public_outside_tasks
 GET     /api/v3/orgs/{org}/members                                                public_outside_tasks
 GET     /api/v3/orgs/{org}/memberships/{login}                                    org_member
@@ -456,6 +469,7 @@ GET     /api/v3/repos/{owner}/{repo}/labels                                     
 GET     /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_read
 GET     /api/v3/repos/{owner}/{repo}/milestones                                   repo_read
 GET     /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/notifications                                repo_inbox
 GET     /api/v3/repos/{owner}/{repo}/pulls                                        repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}                           repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments                  repo_read
@@ -473,6 +487,7 @@ GET     /api/v3/repos/{owner}/{repo}/releases/latest                            
 GET     /api/v3/repos/{owner}/{repo}/releases/tags/{tag:path}                     repo_read
 GET     /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets             repo_read
+GET     /api/v3/repos/{owner}/{repo}/subscription                                 own_watch
 GET     /api/v3/repos/{owner}/{repo}/tags                                         repo_read
 GET     /api/v3/repos/{owner}/{repo}/tarball                                      repo_read
 GET     /api/v3/repos/{owner}/{repo}/tarball/{ref:path}                           repo_read
@@ -481,6 +496,7 @@ GET     /api/v3/repos/{owner}/{repo}/zipball/{ref:path}                         
 GET     /api/v3/search/code                                                       public
 GET     /api/v3/search/issues                                                     public
 GET     /api/v3/search/repositories                                               public
+GET     /api/v3/search/users                                                      public
 GET     /api/v3/user                                                              signed_in
 GET     /api/v3/user/issues                                                       signed_in
 GET     /api/v3/user/orgs                                                         signed_in
@@ -503,6 +519,7 @@ GET     /{owner}/{repo}/pull/{number:int}                                       
 GET     /{owner}/{repo}/releases/download/{tag}/{name}                            git_read
 GET     /{owner}/{repo}/tree/{rest:path}                                          web_private
 PATCH   /api/ext/v1/agent-bindings/{login}                                        owner_only
+PATCH   /api/v3/notifications/threads/{thread_id:int}                             inbox_thread
 PATCH   /api/v3/orgs/{org}                                                        owner_only
 PATCH   /api/v3/orgs/{org}/teams/{slug}                                           team_admin
 PATCH   /api/v3/repos/{owner}/{repo}                                              repo_admin
@@ -576,6 +593,8 @@ POST    /settings/agents                                                        
 POST    /settings/tokens                                                          web_page
 POST    /{owner}/{repo}/git-receive-pack                                          git_write
 POST    /{owner}/{repo}/git-upload-pack                                           git_read
+PUT     /api/v3/notifications                                                     signed_in_untasked
+PUT     /api/v3/notifications/threads/{thread_id:int}/subscription                inbox_thread
 PUT     /api/v3/orgs/{org}/memberships/{login}                                    owner_only
 PUT     /api/v3/orgs/{org}/teams/{slug}/memberships/{login}                       team_admin
 PUT     /api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}                      team_admin
@@ -585,8 +604,10 @@ PUT     /api/v3/repos/{owner}/{repo}/collaborators/{login}                      
 PUT     /api/v3/repos/{owner}/{repo}/contents/{path:path}                         protected_branch_write
 PUT     /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_write
 PUT     /api/v3/repos/{owner}/{repo}/issues/{number:int}/lock                     repo_write
+PUT     /api/v3/repos/{owner}/{repo}/notifications                                repo_inbox
 PUT     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge                     repo_write
 PUT     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/update-branch             repo_write
+PUT     /api/v3/repos/{owner}/{repo}/subscription                                 repo_read
 PUT     /api/v3/users/{login}/suspended                                           site_admin
 """
 

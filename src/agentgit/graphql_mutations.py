@@ -10,6 +10,7 @@ from agentgit.accounts import account_by_id, full_name, repo_by_id
 from agentgit.policy import RANK, Resource, repo_permission
 from agentgit.serializers import node_id
 from agentgit.lookups import signed_in
+from agentgit.notifications import notify
 from agentgit.repositories import new_repository
 from agentgit.issues import (MAX_TEXT, add_comment, comment_json, open_issue, set_issue_relations, set_locked,
                              state_change)
@@ -149,7 +150,9 @@ def mutate_request_reviews(ctx, parent, args):
         if not data.get("union"):
             db.execute("DELETE FROM review_requests WHERE issue_id = ?", (issue["id"],))
         for user in users:
-            db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)", (issue["id"], user["id"]))
+            if db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+                          (issue["id"], user["id"])).rowcount:
+                notify(ctx.req, db, issue["id"], event_reasons={user["id"]: "review_requested"})
         ctx.req.effect("review requested on #%d from %s" % (issue["number"], ", ".join(u["login"] for u in users)
                                                             or "nobody"))
     return {"clientMutationId": data.get("clientMutationId"), "pullRequest": gql_pull(ctx, repo_row, issue),

@@ -11,6 +11,7 @@ from agentgit.policy import RANK, Resource, repo_permission
 from agentgit.plumbing import route
 from agentgit.serializers import node_id, user_json
 from agentgit.lookups import find_repo, signed_in, visible_repos
+from agentgit.notifications import notify
 from agentgit.repositories import repos_reachable_by
 
 
@@ -172,9 +173,12 @@ def set_issue_relations(req, db, repo, issue_id, body):
     elif "assignee" in body:
         logins = [body["assignee"]] if body["assignee"] else []
     if logins is not None:
+        before = {r[0] for r in db.execute("SELECT user_id FROM issue_assignees WHERE issue_id = ?", (issue_id,))}
         db.execute("DELETE FROM issue_assignees WHERE issue_id = ?", (issue_id,))
         for user_id in resolve_assignees(req, repo, logins[:10]):
             db.execute("INSERT OR IGNORE INTO issue_assignees (issue_id, user_id) VALUES (?, ?)", (issue_id, user_id))
+            if user_id not in before:
+                notify(req, db, issue_id, event_reasons={user_id: "assign"})
     if "milestone" in body:
         db.execute("UPDATE issues SET milestone_id = ? WHERE id = ?",
                    (resolve_milestone(db, repo["id"], body["milestone"]), issue_id))
@@ -219,6 +223,7 @@ def open_issue(req, row, title, text, relations):
         issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text)
         if may_triage:
             set_issue_relations(req, db, row, issue_id, relations)
+        notify(req, db, issue_id, text)
         req.effect("opened issue #%d" % number)
     return req.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)
 
@@ -416,6 +421,7 @@ def add_comment(req, issue, text):
         comment_id = insert_row(db, "comments", {"issue_id": issue["id"], "user_id": req.principal.user["id"],
                                                  "body": text, "created_at": stamp, "updated_at": stamp})
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (stamp, issue["id"]))
+        notify(req, db, issue["id"], text)
         req.effect("commented on #%d (comment %d)" % (issue["number"], comment_id))
     return req.app.store.one("SELECT * FROM comments WHERE id = ?", comment_id)
 

@@ -19,6 +19,7 @@ from agentgit.intents import INTENT_FOLLOW_UPS
 from agentgit.plumbing import route
 from agentgit.serializers import commit_json, node_id, repo_json, user_json
 from agentgit.lookups import find_repo
+from agentgit.notifications import notify
 from agentgit.issues import find_issue, insert_issue, issue_json, text_field, user_json_by_id
 
 
@@ -202,6 +203,7 @@ def open_pull(req, row, head, base, title, text, draft):
         db.execute("INSERT INTO pulls (issue_id, head_repo_id, head_ref, head_sha, base_ref, base_sha, draft)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?)", (issue_id, head_repo["id"], head_ref, head_sha, base, base_sha,
                                                      int(draft)))
+        notify(req, db, issue_id, text)
         req.effect("opened pull request #%d %s:%s → %s" % (number, head_repo["owner_login"], head_ref, base))
     if head_repo is not row:
         with open_repo(req.app, row["id"]) as git:

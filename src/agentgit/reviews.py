@@ -10,6 +10,7 @@ from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import full_name
 from agentgit.plumbing import route
+from agentgit.notifications import notify
 from agentgit.serializers import node_id, user_json
 from agentgit.issues import author_association, resolve_assignees, text_field, user_json_by_id
 from agentgit.pulls import PullState, find_pull, pull_json, pull_rows
@@ -143,6 +144,7 @@ def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
                                checked, stamp)
         if event is not None:
             db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], viewer))
+            notify(req, db, issue["id"], text + "".join(c[1] for c in checked))
         req.effect("review %d on #%d: %s%s" % (review_id, issue["number"], REVIEW_EVENTS.get(event, "PENDING"),
                                                ", %d comments" % len(checked) if checked else ""))
     return review_id
@@ -174,6 +176,8 @@ def submit_review(req, issue, review, event, text):
                           (REVIEW_EVENTS[event], text, now(), review["id"])).rowcount:
             raise invalid("PullRequestReview", "state", "custom", "Can not change a review that is submitted")
         db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], review["user_id"]))
+        notify(req, db, issue["id"], text + "".join(r[0] for r in db.execute(
+            "SELECT body FROM review_comments WHERE review_id = ?", (review["id"],))))
         req.effect("review %d on #%d submitted: %s" % (review["id"], issue["number"], REVIEW_EVENTS[event]))
 
 
@@ -272,8 +276,9 @@ def change_requested_reviewers(req, owner, repo, number, add):
                 if user_id == issue["user_id"]:
                     raise invalid("PullRequest", "reviewers", "custom",
                                   "Review cannot be requested from pull request author.")
-                db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
-                           (issue["id"], user_id))
+                if db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+                              (issue["id"], user_id)).rowcount:
+                    notify(req, db, issue["id"], event_reasons={user_id: "review_requested"})
             else:
                 db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], user_id))
         req.effect("%s review requests on #%d: %s" % ("added" if add else "removed", issue["number"],

@@ -1,4 +1,4 @@
-"""REST: search over repositories, issues and code."""
+"""REST: search over repositories, issues, code and accounts."""
 
 import re
 import stat
@@ -11,7 +11,7 @@ from agentgit.gitstore import branch_sha, open_repo
 from agentgit.accounts import REPO_SELECT, full_name
 from agentgit.policy import Resource, SITE
 from agentgit.plumbing import route
-from agentgit.serializers import repo_json
+from agentgit.serializers import repo_json, user_json
 from agentgit.issues import issue_json
 
 
@@ -83,6 +83,25 @@ def search_repositories(req):
             out.append(dict(repo_json(req.app, row), score=1.0))
     if req.query.get("sort") in ("updated", "stars", "forks", "help-wanted-issues"):
         out.sort(key=lambda r: r["updated_at"], reverse=req.query.get("order", "desc") == "desc")
+    return search_page(req, out)
+
+
+@route("GET", "/api/v3/search/users")
+def search_users(req):
+    """Free words match the login and the name; type:user (humans and agents) or type:org. Suspended
+    and retired accounts are not found, as GitHub leaves suspended ones out."""
+    words, quals, _ = parse_search(req.query.get("q", ""), req.principal.login)
+    if not words and not quals:
+        raise invalid("Search", "q", "missing", "a search needs words or qualifiers")
+    req.check("read_meta", SITE)
+    kinds = {"user": ("human", "agent"), "org": ("org",)}
+    wanted = [k for t in quals.get("type", []) for k in kinds.get(t, ())] or ["human", "agent", "org"]
+    out = []
+    for row in req.app.store.all("SELECT * FROM accounts WHERE suspended_at IS NULL AND retired_at IS NULL"
+                                 " ORDER BY login"):
+        text = ("%s %s" % (row["login"], row["name"] or "")).lower()
+        if row["kind"] in wanted and all(w in text for w in words) and req.can("read_account", Resource.account(row)):
+            out.append(dict(user_json(req.app, row), score=1.0))
     return search_page(req, out)
 
 
