@@ -43,31 +43,32 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     16. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
     17. notifications      REST: notifications, GitHub's inbox of threads, and watching repositories.
     18. issues             REST: issues, comments, labels and milestones.
-    19. pulls              REST: pull requests and their merges.
-    20. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    21. contents           REST: file contents and READMEs, read and written as commits.
-    22. protection         REST: branch protection, commit statuses and check runs.
-    23. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    24. releases           REST: releases, tags and release assets.
-    25. actions            REST: workflow records, Actions secrets and variables.
-    26. search             REST: search over repositories, issues, code and accounts.
-    27. orgs               REST: organizations, memberships and teams.
-    28. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    29. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    30. tasks              REST: task grants, task tokens, step-up and approvals.
-    31. freezes            REST: policy as data, and freezes (read-only by policy).
-    32. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    33. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    34. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    35. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    36. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    37. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    38. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    39. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    40. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    41. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    42. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    43. cli                Command line: serve, user, agent, connect, routes, audit.
+    19. sub_issues         REST: sub-issues, github.com's tree of issues: a parent lists its sub-issues in the order its
+    20. pulls              REST: pull requests and their merges.
+    21. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    22. contents           REST: file contents and READMEs, read and written as commits.
+    23. protection         REST: branch protection, commit statuses and check runs.
+    24. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    25. releases           REST: releases, tags and release assets.
+    26. actions            REST: workflow records, Actions secrets and variables.
+    27. search             REST: search over repositories, issues, code and accounts.
+    28. orgs               REST: organizations, memberships and teams.
+    29. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    30. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    31. tasks              REST: task grants, task tokens, step-up and approvals.
+    32. freezes            REST: policy as data, and freezes (read-only by policy).
+    33. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    34. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    35. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    36. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    37. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    38. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    39. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    40. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    41. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    42. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    43. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    44. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -434,6 +435,14 @@ CREATE TABLE IF NOT EXISTS issue_assignees (
     user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     PRIMARY KEY (issue_id, user_id)
 );
+
+-- github.com's sub-issues: each issue has at most one parent, its children in the order of position
+CREATE TABLE IF NOT EXISTS sub_issues (
+    parent_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    child_id   INTEGER NOT NULL UNIQUE REFERENCES issues(id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sub_issues_by_parent ON sub_issues(parent_id);
 
 CREATE TABLE IF NOT EXISTS labels (
     id           INTEGER PRIMARY KEY,
@@ -4662,7 +4671,137 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 19. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues: a parent lists its sub-issues in the order its
+# uses: errors, accounts, policy, plumbing, issues
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+MAX_SUB_ISSUES = 100
+MAX_DEPTH = 8
+
+
+def children(store, parent_id):
+    return store.all("SELECT i.* FROM sub_issues s JOIN issues i ON i.id = s.child_id WHERE s.parent_id = ?"
+                     " ORDER BY s.position, s.child_id", parent_id)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issues")
+def list_sub_issues(req, owner, repo, number):
+    _, issue = find_issue(req, owner, repo, number)
+    out = []
+    for child in children(req.app.store, issue["id"]):
+        child_repo = repo_by_id(req.app.store, child["repo_id"])
+        if req.can("read_code", Resource.repo(child_repo)):
+            out.append(issue_json(req.app, child_repo, child))
+    return req.paginate(out)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/parent")
+def get_parent(req, owner, repo, number):
+    _, issue = find_issue(req, owner, repo, number)
+    parent = req.app.store.one("SELECT i.* FROM sub_issues s JOIN issues i ON i.id = s.parent_id"
+                               " WHERE s.child_id = ?", issue["id"])
+    parent_repo = parent and repo_by_id(req.app.store, parent["repo_id"])
+    if parent is None or not req.can("read_code", Resource.repo(parent_repo)):
+        raise HTTPError(404, "Not Found")
+    return issue_json(req.app, parent_repo, parent)
+
+
+def sub_issue_of_request(req, parent_repo, body):
+    """The issue ``sub_issue_id`` names (its id, as GitHub takes it, not its number), if the caller may
+    read it; 422 for one that cannot be a sub-issue of this repository's issues."""
+    sub_id = req.field(body, "sub_issue_id", int, "SubIssue", required=True)
+    child = req.app.store.one("SELECT * FROM issues WHERE id = ?", sub_id)
+    child_repo = child and repo_by_id(req.app.store, child["repo_id"])
+    if child is None or not req.can("read_code", Resource.repo(child_repo)):
+        raise invalid("SubIssue", "sub_issue_id", "invalid", "There is no issue with id %d that you can see" % sub_id)
+    if child["is_pull"]:
+        raise invalid("SubIssue", "sub_issue_id", "custom", "A pull request cannot be a sub-issue")
+    if child_repo["owner_id"] != parent_repo["owner_id"]:
+        raise invalid("SubIssue", "sub_issue_id", "custom",
+                      "The sub-issue must belong to the same repository owner as the parent issue")
+    return child
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issues")
+def add_sub_issue(req, owner, repo, number):
+    row, parent = find_issue(req, owner, repo, number, "triage_issue")
+    body = req.json()
+    child = sub_issue_of_request(req, row, body)
+    replace = req.field(body, "replace_parent", bool, "SubIssue", default=False)
+    with req.transaction() as db:
+        ancestors, node = [], parent["id"]
+        while node is not None:
+            ancestors.append(node)
+            up = db.execute("SELECT parent_id FROM sub_issues WHERE child_id = ?", (node,)).fetchone()
+            node = up and up[0]
+        if child["id"] in ancestors:
+            raise invalid("SubIssue", "sub_issue_id", "custom", "An issue cannot be a sub-issue of itself or of its own"
+                                                                " sub-issues")
+        depth = 1 + deepest(db, child["id"])
+        if len(ancestors) + depth > MAX_DEPTH:
+            raise invalid("SubIssue", "sub_issue_id", "custom", "Sub-issues nest at most %d levels deep" % MAX_DEPTH)
+        if db.execute("SELECT COUNT(*) FROM sub_issues WHERE parent_id = ?", (parent["id"],)).fetchone()[0] >= \
+                MAX_SUB_ISSUES:
+            raise invalid("SubIssue", "sub_issue_id", "custom", "An issue has at most %d sub-issues" % MAX_SUB_ISSUES)
+        current = db.execute("SELECT parent_id FROM sub_issues WHERE child_id = ?", (child["id"],)).fetchone()
+        if current is not None and not (replace or current[0] == parent["id"]):
+            raise invalid("SubIssue", "sub_issue_id", "custom", "That issue already has a parent; replace_parent"
+                                                                " moves it")
+        last = db.execute("SELECT COALESCE(MAX(position), 0) FROM sub_issues WHERE parent_id = ?",
+                          (parent["id"],)).fetchone()[0]
+        db.execute("INSERT INTO sub_issues (parent_id, child_id, position) VALUES (?, ?, ?) ON CONFLICT (child_id)"
+                   " DO UPDATE SET parent_id = excluded.parent_id, position = excluded.position",
+                   (parent["id"], child["id"], last + 1))
+        req.effect("issue %d is a sub-issue of #%d" % (child["id"], parent["number"]))
+    return 201, issue_json(req.app, row, parent)
+
+
+def deepest(db, issue_id):
+    """How many levels of sub-issues hang below ``issue_id`` (0: none)."""
+    below = [r[0] for r in db.execute("SELECT child_id FROM sub_issues WHERE parent_id = ?", (issue_id,))]
+    return 1 + max(deepest(db, child) for child in below) if below else 0
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issue")
+def remove_sub_issue(req, owner, repo, number):
+    row, parent = find_issue(req, owner, repo, number, "triage_issue")
+    child = sub_issue_of_request(req, row, req.json())
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM sub_issues WHERE parent_id = ? AND child_id = ?",
+                          (parent["id"], child["id"])).rowcount:
+            raise invalid("SubIssue", "sub_issue_id", "custom", "That issue is not a sub-issue of #%d" % parent["number"])
+        req.effect("issue %d is no longer a sub-issue of #%d" % (child["id"], parent["number"]))
+    return issue_json(req.app, row, parent)
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issues/priority")
+def reprioritize_sub_issue(req, owner, repo, number):
+    """Moves a sub-issue to just after ``after_id`` or just before ``before_id`` (one of them)."""
+    row, parent = find_issue(req, owner, repo, number, "triage_issue")
+    body = req.json()
+    child = sub_issue_of_request(req, row, body)
+    after = req.field(body, "after_id", int, "SubIssue")
+    before = req.field(body, "before_id", int, "SubIssue")
+    if (after is None) == (before is None):
+        raise invalid("SubIssue", "after_id", "custom", "Give after_id or before_id, one of them")
+    with req.transaction() as db:
+        order = [r[0] for r in db.execute("SELECT child_id FROM sub_issues WHERE parent_id = ? ORDER BY position,"
+                                          " child_id", (parent["id"],))]
+        anchor = after if after is not None else before
+        if child["id"] not in order or anchor not in order or anchor == child["id"]:
+            raise invalid("SubIssue", "sub_issue_id", "custom", "Both issues must be other sub-issues of #%d" %
+                          parent["number"])
+        order.remove(child["id"])
+        order.insert(order.index(anchor) + (after is not None), child["id"])
+        for position, child_id in enumerate(order, 1):
+            db.execute("UPDATE sub_issues SET position = ? WHERE child_id = ?", (position, child_id))
+        req.effect("sub-issues of #%d reordered: issue %d %s issue %d" % (
+            parent["number"], child["id"], "after" if after is not None else "before", anchor))
+    return issue_json(req.app, row, parent)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 20. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, plumbing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5142,7 +5281,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 21. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, errors, accounts, plumbing, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5430,7 +5569,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 22. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5627,7 +5766,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 23. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5883,7 +6022,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 24. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6226,7 +6365,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 25. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6559,7 +6698,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/actions.py — REST: workflow records, Actions secrets and variables.
+# 26. src/agentgit/actions.py — REST: workflow records, Actions secrets and variables.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6921,7 +7060,7 @@ def update_variable(req, owner, repo, name):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 27. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, plumbing, serializers, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7128,7 +7267,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 28. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7163,6 +7302,13 @@ def create_org(req):
 @route("GET", "/api/v3/orgs/{org}")
 def get_org(req, org):
     return org_json(req.app, find_org(req, org), detail=True)
+
+
+@route("GET", "/api/v3/orgs/{org}/issue-types")
+def list_issue_types(req, org):
+    """github.com's issue types: agentgit has none, so every organization's list is empty."""
+    find_org(req, org)
+    return []
 
 
 @route("PATCH", "/api/v3/orgs/{org}")
@@ -7469,7 +7615,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 29. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7628,7 +7774,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 30. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8056,7 +8202,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 31. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8412,7 +8558,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 32. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, plumbing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8539,7 +8685,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 33. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8802,7 +8948,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 34. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9409,7 +9555,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 35. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9755,7 +9901,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 36. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10166,7 +10312,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 37. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10447,7 +10593,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 38. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10835,7 +10981,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 39. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, issues, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11315,7 +11461,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 40. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11699,7 +11845,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 41. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11928,7 +12074,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# 42. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
 # uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12433,7 +12579,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 43. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12607,7 +12753,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 44. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

@@ -188,6 +188,14 @@ CREATE TABLE IF NOT EXISTS issue_assignees (
     PRIMARY KEY (issue_id, user_id)
 );
 
+-- github.com's sub-issues: each issue has at most one parent, its children in the order of position
+CREATE TABLE IF NOT EXISTS sub_issues (
+    parent_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    child_id   INTEGER NOT NULL UNIQUE REFERENCES issues(id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sub_issues_by_parent ON sub_issues(parent_id);
+
 CREATE TABLE IF NOT EXISTS labels (
     id           INTEGER PRIMARY KEY,
     repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,

@@ -119,3 +119,41 @@ def test_private_repo_issues_are_hidden(server, repo):
                                ("POST", "/repos/olivia/secret/issues/1/comments", {"body": "x"})):
         assert api(server, method, path, repo["out"], body).status == 404, path
     assert api(server, "GET", "/issues?filter=all", repo["out"]).json == []
+
+
+def test_sub_issues_a_tree_in_order(server, repo):
+    """tess (triage) files issues under an epic, orders them, moves one to another parent and takes one
+    out; no cycles, no pull requests, no issues of another owner; a reader may look, not change."""
+    o, tess, rita = repo["olivia"], repo["tess"], repo["rita"]
+    ids = {}
+    for title in ("Epic", "Parse", "Render", "Ship"):
+        ids[title] = api(server, "POST", "/repos/olivia/app/issues", o, {"title": title}).json["id"]
+
+    def sub_issues(number):
+        return [i["title"] for i in api(server, "GET", "/repos/olivia/app/issues/%d/sub_issues" % number, rita).json]
+    for title in ("Parse", "Render", "Ship"):
+        r = api(server, "POST", "/repos/olivia/app/issues/1/sub_issues", tess, {"sub_issue_id": ids[title]})
+        assert (r.status, r.json["number"]) == (201, 1)
+    assert sub_issues(1) == ["Parse", "Render", "Ship"]
+    assert api(server, "GET", "/repos/olivia/app/issues/3/parent", rita).json["title"] == "Epic"
+    r = api(server, "PATCH", "/repos/olivia/app/issues/1/sub_issues/priority", tess,
+            {"sub_issue_id": ids["Ship"], "before_id": ids["Parse"]})
+    assert r.status == 200 and sub_issues(1) == ["Ship", "Parse", "Render"]
+    # Render moves under Parse only with replace_parent; Epic under Render would be a cycle
+    again = api(server, "POST", "/repos/olivia/app/issues/2/sub_issues", tess, {"sub_issue_id": ids["Render"]})
+    assert again.status == 422 and "replace_parent" in again.json["errors"][0]["message"]
+    assert api(server, "POST", "/repos/olivia/app/issues/2/sub_issues", tess,
+               {"sub_issue_id": ids["Render"], "replace_parent": True}).status == 201
+    assert sub_issues(1) == ["Ship", "Parse"] and sub_issues(2) == ["Render"]
+    cycle = api(server, "POST", "/repos/olivia/app/issues/3/sub_issues", tess, {"sub_issue_id": ids["Epic"]})
+    assert cycle.status == 422 and "itself" in cycle.json["errors"][0]["message"]
+    # a reader cannot change the tree; an unknown or foreign issue is refused
+    assert api(server, "POST", "/repos/olivia/app/issues/1/sub_issues", rita, {"sub_issue_id": ids["Ship"]}).status == 403
+    assert api(server, "POST", "/repos/olivia/app/issues/1/sub_issues", tess, {"sub_issue_id": 999}).status == 422
+    api(server, "POST", "/user/repos", repo["out"], {"name": "theirs", "auto_init": True})
+    foreign = api(server, "POST", "/repos/out/theirs/issues", repo["out"], {"title": "theirs"}).json["id"]
+    r = api(server, "POST", "/repos/olivia/app/issues/1/sub_issues", tess, {"sub_issue_id": foreign})
+    assert r.status == 422 and "same repository owner" in r.json["errors"][0]["message"]
+    r = api(server, "DELETE", "/repos/olivia/app/issues/1/sub_issue", tess, {"sub_issue_id": ids["Ship"]})
+    assert r.status == 200 and sub_issues(1) == ["Parse"]
+    assert api(server, "GET", "/repos/olivia/app/issues/4/parent", rita).status == 404

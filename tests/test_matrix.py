@@ -55,6 +55,9 @@ def build_world(data_dir):
         comment = api(srv, "POST", "/repos/alice/secret/issues/1/comments", alice, {"body": "hi"}).json
         pull = api(srv, "POST", "/repos/alice/secret/pulls", alice, {"title": "f", "head": "feature", "base": "main"}).json
         review = api(srv, "POST", "/repos/alice/secret/pulls/2/reviews", walt, {"event": "COMMENT", "body": "ok"}).json
+        epic = api(srv, "POST", "/repos/alice/secret/issues", alice, {"title": "epic"}).json     # #1's parent
+        assert api(srv, "POST", "/repos/alice/secret/issues/%d/sub_issues" % epic["number"], alice,
+                   {"sub_issue_id": issue["id"]}).status == 201
         assert api(srv, "POST", "/repos/alice/secret/milestones", alice, {"title": "v1"}).status == 201
         release = api(srv, "POST", "/repos/alice/secret/releases", alice, {"tag_name": "v1"}).json
         asset = call(srv, "POST", "/api/uploads/repos/alice/secret/releases/%d/assets?name=a.txt" % release["id"], alice,
@@ -124,7 +127,7 @@ def build_world(data_dir):
                   "forged": forged[:-6] + "abcdef", "foreign": foreign}
         thread = api(srv, "GET", "/notifications", alice).json[0]["id"]     # walt reviewed her pull request
         ids = {"issue": issue["number"], "comment": comment["id"], "pull": pull["number"], "review": review["id"],
-               "thread": thread,
+               "thread": thread, "epic": epic["id"],
                "release": release["id"], "asset": asset["id"], "check": check["id"], "run": run["id"],
                "sha": main, "bot": bot, "grant": tasks["secret"]["id"], "freeze": freeze["id"],
                "token": revoked["id"], "approval": approval_id, "admin": admin, "tag": tag, "tree": tree,
@@ -266,6 +269,9 @@ def route_body(method, pattern, ids):
         ("POST", repo + "/pulls"): {"title": "t", "head": "feature", "base": "main"},
         ("POST", repo + "/pulls/{number:int}/requested_reviewers"): {"reviewers": ["walt"]},
         ("POST", repo + "/pulls/{number:int}/reviews"): {"event": "COMMENT", "body": "b"},
+        ("POST", repo + "/issues/{number:int}/sub_issues"): {"sub_issue_id": ids["epic"]},
+        ("DELETE", repo + "/issues/{number:int}/sub_issue"): {"sub_issue_id": ids["epic"]},
+        ("PATCH", repo + "/issues/{number:int}/sub_issues/priority"): {"sub_issue_id": ids["epic"], "after_id": 1},
         ("POST", repo + "/releases"): {"tag_name": "v2"},
         ("POST", repo + "/statuses/{sha}"): {"state": "success"},
         ("PUT", "/api/v3/orgs/{org}/memberships/{login}"): {"role": "admin"},
@@ -383,6 +389,7 @@ DELETE  /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}           
 DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels/{name}            repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/lock                     repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issue                repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_write
@@ -413,6 +420,7 @@ GET     /api/v3/notifications                                                   
 GET     /api/v3/notifications/threads/{thread_id:int}                             inbox_thread
 GET     /api/v3/notifications/threads/{thread_id:int}/subscription                inbox_thread
 GET     /api/v3/orgs/{org}                                                        public_outside_tasks
+GET     /api/v3/orgs/{org}/issue-types                                            public_outside_tasks
 GET     /api/v3/orgs/{org}/members                                                public_outside_tasks
 GET     /api/v3/orgs/{org}/memberships/{login}                                    org_member
 GET     /api/v3/orgs/{org}/repos                                                  public_outside_tasks
@@ -465,6 +473,8 @@ GET     /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}           
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}                          repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/comments                 repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/parent                   repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issues               repo_read
 GET     /api/v3/repos/{owner}/{repo}/labels                                       repo_read
 GET     /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_read
 GET     /api/v3/repos/{owner}/{repo}/milestones                                   repo_read
@@ -528,6 +538,7 @@ PATCH   /api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}                    
 PATCH   /api/v3/repos/{owner}/{repo}/git/refs/{ref:path}                          repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}             repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/issues/{number:int}                          repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issues/priority      repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/pulls/{number:int}                           repo_write
@@ -571,6 +582,7 @@ POST    /api/v3/repos/{owner}/{repo}/git/trees                                  
 POST    /api/v3/repos/{owner}/{repo}/issues                                       repo_read
 POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/comments                 repo_read
 POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_write
+POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issues               repo_write
 POST    /api/v3/repos/{owner}/{repo}/labels                                       repo_write
 POST    /api/v3/repos/{owner}/{repo}/merge-upstream                               repo_read
 POST    /api/v3/repos/{owner}/{repo}/milestones                                   repo_write

@@ -35,7 +35,7 @@ if importlib.util.find_spec("dulwich") is None:
 MODULES = (
     "config", "errors", "storage", "gitstore", "tokens", "accounts", "policy", "audit", "approvals", "intents",
     "authentication", "plumbing", "serializers", "lookups",
-    "users", "repositories", "notifications", "issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "actions",
+    "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "actions",
     "search", "orgs", "agents", "delegation", "tasks", "freezes",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
     "web", "oauth", "githttp", "pages", "server", "clients", "cli",

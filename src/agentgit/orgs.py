@@ -46,6 +46,13 @@ def get_org(req, org):
     return org_json(req.app, find_org(req, org), detail=True)
 
 
+@route("GET", "/api/v3/orgs/{org}/issue-types")
+def list_issue_types(req, org):
+    """github.com's issue types: agentgit has none, so every organization's list is empty."""
+    find_org(req, org)
+    return []
+
+
 @route("PATCH", "/api/v3/orgs/{org}")
 def update_org(req, org):
     body = req.json()
