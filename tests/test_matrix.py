@@ -156,7 +156,7 @@ def route_path(method, pattern, ids):
     fill["run_id"] = ids["check"] if "/check-runs/" in pattern else ids["run"]
     fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
         pattern.split("/")[-2], ids["sha"])
-    fill["rest"] = "main/README.md" if "/blob/" in pattern else "main"
+    fill["rest"] = "main/README.md" if "/blob/" in pattern or "raw/" in pattern else "main"
     fill["ref"] = ("main" if "/commits/" in pattern or "ball/" in pattern else "heads/" if "matching-refs" in pattern else
                    "heads/feature" if method != "GET" else "heads/main")
     fill["name"] = ("TOKEN" if "/secrets/" in pattern else "VAR" if "/variables/" in pattern else
@@ -517,6 +517,7 @@ GET     /approvals                                                              
 GET     /login                                                                    web_page
 GET     /login/device                                                             web_page
 GET     /login/oauth/authorize                                                    web_page
+GET     /raw/{owner}/{repo}/{rest:path}                                           repo_read
 GET     /settings/agents                                                          web_page
 GET     /settings/tokens                                                          web_page
 GET     /{owner}                                                                  web_page
@@ -526,6 +527,7 @@ GET     /{owner}/{repo}/commit/{sha}                                            
 GET     /{owner}/{repo}/info/refs                                                 git_read
 GET     /{owner}/{repo}/issues/{number:int}                                       web_private
 GET     /{owner}/{repo}/pull/{number:int}                                         web_private
+GET     /{owner}/{repo}/raw/{rest:path}                                           web_private
 GET     /{owner}/{repo}/releases/download/{tag}/{name}                            git_read
 GET     /{owner}/{repo}/tree/{rest:path}                                          web_private
 PATCH   /api/ext/v1/agent-bindings/{login}                                        owner_only

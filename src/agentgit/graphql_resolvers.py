@@ -12,6 +12,7 @@ from agentgit.serializers import account_for_email, git_person_json, node_id, re
 from agentgit.lookups import find_repo, signed_in
 from agentgit.repositories import people_with_access, repos_reachable_by
 from agentgit.issues import comment_json, issue_json
+from agentgit.sub_issues import children
 from agentgit.pulls import PullState, head_repository, mergeability
 from agentgit.reviews import review_json, visible_reviews
 from agentgit.releases import release_json, visible_releases
@@ -205,6 +206,42 @@ def resolve_user_organizations(ctx, parent, args):
         mine = {r["org_id"] for r in store.all("SELECT org_id FROM org_members WHERE user_id = ?",
                                                viewer["id"] if viewer else -1)}
         rows = [r for r in rows if r["id"] in mine]
+    return paginate_connection(rows, args, lambda r: gql_user(ctx.app, r))
+
+
+def visible_teams(ctx, org_login, rows):
+    return [t for t in rows if ctx.req.can("read_team", Resource.team(t, org_login))]
+
+
+def gql_team(ctx, org_login, row):
+    return {"__typename": "Team", "id": node_id("Team", row["id"]), "databaseId": row["id"], "name": row["name"],
+            "slug": row["slug"], "description": row["description"] or "", "privacy": row["privacy"].upper(),
+            "_org": org_login}
+
+
+def resolve_org_teams(ctx, parent, args):
+    """Organization.teams: those the viewer may see, of the members ``userLogins`` names when it does."""
+    org = account_by_login(ctx.app.store, parent["login"])
+    rows = ctx.app.store.all("SELECT * FROM teams WHERE org_id = ? ORDER BY slug", org["id"])
+    if args.get("userLogins"):
+        logins = [login.lower() for login in args["userLogins"]]
+        rows = [t for t in rows if ctx.app.store.one(
+            "SELECT 1 FROM team_members m JOIN accounts a ON a.id = m.user_id WHERE m.team_id = ? AND"
+            " lower(a.login) IN (%s)" % ",".join("?" * len(logins)), t["id"], *logins)]
+    return paginate_connection(visible_teams(ctx, org["login"], rows), args,
+                               lambda t: gql_team(ctx, org["login"], t))
+
+
+def resolve_org_team(ctx, parent, args):
+    org = account_by_login(ctx.app.store, parent["login"])
+    rows = visible_teams(ctx, org["login"], ctx.app.store.all("SELECT * FROM teams WHERE org_id = ? AND slug = ?",
+                                                              org["id"], args["slug"]))
+    return gql_team(ctx, org["login"], rows[0]) if rows else None
+
+
+def resolve_team_members(ctx, parent, args):
+    rows = ctx.app.store.all("SELECT a.* FROM accounts a JOIN team_members m ON m.user_id = a.id WHERE m.team_id = ?"
+                             " ORDER BY a.login", parent["databaseId"])
     return paginate_connection(rows, args, lambda r: gql_user(ctx.app, r))
 
 
@@ -409,8 +446,7 @@ def gql_issue(ctx, repo_row, row):
             "stateReason": i["state_reason"].upper() if i["state_reason"] else None, "body": i["body"] or "",
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
             "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row,
-            "_repo": repo_row, "reactionGroups": [], "issueType": None, "parent": None,
-            "subIssuesSummary": {"total": 0, "completed": 0, "percentCompleted": 0}, **gql_lock(row),
+            "_repo": repo_row, "reactionGroups": [], "issueType": None, **gql_lock(row),
             "milestone": {"__typename": "Milestone", "id": m["node_id"], "number": m["number"], "title": m["title"],
                           "description": m["description"], "dueOn": m["due_on"], "state": m["state"].upper(),
                           "url": m["html_url"]} if m else None}
@@ -444,8 +480,31 @@ def resolve_comments(ctx, parent, args):
     return paginate_connection(rows, args, node)
 
 
+def visible_sub_issues(ctx, issue):
+    """(repository, issue) of each sub-issue the viewer may read, in their order."""
+    out = []
+    for child in children(ctx.app.store, issue["id"]):
+        child_repo = repo_by_id(ctx.app.store, child["repo_id"])
+        if ctx.req.can("read_code", Resource.repo(child_repo)):
+            out.append((child_repo, child))
+    return out
+
+
 def resolve_sub_issues(ctx, parent, args):
-    return paginate_connection([], args, lambda n: n)
+    return paginate_connection(visible_sub_issues(ctx, parent["_row"]), args, lambda pair: gql_issue(ctx, *pair))
+
+
+def resolve_sub_issues_summary(ctx, parent, args):
+    found = visible_sub_issues(ctx, parent["_row"])
+    done = sum(1 for _, child in found if child["state"] == "closed")
+    return {"total": len(found), "completed": done, "percentCompleted": done * 100 // len(found) if found else 0}
+
+
+def resolve_issue_parent(ctx, parent, args):
+    row = ctx.app.store.one("SELECT i.* FROM sub_issues s JOIN issues i ON i.id = s.parent_id WHERE s.child_id = ?",
+                            parent["_row"]["id"])
+    repo_row = row and repo_by_id(ctx.app.store, row["repo_id"])
+    return gql_issue(ctx, repo_row, row) if row and ctx.req.can("read_code", Resource.repo(repo_row)) else None
 
 
 def resolve_issue_labels(ctx, parent, args):

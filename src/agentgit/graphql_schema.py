@@ -11,7 +11,9 @@ from agentgit.graphql_resolvers import (CONNECTION_ARGS, GField, REQUIRED_CHECK_
                                         resolve_repo_parent, resolve_repository, resolve_review_decision,
                                         resolve_review_requests, resolve_reviews, resolve_search,
                                         resolve_status_rollup, resolve_sub_issues, resolve_user,
-                                        resolve_user_organizations, resolve_viewer)
+                                        resolve_user_organizations, resolve_viewer,
+                                        resolve_issue_parent, resolve_org_team, resolve_org_teams,
+                                        resolve_sub_issues_summary, resolve_team_members)
 from agentgit.graphql_mutations import (mutate_add_comment, mutate_add_review, mutate_add_review_thread,
                                         mutate_archived, mutate_create_issue, mutate_create_pull,
                                         mutate_create_repository, mutate_delete_review, mutate_draft,
@@ -34,6 +36,7 @@ GRAPHQL_ENUMS = {
     "PullRequestReviewEvent": ["COMMENT", "APPROVE", "REQUEST_CHANGES", "DISMISS"],
     "PullRequestReviewState": ["PENDING", "COMMENTED", "APPROVED", "CHANGES_REQUESTED", "DISMISSED"],
     "DiffSide": ["LEFT", "RIGHT"],
+    "TeamPrivacy": ["SECRET", "VISIBLE"],
     "PullRequestReviewThreadSubjectType": ["LINE", "FILE"],
     "StatusState": ["EXPECTED", "ERROR", "FAILURE", "PENDING", "SUCCESS"],
     "CheckStatusState": ["REQUESTED", "QUEUED", "IN_PROGRESS", "COMPLETED", "WAITING", "PENDING"],
@@ -152,7 +155,18 @@ GRAPHQL_TYPES = {
                                 dict(CONNECTION_ARGS, orderBy="OrganizationOrder"))})},
     "OrganizationConnection": connection_type("Organization"), "OrganizationEdge": edge_type("Organization"),
     "Organization": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(
-        OWNER_FIELDS, **{"databaseId": GField("Int"), "name": GField("String"), "createdAt": GField("DateTime!")})},
+        OWNER_FIELDS, **{"databaseId": GField("Int"), "name": GField("String"), "createdAt": GField("DateTime!"),
+                         "teams": GField("TeamConnection!", resolve_org_teams, dict(
+                             CONNECTION_ARGS, userLogins="[String!]", query="String")),
+                         "team": GField("Team", resolve_org_team, {"slug": "String!"})})},
+    "Team": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
+        "id": GField("ID!"), "databaseId": GField("Int"), "name": GField("String!"), "slug": GField("String!"),
+        "description": GField("String"), "privacy": GField("TeamPrivacy!"),
+        "members": GField("TeamMemberConnection!", resolve_team_members, dict(CONNECTION_ARGS))}},
+    "TeamConnection": connection_type("Team"), "TeamEdge": edge_type("Team"),
+    "TeamMemberConnection": dict(connection_type("User"), fields=dict(connection_type("User")["fields"],
+                                                                       edges=GField("[TeamMemberEdge]"))),
+    "TeamMemberEdge": edge_type("User!"),
     "Repository": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "databaseId": GField("Int"), "name": GField("String!"),
         "nameWithOwner": GField("String!"), "owner": GField("RepositoryOwner!"), "description": GField("String"),
@@ -207,9 +221,9 @@ GRAPHQL_TYPES = {
         "reactionGroups": GField("[ReactionGroup!]"), "locked": GField("Boolean!"),
         "activeLockReason": GField("LockReason"),
         # Newer than the schema in ../shared, but gh 2.102 asks for them; nothing here has types or sub-issues.
-        "issueType": GField("IssueType"), "parent": GField("Issue"),
+        "issueType": GField("IssueType"), "parent": GField("Issue", resolve_issue_parent),
         "subIssues": GField("IssueConnection!", resolve_sub_issues, dict(CONNECTION_ARGS)),
-        "subIssuesSummary": GField("SubIssuesSummary!")}},
+        "subIssuesSummary": GField("SubIssuesSummary!", resolve_sub_issues_summary)}},
     "Milestone": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "number": GField("Int!"), "title": GField("String!"), "description": GField("String"),
         "dueOn": GField("DateTime"), "state": GField("MilestoneState!"), "url": GField("URI!")}},

@@ -10,7 +10,7 @@ quiet. Whoever can no longer read the repository is not told, and does not see i
 
 import re
 
-from agentgit.config import now
+from agentgit.config import now, parse_time
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import REPO_SELECT, full_name, repo_by_id
 from agentgit.policy import RANK, Resource, repo_permission
@@ -82,6 +82,14 @@ def thread_json(app, thread, issue, repo):
         "last_read_at": thread["last_read_at"], "url": url, "subscription_url": url + "/subscription"}
 
 
+def timestamp(text, field):
+    """An ISO 8601 time (any offset, any fraction) as the database writes times, to compare with them."""
+    try:
+        return parse_time(text).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise invalid("Notification", field, message="%s must be an ISO 8601 time, as 2026-01-31T12:00:00Z" % field)
+
+
 def inbox(req, repo=None):
     """The caller's threads (of ``repo``) that she may still read, newest first, as the query asks:
     all=true for read ones too, participating=true for those she takes part in, since/before."""
@@ -95,7 +103,7 @@ def inbox(req, repo=None):
     for key, op in (("since", ">="), ("before", "<")):
         if req.query.get(key):
             where.append("t.updated_at %s ?" % op)
-            args.append(req.query[key])
+            args.append(timestamp(req.query[key], key))
     if repo is not None:
         where.append("i.repo_id = ?")
         args.append(repo["id"])
@@ -125,7 +133,8 @@ def mark_read(req, repo=None):
     """Every thread updated before last_read_at (default: now) read, as GitHub's 205 says."""
     user = signed_in(req)
     body = req.json()
-    until = req.field(body, "last_read_at", str, "Notification") or now()
+    until = req.field(body, "last_read_at", str, "Notification")
+    until = timestamp(until, "last_read_at") if until else now()
     req.authorize("manage_notifications", Resource.account(user))
     with req.transaction() as db:
         count = db.execute("UPDATE notification_threads SET unread = 0, last_read_at = ? WHERE user_id = ? AND"

@@ -12,7 +12,7 @@ from agentgit.plumbing import not_found_message
 from agentgit.lookups import find_repo
 from agentgit.issues import find_issue
 from agentgit.pulls import PullState, find_pull
-from agentgit.contents import lookup_path
+from agentgit.contents import file_at, path_at, raw_answer, split_ref
 from agentgit.web import html_page, web_route
 
 
@@ -105,39 +105,25 @@ def repository_page(req, owner, repo):
 @web_route("GET", "/{owner}/{repo}/tree/{rest:path}")
 def tree_route(req, owner, repo, rest):
     row = find_repo(req, owner, repo)
-    ref, path = split_ref(req, row, rest)
+    with open_repo(req.app, row["id"]) as git:
+        ref, path = split_ref(git, rest)
     return tree_page(req, row, ref, path)
 
 
 @web_route("GET", "/{owner}/{repo}/blob/{rest:path}")
 def blob_route(req, owner, repo, rest):
     row = find_repo(req, owner, repo)
-    ref, path = split_ref(req, row, rest)
+    data = file_at(req, row, rest)
     with open_repo(req.app, row["id"]) as git:
-        _, found = path_at(git, ref, path)
-        if found is None or found[0] == 0o040000:
-            raise HTTPError(404, "Not Found")
-        data = git[found[1].encode()].data
+        ref, path = split_ref(git, rest)
     crumbs = "%s @ %s" % (link(repo_path(row), full_name(row)), esc(ref))
     return html_page(path, "<p>%s</p>%s" % (crumbs, pre(data)))
 
 
-def path_at(git, ref, path):
-    """(the commit ``ref`` names, (mode, sha) of ``path`` in its tree): either None where it is not there."""
-    sha = resolve_commit(git, ref)
-    return sha, lookup_path(git, git[sha.encode()].tree.decode(), path) if sha else None
-
-
-def split_ref(req, row, rest):
-    """(ref, path) from tree/ and blob/ paths, where a branch name may hold slashes: the longest branch
-    or tag that starts the path, else its first segment (a commit sha)."""
-    with open_repo(req.app, row["id"]) as git:
-        names = [r.split("/", 2)[2] for r in list(list_refs(git, "refs/heads/")) + list(list_refs(git, "refs/tags/"))]
-    for name in sorted(names, key=len, reverse=True):
-        if rest == name or rest.startswith(name + "/"):
-            return name, rest[len(name) + 1:]
-    ref, _, path = rest.partition("/")
-    return ref, path
+@web_route("GET", "/{owner}/{repo}/raw/{rest:path}")
+def raw_route(req, owner, repo, rest):
+    """A file's bytes (the raw_url of a pull request's files), for whoever is signed in here."""
+    return raw_answer(file_at(req, find_repo(req, owner, repo), rest))
 
 
 def tree_page(req, row, ref, path):

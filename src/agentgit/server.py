@@ -163,7 +163,7 @@ class App:
                 req.surface = "web"
                 req.principal, req.session = session_principal(self, req)
             else:
-                if not req.raw_path.startswith("/api/"):
+                if not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
                 req.principal = authenticate(self, handler.headers, req.client, peer)
