@@ -50,25 +50,27 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     23. protection         REST: branch protection, commit statuses and check runs.
     24. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     25. releases           REST: releases, tags and release assets.
-    26. actions            REST: workflow records, Actions secrets and variables.
-    27. search             REST: search over repositories, issues, code and accounts.
-    28. orgs               REST: organizations, memberships and teams.
-    29. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    30. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    31. tasks              REST: task grants, task tokens, step-up and approvals.
-    32. freezes            REST: policy as data, and freezes (read-only by policy).
-    33. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    34. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    35. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    36. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    37. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    38. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    39. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    40. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    41. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    42. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    43. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    44. cli                Command line: serve, user, agent, connect, routes, audit.
+    26. deploy_keys        REST: deploy keys, the SSH public keys a repository's admins register for machines.
+    27. actions            REST: workflow records and their runs (which nothing here executes).
+    28. search             REST: search over repositories, issues, code and accounts.
+    29. orgs               REST: organizations, memberships and teams.
+    30. actions_config     REST: what Actions workflows would be configured with — environments, and the secrets and variables
+    31. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    32. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    33. tasks              REST: task grants, task tokens, step-up and approvals.
+    34. freezes            REST: policy as data, and freezes (read-only by policy).
+    35. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    36. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    37. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    38. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    39. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    40. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    41. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    42. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    43. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    44. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    45. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    46. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -102,6 +104,7 @@ import socketserver
 import sqlite3
 import ssl
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -627,6 +630,7 @@ CREATE TABLE IF NOT EXISTS workflows (
     repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
     path        TEXT NOT NULL,
     created_at  TEXT NOT NULL,
+    disabled_at TEXT,                 -- disabled by hand (gh workflow disable): not dispatched
     UNIQUE (repo_id, path)
 );
 
@@ -820,6 +824,78 @@ CREATE TABLE IF NOT EXISTS variables (
     PRIMARY KEY (repo_id, name)
 );
 
+-- Deploy keys: OpenSSH public keys (TYPE BASE64), each registered once on the server (fingerprint:
+-- SHA-256 of the key blob). Nothing here speaks SSH: they are kept for the tools that manage them.
+CREATE TABLE IF NOT EXISTS deploy_keys (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    title        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL UNIQUE,
+    read_only    INTEGER NOT NULL DEFAULT 1,
+    added_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL
+);
+
+-- Environments (nothing deploys here: a name, its protection settings as JSON, its secrets and
+-- variables), and the secrets and variables of environments and of organizations. An organization's
+-- are for all its repositories, its private ones, or those selected in org_selected_repos.
+CREATE TABLE IF NOT EXISTS environments (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL COLLATE NOCASE,
+    settings    TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    UNIQUE (repo_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS environment_secrets (
+    environment_id   INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (environment_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS environment_variables (
+    environment_id   INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (environment_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS org_secrets (
+    org_id           INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    visibility       TEXT NOT NULL CHECK (visibility IN ('all', 'private', 'selected')),
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS org_variables (
+    org_id           INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    visibility       TEXT NOT NULL CHECK (visibility IN ('all', 'private', 'selected')),
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS org_selected_repos (
+    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind     TEXT NOT NULL CHECK (kind IN ('secrets', 'variables')),
+    name     TEXT NOT NULL,
+    repo_id  INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    PRIMARY KEY (org_id, kind, name, repo_id)
+);
+
 -- Settings an operator chooses once for the installation (e.g. agent_credentials: bootstrap or direct).
 CREATE TABLE IF NOT EXISTS settings (
     name   TEXT PRIMARY KEY,
@@ -862,9 +938,11 @@ MIGRATIONS = {
         " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"
         " UPDATE repos SET forked_by = owner_id WHERE parent_id IS NOT NULL AND forked_by IS NULL AND"
         " owner_id IN (SELECT id FROM accounts WHERE kind != 'org');"),
-    # pending reviews: a new state, and no submission time until submitted; multi-line review comments
+    # pending reviews: a new state, and no submission time until submitted; multi-line review comments;
+    # workflows disabled by hand
     8: Migration([("review_comments", "start_line INTEGER"), ("review_comments", "start_side TEXT NOT NULL DEFAULT 'RIGHT'"),
-                  ("review_comments", "subject_type TEXT NOT NULL DEFAULT 'LINE'")],
+                  ("review_comments", "subject_type TEXT NOT NULL DEFAULT 'LINE'"),
+                  ("workflows", "disabled_at TEXT")],
                  "ALTER TABLE reviews RENAME TO reviews_before_v8;",
                  "INSERT INTO reviews (id, issue_id, user_id, state, body, commit_id, submitted_at) SELECT id, issue_id,"
                  " user_id, state, body, commit_id, submitted_at FROM reviews_before_v8; DROP TABLE reviews_before_v8;"),
@@ -1551,6 +1629,8 @@ ACTIONS = {
     "push_branch":        Action("repo", "write"),
     "delete_branch":      Action("repo", "write"),
     "admin_repo":         Action("repo", "admin"),
+    "read_deploy_keys":   Action("repo", "admin", mutation=False),
+    "manage_workflows":   Action("repo", "write"),
     "delete_repo":        Action("repo", "admin", scope="delete_repo"),
     "read_collaborators": Action("repo", "write", mutation=False),
     "open_issue":         Action("repo", "read"),
@@ -1584,6 +1664,10 @@ ACTIONS = {
     "read_org":           Action("org", "none", mutation=False),
     "read_org_private":   Action("org", "read", scope="read:org", mutation=False),
     "manage_org":         Action("org", "admin", scope="admin:org"),
+    "read_org_secrets":   Action("org", "admin", scope="admin:org", mutation=False, sensitive=True),
+    "write_org_secrets":  Action("org", "admin", scope="admin:org"),
+    "read_org_variables": Action("org", "admin", scope="admin:org", mutation=False),
+    "write_org_variables": Action("org", "admin", scope="admin:org"),
     "revoke_org_access":  Action("org", "admin", scope="admin:org"),   # taking access away: even when frozen
     "freeze_org":         Action("org", "admin", scope="admin:org", humans_only=True),
     "read_team":          Action("team", "read", scope="read:org", mutation=False),
@@ -6747,7 +6831,84 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/actions.py — REST: workflow records, Actions secrets and variables.
+# 26. src/agentgit/deploy_keys.py — REST: deploy keys, the SSH public keys a repository's admins register for machines.
+# uses: config, errors, accounts, plumbing, issues, lookups
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                 "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+MAX_KEY_BYTES = 16 * 1024
+
+
+def ssh_public_key(text):
+    """'TYPE BASE64' of an OpenSSH public key line (its comment dropped), or 422: the type must be one
+    OpenSSH makes and the blob must begin with that same type, as ssh-keygen writes it."""
+    words = text.strip().split() if isinstance(text, str) and len(text) <= MAX_KEY_BYTES else []
+    try:
+        kind, blob = words[0], base64.b64decode(words[1], validate=True)
+        (length,) = struct.unpack(">I", blob[:4])
+        inner = blob[4:4 + length].decode("ascii")
+    except (IndexError, ValueError, struct.error, UnicodeDecodeError):
+        kind, inner = None, ""
+    if kind not in SSH_KEY_TYPES or inner != kind:
+        raise invalid("PublicKey", "key", "custom", "key is invalid. You must supply a key in OpenSSH public key format")
+    return "%s %s" % (kind, words[1])
+
+
+def deploy_key_json(app, repo_row, row):
+    return {"id": row["id"], "key": row["key"], "title": row["title"], "verified": True,
+            "url": "%s/repos/%s/keys/%d" % (app.api, full_name(repo_row), row["id"]),
+            "created_at": row["created_at"], "read_only": bool(row["read_only"]), "last_used": None,
+            "added_by": (user_json_by_id(app, row["added_by"]) or {}).get("login"), "enabled": True}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/keys")
+def list_deploy_keys(req, owner, repo):
+    row = find_repo(req, owner, repo, "read_deploy_keys")
+    rows = req.app.store.all("SELECT * FROM deploy_keys WHERE repo_id = ? ORDER BY id", row["id"])
+    return [deploy_key_json(req.app, row, k) for k in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/keys/{key_id:int}")
+def get_deploy_key(req, owner, repo, key_id):
+    row = find_repo(req, owner, repo, "read_deploy_keys")
+    key = req.app.store.one("SELECT * FROM deploy_keys WHERE id = ? AND repo_id = ?", int(key_id), row["id"])
+    if key is None:
+        raise HTTPError(404, "Not Found")
+    return deploy_key_json(req.app, row, key)
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/keys")
+def add_deploy_key(req, owner, repo):
+    row = find_repo(req, owner, repo, "admin_repo")
+    body = req.json()
+    key = ssh_public_key(req.field(body, "key", str, "PublicKey", required=True))
+    title = text_field(req, body, "title", "PublicKey", limit=200) or ""
+    read_only = req.field(body, "read_only", bool, "PublicKey", default=True)
+    fingerprint = hashlib.sha256(base64.b64decode(key.split()[1])).hexdigest()
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM deploy_keys WHERE fingerprint = ?", (fingerprint,)).fetchone():
+            raise invalid("PublicKey", "key", "custom", "key is already in use")
+        key_id = db.execute("INSERT INTO deploy_keys (repo_id, title, key, fingerprint, read_only, added_by, created_at)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?)", (row["id"], title, key, fingerprint, int(read_only),
+                                                              req.principal.user_id, now())).lastrowid
+        req.effect("added deploy key %d (%s, SHA256 %s…)" % (key_id, "read-only" if read_only else "read-write",
+                                                              fingerprint[:16]))
+    return 201, deploy_key_json(req.app, row, req.app.store.one("SELECT * FROM deploy_keys WHERE id = ?", key_id))
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/keys/{key_id:int}")
+def delete_deploy_key(req, owner, repo, key_id):
+    row = find_repo(req, owner, repo, "admin_repo")
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM deploy_keys WHERE id = ? AND repo_id = ?", (int(key_id), row["id"])).rowcount:
+            raise HTTPError(404, "Not Found")
+        req.effect("deleted deploy key %d" % int(key_id))
+    return 204, None
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 27. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6788,8 +6949,8 @@ def sync_workflows(req, row):
 def workflow_json(app, repo_row, wf, display):
     name = full_name(repo_row)
     return {"id": wf["id"], "node_id": node_id("Workflow", wf["id"]), "name": display or wf["path"],
-            "path": wf["path"], "state": "active" if display else "deleted", "created_at": wf["created_at"],
-            "updated_at": wf["created_at"], "url": "%s/repos/%s/actions/workflows/%d" % (app.api, name, wf["id"]),
+            "path": wf["path"], "state": ("disabled_manually" if wf["disabled_at"] else "active") if display else
+            "deleted", "created_at": wf["created_at"], "updated_at": wf["disabled_at"] or wf["created_at"], "url": "%s/repos/%s/actions/workflows/%d" % (app.api, name, wf["id"]),
             "html_url": "%s/%s/blob/%s/%s" % (app.url, name, repo_row["default_branch"], wf["path"]),
             "badge_url": "%s/%s/workflows/%s/badge.svg" % (app.url, name, wf["path"].rsplit("/", 1)[-1])}
 
@@ -6825,6 +6986,8 @@ def dispatch_workflow(req, owner, repo, workflow_id):
         raise invalid("Workflow", "inputs", message="inputs must be at most 25 string, number or boolean values")
     row = find_repo(req, owner, repo)
     wf, _ = find_workflow(req, row, workflow_id)
+    if wf["disabled_at"]:
+        raise invalid("Workflow", "workflow_id", "custom", "Cannot trigger a 'workflow_dispatch' on a disabled workflow")
     branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
     with open_repo(req.app, row["id"]) as git:
         sha = resolve_commit(git, ref)
@@ -6840,6 +7003,19 @@ def dispatch_workflow(req, owner, repo, workflow_id):
             "head_branch": branch, "head_sha": sha, "inputs": json.dumps(inputs), "status": "queued",
             "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
         req.effect("recorded run %d of %s on %s (nothing executes)" % (run_id, wf["path"], branch))
+    return 204, None
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/enable")
+@route("PUT", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/disable")
+def enable_or_disable_workflow(req, owner, repo, workflow_id):
+    """gh workflow enable|disable: a disabled workflow is not dispatched, and says so in its state."""
+    row = find_repo(req, owner, repo, "manage_workflows")
+    wf, _ = find_workflow(req, row, workflow_id)
+    disable = req.raw_path.rstrip("/").endswith("/disable")
+    with req.transaction() as db:
+        db.execute("UPDATE workflows SET disabled_at = ? WHERE id = ?", (now() if disable else None, wf["id"]))
+        req.effect("%s workflow %s" % ("disabled" if disable else "enabled", wf["path"]))
     return 204, None
 
 
@@ -6938,178 +7114,8 @@ def delete_run(req, owner, repo, run_id):
     return 204, None
 
 
-# -- Actions secrets ----------------------------------------------------------------------------
-# Clients seal a secret to the repository's public key (libsodium's crypto_box_seal), so the value
-# never reaches agentgit in the clear. Names and dates are readable (read_secret); values never are.
-
-SECRET_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
-X25519_P = 2 ** 255 - 19
-
-
-def x25519_public_key(private):
-    """RFC 7748 X25519(k, 9): the public key of a 32-byte private key. Computed once, from the server
-    key, never from what a request sends, so it need not be constant-time."""
-    k = int.from_bytes(private, "little") & ~7 & ~(1 << 255) | (1 << 254)
-    x2, z2, x3, z3, swap = 1, 0, 9, 1, 0
-    for t in reversed(range(255)):      # the Montgomery ladder
-        bit = (k >> t) & 1
-        if swap ^ bit:
-            x2, x3, z2, z3 = x3, x2, z3, z2
-        swap = bit
-        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
-        aa, bb, da, cb = a * a % X25519_P, b * b % X25519_P, d * a % X25519_P, c * b % X25519_P
-        e = aa - bb
-        x3, z3 = (da + cb) ** 2 % X25519_P, 9 * (da - cb) ** 2 % X25519_P
-        x2, z2 = aa * bb % X25519_P, e * (aa + 121665 * e) % X25519_P
-    if swap:
-        x2, z2 = x3, z3
-    return (x2 * pow(z2, X25519_P - 2, X25519_P) % X25519_P).to_bytes(32, "little")
-
-
-def secrets_public_key(app):
-    """(key_id, base64 public key): one X25519 key for the server, derived from its key."""
-    public = x25519_public_key(hmac.new(app.key, b"actions secrets", hashlib.sha256).digest())
-    return str(int.from_bytes(hashlib.sha256(public).digest()[:6], "big")), base64.b64encode(public).decode()
-
-
-def secret_json(row):
-    return {"name": row["name"], "created_at": row["created_at"], "updated_at": row["updated_at"]}
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets/public-key")
-def secrets_key(req, owner, repo):
-    find_repo(req, owner, repo)
-    key_id, key = secrets_public_key(req.app)
-    return {"key_id": key_id, "key": key}
-
-
-def actions_table(req):
-    """(table, read action, write action, serializer): secrets and variables are listed, read and
-    deleted by the same code, told apart by the path (/api/v3/repos/{owner}/{repo}/actions/{table})."""
-    if req.raw_path.split("/")[7] == "secrets":
-        return "secrets", "read_secret", "write_secret", secret_json
-    return "variables", "read_variables", "write_variables", variable_json
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets")
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables")
-def list_secrets_or_variables(req, owner, repo):
-    table, read, _, to_json = actions_table(req)
-    row = find_repo(req, owner, repo, read)
-    rows = req.app.store.all("SELECT * FROM %s WHERE repo_id = ? ORDER BY name" % table, row["id"])
-    return {"total_count": len(rows), table: [to_json(r) for r in req.paginate(rows)]}
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
-def get_secret_or_variable(req, owner, repo, name):
-    table, read, _, to_json = actions_table(req)
-    row = find_repo(req, owner, repo, read, secret=name.upper())
-    found = req.app.store.one("SELECT * FROM %s WHERE repo_id = ? AND name = ?" % table, row["id"], name.upper())
-    if found is None:
-        raise HTTPError(404, "Not Found")
-    return to_json(found)
-
-
-def actions_name(name, resource):
-    """A secret's or variable's name as GitHub stores it (upper case), or 422."""
-    if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name) or name.upper().startswith("GITHUB_"):
-        raise invalid(resource, "name", message="names are letters, digits and _, not starting with a digit"
-                                                " or GITHUB_")
-    return name.upper()
-
-
-@route("PUT", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
-def put_secret(req, owner, repo, name):
-    body = req.json()
-    value = req.field(body, "encrypted_value", str, "Secret", required=True)
-    key_id = req.field(body, "key_id", str, "Secret", required=True)
-    row = find_repo(req, owner, repo, "write_secret")
-    name = actions_name(name, "Secret")
-    if key_id != secrets_public_key(req.app)[0]:
-        raise invalid("Secret", "key_id", message="seal the value to the key from actions/secrets/public-key")
-    try:
-        sealed = base64.b64decode(value, validate=True)
-    except ValueError:
-        sealed = b""
-    if not 48 <= len(sealed) <= 48 + 48 * 1024:        # a sealed box: 32-byte key, 16-byte tag, the value
-        raise invalid("Secret", "encrypted_value", message="a base64 libsodium sealed box of at most 48 KB")
-    stamp = now()
-    with req.transaction() as db:
-        created = db.execute("INSERT OR IGNORE INTO secrets (repo_id, name, encrypted_value, created_at, updated_at)"
-                             " VALUES (?, ?, ?, ?, ?)", (row["id"], name, value, stamp, stamp)).rowcount
-        if not created:
-            db.execute("UPDATE secrets SET encrypted_value = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
-                       (value, stamp, row["id"], name))
-        req.effect("%s secret %s" % ("created" if created else "updated", name))
-    return (201, {}) if created else (204, None)
-
-
-@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
-@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
-def delete_secret_or_variable(req, owner, repo, name):
-    table, _, write, _ = actions_table(req)
-    row = find_repo(req, owner, repo, write)
-    with req.transaction() as db:
-        if not db.execute("DELETE FROM %s WHERE repo_id = ? AND name = ?" % table, (row["id"], name.upper())).rowcount:
-            raise HTTPError(404, "Not Found")
-        req.effect("deleted %s %s" % (table[:-1], name.upper()))
-    return 204, None
-
-
-# -- Actions variables: configuration in the clear (deleted by delete_secret_or_variable above) -------
-
-VARIABLE_MAX_BYTES = 48 * 1024
-
-
-def variable_json(row):
-    return {"name": row["name"], "value": row["value"], "created_at": row["created_at"],
-            "updated_at": row["updated_at"]}
-
-
-def variable_value(req, body, required):
-    value = req.field(body, "value", str, "Variable", required=required)
-    if value is not None and len(value.encode()) > VARIABLE_MAX_BYTES:
-        raise invalid("Variable", "value", message="a value is at most 48 KB")
-    return value
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/actions/variables")
-def create_variable(req, owner, repo):
-    body = req.json()
-    row = find_repo(req, owner, repo, "write_variables")
-    name = actions_name(req.field(body, "name", str, "Variable", required=True), "Variable")
-    value = variable_value(req, body, required=True)
-    stamp = now()
-    with req.transaction() as db:
-        if not db.execute("INSERT OR IGNORE INTO variables (repo_id, name, value, created_at, updated_at) VALUES"
-                          " (?, ?, ?, ?, ?)", (row["id"], name, value, stamp, stamp)).rowcount:
-            raise HTTPError(409, "Already exists - Variable already exists")
-        req.effect("created variable %s" % name)
-    return 201, {}
-
-
-@route("PATCH", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
-def update_variable(req, owner, repo, name):
-    body = req.json()
-    row = find_repo(req, owner, repo, "write_variables")
-    new_name = actions_name(req.field(body, "name", str, "Variable", default=name), "Variable")
-    value = variable_value(req, body, required=False)
-    with req.transaction() as db:
-        found = db.execute("SELECT * FROM variables WHERE repo_id = ? AND name = ?", (row["id"], name.upper())).fetchone()
-        if found is None:
-            raise HTTPError(404, "Not Found")
-        if new_name != found["name"] and db.execute("SELECT 1 FROM variables WHERE repo_id = ? AND name = ?",
-                                                    (row["id"], new_name)).fetchone():
-            raise HTTPError(409, "Already exists - Variable already exists")
-        db.execute("UPDATE variables SET name = ?, value = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
-                   (new_name, found["value"] if value is None else value, now(), row["id"], found["name"]))
-        req.effect("updated variable %s" % new_name)
-    return 204, None
-
-
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 28. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, plumbing, serializers, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7316,7 +7322,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 29. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7664,7 +7670,516 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 30. src/agentgit/actions_config.py — REST: what Actions workflows would be configured with — environments, and the secrets and variables
+# uses: config, errors, accounts, policy, plumbing, serializers, lookups, orgs
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+SECRET_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
+ENVIRONMENT_NAME_RE = re.compile(r"[^\x00-\x1f/,:;*?\"<>|\\]{1,255}")
+VARIABLE_MAX_BYTES = 48 * 1024
+X25519_P = 2 ** 255 - 19
+ORG_VISIBILITIES = ("all", "private", "selected")
+
+
+def x25519_public_key(private):
+    """RFC 7748 X25519(k, 9): the public key of a 32-byte private key. Computed once, from the server
+    key, never from what a request sends, so it need not be constant-time."""
+    k = int.from_bytes(private, "little") & ~7 & ~(1 << 255) | (1 << 254)
+    x2, z2, x3, z3, swap = 1, 0, 9, 1, 0
+    for t in reversed(range(255)):      # the Montgomery ladder
+        bit = (k >> t) & 1
+        if swap ^ bit:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        swap = bit
+        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
+        aa, bb, da, cb = a * a % X25519_P, b * b % X25519_P, d * a % X25519_P, c * b % X25519_P
+        e = aa - bb
+        x3, z3 = (da + cb) ** 2 % X25519_P, 9 * (da - cb) ** 2 % X25519_P
+        x2, z2 = aa * bb % X25519_P, e * (aa + 121665 * e) % X25519_P
+    if swap:
+        x2, z2 = x3, z3
+    return (x2 * pow(z2, X25519_P - 2, X25519_P) % X25519_P).to_bytes(32, "little")
+
+
+def secrets_public_key(app):
+    """(key_id, base64 public key): one X25519 key for the server, derived from its key."""
+    public = x25519_public_key(hmac.new(app.key, b"actions secrets", hashlib.sha256).digest())
+    return str(int.from_bytes(hashlib.sha256(public).digest()[:6], "big")), base64.b64encode(public).decode()
+
+
+# -- where secrets and variables live -----------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """A repository (tables secrets, variables), an environment (environment_*) or an organization
+    (org_*): its tables' owner column and id, what decide() decides on and is told, and how actions
+    and rows are named there."""
+    prefix: str              # "", "environment_" or "org_"
+    key: str                 # repo_id, environment_id, org_id
+    owner_id: int
+    resource: Resource
+    context: dict
+    url: str                 # the API URL of its secrets/variables, without the kind
+
+    def table(self, kind):
+        return self.prefix + kind
+
+    def action(self, verb, kind):
+        """read_secret, write_variables, read_org_secrets, ... : what the caller must be allowed."""
+        if self.prefix == "org_":
+            return "%s_org_%s" % (verb, kind)
+        return "%s_%s" % (verb, "secret" if kind == "secrets" else "variables")
+
+
+def repo_scope(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    return Scope("", "repo_id", row["id"], Resource.repo(row), {}, "%s/repos/%s/actions" % (req.app.api, full_name(row)))
+
+
+def environment_scope(req, owner, repo, environment):
+    row, env = find_environment(req, owner, repo, environment)
+    return Scope("environment_", "environment_id", env["id"], Resource.repo(row), {"environment": env["name"]},
+                 "%s/repos/%s/environments/%s" % (req.app.api, full_name(row), env["name"]))
+
+
+def org_scope(req, org):
+    row = find_org(req, org)
+    return Scope("org_", "org_id", row["id"], Resource.account(row), {},
+                 "%s/orgs/%s/actions" % (req.app.api, row["login"]))
+
+
+def item_json(scope, kind, row):
+    out = {"name": row["name"], "created_at": row["created_at"], "updated_at": row["updated_at"]}
+    if kind == "variables":
+        out["value"] = row["value"]
+    if scope.prefix == "org_":
+        out["visibility"] = row["visibility"]
+        if row["visibility"] == "selected":
+            out["selected_repositories_url"] = "%s/%s/%s/repositories" % (scope.url, kind, row["name"])
+    return out
+
+
+def item_name(name, resource):
+    """A secret's or variable's name as GitHub stores it (upper case), or 422."""
+    if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name) or name.upper().startswith("GITHUB_"):
+        raise invalid(resource, "name", message="names are letters, digits and _, not starting with a digit"
+                                                " or GITHUB_")
+    return name.upper()
+
+
+def find_item(req, scope, kind, name):
+    row = req.app.store.one("SELECT * FROM %s WHERE %s = ? AND name = ?" % (scope.table(kind), scope.key),
+                            scope.owner_id, name.upper())
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    return row
+
+
+def list_items(req, scope, kind):
+    req.authorize(scope.action("read", kind), scope.resource, **scope.context)
+    rows = req.app.store.all("SELECT * FROM %s WHERE %s = ? ORDER BY name" % (scope.table(kind), scope.key),
+                             scope.owner_id)
+    return {"total_count": len(rows), kind: [item_json(scope, kind, r) for r in req.paginate(rows)]}
+
+
+def get_item(req, scope, kind, name):
+    req.authorize(scope.action("read", kind), scope.resource, **dict(scope.context, secret=name.upper()))
+    return item_json(scope, kind, find_item(req, scope, kind, name))
+
+
+def delete_item(req, scope, kind, name):
+    req.authorize(scope.action("write", kind), scope.resource, **scope.context)
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM %s WHERE %s = ? AND name = ?" % (scope.table(kind), scope.key),
+                          (scope.owner_id, name.upper())).rowcount:
+            raise HTTPError(404, "Not Found")
+        if scope.prefix == "org_":
+            db.execute("DELETE FROM org_selected_repos WHERE org_id = ? AND kind = ? AND name = ?",
+                       (scope.owner_id, kind, name.upper()))
+        req.effect("deleted %s %s" % (kind[:-1], name.upper()))
+    return 204, None
+
+
+def sealed_value(req, body):
+    """The sealed box a client sends for a secret, checked for shape (never opened)."""
+    value = req.field(body, "encrypted_value", str, "Secret", required=True)
+    key_id = req.field(body, "key_id", str, "Secret", required=True)
+    if key_id != secrets_public_key(req.app)[0]:
+        raise invalid("Secret", "key_id", message="seal the value to the key from actions/secrets/public-key")
+    try:
+        sealed = base64.b64decode(value, validate=True)
+    except ValueError:
+        sealed = b""
+    if not 48 <= len(sealed) <= 48 + 48 * 1024:        # a sealed box: 32-byte key, 16-byte tag, the value
+        raise invalid("Secret", "encrypted_value", message="a base64 libsodium sealed box of at most 48 KB")
+    return value
+
+
+def variable_value(req, body, required):
+    value = req.field(body, "value", str, "Variable", required=required)
+    if value is not None and len(value.encode()) > VARIABLE_MAX_BYTES:
+        raise invalid("Variable", "value", message="a value is at most 48 KB")
+    return value
+
+
+def org_visibility(req, scope, kind, body, required):
+    """(visibility, selected repository ids or None) for an organization's secret or variable."""
+    if scope.prefix != "org_":
+        return None, None
+    visibility = req.field(body, "visibility", str, kind[:-1].title(), required=required)
+    if visibility is not None and visibility not in ORG_VISIBILITIES:
+        raise invalid(kind[:-1].title(), "visibility", message="visibility is all, private or selected")
+    ids = req.field(body, "selected_repository_ids", list, kind[:-1].title())
+    return visibility, None if ids is None else org_repo_ids(req, scope, ids)
+
+
+def org_repo_ids(req, scope, ids):
+    """The ids, checked to be repositories of the organization."""
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids) or len(ids) > 1000:
+        raise invalid("Repository", "selected_repository_ids", message="a list of at most 1000 repository ids")
+    found = {r["id"] for r in req.app.store.all("SELECT id FROM repos WHERE owner_id = ?", scope.owner_id)}
+    if set(ids) - found:
+        raise invalid("Repository", "selected_repository_ids", "invalid",
+                      "not repositories of this organization: %s" % sorted(set(ids) - found)[:10])
+    return sorted(set(ids))
+
+
+def write_item(db, scope, kind, name, columns, visibility, selected):
+    """Insert or update one row; True when it is new. Its repository selection replaced when given."""
+    stamp = now()
+    columns = dict(columns, updated_at=stamp, **({"visibility": visibility} if visibility else {}))
+    table = scope.table(kind)
+    if db.execute("SELECT 1 FROM %s WHERE %s = ? AND name = ?" % (table, scope.key), (scope.owner_id, name)).fetchone():
+        db.execute("UPDATE %s SET %s WHERE %s = ? AND name = ?" % (table, ", ".join("%s = ?" % c for c in columns),
+                                                                   scope.key), (*columns.values(), scope.owner_id, name))
+        created = False
+    else:
+        columns.update({scope.key: scope.owner_id, "name": name, "created_at": stamp})
+        db.execute("INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(columns), ", ".join("?" * len(columns))),
+                   tuple(columns.values()))
+        created = True
+    if selected is not None:
+        replace_selection(db, scope, kind, name, selected)
+    return created
+
+
+def replace_selection(db, scope, kind, name, ids):
+    db.execute("DELETE FROM org_selected_repos WHERE org_id = ? AND kind = ? AND name = ?", (scope.owner_id, kind, name))
+    for repo_id in ids:
+        db.execute("INSERT INTO org_selected_repos (org_id, kind, name, repo_id) VALUES (?, ?, ?, ?)",
+                   (scope.owner_id, kind, name, repo_id))
+
+
+def put_secret(req, scope, name):
+    req.authorize(scope.action("write", "secrets"), scope.resource, **scope.context)
+    body = req.json()
+    name = item_name(name, "Secret")
+    value = sealed_value(req, body)
+    visibility, selected = org_visibility(req, scope, "secrets", body, required=False)
+    with req.transaction() as db:
+        exists = db.execute("SELECT 1 FROM %s WHERE %s = ? AND name = ?" % (scope.table("secrets"), scope.key),
+                            (scope.owner_id, name)).fetchone()
+        if scope.prefix == "org_" and not exists and visibility is None:
+            raise invalid("Secret", "visibility", "missing_field", "a new organization secret needs a visibility")
+        created = write_item(db, scope, "secrets", name, {"encrypted_value": value}, visibility, selected)
+        req.effect("%s secret %s" % ("created" if created else "updated", name))
+    return (201, {}) if created else (204, None)
+
+
+def create_variable(req, scope):
+    req.authorize(scope.action("write", "variables"), scope.resource, **scope.context)
+    body = req.json()
+    name = item_name(req.field(body, "name", str, "Variable", required=True), "Variable")
+    value = variable_value(req, body, required=True)
+    visibility, selected = org_visibility(req, scope, "variables", body, required=True)
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM %s WHERE %s = ? AND name = ?" % (scope.table("variables"), scope.key),
+                      (scope.owner_id, name)).fetchone():
+            raise HTTPError(409, "Already exists - Variable already exists")
+        write_item(db, scope, "variables", name, {"value": value}, visibility, selected)
+        req.effect("created variable %s" % name)
+    return 201, {}
+
+
+def update_variable(req, scope, name):
+    req.authorize(scope.action("write", "variables"), scope.resource, **scope.context)
+    body = req.json()
+    new_name = item_name(req.field(body, "name", str, "Variable", default=name), "Variable")
+    value = variable_value(req, body, required=False)
+    visibility, selected = org_visibility(req, scope, "variables", body, required=False)
+    table = scope.table("variables")
+    with req.transaction() as db:
+        found = db.execute("SELECT * FROM %s WHERE %s = ? AND name = ?" % (table, scope.key),
+                           (scope.owner_id, name.upper())).fetchone()
+        if found is None:
+            raise HTTPError(404, "Not Found")
+        if new_name != found["name"] and db.execute("SELECT 1 FROM %s WHERE %s = ? AND name = ?" % (table, scope.key),
+                                                    (scope.owner_id, new_name)).fetchone():
+            raise HTTPError(409, "Already exists - Variable already exists")
+        db.execute("UPDATE %s SET name = ? WHERE %s = ? AND name = ?" % (table, scope.key),
+                   (new_name, scope.owner_id, found["name"]))
+        if scope.prefix == "org_":
+            db.execute("UPDATE org_selected_repos SET name = ? WHERE org_id = ? AND kind = 'variables' AND name = ?",
+                       (new_name, scope.owner_id, found["name"]))
+        write_item(db, scope, "variables", new_name, {"value": found["value"] if value is None else value},
+                   visibility, selected)
+        req.effect("updated variable %s" % new_name)
+    return 204, None
+
+
+def public_key(req, scope):
+    req.authorize("read_code" if scope.prefix != "org_" else "read_org", scope.resource)
+    key_id, key = secrets_public_key(req.app)
+    return {"key_id": key_id, "key": key}
+
+
+# -- the routes: each at the three levels, the scope told by the path -----------------------------
+
+REPO = "/api/v3/repos/{owner}/{repo}/actions"
+ENV = "/api/v3/repos/{owner}/{repo}/environments/{environment}"
+ENV_BY_ID = "/api/v3/repositories/{repository_id:int}/environments/{environment}"
+ORG = "/api/v3/orgs/{org}/actions"
+
+
+def scope_of(req, where):
+    """(the Scope the path's parameters name, the kind it is about: secrets or variables, the segment
+    after the scope's own, at a fixed place: an environment or owner named "secrets" is no kind)."""
+    parts = req.raw_path.strip("/").split("/")
+    if "repository_id" in where:        # GitHub's older /repositories/{id}/environments/{name}/..., which gh uses
+        row = repo_by_id(req.app.store, int(where["repository_id"]))
+        if row is None:
+            raise HTTPError(404, "Not Found")
+        scope, at = environment_scope(req, row["owner_login"], row["name"], where["environment"]), 6
+    elif "environment" in where:
+        scope, at = environment_scope(req, where["owner"], where["repo"], where["environment"]), 7
+    elif "org" in where:
+        scope, at = org_scope(req, where["org"]), 5
+    else:
+        scope, at = repo_scope(req, where["owner"], where["repo"]), 6
+    return scope, parts[at]
+
+
+@route("GET", REPO + "/secrets/public-key")
+@route("GET", ENV + "/secrets/public-key")
+@route("GET", ENV_BY_ID + "/secrets/public-key")
+@route("GET", ORG + "/secrets/public-key")
+def get_public_key(req, **where):
+    return public_key(req, scope_of(req, where)[0])
+
+
+@route("GET", REPO + "/secrets")
+@route("GET", REPO + "/variables")
+@route("GET", ENV + "/secrets")
+@route("GET", ENV_BY_ID + "/secrets")
+@route("GET", ENV + "/variables")
+@route("GET", ENV_BY_ID + "/variables")
+@route("GET", ORG + "/secrets")
+@route("GET", ORG + "/variables")
+def list_secrets_or_variables(req, **where):
+    return list_items(req, *scope_of(req, where))
+
+
+@route("GET", REPO + "/secrets/{name}")
+@route("GET", REPO + "/variables/{name}")
+@route("GET", ENV + "/secrets/{name}")
+@route("GET", ENV_BY_ID + "/secrets/{name}")
+@route("GET", ENV + "/variables/{name}")
+@route("GET", ENV_BY_ID + "/variables/{name}")
+@route("GET", ORG + "/secrets/{name}")
+@route("GET", ORG + "/variables/{name}")
+def get_secret_or_variable(req, name, **where):
+    return get_item(req, *scope_of(req, where), name)
+
+
+@route("DELETE", REPO + "/secrets/{name}")
+@route("DELETE", REPO + "/variables/{name}")
+@route("DELETE", ENV + "/secrets/{name}")
+@route("DELETE", ENV_BY_ID + "/secrets/{name}")
+@route("DELETE", ENV + "/variables/{name}")
+@route("DELETE", ENV_BY_ID + "/variables/{name}")
+@route("DELETE", ORG + "/secrets/{name}")
+@route("DELETE", ORG + "/variables/{name}")
+def delete_secret_or_variable(req, name, **where):
+    return delete_item(req, *scope_of(req, where), name)
+
+
+@route("PUT", REPO + "/secrets/{name}")
+@route("PUT", ENV + "/secrets/{name}")
+@route("PUT", ENV_BY_ID + "/secrets/{name}")
+@route("PUT", ORG + "/secrets/{name}")
+def put_secret_route(req, name, **where):
+    return put_secret(req, scope_of(req, where)[0], name)
+
+
+@route("POST", REPO + "/variables")
+@route("POST", ENV + "/variables")
+@route("POST", ENV_BY_ID + "/variables")
+@route("POST", ORG + "/variables")
+def create_variable_route(req, **where):
+    return create_variable(req, scope_of(req, where)[0])
+
+
+@route("PATCH", REPO + "/variables/{name}")
+@route("PATCH", ENV + "/variables/{name}")
+@route("PATCH", ENV_BY_ID + "/variables/{name}")
+@route("PATCH", ORG + "/variables/{name}")
+def update_variable_route(req, name, **where):
+    return update_variable(req, scope_of(req, where)[0], name)
+
+
+# -- an organization's selection of repositories ------------------------------------------------
+
+def selected_item(req, org, name, write):
+    scope, kind = scope_of(req, {"org": org})
+    req.authorize(scope.action("write" if write else "read", kind), scope.resource)
+    row = find_item(req, scope, kind, name)
+    if write and row["visibility"] != "selected":
+        raise HTTPError(409, "The visibility of %s is %s: set it to selected first" % (row["name"], row["visibility"]))
+    return scope, kind, row
+
+
+@route("GET", ORG + "/secrets/{name}/repositories")
+@route("GET", ORG + "/variables/{name}/repositories")
+def list_selected_repos(req, org, name):
+    scope, kind, row = selected_item(req, org, name, write=False)
+    repos = req.app.store.all(REPO_SELECT + " JOIN org_selected_repos s ON s.repo_id = r.id WHERE s.org_id = ? AND"
+                              " s.kind = ? AND s.name = ? ORDER BY r.name", scope.owner_id, kind, row["name"])
+    return {"total_count": len(repos), "repositories": [repo_json(req.app, r) for r in req.paginate(repos)]}
+
+
+@route("PUT", ORG + "/secrets/{name}/repositories")
+@route("PUT", ORG + "/variables/{name}/repositories")
+def set_selected_repos(req, org, name):
+    scope, kind, row = selected_item(req, org, name, write=True)
+    ids = org_repo_ids(req, scope, req.field(req.json(), "selected_repository_ids", list, "Repository",
+                                             required=True))
+    with req.transaction() as db:
+        replace_selection(db, scope, kind, row["name"], ids)
+        req.effect("%s %s: selected repositories %s" % (kind[:-1], row["name"], ids))
+    return 204, None
+
+
+@route("PUT", ORG + "/secrets/{name}/repositories/{repository_id:int}")
+@route("PUT", ORG + "/variables/{name}/repositories/{repository_id:int}")
+@route("DELETE", ORG + "/secrets/{name}/repositories/{repository_id:int}")
+@route("DELETE", ORG + "/variables/{name}/repositories/{repository_id:int}")
+def change_selected_repo(req, org, name, repository_id):
+    scope, kind, row = selected_item(req, org, name, write=True)
+    repo_id = org_repo_ids(req, scope, [int(repository_id)])[0]
+    with req.transaction() as db:
+        if req.method == "PUT":
+            db.execute("INSERT OR IGNORE INTO org_selected_repos (org_id, kind, name, repo_id) VALUES (?, ?, ?, ?)",
+                       (scope.owner_id, kind, row["name"], repo_id))
+        else:
+            db.execute("DELETE FROM org_selected_repos WHERE org_id = ? AND kind = ? AND name = ? AND repo_id = ?",
+                       (scope.owner_id, kind, row["name"], repo_id))
+        req.effect("%s %s: repository %d %s" % (kind[:-1], row["name"], repo_id,
+                                                 "selected" if req.method == "PUT" else "no longer selected"))
+    return 204, None
+
+
+# -- environments -------------------------------------------------------------------------------
+# Nothing deploys here, so an environment is its name, its secrets and variables, and the protection
+# rules a deployment would wait on, kept and shown as GitHub shows them.
+
+MAX_WAIT_TIMER = 43200
+
+
+def find_environment(req, owner, repo, name):
+    row = find_repo(req, owner, repo)
+    env = req.app.store.one("SELECT * FROM environments WHERE repo_id = ? AND name = ?", row["id"], name)
+    if env is None:
+        raise HTTPError(404, "Not Found")
+    return row, env
+
+
+def environment_json(req, row, env):
+    url = "%s/repos/%s/environments/%s" % (req.app.api, full_name(row), env["name"])
+    rules, settings = [], json.loads(env["settings"])
+    if settings.get("wait_timer"):
+        rules.append({"id": env["id"] * 10 + 1, "node_id": node_id("WaitTimer", env["id"]), "type": "wait_timer",
+                      "wait_timer": settings["wait_timer"]})
+    if settings.get("reviewers"):
+        rules.append({"id": env["id"] * 10 + 2, "node_id": node_id("RequiredReviewers", env["id"]),
+                      "type": "required_reviewers", "prevent_self_review": settings.get("prevent_self_review", False),
+                      "reviewers": [{"type": "User", "reviewer": user_json(req.app, account_by_id(req.app.store, uid))}
+                                    for uid in settings["reviewers"] if account_by_id(req.app.store, uid)]})
+    return {"id": env["id"], "node_id": node_id("Environment", env["id"]), "name": env["name"], "url": url,
+            "html_url": "%s/%s/deployments/activity_log?environments_filter=%s" % (req.app.url, full_name(row),
+                                                                                   env["name"]),
+            "created_at": env["created_at"], "updated_at": env["updated_at"], "protection_rules": rules,
+            "deployment_branch_policy": settings.get("deployment_branch_policy")}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/environments")
+def list_environments(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    envs = req.app.store.all("SELECT * FROM environments WHERE repo_id = ? ORDER BY name", row["id"])
+    return {"total_count": len(envs), "environments": [environment_json(req, row, e) for e in req.paginate(envs)]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/environments/{environment}")
+def get_environment(req, owner, repo, environment):
+    return environment_json(req, *find_environment(req, owner, repo, environment))
+
+
+def environment_settings(req, row, body):
+    """wait_timer, reviewers (users who may push, by id), prevent_self_review and
+    deployment_branch_policy from a PUT body, checked."""
+    settings = {"wait_timer": req.field(body, "wait_timer", int, "Environment", default=0),
+                "prevent_self_review": req.field(body, "prevent_self_review", bool, "Environment", default=False)}
+    if not 0 <= settings["wait_timer"] <= MAX_WAIT_TIMER:
+        raise invalid("Environment", "wait_timer", message="wait_timer is 0 to %d minutes" % MAX_WAIT_TIMER)
+    reviewers = req.field(body, "reviewers", list, "Environment", default=[]) or []
+    if len(reviewers) > 6 or not all(isinstance(r, dict) and r.get("type") == "User" and isinstance(r.get("id"), int)
+                                     for r in reviewers):
+        raise invalid("Environment", "reviewers", message="at most 6 reviewers, each {\"type\": \"User\", \"id\": N}"
+                                                          " (team reviewers are not served)")
+    settings["reviewers"] = []
+    for reviewer in reviewers:
+        if account_by_id(req.app.store, reviewer["id"]) is None:
+            raise invalid("Environment", "reviewers", "invalid", "no user with id %d" % reviewer["id"])
+        settings["reviewers"].append(reviewer["id"])
+    policy = req.field(body, "deployment_branch_policy", dict, "Environment")
+    if policy is not None:
+        protected, custom = policy.get("protected_branches"), policy.get("custom_branch_policies")
+        if not isinstance(protected, bool) or not isinstance(custom, bool) or protected == custom:
+            raise invalid("Environment", "deployment_branch_policy",
+                          message="protected_branches and custom_branch_policies: one true, the other false")
+        settings["deployment_branch_policy"] = {"protected_branches": protected, "custom_branch_policies": custom}
+    return settings
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/environments/{environment}")
+def put_environment(req, owner, repo, environment):
+    row = find_repo(req, owner, repo, "admin_repo", environment=environment)
+    if not ENVIRONMENT_NAME_RE.fullmatch(environment) or environment.strip() != environment:
+        raise invalid("Environment", "name", message="an environment name is 1 to 255 characters, without / , : ;"
+                                                     " * ? \" < > | \\ or control characters")
+    settings = json.dumps(environment_settings(req, row, req.json()))
+    stamp = now()
+    with req.transaction() as db:
+        created = db.execute("INSERT OR IGNORE INTO environments (repo_id, name, settings, created_at, updated_at)"
+                             " VALUES (?, ?, ?, ?, ?)", (row["id"], environment, settings, stamp, stamp)).rowcount
+        if not created:
+            db.execute("UPDATE environments SET settings = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
+                       (settings, stamp, row["id"], environment))
+        req.effect("%s environment %s" % ("created" if created else "updated", environment))
+    return environment_json(req, *find_environment(req, owner, repo, environment))
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/environments/{environment}")
+def delete_environment(req, owner, repo, environment):
+    row = find_repo(req, owner, repo, "admin_repo", environment=environment)
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM environments WHERE repo_id = ? AND name = ?", (row["id"], environment)).rowcount:
+            raise HTTPError(404, "Not Found")
+        req.effect("deleted environment %s with its secrets and variables" % environment)
+    return 204, None
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 31. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7823,7 +8338,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 32. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8251,7 +8766,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 33. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8607,7 +9122,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 34. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, plumbing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8734,7 +9249,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 35. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8997,7 +9512,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 36. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9662,7 +10177,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 37. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10008,7 +10523,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 38. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10431,7 +10946,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 39. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10712,7 +11227,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 40. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11100,7 +11615,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 41. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, issues, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11580,7 +12095,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 42. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11964,7 +12479,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 43. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12179,7 +12694,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# 44. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
 # uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12684,7 +13199,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 45. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12909,7 +13424,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 46. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

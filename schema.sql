@@ -379,6 +379,7 @@ CREATE TABLE IF NOT EXISTS workflows (
     repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
     path        TEXT NOT NULL,
     created_at  TEXT NOT NULL,
+    disabled_at TEXT,                 -- disabled by hand (gh workflow disable): not dispatched
     UNIQUE (repo_id, path)
 );
 
@@ -570,6 +571,78 @@ CREATE TABLE IF NOT EXISTS variables (
     created_at       TEXT NOT NULL,
     updated_at       TEXT NOT NULL,
     PRIMARY KEY (repo_id, name)
+);
+
+-- Deploy keys: OpenSSH public keys (TYPE BASE64), each registered once on the server (fingerprint:
+-- SHA-256 of the key blob). Nothing here speaks SSH: they are kept for the tools that manage them.
+CREATE TABLE IF NOT EXISTS deploy_keys (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    title        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL UNIQUE,
+    read_only    INTEGER NOT NULL DEFAULT 1,
+    added_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL
+);
+
+-- Environments (nothing deploys here: a name, its protection settings as JSON, its secrets and
+-- variables), and the secrets and variables of environments and of organizations. An organization's
+-- are for all its repositories, its private ones, or those selected in org_selected_repos.
+CREATE TABLE IF NOT EXISTS environments (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL COLLATE NOCASE,
+    settings    TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    UNIQUE (repo_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS environment_secrets (
+    environment_id   INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (environment_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS environment_variables (
+    environment_id   INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (environment_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS org_secrets (
+    org_id           INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    visibility       TEXT NOT NULL CHECK (visibility IN ('all', 'private', 'selected')),
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS org_variables (
+    org_id           INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    visibility       TEXT NOT NULL CHECK (visibility IN ('all', 'private', 'selected')),
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS org_selected_repos (
+    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind     TEXT NOT NULL CHECK (kind IN ('secrets', 'variables')),
+    name     TEXT NOT NULL,
+    repo_id  INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    PRIMARY KEY (org_id, kind, name, repo_id)
 );
 
 -- Settings an operator chooses once for the installation (e.g. agent_credentials: bootstrap or direct).

@@ -3,6 +3,10 @@ import base64
 import contextlib
 import json
 import os
+import shutil
+import subprocess
+
+import pytest
 
 from conftest import (GH_HOST, api, call, connect_gh, ext, gh, gh_over_socket, git, plain_gh_env, remote,
                       socket_server, sweep)
@@ -584,3 +588,77 @@ def test_gh_release_download_archives(tmp_path):
         public = call(srv, "GET", "/api/v3/repos/alice/demo/tarball")          # the default branch, for anyone
         assert public.status == 200 and public.headers["content-type"] == "application/x-gzip"
         assert "attachment; filename=demo-%s.tar.gz" % sha[:7] == public.headers["content-disposition"]
+
+
+def test_gh_org_and_environment_secrets_and_variables(tmp_path):
+    """acme's secrets and variables for all its repositories, its private ones or those selected, and
+    an environment's own, set and listed with gh; no value ever comes back."""
+    with gh_as_alice(tmp_path) as (srv, env, alice):
+        org_and_environment_secrets(srv, env, alice)
+
+
+def org_and_environment_secrets(srv, env, alice):
+    assert ext(srv, "POST", "/user/orgs", alice, {"login": "acme"}).status == 201
+    for name in ("web", "api"):
+        gh(env, "api", "-X", "POST", "orgs/acme/repos", "-f", "name=" + name, "-F", "private=true")
+    gh(env, "secret", "set", "NPM_TOKEN", "--org", "acme", "--body", "s3cret", "--visibility", "all")
+    gh(env, "secret", "set", "DEPLOY", "--org", "acme", "--body", "d3ploy", "--repos", "web")
+    listing = gh(env, "secret", "list", "--org", "acme").stdout.splitlines()
+    assert [line.split("\t")[0] for line in listing] == ["DEPLOY", "NPM_TOKEN"]
+    assert "1 selected repositor" in listing[0] or "SELECTED" in listing[0].upper(), listing
+    selected = json.loads(gh(env, "api", "orgs/acme/actions/secrets/DEPLOY/repositories").stdout)
+    assert [r["full_name"] for r in selected["repositories"]] == ["acme/web"]
+    assert "s3cret" not in gh(env, "api", "orgs/acme/actions/secrets/NPM_TOKEN").stdout
+    gh(env, "variable", "set", "REGION", "--org", "acme", "--body", "eu-west-1", "--visibility", "private")
+    gh(env, "variable", "set", "CHANNEL", "--org", "acme", "--body", "beta", "--repos", "web,api")
+    variables = gh(env, "variable", "list", "--org", "acme").stdout
+    assert variables.startswith("CHANNEL\tbeta\t") and "REGION\teu-west-1\t" in variables, variables
+    assert gh(env, "variable", "get", "REGION", "--org", "acme").stdout.strip() == "eu-west-1"
+    gh(env, "secret", "delete", "DEPLOY", "--org", "acme")
+    gh(env, "variable", "delete", "CHANNEL", "--org", "acme")
+    assert [l.split("\t")[0] for l in gh(env, "secret", "list", "--org", "acme").stdout.splitlines()] == ["NPM_TOKEN"]
+    # an environment with a wait timer and its own secret and variable
+    gh(env, "api", "-X", "PUT", "repos/acme/web/environments/production", "-F", "wait_timer=5")
+    gh(env, "secret", "set", "DB_PASSWORD", "--env", "production", "--body", "pw", "-R", "acme/web")
+    gh(env, "variable", "set", "URL", "--env", "production", "--body", "https://web.example", "-R", "acme/web")
+    assert gh(env, "secret", "list", "--env", "production", "-R", "acme/web").stdout.startswith("DB_PASSWORD\t")
+    assert gh(env, "variable", "get", "URL", "--env", "production", "-R", "acme/web").stdout.strip() == \
+        "https://web.example"
+    environments = json.loads(gh(env, "api", "repos/acme/web/environments").stdout)
+    assert [(e["name"], e["protection_rules"][0]["wait_timer"]) for e in environments["environments"]] == [
+        ("production", 5)]
+    assert gh(env, "secret", "list", "-R", "acme/web").stdout == ""      # the repository's own: none
+    gh(env, "api", "-X", "DELETE", "repos/acme/web/environments/production")
+    assert srv.app.store.one("SELECT COUNT(*) AS n FROM environment_secrets")["n"] == 0
+
+
+def test_gh_deploy_keys_and_workflow_switches(tmp_path):
+    """gh repo deploy-key add/list/delete with a key from ssh-keygen (kept, listed; agentgit has no SSH),
+    and gh workflow disable/enable: a disabled workflow is not dispatched."""
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen is not installed")
+    with gh_as_alice(tmp_path) as (srv, env, alice):
+        api(srv, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ci@builder", "-f",
+                        str(tmp_path / "deploy")], check=True)
+        gh(env, "repo", "deploy-key", "add", str(tmp_path / "deploy.pub"), "-R", "alice/demo", "-t", "CI")
+        listing = gh(env, "repo", "deploy-key", "list", "-R", "alice/demo").stdout
+        key_id, title, access, key = listing.split("\t")[:4]
+        assert (title, access, key.split()[0]) == ("CI", "read-only", "ssh-ed25519"), listing
+        # the same key again, here or anywhere, is in use; a line that is no key is refused
+        again = gh(env, "repo", "deploy-key", "add", str(tmp_path / "deploy.pub"), "-R", "alice/demo", check=False)
+        assert again.returncode != 0 and "key is already in use" in again.stderr
+        (tmp_path / "bad.pub").write_text("ssh-ed25519 bm90IGEga2V5\n")
+        bad = gh(env, "repo", "deploy-key", "add", str(tmp_path / "bad.pub"), "-R", "alice/demo", check=False)
+        assert bad.returncode != 0 and "OpenSSH public key format" in bad.stderr
+        gh(env, "repo", "deploy-key", "delete", key_id, "-R", "alice/demo")
+        assert gh(env, "repo", "deploy-key", "list", "-R", "alice/demo").stdout == ""
+        api(srv, "PUT", "/repos/alice/demo/contents/.github/workflows/ci.yml", alice, {
+            "message": "ci", "content": base64.b64encode(b"name: CI\non: workflow_dispatch\n").decode()})
+        gh(env, "workflow", "disable", "CI", "-R", "alice/demo")
+        assert "disabled_manually" in gh(env, "workflow", "list", "--all", "-R", "alice/demo").stdout
+        refused = gh(env, "workflow", "run", "ci.yml", "-R", "alice/demo", check=False)
+        assert refused.returncode != 0, refused
+        gh(env, "workflow", "enable", "CI", "-R", "alice/demo")
+        gh(env, "workflow", "run", "ci.yml", "-R", "alice/demo")
+        assert gh(env, "workflow", "list", "-R", "alice/demo").stdout.startswith("CI\tactive\t")

@@ -18,6 +18,11 @@ import agentgit  # noqa: E402
 
 pytestmark = sweep
 
+# Two public keys from ssh-keygen -t ed25519 (their private halves thrown away): one the world
+# registers, one a cell may add
+DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMoLuQae0kkbqYxRJXdWbeQogVAxb0cK07QHBeDIkccE ci"
+OTHER_DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEjMWbo+iwrUQoEykR6DgxElDYxWGMI3Bd1uLG+vzvqX cd"
+
 # The principals, in the order of the columns below.
 PRINCIPALS = ("anonymous", "owner", "outsider", "reader", "writer", "org_member", "agent_bootstrap",
               "agent_session", "task_inside", "task_outside", "switch_session", "suspended", "revoked", "expired",
@@ -100,6 +105,20 @@ def build_world(data_dir):
         key_id = api(srv, "GET", "/repos/alice/secret/actions/secrets/public-key", alice).json["key_id"]
         assert api(srv, "PUT", "/repos/alice/secret/actions/secrets/TOKEN", alice, {
             "encrypted_value": base64.b64encode(os.urandom(60)).decode(), "key_id": key_id}).status == 201
+        # an environment with its own secret and variable; acme's, for its selected repository; a deploy key
+        assert api(srv, "PUT", "/repos/alice/secret/environments/production", alice, {}).status == 200
+        env = "/repos/alice/secret/environments/production"
+        assert api(srv, "PUT", env + "/secrets/TOKEN", alice, {
+            "encrypted_value": base64.b64encode(os.urandom(60)).decode(), "key_id": key_id}).status == 201
+        assert api(srv, "POST", env + "/variables", alice, {"name": "VAR", "value": "v"}).status == 201
+        orgrepo = api(srv, "GET", "/repos/acme/orgrepo", alice).json["id"]
+        assert api(srv, "PUT", "/orgs/acme/actions/secrets/TOKEN", alice, {
+            "encrypted_value": base64.b64encode(os.urandom(60)).decode(), "key_id": key_id, "visibility": "selected",
+            "selected_repository_ids": [orgrepo]}).status == 201
+        assert api(srv, "POST", "/orgs/acme/actions/variables", alice, {
+            "name": "VAR", "value": "v", "visibility": "selected", "selected_repository_ids": [orgrepo]}).status == 201
+        deploy_key = api(srv, "POST", "/repos/alice/secret/keys", alice, {"title": "ci", "key": DEPLOY_KEY}).json["id"]
+        secret_repo = api(srv, "GET", "/repos/alice/secret", alice).json["id"]
         assert api(srv, "POST", "/repos/alice/secret/git/refs", alice, {"ref": "refs/heads/done", "sha": main}).status == 201
         assert api(srv, "PUT", "/repos/alice/secret/contents/d.txt", alice, {
             "message": "d", "content": base64.b64encode(b"d\n").decode(), "branch": "done"}).status == 201
@@ -132,6 +151,7 @@ def build_world(data_dir):
                "sha": main, "bot": bot, "grant": tasks["secret"]["id"], "freeze": freeze["id"],
                "token": revoked["id"], "approval": approval_id, "admin": admin, "tag": tag, "tree": tree,
                "blob": blob, "key_id": key_id, "merged": merged["number"], "audit_row": alices_row,
+               "orgrepo": orgrepo, "deploy_key": deploy_key, "secret_repo": secret_repo,
                "user_code": device["user_code"]}
         return tokens, ids
     finally:
@@ -144,7 +164,8 @@ def route_path(method, pattern, ids):
             "workflow_id": "ci.yml", "approval_id": ids["approval"], "freeze_id": ids["freeze"],
             "grant_id": ids["grant"], "token_id": ids["token"], "audit_id": ids["audit_row"], "basehead": "main...feature",
             "comment_id": ids["comment"], "release_id": ids["release"], "asset_id": ids["asset"],
-            "review_id": ids["review"], "thread_id": ids["thread"], "path": "README.md"}
+            "review_id": ids["review"], "thread_id": ids["thread"], "path": "README.md", "environment": "production",
+            "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"]}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
     fill["login"] = ("bot" if "/agent" in pattern else "olga" if pattern.endswith("/suspended") else
@@ -154,6 +175,7 @@ def route_path(method, pattern, ids):
     fill["number"] = (ids["merged"] if pattern.endswith("/merge") and method == "GET" else ids["pull"]
                       if "/pulls/" in pattern else 1)
     fill["run_id"] = ids["check"] if "/check-runs/" in pattern else ids["run"]
+    fill["key_id"] = ids["deploy_key"]
     fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
         pattern.split("/")[-2], ids["sha"])
     fill["rest"] = "main/README.md" if "/blob/" in pattern or "raw/" in pattern else "main"
@@ -217,6 +239,8 @@ def observe(template, tokens, ids, routes):
 def route_body(method, pattern, ids):
     """A request body the route would act on (for a caller allowed to), so a refusal is authorization's."""
     repo = "/api/v3/repos/{owner}/{repo}"
+    env, org = repo + "/environments/{environment}", "/api/v3/orgs/{org}/actions"
+    env_by_id = "/api/v3/repositories/{repository_id:int}/environments/{environment}"
     sealed = base64.b64encode(os.urandom(60)).decode()
     bodies = {
         ("DELETE", repo + "/contents/{path:path}"): {"message": "m", "sha": ids["blob"]},
@@ -277,6 +301,15 @@ def route_body(method, pattern, ids):
         ("PUT", "/api/v3/orgs/{org}/memberships/{login}"): {"role": "admin"},
         ("PUT", "/api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}"): {"permission": "push"},
         ("PUT", repo + "/actions/secrets/{name}"): {"encrypted_value": sealed, "key_id": ids["key_id"]},
+        ("PUT", env + "/secrets/{name}"): {"encrypted_value": sealed, "key_id": ids["key_id"]},
+        ("PUT", env_by_id + "/secrets/{name}"): {"encrypted_value": sealed, "key_id": ids["key_id"]},
+        ("PUT", org + "/secrets/{name}"): {"encrypted_value": sealed, "key_id": ids["key_id"], "visibility": "all"},
+        ("POST", env + "/variables"): {"name": "V2", "value": "x"},
+        ("POST", env_by_id + "/variables"): {"name": "V2", "value": "x"},
+        ("POST", org + "/variables"): {"name": "V2", "value": "x", "visibility": "all"},
+        ("PUT", org + "/secrets/{name}/repositories"): {"selected_repository_ids": [ids["orgrepo"]]},
+        ("PUT", org + "/variables/{name}/repositories"): {"selected_repository_ids": [ids["orgrepo"]]},
+        ("POST", repo + "/keys"): {"title": "t", "key": OTHER_DEPLOY_KEY},
         ("PUT", repo + "/branches/{branch:path}/protection"): {
             "required_status_checks": None, "enforce_admins": True, "required_pull_request_reviews": None,
             "restrictions": None},
@@ -372,6 +405,10 @@ DELETE  /api/ext/v1/task-grants/{grant_id}                                      
 DELETE  /api/ext/v1/user/tokens/{token_id:int}                                    token_holder
 DELETE  /api/v3/notifications/threads/{thread_id:int}                             inbox_thread
 DELETE  /api/v3/notifications/threads/{thread_id:int}/subscription                inbox_thread
+DELETE  /api/v3/orgs/{org}/actions/secrets/{name}                                 owner_only
+DELETE  /api/v3/orgs/{org}/actions/secrets/{name}/repositories/{repository_id:int} owner_only
+DELETE  /api/v3/orgs/{org}/actions/variables/{name}                               owner_only
+DELETE  /api/v3/orgs/{org}/actions/variables/{name}/repositories/{repository_id:int} owner_only
 DELETE  /api/v3/orgs/{org}/members/{login}                                        owner_only
 DELETE  /api/v3/orgs/{org}/memberships/{login}                                    owner_only
 DELETE  /api/v3/orgs/{org}/teams/{slug}                                           team_admin
@@ -384,12 +421,16 @@ DELETE  /api/v3/repos/{owner}/{repo}/actions/variables/{name}                   
 DELETE  /api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection            repo_admin
 DELETE  /api/v3/repos/{owner}/{repo}/collaborators/{login}                        repo_admin
 DELETE  /api/v3/repos/{owner}/{repo}/contents/{path:path}                         protected_branch_write
+DELETE  /api/v3/repos/{owner}/{repo}/environments/{environment}                   repo_admin
+DELETE  /api/v3/repos/{owner}/{repo}/environments/{environment}/secrets/{name}    repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/environments/{environment}/variables/{name}  repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/git/refs/{ref:path}                          repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}             repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels/{name}            repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/lock                     repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issue                repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/keys/{key_id:int}                            repo_admin
 DELETE  /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_write
@@ -397,6 +438,8 @@ DELETE  /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int} 
 DELETE  /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/subscription                                 repo_read
+DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/secrets/{name} repo_write
+DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/variables/{name} repo_write
 DELETE  /api/v3/users/{login}/suspended                                           site_admin
 GET     /                                                                         web_page
 GET     /.well-known/oauth-authorization-server                                   public
@@ -420,6 +463,13 @@ GET     /api/v3/notifications                                                   
 GET     /api/v3/notifications/threads/{thread_id:int}                             inbox_thread
 GET     /api/v3/notifications/threads/{thread_id:int}/subscription                inbox_thread
 GET     /api/v3/orgs/{org}                                                        public_outside_tasks
+GET     /api/v3/orgs/{org}/actions/secrets                                        owner_only
+GET     /api/v3/orgs/{org}/actions/secrets/public-key                             public_outside_tasks
+GET     /api/v3/orgs/{org}/actions/secrets/{name}                                 owner_only
+GET     /api/v3/orgs/{org}/actions/secrets/{name}/repositories                    owner_only
+GET     /api/v3/orgs/{org}/actions/variables                                      owner_only
+GET     /api/v3/orgs/{org}/actions/variables/{name}                               owner_only
+GET     /api/v3/orgs/{org}/actions/variables/{name}/repositories                  owner_only
 GET     /api/v3/orgs/{org}/issue-types                                            public_outside_tasks
 GET     /api/v3/orgs/{org}/members                                                public_outside_tasks
 GET     /api/v3/orgs/{org}/memberships/{login}                                    org_member
@@ -459,6 +509,13 @@ GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}/statuses                
 GET     /api/v3/repos/{owner}/{repo}/compare/{basehead:path}                      repo_read
 GET     /api/v3/repos/{owner}/{repo}/contents                                     repo_read
 GET     /api/v3/repos/{owner}/{repo}/contents/{path:path}                         repo_read
+GET     /api/v3/repos/{owner}/{repo}/environments                                 repo_read
+GET     /api/v3/repos/{owner}/{repo}/environments/{environment}                   repo_read
+GET     /api/v3/repos/{owner}/{repo}/environments/{environment}/secrets           repo_write
+GET     /api/v3/repos/{owner}/{repo}/environments/{environment}/secrets/public-key repo_read
+GET     /api/v3/repos/{owner}/{repo}/environments/{environment}/secrets/{name}    repo_write
+GET     /api/v3/repos/{owner}/{repo}/environments/{environment}/variables         repo_write
+GET     /api/v3/repos/{owner}/{repo}/environments/{environment}/variables/{name}  repo_write
 GET     /api/v3/repos/{owner}/{repo}/forks                                        repo_read
 GET     /api/v3/repos/{owner}/{repo}/git/blobs/{sha}                              repo_read
 GET     /api/v3/repos/{owner}/{repo}/git/commits/{sha}                            repo_read
@@ -475,6 +532,8 @@ GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/comments               
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/parent                   repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issues               repo_read
+GET     /api/v3/repos/{owner}/{repo}/keys                                         repo_admin
+GET     /api/v3/repos/{owner}/{repo}/keys/{key_id:int}                            repo_admin
 GET     /api/v3/repos/{owner}/{repo}/labels                                       repo_read
 GET     /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_read
 GET     /api/v3/repos/{owner}/{repo}/milestones                                   repo_read
@@ -503,6 +562,11 @@ GET     /api/v3/repos/{owner}/{repo}/tarball                                    
 GET     /api/v3/repos/{owner}/{repo}/tarball/{ref:path}                           repo_read
 GET     /api/v3/repos/{owner}/{repo}/zipball                                      repo_read
 GET     /api/v3/repos/{owner}/{repo}/zipball/{ref:path}                           repo_read
+GET     /api/v3/repositories/{repository_id:int}/environments/{environment}/secrets repo_write
+GET     /api/v3/repositories/{repository_id:int}/environments/{environment}/secrets/public-key repo_read
+GET     /api/v3/repositories/{repository_id:int}/environments/{environment}/secrets/{name} repo_write
+GET     /api/v3/repositories/{repository_id:int}/environments/{environment}/variables repo_write
+GET     /api/v3/repositories/{repository_id:int}/environments/{environment}/variables/{name} repo_write
 GET     /api/v3/search/code                                                       public
 GET     /api/v3/search/issues                                                     public
 GET     /api/v3/search/repositories                                               public
@@ -533,10 +597,12 @@ GET     /{owner}/{repo}/tree/{rest:path}                                        
 PATCH   /api/ext/v1/agent-bindings/{login}                                        owner_only
 PATCH   /api/v3/notifications/threads/{thread_id:int}                             inbox_thread
 PATCH   /api/v3/orgs/{org}                                                        owner_only
+PATCH   /api/v3/orgs/{org}/actions/variables/{name}                               owner_only
 PATCH   /api/v3/orgs/{org}/teams/{slug}                                           team_admin
 PATCH   /api/v3/repos/{owner}/{repo}                                              repo_admin
 PATCH   /api/v3/repos/{owner}/{repo}/actions/variables/{name}                     repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}                      repo_write
+PATCH   /api/v3/repos/{owner}/{repo}/environments/{environment}/variables/{name}  repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/git/refs/{ref:path}                          repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}             repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/issues/{number:int}                          repo_write
@@ -546,6 +612,7 @@ PATCH   /api/v3/repos/{owner}/{repo}/milestones/{number:int}                    
 PATCH   /api/v3/repos/{owner}/{repo}/pulls/{number:int}                           repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_write
 PATCH   /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_write
+PATCH   /api/v3/repositories/{repository_id:int}/environments/{environment}/variables/{name} repo_write
 POST    /api/ext/v1/agent-bindings/confirm                                        agent_bootstrap_only
 POST    /api/ext/v1/agent-bindings/{login}/refresh-session                        switch_session_only
 POST    /api/ext/v1/agent-bindings/{login}/reset-token                            owner_only
@@ -568,6 +635,7 @@ POST    /api/ext/v1/user/orgs                                                   
 POST    /api/ext/v1/user/tokens                                                   humans
 POST    /api/graphql                                                              signed_in
 POST    /api/uploads/repos/{owner}/{repo}/releases/{release_id:int}/assets        repo_write
+POST    /api/v3/orgs/{org}/actions/variables                                      owner_only
 POST    /api/v3/orgs/{org}/repos                                                  org_member
 POST    /api/v3/orgs/{org}/teams                                                  owner_only
 POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/cancel             repo_write
@@ -575,6 +643,7 @@ POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun            
 POST    /api/v3/repos/{owner}/{repo}/actions/variables                            repo_write
 POST    /api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches   repo_write
 POST    /api/v3/repos/{owner}/{repo}/check-runs                                   repo_write
+POST    /api/v3/repos/{owner}/{repo}/environments/{environment}/variables         repo_write
 POST    /api/v3/repos/{owner}/{repo}/forks                                        repo_fork
 POST    /api/v3/repos/{owner}/{repo}/git/blobs                                    repo_write
 POST    /api/v3/repos/{owner}/{repo}/git/commits                                  repo_write
@@ -585,6 +654,7 @@ POST    /api/v3/repos/{owner}/{repo}/issues                                     
 POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/comments                 repo_read
 POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_write
 POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/sub_issues               repo_write
+POST    /api/v3/repos/{owner}/{repo}/keys                                         repo_admin
 POST    /api/v3/repos/{owner}/{repo}/labels                                       repo_write
 POST    /api/v3/repos/{owner}/{repo}/merge-upstream                               repo_read
 POST    /api/v3/repos/{owner}/{repo}/milestones                                   repo_write
@@ -595,6 +665,7 @@ POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}/
 POST    /api/v3/repos/{owner}/{repo}/releases                                     repo_write
 POST    /api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets             repo_write
 POST    /api/v3/repos/{owner}/{repo}/statuses/{sha}                               repo_write
+POST    /api/v3/repositories/{repository_id:int}/environments/{environment}/variables repo_write
 POST    /api/v3/user/repos                                                        signed_in_untasked
 POST    /approvals                                                                web_page
 POST    /login                                                                    web_page
@@ -609,19 +680,29 @@ POST    /{owner}/{repo}/git-receive-pack                                        
 POST    /{owner}/{repo}/git-upload-pack                                           git_read
 PUT     /api/v3/notifications                                                     signed_in_untasked
 PUT     /api/v3/notifications/threads/{thread_id:int}/subscription                inbox_thread
+PUT     /api/v3/orgs/{org}/actions/secrets/{name}                                 owner_only
+PUT     /api/v3/orgs/{org}/actions/secrets/{name}/repositories                    owner_only
+PUT     /api/v3/orgs/{org}/actions/secrets/{name}/repositories/{repository_id:int} owner_only
+PUT     /api/v3/orgs/{org}/actions/variables/{name}/repositories                  owner_only
+PUT     /api/v3/orgs/{org}/actions/variables/{name}/repositories/{repository_id:int} owner_only
 PUT     /api/v3/orgs/{org}/memberships/{login}                                    owner_only
 PUT     /api/v3/orgs/{org}/teams/{slug}/memberships/{login}                       team_admin
 PUT     /api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}                      team_admin
 PUT     /api/v3/repos/{owner}/{repo}/actions/secrets/{name}                       repo_write
+PUT     /api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/disable      repo_write
+PUT     /api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/enable       repo_write
 PUT     /api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection            repo_admin
 PUT     /api/v3/repos/{owner}/{repo}/collaborators/{login}                        repo_admin
 PUT     /api/v3/repos/{owner}/{repo}/contents/{path:path}                         protected_branch_write
+PUT     /api/v3/repos/{owner}/{repo}/environments/{environment}                   repo_admin
+PUT     /api/v3/repos/{owner}/{repo}/environments/{environment}/secrets/{name}    repo_write
 PUT     /api/v3/repos/{owner}/{repo}/issues/{number:int}/labels                   repo_write
 PUT     /api/v3/repos/{owner}/{repo}/issues/{number:int}/lock                     repo_write
 PUT     /api/v3/repos/{owner}/{repo}/notifications                                repo_inbox
 PUT     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge                     repo_write
 PUT     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/update-branch             repo_write
 PUT     /api/v3/repos/{owner}/{repo}/subscription                                 repo_read
+PUT     /api/v3/repositories/{repository_id:int}/environments/{environment}/secrets/{name} repo_write
 PUT     /api/v3/users/{login}/suspended                                           site_admin
 """
 

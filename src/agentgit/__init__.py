@@ -35,8 +35,8 @@ if importlib.util.find_spec("dulwich") is None:
 MODULES = (
     "config", "errors", "storage", "gitstore", "tokens", "accounts", "policy", "audit", "approvals", "intents",
     "authentication", "plumbing", "serializers", "lookups",
-    "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "actions",
-    "search", "orgs", "agents", "delegation", "tasks", "freezes",
+    "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "deploy_keys", "actions",
+    "search", "orgs", "actions_config", "agents", "delegation", "tasks", "freezes",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
     "web", "oauth", "githttp", "pages", "server", "clients", "cli",
 )

@@ -1,8 +1,5 @@
-"""REST: workflow records, Actions secrets and variables."""
+"""REST: workflow records and their runs (which nothing here executes)."""
 
-import base64
-import hashlib
-import hmac
 import json
 import re
 
@@ -56,8 +53,8 @@ def sync_workflows(req, row):
 def workflow_json(app, repo_row, wf, display):
     name = full_name(repo_row)
     return {"id": wf["id"], "node_id": node_id("Workflow", wf["id"]), "name": display or wf["path"],
-            "path": wf["path"], "state": "active" if display else "deleted", "created_at": wf["created_at"],
-            "updated_at": wf["created_at"], "url": "%s/repos/%s/actions/workflows/%d" % (app.api, name, wf["id"]),
+            "path": wf["path"], "state": ("disabled_manually" if wf["disabled_at"] else "active") if display else
+            "deleted", "created_at": wf["created_at"], "updated_at": wf["disabled_at"] or wf["created_at"], "url": "%s/repos/%s/actions/workflows/%d" % (app.api, name, wf["id"]),
             "html_url": "%s/%s/blob/%s/%s" % (app.url, name, repo_row["default_branch"], wf["path"]),
             "badge_url": "%s/%s/workflows/%s/badge.svg" % (app.url, name, wf["path"].rsplit("/", 1)[-1])}
 
@@ -93,6 +90,8 @@ def dispatch_workflow(req, owner, repo, workflow_id):
         raise invalid("Workflow", "inputs", message="inputs must be at most 25 string, number or boolean values")
     row = find_repo(req, owner, repo)
     wf, _ = find_workflow(req, row, workflow_id)
+    if wf["disabled_at"]:
+        raise invalid("Workflow", "workflow_id", "custom", "Cannot trigger a 'workflow_dispatch' on a disabled workflow")
     branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
     with open_repo(req.app, row["id"]) as git:
         sha = resolve_commit(git, ref)
@@ -108,6 +107,19 @@ def dispatch_workflow(req, owner, repo, workflow_id):
             "head_branch": branch, "head_sha": sha, "inputs": json.dumps(inputs), "status": "queued",
             "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
         req.effect("recorded run %d of %s on %s (nothing executes)" % (run_id, wf["path"], branch))
+    return 204, None
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/enable")
+@route("PUT", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/disable")
+def enable_or_disable_workflow(req, owner, repo, workflow_id):
+    """gh workflow enable|disable: a disabled workflow is not dispatched, and says so in its state."""
+    row = find_repo(req, owner, repo, "manage_workflows")
+    wf, _ = find_workflow(req, row, workflow_id)
+    disable = req.raw_path.rstrip("/").endswith("/disable")
+    with req.transaction() as db:
+        db.execute("UPDATE workflows SET disabled_at = ? WHERE id = ?", (now() if disable else None, wf["id"]))
+        req.effect("%s workflow %s" % ("disabled" if disable else "enabled", wf["path"]))
     return 204, None
 
 
@@ -203,174 +215,4 @@ def delete_run(req, owner, repo, run_id):
     with req.transaction() as db:
         db.execute("DELETE FROM workflow_runs WHERE id = ?", (run["id"],))
         req.effect("deleted run %d" % run["id"])
-    return 204, None
-
-
-# -- Actions secrets ----------------------------------------------------------------------------
-# Clients seal a secret to the repository's public key (libsodium's crypto_box_seal), so the value
-# never reaches agentgit in the clear. Names and dates are readable (read_secret); values never are.
-
-SECRET_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
-X25519_P = 2 ** 255 - 19
-
-
-def x25519_public_key(private):
-    """RFC 7748 X25519(k, 9): the public key of a 32-byte private key. Computed once, from the server
-    key, never from what a request sends, so it need not be constant-time."""
-    k = int.from_bytes(private, "little") & ~7 & ~(1 << 255) | (1 << 254)
-    x2, z2, x3, z3, swap = 1, 0, 9, 1, 0
-    for t in reversed(range(255)):      # the Montgomery ladder
-        bit = (k >> t) & 1
-        if swap ^ bit:
-            x2, x3, z2, z3 = x3, x2, z3, z2
-        swap = bit
-        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
-        aa, bb, da, cb = a * a % X25519_P, b * b % X25519_P, d * a % X25519_P, c * b % X25519_P
-        e = aa - bb
-        x3, z3 = (da + cb) ** 2 % X25519_P, 9 * (da - cb) ** 2 % X25519_P
-        x2, z2 = aa * bb % X25519_P, e * (aa + 121665 * e) % X25519_P
-    if swap:
-        x2, z2 = x3, z3
-    return (x2 * pow(z2, X25519_P - 2, X25519_P) % X25519_P).to_bytes(32, "little")
-
-
-def secrets_public_key(app):
-    """(key_id, base64 public key): one X25519 key for the server, derived from its key."""
-    public = x25519_public_key(hmac.new(app.key, b"actions secrets", hashlib.sha256).digest())
-    return str(int.from_bytes(hashlib.sha256(public).digest()[:6], "big")), base64.b64encode(public).decode()
-
-
-def secret_json(row):
-    return {"name": row["name"], "created_at": row["created_at"], "updated_at": row["updated_at"]}
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets/public-key")
-def secrets_key(req, owner, repo):
-    find_repo(req, owner, repo)
-    key_id, key = secrets_public_key(req.app)
-    return {"key_id": key_id, "key": key}
-
-
-def actions_table(req):
-    """(table, read action, write action, serializer): secrets and variables are listed, read and
-    deleted by the same code, told apart by the path (/api/v3/repos/{owner}/{repo}/actions/{table})."""
-    if req.raw_path.split("/")[7] == "secrets":
-        return "secrets", "read_secret", "write_secret", secret_json
-    return "variables", "read_variables", "write_variables", variable_json
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets")
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables")
-def list_secrets_or_variables(req, owner, repo):
-    table, read, _, to_json = actions_table(req)
-    row = find_repo(req, owner, repo, read)
-    rows = req.app.store.all("SELECT * FROM %s WHERE repo_id = ? ORDER BY name" % table, row["id"])
-    return {"total_count": len(rows), table: [to_json(r) for r in req.paginate(rows)]}
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
-def get_secret_or_variable(req, owner, repo, name):
-    table, read, _, to_json = actions_table(req)
-    row = find_repo(req, owner, repo, read, secret=name.upper())
-    found = req.app.store.one("SELECT * FROM %s WHERE repo_id = ? AND name = ?" % table, row["id"], name.upper())
-    if found is None:
-        raise HTTPError(404, "Not Found")
-    return to_json(found)
-
-
-def actions_name(name, resource):
-    """A secret's or variable's name as GitHub stores it (upper case), or 422."""
-    if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name) or name.upper().startswith("GITHUB_"):
-        raise invalid(resource, "name", message="names are letters, digits and _, not starting with a digit"
-                                                " or GITHUB_")
-    return name.upper()
-
-
-@route("PUT", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
-def put_secret(req, owner, repo, name):
-    body = req.json()
-    value = req.field(body, "encrypted_value", str, "Secret", required=True)
-    key_id = req.field(body, "key_id", str, "Secret", required=True)
-    row = find_repo(req, owner, repo, "write_secret")
-    name = actions_name(name, "Secret")
-    if key_id != secrets_public_key(req.app)[0]:
-        raise invalid("Secret", "key_id", message="seal the value to the key from actions/secrets/public-key")
-    try:
-        sealed = base64.b64decode(value, validate=True)
-    except ValueError:
-        sealed = b""
-    if not 48 <= len(sealed) <= 48 + 48 * 1024:        # a sealed box: 32-byte key, 16-byte tag, the value
-        raise invalid("Secret", "encrypted_value", message="a base64 libsodium sealed box of at most 48 KB")
-    stamp = now()
-    with req.transaction() as db:
-        created = db.execute("INSERT OR IGNORE INTO secrets (repo_id, name, encrypted_value, created_at, updated_at)"
-                             " VALUES (?, ?, ?, ?, ?)", (row["id"], name, value, stamp, stamp)).rowcount
-        if not created:
-            db.execute("UPDATE secrets SET encrypted_value = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
-                       (value, stamp, row["id"], name))
-        req.effect("%s secret %s" % ("created" if created else "updated", name))
-    return (201, {}) if created else (204, None)
-
-
-@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/secrets/{name}")
-@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
-def delete_secret_or_variable(req, owner, repo, name):
-    table, _, write, _ = actions_table(req)
-    row = find_repo(req, owner, repo, write)
-    with req.transaction() as db:
-        if not db.execute("DELETE FROM %s WHERE repo_id = ? AND name = ?" % table, (row["id"], name.upper())).rowcount:
-            raise HTTPError(404, "Not Found")
-        req.effect("deleted %s %s" % (table[:-1], name.upper()))
-    return 204, None
-
-
-# -- Actions variables: configuration in the clear (deleted by delete_secret_or_variable above) -------
-
-VARIABLE_MAX_BYTES = 48 * 1024
-
-
-def variable_json(row):
-    return {"name": row["name"], "value": row["value"], "created_at": row["created_at"],
-            "updated_at": row["updated_at"]}
-
-
-def variable_value(req, body, required):
-    value = req.field(body, "value", str, "Variable", required=required)
-    if value is not None and len(value.encode()) > VARIABLE_MAX_BYTES:
-        raise invalid("Variable", "value", message="a value is at most 48 KB")
-    return value
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/actions/variables")
-def create_variable(req, owner, repo):
-    body = req.json()
-    row = find_repo(req, owner, repo, "write_variables")
-    name = actions_name(req.field(body, "name", str, "Variable", required=True), "Variable")
-    value = variable_value(req, body, required=True)
-    stamp = now()
-    with req.transaction() as db:
-        if not db.execute("INSERT OR IGNORE INTO variables (repo_id, name, value, created_at, updated_at) VALUES"
-                          " (?, ?, ?, ?, ?)", (row["id"], name, value, stamp, stamp)).rowcount:
-            raise HTTPError(409, "Already exists - Variable already exists")
-        req.effect("created variable %s" % name)
-    return 201, {}
-
-
-@route("PATCH", "/api/v3/repos/{owner}/{repo}/actions/variables/{name}")
-def update_variable(req, owner, repo, name):
-    body = req.json()
-    row = find_repo(req, owner, repo, "write_variables")
-    new_name = actions_name(req.field(body, "name", str, "Variable", default=name), "Variable")
-    value = variable_value(req, body, required=False)
-    with req.transaction() as db:
-        found = db.execute("SELECT * FROM variables WHERE repo_id = ? AND name = ?", (row["id"], name.upper())).fetchone()
-        if found is None:
-            raise HTTPError(404, "Not Found")
-        if new_name != found["name"] and db.execute("SELECT 1 FROM variables WHERE repo_id = ? AND name = ?",
-                                                    (row["id"], new_name)).fetchone():
-            raise HTTPError(409, "Already exists - Variable already exists")
-        db.execute("UPDATE variables SET name = ?, value = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
-                   (new_name, found["value"] if value is None else value, now(), row["id"], found["name"]))
-        req.effect("updated variable %s" % new_name)
     return 204, None

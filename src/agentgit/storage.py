@@ -51,9 +51,11 @@ MIGRATIONS = {
         " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"
         " UPDATE repos SET forked_by = owner_id WHERE parent_id IS NOT NULL AND forked_by IS NULL AND"
         " owner_id IN (SELECT id FROM accounts WHERE kind != 'org');"),
-    # pending reviews: a new state, and no submission time until submitted; multi-line review comments
+    # pending reviews: a new state, and no submission time until submitted; multi-line review comments;
+    # workflows disabled by hand
     8: Migration([("review_comments", "start_line INTEGER"), ("review_comments", "start_side TEXT NOT NULL DEFAULT 'RIGHT'"),
-                  ("review_comments", "subject_type TEXT NOT NULL DEFAULT 'LINE'")],
+                  ("review_comments", "subject_type TEXT NOT NULL DEFAULT 'LINE'"),
+                  ("workflows", "disabled_at TEXT")],
                  "ALTER TABLE reviews RENAME TO reviews_before_v8;",
                  "INSERT INTO reviews (id, issue_id, user_id, state, body, commit_id, submitted_at) SELECT id, issue_id,"
                  " user_id, state, body, commit_id, submitted_at FROM reviews_before_v8; DROP TABLE reviews_before_v8;"),
