@@ -41,20 +41,20 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     14. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
     15. users              REST: the API root, meta, rate limit and users.
     16. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    17. notifications      REST: notifications, GitHub's inbox of threads, and watching repositories.
+    17. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
     18. issues             REST: issues, comments, labels and milestones.
-    19. sub_issues         REST: sub-issues, github.com's tree of issues: a parent lists its sub-issues in the order its
+    19. sub_issues         REST: sub-issues, github.com's tree of issues.
     20. pulls              REST: pull requests and their merges.
     21. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
     22. contents           REST: file contents and READMEs, read and written as commits.
     23. protection         REST: branch protection, commit statuses and check runs.
     24. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     25. releases           REST: releases, tags and release assets.
-    26. deploy_keys        REST: deploy keys, the SSH public keys a repository's admins register for machines.
+    26. deploy_keys        REST: deploy keys.
     27. actions            REST: workflow records and their runs (which nothing here executes).
     28. search             REST: search over repositories, issues, code and accounts.
     29. orgs               REST: organizations, memberships and teams.
-    30. actions_config     REST: what Actions workflows would be configured with — environments, and the secrets and variables
+    30. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
     31. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
     32. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
     33. tasks              REST: task grants, task tokens, step-up and approvals.
@@ -3809,7 +3809,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/notifications.py — REST: notifications, GitHub's inbox of threads, and watching repositories.
+# 17. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4764,7 +4764,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues: a parent lists its sub-issues in the order its
+# 19. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, plumbing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6831,7 +6831,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/deploy_keys.py — REST: deploy keys, the SSH public keys a repository's admins register for machines.
+# 26. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, plumbing, issues, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7670,7 +7670,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/actions_config.py — REST: what Actions workflows would be configured with — environments, and the secrets and variables
+# 30. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, accounts, policy, plumbing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

@@ -1,6 +1,8 @@
-"""REST: what Actions workflows would be configured with — environments, and the secrets and variables
-of a repository, of one of its environments, and of an organization (for all its repositories, its
-private ones, or those selected).
+"""REST: Actions configuration: environments, and secrets and variables at three levels.
+
+What workflows would be configured with: environments, and the secrets and variables of a repository,
+of one of its environments, and of an organization (for all its repositories, its private ones, or
+those selected).
 
 Clients seal a secret to the server's public key (libsodium's crypto_box_seal), so its value never
 reaches agentgit in the clear and no endpoint ever returns it: names and dates are readable, values

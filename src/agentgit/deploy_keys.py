@@ -1,6 +1,6 @@
-"""REST: deploy keys, the SSH public keys a repository's admins register for machines.
+"""REST: deploy keys.
 
-agentgit serves Git over HTTP only, so no key opens anything here: they are kept, checked and listed as
+The SSH public keys a repository's admins register for machines. agentgit serves Git over HTTP only, so no key opens anything here: they are kept, checked and listed as
 GitHub keeps them, for the tools and the repositories that carry them (gh repo deploy-key). A key is
 an OpenSSH public key line; one key is registered once on the whole server, as on GitHub.
 """

@@ -1,4 +1,4 @@
-"""REST: notifications, GitHub's inbox of threads, and watching repositories.
+"""REST: notifications (GitHub's inbox of threads) and watching repositories.
 
 A thread is one account's view of one issue or pull request. Something happening there (it is opened,
 commented on, reviewed, someone is assigned or asked for a review) marks the thread unread for each

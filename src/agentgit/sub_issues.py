@@ -1,7 +1,9 @@
-"""REST: sub-issues, github.com's tree of issues: a parent lists its sub-issues in the order its
-triagers give them. A sub-issue has one parent, in a repository of the same owner; a pull request is
-never one; the tree has no cycles, at most MAX_SUB_ISSUES children to a parent and MAX_DEPTH levels.
-Changing the tree is triage on the parent's repository; the sub-issue must be one the caller can read.
+"""REST: sub-issues, github.com's tree of issues.
+
+A parent lists its sub-issues in the order its triagers give them. A sub-issue has one parent, in a
+repository of the same owner; a pull request is never one; the tree has no cycles, at most
+MAX_SUB_ISSUES children to a parent and MAX_DEPTH levels. Changing the tree is triage on the parent's
+repository; the sub-issue must be one the caller can read.
 """
 
 from agentgit.errors import HTTPError, invalid
