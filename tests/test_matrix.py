@@ -441,9 +441,11 @@ DELETE  /api/v3/repos/{owner}/{repo}/subscription                               
 DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/secrets/{name} repo_write
 DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/variables/{name} repo_write
 DELETE  /api/v3/users/{login}/suspended                                           site_admin
+DELETE  /mcp                                                                      public
 GET     /                                                                         web_page
 GET     /.well-known/oauth-authorization-server                                   public
 GET     /.well-known/oauth-protected-resource                                     public
+GET     /.well-known/oauth-protected-resource/mcp                                 public
 GET     /agentgit.css                                                             web_page
 GET     /api/ext/v1/agents/{login}/activity                                       owner_only
 GET     /api/ext/v1/approvals                                                     signed_in
@@ -581,6 +583,7 @@ GET     /approvals                                                              
 GET     /login                                                                    web_page
 GET     /login/device                                                             web_page
 GET     /login/oauth/authorize                                                    web_page
+GET     /mcp                                                                      public
 GET     /raw/{owner}/{repo}/{rest:path}                                           repo_read
 GET     /settings/agents                                                          web_page
 GET     /settings/tokens                                                          web_page
@@ -674,6 +677,7 @@ POST    /login/device/code                                                      
 POST    /login/oauth/access_token                                                 public
 POST    /login/oauth/authorize                                                    web_page
 POST    /logout                                                                   web_page
+POST    /mcp                                                                      signed_in
 POST    /settings/agents                                                          web_page
 POST    /settings/tokens                                                          web_page
 POST    /{owner}/{repo}/git-receive-pack                                          git_write

@@ -186,18 +186,35 @@ def match_segments(segments, parts):
     return params
 
 
+def find_route(method, path):
+    """(handler, path parameters) of the route that serves ``method`` on ``path``; 404 saying what was
+    probably meant when none does. HEAD is served as GET."""
+    method = "GET" if method == "HEAD" else method
+    path = path[:-1] if path.endswith("/") else path
+    parts = path.strip("/").split("/") if path.strip("/") else []
+    for candidate in ROUTES.get(method, ()):
+        params = match_segments(candidate.segments, parts)
+        if params is not None:
+            return candidate.handler, params
+    raise HTTPError(404, not_found_message(method, path[:200], parts))
+
+
 class Request:
     """One HTTP request on its way through authenticate → route → authorize → act → audit → respond."""
 
     def __init__(self, app, handler):
+        # the peer's address; a Unix socket has none (gh's http_unix_socket setting connects that way)
+        self.setup(app, handler, handler.command, handler.path, handler.headers,
+                   handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket")
+
+    def setup(self, app, handler, method, target, headers, client):
         self.app, self.handler = app, handler
-        split = urllib.parse.urlsplit(handler.path)
+        split = urllib.parse.urlsplit(target)
         self.raw_path = split.path
         self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(split.query, keep_blank_values=True).items()}
-        self.headers = handler.headers
-        self.method = handler.command
-        # the peer's address; a Unix socket has none (gh's http_unix_socket setting connects that way)
-        self.client = handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket"
+        self.headers = headers
+        self.method = method
+        self.client = client
         self.surface = "rest"
         self.principal = None
         self.response_headers = {}

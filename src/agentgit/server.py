@@ -28,9 +28,10 @@ from agentgit.policy import Decision, Resource
 from agentgit.audit import AuditAnchor, audit_append
 from agentgit.intents import reconcile_intents
 from agentgit.authentication import Principal, authenticate
-from agentgit.plumbing import ROUTES, Request, body_length, match_segments, not_found_message
+from agentgit.plumbing import Request, body_length, find_route
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
+from agentgit.mcp_server import bearer_challenge
 from agentgit.githttp import make_git_engine
 
 
@@ -163,7 +164,9 @@ class App:
                 req.surface = "web"
                 req.principal, req.session = session_principal(self, req)
             else:
-                if not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
+                if getattr(endpoint, "surface", None):
+                    req.surface = endpoint.surface
+                elif not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
                 req.principal = authenticate(self, handler.headers, req.client, peer)
@@ -180,6 +183,8 @@ class App:
             error, outcome = e, "refused: HTTP %d %s" % (e.status, e.message)
             if e.status == 401 and req.surface == "git":
                 e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
+            elif e.status == 401 and req.surface == "mcp":
+                e.headers.setdefault("WWW-Authenticate", bearer_challenge(req, "invalid_token"))
         except (ConnectionError, TimeoutError):
             handler.close_connection, outcome = True, "client went away"
         except Exception:
@@ -201,19 +206,12 @@ class App:
                 handler.close_connection = True
 
     def match(self, req):
-        method = "GET" if req.method == "HEAD" else req.method
         host = (req.headers.get("Host") or "").split(":")[0].lower()
         if host.startswith("api.") and not req.raw_path.startswith("/api/"):
             # github.com's layout, which gh uses for hosts like github.localhost: the API at the root of
             # api.<host>, GraphQL at /graphql
             req.raw_path = "/api/graphql" if req.raw_path.rstrip("/") == "/graphql" else "/api/v3" + req.raw_path
-        path = req.raw_path[:-1] if req.raw_path.endswith("/") else req.raw_path
-        parts = path.strip("/").split("/") if path.strip("/") else []
-        for candidate in ROUTES.get(method, ()):
-            params = match_segments(candidate.segments, parts)
-            if params is not None:
-                return candidate.handler, params
-        raise HTTPError(404, not_found_message(method, path[:200], parts))
+        return find_route(req.method, req.raw_path)
 
     def respond(self, req, status, body, headers=None):
         handler, headers = req.handler, dict(headers or {})
