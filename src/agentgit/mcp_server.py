@@ -87,7 +87,11 @@ def rest(outer, method, path, body=None, query=None, accept=None):
             req.settle("refused: HTTP %d %s" % (error.status, error.message) if error else "done",
                        failed=error is not None)
     data = result[1] if isinstance(result, tuple) else result
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    headers = result[2] if isinstance(result, tuple) and len(result) > 2 else {}
+    if isinstance(data, bytes):         # JSON some handlers encode once and keep, or text (a diff)
+        kind = headers.get("Content-Type", "application/json")
+        return json.loads(data) if kind.startswith("application/json") else data.decode("utf-8", "replace")
+    return data
 
 
 def repo_api(args, *rest_parts):

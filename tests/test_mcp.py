@@ -1,0 +1,187 @@
+"""agentgit's own MCP server at /mcp, driven by the official MCP SDK in both eras (2026-07-28 and the
+2025 handshake): tools with GitHub's MCP server's names, decided and audited as REST is on surface mcp;
+an agent's whole task through it, its merge held for alice's approval by URL-mode elicitation; and the
+protocol's bad input, each answered in the protocol's own shape."""
+import asyncio
+import json
+import urllib.parse
+
+import pytest
+
+from conftest import api, call, ext, grant_a_task
+
+mcp = pytest.importorskip("mcp", reason="make test installs the mcp SDK")
+import httpx2  # noqa: E402  (the SDK's HTTP client)
+import mcp_types  # noqa: E402
+from mcp import Client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from mcp.shared.exceptions import MCPError  # noqa: E402
+
+MODERN = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def client(server, token, mode="auto", **kwargs):
+    http = httpx2.AsyncClient(headers={"Authorization": "Bearer " + token})
+    return Client(streamable_http_client(server.url + "/mcp", http_client=http), mode=mode, **kwargs)
+
+
+def text(result):
+    return " ".join(c.text for c in result.content if getattr(c, "text", None))
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_a_human_uses_the_tools_in_either_era(server, mode):
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+
+    async def scenario():
+        async with client(server, alice, mode) as c:
+            assert c.session.protocol_version == ("2026-07-28" if mode == "auto" else "2025-11-25")
+            tools = {t.name: t for t in (await c.list_tools()).tools}
+            assert {"get_me", "get_file_contents", "create_branch", "merge_pull_request", "get_permissions"} <= set(tools)
+            assert tools["get_file_contents"].annotations.read_only_hint is True
+            assert tools["delete_file"].annotations.destructive_hint is True
+            assert "merge_pr" in tools["merge_pull_request"].description
+            assert json.loads(text(await c.call_tool("get_me", {})))["login"] == "alice"
+            made = await c.call_tool("create_issue", {"owner": "alice", "repo": "demo", "title": "From MCP"})
+            assert not made.is_error and made.structured_content["number"] == 1
+            listed = json.loads(text(await c.call_tool("list_issues", {"owner": "alice", "repo": "demo"})))
+            assert [i["title"] for i in listed] == ["From MCP"]
+            readme = (await c.call_tool("get_file_contents", {"owner": "alice", "repo": "demo", "path": "README.md"}))
+            assert readme.structured_content["content"] == "# demo\n"
+            missing = await c.call_tool("get_issue", {"owner": "alice", "repo": "demo", "issue_number": 9})
+            assert missing.is_error and "HTTP 404" in text(missing)
+            may = json.loads(text(await c.call_tool("get_permissions", {"owner": "alice", "repo": "demo"})))
+            assert may["actions"]["merge_pr"]["decision"] == "allow"
+
+    asyncio.run(scenario())
+    rows = server.app.store.all("SELECT * FROM audit WHERE action = 'open_issue'")
+    assert [(r["surface"], r["actor"], r["decision"]) for r in rows] == [("mcp", "alice", "allow")]
+
+
+def test_an_agents_task_through_mcp_waits_for_alices_approval(server):
+    """A task token bound to alice/payments: the tools its grant allows, a branch under its prefix, a
+    commit, a pull request; the merge waits for alice (2026-07-28's input_required with a URL
+    elicitation), the SDK retries once she approves, and the audit rows name the whole chain."""
+    w = grant_a_task(server, "task:fix-payments", ["read_code", "create_branch", "push_branch", "open_pr", "merge_pr"],
+                     {"branch_prefix": "agent/", "requires_approval": ["merge_pr"]})
+    asked = []
+
+    async def approve_at_the_url(context, params):
+        asked.append(params)
+        approval = urllib.parse.urlsplit(params.url).fragment
+        assert ext(server, "POST", "/approvals/%s/approve" % approval, w["alice"], {}).status == 200
+        return mcp_types.ElicitResult(action="accept")
+
+    async def scenario():
+        async with client(server, w["token"], elicitation_callback=approve_at_the_url) as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            assert {"create_branch", "create_pull_request", "merge_pull_request"} <= names
+            assert not names & {"create_issue", "add_issue_comment", "update_issue"}      # not in its grant
+            repo = {"owner": "alice", "repo": "payments"}
+            assert not (await c.call_tool("create_branch", dict(repo, branch="agent/fix"))).is_error
+            refused = await c.call_tool("create_branch", dict(repo, branch="hotfix"))
+            assert refused.is_error and "403" in text(refused) and "agent/" in text(refused)
+            other = await c.call_tool("list_branches", {"owner": "alice", "repo": "other"})
+            assert other.is_error and "404" in text(other)
+            await c.call_tool("create_or_update_file", dict(repo, path="fix.py", content="fixed = True\n",
+                                                            message="fix", branch="agent/fix"))
+            pull = (await c.call_tool("create_pull_request", dict(repo, title="Fix", head="agent/fix",
+                                                                  base="main"))).structured_content
+            merged = await c.call_tool("merge_pull_request", dict(repo, pullNumber=pull["number"]))
+            assert not merged.is_error and merged.structured_content["merged"] is True, text(merged)
+
+    asyncio.run(scenario())
+    assert len(asked) == 1 and asked[0].mode == "url" and "approval" in asked[0].message
+    merges = server.app.store.all("SELECT * FROM audit WHERE action = 'merge_pr' ORDER BY id")
+    assert [r["decision"] for r in merges] == ["needs_approval", "allow"]
+    for row in merges:
+        assert (row["surface"], row["actor"], row["delegator"], row["task"], row["grant_id"]) == (
+            "mcp", w["login"], "alice", "task:fix-payments", w["grant"]["id"])
+
+
+def test_the_handshake_era_asks_for_approval_with_error_32042(server):
+    w = grant_a_task(server, "task:merge", ["read_code", "merge_pr", "create_branch", "push_branch", "open_pr"],
+                     {"requires_approval": ["merge_pr"]})
+
+    async def scenario():
+        async with client(server, w["token"], mode="legacy") as c:
+            repo = {"owner": "alice", "repo": "payments"}
+            await c.call_tool("create_branch", dict(repo, branch="fix"))
+            await c.call_tool("create_or_update_file", dict(repo, path="f", content="f", message="f", branch="fix"))
+            pull = (await c.call_tool("create_pull_request", dict(repo, title="F", head="fix", base="main")))
+            with pytest.raises(MCPError) as waiting:
+                await c.call_tool("merge_pull_request", dict(repo, pullNumber=pull.structured_content["number"]))
+            assert waiting.value.error.code == -32042
+            elicitation = waiting.value.error.data["elicitations"][0]
+            assert elicitation["mode"] == "url" and elicitation["url"].startswith(server.url + "/approvals#ap_")
+            ext(server, "POST", "/approvals/%s/approve" % elicitation["elicitationId"], w["alice"], {})
+            merged = await c.call_tool("merge_pull_request", dict(repo, pullNumber=pull.structured_content["number"]))
+            assert merged.structured_content["merged"] is True
+
+    asyncio.run(scenario())
+
+
+def rpc(server, token, message, headers=None, raw=None):
+    return call(server, "POST", "/mcp", token, raw_body=raw if raw is not None else json.dumps(message).encode(),
+                headers=dict({"Content-Type": "application/json", "Accept": "application/json, text/event-stream"},
+                             **(headers or {})))
+
+
+def modern_headers(method, name=None, version="2026-07-28"):
+    return dict({"MCP-Protocol-Version": version, "Mcp-Method": method}, **({"Mcp-Name": name} if name else {}))
+
+
+def test_bad_input_gets_the_protocols_own_answers(server):
+    alice = server.add_user("alice")
+    # no token: 401 naming the protected resource metadata, which names agentgit as the authorization server
+    r = rpc(server, None, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    challenge = r.headers["www-authenticate"]
+    assert r.status == 401 and 'resource_metadata="%s/.well-known/oauth-protected-resource/mcp"' % server.url in challenge
+    metadata = call(server, "GET", "/.well-known/oauth-protected-resource/mcp").json
+    assert (metadata["resource"], metadata["authorization_servers"]) == (server.url + "/mcp", [server.url])
+    bad = rpc(server, "agp_" + "0" * 40, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert bad.status == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
+    for raw, code in ((b"{not json", -32700), (b"[]", -32600), (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', -32600),
+                      (b'{"jsonrpc": "1.0", "id": 1, "method": "ping"}', -32600), (b'{"jsonrpc": "2.0", "id": 1}', -32600),
+                      (b'{"jsonrpc": "2.0", "id": true, "method": "ping"}', -32600),
+                      (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": []}', -32602)):
+        r = rpc(server, alice, None, raw=raw)
+        assert (r.status, r.json["error"]["code"]) == (400 if code != -32602 else 200, code), (raw, r)
+    legacy = {"MCP-Protocol-Version": "2025-06-18"}
+    assert rpc(server, alice, {"jsonrpc": "2.0", "id": 2, "method": "resources/list"}, legacy).json["error"]["code"] == -32601
+    for arguments, words in (({"owner": "alice"}, "missing required argument(s): repo"),
+                             ({"owner": "alice", "repo": 5}, "repo must be a string"),
+                             ({"owner": "alice", "repo": "x", "perPage": 1.5}, "whole number"),
+                             ({"owner": "alice", "repo": "x", "evil": 1}, "takes no argument")):
+        r = rpc(server, alice, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                "params": {"name": "list_branches", "arguments": arguments}}, legacy)
+        assert r.json["error"]["code"] == -32602 and words in r.json["error"]["message"], r
+    r = rpc(server, alice, {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "rm_rf"}}, legacy)
+    assert r.json["error"] == {"code": -32602, "message": "Unknown tool: rm_rf"}
+    assert rpc(server, alice, {"jsonrpc": "2.0", "method": "notifications/initialized"}, legacy).status == 202
+    assert rpc(server, alice, {"jsonrpc": "2.0", "id": 5, "method": "ping"},
+               {"MCP-Protocol-Version": "1999-01-01"}).status == 400
+    # 2026-07-28: the envelope, the headers that must echo it, and the versions
+    discover = {"jsonrpc": "2.0", "id": 6, "method": "server/discover", "params": {"_meta": MODERN}}
+    ok = rpc(server, alice, discover, modern_headers("server/discover"))
+    assert ok.status == 200 and "2026-07-28" in ok.json["result"]["supportedVersions"]
+    assert ok.json["result"]["resultType"] == "complete"
+    r = rpc(server, alice, discover, modern_headers("tools/list"))
+    assert (r.status, r.json["error"]["code"]) == (400, -32020)
+    call_it = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"_meta": MODERN, "name": "get_me"}}
+    assert rpc(server, alice, call_it, modern_headers("tools/call", "list_branches")).json["error"]["code"] == -32020
+    assert rpc(server, alice, call_it, modern_headers("tools/call", "get_me")).json["result"]["isError"] is False
+    old = dict(discover, params={"_meta": dict(MODERN, **{"io.modelcontextprotocol/protocolVersion": "2027-01-01"})})
+    r = rpc(server, alice, old, modern_headers("server/discover", version="2027-01-01"))
+    assert (r.status, r.json["error"]["code"], r.json["error"]["data"]["requested"]) == (400, -32022, "2027-01-01")
+    r = rpc(server, alice, {"jsonrpc": "2.0", "id": 8, "method": "server/discover", "params": {}})
+    assert (r.status, r.json["error"]["code"]) == (400, -32602)
+    r = rpc(server, alice, {"jsonrpc": "2.0", "id": 9, "method": "nope", "params": {"_meta": MODERN}},
+            modern_headers("nope"))
+    assert (r.status, r.json["error"]["code"]) == (404, -32601)
+    # no stream to open, no session to end; a body past the limit is refused before it is read
+    assert call(server, "GET", "/mcp", alice).status == 405
+    assert call(server, "DELETE", "/mcp", alice).status == 405
+    huge = rpc(server, alice, None, raw=b"{}", headers={"Content-Length": str(5 << 20)})
+    assert huge.status == 413 and "larger than" in huge.json["message"]
