@@ -65,13 +65,14 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     38. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
     39. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
     40. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    41. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    42. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    43. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    44. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    45. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    46. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    47. cli                Command line: serve, user, agent, connect, routes, audit.
+    41. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    42. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    43. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    44. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    45. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    46. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    47. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    48. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -93,6 +94,7 @@ import http.client
 import http.server
 import importlib.util
 import io
+import ipaddress
 import itertools
 import json
 import os
@@ -204,6 +206,7 @@ class Config:
     registration_limit: int = 20           # registrations per client address per window
     registration_window: int = 600         # seconds
     agent_credentials: str = None          # "bootstrap" or "direct"; None: as the installation last chose
+    allow_loopback_client_documents: bool = False   # OAuth client metadata documents from 127.0.0.1 (tests)
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")
@@ -349,6 +352,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
     audience      TEXT,              -- agent session tokens: JSON list of the repositories they are for, or NULL: any
+    resource      TEXT,              -- RFC 8707: the server URL (REST, GraphQL, Git) or its /mcp URL it is for; NULL: both
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
     hash          TEXT NOT NULL UNIQUE,
@@ -718,11 +722,14 @@ CREATE TABLE IF NOT EXISTS device_codes (
 -- refresh tokens rotate within a family so that replaying an old one revokes the family.
 CREATE TABLE IF NOT EXISTS oauth_apps (
     id             INTEGER PRIMARY KEY,
-    client_id      TEXT NOT NULL UNIQUE,
+    client_id      TEXT NOT NULL UNIQUE,  -- agc_…, or a metadata document's https URL
     secret_hash    TEXT,                  -- NULL: a public client (PKCE alone)
     name           TEXT NOT NULL,
     redirect_uris  TEXT NOT NULL,         -- JSON list
-    owner_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    owner_id       INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- NULL: nobody vouches for it
+    kind           TEXT NOT NULL DEFAULT 'owned' CHECK (kind IN ('owned', 'dynamic', 'metadata_document')),
+    metadata       TEXT NOT NULL DEFAULT '{}',   -- what it registered, or its metadata document
+    fetched_at     INTEGER,               -- a metadata document: when it was last fetched (epoch seconds)
     created_at     TEXT NOT NULL
 );
 
@@ -736,7 +743,8 @@ CREATE TABLE IF NOT EXISTS oauth_codes (
     challenge     TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     consumed_at   TEXT,
-    family        TEXT                    -- the refresh family it started, to revoke on replay
+    family        TEXT,                   -- the refresh family it started, to revoke on replay
+    resource      TEXT                    -- RFC 8707: the resource the client asked for, its tokens' audience
 );
 
 CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
@@ -748,7 +756,8 @@ CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
     scopes       TEXT NOT NULL,
     access_id    INTEGER REFERENCES tokens(id) ON DELETE SET NULL,
     created_at   TEXT NOT NULL,
-    used_at      TEXT
+    used_at      TEXT,
+    resource     TEXT
 );
 
 -- Task grants: what an agent may do for one task, on which resources, under which constraints.
@@ -941,13 +950,21 @@ MIGRATIONS = {
         " UPDATE repos SET forked_by = owner_id WHERE parent_id IS NOT NULL AND forked_by IS NULL AND"
         " owner_id IN (SELECT id FROM accounts WHERE kind != 'org');"),
     # pending reviews: a new state, and no submission time until submitted; multi-line review comments;
-    # workflows disabled by hand
+    # workflows disabled by hand; tokens, codes and refresh families bound to a resource (RFC 8707);
+    # OAuth clients nobody owns (dynamic registration, metadata documents)
     8: Migration([("review_comments", "start_line INTEGER"), ("review_comments", "start_side TEXT NOT NULL DEFAULT 'RIGHT'"),
                   ("review_comments", "subject_type TEXT NOT NULL DEFAULT 'LINE'"),
-                  ("workflows", "disabled_at TEXT")],
-                 "ALTER TABLE reviews RENAME TO reviews_before_v8;",
+                  ("workflows", "disabled_at TEXT"), ("tokens", "resource TEXT"), ("oauth_codes", "resource TEXT"),
+                  ("oauth_refresh_tokens", "resource TEXT")],
+                 # (an installation older than OAuth apps gets an empty one of the old shape to copy from)
+                 "ALTER TABLE reviews RENAME TO reviews_before_v8; CREATE TABLE IF NOT EXISTS oauth_apps (id INTEGER"
+                 " PRIMARY KEY, client_id TEXT, secret_hash TEXT, name TEXT, redirect_uris TEXT, owner_id INTEGER,"
+                 " created_at TEXT); ALTER TABLE oauth_apps RENAME TO oauth_apps_before_v8;",
                  "INSERT INTO reviews (id, issue_id, user_id, state, body, commit_id, submitted_at) SELECT id, issue_id,"
-                 " user_id, state, body, commit_id, submitted_at FROM reviews_before_v8; DROP TABLE reviews_before_v8;"),
+                 " user_id, state, body, commit_id, submitted_at FROM reviews_before_v8; DROP TABLE reviews_before_v8;"
+                 " INSERT INTO oauth_apps (id, client_id, secret_hash, name, redirect_uris, owner_id, created_at)"
+                 " SELECT id, client_id, secret_hash, name, redirect_uris, owner_id, created_at FROM oauth_apps_before_v8;"
+                 " DROP TABLE oauth_apps_before_v8;"),
 }
 
 
@@ -1343,14 +1360,15 @@ def token_hash(token):
 
 
 def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None, grant_id=None,
-                audience=None):
-    """Mint a token, store its hash, return (token, row id). The token itself is shown once."""
+                audience=None, resource=None):
+    """Mint a token, store its hash, return (token, row id). The token itself is shown once. ``resource``
+    (RFC 8707) binds it to this server's API or to its MCP endpoint; None: it works on both."""
     token = mint_token(key, TOKEN_PREFIXES[kind])
     token_id = insert_row(db, "tokens", {
         "user_id": user_id, "kind": kind, "name": name, "scopes": ",".join(scopes), "hash": token_hash(token),
         "fingerprint": token_fingerprint(token), "created_at": now(), "expires_at": expires_at,
         "issued_by": issued_by, "grant_id": grant_id,
-        "audience": json.dumps(sorted(audience)) if audience is not None else None})
+        "audience": json.dumps(sorted(audience)) if audience is not None else None, "resource": resource})
     return token, token_id
 
 
@@ -2540,6 +2558,7 @@ class Principal:
     audience: frozenset = None          # an agent session token: the repositories it is for (None: any)
     operator: bool = False              # the CLI: whoever can read the data directory
     stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
+    resource: str = None                # RFC 8707: the one resource the token is for (its audience); None: any
 
     @property
     def login(self):
@@ -2607,6 +2626,7 @@ def authenticate(app, headers, client_address, peer_cert=None):
     principal.bootstrap = row["kind"] == "agent" and app.agent_credentials == "bootstrap"
     if row["audience"] is not None:
         principal.audience = frozenset(json.loads(row["audience"]))
+    principal.resource = row["resource"]
     if row["kind"] == "task":
         grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
         if grant is None:
@@ -8974,16 +8994,17 @@ def mint_task_token(req, grant_id):
     return 201, issue_task_token(req, row, req.field(body, "actions", list, "TaskToken"))
 
 
-def issue_task_token(req, row, asked=None):
+def issue_task_token(req, row, asked=None, resource=None):
     """A task token for the grant's row, for the actions asked that the grant gives (narrowed, and
-    said so, when that is fewer); for all it gives when none are asked."""
+    said so, when that is fewer); for all it gives when none are asked. ``resource``: the one
+    resource it works on (RFC 8707), such as the MCP endpoint; None: the API and MCP alike."""
     granted = json.loads(row["actions"])
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
     expires_at = min(from_now(TASK_TOKEN_SECONDS), row["expires_at"])
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
-                               expires_at=expires_at, grant_id=row["id"])
+                               expires_at=expires_at, grant_id=row["id"], resource=resource)
         req.effect("task token %s for %s until %s%s" % (token_fingerprint(token), row["public_id"], expires_at,
                                                        " (narrowed)" if set(asked) - set(given) else ""))
     return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
@@ -11634,8 +11655,241 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, issues, tasks, web
+# 41. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# uses: config, errors, storage, tokens, policy, plumbing, lookups, issues
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+CIMD_MAX_BYTES = 5 * 1024          # the draft's advice for a metadata document
+CIMD_TIMEOUT_SECONDS = 5
+CIMD_CACHE_SECONDS = 600
+AUTH_METHODS = ("none", "client_secret_post", "client_secret_basic")
+
+
+def valid_redirect_uri(uri):
+    """https anywhere, http on loopback only (RFC 8252), a private-use scheme of a native app
+    (com.example.app:/cb, RFC 8252 §7.1); never a fragment or anything but visible ASCII."""
+    parts = urllib.parse.urlsplit(uri) if visible_ascii(uri) else None
+    if parts is None or parts.fragment or not parts.scheme:
+        return False
+    if parts.scheme == "https":
+        return bool(parts.netloc)
+    if parts.scheme == "http":
+        return parts.hostname in ("127.0.0.1", "localhost", "::1")
+    return "." in parts.scheme and parts.scheme not in ("javascript", "data", "file")
+
+
+def redirect_matches(registered, given):
+    """Exact match, except that a loopback redirect may use any port (RFC 8252 §7.3); never a URI with
+    anything but visible ASCII in it."""
+    if not visible_ascii(given):
+        return False
+    if registered == given:
+        return True
+    a, b = urllib.parse.urlsplit(registered), urllib.parse.urlsplit(given)
+    return (a.scheme == b.scheme == "http" and a.hostname in ("127.0.0.1", "localhost", "::1") and
+            a.hostname == b.hostname and a.path == b.path and a.query == b.query and not b.fragment)
+
+
+@route("POST", "/api/ext/v1/oauth/apps")
+def register_oauth_app(req):
+    """Register an OAuth app (client id, optional secret, redirect URIs) owned by the caller."""
+    body = req.json()
+    name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
+    uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)
+    if not all(isinstance(u, str) and valid_redirect_uri(u) for u in uris):     # none: a device-flow app
+        raise invalid("OAuthApp", "redirect_uris", message="redirect URIs are https, or http on loopback, "
+                                                            "with no fragment")
+    confidential = req.field(body, "confidential", bool, "OAuthApp", default=False)
+    user = signed_in(req)
+    req.authorize("register_app", Resource.account(user))
+    with req.transaction() as db:
+        client_id, secret = new_client(db, name, uris, "client_secret_post" if confidential else "none", user["id"],
+                                       "owned", {})
+        req.effect("registered OAuth app %s (%s)" % (client_id, name))
+    out = {"client_id": client_id, "name": name, "redirect_uris": uris}
+    if secret:
+        out["client_secret"] = secret
+    return 201, out
+
+
+def new_client(db, name, uris, auth_method, owner_id, kind, metadata):
+    """(client id, secret or None) of a new row of oauth_apps."""
+    client_id = "agc_" + secrets.token_hex(10)
+    secret = "agcs_" + secrets.token_hex(24) if auth_method != "none" else None
+    insert_row(db, "oauth_apps", {"client_id": client_id, "secret_hash": token_hash(secret) if secret else None,
+                                  "name": name, "redirect_uris": json.dumps(uris), "owner_id": owner_id, "kind": kind,
+                                  "metadata": json.dumps(metadata), "created_at": now()})
+    return client_id, secret
+
+
+def registration_error(code, text):
+    return 400, {"error": code, "error_description": text}
+
+
+@route("POST", "/register")
+def dynamic_registration(req):
+    """RFC 7591: a client registers itself, anonymously, for the authorization code flow with PKCE
+    (and refresh tokens). A confidential client gets a secret, shown once."""
+    req.surface = "oauth"
+    try:
+        body = req.json()
+    except HTTPError:
+        return registration_error("invalid_client_metadata", "the body must be a JSON object")
+    uris = body.get("redirect_uris")
+    if not isinstance(uris, list) or not uris or len(uris) > 10 or not all(
+            isinstance(u, str) and len(u) <= 2000 and valid_redirect_uri(u) for u in uris):
+        return registration_error("invalid_redirect_uri", "redirect_uris: 1 to 10 URIs, https or http on loopback "
+                                                          "or a native app's own scheme, with no fragment")
+    method = body.get("token_endpoint_auth_method", "none")
+    grants = body.get("grant_types", ["authorization_code"])
+    name = body.get("client_name", "")
+    problems = [method not in AUTH_METHODS and "token_endpoint_auth_method must be one of %s" % ", ".join(AUTH_METHODS),
+                not (isinstance(grants, list) and set(grants) <= {"authorization_code", "refresh_token"}) and
+                "grant_types: authorization_code and refresh_token only",
+                body.get("response_types", ["code"]) != ["code"] and "response_types: code only",
+                not (isinstance(name, str) and len(name) <= 100) and "client_name: a string of at most 100 characters",
+                body.get("application_type", "web") not in ("web", "native") and "application_type: web or native"]
+    problems = [p for p in problems if p]
+    if problems:
+        return registration_error("invalid_client_metadata", "; ".join(problems))
+    metadata = {"redirect_uris": uris, "token_endpoint_auth_method": method, "grant_types": grants,
+                "response_types": ["code"], "client_name": name or "unnamed client",
+                "application_type": body.get("application_type", "web")}
+    if isinstance(body.get("scope"), str):
+        metadata["scope"] = body["scope"][:500]
+    with req.app.store.transaction() as db:
+        client_id, secret = new_client(db, metadata["client_name"], uris, method, None, "dynamic", metadata)
+    out = dict(metadata, client_id=client_id, client_id_issued_at=int(time.time()))
+    if secret:
+        out.update(client_secret=secret, client_secret_expires_at=0)
+    return 201, out
+
+
+# -- finding the client of a request ------------------------------------------------------------
+
+def find_client(req, client_id):
+    """The oauth_apps row of ``client_id``: registered here, or fetched from its metadata document
+    when it is an https URL (kept for CIMD_CACHE_SECONDS). None when there is none; HTTPError 400
+    saying why when a metadata document cannot be used."""
+    if not isinstance(client_id, str) or not client_id:
+        return None
+    row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
+    if not client_id.startswith("https://"):
+        return row
+    if row is not None and time.time() - int(row["fetched_at"] or 0) < CIMD_CACHE_SECONDS:
+        return row
+    document = fetch_client_document(client_id, req.app.config.allow_loopback_client_documents)
+    uris, name = document["redirect_uris"], document.get("client_name") or urllib.parse.urlsplit(client_id).hostname
+    with req.app.store.transaction() as db:
+        if row is None:
+            insert_row(db, "oauth_apps", {"client_id": client_id, "name": name[:100], "redirect_uris": json.dumps(uris),
+                                          "kind": "metadata_document", "metadata": json.dumps(document),
+                                          "fetched_at": int(time.time()), "created_at": now()})
+        else:
+            db.execute("UPDATE oauth_apps SET name = ?, redirect_uris = ?, metadata = ?, fetched_at = ? WHERE id = ?",
+                       (name[:100], json.dumps(uris), json.dumps(document), int(time.time()), row["id"]))
+    return req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to ``address`` (already checked) with the certificate checked for ``host``: the name is
+    resolved once, so it cannot point somewhere else between the check and the connection."""
+
+    def __init__(self, host, port, address, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self.address = address
+
+    def connect(self):
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def public_address(host, port, allow_loopback):
+    """The address ``host`` resolves to, if every address it resolves to is a public one (loopback
+    too when allowed); HTTPError 400 naming the reason otherwise."""
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except OSError:
+        raise HTTPError(400, "the client's metadata host %s does not resolve" % host)
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    for address in addresses:
+        loopback_ok = allow_loopback and address.is_loopback
+        if not loopback_ok and (address.is_private or address.is_loopback or address.is_link_local or
+                                address.is_multicast or address.is_reserved or address.is_unspecified):
+            raise HTTPError(400, "the client's metadata host %s is at a non-public address" % host)
+    return str(addresses[0])
+
+
+def fetch_client_document(url, allow_loopback):
+    """The metadata document at ``url``, checked: JSON, at most CIMD_MAX_BYTES, in CIMD_TIMEOUT_SECONDS,
+    no redirect, its client_id this very URL, its redirect URIs well-formed."""
+    parts = urllib.parse.urlsplit(url) if visible_ascii(url) and len(url) <= 2000 else None
+    if parts is None or parts.scheme != "https" or not parts.hostname or parts.path in ("", "/") or parts.fragment \
+            or parts.username or parts.password:
+        raise HTTPError(400, "a client_id URL is https, with a path, and no fragment or user")
+    port = parts.port or 443
+    conn = PinnedHTTPSConnection(parts.hostname, port, public_address(parts.hostname, port, allow_loopback),
+                                 timeout=CIMD_TIMEOUT_SECONDS, context=ssl.create_default_context())
+    deadline = time.monotonic() + CIMD_TIMEOUT_SECONDS
+    try:
+        conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""), headers={
+            "Accept": "application/json", "User-Agent": "agentgit"})
+        response = conn.getresponse()
+        if response.status != 200:
+            raise HTTPError(400, "the client's metadata document answered HTTP %d (redirects are not followed)" %
+                            response.status)
+        data = b""
+        while len(data) <= CIMD_MAX_BYTES and time.monotonic() < deadline:
+            chunk = response.read1(CIMD_MAX_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except (OSError, http.client.HTTPException) as error:
+        raise HTTPError(400, "the client's metadata document could not be fetched: %s" % str(error)[:200])
+    finally:
+        conn.close()
+    if len(data) > CIMD_MAX_BYTES or time.monotonic() >= deadline:
+        raise HTTPError(400, "the client's metadata document is over %d bytes or took over %d s" % (
+            CIMD_MAX_BYTES, CIMD_TIMEOUT_SECONDS))
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise HTTPError(400, "the client's metadata document is not JSON")
+    if not isinstance(document, dict) or document.get("client_id") != url:
+        raise HTTPError(400, "the client's metadata document must name its own URL as client_id")
+    uris = document.get("redirect_uris")
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and valid_redirect_uri(u) for u in uris):
+        raise HTTPError(400, "the client's metadata document must list valid redirect_uris")
+    if document.get("token_endpoint_auth_method", "none") != "none":
+        raise HTTPError(400, "a client identified by a metadata document authenticates with none (PKCE) here")
+    return document
+
+
+def authenticated_client(req, params):
+    """The client a token request comes from, authenticated as it registered: a secret in the body or
+    in HTTP Basic, or none (a public client, PKCE its proof). None for an unknown or wrong one."""
+    client_id, secret = params.get("client_id", ""), params.get("client_secret")
+    header = req.headers.get("Authorization") or ""
+    if header.lower().startswith("basic "):
+        try:
+            client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+            client_id, secret = urllib.parse.unquote(client_id), urllib.parse.unquote(secret)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    try:
+        row = find_client(req, client_id)
+    except HTTPError:
+        return None
+    if row is None:
+        return None
+    if row["secret_hash"] and not hmac.compare_digest(row["secret_hash"], token_hash(secret or "")):
+        return None
+    return row
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 42. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, tasks, web, oauth_clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 @web_route("GET", "/login/device")
@@ -11693,8 +11947,9 @@ def oauth_params(req):
 
 
 def oauth_answer(req, body, status=200):
-    """JSON when the client accepts it, else form encoding (GitHub's default)."""
-    if "application/json" in (req.headers.get("Accept") or ""):
+    """JSON when the client accepts it or speaks OAuth 2.1 (see speaks_oauth21), else form encoding
+    (GitHub's default)."""
+    if "application/json" in (req.headers.get("Accept") or "") or getattr(req, "oauth21", False):
         return status, body
     return status, urllib.parse.urlencode(body).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -11731,6 +11986,7 @@ def access_token(req):
     """The token endpoint, for the device flow, authorization codes with PKCE, and refresh tokens."""
     req.surface = "oauth"
     params = oauth_params(req)
+    req.oauth21 = speaks_oauth21(req, params)
     grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
              "refresh_token": refresh_grant, TOKEN_EXCHANGE: exchange_grant}.get(params.get("grant_type"))
     if grant is None:
@@ -11738,6 +11994,15 @@ def access_token(req):
                                   "error_description": "grant_type must be device_code, authorization_code, "
                                                        "refresh_token or token-exchange"}, 400)
     return grant(req, params)
+
+
+def speaks_oauth21(req, params):
+    """A client of RFC 6749's JSON answers rather than GitHub's form-encoded ones: one that names a
+    resource (RFC 8707), registered itself or is described by a metadata document."""
+    if params.get("resource") or params.get("client_id", "").startswith("https://"):
+        return True
+    row = req.app.store.one("SELECT kind FROM oauth_apps WHERE client_id = ?", params.get("client_id", ""))
+    return row is not None and row["kind"] != "owned"
 
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -11765,27 +12030,31 @@ def exchange_grant(req, params):
             req.app.url).netloc.lower():     # RFC 8707: a resource on another server is not ours to grant
         return oauth_answer(req, {"error": "invalid_target", "error_description": "%s is not on %s" % (
             target, req.app.url)}, 400)
+    # the MCP endpoint: a token for /mcp alone, for the task's repositories (or, without one, any)
+    mcp = req.app.url + "/mcp" if "://" in target and our_resource(req, target) == req.app.url + "/mcp" else None
     path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
-    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") else None
+    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") and not mcp \
+        else None
     asked = re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope", "").strip() else None
     if params.get("task") is None:
-        return session_exchange(req, name, asked)
+        return session_exchange(req, name, asked, mcp)
     rows = [r for r in req.app.store.all("SELECT * FROM task_grants WHERE agent_id = ? AND revoked_at IS NULL AND"
                                          " expires_at > ? ORDER BY id", req.principal.user["id"], now())
-            if name in json.loads(r["resources"]) and r["task"] == params["task"]]
+            if (mcp or name in json.loads(r["resources"])) and r["task"] == params["task"]]
     if not rows:
         return refuse_exchange(req, "mint_task_token", name, "no live task grant of yours for %s covers %s" % (
-            params["task"], name))
+            params["task"], name or mcp))
     if len(rows) > 1:
         return oauth_answer(req, {"error": "invalid_request", "error_description": "several task grants for %s "
-                                  "cover %s" % (params["task"], name)}, 400)
+                                  "cover %s" % (params["task"], name or mcp)}, 400)
     find_grant(req, rows[0]["public_id"], "mint_task_token")
-    return exchanged(req, issue_task_token(req, rows[0], asked))
+    return exchanged(req, issue_task_token(req, rows[0], asked, resource=mcp))
 
 
-def session_exchange(req, name, asked):
+def session_exchange(req, name, asked, resource=None):
     """An agent session token: the agent's standing access (invites, teams, collaborators), for an
-    hour, for the one repository named (or, for this server, any), from the agent's own token."""
+    hour, for the one repository named (or, for this server, any), from the agent's own token; for
+    the MCP endpoint alone when ``resource`` is its URL."""
     store, agent = req.app.store, req.principal.user
     standing = Principal(user=agent, token_id=0, token_kind="session", scopes=expand_scopes(AGENT_SCOPES))
     name_delegator(store, standing)
@@ -11799,7 +12068,7 @@ def session_exchange(req, name, asked):
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
                                expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
-                               audience=[name] if name else None)
+                               audience=[name] if name else None, resource=resource)
         req.effect("agent session token %s for %s until %s" % (token_fingerprint(token), name or "any repository",
                                                                expires_at))
     return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
@@ -11898,54 +12167,14 @@ def approve_device_api(req):
 AUTH_CODE_SECONDS, OAUTH_ACCESS_HOURS = 60, 8
 
 
-def redirect_matches(registered, given):
-    """Exact match, except that a loopback redirect may use any port (RFC 8252 §7.3); never a URI with
-    anything but visible ASCII in it."""
-    if not visible_ascii(given):
-        return False
-    if registered == given:
-        return True
-    a, b = urllib.parse.urlsplit(registered), urllib.parse.urlsplit(given)
-    return (a.scheme == b.scheme == "http" and a.hostname in ("127.0.0.1", "localhost", "::1") and
-            a.hostname == b.hostname and a.path == b.path and a.query == b.query and not b.fragment)
-
-
 def pkce_s256(verifier):
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-
-
-@route("POST", "/api/ext/v1/oauth/apps")
-def register_oauth_app(req):
-    """Register an OAuth app (client id, optional secret, redirect URIs) owned by the caller."""
-    body = req.json()
-    name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
-    uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)
-    for uri in uris:
-        parts = urllib.parse.urlsplit(uri) if visible_ascii(uri) else None
-        if parts is None or parts.fragment or parts.scheme not in ("https", "http") or not parts.netloc or (
-                parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1")):
-            raise invalid("OAuthApp", "redirect_uris", message="redirect URIs are https, or http on loopback, "
-                                                                "with no fragment")
-    confidential = req.field(body, "confidential", bool, "OAuthApp", default=False)
-    user = signed_in(req)
-    req.authorize("register_app", Resource.account(user))
-    client_id = "agc_" + secrets.token_hex(10)
-    secret = "agcs_" + secrets.token_hex(24) if confidential else None
-    with req.transaction() as db:
-        insert_row(db, "oauth_apps", {"client_id": client_id, "secret_hash": token_hash(secret) if secret else None,
-                                      "name": name, "redirect_uris": json.dumps(uris), "owner_id": user["id"],
-                                      "created_at": now()})
-        req.effect("registered OAuth app %s (%s)" % (client_id, name))
-    out = {"client_id": client_id, "name": name, "redirect_uris": uris}
-    if secret:
-        out["client_secret"] = secret
-    return 201, out
 
 
 def authorize_request(req, params):
     """The app and the checked parameters of an authorization request. Until the client and its
     redirect URI are known good, errors are shown here and never redirected (RFC 6749 §4.1.2.1)."""
-    app_row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", params.get("client_id", ""))
+    app_row = find_client(req, params.get("client_id", ""))
     if app_row is None:
         raise HTTPError(400, "Unknown client_id")
     redirect_uri = params.get("redirect_uri", "")
@@ -11957,7 +12186,30 @@ def authorize_request(req, params):
     elif params.get("code_challenge_method") != "S256" or not re.fullmatch(r"[A-Za-z0-9_-]{43}",
                                                                              params.get("code_challenge", "")):
         problem = ("invalid_request", "PKCE with code_challenge_method S256 is required")
+    elif params.get("resource") and our_resource(req, params["resource"]) is None:
+        problem = ("invalid_target", "resource must be %s or %s/mcp" % (req.app.url, req.app.url))
     return app_row, redirect_uri, problem
+
+
+def our_resource(req, resource):
+    """RFC 8707: the resource identifier as this server names it (its URL, or its /mcp endpoint's), or
+    None for one that is not this server's."""
+    wanted = resource.rstrip("/")
+    return wanted if wanted in (req.app.url, req.app.url + "/mcp") else None
+
+
+CLIENT_KINDS = {"owned": "registered by %s", "dynamic": "registered by itself: nobody vouches for it",
+                "metadata_document": "described by its own document at %s"}
+
+
+def client_description(req, app_row):
+    """Who stands behind a client, for the consent page."""
+    if app_row["kind"] == "owned":
+        owner = account_by_id(req.app.store, app_row["owner_id"])
+        return CLIENT_KINDS["owned"] % (owner["login"] if owner else "a deleted account")
+    if app_row["kind"] == "metadata_document":
+        return CLIENT_KINDS["metadata_document"] % urllib.parse.urlsplit(app_row["client_id"]).hostname
+    return CLIENT_KINDS["dynamic"]
 
 
 def redirect_back(req, redirect_uri, fields, state):
@@ -11979,13 +12231,14 @@ def authorize_page(req):
     scopes = requested_scopes(req.query.get("scope"))
     fields = "".join(hidden_input(k, req.query.get(k, "")) for k in ("client_id", "redirect_uri", "scope", "state",
                                                                   "code_challenge", "code_challenge_method",
-                                                                  "response_type"))
+                                                                  "response_type", "resource"))
     buttons = "".join('<form method="post" action="/login/oauth/authorize">%s%s%s<button>%s</button></form>' % (
         hidden_input("csrf", req.session["csrf"]), fields, hidden_input("decision", d), d.title()) for d in ("approve", "deny"))
-    body = ("<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>"
-            "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(user["login"]),
-                                                 html.escape(", ".join(scopes) or "none (public read-only)"),
-                                                 html.escape(redirect_uri), buttons)
+    resource = our_resource(req, req.query["resource"]) if req.query.get("resource") else req.app.url
+    body = ("<p><strong>%s</strong> (%s) asks to act as <strong>%s</strong> on %s with the scopes: %s.</p>"
+            "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(client_description(
+                req, app_row)), html.escape(user["login"]), html.escape(resource),
+                html.escape(", ".join(scopes) or "none (public read-only)"), html.escape(redirect_uri), buttons)
     return html_page("Authorize application", body)
 
 
@@ -12005,35 +12258,26 @@ def authorize_submit(req):
     with req.transaction() as db:
         insert_row(db, "oauth_codes", {"hash": token_hash(code), "app_id": app_row["id"], "user_id": user["id"],
                                        "redirect_uri": redirect_uri, "scopes": ",".join(scopes),
-                                       "challenge": form["code_challenge"], "expires_at": from_now(AUTH_CODE_SECONDS)})
+                                       "challenge": form["code_challenge"], "expires_at": from_now(AUTH_CODE_SECONDS),
+                                       "resource": our_resource(req, form["resource"]) if form.get("resource") else None})
         req.effect("authorized %s for scopes %s" % (app_row["client_id"], ",".join(scopes) or "(none)"))
     return redirect_back(req, redirect_uri, {"code": code}, state)
 
 
-def oauth_client(req, params):
-    """The app a token request comes from; a confidential one must show its secret."""
-    app_row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", params.get("client_id", ""))
-    if app_row is None:
-        return None
-    if app_row["secret_hash"] and not hmac.compare_digest(app_row["secret_hash"],
-                                                          token_hash(params.get("client_secret", ""))):
-        return None
-    return app_row
-
-
-def issue_oauth_pair(db, req, app_row, user_id, scopes, family):
-    """An access token (hours) and a refresh token in ``family``; returns the token response."""
+def issue_oauth_pair(db, req, app_row, user_id, scopes, family, resource):
+    """An access token (hours) for ``resource`` (None: this server's API and its MCP endpoint alike)
+    and a refresh token in ``family``; returns the token response."""
     token, token_id = issue_token(db, req.app.key, user_id, "oauth", name="oauth app " + app_row["client_id"],
-                                  scopes=scopes, expires_at=from_now(OAUTH_ACCESS_HOURS * 3600))
+                                  scopes=scopes, expires_at=from_now(OAUTH_ACCESS_HOURS * 3600), resource=resource)
     refresh = "agr_" + secrets.token_hex(24)
     insert_row(db, "oauth_refresh_tokens", {"hash": token_hash(refresh), "family": family, "app_id": app_row["id"],
                                             "user_id": user_id, "scopes": ",".join(scopes), "access_id": token_id,
-                                            "created_at": now()})
+                                            "created_at": now(), "resource": resource})
     user = account_by_id(req.app.store, user_id)
     audit_append(db, req.app.key, Principal(user=user, runtime=req.client), "oauth",
                  Decision("allow", "issue_token", "user:" + user["login"], ["authorized app %s" % app_row["client_id"]]),
                  "oauth token %s, refresh family %s" % (token_fingerprint(token), family[:12]))
-    return {"access_token": token, "token_type": "bearer", "scope": ",".join(scopes),
+    return {"access_token": token, "token_type": "bearer", "scope": " ".join(scopes),
             "expires_in": OAUTH_ACCESS_HOURS * 3600, "refresh_token": refresh}
 
 
@@ -12045,7 +12289,7 @@ def revoke_family(db, family):
 
 
 def code_grant(req, params):
-    app_row = oauth_client(req, params)
+    app_row = authenticated_client(req, params)
     if app_row is None:
         return oauth_answer(req, {"error": "invalid_client", "error_description": "unknown client or wrong secret"}, 401)
     with req.app.store.transaction() as db:
@@ -12063,16 +12307,20 @@ def code_grant(req, params):
             return oauth_answer(req, {"error": "invalid_grant", "error_description": "redirect_uri differs"}, 400)
         if not hmac.compare_digest(row["challenge"], pkce_s256(params.get("code_verifier", ""))):
             return oauth_answer(req, {"error": "invalid_grant", "error_description": "code_verifier is wrong"}, 400)
+        if params.get("resource") and our_resource(req, params["resource"]) != row["resource"]:
+            return oauth_answer(req, {"error": "invalid_target", "error_description": "resource differs from the one "
+                                                                                      "authorized"}, 400)
         family = secrets.token_hex(16)
         db.execute("UPDATE oauth_codes SET consumed_at = ?, family = ? WHERE id = ?", (now(), family, row["id"]))
-        answer = issue_oauth_pair(db, req, app_row, row["user_id"], [s for s in row["scopes"].split(",") if s], family)
+        answer = issue_oauth_pair(db, req, app_row, row["user_id"], [s for s in row["scopes"].split(",") if s], family,
+                                  row["resource"])
     return oauth_answer(req, answer)
 
 
 def refresh_grant(req, params):
     """Rotation with reuse detection: each refresh token works once; presenting a used one again
     revokes its whole family, since one of the two presenters is not the client."""
-    app_row = oauth_client(req, params)
+    app_row = authenticated_client(req, params)
     if app_row is None:
         return oauth_answer(req, {"error": "invalid_client", "error_description": "unknown client or wrong secret"}, 401)
     with req.app.store.transaction() as db:
@@ -12086,24 +12334,141 @@ def refresh_grant(req, params):
                                                                                       "used; its family is revoked"}, 400)
         db.execute("UPDATE oauth_refresh_tokens SET used_at = ? WHERE id = ?", (now(), row["id"]))
         db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now(), row["access_id"]))
+        if params.get("resource") and our_resource(req, params["resource"]) != row["resource"]:
+            return oauth_answer(req, {"error": "invalid_target", "error_description": "resource differs from the one "
+                                                                                      "authorized"}, 400)
         answer = issue_oauth_pair(db, req, app_row, row["user_id"], [s for s in row["scopes"].split(",") if s],
-                                  row["family"])
+                                  row["family"], row["resource"])
     return oauth_answer(req, answer)
 
 
 @route("GET", "/.well-known/oauth-authorization-server")
+@route("GET", "/.well-known/openid-configuration")
 def authorization_server_metadata(req):
-    """RFC 8414."""
+    """RFC 8414 (and the OpenID discovery path clients also try), its issuer exactly this server's URL."""
     url = req.app.url
     return {"issuer": url, "authorization_endpoint": url + "/login/oauth/authorize",
             "token_endpoint": url + "/login/oauth/access_token",
-            "device_authorization_endpoint": url + "/login/device/code",
-            "response_types_supported": ["code"], "code_challenge_methods_supported": ["S256"],
+            "device_authorization_endpoint": url + "/login/device/code", "registration_endpoint": url + "/register",
+            "introspection_endpoint": url + "/login/oauth/introspect", "revocation_endpoint": url + "/login/oauth/revoke",
+            "response_types_supported": ["code"], "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
             "grant_types_supported": ["authorization_code", "refresh_token",
                                       "urn:ietf:params:oauth:grant-type:device_code", TOKEN_EXCHANGE],
-            "token_endpoint_auth_methods_supported": ["none", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "introspection_endpoint_auth_methods_supported": ["bearer"] + list(AUTH_METHODS[1:]),
+            "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
             "scopes_supported": [s for s in ALL_SCOPES if s != "site_admin"],
-            "authorization_response_iss_parameter_supported": True}
+            "authorization_response_iss_parameter_supported": True, "client_id_metadata_document_supported": True}
+
+
+# -- introspection and revocation ---------------------------------------------------------------
+
+def token_asker(req, params, public_clients):
+    """Who asks about a token at introspection or revocation: an OAuth client by its credentials
+    (a public one by its client_id alone where ``public_clients``: revocation), or an account by its
+    bearer token. None: nobody."""
+    header = req.headers.get("Authorization") or ""
+    if header.lower().startswith(("bearer ", "token ")):
+        try:
+            principal = authenticate(req.app, req.headers, req.client)
+        except HTTPError:
+            return None
+        if principal.resource not in (None, req.app.url):     # a token for the MCP endpoint is none here (RFC 8707)
+            return None
+        req.principal = principal
+        req.check("read_account", Resource.account(principal.user))     # a suspended account asks nothing
+        return {"principal": principal}
+    client = authenticated_client(req, params)
+    return {"client": client} if client is not None and (public_clients or client["secret_hash"]) else None
+
+
+def token_facts(req, token):
+    """What the server knows of a live token: its row, the OAuth client it was issued to (if one), its
+    account and, for a task token, its grant. None for a forged, unknown, revoked or expired one."""
+    row = verify_token(req.app.store, req.app.key, token) if isinstance(token, str) else None
+    if row is None:
+        return None
+    client = req.app.store.one("SELECT a.* FROM oauth_refresh_tokens r JOIN oauth_apps a ON a.id = r.app_id"
+                               " WHERE r.access_id = ?", row["id"])
+    return {"row": row, "client": client, "user": account_by_id(req.app.store, row["user_id"]),
+            "grant": load_grant(req.app.store, row["grant_id"]) if row["grant_id"] else None}
+
+
+def may_ask(asker, facts):
+    """The token's own account, its agent's human (the grant's delegator or its issuer), a site admin,
+    or the client it was issued to, may ask about it; nobody else learns it exists."""
+    if "client" in asker:
+        return facts["client"] is not None and facts["client"]["id"] == asker["client"]["id"]
+    user = asker["principal"].user
+    grant = facts["grant"]
+    return user is not None and (user["site_admin"] or user["id"] in (
+        facts["row"]["user_id"], facts["row"]["issued_by"], grant and grant["delegator_id"]))
+
+
+@route("POST", "/login/oauth/introspect")
+def introspect(req):
+    """RFC 7662, for every kind of token agentgit issues: active, scope, aud, exp, sub (the account;
+    for a task token the agent), and agentgit's chain: user_kind, delegator, task, grant."""
+    req.surface = "oauth"
+    params = oauth_params(req)
+    asker = token_asker(req, params, public_clients=False)
+    if asker is None:
+        return 401, {"error": "invalid_client", "error_description": "authenticate: a bearer token or the client's "
+                                                                     "credentials"}, {"WWW-Authenticate": "Bearer"}
+    facts = token_facts(req, params.get("token"))
+    if facts is None or not may_ask(asker, facts):
+        return 200, {"active": False}
+    row, user, grant = facts["row"], facts["user"], facts["grant"]
+    answer = {"active": True, "token_type": "bearer", "token_kind": row["kind"], "iss": req.app.url,
+              "sub": user["login"], "username": user["login"], "user_kind": user["kind"],
+              "scope": " ".join(s for s in row["scopes"].split(",") if s),
+              "aud": row["resource"] or [req.app.url, req.app.url + "/mcp"],
+              "iat": int(parse_time(row["created_at"]).timestamp())}
+    if row["expires_at"]:
+        answer["exp"] = int(parse_time(row["expires_at"]).timestamp())
+    if facts["client"] is not None:
+        answer["client_id"] = facts["client"]["client_id"]
+    if grant is not None:
+        answer.update(delegator=grant["delegator_login"], task=grant["task"], grant=grant["public_id"])
+    elif row["issued_by"]:
+        issuer = account_by_id(req.app.store, row["issued_by"])
+        answer["delegator"] = issuer["login"] if issuer else None
+    return 200, answer
+
+
+@route("POST", "/login/oauth/revoke")
+def revoke_endpoint(req):
+    """RFC 7009: an access token, or a refresh token with its whole family. The answer is 200 whether
+    or not the token existed, so it tells nobody anything; only who may ask about a token revokes it."""
+    req.surface = "oauth"
+    params = oauth_params(req)
+    asker = token_asker(req, params, public_clients=True)
+    if asker is None:
+        return 401, {"error": "invalid_client", "error_description": "authenticate: a bearer token or the client's "
+                                                                     "credentials"}, {"WWW-Authenticate": "Bearer"}
+    token = params.get("token", "")
+    with req.app.store.transaction() as db:
+        refresh = db.execute("SELECT * FROM oauth_refresh_tokens WHERE hash = ?", (token_hash(token),)).fetchone()
+        if refresh is not None and "client" in asker and asker["client"]["id"] == refresh["app_id"] or \
+                refresh is not None and "principal" in asker and asker["principal"].user is not None and \
+                asker["principal"].user["id"] == refresh["user_id"]:
+            revoke_family(db, refresh["family"])
+            audit_append(db, req.app.key, Principal(runtime=req.client), "oauth", Decision(
+                "allow", "revoke_token", "user:%d" % refresh["user_id"], ["RFC 7009 revocation"]),
+                "refresh family %s revoked" % refresh["family"][:12])
+    facts = token_facts(req, token)
+    if facts is not None and may_ask(asker, facts):
+        with req.app.store.transaction() as db:
+            db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (now(), facts["row"]["id"]))
+            audit_append(db, req.app.key, Principal(user=facts["user"], runtime=req.client), "oauth", Decision(
+                "allow", "revoke_token", "user:" + facts["user"]["login"], ["RFC 7009 revocation"]),
+                "token %s revoked" % facts["row"]["fingerprint"])
+    return 200, {}
+
+
+# they read their callers' credentials themselves (a client's secret may come in HTTP Basic)
+access_token.own_credentials = introspect.own_credentials = revoke_endpoint.own_credentials = True
 
 
 @route("GET", "/.well-known/oauth-protected-resource")
@@ -12114,7 +12479,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 43. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12564,7 +12929,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 44. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12948,7 +13313,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 45. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13163,7 +13528,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# 46. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
 # uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, mcp_server, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13301,7 +13666,9 @@ class App:
                 elif not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
-                req.principal = authenticate(self, handler.headers, req.client, peer)
+                if not getattr(endpoint, "own_credentials", False):
+                    req.principal = authenticate(self, handler.headers, req.client, peer)
+                    self.check_audience(req)
             if req.principal.user is not None:
                 # the least any account may do (know who it is), asked before the route reads its input: a
                 # suspended or retired account, or a task token whose delegator is suspended, is refused
@@ -13324,6 +13691,8 @@ class App:
             error, outcome = HTTPError(500, "Server Error"), "server error"
         if req.pending or req.intents:
             req.settle(outcome, failed=error is not None)
+        if result is not None or error is not None:
+            self.finish_body(req)
         if error is not None:
             self.respond_error(req, error)
         elif result is not None:
@@ -13336,6 +13705,36 @@ class App:
             # an unread body would be taken for the next request on this connection
             if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
                 handler.close_connection = True
+
+    def finish_body(self, req):
+        """An answer that did not read the whole body (a refusal before it) leaves the rest unread, which
+        would be taken for the next request on the connection: a small one is read and dropped, so a
+        client's keep-alive connection goes on; after a larger one the connection ends, and the answer
+        says so (Connection: close), so no client sends its next request down a closing socket."""
+        handler = req.handler
+        if req.body_reader is not None and req.body_reader.done or (
+                handler.headers.get("Content-Length", "0") == "0" and not handler.headers.get("Transfer-Encoding")):
+            return
+        try:
+            length = body_length(handler.headers)
+            if length is not None and length <= DRAIN_LIMIT:
+                reader = req.body(DRAIN_LIMIT)
+                while reader.read():
+                    pass
+                return
+        except (HTTPError, OSError, ValueError):
+            pass
+        handler.close_connection = True
+
+    def check_audience(self, req):
+        """RFC 8707: a token minted for one resource works there only. The MCP endpoint is one
+        resource; the REST API, GraphQL and Git together are the other (this server's URL)."""
+        wanted = self.url + "/mcp" if req.surface == "mcp" else self.url
+        if req.principal.resource is not None and req.principal.resource != wanted:
+            raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
+                            headers={} if req.surface in ("git", "mcp") else {
+                                "WWW-Authenticate": 'Bearer error="invalid_token", error_description="the token\'s'
+                                                    ' audience is %s"' % req.principal.resource})
 
     def match(self, req):
         host = (req.headers.get("Host") or "").split(":")[0].lower()
@@ -13358,6 +13757,8 @@ class App:
             handler.send_header("X-OAuth-Scopes", req.principal.scopes_header)
         if req.audit_id is not None:
             handler.send_header("X-Agentgit-Audit-Id", str(req.audit_id))
+        if handler.close_connection:
+            handler.send_header("Connection", "close")
         for name, value in dict(req.response_headers, **headers).items():
             handler.send_header(name, value)
         handler.end_headers()
@@ -13387,12 +13788,17 @@ class App:
                 handler.send_header("Content-Length", str(len(data)))
                 for name, value in error.headers.items():
                     handler.send_header(name, value)
+                if handler.close_connection:
+                    handler.send_header("Connection", "close")
                 handler.end_headers()
                 handler.wfile.write(data)
             else:
                 self.respond(req, error.status, error.body(), error.headers)
         except (OSError, HeaderInjection):
             handler.close_connection = True
+
+
+DRAIN_LIMIT = 64 * 1024     # an unread body up to this size is read and dropped; a larger one ends the connection
 
 
 HTTP_DATE = [0, ""]     # the Date header of the current second
@@ -13634,15 +14040,17 @@ def socket_family(host):
 
 def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", tls_cert=None, tls_key=None,
                 registration="open", git_engine="auto", registration_limit=20, registration_window=600,
-                access_log=None, unix_socket=None, agent_credentials=None):
+                access_log=None, unix_socket=None, agent_credentials=None, allow_loopback_client_documents=False):
     """Build (not start) an agentgit server. ``authenticator(request) -> identity or None`` lets an
     embedding program vouch for humans: it is given {"headers", "client_address", "peer_cert"} and
     returns {"provider", "subject", "login", "name", "email"}. ``agent_credentials``: "bootstrap"
     (an agent's own token acts on its own account and repositories only, and is traded for short-lived
-    tokens for the rest) or "direct" (it acts on all the agent may do); None keeps the installation's."""
+    tokens for the rest) or "direct" (it acts on all the agent may do); None keeps the installation's.
+    ``allow_loopback_client_documents``: fetch OAuth client metadata documents from loopback addresses
+    (for tests that serve them on 127.0.0.1; never on a server others reach)."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
                     registration_limit=registration_limit, registration_window=registration_window,
-                    agent_credentials=agent_credentials)
+                    agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents)
     return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket)
 
 
@@ -13665,7 +14073,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 47. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13890,7 +14298,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 48. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14054,6 +14462,9 @@ def add_serve_options(serve):
                        help="bootstrap: an agent's own token acts on its own account and repositories and is traded "
                             "for short-lived tokens for the rest; direct: it acts on all the agent may do (default: "
                             "as this installation last chose; bootstrap for a new one)")
+    serve.add_argument("--oauth-allow-loopback-clients", action="store_true",
+                       help="fetch OAuth client metadata documents from loopback addresses too (for tests; other "
+                            "private and link-local addresses are always refused)")
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
@@ -14186,7 +14597,8 @@ def run_command(args):
             server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
                                  access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
-                                 agent_credentials=args.agent_credentials)
+                                 agent_credentials=args.agent_credentials,
+                                 allow_loopback_client_documents=args.oauth_allow_loopback_clients)
         except OSError as error:
             if error.errno != errno.EADDRINUSE:
                 raise

@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
     audience      TEXT,              -- agent session tokens: JSON list of the repositories they are for, or NULL: any
+    resource      TEXT,              -- RFC 8707: the server URL (REST, GraphQL, Git) or its /mcp URL it is for; NULL: both
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
     hash          TEXT NOT NULL UNIQUE,
@@ -465,11 +466,14 @@ CREATE TABLE IF NOT EXISTS device_codes (
 -- refresh tokens rotate within a family so that replaying an old one revokes the family.
 CREATE TABLE IF NOT EXISTS oauth_apps (
     id             INTEGER PRIMARY KEY,
-    client_id      TEXT NOT NULL UNIQUE,
+    client_id      TEXT NOT NULL UNIQUE,  -- agc_…, or a metadata document's https URL
     secret_hash    TEXT,                  -- NULL: a public client (PKCE alone)
     name           TEXT NOT NULL,
     redirect_uris  TEXT NOT NULL,         -- JSON list
-    owner_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    owner_id       INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- NULL: nobody vouches for it
+    kind           TEXT NOT NULL DEFAULT 'owned' CHECK (kind IN ('owned', 'dynamic', 'metadata_document')),
+    metadata       TEXT NOT NULL DEFAULT '{}',   -- what it registered, or its metadata document
+    fetched_at     INTEGER,               -- a metadata document: when it was last fetched (epoch seconds)
     created_at     TEXT NOT NULL
 );
 
@@ -483,7 +487,8 @@ CREATE TABLE IF NOT EXISTS oauth_codes (
     challenge     TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     consumed_at   TEXT,
-    family        TEXT                    -- the refresh family it started, to revoke on replay
+    family        TEXT,                   -- the refresh family it started, to revoke on replay
+    resource      TEXT                    -- RFC 8707: the resource the client asked for, its tokens' audience
 );
 
 CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
@@ -495,7 +500,8 @@ CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
     scopes       TEXT NOT NULL,
     access_id    INTEGER REFERENCES tokens(id) ON DELETE SET NULL,
     created_at   TEXT NOT NULL,
-    used_at      TEXT
+    used_at      TEXT,
+    resource     TEXT
 );
 
 -- Task grants: what an agent may do for one task, on which resources, under which constraints.

@@ -193,8 +193,8 @@ def test_ca(tmp_path_factory):
         "/CN=agentgit test CA", "-addext", "basicConstraints=critical,CA:true", "-addext", "keyUsage=critical,keyCertSign")
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + GH_HOST)
     with open(ext, "w") as f:
-        f.write("subjectAltName=DNS:%s,DNS:api.%s\nbasicConstraints=CA:false\nextendedKeyUsage=serverAuth\n" % (
-            GH_HOST, GH_HOST))
+        f.write("subjectAltName=DNS:%s,DNS:api.%s,DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:false\n"
+                "extendedKeyUsage=serverAuth\n" % (GH_HOST, GH_HOST))
     run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
         "-extfile", ext)
     return {"ca": ca, "cert": cert, "key": key}

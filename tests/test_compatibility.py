@@ -21,6 +21,7 @@ CLIENTS = {
     "PyGithub": ["test_pygithub.py", "test_agent_story.py::test_pygithub"],
     "githubkit": ["test_githubkit.py", "test_agent_story.py::test_githubkit"],
     "octokit": ["test_octokit.py", "octokit_probe.mjs", "octokit_story.mjs"],
+    "mcp SDK": ["test_mcp.py", "test_oauth_mcp.py"],
 }
 # How each client says it drives an area: gh by its commands, the libraries by their methods,
 # github-mcp-server by its tools. A client's tests that match drive the area.
@@ -49,7 +50,9 @@ AREA_WORDS = {
     "agents": r'/agents\b|"agents"',
     "delegation": r'agent-invites|agent-bindings',
     "tasks": r'task-grants|task_grants|"--task"',
-    "oauth": r'"auth", "login"|/login/oauth|device',
+    "oauth": r'"auth", "login"|/login/oauth|device|OAuthClientProvider',
+    "oauth_clients": r'/register\b|client_metadata_url|oauth/apps',
+    "mcp_server": r'streamable_http_client|"/mcp"',
 }
 GRAPHQL_WORDS = r'"api", "graphql"|\.graphql\(|"pr", "(view|list|status|checks)"|"issue", "(list|view)"|' \
                 r'"(list_issues|get_teams|create_pending_pull_request_review)"|\bgql\('

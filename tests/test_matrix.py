@@ -389,6 +389,8 @@ EXPECTED = {
     "switch_session_only":    "401 403 403 403 403 403 403 403 403 403 pass 403 401 401 401 401",
     "agent_bootstrap_only":   "401 403 403 403 403 403 pass 403 403 403 403 403 401 401 401 401",
     "site_admin":             "401 403 403 403 403 403 403 403 403 403 403 403 401 401 401 401",
+    # the token endpoint takes no bearer credentials: its callers prove themselves in the request
+    "token_endpoint":         "pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass",
     # notifications are the account's inbox, no task token's; a thread is its account's alone
     "repo_inbox":             "401 pass 404 pass pass 404 403 pass 403 403 pass 403 401 401 401 401",
     "inbox_thread":           "401 pass 404 404 404 404 404 404 403 403 404 403 401 401 401 401",
@@ -446,6 +448,7 @@ GET     /                                                                       
 GET     /.well-known/oauth-authorization-server                                   public
 GET     /.well-known/oauth-protected-resource                                     public
 GET     /.well-known/oauth-protected-resource/mcp                                 public
+GET     /.well-known/openid-configuration                                         public
 GET     /agentgit.css                                                             web_page
 GET     /api/ext/v1/agents/{login}/activity                                       owner_only
 GET     /api/ext/v1/approvals                                                     signed_in
@@ -674,10 +677,13 @@ POST    /approvals                                                              
 POST    /login                                                                    web_page
 POST    /login/device                                                             web_page
 POST    /login/device/code                                                        public
-POST    /login/oauth/access_token                                                 public
+POST    /login/oauth/access_token                                                 token_endpoint
 POST    /login/oauth/authorize                                                    web_page
+POST    /login/oauth/introspect                                                   signed_in
+POST    /login/oauth/revoke                                                       signed_in
 POST    /logout                                                                   web_page
 POST    /mcp                                                                      signed_in
+POST    /register                                                                 public
 POST    /settings/agents                                                          web_page
 POST    /settings/tokens                                                          web_page
 POST    /{owner}/{repo}/git-receive-pack                                          git_write

@@ -31,6 +31,7 @@ class Principal:
     audience: frozenset = None          # an agent session token: the repositories it is for (None: any)
     operator: bool = False              # the CLI: whoever can read the data directory
     stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
+    resource: str = None                # RFC 8707: the one resource the token is for (its audience); None: any
 
     @property
     def login(self):
@@ -98,6 +99,7 @@ def authenticate(app, headers, client_address, peer_cert=None):
     principal.bootstrap = row["kind"] == "agent" and app.agent_credentials == "bootstrap"
     if row["audience"] is not None:
         principal.audience = frozenset(json.loads(row["audience"]))
+    principal.resource = row["resource"]
     if row["kind"] == "task":
         grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
         if grant is None:

@@ -189,6 +189,9 @@ def add_serve_options(serve):
                        help="bootstrap: an agent's own token acts on its own account and repositories and is traded "
                             "for short-lived tokens for the rest; direct: it acts on all the agent may do (default: "
                             "as this installation last chose; bootstrap for a new one)")
+    serve.add_argument("--oauth-allow-loopback-clients", action="store_true",
+                       help="fetch OAuth client metadata documents from loopback addresses too (for tests; other "
+                            "private and link-local addresses are always refused)")
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
@@ -321,7 +324,8 @@ def run_command(args):
             server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
                                  access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
-                                 agent_credentials=args.agent_credentials)
+                                 agent_credentials=args.agent_credentials,
+                                 allow_loopback_client_documents=args.oauth_allow_loopback_clients)
         except OSError as error:
             if error.errno != errno.EADDRINUSE:
                 raise

@@ -73,6 +73,7 @@ class Config:
     registration_limit: int = 20           # registrations per client address per window
     registration_window: int = 600         # seconds
     agent_credentials: str = None          # "bootstrap" or "direct"; None: as the installation last chose
+    allow_loopback_client_documents: bool = False   # OAuth client metadata documents from 127.0.0.1 (tests)
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")

@@ -11,20 +11,20 @@ import secrets
 import time
 import urllib.parse
 
-from agentgit.config import from_now, now, parse_time, visible_ascii
-from agentgit.errors import HTTPError, invalid
+from agentgit.config import from_now, now, parse_time
+from agentgit.errors import HTTPError
 from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SESSION_TOKEN_SECONDS, expand_scopes, issue_token,
-                             token_fingerprint, token_hash)
+                             token_fingerprint, token_hash, verify_token)
 from agentgit.accounts import account_by_id, repo_by_full_name
 from agentgit.policy import Decision, Resource, SITE, bound_human_id, decide
 from agentgit.audit import audit_append
-from agentgit.authentication import Principal, authenticate, name_delegator
+from agentgit.authentication import Principal, authenticate, load_grant, name_delegator
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
-from agentgit.issues import text_field
 from agentgit.tasks import find_grant, issue_task_token, strip_kind
 from agentgit.web import PAGE_HEADERS, hidden_input, html_page, web_route, signed_in_page
+from agentgit.oauth_clients import AUTH_METHODS, authenticated_client, find_client, redirect_matches
 
 
 @web_route("GET", "/login/device")
@@ -82,8 +82,9 @@ def oauth_params(req):
 
 
 def oauth_answer(req, body, status=200):
-    """JSON when the client accepts it, else form encoding (GitHub's default)."""
-    if "application/json" in (req.headers.get("Accept") or ""):
+    """JSON when the client accepts it or speaks OAuth 2.1 (see speaks_oauth21), else form encoding
+    (GitHub's default)."""
+    if "application/json" in (req.headers.get("Accept") or "") or getattr(req, "oauth21", False):
         return status, body
     return status, urllib.parse.urlencode(body).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -120,6 +121,7 @@ def access_token(req):
     """The token endpoint, for the device flow, authorization codes with PKCE, and refresh tokens."""
     req.surface = "oauth"
     params = oauth_params(req)
+    req.oauth21 = speaks_oauth21(req, params)
     grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
              "refresh_token": refresh_grant, TOKEN_EXCHANGE: exchange_grant}.get(params.get("grant_type"))
     if grant is None:
@@ -127,6 +129,15 @@ def access_token(req):
                                   "error_description": "grant_type must be device_code, authorization_code, "
                                                        "refresh_token or token-exchange"}, 400)
     return grant(req, params)
+
+
+def speaks_oauth21(req, params):
+    """A client of RFC 6749's JSON answers rather than GitHub's form-encoded ones: one that names a
+    resource (RFC 8707), registered itself or is described by a metadata document."""
+    if params.get("resource") or params.get("client_id", "").startswith("https://"):
+        return True
+    row = req.app.store.one("SELECT kind FROM oauth_apps WHERE client_id = ?", params.get("client_id", ""))
+    return row is not None and row["kind"] != "owned"
 
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -154,27 +165,31 @@ def exchange_grant(req, params):
             req.app.url).netloc.lower():     # RFC 8707: a resource on another server is not ours to grant
         return oauth_answer(req, {"error": "invalid_target", "error_description": "%s is not on %s" % (
             target, req.app.url)}, 400)
+    # the MCP endpoint: a token for /mcp alone, for the task's repositories (or, without one, any)
+    mcp = req.app.url + "/mcp" if "://" in target and our_resource(req, target) == req.app.url + "/mcp" else None
     path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
-    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") else None
+    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") and not mcp \
+        else None
     asked = re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope", "").strip() else None
     if params.get("task") is None:
-        return session_exchange(req, name, asked)
+        return session_exchange(req, name, asked, mcp)
     rows = [r for r in req.app.store.all("SELECT * FROM task_grants WHERE agent_id = ? AND revoked_at IS NULL AND"
                                          " expires_at > ? ORDER BY id", req.principal.user["id"], now())
-            if name in json.loads(r["resources"]) and r["task"] == params["task"]]
+            if (mcp or name in json.loads(r["resources"])) and r["task"] == params["task"]]
     if not rows:
         return refuse_exchange(req, "mint_task_token", name, "no live task grant of yours for %s covers %s" % (
-            params["task"], name))
+            params["task"], name or mcp))
     if len(rows) > 1:
         return oauth_answer(req, {"error": "invalid_request", "error_description": "several task grants for %s "
-                                  "cover %s" % (params["task"], name)}, 400)
+                                  "cover %s" % (params["task"], name or mcp)}, 400)
     find_grant(req, rows[0]["public_id"], "mint_task_token")
-    return exchanged(req, issue_task_token(req, rows[0], asked))
+    return exchanged(req, issue_task_token(req, rows[0], asked, resource=mcp))
 
 
-def session_exchange(req, name, asked):
+def session_exchange(req, name, asked, resource=None):
     """An agent session token: the agent's standing access (invites, teams, collaborators), for an
-    hour, for the one repository named (or, for this server, any), from the agent's own token."""
+    hour, for the one repository named (or, for this server, any), from the agent's own token; for
+    the MCP endpoint alone when ``resource`` is its URL."""
     store, agent = req.app.store, req.principal.user
     standing = Principal(user=agent, token_id=0, token_kind="session", scopes=expand_scopes(AGENT_SCOPES))
     name_delegator(store, standing)
@@ -188,7 +203,7 @@ def session_exchange(req, name, asked):
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
                                expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
-                               audience=[name] if name else None)
+                               audience=[name] if name else None, resource=resource)
         req.effect("agent session token %s for %s until %s" % (token_fingerprint(token), name or "any repository",
                                                                expires_at))
     return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
@@ -287,54 +302,14 @@ def approve_device_api(req):
 AUTH_CODE_SECONDS, OAUTH_ACCESS_HOURS = 60, 8
 
 
-def redirect_matches(registered, given):
-    """Exact match, except that a loopback redirect may use any port (RFC 8252 §7.3); never a URI with
-    anything but visible ASCII in it."""
-    if not visible_ascii(given):
-        return False
-    if registered == given:
-        return True
-    a, b = urllib.parse.urlsplit(registered), urllib.parse.urlsplit(given)
-    return (a.scheme == b.scheme == "http" and a.hostname in ("127.0.0.1", "localhost", "::1") and
-            a.hostname == b.hostname and a.path == b.path and a.query == b.query and not b.fragment)
-
-
 def pkce_s256(verifier):
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-
-
-@route("POST", "/api/ext/v1/oauth/apps")
-def register_oauth_app(req):
-    """Register an OAuth app (client id, optional secret, redirect URIs) owned by the caller."""
-    body = req.json()
-    name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
-    uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)
-    for uri in uris:
-        parts = urllib.parse.urlsplit(uri) if visible_ascii(uri) else None
-        if parts is None or parts.fragment or parts.scheme not in ("https", "http") or not parts.netloc or (
-                parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1")):
-            raise invalid("OAuthApp", "redirect_uris", message="redirect URIs are https, or http on loopback, "
-                                                                "with no fragment")
-    confidential = req.field(body, "confidential", bool, "OAuthApp", default=False)
-    user = signed_in(req)
-    req.authorize("register_app", Resource.account(user))
-    client_id = "agc_" + secrets.token_hex(10)
-    secret = "agcs_" + secrets.token_hex(24) if confidential else None
-    with req.transaction() as db:
-        insert_row(db, "oauth_apps", {"client_id": client_id, "secret_hash": token_hash(secret) if secret else None,
-                                      "name": name, "redirect_uris": json.dumps(uris), "owner_id": user["id"],
-                                      "created_at": now()})
-        req.effect("registered OAuth app %s (%s)" % (client_id, name))
-    out = {"client_id": client_id, "name": name, "redirect_uris": uris}
-    if secret:
-        out["client_secret"] = secret
-    return 201, out
 
 
 def authorize_request(req, params):
     """The app and the checked parameters of an authorization request. Until the client and its
     redirect URI are known good, errors are shown here and never redirected (RFC 6749 §4.1.2.1)."""
-    app_row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", params.get("client_id", ""))
+    app_row = find_client(req, params.get("client_id", ""))
     if app_row is None:
         raise HTTPError(400, "Unknown client_id")
     redirect_uri = params.get("redirect_uri", "")
@@ -346,7 +321,30 @@ def authorize_request(req, params):
     elif params.get("code_challenge_method") != "S256" or not re.fullmatch(r"[A-Za-z0-9_-]{43}",
                                                                              params.get("code_challenge", "")):
         problem = ("invalid_request", "PKCE with code_challenge_method S256 is required")
+    elif params.get("resource") and our_resource(req, params["resource"]) is None:
+        problem = ("invalid_target", "resource must be %s or %s/mcp" % (req.app.url, req.app.url))
     return app_row, redirect_uri, problem
+
+
+def our_resource(req, resource):
+    """RFC 8707: the resource identifier as this server names it (its URL, or its /mcp endpoint's), or
+    None for one that is not this server's."""
+    wanted = resource.rstrip("/")
+    return wanted if wanted in (req.app.url, req.app.url + "/mcp") else None
+
+
+CLIENT_KINDS = {"owned": "registered by %s", "dynamic": "registered by itself: nobody vouches for it",
+                "metadata_document": "described by its own document at %s"}
+
+
+def client_description(req, app_row):
+    """Who stands behind a client, for the consent page."""
+    if app_row["kind"] == "owned":
+        owner = account_by_id(req.app.store, app_row["owner_id"])
+        return CLIENT_KINDS["owned"] % (owner["login"] if owner else "a deleted account")
+    if app_row["kind"] == "metadata_document":
+        return CLIENT_KINDS["metadata_document"] % urllib.parse.urlsplit(app_row["client_id"]).hostname
+    return CLIENT_KINDS["dynamic"]
 
 
 def redirect_back(req, redirect_uri, fields, state):
@@ -368,13 +366,14 @@ def authorize_page(req):
     scopes = requested_scopes(req.query.get("scope"))
     fields = "".join(hidden_input(k, req.query.get(k, "")) for k in ("client_id", "redirect_uri", "scope", "state",
                                                                   "code_challenge", "code_challenge_method",
-                                                                  "response_type"))
+                                                                  "response_type", "resource"))
     buttons = "".join('<form method="post" action="/login/oauth/authorize">%s%s%s<button>%s</button></form>' % (
         hidden_input("csrf", req.session["csrf"]), fields, hidden_input("decision", d), d.title()) for d in ("approve", "deny"))
-    body = ("<p><strong>%s</strong> asks to act as <strong>%s</strong> with the scopes: %s.</p>"
-            "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(user["login"]),
-                                                 html.escape(", ".join(scopes) or "none (public read-only)"),
-                                                 html.escape(redirect_uri), buttons)
+    resource = our_resource(req, req.query["resource"]) if req.query.get("resource") else req.app.url
+    body = ("<p><strong>%s</strong> (%s) asks to act as <strong>%s</strong> on %s with the scopes: %s.</p>"
+            "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(client_description(
+                req, app_row)), html.escape(user["login"]), html.escape(resource),
+                html.escape(", ".join(scopes) or "none (public read-only)"), html.escape(redirect_uri), buttons)
     return html_page("Authorize application", body)
 
 
@@ -394,35 +393,26 @@ def authorize_submit(req):
     with req.transaction() as db:
         insert_row(db, "oauth_codes", {"hash": token_hash(code), "app_id": app_row["id"], "user_id": user["id"],
                                        "redirect_uri": redirect_uri, "scopes": ",".join(scopes),
-                                       "challenge": form["code_challenge"], "expires_at": from_now(AUTH_CODE_SECONDS)})
+                                       "challenge": form["code_challenge"], "expires_at": from_now(AUTH_CODE_SECONDS),
+                                       "resource": our_resource(req, form["resource"]) if form.get("resource") else None})
         req.effect("authorized %s for scopes %s" % (app_row["client_id"], ",".join(scopes) or "(none)"))
     return redirect_back(req, redirect_uri, {"code": code}, state)
 
 
-def oauth_client(req, params):
-    """The app a token request comes from; a confidential one must show its secret."""
-    app_row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", params.get("client_id", ""))
-    if app_row is None:
-        return None
-    if app_row["secret_hash"] and not hmac.compare_digest(app_row["secret_hash"],
-                                                          token_hash(params.get("client_secret", ""))):
-        return None
-    return app_row
-
-
-def issue_oauth_pair(db, req, app_row, user_id, scopes, family):
-    """An access token (hours) and a refresh token in ``family``; returns the token response."""
+def issue_oauth_pair(db, req, app_row, user_id, scopes, family, resource):
+    """An access token (hours) for ``resource`` (None: this server's API and its MCP endpoint alike)
+    and a refresh token in ``family``; returns the token response."""
     token, token_id = issue_token(db, req.app.key, user_id, "oauth", name="oauth app " + app_row["client_id"],
-                                  scopes=scopes, expires_at=from_now(OAUTH_ACCESS_HOURS * 3600))
+                                  scopes=scopes, expires_at=from_now(OAUTH_ACCESS_HOURS * 3600), resource=resource)
     refresh = "agr_" + secrets.token_hex(24)
     insert_row(db, "oauth_refresh_tokens", {"hash": token_hash(refresh), "family": family, "app_id": app_row["id"],
                                             "user_id": user_id, "scopes": ",".join(scopes), "access_id": token_id,
-                                            "created_at": now()})
+                                            "created_at": now(), "resource": resource})
     user = account_by_id(req.app.store, user_id)
     audit_append(db, req.app.key, Principal(user=user, runtime=req.client), "oauth",
                  Decision("allow", "issue_token", "user:" + user["login"], ["authorized app %s" % app_row["client_id"]]),
                  "oauth token %s, refresh family %s" % (token_fingerprint(token), family[:12]))
-    return {"access_token": token, "token_type": "bearer", "scope": ",".join(scopes),
+    return {"access_token": token, "token_type": "bearer", "scope": " ".join(scopes),
             "expires_in": OAUTH_ACCESS_HOURS * 3600, "refresh_token": refresh}
 
 
@@ -434,7 +424,7 @@ def revoke_family(db, family):
 
 
 def code_grant(req, params):
-    app_row = oauth_client(req, params)
+    app_row = authenticated_client(req, params)
     if app_row is None:
         return oauth_answer(req, {"error": "invalid_client", "error_description": "unknown client or wrong secret"}, 401)
     with req.app.store.transaction() as db:
@@ -452,16 +442,20 @@ def code_grant(req, params):
             return oauth_answer(req, {"error": "invalid_grant", "error_description": "redirect_uri differs"}, 400)
         if not hmac.compare_digest(row["challenge"], pkce_s256(params.get("code_verifier", ""))):
             return oauth_answer(req, {"error": "invalid_grant", "error_description": "code_verifier is wrong"}, 400)
+        if params.get("resource") and our_resource(req, params["resource"]) != row["resource"]:
+            return oauth_answer(req, {"error": "invalid_target", "error_description": "resource differs from the one "
+                                                                                      "authorized"}, 400)
         family = secrets.token_hex(16)
         db.execute("UPDATE oauth_codes SET consumed_at = ?, family = ? WHERE id = ?", (now(), family, row["id"]))
-        answer = issue_oauth_pair(db, req, app_row, row["user_id"], [s for s in row["scopes"].split(",") if s], family)
+        answer = issue_oauth_pair(db, req, app_row, row["user_id"], [s for s in row["scopes"].split(",") if s], family,
+                                  row["resource"])
     return oauth_answer(req, answer)
 
 
 def refresh_grant(req, params):
     """Rotation with reuse detection: each refresh token works once; presenting a used one again
     revokes its whole family, since one of the two presenters is not the client."""
-    app_row = oauth_client(req, params)
+    app_row = authenticated_client(req, params)
     if app_row is None:
         return oauth_answer(req, {"error": "invalid_client", "error_description": "unknown client or wrong secret"}, 401)
     with req.app.store.transaction() as db:
@@ -475,24 +469,141 @@ def refresh_grant(req, params):
                                                                                       "used; its family is revoked"}, 400)
         db.execute("UPDATE oauth_refresh_tokens SET used_at = ? WHERE id = ?", (now(), row["id"]))
         db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now(), row["access_id"]))
+        if params.get("resource") and our_resource(req, params["resource"]) != row["resource"]:
+            return oauth_answer(req, {"error": "invalid_target", "error_description": "resource differs from the one "
+                                                                                      "authorized"}, 400)
         answer = issue_oauth_pair(db, req, app_row, row["user_id"], [s for s in row["scopes"].split(",") if s],
-                                  row["family"])
+                                  row["family"], row["resource"])
     return oauth_answer(req, answer)
 
 
 @route("GET", "/.well-known/oauth-authorization-server")
+@route("GET", "/.well-known/openid-configuration")
 def authorization_server_metadata(req):
-    """RFC 8414."""
+    """RFC 8414 (and the OpenID discovery path clients also try), its issuer exactly this server's URL."""
     url = req.app.url
     return {"issuer": url, "authorization_endpoint": url + "/login/oauth/authorize",
             "token_endpoint": url + "/login/oauth/access_token",
-            "device_authorization_endpoint": url + "/login/device/code",
-            "response_types_supported": ["code"], "code_challenge_methods_supported": ["S256"],
+            "device_authorization_endpoint": url + "/login/device/code", "registration_endpoint": url + "/register",
+            "introspection_endpoint": url + "/login/oauth/introspect", "revocation_endpoint": url + "/login/oauth/revoke",
+            "response_types_supported": ["code"], "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
             "grant_types_supported": ["authorization_code", "refresh_token",
                                       "urn:ietf:params:oauth:grant-type:device_code", TOKEN_EXCHANGE],
-            "token_endpoint_auth_methods_supported": ["none", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "introspection_endpoint_auth_methods_supported": ["bearer"] + list(AUTH_METHODS[1:]),
+            "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
             "scopes_supported": [s for s in ALL_SCOPES if s != "site_admin"],
-            "authorization_response_iss_parameter_supported": True}
+            "authorization_response_iss_parameter_supported": True, "client_id_metadata_document_supported": True}
+
+
+# -- introspection and revocation ---------------------------------------------------------------
+
+def token_asker(req, params, public_clients):
+    """Who asks about a token at introspection or revocation: an OAuth client by its credentials
+    (a public one by its client_id alone where ``public_clients``: revocation), or an account by its
+    bearer token. None: nobody."""
+    header = req.headers.get("Authorization") or ""
+    if header.lower().startswith(("bearer ", "token ")):
+        try:
+            principal = authenticate(req.app, req.headers, req.client)
+        except HTTPError:
+            return None
+        if principal.resource not in (None, req.app.url):     # a token for the MCP endpoint is none here (RFC 8707)
+            return None
+        req.principal = principal
+        req.check("read_account", Resource.account(principal.user))     # a suspended account asks nothing
+        return {"principal": principal}
+    client = authenticated_client(req, params)
+    return {"client": client} if client is not None and (public_clients or client["secret_hash"]) else None
+
+
+def token_facts(req, token):
+    """What the server knows of a live token: its row, the OAuth client it was issued to (if one), its
+    account and, for a task token, its grant. None for a forged, unknown, revoked or expired one."""
+    row = verify_token(req.app.store, req.app.key, token) if isinstance(token, str) else None
+    if row is None:
+        return None
+    client = req.app.store.one("SELECT a.* FROM oauth_refresh_tokens r JOIN oauth_apps a ON a.id = r.app_id"
+                               " WHERE r.access_id = ?", row["id"])
+    return {"row": row, "client": client, "user": account_by_id(req.app.store, row["user_id"]),
+            "grant": load_grant(req.app.store, row["grant_id"]) if row["grant_id"] else None}
+
+
+def may_ask(asker, facts):
+    """The token's own account, its agent's human (the grant's delegator or its issuer), a site admin,
+    or the client it was issued to, may ask about it; nobody else learns it exists."""
+    if "client" in asker:
+        return facts["client"] is not None and facts["client"]["id"] == asker["client"]["id"]
+    user = asker["principal"].user
+    grant = facts["grant"]
+    return user is not None and (user["site_admin"] or user["id"] in (
+        facts["row"]["user_id"], facts["row"]["issued_by"], grant and grant["delegator_id"]))
+
+
+@route("POST", "/login/oauth/introspect")
+def introspect(req):
+    """RFC 7662, for every kind of token agentgit issues: active, scope, aud, exp, sub (the account;
+    for a task token the agent), and agentgit's chain: user_kind, delegator, task, grant."""
+    req.surface = "oauth"
+    params = oauth_params(req)
+    asker = token_asker(req, params, public_clients=False)
+    if asker is None:
+        return 401, {"error": "invalid_client", "error_description": "authenticate: a bearer token or the client's "
+                                                                     "credentials"}, {"WWW-Authenticate": "Bearer"}
+    facts = token_facts(req, params.get("token"))
+    if facts is None or not may_ask(asker, facts):
+        return 200, {"active": False}
+    row, user, grant = facts["row"], facts["user"], facts["grant"]
+    answer = {"active": True, "token_type": "bearer", "token_kind": row["kind"], "iss": req.app.url,
+              "sub": user["login"], "username": user["login"], "user_kind": user["kind"],
+              "scope": " ".join(s for s in row["scopes"].split(",") if s),
+              "aud": row["resource"] or [req.app.url, req.app.url + "/mcp"],
+              "iat": int(parse_time(row["created_at"]).timestamp())}
+    if row["expires_at"]:
+        answer["exp"] = int(parse_time(row["expires_at"]).timestamp())
+    if facts["client"] is not None:
+        answer["client_id"] = facts["client"]["client_id"]
+    if grant is not None:
+        answer.update(delegator=grant["delegator_login"], task=grant["task"], grant=grant["public_id"])
+    elif row["issued_by"]:
+        issuer = account_by_id(req.app.store, row["issued_by"])
+        answer["delegator"] = issuer["login"] if issuer else None
+    return 200, answer
+
+
+@route("POST", "/login/oauth/revoke")
+def revoke_endpoint(req):
+    """RFC 7009: an access token, or a refresh token with its whole family. The answer is 200 whether
+    or not the token existed, so it tells nobody anything; only who may ask about a token revokes it."""
+    req.surface = "oauth"
+    params = oauth_params(req)
+    asker = token_asker(req, params, public_clients=True)
+    if asker is None:
+        return 401, {"error": "invalid_client", "error_description": "authenticate: a bearer token or the client's "
+                                                                     "credentials"}, {"WWW-Authenticate": "Bearer"}
+    token = params.get("token", "")
+    with req.app.store.transaction() as db:
+        refresh = db.execute("SELECT * FROM oauth_refresh_tokens WHERE hash = ?", (token_hash(token),)).fetchone()
+        if refresh is not None and "client" in asker and asker["client"]["id"] == refresh["app_id"] or \
+                refresh is not None and "principal" in asker and asker["principal"].user is not None and \
+                asker["principal"].user["id"] == refresh["user_id"]:
+            revoke_family(db, refresh["family"])
+            audit_append(db, req.app.key, Principal(runtime=req.client), "oauth", Decision(
+                "allow", "revoke_token", "user:%d" % refresh["user_id"], ["RFC 7009 revocation"]),
+                "refresh family %s revoked" % refresh["family"][:12])
+    facts = token_facts(req, token)
+    if facts is not None and may_ask(asker, facts):
+        with req.app.store.transaction() as db:
+            db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (now(), facts["row"]["id"]))
+            audit_append(db, req.app.key, Principal(user=facts["user"], runtime=req.client), "oauth", Decision(
+                "allow", "revoke_token", "user:" + facts["user"]["login"], ["RFC 7009 revocation"]),
+                "token %s revoked" % facts["row"]["fingerprint"])
+    return 200, {}
+
+
+# they read their callers' credentials themselves (a client's secret may come in HTTP Basic)
+access_token.own_credentials = introspect.own_credentials = revoke_endpoint.own_credentials = True
 
 
 @route("GET", "/.well-known/oauth-protected-resource")

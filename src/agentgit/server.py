@@ -169,7 +169,9 @@ class App:
                 elif not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
-                req.principal = authenticate(self, handler.headers, req.client, peer)
+                if not getattr(endpoint, "own_credentials", False):
+                    req.principal = authenticate(self, handler.headers, req.client, peer)
+                    self.check_audience(req)
             if req.principal.user is not None:
                 # the least any account may do (know who it is), asked before the route reads its input: a
                 # suspended or retired account, or a task token whose delegator is suspended, is refused
@@ -192,6 +194,8 @@ class App:
             error, outcome = HTTPError(500, "Server Error"), "server error"
         if req.pending or req.intents:
             req.settle(outcome, failed=error is not None)
+        if result is not None or error is not None:
+            self.finish_body(req)
         if error is not None:
             self.respond_error(req, error)
         elif result is not None:
@@ -204,6 +208,36 @@ class App:
             # an unread body would be taken for the next request on this connection
             if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
                 handler.close_connection = True
+
+    def finish_body(self, req):
+        """An answer that did not read the whole body (a refusal before it) leaves the rest unread, which
+        would be taken for the next request on the connection: a small one is read and dropped, so a
+        client's keep-alive connection goes on; after a larger one the connection ends, and the answer
+        says so (Connection: close), so no client sends its next request down a closing socket."""
+        handler = req.handler
+        if req.body_reader is not None and req.body_reader.done or (
+                handler.headers.get("Content-Length", "0") == "0" and not handler.headers.get("Transfer-Encoding")):
+            return
+        try:
+            length = body_length(handler.headers)
+            if length is not None and length <= DRAIN_LIMIT:
+                reader = req.body(DRAIN_LIMIT)
+                while reader.read():
+                    pass
+                return
+        except (HTTPError, OSError, ValueError):
+            pass
+        handler.close_connection = True
+
+    def check_audience(self, req):
+        """RFC 8707: a token minted for one resource works there only. The MCP endpoint is one
+        resource; the REST API, GraphQL and Git together are the other (this server's URL)."""
+        wanted = self.url + "/mcp" if req.surface == "mcp" else self.url
+        if req.principal.resource is not None and req.principal.resource != wanted:
+            raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
+                            headers={} if req.surface in ("git", "mcp") else {
+                                "WWW-Authenticate": 'Bearer error="invalid_token", error_description="the token\'s'
+                                                    ' audience is %s"' % req.principal.resource})
 
     def match(self, req):
         host = (req.headers.get("Host") or "").split(":")[0].lower()
@@ -226,6 +260,8 @@ class App:
             handler.send_header("X-OAuth-Scopes", req.principal.scopes_header)
         if req.audit_id is not None:
             handler.send_header("X-Agentgit-Audit-Id", str(req.audit_id))
+        if handler.close_connection:
+            handler.send_header("Connection", "close")
         for name, value in dict(req.response_headers, **headers).items():
             handler.send_header(name, value)
         handler.end_headers()
@@ -255,12 +291,17 @@ class App:
                 handler.send_header("Content-Length", str(len(data)))
                 for name, value in error.headers.items():
                     handler.send_header(name, value)
+                if handler.close_connection:
+                    handler.send_header("Connection", "close")
                 handler.end_headers()
                 handler.wfile.write(data)
             else:
                 self.respond(req, error.status, error.body(), error.headers)
         except (OSError, HeaderInjection):
             handler.close_connection = True
+
+
+DRAIN_LIMIT = 64 * 1024     # an unread body up to this size is read and dropped; a larger one ends the connection
 
 
 HTTP_DATE = [0, ""]     # the Date header of the current second
@@ -502,15 +543,17 @@ def socket_family(host):
 
 def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", tls_cert=None, tls_key=None,
                 registration="open", git_engine="auto", registration_limit=20, registration_window=600,
-                access_log=None, unix_socket=None, agent_credentials=None):
+                access_log=None, unix_socket=None, agent_credentials=None, allow_loopback_client_documents=False):
     """Build (not start) an agentgit server. ``authenticator(request) -> identity or None`` lets an
     embedding program vouch for humans: it is given {"headers", "client_address", "peer_cert"} and
     returns {"provider", "subject", "login", "name", "email"}. ``agent_credentials``: "bootstrap"
     (an agent's own token acts on its own account and repositories only, and is traded for short-lived
-    tokens for the rest) or "direct" (it acts on all the agent may do); None keeps the installation's."""
+    tokens for the rest) or "direct" (it acts on all the agent may do); None keeps the installation's.
+    ``allow_loopback_client_documents``: fetch OAuth client metadata documents from loopback addresses
+    (for tests that serve them on 127.0.0.1; never on a server others reach)."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
                     registration_limit=registration_limit, registration_window=registration_window,
-                    agent_credentials=agent_credentials)
+                    agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents)
     return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket)
 
 

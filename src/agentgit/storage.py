@@ -52,13 +52,21 @@ MIGRATIONS = {
         " UPDATE repos SET forked_by = owner_id WHERE parent_id IS NOT NULL AND forked_by IS NULL AND"
         " owner_id IN (SELECT id FROM accounts WHERE kind != 'org');"),
     # pending reviews: a new state, and no submission time until submitted; multi-line review comments;
-    # workflows disabled by hand
+    # workflows disabled by hand; tokens, codes and refresh families bound to a resource (RFC 8707);
+    # OAuth clients nobody owns (dynamic registration, metadata documents)
     8: Migration([("review_comments", "start_line INTEGER"), ("review_comments", "start_side TEXT NOT NULL DEFAULT 'RIGHT'"),
                   ("review_comments", "subject_type TEXT NOT NULL DEFAULT 'LINE'"),
-                  ("workflows", "disabled_at TEXT")],
-                 "ALTER TABLE reviews RENAME TO reviews_before_v8;",
+                  ("workflows", "disabled_at TEXT"), ("tokens", "resource TEXT"), ("oauth_codes", "resource TEXT"),
+                  ("oauth_refresh_tokens", "resource TEXT")],
+                 # (an installation older than OAuth apps gets an empty one of the old shape to copy from)
+                 "ALTER TABLE reviews RENAME TO reviews_before_v8; CREATE TABLE IF NOT EXISTS oauth_apps (id INTEGER"
+                 " PRIMARY KEY, client_id TEXT, secret_hash TEXT, name TEXT, redirect_uris TEXT, owner_id INTEGER,"
+                 " created_at TEXT); ALTER TABLE oauth_apps RENAME TO oauth_apps_before_v8;",
                  "INSERT INTO reviews (id, issue_id, user_id, state, body, commit_id, submitted_at) SELECT id, issue_id,"
-                 " user_id, state, body, commit_id, submitted_at FROM reviews_before_v8; DROP TABLE reviews_before_v8;"),
+                 " user_id, state, body, commit_id, submitted_at FROM reviews_before_v8; DROP TABLE reviews_before_v8;"
+                 " INSERT INTO oauth_apps (id, client_id, secret_hash, name, redirect_uris, owner_id, created_at)"
+                 " SELECT id, client_id, secret_hash, name, redirect_uris, owner_id, created_at FROM oauth_apps_before_v8;"
+                 " DROP TABLE oauth_apps_before_v8;"),
 }
 
 

@@ -204,16 +204,17 @@ def mint_task_token(req, grant_id):
     return 201, issue_task_token(req, row, req.field(body, "actions", list, "TaskToken"))
 
 
-def issue_task_token(req, row, asked=None):
+def issue_task_token(req, row, asked=None, resource=None):
     """A task token for the grant's row, for the actions asked that the grant gives (narrowed, and
-    said so, when that is fewer); for all it gives when none are asked."""
+    said so, when that is fewer); for all it gives when none are asked. ``resource``: the one
+    resource it works on (RFC 8707), such as the MCP endpoint; None: the API and MCP alike."""
     granted = json.loads(row["actions"])
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
     expires_at = min(from_now(TASK_TOKEN_SECONDS), row["expires_at"])
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
-                               expires_at=expires_at, grant_id=row["id"])
+                               expires_at=expires_at, grant_id=row["id"], resource=resource)
         req.effect("task token %s for %s until %s%s" % (token_fingerprint(token), row["public_id"], expires_at,
                                                        " (narrowed)" if set(asked) - set(given) else ""))
     return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],

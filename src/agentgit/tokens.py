@@ -56,14 +56,15 @@ def token_hash(token):
 
 
 def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None, grant_id=None,
-                audience=None):
-    """Mint a token, store its hash, return (token, row id). The token itself is shown once."""
+                audience=None, resource=None):
+    """Mint a token, store its hash, return (token, row id). The token itself is shown once. ``resource``
+    (RFC 8707) binds it to this server's API or to its MCP endpoint; None: it works on both."""
     token = mint_token(key, TOKEN_PREFIXES[kind])
     token_id = insert_row(db, "tokens", {
         "user_id": user_id, "kind": kind, "name": name, "scopes": ",".join(scopes), "hash": token_hash(token),
         "fingerprint": token_fingerprint(token), "created_at": now(), "expires_at": expires_at,
         "issued_by": issued_by, "grant_id": grant_id,
-        "audience": json.dumps(sorted(audience)) if audience is not None else None})
+        "audience": json.dumps(sorted(audience)) if audience is not None else None, "resource": resource})
     return token, token_id
 
 

@@ -1,0 +1,214 @@
+"""The MCP SDK's own OAuth client completes against a fresh agentgit with no hand-holding: from the 401
+of /mcp to RFC 9728 metadata, RFC 8414 metadata, registration (RFC 7591, or a client ID metadata
+document served over HTTPS), the authorization code with PKCE and RFC 8707's resource (the consent
+page answered by a browser stand-in signed in as alice), then tools. The token it gets is for /mcp
+alone; introspection tells its holder what it is; revocation ends it."""
+import asyncio
+import http.server
+import json
+import ssl
+import threading
+import urllib.parse
+
+import pytest
+
+from conftest import Browser, api, call
+
+pytest.importorskip("mcp", reason="make test installs the mcp SDK")
+import httpx2  # noqa: E402
+from mcp import Client  # noqa: E402
+from mcp.client.auth import OAuthClientProvider  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata  # noqa: E402
+
+REDIRECT = "http://127.0.0.1:9/callback"      # never reached: the stand-in reads the redirect itself
+
+
+class Memory:
+    """The SDK's TokenStorage, in memory."""
+
+    def __init__(self):
+        self.tokens = self.client_info = None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info
+
+
+class ConsentStandIn:
+    """What a person does in her browser: signed in as alice, she opens the authorization URL the
+    client sends her to and approves; the redirect's code and state go back to the client."""
+
+    def __init__(self, server, login, password):
+        self.browser, self.pages, self.redirect = Browser(server), [], None
+        self.browser.sign_in(login, password)
+
+    async def open(self, url):
+        parts = urllib.parse.urlsplit(url)
+        resp, page = self.browser.request("GET", parts.path + "?" + parts.query)
+        assert resp.status == 200, page
+        self.pages.append(page)
+        form = dict(urllib.parse.parse_qsl(parts.query), csrf=self.browser.csrf(page), decision="approve")
+        resp, _ = self.browser.request("POST", "/login/oauth/authorize", form)
+        assert resp.status == 302
+        self.redirect = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.getheader("Location")).query))
+
+    async def callback(self):
+        return AuthorizationCodeResult(code=self.redirect["code"], state=self.redirect.get("state"),
+                                       iss=self.redirect.get("iss"))
+
+
+def provider(server, storage, stand_in, metadata_url=None):
+    return OAuthClientProvider(server.url + "/mcp", OAuthClientMetadata(
+        redirect_uris=[REDIRECT], client_name="test agent host", grant_types=["authorization_code", "refresh_token"],
+        token_endpoint_auth_method="none"), storage, redirect_handler=stand_in.open, callback_handler=stand_in.callback,
+        client_metadata_url=metadata_url)
+
+
+async def tools_as(server, auth):
+    http = httpx2.AsyncClient(auth=auth)
+    async with Client(streamable_http_client(server.url + "/mcp", http_client=http)) as c:
+        names = [t.name for t in (await c.list_tools()).tools]
+        me = json.loads((await c.call_tool("get_me", {})).content[0].text)["login"]
+        return names, me
+
+
+def test_discovery_dynamic_registration_and_code_with_pkce(server):
+    server.add_user("alice", password="pw")
+    storage, stand_in = Memory(), ConsentStandIn(server, "alice", "pw")
+    names, me = asyncio.run(tools_as(server, provider(server, storage, stand_in)))
+    assert me == "alice" and "merge_pull_request" in names
+    client_id = storage.client_info.client_id
+    assert client_id.startswith("agc_")
+    assert "registered by itself: nobody vouches for it" in stand_in.pages[0]
+    assert "%s/mcp" % server.url in stand_in.pages[0]                      # the resource she consents to
+    token = storage.tokens.access_token
+    # RFC 8707: the token is for /mcp; REST and Git refuse it
+    r = api(server, "GET", "/user", token)
+    assert r.status == 401 and "is for %s/mcp" % server.url in r.json["message"]
+    assert call(server, "GET", "/alice/nope.git/info/refs?service=git-upload-pack", token).status == 401
+    # introspection: to its holder, what it is; to another account, nothing
+    asked = call(server, "POST", "/login/oauth/introspect", token, raw_body=urllib.parse.urlencode(
+        {"token": token}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert asked.status == 401        # a token for /mcp is no credential at the authorization server either
+    alice_pat = server.add_user("alice2")
+    other = call(server, "POST", "/login/oauth/introspect", alice_pat, raw_body=urllib.parse.urlencode(
+        {"token": token}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert other.json == {"active": False}
+    facts = call(server, "POST", "/login/oauth/introspect", None, raw_body=urllib.parse.urlencode(
+        {"token": token, "client_id": client_id}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert facts.status == 401        # a public client may revoke its tokens, not introspect them
+    # revocation by the client that holds it (RFC 7009): then /mcp refuses it
+    gone = call(server, "POST", "/login/oauth/revoke", None, raw_body=urllib.parse.urlencode(
+        {"token": token, "client_id": client_id}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert gone.status == 200
+    r = call(server, "POST", "/mcp", token, body={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert r.status == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
+
+
+@pytest.fixture
+def metadata_host(test_ca, monkeypatch):
+    """An HTTPS server on 127.0.0.1, its certificate from the test CA (for localhost), serving what the
+    test puts in ``documents`` by path; agentgit trusts the CA through SSL_CERT_FILE."""
+    documents = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = documents.get(self.path, (404, b"{}"))
+            self.send_response(status)
+            if status in (301, 302):
+                self.send_header("Location", body.decode())
+                body = b""
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(test_ca["cert"], test_ca["key"])
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", test_ca["ca"])
+    yield "https://localhost:%d" % httpd.server_address[1], documents
+    httpd.shutdown()
+
+
+def test_a_client_id_metadata_document(tmp_path, metadata_host):
+    import agentgit
+    base, documents = metadata_host
+    url = base + "/agent-host/client.json"
+    documents["/agent-host/client.json"] = (200, json.dumps({
+        "client_id": url, "client_name": "Agent Host", "redirect_uris": [REDIRECT], "grant_types": [
+            "authorization_code", "refresh_token"], "response_types": ["code"],
+        "token_endpoint_auth_method": "none"}).encode())
+    server = agentgit.make_server(tmp_path / "data", port=0, allow_loopback_client_documents=True).start()
+    try:
+        server.add_user("alice", password="pw")
+        storage, stand_in = Memory(), ConsentStandIn(server, "alice", "pw")
+        names, me = asyncio.run(tools_as(server, provider(server, storage, stand_in, metadata_url=url)))
+        assert me == "alice" and storage.client_info.client_id == url
+        assert "described by its own document at localhost" in stand_in.pages[0] and "Agent Host" in stand_in.pages[0]
+        # documents that cannot be used: each a clear 400 on the authorization page, nothing registered
+        for path, (status, body), words in (
+                ("/other.json", (200, json.dumps({"client_id": base + "/elsewhere.json", "redirect_uris": [REDIRECT]})),
+                 "its own URL"),
+                ("/moved.json", (302, base + "/agent-host/client.json"), "redirects are not followed"),
+                ("/huge.json", (200, json.dumps({"client_id": base + "/huge.json", "redirect_uris": [REDIRECT],
+                                                 "pad": "x" * 6000})), "over 5120 bytes"),
+                ("/nouris.json", (200, json.dumps({"client_id": base + "/nouris.json"})), "redirect_uris")):
+            documents[path] = (status, body.encode())
+            query = urllib.parse.urlencode({"response_type": "code", "client_id": base + path, "redirect_uri": REDIRECT,
+                                            "code_challenge": "x" * 43, "code_challenge_method": "S256"})
+            resp, page = stand_in.browser.request("GET", "/login/oauth/authorize?" + query)
+            assert resp.status == 400 and words in page, (path, page[:500])
+        known = {r["client_id"] for r in server.app.store.all("SELECT client_id FROM oauth_apps")}
+        assert known == {url}
+    finally:
+        server.stop()
+
+
+def test_metadata_documents_at_private_addresses_are_refused(server, metadata_host):
+    """Without the operator's leave, a document on a loopback (or any private) address is not fetched."""
+    base, documents = metadata_host
+    url = base + "/client.json"
+    documents["/client.json"] = (200, json.dumps({"client_id": url, "redirect_uris": [REDIRECT]}).encode())
+    browser = Browser(server)
+    server.add_user("alice", password="pw")
+    browser.sign_in("alice", "pw")
+    query = urllib.parse.urlencode({"response_type": "code", "client_id": url, "redirect_uri": REDIRECT,
+                                    "code_challenge": "x" * 43, "code_challenge_method": "S256"})
+    resp, page = browser.request("GET", "/login/oauth/authorize?" + query)
+    assert resp.status == 400 and "non-public address" in page
+
+
+def test_authorization_server_metadata_and_registration_errors(server):
+    meta = call(server, "GET", "/.well-known/oauth-authorization-server").json
+    assert meta["issuer"] == server.url and meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["client_id_metadata_document_supported"] is True
+    assert meta["authorization_response_iss_parameter_supported"] is True
+    assert {meta["registration_endpoint"], meta["introspection_endpoint"], meta["revocation_endpoint"]} == {
+        server.url + "/register", server.url + "/login/oauth/introspect", server.url + "/login/oauth/revoke"}
+    assert call(server, "GET", "/.well-known/openid-configuration").json == meta
+    for body, error in (({}, "invalid_redirect_uri"), ({"redirect_uris": ["http://evil.example/cb"]}, "invalid_redirect_uri"),
+                        ({"redirect_uris": ["https://ok.example/cb#frag"]}, "invalid_redirect_uri"),
+                        ({"redirect_uris": ["https://ok.example/cb"], "grant_types": ["password"]}, "invalid_client_metadata"),
+                        ({"redirect_uris": ["https://ok.example/cb"], "token_endpoint_auth_method": "private_key_jwt"},
+                         "invalid_client_metadata")):
+        r = call(server, "POST", "/register", body=body)
+        assert (r.status, r.json["error"]) == (400, error), body
+    r = call(server, "POST", "/register", raw_body=b"[1]", headers={"Content-Type": "application/json"})
+    assert (r.status, r.json["error"]) == (400, "invalid_client_metadata")
+    made = call(server, "POST", "/register", body={"redirect_uris": ["https://ok.example/cb"], "client_name": "Tool",
+                                                   "token_endpoint_auth_method": "client_secret_basic"})
+    assert made.status == 201 and made.json["client_secret"].startswith("agcs_")
