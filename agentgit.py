@@ -66,13 +66,14 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     39. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
     40. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
     41. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    42. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    43. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    44. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    45. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    46. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    47. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    48. cli                Command line: serve, user, agent, connect, routes, audit.
+    42. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+    43. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    44. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    45. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    46. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    47. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    48. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    49. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -758,6 +759,24 @@ CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
     created_at   TEXT NOT NULL,
     used_at      TEXT,
     resource     TEXT
+);
+
+-- Public keys an agent signs OAuth client assertions with (RFC 7523), and the assertions' jti, each
+-- accepted once until it expires.
+CREATE TABLE IF NOT EXISTS agent_keys (
+    id          INTEGER PRIMARY KEY,
+    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kid         TEXT NOT NULL,
+    jwk         TEXT NOT NULL,           -- the public JWK: kty RSA, n, e
+    created_at  TEXT NOT NULL,
+    UNIQUE (agent_id, kid)
+);
+
+CREATE TABLE IF NOT EXISTS assertion_ids (
+    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    jti         TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, jti)
 );
 
 -- Task grants: what an agent may do for one task, on which resources, under which constraints.
@@ -1699,6 +1718,7 @@ ACTIONS = {
     "approve_device":     Action("site", "read", humans_only=True),
     "register_app":       Action("account", "admin", humans_only=True),
     "bind_agent":         Action("account", "admin", token_kinds=("agent",)),
+    "register_agent_key": Action("account", "admin", token_kinds=("agent",)),
     "refresh_session":    Action("account", "admin", token_kinds=("switch-session",)),
     "manage_agent":       Action("account", "admin", humans_only=True),
     "read_agent":         Action("account", "admin", mutation=False, humans_only=True),
@@ -11888,8 +11908,147 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, tasks, web, oauth_clients
+# 42. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# uses: config, errors, storage, accounts, policy, plumbing, lookups
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_MAX_SECONDS = 600          # an assertion lives at most ten minutes
+CLOCK_SKEW_SECONDS = 60
+MIN_RSA_BITS = 2048
+MAX_KEYS = 10
+# DigestInfo for SHA-256 (RFC 8017 §9.2, note 1): what precedes the hash in an RS256 signature
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def b64url_decode(text):
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def rsa_public_key(jwk):
+    """(n, e) of an RSA JWK, checked: at least MIN_RSA_BITS, an odd public exponent above 1."""
+    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
+        raise ValueError("a JWK with kty RSA")
+    n = int.from_bytes(b64url_decode(jwk.get("n")), "big")
+    e = int.from_bytes(b64url_decode(jwk.get("e")), "big")
+    if n.bit_length() < MIN_RSA_BITS or e < 3 or e % 2 == 0:
+        raise ValueError("an RSA key of at least %d bits with an odd exponent" % MIN_RSA_BITS)
+    return n, e
+
+
+def rs256_valid(n, e, signing_input, signature):
+    """RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §8.2.2): the signature, raised to e mod n, must be
+    exactly the encoding of the message's hash."""
+    k = (n.bit_length() + 7) // 8
+    if len(signature) != k:
+        return False
+    s = int.from_bytes(signature, "big")
+    if s >= n:
+        return False
+    encoded = pow(s, e, n).to_bytes(k, "big")
+    digest = SHA256_DIGEST_INFO + hashlib.sha256(signing_input).digest()
+    expected = b"\x00\x01" + b"\xff" * (k - len(digest) - 3) + b"\x00" + digest
+    return hmac.compare_digest(encoded, expected)
+
+
+def key_json(row):
+    return {"kid": row["kid"], "jwk": json.loads(row["jwk"]), "created_at": row["created_at"]}
+
+
+@route("POST", "/api/ext/v1/agent-keys")
+def register_agent_key(req):
+    """The agent, with its own token, registers an RSA public key (a JWK) for client assertions."""
+    agent = signed_in(req)
+    req.authorize("register_agent_key", Resource.account(agent))
+    jwk = req.field(req.json(), "jwk", dict, "AgentKey", required=True)
+    try:
+        n, e = rsa_public_key(jwk)
+    except ValueError as error:
+        raise invalid("AgentKey", "jwk", message="the key must be %s" % error)
+    public = {"kty": "RSA", "n": jwk["n"], "e": jwk["e"], "alg": "RS256", "use": "sig"}
+    kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) and re.fullmatch(r"[\w.-]{1,64}", jwk["kid"]) else \
+        "k_" + secrets.token_hex(6)
+    with req.transaction() as db:
+        if db.execute("SELECT COUNT(*) FROM agent_keys WHERE agent_id = ?", (agent["id"],)).fetchone()[0] >= MAX_KEYS:
+            raise invalid("AgentKey", "jwk", "custom", "an agent has at most %d keys" % MAX_KEYS)
+        if db.execute("SELECT 1 FROM agent_keys WHERE agent_id = ? AND kid = ?", (agent["id"], kid)).fetchone():
+            raise invalid("AgentKey", "kid", "already_exists", "this agent has a key %s" % kid)
+        insert_row(db, "agent_keys", {"agent_id": agent["id"], "kid": kid, "jwk": json.dumps(public),
+                                      "created_at": now()})
+        req.effect("registered RSA key %s (%d bits) for client assertions" % (kid, n.bit_length()))
+    return 201, key_json(req.app.store.one("SELECT * FROM agent_keys WHERE agent_id = ? AND kid = ?", agent["id"], kid))
+
+
+@route("GET", "/api/ext/v1/agent-keys")
+def list_agent_keys(req):
+    """The agent's public keys, with its own token."""
+    agent = signed_in(req)
+    req.check("register_agent_key", Resource.account(agent))
+    return [key_json(r) for r in req.app.store.all("SELECT * FROM agent_keys WHERE agent_id = ? ORDER BY id",
+                                                   agent["id"])]
+
+
+@route("DELETE", "/api/ext/v1/agent-keys/{kid}")
+def delete_agent_key(req, kid):
+    """The agent retires a key: assertions it signed are refused from then on."""
+    agent = signed_in(req)
+    req.authorize("register_agent_key", Resource.account(agent))
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM agent_keys WHERE agent_id = ? AND kid = ?", (agent["id"], kid)).rowcount:
+            raise HTTPError(404, "Not Found")
+        req.effect("deleted key %s" % kid)
+    return 204, None
+
+
+def asserted_agent(req, params):
+    """The agent whose client assertion this token request carries, once its signature, claims and
+    single use are checked; (agent row, kid) or a ValueError that says what is wrong."""
+    if params.get("client_assertion_type") != JWT_BEARER:
+        raise ValueError("client_assertion_type must be %s" % JWT_BEARER)
+    try:
+        header_b64, claims_b64, signature_b64 = params.get("client_assertion", "").split(".")
+        header, claims = json.loads(b64url_decode(header_b64)), json.loads(b64url_decode(claims_b64))
+        signature = b64url_decode(signature_b64)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValueError("client_assertion is not a JWT")
+    if not isinstance(header, dict) or header.get("alg") != "RS256" or not isinstance(claims, dict):
+        raise ValueError("client_assertion must be signed with RS256")
+    login = claims.get("iss")
+    agent = account_by_login(req.app.store, login) if isinstance(login, str) else None
+    if agent is None or agent["kind"] != "agent" or claims.get("sub") != login or \
+            params.get("client_id", login) != login:
+        raise ValueError("iss and sub must both be the agent's login, its client_id")
+    audiences = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
+    if not set(audiences) & {req.app.url, req.app.url + "/", req.app.url + "/login/oauth/access_token"}:
+        raise ValueError("aud must be this server's issuer, %s" % req.app.url)
+    moment = time.time()
+    exp, iat = claims.get("exp"), claims.get("iat", moment)
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool) or not isinstance(iat, (int, float)) or \
+            exp <= moment - CLOCK_SKEW_SECONDS or exp - min(iat, moment) > ASSERTION_MAX_SECONDS or \
+            iat > moment + CLOCK_SKEW_SECONDS:
+        raise ValueError("the assertion must be current and live at most %d seconds" % ASSERTION_MAX_SECONDS)
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 8 <= len(jti) <= 200:
+        raise ValueError("the assertion needs a jti")
+    keys = req.app.store.all("SELECT * FROM agent_keys WHERE agent_id = ?" + (" AND kid = ?" if header.get("kid") else ""),
+                             agent["id"], *([header["kid"]] if header.get("kid") else []))
+    signing_input = (header_b64 + "." + claims_b64).encode()
+    key = next((k for k in keys if rs256_valid(*rsa_public_key(json.loads(k["jwk"])), signing_input, signature)), None)
+    if key is None:
+        raise ValueError("the signature matches no key of %s" % login)
+    with req.app.store.transaction() as db:
+        db.execute("DELETE FROM assertion_ids WHERE expires_at < ?", (int(moment) - CLOCK_SKEW_SECONDS,))
+        if db.execute("INSERT OR IGNORE INTO assertion_ids (agent_id, jti, expires_at) VALUES (?, ?, ?)",
+                      (agent["id"], jti, int(exp))).rowcount == 0:
+            raise ValueError("this assertion was used already (jti %s)" % jti[:40])
+    return agent, key["kid"]
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 43. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, tasks, web, oauth_clients, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 @web_route("GET", "/login/device")
@@ -11988,11 +12147,12 @@ def access_token(req):
     params = oauth_params(req)
     req.oauth21 = speaks_oauth21(req, params)
     grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
-             "refresh_token": refresh_grant, TOKEN_EXCHANGE: exchange_grant}.get(params.get("grant_type"))
+             "refresh_token": refresh_grant, TOKEN_EXCHANGE: exchange_grant,
+             "client_credentials": client_credentials_grant}.get(params.get("grant_type"))
     if grant is None:
         return oauth_answer(req, {"error": "unsupported_grant_type",
                                   "error_description": "grant_type must be device_code, authorization_code, "
-                                                       "refresh_token or token-exchange"}, 400)
+                                                       "refresh_token, client_credentials or token-exchange"}, 400)
     return grant(req, params)
 
 
@@ -12025,6 +12185,30 @@ def exchange_grant(req, params):
     if req.principal.token_kind != "agent":
         return oauth_answer(req, {"error": "invalid_grant",
                                   "error_description": "subject_token must be a live agent's own token"}, 400)
+    return mint_for_agent(req, params)
+
+
+def client_credentials_grant(req, params):
+    """RFC 6749 §4.4 for an agent that proves itself with a JWT signed by a key on its account (RFC
+    7523): it gets what a token exchange gives for its own token (a task token with ``task``, else
+    an agent session token), and its runtime holds a private key instead of a bearer secret."""
+    try:
+        agent, kid = asserted_agent(req, params)
+    except ValueError as error:
+        req.app.audit(Principal(runtime=req.client), req.surface, Decision(
+            "deny", "mint_session_token", "user:" + str(params.get("client_id", "?"))[:40], [str(error)]))
+        return oauth_answer(req, {"error": "invalid_client", "error_description": str(error)}, 401)
+    # the agent as its own token would make it, the key standing in for the token
+    req.principal = Principal(user=agent, token_id=0, token_kind="agent", fingerprint="key:" + kid,
+                              scopes=expand_scopes(AGENT_SCOPES), scopes_header=", ".join(AGENT_SCOPES),
+                              runtime=req.client, bootstrap=req.app.agent_credentials == "bootstrap")
+    name_delegator(req.app.store, req.principal)
+    return mint_for_agent(req, params)
+
+
+def mint_for_agent(req, params):
+    """For an agent that proved itself (its own token, or a signed assertion): a short-lived token for
+    ``resource``, under ``task``'s grant when one is named."""
     target = params.get("resource", "")
     if "://" in target and urllib.parse.urlsplit(target).netloc.lower() != urllib.parse.urlsplit(
             req.app.url).netloc.lower():     # RFC 8707: a resource on another server is not ours to grant
@@ -12353,9 +12537,10 @@ def authorization_server_metadata(req):
             "introspection_endpoint": url + "/login/oauth/introspect", "revocation_endpoint": url + "/login/oauth/revoke",
             "response_types_supported": ["code"], "response_modes_supported": ["query"],
             "code_challenge_methods_supported": ["S256"],
-            "grant_types_supported": ["authorization_code", "refresh_token",
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
                                       "urn:ietf:params:oauth:grant-type:device_code", TOKEN_EXCHANGE],
-            "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "token_endpoint_auth_methods_supported": list(AUTH_METHODS) + ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
             "introspection_endpoint_auth_methods_supported": ["bearer"] + list(AUTH_METHODS[1:]),
             "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
             "scopes_supported": [s for s in ALL_SCOPES if s != "site_admin"],
@@ -12479,7 +12664,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 44. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12929,7 +13114,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 45. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13313,7 +13498,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 46. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13528,7 +13713,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# 47. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
 # uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, mcp_server, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14073,7 +14258,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 48. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14298,7 +14483,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 49. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

@@ -504,6 +504,24 @@ CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
     resource     TEXT
 );
 
+-- Public keys an agent signs OAuth client assertions with (RFC 7523), and the assertions' jti, each
+-- accepted once until it expires.
+CREATE TABLE IF NOT EXISTS agent_keys (
+    id          INTEGER PRIMARY KEY,
+    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kid         TEXT NOT NULL,
+    jwk         TEXT NOT NULL,           -- the public JWK: kty RSA, n, e
+    created_at  TEXT NOT NULL,
+    UNIQUE (agent_id, kid)
+);
+
+CREATE TABLE IF NOT EXISTS assertion_ids (
+    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    jti         TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, jti)
+);
+
 -- Task grants: what an agent may do for one task, on which resources, under which constraints.
 CREATE TABLE IF NOT EXISTS task_grants (
     id            INTEGER PRIMARY KEY,

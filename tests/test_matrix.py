@@ -18,6 +18,10 @@ import agentgit  # noqa: E402
 
 pytestmark = sweep
 
+# An RSA public key the bot signs client assertions with (its private half thrown away)
+WORLD_JWK = {"kty": "RSA", "e": "AQAB", "n": "w51wk-Ui18_1B9pat9-lTauaer8HQEX04QtaTpXxWrVGMbnk-k33emk4MShROFg2QY0TnSjbCubk9mbSy5nTl7wDy9sCTFooX_HsqJQ6O-wsl-pU5FBXrTEr3eJJf2CdvZorm6KSkhgHUSbvWsotlzF0NzgU7ofJPZxLuzPQMY"
+             "hggbd3G-qYAk32n_sDQmcyutt1OM38vDNODr1Mco9QCIYVQK3Zydrp-h-PI70RjCgg_5hCbU6DLI1kjf5F9XfWsf7ZhOSShuWrWGAcVY0WeJA9RTGVOBRyhHpdmsP6puEpXYObrqzX76VImhgxY6sJ8MUWNlwqTQTnA3EyFxPRVQ"}
+
 # Two public keys from ssh-keygen -t ed25519 (their private halves thrown away): one the world
 # registers, one a cell may add
 DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMoLuQae0kkbqYxRJXdWbeQogVAxb0cK07QHBeDIkccE ci"
@@ -77,6 +81,7 @@ def build_world(data_dir):
             "restrictions": None}).status == 200
         # the agent: bound to alice with push on both her repositories, a task on each
         bot, bootstrap, _ = srv.add_agent("bot")
+        assert ext(srv, "POST", "/agent-keys", bootstrap, {"jwk": dict(WORLD_JWK, kid="world-key")}).status == 201
         invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
             {"repo_full_name": "alice/secret", "permission": "push"},
             {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
@@ -164,7 +169,7 @@ def route_path(method, pattern, ids):
             "workflow_id": "ci.yml", "approval_id": ids["approval"], "freeze_id": ids["freeze"],
             "grant_id": ids["grant"], "token_id": ids["token"], "audit_id": ids["audit_row"], "basehead": "main...feature",
             "comment_id": ids["comment"], "release_id": ids["release"], "asset_id": ids["asset"],
-            "review_id": ids["review"], "thread_id": ids["thread"], "path": "README.md", "environment": "production",
+            "review_id": ids["review"], "thread_id": ids["thread"], "kid": "world-key", "path": "README.md", "environment": "production",
             "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"]}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
@@ -401,6 +406,7 @@ EXPECTED = {
 # Every route, and the row of EXPECTED it answers by.
 ROUTE_ACCESS = """
 DELETE  /api/ext/v1/agent-bindings/{login}                                        owner_only
+DELETE  /api/ext/v1/agent-keys/{kid}                                              agent_bootstrap_only
 DELETE  /api/ext/v1/agents/{login}                                                owner_only
 DELETE  /api/ext/v1/freezes/{freeze_id}                                           thaw
 DELETE  /api/ext/v1/task-grants/{grant_id}                                        owner_only_hidden
@@ -450,6 +456,7 @@ GET     /.well-known/oauth-protected-resource                                   
 GET     /.well-known/oauth-protected-resource/mcp                                 public
 GET     /.well-known/openid-configuration                                         public
 GET     /agentgit.css                                                             web_page
+GET     /api/ext/v1/agent-keys                                                    agent_bootstrap_only
 GET     /api/ext/v1/agents/{login}/activity                                       owner_only
 GET     /api/ext/v1/approvals                                                     signed_in
 GET     /api/ext/v1/approvals/{approval_id}                                       grant_parties
@@ -626,6 +633,7 @@ POST    /api/ext/v1/agent-bindings/{login}/resume                               
 POST    /api/ext/v1/agent-bindings/{login}/suspend                                owner_only
 POST    /api/ext/v1/agent-bindings/{login}/switch-session                         owner_only
 POST    /api/ext/v1/agent-invites                                                 humans
+POST    /api/ext/v1/agent-keys                                                    agent_bootstrap_only
 POST    /api/ext/v1/agents                                                        public_outside_tasks
 POST    /api/ext/v1/approvals/{approval_id}/approve                               owner_only_hidden
 POST    /api/ext/v1/approvals/{approval_id}/deny                                  owner_only_hidden

@@ -4,15 +4,18 @@ document served over HTTPS), the authorization code with PKCE and RFC 8707's res
 page answered by a browser stand-in signed in as alice), then tools. The token it gets is for /mcp
 alone; introspection tells its holder what it is; revocation ends it."""
 import asyncio
+import base64
 import http.server
 import json
+import secrets
 import ssl
 import threading
+import time
 import urllib.parse
 
 import pytest
 
-from conftest import Browser, api, call
+from conftest import Browser, api, call, ext
 
 pytest.importorskip("mcp", reason="make test installs the mcp SDK")
 import httpx2  # noqa: E402
@@ -212,3 +215,75 @@ def test_authorization_server_metadata_and_registration_errors(server):
     made = call(server, "POST", "/register", body={"redirect_uris": ["https://ok.example/cb"], "client_name": "Tool",
                                                    "token_endpoint_auth_method": "client_secret_basic"})
     assert made.status == 201 and made.json["client_secret"].startswith("agcs_")
+
+
+def rsa_key():
+    """A fresh RSA key: (its PEM, its public JWK)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    numbers = key.public_key().public_numbers()
+
+    def b64(number):
+        return base64.urlsafe_b64encode(number.to_bytes((number.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    return pem, {"kty": "RSA", "n": b64(numbers.n), "e": b64(numbers.e), "kid": "runtime-1"}
+
+
+def test_an_agent_signs_in_with_a_private_key_that_never_leaves_its_runtime(server):
+    """The agent registers its public key with its own token, then the SDK's private_key_jwt client
+    gets a token for /mcp by client_credentials: no bearer secret in the runtime at all."""
+    import jwt
+    from mcp.client.auth.extensions.client_credentials import PrivateKeyJWTOAuthProvider, SignedJWTParameters
+    login, agent_token, _ = server.add_agent("runner")
+    pem, jwk = rsa_key()
+    assert ext(server, "POST", "/agent-keys", agent_token, {"jwk": jwk}).status == 201
+    assert ext(server, "POST", "/agent-keys", agent_token, {"jwk": dict(jwk, n="AQAB")}).status == 422   # too small
+    auth = PrivateKeyJWTOAuthProvider(server.url + "/mcp", Memory(), login, SignedJWTParameters(
+        issuer=login, subject=login, signing_key=pem, signing_algorithm="RS256").create_assertion_provider(),
+        issuer=server.url)
+    names, me = asyncio.run(tools_as(server, auth))
+    assert me == login and "get_me" in names
+    # the assertion's rules, over the wire
+    def token(claims, key=pem, **params):
+        assertion = jwt.encode(dict({"iss": login, "sub": login, "aud": server.url, "jti": secrets.token_hex(8),
+                                     "iat": int(time.time()), "exp": int(time.time()) + 120}, **claims), key,
+                               algorithm="RS256", headers={"kid": "runtime-1"})
+        return call(server, "POST", "/login/oauth/access_token", raw_body=urllib.parse.urlencode(dict({
+            "grant_type": "client_credentials", "client_assertion": assertion, "resource": server.url + "/mcp",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, **params)).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert token({}).status == 200
+    fixed = {"jti": "the-same-jti-twice"}
+    assert token(fixed).status == 200
+    replayed = token(fixed)
+    assert (replayed.status, replayed.json["error"]) == (401, "invalid_client") and "used already" in replayed.json[
+        "error_description"]
+    other_pem, _ = rsa_key()
+    for claims, key, words in (({"aud": "https://elsewhere.example"}, pem, "aud"),
+                               ({"exp": int(time.time()) - 300}, pem, "current"),
+                               ({"exp": int(time.time()) + 3600}, pem, "at most 600"),
+                               ({"sub": "someone-else"}, pem, "iss and sub"),
+                               ({}, other_pem, "matches no key")):
+        r = token(claims, key)
+        assert r.status == 401 and words in r.json["error_description"], (claims, r)
+    minted = token({}).json
+    assert minted["access_token"].startswith("agr_") and api(server, "GET", "/user", minted["access_token"]).status == 401
+    refused = server.app.store.all("SELECT * FROM audit WHERE action = 'mint_session_token' AND decision = 'deny'")
+    assert len(refused) == 6 and all(r["actor"] is None for r in refused)
+
+
+def test_rs256_verification_rejects_altered_signatures():
+    import agentgit
+    import jwt
+    pem, jwk = rsa_key()
+    assertion = jwt.encode({"x": 1}, pem, algorithm="RS256")
+    header, claims, signature = assertion.split(".")
+    n, e = agentgit.rsa_public_key(jwk)
+    raw = agentgit.b64url_decode(signature)
+    assert agentgit.rs256_valid(n, e, (header + "." + claims).encode(), raw)
+    assert not agentgit.rs256_valid(n, e, (header + "." + claims + "x").encode(), raw)
+    assert not agentgit.rs256_valid(n, e, (header + "." + claims).encode(), raw[:-1] + bytes([raw[-1] ^ 1]))
+    assert not agentgit.rs256_valid(n, e, (header + "." + claims).encode(), raw[1:])
+    assert not agentgit.rs256_valid(n, e, (header + "." + claims).encode(), (n + 1).to_bytes(len(raw), "big"))

@@ -38,7 +38,7 @@ MODULES = (
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "deploy_keys", "actions",
     "search", "orgs", "actions_config", "agents", "delegation", "tasks", "freezes",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
-    "web", "oauth_clients", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
+    "web", "oauth_clients", "client_assertions", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
 )
 
 # One namespace, as in the single file: `agentgit.make_server`, `agentgit.decide`, ... are the same

@@ -25,6 +25,7 @@ from agentgit.lookups import signed_in
 from agentgit.tasks import find_grant, issue_task_token, strip_kind
 from agentgit.web import PAGE_HEADERS, hidden_input, html_page, web_route, signed_in_page
 from agentgit.oauth_clients import AUTH_METHODS, authenticated_client, find_client, redirect_matches
+from agentgit.client_assertions import asserted_agent
 
 
 @web_route("GET", "/login/device")
@@ -123,11 +124,12 @@ def access_token(req):
     params = oauth_params(req)
     req.oauth21 = speaks_oauth21(req, params)
     grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
-             "refresh_token": refresh_grant, TOKEN_EXCHANGE: exchange_grant}.get(params.get("grant_type"))
+             "refresh_token": refresh_grant, TOKEN_EXCHANGE: exchange_grant,
+             "client_credentials": client_credentials_grant}.get(params.get("grant_type"))
     if grant is None:
         return oauth_answer(req, {"error": "unsupported_grant_type",
                                   "error_description": "grant_type must be device_code, authorization_code, "
-                                                       "refresh_token or token-exchange"}, 400)
+                                                       "refresh_token, client_credentials or token-exchange"}, 400)
     return grant(req, params)
 
 
@@ -160,6 +162,30 @@ def exchange_grant(req, params):
     if req.principal.token_kind != "agent":
         return oauth_answer(req, {"error": "invalid_grant",
                                   "error_description": "subject_token must be a live agent's own token"}, 400)
+    return mint_for_agent(req, params)
+
+
+def client_credentials_grant(req, params):
+    """RFC 6749 §4.4 for an agent that proves itself with a JWT signed by a key on its account (RFC
+    7523): it gets what a token exchange gives for its own token (a task token with ``task``, else
+    an agent session token), and its runtime holds a private key instead of a bearer secret."""
+    try:
+        agent, kid = asserted_agent(req, params)
+    except ValueError as error:
+        req.app.audit(Principal(runtime=req.client), req.surface, Decision(
+            "deny", "mint_session_token", "user:" + str(params.get("client_id", "?"))[:40], [str(error)]))
+        return oauth_answer(req, {"error": "invalid_client", "error_description": str(error)}, 401)
+    # the agent as its own token would make it, the key standing in for the token
+    req.principal = Principal(user=agent, token_id=0, token_kind="agent", fingerprint="key:" + kid,
+                              scopes=expand_scopes(AGENT_SCOPES), scopes_header=", ".join(AGENT_SCOPES),
+                              runtime=req.client, bootstrap=req.app.agent_credentials == "bootstrap")
+    name_delegator(req.app.store, req.principal)
+    return mint_for_agent(req, params)
+
+
+def mint_for_agent(req, params):
+    """For an agent that proved itself (its own token, or a signed assertion): a short-lived token for
+    ``resource``, under ``task``'s grant when one is named."""
     target = params.get("resource", "")
     if "://" in target and urllib.parse.urlsplit(target).netloc.lower() != urllib.parse.urlsplit(
             req.app.url).netloc.lower():     # RFC 8707: a resource on another server is not ours to grant
@@ -488,9 +514,10 @@ def authorization_server_metadata(req):
             "introspection_endpoint": url + "/login/oauth/introspect", "revocation_endpoint": url + "/login/oauth/revoke",
             "response_types_supported": ["code"], "response_modes_supported": ["query"],
             "code_challenge_methods_supported": ["S256"],
-            "grant_types_supported": ["authorization_code", "refresh_token",
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
                                       "urn:ietf:params:oauth:grant-type:device_code", TOKEN_EXCHANGE],
-            "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "token_endpoint_auth_methods_supported": list(AUTH_METHODS) + ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
             "introspection_endpoint_auth_methods_supported": ["bearer"] + list(AUTH_METHODS[1:]),
             "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
             "scopes_supported": [s for s in ALL_SCOPES if s != "site_admin"],

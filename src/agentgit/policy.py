@@ -90,6 +90,7 @@ ACTIONS = {
     "approve_device":     Action("site", "read", humans_only=True),
     "register_app":       Action("account", "admin", humans_only=True),
     "bind_agent":         Action("account", "admin", token_kinds=("agent",)),
+    "register_agent_key": Action("account", "admin", token_kinds=("agent",)),
     "refresh_session":    Action("account", "admin", token_kinds=("switch-session",)),
     "manage_agent":       Action("account", "admin", humans_only=True),
     "read_agent":         Action("account", "admin", mutation=False, humans_only=True),

@@ -1,0 +1,160 @@
+"""Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+(RFC 7523 client assertions) that prove the agent holds the private half.
+
+An agent registers an RSA public key (a JWK: kty RSA, n, e; 2048 bits at least) with its own token.
+From then on its runtime may hold that private key instead of a bearer secret: the client_credentials
+grant with ``client_assertion_type`` jwt-bearer and a JWT it signed with RS256, whose iss and sub are
+the agent's login (its client_id), whose aud is this server (its issuer or its token endpoint), which
+expires within ASSERTION_MAX_SECONDS, and whose jti is used once. The standard library has no RSA:
+the PKCS #1 v1.5 verification here is the textbook one (RFC 8017 §8.2.2), a modular power and a
+comparison of the whole encoded message.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+
+from agentgit.config import now
+from agentgit.errors import HTTPError, invalid
+from agentgit.storage import insert_row
+from agentgit.accounts import account_by_login
+from agentgit.policy import Resource
+from agentgit.plumbing import route
+from agentgit.lookups import signed_in
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_MAX_SECONDS = 600          # an assertion lives at most ten minutes
+CLOCK_SKEW_SECONDS = 60
+MIN_RSA_BITS = 2048
+MAX_KEYS = 10
+# DigestInfo for SHA-256 (RFC 8017 §9.2, note 1): what precedes the hash in an RS256 signature
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def b64url_decode(text):
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def rsa_public_key(jwk):
+    """(n, e) of an RSA JWK, checked: at least MIN_RSA_BITS, an odd public exponent above 1."""
+    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
+        raise ValueError("a JWK with kty RSA")
+    n = int.from_bytes(b64url_decode(jwk.get("n")), "big")
+    e = int.from_bytes(b64url_decode(jwk.get("e")), "big")
+    if n.bit_length() < MIN_RSA_BITS or e < 3 or e % 2 == 0:
+        raise ValueError("an RSA key of at least %d bits with an odd exponent" % MIN_RSA_BITS)
+    return n, e
+
+
+def rs256_valid(n, e, signing_input, signature):
+    """RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §8.2.2): the signature, raised to e mod n, must be
+    exactly the encoding of the message's hash."""
+    k = (n.bit_length() + 7) // 8
+    if len(signature) != k:
+        return False
+    s = int.from_bytes(signature, "big")
+    if s >= n:
+        return False
+    encoded = pow(s, e, n).to_bytes(k, "big")
+    digest = SHA256_DIGEST_INFO + hashlib.sha256(signing_input).digest()
+    expected = b"\x00\x01" + b"\xff" * (k - len(digest) - 3) + b"\x00" + digest
+    return hmac.compare_digest(encoded, expected)
+
+
+def key_json(row):
+    return {"kid": row["kid"], "jwk": json.loads(row["jwk"]), "created_at": row["created_at"]}
+
+
+@route("POST", "/api/ext/v1/agent-keys")
+def register_agent_key(req):
+    """The agent, with its own token, registers an RSA public key (a JWK) for client assertions."""
+    agent = signed_in(req)
+    req.authorize("register_agent_key", Resource.account(agent))
+    jwk = req.field(req.json(), "jwk", dict, "AgentKey", required=True)
+    try:
+        n, e = rsa_public_key(jwk)
+    except ValueError as error:
+        raise invalid("AgentKey", "jwk", message="the key must be %s" % error)
+    public = {"kty": "RSA", "n": jwk["n"], "e": jwk["e"], "alg": "RS256", "use": "sig"}
+    kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) and re.fullmatch(r"[\w.-]{1,64}", jwk["kid"]) else \
+        "k_" + secrets.token_hex(6)
+    with req.transaction() as db:
+        if db.execute("SELECT COUNT(*) FROM agent_keys WHERE agent_id = ?", (agent["id"],)).fetchone()[0] >= MAX_KEYS:
+            raise invalid("AgentKey", "jwk", "custom", "an agent has at most %d keys" % MAX_KEYS)
+        if db.execute("SELECT 1 FROM agent_keys WHERE agent_id = ? AND kid = ?", (agent["id"], kid)).fetchone():
+            raise invalid("AgentKey", "kid", "already_exists", "this agent has a key %s" % kid)
+        insert_row(db, "agent_keys", {"agent_id": agent["id"], "kid": kid, "jwk": json.dumps(public),
+                                      "created_at": now()})
+        req.effect("registered RSA key %s (%d bits) for client assertions" % (kid, n.bit_length()))
+    return 201, key_json(req.app.store.one("SELECT * FROM agent_keys WHERE agent_id = ? AND kid = ?", agent["id"], kid))
+
+
+@route("GET", "/api/ext/v1/agent-keys")
+def list_agent_keys(req):
+    """The agent's public keys, with its own token."""
+    agent = signed_in(req)
+    req.check("register_agent_key", Resource.account(agent))
+    return [key_json(r) for r in req.app.store.all("SELECT * FROM agent_keys WHERE agent_id = ? ORDER BY id",
+                                                   agent["id"])]
+
+
+@route("DELETE", "/api/ext/v1/agent-keys/{kid}")
+def delete_agent_key(req, kid):
+    """The agent retires a key: assertions it signed are refused from then on."""
+    agent = signed_in(req)
+    req.authorize("register_agent_key", Resource.account(agent))
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM agent_keys WHERE agent_id = ? AND kid = ?", (agent["id"], kid)).rowcount:
+            raise HTTPError(404, "Not Found")
+        req.effect("deleted key %s" % kid)
+    return 204, None
+
+
+def asserted_agent(req, params):
+    """The agent whose client assertion this token request carries, once its signature, claims and
+    single use are checked; (agent row, kid) or a ValueError that says what is wrong."""
+    if params.get("client_assertion_type") != JWT_BEARER:
+        raise ValueError("client_assertion_type must be %s" % JWT_BEARER)
+    try:
+        header_b64, claims_b64, signature_b64 = params.get("client_assertion", "").split(".")
+        header, claims = json.loads(b64url_decode(header_b64)), json.loads(b64url_decode(claims_b64))
+        signature = b64url_decode(signature_b64)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValueError("client_assertion is not a JWT")
+    if not isinstance(header, dict) or header.get("alg") != "RS256" or not isinstance(claims, dict):
+        raise ValueError("client_assertion must be signed with RS256")
+    login = claims.get("iss")
+    agent = account_by_login(req.app.store, login) if isinstance(login, str) else None
+    if agent is None or agent["kind"] != "agent" or claims.get("sub") != login or \
+            params.get("client_id", login) != login:
+        raise ValueError("iss and sub must both be the agent's login, its client_id")
+    audiences = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
+    if not set(audiences) & {req.app.url, req.app.url + "/", req.app.url + "/login/oauth/access_token"}:
+        raise ValueError("aud must be this server's issuer, %s" % req.app.url)
+    moment = time.time()
+    exp, iat = claims.get("exp"), claims.get("iat", moment)
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool) or not isinstance(iat, (int, float)) or \
+            exp <= moment - CLOCK_SKEW_SECONDS or exp - min(iat, moment) > ASSERTION_MAX_SECONDS or \
+            iat > moment + CLOCK_SKEW_SECONDS:
+        raise ValueError("the assertion must be current and live at most %d seconds" % ASSERTION_MAX_SECONDS)
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 8 <= len(jti) <= 200:
+        raise ValueError("the assertion needs a jti")
+    keys = req.app.store.all("SELECT * FROM agent_keys WHERE agent_id = ?" + (" AND kid = ?" if header.get("kid") else ""),
+                             agent["id"], *([header["kid"]] if header.get("kid") else []))
+    signing_input = (header_b64 + "." + claims_b64).encode()
+    key = next((k for k in keys if rs256_valid(*rsa_public_key(json.loads(k["jwk"])), signing_input, signature)), None)
+    if key is None:
+        raise ValueError("the signature matches no key of %s" % login)
+    with req.app.store.transaction() as db:
+        db.execute("DELETE FROM assertion_ids WHERE expires_at < ?", (int(moment) - CLOCK_SKEW_SECONDS,))
+        if db.execute("INSERT OR IGNORE INTO assertion_ids (agent_id, jti, expires_at) VALUES (?, ?, ?)",
+                      (agent["id"], jti, int(exp))).rowcount == 0:
+            raise ValueError("this assertion was used already (jti %s)" % jti[:40])
+    return agent, key["kid"]
