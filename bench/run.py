@@ -345,15 +345,16 @@ def bench_git(args):
 
 # -- c. REST --------------------------------------------------------------------------------------
 
-def requests_per_second(url, path, token, threads=4, per_thread=500):
+def requests_per_second(url, path, token, threads=4, per_thread=500, method="GET", body=None, extra=None):
+    """Requests a second from ``threads`` keep-alive clients, each sending ``per_thread`` requests."""
     u = urllib.parse.urlsplit(url)
-    headers = {"Authorization": "token " + token} if token else {}
+    headers = dict({"Authorization": "token " + token} if token else {}, **(extra or {}))
     done = []
 
     def worker():
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
         for _ in range(per_thread):
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             resp.read()
             assert resp.status == 200
@@ -394,6 +395,32 @@ def bench_rest(rounds=5):
     ours, theirs = statistics.median(ours), statistics.median(theirs)
     print("c. REST GET /repos/{o}/{r}       agentgit %.0f req/s   bare http.server %.0f req/s   ratio %.2fx   "
           "(target >= 0.6x; medians of %d alternating rounds)" % (ours, theirs, ours / theirs, rounds))
+
+
+# -- e. MCP: a read tool against the same read over REST -------------------------------------------
+
+def bench_mcp(rounds=5):
+    """tools/call list_branches on /mcp (2026-07-28, headers and _meta as the SDK sends them) against
+    GET /repos/{o}/{r}/branches, the REST call the tool makes, in alternating rounds on one server."""
+    data = fresh(os.path.join(WORK, "mcp-data"))
+    token = add_bench_user(data)
+    server = start_agentgit(data)
+    try:
+        assert request(server.url, "/api/v3/user/repos", token, "POST", {"name": "demo", "auto_init": True})[0] == 201
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+        call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "_meta": meta, "name": "list_branches", "arguments": {"owner": "bench", "repo": "demo"}}}).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                   "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "list_branches"}
+        mcp, rest = [], []
+        for _ in range(rounds):
+            mcp.append(requests_per_second(server.url, "/mcp", token, method="POST", body=call, extra=headers))
+            rest.append(requests_per_second(server.url, "/api/v3/repos/bench/demo/branches", token))
+    finally:
+        server.stop()
+    mcp, rest = statistics.median(mcp), statistics.median(rest)
+    print("e. MCP tools/call list_branches  %.0f calls/s   REST GET .../branches %.0f req/s   cost %.2fx   "
+          "(target <= 1.5x; medians of %d alternating rounds)" % (mcp, rest, rest / mcp, rounds))
 
 
 # -- d. the policy decision point ------------------------------------------------------------------
@@ -497,11 +524,11 @@ def main():
     parser.add_argument("--skip-dulwich", action="store_true")
     parser.add_argument("--dulwich-concurrent", action="store_true",
                         help="also run eight concurrent clones on dulwich (slow: minutes, GBs)")
-    parser.add_argument("--only", choices=("decide", "cold-start", "rest", "git"), help="run one benchmark")
+    parser.add_argument("--only", choices=("decide", "cold-start", "rest", "mcp", "git"), help="run one benchmark")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     for name, run in (("decide", bench_decide), ("cold-start", lambda: bench_cold_start(args.trials)),
-                      ("rest", bench_rest), ("git", lambda: bench_git(args))):
+                      ("rest", bench_rest), ("mcp", bench_mcp), ("git", lambda: bench_git(args))):
         if args.only in (None, name):
             run()
 

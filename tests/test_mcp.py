@@ -185,3 +185,21 @@ def test_bad_input_gets_the_protocols_own_answers(server):
     assert call(server, "DELETE", "/mcp", alice).status == 405
     huge = rpc(server, alice, None, raw=b"{}", headers={"Content-Length": str(5 << 20)})
     assert huge.status == 413 and "larger than" in huge.json["message"]
+
+
+def test_a_missing_scope_is_403_insufficient_scope_and_an_expired_token_401(server):
+    """A token without repo (or public_repo) opening an issue: HTTP 403 naming every scope the client
+    should re-authorize for (what it holds and what is missing), as MCP clients step up."""
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "secret", "auto_init": True})
+    narrow = ext(server, "POST", "/user/tokens", alice, {"name": "narrow", "scopes": ["read:user"]}).json["token"]
+    r = rpc(server, narrow, {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "create_issue", "arguments": {"owner": "alice", "repo": "secret", "title": "t"}}},
+        {"MCP-Protocol-Version": "2025-11-25"})
+    challenge = r.headers.get("www-authenticate", "")
+    assert r.status == 403 and 'error="insufficient_scope"' in challenge, r
+    assert set(challenge.split('scope="')[1].split('"')[0].split()) == {"read:user", "public_repo"}
+    assert "resource_metadata=" in challenge
+    server.app.store.db.execute("UPDATE tokens SET expires_at = '2020-01-01T00:00:00Z' WHERE name = 'narrow'")
+    r = rpc(server, narrow, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    assert r.status == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
