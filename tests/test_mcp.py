@@ -203,3 +203,26 @@ def test_a_missing_scope_is_403_insufficient_scope_and_an_expired_token_401(serv
     server.app.store.db.execute("UPDATE tokens SET expires_at = '2020-01-01T00:00:00Z' WHERE name = 'narrow'")
     r = rpc(server, narrow, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
     assert r.status == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
+
+
+def test_the_mcp_inspector_lists_and_calls_tools(server, tmp_path):
+    """A second client, the MCP Inspector in CLI mode (npm), over Streamable HTTP with a bearer token."""
+    import os
+    import shutil
+    import subprocess
+    inspector = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".venv", "node", "node_modules",
+                             ".bin", "mcp-inspector")
+    if shutil.which("node") is None or not os.path.exists(inspector):
+        pytest.skip("node or the MCP Inspector is not installed (make test installs it with npm)")
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+    base = [inspector, "--cli", server.url + "/mcp", "--transport", "http", "--header", "Authorization: Bearer " + alice]
+
+    def inspect(*args):
+        proc = subprocess.run(base + list(args), capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, HOME=str(tmp_path)))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return json.loads(proc.stdout)
+    assert "merge_pull_request" in [t["name"] for t in inspect("--method", "tools/list")["tools"]]
+    called = inspect("--method", "tools/call", "--tool-name", "list_branches", "--tool-arg", "owner=alice", "repo=demo")
+    assert called["isError"] is False and json.loads(called["content"][0]["text"])[0]["name"] == "main"
