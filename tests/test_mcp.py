@@ -226,3 +226,19 @@ def test_the_mcp_inspector_lists_and_calls_tools(server, tmp_path):
     assert "merge_pull_request" in [t["name"] for t in inspect("--method", "tools/list")["tools"]]
     called = inspect("--method", "tools/call", "--tool-name", "list_branches", "--tool-arg", "owner=alice", "repo=demo")
     assert called["isError"] is False and json.loads(called["content"][0]["text"])[0]["name"] == "main"
+
+
+def test_a_task_token_for_mcp_by_exchange_and_its_introspection(server):
+    """RFC 8693 with resource=/mcp: a task token that works on /mcp alone; its delegator introspects it
+    and sees the chain (agent, delegator, task, grant)."""
+    from conftest import exchange
+    w = grant_a_task(server, "task:mcp", ["read_code"], {})
+    minted = exchange(server, subject_token=w["agent"], resource=server.url + "/mcp", task="task:mcp")
+    assert minted.status == 200, minted
+    token = minted.json["access_token"]
+    assert rpc(server, token, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).status == 200
+    assert api(server, "GET", "/repos/alice/payments", token).status == 401
+    facts = call(server, "POST", "/login/oauth/introspect", w["alice"], raw_body=urllib.parse.urlencode(
+        {"token": token}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"}).json
+    assert (facts["active"], facts["sub"], facts["user_kind"], facts["delegator"], facts["task"], facts["grant"],
+            facts["aud"]) == (True, w["login"], "agent", "alice", "task:mcp", w["grant"]["id"], server.url + "/mcp")

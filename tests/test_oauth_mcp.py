@@ -85,7 +85,7 @@ async def tools_as(server, auth):
 
 
 def test_discovery_dynamic_registration_and_code_with_pkce(server):
-    server.add_user("alice", password="pw")
+    alice = server.add_user("alice", password="pw")
     storage, stand_in = Memory(), ConsentStandIn(server, "alice", "pw")
     names, me = asyncio.run(tools_as(server, provider(server, storage, stand_in)))
     assert me == "alice" and "merge_pull_request" in names
@@ -106,6 +106,11 @@ def test_discovery_dynamic_registration_and_code_with_pkce(server):
     other = call(server, "POST", "/login/oauth/introspect", alice_pat, raw_body=urllib.parse.urlencode(
         {"token": token}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert other.json == {"active": False}
+    mine = call(server, "POST", "/login/oauth/introspect", alice, raw_body=urllib.parse.urlencode(
+        {"token": token}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"}).json
+    assert (mine["active"], mine["sub"], mine["aud"], mine["client_id"], mine["token_kind"]) == (
+        True, "alice", server.url + "/mcp", client_id, "oauth")
+    assert set(mine["scope"].split()) == {"repo"} and mine["exp"] > mine["iat"]
     facts = call(server, "POST", "/login/oauth/introspect", None, raw_body=urllib.parse.urlencode(
         {"token": token, "client_id": client_id}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert facts.status == 401        # a public client may revoke its tokens, not introspect them

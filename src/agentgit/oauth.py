@@ -526,6 +526,10 @@ def authorization_server_metadata(req):
 
 # -- introspection and revocation ---------------------------------------------------------------
 
+NOBODY_ASKS = (401, {"error": "invalid_client", "error_description": "authenticate: a bearer token or the client's"
+                                                                   " credentials"}, {"WWW-Authenticate": "Bearer"})
+
+
 def token_asker(req, params, public_clients):
     """Who asks about a token at introspection or revocation: an OAuth client by its credentials
     (a public one by its client_id alone where ``public_clients``: revocation), or an account by its
@@ -576,8 +580,7 @@ def introspect(req):
     params = oauth_params(req)
     asker = token_asker(req, params, public_clients=False)
     if asker is None:
-        return 401, {"error": "invalid_client", "error_description": "authenticate: a bearer token or the client's "
-                                                                     "credentials"}, {"WWW-Authenticate": "Bearer"}
+        return NOBODY_ASKS
     facts = token_facts(req, params.get("token"))
     if facts is None or not may_ask(asker, facts):
         return 200, {"active": False}
@@ -607,8 +610,7 @@ def revoke_endpoint(req):
     params = oauth_params(req)
     asker = token_asker(req, params, public_clients=True)
     if asker is None:
-        return 401, {"error": "invalid_client", "error_description": "authenticate: a bearer token or the client's "
-                                                                     "credentials"}, {"WWW-Authenticate": "Bearer"}
+        return NOBODY_ASKS
     token = params.get("token", "")
     with req.app.store.transaction() as db:
         refresh = db.execute("SELECT * FROM oauth_refresh_tokens WHERE hash = ?", (token_hash(token),)).fetchone()
