@@ -150,6 +150,49 @@ def test_graphql_over_http(site, document, variables, operation):
         assert "data" in out or out.get("errors"), out
 
 
+# -- MCP: JSON-RPC messages in either era --------------------------------------------------------
+
+MCP_METHODS = ["initialize", "ping", "server/discover", "tools/list", "tools/call", "notifications/initialized",
+               "resources/list", "prompts/get", "", "x" * 300]
+TOOL_NAMES = sorted(agentgit.TOOLS) + ["", "nope", "../etc"]
+ARGUMENT_NAMES = sorted({name for tool in agentgit.TOOLS.values() for name in tool.properties}) + ["x"]
+mcp_messages = st.one_of(
+    st.fixed_dictionaries({"jsonrpc": st.sampled_from(["2.0", "1.0", 2]), "method": st.sampled_from(MCP_METHODS)},
+                          optional={"id": st.none() | st.integers() | st.text(max_size=8) | st.booleans(),
+                                    "params": st.fixed_dictionaries({}, optional={
+                                        "name": st.sampled_from(TOOL_NAMES) | json_values,
+                                        "arguments": st.dictionaries(st.sampled_from(ARGUMENT_NAMES), json_values,
+                                                                     max_size=6) | json_values,
+                                        "_meta": st.fixed_dictionaries({}, optional={
+                                            "io.modelcontextprotocol/protocolVersion": st.sampled_from(
+                                                ["2026-07-28", "2025-11-25", ""]) | json_values,
+                                            "io.modelcontextprotocol/clientCapabilities": json_values}),
+                                        "protocolVersion": st.sampled_from(["2025-06-18", "2025-11-25"]) | json_values})
+                                    | json_values}),
+    json_values, st.binary(max_size=64))
+
+
+@FUZZ
+@given(message=mcp_messages, version=st.sampled_from([None, "2025-06-18", "2025-11-25", "2026-07-28", "x"]),
+       method_header=st.none() | st.sampled_from(MCP_METHODS), name_header=st.none() | st.sampled_from(TOOL_NAMES))
+def test_mcp_messages(site, message, version, method_header, name_header):
+    """Whatever arrives at /mcp gets a JSON-RPC answer (or 202 for a notification), never a 500 or a
+    half-done call; the tools run as alice, on her repository, with what the fuzzer gives them."""
+    raw = message if isinstance(message, bytes) else json.dumps(message).encode()
+    headers = [(b"Host", b"127.0.0.1"), (b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(raw)),
+               (b"Connection", b"close"), (b"Authorization", b"Bearer " + site["alice"].encode()),
+               (b"Accept", b"application/json, text/event-stream")]
+    for name, value in ((b"MCP-Protocol-Version", version), (b"Mcp-Method", method_header), (b"Mcp-Name", name_header)):
+        if value is not None:
+            headers.append((name, value.encode("utf-8", "replace")[:200]))
+    answer = exchange_bytes(site["srv"], request_bytes(b"POST", b"/mcp", headers, raw))
+    assert_well_behaved(answer)
+    assert answer.status in (200, 202, 400, 403, 404), (answer.status, answer.body[:300])
+    if answer.status != 202 and answer.body:
+        out = json.loads(answer.body)
+        assert out.get("jsonrpc") == "2.0" or "message" in out, out
+
+
 # -- JSON bodies of every route -----------------------------------------------------------------
 
 FIELDS = ["title", "body", "name", "state", "labels", "assignees", "assignee", "milestone", "head", "base", "sha",

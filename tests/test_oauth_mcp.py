@@ -180,6 +180,16 @@ def test_a_client_id_metadata_document(tmp_path, metadata_host):
                                             "code_challenge": "x" * 43, "code_challenge_method": "S256"})
             resp, page = stand_in.browser.request("GET", "/login/oauth/authorize?" + query)
             assert resp.status == 400 and words in page, (path, page[:500])
+        # a redirect URI the document does not list is shown here, never redirected to; a resource of
+        # another server is invalid_target
+        query = {"response_type": "code", "client_id": url, "redirect_uri": "https://evil.example/cb",
+                 "code_challenge": "x" * 43, "code_challenge_method": "S256"}
+        resp, page = stand_in.browser.request("GET", "/login/oauth/authorize?" + urllib.parse.urlencode(query))
+        assert resp.status == 400 and "redirect_uri does not match" in page
+        query.update(redirect_uri=REDIRECT, resource="https://other.example/mcp")
+        resp, _ = stand_in.browser.request("GET", "/login/oauth/authorize?" + urllib.parse.urlencode(query))
+        back = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.getheader("Location")).query))
+        assert resp.status == 302 and back["error"] == "invalid_target"
         known = {r["client_id"] for r in server.app.store.all("SELECT client_id FROM oauth_apps")}
         assert known == {url}
     finally:
