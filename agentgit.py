@@ -13871,6 +13871,10 @@ class App:
                 e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
             elif e.status == 401 and req.surface == "mcp":
                 e.headers.setdefault("WWW-Authenticate", bearer_challenge(req, "invalid_token"))
+            elif e.status == 401 and req.surface in ("rest", "graphql"):
+                # RFC 9728 §5.1: where an OAuth client learns how to get a token for the API
+                e.headers.setdefault("WWW-Authenticate", 'Bearer resource_metadata="%s/.well-known/oauth-protected-'
+                                                         'resource"' % self.url)
         except (ConnectionError, TimeoutError):
             handler.close_connection, outcome = True, "client went away"
         except Exception:

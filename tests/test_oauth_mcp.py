@@ -76,18 +76,19 @@ def provider(server, storage, stand_in, metadata_url=None):
         client_metadata_url=metadata_url)
 
 
-async def tools_as(server, auth):
+async def tools_as(server, auth, mode="auto"):
     http = httpx2.AsyncClient(auth=auth)
-    async with Client(streamable_http_client(server.url + "/mcp", http_client=http)) as c:
+    async with Client(streamable_http_client(server.url + "/mcp", http_client=http), mode=mode) as c:
         names = [t.name for t in (await c.list_tools()).tools]
         me = json.loads((await c.call_tool("get_me", {})).content[0].text)["login"]
         return names, me
 
 
-def test_discovery_dynamic_registration_and_code_with_pkce(server):
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_discovery_dynamic_registration_and_code_with_pkce(server, mode):
     alice = server.add_user("alice", password="pw")
     storage, stand_in = Memory(), ConsentStandIn(server, "alice", "pw")
-    names, me = asyncio.run(tools_as(server, provider(server, storage, stand_in)))
+    names, me = asyncio.run(tools_as(server, provider(server, storage, stand_in), mode))
     assert me == "alice" and "merge_pull_request" in names
     client_id = storage.client_info.client_id
     assert client_id.startswith("agc_")
