@@ -40,8 +40,10 @@ dist: agentgit.py
 check-dist:
 	$(PYTHON) tools/amalgamate.py --check
 
+# -m imports the same agentgit.py as a module, so Python keeps its byte code: a script is compiled anew
+# at every start (about 0.2 s for this file), a module once
 serve: agentgit.py $(VENV)/.runtime
-	$(BIN)/python agentgit.py serve $(ARGS)
+	$(BIN)/python -m agentgit serve $(ARGS)
 
 routes: agentgit.py $(VENV)/.runtime
 	$(BIN)/python agentgit.py routes

@@ -80,6 +80,7 @@ DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'd
 
 import argparse
 import base64
+import bisect
 import collections
 import contextlib
 import dataclasses
@@ -2834,8 +2835,9 @@ def route(method, pattern):
         # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
         # taken for a branch named "x/protection"
         greedy = any(kind == "path" for kind, _ in segments)
-        ROUTES[method].append(Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0)))
-        ROUTES[method].sort(key=lambda r: r.order)
+        # after every route of the same order: declaration order decides among equals
+        bisect.insort_right(ROUTES[method], Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0)),
+                            key=lambda r: r.order)
         return handler
     return register
 

@@ -1,5 +1,6 @@
 """HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline."""
 
+import bisect
 import collections
 import contextlib
 import json
@@ -138,8 +139,9 @@ def route(method, pattern):
         # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
         # taken for a branch named "x/protection"
         greedy = any(kind == "path" for kind, _ in segments)
-        ROUTES[method].append(Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0)))
-        ROUTES[method].sort(key=lambda r: r.order)
+        # after every route of the same order: declaration order decides among equals
+        bisect.insort_right(ROUTES[method], Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0)),
+                            key=lambda r: r.order)
         return handler
     return register
 
