@@ -59,21 +59,22 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     32. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
     33. tasks              REST: task grants, task tokens, step-up and approvals.
     34. freezes            REST: policy as data, and freezes (read-only by policy).
-    35. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    36. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    37. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    38. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    39. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    40. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    41. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    42. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-    43. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    44. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    45. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    46. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    47. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    48. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    49. cli                Command line: serve, user, agent, connect, routes, audit.
+    35. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    36. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    37. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    38. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    39. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    40. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    41. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    42. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    43. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+    44. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    45. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    46. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    47. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    48. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    49. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    50. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -760,6 +761,22 @@ CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
     created_at   TEXT NOT NULL,
     used_at      TEXT,
     resource     TEXT
+);
+
+-- The broker's vault: external credentials for one upstream each, their secret parts sealed (vault.py)
+-- and bound to the row; placement holds what is not secret (the header an API key goes in, a username).
+CREATE TABLE IF NOT EXISTS broker_credentials (
+    id          INTEGER PRIMARY KEY,
+    public_id   TEXT NOT NULL UNIQUE,
+    owner_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('api_key', 'basic', 'oauth_refresh')),
+    base_url    TEXT NOT NULL,
+    placement   TEXT NOT NULL,
+    sealed      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    rotated_at  TEXT,
+    UNIQUE (owner_id, name)
 );
 
 -- Public keys an agent signs OAuth client assertions with (RFC 7523), and the assertions' jti, each
@@ -1725,6 +1742,8 @@ ACTIONS = {
     "read_agent":         Action("account", "admin", mutation=False, humans_only=True),
     "revoke_tokens":      Action("account", "admin", humans_only=True),
     "grant_task":         Action("account", "admin", humans_only=True),
+    "manage_credentials": Action("account", "admin", humans_only=True),     # the broker's vault: never an agent's
+    "read_credentials":   Action("account", "admin", mutation=False, humans_only=True),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
     "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
@@ -9311,7 +9330,200 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 35. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# uses: config, errors, storage, accounts, policy, plumbing, lookups
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+SEAL_VERSION = b"agentgit-seal-v1"
+NONCE_BYTES, TAG_BYTES = 16, 32
+CREDENTIAL_KINDS = ("api_key", "basic", "oauth_refresh")
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+MAX_SECRET_BYTES = 16 * 1024
+
+
+def seal_keys(key, purpose):
+    return (hmac.new(key, b"seal encrypt " + purpose, hashlib.sha256).digest(),
+            hmac.new(key, b"seal authenticate " + purpose, hashlib.sha256).digest())
+
+
+def keystream(key, nonce, length):
+    blocks = (length + 31) // 32
+    return b"".join(hmac.new(key, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest() for i in range(blocks))[:length]
+
+
+def seal(key, purpose, plaintext, associated):
+    """``plaintext`` (bytes) sealed for ``purpose`` and bound to ``associated``: an ASCII token."""
+    encrypt, authenticate = seal_keys(key, purpose)
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    ciphertext = bytes(a ^ b for a, b in zip(plaintext, keystream(encrypt, nonce, len(plaintext))))
+    tag = hmac.new(authenticate, seal_input(associated, nonce, ciphertext), hashlib.sha256).digest()
+    return "v1." + base64.urlsafe_b64encode(nonce + ciphertext + tag).decode()
+
+
+def seal_input(associated, nonce, ciphertext):
+    return SEAL_VERSION + len(associated).to_bytes(4, "big") + associated + nonce + ciphertext
+
+
+def unseal(key, purpose, sealed, associated):
+    """The plaintext of what ``seal`` made with the same purpose and associated data; ValueError for
+    anything altered, truncated, moved to another binding or sealed under another key."""
+    try:
+        assert sealed.startswith("v1.")
+        raw = base64.urlsafe_b64decode(sealed[3:])
+    except (AssertionError, ValueError, AttributeError):
+        raise ValueError("not a sealed value")
+    if len(raw) < NONCE_BYTES + TAG_BYTES:
+        raise ValueError("not a sealed value")
+    nonce, ciphertext, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-TAG_BYTES], raw[-TAG_BYTES:]
+    encrypt, authenticate = seal_keys(key, purpose)
+    if not hmac.compare_digest(tag, hmac.new(authenticate, seal_input(associated, nonce, ciphertext),
+                                             hashlib.sha256).digest()):
+        raise ValueError("the sealed value does not authenticate")
+    return bytes(a ^ b for a, b in zip(ciphertext, keystream(encrypt, nonce, len(ciphertext))))
+
+
+# -- credentials --------------------------------------------------------------------------------
+
+def binding(row):
+    """What a credential's sealed secret is bound to: it opens in its own row only."""
+    return ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
+
+
+def credential_json(app, row):
+    """Everything about a credential but its secret."""
+    owner = account_by_id(app.store, row["owner_id"])
+    return {"id": row["public_id"], "name": row["name"], "kind": row["kind"], "base_url": row["base_url"],
+            "owner": ("org:" if owner["kind"] == "org" else "user:") + owner["login"],
+            "placement": json.loads(row["placement"]), "created_at": row["created_at"],
+            "rotated_at": row["rotated_at"], "secret": "(sealed; never shown)"}
+
+
+def credential_owner(req, owner):
+    """The account a credential belongs to (user:login or org:login, default the caller), once the
+    caller may manage its credentials: herself, or an organization she administers. Agents never."""
+    user = signed_in(req)
+    kind, _, login = (owner or "user:" + user["login"]).partition(":")
+    row = account_by_login(req.app.store, login) if kind in ("user", "org") else None
+    if row is not None:
+        req.authorize("manage_credentials", Resource.account(row))     # an agent is refused here, whoever it names
+    if row is None or (kind == "org") != (row["kind"] == "org") or row["kind"] == "agent":
+        raise invalid("Credential", "owner", message="owner is user:LOGIN (you) or org:LOGIN (an organization you "
+                                                     "administer)")
+    return row
+
+
+def upstream_url(text):
+    """An upstream's base URL: https (or http, for loopback upstreams the operator allows), no
+    credentials, query or fragment in it."""
+    parts = urllib.parse.urlsplit(text) if isinstance(text, str) and visible_ascii(text) and len(text) <= 500 else None
+    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname or parts.username or \
+            parts.password or parts.query or parts.fragment:
+        raise invalid("Credential", "base_url", message="base_url is an http(s) URL with no user, query or fragment")
+    return text.rstrip("/")
+
+
+def credential_secret(req, body, kind):
+    """(placement shown to the owner, secret parts to seal) for ``kind``, checked."""
+    def text(name, required=True):
+        value = req.field(body, name, str, "Credential", required=required)
+        if value is not None and len(value.encode()) > MAX_SECRET_BYTES:
+            raise invalid("Credential", name, message="%s is at most %d bytes" % (name, MAX_SECRET_BYTES))
+        return value
+    if kind == "api_key":
+        header, query = req.field(body, "header", str, "Credential"), req.field(body, "query_parameter", str,
+                                                                                "Credential")
+        if (header is None) == (query is None) or not HEADER_NAME_RE.fullmatch(header or query):
+            raise invalid("Credential", "header", message="an API key goes in one header or one query parameter "
+                                                          "(letters, digits and -)")
+        return {"header": header} if header else {"query_parameter": query}, {"value": text("value")}
+    if kind == "basic":
+        return {"username": text("username")}, {"password": text("password")}
+    token_endpoint = upstream_url(req.field(body, "token_endpoint", str, "Credential", required=True))
+    return ({"client_id": text("client_id"), "token_endpoint": token_endpoint, "scope": text("scope", False)},
+            {"client_secret": text("client_secret", False), "refresh_token": text("refresh_token")})
+
+
+@route("POST", "/api/ext/v1/broker/credentials")
+def create_credential(req):
+    """Store a credential for one upstream, for the caller or an organization she administers; its
+    secret is sealed at once and never shown again."""
+    body = req.json()
+    owner = credential_owner(req, req.field(body, "owner", str, "Credential"))
+    name = req.field(body, "name", str, "Credential", required=True)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise invalid("Credential", "name", message="a name is letters, digits, _ . and -, at most 64")
+    kind = req.field(body, "kind", str, "Credential", required=True)
+    if kind not in CREDENTIAL_KINDS:
+        raise invalid("Credential", "kind", message="kind is api_key, basic or oauth_refresh")
+    base_url = upstream_url(req.field(body, "base_url", str, "Credential", required=True))
+    placement, secret = credential_secret(req, body, kind)
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM broker_credentials WHERE owner_id = ? AND name = ?", (owner["id"], name)).fetchone():
+            raise invalid("Credential", "name", "already_exists", "%s already has a credential %s" % (owner["login"],
+                                                                                                     name))
+        row = {"public_id": "bc_" + secrets.token_hex(8), "owner_id": owner["id"], "name": name, "kind": kind,
+               "base_url": base_url, "placement": json.dumps(placement), "created_at": now()}
+        row["sealed"] = seal(req.app.key, b"broker credential", json.dumps(secret).encode(), binding(row))
+        insert_row(db, "broker_credentials", row)
+        req.effect("stored credential %s (%s for %s), sealed" % (row["public_id"], kind, base_url))
+    return 201, credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE public_id = ?",
+                                                           row["public_id"]))
+
+
+def find_credential(req, credential_id, action):
+    """A credential the caller may manage; 404 for one she may not (or that does not exist)."""
+    signed_in(req)
+    row = req.app.store.one("SELECT * FROM broker_credentials WHERE public_id = ?", credential_id)
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    owner = account_by_id(req.app.store, row["owner_id"])
+    if not req.can(action, Resource.account(owner)):
+        raise HTTPError(404, "Not Found")          # not even that it exists, to anyone else (an agent too)
+    req.authorize(action, Resource.account(owner))
+    return row
+
+
+@route("GET", "/api/ext/v1/broker/credentials")
+def list_credentials(req):
+    """The credentials of the caller and of the organizations she administers; never a secret."""
+    user = signed_in(req)
+    req.check("read_credentials", Resource.account(user))
+    rows = [r for r in req.app.store.all("SELECT * FROM broker_credentials ORDER BY id")
+            if req.can("read_credentials", Resource.account(account_by_id(req.app.store, r["owner_id"])))]
+    return [credential_json(req.app, r) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/ext/v1/broker/credentials/{credential_id}")
+def get_credential(req, credential_id):
+    """One credential, without its secret, to its owner (or the organization's admins)."""
+    return credential_json(req.app, find_credential(req, credential_id, "read_credentials"))
+
+
+@route("PUT", "/api/ext/v1/broker/credentials/{credential_id}/secret")
+def rotate_credential(req, credential_id):
+    """A new secret for the same credential (its kind's fields, as at creation), sealed anew."""
+    row = find_credential(req, credential_id, "manage_credentials")
+    placement, secret = credential_secret(req, req.json(), row["kind"])
+    with req.transaction() as db:
+        db.execute("UPDATE broker_credentials SET placement = ?, sealed = ?, rotated_at = ? WHERE id = ?",
+                   (json.dumps(placement), seal(req.app.key, b"broker credential", json.dumps(secret).encode(),
+                                                binding(row)), now(), row["id"]))
+        req.effect("rotated credential %s" % row["public_id"])
+    return credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"]))
+
+
+@route("DELETE", "/api/ext/v1/broker/credentials/{credential_id}")
+def delete_credential(req, credential_id):
+    """The credential and its sealed secret, gone."""
+    row = find_credential(req, credential_id, "manage_credentials")
+    with req.transaction() as db:
+        db.execute("DELETE FROM broker_credentials WHERE id = ?", (row["id"],))
+        req.effect("deleted credential %s" % row["public_id"])
+    return 204, None
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 36. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9574,7 +9786,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 37. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10239,7 +10451,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 38. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10585,7 +10797,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 39. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11008,7 +11220,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 40. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11289,7 +11501,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 41. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11677,7 +11889,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 42. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, storage, tokens, policy, plumbing, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11910,7 +12122,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# 43. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
 # uses: config, errors, storage, accounts, policy, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12049,7 +12261,7 @@ def asserted_agent(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 44. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, tasks, web, oauth_clients, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12668,7 +12880,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 45. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13118,7 +13330,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 46. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13502,7 +13714,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 47. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13717,7 +13929,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# 48. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
 # uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, mcp_server, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14266,7 +14478,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 49. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14491,7 +14703,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 50. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

@@ -504,6 +504,22 @@ CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
     resource     TEXT
 );
 
+-- The broker's vault: external credentials for one upstream each, their secret parts sealed (vault.py)
+-- and bound to the row; placement holds what is not secret (the header an API key goes in, a username).
+CREATE TABLE IF NOT EXISTS broker_credentials (
+    id          INTEGER PRIMARY KEY,
+    public_id   TEXT NOT NULL UNIQUE,
+    owner_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('api_key', 'basic', 'oauth_refresh')),
+    base_url    TEXT NOT NULL,
+    placement   TEXT NOT NULL,
+    sealed      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    rotated_at  TEXT,
+    UNIQUE (owner_id, name)
+);
+
 -- Public keys an agent signs OAuth client assertions with (RFC 7523), and the assertions' jti, each
 -- accepted once until it expires.
 CREATE TABLE IF NOT EXISTS agent_keys (

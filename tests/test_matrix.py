@@ -124,6 +124,9 @@ def build_world(data_dir):
             "name": "VAR", "value": "v", "visibility": "selected", "selected_repository_ids": [orgrepo]}).status == 201
         deploy_key = api(srv, "POST", "/repos/alice/secret/keys", alice, {"title": "ci", "key": DEPLOY_KEY}).json["id"]
         secret_repo = api(srv, "GET", "/repos/alice/secret", alice).json["id"]
+        credential = ext(srv, "POST", "/broker/credentials", alice, {
+            "name": "jira", "kind": "api_key", "base_url": "https://jira.example.com", "value": "k", "header": "X-Key"})
+        assert credential.status == 201
         assert api(srv, "POST", "/repos/alice/secret/git/refs", alice, {"ref": "refs/heads/done", "sha": main}).status == 201
         assert api(srv, "PUT", "/repos/alice/secret/contents/d.txt", alice, {
             "message": "d", "content": base64.b64encode(b"d\n").decode(), "branch": "done"}).status == 201
@@ -157,6 +160,7 @@ def build_world(data_dir):
                "token": revoked["id"], "approval": approval_id, "admin": admin, "tag": tag, "tree": tree,
                "blob": blob, "key_id": key_id, "merged": merged["number"], "audit_row": alices_row,
                "orgrepo": orgrepo, "deploy_key": deploy_key, "secret_repo": secret_repo,
+               "credential": credential.json["id"],
                "user_code": device["user_code"]}
         return tokens, ids
     finally:
@@ -169,7 +173,8 @@ def route_path(method, pattern, ids):
             "workflow_id": "ci.yml", "approval_id": ids["approval"], "freeze_id": ids["freeze"],
             "grant_id": ids["grant"], "token_id": ids["token"], "audit_id": ids["audit_row"], "basehead": "main...feature",
             "comment_id": ids["comment"], "release_id": ids["release"], "asset_id": ids["asset"],
-            "review_id": ids["review"], "thread_id": ids["thread"], "kid": "world-key", "path": "README.md", "environment": "production",
+            "review_id": ids["review"], "thread_id": ids["thread"], "kid": "world-key",
+            "credential_id": ids["credential"], "path": "README.md", "environment": "production",
             "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"]}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
@@ -315,6 +320,9 @@ def route_body(method, pattern, ids):
         ("PUT", org + "/secrets/{name}/repositories"): {"selected_repository_ids": [ids["orgrepo"]]},
         ("PUT", org + "/variables/{name}/repositories"): {"selected_repository_ids": [ids["orgrepo"]]},
         ("POST", repo + "/keys"): {"title": "t", "key": OTHER_DEPLOY_KEY},
+        ("POST", "/api/ext/v1/broker/credentials"): {"name": "ci", "kind": "basic", "base_url": "https://ci.example",
+                                                     "username": "u", "password": "p"},
+        ("PUT", "/api/ext/v1/broker/credentials/{credential_id}/secret"): {"value": "k2", "header": "X-Key"},
         ("PUT", repo + "/branches/{branch:path}/protection"): {
             "required_status_checks": None, "enforce_admins": True, "required_pull_request_reviews": None,
             "restrictions": None},
@@ -408,6 +416,7 @@ ROUTE_ACCESS = """
 DELETE  /api/ext/v1/agent-bindings/{login}                                        owner_only
 DELETE  /api/ext/v1/agent-keys/{kid}                                              agent_bootstrap_only
 DELETE  /api/ext/v1/agents/{login}                                                owner_only
+DELETE  /api/ext/v1/broker/credentials/{credential_id}                            owner_only_hidden
 DELETE  /api/ext/v1/freezes/{freeze_id}                                           thaw
 DELETE  /api/ext/v1/task-grants/{grant_id}                                        owner_only_hidden
 DELETE  /api/ext/v1/user/tokens/{token_id:int}                                    token_holder
@@ -462,6 +471,8 @@ GET     /api/ext/v1/approvals                                                   
 GET     /api/ext/v1/approvals/{approval_id}                                       grant_parties
 GET     /api/ext/v1/audit                                                         signed_in_untasked
 GET     /api/ext/v1/audit/{audit_id:int}                                          owner_only_hidden
+GET     /api/ext/v1/broker/credentials                                            humans
+GET     /api/ext/v1/broker/credentials/{credential_id}                            owner_only_hidden
 GET     /api/ext/v1/freezes                                                       signed_in
 GET     /api/ext/v1/policy                                                        policy
 GET     /api/ext/v1/task-grants                                                   signed_in
@@ -637,6 +648,7 @@ POST    /api/ext/v1/agent-keys                                                  
 POST    /api/ext/v1/agents                                                        public_outside_tasks
 POST    /api/ext/v1/approvals/{approval_id}/approve                               owner_only_hidden
 POST    /api/ext/v1/approvals/{approval_id}/deny                                  owner_only_hidden
+POST    /api/ext/v1/broker/credentials                                            humans
 POST    /api/ext/v1/freezes                                                       freeze
 POST    /api/ext/v1/oauth/apps                                                    humans
 POST    /api/ext/v1/oauth/device/approve                                          device_code
@@ -696,6 +708,7 @@ POST    /settings/agents                                                        
 POST    /settings/tokens                                                          web_page
 POST    /{owner}/{repo}/git-receive-pack                                          git_write
 POST    /{owner}/{repo}/git-upload-pack                                           git_read
+PUT     /api/ext/v1/broker/credentials/{credential_id}/secret                     owner_only_hidden
 PUT     /api/v3/notifications                                                     signed_in_untasked
 PUT     /api/v3/notifications/threads/{thread_id:int}/subscription                inbox_thread
 PUT     /api/v3/orgs/{org}/actions/secrets/{name}                                 owner_only

@@ -36,7 +36,7 @@ MODULES = (
     "config", "errors", "storage", "gitstore", "tokens", "accounts", "policy", "audit", "approvals", "intents",
     "authentication", "plumbing", "serializers", "lookups",
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "deploy_keys", "actions",
-    "search", "orgs", "actions_config", "agents", "delegation", "tasks", "freezes",
+    "search", "orgs", "actions_config", "agents", "delegation", "tasks", "freezes", "vault",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
     "web", "oauth_clients", "client_assertions", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
 )

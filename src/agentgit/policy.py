@@ -96,6 +96,8 @@ ACTIONS = {
     "read_agent":         Action("account", "admin", mutation=False, humans_only=True),
     "revoke_tokens":      Action("account", "admin", humans_only=True),
     "grant_task":         Action("account", "admin", humans_only=True),
+    "manage_credentials": Action("account", "admin", humans_only=True),     # the broker's vault: never an agent's
+    "read_credentials":   Action("account", "admin", mutation=False, humans_only=True),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
     "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),

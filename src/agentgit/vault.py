@@ -1,0 +1,220 @@
+"""Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+
+A credential is for one upstream (its ``base_url``): an API key and where it goes (a header or a query
+parameter), a username and password, or an OAuth client with a refresh token and its token endpoint.
+Its secret parts are sealed with authenticated encryption under a key derived from the server key and
+bound to the credential (its owner, name and upstream), so a database alone reveals nothing and a
+sealed value moved to another row does not open. No endpoint ever returns a secret, no audit row or
+log line carries one, and no agent may hold, list or change a credential: its owner (a human, or an
+organization's admins) manages it.
+
+The construction (the standard library has no AES): encrypt-then-MAC with HMAC-SHA256 alone. Two keys
+come from the server key, one to encrypt and one to authenticate; a random 128-bit nonce; the
+keystream is HMAC-SHA256(k_enc, nonce || block counter), XORed with the plaintext (a PRF in counter
+mode); the tag is HMAC-SHA256(k_mac, version, associated data, nonce, ciphertext), checked in constant
+time before anything is decrypted. HMAC-SHA256 as a PRF is the one assumption, the same the rest of
+agentgit's tokens rest on; 2^64 encryptions under one key before a nonce would likely repeat.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import urllib.parse
+
+from agentgit.config import now, visible_ascii
+from agentgit.errors import HTTPError, invalid
+from agentgit.storage import insert_row
+from agentgit.accounts import account_by_id, account_by_login
+from agentgit.policy import Resource
+from agentgit.plumbing import route
+from agentgit.lookups import signed_in
+
+SEAL_VERSION = b"agentgit-seal-v1"
+NONCE_BYTES, TAG_BYTES = 16, 32
+CREDENTIAL_KINDS = ("api_key", "basic", "oauth_refresh")
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+MAX_SECRET_BYTES = 16 * 1024
+
+
+def seal_keys(key, purpose):
+    return (hmac.new(key, b"seal encrypt " + purpose, hashlib.sha256).digest(),
+            hmac.new(key, b"seal authenticate " + purpose, hashlib.sha256).digest())
+
+
+def keystream(key, nonce, length):
+    blocks = (length + 31) // 32
+    return b"".join(hmac.new(key, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest() for i in range(blocks))[:length]
+
+
+def seal(key, purpose, plaintext, associated):
+    """``plaintext`` (bytes) sealed for ``purpose`` and bound to ``associated``: an ASCII token."""
+    encrypt, authenticate = seal_keys(key, purpose)
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    ciphertext = bytes(a ^ b for a, b in zip(plaintext, keystream(encrypt, nonce, len(plaintext))))
+    tag = hmac.new(authenticate, seal_input(associated, nonce, ciphertext), hashlib.sha256).digest()
+    return "v1." + base64.urlsafe_b64encode(nonce + ciphertext + tag).decode()
+
+
+def seal_input(associated, nonce, ciphertext):
+    return SEAL_VERSION + len(associated).to_bytes(4, "big") + associated + nonce + ciphertext
+
+
+def unseal(key, purpose, sealed, associated):
+    """The plaintext of what ``seal`` made with the same purpose and associated data; ValueError for
+    anything altered, truncated, moved to another binding or sealed under another key."""
+    try:
+        assert sealed.startswith("v1.")
+        raw = base64.urlsafe_b64decode(sealed[3:])
+    except (AssertionError, ValueError, AttributeError):
+        raise ValueError("not a sealed value")
+    if len(raw) < NONCE_BYTES + TAG_BYTES:
+        raise ValueError("not a sealed value")
+    nonce, ciphertext, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-TAG_BYTES], raw[-TAG_BYTES:]
+    encrypt, authenticate = seal_keys(key, purpose)
+    if not hmac.compare_digest(tag, hmac.new(authenticate, seal_input(associated, nonce, ciphertext),
+                                             hashlib.sha256).digest()):
+        raise ValueError("the sealed value does not authenticate")
+    return bytes(a ^ b for a, b in zip(ciphertext, keystream(encrypt, nonce, len(ciphertext))))
+
+
+# -- credentials --------------------------------------------------------------------------------
+
+def binding(row):
+    """What a credential's sealed secret is bound to: it opens in its own row only."""
+    return ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
+
+
+def credential_json(app, row):
+    """Everything about a credential but its secret."""
+    owner = account_by_id(app.store, row["owner_id"])
+    return {"id": row["public_id"], "name": row["name"], "kind": row["kind"], "base_url": row["base_url"],
+            "owner": ("org:" if owner["kind"] == "org" else "user:") + owner["login"],
+            "placement": json.loads(row["placement"]), "created_at": row["created_at"],
+            "rotated_at": row["rotated_at"], "secret": "(sealed; never shown)"}
+
+
+def credential_owner(req, owner):
+    """The account a credential belongs to (user:login or org:login, default the caller), once the
+    caller may manage its credentials: herself, or an organization she administers. Agents never."""
+    user = signed_in(req)
+    kind, _, login = (owner or "user:" + user["login"]).partition(":")
+    row = account_by_login(req.app.store, login) if kind in ("user", "org") else None
+    if row is not None:
+        req.authorize("manage_credentials", Resource.account(row))     # an agent is refused here, whoever it names
+    if row is None or (kind == "org") != (row["kind"] == "org") or row["kind"] == "agent":
+        raise invalid("Credential", "owner", message="owner is user:LOGIN (you) or org:LOGIN (an organization you "
+                                                     "administer)")
+    return row
+
+
+def upstream_url(text):
+    """An upstream's base URL: https (or http, for loopback upstreams the operator allows), no
+    credentials, query or fragment in it."""
+    parts = urllib.parse.urlsplit(text) if isinstance(text, str) and visible_ascii(text) and len(text) <= 500 else None
+    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname or parts.username or \
+            parts.password or parts.query or parts.fragment:
+        raise invalid("Credential", "base_url", message="base_url is an http(s) URL with no user, query or fragment")
+    return text.rstrip("/")
+
+
+def credential_secret(req, body, kind):
+    """(placement shown to the owner, secret parts to seal) for ``kind``, checked."""
+    def text(name, required=True):
+        value = req.field(body, name, str, "Credential", required=required)
+        if value is not None and len(value.encode()) > MAX_SECRET_BYTES:
+            raise invalid("Credential", name, message="%s is at most %d bytes" % (name, MAX_SECRET_BYTES))
+        return value
+    if kind == "api_key":
+        header, query = req.field(body, "header", str, "Credential"), req.field(body, "query_parameter", str,
+                                                                                "Credential")
+        if (header is None) == (query is None) or not HEADER_NAME_RE.fullmatch(header or query):
+            raise invalid("Credential", "header", message="an API key goes in one header or one query parameter "
+                                                          "(letters, digits and -)")
+        return {"header": header} if header else {"query_parameter": query}, {"value": text("value")}
+    if kind == "basic":
+        return {"username": text("username")}, {"password": text("password")}
+    token_endpoint = upstream_url(req.field(body, "token_endpoint", str, "Credential", required=True))
+    return ({"client_id": text("client_id"), "token_endpoint": token_endpoint, "scope": text("scope", False)},
+            {"client_secret": text("client_secret", False), "refresh_token": text("refresh_token")})
+
+
+@route("POST", "/api/ext/v1/broker/credentials")
+def create_credential(req):
+    """Store a credential for one upstream, for the caller or an organization she administers; its
+    secret is sealed at once and never shown again."""
+    body = req.json()
+    owner = credential_owner(req, req.field(body, "owner", str, "Credential"))
+    name = req.field(body, "name", str, "Credential", required=True)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise invalid("Credential", "name", message="a name is letters, digits, _ . and -, at most 64")
+    kind = req.field(body, "kind", str, "Credential", required=True)
+    if kind not in CREDENTIAL_KINDS:
+        raise invalid("Credential", "kind", message="kind is api_key, basic or oauth_refresh")
+    base_url = upstream_url(req.field(body, "base_url", str, "Credential", required=True))
+    placement, secret = credential_secret(req, body, kind)
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM broker_credentials WHERE owner_id = ? AND name = ?", (owner["id"], name)).fetchone():
+            raise invalid("Credential", "name", "already_exists", "%s already has a credential %s" % (owner["login"],
+                                                                                                     name))
+        row = {"public_id": "bc_" + secrets.token_hex(8), "owner_id": owner["id"], "name": name, "kind": kind,
+               "base_url": base_url, "placement": json.dumps(placement), "created_at": now()}
+        row["sealed"] = seal(req.app.key, b"broker credential", json.dumps(secret).encode(), binding(row))
+        insert_row(db, "broker_credentials", row)
+        req.effect("stored credential %s (%s for %s), sealed" % (row["public_id"], kind, base_url))
+    return 201, credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE public_id = ?",
+                                                           row["public_id"]))
+
+
+def find_credential(req, credential_id, action):
+    """A credential the caller may manage; 404 for one she may not (or that does not exist)."""
+    signed_in(req)
+    row = req.app.store.one("SELECT * FROM broker_credentials WHERE public_id = ?", credential_id)
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    owner = account_by_id(req.app.store, row["owner_id"])
+    if not req.can(action, Resource.account(owner)):
+        raise HTTPError(404, "Not Found")          # not even that it exists, to anyone else (an agent too)
+    req.authorize(action, Resource.account(owner))
+    return row
+
+
+@route("GET", "/api/ext/v1/broker/credentials")
+def list_credentials(req):
+    """The credentials of the caller and of the organizations she administers; never a secret."""
+    user = signed_in(req)
+    req.check("read_credentials", Resource.account(user))
+    rows = [r for r in req.app.store.all("SELECT * FROM broker_credentials ORDER BY id")
+            if req.can("read_credentials", Resource.account(account_by_id(req.app.store, r["owner_id"])))]
+    return [credential_json(req.app, r) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/ext/v1/broker/credentials/{credential_id}")
+def get_credential(req, credential_id):
+    """One credential, without its secret, to its owner (or the organization's admins)."""
+    return credential_json(req.app, find_credential(req, credential_id, "read_credentials"))
+
+
+@route("PUT", "/api/ext/v1/broker/credentials/{credential_id}/secret")
+def rotate_credential(req, credential_id):
+    """A new secret for the same credential (its kind's fields, as at creation), sealed anew."""
+    row = find_credential(req, credential_id, "manage_credentials")
+    placement, secret = credential_secret(req, req.json(), row["kind"])
+    with req.transaction() as db:
+        db.execute("UPDATE broker_credentials SET placement = ?, sealed = ?, rotated_at = ? WHERE id = ?",
+                   (json.dumps(placement), seal(req.app.key, b"broker credential", json.dumps(secret).encode(),
+                                                binding(row)), now(), row["id"]))
+        req.effect("rotated credential %s" % row["public_id"])
+    return credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"]))
+
+
+@route("DELETE", "/api/ext/v1/broker/credentials/{credential_id}")
+def delete_credential(req, credential_id):
+    """The credential and its sealed secret, gone."""
+    row = find_credential(req, credential_id, "manage_credentials")
+    with req.transaction() as db:
+        db.execute("DELETE FROM broker_credentials WHERE id = ?", (row["id"],))
+        req.effect("deleted credential %s" % row["public_id"])
+    return 204, None
