@@ -5,6 +5,7 @@ checkpoint verify, and every ref move the log records is what the repository sho
 import ast
 import base64
 import glob
+import http.client
 import os
 import random
 import re
@@ -168,7 +169,7 @@ def keep_doing(work, stop):
         while not stop.is_set():
             try:
                 work()
-            except (OSError, AssertionError):
+            except (OSError, AssertionError, http.client.HTTPException):    # killed mid-answer: gone
                 return
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
