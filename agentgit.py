@@ -11965,6 +11965,10 @@ def dynamic_registration(req):
     """RFC 7591: a client registers itself, anonymously, for the authorization code flow with PKCE
     (and refresh tokens). A confidential client gets a secret, shown once."""
     req.surface = "oauth"
+    retry_after = req.app.registrations.hit("client:" + req.client)     # anonymous, so counted per address
+    if retry_after:
+        return 429, {"error": "temporarily_unavailable", "error_description": "too many client registrations from "
+                     "this address; retry later"}, {"Retry-After": str(retry_after)}
     try:
         body = req.json()
     except HTTPError:

@@ -212,6 +212,7 @@ def test_metadata_documents_at_private_addresses_are_refused(server, metadata_ho
 
 
 def test_authorization_server_metadata_and_registration_errors(server):
+    import agentgit
     meta = call(server, "GET", "/.well-known/oauth-authorization-server").json
     assert meta["issuer"] == server.url and meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["client_id_metadata_document_supported"] is True
@@ -231,6 +232,10 @@ def test_authorization_server_metadata_and_registration_errors(server):
     made = call(server, "POST", "/register", body={"redirect_uris": ["https://ok.example/cb"], "client_name": "Tool",
                                                    "token_endpoint_auth_method": "client_secret_basic"})
     assert made.status == 201 and made.json["client_secret"].startswith("agcs_")
+    # registration is anonymous, so an address may register only so many clients in a while
+    server.app.registrations = agentgit.RateLimiter(2, 600)
+    answers = [call(server, "POST", "/register", body={"redirect_uris": ["https://ok.example/cb"]}) for _ in range(3)]
+    assert [a.status for a in answers] == [201, 201, 429] and answers[2].headers["retry-after"]
 
 
 def rsa_key():
