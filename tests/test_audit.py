@@ -3,7 +3,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 
 import agentgit
 from conftest import CLI, api, commit_file, ext, git, remote

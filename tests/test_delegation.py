@@ -200,8 +200,6 @@ def test_cli_parity(server, world):
     """The same lifecycle from a script: invite, the agent's consent (its token on stdin), suspend,
     resume, reset, unbind; each leaves an audit row."""
     import subprocess
-    import sys
-    import agentgit
     data = server.app.config.data_dir
 
     def cli(*args, stdin=None, ok=True):

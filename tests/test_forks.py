@@ -122,7 +122,6 @@ def test_losing_access_takes_a_private_fork_with_it(server, tmp_path):
 
 def test_a_fork_that_cannot_be_filled_leaves_nothing(server, monkeypatch):
     import os
-    import agentgit
     alice, bob = server.add_user("alice"), server.add_user("bob")
     api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
 
@@ -169,7 +168,6 @@ def test_syncing_a_fork_with_its_upstream(engine_server):
 
 
 def test_a_fork_that_cannot_be_read_does_not_break_its_pull_request(server, tmp_path, monkeypatch):
-    import agentgit
     alice, bob = server.add_user("alice"), server.add_user("bob")
     api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
     api(server, "POST", "/repos/alice/demo/forks", bob)

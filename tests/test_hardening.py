@@ -1,6 +1,5 @@
 """Hardening: what a hostile client sends is refused in the surface's own shape, and never reaches a
 header, a ref, the filesystem or the server's time unbounded."""
-import http.client
 import urllib.parse
 
 from conftest import Browser, api, call, ext, patch_everywhere

@@ -144,7 +144,6 @@ def test_variables_refuse_bad_input_and_outsiders(server):
 
 def test_release_assets(server, monkeypatch):
     import hashlib
-    import agentgit
     from conftest import call
     alice, walt, eve = server.add_user("alice"), server.add_user("walt"), server.add_user("eve")
     api(server, "POST", "/user/repos", alice, {"name": "app", "private": True, "auto_init": True})

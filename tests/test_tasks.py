@@ -1,16 +1,13 @@
 """Task grants and task tokens: the task is the permission boundary, on REST and Git alike."""
 import base64
 import re
-import subprocess
-import sys
 import time
-import urllib.parse
 
 import pytest
 
 import agentgit
 
-from conftest import Browser, CLI, api, call, commit_file, exchange, ext, git, grant_a_task, remote, session_token, turn_on_totp
+from conftest import Browser, CLI, api, commit_file, exchange, ext, git, grant_a_task, remote, session_token, turn_on_totp
 
 
 @pytest.fixture
@@ -122,8 +119,6 @@ def test_grants_refuse_escalation_and_narrow_tokens(server, task, tmp_path):
 
 def test_explain_and_revoke_by_task(server, task, tmp_path):
     import subprocess
-    import sys
-    import agentgit
     token, login = task["token"], task["login"]
     r = api(server, "POST", "/repos/alice/payments/git/refs", token, {
         "ref": "refs/heads/agent/task-123/x",

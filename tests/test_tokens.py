@@ -111,7 +111,6 @@ def test_tokens_hashed_at_rest_key_0600_and_never_logged(tmp_path):
 def test_revocation_takes_effect_on_the_next_request(server, tmp_path):
     """Hot reads are cached; any commit (here or by the CLI in another process) must end that at once."""
     import subprocess
-    import sys
     import time
     import agentgit
     token = server.add_user("alice")

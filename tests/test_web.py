@@ -107,7 +107,6 @@ def test_passwd_and_totp_from_the_cli(server):
     """The CLI sets a password and turns on TOTP; sign-in then needs the current code."""
     import base64
     import subprocess
-    import sys
     import time
     import urllib.parse
     import agentgit
