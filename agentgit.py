@@ -12016,6 +12016,11 @@ def find_client(req, client_id):
         return row
     if row is not None and time.time() - int(row["fetched_at"] or 0) < CIMD_CACHE_SECONDS:
         return row
+    # anyone may make the server fetch a document (before signing in): as many a while as it registers clients
+    retry_after = req.app.registrations.hit("document:" + req.client)
+    if retry_after:
+        raise HTTPError(429, "Too many client metadata documents fetched for this address; retry later",
+                        headers={"Retry-After": str(retry_after)})
     document = fetch_client_document(client_id, req.app.config.allow_loopback_client_documents)
     uris, name = document["redirect_uris"], document.get("client_name") or urllib.parse.urlsplit(client_id).hostname
     with req.app.store.transaction() as db:

@@ -209,6 +209,12 @@ def test_metadata_documents_at_private_addresses_are_refused(server, metadata_ho
                                     "code_challenge": "x" * 43, "code_challenge_method": "S256"})
     resp, page = browser.request("GET", "/login/oauth/authorize?" + query)
     assert resp.status == 400 and "non-public address" in page
+    # and an address may make the server fetch documents only so often
+    import agentgit
+    server.app.registrations = agentgit.RateLimiter(1, 600)
+    assert browser.request("GET", "/login/oauth/authorize?" + query)[0].status == 400
+    resp, page = browser.request("GET", "/login/oauth/authorize?" + query)
+    assert resp.status == 429 and "retry later" in page
 
 
 def test_authorization_server_metadata_and_registration_errors(server):
