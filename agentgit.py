@@ -5808,8 +5808,13 @@ def raw_file(req, owner, repo, rest):
 
 def raw_answer(data):
     """A file's bytes as GitHub's raw hosts answer them: text as text/plain, the rest as octets."""
-    return 200, data, {"Content-Type": "application/octet-stream" if b"\0" in data[:8000] else
+    return 200, data, {"Content-Type": "application/octet-stream" if looks_binary(data) else
                        "text/plain; charset=utf-8"}
+
+
+def looks_binary(data):
+    """git's own test: a NUL byte in the first 8000 bytes makes a file binary."""
+    return b"\0" in data[:8000]
 
 
 def tree_with(git, tree_id, parts, blob):
@@ -7196,7 +7201,7 @@ def delete_run(req, owner, repo, run_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 28. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
-# uses: errors, gitstore, accounts, policy, plumbing, serializers, issues
+# uses: errors, gitstore, accounts, policy, plumbing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- search -------------------------------------------------------------------------------------
@@ -7320,7 +7325,7 @@ def search_code(req):
                         or not stat.S_ISREG(entry.mode)):
                     continue
                 data = git[entry.sha].data if words else b""
-                if len(data) > CODE_SEARCH_MAX_FILE or b"\0" in data[:8000]:
+                if len(data) > CODE_SEARCH_MAX_FILE or looks_binary(data):
                     continue       # too large, or binary
                 text = data.decode("utf-8", "replace").lower()
                 if not all(word in text for word in words):
@@ -12881,6 +12886,19 @@ def revoke_endpoint(req):
 access_token.own_credentials = introspect.own_credentials = revoke_endpoint.own_credentials = True
 
 
+def bearer_challenge(req, error=None, description=None, scope=None):
+    """RFC 6750's WWW-Authenticate for the API or the MCP endpoint (by the request's surface), naming
+    RFC 9728's metadata for it; at /mcp also the scope its tools use (or ``scope``, what is needed)."""
+    mcp = req.surface == "mcp"
+    parts = ['error="%s"' % error] if error else []
+    if description:
+        parts.append('error_description="%s"' % description)
+    parts.append('resource_metadata="%s/.well-known/oauth-protected-resource%s"' % (req.app.url, "/mcp" if mcp else ""))
+    if scope or mcp:
+        parts.append('scope="%s"' % (scope or "repo"))
+    return "Bearer " + ", ".join(parts)
+
+
 @route("GET", "/.well-known/oauth-protected-resource")
 def protected_resource_metadata(req):
     """RFC 9728: where a client finds the authorization server for this API."""
@@ -12890,7 +12908,7 @@ def protected_resource_metadata(req):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 45. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-# uses: config, errors, tokens, plumbing
+# uses: config, errors, tokens, plumbing, contents, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
@@ -12923,9 +12941,9 @@ class ToolRequest(Request):
     """A REST call a tool makes for its caller: the route's handler with the caller's principal, the
     tool's arguments as its JSON body and query, on surface mcp."""
 
-    def __init__(self, outer, method, target, body, accept="application/vnd.github+json"):
+    def __init__(self, outer, method, target, body, accept=None):
         headers = http.client.HTTPMessage()
-        headers["Accept"] = accept
+        headers["Accept"] = accept or "application/vnd.github+json"
         self.setup(outer.app, None, method, target, headers, outer.client)
         self.principal, self.surface, self.given = outer.principal, "mcp", body or {}
 
@@ -12940,8 +12958,7 @@ def rest(outer, method, path, body=None, query=None, accept=None):
     """What the route answers (its JSON, or text), raising its HTTPError as REST would; its allowed
     mutations that reached no transaction are settled and recorded as dispatch does."""
     query = {k: str(v) for k, v in (query or {}).items() if v is not None}
-    req = ToolRequest(outer, method, path + ("?" + urllib.parse.urlencode(query) if query else ""), body,
-                      *([accept] if accept else []))
+    req = ToolRequest(outer, method, path + ("?" + urllib.parse.urlencode(query) if query else ""), body, accept)
     handler, params = find_route(method, req.raw_path)
     error = None
     try:
@@ -12977,9 +12994,10 @@ def file_contents_tool(req, args):
                  query={"ref": ref})
     if isinstance(found, dict) and found.get("encoding") == "base64":
         data = base64.b64decode(found["content"])
+        binary = looks_binary(data)
         return {"path": found["path"], "sha": found["sha"], "size": found["size"],
-                "content": data.decode("utf-8") if b"\0" not in data[:8000] else None,
-                "content_base64": None if b"\0" not in data[:8000] else found["content"]}
+                "content": None if binary else data.decode("utf-8"), "content_base64": found["content"] if binary
+                else None}
     return found
 
 
@@ -13199,8 +13217,8 @@ def refusal(req, era, tool, error):
     if error.headers.get("X-Accepted-OAuth-Scopes"):
         needed = sorted(set(req.principal.scopes_header.replace(" ", "").split(",")) - {""} |
                         set(error.headers["X-Accepted-OAuth-Scopes"].replace(" ", "").split(",")))
-        raise HTTPError(403, error.message, headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="%s",'
-                                                     ' resource_metadata="%s"' % (" ".join(needed), metadata_url(req))})
+        raise HTTPError(403, error.message, headers={"WWW-Authenticate": bearer_challenge(
+            req, "insufficient_scope", scope=" ".join(needed))})
     extra = error.extra or {}
     if extra.get("approval_url"):
         page = "%s/approvals#%s" % (req.app.url, extra["approval_id"])
@@ -13218,10 +13236,6 @@ def refusal(req, era, tool, error):
 
 
 # -- the endpoint -------------------------------------------------------------------------------
-
-def metadata_url(req):
-    return req.app.url + "/.well-known/oauth-protected-resource/mcp"
-
 
 def capabilities():
     return {"tools": {"listChanged": False}}
@@ -13323,11 +13337,6 @@ def mcp_no_stream(req):
 
 
 mcp_no_stream.surface = "mcp"
-
-
-def bearer_challenge(req, error=None):
-    """RFC 6750's challenge, naming RFC 9728's metadata for /mcp and the scope its tools use."""
-    return 'Bearer%s resource_metadata="%s", scope="repo"' % (' error="%s",' % error if error else "", metadata_url(req))
 
 
 @route("GET", "/.well-known/oauth-protected-resource/mcp")
@@ -13750,7 +13759,7 @@ def shown_text(data):
     """Bytes as text for a <pre>, or why they are not shown."""
     if len(data) > MAX_SHOWN_BYTES:
         return None, "%d bytes: too large to show here" % len(data)
-    if b"\0" in data[:8000]:
+    if looks_binary(data):
         return None, "%d bytes of binary data" % len(data)
     return data.decode("utf-8", "replace"), None
 
@@ -13939,7 +13948,7 @@ def comments_html(req, issue):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 48. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-# uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, mcp_server, githttp
+# uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, oauth, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 OPERATOR_REASON = "local operator with access to the data directory"
@@ -14092,12 +14101,10 @@ class App:
             error, outcome = e, "refused: HTTP %d %s" % (e.status, e.message)
             if e.status == 401 and req.surface == "git":
                 e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
-            elif e.status == 401 and req.surface == "mcp":
-                e.headers.setdefault("WWW-Authenticate", bearer_challenge(req, "invalid_token"))
-            elif e.status == 401 and req.surface in ("rest", "graphql"):
-                # RFC 9728 §5.1: where an OAuth client learns how to get a token for the API
-                e.headers.setdefault("WWW-Authenticate", 'Bearer resource_metadata="%s/.well-known/oauth-protected-'
-                                                         'resource"' % self.url)
+            elif e.status == 401 and req.surface in ("rest", "graphql", "mcp"):
+                # RFC 9728 §5.1: where an OAuth client learns how to get a token for the API or /mcp
+                e.headers.setdefault("WWW-Authenticate", bearer_challenge(
+                    req, "invalid_token" if req.surface == "mcp" else None))
         except (ConnectionError, TimeoutError):
             handler.close_connection, outcome = True, "client went away"
         except Exception:
@@ -14115,10 +14122,8 @@ class App:
             except HeaderInjection:
                 traceback.print_exc(file=sys.stderr)
                 self.respond_error(req, HTTPError(500, "Server Error"))
-        if req.body_reader is None or not req.body_reader.done:
-            # an unread body would be taken for the next request on this connection
-            if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
-                handler.close_connection = True
+        if body_left(req):      # a streamed answer's body left unread would be taken for the next request
+            handler.close_connection = True
 
     def finish_body(self, req):
         """An answer that did not read the whole body (a refusal before it) leaves the rest unread, which
@@ -14126,8 +14131,7 @@ class App:
         client's keep-alive connection goes on; after a larger one the connection ends, and the answer
         says so (Connection: close), so no client sends its next request down a closing socket."""
         handler = req.handler
-        if req.body_reader is not None and req.body_reader.done or (
-                handler.headers.get("Content-Length", "0") == "0" and not handler.headers.get("Transfer-Encoding")):
+        if not body_left(req):
             return
         try:
             length = body_length(handler.headers)
@@ -14146,9 +14150,8 @@ class App:
         wanted = self.url + "/mcp" if req.surface == "mcp" else self.url
         if req.principal.resource is not None and req.principal.resource != wanted:
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
-                            headers={} if req.surface in ("git", "mcp") else {
-                                "WWW-Authenticate": 'Bearer error="invalid_token", error_description="the token\'s'
-                                                    ' audience is %s"' % req.principal.resource})
+                            headers={"WWW-Authenticate": bearer_challenge(
+                                req, "invalid_token", "the token's audience is %s" % req.principal.resource)})
 
     def match(self, req):
         host = (req.headers.get("Host") or "").split(":")[0].lower()
@@ -14210,6 +14213,13 @@ class App:
                 self.respond(req, error.status, error.body(), error.headers)
         except (OSError, HeaderInjection):
             handler.close_connection = True
+
+
+def body_left(req):
+    """Did the request come with a body that was not read to its end?"""
+    headers = req.handler.headers
+    sent = headers.get("Content-Length", "0") != "0" or bool(headers.get("Transfer-Encoding"))
+    return sent and (req.body_reader is None or not req.body_reader.done)
 
 
 DRAIN_LIMIT = 64 * 1024     # an unread body up to this size is read and dropped; a larger one ends the connection

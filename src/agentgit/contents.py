@@ -80,8 +80,13 @@ def raw_file(req, owner, repo, rest):
 
 def raw_answer(data):
     """A file's bytes as GitHub's raw hosts answer them: text as text/plain, the rest as octets."""
-    return 200, data, {"Content-Type": "application/octet-stream" if b"\0" in data[:8000] else
+    return 200, data, {"Content-Type": "application/octet-stream" if looks_binary(data) else
                        "text/plain; charset=utf-8"}
+
+
+def looks_binary(data):
+    """git's own test: a NUL byte in the first 8000 bytes makes a file binary."""
+    return b"\0" in data[:8000]
 
 
 def tree_with(git, tree_id, parts, blob):

@@ -25,6 +25,8 @@ from agentgit.config import __version__
 from agentgit.errors import HTTPError
 from agentgit.tokens import ALL_SCOPES
 from agentgit.plumbing import Request, find_route, route
+from agentgit.contents import looks_binary
+from agentgit.oauth import bearer_challenge
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
 MODERN_VERSIONS = ("2026-07-28",)
@@ -56,9 +58,9 @@ class ToolRequest(Request):
     """A REST call a tool makes for its caller: the route's handler with the caller's principal, the
     tool's arguments as its JSON body and query, on surface mcp."""
 
-    def __init__(self, outer, method, target, body, accept="application/vnd.github+json"):
+    def __init__(self, outer, method, target, body, accept=None):
         headers = http.client.HTTPMessage()
-        headers["Accept"] = accept
+        headers["Accept"] = accept or "application/vnd.github+json"
         self.setup(outer.app, None, method, target, headers, outer.client)
         self.principal, self.surface, self.given = outer.principal, "mcp", body or {}
 
@@ -73,8 +75,7 @@ def rest(outer, method, path, body=None, query=None, accept=None):
     """What the route answers (its JSON, or text), raising its HTTPError as REST would; its allowed
     mutations that reached no transaction are settled and recorded as dispatch does."""
     query = {k: str(v) for k, v in (query or {}).items() if v is not None}
-    req = ToolRequest(outer, method, path + ("?" + urllib.parse.urlencode(query) if query else ""), body,
-                      *([accept] if accept else []))
+    req = ToolRequest(outer, method, path + ("?" + urllib.parse.urlencode(query) if query else ""), body, accept)
     handler, params = find_route(method, req.raw_path)
     error = None
     try:
@@ -110,9 +111,10 @@ def file_contents_tool(req, args):
                  query={"ref": ref})
     if isinstance(found, dict) and found.get("encoding") == "base64":
         data = base64.b64decode(found["content"])
+        binary = looks_binary(data)
         return {"path": found["path"], "sha": found["sha"], "size": found["size"],
-                "content": data.decode("utf-8") if b"\0" not in data[:8000] else None,
-                "content_base64": None if b"\0" not in data[:8000] else found["content"]}
+                "content": None if binary else data.decode("utf-8"), "content_base64": found["content"] if binary
+                else None}
     return found
 
 
@@ -332,8 +334,8 @@ def refusal(req, era, tool, error):
     if error.headers.get("X-Accepted-OAuth-Scopes"):
         needed = sorted(set(req.principal.scopes_header.replace(" ", "").split(",")) - {""} |
                         set(error.headers["X-Accepted-OAuth-Scopes"].replace(" ", "").split(",")))
-        raise HTTPError(403, error.message, headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="%s",'
-                                                     ' resource_metadata="%s"' % (" ".join(needed), metadata_url(req))})
+        raise HTTPError(403, error.message, headers={"WWW-Authenticate": bearer_challenge(
+            req, "insufficient_scope", scope=" ".join(needed))})
     extra = error.extra or {}
     if extra.get("approval_url"):
         page = "%s/approvals#%s" % (req.app.url, extra["approval_id"])
@@ -351,10 +353,6 @@ def refusal(req, era, tool, error):
 
 
 # -- the endpoint -------------------------------------------------------------------------------
-
-def metadata_url(req):
-    return req.app.url + "/.well-known/oauth-protected-resource/mcp"
-
 
 def capabilities():
     return {"tools": {"listChanged": False}}
@@ -456,11 +454,6 @@ def mcp_no_stream(req):
 
 
 mcp_no_stream.surface = "mcp"
-
-
-def bearer_challenge(req, error=None):
-    """RFC 6750's challenge, naming RFC 9728's metadata for /mcp and the scope its tools use."""
-    return 'Bearer%s resource_metadata="%s", scope="repo"' % (' error="%s",' % error if error else "", metadata_url(req))
 
 
 @route("GET", "/.well-known/oauth-protected-resource/mcp")

@@ -12,7 +12,7 @@ from agentgit.plumbing import not_found_message
 from agentgit.lookups import find_repo
 from agentgit.issues import find_issue
 from agentgit.pulls import PullState, find_pull
-from agentgit.contents import file_at, path_at, raw_answer, split_ref
+from agentgit.contents import file_at, looks_binary, path_at, raw_answer, split_ref
 from agentgit.web import html_page, web_route
 
 
@@ -39,7 +39,7 @@ def shown_text(data):
     """Bytes as text for a <pre>, or why they are not shown."""
     if len(data) > MAX_SHOWN_BYTES:
         return None, "%d bytes: too large to show here" % len(data)
-    if b"\0" in data[:8000]:
+    if looks_binary(data):
         return None, "%d bytes of binary data" % len(data)
     return data.decode("utf-8", "replace"), None
 

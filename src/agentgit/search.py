@@ -13,6 +13,7 @@ from agentgit.policy import Resource, SITE
 from agentgit.plumbing import route
 from agentgit.serializers import repo_json, user_json
 from agentgit.issues import issue_json
+from agentgit.contents import looks_binary
 
 
 # -- search -------------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def search_code(req):
                         or not stat.S_ISREG(entry.mode)):
                     continue
                 data = git[entry.sha].data if words else b""
-                if len(data) > CODE_SEARCH_MAX_FILE or b"\0" in data[:8000]:
+                if len(data) > CODE_SEARCH_MAX_FILE or looks_binary(data):
                     continue       # too large, or binary
                 text = data.decode("utf-8", "replace").lower()
                 if not all(word in text for word in words):

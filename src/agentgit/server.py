@@ -31,7 +31,7 @@ from agentgit.authentication import Principal, authenticate
 from agentgit.plumbing import Request, body_length, find_route
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
-from agentgit.mcp_server import bearer_challenge
+from agentgit.oauth import bearer_challenge
 from agentgit.githttp import make_git_engine
 
 
@@ -185,12 +185,10 @@ class App:
             error, outcome = e, "refused: HTTP %d %s" % (e.status, e.message)
             if e.status == 401 and req.surface == "git":
                 e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
-            elif e.status == 401 and req.surface == "mcp":
-                e.headers.setdefault("WWW-Authenticate", bearer_challenge(req, "invalid_token"))
-            elif e.status == 401 and req.surface in ("rest", "graphql"):
-                # RFC 9728 §5.1: where an OAuth client learns how to get a token for the API
-                e.headers.setdefault("WWW-Authenticate", 'Bearer resource_metadata="%s/.well-known/oauth-protected-'
-                                                         'resource"' % self.url)
+            elif e.status == 401 and req.surface in ("rest", "graphql", "mcp"):
+                # RFC 9728 §5.1: where an OAuth client learns how to get a token for the API or /mcp
+                e.headers.setdefault("WWW-Authenticate", bearer_challenge(
+                    req, "invalid_token" if req.surface == "mcp" else None))
         except (ConnectionError, TimeoutError):
             handler.close_connection, outcome = True, "client went away"
         except Exception:
@@ -208,10 +206,8 @@ class App:
             except HeaderInjection:
                 traceback.print_exc(file=sys.stderr)
                 self.respond_error(req, HTTPError(500, "Server Error"))
-        if req.body_reader is None or not req.body_reader.done:
-            # an unread body would be taken for the next request on this connection
-            if handler.headers.get("Content-Length", "0") != "0" or handler.headers.get("Transfer-Encoding"):
-                handler.close_connection = True
+        if body_left(req):      # a streamed answer's body left unread would be taken for the next request
+            handler.close_connection = True
 
     def finish_body(self, req):
         """An answer that did not read the whole body (a refusal before it) leaves the rest unread, which
@@ -219,8 +215,7 @@ class App:
         client's keep-alive connection goes on; after a larger one the connection ends, and the answer
         says so (Connection: close), so no client sends its next request down a closing socket."""
         handler = req.handler
-        if req.body_reader is not None and req.body_reader.done or (
-                handler.headers.get("Content-Length", "0") == "0" and not handler.headers.get("Transfer-Encoding")):
+        if not body_left(req):
             return
         try:
             length = body_length(handler.headers)
@@ -239,9 +234,8 @@ class App:
         wanted = self.url + "/mcp" if req.surface == "mcp" else self.url
         if req.principal.resource is not None and req.principal.resource != wanted:
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
-                            headers={} if req.surface in ("git", "mcp") else {
-                                "WWW-Authenticate": 'Bearer error="invalid_token", error_description="the token\'s'
-                                                    ' audience is %s"' % req.principal.resource})
+                            headers={"WWW-Authenticate": bearer_challenge(
+                                req, "invalid_token", "the token's audience is %s" % req.principal.resource)})
 
     def match(self, req):
         host = (req.headers.get("Host") or "").split(":")[0].lower()
@@ -303,6 +297,13 @@ class App:
                 self.respond(req, error.status, error.body(), error.headers)
         except (OSError, HeaderInjection):
             handler.close_connection = True
+
+
+def body_left(req):
+    """Did the request come with a body that was not read to its end?"""
+    headers = req.handler.headers
+    sent = headers.get("Content-Length", "0") != "0" or bool(headers.get("Transfer-Encoding"))
+    return sent and (req.body_reader is None or not req.body_reader.done)
 
 
 DRAIN_LIMIT = 64 * 1024     # an unread body up to this size is read and dropped; a larger one ends the connection
