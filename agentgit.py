@@ -12996,8 +12996,8 @@ def file_contents_tool(req, args):
         data = base64.b64decode(found["content"])
         binary = looks_binary(data)
         return {"path": found["path"], "sha": found["sha"], "size": found["size"],
-                "content": None if binary else data.decode("utf-8"), "content_base64": found["content"] if binary
-                else None}
+                "content": None if binary else data.decode("utf-8", "replace"),   # latin-1 text too, never a 500
+                "content_base64": found["content"] if binary else None}
     return found
 
 

@@ -49,6 +49,9 @@ def test_a_human_uses_the_tools_in_either_era(server, mode):
             assert [i["title"] for i in listed] == ["From MCP"]
             readme = (await c.call_tool("get_file_contents", {"owner": "alice", "repo": "demo", "path": "README.md"}))
             assert readme.structured_content["content"] == "# demo\n"
+            api(server, "PUT", "/repos/alice/demo/contents/latin1.txt", alice, {"message": "l", "content": "Y2Fm6Q=="})
+            latin = await c.call_tool("get_file_contents", {"owner": "alice", "repo": "demo", "path": "latin1.txt"})
+            assert latin.structured_content["content"] == "caf\ufffd"      # not UTF-8: shown, not a server error
             missing = await c.call_tool("get_issue", {"owner": "alice", "repo": "demo", "issue_number": 9})
             assert missing.is_error and "HTTP 404" in text(missing)
             may = json.loads(text(await c.call_tool("get_permissions", {"owner": "alice", "repo": "demo"})))
