@@ -30,51 +30,53 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
      3. storage            Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
      4. gitstore           Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
      5. tokens             Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     6. accounts           Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-     7. policy             Policy: the action table and decide(), the one policy decision point.
-     8. audit              Audit: the hash-chained log and its verifier.
-     9. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    10. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
-    11. authentication     Authentication: the Principal, and the request credentials it is built from.
-    12. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
-    13. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    14. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
-    15. users              REST: the API root, meta, rate limit and users.
-    16. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    17. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
-    18. issues             REST: issues, comments, labels and milestones.
-    19. sub_issues         REST: sub-issues, github.com's tree of issues.
-    20. pulls              REST: pull requests and their merges.
-    21. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    22. contents           REST: file contents and READMEs, read and written as commits.
-    23. protection         REST: branch protection, commit statuses and check runs.
-    24. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    25. releases           REST: releases, tags and release assets.
-    26. deploy_keys        REST: deploy keys.
-    27. actions            REST: workflow records and their runs (which nothing here executes).
-    28. search             REST: search over repositories, issues, code and accounts.
-    29. orgs               REST: organizations, memberships and teams.
-    30. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
-    31. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    32. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    33. tasks              REST: task grants, task tokens, step-up and approvals.
-    34. freezes            REST: policy as data, and freezes (read-only by policy).
-    35. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    36. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    37. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    38. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    39. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    40. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    41. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    42. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    43. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-    44. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    45. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    46. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    47. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    48. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    49. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    50. cli                Command line: serve, user, agent, connect, routes, audit.
+     6. proofs             Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+     7. accounts           Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+     8. policy             Policy: the action table and decide(), the one policy decision point.
+     9. audit              Audit: the hash-chained log and its verifier.
+    10. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    11. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
+    12. authentication     Authentication: the Principal, and the request credentials it is built from.
+    13. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
+    14. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    15. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
+    16. users              REST: the API root, meta, rate limit and users.
+    17. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
+    18. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
+    19. issues             REST: issues, comments, labels and milestones.
+    20. sub_issues         REST: sub-issues, github.com's tree of issues.
+    21. pulls              REST: pull requests and their merges.
+    22. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    23. contents           REST: file contents and READMEs, read and written as commits.
+    24. protection         REST: branch protection, commit statuses and check runs.
+    25. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    26. releases           REST: releases, tags and release assets.
+    27. deploy_keys        REST: deploy keys.
+    28. actions            REST: workflow records and their runs (which nothing here executes).
+    29. search             REST: search over repositories, issues, code and accounts.
+    30. orgs               REST: organizations, memberships and teams.
+    31. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
+    32. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    33. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    34. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    35. tasks              REST: task grants, task tokens, step-up and approvals.
+    36. freezes            REST: policy as data, and freezes (read-only by policy).
+    37. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    38. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    39. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    40. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    41. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    42. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    43. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    44. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+    45. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    46. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    47. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    48. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    49. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    50. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+    51. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    52. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -88,6 +90,7 @@ import dataclasses
 import datetime
 import errno
 import fcntl
+import fnmatch
 import functools
 import getpass
 import hashlib
@@ -210,6 +213,10 @@ class Config:
     registration_window: int = 600         # seconds
     agent_credentials: str = None          # "bootstrap" or "direct"; None: as the installation last chose
     allow_loopback_client_documents: bool = False   # OAuth client metadata documents from 127.0.0.1 (tests)
+    broker_allow_loopback: bool = False    # broker upstreams on loopback addresses (tests' upstreams)
+    broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
+    dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
+    require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")
@@ -351,11 +358,14 @@ CREATE TABLE IF NOT EXISTS team_repos (
 CREATE TABLE IF NOT EXISTS tokens (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'session', 'switch-session', 'oauth', 'task')),
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'session', 'switch-session', 'oauth', 'task', 'tool')),
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
     audience      TEXT,              -- agent session tokens: JSON list of the repositories they are for, or NULL: any
     resource      TEXT,              -- RFC 8707: the server URL (REST, GraphQL, Git) or its /mcp URL it is for; NULL: both
+    credential_id INTEGER REFERENCES broker_credentials(id) ON DELETE CASCADE,  -- tool tokens: the one credential
+    cnf           TEXT,              -- sender-constrained (version 9): JSON {"x5t#S256": ...} (RFC 8705) or {"jkt": ...} (RFC 9449)
+    runtime       TEXT,              -- the runtime identity (a SPIFFE ID) of the connection that minted it
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
     hash          TEXT NOT NULL UNIQUE,
@@ -774,6 +784,8 @@ CREATE TABLE IF NOT EXISTS broker_credentials (
     base_url    TEXT NOT NULL,
     placement   TEXT NOT NULL,
     sealed      TEXT NOT NULL,
+    access_sealed      TEXT,          -- oauth_refresh: the upstream's current access token, sealed (version 9)
+    access_expires_at  TEXT,
     created_at  TEXT NOT NULL,
     rotated_at  TEXT,
     UNIQUE (owner_id, name)
@@ -950,7 +962,7 @@ CREATE TABLE IF NOT EXISTS settings (
     value  TEXT NOT NULL
 );
 """
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -968,21 +980,18 @@ MIGRATIONS = {
     # they are for; an existing installation keeps its agents' tokens working directly until the
     # operator chooses bootstrap
     6: Migration(
-        [("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR), ("approvals", "context TEXT"),
+        [("tokens", "audience TEXT"), ("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR),
+         ("approvals", "context TEXT"),
          ("approvals", "denied_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
          ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT"), ("audit", "token_kind TEXT"),
          ("audit", "rule TEXT"), ("repos", "forked_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL")],
-        "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;",
+        "",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.repo_id = collaborators.repo_id);"
         " UPDATE team_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.team_id = team_members.team_id);"
         " UPDATE org_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.org_id = org_members.org_id);"
-        " INSERT INTO tokens (id, user_id, kind, issued_by, grant_id, name, scopes, hash, fingerprint, created_at,"
-        " expires_at, revoked_at, last_used_at) SELECT id, user_id, kind, issued_by, grant_id, name, scopes, hash,"
-        " fingerprint, created_at, expires_at, revoked_at, last_used_at FROM tokens_before_v6;"
-        " DROP TABLE tokens_before_v6;"
         " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"
         " UPDATE repos SET forked_by = owner_id WHERE parent_id IS NOT NULL AND forked_by IS NULL AND"
         " owner_id IN (SELECT id FROM accounts WHERE kind != 'org');"),
@@ -1002,6 +1011,13 @@ MIGRATIONS = {
                  " INSERT INTO oauth_apps (id, client_id, secret_hash, name, redirect_uris, owner_id, created_at)"
                  " SELECT id, client_id, secret_hash, name, redirect_uris, owner_id, created_at FROM oauth_apps_before_v8;"
                  " DROP TABLE oauth_apps_before_v8;"),
+    # tool tokens (a new kind, for one credential); tokens bound to a client certificate or a DPoP key,
+    # and the runtime that minted them; an upstream's access token kept for its credential
+    9: Migration([("broker_credentials", "access_sealed TEXT"), ("broker_credentials", "access_expires_at TEXT")],
+                 "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v9;",
+                 "INSERT INTO tokens (%s) SELECT %s FROM tokens_before_v9; DROP TABLE tokens_before_v9;" % ((
+                     "id, user_id, kind, issued_by, grant_id, audience, resource, name, scopes, hash, fingerprint,"
+                     " created_at, expires_at, revoked_at, last_used_at",) * 2)),
 }
 
 
@@ -1354,12 +1370,13 @@ def walk_commits(repo, sha, skip, limit):
 # A token is   <prefix>_<32 hex random><16 hex HMAC-SHA256(server key, prefix_random)>.
 # The MAC lets a forged or altered token be refused before the database is asked; the database holds
 # only sha256(token) and decides expiry and revocation. The prefix tells a reader (and a secret
-# scanner) what kind of token leaked. Later kinds (task, tool) get their own. Agent invites
+# scanner) what kind of token leaked: each kind has its own. Agent invites
 # use the same form (prefix agi) but are kept apart: they are consent material, never credentials.
 
-# "session": an agent session token, the short-lived token of an agent's standing access (r: runtime)
+# "session": an agent session token, the short-lived token of an agent's standing access (r: runtime);
+# "tool": the broker's token for one credential's upstream, under one task (b: broker)
 TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "session": "agr", "switch-session": "ags", "oauth": "ago",
-                  "task": "agt"}
+                  "task": "agt", "tool": "agb"}
 SESSION_TOKEN_SECONDS = 3600
 INVITE_PREFIX = "agi"
 SWITCH_SESSION_HOURS = 12
@@ -1397,15 +1414,18 @@ def token_hash(token):
 
 
 def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None, grant_id=None,
-                audience=None, resource=None):
+                audience=None, resource=None, credential_id=None, cnf=None, runtime=None):
     """Mint a token, store its hash, return (token, row id). The token itself is shown once. ``resource``
-    (RFC 8707) binds it to this server's API or to its MCP endpoint; None: it works on both."""
+    (RFC 8707) binds it to this server's API or to its MCP endpoint; None: it works on both. ``cnf``
+    binds it to its holder's client certificate or DPoP key (it works for that holder only);
+    ``runtime``: the runtime identity that minted it, which a revocation may name."""
     token = mint_token(key, TOKEN_PREFIXES[kind])
     token_id = insert_row(db, "tokens", {
         "user_id": user_id, "kind": kind, "name": name, "scopes": ",".join(scopes), "hash": token_hash(token),
         "fingerprint": token_fingerprint(token), "created_at": now(), "expires_at": expires_at,
         "issued_by": issued_by, "grant_id": grant_id,
-        "audience": json.dumps(sorted(audience)) if audience is not None else None, "resource": resource})
+        "audience": json.dumps(sorted(audience)) if audience is not None else None, "resource": resource,
+        "credential_id": credential_id, "cnf": json.dumps(cnf) if cnf else None, "runtime": runtime})
     return token, token_id
 
 
@@ -1444,7 +1464,249 @@ def revoke(db, where, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 6. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+# 6. src/agentgit/proofs.py — Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+# uses: nothing of the package
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# P-256 (FIPS 186-4 D.1.2.3, SEC 2 secp256r1): y^2 = x^3 - 3x + b over GF(p), base point G of order n
+P256_P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffff
+P256_B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b
+P256_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551
+P256_G = (0x6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296,
+          0x4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5)
+WINDOWS = 32                 # 256-bit scalars as 32 base-256 digits
+KEY_TABLES_KEPT = 64         # tables of the keys seen last (an agent's runtime keeps its key)
+
+
+def b64url_decode(text):
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# -- ES256 verification ---------------------------------------------------------------------------
+
+def on_curve(x, y):
+    return 0 <= x < P256_P and 0 <= y < P256_P and (y * y - x * x * x + 3 * x - P256_B) % P256_P == 0
+
+
+def jacobian_double(X, Y, Z):
+    """2P for P in Jacobian coordinates (dbl-2001-b, a = -3)."""
+    p = P256_P
+    if Z == 0 or Y == 0:
+        return 0, 1, 0
+    delta, gamma = Z * Z % p, Y * Y % p
+    beta, alpha = X * gamma % p, 3 * (X - delta) * (X + delta) % p
+    X3 = (alpha * alpha - 8 * beta) % p
+    Z3 = ((Y + Z) * (Y + Z) - gamma - delta) % p
+    return X3, (alpha * (4 * beta - X3) - 8 * gamma * gamma) % p, Z3
+
+
+def jacobian_add_affine(X1, Y1, Z1, x2, y2):
+    """P + Q for P in Jacobian and Q in affine coordinates (madd-2004-hmv); Z1 = 0 is the point at infinity."""
+    p = P256_P
+    if Z1 == 0:
+        return x2, y2, 1
+    Z1Z1 = Z1 * Z1 % p
+    H = (x2 * Z1Z1 - X1) % p
+    r = (y2 * Z1 * Z1Z1 - Y1) % p
+    if H == 0:
+        return jacobian_double(X1, Y1, Z1) if r == 0 else (0, 1, 0)
+    HH = H * H % p
+    HHH, V = H * HH % p, X1 * HH % p
+    X3 = (r * r - HHH - 2 * V) % p
+    return X3, (r * (V - X3) - Y1 * HHH) % p, Z1 * H % p
+
+
+def to_affine(points):
+    """Jacobian points (none at infinity) to affine ones, with one inversion for all (Montgomery's trick)."""
+    p, running = P256_P, [1]
+    for _, _, Z in points:
+        running.append(running[-1] * Z % p)
+    inverse, out = pow(running[-1], -1, p), [None] * len(points)
+    for i in range(len(points) - 1, -1, -1):
+        X, Y, Z = points[i]
+        z_inv = inverse * running[i] % p
+        inverse = inverse * Z % p
+        zz = z_inv * z_inv % p
+        out[i] = (X * zz % p, Y * zz * z_inv % p)
+    return out
+
+
+def window_table(point):
+    """table[i][d] = d * 256^i * point (affine), for d in 1..255: a scalar's multiple is then the sum of
+    one entry per base-256 digit."""
+    table, base = [], point
+    for _ in range(WINDOWS):
+        multiples = [(base[0], base[1], 1)]
+        for _ in range(254):
+            multiples.append(jacobian_add_affine(*multiples[-1], *base))
+        row = to_affine(multiples)
+        table.append([None] + row)
+        base = to_affine([jacobian_add_affine(*multiples[-1], *base)])[0]     # 256^(i+1) * point
+    return table
+
+
+class KeyTables:
+    """The window tables of G (made on first use, not at start) and of the keys seen last."""
+
+    def __init__(self):
+        self.lock, self.base, self.keys = threading.Lock(), None, collections.OrderedDict()
+
+    def of(self, point):
+        with self.lock:
+            if point == P256_G:
+                if self.base is None:
+                    self.base = window_table(P256_G)
+                return self.base
+            table = self.keys.pop(point, None) or window_table(point)
+            self.keys[point] = table
+            while len(self.keys) > KEY_TABLES_KEPT:
+                self.keys.popitem(last=False)
+            return table
+
+
+TABLES = KeyTables()
+
+
+def es256_valid(x, y, message, signature):
+    """Is ``signature`` (r || s, 64 bytes, as JWS writes ES256) a valid ECDSA P-256 SHA-256 signature of
+    ``message`` by the public key (x, y)? (FIPS 186-4 §6.4.2)"""
+    if len(signature) != 64 or not on_curve(x, y):
+        return False
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    if not (0 < r < P256_N and 0 < s < P256_N):
+        return False
+    e = int.from_bytes(hashlib.sha256(message).digest(), "big")
+    w = pow(s, -1, P256_N)
+    X, Y, Z = 0, 1, 0
+    for scalar, table in ((e * w % P256_N, TABLES.of(P256_G)), (r * w % P256_N, TABLES.of((x, y)))):
+        for i in range(WINDOWS):
+            digit = (scalar >> (8 * i)) & 0xff
+            if digit:
+                X, Y, Z = jacobian_add_affine(X, Y, Z, *table[i][digit])
+    if Z == 0:
+        return False
+    zz = pow(Z, -2, P256_P)
+    return X * zz % P256_P % P256_N == r
+
+
+def ec_public_key(jwk):
+    """(x, y) of a P-256 JWK, checked to be a point of the curve; ValueError otherwise. A JWK with a
+    private part ("d") is refused: a client that sends one has already given its key away."""
+    if not isinstance(jwk, dict) or jwk.get("kty") != "EC" or jwk.get("crv") != "P-256" or "d" in jwk:
+        raise ValueError("an EC public JWK on P-256 (kty EC, crv P-256, x, y; no d)")
+    x, y = (b64url_decode(jwk.get(c)) for c in ("x", "y"))
+    if len(x) != 32 or len(y) != 32 or not on_curve(int.from_bytes(x, "big"), int.from_bytes(y, "big")):
+        raise ValueError("the JWK's x and y are not a point of P-256")
+    return int.from_bytes(x, "big"), int.from_bytes(y, "big")
+
+
+def jwk_thumbprint(jwk):
+    """RFC 7638: base64url(SHA-256) of the key's required members, sorted, without whitespace."""
+    members = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}[jwk["kty"]]
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+def certificate_thumbprint(der):
+    """RFC 8705 §3.1: x5t#S256, base64url(SHA-256) of the DER certificate."""
+    return b64url(hashlib.sha256(der).digest())
+
+
+# -- DPoP proofs (RFC 9449) -----------------------------------------------------------------------
+
+DPOP_MAX_AGE = 300           # seconds a proof is accepted after its iat (and its jti remembered)
+DPOP_CLOCK_SKEW = 60         # seconds a proof's iat may be ahead of this server's clock
+DPOP_MAX_BYTES = 4096
+NONCE_WINDOW = 300           # a server nonce is good for this window and the one after
+
+
+class DPoPError(ValueError):
+    """A proof refused: ``error`` is the RFC's code (invalid_dpop_proof, use_dpop_nonce)."""
+
+    def __init__(self, description, error="invalid_dpop_proof"):
+        super().__init__(description)
+        self.error, self.description = error, description
+
+
+class ReplayCache:
+    """Each (key, jti) is accepted once while its proof could still be accepted."""
+
+    def __init__(self):
+        self.lock, self.seen = threading.Lock(), collections.OrderedDict()
+
+    def first_use(self, name, expires):
+        moment = time.time()
+        with self.lock:
+            while self.seen and next(iter(self.seen.values())) < moment:
+                self.seen.popitem(last=False)
+            if name in self.seen:
+                return False
+            self.seen[name] = expires
+            return True
+
+
+def dpop_nonce(key, window=None):
+    """The server's nonce for a time window: an HMAC, so any thread or restart can check it."""
+    window = int(time.time() // NONCE_WINDOW) if window is None else window
+    return b64url(hmac.new(key, b"dpop nonce %d" % window, hashlib.sha256).digest()[:18])
+
+
+def nonce_valid(key, nonce):
+    window = int(time.time() // NONCE_WINDOW)
+    return isinstance(nonce, str) and any(hmac.compare_digest(dpop_nonce(key, w), nonce) for w in (window, window - 1))
+
+
+def check_dpop_proof(proof, method, url, key, replay, access_token=None, require_nonce=False):
+    """The thumbprint of the key that signed ``proof`` for this request (method, URL without query or
+    fragment, and when a token is presented its hash), once it is checked: typ, alg ES256, a public
+    JWK, a valid signature, fresh iat, a jti not seen before, and the server's nonce where one is
+    required. DPoPError with the RFC's error otherwise."""
+    if not isinstance(proof, str) or len(proof) > DPOP_MAX_BYTES or proof.count(".") != 2:
+        raise DPoPError("the DPoP header is not one compact JWT")
+    header_b64, claims_b64, signature_b64 = proof.split(".")
+    try:
+        header, claims = json.loads(b64url_decode(header_b64)), json.loads(b64url_decode(claims_b64))
+        signature = b64url_decode(signature_b64)
+        assert isinstance(header, dict) and isinstance(claims, dict)
+    except (ValueError, AssertionError, UnicodeDecodeError, RecursionError):
+        raise DPoPError("the DPoP proof is not a JWT of JSON objects")
+    if header.get("typ") != "dpop+jwt" or header.get("alg") != "ES256":
+        raise DPoPError("a DPoP proof has typ dpop+jwt and alg ES256")
+    try:
+        x, y = ec_public_key(header.get("jwk"))
+    except (ValueError, TypeError):
+        raise DPoPError("the DPoP proof's jwk must be a P-256 public key")
+    if not es256_valid(x, y, ("%s.%s" % (header_b64, claims_b64)).encode(), signature):
+        raise DPoPError("the DPoP proof's signature does not verify with its jwk")
+    if claims.get("htm") != method or not isinstance(claims.get("htu"), str) or \
+            claims["htu"].split("?")[0].split("#")[0].rstrip("/") != url.rstrip("/"):
+        raise DPoPError("the DPoP proof is for %s %s, not this request" % (str(claims.get("htm"))[:10],
+                                                                           str(claims.get("htu"))[:200]))
+    iat, moment = claims.get("iat"), time.time()
+    if not isinstance(iat, (int, float)) or isinstance(iat, bool) or not (
+            moment - DPOP_MAX_AGE <= iat <= moment + DPOP_CLOCK_SKEW):
+        raise DPoPError("the DPoP proof's iat is not within %d seconds of this server's clock" % DPOP_MAX_AGE)
+    if access_token is not None and claims.get("ath") != b64url(hashlib.sha256(access_token.encode()).digest()):
+        raise DPoPError("the DPoP proof's ath is not the hash of the access token presented")
+    if require_nonce and not nonce_valid(key, claims.get("nonce")):
+        raise DPoPError("this server requires a DPoP nonce: use the DPoP-Nonce header's", "use_dpop_nonce")
+    thumbprint = jwk_thumbprint(header["jwk"])
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 8 <= len(jti) <= 200:
+        raise DPoPError("the DPoP proof needs a unique jti")
+    if not replay.first_use("%s %s" % (thumbprint, jti), iat + DPOP_MAX_AGE + DPOP_CLOCK_SKEW):
+        raise DPoPError("the DPoP proof was used before (jti %s)" % jti[:40])
+    return thumbprint
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 7. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
 # uses: config, storage, gitstore, tokens
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1650,7 +1912,7 @@ def team_by_slug(store, org_login, slug):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 7. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
+# 8. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
 # uses: config, accounts
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1744,6 +2006,9 @@ ACTIONS = {
     "grant_task":         Action("account", "admin", humans_only=True),
     "manage_credentials": Action("account", "admin", humans_only=True),     # the broker's vault: never an agent's
     "read_credentials":   Action("account", "admin", mutation=False, humans_only=True),
+    # the broker: a task token asks for a tool token for one credential; the tool token calls its upstream
+    "use_credential":     Action("credential", "admin", token_kinds=("task",)),
+    "call_api":           Action("credential", "admin", token_kinds=("tool",)),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
     "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
@@ -1776,6 +2041,11 @@ class Resource:
     @staticmethod
     def team(row, org_login):
         return Resource("team", row, "team:%s/%s" % (org_login, row["slug"]))
+
+    @staticmethod
+    def credential(row, owner):
+        """A broker credential; ``owner`` is its accounts row (whose permission is the credential's)."""
+        return Resource("credential", dict(row, owner=owner), "credential:%s/%s" % (owner["login"], row["name"]))
 
 
 SITE = Resource("site", None, "site")
@@ -1889,9 +2159,13 @@ def bound_human_id(store, agent_id):
 
 
 def permission_on(store, user, resource):
-    """(level, how) for any resource kind."""
+    """(level, how) for any resource kind. A credential is its owner's: the human herself, or an
+    organization's admins, may use it."""
     if resource.kind == "repo":
         return repo_permission(store, user, resource.row)
+    if resource.kind == "credential":
+        level, how = permission_on(store, user, Resource.account(resource.row["owner"]))
+        return level, "%s of %s" % (how, resource.row["owner"]["login"])
     if user is None:
         return "none", "anonymous"
     if user["site_admin"]:
@@ -2018,6 +2292,8 @@ def approval_subject(action, context):
         return "%s on %s" % (context["workflow"], context.get("ref"))
     if context.get("secret"):
         return "secret %s" % context["secret"]
+    if context.get("upstream"):
+        return "calls to %s" % context["upstream"]
     if context.get("ref") and context.get("sha"):
         return "%s at %s" % (context["ref"], context["sha"])
     return context.get("ref") or ""
@@ -2034,6 +2310,11 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if resource.name not in grant["resources"]:
         return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind == "repo")
     needed = action if spec.mutation or spec.sensitive else "read_code"
+    if resource.kind == "credential":
+        needed = "call_api"          # a grant names calls; a tool token for them is asked for first
+        outside = outside_allowlist(grant["constraints"].get("network_allowlist", []), context.get("upstream", ""))
+        if outside:
+            return deny("task grant %s: %s" % (gid, outside))
     reserved = grant["constraints"].get("requires_approval", [])
     ref = context.get("ref") or ""
     if action in REF_ACTIONS and not ref and set(REF_ACTIONS) & (grant["actions"] | set(reserved)):
@@ -2065,6 +2346,52 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if prefix and action in REF_ACTIONS and not ref.startswith("refs/heads/" + prefix):
         return deny("task grant %s allows pushes to branches under %s only, not %s" % (gid, prefix, ref))
     return None
+
+
+def allowlist_entry(entry):
+    """(scheme, host pattern, port) of a network_allowlist entry: host (https, 443), host:port, a
+    leading *. for any subdomain, and http:// spelled out for a plain-HTTP upstream."""
+    scheme, _, rest = entry.rpartition("://") if "://" in entry else ("https", "", entry)
+    host, _, port = rest.partition(":")
+    return scheme, host.lower(), int(port) if port.isdigit() else {"https": 443, "http": 80}.get(scheme)
+
+
+def outside_allowlist(allowlist, url):
+    """Why ``url`` is outside a grant's network_allowlist (scheme, host and port must match one
+    entry), or None when it is inside."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or {"https": 443, "http": 80}.get(
+            parts.scheme))
+    except ValueError:
+        return "%s is not a URL" % url[:200]
+    for scheme, host, port in map(allowlist_entry, allowlist):
+        if (scheme, port) == (origin[0], origin[2]) and (host == origin[1] or host.startswith("*.") and
+                                                         origin[1].endswith(host[1:])):
+            return None
+    return "%s://%s:%s is not in its network_allowlist (%s)" % (origin + (", ".join(allowlist) or "empty",))
+
+
+def binding_refusal(q, constraints, minting):
+    """A grant's runtime and sender constraints: its tokens are minted and used only by a runtime
+    whose certificate names an allowed identity, and (sender_constrained) minted only bound to the
+    holder's certificate or DPoP key."""
+    principal, grant_id = q.principal, principal_grant_id(q)
+    runtimes = constraints.get("runtime")
+    if runtimes and not any(fnmatch.fnmatchcase(principal.runtime_id or "", pattern) for pattern in runtimes):
+        return q.deny("task grant %s is for runtimes %s; this connection presents %s" % (
+            grant_id, ", ".join(runtimes), principal.runtime_id or "no runtime identity (no client certificate)"))
+    if minting and not principal.confirmation() and (constraints.get("sender_constrained") or
+                                                     q.context.get("site_requires_binding")):
+        return q.deny("%s tokens are sender-constrained only: present a client certificate (mTLS, RFC 8705) or a "
+                      "DPoP proof (RFC 9449) when minting" % ("task grant %s's" % grant_id if constraints.get(
+                          "sender_constrained") else "this site's task and tool"))
+    return None
+
+
+def principal_grant_id(q):
+    grant = q.principal.grant or q.context.get("grant")
+    return grant["public_id"] if grant is not None else "?"
 
 
 def freeze_of(store, resource):
@@ -2128,10 +2455,15 @@ def rule_standing(q):
 
 
 def rule_task_grant(q):
-    dead = q.context.get("grant")
-    if dead is not None and (dead["revoked_at"] or dead["expires_at"] <= now()):
-        return q.deny("task grant %s is %s" % (dead["public_id"], "revoked" if dead["revoked_at"] else "expired"))
-    if q.principal.grant is not None:
+    minted = q.context.get("grant")      # a grant a token is about to be minted under
+    if minted is not None and (minted["revoked_at"] or minted["expires_at"] <= now()):
+        return q.deny("task grant %s is %s" % (minted["public_id"], "revoked" if minted["revoked_at"] else "expired"))
+    held = q.principal.grant
+    constraints = held["constraints"] if held is not None else json.loads(minted["constraints"]) if minted else {}
+    refusal = binding_refusal(q, constraints, minted is not None or q.action == "use_credential")
+    if refusal is not None:
+        return refusal
+    if held is not None:
         verdict = task_grant_refusal(q.store, q.principal.grant, q.action, q.spec, q.resource, q.context, q.user)
         if verdict is not None and not verdict.allowed:
             return verdict
@@ -2159,7 +2491,7 @@ def rule_humans_only(q):
 def rule_permission(q):
     spec, user, resource, login = q.spec, q.user, q.resource, q.holder
     q.level, q.how = permission_on(q.store, q.authority, resource)
-    if resource.kind == "repo" and RANK[q.level] < RANK["read"]:
+    if resource.kind in ("repo", "credential") and RANK[q.level] < RANK["read"]:
         return q.deny("%s cannot see %s (%s)" % (login, resource.name, q.how), hidden=True)
     if user is None and (spec.humans_only or spec.mutation and not spec.anonymous):
         return q.deny("%s requires authentication" % q.action)
@@ -2176,6 +2508,10 @@ def rule_permission(q):
 
 def rule_agent_credentials(q):
     principal, resource = q.principal, q.resource
+    if principal.credential_id is not None and not (resource.kind == "credential" and
+                                                    resource.row["id"] == principal.credential_id):
+        return q.deny("this tool token is for one other credential; ask the broker for a tool token for %s" %
+                      resource.name)
     if principal.audience is not None and resource.kind == "repo" and resource.name not in principal.audience:
         return q.deny("this agent session token is for %s, not %s" % (", ".join(sorted(principal.audience)),
                                                                      resource.name), hidden=True)
@@ -2281,9 +2617,11 @@ POLICY_RULES = (
     PolicyRule("a suspended or retired account may do nothing, nor a task token whose delegator is suspended; "
                "an action that needs a certain kind of token (consent needs the agent's own) refuses others",
                rule_standing),
-    PolicyRule("nothing is minted or approved under a revoked or expired task grant, and a task token does "
-               "only what its grant names, within its constraints, needing a human's approval where the "
-               "grant says so", rule_task_grant),
+    PolicyRule("nothing is minted or approved under a revoked or expired task grant; a grant's tokens are minted "
+               "and used only by the runtimes it names, and minted only sender-constrained where it (or the site) "
+               "says so; a task token does only what its grant names, within its constraints (branch prefix, the "
+               "network allowlist for the broker's upstreams), needing a human's approval where the grant says so",
+               rule_task_grant),
     PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
     PolicyRule("some actions are for humans only", rule_humans_only),
     PolicyRule("the permission held on the resource must reach the action's level: the principal's own, or "
@@ -2294,7 +2632,7 @@ POLICY_RULES = (
     PolicyRule("an agent's own long-lived token is a bootstrap credential (unless the installation chose "
                "direct): it acts on the agent's own account and repositories and reads what is public, and is "
                "traded for a short-lived token for the rest; an agent session token acts on the repositories it "
-               "was minted for only", rule_agent_credentials),
+               "was minted for only, and a tool token on its one credential", rule_agent_credentials),
     PolicyRule("the token must carry the scope the action needs, and every scope that an action creating a "
                "credential or delegating access would confer (a web session holds them all)", rule_scope),
     PolicyRule("a repository or organization frozen by policy, and an archived repository, are read-only: "
@@ -2336,7 +2674,7 @@ def decide(store, principal, action, resource, context=None):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 8. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
+# 9. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2458,7 +2796,7 @@ def audit_json(row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 9. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+# 10. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2506,7 +2844,7 @@ def give_back_approval(db, approval_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 10. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
+# 11. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
 # uses: config, storage, gitstore, audit, approvals
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2576,8 +2914,8 @@ def reconcile_intents(app):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 11. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
-# uses: config, errors, tokens, accounts, policy
+# 12. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
+# uses: config, errors, tokens, proofs, accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 @dataclasses.dataclass
@@ -2599,6 +2937,15 @@ class Principal:
     operator: bool = False              # the CLI: whoever can read the data directory
     stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
     resource: str = None                # RFC 8707: the one resource the token is for (its audience); None: any
+    runtime_id: str = None              # the runtime identity its client certificate proves (a SPIFFE ID)
+    certificate: str = None             # x5t#S256 of the client certificate this connection presented
+    dpop_key: str = None                # the thumbprint of the key of this request's valid DPoP proof
+    credential_id: int = None           # a tool token: the one credential it is for
+
+    def confirmation(self):
+        """What a token minted for this principal now is bound to (RFC 8705 / RFC 9449 cnf), or None."""
+        cnf = {"x5t#S256": self.certificate, "jkt": self.dpop_key}
+        return {k: v for k, v in cnf.items() if v} or None
 
     @property
     def login(self):
@@ -2616,11 +2963,11 @@ class Principal:
 
 
 def credentials_from_header(value):
-    """The token in an Authorization header: 'token X', 'Bearer X', or Basic with the token as password
+    """The token in an Authorization header: 'token X', 'Bearer X', 'DPoP X' (RFC 9449), or Basic with the token as password
     (or as username, as some clients send it with an empty or 'x-oauth-basic' password)."""
     scheme, _, rest = (value or "").strip().partition(" ")
     scheme, rest = scheme.lower(), rest.strip()
-    if scheme in ("token", "bearer"):
+    if scheme in ("token", "bearer", "dpop"):
         return rest
     if scheme == "basic":
         try:
@@ -2631,7 +2978,54 @@ def credentials_from_header(value):
     return ""
 
 
-def authenticate(app, headers, client_address, peer_cert=None):
+@dataclasses.dataclass
+class Presented:
+    """What a request presents besides its token: the connection's client certificate (verified
+    against the operator's client CA), and a DPoP proof, with the method and URL it must be for."""
+    method: str = ""
+    url: str = ""                       # the request's URL without its query: a DPoP proof's htu
+    certificate: str = None             # x5t#S256 of the client certificate
+    runtime_id: str = None              # the certificate's URI SAN: the runtime's identity
+    dpop: str = None                    # the DPoP header
+
+
+def dpop_refusal(app, description, error="invalid_dpop_proof"):
+    """RFC 9449 §7.1: 401 with a DPoP challenge (and, for use_dpop_nonce, the nonce to use)."""
+    headers = {"WWW-Authenticate": 'DPoP error="%s", error_description="%s", algs="ES256"' % (
+        error, description.replace('"', "'"))}
+    if error == "use_dpop_nonce":
+        headers["DPoP-Nonce"] = dpop_nonce(app.key)
+    return HTTPError(401, "Bad credentials: %s" % description, headers=headers)
+
+
+def check_presented(app, principal, presented, scheme, token, cnf):
+    """The sender constraints of a request: a DPoP proof (when sent) verified, and a bound token
+    presented by its holder only: over a connection with its certificate, with a proof by its key."""
+    principal.certificate, principal.runtime_id = presented.certificate, presented.runtime_id
+    if presented.runtime_id:
+        principal.runtime = "%s %s" % (principal.runtime, presented.runtime_id)
+    if presented.dpop is not None:
+        try:
+            principal.dpop_key = check_dpop_proof(presented.dpop, presented.method, presented.url, app.key,
+                                                  app.dpop_replay, token if scheme == "dpop" else None,
+                                                  app.config.dpop_nonce)
+        except DPoPError as error:
+            raise dpop_refusal(app, error.description, error.error)
+    if cnf is None:
+        if scheme == "dpop":
+            raise dpop_refusal(app, "this token is not DPoP-bound; send it as a Bearer token", "invalid_token")
+        return
+    if cnf.get("x5t#S256") and cnf["x5t#S256"] != presented.certificate:
+        raise HTTPError(401, "Bad credentials: this token is bound to a client certificate this connection did not "
+                             "present", headers={"WWW-Authenticate": 'Bearer error="invalid_token", '
+                                                 'error_description="certificate-bound token (RFC 8705)"'})
+    if cnf.get("jkt") and (scheme != "dpop" or principal.dpop_key != cnf["jkt"]):
+        raise dpop_refusal(app, "this token is DPoP-bound: send it as Authorization: DPoP with a proof by its key"
+                           if scheme != "dpop" or principal.dpop_key is None else
+                           "the DPoP proof is signed by another key than the token is bound to", "invalid_token")
+
+
+def authenticate(app, headers, client_address, peer_cert=None, presented=None):
     """Build the Principal for a request; raise 401 'Bad credentials' for any token that is not live.
 
     An embedding program's authenticator runs first and wins: it vouches for a human identity
@@ -2648,7 +3042,9 @@ def authenticate(app, headers, client_address, peer_cert=None):
                              runtime="%s %s:%s" % (client_address, identity["provider"], identity["subject"]))
     header = headers.get("Authorization")
     if not header:
-        return Principal(runtime=runtime)
+        principal = Principal(runtime=runtime)
+        check_presented(app, principal, presented or Presented(), "", None, None)
+        return principal
     token = credentials_from_header(header)
     row = verify_token(app.store, app.key, token) if token else None
     if row is None:
@@ -2657,7 +3053,10 @@ def authenticate(app, headers, client_address, peer_cert=None):
     granted = [s for s in row["scopes"].split(",") if s]
     user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
     principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
-                          scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime)
+                          scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime,
+                          credential_id=row["credential_id"])
+    check_presented(app, principal, presented or Presented(), header.strip().partition(" ")[0].lower(), token,
+                    json.loads(row["cnf"]) if row["cnf"] else None)
     if user["totp_secret"] or row["kind"] == "switch-session":      # a switch session steps up with its human's
         principal.stepped_up_at = app.store.cached(("step-up", row["id"]), lambda: (app.store.one(
             "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])
@@ -2667,7 +3066,7 @@ def authenticate(app, headers, client_address, peer_cert=None):
     if row["audience"] is not None:
         principal.audience = frozenset(json.loads(row["audience"]))
     principal.resource = row["resource"]
-    if row["kind"] == "task":
+    if row["kind"] in ("task", "tool"):
         grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
         if grant is None:
             raise HTTPError(401, "Bad credentials")
@@ -2728,7 +3127,7 @@ def human_for_identity(app, identity):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 12. src/agentgit/plumbing.py — HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
+# 13. src/agentgit/plumbing.py — HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
 # uses: config, errors, policy, gitstore, audit, approvals, intents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2943,6 +3342,7 @@ class Request:
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
         self.session = None        # web pages: the signed-in session row
         self.audit_id = None       # the last audit row this request wrote (X-Agentgit-Audit-Id)
+        self.presented = None      # the client certificate and DPoP proof it came with (authentication.Presented)
 
     # -- input ----------------------------------------------------------------------------------
     def body(self, limit):
@@ -3105,7 +3505,7 @@ class Request:
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 14. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3304,7 +3704,7 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 15. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3356,7 +3756,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 16. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3443,7 +3843,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 17. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3889,7 +4289,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# 18. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4156,7 +4556,7 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 19. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4844,7 +5244,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# 20. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, plumbing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4974,7 +5374,7 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 21. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, plumbing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5454,7 +5854,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 22. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, errors, accounts, plumbing, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5742,7 +6142,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 23. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5984,7 +6384,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 24. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6240,7 +6640,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 25. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6583,7 +6983,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 26. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6916,7 +7316,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 27. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, plumbing, issues, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6993,7 +7393,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 28. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7200,7 +7600,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 29. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, plumbing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7407,7 +7807,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 30. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7755,7 +8155,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 31. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, accounts, policy, plumbing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8264,7 +8664,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 32. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8423,7 +8823,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 33. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8851,8 +9251,216 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
-# uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, pulls
+# 34. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# uses: config, errors, storage, accounts, policy, plumbing, lookups
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+SEAL_VERSION = b"agentgit-seal-v1"
+NONCE_BYTES, TAG_BYTES = 16, 32
+CREDENTIAL_KINDS = ("api_key", "basic", "oauth_refresh")
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+MAX_SECRET_BYTES = 16 * 1024
+
+
+def seal_keys(key, purpose):
+    return (hmac.new(key, b"seal encrypt " + purpose, hashlib.sha256).digest(),
+            hmac.new(key, b"seal authenticate " + purpose, hashlib.sha256).digest())
+
+
+def keystream(key, nonce, length):
+    blocks = (length + 31) // 32
+    return b"".join(hmac.new(key, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest() for i in range(blocks))[:length]
+
+
+def seal(key, purpose, plaintext, associated):
+    """``plaintext`` (bytes) sealed for ``purpose`` and bound to ``associated``: an ASCII token."""
+    encrypt, authenticate = seal_keys(key, purpose)
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    ciphertext = bytes(a ^ b for a, b in zip(plaintext, keystream(encrypt, nonce, len(plaintext))))
+    tag = hmac.new(authenticate, seal_input(associated, nonce, ciphertext), hashlib.sha256).digest()
+    return "v1." + base64.urlsafe_b64encode(nonce + ciphertext + tag).decode()
+
+
+def seal_input(associated, nonce, ciphertext):
+    return SEAL_VERSION + len(associated).to_bytes(4, "big") + associated + nonce + ciphertext
+
+
+def unseal(key, purpose, sealed, associated):
+    """The plaintext of what ``seal`` made with the same purpose and associated data; ValueError for
+    anything altered, truncated, moved to another binding or sealed under another key."""
+    try:
+        assert sealed.startswith("v1.")
+        raw = base64.urlsafe_b64decode(sealed[3:])
+    except (AssertionError, ValueError, AttributeError):
+        raise ValueError("not a sealed value")
+    if len(raw) < NONCE_BYTES + TAG_BYTES:
+        raise ValueError("not a sealed value")
+    nonce, ciphertext, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-TAG_BYTES], raw[-TAG_BYTES:]
+    encrypt, authenticate = seal_keys(key, purpose)
+    if not hmac.compare_digest(tag, hmac.new(authenticate, seal_input(associated, nonce, ciphertext),
+                                             hashlib.sha256).digest()):
+        raise ValueError("the sealed value does not authenticate")
+    return bytes(a ^ b for a, b in zip(ciphertext, keystream(encrypt, nonce, len(ciphertext))))
+
+
+# -- credentials --------------------------------------------------------------------------------
+
+def binding(row):
+    """What a credential's sealed secret is bound to: it opens in its own row only."""
+    return ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
+
+
+def credential_by_name(store, name):
+    """(row, owner row) of credential:OWNER/NAME (or its bc_ id), or (None, None)."""
+    name = name[len("credential:"):] if isinstance(name, str) and name.startswith("credential:") else name
+    if not isinstance(name, str):
+        return None, None
+    if name.startswith("bc_"):
+        row = store.one("SELECT * FROM broker_credentials WHERE public_id = ?", name)
+    else:
+        owner_login, _, credential_name = name.partition("/")
+        owner = account_by_login(store, owner_login)
+        row = store.one("SELECT * FROM broker_credentials WHERE owner_id = ? AND name = ?", owner["id"],
+                        credential_name) if owner is not None else None
+    return (row, account_by_id(store, row["owner_id"])) if row is not None else (None, None)
+
+
+def credential_json(app, row):
+    """Everything about a credential but its secret."""
+    owner = account_by_id(app.store, row["owner_id"])
+    return {"id": row["public_id"], "name": row["name"], "kind": row["kind"], "base_url": row["base_url"],
+            "owner": ("org:" if owner["kind"] == "org" else "user:") + owner["login"],
+            "placement": json.loads(row["placement"]), "created_at": row["created_at"],
+            "rotated_at": row["rotated_at"], "secret": "(sealed; never shown)"}
+
+
+def credential_owner(req, owner):
+    """The account a credential belongs to (user:login or org:login, default the caller), once the
+    caller may manage its credentials: herself, or an organization she administers. Agents never."""
+    user = signed_in(req)
+    kind, _, login = (owner or "user:" + user["login"]).partition(":")
+    row = account_by_login(req.app.store, login) if kind in ("user", "org") else None
+    if row is not None:
+        req.authorize("manage_credentials", Resource.account(row))     # an agent is refused here, whoever it names
+    if row is None or (kind == "org") != (row["kind"] == "org") or row["kind"] == "agent":
+        raise invalid("Credential", "owner", message="owner is user:LOGIN (you) or org:LOGIN (an organization you "
+                                                     "administer)")
+    return row
+
+
+def upstream_url(text):
+    """An upstream's base URL: https (or http, for loopback upstreams the operator allows), no
+    credentials, query or fragment in it."""
+    parts = urllib.parse.urlsplit(text) if isinstance(text, str) and visible_ascii(text) and len(text) <= 500 else None
+    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname or parts.username or \
+            parts.password or parts.query or parts.fragment:
+        raise invalid("Credential", "base_url", message="base_url is an http(s) URL with no user, query or fragment")
+    return text.rstrip("/")
+
+
+def credential_secret(req, body, kind):
+    """(placement shown to the owner, secret parts to seal) for ``kind``, checked."""
+    def text(name, required=True):
+        value = req.field(body, name, str, "Credential", required=required)
+        if value is not None and len(value.encode()) > MAX_SECRET_BYTES:
+            raise invalid("Credential", name, message="%s is at most %d bytes" % (name, MAX_SECRET_BYTES))
+        return value
+    if kind == "api_key":
+        header, query = req.field(body, "header", str, "Credential"), req.field(body, "query_parameter", str,
+                                                                                "Credential")
+        if (header is None) == (query is None) or not HEADER_NAME_RE.fullmatch(header or query):
+            raise invalid("Credential", "header", message="an API key goes in one header or one query parameter "
+                                                          "(letters, digits and -)")
+        return {"header": header} if header else {"query_parameter": query}, {"value": text("value")}
+    if kind == "basic":
+        return {"username": text("username")}, {"password": text("password")}
+    token_endpoint = upstream_url(req.field(body, "token_endpoint", str, "Credential", required=True))
+    return ({"client_id": text("client_id"), "token_endpoint": token_endpoint, "scope": text("scope", False)},
+            {"client_secret": text("client_secret", False), "refresh_token": text("refresh_token")})
+
+
+@route("POST", "/api/ext/v1/broker/credentials")
+def create_credential(req):
+    """Store a credential for one upstream, for the caller or an organization she administers; its
+    secret is sealed at once and never shown again."""
+    body = req.json()
+    owner = credential_owner(req, req.field(body, "owner", str, "Credential"))
+    name = req.field(body, "name", str, "Credential", required=True)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise invalid("Credential", "name", message="a name is letters, digits, _ . and -, at most 64")
+    kind = req.field(body, "kind", str, "Credential", required=True)
+    if kind not in CREDENTIAL_KINDS:
+        raise invalid("Credential", "kind", message="kind is api_key, basic or oauth_refresh")
+    base_url = upstream_url(req.field(body, "base_url", str, "Credential", required=True))
+    placement, secret = credential_secret(req, body, kind)
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM broker_credentials WHERE owner_id = ? AND name = ?", (owner["id"], name)).fetchone():
+            raise invalid("Credential", "name", "already_exists", "%s already has a credential %s" % (owner["login"],
+                                                                                                     name))
+        row = {"public_id": "bc_" + secrets.token_hex(8), "owner_id": owner["id"], "name": name, "kind": kind,
+               "base_url": base_url, "placement": json.dumps(placement), "created_at": now()}
+        row["sealed"] = seal(req.app.key, b"broker credential", json.dumps(secret).encode(), binding(row))
+        insert_row(db, "broker_credentials", row)
+        req.effect("stored credential %s (%s for %s), sealed" % (row["public_id"], kind, base_url))
+    return 201, credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE public_id = ?",
+                                                           row["public_id"]))
+
+
+def find_credential(req, credential_id, action):
+    """A credential the caller may manage; 404 for one she may not (or that does not exist)."""
+    signed_in(req)
+    row = req.app.store.one("SELECT * FROM broker_credentials WHERE public_id = ?", credential_id)
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    owner = account_by_id(req.app.store, row["owner_id"])
+    if not req.can(action, Resource.account(owner)):
+        raise HTTPError(404, "Not Found")          # not even that it exists, to anyone else (an agent too)
+    req.authorize(action, Resource.account(owner))
+    return row
+
+
+@route("GET", "/api/ext/v1/broker/credentials")
+def list_credentials(req):
+    """The credentials of the caller and of the organizations she administers; never a secret."""
+    user = signed_in(req)
+    req.check("read_credentials", Resource.account(user))
+    rows = [r for r in req.app.store.all("SELECT * FROM broker_credentials ORDER BY id")
+            if req.can("read_credentials", Resource.account(account_by_id(req.app.store, r["owner_id"])))]
+    return [credential_json(req.app, r) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/ext/v1/broker/credentials/{credential_id}")
+def get_credential(req, credential_id):
+    """One credential, without its secret, to its owner (or the organization's admins)."""
+    return credential_json(req.app, find_credential(req, credential_id, "read_credentials"))
+
+
+@route("PUT", "/api/ext/v1/broker/credentials/{credential_id}/secret")
+def rotate_credential(req, credential_id):
+    """A new secret for the same credential (its kind's fields, as at creation), sealed anew."""
+    row = find_credential(req, credential_id, "manage_credentials")
+    placement, secret = credential_secret(req, req.json(), row["kind"])
+    with req.transaction() as db:
+        db.execute("UPDATE broker_credentials SET placement = ?, sealed = ?, rotated_at = ? WHERE id = ?",
+                   (json.dumps(placement), seal(req.app.key, b"broker credential", json.dumps(secret).encode(),
+                                                binding(row)), now(), row["id"]))
+        req.effect("rotated credential %s" % row["public_id"])
+    return credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"]))
+
+
+@route("DELETE", "/api/ext/v1/broker/credentials/{credential_id}")
+def delete_credential(req, credential_id):
+    """The credential and its sealed secret, gone."""
+    row = find_credential(req, credential_id, "manage_credentials")
+    with req.transaction() as db:
+        db.execute("DELETE FROM broker_credentials WHERE id = ?", (row["id"],))
+        req.effect("deleted credential %s" % row["public_id"])
+    return 204, None
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 35. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- task grants and task tokens --------------------------------------------------------------------
@@ -8861,7 +9469,13 @@ def agent_activity(req, login):
 
 TASK_TOKEN_SECONDS, TASK_GRANT_MAX_SECONDS = 3600, 30 * 86400
 TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo" and not spec.humans_only)
-TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "requires_approval")
+# what a grant may name: actions on its repositories, and calls through the broker with its credentials
+# (asking for a tool token, use_credential, is what requires_approval may reserve for a human's yes)
+GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS + ("call_api", "use_credential")
+TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "requires_approval", "runtime",
+                    "sender_constrained")
+ALLOWLIST_ENTRY_RE = re.compile(r"(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?")
+RUNTIME_RE = re.compile(r"spiffe://[A-Za-z0-9.*_/-]{1,500}")
 
 
 def grant_json(app, row):
@@ -8893,12 +9507,13 @@ def create_task_grant(req):
         raise invalid("TaskGrant", "delegator", "invalid", "the delegator is the human who makes the grant")
     if not re.fullmatch(r"task:[\w./-]{1,100}", task):
         raise invalid("TaskGrant", "task", message="task names look like task:fix-payment-bug")
-    if not resources or not all(isinstance(r, str) and r.startswith("repo:") for r in resources):
-        raise invalid("TaskGrant", "resources", message="resources are repositories: repo:owner/name")
-    unknown = [a for a in actions if a not in TASK_ACTIONS]
+    if not resources or not all(isinstance(r, str) and r.startswith(("repo:", "credential:")) for r in resources):
+        raise invalid("TaskGrant", "resources", message="resources are repositories (repo:owner/name) and broker "
+                                                        "credentials (credential:owner/name)")
+    unknown = [a for a in actions if a not in GRANT_ACTIONS]
     approval = constraints.get("requires_approval", [])
-    if not actions or unknown or not isinstance(approval, list) or any(a not in TASK_ACTIONS for a in approval):
-        raise invalid("TaskGrant", "actions", message="actions are from %s" % ", ".join(TASK_ACTIONS))
+    if not actions or unknown or not isinstance(approval, list) or any(a not in APPROVABLE_ACTIONS for a in approval):
+        raise invalid("TaskGrant", "actions", message="actions are from %s" % ", ".join(GRANT_ACTIONS))
     try:
         expires = parse_time(constraints.get("expires_at") or from_now(86400))
     except (ValueError, AttributeError):
@@ -8909,10 +9524,7 @@ def create_task_grant(req):
     prefix = constraints.get("branch_prefix")
     if prefix is not None and (not isinstance(prefix, str) or ".." in prefix or not prefix.strip()):
         raise invalid("TaskGrant", "constraints", message="branch_prefix must be a branch name prefix")
-    hosts = constraints.get("network_allowlist", [])
-    if not isinstance(hosts, list) or not all(isinstance(h, str) and re.fullmatch(r"[\w.*:-]{1,255}", h)
-                                              for h in hosts):
-        raise invalid("TaskGrant", "constraints", message="network_allowlist is a list of host names")
+    check_network_constraints(constraints)
     unknown = sorted(set(constraints) - set(TASK_CONSTRAINTS))
     if unknown:      # a misspelt constraint would otherwise constrain nothing, silently
         raise invalid("TaskGrant", "constraints", message="unknown constraint %s; constraints are %s" % (
@@ -8920,19 +9532,25 @@ def create_task_grant(req):
     agent = find_account(req, agent_login, kinds=("agent",))
     # first, whether this token may delegate repository access at all (a refusal is audited)
     req.check("grant_task", Resource.account(human), confers=("repo",))
-    rows = []
+    rows, credentials = [], []
     for name in resources:
+        if name.startswith("credential:"):
+            credentials.append(granted_credential(req, human, name))
+            continue
         row = repo_by_full_name(req.app.store, name[len("repo:"):])
         if row is None or not req.can("read_code", Resource.repo(row)):
             raise invalid("TaskGrant", "resources", "invalid", "%s is not a repository you can see" % name)
         rows.append(row)
     authorize_grant(req, agent, rows)
-    for row in rows:
-        for action in actions:
-            decision = decide(req.app.store, Principal(user=human), action, Resource.repo(row))
-            if not decision.allowed:
-                req.app.audit(req.principal, req.surface, dataclasses.replace(decision, action="grant_task"))
-                raise HTTPError(403, "No escalation: %s" % decision.reasons[0])
+    refusals = [decide(req.app.store, Principal(user=human), action, Resource.repo(row)) for row in rows
+                for action in actions if action != "call_api"]
+    refusals += [Decision("deny", "grant_task", c.name, ["%s may not use %s: its owner (or its organization's admins) "
+                                                         "may" % (human["login"], c.name)])
+                 for c in credentials if permission_on(req.app.store, human, c)[0] != "admin"]
+    refusal = next((d for d in refusals if not d.allowed), None)
+    if refusal is not None:
+        req.app.audit(req.principal, req.surface, dataclasses.replace(refusal, action="grant_task"))
+        raise HTTPError(403, "No escalation: %s" % refusal.reasons[0])
     public_id = "tg_" + secrets.token_hex(8)
     with req.transaction() as db:
         grant_id = insert_row(db, "task_grants", {
@@ -8942,6 +9560,29 @@ def create_task_grant(req):
             "created_at": now(), "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
         req.effect("task grant %s for %s: %s on %s" % (public_id, agent["login"], ",".join(actions), ",".join(resources)))
     return 201, grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
+
+
+def check_network_constraints(constraints):
+    """network_allowlist: [scheme://]host[:port] entries (a leading *. for subdomains); runtime: SPIFFE
+    IDs (* for any part); sender_constrained: a boolean."""
+    hosts = constraints.get("network_allowlist", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts):
+        raise invalid("TaskGrant", "constraints", message="network_allowlist is a list of hosts: host, host:port, "
+                                                          "*.domain, or http://host:port for plain HTTP")
+    runtimes = constraints.get("runtime", [])
+    if not isinstance(runtimes, list) or not all(isinstance(r, str) and RUNTIME_RE.fullmatch(r) for r in runtimes):
+        raise invalid("TaskGrant", "constraints", message="constraints.runtime is a list of SPIFFE IDs "
+                                                          "(spiffe://trust-domain/path, * for any part)")
+    if not isinstance(constraints.get("sender_constrained", False), bool):
+        raise invalid("TaskGrant", "constraints", message="constraints.sender_constrained is a boolean")
+
+
+def granted_credential(req, human, name):
+    """The Resource of a broker credential a grant names, if the delegator can see it; 422 otherwise."""
+    row, owner = credential_by_name(req.app.store, name)
+    if row is None or permission_on(req.app.store, human, Resource.credential(row, owner))[0] == "none":
+        raise invalid("TaskGrant", "resources", "invalid", "%s is not a credential you hold" % name)
+    return Resource.credential(row, owner)
 
 
 def authorize_grant(req, agent, repo_rows, **context):
@@ -8970,7 +9611,8 @@ def find_grant(req, public_id, action):
     if action == "mint_task_token":
         if row["agent_id"] != user["id"]:
             raise HTTPError(404, "Not Found")
-        req.authorize(action, Resource.account(user), grant=row)
+        req.authorize(action, Resource.account(user), grant=row,
+                      site_requires_binding=req.app.config.require_sender_constrained)
     else:
         try:
             authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, row))
@@ -9048,13 +9690,22 @@ def issue_task_token(req, row, asked=None, resource=None):
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
     expires_at = min(from_now(TASK_TOKEN_SECONDS), row["expires_at"])
+    cnf = req.principal.confirmation()
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
-                               expires_at=expires_at, grant_id=row["id"], resource=resource)
-        req.effect("task token %s for %s until %s%s" % (token_fingerprint(token), row["public_id"], expires_at,
-                                                       " (narrowed)" if set(asked) - set(given) else ""))
+                               expires_at=expires_at, grant_id=row["id"], resource=resource, cnf=cnf,
+                               runtime=req.principal.runtime_id)
+        req.effect("task token %s for %s until %s%s%s" % (token_fingerprint(token), row["public_id"], expires_at,
+                                                         " (narrowed)" if set(asked) - set(given) else "",
+                                                         bound_to(cnf)))
     return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
-            "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow"}
+            "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow",
+            "token_type": "DPoP" if cnf and "jkt" in cnf else "Bearer", "cnf": cnf}
+
+
+def bound_to(cnf):
+    """How an audit row's side effect says what a minted token is bound to."""
+    return ", bound to %s" % " and ".join("%s %s" % (k, v[:16]) for k, v in sorted(cnf.items())) if cnf else ""
 
 
 # -- step-up and approvals: a human's fresh second factor, a human's yes ------------------------------
@@ -9208,7 +9859,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 36. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, plumbing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9335,200 +9986,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-# uses: config, errors, storage, accounts, policy, plumbing, lookups
-# ════════════════════════════════════════════════════════════════════════════════════════════════════
-
-SEAL_VERSION = b"agentgit-seal-v1"
-NONCE_BYTES, TAG_BYTES = 16, 32
-CREDENTIAL_KINDS = ("api_key", "basic", "oauth_refresh")
-HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
-MAX_SECRET_BYTES = 16 * 1024
-
-
-def seal_keys(key, purpose):
-    return (hmac.new(key, b"seal encrypt " + purpose, hashlib.sha256).digest(),
-            hmac.new(key, b"seal authenticate " + purpose, hashlib.sha256).digest())
-
-
-def keystream(key, nonce, length):
-    blocks = (length + 31) // 32
-    return b"".join(hmac.new(key, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest() for i in range(blocks))[:length]
-
-
-def seal(key, purpose, plaintext, associated):
-    """``plaintext`` (bytes) sealed for ``purpose`` and bound to ``associated``: an ASCII token."""
-    encrypt, authenticate = seal_keys(key, purpose)
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    ciphertext = bytes(a ^ b for a, b in zip(plaintext, keystream(encrypt, nonce, len(plaintext))))
-    tag = hmac.new(authenticate, seal_input(associated, nonce, ciphertext), hashlib.sha256).digest()
-    return "v1." + base64.urlsafe_b64encode(nonce + ciphertext + tag).decode()
-
-
-def seal_input(associated, nonce, ciphertext):
-    return SEAL_VERSION + len(associated).to_bytes(4, "big") + associated + nonce + ciphertext
-
-
-def unseal(key, purpose, sealed, associated):
-    """The plaintext of what ``seal`` made with the same purpose and associated data; ValueError for
-    anything altered, truncated, moved to another binding or sealed under another key."""
-    try:
-        assert sealed.startswith("v1.")
-        raw = base64.urlsafe_b64decode(sealed[3:])
-    except (AssertionError, ValueError, AttributeError):
-        raise ValueError("not a sealed value")
-    if len(raw) < NONCE_BYTES + TAG_BYTES:
-        raise ValueError("not a sealed value")
-    nonce, ciphertext, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-TAG_BYTES], raw[-TAG_BYTES:]
-    encrypt, authenticate = seal_keys(key, purpose)
-    if not hmac.compare_digest(tag, hmac.new(authenticate, seal_input(associated, nonce, ciphertext),
-                                             hashlib.sha256).digest()):
-        raise ValueError("the sealed value does not authenticate")
-    return bytes(a ^ b for a, b in zip(ciphertext, keystream(encrypt, nonce, len(ciphertext))))
-
-
-# -- credentials --------------------------------------------------------------------------------
-
-def binding(row):
-    """What a credential's sealed secret is bound to: it opens in its own row only."""
-    return ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
-
-
-def credential_json(app, row):
-    """Everything about a credential but its secret."""
-    owner = account_by_id(app.store, row["owner_id"])
-    return {"id": row["public_id"], "name": row["name"], "kind": row["kind"], "base_url": row["base_url"],
-            "owner": ("org:" if owner["kind"] == "org" else "user:") + owner["login"],
-            "placement": json.loads(row["placement"]), "created_at": row["created_at"],
-            "rotated_at": row["rotated_at"], "secret": "(sealed; never shown)"}
-
-
-def credential_owner(req, owner):
-    """The account a credential belongs to (user:login or org:login, default the caller), once the
-    caller may manage its credentials: herself, or an organization she administers. Agents never."""
-    user = signed_in(req)
-    kind, _, login = (owner or "user:" + user["login"]).partition(":")
-    row = account_by_login(req.app.store, login) if kind in ("user", "org") else None
-    if row is not None:
-        req.authorize("manage_credentials", Resource.account(row))     # an agent is refused here, whoever it names
-    if row is None or (kind == "org") != (row["kind"] == "org") or row["kind"] == "agent":
-        raise invalid("Credential", "owner", message="owner is user:LOGIN (you) or org:LOGIN (an organization you "
-                                                     "administer)")
-    return row
-
-
-def upstream_url(text):
-    """An upstream's base URL: https (or http, for loopback upstreams the operator allows), no
-    credentials, query or fragment in it."""
-    parts = urllib.parse.urlsplit(text) if isinstance(text, str) and visible_ascii(text) and len(text) <= 500 else None
-    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname or parts.username or \
-            parts.password or parts.query or parts.fragment:
-        raise invalid("Credential", "base_url", message="base_url is an http(s) URL with no user, query or fragment")
-    return text.rstrip("/")
-
-
-def credential_secret(req, body, kind):
-    """(placement shown to the owner, secret parts to seal) for ``kind``, checked."""
-    def text(name, required=True):
-        value = req.field(body, name, str, "Credential", required=required)
-        if value is not None and len(value.encode()) > MAX_SECRET_BYTES:
-            raise invalid("Credential", name, message="%s is at most %d bytes" % (name, MAX_SECRET_BYTES))
-        return value
-    if kind == "api_key":
-        header, query = req.field(body, "header", str, "Credential"), req.field(body, "query_parameter", str,
-                                                                                "Credential")
-        if (header is None) == (query is None) or not HEADER_NAME_RE.fullmatch(header or query):
-            raise invalid("Credential", "header", message="an API key goes in one header or one query parameter "
-                                                          "(letters, digits and -)")
-        return {"header": header} if header else {"query_parameter": query}, {"value": text("value")}
-    if kind == "basic":
-        return {"username": text("username")}, {"password": text("password")}
-    token_endpoint = upstream_url(req.field(body, "token_endpoint", str, "Credential", required=True))
-    return ({"client_id": text("client_id"), "token_endpoint": token_endpoint, "scope": text("scope", False)},
-            {"client_secret": text("client_secret", False), "refresh_token": text("refresh_token")})
-
-
-@route("POST", "/api/ext/v1/broker/credentials")
-def create_credential(req):
-    """Store a credential for one upstream, for the caller or an organization she administers; its
-    secret is sealed at once and never shown again."""
-    body = req.json()
-    owner = credential_owner(req, req.field(body, "owner", str, "Credential"))
-    name = req.field(body, "name", str, "Credential", required=True)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
-        raise invalid("Credential", "name", message="a name is letters, digits, _ . and -, at most 64")
-    kind = req.field(body, "kind", str, "Credential", required=True)
-    if kind not in CREDENTIAL_KINDS:
-        raise invalid("Credential", "kind", message="kind is api_key, basic or oauth_refresh")
-    base_url = upstream_url(req.field(body, "base_url", str, "Credential", required=True))
-    placement, secret = credential_secret(req, body, kind)
-    with req.transaction() as db:
-        if db.execute("SELECT 1 FROM broker_credentials WHERE owner_id = ? AND name = ?", (owner["id"], name)).fetchone():
-            raise invalid("Credential", "name", "already_exists", "%s already has a credential %s" % (owner["login"],
-                                                                                                     name))
-        row = {"public_id": "bc_" + secrets.token_hex(8), "owner_id": owner["id"], "name": name, "kind": kind,
-               "base_url": base_url, "placement": json.dumps(placement), "created_at": now()}
-        row["sealed"] = seal(req.app.key, b"broker credential", json.dumps(secret).encode(), binding(row))
-        insert_row(db, "broker_credentials", row)
-        req.effect("stored credential %s (%s for %s), sealed" % (row["public_id"], kind, base_url))
-    return 201, credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE public_id = ?",
-                                                           row["public_id"]))
-
-
-def find_credential(req, credential_id, action):
-    """A credential the caller may manage; 404 for one she may not (or that does not exist)."""
-    signed_in(req)
-    row = req.app.store.one("SELECT * FROM broker_credentials WHERE public_id = ?", credential_id)
-    if row is None:
-        raise HTTPError(404, "Not Found")
-    owner = account_by_id(req.app.store, row["owner_id"])
-    if not req.can(action, Resource.account(owner)):
-        raise HTTPError(404, "Not Found")          # not even that it exists, to anyone else (an agent too)
-    req.authorize(action, Resource.account(owner))
-    return row
-
-
-@route("GET", "/api/ext/v1/broker/credentials")
-def list_credentials(req):
-    """The credentials of the caller and of the organizations she administers; never a secret."""
-    user = signed_in(req)
-    req.check("read_credentials", Resource.account(user))
-    rows = [r for r in req.app.store.all("SELECT * FROM broker_credentials ORDER BY id")
-            if req.can("read_credentials", Resource.account(account_by_id(req.app.store, r["owner_id"])))]
-    return [credential_json(req.app, r) for r in req.paginate(rows)]
-
-
-@route("GET", "/api/ext/v1/broker/credentials/{credential_id}")
-def get_credential(req, credential_id):
-    """One credential, without its secret, to its owner (or the organization's admins)."""
-    return credential_json(req.app, find_credential(req, credential_id, "read_credentials"))
-
-
-@route("PUT", "/api/ext/v1/broker/credentials/{credential_id}/secret")
-def rotate_credential(req, credential_id):
-    """A new secret for the same credential (its kind's fields, as at creation), sealed anew."""
-    row = find_credential(req, credential_id, "manage_credentials")
-    placement, secret = credential_secret(req, req.json(), row["kind"])
-    with req.transaction() as db:
-        db.execute("UPDATE broker_credentials SET placement = ?, sealed = ?, rotated_at = ? WHERE id = ?",
-                   (json.dumps(placement), seal(req.app.key, b"broker credential", json.dumps(secret).encode(),
-                                                binding(row)), now(), row["id"]))
-        req.effect("rotated credential %s" % row["public_id"])
-    return credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"]))
-
-
-@route("DELETE", "/api/ext/v1/broker/credentials/{credential_id}")
-def delete_credential(req, credential_id):
-    """The credential and its sealed secret, gone."""
-    row = find_credential(req, credential_id, "manage_credentials")
-    with req.transaction() as db:
-        db.execute("DELETE FROM broker_credentials WHERE id = ?", (row["id"],))
-        req.effect("deleted credential %s" % row["public_id"])
-    return 204, None
-
-
-# ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 37. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9791,7 +10249,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 38. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10456,7 +10914,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 39. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10802,7 +11260,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 40. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11225,7 +11683,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 41. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11506,7 +11964,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 42. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11894,7 +12352,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 43. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, storage, tokens, policy, plumbing, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12039,6 +12497,17 @@ def find_client(req, client_id):
     return req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
 
 
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """Plain HTTP to ``address`` (already checked), the name resolved once, as PinnedHTTPSConnection."""
+
+    def __init__(self, host, port, address, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self.address = address
+
+    def connect(self):
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
 class PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to ``address`` (already checked) with the certificate checked for ``host``: the name is
     resolved once, so it cannot point somewhere else between the check and the connection."""
@@ -12052,19 +12521,19 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def public_address(host, port, allow_loopback):
+def public_address(host, port, allow_loopback, what="the client's metadata host", status=400):
     """The address ``host`` resolves to, if every address it resolves to is a public one (loopback
-    too when allowed); HTTPError 400 naming the reason otherwise."""
+    too when allowed); HTTPError ``status`` naming the reason otherwise."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except OSError:
-        raise HTTPError(400, "the client's metadata host %s does not resolve" % host)
+        raise HTTPError(status, "%s %s does not resolve" % (what, host))
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for address in addresses:
         loopback_ok = allow_loopback and address.is_loopback
         if not loopback_ok and (address.is_private or address.is_loopback or address.is_link_local or
                                 address.is_multicast or address.is_reserved or address.is_unspecified):
-            raise HTTPError(400, "the client's metadata host %s is at a non-public address" % host)
+            raise HTTPError(status, "%s %s is at a non-public address (%s)" % (what, host, address))
     return str(addresses[0])
 
 
@@ -12136,8 +12605,8 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-# uses: config, errors, storage, accounts, policy, plumbing, lookups
+# 44. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# uses: config, errors, storage, proofs, accounts, policy, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -12147,12 +12616,6 @@ MIN_RSA_BITS = 2048
 MAX_KEYS = 10
 # DigestInfo for SHA-256 (RFC 8017 §9.2, note 1): what precedes the hash in an RS256 signature
 SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-
-
-def b64url_decode(text):
-    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def rsa_public_key(jwk):
@@ -12275,8 +12738,322 @@ def asserted_agent(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, tasks, web, oauth_clients, client_assertions
+# 45. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# uses: config, errors, tokens, policy, plumbing, lookups, vault, tasks, oauth_clients
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+TOOL_TOKEN_SECONDS = 300
+UPSTREAM_TIMEOUT = 30
+MAX_UPSTREAM_BYTES = 64 * 1024 * 1024     # an answer larger than this is cut off (and the call audited so)
+MAX_REDIRECTS = 5
+ACCESS_TOKEN_MARGIN = 30                  # seconds before its expiry an upstream access token is renewed
+CHUNK = 64 * 1024
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+# never forwarded upstream: the agent's own credentials and proofs, and what the broker sets itself
+REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {"host", "authorization", "proxy-authorization", "cookie", "dpop",
+                                        "content-length", "expect"}
+# never passed back: the upstream's session credentials, and framing the broker sets itself
+RESPONSE_HEADERS_DROPPED = HOP_BY_HOP | {"set-cookie", "set-cookie2", "authentication-info",
+                                         "proxy-authenticate", "proxy-authentication-info", "content-length"}
+
+
+def proxy_url(app, row):
+    return "%s/api/ext/v1/broker/proxy/%s" % (app.url, row["public_id"])
+
+
+def usable_credential(req, name):
+    """(row, Resource) of a credential, or 404 (a credential's existence is its owner's to know)."""
+    row, owner = credential_by_name(req.app.store, name)
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    return row, Resource.credential(row, owner)
+
+
+@route("POST", "/api/ext/v1/broker/tokens")
+def mint_tool_token(req):
+    """For an agent's task token: a tool token for one credential its grant names, for minutes,
+    for calls to that credential's upstream through the proxy. Never the upstream secret."""
+    body = req.json()
+    name = req.field(body, "credential", str, "ToolToken", required=True)
+    if req.field(body, "action", str, "ToolToken", default="call_api") != "call_api":
+        raise invalid("ToolToken", "action", message="a tool token is for call_api")
+    return 201, issue_tool_token(req, name)
+
+
+def issue_tool_token(req, name):
+    """The tool token for credential ``name`` (credential:owner/name or its bc_ id), decided by decide()."""
+    signed_in(req)
+    row, resource = usable_credential(req, name)
+    principal = req.principal
+    req.authorize("use_credential", resource, upstream=row["base_url"],
+                  site_requires_binding=req.app.config.require_sender_constrained)
+    grant = principal.grant
+    parent = req.app.store.one("SELECT expires_at FROM tokens WHERE id = ?", principal.token_id)
+    expires_at = min(from_now(TOOL_TOKEN_SECONDS), grant["expires_at"], parent["expires_at"])
+    cnf = principal.confirmation()
+    with req.transaction() as db:
+        token, _ = issue_token(db, req.app.key, principal.user["id"], "tool", name="tool " + resource.name,
+                               scopes=["call_api"], expires_at=expires_at, grant_id=grant["id"],
+                               resource=proxy_url(req.app, row), credential_id=row["id"], cnf=cnf,
+                               runtime=principal.runtime_id)
+        req.effect("tool token %s for %s (%s) under %s until %s%s" % (
+            token_fingerprint(token), resource.name, row["base_url"], grant["public_id"], expires_at, bound_to(cnf)))
+    return {"token": token, "token_type": "DPoP" if cnf and "jkt" in cnf else "Bearer", "expires_at": expires_at,
+            "credential": resource.name, "upstream": row["base_url"], "proxy_url": proxy_url(req.app, row),
+            "task": grant["task"], "grant": grant["public_id"], "cnf": cnf}
+
+
+# -- the proxy -----------------------------------------------------------------------------------
+
+def proxied(handler):
+    """One route for every method the proxy forwards."""
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):       # (HEAD is served as GET)
+        handler = route(method, "/api/ext/v1/broker/proxy/{credential_id}/{rest:path}")(handler)
+    handler.surface = "broker"
+    return handler
+
+
+@proxied
+def broker_proxy(req, credential_id, rest):
+    """Forward the request to the credential's upstream with its secret attached; stream the answer."""
+    row, resource = usable_credential(req, credential_id)
+    # the path as the client sent it, still percent-encoded, and never climbing out of the base URL
+    path = req.raw_path.split("/", 6)[6]
+    if any(urllib.parse.unquote(segment) in (".", "..") for segment in path.split("/")):
+        raise HTTPError(400, "A proxied path has no . or .. segments")
+    query = urllib.parse.urlsplit(req.handler.path).query
+    url = row["base_url"] + "/" + path + ("?" + query if query else "")
+    req.authorize("call_api", resource, upstream=url)
+    body = req.body(MAX_JSON_BODY).read_all() if req.method not in ("GET", "HEAD") else None
+    call = UpstreamCall(req, row, resource)
+    response, final_url = call.follow(req.method, url, body)
+    sent = call.stream_back(response)
+    parts = urllib.parse.urlsplit(final_url)
+    req.effect("%s %s%s -> %d, %d bytes, %s for %s" % (req.method, parts.netloc, parts.path, response.status, sent,
+                                                       resource.name, req.principal.grant["task"]))
+    return None
+
+
+class UpstreamCall:
+    """One proxied call: the secret attached on the credential's origin, redirects re-decided, the
+    answer streamed back with every secret value masked."""
+
+    def __init__(self, req, row, resource):
+        self.req, self.app, self.row, self.resource = req, req.app, row, resource
+        self.secret = json.loads(unseal(self.app.key, b"broker credential", row["sealed"], binding(row)))
+        self.placement = json.loads(row["placement"])
+        self.access_token = upstream_access_token(self.app, row, self.secret) if row["kind"] == "oauth_refresh" \
+            else None
+
+    def secrets(self):
+        values = [v for v in self.secret.values() if v] + ([self.access_token] if self.access_token else [])
+        return sorted({v.encode() for v in values if len(v) >= 4}, key=len, reverse=True)
+
+    def follow(self, method, url, body):
+        """The upstream's answer, following redirects (each hop decided again, as a call of its own
+        would be), and renewing an OAuth upstream's access token once if it answers 401."""
+        for hop in range(MAX_REDIRECTS + 1):
+            response = self.send(method, url, body)
+            if response.status == 401 and self.row["kind"] == "oauth_refresh" and same_origin(url, self.row):
+                response.close()
+                self.access_token = upstream_access_token(self.app, self.row, self.secret, stale=self.access_token)
+                response = self.send(method, url, body)
+            location = response.getheader("Location")
+            if response.status not in (301, 302, 303, 307, 308) or not location or hop == MAX_REDIRECTS:
+                return response, url
+            response.close()
+            url = urllib.parse.urljoin(url, location)
+            self.req.check("call_api", self.resource, upstream=url)       # an allowlisted host may redirect elsewhere
+            if response.status == 303 or response.status in (301, 302) and method == "POST":
+                method, body = "GET", None
+
+    def send(self, method, url, body):
+        parts = urllib.parse.urlsplit(url)
+        headers = {k: v for k, v in self.req.headers.items() if k.lower() not in REQUEST_HEADERS_DROPPED}
+        headers["Host"] = parts.netloc
+        target = parts.path or "/"
+        query = parts.query
+        if same_origin(url, self.row):
+            query = self.attach(headers, query)
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        conn = upstream_connection(self.app, parts)
+        try:
+            conn.request(method, target + ("?" + query if query else ""), body=body, headers=headers)
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException) as error:
+            conn.close()
+            raise HTTPError(502, "The upstream %s could not be reached: %s" % (parts.netloc, type(error).__name__))
+
+    def attach(self, headers, query):
+        """The credential's secret in its place: a header or query parameter, Basic, or a Bearer token."""
+        kind = self.row["kind"]
+        if kind == "api_key" and "header" in self.placement:
+            headers[self.placement["header"]] = self.secret["value"]
+        elif kind == "api_key":
+            query = "&".join(p for p in (query, urllib.parse.urlencode({self.placement["query_parameter"]:
+                                                                        self.secret["value"]})) if p)
+        elif kind == "basic":
+            headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % (
+                self.placement["username"], self.secret["password"])).encode()).decode()
+        else:
+            headers["Authorization"] = "Bearer " + self.access_token
+        return query
+
+    def stream_back(self, response):
+        """Status, headers (without the upstream's cookies or anything carrying a secret) and body,
+        masked and streamed; returns the bytes sent. An answer over MAX_UPSTREAM_BYTES is cut off."""
+        handler, masks = self.req.handler, self.secrets()
+        length = response.getheader("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_UPSTREAM_BYTES:
+            response.close()
+            raise HTTPError(502, "The upstream's answer is %s bytes; the broker passes at most %d" % (
+                length, MAX_UPSTREAM_BYTES))
+        handler.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in RESPONSE_HEADERS_DROPPED and not any(m in value.encode() for m in masks):
+                handler.send_header(name, value)
+        chunked = length is None or not length.isdigit()
+        handler.send_header("Transfer-Encoding" if chunked else "Content-Length", "chunked" if chunked else length)
+        handler.end_headers()
+        sent, masker = 0, Masker(masks)
+        try:
+            while self.req.method != "HEAD":
+                data = response.read1(CHUNK)
+                if not data or sent + len(data) > MAX_UPSTREAM_BYTES:
+                    break
+                sent += len(data)
+                write_body(handler, masker.feed(data), chunked)
+            write_body(handler, masker.rest(), chunked)
+            if chunked and self.req.method != "HEAD":
+                handler.wfile.write(b"0\r\n\r\n")
+        finally:
+            response.close()
+        if sent + len(masker.held) > MAX_UPSTREAM_BYTES:
+            handler.close_connection = True
+        return sent
+
+
+def write_body(handler, data, chunked):
+    if data:
+        handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
+
+class Masker:
+    """Replaces each secret value in a stream with asterisks of the same length (so a Content-Length
+    still holds), holding back the bytes a secret split between two reads could start in."""
+
+    def __init__(self, secrets):
+        self.secrets, self.held = secrets, b""
+        self.keep = max((len(s) for s in secrets), default=1) - 1
+
+    def feed(self, data):
+        data = self.mask(self.held + data)
+        cut = max(len(data) - self.keep, 0)
+        self.held = data[cut:]
+        return data[:cut]
+
+    def rest(self):
+        data, self.held = self.held, b""
+        return data
+
+    def mask(self, data):
+        for secret in self.secrets:
+            data = data.replace(secret, b"*" * len(secret))
+        return data
+
+
+def same_origin(url, row):
+    a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(row["base_url"])
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def upstream_connection(app, parts):
+    """A connection to the URL's host at its checked address (or where --broker-connect-to sends it)."""
+    default = 443 if parts.scheme == "https" else 80
+    try:
+        port = parts.port or default
+    except ValueError:
+        raise HTTPError(502, "The upstream URL has no valid port")
+    host, port = app.config.broker_connect_to.get("%s:%d" % (parts.hostname, port), (parts.hostname, port))
+    address = public_address(host, port, app.config.broker_allow_loopback, what="the upstream", status=502)
+    if parts.scheme == "https":
+        return PinnedHTTPSConnection(parts.hostname, port, address, timeout=UPSTREAM_TIMEOUT,
+                                     context=ssl.create_default_context())
+    return PinnedHTTPConnection(parts.hostname, port, address, timeout=UPSTREAM_TIMEOUT)
+
+
+# -- an OAuth upstream's access token ------------------------------------------------------------
+
+REFRESH_LOCKS = collections.defaultdict(threading.Lock)    # one refresh at a time per credential
+
+
+def upstream_access_token(app, row, secret, stale=None):
+    """The current access token of an oauth_refresh credential: the one kept (sealed) while it
+    lives and is not ``stale``, else a new one from the upstream's token endpoint with the stored
+    refresh token (a rotated refresh token is sealed in its place)."""
+    with REFRESH_LOCKS[row["id"]]:
+        row = app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"])
+        if row["access_sealed"] and row["access_expires_at"] > from_now(ACCESS_TOKEN_MARGIN):
+            kept = unseal(app.key, b"broker access token", row["access_sealed"], binding(row)).decode()
+            if kept != stale:
+                return kept
+        secret.update(json.loads(unseal(app.key, b"broker credential", row["sealed"], binding(row))))
+        answer = refresh_at_upstream(app, json.loads(row["placement"]), secret)
+        if answer.get("refresh_token"):
+            secret["refresh_token"] = answer["refresh_token"]
+        expires_in = answer.get("expires_in") if isinstance(answer.get("expires_in"), int) else 3600
+        with app.store.transaction() as db:
+            db.execute("UPDATE broker_credentials SET sealed = ?, access_sealed = ?, access_expires_at = ? WHERE id = ?",
+                       (seal(app.key, b"broker credential", json.dumps(secret).encode(), binding(row)),
+                        seal(app.key, b"broker access token", answer["access_token"].encode(), binding(row)),
+                        from_now(max(expires_in, 0)), row["id"]))
+        return answer["access_token"]
+
+
+def refresh_at_upstream(app, placement, secret):
+    """RFC 6749 §6 at the credential's token endpoint: the JSON answer, or 502 saying what failed
+    (the upstream's error code, never a secret)."""
+    parts = urllib.parse.urlsplit(placement["token_endpoint"])
+    form = {"grant_type": "refresh_token", "refresh_token": secret["refresh_token"],
+            "client_id": placement["client_id"]}
+    if secret.get("client_secret"):
+        form["client_secret"] = secret["client_secret"]
+    if placement.get("scope"):
+        form["scope"] = placement["scope"]
+    conn = upstream_connection(app, parts)
+    try:
+        conn.request("POST", (parts.path or "/") + ("?" + parts.query if parts.query else ""),
+                     body=urllib.parse.urlencode(form), headers={
+                         "Host": parts.netloc, "Accept": "application/json", "User-Agent": "agentgit-broker",
+                         "Content-Type": "application/x-www-form-urlencoded"})
+        response = conn.getresponse()
+        data = response.read(64 * 1024)
+        answer = json.loads(data)
+    except (OSError, http.client.HTTPException, ValueError, UnicodeDecodeError) as error:
+        raise HTTPError(502, "The upstream's token endpoint %s failed: %s" % (parts.netloc, type(error).__name__))
+    finally:
+        conn.close()
+    if not isinstance(answer, dict) or not isinstance(answer.get("access_token"), str):
+        code = answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), str) else "no token"
+        raise HTTPError(502, "The upstream's token endpoint %s refused the refresh: %s" % (parts.netloc, code[:100]))
+    return answer
+
+
+def tool_token_for_upstream(req, resource_url):
+    """RFC 8693 with a task token as subject and an upstream URL as resource: the tool token for the
+    credential of the task's grant whose base_url holds that URL; None when none does."""
+    grant = req.principal.grant
+    for name in sorted(grant["resources"]):
+        row, _ = credential_by_name(req.app.store, name) if name.startswith("credential:") else (None, None)
+        if row is not None and (resource_url.rstrip("/") + "/").startswith(row["base_url"] + "/"):
+            return issue_tool_token(req, name)
+    return None
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 46. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 @web_route("GET", "/login/device")
@@ -12381,7 +13158,16 @@ def access_token(req):
         return oauth_answer(req, {"error": "unsupported_grant_type",
                                   "error_description": "grant_type must be device_code, authorization_code, "
                                                        "refresh_token, client_credentials or token-exchange"}, 400)
-    return grant(req, params)
+    try:
+        return grant(req, params)
+    except HTTPError as error:
+        challenge = error.headers.get("WWW-Authenticate", "")
+        if not challenge.startswith("DPoP "):
+            raise
+        # RFC 9449 §5: a proof the token endpoint refuses is a 400 in OAuth's shape (with the nonce to use)
+        code = "use_dpop_nonce" if "use_dpop_nonce" in challenge else "invalid_dpop_proof"
+        status, body, *headers = oauth_answer(req, {"error": code, "error_description": error.message}, 400)
+        return status, body, dict(*headers, **{k: v for k, v in error.headers.items() if k == "DPoP-Nonce"})
 
 
 def speaks_oauth21(req, params):
@@ -12407,12 +13193,22 @@ def exchange_grant(req, params):
                                   + ACCESS_TOKEN_TYPE}, 400)
     try:
         req.principal = authenticate(req.app, {"Authorization": "token " + params.get("subject_token", "")},
-                                     req.client)
+                                     req.client, presented=req.presented)
     except HTTPError:
         req.principal = Principal(runtime=req.client)
+    resource = params.get("resource", "")
+    if req.principal.token_kind == "task" and "://" in resource and urllib.parse.urlsplit(
+            resource).netloc.lower() != urllib.parse.urlsplit(req.app.url).netloc.lower():
+        # a task token for an upstream's URL: the broker's tool token for the grant's credential there
+        minted = tool_token_for_upstream(req, resource)
+        if minted is None:
+            return refuse_exchange(req, "use_credential", None, "no credential of task grant %s is for %s" % (
+                req.principal.grant["public_id"], resource[:200]))
+        return exchanged(req, minted)
     if req.principal.token_kind != "agent":
         return oauth_answer(req, {"error": "invalid_grant",
-                                  "error_description": "subject_token must be a live agent's own token"}, 400)
+                                  "error_description": "subject_token must be a live agent's own token (or a task "
+                                                       "token, for an upstream's tool token)"}, 400)
     return mint_for_agent(req, params)
 
 
@@ -12430,6 +13226,7 @@ def client_credentials_grant(req, params):
     req.principal = Principal(user=agent, token_id=0, token_kind="agent", fingerprint="key:" + kid,
                               scopes=expand_scopes(AGENT_SCOPES), scopes_header=", ".join(AGENT_SCOPES),
                               runtime=req.client, bootstrap=req.app.agent_credentials == "bootstrap")
+    check_presented(req.app, req.principal, req.presented or Presented(), "", None, None)
     name_delegator(req.app.store, req.principal)
     return mint_for_agent(req, params)
 
@@ -12480,9 +13277,10 @@ def session_exchange(req, name, asked, resource=None):
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
                                expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
-                               audience=[name] if name else None, resource=resource)
-        req.effect("agent session token %s for %s until %s" % (token_fingerprint(token), name or "any repository",
-                                                               expires_at))
+                               audience=[name] if name else None, resource=resource,
+                               cnf=req.principal.confirmation(), runtime=req.principal.runtime_id)
+        req.effect("agent session token %s for %s until %s%s" % (token_fingerprint(token), name or "any repository",
+                                                                 expires_at, bound_to(req.principal.confirmation())))
     return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
                            "decision": "allow_narrowed" if asked is not None and set(asked) - set(given) else "allow",
                            "audience": [name] if name else None})
@@ -12497,9 +13295,10 @@ def refuse_exchange(req, action, resource, reason):
 def exchanged(req, minted):
     """The token endpoint's answer for an exchanged token (RFC 8693 section 2.2.1), with agentgit's decision."""
     expires_in = int((parse_time(minted["expires_at"]) - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-    return oauth_answer(req, dict({k: v for k, v in minted.items() if k not in ("token", "expires_at")},
-                                  access_token=minted["token"], issued_token_type=ACCESS_TOKEN_TYPE,
-                                  token_type="bearer", expires_in=expires_in))
+    shown = {k: v for k, v in minted.items() if k not in ("token", "expires_at", "token_type") and v is not None}
+    return oauth_answer(req, dict(shown, access_token=minted["token"], issued_token_type=ACCESS_TOKEN_TYPE,
+                                  token_type="DPoP" if minted.get("token_type") == "DPoP" else "bearer",
+                                  expires_in=expires_in))
 
 
 def device_grant(req, params):
@@ -12907,7 +13706,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 47. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, plumbing, contents, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13348,7 +14147,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 48. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13732,7 +14531,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 49. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13947,8 +14746,8 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-# uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, authentication, plumbing, serializers, web, oauth, githttp
+# 50. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
+# uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, proofs, authentication, plumbing, serializers, web, oauth, githttp
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 OPERATOR_REASON = "local operator with access to the data directory"
@@ -14023,6 +14822,7 @@ class App:
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
         self.sign_ins = RateLimiter(10, 300)
         self.token_seen = {}
+        self.dpop_replay = ReplayCache()
         self.set_url(config.url)
         self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
 
@@ -14072,6 +14872,7 @@ class App:
         written before the answer leaves, so a client that reads the log next finds them."""
         req = Request(self, handler)
         req.principal = Principal(runtime=req.client)
+        htu = self.url + req.raw_path       # before match() rewrites an api.<host> path
         result, error, outcome = None, None, "none"
         try:
             body_length(handler.headers)           # framing is refused before anything acts on the request
@@ -14085,9 +14886,10 @@ class App:
                 elif not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
+                req.presented = presented_by(handler, req.method, htu)
                 if not getattr(endpoint, "own_credentials", False):
-                    req.principal = authenticate(self, handler.headers, req.client, peer)
-                    self.check_audience(req)
+                    req.principal = authenticate(self, handler.headers, req.client, peer, req.presented)
+                    self.check_audience(req, params)
             if req.principal.user is not None:
                 # the least any account may do (know who it is), asked before the route reads its input: a
                 # suspended or retired account, or a task token whose delegator is suspended, is refused
@@ -14101,7 +14903,7 @@ class App:
             error, outcome = e, "refused: HTTP %d %s" % (e.status, e.message)
             if e.status == 401 and req.surface == "git":
                 e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
-            elif e.status == 401 and req.surface in ("rest", "graphql", "mcp"):
+            elif e.status == 401 and req.surface in ("rest", "graphql", "mcp", "broker"):
                 # RFC 9728 §5.1: where an OAuth client learns how to get a token for the API or /mcp
                 e.headers.setdefault("WWW-Authenticate", bearer_challenge(
                     req, "invalid_token" if req.surface == "mcp" else None))
@@ -14144,10 +14946,12 @@ class App:
             pass
         handler.close_connection = True
 
-    def check_audience(self, req):
+    def check_audience(self, req, params):
         """RFC 8707: a token minted for one resource works there only. The MCP endpoint is one
-        resource; the REST API, GraphQL and Git together are the other (this server's URL)."""
-        wanted = self.url + "/mcp" if req.surface == "mcp" else self.url
+        resource, each broker credential's proxy another (its tool tokens'), and the REST API, GraphQL
+        and Git together are the last (this server's URL)."""
+        wanted = {"mcp": self.url + "/mcp", "broker": "%s/api/ext/v1/broker/proxy/%s" % (
+            self.url, params.get("credential_id"))}.get(req.surface, self.url)
         if req.principal.resource is not None and req.principal.resource != wanted:
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
                             headers={"WWW-Authenticate": bearer_challenge(
@@ -14213,6 +15017,18 @@ class App:
                 self.respond(req, error.status, error.body(), error.headers)
         except (OSError, HeaderInjection):
             handler.close_connection = True
+
+
+def presented_by(handler, method, url):
+    """What the request presents besides its token: the connection's verified client certificate (its
+    thumbprint and URI SAN, read once per connection) and its DPoP header."""
+    if not hasattr(handler, "client_certificate"):
+        der = handler.connection.getpeercert(binary_form=True) if isinstance(handler.connection, ssl.SSLSocket) \
+            else None
+        uris = [v for k, v in (handler.connection.getpeercert() or {}).get("subjectAltName", ()) if k == "URI"] \
+            if der else []
+        handler.client_certificate = (certificate_thumbprint(der) if der else None, uris[0] if uris else None)
+    return Presented(method, url, *handler.client_certificate, dpop=handler.headers.get("DPoP"))
 
 
 def body_left(req):
@@ -14395,7 +15211,8 @@ class Server:
     ``admin`` is ("admin", token) when this start created the data directory's first account.
     """
 
-    def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None, unix_socket=None):
+    def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None, unix_socket=None,
+                 tls_client_ca=None):
         self.app = app
         self.unix = None
         if unix_socket:
@@ -14411,6 +15228,10 @@ class Server:
         if tls_cert:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tls_cert, tls_key)
+            if tls_client_ca:
+                # RFC 8705: a client may present a certificate of this CA; tokens it mints are bound to it
+                context.load_verify_locations(tls_client_ca)
+                context.verify_mode = ssl.CERT_OPTIONAL
             self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True,
                                                     do_handshake_on_connect=False)
             scheme = "https"
@@ -14464,18 +15285,23 @@ def socket_family(host):
 
 def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", tls_cert=None, tls_key=None,
                 registration="open", git_engine="auto", registration_limit=20, registration_window=600,
-                access_log=None, unix_socket=None, agent_credentials=None, allow_loopback_client_documents=False):
+                access_log=None, unix_socket=None, agent_credentials=None, allow_loopback_client_documents=False,
+                tls_client_ca=None, **options):
     """Build (not start) an agentgit server. ``authenticator(request) -> identity or None`` lets an
     embedding program vouch for humans: it is given {"headers", "client_address", "peer_cert"} and
     returns {"provider", "subject", "login", "name", "email"}. ``agent_credentials``: "bootstrap"
     (an agent's own token acts on its own account and repositories only, and is traded for short-lived
     tokens for the rest) or "direct" (it acts on all the agent may do); None keeps the installation's.
     ``allow_loopback_client_documents``: fetch OAuth client metadata documents from loopback addresses
-    (for tests that serve them on 127.0.0.1; never on a server others reach)."""
+    (for tests that serve them on 127.0.0.1; never on a server others reach). ``tls_client_ca``: with
+    ``tls_cert``, accept client certificates of this CA (RFC 8705 bound tokens, runtime identities).
+    ``options``: the rest of Config (broker_allow_loopback, broker_connect_to, dpop_nonce,
+    require_sender_constrained)."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
                     registration_limit=registration_limit, registration_window=registration_window,
-                    agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents)
-    return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket)
+                    agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents,
+                    **options)
+    return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket, tls_client_ca)
 
 
 def operator():
@@ -14497,7 +15323,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 51. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: config, tokens, accounts, oauth, server
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14722,7 +15548,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 52. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

@@ -92,11 +92,14 @@ CREATE TABLE IF NOT EXISTS team_repos (
 CREATE TABLE IF NOT EXISTS tokens (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'session', 'switch-session', 'oauth', 'task')),
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'session', 'switch-session', 'oauth', 'task', 'tool')),
     issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
     audience      TEXT,              -- agent session tokens: JSON list of the repositories they are for, or NULL: any
     resource      TEXT,              -- RFC 8707: the server URL (REST, GraphQL, Git) or its /mcp URL it is for; NULL: both
+    credential_id INTEGER REFERENCES broker_credentials(id) ON DELETE CASCADE,  -- tool tokens: the one credential
+    cnf           TEXT,              -- sender-constrained (version 9): JSON {"x5t#S256": ...} (RFC 8705) or {"jkt": ...} (RFC 9449)
+    runtime       TEXT,              -- the runtime identity (a SPIFFE ID) of the connection that minted it
     name          TEXT NOT NULL DEFAULT '',
     scopes        TEXT NOT NULL DEFAULT '',
     hash          TEXT NOT NULL UNIQUE,
@@ -515,6 +518,8 @@ CREATE TABLE IF NOT EXISTS broker_credentials (
     base_url    TEXT NOT NULL,
     placement   TEXT NOT NULL,
     sealed      TEXT NOT NULL,
+    access_sealed      TEXT,          -- oauth_refresh: the upstream's current access token, sealed (version 9)
+    access_expires_at  TEXT,
     created_at  TEXT NOT NULL,
     rotated_at  TEXT,
     UNIQUE (owner_id, name)

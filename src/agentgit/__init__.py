@@ -33,12 +33,12 @@ if importlib.util.find_spec("dulwich") is None:
 # The build order: each module imports only from those before it. `make dist` (tools/amalgamate.py)
 # writes their bodies in this order into the single file agentgit.py.
 MODULES = (
-    "config", "errors", "storage", "gitstore", "tokens", "accounts", "policy", "audit", "approvals", "intents",
+    "config", "errors", "storage", "gitstore", "tokens", "proofs", "accounts", "policy", "audit", "approvals", "intents",
     "authentication", "plumbing", "serializers", "lookups",
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "deploy_keys", "actions",
-    "search", "orgs", "actions_config", "agents", "delegation", "tasks", "freezes", "vault",
+    "search", "orgs", "actions_config", "agents", "delegation", "vault", "tasks", "freezes",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
-    "web", "oauth_clients", "client_assertions", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
+    "web", "oauth_clients", "client_assertions", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
 )
 
 # One namespace, as in the single file: `agentgit.make_server`, `agentgit.decide`, ... are the same

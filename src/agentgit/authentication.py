@@ -9,6 +9,7 @@ import secrets
 from agentgit.config import LOGIN_RE, now
 from agentgit.errors import HTTPError
 from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes, verify_token
+from agentgit.proofs import DPoPError, check_dpop_proof, dpop_nonce
 from agentgit.accounts import account_by_id, account_by_login, insert_account
 from agentgit.policy import Decision
 
@@ -32,6 +33,15 @@ class Principal:
     operator: bool = False              # the CLI: whoever can read the data directory
     stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
     resource: str = None                # RFC 8707: the one resource the token is for (its audience); None: any
+    runtime_id: str = None              # the runtime identity its client certificate proves (a SPIFFE ID)
+    certificate: str = None             # x5t#S256 of the client certificate this connection presented
+    dpop_key: str = None                # the thumbprint of the key of this request's valid DPoP proof
+    credential_id: int = None           # a tool token: the one credential it is for
+
+    def confirmation(self):
+        """What a token minted for this principal now is bound to (RFC 8705 / RFC 9449 cnf), or None."""
+        cnf = {"x5t#S256": self.certificate, "jkt": self.dpop_key}
+        return {k: v for k, v in cnf.items() if v} or None
 
     @property
     def login(self):
@@ -49,11 +59,11 @@ class Principal:
 
 
 def credentials_from_header(value):
-    """The token in an Authorization header: 'token X', 'Bearer X', or Basic with the token as password
+    """The token in an Authorization header: 'token X', 'Bearer X', 'DPoP X' (RFC 9449), or Basic with the token as password
     (or as username, as some clients send it with an empty or 'x-oauth-basic' password)."""
     scheme, _, rest = (value or "").strip().partition(" ")
     scheme, rest = scheme.lower(), rest.strip()
-    if scheme in ("token", "bearer"):
+    if scheme in ("token", "bearer", "dpop"):
         return rest
     if scheme == "basic":
         try:
@@ -64,7 +74,54 @@ def credentials_from_header(value):
     return ""
 
 
-def authenticate(app, headers, client_address, peer_cert=None):
+@dataclasses.dataclass
+class Presented:
+    """What a request presents besides its token: the connection's client certificate (verified
+    against the operator's client CA), and a DPoP proof, with the method and URL it must be for."""
+    method: str = ""
+    url: str = ""                       # the request's URL without its query: a DPoP proof's htu
+    certificate: str = None             # x5t#S256 of the client certificate
+    runtime_id: str = None              # the certificate's URI SAN: the runtime's identity
+    dpop: str = None                    # the DPoP header
+
+
+def dpop_refusal(app, description, error="invalid_dpop_proof"):
+    """RFC 9449 §7.1: 401 with a DPoP challenge (and, for use_dpop_nonce, the nonce to use)."""
+    headers = {"WWW-Authenticate": 'DPoP error="%s", error_description="%s", algs="ES256"' % (
+        error, description.replace('"', "'"))}
+    if error == "use_dpop_nonce":
+        headers["DPoP-Nonce"] = dpop_nonce(app.key)
+    return HTTPError(401, "Bad credentials: %s" % description, headers=headers)
+
+
+def check_presented(app, principal, presented, scheme, token, cnf):
+    """The sender constraints of a request: a DPoP proof (when sent) verified, and a bound token
+    presented by its holder only: over a connection with its certificate, with a proof by its key."""
+    principal.certificate, principal.runtime_id = presented.certificate, presented.runtime_id
+    if presented.runtime_id:
+        principal.runtime = "%s %s" % (principal.runtime, presented.runtime_id)
+    if presented.dpop is not None:
+        try:
+            principal.dpop_key = check_dpop_proof(presented.dpop, presented.method, presented.url, app.key,
+                                                  app.dpop_replay, token if scheme == "dpop" else None,
+                                                  app.config.dpop_nonce)
+        except DPoPError as error:
+            raise dpop_refusal(app, error.description, error.error)
+    if cnf is None:
+        if scheme == "dpop":
+            raise dpop_refusal(app, "this token is not DPoP-bound; send it as a Bearer token", "invalid_token")
+        return
+    if cnf.get("x5t#S256") and cnf["x5t#S256"] != presented.certificate:
+        raise HTTPError(401, "Bad credentials: this token is bound to a client certificate this connection did not "
+                             "present", headers={"WWW-Authenticate": 'Bearer error="invalid_token", '
+                                                 'error_description="certificate-bound token (RFC 8705)"'})
+    if cnf.get("jkt") and (scheme != "dpop" or principal.dpop_key != cnf["jkt"]):
+        raise dpop_refusal(app, "this token is DPoP-bound: send it as Authorization: DPoP with a proof by its key"
+                           if scheme != "dpop" or principal.dpop_key is None else
+                           "the DPoP proof is signed by another key than the token is bound to", "invalid_token")
+
+
+def authenticate(app, headers, client_address, peer_cert=None, presented=None):
     """Build the Principal for a request; raise 401 'Bad credentials' for any token that is not live.
 
     An embedding program's authenticator runs first and wins: it vouches for a human identity
@@ -81,7 +138,9 @@ def authenticate(app, headers, client_address, peer_cert=None):
                              runtime="%s %s:%s" % (client_address, identity["provider"], identity["subject"]))
     header = headers.get("Authorization")
     if not header:
-        return Principal(runtime=runtime)
+        principal = Principal(runtime=runtime)
+        check_presented(app, principal, presented or Presented(), "", None, None)
+        return principal
     token = credentials_from_header(header)
     row = verify_token(app.store, app.key, token) if token else None
     if row is None:
@@ -90,7 +149,10 @@ def authenticate(app, headers, client_address, peer_cert=None):
     granted = [s for s in row["scopes"].split(",") if s]
     user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
     principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
-                          scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime)
+                          scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime,
+                          credential_id=row["credential_id"])
+    check_presented(app, principal, presented or Presented(), header.strip().partition(" ")[0].lower(), token,
+                    json.loads(row["cnf"]) if row["cnf"] else None)
     if user["totp_secret"] or row["kind"] == "switch-session":      # a switch session steps up with its human's
         principal.stepped_up_at = app.store.cached(("step-up", row["id"]), lambda: (app.store.one(
             "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])
@@ -100,7 +162,7 @@ def authenticate(app, headers, client_address, peer_cert=None):
     if row["audience"] is not None:
         principal.audience = frozenset(json.loads(row["audience"]))
     principal.resource = row["resource"]
-    if row["kind"] == "task":
+    if row["kind"] in ("task", "tool"):
         grant = app.store.cached(("grant", row["grant_id"]), lambda: load_grant(app.store, row["grant_id"]))
         if grant is None:
             raise HTTPError(401, "Bad credentials")

@@ -10,7 +10,6 @@ the PKCS #1 v1.5 verification here is the textbook one (RFC 8017 §8.2.2), a mod
 comparison of the whole encoded message.
 """
 
-import base64
 import hashlib
 import hmac
 import json
@@ -21,6 +20,7 @@ import time
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
+from agentgit.proofs import b64url_decode
 from agentgit.accounts import account_by_login
 from agentgit.policy import Resource
 from agentgit.plumbing import route
@@ -33,12 +33,6 @@ MIN_RSA_BITS = 2048
 MAX_KEYS = 10
 # DigestInfo for SHA-256 (RFC 8017 §9.2, note 1): what precedes the hash in an RS256 signature
 SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-
-
-def b64url_decode(text):
-    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def rsa_public_key(jwk):

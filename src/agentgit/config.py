@@ -74,6 +74,10 @@ class Config:
     registration_window: int = 600         # seconds
     agent_credentials: str = None          # "bootstrap" or "direct"; None: as the installation last chose
     allow_loopback_client_documents: bool = False   # OAuth client metadata documents from 127.0.0.1 (tests)
+    broker_allow_loopback: bool = False    # broker upstreams on loopback addresses (tests' upstreams)
+    broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
+    dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
+    require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")

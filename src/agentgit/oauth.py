@@ -19,13 +19,14 @@ from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SESSION_TOKEN_SECONDS, ex
 from agentgit.accounts import account_by_id, repo_by_full_name
 from agentgit.policy import Decision, Resource, SITE, bound_human_id, decide
 from agentgit.audit import audit_append
-from agentgit.authentication import Principal, authenticate, load_grant, name_delegator
+from agentgit.authentication import Presented, Principal, authenticate, check_presented, load_grant, name_delegator
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
-from agentgit.tasks import find_grant, issue_task_token, strip_kind
+from agentgit.tasks import bound_to, find_grant, issue_task_token, strip_kind
 from agentgit.web import PAGE_HEADERS, hidden_input, html_page, web_route, signed_in_page
 from agentgit.oauth_clients import AUTH_METHODS, authenticated_client, find_client, redirect_matches
 from agentgit.client_assertions import asserted_agent
+from agentgit.broker import tool_token_for_upstream
 
 
 @web_route("GET", "/login/device")
@@ -130,7 +131,16 @@ def access_token(req):
         return oauth_answer(req, {"error": "unsupported_grant_type",
                                   "error_description": "grant_type must be device_code, authorization_code, "
                                                        "refresh_token, client_credentials or token-exchange"}, 400)
-    return grant(req, params)
+    try:
+        return grant(req, params)
+    except HTTPError as error:
+        challenge = error.headers.get("WWW-Authenticate", "")
+        if not challenge.startswith("DPoP "):
+            raise
+        # RFC 9449 §5: a proof the token endpoint refuses is a 400 in OAuth's shape (with the nonce to use)
+        code = "use_dpop_nonce" if "use_dpop_nonce" in challenge else "invalid_dpop_proof"
+        status, body, *headers = oauth_answer(req, {"error": code, "error_description": error.message}, 400)
+        return status, body, dict(*headers, **{k: v for k, v in error.headers.items() if k == "DPoP-Nonce"})
 
 
 def speaks_oauth21(req, params):
@@ -156,12 +166,22 @@ def exchange_grant(req, params):
                                   + ACCESS_TOKEN_TYPE}, 400)
     try:
         req.principal = authenticate(req.app, {"Authorization": "token " + params.get("subject_token", "")},
-                                     req.client)
+                                     req.client, presented=req.presented)
     except HTTPError:
         req.principal = Principal(runtime=req.client)
+    resource = params.get("resource", "")
+    if req.principal.token_kind == "task" and "://" in resource and urllib.parse.urlsplit(
+            resource).netloc.lower() != urllib.parse.urlsplit(req.app.url).netloc.lower():
+        # a task token for an upstream's URL: the broker's tool token for the grant's credential there
+        minted = tool_token_for_upstream(req, resource)
+        if minted is None:
+            return refuse_exchange(req, "use_credential", None, "no credential of task grant %s is for %s" % (
+                req.principal.grant["public_id"], resource[:200]))
+        return exchanged(req, minted)
     if req.principal.token_kind != "agent":
         return oauth_answer(req, {"error": "invalid_grant",
-                                  "error_description": "subject_token must be a live agent's own token"}, 400)
+                                  "error_description": "subject_token must be a live agent's own token (or a task "
+                                                       "token, for an upstream's tool token)"}, 400)
     return mint_for_agent(req, params)
 
 
@@ -179,6 +199,7 @@ def client_credentials_grant(req, params):
     req.principal = Principal(user=agent, token_id=0, token_kind="agent", fingerprint="key:" + kid,
                               scopes=expand_scopes(AGENT_SCOPES), scopes_header=", ".join(AGENT_SCOPES),
                               runtime=req.client, bootstrap=req.app.agent_credentials == "bootstrap")
+    check_presented(req.app, req.principal, req.presented or Presented(), "", None, None)
     name_delegator(req.app.store, req.principal)
     return mint_for_agent(req, params)
 
@@ -229,9 +250,10 @@ def session_exchange(req, name, asked, resource=None):
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
                                expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
-                               audience=[name] if name else None, resource=resource)
-        req.effect("agent session token %s for %s until %s" % (token_fingerprint(token), name or "any repository",
-                                                               expires_at))
+                               audience=[name] if name else None, resource=resource,
+                               cnf=req.principal.confirmation(), runtime=req.principal.runtime_id)
+        req.effect("agent session token %s for %s until %s%s" % (token_fingerprint(token), name or "any repository",
+                                                                 expires_at, bound_to(req.principal.confirmation())))
     return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
                            "decision": "allow_narrowed" if asked is not None and set(asked) - set(given) else "allow",
                            "audience": [name] if name else None})
@@ -246,9 +268,10 @@ def refuse_exchange(req, action, resource, reason):
 def exchanged(req, minted):
     """The token endpoint's answer for an exchanged token (RFC 8693 section 2.2.1), with agentgit's decision."""
     expires_in = int((parse_time(minted["expires_at"]) - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-    return oauth_answer(req, dict({k: v for k, v in minted.items() if k not in ("token", "expires_at")},
-                                  access_token=minted["token"], issued_token_type=ACCESS_TOKEN_TYPE,
-                                  token_type="bearer", expires_in=expires_in))
+    shown = {k: v for k, v in minted.items() if k not in ("token", "expires_at", "token_type") and v is not None}
+    return oauth_answer(req, dict(shown, access_token=minted["token"], issued_token_type=ACCESS_TOKEN_TYPE,
+                                  token_type="DPoP" if minted.get("token_type") == "DPoP" else "bearer",
+                                  expires_in=expires_in))
 
 
 def device_grant(req, params):

@@ -174,6 +174,17 @@ def find_client(req, client_id):
     return req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
 
 
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """Plain HTTP to ``address`` (already checked), the name resolved once, as PinnedHTTPSConnection."""
+
+    def __init__(self, host, port, address, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self.address = address
+
+    def connect(self):
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
 class PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to ``address`` (already checked) with the certificate checked for ``host``: the name is
     resolved once, so it cannot point somewhere else between the check and the connection."""
@@ -187,19 +198,19 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def public_address(host, port, allow_loopback):
+def public_address(host, port, allow_loopback, what="the client's metadata host", status=400):
     """The address ``host`` resolves to, if every address it resolves to is a public one (loopback
-    too when allowed); HTTPError 400 naming the reason otherwise."""
+    too when allowed); HTTPError ``status`` naming the reason otherwise."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except OSError:
-        raise HTTPError(400, "the client's metadata host %s does not resolve" % host)
+        raise HTTPError(status, "%s %s does not resolve" % (what, host))
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for address in addresses:
         loopback_ok = allow_loopback and address.is_loopback
         if not loopback_ok and (address.is_private or address.is_loopback or address.is_link_local or
                                 address.is_multicast or address.is_reserved or address.is_unspecified):
-            raise HTTPError(400, "the client's metadata host %s is at a non-public address" % host)
+            raise HTTPError(status, "%s %s is at a non-public address (%s)" % (what, host, address))
     return str(addresses[0])
 
 

@@ -228,6 +228,7 @@ class Request:
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
         self.session = None        # web pages: the signed-in session row
         self.audit_id = None       # the last audit row this request wrote (X-Agentgit-Audit-Id)
+        self.presented = None      # the client certificate and DPoP proof it came with (authentication.Presented)
 
     # -- input ----------------------------------------------------------------------------------
     def body(self, limit):

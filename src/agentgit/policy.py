@@ -2,7 +2,9 @@
 
 import collections
 import dataclasses
+import fnmatch
 import json
+import urllib.parse
 
 from agentgit.config import from_now, now
 from agentgit.accounts import account_by_id, full_name, permission_of_org_member, repo_by_id
@@ -98,6 +100,9 @@ ACTIONS = {
     "grant_task":         Action("account", "admin", humans_only=True),
     "manage_credentials": Action("account", "admin", humans_only=True),     # the broker's vault: never an agent's
     "read_credentials":   Action("account", "admin", mutation=False, humans_only=True),
+    # the broker: a task token asks for a tool token for one credential; the tool token calls its upstream
+    "use_credential":     Action("credential", "admin", token_kinds=("task",)),
+    "call_api":           Action("credential", "admin", token_kinds=("tool",)),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
     "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
@@ -130,6 +135,11 @@ class Resource:
     @staticmethod
     def team(row, org_login):
         return Resource("team", row, "team:%s/%s" % (org_login, row["slug"]))
+
+    @staticmethod
+    def credential(row, owner):
+        """A broker credential; ``owner`` is its accounts row (whose permission is the credential's)."""
+        return Resource("credential", dict(row, owner=owner), "credential:%s/%s" % (owner["login"], row["name"]))
 
 
 SITE = Resource("site", None, "site")
@@ -243,9 +253,13 @@ def bound_human_id(store, agent_id):
 
 
 def permission_on(store, user, resource):
-    """(level, how) for any resource kind."""
+    """(level, how) for any resource kind. A credential is its owner's: the human herself, or an
+    organization's admins, may use it."""
     if resource.kind == "repo":
         return repo_permission(store, user, resource.row)
+    if resource.kind == "credential":
+        level, how = permission_on(store, user, Resource.account(resource.row["owner"]))
+        return level, "%s of %s" % (how, resource.row["owner"]["login"])
     if user is None:
         return "none", "anonymous"
     if user["site_admin"]:
@@ -372,6 +386,8 @@ def approval_subject(action, context):
         return "%s on %s" % (context["workflow"], context.get("ref"))
     if context.get("secret"):
         return "secret %s" % context["secret"]
+    if context.get("upstream"):
+        return "calls to %s" % context["upstream"]
     if context.get("ref") and context.get("sha"):
         return "%s at %s" % (context["ref"], context["sha"])
     return context.get("ref") or ""
@@ -388,6 +404,11 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if resource.name not in grant["resources"]:
         return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind == "repo")
     needed = action if spec.mutation or spec.sensitive else "read_code"
+    if resource.kind == "credential":
+        needed = "call_api"          # a grant names calls; a tool token for them is asked for first
+        outside = outside_allowlist(grant["constraints"].get("network_allowlist", []), context.get("upstream", ""))
+        if outside:
+            return deny("task grant %s: %s" % (gid, outside))
     reserved = grant["constraints"].get("requires_approval", [])
     ref = context.get("ref") or ""
     if action in REF_ACTIONS and not ref and set(REF_ACTIONS) & (grant["actions"] | set(reserved)):
@@ -419,6 +440,52 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if prefix and action in REF_ACTIONS and not ref.startswith("refs/heads/" + prefix):
         return deny("task grant %s allows pushes to branches under %s only, not %s" % (gid, prefix, ref))
     return None
+
+
+def allowlist_entry(entry):
+    """(scheme, host pattern, port) of a network_allowlist entry: host (https, 443), host:port, a
+    leading *. for any subdomain, and http:// spelled out for a plain-HTTP upstream."""
+    scheme, _, rest = entry.rpartition("://") if "://" in entry else ("https", "", entry)
+    host, _, port = rest.partition(":")
+    return scheme, host.lower(), int(port) if port.isdigit() else {"https": 443, "http": 80}.get(scheme)
+
+
+def outside_allowlist(allowlist, url):
+    """Why ``url`` is outside a grant's network_allowlist (scheme, host and port must match one
+    entry), or None when it is inside."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or {"https": 443, "http": 80}.get(
+            parts.scheme))
+    except ValueError:
+        return "%s is not a URL" % url[:200]
+    for scheme, host, port in map(allowlist_entry, allowlist):
+        if (scheme, port) == (origin[0], origin[2]) and (host == origin[1] or host.startswith("*.") and
+                                                         origin[1].endswith(host[1:])):
+            return None
+    return "%s://%s:%s is not in its network_allowlist (%s)" % (origin + (", ".join(allowlist) or "empty",))
+
+
+def binding_refusal(q, constraints, minting):
+    """A grant's runtime and sender constraints: its tokens are minted and used only by a runtime
+    whose certificate names an allowed identity, and (sender_constrained) minted only bound to the
+    holder's certificate or DPoP key."""
+    principal, grant_id = q.principal, principal_grant_id(q)
+    runtimes = constraints.get("runtime")
+    if runtimes and not any(fnmatch.fnmatchcase(principal.runtime_id or "", pattern) for pattern in runtimes):
+        return q.deny("task grant %s is for runtimes %s; this connection presents %s" % (
+            grant_id, ", ".join(runtimes), principal.runtime_id or "no runtime identity (no client certificate)"))
+    if minting and not principal.confirmation() and (constraints.get("sender_constrained") or
+                                                     q.context.get("site_requires_binding")):
+        return q.deny("%s tokens are sender-constrained only: present a client certificate (mTLS, RFC 8705) or a "
+                      "DPoP proof (RFC 9449) when minting" % ("task grant %s's" % grant_id if constraints.get(
+                          "sender_constrained") else "this site's task and tool"))
+    return None
+
+
+def principal_grant_id(q):
+    grant = q.principal.grant or q.context.get("grant")
+    return grant["public_id"] if grant is not None else "?"
 
 
 def freeze_of(store, resource):
@@ -482,10 +549,15 @@ def rule_standing(q):
 
 
 def rule_task_grant(q):
-    dead = q.context.get("grant")
-    if dead is not None and (dead["revoked_at"] or dead["expires_at"] <= now()):
-        return q.deny("task grant %s is %s" % (dead["public_id"], "revoked" if dead["revoked_at"] else "expired"))
-    if q.principal.grant is not None:
+    minted = q.context.get("grant")      # a grant a token is about to be minted under
+    if minted is not None and (minted["revoked_at"] or minted["expires_at"] <= now()):
+        return q.deny("task grant %s is %s" % (minted["public_id"], "revoked" if minted["revoked_at"] else "expired"))
+    held = q.principal.grant
+    constraints = held["constraints"] if held is not None else json.loads(minted["constraints"]) if minted else {}
+    refusal = binding_refusal(q, constraints, minted is not None or q.action == "use_credential")
+    if refusal is not None:
+        return refusal
+    if held is not None:
         verdict = task_grant_refusal(q.store, q.principal.grant, q.action, q.spec, q.resource, q.context, q.user)
         if verdict is not None and not verdict.allowed:
             return verdict
@@ -513,7 +585,7 @@ def rule_humans_only(q):
 def rule_permission(q):
     spec, user, resource, login = q.spec, q.user, q.resource, q.holder
     q.level, q.how = permission_on(q.store, q.authority, resource)
-    if resource.kind == "repo" and RANK[q.level] < RANK["read"]:
+    if resource.kind in ("repo", "credential") and RANK[q.level] < RANK["read"]:
         return q.deny("%s cannot see %s (%s)" % (login, resource.name, q.how), hidden=True)
     if user is None and (spec.humans_only or spec.mutation and not spec.anonymous):
         return q.deny("%s requires authentication" % q.action)
@@ -530,6 +602,10 @@ def rule_permission(q):
 
 def rule_agent_credentials(q):
     principal, resource = q.principal, q.resource
+    if principal.credential_id is not None and not (resource.kind == "credential" and
+                                                    resource.row["id"] == principal.credential_id):
+        return q.deny("this tool token is for one other credential; ask the broker for a tool token for %s" %
+                      resource.name)
     if principal.audience is not None and resource.kind == "repo" and resource.name not in principal.audience:
         return q.deny("this agent session token is for %s, not %s" % (", ".join(sorted(principal.audience)),
                                                                      resource.name), hidden=True)
@@ -635,9 +711,11 @@ POLICY_RULES = (
     PolicyRule("a suspended or retired account may do nothing, nor a task token whose delegator is suspended; "
                "an action that needs a certain kind of token (consent needs the agent's own) refuses others",
                rule_standing),
-    PolicyRule("nothing is minted or approved under a revoked or expired task grant, and a task token does "
-               "only what its grant names, within its constraints, needing a human's approval where the "
-               "grant says so", rule_task_grant),
+    PolicyRule("nothing is minted or approved under a revoked or expired task grant; a grant's tokens are minted "
+               "and used only by the runtimes it names, and minted only sender-constrained where it (or the site) "
+               "says so; a task token does only what its grant names, within its constraints (branch prefix, the "
+               "network allowlist for the broker's upstreams), needing a human's approval where the grant says so",
+               rule_task_grant),
     PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
     PolicyRule("some actions are for humans only", rule_humans_only),
     PolicyRule("the permission held on the resource must reach the action's level: the principal's own, or "
@@ -648,7 +726,7 @@ POLICY_RULES = (
     PolicyRule("an agent's own long-lived token is a bootstrap credential (unless the installation chose "
                "direct): it acts on the agent's own account and repositories and reads what is public, and is "
                "traded for a short-lived token for the rest; an agent session token acts on the repositories it "
-               "was minted for only", rule_agent_credentials),
+               "was minted for only, and a tool token on its one credential", rule_agent_credentials),
     PolicyRule("the token must carry the scope the action needs, and every scope that an action creating a "
                "credential or delegating access would confer (a web session holds them all)", rule_scope),
     PolicyRule("a repository or organization frozen by policy, and an archived repository, are read-only: "

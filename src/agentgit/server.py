@@ -27,7 +27,8 @@ from agentgit.accounts import create_human, register_agent
 from agentgit.policy import Decision, Resource
 from agentgit.audit import AuditAnchor, audit_append
 from agentgit.intents import reconcile_intents
-from agentgit.authentication import Principal, authenticate
+from agentgit.proofs import ReplayCache, certificate_thumbprint
+from agentgit.authentication import Presented, Principal, authenticate
 from agentgit.plumbing import Request, body_length, find_route
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
@@ -107,6 +108,7 @@ class App:
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
         self.sign_ins = RateLimiter(10, 300)
         self.token_seen = {}
+        self.dpop_replay = ReplayCache()
         self.set_url(config.url)
         self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
 
@@ -156,6 +158,7 @@ class App:
         written before the answer leaves, so a client that reads the log next finds them."""
         req = Request(self, handler)
         req.principal = Principal(runtime=req.client)
+        htu = self.url + req.raw_path       # before match() rewrites an api.<host> path
         result, error, outcome = None, None, "none"
         try:
             body_length(handler.headers)           # framing is refused before anything acts on the request
@@ -169,9 +172,10 @@ class App:
                 elif not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
                     req.surface = "git"
                 peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
+                req.presented = presented_by(handler, req.method, htu)
                 if not getattr(endpoint, "own_credentials", False):
-                    req.principal = authenticate(self, handler.headers, req.client, peer)
-                    self.check_audience(req)
+                    req.principal = authenticate(self, handler.headers, req.client, peer, req.presented)
+                    self.check_audience(req, params)
             if req.principal.user is not None:
                 # the least any account may do (know who it is), asked before the route reads its input: a
                 # suspended or retired account, or a task token whose delegator is suspended, is refused
@@ -185,7 +189,7 @@ class App:
             error, outcome = e, "refused: HTTP %d %s" % (e.status, e.message)
             if e.status == 401 and req.surface == "git":
                 e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
-            elif e.status == 401 and req.surface in ("rest", "graphql", "mcp"):
+            elif e.status == 401 and req.surface in ("rest", "graphql", "mcp", "broker"):
                 # RFC 9728 §5.1: where an OAuth client learns how to get a token for the API or /mcp
                 e.headers.setdefault("WWW-Authenticate", bearer_challenge(
                     req, "invalid_token" if req.surface == "mcp" else None))
@@ -228,10 +232,12 @@ class App:
             pass
         handler.close_connection = True
 
-    def check_audience(self, req):
+    def check_audience(self, req, params):
         """RFC 8707: a token minted for one resource works there only. The MCP endpoint is one
-        resource; the REST API, GraphQL and Git together are the other (this server's URL)."""
-        wanted = self.url + "/mcp" if req.surface == "mcp" else self.url
+        resource, each broker credential's proxy another (its tool tokens'), and the REST API, GraphQL
+        and Git together are the last (this server's URL)."""
+        wanted = {"mcp": self.url + "/mcp", "broker": "%s/api/ext/v1/broker/proxy/%s" % (
+            self.url, params.get("credential_id"))}.get(req.surface, self.url)
         if req.principal.resource is not None and req.principal.resource != wanted:
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
                             headers={"WWW-Authenticate": bearer_challenge(
@@ -297,6 +303,18 @@ class App:
                 self.respond(req, error.status, error.body(), error.headers)
         except (OSError, HeaderInjection):
             handler.close_connection = True
+
+
+def presented_by(handler, method, url):
+    """What the request presents besides its token: the connection's verified client certificate (its
+    thumbprint and URI SAN, read once per connection) and its DPoP header."""
+    if not hasattr(handler, "client_certificate"):
+        der = handler.connection.getpeercert(binary_form=True) if isinstance(handler.connection, ssl.SSLSocket) \
+            else None
+        uris = [v for k, v in (handler.connection.getpeercert() or {}).get("subjectAltName", ()) if k == "URI"] \
+            if der else []
+        handler.client_certificate = (certificate_thumbprint(der) if der else None, uris[0] if uris else None)
+    return Presented(method, url, *handler.client_certificate, dpop=handler.headers.get("DPoP"))
 
 
 def body_left(req):
@@ -479,7 +497,8 @@ class Server:
     ``admin`` is ("admin", token) when this start created the data directory's first account.
     """
 
-    def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None, unix_socket=None):
+    def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None, unix_socket=None,
+                 tls_client_ca=None):
         self.app = app
         self.unix = None
         if unix_socket:
@@ -495,6 +514,10 @@ class Server:
         if tls_cert:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tls_cert, tls_key)
+            if tls_client_ca:
+                # RFC 8705: a client may present a certificate of this CA; tokens it mints are bound to it
+                context.load_verify_locations(tls_client_ca)
+                context.verify_mode = ssl.CERT_OPTIONAL
             self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True,
                                                     do_handshake_on_connect=False)
             scheme = "https"
@@ -548,18 +571,23 @@ def socket_family(host):
 
 def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", tls_cert=None, tls_key=None,
                 registration="open", git_engine="auto", registration_limit=20, registration_window=600,
-                access_log=None, unix_socket=None, agent_credentials=None, allow_loopback_client_documents=False):
+                access_log=None, unix_socket=None, agent_credentials=None, allow_loopback_client_documents=False,
+                tls_client_ca=None, **options):
     """Build (not start) an agentgit server. ``authenticator(request) -> identity or None`` lets an
     embedding program vouch for humans: it is given {"headers", "client_address", "peer_cert"} and
     returns {"provider", "subject", "login", "name", "email"}. ``agent_credentials``: "bootstrap"
     (an agent's own token acts on its own account and repositories only, and is traded for short-lived
     tokens for the rest) or "direct" (it acts on all the agent may do); None keeps the installation's.
     ``allow_loopback_client_documents``: fetch OAuth client metadata documents from loopback addresses
-    (for tests that serve them on 127.0.0.1; never on a server others reach)."""
+    (for tests that serve them on 127.0.0.1; never on a server others reach). ``tls_client_ca``: with
+    ``tls_cert``, accept client certificates of this CA (RFC 8705 bound tokens, runtime identities).
+    ``options``: the rest of Config (broker_allow_loopback, broker_connect_to, dpop_nonce,
+    require_sender_constrained)."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
                     registration_limit=registration_limit, registration_window=registration_window,
-                    agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents)
-    return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket)
+                    agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents,
+                    **options)
+    return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket, tls_client_ca)
 
 
 def operator():

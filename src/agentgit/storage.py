@@ -15,7 +15,7 @@ from agentgit.config import OTHER_PROCESS_POLL
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -33,21 +33,18 @@ MIGRATIONS = {
     # they are for; an existing installation keeps its agents' tokens working directly until the
     # operator chooses bootstrap
     6: Migration(
-        [("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR), ("approvals", "context TEXT"),
+        [("tokens", "audience TEXT"), ("collaborators", GRANTOR), ("team_members", GRANTOR), ("org_members", GRANTOR),
+         ("approvals", "context TEXT"),
          ("approvals", "denied_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
          ("approvals", "denied_at TEXT"), ("approvals", "denial_reason TEXT"), ("audit", "token_kind TEXT"),
          ("audit", "rule TEXT"), ("repos", "forked_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL")],
-        "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v6;",
+        "",
         "UPDATE collaborators SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.repo_id = collaborators.repo_id);"
         " UPDATE team_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.team_id = team_members.team_id);"
         " UPDATE org_members SET granted_by = (SELECT human_id FROM agent_bindings WHERE agent_id = user_id)"
         " WHERE EXISTS (SELECT 1 FROM agent_grants g WHERE g.agent_id = user_id AND g.org_id = org_members.org_id);"
-        " INSERT INTO tokens (id, user_id, kind, issued_by, grant_id, name, scopes, hash, fingerprint, created_at,"
-        " expires_at, revoked_at, last_used_at) SELECT id, user_id, kind, issued_by, grant_id, name, scopes, hash,"
-        " fingerprint, created_at, expires_at, revoked_at, last_used_at FROM tokens_before_v6;"
-        " DROP TABLE tokens_before_v6;"
         " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_credentials', 'direct');"
         " UPDATE repos SET forked_by = owner_id WHERE parent_id IS NOT NULL AND forked_by IS NULL AND"
         " owner_id IN (SELECT id FROM accounts WHERE kind != 'org');"),
@@ -67,6 +64,13 @@ MIGRATIONS = {
                  " INSERT INTO oauth_apps (id, client_id, secret_hash, name, redirect_uris, owner_id, created_at)"
                  " SELECT id, client_id, secret_hash, name, redirect_uris, owner_id, created_at FROM oauth_apps_before_v8;"
                  " DROP TABLE oauth_apps_before_v8;"),
+    # tool tokens (a new kind, for one credential); tokens bound to a client certificate or a DPoP key,
+    # and the runtime that minted them; an upstream's access token kept for its credential
+    9: Migration([("broker_credentials", "access_sealed TEXT"), ("broker_credentials", "access_expires_at TEXT")],
+                 "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v9;",
+                 "INSERT INTO tokens (%s) SELECT %s FROM tokens_before_v9; DROP TABLE tokens_before_v9;" % ((
+                     "id, user_id, kind, issued_by, grant_id, audience, resource, name, scopes, hash, fingerprint,"
+                     " created_at, expires_at, revoked_at, last_used_at",) * 2)),
 }
 
 

@@ -12,10 +12,11 @@ from agentgit.storage import insert_row
 from agentgit.tokens import issue_token, revoke, token_fingerprint
 from agentgit.gitstore import commits_between, open_repo
 from agentgit.accounts import account_by_id, account_by_login, check_totp, full_name, repo_by_full_name
-from agentgit.policy import ACTIONS, Resource, STEP_UP_SECONDS, decide, permission_on
+from agentgit.policy import ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
 from agentgit.authentication import Principal, load_grant
 from agentgit.plumbing import route
 from agentgit.lookups import find_account, signed_in
+from agentgit.vault import credential_by_name
 from agentgit.pulls import PullState
 
 
@@ -25,7 +26,13 @@ from agentgit.pulls import PullState
 
 TASK_TOKEN_SECONDS, TASK_GRANT_MAX_SECONDS = 3600, 30 * 86400
 TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo" and not spec.humans_only)
-TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "requires_approval")
+# what a grant may name: actions on its repositories, and calls through the broker with its credentials
+# (asking for a tool token, use_credential, is what requires_approval may reserve for a human's yes)
+GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS + ("call_api", "use_credential")
+TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "requires_approval", "runtime",
+                    "sender_constrained")
+ALLOWLIST_ENTRY_RE = re.compile(r"(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?")
+RUNTIME_RE = re.compile(r"spiffe://[A-Za-z0-9.*_/-]{1,500}")
 
 
 def grant_json(app, row):
@@ -57,12 +64,13 @@ def create_task_grant(req):
         raise invalid("TaskGrant", "delegator", "invalid", "the delegator is the human who makes the grant")
     if not re.fullmatch(r"task:[\w./-]{1,100}", task):
         raise invalid("TaskGrant", "task", message="task names look like task:fix-payment-bug")
-    if not resources or not all(isinstance(r, str) and r.startswith("repo:") for r in resources):
-        raise invalid("TaskGrant", "resources", message="resources are repositories: repo:owner/name")
-    unknown = [a for a in actions if a not in TASK_ACTIONS]
+    if not resources or not all(isinstance(r, str) and r.startswith(("repo:", "credential:")) for r in resources):
+        raise invalid("TaskGrant", "resources", message="resources are repositories (repo:owner/name) and broker "
+                                                        "credentials (credential:owner/name)")
+    unknown = [a for a in actions if a not in GRANT_ACTIONS]
     approval = constraints.get("requires_approval", [])
-    if not actions or unknown or not isinstance(approval, list) or any(a not in TASK_ACTIONS for a in approval):
-        raise invalid("TaskGrant", "actions", message="actions are from %s" % ", ".join(TASK_ACTIONS))
+    if not actions or unknown or not isinstance(approval, list) or any(a not in APPROVABLE_ACTIONS for a in approval):
+        raise invalid("TaskGrant", "actions", message="actions are from %s" % ", ".join(GRANT_ACTIONS))
     try:
         expires = parse_time(constraints.get("expires_at") or from_now(86400))
     except (ValueError, AttributeError):
@@ -73,10 +81,7 @@ def create_task_grant(req):
     prefix = constraints.get("branch_prefix")
     if prefix is not None and (not isinstance(prefix, str) or ".." in prefix or not prefix.strip()):
         raise invalid("TaskGrant", "constraints", message="branch_prefix must be a branch name prefix")
-    hosts = constraints.get("network_allowlist", [])
-    if not isinstance(hosts, list) or not all(isinstance(h, str) and re.fullmatch(r"[\w.*:-]{1,255}", h)
-                                              for h in hosts):
-        raise invalid("TaskGrant", "constraints", message="network_allowlist is a list of host names")
+    check_network_constraints(constraints)
     unknown = sorted(set(constraints) - set(TASK_CONSTRAINTS))
     if unknown:      # a misspelt constraint would otherwise constrain nothing, silently
         raise invalid("TaskGrant", "constraints", message="unknown constraint %s; constraints are %s" % (
@@ -84,19 +89,25 @@ def create_task_grant(req):
     agent = find_account(req, agent_login, kinds=("agent",))
     # first, whether this token may delegate repository access at all (a refusal is audited)
     req.check("grant_task", Resource.account(human), confers=("repo",))
-    rows = []
+    rows, credentials = [], []
     for name in resources:
+        if name.startswith("credential:"):
+            credentials.append(granted_credential(req, human, name))
+            continue
         row = repo_by_full_name(req.app.store, name[len("repo:"):])
         if row is None or not req.can("read_code", Resource.repo(row)):
             raise invalid("TaskGrant", "resources", "invalid", "%s is not a repository you can see" % name)
         rows.append(row)
     authorize_grant(req, agent, rows)
-    for row in rows:
-        for action in actions:
-            decision = decide(req.app.store, Principal(user=human), action, Resource.repo(row))
-            if not decision.allowed:
-                req.app.audit(req.principal, req.surface, dataclasses.replace(decision, action="grant_task"))
-                raise HTTPError(403, "No escalation: %s" % decision.reasons[0])
+    refusals = [decide(req.app.store, Principal(user=human), action, Resource.repo(row)) for row in rows
+                for action in actions if action != "call_api"]
+    refusals += [Decision("deny", "grant_task", c.name, ["%s may not use %s: its owner (or its organization's admins) "
+                                                         "may" % (human["login"], c.name)])
+                 for c in credentials if permission_on(req.app.store, human, c)[0] != "admin"]
+    refusal = next((d for d in refusals if not d.allowed), None)
+    if refusal is not None:
+        req.app.audit(req.principal, req.surface, dataclasses.replace(refusal, action="grant_task"))
+        raise HTTPError(403, "No escalation: %s" % refusal.reasons[0])
     public_id = "tg_" + secrets.token_hex(8)
     with req.transaction() as db:
         grant_id = insert_row(db, "task_grants", {
@@ -106,6 +117,29 @@ def create_task_grant(req):
             "created_at": now(), "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
         req.effect("task grant %s for %s: %s on %s" % (public_id, agent["login"], ",".join(actions), ",".join(resources)))
     return 201, grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
+
+
+def check_network_constraints(constraints):
+    """network_allowlist: [scheme://]host[:port] entries (a leading *. for subdomains); runtime: SPIFFE
+    IDs (* for any part); sender_constrained: a boolean."""
+    hosts = constraints.get("network_allowlist", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts):
+        raise invalid("TaskGrant", "constraints", message="network_allowlist is a list of hosts: host, host:port, "
+                                                          "*.domain, or http://host:port for plain HTTP")
+    runtimes = constraints.get("runtime", [])
+    if not isinstance(runtimes, list) or not all(isinstance(r, str) and RUNTIME_RE.fullmatch(r) for r in runtimes):
+        raise invalid("TaskGrant", "constraints", message="constraints.runtime is a list of SPIFFE IDs "
+                                                          "(spiffe://trust-domain/path, * for any part)")
+    if not isinstance(constraints.get("sender_constrained", False), bool):
+        raise invalid("TaskGrant", "constraints", message="constraints.sender_constrained is a boolean")
+
+
+def granted_credential(req, human, name):
+    """The Resource of a broker credential a grant names, if the delegator can see it; 422 otherwise."""
+    row, owner = credential_by_name(req.app.store, name)
+    if row is None or permission_on(req.app.store, human, Resource.credential(row, owner))[0] == "none":
+        raise invalid("TaskGrant", "resources", "invalid", "%s is not a credential you hold" % name)
+    return Resource.credential(row, owner)
 
 
 def authorize_grant(req, agent, repo_rows, **context):
@@ -134,7 +168,8 @@ def find_grant(req, public_id, action):
     if action == "mint_task_token":
         if row["agent_id"] != user["id"]:
             raise HTTPError(404, "Not Found")
-        req.authorize(action, Resource.account(user), grant=row)
+        req.authorize(action, Resource.account(user), grant=row,
+                      site_requires_binding=req.app.config.require_sender_constrained)
     else:
         try:
             authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, row))
@@ -212,13 +247,22 @@ def issue_task_token(req, row, asked=None, resource=None):
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
     expires_at = min(from_now(TASK_TOKEN_SECONDS), row["expires_at"])
+    cnf = req.principal.confirmation()
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
-                               expires_at=expires_at, grant_id=row["id"], resource=resource)
-        req.effect("task token %s for %s until %s%s" % (token_fingerprint(token), row["public_id"], expires_at,
-                                                       " (narrowed)" if set(asked) - set(given) else ""))
+                               expires_at=expires_at, grant_id=row["id"], resource=resource, cnf=cnf,
+                               runtime=req.principal.runtime_id)
+        req.effect("task token %s for %s until %s%s%s" % (token_fingerprint(token), row["public_id"], expires_at,
+                                                         " (narrowed)" if set(asked) - set(given) else "",
+                                                         bound_to(cnf)))
     return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
-            "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow"}
+            "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow",
+            "token_type": "DPoP" if cnf and "jkt" in cnf else "Bearer", "cnf": cnf}
+
+
+def bound_to(cnf):
+    """How an audit row's side effect says what a minted token is bound to."""
+    return ", bound to %s" % " and ".join("%s %s" % (k, v[:16]) for k, v in sorted(cnf.items())) if cnf else ""
 
 
 # -- step-up and approvals: a human's fresh second factor, a human's yes ------------------------------

@@ -13,12 +13,13 @@ from agentgit.storage import insert_row
 # A token is   <prefix>_<32 hex random><16 hex HMAC-SHA256(server key, prefix_random)>.
 # The MAC lets a forged or altered token be refused before the database is asked; the database holds
 # only sha256(token) and decides expiry and revocation. The prefix tells a reader (and a secret
-# scanner) what kind of token leaked. Later kinds (task, tool) get their own. Agent invites
+# scanner) what kind of token leaked: each kind has its own. Agent invites
 # use the same form (prefix agi) but are kept apart: they are consent material, never credentials.
 
-# "session": an agent session token, the short-lived token of an agent's standing access (r: runtime)
+# "session": an agent session token, the short-lived token of an agent's standing access (r: runtime);
+# "tool": the broker's token for one credential's upstream, under one task (b: broker)
 TOKEN_PREFIXES = {"personal": "agp", "agent": "aga", "session": "agr", "switch-session": "ags", "oauth": "ago",
-                  "task": "agt"}
+                  "task": "agt", "tool": "agb"}
 SESSION_TOKEN_SECONDS = 3600
 INVITE_PREFIX = "agi"
 SWITCH_SESSION_HOURS = 12
@@ -56,15 +57,18 @@ def token_hash(token):
 
 
 def issue_token(db, key, user_id, kind, name="", scopes=(), expires_at=None, issued_by=None, grant_id=None,
-                audience=None, resource=None):
+                audience=None, resource=None, credential_id=None, cnf=None, runtime=None):
     """Mint a token, store its hash, return (token, row id). The token itself is shown once. ``resource``
-    (RFC 8707) binds it to this server's API or to its MCP endpoint; None: it works on both."""
+    (RFC 8707) binds it to this server's API or to its MCP endpoint; None: it works on both. ``cnf``
+    binds it to its holder's client certificate or DPoP key (it works for that holder only);
+    ``runtime``: the runtime identity that minted it, which a revocation may name."""
     token = mint_token(key, TOKEN_PREFIXES[kind])
     token_id = insert_row(db, "tokens", {
         "user_id": user_id, "kind": kind, "name": name, "scopes": ",".join(scopes), "hash": token_hash(token),
         "fingerprint": token_fingerprint(token), "created_at": now(), "expires_at": expires_at,
         "issued_by": issued_by, "grant_id": grant_id,
-        "audience": json.dumps(sorted(audience)) if audience is not None else None, "resource": resource})
+        "audience": json.dumps(sorted(audience)) if audience is not None else None, "resource": resource,
+        "credential_id": credential_id, "cnf": json.dumps(cnf) if cnf else None, "runtime": runtime})
     return token, token_id
 
 

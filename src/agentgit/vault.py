@@ -87,6 +87,21 @@ def binding(row):
     return ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
 
 
+def credential_by_name(store, name):
+    """(row, owner row) of credential:OWNER/NAME (or its bc_ id), or (None, None)."""
+    name = name[len("credential:"):] if isinstance(name, str) and name.startswith("credential:") else name
+    if not isinstance(name, str):
+        return None, None
+    if name.startswith("bc_"):
+        row = store.one("SELECT * FROM broker_credentials WHERE public_id = ?", name)
+    else:
+        owner_login, _, credential_name = name.partition("/")
+        owner = account_by_login(store, owner_login)
+        row = store.one("SELECT * FROM broker_credentials WHERE owner_id = ? AND name = ?", owner["id"],
+                        credential_name) if owner is not None else None
+    return (row, account_by_id(store, row["owner_id"])) if row is not None else (None, None)
+
+
 def credential_json(app, row):
     """Everything about a credential but its secret."""
     owner = account_by_id(app.store, row["owner_id"])

@@ -1,0 +1,349 @@
+"""Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+
+An agent never holds an upstream secret. With its task token it asks ``POST /api/ext/v1/broker/tokens``
+(or an RFC 8693 exchange whose resource is the upstream's URL) for a tool token. decide() weighs the
+agent, its delegator (her hold on the credential, as it is now), the grant (it names the credential
+and call_api; the upstream is in its network_allowlist; use_credential may wait for a human's yes),
+the runtime and the binding; the tool token lives minutes, for that credential, that upstream and
+that task, bound like the task token that asked for it, and dies with the task, the grant, the agent
+or the delegator.
+
+The agent (or a tool server for it) sends the upstream request to
+``/api/ext/v1/broker/proxy/{credential}/{path}`` with the tool token. The broker decides call_api
+again for every request and every redirect hop, attaches the secret (only on the credential's own
+origin), forwards the request, refreshes an OAuth upstream's access token when it has expired (or the
+upstream says it has), streams the answer back with upstream cookies dropped and every secret value
+masked, and writes one audit row per call: method, host, path, status, bytes, credential, task.
+
+Egress goes to the address a name resolves to, checked to be public (loopback too with
+``serve --broker-allow-loopback``, for tests), and connects to that checked address, so the name
+cannot be re-pointed in between. ``serve --broker-connect-to HOST:PORT:ADDRESS:PORT`` (curl's
+--connect-to) sends a name elsewhere, as tests and split-horizon networks need.
+"""
+
+import base64
+import collections
+import http.client
+import json
+import ssl
+import threading
+import urllib.parse
+
+from agentgit.config import MAX_JSON_BODY, from_now
+from agentgit.errors import HTTPError, invalid
+from agentgit.tokens import issue_token, token_fingerprint
+from agentgit.policy import Resource
+from agentgit.plumbing import route
+from agentgit.lookups import signed_in
+from agentgit.vault import binding, credential_by_name, seal, unseal
+from agentgit.tasks import bound_to
+from agentgit.oauth_clients import PinnedHTTPConnection, PinnedHTTPSConnection, public_address
+
+TOOL_TOKEN_SECONDS = 300
+UPSTREAM_TIMEOUT = 30
+MAX_UPSTREAM_BYTES = 64 * 1024 * 1024     # an answer larger than this is cut off (and the call audited so)
+MAX_REDIRECTS = 5
+ACCESS_TOKEN_MARGIN = 30                  # seconds before its expiry an upstream access token is renewed
+CHUNK = 64 * 1024
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+# never forwarded upstream: the agent's own credentials and proofs, and what the broker sets itself
+REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {"host", "authorization", "proxy-authorization", "cookie", "dpop",
+                                        "content-length", "expect"}
+# never passed back: the upstream's session credentials, and framing the broker sets itself
+RESPONSE_HEADERS_DROPPED = HOP_BY_HOP | {"set-cookie", "set-cookie2", "authentication-info",
+                                         "proxy-authenticate", "proxy-authentication-info", "content-length"}
+
+
+def proxy_url(app, row):
+    return "%s/api/ext/v1/broker/proxy/%s" % (app.url, row["public_id"])
+
+
+def usable_credential(req, name):
+    """(row, Resource) of a credential, or 404 (a credential's existence is its owner's to know)."""
+    row, owner = credential_by_name(req.app.store, name)
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    return row, Resource.credential(row, owner)
+
+
+@route("POST", "/api/ext/v1/broker/tokens")
+def mint_tool_token(req):
+    """For an agent's task token: a tool token for one credential its grant names, for minutes,
+    for calls to that credential's upstream through the proxy. Never the upstream secret."""
+    body = req.json()
+    name = req.field(body, "credential", str, "ToolToken", required=True)
+    if req.field(body, "action", str, "ToolToken", default="call_api") != "call_api":
+        raise invalid("ToolToken", "action", message="a tool token is for call_api")
+    return 201, issue_tool_token(req, name)
+
+
+def issue_tool_token(req, name):
+    """The tool token for credential ``name`` (credential:owner/name or its bc_ id), decided by decide()."""
+    signed_in(req)
+    row, resource = usable_credential(req, name)
+    principal = req.principal
+    req.authorize("use_credential", resource, upstream=row["base_url"],
+                  site_requires_binding=req.app.config.require_sender_constrained)
+    grant = principal.grant
+    parent = req.app.store.one("SELECT expires_at FROM tokens WHERE id = ?", principal.token_id)
+    expires_at = min(from_now(TOOL_TOKEN_SECONDS), grant["expires_at"], parent["expires_at"])
+    cnf = principal.confirmation()
+    with req.transaction() as db:
+        token, _ = issue_token(db, req.app.key, principal.user["id"], "tool", name="tool " + resource.name,
+                               scopes=["call_api"], expires_at=expires_at, grant_id=grant["id"],
+                               resource=proxy_url(req.app, row), credential_id=row["id"], cnf=cnf,
+                               runtime=principal.runtime_id)
+        req.effect("tool token %s for %s (%s) under %s until %s%s" % (
+            token_fingerprint(token), resource.name, row["base_url"], grant["public_id"], expires_at, bound_to(cnf)))
+    return {"token": token, "token_type": "DPoP" if cnf and "jkt" in cnf else "Bearer", "expires_at": expires_at,
+            "credential": resource.name, "upstream": row["base_url"], "proxy_url": proxy_url(req.app, row),
+            "task": grant["task"], "grant": grant["public_id"], "cnf": cnf}
+
+
+# -- the proxy -----------------------------------------------------------------------------------
+
+def proxied(handler):
+    """One route for every method the proxy forwards."""
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):       # (HEAD is served as GET)
+        handler = route(method, "/api/ext/v1/broker/proxy/{credential_id}/{rest:path}")(handler)
+    handler.surface = "broker"
+    return handler
+
+
+@proxied
+def broker_proxy(req, credential_id, rest):
+    """Forward the request to the credential's upstream with its secret attached; stream the answer."""
+    row, resource = usable_credential(req, credential_id)
+    # the path as the client sent it, still percent-encoded, and never climbing out of the base URL
+    path = req.raw_path.split("/", 6)[6]
+    if any(urllib.parse.unquote(segment) in (".", "..") for segment in path.split("/")):
+        raise HTTPError(400, "A proxied path has no . or .. segments")
+    query = urllib.parse.urlsplit(req.handler.path).query
+    url = row["base_url"] + "/" + path + ("?" + query if query else "")
+    req.authorize("call_api", resource, upstream=url)
+    body = req.body(MAX_JSON_BODY).read_all() if req.method not in ("GET", "HEAD") else None
+    call = UpstreamCall(req, row, resource)
+    response, final_url = call.follow(req.method, url, body)
+    sent = call.stream_back(response)
+    parts = urllib.parse.urlsplit(final_url)
+    req.effect("%s %s%s -> %d, %d bytes, %s for %s" % (req.method, parts.netloc, parts.path, response.status, sent,
+                                                       resource.name, req.principal.grant["task"]))
+    return None
+
+
+class UpstreamCall:
+    """One proxied call: the secret attached on the credential's origin, redirects re-decided, the
+    answer streamed back with every secret value masked."""
+
+    def __init__(self, req, row, resource):
+        self.req, self.app, self.row, self.resource = req, req.app, row, resource
+        self.secret = json.loads(unseal(self.app.key, b"broker credential", row["sealed"], binding(row)))
+        self.placement = json.loads(row["placement"])
+        self.access_token = upstream_access_token(self.app, row, self.secret) if row["kind"] == "oauth_refresh" \
+            else None
+
+    def secrets(self):
+        values = [v for v in self.secret.values() if v] + ([self.access_token] if self.access_token else [])
+        return sorted({v.encode() for v in values if len(v) >= 4}, key=len, reverse=True)
+
+    def follow(self, method, url, body):
+        """The upstream's answer, following redirects (each hop decided again, as a call of its own
+        would be), and renewing an OAuth upstream's access token once if it answers 401."""
+        for hop in range(MAX_REDIRECTS + 1):
+            response = self.send(method, url, body)
+            if response.status == 401 and self.row["kind"] == "oauth_refresh" and same_origin(url, self.row):
+                response.close()
+                self.access_token = upstream_access_token(self.app, self.row, self.secret, stale=self.access_token)
+                response = self.send(method, url, body)
+            location = response.getheader("Location")
+            if response.status not in (301, 302, 303, 307, 308) or not location or hop == MAX_REDIRECTS:
+                return response, url
+            response.close()
+            url = urllib.parse.urljoin(url, location)
+            self.req.check("call_api", self.resource, upstream=url)       # an allowlisted host may redirect elsewhere
+            if response.status == 303 or response.status in (301, 302) and method == "POST":
+                method, body = "GET", None
+
+    def send(self, method, url, body):
+        parts = urllib.parse.urlsplit(url)
+        headers = {k: v for k, v in self.req.headers.items() if k.lower() not in REQUEST_HEADERS_DROPPED}
+        headers["Host"] = parts.netloc
+        target = parts.path or "/"
+        query = parts.query
+        if same_origin(url, self.row):
+            query = self.attach(headers, query)
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        conn = upstream_connection(self.app, parts)
+        try:
+            conn.request(method, target + ("?" + query if query else ""), body=body, headers=headers)
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException) as error:
+            conn.close()
+            raise HTTPError(502, "The upstream %s could not be reached: %s" % (parts.netloc, type(error).__name__))
+
+    def attach(self, headers, query):
+        """The credential's secret in its place: a header or query parameter, Basic, or a Bearer token."""
+        kind = self.row["kind"]
+        if kind == "api_key" and "header" in self.placement:
+            headers[self.placement["header"]] = self.secret["value"]
+        elif kind == "api_key":
+            query = "&".join(p for p in (query, urllib.parse.urlencode({self.placement["query_parameter"]:
+                                                                        self.secret["value"]})) if p)
+        elif kind == "basic":
+            headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % (
+                self.placement["username"], self.secret["password"])).encode()).decode()
+        else:
+            headers["Authorization"] = "Bearer " + self.access_token
+        return query
+
+    def stream_back(self, response):
+        """Status, headers (without the upstream's cookies or anything carrying a secret) and body,
+        masked and streamed; returns the bytes sent. An answer over MAX_UPSTREAM_BYTES is cut off."""
+        handler, masks = self.req.handler, self.secrets()
+        length = response.getheader("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_UPSTREAM_BYTES:
+            response.close()
+            raise HTTPError(502, "The upstream's answer is %s bytes; the broker passes at most %d" % (
+                length, MAX_UPSTREAM_BYTES))
+        handler.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in RESPONSE_HEADERS_DROPPED and not any(m in value.encode() for m in masks):
+                handler.send_header(name, value)
+        chunked = length is None or not length.isdigit()
+        handler.send_header("Transfer-Encoding" if chunked else "Content-Length", "chunked" if chunked else length)
+        handler.end_headers()
+        sent, masker = 0, Masker(masks)
+        try:
+            while self.req.method != "HEAD":
+                data = response.read1(CHUNK)
+                if not data or sent + len(data) > MAX_UPSTREAM_BYTES:
+                    break
+                sent += len(data)
+                write_body(handler, masker.feed(data), chunked)
+            write_body(handler, masker.rest(), chunked)
+            if chunked and self.req.method != "HEAD":
+                handler.wfile.write(b"0\r\n\r\n")
+        finally:
+            response.close()
+        if sent + len(masker.held) > MAX_UPSTREAM_BYTES:
+            handler.close_connection = True
+        return sent
+
+
+def write_body(handler, data, chunked):
+    if data:
+        handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
+
+class Masker:
+    """Replaces each secret value in a stream with asterisks of the same length (so a Content-Length
+    still holds), holding back the bytes a secret split between two reads could start in."""
+
+    def __init__(self, secrets):
+        self.secrets, self.held = secrets, b""
+        self.keep = max((len(s) for s in secrets), default=1) - 1
+
+    def feed(self, data):
+        data = self.mask(self.held + data)
+        cut = max(len(data) - self.keep, 0)
+        self.held = data[cut:]
+        return data[:cut]
+
+    def rest(self):
+        data, self.held = self.held, b""
+        return data
+
+    def mask(self, data):
+        for secret in self.secrets:
+            data = data.replace(secret, b"*" * len(secret))
+        return data
+
+
+def same_origin(url, row):
+    a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(row["base_url"])
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def upstream_connection(app, parts):
+    """A connection to the URL's host at its checked address (or where --broker-connect-to sends it)."""
+    default = 443 if parts.scheme == "https" else 80
+    try:
+        port = parts.port or default
+    except ValueError:
+        raise HTTPError(502, "The upstream URL has no valid port")
+    host, port = app.config.broker_connect_to.get("%s:%d" % (parts.hostname, port), (parts.hostname, port))
+    address = public_address(host, port, app.config.broker_allow_loopback, what="the upstream", status=502)
+    if parts.scheme == "https":
+        return PinnedHTTPSConnection(parts.hostname, port, address, timeout=UPSTREAM_TIMEOUT,
+                                     context=ssl.create_default_context())
+    return PinnedHTTPConnection(parts.hostname, port, address, timeout=UPSTREAM_TIMEOUT)
+
+
+# -- an OAuth upstream's access token ------------------------------------------------------------
+
+REFRESH_LOCKS = collections.defaultdict(threading.Lock)    # one refresh at a time per credential
+
+
+def upstream_access_token(app, row, secret, stale=None):
+    """The current access token of an oauth_refresh credential: the one kept (sealed) while it
+    lives and is not ``stale``, else a new one from the upstream's token endpoint with the stored
+    refresh token (a rotated refresh token is sealed in its place)."""
+    with REFRESH_LOCKS[row["id"]]:
+        row = app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"])
+        if row["access_sealed"] and row["access_expires_at"] > from_now(ACCESS_TOKEN_MARGIN):
+            kept = unseal(app.key, b"broker access token", row["access_sealed"], binding(row)).decode()
+            if kept != stale:
+                return kept
+        secret.update(json.loads(unseal(app.key, b"broker credential", row["sealed"], binding(row))))
+        answer = refresh_at_upstream(app, json.loads(row["placement"]), secret)
+        if answer.get("refresh_token"):
+            secret["refresh_token"] = answer["refresh_token"]
+        expires_in = answer.get("expires_in") if isinstance(answer.get("expires_in"), int) else 3600
+        with app.store.transaction() as db:
+            db.execute("UPDATE broker_credentials SET sealed = ?, access_sealed = ?, access_expires_at = ? WHERE id = ?",
+                       (seal(app.key, b"broker credential", json.dumps(secret).encode(), binding(row)),
+                        seal(app.key, b"broker access token", answer["access_token"].encode(), binding(row)),
+                        from_now(max(expires_in, 0)), row["id"]))
+        return answer["access_token"]
+
+
+def refresh_at_upstream(app, placement, secret):
+    """RFC 6749 §6 at the credential's token endpoint: the JSON answer, or 502 saying what failed
+    (the upstream's error code, never a secret)."""
+    parts = urllib.parse.urlsplit(placement["token_endpoint"])
+    form = {"grant_type": "refresh_token", "refresh_token": secret["refresh_token"],
+            "client_id": placement["client_id"]}
+    if secret.get("client_secret"):
+        form["client_secret"] = secret["client_secret"]
+    if placement.get("scope"):
+        form["scope"] = placement["scope"]
+    conn = upstream_connection(app, parts)
+    try:
+        conn.request("POST", (parts.path or "/") + ("?" + parts.query if parts.query else ""),
+                     body=urllib.parse.urlencode(form), headers={
+                         "Host": parts.netloc, "Accept": "application/json", "User-Agent": "agentgit-broker",
+                         "Content-Type": "application/x-www-form-urlencoded"})
+        response = conn.getresponse()
+        data = response.read(64 * 1024)
+        answer = json.loads(data)
+    except (OSError, http.client.HTTPException, ValueError, UnicodeDecodeError) as error:
+        raise HTTPError(502, "The upstream's token endpoint %s failed: %s" % (parts.netloc, type(error).__name__))
+    finally:
+        conn.close()
+    if not isinstance(answer, dict) or not isinstance(answer.get("access_token"), str):
+        code = answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), str) else "no token"
+        raise HTTPError(502, "The upstream's token endpoint %s refused the refresh: %s" % (parts.netloc, code[:100]))
+    return answer
+
+
+def tool_token_for_upstream(req, resource_url):
+    """RFC 8693 with a task token as subject and an upstream URL as resource: the tool token for the
+    credential of the task's grant whose base_url holds that URL; None when none does."""
+    grant = req.principal.grant
+    for name in sorted(grant["resources"]):
+        row, _ = credential_by_name(req.app.store, name) if name.startswith("credential:") else (None, None)
+        if row is not None and (resource_url.rstrip("/") + "/").startswith(row["base_url"] + "/"):
+            return issue_tool_token(req, name)
+    return None
+
