@@ -2508,8 +2508,8 @@ def rule_permission(q):
 
 def rule_agent_credentials(q):
     principal, resource = q.principal, q.resource
-    if principal.credential_id is not None and not (resource.kind == "credential" and
-                                                    resource.row["id"] == principal.credential_id):
+    if principal.credential_id is not None and q.action not in SELF_ACTIONS and not (
+            resource.kind == "credential" and resource.row["id"] == principal.credential_id):
         return q.deny("this tool token is for one other credential; ask the broker for a tool token for %s" %
                       resource.name)
     if principal.audience is not None and resource.kind == "repo" and resource.name not in principal.audience:
@@ -12818,7 +12818,7 @@ def broker_proxy(req, credential_id, rest):
     """Forward the request to the credential's upstream with its secret attached; stream the answer."""
     row, resource = usable_credential(req, credential_id)
     # the path as the client sent it, still percent-encoded, and never climbing out of the base URL
-    path = req.raw_path.split("/", 6)[6]
+    path = req.raw_path.split("/", 7)[7]
     if any(urllib.parse.unquote(segment) in (".", "..") for segment in path.split("/")):
         raise HTTPError(400, "A proxied path has no . or .. segments")
     query = urllib.parse.urlsplit(req.handler.path).query
@@ -14953,6 +14953,8 @@ class App:
         wanted = {"mcp": self.url + "/mcp", "broker": "%s/api/ext/v1/broker/proxy/%s" % (
             self.url, params.get("credential_id"))}.get(req.surface, self.url)
         if req.principal.resource is not None and req.principal.resource != wanted:
+            self.audit(req.principal, req.surface, Decision("deny", "use_token", wanted, [
+                "this %s token is for %s only" % (req.principal.token_kind, req.principal.resource)]))
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
                             headers={"WWW-Authenticate": bearer_challenge(
                                 req, "invalid_token", "the token's audience is %s" % req.principal.resource)})
@@ -15715,6 +15717,19 @@ def add_serve_options(serve):
     serve.add_argument("--oauth-allow-loopback-clients", action="store_true",
                        help="fetch OAuth client metadata documents from loopback addresses too (for tests; other "
                             "private and link-local addresses are always refused)")
+    serve.add_argument("--tls-client-ca", metavar="PEM", help="with --tls-cert: accept client certificates of this "
+                       "CA; tokens minted over such a connection are bound to its certificate (RFC 8705) and its URI "
+                       "SAN (a SPIFFE ID) is the runtime's identity")
+    serve.add_argument("--require-sender-constrained", action="store_true",
+                       help="mint task and tool tokens only bound to a client certificate or a DPoP key")
+    serve.add_argument("--dpop-nonce", action="store_true", help="DPoP proofs must carry this server's nonce (RFC "
+                       "9449 section 8; a proof without one is answered use_dpop_nonce with the nonce to use)")
+    serve.add_argument("--broker-allow-loopback", action="store_true",
+                       help="let the credential broker reach upstreams on loopback addresses (for tests; other "
+                            "private and link-local addresses are always refused)")
+    serve.add_argument("--broker-connect-to", metavar="HOST:PORT:ADDRESS:PORT", action="append", default=[],
+                       help="send the broker's requests for HOST:PORT to ADDRESS:PORT instead (as curl's "
+                            "--connect-to; the certificate is still checked for HOST); repeatable")
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
@@ -15839,16 +15854,32 @@ def main(argv=None):
         raise SystemExit(str(error))
 
 
+def connect_to(entries):
+    """--broker-connect-to HOST:PORT:ADDRESS:PORT entries as {"host:port": (address, port)}."""
+    mapping = {}
+    for entry in entries:
+        host, port, address, target = (entry.rsplit(":", 3) + ["", "", ""])[:4]
+        if not (host and port.isdigit() and address and target.isdigit()):
+            raise SystemExit("--broker-connect-to takes HOST:PORT:ADDRESS:PORT, not %r" % entry)
+        mapping["%s:%s" % (host.lower(), port)] = (address, int(target))
+    return mapping
+
+
 def run_command(args):
     if args.command == "serve":
         if bool(args.tls_cert) != bool(args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")
+        if args.tls_client_ca and not args.tls_cert:
+            raise SystemExit("--tls-client-ca needs --tls-cert (client certificates come over TLS)")
         try:
             server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
                                  access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
                                  agent_credentials=args.agent_credentials,
-                                 allow_loopback_client_documents=args.oauth_allow_loopback_clients)
+                                 allow_loopback_client_documents=args.oauth_allow_loopback_clients,
+                                 tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
+                                 broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
+                                 require_sender_constrained=args.require_sender_constrained)
         except OSError as error:
             if error.errno != errno.EADDRINUSE:
                 raise

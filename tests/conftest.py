@@ -197,7 +197,22 @@ def test_ca(tmp_path_factory):
                 "extendedKeyUsage=serverAuth\n" % (GH_HOST, GH_HOST))
     run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
         "-extfile", ext)
-    return {"ca": ca, "cert": cert, "key": key}
+    return {"ca": ca, "cert": cert, "key": key, "ca_key": ca_key}
+
+
+def issue_cert(test_ca, directory, name, dns=(), uri=None, client=False):
+    """A certificate of the test CA: for servers with ``dns`` names, or for a TLS client (its runtime's
+    identity in a URI SAN such as a SPIFFE ID). Returns (cert path, key path)."""
+    key, csr, cert, ext = (os.path.join(str(directory), name + suffix) for suffix in (".key", ".csr", ".pem", ".cnf"))
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + name)
+    names = ["DNS:" + d for d in dns] + (["URI:" + uri] if uri else [])
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:false\nextendedKeyUsage=%s\n%s" % (
+            "clientAuth" if client else "serverAuth", "subjectAltName=%s\n" % ",".join(names) if names else ""))
+    run("x509", "-req", "-in", csr, "-CA", test_ca["ca"], "-CAkey", test_ca["ca_key"], "-CAcreateserial", "-out", cert,
+        "-days", "2", "-extfile", ext)
+    return cert, key
 
 
 def connect_proxy(routes):

@@ -115,7 +115,7 @@ def broker_proxy(req, credential_id, rest):
     """Forward the request to the credential's upstream with its secret attached; stream the answer."""
     row, resource = usable_credential(req, credential_id)
     # the path as the client sent it, still percent-encoded, and never climbing out of the base URL
-    path = req.raw_path.split("/", 6)[6]
+    path = req.raw_path.split("/", 7)[7]
     if any(urllib.parse.unquote(segment) in (".", "..") for segment in path.split("/")):
         raise HTTPError(400, "A proxied path has no . or .. segments")
     query = urllib.parse.urlsplit(req.handler.path).query

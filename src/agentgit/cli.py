@@ -192,6 +192,19 @@ def add_serve_options(serve):
     serve.add_argument("--oauth-allow-loopback-clients", action="store_true",
                        help="fetch OAuth client metadata documents from loopback addresses too (for tests; other "
                             "private and link-local addresses are always refused)")
+    serve.add_argument("--tls-client-ca", metavar="PEM", help="with --tls-cert: accept client certificates of this "
+                       "CA; tokens minted over such a connection are bound to its certificate (RFC 8705) and its URI "
+                       "SAN (a SPIFFE ID) is the runtime's identity")
+    serve.add_argument("--require-sender-constrained", action="store_true",
+                       help="mint task and tool tokens only bound to a client certificate or a DPoP key")
+    serve.add_argument("--dpop-nonce", action="store_true", help="DPoP proofs must carry this server's nonce (RFC "
+                       "9449 section 8; a proof without one is answered use_dpop_nonce with the nonce to use)")
+    serve.add_argument("--broker-allow-loopback", action="store_true",
+                       help="let the credential broker reach upstreams on loopback addresses (for tests; other "
+                            "private and link-local addresses are always refused)")
+    serve.add_argument("--broker-connect-to", metavar="HOST:PORT:ADDRESS:PORT", action="append", default=[],
+                       help="send the broker's requests for HOST:PORT to ADDRESS:PORT instead (as curl's "
+                            "--connect-to; the certificate is still checked for HOST); repeatable")
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
@@ -316,16 +329,32 @@ def main(argv=None):
         raise SystemExit(str(error))
 
 
+def connect_to(entries):
+    """--broker-connect-to HOST:PORT:ADDRESS:PORT entries as {"host:port": (address, port)}."""
+    mapping = {}
+    for entry in entries:
+        host, port, address, target = (entry.rsplit(":", 3) + ["", "", ""])[:4]
+        if not (host and port.isdigit() and address and target.isdigit()):
+            raise SystemExit("--broker-connect-to takes HOST:PORT:ADDRESS:PORT, not %r" % entry)
+        mapping["%s:%s" % (host.lower(), port)] = (address, int(target))
+    return mapping
+
+
 def run_command(args):
     if args.command == "serve":
         if bool(args.tls_cert) != bool(args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")
+        if args.tls_client_ca and not args.tls_cert:
+            raise SystemExit("--tls-client-ca needs --tls-cert (client certificates come over TLS)")
         try:
             server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
                                  access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
                                  agent_credentials=args.agent_credentials,
-                                 allow_loopback_client_documents=args.oauth_allow_loopback_clients)
+                                 allow_loopback_client_documents=args.oauth_allow_loopback_clients,
+                                 tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
+                                 broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
+                                 require_sender_constrained=args.require_sender_constrained)
         except OSError as error:
             if error.errno != errno.EADDRINUSE:
                 raise

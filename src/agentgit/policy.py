@@ -602,8 +602,8 @@ def rule_permission(q):
 
 def rule_agent_credentials(q):
     principal, resource = q.principal, q.resource
-    if principal.credential_id is not None and not (resource.kind == "credential" and
-                                                    resource.row["id"] == principal.credential_id):
+    if principal.credential_id is not None and q.action not in SELF_ACTIONS and not (
+            resource.kind == "credential" and resource.row["id"] == principal.credential_id):
         return q.deny("this tool token is for one other credential; ask the broker for a tool token for %s" %
                       resource.name)
     if principal.audience is not None and resource.kind == "repo" and resource.name not in principal.audience:

@@ -239,6 +239,8 @@ class App:
         wanted = {"mcp": self.url + "/mcp", "broker": "%s/api/ext/v1/broker/proxy/%s" % (
             self.url, params.get("credential_id"))}.get(req.surface, self.url)
         if req.principal.resource is not None and req.principal.resource != wanted:
+            self.audit(req.principal, req.surface, Decision("deny", "use_token", wanted, [
+                "this %s token is for %s only" % (req.principal.token_kind, req.principal.resource)]))
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
                             headers={"WWW-Authenticate": bearer_challenge(
                                 req, "invalid_token", "the token's audience is %s" % req.principal.resource)})

@@ -1,0 +1,352 @@
+"""The credential broker: alice keeps her Jira and GitHub credentials in agentgit; her agent, under the
+seed's task grant, gets minutes-long tool tokens and calls both upstreams through the broker's proxy
+without ever seeing a secret; everything outside the grant is refused, with its reason, and audited.
+
+The upstreams are real HTTPS servers on 127.0.0.1 with certificates of the test CA for github.com,
+jira.example.com and evil.example; the server is told (as curl's --connect-to) where those names are.
+"""
+import http.client
+import http.server
+import json
+import ssl
+import threading
+import urllib.parse
+
+import pytest
+
+import agentgit
+from conftest import Browser, api, ext, issue_cert, patch_everywhere
+from test_oauth import form_post
+from test_oauth_code import authorize, pkce
+
+JIRA_KEY = "jira-key-5f0c8a1e9d7b4c2a"
+GITHUB_TOKEN = "ghs_upstreamSecret0123456789abcdef"
+
+
+class Upstream:
+    """An HTTPS server that records every request and answers by path: /echo shows what it got (so a
+    secret it received would travel back), /to-evil and /to-echo redirect, /big is large, /chunks
+    streams."""
+
+    def __init__(self, test_ca, tmp_path, name):
+        self.requests, self.name = [], name
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                upstream.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                          "body": body})
+                path = urllib.parse.urlsplit(self.path).path
+                if path.endswith("/to-evil"):
+                    return self.reply(302, b"", {"Location": "https://evil.example/steal"})
+                if path.endswith("/to-echo"):
+                    return self.reply(302, b"", {"Location": "/echo?via=redirect"})
+                if path.endswith("/big"):
+                    return self.reply(200, b"x" * 5000)
+                if path.endswith("/chunks"):
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for part in (b"first ", JIRA_KEY[:7].encode(), JIRA_KEY[7:].encode(), b" last"):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                echo = json.dumps({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                   "body": body.decode()}).encode()
+                self.reply(200, echo, {"Content-Type": "application/json", "Set-Cookie": "session=upstream-session",
+                                       "X-Echo-Key": self.headers.get("X-Api-Key", "none")})
+
+            def reply(self, status, body, headers=None):
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = answer
+
+            def log_message(self, *args):
+                pass
+
+        cert, key = issue_cert(test_ca, tmp_path, name, dns=[name])
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def broker(tmp_path, test_ca, monkeypatch):
+    """agentgit with github.com, jira.example.com and evil.example pointed at loopback upstreams."""
+    monkeypatch.setenv("SSL_CERT_FILE", test_ca["ca"])
+    upstreams = {name: Upstream(test_ca, tmp_path, name) for name in ("github.com", "jira.example.com", "evil.example")}
+    connect_to = {"%s:443" % name: ("127.0.0.1", u.port) for name, u in upstreams.items()}
+    connect_to["intranet.example:443"] = ("10.0.0.7", 443)
+    srv = agentgit.make_server(tmp_path / "data", port=0, broker_allow_loopback=True, broker_connect_to=connect_to).start()
+    yield srv, upstreams
+    srv.stop()
+    for upstream in upstreams.values():
+        upstream.stop()
+
+
+def store_credentials(srv, alice):
+    jira = ext(srv, "POST", "/broker/credentials", alice, {"name": "jira", "kind": "api_key", "header": "X-Api-Key",
+                                                          "value": JIRA_KEY, "base_url": "https://jira.example.com"})
+    github = ext(srv, "POST", "/broker/credentials", alice, {
+        "name": "github", "kind": "api_key", "header": "Authorization", "value": "Bearer " + GITHUB_TOKEN,
+        "base_url": "https://github.com/api"})
+    evil = ext(srv, "POST", "/broker/credentials", alice, {"name": "evil", "kind": "basic", "username": "alice",
+                                                          "password": "evil-password-1", "base_url": "https://evil.example"})
+    assert jira.status == github.status == evil.status == 201
+    return jira.json, github.json, evil.json
+
+
+def seed_task(srv, resources, constraints=None, actions=("read_code", "call_api")):
+    """The seed's grant: alice's agent, on alice/payments and her credentials, with the seed's allowlist."""
+    alice = srv.add_user("alice", password="pw")
+    api(srv, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    login, agent, _ = srv.add_agent("coder")
+    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/payments", "permission": "push"}]}).json["invite_token"]
+    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    credentials = store_credentials(srv, alice)
+    grant = ext(srv, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "task": "task:fix-payment-bug", "actions": list(actions),
+        "resources": ["repo:alice/payments"] + resources,
+        "constraints": constraints or {"network_allowlist": ["github.com", "jira.example.com"]}})
+    assert grant.status == 201, grant
+    task_token = ext(srv, "POST", "/task-grants/%s/tokens" % grant.json["id"], agent, {}).json["token"]
+    return {"alice": alice, "agent": agent, "login": login, "grant": grant.json, "task_token": task_token,
+            "credentials": credentials}
+
+
+def tool_token(srv, task_token, credential):
+    r = ext(srv, "POST", "/broker/tokens", task_token, {"credential": credential})
+    assert r.status == 201, r
+    return r.json
+
+
+def proxy(srv, token, credential_id, path, method="GET", body=None, headers=None):
+    """A call through the proxy, as any HTTP client makes it: the tool token as the bearer."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.httpd.server_address[1], timeout=30)
+    conn.request(method, "/api/ext/v1/broker/proxy/%s/%s" % (credential_id, path), body=body,
+                 headers=dict({"Authorization": "Bearer " + token}, **(headers or {})))
+    response = conn.getresponse()
+    raw = response.read()
+    conn.close()
+    return response, raw
+
+
+def test_the_seed_task_calls_jira_and_github_without_ever_holding_a_secret(broker):
+    srv, upstreams = broker
+    task = seed_task(srv, ["credential:alice/jira", "credential:alice/github"])
+    jira_id, github_id = task["credentials"][0]["id"], task["credentials"][1]["id"]
+    seen = []      # every answer the agent gets, to prove no secret is in any of them
+
+    minted = tool_token(srv, task["task_token"], "credential:alice/jira")
+    assert minted["token"].startswith("agb_") and minted["upstream"] == "https://jira.example.com"
+    assert minted["credential"] == "credential:alice/jira" and minted["task"] == "task:fix-payment-bug"
+    assert minted["proxy_url"] == srv.url + "/api/ext/v1/broker/proxy/" + jira_id
+    seen.append(json.dumps(minted))
+    response, raw = proxy(srv, minted["token"], jira_id, "rest/api/2/issue/PAY-1?fields=summary",
+                          headers={"Cookie": "agent=cookie", "X-Trace": "t-1"})
+    seen.append(raw.decode() + str(response.getheaders()))
+    assert response.status == 200, raw
+    got = upstreams["jira.example.com"].requests[-1]
+    assert got["path"] == "/rest/api/2/issue/PAY-1?fields=summary" and got["headers"]["X-Api-Key"] == JIRA_KEY
+    assert got["headers"]["Host"] == "jira.example.com" and got["headers"]["X-Trace"] == "t-1"
+    assert "Cookie" not in got["headers"] and minted["token"] not in str(got)      # the agent's own stay home
+    echo = json.loads(raw)
+    assert echo["headers"]["X-Api-Key"] == "*" * len(JIRA_KEY)            # the upstream echoed it: masked
+    assert response.getheader("Set-Cookie") is None and response.getheader("X-Echo-Key") is None
+
+    # a POST with a body; a chunked answer with the key split across chunks; a same-origin redirect
+    response, raw = proxy(srv, minted["token"], jira_id, "rest/api/2/issue", "POST", b'{"summary": "x"}',
+                          {"Content-Type": "application/json"})
+    assert response.status == 200 and json.loads(raw)["body"] == '{"summary": "x"}'
+    seen.append(raw.decode())
+    response, raw = proxy(srv, minted["token"], jira_id, "chunks")
+    assert raw == b"first " + b"*" * len(JIRA_KEY) + b" last"
+    response, raw = proxy(srv, minted["token"], jira_id, "to-echo")
+    assert response.status == 200 and json.loads(raw)["path"] == "/echo?via=redirect"
+    seen.append(raw.decode())
+
+    # GitHub, with a bearer token in Authorization: its own tool token, and a path under its base URL
+    minted_gh = tool_token(srv, task["task_token"], github_id)
+    response, raw = proxy(srv, minted_gh["token"], github_id, "repos/acme/payments/issues")
+    assert response.status == 200
+    assert upstreams["github.com"].requests[-1]["headers"]["Authorization"] == "Bearer " + GITHUB_TOKEN
+    assert upstreams["github.com"].requests[-1]["path"] == "/api/repos/acme/payments/issues"
+    seen.append(raw.decode())
+
+    # one audit row per call, saying what went where for whom, for the delegator to read
+    rows = [r for r in ext(srv, "GET", "/agents/%s/activity" % task["login"], task["alice"]).json
+            if r["action"] == "call_api"]
+    assert len(rows) == 5 and all(r["decision"] == "allow" and r["task"] == "task:fix-payment-bug" for r in rows)
+    effects = [r["side_effect"] for r in rows]
+    assert "GET jira.example.com/rest/api/2/issue/PAY-1 -> 200" in effects[-1]
+    assert "credential:alice/jira for task:fix-payment-bug" in effects[-1] and "bytes" in effects[-1]
+    assert any(e.startswith("GET github.com/api/repos/acme/payments/issues -> 200") for e in effects)
+    # and nothing of the secrets anywhere the agent or an auditor looks: answers, audit rows, the database
+    dump = "\n".join(srv.app.store.db.iterdump())
+    for secret in (JIRA_KEY, GITHUB_TOKEN, "evil-password-1"):
+        assert not any(secret in text for text in seen) and secret not in dump
+
+
+def test_what_the_grant_does_not_cover_is_refused_and_audited(broker):
+    srv, upstreams = broker
+    task = seed_task(srv, ["credential:alice/jira", "credential:alice/evil"])
+    jira_id, github_id, evil_id = (c["id"] for c in task["credentials"])
+    jira = tool_token(srv, task["task_token"], jira_id)
+    # a credential the grant does not name; one it names whose upstream is outside the allowlist
+    r = ext(srv, "POST", "/broker/tokens", task["task_token"], {"credential": github_id})
+    assert r.status == 403 and "does not cover credential:alice/github" in r.json["message"]
+    r = ext(srv, "POST", "/broker/tokens", task["task_token"], {"credential": evil_id})
+    assert r.status == 403 and "https://evil.example:443 is not in its network_allowlist" in r.json["message"]
+    assert ext(srv, "POST", "/broker/tokens", task["task_token"], {"credential": "bc_0000"}).status == 404
+    # the jira tool token at another credential's proxy, at the REST API; a task token at the proxy
+    response, raw = proxy(srv, jira["token"], github_id, "x")
+    assert response.status == 401 and b"this token is for" in raw
+    assert api(srv, "GET", "/user", jira["token"]).status == 401
+    response, raw = proxy(srv, task["task_token"], jira_id, "x")
+    assert response.status == 403 and b"call_api needs the tool token itself" in raw
+    # an allowlisted host redirecting to one that is not: refused before evil.example hears of it
+    response, raw = proxy(srv, jira["token"], jira_id, "to-evil")
+    assert response.status == 403 and b"evil.example:443 is not in its network_allowlist" in raw
+    assert upstreams["evil.example"].requests == []
+    # no climbing out of the base URL
+    response, raw = proxy(srv, jira["token"], jira_id, "a/%2e%2e/b")
+    assert response.status == 400
+    # the agent cannot read, list or change a credential with any token it holds
+    for token in (task["agent"], task["task_token"], jira["token"]):
+        assert ext(srv, "GET", "/broker/credentials/" + jira_id, token).status in (401, 403, 404)
+        assert ext(srv, "GET", "/broker/credentials", token).status in (401, 403)
+        assert ext(srv, "PUT", "/broker/credentials/%s/secret" % jira_id, token, {"value": "x"}).status in (401, 403, 404)
+    decisions = [(r["action"], r["decision"]) for r in ext(srv, "GET", "/agents/%s/activity" % task["login"],
+                                                            task["alice"]).json]
+    assert decisions.count(("use_credential", "deny")) == 2 and ("call_api", "deny") in decisions
+    assert ("use_token", "deny") in decisions         # the token presented for another credential
+    # revoking the task ends its tool tokens at once
+    assert ext(srv, "DELETE", "/task-grants/" + task["grant"]["id"], task["alice"]).status == 204
+    assert proxy(srv, jira["token"], jira_id, "echo")[0].status == 401
+
+
+def test_expiry_approval_and_a_delegator_who_loses_the_credential(broker):
+    srv, _ = broker
+    task = seed_task(srv, ["credential:alice/jira"], {"network_allowlist": ["jira.example.com"],
+                                                       "requires_approval": ["use_credential"]})
+    jira_id = task["credentials"][0]["id"]
+    r = ext(srv, "POST", "/broker/tokens", task["task_token"], {"credential": jira_id})
+    assert r.status == 403 and "needs a human's approval" in r.json["message"]
+    approval = ext(srv, "GET", "/approvals/" + r.json["approval_id"], task["alice"]).json
+    assert approval["subject"] == "calls to https://jira.example.com" and approval["action"] == "use_credential"
+    assert ext(srv, "POST", "/approvals/%s/approve" % approval["id"], task["alice"]).status == 200
+    minted = tool_token(srv, task["task_token"], jira_id)
+    assert 0 < (agentgit.parse_time(minted["expires_at"]) - agentgit.parse_time(agentgit.now())).total_seconds() <= 300
+    assert proxy(srv, minted["token"], jira_id, "echo")[0].status == 200
+    # the approval was spent: the next tool token needs another yes
+    assert ext(srv, "POST", "/broker/tokens", task["task_token"], {"credential": jira_id}).status == 403
+    # replayed past its expiry: 401
+    with srv.app.store.transaction() as db:
+        db.execute("UPDATE tokens SET expires_at = '2020-01-01T00:00:00Z' WHERE kind = 'tool'")
+    assert proxy(srv, minted["token"], jira_id, "echo")[0].status == 401
+
+
+def test_upstream_addresses_are_checked_on_every_call(broker, monkeypatch):
+    srv, _ = broker
+    alice = srv.add_user("alice", password="pw")
+    made = [ext(srv, "POST", "/broker/credentials", alice, {"name": name, "kind": "api_key", "header": "X-Key",
+                                                           "value": "secret-value-1", "base_url": url}).json
+            for name, url in (("intranet", "https://intranet.example"), ("local", "https://localhost:1"))]
+    login, agent, _ = srv.add_agent("coder")
+    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": []}).json["invite_token"]
+    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    api(srv, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    grant = ext(srv, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "task": "task:sync", "actions": ["call_api"],
+        "resources": ["repo:alice/payments", "credential:alice/intranet", "credential:alice/local"],
+        "constraints": {"network_allowlist": ["intranet.example", "localhost:1"]}}).json
+    task_token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    intranet = tool_token(srv, task_token, made[0]["id"])
+    response, raw = proxy(srv, intranet["token"], made[0]["id"], "x")     # a name at a private address
+    assert response.status == 502 and b"non-public address (10.0.0.7)" in raw and b"secret-value-1" not in raw
+    local = tool_token(srv, task_token, made[1]["id"])
+    monkeypatch.setattr(srv.app.config, "broker_allow_loopback", False)   # loopback without the operator's leave
+    response, raw = proxy(srv, local["token"], made[1]["id"], "x")
+    assert response.status == 502 and b"localhost is at a non-public address" in raw
+
+
+def test_oversized_answers_are_cut_off(broker, monkeypatch):
+    srv, _ = broker
+    patch_everywhere(monkeypatch, "MAX_UPSTREAM_BYTES", 1000)
+    task = seed_task(srv, ["credential:alice/jira"])
+    jira_id = task["credentials"][0]["id"]
+    minted = tool_token(srv, task["task_token"], jira_id)
+    response, raw = proxy(srv, minted["token"], jira_id, "big")
+    assert response.status == 502 and b"at most 1000" in raw
+
+
+def test_an_oauth_upstream_is_refreshed_with_its_stored_refresh_token(broker, tmp_path):
+    """agentgit's own OAuth server is the upstream: alice authorizes a confidential app there; the
+    broker keeps the refresh token, gets access tokens when the kept one expires or is refused, and
+    stores each rotated refresh token (reusing an old one would revoke the whole family)."""
+    srv, _ = broker
+    upstream = agentgit.make_server(tmp_path / "upstream", port=0).start()
+    try:
+        upstream.add_user("alice", password="pw")
+        up_alice = upstream.add_user("upstream-admin")
+        app = ext(upstream, "POST", "/oauth/apps", up_alice, {"name": "Broker", "redirect_uris": ["http://127.0.0.1/cb"],
+                                                             "confidential": True}).json
+        browser = Browser(upstream)
+        browser.sign_in("alice", "pw")
+        verifier, challenge = pkce()
+        _, answer = authorize(browser, app["client_id"], "http://127.0.0.1/cb", challenge)
+        tokens = form_post(upstream, "/login/oauth/access_token", {"grant_type": "authorization_code", "client_id": app["client_id"],
+                                           "client_secret": app["client_secret"], "code": answer["code"],
+                                           "redirect_uri": "http://127.0.0.1/cb", "code_verifier": verifier}).json
+        task = seed_task(srv, [], {"network_allowlist": []})
+        up = urllib.parse.urlsplit(upstream.url)
+        made = ext(srv, "POST", "/broker/credentials", task["alice"], {
+            "name": "upstream", "kind": "oauth_refresh", "base_url": upstream.url + "/api/v3",
+            "client_id": app["client_id"], "client_secret": app["client_secret"],
+            "refresh_token": tokens["refresh_token"], "token_endpoint": upstream.url + "/login/oauth/access_token"})
+        assert made.status == 201, made
+        grant = ext(srv, "POST", "/task-grants", task["alice"], {
+            "agent": "agent:" + task["login"], "task": "task:mirror", "actions": ["call_api"],
+            "resources": ["credential:alice/upstream"], "constraints": {"network_allowlist": ["http://" + up.netloc]}})
+        assert grant.status == 201, grant
+        task_token = ext(srv, "POST", "/task-grants/%s/tokens" % grant.json["id"], task["agent"], {}).json["token"]
+        # RFC 8693: the task token, for the upstream's URL, is exchanged for the tool token
+        exchanged = form_post(srv, "/login/oauth/access_token", {
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": task_token,
+            "resource": upstream.url + "/api/v3/user"}).json
+        assert exchanged["access_token"].startswith("agb_") and exchanged["credential"] == "credential:alice/upstream"
+        credential_id = made.json["id"]
+        response, raw = proxy(srv, exchanged["access_token"], credential_id, "user")
+        assert response.status == 200 and json.loads(raw)["login"] == "alice"
+        # the kept access token expires: the next call refreshes (rotating the refresh token), and again
+        for _ in range(2):
+            with srv.app.store.transaction() as db:
+                db.execute("UPDATE broker_credentials SET access_expires_at = '2020-01-01T00:00:00Z'")
+            response, raw = proxy(srv, exchanged["access_token"], credential_id, "user")
+            assert response.status == 200 and json.loads(raw)["login"] == "alice"
+        # the upstream revokes the access token the broker holds: a 401 there refreshes once and retries
+        for row in upstream.app.store.all("SELECT id FROM tokens WHERE kind = 'oauth'"):
+            with upstream.app.store.transaction() as db:
+                db.execute("UPDATE tokens SET revoked_at = '2020-01-01T00:00:00Z' WHERE id = ?", (row["id"],))
+        response, raw = proxy(srv, exchanged["access_token"], credential_id, "user")
+        assert response.status == 200 and json.loads(raw)["login"] == "alice"
+        dump = "\n".join(srv.app.store.db.iterdump())
+        assert tokens["refresh_token"] not in dump and app["client_secret"] not in dump
+    finally:
+        upstream.stop()
