@@ -9190,13 +9190,16 @@ def retire(db, agent, human_id, repositories):
 
 @route("POST", "/api/ext/v1/revocations")
 def revocations(req):
-    """Exactly one of {"agent"}, {"delegator"}, {"org"}, {"token_fingerprint"}; answers how many tokens
-    were revoked. Allowed to the bound human (agent), the human themself (delegator), org admins (org),
-    the token's holder or its agent's human (fingerprint), and site admins for all."""
+    """Exactly one of {"agent"}, {"delegator"}, {"org"}, {"token_fingerprint"}, {"runtime"}; answers how
+    many tokens were revoked. Allowed to the bound human (agent), the human themself (delegator), org
+    admins (org), the token's holder or its agent's human (fingerprint), and site admins for all. A
+    runtime (a SPIFFE ID, * for any part) revokes every token minted by a runtime of that identity:
+    of the caller's agents, or for a site admin of everyone's."""
     body = req.json()
-    kinds = [k for k in ("agent", "delegator", "org", "token_fingerprint") if body.get(k) is not None]
+    kinds = [k for k in ("agent", "delegator", "org", "token_fingerprint", "runtime") if body.get(k) is not None]
     if len(kinds) != 1 or not isinstance(body[kinds[0]], str):
-        raise invalid("Revocation", "target", "invalid", "name exactly one of agent, delegator, org, token_fingerprint")
+        raise invalid("Revocation", "target", "invalid", "name exactly one of agent, delegator, org, token_fingerprint, "
+                                                         "runtime")
     kind, target = kinds[0], body[kinds[0]]
     signed_in(req)
     store = req.app.store
@@ -9210,6 +9213,17 @@ def revocations(req):
         where = ("user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?) OR (kind = 'switch-session'"
                  " AND issued_by = ?)")
         args, also = (human["id"], human["id"]), None
+    elif kind == "runtime":
+        if not target.startswith("spiffe://") or len(target) > 500:
+            raise invalid("Revocation", "runtime", message="a runtime is a SPIFFE ID (spiffe://…, * for any part)")
+        human = signed_in(req)
+        req.authorize("revoke_tokens", Resource.account(human))
+        if req.can("read_site_audit", SITE):
+            where, args = "runtime GLOB ?", (target,)
+        else:
+            where, args = "runtime GLOB ? AND user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)", (
+                target, human["id"])
+        also = None
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
         req.authorize("revoke_org_access", Resource.account(org))
@@ -9892,6 +9906,7 @@ def effective_policy(req):
     decisions = [decide(req.app.store, principal, action, resource) for action in TASK_ACTIONS]
     return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),
                  "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "resource": resource.name,
+                 "runtime": req.principal.runtime_id, "sender_constraint": req.principal.confirmation(),
                  "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
                  if grant else None,
                  "rules": ["%d. %s" % (number, rule.says) for number, rule in enumerate(POLICY_RULES, 1)],
@@ -13625,7 +13640,8 @@ def may_ask(asker, facts):
 @route("POST", "/login/oauth/introspect")
 def introspect(req):
     """RFC 7662, for every kind of token agentgit issues: active, scope, aud, exp, sub (the account;
-    for a task token the agent), and agentgit's chain: user_kind, delegator, task, grant."""
+    for a task token the agent), cnf (a bound token's certificate or key), and agentgit's chain:
+    user_kind, delegator, task, grant, the runtime that minted it."""
     req.surface = "oauth"
     params = oauth_params(req)
     asker = token_asker(req, params, public_clients=False)
@@ -13635,13 +13651,19 @@ def introspect(req):
     if facts is None or not may_ask(asker, facts):
         return 200, {"active": False}
     row, user, grant = facts["row"], facts["user"], facts["grant"]
-    answer = {"active": True, "token_type": "bearer", "token_kind": row["kind"], "iss": req.app.url,
+    cnf = json.loads(row["cnf"]) if row["cnf"] else None
+    answer = {"active": True, "token_type": "DPoP" if cnf and "jkt" in cnf else "bearer", "token_kind": row["kind"],
+              "iss": req.app.url,
               "sub": user["login"], "username": user["login"], "user_kind": user["kind"],
               "scope": " ".join(s for s in row["scopes"].split(",") if s),
               "aud": row["resource"] or [req.app.url, req.app.url + "/mcp"],
               "iat": int(parse_time(row["created_at"]).timestamp())}
     if row["expires_at"]:
         answer["exp"] = int(parse_time(row["expires_at"]).timestamp())
+    if cnf:
+        answer["cnf"] = cnf          # RFC 8705 §3.2, RFC 9449 §6.2: what the token is bound to
+    if row["runtime"]:
+        answer["runtime"] = row["runtime"]
     if facts["client"] is not None:
         answer["client_id"] = facts["client"]["client_id"]
     if grant is not None:

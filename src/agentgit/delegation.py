@@ -380,13 +380,16 @@ def retire(db, agent, human_id, repositories):
 
 @route("POST", "/api/ext/v1/revocations")
 def revocations(req):
-    """Exactly one of {"agent"}, {"delegator"}, {"org"}, {"token_fingerprint"}; answers how many tokens
-    were revoked. Allowed to the bound human (agent), the human themself (delegator), org admins (org),
-    the token's holder or its agent's human (fingerprint), and site admins for all."""
+    """Exactly one of {"agent"}, {"delegator"}, {"org"}, {"token_fingerprint"}, {"runtime"}; answers how
+    many tokens were revoked. Allowed to the bound human (agent), the human themself (delegator), org
+    admins (org), the token's holder or its agent's human (fingerprint), and site admins for all. A
+    runtime (a SPIFFE ID, * for any part) revokes every token minted by a runtime of that identity:
+    of the caller's agents, or for a site admin of everyone's."""
     body = req.json()
-    kinds = [k for k in ("agent", "delegator", "org", "token_fingerprint") if body.get(k) is not None]
+    kinds = [k for k in ("agent", "delegator", "org", "token_fingerprint", "runtime") if body.get(k) is not None]
     if len(kinds) != 1 or not isinstance(body[kinds[0]], str):
-        raise invalid("Revocation", "target", "invalid", "name exactly one of agent, delegator, org, token_fingerprint")
+        raise invalid("Revocation", "target", "invalid", "name exactly one of agent, delegator, org, token_fingerprint, "
+                                                         "runtime")
     kind, target = kinds[0], body[kinds[0]]
     signed_in(req)
     store = req.app.store
@@ -400,6 +403,17 @@ def revocations(req):
         where = ("user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?) OR (kind = 'switch-session'"
                  " AND issued_by = ?)")
         args, also = (human["id"], human["id"]), None
+    elif kind == "runtime":
+        if not target.startswith("spiffe://") or len(target) > 500:
+            raise invalid("Revocation", "runtime", message="a runtime is a SPIFFE ID (spiffe://…, * for any part)")
+        human = signed_in(req)
+        req.authorize("revoke_tokens", Resource.account(human))
+        if req.can("read_site_audit", SITE):
+            where, args = "runtime GLOB ?", (target,)
+        else:
+            where, args = "runtime GLOB ? AND user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)", (
+                target, human["id"])
+        also = None
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
         req.authorize("revoke_org_access", Resource.account(org))

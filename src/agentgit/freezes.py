@@ -42,6 +42,7 @@ def effective_policy(req):
     decisions = [decide(req.app.store, principal, action, resource) for action in TASK_ACTIONS]
     return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),
                  "token_kind": "bootstrap" if principal.bootstrap else principal.token_kind, "resource": resource.name,
+                 "runtime": req.principal.runtime_id, "presented": req.principal.confirmation(),
                  "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
                  if grant else None,
                  "rules": ["%d. %s" % (number, rule.says) for number, rule in enumerate(POLICY_RULES, 1)],

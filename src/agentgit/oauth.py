@@ -598,7 +598,8 @@ def may_ask(asker, facts):
 @route("POST", "/login/oauth/introspect")
 def introspect(req):
     """RFC 7662, for every kind of token agentgit issues: active, scope, aud, exp, sub (the account;
-    for a task token the agent), and agentgit's chain: user_kind, delegator, task, grant."""
+    for a task token the agent), cnf (a bound token's certificate or key), and agentgit's chain:
+    user_kind, delegator, task, grant, the runtime that minted it."""
     req.surface = "oauth"
     params = oauth_params(req)
     asker = token_asker(req, params, public_clients=False)
@@ -608,13 +609,19 @@ def introspect(req):
     if facts is None or not may_ask(asker, facts):
         return 200, {"active": False}
     row, user, grant = facts["row"], facts["user"], facts["grant"]
-    answer = {"active": True, "token_type": "bearer", "token_kind": row["kind"], "iss": req.app.url,
+    cnf = json.loads(row["cnf"]) if row["cnf"] else None
+    answer = {"active": True, "token_type": "DPoP" if cnf and "jkt" in cnf else "bearer", "token_kind": row["kind"],
+              "iss": req.app.url,
               "sub": user["login"], "username": user["login"], "user_kind": user["kind"],
               "scope": " ".join(s for s in row["scopes"].split(",") if s),
               "aud": row["resource"] or [req.app.url, req.app.url + "/mcp"],
               "iat": int(parse_time(row["created_at"]).timestamp())}
     if row["expires_at"]:
         answer["exp"] = int(parse_time(row["expires_at"]).timestamp())
+    if cnf:
+        answer["cnf"] = cnf          # RFC 8705 §3.2, RFC 9449 §6.2: what the token is bound to
+    if row["runtime"]:
+        answer["runtime"] = row["runtime"]
     if facts["client"] is not None:
         answer["client_id"] = facts["client"]["client_id"]
     if grant is not None:
