@@ -63,7 +63,11 @@ class Response:
 def call(srv, method, path, token=None, body=None, headers=None, raw_body=None):
     """One HTTP request to the server; ``path`` is absolute (/api/v3/user)."""
     url = urllib.parse.urlsplit(srv.url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    if url.scheme == "https":       # a server on TLS names the CA that made its certificate (srv.test_ca)
+        conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=30,
+                                           context=ssl.create_default_context(cafile=srv.test_ca))
+    else:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     hdrs = {"Accept": "application/vnd.github+json"}
     if token:
         hdrs["Authorization"] = "token " + token

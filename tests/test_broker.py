@@ -294,6 +294,12 @@ def test_oversized_answers_are_cut_off(broker, monkeypatch):
     minted = tool_token(srv, task["task_token"], jira_id)
     response, raw = proxy(srv, minted["token"], jira_id, "big")
     assert response.status == 502 and b"at most 1000" in raw
+    # a streamed answer without a length is cut off where it passes the limit, and the client told so
+    patch_everywhere(monkeypatch, "MAX_UPSTREAM_BYTES", 10)
+    with pytest.raises(http.client.IncompleteRead):
+        proxy(srv, minted["token"], jira_id, "chunks")
+    rows = ext(srv, "GET", "/agents/%s/activity" % task["login"], task["alice"]).json
+    assert "GET jira.example.com/chunks -> 200, 6 bytes (cut off)" in rows[0]["side_effect"]
 
 
 def test_an_oauth_upstream_is_refreshed_with_its_stored_refresh_token(broker, tmp_path):
@@ -350,3 +356,24 @@ def test_an_oauth_upstream_is_refreshed_with_its_stored_refresh_token(broker, tm
         assert tokens["refresh_token"] not in dump and app["client_secret"] not in dump
     finally:
         upstream.stop()
+
+
+def test_a_dpop_bound_task_token_gets_a_dpop_bound_tool_token(broker):
+    dpop = pytest.importorskip("requests_oauth2client")
+    import requests
+    srv, upstreams = broker
+    task = seed_task(srv, ["credential:alice/jira"])
+    jira_id = task["credentials"][0]["id"]
+    key = dpop.DPoPKey.generate(alg="ES256")
+    grant_mint = srv.url + "/api/ext/v1/task-grants/%s/tokens" % task["grant"]["id"]
+    task_token = requests.post(grant_mint, json={}, headers={"Authorization": "Bearer " + task["agent"],
+                                                             "DPoP": str(key.proof(htm="POST", htu=grant_mint))}).json()
+    minted = requests.post(srv.url + "/api/ext/v1/broker/tokens", json={"credential": jira_id},
+                           auth=dpop.DPoPToken(task_token["token"], _dpop_key=key))
+    assert minted.status_code == 201 and minted.json()["cnf"] == {"jkt": key.dpop_jkt}
+    tool = dpop.DPoPToken(minted.json()["token"], _dpop_key=key)
+    answer = requests.get(minted.json()["proxy_url"] + "/echo", auth=tool)
+    assert answer.status_code == 200 and answer.json()["headers"]["X-Api-Key"] == "*" * len(JIRA_KEY)
+    assert "DPoP" not in upstreams["jira.example.com"].requests[-1]["headers"]       # the proof stays here
+    stolen = requests.get(minted.json()["proxy_url"] + "/echo", headers={"Authorization": "Bearer " + tool.access_token})
+    assert stolen.status_code == 401

@@ -124,10 +124,15 @@ def broker_proxy(req, credential_id, rest):
     body = req.body(MAX_JSON_BODY).read_all() if req.method not in ("GET", "HEAD") else None
     call = UpstreamCall(req, row, resource)
     response, final_url = call.follow(req.method, url, body)
-    sent = call.stream_back(response)
     parts = urllib.parse.urlsplit(final_url)
-    req.effect("%s %s%s -> %d, %d bytes, %s for %s" % (req.method, parts.netloc, parts.path, response.status, sent,
-                                                       resource.name, req.principal.grant["task"]))
+
+    def finish(sent, cut):
+        req.effect("%s %s%s -> %d, %d bytes%s, %s for %s" % (
+            req.method, parts.netloc, parts.path, response.status, sent, " (cut off)" if cut else "", resource.name,
+            req.principal.grant["task"]))
+        with req.transaction():
+            pass                # the call's audit row, with its side effect
+    call.stream_back(response, finish)
     return None
 
 
@@ -197,9 +202,11 @@ class UpstreamCall:
             headers["Authorization"] = "Bearer " + self.access_token
         return query
 
-    def stream_back(self, response):
+    def stream_back(self, response, finish):
         """Status, headers (without the upstream's cookies or anything carrying a secret) and body,
-        masked and streamed; returns the bytes sent. An answer over MAX_UPSTREAM_BYTES is cut off."""
+        masked and streamed. ``finish(bytes, cut_off)`` records the call before the answer's last
+        bytes leave, so a client holding the whole answer finds its audit row. An answer over
+        MAX_UPSTREAM_BYTES is cut off, and the connection closed so the client knows."""
         handler, masks = self.req.handler, self.secrets()
         length = response.getheader("Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_UPSTREAM_BYTES:
@@ -212,23 +219,27 @@ class UpstreamCall:
                 handler.send_header(name, value)
         chunked = length is None or not length.isdigit()
         handler.send_header("Transfer-Encoding" if chunked else "Content-Length", "chunked" if chunked else length)
+        if self.req.method == "HEAD" or length == "0":
+            finish(0, False)
+            handler.end_headers()
+            return response.close()
         handler.end_headers()
-        sent, masker = 0, Masker(masks)
+        sent, cut, masker = 0, False, Masker(masks)
         try:
-            while self.req.method != "HEAD":
+            while True:
                 data = response.read1(CHUNK)
                 if not data or sent + len(data) > MAX_UPSTREAM_BYTES:
+                    cut = bool(data)
                     break
                 sent += len(data)
                 write_body(handler, masker.feed(data), chunked)
+            finish(sent, cut)
             write_body(handler, masker.rest(), chunked)
-            if chunked and self.req.method != "HEAD":
+            if chunked and not cut:
                 handler.wfile.write(b"0\r\n\r\n")
         finally:
             response.close()
-        if sent + len(masker.held) > MAX_UPSTREAM_BYTES:
-            handler.close_connection = True
-        return sent
+        handler.close_connection = handler.close_connection or cut
 
 
 def write_body(handler, data, chunked):

@@ -167,7 +167,9 @@ def exchange_grant(req, params):
     try:
         req.principal = authenticate(req.app, {"Authorization": "token " + params.get("subject_token", "")},
                                      req.client, presented=req.presented)
-    except HTTPError:
+    except HTTPError as error:
+        if error.headers.get("WWW-Authenticate", "").startswith("DPoP "):
+            raise                   # a DPoP proof refused: access_token() answers it in OAuth's shape
         req.principal = Principal(runtime=req.client)
     resource = params.get("resource", "")
     if req.principal.token_kind == "task" and "://" in resource and urllib.parse.urlsplit(
