@@ -2308,7 +2308,8 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
             resource.kind == "site" or resource.row["id"] == user["id"]):
         return None
     if resource.name not in grant["resources"]:
-        return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind == "repo")
+        return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind in ("repo",
+                                                                                                        "credential"))
     needed = action if spec.mutation or spec.sensitive else "read_code"
     if resource.kind == "credential":
         needed = "call_api"          # a grant names calls; a tool token for them is asked for first
@@ -12754,7 +12755,7 @@ def asserted_agent(req, params):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 45. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-# uses: config, errors, tokens, policy, plumbing, lookups, vault, tasks, oauth_clients
+# uses: config, errors, tokens, accounts, policy, plumbing, lookups, vault, tasks, oauth_clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 TOOL_TOKEN_SECONDS = 300
@@ -12777,9 +12778,13 @@ def proxy_url(app, row):
 
 
 def usable_credential(req, name):
-    """(row, Resource) of a credential, or 404 (a credential's existence is its owner's to know)."""
+    """(row, Resource) of a credential the caller (for a task or tool token, its delegator) holds; 404
+    for any other: a credential's existence is its owner's to know."""
+    user = signed_in(req)
     row, owner = credential_by_name(req.app.store, name)
-    if row is None:
+    grant = req.principal.grant
+    holder = account_by_id(req.app.store, grant["delegator_id"]) if grant is not None else user
+    if row is None or permission_on(req.app.store, holder, Resource.credential(row, owner))[0] == "none":
         raise HTTPError(404, "Not Found")
     return row, Resource.credential(row, owner)
 
@@ -12797,7 +12802,6 @@ def mint_tool_token(req):
 
 def issue_tool_token(req, name):
     """The tool token for credential ``name`` (credential:owner/name or its bc_ id), decided by decide()."""
-    signed_in(req)
     row, resource = usable_credential(req, name)
     principal = req.principal
     req.authorize("use_credential", resource, upstream=row["base_url"],
@@ -15900,36 +15904,40 @@ def connect_to(entries):
     return mapping
 
 
+def run_serve(args):
+    """``serve``: the server in the foreground, until Ctrl-C."""
+    if bool(args.tls_cert) != bool(args.tls_key) or args.tls_client_ca and not args.tls_cert:
+        raise SystemExit("--tls-cert and --tls-key go together (and --tls-client-ca needs them: client "
+                         "certificates come over TLS)")
+    try:
+        server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
+                             tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
+                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
+                             agent_credentials=args.agent_credentials,
+                             allow_loopback_client_documents=args.oauth_allow_loopback_clients,
+                             tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
+                             broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
+                             require_sender_constrained=args.require_sender_constrained)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
+                         "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
+    print("agentgit listening on %s" % server.url, flush=True)
+    print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
+    print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
+    if server.admin:
+        print(first_admin_notice(args.data, *server.admin), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
 def run_command(args):
     if args.command == "serve":
-        if bool(args.tls_cert) != bool(args.tls_key):
-            raise SystemExit("--tls-cert and --tls-key go together")
-        if args.tls_client_ca and not args.tls_cert:
-            raise SystemExit("--tls-client-ca needs --tls-cert (client certificates come over TLS)")
-        try:
-            server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
-                                 tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
-                                 access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
-                                 agent_credentials=args.agent_credentials,
-                                 allow_loopback_client_documents=args.oauth_allow_loopback_clients,
-                                 tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
-                                 broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
-                                 require_sender_constrained=args.require_sender_constrained)
-        except OSError as error:
-            if error.errno != errno.EADDRINUSE:
-                raise
-            raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
-                             "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
-        print("agentgit listening on %s" % server.url, flush=True)
-        print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
-        print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
-        if server.admin:
-            print(first_admin_notice(args.data, *server.admin), flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            server.stop()
-        return 0
+        return run_serve(args)
     if args.command == "connect":
         print(connect_gh(args) if args.client == "gh" else connect_github_mcp_server(args))
         return 0

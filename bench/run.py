@@ -10,6 +10,11 @@
      that returns the same bytes.
   d. decide() for a task token with 10,000 grants stored, per call, vs the same rules in pycasbin and
      cedarpy (installed by `make bench` for this only).
+  e. MCP: tools/call list_branches vs the REST call it makes.
+  f. the broker: a call through /api/ext/v1/broker/proxy with a tool token vs the same call made
+     directly to the same loopback upstream (a bare http.server).
+  g. sender constraints: what checking a certificate-bound token (RFC 8705) and a DPoP proof (RFC
+     9449, ES256 verified in Python) adds to a request, per check.
 
 Options: --commits N --files N (repository size), --trials N, --skip-dulwich, --only NAME.
 """
@@ -185,7 +190,7 @@ def add_bench_user(data):
 def request(url, path, token=None, method="GET", body=None):
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    headers = {"Authorization": "token " + token} if token else {}
+    headers = {"Authorization": "token " + token, "Content-Type": "application/json"} if token else {}
     conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
     resp = conn.getresponse()
     data = resp.read()
@@ -423,6 +428,102 @@ def bench_mcp(rounds=5):
           "(target <= 1.5x; medians of %d alternating rounds)" % (mcp, rest, rest / mcp, rounds))
 
 
+# -- f. the broker: a proxied call against the same call made directly -----------------------------
+
+def bound_agent(url, human):
+    """An agent registered as anyone may register one, bound to ``human`` by her invite; returns its
+    registration (login, token)."""
+    agent = json.loads(request(url, "/api/ext/v1/agents", None, "POST", {"prefix_login": "bench"})[1])
+    status, body = request(url, "/api/ext/v1/agent-invites", human, "POST", {"repo_grants": []})
+    assert status == 201, body
+    invite = json.loads(body)["invite_token"]
+    assert request(url, "/api/ext/v1/agent-bindings/confirm", agent["token"], "POST", {"invite_token": invite})[0] == 201
+    return agent
+
+
+def bench_broker(rounds=5):
+    data = fresh(os.path.join(WORK, "broker-data"))
+    human = add_bench_user(data)
+    server = ServerProcess([sys.executable, AGENTGIT, "serve", "--port", "0", "--quiet", "--data", data,
+                            "--broker-allow-loopback"])
+    body_file = os.path.join(WORK, "broker-body.json")
+    with open(body_file, "w") as f:
+        json.dump({"key": "PAY-1", "fields": {"summary": "x" * 1500}}, f)
+    upstream = ServerProcess([sys.executable, "-c", BARE_SERVER, body_file])
+    try:
+        assert request(server.url, "/api/v3/user/repos", human, "POST", {"name": "demo"})[0] == 201
+        status, made = request(server.url, "/api/ext/v1/broker/credentials", human, "POST", {
+            "name": "jira", "kind": "api_key", "header": "X-Api-Key", "value": "bench-secret-value",
+            "base_url": upstream.url})
+        assert status == 201, made
+        agent = bound_agent(server.url, human)
+        status, grant = request(server.url, "/api/ext/v1/task-grants", human, "POST", {
+            "agent": "agent:" + agent["login"], "task": "task:bench", "resources": ["credential:bench/jira"],
+            "actions": ["call_api"], "constraints": {"network_allowlist": [
+                "http://" + urllib.parse.urlsplit(upstream.url).netloc]}})
+        assert status == 201, grant
+        task = json.loads(request(server.url, "/api/ext/v1/task-grants/%s/tokens" % json.loads(grant)["id"],
+                                  agent["token"], "POST", {})[1])["token"]
+        status, tool = request(server.url, "/api/ext/v1/broker/tokens", task, "POST", {"credential": "credential:bench/jira"})
+        assert status == 201, tool
+        tool = json.loads(tool)
+        path = urllib.parse.urlsplit(tool["proxy_url"]).path + "/rest/api/2/issue/PAY-1"
+        proxied, direct = [], []
+        for _ in range(rounds):
+            proxied.append(requests_per_second(server.url, path, tool["token"], per_thread=200))
+            direct.append(requests_per_second(upstream.url, "/rest/api/2/issue/PAY-1", None, per_thread=200,
+                                              extra={"X-Api-Key": "bench-secret-value"}))
+    finally:
+        server.stop()
+        upstream.stop()
+    proxied, direct = statistics.median(proxied), statistics.median(direct)
+    print("f. broker proxied GET            %.0f calls/s   direct to the upstream %.0f calls/s   cost %.2fx   "
+          "(target <= 1.3x; medians of %d alternating rounds)" % (proxied, direct, direct / proxied, rounds))
+
+
+# -- g. sender constraints: the cost of each check ----------------------------------------------------
+
+def bench_proofs(calls=2000):
+    """check_presented() for a request bearing a certificate-bound token and one bearing a DPoP-bound
+    token with a fresh proof, against the same call for an unbound bearer token (the baseline)."""
+    sys.path.insert(0, ROOT)
+    import agentgit
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    class App:
+        key, dpop_replay, config = b"k" * 32, agentgit.ReplayCache(), agentgit.Config(data_dir="")
+    key = ec.generate_private_key(ec.SECP256R1())
+    numbers = key.public_key().public_numbers()
+    jwk = {"kty": "EC", "crv": "P-256", "x": agentgit.b64url(numbers.x.to_bytes(32, "big")),
+           "y": agentgit.b64url(numbers.y.to_bytes(32, "big"))}
+    url, token = "https://agentgit.test/api/v3/user", "agt_" + "0" * 48
+    ath = agentgit.b64url(__import__("hashlib").sha256(token.encode()).digest())
+
+    def proof(i):
+        head = agentgit.b64url(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).encode())
+        claims = agentgit.b64url(json.dumps({"htm": "GET", "htu": url, "iat": int(time.time()), "jti": "bench-%d" % i,
+                                             "ath": ath}).encode())
+        r, s = decode_dss_signature(key.sign(("%s.%s" % (head, claims)).encode(), ec.ECDSA(hashes.SHA256())))
+        return "%s.%s.%s" % (head, claims, agentgit.b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big")))
+    proofs = [proof(i) for i in range(calls)]
+    thumbprint = agentgit.jwk_thumbprint(jwk)
+    certificate = agentgit.certificate_thumbprint(b"a certificate's DER bytes")
+
+    def check(presented, scheme, cnf):
+        agentgit.check_presented(App, agentgit.Principal(runtime="127.0.0.1"), presented, scheme, token, cnf)
+    plain = agentgit.Presented("GET", url)
+    check(agentgit.Presented("GET", url, dpop=proof(-1)), "dpop", {"jkt": thumbprint})   # the key's tables, once
+    bare = per_call(lambda: check(plain, "bearer", None), calls)
+    bound = per_call(lambda: check(agentgit.Presented("GET", url, certificate, "spiffe://example.org/ci"), "bearer",
+                                   {"x5t#S256": certificate}), calls)
+    shown = iter(proofs)
+    dpop = per_call(lambda: check(agentgit.Presented("GET", url, dpop=next(shown)), "dpop", {"jkt": thumbprint}), calls)
+    print("g. sender constraints            mTLS-bound token +%.1f us   DPoP proof +%.0f us   (unbound %.1f us; "
+          "target <= 200 us each)" % ((bound - bare) * 1e6, (dpop - bare) * 1e6, bare * 1e6))
+
+
 # -- d. the policy decision point ------------------------------------------------------------------
 
 CASBIN_MODEL = """
@@ -524,11 +625,13 @@ def main():
     parser.add_argument("--skip-dulwich", action="store_true")
     parser.add_argument("--dulwich-concurrent", action="store_true",
                         help="also run eight concurrent clones on dulwich (slow: minutes, GBs)")
-    parser.add_argument("--only", choices=("decide", "cold-start", "rest", "mcp", "git"), help="run one benchmark")
+    parser.add_argument("--only", choices=("decide", "cold-start", "rest", "mcp", "broker", "proofs", "git"),
+                        help="run one benchmark")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     for name, run in (("decide", bench_decide), ("cold-start", lambda: bench_cold_start(args.trials)),
-                      ("rest", bench_rest), ("mcp", bench_mcp), ("git", lambda: bench_git(args))):
+                      ("rest", bench_rest), ("mcp", bench_mcp), ("broker", bench_broker), ("proofs", bench_proofs),
+                      ("git", lambda: bench_git(args))):
         if args.only in (None, name):
             run()
 

@@ -210,7 +210,7 @@ def test_what_the_grant_does_not_cover_is_refused_and_audited(broker):
     jira = tool_token(srv, task["task_token"], jira_id)
     # a credential the grant does not name; one it names whose upstream is outside the allowlist
     r = ext(srv, "POST", "/broker/tokens", task["task_token"], {"credential": github_id})
-    assert r.status == 403 and "does not cover credential:alice/github" in r.json["message"]
+    assert r.status == 404                            # (the audit row says: does not cover credential:alice/github)
     r = ext(srv, "POST", "/broker/tokens", task["task_token"], {"credential": evil_id})
     assert r.status == 403 and "https://evil.example:443 is not in its network_allowlist" in r.json["message"]
     assert ext(srv, "POST", "/broker/tokens", task["task_token"], {"credential": "bc_0000"}).status == 404
@@ -235,6 +235,8 @@ def test_what_the_grant_does_not_cover_is_refused_and_audited(broker):
     decisions = [(r["action"], r["decision"]) for r in ext(srv, "GET", "/agents/%s/activity" % task["login"],
                                                             task["alice"]).json]
     assert decisions.count(("use_credential", "deny")) == 2 and ("call_api", "deny") in decisions
+    reasons = [r["reasons"] for r in ext(srv, "GET", "/agents/%s/activity" % task["login"], task["alice"]).json]
+    assert any("does not cover credential:alice/github" in " ".join(r) for r in reasons)
     assert ("use_token", "deny") in decisions         # the token presented for another credential
     # revoking the task ends its tool tokens at once
     assert ext(srv, "DELETE", "/task-grants/" + task["grant"]["id"], task["alice"]).status == 204

@@ -323,6 +323,7 @@ def route_body(method, pattern, ids):
         ("POST", "/api/ext/v1/broker/credentials"): {"name": "ci", "kind": "basic", "base_url": "https://ci.example",
                                                      "username": "u", "password": "p"},
         ("PUT", "/api/ext/v1/broker/credentials/{credential_id}/secret"): {"value": "k2", "header": "X-Key"},
+        ("POST", "/api/ext/v1/broker/tokens"): {"credential": ids["credential"]},
         ("PUT", repo + "/branches/{branch:path}/protection"): {
             "required_status_checks": None, "enforce_admins": True, "required_pull_request_reviews": None,
             "restrictions": None},
@@ -408,6 +409,10 @@ EXPECTED = {
     "repo_inbox":             "401 pass 404 pass pass 404 403 pass 403 403 pass 403 401 401 401 401",
     "inbox_thread":           "401 pass 404 404 404 404 404 404 403 403 404 403 401 401 401 401",
     # GitHub's answer to whoever does not watch the repository is 404; alice watches her own
+    # the broker: a tool token is a task token's to ask for, for a credential its delegator holds and its
+    # grant names (the world's grants name none); the proxy takes tool tokens only
+    "broker_token":           "401 403 404 404 404 404 404 404 404 404 404 403 401 401 401 401",
+    "broker_proxy":           "401 403 404 404 404 404 404 404 403 403 404 403 401 401 401 401",
     "own_watch":              "404 pass 404 404 404 404 403 404 404 404 404 403 401 401 401 401",
 }
 
@@ -417,6 +422,7 @@ DELETE  /api/ext/v1/agent-bindings/{login}                                      
 DELETE  /api/ext/v1/agent-keys/{kid}                                              agent_bootstrap_only
 DELETE  /api/ext/v1/agents/{login}                                                owner_only
 DELETE  /api/ext/v1/broker/credentials/{credential_id}                            owner_only_hidden
+DELETE  /api/ext/v1/broker/proxy/{credential_id}/{rest:path}                      broker_proxy
 DELETE  /api/ext/v1/freezes/{freeze_id}                                           thaw
 DELETE  /api/ext/v1/task-grants/{grant_id}                                        owner_only_hidden
 DELETE  /api/ext/v1/user/tokens/{token_id:int}                                    token_holder
@@ -473,6 +479,7 @@ GET     /api/ext/v1/audit                                                       
 GET     /api/ext/v1/audit/{audit_id:int}                                          owner_only_hidden
 GET     /api/ext/v1/broker/credentials                                            humans
 GET     /api/ext/v1/broker/credentials/{credential_id}                            owner_only_hidden
+GET     /api/ext/v1/broker/proxy/{credential_id}/{rest:path}                      broker_proxy
 GET     /api/ext/v1/freezes                                                       signed_in
 GET     /api/ext/v1/policy                                                        policy
 GET     /api/ext/v1/task-grants                                                   signed_in
@@ -619,6 +626,7 @@ GET     /{owner}/{repo}/raw/{rest:path}                                         
 GET     /{owner}/{repo}/releases/download/{tag}/{name}                            git_read
 GET     /{owner}/{repo}/tree/{rest:path}                                          web_private
 PATCH   /api/ext/v1/agent-bindings/{login}                                        owner_only
+PATCH   /api/ext/v1/broker/proxy/{credential_id}/{rest:path}                      broker_proxy
 PATCH   /api/v3/notifications/threads/{thread_id:int}                             inbox_thread
 PATCH   /api/v3/orgs/{org}                                                        owner_only
 PATCH   /api/v3/orgs/{org}/actions/variables/{name}                               owner_only
@@ -649,6 +657,8 @@ POST    /api/ext/v1/agents                                                      
 POST    /api/ext/v1/approvals/{approval_id}/approve                               owner_only_hidden
 POST    /api/ext/v1/approvals/{approval_id}/deny                                  owner_only_hidden
 POST    /api/ext/v1/broker/credentials                                            humans
+POST    /api/ext/v1/broker/proxy/{credential_id}/{rest:path}                      broker_proxy
+POST    /api/ext/v1/broker/tokens                                                 broker_token
 POST    /api/ext/v1/freezes                                                       freeze
 POST    /api/ext/v1/oauth/apps                                                    humans
 POST    /api/ext/v1/oauth/device/approve                                          device_code
@@ -709,6 +719,7 @@ POST    /settings/tokens                                                        
 POST    /{owner}/{repo}/git-receive-pack                                          git_write
 POST    /{owner}/{repo}/git-upload-pack                                           git_read
 PUT     /api/ext/v1/broker/credentials/{credential_id}/secret                     owner_only_hidden
+PUT     /api/ext/v1/broker/proxy/{credential_id}/{rest:path}                      broker_proxy
 PUT     /api/v3/notifications                                                     signed_in_untasked
 PUT     /api/v3/notifications/threads/{thread_id:int}/subscription                inbox_thread
 PUT     /api/v3/orgs/{org}/actions/secrets/{name}                                 owner_only
@@ -777,7 +788,10 @@ HUMANS = ("owner", "outsider", "reader", "writer", "org_member")
 AGENT_TOKENS = ("agent_bootstrap", "agent_session", "task_inside", "task_outside", "switch_session")
 # Where the world's principal would mislead (rita holds the token the route is called with)
 LABEL_WORDS = {"token_holder": "the token's holder", "grant_parties": "the grant's delegator; its agent, with any token",
-               "grant_agent_bootstrap": "the grant's agent, with its own token"}
+               "grant_agent_bootstrap": "the grant's agent, with its own token",
+               # (the matrix's world holds no tool token and no grant naming a credential: tests/test_broker.py)
+               "broker_token": "a task token whose grant names the credential",
+               "broker_proxy": "a tool token for the credential"}
 
 
 def who_gets_through(label):

@@ -32,7 +32,8 @@ import urllib.parse
 from agentgit.config import MAX_JSON_BODY, from_now
 from agentgit.errors import HTTPError, invalid
 from agentgit.tokens import issue_token, token_fingerprint
-from agentgit.policy import Resource
+from agentgit.accounts import account_by_id
+from agentgit.policy import Resource, permission_on
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
 from agentgit.vault import binding, credential_by_name, seal, unseal
@@ -59,9 +60,13 @@ def proxy_url(app, row):
 
 
 def usable_credential(req, name):
-    """(row, Resource) of a credential, or 404 (a credential's existence is its owner's to know)."""
+    """(row, Resource) of a credential the caller (for a task or tool token, its delegator) holds; 404
+    for any other: a credential's existence is its owner's to know."""
+    user = signed_in(req)
     row, owner = credential_by_name(req.app.store, name)
-    if row is None:
+    grant = req.principal.grant
+    holder = account_by_id(req.app.store, grant["delegator_id"]) if grant is not None else user
+    if row is None or permission_on(req.app.store, holder, Resource.credential(row, owner))[0] == "none":
         raise HTTPError(404, "Not Found")
     return row, Resource.credential(row, owner)
 
@@ -79,7 +84,6 @@ def mint_tool_token(req):
 
 def issue_tool_token(req, name):
     """The tool token for credential ``name`` (credential:owner/name or its bc_ id), decided by decide()."""
-    signed_in(req)
     row, resource = usable_credential(req, name)
     principal = req.principal
     req.authorize("use_credential", resource, upstream=row["base_url"],

@@ -340,36 +340,40 @@ def connect_to(entries):
     return mapping
 
 
+def run_serve(args):
+    """``serve``: the server in the foreground, until Ctrl-C."""
+    if bool(args.tls_cert) != bool(args.tls_key) or args.tls_client_ca and not args.tls_cert:
+        raise SystemExit("--tls-cert and --tls-key go together (and --tls-client-ca needs them: client "
+                         "certificates come over TLS)")
+    try:
+        server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
+                             tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
+                             access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
+                             agent_credentials=args.agent_credentials,
+                             allow_loopback_client_documents=args.oauth_allow_loopback_clients,
+                             tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
+                             broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
+                             require_sender_constrained=args.require_sender_constrained)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
+                         "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
+    print("agentgit listening on %s" % server.url, flush=True)
+    print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
+    print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
+    if server.admin:
+        print(first_admin_notice(args.data, *server.admin), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
 def run_command(args):
     if args.command == "serve":
-        if bool(args.tls_cert) != bool(args.tls_key):
-            raise SystemExit("--tls-cert and --tls-key go together")
-        if args.tls_client_ca and not args.tls_cert:
-            raise SystemExit("--tls-client-ca needs --tls-cert (client certificates come over TLS)")
-        try:
-            server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
-                                 tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
-                                 access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
-                                 agent_credentials=args.agent_credentials,
-                                 allow_loopback_client_documents=args.oauth_allow_loopback_clients,
-                                 tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
-                                 broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
-                                 require_sender_constrained=args.require_sender_constrained)
-        except OSError as error:
-            if error.errno != errno.EADDRINUSE:
-                raise
-            raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
-                             "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
-        print("agentgit listening on %s" % server.url, flush=True)
-        print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
-        print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
-        if server.admin:
-            print(first_admin_notice(args.data, *server.admin), flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            server.stop()
-        return 0
+        return run_serve(args)
     if args.command == "connect":
         print(connect_gh(args) if args.client == "gh" else connect_github_mcp_server(args))
         return 0

@@ -402,7 +402,8 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
             resource.kind == "site" or resource.row["id"] == user["id"]):
         return None
     if resource.name not in grant["resources"]:
-        return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind == "repo")
+        return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind in ("repo",
+                                                                                                        "credential"))
     needed = action if spec.mutation or spec.sensitive else "read_code"
     if resource.kind == "credential":
         needed = "call_api"          # a grant names calls; a tool token for them is asked for first
