@@ -503,7 +503,7 @@ def bench_proofs(calls=2000):
 
     def proof(i):
         head = agentgit.b64url(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).encode())
-        claims = agentgit.b64url(json.dumps({"htm": "GET", "htu": url, "iat": int(time.time()), "jti": "bench-%d" % i,
+        claims = agentgit.b64url(json.dumps({"htm": "GET", "htu": url, "iat": int(time.time()), "jti": "bench-jti-%d" % i,
                                              "ath": ath}).encode())
         r, s = decode_dss_signature(key.sign(("%s.%s" % (head, claims)).encode(), ec.ECDSA(hashes.SHA256())))
         return "%s.%s.%s" % (head, claims, agentgit.b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big")))

@@ -46,6 +46,8 @@ MAX_UPSTREAM_BYTES = 64 * 1024 * 1024     # an answer larger than this is cut of
 MAX_REDIRECTS = 5
 ACCESS_TOKEN_MARGIN = 30                  # seconds before its expiry an upstream access token is renewed
 CHUNK = 64 * 1024
+IDLE_PER_UPSTREAM = 8
+IDEMPOTENT = ("GET", "HEAD", "PUT", "DELETE")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 # never forwarded upstream: the agent's own credentials and proofs, and what the broker sets itself
 REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {"host", "authorization", "proxy-authorization", "cookie", "dpop",
@@ -161,13 +163,13 @@ class UpstreamCall:
         for hop in range(MAX_REDIRECTS + 1):
             response = self.send(method, url, body)
             if response.status == 401 and self.row["kind"] == "oauth_refresh" and same_origin(url, self.row):
-                response.close()
+                release(response, False)
                 self.access_token = upstream_access_token(self.app, self.row, self.secret, stale=self.access_token)
                 response = self.send(method, url, body)
             location = response.getheader("Location")
             if response.status not in (301, 302, 303, 307, 308) or not location or hop == MAX_REDIRECTS:
                 return response, url
-            response.close()
+            release(response, False)
             url = urllib.parse.urljoin(url, location)
             self.req.check("call_api", self.resource, upstream=url)       # an allowlisted host may redirect elsewhere
             if response.status == 303 or response.status in (301, 302) and method == "POST":
@@ -183,10 +185,17 @@ class UpstreamCall:
             query = self.attach(headers, query)
         if body is not None:
             headers["Content-Length"] = str(len(body))
-        conn = upstream_connection(self.app, parts)
+        key, target = upstream_key(self.app, parts), target + ("?" + query if query else "")
+        # a kept-alive connection when the call may be sent twice: the upstream may have closed it meanwhile
+        pooled = IDLE.take(key) if method in IDEMPOTENT else None
+        if pooled is not None:
+            try:
+                return exchange(pooled, key, method, target, body, headers)
+            except (OSError, http.client.HTTPException):
+                pooled.close()
+        conn = connection_to(key)
         try:
-            conn.request(method, target + ("?" + query if query else ""), body=body, headers=headers)
-            return conn.getresponse()
+            return exchange(conn, key, method, target, body, headers)
         except (OSError, http.client.HTTPException) as error:
             conn.close()
             raise HTTPError(502, "The upstream %s could not be reached: %s" % (parts.netloc, type(error).__name__))
@@ -214,7 +223,7 @@ class UpstreamCall:
         handler, masks = self.req.handler, self.secrets()
         length = response.getheader("Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_UPSTREAM_BYTES:
-            response.close()
+            release(response, False)
             raise HTTPError(502, "The upstream's answer is %s bytes; the broker passes at most %d" % (
                 length, MAX_UPSTREAM_BYTES))
         handler.send_response(response.status)
@@ -226,7 +235,7 @@ class UpstreamCall:
         if self.req.method == "HEAD" or length == "0":
             finish(0, False)
             handler.end_headers()
-            return response.close()
+            return release(response, True)
         handler.end_headers()
         sent, cut, masker = 0, False, Masker(masks)
         try:
@@ -242,7 +251,7 @@ class UpstreamCall:
             if chunked and not cut:
                 handler.wfile.write(b"0\r\n\r\n")
         finally:
-            response.close()
+            release(response, not cut)
         handler.close_connection = handler.close_connection or cut
 
 
@@ -280,8 +289,9 @@ def same_origin(url, row):
     return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
-def upstream_connection(app, parts):
-    """A connection to the URL's host at its checked address (or where --broker-connect-to sends it)."""
+def upstream_key(app, parts):
+    """(scheme, host, port, address) of the URL's upstream: the address its host resolves to now,
+    checked (or where --broker-connect-to sends it)."""
     default = 443 if parts.scheme == "https" else 80
     try:
         port = parts.port or default
@@ -289,10 +299,56 @@ def upstream_connection(app, parts):
         raise HTTPError(502, "The upstream URL has no valid port")
     host, port = app.config.broker_connect_to.get("%s:%d" % (parts.hostname, port), (parts.hostname, port))
     address = public_address(host, port, app.config.broker_allow_loopback, what="the upstream", status=502)
-    if parts.scheme == "https":
-        return PinnedHTTPSConnection(parts.hostname, port, address, timeout=UPSTREAM_TIMEOUT,
-                                     context=ssl.create_default_context())
-    return PinnedHTTPConnection(parts.hostname, port, address, timeout=UPSTREAM_TIMEOUT)
+    return parts.scheme, parts.hostname, port, address
+
+
+def connection_to(key):
+    scheme, host, port, address = key
+    if scheme == "https":
+        return PinnedHTTPSConnection(host, port, address, timeout=UPSTREAM_TIMEOUT, context=ssl.create_default_context())
+    return PinnedHTTPConnection(host, port, address, timeout=UPSTREAM_TIMEOUT)
+
+
+def exchange(conn, key, method, target, body, headers):
+    conn.request(method, target, body=body, headers=headers)
+    response = conn.getresponse()
+    response.upstream = (key, conn)
+    return response
+
+
+def release(response, reusable):
+    """The response's connection kept for the next call to its upstream when its answer was read to
+    the end and it stays open; closed otherwise."""
+    key, conn = response.upstream
+    read_through = response.isclosed() or response.length == 0     # (read1 leaves a drained body open)
+    response.close()
+    if reusable and read_through and not response.will_close:
+        IDLE.give(key, conn)
+    else:
+        conn.close()
+
+
+class IdleConnections:
+    """Kept-alive connections to upstreams, by (scheme, host, port, address): a proxied call reuses one
+    rather than paying for a new TCP (and TLS) handshake. The address is in the key, so a name that
+    now resolves elsewhere gets a new, checked connection."""
+
+    def __init__(self):
+        self.lock, self.idle = threading.Lock(), collections.defaultdict(list)
+
+    def take(self, key):
+        with self.lock:
+            return self.idle[key].pop() if self.idle[key] else None
+
+    def give(self, key, conn):
+        with self.lock:
+            if len(self.idle[key]) < IDLE_PER_UPSTREAM:
+                self.idle[key].append(conn)
+                return
+        conn.close()
+
+
+IDLE = IdleConnections()
 
 
 # -- an OAuth upstream's access token ------------------------------------------------------------
@@ -333,7 +389,7 @@ def refresh_at_upstream(app, placement, secret):
         form["client_secret"] = secret["client_secret"]
     if placement.get("scope"):
         form["scope"] = placement["scope"]
-    conn = upstream_connection(app, parts)
+    conn = connection_to(upstream_key(app, parts))
     try:
         conn.request("POST", (parts.path or "/") + ("?" + parts.query if parts.query else ""),
                      body=urllib.parse.urlencode(form), headers={

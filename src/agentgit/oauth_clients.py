@@ -183,6 +183,7 @@ class PinnedHTTPConnection(http.client.HTTPConnection):
 
     def connect(self):
         self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # kept alive: no Nagle wait
 
 
 class PinnedHTTPSConnection(http.client.HTTPSConnection):

@@ -123,6 +123,10 @@ class GunzipReader:
 # One route: its pattern as declared, the segments it is matched by, its handler, and its place in the order
 Route = collections.namedtuple("Route", "pattern segments handler order")
 ROUTES = collections.defaultdict(list)   # method -> [Route], declared with @route next to each handler
+# the same routes as find_route() tries them: those of fixed length by their number of segments (only
+# those can match a path of that length), then the {name:path} ones
+FIXED_ROUTES = collections.defaultdict(lambda: collections.defaultdict(list))    # method -> length -> [Route]
+GREEDY_ROUTES = collections.defaultdict(list)                                   # method -> [Route]
 SEGMENT_RE = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
 
 
@@ -140,8 +144,12 @@ def route(method, pattern):
         # taken for a branch named "x/protection"
         greedy = any(kind == "path" for kind, _ in segments)
         # after every route of the same order: declaration order decides among equals
-        bisect.insort_right(ROUTES[method], Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0)),
-                            key=lambda r: r.order)
+        entry = Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0))
+        bisect.insort_right(ROUTES[method], entry, key=lambda r: r.order)
+        if greedy:
+            bisect.insort_right(GREEDY_ROUTES[method], entry, key=lambda r: r.order)
+        else:
+            FIXED_ROUTES[method][len(segments)].append(entry)
         return handler
     return register
 
@@ -194,7 +202,7 @@ def find_route(method, path):
     method = "GET" if method == "HEAD" else method
     path = path[:-1] if path.endswith("/") else path
     parts = path.strip("/").split("/") if path.strip("/") else []
-    for candidate in ROUTES.get(method, ()):
+    for candidate in FIXED_ROUTES[method].get(len(parts), []) + GREEDY_ROUTES[method]:
         params = match_segments(candidate.segments, parts)
         if params is not None:
             return candidate.handler, params
