@@ -5,6 +5,8 @@ without ever seeing a secret; everything outside the grant is refused, with its 
 The upstreams are real HTTPS servers on 127.0.0.1 with certificates of the test CA for github.com,
 jira.example.com and evil.example; the server is told (as curl's --connect-to) where those names are.
 """
+import base64
+import gzip
 import http.client
 import http.server
 import json
@@ -45,6 +47,11 @@ class Upstream:
                     return self.reply(302, b"", {"Location": "https://evil.example/steal"})
                 if path.endswith("/to-echo"):
                     return self.reply(302, b"", {"Location": "/echo?via=redirect"})
+                if path.endswith("/leak-to-github"):        # a redirect that would carry the key elsewhere
+                    return self.reply(302, b"", {"Location": "https://github.com/x?k=" + self.headers.get("X-Api-Key", "")})
+                if path.endswith("/gzip"):                  # compressed although the broker asked for identity
+                    echo = json.dumps({"headers": dict(self.headers)}).encode()
+                    return self.reply(200, gzip.compress(echo), {"Content-Encoding": "gzip"})
                 if path.endswith("/big"):
                     return self.reply(200, b"x" * 5000)
                 if path.endswith("/chunks"):
@@ -379,3 +386,56 @@ def test_a_dpop_bound_task_token_gets_a_dpop_bound_tool_token(broker):
     assert "DPoP" not in upstreams["jira.example.com"].requests[-1]["headers"]       # the proof stays here
     stolen = requests.get(minted.json()["proxy_url"] + "/echo", headers={"Authorization": "Bearer " + tool.access_token})
     assert stolen.status_code == 401
+
+
+def test_every_form_of_a_secret_stays_out_of_reach(broker):
+    """The agent cannot set the credential's header itself, read the secret back compressed or as
+    Basic's base64, or have a redirect carry it to another allowlisted host."""
+    srv, upstreams = broker
+    task = seed_task(srv, ["credential:alice/jira", "credential:alice/evil"],
+                     {"network_allowlist": ["github.com", "jira.example.com", "evil.example"]})
+    jira_id, _, evil_id = (c["id"] for c in task["credentials"])
+    jira = tool_token(srv, task["task_token"], jira_id)
+    response, raw = proxy(srv, jira["token"], jira_id, "echo", headers={"x-api-key": "the agent's own",
+                                                                        "Accept-Encoding": "gzip"})
+    got = upstreams["jira.example.com"].requests[-1]["headers"]
+    assert [v for k, v in got.items() if k.lower() == "x-api-key"] == [JIRA_KEY]
+    assert got["Accept-Encoding"] == "identity"
+    response, raw = proxy(srv, jira["token"], jira_id, "gzip")
+    assert response.status == 200 and response.getheader("Content-Encoding") is None
+    assert json.loads(raw)["headers"]["X-Api-Key"] == "*" * len(JIRA_KEY)
+    response, raw = proxy(srv, jira["token"], jira_id, "leak-to-github")
+    assert response.status == 502 and b"credential in the URL" in raw
+    assert not any(JIRA_KEY in r["path"] for r in upstreams["github.com"].requests)
+    # Basic: the password is masked, and so is the header's base64 of it
+    evil = tool_token(srv, task["task_token"], evil_id)
+    response, raw = proxy(srv, evil["token"], evil_id, "echo")
+    sent = upstreams["evil.example"].requests[-1]["headers"]["Authorization"]
+    assert sent == "Basic " + base64.b64encode(b"alice:evil-password-1").decode()
+    assert json.loads(raw)["headers"]["Authorization"] == "Basic " + "*" * (len(sent) - 6)
+    assert b"evil-password-1" not in raw and sent[6:].encode() not in raw
+
+
+def test_the_delegator_losing_an_organization_credential_stops_its_calls(broker):
+    """An organization's credential is its admins' to grant; a delegator who is no longer one holds
+    nothing to delegate, at the next call."""
+    srv, _ = broker
+    task = seed_task(srv, [])
+    bob = srv.add_user("bob")
+    assert ext(srv, "POST", "/user/orgs", task["alice"], {"login": "acme"}).status == 201
+    assert api(srv, "PUT", "/orgs/acme/memberships/bob", task["alice"], {"role": "admin"}).status == 200
+    made = ext(srv, "POST", "/broker/credentials", task["alice"], {
+        "owner": "org:acme", "name": "jira", "kind": "api_key", "header": "X-Api-Key", "value": JIRA_KEY,
+        "base_url": "https://jira.example.com"}).json
+    grant = ext(srv, "POST", "/task-grants", task["alice"], {
+        "agent": "agent:" + task["login"], "task": "task:triage", "actions": ["call_api"],
+        "resources": ["credential:acme/jira"], "constraints": {"network_allowlist": ["jira.example.com"]}}).json
+    task_token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], task["agent"], {}).json["token"]
+    minted = tool_token(srv, task_token, made["id"])
+    assert proxy(srv, minted["token"], made["id"], "echo")[0].status == 200
+    assert api(srv, "PUT", "/orgs/acme/memberships/alice", bob, {"role": "member"}).status == 200
+    response, raw = proxy(srv, minted["token"], made["id"], "echo")
+    assert response.status == 403 and b"call_api needs admin on credential:acme/jira" in raw
+    assert b"alice (delegator of task grant %s) has write" % grant["id"].encode() in raw
+    row = ext(srv, "GET", "/agents/%s/activity" % task["login"], task["alice"]).json[0]
+    assert (row["action"], row["decision"], row["rule"]) == ("call_api", "deny", "permission")

@@ -27,7 +27,9 @@ import http.client
 import json
 import ssl
 import threading
+import time
 import urllib.parse
+import zlib
 
 from agentgit.config import MAX_JSON_BODY, from_now
 from agentgit.errors import HTTPError, invalid
@@ -41,7 +43,8 @@ from agentgit.tasks import bound_to
 from agentgit.oauth_clients import PinnedHTTPConnection, PinnedHTTPSConnection, public_address
 
 TOOL_TOKEN_SECONDS = 300
-UPSTREAM_TIMEOUT = 30
+UPSTREAM_TIMEOUT = 30                     # seconds an upstream may stay silent
+UPSTREAM_DEADLINE = 300                   # seconds an answer may take in all
 MAX_UPSTREAM_BYTES = 64 * 1024 * 1024     # an answer larger than this is cut off (and the call audited so)
 MAX_REDIRECTS = 5
 ACCESS_TOKEN_MARGIN = 30                  # seconds before its expiry an upstream access token is renewed
@@ -51,10 +54,11 @@ IDEMPOTENT = ("GET", "HEAD", "PUT", "DELETE")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 # never forwarded upstream: the agent's own credentials and proofs, and what the broker sets itself
 REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {"host", "authorization", "proxy-authorization", "cookie", "dpop",
-                                        "content-length", "expect"}
+                                        "content-length", "expect", "accept-encoding"}
 # never passed back: the upstream's session credentials, and framing the broker sets itself
 RESPONSE_HEADERS_DROPPED = HOP_BY_HOP | {"set-cookie", "set-cookie2", "authentication-info",
-                                         "proxy-authenticate", "proxy-authentication-info", "content-length"}
+                                         "proxy-authenticate", "proxy-authentication-info", "content-length",
+                                         "content-encoding"}
 
 
 def proxy_url(app, row):
@@ -154,8 +158,16 @@ class UpstreamCall:
             else None
 
     def secrets(self):
+        """Every form in which a secret could come back: as stored, URL-encoded (a query parameter),
+        and as the Basic header's base64."""
         values = [v for v in self.secret.values() if v] + ([self.access_token] if self.access_token else [])
-        return sorted({v.encode() for v in values if len(v) >= 4}, key=len, reverse=True)
+        if self.row["kind"] == "basic":
+            values.append(self.basic_credentials())
+        forms = {form for v in values for form in (v, urllib.parse.quote(v, safe=""), urllib.parse.quote_plus(v))}
+        return sorted({f.encode() for f in forms if len(f) >= 4}, key=len, reverse=True)
+
+    def basic_credentials(self):
+        return base64.b64encode(("%s:%s" % (self.placement["username"], self.secret["password"])).encode()).decode()
 
     def follow(self, method, url, body):
         """The upstream's answer, following redirects (each hop decided again, as a call of its own
@@ -172,13 +184,18 @@ class UpstreamCall:
             release(response, False)
             url = urllib.parse.urljoin(url, location)
             self.req.check("call_api", self.resource, upstream=url)       # an allowlisted host may redirect elsewhere
+            if not same_origin(url, self.row) and any(m in url.encode() for m in self.secrets()):
+                raise HTTPError(502, "The upstream redirected to another origin with the credential in the URL; "
+                                     "not followed")
             if response.status == 303 or response.status in (301, 302) and method == "POST":
                 method, body = "GET", None
 
     def send(self, method, url, body):
         parts = urllib.parse.urlsplit(url)
-        headers = {k: v for k, v in self.req.headers.items() if k.lower() not in REQUEST_HEADERS_DROPPED}
+        own = {self.placement.get("header", "").lower()}       # the agent may not set the credential's header
+        headers = {k: v for k, v in self.req.headers.items() if k.lower() not in REQUEST_HEADERS_DROPPED | own}
         headers["Host"] = parts.netloc
+        headers["Accept-Encoding"] = "identity"      # an answer the broker can read, to mask (gzip is undone)
         target = parts.path or "/"
         query = parts.query
         if same_origin(url, self.row):
@@ -196,6 +213,9 @@ class UpstreamCall:
         conn = connection_to(key)
         try:
             return exchange(conn, key, method, target, body, headers)
+        except ValueError:
+            conn.close()        # http.client refuses a header value it cannot send as one line
+            raise HTTPError(400, "A header of this request cannot be forwarded as it is")
         except (OSError, http.client.HTTPException) as error:
             conn.close()
             raise HTTPError(502, "The upstream %s could not be reached: %s" % (parts.netloc, type(error).__name__))
@@ -209,40 +229,40 @@ class UpstreamCall:
             query = "&".join(p for p in (query, urllib.parse.urlencode({self.placement["query_parameter"]:
                                                                         self.secret["value"]})) if p)
         elif kind == "basic":
-            headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % (
-                self.placement["username"], self.secret["password"])).encode()).decode()
+            headers["Authorization"] = "Basic " + self.basic_credentials()
         else:
             headers["Authorization"] = "Bearer " + self.access_token
         return query
 
     def stream_back(self, response, finish):
         """Status, headers (without the upstream's cookies or anything carrying a secret) and body,
-        masked and streamed. ``finish(bytes, cut_off)`` records the call before the answer's last
-        bytes leave, so a client holding the whole answer finds its audit row. An answer over
-        MAX_UPSTREAM_BYTES is cut off, and the connection closed so the client knows."""
+        decompressed where the upstream compressed it anyway, masked, and streamed. ``finish(bytes,
+        cut_off)`` records the call before the answer's last bytes leave, so a client holding the whole
+        answer finds its audit row. An answer over MAX_UPSTREAM_BYTES or UPSTREAM_DEADLINE is cut off,
+        and the connection closed so the client knows."""
         handler, masks = self.req.handler, self.secrets()
-        length = response.getheader("Content-Length")
+        length, decoder = response.getheader("Content-Length"), body_decoder(response)
         if length is not None and length.isdigit() and int(length) > MAX_UPSTREAM_BYTES:
             release(response, False)
             raise HTTPError(502, "The upstream's answer is %s bytes; the broker passes at most %d" % (
                 length, MAX_UPSTREAM_BYTES))
         handler.send_response(response.status)
         for name, value in response.getheaders():
-            if name.lower() not in RESPONSE_HEADERS_DROPPED and not any(m in value.encode() for m in masks):
+            if name.lower() not in RESPONSE_HEADERS_DROPPED and not any(m in value.encode() for m in masks) \
+                    and not any(c in name + value for c in "\r\n"):
                 handler.send_header(name, value)
-        chunked = length is None or not length.isdigit()
+        chunked = length is None or not length.isdigit() or decoder is not None
         handler.send_header("Transfer-Encoding" if chunked else "Content-Length", "chunked" if chunked else length)
         if self.req.method == "HEAD" or length == "0":
             finish(0, False)
             handler.end_headers()
             return release(response, True)
         handler.end_headers()
-        sent, cut, masker = 0, False, Masker(masks)
+        sent, cut, masker, deadline = 0, False, Masker(masks), time.monotonic() + UPSTREAM_DEADLINE
         try:
-            while True:
-                data = response.read1(CHUNK)
-                if not data or sent + len(data) > MAX_UPSTREAM_BYTES:
-                    cut = bool(data)
+            for data in decoded(response, decoder):
+                if sent + len(data) > MAX_UPSTREAM_BYTES or time.monotonic() > deadline:
+                    cut = True
                     break
                 sent += len(data)
                 write_body(handler, masker.feed(data), chunked)
@@ -253,6 +273,37 @@ class UpstreamCall:
         finally:
             release(response, not cut)
         handler.close_connection = handler.close_connection or cut
+
+
+def body_decoder(response):
+    """A zlib decompressor for an answer compressed with gzip or deflate (though the broker asked for
+    none: a compressed answer could not be masked), None for one that is not; 502 for other codings."""
+    coding = (response.getheader("Content-Encoding") or "identity").strip().lower()
+    if coding == "identity":
+        return None
+    if coding in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(47)        # (zlib or gzip framing, whichever it is)
+    release(response, False)
+    raise HTTPError(502, "The upstream answered in %s, which the broker cannot read to keep the credential out of "
+                         "it" % coding[:40])
+
+
+def decoded(response, decoder):
+    """The answer's body, read a chunk at a time and decompressed a bounded piece at a time (so a small
+    compressed body cannot become a huge one in memory)."""
+    while True:
+        data = response.read1(CHUNK)
+        if decoder is None:
+            if not data:
+                return
+            yield data
+            continue
+        pending = decoder.decompress(data, CHUNK) if data else decoder.flush()
+        while pending:
+            yield pending
+            pending = decoder.decompress(decoder.unconsumed_tail, CHUNK) if decoder.unconsumed_tail else b""
+        if not data:
+            return
 
 
 def write_body(handler, data, chunked):
