@@ -17,7 +17,7 @@ import urllib.parse
 import pytest
 
 import agentgit
-from conftest import Browser, api, ext, issue_cert, patch_everywhere
+from conftest import Browser, api, call, ext, issue_cert, patch_everywhere
 from test_oauth import form_post
 from test_oauth_code import authorize, pkce
 
@@ -234,11 +234,20 @@ def test_what_the_grant_does_not_cover_is_refused_and_audited(broker):
     # no climbing out of the base URL
     response, raw = proxy(srv, jira["token"], jira_id, "a/%2e%2e/b")
     assert response.status == 400
-    # the agent cannot read, list or change a credential with any token it holds
+    # the agent cannot read, list, rotate or delete a credential with any token it holds, nor reach it over
+    # GraphQL or MCP; each attempt is refused, and audited, and no answer carries the secret
+    attempts = []
     for token in (task["agent"], task["task_token"], jira["token"]):
-        assert ext(srv, "GET", "/broker/credentials/" + jira_id, token).status in (401, 403, 404)
-        assert ext(srv, "GET", "/broker/credentials", token).status in (401, 403)
-        assert ext(srv, "PUT", "/broker/credentials/%s/secret" % jira_id, token, {"value": "x"}).status in (401, 403, 404)
+        attempts += [ext(srv, "GET", "/broker/credentials/" + jira_id, token), ext(srv, "GET", "/broker/credentials", token),
+                     ext(srv, "PUT", "/broker/credentials/%s/secret" % jira_id, token, {"value": "x" * 8, "header": "X"}),
+                     ext(srv, "DELETE", "/broker/credentials/" + jira_id, token),
+                     call(srv, "POST", "/api/graphql", token, {"query": "{ viewer { login } }"})]
+    assert all(a.status in (401, 403, 404) for a in attempts[:4]) and all(JIRA_KEY not in a.raw.decode()
+                                                                          for a in attempts)
+    assert ext(srv, "GET", "/broker/credentials/" + jira_id, task["alice"]).json["secret"] == "(sealed; never shown)"
+    refused = [r for r in ext(srv, "GET", "/agents/%s/activity" % task["login"], task["alice"]).json
+               if r["action"] in ("read_credentials", "manage_credentials")]
+    assert len(refused) >= 6 and all(r["decision"] == "deny" for r in refused)
     decisions = [(r["action"], r["decision"]) for r in ext(srv, "GET", "/agents/%s/activity" % task["login"],
                                                             task["alice"]).json]
     assert decisions.count(("use_credential", "deny")) == 2 and ("call_api", "deny") in decisions

@@ -28,7 +28,7 @@ from agentgit.config import now, visible_ascii
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login
-from agentgit.policy import Resource
+from agentgit.policy import Resource, decide
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
 
@@ -190,8 +190,10 @@ def find_credential(req, credential_id, action):
     if row is None:
         raise HTTPError(404, "Not Found")
     owner = account_by_id(req.app.store, row["owner_id"])
-    if not req.can(action, Resource.account(owner)):
-        raise HTTPError(404, "Not Found")          # not even that it exists, to anyone else (an agent too)
+    decision = decide(req.app.store, req.principal, action, Resource.account(owner))
+    if not decision.allowed:
+        req.app.audit(req.principal, req.surface, decision)     # an attempt on a credential is always recorded
+        raise HTTPError(404, "Not Found")          # but not even that it exists, to anyone else (an agent too)
     req.authorize(action, Resource.account(owner))
     return row
 
