@@ -15498,10 +15498,12 @@ def read_bootstrap_token(args):
     raise SystemExit("no bootstrap token: pass --token-file FILE or set AGENTGIT_TOKEN")
 
 
-def trade_bootstrap_token(url, bootstrap, resource, task=None):
+def trade_bootstrap_token(url, bootstrap, resource, task=None, client_cert=None):
     """RFC 8693 at the server's token endpoint: the bootstrap token for a short-lived one for
-    ``resource`` (a task token when ``task`` is named, else an agent session token). Returns the
-    endpoint's answer; SystemExit with the server's reason when it refuses."""
+    ``resource`` (a task token when ``task`` is named, else an agent session token). With
+    ``client_cert`` ((certificate, key) PEM files), over a connection that presents it: the token is
+    then bound to it (RFC 8705). Returns the endpoint's answer; SystemExit with the server's reason
+    when it refuses."""
     params = dict({"grant_type": TOKEN_EXCHANGE, "subject_token": bootstrap, "resource": resource},
                   **({"task": task} if task else {}))
     request = urllib.request.Request(url.rstrip("/") + "/login/oauth/access_token",
@@ -15509,7 +15511,11 @@ def trade_bootstrap_token(url, bootstrap, resource, task=None):
                                          "Accept": "application/json",
                                          "Content-Type": "application/x-www-form-urlencoded"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        context = None
+        if client_cert:
+            context = ssl.create_default_context()
+            context.load_cert_chain(*client_cert)
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             answer = json.load(response)
     except urllib.error.HTTPError as error:
         answer = json.load(error) if error.headers.get_content_type() == "application/json" else {
@@ -15544,7 +15550,8 @@ def git_credential(args, stdin, stdout):
     if entry is None or entry["expires_at"] - time.time() < CREDENTIAL_MARGIN:
         if task and not path:
             raise SystemExit("a task token is for one repository: run `git config credential.useHttpPath true`")
-        answer = trade_bootstrap_token(base, read_bootstrap_token(args), base + "/" + path if path else base, task)
+        answer = trade_bootstrap_token(base, read_bootstrap_token(args), base + "/" + path if path else base, task,
+                                       (args.tls_client_cert, args.tls_client_key) if args.tls_client_cert else None)
         entry = cache[key] = {"token": answer["access_token"], "expires_at": int(time.time()) + answer["expires_in"]}
         write_cache(args.cache, cache)
     stdout.write("username=x-access-token\npassword=%s\npassword_expiry_utc=%d\n" % (entry["token"],
@@ -15924,6 +15931,9 @@ def add_client_commands(commands, command):
     credential.add_argument("operation", choices=("get", "store", "erase"))
     credential.add_argument("--token-file", metavar="FILE", help="the agent's bootstrap token (else $AGENTGIT_TOKEN)")
     credential.add_argument("--task", help="trade for task tokens of this task (else $AGENTGIT_TASK)")
+    credential.add_argument("--tls-client-cert", metavar="PEM", help="present this client certificate when trading "
+                            "(the runtime's, as git's http.sslCert): the tokens are bound to it")
+    credential.add_argument("--tls-client-key", metavar="PEM", help="the private key of --tls-client-cert")
     credential.add_argument("--cache", metavar="FILE", default=os.path.join(
         os.path.expanduser("~"), ".cache", "agentgit", "credentials.json"), help="where the short-lived tokens wait")
 

@@ -99,6 +99,20 @@ def test_a_runtime_with_a_client_certificate_mints_tokens_only_it_can_use(mtls, 
     git(str(tmp_path / "work"), *cert_options, "push", "-q", "origin", "HEAD:refs/heads/agent/fix", env=env)
     refused = git(str(tmp_path), "clone", "-q", url, "again", env=env, check=False)
     assert refused.returncode != 0 and "certificate" in (refused.stderr + refused.stdout)
+    # the runtime's whole story: agentgit's credential helper trades the bootstrap token over the same
+    # certificate git presents, so every task token it hands git is bound to the runtime
+    token_file = tmp_path / "bootstrap"
+    token_file.write_text(agent)
+    helper = "!%s credential --token-file %s --task task:fix-payment-bug --cache %s --tls-client-cert %s " \
+             "--tls-client-key %s" % (" ".join(CLI), token_file, tmp_path / "cache.json", *certs["ci"])
+    helped = dict(env, SSL_CERT_FILE=ca)
+    plain_url = "%s/alice/payments.git" % srv.url
+    git(str(tmp_path), *cert_options, "-c", "credential.helper=" + helper, "-c", "credential.useHttpPath=true",
+        "clone", "-q", plain_url, "helped", env=helped)
+    cached = json.loads((tmp_path / "cache.json").read_text())
+    helper_token = next(iter(cached.values()))["token"]
+    assert curl(srv, ca, "/api/v3/user", helper_token)[0] == 401                 # bound: useless without the cert
+    assert curl(srv, ca, "/api/v3/user", helper_token, certs["ci"])[0] == 200
 
     # the runtime is in every row, in explain, in introspection and in the policy endpoint
     rows = ext(srv, "GET", "/agents/%s/activity" % login, alice).json
@@ -117,7 +131,7 @@ def test_a_runtime_with_a_client_certificate_mints_tokens_only_it_can_use(mtls, 
     # revocation by runtime: everything the CI runtime minted, at once
     status, revoked, _ = curl(srv, ca, "/api/ext/v1/revocations", alice, method="POST",
                               body={"runtime": "spiffe://example.org/agent/*"})
-    assert status == 200 and revoked["revoked"] == 1
+    assert status == 200 and revoked["revoked"] == 2
     assert curl(srv, ca, "/api/v3/user", token, certs["ci"])[0] == 401
 
 

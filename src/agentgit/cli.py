@@ -244,6 +244,9 @@ def add_client_commands(commands, command):
     credential.add_argument("operation", choices=("get", "store", "erase"))
     credential.add_argument("--token-file", metavar="FILE", help="the agent's bootstrap token (else $AGENTGIT_TOKEN)")
     credential.add_argument("--task", help="trade for task tokens of this task (else $AGENTGIT_TASK)")
+    credential.add_argument("--tls-client-cert", metavar="PEM", help="present this client certificate when trading "
+                            "(the runtime's, as git's http.sslCert): the tokens are bound to it")
+    credential.add_argument("--tls-client-key", metavar="PEM", help="the private key of --tls-client-cert")
     credential.add_argument("--cache", metavar="FILE", default=os.path.join(
         os.path.expanduser("~"), ".cache", "agentgit", "credentials.json"), help="where the short-lived tokens wait")
 
