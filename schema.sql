@@ -527,6 +527,18 @@ CREATE TABLE IF NOT EXISTS broker_credentials (
 
 -- Public keys an agent signs OAuth client assertions with (RFC 7523), and the assertions' jti, each
 -- accepted once until it expires.
+-- Runtime identities revoked by security policy (schema version 9): a runtime whose certificate names a
+-- SPIFFE ID matching ``pattern`` (GLOB) is refused everything, as the agents of ``human_id`` (NULL: a
+-- site admin's revocation, for everyone), until the revocation is lifted.
+CREATE TABLE IF NOT EXISTS revoked_runtimes (
+    id          INTEGER PRIMARY KEY,
+    public_id   TEXT NOT NULL UNIQUE,
+    pattern     TEXT NOT NULL,
+    human_id    INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    revoked_by  INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at  TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS agent_keys (
     id          INTEGER PRIMARY KEY,
     agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,

@@ -352,17 +352,23 @@ def gh(env, *args, stdin=None, check=True, cwd=None):
     return proc
 
 
-def grant_a_task(server, task, actions, constraints):
-    """alice owns alice/payments and alice/other, binds an agent with push on both, and grants it
-    ``task`` on payments only; the agent mints a task token."""
+def alice_and_her_agent(server, repos=("payments",)):
+    """alice, her private repositories ``repos``, and an agent bound to her by an invite with push on
+    each: (alice's token, the agent's login, the agent's token)."""
     alice = server.add_user("alice", password="pw")
-    for name in ("payments", "other"):
+    for name in repos:
         api(server, "POST", "/user/repos", alice, {"name": name, "private": True, "auto_init": True})
     login, agent, _ = server.add_agent("coder")
     invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
-        {"repo_full_name": "alice/payments", "permission": "push"},
-        {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
+        {"repo_full_name": "alice/" + name, "permission": "push"} for name in repos]}).json["invite_token"]
     assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    return alice, login, agent
+
+
+def grant_a_task(server, task, actions, constraints):
+    """alice owns alice/payments and alice/other, binds an agent with push on both, and grants it
+    ``task`` on payments only; the agent mints a task token."""
+    alice, login, agent = alice_and_her_agent(server, ("payments", "other"))
     grant = ext(server, "POST", "/task-grants", alice, {
         "agent": "agent:" + login, "delegator": "user:alice", "task": task, "resources": ["repo:alice/payments"],
         "actions": actions, "constraints": constraints})

@@ -17,7 +17,7 @@ import urllib.parse
 import pytest
 
 import agentgit
-from conftest import Browser, api, call, ext, issue_cert, patch_everywhere
+from conftest import Browser, alice_and_her_agent, api, call, ext, issue_cert, patch_everywhere
 from test_oauth import form_post
 from test_oauth_code import authorize, pkce
 
@@ -30,7 +30,7 @@ class Upstream:
     secret it received would travel back), /to-evil and /to-echo redirect, /big is large, /chunks
     streams."""
 
-    def __init__(self, test_ca, tmp_path, name):
+    def __init__(self, cert, name):
         self.requests, self.name = [], name
         upstream = self
 
@@ -80,23 +80,31 @@ class Upstream:
             def log_message(self, *args):
                 pass
 
-        cert, key = issue_cert(test_ca, tmp_path, name, dns=[name])
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(*cert)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def stop(self):
         self.httpd.shutdown()
 
 
+UPSTREAMS = ("github.com", "jira.example.com", "evil.example")
+
+
+@pytest.fixture(scope="module")
+def upstream_cert(test_ca, tmp_path_factory):
+    """One certificate of the test CA for the three upstreams' names."""
+    return issue_cert(test_ca, tmp_path_factory.mktemp("upstreams"), "upstreams", dns=UPSTREAMS)
+
+
 @pytest.fixture
-def broker(tmp_path, test_ca, monkeypatch):
+def broker(tmp_path, test_ca, upstream_cert, monkeypatch):
     """agentgit with github.com, jira.example.com and evil.example pointed at loopback upstreams."""
     monkeypatch.setenv("SSL_CERT_FILE", test_ca["ca"])
-    upstreams = {name: Upstream(test_ca, tmp_path, name) for name in ("github.com", "jira.example.com", "evil.example")}
+    upstreams = {name: Upstream(upstream_cert, name) for name in UPSTREAMS}
     connect_to = {"%s:443" % name: ("127.0.0.1", u.port) for name, u in upstreams.items()}
     connect_to["intranet.example:443"] = ("10.0.0.7", 443)
     srv = agentgit.make_server(tmp_path / "data", port=0, broker_allow_loopback=True, broker_connect_to=connect_to).start()
@@ -120,12 +128,7 @@ def store_credentials(srv, alice):
 
 def seed_task(srv, resources, constraints=None, actions=("read_code", "call_api")):
     """The seed's grant: alice's agent, on alice/payments and her credentials, with the seed's allowlist."""
-    alice = srv.add_user("alice", password="pw")
-    api(srv, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
-    login, agent, _ = srv.add_agent("coder")
-    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
-        {"repo_full_name": "alice/payments", "permission": "push"}]}).json["invite_token"]
-    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    alice, login, agent = alice_and_her_agent(srv)
     credentials = store_credentials(srv, alice)
     grant = ext(srv, "POST", "/task-grants", alice, {
         "agent": "agent:" + login, "task": "task:fix-payment-bug", "actions": list(actions),
@@ -282,14 +285,10 @@ def test_expiry_approval_and_a_delegator_who_loses_the_credential(broker):
 
 def test_upstream_addresses_are_checked_on_every_call(broker, monkeypatch):
     srv, _ = broker
-    alice = srv.add_user("alice", password="pw")
+    alice, login, agent = alice_and_her_agent(srv)
     made = [ext(srv, "POST", "/broker/credentials", alice, {"name": name, "kind": "api_key", "header": "X-Key",
                                                            "value": "secret-value-1", "base_url": url}).json
             for name, url in (("intranet", "https://intranet.example"), ("local", "https://localhost:1"))]
-    login, agent, _ = srv.add_agent("coder")
-    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": []}).json["invite_token"]
-    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
-    api(srv, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
     grant = ext(srv, "POST", "/task-grants", alice, {
         "agent": "agent:" + login, "task": "task:sync", "actions": ["call_api"],
         "resources": ["repo:alice/payments", "credential:alice/intranet", "credential:alice/local"],

@@ -127,6 +127,7 @@ def build_world(data_dir):
         credential = ext(srv, "POST", "/broker/credentials", alice, {
             "name": "jira", "kind": "api_key", "base_url": "https://jira.example.com", "value": "k", "header": "X-Key"})
         assert credential.status == 201
+        runtime_revocation = ext(srv, "POST", "/revocations", alice, {"runtime": "spiffe://world.example/*"}).json
         assert api(srv, "POST", "/repos/alice/secret/git/refs", alice, {"ref": "refs/heads/done", "sha": main}).status == 201
         assert api(srv, "PUT", "/repos/alice/secret/contents/d.txt", alice, {
             "message": "d", "content": base64.b64encode(b"d\n").decode(), "branch": "done"}).status == 201
@@ -160,7 +161,7 @@ def build_world(data_dir):
                "token": revoked["id"], "approval": approval_id, "admin": admin, "tag": tag, "tree": tree,
                "blob": blob, "key_id": key_id, "merged": merged["number"], "audit_row": alices_row,
                "orgrepo": orgrepo, "deploy_key": deploy_key, "secret_repo": secret_repo,
-               "credential": credential.json["id"],
+               "credential": credential.json["id"], "runtime_revocation": runtime_revocation["revocation"],
                "user_code": device["user_code"]}
         return tokens, ids
     finally:
@@ -174,7 +175,7 @@ def route_path(method, pattern, ids):
             "grant_id": ids["grant"], "token_id": ids["token"], "audit_id": ids["audit_row"], "basehead": "main...feature",
             "comment_id": ids["comment"], "release_id": ids["release"], "asset_id": ids["asset"],
             "review_id": ids["review"], "thread_id": ids["thread"], "kid": "world-key",
-            "credential_id": ids["credential"], "path": "README.md", "environment": "production",
+            "credential_id": ids["credential"], "revocation_id": ids["runtime_revocation"], "path": "README.md", "environment": "production",
             "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"]}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
@@ -424,6 +425,7 @@ DELETE  /api/ext/v1/agents/{login}                                              
 DELETE  /api/ext/v1/broker/credentials/{credential_id}                            owner_only_hidden
 DELETE  /api/ext/v1/broker/proxy/{credential_id}/{rest:path}                      broker_proxy
 DELETE  /api/ext/v1/freezes/{freeze_id}                                           thaw
+DELETE  /api/ext/v1/revocations/runtimes/{revocation_id}                          owner_only_hidden
 DELETE  /api/ext/v1/task-grants/{grant_id}                                        owner_only_hidden
 DELETE  /api/ext/v1/user/tokens/{token_id:int}                                    token_holder
 DELETE  /api/v3/notifications/threads/{thread_id:int}                             inbox_thread
@@ -482,6 +484,7 @@ GET     /api/ext/v1/broker/credentials/{credential_id}                          
 GET     /api/ext/v1/broker/proxy/{credential_id}/{rest:path}                      broker_proxy
 GET     /api/ext/v1/freezes                                                       signed_in
 GET     /api/ext/v1/policy                                                        policy
+GET     /api/ext/v1/revocations/runtimes                                          humans
 GET     /api/ext/v1/task-grants                                                   signed_in
 GET     /api/ext/v1/task-grants/{grant_id}                                        grant_parties
 GET     /api/ext/v1/user/agents                                                   humans

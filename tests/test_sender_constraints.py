@@ -15,20 +15,26 @@ import pytest
 import agentgit
 
 requests = pytest.importorskip("requests")
-from conftest import CLI, api, call, commit_file, ext, git, git_env, issue_cert
+from conftest import CLI, alice_and_her_agent, call, commit_file, ext, git, git_env, issue_cert
 
 RUNTIME = "spiffe://example.org/agent/ci"
 
 
+@pytest.fixture(scope="module")
+def runtime_certs(test_ca, tmp_path_factory):
+    """Three runtimes' client certificates of the test CA, each naming its SPIFFE ID."""
+    directory = tmp_path_factory.mktemp("runtimes")
+    return {name: issue_cert(test_ca, directory, name, uri=uri, client=True) for name, uri in (
+        ("ci", RUNTIME), ("laptop", "spiffe://example.org/agent/laptop"), ("stranger", "spiffe://other.org/x"))}
+
+
 @pytest.fixture
-def mtls(tmp_path, test_ca):
-    """agentgit over HTTPS taking client certificates of the test CA; three runtimes' certificates."""
+def mtls(tmp_path, test_ca, runtime_certs):
+    """agentgit over HTTPS taking client certificates of the test CA."""
     srv = agentgit.make_server(tmp_path / "data", port=0, tls_cert=test_ca["cert"], tls_key=test_ca["key"],
                                tls_client_ca=test_ca["ca"]).start()
     srv.test_ca = test_ca["ca"]
-    certs = {name: issue_cert(test_ca, tmp_path, name, uri=uri, client=True) for name, uri in (
-        ("ci", RUNTIME), ("laptop", "spiffe://example.org/agent/laptop"), ("stranger", "spiffe://other.org/x"))}
-    yield srv, certs, test_ca["ca"]
+    yield srv, runtime_certs, test_ca["ca"]
     srv.stop()
 
 
@@ -57,12 +63,8 @@ def thumbprint(cert_path):
 
 
 def bound_agent(srv, constraints):
-    alice = srv.add_user("alice", password="pw")
-    api(srv, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
-    login, agent, _ = srv.add_agent("coder")
-    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
-        {"repo_full_name": "alice/payments", "permission": "push"}]}).json["invite_token"]
-    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    """alice's agent, with a task grant on alice/payments under ``constraints``."""
+    alice, login, agent = alice_and_her_agent(srv)
     grant = ext(srv, "POST", "/task-grants", alice, {
         "agent": "agent:" + login, "task": "task:fix-payment-bug", "resources": ["repo:alice/payments"],
         "actions": ["read_code", "create_branch", "push_branch"], "constraints": constraints})
@@ -131,17 +133,25 @@ def test_a_runtime_with_a_client_certificate_mints_tokens_only_it_can_use(mtls, 
     # revocation by runtime: everything the CI runtime minted, at once
     status, revoked, _ = curl(srv, ca, "/api/ext/v1/revocations", alice, method="POST",
                               body={"runtime": "spiffe://example.org/agent/*"})
-    assert status == 200 and revoked["revoked"] == 2
+    assert status == 200 and revoked["revoked"] == 2 and revoked["revocation"].startswith("rr_")
     assert curl(srv, ca, "/api/v3/user", token, certs["ci"])[0] == 401
+    # and it stays revoked: the runtime mints nothing more, with its own token or any other, until lifted
+    status, body, _ = curl(srv, ca, mint, agent, certs["ci"], "POST", {})
+    assert status == 403 and "runtime %s is revoked (%s" % (RUNTIME, revoked["revocation"]) in body["message"]
+    listed = ext(srv, "GET", "/revocations/runtimes", alice).json
+    assert [r["runtime"] for r in listed] == ["spiffe://example.org/agent/*"] and "user:alice" in listed[0]["for"]
+    assert ext(srv, "DELETE", "/revocations/runtimes/" + revoked["revocation"], agent).status in (403, 404)
+    assert ext(srv, "DELETE", "/revocations/runtimes/" + revoked["revocation"], alice).status == 204
+    assert curl(srv, ca, mint, agent, certs["ci"], "POST", {})[0] == 201
 
 
-def test_a_site_can_require_bound_task_tokens(tmp_path, test_ca):
+def test_a_site_can_require_bound_task_tokens(tmp_path, test_ca, runtime_certs):
     srv = agentgit.make_server(tmp_path / "data", port=0, tls_cert=test_ca["cert"], tls_key=test_ca["key"],
                                tls_client_ca=test_ca["ca"], require_sender_constrained=True).start()
     srv.test_ca = test_ca["ca"]
     try:
         _, _, agent, grant = bound_agent(srv, {})
-        ci = issue_cert(test_ca, tmp_path, "ci", uri=RUNTIME, client=True)
+        ci = runtime_certs["ci"]
         mint = "/api/ext/v1/task-grants/%s/tokens" % grant["id"]
         status, body, _ = curl(srv, test_ca["ca"], mint, agent, method="POST", body={})
         assert status == 403 and "this site's task and tool tokens are sender-constrained" in body["message"]

@@ -1,6 +1,7 @@
 """REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation)."""
 
 import json
+import secrets
 
 from agentgit.config import from_now, now
 from agentgit.errors import HTTPError, invalid
@@ -383,8 +384,9 @@ def revocations(req):
     """Exactly one of {"agent"}, {"delegator"}, {"org"}, {"token_fingerprint"}, {"runtime"}; answers how
     many tokens were revoked. Allowed to the bound human (agent), the human themself (delegator), org
     admins (org), the token's holder or its agent's human (fingerprint), and site admins for all. A
-    runtime (a SPIFFE ID, * for any part) revokes every token minted by a runtime of that identity:
-    of the caller's agents, or for a site admin of everyone's."""
+    runtime (a SPIFFE ID, * for any part) revokes every token minted by a runtime of that identity,
+    and keeps such runtimes refused until the revocation is lifted: for the caller's agents, or for a
+    site admin everyone's."""
     body = req.json()
     kinds = [k for k in ("agent", "delegator", "org", "token_fingerprint", "runtime") if body.get(k) is not None]
     if len(kinds) != 1 or not isinstance(body[kinds[0]], str):
@@ -404,16 +406,7 @@ def revocations(req):
                  " AND issued_by = ?)")
         args, also = (human["id"], human["id"]), None
     elif kind == "runtime":
-        if not target.startswith("spiffe://") or len(target) > 500:
-            raise invalid("Revocation", "runtime", message="a runtime is a SPIFFE ID (spiffe://…, * for any part)")
-        human = signed_in(req)
-        req.authorize("revoke_tokens", Resource.account(human))
-        if req.can("read_site_audit", SITE):
-            where, args = "runtime GLOB ?", (target,)
-        else:
-            where, args = "runtime GLOB ? AND user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)", (
-                target, human["id"])
-        also = None
+        where, args, also = runtime_target(req, target)
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
         req.authorize("revoke_org_access", Resource.account(org))
@@ -430,17 +423,75 @@ def revocations(req):
             raise HTTPError(404, "Not Found")
         req.authorize("revoke_tokens", Resource.account(holder))
         where, args, also = "id = ?", (row["id"],), None
+    answer = {}
     with req.transaction() as db:
         count = revoke(db, where, args)
         taken = 0
-        if also:
+        if kind == "runtime":        # (``also`` is whose agents the runtime is revoked for)
+            answer = block_runtime(req, db, target, also)
+            req.effect("runtime %s revoked (%s)" % (target, answer["revocation"]))
+        elif also:
             org, reached = also
             for agent_id in reached:
                 taken += remove_grants(db, agent_id, " AND (repo_id IN (SELECT id FROM repos WHERE owner_id = ?)"
                                        " OR team_id IN (SELECT id FROM teams WHERE org_id = ?) OR org_id = ?)",
                                        (org["id"], org["id"], org["id"]))
-        req.effect("revoked %d tokens by %s %s%s" % (count, kind, target, "; took back %d grants" % taken if also else ""))
-    return 200, {"revoked": count}
+        req.effect("revoked %d tokens by %s %s%s" % (count, kind, target, "; took back %d grants" % taken if taken else ""))
+    return 200, dict(answer, revoked=count)
+
+
+def runtime_target(req, pattern):
+    """(where, args, human id) of a revocation by runtime: the tokens runtimes matching ``pattern``
+    minted, for the caller's agents (None: a site admin's, for everyone's)."""
+    if not isinstance(pattern, str) or not pattern.startswith("spiffe://") or len(pattern) > 500:
+        raise invalid("Revocation", "runtime", message="a runtime is a SPIFFE ID (spiffe://…, * for any part)")
+    human = signed_in(req)
+    req.authorize("revoke_tokens", Resource.account(human))
+    if req.can("read_site_audit", SITE):
+        return "runtime GLOB ?", (pattern,), None
+    return ("runtime GLOB ? AND user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)",
+            (pattern, human["id"]), human["id"])
+
+
+def block_runtime(req, db, pattern, human_id):
+    """Keep the runtime revoked: decide() refuses it from now on (rule_standing), until it is lifted."""
+    public_id = "rr_" + secrets.token_hex(8)
+    insert_row(db, "revoked_runtimes", {"public_id": public_id, "pattern": pattern, "human_id": human_id,
+                                        "revoked_by": req.principal.user["id"], "created_at": now()})
+    return {"revocation": public_id, "runtime": pattern}
+
+
+def runtime_revocation_json(app, row):
+    revoker = account_by_id(app.store, row["revoked_by"]) if row["revoked_by"] else None
+    return {"id": row["public_id"], "runtime": row["pattern"], "for": "everyone" if row["human_id"] is None else
+            "the agents of user:" + account_by_id(app.store, row["human_id"])["login"],
+            "revoked_by": "user:" + revoker["login"] if revoker else None, "created_at": row["created_at"]}
+
+
+@route("GET", "/api/ext/v1/revocations/runtimes")
+def list_runtime_revocations(req):
+    """The runtime identities the caller revoked for her agents (a site admin: every one), still in force."""
+    user = signed_in(req)
+    req.check("read_tokens", Resource.account(user))
+    everyone = req.can("read_site_audit", SITE)
+    rows = req.app.store.all("SELECT * FROM revoked_runtimes WHERE human_id = ? OR ? ORDER BY id", user["id"], everyone)
+    return [runtime_revocation_json(req.app, r) for r in req.paginate(rows)]
+
+
+@route("DELETE", "/api/ext/v1/revocations/runtimes/{revocation_id}")
+def lift_runtime_revocation(req, revocation_id):
+    """Lift a runtime's revocation: its runtimes may mint and use tokens again (those revoked stay so)."""
+    user = signed_in(req)
+    row = req.app.store.one("SELECT * FROM revoked_runtimes WHERE public_id = ?", revocation_id)
+    mine = row is not None and (row["human_id"] == user["id"] or row["human_id"] is None and req.can(
+        "read_site_audit", SITE))
+    if not mine:
+        raise HTTPError(404, "Not Found")
+    req.authorize("revoke_tokens", Resource.account(user))
+    with req.transaction() as db:
+        db.execute("DELETE FROM revoked_runtimes WHERE id = ?", (row["id"],))
+        req.effect("lifted the revocation %s of runtime %s" % (row["public_id"], row["pattern"]))
+    return 204, None
 
 
 @route("GET", "/api/ext/v1/agents/{login}/activity")

@@ -534,12 +534,28 @@ class Question:
         return Decision("deny", self.action, self.resource.name, [reason], **details)
 
 
+def runtime_revocation(store, principal):
+    """The revocation that covers the runtime this principal's certificate names, or None: a site-wide
+    one, or one by the human an agent is bound to."""
+    if not principal.runtime_id or principal.user is None:
+        return None
+    revocations = store.cached(("revoked-runtimes",), lambda: store.all(
+        "SELECT r.*, a.login AS revoker FROM revoked_runtimes r LEFT JOIN accounts a ON a.id = r.revoked_by"))
+    human = bound_human_id(store, principal.user["id"]) if principal.user["kind"] == "agent" else None
+    return next((r for r in revocations if (r["human_id"] is None or r["human_id"] == human) and
+                 fnmatch.fnmatchcase(principal.runtime_id, r["pattern"])), None)
+
+
 def rule_standing(q):
     user, spec = q.user, q.spec
     if user is not None and user["retired_at"]:
         return q.deny("agent %s is retired" % user["login"])
     if user is not None and user["suspended_at"]:
         return q.deny("account %s is suspended" % user["login"])
+    revoked = runtime_revocation(q.store, q.principal)
+    if revoked is not None:
+        return q.deny("runtime %s is revoked (%s, %s by %s)" % (q.principal.runtime_id, revoked["public_id"],
+                                                               revoked["pattern"], revoked["revoker"] or "?"))
     if spec.token_kinds and q.principal.token_kind not in spec.token_kinds:
         return q.deny("%s needs the %s token itself; this is a %s token" % (
             q.action, " or ".join(spec.token_kinds), q.principal.token_kind or "missing"))
@@ -709,9 +725,9 @@ PolicyRule = collections.namedtuple("PolicyRule", "says check")     # check's na
 # decide()'s rules, in the order it applies them; the first that says no decides. decide() walks this
 # table and the policy endpoint publishes it, so what is published is what is enforced.
 POLICY_RULES = (
-    PolicyRule("a suspended or retired account may do nothing, nor a task token whose delegator is suspended; "
-               "an action that needs a certain kind of token (consent needs the agent's own) refuses others",
-               rule_standing),
+    PolicyRule("a suspended or retired account may do nothing, nor a task token whose delegator is suspended, "
+               "nor a runtime whose identity was revoked; an action that needs a certain kind of token (consent "
+               "needs the agent's own) refuses others", rule_standing),
     PolicyRule("nothing is minted or approved under a revoked or expired task grant; a grant's tokens are minted "
                "and used only by the runtimes it names, and minted only sender-constrained where it (or the site) "
                "says so; a task token does only what its grant names, within its constraints (branch prefix, the "
