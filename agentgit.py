@@ -3029,7 +3029,9 @@ def dpop_refusal(app, description, error="invalid_dpop_proof"):
 
 def check_presented(app, principal, presented, scheme, token, cnf):
     """The sender constraints of a request: a DPoP proof (when sent) verified, and a bound token
-    presented by its holder only: over a connection with its certificate, with a proof by its key."""
+    presented by its holder only: over a connection with its certificate, with a proof by its key.
+    ``scheme`` is the Authorization header's; "subject" for an RFC 8693 subject token, whose holder
+    proves itself with the token request's own proof (which has no ath, RFC 9449 §5)."""
     principal.certificate, principal.runtime_id = presented.certificate, presented.runtime_id
     if presented.runtime_id:
         principal.runtime = "%s %s" % (principal.runtime, presented.runtime_id)
@@ -3048,14 +3050,15 @@ def check_presented(app, principal, presented, scheme, token, cnf):
         raise HTTPError(401, "Bad credentials: this token is bound to a client certificate this connection did not "
                              "present", headers={"WWW-Authenticate": 'Bearer error="invalid_token", '
                                                  'error_description="certificate-bound token (RFC 8705)"'})
-    if cnf.get("jkt") and (scheme != "dpop" or principal.dpop_key != cnf["jkt"]):
+    if cnf.get("jkt") and (scheme not in ("dpop", "subject") or principal.dpop_key != cnf["jkt"]):
         raise dpop_refusal(app, "this token is DPoP-bound: send it as Authorization: DPoP with a proof by its key"
-                           if scheme != "dpop" or principal.dpop_key is None else
+                           if scheme not in ("dpop", "subject") or principal.dpop_key is None else
                            "the DPoP proof is signed by another key than the token is bound to", "invalid_token")
 
 
-def authenticate(app, headers, client_address, peer_cert=None, presented=None):
+def authenticate(app, headers, client_address, peer_cert=None, presented=None, subject=False):
     """Build the Principal for a request; raise 401 'Bad credentials' for any token that is not live.
+    ``subject``: the token is an exchange's subject_token, not the request's own credential.
 
     An embedding program's authenticator runs first and wins: it vouches for a human identity
     (provider, subject, login, name, email), which is mapped to a local human account, created on
@@ -3084,8 +3087,8 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None):
     principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
                           scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime,
                           credential_id=row["credential_id"])
-    check_presented(app, principal, presented or Presented(), header.strip().partition(" ")[0].lower(), token,
-                    json.loads(row["cnf"]) if row["cnf"] else None)
+    check_presented(app, principal, presented or Presented(), "subject" if subject else header.strip().partition(
+        " ")[0].lower(), token, json.loads(row["cnf"]) if row["cnf"] else None)
     if user["totp_secret"] or row["kind"] == "switch-session":      # a switch session steps up with its human's
         principal.stepped_up_at = app.store.cached(("step-up", row["id"]), lambda: (app.store.one(
             "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])
@@ -3917,9 +3920,11 @@ def list_own_repos(req):
 
 @route("GET", "/api/v3/users/{login}/repos")
 def list_user_repos(req, login):
+    """GitHub's rule: an account's public repositories, to anyone (its own private ones are under
+    /user/repos)."""
     owner = find_account(req, login)
     req.check("read_account", Resource.account(owner))
-    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ?", owner["id"])
+    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ? AND NOT r.private", owner["id"])
     return sort_repos(req, visible_repos(req, rows))
 
 
@@ -8830,21 +8835,20 @@ def read_audit_row(req, audit_id):
 
 @route("GET", "/api/ext/v1/audit")
 def read_audit(req):
-    """Site admins read every row; anyone else their own. Filters: actor, action, decision, resource,
-    surface, since (ISO time), after (row id)."""
+    """Site admins read every row; anyone else their own and those of agents acting for them (as
+    delegator). Filters: actor, delegator, task, grant, action, decision, resource, surface, since (ISO
+    time), after (row id)."""
     user = signed_in(req)
     where, args = [], []
-    if req.can("read_site_audit", SITE):
-        if req.query.get("actor"):
-            where.append("actor = ?")
-            args.append(req.query["actor"])
-    else:
+    if not req.can("read_site_audit", SITE):
         req.check("read_audit", Resource.account(user))
-        where.append("actor = ?")
-        args.append(user["login"])
-    for key in ("action", "decision", "resource", "surface"):
+        where.append("(actor = ? OR delegator = ?)")
+        args += [user["login"], user["login"]]
+    for key, column in (("actor", "actor"), ("delegator", "delegator"), ("task", "task"), ("grant", "grant_id"),
+                        ("action", "action"), ("decision", "decision"), ("resource", "resource"),
+                        ("surface", "surface")):
         if req.query.get(key):
-            where.append("%s = ?" % key)
+            where.append("%s = ?" % column)
             args.append(req.query[key])
     if req.query.get("since"):
         where.append("at >= ?")
@@ -13417,11 +13421,12 @@ def exchange_grant(req, params):
                                   + ACCESS_TOKEN_TYPE}, 400)
     try:
         req.principal = authenticate(req.app, {"Authorization": "token " + params.get("subject_token", "")},
-                                     req.client, presented=req.presented)
+                                     req.client, presented=req.presented, subject=True)
     except HTTPError as error:
-        if error.headers.get("WWW-Authenticate", "").startswith("DPoP "):
-            raise                   # a DPoP proof refused: access_token() answers it in OAuth's shape
-        req.principal = Principal(runtime=req.client)
+        challenge = error.headers.get("WWW-Authenticate", "")
+        if challenge.startswith("DPoP ") and 'error="invalid_token"' not in challenge:
+            raise       # the request's own proof refused: access_token() answers it in OAuth's shape
+        req.principal = Principal(runtime=req.client)       # (a subject token bound to another key: nobody's)
     resource = params.get("resource", "")
     if req.principal.token_kind == "task" and "://" in resource and urllib.parse.urlsplit(
             resource).netloc.lower() != urllib.parse.urlsplit(req.app.url).netloc.lower():

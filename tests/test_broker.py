@@ -199,9 +199,8 @@ def test_the_seed_task_calls_jira_and_github_without_ever_holding_a_secret(broke
     assert upstreams["github.com"].requests[-1]["path"] == "/api/repos/acme/payments/issues"
     seen.append(raw.decode())
 
-    # one audit row per call, saying what went where for whom, for the delegator to read
-    rows = [r for r in ext(srv, "GET", "/agents/%s/activity" % task["login"], task["alice"]).json
-            if r["action"] == "call_api"]
+    # one audit row per call, saying what went where for whom, for the delegator to read by task
+    rows = ext(srv, "GET", "/audit?task=task:fix-payment-bug&action=call_api", task["alice"]).json[::-1]
     assert len(rows) == 5 and all(r["decision"] == "allow" and r["task"] == "task:fix-payment-bug" for r in rows)
     effects = [r["side_effect"] for r in rows]
     assert "GET jira.example.com/rest/api/2/issue/PAY-1 -> 200" in effects[-1]
@@ -394,6 +393,15 @@ def test_a_dpop_bound_task_token_gets_a_dpop_bound_tool_token(broker):
     assert "DPoP" not in upstreams["jira.example.com"].requests[-1]["headers"]       # the proof stays here
     stolen = requests.get(minted.json()["proxy_url"] + "/echo", headers={"Authorization": "Bearer " + tool.access_token})
     assert stolen.status_code == 401
+    # RFC 8693 with the DPoP-bound task token as subject: the exchange's own proof, by the same key, shows it
+    client = dpop.OAuth2Client(token_endpoint=srv.url + "/login/oauth/access_token", client_id="runtime", testing=True,
+                               dpop_bound_access_tokens=True)
+    exchanged = client.token_exchange(subject_token=dpop.BearerToken(task_token["token"]), dpop_key=key,
+                                      resource="https://jira.example.com/rest/api/2")
+    assert exchanged.token_type == "DPoP" and exchanged.access_token.startswith("agb_")
+    with pytest.raises(dpop.InvalidGrant):          # by another key, the subject token is nobody's
+        client.token_exchange(subject_token=dpop.BearerToken(task_token["token"]),
+                              dpop_key=dpop.DPoPKey.generate(alg="ES256"), resource="https://jira.example.com/x")
 
 
 def test_every_form_of_a_secret_stays_out_of_reach(broker):

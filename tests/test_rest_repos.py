@@ -111,6 +111,8 @@ def test_user_repo_lists_and_pagination(server):
     assert [r["name"] for r in page.json] == ["r2", "r3"] and 'rel="last"' in page.headers["link"]
     assert [r["name"] for r in api(server, "GET", "/users/alice/repos", bob).json] == ["r0", "r2", "r4"]
     assert [r["name"] for r in api(server, "GET", "/users/alice/repos").json] == ["r0", "r2", "r4"]
+    # her own private ones are under /user/repos, not here, even to her (GitHub: "public repositories")
+    assert [r["name"] for r in api(server, "GET", "/users/alice/repos", alice).json] == ["r0", "r2", "r4"]
     assert api(server, "GET", "/user/repos?visibility=private", alice).json[0]["name"] == "r1"
     assert api(server, "GET", "/user/repos", bob).json == []
     assert api(server, "GET", "/users/alice", bob).json["public_repos"] == 3

@@ -138,21 +138,20 @@ def read_audit_row(req, audit_id):
 
 @route("GET", "/api/ext/v1/audit")
 def read_audit(req):
-    """Site admins read every row; anyone else their own. Filters: actor, action, decision, resource,
-    surface, since (ISO time), after (row id)."""
+    """Site admins read every row; anyone else their own and those of agents acting for them (as
+    delegator). Filters: actor, delegator, task, grant, action, decision, resource, surface, since (ISO
+    time), after (row id)."""
     user = signed_in(req)
     where, args = [], []
-    if req.can("read_site_audit", SITE):
-        if req.query.get("actor"):
-            where.append("actor = ?")
-            args.append(req.query["actor"])
-    else:
+    if not req.can("read_site_audit", SITE):
         req.check("read_audit", Resource.account(user))
-        where.append("actor = ?")
-        args.append(user["login"])
-    for key in ("action", "decision", "resource", "surface"):
+        where.append("(actor = ? OR delegator = ?)")
+        args += [user["login"], user["login"]]
+    for key, column in (("actor", "actor"), ("delegator", "delegator"), ("task", "task"), ("grant", "grant_id"),
+                        ("action", "action"), ("decision", "decision"), ("resource", "resource"),
+                        ("surface", "surface")):
         if req.query.get(key):
-            where.append("%s = ?" % key)
+            where.append("%s = ?" % column)
             args.append(req.query[key])
     if req.query.get("since"):
         where.append("at >= ?")

@@ -96,7 +96,9 @@ def dpop_refusal(app, description, error="invalid_dpop_proof"):
 
 def check_presented(app, principal, presented, scheme, token, cnf):
     """The sender constraints of a request: a DPoP proof (when sent) verified, and a bound token
-    presented by its holder only: over a connection with its certificate, with a proof by its key."""
+    presented by its holder only: over a connection with its certificate, with a proof by its key.
+    ``scheme`` is the Authorization header's; "subject" for an RFC 8693 subject token, whose holder
+    proves itself with the token request's own proof (which has no ath, RFC 9449 §5)."""
     principal.certificate, principal.runtime_id = presented.certificate, presented.runtime_id
     if presented.runtime_id:
         principal.runtime = "%s %s" % (principal.runtime, presented.runtime_id)
@@ -115,14 +117,15 @@ def check_presented(app, principal, presented, scheme, token, cnf):
         raise HTTPError(401, "Bad credentials: this token is bound to a client certificate this connection did not "
                              "present", headers={"WWW-Authenticate": 'Bearer error="invalid_token", '
                                                  'error_description="certificate-bound token (RFC 8705)"'})
-    if cnf.get("jkt") and (scheme != "dpop" or principal.dpop_key != cnf["jkt"]):
+    if cnf.get("jkt") and (scheme not in ("dpop", "subject") or principal.dpop_key != cnf["jkt"]):
         raise dpop_refusal(app, "this token is DPoP-bound: send it as Authorization: DPoP with a proof by its key"
-                           if scheme != "dpop" or principal.dpop_key is None else
+                           if scheme not in ("dpop", "subject") or principal.dpop_key is None else
                            "the DPoP proof is signed by another key than the token is bound to", "invalid_token")
 
 
-def authenticate(app, headers, client_address, peer_cert=None, presented=None):
+def authenticate(app, headers, client_address, peer_cert=None, presented=None, subject=False):
     """Build the Principal for a request; raise 401 'Bad credentials' for any token that is not live.
+    ``subject``: the token is an exchange's subject_token, not the request's own credential.
 
     An embedding program's authenticator runs first and wins: it vouches for a human identity
     (provider, subject, login, name, email), which is mapped to a local human account, created on
@@ -151,8 +154,8 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None):
     principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
                           scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime,
                           credential_id=row["credential_id"])
-    check_presented(app, principal, presented or Presented(), header.strip().partition(" ")[0].lower(), token,
-                    json.loads(row["cnf"]) if row["cnf"] else None)
+    check_presented(app, principal, presented or Presented(), "subject" if subject else header.strip().partition(
+        " ")[0].lower(), token, json.loads(row["cnf"]) if row["cnf"] else None)
     if user["totp_secret"] or row["kind"] == "switch-session":      # a switch session steps up with its human's
         principal.stepped_up_at = app.store.cached(("step-up", row["id"]), lambda: (app.store.one(
             "SELECT at FROM step_ups WHERE token_id = ?", row["id"]) or {"at": None})["at"])

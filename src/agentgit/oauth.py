@@ -166,11 +166,12 @@ def exchange_grant(req, params):
                                   + ACCESS_TOKEN_TYPE}, 400)
     try:
         req.principal = authenticate(req.app, {"Authorization": "token " + params.get("subject_token", "")},
-                                     req.client, presented=req.presented)
+                                     req.client, presented=req.presented, subject=True)
     except HTTPError as error:
-        if error.headers.get("WWW-Authenticate", "").startswith("DPoP "):
-            raise                   # a DPoP proof refused: access_token() answers it in OAuth's shape
-        req.principal = Principal(runtime=req.client)
+        challenge = error.headers.get("WWW-Authenticate", "")
+        if challenge.startswith("DPoP ") and 'error="invalid_token"' not in challenge:
+            raise       # the request's own proof refused: access_token() answers it in OAuth's shape
+        req.principal = Principal(runtime=req.client)       # (a subject token bound to another key: nobody's)
     resource = params.get("resource", "")
     if req.principal.token_kind == "task" and "://" in resource and urllib.parse.urlsplit(
             resource).netloc.lower() != urllib.parse.urlsplit(req.app.url).netloc.lower():

@@ -51,9 +51,11 @@ def list_own_repos(req):
 
 @route("GET", "/api/v3/users/{login}/repos")
 def list_user_repos(req, login):
+    """GitHub's rule: an account's public repositories, to anyone (its own private ones are under
+    /user/repos)."""
     owner = find_account(req, login)
     req.check("read_account", Resource.account(owner))
-    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ?", owner["id"])
+    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ? AND NOT r.private", owner["id"])
     return sort_repos(req, visible_repos(req, rows))
 
 
