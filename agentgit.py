@@ -12874,14 +12874,17 @@ def proxy_url(app, row):
     return "%s/api/ext/v1/broker/proxy/%s" % (app.url, row["public_id"])
 
 
-def usable_credential(req, name):
-    """(row, Resource) of a credential the caller (for a task or tool token, its delegator) holds; 404
-    for any other: a credential's existence is its owner's to know."""
+def usable_credential(req, name, action):
+    """(row, Resource) of a credential the caller (for a task or tool token, its delegator) holds; for
+    any other an audited 404: a credential's existence is its owner's to know."""
     user = signed_in(req)
     row, owner = credential_by_name(req.app.store, name)
     grant = req.principal.grant
     holder = account_by_id(req.app.store, grant["delegator_id"]) if grant is not None else user
     if row is None or permission_on(req.app.store, holder, Resource.credential(row, owner))[0] == "none":
+        label = str(name)[:100] if str(name).startswith("credential:") else "credential:" + str(name)[:100]
+        req.app.audit(req.principal, req.surface, Decision("deny", action, label, [
+            "%s holds no %s" % (holder["login"], label)], hidden=True))
         raise HTTPError(404, "Not Found")
     return row, Resource.credential(row, owner)
 
@@ -12899,7 +12902,7 @@ def mint_tool_token(req):
 
 def issue_tool_token(req, name):
     """The tool token for credential ``name`` (credential:owner/name or its bc_ id), decided by decide()."""
-    row, resource = usable_credential(req, name)
+    row, resource = usable_credential(req, name, "use_credential")
     principal = req.principal
     req.authorize("use_credential", resource, upstream=row["base_url"],
                   site_requires_binding=req.app.config.require_sender_constrained)
@@ -12932,7 +12935,7 @@ def proxied(handler):
 @proxied
 def broker_proxy(req, credential_id, rest):
     """Forward the request to the credential's upstream with its secret attached; stream the answer."""
-    row, resource = usable_credential(req, credential_id)
+    row, resource = usable_credential(req, credential_id, "call_api")
     # the path as the client sent it, still percent-encoded, and never climbing out of the base URL
     path = req.raw_path.split("/", 7)[7]
     if any(urllib.parse.unquote(segment) in (".", "..") for segment in path.split("/")):
