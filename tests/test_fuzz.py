@@ -320,6 +320,53 @@ def test_credentials(site, scheme, credential, path):
     assert answer.status in (400, 401, 404), (answer.status, answer.body[:200])
 
 
+def b64url_json(value):
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+# DPoP proofs: compact JWTs of JSON that looks like a proof (or not), signed with nothing or noise
+proof_headers = st.fixed_dictionaries({}, optional={
+    "typ": st.sampled_from(["dpop+jwt", "JWT"]) | st.text(max_size=8), "alg": st.sampled_from(["ES256", "none"]),
+    "jwk": st.fixed_dictionaries({}, optional={"kty": st.sampled_from(["EC", "RSA"]), "crv": st.just("P-256"),
+                                               "x": st.text(max_size=50), "y": st.text(max_size=50),
+                                               "d": st.text(max_size=5)}) | json_values})
+proof_claims = st.dictionaries(st.sampled_from(["htm", "htu", "iat", "jti", "ath", "nonce"]) | st.text(max_size=5),
+                               json_values | st.integers(), max_size=7)
+dpop_proofs = st.one_of(
+    st.tuples(proof_headers | json_values, proof_claims | json_values, st.binary(max_size=80)).map(
+        lambda t: "%s.%s.%s" % (b64url_json(t[0]), b64url_json(t[1]),
+                                base64.urlsafe_b64encode(t[2]).rstrip(b"=").decode())),
+    st.text(max_size=300))
+
+
+@FUZZ
+@given(proof=dpop_proofs)
+def test_dpop_proofs(proof):
+    """Whatever a client sends as a proof, the checker answers DPoPError (a 401 or 400 in the RFC's
+    shape) or a thumbprint, quickly, and nothing else."""
+    started = time.monotonic()
+    try:
+        agentgit.check_dpop_proof(proof, "GET", "http://127.0.0.1/api/v3/user", b"k" * 32, agentgit.ReplayCache(),
+                                  "agt_x")
+    except agentgit.DPoPError:
+        pass
+    assert time.monotonic() - started < SECOND
+
+
+@FUZZ
+@given(proof=dpop_proofs, scheme=st.sampled_from([b"DPoP", b"Bearer", b"token"]),
+       path=st.sampled_from([b"/api/v3/user", b"/login/oauth/access_token", b"/api/ext/v1/broker/tokens"]))
+def test_dpop_headers(site, proof, scheme, path):
+    body = b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=" + \
+        site["alice"].encode() if path.startswith(b"/login") else b"{}"
+    answer = exchange_bytes(site["srv"], request_bytes(b"POST" if path != b"/api/v3/user" else b"GET", path, [
+        (b"Host", b"127.0.0.1"), (b"Authorization", scheme + b" " + site["alice"].encode()),
+        (b"DPoP", proof.encode("utf-8", "surrogatepass")), (b"Content-Type", b"application/x-www-form-urlencoded"),
+        (b"Content-Length", str(len(body)).encode()), (b"Connection", b"close")], body))
+    assert_well_behaved(answer)
+    assert answer.status in (400, 401), (answer.status, answer.body[:200])
+
+
 # -- OAuth, device flow, redirects --------------------------------------------------------------
 
 OAUTH_KEYS = ["grant_type", "client_id", "client_secret", "code", "redirect_uri", "code_verifier", "refresh_token",
