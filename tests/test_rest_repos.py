@@ -92,8 +92,13 @@ def test_empty_repo_then_branches_refs_commits(server, tmp_path):
     assert one["commit"]["author"]["email"] == "test@example.com"
     assert api(server, "GET", "/repos/alice/empty/commits/v1", token).json["sha"] == shas[0]
     assert api(server, "GET", "/repos/alice/empty/commits/deadbeef", token).status == 404
-    # default branch can be switched to an existing branch only
+    # default branch can be switched to an existing branch only, and a refused change moves nothing
     assert api(server, "PATCH", "/repos/alice/empty", token, {"default_branch": "nope"}).status == 422
+    api(server, "POST", "/user/repos", token, {"name": "taken"})
+    assert api(server, "PATCH", "/repos/alice/empty", token, {"default_branch": "feature/old",
+                                                              "name": "taken"}).status == 422
+    assert git(str(tmp_path), "ls-remote", "--symref", remote(server, "alice/empty", token), "HEAD").stdout.startswith(
+        "ref: refs/heads/main")
     assert api(server, "PATCH", "/repos/alice/empty", token, {"default_branch": "feature/old"}).json[
         "default_branch"] == "feature/old"
     assert git(str(tmp_path), "ls-remote", "--symref", remote(server, "alice/empty", token), "HEAD").stdout.startswith(

@@ -253,7 +253,6 @@ def update_repo(req, owner, repo):
             empty = not list_refs(git, "refs/heads/")
             if not empty and ("refs/heads/" + branch).encode() not in git.refs:
                 raise invalid("Repository", "default_branch", "custom", "branch %s does not exist" % branch)
-            git.refs.set_symbolic_ref(b"HEAD", b"refs/heads/" + branch.encode())
         fields["default_branch"] = branch
     with req.transaction() as db:
         if "name" in fields and fields["name"].lower() != row["name"].lower() and db.execute(
@@ -262,6 +261,10 @@ def update_repo(req, owner, repo):
         if fields:
             fields["updated_at"] = now()
             update_row(db, "repos", fields, "id", row["id"])
+        if branch is not None:
+            # last, once every check passed: a refused change leaves HEAD where it was
+            with open_repo(req.app, row["id"]) as git:
+                git.refs.set_symbolic_ref(b"HEAD", b"refs/heads/" + branch.encode())
         req.effect("updated %s" % ", ".join(sorted(k for k in fields if k != "updated_at")))
     row = repo_by_id(req.app.store, row["id"])
     return repo_json(req.app, row, "admin")
