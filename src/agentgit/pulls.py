@@ -205,9 +205,11 @@ def open_pull(req, row, head, base, title, text, draft):
                                                      int(draft)))
         notify(req, db, issue_id, text)
         req.effect("opened pull request #%d %s:%s → %s" % (number, head_repo["owner_login"], head_ref, base))
-    if head_repo is not row:
-        with open_repo(req.app, row["id"]) as git:
-            git.refs[b"refs/pull/%d/head" % number] = head_sha.encode()
+        if head_repo is not row:
+            # before the commit: a pull request is never recorded without its head (a ref left by a
+            # failed commit names a number the next pull request takes, and overwrites)
+            with open_repo(req.app, row["id"]) as git:
+                git.refs[b"refs/pull/%d/head" % number] = head_sha.encode()
     return issue_id
 
 
