@@ -2361,12 +2361,15 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     return None
 
 
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 def allowlist_entry(entry):
     """(scheme, host pattern, port) of a network_allowlist entry: host (https, 443), host:port, a
     leading *. for any subdomain, and http:// spelled out for a plain-HTTP upstream."""
     scheme, _, rest = entry.rpartition("://") if "://" in entry else ("https", "", entry)
     host, _, port = rest.partition(":")
-    return scheme, host.lower(), int(port) if port.isdigit() else {"https": 443, "http": 80}.get(scheme)
+    return scheme, host.lower(), int(port) if port.isdigit() else DEFAULT_PORTS.get(scheme)
 
 
 def outside_allowlist(allowlist, url):
@@ -2374,8 +2377,7 @@ def outside_allowlist(allowlist, url):
     entry), or None when it is inside."""
     parts = urllib.parse.urlsplit(url)
     try:
-        origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or {"https": 443, "http": 80}.get(
-            parts.scheme))
+        origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme))
     except ValueError:
         return "%s is not a URL" % url[:200]
     for scheme, host, port in map(allowlist_entry, allowlist):
@@ -2493,7 +2495,7 @@ def rule_task_grant(q):
     if refusal is not None:
         return refusal
     if held is not None:
-        verdict = task_grant_refusal(q.store, q.principal.grant, q.action, q.spec, q.resource, q.context, q.user)
+        verdict = task_grant_refusal(q.store, held, q.action, q.spec, q.resource, q.context, q.user)
         if verdict is not None and not verdict.allowed:
             return verdict
         q.approval = verdict.approval if verdict is not None else None
@@ -9435,6 +9437,15 @@ def credential_by_name(store, name):
     return (row, account_by_id(store, row["owner_id"])) if row is not None else (None, None)
 
 
+def held_credential(store, holder, name):
+    """(row, Resource) of credential ``name`` when ``holder`` holds it at all (its owner, or a member of
+    the organization that owns it), else (None, None)."""
+    row, owner = credential_by_name(store, name)
+    if row is None or permission_on(store, holder, Resource.credential(row, owner))[0] == "none":
+        return None, None
+    return row, Resource.credential(row, owner)
+
+
 def credential_json(app, row):
     """Everything about a credential but its secret."""
     owner = account_by_id(app.store, row["owner_id"])
@@ -9691,10 +9702,10 @@ def check_network_constraints(constraints):
 
 def granted_credential(req, human, name):
     """The Resource of a broker credential a grant names, if the delegator can see it; 422 otherwise."""
-    row, owner = credential_by_name(req.app.store, name)
-    if row is None or permission_on(req.app.store, human, Resource.credential(row, owner))[0] == "none":
+    row, resource = held_credential(req.app.store, human, name)
+    if row is None:
         raise invalid("TaskGrant", "resources", "invalid", "%s is not a credential you hold" % name)
-    return Resource.credential(row, owner)
+    return resource
 
 
 def authorize_grant(req, agent, repo_rows, **context):
@@ -12883,15 +12894,15 @@ def usable_credential(req, name, action):
     """(row, Resource) of a credential the caller (for a task or tool token, its delegator) holds; for
     any other an audited 404: a credential's existence is its owner's to know."""
     user = signed_in(req)
-    row, owner = credential_by_name(req.app.store, name)
     grant = req.principal.grant
     holder = account_by_id(req.app.store, grant["delegator_id"]) if grant is not None else user
-    if row is None or permission_on(req.app.store, holder, Resource.credential(row, owner))[0] == "none":
+    row, resource = held_credential(req.app.store, holder, name)
+    if row is None:
         label = str(name)[:100] if str(name).startswith("credential:") else "credential:" + str(name)[:100]
         req.app.audit(req.principal, req.surface, Decision("deny", action, label, [
             "%s holds no %s" % (holder["login"], label)], hidden=True))
         raise HTTPError(404, "Not Found")
-    return row, Resource.credential(row, owner)
+    return row, resource
 
 
 @route("POST", "/api/ext/v1/broker/tokens")
@@ -13160,9 +13171,8 @@ def same_origin(url, row):
 def upstream_key(app, parts):
     """(scheme, host, port, address) of the URL's upstream: the address its host resolves to now,
     checked (or where --broker-connect-to sends it)."""
-    default = 443 if parts.scheme == "https" else 80
     try:
-        port = parts.port or default
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
     except ValueError:
         raise HTTPError(502, "The upstream URL has no valid port")
     host, port = app.config.broker_connect_to.get("%s:%d" % (parts.hostname, port), (parts.hostname, port))
@@ -13512,14 +13522,14 @@ def session_exchange(req, name, asked, resource=None):
             agent["login"], name))
     req.authorize("mint_session_token", Resource.account(agent))
     given = sorted(set(AGENT_SCOPES) & set(asked if asked is not None else AGENT_SCOPES))
-    expires_at = from_now(SESSION_TOKEN_SECONDS)
+    expires_at, cnf = from_now(SESSION_TOKEN_SECONDS), req.principal.confirmation()
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
                                expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
-                               audience=[name] if name else None, resource=resource,
-                               cnf=req.principal.confirmation(), runtime=req.principal.runtime_id)
+                               audience=[name] if name else None, resource=resource, cnf=cnf,
+                               runtime=req.principal.runtime_id)
         req.effect("agent session token %s for %s until %s%s" % (token_fingerprint(token), name or "any repository",
-                                                                 expires_at, bound_to(req.principal.confirmation())))
+                                                                 expires_at, bound_to(cnf)))
     return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
                            "decision": "allow_narrowed" if asked is not None and set(asked) - set(given) else "allow",
                            "audience": [name] if name else None})

@@ -35,10 +35,10 @@ from agentgit.config import MAX_JSON_BODY, from_now
 from agentgit.errors import HTTPError, invalid
 from agentgit.tokens import issue_token, token_fingerprint
 from agentgit.accounts import account_by_id
-from agentgit.policy import Decision, Resource, permission_on
+from agentgit.policy import DEFAULT_PORTS, Decision
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
-from agentgit.vault import binding, credential_by_name, seal, unseal
+from agentgit.vault import binding, credential_by_name, held_credential, seal, unseal
 from agentgit.tasks import bound_to
 from agentgit.oauth_clients import PinnedHTTPConnection, PinnedHTTPSConnection, public_address
 
@@ -69,15 +69,15 @@ def usable_credential(req, name, action):
     """(row, Resource) of a credential the caller (for a task or tool token, its delegator) holds; for
     any other an audited 404: a credential's existence is its owner's to know."""
     user = signed_in(req)
-    row, owner = credential_by_name(req.app.store, name)
     grant = req.principal.grant
     holder = account_by_id(req.app.store, grant["delegator_id"]) if grant is not None else user
-    if row is None or permission_on(req.app.store, holder, Resource.credential(row, owner))[0] == "none":
+    row, resource = held_credential(req.app.store, holder, name)
+    if row is None:
         label = str(name)[:100] if str(name).startswith("credential:") else "credential:" + str(name)[:100]
         req.app.audit(req.principal, req.surface, Decision("deny", action, label, [
             "%s holds no %s" % (holder["login"], label)], hidden=True))
         raise HTTPError(404, "Not Found")
-    return row, Resource.credential(row, owner)
+    return row, resource
 
 
 @route("POST", "/api/ext/v1/broker/tokens")
@@ -346,9 +346,8 @@ def same_origin(url, row):
 def upstream_key(app, parts):
     """(scheme, host, port, address) of the URL's upstream: the address its host resolves to now,
     checked (or where --broker-connect-to sends it)."""
-    default = 443 if parts.scheme == "https" else 80
     try:
-        port = parts.port or default
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
     except ValueError:
         raise HTTPError(502, "The upstream URL has no valid port")
     host, port = app.config.broker_connect_to.get("%s:%d" % (parts.hostname, port), (parts.hostname, port))

@@ -249,14 +249,14 @@ def session_exchange(req, name, asked, resource=None):
             agent["login"], name))
     req.authorize("mint_session_token", Resource.account(agent))
     given = sorted(set(AGENT_SCOPES) & set(asked if asked is not None else AGENT_SCOPES))
-    expires_at = from_now(SESSION_TOKEN_SECONDS)
+    expires_at, cnf = from_now(SESSION_TOKEN_SECONDS), req.principal.confirmation()
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, agent["id"], "session", name="agent session", scopes=given,
                                expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
-                               audience=[name] if name else None, resource=resource,
-                               cnf=req.principal.confirmation(), runtime=req.principal.runtime_id)
+                               audience=[name] if name else None, resource=resource, cnf=cnf,
+                               runtime=req.principal.runtime_id)
         req.effect("agent session token %s for %s until %s%s" % (token_fingerprint(token), name or "any repository",
-                                                                 expires_at, bound_to(req.principal.confirmation())))
+                                                                 expires_at, bound_to(cnf)))
     return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
                            "decision": "allow_narrowed" if asked is not None and set(asked) - set(given) else "allow",
                            "audience": [name] if name else None})

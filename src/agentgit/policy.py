@@ -443,12 +443,15 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     return None
 
 
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 def allowlist_entry(entry):
     """(scheme, host pattern, port) of a network_allowlist entry: host (https, 443), host:port, a
     leading *. for any subdomain, and http:// spelled out for a plain-HTTP upstream."""
     scheme, _, rest = entry.rpartition("://") if "://" in entry else ("https", "", entry)
     host, _, port = rest.partition(":")
-    return scheme, host.lower(), int(port) if port.isdigit() else {"https": 443, "http": 80}.get(scheme)
+    return scheme, host.lower(), int(port) if port.isdigit() else DEFAULT_PORTS.get(scheme)
 
 
 def outside_allowlist(allowlist, url):
@@ -456,8 +459,7 @@ def outside_allowlist(allowlist, url):
     entry), or None when it is inside."""
     parts = urllib.parse.urlsplit(url)
     try:
-        origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or {"https": 443, "http": 80}.get(
-            parts.scheme))
+        origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme))
     except ValueError:
         return "%s is not a URL" % url[:200]
     for scheme, host, port in map(allowlist_entry, allowlist):
@@ -575,7 +577,7 @@ def rule_task_grant(q):
     if refusal is not None:
         return refusal
     if held is not None:
-        verdict = task_grant_refusal(q.store, q.principal.grant, q.action, q.spec, q.resource, q.context, q.user)
+        verdict = task_grant_refusal(q.store, held, q.action, q.spec, q.resource, q.context, q.user)
         if verdict is not None and not verdict.allowed:
             return verdict
         q.approval = verdict.approval if verdict is not None else None

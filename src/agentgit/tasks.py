@@ -16,7 +16,7 @@ from agentgit.policy import ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide
 from agentgit.authentication import Principal, load_grant
 from agentgit.plumbing import route
 from agentgit.lookups import find_account, signed_in
-from agentgit.vault import credential_by_name
+from agentgit.vault import held_credential
 from agentgit.pulls import PullState
 
 
@@ -136,10 +136,10 @@ def check_network_constraints(constraints):
 
 def granted_credential(req, human, name):
     """The Resource of a broker credential a grant names, if the delegator can see it; 422 otherwise."""
-    row, owner = credential_by_name(req.app.store, name)
-    if row is None or permission_on(req.app.store, human, Resource.credential(row, owner))[0] == "none":
+    row, resource = held_credential(req.app.store, human, name)
+    if row is None:
         raise invalid("TaskGrant", "resources", "invalid", "%s is not a credential you hold" % name)
-    return Resource.credential(row, owner)
+    return resource
 
 
 def authorize_grant(req, agent, repo_rows, **context):

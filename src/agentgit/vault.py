@@ -28,7 +28,7 @@ from agentgit.config import now, visible_ascii
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login
-from agentgit.policy import Resource, decide
+from agentgit.policy import Resource, decide, permission_on
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
 
@@ -100,6 +100,15 @@ def credential_by_name(store, name):
         row = store.one("SELECT * FROM broker_credentials WHERE owner_id = ? AND name = ?", owner["id"],
                         credential_name) if owner is not None else None
     return (row, account_by_id(store, row["owner_id"])) if row is not None else (None, None)
+
+
+def held_credential(store, holder, name):
+    """(row, Resource) of credential ``name`` when ``holder`` holds it at all (its owner, or a member of
+    the organization that owns it), else (None, None)."""
+    row, owner = credential_by_name(store, name)
+    if row is None or permission_on(store, holder, Resource.credential(row, owner))[0] == "none":
+        return None, None
+    return row, Resource.credential(row, owner)
 
 
 def credential_json(app, row):
