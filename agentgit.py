@@ -3434,20 +3434,24 @@ class Request:
         """The requested page of ``items``, with a Link header like GitHub's."""
         per_page, page = self.page()
         last = max((len(items) + per_page - 1) // per_page, 1)
-        self.link_header(page, per_page, last if page < last else None, last)
+        self.link_header(page, per_page, page + 1 if page < last else None, last)
         return items[(page - 1) * per_page: page * per_page]
 
     def link_header(self, page, per_page, next_page, last=None):
+        """GitHub's Link header for ``page``: prev and first past the first page, next (and last, where
+        the list's length is known) before the last one. A page past the end points back at the last."""
         def url(n):
             query = dict(self.query, per_page=str(per_page), page=str(n))
             return "<%s%s?%s>" % (self.app.url, self.raw_path, urllib.parse.urlencode(query))
         links = []
+        if page > 1:
+            links.append('%s; rel="prev"' % url(min(page - 1, last or page - 1)))
         if next_page:
             links.append('%s; rel="next"' % url(next_page))
             if last:
                 links.append('%s; rel="last"' % url(last))
         if page > 1:
-            links += ['%s; rel="first"' % url(1), '%s; rel="prev"' % url(page - 1)]
+            links.append('%s; rel="first"' % url(1))
         if links:
             self.response_headers["Link"] = ", ".join(links)
 
@@ -6588,7 +6592,7 @@ def combined_status(req, owner, repo, ref):
     state = "failure" if states & {"error", "failure"} else "pending" if "pending" in states or not states else "success"
     name = full_name(row)
     return {"state": state, "sha": sha, "total_count": len(latest),
-            "statuses": [status_json(req.app, row, r) for r in latest.values()], "repository": repo_json(req.app, row),
+            "statuses": [status_json(req.app, row, r) for r in req.paginate(list(latest.values()))], "repository": repo_json(req.app, row),
             "commit_url": "%s/repos/%s/commits/%s" % (req.app.api, name, sha),
             "url": "%s/repos/%s/commits/%s/status" % (req.app.api, name, sha)}
 
@@ -7683,11 +7687,7 @@ def parse_search(q, me=None):
 
 
 def search_page(req, items, kind=None):
-    per_page, page = req.page()
-    body = {"total_count": len(items), "incomplete_results": False,
-            "items": items[(page - 1) * per_page: page * per_page]}
-    req.link_header(page, per_page, page + 1 if page * per_page < len(items) else None,
-                    max((len(items) + per_page - 1) // per_page, 1))
+    body = {"total_count": len(items), "incomplete_results": False, "items": req.paginate(items)}
     if kind:
         body["search_type"] = kind
     return body

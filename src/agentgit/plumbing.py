@@ -286,20 +286,24 @@ class Request:
         """The requested page of ``items``, with a Link header like GitHub's."""
         per_page, page = self.page()
         last = max((len(items) + per_page - 1) // per_page, 1)
-        self.link_header(page, per_page, last if page < last else None, last)
+        self.link_header(page, per_page, page + 1 if page < last else None, last)
         return items[(page - 1) * per_page: page * per_page]
 
     def link_header(self, page, per_page, next_page, last=None):
+        """GitHub's Link header for ``page``: prev and first past the first page, next (and last, where
+        the list's length is known) before the last one. A page past the end points back at the last."""
         def url(n):
             query = dict(self.query, per_page=str(per_page), page=str(n))
             return "<%s%s?%s>" % (self.app.url, self.raw_path, urllib.parse.urlencode(query))
         links = []
+        if page > 1:
+            links.append('%s; rel="prev"' % url(min(page - 1, last or page - 1)))
         if next_page:
             links.append('%s; rel="next"' % url(next_page))
             if last:
                 links.append('%s; rel="last"' % url(last))
         if page > 1:
-            links += ['%s; rel="first"' % url(1), '%s; rel="prev"' % url(page - 1)]
+            links.append('%s; rel="first"' % url(1))
         if links:
             self.response_headers["Link"] = ", ".join(links)
 

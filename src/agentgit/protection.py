@@ -165,7 +165,7 @@ def combined_status(req, owner, repo, ref):
     state = "failure" if states & {"error", "failure"} else "pending" if "pending" in states or not states else "success"
     name = full_name(row)
     return {"state": state, "sha": sha, "total_count": len(latest),
-            "statuses": [status_json(req.app, row, r) for r in latest.values()], "repository": repo_json(req.app, row),
+            "statuses": [status_json(req.app, row, r) for r in req.paginate(list(latest.values()))], "repository": repo_json(req.app, row),
             "commit_url": "%s/repos/%s/commits/%s" % (req.app.api, name, sha),
             "url": "%s/repos/%s/commits/%s/status" % (req.app.api, name, sha)}
 

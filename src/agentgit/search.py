@@ -46,11 +46,7 @@ def parse_search(q, me=None):
 
 
 def search_page(req, items, kind=None):
-    per_page, page = req.page()
-    body = {"total_count": len(items), "incomplete_results": False,
-            "items": items[(page - 1) * per_page: page * per_page]}
-    req.link_header(page, per_page, page + 1 if page * per_page < len(items) else None,
-                    max((len(items) + per_page - 1) // per_page, 1))
+    body = {"total_count": len(items), "incomplete_results": False, "items": req.paginate(items)}
     if kind:
         body["search_type"] = kind
     return body
