@@ -5,6 +5,7 @@ Copy `server` into your own project's conftest.py to test an agent framework aga
 import base64
 import contextlib
 import http.client
+import http.server
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
 import urllib.parse
 
 import pytest
@@ -415,3 +417,52 @@ def patch_everywhere(monkeypatch, name, value):
     for module in modules:
         if hasattr(module, name):
             monkeypatch.setattr(module, name, value)
+
+
+class Memory:
+    """The SDK's TokenStorage, in memory."""
+
+    def __init__(self):
+        self.tokens = self.client_info = None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info
+
+
+@pytest.fixture
+def metadata_host(test_ca, monkeypatch):
+    """An HTTPS server on 127.0.0.1, its certificate from the test CA (for localhost), serving what the
+    test puts in ``documents`` by path; agentgit trusts the CA through SSL_CERT_FILE."""
+    documents = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = documents.get(self.path, (404, b"{}"))
+            self.send_response(status)
+            if status in (301, 302):
+                self.send_header("Location", body.decode())
+                body = b""
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(test_ca["cert"], test_ca["key"])
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", test_ca["ca"])
+    yield "https://localhost:%d" % httpd.server_address[1], documents
+    httpd.shutdown()

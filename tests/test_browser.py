@@ -3,18 +3,22 @@ protocol (plain HTTP, so the standard library is enough). A human signs in, invi
 the merge it waits for and revokes a token, clicking what a person would click. Screenshots of each
 step land in test-artifacts/screenshots/. `make test` installs Chromium with apt where it can."""
 import base64
+import http.server
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
 
-from conftest import ROOT, api, ext, grant_a_task, sweep
+from conftest import ROOT, Memory, api, call, ext, grant_a_task, sweep
+import agentgit  # noqa: E402
 
 pytestmark = sweep
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -148,3 +152,160 @@ def test_a_human_signs_in_invites_approves_and_revokes_in_a_browser(server, chro
     chromium.wait_for("Revoked")
     assert api(server, "GET", "/user", mine).status == 401
     chromium.screenshot("7-revoked")
+
+
+# -- OAuth sign-in as an MCP client does it: the system browser, a loopback redirect ------------------
+
+class LoopbackCallback:
+    """The redirect URI an MCP client (Claude Code, VS Code, Cursor) listens on while its user signs in:
+    http://127.0.0.1:PORT/callback, which takes one redirect and says the window may close."""
+
+    def __init__(self):
+        outer = self
+        self.query, self.arrived = None, threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                body = b"<!doctype html><title>Signed in</title><p>You can close this window."
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                outer.arrived.set()
+
+            def log_message(self, *args):
+                pass
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.uri = "http://127.0.0.1:%d/callback" % self.httpd.server_address[1]
+
+    def wait(self):
+        assert self.arrived.wait(20), "the browser never came back to the client's redirect URI"
+        self.arrived.clear()
+        return self.query
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def loopback():
+    callback = LoopbackCallback()
+    yield callback
+    callback.close()
+
+
+def sign_in_if_asked(chromium, login="alice", password="pw"):
+    """On the sign-in page (the browser was signed out), sign in; the page then goes back where it was."""
+    if 'action="/login"' in chromium.text():
+        chromium.type('input[name="login"]', login)
+        chromium.type('input[name="password"]', password)
+        chromium.click("form[action='/login'] button")
+
+
+def person_at_consent(chromium, url, decision, shot):
+    """What a person does when her MCP client opens ``url`` in her browser: sign in if asked, read
+    the consent page, click ``decision``."""
+    chromium.open(url)
+    sign_in_if_asked(chromium)
+    page = chromium.wait_for("Authorize application")
+    chromium.screenshot(shot)
+    chromium.click("form:has(input[name='decision'][value='%s']) button" % decision)
+    return page
+
+
+def mcp_client_signs_in(server, chromium, loopback, metadata_url=None):
+    """The MCP SDK's OAuth client from the 401 of /mcp to a tool call; the person approves in Chromium.
+    Returns (what the tools said, the consent page, the SDK's storage)."""
+    import asyncio
+    import httpx2
+    from mcp import Client
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+    storage, seen = Memory(), {}
+
+    async def open_in_browser(url):
+        seen["authorize"] = url
+        seen["page"] = person_at_consent(chromium, url, "approve", "mcp-consent")
+
+    async def callback():
+        back = await asyncio.to_thread(loopback.wait)
+        seen["redirect"] = back
+        return AuthorizationCodeResult(code=back["code"], state=back.get("state"), iss=back.get("iss"))
+    auth = OAuthClientProvider(server.url + "/mcp", OAuthClientMetadata(
+        redirect_uris=[loopback.uri], client_name="agent host", grant_types=["authorization_code", "refresh_token"],
+        token_endpoint_auth_method="none"), storage, redirect_handler=open_in_browser, callback_handler=callback,
+        client_metadata_url=metadata_url)
+
+    async def session():
+        async with Client(streamable_http_client(server.url + "/mcp", http_client=httpx2.AsyncClient(auth=auth))) as c:
+            return json.loads((await c.call_tool("get_me", {})).content[0].text)["login"]
+    return asyncio.run(session()), seen, storage
+
+
+def check_redirects(server, seen):
+    """PKCE and the resource were asked for; the redirect carried the state and named this issuer."""
+    asked = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(seen["authorize"]).query))
+    assert asked["code_challenge_method"] == "S256" and asked["resource"] == server.url + "/mcp"
+    assert seen["redirect"]["state"] == asked["state"] and seen["redirect"]["iss"] == server.url
+
+
+def deny_in_browser(server, chromium, loopback, client_id):
+    """The person clicks Deny: the client hears access_denied, with its state, from this issuer."""
+    query = urllib.parse.urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": loopback.uri,
+                                    "state": "st-123", "code_challenge": "x" * 43, "code_challenge_method": "S256",
+                                    "resource": server.url + "/mcp"})
+    person_at_consent(chromium, server.url + "/login/oauth/authorize?" + query, "deny", "mcp-deny")
+    back = loopback.wait()
+    assert (back["error"], back["state"], back["iss"]) == ("access_denied", "st-123", server.url)
+
+
+def test_an_mcp_client_signs_in_through_chromium_by_dynamic_registration(server, chromium, loopback):
+    server.add_user("alice", password="pw")
+    me, seen, storage = mcp_client_signs_in(server, chromium, loopback)      # signed out at the start
+    assert me == "alice" and storage.client_info.client_id.startswith("agc_")
+    assert "registered by itself: nobody vouches for it" in seen["page"] and loopback.uri in seen["page"]
+    check_redirects(server, seen)
+    deny_in_browser(server, chromium, loopback, storage.client_info.client_id)
+
+
+def test_an_mcp_client_signs_in_through_chromium_by_metadata_document(tmp_path, chromium, loopback, metadata_host):
+    base, documents = metadata_host
+    url = base + "/agent-host/client.json"
+    documents["/agent-host/client.json"] = (200, json.dumps({
+        "client_id": url, "client_name": "Agent Host", "redirect_uris": [loopback.uri], "response_types": ["code"],
+        "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none"}).encode())
+    srv = agentgit.make_server(tmp_path / "data", port=0, allow_loopback_client_documents=True).start()
+    try:
+        srv.add_user("alice", password="pw")
+        me, seen, storage = mcp_client_signs_in(srv, chromium, loopback, metadata_url=url)
+        assert me == "alice" and storage.client_info.client_id == url
+        assert "described by its own document at localhost" in seen["page"]
+        check_redirects(srv, seen)
+        deny_in_browser(srv, chromium, loopback, url)
+    finally:
+        srv.stop()
+
+
+def test_the_device_flow_keeps_its_code_across_sign_in(server, chromium):
+    """gh's device flow: the person opens the verification URI with the code in it, signed out; after
+    signing in the code is still there, and approving it signs the device in."""
+    server.add_user("alice", password="pw")
+    asked = call(server, "POST", "/login/device/code", raw_body=b"client_id=178c6fc778ccc68e1d6a&scope=repo",
+                 headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}).json
+    chromium.open(asked["verification_uri"] + "?user_code=" + asked["user_code"])
+    sign_in_if_asked(chromium)
+    chromium.wait_for('value="%s"' % asked["user_code"])
+    chromium.click("form[action='/login/device'] button")
+    chromium.wait_for("Authorize device")
+    chromium.click("form:has(input[name='decision'][value='approve']) button")
+    chromium.wait_for("Approved")
+    polled = call(server, "POST", "/login/oauth/access_token", raw_body=urllib.parse.urlencode({
+        "client_id": "178c6fc778ccc68e1d6a", "device_code": asked["device_code"],
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code"}).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}).json
+    assert api(server, "GET", "/user", polled["access_token"]).json["login"] == "alice"

@@ -5,17 +5,14 @@ page answered by a browser stand-in signed in as alice), then tools. The token i
 alone; introspection tells its holder what it is; revocation ends it."""
 import asyncio
 import base64
-import http.server
 import json
 import secrets
-import ssl
-import threading
 import time
 import urllib.parse
 
 import pytest
 
-from conftest import Browser, api, call, ext
+from conftest import Browser, Memory, api, call, ext
 
 pytest.importorskip("mcp", reason="make test installs the mcp SDK")
 import httpx2  # noqa: E402
@@ -25,25 +22,6 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata  # noqa: E402
 
 REDIRECT = "http://127.0.0.1:9/callback"      # never reached: the stand-in reads the redirect itself
-
-
-class Memory:
-    """The SDK's TokenStorage, in memory."""
-
-    def __init__(self):
-        self.tokens = self.client_info = None
-
-    async def get_tokens(self):
-        return self.tokens
-
-    async def set_tokens(self, tokens):
-        self.tokens = tokens
-
-    async def get_client_info(self):
-        return self.client_info
-
-    async def set_client_info(self, client_info):
-        self.client_info = client_info
 
 
 class ConsentStandIn:
@@ -121,36 +99,6 @@ def test_discovery_dynamic_registration_and_code_with_pkce(server, mode):
     assert gone.status == 200
     r = call(server, "POST", "/mcp", token, body={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert r.status == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
-
-
-@pytest.fixture
-def metadata_host(test_ca, monkeypatch):
-    """An HTTPS server on 127.0.0.1, its certificate from the test CA (for localhost), serving what the
-    test puts in ``documents`` by path; agentgit trusts the CA through SSL_CERT_FILE."""
-    documents = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            status, body = documents.get(self.path, (404, b"{}"))
-            self.send_response(status)
-            if status in (301, 302):
-                self.send_header("Location", body.decode())
-                body = b""
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(test_ca["cert"], test_ca["key"])
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    monkeypatch.setenv("SSL_CERT_FILE", test_ca["ca"])
-    yield "https://localhost:%d" % httpd.server_address[1], documents
-    httpd.shutdown()
 
 
 def test_a_client_id_metadata_document(tmp_path, metadata_host):

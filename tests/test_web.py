@@ -198,3 +198,18 @@ def call_form(server, path, form):
     out = json.loads(conn.getresponse().read())
     conn.close()
     return out
+
+
+def test_a_consent_page_lets_its_form_redirect_to_the_clients_origin_and_nowhere_else():
+    """Browsers hold the redirect after a form to form-action; the consent page names the redirect
+    URI's origin there, exactly, and a URI that could smuggle a directive in adds nothing."""
+    import agentgit
+    base = agentgit.PAGE_HEADERS["Content-Security-Policy"]
+    for uri, source in (("http://127.0.0.1:33418/callback", "http://127.0.0.1:33418"),
+                        ("https://app.example/cb?x=1", "https://app.example"), ("http://[::1]:8080/cb", "http://[::1]:8080"),
+                        ("vscode://vscode.github-authentication/did-authenticate", "vscode:")):
+        assert agentgit.csp_allowing_form_redirect_to(uri) == base.replace("form-action 'self'",
+                                                                           "form-action 'self' " + source), uri
+    for uri in ("http://a.example;script-src *:1/cb", "http://a b.example/cb", "java script:x", "http://h:99999/x",
+                "https://x'unsafe-inline'/"):
+        assert agentgit.csp_allowing_form_redirect_to(uri) == base, uri

@@ -23,7 +23,7 @@ from agentgit.authentication import Presented, Principal, authenticate, check_pr
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
 from agentgit.tasks import bound_to, find_grant, issue_task_token, strip_kind
-from agentgit.web import PAGE_HEADERS, hidden_input, html_page, web_route, signed_in_page
+from agentgit.web import PAGE_HEADERS, csp_allowing_form_redirect_to, hidden_input, html_page, web_route, signed_in_page
 from agentgit.oauth_clients import AUTH_METHODS, authenticated_client, find_client, redirect_matches
 from agentgit.client_assertions import asserted_agent
 from agentgit.broker import tool_token_for_upstream
@@ -426,7 +426,8 @@ def authorize_page(req):
             "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(client_description(
                 req, app_row)), html.escape(user["login"]), html.escape(resource),
                 html.escape(", ".join(scopes) or "none (public read-only)"), html.escape(redirect_uri), buttons)
-    return html_page("Authorize application", body)
+    return html_page("Authorize application", body, headers={
+        "Content-Security-Policy": csp_allowing_form_redirect_to(redirect_uri)})
 
 
 @web_route("POST", "/login/oauth/authorize")

@@ -3,6 +3,7 @@
 import functools
 import hmac
 import html
+import re
 import secrets
 import ssl
 import urllib.parse
@@ -30,10 +31,34 @@ from agentgit.tasks import APPROVAL_SELECT, answer_approval, approval_json, conf
 
 SESSION_COOKIE, LOGIN_CSRF_COOKIE = "agentgit_session", "agentgit_login_csrf"
 SESSION_HOURS = 12
+PAGE_CSP = "default-src 'none'; style-src 'self'; form-action %s; frame-ancestors 'none'"
 PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
-                "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
-                                           "frame-ancestors 'none'",
-                "Referrer-Policy": "no-referrer"}
+                "Content-Security-Policy": PAGE_CSP % "'self'", "Referrer-Policy": "no-referrer"}
+CSP_SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]{0,30}")
+CSP_HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+
+
+def csp_allowing_form_redirect_to(uri):
+    """The pages' CSP with ``uri``'s origin added to form-action. Browsers apply form-action to the
+    redirect that answers a form too (CSP 3), so a consent page whose answer sends the browser back to
+    a client's redirect URI must name that URI's origin, or its buttons do nothing. A URI whose parts
+    do not fit a CSP source expression exactly adds nothing (no way to smuggle a directive in)."""
+    split = urllib.parse.urlsplit(uri)
+    scheme = split.scheme.lower()
+    if not CSP_SCHEME_RE.fullmatch(scheme):
+        return PAGE_HEADERS["Content-Security-Policy"]
+    if scheme not in ("http", "https"):
+        source = scheme + ":"                   # an app's own scheme (vscode:, cursor:): the scheme is its origin
+    else:
+        try:
+            host, port = split.netloc.rpartition("@")[2], split.port
+        except ValueError:
+            return PAGE_HEADERS["Content-Security-Policy"]
+        host = host[:host.rindex(":")] if port is not None else host
+        if not CSP_HOST_RE.fullmatch(host):
+            return PAGE_HEADERS["Content-Security-Policy"]
+        source = "%s://%s%s" % (scheme, host, ":%d" % port if port is not None else "")
+    return PAGE_CSP % ("'self' " + source)
 
 
 def web_route(method, pattern, csrf="session"):
@@ -227,8 +252,10 @@ def logout(req):
 
 def signed_in_page(req):
     if req.principal.user is None:
+        # back to this very page after signing in, its query included (an authorization request, a user code)
+        here = req.raw_path + ("?" + urllib.parse.urlencode(req.query) if req.query else "")
         raise HTTPError(303, "Sign in first", headers=dict(PAGE_HEADERS, Location="/login?next=" +
-                                                           urllib.parse.quote(req.raw_path)))
+                                                           urllib.parse.quote(here)))
     return req.principal.user
 
 
