@@ -9,7 +9,6 @@ import http.server
 import json
 import os
 import re
-import shlex
 import shutil
 import ssl
 import subprocess
@@ -304,22 +303,16 @@ def gh_server(tmp_path, test_ca):
 
 def connect_gh(srv, token, env, *args):
     """`agentgit connect gh --token TOKEN ARGS`, its `export K='V'` lines applied to ``env`` (returned)."""
-    out = subprocess.run([*CLI, "connect", "gh", "--token", token, *args, "--data",
-                          srv.app.config.data_dir], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*CLI, "connect", "gh", "--token", token, *args], capture_output=True, text=True,
+                         check=True, env=env).stdout
     return apply_exports(env, out)
 
 
 def apply_exports(env, exports):
-    """``env`` with the lines `connect gh` prints applied, as a shell would for the gh and git the tests
-    run: `export K=V`, and the variables of an `alias gh='env K=V ... gh'`."""
-    for line in exports.strip().split("\n"):
-        words = shlex.split(line)
-        if words[0] == "export":
-            key, _, value = words[1].partition("=")
-            env[key] = value
-        else:
-            assert words[0] == "alias", line
-            env.update(word.partition("=")[::2] for word in shlex.split(words[1].partition("=")[2])[1:-1])
+    """``env``, updated to what a shell has after running the lines `connect gh` prints (in a fresh sh, as
+    a user's shell or an agent framework's script would)."""
+    shown = subprocess.run(["/bin/sh", "-c", exports + "\nenv -0"], env=env, capture_output=True, check=True).stdout
+    env.update(entry.decode().partition("=")[::2] for entry in shown.split(b"\0") if entry)
     return env
 
 

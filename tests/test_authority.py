@@ -325,7 +325,7 @@ def test_the_runtime_holds_only_the_bootstrap_token_file(tmp_path):
         # gh: connect gh trades the token file for a task token on the repository
         out = subprocess.run([*CLI, "connect", "gh", "--token-file", str(token_file), "--task", "task:fix-payment-bug",
                               "--repo", "alice/payments", "--mode", "socket", "--socket", str(tmp_path / "agentgit.sock"),
-                              "--url", srv.url, "--dir", str(tmp_path / "gh"), "--data", srv.app.config.data_dir],
+                              "--url", srv.url, "--dir", str(tmp_path / "gh")], cwd=tmp_path,
                              capture_output=True, text=True, check=True)
         assert "run `agentgit.py connect gh` again" in out.stderr
         ghenv = apply_exports(plain_gh_env(tmp_path), out.stdout)

@@ -1,5 +1,6 @@
 """The first hour: what a new user meets before anything works, from the single file alone to the
 command line beside a running server."""
+import glob
 import os
 import re
 import shutil
@@ -12,8 +13,8 @@ import dulwich
 import pytest
 
 import agentgit
-from conftest import (CLI, ROOT, SINGLE_FILE, Browser, api, apply_exports, call, ext, gh, git, plain_gh_env,
-                      sweep)
+from conftest import (CLI, ROOT, SINGLE_FILE, Browser, api, apply_exports, call, commit_file, ext, gh, git, git_env,
+                      plain_gh_env, sweep)
 
 pytestmark = sweep
 
@@ -46,6 +47,61 @@ def test_without_dulwich_it_says_what_to_install(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
     assert "pip install 'dulwich[merge]'" in out.stderr and ".venv/bin/python" in out.stderr
+
+
+def client_python(tmp_path):
+    """A client machine's python3: the oldest this checkout's machine has from 3.9 on (pyenv's, without
+    site-packages), else this one with none of them; either way no dulwich."""
+    candidates = [shutil.which("python3.9")] + sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python3")))
+    for found in filter(None, candidates):
+        if subprocess.run([found, "-c", "import sys"], capture_output=True).returncode == 0:
+            return [found, "-S", "-s"], dict(os.environ)
+    return bare_python(tmp_path, [])
+
+
+def test_git_and_gh_work_with_the_single_file_on_a_client_with_python_alone(server, tmp_path):
+    """The README's credential helper and `connect gh --token-file`, run by a python3 with no dulwich from
+    a directory that is not the server's: git clones and pushes with task tokens the helper trades for
+    the agent's bootstrap token, and gh gets a task token it can use (the one connect minted)."""
+    python, env = client_python(tmp_path)
+    client = tmp_path / "client"
+    client.mkdir()
+    shutil.copy(SINGLE_FILE, client / "agentgit.py")
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
+    login, agent, _ = server.add_agent("coder")
+    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/payments", "permission": "push"}]}).json["invite_token"]
+    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    assert ext(server, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "delegator": "user:alice", "task": "task:fix", "resources": ["repo:alice/payments"],
+        "actions": ["read_code", "push_branch", "create_branch"], "constraints": {"branch_prefix": "agent/"}}).status == 201
+    (client / "agent.token").write_text(agent + "\n")
+    helper = "!%s %s credential --token-file %s --task task:fix --cache %s" % (
+        " ".join(python), client / "agentgit.py", client / "agent.token", client / "cache.json")
+    genv = dict(git_env(tmp_path), **{k: v for k, v in env.items() if k == "PYTHONPATH"})
+    url = "%s/alice/payments.git" % server.url
+    git(str(tmp_path), "-c", "credential.helper=" + helper, "-c", "credential.useHttpPath=true", "clone", "-q", url,
+        str(tmp_path / "w"), env=genv)
+    work = str(tmp_path / "w")
+    git(work, "config", "credential.helper", helper, env=genv)
+    git(work, "config", "credential.useHttpPath", "true", env=genv)
+    commit_file(work, "fix.py", "ok = 1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/fix", env=genv)
+    assert api(server, "GET", "/repos/alice/payments/branches/agent/fix", alice).status == 200
+    # connect gh, with the same python, in a directory of its own: a task token, kept and live
+    minted = server.app.store.one("SELECT count(*) FROM tokens WHERE kind = 'task'")[0]
+    out = subprocess.run([*python, str(client / "agentgit.py"), "connect", "gh", "--token-file", str(client / "agent.token"),
+                          "--task", "task:fix", "--repo", "alice/payments", "--mode", "localhost", "--url", server.url,
+                          "--dir", str(client / "gh")], cwd=client, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert sorted(os.listdir(client)) == ["agent.token", "agentgit.py", "cache.json", "gh"]
+    assert server.app.store.one("SELECT count(*) FROM tokens WHERE kind = 'task'")[0] == minted + 1
+    task_token = (client / "gh" / "token").read_text().strip()
+    assert task_token.startswith("agt_") and api(server, "GET", "/user", task_token).json["login"] == login
+    if shutil.which("gh"):
+        ghenv = apply_exports(plain_gh_env(tmp_path), out.stdout)
+        assert '"login":"%s"' % login in gh(ghenv, "api", "user").stdout.replace(" ", "")
 
 
 def test_the_command_line_finds_the_servers_data_or_says_it_cannot(server, tmp_path):
@@ -109,11 +165,11 @@ def test_connect_gh_changes_only_what_it_says(tmp_path):
         out = subprocess.run([*CLI, "connect", "gh", "--token", token, "--mode", "localhost", "--url", srv.url,
                               "--data", srv.app.config.data_dir], capture_output=True, text=True, env=env,
                              cwd=tmp_path, check=True)
-        assert "export HTTP_PROXY" not in out.stdout and "alias gh=" in out.stdout      # only gh is proxied
+        assert "HTTP_PROXY" not in out.stdout and "/bin" in out.stdout     # only gh is proxied, by its wrapper
         assert token not in out.stdout
         directory = home / ".config" / "agentgit" / "gh-github.localhost"
         assert "to undo: unset GH_CONFIG_DIR GH_HOST GIT_CONFIG_COUNT" in out.stderr and str(directory) in out.stderr
-        assert sorted(os.listdir(directory)) == ["config.yml", "hosts.yml", "token"]
+        assert sorted(os.listdir(directory)) == ["bin", "config.yml", "hosts.yml", "token"]
         assert all(os.stat(directory / name).st_mode & 0o077 == 0 for name in os.listdir(directory))
         assert not any(name.startswith("agentgit") for name in os.listdir(tmp_path) if name != "data")
         env = apply_exports(env, out.stdout)

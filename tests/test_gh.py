@@ -1,15 +1,18 @@
 """The real GitHub CLI against agentgit over HTTPS: sign-in, status, REST and GraphQL calls, git over gh."""
 import base64
 import contextlib
+import html
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 
 import pytest
 
-from conftest import (GH_HOST, api, call, connect_gh, ext, gh, gh_over_socket, git, plain_gh_env, remote,
-                      socket_server, sweep)
+from conftest import (CLI, GH_HOST, api, call, commit_file, connect_gh, ext, gh, gh_over_socket, git,
+                      plain_gh_env, remote, socket_server, sweep)
 
 pytestmark = sweep
 
@@ -403,8 +406,10 @@ def test_gh_org_repositories(gh_server):
 
 
 def test_connect_gh_localhost_mode(tmp_path):
-    """`connect gh --mode localhost`: gh's plain-HTTP host github.localhost, with agentgit named as the
-    HTTP proxy so that the made-up names never need to resolve; gh and git both work, no root."""
+    """`connect gh --mode localhost`, run far from the server's data: gh's plain-HTTP host
+    github.localhost, with agentgit as the HTTP proxy of gh (by a wrapper first on PATH) and of git (for
+    that host alone), so the made-up name never resolves and nothing needs root. gh works in a script
+    with only the printed environment, and inside a clone, however it was cloned, without -R."""
     import shutil
     import agentgit
     if shutil.which("gh") is None:
@@ -413,16 +418,40 @@ def test_connect_gh_localhost_mode(tmp_path):
     srv = agentgit.make_server(tmp_path / "data", port=0).start()
     try:
         token = srv.add_user("alice")
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
         env = plain_gh_env(tmp_path)
         env.pop("GH_TOKEN", None)
-        connect_gh(srv, token, env, "--mode", "localhost", "--url", srv.url, "--dir", str(tmp_path / "gh"))
-        assert env["GH_HOST"] == "github.localhost" and env["HTTP_PROXY"] == srv.url
+        # the line the landing page shows, as it is shown, in a shell started far from the server's data
+        line = html.unescape(re.search(r"<li>gh: <code>(.*?)</code>", call(srv, "GET", "/").raw.decode()).group(1))
+        assert "--mode localhost" in line
+        line = line.replace("python agentgit.py", " ".join(map(shlex.quote, CLI))).replace("TOKEN", token)
+        shown = subprocess.run(["/bin/sh", "-c", line + "\nenv -0"], capture_output=True, check=True, env=env,
+                               cwd=elsewhere).stdout
+        assert os.listdir(elsewhere) == []                       # nothing written where it ran
+        env = dict(entry.decode().partition("=")[::2] for entry in shown.split(b"\0") if entry)
+        assert env["GH_HOST"] == "github.localhost" and "HTTP_PROXY" not in env     # gh's wrapper holds the proxy
         assert json.loads(gh(env, "api", "user").stdout)["login"] == "alice"
         gh(env, "repo", "create", "alice/demo", "--private", "--add-readme")
         gh(env, "issue", "create", "-R", "alice/demo", "-t", "Over localhost", "-b", "b")
-        assert "Over localhost" in gh(env, "issue", "list", "-R", "alice/demo").stdout
+        # a clone by gh, and one by git from the API's clone_url: gh knows the repository in both
         gh(env, "repo", "clone", "alice/demo", str(tmp_path / "clone"), cwd=str(tmp_path))
         assert sorted(os.listdir(tmp_path / "clone")) == [".git", "README.md"]
+        clone_url = api(srv, "GET", "/repos/alice/demo", token).json["clone_url"]
+        git(str(tmp_path), "clone", "-q", clone_url, str(tmp_path / "by-git"), env=env)
+        for clone in (tmp_path / "clone", tmp_path / "by-git"):
+            assert "Over localhost" in gh(env, "issue", "list", cwd=str(clone)).stdout
+        clone = str(tmp_path / "by-git")
+        git(clone, "checkout", "-q", "-b", "fix", env=env)
+        commit_file(clone, "fix.txt", "fixed\n")
+        git(clone, "push", "-q", "origin", "fix", env=env)
+        # an agent framework's script: sh, a subprocess of it, gh by name, no -R
+        script = tmp_path / "agent.sh"
+        script.write_text('set -e\ngh pr create -H fix -B main -t "Fix it" -b "from a script"\n'
+                          'sh -c "gh pr list --json title -q .[].title"\n')
+        ran = subprocess.run(["/bin/sh", str(script)], cwd=clone, env=env, capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0 and ran.stdout.strip().endswith("Fix it"), ran
+        assert api(srv, "GET", "/repos/alice/demo/pulls/2", token).json["title"] == "Fix it"
     finally:
         srv.stop()
 

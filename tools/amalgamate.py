@@ -210,10 +210,11 @@ def build(root=ROOT):
     # the one dependency: when it is missing, say how to get it rather than show a traceback
     imports += "\ntry:\n" + "".join("    from %s import %s\n" % (s, ", ".join(sorted(froms[s])))
                                     for s in sorted(set(froms) - set(stdlib)))
+    # Run as a script, it goes on without it: git's credential helper and `connect` need only the standard
+    # library, and the command line tells the other commands what is missing (cli.needs_dulwich).
     imports += ("except ImportError:\n"
                 "    if __name__ != \"__main__\":\n"
-                "        raise ImportError(DEPENDENCY_MISSING)\n"
-                "    sys.exit(DEPENDENCY_MISSING)\n")
+                "        raise ImportError(DEPENDENCY_MISSING)\n")
     parts = [header + "DEPENDENCY_MISSING = %r\n\n" % dependency_missing + imports]
     for i, module in enumerate(modules, 1):
         used = ", ".join(uses[module.name]) or "nothing of the package"

@@ -5,6 +5,7 @@ import base64
 import errno
 import functools
 import getpass
+import importlib.util
 import json
 import os
 import re
@@ -324,8 +325,17 @@ def existing_data_dir(path):
     return path
 
 
+# What runs with the standard library alone, under any python3 >= 3.9: what a client machine runs (git's
+# credential helper, connect), and the route index. The rest reads or serves repositories with dulwich.
+WITHOUT_DULWICH = ("credential", "connect", "routes")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.command not in WITHOUT_DULWICH and importlib.util.find_spec("dulwich") is None:
+        raise SystemExit("agentgit %s needs dulwich, the server's one dependency: pip install 'dulwich[merge]' (in a "
+                         "checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it; credential "
+                         "and connect need only Python)" % args.command)
     try:
         return run_command(args)
     except RuntimeError as error:          # a missing dependency, found before anything was written

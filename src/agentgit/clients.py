@@ -11,11 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from agentgit.config import Config
-from agentgit.tokens import verify_token
-from agentgit.accounts import account_by_id
 from agentgit.oauth import TOKEN_EXCHANGE
-from agentgit.server import App
 
 # a cached token is traded again this many seconds before it expires, so none expires mid-push
 CREDENTIAL_MARGIN = 120
@@ -115,9 +111,12 @@ def connect_gh(args):
     (what it wrote, and how to undo it, go to stderr). https: gh talks HTTPS to the server's host.
     socket: gh sends its API calls as plain HTTP over the server's --unix-socket (as host "localhost"),
     and git reaches the TCP port. localhost: gh's plain-HTTP host github.localhost (API on
-    api.github.localhost), reached by naming this server as gh's HTTP proxy (an alias, so only gh goes
-    there): the server answers proxy-form requests itself, so no name needs to resolve, nothing needs
-    root; git's github.localhost URLs are rewritten to the server's TCP address.
+    api.github.localhost), reached by naming this server as gh's HTTP proxy: the server answers
+    proxy-form requests itself, so no name needs to resolve and nothing needs root. Only gh goes
+    through it, by a small gh wrapper put first on PATH (an export, so scripts and subprocesses get
+    it too, as agent frameworks run gh), and git, by http.proxy for github.localhost alone. Remotes
+    keep the name github.localhost (the server's own URL is rewritten to it), so gh inside a clone
+    knows which repository it is in.
 
     gh's configuration and the token go to --dir (default ~/.config/agentgit/gh-HOST), files readable by
     their owner only. git keeps the user's own configuration and identity: the exports add settings
@@ -143,34 +142,62 @@ def connect_gh(args):
         write_private(os.path.join(directory, name), text)
     helper = ("!f() { test \"$1\" = get && echo username=x-access-token && echo \"password=$(cat %s)\"; }; f"
               % shlex.quote(token_file))
-    settings = [("credential.%s.helper" % git_url, ""), ("credential.%s.helper" % git_url, helper)]
+    # git's token: from its credential helper for git_url; in localhost mode for the server as git's proxy
+    # (gh, running git itself, puts its own helper in place of any for github.localhost, and gh's helper
+    # answers for https only), which the server takes from proxy-form requests as their credential
+    settings = [("credential.%s.helper" % (url if args.mode == "localhost" else git_url), value) for value in ("", helper)]
     if args.mode == "socket":
         settings.append(("url.%s/.insteadOf" % git_url, "https://localhost/"))
     elif args.mode == "localhost":
-        settings += [("url.%s/.insteadOf" % git_url, "https://github.localhost/"),
-                     ("url.%s/.insteadOf" % git_url, "http://github.localhost/")]
+        split = urllib.parse.urlsplit(url)
+        settings += [("http.%s/.proxy" % git_url, "%s://x-access-token@%s" % (split.scheme, split.netloc)),
+                     ("http.%s/.proxyAuthMethod" % git_url, "basic"),
+                     ("url.%s/.insteadOf" % git_url, url + "/"), ("url.%s/.insteadOf" % git_url, "https://github.localhost/")]
     exports = [("GH_CONFIG_DIR", directory), ("GH_HOST", host), ("GIT_CONFIG_COUNT", str(len(settings)))]
     for i, (key, value) in enumerate(settings):
         exports += [("GIT_CONFIG_KEY_%d" % i, key), ("GIT_CONFIG_VALUE_%d" % i, value)]
     lines = ["export %s=%s" % (k, shlex.quote(v)) for k, v in exports]
+    wrapper = ""
     if args.mode == "localhost":
-        proxy = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in (("HTTP_PROXY", url), ("NO_PROXY", "")))
-        lines.append("alias gh=%s" % shlex.quote("env %s gh" % proxy))
+        wrapper = os.path.join(directory, "bin", "gh")
+        os.makedirs(os.path.dirname(wrapper), mode=0o700, exist_ok=True)
+        write_private(wrapper, GH_WRAPPER % {"url": shlex.quote(url)})
+        os.chmod(wrapper, 0o700)
+        lines.append('export PATH=%s:"$PATH"' % shlex.quote(os.path.dirname(wrapper)))
     names = " ".join(k for k, _ in exports)
-    print("connect gh wrote, readable by you only: %s (gh's host %s and token), %s, %s (the token, for git)\n"
+    print("connect gh wrote, readable by you only: %s (gh's host %s and token), %s, %s (the token, for git)%s\n"
           "the lines below set %s for this shell: gh goes to %s, and git keeps your own configuration and identity,"
-          " with %d settings added for %s only%s\nto undo: unset %s%s; rm -r %s" % (
-              os.path.join(directory, "hosts.yml"), host, os.path.join(directory, "config.yml"), token_file, names,
-              url, len(settings), git_url, "; gh (an alias) goes through it as its HTTP proxy"
-              if args.mode == "localhost" else "", names, "; unalias gh" if args.mode == "localhost" else "",
-              shlex.quote(directory)), file=sys.stderr)
+          " with %d settings added for %s only%s\nto undo: unset %s; rm -r %s%s" % (
+              os.path.join(directory, "hosts.yml"), host, os.path.join(directory, "config.yml"), token_file,
+              ", %s (gh through the server as its HTTP proxy)" % wrapper if wrapper else "", names, url,
+              len(settings), git_url, "; PATH starts with %s, where the gh wrapper is" % os.path.dirname(wrapper)
+              if wrapper else "", names, shlex.quote(directory), " and take %s out of PATH" % os.path.dirname(wrapper)
+              if wrapper else ""), file=sys.stderr)
     return "\n".join(lines)
+
+
+# gh in localhost mode: the real gh (the next one on PATH) with this server as its HTTP proxy, for gh alone
+GH_WRAPPER = """#!/bin/sh
+# Written by `agentgit.py connect gh --mode localhost`: runs the next gh on PATH with agentgit
+# (%(url)s) as its HTTP proxy, so gh's host github.localhost never has to resolve. Nothing else
+# goes through it. To undo, take this file's directory out of PATH.
+here=$(cd "$(dirname "$0")" && pwd)
+export HTTP_PROXY=%(url)s http_proxy=%(url)s NO_PROXY= no_proxy=
+IFS=:
+for dir in $PATH; do
+    if [ -x "$dir/gh" ] && [ "$(cd "$dir" 2>/dev/null && pwd)" != "$here" ]; then
+        exec "$dir/gh" "$@"
+    fi
+done
+echo "gh is not installed: no gh on PATH but this wrapper ($here/gh)" >&2
+exit 127
+"""
 
 
 def client_token(args, url, client):
     """(token, its account's login) for ``client``: --token as given, or with --token-file the agent's
-    bootstrap token traded at ``url`` (a task token with --task for --repo). Refused unless the token
-    is live on the server whose data is --data."""
+    bootstrap token traded at ``url`` (a task token with --task for --repo). Asked of the server at
+    ``url`` itself, which may be on another machine: a token it does not know is refused here."""
     token = args.token
     if token is None:
         if args.task and not args.repo:
@@ -180,11 +207,25 @@ def client_token(args, url, client):
         token = answer["access_token"]
         print("%s holds %s, valid for %d minutes: run `agentgit.py connect %s` again before then" % (
             client, token[:4] + "…", answer["expires_in"] // 60, client), file=sys.stderr)
-    app = App(Config(data_dir=args.data))
-    row = verify_token(app.store, app.key, token)
-    if row is None:
-        raise SystemExit("that token is not live on the server in %s" % args.data)
-    return token, account_by_id(app.store, row["user_id"])["login"]
+    return token, token_login(url, token)
+
+
+def token_login(url, token):
+    """The login ``token`` acts as, from GET /api/v3/user at ``url``; SystemExit with the server's reason
+    when it refuses the token."""
+    request = urllib.request.Request(url + "/api/v3/user", headers={
+        "Authorization": "token " + token, "Accept": "application/vnd.github+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["login"]
+    except urllib.error.HTTPError as error:
+        try:
+            reason = json.load(error).get("message", "")
+        except ValueError:
+            reason = ""
+        raise SystemExit("%s refuses that token (HTTP %d%s)" % (url, error.code, ": " + reason if reason else ""))
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit("cannot reach %s: %s" % (url, error))
 
 
 def write_private(path, text):
@@ -239,6 +280,6 @@ def gh_host_and_git_url(args, url):
         if not args.socket:
             raise SystemExit("--mode socket needs --socket PATH (the server's --unix-socket)")
         return "localhost", "http_unix_socket: %s\n" % json.dumps(os.path.abspath(args.socket)), url
-    if args.mode == "localhost":      # git goes to the server's own address, where gh's helper does not answer
-        return "github.localhost", "", url
+    if args.mode == "localhost":      # git reaches github.localhost with the server as its proxy
+        return "github.localhost", "", "http://github.localhost"
     return urllib.parse.urlsplit(url).hostname, "", "https://" + urllib.parse.urlsplit(url).netloc

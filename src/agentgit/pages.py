@@ -62,8 +62,11 @@ def landing_page(req):
         "%s<h2>Connect</h2><ul><li>REST: <code>%s/api/v3</code> (GitHub's v3 shapes)</li>"
         "<li>GraphQL: <code>%s/api/graphql</code></li><li>agentgit's extensions: <code>%s/api/ext/v1</code></li>"
         "<li>git: <code>git clone %s/OWNER/REPO.git</code> (any user name, a token as the password)</li>"
-        "<li>gh: <code>python agentgit.py connect gh --token TOKEN --url %s</code></li></ul>"
-        "<h2>Public repositories</h2><ul>%s</ul>") % (who, esc(url), esc(url), esc(url), esc(url), esc(url), listing)
+        "<li>gh: <code>eval \"$(python agentgit.py connect gh --token TOKEN%s --url %s)\"</code></li></ul>"
+        "<h2>Public repositories</h2><ul>%s</ul>") % (who, esc(url), esc(url), esc(url), esc(url),
+                                                      # gh reaches a plain-HTTP server through its localhost mode
+                                                      " --mode localhost" if url.startswith("http:") else "", esc(url),
+                                                      listing)
     return html_page("agentgit", body)
 
 

@@ -1,6 +1,5 @@
 """HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline."""
 
-import bisect
 import collections
 import contextlib
 import json
@@ -145,13 +144,26 @@ def route(method, pattern):
         greedy = any(kind == "path" for kind, _ in segments)
         # after every route of the same order: declaration order decides among equals
         entry = Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0))
-        bisect.insort_right(ROUTES[method], entry, key=lambda r: r.order)
+        insert_in_order(ROUTES[method], entry)
         if greedy:
-            bisect.insort_right(GREEDY_ROUTES[method], entry, key=lambda r: r.order)
+            insert_in_order(GREEDY_ROUTES[method], entry)
         else:
             FIXED_ROUTES[method][len(segments)].append(entry)
         return handler
     return register
+
+
+def insert_in_order(routes, entry):
+    """bisect.insort_right by Route.order (its key argument needs Python 3.10, and the client commands
+    of the single file run on 3.9)."""
+    low, high = 0, len(routes)
+    while low < high:
+        middle = (low + high) // 2
+        if entry.order < routes[middle].order:
+            high = middle
+        else:
+            low = middle + 1
+    routes.insert(low, entry)
 
 
 def not_found_message(method, path, parts):
@@ -221,6 +233,12 @@ class Request:
         self.app, self.handler = app, handler
         split = urllib.parse.urlsplit(target)
         self.raw_path = split.path
+        if split.scheme and "Proxy-Authorization" in headers and "Authorization" not in headers:
+            # A request in proxy form (RFC 9112 section 3.2.2) is sent to this server as the client's HTTP
+            # proxy (`connect gh --mode localhost` names it so for github.localhost), and what the client
+            # gives its proxy to authenticate with is meant for this server: git sends its token that way,
+            # where gh would replace git's credential helper for the host itself.
+            headers["Authorization"] = headers["Proxy-Authorization"]
         self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(split.query, keep_blank_values=True).items()}
         self.headers = headers
         self.method = method
