@@ -8746,14 +8746,17 @@ def register_agent_endpoint(req):
     repo_name = req.field(body, "default_repo_name", str, "Agent", default="workspace")
     if not valid_repo_name(repo_name):
         raise invalid("Agent", "default_repo_name", message="not a valid repository name")
-    if req.app.config.registration != "open":
+    # a site admin's token registers agents however registration is set for everyone else (a harness
+    # that needs fifty agents runs as the admin); the rest is anonymous, so it is counted per address
+    admin = req.principal.user is not None and bool(req.principal.user["site_admin"])
+    if req.app.config.registration != "open" and not admin:
         req.app.audit(req.principal, req.surface, Decision("deny", "register_agent", "site",
                                                            ["registration is closed on this server"]))
         raise HTTPError(403, "Agent registration is closed on this server")
-    retry_after = req.app.registrations.hit(req.client)
+    retry_after = 0 if admin else req.app.registrations.hit(req.client)
     if retry_after:
-        raise HTTPError(429, "Too many agent registrations from this address; retry later",
-                        headers={"Retry-After": str(retry_after)})
+        raise HTTPError(429, "Too many agent registrations from this address; retry later, or register with a site "
+                        "admin's token (serve --registration-limit sets the limit)", headers={"Retry-After": str(retry_after)})
     req.authorize("register_agent", SITE)
     login, token, full_name = register_agent(req.app, prefix, repo_name)
     req.effect("registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
@@ -15073,7 +15076,8 @@ def load_server_key(path):
 
 
 class RateLimiter:
-    """At most ``limit`` hits per key in any ``window`` seconds."""
+    """At most ``limit`` hits per key in any ``window`` seconds; a limit of 0 counts nothing and refuses
+    nothing (the operator's `serve --registration-limit 0`)."""
 
     def __init__(self, limit, window):
         self.limit, self.window = limit, window
@@ -15082,6 +15086,8 @@ class RateLimiter:
 
     def hit(self, key):
         """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
+        if not self.limit:
+            return 0
         moment = time.monotonic()
         with self.lock:
             hits = self.hits[key]
@@ -16062,6 +16068,9 @@ def add_serve_options(serve):
     serve.add_argument("--tls-key", metavar="PEM", help="the private key for --tls-cert")
     serve.add_argument("--registration", choices=("open", "closed"), default="open",
                        help="may anyone register an agent with POST /api/ext/v1/agents (default open)")
+    serve.add_argument("--registration-limit", type=int, default=20, metavar="N",
+                       help="anonymous registrations (agents, OAuth clients) per client address in 10 minutes "
+                            "(default 20; 0 for no limit; a site admin's token is never counted)")
     serve.add_argument("--git-engine", choices=("auto", "git", "dulwich"), default="auto",
                        help="serve Git through the git binary or dulwich (default auto: git when on PATH)")
     serve.add_argument("--unix-socket", metavar="PATH", help="also serve on this Unix socket (gh's http_unix_socket)")
@@ -16234,12 +16243,15 @@ def connect_to(entries):
 
 def run_serve(args):
     """``serve``: the server in the foreground, until Ctrl-C."""
+    if args.registration_limit < 0:
+        raise SystemExit("--registration-limit takes a number of registrations, or 0 for no limit")
     if bool(args.tls_cert) != bool(args.tls_key) or args.tls_client_ca and not args.tls_cert:
         raise SystemExit("--tls-cert and --tls-key go together (and --tls-client-ca needs them: client "
                          "certificates come over TLS)")
     try:
         server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
                              tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
+                             registration_limit=args.registration_limit,
                              access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
                              agent_credentials=args.agent_credentials,
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,

@@ -80,3 +80,34 @@ def test_cli_agent_add_prints_token_last(tmp_path, prefix):
         assert api(srv, "GET", "/user", out[-1]).json["login"].startswith(prefix + "-")
     finally:
         srv.stop()
+
+
+def test_a_harness_registers_fifty_agents_as_the_operator_allows(tmp_path):
+    """`serve --registration-limit 0` lifts the per-address limit; with the default one, a site admin's
+    token registers past it (and past closed registration), anonymous callers still may not."""
+    from conftest import CLI
+    import subprocess
+    parsed = agentgit.build_parser().parse_args(["serve", "--registration-limit", "0"])
+    srv = agentgit.make_server(tmp_path / "open", port=0, registration_limit=parsed.registration_limit).start()
+    try:
+        assert {ext(srv, "POST", "/agents", None, {"prefix_login": "h"}).status for _ in range(50)} == {201}
+    finally:
+        srv.stop()
+    srv = agentgit.make_server(tmp_path / "default", port=0, registration="closed").start()
+    try:
+        admin = srv.admin[1]
+        assert {ext(srv, "POST", "/agents", admin, {"prefix_login": "h"}).status for _ in range(25)} == {201}
+        assert ext(srv, "POST", "/agents", None, {"prefix_login": "h"}).status == 403
+    finally:
+        srv.stop()
+    srv = agentgit.make_server(tmp_path / "limited", port=0).start()
+    try:
+        assert [ext(srv, "POST", "/agents", None, {"prefix_login": "h"}).status for _ in range(21)][-2:] == [201, 429]
+        alice = srv.add_user("alice")           # not an admin: counted as anyone is
+        refused = ext(srv, "POST", "/agents", alice, {"prefix_login": "h"})
+        assert refused.status == 429 and "site admin" in refused.json["message"]
+    finally:
+        srv.stop()
+    wrong = subprocess.run([*CLI, "serve", "--registration-limit", "-1", "--data", str(tmp_path / "x")],
+                           capture_output=True, text=True)
+    assert wrong.returncode != 0 and "0 for no limit" in wrong.stderr and not (tmp_path / "x").exists()

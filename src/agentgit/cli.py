@@ -183,6 +183,9 @@ def add_serve_options(serve):
     serve.add_argument("--tls-key", metavar="PEM", help="the private key for --tls-cert")
     serve.add_argument("--registration", choices=("open", "closed"), default="open",
                        help="may anyone register an agent with POST /api/ext/v1/agents (default open)")
+    serve.add_argument("--registration-limit", type=int, default=20, metavar="N",
+                       help="anonymous registrations (agents, OAuth clients) per client address in 10 minutes "
+                            "(default 20; 0 for no limit; a site admin's token is never counted)")
     serve.add_argument("--git-engine", choices=("auto", "git", "dulwich"), default="auto",
                        help="serve Git through the git binary or dulwich (default auto: git when on PATH)")
     serve.add_argument("--unix-socket", metavar="PATH", help="also serve on this Unix socket (gh's http_unix_socket)")
@@ -355,12 +358,15 @@ def connect_to(entries):
 
 def run_serve(args):
     """``serve``: the server in the foreground, until Ctrl-C."""
+    if args.registration_limit < 0:
+        raise SystemExit("--registration-limit takes a number of registrations, or 0 for no limit")
     if bool(args.tls_cert) != bool(args.tls_key) or args.tls_client_ca and not args.tls_cert:
         raise SystemExit("--tls-cert and --tls-key go together (and --tls-client-ca needs them: client "
                          "certificates come over TLS)")
     try:
         server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
                              tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
+                             registration_limit=args.registration_limit,
                              access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
                              agent_credentials=args.agent_credentials,
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,

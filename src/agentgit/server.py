@@ -56,7 +56,8 @@ def load_server_key(path):
 
 
 class RateLimiter:
-    """At most ``limit`` hits per key in any ``window`` seconds."""
+    """At most ``limit`` hits per key in any ``window`` seconds; a limit of 0 counts nothing and refuses
+    nothing (the operator's `serve --registration-limit 0`)."""
 
     def __init__(self, limit, window):
         self.limit, self.window = limit, window
@@ -65,6 +66,8 @@ class RateLimiter:
 
     def hit(self, key):
         """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
+        if not self.limit:
+            return 0
         moment = time.monotonic()
         with self.lock:
             hits = self.hits[key]
