@@ -155,7 +155,8 @@ MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, neve
 MAX_ASSET_BYTES = 100 * 1024 * 1024       # one release asset, held in the database (GitHub allows 2 GB)
 REQUEST_IDLE_TIMEOUT = 120                # seconds a client may stay silent before its thread gives up
 HEADER_DEADLINE = 20                      # seconds to send a request's line and headers (or to idle between)
-MAX_CONNECTIONS_PER_CLIENT = 32           # connections from one address at a time; more are refused with 503
+IDLE_CONNECTIONS_PER_CLIENT = 32          # connections one address may keep waiting for a request; more are closed
+MAX_CONNECTIONS = 1024                    # connections at once; past it the server accepts when one ends
 PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 100
 OTHER_PROCESS_POLL = 0.05                 # seconds: how soon a CLI change (e.g. a revocation) takes effect
 
@@ -215,6 +216,9 @@ class Config:
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
     dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
     require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key
+    header_deadline: float = HEADER_DEADLINE                  # the listeners' guards (server.Guarded)
+    idle_connections_per_client: int = IDLE_CONNECTIONS_PER_CLIENT
+    max_connections: int = MAX_CONNECTIONS
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")
@@ -15379,6 +15383,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        self.requests_served = 0
         # Headers and body leave in separate writes; without NODELAY, Nagle's algorithm and the
         # client's delayed ACK hold every keep-alive response back ~40 ms.
         if self.connection.family in (socket.AF_INET, socket.AF_INET6):
@@ -15429,6 +15434,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.server.watch_headers(self, done=True)
+        self.requests_served += 1
         self.server.app.dispatch(self)
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
@@ -15441,17 +15447,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Guarded:
-    """What both listeners share against hostile clients: a deep listen queue; at most
-    MAX_CONNECTIONS_PER_CLIENT connections from one address at a time (more get a 503 and are
-    closed); a deadline for each request's line and headers, kept by one watchdog thread, so that a
-    client trickling bytes (or idling on a kept-alive connection) holds a thread no longer; and quiet
-    about clients that drop."""
-    daemon_threads = True
-    request_queue_size = 128
-    header_deadline = HEADER_DEADLINE
+    """What both listeners share against hostile clients, spent on what is hostile (a connection that
+    holds a thread without sending a request), never on requests at work, so a fleet of agents behind
+    one address is served whole:
 
-    def __init__(self, *args, **kwargs):
-        self.clients, self.watched, self.guard_lock = collections.Counter(), {}, threading.Lock()
+    - each request's line and headers have a deadline (``header_deadline``, also the longest a
+      kept-alive connection may idle), kept by one watchdog thread, so a client trickling bytes holds a
+      thread no longer;
+    - one address may keep ``idle_per_client`` connections waiting for a request for more than a
+      moment; the watchdog closes the rest, those waiting longest first (one that never sent a request
+      is told 408 first, as RFC 9110 has it);
+    - past ``max_connections`` at once the server stops accepting until one ends: new clients wait in
+      the listen queue rather than being refused.
+
+    Quiet about clients that drop."""
+    daemon_threads = True
+    request_queue_size = 1024
+    idle_grace = 1.0          # seconds a connection may wait for its request before it counts as idle
+    watch_period = 0.25
+
+    def __init__(self, *args, config=None, **kwargs):
+        config = config or Config(data_dir="")
+        self.header_deadline = config.header_deadline
+        self.idle_per_client = config.idle_connections_per_client
+        self.max_connections = config.max_connections
+        self.open_connections, self.slot_freed = 0, threading.Condition()
+        self.watched, self.guard_lock = {}, threading.Lock()
         self.closing = threading.Event()      # before binding: a failed bind closes the server at once
         super().__init__(*args, **kwargs)
         threading.Thread(target=self.watchdog, daemon=True, name="agentgit-header-watchdog").start()
@@ -15462,46 +15483,58 @@ class Guarded:
             super().handle_error(request, client_address)
 
     def process_request(self, request, client_address):
-        address = client_address[0] if isinstance(client_address, tuple) else None
-        with self.guard_lock:
-            full = address is not None and self.clients[address] >= MAX_CONNECTIONS_PER_CLIENT
-            if not full and address is not None:
-                self.clients[address] += 1
-        if full:
-            with contextlib.suppress(OSError):
-                if not isinstance(request, ssl.SSLSocket):
-                    request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
-                                    b"Connection: close\r\n\r\n")
-            self.shutdown_request(request)
-            return
+        with self.slot_freed:         # at the cap: accept nothing more until a connection ends
+            while self.open_connections >= self.max_connections and not self.closing.is_set():
+                self.slot_freed.wait(0.5)
+            self.open_connections += 1
         super().process_request(request, client_address)
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            if isinstance(client_address, tuple):
-                with self.guard_lock:
-                    self.clients[client_address[0]] -= 1
-                    if self.clients[client_address[0]] <= 0:
-                        del self.clients[client_address[0]]
+            with self.slot_freed:
+                self.open_connections -= 1
+                self.slot_freed.notify()
 
     def watch_headers(self, handler, done=False):
+        """Start (or with ``done``, end) the wait for one request's line and headers on ``handler``."""
         with self.guard_lock:
             if done:
                 self.watched.pop(handler, None)
             else:
-                self.watched[handler] = time.monotonic() + self.header_deadline
+                moment = time.monotonic()
+                address = handler.client_address[0] if isinstance(handler.client_address, tuple) else None
+                self.watched[handler] = (moment + self.header_deadline, moment, address)
 
     def watchdog(self):
-        while not self.closing.wait(0.5):
-            moment = time.monotonic()
-            with self.guard_lock:
-                late = [h for h, deadline in self.watched.items() if deadline < moment]
-            for handler in late:
-                handler.close_connection = True
-                with contextlib.suppress(OSError):
-                    handler.connection.shutdown(socket.SHUT_RDWR)
+        while not self.closing.wait(self.watch_period):
+            for handler in self.to_cut(time.monotonic()):
+                self.cut(handler)
+
+    def to_cut(self, moment):
+        """The connections past their header deadline, and each address's idle ones past its share."""
+        with self.guard_lock:
+            late = [h for h, (deadline, _, _) in self.watched.items() if deadline < moment]
+            idle = collections.defaultdict(list)
+            for handler, (_, since, address) in self.watched.items():
+                if address is not None and since < moment - self.idle_grace:
+                    idle[address].append((since, id(handler), handler))
+        for waiting in idle.values():
+            if len(waiting) > self.idle_per_client:
+                late += [h for _, _, h in sorted(waiting)[:len(waiting) - self.idle_per_client]]
+        return late
+
+    def cut(self, handler):
+        with self.guard_lock:
+            if self.watched.pop(handler, None) is None:
+                return                       # its request arrived meanwhile: it is at work now
+        handler.close_connection = True
+        with contextlib.suppress(OSError):
+            if not handler.requests_served and not isinstance(handler.connection, ssl.SSLSocket):
+                handler.connection.sendall(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
+                                           b"Connection: close\r\n\r\n")
+            handler.connection.shutdown(socket.SHUT_RDWR)
 
     def server_close(self):
         self.closing.set()
@@ -15529,11 +15562,11 @@ class Server:
         if unix_socket:
             if os.path.exists(unix_socket) and stat.S_ISSOCK(os.stat(unix_socket).st_mode):
                 os.unlink(unix_socket)          # a socket left by a server that died
-            self.unix = UnixHTTPServer(unix_socket, Handler)
+            self.unix = UnixHTTPServer(unix_socket, Handler, config=app.config)
             self.unix.app, self.unix.access_log = app, access_log
             os.chmod(unix_socket, 0o600)
         HTTPServer.address_family = socket_family(host)
-        self.httpd = HTTPServer((host, port), Handler)
+        self.httpd = HTTPServer((host, port), Handler, config=app.config)
         self.httpd.app, self.httpd.access_log = app, access_log
         scheme = "http"
         if tls_cert:
@@ -16094,6 +16127,15 @@ def add_serve_options(serve):
     serve.add_argument("--broker-connect-to", metavar="HOST:PORT:ADDRESS:PORT", action="append", default=[],
                        help="send the broker's requests for HOST:PORT to ADDRESS:PORT instead (as curl's "
                             "--connect-to; the certificate is still checked for HOST); repeatable")
+    serve.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
+                       help="connections served at once; past it new ones wait to be accepted (default %d)"
+                            % MAX_CONNECTIONS)
+    serve.add_argument("--idle-connections-per-client", type=int, default=IDLE_CONNECTIONS_PER_CLIENT, metavar="N",
+                       help="connections one address may keep waiting for a request; the longest waiting beyond "
+                            "it are closed (default %d; requests at work never count)" % IDLE_CONNECTIONS_PER_CLIENT)
+    serve.add_argument("--header-timeout", type=float, default=HEADER_DEADLINE, metavar="SECONDS",
+                       help="to send a request's line and headers, and to idle between requests (default %d)"
+                            % HEADER_DEADLINE)
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
@@ -16245,6 +16287,9 @@ def run_serve(args):
     """``serve``: the server in the foreground, until Ctrl-C."""
     if args.registration_limit < 0:
         raise SystemExit("--registration-limit takes a number of registrations, or 0 for no limit")
+    if min(args.max_connections, args.idle_connections_per_client) < 1 or args.header_timeout <= 0:
+        raise SystemExit("--max-connections and --idle-connections-per-client take 1 or more, --header-timeout "
+                         "a number of seconds")
     if bool(args.tls_cert) != bool(args.tls_key) or args.tls_client_ca and not args.tls_cert:
         raise SystemExit("--tls-cert and --tls-key go together (and --tls-client-ca needs them: client "
                          "certificates come over TLS)")
@@ -16257,7 +16302,9 @@ def run_serve(args):
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
-                             require_sender_constrained=args.require_sender_constrained)
+                             require_sender_constrained=args.require_sender_constrained,
+                             max_connections=args.max_connections, header_deadline=args.header_timeout,
+                             idle_connections_per_client=args.idle_connections_per_client)
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise

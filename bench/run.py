@@ -15,8 +15,10 @@
      directly to the same loopback upstream (a bare http.server).
   g. sender constraints: what checking a certificate-bound token (RFC 8705) and a DPoP proof (RFC
      9449, ES256 verified in Python) adds to a request, per check.
+  h. a fleet: 200 agents on one host, each cloning its repository and pushing five commits, all at
+     once: errors (target 0), wall time vs the same work on local bare repositories, the server's peak RSS.
 
-Options: --commits N --files N (repository size), --trials N, --skip-dulwich, --only NAME.
+Options: --commits N --files N (repository size), --trials N, --skip-dulwich, --agents N, --only NAME.
 """
 import argparse
 import http.client
@@ -348,6 +350,83 @@ def bench_git(args):
             server.stop()
 
 
+# -- h. a fleet of agents on one host --------------------------------------------------------------
+
+def fleet_work(remote, workdir, agent):
+    """One agent's work: clone its repository, then five commits, each pushed. Returns an error or None."""
+    try:
+        git("clone", "-q", remote, workdir)
+        for n in range(5):
+            with open(os.path.join(workdir, "work.txt"), "a") as f:
+                f.write("%s commit %d\n" % (agent, n))
+            git("add", "work.txt", cwd=workdir)
+            git("commit", "-qm", "commit %d" % n, cwd=workdir)
+            git("push", "-q", "origin", "HEAD:main", cwd=workdir)
+        return None
+    except subprocess.CalledProcessError as e:
+        return (e.stderr or "").strip().splitlines()[-1:] or ["exit %d" % e.returncode]
+
+
+def run_fleet(remotes, label):
+    """Every agent's work at once, each in its own thread (and git processes); (wall seconds, errors)."""
+    errors, start = [], time.perf_counter()
+
+    def one(i, remote):
+        failed = fleet_work(remote, fresh(os.path.join(WORK, "fleet", label, str(i))), "agent%d" % i)
+        if failed:
+            errors.append(failed)
+    threads = [threading.Thread(target=one, args=(i, r)) for i, r in enumerate(remotes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, errors
+
+
+def bench_fleet(agents=200):
+    """``agents`` agents registered on one server, all on 127.0.0.1, each cloning its own repository
+    and pushing five commits (one push each), all at once; vs the same work on local bare repositories
+    (`git clone --no-local` and pushes to a path). Errors must be 0; the server's peak RSS is printed."""
+    data = fresh(os.path.join(WORK, "data-fleet"))
+    server = start_agentgit(data)
+    try:
+        token_file = os.path.join(data, "first-admin-token")     # written just after the first line
+        for _ in range(100):
+            if os.path.exists(token_file):
+                break
+            time.sleep(0.05)
+        with open(token_file) as f:
+            admin = f.read().strip()
+        u = urllib.parse.urlsplit(server.url)
+        remotes = []
+        for i in range(agents):     # the site admin registers them: past the anonymous limit per address
+            status, body = request(server.url, "/api/ext/v1/agents", admin, "POST", {"prefix_login": "fleet"})
+            assert status == 201, (status, body)
+            made = json.loads(body)
+            remotes.append("http://x:%s@%s:%d/%s.git" % (made["token"], u.hostname, u.port, made["repo_full_name"]))
+        local = []
+        for i in range(agents):
+            bare = fresh(os.path.join(WORK, "fleet-local", "%d.git" % i))
+            git("init", "-q", "--bare", "-b", "main", bare)
+            seed = fresh(os.path.join(WORK, "fleet-seed"))
+            git("init", "-q", "-b", "main", seed)
+            git("commit", "-q", "--allow-empty", "-m", "init", cwd=seed)
+            git("push", "-q", bare, "main", cwd=seed)
+            local.append(bare)
+        local_wall, local_errors = run_fleet(local, "local")
+        server.sample()
+        wall, errors = run_fleet(remotes, "agentgit")
+        peak = server.stop_sampling()
+        print("h. fleet: %d agents on one host, each a clone and five pushes, all at once" % agents)
+        print("   agentgit %.1f s wall, %d errors (target 0), server peak RSS %.0f MB (process tree)" % (
+            wall, len(errors), peak / 1024))
+        print("   local git %.1f s wall (%d errors)   ratio %.2fx" % (local_wall, len(local_errors), wall / local_wall))
+        for error in sorted(set(" ".join(e) for e in errors))[:5]:
+            print("   error: %s" % error)
+    finally:
+        server.stop()
+
+
 # -- c. REST --------------------------------------------------------------------------------------
 
 def requests_per_second(url, path, token, threads=4, per_thread=500, method="GET", body=None, extra=None):
@@ -625,13 +704,14 @@ def main():
     parser.add_argument("--skip-dulwich", action="store_true")
     parser.add_argument("--dulwich-concurrent", action="store_true",
                         help="also run eight concurrent clones on dulwich (slow: minutes, GBs)")
-    parser.add_argument("--only", choices=("decide", "cold-start", "rest", "mcp", "broker", "proofs", "git"),
+    parser.add_argument("--agents", type=int, default=200, help="the fleet's size (h)")
+    parser.add_argument("--only", choices=("decide", "cold-start", "rest", "mcp", "broker", "proofs", "git", "fleet"),
                         help="run one benchmark")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     for name, run in (("decide", bench_decide), ("cold-start", lambda: bench_cold_start(args.trials)),
                       ("rest", bench_rest), ("mcp", bench_mcp), ("broker", bench_broker), ("proofs", bench_proofs),
-                      ("git", lambda: bench_git(args))):
+                      ("git", lambda: bench_git(args)), ("fleet", lambda: bench_fleet(args.agents))):
         if args.only in (None, name):
             run()
 

@@ -3,7 +3,7 @@ import os
 import subprocess
 import threading
 
-from conftest import api, commit_file, git, git_env, remote
+from conftest import api, commit_file, ext, git, git_env, remote
 
 
 def clone(srv, full_name, token, dest, *extra, check=True):
@@ -212,3 +212,33 @@ def test_corrupt_push_moves_nothing(engine_server, tmp_path):
     assert git(work, "ls-remote", "origin", "refs/heads/main").stdout == before
     bare = os.path.join(str(srv.app.repos_dir), [d for d in os.listdir(srv.app.repos_dir) if d.endswith(".git")][0])
     assert git(bare, "fsck", "--strict").returncode == 0
+
+
+def test_forty_agents_behind_one_address_clone_and_push_at_once(server, tmp_path):
+    """An agent framework's harness: more agents than one address may keep idle connections, all on
+    127.0.0.1, each cloning its own repository and pushing, at the same moment. Every one is served
+    (a load figure for 200 agents is `make bench`'s, not a test's)."""
+    admin = server.admin[1]
+    agents = [ext_post_agent(server, admin) for _ in range(40)]
+    errors = []
+
+    def work(i, login, token):
+        here = str(tmp_path / ("a%d" % i))
+        try:
+            git(str(tmp_path), "clone", "-q", remote(server, login + "/workspace", token), here)
+            commit_file(here, "work.txt", "agent %d\n" % i)
+            git(here, "push", "-q", "origin", "HEAD:main")
+        except AssertionError as error:
+            errors.append(str(error).splitlines()[-1])
+    threads = [threading.Thread(target=work, args=(i, *agent)) for i, agent in enumerate(agents)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def ext_post_agent(server, admin):
+    """An agent registered by the site admin (past the per-address limit); (login, token)."""
+    made = ext(server, "POST", "/agents", admin, {"prefix_login": "fleet"}).json
+    return made["login"], made["token"]

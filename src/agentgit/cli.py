@@ -14,7 +14,8 @@ import sqlite3
 import sys
 import urllib.parse
 
-from agentgit.config import AGENT_CREDENTIALS, AGENT_PREFIX_RE, Config, DEFAULT_DATA_DIR, now, valid_repo_name
+from agentgit.config import (AGENT_CREDENTIALS, AGENT_PREFIX_RE, Config, DEFAULT_DATA_DIR, HEADER_DEADLINE,
+                             IDLE_CONNECTIONS_PER_CLIENT, MAX_CONNECTIONS, now, valid_repo_name)
 from agentgit.errors import HTTPError
 from agentgit.storage import update_row
 from agentgit.tokens import verify_token
@@ -209,6 +210,15 @@ def add_serve_options(serve):
     serve.add_argument("--broker-connect-to", metavar="HOST:PORT:ADDRESS:PORT", action="append", default=[],
                        help="send the broker's requests for HOST:PORT to ADDRESS:PORT instead (as curl's "
                             "--connect-to; the certificate is still checked for HOST); repeatable")
+    serve.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
+                       help="connections served at once; past it new ones wait to be accepted (default %d)"
+                            % MAX_CONNECTIONS)
+    serve.add_argument("--idle-connections-per-client", type=int, default=IDLE_CONNECTIONS_PER_CLIENT, metavar="N",
+                       help="connections one address may keep waiting for a request; the longest waiting beyond "
+                            "it are closed (default %d; requests at work never count)" % IDLE_CONNECTIONS_PER_CLIENT)
+    serve.add_argument("--header-timeout", type=float, default=HEADER_DEADLINE, metavar="SECONDS",
+                       help="to send a request's line and headers, and to idle between requests (default %d)"
+                            % HEADER_DEADLINE)
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
 
 
@@ -360,6 +370,9 @@ def run_serve(args):
     """``serve``: the server in the foreground, until Ctrl-C."""
     if args.registration_limit < 0:
         raise SystemExit("--registration-limit takes a number of registrations, or 0 for no limit")
+    if min(args.max_connections, args.idle_connections_per_client) < 1 or args.header_timeout <= 0:
+        raise SystemExit("--max-connections and --idle-connections-per-client take 1 or more, --header-timeout "
+                         "a number of seconds")
     if bool(args.tls_cert) != bool(args.tls_key) or args.tls_client_ca and not args.tls_cert:
         raise SystemExit("--tls-cert and --tls-key go together (and --tls-client-ca needs them: client "
                          "certificates come over TLS)")
@@ -372,7 +385,9 @@ def run_serve(args):
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
-                             require_sender_constrained=args.require_sender_constrained)
+                             require_sender_constrained=args.require_sender_constrained,
+                             max_connections=args.max_connections, header_deadline=args.header_timeout,
+                             idle_connections_per_client=args.idle_connections_per_client)
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise

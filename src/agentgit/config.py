@@ -18,7 +18,8 @@ MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, neve
 MAX_ASSET_BYTES = 100 * 1024 * 1024       # one release asset, held in the database (GitHub allows 2 GB)
 REQUEST_IDLE_TIMEOUT = 120                # seconds a client may stay silent before its thread gives up
 HEADER_DEADLINE = 20                      # seconds to send a request's line and headers (or to idle between)
-MAX_CONNECTIONS_PER_CLIENT = 32           # connections from one address at a time; more are refused with 503
+IDLE_CONNECTIONS_PER_CLIENT = 32          # connections one address may keep waiting for a request; more are closed
+MAX_CONNECTIONS = 1024                    # connections at once; past it the server accepts when one ends
 PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 100
 OTHER_PROCESS_POLL = 0.05                 # seconds: how soon a CLI change (e.g. a revocation) takes effect
 
@@ -78,6 +79,9 @@ class Config:
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
     dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
     require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key
+    header_deadline: float = HEADER_DEADLINE                  # the listeners' guards (server.Guarded)
+    idle_connections_per_client: int = IDLE_CONNECTIONS_PER_CLIENT
+    max_connections: int = MAX_CONNECTIONS
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")
