@@ -257,3 +257,44 @@ def test_a_git_left_running_by_a_killed_server_moves_no_ref(tmp_path):
     orphan = subprocess.run(as_git, env=dict(os.environ, AGENTGIT_SERVER_PID="1"), capture_output=True, text=True)
     assert ours.stdout == "allowed\n"
     assert orphan.stdout == "" and orphan.stderr == "agentgit: the server stopped\n"
+
+
+def test_sigterm_finishes_the_request_at_work_and_exits_0(site):
+    """What a service manager or CI does: SIGTERM while a request's body is still arriving and a kept-alive
+    connection idles. The server stops accepting at once, closes the idle connection, answers the
+    request at work when its body is in (Connection: close), writes the audit checkpoint, flushes the
+    access log and exits 0; started again, everything is consistent and the repository is there."""
+    import socket
+    data, token = site
+    proc = subprocess.Popen([*CLI, "serve", "--port", "0", "--data", str(data)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().split()[-1]
+    port = int(url.rsplit(":", 1)[1])
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    kept.request("GET", "/api/v3/meta")
+    assert kept.getresponse().read()
+    body = b'{"name": "made-while-stopping", "auto_init": true}'
+    working = socket.create_connection(("127.0.0.1", port), timeout=10)
+    working.sendall(b"POST /api/v3/user/repos HTTP/1.1\r\nHost: x\r\nAuthorization: token %s\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (token.encode(), len(body), body[:10]))
+    time.sleep(0.5)                                  # its thread is reading the body
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+    assert kept.sock.recv(100) == b""               # the idle one is closed
+    working.sendall(body[10:])
+    answer = working.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 201") and "Connection: close" in answer
+    assert proc.wait(timeout=30) == 0
+    log = proc.stderr.read()
+    assert "stopping" in log and "POST /api/v3/user/repos" in log and "agentgit: stopped" in log
+    proc.stdout.close()
+    proc.stderr.close()
+    srv = restart(data)
+    try:
+        assert api(srv, "GET", "/repos/alice/made-while-stopping", token).status == 200
+        head = srv.app.anchor.read()
+        assert head["row"] == srv.app.store.one("SELECT MAX(id) FROM audit")[0]     # the checkpoint was written
+    finally:
+        srv.stop()

@@ -10,8 +10,10 @@ import json
 import os
 import re
 import secrets
+import signal
 import sqlite3
 import sys
+import threading
 import urllib.parse
 
 from agentgit.config import (AGENT_CREDENTIALS, AGENT_PREFIX_RE, Config, DEFAULT_DATA_DIR, HEADER_DEADLINE,
@@ -366,6 +368,9 @@ def connect_to(entries):
     return mapping
 
 
+STOP_SECONDS = 30      # what a graceful stop gives the requests at work (systemd waits 90 s before SIGKILL)
+
+
 def run_serve(args):
     """``serve``: the server in the foreground, until Ctrl-C."""
     if args.registration_limit < 0:
@@ -398,11 +403,26 @@ def run_serve(args):
     print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
     if server.admin:
         print(first_admin_notice(args.data, *server.admin), flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.stop()
-    return 0
+    stopped = {}
+
+    def stop(signum, frame):
+        """SIGTERM or Ctrl-C: stop gracefully, in a thread (the accept loop runs in this one); a second
+        signal while stopping ends the process at once."""
+        if stopped:
+            os._exit(128 + signum)
+        print("agentgit: stopping: finishing the requests at work (up to %d s); a second signal ends it now"
+              % STOP_SECONDS, file=sys.stderr, flush=True)
+        stopped["thread"] = threading.Thread(target=lambda: stopped.update(
+            finished=server.stop_gracefully(STOP_SECONDS)))
+        stopped["thread"].start()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.serve_forever()              # returns once the graceful stop has ended the accept loop
+    stopped["thread"].join()
+    finished = stopped["finished"]
+    print("agentgit: stopped%s" % ("" if finished else ": requests still at work after %d s were cut off"
+                                   % STOP_SECONDS), file=sys.stderr, flush=True)
+    return 0 if finished else 1
 
 
 def run_command(args):

@@ -382,6 +382,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise HeaderInjection("header %s would carry a CR or LF" % keyword)
         super().send_header(keyword, value)
 
+    def send_response(self, code, message=None):
+        if self.server.draining.is_set():
+            self.close_connection = True          # answered, then closed (and said so): the server is stopping
+        super().send_response(code, message)
+
     def end_headers(self):
         self._headers_sent = True
         super().end_headers()
@@ -410,7 +415,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.watch_headers(self, done=True)
         self.requests_served += 1
-        self.server.app.dispatch(self)
+        self.server.working(True)
+        try:
+            self.server.app.dispatch(self)
+        finally:
+            self.server.working(False)
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
@@ -449,6 +458,8 @@ class Guarded:
         self.open_connections, self.slot_freed = 0, threading.Condition()
         self.watched, self.guard_lock = {}, threading.Lock()
         self.closing = threading.Event()      # before binding: a failed bind closes the server at once
+        self.draining = threading.Event()     # stopping: requests at work finish, nothing new starts
+        self.at_work, self.work_done = 0, threading.Condition()
         super().__init__(*args, **kwargs)
         threading.Thread(target=self.watchdog, daemon=True, name="agentgit-header-watchdog").start()
 
@@ -459,7 +470,8 @@ class Guarded:
 
     def process_request(self, request, client_address):
         with self.slot_freed:         # at the cap: accept nothing more until a connection ends
-            while self.open_connections >= self.max_connections and not self.closing.is_set():
+            while self.open_connections >= self.max_connections and not (self.closing.is_set() or
+                                                                          self.draining.is_set()):
                 self.slot_freed.wait(0.5)
             self.open_connections += 1
         super().process_request(request, client_address)
@@ -488,8 +500,11 @@ class Guarded:
                 self.cut(handler)
 
     def to_cut(self, moment):
-        """The connections past their header deadline, and each address's idle ones past its share."""
+        """The connections past their header deadline, and each address's idle ones past its share;
+        while draining, every connection waiting for a request."""
         with self.guard_lock:
+            if self.draining.is_set():
+                return list(self.watched)
             late = [h for h, (deadline, _, _) in self.watched.items() if deadline < moment]
             idle = collections.defaultdict(list)
             for handler, (_, since, address) in self.watched.items():
@@ -507,9 +522,33 @@ class Guarded:
         handler.close_connection = True
         with contextlib.suppress(OSError):
             if not handler.requests_served and not isinstance(handler.connection, ssl.SSLSocket):
-                handler.connection.sendall(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
+                handler.connection.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
+                                           b"Connection: close\r\n\r\n" if self.draining.is_set() else
+                                           b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
                                            b"Connection: close\r\n\r\n")
             handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def working(self, started):
+        """Count a request at work (``started``) or done; drain() waits for the count to reach 0."""
+        with self.work_done:
+            self.at_work += 1 if started else -1
+            self.work_done.notify_all()
+
+    def stop_accepting(self):
+        """The start of a graceful stop: the accept loop ends, the listening socket closes, and from
+        now on the watchdog closes every connection waiting for a request (each one as its request
+        ends, too)."""
+        self.draining.set()
+        self.shutdown()
+        self.socket.close()
+
+    def wait_for_work(self, deadline):
+        """Until the requests at work have finished, or ``deadline`` (monotonic) passes; True when
+        none is left at work."""
+        with self.work_done:
+            while self.at_work and time.monotonic() < deadline:
+                self.work_done.wait(max(0.0, min(0.5, deadline - time.monotonic())))
+            return self.at_work == 0
 
     def server_close(self):
         self.closing.set()
@@ -578,6 +617,25 @@ class Server:
         if self.unix is not None:
             threading.Thread(target=self.unix.serve_forever, daemon=True).start()
         self.httpd.serve_forever()
+
+    def stop_gracefully(self, timeout=30):
+        """What SIGTERM does: stop accepting, let the requests at work finish (a push lands whole) for up
+        to ``timeout`` seconds while every idle connection is closed, then write the audit checkpoint
+        and flush the access log. True when every request finished in time."""
+        deadline = time.monotonic() + timeout
+        listeners = [server for server in (self.httpd, self.unix) if server is not None]
+        for server in listeners:
+            server.stop_accepting()
+        finished = all([server.wait_for_work(deadline) for server in listeners])
+        for server in listeners:
+            server.server_close()
+        if self.unix is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unix.server_address)
+        self.app.anchor.keep_up(self.app.store)
+        if self.httpd.access_log is not None:
+            self.httpd.access_log.flush()
+        return finished
 
     def stop(self):
         for server in (self.httpd, self.unix):
