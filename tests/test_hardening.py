@@ -344,3 +344,28 @@ def test_past_the_connection_cap_clients_wait_rather_than_being_refused(tmp_path
             sock.close()
     finally:
         srv.stop()
+
+
+def test_request_headers_that_a_proxy_could_read_otherwise_are_refused(server):
+    """What RFC 9112 says a server must refuse, each a way for a proxy in front and this server to read
+    one request two ways (request smuggling), answered in the REST shape and the connection closed:
+    obsolete line folding, whitespace before the colon, a line with no colon, a field name that is not
+    a token; and the bounds http.client kept: a line over 64 KiB, more than 100 fields; and any
+    version but HTTP/1.0 and 1.1."""
+    token = server.add_user("alice")
+    ok = "GET /api/v3/user HTTP/1.1\r\nHost: x\r\nAuthorization: token %s\r\n\r\n" % token
+    assert raw_request(server, ok)[0].startswith("HTTP/1.1 200")
+    for text, status in (
+            ("GET /api/v3/user HTTP/1.1\r\nHost: x\r\nAuthorization: token\r\n %s\r\n\r\n" % token, 400),
+            ("GET /api/v3/user HTTP/1.1\r\nHost: x\r\nAuthorization : token %s\r\n\r\n" % token, 400),
+            ("GET /api/v3/user HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400),
+            ("GET /api/v3/user HTTP/1.1\r\nHost: x\r\nX(y): 1\r\n\r\n", 400),
+            ("GET /api/v3/user HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\n\r\n" % ("a" * 70000), 431),
+            ("GET /api/v3/user HTTP/1.1\r\n%s\r\n" % "".join("X-%d: 1\r\n" % n for n in range(101)), 431),
+            ("GET /api/v3/user HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            ("GET /api/v3/user\r\n\r\n", 400)):
+        lines = raw_request(server, text)
+        assert lines[0].startswith("HTTP/1.1 %d" % status) and "Connection: close" in lines, (text[:80], lines[:1])
+    # a field's name is matched whatever its case, its value without the whitespace around it
+    assert raw_request(server, "GET /api/v3/user HTTP/1.1\r\nHost: x\r\nauthorization:   token %s  \r\n\r\n"
+                       % token)[0].startswith("HTTP/1.1 200")

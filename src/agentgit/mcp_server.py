@@ -17,14 +17,13 @@ succeeds. A missing scope is HTTP 403 ``insufficient_scope`` naming every scope 
 
 import base64
 import dataclasses
-import http.client
 import json
 import urllib.parse
 
 from agentgit.config import __version__
 from agentgit.errors import HTTPError
 from agentgit.tokens import ALL_SCOPES
-from agentgit.plumbing import Request, find_route, route
+from agentgit.plumbing import Request, RequestHeaders, find_route, route
 from agentgit.contents import looks_binary
 from agentgit.oauth import bearer_challenge
 
@@ -59,8 +58,7 @@ class ToolRequest(Request):
     tool's arguments as its JSON body and query, on surface mcp."""
 
     def __init__(self, outer, method, target, body, accept=None):
-        headers = http.client.HTTPMessage()
-        headers["Accept"] = accept or "application/vnd.github+json"
+        headers = RequestHeaders([("Accept", accept or "application/vnd.github+json")])
         self.setup(outer.app, None, method, target, headers, outer.client)
         self.principal, self.surface, self.given = outer.principal, "mcp", body or {}
 

@@ -37,6 +37,60 @@ def body_length(headers):
     return int((lengths or ["0"])[0])
 
 
+MAX_HEADER_LINE, MAX_HEADERS = 65536, 100      # http.client's limits, which http.server applied before
+FIELD_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")   # RFC 9110's token
+
+
+class RequestHeaders:
+    """A request's header fields by case-insensitive name: what the code reading them asks of
+    http.client's HTTPMessage (get, get_all, items, in, [] and []=), without its cost (an email parser,
+    and a scan of every field, lowercased, on each get)."""
+
+    def __init__(self, fields=()):
+        self.fields, self.by_name = [], {}
+        for name, value in fields:
+            self[name] = value
+
+    def __setitem__(self, name, value):       # as HTTPMessage's: one more field of that name
+        self.fields.append((name, value))
+        self.by_name.setdefault(name.lower(), []).append(value)
+
+    def get(self, name, default=None):
+        values = self.by_name.get(name.lower())
+        return values[0] if values else default
+
+    __getitem__ = get
+
+    def get_all(self, name, default=None):
+        return list(self.by_name.get(name.lower(), ())) or default
+
+    def __contains__(self, name):
+        return name.lower() in self.by_name
+
+    def items(self):
+        return list(self.fields)
+
+
+def read_request_headers(rfile):
+    """The header fields after a request line, up to the empty line; ValueError (with the status to
+    answer) for what RFC 9112 says to refuse: a line or a section too long, a line that is not
+    name: value, whitespace before the colon, obsolete line folding (each one a way to read a request
+    differently from a proxy in front)."""
+    fields = []
+    while True:
+        line = rfile.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise ValueError(431, "Line too long")
+        if line in (b"\r\n", b"\n", b""):
+            return RequestHeaders(fields)
+        if len(fields) == MAX_HEADERS:
+            raise ValueError(431, "Too many headers")
+        name, colon, value = line.decode("iso-8859-1").partition(":")
+        if not colon or not FIELD_NAME_RE.fullmatch(name):
+            raise ValueError(400, "Malformed header line")
+        fields.append((name, value.strip(" \t\r\n")))
+
+
 class BodyReader:
     """A request body as a stream: Content-Length or chunked transfer coding, at most ``limit`` bytes."""
 
