@@ -15469,8 +15469,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not words:
             return False
         if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
-            self.send_error(505 if len(words) == 3 and words[2].startswith("HTTP/") else 400,
-                            "Bad request line (%r)" % self.requestline[:200])
+            self.send_error(400, "Bad request line (%r): HTTP/1.0 and HTTP/1.1 are spoken here" % self.requestline[:200])
             return False
         self.command, self.path, self.request_version = words
         self.path = "/" + self.path.lstrip("/") if self.path.startswith("//") else self.path   # as http.server does
