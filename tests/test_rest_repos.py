@@ -122,3 +122,37 @@ def test_user_repo_lists_and_pagination(server):
     assert api(server, "GET", "/user/repos", bob).json == []
     assert api(server, "GET", "/users/alice", bob).json["public_repos"] == 3
     assert api(server, "GET", "/user", None).status == 401
+
+
+def test_conditional_requests_answer_304_for_what_the_client_has(tmp_path):
+    """GitHub's conditional requests: every REST read carries an ETag; If-None-Match with it (weak or
+    strong, alone or in a list, or *) is a 304 with no body; a change, or another caller's view, is a
+    200 with a new ETag. githubkit, whose HTTP cache revalidates, gets its 304s and the right data."""
+    import io
+    import agentgit
+    log = io.StringIO()
+    srv = agentgit.make_server(tmp_path / "d", port=0, access_log=log).start()
+    try:
+        alice, rita = srv.add_user("alice"), srv.add_user("rita")
+        api(srv, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+        first = api(srv, "GET", "/repos/alice/demo", alice)
+        etag = first.headers["etag"]
+        assert etag.startswith('W/"')
+        for asked in (etag, etag[2:], 'W/"other", ' + etag, "*"):
+            again = api(srv, "GET", "/repos/alice/demo", alice, headers={"If-None-Match": asked})
+            assert (again.status, again.raw, again.headers["etag"]) == (304, b"", etag), asked
+        assert api(srv, "GET", "/repos/alice/demo", alice, headers={"If-None-Match": 'W/"other"'}).status == 200
+        assert api(srv, "GET", "/repos/alice/demo", rita).headers["etag"] != etag       # her permissions differ
+        api(srv, "PATCH", "/repos/alice/demo", alice, {"description": "changed"})
+        changed = api(srv, "GET", "/repos/alice/demo", alice, headers={"If-None-Match": etag})
+        assert changed.status == 200 and changed.json["description"] == "changed" and changed.headers["etag"] != etag
+        from githubkit import GitHub, TokenAuthStrategy
+        kit = GitHub(TokenAuthStrategy(alice), base_url=srv.url + "/api/v3/", http_cache=True, auto_retry=False)
+        before = log.getvalue().count('" 304 ')
+        for _ in range(3):
+            assert kit.rest.repos.get("alice", "demo").parsed_data.description == "changed"
+        assert log.getvalue().count('" 304 ') - before == 2         # the first read, then two revalidations
+        api(srv, "PATCH", "/repos/alice/demo", alice, {"description": "again"})
+        assert kit.rest.repos.get("alice", "demo").parsed_data.description == "again"
+    finally:
+        srv.stop()

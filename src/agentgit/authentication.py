@@ -149,11 +149,10 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
     if row is None:
         raise HTTPError(401, "Bad credentials")
     app.touch_token(row["id"])
-    granted = [s for s in row["scopes"].split(",") if s]
+    granted, scopes, scopes_header = app.store.cached(("scopes", row["id"]), lambda: token_scopes(row))
     user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
     principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
-                          scopes=expand_scopes(granted), scopes_header=", ".join(sorted(granted)), runtime=runtime,
-                          credential_id=row["credential_id"])
+                          scopes=scopes, scopes_header=scopes_header, runtime=runtime, credential_id=row["credential_id"])
     check_presented(app, principal, presented or Presented(), "subject" if subject else header.strip().partition(
         " ")[0].lower(), token, json.loads(row["cnf"]) if row["cnf"] else None)
     if user["totp_secret"] or row["kind"] == "switch-session":      # a switch session steps up with its human's
@@ -182,6 +181,12 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
         principal.switched_by = switched["login"] if switched else "?"
         principal.runtime = "%s switch-session:%s" % (runtime, principal.switched_by)
     return principal
+
+
+def token_scopes(row):
+    """A token's scopes: as granted, with what each implies, and as X-OAuth-Scopes says them."""
+    granted = [s for s in row["scopes"].split(",") if s]
+    return granted, expand_scopes(granted), ", ".join(sorted(granted))
 
 
 def name_delegator(store, principal):

@@ -285,15 +285,16 @@ class Request:
 
     def setup(self, app, handler, method, target, headers, client):
         self.app, self.handler = app, handler
-        split = urllib.parse.urlsplit(target)
-        self.raw_path = split.path
-        if split.scheme and "Proxy-Authorization" in headers and "Authorization" not in headers:
+        split = urllib.parse.urlsplit(target) if "?" in target or not target.startswith("/") else None
+        self.raw_path = split.path if split else target
+        if split and split.scheme and "Proxy-Authorization" in headers and "Authorization" not in headers:
             # A request in proxy form (RFC 9112 section 3.2.2) is sent to this server as the client's HTTP
             # proxy (`connect gh --mode localhost` names it so for github.localhost), and what the client
             # gives its proxy to authenticate with is meant for this server: git sends its token that way,
             # where gh would replace git's credential helper for the host itself.
             headers["Authorization"] = headers["Proxy-Authorization"]
-        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(split.query, keep_blank_values=True).items()}
+        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(split.query, keep_blank_values=True).items()} \
+            if split else {}
         self.headers = headers
         self.method = method
         self.client = client

@@ -2,7 +2,9 @@
 
 import collections
 import contextlib
+import functools
 import getpass
+import hashlib
 import html
 import http.server
 import os
@@ -258,20 +260,21 @@ class App:
     def respond(self, req, status, body, headers=None):
         handler, headers = req.handler, dict(headers or {})
         data = b"" if body is None else body if isinstance(body, bytes) else encode_json(body)
+        if status == 200 and req.method in ("GET", "HEAD") and req.surface == "rest" and conditional(req, headers, data):
+            status, data, body = 304, b"", None
         handler.send_response(status)
+        fields = [("X-GitHub-Api-Version-Selected", API_VERSION), ("X-GitHub-Media-Type", "github.v3; format=json")]
         if body is not None:
-            handler.send_header("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8"))
-        handler.send_header("Content-Length", str(len(data)))
-        handler.send_header("X-GitHub-Api-Version-Selected", API_VERSION)
-        handler.send_header("X-GitHub-Media-Type", "github.v3; format=json")
+            fields.append(("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8")))
+        if status != 304:
+            fields.append(("Content-Length", len(data)))
         if req.principal.token_id is not None:
-            handler.send_header("X-OAuth-Scopes", req.principal.scopes_header)
+            fields.append(("X-OAuth-Scopes", req.principal.scopes_header))
         if req.audit_id is not None:
-            handler.send_header("X-Agentgit-Audit-Id", str(req.audit_id))
+            fields.append(("X-Agentgit-Audit-Id", req.audit_id))
         if handler.close_connection:
-            handler.send_header("Connection", "close")
-        for name, value in dict(req.response_headers, **headers).items():
-            handler.send_header(name, value)
+            fields.append(("Connection", "close"))
+        handler.send_headers(fields + list(dict(req.response_headers, **headers).items()))
         handler.end_headers(data if req.method != "HEAD" else b"")
 
     def respond_error(self, req, error):
@@ -306,6 +309,25 @@ class App:
             handler.close_connection = True
 
 
+def body_etag(data):
+    return 'W/"%s"' % hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+# The bodies read most are cached (Store.cached) and answered as the same bytes object each time, whose
+# hash Python keeps: their ETag is then a dictionary look-up, not a digest.
+small_body_etag = functools.lru_cache(maxsize=512)(body_etag)
+
+
+def conditional(req, headers, data):
+    """GitHub's conditional requests: an ETag in ``headers`` for every REST read (a hash of exactly what
+    this caller is shown, so a match tells it nothing a 200 would not); True when If-None-Match names
+    it (compared weakly, RFC 9110 section 13.1.2), so the answer is 304 with no body."""
+    etag = headers["ETag"] = small_body_etag(data) if len(data) <= 65536 else body_etag(data)
+    asked = req.headers.get("If-None-Match")
+    return bool(asked) and (asked.strip() == "*" or etag[2:] in (
+        tag.strip().removeprefix("W/") for tag in asked.split(",")))
+
+
 def presented_by(handler, method, url):
     """What the request presents besides its token: the connection's verified client certificate (its
     thumbprint and URI SAN, read once per connection) and its DPoP header."""
@@ -320,9 +342,10 @@ def presented_by(handler, method, url):
 
 def body_left(req):
     """Did the request come with a body that was not read to its end?"""
+    if req.body_reader is not None:
+        return not req.body_reader.done
     headers = req.handler.headers
-    sent = headers.get("Content-Length", "0") != "0" or bool(headers.get("Transfer-Encoding"))
-    return sent and (req.body_reader is None or not req.body_reader.done)
+    return headers.get("Content-Length", "0") != "0" or bool(headers.get("Transfer-Encoding"))
 
 
 DRAIN_LIMIT = 64 * 1024     # an unread body up to this size is read and dropped; a larger one ends the connection
@@ -334,6 +357,9 @@ HTTP_DATE = [0, ""]     # the Date header of the current second
 # query parameters whose values are credentials: never written to the access log
 SECRET_PARAMETER_RE = re.compile(r"(?i)\b((?:access_|refresh_|subject_|actor_)?token|code|code_verifier|device_code|"
                                  r"client_secret|password|secret)=[^&\s]*")
+
+
+STATUS_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
 
 
 class HeaderInjection(ValueError):
@@ -372,13 +398,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return HTTP_DATE[1]
 
     def send_header(self, keyword, value):
-        """The one header writer: a name or value with CR or LF in it would end the header early and
-        let what follows be read as headers of its own (or a second response), so none is written."""
-        line = "%s%s" % (keyword, value)
-        if "\r" in line or "\n" in line:
+        self.send_headers([(keyword, value)])
+
+    def send_headers(self, fields):
+        """The one header writer, for (name, value) pairs: a name or value with CR or LF in it would end
+        the header early and let what follows be read as headers of its own (or a second response), so
+        then none is written. One check and one buffer entry for a response's fields."""
+        block = "\n".join("%s: %s" % field for field in fields)
+        if "\r" in block or block.count("\n") != len(fields) - 1:
             self._headers_buffer = []          # nothing of this response has left yet
-            raise HeaderInjection("header %s would carry a CR or LF" % keyword)
-        super().send_header(keyword, value)
+            raise HeaderInjection("a header of %s would carry a CR or LF" % ", ".join(str(f[0]) for f in fields))
+        self._headers_buffer.append((block.replace("\n", "\r\n") + "\r\n").encode("latin-1", "strict"))
+        if any(name.lower() == "connection" and str(value).lower() == "close" for name, value in fields):
+            self.close_connection = True       # as http.server's send_header
 
     def parse_request(self):
         """The request line and headers, as http.server's own parse_request reads them, but with
@@ -408,9 +440,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return True
 
     def send_response(self, code, message=None):
+        """The status line, Server and Date: http.server's, in one buffer entry (``message`` is never
+        ours to write: the status's own phrase is)."""
         if self.server.draining.is_set():
             self.close_connection = True          # answered, then closed (and said so): the server is stopping
-        super().send_response(code, message)
+        self.log_request(code)
+        self._headers_buffer = [("%s %d %s\r\nServer: %s\r\nDate: %s\r\n" % (
+            self.protocol_version, code, STATUS_PHRASES.get(code, ""), self.version_string(),
+            self.date_time_string())).encode("latin-1")]
 
     def end_headers(self, body=b""):
         """The headers, and the whole body when it is known (not streamed), in one write: one system
