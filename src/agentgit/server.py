@@ -655,6 +655,7 @@ class Server:
                   file=sys.stderr)
         self.admin = app.first_start_admin()
         self.thread = None
+        app.anchor.follow(app.store)
 
     def start(self):
         # a short poll interval: stop() (shutdown) waits for the loop to notice, and fixtures stop often
@@ -684,7 +685,7 @@ class Server:
         if self.unix is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.unix.server_address)
-        self.app.anchor.keep_up(self.app.store)
+        self.app.anchor.stop_following(self.app.store)
         if self.httpd.access_log is not None:
             self.httpd.access_log.flush()
         return finished
@@ -694,6 +695,7 @@ class Server:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+        self.app.anchor.stop_following(self.app.store)
         if self.unix is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.unix.server_address)
