@@ -1133,7 +1133,10 @@ class Store:
             self.polled = moment
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self, records_only=False):
+        """``records_only``: the transaction only appends records no cached value is read from (audit
+        rows), so what cached() remembers stays good: a proxied call, or a refusal, then costs the
+        next request no queries."""
         db = self.db
         if db.in_transaction:          # nested: the outer transaction commits
             yield db
@@ -1145,7 +1148,8 @@ class Store:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        self.generation = next(self.generations)     # itertools.count: atomic under the GIL
+        if not records_only:
+            self.generation = next(self.generations)     # itertools.count: atomic under the GIL
         if self.after_commit is not None:
             self.after_commit()
 
@@ -3627,10 +3631,11 @@ class Request:
         return moved
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self, records_only=False):
         """A write transaction whose commit includes the audit rows of this request's allowed mutations,
-        so a side effect and its record land together or not at all."""
-        with self.app.store.transaction() as db:
+        so a side effect and its record land together or not at all. ``records_only``: as
+        Store.transaction's (the request writes nothing but its audit rows)."""
+        with self.app.store.transaction(records_only) as db:
             yield db
             self.flush_audit(db)
 
@@ -13029,10 +13034,13 @@ def proxy_url(app, row):
 def usable_credential(req, name, action):
     """(row, Resource) of a credential the caller (for a task or tool token, its delegator) holds; for
     any other an audited 404: a credential's existence is its owner's to know."""
-    user = signed_in(req)
+    user, store = signed_in(req), req.app.store
     grant = req.principal.grant
-    holder = account_by_id(req.app.store, grant["delegator_id"]) if grant is not None else user
-    row, resource = held_credential(req.app.store, holder, name)
+    holder = store.cached(("account", grant["delegator_id"]), lambda: account_by_id(store, grant["delegator_id"])) \
+        if grant is not None else user
+    # every proxied call asks: remembered until the next commit that changes anything (Store.cached)
+    row, resource = store.cached(("held credential", holder["id"], str(name)),
+                                 lambda: held_credential(store, holder, name))
     if row is None:
         label = str(name)[:100] if str(name).startswith("credential:") else "credential:" + str(name)[:100]
         req.app.audit(req.principal, req.surface, Decision("deny", action, label, [
@@ -13104,7 +13112,7 @@ def broker_proxy(req, credential_id, rest):
         req.effect("%s %s%s -> %d, %d bytes%s, %s for %s" % (
             req.method, parts.netloc, parts.path, response.status, sent, " (cut off)" if cut else "", resource.name,
             req.principal.grant["task"]))
-        with req.transaction():
+        with req.transaction(records_only=True):
             pass                # the call's audit row, with its side effect
     call.stream_back(response, finish)
     return None
@@ -15242,7 +15250,7 @@ class App:
         self.api = self.url + "/api/v3"
 
     def audit(self, principal, surface, decision, side_effect=None):
-        with self.store.transaction() as db:
+        with self.store.transaction(records_only=True) as db:
             return audit_append(db, self.key, principal, surface, decision, side_effect)
 
     def touch_token(self, token_id):

@@ -68,10 +68,13 @@ def proxy_url(app, row):
 def usable_credential(req, name, action):
     """(row, Resource) of a credential the caller (for a task or tool token, its delegator) holds; for
     any other an audited 404: a credential's existence is its owner's to know."""
-    user = signed_in(req)
+    user, store = signed_in(req), req.app.store
     grant = req.principal.grant
-    holder = account_by_id(req.app.store, grant["delegator_id"]) if grant is not None else user
-    row, resource = held_credential(req.app.store, holder, name)
+    holder = store.cached(("account", grant["delegator_id"]), lambda: account_by_id(store, grant["delegator_id"])) \
+        if grant is not None else user
+    # every proxied call asks: remembered until the next commit that changes anything (Store.cached)
+    row, resource = store.cached(("held credential", holder["id"], str(name)),
+                                 lambda: held_credential(store, holder, name))
     if row is None:
         label = str(name)[:100] if str(name).startswith("credential:") else "credential:" + str(name)[:100]
         req.app.audit(req.principal, req.surface, Decision("deny", action, label, [
@@ -143,7 +146,7 @@ def broker_proxy(req, credential_id, rest):
         req.effect("%s %s%s -> %d, %d bytes%s, %s for %s" % (
             req.method, parts.netloc, parts.path, response.status, sent, " (cut off)" if cut else "", resource.name,
             req.principal.grant["task"]))
-        with req.transaction():
+        with req.transaction(records_only=True):
             pass                # the call's audit row, with its side effect
     call.stream_back(response, finish)
     return None

@@ -445,10 +445,11 @@ class Request:
         return moved
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self, records_only=False):
         """A write transaction whose commit includes the audit rows of this request's allowed mutations,
-        so a side effect and its record land together or not at all."""
-        with self.app.store.transaction() as db:
+        so a side effect and its record land together or not at all. ``records_only``: as
+        Store.transaction's (the request writes nothing but its audit rows)."""
+        with self.app.store.transaction(records_only) as db:
             yield db
             self.flush_audit(db)
 

@@ -134,7 +134,7 @@ class App:
         self.api = self.url + "/api/v3"
 
     def audit(self, principal, surface, decision, side_effect=None):
-        with self.store.transaction() as db:
+        with self.store.transaction(records_only=True) as db:
             return audit_append(db, self.key, principal, surface, decision, side_effect)
 
     def touch_token(self, token_id):

@@ -172,7 +172,10 @@ class Store:
             self.polled = moment
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self, records_only=False):
+        """``records_only``: the transaction only appends records no cached value is read from (audit
+        rows), so what cached() remembers stays good: a proxied call, or a refusal, then costs the
+        next request no queries."""
         db = self.db
         if db.in_transaction:          # nested: the outer transaction commits
             yield db
@@ -184,7 +187,8 @@ class Store:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        self.generation = next(self.generations)     # itertools.count: atomic under the GIL
+        if not records_only:
+            self.generation = next(self.generations)     # itertools.count: atomic under the GIL
         if self.after_commit is not None:
             self.after_commit()
 
