@@ -3583,6 +3583,21 @@ class Request:
             raise HTTPError(409, "That approval was just used; ask for another")
         return decision
 
+    def check_standing(self):
+        """check() of read_account on the caller's own account, the least any account may do. Its answer
+        changes only with what a commit changes (a suspension, a revocation; expiries are checked as the
+        token is read), so for a token it is remembered until the next commit (Store.cached), keyed by
+        everything of the request it could depend on; a refusal goes through check() each time."""
+        principal = self.principal
+        if principal.token_id is not None:
+            key = ("standing", principal.token_id, principal.user["id"], principal.runtime, principal.runtime_id,
+                   principal.certificate, principal.stepped_up_at)
+            decision = self.app.store.cached(key, lambda: decide(self.app.store, principal, "read_account",
+                                                                 Resource.account(principal.user), {}))
+            if decision.allowed:
+                return decision
+        return self.check("read_account", Resource.account(principal.user))
+
     def authorize(self, action, resource, **context):
         """check(), and for a mutation (or a sensitive read) keep the decision for the audit row its side
         effect will get."""
@@ -8833,7 +8848,9 @@ def delete_environment(req, owner, repo, environment):
 
 @route("POST", "/api/ext/v1/agents")
 def register_agent_endpoint(req):
-    """agent-git-service's registration contract: anonymous, rate-limited per client address."""
+    """agent-git-service's registration contract: anonymous, rate-limited per client address (`serve
+    --registration-limit N`, 0 for none); a site admin's token is never counted, and registers past
+    `--registration closed` too."""
     body = req.json()
     prefix = req.field(body, "prefix_login", str, "Agent", required=True)
     if not AGENT_PREFIX_RE.match(prefix):
@@ -15300,7 +15317,7 @@ class App:
                 # the least any account may do (know who it is), asked before the route reads its input: a
                 # suspended or retired account, or a task token whose delegator is suspended, is refused
                 # on every route
-                req.check("read_account", Resource.account(req.principal.user))
+                req.check_standing()
             result = endpoint(req, **params)    # git endpoints stream their own answer and return None
             if result is not None and not isinstance(result, tuple):
                 result = (200, result)

@@ -17,7 +17,9 @@ from agentgit.lookups import signed_in
 
 @route("POST", "/api/ext/v1/agents")
 def register_agent_endpoint(req):
-    """agent-git-service's registration contract: anonymous, rate-limited per client address."""
+    """agent-git-service's registration contract: anonymous, rate-limited per client address (`serve
+    --registration-limit N`, 0 for none); a site admin's token is never counted, and registers past
+    `--registration closed` too."""
     body = req.json()
     prefix = req.field(body, "prefix_login", str, "Agent", required=True)
     if not AGENT_PREFIX_RE.match(prefix):

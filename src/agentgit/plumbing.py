@@ -9,7 +9,7 @@ import zlib
 
 from agentgit.config import MAX_JSON_BODY, PER_PAGE_DEFAULT, PER_PAGE_MAX, crash_point
 from agentgit.errors import HTTPError, invalid
-from agentgit.policy import ACTIONS, STEP_UP_SECONDS, decide
+from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Resource, decide
 from agentgit.gitstore import ZERO_SHA
 from agentgit.audit import audit_append, audit_row
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
@@ -396,6 +396,21 @@ class Request:
         if decision.approval is not None and not spend_approval(self.app.store, decision.approval):
             raise HTTPError(409, "That approval was just used; ask for another")
         return decision
+
+    def check_standing(self):
+        """check() of read_account on the caller's own account, the least any account may do. Its answer
+        changes only with what a commit changes (a suspension, a revocation; expiries are checked as the
+        token is read), so for a token it is remembered until the next commit (Store.cached), keyed by
+        everything of the request it could depend on; a refusal goes through check() each time."""
+        principal = self.principal
+        if principal.token_id is not None:
+            key = ("standing", principal.token_id, principal.user["id"], principal.runtime, principal.runtime_id,
+                   principal.certificate, principal.stepped_up_at)
+            decision = self.app.store.cached(key, lambda: decide(self.app.store, principal, "read_account",
+                                                                 Resource.account(principal.user), {}))
+            if decision.allowed:
+                return decision
+        return self.check("read_account", Resource.account(principal.user))
 
     def authorize(self, action, resource, **context):
         """check(), and for a mutation (or a sensitive read) keep the decision for the audit row its side

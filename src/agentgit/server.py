@@ -25,7 +25,7 @@ from agentgit.storage import Store
 from agentgit.gitstore import merge_support_missing
 from agentgit.tokens import token_fingerprint
 from agentgit.accounts import create_human, register_agent
-from agentgit.policy import Decision, Resource
+from agentgit.policy import Decision
 from agentgit.audit import AuditAnchor, audit_append
 from agentgit.intents import reconcile_intents
 from agentgit.proofs import ReplayCache, certificate_thumbprint
@@ -184,7 +184,7 @@ class App:
                 # the least any account may do (know who it is), asked before the route reads its input: a
                 # suspended or retired account, or a task token whose delegator is suspended, is refused
                 # on every route
-                req.check("read_account", Resource.account(req.principal.user))
+                req.check_standing()
             result = endpoint(req, **params)    # git endpoints stream their own answer and return None
             if result is not None and not isinstance(result, tuple):
                 result = (200, result)
