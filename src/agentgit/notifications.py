@@ -32,6 +32,17 @@ def mentioned_ids(db, text):
     return ids
 
 
+PARTICIPANTS = (
+    "SELECT user_id, reason FROM ("
+    "SELECT user_id, 'subscribed' AS reason, 1 AS rank FROM repo_subscriptions WHERE repo_id = ? AND subscribed = 1"
+    " UNION ALL SELECT user_id, 'manual', 2 FROM notification_threads WHERE issue_id = ? AND subscribed = 1"
+    " UNION ALL SELECT DISTINCT user_id, 'comment', 3 FROM comments WHERE issue_id = ?"
+    " UNION ALL SELECT DISTINCT user_id, 'comment', 3 FROM reviews WHERE issue_id = ? AND state != 'PENDING'"
+    " UNION ALL SELECT user_id, 'author', 4 FROM issues WHERE id = ?"
+    " UNION ALL SELECT user_id, 'assign', 5 FROM issue_assignees WHERE issue_id = ?"
+    " UNION ALL SELECT user_id, 'review_requested', 6 FROM review_requests WHERE issue_id = ?) ORDER BY rank")
+
+
 def notify(req, db, issue_id, text="", event_reasons=None):
     """Inside the transaction of what the caller did on an issue or pull request: its participants'
     threads marked unread. ``text``: what was written (its @mentions are told); ``event_reasons``:
@@ -39,18 +50,9 @@ def notify(req, db, issue_id, text="", event_reasons=None):
     event_reasons = event_reasons or {}
     issue = db.execute("SELECT * FROM issues WHERE id = ?", (issue_id,)).fetchone()
     repo = db.execute(REPO_SELECT + " WHERE r.id = ?", (issue["repo_id"],)).fetchone()
-    standing = {}          # {account id: reason}: the queries go from the least pressing reason to the most
-    for reason, query in (
-            ("subscribed", "SELECT user_id FROM repo_subscriptions WHERE repo_id = ? AND subscribed = 1"),
-            ("manual", "SELECT user_id FROM notification_threads WHERE issue_id = ? AND subscribed = 1"),
-            ("comment", "SELECT user_id FROM comments WHERE issue_id = ? UNION SELECT user_id FROM reviews"
-                        " WHERE issue_id = ? AND state != 'PENDING'"),
-            ("author", "SELECT user_id FROM issues WHERE id = ?"),
-            ("assign", "SELECT user_id FROM issue_assignees WHERE issue_id = ?"),
-            ("review_requested", "SELECT user_id FROM review_requests WHERE issue_id = ?")):
-        ident = repo["id"] if reason == "subscribed" else issue_id
-        for row in db.execute(query, (ident,) * query.count("?")):
-            standing[row[0]] = reason
+    # {account id: reason}, in one query ordered from the least pressing reason to the most, so a later
+    # row of the same account wins
+    standing = dict(db.execute(PARTICIPANTS, (repo["id"],) + (issue_id,) * 6).fetchall())
     if repo["owner_kind"] != "org" and not db.execute(
             "SELECT 1 FROM repo_subscriptions WHERE user_id = ? AND repo_id = ?", (repo["owner_id"], repo["id"])).fetchone():
         standing.setdefault(repo["owner_id"], "subscribed")
