@@ -29,54 +29,56 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. storage            Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
      4. gitstore           Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     5. tokens             Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     6. proofs             Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-     7. accounts           Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-     8. policy             Policy: the action table and decide(), the one policy decision point.
-     9. audit              Audit: the hash-chained log and its verifier.
-    10. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    11. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
-    12. authentication     Authentication: the Principal, and the request credentials it is built from.
-    13. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
-    14. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    15. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
-    16. users              REST: the API root, meta, rate limit and users.
-    17. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    18. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
-    19. issues             REST: issues, comments, labels and milestones.
-    20. sub_issues         REST: sub-issues, github.com's tree of issues.
-    21. pulls              REST: pull requests and their merges.
-    22. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    23. contents           REST: file contents and READMEs, read and written as commits.
-    24. protection         REST: branch protection, commit statuses and check runs.
-    25. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    26. releases           REST: releases, tags and release assets.
-    27. deploy_keys        REST: deploy keys.
-    28. actions            REST: workflow records and their runs (which nothing here executes).
-    29. search             REST: search over repositories, issues, code and accounts.
-    30. orgs               REST: organizations, memberships and teams.
-    31. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
-    32. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    33. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    34. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    35. tasks              REST: task grants, task tokens, step-up and approvals.
-    36. freezes            REST: policy as data, and freezes (read-only by policy).
-    37. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    38. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    39. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    40. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    41. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    42. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    43. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    44. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-    45. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    46. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    47. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    48. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    49. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    50. server             Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-    51. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    52. cli                Command line: serve, user, agent, connect, routes, audit.
+     5. gitwire            Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
+     6. tokens             Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     7. proofs             Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+     8. accounts           Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+     9. policy             Policy: the action table and decide(), the one policy decision point.
+    10. audit              Audit: the hash-chained log and its verifier.
+    11. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    12. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
+    13. authentication     Authentication: the Principal, and the request credentials it is built from.
+    14. installation       The installation: one data directory's state and services, as every module below the HTTP
+    15. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
+    16. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    17. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
+    18. users              REST: the API root, meta, rate limit and users.
+    19. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
+    20. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
+    21. issues             REST: issues, comments, labels and milestones.
+    22. sub_issues         REST: sub-issues, github.com's tree of issues.
+    23. pulls              REST: pull requests and their merges.
+    24. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    25. contents           REST: file contents and READMEs, read and written as commits.
+    26. protection         REST: branch protection, commit statuses and check runs.
+    27. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    28. releases           REST: releases, tags and release assets.
+    29. deploy_keys        REST: deploy keys.
+    30. actions            REST: workflow records and their runs (which nothing here executes).
+    31. search             REST: search over repositories, issues, code and accounts.
+    32. orgs               REST: organizations, memberships and teams.
+    33. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
+    34. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    35. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    36. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    37. tasks              REST: task grants, task tokens, step-up and approvals.
+    38. freezes            REST: policy as data, and freezes (read-only by policy).
+    39. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    40. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    41. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    42. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    43. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    44. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    45. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    46. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+    47. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    48. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    49. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    50. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    51. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    52. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    53. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    54. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -1381,7 +1383,188 @@ def walk_commits(repo, sha, skip, limit):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 5. src/agentgit/tokens.py — Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+# 5. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
+# uses: config, errors
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+def pkt_line(text):
+    data = text.encode() if isinstance(text, str) else text
+    return b"%04x%s" % (len(data) + 4, data)
+
+
+def service_header(service):
+    return pkt_line("# service=%s\n" % service) + b"0000"
+
+
+# what an engine answers for a ref the push did not decide (a name that is not valid, or not UTF-8)
+UNDECIDED_REF = "refused: not a ref name this push was decided for"
+
+
+# The update hook's first line: git receive-pack's parent must still be this server. A server killed
+# mid-push (kill -9) leaves git running, reparented; it must not move a ref the next server's start-up
+# has already recorded as not moved (reconcile_intents).
+SERVER_ALIVE_CHECK = ('[ -r /proc/$PPID/stat ] && [ "$(cut -d" " -f4 /proc/$PPID/stat)" != "$AGENTGIT_SERVER_PID" ] && '
+                      '{ echo "agentgit: the server stopped" >&2; exit 1; }\n')
+
+
+class GitBinaryEngine:
+    """Pipes each request through ``git upload-pack/receive-pack --stateless-rpc``: the speed of
+    a local clone, with protocol v2, every shallow and filter option, and atomic pushes."""
+
+    name = "git"
+
+    def __init__(self, git):
+        self.git = git
+
+    def command(self, service, path, hooks_dir=None, advertise=False):
+        if service == "git-upload-pack":
+            cmd = [self.git, "-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowAnySHA1InWant=true",
+                   "upload-pack"]
+        else:
+            # fsckObjects keeps malformed objects out; the quarantine directory (git >= 2.11) keeps a
+            # pack that dies mid-way out of the repository.
+            cmd = [self.git, "-c", "core.hooksPath=%s" % hooks_dir, "-c", "receive.fsckObjects=true", "receive-pack"]
+        return cmd + ["--stateless-rpc"] + (["--advertise-refs"] if advertise else []) + [path]
+
+    def run(self, cmd, protocol, body, out):
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env=dict(os.environ, GIT_PROTOCOL=protocol, AGENTGIT_SERVER_PID=str(os.getpid())))
+        feeder = None
+        if body is not None:   # git may answer before it has read everything: feed it from a thread
+            feeder = threading.Thread(target=self.feed, args=(proc, body), daemon=True)
+            feeder.start()
+        try:
+            while True:
+                data = proc.stdout.read1(65536)
+                if not data:
+                    break
+                out.write(data)
+        except BaseException:
+            proc.kill()        # the client went away: stop git too
+            raise
+        finally:
+            proc.stdout.close()
+            if feeder is not None:
+                feeder.join(REQUEST_IDLE_TIMEOUT)
+                if feeder.is_alive():
+                    proc.kill()
+            proc.wait()
+
+    @staticmethod
+    def feed(proc, body):
+        """Copy the request body to git's stdin; on a broken or oversized body, stop git instead."""
+        try:
+            while True:
+                data = body.read(65536)
+                if not data:
+                    break
+                proc.stdin.write(data)
+            proc.stdin.close()
+        except (OSError, ValueError, HTTPError, ConnectionError):
+            proc.kill()
+
+    def advertise(self, path, service, protocol, out):
+        if not (service == "git-upload-pack" and "version=2" in protocol):
+            out.write(service_header(service))   # protocol v2 answers start with the capability list
+        self.run(self.command(service, path, hooks_dir=os.devnull, advertise=True), protocol, None, out)
+
+    def upload_pack(self, path, protocol, body, out):
+        self.run(self.command("git-upload-pack", path), protocol, body, out)
+
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
+        """Only the refs in ``allowed`` may move, ``ff_only`` = {ref: reason} of them by a fast-forward
+        only; ``denied`` = {ref: reason} says why the others may not. An ``update`` hook written for this
+        push runs once the pack is in, with the new objects readable, before each ref moves, and refuses
+        every ref it was not told to allow (default deny, on the exact name git passes it)."""
+        cases = "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; }; exit 0;;\n' % (
+            shlex.quote(ref), shlex.quote("agentgit: " + ff_only[ref])) if ref in ff_only else "%s) exit 0;;\n" % (
+            shlex.quote(ref)) for ref in sorted(allowed))
+        cases += "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
+                         for ref, reason in sorted(denied.items()))
+        with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
+            hook = os.path.join(hooks, "update")
+            with open(hook, "w") as f:
+                f.write('#!/bin/sh\n%scase "$1" in\n%s*) echo %s >&2; exit 1;;\nesac\n' % (
+                    SERVER_ALIVE_CHECK, cases, shlex.quote("agentgit: " + UNDECIDED_REF)))
+            os.chmod(hook, 0o700)
+            self.run(self.command("git-receive-pack", path, hooks_dir=hooks), protocol, body, out)
+
+
+class DulwichEngine:
+    """dulwich's pure-Python server, for machines without git. Slower (see bench/), protocol v0/v1
+    only, and no 'atomic' capability: dulwich does not apply a multi-ref push transactionally."""
+
+    name = "dulwich"
+
+    def __init__(self):
+        from dulwich.server import ReceivePackHandler, UploadPackHandler
+        from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
+
+        class PolicyReceivePack(ReceivePackHandler):
+            allowed, denied, ff_only = frozenset(), {}, {}
+
+            def capabilities(self):
+                return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
+
+            def _on_update(self, ref_name, old_sha, new_sha):
+                ref = ref_name.decode("utf-8", "surrogateescape")     # matches only a name decided as valid
+                reason = None if ref in self.allowed else self.denied.get(ref, UNDECIDED_REF)
+                if reason is None and ref in self.ff_only and not can_fast_forward(self.repo, old_sha, new_sha):
+                    reason = self.ff_only[ref]
+                if reason is None:
+                    return None
+                if self.has_capability(b"side-band-64k"):
+                    self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, ("agentgit: %s\n" % reason).encode())
+                return b"hook declined"
+
+        class OneRepoBackend:
+            def open_repository(self, path):
+                return Repo(path)
+
+        self.handlers = {"git-upload-pack": UploadPackHandler, "git-receive-pack": PolicyReceivePack}
+        self.protocol, self.receivable = Protocol, ReceivableProtocol
+        self.backend = OneRepoBackend()
+        # Each dulwich upload-pack can hold hundreds of MB; more than two at once starve the machine.
+        self.upload_slots = threading.BoundedSemaphore(2)
+        self.push_locks = collections.defaultdict(threading.Lock)
+
+    def handle(self, service, path, proto, advertise=False, policy=None):
+        handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
+        if policy is not None:
+            handler.allowed, handler.denied, handler.ff_only = policy
+        try:
+            handler.handle()
+        finally:
+            handler.repo.close()
+
+    def advertise(self, path, service, protocol, out):
+        out.write(service_header(service))
+        self.handle(service, path, self.protocol(lambda n: b"", out.write), advertise=True)
+
+    def upload_pack(self, path, protocol, body, out):
+        with self.upload_slots:
+            self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
+
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
+        # One push per repository at a time in this process: dulwich raises FileLocked, rather than
+        # waiting, when two pushes lock the same ref file.
+        with self.push_locks[path]:
+            self.handle("git-receive-pack", path, self.receivable(body.read, out.write),
+                        policy=(frozenset(allowed), denied, ff_only))
+
+
+def make_git_engine(choice):
+    git = shutil.which("git")
+    if choice == "git" and git is None:
+        raise SystemExit("--git-engine git: no git binary on PATH")
+    if choice in ("auto", "git") and git:
+        return GitBinaryEngine(git)
+    return DulwichEngine()
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 6. src/agentgit/tokens.py — Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1482,7 +1665,7 @@ def revoke(db, where, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 6. src/agentgit/proofs.py — Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+# 7. src/agentgit/proofs.py — Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1724,7 +1907,7 @@ def check_dpop_proof(proof, method, url, key, replay, access_token=None, require
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 7. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+# 8. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
 # uses: config, storage, gitstore, tokens
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1930,7 +2113,7 @@ def team_by_slug(store, org_login, slug):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 8. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
+# 9. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
 # uses: config, accounts
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2711,7 +2894,7 @@ def decide(store, principal, action, resource, context=None):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 9. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
+# 10. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2859,7 +3042,7 @@ def audit_json(row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 10. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+# 11. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2907,7 +3090,7 @@ def give_back_approval(db, approval_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 11. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
+# 12. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
 # uses: config, storage, gitstore, audit, approvals
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2977,7 +3160,7 @@ def reconcile_intents(app):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 12. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
+# 13. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
 # uses: config, errors, tokens, proofs, accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3198,7 +3381,165 @@ def human_for_identity(app, identity):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. src/agentgit/plumbing.py — HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
+# 14. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP
+# uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, policy, audit, authentication
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+OPERATOR_REASON = "local operator with access to the data directory"
+
+
+def load_server_key(path):
+    """The HMAC key for tokens and the audit chain: 32 random bytes made on first start, mode 0600."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) < 32:
+            raise SystemExit("%s is damaged (shorter than 32 bytes)" % path)
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+class RateLimiter:
+    """At most ``limit`` hits per key in any ``window`` seconds; a limit of 0 counts nothing and refuses
+    nothing (the operator's `serve --registration-limit 0`)."""
+
+    def __init__(self, limit, window):
+        self.limit, self.window = limit, window
+        self.hits = collections.defaultdict(collections.deque)
+        self.lock = threading.Lock()
+
+    def hit(self, key):
+        """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
+        if not self.limit:
+            return 0
+        moment = time.monotonic()
+        with self.lock:
+            hits = self.hits[key]
+            while hits and hits[0] <= moment - self.window:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return int(hits[0] + self.window - moment) + 1
+            hits.append(moment)
+            return 0
+
+
+def restrict_data_dir(data_dir):
+    """The data directory holds the server key, the database and every repository: its owner's only,
+    also when it was made before (or by hand) with looser modes."""
+    os.chmod(data_dir, 0o700)
+    for name in ("agentgit.db", "agentgit.db-wal", "agentgit.db-shm", "server.key"):
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path):
+            os.chmod(path, 0o600)
+
+
+class Installation:
+    """One data directory's state and services. Its attributes, and who uses them:
+
+    - ``config``: the Config it was built from (every module reading a setting: registration, the
+      broker's loopback and connect-to, DPoP nonces, sender constraints, the listeners' guards);
+    - ``store``: the database (every module); ``key``: the server key (tokens, the audit chain, the
+      vault's seals, TOTP); ``anchor``: the audit checkpoint beside the database (audit verify, the
+      server, which keeps it up from a thread of its own);
+    - ``repos_dir``: where the bare repositories are (gitstore); ``git_engine``: git's wire protocol
+      (githttp, forks in gitstore);
+    - ``url`` and ``api``: the public base URL and its REST root (every serializer's links);
+    - ``authenticator``: an embedding program's vouching for humans (authentication);
+    - ``registrations`` and ``sign_ins``: rate limits per address (agents, OAuth clients and client
+      documents; web sign-in); ``token_seen``: when each token's last use was recorded (touch_token);
+      ``dpop_replay``: DPoP proofs' jti seen (proofs);
+    - ``agent_credentials``: "bootstrap" or "direct", the installation's choice (policy, the banner)."""
+
+
+    def __init__(self, config, authenticator=None):
+        missing = merge_support_missing()
+        if missing:
+            raise RuntimeError(missing)       # before anything is written: a pull request would fail half-way
+        self.config = config
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+        self.repos_dir = os.path.join(config.data_dir, "repos")
+        os.makedirs(self.repos_dir, exist_ok=True)
+        self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
+        self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        restrict_data_dir(config.data_dir)
+        self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
+        self.store.after_commit = lambda: self.anchor.keep_up(self.store)
+        self.anchor.keep_up(self.store)        # an installation from before gets its first checkpoint
+        self.git_engine = make_git_engine(config.git_engine)
+        self.authenticator = authenticator
+        self.registrations = RateLimiter(config.registration_limit, config.registration_window)
+        self.sign_ins = RateLimiter(10, 300)
+        self.token_seen = {}
+        self.dpop_replay = ReplayCache()
+        self.set_url(config.url)
+        self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
+
+    def choose_agent_credentials(self, chosen):
+        """"bootstrap" or "direct": the operator's choice, kept for the installation. One that never
+        chose gets bootstrap; one upgraded from before agent session tokens keeps direct (its migration
+        wrote that down) until the operator switches."""
+        if chosen is not None:
+            if chosen not in AGENT_CREDENTIALS:
+                raise ValueError("agent_credentials is bootstrap or direct, not %r" % chosen)
+            with self.store.transaction() as db:
+                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('agent_credentials', ?)", (chosen,))
+            return chosen
+        row = self.store.one("SELECT value FROM settings WHERE name = 'agent_credentials'")
+        return row["value"] if row is not None else "bootstrap"
+
+    def set_url(self, url):
+        self.url = url.rstrip("/")
+        self.api = self.url + "/api/v3"
+
+    def audit(self, principal, surface, decision, side_effect=None):
+        with self.store.transaction(records_only=True) as db:
+            return audit_append(db, self.key, principal, surface, decision, side_effect)
+
+    def touch_token(self, token_id):
+        """Record last use at most once a minute per token, so reads do not all become writes."""
+        moment = time.monotonic()
+        if moment - self.token_seen.get(token_id, -120) >= 60:
+            self.token_seen[token_id] = moment
+            with self.store.transaction() as db:
+                db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (now(), token_id))
+
+    def first_start_admin(self):
+        """On an empty database: create the site admin 'admin' and return (login, token), else None."""
+        if self.store.one("SELECT 1 FROM accounts LIMIT 1"):
+            return None
+        login = "admin"
+        _, token = create_human(self, login, admin=True)
+        self.audit(Principal(runtime="first start", operator=True), "cli",
+                   Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
+                   "created site admin %s, token %s" % (login, token_fingerprint(token)))
+        return login, token
+
+
+def operator():
+    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
+
+
+def cli_add_user(app, login, admin=False, password=None):
+    _, token = create_human(app, login, admin=admin, password=password)
+    app.audit(operator(), "cli", Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
+              "created %s%s, token %s" % ("site admin " if admin else "human ", login, token_fingerprint(token)))
+    return token
+
+
+def cli_add_agent(app, prefix, repo_name="workspace"):
+    login, token, full_name = register_agent(app, prefix, repo_name)
+    app.audit(operator(), "cli", Decision("allow", "register_agent", "site", [OPERATOR_REASON]),
+              "registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
+    return login, token, full_name
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 15. src/agentgit/plumbing.py — HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
 # uses: config, errors, policy, gitstore, audit, approvals, intents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3678,7 +4019,7 @@ class Request:
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 16. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3877,7 +4218,7 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 17. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3929,7 +4270,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 18. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4016,7 +4357,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 19. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4467,7 +4808,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# 20. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4736,7 +5077,7 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 21. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5424,7 +5765,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# 22. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, plumbing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5554,7 +5895,7 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 23. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, plumbing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6036,7 +6377,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 24. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, errors, accounts, plumbing, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6324,7 +6665,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 25. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6566,7 +6907,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 26. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6822,7 +7163,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 27. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7165,7 +7506,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 28. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7498,7 +7839,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 29. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, plumbing, issues, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7575,7 +7916,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 30. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7782,7 +8123,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 31. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, plumbing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7985,7 +8326,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 32. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8333,7 +8674,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 33. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, accounts, policy, plumbing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8842,7 +9183,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 34. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9005,7 +9346,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 35. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9497,7 +9838,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 36. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, storage, accounts, policy, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9716,7 +10057,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 37. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10116,7 +10457,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 38. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, plumbing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10244,7 +10585,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 39. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10507,7 +10848,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 40. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11172,7 +11513,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 41. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11518,7 +11859,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 42. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11941,7 +12282,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 43. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12222,7 +12563,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 44. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12636,7 +12977,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 45. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, storage, tokens, policy, plumbing, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12890,7 +13231,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# 46. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
 # uses: config, errors, storage, proofs, accounts, policy, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13023,7 +13364,7 @@ def asserted_agent(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 47. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, tokens, accounts, policy, plumbing, lookups, vault, tasks, oauth_clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13461,7 +13802,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 48. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14126,7 +14467,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 49. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, plumbing, contents, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14566,7 +14907,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 50. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14578,15 +14919,6 @@ def mcp_resource_metadata(req):
 # in both engines (git's ref transaction; dulwich's set_if_equals).
 
 GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
-
-
-def pkt_line(text):
-    data = text.encode() if isinstance(text, str) else text
-    return b"%04x%s" % (len(data) + 4, data)
-
-
-def service_header(service):
-    return pkt_line("# service=%s\n" % service) + b"0000"
 
 
 class ChunkedWriter:
@@ -14650,173 +14982,6 @@ def read_push_commands(reader):
         if len(parts) != 3 or not all(re.fullmatch(rb"[0-9a-f]{40}", p) for p in parts[:2]):
             raise HTTPError(400, "Malformed ref update in push: %r" % line[:200])
         commands.append((parts[0].decode(), parts[1].decode(), parts[2]))
-
-
-# what an engine answers for a ref the push did not decide (a name that is not valid, or not UTF-8)
-UNDECIDED_REF = "refused: not a ref name this push was decided for"
-
-
-# The update hook's first line: git receive-pack's parent must still be this server. A server killed
-# mid-push (kill -9) leaves git running, reparented; it must not move a ref the next server's start-up
-# has already recorded as not moved (reconcile_intents).
-SERVER_ALIVE_CHECK = ('[ -r /proc/$PPID/stat ] && [ "$(cut -d" " -f4 /proc/$PPID/stat)" != "$AGENTGIT_SERVER_PID" ] && '
-                      '{ echo "agentgit: the server stopped" >&2; exit 1; }\n')
-
-
-class GitBinaryEngine:
-    """Pipes each request through ``git upload-pack/receive-pack --stateless-rpc``: the speed of
-    a local clone, with protocol v2, every shallow and filter option, and atomic pushes."""
-
-    name = "git"
-
-    def __init__(self, git):
-        self.git = git
-
-    def command(self, service, path, hooks_dir=None, advertise=False):
-        if service == "git-upload-pack":
-            cmd = [self.git, "-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowAnySHA1InWant=true",
-                   "upload-pack"]
-        else:
-            # fsckObjects keeps malformed objects out; the quarantine directory (git >= 2.11) keeps a
-            # pack that dies mid-way out of the repository.
-            cmd = [self.git, "-c", "core.hooksPath=%s" % hooks_dir, "-c", "receive.fsckObjects=true", "receive-pack"]
-        return cmd + ["--stateless-rpc"] + (["--advertise-refs"] if advertise else []) + [path]
-
-    def run(self, cmd, protocol, body, out):
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env=dict(os.environ, GIT_PROTOCOL=protocol, AGENTGIT_SERVER_PID=str(os.getpid())))
-        feeder = None
-        if body is not None:   # git may answer before it has read everything: feed it from a thread
-            feeder = threading.Thread(target=self.feed, args=(proc, body), daemon=True)
-            feeder.start()
-        try:
-            while True:
-                data = proc.stdout.read1(65536)
-                if not data:
-                    break
-                out.write(data)
-        except BaseException:
-            proc.kill()        # the client went away: stop git too
-            raise
-        finally:
-            proc.stdout.close()
-            if feeder is not None:
-                feeder.join(REQUEST_IDLE_TIMEOUT)
-                if feeder.is_alive():
-                    proc.kill()
-            proc.wait()
-
-    @staticmethod
-    def feed(proc, body):
-        """Copy the request body to git's stdin; on a broken or oversized body, stop git instead."""
-        try:
-            while True:
-                data = body.read(65536)
-                if not data:
-                    break
-                proc.stdin.write(data)
-            proc.stdin.close()
-        except (OSError, ValueError, HTTPError, ConnectionError):
-            proc.kill()
-
-    def advertise(self, path, service, protocol, out):
-        if not (service == "git-upload-pack" and "version=2" in protocol):
-            out.write(service_header(service))   # protocol v2 answers start with the capability list
-        self.run(self.command(service, path, hooks_dir=os.devnull, advertise=True), protocol, None, out)
-
-    def upload_pack(self, path, protocol, body, out):
-        self.run(self.command("git-upload-pack", path), protocol, body, out)
-
-    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
-        """Only the refs in ``allowed`` may move, ``ff_only`` = {ref: reason} of them by a fast-forward
-        only; ``denied`` = {ref: reason} says why the others may not. An ``update`` hook written for this
-        push runs once the pack is in, with the new objects readable, before each ref moves, and refuses
-        every ref it was not told to allow (default deny, on the exact name git passes it)."""
-        cases = "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; }; exit 0;;\n' % (
-            shlex.quote(ref), shlex.quote("agentgit: " + ff_only[ref])) if ref in ff_only else "%s) exit 0;;\n" % (
-            shlex.quote(ref)) for ref in sorted(allowed))
-        cases += "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
-                         for ref, reason in sorted(denied.items()))
-        with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
-            hook = os.path.join(hooks, "update")
-            with open(hook, "w") as f:
-                f.write('#!/bin/sh\n%scase "$1" in\n%s*) echo %s >&2; exit 1;;\nesac\n' % (
-                    SERVER_ALIVE_CHECK, cases, shlex.quote("agentgit: " + UNDECIDED_REF)))
-            os.chmod(hook, 0o700)
-            self.run(self.command("git-receive-pack", path, hooks_dir=hooks), protocol, body, out)
-
-
-class DulwichEngine:
-    """dulwich's pure-Python server, for machines without git. Slower (see bench/), protocol v0/v1
-    only, and no 'atomic' capability: dulwich does not apply a multi-ref push transactionally."""
-
-    name = "dulwich"
-
-    def __init__(self):
-        from dulwich.server import ReceivePackHandler, UploadPackHandler
-        from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
-
-        class PolicyReceivePack(ReceivePackHandler):
-            allowed, denied, ff_only = frozenset(), {}, {}
-
-            def capabilities(self):
-                return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
-
-            def _on_update(self, ref_name, old_sha, new_sha):
-                ref = ref_name.decode("utf-8", "surrogateescape")     # matches only a name decided as valid
-                reason = None if ref in self.allowed else self.denied.get(ref, UNDECIDED_REF)
-                if reason is None and ref in self.ff_only and not can_fast_forward(self.repo, old_sha, new_sha):
-                    reason = self.ff_only[ref]
-                if reason is None:
-                    return None
-                if self.has_capability(b"side-band-64k"):
-                    self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, ("agentgit: %s\n" % reason).encode())
-                return b"hook declined"
-
-        class OneRepoBackend:
-            def open_repository(self, path):
-                return Repo(path)
-
-        self.handlers = {"git-upload-pack": UploadPackHandler, "git-receive-pack": PolicyReceivePack}
-        self.protocol, self.receivable = Protocol, ReceivableProtocol
-        self.backend = OneRepoBackend()
-        # Each dulwich upload-pack can hold hundreds of MB; more than two at once starve the machine.
-        self.upload_slots = threading.BoundedSemaphore(2)
-        self.push_locks = collections.defaultdict(threading.Lock)
-
-    def handle(self, service, path, proto, advertise=False, policy=None):
-        handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
-        if policy is not None:
-            handler.allowed, handler.denied, handler.ff_only = policy
-        try:
-            handler.handle()
-        finally:
-            handler.repo.close()
-
-    def advertise(self, path, service, protocol, out):
-        out.write(service_header(service))
-        self.handle(service, path, self.protocol(lambda n: b"", out.write), advertise=True)
-
-    def upload_pack(self, path, protocol, body, out):
-        with self.upload_slots:
-            self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
-
-    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
-        # One push per repository at a time in this process: dulwich raises FileLocked, rather than
-        # waiting, when two pushes lock the same ref file.
-        with self.push_locks[path]:
-            self.handle("git-receive-pack", path, self.receivable(body.read, out.write),
-                        policy=(frozenset(allowed), denied, ff_only))
-
-
-def make_git_engine(choice):
-    git = shutil.which("git")
-    if choice == "git" and git is None:
-        raise SystemExit("--git-engine git: no git binary on PATH")
-    if choice in ("auto", "git") and git:
-        return GitBinaryEngine(git)
-    return DulwichEngine()
 
 
 def git_repo(req, owner, name, action):
@@ -14950,7 +15115,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 51. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15168,128 +15333,12 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/server.py — Server and embedding: the App pipeline, make_server(), TLS, the Unix socket.
-# uses: config, errors, storage, gitstore, tokens, accounts, policy, audit, intents, proofs, authentication, plumbing, serializers, web, oauth, githttp
+# 52. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# uses: config, errors, policy, intents, proofs, authentication, installation, plumbing, serializers, web, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-OPERATOR_REASON = "local operator with access to the data directory"
-
-
-def load_server_key(path):
-    """The HMAC key for tokens and the audit chain: 32 random bytes made on first start, mode 0600."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, "rb") as f:
-            key = f.read()
-        if len(key) < 32:
-            raise SystemExit("%s is damaged (shorter than 32 bytes)" % path)
-        return key
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    return key
-
-
-class RateLimiter:
-    """At most ``limit`` hits per key in any ``window`` seconds; a limit of 0 counts nothing and refuses
-    nothing (the operator's `serve --registration-limit 0`)."""
-
-    def __init__(self, limit, window):
-        self.limit, self.window = limit, window
-        self.hits = collections.defaultdict(collections.deque)
-        self.lock = threading.Lock()
-
-    def hit(self, key):
-        """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
-        if not self.limit:
-            return 0
-        moment = time.monotonic()
-        with self.lock:
-            hits = self.hits[key]
-            while hits and hits[0] <= moment - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return int(hits[0] + self.window - moment) + 1
-            hits.append(moment)
-            return 0
-
-
-def restrict_data_dir(data_dir):
-    """The data directory holds the server key, the database and every repository: its owner's only,
-    also when it was made before (or by hand) with looser modes."""
-    os.chmod(data_dir, 0o700)
-    for name in ("agentgit.db", "agentgit.db-wal", "agentgit.db-shm", "server.key"):
-        path = os.path.join(data_dir, name)
-        if os.path.exists(path):
-            os.chmod(path, 0o600)
-
-
-class App:
-    """Everything a request needs: configuration, database, server key, git engine."""
-
-    def __init__(self, config, authenticator=None):
-        missing = merge_support_missing()
-        if missing:
-            raise RuntimeError(missing)       # before anything is written: a pull request would fail half-way
-        self.config = config
-        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
-        self.repos_dir = os.path.join(config.data_dir, "repos")
-        os.makedirs(self.repos_dir, exist_ok=True)
-        self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
-        self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
-        restrict_data_dir(config.data_dir)
-        self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
-        self.store.after_commit = lambda: self.anchor.keep_up(self.store)
-        self.anchor.keep_up(self.store)        # an installation from before gets its first checkpoint
-        self.git_engine = make_git_engine(config.git_engine)
-        self.authenticator = authenticator
-        self.registrations = RateLimiter(config.registration_limit, config.registration_window)
-        self.sign_ins = RateLimiter(10, 300)
-        self.token_seen = {}
-        self.dpop_replay = ReplayCache()
-        self.set_url(config.url)
-        self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
-
-    def choose_agent_credentials(self, chosen):
-        """"bootstrap" or "direct": the operator's choice, kept for the installation. One that never
-        chose gets bootstrap; one upgraded from before agent session tokens keeps direct (its migration
-        wrote that down) until the operator switches."""
-        if chosen is not None:
-            if chosen not in AGENT_CREDENTIALS:
-                raise ValueError("agent_credentials is bootstrap or direct, not %r" % chosen)
-            with self.store.transaction() as db:
-                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('agent_credentials', ?)", (chosen,))
-            return chosen
-        row = self.store.one("SELECT value FROM settings WHERE name = 'agent_credentials'")
-        return row["value"] if row is not None else "bootstrap"
-
-    def set_url(self, url):
-        self.url = url.rstrip("/")
-        self.api = self.url + "/api/v3"
-
-    def audit(self, principal, surface, decision, side_effect=None):
-        with self.store.transaction(records_only=True) as db:
-            return audit_append(db, self.key, principal, surface, decision, side_effect)
-
-    def touch_token(self, token_id):
-        """Record last use at most once a minute per token, so reads do not all become writes."""
-        moment = time.monotonic()
-        if moment - self.token_seen.get(token_id, -120) >= 60:
-            self.token_seen[token_id] = moment
-            with self.store.transaction() as db:
-                db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (now(), token_id))
-
-    def first_start_admin(self):
-        """On an empty database: create the site admin 'admin' and return (login, token), else None."""
-        if self.store.one("SELECT 1 FROM accounts LIMIT 1"):
-            return None
-        login = "admin"
-        _, token = create_human(self, login, admin=True)
-        self.audit(Principal(runtime="first start", operator=True), "cli",
-                   Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
-                   "created site admin %s, token %s" % (login, token_fingerprint(token)))
-        return login, token
+class App(Installation):
+    """An installation serving HTTP: the request pipeline every listener hands its requests to."""
 
     # -- the request pipeline -------------------------------------------------------------------
     def dispatch(self, handler):
@@ -15870,26 +15919,8 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
     return Server(App(config, authenticator), host, port, tls_cert, tls_key, access_log, unix_socket, tls_client_ca)
 
 
-def operator():
-    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
-
-
-def cli_add_user(app, login, admin=False, password=None):
-    _, token = create_human(app, login, admin=admin, password=password)
-    app.audit(operator(), "cli", Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
-              "created %s%s, token %s" % ("site admin " if admin else "human ", login, token_fingerprint(token)))
-    return token
-
-
-def cli_add_agent(app, prefix, repo_name="workspace"):
-    login, token, full_name = register_agent(app, prefix, repo_name)
-    app.audit(operator(), "cli", Decision("allow", "register_agent", "site", [OPERATOR_REASON]),
-              "registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
-    return login, token, full_name
-
-
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 53. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16166,8 +16197,8 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, server, clients
+# 54. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, installation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def cli_set_suspended(app, login, suspended):
@@ -16573,7 +16604,7 @@ def run_command(args):
     if args.command == "routes":
         print(route_index())
         return 0
-    app = App(Config(data_dir=existing_data_dir(args.data), git_engine="auto"))
+    app = Installation(Config(data_dir=existing_data_dir(args.data), git_engine="auto"))
     if args.command == "user" and args.action == "add":
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
         try:

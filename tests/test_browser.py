@@ -166,6 +166,11 @@ class LoopbackCallback:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                if urllib.parse.urlsplit(self.path).path != "/callback":       # the browser's /favicon.ico
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 outer.query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
                 body = b"<!doctype html><title>Signed in</title><p>You can close this window."
                 self.send_response(200)

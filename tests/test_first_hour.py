@@ -13,8 +13,8 @@ import dulwich
 import pytest
 
 import agentgit
-from conftest import (CLI, ROOT, SINGLE_FILE, Browser, api, apply_exports, call, commit_file, ext, gh, git, git_env,
-                      plain_gh_env, sweep)
+from conftest import (CLI, ROOT, SINGLE_FILE, Browser, alice_and_her_agent, api, apply_exports, call, commit_file, ext,
+                      gh, git, git_env, plain_gh_env, sweep)
 
 pytestmark = sweep
 
@@ -67,12 +67,7 @@ def test_git_and_gh_work_with_the_single_file_on_a_client_with_python_alone(serv
     client = tmp_path / "client"
     client.mkdir()
     shutil.copy(SINGLE_FILE, client / "agentgit.py")
-    alice = server.add_user("alice")
-    api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
-    login, agent, _ = server.add_agent("coder")
-    invite = ext(server, "POST", "/agent-invites", alice, {"repo_grants": [
-        {"repo_full_name": "alice/payments", "permission": "push"}]}).json["invite_token"]
-    assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    alice, login, agent = alice_and_her_agent(server)
     assert ext(server, "POST", "/task-grants", alice, {
         "agent": "agent:" + login, "delegator": "user:alice", "task": "task:fix", "resources": ["repo:alice/payments"],
         "actions": ["read_code", "push_branch", "create_branch"], "constraints": {"branch_prefix": "agent/"}}).status == 201

@@ -71,7 +71,7 @@ def test_nothing_half_created_when_a_step_fails(server, monkeypatch):
 @pytest.mark.parametrize("prefix", ["coder", "a-b-c"])
 def test_cli_agent_add_prints_token_last(tmp_path, prefix):
     import subprocess
-    agentgit.App(agentgit.Config(data_dir=str(tmp_path / "d")))       # the data a server made
+    agentgit.Installation(agentgit.Config(data_dir=str(tmp_path / "d")))       # the data a server made
     out = subprocess.run([*CLI, "agent", "add", prefix, "--data", str(tmp_path / "d")],
                          capture_output=True, text=True, check=True).stdout.strip().split("\n")
     assert out[-1].startswith("aga_")

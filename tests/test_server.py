@@ -80,12 +80,12 @@ def test_cli_user_add_with_password_and_suspend(tmp_path):
     run = lambda *a, **kw: subprocess.run([*CLI, *a, "--data", data],  # noqa: E731
                                           capture_output=True, text=True, **kw)
     assert "no agentgit data in %s" % data in run("user", "add", "dave").stderr and not os.path.exists(data)
-    agentgit.App(agentgit.Config(data_dir=data))                        # the data a server made
+    agentgit.Installation(agentgit.Config(data_dir=data))                        # the data a server made
     out = run("user", "add", "dave", "--admin", "--password-stdin", input="s3cret\n")
     assert out.returncode == 0 and out.stdout.strip().split("\n")[-1].startswith("agp_")
     assert run("user", "add", "dave").returncode != 0
     assert "not a valid login" in run("user", "add", "../x").stderr
-    app = agentgit.App(agentgit.Config(data_dir=data))
+    app = agentgit.Installation(agentgit.Config(data_dir=data))
     row = agentgit.account_by_login(app.store, "dave")
     assert agentgit.check_password(row["password_hash"], "s3cret") and "s3cret" not in row["password_hash"]
     assert not agentgit.check_password(row["password_hash"], "wrong")
@@ -231,7 +231,7 @@ def test_a_version_5_database_records_the_grantor_of_existing_invite_grants(tmp_
                list(old.values()) + [agentgit.GENESIS_HASH, hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()])
     db.commit()
     db.close()
-    app = agentgit.App(agentgit.Config(data_dir=str(data)))
+    app = agentgit.Installation(agentgit.Config(data_dir=str(data)))
     store = app.store
     assert agentgit.audit_verify(store, app.key)[:2] == (True, 1)          # rows from before still verify
     # the tokens table is rebuilt (a new kind): its rows, and the rows that refer to them, are all kept

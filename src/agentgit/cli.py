@@ -29,7 +29,8 @@ from agentgit.plumbing import ROUTES
 from agentgit.agents import explain
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, accept_invite, check_grant_authority, make_invite,
                                  reset_agent_credentials, retire, unbind_agent)
-from agentgit.server import App, OPERATOR_REASON, cli_add_agent, cli_add_user, make_server, operator
+from agentgit.installation import Installation, OPERATOR_REASON, cli_add_agent, cli_add_user, operator
+from agentgit.server import make_server
 from agentgit.clients import connect_gh, connect_github_mcp_server, git_credential
 
 
@@ -436,7 +437,7 @@ def run_command(args):
     if args.command == "routes":
         print(route_index())
         return 0
-    app = App(Config(data_dir=existing_data_dir(args.data), git_engine="auto"))
+    app = Installation(Config(data_dir=existing_data_dir(args.data), git_engine="auto"))
     if args.command == "user" and args.action == "add":
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
         try:

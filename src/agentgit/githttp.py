@@ -1,19 +1,9 @@
 """Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich."""
 
-import collections
 import dataclasses
-import os
 import re
-import shlex
-import shutil
-import subprocess
-import tempfile
-import threading
 
-from dulwich.graph import can_fast_forward
-from dulwich.repo import Repo
-
-from agentgit.config import MAX_PACK_BODY, REQUEST_IDLE_TIMEOUT, crash_point, now
+from agentgit.config import MAX_PACK_BODY, crash_point, now
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir, valid_ref_name
 from agentgit.accounts import lookup_repo
@@ -32,15 +22,6 @@ from agentgit.plumbing import GunzipReader, route
 # in both engines (git's ref transaction; dulwich's set_if_equals).
 
 GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
-
-
-def pkt_line(text):
-    data = text.encode() if isinstance(text, str) else text
-    return b"%04x%s" % (len(data) + 4, data)
-
-
-def service_header(service):
-    return pkt_line("# service=%s\n" % service) + b"0000"
 
 
 class ChunkedWriter:
@@ -104,173 +85,6 @@ def read_push_commands(reader):
         if len(parts) != 3 or not all(re.fullmatch(rb"[0-9a-f]{40}", p) for p in parts[:2]):
             raise HTTPError(400, "Malformed ref update in push: %r" % line[:200])
         commands.append((parts[0].decode(), parts[1].decode(), parts[2]))
-
-
-# what an engine answers for a ref the push did not decide (a name that is not valid, or not UTF-8)
-UNDECIDED_REF = "refused: not a ref name this push was decided for"
-
-
-# The update hook's first line: git receive-pack's parent must still be this server. A server killed
-# mid-push (kill -9) leaves git running, reparented; it must not move a ref the next server's start-up
-# has already recorded as not moved (reconcile_intents).
-SERVER_ALIVE_CHECK = ('[ -r /proc/$PPID/stat ] && [ "$(cut -d" " -f4 /proc/$PPID/stat)" != "$AGENTGIT_SERVER_PID" ] && '
-                      '{ echo "agentgit: the server stopped" >&2; exit 1; }\n')
-
-
-class GitBinaryEngine:
-    """Pipes each request through ``git upload-pack/receive-pack --stateless-rpc``: the speed of
-    a local clone, with protocol v2, every shallow and filter option, and atomic pushes."""
-
-    name = "git"
-
-    def __init__(self, git):
-        self.git = git
-
-    def command(self, service, path, hooks_dir=None, advertise=False):
-        if service == "git-upload-pack":
-            cmd = [self.git, "-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowAnySHA1InWant=true",
-                   "upload-pack"]
-        else:
-            # fsckObjects keeps malformed objects out; the quarantine directory (git >= 2.11) keeps a
-            # pack that dies mid-way out of the repository.
-            cmd = [self.git, "-c", "core.hooksPath=%s" % hooks_dir, "-c", "receive.fsckObjects=true", "receive-pack"]
-        return cmd + ["--stateless-rpc"] + (["--advertise-refs"] if advertise else []) + [path]
-
-    def run(self, cmd, protocol, body, out):
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env=dict(os.environ, GIT_PROTOCOL=protocol, AGENTGIT_SERVER_PID=str(os.getpid())))
-        feeder = None
-        if body is not None:   # git may answer before it has read everything: feed it from a thread
-            feeder = threading.Thread(target=self.feed, args=(proc, body), daemon=True)
-            feeder.start()
-        try:
-            while True:
-                data = proc.stdout.read1(65536)
-                if not data:
-                    break
-                out.write(data)
-        except BaseException:
-            proc.kill()        # the client went away: stop git too
-            raise
-        finally:
-            proc.stdout.close()
-            if feeder is not None:
-                feeder.join(REQUEST_IDLE_TIMEOUT)
-                if feeder.is_alive():
-                    proc.kill()
-            proc.wait()
-
-    @staticmethod
-    def feed(proc, body):
-        """Copy the request body to git's stdin; on a broken or oversized body, stop git instead."""
-        try:
-            while True:
-                data = body.read(65536)
-                if not data:
-                    break
-                proc.stdin.write(data)
-            proc.stdin.close()
-        except (OSError, ValueError, HTTPError, ConnectionError):
-            proc.kill()
-
-    def advertise(self, path, service, protocol, out):
-        if not (service == "git-upload-pack" and "version=2" in protocol):
-            out.write(service_header(service))   # protocol v2 answers start with the capability list
-        self.run(self.command(service, path, hooks_dir=os.devnull, advertise=True), protocol, None, out)
-
-    def upload_pack(self, path, protocol, body, out):
-        self.run(self.command("git-upload-pack", path), protocol, body, out)
-
-    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
-        """Only the refs in ``allowed`` may move, ``ff_only`` = {ref: reason} of them by a fast-forward
-        only; ``denied`` = {ref: reason} says why the others may not. An ``update`` hook written for this
-        push runs once the pack is in, with the new objects readable, before each ref moves, and refuses
-        every ref it was not told to allow (default deny, on the exact name git passes it)."""
-        cases = "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; }; exit 0;;\n' % (
-            shlex.quote(ref), shlex.quote("agentgit: " + ff_only[ref])) if ref in ff_only else "%s) exit 0;;\n" % (
-            shlex.quote(ref)) for ref in sorted(allowed))
-        cases += "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
-                         for ref, reason in sorted(denied.items()))
-        with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
-            hook = os.path.join(hooks, "update")
-            with open(hook, "w") as f:
-                f.write('#!/bin/sh\n%scase "$1" in\n%s*) echo %s >&2; exit 1;;\nesac\n' % (
-                    SERVER_ALIVE_CHECK, cases, shlex.quote("agentgit: " + UNDECIDED_REF)))
-            os.chmod(hook, 0o700)
-            self.run(self.command("git-receive-pack", path, hooks_dir=hooks), protocol, body, out)
-
-
-class DulwichEngine:
-    """dulwich's pure-Python server, for machines without git. Slower (see bench/), protocol v0/v1
-    only, and no 'atomic' capability: dulwich does not apply a multi-ref push transactionally."""
-
-    name = "dulwich"
-
-    def __init__(self):
-        from dulwich.server import ReceivePackHandler, UploadPackHandler
-        from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
-
-        class PolicyReceivePack(ReceivePackHandler):
-            allowed, denied, ff_only = frozenset(), {}, {}
-
-            def capabilities(self):
-                return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
-
-            def _on_update(self, ref_name, old_sha, new_sha):
-                ref = ref_name.decode("utf-8", "surrogateescape")     # matches only a name decided as valid
-                reason = None if ref in self.allowed else self.denied.get(ref, UNDECIDED_REF)
-                if reason is None and ref in self.ff_only and not can_fast_forward(self.repo, old_sha, new_sha):
-                    reason = self.ff_only[ref]
-                if reason is None:
-                    return None
-                if self.has_capability(b"side-band-64k"):
-                    self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, ("agentgit: %s\n" % reason).encode())
-                return b"hook declined"
-
-        class OneRepoBackend:
-            def open_repository(self, path):
-                return Repo(path)
-
-        self.handlers = {"git-upload-pack": UploadPackHandler, "git-receive-pack": PolicyReceivePack}
-        self.protocol, self.receivable = Protocol, ReceivableProtocol
-        self.backend = OneRepoBackend()
-        # Each dulwich upload-pack can hold hundreds of MB; more than two at once starve the machine.
-        self.upload_slots = threading.BoundedSemaphore(2)
-        self.push_locks = collections.defaultdict(threading.Lock)
-
-    def handle(self, service, path, proto, advertise=False, policy=None):
-        handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
-        if policy is not None:
-            handler.allowed, handler.denied, handler.ff_only = policy
-        try:
-            handler.handle()
-        finally:
-            handler.repo.close()
-
-    def advertise(self, path, service, protocol, out):
-        out.write(service_header(service))
-        self.handle(service, path, self.protocol(lambda n: b"", out.write), advertise=True)
-
-    def upload_pack(self, path, protocol, body, out):
-        with self.upload_slots:
-            self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
-
-    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
-        # One push per repository at a time in this process: dulwich raises FileLocked, rather than
-        # waiting, when two pushes lock the same ref file.
-        with self.push_locks[path]:
-            self.handle("git-receive-pack", path, self.receivable(body.read, out.write),
-                        policy=(frozenset(allowed), denied, ff_only))
-
-
-def make_git_engine(choice):
-    git = shutil.which("git")
-    if choice == "git" and git is None:
-        raise SystemExit("--git-engine git: no git binary on PATH")
-    if choice in ("auto", "git") and git:
-        return GitBinaryEngine(git)
-    return DulwichEngine()
 
 
 def git_repo(req, owner, name, action):

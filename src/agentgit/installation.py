@@ -1,0 +1,175 @@
+"""The installation: one data directory's state and services, as every module below the HTTP
+pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the
+database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL. The
+server builds its App on one; the command line and the embedding API build one without serving."""
+
+import collections
+import getpass
+import os
+import secrets
+import threading
+import time
+
+from agentgit.config import AGENT_CREDENTIALS, now
+from agentgit.storage import Store
+from agentgit.gitstore import merge_support_missing
+from agentgit.gitwire import make_git_engine
+from agentgit.tokens import token_fingerprint
+from agentgit.proofs import ReplayCache
+from agentgit.accounts import create_human, register_agent
+from agentgit.policy import Decision
+from agentgit.audit import AuditAnchor, audit_append
+from agentgit.authentication import Principal
+
+
+OPERATOR_REASON = "local operator with access to the data directory"
+
+
+def load_server_key(path):
+    """The HMAC key for tokens and the audit chain: 32 random bytes made on first start, mode 0600."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) < 32:
+            raise SystemExit("%s is damaged (shorter than 32 bytes)" % path)
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+class RateLimiter:
+    """At most ``limit`` hits per key in any ``window`` seconds; a limit of 0 counts nothing and refuses
+    nothing (the operator's `serve --registration-limit 0`)."""
+
+    def __init__(self, limit, window):
+        self.limit, self.window = limit, window
+        self.hits = collections.defaultdict(collections.deque)
+        self.lock = threading.Lock()
+
+    def hit(self, key):
+        """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
+        if not self.limit:
+            return 0
+        moment = time.monotonic()
+        with self.lock:
+            hits = self.hits[key]
+            while hits and hits[0] <= moment - self.window:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return int(hits[0] + self.window - moment) + 1
+            hits.append(moment)
+            return 0
+
+
+def restrict_data_dir(data_dir):
+    """The data directory holds the server key, the database and every repository: its owner's only,
+    also when it was made before (or by hand) with looser modes."""
+    os.chmod(data_dir, 0o700)
+    for name in ("agentgit.db", "agentgit.db-wal", "agentgit.db-shm", "server.key"):
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path):
+            os.chmod(path, 0o600)
+
+
+class Installation:
+    """One data directory's state and services. Its attributes, and who uses them:
+
+    - ``config``: the Config it was built from (every module reading a setting: registration, the
+      broker's loopback and connect-to, DPoP nonces, sender constraints, the listeners' guards);
+    - ``store``: the database (every module); ``key``: the server key (tokens, the audit chain, the
+      vault's seals, TOTP); ``anchor``: the audit checkpoint beside the database (audit verify, the
+      server, which keeps it up from a thread of its own);
+    - ``repos_dir``: where the bare repositories are (gitstore); ``git_engine``: git's wire protocol
+      (githttp, forks in gitstore);
+    - ``url`` and ``api``: the public base URL and its REST root (every serializer's links);
+    - ``authenticator``: an embedding program's vouching for humans (authentication);
+    - ``registrations`` and ``sign_ins``: rate limits per address (agents, OAuth clients and client
+      documents; web sign-in); ``token_seen``: when each token's last use was recorded (touch_token);
+      ``dpop_replay``: DPoP proofs' jti seen (proofs);
+    - ``agent_credentials``: "bootstrap" or "direct", the installation's choice (policy, the banner)."""
+
+
+    def __init__(self, config, authenticator=None):
+        missing = merge_support_missing()
+        if missing:
+            raise RuntimeError(missing)       # before anything is written: a pull request would fail half-way
+        self.config = config
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+        self.repos_dir = os.path.join(config.data_dir, "repos")
+        os.makedirs(self.repos_dir, exist_ok=True)
+        self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
+        self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        restrict_data_dir(config.data_dir)
+        self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
+        self.store.after_commit = lambda: self.anchor.keep_up(self.store)
+        self.anchor.keep_up(self.store)        # an installation from before gets its first checkpoint
+        self.git_engine = make_git_engine(config.git_engine)
+        self.authenticator = authenticator
+        self.registrations = RateLimiter(config.registration_limit, config.registration_window)
+        self.sign_ins = RateLimiter(10, 300)
+        self.token_seen = {}
+        self.dpop_replay = ReplayCache()
+        self.set_url(config.url)
+        self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
+
+    def choose_agent_credentials(self, chosen):
+        """"bootstrap" or "direct": the operator's choice, kept for the installation. One that never
+        chose gets bootstrap; one upgraded from before agent session tokens keeps direct (its migration
+        wrote that down) until the operator switches."""
+        if chosen is not None:
+            if chosen not in AGENT_CREDENTIALS:
+                raise ValueError("agent_credentials is bootstrap or direct, not %r" % chosen)
+            with self.store.transaction() as db:
+                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('agent_credentials', ?)", (chosen,))
+            return chosen
+        row = self.store.one("SELECT value FROM settings WHERE name = 'agent_credentials'")
+        return row["value"] if row is not None else "bootstrap"
+
+    def set_url(self, url):
+        self.url = url.rstrip("/")
+        self.api = self.url + "/api/v3"
+
+    def audit(self, principal, surface, decision, side_effect=None):
+        with self.store.transaction(records_only=True) as db:
+            return audit_append(db, self.key, principal, surface, decision, side_effect)
+
+    def touch_token(self, token_id):
+        """Record last use at most once a minute per token, so reads do not all become writes."""
+        moment = time.monotonic()
+        if moment - self.token_seen.get(token_id, -120) >= 60:
+            self.token_seen[token_id] = moment
+            with self.store.transaction() as db:
+                db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (now(), token_id))
+
+    def first_start_admin(self):
+        """On an empty database: create the site admin 'admin' and return (login, token), else None."""
+        if self.store.one("SELECT 1 FROM accounts LIMIT 1"):
+            return None
+        login = "admin"
+        _, token = create_human(self, login, admin=True)
+        self.audit(Principal(runtime="first start", operator=True), "cli",
+                   Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
+                   "created site admin %s, token %s" % (login, token_fingerprint(token)))
+        return login, token
+
+
+def operator():
+    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
+
+
+def cli_add_user(app, login, admin=False, password=None):
+    _, token = create_human(app, login, admin=admin, password=password)
+    app.audit(operator(), "cli", Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
+              "created %s%s, token %s" % ("site admin " if admin else "human ", login, token_fingerprint(token)))
+    return token
+
+
+def cli_add_agent(app, prefix, repo_name="workspace"):
+    login, token, full_name = register_agent(app, prefix, repo_name)
+    app.audit(operator(), "cli", Decision("allow", "register_agent", "site", [OPERATOR_REASON]),
+              "registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
+    return login, token, full_name
