@@ -47,9 +47,9 @@ class RequestHeaders:
     and a scan of every field, lowercased, on each get)."""
 
     def __init__(self, fields=()):
-        self.fields, self.by_name = [], {}
-        for name, value in fields:
-            self[name] = value
+        self.fields, self.by_name = list(fields), {}
+        for name, value in self.fields:
+            self.by_name.setdefault(name.lower(), []).append(value)
 
     def __setitem__(self, name, value):       # as HTTPMessage's: one more field of that name
         self.fields.append((name, value))

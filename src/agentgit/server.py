@@ -286,7 +286,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._headers_buffer = []          # nothing of this response has left yet
             raise HeaderInjection("a header of %s would carry a CR or LF" % ", ".join(str(f[0]) for f in fields))
         self._headers_buffer.append((block.replace("\n", "\r\n") + "\r\n").encode("latin-1", "strict"))
-        if any(name.lower() == "connection" and str(value).lower() == "close" for name, value in fields):
+        if "\nconnection: close\n" in "\n%s\n" % block.lower():
             self.close_connection = True       # as http.server's send_header
 
     def parse_request(self):
@@ -350,7 +350,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             super().handle_one_request()
         finally:
-            self.server.watch_headers(self, done=True)
+            if self in self.server.watched:    # no request came (do_GET ends the watch when one does)
+                self.server.watch_headers(self, done=True)
 
     def do_GET(self):
         self.server.watch_headers(self, done=True)
