@@ -298,3 +298,47 @@ def test_sigterm_finishes_the_request_at_work_and_exits_0(site):
         assert head["row"] == srv.app.store.one("SELECT MAX(id) FROM audit")[0]     # the checkpoint was written
     finally:
         srv.stop()
+
+
+def test_sigterm_during_pushes_lands_each_push_whole_or_not_at_all(site, tmp_path):
+    """SIGTERM while git pushes keep coming: every push the client saw succeed is on record and in the
+    repository, the one at work when the signal came lands whole or not at all, the server exits 0,
+    and started again, everything is consistent (fsck, refs against the log, no intent left)."""
+    data, token = site
+    proc = subprocess.Popen([*CLI, "serve", "--port", "0", "--quiet", "--data", str(data)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().split()[-1]
+    clone = str(tmp_path / "clone")
+    git(str(tmp_path), "clone", "-q", "%s://x:%s@%s/alice/app.git" % (url.split("://")[0], token, url.split("://")[1]),
+        clone)
+    landed, stop = {}, threading.Event()
+
+    def push_until_refused():
+        for n in range(10 ** 6):
+            with open(os.path.join(clone, "n.txt"), "w") as f:
+                f.write("%d\n" % n + "x" * 200000 * (n % 2))         # every other push carries a bigger pack
+            git(clone, "add", "n.txt", env=git_env(clone))
+            git(clone, "commit", "-qm", "n=%d" % n, env=git_env(clone))
+            sha = git(clone, "rev-parse", "HEAD", env=git_env(clone)).stdout.strip()
+            if git(clone, "push", "-q", "origin", "HEAD:refs/heads/b%d" % (n % 3), "--force", env=git_env(clone),
+                   check=False).returncode != 0 or stop.is_set():
+                return
+            landed["refs/heads/b%d" % (n % 3)] = sha
+    pusher = threading.Thread(target=push_until_refused)
+    pusher.start()
+    time.sleep(random.uniform(0.5, 1.5))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    stop.set()
+    pusher.join(60)
+    proc.stdout.close()
+    proc.stderr.close()
+    assert landed, "no push landed before the signal"
+    srv = restart(data)                 # fsck, the database, the chain, refs against the log, no intents
+    try:
+        path = os.path.join(srv.app.repos_dir, "%d.git" % api(srv, "GET", "/repos/alice/app", token).json["id"])
+        for ref, sha in landed.items():   # a push the client saw succeed: in the repository (or a later one)
+            now_at = git(path, "rev-parse", ref).stdout.strip()
+            assert git(path, "merge-base", "--is-ancestor", sha, now_at, check=False).returncode == 0, (ref, sha)
+    finally:
+        srv.stop()
