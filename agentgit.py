@@ -38,47 +38,48 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     11. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
     12. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
     13. authentication     Authentication: the Principal, and the request credentials it is built from.
-    14. installation       The installation: one data directory's state and services, as every module below the HTTP
-    15. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
-    16. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    17. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
-    18. users              REST: the API root, meta, rate limit and users.
-    19. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    20. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
-    21. issues             REST: issues, comments, labels and milestones.
-    22. sub_issues         REST: sub-issues, github.com's tree of issues.
-    23. pulls              REST: pull requests and their merges.
-    24. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    25. contents           REST: file contents and READMEs, read and written as commits.
-    26. protection         REST: branch protection, commit statuses and check runs.
-    27. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    28. releases           REST: releases, tags and release assets.
-    29. deploy_keys        REST: deploy keys.
-    30. actions            REST: workflow records and their runs (which nothing here executes).
-    31. search             REST: search over repositories, issues, code and accounts.
-    32. orgs               REST: organizations, memberships and teams.
-    33. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
-    34. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    35. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    36. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    37. tasks              REST: task grants, task tokens, step-up and approvals.
-    38. freezes            REST: policy as data, and freezes (read-only by policy).
-    39. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    40. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    41. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    42. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    43. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    44. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    45. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    46. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-    47. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    48. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    49. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    50. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    51. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    52. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    53. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    54. cli                Command line: serve, user, agent, connect, routes, audit.
+    14. ledger             The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+    15. installation       The installation: one data directory's state and services, as every module below the HTTP
+    16. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
+    17. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    18. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
+    19. users              REST: the API root, meta, rate limit and users.
+    20. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
+    21. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
+    22. issues             REST: issues, comments, labels and milestones.
+    23. sub_issues         REST: sub-issues, github.com's tree of issues.
+    24. pulls              REST: pull requests and their merges.
+    25. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    26. contents           REST: file contents and READMEs, read and written as commits.
+    27. protection         REST: branch protection, commit statuses and check runs.
+    28. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    29. releases           REST: releases, tags and release assets.
+    30. deploy_keys        REST: deploy keys.
+    31. actions            REST: workflow records and their runs (which nothing here executes).
+    32. search             REST: search over repositories, issues, code and accounts.
+    33. orgs               REST: organizations, memberships and teams.
+    34. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
+    35. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    36. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    37. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    38. tasks              REST: task grants, task tokens, step-up and approvals.
+    39. freezes            REST: policy as data, and freezes (read-only by policy).
+    40. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    41. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    42. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    43. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    44. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    45. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    46. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    47. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+    48. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    49. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    50. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    51. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    52. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    53. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    54. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    55. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -3381,12 +3382,175 @@ def human_for_identity(app, identity):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP
-# uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, policy, audit, authentication
+# 14. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+# uses: config, errors, gitstore, policy, audit, approvals, intents, authentication
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 OPERATOR_REASON = "local operator with access to the data directory"
 
+
+def operator():
+    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
+
+
+class Ledger:
+    """What one principal, on one surface, is allowed, asked, refused and did, on its way into the
+    audit chain. A Request is one; the command line makes one for the operator (operator_ledger)."""
+
+    def __init__(self, app, principal, surface):
+        self.start_ledger(app, principal, surface)
+
+    def start_ledger(self, app, principal, surface):
+        self.app, self.principal, self.surface = app, principal, surface
+        self.pending = []          # allowed mutations waiting for their audit row
+        self.effects = []          # what the mutations did, for those rows
+        self.intents = []          # refs moved (or meant to be) whose rows are not yet written
+        self.audit_id = None       # the last audit row written (a request answers X-Agentgit-Audit-Id)
+
+    def record(self, action, resource_name, reasons, side_effect, db=None):
+        """An allowed act decided outside decide() (the operator's, with the data directory; an agent's
+        own consent on the command line), written to the chain: in ``db``'s transaction, with the act
+        it records, or in one of its own."""
+        if db is None:
+            with self.app.store.transaction(records_only=True) as own:
+                return self.record(action, resource_name, reasons, side_effect, own)
+        self.audit_id = audit_append(db, self.app.key, self.principal, self.surface,
+                                     Decision("allow", action, resource_name, list(reasons)), side_effect)
+        return self.audit_id
+
+    def decide_each(self, action, resource, context, refused_text=None):
+        """decide() for one item of several (each ref of a push; check() asks it for one): an approval it
+        needs is asked for, and that audited; one it holds is spent (one already used is a refusal that
+        says so); a refusal is audited, with ``refused_text`` as its side effect. Never raises: returns
+        (decision, (approval id, approval URL) when one was asked for, else None)."""
+        decision = decide(self.app.store, self.principal, action, resource, context)
+        if decision.effect == "needs_approval":
+            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision, context)
+            self.audit_id = self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
+            return decision, (approval_id, url)
+        if decision.allowed and decision.approval is not None and not spend_approval(self.app.store, decision.approval):
+            decision = dataclasses.replace(decision, effect="deny", status=409,
+                                           reasons=["That approval was just used; ask for another"])
+        if not decision.allowed:
+            self.audit_id = self.app.audit(self.principal, self.surface, decision, refused_text)
+        return decision, None
+
+    def check(self, action, resource, **context):
+        """decide_each() for one thing, its refusal raised as the surface's error (an approval asked for
+        is a 403 naming it)."""
+        # Decide before acting: inside a transaction a refusal's audit row would roll back with it.
+        if self.app.store.db.in_transaction:
+            raise RuntimeError("authorize %s before opening the transaction" % action)
+        decision, asked = self.decide_each(action, resource, context)
+        if asked is not None:
+            raise HTTPError(403, decision.reasons[0], extra={"approval_id": asked[0], "approval_url": asked[1]})
+        if not decision.allowed:
+            raise self.refusal(decision)
+        return decision
+
+    def check_standing(self):
+        """check() of read_account on the caller's own account, the least any account may do. Its answer
+        changes only with what a commit changes (a suspension, a revocation; expiries are checked as the
+        token is read), so for a token it is remembered until the next commit (Store.cached), keyed by
+        everything of the request it could depend on; a refusal goes through check() each time."""
+        principal = self.principal
+        if principal.token_id is not None:
+            key = ("standing", principal.token_id, principal.user["id"], principal.runtime, principal.runtime_id,
+                   principal.certificate, principal.stepped_up_at)
+            decision = self.app.store.cached(key, lambda: decide(self.app.store, principal, "read_account",
+                                                                 Resource.account(principal.user), {}))
+            if decision.allowed:
+                return decision
+        return self.check("read_account", Resource.account(principal.user))
+
+    def authorize(self, action, resource, **context):
+        """check(), and for a mutation (or a sensitive read) keep the decision for the audit row its side
+        effect will get."""
+        decision = self.check(action, resource, **context)
+        if ACTIONS[action].mutation or ACTIONS[action].sensitive:
+            self.pending.append(decision)
+        return decision
+
+    def can(self, action, resource):
+        """decide() for filtering lists: an item the caller may not see is left out, not reported."""
+        return decide(self.app.store, self.principal, action, resource).allowed
+
+    def refusal(self, decision):
+        """404 for what the caller may not know exists, 401 for anonymous callers, 403 otherwise.
+        Git clients send credentials only after a 401, so there an anonymous caller always gets 401."""
+        if self.surface == "git" and self.principal.user is None:
+            return HTTPError(401, "Authentication required")
+        if decision.hidden:
+            return HTTPError(404, "Not Found")
+        if self.principal.user is None:
+            return HTTPError(401, "Requires authentication")
+        if decision.effect == "needs_step_up":       # RFC 9470: the client knows to ask for a fresh factor
+            return HTTPError(401, decision.reasons[0], step_up=True,
+                             headers={"WWW-Authenticate": 'Bearer error="insufficient_user_'
+                             'authentication", error_description="a TOTP code is required", max_age=%d' % STEP_UP_SECONDS})
+        headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
+        return HTTPError(decision.status or 403, decision.reasons[0], headers=headers)
+
+    def effect(self, text):
+        self.effects.append(text)
+
+    def move_ref(self, git, repo_id, ref, old, new, follow_up=None):
+        """The one way a request moves a ref: its intent written first, with the rows of this request's
+        pending mutations (a crash after the move is then recorded truthfully at the next start), then a
+        compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
+        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
+        with self.app.store.transaction() as db:
+            self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
+        if old == ZERO_SHA:
+            moved = git.refs.add_if_new(ref.encode(), new.encode())
+        elif new == ZERO_SHA:
+            moved = git.refs.remove_if_equals(ref.encode(), old.encode())
+        else:
+            moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode())
+        crash_point("ref moved")
+        return moved
+
+    @contextlib.contextmanager
+    def transaction(self, records_only=False):
+        """A write transaction whose commit includes the audit rows of this request's allowed mutations,
+        so a side effect and its record land together or not at all. ``records_only``: as
+        Store.transaction's (the request writes nothing but its audit rows)."""
+        with self.app.store.transaction(records_only) as db:
+            yield db
+            self.flush_audit(db)
+
+    def flush_audit(self, db, outcome=None):
+        side_effect = "; ".join(self.effects) or outcome
+        for decision in self.pending:
+            self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
+        forget_intents(db, self.intents)
+        self.pending, self.effects, self.intents = [], [], []
+
+    def settle(self, outcome, failed):
+        """Record allowed mutations that never reached a transaction with how they ended, and what
+        happened to the refs they moved. One that failed (a merge that conflicts) and moved nothing
+        gives back the approval it spent: the human's yes still holds."""
+        with self.app.store.transaction() as db:
+            intents = [db.execute("SELECT * FROM intents WHERE id = ?", (i,)).fetchone() for i in self.intents]
+            settled = [settle_intent(db, self.app, intent) for intent in intents if intent is not None]
+            if any(moved for _, moved in settled):
+                outcome = "; ".join(text for text, moved in settled if moved) + "; then " + outcome
+            elif failed:
+                for decision in self.pending:
+                    if decision.approval is not None:
+                        outcome += give_back_approval(db, decision.approval)
+            self.flush_audit(db, outcome)
+
+
+def operator_ledger(app):
+    """The command line's ledger: the local operator, on the surface cli."""
+    return Ledger(app, operator(), "cli")
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 15. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP
+# uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, audit, authentication, ledger
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def load_server_key(path):
     """The HMAC key for tokens and the audit chain: 32 random bytes made on first start, mode 0600."""
@@ -3514,33 +3678,29 @@ class Installation:
             return None
         login = "admin"
         _, token = create_human(self, login, admin=True)
-        self.audit(Principal(runtime="first start", operator=True), "cli",
-                   Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
-                   "created site admin %s, token %s" % (login, token_fingerprint(token)))
+        Ledger(self, Principal(runtime="first start", operator=True), "cli").record(
+            "create_user", "user:" + login, [OPERATOR_REASON], "created site admin %s, token %s" % (
+                login, token_fingerprint(token)))
         return login, token
-
-
-def operator():
-    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
 
 
 def cli_add_user(app, login, admin=False, password=None):
     _, token = create_human(app, login, admin=admin, password=password)
-    app.audit(operator(), "cli", Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
-              "created %s%s, token %s" % ("site admin " if admin else "human ", login, token_fingerprint(token)))
+    operator_ledger(app).record("create_user", "user:" + login, [OPERATOR_REASON], "created %s%s, token %s" % (
+        "site admin " if admin else "human ", login, token_fingerprint(token)))
     return token
 
 
 def cli_add_agent(app, prefix, repo_name="workspace"):
     login, token, full_name = register_agent(app, prefix, repo_name)
-    app.audit(operator(), "cli", Decision("allow", "register_agent", "site", [OPERATOR_REASON]),
-              "registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
+    operator_ledger(app).record("register_agent", "site", [OPERATOR_REASON], "registered agent %s with repository "
+                                "%s, token %s" % (login, full_name, token_fingerprint(token)))
     return login, token, full_name
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/plumbing.py — HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
-# uses: config, errors, policy, gitstore, audit, approvals, intents
+# 16. src/agentgit/plumbing.py — HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
+# uses: config, errors, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -3802,8 +3962,9 @@ def find_route(method, path):
     raise HTTPError(404, not_found_message(method, path[:200], parts))
 
 
-class Request:
-    """One HTTP request on its way through authenticate → route → authorize → act → audit → respond."""
+class Request(Ledger):
+    """One HTTP request on its way through authenticate → route → authorize → act → audit → respond:
+    its HTTP input here, its enforcement and records as the Ledger it is."""
 
     def __init__(self, app, handler):
         # the peer's address; a Unix socket has none (gh's http_unix_socket setting connects that way)
@@ -3811,7 +3972,7 @@ class Request:
                    handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket")
 
     def setup(self, app, handler, method, target, headers, client):
-        self.app, self.handler = app, handler
+        self.handler = handler
         split = urllib.parse.urlsplit(target) if "?" in target or not target.startswith("/") else None
         self.raw_path = split.path if split else target
         if split and split.scheme and "Proxy-Authorization" in headers and "Authorization" not in headers:
@@ -3825,17 +3986,12 @@ class Request:
         self.headers = headers
         self.method = method
         self.client = client
-        self.surface = "rest"
-        self.principal = None
+        self.start_ledger(app, None, "rest")      # the principal once authenticated, the surface once routed
         self.response_headers = {}
-        self.pending = []          # allowed mutations waiting for their audit row
         self.form = {}             # a web page's form fields, once read
-        self.effects = []          # what the mutations did, for those rows
-        self.intents = []          # refs this request moved (or meant to) whose rows are not yet written
         self.body_reader = None
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
         self.session = None        # web pages: the signed-in session row
-        self.audit_id = None       # the last audit row this request wrote (X-Agentgit-Audit-Id)
         self.presented = None      # the client certificate and DPoP proof it came with (authentication.Presented)
 
     # -- input ----------------------------------------------------------------------------------
@@ -3907,119 +4063,9 @@ class Request:
         if links:
             self.response_headers["Link"] = ", ".join(links)
 
-    # -- authorize, act, audit ------------------------------------------------------------------
-    def check(self, action, resource, **context):
-        """decide(); a denial is audited at once and raised as the surface's error."""
-        # Decide before acting: inside a transaction a denial's audit row would roll back with it.
-        assert not self.app.store.db.in_transaction, "authorize %s before opening the transaction" % action
-        decision = decide(self.app.store, self.principal, action, resource, context)
-        if decision.effect == "needs_approval":
-            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision, context)
-            self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
-            raise HTTPError(403, decision.reasons[0], extra={"approval_id": approval_id, "approval_url": url})
-        if not decision.allowed:
-            self.app.audit(self.principal, self.surface, decision)
-            raise self.refusal(decision)
-        if decision.approval is not None and not spend_approval(self.app.store, decision.approval):
-            raise HTTPError(409, "That approval was just used; ask for another")
-        return decision
-
-    def check_standing(self):
-        """check() of read_account on the caller's own account, the least any account may do. Its answer
-        changes only with what a commit changes (a suspension, a revocation; expiries are checked as the
-        token is read), so for a token it is remembered until the next commit (Store.cached), keyed by
-        everything of the request it could depend on; a refusal goes through check() each time."""
-        principal = self.principal
-        if principal.token_id is not None:
-            key = ("standing", principal.token_id, principal.user["id"], principal.runtime, principal.runtime_id,
-                   principal.certificate, principal.stepped_up_at)
-            decision = self.app.store.cached(key, lambda: decide(self.app.store, principal, "read_account",
-                                                                 Resource.account(principal.user), {}))
-            if decision.allowed:
-                return decision
-        return self.check("read_account", Resource.account(principal.user))
-
-    def authorize(self, action, resource, **context):
-        """check(), and for a mutation (or a sensitive read) keep the decision for the audit row its side
-        effect will get."""
-        decision = self.check(action, resource, **context)
-        if ACTIONS[action].mutation or ACTIONS[action].sensitive:
-            self.pending.append(decision)
-        return decision
-
-    def can(self, action, resource):
-        """decide() for filtering lists: an item the caller may not see is left out, not reported."""
-        return decide(self.app.store, self.principal, action, resource).allowed
-
-    def refusal(self, decision):
-        """404 for what the caller may not know exists, 401 for anonymous callers, 403 otherwise.
-        Git clients send credentials only after a 401, so there an anonymous caller always gets 401."""
-        if self.surface == "git" and self.principal.user is None:
-            return HTTPError(401, "Authentication required")
-        if decision.hidden:
-            return HTTPError(404, "Not Found")
-        if self.principal.user is None:
-            return HTTPError(401, "Requires authentication")
-        if decision.effect == "needs_step_up":       # RFC 9470: the client knows to ask for a fresh factor
-            return HTTPError(401, decision.reasons[0], step_up=True,
-                             headers={"WWW-Authenticate": 'Bearer error="insufficient_user_'
-                             'authentication", error_description="a TOTP code is required", max_age=%d' % STEP_UP_SECONDS})
-        headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
-        return HTTPError(decision.status or 403, decision.reasons[0], headers=headers)
-
-    def effect(self, text):
-        self.effects.append(text)
-
-    def move_ref(self, git, repo_id, ref, old, new, follow_up=None):
-        """The one way a request moves a ref: its intent written first, with the rows of this request's
-        pending mutations (a crash after the move is then recorded truthfully at the next start), then a
-        compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
-        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
-        with self.app.store.transaction() as db:
-            self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
-        if old == ZERO_SHA:
-            moved = git.refs.add_if_new(ref.encode(), new.encode())
-        elif new == ZERO_SHA:
-            moved = git.refs.remove_if_equals(ref.encode(), old.encode())
-        else:
-            moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode())
-        crash_point("ref moved")
-        return moved
-
-    @contextlib.contextmanager
-    def transaction(self, records_only=False):
-        """A write transaction whose commit includes the audit rows of this request's allowed mutations,
-        so a side effect and its record land together or not at all. ``records_only``: as
-        Store.transaction's (the request writes nothing but its audit rows)."""
-        with self.app.store.transaction(records_only) as db:
-            yield db
-            self.flush_audit(db)
-
-    def flush_audit(self, db, outcome=None):
-        side_effect = "; ".join(self.effects) or outcome
-        for decision in self.pending:
-            self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
-        forget_intents(db, self.intents)
-        self.pending, self.effects, self.intents = [], [], []
-
-    def settle(self, outcome, failed):
-        """Record allowed mutations that never reached a transaction with how they ended, and what
-        happened to the refs they moved. One that failed (a merge that conflicts) and moved nothing
-        gives back the approval it spent: the human's yes still holds."""
-        with self.app.store.transaction() as db:
-            intents = [db.execute("SELECT * FROM intents WHERE id = ?", (i,)).fetchone() for i in self.intents]
-            settled = [settle_intent(db, self.app, intent) for intent in intents if intent is not None]
-            if any(moved for _, moved in settled):
-                outcome = "; ".join(text for text, moved in settled if moved) + "; then " + outcome
-            elif failed:
-                for decision in self.pending:
-                    if decision.approval is not None:
-                        outcome += give_back_approval(db, decision.approval)
-            self.flush_audit(db, outcome)
-
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 17. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4218,7 +4264,7 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 18. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4270,7 +4316,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 19. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4357,7 +4403,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 20. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4808,7 +4854,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# 21. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, plumbing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5077,7 +5123,7 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 22. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5765,7 +5811,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# 23. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, plumbing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5895,7 +5941,7 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 24. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, plumbing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6377,7 +6423,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 25. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, errors, accounts, plumbing, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6665,7 +6711,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 26. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6907,7 +6953,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 27. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7163,7 +7209,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 28. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7506,7 +7552,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 29. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7839,7 +7885,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 30. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, plumbing, issues, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7916,7 +7962,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 31. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8123,7 +8169,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 32. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, plumbing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8326,7 +8372,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 33. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8674,7 +8720,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 34. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, accounts, policy, plumbing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9183,7 +9229,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 35. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9346,7 +9392,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 36. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9838,7 +9884,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 37. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, storage, accounts, policy, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10057,7 +10103,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 38. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10457,7 +10503,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 39. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, plumbing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10585,7 +10631,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 40. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10848,7 +10894,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 41. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11513,7 +11559,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 42. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11859,7 +11905,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 43. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12282,7 +12328,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 44. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12563,7 +12609,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 45. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12977,7 +13023,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 46. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, storage, tokens, policy, plumbing, lookups, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13231,7 +13277,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# 47. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
 # uses: config, errors, storage, proofs, accounts, policy, plumbing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13364,7 +13410,7 @@ def asserted_agent(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 48. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, tokens, accounts, policy, plumbing, lookups, vault, tasks, oauth_clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13802,7 +13848,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 49. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14467,7 +14513,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 50. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, plumbing, contents, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14907,7 +14953,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 51. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15058,20 +15104,14 @@ def git_receive_pack(req, owner, repo):
                 "%r is not a valid ref name" % raw_ref[:200]]), "refused %r" % raw_ref[:200])
             continue
         ref = raw_ref.decode("utf-8")
-        context = {"ref": ref, "sha": new}
-        decision = decide(req.app.store, req.principal, action, resource, context)
-        if decision.effect == "needs_approval":
-            decision = ask_for_approval(req.app, req.principal, decision, context)[0]
-        elif decision.allowed and decision.approval is not None and not spend_approval(req.app.store,
-                                                                                         decision.approval):
-            decision = dataclasses.replace(decision, effect="deny", reasons=["that approval was just used"])
+        # as every surface decides: an approval asked for or spent, a refusal audited (here, per ref)
+        decision, _ = req.decide_each(action, resource, {"ref": ref, "sha": new}, "refused %s" % ref)
         if decision.allowed:
             allowed.append((decision, old, new, ref))
             if decision.ff_only:
                 ff_only[ref] = "protected branch %s: force pushes are not allowed" % ref[len("refs/heads/"):]
         else:
             denied[ref] = decision.reasons[0]
-            req.app.audit(req.principal, "git", decision, "refused %s" % ref)
     path = repo_dir(req.app, row["id"])
     # written down before git may move them: a crash before record_push is settled at the next start
     with req.app.store.transaction() as db:
@@ -15115,7 +15155,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 52. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15333,7 +15373,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 53. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, policy, intents, proofs, authentication, installation, plumbing, serializers, web, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15921,7 +15961,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 54. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16198,8 +16238,8 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, installation, server, clients
+# 55. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# uses: config, errors, storage, tokens, accounts, audit, authentication, ledger, installation, plumbing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def cli_set_suspended(app, login, suspended):
@@ -16207,8 +16247,8 @@ def cli_set_suspended(app, login, suspended):
     if row is None or row["kind"] == "org":
         raise SystemExit("no user %s" % login)
     with app.store.transaction() as db:
-        audit_append(db, app.key, operator(), "cli", Decision("allow", "suspend_user", "user:" + login,
-                                                              [OPERATOR_REASON]), suspend_account(db, row, suspended))
+        operator_ledger(app).record("suspend_user", "user:" + login, [OPERATOR_REASON],
+                                    suspend_account(db, row, suspended), db)
 
 
 def cli_credentials(app, args):
@@ -16238,8 +16278,7 @@ def cli_credentials(app, args):
     with app.store.transaction() as db:
         update_row(db, "accounts", dict(fields, updated_at=now()), "id", human["id"])
         db.execute("DELETE FROM web_sessions WHERE user_id = ?", (human["id"],))     # sign in again
-        audit_append(db, app.key, operator(), "cli", Decision("allow", "manage_user", "user:" + human["login"],
-                                                              [OPERATOR_REASON]), effect)
+        operator_ledger(app).record("manage_user", "user:" + human["login"], [OPERATOR_REASON], effect, db)
     return out
 
 
@@ -16260,8 +16299,7 @@ def cli_delegation(app, args):
             raise HTTPError(403, refused)
         with store.transaction() as db:
             token, expires_at, effect = make_invite(db, app.key, human, grants, args.expires_in)
-            audit_append(db, app.key, operator(), "cli", Decision("allow", "create_invite", "site", [OPERATOR_REASON]),
-                         effect)
+            operator_ledger(app).record("create_invite", "site", [OPERATOR_REASON], effect, db)
         return "invite from %s, expires %s\n%s" % (human["login"], expires_at, token)
     if args.action == "confirm":
         row = verify_token(store, app.key, sys.stdin.readline().strip())
@@ -16272,8 +16310,8 @@ def cli_delegation(app, args):
             inviter, effect = accept_invite(db, app, agent, args.invite_token)
             principal = Principal(user=agent, token_id=row["id"], token_kind="agent", fingerprint=row["fingerprint"],
                                   runtime="cli %s" % getpass.getuser())
-            audit_append(db, app.key, principal, "cli", Decision("allow", "bind_agent", "user:" + agent["login"],
-                                                                 ["the agent's own token"]), effect)
+            Ledger(app, principal, "cli").record("bind_agent", "user:" + agent["login"], ["the agent's own token"], effect,
+                                                 db)
         return "%s is bound to %s" % (agent["login"], inviter["login"])
     agent = account_by_login(store, args.login)
     binding = store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"]) if agent and \
@@ -16290,8 +16328,7 @@ def cli_delegation(app, args):
             effect = unbind_agent(db, agent)
         else:
             effect = retire(db, agent, binding["human_id"], args.repositories)
-        audit_append(db, app.key, operator(), "cli", Decision("allow", "manage_agent", "user:" + agent["login"],
-                                                              [OPERATOR_REASON]), effect)
+        operator_ledger(app).record("manage_agent", "user:" + agent["login"], [OPERATOR_REASON], effect, db)
     return effect + ("\n" + out if out else "")
 
 

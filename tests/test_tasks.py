@@ -522,3 +522,25 @@ def test_a_push_the_grant_reserves_waits_for_an_approval(server, tmp_path):
     proc = git(work, "push", "origin", "HEAD:refs/heads/agent/fix", check=False)
     again = re.search(r"approval (ap_[0-9a-f]+) waits", proc.stderr)
     assert proc.returncode != 0 and again and again.group(1) != approval.group(1)
+
+
+def test_a_push_and_an_api_call_that_need_approval_read_alike_in_the_audit_log(server, tmp_path):
+    """One enforcement ledger for every surface: a ref of a push and a REST call that each need a
+    human's yes are asked for, and recorded, in the same words; so is each one's refusal."""
+    w = grant_a_task(server, "task:both", ["read_code", "create_branch", "manage_labels"], {
+        "branch_prefix": "agent/", "requires_approval": ["push_branch", "manage_labels"]})
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", w["token"]), work)
+    commit_file(work, "a.txt", "1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/fix")
+    commit_file(work, "a.txt", "2\n")
+    assert git(work, "push", "origin", "HEAD:refs/heads/agent/fix", check=False).returncode != 0
+    assert api(server, "POST", "/repos/alice/payments/labels", w["token"], {"name": "x"}).status == 403
+    asked = server.app.store.all("SELECT surface, action, decision, side_effect FROM audit WHERE side_effect LIKE"
+                                 " 'approval % requested' ORDER BY id")
+    assert [(r["surface"], r["action"], r["decision"]) for r in asked] == [
+        ("git", "push_branch", "needs_approval"), ("rest", "manage_labels", "needs_approval")]
+    assert git(work, "push", "origin", "HEAD:refs/heads/other", check=False).returncode != 0    # outside agent/
+    refused = server.app.store.one("SELECT surface, decision, side_effect FROM audit WHERE surface = 'git' AND"
+                                   " decision = 'deny' ORDER BY id DESC LIMIT 1")
+    assert (refused["decision"], refused["side_effect"]) == ("deny", "refused refs/heads/other")

@@ -22,14 +22,14 @@ from agentgit.errors import HTTPError
 from agentgit.storage import update_row
 from agentgit.tokens import verify_token
 from agentgit.accounts import account_by_id, account_by_login, hash_password, suspend_account, totp_mask
-from agentgit.policy import Decision
-from agentgit.audit import audit_append, audit_head, audit_verify
+from agentgit.audit import audit_head, audit_verify
 from agentgit.authentication import Principal
+from agentgit.ledger import Ledger, OPERATOR_REASON, operator_ledger
+from agentgit.installation import Installation, cli_add_agent, cli_add_user
 from agentgit.plumbing import ROUTES
 from agentgit.agents import explain
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, accept_invite, check_grant_authority, make_invite,
                                  reset_agent_credentials, retire, unbind_agent)
-from agentgit.installation import Installation, OPERATOR_REASON, cli_add_agent, cli_add_user, operator
 from agentgit.server import make_server
 from agentgit.clients import connect_gh, connect_github_mcp_server, git_credential
 
@@ -39,8 +39,8 @@ def cli_set_suspended(app, login, suspended):
     if row is None or row["kind"] == "org":
         raise SystemExit("no user %s" % login)
     with app.store.transaction() as db:
-        audit_append(db, app.key, operator(), "cli", Decision("allow", "suspend_user", "user:" + login,
-                                                              [OPERATOR_REASON]), suspend_account(db, row, suspended))
+        operator_ledger(app).record("suspend_user", "user:" + login, [OPERATOR_REASON],
+                                    suspend_account(db, row, suspended), db)
 
 
 def cli_credentials(app, args):
@@ -70,8 +70,7 @@ def cli_credentials(app, args):
     with app.store.transaction() as db:
         update_row(db, "accounts", dict(fields, updated_at=now()), "id", human["id"])
         db.execute("DELETE FROM web_sessions WHERE user_id = ?", (human["id"],))     # sign in again
-        audit_append(db, app.key, operator(), "cli", Decision("allow", "manage_user", "user:" + human["login"],
-                                                              [OPERATOR_REASON]), effect)
+        operator_ledger(app).record("manage_user", "user:" + human["login"], [OPERATOR_REASON], effect, db)
     return out
 
 
@@ -92,8 +91,7 @@ def cli_delegation(app, args):
             raise HTTPError(403, refused)
         with store.transaction() as db:
             token, expires_at, effect = make_invite(db, app.key, human, grants, args.expires_in)
-            audit_append(db, app.key, operator(), "cli", Decision("allow", "create_invite", "site", [OPERATOR_REASON]),
-                         effect)
+            operator_ledger(app).record("create_invite", "site", [OPERATOR_REASON], effect, db)
         return "invite from %s, expires %s\n%s" % (human["login"], expires_at, token)
     if args.action == "confirm":
         row = verify_token(store, app.key, sys.stdin.readline().strip())
@@ -104,8 +102,8 @@ def cli_delegation(app, args):
             inviter, effect = accept_invite(db, app, agent, args.invite_token)
             principal = Principal(user=agent, token_id=row["id"], token_kind="agent", fingerprint=row["fingerprint"],
                                   runtime="cli %s" % getpass.getuser())
-            audit_append(db, app.key, principal, "cli", Decision("allow", "bind_agent", "user:" + agent["login"],
-                                                                 ["the agent's own token"]), effect)
+            Ledger(app, principal, "cli").record("bind_agent", "user:" + agent["login"], ["the agent's own token"], effect,
+                                                 db)
         return "%s is bound to %s" % (agent["login"], inviter["login"])
     agent = account_by_login(store, args.login)
     binding = store.one("SELECT * FROM agent_bindings WHERE agent_id = ?", agent["id"]) if agent and \
@@ -122,8 +120,7 @@ def cli_delegation(app, args):
             effect = unbind_agent(db, agent)
         else:
             effect = retire(db, agent, binding["human_id"], args.repositories)
-        audit_append(db, app.key, operator(), "cli", Decision("allow", "manage_agent", "user:" + agent["login"],
-                                                              [OPERATOR_REASON]), effect)
+        operator_ledger(app).record("manage_agent", "user:" + agent["login"], [OPERATOR_REASON], effect, db)
     return effect + ("\n" + out if out else "")
 
 

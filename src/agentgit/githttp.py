@@ -7,9 +7,9 @@ from agentgit.config import MAX_PACK_BODY, crash_point, now
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir, valid_ref_name
 from agentgit.accounts import lookup_repo
-from agentgit.policy import Decision, Resource, decide
+from agentgit.policy import Decision, Resource
 from agentgit.audit import audit_append, audit_row
-from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
+from agentgit.approvals import give_back_approval
 from agentgit.intents import forget_intents, move_text, write_intent
 from agentgit.plumbing import GunzipReader, route
 
@@ -161,20 +161,14 @@ def git_receive_pack(req, owner, repo):
                 "%r is not a valid ref name" % raw_ref[:200]]), "refused %r" % raw_ref[:200])
             continue
         ref = raw_ref.decode("utf-8")
-        context = {"ref": ref, "sha": new}
-        decision = decide(req.app.store, req.principal, action, resource, context)
-        if decision.effect == "needs_approval":
-            decision = ask_for_approval(req.app, req.principal, decision, context)[0]
-        elif decision.allowed and decision.approval is not None and not spend_approval(req.app.store,
-                                                                                         decision.approval):
-            decision = dataclasses.replace(decision, effect="deny", reasons=["that approval was just used"])
+        # as every surface decides: an approval asked for or spent, a refusal audited (here, per ref)
+        decision, _ = req.decide_each(action, resource, {"ref": ref, "sha": new}, "refused %s" % ref)
         if decision.allowed:
             allowed.append((decision, old, new, ref))
             if decision.ff_only:
                 ff_only[ref] = "protected branch %s: force pushes are not allowed" % ref[len("refs/heads/"):]
         else:
             denied[ref] = decision.reasons[0]
-            req.app.audit(req.principal, "git", decision, "refused %s" % ref)
     path = repo_dir(req.app, row["id"])
     # written down before git may move them: a crash before record_push is settled at the next start
     with req.app.store.transaction() as db:

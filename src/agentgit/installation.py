@@ -4,7 +4,6 @@ database, the server key, the audit checkpoint, the git engine, the rate limiter
 server builds its App on one; the command line and the embedding API build one without serving."""
 
 import collections
-import getpass
 import os
 import secrets
 import threading
@@ -17,12 +16,9 @@ from agentgit.gitwire import make_git_engine
 from agentgit.tokens import token_fingerprint
 from agentgit.proofs import ReplayCache
 from agentgit.accounts import create_human, register_agent
-from agentgit.policy import Decision
 from agentgit.audit import AuditAnchor, audit_append
 from agentgit.authentication import Principal
-
-
-OPERATOR_REASON = "local operator with access to the data directory"
+from agentgit.ledger import Ledger, OPERATOR_REASON, operator_ledger
 
 
 def load_server_key(path):
@@ -151,25 +147,21 @@ class Installation:
             return None
         login = "admin"
         _, token = create_human(self, login, admin=True)
-        self.audit(Principal(runtime="first start", operator=True), "cli",
-                   Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
-                   "created site admin %s, token %s" % (login, token_fingerprint(token)))
+        Ledger(self, Principal(runtime="first start", operator=True), "cli").record(
+            "create_user", "user:" + login, [OPERATOR_REASON], "created site admin %s, token %s" % (
+                login, token_fingerprint(token)))
         return login, token
-
-
-def operator():
-    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
 
 
 def cli_add_user(app, login, admin=False, password=None):
     _, token = create_human(app, login, admin=admin, password=password)
-    app.audit(operator(), "cli", Decision("allow", "create_user", "user:" + login, [OPERATOR_REASON]),
-              "created %s%s, token %s" % ("site admin " if admin else "human ", login, token_fingerprint(token)))
+    operator_ledger(app).record("create_user", "user:" + login, [OPERATOR_REASON], "created %s%s, token %s" % (
+        "site admin " if admin else "human ", login, token_fingerprint(token)))
     return token
 
 
 def cli_add_agent(app, prefix, repo_name="workspace"):
     login, token, full_name = register_agent(app, prefix, repo_name)
-    app.audit(operator(), "cli", Decision("allow", "register_agent", "site", [OPERATOR_REASON]),
-              "registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
+    operator_ledger(app).record("register_agent", "site", [OPERATOR_REASON], "registered agent %s with repository "
+                                "%s, token %s" % (login, full_name, token_fingerprint(token)))
     return login, token, full_name

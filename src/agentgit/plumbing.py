@@ -1,19 +1,14 @@
 """HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline."""
 
 import collections
-import contextlib
 import json
 import re
 import urllib.parse
 import zlib
 
-from agentgit.config import MAX_JSON_BODY, PER_PAGE_DEFAULT, PER_PAGE_MAX, crash_point
+from agentgit.config import MAX_JSON_BODY, PER_PAGE_DEFAULT, PER_PAGE_MAX
 from agentgit.errors import HTTPError, invalid
-from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Resource, decide
-from agentgit.gitstore import ZERO_SHA
-from agentgit.audit import audit_append, audit_row
-from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
-from agentgit.intents import forget_intents, settle_intent, write_intent
+from agentgit.ledger import Ledger
 
 
 CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -275,8 +270,9 @@ def find_route(method, path):
     raise HTTPError(404, not_found_message(method, path[:200], parts))
 
 
-class Request:
-    """One HTTP request on its way through authenticate → route → authorize → act → audit → respond."""
+class Request(Ledger):
+    """One HTTP request on its way through authenticate → route → authorize → act → audit → respond:
+    its HTTP input here, its enforcement and records as the Ledger it is."""
 
     def __init__(self, app, handler):
         # the peer's address; a Unix socket has none (gh's http_unix_socket setting connects that way)
@@ -284,7 +280,7 @@ class Request:
                    handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket")
 
     def setup(self, app, handler, method, target, headers, client):
-        self.app, self.handler = app, handler
+        self.handler = handler
         split = urllib.parse.urlsplit(target) if "?" in target or not target.startswith("/") else None
         self.raw_path = split.path if split else target
         if split and split.scheme and "Proxy-Authorization" in headers and "Authorization" not in headers:
@@ -298,17 +294,12 @@ class Request:
         self.headers = headers
         self.method = method
         self.client = client
-        self.surface = "rest"
-        self.principal = None
+        self.start_ledger(app, None, "rest")      # the principal once authenticated, the surface once routed
         self.response_headers = {}
-        self.pending = []          # allowed mutations waiting for their audit row
         self.form = {}             # a web page's form fields, once read
-        self.effects = []          # what the mutations did, for those rows
-        self.intents = []          # refs this request moved (or meant to) whose rows are not yet written
         self.body_reader = None
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
         self.session = None        # web pages: the signed-in session row
-        self.audit_id = None       # the last audit row this request wrote (X-Agentgit-Audit-Id)
         self.presented = None      # the client certificate and DPoP proof it came with (authentication.Presented)
 
     # -- input ----------------------------------------------------------------------------------
@@ -379,113 +370,3 @@ class Request:
             links.append('%s; rel="first"' % url(1))
         if links:
             self.response_headers["Link"] = ", ".join(links)
-
-    # -- authorize, act, audit ------------------------------------------------------------------
-    def check(self, action, resource, **context):
-        """decide(); a denial is audited at once and raised as the surface's error."""
-        # Decide before acting: inside a transaction a denial's audit row would roll back with it.
-        assert not self.app.store.db.in_transaction, "authorize %s before opening the transaction" % action
-        decision = decide(self.app.store, self.principal, action, resource, context)
-        if decision.effect == "needs_approval":
-            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision, context)
-            self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
-            raise HTTPError(403, decision.reasons[0], extra={"approval_id": approval_id, "approval_url": url})
-        if not decision.allowed:
-            self.app.audit(self.principal, self.surface, decision)
-            raise self.refusal(decision)
-        if decision.approval is not None and not spend_approval(self.app.store, decision.approval):
-            raise HTTPError(409, "That approval was just used; ask for another")
-        return decision
-
-    def check_standing(self):
-        """check() of read_account on the caller's own account, the least any account may do. Its answer
-        changes only with what a commit changes (a suspension, a revocation; expiries are checked as the
-        token is read), so for a token it is remembered until the next commit (Store.cached), keyed by
-        everything of the request it could depend on; a refusal goes through check() each time."""
-        principal = self.principal
-        if principal.token_id is not None:
-            key = ("standing", principal.token_id, principal.user["id"], principal.runtime, principal.runtime_id,
-                   principal.certificate, principal.stepped_up_at)
-            decision = self.app.store.cached(key, lambda: decide(self.app.store, principal, "read_account",
-                                                                 Resource.account(principal.user), {}))
-            if decision.allowed:
-                return decision
-        return self.check("read_account", Resource.account(principal.user))
-
-    def authorize(self, action, resource, **context):
-        """check(), and for a mutation (or a sensitive read) keep the decision for the audit row its side
-        effect will get."""
-        decision = self.check(action, resource, **context)
-        if ACTIONS[action].mutation or ACTIONS[action].sensitive:
-            self.pending.append(decision)
-        return decision
-
-    def can(self, action, resource):
-        """decide() for filtering lists: an item the caller may not see is left out, not reported."""
-        return decide(self.app.store, self.principal, action, resource).allowed
-
-    def refusal(self, decision):
-        """404 for what the caller may not know exists, 401 for anonymous callers, 403 otherwise.
-        Git clients send credentials only after a 401, so there an anonymous caller always gets 401."""
-        if self.surface == "git" and self.principal.user is None:
-            return HTTPError(401, "Authentication required")
-        if decision.hidden:
-            return HTTPError(404, "Not Found")
-        if self.principal.user is None:
-            return HTTPError(401, "Requires authentication")
-        if decision.effect == "needs_step_up":       # RFC 9470: the client knows to ask for a fresh factor
-            return HTTPError(401, decision.reasons[0], step_up=True,
-                             headers={"WWW-Authenticate": 'Bearer error="insufficient_user_'
-                             'authentication", error_description="a TOTP code is required", max_age=%d' % STEP_UP_SECONDS})
-        headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
-        return HTTPError(decision.status or 403, decision.reasons[0], headers=headers)
-
-    def effect(self, text):
-        self.effects.append(text)
-
-    def move_ref(self, git, repo_id, ref, old, new, follow_up=None):
-        """The one way a request moves a ref: its intent written first, with the rows of this request's
-        pending mutations (a crash after the move is then recorded truthfully at the next start), then a
-        compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
-        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
-        with self.app.store.transaction() as db:
-            self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
-        if old == ZERO_SHA:
-            moved = git.refs.add_if_new(ref.encode(), new.encode())
-        elif new == ZERO_SHA:
-            moved = git.refs.remove_if_equals(ref.encode(), old.encode())
-        else:
-            moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode())
-        crash_point("ref moved")
-        return moved
-
-    @contextlib.contextmanager
-    def transaction(self, records_only=False):
-        """A write transaction whose commit includes the audit rows of this request's allowed mutations,
-        so a side effect and its record land together or not at all. ``records_only``: as
-        Store.transaction's (the request writes nothing but its audit rows)."""
-        with self.app.store.transaction(records_only) as db:
-            yield db
-            self.flush_audit(db)
-
-    def flush_audit(self, db, outcome=None):
-        side_effect = "; ".join(self.effects) or outcome
-        for decision in self.pending:
-            self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
-        forget_intents(db, self.intents)
-        self.pending, self.effects, self.intents = [], [], []
-
-    def settle(self, outcome, failed):
-        """Record allowed mutations that never reached a transaction with how they ended, and what
-        happened to the refs they moved. One that failed (a merge that conflicts) and moved nothing
-        gives back the approval it spent: the human's yes still holds."""
-        with self.app.store.transaction() as db:
-            intents = [db.execute("SELECT * FROM intents WHERE id = ?", (i,)).fetchone() for i in self.intents]
-            settled = [settle_intent(db, self.app, intent) for intent in intents if intent is not None]
-            if any(moved for _, moved in settled):
-                outcome = "; ".join(text for text, moved in settled if moved) + "; then " + outcome
-            elif failed:
-                for decision in self.pending:
-                    if decision.approval is not None:
-                        outcome += give_back_approval(db, decision.approval)
-            self.flush_audit(db, outcome)
