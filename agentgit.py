@@ -3407,6 +3407,12 @@ class Ledger:
         self.intents = []          # refs moved (or meant to be) whose rows are not yet written
         self.audit_id = None       # the last audit row written (a request answers X-Agentgit-Audit-Id)
 
+    def write(self, db, decision, side_effect):
+        """The audit row of ``decision`` (one this ledger made) with what came of it, in ``db``'s
+        transaction: for a push, each ref's row once git has or has not moved it."""
+        self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
+        return self.audit_id
+
     def record(self, action, resource_name, reasons, side_effect, db=None):
         """An allowed act decided outside decide() (the operator's, with the data directory; an agent's
         own consent on the command line), written to the chain: in ``db``'s transaction, with the act
@@ -3414,9 +3420,15 @@ class Ledger:
         if db is None:
             with self.app.store.transaction(records_only=True) as own:
                 return self.record(action, resource_name, reasons, side_effect, own)
-        self.audit_id = audit_append(db, self.app.key, self.principal, self.surface,
-                                     Decision("allow", action, resource_name, list(reasons)), side_effect)
-        return self.audit_id
+        return self.write(db, Decision("allow", action, resource_name, list(reasons)), side_effect)
+
+    def refuse(self, action, resource_name, reasons, side_effect=None, hidden=False):
+        """A refusal decided outside decide() (a closed registration, a token for another audience, a
+        ref name git would write that is not one, a failed sign-in), recorded as decide()'s are;
+        returns its Decision."""
+        decision = Decision("deny", action, resource_name, list(reasons), hidden=hidden)
+        self.audit_id = self.app.audit(self.principal, self.surface, decision, side_effect)
+        return decision
 
     def decide_each(self, action, resource, context, refused_text=None):
         """decide() for one item of several (each ref of a push; check() asks it for one): an approval it
@@ -3522,7 +3534,7 @@ class Ledger:
     def flush_audit(self, db, outcome=None):
         side_effect = "; ".join(self.effects) or outcome
         for decision in self.pending:
-            self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
+            self.write(db, decision, side_effect)
         forget_intents(db, self.intents)
         self.pending, self.effects, self.intents = [], [], []
 
@@ -4561,8 +4573,8 @@ def create_fork(req, owner, repo):
         with req.app.store.transaction() as db:
             db.execute("DELETE FROM repos WHERE id = ?", (row["id"],))
         shutil.rmtree(repo_dir(req.app, row["id"]), ignore_errors=True)
-        req.app.audit(req.principal, req.surface, Decision("deny", "create_repo", "repo:" + full_name(row), [
-            "the fork's refs could not be copied from %s" % full_name(source)]), "removed the empty fork")
+        req.refuse("create_repo", "repo:" + full_name(row), ["the fork's refs could not be copied from %s" % full_name(
+            source)], "removed the empty fork")
         raise
     if refs:
         with req.app.store.transaction() as db:
@@ -9251,8 +9263,7 @@ def register_agent_endpoint(req):
     # that needs fifty agents runs as the admin); the rest is anonymous, so it is counted per address
     admin = req.principal.user is not None and bool(req.principal.user["site_admin"])
     if req.app.config.registration != "open" and not admin:
-        req.app.audit(req.principal, req.surface, Decision("deny", "register_agent", "site",
-                                                           ["registration is closed on this server"]))
+        req.refuse("register_agent", "site", ["registration is closed on this server"])
         raise HTTPError(403, "Agent registration is closed on this server")
     retry_after = 0 if admin else req.app.registrations.hit(req.client)
     if retry_after:
@@ -9460,7 +9471,7 @@ def authorize_invite(req, grants):
     req.authorize("create_invite", SITE, confers=grant_scopes(grants))
     refused = check_grant_authority(req.app.store, req.principal, grants)
     if refused:
-        req.app.audit(req.principal, req.surface, Decision("deny", "create_invite", "site", [refused]))
+        req.refuse("create_invite", "site", [refused])
         raise HTTPError(403, refused)
 
 
@@ -12610,7 +12621,7 @@ def graphql_endpoint(req):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 45. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, agents, delegation, tasks
+# uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, plumbing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # Server-rendered HTML for humans, no JavaScript. A session cookie (HttpOnly, SameSite=Lax, Secure
@@ -12814,8 +12825,8 @@ def login_submit(req):
     if second and ok:
         ok = check_totp(req.app.key, user, form.get("totp"))
     if not ok or user is None or user["kind"] != "human" or user["suspended_at"]:
-        req.app.audit(Principal(runtime=address), "web", Decision("deny", "sign_in", "user:" + login,
-                                                                  ["wrong login, password or code"]))
+        Ledger(req.app, Principal(runtime=address), "web").refuse("sign_in", "user:" + login,
+                                                                  ["wrong login, password or code"])
         return login_page(req, "Wrong login, password or code.")
     token = secrets.token_urlsafe(32)
     with req.app.store.transaction() as db:
@@ -12823,9 +12834,8 @@ def login_submit(req):
                                         "csrf": secrets.token_urlsafe(24), "created_at": now(),
                                         "totp_at": now() if second else None,
                                         "expires_at": from_now(SESSION_HOURS * 3600)})
-        audit_append(db, req.app.key, Principal(user=user, runtime=address), "web",
-                     Decision("allow", "sign_in", "user:" + user["login"], ["password and TOTP" if second else
-                                                                            "password"]), "signed in")
+        Ledger(req.app, Principal(user=user, runtime=address), "web").record(
+            "sign_in", "user:" + user["login"], ["password and TOTP" if second else "password"], "signed in", db)
     return redirect(safe_next(form.get("next", "/settings/agents")),
                     {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
 
@@ -13449,8 +13459,7 @@ def usable_credential(req, name, action):
                                  lambda: held_credential(store, holder, name))
     if row is None:
         label = str(name)[:100] if str(name).startswith("credential:") else "credential:" + str(name)[:100]
-        req.app.audit(req.principal, req.surface, Decision("deny", action, label, [
-            "%s holds no %s" % (holder["login"], label)], hidden=True))
+        req.refuse(action, label, ["%s holds no %s" % (holder["login"], label)], hidden=True)
         raise HTTPError(404, "Not Found")
     return row, resource
 
@@ -13849,7 +13858,7 @@ def tool_token_for_upstream(req, resource_url):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 49. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, lookups, tasks, web, oauth_clients, client_assertions, broker
+# uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, plumbing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 @web_route("GET", "/login/device")
@@ -14018,8 +14027,8 @@ def client_credentials_grant(req, params):
     try:
         agent, kid = asserted_agent(req, params)
     except ValueError as error:
-        req.app.audit(Principal(runtime=req.client), req.surface, Decision(
-            "deny", "mint_session_token", "user:" + str(params.get("client_id", "?"))[:40], [str(error)]))
+        Ledger(req.app, Principal(runtime=req.client), req.surface).refuse(
+            "mint_session_token", "user:" + str(params.get("client_id", "?"))[:40], [str(error)])
         return oauth_answer(req, {"error": "invalid_client", "error_description": str(error)}, 401)
     # the agent as its own token would make it, the key standing in for the token
     req.principal = Principal(user=agent, token_id=0, token_kind="agent", fingerprint="key:" + kid,
@@ -14087,7 +14096,7 @@ def session_exchange(req, name, asked, resource=None):
 
 def refuse_exchange(req, action, resource, reason):
     """RFC 8707's invalid_target for a resource the agent holds nothing on, audited as the denial it is."""
-    req.app.audit(req.principal, req.surface, Decision("deny", action, resource or "site", [reason]))
+    req.refuse(action, resource or "site", [reason])
     return oauth_answer(req, {"error": "invalid_target", "error_description": reason}, 400)
 
 
@@ -14126,11 +14135,10 @@ def device_grant(req, params):
                                scopes=scopes)
         db.execute("UPDATE device_codes SET consumed_at = ? WHERE id = ?", (now(), row["id"]))
         human = account_by_id(store, fresh["approved_by"])
-        audit_append(db, req.app.key, Principal(user=human, runtime=req.client), "oauth",
-                     Decision("allow", "issue_token", "user:" + human["login"], ["device code approved by %s" %
-                                                                                  human["login"]]),
-                     "oauth token %s for %s, scopes %s" % (token_fingerprint(token), fresh["client_id"],
-                                                           ",".join(scopes) or "(none)"))
+        Ledger(req.app, Principal(user=human, runtime=req.client), "oauth").record(
+            "issue_token", "user:" + human["login"], ["device code approved by %s" % human["login"]],
+            "oauth token %s for %s, scopes %s" % (token_fingerprint(token), fresh["client_id"],
+                                                  ",".join(scopes) or "(none)"), db)
     return oauth_answer(req, {"access_token": token, "token_type": "bearer", "scope": ",".join(scopes)})
 
 
@@ -14285,9 +14293,9 @@ def issue_oauth_pair(db, req, app_row, user_id, scopes, family, resource):
                                             "user_id": user_id, "scopes": ",".join(scopes), "access_id": token_id,
                                             "created_at": now(), "resource": resource})
     user = account_by_id(req.app.store, user_id)
-    audit_append(db, req.app.key, Principal(user=user, runtime=req.client), "oauth",
-                 Decision("allow", "issue_token", "user:" + user["login"], ["authorized app %s" % app_row["client_id"]]),
-                 "oauth token %s, refresh family %s" % (token_fingerprint(token), family[:12]))
+    Ledger(req.app, Principal(user=user, runtime=req.client), "oauth").record(
+        "issue_token", "user:" + user["login"], ["authorized app %s" % app_row["client_id"]],
+        "oauth token %s, refresh family %s" % (token_fingerprint(token), family[:12]), db)
     return {"access_token": token, "token_type": "bearer", "scope": " ".join(scopes),
             "expires_in": OAUTH_ACCESS_HOURS * 3600, "refresh_token": refresh}
 
@@ -14475,16 +14483,16 @@ def revoke_endpoint(req):
                 refresh is not None and "principal" in asker and asker["principal"].user is not None and \
                 asker["principal"].user["id"] == refresh["user_id"]:
             revoke_family(db, refresh["family"])
-            audit_append(db, req.app.key, Principal(runtime=req.client), "oauth", Decision(
-                "allow", "revoke_token", "user:%d" % refresh["user_id"], ["RFC 7009 revocation"]),
-                "refresh family %s revoked" % refresh["family"][:12])
+            Ledger(req.app, Principal(runtime=req.client), "oauth").record(
+                "revoke_token", "user:%d" % refresh["user_id"], ["RFC 7009 revocation"],
+                "refresh family %s revoked" % refresh["family"][:12], db)
     facts = token_facts(req, token)
     if facts is not None and may_ask(asker, facts):
         with req.app.store.transaction() as db:
             db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (now(), facts["row"]["id"]))
-            audit_append(db, req.app.key, Principal(user=facts["user"], runtime=req.client), "oauth", Decision(
-                "allow", "revoke_token", "user:" + facts["user"]["login"], ["RFC 7009 revocation"]),
-                "token %s revoked" % facts["row"]["fingerprint"])
+            Ledger(req.app, Principal(user=facts["user"], runtime=req.client), "oauth").record(
+                "revoke_token", "user:" + facts["user"]["login"], ["RFC 7009 revocation"],
+                "token %s revoked" % facts["row"]["fingerprint"], db)
     return 200, {}
 
 
@@ -15100,8 +15108,7 @@ def git_receive_pack(req, owner, repo):
     for old, new, raw_ref in commands:
         action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
         if not valid_ref_name(raw_ref):      # decided on the bytes git would write; the engine refuses it
-            req.app.audit(req.principal, "git", Decision("deny", action, resource.name, [
-                "%r is not a valid ref name" % raw_ref[:200]]), "refused %r" % raw_ref[:200])
+            req.refuse(action, resource.name, ["%r is not a valid ref name" % raw_ref[:200]], "refused %r" % raw_ref[:200])
             continue
         ref = raw_ref.decode("utf-8")
         # as every surface decides: an approval asked for or spent, a refusal audited (here, per ref)
@@ -15148,7 +15155,7 @@ def record_push(req, row, allowed, ff_only, intents):
             if not moved and ref in ff_only and current[ref] == old:
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
-            audit_append(db, req.app.key, req.principal, "git", decision, effect)
+            req.write(db, decision, effect)
         forget_intents(db, intents)
         if landed:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
@@ -15374,7 +15381,7 @@ def comments_html(req, issue):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 53. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-# uses: config, errors, policy, intents, proofs, authentication, installation, plumbing, serializers, web, oauth
+# uses: config, errors, intents, proofs, authentication, installation, plumbing, serializers, web, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class App(Installation):
@@ -15467,8 +15474,8 @@ class App(Installation):
         wanted = {"mcp": self.url + "/mcp", "broker": "%s/api/ext/v1/broker/proxy/%s" % (
             self.url, params.get("credential_id"))}.get(req.surface, self.url)
         if req.principal.resource is not None and req.principal.resource != wanted:
-            self.audit(req.principal, req.surface, Decision("deny", "use_token", wanted, [
-                "this %s token is for %s only" % (req.principal.token_kind, req.principal.resource)]))
+            req.refuse("use_token", wanted, ["this %s token is for %s only" % (req.principal.token_kind,
+                                                                                req.principal.resource)])
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
                             headers={"WWW-Authenticate": bearer_challenge(
                                 req, "invalid_token", "the token's audience is %s" % req.principal.resource)})

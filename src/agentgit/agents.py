@@ -7,7 +7,7 @@ from agentgit.config import AGENT_PREFIX_RE, now, parse_time, valid_repo_name
 from agentgit.errors import HTTPError, invalid
 from agentgit.tokens import ALL_SCOPES, issue_token, token_fingerprint
 from agentgit.accounts import register_agent
-from agentgit.policy import Decision, Resource, SITE
+from agentgit.policy import Resource, SITE
 from agentgit.audit import audit_json
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
@@ -31,8 +31,7 @@ def register_agent_endpoint(req):
     # that needs fifty agents runs as the admin); the rest is anonymous, so it is counted per address
     admin = req.principal.user is not None and bool(req.principal.user["site_admin"])
     if req.app.config.registration != "open" and not admin:
-        req.app.audit(req.principal, req.surface, Decision("deny", "register_agent", "site",
-                                                           ["registration is closed on this server"]))
+        req.refuse("register_agent", "site", ["registration is closed on this server"])
         raise HTTPError(403, "Agent registration is closed on this server")
     retry_after = 0 if admin else req.app.registrations.hit(req.client)
     if retry_after:

@@ -35,7 +35,7 @@ from agentgit.config import MAX_JSON_BODY, from_now
 from agentgit.errors import HTTPError, invalid
 from agentgit.tokens import issue_token, token_fingerprint
 from agentgit.accounts import account_by_id
-from agentgit.policy import DEFAULT_PORTS, Decision
+from agentgit.policy import DEFAULT_PORTS
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
 from agentgit.vault import binding, credential_by_name, held_credential, seal, unseal
@@ -77,8 +77,7 @@ def usable_credential(req, name, action):
                                  lambda: held_credential(store, holder, name))
     if row is None:
         label = str(name)[:100] if str(name).startswith("credential:") else "credential:" + str(name)[:100]
-        req.app.audit(req.principal, req.surface, Decision("deny", action, label, [
-            "%s holds no %s" % (holder["login"], label)], hidden=True))
+        req.refuse(action, label, ["%s holds no %s" % (holder["login"], label)], hidden=True)
         raise HTTPError(404, "Not Found")
     return row, resource
 

@@ -9,7 +9,7 @@ from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, INVITE_PREFIX, SWITCH_SESSION_HOURS, genuine_mac, issue_token,
                              mint_token, revoke, token_fingerprint, token_hash)
 from agentgit.accounts import account_by_id, permission_of_org_member, repo_by_full_name, suspend_account, team_by_slug
-from agentgit.policy import Decision, PERMISSION_ALIASES, Resource, SITE, decide
+from agentgit.policy import PERMISSION_ALIASES, Resource, SITE, decide
 from agentgit.audit import audit_json
 from agentgit.authentication import Principal
 from agentgit.plumbing import route
@@ -82,7 +82,7 @@ def authorize_invite(req, grants):
     req.authorize("create_invite", SITE, confers=grant_scopes(grants))
     refused = check_grant_authority(req.app.store, req.principal, grants)
     if refused:
-        req.app.audit(req.principal, req.surface, Decision("deny", "create_invite", "site", [refused]))
+        req.refuse("create_invite", "site", [refused])
         raise HTTPError(403, refused)
 
 

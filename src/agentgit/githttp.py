@@ -7,8 +7,8 @@ from agentgit.config import MAX_PACK_BODY, crash_point, now
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir, valid_ref_name
 from agentgit.accounts import lookup_repo
-from agentgit.policy import Decision, Resource
-from agentgit.audit import audit_append, audit_row
+from agentgit.policy import Resource
+from agentgit.audit import audit_row
 from agentgit.approvals import give_back_approval
 from agentgit.intents import forget_intents, move_text, write_intent
 from agentgit.plumbing import GunzipReader, route
@@ -157,8 +157,7 @@ def git_receive_pack(req, owner, repo):
     for old, new, raw_ref in commands:
         action = "create_branch" if old == ZERO_SHA else "delete_branch" if new == ZERO_SHA else "push_branch"
         if not valid_ref_name(raw_ref):      # decided on the bytes git would write; the engine refuses it
-            req.app.audit(req.principal, "git", Decision("deny", action, resource.name, [
-                "%r is not a valid ref name" % raw_ref[:200]]), "refused %r" % raw_ref[:200])
+            req.refuse(action, resource.name, ["%r is not a valid ref name" % raw_ref[:200]], "refused %r" % raw_ref[:200])
             continue
         ref = raw_ref.decode("utf-8")
         # as every surface decides: an approval asked for or spent, a refusal audited (here, per ref)
@@ -205,7 +204,7 @@ def record_push(req, row, allowed, ff_only, intents):
             if not moved and ref in ff_only and current[ref] == old:
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
-            audit_append(db, req.app.key, req.principal, "git", decision, effect)
+            req.write(db, decision, effect)
         forget_intents(db, intents)
         if landed:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))

@@ -38,6 +38,12 @@ class Ledger:
         self.intents = []          # refs moved (or meant to be) whose rows are not yet written
         self.audit_id = None       # the last audit row written (a request answers X-Agentgit-Audit-Id)
 
+    def write(self, db, decision, side_effect):
+        """The audit row of ``decision`` (one this ledger made) with what came of it, in ``db``'s
+        transaction: for a push, each ref's row once git has or has not moved it."""
+        self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
+        return self.audit_id
+
     def record(self, action, resource_name, reasons, side_effect, db=None):
         """An allowed act decided outside decide() (the operator's, with the data directory; an agent's
         own consent on the command line), written to the chain: in ``db``'s transaction, with the act
@@ -45,9 +51,15 @@ class Ledger:
         if db is None:
             with self.app.store.transaction(records_only=True) as own:
                 return self.record(action, resource_name, reasons, side_effect, own)
-        self.audit_id = audit_append(db, self.app.key, self.principal, self.surface,
-                                     Decision("allow", action, resource_name, list(reasons)), side_effect)
-        return self.audit_id
+        return self.write(db, Decision("allow", action, resource_name, list(reasons)), side_effect)
+
+    def refuse(self, action, resource_name, reasons, side_effect=None, hidden=False):
+        """A refusal decided outside decide() (a closed registration, a token for another audience, a
+        ref name git would write that is not one, a failed sign-in), recorded as decide()'s are;
+        returns its Decision."""
+        decision = Decision("deny", action, resource_name, list(reasons), hidden=hidden)
+        self.audit_id = self.app.audit(self.principal, self.surface, decision, side_effect)
+        return decision
 
     def decide_each(self, action, resource, context, refused_text=None):
         """decide() for one item of several (each ref of a push; check() asks it for one): an approval it
@@ -153,7 +165,7 @@ class Ledger:
     def flush_audit(self, db, outcome=None):
         side_effect = "; ".join(self.effects) or outcome
         for decision in self.pending:
-            self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
+            self.write(db, decision, side_effect)
         forget_intents(db, self.intents)
         self.pending, self.effects, self.intents = [], [], []
 

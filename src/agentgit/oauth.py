@@ -17,9 +17,9 @@ from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SESSION_TOKEN_SECONDS, expand_scopes, issue_token,
                              token_fingerprint, token_hash, verify_token)
 from agentgit.accounts import account_by_id, repo_by_full_name
-from agentgit.policy import Decision, Resource, SITE, bound_human_id, decide
-from agentgit.audit import audit_append
+from agentgit.policy import Resource, SITE, bound_human_id, decide
 from agentgit.authentication import Presented, Principal, authenticate, check_presented, load_grant, name_delegator
+from agentgit.ledger import Ledger
 from agentgit.plumbing import route
 from agentgit.lookups import signed_in
 from agentgit.tasks import bound_to, find_grant, issue_task_token, strip_kind
@@ -195,8 +195,8 @@ def client_credentials_grant(req, params):
     try:
         agent, kid = asserted_agent(req, params)
     except ValueError as error:
-        req.app.audit(Principal(runtime=req.client), req.surface, Decision(
-            "deny", "mint_session_token", "user:" + str(params.get("client_id", "?"))[:40], [str(error)]))
+        Ledger(req.app, Principal(runtime=req.client), req.surface).refuse(
+            "mint_session_token", "user:" + str(params.get("client_id", "?"))[:40], [str(error)])
         return oauth_answer(req, {"error": "invalid_client", "error_description": str(error)}, 401)
     # the agent as its own token would make it, the key standing in for the token
     req.principal = Principal(user=agent, token_id=0, token_kind="agent", fingerprint="key:" + kid,
@@ -264,7 +264,7 @@ def session_exchange(req, name, asked, resource=None):
 
 def refuse_exchange(req, action, resource, reason):
     """RFC 8707's invalid_target for a resource the agent holds nothing on, audited as the denial it is."""
-    req.app.audit(req.principal, req.surface, Decision("deny", action, resource or "site", [reason]))
+    req.refuse(action, resource or "site", [reason])
     return oauth_answer(req, {"error": "invalid_target", "error_description": reason}, 400)
 
 
@@ -303,11 +303,10 @@ def device_grant(req, params):
                                scopes=scopes)
         db.execute("UPDATE device_codes SET consumed_at = ? WHERE id = ?", (now(), row["id"]))
         human = account_by_id(store, fresh["approved_by"])
-        audit_append(db, req.app.key, Principal(user=human, runtime=req.client), "oauth",
-                     Decision("allow", "issue_token", "user:" + human["login"], ["device code approved by %s" %
-                                                                                  human["login"]]),
-                     "oauth token %s for %s, scopes %s" % (token_fingerprint(token), fresh["client_id"],
-                                                           ",".join(scopes) or "(none)"))
+        Ledger(req.app, Principal(user=human, runtime=req.client), "oauth").record(
+            "issue_token", "user:" + human["login"], ["device code approved by %s" % human["login"]],
+            "oauth token %s for %s, scopes %s" % (token_fingerprint(token), fresh["client_id"],
+                                                  ",".join(scopes) or "(none)"), db)
     return oauth_answer(req, {"access_token": token, "token_type": "bearer", "scope": ",".join(scopes)})
 
 
@@ -462,9 +461,9 @@ def issue_oauth_pair(db, req, app_row, user_id, scopes, family, resource):
                                             "user_id": user_id, "scopes": ",".join(scopes), "access_id": token_id,
                                             "created_at": now(), "resource": resource})
     user = account_by_id(req.app.store, user_id)
-    audit_append(db, req.app.key, Principal(user=user, runtime=req.client), "oauth",
-                 Decision("allow", "issue_token", "user:" + user["login"], ["authorized app %s" % app_row["client_id"]]),
-                 "oauth token %s, refresh family %s" % (token_fingerprint(token), family[:12]))
+    Ledger(req.app, Principal(user=user, runtime=req.client), "oauth").record(
+        "issue_token", "user:" + user["login"], ["authorized app %s" % app_row["client_id"]],
+        "oauth token %s, refresh family %s" % (token_fingerprint(token), family[:12]), db)
     return {"access_token": token, "token_type": "bearer", "scope": " ".join(scopes),
             "expires_in": OAUTH_ACCESS_HOURS * 3600, "refresh_token": refresh}
 
@@ -652,16 +651,16 @@ def revoke_endpoint(req):
                 refresh is not None and "principal" in asker and asker["principal"].user is not None and \
                 asker["principal"].user["id"] == refresh["user_id"]:
             revoke_family(db, refresh["family"])
-            audit_append(db, req.app.key, Principal(runtime=req.client), "oauth", Decision(
-                "allow", "revoke_token", "user:%d" % refresh["user_id"], ["RFC 7009 revocation"]),
-                "refresh family %s revoked" % refresh["family"][:12])
+            Ledger(req.app, Principal(runtime=req.client), "oauth").record(
+                "revoke_token", "user:%d" % refresh["user_id"], ["RFC 7009 revocation"],
+                "refresh family %s revoked" % refresh["family"][:12], db)
     facts = token_facts(req, token)
     if facts is not None and may_ask(asker, facts):
         with req.app.store.transaction() as db:
             db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (now(), facts["row"]["id"]))
-            audit_append(db, req.app.key, Principal(user=facts["user"], runtime=req.client), "oauth", Decision(
-                "allow", "revoke_token", "user:" + facts["user"]["login"], ["RFC 7009 revocation"]),
-                "token %s revoked" % facts["row"]["fingerprint"])
+            Ledger(req.app, Principal(user=facts["user"], runtime=req.client), "oauth").record(
+                "revoke_token", "user:" + facts["user"]["login"], ["RFC 7009 revocation"],
+                "token %s revoked" % facts["row"]["fingerprint"], db)
     return 200, {}
 
 

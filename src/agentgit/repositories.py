@@ -12,7 +12,7 @@ from agentgit.storage import update_row
 from agentgit.gitstore import (branch_sha, copy_refs, list_refs, merge_base, merge_commit, open_repo, repo_dir,
                                resolve_commit, walk_commits)
 from agentgit.accounts import REPO_SELECT, create_repository, full_name, network_root, repo_by_id, signature
-from agentgit.policy import Decision, PERMISSION_ALIASES, RANK, Resource, branch_protection, private_upstream, repo_permission
+from agentgit.policy import PERMISSION_ALIASES, RANK, Resource, branch_protection, private_upstream, repo_permission
 from agentgit.plumbing import route
 from agentgit.serializers import branch_json, commit_json, encode_json, ref_json, repo_json, user_json
 from agentgit.lookups import find_account, find_repo, signed_in, sort_repos, visible_repos
@@ -172,8 +172,8 @@ def create_fork(req, owner, repo):
         with req.app.store.transaction() as db:
             db.execute("DELETE FROM repos WHERE id = ?", (row["id"],))
         shutil.rmtree(repo_dir(req.app, row["id"]), ignore_errors=True)
-        req.app.audit(req.principal, req.surface, Decision("deny", "create_repo", "repo:" + full_name(row), [
-            "the fork's refs could not be copied from %s" % full_name(source)]), "removed the empty fork")
+        req.refuse("create_repo", "repo:" + full_name(row), ["the fork's refs could not be copied from %s" % full_name(
+            source)], "removed the empty fork")
         raise
     if refs:
         with req.app.store.transaction() as db:

@@ -19,7 +19,6 @@ import traceback
 
 from agentgit.config import API_VERSION, DOCS_URL, Config, REQUEST_IDLE_TIMEOUT, __version__, now
 from agentgit.errors import HTTPError
-from agentgit.policy import Decision
 from agentgit.intents import reconcile_intents
 from agentgit.proofs import certificate_thumbprint
 from agentgit.authentication import Presented, Principal, authenticate
@@ -120,8 +119,8 @@ class App(Installation):
         wanted = {"mcp": self.url + "/mcp", "broker": "%s/api/ext/v1/broker/proxy/%s" % (
             self.url, params.get("credential_id"))}.get(req.surface, self.url)
         if req.principal.resource is not None and req.principal.resource != wanted:
-            self.audit(req.principal, req.surface, Decision("deny", "use_token", wanted, [
-                "this %s token is for %s only" % (req.principal.token_kind, req.principal.resource)]))
+            req.refuse("use_token", wanted, ["this %s token is for %s only" % (req.principal.token_kind,
+                                                                                req.principal.resource)])
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
                             headers={"WWW-Authenticate": bearer_challenge(
                                 req, "invalid_token", "the token's audience is %s" % req.principal.resource)})

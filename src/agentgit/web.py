@@ -15,9 +15,9 @@ from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SWITCH_SESSION_HOURS, exp
                              token_fingerprint, token_hash)
 from agentgit.accounts import (DUMMY_PASSWORD_HASH, account_by_id, account_by_login, check_password, check_totp,
                                suspend_account)
-from agentgit.policy import Decision, Resource, STEP_UP_SECONDS
-from agentgit.audit import audit_append
+from agentgit.policy import Resource, STEP_UP_SECONDS
 from agentgit.authentication import Principal
+from agentgit.ledger import Ledger
 from agentgit.plumbing import route
 from agentgit.agents import mint_personal_token, revoke_own_token
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, authorize_invite, bound_agent,
@@ -226,8 +226,8 @@ def login_submit(req):
     if second and ok:
         ok = check_totp(req.app.key, user, form.get("totp"))
     if not ok or user is None or user["kind"] != "human" or user["suspended_at"]:
-        req.app.audit(Principal(runtime=address), "web", Decision("deny", "sign_in", "user:" + login,
-                                                                  ["wrong login, password or code"]))
+        Ledger(req.app, Principal(runtime=address), "web").refuse("sign_in", "user:" + login,
+                                                                  ["wrong login, password or code"])
         return login_page(req, "Wrong login, password or code.")
     token = secrets.token_urlsafe(32)
     with req.app.store.transaction() as db:
@@ -235,9 +235,8 @@ def login_submit(req):
                                         "csrf": secrets.token_urlsafe(24), "created_at": now(),
                                         "totp_at": now() if second else None,
                                         "expires_at": from_now(SESSION_HOURS * 3600)})
-        audit_append(db, req.app.key, Principal(user=user, runtime=address), "web",
-                     Decision("allow", "sign_in", "user:" + user["login"], ["password and TOTP" if second else
-                                                                            "password"]), "signed in")
+        Ledger(req.app, Principal(user=user, runtime=address), "web").record(
+            "sign_in", "user:" + user["login"], ["password and TOTP" if second else "password"], "signed in", db)
     return redirect(safe_next(form.get("next", "/settings/agents")),
                     {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
 
