@@ -37,8 +37,8 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     10. audit              Audit: the hash-chained log and its verifier.
     11. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
     12. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
-    13. authentication     Authentication: the Principal, and the request credentials it is built from.
-    14. ledger             The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+    13. ledger             The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+    14. authentication     Authentication: the Principal, and the request credentials it is built from.
     15. installation       The installation: one data directory's state and services, as every module below the HTTP
     16. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
     17. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
@@ -3161,8 +3161,179 @@ def reconcile_intents(app):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
-# uses: config, errors, tokens, proofs, accounts, policy
+# 13. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+# uses: config, errors, gitstore, policy, audit, approvals, intents
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+class Ledger:
+    """What one principal, on one surface, is allowed, asked, refused and did, on its way into the
+    audit chain. A Request is one; the command line makes one for the operator
+    (installation.operator_ledger); authentication one for a token it refuses."""
+
+    def __init__(self, app, principal, surface):
+        self.start_ledger(app, principal, surface)
+
+    def start_ledger(self, app, principal, surface):
+        self.app, self.principal, self.surface = app, principal, surface
+        self.pending = []          # allowed mutations waiting for their audit row
+        self.effects = []          # what the mutations did, for those rows
+        self.intents = []          # refs moved (or meant to be) whose rows are not yet written
+        self.audit_id = None       # the last audit row written (a request answers X-Agentgit-Audit-Id)
+
+    def write(self, db, decision, side_effect):
+        """The audit row of ``decision`` (one this ledger made) with what came of it, in ``db``'s
+        transaction: for a push, each ref's row once git has or has not moved it."""
+        self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
+        return self.audit_id
+
+    def record(self, action, resource_name, reasons, side_effect, db=None):
+        """An allowed act decided outside decide() (the operator's, with the data directory; an agent's
+        own consent on the command line), written to the chain: in ``db``'s transaction, with the act
+        it records, or in one of its own."""
+        if db is None:
+            with self.app.store.transaction(records_only=True) as own:
+                return self.record(action, resource_name, reasons, side_effect, own)
+        return self.write(db, Decision("allow", action, resource_name, list(reasons)), side_effect)
+
+    def refuse(self, action, resource_name, reasons, side_effect=None, hidden=False):
+        """A refusal decided outside decide() (a closed registration, a token for another audience, a
+        ref name git would write that is not one, a failed sign-in), recorded as decide()'s are;
+        returns its Decision."""
+        return self.record_refusal(Decision("deny", action, resource_name, list(reasons), hidden=hidden), side_effect)
+
+    def record_refusal(self, decision, side_effect=None):
+        """The audit row of a refusal: one made here, or a decide() answer a caller weighed itself (an
+        authority check that stands for another action, an attempt that is recorded however it ends)."""
+        self.audit_id = self.app.audit(self.principal, self.surface, decision, side_effect)
+        return decision
+
+    def decide_each(self, action, resource, context, refused_text=None):
+        """decide() for one item of several (each ref of a push; check() asks it for one): an approval it
+        needs is asked for, and that audited; one it holds is spent (one already used is a refusal that
+        says so); a refusal is audited, with ``refused_text`` as its side effect. Never raises: returns
+        (decision, (approval id, approval URL) when one was asked for, else None)."""
+        decision = decide(self.app.store, self.principal, action, resource, context)
+        if decision.effect == "needs_approval":
+            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision, context)
+            self.audit_id = self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
+            return decision, (approval_id, url)
+        if decision.allowed and decision.approval is not None and not spend_approval(self.app.store, decision.approval):
+            decision = dataclasses.replace(decision, effect="deny", status=409,
+                                           reasons=["That approval was just used; ask for another"])
+        if not decision.allowed:
+            self.record_refusal(decision, refused_text)
+        return decision, None
+
+    def check(self, action, resource, **context):
+        """decide_each() for one thing, its refusal raised as the surface's error (an approval asked for
+        is a 403 naming it)."""
+        # Decide before acting: inside a transaction a refusal's audit row would roll back with it.
+        if self.app.store.db.in_transaction:
+            raise RuntimeError("authorize %s before opening the transaction" % action)
+        decision, asked = self.decide_each(action, resource, context)
+        if asked is not None:
+            raise HTTPError(403, decision.reasons[0], extra={"approval_id": asked[0], "approval_url": asked[1]})
+        if not decision.allowed:
+            raise self.refusal(decision)
+        return decision
+
+    def check_standing(self):
+        """check() of read_account on the caller's own account, the least any account may do. Its answer
+        changes only with what a commit changes (a suspension, a revocation; expiries are checked as the
+        token is read), so for a token it is remembered until the next commit (Store.cached), keyed by
+        everything of the request it could depend on; a refusal goes through check() each time."""
+        principal = self.principal
+        if principal.token_id is not None:
+            key = ("standing", principal.token_id, principal.user["id"], principal.runtime, principal.runtime_id,
+                   principal.certificate, principal.stepped_up_at)
+            decision = self.app.store.cached(key, lambda: decide(self.app.store, principal, "read_account",
+                                                                 Resource.account(principal.user), {}))
+            if decision.allowed:
+                return decision
+        return self.check("read_account", Resource.account(principal.user))
+
+    def authorize(self, action, resource, **context):
+        """check(), and for a mutation (or a sensitive read) keep the decision for the audit row its side
+        effect will get."""
+        decision = self.check(action, resource, **context)
+        if ACTIONS[action].mutation or ACTIONS[action].sensitive:
+            self.pending.append(decision)
+        return decision
+
+    def can(self, action, resource):
+        """decide() for filtering lists: an item the caller may not see is left out, not reported."""
+        return decide(self.app.store, self.principal, action, resource).allowed
+
+    def refusal(self, decision):
+        """404 for what the caller may not know exists, 401 for anonymous callers, 403 otherwise.
+        Git clients send credentials only after a 401, so there an anonymous caller always gets 401."""
+        if self.surface == "git" and self.principal.user is None:
+            return HTTPError(401, "Authentication required")
+        if decision.hidden:
+            return HTTPError(404, "Not Found")
+        if self.principal.user is None:
+            return HTTPError(401, "Requires authentication")
+        if decision.effect == "needs_step_up":       # RFC 9470: the client knows to ask for a fresh factor
+            return HTTPError(401, decision.reasons[0], step_up=True,
+                             headers={"WWW-Authenticate": 'Bearer error="insufficient_user_'
+                             'authentication", error_description="a TOTP code is required", max_age=%d' % STEP_UP_SECONDS})
+        headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
+        return HTTPError(decision.status or 403, decision.reasons[0], headers=headers)
+
+    def effect(self, text):
+        self.effects.append(text)
+
+    def move_ref(self, git, repo_id, ref, old, new, follow_up=None):
+        """The one way a request moves a ref: its intent written first, with the rows of this request's
+        pending mutations (a crash after the move is then recorded truthfully at the next start), then a
+        compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
+        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
+        with self.app.store.transaction() as db:
+            self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
+        if old == ZERO_SHA:
+            moved = git.refs.add_if_new(ref.encode(), new.encode())
+        elif new == ZERO_SHA:
+            moved = git.refs.remove_if_equals(ref.encode(), old.encode())
+        else:
+            moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode())
+        crash_point("ref moved")
+        return moved
+
+    @contextlib.contextmanager
+    def transaction(self, records_only=False):
+        """A write transaction whose commit includes the audit rows of this request's allowed mutations,
+        so a side effect and its record land together or not at all. ``records_only``: as
+        Store.transaction's (the request writes nothing but its audit rows)."""
+        with self.app.store.transaction(records_only) as db:
+            yield db
+            self.flush_audit(db)
+
+    def flush_audit(self, db, outcome=None):
+        side_effect = "; ".join(self.effects) or outcome
+        for decision in self.pending:
+            self.write(db, decision, side_effect)
+        forget_intents(db, self.intents)
+        self.pending, self.effects, self.intents = [], [], []
+
+    def settle(self, outcome, failed):
+        """Record allowed mutations that never reached a transaction with how they ended, and what
+        happened to the refs they moved. One that failed (a merge that conflicts) and moved nothing
+        gives back the approval it spent: the human's yes still holds."""
+        with self.app.store.transaction() as db:
+            intents = [db.execute("SELECT * FROM intents WHERE id = ?", (i,)).fetchone() for i in self.intents]
+            settled = [settle_intent(db, self.app, intent) for intent in intents if intent is not None]
+            if any(moved for _, moved in settled):
+                outcome = "; ".join(text for text, moved in settled if moved) + "; then " + outcome
+            elif failed:
+                for decision in self.pending:
+                    if decision.approval is not None:
+                        outcome += give_back_approval(db, decision.approval)
+            self.flush_audit(db, outcome)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 14. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
+# uses: config, errors, tokens, proofs, accounts, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 @dataclasses.dataclass
@@ -3322,8 +3493,8 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
         if grant["revoked_at"] or grant["expires_at"] <= now():
             # a genuine token (its tag checks out) of a dead grant: a replay worth a row in the audit log
             principal.grant, principal.delegator = grant, grant["delegator_login"]
-            app.audit(principal, "auth", Decision("deny", "use_task_token", "user:" + user["login"], [
-                "task grant %s is %s" % (grant["public_id"], "revoked" if grant["revoked_at"] else "expired")]))
+            Ledger(app, principal, "auth").refuse("use_task_token", "user:" + user["login"], [
+                "task grant %s is %s" % (grant["public_id"], "revoked" if grant["revoked_at"] else "expired")])
             raise HTTPError(401, "Bad credentials")
         # a task token's scopes are the actions it was minted for (never more than its grant gives)
         hold_task_grant(principal, grant, granted)
@@ -3379,184 +3550,6 @@ def human_for_identity(app, identity):
         user_id = insert_account(db, login, "human", name=identity.get("name"), email=identity.get("email"),
                                  idp_provider=provider, idp_subject=subject)
     return account_by_id(app.store, user_id)
-
-
-# ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
-# uses: config, errors, gitstore, policy, audit, approvals, intents, authentication
-# ════════════════════════════════════════════════════════════════════════════════════════════════════
-
-OPERATOR_REASON = "local operator with access to the data directory"
-
-
-def operator():
-    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
-
-
-class Ledger:
-    """What one principal, on one surface, is allowed, asked, refused and did, on its way into the
-    audit chain. A Request is one; the command line makes one for the operator (operator_ledger)."""
-
-    def __init__(self, app, principal, surface):
-        self.start_ledger(app, principal, surface)
-
-    def start_ledger(self, app, principal, surface):
-        self.app, self.principal, self.surface = app, principal, surface
-        self.pending = []          # allowed mutations waiting for their audit row
-        self.effects = []          # what the mutations did, for those rows
-        self.intents = []          # refs moved (or meant to be) whose rows are not yet written
-        self.audit_id = None       # the last audit row written (a request answers X-Agentgit-Audit-Id)
-
-    def write(self, db, decision, side_effect):
-        """The audit row of ``decision`` (one this ledger made) with what came of it, in ``db``'s
-        transaction: for a push, each ref's row once git has or has not moved it."""
-        self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
-        return self.audit_id
-
-    def record(self, action, resource_name, reasons, side_effect, db=None):
-        """An allowed act decided outside decide() (the operator's, with the data directory; an agent's
-        own consent on the command line), written to the chain: in ``db``'s transaction, with the act
-        it records, or in one of its own."""
-        if db is None:
-            with self.app.store.transaction(records_only=True) as own:
-                return self.record(action, resource_name, reasons, side_effect, own)
-        return self.write(db, Decision("allow", action, resource_name, list(reasons)), side_effect)
-
-    def refuse(self, action, resource_name, reasons, side_effect=None, hidden=False):
-        """A refusal decided outside decide() (a closed registration, a token for another audience, a
-        ref name git would write that is not one, a failed sign-in), recorded as decide()'s are;
-        returns its Decision."""
-        decision = Decision("deny", action, resource_name, list(reasons), hidden=hidden)
-        self.audit_id = self.app.audit(self.principal, self.surface, decision, side_effect)
-        return decision
-
-    def decide_each(self, action, resource, context, refused_text=None):
-        """decide() for one item of several (each ref of a push; check() asks it for one): an approval it
-        needs is asked for, and that audited; one it holds is spent (one already used is a refusal that
-        says so); a refusal is audited, with ``refused_text`` as its side effect. Never raises: returns
-        (decision, (approval id, approval URL) when one was asked for, else None)."""
-        decision = decide(self.app.store, self.principal, action, resource, context)
-        if decision.effect == "needs_approval":
-            decision, approval_id, url = ask_for_approval(self.app, self.principal, decision, context)
-            self.audit_id = self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
-            return decision, (approval_id, url)
-        if decision.allowed and decision.approval is not None and not spend_approval(self.app.store, decision.approval):
-            decision = dataclasses.replace(decision, effect="deny", status=409,
-                                           reasons=["That approval was just used; ask for another"])
-        if not decision.allowed:
-            self.audit_id = self.app.audit(self.principal, self.surface, decision, refused_text)
-        return decision, None
-
-    def check(self, action, resource, **context):
-        """decide_each() for one thing, its refusal raised as the surface's error (an approval asked for
-        is a 403 naming it)."""
-        # Decide before acting: inside a transaction a refusal's audit row would roll back with it.
-        if self.app.store.db.in_transaction:
-            raise RuntimeError("authorize %s before opening the transaction" % action)
-        decision, asked = self.decide_each(action, resource, context)
-        if asked is not None:
-            raise HTTPError(403, decision.reasons[0], extra={"approval_id": asked[0], "approval_url": asked[1]})
-        if not decision.allowed:
-            raise self.refusal(decision)
-        return decision
-
-    def check_standing(self):
-        """check() of read_account on the caller's own account, the least any account may do. Its answer
-        changes only with what a commit changes (a suspension, a revocation; expiries are checked as the
-        token is read), so for a token it is remembered until the next commit (Store.cached), keyed by
-        everything of the request it could depend on; a refusal goes through check() each time."""
-        principal = self.principal
-        if principal.token_id is not None:
-            key = ("standing", principal.token_id, principal.user["id"], principal.runtime, principal.runtime_id,
-                   principal.certificate, principal.stepped_up_at)
-            decision = self.app.store.cached(key, lambda: decide(self.app.store, principal, "read_account",
-                                                                 Resource.account(principal.user), {}))
-            if decision.allowed:
-                return decision
-        return self.check("read_account", Resource.account(principal.user))
-
-    def authorize(self, action, resource, **context):
-        """check(), and for a mutation (or a sensitive read) keep the decision for the audit row its side
-        effect will get."""
-        decision = self.check(action, resource, **context)
-        if ACTIONS[action].mutation or ACTIONS[action].sensitive:
-            self.pending.append(decision)
-        return decision
-
-    def can(self, action, resource):
-        """decide() for filtering lists: an item the caller may not see is left out, not reported."""
-        return decide(self.app.store, self.principal, action, resource).allowed
-
-    def refusal(self, decision):
-        """404 for what the caller may not know exists, 401 for anonymous callers, 403 otherwise.
-        Git clients send credentials only after a 401, so there an anonymous caller always gets 401."""
-        if self.surface == "git" and self.principal.user is None:
-            return HTTPError(401, "Authentication required")
-        if decision.hidden:
-            return HTTPError(404, "Not Found")
-        if self.principal.user is None:
-            return HTTPError(401, "Requires authentication")
-        if decision.effect == "needs_step_up":       # RFC 9470: the client knows to ask for a fresh factor
-            return HTTPError(401, decision.reasons[0], step_up=True,
-                             headers={"WWW-Authenticate": 'Bearer error="insufficient_user_'
-                             'authentication", error_description="a TOTP code is required", max_age=%d' % STEP_UP_SECONDS})
-        headers = {"X-Accepted-OAuth-Scopes": decision.scope} if decision.scope else {}
-        return HTTPError(decision.status or 403, decision.reasons[0], headers=headers)
-
-    def effect(self, text):
-        self.effects.append(text)
-
-    def move_ref(self, git, repo_id, ref, old, new, follow_up=None):
-        """The one way a request moves a ref: its intent written first, with the rows of this request's
-        pending mutations (a crash after the move is then recorded truthfully at the next start), then a
-        compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
-        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
-        with self.app.store.transaction() as db:
-            self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
-        if old == ZERO_SHA:
-            moved = git.refs.add_if_new(ref.encode(), new.encode())
-        elif new == ZERO_SHA:
-            moved = git.refs.remove_if_equals(ref.encode(), old.encode())
-        else:
-            moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode())
-        crash_point("ref moved")
-        return moved
-
-    @contextlib.contextmanager
-    def transaction(self, records_only=False):
-        """A write transaction whose commit includes the audit rows of this request's allowed mutations,
-        so a side effect and its record land together or not at all. ``records_only``: as
-        Store.transaction's (the request writes nothing but its audit rows)."""
-        with self.app.store.transaction(records_only) as db:
-            yield db
-            self.flush_audit(db)
-
-    def flush_audit(self, db, outcome=None):
-        side_effect = "; ".join(self.effects) or outcome
-        for decision in self.pending:
-            self.write(db, decision, side_effect)
-        forget_intents(db, self.intents)
-        self.pending, self.effects, self.intents = [], [], []
-
-    def settle(self, outcome, failed):
-        """Record allowed mutations that never reached a transaction with how they ended, and what
-        happened to the refs they moved. One that failed (a merge that conflicts) and moved nothing
-        gives back the approval it spent: the human's yes still holds."""
-        with self.app.store.transaction() as db:
-            intents = [db.execute("SELECT * FROM intents WHERE id = ?", (i,)).fetchone() for i in self.intents]
-            settled = [settle_intent(db, self.app, intent) for intent in intents if intent is not None]
-            if any(moved for _, moved in settled):
-                outcome = "; ".join(text for text, moved in settled if moved) + "; then " + outcome
-            elif failed:
-                for decision in self.pending:
-                    if decision.approval is not None:
-                        outcome += give_back_approval(db, decision.approval)
-            self.flush_audit(db, outcome)
-
-
-def operator_ledger(app):
-    """The command line's ledger: the local operator, on the surface cli."""
-    return Ledger(app, operator(), "cli")
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -3694,6 +3687,18 @@ class Installation:
             "create_user", "user:" + login, [OPERATOR_REASON], "created site admin %s, token %s" % (
                 login, token_fingerprint(token)))
         return login, token
+
+
+OPERATOR_REASON = "local operator with access to the data directory"
+
+
+def operator():
+    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
+
+
+def operator_ledger(app):
+    """The command line's ledger: the local operator, on the surface cli."""
+    return Ledger(app, operator(), "cli")
 
 
 def cli_add_user(app, login, admin=False, password=None):
@@ -10068,7 +10073,7 @@ def find_credential(req, credential_id, action):
     owner = account_by_id(req.app.store, row["owner_id"])
     decision = decide(req.app.store, req.principal, action, Resource.account(owner))
     if not decision.allowed:
-        req.app.audit(req.principal, req.surface, decision)     # an attempt on a credential is always recorded
+        req.record_refusal(decision)     # an attempt on a credential is always recorded
         raise HTTPError(404, "Not Found")          # but not even that it exists, to anyone else (an agent too)
     req.authorize(action, Resource.account(owner))
     return row
@@ -10204,7 +10209,7 @@ def create_task_grant(req):
                  for c in credentials if permission_on(req.app.store, human, c)[0] != "admin"]
     refusal = next((d for d in refusals if not d.allowed), None)
     if refusal is not None:
-        req.app.audit(req.principal, req.surface, dataclasses.replace(refusal, action="grant_task"))
+        req.record_refusal(dataclasses.replace(refusal, action="grant_task"))
         raise HTTPError(403, "No escalation: %s" % refusal.reasons[0])
     public_id = "tg_" + secrets.token_hex(8)
     with req.transaction() as db:

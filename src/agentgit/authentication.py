@@ -11,7 +11,7 @@ from agentgit.errors import HTTPError
 from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes, verify_token
 from agentgit.proofs import DPoPError, check_dpop_proof, dpop_nonce
 from agentgit.accounts import account_by_id, account_by_login, insert_account
-from agentgit.policy import Decision
+from agentgit.ledger import Ledger
 
 
 @dataclasses.dataclass
@@ -171,8 +171,8 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
         if grant["revoked_at"] or grant["expires_at"] <= now():
             # a genuine token (its tag checks out) of a dead grant: a replay worth a row in the audit log
             principal.grant, principal.delegator = grant, grant["delegator_login"]
-            app.audit(principal, "auth", Decision("deny", "use_task_token", "user:" + user["login"], [
-                "task grant %s is %s" % (grant["public_id"], "revoked" if grant["revoked_at"] else "expired")]))
+            Ledger(app, principal, "auth").refuse("use_task_token", "user:" + user["login"], [
+                "task grant %s is %s" % (grant["public_id"], "revoked" if grant["revoked_at"] else "expired")])
             raise HTTPError(401, "Bad credentials")
         # a task token's scopes are the actions it was minted for (never more than its grant gives)
         hold_task_grant(principal, grant, granted)

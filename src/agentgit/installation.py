@@ -4,6 +4,7 @@ database, the server key, the audit checkpoint, the git engine, the rate limiter
 server builds its App on one; the command line and the embedding API build one without serving."""
 
 import collections
+import getpass
 import os
 import secrets
 import threading
@@ -18,7 +19,7 @@ from agentgit.proofs import ReplayCache
 from agentgit.accounts import create_human, register_agent
 from agentgit.audit import AuditAnchor, audit_append
 from agentgit.authentication import Principal
-from agentgit.ledger import Ledger, OPERATOR_REASON, operator_ledger
+from agentgit.ledger import Ledger
 
 
 def load_server_key(path):
@@ -151,6 +152,18 @@ class Installation:
             "create_user", "user:" + login, [OPERATOR_REASON], "created site admin %s, token %s" % (
                 login, token_fingerprint(token)))
         return login, token
+
+
+OPERATOR_REASON = "local operator with access to the data directory"
+
+
+def operator():
+    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
+
+
+def operator_ledger(app):
+    """The command line's ledger: the local operator, on the surface cli."""
+    return Ledger(app, operator(), "cli")
 
 
 def cli_add_user(app, login, admin=False, password=None):

@@ -5,7 +5,6 @@ operator; so an approval is spent in one place and every surface's audit rows re
 
 import contextlib
 import dataclasses
-import getpass
 
 from agentgit.config import crash_point
 from agentgit.errors import HTTPError
@@ -14,19 +13,12 @@ from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide
 from agentgit.audit import audit_append, audit_row
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
 from agentgit.intents import forget_intents, settle_intent, write_intent
-from agentgit.authentication import Principal
-
-
-OPERATOR_REASON = "local operator with access to the data directory"
-
-
-def operator():
-    return Principal(runtime="cli %s" % getpass.getuser(), operator=True)
 
 
 class Ledger:
     """What one principal, on one surface, is allowed, asked, refused and did, on its way into the
-    audit chain. A Request is one; the command line makes one for the operator (operator_ledger)."""
+    audit chain. A Request is one; the command line makes one for the operator
+    (installation.operator_ledger); authentication one for a token it refuses."""
 
     def __init__(self, app, principal, surface):
         self.start_ledger(app, principal, surface)
@@ -57,7 +49,11 @@ class Ledger:
         """A refusal decided outside decide() (a closed registration, a token for another audience, a
         ref name git would write that is not one, a failed sign-in), recorded as decide()'s are;
         returns its Decision."""
-        decision = Decision("deny", action, resource_name, list(reasons), hidden=hidden)
+        return self.record_refusal(Decision("deny", action, resource_name, list(reasons), hidden=hidden), side_effect)
+
+    def record_refusal(self, decision, side_effect=None):
+        """The audit row of a refusal: one made here, or a decide() answer a caller weighed itself (an
+        authority check that stands for another action, an attempt that is recorded however it ends)."""
         self.audit_id = self.app.audit(self.principal, self.surface, decision, side_effect)
         return decision
 
@@ -75,7 +71,7 @@ class Ledger:
             decision = dataclasses.replace(decision, effect="deny", status=409,
                                            reasons=["That approval was just used; ask for another"])
         if not decision.allowed:
-            self.audit_id = self.app.audit(self.principal, self.surface, decision, refused_text)
+            self.record_refusal(decision, refused_text)
         return decision, None
 
     def check(self, action, resource, **context):
@@ -183,8 +179,3 @@ class Ledger:
                     if decision.approval is not None:
                         outcome += give_back_approval(db, decision.approval)
             self.flush_audit(db, outcome)
-
-
-def operator_ledger(app):
-    """The command line's ledger: the local operator, on the surface cli."""
-    return Ledger(app, operator(), "cli")

@@ -106,7 +106,7 @@ def create_task_grant(req):
                  for c in credentials if permission_on(req.app.store, human, c)[0] != "admin"]
     refusal = next((d for d in refusals if not d.allowed), None)
     if refusal is not None:
-        req.app.audit(req.principal, req.surface, dataclasses.replace(refusal, action="grant_task"))
+        req.record_refusal(dataclasses.replace(refusal, action="grant_task"))
         raise HTTPError(403, "No escalation: %s" % refusal.reasons[0])
     public_id = "tg_" + secrets.token_hex(8)
     with req.transaction() as db:

@@ -201,7 +201,7 @@ def find_credential(req, credential_id, action):
     owner = account_by_id(req.app.store, row["owner_id"])
     decision = decide(req.app.store, req.principal, action, Resource.account(owner))
     if not decision.allowed:
-        req.app.audit(req.principal, req.surface, decision)     # an attempt on a credential is always recorded
+        req.record_refusal(decision)     # an attempt on a credential is always recorded
         raise HTTPError(404, "Not Found")          # but not even that it exists, to anyone else (an agent too)
     req.authorize(action, Resource.account(owner))
     return row
