@@ -247,3 +247,40 @@ def test_a_version_5_database_records_the_grantor_of_existing_invite_grants(tmp_
     with store.transaction() as db:
         db.execute("UPDATE collaborators SET permission = 'read' WHERE user_id = ?", (ids["bob"],))
     assert agentgit.repo_permission(store, coder, repo) == ("read", "collaborator via bob, who holds read")
+
+
+def routes_overlap(a, b):
+    """Does some path match both segment lists (of one length)?"""
+    for (kind_a, a_value), (kind_b, b_value) in zip(a, b):
+        if kind_a == kind_b == "literal" and a_value != b_value:
+            return False
+        if {kind_a, kind_b} == {"int", "literal"} and not (a_value if kind_a == "literal" else b_value).isdigit():
+            return False
+    return True
+
+
+def test_where_two_routes_overlap_the_one_that_names_more_wins():
+    """Two routes of one method that a path could match both: one names a literal (or a number) at every
+    segment where the other does, and more somewhere, and that one is tried first whichever module
+    declared it first. A route added that overlaps another without being strictly more specific fails."""
+    rank = agentgit.SEGMENT_RANK
+    pairs = 0
+    for method, by_length in list(agentgit.FIXED_ROUTES.items()):
+        for routes in by_length.values():
+            for i, first in enumerate(routes):
+                for later in routes[i + 1:]:
+                    if routes_overlap(first.segments, later.segments):
+                        pairs += 1
+                        ranks = [(rank[a], rank[b]) for (a, _), (b, _) in zip(first.segments, later.segments)]
+                        assert all(a <= b for a, b in ranks) and any(a < b for a, b in ranks), (
+                            method, first.pattern, later.pattern)
+    assert pairs >= 15
+    # declared the other way round, the literal route still wins
+    try:
+        agentgit.route("RANKTEST", "/rank/{name}")(lambda req, name: "any segment")
+        agentgit.route("RANKTEST", "/rank/exact")(lambda req: "the literal")
+        handler, params = agentgit.find_route("RANKTEST", "/rank/exact")
+        assert (handler(None), agentgit.find_route("RANKTEST", "/rank/other")[1]) == ("the literal", {"name": "other"})
+    finally:
+        for table in (agentgit.ROUTES, agentgit.FIXED_ROUTES):
+            table.pop("RANKTEST", None)

@@ -189,17 +189,24 @@ def route(method, pattern):
 
     def register(handler):
         # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
-        # taken for a branch named "x/protection"
+        # taken for a branch named "x/protection"; the others most specific first (a literal segment before
+        # a number, a number before any segment, from the left), so where two overlap the one that names
+        # more wins whichever module declared it first
         greedy = any(kind == "path" for kind, _ in segments)
+        entry = Route(pattern, segments, handler, (greedy, -len(pattern)) if greedy else (greedy, specificity(segments)))
         # after every route of the same order: declaration order decides among equals
-        entry = Route(pattern, segments, handler, (greedy, -len(pattern) if greedy else 0))
         insert_in_order(ROUTES[method], entry)
-        if greedy:
-            insert_in_order(GREEDY_ROUTES[method], entry)
-        else:
-            FIXED_ROUTES[method][len(segments)].append(entry)
+        insert_in_order(GREEDY_ROUTES[method] if greedy else FIXED_ROUTES[method][len(segments)], entry)
         return handler
     return register
+
+
+SEGMENT_RANK = {"literal": 0, "int": 1, "one": 2}
+
+
+def specificity(segments):
+    """A route's rank among those of its length: lower is more specific (see route())."""
+    return tuple(SEGMENT_RANK[kind] for kind, _ in segments)
 
 
 def insert_in_order(routes, entry):
