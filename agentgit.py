@@ -2992,6 +2992,11 @@ class AuditAnchor:
         self.path, self.key, self.seen = path, key, None
         self.moved, self.follower = threading.Event(), None
 
+    def attach(self, store):
+        """Keep up after each commit of ``store``, in the committing thread (the CLI's way), from now on."""
+        store.after_commit = lambda: self.keep_up(store)
+        self.keep_up(store)
+
     def follow(self, store):
         def loop():
             while self.follower is not None:
@@ -3010,8 +3015,7 @@ class AuditAnchor:
         if follower is not None:
             self.moved.set()
             follower.join(10)
-        store.after_commit = lambda: self.keep_up(store)
-        self.keep_up(store)
+        self.attach(store)
 
     def read(self):
         try:
@@ -3180,20 +3184,20 @@ class Ledger:
         self.intents = []          # refs moved (or meant to be) whose rows are not yet written
         self.audit_id = None       # the last audit row written (a request answers X-Agentgit-Audit-Id)
 
-    def write(self, db, decision, side_effect):
-        """The audit row of ``decision`` (one this ledger made) with what came of it, in ``db``'s
-        transaction: for a push, each ref's row once git has or has not moved it."""
+    def write(self, decision, side_effect, db=None):
+        """The audit row of ``decision`` with what came of it: in ``db``'s transaction, with the act it
+        records (a push's row for each ref once git has or has not moved it), or in one of its own that
+        only appends the row. The one writer of the chain's rows."""
+        if db is None:
+            with self.app.store.transaction(records_only=True) as own:
+                return self.write(decision, side_effect, own)
         self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
         return self.audit_id
 
     def record(self, action, resource_name, reasons, side_effect, db=None):
         """An allowed act decided outside decide() (the operator's, with the data directory; an agent's
-        own consent on the command line), written to the chain: in ``db``'s transaction, with the act
-        it records, or in one of its own."""
-        if db is None:
-            with self.app.store.transaction(records_only=True) as own:
-                return self.record(action, resource_name, reasons, side_effect, own)
-        return self.write(db, Decision("allow", action, resource_name, list(reasons)), side_effect)
+        own consent on the command line), written as write() does."""
+        return self.write(Decision("allow", action, resource_name, list(reasons)), side_effect, db)
 
     def refuse(self, action, resource_name, reasons, side_effect=None, hidden=False):
         """A refusal decided outside decide() (a closed registration, a token for another audience, a
@@ -3202,9 +3206,10 @@ class Ledger:
         return self.record_refusal(Decision("deny", action, resource_name, list(reasons), hidden=hidden), side_effect)
 
     def record_refusal(self, decision, side_effect=None):
-        """The audit row of a refusal: one made here, or a decide() answer a caller weighed itself (an
-        authority check that stands for another action, an attempt that is recorded however it ends)."""
-        self.audit_id = self.app.audit(self.principal, self.surface, decision, side_effect)
+        """The audit row of a decision that did not allow: one made here, or a decide() answer a caller
+        weighed itself (an authority check that stands for another action, an attempt that is recorded
+        however it ends), in a transaction of its own so that it stays whatever happens next."""
+        self.write(decision, side_effect)
         return decision
 
     def decide_each(self, action, resource, context, refused_text=None):
@@ -3215,7 +3220,7 @@ class Ledger:
         decision = decide(self.app.store, self.principal, action, resource, context)
         if decision.effect == "needs_approval":
             decision, approval_id, url = ask_for_approval(self.app, self.principal, decision, context)
-            self.audit_id = self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
+            self.record_refusal(decision, "approval %s requested" % approval_id)
             return decision, (approval_id, url)
         if decision.allowed and decision.approval is not None and not spend_approval(self.app.store, decision.approval):
             decision = dataclasses.replace(decision, effect="deny", status=409,
@@ -3311,7 +3316,7 @@ class Ledger:
     def flush_audit(self, db, outcome=None):
         side_effect = "; ".join(self.effects) or outcome
         for decision in self.pending:
-            self.write(db, decision, side_effect)
+            self.write(decision, side_effect, db)
         forget_intents(db, self.intents)
         self.pending, self.effects, self.intents = [], [], []
 
@@ -3637,8 +3642,7 @@ class Installation:
         self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
         restrict_data_dir(config.data_dir)
         self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
-        self.store.after_commit = lambda: self.anchor.keep_up(self.store)
-        self.anchor.keep_up(self.store)        # an installation from before gets its first checkpoint
+        self.anchor.attach(self.store)         # (an installation from before gets its first checkpoint now)
         self.git_engine = make_git_engine(config.git_engine)
         self.authenticator = authenticator
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
@@ -3664,10 +3668,6 @@ class Installation:
     def set_url(self, url):
         self.url = url.rstrip("/")
         self.api = self.url + "/api/v3"
-
-    def audit(self, principal, surface, decision, side_effect=None):
-        with self.store.transaction(records_only=True) as db:
-            return audit_append(db, self.key, principal, surface, decision, side_effect)
 
     def touch_token(self, token_id):
         """Record last use at most once a minute per token, so reads do not all become writes."""
@@ -15167,7 +15167,7 @@ def record_push(req, row, allowed, ff_only, intents):
             if not moved and ref in ff_only and current[ref] == old:
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
-            req.write(db, decision, effect)
+            req.write(decision, effect, db)
         forget_intents(db, intents)
         if landed:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
@@ -15557,15 +15557,17 @@ def body_etag(data):
 
 
 # The bodies read most are cached (Store.cached) and answered as the same bytes object each time, whose
-# hash Python keeps: their ETag is then a dictionary look-up, not a digest.
-small_body_etag = functools.lru_cache(maxsize=512)(body_etag)
+# hash Python keeps: their ETag is then a dictionary look-up, not a digest. (At most 256 bodies of at most
+# SMALL_BODY bytes are held for it: 4 MB.)
+SMALL_BODY = 16384
+small_body_etag = functools.lru_cache(maxsize=256)(body_etag)
 
 
 def conditional(req, headers, data):
     """GitHub's conditional requests: an ETag in ``headers`` for every REST read (a hash of exactly what
     this caller is shown, so a match tells it nothing a 200 would not); True when If-None-Match names
     it (compared weakly, RFC 9110 section 13.1.2), so the answer is 304 with no body."""
-    etag = headers["ETag"] = small_body_etag(data) if len(data) <= 65536 else body_etag(data)
+    etag = headers["ETag"] = small_body_etag(data) if len(data) <= SMALL_BODY else body_etag(data)
     asked = req.headers.get("If-None-Match")
     return bool(asked) and (asked.strip() == "*" or etag[2:] in (
         tag.strip().removeprefix("W/") for tag in asked.split(",")))

@@ -105,6 +105,11 @@ class AuditAnchor:
         self.path, self.key, self.seen = path, key, None
         self.moved, self.follower = threading.Event(), None
 
+    def attach(self, store):
+        """Keep up after each commit of ``store``, in the committing thread (the CLI's way), from now on."""
+        store.after_commit = lambda: self.keep_up(store)
+        self.keep_up(store)
+
     def follow(self, store):
         def loop():
             while self.follower is not None:
@@ -123,8 +128,7 @@ class AuditAnchor:
         if follower is not None:
             self.moved.set()
             follower.join(10)
-        store.after_commit = lambda: self.keep_up(store)
-        self.keep_up(store)
+        self.attach(store)
 
     def read(self):
         try:

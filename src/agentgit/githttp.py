@@ -204,7 +204,7 @@ def record_push(req, row, allowed, ff_only, intents):
             if not moved and ref in ff_only and current[ref] == old:
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
-            req.write(db, decision, effect)
+            req.write(decision, effect, db)
         forget_intents(db, intents)
         if landed:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))

@@ -17,7 +17,7 @@ from agentgit.gitwire import make_git_engine
 from agentgit.tokens import token_fingerprint
 from agentgit.proofs import ReplayCache
 from agentgit.accounts import create_human, register_agent
-from agentgit.audit import AuditAnchor, audit_append
+from agentgit.audit import AuditAnchor
 from agentgit.authentication import Principal
 from agentgit.ledger import Ledger
 
@@ -102,8 +102,7 @@ class Installation:
         self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
         restrict_data_dir(config.data_dir)
         self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
-        self.store.after_commit = lambda: self.anchor.keep_up(self.store)
-        self.anchor.keep_up(self.store)        # an installation from before gets its first checkpoint
+        self.anchor.attach(self.store)         # (an installation from before gets its first checkpoint now)
         self.git_engine = make_git_engine(config.git_engine)
         self.authenticator = authenticator
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
@@ -129,10 +128,6 @@ class Installation:
     def set_url(self, url):
         self.url = url.rstrip("/")
         self.api = self.url + "/api/v3"
-
-    def audit(self, principal, surface, decision, side_effect=None):
-        with self.store.transaction(records_only=True) as db:
-            return audit_append(db, self.key, principal, surface, decision, side_effect)
 
     def touch_token(self, token_id):
         """Record last use at most once a minute per token, so reads do not all become writes."""

@@ -30,20 +30,20 @@ class Ledger:
         self.intents = []          # refs moved (or meant to be) whose rows are not yet written
         self.audit_id = None       # the last audit row written (a request answers X-Agentgit-Audit-Id)
 
-    def write(self, db, decision, side_effect):
-        """The audit row of ``decision`` (one this ledger made) with what came of it, in ``db``'s
-        transaction: for a push, each ref's row once git has or has not moved it."""
+    def write(self, decision, side_effect, db=None):
+        """The audit row of ``decision`` with what came of it: in ``db``'s transaction, with the act it
+        records (a push's row for each ref once git has or has not moved it), or in one of its own that
+        only appends the row. The one writer of the chain's rows."""
+        if db is None:
+            with self.app.store.transaction(records_only=True) as own:
+                return self.write(decision, side_effect, own)
         self.audit_id = audit_append(db, self.app.key, self.principal, self.surface, decision, side_effect)
         return self.audit_id
 
     def record(self, action, resource_name, reasons, side_effect, db=None):
         """An allowed act decided outside decide() (the operator's, with the data directory; an agent's
-        own consent on the command line), written to the chain: in ``db``'s transaction, with the act
-        it records, or in one of its own."""
-        if db is None:
-            with self.app.store.transaction(records_only=True) as own:
-                return self.record(action, resource_name, reasons, side_effect, own)
-        return self.write(db, Decision("allow", action, resource_name, list(reasons)), side_effect)
+        own consent on the command line), written as write() does."""
+        return self.write(Decision("allow", action, resource_name, list(reasons)), side_effect, db)
 
     def refuse(self, action, resource_name, reasons, side_effect=None, hidden=False):
         """A refusal decided outside decide() (a closed registration, a token for another audience, a
@@ -52,9 +52,10 @@ class Ledger:
         return self.record_refusal(Decision("deny", action, resource_name, list(reasons), hidden=hidden), side_effect)
 
     def record_refusal(self, decision, side_effect=None):
-        """The audit row of a refusal: one made here, or a decide() answer a caller weighed itself (an
-        authority check that stands for another action, an attempt that is recorded however it ends)."""
-        self.audit_id = self.app.audit(self.principal, self.surface, decision, side_effect)
+        """The audit row of a decision that did not allow: one made here, or a decide() answer a caller
+        weighed itself (an authority check that stands for another action, an attempt that is recorded
+        however it ends), in a transaction of its own so that it stays whatever happens next."""
+        self.write(decision, side_effect)
         return decision
 
     def decide_each(self, action, resource, context, refused_text=None):
@@ -65,7 +66,7 @@ class Ledger:
         decision = decide(self.app.store, self.principal, action, resource, context)
         if decision.effect == "needs_approval":
             decision, approval_id, url = ask_for_approval(self.app, self.principal, decision, context)
-            self.audit_id = self.app.audit(self.principal, self.surface, decision, "approval %s requested" % approval_id)
+            self.record_refusal(decision, "approval %s requested" % approval_id)
             return decision, (approval_id, url)
         if decision.allowed and decision.approval is not None and not spend_approval(self.app.store, decision.approval):
             decision = dataclasses.replace(decision, effect="deny", status=409,
@@ -161,7 +162,7 @@ class Ledger:
     def flush_audit(self, db, outcome=None):
         side_effect = "; ".join(self.effects) or outcome
         for decision in self.pending:
-            self.write(db, decision, side_effect)
+            self.write(decision, side_effect, db)
         forget_intents(db, self.intents)
         self.pending, self.effects, self.intents = [], [], []
 

@@ -190,15 +190,17 @@ def body_etag(data):
 
 
 # The bodies read most are cached (Store.cached) and answered as the same bytes object each time, whose
-# hash Python keeps: their ETag is then a dictionary look-up, not a digest.
-small_body_etag = functools.lru_cache(maxsize=512)(body_etag)
+# hash Python keeps: their ETag is then a dictionary look-up, not a digest. (At most 256 bodies of at most
+# SMALL_BODY bytes are held for it: 4 MB.)
+SMALL_BODY = 16384
+small_body_etag = functools.lru_cache(maxsize=256)(body_etag)
 
 
 def conditional(req, headers, data):
     """GitHub's conditional requests: an ETag in ``headers`` for every REST read (a hash of exactly what
     this caller is shown, so a match tells it nothing a 200 would not); True when If-None-Match names
     it (compared weakly, RFC 9110 section 13.1.2), so the answer is 304 with no body."""
-    etag = headers["ETag"] = small_body_etag(data) if len(data) <= 65536 else body_etag(data)
+    etag = headers["ETag"] = small_body_etag(data) if len(data) <= SMALL_BODY else body_etag(data)
     asked = req.headers.get("If-None-Match")
     return bool(asked) and (asked.strip() == "*" or etag[2:] in (
         tag.strip().removeprefix("W/") for tag in asked.split(",")))
