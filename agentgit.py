@@ -17,7 +17,7 @@ Run it::
     python agentgit.py agent add coder        # registers an agent, prints its token last
     python agentgit.py connect gh --token T   # writes a configuration for gh and git, prints the exports
     python agentgit.py audit verify           # exit 0 when the audit chain is intact
-    python agentgit.py routes                 # every route: method, path, handler and module
+    python agentgit.py routes                 # every route: method, path, surface, authentication, handler
 
 Embed it (a pytest fixture)::
 
@@ -3877,8 +3877,20 @@ class GunzipReader:
                 return data
 
 
-# One route: its pattern as declared, the segments it is matched by, its handler, and its place in the order
-Route = collections.namedtuple("Route", "pattern segments handler order")
+# One route: its pattern as declared, the segments it is matched by, its handler, its place in the order,
+# and what it declares: its surface and how its caller is known
+Route = collections.namedtuple("Route", "pattern segments handler order surface authentication")
+# What a route serves. The surface says how a refusal looks (git's Basic challenge and text, a REST
+# client's Bearer challenge and JSON, a browser's page), which audience a token must name, and what the
+# audit log calls it.
+SURFACES = ("rest", "graphql", "git", "mcp", "broker", "oauth", "web")
+# How a route's caller is known, which the pipeline settles before the route runs
+AUTHENTICATIONS = {
+    "token": "a token in Authorization (token, Bearer, DPoP, HTTP Basic) or a client certificate; anonymous without",
+    "session": "a signed-in person's session cookie (web pages); Authorization is not read",
+    "client": "the route authenticates the OAuth client itself (its secret, assertion or certificate)",
+    "none": "nobody: a public document, or a request that names its client; credentials are not read",
+}
 ROUTES = collections.defaultdict(list)   # method -> [Route], declared with @route next to each handler
 # the same routes as find_route() tries them: those of fixed length by their number of segments (only
 # those can match a path of that length), then the {name:path} ones
@@ -3887,10 +3899,13 @@ GREEDY_ROUTES = collections.defaultdict(list)                                   
 SEGMENT_RE = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
 
 
-def route(method, pattern):
-    """Register a handler. ``{name}`` matches one path segment, ``{name:int}`` a number, ``{name:path}``
-    one or more segments (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch).
-    Templates are matched segment by segment, not as regular expressions: nothing to compile at start."""
+def route(method, pattern, surface="rest", authentication="token"):
+    """Register a handler for a surface (SURFACES) and a way of knowing its caller (AUTHENTICATIONS).
+    ``{name}`` matches one path segment, ``{name:int}`` a number, ``{name:path}`` one or more segments
+    (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch). Templates are matched segment
+    by segment, not as regular expressions: nothing to compile at start."""
+    if surface not in SURFACES or authentication not in AUTHENTICATIONS:
+        raise ValueError("route %s %s: no surface %r or authentication %r" % (method, pattern, surface, authentication))
     segments = []
     for part in pattern.strip("/").split("/") if pattern != "/" else ():      # "/" has no segments
         m = SEGMENT_RE.match(part)
@@ -3902,7 +3917,8 @@ def route(method, pattern):
         # a number, a number before any segment, from the left), so where two overlap the one that names
         # more wins whichever module declared it first
         greedy = any(kind == "path" for kind, _ in segments)
-        entry = Route(pattern, segments, handler, (greedy, -len(pattern)) if greedy else (greedy, specificity(segments)))
+        order = (greedy, -len(pattern)) if greedy else (greedy, specificity(segments))
+        entry = Route(pattern, segments, handler, order, surface, authentication)
         # after every route of the same order: declaration order decides among equals
         insert_in_order(ROUTES[method], entry)
         insert_in_order(GREEDY_ROUTES[method] if greedy else FIXED_ROUTES[method][len(segments)], entry)
@@ -3974,7 +3990,7 @@ def match_segments(segments, parts):
 
 
 def find_route(method, path):
-    """(handler, path parameters) of the route that serves ``method`` on ``path``; 404 saying what was
+    """(Route, path parameters) of the route that serves ``method`` on ``path``; 404 saying what was
     probably meant when none does. HEAD is served as GET."""
     method = "GET" if method == "HEAD" else method
     path = path[:-1] if path.endswith("/") else path
@@ -3982,7 +3998,7 @@ def find_route(method, path):
     for candidate in FIXED_ROUTES[method].get(len(parts), []) + GREEDY_ROUTES[method]:
         params = match_segments(candidate.segments, parts)
         if params is not None:
-            return candidate.handler, params
+            return candidate, params
     raise HTTPError(404, not_found_message(method, path[:200], parts))
 
 
@@ -7782,8 +7798,11 @@ def get_asset(req, owner, repo, asset_id):
     return asset_json(req.app, row, release, asset)
 
 
-@route("GET", "/{owner}/{repo}/releases/download/{tag}/{name}")
+@route("GET", "/{owner}/{repo}/releases/download/{tag}/{name}", "git")
 def browser_download(req, owner, repo, tag, name):
+    """A release's download link, served as Git serves a repository: an anonymous caller is asked for
+    credentials (401 with Basic) rather than told a private repository is not there, so `curl -u` and
+    git's credential helpers fetch it."""
     row = find_repo(req, owner, repo)
     release = find_release(req, row, lambda r: r["tag_name"] == tag and not r["draft"])
     asset = req.app.store.one("SELECT %s FROM release_assets WHERE release_id = ? AND name = ?" % ASSET_COLUMNS,
@@ -12622,9 +12641,8 @@ INTROSPECTION_TYPES = {
 GRAPHQL_TYPES.update(INTROSPECTION_TYPES)
 
 
-@route("POST", "/api/graphql")
+@route("POST", "/api/graphql", "graphql")
 def graphql_endpoint(req):
-    req.surface = "graphql"
     body = req.json()
     signed_in(req)
     req.check("read_meta", SITE)
@@ -12683,8 +12701,7 @@ def web_route(method, pattern, csrf="session"):
             read_checked_form(req, csrf)
             return handler(req, **params)
         endpoint = functools.wraps(handler)(checked) if method == "POST" else handler
-        endpoint.web_page = True
-        return route(method, pattern)(endpoint)
+        return route(method, pattern, "web", "session")(endpoint)
     return register
 
 
@@ -13116,11 +13133,10 @@ def registration_error(code, text):
     return 400, {"error": code, "error_description": text}
 
 
-@route("POST", "/register")
+@route("POST", "/register", "oauth", "none")
 def dynamic_registration(req):
     """RFC 7591: a client registers itself, anonymously, for the authorization code flow with PKCE
     (and refresh tokens). A confidential client gets a secret, shown once."""
-    req.surface = "oauth"
     retry_after = req.app.registrations.hit("client:" + req.client)     # anonymous, so counted per address
     if retry_after:
         return 429, {"error": "temporarily_unavailable", "error_description": "too many client registrations from "
@@ -13514,8 +13530,7 @@ def issue_tool_token(req, name):
 def proxied(handler):
     """One route for every method the proxy forwards."""
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):       # (HEAD is served as GET)
-        handler = route(method, "/api/ext/v1/broker/proxy/{credential_id}/{rest:path}")(handler)
-    handler.surface = "broker"
+        handler = route(method, "/api/ext/v1/broker/proxy/{credential_id}/{rest:path}", "broker")(handler)
     return handler
 
 
@@ -13939,9 +13954,8 @@ def requested_scopes(text):
     return [s for s in re.split(r"[\s,]+", text or "") if s in ALL_SCOPES and s != "site_admin"]
 
 
-@route("POST", "/login/device/code")
+@route("POST", "/login/device/code", "oauth", "none")
 def device_code(req):
-    req.surface = "oauth"
     params = oauth_params(req)
     client_id = params.get("client_id", "")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", client_id):
@@ -13962,10 +13976,9 @@ def device_code(req):
                               "expires_in": DEVICE_CODE_SECONDS, "interval": DEVICE_POLL_INTERVAL})
 
 
-@route("POST", "/login/oauth/access_token")
+@route("POST", "/login/oauth/access_token", "oauth", "client")
 def access_token(req):
     """The token endpoint, for the device flow, authorization codes with PKCE, and refresh tokens."""
-    req.surface = "oauth"
     params = oauth_params(req)
     req.oauth21 = speaks_oauth21(req, params)
     grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
@@ -14373,8 +14386,8 @@ def refresh_grant(req, params):
     return oauth_answer(req, answer)
 
 
-@route("GET", "/.well-known/oauth-authorization-server")
-@route("GET", "/.well-known/openid-configuration")
+@route("GET", "/.well-known/oauth-authorization-server", "oauth", "none")
+@route("GET", "/.well-known/openid-configuration", "oauth", "none")
 def authorization_server_metadata(req):
     """RFC 8414 (and the OpenID discovery path clients also try), its issuer exactly this server's URL."""
     url = req.app.url
@@ -14442,12 +14455,11 @@ def may_ask(asker, facts):
         facts["row"]["user_id"], facts["row"]["issued_by"], grant and grant["delegator_id"]))
 
 
-@route("POST", "/login/oauth/introspect")
+@route("POST", "/login/oauth/introspect", "oauth", "client")
 def introspect(req):
     """RFC 7662, for every kind of token agentgit issues: active, scope, aud, exp, sub (the account;
     for a task token the agent), cnf (a bound token's certificate or key), and agentgit's chain:
     user_kind, delegator, task, grant, the runtime that minted it."""
-    req.surface = "oauth"
     params = oauth_params(req)
     asker = token_asker(req, params, public_clients=False)
     if asker is None:
@@ -14479,11 +14491,10 @@ def introspect(req):
     return 200, answer
 
 
-@route("POST", "/login/oauth/revoke")
+@route("POST", "/login/oauth/revoke", "oauth", "client")
 def revoke_endpoint(req):
     """RFC 7009: an access token, or a refresh token with its whole family. The answer is 200 whether
     or not the token existed, so it tells nobody anything; only who may ask about a token revokes it."""
-    req.surface = "oauth"
     params = oauth_params(req)
     asker = token_asker(req, params, public_clients=True)
     if asker is None:
@@ -14508,10 +14519,6 @@ def revoke_endpoint(req):
     return 200, {}
 
 
-# they read their callers' credentials themselves (a client's secret may come in HTTP Basic)
-access_token.own_credentials = introspect.own_credentials = revoke_endpoint.own_credentials = True
-
-
 def bearer_challenge(req, error=None, description=None, scope=None):
     """RFC 6750's WWW-Authenticate for the API or the MCP endpoint (by the request's surface), naming
     RFC 9728's metadata for it; at /mcp also the scope its tools use (or ``scope``, what is needed)."""
@@ -14525,7 +14532,7 @@ def bearer_challenge(req, error=None, description=None, scope=None):
     return "Bearer " + ", ".join(parts)
 
 
-@route("GET", "/.well-known/oauth-protected-resource")
+@route("GET", "/.well-known/oauth-protected-resource", "oauth", "none")
 def protected_resource_metadata(req):
     """RFC 9728: where a client finds the authorization server for this API."""
     return {"resource": req.app.url, "authorization_servers": [req.app.url], "bearer_methods_supported": ["header"],
@@ -14584,10 +14591,12 @@ def rest(outer, method, path, body=None, query=None, accept=None):
     mutations that reached no transaction are settled and recorded as dispatch does."""
     query = {k: str(v) for k, v in (query or {}).items() if v is not None}
     req = ToolRequest(outer, method, path + ("?" + urllib.parse.urlencode(query) if query else ""), body, accept)
-    handler, params = find_route(method, req.raw_path)
+    found, params = find_route(method, req.raw_path)
+    if found.surface != "rest":
+        raise HTTPError(404, "a tool calls REST routes only, not %s %s" % (method, found.pattern))
     error = None
     try:
-        result = handler(req, **params)
+        result = found.handler(req, **params)
     except HTTPError as e:
         error = e
         raise
@@ -14919,7 +14928,7 @@ def parse_message(req):
     return message
 
 
-@route("POST", "/mcp")
+@route("POST", "/mcp", "mcp")
 def mcp_endpoint(req):
     if req.principal.user is None:
         raise HTTPError(401, "Requires authentication", headers={"WWW-Authenticate": bearer_challenge(req)})
@@ -14951,20 +14960,16 @@ def mcp_endpoint(req):
                 else 200), body
 
 
-mcp_endpoint.surface = "mcp"
 
-
-@route("GET", "/mcp")
-@route("DELETE", "/mcp")
+@route("GET", "/mcp", "mcp")
+@route("DELETE", "/mcp", "mcp")
 def mcp_no_stream(req):
     """No server-initiated stream and no sessions to end: POST is the whole transport here."""
     raise HTTPError(405, "Method Not Allowed: POST one JSON-RPC request to /mcp", headers={"Allow": "POST"})
 
 
-mcp_no_stream.surface = "mcp"
 
-
-@route("GET", "/.well-known/oauth-protected-resource/mcp")
+@route("GET", "/.well-known/oauth-protected-resource/mcp", "oauth", "none")
 def mcp_resource_metadata(req):
     """RFC 9728 for the MCP endpoint: its resource identifier and the authorization server for it."""
     return {"resource": req.app.url + "/mcp", "authorization_servers": [req.app.url],
@@ -15054,7 +15059,6 @@ def git_repo(req, owner, name, action):
     """The repository behind a Git URL once ``action`` is allowed. Git clients send credentials only
     after a 401, so an anonymous caller gets 401 for anything it may not see (existing or not, so as
     not to reveal which); a signed-in one gets 404, or 403 with the reason."""
-    req.surface = "git"
     name = name[:-4] if name.endswith(".git") else name
     row = lookup_repo(req.app.store, owner, name)
     if row is None:
@@ -15088,7 +15092,7 @@ def expect_content_type(req, service):
         raise HTTPError(415, "Content-Type must be application/x-%s-request" % service)
 
 
-@route("GET", "/{owner}/{repo}/info/refs")
+@route("GET", "/{owner}/{repo}/info/refs", "git")
 def git_info_refs(req, owner, repo):
     service = req.query.get("service")
     if service not in GIT_SERVICES:
@@ -15099,7 +15103,7 @@ def git_info_refs(req, owner, repo):
     out.close()
 
 
-@route("POST", "/{owner}/{repo}/git-upload-pack")
+@route("POST", "/{owner}/{repo}/git-upload-pack", "git")
 def git_upload_pack(req, owner, repo):
     row = git_repo(req, owner, repo, "read_code")
     expect_content_type(req, "git-upload-pack")
@@ -15109,7 +15113,7 @@ def git_upload_pack(req, owner, repo):
     out.close()
 
 
-@route("POST", "/{owner}/{repo}/git-receive-pack")
+@route("POST", "/{owner}/{repo}/git-receive-pack", "git")
 def git_receive_pack(req, owner, repo):
     row = git_repo(req, owner, repo, "push_branch")
     expect_content_type(req, "git-receive-pack")
@@ -15409,18 +15413,14 @@ class App(Installation):
         result, error, outcome = None, None, "none"
         try:
             body_length(handler.headers)           # framing is refused before anything acts on the request
-            endpoint, params = self.match(req)
-            if getattr(endpoint, "web_page", False):
-                req.surface = "web"
+            found, params = self.match(req)
+            req.surface = found.surface
+            if found.authentication == "session":
                 req.principal, req.session = session_principal(self, req)
-            else:
-                if getattr(endpoint, "surface", None):
-                    req.surface = endpoint.surface
-                elif not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
-                    req.surface = "git"
-                peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
+            elif found.authentication != "none":
                 req.presented = presented_by(handler, req.method, htu)
-                if not getattr(endpoint, "own_credentials", False):
+                if found.authentication == "token":
+                    peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
                     req.principal = authenticate(self, handler.headers, req.client, peer, req.presented)
                     self.check_audience(req, params)
             if req.principal.user is not None:
@@ -15428,7 +15428,7 @@ class App(Installation):
                 # suspended or retired account, or a task token whose delegator is suspended, is refused
                 # on every route
                 req.check_standing()
-            result = endpoint(req, **params)    # git endpoints stream their own answer and return None
+            result = found.handler(req, **params)    # git endpoints stream their own answer and return None
             if result is not None and not isinstance(result, tuple):
                 result = (200, result)
             outcome = "HTTP %d" % result[0] if result else "streamed"
@@ -16371,12 +16371,14 @@ def source_module(function):
 
 
 def route_index():
-    """Every route, by path then method: where a path copied from GitHub's docs is served, and by what."""
-    rows = sorted((route.pattern, method, route.handler.__name__, source_module(route.handler))
-                  for method, routes in ROUTES.items() for route in routes)
+    """Every route, by path then method: where a path copied from GitHub's docs is served, on which
+    surface, how its caller is known, and by what."""
+    rows = sorted((route.pattern, method, route.surface, route.authentication, route.handler.__name__,
+                   source_module(route.handler)) for method, routes in ROUTES.items() for route in routes)
     width = max(len(pattern) for pattern, *_ in rows)
-    return "\n".join("%-6s  %-*s  %s (%s)" % (method, width, pattern, handler, module)
-                     for pattern, method, handler, module in rows)
+    return "\n".join("%-6s  %-*s  %-7s  %-7s  %s (%s)" % (method, width, pattern, surface, authentication, handler,
+                                                          module)
+                     for pattern, method, surface, authentication, handler, module in rows)
 
 
 AGENT_CREDENTIALS_BANNER = {
@@ -16544,8 +16546,9 @@ def build_parser():
                             help="archive its repositories or transfer them to its human (default archive)")
 
     add_client_commands(commands, command)
-    commands.add_parser("routes", help="list every route: method, path, handler and its module",
-                        description="every route: method, path, handler and the module of src/agentgit/ it is in")
+    commands.add_parser("routes", help="list every route: method, path, surface, authentication, handler and its module",
+                        description="every route: method, path, its surface and how its caller is known, handler and the "
+                                    "module of src/agentgit/ it is in")
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     verify = command(audit, "verify", "check the hash chain against its checkpoint (and --head); exit 0 when intact, "
                                       "1 naming the first broken row")

@@ -129,7 +129,8 @@ def test_the_route_index_names_handler_and_module(build):
                          env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))).stdout.splitlines()
     assert len(out) > 200
     merge = [line.split() for line in out if "/pulls/{number:int}/merge " in line + " "]
-    assert ["PUT", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge", "merge_pull", "(pulls)"] in merge
+    assert ["PUT", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge", "rest", "token", "merge_pull",
+            "(pulls)"] in merge
     assert any(line.split()[-1] == "(oauth)" and "/login/device/code" in line for line in out)
 
 

@@ -366,6 +366,8 @@ EXPECTED = {
     "public":                 "pass pass pass pass pass pass pass pass pass pass pass 403 401 401 401 401",
     # public accounts and their listings: outside a task token's repositories
     "public_outside_tasks":   "pass pass pass pass pass pass pass pass 403 403 pass 403 401 401 401 401",
+    # a public document, or a request that names its client: credentials are not read, so none is refused
+    "credentials_unread":     "pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass",
     # web pages sign in with a session cookie: a token in the Authorization header is no one there
     "web_page":               "pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass",
     # so a private repository's pages are not there for any of them (a session may show them)
@@ -468,10 +470,10 @@ DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/vari
 DELETE  /api/v3/users/{login}/suspended                                           site_admin
 DELETE  /mcp                                                                      public
 GET     /                                                                         web_page
-GET     /.well-known/oauth-authorization-server                                   public
-GET     /.well-known/oauth-protected-resource                                     public
-GET     /.well-known/oauth-protected-resource/mcp                                 public
-GET     /.well-known/openid-configuration                                         public
+GET     /.well-known/oauth-authorization-server                                   credentials_unread
+GET     /.well-known/oauth-protected-resource                                     credentials_unread
+GET     /.well-known/oauth-protected-resource/mcp                                 credentials_unread
+GET     /.well-known/openid-configuration                                         credentials_unread
 GET     /agentgit.css                                                             web_page
 GET     /api/ext/v1/agent-keys                                                    agent_bootstrap_only
 GET     /api/ext/v1/agents/{login}/activity                                       owner_only
@@ -709,14 +711,14 @@ POST    /api/v3/user/repos                                                      
 POST    /approvals                                                                web_page
 POST    /login                                                                    web_page
 POST    /login/device                                                             web_page
-POST    /login/device/code                                                        public
+POST    /login/device/code                                                        credentials_unread
 POST    /login/oauth/access_token                                                 token_endpoint
 POST    /login/oauth/authorize                                                    web_page
 POST    /login/oauth/introspect                                                   signed_in
 POST    /login/oauth/revoke                                                       signed_in
 POST    /logout                                                                   web_page
 POST    /mcp                                                                      signed_in
-POST    /register                                                                 public
+POST    /register                                                                 credentials_unread
 POST    /settings/agents                                                          web_page
 POST    /settings/tokens                                                          web_page
 POST    /{owner}/{repo}/git-receive-pack                                          git_write
@@ -763,6 +765,12 @@ def all_routes():
 def test_every_route_has_an_entry():
     assert sorted(route_access()) == all_routes()
     assert set(route_access().values()) <= set(EXPECTED)
+    # the kinds that follow from what a route declares agree with its declaration
+    for method, routes in agentgit.ROUTES.items():
+        for r in routes:
+            kind = route_access()[method, r.pattern]
+            assert (kind == "credentials_unread") == (r.authentication == "none"), (method, r.pattern)
+            assert kind.startswith("web_") == (r.surface == "web"), (method, r.pattern)
 
 
 def test_the_matrix(tmp_path):

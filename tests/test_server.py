@@ -1,6 +1,8 @@
 """Starting, embedding and administering the server: CLI, schema file, TLS, the authenticator hook."""
+import collections
 import json
 import os
+import re
 import shutil
 import stat
 import ssl
@@ -279,8 +281,46 @@ def test_where_two_routes_overlap_the_one_that_names_more_wins():
     try:
         agentgit.route("RANKTEST", "/rank/{name}")(lambda req, name: "any segment")
         agentgit.route("RANKTEST", "/rank/exact")(lambda req: "the literal")
-        handler, params = agentgit.find_route("RANKTEST", "/rank/exact")
-        assert (handler(None), agentgit.find_route("RANKTEST", "/rank/other")[1]) == ("the literal", {"name": "other"})
+        found, params = agentgit.find_route("RANKTEST", "/rank/exact")
+        assert (found.handler(None), agentgit.find_route("RANKTEST", "/rank/other")[1]) == ("the literal", {"name": "other"})
     finally:
         for table in (agentgit.ROUTES, agentgit.FIXED_ROUTES):
             table.pop("RANKTEST", None)
+
+
+def a_path_of(pattern):
+    """A path the route's template matches: each parameter filled with a value of its kind."""
+    return re.sub(r"\{\w+(:(int|path))?\}", lambda m: {":int": "1", ":path": "a/b"}.get(m.group(1), "x"), pattern)
+
+
+def test_each_route_knows_its_caller_the_way_it_declares(server):
+    """Every route declares its surface and how its caller is known, and the pipeline does just that. A
+    stale token is refused where the route reads tokens, with its surface's challenge: git's Basic (which
+    makes git ask for credentials), RFC 6750's Bearer naming RFC 9728's metadata everywhere else (the
+    MCP endpoint's own). Where the route reads no Authorization (the OAuth metadata a client fetches to
+    learn how to get a token, the device-code request, a web page) the stale token is not read at all,
+    and the OAuth endpoints that authenticate their client answer in RFC 6749's error shape."""
+    stale = {"Authorization": "token ghp_" + "0" * 36, "Accept": "application/json"}
+    seen = collections.Counter()
+    for method, routes in sorted(agentgit.ROUTES.items()):
+        for r in routes:
+            path = a_path_of(r.pattern)
+            resp = call(server, method, path, headers=stale, raw_body=b"")
+            seen[r.authentication] += 1
+            where = (method, r.pattern, r.surface, r.authentication, resp)
+            if r.authentication == "token":
+                challenge = resp.headers.get("www-authenticate", "")
+                assert resp.status == 401, where
+                if r.surface == "git":
+                    assert challenge == 'Basic realm="agentgit"', where
+                else:
+                    metadata = "/.well-known/oauth-protected-resource" + ("/mcp" if r.surface == "mcp" else "")
+                    assert challenge.startswith("Bearer ") and 'resource_metadata="%s%s"' % (
+                        server.url, metadata) in challenge, where
+            elif r.authentication == "client":
+                assert resp.status in (400, 401) and "error" in resp.json, where
+            else:
+                assert resp.status != 401 and "www-authenticate" not in resp.headers, where
+    assert seen["token"] > 250 and seen["none"] >= 6 and seen["session"] >= 18 and seen["client"] == 3
+    metadata = call(server, "GET", "/.well-known/oauth-protected-resource", headers=stale)
+    assert metadata.status == 200 and metadata.json["resource"] == server.url

@@ -150,7 +150,7 @@ def test_every_post_page_checks_its_csrf_token_before_its_handler_runs(server):
     b = Browser(server)
     b.sign_in("alice", "pw")
     audit_rows = server.app.store.one("SELECT count(*) FROM audit")[0]
-    posts = sorted(r.pattern for r in agentgit.ROUTES["POST"] if getattr(r.handler, "web_page", False))
+    posts = sorted(r.pattern for r in agentgit.ROUTES["POST"] if r.surface == "web")
     assert {"/login", "/logout", "/settings/agents", "/settings/tokens", "/approvals", "/login/device",
             "/login/oauth/authorize"} <= set(posts)
     for path in posts:

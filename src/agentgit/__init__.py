@@ -14,7 +14,7 @@ Run it::
     python agentgit.py agent add coder        # registers an agent, prints its token last
     python agentgit.py connect gh --token T   # writes a configuration for gh and git, prints the exports
     python agentgit.py audit verify           # exit 0 when the audit chain is intact
-    python agentgit.py routes                 # every route: method, path, handler and module
+    python agentgit.py routes                 # every route: method, path, surface, authentication, handler
 
 Embed it (a pytest fixture)::
 

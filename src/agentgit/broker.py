@@ -120,8 +120,7 @@ def issue_tool_token(req, name):
 def proxied(handler):
     """One route for every method the proxy forwards."""
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):       # (HEAD is served as GET)
-        handler = route(method, "/api/ext/v1/broker/proxy/{credential_id}/{rest:path}")(handler)
-    handler.surface = "broker"
+        handler = route(method, "/api/ext/v1/broker/proxy/{credential_id}/{rest:path}", "broker")(handler)
     return handler
 
 

@@ -142,12 +142,14 @@ def source_module(function):
 
 
 def route_index():
-    """Every route, by path then method: where a path copied from GitHub's docs is served, and by what."""
-    rows = sorted((route.pattern, method, route.handler.__name__, source_module(route.handler))
-                  for method, routes in ROUTES.items() for route in routes)
+    """Every route, by path then method: where a path copied from GitHub's docs is served, on which
+    surface, how its caller is known, and by what."""
+    rows = sorted((route.pattern, method, route.surface, route.authentication, route.handler.__name__,
+                   source_module(route.handler)) for method, routes in ROUTES.items() for route in routes)
     width = max(len(pattern) for pattern, *_ in rows)
-    return "\n".join("%-6s  %-*s  %s (%s)" % (method, width, pattern, handler, module)
-                     for pattern, method, handler, module in rows)
+    return "\n".join("%-6s  %-*s  %-7s  %-7s  %s (%s)" % (method, width, pattern, surface, authentication, handler,
+                                                          module)
+                     for pattern, method, surface, authentication, handler, module in rows)
 
 
 AGENT_CREDENTIALS_BANNER = {
@@ -315,8 +317,9 @@ def build_parser():
                             help="archive its repositories or transfer them to its human (default archive)")
 
     add_client_commands(commands, command)
-    commands.add_parser("routes", help="list every route: method, path, handler and its module",
-                        description="every route: method, path, handler and the module of src/agentgit/ it is in")
+    commands.add_parser("routes", help="list every route: method, path, surface, authentication, handler and its module",
+                        description="every route: method, path, its surface and how its caller is known, handler and the "
+                                    "module of src/agentgit/ it is in")
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     verify = command(audit, "verify", "check the hash chain against its checkpoint (and --head); exit 0 when intact, "
                                       "1 naming the first broken row")

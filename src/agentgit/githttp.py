@@ -91,7 +91,6 @@ def git_repo(req, owner, name, action):
     """The repository behind a Git URL once ``action`` is allowed. Git clients send credentials only
     after a 401, so an anonymous caller gets 401 for anything it may not see (existing or not, so as
     not to reveal which); a signed-in one gets 404, or 403 with the reason."""
-    req.surface = "git"
     name = name[:-4] if name.endswith(".git") else name
     row = lookup_repo(req.app.store, owner, name)
     if row is None:
@@ -125,7 +124,7 @@ def expect_content_type(req, service):
         raise HTTPError(415, "Content-Type must be application/x-%s-request" % service)
 
 
-@route("GET", "/{owner}/{repo}/info/refs")
+@route("GET", "/{owner}/{repo}/info/refs", "git")
 def git_info_refs(req, owner, repo):
     service = req.query.get("service")
     if service not in GIT_SERVICES:
@@ -136,7 +135,7 @@ def git_info_refs(req, owner, repo):
     out.close()
 
 
-@route("POST", "/{owner}/{repo}/git-upload-pack")
+@route("POST", "/{owner}/{repo}/git-upload-pack", "git")
 def git_upload_pack(req, owner, repo):
     row = git_repo(req, owner, repo, "read_code")
     expect_content_type(req, "git-upload-pack")
@@ -146,7 +145,7 @@ def git_upload_pack(req, owner, repo):
     out.close()
 
 
-@route("POST", "/{owner}/{repo}/git-receive-pack")
+@route("POST", "/{owner}/{repo}/git-receive-pack", "git")
 def git_receive_pack(req, owner, repo):
     row = git_repo(req, owner, repo, "push_branch")
     expect_content_type(req, "git-receive-pack")

@@ -276,9 +276,8 @@ INTROSPECTION_TYPES = {
 GRAPHQL_TYPES.update(INTROSPECTION_TYPES)
 
 
-@route("POST", "/api/graphql")
+@route("POST", "/api/graphql", "graphql")
 def graphql_endpoint(req):
-    req.surface = "graphql"
     body = req.json()
     signed_in(req)
     req.check("read_meta", SITE)

@@ -74,10 +74,12 @@ def rest(outer, method, path, body=None, query=None, accept=None):
     mutations that reached no transaction are settled and recorded as dispatch does."""
     query = {k: str(v) for k, v in (query or {}).items() if v is not None}
     req = ToolRequest(outer, method, path + ("?" + urllib.parse.urlencode(query) if query else ""), body, accept)
-    handler, params = find_route(method, req.raw_path)
+    found, params = find_route(method, req.raw_path)
+    if found.surface != "rest":
+        raise HTTPError(404, "a tool calls REST routes only, not %s %s" % (method, found.pattern))
     error = None
     try:
-        result = handler(req, **params)
+        result = found.handler(req, **params)
     except HTTPError as e:
         error = e
         raise
@@ -409,7 +411,7 @@ def parse_message(req):
     return message
 
 
-@route("POST", "/mcp")
+@route("POST", "/mcp", "mcp")
 def mcp_endpoint(req):
     if req.principal.user is None:
         raise HTTPError(401, "Requires authentication", headers={"WWW-Authenticate": bearer_challenge(req)})
@@ -441,20 +443,16 @@ def mcp_endpoint(req):
                 else 200), body
 
 
-mcp_endpoint.surface = "mcp"
 
-
-@route("GET", "/mcp")
-@route("DELETE", "/mcp")
+@route("GET", "/mcp", "mcp")
+@route("DELETE", "/mcp", "mcp")
 def mcp_no_stream(req):
     """No server-initiated stream and no sessions to end: POST is the whole transport here."""
     raise HTTPError(405, "Method Not Allowed: POST one JSON-RPC request to /mcp", headers={"Allow": "POST"})
 
 
-mcp_no_stream.surface = "mcp"
 
-
-@route("GET", "/.well-known/oauth-protected-resource/mcp")
+@route("GET", "/.well-known/oauth-protected-resource/mcp", "oauth", "none")
 def mcp_resource_metadata(req):
     """RFC 9728 for the MCP endpoint: its resource identifier and the authorization server for it."""
     return {"resource": req.app.url + "/mcp", "authorization_servers": [req.app.url],

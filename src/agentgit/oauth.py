@@ -95,9 +95,8 @@ def requested_scopes(text):
     return [s for s in re.split(r"[\s,]+", text or "") if s in ALL_SCOPES and s != "site_admin"]
 
 
-@route("POST", "/login/device/code")
+@route("POST", "/login/device/code", "oauth", "none")
 def device_code(req):
-    req.surface = "oauth"
     params = oauth_params(req)
     client_id = params.get("client_id", "")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", client_id):
@@ -118,10 +117,9 @@ def device_code(req):
                               "expires_in": DEVICE_CODE_SECONDS, "interval": DEVICE_POLL_INTERVAL})
 
 
-@route("POST", "/login/oauth/access_token")
+@route("POST", "/login/oauth/access_token", "oauth", "client")
 def access_token(req):
     """The token endpoint, for the device flow, authorization codes with PKCE, and refresh tokens."""
-    req.surface = "oauth"
     params = oauth_params(req)
     req.oauth21 = speaks_oauth21(req, params)
     grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
@@ -529,8 +527,8 @@ def refresh_grant(req, params):
     return oauth_answer(req, answer)
 
 
-@route("GET", "/.well-known/oauth-authorization-server")
-@route("GET", "/.well-known/openid-configuration")
+@route("GET", "/.well-known/oauth-authorization-server", "oauth", "none")
+@route("GET", "/.well-known/openid-configuration", "oauth", "none")
 def authorization_server_metadata(req):
     """RFC 8414 (and the OpenID discovery path clients also try), its issuer exactly this server's URL."""
     url = req.app.url
@@ -598,12 +596,11 @@ def may_ask(asker, facts):
         facts["row"]["user_id"], facts["row"]["issued_by"], grant and grant["delegator_id"]))
 
 
-@route("POST", "/login/oauth/introspect")
+@route("POST", "/login/oauth/introspect", "oauth", "client")
 def introspect(req):
     """RFC 7662, for every kind of token agentgit issues: active, scope, aud, exp, sub (the account;
     for a task token the agent), cnf (a bound token's certificate or key), and agentgit's chain:
     user_kind, delegator, task, grant, the runtime that minted it."""
-    req.surface = "oauth"
     params = oauth_params(req)
     asker = token_asker(req, params, public_clients=False)
     if asker is None:
@@ -635,11 +632,10 @@ def introspect(req):
     return 200, answer
 
 
-@route("POST", "/login/oauth/revoke")
+@route("POST", "/login/oauth/revoke", "oauth", "client")
 def revoke_endpoint(req):
     """RFC 7009: an access token, or a refresh token with its whole family. The answer is 200 whether
     or not the token existed, so it tells nobody anything; only who may ask about a token revokes it."""
-    req.surface = "oauth"
     params = oauth_params(req)
     asker = token_asker(req, params, public_clients=True)
     if asker is None:
@@ -664,10 +660,6 @@ def revoke_endpoint(req):
     return 200, {}
 
 
-# they read their callers' credentials themselves (a client's secret may come in HTTP Basic)
-access_token.own_credentials = introspect.own_credentials = revoke_endpoint.own_credentials = True
-
-
 def bearer_challenge(req, error=None, description=None, scope=None):
     """RFC 6750's WWW-Authenticate for the API or the MCP endpoint (by the request's surface), naming
     RFC 9728's metadata for it; at /mcp also the scope its tools use (or ``scope``, what is needed)."""
@@ -681,7 +673,7 @@ def bearer_challenge(req, error=None, description=None, scope=None):
     return "Bearer " + ", ".join(parts)
 
 
-@route("GET", "/.well-known/oauth-protected-resource")
+@route("GET", "/.well-known/oauth-protected-resource", "oauth", "none")
 def protected_resource_metadata(req):
     """RFC 9728: where a client finds the authorization server for this API."""
     return {"resource": req.app.url, "authorization_servers": [req.app.url], "bearer_methods_supported": ["header"],

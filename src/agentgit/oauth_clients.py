@@ -100,11 +100,10 @@ def registration_error(code, text):
     return 400, {"error": code, "error_description": text}
 
 
-@route("POST", "/register")
+@route("POST", "/register", "oauth", "none")
 def dynamic_registration(req):
     """RFC 7591: a client registers itself, anonymously, for the authorization code flow with PKCE
     (and refresh tokens). A confidential client gets a secret, shown once."""
-    req.surface = "oauth"
     retry_after = req.app.registrations.hit("client:" + req.client)     # anonymous, so counted per address
     if retry_after:
         return 429, {"error": "temporarily_unavailable", "error_description": "too many client registrations from "

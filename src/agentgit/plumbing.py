@@ -168,8 +168,20 @@ class GunzipReader:
                 return data
 
 
-# One route: its pattern as declared, the segments it is matched by, its handler, and its place in the order
-Route = collections.namedtuple("Route", "pattern segments handler order")
+# One route: its pattern as declared, the segments it is matched by, its handler, its place in the order,
+# and what it declares: its surface and how its caller is known
+Route = collections.namedtuple("Route", "pattern segments handler order surface authentication")
+# What a route serves. The surface says how a refusal looks (git's Basic challenge and text, a REST
+# client's Bearer challenge and JSON, a browser's page), which audience a token must name, and what the
+# audit log calls it.
+SURFACES = ("rest", "graphql", "git", "mcp", "broker", "oauth", "web")
+# How a route's caller is known, which the pipeline settles before the route runs
+AUTHENTICATIONS = {
+    "token": "a token in Authorization (token, Bearer, DPoP, HTTP Basic) or a client certificate; anonymous without",
+    "session": "a signed-in person's session cookie (web pages); Authorization is not read",
+    "client": "the route authenticates the OAuth client itself (its secret, assertion or certificate)",
+    "none": "nobody: a public document, or a request that names its client; credentials are not read",
+}
 ROUTES = collections.defaultdict(list)   # method -> [Route], declared with @route next to each handler
 # the same routes as find_route() tries them: those of fixed length by their number of segments (only
 # those can match a path of that length), then the {name:path} ones
@@ -178,10 +190,13 @@ GREEDY_ROUTES = collections.defaultdict(list)                                   
 SEGMENT_RE = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
 
 
-def route(method, pattern):
-    """Register a handler. ``{name}`` matches one path segment, ``{name:int}`` a number, ``{name:path}``
-    one or more segments (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch).
-    Templates are matched segment by segment, not as regular expressions: nothing to compile at start."""
+def route(method, pattern, surface="rest", authentication="token"):
+    """Register a handler for a surface (SURFACES) and a way of knowing its caller (AUTHENTICATIONS).
+    ``{name}`` matches one path segment, ``{name:int}`` a number, ``{name:path}`` one or more segments
+    (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch). Templates are matched segment
+    by segment, not as regular expressions: nothing to compile at start."""
+    if surface not in SURFACES or authentication not in AUTHENTICATIONS:
+        raise ValueError("route %s %s: no surface %r or authentication %r" % (method, pattern, surface, authentication))
     segments = []
     for part in pattern.strip("/").split("/") if pattern != "/" else ():      # "/" has no segments
         m = SEGMENT_RE.match(part)
@@ -193,7 +208,8 @@ def route(method, pattern):
         # a number, a number before any segment, from the left), so where two overlap the one that names
         # more wins whichever module declared it first
         greedy = any(kind == "path" for kind, _ in segments)
-        entry = Route(pattern, segments, handler, (greedy, -len(pattern)) if greedy else (greedy, specificity(segments)))
+        order = (greedy, -len(pattern)) if greedy else (greedy, specificity(segments))
+        entry = Route(pattern, segments, handler, order, surface, authentication)
         # after every route of the same order: declaration order decides among equals
         insert_in_order(ROUTES[method], entry)
         insert_in_order(GREEDY_ROUTES[method] if greedy else FIXED_ROUTES[method][len(segments)], entry)
@@ -265,7 +281,7 @@ def match_segments(segments, parts):
 
 
 def find_route(method, path):
-    """(handler, path parameters) of the route that serves ``method`` on ``path``; 404 saying what was
+    """(Route, path parameters) of the route that serves ``method`` on ``path``; 404 saying what was
     probably meant when none does. HEAD is served as GET."""
     method = "GET" if method == "HEAD" else method
     path = path[:-1] if path.endswith("/") else path
@@ -273,7 +289,7 @@ def find_route(method, path):
     for candidate in FIXED_ROUTES[method].get(len(parts), []) + GREEDY_ROUTES[method]:
         params = match_segments(candidate.segments, parts)
         if params is not None:
-            return candidate.handler, params
+            return candidate, params
     raise HTTPError(404, not_found_message(method, path[:200], parts))
 
 

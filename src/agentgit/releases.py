@@ -225,8 +225,11 @@ def get_asset(req, owner, repo, asset_id):
     return asset_json(req.app, row, release, asset)
 
 
-@route("GET", "/{owner}/{repo}/releases/download/{tag}/{name}")
+@route("GET", "/{owner}/{repo}/releases/download/{tag}/{name}", "git")
 def browser_download(req, owner, repo, tag, name):
+    """A release's download link, served as Git serves a repository: an anonymous caller is asked for
+    credentials (401 with Basic) rather than told a private repository is not there, so `curl -u` and
+    git's credential helpers fetch it."""
     row = find_repo(req, owner, repo)
     release = find_release(req, row, lambda r: r["tag_name"] == tag and not r["draft"])
     asset = req.app.store.one("SELECT %s FROM release_assets WHERE release_id = ? AND name = ?" % ASSET_COLUMNS,

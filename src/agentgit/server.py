@@ -42,18 +42,14 @@ class App(Installation):
         result, error, outcome = None, None, "none"
         try:
             body_length(handler.headers)           # framing is refused before anything acts on the request
-            endpoint, params = self.match(req)
-            if getattr(endpoint, "web_page", False):
-                req.surface = "web"
+            found, params = self.match(req)
+            req.surface = found.surface
+            if found.authentication == "session":
                 req.principal, req.session = session_principal(self, req)
-            else:
-                if getattr(endpoint, "surface", None):
-                    req.surface = endpoint.surface
-                elif not req.raw_path.startswith(("/api/", "/raw/")):     # /raw/: files, as GHES serves them
-                    req.surface = "git"
-                peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
+            elif found.authentication != "none":
                 req.presented = presented_by(handler, req.method, htu)
-                if not getattr(endpoint, "own_credentials", False):
+                if found.authentication == "token":
+                    peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
                     req.principal = authenticate(self, handler.headers, req.client, peer, req.presented)
                     self.check_audience(req, params)
             if req.principal.user is not None:
@@ -61,7 +57,7 @@ class App(Installation):
                 # suspended or retired account, or a task token whose delegator is suspended, is refused
                 # on every route
                 req.check_standing()
-            result = endpoint(req, **params)    # git endpoints stream their own answer and return None
+            result = found.handler(req, **params)    # git endpoints stream their own answer and return None
             if result is not None and not isinstance(result, tuple):
                 result = (200, result)
             outcome = "HTTP %d" % result[0] if result else "streamed"

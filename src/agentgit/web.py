@@ -72,8 +72,7 @@ def web_route(method, pattern, csrf="session"):
             read_checked_form(req, csrf)
             return handler(req, **params)
         endpoint = functools.wraps(handler)(checked) if method == "POST" else handler
-        endpoint.web_page = True
-        return route(method, pattern)(endpoint)
+        return route(method, pattern, "web", "session")(endpoint)
     return register
 
 
