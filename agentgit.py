@@ -40,46 +40,47 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     13. ledger             The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
     14. authentication     Authentication: the Principal, and the request credentials it is built from.
     15. installation       The installation: one data directory's state and services, as every module below the HTTP
-    16. plumbing           HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
-    17. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    18. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
-    19. users              REST: the API root, meta, rate limit and users.
-    20. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    21. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
-    22. issues             REST: issues, comments, labels and milestones.
-    23. sub_issues         REST: sub-issues, github.com's tree of issues.
-    24. pulls              REST: pull requests and their merges.
-    25. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    26. contents           REST: file contents and READMEs, read and written as commits.
-    27. protection         REST: branch protection, commit statuses and check runs.
-    28. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    29. releases           REST: releases, tags and release assets.
-    30. deploy_keys        REST: deploy keys.
-    31. actions            REST: workflow records and their runs (which nothing here executes).
-    32. search             REST: search over repositories, issues, code and accounts.
-    33. orgs               REST: organizations, memberships and teams.
-    34. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
-    35. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    36. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    37. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    38. tasks              REST: task grants, task tokens, step-up and approvals.
-    39. freezes            REST: policy as data, and freezes (read-only by policy).
-    40. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    41. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    42. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    43. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    44. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    45. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    46. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    47. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-    48. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    49. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    50. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    51. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    52. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    53. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    54. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    55. cli                Command line: serve, user, agent, connect, routes, audit.
+    16. routing            Routing: the route table, each route declared next to its handler with its surface and how its
+    17. request            The request: an HTTP request's input (its framing, headers and body, read within limits) and the
+    18. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    19. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
+    20. users              REST: the API root, meta, rate limit and users.
+    21. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
+    22. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
+    23. issues             REST: issues, comments, labels and milestones.
+    24. sub_issues         REST: sub-issues, github.com's tree of issues.
+    25. pulls              REST: pull requests and their merges.
+    26. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    27. contents           REST: file contents and READMEs, read and written as commits.
+    28. protection         REST: branch protection, commit statuses and check runs.
+    29. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    30. releases           REST: releases, tags and release assets.
+    31. deploy_keys        REST: deploy keys.
+    32. actions            REST: workflow records and their runs (which nothing here executes).
+    33. search             REST: search over repositories, issues, code and accounts.
+    34. orgs               REST: organizations, memberships and teams.
+    35. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
+    36. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    37. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    38. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    39. tasks              REST: task grants, task tokens, step-up and approvals.
+    40. freezes            REST: policy as data, and freezes (read-only by policy).
+    41. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    42. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    43. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    44. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    45. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    46. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    47. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    48. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+    49. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    50. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    51. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    52. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    53. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    54. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    55. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    56. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -154,6 +155,7 @@ DEFAULT_DATA_DIR = "agentgit-data"
 DOCS_URL = "https://docs.github.com/rest"
 API_VERSION = "2022-11-28"
 MAX_JSON_BODY = 10 * 1024 * 1024          # REST bodies; larger ones are refused with 413
+MAX_TEXT = 65536                          # GitHub's limit on issue, pull request and comment bodies
 MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, never held in memory
 MAX_ASSET_BYTES = 100 * 1024 * 1024       # one release asset, held in the database (GitHub allows 2 GB)
 REQUEST_IDLE_TIMEOUT = 120                # seconds a client may stay silent before its thread gives up
@@ -3716,7 +3718,137 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/plumbing.py — HTTP plumbing: request bodies, the route table, and the Request on its way through the pipeline.
+# 16. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its
+# uses: errors
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# One route: its pattern as declared, the segments it is matched by, its handler, its place in the order,
+# and what it declares: its surface and how its caller is known
+Route = collections.namedtuple("Route", "pattern segments handler order surface authentication")
+# What a route serves. The surface says how a refusal looks (git's Basic challenge and text, a REST
+# client's Bearer challenge and JSON, a browser's page), which audience a token must name, and what the
+# audit log calls it.
+SURFACES = ("rest", "graphql", "git", "mcp", "broker", "oauth", "web")
+# How a route's caller is known, which the pipeline settles before the route runs
+AUTHENTICATIONS = {
+    "token": "a token in Authorization (token, Bearer, DPoP, HTTP Basic) or a client certificate; anonymous without",
+    "session": "a signed-in person's session cookie (web pages); Authorization is not read",
+    "client": "the route authenticates the OAuth client itself (its secret, assertion or certificate)",
+    "none": "nobody: a public document, or a request that names its client; credentials are not read",
+}
+ROUTES = collections.defaultdict(list)   # method -> [Route], declared with @route next to each handler
+# the same routes as find_route() tries them: those of fixed length by their number of segments (only
+# those can match a path of that length), then the {name:path} ones
+FIXED_ROUTES = collections.defaultdict(lambda: collections.defaultdict(list))    # method -> length -> [Route]
+GREEDY_ROUTES = collections.defaultdict(list)                                   # method -> [Route]
+SEGMENT_RE = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
+
+
+def route(method, pattern, surface="rest", authentication="token"):
+    """Register a handler for a surface (SURFACES) and a way of knowing its caller (AUTHENTICATIONS).
+    ``{name}`` matches one path segment, ``{name:int}`` a number, ``{name:path}`` one or more segments
+    (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch). Templates are matched segment
+    by segment, not as regular expressions: nothing to compile at start."""
+    if surface not in SURFACES or authentication not in AUTHENTICATIONS:
+        raise ValueError("route %s %s: no surface %r or authentication %r" % (method, pattern, surface, authentication))
+    segments = []
+    for part in pattern.strip("/").split("/") if pattern != "/" else ():      # "/" has no segments
+        m = SEGMENT_RE.match(part)
+        segments.append((m.group(2) or "one", m.group(1)) if m else ("literal", part))
+
+    def register(handler):
+        # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
+        # taken for a branch named "x/protection"; the others most specific first (a literal segment before
+        # a number, a number before any segment, from the left), so where two overlap the one that names
+        # more wins whichever module declared it first
+        greedy = any(kind == "path" for kind, _ in segments)
+        order = (greedy, -len(pattern)) if greedy else (greedy, specificity(segments))
+        entry = Route(pattern, segments, handler, order, surface, authentication)
+        # after every route of the same order: declaration order decides among equals
+        insert_in_order(ROUTES[method], entry)
+        insert_in_order(GREEDY_ROUTES[method] if greedy else FIXED_ROUTES[method][len(segments)], entry)
+        return handler
+    return register
+
+
+SEGMENT_RANK = {"literal": 0, "int": 1, "one": 2}
+
+
+def specificity(segments):
+    """A route's rank among those of its length: lower is more specific (see route())."""
+    return tuple(SEGMENT_RANK[kind] for kind, _ in segments)
+
+
+def insert_in_order(routes, entry):
+    """bisect.insort_right by Route.order (its key argument needs Python 3.10, and the client commands
+    of the single file run on 3.9)."""
+    low, high = 0, len(routes)
+    while low < high:
+        middle = (low + high) // 2
+        if entry.order < routes[middle].order:
+            high = middle
+        else:
+            low = middle + 1
+    routes.insert(low, entry)
+
+
+def not_found_message(method, path, parts):
+    """A 404 that says what was probably meant: the methods the path does take, the REST API's root
+    for a GitHub path without it, or that an extension endpoint does not exist."""
+    def matched(method_routes, segments):
+        return any(match_segments(r.segments, segments) is not None for r in method_routes)
+    others = sorted(m for m, method_routes in ROUTES.items() if m != method and matched(method_routes, parts))
+    if others:
+        return "Not Found: %s takes %s, not %s" % (path, " and ".join(others), method)
+    if path.startswith("/api/ext/"):
+        return "Not Found: agentgit has no extension endpoint %s %s (`python agentgit.py routes` lists them)" % (
+            method, path)
+    if not path.startswith("/api/") and matched(ROUTES.get(method, ()), ["api", "v3"] + parts):
+        return "Not Found: the REST API is under /api/v3 (%s /api/v3%s)" % (method, path)
+    return "Not Found"
+
+
+def match_segments(segments, parts):
+    """{name: value} when the path's segments fit the template, else None."""
+    greedy = next((i for i, (kind, _) in enumerate(segments) if kind == "path"), None)
+    if greedy is None:
+        if len(parts) != len(segments):
+            return None
+        pairs = list(zip(segments, parts))
+    else:
+        tail = len(segments) - greedy - 1
+        if len(parts) < len(segments):
+            return None
+        middle = "/".join(parts[greedy:len(parts) - tail])
+        pairs = list(zip(segments[:greedy], parts)) + [(segments[greedy], middle)] + list(
+            zip(segments[greedy + 1:], parts[len(parts) - tail:]))
+    params = {}
+    for (kind, value), part in pairs:
+        if kind == "literal":
+            if part != value:
+                return None
+        elif not part or kind == "int" and not (part.isdigit() and len(part) <= 12):
+            return None
+        else:
+            params[value] = urllib.parse.unquote(part)
+    return params
+
+
+def find_route(method, path):
+    """(Route, path parameters) of the route that serves ``method`` on ``path``; 404 saying what was
+    probably meant when none does. HEAD is served as GET."""
+    method = "GET" if method == "HEAD" else method
+    path = path[:-1] if path.endswith("/") else path
+    parts = path.strip("/").split("/") if path.strip("/") else []
+    for candidate in FIXED_ROUTES[method].get(len(parts), []) + GREEDY_ROUTES[method]:
+        params = match_segments(candidate.segments, parts)
+        if params is not None:
+            return candidate, params
+    raise HTTPError(404, not_found_message(method, path[:200], parts))
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 17. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the
 # uses: config, errors, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3877,131 +4009,6 @@ class GunzipReader:
                 return data
 
 
-# One route: its pattern as declared, the segments it is matched by, its handler, its place in the order,
-# and what it declares: its surface and how its caller is known
-Route = collections.namedtuple("Route", "pattern segments handler order surface authentication")
-# What a route serves. The surface says how a refusal looks (git's Basic challenge and text, a REST
-# client's Bearer challenge and JSON, a browser's page), which audience a token must name, and what the
-# audit log calls it.
-SURFACES = ("rest", "graphql", "git", "mcp", "broker", "oauth", "web")
-# How a route's caller is known, which the pipeline settles before the route runs
-AUTHENTICATIONS = {
-    "token": "a token in Authorization (token, Bearer, DPoP, HTTP Basic) or a client certificate; anonymous without",
-    "session": "a signed-in person's session cookie (web pages); Authorization is not read",
-    "client": "the route authenticates the OAuth client itself (its secret, assertion or certificate)",
-    "none": "nobody: a public document, or a request that names its client; credentials are not read",
-}
-ROUTES = collections.defaultdict(list)   # method -> [Route], declared with @route next to each handler
-# the same routes as find_route() tries them: those of fixed length by their number of segments (only
-# those can match a path of that length), then the {name:path} ones
-FIXED_ROUTES = collections.defaultdict(lambda: collections.defaultdict(list))    # method -> length -> [Route]
-GREEDY_ROUTES = collections.defaultdict(list)                                   # method -> [Route]
-SEGMENT_RE = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
-
-
-def route(method, pattern, surface="rest", authentication="token"):
-    """Register a handler for a surface (SURFACES) and a way of knowing its caller (AUTHENTICATIONS).
-    ``{name}`` matches one path segment, ``{name:int}`` a number, ``{name:path}`` one or more segments
-    (``/branches/{branch:path}/protection`` takes ``a/b`` for the branch). Templates are matched segment
-    by segment, not as regular expressions: nothing to compile at start."""
-    if surface not in SURFACES or authentication not in AUTHENTICATIONS:
-        raise ValueError("route %s %s: no surface %r or authentication %r" % (method, pattern, surface, authentication))
-    segments = []
-    for part in pattern.strip("/").split("/") if pattern != "/" else ():      # "/" has no segments
-        m = SEGMENT_RE.match(part)
-        segments.append((m.group(2) or "one", m.group(1)) if m else ("literal", part))
-
-    def register(handler):
-        # {name:path} routes are tried after all others, longest first, so /branches/{b}/protection is not
-        # taken for a branch named "x/protection"; the others most specific first (a literal segment before
-        # a number, a number before any segment, from the left), so where two overlap the one that names
-        # more wins whichever module declared it first
-        greedy = any(kind == "path" for kind, _ in segments)
-        order = (greedy, -len(pattern)) if greedy else (greedy, specificity(segments))
-        entry = Route(pattern, segments, handler, order, surface, authentication)
-        # after every route of the same order: declaration order decides among equals
-        insert_in_order(ROUTES[method], entry)
-        insert_in_order(GREEDY_ROUTES[method] if greedy else FIXED_ROUTES[method][len(segments)], entry)
-        return handler
-    return register
-
-
-SEGMENT_RANK = {"literal": 0, "int": 1, "one": 2}
-
-
-def specificity(segments):
-    """A route's rank among those of its length: lower is more specific (see route())."""
-    return tuple(SEGMENT_RANK[kind] for kind, _ in segments)
-
-
-def insert_in_order(routes, entry):
-    """bisect.insort_right by Route.order (its key argument needs Python 3.10, and the client commands
-    of the single file run on 3.9)."""
-    low, high = 0, len(routes)
-    while low < high:
-        middle = (low + high) // 2
-        if entry.order < routes[middle].order:
-            high = middle
-        else:
-            low = middle + 1
-    routes.insert(low, entry)
-
-
-def not_found_message(method, path, parts):
-    """A 404 that says what was probably meant: the methods the path does take, the REST API's root
-    for a GitHub path without it, or that an extension endpoint does not exist."""
-    def matched(method_routes, segments):
-        return any(match_segments(r.segments, segments) is not None for r in method_routes)
-    others = sorted(m for m, method_routes in ROUTES.items() if m != method and matched(method_routes, parts))
-    if others:
-        return "Not Found: %s takes %s, not %s" % (path, " and ".join(others), method)
-    if path.startswith("/api/ext/"):
-        return "Not Found: agentgit has no extension endpoint %s %s (`python agentgit.py routes` lists them)" % (
-            method, path)
-    if not path.startswith("/api/") and matched(ROUTES.get(method, ()), ["api", "v3"] + parts):
-        return "Not Found: the REST API is under /api/v3 (%s /api/v3%s)" % (method, path)
-    return "Not Found"
-
-
-def match_segments(segments, parts):
-    """{name: value} when the path's segments fit the template, else None."""
-    greedy = next((i for i, (kind, _) in enumerate(segments) if kind == "path"), None)
-    if greedy is None:
-        if len(parts) != len(segments):
-            return None
-        pairs = list(zip(segments, parts))
-    else:
-        tail = len(segments) - greedy - 1
-        if len(parts) < len(segments):
-            return None
-        middle = "/".join(parts[greedy:len(parts) - tail])
-        pairs = list(zip(segments[:greedy], parts)) + [(segments[greedy], middle)] + list(
-            zip(segments[greedy + 1:], parts[len(parts) - tail:]))
-    params = {}
-    for (kind, value), part in pairs:
-        if kind == "literal":
-            if part != value:
-                return None
-        elif not part or kind == "int" and not (part.isdigit() and len(part) <= 12):
-            return None
-        else:
-            params[value] = urllib.parse.unquote(part)
-    return params
-
-
-def find_route(method, path):
-    """(Route, path parameters) of the route that serves ``method`` on ``path``; 404 saying what was
-    probably meant when none does. HEAD is served as GET."""
-    method = "GET" if method == "HEAD" else method
-    path = path[:-1] if path.endswith("/") else path
-    parts = path.strip("/").split("/") if path.strip("/") else []
-    for candidate in FIXED_ROUTES[method].get(len(parts), []) + GREEDY_ROUTES[method]:
-        params = match_segments(candidate.segments, parts)
-        if params is not None:
-            return candidate, params
-    raise HTTPError(404, not_found_message(method, path[:200], parts))
-
-
 class Request(Ledger):
     """One HTTP request on its way through authenticate → route → authorize → act → audit → respond:
     its HTTP input here, its enforcement and records as the Ledger it is."""
@@ -4069,6 +4076,15 @@ class Request(Ledger):
                                                                               dict: "an object"}[kind]))
         return value
 
+    def text_field(self, body, name, resource, required=False, limit=MAX_TEXT):
+        """body[name] as a string of at most ``limit`` characters; a required one not blank either."""
+        value = self.field(body, name, str, resource, required=required)
+        if value is not None and len(value) > limit:
+            raise invalid(resource, name, "custom", "%s is longer than %d characters" % (name, limit))
+        if required and value is not None and not value.strip():
+            raise invalid(resource, name, "missing_field", "%s cannot be blank" % name)
+        return value
+
     def page(self):
         """(per_page, page) from the query, within GitHub's bounds."""
         try:
@@ -4105,7 +4121,7 @@ class Request(Ledger):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 18. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4171,6 +4187,11 @@ REPO_URL_TEMPLATES = (
     "releases_url:releases{/id}", "stargazers_url:stargazers", "statuses_url:statuses/{sha}",
     "subscribers_url:subscribers", "subscription_url:subscription", "tags_url:tags",
     "teams_url:teams", "trees_url:git/trees{/sha}")
+
+
+def user_json_by_id(app, user_id):
+    row = account_by_id(app.store, user_id) if user_id is not None else None
+    return user_json(app, row) if row is not None else None
 
 
 def repo_json(app, row, permission=None):
@@ -4304,7 +4325,7 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 19. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4356,8 +4377,8 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
-# uses: config, accounts, policy, plumbing, serializers, lookups
+# 20. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# uses: config, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- meta and users -----------------------------------------------------------------------------
@@ -4443,8 +4464,8 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
-# uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups
+# 21. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- repositories and forks ---------------------------------------------------------------------
@@ -4894,8 +4915,8 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
-# uses: config, errors, accounts, policy, plumbing, serializers, lookups
+# 22. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# uses: config, errors, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 MENTION_RE = re.compile(r"(?<![\w`])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))\b")
@@ -5163,25 +5184,13 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
-# uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, notifications, repositories
+# 23. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# uses: config, errors, storage, accounts, policy, routing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- issues, comments, labels, milestones -------------------------------------------------------
 
 HEX_COLOR_RE = re.compile(r"^[0-9a-fA-F]{6}$")
-MAX_TEXT = 65536        # GitHub's limit on issue, pull request and comment bodies
-
-
-def text_field(req, body, name, resource, required=False, limit=MAX_TEXT):
-    value = req.field(body, name, str, resource, required=required)
-    if value is not None and len(value) > limit:
-        raise invalid(resource, name, "custom", "%s is longer than %d characters" % (name, limit))
-    if required and value is not None and not value.strip():
-        raise invalid(resource, name, "missing_field", "%s cannot be blank" % name)
-    return value
-
-
 def author_association(store, repo, user_id):
     if user_id is None:
         return "NONE"
@@ -5192,11 +5201,6 @@ def author_association(store, repo, user_id):
     if store.one("SELECT 1 FROM collaborators WHERE repo_id = ? AND user_id = ?", repo["id"], user_id):
         return "COLLABORATOR"
     return "NONE"
-
-
-def user_json_by_id(app, user_id):
-    row = account_by_id(app.store, user_id) if user_id is not None else None
-    return user_json(app, row) if row is not None else None
 
 
 def label_json(app, repo, row):
@@ -5361,8 +5365,8 @@ def insert_issue(db, repo_id, user_id, title, body, is_pull=False):
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues")
 def create_issue(req, owner, repo):
     body = req.json()
-    title = text_field(req, body, "title", "Issue", required=True, limit=256)
-    text = text_field(req, body, "body", "Issue")
+    title = req.text_field(body, "title", "Issue", required=True, limit=256)
+    text = req.text_field(body, "body", "Issue")
     row = find_repo(req, owner, repo, "open_issue")
     return 201, issue_json(req.app, row, open_issue(req, row, title, text, body))
 
@@ -5481,13 +5485,13 @@ def update_issue(req, owner, repo, number):
     body = req.json()
     row, issue = find_issue(req, owner, repo, number, "edit_issue")
     fields = {}
-    title = text_field(req, body, "title", "Issue", limit=256)
+    title = req.text_field(body, "title", "Issue", limit=256)
     if title is not None:
         if not title.strip():
             raise invalid("Issue", "title", "missing_field", "title cannot be blank")
         fields["title"] = title
     if "body" in body:
-        fields["body"] = text_field(req, body, "body", "Issue")
+        fields["body"] = req.text_field(body, "body", "Issue")
     state = req.field(body, "state", str, "Issue")
     if state is not None:
         if state not in ("open", "closed"):
@@ -5561,7 +5565,7 @@ def list_repo_comments(req, owner, repo):
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/comments")
 def create_comment(req, owner, repo, number):
     body = req.json()
-    text = text_field(req, body, "body", "IssueComment", required=True)
+    text = req.text_field(body, "body", "IssueComment", required=True)
     row, issue = find_issue(req, owner, repo, number, "comment")
     return 201, comment_json(req.app, row, issue["number"], add_comment(req, issue, text))
 
@@ -5598,7 +5602,7 @@ def get_comment(req, owner, repo, comment_id):
 @route("PATCH", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}")
 def update_comment(req, owner, repo, comment_id):
     body = req.json()
-    text = text_field(req, body, "body", "IssueComment", required=True)
+    text = req.text_field(body, "body", "IssueComment", required=True)
     row, comment = find_comment(req, owner, repo, comment_id, "edit_comment")
     with req.transaction() as db:
         db.execute("UPDATE comments SET body = ?, updated_at = ? WHERE id = ?", (text, now(), comment["id"]))
@@ -5634,7 +5638,7 @@ def label_fields(req, body, creating):
         if not HEX_COLOR_RE.match(color):
             raise invalid("Label", "color", message="color must be six hexadecimal digits, like f29513")
         fields["color"] = color.lower()
-    description = text_field(req, body, "description", "Label", limit=100)
+    description = req.text_field(body, "description", "Label", limit=100)
     if description is not None:
         fields["description"] = description
     return fields
@@ -5764,11 +5768,11 @@ def remove_issue_label(req, owner, repo, number, name):
 
 def milestone_fields(req, body, creating):
     fields = {}
-    title = text_field(req, body, "title", "Milestone", required=creating, limit=256)
+    title = req.text_field(body, "title", "Milestone", required=creating, limit=256)
     if title is not None:
         fields["title"] = title
     if "description" in body:
-        fields["description"] = text_field(req, body, "description", "Milestone")
+        fields["description"] = req.text_field(body, "description", "Milestone")
     state = req.field(body, "state", str, "Milestone")
     if state is not None:
         if state not in ("open", "closed"):
@@ -5851,8 +5855,8 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
-# uses: errors, accounts, policy, plumbing, issues
+# 24. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# uses: errors, accounts, policy, routing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 MAX_SUB_ISSUES = 100
@@ -5981,8 +5985,8 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/pulls.py — REST: pull requests and their merges.
-# uses: config, errors, storage, gitstore, accounts, policy, intents, plumbing, serializers, lookups, notifications, issues
+# 25. src/agentgit/pulls.py — REST: pull requests and their merges.
+# uses: config, errors, storage, gitstore, accounts, policy, intents, routing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- pull requests ------------------------------------------------------------------------------
@@ -6121,8 +6125,8 @@ def find_pull(req, owner, repo, number, action="read_code", **context):
 @route("POST", "/api/v3/repos/{owner}/{repo}/pulls")
 def create_pull(req, owner, repo):
     body = req.json()
-    title = text_field(req, body, "title", "PullRequest", required=True, limit=256)
-    text = text_field(req, body, "body", "PullRequest")
+    title = req.text_field(body, "title", "PullRequest", required=True, limit=256)
+    text = req.text_field(body, "body", "PullRequest")
     head = req.field(body, "head", str, "PullRequest", required=True)
     base = req.field(body, "base", str, "PullRequest", required=True)
     draft = req.field(body, "draft", bool, "PullRequest", default=False)
@@ -6254,11 +6258,11 @@ def update_pull(req, owner, repo, number):
     body = req.json()
     row, issue, pull = find_pull(req, owner, repo, number, "edit_issue")
     fields, pull_fields = {}, {}
-    title = text_field(req, body, "title", "PullRequest", limit=256)
+    title = req.text_field(body, "title", "PullRequest", limit=256)
     if title is not None:
         fields["title"] = title
     if "body" in body:
-        fields["body"] = text_field(req, body, "body", "PullRequest")
+        fields["body"] = req.text_field(body, "body", "PullRequest")
     state = req.field(body, "state", str, "PullRequest")
     if state is not None and state != issue["state"]:
         if state not in ("open", "closed"):
@@ -6329,8 +6333,8 @@ def merge_pull(req, owner, repo, number):
     if method not in MERGE_METHODS:
         raise invalid("PullRequest", "merge_method", message="merge_method must be merge, squash or rebase")
     expected_sha = req.field(body, "sha", str, "PullRequest")
-    title = text_field(req, body, "commit_title", "PullRequest", limit=256)
-    message = text_field(req, body, "commit_message", "PullRequest")
+    title = req.text_field(body, "commit_title", "PullRequest", limit=256)
+    message = req.text_field(body, "commit_message", "PullRequest")
     row, issue, pull = find_pull(req, owner, repo, number)
     new_sha = merge_pull_request(req, row, issue, pull, method, expected_sha, title, message)
     return {"sha": new_sha, "merged": True, "message": "Pull Request successfully merged"}
@@ -6463,8 +6467,8 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-# uses: config, errors, accounts, plumbing, notifications, serializers, issues, pulls
+# 26. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# uses: config, errors, accounts, routing, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
@@ -6565,7 +6569,7 @@ def create_review(req, owner, repo, number):
     if event not in REVIEW_EVENTS and event is not None:
         raise invalid("PullRequestReview", "event", message="event must be APPROVE, REQUEST_CHANGES or COMMENT, "
                                                             "or left out for a pending review")
-    text = text_field(req, body, "body", "PullRequestReview") or ""
+    text = req.text_field(body, "body", "PullRequestReview") or ""
     comments = req.field(body, "comments", list, "PullRequestReview", default=[])
     row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
     review_id = record_review(req, row, issue, pull, event, text, comments,
@@ -6657,7 +6661,7 @@ def submit_review_route(req, owner, repo, number, review_id):
     review = own_pending_review(req, issue, int(review_id))
     body = req.json()
     event = req.field(body, "event", str, "PullRequestReview", required=True)
-    text = text_field(req, body, "body", "PullRequestReview")
+    text = req.text_field(body, "body", "PullRequestReview")
     submit_review(req, issue, review, event, text)
     return review_json(req.app, row, issue, req.app.store.one("SELECT * FROM reviews WHERE id = ?", review["id"]))
 
@@ -6751,8 +6755,8 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
-# uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, issues
+# 27. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- contents -----------------------------------------------------------------------------------
@@ -6934,7 +6938,7 @@ def change_file(req, owner, repo, path, deleting):
     path = content_path(path)
     if not path:
         raise invalid("Content", "path", "missing_field", "a file path is required")
-    message = text_field(req, body, "message", "Content", required=True)
+    message = req.text_field(body, "message", "Content", required=True)
     expected = req.field(body, "sha", str, "Content", required=deleting)
     data = None
     if not deleting:
@@ -6993,8 +6997,8 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
-# uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues
+# 28. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- branch protection, statuses, check runs ----------------------------------------------------
@@ -7115,9 +7119,9 @@ def create_status(req, owner, repo, sha):
     state = req.field(body, "state", str, "Status", required=True)
     if state not in STATUS_STATES:
         raise invalid("Status", "state", message="state must be error, failure, pending or success")
-    context = text_field(req, body, "context", "Status", limit=255) or "default"
-    description = text_field(req, body, "description", "Status", limit=1024)
-    target_url = text_field(req, body, "target_url", "Status", limit=2048)
+    context = req.text_field(body, "context", "Status", limit=255) or "default"
+    description = req.text_field(body, "description", "Status", limit=1024)
+    target_url = req.text_field(body, "target_url", "Status", limit=2048)
     row = find_repo(req, owner, repo, "write_status")
     sha = commit_of(req, row, sha)
     with req.transaction() as db:
@@ -7173,7 +7177,7 @@ def check_run_json(app, repo_row, row):
 
 def check_run_fields(req, body, creating):
     fields = {}
-    name = text_field(req, body, "name", "CheckRun", required=creating, limit=255)
+    name = req.text_field(body, "name", "CheckRun", required=creating, limit=255)
     if name is not None:
         fields["name"] = name
     status = req.field(body, "status", str, "CheckRun", default="queued" if creating else None)
@@ -7191,7 +7195,7 @@ def check_run_fields(req, body, creating):
             raise invalid("CheckRun", "conclusion", "missing_field", "a completed check run needs a conclusion")
         fields["completed_at"] = req.field(body, "completed_at", str, "CheckRun") or now()
     for key in ("external_id", "details_url", "started_at"):
-        value = text_field(req, body, key, "CheckRun", limit=2048)
+        value = req.text_field(body, key, "CheckRun", limit=2048)
         if value is not None:
             fields[key] = value
     output = req.field(body, "output", dict, "CheckRun")
@@ -7249,8 +7253,8 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-# uses: config, errors, gitstore, accounts, policy, plumbing, serializers, lookups, repositories, contents
+# 29. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- git data: refs, blobs, trees, commits, tags; compare ----------------------------------------
@@ -7592,8 +7596,8 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/releases.py — REST: releases, tags and release assets.
-# uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, gitdata
+# 30. src/agentgit/releases.py — REST: releases, tags and release assets.
+# uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- releases and tags --------------------------------------------------------------------------
@@ -7644,7 +7648,7 @@ def release_fields(req, body, creating):
         ref_name("refs/tags/" + tag)
         fields["tag_name"] = tag
     for key, limit in (("name", 256), ("body", 125000), ("target_commitish", 256)):
-        value = text_field(req, body, key, "Release", limit=limit)
+        value = req.text_field(body, key, "Release", limit=limit)
         if value is not None:
             fields[key] = value
     for key in ("draft", "prerelease"):
@@ -7928,8 +7932,8 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/deploy_keys.py — REST: deploy keys.
-# uses: config, errors, accounts, plumbing, issues, lookups
+# 31. src/agentgit/deploy_keys.py — REST: deploy keys.
+# uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -7980,7 +7984,7 @@ def add_deploy_key(req, owner, repo):
     row = find_repo(req, owner, repo, "admin_repo")
     body = req.json()
     key = ssh_public_key(req.field(body, "key", str, "PublicKey", required=True))
-    title = text_field(req, body, "title", "PublicKey", limit=200) or ""
+    title = req.text_field(body, "title", "PublicKey", limit=200) or ""
     read_only = req.field(body, "read_only", bool, "PublicKey", default=True)
     fingerprint = hashlib.sha256(base64.b64decode(key.split()[1])).hexdigest()
     with req.transaction() as db:
@@ -8005,8 +8009,8 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
-# uses: config, errors, storage, gitstore, accounts, policy, plumbing, serializers, lookups, issues, contents
+# 32. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- workflow records ---------------------------------------------------------------------------
@@ -8212,8 +8216,8 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
-# uses: errors, gitstore, accounts, policy, plumbing, serializers, issues, contents
+# 33. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- search -------------------------------------------------------------------------------------
@@ -8415,8 +8419,8 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/orgs.py — REST: organizations, memberships and teams.
-# uses: config, errors, storage, accounts, policy, plumbing, serializers, lookups, repositories
+# 34. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- organizations and teams --------------------------------------------------------------------
@@ -8763,8 +8767,8 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
-# uses: config, errors, accounts, policy, plumbing, serializers, lookups, orgs
+# 35. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# uses: config, errors, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 SECRET_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
@@ -9272,8 +9276,8 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
-# uses: config, errors, tokens, accounts, policy, audit, plumbing, lookups
+# 36. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# uses: config, errors, tokens, accounts, policy, audit, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- agent-first extensions: registration, personal tokens, audit -------------------------------
@@ -9434,8 +9438,8 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, plumbing, serializers, lookups, issues
+# 37. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- delegation: invites, consent, bindings, switch sessions, lifecycle, revocation ---------------
@@ -9661,7 +9665,7 @@ def list_my_agents(req):
 def rename_binding(req, login):
     """The display name the bound human gives the agent."""
     body = req.json()
-    name = text_field(req, body, "display_name", "AgentBinding", required=True, limit=100)
+    name = req.text_field(body, "display_name", "AgentBinding", required=True, limit=100)
     agent, binding = bound_agent(req, login)
     with req.transaction() as db:
         db.execute("UPDATE agent_bindings SET display_name = ? WHERE agent_id = ?", (name, agent["id"]))
@@ -9926,8 +9930,8 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-# uses: config, errors, storage, accounts, policy, plumbing, lookups
+# 38. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# uses: config, errors, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 SEAL_VERSION = b"agentgit-seal-v1"
@@ -10145,8 +10149,8 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
-# uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, plumbing, lookups, vault, pulls
+# 39. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- task grants and task tokens --------------------------------------------------------------------
@@ -10545,8 +10549,8 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
-# uses: config, errors, storage, accounts, policy, authentication, plumbing, lookups, tasks
+# 40. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# uses: config, errors, storage, accounts, policy, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- policy as data ------------------------------------------------------------------------------------
@@ -10673,7 +10677,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 41. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10936,7 +10940,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 42. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11601,7 +11605,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 43. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11947,7 +11951,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 44. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12370,8 +12374,8 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-# uses: errors, policy, plumbing, lookups, graphql_language, graphql_resolvers, graphql_schema
+# 45. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- execution ---------------------------------------------------------------------------------
@@ -12650,8 +12654,8 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-# uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, plumbing, agents, delegation, tasks
+# 46. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # Server-rendered HTML for humans, no JavaScript. A session cookie (HttpOnly, SameSite=Lax, Secure
@@ -13062,8 +13066,8 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-# uses: config, errors, storage, tokens, policy, plumbing, lookups, issues
+# 47. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# uses: config, errors, storage, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 CIMD_MAX_BYTES = 5 * 1024          # the draft's advice for a metadata document
@@ -13101,7 +13105,7 @@ def redirect_matches(registered, given):
 def register_oauth_app(req):
     """Register an OAuth app (client id, optional secret, redirect URIs) owned by the caller."""
     body = req.json()
-    name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
+    name = req.text_field(body, "name", "OAuthApp", required=True, limit=100)
     uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)
     if not all(isinstance(u, str) and valid_redirect_uri(u) for u in uris):     # none: a device-flow app
         raise invalid("OAuthApp", "redirect_uris", message="redirect URIs are https, or http on loopback, "
@@ -13315,8 +13319,8 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-# uses: config, errors, storage, proofs, accounts, policy, plumbing, lookups
+# 48. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# uses: config, errors, storage, proofs, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -13448,8 +13452,8 @@ def asserted_agent(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-# uses: config, errors, tokens, accounts, policy, plumbing, lookups, vault, tasks, oauth_clients
+# 49. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# uses: config, errors, tokens, accounts, policy, routing, lookups, vault, tasks, oauth_clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 TOOL_TOKEN_SECONDS = 300
@@ -13884,8 +13888,8 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-# uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, plumbing, lookups, tasks, web, oauth_clients, client_assertions, broker
+# 50. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 @web_route("GET", "/login/device")
@@ -14540,8 +14544,8 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-# uses: config, errors, tokens, plumbing, contents, oauth
+# 51. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# uses: config, errors, tokens, routing, request, contents, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
@@ -14978,8 +14982,8 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-# uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, plumbing
+# 52. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # The protocol (gitprotocol-http): GET info/refs?service=... advertises refs; POST git-upload-pack
@@ -15178,8 +15182,8 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-# uses: errors, gitstore, accounts, policy, plumbing, lookups, issues, pulls, contents, web
+# 53. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # Read-only and server-rendered, like the other pages: the session cookie decides what is shown
@@ -15396,8 +15400,8 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-# uses: config, errors, intents, proofs, authentication, installation, plumbing, serializers, web, oauth
+# 54. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class App(Installation):
@@ -15659,7 +15663,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def parse_request(self):
         """The request line and headers, as http.server's own parse_request reads them, but with
-        plumbing.read_request_headers for the headers (a quarter of a small request's time went to
+        request.read_request_headers for the headers (a quarter of a small request's time went to
         http.client's email parser) and HTTP/1.0 and 1.1 only."""
         # every answer, refusals included, has a status line: HTTP/0.9's bare bodies are not spoken here
         self.command, self.close_connection, self.request_version = None, True, "HTTP/1.1"
@@ -15982,7 +15986,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 55. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16259,8 +16263,8 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
-# uses: config, errors, storage, tokens, accounts, audit, authentication, ledger, installation, plumbing, agents, delegation, server, clients
+# 56. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# uses: config, errors, storage, tokens, accounts, audit, authentication, ledger, installation, routing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def cli_set_suspended(app, login, suspended):

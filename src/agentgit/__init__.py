@@ -34,7 +34,7 @@ if importlib.util.find_spec("dulwich") is None:
 # writes their bodies in this order into the single file agentgit.py.
 MODULES = (
     "config", "errors", "storage", "gitstore", "gitwire", "tokens", "proofs", "accounts", "policy", "audit", "approvals", "intents",
-    "ledger", "authentication", "installation", "plumbing", "serializers", "lookups",
+    "ledger", "authentication", "installation", "routing", "request", "serializers", "lookups",
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "deploy_keys", "actions",
     "search", "orgs", "actions_config", "agents", "delegation", "vault", "tasks", "freezes",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",

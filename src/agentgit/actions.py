@@ -9,10 +9,9 @@ from agentgit.storage import insert_row
 from agentgit.gitstore import branch_sha, open_repo, resolve_commit
 from agentgit.accounts import full_name
 from agentgit.policy import Resource
-from agentgit.plumbing import route
-from agentgit.serializers import node_id, repo_json
+from agentgit.routing import route
+from agentgit.serializers import node_id, repo_json, user_json_by_id
 from agentgit.lookups import find_repo
-from agentgit.issues import user_json_by_id
 from agentgit.contents import lookup_path
 
 

@@ -21,7 +21,7 @@ from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import REPO_SELECT, account_by_id, full_name, repo_by_id
 from agentgit.policy import Resource
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.serializers import node_id, repo_json, user_json
 from agentgit.lookups import find_repo
 from agentgit.orgs import find_org

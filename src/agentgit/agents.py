@@ -9,7 +9,7 @@ from agentgit.tokens import ALL_SCOPES, issue_token, token_fingerprint
 from agentgit.accounts import register_agent
 from agentgit.policy import Resource, SITE
 from agentgit.audit import audit_json
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.lookups import signed_in
 
 

@@ -36,7 +36,7 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.tokens import issue_token, token_fingerprint
 from agentgit.accounts import account_by_id
 from agentgit.policy import DEFAULT_PORTS
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.vault import binding, credential_by_name, held_credential, seal, unseal
 from agentgit.tasks import bound_to

@@ -26,7 +26,7 @@ from agentgit.audit import audit_head, audit_verify
 from agentgit.authentication import Principal
 from agentgit.ledger import Ledger
 from agentgit.installation import Installation, OPERATOR_REASON, cli_add_agent, cli_add_user, operator_ledger
-from agentgit.plumbing import ROUTES
+from agentgit.routing import ROUTES
 from agentgit.agents import explain
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, accept_invite, check_grant_authority, make_invite,
                                  reset_agent_credentials, retire, unbind_agent)

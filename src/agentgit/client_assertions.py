@@ -23,7 +23,7 @@ from agentgit.storage import insert_row
 from agentgit.proofs import b64url_decode
 from agentgit.accounts import account_by_login
 from agentgit.policy import Resource
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.lookups import signed_in
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

@@ -14,6 +14,7 @@ DEFAULT_DATA_DIR = "agentgit-data"
 DOCS_URL = "https://docs.github.com/rest"
 API_VERSION = "2022-11-28"
 MAX_JSON_BODY = 10 * 1024 * 1024          # REST bodies; larger ones are refused with 413
+MAX_TEXT = 65536                          # GitHub's limit on issue, pull request and comment bodies
 MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, never held in memory
 MAX_ASSET_BYTES = 100 * 1024 * 1024       # one release asset, held in the database (GitHub allows 2 GB)
 REQUEST_IDLE_TIMEOUT = 120                # seconds a client may stay silent before its thread gives up

@@ -11,11 +11,10 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.gitstore import ZERO_SHA, branch_sha, list_refs, open_repo, resolve_commit, write_commit
 from agentgit.accounts import full_name, signature
 from agentgit.policy import Resource
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.serializers import git_person_json, node_id
 from agentgit.lookups import find_repo
 from agentgit.repositories import head_commit_or_409
-from agentgit.issues import text_field
 
 
 # -- contents -----------------------------------------------------------------------------------
@@ -197,7 +196,7 @@ def change_file(req, owner, repo, path, deleting):
     path = content_path(path)
     if not path:
         raise invalid("Content", "path", "missing_field", "a file path is required")
-    message = text_field(req, body, "message", "Content", required=True)
+    message = req.text_field(body, "message", "Content", required=True)
     expected = req.field(body, "sha", str, "Content", required=deleting)
     data = None
     if not deleting:

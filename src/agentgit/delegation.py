@@ -12,10 +12,9 @@ from agentgit.accounts import account_by_id, permission_of_org_member, repo_by_f
 from agentgit.policy import PERMISSION_ALIASES, Resource, SITE, decide
 from agentgit.audit import audit_json
 from agentgit.authentication import Principal
-from agentgit.plumbing import route
-from agentgit.serializers import user_json
+from agentgit.routing import route
+from agentgit.serializers import user_json, user_json_by_id
 from agentgit.lookups import find_account, signed_in
-from agentgit.issues import text_field, user_json_by_id
 
 
 # -- delegation: invites, consent, bindings, switch sessions, lifecycle, revocation ---------------
@@ -241,7 +240,7 @@ def list_my_agents(req):
 def rename_binding(req, login):
     """The display name the bound human gives the agent."""
     body = req.json()
-    name = text_field(req, body, "display_name", "AgentBinding", required=True, limit=100)
+    name = req.text_field(body, "display_name", "AgentBinding", required=True, limit=100)
     agent, binding = bound_agent(req, login)
     with req.transaction() as db:
         db.execute("UPDATE agent_bindings SET display_name = ? WHERE agent_id = ?", (name, agent["id"]))

@@ -12,8 +12,8 @@ import struct
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import full_name
-from agentgit.plumbing import route
-from agentgit.issues import text_field, user_json_by_id
+from agentgit.routing import route
+from agentgit.serializers import user_json_by_id
 from agentgit.lookups import find_repo
 
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -64,7 +64,7 @@ def add_deploy_key(req, owner, repo):
     row = find_repo(req, owner, repo, "admin_repo")
     body = req.json()
     key = ssh_public_key(req.field(body, "key", str, "PublicKey", required=True))
-    title = text_field(req, body, "title", "PublicKey", limit=200) or ""
+    title = req.text_field(body, "title", "PublicKey", limit=200) or ""
     read_only = req.field(body, "read_only", bool, "PublicKey", default=True)
     fingerprint = hashlib.sha256(base64.b64decode(key.split()[1])).hexdigest()
     with req.transaction() as db:

@@ -8,7 +8,7 @@ from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login, repo_by_full_name, repo_by_id
 from agentgit.policy import POLICY_RULES, Resource, decide, permission_on
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.tasks import TASK_ACTIONS, grant_json, strip_kind
 

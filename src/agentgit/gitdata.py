@@ -14,7 +14,7 @@ from agentgit.gitstore import (ZERO_SHA, valid_ref_name, changed_files, commits_
                                write_commit)
 from agentgit.accounts import full_name, signature
 from agentgit.policy import Resource
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.serializers import commit_json, git_person_json, node_id, ref_json
 from agentgit.lookups import find_repo
 from agentgit.repositories import refs_json

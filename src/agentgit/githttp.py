@@ -11,7 +11,8 @@ from agentgit.policy import Resource
 from agentgit.audit import audit_row
 from agentgit.approvals import give_back_approval
 from agentgit.intents import forget_intents, move_text, write_intent
-from agentgit.plumbing import GunzipReader, route
+from agentgit.routing import route
+from agentgit.request import GunzipReader
 
 
 # The protocol (gitprotocol-http): GET info/refs?service=... advertises refs; POST git-upload-pack

@@ -2,7 +2,7 @@
 
 from agentgit.errors import HTTPError
 from agentgit.policy import SITE
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.graphql_language import GRAPHQL_MAX_NODES, GraphQLError, GraphQLParser
 from agentgit.graphql_resolvers import GField

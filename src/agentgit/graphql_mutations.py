@@ -2,7 +2,7 @@
 
 import base64
 
-from agentgit.config import now, valid_repo_name
+from agentgit.config import MAX_TEXT, now, valid_repo_name
 from agentgit.errors import HTTPError
 from agentgit.storage import update_row
 from agentgit.gitstore import branch_sha, open_repo
@@ -12,8 +12,7 @@ from agentgit.serializers import node_id
 from agentgit.lookups import signed_in
 from agentgit.notifications import notify
 from agentgit.repositories import new_repository
-from agentgit.issues import (MAX_TEXT, add_comment, comment_json, open_issue, set_issue_relations, set_locked,
-                             state_change)
+from agentgit.issues import add_comment, comment_json, open_issue, set_issue_relations, set_locked, state_change
 from agentgit.pulls import merge_pull_request, open_pull, update_pull_branch
 from agentgit.reviews import (REVIEW_EVENTS, add_review_comment, delete_pending_review, own_pending_review,
                               record_review, submit_review)

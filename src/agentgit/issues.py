@@ -6,10 +6,10 @@ import urllib.parse
 from agentgit.config import now, parse_time
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row, update_row
-from agentgit.accounts import DEFAULT_LABELS, account_by_id, account_by_login, full_name, permission_of_org_member
+from agentgit.accounts import DEFAULT_LABELS, account_by_login, full_name, permission_of_org_member
 from agentgit.policy import RANK, Resource, repo_permission
-from agentgit.plumbing import route
-from agentgit.serializers import node_id, user_json
+from agentgit.routing import route
+from agentgit.serializers import node_id, user_json, user_json_by_id
 from agentgit.lookups import find_repo, signed_in, visible_repos
 from agentgit.notifications import notify
 from agentgit.repositories import repos_reachable_by
@@ -18,18 +18,6 @@ from agentgit.repositories import repos_reachable_by
 # -- issues, comments, labels, milestones -------------------------------------------------------
 
 HEX_COLOR_RE = re.compile(r"^[0-9a-fA-F]{6}$")
-MAX_TEXT = 65536        # GitHub's limit on issue, pull request and comment bodies
-
-
-def text_field(req, body, name, resource, required=False, limit=MAX_TEXT):
-    value = req.field(body, name, str, resource, required=required)
-    if value is not None and len(value) > limit:
-        raise invalid(resource, name, "custom", "%s is longer than %d characters" % (name, limit))
-    if required and value is not None and not value.strip():
-        raise invalid(resource, name, "missing_field", "%s cannot be blank" % name)
-    return value
-
-
 def author_association(store, repo, user_id):
     if user_id is None:
         return "NONE"
@@ -40,11 +28,6 @@ def author_association(store, repo, user_id):
     if store.one("SELECT 1 FROM collaborators WHERE repo_id = ? AND user_id = ?", repo["id"], user_id):
         return "COLLABORATOR"
     return "NONE"
-
-
-def user_json_by_id(app, user_id):
-    row = account_by_id(app.store, user_id) if user_id is not None else None
-    return user_json(app, row) if row is not None else None
 
 
 def label_json(app, repo, row):
@@ -209,8 +192,8 @@ def insert_issue(db, repo_id, user_id, title, body, is_pull=False):
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues")
 def create_issue(req, owner, repo):
     body = req.json()
-    title = text_field(req, body, "title", "Issue", required=True, limit=256)
-    text = text_field(req, body, "body", "Issue")
+    title = req.text_field(body, "title", "Issue", required=True, limit=256)
+    text = req.text_field(body, "body", "Issue")
     row = find_repo(req, owner, repo, "open_issue")
     return 201, issue_json(req.app, row, open_issue(req, row, title, text, body))
 
@@ -329,13 +312,13 @@ def update_issue(req, owner, repo, number):
     body = req.json()
     row, issue = find_issue(req, owner, repo, number, "edit_issue")
     fields = {}
-    title = text_field(req, body, "title", "Issue", limit=256)
+    title = req.text_field(body, "title", "Issue", limit=256)
     if title is not None:
         if not title.strip():
             raise invalid("Issue", "title", "missing_field", "title cannot be blank")
         fields["title"] = title
     if "body" in body:
-        fields["body"] = text_field(req, body, "body", "Issue")
+        fields["body"] = req.text_field(body, "body", "Issue")
     state = req.field(body, "state", str, "Issue")
     if state is not None:
         if state not in ("open", "closed"):
@@ -409,7 +392,7 @@ def list_repo_comments(req, owner, repo):
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/comments")
 def create_comment(req, owner, repo, number):
     body = req.json()
-    text = text_field(req, body, "body", "IssueComment", required=True)
+    text = req.text_field(body, "body", "IssueComment", required=True)
     row, issue = find_issue(req, owner, repo, number, "comment")
     return 201, comment_json(req.app, row, issue["number"], add_comment(req, issue, text))
 
@@ -446,7 +429,7 @@ def get_comment(req, owner, repo, comment_id):
 @route("PATCH", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}")
 def update_comment(req, owner, repo, comment_id):
     body = req.json()
-    text = text_field(req, body, "body", "IssueComment", required=True)
+    text = req.text_field(body, "body", "IssueComment", required=True)
     row, comment = find_comment(req, owner, repo, comment_id, "edit_comment")
     with req.transaction() as db:
         db.execute("UPDATE comments SET body = ?, updated_at = ? WHERE id = ?", (text, now(), comment["id"]))
@@ -482,7 +465,7 @@ def label_fields(req, body, creating):
         if not HEX_COLOR_RE.match(color):
             raise invalid("Label", "color", message="color must be six hexadecimal digits, like f29513")
         fields["color"] = color.lower()
-    description = text_field(req, body, "description", "Label", limit=100)
+    description = req.text_field(body, "description", "Label", limit=100)
     if description is not None:
         fields["description"] = description
     return fields
@@ -612,11 +595,11 @@ def remove_issue_label(req, owner, repo, number, name):
 
 def milestone_fields(req, body, creating):
     fields = {}
-    title = text_field(req, body, "title", "Milestone", required=creating, limit=256)
+    title = req.text_field(body, "title", "Milestone", required=creating, limit=256)
     if title is not None:
         fields["title"] = title
     if "description" in body:
-        fields["description"] = text_field(req, body, "description", "Milestone")
+        fields["description"] = req.text_field(body, "description", "Milestone")
     state = req.field(body, "state", str, "Milestone")
     if state is not None:
         if state not in ("open", "closed"):

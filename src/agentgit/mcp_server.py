@@ -23,7 +23,8 @@ import urllib.parse
 from agentgit.config import __version__
 from agentgit.errors import HTTPError
 from agentgit.tokens import ALL_SCOPES
-from agentgit.plumbing import Request, RequestHeaders, find_route, route
+from agentgit.routing import find_route, route
+from agentgit.request import Request, RequestHeaders
 from agentgit.contents import looks_binary
 from agentgit.oauth import bearer_challenge
 

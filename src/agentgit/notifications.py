@@ -14,7 +14,7 @@ from agentgit.config import now, parse_time
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import REPO_SELECT, full_name, repo_by_id
 from agentgit.policy import RANK, Resource, repo_permission
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.serializers import repo_json
 from agentgit.lookups import find_repo, signed_in
 

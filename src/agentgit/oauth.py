@@ -20,7 +20,7 @@ from agentgit.accounts import account_by_id, repo_by_full_name
 from agentgit.policy import Resource, SITE, bound_human_id, decide
 from agentgit.authentication import Presented, Principal, authenticate, check_presented, load_grant, name_delegator
 from agentgit.ledger import Ledger
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.tasks import bound_to, find_grant, issue_task_token, strip_kind
 from agentgit.web import PAGE_HEADERS, csp_allowing_form_redirect_to, hidden_input, html_page, web_route, signed_in_page

@@ -29,9 +29,8 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import token_hash
 from agentgit.policy import Resource
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.lookups import signed_in
-from agentgit.issues import text_field
 
 CIMD_MAX_BYTES = 5 * 1024          # the draft's advice for a metadata document
 CIMD_TIMEOUT_SECONDS = 5
@@ -68,7 +67,7 @@ def redirect_matches(registered, given):
 def register_oauth_app(req):
     """Register an OAuth app (client id, optional secret, redirect URIs) owned by the caller."""
     body = req.json()
-    name = text_field(req, body, "name", "OAuthApp", required=True, limit=100)
+    name = req.text_field(body, "name", "OAuthApp", required=True, limit=100)
     uris = req.field(body, "redirect_uris", list, "OAuthApp", required=True)
     if not all(isinstance(u, str) and valid_redirect_uri(u) for u in uris):     # none: a device-flow app
         raise invalid("OAuthApp", "redirect_uris", message="redirect URIs are https, or http on loopback, "

@@ -7,7 +7,7 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.storage import update_row
 from agentgit.accounts import REPO_SELECT, account_by_id, insert_account, permission_of_org_member
 from agentgit.policy import PERMISSION_ALIASES, Resource, SITE
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.serializers import org_json, repo_json, team_json, user_json
 from agentgit.lookups import find_account, find_repo, signed_in, sort_repos, visible_repos
 from agentgit.repositories import create_repo_for

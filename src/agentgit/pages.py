@@ -8,7 +8,7 @@ from agentgit.errors import HTTPError
 from agentgit.gitstore import changed_files, list_refs, open_repo, resolve_commit
 from agentgit.accounts import REPO_SELECT, account_by_id, account_by_login, full_name, lookup_repo
 from agentgit.policy import Resource, bound_human_id
-from agentgit.plumbing import not_found_message
+from agentgit.routing import not_found_message
 from agentgit.lookups import find_repo
 from agentgit.issues import find_issue
 from agentgit.pulls import PullState, find_pull

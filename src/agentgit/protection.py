@@ -8,10 +8,9 @@ from agentgit.storage import insert_row, update_row
 from agentgit.gitstore import branch_sha, open_repo, resolve_commit
 from agentgit.accounts import full_name
 from agentgit.policy import branch_protection
-from agentgit.plumbing import route
-from agentgit.serializers import node_id, repo_json
+from agentgit.routing import route
+from agentgit.serializers import node_id, repo_json, user_json_by_id
 from agentgit.lookups import find_repo
-from agentgit.issues import text_field, user_json_by_id
 
 
 # -- branch protection, statuses, check runs ----------------------------------------------------
@@ -132,9 +131,9 @@ def create_status(req, owner, repo, sha):
     state = req.field(body, "state", str, "Status", required=True)
     if state not in STATUS_STATES:
         raise invalid("Status", "state", message="state must be error, failure, pending or success")
-    context = text_field(req, body, "context", "Status", limit=255) or "default"
-    description = text_field(req, body, "description", "Status", limit=1024)
-    target_url = text_field(req, body, "target_url", "Status", limit=2048)
+    context = req.text_field(body, "context", "Status", limit=255) or "default"
+    description = req.text_field(body, "description", "Status", limit=1024)
+    target_url = req.text_field(body, "target_url", "Status", limit=2048)
     row = find_repo(req, owner, repo, "write_status")
     sha = commit_of(req, row, sha)
     with req.transaction() as db:
@@ -190,7 +189,7 @@ def check_run_json(app, repo_row, row):
 
 def check_run_fields(req, body, creating):
     fields = {}
-    name = text_field(req, body, "name", "CheckRun", required=creating, limit=255)
+    name = req.text_field(body, "name", "CheckRun", required=creating, limit=255)
     if name is not None:
         fields["name"] = name
     status = req.field(body, "status", str, "CheckRun", default="queued" if creating else None)
@@ -208,7 +207,7 @@ def check_run_fields(req, body, creating):
             raise invalid("CheckRun", "conclusion", "missing_field", "a completed check run needs a conclusion")
         fields["completed_at"] = req.field(body, "completed_at", str, "CheckRun") or now()
     for key in ("external_id", "details_url", "started_at"):
-        value = text_field(req, body, key, "CheckRun", limit=2048)
+        value = req.text_field(body, key, "CheckRun", limit=2048)
         if value is not None:
             fields[key] = value
     output = req.field(body, "output", dict, "CheckRun")

@@ -16,11 +16,11 @@ from agentgit.gitstore import (branch_sha, changed_files, commits_between, copy_
 from agentgit.accounts import REPO_SELECT, account_by_id, full_name, network_root, repo_by_id, signature
 from agentgit.policy import Resource
 from agentgit.intents import INTENT_FOLLOW_UPS
-from agentgit.plumbing import route
-from agentgit.serializers import commit_json, node_id, repo_json, user_json
+from agentgit.routing import route
+from agentgit.serializers import commit_json, node_id, repo_json, user_json, user_json_by_id
 from agentgit.lookups import find_repo
 from agentgit.notifications import notify
-from agentgit.issues import find_issue, insert_issue, issue_json, text_field, user_json_by_id
+from agentgit.issues import find_issue, insert_issue, issue_json
 
 
 # -- pull requests ------------------------------------------------------------------------------
@@ -159,8 +159,8 @@ def find_pull(req, owner, repo, number, action="read_code", **context):
 @route("POST", "/api/v3/repos/{owner}/{repo}/pulls")
 def create_pull(req, owner, repo):
     body = req.json()
-    title = text_field(req, body, "title", "PullRequest", required=True, limit=256)
-    text = text_field(req, body, "body", "PullRequest")
+    title = req.text_field(body, "title", "PullRequest", required=True, limit=256)
+    text = req.text_field(body, "body", "PullRequest")
     head = req.field(body, "head", str, "PullRequest", required=True)
     base = req.field(body, "base", str, "PullRequest", required=True)
     draft = req.field(body, "draft", bool, "PullRequest", default=False)
@@ -292,11 +292,11 @@ def update_pull(req, owner, repo, number):
     body = req.json()
     row, issue, pull = find_pull(req, owner, repo, number, "edit_issue")
     fields, pull_fields = {}, {}
-    title = text_field(req, body, "title", "PullRequest", limit=256)
+    title = req.text_field(body, "title", "PullRequest", limit=256)
     if title is not None:
         fields["title"] = title
     if "body" in body:
-        fields["body"] = text_field(req, body, "body", "PullRequest")
+        fields["body"] = req.text_field(body, "body", "PullRequest")
     state = req.field(body, "state", str, "PullRequest")
     if state is not None and state != issue["state"]:
         if state not in ("open", "closed"):
@@ -367,8 +367,8 @@ def merge_pull(req, owner, repo, number):
     if method not in MERGE_METHODS:
         raise invalid("PullRequest", "merge_method", message="merge_method must be merge, squash or rebase")
     expected_sha = req.field(body, "sha", str, "PullRequest")
-    title = text_field(req, body, "commit_title", "PullRequest", limit=256)
-    message = text_field(req, body, "commit_message", "PullRequest")
+    title = req.text_field(body, "commit_title", "PullRequest", limit=256)
+    message = req.text_field(body, "commit_message", "PullRequest")
     row, issue, pull = find_pull(req, owner, repo, number)
     new_sha = merge_pull_request(req, row, issue, pull, method, expected_sha, title, message)
     return {"sha": new_sha, "merged": True, "message": "Pull Request successfully merged"}

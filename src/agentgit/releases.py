@@ -16,10 +16,9 @@ from agentgit.storage import insert_row, update_row
 from agentgit.gitstore import ZERO_SHA, list_refs, open_repo, resolve_commit
 from agentgit.accounts import full_name
 from agentgit.policy import Resource
-from agentgit.plumbing import route
-from agentgit.serializers import node_id
+from agentgit.routing import route
+from agentgit.serializers import node_id, user_json_by_id
 from agentgit.lookups import find_repo
-from agentgit.issues import text_field, user_json_by_id
 from agentgit.gitdata import ref_name
 
 
@@ -71,7 +70,7 @@ def release_fields(req, body, creating):
         ref_name("refs/tags/" + tag)
         fields["tag_name"] = tag
     for key, limit in (("name", 256), ("body", 125000), ("target_commitish", 256)):
-        value = text_field(req, body, key, "Release", limit=limit)
+        value = req.text_field(body, key, "Release", limit=limit)
         if value is not None:
             fields[key] = value
     for key in ("draft", "prerelease"):

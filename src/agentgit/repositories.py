@@ -13,7 +13,7 @@ from agentgit.gitstore import (branch_sha, copy_refs, list_refs, merge_base, mer
                                resolve_commit, walk_commits)
 from agentgit.accounts import REPO_SELECT, create_repository, full_name, network_root, repo_by_id, signature
 from agentgit.policy import PERMISSION_ALIASES, RANK, Resource, branch_protection, private_upstream, repo_permission
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.serializers import branch_json, commit_json, encode_json, ref_json, repo_json, user_json
 from agentgit.lookups import find_account, find_repo, signed_in, sort_repos, visible_repos
 

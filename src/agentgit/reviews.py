@@ -9,10 +9,10 @@ Every step is decided as review_pr, so a grant that ends between the draft and t
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import full_name
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.notifications import notify
-from agentgit.serializers import node_id, user_json
-from agentgit.issues import author_association, resolve_assignees, text_field, user_json_by_id
+from agentgit.serializers import node_id, user_json, user_json_by_id
+from agentgit.issues import author_association, resolve_assignees
 from agentgit.pulls import PullState, find_pull, pull_json, pull_rows
 
 REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
@@ -113,7 +113,7 @@ def create_review(req, owner, repo, number):
     if event not in REVIEW_EVENTS and event is not None:
         raise invalid("PullRequestReview", "event", message="event must be APPROVE, REQUEST_CHANGES or COMMENT, "
                                                             "or left out for a pending review")
-    text = text_field(req, body, "body", "PullRequestReview") or ""
+    text = req.text_field(body, "body", "PullRequestReview") or ""
     comments = req.field(body, "comments", list, "PullRequestReview", default=[])
     row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
     review_id = record_review(req, row, issue, pull, event, text, comments,
@@ -205,7 +205,7 @@ def submit_review_route(req, owner, repo, number, review_id):
     review = own_pending_review(req, issue, int(review_id))
     body = req.json()
     event = req.field(body, "event", str, "PullRequestReview", required=True)
-    text = text_field(req, body, "body", "PullRequestReview")
+    text = req.text_field(body, "body", "PullRequestReview")
     submit_review(req, issue, review, event, text)
     return review_json(req.app, row, issue, req.app.store.one("SELECT * FROM reviews WHERE id = ?", review["id"]))
 

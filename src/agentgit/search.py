@@ -10,7 +10,7 @@ from agentgit.errors import invalid
 from agentgit.gitstore import branch_sha, open_repo
 from agentgit.accounts import REPO_SELECT, full_name
 from agentgit.policy import Resource, SITE
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.serializers import repo_json, user_json
 from agentgit.issues import issue_json
 from agentgit.contents import looks_binary

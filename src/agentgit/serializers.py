@@ -5,7 +5,7 @@ import datetime
 import json
 import urllib.parse
 
-from agentgit.accounts import account_by_login, full_name
+from agentgit.accounts import account_by_id, account_by_login, full_name
 from agentgit.policy import RANK
 
 
@@ -71,6 +71,11 @@ REPO_URL_TEMPLATES = (
     "releases_url:releases{/id}", "stargazers_url:stargazers", "statuses_url:statuses/{sha}",
     "subscribers_url:subscribers", "subscription_url:subscription", "tags_url:tags",
     "teams_url:teams", "trees_url:git/trees{/sha}")
+
+
+def user_json_by_id(app, user_id):
+    row = account_by_id(app.store, user_id) if user_id is not None else None
+    return user_json(app, row) if row is not None else None
 
 
 def repo_json(app, row, permission=None):

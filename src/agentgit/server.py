@@ -23,7 +23,8 @@ from agentgit.intents import reconcile_intents
 from agentgit.proofs import certificate_thumbprint
 from agentgit.authentication import Presented, Principal, authenticate
 from agentgit.installation import Installation, cli_add_agent, cli_add_user
-from agentgit.plumbing import Request, body_length, find_route, read_request_headers
+from agentgit.routing import find_route
+from agentgit.request import Request, body_length, read_request_headers
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
 from agentgit.oauth import bearer_challenge
@@ -288,7 +289,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def parse_request(self):
         """The request line and headers, as http.server's own parse_request reads them, but with
-        plumbing.read_request_headers for the headers (a quarter of a small request's time went to
+        request.read_request_headers for the headers (a quarter of a small request's time went to
         http.client's email parser) and HTTP/1.0 and 1.1 only."""
         # every answer, refusals included, has a status line: HTTP/0.9's bare bodies are not spoken here
         self.command, self.close_connection, self.request_version = None, True, "HTTP/1.1"

@@ -9,7 +9,7 @@ repository; the sub-issue must be one the caller can read.
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import repo_by_id
 from agentgit.policy import Resource
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.issues import find_issue, issue_json
 
 MAX_SUB_ISSUES = 100

@@ -14,7 +14,7 @@ from agentgit.gitstore import commits_between, open_repo
 from agentgit.accounts import account_by_id, account_by_login, check_totp, full_name, repo_by_full_name
 from agentgit.policy import ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
 from agentgit.authentication import Principal, load_grant
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.lookups import find_account, signed_in
 from agentgit.vault import held_credential
 from agentgit.pulls import PullState

@@ -5,7 +5,7 @@ import time
 from agentgit.config import __version__
 from agentgit.accounts import suspend_account
 from agentgit.policy import Resource, SITE
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.serializers import user_json
 from agentgit.lookups import find_account, signed_in
 

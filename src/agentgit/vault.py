@@ -29,7 +29,7 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login
 from agentgit.policy import Resource, decide, permission_on
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.lookups import signed_in
 
 SEAL_VERSION = b"agentgit-seal-v1"

@@ -18,7 +18,7 @@ from agentgit.accounts import (DUMMY_PASSWORD_HASH, account_by_id, account_by_lo
 from agentgit.policy import Resource, STEP_UP_SECONDS
 from agentgit.authentication import Principal
 from agentgit.ledger import Ledger
-from agentgit.plumbing import route
+from agentgit.routing import route
 from agentgit.agents import mint_personal_token, revoke_own_token
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, authorize_invite, bound_agent,
                                  make_invite, reset_agent_credentials, token_status, unbind_agent)
