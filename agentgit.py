@@ -27,60 +27,61 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
 
      1. config             Configuration: constants, names, limits, times, and the Config a server is built from.
      2. errors             Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. storage            Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     4. gitstore           Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     5. gitwire            Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
-     6. tokens             Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     7. proofs             Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-     8. accounts           Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-     9. policy             Policy: the action table and decide(), the one policy decision point.
-    10. audit              Audit: the hash-chained log and its verifier.
-    11. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    12. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
-    13. ledger             The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
-    14. authentication     Authentication: the Principal, and the request credentials it is built from.
-    15. installation       The installation: one data directory's state and services, as every module below the HTTP
-    16. routing            Routing: the route table, each route declared next to its handler with its surface and how its
-    17. request            The request: an HTTP request's input (its framing, headers and body, read within limits) and the
-    18. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    19. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
-    20. users              REST: the API root, meta, rate limit and users.
-    21. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    22. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
-    23. issues             REST: issues, comments, labels and milestones.
-    24. sub_issues         REST: sub-issues, github.com's tree of issues.
-    25. pulls              REST: pull requests and their merges.
-    26. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    27. contents           REST: file contents and READMEs, read and written as commits.
-    28. protection         REST: branch protection, commit statuses and check runs.
-    29. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    30. releases           REST: releases, tags and release assets.
-    31. deploy_keys        REST: deploy keys.
-    32. actions            REST: workflow records and their runs (which nothing here executes).
-    33. search             REST: search over repositories, issues, code and accounts.
-    34. orgs               REST: organizations, memberships and teams.
-    35. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
-    36. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    37. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    38. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    39. tasks              REST: task grants, task tokens, step-up and approvals.
-    40. freezes            REST: policy as data, and freezes (read-only by policy).
-    41. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    42. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    43. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    44. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    45. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    46. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    47. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    48. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-    49. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    50. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    51. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    52. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    53. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    54. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    55. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    56. cli                Command line: serve, user, agent, connect, routes, audit.
+     3. egress             Egress: every connection the server opens to another host (a client's metadata document, the
+     4. storage            Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     5. gitstore           Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     6. gitwire            Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
+     7. tokens             Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     8. proofs             Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+     9. accounts           Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    10. policy             Policy: the action table and decide(), the one policy decision point.
+    11. audit              Audit: the hash-chained log and its verifier.
+    12. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    13. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
+    14. ledger             The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+    15. authentication     Authentication: the Principal, and the request credentials it is built from.
+    16. installation       The installation: one data directory's state and services, as every module below the HTTP
+    17. routing            Routing: the route table, each route declared next to its handler with its surface and how its
+    18. request            The request: an HTTP request's input (its framing, headers and body, read within limits) and the
+    19. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    20. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
+    21. users              REST: the API root, meta, rate limit and users.
+    22. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
+    23. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
+    24. issues             REST: issues, comments, labels and milestones.
+    25. sub_issues         REST: sub-issues, github.com's tree of issues.
+    26. pulls              REST: pull requests and their merges.
+    27. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    28. contents           REST: file contents and READMEs, read and written as commits.
+    29. protection         REST: branch protection, commit statuses and check runs.
+    30. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    31. releases           REST: releases, tags and release assets.
+    32. deploy_keys        REST: deploy keys.
+    33. actions            REST: workflow records and their runs (which nothing here executes).
+    34. search             REST: search over repositories, issues, code and accounts.
+    35. orgs               REST: organizations, memberships and teams.
+    36. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
+    37. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    38. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    39. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    40. tasks              REST: task grants, task tokens, step-up and approvals.
+    41. freezes            REST: policy as data, and freezes (read-only by policy).
+    42. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    43. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    44. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    45. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    46. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    47. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+    48. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    49. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+    50. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    51. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    52. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    53. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    54. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    55. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    56. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    57. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -265,7 +266,60 @@ def invalid(resource, field, code="invalid", message=None):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 3. src/agentgit/storage.py — Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+# 3. src/agentgit/egress.py — Egress: every connection the server opens to another host (a client's metadata document, the
+# uses: errors
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """Plain HTTP to ``address`` (already checked), the name resolved once, as PinnedHTTPSConnection."""
+
+    def __init__(self, host, port, address, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self.address = address
+
+    def connect(self):
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # kept alive: no Nagle wait
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to ``address`` (already checked) with the certificate checked for ``host``: the name is
+    resolved once, so it cannot point somewhere else between the check and the connection."""
+
+    def __init__(self, host, port, address, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self.address = address
+
+    def connect(self):
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def public_address(host, port, allow_loopback, what="the client's metadata host", status=400):
+    """The address ``host`` resolves to, if every address it resolves to is a public one (loopback
+    too when allowed); HTTPError ``status`` naming the reason otherwise."""
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except OSError:
+        raise HTTPError(status, "%s %s does not resolve" % (what, host))
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    for address in addresses:
+        loopback_ok = allow_loopback and address.is_loopback
+        if not loopback_ok and (address.is_private or address.is_loopback or address.is_link_local or
+                                address.is_multicast or address.is_reserved or address.is_unspecified):
+            raise HTTPError(status, "%s %s is at a non-public address (%s)" % (what, host, address))
+    return str(addresses[0])
+
+
+def outbound_connection(scheme, host, port, address, timeout):
+    """An HTTP(S) connection to ``host`` at ``address`` (from public_address()), not yet opened."""
+    if scheme == "https":
+        return PinnedHTTPSConnection(host, port, address, timeout=timeout, context=ssl.create_default_context())
+    return PinnedHTTPConnection(host, port, address, timeout=timeout)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 4. src/agentgit/storage.py — Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
 # uses: config
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1174,7 +1228,7 @@ def update_row(db, table, fields, key_column, key):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 4. src/agentgit/gitstore.py — Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+# 5. src/agentgit/gitstore.py — Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1386,7 +1440,7 @@ def walk_commits(repo, sha, skip, limit):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 5. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
+# 6. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
 # uses: config, errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1567,7 +1621,7 @@ def make_git_engine(choice):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 6. src/agentgit/tokens.py — Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+# 7. src/agentgit/tokens.py — Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1668,7 +1722,7 @@ def revoke(db, where, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 7. src/agentgit/proofs.py — Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+# 8. src/agentgit/proofs.py — Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1910,7 +1964,7 @@ def check_dpop_proof(proof, method, url, key, replay, access_token=None, require
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 8. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+# 9. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
 # uses: config, storage, gitstore, tokens
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2116,7 +2170,7 @@ def team_by_slug(store, org_login, slug):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 9. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
+# 10. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
 # uses: config, accounts
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2897,7 +2951,7 @@ def decide(store, principal, action, resource, context=None):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 10. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
+# 11. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3049,7 +3103,7 @@ def audit_json(row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 11. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+# 12. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3097,7 +3151,7 @@ def give_back_approval(db, approval_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 12. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
+# 13. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
 # uses: config, storage, gitstore, audit, approvals
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3167,7 +3221,7 @@ def reconcile_intents(app):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+# 14. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
 # uses: config, errors, gitstore, policy, audit, approvals, intents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3339,7 +3393,7 @@ class Ledger:
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
+# 15. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
 # uses: config, errors, tokens, proofs, accounts, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3560,7 +3614,7 @@ def human_for_identity(app, identity):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP
+# 16. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP
 # uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, audit, authentication, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3718,7 +3772,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its
+# 17. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its
 # uses: errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3848,7 +3902,7 @@ def find_route(method, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the
+# 18. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the
 # uses: config, errors, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4121,7 +4175,7 @@ class Request(Ledger):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 19. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4325,7 +4379,7 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 20. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4377,7 +4431,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 21. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4464,7 +4518,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 22. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4915,7 +4969,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# 23. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5184,7 +5238,7 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 24. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5855,7 +5909,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# 25. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, routing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5985,7 +6039,7 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 26. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, routing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6467,7 +6521,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 27. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, errors, accounts, routing, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6755,7 +6809,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 28. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6997,7 +7051,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 29. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7253,7 +7307,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 30. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7596,7 +7650,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 31. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7932,7 +7986,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 32. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8009,7 +8063,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 33. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8216,7 +8270,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 34. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8419,7 +8473,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 35. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8767,7 +8821,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 36. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9276,7 +9330,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 37. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9438,7 +9492,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 38. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9930,7 +9984,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 39. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10149,7 +10203,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 40. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10549,7 +10603,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 41. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10677,7 +10731,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 42. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10940,7 +10994,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 43. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11605,7 +11659,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 44. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11951,7 +12005,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 45. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12374,7 +12428,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 46. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12654,7 +12708,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
+# 47. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13066,8 +13120,8 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-# uses: config, errors, storage, tokens, policy, routing, lookups
+# 48. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# uses: config, errors, egress, storage, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 CIMD_MAX_BYTES = 5 * 1024          # the draft's advice for a metadata document
@@ -13210,47 +13264,6 @@ def find_client(req, client_id):
     return req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
 
 
-class PinnedHTTPConnection(http.client.HTTPConnection):
-    """Plain HTTP to ``address`` (already checked), the name resolved once, as PinnedHTTPSConnection."""
-
-    def __init__(self, host, port, address, **kwargs):
-        super().__init__(host, port, **kwargs)
-        self.address = address
-
-    def connect(self):
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # kept alive: no Nagle wait
-
-
-class PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to ``address`` (already checked) with the certificate checked for ``host``: the name is
-    resolved once, so it cannot point somewhere else between the check and the connection."""
-
-    def __init__(self, host, port, address, **kwargs):
-        super().__init__(host, port, **kwargs)
-        self.address = address
-
-    def connect(self):
-        sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
-
-
-def public_address(host, port, allow_loopback, what="the client's metadata host", status=400):
-    """The address ``host`` resolves to, if every address it resolves to is a public one (loopback
-    too when allowed); HTTPError ``status`` naming the reason otherwise."""
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except OSError:
-        raise HTTPError(status, "%s %s does not resolve" % (what, host))
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    for address in addresses:
-        loopback_ok = allow_loopback and address.is_loopback
-        if not loopback_ok and (address.is_private or address.is_loopback or address.is_link_local or
-                                address.is_multicast or address.is_reserved or address.is_unspecified):
-            raise HTTPError(status, "%s %s is at a non-public address (%s)" % (what, host, address))
-    return str(addresses[0])
-
-
 def fetch_client_document(url, allow_loopback):
     """The metadata document at ``url``, checked: JSON, at most CIMD_MAX_BYTES, in CIMD_TIMEOUT_SECONDS,
     no redirect, its client_id this very URL, its redirect URIs well-formed."""
@@ -13259,8 +13272,8 @@ def fetch_client_document(url, allow_loopback):
             or parts.username or parts.password:
         raise HTTPError(400, "a client_id URL is https, with a path, and no fragment or user")
     port = parts.port or 443
-    conn = PinnedHTTPSConnection(parts.hostname, port, public_address(parts.hostname, port, allow_loopback),
-                                 timeout=CIMD_TIMEOUT_SECONDS, context=ssl.create_default_context())
+    conn = outbound_connection("https", parts.hostname, port, public_address(parts.hostname, port, allow_loopback),
+                               CIMD_TIMEOUT_SECONDS)
     deadline = time.monotonic() + CIMD_TIMEOUT_SECONDS
     try:
         conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""), headers={
@@ -13319,7 +13332,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# 49. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
 # uses: config, errors, storage, proofs, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13452,8 +13465,8 @@ def asserted_agent(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-# uses: config, errors, tokens, accounts, policy, routing, lookups, vault, tasks, oauth_clients
+# 50. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# uses: config, errors, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 TOOL_TOKEN_SECONDS = 300
@@ -13771,10 +13784,7 @@ def upstream_key(app, parts):
 
 
 def connection_to(key):
-    scheme, host, port, address = key
-    if scheme == "https":
-        return PinnedHTTPSConnection(host, port, address, timeout=UPSTREAM_TIMEOUT, context=ssl.create_default_context())
-    return PinnedHTTPConnection(host, port, address, timeout=UPSTREAM_TIMEOUT)
+    return outbound_connection(*key, UPSTREAM_TIMEOUT)
 
 
 def exchange(conn, key, method, target, body, headers):
@@ -13888,7 +13898,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 51. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14544,7 +14554,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 52. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14982,7 +14992,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 53. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15182,7 +15192,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 54. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15400,7 +15410,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 55. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15986,7 +15996,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 56. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16263,7 +16273,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 57. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, audit, authentication, ledger, installation, routing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

@@ -5,6 +5,7 @@ import ast
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -132,6 +133,19 @@ def test_the_route_index_names_handler_and_module(build):
     assert ["PUT", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge", "rest", "token", "merge_pull",
             "(pulls)"] in merge
     assert any(line.split()[-1] == "(oauth)" and "/login/device/code" in line for line in out)
+
+
+# what opens a connection to another host (a database connection is a file's)
+OUTBOUND = re.compile(r"create_connection|HTTPS?Connection\(|urllib\.request|socket\.socket\(|asyncio\.open_connection")
+
+
+def test_every_outbound_connection_goes_through_egress():
+    """Only egress connects to other hosts, to an address it checked and pinned; a module that opened its
+    own connection would skip the check. (The client commands, clients and cli, run on the user's machine.)"""
+    assert OUTBOUND.search(read(os.path.join(PACKAGE, "egress.py")))
+    opening = [name for name in BUILD_ORDER if name not in ("egress", "clients", "cli")
+               and OUTBOUND.search(read(os.path.join(PACKAGE, name + ".py")))]
+    assert opening == []
 
 
 def test_modules_and_functions_stay_within_their_budgets():

@@ -25,7 +25,6 @@ import base64
 import collections
 import http.client
 import json
-import ssl
 import threading
 import time
 import urllib.parse
@@ -33,6 +32,7 @@ import zlib
 
 from agentgit.config import MAX_JSON_BODY, from_now
 from agentgit.errors import HTTPError, invalid
+from agentgit.egress import outbound_connection, public_address
 from agentgit.tokens import issue_token, token_fingerprint
 from agentgit.accounts import account_by_id
 from agentgit.policy import DEFAULT_PORTS
@@ -40,7 +40,6 @@ from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.vault import binding, credential_by_name, held_credential, seal, unseal
 from agentgit.tasks import bound_to
-from agentgit.oauth_clients import PinnedHTTPConnection, PinnedHTTPSConnection, public_address
 
 TOOL_TOKEN_SECONDS = 300
 UPSTREAM_TIMEOUT = 30                     # seconds an upstream may stay silent
@@ -357,10 +356,7 @@ def upstream_key(app, parts):
 
 
 def connection_to(key):
-    scheme, host, port, address = key
-    if scheme == "https":
-        return PinnedHTTPSConnection(host, port, address, timeout=UPSTREAM_TIMEOUT, context=ssl.create_default_context())
-    return PinnedHTTPConnection(host, port, address, timeout=UPSTREAM_TIMEOUT)
+    return outbound_connection(*key, UPSTREAM_TIMEOUT)
 
 
 def exchange(conn, key, method, target, body, headers):

@@ -16,16 +16,14 @@ Three ways a client becomes known, all kept in oauth_apps:
 import base64
 import hmac
 import http.client
-import ipaddress
 import json
 import secrets
-import socket
-import ssl
 import time
 import urllib.parse
 
 from agentgit.config import now, visible_ascii
 from agentgit.errors import HTTPError, invalid
+from agentgit.egress import outbound_connection, public_address
 from agentgit.storage import insert_row
 from agentgit.tokens import token_hash
 from agentgit.policy import Resource
@@ -172,47 +170,6 @@ def find_client(req, client_id):
     return req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
 
 
-class PinnedHTTPConnection(http.client.HTTPConnection):
-    """Plain HTTP to ``address`` (already checked), the name resolved once, as PinnedHTTPSConnection."""
-
-    def __init__(self, host, port, address, **kwargs):
-        super().__init__(host, port, **kwargs)
-        self.address = address
-
-    def connect(self):
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # kept alive: no Nagle wait
-
-
-class PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to ``address`` (already checked) with the certificate checked for ``host``: the name is
-    resolved once, so it cannot point somewhere else between the check and the connection."""
-
-    def __init__(self, host, port, address, **kwargs):
-        super().__init__(host, port, **kwargs)
-        self.address = address
-
-    def connect(self):
-        sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
-
-
-def public_address(host, port, allow_loopback, what="the client's metadata host", status=400):
-    """The address ``host`` resolves to, if every address it resolves to is a public one (loopback
-    too when allowed); HTTPError ``status`` naming the reason otherwise."""
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except OSError:
-        raise HTTPError(status, "%s %s does not resolve" % (what, host))
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    for address in addresses:
-        loopback_ok = allow_loopback and address.is_loopback
-        if not loopback_ok and (address.is_private or address.is_loopback or address.is_link_local or
-                                address.is_multicast or address.is_reserved or address.is_unspecified):
-            raise HTTPError(status, "%s %s is at a non-public address (%s)" % (what, host, address))
-    return str(addresses[0])
-
-
 def fetch_client_document(url, allow_loopback):
     """The metadata document at ``url``, checked: JSON, at most CIMD_MAX_BYTES, in CIMD_TIMEOUT_SECONDS,
     no redirect, its client_id this very URL, its redirect URIs well-formed."""
@@ -221,8 +178,8 @@ def fetch_client_document(url, allow_loopback):
             or parts.username or parts.password:
         raise HTTPError(400, "a client_id URL is https, with a path, and no fragment or user")
     port = parts.port or 443
-    conn = PinnedHTTPSConnection(parts.hostname, port, public_address(parts.hostname, port, allow_loopback),
-                                 timeout=CIMD_TIMEOUT_SECONDS, context=ssl.create_default_context())
+    conn = outbound_connection("https", parts.hostname, port, public_address(parts.hostname, port, allow_loopback),
+                               CIMD_TIMEOUT_SECONDS)
     deadline = time.monotonic() + CIMD_TIMEOUT_SECONDS
     try:
         conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""), headers={
