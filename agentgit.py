@@ -45,43 +45,44 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     18. request            The request: an HTTP request's input (its framing, headers and body, read within limits) and the
     19. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
     20. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
-    21. users              REST: the API root, meta, rate limit and users.
-    22. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    23. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
-    24. issues             REST: issues, comments, labels and milestones.
-    25. sub_issues         REST: sub-issues, github.com's tree of issues.
-    26. pulls              REST: pull requests and their merges.
-    27. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    28. contents           REST: file contents and READMEs, read and written as commits.
-    29. protection         REST: branch protection, commit statuses and check runs.
-    30. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    31. releases           REST: releases, tags and release assets.
-    32. deploy_keys        REST: deploy keys.
-    33. actions            REST: workflow records and their runs (which nothing here executes).
-    34. search             REST: search over repositories, issues, code and accounts.
-    35. orgs               REST: organizations, memberships and teams.
-    36. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
-    37. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    38. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
-    39. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    40. tasks              REST: task grants, task tokens, step-up and approvals.
-    41. freezes            REST: policy as data, and freezes (read-only by policy).
-    42. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    43. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    44. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    45. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    46. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    47. web                Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-    48. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    49. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-    50. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    51. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    52. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    53. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    54. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    55. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    56. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    57. cli                Command line: serve, user, agent, connect, routes, audit.
+    21. web                Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each
+    22. users              REST: the API root, meta, rate limit and users.
+    23. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
+    24. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
+    25. issues             REST: issues, comments, labels and milestones.
+    26. sub_issues         REST: sub-issues, github.com's tree of issues.
+    27. pulls              REST: pull requests and their merges.
+    28. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    29. contents           REST: file contents and READMEs, read and written as commits.
+    30. protection         REST: branch protection, commit statuses and check runs.
+    31. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    32. releases           REST: releases, tags and release assets.
+    33. deploy_keys        REST: deploy keys.
+    34. actions            REST: workflow records and their runs (which nothing here executes).
+    35. search             REST: search over repositories, issues, code and accounts.
+    36. orgs               REST: organizations, memberships and teams.
+    37. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
+    38. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
+    39. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    40. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    41. tasks              REST: task grants, task tokens, step-up and approvals.
+    42. freezes            REST: policy as data, and freezes (read-only by policy).
+    43. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    44. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    45. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    46. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    47. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    48. settings_pages     Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
+    49. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    50. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+    51. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    52. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    53. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    54. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    55. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    56. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    57. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    58. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -3613,6 +3614,15 @@ def human_for_identity(app, identity):
     return account_by_id(app.store, user_id)
 
 
+def confirm_totp(req, user, code):
+    """A step-up's code: rate-limited per human, 401 when wrong."""
+    retry = req.app.sign_ins.hit("step-up:%d" % user["id"])
+    if retry:
+        raise HTTPError(429, "Too many codes; try again later", headers={"Retry-After": str(retry)})
+    if not check_totp(req.app.key, user, code):
+        raise HTTPError(401, "Wrong TOTP code")
+
+
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 16. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP
 # uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, audit, authentication, ledger
@@ -4431,7 +4441,244 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 21. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each
+# uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# Server-rendered HTML for humans, no JavaScript. A session cookie (HttpOnly, SameSite=Lax, Secure
+# under TLS) authenticates these pages only, never the API, so a cookie can never carry a cross-site
+# API call. Every form carries a CSRF token; sign-in attempts are rate-limited per address and login.
+
+SESSION_COOKIE, LOGIN_CSRF_COOKIE = "agentgit_session", "agentgit_login_csrf"
+SESSION_HOURS = 12
+PAGE_CSP = "default-src 'none'; style-src 'self'; form-action %s; frame-ancestors 'none'"
+PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
+                "Content-Security-Policy": PAGE_CSP % "'self'", "Referrer-Policy": "no-referrer"}
+CSP_SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]{0,30}")
+CSP_HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+
+
+def csp_allowing_form_redirect_to(uri):
+    """The pages' CSP with ``uri``'s origin added to form-action. Browsers apply form-action to the
+    redirect that answers a form too (CSP 3), so a consent page whose answer sends the browser back to
+    a client's redirect URI must name that URI's origin, or its buttons do nothing. A URI whose parts
+    do not fit a CSP source expression exactly adds nothing (no way to smuggle a directive in)."""
+    split = urllib.parse.urlsplit(uri)
+    scheme = split.scheme.lower()
+    if not CSP_SCHEME_RE.fullmatch(scheme):
+        return PAGE_HEADERS["Content-Security-Policy"]
+    if scheme not in ("http", "https"):
+        source = scheme + ":"                   # an app's own scheme (vscode:, cursor:): the scheme is its origin
+    else:
+        try:
+            host, port = split.netloc.rpartition("@")[2], split.port
+        except ValueError:
+            return PAGE_HEADERS["Content-Security-Policy"]
+        host = host[:host.rindex(":")] if port is not None else host
+        if not CSP_HOST_RE.fullmatch(host):
+            return PAGE_HEADERS["Content-Security-Policy"]
+        source = "%s://%s%s" % (scheme, host, ":%d" % port if port is not None else "")
+    return PAGE_CSP % ("'self' " + source)
+
+
+def web_route(method, pattern, csrf="session"):
+    """A web page route: authenticated by session cookie, not by Authorization headers. A POST page's
+    form is read, and its CSRF token checked, here before the handler runs (which finds it in
+    ``req.form``), so no page can forget it. ``csrf`` says what the token is checked against: the
+    signed-in session ("session": the page needs one), the sign-in form's cookie ("sign-in"), or the
+    session when there is one ("session-if-any": signing out)."""
+    def register(handler):
+        def checked(req, **params):
+            read_checked_form(req, csrf)
+            return handler(req, **params)
+        endpoint = functools.wraps(handler)(checked) if method == "POST" else handler
+        return route(method, pattern, "web", "session")(endpoint)
+    return register
+
+
+def read_checked_form(req, csrf):
+    if csrf == "sign-in":
+        req.form = form_fields(req)
+        check_csrf(cookies(req).get(LOGIN_CSRF_COOKIE), req.form)
+    elif csrf == "session-if-any" and req.session is None:
+        req.form = form_fields(req)
+    else:
+        signed_in_page(req)
+        session_form(req)
+
+
+def cookies(req):
+    jar = {}
+    for part in (req.headers.get("Cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name:
+            jar[name] = value
+    return jar
+
+
+def session_principal(app, req):
+    """The signed-in human behind the session cookie (or anonymous), and the session row."""
+    raw = cookies(req).get(SESSION_COOKIE, "")
+    row = app.store.one("SELECT * FROM web_sessions WHERE hash = ?", token_hash(raw)) if raw else None
+    if row is None or row["expires_at"] <= now():
+        return Principal(runtime=req.client), None
+    user = account_by_id(app.store, row["user_id"])
+    # signing in asked for the TOTP code when the account has one
+    return Principal(user=user, scopes=expand_scopes(ALL_SCOPES), stepped_up_at=row["totp_at"],
+                     runtime="%s web session" % req.client), row
+
+
+def cookie_header(req, name, value, max_age):
+    secure = "; Secure" if isinstance(req.handler.connection, ssl.SSLSocket) else ""
+    return "%s=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%d%s" % (name, value, max_age, secure)
+
+
+# One small stylesheet for every page, served from this origin (the pages' CSP allows no other).
+STYLESHEET = b"""body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:0 1rem 3rem;color:#1f2328}
+nav{display:flex;gap:1rem;padding:.6rem 0;border-bottom:1px solid #d0d7de;margin-bottom:1rem}
+nav a{color:#0969da;text-decoration:none}nav .home{font-weight:600;margin-right:auto}
+pre{background:#f6f8fa;padding:.6rem;overflow:auto;border-radius:6px}code{background:#f6f8fa;padding:0 .2rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.5rem}h3{font-size:1rem}
+button{padding:.3rem .8rem}input,select{padding:.2rem}
+"""
+NAVIGATION = ('<nav><a class="home" href="/">agentgit</a><a href="/settings/agents">Agents</a>'
+              '<a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals</a><a href="/login/device">Device'
+              ' sign-in</a><a href="/login">Sign in</a></nav>')
+
+
+@web_route("GET", "/agentgit.css")
+def stylesheet(req):
+    return 200, STYLESHEET, {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "max-age=3600"}
+
+
+def html_page(title, body, status=200, headers=None):
+    doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title>"
+           "<link rel=\"stylesheet\" href=\"/agentgit.css\"></head><body>%s<h1>%s</h1>%s</body></html>" % (
+               html.escape(title), NAVIGATION, html.escape(title), body))
+    return status, doc.encode(), dict(PAGE_HEADERS, **(headers or {}))
+
+
+def redirect(location, headers=None):
+    return 303, b"", dict(PAGE_HEADERS, Location=location, **(headers or {}))
+
+
+def form_fields(req):
+    if "application/x-www-form-urlencoded" not in (req.headers.get("Content-Type") or ""):
+        raise HTTPError(415, "Forms must be application/x-www-form-urlencoded")
+    raw = req.body(64 * 1024).read_all().decode("utf-8", "replace")
+    return {k: v[-1] for k, v in urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
+
+
+def check_csrf(expected, form):
+    if not expected or not hmac.compare_digest(expected, form.get("csrf", "")):
+        raise HTTPError(403, "The form has expired or did not come from this site; reload the page and try again")
+
+
+def session_form(req):
+    """A signed-in page's form, its CSRF token checked. A TOTP code sent with it (by the step-up form
+    below, which repeats the form) is confirmed first, so the action is decided with a fresh factor."""
+    req.form = form = form_fields(req)
+    check_csrf(req.session["csrf"], form)
+    if form.get("totp"):
+        user = req.principal.user
+        req.authorize("issue_token", Resource.account(user))
+        try:
+            confirm_totp(req, user, form["totp"])
+        except HTTPError as error:
+            error.page = "<p>%s.</p>%s" % (html.escape(error.message), step_up_form(req))
+            raise
+        with req.transaction() as db:
+            db.execute("UPDATE web_sessions SET totp_at = ? WHERE hash = ?", (now(), req.session["hash"]))
+            req.effect("stepped up the web session")
+        req.principal.stepped_up_at = now()
+    return form
+
+
+def step_up_form(req):
+    """Asks for a TOTP code, then sends the refused form again with it."""
+    repeated = "".join(hidden_input(k, v) for k, v in req.form.items() if k not in ("csrf", "totp"))
+    return ('<p>This needs your authentication code: for what destroys or changes who may act, agentgit asks '
+            'for a code confirmed in the last %d minutes.</p><form method="post" action="%s">%s%s<p><label>'
+            'Authentication code <input name="totp" inputmode="numeric" autocomplete="one-time-code" required>'
+            '</label></p><p><button>Confirm</button></p></form>') % (
+        STEP_UP_SECONDS // 60, html.escape(req.raw_path), hidden_input("csrf", req.session["csrf"]), repeated)
+
+
+def safe_next(target):
+    """Only local paths of visible ASCII, so the sign-in form can be turned neither into an open redirect
+    (browsers read /\t/evil.example as //evil.example) nor into a header."""
+    return target if visible_ascii(target) and target.startswith("/") and not target.startswith("//") and \
+        "\\" not in target else "/settings/agents"
+
+
+def hidden_input(name, value):
+    return '<input type="hidden" name="%s" value="%s">' % (html.escape(name), html.escape(value))
+
+
+@web_route("GET", "/login")
+def login_page(req, message=""):
+    csrf = secrets.token_urlsafe(24)
+    body = ('%s<form method="post" action="/login">%s%s<p><label>Login <input name="login" autocomplete="username">'
+            '</label></p><p><label>Password <input type="password" name="password" autocomplete="current-password">'
+            '</label></p><p><label>Code from your authenticator (if you set one up) <input name="totp" '
+            'autocomplete="one-time-code"></label></p><p><button>Sign in</button></p></form>') % (
+        "<p><strong>%s</strong></p>" % html.escape(message) if message else "", hidden_input("csrf", csrf),
+        hidden_input("next", safe_next(req.query.get("next", "/settings/agents"))))
+    return html_page("Sign in", body, 401 if message else 200,
+                     {"Set-Cookie": cookie_header(req, LOGIN_CSRF_COOKIE, csrf, 600)})
+
+
+@web_route("POST", "/login", csrf="sign-in")
+def login_submit(req):
+    form = req.form
+    login = form.get("login", "")[:64]
+    address = req.client
+    retry = req.app.sign_ins.hit("addr:" + address) or req.app.sign_ins.hit("login:" + login.lower())
+    if retry:
+        raise HTTPError(429, "Too many sign-in attempts; try again in %d seconds" % retry,
+                        headers={"Retry-After": str(retry)})
+    user = account_by_login(req.app.store, login)
+    # Check a password even for unknown logins, so timing does not tell which logins exist.
+    ok = check_password(user["password_hash"] if user is not None and user["password_hash"] else DUMMY_PASSWORD_HASH,
+                        form.get("password", ""))
+    second = user is not None and user["totp_secret"]
+    if second and ok:
+        ok = check_totp(req.app.key, user, form.get("totp"))
+    if not ok or user is None or user["kind"] != "human" or user["suspended_at"]:
+        Ledger(req.app, Principal(runtime=address), "web").refuse("sign_in", "user:" + login,
+                                                                  ["wrong login, password or code"])
+        return login_page(req, "Wrong login, password or code.")
+    token = secrets.token_urlsafe(32)
+    with req.app.store.transaction() as db:
+        insert_row(db, "web_sessions", {"hash": token_hash(token), "user_id": user["id"],
+                                        "csrf": secrets.token_urlsafe(24), "created_at": now(),
+                                        "totp_at": now() if second else None,
+                                        "expires_at": from_now(SESSION_HOURS * 3600)})
+        Ledger(req.app, Principal(user=user, runtime=address), "web").record(
+            "sign_in", "user:" + user["login"], ["password and TOTP" if second else "password"], "signed in", db)
+    return redirect(safe_next(form.get("next", "/settings/agents")),
+                    {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
+
+
+@web_route("POST", "/logout", csrf="session-if-any")
+def logout(req):
+    if req.session is not None:
+        with req.app.store.transaction() as db:
+            db.execute("DELETE FROM web_sessions WHERE hash = ?", (req.session["hash"],))
+    return redirect("/login", {"Set-Cookie": cookie_header(req, SESSION_COOKIE, "", 0)})
+
+
+def signed_in_page(req):
+    if req.principal.user is None:
+        # back to this very page after signing in, its query included (an authorization request, a user code)
+        here = req.raw_path + ("?" + urllib.parse.urlencode(req.query) if req.query else "")
+        raise HTTPError(303, "Sign in first", headers=dict(PAGE_HEADERS, Location="/login?next=" +
+                                                           urllib.parse.quote(here)))
+    return req.principal.user
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 22. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4518,7 +4765,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 23. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4969,7 +5216,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# 24. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5238,7 +5485,7 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 25. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5909,7 +6156,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# 26. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, routing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6039,7 +6286,7 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 27. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, routing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6521,7 +6768,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 28. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, errors, accounts, routing, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6809,7 +7056,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 29. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7051,7 +7298,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 30. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7307,7 +7554,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 31. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7650,7 +7897,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 32. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7986,7 +8233,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 33. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8063,7 +8310,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 34. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8270,7 +8517,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 35. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8473,7 +8720,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 36. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8821,7 +9068,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 37. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9330,7 +9577,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
+# 38. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
 # uses: config, errors, tokens, accounts, policy, audit, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9492,7 +9739,7 @@ def read_audit(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 39. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9984,7 +10231,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 40. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10203,7 +10450,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 41. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10474,15 +10721,6 @@ def step_up(req):
     return 200, {"stepped_up_until": from_now(STEP_UP_SECONDS)}
 
 
-def confirm_totp(req, user, code):
-    """A step-up's code: rate-limited per human, 401 when wrong."""
-    retry = req.app.sign_ins.hit("step-up:%d" % user["id"])
-    if retry:
-        raise HTTPError(429, "Too many codes; try again later", headers={"Retry-After": str(retry)})
-    if not check_totp(req.app.key, user, code):
-        raise HTTPError(401, "Wrong TOTP code")
-
-
 APPROVAL_SELECT = ("SELECT a.*, g.delegator_id, g.agent_id, g.task, g.public_id AS grant_public,"
                    " ag.login AS agent_login, d.login AS delegator_login, ap.login AS approver_login,"
                    " dn.login AS denier_login FROM approvals a JOIN task_grants g ON g.id = a.grant_id"
@@ -10603,7 +10841,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
+# 42. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10731,7 +10969,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 43. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10994,7 +11232,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 44. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11659,7 +11897,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 45. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12005,7 +12243,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 46. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12428,7 +12666,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 47. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12708,241 +12946,9 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/web.py — Web pages: sign-in, sessions with CSRF tokens, the /settings pages.
-# uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, agents, delegation, tasks
+# 48. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
+# uses: config, errors, tokens, accounts, web, agents, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-
-# Server-rendered HTML for humans, no JavaScript. A session cookie (HttpOnly, SameSite=Lax, Secure
-# under TLS) authenticates these pages only, never the API, so a cookie can never carry a cross-site
-# API call. Every form carries a CSRF token; sign-in attempts are rate-limited per address and login.
-
-SESSION_COOKIE, LOGIN_CSRF_COOKIE = "agentgit_session", "agentgit_login_csrf"
-SESSION_HOURS = 12
-PAGE_CSP = "default-src 'none'; style-src 'self'; form-action %s; frame-ancestors 'none'"
-PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
-                "Content-Security-Policy": PAGE_CSP % "'self'", "Referrer-Policy": "no-referrer"}
-CSP_SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]{0,30}")
-CSP_HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
-
-
-def csp_allowing_form_redirect_to(uri):
-    """The pages' CSP with ``uri``'s origin added to form-action. Browsers apply form-action to the
-    redirect that answers a form too (CSP 3), so a consent page whose answer sends the browser back to
-    a client's redirect URI must name that URI's origin, or its buttons do nothing. A URI whose parts
-    do not fit a CSP source expression exactly adds nothing (no way to smuggle a directive in)."""
-    split = urllib.parse.urlsplit(uri)
-    scheme = split.scheme.lower()
-    if not CSP_SCHEME_RE.fullmatch(scheme):
-        return PAGE_HEADERS["Content-Security-Policy"]
-    if scheme not in ("http", "https"):
-        source = scheme + ":"                   # an app's own scheme (vscode:, cursor:): the scheme is its origin
-    else:
-        try:
-            host, port = split.netloc.rpartition("@")[2], split.port
-        except ValueError:
-            return PAGE_HEADERS["Content-Security-Policy"]
-        host = host[:host.rindex(":")] if port is not None else host
-        if not CSP_HOST_RE.fullmatch(host):
-            return PAGE_HEADERS["Content-Security-Policy"]
-        source = "%s://%s%s" % (scheme, host, ":%d" % port if port is not None else "")
-    return PAGE_CSP % ("'self' " + source)
-
-
-def web_route(method, pattern, csrf="session"):
-    """A web page route: authenticated by session cookie, not by Authorization headers. A POST page's
-    form is read, and its CSRF token checked, here before the handler runs (which finds it in
-    ``req.form``), so no page can forget it. ``csrf`` says what the token is checked against: the
-    signed-in session ("session": the page needs one), the sign-in form's cookie ("sign-in"), or the
-    session when there is one ("session-if-any": signing out)."""
-    def register(handler):
-        def checked(req, **params):
-            read_checked_form(req, csrf)
-            return handler(req, **params)
-        endpoint = functools.wraps(handler)(checked) if method == "POST" else handler
-        return route(method, pattern, "web", "session")(endpoint)
-    return register
-
-
-def read_checked_form(req, csrf):
-    if csrf == "sign-in":
-        req.form = form_fields(req)
-        check_csrf(cookies(req).get(LOGIN_CSRF_COOKIE), req.form)
-    elif csrf == "session-if-any" and req.session is None:
-        req.form = form_fields(req)
-    else:
-        signed_in_page(req)
-        session_form(req)
-
-
-def cookies(req):
-    jar = {}
-    for part in (req.headers.get("Cookie") or "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name:
-            jar[name] = value
-    return jar
-
-
-def session_principal(app, req):
-    """The signed-in human behind the session cookie (or anonymous), and the session row."""
-    raw = cookies(req).get(SESSION_COOKIE, "")
-    row = app.store.one("SELECT * FROM web_sessions WHERE hash = ?", token_hash(raw)) if raw else None
-    if row is None or row["expires_at"] <= now():
-        return Principal(runtime=req.client), None
-    user = account_by_id(app.store, row["user_id"])
-    # signing in asked for the TOTP code when the account has one
-    return Principal(user=user, scopes=expand_scopes(ALL_SCOPES), stepped_up_at=row["totp_at"],
-                     runtime="%s web session" % req.client), row
-
-
-def cookie_header(req, name, value, max_age):
-    secure = "; Secure" if isinstance(req.handler.connection, ssl.SSLSocket) else ""
-    return "%s=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%d%s" % (name, value, max_age, secure)
-
-
-# One small stylesheet for every page, served from this origin (the pages' CSP allows no other).
-STYLESHEET = b"""body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:0 1rem 3rem;color:#1f2328}
-nav{display:flex;gap:1rem;padding:.6rem 0;border-bottom:1px solid #d0d7de;margin-bottom:1rem}
-nav a{color:#0969da;text-decoration:none}nav .home{font-weight:600;margin-right:auto}
-pre{background:#f6f8fa;padding:.6rem;overflow:auto;border-radius:6px}code{background:#f6f8fa;padding:0 .2rem}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.5rem}h3{font-size:1rem}
-button{padding:.3rem .8rem}input,select{padding:.2rem}
-"""
-NAVIGATION = ('<nav><a class="home" href="/">agentgit</a><a href="/settings/agents">Agents</a>'
-              '<a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals</a><a href="/login/device">Device'
-              ' sign-in</a><a href="/login">Sign in</a></nav>')
-
-
-@web_route("GET", "/agentgit.css")
-def stylesheet(req):
-    return 200, STYLESHEET, {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "max-age=3600"}
-
-
-def html_page(title, body, status=200, headers=None):
-    doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title>"
-           "<link rel=\"stylesheet\" href=\"/agentgit.css\"></head><body>%s<h1>%s</h1>%s</body></html>" % (
-               html.escape(title), NAVIGATION, html.escape(title), body))
-    return status, doc.encode(), dict(PAGE_HEADERS, **(headers or {}))
-
-
-def redirect(location, headers=None):
-    return 303, b"", dict(PAGE_HEADERS, Location=location, **(headers or {}))
-
-
-def form_fields(req):
-    if "application/x-www-form-urlencoded" not in (req.headers.get("Content-Type") or ""):
-        raise HTTPError(415, "Forms must be application/x-www-form-urlencoded")
-    raw = req.body(64 * 1024).read_all().decode("utf-8", "replace")
-    return {k: v[-1] for k, v in urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
-
-
-def check_csrf(expected, form):
-    if not expected or not hmac.compare_digest(expected, form.get("csrf", "")):
-        raise HTTPError(403, "The form has expired or did not come from this site; reload the page and try again")
-
-
-def session_form(req):
-    """A signed-in page's form, its CSRF token checked. A TOTP code sent with it (by the step-up form
-    below, which repeats the form) is confirmed first, so the action is decided with a fresh factor."""
-    req.form = form = form_fields(req)
-    check_csrf(req.session["csrf"], form)
-    if form.get("totp"):
-        user = req.principal.user
-        req.authorize("issue_token", Resource.account(user))
-        try:
-            confirm_totp(req, user, form["totp"])
-        except HTTPError as error:
-            error.page = "<p>%s.</p>%s" % (html.escape(error.message), step_up_form(req))
-            raise
-        with req.transaction() as db:
-            db.execute("UPDATE web_sessions SET totp_at = ? WHERE hash = ?", (now(), req.session["hash"]))
-            req.effect("stepped up the web session")
-        req.principal.stepped_up_at = now()
-    return form
-
-
-def step_up_form(req):
-    """Asks for a TOTP code, then sends the refused form again with it."""
-    repeated = "".join(hidden_input(k, v) for k, v in req.form.items() if k not in ("csrf", "totp"))
-    return ('<p>This needs your authentication code: for what destroys or changes who may act, agentgit asks '
-            'for a code confirmed in the last %d minutes.</p><form method="post" action="%s">%s%s<p><label>'
-            'Authentication code <input name="totp" inputmode="numeric" autocomplete="one-time-code" required>'
-            '</label></p><p><button>Confirm</button></p></form>') % (
-        STEP_UP_SECONDS // 60, html.escape(req.raw_path), hidden_input("csrf", req.session["csrf"]), repeated)
-
-
-def safe_next(target):
-    """Only local paths of visible ASCII, so the sign-in form can be turned neither into an open redirect
-    (browsers read /\t/evil.example as //evil.example) nor into a header."""
-    return target if visible_ascii(target) and target.startswith("/") and not target.startswith("//") and \
-        "\\" not in target else "/settings/agents"
-
-
-def hidden_input(name, value):
-    return '<input type="hidden" name="%s" value="%s">' % (html.escape(name), html.escape(value))
-
-
-@web_route("GET", "/login")
-def login_page(req, message=""):
-    csrf = secrets.token_urlsafe(24)
-    body = ('%s<form method="post" action="/login">%s%s<p><label>Login <input name="login" autocomplete="username">'
-            '</label></p><p><label>Password <input type="password" name="password" autocomplete="current-password">'
-            '</label></p><p><label>Code from your authenticator (if you set one up) <input name="totp" '
-            'autocomplete="one-time-code"></label></p><p><button>Sign in</button></p></form>') % (
-        "<p><strong>%s</strong></p>" % html.escape(message) if message else "", hidden_input("csrf", csrf),
-        hidden_input("next", safe_next(req.query.get("next", "/settings/agents"))))
-    return html_page("Sign in", body, 401 if message else 200,
-                     {"Set-Cookie": cookie_header(req, LOGIN_CSRF_COOKIE, csrf, 600)})
-
-
-@web_route("POST", "/login", csrf="sign-in")
-def login_submit(req):
-    form = req.form
-    login = form.get("login", "")[:64]
-    address = req.client
-    retry = req.app.sign_ins.hit("addr:" + address) or req.app.sign_ins.hit("login:" + login.lower())
-    if retry:
-        raise HTTPError(429, "Too many sign-in attempts; try again in %d seconds" % retry,
-                        headers={"Retry-After": str(retry)})
-    user = account_by_login(req.app.store, login)
-    # Check a password even for unknown logins, so timing does not tell which logins exist.
-    ok = check_password(user["password_hash"] if user is not None and user["password_hash"] else DUMMY_PASSWORD_HASH,
-                        form.get("password", ""))
-    second = user is not None and user["totp_secret"]
-    if second and ok:
-        ok = check_totp(req.app.key, user, form.get("totp"))
-    if not ok or user is None or user["kind"] != "human" or user["suspended_at"]:
-        Ledger(req.app, Principal(runtime=address), "web").refuse("sign_in", "user:" + login,
-                                                                  ["wrong login, password or code"])
-        return login_page(req, "Wrong login, password or code.")
-    token = secrets.token_urlsafe(32)
-    with req.app.store.transaction() as db:
-        insert_row(db, "web_sessions", {"hash": token_hash(token), "user_id": user["id"],
-                                        "csrf": secrets.token_urlsafe(24), "created_at": now(),
-                                        "totp_at": now() if second else None,
-                                        "expires_at": from_now(SESSION_HOURS * 3600)})
-        Ledger(req.app, Principal(user=user, runtime=address), "web").record(
-            "sign_in", "user:" + user["login"], ["password and TOTP" if second else "password"], "signed in", db)
-    return redirect(safe_next(form.get("next", "/settings/agents")),
-                    {"Set-Cookie": cookie_header(req, SESSION_COOKIE, token, SESSION_HOURS * 3600)})
-
-
-@web_route("POST", "/logout", csrf="session-if-any")
-def logout(req):
-    if req.session is not None:
-        with req.app.store.transaction() as db:
-            db.execute("DELETE FROM web_sessions WHERE hash = ?", (req.session["hash"],))
-    return redirect("/login", {"Set-Cookie": cookie_header(req, SESSION_COOKIE, "", 0)})
-
-
-def signed_in_page(req):
-    if req.principal.user is None:
-        # back to this very page after signing in, its query included (an authorization request, a user code)
-        here = req.raw_path + ("?" + urllib.parse.urlencode(req.query) if req.query else "")
-        raise HTTPError(303, "Sign in first", headers=dict(PAGE_HEADERS, Location="/login?next=" +
-                                                           urllib.parse.quote(here)))
-    return req.principal.user
-
 
 AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
 # What a destructive button does, said on the page that asks to confirm it
@@ -13120,7 +13126,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 49. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13332,7 +13338,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# 50. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
 # uses: config, errors, storage, proofs, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13465,7 +13471,7 @@ def asserted_agent(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 51. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13898,7 +13904,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 52. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14554,7 +14560,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 53. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14992,7 +14998,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 54. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15192,7 +15198,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 55. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15410,7 +15416,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 56. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15996,7 +16002,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 57. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16273,7 +16279,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 58. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, storage, tokens, accounts, audit, authentication, ledger, installation, routing, agents, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

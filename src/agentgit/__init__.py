@@ -34,11 +34,11 @@ if importlib.util.find_spec("dulwich") is None:
 # writes their bodies in this order into the single file agentgit.py.
 MODULES = (
     "config", "errors", "egress", "storage", "gitstore", "gitwire", "tokens", "proofs", "accounts", "policy", "audit", "approvals", "intents",
-    "ledger", "authentication", "installation", "routing", "request", "serializers", "lookups",
+    "ledger", "authentication", "installation", "routing", "request", "serializers", "lookups", "web",
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "deploy_keys", "actions",
     "search", "orgs", "actions_config", "agents", "delegation", "vault", "tasks", "freezes",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
-    "web", "oauth_clients", "client_assertions", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
+    "settings_pages", "oauth_clients", "client_assertions", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
 )
 
 # One namespace, as in the single file: `agentgit.make_server`, `agentgit.decide`, ... are the same

@@ -10,7 +10,7 @@ from agentgit.config import LOGIN_RE, now
 from agentgit.errors import HTTPError
 from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes, verify_token
 from agentgit.proofs import DPoPError, check_dpop_proof, dpop_nonce
-from agentgit.accounts import account_by_id, account_by_login, insert_account
+from agentgit.accounts import account_by_id, account_by_login, check_totp, insert_account
 from agentgit.ledger import Ledger
 
 
@@ -228,3 +228,12 @@ def human_for_identity(app, identity):
         user_id = insert_account(db, login, "human", name=identity.get("name"), email=identity.get("email"),
                                  idp_provider=provider, idp_subject=subject)
     return account_by_id(app.store, user_id)
+
+
+def confirm_totp(req, user, code):
+    """A step-up's code: rate-limited per human, 401 when wrong."""
+    retry = req.app.sign_ins.hit("step-up:%d" % user["id"])
+    if retry:
+        raise HTTPError(429, "Too many codes; try again later", headers={"Retry-After": str(retry)})
+    if not check_totp(req.app.key, user, code):
+        raise HTTPError(401, "Wrong TOTP code")

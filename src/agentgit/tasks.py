@@ -11,9 +11,9 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import issue_token, revoke, token_fingerprint
 from agentgit.gitstore import commits_between, open_repo
-from agentgit.accounts import account_by_id, account_by_login, check_totp, full_name, repo_by_full_name
+from agentgit.accounts import account_by_id, account_by_login, full_name, repo_by_full_name
 from agentgit.policy import ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
-from agentgit.authentication import Principal, load_grant
+from agentgit.authentication import Principal, confirm_totp, load_grant
 from agentgit.routing import route
 from agentgit.lookups import find_account, signed_in
 from agentgit.vault import held_credential
@@ -285,15 +285,6 @@ def step_up(req):
         db.execute("INSERT OR REPLACE INTO step_ups (token_id, at) VALUES (?, ?)", (req.principal.token_id, now()))
         req.effect("stepped up token %s" % req.principal.fingerprint)
     return 200, {"stepped_up_until": from_now(STEP_UP_SECONDS)}
-
-
-def confirm_totp(req, user, code):
-    """A step-up's code: rate-limited per human, 401 when wrong."""
-    retry = req.app.sign_ins.hit("step-up:%d" % user["id"])
-    if retry:
-        raise HTTPError(429, "Too many codes; try again later", headers={"Retry-After": str(retry)})
-    if not check_totp(req.app.key, user, code):
-        raise HTTPError(401, "Wrong TOTP code")
 
 
 APPROVAL_SELECT = ("SELECT a.*, g.delegator_id, g.agent_id, g.task, g.public_id AS grant_public,"

@@ -1,0 +1,189 @@
+"""Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
+their personal tokens, and the approvals agents ask them for."""
+
+import html
+
+from agentgit.config import from_now, now
+from agentgit.errors import HTTPError
+from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, SWITCH_SESSION_HOURS, issue_token, token_fingerprint
+from agentgit.accounts import account_by_id, suspend_account
+from agentgit.web import hidden_input, html_page, signed_in_page, web_route
+from agentgit.agents import mint_personal_token, revoke_own_token
+from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, authorize_invite, bound_agent,
+                                 make_invite, reset_agent_credentials, token_status, unbind_agent)
+from agentgit.tasks import APPROVAL_SELECT, answer_approval, approval_json
+
+
+AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
+# What a destructive button does, said on the page that asks to confirm it
+CONFIRM = {"reset-token": "Revoke every token of %s and issue it a new one? Whatever runs with the old token stops.",
+           "unbind": "Unbind %s? Its switch sessions and the access your invites gave it end; the agent keeps its "
+                     "own account and repositories.",
+           "revoke": "Revoke the token %s? Whatever uses it stops at its next request."}
+# The words for a repository grant: the API's, and GitHub's read and write for pull and push
+GRANT_WORDS = {"read": "pull", "write": "push"}
+
+
+def confirm_page(req, what, fields):
+    """Asks once more before a destructive action: the same form again, with confirmed=yes."""
+    repeated = "".join(hidden_input(k, v) for k, v in dict(fields, confirmed="yes").items())
+    return html_page("Confirm", '<p>%s</p><form method="post" action="%s">%s%s<button>Yes, %s</button> '
+                     '<a href="%s">Cancel</a></form>' % (html.escape(what), html.escape(req.raw_path), hidden_input(
+                         "csrf", req.session["csrf"]), repeated, html.escape(fields["action"]), html.escape(req.raw_path)))
+
+
+@web_route("GET", "/settings/agents")
+def agents_page(req, shown=""):
+    user = signed_in_page(req)
+    csrf = hidden_input("csrf", req.session["csrf"])
+    rows = []
+    for binding in req.app.store.all("SELECT * FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"]):
+        agent = account_by_id(req.app.store, binding["agent_id"])
+        buttons = "".join('<form method="post" action="/settings/agents">%s%s%s<button>%s</button></form>' % (
+            csrf, hidden_input("agent", agent["login"]), hidden_input("action", action), action)
+            for action in AGENT_FORM_ACTIONS if action != ("resume" if not agent["suspended_at"] else "suspend"))
+        rows.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
+            html.escape(agent["login"]), html.escape(binding["display_name"] or ""), html.escape(binding["bound_at"]),
+            "retired" if agent["retired_at"] else "suspended" if agent["suspended_at"] else
+            token_status(req.app.store, agent["id"]), buttons))
+    body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
+            '<h2>Your agents</h2><table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
+            '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
+            '<p><label>Repository grants, one per line: <code>owner/name:permission</code>, the permission one of '
+            'read (or pull), triage, write (or push, the default), maintain, admin<br><textarea name="repo_grants">'
+            '</textarea></label></p><p><button>Create invite</button></p></form>') % (
+        shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
+        hidden_input("action", "invite"))
+    return html_page("Agents", body)
+
+
+@web_route("POST", "/settings/agents")
+def agents_action(req):
+    """Each button goes through the same decide() and the same code as its endpoint; a token made
+    here (invite, reset, switch session) is shown once on the page that answers."""
+    user, form = signed_in_page(req), req.form
+    action = form.get("action")
+    if action == "invite":
+        grants = {"repo_grants": [], "team_grants": []}
+        for line in form.get("repo_grants", "").splitlines():
+            if line.strip():
+                name, _, permission = line.strip().partition(":")
+                permission = permission.strip().lower() or "push"
+                grants["repo_grants"].append({"repo_full_name": name.strip(),
+                                              "permission": GRANT_WORDS.get(permission, permission)})
+        if any(g["permission"] not in REPO_GRANT_PERMISSIONS for g in grants["repo_grants"]):
+            raise HTTPError(422, "A permission is read (or pull), triage, write (or push), maintain or admin")
+        authorize_invite(req, grants)
+        with req.transaction() as db:
+            token, expires_at, effect = make_invite(db, req.app.key, user, grants, INVITE_DEFAULT_SECONDS)
+            req.effect(effect)
+        shown = "<p>Invite token (shown once, valid until %s): <code>%s</code></p>" % (expires_at, token)
+        return agents_page(req, shown)
+    if action not in AGENT_FORM_ACTIONS:
+        raise HTTPError(422, "Unknown action")
+    agent, _ = bound_agent(req, form.get("agent", ""))
+    if action in CONFIRM and form.get("confirmed") != "yes":
+        return confirm_page(req, CONFIRM[action] % agent["login"], {"agent": agent["login"], "action": action})
+    shown = ""
+    with req.transaction() as db:
+        if action == "reset-token":
+            token, _, effect = reset_agent_credentials(db, req.app.key, agent)
+            shown = "<p>New token for %s (shown once): <code>%s</code></p>" % (html.escape(agent["login"]), token)
+        elif action == "switch-session":
+            expires_at = from_now(SWITCH_SESSION_HOURS * 3600)
+            token, _ = issue_token(db, req.app.key, agent["id"], "switch-session", name="switch by " + user["login"],
+                                   scopes=AGENT_SCOPES, expires_at=expires_at, issued_by=user["id"])
+            effect = "switch session %s into %s until %s" % (token_fingerprint(token), agent["login"], expires_at)
+            shown = "<p>Switch-session token for %s until %s (shown once): <code>%s</code></p>" % (
+                html.escape(agent["login"]), expires_at, token)
+        elif action in ("suspend", "resume"):
+            effect = suspend_account(db, agent, action == "suspend")
+        else:
+            effect = unbind_agent(db, agent)
+        req.effect(effect)
+    return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
+
+@web_route("GET", "/approvals")
+def approvals_page(req, shown=""):
+    """What the delegator's agents wait for: each pending approval names the agent, the task, the
+    grant, the action and exactly what it is for, with the pull request or the commits to judge it
+    by; one button approves exactly that, once, the other denies it with a reason the agent sees."""
+    user = signed_in_page(req)
+    csrf = hidden_input("csrf", req.session["csrf"])
+    rows = req.app.store.all(APPROVAL_SELECT + " WHERE g.delegator_id = ? AND a.approved_at IS NULL AND a.denied_at IS"
+                             " NULL AND a.expires_at > ? AND g.revoked_at IS NULL ORDER BY a.id", user["id"], now())
+    items = "".join(approval_section(approval_json(req.app, row), csrf) for row in rows)
+    return html_page("Approvals", shown + (items or "<p>Nothing waits.</p>"))
+
+
+def approval_section(approval, csrf):
+    e = lambda value: html.escape(str(value))  # noqa: E731
+    details = approval["context"]
+    parts = ["<p>%s, for task %s under grant %s, asks to <strong>%s</strong> on %s: %s. Asked %s; expires %s.</p>" % (
+        e(approval["agent"]), e(approval["task"]), e(approval["grant"]), e(approval["action"]), e(approval["resource"]),
+        e(approval["subject"] or "as a whole"), e(approval["created_at"]), e(approval["expires_at"]))]
+    if details.get("title") is not None:
+        parts.append('<p>Pull request <a href="%s">%s</a> (<a href="%s">diff</a>)</p><pre>%s</pre>' % (
+            e(details["html_url"]), e(details["title"]), e(details["diff_url"]), e(details.get("body") or "")))
+        parts.append("<p>Changed files: %s</p>" % e(", ".join(details["changed_files"]) or "none"))
+    if details.get("commits"):
+        parts.append("<ul>%s</ul>" % "".join("<li><code>%s</code> %s (%s)</li>" % (
+            e(c["sha"][:12]), e(c["message"]), e(c["author"])) for c in details["commits"]))
+    answer = hidden_input("approval_id", approval["id"])
+    parts.append('<form method="post" action="/approvals">%s%s%s<button>Approve</button></form>'
+                 '<form method="post" action="/approvals">%s%s%s<label>Reason <input name="reason" maxlength="1000">'
+                 '</label> <button>Deny</button></form>' % (csrf, answer, hidden_input("decision", "approve"),
+                                                           csrf, answer, hidden_input("decision", "deny")))
+    return "<section><h2>%s</h2>%s</section>" % (e(approval["id"]), "".join(parts))
+
+
+@web_route("POST", "/approvals")
+def approvals_action(req):
+    user, form = signed_in_page(req), req.form
+    approve = form.get("decision", "approve") != "deny"
+    row = answer_approval(req, user, form.get("approval_id", ""), approve, form.get("reason", ""))
+    return approvals_page(req, "<p>%s %s on %s for %s.</p>" % (
+        "Approved" if approve else "Denied", html.escape(row["action"]), html.escape(row["resource"]),
+        html.escape(row["grant_public"])))
+
+
+@web_route("GET", "/settings/tokens")
+def tokens_page(req, shown=""):
+    user = signed_in_page(req)
+    csrf = hidden_input("csrf", req.session["csrf"])
+    rows = []
+    for t in req.app.store.all("SELECT * FROM tokens WHERE user_id = ? ORDER BY id", user["id"]):
+        action = "" if t["revoked_at"] else '<form method="post" action="/settings/tokens">%s%s%s<button>revoke' \
+            '</button></form>' % (csrf, hidden_input("action", "revoke"), hidden_input("token_id", str(t["id"])))
+        rows.append("<tr>%s<td>%s</td></tr>" % ("".join("<td>%s</td>" % html.escape(str(t[k] or "")) for k in (
+            "name", "kind", "scopes", "fingerprint", "created_at", "expires_at", "last_used_at", "revoked_at")), action))
+    boxes = "".join('<label><input type="checkbox" name="scope_%s" value="1"> %s</label> ' % (s, s)
+                    for s in ALL_SCOPES if s != "site_admin")
+    body = ('%s<table><tr><th>Name</th><th>Kind</th><th>Scopes</th><th>Fingerprint</th><th>Created</th>'
+            '<th>Expires</th><th>Last used</th><th>Revoked</th><th></th></tr>%s</table><h2>New token</h2>'
+            '<form method="post" action="/settings/tokens">%s%s<p><label>Name <input name="name"></label></p><p>%s</p>'
+            '<p><label>Expires in days (empty: never) <input name="days"></label></p><p><button>Create</button></p>'
+            '</form>') % (shown, "".join(rows), csrf, hidden_input("action", "create"), boxes)
+    return html_page("Personal tokens", body)
+
+
+@web_route("POST", "/settings/tokens")
+def tokens_action(req):
+    user, form = signed_in_page(req), req.form
+    if form.get("action") == "revoke":
+        row = req.app.store.one("SELECT * FROM tokens WHERE id = ? AND user_id = ?",
+                                int(form["token_id"]) if form.get("token_id", "").isdigit() else -1, user["id"])
+        if row is None:
+            raise HTTPError(404, "No such token")
+        if form.get("confirmed") != "yes":
+            return confirm_page(req, CONFIRM["revoke"] % "%s (%s)" % (row["name"], row["fingerprint"]),
+                                {"action": "revoke", "token_id": str(row["id"])})
+        revoke_own_token(req, user, row)
+        return tokens_page(req, "<p>Revoked %s.</p>" % html.escape(row["fingerprint"]))
+    name = form.get("name", "").strip()
+    days = form.get("days", "").strip()
+    if not name or len(name) > 100 or days and not (days.isdigit() and 1 <= int(days) <= 3650):
+        raise HTTPError(422, "A token needs a name, and days from 1 to 3650 or nothing")
+    scopes = [s for s in ALL_SCOPES if form.get("scope_" + s) and s != "site_admin"]
+    token, _ = mint_personal_token(req, user, name, scopes, from_now(int(days) * 86400) if days else None)
+    return tokens_page(req, "<p>Your new token (shown once): <code>%s</code></p>" % token)
