@@ -62,11 +62,11 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
     35. search             REST: search over repositories, issues, code and accounts.
     36. orgs               REST: organizations, memberships and teams.
     37. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
-    38. agents             REST: agent registration, personal tokens and the audit log (agent-first extensions).
-    39. delegation         REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+    38. personal_tokens    REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    39. delegation         REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
     40. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
     41. tasks              REST: task grants, task tokens, step-up and approvals.
-    42. freezes            REST: policy as data, and freezes (read-only by policy).
+    42. oversight          REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
     43. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
     44. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
     45. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
@@ -3101,6 +3101,19 @@ def audit_json(row):
     out = {f: row[f] for f in ("id",) + AUDIT_FIELDS + LATER_AUDIT_FIELDS + ("prev_hash", "hash")}
     out["reasons"] = json.loads(row["reasons"])
     return out
+
+
+AUDIT_EXPLAINED = (("agent or actor", "actor"), ("kind", "user_kind"), ("acting for", "delegator"), ("task", "task"),
+                   ("grant", "grant_id"), ("runtime", "runtime"), ("surface", "surface"), ("resource", "resource"),
+                   ("action", "action"), ("decision", "decision"), ("rule", "rule"), ("token", "token_fingerprint"),
+                   ("token kind", "token_kind"), ("side effect", "side_effect"), ("at", "at"))
+
+
+def explain(row):
+    """The whole chain of one decision, a line each, with the rules that decided it."""
+    lines = ["%-15s %s" % (label, row[key] if row[key] is not None else "-") for label, key in AUDIT_EXPLAINED]
+    lines += ["%-15s %s" % ("because" if i == 0 else "", reason) for i, reason in enumerate(json.loads(row["reasons"]))]
+    return "\n".join(lines)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -9577,40 +9590,9 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/agents.py — REST: agent registration, personal tokens and the audit log (agent-first extensions).
-# uses: config, errors, tokens, accounts, policy, audit, routing, lookups
+# 38. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+# uses: config, errors, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-
-# -- agent-first extensions: registration, personal tokens, audit -------------------------------
-
-@route("POST", "/api/ext/v1/agents")
-def register_agent_endpoint(req):
-    """agent-git-service's registration contract: anonymous, rate-limited per client address (`serve
-    --registration-limit N`, 0 for none); a site admin's token is never counted, and registers past
-    `--registration closed` too."""
-    body = req.json()
-    prefix = req.field(body, "prefix_login", str, "Agent", required=True)
-    if not AGENT_PREFIX_RE.match(prefix):
-        raise invalid("Agent", "prefix_login", message="prefix_login must match ^[a-z0-9][a-z0-9-]{0,31}$")
-    repo_name = req.field(body, "default_repo_name", str, "Agent", default="workspace")
-    if not valid_repo_name(repo_name):
-        raise invalid("Agent", "default_repo_name", message="not a valid repository name")
-    # a site admin's token registers agents however registration is set for everyone else (a harness
-    # that needs fifty agents runs as the admin); the rest is anonymous, so it is counted per address
-    admin = req.principal.user is not None and bool(req.principal.user["site_admin"])
-    if req.app.config.registration != "open" and not admin:
-        req.refuse("register_agent", "site", ["registration is closed on this server"])
-        raise HTTPError(403, "Agent registration is closed on this server")
-    retry_after = 0 if admin else req.app.registrations.hit(req.client)
-    if retry_after:
-        raise HTTPError(429, "Too many agent registrations from this address; retry later, or register with a site "
-                        "admin's token (serve --registration-limit sets the limit)", headers={"Retry-After": str(retry_after)})
-    req.authorize("register_agent", SITE)
-    login, token, full_name = register_agent(req.app, prefix, repo_name)
-    req.effect("registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
-    return 201, {"login": login, "token": token, "repo_full_name": full_name, "user_kind": "agent",
-                 "clone_url": "%s/%s.git" % (req.app.url, full_name)}
-
 
 def token_json(row):
     return {"id": row["id"], "name": row["name"], "kind": row["kind"],
@@ -9683,65 +9665,41 @@ def revoke_own_token(req, user, row):
         req.effect("revoked token #%d %s" % (row["id"], row["fingerprint"]))
 
 
-AUDIT_EXPLAINED = (("agent or actor", "actor"), ("kind", "user_kind"), ("acting for", "delegator"), ("task", "task"),
-                   ("grant", "grant_id"), ("runtime", "runtime"), ("surface", "surface"), ("resource", "resource"),
-                   ("action", "action"), ("decision", "decision"), ("rule", "rule"), ("token", "token_fingerprint"),
-                   ("token kind", "token_kind"), ("side effect", "side_effect"), ("at", "at"))
-
-
-def explain(row):
-    """The whole chain of one decision, a line each, with the rules that decided it."""
-    lines = ["%-15s %s" % (label, row[key] if row[key] is not None else "-") for label, key in AUDIT_EXPLAINED]
-    lines += ["%-15s %s" % ("because" if i == 0 else "", reason) for i, reason in enumerate(json.loads(row["reasons"]))]
-    return "\n".join(lines)
-
-
-@route("GET", "/api/ext/v1/audit/{audit_id:int}")
-def read_audit_row(req, audit_id):
-    """One row, explained: for site admins, the actor, and the human on whose behalf it acted."""
-    user = signed_in(req)
-    row = req.app.store.one("SELECT * FROM audit WHERE id = ?", int(audit_id))
-    mine = row is not None and user["login"] in (row["actor"], row["delegator"])
-    if row is None or not (mine or req.can("read_site_audit", SITE)):
-        raise HTTPError(404, "Not Found")
-    req.check("read_audit", Resource.account(user))
-    return dict(audit_json(row), explanation=explain(row))
-
-
-@route("GET", "/api/ext/v1/audit")
-def read_audit(req):
-    """Site admins read every row; anyone else their own and those of agents acting for them (as
-    delegator). Filters: actor, delegator, task, grant, action, decision, resource, surface, since (ISO
-    time), after (row id)."""
-    user = signed_in(req)
-    where, args = [], []
-    if not req.can("read_site_audit", SITE):
-        req.check("read_audit", Resource.account(user))
-        where.append("(actor = ? OR delegator = ?)")
-        args += [user["login"], user["login"]]
-    for key, column in (("actor", "actor"), ("delegator", "delegator"), ("task", "task"), ("grant", "grant_id"),
-                        ("action", "action"), ("decision", "decision"), ("resource", "resource"),
-                        ("surface", "surface")):
-        if req.query.get(key):
-            where.append("%s = ?" % column)
-            args.append(req.query[key])
-    if req.query.get("since"):
-        where.append("at >= ?")
-        args.append(req.query["since"])
-    if req.query.get("after", "").isdigit():
-        where.append("id > ?")
-        args.append(int(req.query["after"]))
-    per_page, page = req.page()
-    rows = req.app.store.all("SELECT * FROM audit%s ORDER BY id LIMIT ? OFFSET ?" % (
-        " WHERE " + " AND ".join(where) if where else ""), *args, per_page + 1, (page - 1) * per_page)
-    req.link_header(page, per_page, page + 1 if len(rows) > per_page else None)
-    return [audit_json(r) for r in rows[:per_page]]
-
-
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/delegation.py — REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation).
+# 39. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# -- registration: an agent's account, with no delegator yet --------------------------------------
+
+@route("POST", "/api/ext/v1/agents")
+def register_agent_endpoint(req):
+    """agent-git-service's registration contract: anonymous, rate-limited per client address (`serve
+    --registration-limit N`, 0 for none); a site admin's token is never counted, and registers past
+    `--registration closed` too."""
+    body = req.json()
+    prefix = req.field(body, "prefix_login", str, "Agent", required=True)
+    if not AGENT_PREFIX_RE.match(prefix):
+        raise invalid("Agent", "prefix_login", message="prefix_login must match ^[a-z0-9][a-z0-9-]{0,31}$")
+    repo_name = req.field(body, "default_repo_name", str, "Agent", default="workspace")
+    if not valid_repo_name(repo_name):
+        raise invalid("Agent", "default_repo_name", message="not a valid repository name")
+    # a site admin's token registers agents however registration is set for everyone else (a harness
+    # that needs fifty agents runs as the admin); the rest is anonymous, so it is counted per address
+    admin = req.principal.user is not None and bool(req.principal.user["site_admin"])
+    if req.app.config.registration != "open" and not admin:
+        req.refuse("register_agent", "site", ["registration is closed on this server"])
+        raise HTTPError(403, "Agent registration is closed on this server")
+    retry_after = 0 if admin else req.app.registrations.hit(req.client)
+    if retry_after:
+        raise HTTPError(429, "Too many agent registrations from this address; retry later, or register with a site "
+                        "admin's token (serve --registration-limit sets the limit)", headers={"Retry-After": str(retry_after)})
+    req.authorize("register_agent", SITE)
+    login, token, full_name = register_agent(req.app, prefix, repo_name)
+    req.effect("registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
+    return 201, {"login": login, "token": token, "repo_full_name": full_name, "user_kind": "agent",
+                 "clone_url": "%s/%s.git" % (req.app.url, full_name)}
+
 
 # -- delegation: invites, consent, bindings, switch sessions, lifecycle, revocation ---------------
 # A human invites (with the grants they may give); the agent consents with its own token; the grants
@@ -10841,9 +10799,53 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/freezes.py — REST: policy as data, and freezes (read-only by policy).
-# uses: config, errors, storage, accounts, policy, authentication, routing, lookups, tasks
+# 42. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
+# uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# -- the audit log ------------------------------------------------------------------------------------
+
+@route("GET", "/api/ext/v1/audit/{audit_id:int}")
+def read_audit_row(req, audit_id):
+    """One row, explained: for site admins, the actor, and the human on whose behalf it acted."""
+    user = signed_in(req)
+    row = req.app.store.one("SELECT * FROM audit WHERE id = ?", int(audit_id))
+    mine = row is not None and user["login"] in (row["actor"], row["delegator"])
+    if row is None or not (mine or req.can("read_site_audit", SITE)):
+        raise HTTPError(404, "Not Found")
+    req.check("read_audit", Resource.account(user))
+    return dict(audit_json(row), explanation=explain(row))
+
+
+@route("GET", "/api/ext/v1/audit")
+def read_audit(req):
+    """Site admins read every row; anyone else their own and those of agents acting for them (as
+    delegator). Filters: actor, delegator, task, grant, action, decision, resource, surface, since (ISO
+    time), after (row id)."""
+    user = signed_in(req)
+    where, args = [], []
+    if not req.can("read_site_audit", SITE):
+        req.check("read_audit", Resource.account(user))
+        where.append("(actor = ? OR delegator = ?)")
+        args += [user["login"], user["login"]]
+    for key, column in (("actor", "actor"), ("delegator", "delegator"), ("task", "task"), ("grant", "grant_id"),
+                        ("action", "action"), ("decision", "decision"), ("resource", "resource"),
+                        ("surface", "surface")):
+        if req.query.get(key):
+            where.append("%s = ?" % column)
+            args.append(req.query[key])
+    if req.query.get("since"):
+        where.append("at >= ?")
+        args.append(req.query["since"])
+    if req.query.get("after", "").isdigit():
+        where.append("id > ?")
+        args.append(int(req.query["after"]))
+    per_page, page = req.page()
+    rows = req.app.store.all("SELECT * FROM audit%s ORDER BY id LIMIT ? OFFSET ?" % (
+        " WHERE " + " AND ".join(where) if where else ""), *args, per_page + 1, (page - 1) * per_page)
+    req.link_header(page, per_page, page + 1 if len(rows) > per_page else None)
+    return [audit_json(r) for r in rows[:per_page]]
+
 
 # -- policy as data ------------------------------------------------------------------------------------
 
@@ -12947,7 +12949,7 @@ def graphql_endpoint(req):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 48. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
-# uses: config, errors, tokens, accounts, web, agents, delegation, tasks
+# uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
@@ -16280,7 +16282,7 @@ def gh_host_and_git_url(args, url):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 58. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
-# uses: config, errors, storage, tokens, accounts, audit, authentication, ledger, installation, routing, agents, delegation, server, clients
+# uses: config, errors, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def cli_set_suspended(app, login, suspended):

@@ -36,7 +36,7 @@ MODULES = (
     "config", "errors", "egress", "storage", "gitstore", "gitwire", "tokens", "proofs", "accounts", "policy", "audit", "approvals", "intents",
     "ledger", "authentication", "installation", "routing", "request", "serializers", "lookups", "web",
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "deploy_keys", "actions",
-    "search", "orgs", "actions_config", "agents", "delegation", "vault", "tasks", "freezes",
+    "search", "orgs", "actions_config", "personal_tokens", "delegation", "vault", "tasks", "oversight",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
     "settings_pages", "oauth_clients", "client_assertions", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
 )

@@ -157,3 +157,16 @@ def audit_json(row):
     out = {f: row[f] for f in ("id",) + AUDIT_FIELDS + LATER_AUDIT_FIELDS + ("prev_hash", "hash")}
     out["reasons"] = json.loads(row["reasons"])
     return out
+
+
+AUDIT_EXPLAINED = (("agent or actor", "actor"), ("kind", "user_kind"), ("acting for", "delegator"), ("task", "task"),
+                   ("grant", "grant_id"), ("runtime", "runtime"), ("surface", "surface"), ("resource", "resource"),
+                   ("action", "action"), ("decision", "decision"), ("rule", "rule"), ("token", "token_fingerprint"),
+                   ("token kind", "token_kind"), ("side effect", "side_effect"), ("at", "at"))
+
+
+def explain(row):
+    """The whole chain of one decision, a line each, with the rules that decided it."""
+    lines = ["%-15s %s" % (label, row[key] if row[key] is not None else "-") for label, key in AUDIT_EXPLAINED]
+    lines += ["%-15s %s" % ("because" if i == 0 else "", reason) for i, reason in enumerate(json.loads(row["reasons"]))]
+    return "\n".join(lines)

@@ -22,12 +22,11 @@ from agentgit.errors import HTTPError
 from agentgit.storage import update_row
 from agentgit.tokens import verify_token
 from agentgit.accounts import account_by_id, account_by_login, hash_password, suspend_account, totp_mask
-from agentgit.audit import audit_head, audit_verify
+from agentgit.audit import audit_head, audit_verify, explain
 from agentgit.authentication import Principal
 from agentgit.ledger import Ledger
 from agentgit.installation import Installation, OPERATOR_REASON, cli_add_agent, cli_add_user, operator_ledger
 from agentgit.routing import ROUTES
-from agentgit.agents import explain
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, accept_invite, check_grant_authority, make_invite,
                                  reset_agent_credentials, retire, unbind_agent)
 from agentgit.server import make_server

@@ -1,20 +1,53 @@
-"""REST: delegation (invites, consent, bindings, switch sessions, lifecycle, revocation)."""
+"""REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
+suspension, retirement, revocation."""
 
 import json
 import secrets
 
-from agentgit.config import from_now, now
+from agentgit.config import AGENT_PREFIX_RE, from_now, now, valid_repo_name
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, INVITE_PREFIX, SWITCH_SESSION_HOURS, genuine_mac, issue_token,
                              mint_token, revoke, token_fingerprint, token_hash)
-from agentgit.accounts import account_by_id, permission_of_org_member, repo_by_full_name, suspend_account, team_by_slug
+from agentgit.accounts import (account_by_id, permission_of_org_member, register_agent, repo_by_full_name, suspend_account,
+                               team_by_slug)
 from agentgit.policy import PERMISSION_ALIASES, Resource, SITE, decide
 from agentgit.audit import audit_json
 from agentgit.authentication import Principal
 from agentgit.routing import route
 from agentgit.serializers import user_json, user_json_by_id
 from agentgit.lookups import find_account, signed_in
+
+
+# -- registration: an agent's account, with no delegator yet --------------------------------------
+
+@route("POST", "/api/ext/v1/agents")
+def register_agent_endpoint(req):
+    """agent-git-service's registration contract: anonymous, rate-limited per client address (`serve
+    --registration-limit N`, 0 for none); a site admin's token is never counted, and registers past
+    `--registration closed` too."""
+    body = req.json()
+    prefix = req.field(body, "prefix_login", str, "Agent", required=True)
+    if not AGENT_PREFIX_RE.match(prefix):
+        raise invalid("Agent", "prefix_login", message="prefix_login must match ^[a-z0-9][a-z0-9-]{0,31}$")
+    repo_name = req.field(body, "default_repo_name", str, "Agent", default="workspace")
+    if not valid_repo_name(repo_name):
+        raise invalid("Agent", "default_repo_name", message="not a valid repository name")
+    # a site admin's token registers agents however registration is set for everyone else (a harness
+    # that needs fifty agents runs as the admin); the rest is anonymous, so it is counted per address
+    admin = req.principal.user is not None and bool(req.principal.user["site_admin"])
+    if req.app.config.registration != "open" and not admin:
+        req.refuse("register_agent", "site", ["registration is closed on this server"])
+        raise HTTPError(403, "Agent registration is closed on this server")
+    retry_after = 0 if admin else req.app.registrations.hit(req.client)
+    if retry_after:
+        raise HTTPError(429, "Too many agent registrations from this address; retry later, or register with a site "
+                        "admin's token (serve --registration-limit sets the limit)", headers={"Retry-After": str(retry_after)})
+    req.authorize("register_agent", SITE)
+    login, token, full_name = register_agent(req.app, prefix, repo_name)
+    req.effect("registered agent %s with repository %s, token %s" % (login, full_name, token_fingerprint(token)))
+    return 201, {"login": login, "token": token, "repo_full_name": full_name, "user_kind": "agent",
+                 "clone_url": "%s/%s.git" % (req.app.url, full_name)}
 
 
 # -- delegation: invites, consent, bindings, switch sessions, lifecycle, revocation ---------------

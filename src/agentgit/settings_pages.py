@@ -8,7 +8,7 @@ from agentgit.errors import HTTPError
 from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, SWITCH_SESSION_HOURS, issue_token, token_fingerprint
 from agentgit.accounts import account_by_id, suspend_account
 from agentgit.web import hidden_input, html_page, signed_in_page, web_route
-from agentgit.agents import mint_personal_token, revoke_own_token
+from agentgit.personal_tokens import mint_personal_token, revoke_own_token
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, authorize_invite, bound_agent,
                                  make_invite, reset_agent_credentials, token_status, unbind_agent)
 from agentgit.tasks import APPROVAL_SELECT, answer_approval, approval_json

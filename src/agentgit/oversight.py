@@ -1,4 +1,5 @@
-"""REST: policy as data, and freezes (read-only by policy)."""
+"""REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
+in force (what a token could do, decided by decide() itself), and freezes (read-only by policy)."""
 
 import secrets
 
@@ -6,11 +7,56 @@ from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login, repo_by_full_name, repo_by_id
-from agentgit.policy import POLICY_RULES, Resource, decide, permission_on
+from agentgit.policy import POLICY_RULES, Resource, SITE, decide, permission_on
+from agentgit.audit import audit_json, explain
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.tasks import TASK_ACTIONS, grant_json, strip_kind
+
+
+# -- the audit log ------------------------------------------------------------------------------------
+
+@route("GET", "/api/ext/v1/audit/{audit_id:int}")
+def read_audit_row(req, audit_id):
+    """One row, explained: for site admins, the actor, and the human on whose behalf it acted."""
+    user = signed_in(req)
+    row = req.app.store.one("SELECT * FROM audit WHERE id = ?", int(audit_id))
+    mine = row is not None and user["login"] in (row["actor"], row["delegator"])
+    if row is None or not (mine or req.can("read_site_audit", SITE)):
+        raise HTTPError(404, "Not Found")
+    req.check("read_audit", Resource.account(user))
+    return dict(audit_json(row), explanation=explain(row))
+
+
+@route("GET", "/api/ext/v1/audit")
+def read_audit(req):
+    """Site admins read every row; anyone else their own and those of agents acting for them (as
+    delegator). Filters: actor, delegator, task, grant, action, decision, resource, surface, since (ISO
+    time), after (row id)."""
+    user = signed_in(req)
+    where, args = [], []
+    if not req.can("read_site_audit", SITE):
+        req.check("read_audit", Resource.account(user))
+        where.append("(actor = ? OR delegator = ?)")
+        args += [user["login"], user["login"]]
+    for key, column in (("actor", "actor"), ("delegator", "delegator"), ("task", "task"), ("grant", "grant_id"),
+                        ("action", "action"), ("decision", "decision"), ("resource", "resource"),
+                        ("surface", "surface")):
+        if req.query.get(key):
+            where.append("%s = ?" % column)
+            args.append(req.query[key])
+    if req.query.get("since"):
+        where.append("at >= ?")
+        args.append(req.query["since"])
+    if req.query.get("after", "").isdigit():
+        where.append("id > ?")
+        args.append(int(req.query["after"]))
+    per_page, page = req.page()
+    rows = req.app.store.all("SELECT * FROM audit%s ORDER BY id LIMIT ? OFFSET ?" % (
+        " WHERE " + " AND ".join(where) if where else ""), *args, per_page + 1, (page - 1) * per_page)
+    req.link_header(page, per_page, page + 1 if len(rows) > per_page else None)
+    return [audit_json(r) for r in rows[:per_page]]
 
 
 # -- policy as data ------------------------------------------------------------------------------------
