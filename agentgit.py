@@ -4118,6 +4118,18 @@ class Request(Ledger):
         self.session = None        # web pages: the signed-in session row
         self.presented = None      # the client certificate and DPoP proof it came with (authentication.Presented)
 
+    def bearer_challenge(self, error=None, description=None, scope=None):
+        """RFC 6750's WWW-Authenticate for the API or the MCP endpoint (by the request's surface), naming
+        RFC 9728's metadata for it; at /mcp also the scope its tools use (or ``scope``, what is needed)."""
+        mcp = self.surface == "mcp"
+        parts = ['error="%s"' % error] if error else []
+        if description:
+            parts.append('error_description="%s"' % description)
+        parts.append('resource_metadata="%s/.well-known/oauth-protected-resource%s"' % (self.app.url, "/mcp" if mcp else ""))
+        if scope or mcp:
+            parts.append('scope="%s"' % (scope or "repo"))
+        return "Bearer " + ", ".join(parts)
+
     # -- input ----------------------------------------------------------------------------------
     def body(self, limit):
         if self.body_reader is None:
@@ -14541,19 +14553,6 @@ def revoke_endpoint(req):
     return 200, {}
 
 
-def bearer_challenge(req, error=None, description=None, scope=None):
-    """RFC 6750's WWW-Authenticate for the API or the MCP endpoint (by the request's surface), naming
-    RFC 9728's metadata for it; at /mcp also the scope its tools use (or ``scope``, what is needed)."""
-    mcp = req.surface == "mcp"
-    parts = ['error="%s"' % error] if error else []
-    if description:
-        parts.append('error_description="%s"' % description)
-    parts.append('resource_metadata="%s/.well-known/oauth-protected-resource%s"' % (req.app.url, "/mcp" if mcp else ""))
-    if scope or mcp:
-        parts.append('scope="%s"' % (scope or "repo"))
-    return "Bearer " + ", ".join(parts)
-
-
 @route("GET", "/.well-known/oauth-protected-resource", "oauth", "none")
 def protected_resource_metadata(req):
     """RFC 9728: where a client finds the authorization server for this API."""
@@ -14563,7 +14562,7 @@ def protected_resource_metadata(req):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 53. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-# uses: config, errors, tokens, routing, request, contents, oauth
+# uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
@@ -14873,8 +14872,8 @@ def refusal(req, era, tool, error):
     if error.headers.get("X-Accepted-OAuth-Scopes"):
         needed = sorted(set(req.principal.scopes_header.replace(" ", "").split(",")) - {""} |
                         set(error.headers["X-Accepted-OAuth-Scopes"].replace(" ", "").split(",")))
-        raise HTTPError(403, error.message, headers={"WWW-Authenticate": bearer_challenge(
-            req, "insufficient_scope", scope=" ".join(needed))})
+        raise HTTPError(403, error.message, headers={"WWW-Authenticate": req.bearer_challenge(
+            "insufficient_scope", scope=" ".join(needed))})
     extra = error.extra or {}
     if extra.get("approval_url"):
         page = "%s/approvals#%s" % (req.app.url, extra["approval_id"])
@@ -14953,7 +14952,7 @@ def parse_message(req):
 @route("POST", "/mcp", "mcp")
 def mcp_endpoint(req):
     if req.principal.user is None:
-        raise HTTPError(401, "Requires authentication", headers={"WWW-Authenticate": bearer_challenge(req)})
+        raise HTTPError(401, "Requires authentication", headers={"WWW-Authenticate": req.bearer_challenge()})
     message, modern = {}, False
     try:
         message = parse_message(req)
@@ -15419,7 +15418,7 @@ def comments_html(req, issue):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 56. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, oauth
+# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class App(Installation):
@@ -15460,8 +15459,8 @@ class App(Installation):
                 e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
             elif e.status == 401 and req.surface in ("rest", "graphql", "mcp", "broker"):
                 # RFC 9728 §5.1: where an OAuth client learns how to get a token for the API or /mcp
-                e.headers.setdefault("WWW-Authenticate", bearer_challenge(
-                    req, "invalid_token" if req.surface == "mcp" else None))
+                e.headers.setdefault("WWW-Authenticate", req.bearer_challenge(
+                    "invalid_token" if req.surface == "mcp" else None))
         except (ConnectionError, TimeoutError):
             handler.close_connection, outcome = True, "client went away"
         except Exception:
@@ -15511,8 +15510,8 @@ class App(Installation):
             req.refuse("use_token", wanted, ["this %s token is for %s only" % (req.principal.token_kind,
                                                                                 req.principal.resource)])
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
-                            headers={"WWW-Authenticate": bearer_challenge(
-                                req, "invalid_token", "the token's audience is %s" % req.principal.resource)})
+                            headers={"WWW-Authenticate": req.bearer_challenge(
+                                "invalid_token", "the token's audience is %s" % req.principal.resource)})
 
     def match(self, req):
         host = (req.headers.get("Host") or "").split(":")[0].lower()

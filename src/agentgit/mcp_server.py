@@ -26,7 +26,6 @@ from agentgit.tokens import ALL_SCOPES
 from agentgit.routing import find_route, route
 from agentgit.request import Request, RequestHeaders
 from agentgit.contents import looks_binary
-from agentgit.oauth import bearer_challenge
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
 MODERN_VERSIONS = ("2026-07-28",)
@@ -335,8 +334,8 @@ def refusal(req, era, tool, error):
     if error.headers.get("X-Accepted-OAuth-Scopes"):
         needed = sorted(set(req.principal.scopes_header.replace(" ", "").split(",")) - {""} |
                         set(error.headers["X-Accepted-OAuth-Scopes"].replace(" ", "").split(",")))
-        raise HTTPError(403, error.message, headers={"WWW-Authenticate": bearer_challenge(
-            req, "insufficient_scope", scope=" ".join(needed))})
+        raise HTTPError(403, error.message, headers={"WWW-Authenticate": req.bearer_challenge(
+            "insufficient_scope", scope=" ".join(needed))})
     extra = error.extra or {}
     if extra.get("approval_url"):
         page = "%s/approvals#%s" % (req.app.url, extra["approval_id"])
@@ -415,7 +414,7 @@ def parse_message(req):
 @route("POST", "/mcp", "mcp")
 def mcp_endpoint(req):
     if req.principal.user is None:
-        raise HTTPError(401, "Requires authentication", headers={"WWW-Authenticate": bearer_challenge(req)})
+        raise HTTPError(401, "Requires authentication", headers={"WWW-Authenticate": req.bearer_challenge()})
     message, modern = {}, False
     try:
         message = parse_message(req)

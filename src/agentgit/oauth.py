@@ -660,19 +660,6 @@ def revoke_endpoint(req):
     return 200, {}
 
 
-def bearer_challenge(req, error=None, description=None, scope=None):
-    """RFC 6750's WWW-Authenticate for the API or the MCP endpoint (by the request's surface), naming
-    RFC 9728's metadata for it; at /mcp also the scope its tools use (or ``scope``, what is needed)."""
-    mcp = req.surface == "mcp"
-    parts = ['error="%s"' % error] if error else []
-    if description:
-        parts.append('error_description="%s"' % description)
-    parts.append('resource_metadata="%s/.well-known/oauth-protected-resource%s"' % (req.app.url, "/mcp" if mcp else ""))
-    if scope or mcp:
-        parts.append('scope="%s"' % (scope or "repo"))
-    return "Bearer " + ", ".join(parts)
-
-
 @route("GET", "/.well-known/oauth-protected-resource", "oauth", "none")
 def protected_resource_metadata(req):
     """RFC 9728: where a client finds the authorization server for this API."""

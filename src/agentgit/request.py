@@ -200,6 +200,18 @@ class Request(Ledger):
         self.session = None        # web pages: the signed-in session row
         self.presented = None      # the client certificate and DPoP proof it came with (authentication.Presented)
 
+    def bearer_challenge(self, error=None, description=None, scope=None):
+        """RFC 6750's WWW-Authenticate for the API or the MCP endpoint (by the request's surface), naming
+        RFC 9728's metadata for it; at /mcp also the scope its tools use (or ``scope``, what is needed)."""
+        mcp = self.surface == "mcp"
+        parts = ['error="%s"' % error] if error else []
+        if description:
+            parts.append('error_description="%s"' % description)
+        parts.append('resource_metadata="%s/.well-known/oauth-protected-resource%s"' % (self.app.url, "/mcp" if mcp else ""))
+        if scope or mcp:
+            parts.append('scope="%s"' % (scope or "repo"))
+        return "Bearer " + ", ".join(parts)
+
     # -- input ----------------------------------------------------------------------------------
     def body(self, limit):
         if self.body_reader is None:

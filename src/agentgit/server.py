@@ -27,7 +27,6 @@ from agentgit.routing import find_route
 from agentgit.request import Request, body_length, read_request_headers
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
-from agentgit.oauth import bearer_challenge
 
 
 class App(Installation):
@@ -68,8 +67,8 @@ class App(Installation):
                 e.headers["WWW-Authenticate"] = 'Basic realm="agentgit"'
             elif e.status == 401 and req.surface in ("rest", "graphql", "mcp", "broker"):
                 # RFC 9728 §5.1: where an OAuth client learns how to get a token for the API or /mcp
-                e.headers.setdefault("WWW-Authenticate", bearer_challenge(
-                    req, "invalid_token" if req.surface == "mcp" else None))
+                e.headers.setdefault("WWW-Authenticate", req.bearer_challenge(
+                    "invalid_token" if req.surface == "mcp" else None))
         except (ConnectionError, TimeoutError):
             handler.close_connection, outcome = True, "client went away"
         except Exception:
@@ -119,8 +118,8 @@ class App(Installation):
             req.refuse("use_token", wanted, ["this %s token is for %s only" % (req.principal.token_kind,
                                                                                 req.principal.resource)])
             raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
-                            headers={"WWW-Authenticate": bearer_challenge(
-                                req, "invalid_token", "the token's audience is %s" % req.principal.resource)})
+                            headers={"WWW-Authenticate": req.bearer_challenge(
+                                "invalid_token", "the token's audience is %s" % req.principal.resource)})
 
     def match(self, req):
         host = (req.headers.get("Host") or "").split(":")[0].lower()
