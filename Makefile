@@ -50,14 +50,16 @@ routes: agentgit.py $(VENV)/.runtime
 	$(BIN)/python agentgit.py routes
 
 # The suite against the single file (what ships), then against the package (what developers edit) all
-# but what runs once (the sweeps and the slowest walks: `sweep` in tests/conftest.py).
+# but what runs once (the sweeps and the slowest walks: `sweep` in tests/conftest.py). The single file
+# runs on the standard library's cryptography (the floor an air-gapped install has), the package on the
+# cryptography package's (what `make test` installs): each backend carries a whole run.
 test: check-dist test-file test-package
 
 test-package: $(VENV)/.test
-	AGENTGIT_BUILD=package PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
+	AGENTGIT_BUILD=package AGENTGIT_CRYPTO=cryptography PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
 
 test-file: $(VENV)/.test
-	AGENTGIT_BUILD=file PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
+	AGENTGIT_BUILD=file AGENTGIT_CRYPTO=stdlib PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
 
 # The fuzzers at length: FUZZ_EXAMPLES inputs per target (make test runs 100 of each).
 FUZZ_EXAMPLES ?= 1000000

@@ -27,62 +27,63 @@ Sections, the modules of src/agentgit/ in build order (each uses only those abov
 
      1. config             Configuration: constants, names, limits, times, and the Config a server is built from.
      2. errors             Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. egress             Egress: every connection the server opens to another host (a client's metadata document, the
-     4. storage            Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     5. gitstore           Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     6. gitwire            Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
-     7. tokens             Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     8. proofs             Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-     9. accounts           Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    10. policy             Policy: the action table and decide(), the one policy decision point.
-    11. audit              Audit: the hash-chained log and its verifier.
-    12. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    13. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
-    14. ledger             The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
-    15. authentication     Authentication: the Principal, and the request credentials it is built from.
-    16. installation       The installation: one data directory's state and services, as every module below the HTTP
-    17. routing            Routing: the route table, each route declared next to its handler with its surface and how its
-    18. request            The request: an HTTP request's input (its framing, headers and body, read within limits) and the
-    19. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    20. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
-    21. web                Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each
-    22. users              REST: the API root, meta, rate limit and users.
-    23. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    24. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
-    25. issues             REST: issues, comments, labels and milestones.
-    26. sub_issues         REST: sub-issues, github.com's tree of issues.
-    27. pulls              REST: pull requests and their merges.
-    28. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    29. contents           REST: file contents and READMEs, read and written as commits.
-    30. protection         REST: branch protection, commit statuses and check runs.
-    31. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    32. releases           REST: releases, tags and release assets.
-    33. deploy_keys        REST: deploy keys.
-    34. actions            REST: workflow records and their runs (which nothing here executes).
-    35. search             REST: search over repositories, issues, code and accounts.
-    36. orgs               REST: organizations, memberships and teams.
-    37. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
-    38. personal_tokens    REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    39. delegation         REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
-    40. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    41. tasks              REST: task grants, task tokens, step-up and approvals.
-    42. oversight          REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
-    43. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    44. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    45. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    46. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    47. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    48. settings_pages     Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
-    49. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    50. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-    51. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    52. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    53. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    54. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    55. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    56. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    57. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    58. cli                Command line: serve, user, agent, connect, routes, audit.
+     3. crypto             Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             Egress: every connection the server opens to another host (a client's metadata document, the
+     5. storage            Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
+     8. tokens             Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             Policy: the action table and decide(), the one policy decision point.
+    12. audit              Audit: the hash-chained log and its verifier.
+    13. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
+    15. ledger             The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+    16. authentication     Authentication: the Principal, and the request credentials it is built from.
+    17. installation       The installation: one data directory's state and services, as every module below the HTTP
+    18. routing            Routing: the route table, each route declared next to its handler with its surface and how its
+    19. request            The request: an HTTP request's input (its framing, headers and body, read within limits) and the
+    20. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each
+    23. users              REST: the API root, meta, rate limit and users.
+    24. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             REST: issues, comments, labels and milestones.
+    27. sub_issues         REST: sub-issues, github.com's tree of issues.
+    28. pulls              REST: pull requests and their merges.
+    29. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           REST: file contents and READMEs, read and written as commits.
+    31. protection         REST: branch protection, commit statuses and check runs.
+    32. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           REST: releases, tags and release assets.
+    34. deploy_keys        REST: deploy keys.
+    35. actions            REST: workflow records and their runs (which nothing here executes).
+    36. search             REST: search over repositories, issues, code and accounts.
+    37. orgs               REST: organizations, memberships and teams.
+    38. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
+    41. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              REST: task grants, task tokens, step-up and approvals.
+    43. oversight          REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
+    44. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. settings_pages     Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
+    50. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    51. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+    52. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+    57. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                Command line: serve, user, agent, connect, routes, audit.
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -103,6 +104,7 @@ import hmac
 import html
 import http.client
 import http.server
+import importlib
 import importlib.util
 import io
 import ipaddress
@@ -267,7 +269,367 @@ def invalid(resource, field, code="invalid", message=None):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 3. src/agentgit/egress.py — Egress: every connection the server opens to another host (a client's metadata document, the
+# 3. src/agentgit/crypto.py — Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+# uses: nothing of the package
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+MIN_RSA_BITS, MAX_RSA_BITS = 2048, 8192     # below is breakable; above costs a verifier more than it protects
+MAX_RSA_EXPONENT = 2 ** 32                  # 65537 is what every key uses; a huge e is a slow verification
+# DigestInfo for SHA-256 (RFC 8017 §9.2, note 1): what precedes the hash in an RS256 signature
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+# P-256 (FIPS 186-4 D.1.2.3, SEC 2 secp256r1): y^2 = x^3 - 3x + b over GF(p), base point G of order n
+P256_P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffff
+P256_B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b
+P256_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551
+P256_G = (0x6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296,
+          0x4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5)
+WINDOWS = 32                 # 256-bit scalars as 32 base-256 digits
+KEY_TABLES_KEPT = 64         # tables of the keys seen last (an agent's runtime keeps its key)
+X25519_P = 2 ** 255 - 19
+SEAL_VERSION = b"agentgit-seal-v1"
+NONCE_BYTES, TAG_BYTES = 16, 32
+
+
+# -- encodings ------------------------------------------------------------------------------------
+
+def b64url_decode(text):
+    """RFC 7515's base64url without padding; ValueError for anything else (a str of its alphabet only)."""
+    if not isinstance(text, str) or not B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def decode_jws(token, max_bytes):
+    """A compact JWS split and decoded: (header, claims, signing input, signature), the header and the
+    claims JSON objects. ValueError, saying what is wrong, for anything else; nothing is verified here."""
+    if not isinstance(token, str) or len(token) > max_bytes:
+        raise ValueError("not a compact JWT of at most %d bytes" % max_bytes)
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWT (three base64url parts)")
+    try:
+        header, claims = (json.loads(b64url_decode(part)) for part in parts[:2])
+        signature = b64url_decode(parts[2])
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValueError("not a JWT of base64url JSON")
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise ValueError("a JWT's header and claims are JSON objects")
+    return header, claims, ("%s.%s" % (parts[0], parts[1])).encode(), signature
+
+
+# -- public keys, bounded before any arithmetic ---------------------------------------------------
+
+def p256_on_curve(x, y):
+    return 0 <= x < P256_P and 0 <= y < P256_P and (y * y - x * x * x + 3 * x - P256_B) % P256_P == 0
+
+
+def ec_public_key(jwk):
+    """(x, y) of a P-256 JWK, checked to be a point of the curve; ValueError otherwise. A JWK with a
+    private part ("d") is refused: a client that sends one has already given its key away."""
+    if not isinstance(jwk, dict) or jwk.get("kty") != "EC" or jwk.get("crv") != "P-256" or "d" in jwk:
+        raise ValueError("an EC public JWK on P-256 (kty EC, crv P-256, x, y; no d)")
+    x, y = (b64url_decode(jwk.get(c)) for c in ("x", "y"))
+    if len(x) != 32 or len(y) != 32 or not p256_on_curve(int.from_bytes(x, "big"), int.from_bytes(y, "big")):
+        raise ValueError("the JWK's x and y are not a point of P-256")
+    return int.from_bytes(x, "big"), int.from_bytes(y, "big")
+
+
+def rsa_key_in_bounds(n, e):
+    return MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS and 3 <= e < MAX_RSA_EXPONENT and e % 2 == 1 and n % 2 == 1
+
+
+def rsa_public_key(jwk):
+    """(n, e) of an RSA JWK, checked: MIN_RSA_BITS to MAX_RSA_BITS bits, an odd exponent of at most 32
+    bits; ValueError otherwise. The lengths are checked before the numbers are made."""
+    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA" or "d" in jwk:
+        raise ValueError("an RSA public JWK (kty RSA, n, e; no d)")
+    if not isinstance(jwk.get("n"), str) or len(jwk["n"]) > MAX_RSA_BITS // 6 + 4 or \
+            not isinstance(jwk.get("e"), str) or len(jwk["e"]) > 8:
+        raise ValueError("an RSA key of at most %d bits with an exponent of at most 32 bits" % MAX_RSA_BITS)
+    n, e = (int.from_bytes(b64url_decode(jwk[c]), "big") for c in ("n", "e"))
+    if not rsa_key_in_bounds(n, e):
+        raise ValueError("an RSA key of %d to %d bits with an odd exponent of at most 32 bits" % (
+            MIN_RSA_BITS, MAX_RSA_BITS))
+    return n, e
+
+
+def jwk_thumbprint(jwk):
+    """RFC 7638: base64url(SHA-256) of the key's required members, sorted, without whitespace."""
+    members = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}[jwk["kty"]]
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+# -- the standard library's backend ---------------------------------------------------------------
+# ES256: the textbook arithmetic in Jacobian coordinates, with fixed-window tables (one per 8-bit digit
+# position) for the base point and for each recently seen key, so a verification is 64 point additions
+# and one inversion. RS256: a modular power and a comparison of the whole encoded message (RFC 8017
+# §8.2.2). X25519: RFC 7748's Montgomery ladder.
+
+def jacobian_double(X, Y, Z):
+    """2P for P in Jacobian coordinates (dbl-2001-b, a = -3)."""
+    p = P256_P
+    if Z == 0 or Y == 0:
+        return 0, 1, 0
+    delta, gamma = Z * Z % p, Y * Y % p
+    beta, alpha = X * gamma % p, 3 * (X - delta) * (X + delta) % p
+    X3 = (alpha * alpha - 8 * beta) % p
+    Z3 = ((Y + Z) * (Y + Z) - gamma - delta) % p
+    return X3, (alpha * (4 * beta - X3) - 8 * gamma * gamma) % p, Z3
+
+
+def jacobian_add_affine(X1, Y1, Z1, x2, y2):
+    """P + Q for P in Jacobian and Q in affine coordinates (madd-2004-hmv); Z1 = 0 is the point at infinity."""
+    p = P256_P
+    if Z1 == 0:
+        return x2, y2, 1
+    Z1Z1 = Z1 * Z1 % p
+    H = (x2 * Z1Z1 - X1) % p
+    r = (y2 * Z1 * Z1Z1 - Y1) % p
+    if H == 0:
+        return jacobian_double(X1, Y1, Z1) if r == 0 else (0, 1, 0)
+    HH = H * H % p
+    HHH, V = H * HH % p, X1 * HH % p
+    X3 = (r * r - HHH - 2 * V) % p
+    return X3, (r * (V - X3) - Y1 * HHH) % p, Z1 * H % p
+
+
+def to_affine(points):
+    """Jacobian points (none at infinity) to affine ones, with one inversion for all (Montgomery's trick)."""
+    p, running = P256_P, [1]
+    for _, _, Z in points:
+        running.append(running[-1] * Z % p)
+    inverse, out = pow(running[-1], -1, p), [None] * len(points)
+    for i in range(len(points) - 1, -1, -1):
+        X, Y, Z = points[i]
+        z_inv = inverse * running[i] % p
+        inverse = inverse * Z % p
+        zz = z_inv * z_inv % p
+        out[i] = (X * zz % p, Y * zz * z_inv % p)
+    return out
+
+
+def window_table(point):
+    """table[i][d] = d * 256^i * point (affine), for d in 1..255: a scalar's multiple is then the sum of
+    one entry per base-256 digit."""
+    table, base = [], point
+    for _ in range(WINDOWS):
+        multiples = [(base[0], base[1], 1)]
+        for _ in range(254):
+            multiples.append(jacobian_add_affine(*multiples[-1], *base))
+        row = to_affine(multiples)
+        table.append([None] + row)
+        base = to_affine([jacobian_add_affine(*multiples[-1], *base)])[0]     # 256^(i+1) * point
+    return table
+
+
+class KeyTables:
+    """The window tables of G (made on first use, not at start) and of the keys seen last."""
+
+    def __init__(self):
+        self.lock, self.base, self.keys = threading.Lock(), None, collections.OrderedDict()
+
+    def of(self, point):
+        with self.lock:
+            if point == P256_G:
+                if self.base is None:
+                    self.base = window_table(P256_G)
+                return self.base
+            table = self.keys.pop(point, None) or window_table(point)
+            self.keys[point] = table
+            while len(self.keys) > KEY_TABLES_KEPT:
+                self.keys.popitem(last=False)
+            return table
+
+
+def rs256_encoded(message, length):
+    """EMSA-PKCS1-v1_5 (RFC 8017 §9.2) of ``message``'s SHA-256 in ``length`` bytes."""
+    digest = SHA256_DIGEST_INFO + hashlib.sha256(message).digest()
+    return b"\x00\x01" + b"\xff" * (length - len(digest) - 3) + b"\x00" + digest
+
+
+class StdlibCrypto:
+    """The standard library's verifiers: the floor every installation has."""
+    name = "stdlib"
+
+    def __init__(self):
+        self.tables = KeyTables()
+
+    def es256_valid(self, x, y, message, signature):
+        """FIPS 186-4 §6.4.2, the signature r || s (64 bytes)."""
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        if not (0 < r < P256_N and 0 < s < P256_N):
+            return False
+        e = int.from_bytes(hashlib.sha256(message).digest(), "big")
+        w = pow(s, -1, P256_N)
+        X, Y, Z = 0, 1, 0
+        for scalar, table in ((e * w % P256_N, self.tables.of(P256_G)), (r * w % P256_N, self.tables.of((x, y)))):
+            for i in range(WINDOWS):
+                digit = (scalar >> (8 * i)) & 0xff
+                if digit:
+                    X, Y, Z = jacobian_add_affine(X, Y, Z, *table[i][digit])
+        if Z == 0:
+            return False
+        zz = pow(Z, -2, P256_P)
+        return X * zz % P256_P % P256_N == r
+
+    def rs256_valid(self, n, e, message, signature):
+        """The signature, raised to e mod n, must be exactly the encoding of the message's hash."""
+        k = (n.bit_length() + 7) // 8
+        s = int.from_bytes(signature, "big")
+        if len(signature) != k or s >= n:
+            return False
+        return hmac.compare_digest(pow(s, e, n).to_bytes(k, "big"), rs256_encoded(message, k))
+
+    def x25519(self, scalar, u):
+        """RFC 7748 §5: X25519(k, u), both 32 bytes little-endian. Used on the server's own key only,
+        so it need not be constant-time."""
+        k = int.from_bytes(scalar, "little") & ~7 & ~(1 << 255) | (1 << 254)
+        u = int.from_bytes(u, "little") & ~(1 << 255)
+        p, x1 = X25519_P, u % X25519_P
+        x2, z2, x3, z3, swap = 1, 0, x1, 1, 0
+        for t in reversed(range(255)):      # the Montgomery ladder
+            bit = (k >> t) & 1
+            if swap ^ bit:
+                x2, x3, z2, z3 = x3, x2, z3, z2
+            swap = bit
+            a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
+            aa, bb, da, cb = a * a % p, b * b % p, d * a % p, c * b % p
+            e = aa - bb
+            x3, z3 = (da + cb) ** 2 % p, x1 * (da - cb) ** 2 % p
+            x2, z2 = aa * bb % p, e * (aa + 121665 * e) % p
+        if swap:
+            x2, z2 = x3, z3
+        return (x2 * pow(z2, p - 2, p) % p).to_bytes(32, "little")
+
+
+class CryptographyCrypto:
+    """The ``cryptography`` package's verifiers (OpenSSL's), where it is installed: vetted and fast.
+    Public keys are built once per key seen (at most KEY_TABLES_KEPT each kind)."""
+    name = "cryptography"
+
+    def __init__(self):
+        def load(name):
+            return importlib.import_module("cryptography." + name)
+        self.ec, self.rsa = load("hazmat.primitives.asymmetric.ec"), load("hazmat.primitives.asymmetric.rsa")
+        self.padding, self.utils = load("hazmat.primitives.asymmetric.padding"), load("hazmat.primitives.asymmetric.utils")
+        self.x25519_keys, self.hashes = load("hazmat.primitives.asymmetric.x25519"), load("hazmat.primitives.hashes")
+        self.failed = (load("exceptions").InvalidSignature, ValueError)
+        self.ec_key = functools.lru_cache(maxsize=KEY_TABLES_KEPT)(
+            lambda x, y: self.ec.EllipticCurvePublicNumbers(x, y, self.ec.SECP256R1()).public_key())
+        self.rsa_key = functools.lru_cache(maxsize=KEY_TABLES_KEPT)(
+            lambda n, e: self.rsa.RSAPublicNumbers(e, n).public_key())
+
+    def es256_valid(self, x, y, message, signature):
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        try:
+            self.ec_key(x, y).verify(self.utils.encode_dss_signature(r, s), message, self.ec.ECDSA(self.hashes.SHA256()))
+            return True
+        except self.failed:
+            return False
+
+    def rs256_valid(self, n, e, message, signature):
+        if len(signature) != (n.bit_length() + 7) // 8:
+            return False
+        try:
+            self.rsa_key(n, e).verify(signature, message, self.padding.PKCS1v15(), self.hashes.SHA256())
+            return True
+        except self.failed:
+            return False
+
+    def x25519(self, scalar, u):
+        """RFC 7748 §5; ValueError where the result is all zeros (u of small order), which OpenSSL refuses."""
+        private = self.x25519_keys.X25519PrivateKey.from_private_bytes(scalar)
+        return private.exchange(self.x25519_keys.X25519PublicKey.from_public_bytes(u))
+
+
+def choose_backend(wanted):
+    """The backend ``wanted`` names ("stdlib" or "cryptography"), or with none the fastest installed."""
+    if wanted not in (None, "", "stdlib", "cryptography"):
+        raise ValueError("AGENTGIT_CRYPTO is stdlib or cryptography, not %r" % wanted)
+    if wanted == "cryptography" or not wanted and importlib.util.find_spec("cryptography") is not None:
+        try:
+            return CryptographyCrypto()
+        except ImportError as error:
+            if wanted:
+                raise ValueError("AGENTGIT_CRYPTO=cryptography, but it cannot be imported: %s" % error)
+    return StdlibCrypto()
+
+
+BACKEND = choose_backend(os.environ.get("AGENTGIT_CRYPTO"))
+
+
+# -- what the protocols call ----------------------------------------------------------------------
+
+def es256_valid(x, y, message, signature):
+    """Is ``signature`` (r || s, 64 bytes, as JWS writes ES256) a valid ECDSA P-256 SHA-256 signature of
+    ``message`` by the public key (x, y)?"""
+    if not isinstance(signature, bytes) or len(signature) != 64 or not p256_on_curve(x, y):
+        return False
+    return BACKEND.es256_valid(x, y, message, signature)
+
+
+def rs256_valid(n, e, message, signature):
+    """Is ``signature`` a valid RSASSA-PKCS1-v1_5 SHA-256 signature of ``message`` by the key (n, e)? A key
+    out of bounds (rsa_key_in_bounds) verifies nothing, whoever built it."""
+    if not isinstance(signature, bytes) or not rsa_key_in_bounds(n, e):
+        return False
+    return BACKEND.rs256_valid(n, e, message, signature)
+
+
+def x25519_public_key(private):
+    """RFC 7748 X25519(k, 9): the public key of a 32-byte private key."""
+    return BACKEND.x25519(private, (9).to_bytes(32, "little"))
+
+
+# -- the seal: authenticated encryption for secrets at rest ---------------------------------------
+
+def seal_keys(key, purpose):
+    return (hmac.new(key, b"seal encrypt " + purpose, hashlib.sha256).digest(),
+            hmac.new(key, b"seal authenticate " + purpose, hashlib.sha256).digest())
+
+
+def keystream(key, nonce, length):
+    blocks = (length + 31) // 32
+    return b"".join(hmac.new(key, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest() for i in range(blocks))[:length]
+
+
+def seal_input(associated, nonce, ciphertext):
+    return SEAL_VERSION + len(associated).to_bytes(4, "big") + associated + nonce + ciphertext
+
+
+def seal(key, purpose, plaintext, associated):
+    """``plaintext`` (bytes) sealed for ``purpose`` and bound to ``associated``: an ASCII token."""
+    encrypt, authenticate = seal_keys(key, purpose)
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    ciphertext = bytes(a ^ b for a, b in zip(plaintext, keystream(encrypt, nonce, len(plaintext))))
+    tag = hmac.new(authenticate, seal_input(associated, nonce, ciphertext), hashlib.sha256).digest()
+    return "v1." + base64.urlsafe_b64encode(nonce + ciphertext + tag).decode()
+
+
+def unseal(key, purpose, sealed, associated):
+    """The plaintext of what ``seal`` made with the same purpose and associated data; ValueError for
+    anything altered, truncated, moved to another binding or sealed under another key."""
+    if not isinstance(sealed, str) or not sealed.startswith("v1."):
+        raise ValueError("not a sealed value")
+    raw = base64.urlsafe_b64decode(sealed[3:])       # (binascii.Error is a ValueError)
+    if len(raw) < NONCE_BYTES + TAG_BYTES:
+        raise ValueError("not a sealed value")
+    nonce, ciphertext, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-TAG_BYTES], raw[-TAG_BYTES:]
+    encrypt, authenticate = seal_keys(key, purpose)
+    if not hmac.compare_digest(tag, hmac.new(authenticate, seal_input(associated, nonce, ciphertext),
+                                             hashlib.sha256).digest()):
+        raise ValueError("the sealed value does not authenticate")
+    return bytes(a ^ b for a, b in zip(ciphertext, keystream(encrypt, nonce, len(ciphertext))))
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 4. src/agentgit/egress.py — Egress: every connection the server opens to another host (a client's metadata document, the
 # uses: errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -320,7 +682,7 @@ def outbound_connection(scheme, host, port, address, timeout):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 4. src/agentgit/storage.py — Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+# 5. src/agentgit/storage.py — Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
 # uses: config
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1229,7 +1591,7 @@ def update_row(db, table, fields, key_column, key):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 5. src/agentgit/gitstore.py — Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+# 6. src/agentgit/gitstore.py — Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1441,7 +1803,7 @@ def walk_commits(repo, sha, skip, limit):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 6. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
+# 7. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
 # uses: config, errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1622,7 +1984,7 @@ def make_git_engine(choice):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 7. src/agentgit/tokens.py — Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+# 8. src/agentgit/tokens.py — Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1723,154 +2085,11 @@ def revoke(db, where, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 8. src/agentgit/proofs.py — Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-# uses: nothing of the package
+# 9. src/agentgit/proofs.py — Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+# uses: crypto
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-# P-256 (FIPS 186-4 D.1.2.3, SEC 2 secp256r1): y^2 = x^3 - 3x + b over GF(p), base point G of order n
-P256_P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffff
-P256_B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b
-P256_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551
-P256_G = (0x6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296,
-          0x4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5)
-WINDOWS = 32                 # 256-bit scalars as 32 base-256 digits
-KEY_TABLES_KEPT = 64         # tables of the keys seen last (an agent's runtime keeps its key)
-
-
-def b64url_decode(text):
-    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-# -- ES256 verification ---------------------------------------------------------------------------
-
-def on_curve(x, y):
-    return 0 <= x < P256_P and 0 <= y < P256_P and (y * y - x * x * x + 3 * x - P256_B) % P256_P == 0
-
-
-def jacobian_double(X, Y, Z):
-    """2P for P in Jacobian coordinates (dbl-2001-b, a = -3)."""
-    p = P256_P
-    if Z == 0 or Y == 0:
-        return 0, 1, 0
-    delta, gamma = Z * Z % p, Y * Y % p
-    beta, alpha = X * gamma % p, 3 * (X - delta) * (X + delta) % p
-    X3 = (alpha * alpha - 8 * beta) % p
-    Z3 = ((Y + Z) * (Y + Z) - gamma - delta) % p
-    return X3, (alpha * (4 * beta - X3) - 8 * gamma * gamma) % p, Z3
-
-
-def jacobian_add_affine(X1, Y1, Z1, x2, y2):
-    """P + Q for P in Jacobian and Q in affine coordinates (madd-2004-hmv); Z1 = 0 is the point at infinity."""
-    p = P256_P
-    if Z1 == 0:
-        return x2, y2, 1
-    Z1Z1 = Z1 * Z1 % p
-    H = (x2 * Z1Z1 - X1) % p
-    r = (y2 * Z1 * Z1Z1 - Y1) % p
-    if H == 0:
-        return jacobian_double(X1, Y1, Z1) if r == 0 else (0, 1, 0)
-    HH = H * H % p
-    HHH, V = H * HH % p, X1 * HH % p
-    X3 = (r * r - HHH - 2 * V) % p
-    return X3, (r * (V - X3) - Y1 * HHH) % p, Z1 * H % p
-
-
-def to_affine(points):
-    """Jacobian points (none at infinity) to affine ones, with one inversion for all (Montgomery's trick)."""
-    p, running = P256_P, [1]
-    for _, _, Z in points:
-        running.append(running[-1] * Z % p)
-    inverse, out = pow(running[-1], -1, p), [None] * len(points)
-    for i in range(len(points) - 1, -1, -1):
-        X, Y, Z = points[i]
-        z_inv = inverse * running[i] % p
-        inverse = inverse * Z % p
-        zz = z_inv * z_inv % p
-        out[i] = (X * zz % p, Y * zz * z_inv % p)
-    return out
-
-
-def window_table(point):
-    """table[i][d] = d * 256^i * point (affine), for d in 1..255: a scalar's multiple is then the sum of
-    one entry per base-256 digit."""
-    table, base = [], point
-    for _ in range(WINDOWS):
-        multiples = [(base[0], base[1], 1)]
-        for _ in range(254):
-            multiples.append(jacobian_add_affine(*multiples[-1], *base))
-        row = to_affine(multiples)
-        table.append([None] + row)
-        base = to_affine([jacobian_add_affine(*multiples[-1], *base)])[0]     # 256^(i+1) * point
-    return table
-
-
-class KeyTables:
-    """The window tables of G (made on first use, not at start) and of the keys seen last."""
-
-    def __init__(self):
-        self.lock, self.base, self.keys = threading.Lock(), None, collections.OrderedDict()
-
-    def of(self, point):
-        with self.lock:
-            if point == P256_G:
-                if self.base is None:
-                    self.base = window_table(P256_G)
-                return self.base
-            table = self.keys.pop(point, None) or window_table(point)
-            self.keys[point] = table
-            while len(self.keys) > KEY_TABLES_KEPT:
-                self.keys.popitem(last=False)
-            return table
-
-
-TABLES = KeyTables()
-
-
-def es256_valid(x, y, message, signature):
-    """Is ``signature`` (r || s, 64 bytes, as JWS writes ES256) a valid ECDSA P-256 SHA-256 signature of
-    ``message`` by the public key (x, y)? (FIPS 186-4 §6.4.2)"""
-    if len(signature) != 64 or not on_curve(x, y):
-        return False
-    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    if not (0 < r < P256_N and 0 < s < P256_N):
-        return False
-    e = int.from_bytes(hashlib.sha256(message).digest(), "big")
-    w = pow(s, -1, P256_N)
-    X, Y, Z = 0, 1, 0
-    for scalar, table in ((e * w % P256_N, TABLES.of(P256_G)), (r * w % P256_N, TABLES.of((x, y)))):
-        for i in range(WINDOWS):
-            digit = (scalar >> (8 * i)) & 0xff
-            if digit:
-                X, Y, Z = jacobian_add_affine(X, Y, Z, *table[i][digit])
-    if Z == 0:
-        return False
-    zz = pow(Z, -2, P256_P)
-    return X * zz % P256_P % P256_N == r
-
-
-def ec_public_key(jwk):
-    """(x, y) of a P-256 JWK, checked to be a point of the curve; ValueError otherwise. A JWK with a
-    private part ("d") is refused: a client that sends one has already given its key away."""
-    if not isinstance(jwk, dict) or jwk.get("kty") != "EC" or jwk.get("crv") != "P-256" or "d" in jwk:
-        raise ValueError("an EC public JWK on P-256 (kty EC, crv P-256, x, y; no d)")
-    x, y = (b64url_decode(jwk.get(c)) for c in ("x", "y"))
-    if len(x) != 32 or len(y) != 32 or not on_curve(int.from_bytes(x, "big"), int.from_bytes(y, "big")):
-        raise ValueError("the JWK's x and y are not a point of P-256")
-    return int.from_bytes(x, "big"), int.from_bytes(y, "big")
-
-
-def jwk_thumbprint(jwk):
-    """RFC 7638: base64url(SHA-256) of the key's required members, sorted, without whitespace."""
-    members = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}[jwk["kty"]]
-    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
-    return b64url(hashlib.sha256(canonical.encode()).digest())
-
+# -- binding to a client certificate (RFC 8705) ---------------------------------------------------
 
 def certificate_thumbprint(der):
     """RFC 8705 §3.1: x5t#S256, base64url(SHA-256) of the DER certificate."""
@@ -1926,22 +2145,17 @@ def check_dpop_proof(proof, method, url, key, replay, access_token=None, require
     fragment, and when a token is presented its hash), once it is checked: typ, alg ES256, a public
     JWK, a valid signature, fresh iat, a jti not seen before, and the server's nonce where one is
     required. DPoPError with the RFC's error otherwise."""
-    if not isinstance(proof, str) or len(proof) > DPOP_MAX_BYTES or proof.count(".") != 2:
-        raise DPoPError("the DPoP header is not one compact JWT")
-    header_b64, claims_b64, signature_b64 = proof.split(".")
     try:
-        header, claims = json.loads(b64url_decode(header_b64)), json.loads(b64url_decode(claims_b64))
-        signature = b64url_decode(signature_b64)
-        assert isinstance(header, dict) and isinstance(claims, dict)
-    except (ValueError, AssertionError, UnicodeDecodeError, RecursionError):
-        raise DPoPError("the DPoP proof is not a JWT of JSON objects")
+        header, claims, signing_input, signature = decode_jws(proof, DPOP_MAX_BYTES)
+    except ValueError as error:
+        raise DPoPError("the DPoP header is %s" % error)
     if header.get("typ") != "dpop+jwt" or header.get("alg") != "ES256":
         raise DPoPError("a DPoP proof has typ dpop+jwt and alg ES256")
     try:
         x, y = ec_public_key(header.get("jwk"))
     except (ValueError, TypeError):
         raise DPoPError("the DPoP proof's jwk must be a P-256 public key")
-    if not es256_valid(x, y, ("%s.%s" % (header_b64, claims_b64)).encode(), signature):
+    if not es256_valid(x, y, signing_input, signature):
         raise DPoPError("the DPoP proof's signature does not verify with its jwk")
     if claims.get("htm") != method or not isinstance(claims.get("htu"), str) or \
             claims["htu"].split("?")[0].split("#")[0].rstrip("/") != url.rstrip("/"):
@@ -1965,12 +2179,15 @@ def check_dpop_proof(proof, method, url, key, replay, access_token=None, require
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 9. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-# uses: config, storage, gitstore, tokens
+# 10. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+# uses: config, crypto, storage, gitstore, tokens
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # One table holds humans, agents and organizations, so a login is unique across all three (as on
 # GitHub) and a repository owner is simply an account.
+
+TOTP_PURPOSE = b"totp secret"
+
 
 def account_by_login(store, login):
     return store.one("SELECT * FROM accounts WHERE login = ?", login)
@@ -2013,16 +2230,33 @@ def totp_code(secret, moment, step=30):
     return "%06d" % ((int.from_bytes(mac[offset:offset + 4], "big") & 0x7FFFFFFF) % 1000000)
 
 
-def totp_mask(key, account_id):
-    """The keystream that encrypts an account's TOTP secret at rest (a database alone does not reveal it)."""
-    return hmac.new(key, b"totp:%d" % account_id, hashlib.sha256).digest()[:20]
+def sealed_totp_secret(key, account_id, secret):
+    """An account's TOTP secret as stored: sealed, bound to the account, so a database alone reveals
+    nothing, a secret copied to another account's row does not open, and enrolling again gives an
+    unrelated ciphertext."""
+    return seal(key, TOTP_PURPOSE, secret, b"account:%d" % account_id)
 
 
 def totp_secret(key, account):
     stored = account["totp_secret"]
     if not stored:
         return None
-    return bytes(a ^ b for a, b in zip(bytes.fromhex(stored), totp_mask(key, account["id"])))
+    return unseal(key, TOTP_PURPOSE, stored, b"account:%d" % account["id"])
+
+
+def reseal_legacy_totp_secrets(store, key):
+    """Secrets stored before the seal (XORed with a keystream fixed per account, which enrolling again
+    reused, so two of them XORed gave away the XOR of the secrets) are sealed in their place. Run as an
+    installation opens its database: the old form is read nowhere else."""
+    legacy = store.all("SELECT id, totp_secret FROM accounts WHERE totp_secret IS NOT NULL AND totp_secret NOT LIKE 'v1.%'")
+    if not legacy:
+        return
+    with store.transaction() as db:
+        for row in legacy:
+            mask = hmac.new(key, b"totp:%d" % row["id"], hashlib.sha256).digest()[:20]
+            secret = bytes(a ^ b for a, b in zip(bytes.fromhex(row["totp_secret"]), mask))
+            db.execute("UPDATE accounts SET totp_secret = ? WHERE id = ?", (sealed_totp_secret(key, row["id"], secret),
+                                                                          row["id"]))
 
 
 def check_totp(key, account, code):
@@ -2171,7 +2405,7 @@ def team_by_slug(store, org_login, slug):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 10. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
+# 11. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
 # uses: config, accounts
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2952,7 +3186,7 @@ def decide(store, principal, action, resource, context=None):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 11. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
+# 12. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3117,7 +3351,7 @@ def explain(row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 12. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+# 13. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3165,7 +3399,7 @@ def give_back_approval(db, approval_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
+# 14. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
 # uses: config, storage, gitstore, audit, approvals
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3235,7 +3469,7 @@ def reconcile_intents(app):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+# 15. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
 # uses: config, errors, gitstore, policy, audit, approvals, intents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3407,7 +3641,7 @@ class Ledger:
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
+# 16. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
 # uses: config, errors, tokens, proofs, accounts, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3637,7 +3871,7 @@ def confirm_totp(req, user, code):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP
+# 17. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP
 # uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, audit, authentication, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3719,6 +3953,7 @@ class Installation:
         os.makedirs(self.repos_dir, exist_ok=True)
         self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
         self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        reseal_legacy_totp_secrets(self.store, self.key)
         restrict_data_dir(config.data_dir)
         self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
         self.anchor.attach(self.store)         # (an installation from before gets its first checkpoint now)
@@ -3795,7 +4030,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its
+# 18. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its
 # uses: errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3925,7 +4160,7 @@ def find_route(method, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the
+# 19. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the
 # uses: config, errors, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4210,7 +4445,7 @@ class Request(Ledger):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 20. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4414,7 +4649,7 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 21. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4466,7 +4701,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each
+# 22. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4703,7 +4938,7 @@ def signed_in_page(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 23. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4790,7 +5025,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 24. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5241,7 +5476,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# 25. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5510,7 +5745,7 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 26. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6181,7 +6416,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# 27. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, routing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6311,7 +6546,7 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 28. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, routing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6793,7 +7028,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 29. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, errors, accounts, routing, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7081,7 +7316,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 30. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7323,7 +7558,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 31. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7579,7 +7814,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 32. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7922,7 +8157,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 33. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8258,7 +8493,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 34. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8335,7 +8570,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 35. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8542,7 +8777,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 36. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8745,7 +8980,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 37. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9093,35 +9328,14 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
-# uses: config, errors, accounts, policy, routing, serializers, lookups, orgs
+# 38. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# uses: config, errors, crypto, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 SECRET_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
 ENVIRONMENT_NAME_RE = re.compile(r"[^\x00-\x1f/,:;*?\"<>|\\]{1,255}")
 VARIABLE_MAX_BYTES = 48 * 1024
-X25519_P = 2 ** 255 - 19
 ORG_VISIBILITIES = ("all", "private", "selected")
-
-
-def x25519_public_key(private):
-    """RFC 7748 X25519(k, 9): the public key of a 32-byte private key. Computed once, from the server
-    key, never from what a request sends, so it need not be constant-time."""
-    k = int.from_bytes(private, "little") & ~7 & ~(1 << 255) | (1 << 254)
-    x2, z2, x3, z3, swap = 1, 0, 9, 1, 0
-    for t in reversed(range(255)):      # the Montgomery ladder
-        bit = (k >> t) & 1
-        if swap ^ bit:
-            x2, x3, z2, z3 = x3, x2, z3, z2
-        swap = bit
-        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
-        aa, bb, da, cb = a * a % X25519_P, b * b % X25519_P, d * a % X25519_P, c * b % X25519_P
-        e = aa - bb
-        x3, z3 = (da + cb) ** 2 % X25519_P, 9 * (da - cb) ** 2 % X25519_P
-        x2, z2 = aa * bb % X25519_P, e * (aa + 121665 * e) % X25519_P
-    if swap:
-        x2, z2 = x3, z3
-    return (x2 * pow(z2, X25519_P - 2, X25519_P) % X25519_P).to_bytes(32, "little")
 
 
 def secrets_public_key(app):
@@ -9602,7 +9816,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+# 39. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
 # uses: config, errors, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9678,7 +9892,7 @@ def revoke_own_token(req, user, row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
+# 40. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10201,56 +10415,13 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-# uses: config, errors, storage, accounts, policy, routing, lookups
+# 41. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-SEAL_VERSION = b"agentgit-seal-v1"
-NONCE_BYTES, TAG_BYTES = 16, 32
 CREDENTIAL_KINDS = ("api_key", "basic", "oauth_refresh")
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 MAX_SECRET_BYTES = 16 * 1024
-
-
-def seal_keys(key, purpose):
-    return (hmac.new(key, b"seal encrypt " + purpose, hashlib.sha256).digest(),
-            hmac.new(key, b"seal authenticate " + purpose, hashlib.sha256).digest())
-
-
-def keystream(key, nonce, length):
-    blocks = (length + 31) // 32
-    return b"".join(hmac.new(key, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest() for i in range(blocks))[:length]
-
-
-def seal(key, purpose, plaintext, associated):
-    """``plaintext`` (bytes) sealed for ``purpose`` and bound to ``associated``: an ASCII token."""
-    encrypt, authenticate = seal_keys(key, purpose)
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    ciphertext = bytes(a ^ b for a, b in zip(plaintext, keystream(encrypt, nonce, len(plaintext))))
-    tag = hmac.new(authenticate, seal_input(associated, nonce, ciphertext), hashlib.sha256).digest()
-    return "v1." + base64.urlsafe_b64encode(nonce + ciphertext + tag).decode()
-
-
-def seal_input(associated, nonce, ciphertext):
-    return SEAL_VERSION + len(associated).to_bytes(4, "big") + associated + nonce + ciphertext
-
-
-def unseal(key, purpose, sealed, associated):
-    """The plaintext of what ``seal`` made with the same purpose and associated data; ValueError for
-    anything altered, truncated, moved to another binding or sealed under another key."""
-    try:
-        assert sealed.startswith("v1.")
-        raw = base64.urlsafe_b64decode(sealed[3:])
-    except (AssertionError, ValueError, AttributeError):
-        raise ValueError("not a sealed value")
-    if len(raw) < NONCE_BYTES + TAG_BYTES:
-        raise ValueError("not a sealed value")
-    nonce, ciphertext, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-TAG_BYTES], raw[-TAG_BYTES:]
-    encrypt, authenticate = seal_keys(key, purpose)
-    if not hmac.compare_digest(tag, hmac.new(authenticate, seal_input(associated, nonce, ciphertext),
-                                             hashlib.sha256).digest()):
-        raise ValueError("the sealed value does not authenticate")
-    return bytes(a ^ b for a, b in zip(ciphertext, keystream(encrypt, nonce, len(ciphertext))))
 
 
 # -- credentials --------------------------------------------------------------------------------
@@ -10420,7 +10591,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 42. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10811,7 +10982,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
+# 43. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10983,7 +11154,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 44. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11246,7 +11417,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 45. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11275,9 +11446,10 @@ def paginate_connection(items, args, to_node):
     def position(cursor):
         try:
             kind, _, index = base64.b64decode(cursor).decode().partition(":")
-            assert kind == "cursor"
+            if kind != "cursor":
+                raise ValueError("not a cursor")
             return int(index)
-        except (ValueError, AssertionError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):
             raise GraphQLError("%r is not a valid cursor" % cursor, kind="INVALID_CURSOR_ARGUMENTS")
     start, end = 0, len(items)
     if args.get("after"):
@@ -11911,7 +12083,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 46. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12257,7 +12429,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 47. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12680,7 +12852,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 48. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12960,7 +13132,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
+# 49. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13140,7 +13312,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 50. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13352,45 +13524,15 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-# uses: config, errors, storage, proofs, accounts, policy, routing, lookups
+# 51. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_MAX_SECONDS = 600          # an assertion lives at most ten minutes
 CLOCK_SKEW_SECONDS = 60
-MIN_RSA_BITS = 2048
 MAX_KEYS = 10
-# DigestInfo for SHA-256 (RFC 8017 §9.2, note 1): what precedes the hash in an RS256 signature
-SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-
-
-def rsa_public_key(jwk):
-    """(n, e) of an RSA JWK, checked: at least MIN_RSA_BITS, an odd public exponent above 1."""
-    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
-        raise ValueError("a JWK with kty RSA")
-    n = int.from_bytes(b64url_decode(jwk.get("n")), "big")
-    e = int.from_bytes(b64url_decode(jwk.get("e")), "big")
-    if n.bit_length() < MIN_RSA_BITS or e < 3 or e % 2 == 0:
-        raise ValueError("an RSA key of at least %d bits with an odd exponent" % MIN_RSA_BITS)
-    return n, e
-
-
-def rs256_valid(n, e, signing_input, signature):
-    """RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §8.2.2): the signature, raised to e mod n, must be
-    exactly the encoding of the message's hash."""
-    k = (n.bit_length() + 7) // 8
-    if len(signature) != k:
-        return False
-    s = int.from_bytes(signature, "big")
-    if s >= n:
-        return False
-    encoded = pow(s, e, n).to_bytes(k, "big")
-    digest = SHA256_DIGEST_INFO + hashlib.sha256(signing_input).digest()
-    expected = b"\x00\x01" + b"\xff" * (k - len(digest) - 3) + b"\x00" + digest
-    return hmac.compare_digest(encoded, expected)
-
-
+ASSERTION_MAX_BYTES = 16384           # an RS256 JWT of the largest key allowed, with room for its claims
 def key_json(row):
     return {"kid": row["kid"], "jwk": json.loads(row["jwk"]), "created_at": row["created_at"]}
 
@@ -13446,12 +13588,10 @@ def asserted_agent(req, params):
     if params.get("client_assertion_type") != JWT_BEARER:
         raise ValueError("client_assertion_type must be %s" % JWT_BEARER)
     try:
-        header_b64, claims_b64, signature_b64 = params.get("client_assertion", "").split(".")
-        header, claims = json.loads(b64url_decode(header_b64)), json.loads(b64url_decode(claims_b64))
-        signature = b64url_decode(signature_b64)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ValueError("client_assertion is not a JWT")
-    if not isinstance(header, dict) or header.get("alg") != "RS256" or not isinstance(claims, dict):
+        header, claims, signing_input, signature = decode_jws(params.get("client_assertion"), ASSERTION_MAX_BYTES)
+    except ValueError as error:
+        raise ValueError("client_assertion is %s" % error)
+    if header.get("alg") != "RS256":
         raise ValueError("client_assertion must be signed with RS256")
     login = claims.get("iss")
     agent = account_by_login(req.app.store, login) if isinstance(login, str) else None
@@ -13472,7 +13612,6 @@ def asserted_agent(req, params):
         raise ValueError("the assertion needs a jti")
     keys = req.app.store.all("SELECT * FROM agent_keys WHERE agent_id = ?" + (" AND kid = ?" if header.get("kid") else ""),
                              agent["id"], *([header["kid"]] if header.get("kid") else []))
-    signing_input = (header_b64 + "." + claims_b64).encode()
     key = next((k for k in keys if rs256_valid(*rsa_public_key(json.loads(k["jwk"])), signing_input, signature)), None)
     if key is None:
         raise ValueError("the signature matches no key of %s" % login)
@@ -13485,8 +13624,8 @@ def asserted_agent(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-# uses: config, errors, egress, tokens, accounts, policy, routing, lookups, vault, tasks
+# 52. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 TOOL_TOKEN_SECONDS = 300
@@ -13918,7 +14057,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 53. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14561,7 +14700,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 54. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14999,7 +15138,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 55. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15199,7 +15338,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 56. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15417,7 +15556,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 57. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16003,7 +16142,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 58. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16280,8 +16419,8 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
-# uses: config, errors, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
+# 59. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def cli_set_suspended(app, login, suspended):
@@ -16313,8 +16452,8 @@ def cli_credentials(app, args):
         fields, effect, out = {"totp_secret": None}, "turned TOTP off for %s" % human["login"], "TOTP off"
     else:
         secret = secrets.token_bytes(20)
-        stored = bytes(a ^ b for a, b in zip(secret, totp_mask(app.key, human["id"]))).hex()
-        fields, effect = {"totp_secret": stored}, "turned TOTP on for %s" % human["login"]
+        fields = {"totp_secret": sealed_totp_secret(app.key, human["id"], secret)}
+        effect = "turned TOTP on for %s" % human["login"]
         out = "otpauth://totp/agentgit:%s?secret=%s&issuer=agentgit&algorithm=SHA1&digits=6&period=30" % (
             urllib.parse.quote(human["login"]), base64.b32encode(secret).decode().rstrip("="))
     with app.store.transaction() as db:
@@ -16402,6 +16541,8 @@ def route_index():
                      for pattern, method, surface, authentication, handler, module in rows)
 
 
+CRYPTO_BANNER = {"cryptography": "cryptography (OpenSSL)",
+                 "stdlib": "stdlib (pure Python; pip install cryptography for faster signature checks)"}
 AGENT_CREDENTIALS_BANNER = {
     "bootstrap": "agent credentials: bootstrap (an agent's aga_ token acts on its own account and repositories; "
                  "for the rest it is traded for short-lived session or task tokens)",
@@ -16650,7 +16791,8 @@ def run_serve(args):
         raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
                          "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
     print("agentgit listening on %s" % server.url, flush=True)
-    print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
+    print("git engine: %s; crypto: %s; data: %s" % (server.app.git_engine.name, CRYPTO_BANNER[BACKEND.name],
+                                                   os.path.abspath(args.data)), flush=True)
     print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
     if server.admin:
         print(first_admin_notice(args.data, *server.admin), flush=True)

@@ -8,7 +8,11 @@ import stat
 import ssl
 import subprocess
 import sys
+import threading
+import urllib.error
 import urllib.request
+
+import pytest
 
 import agentgit
 from conftest import CLI, ROOT, SINGLE_FILE, api, call, git, remote
@@ -27,16 +31,25 @@ def test_serve_help_documents_the_options():
         assert option in out
 
 
-def start_cli_server(cwd, *args):
-    proc = subprocess.Popen([sys.executable, "agentgit.py", "serve", "--port", "0", "--quiet", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline().strip()
-    lines = [first]
-    while True:
-        line = proc.stdout.readline().strip()
-        lines.append(line)
-        if line.startswith("agent credentials"):
-            break
+def start_cli_server(cwd, *args, python_options=()):
+    """`python agentgit.py serve` in ``cwd``, and its banner's lines. A server that exits before its
+    banner ends fails the test with its error output (its output ends, so readline gives ""), and one
+    silent for a minute is ended, so this never waits forever."""
+    proc = subprocess.Popen([sys.executable, *python_options, "agentgit.py", "serve", "--port", "0", "--quiet", *args],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    lines = []
+    try:
+        while not lines or not lines[-1].startswith("agent credentials"):
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait()
+                pytest.fail("the server exited (%s) before its banner ended: %s" % (proc.returncode,
+                                                                                   proc.stderr.read()[-2000:]))
+            lines.append(line.strip())
+    finally:
+        watchdog.cancel()
     return proc, lines
 
 
@@ -74,6 +87,37 @@ def test_copied_alone_first_start_gives_the_admin_token_once(tmp_path):
         rest = proc.communicate()[0]
         assert "created site admin" not in rest
     finally:
+        proc.wait()
+
+
+def test_a_server_that_exits_before_its_banner_fails_its_test_at_once(tmp_path):
+    shutil.copy(SINGLE_FILE, tmp_path / "agentgit.py")
+    with pytest.raises(pytest.fail.Exception, match="exited .* before its banner ended:.*--tls-cert"):
+        start_cli_server(str(tmp_path), "--tls-cert", "/nonexistent.pem")
+
+
+def test_under_python_o_a_malformed_dpop_proof_is_refused_not_a_server_error(tmp_path):
+    """python -O drops assert statements: no validation may rest on one. A DPoP proof whose header is a
+    JSON array, not an object, is refused as the RFC says (401, invalid_dpop_proof), not answered 500."""
+    shutil.copy(SINGLE_FILE, tmp_path / "agentgit.py")
+    proc, lines = start_cli_server(str(tmp_path), python_options=("-OO",))
+    try:
+        url = lines[0].split()[-1]
+        proc.stdout.readline()                  # where the first admin token was written
+        token = (tmp_path / "agentgit-data" / "first-admin-token").read_text().strip()
+
+        def part(value):
+            return agentgit.b64url(json.dumps(value).encode())
+        for proof in ("%s.%s.c2ln" % (part(["dpop+jwt"]), part({})), "%s.%s.c2ln" % (part({}), part("claims")),
+                      "not a jwt", "%s.%s.%s" % (part({"typ": "dpop+jwt", "alg": "ES256", "jwk": []}), part({}), "c2ln")):
+            request = urllib.request.Request(url + "/api/v3/user", headers={"Authorization": "token " + token,
+                                                                            "DPoP": proof})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request)
+            assert refused.value.code == 401, (proof, refused.value.code)
+            assert 'DPoP error="invalid_dpop_proof"' in refused.value.headers["WWW-Authenticate"], proof
+    finally:
+        proc.terminate()
         proc.wait()
 
 

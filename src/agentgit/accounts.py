@@ -9,6 +9,7 @@ import tempfile
 import time
 
 from agentgit.config import LOGIN_RE, now
+from agentgit.crypto import seal, unseal
 from agentgit.storage import insert_row
 from agentgit.gitstore import init_repository, repo_dir
 from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, issue_token, revoke
@@ -16,6 +17,9 @@ from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, issue_token, revoke
 
 # One table holds humans, agents and organizations, so a login is unique across all three (as on
 # GitHub) and a repository owner is simply an account.
+
+TOTP_PURPOSE = b"totp secret"
+
 
 def account_by_login(store, login):
     return store.one("SELECT * FROM accounts WHERE login = ?", login)
@@ -58,16 +62,33 @@ def totp_code(secret, moment, step=30):
     return "%06d" % ((int.from_bytes(mac[offset:offset + 4], "big") & 0x7FFFFFFF) % 1000000)
 
 
-def totp_mask(key, account_id):
-    """The keystream that encrypts an account's TOTP secret at rest (a database alone does not reveal it)."""
-    return hmac.new(key, b"totp:%d" % account_id, hashlib.sha256).digest()[:20]
+def sealed_totp_secret(key, account_id, secret):
+    """An account's TOTP secret as stored: sealed, bound to the account, so a database alone reveals
+    nothing, a secret copied to another account's row does not open, and enrolling again gives an
+    unrelated ciphertext."""
+    return seal(key, TOTP_PURPOSE, secret, b"account:%d" % account_id)
 
 
 def totp_secret(key, account):
     stored = account["totp_secret"]
     if not stored:
         return None
-    return bytes(a ^ b for a, b in zip(bytes.fromhex(stored), totp_mask(key, account["id"])))
+    return unseal(key, TOTP_PURPOSE, stored, b"account:%d" % account["id"])
+
+
+def reseal_legacy_totp_secrets(store, key):
+    """Secrets stored before the seal (XORed with a keystream fixed per account, which enrolling again
+    reused, so two of them XORed gave away the XOR of the secrets) are sealed in their place. Run as an
+    installation opens its database: the old form is read nowhere else."""
+    legacy = store.all("SELECT id, totp_secret FROM accounts WHERE totp_secret IS NOT NULL AND totp_secret NOT LIKE 'v1.%'")
+    if not legacy:
+        return
+    with store.transaction() as db:
+        for row in legacy:
+            mask = hmac.new(key, b"totp:%d" % row["id"], hashlib.sha256).digest()[:20]
+            secret = bytes(a ^ b for a, b in zip(bytes.fromhex(row["totp_secret"]), mask))
+            db.execute("UPDATE accounts SET totp_secret = ? WHERE id = ?", (sealed_totp_secret(key, row["id"], secret),
+                                                                          row["id"]))
 
 
 def check_totp(key, account, code):

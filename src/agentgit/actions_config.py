@@ -19,6 +19,7 @@ import re
 
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
+from agentgit.crypto import x25519_public_key
 from agentgit.accounts import REPO_SELECT, account_by_id, full_name, repo_by_id
 from agentgit.policy import Resource
 from agentgit.routing import route
@@ -29,28 +30,7 @@ from agentgit.orgs import find_org
 SECRET_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
 ENVIRONMENT_NAME_RE = re.compile(r"[^\x00-\x1f/,:;*?\"<>|\\]{1,255}")
 VARIABLE_MAX_BYTES = 48 * 1024
-X25519_P = 2 ** 255 - 19
 ORG_VISIBILITIES = ("all", "private", "selected")
-
-
-def x25519_public_key(private):
-    """RFC 7748 X25519(k, 9): the public key of a 32-byte private key. Computed once, from the server
-    key, never from what a request sends, so it need not be constant-time."""
-    k = int.from_bytes(private, "little") & ~7 & ~(1 << 255) | (1 << 254)
-    x2, z2, x3, z3, swap = 1, 0, 9, 1, 0
-    for t in reversed(range(255)):      # the Montgomery ladder
-        bit = (k >> t) & 1
-        if swap ^ bit:
-            x2, x3, z2, z3 = x3, x2, z3, z2
-        swap = bit
-        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
-        aa, bb, da, cb = a * a % X25519_P, b * b % X25519_P, d * a % X25519_P, c * b % X25519_P
-        e = aa - bb
-        x3, z3 = (da + cb) ** 2 % X25519_P, 9 * (da - cb) ** 2 % X25519_P
-        x2, z2 = aa * bb % X25519_P, e * (aa + 121665 * e) % X25519_P
-    if swap:
-        x2, z2 = x3, z3
-    return (x2 * pow(z2, X25519_P - 2, X25519_P) % X25519_P).to_bytes(32, "little")
 
 
 def secrets_public_key(app):

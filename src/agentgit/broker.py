@@ -32,13 +32,14 @@ import zlib
 
 from agentgit.config import MAX_JSON_BODY, from_now
 from agentgit.errors import HTTPError, invalid
+from agentgit.crypto import seal, unseal
 from agentgit.egress import outbound_connection, public_address
 from agentgit.tokens import issue_token, token_fingerprint
 from agentgit.accounts import account_by_id
 from agentgit.policy import DEFAULT_PORTS
 from agentgit.routing import route
 from agentgit.lookups import signed_in
-from agentgit.vault import binding, credential_by_name, held_credential, seal, unseal
+from agentgit.vault import binding, credential_by_name, held_credential
 from agentgit.tasks import bound_to
 
 TOOL_TOKEN_SECONDS = 300

@@ -19,9 +19,10 @@ import urllib.parse
 from agentgit.config import (AGENT_CREDENTIALS, AGENT_PREFIX_RE, Config, DEFAULT_DATA_DIR, HEADER_DEADLINE,
                              IDLE_CONNECTIONS_PER_CLIENT, MAX_CONNECTIONS, now, valid_repo_name)
 from agentgit.errors import HTTPError
+from agentgit.crypto import BACKEND
 from agentgit.storage import update_row
 from agentgit.tokens import verify_token
-from agentgit.accounts import account_by_id, account_by_login, hash_password, suspend_account, totp_mask
+from agentgit.accounts import account_by_id, account_by_login, hash_password, sealed_totp_secret, suspend_account
 from agentgit.audit import audit_head, audit_verify, explain
 from agentgit.authentication import Principal
 from agentgit.ledger import Ledger
@@ -62,8 +63,8 @@ def cli_credentials(app, args):
         fields, effect, out = {"totp_secret": None}, "turned TOTP off for %s" % human["login"], "TOTP off"
     else:
         secret = secrets.token_bytes(20)
-        stored = bytes(a ^ b for a, b in zip(secret, totp_mask(app.key, human["id"]))).hex()
-        fields, effect = {"totp_secret": stored}, "turned TOTP on for %s" % human["login"]
+        fields = {"totp_secret": sealed_totp_secret(app.key, human["id"], secret)}
+        effect = "turned TOTP on for %s" % human["login"]
         out = "otpauth://totp/agentgit:%s?secret=%s&issuer=agentgit&algorithm=SHA1&digits=6&period=30" % (
             urllib.parse.quote(human["login"]), base64.b32encode(secret).decode().rstrip("="))
     with app.store.transaction() as db:
@@ -151,6 +152,8 @@ def route_index():
                      for pattern, method, surface, authentication, handler, module in rows)
 
 
+CRYPTO_BANNER = {"cryptography": "cryptography (OpenSSL)",
+                 "stdlib": "stdlib (pure Python; pip install cryptography for faster signature checks)"}
 AGENT_CREDENTIALS_BANNER = {
     "bootstrap": "agent credentials: bootstrap (an agent's aga_ token acts on its own account and repositories; "
                  "for the rest it is traded for short-lived session or task tokens)",
@@ -399,7 +402,8 @@ def run_serve(args):
         raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
                          "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
     print("agentgit listening on %s" % server.url, flush=True)
-    print("git engine: %s; data: %s" % (server.app.git_engine.name, os.path.abspath(args.data)), flush=True)
+    print("git engine: %s; crypto: %s; data: %s" % (server.app.git_engine.name, CRYPTO_BANNER[BACKEND.name],
+                                                   os.path.abspath(args.data)), flush=True)
     print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
     if server.admin:
         print(first_admin_notice(args.data, *server.admin), flush=True)

@@ -5,13 +5,10 @@ An agent registers an RSA public key (a JWK: kty RSA, n, e; 2048 bits at least) 
 From then on its runtime may hold that private key instead of a bearer secret: the client_credentials
 grant with ``client_assertion_type`` jwt-bearer and a JWT it signed with RS256, whose iss and sub are
 the agent's login (its client_id), whose aud is this server (its issuer or its token endpoint), which
-expires within ASSERTION_MAX_SECONDS, and whose jti is used once. The standard library has no RSA:
-the PKCS #1 v1.5 verification here is the textbook one (RFC 8017 §8.2.2), a modular power and a
-comparison of the whole encoded message.
+expires within ASSERTION_MAX_SECONDS, and whose jti is used once. The keys are bounded and the
+signatures verified by the crypto module.
 """
 
-import hashlib
-import hmac
 import json
 import re
 import secrets
@@ -19,8 +16,8 @@ import time
 
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
+from agentgit.crypto import decode_jws, rs256_valid, rsa_public_key
 from agentgit.storage import insert_row
-from agentgit.proofs import b64url_decode
 from agentgit.accounts import account_by_login
 from agentgit.policy import Resource
 from agentgit.routing import route
@@ -29,38 +26,8 @@ from agentgit.lookups import signed_in
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_MAX_SECONDS = 600          # an assertion lives at most ten minutes
 CLOCK_SKEW_SECONDS = 60
-MIN_RSA_BITS = 2048
 MAX_KEYS = 10
-# DigestInfo for SHA-256 (RFC 8017 §9.2, note 1): what precedes the hash in an RS256 signature
-SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-
-
-def rsa_public_key(jwk):
-    """(n, e) of an RSA JWK, checked: at least MIN_RSA_BITS, an odd public exponent above 1."""
-    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
-        raise ValueError("a JWK with kty RSA")
-    n = int.from_bytes(b64url_decode(jwk.get("n")), "big")
-    e = int.from_bytes(b64url_decode(jwk.get("e")), "big")
-    if n.bit_length() < MIN_RSA_BITS or e < 3 or e % 2 == 0:
-        raise ValueError("an RSA key of at least %d bits with an odd exponent" % MIN_RSA_BITS)
-    return n, e
-
-
-def rs256_valid(n, e, signing_input, signature):
-    """RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §8.2.2): the signature, raised to e mod n, must be
-    exactly the encoding of the message's hash."""
-    k = (n.bit_length() + 7) // 8
-    if len(signature) != k:
-        return False
-    s = int.from_bytes(signature, "big")
-    if s >= n:
-        return False
-    encoded = pow(s, e, n).to_bytes(k, "big")
-    digest = SHA256_DIGEST_INFO + hashlib.sha256(signing_input).digest()
-    expected = b"\x00\x01" + b"\xff" * (k - len(digest) - 3) + b"\x00" + digest
-    return hmac.compare_digest(encoded, expected)
-
-
+ASSERTION_MAX_BYTES = 16384           # an RS256 JWT of the largest key allowed, with room for its claims
 def key_json(row):
     return {"kid": row["kid"], "jwk": json.loads(row["jwk"]), "created_at": row["created_at"]}
 
@@ -116,12 +83,10 @@ def asserted_agent(req, params):
     if params.get("client_assertion_type") != JWT_BEARER:
         raise ValueError("client_assertion_type must be %s" % JWT_BEARER)
     try:
-        header_b64, claims_b64, signature_b64 = params.get("client_assertion", "").split(".")
-        header, claims = json.loads(b64url_decode(header_b64)), json.loads(b64url_decode(claims_b64))
-        signature = b64url_decode(signature_b64)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ValueError("client_assertion is not a JWT")
-    if not isinstance(header, dict) or header.get("alg") != "RS256" or not isinstance(claims, dict):
+        header, claims, signing_input, signature = decode_jws(params.get("client_assertion"), ASSERTION_MAX_BYTES)
+    except ValueError as error:
+        raise ValueError("client_assertion is %s" % error)
+    if header.get("alg") != "RS256":
         raise ValueError("client_assertion must be signed with RS256")
     login = claims.get("iss")
     agent = account_by_login(req.app.store, login) if isinstance(login, str) else None
@@ -142,7 +107,6 @@ def asserted_agent(req, params):
         raise ValueError("the assertion needs a jti")
     keys = req.app.store.all("SELECT * FROM agent_keys WHERE agent_id = ?" + (" AND kid = ?" if header.get("kid") else ""),
                              agent["id"], *([header["kid"]] if header.get("kid") else []))
-    signing_input = (header_b64 + "." + claims_b64).encode()
     key = next((k for k in keys if rs256_valid(*rsa_public_key(json.loads(k["jwk"])), signing_input, signature)), None)
     if key is None:
         raise ValueError("the signature matches no key of %s" % login)

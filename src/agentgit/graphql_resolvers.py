@@ -45,9 +45,10 @@ def paginate_connection(items, args, to_node):
     def position(cursor):
         try:
             kind, _, index = base64.b64decode(cursor).decode().partition(":")
-            assert kind == "cursor"
+            if kind != "cursor":
+                raise ValueError("not a cursor")
             return int(index)
-        except (ValueError, AssertionError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):
             raise GraphQLError("%r is not a valid cursor" % cursor, kind="INVALID_CURSOR_ARGUMENTS")
     start, end = 0, len(items)
     if args.get("after"):

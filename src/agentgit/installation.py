@@ -16,7 +16,7 @@ from agentgit.gitstore import merge_support_missing
 from agentgit.gitwire import make_git_engine
 from agentgit.tokens import token_fingerprint
 from agentgit.proofs import ReplayCache
-from agentgit.accounts import create_human, register_agent
+from agentgit.accounts import create_human, register_agent, reseal_legacy_totp_secrets
 from agentgit.audit import AuditAnchor
 from agentgit.authentication import Principal
 from agentgit.ledger import Ledger
@@ -100,6 +100,7 @@ class Installation:
         os.makedirs(self.repos_dir, exist_ok=True)
         self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
         self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        reseal_legacy_totp_secrets(self.store, self.key)
         restrict_data_dir(config.data_dir)
         self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
         self.anchor.attach(self.store)         # (an installation from before gets its first checkpoint now)

@@ -8,17 +8,9 @@ sealed value moved to another row does not open. No endpoint ever returns a secr
 log line carries one, and no agent may hold, list or change a credential: its owner (a human, or an
 organization's admins) manages it.
 
-The construction (the standard library has no AES): encrypt-then-MAC with HMAC-SHA256 alone. Two keys
-come from the server key, one to encrypt and one to authenticate; a random 128-bit nonce; the
-keystream is HMAC-SHA256(k_enc, nonce || block counter), XORed with the plaintext (a PRF in counter
-mode); the tag is HMAC-SHA256(k_mac, version, associated data, nonce, ciphertext), checked in constant
-time before anything is decrypted. HMAC-SHA256 as a PRF is the one assumption, the same the rest of
-agentgit's tokens rest on; 2^64 encryptions under one key before a nonce would likely repeat.
+(The seal is the crypto module's: encrypt-then-MAC with HMAC-SHA256, described there.)
 """
 
-import base64
-import hashlib
-import hmac
 import json
 import re
 import secrets
@@ -26,58 +18,16 @@ import urllib.parse
 
 from agentgit.config import now, visible_ascii
 from agentgit.errors import HTTPError, invalid
+from agentgit.crypto import seal
 from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login
 from agentgit.policy import Resource, decide, permission_on
 from agentgit.routing import route
 from agentgit.lookups import signed_in
 
-SEAL_VERSION = b"agentgit-seal-v1"
-NONCE_BYTES, TAG_BYTES = 16, 32
 CREDENTIAL_KINDS = ("api_key", "basic", "oauth_refresh")
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 MAX_SECRET_BYTES = 16 * 1024
-
-
-def seal_keys(key, purpose):
-    return (hmac.new(key, b"seal encrypt " + purpose, hashlib.sha256).digest(),
-            hmac.new(key, b"seal authenticate " + purpose, hashlib.sha256).digest())
-
-
-def keystream(key, nonce, length):
-    blocks = (length + 31) // 32
-    return b"".join(hmac.new(key, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest() for i in range(blocks))[:length]
-
-
-def seal(key, purpose, plaintext, associated):
-    """``plaintext`` (bytes) sealed for ``purpose`` and bound to ``associated``: an ASCII token."""
-    encrypt, authenticate = seal_keys(key, purpose)
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    ciphertext = bytes(a ^ b for a, b in zip(plaintext, keystream(encrypt, nonce, len(plaintext))))
-    tag = hmac.new(authenticate, seal_input(associated, nonce, ciphertext), hashlib.sha256).digest()
-    return "v1." + base64.urlsafe_b64encode(nonce + ciphertext + tag).decode()
-
-
-def seal_input(associated, nonce, ciphertext):
-    return SEAL_VERSION + len(associated).to_bytes(4, "big") + associated + nonce + ciphertext
-
-
-def unseal(key, purpose, sealed, associated):
-    """The plaintext of what ``seal`` made with the same purpose and associated data; ValueError for
-    anything altered, truncated, moved to another binding or sealed under another key."""
-    try:
-        assert sealed.startswith("v1.")
-        raw = base64.urlsafe_b64decode(sealed[3:])
-    except (AssertionError, ValueError, AttributeError):
-        raise ValueError("not a sealed value")
-    if len(raw) < NONCE_BYTES + TAG_BYTES:
-        raise ValueError("not a sealed value")
-    nonce, ciphertext, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-TAG_BYTES], raw[-TAG_BYTES:]
-    encrypt, authenticate = seal_keys(key, purpose)
-    if not hmac.compare_digest(tag, hmac.new(authenticate, seal_input(associated, nonce, ciphertext),
-                                             hashlib.sha256).digest()):
-        raise ValueError("the sealed value does not authenticate")
-    return bytes(a ^ b for a, b in zip(ciphertext, keystream(encrypt, nonce, len(ciphertext))))
 
 
 # -- credentials --------------------------------------------------------------------------------
