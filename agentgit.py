@@ -23,67 +23,104 @@ Embed it (a pytest fixture)::
 
     srv = agentgit.make_server(tmp_path, port=0).start(); ...; srv.stop()
 
-Sections, the modules of src/agentgit/ in build order (each uses only those above it):
 
-     1. config             Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             Egress: every connection the server opens to another host (a client's metadata document, the
-     5. storage            Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
-     8. tokens             Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             Policy: the action table and decide(), the one policy decision point.
-    12. audit              Audit: the hash-chained log and its verifier.
-    13. approvals          Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            Intents: a ref about to move, written down before it moves, so a crash between the move and its
-    15. ledger             The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
-    16. authentication     Authentication: the Principal, and the request credentials it is built from.
-    17. installation       The installation: one data directory's state and services, as every module below the HTTP
-    18. routing            Routing: the route table, each route declared next to its handler with its surface and how its
-    19. request            The request: an HTTP request's input (its framing, headers and body, read within limits) and the
-    20. serializers        Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each
-    23. users              REST: the API root, meta, rate limit and users.
-    24. repositories       REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             REST: issues, comments, labels and milestones.
-    27. sub_issues         REST: sub-issues, github.com's tree of issues.
-    28. pulls              REST: pull requests and their merges.
-    29. reviews            REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           REST: file contents and READMEs, read and written as commits.
-    31. protection         REST: branch protection, commit statuses and check runs.
-    32. gitdata            REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           REST: releases, tags and release assets.
-    34. deploy_keys        REST: deploy keys.
-    35. actions            REST: workflow records and their runs (which nothing here executes).
-    36. search             REST: search over repositories, issues, code and accounts.
-    37. orgs               REST: organizations, memberships and teams.
-    38. actions_config     REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
-    41. vault              Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              REST: task grants, task tokens, step-up and approvals.
-    43. oversight          REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
-    44. graphql_language   GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. settings_pages     Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
-    50. oauth_clients      OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    51. client_assertions  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
-    52. broker             Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
-    57. server             Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                Command line: serve, user, agent, connect, routes, audit.
+Reading path: the model in six stops, and where each is in this file.
+
+  1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
+     until when; an agent's long-lived one is traded for short-lived ones.
+       line  1365  tokens.issue_token
+       line  1387  tokens.verify_token
+  2. decide() and its rules: one function answers every action on every resource, walking a published
+     table.
+       line  2456  policy.POLICY_RULES
+       line  2493  policy.decide
+  3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
+     shows.
+       line  2558  audit.audit_append
+       line  2562  audit.audit_verify
+  4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
+     it a task, whose token does exactly that and never more than the human may do now.
+       line  9327  delegation.create_invite
+       line  9399  delegation.confirm_binding
+       line  9955  tasks.create_task_grant
+       line  3168  authentication.load_grant
+  5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
+     records through.
+       line 14895  server.App.dispatch
+       line  3085  authentication.authenticate
+       line  2804  ledger.Ledger
+  6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
+     audited.
+       line 14605  githttp.git_receive_pack
+       line  2847  ledger.Ledger.decide_each
+       line  2785  intents.reconcile_intents
+
+Sections: the modules of src/agentgit/ in build order (each uses only those above it).
+
+     1. config             lines   187-  277  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   278-  307  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   308-  667  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   668-  720  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   721-  920  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines   921- 1132  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1133- 1313  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1314- 1414  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1415- 1508  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1509- 1734  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1735- 2515  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2516- 2680  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2681- 2728  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2729- 2798  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  2799- 2970  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  2971- 3200  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3201- 3359  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3360- 3489  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3490- 3774  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  3775- 3978  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  3979- 4030  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4031- 4267  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4268- 4354  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4355- 4805  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  4806- 5074  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5075- 5745  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  5746- 5875  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  5876- 6357  REST: pull requests and their merges.
+    29. reviews            lines  6358- 6645  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6646- 6887  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  6888- 7143  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7144- 7486  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7487- 7822  REST: releases, tags and release assets.
+    34. deploy_keys        lines  7823- 7899  REST: deploy keys.
+    35. actions            lines  7900- 8106  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8107- 8309  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8310- 8657  REST: organizations, memberships and teams.
+    38. actions_config     lines  8658- 9145  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9146- 9221  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9222- 9744  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9745- 9920  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines  9921-10311  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10312-10483  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10484-10746  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10747-11412  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11413-11758  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11759-12181  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12182-12461  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. settings_pages     lines 12462-12641  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    50. oauth_clients      lines 12642-12853  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    51. client_assertions  lines 12854-12953  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    52. broker             lines 12954-13386  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13387-14029  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14030-14467  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14468-14667  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 14668-14885  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 14886-15471  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15472-15748  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 15749-16206  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16207-16922  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+
+Made from sources whose SHA-256 is da5119136d7baa53cf4d12841af0df1151cc65c7fc0e7fc89f1e8b9d2550c67d
+(src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
+its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
 
 DEPENDENCY_MISSING = "agentgit needs dulwich, its one dependency: pip install 'dulwich[merge]' (in a checkout where `make serve` has run, .venv/bin/python agentgit.py ... has it)"
@@ -629,7 +666,7 @@ def unseal(key, purpose, sealed, associated):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 4. src/agentgit/egress.py — Egress: every connection the server opens to another host (a client's metadata document, the
+# 4. src/agentgit/egress.py — Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
 # uses: errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -688,716 +725,7 @@ def outbound_connection(scheme, host, port, address, timeout):
 
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
-SCHEMA = """-- agentgit schema (SQLite): its only source; `make dist` embeds it in agentgit.py as SCHEMA.
--- Times are UTC ISO 8601 with a trailing Z. Permissions are read < triage < write < maintain < admin.
-
--- Humans, agents and organizations share one namespace of logins, as on GitHub.
-CREATE TABLE IF NOT EXISTS accounts (
-    id               INTEGER PRIMARY KEY,
-    login            TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    kind             TEXT NOT NULL CHECK (kind IN ('human', 'agent', 'org')),
-    name             TEXT,
-    email            TEXT,
-    description      TEXT,
-    site_admin       INTEGER NOT NULL DEFAULT 0,
-    suspended_at     TEXT,
-    retired_at       TEXT,              -- agents only: retired for good; the login stays reserved
-    password_hash    TEXT,
-    totp_secret      TEXT,              -- a TOTP secret encrypted with the server key; NULL: no second factor
-    -- organizations only: what every member may do on every repository of the org
-    base_permission  TEXT NOT NULL DEFAULT 'read'
-                     CHECK (base_permission IN ('none', 'read', 'write', 'admin')),
-    -- humans vouched for by an embedding program's authenticator
-    idp_provider     TEXT,
-    idp_subject      TEXT,
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
-    UNIQUE (idp_provider, idp_subject)
-);
-
-CREATE TABLE IF NOT EXISTS org_members (
-    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    role     TEXT NOT NULL CHECK (role IN ('admin', 'member')),
-    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
-    PRIMARY KEY (org_id, user_id)
-);
-
-CREATE TABLE IF NOT EXISTS teams (
-    id           INTEGER PRIMARY KEY,
-    org_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    slug         TEXT NOT NULL COLLATE NOCASE,
-    name         TEXT NOT NULL,
-    description  TEXT,
-    privacy      TEXT NOT NULL DEFAULT 'closed' CHECK (privacy IN ('secret', 'closed')),
-    created_at   TEXT NOT NULL,
-    updated_at   TEXT NOT NULL,
-    UNIQUE (org_id, slug)
-);
-
-CREATE TABLE IF NOT EXISTS team_members (
-    team_id  INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
-    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    role     TEXT NOT NULL CHECK (role IN ('member', 'maintainer')),
-    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
-    PRIMARY KEY (team_id, user_id)
-);
-
--- AUTOINCREMENT: a repository id (and so its directory name) is never reused.
-CREATE TABLE IF NOT EXISTS repos (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    owner_id        INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    name            TEXT NOT NULL COLLATE NOCASE,
-    description     TEXT,
-    homepage        TEXT,
-    private         INTEGER NOT NULL DEFAULT 0,
-    archived        INTEGER NOT NULL DEFAULT 0,
-    default_branch  TEXT NOT NULL DEFAULT 'main',
-    created_at      TEXT NOT NULL,
-    updated_at      TEXT NOT NULL,
-    pushed_at       TEXT,
-    parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
-    forked_by       INTEGER REFERENCES accounts(id) ON DELETE SET NULL, -- a fork: who made it (its access counts)
-    UNIQUE (owner_id, name)
-);
-CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);
-
-CREATE TABLE IF NOT EXISTS collaborators (
-    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
-    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
-    PRIMARY KEY (repo_id, user_id)
-);
-
-CREATE TABLE IF NOT EXISTS team_repos (
-    team_id     INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
-    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
-    PRIMARY KEY (team_id, repo_id)
-);
-
--- Tokens are stored as sha256 of the whole token (they carry 128 random bits, so no salt is needed).
--- A switch-session token acts as the agent (user_id) and names the human who opened it (issued_by).
-CREATE TABLE IF NOT EXISTS tokens (
-    id            INTEGER PRIMARY KEY,
-    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'session', 'switch-session', 'oauth', 'task', 'tool')),
-    issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
-    audience      TEXT,              -- agent session tokens: JSON list of the repositories they are for, or NULL: any
-    resource      TEXT,              -- RFC 8707: the server URL (REST, GraphQL, Git) or its /mcp URL it is for; NULL: both
-    credential_id INTEGER REFERENCES broker_credentials(id) ON DELETE CASCADE,  -- tool tokens: the one credential
-    cnf           TEXT,              -- sender-constrained (version 9): JSON {"x5t#S256": ...} (RFC 8705) or {"jkt": ...} (RFC 9449)
-    runtime       TEXT,              -- the runtime identity (a SPIFFE ID) of the connection that minted it
-    name          TEXT NOT NULL DEFAULT '',
-    scopes        TEXT NOT NULL DEFAULT '',
-    hash          TEXT NOT NULL UNIQUE,
-    fingerprint   TEXT NOT NULL,
-    created_at    TEXT NOT NULL,
-    expires_at    TEXT,
-    revoked_at    TEXT,
-    last_used_at  TEXT
-);
-CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens(user_id);
-
--- Append-only. hash = HMAC(server key, prev_hash + the row's fields): editing or deleting a row breaks the chain.
-CREATE TABLE IF NOT EXISTS audit (
-    id                 INTEGER PRIMARY KEY,
-    at                 TEXT NOT NULL,
-    actor              TEXT,
-    user_kind          TEXT,
-    delegator          TEXT,
-    task               TEXT,
-    grant_id           TEXT,
-    runtime            TEXT,
-    token_fingerprint  TEXT,
-    surface            TEXT NOT NULL,
-    action             TEXT NOT NULL,
-    resource           TEXT NOT NULL,
-    decision           TEXT NOT NULL,
-    reasons            TEXT NOT NULL,
-    side_effect        TEXT,
-    token_kind         TEXT,              -- from version 6: bootstrap (agent), session, task, personal ...
-    rule               TEXT,              -- from version 6: the policy rule that decided (POLICY_RULES)
-    prev_hash          TEXT NOT NULL,
-    hash               TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor);
-
--- Side effects outside the database (schema version 7): a ref about to move, written down before it
--- moves and deleted by the transaction that writes its audit rows. What a crash leaves here is settled
--- at the next start from the ref itself (intents.py), so no row claims a move that never happened and
--- no move goes unrecorded.
-CREATE TABLE IF NOT EXISTS intents (
-    id          INTEGER PRIMARY KEY,
-    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    ref         TEXT NOT NULL,
-    old         TEXT NOT NULL,        -- 40 zeros: the ref is created
-    new         TEXT NOT NULL,        -- 40 zeros: the ref is deleted
-    rows        TEXT NOT NULL,        -- JSON [[audit_row() fields, approval id or null], ...]: the rows it is for
-    follow_up   TEXT,                 -- JSON {"kind": ..., ...}: what finishes the database's part once it moved
-    created_at  TEXT NOT NULL
-);
-
--- Collaboration (schema version 2). Issues and pull requests share one number sequence per repository.
-CREATE TABLE IF NOT EXISTS milestones (
-    id           INTEGER PRIMARY KEY,
-    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    number       INTEGER NOT NULL,
-    title        TEXT NOT NULL,
-    description  TEXT,
-    state        TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
-    due_on       TEXT,
-    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    created_at   TEXT NOT NULL,
-    updated_at   TEXT NOT NULL,
-    closed_at    TEXT,
-    UNIQUE (repo_id, number)
-);
-
-CREATE TABLE IF NOT EXISTS issues (
-    id            INTEGER PRIMARY KEY,
-    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    number        INTEGER NOT NULL,
-    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    title         TEXT NOT NULL,
-    body          TEXT,
-    state         TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
-    state_reason  TEXT,
-    locked        INTEGER NOT NULL DEFAULT 0,
-    lock_reason   TEXT,
-    milestone_id  INTEGER REFERENCES milestones(id) ON DELETE SET NULL,
-    is_pull       INTEGER NOT NULL DEFAULT 0,
-    closed_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    created_at    TEXT NOT NULL,
-    updated_at    TEXT NOT NULL,
-    closed_at     TEXT,
-    UNIQUE (repo_id, number)
-);
-
-CREATE TABLE IF NOT EXISTS issue_assignees (
-    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
-    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    PRIMARY KEY (issue_id, user_id)
-);
-
--- github.com's sub-issues: each issue has at most one parent, its children in the order of position
-CREATE TABLE IF NOT EXISTS sub_issues (
-    parent_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
-    child_id   INTEGER NOT NULL UNIQUE REFERENCES issues(id) ON DELETE CASCADE,
-    position   INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sub_issues_by_parent ON sub_issues(parent_id);
-
-CREATE TABLE IF NOT EXISTS labels (
-    id           INTEGER PRIMARY KEY,
-    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    name         TEXT NOT NULL COLLATE NOCASE,
-    color        TEXT NOT NULL,
-    description  TEXT,
-    UNIQUE (repo_id, name)
-);
-
-CREATE TABLE IF NOT EXISTS issue_labels (
-    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
-    label_id  INTEGER NOT NULL REFERENCES labels(id) ON DELETE CASCADE,
-    PRIMARY KEY (issue_id, label_id)
-);
-
-CREATE TABLE IF NOT EXISTS comments (
-    id          INTEGER PRIMARY KEY,
-    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
-    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    body        TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS comments_by_issue ON comments(issue_id);
-
--- A pull request is an issue (is_pull = 1) plus where it comes from and goes to.
-CREATE TABLE IF NOT EXISTS pulls (
-    issue_id          INTEGER PRIMARY KEY REFERENCES issues(id) ON DELETE CASCADE,
-    head_repo_id      INTEGER REFERENCES repos(id) ON DELETE SET NULL,
-    head_ref          TEXT NOT NULL,
-    head_sha          TEXT NOT NULL,
-    base_ref          TEXT NOT NULL,
-    base_sha          TEXT NOT NULL,
-    draft             INTEGER NOT NULL DEFAULT 0,
-    merged_at         TEXT,
-    merged_by         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    merge_commit_sha  TEXT
-);
-
-CREATE TABLE IF NOT EXISTS reviews (
-    id            INTEGER PRIMARY KEY,
-    issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
-    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    state         TEXT NOT NULL CHECK (state IN ('PENDING', 'APPROVED', 'CHANGES_REQUESTED', 'COMMENTED', 'DISMISSED')),
-    body          TEXT NOT NULL DEFAULT '',
-    commit_id     TEXT,
-    submitted_at  TEXT                -- NULL while pending
-);
--- a reviewer has at most one pending review of a pull request
-CREATE UNIQUE INDEX IF NOT EXISTS one_pending_review ON reviews(issue_id, user_id) WHERE state = 'PENDING';
-
-CREATE TABLE IF NOT EXISTS review_comments (
-    id          INTEGER PRIMARY KEY,
-    review_id   INTEGER NOT NULL REFERENCES reviews(id) ON DELETE CASCADE,
-    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
-    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    path        TEXT NOT NULL,
-    line        INTEGER,
-    side        TEXT NOT NULL DEFAULT 'RIGHT',
-    start_line  INTEGER,              -- a comment on lines start_line..line
-    start_side  TEXT NOT NULL DEFAULT 'RIGHT',
-    subject_type TEXT NOT NULL DEFAULT 'LINE',
-    body        TEXT NOT NULL,
-    commit_id   TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-
--- notifications: one account's thread of one issue or pull request, and who watches which repository
-CREATE TABLE IF NOT EXISTS notification_threads (
-    id            INTEGER PRIMARY KEY,
-    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
-    reason        TEXT NOT NULL,
-    unread        INTEGER NOT NULL DEFAULT 1,
-    done          INTEGER NOT NULL DEFAULT 0,    -- out of the inbox until something new happens
-    subscribed    INTEGER NOT NULL DEFAULT 0,    -- subscribed to by hand (reason manual)
-    ignored       INTEGER NOT NULL DEFAULT 0,    -- nothing more from this thread
-    updated_at    TEXT NOT NULL,
-    last_read_at  TEXT,
-    UNIQUE (user_id, issue_id)
-);
-CREATE INDEX IF NOT EXISTS threads_by_issue ON notification_threads(issue_id);
-
-CREATE TABLE IF NOT EXISTS repo_subscriptions (
-    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    subscribed  INTEGER NOT NULL,
-    ignored     INTEGER NOT NULL,
-    created_at  TEXT NOT NULL,
-    PRIMARY KEY (user_id, repo_id)
-);
-
-CREATE TABLE IF NOT EXISTS review_requests (
-    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
-    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    PRIMARY KEY (issue_id, user_id)
-);
-
--- Branch protection, commit statuses and check runs (schema version 3). Records only: nothing runs here.
-CREATE TABLE IF NOT EXISTS branch_protections (
-    repo_id             INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    branch              TEXT NOT NULL,
-    required_approvals  INTEGER,            -- NULL: no pull request required; 0..6: approvals a merge needs
-    dismiss_stale       INTEGER NOT NULL DEFAULT 0,
-    required_checks     TEXT,               -- JSON list of contexts, NULL: none required
-    strict_checks       INTEGER NOT NULL DEFAULT 0,
-    enforce_admins      INTEGER NOT NULL DEFAULT 0,
-    allow_force_pushes  INTEGER NOT NULL DEFAULT 0,
-    allow_deletions     INTEGER NOT NULL DEFAULT 0,
-    updated_at          TEXT NOT NULL,
-    PRIMARY KEY (repo_id, branch)
-);
-
-CREATE TABLE IF NOT EXISTS statuses (
-    id           INTEGER PRIMARY KEY,
-    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    sha          TEXT NOT NULL,
-    state        TEXT NOT NULL CHECK (state IN ('error', 'failure', 'pending', 'success')),
-    context      TEXT NOT NULL,
-    description  TEXT,
-    target_url   TEXT,
-    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    created_at   TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS statuses_by_sha ON statuses(repo_id, sha);
-
-CREATE TABLE IF NOT EXISTS check_runs (
-    id            INTEGER PRIMARY KEY,
-    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    head_sha      TEXT NOT NULL,
-    name          TEXT NOT NULL,
-    status        TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
-    conclusion    TEXT,
-    external_id   TEXT,
-    details_url   TEXT,
-    output        TEXT NOT NULL DEFAULT '{}',
-    creator_id    INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    started_at    TEXT,
-    completed_at  TEXT
-);
-CREATE INDEX IF NOT EXISTS check_runs_by_sha ON check_runs(repo_id, head_sha);
-
--- Releases and workflow records (schema version 4). Workflows are files in the repository; runs are
--- records of dispatches that an authorization layer gates: nothing executes here.
-CREATE TABLE IF NOT EXISTS releases (
-    id                INTEGER PRIMARY KEY,
-    repo_id           INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    tag_name          TEXT NOT NULL,
-    target_commitish  TEXT NOT NULL,
-    name              TEXT,
-    body              TEXT,
-    draft             INTEGER NOT NULL DEFAULT 0,
-    prerelease        INTEGER NOT NULL DEFAULT 0,
-    author_id         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    created_at        TEXT NOT NULL,
-    published_at      TEXT,
-    UNIQUE (repo_id, tag_name)
-);
-
--- Release assets: uploaded files, kept in the database (MAX_ASSET_BYTES at most each) so that deleting
--- a release or a repository takes them in the same transaction.
-CREATE TABLE IF NOT EXISTS release_assets (
-    id              INTEGER PRIMARY KEY,
-    release_id      INTEGER NOT NULL REFERENCES releases(id) ON DELETE CASCADE,
-    name            TEXT NOT NULL,
-    label           TEXT,
-    content_type    TEXT NOT NULL,
-    size            INTEGER NOT NULL,
-    digest          TEXT NOT NULL,           -- sha256:<hex>, as GitHub reports it
-    data            BLOB NOT NULL,
-    download_count  INTEGER NOT NULL DEFAULT 0,
-    uploader_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    created_at      TEXT NOT NULL,
-    updated_at      TEXT NOT NULL,
-    UNIQUE (release_id, name)
-);
-
-CREATE TABLE IF NOT EXISTS workflows (
-    id          INTEGER PRIMARY KEY,
-    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    path        TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
-    disabled_at TEXT,                 -- disabled by hand (gh workflow disable): not dispatched
-    UNIQUE (repo_id, path)
-);
-
-CREATE TABLE IF NOT EXISTS workflow_runs (
-    id           INTEGER PRIMARY KEY,
-    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    workflow_id  INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
-    run_number   INTEGER NOT NULL,
-    run_attempt  INTEGER NOT NULL DEFAULT 1,
-    event        TEXT NOT NULL,
-    head_branch  TEXT NOT NULL,
-    head_sha     TEXT NOT NULL,
-    inputs       TEXT NOT NULL DEFAULT '{}',
-    status       TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
-    conclusion   TEXT,
-    actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    created_at   TEXT NOT NULL,
-    updated_at   TEXT NOT NULL
-);
-
--- Delegation (schema version 5): a human invites, the agent consents with its own token, and the
--- grants the invite carried are applied in the same transaction as the binding.
-CREATE TABLE IF NOT EXISTS agent_invites (
-    id           INTEGER PRIMARY KEY,
-    inviter_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    hash         TEXT NOT NULL UNIQUE,
-    fingerprint  TEXT NOT NULL,
-    grants       TEXT NOT NULL,         -- JSON {"repo_grants": [...], "team_grants": [...]}
-    created_at   TEXT NOT NULL,
-    expires_at   TEXT NOT NULL,
-    consumed_at  TEXT,
-    consumed_by  INTEGER REFERENCES accounts(id) ON DELETE SET NULL
-);
-
--- agent_id is the key: an agent is bound to at most one human.
-CREATE TABLE IF NOT EXISTS agent_bindings (
-    agent_id      INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
-    human_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    invite_id     INTEGER REFERENCES agent_invites(id) ON DELETE SET NULL,
-    display_name  TEXT,
-    bound_at      TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS agent_bindings_by_human ON agent_bindings(human_id);
-
--- What a binding granted, so unbinding or revoking by organization takes exactly that back.
-CREATE TABLE IF NOT EXISTS agent_grants (
-    id          INTEGER PRIMARY KEY,
-    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    repo_id     INTEGER REFERENCES repos(id) ON DELETE CASCADE,
-    team_id     INTEGER REFERENCES teams(id) ON DELETE CASCADE,
-    org_id      INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- membership a team grant needed
-    permission  TEXT NOT NULL,
-    created_at  TEXT NOT NULL
-);
-
--- Signed-in humans on the web pages. The cookie carries a random id; the table keeps its sha256.
-CREATE TABLE IF NOT EXISTS web_sessions (
-    hash        TEXT PRIMARY KEY,
-    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    csrf        TEXT NOT NULL,
-    totp_at     TEXT,                    -- when the second factor was last shown (for step-up)
-    created_at  TEXT NOT NULL,
-    expires_at  TEXT NOT NULL
-);
-
--- OAuth device flow (RFC 8628): what a client asked for, and which human approved or denied it.
-CREATE TABLE IF NOT EXISTS device_codes (
-    id           INTEGER PRIMARY KEY,
-    hash         TEXT NOT NULL UNIQUE,    -- sha256 of the device code; the code itself is the client's
-    user_code    TEXT NOT NULL UNIQUE,
-    client_id    TEXT NOT NULL,
-    scopes       TEXT NOT NULL,
-    created_at   TEXT NOT NULL,
-    expires_at   TEXT NOT NULL,
-    interval     INTEGER NOT NULL,
-    last_poll    REAL,
-    approved_by  INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
-    denied       INTEGER NOT NULL DEFAULT 0,
-    consumed_at  TEXT
-);
-
--- OAuth apps for the authorization code flow with PKCE; codes live 60 s and are single use, and
--- refresh tokens rotate within a family so that replaying an old one revokes the family.
-CREATE TABLE IF NOT EXISTS oauth_apps (
-    id             INTEGER PRIMARY KEY,
-    client_id      TEXT NOT NULL UNIQUE,  -- agc_…, or a metadata document's https URL
-    secret_hash    TEXT,                  -- NULL: a public client (PKCE alone)
-    name           TEXT NOT NULL,
-    redirect_uris  TEXT NOT NULL,         -- JSON list
-    owner_id       INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- NULL: nobody vouches for it
-    kind           TEXT NOT NULL DEFAULT 'owned' CHECK (kind IN ('owned', 'dynamic', 'metadata_document')),
-    metadata       TEXT NOT NULL DEFAULT '{}',   -- what it registered, or its metadata document
-    fetched_at     INTEGER,               -- a metadata document: when it was last fetched (epoch seconds)
-    created_at     TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS oauth_codes (
-    id            INTEGER PRIMARY KEY,
-    hash          TEXT NOT NULL UNIQUE,
-    app_id        INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
-    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    redirect_uri  TEXT NOT NULL,
-    scopes        TEXT NOT NULL,
-    challenge     TEXT NOT NULL,
-    expires_at    TEXT NOT NULL,
-    consumed_at   TEXT,
-    family        TEXT,                   -- the refresh family it started, to revoke on replay
-    resource      TEXT                    -- RFC 8707: the resource the client asked for, its tokens' audience
-);
-
-CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
-    id           INTEGER PRIMARY KEY,
-    hash         TEXT NOT NULL UNIQUE,
-    family       TEXT NOT NULL,
-    app_id       INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
-    user_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    scopes       TEXT NOT NULL,
-    access_id    INTEGER REFERENCES tokens(id) ON DELETE SET NULL,
-    created_at   TEXT NOT NULL,
-    used_at      TEXT,
-    resource     TEXT
-);
-
--- The broker's vault: external credentials for one upstream each, their secret parts sealed (vault.py)
--- and bound to the row; placement holds what is not secret (the header an API key goes in, a username).
-CREATE TABLE IF NOT EXISTS broker_credentials (
-    id          INTEGER PRIMARY KEY,
-    public_id   TEXT NOT NULL UNIQUE,
-    owner_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    name        TEXT NOT NULL,
-    kind        TEXT NOT NULL CHECK (kind IN ('api_key', 'basic', 'oauth_refresh')),
-    base_url    TEXT NOT NULL,
-    placement   TEXT NOT NULL,
-    sealed      TEXT NOT NULL,
-    access_sealed      TEXT,          -- oauth_refresh: the upstream's current access token, sealed (version 9)
-    access_expires_at  TEXT,
-    created_at  TEXT NOT NULL,
-    rotated_at  TEXT,
-    UNIQUE (owner_id, name)
-);
-
--- Public keys an agent signs OAuth client assertions with (RFC 7523), and the assertions' jti, each
--- accepted once until it expires.
--- Runtime identities revoked by security policy (schema version 9): a runtime whose certificate names a
--- SPIFFE ID matching ``pattern`` (GLOB) is refused everything, as the agents of ``human_id`` (NULL: a
--- site admin's revocation, for everyone), until the revocation is lifted.
-CREATE TABLE IF NOT EXISTS revoked_runtimes (
-    id          INTEGER PRIMARY KEY,
-    public_id   TEXT NOT NULL UNIQUE,
-    pattern     TEXT NOT NULL,
-    human_id    INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
-    revoked_by  INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    created_at  TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS agent_keys (
-    id          INTEGER PRIMARY KEY,
-    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kid         TEXT NOT NULL,
-    jwk         TEXT NOT NULL,           -- the public JWK: kty RSA, n, e
-    created_at  TEXT NOT NULL,
-    UNIQUE (agent_id, kid)
-);
-
-CREATE TABLE IF NOT EXISTS assertion_ids (
-    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    jti         TEXT NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    PRIMARY KEY (agent_id, jti)
-);
-
--- Task grants: what an agent may do for one task, on which resources, under which constraints.
-CREATE TABLE IF NOT EXISTS task_grants (
-    id            INTEGER PRIMARY KEY,
-    public_id     TEXT NOT NULL UNIQUE,
-    agent_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    delegator_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    task          TEXT NOT NULL,
-    resources     TEXT NOT NULL,          -- JSON list: "repo:owner/name"
-    actions       TEXT NOT NULL,          -- JSON list of action names
-    constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, requires_approval
-    created_at    TEXT NOT NULL,
-    expires_at    TEXT NOT NULL,
-    revoked_at    TEXT
-);
-CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
-
--- Approvals: a human's yes to one action on one resource under one grant; single use, short-lived.
-CREATE TABLE IF NOT EXISTS approvals (
-    id            INTEGER PRIMARY KEY,
-    public_id     TEXT NOT NULL UNIQUE,
-    grant_id      INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
-    action        TEXT NOT NULL,
-    resource      TEXT NOT NULL,
-    subject       TEXT NOT NULL DEFAULT '',  -- exactly what: "pull request #3 at 1a2b3c4d5e6f", a ref at a commit
-    context       TEXT,                      -- JSON: what the human needs to judge it (pull number, ref and sha ...)
-    created_at    TEXT NOT NULL,
-    expires_at    TEXT NOT NULL,
-    approved_by   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    approved_at   TEXT,
-    denied_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    denied_at     TEXT,
-    denial_reason TEXT,
-    used_at       TEXT
-);
-
--- Step-up: when a token's holder last confirmed a TOTP code, for the actions that ask for a fresh one.
-CREATE TABLE IF NOT EXISTS step_ups (
-    token_id      INTEGER PRIMARY KEY REFERENCES tokens(id) ON DELETE CASCADE,
-    at            TEXT NOT NULL
-);
-
--- Freezes: a repository or a whole organization made read-only by policy (an incident, an audit, a
--- release): reads pass and every change is refused as read_only until someone thaws it.
-CREATE TABLE IF NOT EXISTS freezes (
-    id            INTEGER PRIMARY KEY,
-    public_id     TEXT NOT NULL UNIQUE,
-    repo_id       INTEGER UNIQUE REFERENCES repos(id) ON DELETE CASCADE,
-    org_id        INTEGER UNIQUE REFERENCES accounts(id) ON DELETE CASCADE,
-    reason        TEXT NOT NULL,
-    frozen_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    created_at    TEXT NOT NULL,
-    CHECK ((repo_id IS NULL) != (org_id IS NULL))
-);
-
--- Actions secrets, sealed by the client (a libsodium sealed box) to the server's X25519 key. agentgit
--- runs no workflows: it keeps them for a runner and never opens them.
-CREATE TABLE IF NOT EXISTS secrets (
-    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    name             TEXT NOT NULL,
-    encrypted_value  TEXT NOT NULL,
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
-    PRIMARY KEY (repo_id, name)
-);
-
--- Actions variables: plain configuration values for workflows (which nothing here runs).
-CREATE TABLE IF NOT EXISTS variables (
-    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    name             TEXT NOT NULL,
-    value            TEXT NOT NULL,
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
-    PRIMARY KEY (repo_id, name)
-);
-
--- Deploy keys: OpenSSH public keys (TYPE BASE64), each registered once on the server (fingerprint:
--- SHA-256 of the key blob). Nothing here speaks SSH: they are kept for the tools that manage them.
-CREATE TABLE IF NOT EXISTS deploy_keys (
-    id           INTEGER PRIMARY KEY,
-    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    title        TEXT NOT NULL,
-    key          TEXT NOT NULL,
-    fingerprint  TEXT NOT NULL UNIQUE,
-    read_only    INTEGER NOT NULL DEFAULT 1,
-    added_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
-    created_at   TEXT NOT NULL
-);
-
--- Environments (nothing deploys here: a name, its protection settings as JSON, its secrets and
--- variables), and the secrets and variables of environments and of organizations. An organization's
--- are for all its repositories, its private ones, or those selected in org_selected_repos.
-CREATE TABLE IF NOT EXISTS environments (
-    id          INTEGER PRIMARY KEY,
-    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    name        TEXT NOT NULL COLLATE NOCASE,
-    settings    TEXT NOT NULL DEFAULT '{}',
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL,
-    UNIQUE (repo_id, name)
-);
-
-CREATE TABLE IF NOT EXISTS environment_secrets (
-    environment_id   INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
-    name             TEXT NOT NULL,
-    encrypted_value  TEXT NOT NULL,
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
-    PRIMARY KEY (environment_id, name)
-);
-
-CREATE TABLE IF NOT EXISTS environment_variables (
-    environment_id   INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
-    name             TEXT NOT NULL,
-    value            TEXT NOT NULL,
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
-    PRIMARY KEY (environment_id, name)
-);
-
-CREATE TABLE IF NOT EXISTS org_secrets (
-    org_id           INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    name             TEXT NOT NULL,
-    encrypted_value  TEXT NOT NULL,
-    visibility       TEXT NOT NULL CHECK (visibility IN ('all', 'private', 'selected')),
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
-    PRIMARY KEY (org_id, name)
-);
-
-CREATE TABLE IF NOT EXISTS org_variables (
-    org_id           INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    name             TEXT NOT NULL,
-    value            TEXT NOT NULL,
-    visibility       TEXT NOT NULL CHECK (visibility IN ('all', 'private', 'selected')),
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
-    PRIMARY KEY (org_id, name)
-);
-
-CREATE TABLE IF NOT EXISTS org_selected_repos (
-    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    kind     TEXT NOT NULL CHECK (kind IN ('secrets', 'variables')),
-    name     TEXT NOT NULL,
-    repo_id  INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    PRIMARY KEY (org_id, kind, name, repo_id)
-);
-
--- Settings an operator chooses once for the installation (e.g. agent_credentials: bootstrap or direct).
-CREATE TABLE IF NOT EXISTS settings (
-    name   TEXT PRIMARY KEY,
-    value  TEXT NOT NULL
-);
-"""
+# SCHEMA, schema.sql's text, is this file's appendix, near its end (make dist puts it there)
 SCHEMA_VERSION = 9
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
@@ -1803,7 +1131,7 @@ def walk_commits(repo, sha, skip, limit):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 7. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git
+# 7. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
 # uses: config, errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3399,7 +2727,7 @@ def give_back_approval(db, approval_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its
+# 14. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
 # uses: config, storage, gitstore, audit, approvals
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3469,7 +2797,7 @@ def reconcile_intents(app):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the
+# 15. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
 # uses: config, errors, gitstore, policy, audit, approvals, intents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3871,7 +3199,7 @@ def confirm_totp(req, user, code):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP
+# 17. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
 # uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, audit, authentication, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4030,7 +3358,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its
+# 18. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
 # uses: errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4160,7 +3488,7 @@ def find_route(method, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the
+# 19. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
 # uses: config, errors, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4701,7 +4029,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each
+# 22. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9892,7 +9220,7 @@ def revoke_own_token(req, user, row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
+# 40. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
 # uses: config, errors, storage, tokens, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10982,7 +10310,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
+# 43. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13132,7 +12460,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
+# 49. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13524,7 +12852,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs
+# 51. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15338,7 +14666,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files,
+# 56. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16874,6 +16202,722 @@ def run_command(args):
             return 1
         print("audit chain intact: %d rows" % count)
     return 0
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# Appendix: schema.sql — the SQLite schema, the only source of its text; storage runs it when a database opens
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+SCHEMA = """-- agentgit schema (SQLite): its only source; `make dist` embeds it in agentgit.py as SCHEMA.
+-- Times are UTC ISO 8601 with a trailing Z. Permissions are read < triage < write < maintain < admin.
+
+-- Humans, agents and organizations share one namespace of logins, as on GitHub.
+CREATE TABLE IF NOT EXISTS accounts (
+    id               INTEGER PRIMARY KEY,
+    login            TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    kind             TEXT NOT NULL CHECK (kind IN ('human', 'agent', 'org')),
+    name             TEXT,
+    email            TEXT,
+    description      TEXT,
+    site_admin       INTEGER NOT NULL DEFAULT 0,
+    suspended_at     TEXT,
+    retired_at       TEXT,              -- agents only: retired for good; the login stays reserved
+    password_hash    TEXT,
+    totp_secret      TEXT,              -- a TOTP secret encrypted with the server key; NULL: no second factor
+    -- organizations only: what every member may do on every repository of the org
+    base_permission  TEXT NOT NULL DEFAULT 'read'
+                     CHECK (base_permission IN ('none', 'read', 'write', 'admin')),
+    -- humans vouched for by an embedding program's authenticator
+    idp_provider     TEXT,
+    idp_subject      TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    UNIQUE (idp_provider, idp_subject)
+);
+
+CREATE TABLE IF NOT EXISTS org_members (
+    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
+    PRIMARY KEY (org_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS teams (
+    id           INTEGER PRIMARY KEY,
+    org_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    slug         TEXT NOT NULL COLLATE NOCASE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    privacy      TEXT NOT NULL DEFAULT 'closed' CHECK (privacy IN ('secret', 'closed')),
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    UNIQUE (org_id, slug)
+);
+
+CREATE TABLE IF NOT EXISTS team_members (
+    team_id  INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    role     TEXT NOT NULL CHECK (role IN ('member', 'maintainer')),
+    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
+    PRIMARY KEY (team_id, user_id)
+);
+
+-- AUTOINCREMENT: a repository id (and so its directory name) is never reused.
+CREATE TABLE IF NOT EXISTS repos (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_id        INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL COLLATE NOCASE,
+    description     TEXT,
+    homepage        TEXT,
+    private         INTEGER NOT NULL DEFAULT 0,
+    archived        INTEGER NOT NULL DEFAULT 0,
+    default_branch  TEXT NOT NULL DEFAULT 'main',
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    pushed_at       TEXT,
+    parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
+    forked_by       INTEGER REFERENCES accounts(id) ON DELETE SET NULL, -- a fork: who made it (its access counts)
+    UNIQUE (owner_id, name)
+);
+CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);
+
+CREATE TABLE IF NOT EXISTS collaborators (
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- an agent's invite-derived access: its grantor
+    PRIMARY KEY (repo_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS team_repos (
+    team_id     INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'triage', 'write', 'maintain', 'admin')),
+    PRIMARY KEY (team_id, repo_id)
+);
+
+-- Tokens are stored as sha256 of the whole token (they carry 128 random bits, so no salt is needed).
+-- A switch-session token acts as the agent (user_id) and names the human who opened it (issued_by).
+CREATE TABLE IF NOT EXISTS tokens (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind          TEXT NOT NULL CHECK (kind IN ('personal', 'agent', 'session', 'switch-session', 'oauth', 'task', 'tool')),
+    issued_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    grant_id      INTEGER REFERENCES task_grants(id) ON DELETE CASCADE,   -- task tokens: their grant
+    audience      TEXT,              -- agent session tokens: JSON list of the repositories they are for, or NULL: any
+    resource      TEXT,              -- RFC 8707: the server URL (REST, GraphQL, Git) or its /mcp URL it is for; NULL: both
+    credential_id INTEGER REFERENCES broker_credentials(id) ON DELETE CASCADE,  -- tool tokens: the one credential
+    cnf           TEXT,              -- sender-constrained (version 9): JSON {"x5t#S256": ...} (RFC 8705) or {"jkt": ...} (RFC 9449)
+    runtime       TEXT,              -- the runtime identity (a SPIFFE ID) of the connection that minted it
+    name          TEXT NOT NULL DEFAULT '',
+    scopes        TEXT NOT NULL DEFAULT '',
+    hash          TEXT NOT NULL UNIQUE,
+    fingerprint   TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    revoked_at    TEXT,
+    last_used_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens(user_id);
+
+-- Append-only. hash = HMAC(server key, prev_hash + the row's fields): editing or deleting a row breaks the chain.
+CREATE TABLE IF NOT EXISTS audit (
+    id                 INTEGER PRIMARY KEY,
+    at                 TEXT NOT NULL,
+    actor              TEXT,
+    user_kind          TEXT,
+    delegator          TEXT,
+    task               TEXT,
+    grant_id           TEXT,
+    runtime            TEXT,
+    token_fingerprint  TEXT,
+    surface            TEXT NOT NULL,
+    action             TEXT NOT NULL,
+    resource           TEXT NOT NULL,
+    decision           TEXT NOT NULL,
+    reasons            TEXT NOT NULL,
+    side_effect        TEXT,
+    token_kind         TEXT,              -- from version 6: bootstrap (agent), session, task, personal ...
+    rule               TEXT,              -- from version 6: the policy rule that decided (POLICY_RULES)
+    prev_hash          TEXT NOT NULL,
+    hash               TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor);
+
+-- Side effects outside the database (schema version 7): a ref about to move, written down before it
+-- moves and deleted by the transaction that writes its audit rows. What a crash leaves here is settled
+-- at the next start from the ref itself (intents.py), so no row claims a move that never happened and
+-- no move goes unrecorded.
+CREATE TABLE IF NOT EXISTS intents (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    ref         TEXT NOT NULL,
+    old         TEXT NOT NULL,        -- 40 zeros: the ref is created
+    new         TEXT NOT NULL,        -- 40 zeros: the ref is deleted
+    rows        TEXT NOT NULL,        -- JSON [[audit_row() fields, approval id or null], ...]: the rows it is for
+    follow_up   TEXT,                 -- JSON {"kind": ..., ...}: what finishes the database's part once it moved
+    created_at  TEXT NOT NULL
+);
+
+-- Collaboration (schema version 2). Issues and pull requests share one number sequence per repository.
+CREATE TABLE IF NOT EXISTS milestones (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number       INTEGER NOT NULL,
+    title        TEXT NOT NULL,
+    description  TEXT,
+    state        TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+    due_on       TEXT,
+    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    closed_at    TEXT,
+    UNIQUE (repo_id, number)
+);
+
+CREATE TABLE IF NOT EXISTS issues (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    number        INTEGER NOT NULL,
+    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    title         TEXT NOT NULL,
+    body          TEXT,
+    state         TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+    state_reason  TEXT,
+    locked        INTEGER NOT NULL DEFAULT 0,
+    lock_reason   TEXT,
+    milestone_id  INTEGER REFERENCES milestones(id) ON DELETE SET NULL,
+    is_pull       INTEGER NOT NULL DEFAULT 0,
+    closed_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    closed_at     TEXT,
+    UNIQUE (repo_id, number)
+);
+
+CREATE TABLE IF NOT EXISTS issue_assignees (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, user_id)
+);
+
+-- github.com's sub-issues: each issue has at most one parent, its children in the order of position
+CREATE TABLE IF NOT EXISTS sub_issues (
+    parent_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    child_id   INTEGER NOT NULL UNIQUE REFERENCES issues(id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sub_issues_by_parent ON sub_issues(parent_id);
+
+CREATE TABLE IF NOT EXISTS labels (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL COLLATE NOCASE,
+    color        TEXT NOT NULL,
+    description  TEXT,
+    UNIQUE (repo_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS issue_labels (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    label_id  INTEGER NOT NULL REFERENCES labels(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, label_id)
+);
+
+CREATE TABLE IF NOT EXISTS comments (
+    id          INTEGER PRIMARY KEY,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    body        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_by_issue ON comments(issue_id);
+
+-- A pull request is an issue (is_pull = 1) plus where it comes from and goes to.
+CREATE TABLE IF NOT EXISTS pulls (
+    issue_id          INTEGER PRIMARY KEY REFERENCES issues(id) ON DELETE CASCADE,
+    head_repo_id      INTEGER REFERENCES repos(id) ON DELETE SET NULL,
+    head_ref          TEXT NOT NULL,
+    head_sha          TEXT NOT NULL,
+    base_ref          TEXT NOT NULL,
+    base_sha          TEXT NOT NULL,
+    draft             INTEGER NOT NULL DEFAULT 0,
+    merged_at         TEXT,
+    merged_by         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    merge_commit_sha  TEXT
+);
+
+CREATE TABLE IF NOT EXISTS reviews (
+    id            INTEGER PRIMARY KEY,
+    issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    state         TEXT NOT NULL CHECK (state IN ('PENDING', 'APPROVED', 'CHANGES_REQUESTED', 'COMMENTED', 'DISMISSED')),
+    body          TEXT NOT NULL DEFAULT '',
+    commit_id     TEXT,
+    submitted_at  TEXT                -- NULL while pending
+);
+-- a reviewer has at most one pending review of a pull request
+CREATE UNIQUE INDEX IF NOT EXISTS one_pending_review ON reviews(issue_id, user_id) WHERE state = 'PENDING';
+
+CREATE TABLE IF NOT EXISTS review_comments (
+    id          INTEGER PRIMARY KEY,
+    review_id   INTEGER NOT NULL REFERENCES reviews(id) ON DELETE CASCADE,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    path        TEXT NOT NULL,
+    line        INTEGER,
+    side        TEXT NOT NULL DEFAULT 'RIGHT',
+    start_line  INTEGER,              -- a comment on lines start_line..line
+    start_side  TEXT NOT NULL DEFAULT 'RIGHT',
+    subject_type TEXT NOT NULL DEFAULT 'LINE',
+    body        TEXT NOT NULL,
+    commit_id   TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+-- notifications: one account's thread of one issue or pull request, and who watches which repository
+CREATE TABLE IF NOT EXISTS notification_threads (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    issue_id      INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    reason        TEXT NOT NULL,
+    unread        INTEGER NOT NULL DEFAULT 1,
+    done          INTEGER NOT NULL DEFAULT 0,    -- out of the inbox until something new happens
+    subscribed    INTEGER NOT NULL DEFAULT 0,    -- subscribed to by hand (reason manual)
+    ignored       INTEGER NOT NULL DEFAULT 0,    -- nothing more from this thread
+    updated_at    TEXT NOT NULL,
+    last_read_at  TEXT,
+    UNIQUE (user_id, issue_id)
+);
+CREATE INDEX IF NOT EXISTS threads_by_issue ON notification_threads(issue_id);
+
+CREATE TABLE IF NOT EXISTS repo_subscriptions (
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    subscribed  INTEGER NOT NULL,
+    ignored     INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (user_id, repo_id)
+);
+
+CREATE TABLE IF NOT EXISTS review_requests (
+    issue_id  INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    user_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    PRIMARY KEY (issue_id, user_id)
+);
+
+-- Branch protection, commit statuses and check runs (schema version 3). Records only: nothing runs here.
+CREATE TABLE IF NOT EXISTS branch_protections (
+    repo_id             INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    branch              TEXT NOT NULL,
+    required_approvals  INTEGER,            -- NULL: no pull request required; 0..6: approvals a merge needs
+    dismiss_stale       INTEGER NOT NULL DEFAULT 0,
+    required_checks     TEXT,               -- JSON list of contexts, NULL: none required
+    strict_checks       INTEGER NOT NULL DEFAULT 0,
+    enforce_admins      INTEGER NOT NULL DEFAULT 0,
+    allow_force_pushes  INTEGER NOT NULL DEFAULT 0,
+    allow_deletions     INTEGER NOT NULL DEFAULT 0,
+    updated_at          TEXT NOT NULL,
+    PRIMARY KEY (repo_id, branch)
+);
+
+CREATE TABLE IF NOT EXISTS statuses (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    sha          TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('error', 'failure', 'pending', 'success')),
+    context      TEXT NOT NULL,
+    description  TEXT,
+    target_url   TEXT,
+    creator_id   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS statuses_by_sha ON statuses(repo_id, sha);
+
+CREATE TABLE IF NOT EXISTS check_runs (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    head_sha      TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion    TEXT,
+    external_id   TEXT,
+    details_url   TEXT,
+    output        TEXT NOT NULL DEFAULT '{}',
+    creator_id    INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    started_at    TEXT,
+    completed_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS check_runs_by_sha ON check_runs(repo_id, head_sha);
+
+-- Releases and workflow records (schema version 4). Workflows are files in the repository; runs are
+-- records of dispatches that an authorization layer gates: nothing executes here.
+CREATE TABLE IF NOT EXISTS releases (
+    id                INTEGER PRIMARY KEY,
+    repo_id           INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    tag_name          TEXT NOT NULL,
+    target_commitish  TEXT NOT NULL,
+    name              TEXT,
+    body              TEXT,
+    draft             INTEGER NOT NULL DEFAULT 0,
+    prerelease        INTEGER NOT NULL DEFAULT 0,
+    author_id         INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at        TEXT NOT NULL,
+    published_at      TEXT,
+    UNIQUE (repo_id, tag_name)
+);
+
+-- Release assets: uploaded files, kept in the database (MAX_ASSET_BYTES at most each) so that deleting
+-- a release or a repository takes them in the same transaction.
+CREATE TABLE IF NOT EXISTS release_assets (
+    id              INTEGER PRIMARY KEY,
+    release_id      INTEGER NOT NULL REFERENCES releases(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    label           TEXT,
+    content_type    TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    digest          TEXT NOT NULL,           -- sha256:<hex>, as GitHub reports it
+    data            BLOB NOT NULL,
+    download_count  INTEGER NOT NULL DEFAULT 0,
+    uploader_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    UNIQUE (release_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS workflows (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    path        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    disabled_at TEXT,                 -- disabled by hand (gh workflow disable): not dispatched
+    UNIQUE (repo_id, path)
+);
+
+CREATE TABLE IF NOT EXISTS workflow_runs (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    workflow_id  INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    run_number   INTEGER NOT NULL,
+    run_attempt  INTEGER NOT NULL DEFAULT 1,
+    event        TEXT NOT NULL,
+    head_branch  TEXT NOT NULL,
+    head_sha     TEXT NOT NULL,
+    inputs       TEXT NOT NULL DEFAULT '{}',
+    status       TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion   TEXT,
+    actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+
+-- Delegation (schema version 5): a human invites, the agent consents with its own token, and the
+-- grants the invite carried are applied in the same transaction as the binding.
+CREATE TABLE IF NOT EXISTS agent_invites (
+    id           INTEGER PRIMARY KEY,
+    inviter_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    hash         TEXT NOT NULL UNIQUE,
+    fingerprint  TEXT NOT NULL,
+    grants       TEXT NOT NULL,         -- JSON {"repo_grants": [...], "team_grants": [...]}
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    consumed_at  TEXT,
+    consumed_by  INTEGER REFERENCES accounts(id) ON DELETE SET NULL
+);
+
+-- agent_id is the key: an agent is bound to at most one human.
+CREATE TABLE IF NOT EXISTS agent_bindings (
+    agent_id      INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+    human_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    invite_id     INTEGER REFERENCES agent_invites(id) ON DELETE SET NULL,
+    display_name  TEXT,
+    bound_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agent_bindings_by_human ON agent_bindings(human_id);
+
+-- What a binding granted, so unbinding or revoking by organization takes exactly that back.
+CREATE TABLE IF NOT EXISTS agent_grants (
+    id          INTEGER PRIMARY KEY,
+    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    repo_id     INTEGER REFERENCES repos(id) ON DELETE CASCADE,
+    team_id     INTEGER REFERENCES teams(id) ON DELETE CASCADE,
+    org_id      INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- membership a team grant needed
+    permission  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+-- Signed-in humans on the web pages. The cookie carries a random id; the table keeps its sha256.
+CREATE TABLE IF NOT EXISTS web_sessions (
+    hash        TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    csrf        TEXT NOT NULL,
+    totp_at     TEXT,                    -- when the second factor was last shown (for step-up)
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
+
+-- OAuth device flow (RFC 8628): what a client asked for, and which human approved or denied it.
+CREATE TABLE IF NOT EXISTS device_codes (
+    id           INTEGER PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,    -- sha256 of the device code; the code itself is the client's
+    user_code    TEXT NOT NULL UNIQUE,
+    client_id    TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    interval     INTEGER NOT NULL,
+    last_poll    REAL,
+    approved_by  INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    denied       INTEGER NOT NULL DEFAULT 0,
+    consumed_at  TEXT
+);
+
+-- OAuth apps for the authorization code flow with PKCE; codes live 60 s and are single use, and
+-- refresh tokens rotate within a family so that replaying an old one revokes the family.
+CREATE TABLE IF NOT EXISTS oauth_apps (
+    id             INTEGER PRIMARY KEY,
+    client_id      TEXT NOT NULL UNIQUE,  -- agc_…, or a metadata document's https URL
+    secret_hash    TEXT,                  -- NULL: a public client (PKCE alone)
+    name           TEXT NOT NULL,
+    redirect_uris  TEXT NOT NULL,         -- JSON list
+    owner_id       INTEGER REFERENCES accounts(id) ON DELETE CASCADE,   -- NULL: nobody vouches for it
+    kind           TEXT NOT NULL DEFAULT 'owned' CHECK (kind IN ('owned', 'dynamic', 'metadata_document')),
+    metadata       TEXT NOT NULL DEFAULT '{}',   -- what it registered, or its metadata document
+    fetched_at     INTEGER,               -- a metadata document: when it was last fetched (epoch seconds)
+    created_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS oauth_codes (
+    id            INTEGER PRIMARY KEY,
+    hash          TEXT NOT NULL UNIQUE,
+    app_id        INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
+    user_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    redirect_uri  TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    challenge     TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    consumed_at   TEXT,
+    family        TEXT,                   -- the refresh family it started, to revoke on replay
+    resource      TEXT                    -- RFC 8707: the resource the client asked for, its tokens' audience
+);
+
+CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (
+    id           INTEGER PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,
+    family       TEXT NOT NULL,
+    app_id       INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
+    user_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    scopes       TEXT NOT NULL,
+    access_id    INTEGER REFERENCES tokens(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL,
+    used_at      TEXT,
+    resource     TEXT
+);
+
+-- The broker's vault: external credentials for one upstream each, their secret parts sealed (vault.py)
+-- and bound to the row; placement holds what is not secret (the header an API key goes in, a username).
+CREATE TABLE IF NOT EXISTS broker_credentials (
+    id          INTEGER PRIMARY KEY,
+    public_id   TEXT NOT NULL UNIQUE,
+    owner_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('api_key', 'basic', 'oauth_refresh')),
+    base_url    TEXT NOT NULL,
+    placement   TEXT NOT NULL,
+    sealed      TEXT NOT NULL,
+    access_sealed      TEXT,          -- oauth_refresh: the upstream's current access token, sealed (version 9)
+    access_expires_at  TEXT,
+    created_at  TEXT NOT NULL,
+    rotated_at  TEXT,
+    UNIQUE (owner_id, name)
+);
+
+-- Public keys an agent signs OAuth client assertions with (RFC 7523), and the assertions' jti, each
+-- accepted once until it expires.
+-- Runtime identities revoked by security policy (schema version 9): a runtime whose certificate names a
+-- SPIFFE ID matching ``pattern`` (GLOB) is refused everything, as the agents of ``human_id`` (NULL: a
+-- site admin's revocation, for everyone), until the revocation is lifted.
+CREATE TABLE IF NOT EXISTS revoked_runtimes (
+    id          INTEGER PRIMARY KEY,
+    public_id   TEXT NOT NULL UNIQUE,
+    pattern     TEXT NOT NULL,
+    human_id    INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    revoked_by  INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS agent_keys (
+    id          INTEGER PRIMARY KEY,
+    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kid         TEXT NOT NULL,
+    jwk         TEXT NOT NULL,           -- the public JWK: kty RSA, n, e
+    created_at  TEXT NOT NULL,
+    UNIQUE (agent_id, kid)
+);
+
+CREATE TABLE IF NOT EXISTS assertion_ids (
+    agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    jti         TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, jti)
+);
+
+-- Task grants: what an agent may do for one task, on which resources, under which constraints.
+CREATE TABLE IF NOT EXISTS task_grants (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    agent_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    delegator_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    task          TEXT NOT NULL,
+    resources     TEXT NOT NULL,          -- JSON list: "repo:owner/name"
+    actions       TEXT NOT NULL,          -- JSON list of action names
+    constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, requires_approval
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    revoked_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
+
+-- Approvals: a human's yes to one action on one resource under one grant; single use, short-lived.
+CREATE TABLE IF NOT EXISTS approvals (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    grant_id      INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
+    action        TEXT NOT NULL,
+    resource      TEXT NOT NULL,
+    subject       TEXT NOT NULL DEFAULT '',  -- exactly what: "pull request #3 at 1a2b3c4d5e6f", a ref at a commit
+    context       TEXT,                      -- JSON: what the human needs to judge it (pull number, ref and sha ...)
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    approved_by   INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    approved_at   TEXT,
+    denied_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    denied_at     TEXT,
+    denial_reason TEXT,
+    used_at       TEXT
+);
+
+-- Step-up: when a token's holder last confirmed a TOTP code, for the actions that ask for a fresh one.
+CREATE TABLE IF NOT EXISTS step_ups (
+    token_id      INTEGER PRIMARY KEY REFERENCES tokens(id) ON DELETE CASCADE,
+    at            TEXT NOT NULL
+);
+
+-- Freezes: a repository or a whole organization made read-only by policy (an incident, an audit, a
+-- release): reads pass and every change is refused as read_only until someone thaws it.
+CREATE TABLE IF NOT EXISTS freezes (
+    id            INTEGER PRIMARY KEY,
+    public_id     TEXT NOT NULL UNIQUE,
+    repo_id       INTEGER UNIQUE REFERENCES repos(id) ON DELETE CASCADE,
+    org_id        INTEGER UNIQUE REFERENCES accounts(id) ON DELETE CASCADE,
+    reason        TEXT NOT NULL,
+    frozen_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at    TEXT NOT NULL,
+    CHECK ((repo_id IS NULL) != (org_id IS NULL))
+);
+
+-- Actions secrets, sealed by the client (a libsodium sealed box) to the server's X25519 key. agentgit
+-- runs no workflows: it keeps them for a runner and never opens them.
+CREATE TABLE IF NOT EXISTS secrets (
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (repo_id, name)
+);
+
+-- Actions variables: plain configuration values for workflows (which nothing here runs).
+CREATE TABLE IF NOT EXISTS variables (
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (repo_id, name)
+);
+
+-- Deploy keys: OpenSSH public keys (TYPE BASE64), each registered once on the server (fingerprint:
+-- SHA-256 of the key blob). Nothing here speaks SSH: they are kept for the tools that manage them.
+CREATE TABLE IF NOT EXISTS deploy_keys (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    title        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL UNIQUE,
+    read_only    INTEGER NOT NULL DEFAULT 1,
+    added_by     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at   TEXT NOT NULL
+);
+
+-- Environments (nothing deploys here: a name, its protection settings as JSON, its secrets and
+-- variables), and the secrets and variables of environments and of organizations. An organization's
+-- are for all its repositories, its private ones, or those selected in org_selected_repos.
+CREATE TABLE IF NOT EXISTS environments (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL COLLATE NOCASE,
+    settings    TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    UNIQUE (repo_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS environment_secrets (
+    environment_id   INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (environment_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS environment_variables (
+    environment_id   INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (environment_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS org_secrets (
+    org_id           INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    encrypted_value  TEXT NOT NULL,
+    visibility       TEXT NOT NULL CHECK (visibility IN ('all', 'private', 'selected')),
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS org_variables (
+    org_id           INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    visibility       TEXT NOT NULL CHECK (visibility IN ('all', 'private', 'selected')),
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS org_selected_repos (
+    org_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind     TEXT NOT NULL CHECK (kind IN ('secrets', 'variables')),
+    name     TEXT NOT NULL,
+    repo_id  INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    PRIMARY KEY (org_id, kind, name, repo_id)
+);
+
+-- Settings an operator chooses once for the installation (e.g. agent_credentials: bootstrap or direct).
+CREATE TABLE IF NOT EXISTS settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+"""
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════

@@ -54,6 +54,35 @@ def test_every_line_of_every_module_is_in_the_single_file_verbatim_and_in_order(
                 pytest.fail("%s.py: %r is not in agentgit.py after line %d" % (name, line, at))
 
 
+def test_the_single_file_opens_with_a_guide_whose_line_numbers_are_right():
+    """A reader of agentgit.py starts at its reading path (six stops, each with the lines of the places
+    that are it), finds each module by its line range and the schema in the appendix, and can tell
+    which sources it was made from."""
+    lines = read(SINGLE_FILE).splitlines()
+    guide = lines[:lines.index('"""', 1)]
+    stops = [line.split() for line in guide if line.startswith("       line ")]
+    assert len(stops) >= 12 and len([line for line in guide if re.match(r"  \d\. [A-Za-z]", line)]) == 6
+    for _, number, place in stops:
+        *_, name = place.split(".")
+        assert re.match(r"\s*(def %s\(|class %s\b|%s = )" % (name, name, name), lines[int(number) - 1]), place
+    ranges = {}
+    for line in guide:
+        found = re.match(r"\s+(?:\d+\.)?\s*(\w+)\s+lines\s+(\d+)-\s*(\d+)\s", line)
+        if found:
+            ranges[found.group(1)] = int(found.group(2)), int(found.group(3))
+    assert list(ranges) == BUILD_ORDER[:-1] + ["appendix"]
+    for name, (first, last) in ranges.items():
+        assert lines[first - 1] == amalgamate.BANNER and lines[last].startswith(amalgamate.BANNER[:10]), name
+        title = "# Appendix: schema.sql " if name == "appendix" else "# %d. src/agentgit/%s.py " % (
+            BUILD_ORDER.index(name) + 1, name)
+        assert lines[first].startswith(title), name
+    appendix = lines[ranges["appendix"][0] + 3]
+    assert appendix == 'SCHEMA = """' + read(os.path.join(ROOT, "schema.sql")).splitlines()[0]
+    sources = [os.path.join(PACKAGE, name + ".py") for name in ["__init__"] + BUILD_ORDER]
+    digest = amalgamate.sources_digest(ROOT, sources + [os.path.join(ROOT, "schema.sql")])
+    assert "Made from sources whose SHA-256 is %s" % digest in guide
+
+
 def test_the_single_file_makes_every_import_its_modules_make():
     """import urllib.parse and import urllib.request both bind urllib: each must be hoisted all the same."""
     header = read(SINGLE_FILE).split(amalgamate.BANNER)[0].splitlines()
@@ -107,8 +136,9 @@ def test_both_builds_serve_the_same_routes_actions_graphql_schema_and_migrations
         assert package[key] == single[key], key
     assert package["schema"] == single["schema"] == read(os.path.join(ROOT, "schema.sql"))
     # one namespace: what a test or an embedding program reaches as agentgit.X is there in both
-    # (the package adds its modules, their order, and the pathlib with which storage reads schema.sql)
-    assert set(package["names"]) - set(BUILD_ORDER) - {"MODULES", "pathlib"} == set(single["names"])
+    # (the package adds its modules, their order, the reading path (the single file's guide), and the
+    # pathlib with which storage reads schema.sql)
+    assert set(package["names"]) - set(BUILD_ORDER) - {"MODULES", "READING_PATH", "pathlib"} == set(single["names"])
 
 
 @pytest.mark.parametrize("build", ["file", "package"])

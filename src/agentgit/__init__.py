@@ -41,6 +41,25 @@ MODULES = (
     "settings_pages", "oauth_clients", "client_assertions", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
 )
 
+# Where a reader of agentgit.py starts: the model in six stops, each a sentence and the places that are it
+# (module.name, or module.Class.method). `make dist` writes them, with their line numbers, at the top of
+# the single file, and refuses a place that no longer exists.
+READING_PATH = (
+    ("Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what, until when; "
+     "an agent's long-lived one is traded for short-lived ones.", ("tokens.issue_token", "tokens.verify_token")),
+    ("decide() and its rules: one function answers every action on every resource, walking a published table.",
+     ("policy.POLICY_RULES", "policy.decide")),
+    ("The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row shows.",
+     ("audit.audit_append", "audit.audit_verify")),
+    ("Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants it a task, "
+     "whose token does exactly that and never more than the human may do now.",
+     ("delegation.create_invite", "delegation.confirm_binding", "tasks.create_task_grant", "authentication.load_grant")),
+    ("The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface records through.",
+     ("server.App.dispatch", "authentication.authenticate", "ledger.Ledger")),
+    ("The git push path: each ref a push moves is decided, approved, written down before it moves, and audited.",
+     ("githttp.git_receive_pack", "ledger.Ledger.decide_each", "intents.reconcile_intents")),
+)
+
 # One namespace, as in the single file: `agentgit.make_server`, `agentgit.decide`, ... are the same
 # objects whichever build is imported.
 for module_name in MODULES:
