@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1365  tokens.issue_token
-       line  1387  tokens.verify_token
+       line  1370  tokens.issue_token
+       line  1392  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2456  policy.POLICY_RULES
-       line  2493  policy.decide
+       line  2461  policy.POLICY_RULES
+       line  2498  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2558  audit.audit_append
-       line  2562  audit.audit_verify
+       line  2563  audit.audit_append
+       line  2567  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9327  delegation.create_invite
-       line  9399  delegation.confirm_binding
-       line  9955  tasks.create_task_grant
-       line  3168  authentication.load_grant
+       line  9353  delegation.create_invite
+       line  9425  delegation.confirm_binding
+       line 10007  tasks.create_task_grant
+       line  3173  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 14895  server.App.dispatch
-       line  3085  authentication.authenticate
-       line  2804  ledger.Ledger
+       line 15057  server.App.dispatch
+       line  3090  authentication.authenticate
+       line  2809  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14605  githttp.git_receive_pack
-       line  2847  ledger.Ledger.decide_each
-       line  2785  intents.reconcile_intents
+       line 14767  githttp.git_receive_pack
+       line  2852  ledger.Ledger.decide_each
+       line  2790  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   187-  277  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   278-  307  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   308-  667  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   668-  720  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   721-  920  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines   921- 1132  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1133- 1313  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1314- 1414  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1415- 1508  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1509- 1734  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1735- 2515  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2516- 2680  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2681- 2728  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2729- 2798  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  2799- 2970  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  2971- 3200  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3201- 3359  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3360- 3489  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3490- 3774  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  3775- 3978  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  3979- 4030  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4031- 4267  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4268- 4354  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4355- 4805  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  4806- 5074  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5075- 5745  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  5746- 5875  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  5876- 6357  REST: pull requests and their merges.
-    29. reviews            lines  6358- 6645  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6646- 6887  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  6888- 7143  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7144- 7486  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7487- 7822  REST: releases, tags and release assets.
-    34. deploy_keys        lines  7823- 7899  REST: deploy keys.
-    35. actions            lines  7900- 8106  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8107- 8309  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8310- 8657  REST: organizations, memberships and teams.
-    38. actions_config     lines  8658- 9145  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9146- 9221  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9222- 9744  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9745- 9920  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines  9921-10311  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10312-10483  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10484-10746  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10747-11412  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11413-11758  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11759-12181  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12182-12461  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. settings_pages     lines 12462-12641  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    50. oauth_clients      lines 12642-12853  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    51. client_assertions  lines 12854-12953  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    52. broker             lines 12954-13386  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13387-14029  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14030-14467  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14468-14667  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 14668-14885  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 14886-15471  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15472-15748  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 15749-16206  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16207-16922  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   188-  278  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   279-  308  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   309-  668  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   669-  721  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   722-  925  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines   926- 1137  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1138- 1318  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1319- 1419  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1420- 1513  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1514- 1739  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1740- 2520  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2521- 2685  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2686- 2733  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2734- 2803  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  2804- 2975  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  2976- 3205  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3206- 3385  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3386- 3515  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3516- 3800  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  3801- 4004  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4005- 4056  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4057- 4293  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4294- 4380  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4381- 4831  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  4832- 5100  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5101- 5771  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  5772- 5901  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  5902- 6383  REST: pull requests and their merges.
+    29. reviews            lines  6384- 6671  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6672- 6913  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  6914- 7169  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7170- 7512  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7513- 7848  REST: releases, tags and release assets.
+    34. deploy_keys        lines  7849- 7925  REST: deploy keys.
+    35. actions            lines  7926- 8132  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8133- 8335  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8336- 8683  REST: organizations, memberships and teams.
+    38. actions_config     lines  8684- 9171  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9172- 9247  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9248- 9796  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9797- 9972  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines  9973-10363  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10364-10535  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10536-10798  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10799-11464  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11465-11810  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11811-12233  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12234-12513  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12514-12696  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12697-12903  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 12904-13115  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13116-13548  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13549-14191  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14192-14629  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14630-14829  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 14830-15047  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15048-15633  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15634-15910  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 15911-16368  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16369-17087  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is da5119136d7baa53cf4d12841af0df1151cc65c7fc0e7fc89f1e8b9d2550c67d
+Made from sources whose SHA-256 is f00030cf4ca411f1f23444442eaa4e12117eda5149406430f048fb4b991fc781
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -147,6 +147,7 @@ import io
 import ipaddress
 import itertools
 import json
+import math
 import os
 import re
 import secrets
@@ -726,7 +727,7 @@ def outbound_connection(scheme, host, port, address, timeout):
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 # SCHEMA, schema.sql's text, is this file's appendix, near its end (make dist puts it there)
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -782,6 +783,10 @@ MIGRATIONS = {
                  "INSERT INTO tokens (%s) SELECT %s FROM tokens_before_v9; DROP TABLE tokens_before_v9;" % ((
                      "id, user_id, kind, issued_by, grant_id, audience, resource, name, scopes, hash, fingerprint,"
                      " created_at, expires_at, revoked_at, last_used_at",) * 2)),
+    # a bound agent's new key waits for its human's approval; the keys registered before stay in use
+    10: Migration([("agent_keys", "approved_at TEXT"),
+                   ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL")],
+                  "", "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"),
 }
 
 
@@ -3219,6 +3224,9 @@ def load_server_key(path):
     return key
 
 
+FAILED_PROOFS_PER_MINUTE = 30
+
+
 class RateLimiter:
     """At most ``limit`` hits per key in any ``window`` seconds; a limit of 0 counts nothing and refuses
     nothing (the operator's `serve --registration-limit 0`)."""
@@ -3230,16 +3238,29 @@ class RateLimiter:
 
     def hit(self, key):
         """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
+        return self.count(key, True)
+
+    def wait(self, key):
+        """The seconds until a hit would be allowed (0: now), counting nothing: for a limit on failures,
+        asked before the work and hit after a failure."""
+        return self.count(key, False)
+
+    def count(self, key, counting):
         if not self.limit:
             return 0
         moment = time.monotonic()
         with self.lock:
-            hits = self.hits[key]
+            hits = self.hits.get(key) or collections.deque()
             while hits and hits[0] <= moment - self.window:
                 hits.popleft()
             if len(hits) >= self.limit:
                 return int(hits[0] + self.window - moment) + 1
-            hits.append(moment)
+            if counting:
+                hits.append(moment)
+            if hits:
+                self.hits[key] = hits
+            else:
+                self.hits.pop(key, None)        # keys that hit nothing lately are not kept
             return 0
 
 
@@ -3266,7 +3287,9 @@ class Installation:
     - ``url`` and ``api``: the public base URL and its REST root (every serializer's links);
     - ``authenticator``: an embedding program's vouching for humans (authentication);
     - ``registrations`` and ``sign_ins``: rate limits per address (agents, OAuth clients and client
-      documents; web sign-in); ``token_seen``: when each token's last use was recorded (touch_token);
+      documents; web sign-in); ``failed_proofs``: failed DPoP proofs and client assertions per address
+      and per agent (authentication, client_assertions); ``token_seen``: when each token's last use was
+      recorded (touch_token);
       ``dpop_replay``: DPoP proofs' jti seen (proofs);
     - ``agent_credentials``: "bootstrap" or "direct", the installation's choice (policy, the banner)."""
 
@@ -3289,6 +3312,9 @@ class Installation:
         self.authenticator = authenticator
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
         self.sign_ins = RateLimiter(10, 300)
+        # failed proofs of possession (DPoP proofs, client assertions), per address and per agent: past
+        # the limit, further ones are refused before any signature is checked
+        self.failed_proofs = RateLimiter(FAILED_PROOFS_PER_MINUTE, 60)
         self.token_seen = {}
         self.dpop_replay = ReplayCache()
         self.set_url(config.url)
@@ -9498,34 +9524,54 @@ def unbind(req, login):
     return 204, None
 
 
+def revoke_agent_credentials(db, agent_ids, keep_agent_token=False):
+    """Everything the agents authenticate with, the one place every revocation path goes through: their
+    tokens (every kind; with ``keep_agent_token`` all but their own agent token), their registered keys
+    (which mint tokens by client assertion, like a token would), and their OAuth refresh families.
+    Returns (tokens revoked, keys deleted)."""
+    if not agent_ids:
+        return 0, 0
+    among = "IN (%s)" % ",".join("?" * len(agent_ids))
+    tokens = revoke(db, "user_id %s%s" % (among, " AND kind != 'agent'" if keep_agent_token else ""), agent_ids)
+    keys = db.execute("DELETE FROM agent_keys WHERE agent_id %s" % among, agent_ids).rowcount
+    db.execute("UPDATE oauth_refresh_tokens SET used_at = COALESCE(used_at, ?) WHERE user_id %s" % among,
+               (now(), *agent_ids))
+    return tokens, keys
+
+
+def revoked_phrase(tokens, keys):
+    return "revoked %d tokens%s" % (tokens, " and %d keys" % keys if keys else "")
+
+
 def unbind_agent(db, agent):
-    sessions = revoke(db, "user_id = ? AND kind IN ('switch-session', 'session')", (agent["id"],))
+    credentials = revoked_phrase(*revoke_agent_credentials(db, (agent["id"],), keep_agent_token=True))
     grants = remove_grants(db, agent["id"])
     # a task grant stands on the binding: without it, its tokens would act for a human no longer behind them
     tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL AND"
                        " delegator_id IN (SELECT human_id FROM agent_bindings WHERE agent_id = ?)",
                        (now(), agent["id"], agent["id"])).rowcount
     db.execute("DELETE FROM agent_bindings WHERE agent_id = ?", (agent["id"],))
-    return "unbound %s; revoked %d switch sessions and %d task grants, took back %d grants" % (
-        agent["login"], sessions, tasks, grants)
+    return "unbound %s; %s but its own agent token, revoked %d task grants, took back %d grants" % (
+        agent["login"], credentials, tasks, grants)
 
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/reset-token")
 def reset_agent_token(req, login):
-    """Revoke every token of the agent and issue it a new one (shown once), for its bound human."""
+    """Revoke every credential of the agent (its tokens, its keys) and issue it a new token (shown once),
+    for its bound human."""
     agent, _ = bound_agent(req, login, confers=AGENT_SCOPES)
     with req.transaction() as db:
-        token, revoked, effect = reset_agent_credentials(db, req.app.key, agent)
+        token, (tokens, keys), effect = reset_agent_credentials(db, req.app.key, agent)
         req.effect(effect)
-    return 201, {"login": agent["login"], "token": token, "revoked": revoked}
+    return 201, {"login": agent["login"], "token": token, "revoked": tokens, "keys_revoked": keys}
 
 
 def reset_agent_credentials(db, key, agent):
-    """Revoke every token the agent has (its own, switch sessions, and later kinds) and mint one."""
-    revoked = revoke(db, "user_id = ?", (agent["id"],))
+    """Revoke everything the agent authenticates with (revoke_agent_credentials) and mint it one token."""
+    revoked = revoke_agent_credentials(db, (agent["id"],))
     token, _ = issue_token(db, key, agent["id"], "agent", name="agent", scopes=AGENT_SCOPES)
-    return token, revoked, "reset %s: revoked %d tokens, new agent token %s" % (agent["login"], revoked,
-                                                                               token_fingerprint(token))
+    return token, revoked, "reset %s: %s, new agent token %s" % (agent["login"], revoked_phrase(*revoked),
+                                                                  token_fingerprint(token))
 
 
 def set_agent_suspended(req, login, suspended):
@@ -9602,7 +9648,7 @@ def retire_agent(req, login):
 
 
 def retire(db, agent, human_id, repositories):
-    revoked = revoke(db, "user_id = ?", (agent["id"],))
+    revoked = revoked_phrase(*revoke_agent_credentials(db, (agent["id"],)))
     if repositories == "transfer":
         moved = db.execute("UPDATE repos SET owner_id = ?, updated_at = ? WHERE owner_id = ?",
                            (human_id, now(), agent["id"])).rowcount
@@ -9612,7 +9658,7 @@ def retire(db, agent, human_id, repositories):
     remove_grants(db, agent["id"])
     db.execute("UPDATE accounts SET retired_at = ?, suspended_at = COALESCE(suspended_at, ?) WHERE id = ?",
                (now(), now(), agent["id"]))
-    return "retired %s: revoked %d tokens, %s %d repositories" % (
+    return "retired %s: %s, %s %d repositories" % (
         agent["login"], revoked, "transferred" if repositories == "transfer" else "archived", moved)
 
 
@@ -9635,15 +9681,17 @@ def revocations(req):
     if kind == "agent":
         agent = find_account(req, target, kinds=("agent",))
         req.authorize("revoke_tokens", Resource.account(agent))
-        where, args, also = "user_id = ?", (agent["id"],), None
+        where, args, also, agents = "user_id = ?", (agent["id"],), None, (agent["id"],)
     elif kind == "delegator":
         human = find_account(req, target, kinds=("human",))
         req.authorize("revoke_tokens", Resource.account(human))
         where = ("user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?) OR (kind = 'switch-session'"
                  " AND issued_by = ?)")
         args, also = (human["id"], human["id"]), None
+        agents = tuple(r["agent_id"] for r in store.all("SELECT agent_id FROM agent_bindings WHERE human_id = ?",
+                                                        human["id"]))
     elif kind == "runtime":
-        where, args, also = runtime_target(req, target)
+        (where, args, also), agents = runtime_target(req, target), ()
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
         req.authorize("revoke_org_access", Resource.account(org))
@@ -9652,17 +9700,20 @@ def revocations(req):
             " LEFT JOIN teams t ON t.id = g.team_id WHERE r.owner_id = ? OR t.org_id = ? OR g.org_id = ?",
             org["id"], org["id"], org["id"])]
         where = "user_id IN (%s)" % ",".join("?" * len(reached)) if reached else "0"
-        args, also = tuple(reached), (org, reached)
+        args, also, agents = tuple(reached), (org, reached), tuple(reached)
     else:
         row = store.one("SELECT * FROM tokens WHERE fingerprint = ?", target)
         holder = account_by_id(store, row["user_id"]) if row else None
         if holder is None:
             raise HTTPError(404, "Not Found")
         req.authorize("revoke_tokens", Resource.account(holder))
-        where, args, also = "id = ?", (row["id"],), None
+        where, args, also, agents = "id = ?", (row["id"],), None, ()
     answer = {}
     with req.transaction() as db:
+        # the agents revoked lose every credential (keys and refresh families with their tokens)
         count = revoke(db, where, args)
+        tokens, keys = revoke_agent_credentials(db, agents)
+        count += tokens
         taken = 0
         if kind == "runtime":        # (``also`` is whose agents the runtime is revoked for)
             answer = block_runtime(req, db, target, also)
@@ -9673,8 +9724,9 @@ def revocations(req):
                 taken += remove_grants(db, agent_id, " AND (repo_id IN (SELECT id FROM repos WHERE owner_id = ?)"
                                        " OR team_id IN (SELECT id FROM teams WHERE org_id = ?) OR org_id = ?)",
                                        (org["id"], org["id"], org["id"]))
-        req.effect("revoked %d tokens by %s %s%s" % (count, kind, target, "; took back %d grants" % taken if taken else ""))
-    return 200, dict(answer, revoked=count)
+        req.effect("%s by %s %s%s" % (revoked_phrase(count, keys), kind, target,
+                                      "; took back %d grants" % taken if taken else ""))
+    return 200, dict(answer, revoked=count, **({"keys_revoked": keys} if kind in ("agent", "delegator", "org") else {}))
 
 
 def runtime_target(req, pattern):
@@ -12460,13 +12512,198 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-# uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks
+# 49. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_MAX_SECONDS = 600          # an assertion lives at most ten minutes
+CLOCK_SKEW_SECONDS = 60
+MAX_KEYS = 10
+ASSERTION_MAX_BYTES = 16384           # an RS256 JWT of the largest key allowed, with room for its claims
+def key_json(row):
+    return {"kid": row["kid"], "jwk": json.loads(row["jwk"]), "created_at": row["created_at"],
+            "state": "active" if row["approved_at"] else "pending"}
+
+
+@route("POST", "/api/ext/v1/agent-keys")
+def register_agent_key(req):
+    """The agent, with its own token, registers an RSA public key (a JWK) for client assertions. A bound
+    agent's key is pending until its human approves it: whoever held the agent's token for a minute
+    could otherwise keep a way in that outlives every reset of it."""
+    agent = signed_in(req)
+    req.authorize("register_agent_key", Resource.account(agent))
+    jwk = req.field(req.json(), "jwk", dict, "AgentKey", required=True)
+    try:
+        n, e = rsa_public_key(jwk)
+    except ValueError as error:
+        raise invalid("AgentKey", "jwk", message="the key must be %s" % error)
+    if (n.bit_length(), e) not in ((2048, 65537), (3072, 65537), (4096, 65537)):
+        raise invalid("AgentKey", "jwk", message="the key must be of 2048, 3072 or 4096 bits with e = 65537")
+    public = {"kty": "RSA", "n": jwk["n"], "e": jwk["e"], "alg": "RS256", "use": "sig"}
+    kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) and re.fullmatch(r"[\w.-]{1,64}", jwk["kid"]) else \
+        "k_" + secrets.token_hex(6)
+    human = bound_human(req.app.store, agent["id"])
+    with req.transaction() as db:
+        if db.execute("SELECT COUNT(*) FROM agent_keys WHERE agent_id = ?", (agent["id"],)).fetchone()[0] >= MAX_KEYS:
+            raise invalid("AgentKey", "jwk", "custom", "an agent has at most %d keys" % MAX_KEYS)
+        if db.execute("SELECT 1 FROM agent_keys WHERE agent_id = ? AND kid = ?", (agent["id"], kid)).fetchone():
+            raise invalid("AgentKey", "kid", "already_exists", "this agent has a key %s" % kid)
+        insert_row(db, "agent_keys", {"agent_id": agent["id"], "kid": kid, "jwk": json.dumps(public),
+                                      "created_at": now(), "approved_at": None if human else now()})
+        req.effect("agent %s's credentials changed: RSA key %s (%d bits) registered for client assertions%s" % (
+            agent["login"], kid, n.bit_length(), ", pending %s's approval" % human["login"] if human else ""))
+    answer = key_json(req.app.store.one("SELECT * FROM agent_keys WHERE agent_id = ? AND kid = ?", agent["id"], kid))
+    if human:
+        answer["approve_at"] = "%s/settings/agents" % req.app.url
+    return 201, answer
+
+
+def bound_human(store, agent_id):
+    return store.one("SELECT a.* FROM agent_bindings b JOIN accounts a ON a.id = b.human_id WHERE b.agent_id = ?",
+                     agent_id)
+
+
+@route("GET", "/api/ext/v1/agent-keys")
+def list_agent_keys(req):
+    """The agent's public keys, with its own token."""
+    agent = signed_in(req)
+    req.check("register_agent_key", Resource.account(agent))
+    return [key_json(r) for r in keys_of(req.app.store, agent["id"])]
+
+
+def keys_of(store, agent_id):
+    return store.all("SELECT * FROM agent_keys WHERE agent_id = ? ORDER BY id", agent_id)
+
+
+@route("DELETE", "/api/ext/v1/agent-keys/{kid}")
+def delete_agent_key(req, kid):
+    """The agent retires a key: assertions it signed are refused from then on."""
+    agent = signed_in(req)
+    req.authorize("register_agent_key", Resource.account(agent))
+    with req.transaction() as db:
+        delete_key(req, db, agent, kid)
+    return 204, None
+
+
+def delete_key(req, db, agent, kid):
+    if not db.execute("DELETE FROM agent_keys WHERE agent_id = ? AND kid = ?", (agent["id"], kid)).rowcount:
+        raise HTTPError(404, "Not Found")
+    req.effect("agent %s's credentials changed: key %s deleted" % (agent["login"], kid))
+
+
+# -- the bound human's view of her agent's keys ----------------------------------------------------
+
+@route("GET", "/api/ext/v1/agent-bindings/{login}/keys")
+def list_bound_agent_keys(req, login):
+    """The keys of the caller's agent, active and pending."""
+    agent, _ = bound_agent(req, login, "read_agent")
+    return [key_json(r) for r in keys_of(req.app.store, agent["id"])]
+
+
+@route("POST", "/api/ext/v1/agent-bindings/{login}/keys/{kid}/approve")
+def approve_bound_agent_key(req, login, kid):
+    """The human lets her agent's pending key sign client assertions."""
+    agent, _ = bound_agent(req, login)
+    with req.transaction() as db:
+        approve_key(req, db, agent, kid)
+    return key_json(req.app.store.one("SELECT * FROM agent_keys WHERE agent_id = ? AND kid = ?", agent["id"], kid))
+
+
+def approve_key(req, db, agent, kid):
+    if not db.execute("UPDATE agent_keys SET approved_at = ?, approved_by = ? WHERE agent_id = ? AND kid = ? AND"
+                      " approved_at IS NULL", (now(), req.principal.user["id"], agent["id"], kid)).rowcount:
+        raise HTTPError(404, "Not Found: %s has no pending key %s" % (agent["login"], kid))
+    req.effect("agent %s's credentials changed: key %s approved" % (agent["login"], kid))
+
+
+@route("DELETE", "/api/ext/v1/agent-bindings/{login}/keys/{kid}")
+def delete_bound_agent_key(req, login, kid):
+    """The human deletes a key of her agent, pending or active."""
+    agent, _ = bound_agent(req, login)
+    with req.transaction() as db:
+        delete_key(req, db, agent, kid)
+    return 204, None
+
+
+# -- client assertions -----------------------------------------------------------------------------
+
+def asserted_agent(req, params):
+    """The agent whose client assertion this token request carries, once its signature, claims and
+    single use are checked; (agent row, kid) or a ValueError that says what is wrong."""
+    if params.get("client_assertion_type") != JWT_BEARER:
+        raise ValueError("client_assertion_type must be %s" % JWT_BEARER)
+    retry = req.app.failed_proofs.wait("address:" + req.client)
+    if retry:
+        raise ValueError("too many failed client assertions from this address; retry in %d s" % retry)
+    try:
+        header, claims, signing_input, signature = decode_jws(params.get("client_assertion"), ASSERTION_MAX_BYTES)
+    except ValueError as error:
+        raise ValueError("client_assertion is %s" % error)
+    agent, key = asserted_key(req, params, header, claims)
+    if not rs256_valid(*rsa_public_key(json.loads(key["jwk"])), signing_input, signature):
+        for who in ("address:" + req.client, "agent:%d" % agent["id"]):
+            req.app.failed_proofs.hit(who)
+        raise ValueError("the signature does not verify with %s's key %s" % (agent["login"], key["kid"]))
+    jti, exp = claims["jti"], claims["exp"]
+    with req.app.store.transaction() as db:
+        db.execute("DELETE FROM assertion_ids WHERE expires_at < ?", (int(time.time()) - CLOCK_SKEW_SECONDS,))
+        if db.execute("INSERT OR IGNORE INTO assertion_ids (agent_id, jti, expires_at) VALUES (?, ?, ?)",
+                      (agent["id"], jti, int(exp))).rowcount == 0:
+            raise ValueError("this assertion was used already (jti %s)" % jti[:40])
+    return agent, key["kid"]
+
+
+def finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def asserted_key(req, params, header, claims):
+    """(agent, key) an assertion says it is signed by, once every claim is checked with its exact type,
+    all before any arithmetic: ValueError saying what is wrong."""
+    if header.get("alg") != "RS256" or not isinstance(header.get("kid", ""), str):
+        raise ValueError("client_assertion must be signed with RS256 (its kid, if any, a string)")
+    login = claims.get("iss")
+    agent = account_by_login(req.app.store, login) if isinstance(login, str) and len(login) <= 100 else None
+    if agent is None or agent["kind"] != "agent" or claims.get("sub") != login or \
+            params.get("client_id", login) != login:
+        raise ValueError("iss and sub must both be the agent's login, its client_id")
+    audiences = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
+    if not all(isinstance(a, str) for a in audiences) or not set(audiences) & {
+            req.app.url, req.app.url + "/", req.app.url + "/login/oauth/access_token"}:
+        raise ValueError("aud must be this server's issuer, %s" % req.app.url)
+    moment = time.time()
+    exp, iat = claims.get("exp"), claims.get("iat", moment)
+    if not finite_number(exp) or not finite_number(iat) or exp <= moment - CLOCK_SKEW_SECONDS or \
+            exp - min(iat, moment) > ASSERTION_MAX_SECONDS or iat > moment + CLOCK_SKEW_SECONDS:
+        raise ValueError("the assertion must be current and live at most %d seconds" % ASSERTION_MAX_SECONDS)
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 8 <= len(jti) <= 200:
+        raise ValueError("the assertion needs a jti")
+    retry = req.app.failed_proofs.wait("agent:%d" % agent["id"])
+    if retry:
+        raise ValueError("too many failed client assertions for %s; retry in %d s" % (login, retry))
+    keys = [k for k in keys_of(req.app.store, agent["id"]) if k["approved_at"]]
+    if not keys:
+        raise ValueError("%s has no key approved for client assertions" % login)
+    if len(keys) > 1 and "kid" not in header:
+        raise ValueError("%s has several keys: the assertion's header names the one that signed it (kid)" % login)
+    key = next((k for k in keys if k["kid"] == header.get("kid", k["kid"])), None)
+    if key is None:
+        raise ValueError("%s has no approved key %s" % (login, header["kid"][:64]))
+    return agent, key
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 50. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+# uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
+KEY_FORM_ACTIONS = ("approve-key", "delete-key")
 # What a destructive button does, said on the page that asks to confirm it
-CONFIRM = {"reset-token": "Revoke every token of %s and issue it a new one? Whatever runs with the old token stops.",
+CONFIRM = {"reset-token": "Revoke every token and key of %s and issue it a new token? Whatever runs with the old "
+                          "token or signs with a key stops.",
            "unbind": "Unbind %s? Its switch sessions and the access your invites gave it end; the agent keeps its "
                      "own account and repositories.",
            "revoke": "Revoke the token %s? Whatever uses it stops at its next request."}
@@ -12496,6 +12733,7 @@ def agents_page(req, shown=""):
             html.escape(agent["login"]), html.escape(binding["display_name"] or ""), html.escape(binding["bound_at"]),
             "retired" if agent["retired_at"] else "suspended" if agent["suspended_at"] else
             token_status(req.app.store, agent["id"]), buttons))
+        rows += [key_row(agent, key, csrf) for key in keys_of(req.app.store, agent["id"])]
     body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
             '<h2>Your agents</h2><table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
             '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
@@ -12505,6 +12743,16 @@ def agents_page(req, shown=""):
         shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
         hidden_input("action", "invite"))
     return html_page("Agents", body)
+
+
+def key_row(agent, key, csrf):
+    """A key the agent registered, under the agent's row: pending ones wait for this human's approval."""
+    state = "active" if key["approved_at"] else "pending your approval"
+    buttons = "".join('<form method="post" action="/settings/agents">%s%s%s%s<button>%s</button></form>' % (
+        csrf, hidden_input("agent", agent["login"]), hidden_input("kid", key["kid"]), hidden_input("action", action),
+        action) for action in KEY_FORM_ACTIONS if action != "approve-key" or not key["approved_at"])
+    return '<tr><td></td><td colspan="2">key <code>%s</code>, registered %s</td><td>%s</td><td>%s</td></tr>' % (
+        html.escape(key["kid"]), html.escape(key["created_at"]), state, buttons)
 
 
 @web_route("POST", "/settings/agents")
@@ -12529,6 +12777,8 @@ def agents_action(req):
             req.effect(effect)
         shown = "<p>Invite token (shown once, valid until %s): <code>%s</code></p>" % (expires_at, token)
         return agents_page(req, shown)
+    if action in KEY_FORM_ACTIONS:
+        return key_action(req, action, form)
     if action not in AGENT_FORM_ACTIONS:
         raise HTTPError(422, "Unknown action")
     agent, _ = bound_agent(req, form.get("agent", ""))
@@ -12552,6 +12802,18 @@ def agents_action(req):
             effect = unbind_agent(db, agent)
         req.effect(effect)
     return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
+
+
+def key_action(req, action, form):
+    agent, _ = bound_agent(req, form.get("agent", ""))
+    kid = form.get("kid", "")
+    if action == "delete-key" and form.get("confirmed") != "yes":
+        return confirm_page(req, "Delete the key %s of %s? Assertions it signs are refused from then on." % (
+            kid, agent["login"]), {"agent": agent["login"], "kid": kid, "action": action})
+    with req.transaction() as db:
+        (approve_key if action == "approve-key" else delete_key)(req, db, agent, kid)
+    return agents_page(req, "<p>%s %s of %s.</p>" % ("Approved the key" if action == "approve-key" else
+                                                     "Deleted the key", html.escape(kid), html.escape(agent["login"])))
 
 @web_route("GET", "/approvals")
 def approvals_page(req, shown=""):
@@ -12640,7 +12902,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 51. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12849,106 +13111,6 @@ def authenticated_client(req, params):
     if row["secret_hash"] and not hmac.compare_digest(row["secret_hash"], token_hash(secret or "")):
         return None
     return row
-
-
-# ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-# uses: config, errors, crypto, storage, accounts, policy, routing, lookups
-# ════════════════════════════════════════════════════════════════════════════════════════════════════
-
-JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_MAX_SECONDS = 600          # an assertion lives at most ten minutes
-CLOCK_SKEW_SECONDS = 60
-MAX_KEYS = 10
-ASSERTION_MAX_BYTES = 16384           # an RS256 JWT of the largest key allowed, with room for its claims
-def key_json(row):
-    return {"kid": row["kid"], "jwk": json.loads(row["jwk"]), "created_at": row["created_at"]}
-
-
-@route("POST", "/api/ext/v1/agent-keys")
-def register_agent_key(req):
-    """The agent, with its own token, registers an RSA public key (a JWK) for client assertions."""
-    agent = signed_in(req)
-    req.authorize("register_agent_key", Resource.account(agent))
-    jwk = req.field(req.json(), "jwk", dict, "AgentKey", required=True)
-    try:
-        n, e = rsa_public_key(jwk)
-    except ValueError as error:
-        raise invalid("AgentKey", "jwk", message="the key must be %s" % error)
-    public = {"kty": "RSA", "n": jwk["n"], "e": jwk["e"], "alg": "RS256", "use": "sig"}
-    kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) and re.fullmatch(r"[\w.-]{1,64}", jwk["kid"]) else \
-        "k_" + secrets.token_hex(6)
-    with req.transaction() as db:
-        if db.execute("SELECT COUNT(*) FROM agent_keys WHERE agent_id = ?", (agent["id"],)).fetchone()[0] >= MAX_KEYS:
-            raise invalid("AgentKey", "jwk", "custom", "an agent has at most %d keys" % MAX_KEYS)
-        if db.execute("SELECT 1 FROM agent_keys WHERE agent_id = ? AND kid = ?", (agent["id"], kid)).fetchone():
-            raise invalid("AgentKey", "kid", "already_exists", "this agent has a key %s" % kid)
-        insert_row(db, "agent_keys", {"agent_id": agent["id"], "kid": kid, "jwk": json.dumps(public),
-                                      "created_at": now()})
-        req.effect("registered RSA key %s (%d bits) for client assertions" % (kid, n.bit_length()))
-    return 201, key_json(req.app.store.one("SELECT * FROM agent_keys WHERE agent_id = ? AND kid = ?", agent["id"], kid))
-
-
-@route("GET", "/api/ext/v1/agent-keys")
-def list_agent_keys(req):
-    """The agent's public keys, with its own token."""
-    agent = signed_in(req)
-    req.check("register_agent_key", Resource.account(agent))
-    return [key_json(r) for r in req.app.store.all("SELECT * FROM agent_keys WHERE agent_id = ? ORDER BY id",
-                                                   agent["id"])]
-
-
-@route("DELETE", "/api/ext/v1/agent-keys/{kid}")
-def delete_agent_key(req, kid):
-    """The agent retires a key: assertions it signed are refused from then on."""
-    agent = signed_in(req)
-    req.authorize("register_agent_key", Resource.account(agent))
-    with req.transaction() as db:
-        if not db.execute("DELETE FROM agent_keys WHERE agent_id = ? AND kid = ?", (agent["id"], kid)).rowcount:
-            raise HTTPError(404, "Not Found")
-        req.effect("deleted key %s" % kid)
-    return 204, None
-
-
-def asserted_agent(req, params):
-    """The agent whose client assertion this token request carries, once its signature, claims and
-    single use are checked; (agent row, kid) or a ValueError that says what is wrong."""
-    if params.get("client_assertion_type") != JWT_BEARER:
-        raise ValueError("client_assertion_type must be %s" % JWT_BEARER)
-    try:
-        header, claims, signing_input, signature = decode_jws(params.get("client_assertion"), ASSERTION_MAX_BYTES)
-    except ValueError as error:
-        raise ValueError("client_assertion is %s" % error)
-    if header.get("alg") != "RS256":
-        raise ValueError("client_assertion must be signed with RS256")
-    login = claims.get("iss")
-    agent = account_by_login(req.app.store, login) if isinstance(login, str) else None
-    if agent is None or agent["kind"] != "agent" or claims.get("sub") != login or \
-            params.get("client_id", login) != login:
-        raise ValueError("iss and sub must both be the agent's login, its client_id")
-    audiences = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
-    if not set(audiences) & {req.app.url, req.app.url + "/", req.app.url + "/login/oauth/access_token"}:
-        raise ValueError("aud must be this server's issuer, %s" % req.app.url)
-    moment = time.time()
-    exp, iat = claims.get("exp"), claims.get("iat", moment)
-    if not isinstance(exp, (int, float)) or isinstance(exp, bool) or not isinstance(iat, (int, float)) or \
-            exp <= moment - CLOCK_SKEW_SECONDS or exp - min(iat, moment) > ASSERTION_MAX_SECONDS or \
-            iat > moment + CLOCK_SKEW_SECONDS:
-        raise ValueError("the assertion must be current and live at most %d seconds" % ASSERTION_MAX_SECONDS)
-    jti = claims.get("jti")
-    if not isinstance(jti, str) or not 8 <= len(jti) <= 200:
-        raise ValueError("the assertion needs a jti")
-    keys = req.app.store.all("SELECT * FROM agent_keys WHERE agent_id = ?" + (" AND kid = ?" if header.get("kid") else ""),
-                             agent["id"], *([header["kid"]] if header.get("kid") else []))
-    key = next((k for k in keys if rs256_valid(*rsa_public_key(json.loads(k["jwk"])), signing_input, signature)), None)
-    if key is None:
-        raise ValueError("the signature matches no key of %s" % login)
-    with req.app.store.transaction() as db:
-        db.execute("DELETE FROM assertion_ids WHERE expires_at < ?", (int(moment) - CLOCK_SKEW_SECONDS,))
-        if db.execute("INSERT OR IGNORE INTO assertion_ids (agent_id, jti, expires_at) VALUES (?, ?, ?)",
-                      (agent["id"], jti, int(exp))).rowcount == 0:
-            raise ValueError("this assertion was used already (jti %s)" % jti[:40])
-    return agent, key["kid"]
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -16755,6 +16917,9 @@ CREATE TABLE IF NOT EXISTS agent_keys (
     kid         TEXT NOT NULL,
     jwk         TEXT NOT NULL,           -- the public JWK: kty RSA, n, e
     created_at  TEXT NOT NULL,
+    -- a bound agent's key signs nothing until its human approves it (an unbound agent's at once)
+    approved_at TEXT,
+    approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     UNIQUE (agent_id, kid)
 );
 

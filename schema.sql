@@ -545,6 +545,9 @@ CREATE TABLE IF NOT EXISTS agent_keys (
     kid         TEXT NOT NULL,
     jwk         TEXT NOT NULL,           -- the public JWK: kty RSA, n, e
     created_at  TEXT NOT NULL,
+    -- a bound agent's key signs nothing until its human approves it (an unbound agent's at once)
+    approved_at TEXT,
+    approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     UNIQUE (agent_id, kid)
 );
 

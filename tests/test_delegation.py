@@ -79,7 +79,7 @@ def test_the_whole_lifecycle(server, world, tmp_path):
     assert api(server, "GET", "/repos/" + world["agent_repo"], new).status == 200
     # revoke by delegator: every token of every agent alice holds
     r = ext(server, "POST", "/revocations", alice, {"delegator": "alice"})
-    assert r.status == 200 and r.json == {"revoked": 2}               # the agent's token and its agent session
+    assert r.status == 200 and r.json == {"revoked": 2, "keys_revoked": 0}             # the agent's token and its agent session
     assert api(server, "GET", "/user", new).status == 401
     activity = ext(server, "GET", "/agents/%s/activity" % login, alice).json
     assert {a["action"] for a in activity} >= {"create_branch", "comment"}
@@ -182,7 +182,7 @@ def test_org_revocation_and_suspended_delegator(server, world, tmp_path):
     api(server, "DELETE", "/users/alice/suspended", admin)
     # the org's admin revokes by org: the agent's tokens die and the org grants go, others stay
     r = ext(server, "POST", "/revocations", alice, {"org": "acme"})
-    assert r.json == {"revoked": 2}                                 # its own token and the second session
+    assert r.json == {"revoked": 2, "keys_revoked": 0}                               # its own token and the second session
     assert api(server, "GET", "/user", agent).status == 401
     new = session_token(server, ext(server, "POST", "/agent-bindings/%s/reset-token" % login, alice).json["token"])
     assert api(server, "GET", "/repos/acme/core", new).status == 404

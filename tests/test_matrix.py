@@ -81,11 +81,13 @@ def build_world(data_dir):
             "restrictions": None}).status == 200
         # the agent: bound to alice with push on both her repositories, a task on each
         bot, bootstrap, _ = srv.add_agent("bot")
-        assert ext(srv, "POST", "/agent-keys", bootstrap, {"jwk": dict(WORLD_JWK, kid="world-key")}).status == 201
         invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
             {"repo_full_name": "alice/secret", "permission": "push"},
             {"repo_full_name": "alice/other", "permission": "push"}]}).json["invite_token"]
         assert ext(srv, "POST", "/agent-bindings/confirm", bootstrap, {"invite_token": invite}).status == 201
+        # (registered once bound, the key waits for alice's approval)
+        assert ext(srv, "POST", "/agent-keys", bootstrap, {"jwk": dict(WORLD_JWK, kid="world-key")}).json["state"] == \
+            "pending"
         tasks = {}
         for name in ("secret", "other"):
             grant = ext(srv, "POST", "/task-grants", alice, {
@@ -422,6 +424,7 @@ EXPECTED = {
 # Every route, and the row of EXPECTED it answers by.
 ROUTE_ACCESS = """
 DELETE  /api/ext/v1/agent-bindings/{login}                                        owner_only
+DELETE  /api/ext/v1/agent-bindings/{login}/keys/{kid}                             owner_only
 DELETE  /api/ext/v1/agent-keys/{kid}                                              agent_bootstrap_only
 DELETE  /api/ext/v1/agents/{login}                                                owner_only
 DELETE  /api/ext/v1/broker/credentials/{credential_id}                            owner_only_hidden
@@ -476,6 +479,7 @@ GET     /.well-known/oauth-protected-resource/mcp                               
 GET     /.well-known/openid-configuration                                         credentials_unread
 GET     /agentgit.css                                                             web_page
 GET     /api/ext/v1/agent-keys                                                    agent_bootstrap_only
+GET     /api/ext/v1/agent-bindings/{login}/keys                                   owner_only
 GET     /api/ext/v1/agents/{login}/activity                                       owner_only
 GET     /api/ext/v1/approvals                                                     signed_in
 GET     /api/ext/v1/approvals/{approval_id}                                       grant_parties
@@ -651,6 +655,7 @@ PATCH   /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}             
 PATCH   /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                    repo_write
 PATCH   /api/v3/repositories/{repository_id:int}/environments/{environment}/variables/{name} repo_write
 POST    /api/ext/v1/agent-bindings/confirm                                        agent_bootstrap_only
+POST    /api/ext/v1/agent-bindings/{login}/keys/{kid}/approve                     owner_only
 POST    /api/ext/v1/agent-bindings/{login}/refresh-session                        switch_session_only
 POST    /api/ext/v1/agent-bindings/{login}/reset-token                            owner_only
 POST    /api/ext/v1/agent-bindings/{login}/resume                                 owner_only

@@ -240,7 +240,7 @@ def test_an_agent_signs_in_with_a_private_key_that_never_leaves_its_runtime(serv
                                ({"exp": int(time.time()) - 300}, pem, "current"),
                                ({"exp": int(time.time()) + 3600}, pem, "at most 600"),
                                ({"sub": "someone-else"}, pem, "iss and sub"),
-                               ({}, other_pem, "matches no key")):
+                               ({}, other_pem, "does not verify")):
         r = token(claims, key)
         assert r.status == 401 and words in r.json["error_description"], (claims, r)
     minted = token({}).json

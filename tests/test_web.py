@@ -38,7 +38,7 @@ def test_sign_in_and_manage_an_agent(server):
     assert (row["surface"], row["actor"], row["decision"]) == ("web", "alice", "allow")
     # a destructive button asks once more, and nothing happens until it is confirmed
     resp, text = b.request("POST", "/settings/agents", {"csrf": b.csrf(text), "action": "reset-token", "agent": login})
-    assert "Revoke every token of %s" % login in text and 'name="confirmed" value="yes"' in text
+    assert "Revoke every token and key of %s" % login in text and 'name="confirmed" value="yes"' in text
     assert 'href="/settings/agents">Cancel</a>' in text and "aga_" not in text
     form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', text))
     resp, text = b.request("POST", "/settings/agents", form)

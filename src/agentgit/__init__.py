@@ -38,7 +38,7 @@ MODULES = (
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "deploy_keys", "actions",
     "search", "orgs", "actions_config", "personal_tokens", "delegation", "vault", "tasks", "oversight",
     "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
-    "settings_pages", "oauth_clients", "client_assertions", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
+    "client_assertions", "settings_pages", "oauth_clients", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
 )
 
 # Where a reader of agentgit.py starts: the model in six stops, each a sentence and the places that are it

@@ -293,34 +293,54 @@ def unbind(req, login):
     return 204, None
 
 
+def revoke_agent_credentials(db, agent_ids, keep_agent_token=False):
+    """Everything the agents authenticate with, the one place every revocation path goes through: their
+    tokens (every kind; with ``keep_agent_token`` all but their own agent token), their registered keys
+    (which mint tokens by client assertion, like a token would), and their OAuth refresh families.
+    Returns (tokens revoked, keys deleted)."""
+    if not agent_ids:
+        return 0, 0
+    among = "IN (%s)" % ",".join("?" * len(agent_ids))
+    tokens = revoke(db, "user_id %s%s" % (among, " AND kind != 'agent'" if keep_agent_token else ""), agent_ids)
+    keys = db.execute("DELETE FROM agent_keys WHERE agent_id %s" % among, agent_ids).rowcount
+    db.execute("UPDATE oauth_refresh_tokens SET used_at = COALESCE(used_at, ?) WHERE user_id %s" % among,
+               (now(), *agent_ids))
+    return tokens, keys
+
+
+def revoked_phrase(tokens, keys):
+    return "revoked %d tokens%s" % (tokens, " and %d keys" % keys if keys else "")
+
+
 def unbind_agent(db, agent):
-    sessions = revoke(db, "user_id = ? AND kind IN ('switch-session', 'session')", (agent["id"],))
+    credentials = revoked_phrase(*revoke_agent_credentials(db, (agent["id"],), keep_agent_token=True))
     grants = remove_grants(db, agent["id"])
     # a task grant stands on the binding: without it, its tokens would act for a human no longer behind them
     tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL AND"
                        " delegator_id IN (SELECT human_id FROM agent_bindings WHERE agent_id = ?)",
                        (now(), agent["id"], agent["id"])).rowcount
     db.execute("DELETE FROM agent_bindings WHERE agent_id = ?", (agent["id"],))
-    return "unbound %s; revoked %d switch sessions and %d task grants, took back %d grants" % (
-        agent["login"], sessions, tasks, grants)
+    return "unbound %s; %s but its own agent token, revoked %d task grants, took back %d grants" % (
+        agent["login"], credentials, tasks, grants)
 
 
 @route("POST", "/api/ext/v1/agent-bindings/{login}/reset-token")
 def reset_agent_token(req, login):
-    """Revoke every token of the agent and issue it a new one (shown once), for its bound human."""
+    """Revoke every credential of the agent (its tokens, its keys) and issue it a new token (shown once),
+    for its bound human."""
     agent, _ = bound_agent(req, login, confers=AGENT_SCOPES)
     with req.transaction() as db:
-        token, revoked, effect = reset_agent_credentials(db, req.app.key, agent)
+        token, (tokens, keys), effect = reset_agent_credentials(db, req.app.key, agent)
         req.effect(effect)
-    return 201, {"login": agent["login"], "token": token, "revoked": revoked}
+    return 201, {"login": agent["login"], "token": token, "revoked": tokens, "keys_revoked": keys}
 
 
 def reset_agent_credentials(db, key, agent):
-    """Revoke every token the agent has (its own, switch sessions, and later kinds) and mint one."""
-    revoked = revoke(db, "user_id = ?", (agent["id"],))
+    """Revoke everything the agent authenticates with (revoke_agent_credentials) and mint it one token."""
+    revoked = revoke_agent_credentials(db, (agent["id"],))
     token, _ = issue_token(db, key, agent["id"], "agent", name="agent", scopes=AGENT_SCOPES)
-    return token, revoked, "reset %s: revoked %d tokens, new agent token %s" % (agent["login"], revoked,
-                                                                               token_fingerprint(token))
+    return token, revoked, "reset %s: %s, new agent token %s" % (agent["login"], revoked_phrase(*revoked),
+                                                                  token_fingerprint(token))
 
 
 def set_agent_suspended(req, login, suspended):
@@ -397,7 +417,7 @@ def retire_agent(req, login):
 
 
 def retire(db, agent, human_id, repositories):
-    revoked = revoke(db, "user_id = ?", (agent["id"],))
+    revoked = revoked_phrase(*revoke_agent_credentials(db, (agent["id"],)))
     if repositories == "transfer":
         moved = db.execute("UPDATE repos SET owner_id = ?, updated_at = ? WHERE owner_id = ?",
                            (human_id, now(), agent["id"])).rowcount
@@ -407,7 +427,7 @@ def retire(db, agent, human_id, repositories):
     remove_grants(db, agent["id"])
     db.execute("UPDATE accounts SET retired_at = ?, suspended_at = COALESCE(suspended_at, ?) WHERE id = ?",
                (now(), now(), agent["id"]))
-    return "retired %s: revoked %d tokens, %s %d repositories" % (
+    return "retired %s: %s, %s %d repositories" % (
         agent["login"], revoked, "transferred" if repositories == "transfer" else "archived", moved)
 
 
@@ -430,15 +450,17 @@ def revocations(req):
     if kind == "agent":
         agent = find_account(req, target, kinds=("agent",))
         req.authorize("revoke_tokens", Resource.account(agent))
-        where, args, also = "user_id = ?", (agent["id"],), None
+        where, args, also, agents = "user_id = ?", (agent["id"],), None, (agent["id"],)
     elif kind == "delegator":
         human = find_account(req, target, kinds=("human",))
         req.authorize("revoke_tokens", Resource.account(human))
         where = ("user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?) OR (kind = 'switch-session'"
                  " AND issued_by = ?)")
         args, also = (human["id"], human["id"]), None
+        agents = tuple(r["agent_id"] for r in store.all("SELECT agent_id FROM agent_bindings WHERE human_id = ?",
+                                                        human["id"]))
     elif kind == "runtime":
-        where, args, also = runtime_target(req, target)
+        (where, args, also), agents = runtime_target(req, target), ()
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
         req.authorize("revoke_org_access", Resource.account(org))
@@ -447,17 +469,20 @@ def revocations(req):
             " LEFT JOIN teams t ON t.id = g.team_id WHERE r.owner_id = ? OR t.org_id = ? OR g.org_id = ?",
             org["id"], org["id"], org["id"])]
         where = "user_id IN (%s)" % ",".join("?" * len(reached)) if reached else "0"
-        args, also = tuple(reached), (org, reached)
+        args, also, agents = tuple(reached), (org, reached), tuple(reached)
     else:
         row = store.one("SELECT * FROM tokens WHERE fingerprint = ?", target)
         holder = account_by_id(store, row["user_id"]) if row else None
         if holder is None:
             raise HTTPError(404, "Not Found")
         req.authorize("revoke_tokens", Resource.account(holder))
-        where, args, also = "id = ?", (row["id"],), None
+        where, args, also, agents = "id = ?", (row["id"],), None, ()
     answer = {}
     with req.transaction() as db:
+        # the agents revoked lose every credential (keys and refresh families with their tokens)
         count = revoke(db, where, args)
+        tokens, keys = revoke_agent_credentials(db, agents)
+        count += tokens
         taken = 0
         if kind == "runtime":        # (``also`` is whose agents the runtime is revoked for)
             answer = block_runtime(req, db, target, also)
@@ -468,8 +493,9 @@ def revocations(req):
                 taken += remove_grants(db, agent_id, " AND (repo_id IN (SELECT id FROM repos WHERE owner_id = ?)"
                                        " OR team_id IN (SELECT id FROM teams WHERE org_id = ?) OR org_id = ?)",
                                        (org["id"], org["id"], org["id"]))
-        req.effect("revoked %d tokens by %s %s%s" % (count, kind, target, "; took back %d grants" % taken if taken else ""))
-    return 200, dict(answer, revoked=count)
+        req.effect("%s by %s %s%s" % (revoked_phrase(count, keys), kind, target,
+                                      "; took back %d grants" % taken if taken else ""))
+    return 200, dict(answer, revoked=count, **({"keys_revoked": keys} if kind in ("agent", "delegator", "org") else {}))
 
 
 def runtime_target(req, pattern):

@@ -38,6 +38,9 @@ def load_server_key(path):
     return key
 
 
+FAILED_PROOFS_PER_MINUTE = 30
+
+
 class RateLimiter:
     """At most ``limit`` hits per key in any ``window`` seconds; a limit of 0 counts nothing and refuses
     nothing (the operator's `serve --registration-limit 0`)."""
@@ -49,16 +52,29 @@ class RateLimiter:
 
     def hit(self, key):
         """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
+        return self.count(key, True)
+
+    def wait(self, key):
+        """The seconds until a hit would be allowed (0: now), counting nothing: for a limit on failures,
+        asked before the work and hit after a failure."""
+        return self.count(key, False)
+
+    def count(self, key, counting):
         if not self.limit:
             return 0
         moment = time.monotonic()
         with self.lock:
-            hits = self.hits[key]
+            hits = self.hits.get(key) or collections.deque()
             while hits and hits[0] <= moment - self.window:
                 hits.popleft()
             if len(hits) >= self.limit:
                 return int(hits[0] + self.window - moment) + 1
-            hits.append(moment)
+            if counting:
+                hits.append(moment)
+            if hits:
+                self.hits[key] = hits
+            else:
+                self.hits.pop(key, None)        # keys that hit nothing lately are not kept
             return 0
 
 
@@ -85,7 +101,9 @@ class Installation:
     - ``url`` and ``api``: the public base URL and its REST root (every serializer's links);
     - ``authenticator``: an embedding program's vouching for humans (authentication);
     - ``registrations`` and ``sign_ins``: rate limits per address (agents, OAuth clients and client
-      documents; web sign-in); ``token_seen``: when each token's last use was recorded (touch_token);
+      documents; web sign-in); ``failed_proofs``: failed DPoP proofs and client assertions per address
+      and per agent (authentication, client_assertions); ``token_seen``: when each token's last use was
+      recorded (touch_token);
       ``dpop_replay``: DPoP proofs' jti seen (proofs);
     - ``agent_credentials``: "bootstrap" or "direct", the installation's choice (policy, the banner)."""
 
@@ -108,6 +126,9 @@ class Installation:
         self.authenticator = authenticator
         self.registrations = RateLimiter(config.registration_limit, config.registration_window)
         self.sign_ins = RateLimiter(10, 300)
+        # failed proofs of possession (DPoP proofs, client assertions), per address and per agent: past
+        # the limit, further ones are refused before any signature is checked
+        self.failed_proofs = RateLimiter(FAILED_PROOFS_PER_MINUTE, 60)
         self.token_seen = {}
         self.dpop_replay = ReplayCache()
         self.set_url(config.url)

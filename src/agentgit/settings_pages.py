@@ -12,11 +12,14 @@ from agentgit.personal_tokens import mint_personal_token, revoke_own_token
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, authorize_invite, bound_agent,
                                  make_invite, reset_agent_credentials, token_status, unbind_agent)
 from agentgit.tasks import APPROVAL_SELECT, answer_approval, approval_json
+from agentgit.client_assertions import approve_key, delete_key, keys_of
 
 
 AGENT_FORM_ACTIONS = ("reset-token", "switch-session", "suspend", "resume", "unbind")
+KEY_FORM_ACTIONS = ("approve-key", "delete-key")
 # What a destructive button does, said on the page that asks to confirm it
-CONFIRM = {"reset-token": "Revoke every token of %s and issue it a new one? Whatever runs with the old token stops.",
+CONFIRM = {"reset-token": "Revoke every token and key of %s and issue it a new token? Whatever runs with the old "
+                          "token or signs with a key stops.",
            "unbind": "Unbind %s? Its switch sessions and the access your invites gave it end; the agent keeps its "
                      "own account and repositories.",
            "revoke": "Revoke the token %s? Whatever uses it stops at its next request."}
@@ -46,6 +49,7 @@ def agents_page(req, shown=""):
             html.escape(agent["login"]), html.escape(binding["display_name"] or ""), html.escape(binding["bound_at"]),
             "retired" if agent["retired_at"] else "suspended" if agent["suspended_at"] else
             token_status(req.app.store, agent["id"]), buttons))
+        rows += [key_row(agent, key, csrf) for key in keys_of(req.app.store, agent["id"])]
     body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
             '<h2>Your agents</h2><table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
             '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
@@ -55,6 +59,16 @@ def agents_page(req, shown=""):
         shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
         hidden_input("action", "invite"))
     return html_page("Agents", body)
+
+
+def key_row(agent, key, csrf):
+    """A key the agent registered, under the agent's row: pending ones wait for this human's approval."""
+    state = "active" if key["approved_at"] else "pending your approval"
+    buttons = "".join('<form method="post" action="/settings/agents">%s%s%s%s<button>%s</button></form>' % (
+        csrf, hidden_input("agent", agent["login"]), hidden_input("kid", key["kid"]), hidden_input("action", action),
+        action) for action in KEY_FORM_ACTIONS if action != "approve-key" or not key["approved_at"])
+    return '<tr><td></td><td colspan="2">key <code>%s</code>, registered %s</td><td>%s</td><td>%s</td></tr>' % (
+        html.escape(key["kid"]), html.escape(key["created_at"]), state, buttons)
 
 
 @web_route("POST", "/settings/agents")
@@ -79,6 +93,8 @@ def agents_action(req):
             req.effect(effect)
         shown = "<p>Invite token (shown once, valid until %s): <code>%s</code></p>" % (expires_at, token)
         return agents_page(req, shown)
+    if action in KEY_FORM_ACTIONS:
+        return key_action(req, action, form)
     if action not in AGENT_FORM_ACTIONS:
         raise HTTPError(422, "Unknown action")
     agent, _ = bound_agent(req, form.get("agent", ""))
@@ -102,6 +118,18 @@ def agents_action(req):
             effect = unbind_agent(db, agent)
         req.effect(effect)
     return agents_page(req, shown or "<p>%s</p>" % html.escape(effect))
+
+
+def key_action(req, action, form):
+    agent, _ = bound_agent(req, form.get("agent", ""))
+    kid = form.get("kid", "")
+    if action == "delete-key" and form.get("confirmed") != "yes":
+        return confirm_page(req, "Delete the key %s of %s? Assertions it signs are refused from then on." % (
+            kid, agent["login"]), {"agent": agent["login"], "kid": kid, "action": action})
+    with req.transaction() as db:
+        (approve_key if action == "approve-key" else delete_key)(req, db, agent, kid)
+    return agents_page(req, "<p>%s %s of %s.</p>" % ("Approved the key" if action == "approve-key" else
+                                                     "Deleted the key", html.escape(kid), html.escape(agent["login"])))
 
 @web_route("GET", "/approvals")
 def approvals_page(req, shown=""):

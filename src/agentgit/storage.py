@@ -15,7 +15,7 @@ from agentgit.config import OTHER_PROCESS_POLL
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -71,6 +71,10 @@ MIGRATIONS = {
                  "INSERT INTO tokens (%s) SELECT %s FROM tokens_before_v9; DROP TABLE tokens_before_v9;" % ((
                      "id, user_id, kind, issued_by, grant_id, audience, resource, name, scopes, hash, fingerprint,"
                      " created_at, expires_at, revoked_at, last_used_at",) * 2)),
+    # a bound agent's new key waits for its human's approval; the keys registered before stay in use
+    10: Migration([("agent_keys", "approved_at TEXT"),
+                   ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL")],
+                  "", "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"),
 }
 
 
