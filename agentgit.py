@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1370  tokens.issue_token
-       line  1392  tokens.verify_token
+       line  1403  tokens.issue_token
+       line  1425  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2461  policy.POLICY_RULES
-       line  2498  policy.decide
+       line  2497  policy.POLICY_RULES
+       line  2534  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2563  audit.audit_append
-       line  2567  audit.audit_verify
+       line  2599  audit.audit_append
+       line  2603  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9353  delegation.create_invite
-       line  9425  delegation.confirm_binding
-       line 10007  tasks.create_task_grant
-       line  3173  authentication.load_grant
+       line  9396  delegation.create_invite
+       line  9468  delegation.confirm_binding
+       line 10050  tasks.create_task_grant
+       line  3216  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15057  server.App.dispatch
-       line  3090  authentication.authenticate
-       line  2809  ledger.Ledger
+       line 15100  server.App.dispatch
+       line  3133  authentication.authenticate
+       line  2845  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14767  githttp.git_receive_pack
-       line  2852  ledger.Ledger.decide_each
-       line  2790  intents.reconcile_intents
+       line 14810  githttp.git_receive_pack
+       line  2888  ledger.Ledger.decide_each
+       line  2826  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
      1. config             lines   188-  278  Configuration: constants, names, limits, times, and the Config a server is built from.
      2. errors             lines   279-  308  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   309-  668  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   669-  721  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   722-  925  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines   926- 1137  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1138- 1318  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1319- 1419  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1420- 1513  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1514- 1739  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1740- 2520  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2521- 2685  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2686- 2733  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2734- 2803  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  2804- 2975  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  2976- 3205  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3206- 3385  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3386- 3515  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3516- 3800  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  3801- 4004  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4005- 4056  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4057- 4293  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4294- 4380  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4381- 4831  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  4832- 5100  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5101- 5771  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  5772- 5901  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  5902- 6383  REST: pull requests and their merges.
-    29. reviews            lines  6384- 6671  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6672- 6913  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  6914- 7169  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7170- 7512  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7513- 7848  REST: releases, tags and release assets.
-    34. deploy_keys        lines  7849- 7925  REST: deploy keys.
-    35. actions            lines  7926- 8132  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8133- 8335  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8336- 8683  REST: organizations, memberships and teams.
-    38. actions_config     lines  8684- 9171  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9172- 9247  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9248- 9796  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9797- 9972  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines  9973-10363  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10364-10535  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10536-10798  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10799-11464  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11465-11810  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11811-12233  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12234-12513  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12514-12696  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12697-12903  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 12904-13115  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13116-13548  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13549-14191  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14192-14629  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14630-14829  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 14830-15047  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15048-15633  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15634-15910  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 15911-16368  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16369-17087  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     3. crypto             lines   309-  701  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   702-  754  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   755-  958  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines   959- 1170  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1171- 1351  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1352- 1452  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1453- 1549  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1550- 1775  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1776- 2556  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2557- 2721  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2722- 2769  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2770- 2839  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  2840- 3011  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3012- 3248  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3249- 3428  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3429- 3558  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3559- 3843  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  3844- 4047  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4048- 4099  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4100- 4336  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4337- 4423  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4424- 4874  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  4875- 5143  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5144- 5814  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  5815- 5944  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  5945- 6426  REST: pull requests and their merges.
+    29. reviews            lines  6427- 6714  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6715- 6956  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  6957- 7212  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7213- 7555  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7556- 7891  REST: releases, tags and release assets.
+    34. deploy_keys        lines  7892- 7968  REST: deploy keys.
+    35. actions            lines  7969- 8175  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8176- 8378  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8379- 8726  REST: organizations, memberships and teams.
+    38. actions_config     lines  8727- 9214  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9215- 9290  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9291- 9839  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9840-10015  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10016-10406  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10407-10578  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10579-10841  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10842-11507  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11508-11853  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11854-12276  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12277-12556  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12557-12739  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12740-12946  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 12947-13158  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13159-13591  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13592-14234  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14235-14672  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14673-14872  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 14873-15090  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15091-15677  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15678-15954  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 15955-16412  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16413-17131  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is f00030cf4ca411f1f23444442eaa4e12117eda5149406430f048fb4b991fc781
+Made from sources whose SHA-256 is efb5a383aa55273676bfe9cb70231d531fe58dd066c54be30a9584b2f8d5fe76
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -472,6 +472,10 @@ class KeyTables:
     def __init__(self):
         self.lock, self.base, self.keys = threading.Lock(), None, collections.OrderedDict()
 
+    def kept(self, point):
+        with self.lock:
+            return point == P256_G or point in self.keys
+
     def of(self, point):
         with self.lock:
             if point == P256_G:
@@ -483,6 +487,23 @@ class KeyTables:
             while len(self.keys) > KEY_TABLES_KEPT:
                 self.keys.popitem(last=False)
             return table
+
+
+def window_multiply(point, scalar):
+    """scalar * point (Jacobian), by 4-bit windows over its 15 first multiples: 252 doublings and at
+    most 64 additions, what a key seen for the first time costs (its table costs 60 times that)."""
+    multiples = [(point[0], point[1], 1)]
+    for _ in range(14):
+        multiples.append(jacobian_add_affine(*multiples[-1], *point))
+    multiples = to_affine(multiples)
+    X, Y, Z = 0, 1, 0
+    for shift in range(252, -1, -4):
+        for _ in range(4):
+            X, Y, Z = jacobian_double(X, Y, Z)
+        digit = (scalar >> shift) & 15
+        if digit:
+            X, Y, Z = jacobian_add_affine(X, Y, Z, *multiples[digit - 1])
+    return X, Y, Z
 
 
 def rs256_encoded(message, length):
@@ -498,15 +519,26 @@ class StdlibCrypto:
     def __init__(self):
         self.tables = KeyTables()
 
-    def es256_valid(self, x, y, message, signature):
-        """FIPS 186-4 §6.4.2, the signature r || s (64 bytes)."""
+    def es256_valid(self, x, y, message, signature, known_key):
+        """FIPS 186-4 §6.4.2, the signature r || s (64 bytes). A table is made and kept for a known key
+        (one a token is bound to); any other is multiplied without one, so a key never seen before
+        costs what one verification does."""
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
         if not (0 < r < P256_N and 0 < s < P256_N):
             return False
         e = int.from_bytes(hashlib.sha256(message).digest(), "big")
         w = pow(s, -1, P256_N)
-        X, Y, Z = 0, 1, 0
-        for scalar, table in ((e * w % P256_N, self.tables.of(P256_G)), (r * w % P256_N, self.tables.of((x, y)))):
+        u1, u2 = e * w % P256_N, r * w % P256_N
+        tabled = [(u1, self.tables.of(P256_G))]
+        if known_key or self.tables.kept((x, y)):
+            tabled.append((u2, self.tables.of((x, y))))
+            X, Y, Z = 0, 1, 0
+        else:
+            X, Y, Z = window_multiply((x, y), u2)
+            if Z:
+                X, Y = to_affine([(X, Y, Z)])[0]
+                Z = 1
+        for scalar, table in tabled:
             for i in range(WINDOWS):
                 digit = (scalar >> (8 * i)) & 0xff
                 if digit:
@@ -563,7 +595,7 @@ class CryptographyCrypto:
         self.rsa_key = functools.lru_cache(maxsize=KEY_TABLES_KEPT)(
             lambda n, e: self.rsa.RSAPublicNumbers(e, n).public_key())
 
-    def es256_valid(self, x, y, message, signature):
+    def es256_valid(self, x, y, message, signature, known_key):
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
         try:
             self.ec_key(x, y).verify(self.utils.encode_dss_signature(r, s), message, self.ec.ECDSA(self.hashes.SHA256()))
@@ -604,12 +636,13 @@ BACKEND = choose_backend(os.environ.get("AGENTGIT_CRYPTO"))
 
 # -- what the protocols call ----------------------------------------------------------------------
 
-def es256_valid(x, y, message, signature):
+def es256_valid(x, y, message, signature, known_key=False):
     """Is ``signature`` (r || s, 64 bytes, as JWS writes ES256) a valid ECDSA P-256 SHA-256 signature of
-    ``message`` by the public key (x, y)?"""
+    ``message`` by the public key (x, y)? ``known_key``: one a token is bound to, worth keeping what
+    makes its next verification faster."""
     if not isinstance(signature, bytes) or len(signature) != 64 or not p256_on_curve(x, y):
         return False
-    return BACKEND.es256_valid(x, y, message, signature)
+    return BACKEND.es256_valid(x, y, message, signature, known_key)
 
 
 def rs256_valid(n, e, message, signature):
@@ -1438,11 +1471,12 @@ NONCE_WINDOW = 300           # a server nonce is good for this window and the on
 
 
 class DPoPError(ValueError):
-    """A proof refused: ``error`` is the RFC's code (invalid_dpop_proof, use_dpop_nonce)."""
+    """A proof refused: ``error`` is the RFC's code (invalid_dpop_proof, use_dpop_nonce);
+    ``signature_failed``: every claim held but the signature (the refusal that cost arithmetic)."""
 
-    def __init__(self, description, error="invalid_dpop_proof"):
+    def __init__(self, description, error="invalid_dpop_proof", signature_failed=False):
         super().__init__(description)
-        self.error, self.description = error, description
+        self.error, self.description, self.signature_failed = error, description, signature_failed
 
 
 class ReplayCache:
@@ -1473,11 +1507,13 @@ def nonce_valid(key, nonce):
     return isinstance(nonce, str) and any(hmac.compare_digest(dpop_nonce(key, w), nonce) for w in (window, window - 1))
 
 
-def check_dpop_proof(proof, method, url, key, replay, access_token=None, require_nonce=False):
+def check_dpop_proof(proof, method, url, key, replay, access_token=None, require_nonce=False, bound_key=None):
     """The thumbprint of the key that signed ``proof`` for this request (method, URL without query or
     fragment, and when a token is presented its hash), once it is checked: typ, alg ES256, a public
-    JWK, a valid signature, fresh iat, a jti not seen before, and the server's nonce where one is
-    required. DPoPError with the RFC's error otherwise."""
+    JWK, fresh iat, the server's nonce where one is required, a jti, then (every claim checked first:
+    a proof that fails on them costs no arithmetic) a valid signature and a jti not seen before.
+    ``bound_key``: the thumbprint the presented token is bound to, a key worth keeping tables for.
+    DPoPError with the RFC's error otherwise."""
     try:
         header, claims, signing_input, signature = decode_jws(proof, DPOP_MAX_BYTES)
     except ValueError as error:
@@ -1488,8 +1524,6 @@ def check_dpop_proof(proof, method, url, key, replay, access_token=None, require
         x, y = ec_public_key(header.get("jwk"))
     except (ValueError, TypeError):
         raise DPoPError("the DPoP proof's jwk must be a P-256 public key")
-    if not es256_valid(x, y, signing_input, signature):
-        raise DPoPError("the DPoP proof's signature does not verify with its jwk")
     if claims.get("htm") != method or not isinstance(claims.get("htu"), str) or \
             claims["htu"].split("?")[0].split("#")[0].rstrip("/") != url.rstrip("/"):
         raise DPoPError("the DPoP proof is for %s %s, not this request" % (str(claims.get("htm"))[:10],
@@ -1502,10 +1536,12 @@ def check_dpop_proof(proof, method, url, key, replay, access_token=None, require
         raise DPoPError("the DPoP proof's ath is not the hash of the access token presented")
     if require_nonce and not nonce_valid(key, claims.get("nonce")):
         raise DPoPError("this server requires a DPoP nonce: use the DPoP-Nonce header's", "use_dpop_nonce")
-    thumbprint = jwk_thumbprint(header["jwk"])
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 8 <= len(jti) <= 200:
         raise DPoPError("the DPoP proof needs a unique jti")
+    thumbprint = jwk_thumbprint(header["jwk"])
+    if not es256_valid(x, y, signing_input, signature, known_key=thumbprint == bound_key):
+        raise DPoPError("the DPoP proof's signature does not verify with its jwk", signature_failed=True)
     if not replay.first_use("%s %s" % (thumbprint, jti), iat + DPOP_MAX_AGE + DPOP_CLOCK_SKEW):
         raise DPoPError("the DPoP proof was used before (jti %s)" % jti[:40])
     return thumbprint
@@ -3047,6 +3083,7 @@ class Presented:
     certificate: str = None             # x5t#S256 of the client certificate
     runtime_id: str = None              # the certificate's URI SAN: the runtime's identity
     dpop: str = None                    # the DPoP header
+    address: str = ""                   # the peer's address: where failed proofs are counted
 
 
 def dpop_refusal(app, description, error="invalid_dpop_proof"):
@@ -3067,11 +3104,17 @@ def check_presented(app, principal, presented, scheme, token, cnf):
     if presented.runtime_id:
         principal.runtime = "%s %s" % (principal.runtime, presented.runtime_id)
     if presented.dpop is not None:
+        failures = "address:" + presented.address
+        retry = app.failed_proofs.wait(failures)
+        if retry:
+            raise dpop_refusal(app, "too many DPoP proofs with bad signatures from this address; retry in %d s" % retry)
         try:
             principal.dpop_key = check_dpop_proof(presented.dpop, presented.method, presented.url, app.key,
                                                   app.dpop_replay, token if scheme == "dpop" else None,
-                                                  app.config.dpop_nonce)
+                                                  app.config.dpop_nonce, (cnf or {}).get("jkt"))
         except DPoPError as error:
+            if error.signature_failed:
+                app.failed_proofs.hit(failures)
             raise dpop_refusal(app, error.description, error.error)
     if cnf is None:
         if scheme == "dpop":
@@ -15232,7 +15275,8 @@ def presented_by(handler, method, url):
         uris = [v for k, v in (handler.connection.getpeercert() or {}).get("subjectAltName", ()) if k == "URI"] \
             if der else []
         handler.client_certificate = (certificate_thumbprint(der) if der else None, uris[0] if uris else None)
-    return Presented(method, url, *handler.client_certificate, dpop=handler.headers.get("DPoP"))
+    return Presented(method, url, *handler.client_certificate, dpop=handler.headers.get("DPoP"),
+                     address=handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket")
 
 
 def body_left(req):

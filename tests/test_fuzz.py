@@ -37,7 +37,14 @@ def site(tmp_path_factory):
     assert api(srv, "POST", "/user/repos", alice, {"name": "secret", "private": True, "auto_init": True}).status == 201
     assert api(srv, "POST", "/repos/alice/secret/issues", alice, {"title": "bug"}).status == 201
     client = ext(srv, "POST", "/oauth/apps", alice, {"name": "app", "redirect_uris": ["http://127.0.0.1:9/cb"]})
-    yield {"srv": srv, "alice": alice, "client_id": client.json["client_id"]}
+    srv.app.failed_proofs = agentgit.RateLimiter(10 ** 9, 1)     # nor would people fail proofs this often
+    agent, agent_token, _ = srv.add_agent("runner")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    numbers = key.public_key().public_numbers()
+    jwk = {"kty": "RSA", "kid": "k1", "n": agentgit.b64url(numbers.n.to_bytes(256, "big")), "e": "AQAB"}
+    assert ext(srv, "POST", "/agent-keys", agent_token, {"jwk": jwk}).status == 201
+    yield {"srv": srv, "alice": alice, "client_id": client.json["client_id"], "agent": agent, "agent_key": key}
     srv.stop()
 
 
@@ -378,6 +385,43 @@ OAUTH_VALUES = ["authorization_code", "refresh_token", "urn:ietf:params:oauth:gr
                 "http://127.0.0.1:9/cb/../x", "//evil.example", "agp_x", ""]
 oauth_forms = st.dictionaries(st.sampled_from(OAUTH_KEYS) | st.text(max_size=6),
                               st.sampled_from(OAUTH_VALUES) | st.text(max_size=30), max_size=8)
+
+
+# Client assertions (RFC 7523): JWTs whose claims are near an agent's (its login, this server, now) or
+# anything JSON holds, NaN and the infinities included; signed by the agent's key, or not at all
+assertion_headers = st.fixed_dictionaries({}, optional={"alg": st.sampled_from(["RS256", "none"]) | json_values,
+                                                        "kid": st.sampled_from(["k1", "k2"]) | json_values})
+assertion_claims = st.dictionaries(
+    st.sampled_from(["iss", "sub", "aud", "exp", "iat", "jti"]),
+    st.sampled_from(["AGENT", "SERVER", "a-jti-long-enough"]) | json_values | st.integers() |
+    st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(["NOW"]), max_size=6)
+
+
+def near(value, site):
+    """The placeholders of a fuzzed claim made real: the agent's login, this server, the time now."""
+    return {"AGENT": site["agent"], "SERVER": site["srv"].url, "NOW": int(time.time()) + 60}.get(value, value) if \
+        isinstance(value, str) else value
+
+
+@FUZZ
+@given(header=assertion_headers | json_values, claims=assertion_claims, signed=st.booleans())
+def test_client_assertions(site, header, claims, signed):
+    """Whatever an assertion says, with whatever types, the token endpoint answers RFC 6749's error (or a
+    token), quickly, never a 5xx."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    head = b64url_json(header)
+    body = b64url_json({name: near(value, site) for name, value in claims.items()})
+    signature = site["agent_key"].sign(("%s.%s" % (head, body)).encode(), padding.PKCS1v15(), hashes.SHA256()) \
+        if signed else b"unsigned"
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_assertion_type":
+                                   "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "client_assertion":
+                                   "%s.%s.%s" % (head, body, agentgit.b64url(signature))}).encode()
+    answer = exchange_bytes(site["srv"], request_bytes(b"POST", b"/login/oauth/access_token", [
+        (b"Host", b"127.0.0.1"), (b"Content-Type", b"application/x-www-form-urlencoded"), (b"Accept", b"application/json"),
+        (b"Content-Length", b"%d" % len(form)), (b"Connection", b"close")], form))
+    assert_well_behaved(answer)
+    assert answer.status == 200 or "error" in json.loads(answer.body), answer.body[:200]
 
 
 @FUZZ

@@ -10,6 +10,7 @@ import time
 import pytest
 
 import agentgit
+from conftest import call, patch_everywhere
 
 # RFC 6979 A.2.5: P-256, private key x; its public key (Ux, Uy); signatures with SHA-256
 RFC6979_UX = 0x60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6
@@ -134,6 +135,65 @@ def test_dpop_proofs_are_refused_for_each_fault(dpop_key):
     with pytest.raises(agentgit.DPoPError):
         agentgit.check_dpop_proof(proof(claims(nonce=agentgit.dpop_nonce(b"o" * 32))), "GET", url, key, replay,
                                   "agt_token", require_nonce=True)
+
+
+def test_a_proof_wrong_in_any_claim_costs_no_signature_check(dpop_key, monkeypatch):
+    """Every claim is checked before the signature: an anonymous client's proof that is wrong in its
+    method, URL, time, token hash, jti or type costs no elliptic-curve arithmetic."""
+    jwk, proof = dpop_key
+    key, url = b"k" * 32, "https://agentgit.test/api/v3/user"
+    verified = []
+    real = agentgit.es256_valid
+    patch_everywhere(monkeypatch, "es256_valid", lambda *args, **kw: verified.append(1) or real(*args, **kw))
+    now = int(time.time())
+    base = {"htm": "GET", "htu": url, "iat": now, "jti": "jti-of-a-proof", "ath": agentgit.b64url(
+        hashlib.sha256(b"agt_token").digest())}
+    for claims, header in ((dict(base, htm="POST"), {}), (dict(base, htu=url + "/x"), {}), (dict(base, iat=now - 900), {}),
+                           (dict(base, ath="x"), {}), (dict(base, jti="short"), {}), (base, {"typ": "JWT"})):
+        with pytest.raises(agentgit.DPoPError):
+            agentgit.check_dpop_proof(proof(claims, header), "GET", url, key, agentgit.ReplayCache(), "agt_token")
+    assert verified == []
+    assert agentgit.check_dpop_proof(proof(base), "GET", url, key, agentgit.ReplayCache(), "agt_token")
+    assert verified == [1]
+
+
+def test_a_key_seen_for_the_first_time_costs_one_verification_not_a_table(dpop_key):
+    """The standard library's verifier keeps tables (60 verifications' worth of work each) for the keys a
+    token is bound to only: a proof by any other key is one plain verification, so a stream of fresh
+    keys cannot make every request build one."""
+    jwk, proof = dpop_key
+    stdlib = agentgit.choose_backend("stdlib")
+    x, y = agentgit.ec_public_key(jwk)
+    header, claims, signing_input, signature = agentgit.decode_jws(proof({"n": 1}), 4096)
+    assert stdlib.es256_valid(x, y, signing_input, signature, known_key=False)
+    assert (x, y) not in stdlib.tables.keys
+    assert stdlib.es256_valid(x, y, signing_input, signature, known_key=True)
+    assert (x, y) in stdlib.tables.keys
+    assert stdlib.es256_valid(x, y, signing_input, signature, known_key=False)      # kept, so used
+    assert not stdlib.es256_valid(x, y, signing_input + b"!", signature, known_key=False)
+
+
+def test_failed_proofs_from_an_address_are_refused_unverified_past_the_limit(server, dpop_key, monkeypatch):
+    jwk, proof = dpop_key
+    token = server.add_user("alice")
+    url = server.url + "/api/v3/user"
+    verified = []
+    real = agentgit.es256_valid
+    patch_everywhere(monkeypatch, "es256_valid", lambda *args, **kw: verified.append(1) or real(*args, **kw))
+
+    def request(signed):
+        return call(server, "GET", "/api/v3/user", token, headers={"DPoP": signed})
+
+    def claims():
+        return {"htm": "GET", "htu": url, "iat": int(time.time()), "jti": "jti-%f" % time.time()}
+    for _ in range(agentgit.FAILED_PROOFS_PER_MINUTE):
+        forged = proof(claims())
+        refused = request(forged[:-4] + ("AAAA" if not forged.endswith("AAAA") else "BBBB"))
+        assert refused.status == 401 and "does not verify" in refused.headers["www-authenticate"]
+    assert len(verified) == agentgit.FAILED_PROOFS_PER_MINUTE
+    refused = request(proof(claims()))                                  # a good one, from the same address
+    assert refused.status == 401 and "too many DPoP proofs" in refused.headers["www-authenticate"]
+    assert len(verified) == agentgit.FAILED_PROOFS_PER_MINUTE
 
 
 def test_certificate_thumbprint_is_rfc_8705s():

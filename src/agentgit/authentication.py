@@ -83,6 +83,7 @@ class Presented:
     certificate: str = None             # x5t#S256 of the client certificate
     runtime_id: str = None              # the certificate's URI SAN: the runtime's identity
     dpop: str = None                    # the DPoP header
+    address: str = ""                   # the peer's address: where failed proofs are counted
 
 
 def dpop_refusal(app, description, error="invalid_dpop_proof"):
@@ -103,11 +104,17 @@ def check_presented(app, principal, presented, scheme, token, cnf):
     if presented.runtime_id:
         principal.runtime = "%s %s" % (principal.runtime, presented.runtime_id)
     if presented.dpop is not None:
+        failures = "address:" + presented.address
+        retry = app.failed_proofs.wait(failures)
+        if retry:
+            raise dpop_refusal(app, "too many DPoP proofs with bad signatures from this address; retry in %d s" % retry)
         try:
             principal.dpop_key = check_dpop_proof(presented.dpop, presented.method, presented.url, app.key,
                                                   app.dpop_replay, token if scheme == "dpop" else None,
-                                                  app.config.dpop_nonce)
+                                                  app.config.dpop_nonce, (cnf or {}).get("jkt"))
         except DPoPError as error:
+            if error.signature_failed:
+                app.failed_proofs.hit(failures)
             raise dpop_refusal(app, error.description, error.error)
     if cnf is None:
         if scheme == "dpop":

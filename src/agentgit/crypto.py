@@ -197,6 +197,10 @@ class KeyTables:
     def __init__(self):
         self.lock, self.base, self.keys = threading.Lock(), None, collections.OrderedDict()
 
+    def kept(self, point):
+        with self.lock:
+            return point == P256_G or point in self.keys
+
     def of(self, point):
         with self.lock:
             if point == P256_G:
@@ -208,6 +212,23 @@ class KeyTables:
             while len(self.keys) > KEY_TABLES_KEPT:
                 self.keys.popitem(last=False)
             return table
+
+
+def window_multiply(point, scalar):
+    """scalar * point (Jacobian), by 4-bit windows over its 15 first multiples: 252 doublings and at
+    most 64 additions, what a key seen for the first time costs (its table costs 60 times that)."""
+    multiples = [(point[0], point[1], 1)]
+    for _ in range(14):
+        multiples.append(jacobian_add_affine(*multiples[-1], *point))
+    multiples = to_affine(multiples)
+    X, Y, Z = 0, 1, 0
+    for shift in range(252, -1, -4):
+        for _ in range(4):
+            X, Y, Z = jacobian_double(X, Y, Z)
+        digit = (scalar >> shift) & 15
+        if digit:
+            X, Y, Z = jacobian_add_affine(X, Y, Z, *multiples[digit - 1])
+    return X, Y, Z
 
 
 def rs256_encoded(message, length):
@@ -223,15 +244,26 @@ class StdlibCrypto:
     def __init__(self):
         self.tables = KeyTables()
 
-    def es256_valid(self, x, y, message, signature):
-        """FIPS 186-4 §6.4.2, the signature r || s (64 bytes)."""
+    def es256_valid(self, x, y, message, signature, known_key):
+        """FIPS 186-4 §6.4.2, the signature r || s (64 bytes). A table is made and kept for a known key
+        (one a token is bound to); any other is multiplied without one, so a key never seen before
+        costs what one verification does."""
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
         if not (0 < r < P256_N and 0 < s < P256_N):
             return False
         e = int.from_bytes(hashlib.sha256(message).digest(), "big")
         w = pow(s, -1, P256_N)
-        X, Y, Z = 0, 1, 0
-        for scalar, table in ((e * w % P256_N, self.tables.of(P256_G)), (r * w % P256_N, self.tables.of((x, y)))):
+        u1, u2 = e * w % P256_N, r * w % P256_N
+        tabled = [(u1, self.tables.of(P256_G))]
+        if known_key or self.tables.kept((x, y)):
+            tabled.append((u2, self.tables.of((x, y))))
+            X, Y, Z = 0, 1, 0
+        else:
+            X, Y, Z = window_multiply((x, y), u2)
+            if Z:
+                X, Y = to_affine([(X, Y, Z)])[0]
+                Z = 1
+        for scalar, table in tabled:
             for i in range(WINDOWS):
                 digit = (scalar >> (8 * i)) & 0xff
                 if digit:
@@ -288,7 +320,7 @@ class CryptographyCrypto:
         self.rsa_key = functools.lru_cache(maxsize=KEY_TABLES_KEPT)(
             lambda n, e: self.rsa.RSAPublicNumbers(e, n).public_key())
 
-    def es256_valid(self, x, y, message, signature):
+    def es256_valid(self, x, y, message, signature, known_key):
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
         try:
             self.ec_key(x, y).verify(self.utils.encode_dss_signature(r, s), message, self.ec.ECDSA(self.hashes.SHA256()))
@@ -329,12 +361,13 @@ BACKEND = choose_backend(os.environ.get("AGENTGIT_CRYPTO"))
 
 # -- what the protocols call ----------------------------------------------------------------------
 
-def es256_valid(x, y, message, signature):
+def es256_valid(x, y, message, signature, known_key=False):
     """Is ``signature`` (r || s, 64 bytes, as JWS writes ES256) a valid ECDSA P-256 SHA-256 signature of
-    ``message`` by the public key (x, y)?"""
+    ``message`` by the public key (x, y)? ``known_key``: one a token is bound to, worth keeping what
+    makes its next verification faster."""
     if not isinstance(signature, bytes) or len(signature) != 64 or not p256_on_curve(x, y):
         return False
-    return BACKEND.es256_valid(x, y, message, signature)
+    return BACKEND.es256_valid(x, y, message, signature, known_key)
 
 
 def rs256_valid(n, e, message, signature):

@@ -37,11 +37,12 @@ NONCE_WINDOW = 300           # a server nonce is good for this window and the on
 
 
 class DPoPError(ValueError):
-    """A proof refused: ``error`` is the RFC's code (invalid_dpop_proof, use_dpop_nonce)."""
+    """A proof refused: ``error`` is the RFC's code (invalid_dpop_proof, use_dpop_nonce);
+    ``signature_failed``: every claim held but the signature (the refusal that cost arithmetic)."""
 
-    def __init__(self, description, error="invalid_dpop_proof"):
+    def __init__(self, description, error="invalid_dpop_proof", signature_failed=False):
         super().__init__(description)
-        self.error, self.description = error, description
+        self.error, self.description, self.signature_failed = error, description, signature_failed
 
 
 class ReplayCache:
@@ -72,11 +73,13 @@ def nonce_valid(key, nonce):
     return isinstance(nonce, str) and any(hmac.compare_digest(dpop_nonce(key, w), nonce) for w in (window, window - 1))
 
 
-def check_dpop_proof(proof, method, url, key, replay, access_token=None, require_nonce=False):
+def check_dpop_proof(proof, method, url, key, replay, access_token=None, require_nonce=False, bound_key=None):
     """The thumbprint of the key that signed ``proof`` for this request (method, URL without query or
     fragment, and when a token is presented its hash), once it is checked: typ, alg ES256, a public
-    JWK, a valid signature, fresh iat, a jti not seen before, and the server's nonce where one is
-    required. DPoPError with the RFC's error otherwise."""
+    JWK, fresh iat, the server's nonce where one is required, a jti, then (every claim checked first:
+    a proof that fails on them costs no arithmetic) a valid signature and a jti not seen before.
+    ``bound_key``: the thumbprint the presented token is bound to, a key worth keeping tables for.
+    DPoPError with the RFC's error otherwise."""
     try:
         header, claims, signing_input, signature = decode_jws(proof, DPOP_MAX_BYTES)
     except ValueError as error:
@@ -87,8 +90,6 @@ def check_dpop_proof(proof, method, url, key, replay, access_token=None, require
         x, y = ec_public_key(header.get("jwk"))
     except (ValueError, TypeError):
         raise DPoPError("the DPoP proof's jwk must be a P-256 public key")
-    if not es256_valid(x, y, signing_input, signature):
-        raise DPoPError("the DPoP proof's signature does not verify with its jwk")
     if claims.get("htm") != method or not isinstance(claims.get("htu"), str) or \
             claims["htu"].split("?")[0].split("#")[0].rstrip("/") != url.rstrip("/"):
         raise DPoPError("the DPoP proof is for %s %s, not this request" % (str(claims.get("htm"))[:10],
@@ -101,10 +102,12 @@ def check_dpop_proof(proof, method, url, key, replay, access_token=None, require
         raise DPoPError("the DPoP proof's ath is not the hash of the access token presented")
     if require_nonce and not nonce_valid(key, claims.get("nonce")):
         raise DPoPError("this server requires a DPoP nonce: use the DPoP-Nonce header's", "use_dpop_nonce")
-    thumbprint = jwk_thumbprint(header["jwk"])
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 8 <= len(jti) <= 200:
         raise DPoPError("the DPoP proof needs a unique jti")
+    thumbprint = jwk_thumbprint(header["jwk"])
+    if not es256_valid(x, y, signing_input, signature, known_key=thumbprint == bound_key):
+        raise DPoPError("the DPoP proof's signature does not verify with its jwk", signature_failed=True)
     if not replay.first_use("%s %s" % (thumbprint, jti), iat + DPOP_MAX_AGE + DPOP_CLOCK_SKEW):
         raise DPoPError("the DPoP proof was used before (jti %s)" % jti[:40])
     return thumbprint

@@ -211,7 +211,8 @@ def presented_by(handler, method, url):
         uris = [v for k, v in (handler.connection.getpeercert() or {}).get("subjectAltName", ()) if k == "URI"] \
             if der else []
         handler.client_certificate = (certificate_thumbprint(der) if der else None, uris[0] if uris else None)
-    return Presented(method, url, *handler.client_certificate, dpop=handler.headers.get("DPoP"))
+    return Presented(method, url, *handler.client_certificate, dpop=handler.headers.get("DPoP"),
+                     address=handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket")
 
 
 def body_left(req):
