@@ -627,7 +627,7 @@ def bench_proofs(calls=2000):
 def bench_attacker_costs(agentgit, ec, hashes, decode_dss_signature, url, keys=20):
     """What an attacker's request costs the server in CPU, per backend: a DPoP proof by a key never seen
     before (a fresh key per proof), and a client assertion refused for its signature (a 4096-bit key)."""
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.hazmat.primitives.asymmetric import rsa
     proofs = []
     for i in range(keys):
         key = ec.generate_private_key(ec.SECP256R1())
