@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  3216  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15100  server.App.dispatch
+       line 15111  server.App.dispatch
        line  3133  authentication.authenticate
        line  2845  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14810  githttp.git_receive_pack
+       line 14821  githttp.git_receive_pack
        line  2888  ledger.Ledger.decide_each
        line  2826  intents.reconcile_intents
 
@@ -110,15 +110,15 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     51. oauth_clients      lines 12947-13158  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
     52. broker             lines 13159-13591  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
     53. oauth              lines 13592-14234  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14235-14672  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14673-14872  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 14873-15090  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15091-15677  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15678-15954  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 15955-16412  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16413-17131  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    54. mcp_server         lines 14235-14683  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14684-14883  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 14884-15101  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15102-15694  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15695-15971  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 15972-16429  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16430-17148  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is efb5a383aa55273676bfe9cb70231d531fe58dd066c54be30a9584b2f8d5fe76
+Made from sources whose SHA-256 is ed32421b613d059117413b5f4e099ad9581dea2ce9a5100fad985a29e18c4b71
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -14621,8 +14621,18 @@ def parse_message(req):
     return message
 
 
+def check_origin(req):
+    """The transport's rule against DNS rebinding: a request a browser sent from another site's page
+    (its Origin not this server's) is refused, whatever credentials it carries."""
+    origin = req.headers.get("Origin")
+    parts = urllib.parse.urlsplit(req.app.url)
+    if origin is not None and origin.rstrip("/").lower() != "%s://%s" % (parts.scheme, parts.netloc.lower()):
+        raise HTTPError(403, "Forbidden: MCP requests from the page of another origin (%s) are refused" % origin[:100])
+
+
 @route("POST", "/mcp", "mcp")
 def mcp_endpoint(req):
+    check_origin(req)
     if req.principal.user is None:
         raise HTTPError(401, "Requires authentication", headers={"WWW-Authenticate": req.bearer_challenge()})
     message, modern = {}, False
@@ -14658,6 +14668,7 @@ def mcp_endpoint(req):
 @route("DELETE", "/mcp", "mcp")
 def mcp_no_stream(req):
     """No server-initiated stream and no sessions to end: POST is the whole transport here."""
+    check_origin(req)
     raise HTTPError(405, "Method Not Allowed: POST one JSON-RPC request to /mcp", headers={"Allow": "POST"})
 
 
@@ -15178,12 +15189,18 @@ class App(Installation):
         and Git together are the last (this server's URL)."""
         wanted = {"mcp": self.url + "/mcp", "broker": "%s/api/ext/v1/broker/proxy/%s" % (
             self.url, params.get("credential_id"))}.get(req.surface, self.url)
-        if req.principal.resource is not None and req.principal.resource != wanted:
-            req.refuse("use_token", wanted, ["this %s token is for %s only" % (req.principal.token_kind,
-                                                                                req.principal.resource)])
-            raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
+        # /mcp takes only tokens issued for it. A human's token for the whole API (a personal token, an
+        # OAuth token with no resource) stands for her and may stay, and a task token with none is for
+        # its task's API and MCP alike; but an agent's bootstrap token is traded for one, and a session
+        # token made for the API (or one repository) is not for /mcp
+        unbound_agent_at_mcp = req.surface == "mcp" and req.principal.resource is None and (
+            req.principal.token_kind == "session" or req.principal.token_kind == "agent" and req.principal.bootstrap)
+        if unbound_agent_at_mcp or req.principal.resource is not None and req.principal.resource != wanted:
+            audience = req.principal.resource or "the API, not /mcp (an agent trades its token for one for /mcp)"
+            req.refuse("use_token", wanted, ["this %s token is for %s only" % (req.principal.token_kind, audience)])
+            raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (audience, wanted),
                             headers={"WWW-Authenticate": req.bearer_challenge(
-                                "invalid_token", "the token's audience is %s" % req.principal.resource)})
+                                "invalid_token", "the token's audience is %s" % audience)})
 
     def match(self, req):
         host = (req.headers.get("Host") or "").split(":")[0].lower()

@@ -375,6 +375,9 @@ EXPECTED = {
     # so a private repository's pages are not there for any of them (a session may show them)
     "web_private":            "404 404 404 404 404 404 404 404 404 404 404 404 404 404 404 404",
     "signed_in":              "401 pass pass pass pass pass pass pass pass pass pass 403 401 401 401 401",
+    # /mcp takes the tokens issued for it: not an agent's bootstrap token, nor a session token for the API
+    "mcp":                    "401 pass pass pass pass pass 401 401 pass pass pass 403 401 401 401 401",
+    "mcp_public":             "pass pass pass pass pass pass 401 401 pass pass pass 403 401 401 401 401",
     "signed_in_untasked":     "401 pass pass pass pass pass pass pass 403 403 pass 403 401 401 401 401",
     # humans only: an agent's token, a task token and a switch session are refused
     "humans":                 "401 pass pass pass pass pass 403 403 403 403 403 403 401 401 401 401",
@@ -471,7 +474,7 @@ DELETE  /api/v3/repos/{owner}/{repo}/subscription                               
 DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/secrets/{name} repo_write
 DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/variables/{name} repo_write
 DELETE  /api/v3/users/{login}/suspended                                           site_admin
-DELETE  /mcp                                                                      public
+DELETE  /mcp                                                                      mcp_public
 GET     /                                                                         web_page
 GET     /.well-known/oauth-authorization-server                                   credentials_unread
 GET     /.well-known/oauth-protected-resource                                     credentials_unread
@@ -620,7 +623,7 @@ GET     /approvals                                                              
 GET     /login                                                                    web_page
 GET     /login/device                                                             web_page
 GET     /login/oauth/authorize                                                    web_page
-GET     /mcp                                                                      public
+GET     /mcp                                                                      mcp_public
 GET     /raw/{owner}/{repo}/{rest:path}                                           repo_read
 GET     /settings/agents                                                          web_page
 GET     /settings/tokens                                                          web_page
@@ -722,7 +725,7 @@ POST    /login/oauth/authorize                                                  
 POST    /login/oauth/introspect                                                   signed_in
 POST    /login/oauth/revoke                                                       signed_in
 POST    /logout                                                                   web_page
-POST    /mcp                                                                      signed_in
+POST    /mcp                                                                      mcp
 POST    /register                                                                 credentials_unread
 POST    /settings/agents                                                          web_page
 POST    /settings/tokens                                                          web_page

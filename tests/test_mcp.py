@@ -8,7 +8,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import api, call, ext, grant_a_task
+from conftest import alice_and_her_agent, api, call, exchange, ext, grant_a_task, session_token
 
 mcp = pytest.importorskip("mcp", reason="make test installs the mcp SDK")
 import httpx2  # noqa: E402  (the SDK's HTTP client)
@@ -245,3 +245,25 @@ def test_a_task_token_for_mcp_by_exchange_and_its_introspection(server):
         {"token": token}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"}).json
     assert (facts["active"], facts["sub"], facts["user_kind"], facts["delegator"], facts["task"], facts["grant"],
             facts["aud"]) == (True, w["login"], "agent", "alice", "task:mcp", w["grant"]["id"], server.url + "/mcp")
+
+
+def test_mcp_takes_only_tokens_issued_for_it_and_refuses_other_origins(server):
+    """The MCP authorization rules: a server accepts the tokens issued for it as their audience. An
+    agent's bootstrap token, and a session token it traded for the API or for one repository, are not
+    (it trades for a token for /mcp); a human's personal token stands for her and stays. And the
+    transport's rule against DNS rebinding: a request from another origin's page is refused (403),
+    whatever it carries."""
+    alice, login, agent = alice_and_her_agent(server)
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    for token in (agent, session_token(server, agent), session_token(server, agent, "alice/payments")):
+        refused = rpc(server, token, listing)
+        assert refused.status == 401 and "not /mcp" in refused.json["message"], refused
+        assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    minted = exchange(server, subject_token=agent, resource=server.url + "/mcp")
+    assert rpc(server, minted.json["access_token"], listing).status == 200
+    assert rpc(server, alice, listing).status == 200
+    for origin in ("https://evil.example", "null", server.url.replace("127.0.0.1", "localhost")):
+        refused = rpc(server, alice, listing, headers={"Origin": origin})
+        assert refused.status == 403 and "another origin" in refused.json["message"], origin
+    assert rpc(server, alice, listing, headers={"Origin": server.url}).status == 200
+    assert call(server, "GET", "/mcp", alice, headers={"Origin": "https://evil.example"}).status == 403

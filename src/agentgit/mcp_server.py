@@ -411,8 +411,18 @@ def parse_message(req):
     return message
 
 
+def check_origin(req):
+    """The transport's rule against DNS rebinding: a request a browser sent from another site's page
+    (its Origin not this server's) is refused, whatever credentials it carries."""
+    origin = req.headers.get("Origin")
+    parts = urllib.parse.urlsplit(req.app.url)
+    if origin is not None and origin.rstrip("/").lower() != "%s://%s" % (parts.scheme, parts.netloc.lower()):
+        raise HTTPError(403, "Forbidden: MCP requests from the page of another origin (%s) are refused" % origin[:100])
+
+
 @route("POST", "/mcp", "mcp")
 def mcp_endpoint(req):
+    check_origin(req)
     if req.principal.user is None:
         raise HTTPError(401, "Requires authentication", headers={"WWW-Authenticate": req.bearer_challenge()})
     message, modern = {}, False
@@ -448,6 +458,7 @@ def mcp_endpoint(req):
 @route("DELETE", "/mcp", "mcp")
 def mcp_no_stream(req):
     """No server-initiated stream and no sessions to end: POST is the whole transport here."""
+    check_origin(req)
     raise HTTPError(405, "Method Not Allowed: POST one JSON-RPC request to /mcp", headers={"Allow": "POST"})
 
 

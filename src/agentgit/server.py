@@ -114,12 +114,18 @@ class App(Installation):
         and Git together are the last (this server's URL)."""
         wanted = {"mcp": self.url + "/mcp", "broker": "%s/api/ext/v1/broker/proxy/%s" % (
             self.url, params.get("credential_id"))}.get(req.surface, self.url)
-        if req.principal.resource is not None and req.principal.resource != wanted:
-            req.refuse("use_token", wanted, ["this %s token is for %s only" % (req.principal.token_kind,
-                                                                                req.principal.resource)])
-            raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (req.principal.resource, wanted),
+        # /mcp takes only tokens issued for it. A human's token for the whole API (a personal token, an
+        # OAuth token with no resource) stands for her and may stay, and a task token with none is for
+        # its task's API and MCP alike; but an agent's bootstrap token is traded for one, and a session
+        # token made for the API (or one repository) is not for /mcp
+        unbound_agent_at_mcp = req.surface == "mcp" and req.principal.resource is None and (
+            req.principal.token_kind == "session" or req.principal.token_kind == "agent" and req.principal.bootstrap)
+        if unbound_agent_at_mcp or req.principal.resource is not None and req.principal.resource != wanted:
+            audience = req.principal.resource or "the API, not /mcp (an agent trades its token for one for /mcp)"
+            req.refuse("use_token", wanted, ["this %s token is for %s only" % (req.principal.token_kind, audience)])
+            raise HTTPError(401, "Bad credentials: this token is for %s, not %s" % (audience, wanted),
                             headers={"WWW-Authenticate": req.bearer_challenge(
-                                "invalid_token", "the token's audience is %s" % req.principal.resource)})
+                                "invalid_token", "the token's audience is %s" % audience)})
 
     def match(self, req):
         host = (req.headers.get("Host") or "").split(":")[0].lower()
