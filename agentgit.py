@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1403  tokens.issue_token
-       line  1425  tokens.verify_token
+       line  1431  tokens.issue_token
+       line  1453  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2497  policy.POLICY_RULES
-       line  2534  policy.decide
+       line  2525  policy.POLICY_RULES
+       line  2562  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2599  audit.audit_append
-       line  2603  audit.audit_verify
+       line  2627  audit.audit_append
+       line  2631  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9396  delegation.create_invite
-       line  9468  delegation.confirm_binding
-       line 10050  tasks.create_task_grant
-       line  3216  authentication.load_grant
+       line  9424  delegation.create_invite
+       line  9496  delegation.confirm_binding
+       line 10078  tasks.create_task_grant
+       line  3244  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15111  server.App.dispatch
-       line  3133  authentication.authenticate
-       line  2845  ledger.Ledger
+       line 15139  server.App.dispatch
+       line  3161  authentication.authenticate
+       line  2873  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14821  githttp.git_receive_pack
-       line  2888  ledger.Ledger.decide_each
-       line  2826  intents.reconcile_intents
+       line 14849  githttp.git_receive_pack
+       line  2916  ledger.Ledger.decide_each
+       line  2854  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
      1. config             lines   188-  278  Configuration: constants, names, limits, times, and the Config a server is built from.
      2. errors             lines   279-  308  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   309-  701  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   702-  754  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   755-  958  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines   959- 1170  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1171- 1351  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1352- 1452  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1453- 1549  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1550- 1775  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1776- 2556  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2557- 2721  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2722- 2769  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2770- 2839  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  2840- 3011  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3012- 3248  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3249- 3428  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3429- 3558  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3559- 3843  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  3844- 4047  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4048- 4099  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4100- 4336  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4337- 4423  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4424- 4874  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  4875- 5143  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5144- 5814  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  5815- 5944  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  5945- 6426  REST: pull requests and their merges.
-    29. reviews            lines  6427- 6714  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6715- 6956  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  6957- 7212  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7213- 7555  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7556- 7891  REST: releases, tags and release assets.
-    34. deploy_keys        lines  7892- 7968  REST: deploy keys.
-    35. actions            lines  7969- 8175  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8176- 8378  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8379- 8726  REST: organizations, memberships and teams.
-    38. actions_config     lines  8727- 9214  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9215- 9290  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9291- 9839  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9840-10015  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10016-10406  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10407-10578  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10579-10841  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10842-11507  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11508-11853  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11854-12276  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12277-12556  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12557-12739  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12740-12946  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 12947-13158  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13159-13591  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13592-14234  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14235-14683  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14684-14883  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 14884-15101  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15102-15694  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15695-15971  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 15972-16429  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16430-17148  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     4. egress             lines   702-  782  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   783-  986  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines   987- 1198  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1199- 1379  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1380- 1480  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1481- 1577  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1578- 1803  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1804- 2584  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2585- 2749  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2750- 2797  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2798- 2867  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  2868- 3039  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3040- 3276  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3277- 3456  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3457- 3586  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3587- 3871  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  3872- 4075  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4076- 4127  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4128- 4364  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4365- 4451  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4452- 4902  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  4903- 5171  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5172- 5842  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  5843- 5972  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  5973- 6454  REST: pull requests and their merges.
+    29. reviews            lines  6455- 6742  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6743- 6984  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  6985- 7240  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7241- 7583  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7584- 7919  REST: releases, tags and release assets.
+    34. deploy_keys        lines  7920- 7996  REST: deploy keys.
+    35. actions            lines  7997- 8203  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8204- 8406  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8407- 8754  REST: organizations, memberships and teams.
+    38. actions_config     lines  8755- 9242  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9243- 9318  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9319- 9867  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9868-10043  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10044-10434  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10435-10606  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10607-10869  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10870-11535  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11536-11881  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11882-12304  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12305-12584  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12585-12767  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12768-12974  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 12975-13186  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13187-13619  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13620-14262  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14263-14711  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14712-14911  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 14912-15129  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15130-15722  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15723-15999  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16000-16457  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16458-17176  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is ed32421b613d059117413b5f4e099ad9581dea2ce9a5100fad985a29e18c4b71
+Made from sources whose SHA-256 is 21eeb096d964ec484ac4cc675512226619f30f7ae2138a9240f78af38e81c7cf
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -729,18 +729,46 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
+# Ranges ipaddress calls global that no upstream of ours lives in: IPv6 site-local (deprecated, but
+# routed inside some networks) and the 6to4 relay anycast
+NOT_UPSTREAMS = [ipaddress.ip_network(network) for network in ("fec0::/10", "192.88.99.0/24")]
+NAT64 = [ipaddress.ip_network(network) for network in ("64:ff9b::/96", "64:ff9b:1::/48")]
+
+
+def embedded_ipv4(address):
+    """The IPv4 address an IPv6 one carries, where a translator or tunnel would deliver it there
+    (IPv4-mapped, NAT64, 6to4, Teredo's client): that is the address to judge. None for the rest."""
+    if address.version != 6:
+        return None
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    if any(address in network for network in NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.teredo[1] if address.teredo else None
+
+
+def routable(address, allow_loopback):
+    """An allowlist, not a denylist: globally routable unicast only (ipaddress's is_global, which leaves
+    out private, shared (100.64.0.0/10, where cloud metadata services live), link-local, documentation,
+    benchmarking and reserved space), minus NOT_UPSTREAMS; loopback where the operator allows it."""
+    inner = embedded_ipv4(address)
+    if inner is not None:
+        return routable(inner, allow_loopback)
+    if allow_loopback and address.is_loopback:
+        return True
+    return address.is_global and not address.is_multicast and not any(address in n for n in NOT_UPSTREAMS)
+
+
 def public_address(host, port, allow_loopback, what="the client's metadata host", status=400):
-    """The address ``host`` resolves to, if every address it resolves to is a public one (loopback
-    too when allowed); HTTPError ``status`` naming the reason otherwise."""
+    """The address ``host`` resolves to, if every address it resolves to is routable (routable());
+    HTTPError ``status`` naming the reason otherwise."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except OSError:
+    except (OSError, UnicodeError):
         raise HTTPError(status, "%s %s does not resolve" % (what, host))
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for address in addresses:
-        loopback_ok = allow_loopback and address.is_loopback
-        if not loopback_ok and (address.is_private or address.is_loopback or address.is_link_local or
-                                address.is_multicast or address.is_reserved or address.is_unspecified):
+        if not routable(address, allow_loopback):
             raise HTTPError(status, "%s %s is at a non-public address (%s)" % (what, host, address))
     return str(addresses[0])
 
@@ -3309,12 +3337,12 @@ class RateLimiter:
 
 def restrict_data_dir(data_dir):
     """The data directory holds the server key, the database and every repository: its owner's only,
-    also when it was made before (or by hand) with looser modes."""
+    also when it was made before (or by hand) with looser modes. Every entry is tightened, not only
+    the directory, so none stays readable should the directory's own mode be loosened again."""
     os.chmod(data_dir, 0o700)
-    for name in ("agentgit.db", "agentgit.db-wal", "agentgit.db-shm", "server.key"):
-        path = os.path.join(data_dir, name)
-        if os.path.exists(path):
-            os.chmod(path, 0o600)
+    for entry in os.scandir(data_dir):
+        if not entry.is_symlink():
+            os.chmod(entry.path, 0o700 if entry.is_dir() else 0o600)
 
 
 class Installation:

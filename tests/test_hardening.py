@@ -2,6 +2,8 @@
 header, a ref, the filesystem or the server's time unbounded."""
 import urllib.parse
 
+import pytest
+
 from conftest import Browser, api, call, ext, patch_everywhere
 
 
@@ -162,10 +164,15 @@ def test_credentials_stay_out_of_urls_logs_and_open_files(tmp_path):
     import agentgit
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
+    (data / "repos").mkdir(mode=0o755)                       # made before the first start, by hand or a tool
+    (data / "notes.txt").write_text("operator's notes")
+    os.chmod(data / "notes.txt", 0o644)
     log = io.StringIO()
     srv = agentgit.make_server(data, port=0, access_log=log).start()
     try:
         assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+        assert {name: stat.S_IMODE(os.stat(data / name).st_mode) for name in ("repos", "notes.txt", "agentgit.db")} == {
+            "repos": 0o700, "notes.txt": 0o600, "agentgit.db": 0o600}
         login, agent, _ = srv.add_agent("coder")
         query = urllib.parse.urlencode({"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
                                         "subject_token": agent, "resource": srv.url})
@@ -369,3 +376,25 @@ def test_request_headers_that_a_proxy_could_read_otherwise_are_refused(server):
     # a field's name is matched whatever its case, its value without the whitespace around it
     assert raw_request(server, "GET /api/v3/user HTTP/1.1\r\nHost: x\r\nauthorization:   token %s  \r\n\r\n"
                        % token)[0].startswith("HTTP/1.1 200")
+
+
+def test_outbound_connections_go_to_globally_routable_addresses_only():
+    """The egress filter is an allowlist: what ipaddress calls global, minus the ranges no upstream lives
+    in, with an IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4, Teredo) judged by that one.
+    The cloud metadata address in the shared range (100.100.100.200) and IPv6 site-local space passed
+    the denylist before it."""
+    import ipaddress
+    import agentgit
+    refused = ["100.100.100.200", "100.64.0.1", "169.254.169.254", "10.0.0.1", "127.0.0.1", "0.0.0.0", "fec0::1",
+               "fe80::1", "fc00::1", "::1", "ff02::1", "224.0.0.1", "192.88.99.1", "198.18.0.1", "2001:db8::1",
+               "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1",
+               "2001:0:4136:e378:8000:63bf:80ff:fffe"]
+    for address in refused:
+        with pytest.raises(agentgit.HTTPError) as error:
+            agentgit.public_address(address, 443, False, what="the upstream", status=502)
+        assert error.value.status == 502 and "non-public" in error.value.message, address
+    for address in ("8.8.8.8", "2001:4860:4860::8888", "::ffff:8.8.8.8", "64:ff9b::808:808"):
+        assert ipaddress.ip_address(agentgit.public_address(address, 443, False)) == ipaddress.ip_address(address)
+    assert agentgit.public_address("127.0.0.1", 443, True) == "127.0.0.1"          # the operator's tests
+    with pytest.raises(agentgit.HTTPError):
+        agentgit.public_address("169.254.169.254", 443, True)                    # loopback only, not all

@@ -41,18 +41,46 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
+# Ranges ipaddress calls global that no upstream of ours lives in: IPv6 site-local (deprecated, but
+# routed inside some networks) and the 6to4 relay anycast
+NOT_UPSTREAMS = [ipaddress.ip_network(network) for network in ("fec0::/10", "192.88.99.0/24")]
+NAT64 = [ipaddress.ip_network(network) for network in ("64:ff9b::/96", "64:ff9b:1::/48")]
+
+
+def embedded_ipv4(address):
+    """The IPv4 address an IPv6 one carries, where a translator or tunnel would deliver it there
+    (IPv4-mapped, NAT64, 6to4, Teredo's client): that is the address to judge. None for the rest."""
+    if address.version != 6:
+        return None
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    if any(address in network for network in NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.teredo[1] if address.teredo else None
+
+
+def routable(address, allow_loopback):
+    """An allowlist, not a denylist: globally routable unicast only (ipaddress's is_global, which leaves
+    out private, shared (100.64.0.0/10, where cloud metadata services live), link-local, documentation,
+    benchmarking and reserved space), minus NOT_UPSTREAMS; loopback where the operator allows it."""
+    inner = embedded_ipv4(address)
+    if inner is not None:
+        return routable(inner, allow_loopback)
+    if allow_loopback and address.is_loopback:
+        return True
+    return address.is_global and not address.is_multicast and not any(address in n for n in NOT_UPSTREAMS)
+
+
 def public_address(host, port, allow_loopback, what="the client's metadata host", status=400):
-    """The address ``host`` resolves to, if every address it resolves to is a public one (loopback
-    too when allowed); HTTPError ``status`` naming the reason otherwise."""
+    """The address ``host`` resolves to, if every address it resolves to is routable (routable());
+    HTTPError ``status`` naming the reason otherwise."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except OSError:
+    except (OSError, UnicodeError):
         raise HTTPError(status, "%s %s does not resolve" % (what, host))
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for address in addresses:
-        loopback_ok = allow_loopback and address.is_loopback
-        if not loopback_ok and (address.is_private or address.is_loopback or address.is_link_local or
-                                address.is_multicast or address.is_reserved or address.is_unspecified):
+        if not routable(address, allow_loopback):
             raise HTTPError(status, "%s %s is at a non-public address (%s)" % (what, host, address))
     return str(addresses[0])
 

@@ -80,12 +80,12 @@ class RateLimiter:
 
 def restrict_data_dir(data_dir):
     """The data directory holds the server key, the database and every repository: its owner's only,
-    also when it was made before (or by hand) with looser modes."""
+    also when it was made before (or by hand) with looser modes. Every entry is tightened, not only
+    the directory, so none stays readable should the directory's own mode be loosened again."""
     os.chmod(data_dir, 0o700)
-    for name in ("agentgit.db", "agentgit.db-wal", "agentgit.db-shm", "server.key"):
-        path = os.path.join(data_dir, name)
-        if os.path.exists(path):
-            os.chmod(path, 0o600)
+    for entry in os.scandir(data_dir):
+        if not entry.is_symlink():
+            os.chmod(entry.path, 0o700 if entry.is_dir() else 0o600)
 
 
 class Installation:
