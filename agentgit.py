@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1431  tokens.issue_token
-       line  1453  tokens.verify_token
+       line  1432  tokens.issue_token
+       line  1454  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2525  policy.POLICY_RULES
-       line  2562  policy.decide
+       line  2526  policy.POLICY_RULES
+       line  2563  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2627  audit.audit_append
-       line  2631  audit.audit_verify
+       line  2628  audit.audit_append
+       line  2632  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9424  delegation.create_invite
-       line  9496  delegation.confirm_binding
-       line 10078  tasks.create_task_grant
-       line  3244  authentication.load_grant
+       line  9443  delegation.create_invite
+       line  9515  delegation.confirm_binding
+       line 10097  tasks.create_task_grant
+       line  3245  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15139  server.App.dispatch
-       line  3161  authentication.authenticate
-       line  2873  ledger.Ledger
+       line 15169  server.App.dispatch
+       line  3162  authentication.authenticate
+       line  2874  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14849  githttp.git_receive_pack
-       line  2916  ledger.Ledger.decide_each
-       line  2854  intents.reconcile_intents
+       line 14879  githttp.git_receive_pack
+       line  2917  ledger.Ledger.decide_each
+       line  2855  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   188-  278  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   279-  308  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   309-  701  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   702-  782  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   783-  986  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines   987- 1198  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1199- 1379  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1380- 1480  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1481- 1577  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1578- 1803  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1804- 2584  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2585- 2749  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2750- 2797  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2798- 2867  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  2868- 3039  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3040- 3276  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3277- 3456  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3457- 3586  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3587- 3871  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  3872- 4075  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4076- 4127  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4128- 4364  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4365- 4451  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4452- 4902  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  4903- 5171  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5172- 5842  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  5843- 5972  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  5973- 6454  REST: pull requests and their merges.
-    29. reviews            lines  6455- 6742  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6743- 6984  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  6985- 7240  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7241- 7583  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7584- 7919  REST: releases, tags and release assets.
-    34. deploy_keys        lines  7920- 7996  REST: deploy keys.
-    35. actions            lines  7997- 8203  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8204- 8406  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8407- 8754  REST: organizations, memberships and teams.
-    38. actions_config     lines  8755- 9242  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9243- 9318  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9319- 9867  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9868-10043  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10044-10434  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10435-10606  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10607-10869  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10870-11535  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11536-11881  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11882-12304  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12305-12584  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12585-12767  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12768-12974  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 12975-13186  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13187-13619  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13620-14262  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14263-14711  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14712-14911  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 14912-15129  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15130-15722  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15723-15999  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16000-16457  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16458-17176  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   189-  279  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   280-  309  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   310-  702  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   703-  783  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   784-  987  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines   988- 1199  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1200- 1380  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1381- 1481  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1482- 1578  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1579- 1804  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1805- 2585  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2586- 2750  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2751- 2798  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2799- 2868  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  2869- 3040  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3041- 3277  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3278- 3457  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3458- 3587  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3588- 3872  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  3873- 4076  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4077- 4128  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4129- 4383  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4384- 4470  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4471- 4921  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  4922- 5190  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5191- 5861  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  5862- 5991  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  5992- 6473  REST: pull requests and their merges.
+    29. reviews            lines  6474- 6761  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6762- 7003  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7004- 7259  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7260- 7602  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7603- 7938  REST: releases, tags and release assets.
+    34. deploy_keys        lines  7939- 8015  REST: deploy keys.
+    35. actions            lines  8016- 8222  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8223- 8425  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8426- 8773  REST: organizations, memberships and teams.
+    38. actions_config     lines  8774- 9261  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9262- 9337  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9338- 9886  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9887-10062  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10063-10453  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10454-10625  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10626-10888  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10889-11554  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11555-11900  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11901-12323  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12324-12603  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12604-12786  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12787-12993  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 12994-13207  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13208-13640  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13641-14292  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14293-14741  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14742-14941  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 14942-15159  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15160-15752  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15753-16029  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16030-16487  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16488-17206  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 21eeb096d964ec484ac4cc675512226619f30f7ae2138a9240f78af38e81c7cf
+Made from sources whose SHA-256 is a895f931623d4911e493665d7aecf09d77ada812424c3d88de7ae211efc44537
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -167,6 +167,7 @@ import tempfile
 import threading
 import time
 import traceback
+import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -4298,6 +4299,24 @@ def safe_next(target):
 
 def hidden_input(name, value):
     return '<input type="hidden" name="%s" value="%s">' % (html.escape(name), html.escape(value))
+
+
+# Characters that change how the text around them reads without being seen: controls, format characters
+# (the bidirectional overrides and isolates among them), separators of lines and paragraphs, and code
+# points with no character
+INVISIBLE_CATEGORIES = ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp")
+
+
+def plain_text(text, limit=100):
+    """``text`` as a person may be shown it when someone else chose it (a client's name): the
+    characters that could reorder or hide what is around it removed, white space made one space."""
+    kept = "".join(c for c in str(text) if unicodedata.category(c) not in INVISIBLE_CATEGORIES)
+    return " ".join(kept.split())[:limit]
+
+
+def claimed_name(name):
+    """A name a client gives itself, shown as its claim, not as a fact: in quotes, as escaped plain text."""
+    return "&ldquo;%s&rdquo; (the name it gives itself)" % html.escape(plain_text(name) or "unnamed")
 
 
 @web_route("GET", "/login")
@@ -12974,7 +12993,7 @@ def tokens_action(req):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 51. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-# uses: config, errors, egress, storage, tokens, policy, routing, lookups
+# uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 CIMD_MAX_BYTES = 5 * 1024          # the draft's advice for a metadata document
@@ -13069,6 +13088,8 @@ def dynamic_registration(req):
                 "grant_types: authorization_code and refresh_token only",
                 body.get("response_types", ["code"]) != ["code"] and "response_types: code only",
                 not (isinstance(name, str) and len(name) <= 100) and "client_name: a string of at most 100 characters",
+                isinstance(name, str) and plain_text(name) != " ".join(name.split()) and
+                "client_name: no control, format (such as bidirectional) or separator characters",
                 body.get("application_type", "web") not in ("web", "native") and "application_type: web or native"]
     problems = [p for p in problems if p]
     if problems:
@@ -13646,10 +13667,11 @@ def device_page_submit(req):
     buttons = "".join('<form method="post" action="/login/device">%s%s%s<button>%s</button></form>' % (
         hidden_input("csrf", req.session["csrf"]), hidden_input("user_code", row["user_code"]), hidden_input("decision", d), d.title())
         for d in ("approve", "deny"))
-    app = req.app.store.one("SELECT name FROM oauth_apps WHERE client_id = ?", row["client_id"])
-    client = ("the app <strong>%s</strong>" % html.escape(app["name"]) if app else
-              "<strong>%s</strong>" % KNOWN_CLIENTS.get(row["client_id"], "a client this server does not know "
-                                                        "(client id %s)" % html.escape(row["client_id"])))
+    app = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", row["client_id"])
+    client = ("the app <strong>%s</strong> (%s)" % (claimed_name(app["name"]), html.escape(client_description(req, app)))
+              if app else "<strong>%s</strong>" % KNOWN_CLIENTS.get(row["client_id"], "a client this server does "
+                                                                    "not know (client id %s)" % html.escape(
+                                                                        plain_text(row["client_id"]))))
     body = "<p>%s asks to act as <strong>%s</strong> with the scopes: %s.</p>%s" % (
         client, html.escape(user["login"]),
         html.escape(", ".join(scopes) or "none (public read-only)"), buttons)
@@ -13684,6 +13706,9 @@ def oauth_answer(req, body, status=200):
     return status, urllib.parse.urlencode(body).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
 def requested_scopes(text):
     return [s for s in re.split(r"[\s,]+", text or "") if s in ALL_SCOPES and s != "site_admin"]
 
@@ -13694,6 +13719,11 @@ def device_code(req):
     client_id = params.get("client_id", "")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", client_id):
         return oauth_answer(req, {"error": "invalid_client", "error_description": "client_id is required"}, 400)
+    app = req.app.store.one("SELECT kind, metadata FROM oauth_apps WHERE client_id = ?", client_id)
+    if app is not None and app["kind"] != "owned" and DEVICE_GRANT not in json.loads(app["metadata"] or "{}").get(
+            "grant_types", []):
+        return oauth_answer(req, {"error": "unauthorized_client", "error_description": "this client did not register "
+                                  "the device grant (its grant_types)"}, 400)
     code = secrets.token_hex(20)
     for _ in range(10):
         user_code = "".join(secrets.choice(USER_CODE_LETTERS) for _ in range(8))
@@ -13715,7 +13745,7 @@ def access_token(req):
     """The token endpoint, for the device flow, authorization codes with PKCE, and refresh tokens."""
     params = oauth_params(req)
     req.oauth21 = speaks_oauth21(req, params)
-    grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
+    grant = {DEVICE_GRANT: device_grant, "authorization_code": code_grant,
              "refresh_token": refresh_grant, TOKEN_EXCHANGE: exchange_grant,
              "client_credentials": client_credentials_grant}.get(params.get("grant_type"))
     if grant is None:
@@ -14013,7 +14043,7 @@ def authorize_page(req):
         hidden_input("csrf", req.session["csrf"]), fields, hidden_input("decision", d), d.title()) for d in ("approve", "deny"))
     resource = our_resource(req, req.query["resource"]) if req.query.get("resource") else req.app.url
     body = ("<p><strong>%s</strong> (%s) asks to act as <strong>%s</strong> on %s with the scopes: %s.</p>"
-            "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(client_description(
+            "<p>It will return to %s.</p>%s") % (claimed_name(app_row["name"]), html.escape(client_description(
                 req, app_row)), html.escape(user["login"]), html.escape(resource),
                 html.escape(", ".join(scopes) or "none (public read-only)"), html.escape(redirect_uri), buttons)
     return html_page("Authorize application", body, headers={

@@ -103,3 +103,31 @@ def test_metadata_documents(server):
     assert meta["token_endpoint"] == server.url + "/login/oauth/access_token"
     resource = call(server, "GET", "/.well-known/oauth-protected-resource").json
     assert resource["authorization_servers"] == [server.url]
+
+
+def test_a_client_cannot_dress_its_name_as_the_servers_words(server):
+    """Consent phishing: a self-registered client named with a right-to-left override reversed the
+    "nobody vouches for it" warning on the consent page. Such a name is refused at registration; one
+    that got in anyway (a row from before, a metadata document) is shown as plain text, in quotes, as
+    the client's own claim; and a self-registered client, which registers the code grant only, gets no
+    device code to put before a person on the device page."""
+    server.add_user("alice", password="pw")
+    redirect = "http://127.0.0.1:9/cb"
+    for name in ("Acme \u202eti rof sehcuov ydobon", "line\nbreak", "zero\u200bwidth", "bell\x07"):
+        refused = call(server, "POST", "/register", body={"redirect_uris": [redirect], "client_name": name})
+        assert refused.status == 400 and refused.json["error"] == "invalid_client_metadata", name
+    registered = call(server, "POST", "/register", body={"redirect_uris": [redirect], "client_name": "Helper"}).json
+    with server.app.store.transaction() as db:          # as a row from before the check would hold it
+        db.execute("UPDATE oauth_apps SET name = ? WHERE client_id = ?", ("Helper\u202e\u2066 (trusted)",
+                                                                          registered["client_id"]))
+    browser = Browser(server)
+    browser.sign_in("alice", "pw")
+    query = urllib.parse.urlencode({"response_type": "code", "client_id": registered["client_id"],
+                                    "redirect_uri": redirect, "scope": "repo", "code_challenge": pkce()[1],
+                                    "code_challenge_method": "S256"})
+    resp, page = browser.request("GET", "/login/oauth/authorize?" + query)
+    assert resp.status == 200
+    assert "&ldquo;Helper (trusted)&rdquo; (the name it gives itself)" in page
+    assert "\u202e" not in page and "\u2066" not in page and "nobody vouches for it" in page
+    device = form_post(server, "/login/device/code", {"client_id": registered["client_id"]})
+    assert device.status == 400 and device.json["error"] == "unauthorized_client"

@@ -183,7 +183,8 @@ def test_the_pages_speak_the_apis_words_name_the_app_and_lead_back(server):
     code = call_form(server, "/login/device/code", {"client_id": client})["user_code"]
     _, text = b.request("GET", "/login/device")
     _, text = b.request("POST", "/login/device", {"csrf": b.csrf(text), "user_code": code})
-    assert "the app <strong>Deploy bot</strong> asks to act as <strong>alice</strong>" in text and client not in text
+    assert "the app <strong>&ldquo;Deploy bot&rdquo; (the name it gives itself)</strong> (registered by alice) asks " \
+           "to act as <strong>alice</strong>" in text and client not in text
     gh = call_form(server, "/login/device/code", {"client_id": "178c6fc778ccc68e1d6a"})["user_code"]
     _, text = b.request("POST", "/login/device", {"csrf": b.csrf(text), "user_code": gh})
     assert "<strong>the GitHub CLI (gh)</strong> asks to act as" in text

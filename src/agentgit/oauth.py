@@ -23,7 +23,8 @@ from agentgit.ledger import Ledger
 from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.tasks import bound_to, find_grant, issue_task_token, strip_kind
-from agentgit.web import PAGE_HEADERS, csp_allowing_form_redirect_to, hidden_input, html_page, web_route, signed_in_page
+from agentgit.web import (PAGE_HEADERS, claimed_name, csp_allowing_form_redirect_to, hidden_input, html_page,
+                          plain_text, signed_in_page, web_route)
 from agentgit.oauth_clients import AUTH_METHODS, authenticated_client, find_client, redirect_matches
 from agentgit.client_assertions import asserted_agent
 from agentgit.broker import tool_token_for_upstream
@@ -53,10 +54,11 @@ def device_page_submit(req):
     buttons = "".join('<form method="post" action="/login/device">%s%s%s<button>%s</button></form>' % (
         hidden_input("csrf", req.session["csrf"]), hidden_input("user_code", row["user_code"]), hidden_input("decision", d), d.title())
         for d in ("approve", "deny"))
-    app = req.app.store.one("SELECT name FROM oauth_apps WHERE client_id = ?", row["client_id"])
-    client = ("the app <strong>%s</strong>" % html.escape(app["name"]) if app else
-              "<strong>%s</strong>" % KNOWN_CLIENTS.get(row["client_id"], "a client this server does not know "
-                                                        "(client id %s)" % html.escape(row["client_id"])))
+    app = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", row["client_id"])
+    client = ("the app <strong>%s</strong> (%s)" % (claimed_name(app["name"]), html.escape(client_description(req, app)))
+              if app else "<strong>%s</strong>" % KNOWN_CLIENTS.get(row["client_id"], "a client this server does "
+                                                                    "not know (client id %s)" % html.escape(
+                                                                        plain_text(row["client_id"]))))
     body = "<p>%s asks to act as <strong>%s</strong> with the scopes: %s.</p>%s" % (
         client, html.escape(user["login"]),
         html.escape(", ".join(scopes) or "none (public read-only)"), buttons)
@@ -91,6 +93,9 @@ def oauth_answer(req, body, status=200):
     return status, urllib.parse.urlencode(body).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
 def requested_scopes(text):
     return [s for s in re.split(r"[\s,]+", text or "") if s in ALL_SCOPES and s != "site_admin"]
 
@@ -101,6 +106,11 @@ def device_code(req):
     client_id = params.get("client_id", "")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", client_id):
         return oauth_answer(req, {"error": "invalid_client", "error_description": "client_id is required"}, 400)
+    app = req.app.store.one("SELECT kind, metadata FROM oauth_apps WHERE client_id = ?", client_id)
+    if app is not None and app["kind"] != "owned" and DEVICE_GRANT not in json.loads(app["metadata"] or "{}").get(
+            "grant_types", []):
+        return oauth_answer(req, {"error": "unauthorized_client", "error_description": "this client did not register "
+                                  "the device grant (its grant_types)"}, 400)
     code = secrets.token_hex(20)
     for _ in range(10):
         user_code = "".join(secrets.choice(USER_CODE_LETTERS) for _ in range(8))
@@ -122,7 +132,7 @@ def access_token(req):
     """The token endpoint, for the device flow, authorization codes with PKCE, and refresh tokens."""
     params = oauth_params(req)
     req.oauth21 = speaks_oauth21(req, params)
-    grant = {"urn:ietf:params:oauth:grant-type:device_code": device_grant, "authorization_code": code_grant,
+    grant = {DEVICE_GRANT: device_grant, "authorization_code": code_grant,
              "refresh_token": refresh_grant, TOKEN_EXCHANGE: exchange_grant,
              "client_credentials": client_credentials_grant}.get(params.get("grant_type"))
     if grant is None:
@@ -420,7 +430,7 @@ def authorize_page(req):
         hidden_input("csrf", req.session["csrf"]), fields, hidden_input("decision", d), d.title()) for d in ("approve", "deny"))
     resource = our_resource(req, req.query["resource"]) if req.query.get("resource") else req.app.url
     body = ("<p><strong>%s</strong> (%s) asks to act as <strong>%s</strong> on %s with the scopes: %s.</p>"
-            "<p>It will return to %s.</p>%s") % (html.escape(app_row["name"]), html.escape(client_description(
+            "<p>It will return to %s.</p>%s") % (claimed_name(app_row["name"]), html.escape(client_description(
                 req, app_row)), html.escape(user["login"]), html.escape(resource),
                 html.escape(", ".join(scopes) or "none (public read-only)"), html.escape(redirect_uri), buttons)
     return html_page("Authorize application", body, headers={

@@ -29,6 +29,7 @@ from agentgit.tokens import token_hash
 from agentgit.policy import Resource
 from agentgit.routing import route
 from agentgit.lookups import signed_in
+from agentgit.web import plain_text
 
 CIMD_MAX_BYTES = 5 * 1024          # the draft's advice for a metadata document
 CIMD_TIMEOUT_SECONDS = 5
@@ -122,6 +123,8 @@ def dynamic_registration(req):
                 "grant_types: authorization_code and refresh_token only",
                 body.get("response_types", ["code"]) != ["code"] and "response_types: code only",
                 not (isinstance(name, str) and len(name) <= 100) and "client_name: a string of at most 100 characters",
+                isinstance(name, str) and plain_text(name) != " ".join(name.split()) and
+                "client_name: no control, format (such as bidirectional) or separator characters",
                 body.get("application_type", "web") not in ("web", "native") and "application_type: web or native"]
     problems = [p for p in problems if p]
     if problems:

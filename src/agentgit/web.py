@@ -7,6 +7,7 @@ import html
 import re
 import secrets
 import ssl
+import unicodedata
 import urllib.parse
 
 from agentgit.config import from_now, now, visible_ascii
@@ -188,6 +189,24 @@ def safe_next(target):
 
 def hidden_input(name, value):
     return '<input type="hidden" name="%s" value="%s">' % (html.escape(name), html.escape(value))
+
+
+# Characters that change how the text around them reads without being seen: controls, format characters
+# (the bidirectional overrides and isolates among them), separators of lines and paragraphs, and code
+# points with no character
+INVISIBLE_CATEGORIES = ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp")
+
+
+def plain_text(text, limit=100):
+    """``text`` as a person may be shown it when someone else chose it (a client's name): the
+    characters that could reorder or hide what is around it removed, white space made one space."""
+    kept = "".join(c for c in str(text) if unicodedata.category(c) not in INVISIBLE_CATEGORIES)
+    return " ".join(kept.split())[:limit]
+
+
+def claimed_name(name):
+    """A name a client gives itself, shown as its claim, not as a fact: in quotes, as escaped plain text."""
+    return "&ldquo;%s&rdquo; (the name it gives itself)" % html.escape(plain_text(name) or "unnamed")
 
 
 @web_route("GET", "/login")
