@@ -42,16 +42,16 @@ Reading path: the model in six stops, and where each is in this file.
      it a task, whose token does exactly that and never more than the human may do now.
        line  9443  delegation.create_invite
        line  9515  delegation.confirm_binding
-       line 10097  tasks.create_task_grant
+       line 10099  tasks.create_task_grant
        line  3245  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15169  server.App.dispatch
+       line 15171  server.App.dispatch
        line  3162  authentication.authenticate
        line  2874  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14879  githttp.git_receive_pack
+       line 14881  githttp.git_receive_pack
        line  2917  ledger.Ledger.decide_each
        line  2855  intents.reconcile_intents
 
@@ -96,29 +96,29 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     37. orgs               lines  8426- 8773  REST: organizations, memberships and teams.
     38. actions_config     lines  8774- 9261  REST: Actions configuration: environments, and secrets and variables at three levels.
     39. personal_tokens    lines  9262- 9337  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9338- 9886  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9887-10062  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10063-10453  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10454-10625  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10626-10888  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10889-11554  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11555-11900  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11901-12323  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12324-12603  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12604-12786  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12787-12993  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 12994-13207  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13208-13640  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13641-14292  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14293-14741  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14742-14941  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 14942-15159  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15160-15752  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15753-16029  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16030-16487  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16488-17206  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    40. delegation         lines  9338- 9888  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9889-10064  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10065-10455  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10456-10627  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10628-10890  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10891-11556  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11557-11902  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11903-12325  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12326-12605  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12606-12788  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12789-12995  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 12996-13209  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13210-13642  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13643-14294  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14295-14743  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14744-14943  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 14944-15161  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15162-15754  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15755-16031  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16032-16489  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16490-17208  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is a895f931623d4911e493665d7aecf09d77ada812424c3d88de7ae211efc44537
+Made from sources whose SHA-256 is 0b86e09989ef0b8b5cd72041a4a9b1082ce390374388f5d91c8bd9ce834e4a14
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -9614,15 +9614,15 @@ def unbind(req, login):
     return 204, None
 
 
-def revoke_agent_credentials(db, agent_ids, keep_agent_token=False):
+def revoke_agent_credentials(db, agent_ids, token_kinds=None):
     """Everything the agents authenticate with, the one place every revocation path goes through: their
-    tokens (every kind; with ``keep_agent_token`` all but their own agent token), their registered keys
-    (which mint tokens by client assertion, like a token would), and their OAuth refresh families.
-    Returns (tokens revoked, keys deleted)."""
+    tokens (of every kind, or of ``token_kinds``), their registered keys (which mint tokens by client
+    assertion, as a token would), and their OAuth refresh families. Returns (tokens revoked, keys deleted)."""
     if not agent_ids:
         return 0, 0
     among = "IN (%s)" % ",".join("?" * len(agent_ids))
-    tokens = revoke(db, "user_id %s%s" % (among, " AND kind != 'agent'" if keep_agent_token else ""), agent_ids)
+    kinds = " AND kind IN (%s)" % ",".join("'%s'" % kind for kind in token_kinds) if token_kinds else ""
+    tokens = revoke(db, "user_id %s%s" % (among, kinds), agent_ids)
     keys = db.execute("DELETE FROM agent_keys WHERE agent_id %s" % among, agent_ids).rowcount
     db.execute("UPDATE oauth_refresh_tokens SET used_at = COALESCE(used_at, ?) WHERE user_id %s" % among,
                (now(), *agent_ids))
@@ -9634,14 +9634,16 @@ def revoked_phrase(tokens, keys):
 
 
 def unbind_agent(db, agent):
-    credentials = revoked_phrase(*revoke_agent_credentials(db, (agent["id"],), keep_agent_token=True))
+    # what the binding gave: switch sessions and session tokens, and the keys the human approved (the
+    # agent's own token stays, and task tokens stand on their grants, which go below if they were hers)
+    credentials = revoked_phrase(*revoke_agent_credentials(db, (agent["id"],), ("switch-session", "session")))
     grants = remove_grants(db, agent["id"])
     # a task grant stands on the binding: without it, its tokens would act for a human no longer behind them
     tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL AND"
                        " delegator_id IN (SELECT human_id FROM agent_bindings WHERE agent_id = ?)",
                        (now(), agent["id"], agent["id"])).rowcount
     db.execute("DELETE FROM agent_bindings WHERE agent_id = ?", (agent["id"],))
-    return "unbound %s; %s but its own agent token, revoked %d task grants, took back %d grants" % (
+    return "unbound %s; %s (sessions), revoked %d task grants, took back %d grants" % (
         agent["login"], credentials, tasks, grants)
 
 

@@ -335,7 +335,7 @@ def test_attacks_on_grants_and_approvals(server, task):
     assert ext(server, "DELETE", "/agent-bindings/" + login, alice).status == 204
     assert api(server, "GET", "/user", token).status == 401
     row = server.app.store.one("SELECT side_effect FROM audit WHERE side_effect LIKE 'unbound%'")
-    assert "revoked 0 switch sessions and 2 task grants" in row["side_effect"]
+    assert "revoked 0 tokens (sessions), revoked 2 task grants" in row["side_effect"]
 
 
 def test_gh_with_a_task_token(tmp_path):

@@ -293,15 +293,15 @@ def unbind(req, login):
     return 204, None
 
 
-def revoke_agent_credentials(db, agent_ids, keep_agent_token=False):
+def revoke_agent_credentials(db, agent_ids, token_kinds=None):
     """Everything the agents authenticate with, the one place every revocation path goes through: their
-    tokens (every kind; with ``keep_agent_token`` all but their own agent token), their registered keys
-    (which mint tokens by client assertion, like a token would), and their OAuth refresh families.
-    Returns (tokens revoked, keys deleted)."""
+    tokens (of every kind, or of ``token_kinds``), their registered keys (which mint tokens by client
+    assertion, as a token would), and their OAuth refresh families. Returns (tokens revoked, keys deleted)."""
     if not agent_ids:
         return 0, 0
     among = "IN (%s)" % ",".join("?" * len(agent_ids))
-    tokens = revoke(db, "user_id %s%s" % (among, " AND kind != 'agent'" if keep_agent_token else ""), agent_ids)
+    kinds = " AND kind IN (%s)" % ",".join("'%s'" % kind for kind in token_kinds) if token_kinds else ""
+    tokens = revoke(db, "user_id %s%s" % (among, kinds), agent_ids)
     keys = db.execute("DELETE FROM agent_keys WHERE agent_id %s" % among, agent_ids).rowcount
     db.execute("UPDATE oauth_refresh_tokens SET used_at = COALESCE(used_at, ?) WHERE user_id %s" % among,
                (now(), *agent_ids))
@@ -313,14 +313,16 @@ def revoked_phrase(tokens, keys):
 
 
 def unbind_agent(db, agent):
-    credentials = revoked_phrase(*revoke_agent_credentials(db, (agent["id"],), keep_agent_token=True))
+    # what the binding gave: switch sessions and session tokens, and the keys the human approved (the
+    # agent's own token stays, and task tokens stand on their grants, which go below if they were hers)
+    credentials = revoked_phrase(*revoke_agent_credentials(db, (agent["id"],), ("switch-session", "session")))
     grants = remove_grants(db, agent["id"])
     # a task grant stands on the binding: without it, its tokens would act for a human no longer behind them
     tasks = db.execute("UPDATE task_grants SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL AND"
                        " delegator_id IN (SELECT human_id FROM agent_bindings WHERE agent_id = ?)",
                        (now(), agent["id"], agent["id"])).rowcount
     db.execute("DELETE FROM agent_bindings WHERE agent_id = ?", (agent["id"],))
-    return "unbound %s; %s but its own agent token, revoked %d task grants, took back %d grants" % (
+    return "unbound %s; %s (sessions), revoked %d task grants, took back %d grants" % (
         agent["login"], credentials, tasks, grants)
 
 
