@@ -42,16 +42,16 @@ Reading path: the model in six stops, and where each is in this file.
      it a task, whose token does exactly that and never more than the human may do now.
        line  9443  delegation.create_invite
        line  9515  delegation.confirm_binding
-       line 10099  tasks.create_task_grant
+       line 10134  tasks.create_task_grant
        line  3245  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15171  server.App.dispatch
+       line 15206  server.App.dispatch
        line  3162  authentication.authenticate
        line  2874  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14881  githttp.git_receive_pack
+       line 14916  githttp.git_receive_pack
        line  2917  ledger.Ledger.decide_each
        line  2855  intents.reconcile_intents
 
@@ -97,28 +97,28 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     38. actions_config     lines  8774- 9261  REST: Actions configuration: environments, and secrets and variables at three levels.
     39. personal_tokens    lines  9262- 9337  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
     40. delegation         lines  9338- 9888  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9889-10064  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10065-10455  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10456-10627  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10628-10890  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10891-11556  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11557-11902  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11903-12325  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12326-12605  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12606-12788  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12789-12995  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 12996-13209  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13210-13642  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13643-14294  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14295-14743  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14744-14943  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 14944-15161  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15162-15754  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15755-16031  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16032-16489  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16490-17208  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    41. vault              lines  9889-10099  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10100-10490  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10491-10662  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10663-10925  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10926-11591  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11592-11937  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11938-12360  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12361-12640  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12641-12823  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12824-13030  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 13031-13244  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13245-13677  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13678-14329  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14330-14778  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14779-14978  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 14979-15196  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15197-15790  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15791-16067  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16068-16525  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16526-17244  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 0b86e09989ef0b8b5cd72041a4a9b1082ce390374388f5d91c8bd9ce834e4a14
+Made from sources whose SHA-256 is 969fa826873343c03b5873e982b3317aa19048e18f496630bc488c990ba36ebe
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -9899,8 +9899,41 @@ MAX_SECRET_BYTES = 16 * 1024
 # -- credentials --------------------------------------------------------------------------------
 
 def binding(row):
-    """What a credential's sealed secret is bound to: it opens in its own row only."""
-    return ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
+    """What a credential's sealed secrets are bound to: its row, and everything that decides where and
+    how a secret is sent (the upstream, the kind, the placement: the header an API key goes in, an OAuth
+    credential's token endpoint). They open in their own row, unchanged, only: an edit of the database
+    cannot send a secret anywhere else, nor in another way."""
+    return json.dumps(["credential-v2", row["public_id"], row["owner_id"], row["name"], row["kind"], row["base_url"],
+                       row["placement"]]).encode()
+
+
+def open_sealed(key, purpose, row, column):
+    """A credential's sealed secret, opened; 502 when its record was changed since it was sealed."""
+    try:
+        return unseal(key, purpose, row[column], binding(row))
+    except ValueError:
+        raise HTTPError(502, "The credential %s does not open: its record was changed since its secret was sealed; "
+                             "its owner sets the secret again" % row["public_id"])
+
+
+def reseal_v1_credentials(store, key):
+    """Once, as the first server of this version starts: secrets sealed before the binding covered the
+    kind and placement are sealed anew, to the rows as they are. The settings row says it was done, so
+    the old binding is never accepted after. A row that does not open either way is left as it is."""
+    if store.one("SELECT 1 FROM settings WHERE name = 'credential_binding' AND value = 'v2'"):
+        return
+    with store.transaction() as db:
+        for row in db.execute("SELECT * FROM broker_credentials").fetchall():
+            v1 = ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
+            for column, purpose in (("sealed", b"broker credential"), ("access_sealed", b"broker access token")):
+                try:
+                    value = unseal(key, purpose, row[column], v1) if row[column] else None
+                except ValueError:
+                    continue
+                if value is not None:
+                    db.execute("UPDATE broker_credentials SET %s = ? WHERE id = ?" % column,
+                               (seal(key, purpose, value, binding(row)), row["id"]))
+        db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('credential_binding', 'v2')")
 
 
 def credential_by_name(store, name):
@@ -10044,10 +10077,12 @@ def rotate_credential(req, credential_id):
     """A new secret for the same credential (its kind's fields, as at creation), sealed anew."""
     row = find_credential(req, credential_id, "manage_credentials")
     placement, secret = credential_secret(req, req.json(), row["kind"])
+    rotated = dict(row, placement=json.dumps(placement))
     with req.transaction() as db:
-        db.execute("UPDATE broker_credentials SET placement = ?, sealed = ?, rotated_at = ? WHERE id = ?",
-                   (json.dumps(placement), seal(req.app.key, b"broker credential", json.dumps(secret).encode(),
-                                                binding(row)), now(), row["id"]))
+        db.execute("UPDATE broker_credentials SET placement = ?, sealed = ?, access_sealed = NULL, rotated_at = ?"
+                   " WHERE id = ?", (rotated["placement"], seal(req.app.key, b"broker credential",
+                                                                json.dumps(secret).encode(), binding(rotated)),
+                                     now(), row["id"]))
         req.effect("rotated credential %s" % row["public_id"])
     return credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"]))
 
@@ -13326,7 +13361,7 @@ class UpstreamCall:
 
     def __init__(self, req, row, resource):
         self.req, self.app, self.row, self.resource = req, req.app, row, resource
-        self.secret = json.loads(unseal(self.app.key, b"broker credential", row["sealed"], binding(row)))
+        self.secret = json.loads(open_sealed(self.app.key, b"broker credential", row, "sealed"))
         self.placement = json.loads(row["placement"])
         self.access_token = upstream_access_token(self.app, row, self.secret) if row["kind"] == "oauth_refresh" \
             else None
@@ -13584,10 +13619,10 @@ def upstream_access_token(app, row, secret, stale=None):
     with REFRESH_LOCKS[row["id"]]:
         row = app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"])
         if row["access_sealed"] and row["access_expires_at"] > from_now(ACCESS_TOKEN_MARGIN):
-            kept = unseal(app.key, b"broker access token", row["access_sealed"], binding(row)).decode()
+            kept = open_sealed(app.key, b"broker access token", row, "access_sealed").decode()
             if kept != stale:
                 return kept
-        secret.update(json.loads(unseal(app.key, b"broker credential", row["sealed"], binding(row))))
+        secret.update(json.loads(open_sealed(app.key, b"broker credential", row, "sealed")))
         answer = refresh_at_upstream(app, json.loads(row["placement"]), secret)
         if answer.get("refresh_token"):
             secret["refresh_token"] = answer["refresh_token"]
@@ -15161,7 +15196,7 @@ def comments_html(req, issue):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 57. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web
+# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class App(Installation):
@@ -15666,6 +15701,7 @@ class Server:
         shown_host = "[%s]" % host if ":" in host else host
         self.url = app.url or "%s://%s:%d" % (scheme, shown_host, bound_port)
         app.set_url(self.url)
+        reseal_v1_credentials(app.store, app.key)
         settled = reconcile_intents(app)
         if settled:
             print("agentgit: recorded %d ref update(s) a crash left without their audit rows" % settled,

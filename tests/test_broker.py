@@ -455,3 +455,40 @@ def test_the_delegator_losing_an_organization_credential_stops_its_calls(broker)
     assert b"alice (delegator of task grant %s) has write" % grant["id"].encode() in raw
     row = ext(srv, "GET", "/agents/%s/activity" % task["login"], task["alice"]).json[0]
     assert (row["action"], row["decision"], row["rule"]) == ("call_api", "deny", "permission")
+
+
+def test_a_database_edit_cannot_send_a_secret_elsewhere(broker, tmp_path):
+    """Where and how a secret is sent (the upstream, the kind, the header an API key goes in, an OAuth
+    credential's token endpoint) is sealed with it: a credential whose placement was edited in the
+    database does not open (502), and nothing reaches any upstream. Secrets sealed before the binding
+    covered the placement are sealed anew, once, as the first server of this version starts."""
+    srv, upstreams = broker
+    world = seed_task(srv, ["credential:alice/jira"])
+    jira = world["credentials"][0]
+    token = tool_token(srv, world["task_token"], "credential:alice/jira")["token"]
+    assert proxy(srv, token, jira["id"], "echo")[0].status == 200
+    with srv.app.store.transaction() as db:
+        db.execute("UPDATE broker_credentials SET placement = ? WHERE public_id = ?",
+                   (json.dumps({"query_parameter": "leak"}), jira["id"]))
+    seen = len(upstreams["jira.example.com"].requests)
+    response, raw = proxy(srv, token, jira["id"], "echo")
+    assert response.status == 502 and b"record was changed" in raw and JIRA_KEY.encode() not in raw
+    assert len(upstreams["jira.example.com"].requests) == seen
+    # a secret sealed the old way (bound to the row's id, owner, name and upstream only) opens once more,
+    # to be sealed to the whole record; after that, the old binding opens nothing
+    with srv.app.store.transaction() as db:
+        row = db.execute("SELECT * FROM broker_credentials WHERE public_id = ?", (jira["id"],)).fetchone()
+        v1 = ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
+        db.execute("UPDATE broker_credentials SET placement = ?, sealed = ? WHERE id = ?", (
+            json.dumps({"header": "X-Api-Key"}), agentgit.seal(srv.app.key, b"broker credential",
+                                                               json.dumps({"value": JIRA_KEY}).encode(), v1), row["id"]))
+        db.execute("DELETE FROM settings WHERE name = 'credential_binding'")
+    agentgit.reseal_v1_credentials(srv.app.store, srv.app.key)
+    response, raw = proxy(srv, token, jira["id"], "echo")
+    assert response.status == 200 and json.loads(raw)["headers"]["X-Api-Key"] != JIRA_KEY     # sent, and masked back
+    assert upstreams["jira.example.com"].requests[-1]["headers"]["X-Api-Key"] == JIRA_KEY
+    with srv.app.store.transaction() as db:
+        db.execute("UPDATE broker_credentials SET sealed = ? WHERE id = ?", (agentgit.seal(
+            srv.app.key, b"broker credential", json.dumps({"value": JIRA_KEY}).encode(), v1), row["id"]))
+    agentgit.reseal_v1_credentials(srv.app.store, srv.app.key)                 # done once: not again
+    assert proxy(srv, token, jira["id"], "echo")[0].status == 502

@@ -32,14 +32,14 @@ import zlib
 
 from agentgit.config import MAX_JSON_BODY, from_now
 from agentgit.errors import HTTPError, invalid
-from agentgit.crypto import seal, unseal
+from agentgit.crypto import seal
 from agentgit.egress import outbound_connection, public_address
 from agentgit.tokens import issue_token, token_fingerprint
 from agentgit.accounts import account_by_id
 from agentgit.policy import DEFAULT_PORTS
 from agentgit.routing import route
 from agentgit.lookups import signed_in
-from agentgit.vault import binding, credential_by_name, held_credential
+from agentgit.vault import binding, credential_by_name, held_credential, open_sealed
 from agentgit.tasks import bound_to
 
 TOOL_TOKEN_SECONDS = 300
@@ -156,7 +156,7 @@ class UpstreamCall:
 
     def __init__(self, req, row, resource):
         self.req, self.app, self.row, self.resource = req, req.app, row, resource
-        self.secret = json.loads(unseal(self.app.key, b"broker credential", row["sealed"], binding(row)))
+        self.secret = json.loads(open_sealed(self.app.key, b"broker credential", row, "sealed"))
         self.placement = json.loads(row["placement"])
         self.access_token = upstream_access_token(self.app, row, self.secret) if row["kind"] == "oauth_refresh" \
             else None
@@ -414,10 +414,10 @@ def upstream_access_token(app, row, secret, stale=None):
     with REFRESH_LOCKS[row["id"]]:
         row = app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"])
         if row["access_sealed"] and row["access_expires_at"] > from_now(ACCESS_TOKEN_MARGIN):
-            kept = unseal(app.key, b"broker access token", row["access_sealed"], binding(row)).decode()
+            kept = open_sealed(app.key, b"broker access token", row, "access_sealed").decode()
             if kept != stale:
                 return kept
-        secret.update(json.loads(unseal(app.key, b"broker credential", row["sealed"], binding(row))))
+        secret.update(json.loads(open_sealed(app.key, b"broker credential", row, "sealed")))
         answer = refresh_at_upstream(app, json.loads(row["placement"]), secret)
         if answer.get("refresh_token"):
             secret["refresh_token"] = answer["refresh_token"]

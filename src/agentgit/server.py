@@ -27,6 +27,7 @@ from agentgit.routing import find_route
 from agentgit.request import Request, body_length, read_request_headers
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
+from agentgit.vault import reseal_v1_credentials
 
 
 class App(Installation):
@@ -531,6 +532,7 @@ class Server:
         shown_host = "[%s]" % host if ":" in host else host
         self.url = app.url or "%s://%s:%d" % (scheme, shown_host, bound_port)
         app.set_url(self.url)
+        reseal_v1_credentials(app.store, app.key)
         settled = reconcile_intents(app)
         if settled:
             print("agentgit: recorded %d ref update(s) a crash left without their audit rows" % settled,

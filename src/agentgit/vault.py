@@ -18,7 +18,7 @@ import urllib.parse
 
 from agentgit.config import now, visible_ascii
 from agentgit.errors import HTTPError, invalid
-from agentgit.crypto import seal
+from agentgit.crypto import seal, unseal
 from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login
 from agentgit.policy import Resource, decide, permission_on
@@ -33,8 +33,41 @@ MAX_SECRET_BYTES = 16 * 1024
 # -- credentials --------------------------------------------------------------------------------
 
 def binding(row):
-    """What a credential's sealed secret is bound to: it opens in its own row only."""
-    return ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
+    """What a credential's sealed secrets are bound to: its row, and everything that decides where and
+    how a secret is sent (the upstream, the kind, the placement: the header an API key goes in, an OAuth
+    credential's token endpoint). They open in their own row, unchanged, only: an edit of the database
+    cannot send a secret anywhere else, nor in another way."""
+    return json.dumps(["credential-v2", row["public_id"], row["owner_id"], row["name"], row["kind"], row["base_url"],
+                       row["placement"]]).encode()
+
+
+def open_sealed(key, purpose, row, column):
+    """A credential's sealed secret, opened; 502 when its record was changed since it was sealed."""
+    try:
+        return unseal(key, purpose, row[column], binding(row))
+    except ValueError:
+        raise HTTPError(502, "The credential %s does not open: its record was changed since its secret was sealed; "
+                             "its owner sets the secret again" % row["public_id"])
+
+
+def reseal_v1_credentials(store, key):
+    """Once, as the first server of this version starts: secrets sealed before the binding covered the
+    kind and placement are sealed anew, to the rows as they are. The settings row says it was done, so
+    the old binding is never accepted after. A row that does not open either way is left as it is."""
+    if store.one("SELECT 1 FROM settings WHERE name = 'credential_binding' AND value = 'v2'"):
+        return
+    with store.transaction() as db:
+        for row in db.execute("SELECT * FROM broker_credentials").fetchall():
+            v1 = ("credential %s %d %s %s" % (row["public_id"], row["owner_id"], row["name"], row["base_url"])).encode()
+            for column, purpose in (("sealed", b"broker credential"), ("access_sealed", b"broker access token")):
+                try:
+                    value = unseal(key, purpose, row[column], v1) if row[column] else None
+                except ValueError:
+                    continue
+                if value is not None:
+                    db.execute("UPDATE broker_credentials SET %s = ? WHERE id = ?" % column,
+                               (seal(key, purpose, value, binding(row)), row["id"]))
+        db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('credential_binding', 'v2')")
 
 
 def credential_by_name(store, name):
@@ -178,10 +211,12 @@ def rotate_credential(req, credential_id):
     """A new secret for the same credential (its kind's fields, as at creation), sealed anew."""
     row = find_credential(req, credential_id, "manage_credentials")
     placement, secret = credential_secret(req, req.json(), row["kind"])
+    rotated = dict(row, placement=json.dumps(placement))
     with req.transaction() as db:
-        db.execute("UPDATE broker_credentials SET placement = ?, sealed = ?, rotated_at = ? WHERE id = ?",
-                   (json.dumps(placement), seal(req.app.key, b"broker credential", json.dumps(secret).encode(),
-                                                binding(row)), now(), row["id"]))
+        db.execute("UPDATE broker_credentials SET placement = ?, sealed = ?, access_sealed = NULL, rotated_at = ?"
+                   " WHERE id = ?", (rotated["placement"], seal(req.app.key, b"broker credential",
+                                                                json.dumps(secret).encode(), binding(rotated)),
+                                     now(), row["id"]))
         req.effect("rotated credential %s" % row["public_id"])
     return credential_json(req.app, req.app.store.one("SELECT * FROM broker_credentials WHERE id = ?", row["id"]))
 
