@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1432  tokens.issue_token
-       line  1454  tokens.verify_token
+       line  1433  tokens.issue_token
+       line  1455  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2526  policy.POLICY_RULES
-       line  2563  policy.decide
+       line  2527  policy.POLICY_RULES
+       line  2564  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2628  audit.audit_append
-       line  2632  audit.audit_verify
+       line  2629  audit.audit_append
+       line  2633  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9443  delegation.create_invite
-       line  9515  delegation.confirm_binding
-       line 10134  tasks.create_task_grant
-       line  3245  authentication.load_grant
+       line  9444  delegation.create_invite
+       line  9516  delegation.confirm_binding
+       line 10135  tasks.create_task_grant
+       line  3246  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15206  server.App.dispatch
-       line  3162  authentication.authenticate
-       line  2874  ledger.Ledger
+       line 15232  server.App.dispatch
+       line  3163  authentication.authenticate
+       line  2875  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14916  githttp.git_receive_pack
-       line  2917  ledger.Ledger.decide_each
-       line  2855  intents.reconcile_intents
+       line 14942  githttp.git_receive_pack
+       line  2918  ledger.Ledger.decide_each
+       line  2856  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   189-  279  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   280-  309  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   310-  702  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   703-  783  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   784-  987  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines   988- 1199  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1200- 1380  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1381- 1481  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1482- 1578  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1579- 1804  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1805- 2585  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2586- 2750  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2751- 2798  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2799- 2868  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  2869- 3040  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3041- 3277  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3278- 3457  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3458- 3587  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3588- 3872  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  3873- 4076  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4077- 4128  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4129- 4383  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4384- 4470  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4471- 4921  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  4922- 5190  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5191- 5861  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  5862- 5991  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  5992- 6473  REST: pull requests and their merges.
-    29. reviews            lines  6474- 6761  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6762- 7003  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7004- 7259  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7260- 7602  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7603- 7938  REST: releases, tags and release assets.
-    34. deploy_keys        lines  7939- 8015  REST: deploy keys.
-    35. actions            lines  8016- 8222  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8223- 8425  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8426- 8773  REST: organizations, memberships and teams.
-    38. actions_config     lines  8774- 9261  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9262- 9337  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9338- 9888  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9889-10099  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10100-10490  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10491-10662  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10663-10925  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10926-11591  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11592-11937  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11938-12360  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12361-12640  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12641-12823  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12824-13030  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 13031-13244  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13245-13677  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13678-14329  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14330-14778  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14779-14978  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 14979-15196  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15197-15790  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15791-16067  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16068-16525  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16526-17244  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   190-  280  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   281-  310  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   311-  703  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   704-  784  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   785-  988  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines   989- 1200  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1201- 1381  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1382- 1482  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1483- 1579  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1580- 1805  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1806- 2586  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2587- 2751  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2752- 2799  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2800- 2869  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  2870- 3041  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3042- 3278  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3279- 3458  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3459- 3588  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3589- 3873  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  3874- 4077  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4078- 4129  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4130- 4384  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4385- 4471  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4472- 4922  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  4923- 5191  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5192- 5862  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  5863- 5992  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  5993- 6474  REST: pull requests and their merges.
+    29. reviews            lines  6475- 6762  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6763- 7004  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7005- 7260  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7261- 7603  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7604- 7939  REST: releases, tags and release assets.
+    34. deploy_keys        lines  7940- 8016  REST: deploy keys.
+    35. actions            lines  8017- 8223  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8224- 8426  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8427- 8774  REST: organizations, memberships and teams.
+    38. actions_config     lines  8775- 9262  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9263- 9338  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9339- 9889  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9890-10100  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10101-10491  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10492-10663  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10664-10926  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10927-11592  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11593-11938  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11939-12361  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12362-12641  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12642-12824  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12825-13031  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 13032-13245  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13246-13703  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13704-14355  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14356-14804  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14805-15004  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15005-15222  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15223-15816  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15817-16093  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16094-16551  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16552-17270  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 969fa826873343c03b5873e982b3317aa19048e18f496630bc488c990ba36ebe
+Made from sources whose SHA-256 is 74cd80b9ec1e6e289c14a83f0c9c779a7853a2d22fd077dbe32de5ae313001c0
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -149,6 +149,7 @@ import itertools
 import json
 import math
 import os
+import posixpath
 import re
 import secrets
 import shlex
@@ -13333,10 +13334,11 @@ def proxied(handler):
 def broker_proxy(req, credential_id, rest):
     """Forward the request to the credential's upstream with its secret attached; stream the answer."""
     row, resource = usable_credential(req, credential_id, "call_api")
-    # the path as the client sent it, still percent-encoded, and never climbing out of the base URL
+    # the path as the client sent it, still percent-encoded, and never climbing out of the base URL as
+    # the upstream will read it (decoded, a backslash taken for a slash, as some servers do)
     path = req.raw_path.split("/", 7)[7]
-    if any(urllib.parse.unquote(segment) in (".", "..") for segment in path.split("/")):
-        raise HTTPError(400, "A proxied path has no . or .. segments")
+    if any(segment in (".", "..") for segment in re.split(r"[/\\]", urllib.parse.unquote(path))):
+        raise HTTPError(400, "A proxied path has no . or .. segments, encoded or not")
     query = urllib.parse.urlsplit(req.handler.path).query
     url = row["base_url"] + "/" + path + ("?" + query if query else "")
     req.authorize("call_api", resource, upstream=url)
@@ -13367,23 +13369,19 @@ class UpstreamCall:
             else None
 
     def secrets(self):
-        """Every form in which a secret could come back: as stored, URL-encoded (a query parameter),
-        and as the Basic header's base64."""
+        """Every form in which a secret could come back (encoded_forms), of each secret value and of the
+        Basic header's credentials, longest first."""
         values = [v for v in self.secret.values() if v] + ([self.access_token] if self.access_token else [])
         if self.row["kind"] == "basic":
-            values.append(self.basic_credentials())
-        forms = {form for v in values for form in (v, urllib.parse.quote(v, safe=""), urllib.parse.quote_plus(v))}
-        return sorted({f.encode() for f in forms if len(f) >= 4}, key=len, reverse=True)
-
-    def basic_credentials(self):
-        return base64.b64encode(("%s:%s" % (self.placement["username"], self.secret["password"])).encode()).decode()
+            values.append("%s:%s" % (self.placement["username"], self.secret["password"]))
+        return sorted({form for v in values for form in encoded_forms(v)}, key=len, reverse=True)
 
     def follow(self, method, url, body):
         """The upstream's answer, following redirects (each hop decided again, as a call of its own
         would be), and renewing an OAuth upstream's access token once if it answers 401."""
         for hop in range(MAX_REDIRECTS + 1):
             response = self.send(method, url, body)
-            if response.status == 401 and self.row["kind"] == "oauth_refresh" and same_origin(url, self.row):
+            if response.status == 401 and self.row["kind"] == "oauth_refresh" and within_base(url, self.row):
                 release(response, False)
                 self.access_token = upstream_access_token(self.app, self.row, self.secret, stale=self.access_token)
                 response = self.send(method, url, body)
@@ -13393,9 +13391,9 @@ class UpstreamCall:
             release(response, False)
             url = urllib.parse.urljoin(url, location)
             self.req.check("call_api", self.resource, upstream=url)       # an allowlisted host may redirect elsewhere
-            if not same_origin(url, self.row) and any(m in url.encode() for m in self.secrets()):
-                raise HTTPError(502, "The upstream redirected to another origin with the credential in the URL; "
-                                     "not followed")
+            if not within_base(url, self.row) and any(m in url.encode() for m in self.secrets()):
+                raise HTTPError(502, "The upstream redirected outside the credential's base URL with the credential "
+                                     "in the URL; not followed")
             if response.status == 303 or response.status in (301, 302) and method == "POST":
                 method, body = "GET", None
 
@@ -13407,7 +13405,7 @@ class UpstreamCall:
         headers["Accept-Encoding"] = "identity"      # an answer the broker can read, to mask (gzip is undone)
         target = parts.path or "/"
         query = parts.query
-        if same_origin(url, self.row):
+        if within_base(url, self.row):      # a redirect out of the base URL is followed without the secret
             query = self.attach(headers, query)
         if body is not None:
             headers["Content-Length"] = str(len(body))
@@ -13438,7 +13436,8 @@ class UpstreamCall:
             query = "&".join(p for p in (query, urllib.parse.urlencode({self.placement["query_parameter"]:
                                                                         self.secret["value"]})) if p)
         elif kind == "basic":
-            headers["Authorization"] = "Basic " + self.basic_credentials()
+            headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % (
+                self.placement["username"], self.secret["password"])).encode()).decode()
         else:
             headers["Authorization"] = "Bearer " + self.access_token
         return query
@@ -13482,6 +13481,22 @@ class UpstreamCall:
         finally:
             release(response, not cut)
         handler.close_connection = handler.close_connection or cut
+
+
+def encoded_forms(value):
+    """The forms in which an upstream could reasonably echo ``value``: as it is, URL-encoded (both ways),
+    JSON-escaped (and with its slashes escaped, as some encoders write them), HTML-escaped, hex (either
+    case), and base64 and base64url at each of the three alignments it can have inside a longer
+    encoding (the characters that depend on the value's bytes alone). Not a promise: an upstream that
+    transforms a secret otherwise (hashes, encrypts, splits it) hands back what no mask knows."""
+    raw = value.encode()
+    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1],
+             json.dumps(value)[1:-1].replace("/", "\\/"), html.escape(value), raw.hex(), raw.hex().upper()}
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for offset in range(3):
+            encoded = encode(b"\0" * offset + raw).decode().rstrip("=")
+            forms.add(encoded[-(-8 * offset // 6):(8 * (offset + len(raw))) // 6])
+    return {form.encode() for form in forms if len(form) >= 4}
 
 
 def body_decoder(response):
@@ -13547,6 +13562,17 @@ class Masker:
 def same_origin(url, row):
     a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(row["base_url"])
     return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def within_base(url, row):
+    """Is ``url`` at the credential's base URL or below it, its path read as the upstream will read it
+    (decoded, a backslash a slash, dot segments resolved)? Only there does the secret go."""
+    if not same_origin(url, row):
+        return False
+    base = urllib.parse.urlsplit(row["base_url"]).path.rstrip("/")
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path).replace("\\", "/")
+    path = posixpath.normpath("/" + path.lstrip("/"))         # (normpath keeps a leading "//" as it is)
+    return path == (base or "/") or path.startswith(base + "/")
 
 
 def upstream_key(app, parts):

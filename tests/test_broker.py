@@ -49,6 +49,19 @@ class Upstream:
                     return self.reply(302, b"", {"Location": "/echo?via=redirect"})
                 if path.endswith("/leak-to-github"):        # a redirect that would carry the key elsewhere
                     return self.reply(302, b"", {"Location": "https://github.com/x?k=" + self.headers.get("X-Api-Key", "")})
+                if path.endswith("/encodings"):             # the key echoed as an upstream might encode it
+                    key = self.headers.get("X-Api-Key", "").encode()
+                    forms = [base64.b64encode(key), base64.urlsafe_b64encode(b"k=" + key), key.hex().encode(),
+                             key.hex().upper().encode(), json.dumps({"u": "https://x/" + key.decode() + "/y"}).replace(
+                                 "/", "\\/").encode(), base64.b64encode(b"ab" + key + b"cd")]
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    body = b"\n".join(forms)
+                    for start in range(0, len(body), 7):      # split anywhere, across every form
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(body[start:start + 7]), body[start:start + 7]))
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
                 if path.endswith("/gzip"):                  # compressed although the broker asked for identity
                     echo = json.dumps({"headers": dict(self.headers)}).encode()
                     return self.reply(200, gzip.compress(echo), {"Content-Encoding": "gzip"})
@@ -492,3 +505,31 @@ def test_a_database_edit_cannot_send_a_secret_elsewhere(broker, tmp_path):
             srv.app.key, b"broker credential", json.dumps({"value": JIRA_KEY}).encode(), v1), row["id"]))
     agentgit.reseal_v1_credentials(srv.app.store, srv.app.key)                 # done once: not again
     assert proxy(srv, token, jira["id"], "echo")[0].status == 502
+
+
+def test_masking_knows_the_encodings_an_upstream_echoes_and_the_base_path_is_a_boundary(broker):
+    """An upstream that echoes the key as base64 (at any alignment inside a longer encoding), base64url,
+    hex in either case or JSON with escaped slashes, split across reads anywhere, hands the agent
+    asterisks. A path that climbs out of the base URL once decoded is refused, and a same-origin
+    redirect out of the base URL is followed without the secret."""
+    srv, upstreams = broker
+    task = seed_task(srv, ["credential:alice/jira", "credential:alice/github"])
+    jira_id, github_id, _ = (c["id"] for c in task["credentials"])
+    jira = tool_token(srv, task["task_token"], jira_id)
+    response, raw = proxy(srv, jira["token"], jira_id, "encodings")
+    assert response.status == 200 and raw.count(b"\n") == 5
+    key = JIRA_KEY.encode()
+    for form in (key, base64.b64encode(key), key.hex().encode(), key.hex().upper().encode()):
+        assert form not in raw
+    for line in raw.split(b"\n"):
+        assert b"****" in line, line
+    github = tool_token(srv, task["task_token"], github_id)
+    for climbing in ("..%2F..%2Fadmin", "%2e%2e/admin", "x/..%5C..%5Cadmin", "%2E/x"):
+        response, raw = proxy(srv, github["token"], github_id, climbing)
+        assert response.status == 400 and b". or .. segments" in raw, climbing
+    seen = len(upstreams["github.com"].requests)
+    response, raw = proxy(srv, github["token"], github_id, "to-echo")          # /api/to-echo -> /echo: outside /api
+    assert response.status == 200
+    hops = upstreams["github.com"].requests[seen:]
+    assert [h["path"] for h in hops] == ["/api/to-echo", "/echo?via=redirect"]
+    assert hops[0]["headers"]["Authorization"] == "Bearer " + GITHUB_TOKEN and "Authorization" not in hops[1]["headers"]

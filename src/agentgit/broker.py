@@ -23,8 +23,11 @@ cannot be re-pointed in between. ``serve --broker-connect-to HOST:PORT:ADDRESS:P
 
 import base64
 import collections
+import html
 import http.client
 import json
+import posixpath
+import re
 import threading
 import time
 import urllib.parse
@@ -128,10 +131,11 @@ def proxied(handler):
 def broker_proxy(req, credential_id, rest):
     """Forward the request to the credential's upstream with its secret attached; stream the answer."""
     row, resource = usable_credential(req, credential_id, "call_api")
-    # the path as the client sent it, still percent-encoded, and never climbing out of the base URL
+    # the path as the client sent it, still percent-encoded, and never climbing out of the base URL as
+    # the upstream will read it (decoded, a backslash taken for a slash, as some servers do)
     path = req.raw_path.split("/", 7)[7]
-    if any(urllib.parse.unquote(segment) in (".", "..") for segment in path.split("/")):
-        raise HTTPError(400, "A proxied path has no . or .. segments")
+    if any(segment in (".", "..") for segment in re.split(r"[/\\]", urllib.parse.unquote(path))):
+        raise HTTPError(400, "A proxied path has no . or .. segments, encoded or not")
     query = urllib.parse.urlsplit(req.handler.path).query
     url = row["base_url"] + "/" + path + ("?" + query if query else "")
     req.authorize("call_api", resource, upstream=url)
@@ -162,23 +166,19 @@ class UpstreamCall:
             else None
 
     def secrets(self):
-        """Every form in which a secret could come back: as stored, URL-encoded (a query parameter),
-        and as the Basic header's base64."""
+        """Every form in which a secret could come back (encoded_forms), of each secret value and of the
+        Basic header's credentials, longest first."""
         values = [v for v in self.secret.values() if v] + ([self.access_token] if self.access_token else [])
         if self.row["kind"] == "basic":
-            values.append(self.basic_credentials())
-        forms = {form for v in values for form in (v, urllib.parse.quote(v, safe=""), urllib.parse.quote_plus(v))}
-        return sorted({f.encode() for f in forms if len(f) >= 4}, key=len, reverse=True)
-
-    def basic_credentials(self):
-        return base64.b64encode(("%s:%s" % (self.placement["username"], self.secret["password"])).encode()).decode()
+            values.append("%s:%s" % (self.placement["username"], self.secret["password"]))
+        return sorted({form for v in values for form in encoded_forms(v)}, key=len, reverse=True)
 
     def follow(self, method, url, body):
         """The upstream's answer, following redirects (each hop decided again, as a call of its own
         would be), and renewing an OAuth upstream's access token once if it answers 401."""
         for hop in range(MAX_REDIRECTS + 1):
             response = self.send(method, url, body)
-            if response.status == 401 and self.row["kind"] == "oauth_refresh" and same_origin(url, self.row):
+            if response.status == 401 and self.row["kind"] == "oauth_refresh" and within_base(url, self.row):
                 release(response, False)
                 self.access_token = upstream_access_token(self.app, self.row, self.secret, stale=self.access_token)
                 response = self.send(method, url, body)
@@ -188,9 +188,9 @@ class UpstreamCall:
             release(response, False)
             url = urllib.parse.urljoin(url, location)
             self.req.check("call_api", self.resource, upstream=url)       # an allowlisted host may redirect elsewhere
-            if not same_origin(url, self.row) and any(m in url.encode() for m in self.secrets()):
-                raise HTTPError(502, "The upstream redirected to another origin with the credential in the URL; "
-                                     "not followed")
+            if not within_base(url, self.row) and any(m in url.encode() for m in self.secrets()):
+                raise HTTPError(502, "The upstream redirected outside the credential's base URL with the credential "
+                                     "in the URL; not followed")
             if response.status == 303 or response.status in (301, 302) and method == "POST":
                 method, body = "GET", None
 
@@ -202,7 +202,7 @@ class UpstreamCall:
         headers["Accept-Encoding"] = "identity"      # an answer the broker can read, to mask (gzip is undone)
         target = parts.path or "/"
         query = parts.query
-        if same_origin(url, self.row):
+        if within_base(url, self.row):      # a redirect out of the base URL is followed without the secret
             query = self.attach(headers, query)
         if body is not None:
             headers["Content-Length"] = str(len(body))
@@ -233,7 +233,8 @@ class UpstreamCall:
             query = "&".join(p for p in (query, urllib.parse.urlencode({self.placement["query_parameter"]:
                                                                         self.secret["value"]})) if p)
         elif kind == "basic":
-            headers["Authorization"] = "Basic " + self.basic_credentials()
+            headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % (
+                self.placement["username"], self.secret["password"])).encode()).decode()
         else:
             headers["Authorization"] = "Bearer " + self.access_token
         return query
@@ -277,6 +278,22 @@ class UpstreamCall:
         finally:
             release(response, not cut)
         handler.close_connection = handler.close_connection or cut
+
+
+def encoded_forms(value):
+    """The forms in which an upstream could reasonably echo ``value``: as it is, URL-encoded (both ways),
+    JSON-escaped (and with its slashes escaped, as some encoders write them), HTML-escaped, hex (either
+    case), and base64 and base64url at each of the three alignments it can have inside a longer
+    encoding (the characters that depend on the value's bytes alone). Not a promise: an upstream that
+    transforms a secret otherwise (hashes, encrypts, splits it) hands back what no mask knows."""
+    raw = value.encode()
+    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1],
+             json.dumps(value)[1:-1].replace("/", "\\/"), html.escape(value), raw.hex(), raw.hex().upper()}
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for offset in range(3):
+            encoded = encode(b"\0" * offset + raw).decode().rstrip("=")
+            forms.add(encoded[-(-8 * offset // 6):(8 * (offset + len(raw))) // 6])
+    return {form.encode() for form in forms if len(form) >= 4}
 
 
 def body_decoder(response):
@@ -342,6 +359,17 @@ class Masker:
 def same_origin(url, row):
     a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(row["base_url"])
     return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def within_base(url, row):
+    """Is ``url`` at the credential's base URL or below it, its path read as the upstream will read it
+    (decoded, a backslash a slash, dot segments resolved)? Only there does the secret go."""
+    if not same_origin(url, row):
+        return False
+    base = urllib.parse.urlsplit(row["base_url"]).path.rstrip("/")
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path).replace("\\", "/")
+    path = posixpath.normpath("/" + path.lstrip("/"))         # (normpath keeps a leading "//" as it is)
+    return path == (base or "/") or path.startswith(base + "/")
 
 
 def upstream_key(app, parts):
