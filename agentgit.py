@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  1455  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2527  policy.POLICY_RULES
-       line  2564  policy.decide
+       line  2548  policy.POLICY_RULES
+       line  2585  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2629  audit.audit_append
-       line  2633  audit.audit_verify
+       line  2650  audit.audit_append
+       line  2654  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9444  delegation.create_invite
-       line  9516  delegation.confirm_binding
-       line 10135  tasks.create_task_grant
-       line  3246  authentication.load_grant
+       line  9465  delegation.create_invite
+       line  9537  delegation.confirm_binding
+       line 10156  tasks.create_task_grant
+       line  3267  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15232  server.App.dispatch
-       line  3163  authentication.authenticate
-       line  2875  ledger.Ledger
+       line 15253  server.App.dispatch
+       line  3184  authentication.authenticate
+       line  2896  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14942  githttp.git_receive_pack
-       line  2918  ledger.Ledger.decide_each
-       line  2856  intents.reconcile_intents
+       line 14963  githttp.git_receive_pack
+       line  2939  ledger.Ledger.decide_each
+       line  2877  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -65,60 +65,60 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      6. gitstore           lines   989- 1200  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
      7. gitwire            lines  1201- 1381  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
      8. tokens             lines  1382- 1482  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1483- 1579  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1580- 1805  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1806- 2586  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2587- 2751  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2752- 2799  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2800- 2869  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  2870- 3041  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3042- 3278  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3279- 3458  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3459- 3588  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3589- 3873  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  3874- 4077  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4078- 4129  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4130- 4384  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4385- 4471  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4472- 4922  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  4923- 5191  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5192- 5862  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  5863- 5992  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  5993- 6474  REST: pull requests and their merges.
-    29. reviews            lines  6475- 6762  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6763- 7004  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7005- 7260  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7261- 7603  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7604- 7939  REST: releases, tags and release assets.
-    34. deploy_keys        lines  7940- 8016  REST: deploy keys.
-    35. actions            lines  8017- 8223  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8224- 8426  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8427- 8774  REST: organizations, memberships and teams.
-    38. actions_config     lines  8775- 9262  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9263- 9338  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9339- 9889  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9890-10100  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10101-10491  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10492-10663  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10664-10926  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10927-11592  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11593-11938  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11939-12361  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12362-12641  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12642-12824  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12825-13031  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 13032-13245  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13246-13703  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13704-14355  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14356-14804  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14805-15004  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15005-15222  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15223-15816  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15817-16093  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16094-16551  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16552-17270  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     9. proofs             lines  1483- 1600  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1601- 1826  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1827- 2607  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2608- 2772  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2773- 2820  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2821- 2890  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  2891- 3062  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3063- 3299  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3300- 3479  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3480- 3609  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3610- 3894  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  3895- 4098  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4099- 4150  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4151- 4405  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4406- 4492  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4493- 4943  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  4944- 5212  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5213- 5883  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  5884- 6013  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6014- 6495  REST: pull requests and their merges.
+    29. reviews            lines  6496- 6783  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6784- 7025  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7026- 7281  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7282- 7624  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7625- 7960  REST: releases, tags and release assets.
+    34. deploy_keys        lines  7961- 8037  REST: deploy keys.
+    35. actions            lines  8038- 8244  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8245- 8447  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8448- 8795  REST: organizations, memberships and teams.
+    38. actions_config     lines  8796- 9283  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9284- 9359  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9360- 9910  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9911-10121  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10122-10512  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10513-10684  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10685-10947  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10948-11613  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11614-11959  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11960-12382  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12383-12662  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12663-12845  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12846-13052  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 13053-13266  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13267-13724  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13725-14376  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14377-14825  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14826-15025  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15026-15243  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15244-15837  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15838-16114  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16115-16572  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16573-17298  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 74cd80b9ec1e6e289c14a83f0c9c779a7853a2d22fd077dbe32de5ae313001c0
+Made from sources whose SHA-256 is 3448b39a880e60b3c1013f83a765fcb6347dd88b062dd9f519dbe29a43278952
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1524,6 +1524,27 @@ class ReplayCache:
                 return False
             self.seen[name] = expires
             return True
+
+
+class StoredReplayCache(ReplayCache):
+    """The installation's: each proof's jti kept in the database (dpop_proofs) for the proof's lifetime,
+    where every server process on the same data sees it and a restart forgets nothing. The process's
+    memory answers the replays it saw itself without a write; expired names are swept once a minute."""
+
+    def __init__(self, store):
+        super().__init__()
+        self.store, self.next_sweep = store, 0
+
+    def first_use(self, name, expires):
+        if not super().first_use(name, expires):
+            return False
+        moment = int(time.time())
+        with self.store.transaction(records_only=True) as db:
+            if moment >= self.next_sweep:
+                db.execute("DELETE FROM dpop_proofs WHERE expires_at < ?", (moment,))
+                self.next_sweep = moment + 60
+            return db.execute("INSERT OR IGNORE INTO dpop_proofs (name, expires_at) VALUES (?, ?)",
+                              (name, int(expires) + 1)).rowcount == 1
 
 
 def dpop_nonce(key, window=None):
@@ -3363,7 +3384,7 @@ class Installation:
       documents; web sign-in); ``failed_proofs``: failed DPoP proofs and client assertions per address
       and per agent (authentication, client_assertions); ``token_seen``: when each token's last use was
       recorded (touch_token);
-      ``dpop_replay``: DPoP proofs' jti seen (proofs);
+      ``dpop_replay``: DPoP proofs' jti seen, in the database (proofs);
     - ``agent_credentials``: "bootstrap" or "direct", the installation's choice (policy, the banner)."""
 
 
@@ -3389,7 +3410,7 @@ class Installation:
         # the limit, further ones are refused before any signature is checked
         self.failed_proofs = RateLimiter(FAILED_PROOFS_PER_MINUTE, 60)
         self.token_seen = {}
-        self.dpop_replay = ReplayCache()
+        self.dpop_replay = StoredReplayCache(self.store)
         self.set_url(config.url)
         self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
 
@@ -17104,6 +17125,13 @@ CREATE TABLE IF NOT EXISTS agent_keys (
     approved_at TEXT,
     approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     UNIQUE (agent_id, kid)
+);
+
+-- DPoP proofs' jti, each accepted once while its proof could be (version 10): kept here, not in one
+-- process's memory, so a restart or a second server on the same data does not accept a proof again
+CREATE TABLE IF NOT EXISTS dpop_proofs (
+    name        TEXT PRIMARY KEY,        -- the signing key's thumbprint and the proof's jti
+    expires_at  INTEGER NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS assertion_ids (

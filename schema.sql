@@ -551,6 +551,13 @@ CREATE TABLE IF NOT EXISTS agent_keys (
     UNIQUE (agent_id, kid)
 );
 
+-- DPoP proofs' jti, each accepted once while its proof could be (version 10): kept here, not in one
+-- process's memory, so a restart or a second server on the same data does not accept a proof again
+CREATE TABLE IF NOT EXISTS dpop_proofs (
+    name        TEXT PRIMARY KEY,        -- the signing key's thumbprint and the proof's jti
+    expires_at  INTEGER NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS assertion_ids (
     agent_id    INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     jti         TEXT NOT NULL,

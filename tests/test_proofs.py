@@ -200,3 +200,20 @@ def test_certificate_thumbprint_is_rfc_8705s():
     der = b"\x30\x03\x02\x01\x01"
     assert agentgit.certificate_thumbprint(der) == base64.urlsafe_b64encode(
         hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+def test_a_used_proof_stays_used_after_a_restart_and_on_a_second_server(server, dpop_key):
+    """Each proof's jti is kept in the database for the proof's lifetime: a server that restarts (its
+    memory gone) or a second server on the same data refuses a proof the first one took."""
+    jwk, proof = dpop_key
+    token = server.add_user("alice")
+    url = server.url + "/api/v3/user"
+    once = proof({"htm": "GET", "htu": url, "iat": int(time.time()), "jti": "jti-used-once"})
+    assert call(server, "GET", "/api/v3/user", token, headers={"DPoP": once}).status == 200
+    server.app.dpop_replay = agentgit.StoredReplayCache(server.app.store)        # as after a restart
+    replayed = call(server, "GET", "/api/v3/user", token, headers={"DPoP": once})
+    assert replayed.status == 401 and "used before" in replayed.headers["www-authenticate"]
+    second = agentgit.Installation(server.app.config)                            # another process on the data
+    name = "%s %s" % (agentgit.jwk_thumbprint(jwk), "jti-used-once")
+    assert not second.dpop_replay.first_use(name, time.time() + 300)
+    assert second.dpop_replay.first_use(name + "-other", time.time() + 300)

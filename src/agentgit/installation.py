@@ -15,7 +15,7 @@ from agentgit.storage import Store
 from agentgit.gitstore import merge_support_missing
 from agentgit.gitwire import make_git_engine
 from agentgit.tokens import token_fingerprint
-from agentgit.proofs import ReplayCache
+from agentgit.proofs import StoredReplayCache
 from agentgit.accounts import create_human, register_agent, reseal_legacy_totp_secrets
 from agentgit.audit import AuditAnchor
 from agentgit.authentication import Principal
@@ -104,7 +104,7 @@ class Installation:
       documents; web sign-in); ``failed_proofs``: failed DPoP proofs and client assertions per address
       and per agent (authentication, client_assertions); ``token_seen``: when each token's last use was
       recorded (touch_token);
-      ``dpop_replay``: DPoP proofs' jti seen (proofs);
+      ``dpop_replay``: DPoP proofs' jti seen, in the database (proofs);
     - ``agent_credentials``: "bootstrap" or "direct", the installation's choice (policy, the banner)."""
 
 
@@ -130,7 +130,7 @@ class Installation:
         # the limit, further ones are refused before any signature is checked
         self.failed_proofs = RateLimiter(FAILED_PROOFS_PER_MINUTE, 60)
         self.token_seen = {}
-        self.dpop_replay = ReplayCache()
+        self.dpop_replay = StoredReplayCache(self.store)
         self.set_url(config.url)
         self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
 

@@ -62,6 +62,27 @@ class ReplayCache:
             return True
 
 
+class StoredReplayCache(ReplayCache):
+    """The installation's: each proof's jti kept in the database (dpop_proofs) for the proof's lifetime,
+    where every server process on the same data sees it and a restart forgets nothing. The process's
+    memory answers the replays it saw itself without a write; expired names are swept once a minute."""
+
+    def __init__(self, store):
+        super().__init__()
+        self.store, self.next_sweep = store, 0
+
+    def first_use(self, name, expires):
+        if not super().first_use(name, expires):
+            return False
+        moment = int(time.time())
+        with self.store.transaction(records_only=True) as db:
+            if moment >= self.next_sweep:
+                db.execute("DELETE FROM dpop_proofs WHERE expires_at < ?", (moment,))
+                self.next_sweep = moment + 60
+            return db.execute("INSERT OR IGNORE INTO dpop_proofs (name, expires_at) VALUES (?, ?)",
+                              (name, int(expires) + 1)).rowcount == 1
+
+
 def dpop_nonce(key, window=None):
     """The server's nonce for a time window: an HMAC, so any thread or restart can check it."""
     window = int(time.time() // NONCE_WINDOW) if window is None else window
