@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1433  tokens.issue_token
-       line  1455  tokens.verify_token
+       line  1452  tokens.issue_token
+       line  1474  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2548  policy.POLICY_RULES
-       line  2585  policy.decide
+       line  2567  policy.POLICY_RULES
+       line  2604  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2650  audit.audit_append
-       line  2654  audit.audit_verify
+       line  2669  audit.audit_append
+       line  2673  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9465  delegation.create_invite
-       line  9537  delegation.confirm_binding
-       line 10156  tasks.create_task_grant
-       line  3267  authentication.load_grant
+       line  9484  delegation.create_invite
+       line  9556  delegation.confirm_binding
+       line 10175  tasks.create_task_grant
+       line  3286  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15253  server.App.dispatch
-       line  3184  authentication.authenticate
-       line  2896  ledger.Ledger
+       line 15288  server.App.dispatch
+       line  3203  authentication.authenticate
+       line  2915  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14963  githttp.git_receive_pack
-       line  2939  ledger.Ledger.decide_each
-       line  2877  intents.reconcile_intents
+       line 14998  githttp.git_receive_pack
+       line  2958  ledger.Ledger.decide_each
+       line  2896  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
      1. config             lines   190-  280  Configuration: constants, names, limits, times, and the Config a server is built from.
      2. errors             lines   281-  310  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   311-  703  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   704-  784  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   785-  988  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines   989- 1200  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1201- 1381  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1382- 1482  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1483- 1600  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1601- 1826  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1827- 2607  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2608- 2772  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2773- 2820  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2821- 2890  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  2891- 3062  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3063- 3299  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3300- 3479  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3480- 3609  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3610- 3894  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  3895- 4098  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4099- 4150  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4151- 4405  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4406- 4492  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4493- 4943  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  4944- 5212  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5213- 5883  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  5884- 6013  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6014- 6495  REST: pull requests and their merges.
-    29. reviews            lines  6496- 6783  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6784- 7025  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7026- 7281  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7282- 7624  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7625- 7960  REST: releases, tags and release assets.
-    34. deploy_keys        lines  7961- 8037  REST: deploy keys.
-    35. actions            lines  8038- 8244  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8245- 8447  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8448- 8795  REST: organizations, memberships and teams.
-    38. actions_config     lines  8796- 9283  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9284- 9359  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9360- 9910  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9911-10121  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10122-10512  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10513-10684  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10685-10947  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10948-11613  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11614-11959  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11960-12382  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12383-12662  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12663-12845  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12846-13052  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 13053-13266  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13267-13724  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13725-14376  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14377-14825  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14826-15025  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15026-15243  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15244-15837  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15838-16114  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16115-16572  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16573-17298  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     4. egress             lines   704-  803  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   804- 1007  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1008- 1219  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1220- 1400  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1401- 1501  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1502- 1619  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1620- 1845  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1846- 2626  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2627- 2791  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2792- 2839  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2840- 2909  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  2910- 3081  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3082- 3318  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3319- 3498  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3499- 3628  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3629- 3913  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  3914- 4117  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4118- 4169  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4170- 4424  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4425- 4511  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4512- 4962  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  4963- 5231  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5232- 5902  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  5903- 6032  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6033- 6514  REST: pull requests and their merges.
+    29. reviews            lines  6515- 6802  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6803- 7044  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7045- 7300  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7301- 7643  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7644- 7979  REST: releases, tags and release assets.
+    34. deploy_keys        lines  7980- 8056  REST: deploy keys.
+    35. actions            lines  8057- 8263  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8264- 8466  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8467- 8814  REST: organizations, memberships and teams.
+    38. actions_config     lines  8815- 9302  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9303- 9378  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9379- 9929  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9930-10140  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10141-10531  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10532-10703  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10704-10966  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 10967-11632  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11633-11978  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 11979-12401  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12402-12681  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12682-12864  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12865-13071  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 13072-13301  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13302-13759  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13760-14411  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14412-14860  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14861-15060  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15061-15278  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15279-15872  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15873-16149  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16150-16607  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16608-17333  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 3448b39a880e60b3c1013f83a765fcb6347dd88b062dd9f519dbe29a43278952
+Made from sources whose SHA-256 is 3180f2a6e912170539ac9b8f3f105a39aa628c57d02e8d751d35aa2e1db09c87
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -780,6 +780,25 @@ def outbound_connection(scheme, host, port, address, timeout):
     if scheme == "https":
         return PinnedHTTPSConnection(host, port, address, timeout=timeout, context=ssl.create_default_context())
     return PinnedHTTPConnection(host, port, address, timeout=timeout)
+
+
+@contextlib.contextmanager
+def within_deadline(conn, seconds):
+    """The whole exchange on ``conn`` within ``seconds``: at the deadline its socket is shut down, which
+    ends a read however slowly the other side trickles bytes (a timeout per read never fires then)."""
+    def cut():
+        try:
+            if conn.sock is not None:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -13175,10 +13194,23 @@ def find_client(req, client_id):
     if not isinstance(client_id, str) or not client_id:
         return None
     row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
-    if not client_id.startswith("https://"):
+    if not client_id.startswith("https://") or fresh_document(row):
         return row
-    if row is not None and time.time() - int(row["fetched_at"] or 0) < CIMD_CACHE_SECONDS:
-        return row
+    # one fetch of a document at a time: requests that come together for it wait for the first's answer
+    with DOCUMENT_LOCKS[hash(client_id) % len(DOCUMENT_LOCKS)]:
+        row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
+        return row if fresh_document(row) else fetch_and_keep_document(req, client_id)
+
+
+# striped, so the locks are as many whatever the number of documents asked for
+DOCUMENT_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def fresh_document(row):
+    return row is not None and time.time() - int(row["fetched_at"] or 0) < CIMD_CACHE_SECONDS
+
+
+def fetch_and_keep_document(req, client_id):
     # anyone may make the server fetch a document (before signing in): as many a while as it registers clients
     retry_after = req.app.registrations.hit("document:" + req.client)
     if retry_after:
@@ -13187,6 +13219,7 @@ def find_client(req, client_id):
     document = fetch_client_document(client_id, req.app.config.allow_loopback_client_documents)
     uris, name = document["redirect_uris"], document.get("client_name") or urllib.parse.urlsplit(client_id).hostname
     with req.app.store.transaction() as db:
+        row = db.execute("SELECT * FROM oauth_apps WHERE client_id = ?", (client_id,)).fetchone()
         if row is None:
             insert_row(db, "oauth_apps", {"client_id": client_id, "name": name[:100], "redirect_uris": json.dumps(uris),
                                           "kind": "metadata_document", "metadata": json.dumps(document),
@@ -13209,20 +13242,22 @@ def fetch_client_document(url, allow_loopback):
                                CIMD_TIMEOUT_SECONDS)
     deadline = time.monotonic() + CIMD_TIMEOUT_SECONDS
     try:
-        conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""), headers={
-            "Accept": "application/json", "User-Agent": "agentgit"})
-        response = conn.getresponse()
-        if response.status != 200:
-            raise HTTPError(400, "the client's metadata document answered HTTP %d (redirects are not followed)" %
-                            response.status)
-        data = b""
-        while len(data) <= CIMD_MAX_BYTES and time.monotonic() < deadline:
-            chunk = response.read1(CIMD_MAX_BYTES + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
+        with within_deadline(conn, CIMD_TIMEOUT_SECONDS):      # the headers too, however slowly they trickle
+            conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""), headers={
+                "Accept": "application/json", "User-Agent": "agentgit"})
+            response = conn.getresponse()
+            if response.status != 200:
+                raise HTTPError(400, "the client's metadata document answered HTTP %d (redirects are not followed)" %
+                                response.status)
+            data = b""
+            while len(data) <= CIMD_MAX_BYTES and time.monotonic() < deadline:
+                chunk = response.read1(CIMD_MAX_BYTES + 1 - len(data))
+                if not chunk:
+                    break
+                data += chunk
     except (OSError, http.client.HTTPException) as error:
-        raise HTTPError(400, "the client's metadata document could not be fetched: %s" % str(error)[:200])
+        raise HTTPError(400, "the client's metadata document could not be fetched in %d s: %s" % (
+            CIMD_TIMEOUT_SECONDS, str(error)[:200]))
     finally:
         conn.close()
     if len(data) > CIMD_MAX_BYTES or time.monotonic() >= deadline:

@@ -262,3 +262,66 @@ def test_rs256_verification_rejects_altered_signatures():
     assert not agentgit.rs256_valid(n, e, (header + "." + claims).encode(), raw[:-1] + bytes([raw[-1] ^ 1]))
     assert not agentgit.rs256_valid(n, e, (header + "." + claims).encode(), raw[1:])
     assert not agentgit.rs256_valid(n, e, (header + "." + claims).encode(), (n + 1).to_bytes(len(raw), "big"))
+
+
+def test_a_metadata_document_is_fetched_once_whoever_asks_at_once_and_within_its_deadline(
+        tmp_path, metadata_host, test_ca, monkeypatch):
+    """Anonymous callers that name one new document together wait for one fetch (three first fetches at
+    once answered 500: each inserted the client); and a host that trickles its headers a byte at a time
+    is cut off at the five-second deadline of the whole exchange, not held as long as it likes."""
+    import socket
+    import ssl
+    import threading
+    import agentgit
+    from conftest import patch_everywhere
+    base, documents = metadata_host
+    url = base + "/together.json"
+    documents["/together.json"] = (200, json.dumps({"client_id": url, "redirect_uris": [REDIRECT]}).encode())
+    fetched, real = [], agentgit.fetch_client_document
+
+    def slow_fetch(*args):
+        fetched.append(1)
+        time.sleep(0.3)
+        return real(*args)
+    patch_everywhere(monkeypatch, "fetch_client_document", slow_fetch)
+    server = agentgit.make_server(tmp_path / "data", port=0, allow_loopback_client_documents=True).start()
+    try:
+        answers = []
+
+        def token_request():
+            answers.append(call(server, "POST", "/login/oauth/access_token", raw_body=urllib.parse.urlencode({
+                "grant_type": "authorization_code", "client_id": url, "code": "nothing", "redirect_uri": REDIRECT,
+                "code_verifier": "x" * 43}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                               "Accept": "application/json"}))
+        threads = [threading.Thread(target=token_request) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [a.status for a in answers] == [400] * 3 and all("error" in a.json for a in answers), answers
+        assert len(fetched) == 1
+        # a host that sends its status line a byte every half second
+        listener = socket.create_server(("127.0.0.1", 0))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(test_ca["cert"], test_ca["key"])
+
+        def trickle():
+            conn, _ = listener.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
+                    try:
+                        tls.sendall(bytes([byte]))
+                    except OSError:
+                        return
+                    time.sleep(0.5)
+        threading.Thread(target=trickle, daemon=True).start()
+        slow = "https://localhost:%d/slow.json" % listener.getsockname()[1]
+        started = time.monotonic()
+        answer = call(server, "POST", "/login/oauth/access_token", raw_body=urllib.parse.urlencode({
+            "grant_type": "authorization_code", "client_id": slow, "code": "x"}).encode(), headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
+        assert answer.status in (400, 401) and time.monotonic() - started < 8, (answer, time.monotonic() - started)
+        listener.close()
+    finally:
+        server.stop()

@@ -8,10 +8,12 @@ was checked, so a name that resolves elsewhere a moment later (DNS rebinding) ga
 checks the certificate against the name.
 """
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 
 from agentgit.errors import HTTPError
 
@@ -90,3 +92,22 @@ def outbound_connection(scheme, host, port, address, timeout):
     if scheme == "https":
         return PinnedHTTPSConnection(host, port, address, timeout=timeout, context=ssl.create_default_context())
     return PinnedHTTPConnection(host, port, address, timeout=timeout)
+
+
+@contextlib.contextmanager
+def within_deadline(conn, seconds):
+    """The whole exchange on ``conn`` within ``seconds``: at the deadline its socket is shut down, which
+    ends a read however slowly the other side trickles bytes (a timeout per read never fires then)."""
+    def cut():
+        try:
+            if conn.sock is not None:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

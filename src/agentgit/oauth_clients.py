@@ -18,12 +18,13 @@ import hmac
 import http.client
 import json
 import secrets
+import threading
 import time
 import urllib.parse
 
 from agentgit.config import now, visible_ascii
 from agentgit.errors import HTTPError, invalid
-from agentgit.egress import outbound_connection, public_address
+from agentgit.egress import outbound_connection, public_address, within_deadline
 from agentgit.storage import insert_row
 from agentgit.tokens import token_hash
 from agentgit.policy import Resource
@@ -151,10 +152,23 @@ def find_client(req, client_id):
     if not isinstance(client_id, str) or not client_id:
         return None
     row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
-    if not client_id.startswith("https://"):
+    if not client_id.startswith("https://") or fresh_document(row):
         return row
-    if row is not None and time.time() - int(row["fetched_at"] or 0) < CIMD_CACHE_SECONDS:
-        return row
+    # one fetch of a document at a time: requests that come together for it wait for the first's answer
+    with DOCUMENT_LOCKS[hash(client_id) % len(DOCUMENT_LOCKS)]:
+        row = req.app.store.one("SELECT * FROM oauth_apps WHERE client_id = ?", client_id)
+        return row if fresh_document(row) else fetch_and_keep_document(req, client_id)
+
+
+# striped, so the locks are as many whatever the number of documents asked for
+DOCUMENT_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def fresh_document(row):
+    return row is not None and time.time() - int(row["fetched_at"] or 0) < CIMD_CACHE_SECONDS
+
+
+def fetch_and_keep_document(req, client_id):
     # anyone may make the server fetch a document (before signing in): as many a while as it registers clients
     retry_after = req.app.registrations.hit("document:" + req.client)
     if retry_after:
@@ -163,6 +177,7 @@ def find_client(req, client_id):
     document = fetch_client_document(client_id, req.app.config.allow_loopback_client_documents)
     uris, name = document["redirect_uris"], document.get("client_name") or urllib.parse.urlsplit(client_id).hostname
     with req.app.store.transaction() as db:
+        row = db.execute("SELECT * FROM oauth_apps WHERE client_id = ?", (client_id,)).fetchone()
         if row is None:
             insert_row(db, "oauth_apps", {"client_id": client_id, "name": name[:100], "redirect_uris": json.dumps(uris),
                                           "kind": "metadata_document", "metadata": json.dumps(document),
@@ -185,20 +200,22 @@ def fetch_client_document(url, allow_loopback):
                                CIMD_TIMEOUT_SECONDS)
     deadline = time.monotonic() + CIMD_TIMEOUT_SECONDS
     try:
-        conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""), headers={
-            "Accept": "application/json", "User-Agent": "agentgit"})
-        response = conn.getresponse()
-        if response.status != 200:
-            raise HTTPError(400, "the client's metadata document answered HTTP %d (redirects are not followed)" %
-                            response.status)
-        data = b""
-        while len(data) <= CIMD_MAX_BYTES and time.monotonic() < deadline:
-            chunk = response.read1(CIMD_MAX_BYTES + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
+        with within_deadline(conn, CIMD_TIMEOUT_SECONDS):      # the headers too, however slowly they trickle
+            conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""), headers={
+                "Accept": "application/json", "User-Agent": "agentgit"})
+            response = conn.getresponse()
+            if response.status != 200:
+                raise HTTPError(400, "the client's metadata document answered HTTP %d (redirects are not followed)" %
+                                response.status)
+            data = b""
+            while len(data) <= CIMD_MAX_BYTES and time.monotonic() < deadline:
+                chunk = response.read1(CIMD_MAX_BYTES + 1 - len(data))
+                if not chunk:
+                    break
+                data += chunk
     except (OSError, http.client.HTTPException) as error:
-        raise HTTPError(400, "the client's metadata document could not be fetched: %s" % str(error)[:200])
+        raise HTTPError(400, "the client's metadata document could not be fetched in %d s: %s" % (
+            CIMD_TIMEOUT_SECONDS, str(error)[:200]))
     finally:
         conn.close()
     if len(data) > CIMD_MAX_BYTES or time.monotonic() >= deadline:
