@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1452  tokens.issue_token
-       line  1474  tokens.verify_token
+       line  1457  tokens.issue_token
+       line  1479  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2567  policy.POLICY_RULES
-       line  2604  policy.decide
+       line  2572  policy.POLICY_RULES
+       line  2609  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2669  audit.audit_append
-       line  2673  audit.audit_verify
+       line  2674  audit.audit_append
+       line  2697  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9484  delegation.create_invite
-       line  9556  delegation.confirm_binding
-       line 10175  tasks.create_task_grant
-       line  3286  authentication.load_grant
+       line  9538  delegation.create_invite
+       line  9610  delegation.confirm_binding
+       line 10229  tasks.create_task_grant
+       line  3340  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15288  server.App.dispatch
-       line  3203  authentication.authenticate
-       line  2915  ledger.Ledger
+       line 15342  server.App.dispatch
+       line  3257  authentication.authenticate
+       line  2969  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 14998  githttp.git_receive_pack
-       line  2958  ledger.Ledger.decide_each
-       line  2896  intents.reconcile_intents
+       line 15052  githttp.git_receive_pack
+       line  3012  ledger.Ledger.decide_each
+       line  2950  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,64 +61,64 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   281-  310  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   311-  703  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   704-  803  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   804- 1007  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1008- 1219  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1220- 1400  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1401- 1501  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1502- 1619  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1620- 1845  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1846- 2626  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2627- 2791  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2792- 2839  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2840- 2909  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  2910- 3081  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3082- 3318  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3319- 3498  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3499- 3628  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3629- 3913  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  3914- 4117  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4118- 4169  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4170- 4424  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4425- 4511  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4512- 4962  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  4963- 5231  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5232- 5902  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  5903- 6032  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6033- 6514  REST: pull requests and their merges.
-    29. reviews            lines  6515- 6802  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6803- 7044  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7045- 7300  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7301- 7643  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7644- 7979  REST: releases, tags and release assets.
-    34. deploy_keys        lines  7980- 8056  REST: deploy keys.
-    35. actions            lines  8057- 8263  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8264- 8466  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8467- 8814  REST: organizations, memberships and teams.
-    38. actions_config     lines  8815- 9302  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9303- 9378  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9379- 9929  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9930-10140  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10141-10531  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10532-10703  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10704-10966  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 10967-11632  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11633-11978  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 11979-12401  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12402-12681  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12682-12864  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12865-13071  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 13072-13301  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13302-13759  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13760-14411  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14412-14860  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14861-15060  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15061-15278  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15279-15872  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15873-16149  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16150-16607  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16608-17333  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   804- 1012  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1013- 1224  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1225- 1405  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1406- 1506  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1507- 1624  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1625- 1850  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1851- 2631  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2632- 2845  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2846- 2893  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2894- 2963  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  2964- 3135  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3136- 3372  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3373- 3552  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3553- 3682  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3683- 3967  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  3968- 4171  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4172- 4223  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4224- 4478  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4479- 4565  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4566- 5016  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5017- 5285  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5286- 5956  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  5957- 6086  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6087- 6568  REST: pull requests and their merges.
+    29. reviews            lines  6569- 6856  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6857- 7098  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7099- 7354  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7355- 7697  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7698- 8033  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8034- 8110  REST: deploy keys.
+    35. actions            lines  8111- 8317  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8318- 8520  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8521- 8868  REST: organizations, memberships and teams.
+    38. actions_config     lines  8869- 9356  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9357- 9432  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9433- 9983  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines  9984-10194  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10195-10585  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10586-10757  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10758-11020  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11021-11686  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11687-12032  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12033-12455  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12456-12735  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12736-12918  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12919-13125  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 13126-13355  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13356-13813  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13814-14465  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14466-14914  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 14915-15114  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15115-15332  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15333-15929  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 15930-16206  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16207-16667  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16668-17393  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 3180f2a6e912170539ac9b8f3f105a39aa628c57d02e8d751d35aa2e1db09c87
+Made from sources whose SHA-256 is 1ef861d3ce55243a086b4c457f1a113b4cf4d0cca3ed8575d9a3212abfe8bd39
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -866,9 +866,14 @@ MIGRATIONS = {
                      "id, user_id, kind, issued_by, grant_id, audience, resource, name, scopes, hash, fingerprint,"
                      " created_at, expires_at, revoked_at, last_used_at",) * 2)),
     # a bound agent's new key waits for its human's approval; the keys registered before stay in use
+    # audit row ids are never reused (AUTOINCREMENT: the table is made anew and its rows copied)
     10: Migration([("agent_keys", "approved_at TEXT"),
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL")],
-                  "", "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"),
+                  "DROP INDEX IF EXISTS audit_by_actor; ALTER TABLE audit RENAME TO audit_before_v10;",
+                  "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
+                  " INSERT INTO audit (%s) SELECT %s FROM audit_before_v10; DROP TABLE audit_before_v10;" % ((
+                      "id, at, actor, user_kind, delegator, task, grant_id, runtime, token_fingerprint, surface, action,"
+                      " resource, decision, reasons, side_effect, token_kind, rule, prev_hash, hash",) * 2)),
 }
 
 
@@ -2670,19 +2675,32 @@ def audit_append(db, key, principal, surface, decision, side_effect=None):
     return append_audit_row(db, key, audit_row(principal, surface, decision), side_effect)
 
 
-def audit_verify(store, key, heads=()):
-    """(ok, rows checked, first broken row id or None, what is wrong). ``heads`` are checkpoints of the
-    chain's head ({"row", "hash", "mac"}: the anchor's, an exported one): each row they name must be
-    there with that hash, so rows deleted from the end are caught as well as rows edited anywhere."""
+def heads_broken(store, key, heads):
+    """(row, what is wrong) for the first of ``heads`` (checkpoints of the chain's head, {"row", "hash",
+    "mac"}) the log no longer holds as it was seen, or None when every one still is there."""
     for head in heads:
-        if not hmac.compare_digest(head_mac(key, head.get("row"), head.get("hash")), str(head.get("mac", ""))):
-            return False, 0, head.get("row") or 0, "a checkpoint of the head was altered (or made without the key)"
+        if not isinstance(head, dict) or not hmac.compare_digest(head_mac(key, head.get("row"), head.get("hash")),
+                                                                 str(head.get("mac", ""))):
+            return (head.get("row") if isinstance(head, dict) else 0) or 0, \
+                "a checkpoint of the head was altered (or made without the key)"
+        if head["row"] == 0:
+            continue
         tip = store.one("SELECT hash FROM audit WHERE id = ?", head["row"])
         if tip is None:
-            last = store.one("SELECT MAX(id) AS id FROM audit")["id"] or 0
-            return False, 0, last + 1, "rows %d to %d are gone: a checkpoint saw them" % (last + 1, head["row"])
+            last = store.one("SELECT MAX(id) AS id FROM audit WHERE id < ?", head["row"])["id"] or 0
+            return last + 1, "rows %d to %d are gone: a checkpoint saw them" % (last + 1, head["row"])
         if tip["hash"] != head["hash"]:
-            return False, 0, head["row"], "row %d is not the row a checkpoint saw" % head["row"]
+            return head["row"], "row %d is not the row a checkpoint saw" % head["row"]
+    return None
+
+
+def audit_verify(store, key, heads=()):
+    """(ok, rows checked, first broken row id or None, what is wrong). ``heads`` are checkpoints of the
+    chain's head (the anchor's and its history, an exported one): each row they name must be there
+    with that hash, so rows deleted from the end are caught as well as rows edited anywhere."""
+    broken = heads_broken(store, key, heads)
+    if broken:
+        return False, 0, broken[0], broken[1]
     prev, count = GENESIS_HASH, 0
     expected_id = None
     for row in store.db.execute("SELECT * FROM audit ORDER BY id"):
@@ -2712,20 +2730,34 @@ def audit_head(db, key):
 class AuditAnchor:
     """A checkpoint of the chain's head kept beside the database (data dir/audit-head), brought up to
     date after every commit: the chain alone cannot tell that its newest rows were deleted, the
-    checkpoint can. Writers in several processes (the server, the CLI) only ever move it forward.
+    checkpoint can. Writers in several processes (the server, the CLI) only ever move it forward, and
+    each move first proves continuity: the rows the checkpoint and its history saw are still there with
+    the hashes they had. So a log whose tail was deleted and then grew again past the checkpoint is
+    not vouched for; the checkpoint stays where it was, and ``broken`` says what is wrong (the server
+    says it at start, `audit verify` fails on it). The history keeps one checkpoint per ANCHOR_SPACING
+    rows. A log once checkpointed (the settings row audit_anchored) that has none beside it lost it.
 
     The CLI writes it as it commits. A server has it written by a thread of its own (follow()), woken
     by each commit: a request does not wait for the file's writes (a fifth of a small write's time),
     and commits that come together cost one write; stop_following() writes the last one."""
 
     def __init__(self, path, key):
-        self.path, self.key, self.seen = path, key, None
+        self.path, self.key, self.seen, self.broken = path, key, None, None
         self.moved, self.follower = threading.Event(), None
 
     def attach(self, store):
         """Keep up after each commit of ``store``, in the committing thread (the CLI's way), from now on."""
+        self.check_presence(store)
         store.after_commit = lambda: self.keep_up(store)
         self.keep_up(store)
+
+    def check_presence(self, store):
+        anchored = store.one("SELECT 1 FROM settings WHERE name = 'audit_anchored'")
+        if self.read() is None and anchored and store.one("SELECT MAX(id) AS id FROM audit")["id"]:
+            self.broken = "the checkpoint beside the database (%s) is gone; the log had one" % self.path
+        elif not anchored:          # (an installation from before checkpoints gets its first now)
+            with store.transaction() as db:
+                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('audit_anchored', '1')")
 
     def follow(self, store):
         def loop():
@@ -2750,24 +2782,46 @@ class AuditAnchor:
     def read(self):
         try:
             with open(self.path, encoding="utf-8") as f:
-                return json.load(f)
+                kept = json.load(f)
+            return kept if isinstance(kept, dict) else None
         except (OSError, ValueError):
             return None
 
+    def checkpoints(self):
+        """The checkpoint and its history: what `audit verify` holds the log to."""
+        kept = self.read()
+        if kept is None:
+            return []
+        history = kept.get("history") if isinstance(kept.get("history"), list) else []
+        return [{k: kept.get(k) for k in ("row", "hash", "mac")}] + history
+
     def keep_up(self, store):
         head = audit_head(store.db, self.key)
-        if head["row"] == self.seen:
+        if head["row"] == self.seen or self.broken:
             return
         with open(self.path + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             kept = self.read()
+            if kept is not None:        # (the latest checkpoint: an older row edited is the chain's to show)
+                broken = heads_broken(store, self.key, self.checkpoints()[:1])
+                if broken:
+                    self.broken = "row %d: %s" % broken
+                    print("agentgit: the audit log broke (%s); its checkpoint stays where it was" % self.broken,
+                          file=sys.stderr)
+                    return
             if kept is None or head["row"] > kept.get("row", -1):
+                history = self.checkpoints()[1:]
+                if kept is not None and head["row"] // ANCHOR_SPACING > kept["row"] // ANCHOR_SPACING:
+                    history.append({k: kept[k] for k in ("row", "hash", "mac")})
                 scratch = "%s.%d" % (self.path, os.getpid())
                 fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as f:
-                    json.dump(head, f)
+                    json.dump(dict(head, history=history), f)
                 os.replace(scratch, self.path)
         self.seen = head["row"]
+
+
+ANCHOR_SPACING = 1000
 
 
 def audit_json(row):
@@ -15790,6 +15844,9 @@ class Server:
                   file=sys.stderr)
         self.admin = app.first_start_admin()
         self.thread = None
+        if app.anchor.broken:
+            print("agentgit: the audit log is broken: %s (python agentgit.py audit verify)" % app.anchor.broken,
+                  file=sys.stderr)
         app.anchor.follow(app.store)
 
     def start(self):
@@ -16593,13 +16650,16 @@ def run_command(args):
     elif args.command == "audit" and args.action == "head":
         print(json.dumps(audit_head(app.store.db, app.key)))
     elif args.command == "audit":
-        heads = [app.anchor.read()] if app.anchor.read() is not None else []
+        heads = app.anchor.checkpoints()
         for path in args.head:
             with open(path, encoding="utf-8") as f:
                 heads.append(json.load(f))
         ok, count, bad_id, why = audit_verify(app.store, app.key, heads)
         if not ok:
             print("audit chain BROKEN at row %d: %s (%d rows read)" % (bad_id, why, count))
+            return 1
+        if app.anchor.broken:
+            print("audit chain BROKEN: %s" % app.anchor.broken)
             return 1
         print("audit chain intact: %d rows" % count)
     return 0
@@ -16724,7 +16784,7 @@ CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens(user_id);
 
 -- Append-only. hash = HMAC(server key, prev_hash + the row's fields): editing or deleting a row breaks the chain.
 CREATE TABLE IF NOT EXISTS audit (
-    id                 INTEGER PRIMARY KEY,
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,       -- never reused: a deleted tail leaves a gap
     at                 TEXT NOT NULL,
     actor              TEXT,
     user_kind          TEXT,

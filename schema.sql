@@ -113,7 +113,7 @@ CREATE INDEX IF NOT EXISTS tokens_by_user ON tokens(user_id);
 
 -- Append-only. hash = HMAC(server key, prev_hash + the row's fields): editing or deleting a row breaks the chain.
 CREATE TABLE IF NOT EXISTS audit (
-    id                 INTEGER PRIMARY KEY,
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,       -- never reused: a deleted tail leaves a gap
     at                 TEXT NOT NULL,
     actor              TEXT,
     user_kind          TEXT,

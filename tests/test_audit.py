@@ -1,11 +1,13 @@
 """The hash-chained audit log: what it records, who may read it, and `audit verify` catching tampering."""
+import contextlib
+import io
 import json
 import os
 import sqlite3
 import subprocess
 
 import agentgit
-from conftest import CLI, api, commit_file, ext, git, remote
+from conftest import CLI, api, call, commit_file, ext, git, remote
 
 
 def rows(server, **where):
@@ -131,8 +133,40 @@ def test_the_newest_rows_cannot_go_unnoticed(tmp_path):
     broken = run("verify")
     assert broken.returncode == 1 and "rows %d to %d are gone" % (last - 1, last) in broken.stdout
     os.unlink(os.path.join(data, "audit-head"))                             # and the checkpoint with them
-    assert run("verify").returncode == 0                                    # the chain alone cannot tell
-    assert run("verify", "--head", str(exported)).returncode == 1           # the head kept elsewhere can
+    gone = run("verify")                                    # a log once checkpointed without its checkpoint
+    assert gone.returncode == 1 and "checkpoint beside the database" in gone.stdout and "is gone" in gone.stdout
+    assert not os.path.exists(os.path.join(data, "audit-head"))             # and none was made anew at the tail
     forged = dict(head, row=last - 2)
     exported.write_text(json.dumps(forged))
     assert "altered" in run("verify", "--head", str(exported)).stdout       # keyed: not made without the key
+
+
+def test_a_truncated_log_cannot_outgrow_its_checkpoint(tmp_path):
+    """Delete the newest rows, then let the server append more than were deleted (an anonymous client
+    can make it): the checkpoint does not move past the break, row ids are not reused, the server says
+    so when it starts, and `audit verify` fails however long the log grows."""
+    data = str(tmp_path / "d")
+    srv = agentgit.make_server(data, port=0).start()
+    alice = srv.add_user("alice")
+    for i in range(3):
+        api(srv, "POST", "/user/repos", alice, {"name": "r%d" % i})
+    srv.stop()
+    db = sqlite3.connect(os.path.join(data, "agentgit.db"))
+    last = db.execute("SELECT MAX(id) FROM audit").fetchone()[0]
+    db.execute("DELETE FROM audit WHERE id >= ?", (last - 2,))
+    db.commit()
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):
+        srv = agentgit.make_server(data, port=0).start()
+    try:
+        assert "the audit log is broken: row %d" % (last - 2) in log.getvalue()
+        for i in range(5):                        # the log grows past where it was cut (anyone can make it grow)
+            assert call(srv, "POST", "/api/ext/v1/agents", body={"prefix_login": "bot%d" % i}).status == 201
+        assert srv.app.store.one("SELECT MAX(id) FROM audit")[0] > last + 2
+        assert srv.app.anchor.read()["row"] == last                  # the checkpoint did not move
+        ids = [r[0] for r in srv.app.store.all("SELECT id FROM audit ORDER BY id")]
+        assert not set(range(last - 2, last + 1)) & set(ids)        # the deleted ids were not used again
+    finally:
+        srv.stop()
+    broken = subprocess.run([*CLI, "audit", "verify", "--data", data], capture_output=True, text=True)
+    assert broken.returncode == 1 and "BROKEN" in broken.stdout

@@ -53,19 +53,32 @@ def audit_append(db, key, principal, surface, decision, side_effect=None):
     return append_audit_row(db, key, audit_row(principal, surface, decision), side_effect)
 
 
-def audit_verify(store, key, heads=()):
-    """(ok, rows checked, first broken row id or None, what is wrong). ``heads`` are checkpoints of the
-    chain's head ({"row", "hash", "mac"}: the anchor's, an exported one): each row they name must be
-    there with that hash, so rows deleted from the end are caught as well as rows edited anywhere."""
+def heads_broken(store, key, heads):
+    """(row, what is wrong) for the first of ``heads`` (checkpoints of the chain's head, {"row", "hash",
+    "mac"}) the log no longer holds as it was seen, or None when every one still is there."""
     for head in heads:
-        if not hmac.compare_digest(head_mac(key, head.get("row"), head.get("hash")), str(head.get("mac", ""))):
-            return False, 0, head.get("row") or 0, "a checkpoint of the head was altered (or made without the key)"
+        if not isinstance(head, dict) or not hmac.compare_digest(head_mac(key, head.get("row"), head.get("hash")),
+                                                                 str(head.get("mac", ""))):
+            return (head.get("row") if isinstance(head, dict) else 0) or 0, \
+                "a checkpoint of the head was altered (or made without the key)"
+        if head["row"] == 0:
+            continue
         tip = store.one("SELECT hash FROM audit WHERE id = ?", head["row"])
         if tip is None:
-            last = store.one("SELECT MAX(id) AS id FROM audit")["id"] or 0
-            return False, 0, last + 1, "rows %d to %d are gone: a checkpoint saw them" % (last + 1, head["row"])
+            last = store.one("SELECT MAX(id) AS id FROM audit WHERE id < ?", head["row"])["id"] or 0
+            return last + 1, "rows %d to %d are gone: a checkpoint saw them" % (last + 1, head["row"])
         if tip["hash"] != head["hash"]:
-            return False, 0, head["row"], "row %d is not the row a checkpoint saw" % head["row"]
+            return head["row"], "row %d is not the row a checkpoint saw" % head["row"]
+    return None
+
+
+def audit_verify(store, key, heads=()):
+    """(ok, rows checked, first broken row id or None, what is wrong). ``heads`` are checkpoints of the
+    chain's head (the anchor's and its history, an exported one): each row they name must be there
+    with that hash, so rows deleted from the end are caught as well as rows edited anywhere."""
+    broken = heads_broken(store, key, heads)
+    if broken:
+        return False, 0, broken[0], broken[1]
     prev, count = GENESIS_HASH, 0
     expected_id = None
     for row in store.db.execute("SELECT * FROM audit ORDER BY id"):
@@ -95,20 +108,34 @@ def audit_head(db, key):
 class AuditAnchor:
     """A checkpoint of the chain's head kept beside the database (data dir/audit-head), brought up to
     date after every commit: the chain alone cannot tell that its newest rows were deleted, the
-    checkpoint can. Writers in several processes (the server, the CLI) only ever move it forward.
+    checkpoint can. Writers in several processes (the server, the CLI) only ever move it forward, and
+    each move first proves continuity: the rows the checkpoint and its history saw are still there with
+    the hashes they had. So a log whose tail was deleted and then grew again past the checkpoint is
+    not vouched for; the checkpoint stays where it was, and ``broken`` says what is wrong (the server
+    says it at start, `audit verify` fails on it). The history keeps one checkpoint per ANCHOR_SPACING
+    rows. A log once checkpointed (the settings row audit_anchored) that has none beside it lost it.
 
     The CLI writes it as it commits. A server has it written by a thread of its own (follow()), woken
     by each commit: a request does not wait for the file's writes (a fifth of a small write's time),
     and commits that come together cost one write; stop_following() writes the last one."""
 
     def __init__(self, path, key):
-        self.path, self.key, self.seen = path, key, None
+        self.path, self.key, self.seen, self.broken = path, key, None, None
         self.moved, self.follower = threading.Event(), None
 
     def attach(self, store):
         """Keep up after each commit of ``store``, in the committing thread (the CLI's way), from now on."""
+        self.check_presence(store)
         store.after_commit = lambda: self.keep_up(store)
         self.keep_up(store)
+
+    def check_presence(self, store):
+        anchored = store.one("SELECT 1 FROM settings WHERE name = 'audit_anchored'")
+        if self.read() is None and anchored and store.one("SELECT MAX(id) AS id FROM audit")["id"]:
+            self.broken = "the checkpoint beside the database (%s) is gone; the log had one" % self.path
+        elif not anchored:          # (an installation from before checkpoints gets its first now)
+            with store.transaction() as db:
+                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('audit_anchored', '1')")
 
     def follow(self, store):
         def loop():
@@ -133,24 +160,46 @@ class AuditAnchor:
     def read(self):
         try:
             with open(self.path, encoding="utf-8") as f:
-                return json.load(f)
+                kept = json.load(f)
+            return kept if isinstance(kept, dict) else None
         except (OSError, ValueError):
             return None
 
+    def checkpoints(self):
+        """The checkpoint and its history: what `audit verify` holds the log to."""
+        kept = self.read()
+        if kept is None:
+            return []
+        history = kept.get("history") if isinstance(kept.get("history"), list) else []
+        return [{k: kept.get(k) for k in ("row", "hash", "mac")}] + history
+
     def keep_up(self, store):
         head = audit_head(store.db, self.key)
-        if head["row"] == self.seen:
+        if head["row"] == self.seen or self.broken:
             return
         with open(self.path + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             kept = self.read()
+            if kept is not None:        # (the latest checkpoint: an older row edited is the chain's to show)
+                broken = heads_broken(store, self.key, self.checkpoints()[:1])
+                if broken:
+                    self.broken = "row %d: %s" % broken
+                    print("agentgit: the audit log broke (%s); its checkpoint stays where it was" % self.broken,
+                          file=sys.stderr)
+                    return
             if kept is None or head["row"] > kept.get("row", -1):
+                history = self.checkpoints()[1:]
+                if kept is not None and head["row"] // ANCHOR_SPACING > kept["row"] // ANCHOR_SPACING:
+                    history.append({k: kept[k] for k in ("row", "hash", "mac")})
                 scratch = "%s.%d" % (self.path, os.getpid())
                 fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as f:
-                    json.dump(head, f)
+                    json.dump(dict(head, history=history), f)
                 os.replace(scratch, self.path)
         self.seen = head["row"]
+
+
+ANCHOR_SPACING = 1000
 
 
 def audit_json(row):

@@ -475,13 +475,16 @@ def run_command(args):
     elif args.command == "audit" and args.action == "head":
         print(json.dumps(audit_head(app.store.db, app.key)))
     elif args.command == "audit":
-        heads = [app.anchor.read()] if app.anchor.read() is not None else []
+        heads = app.anchor.checkpoints()
         for path in args.head:
             with open(path, encoding="utf-8") as f:
                 heads.append(json.load(f))
         ok, count, bad_id, why = audit_verify(app.store, app.key, heads)
         if not ok:
             print("audit chain BROKEN at row %d: %s (%d rows read)" % (bad_id, why, count))
+            return 1
+        if app.anchor.broken:
+            print("audit chain BROKEN: %s" % app.anchor.broken)
             return 1
         print("audit chain intact: %d rows" % count)
     return 0

@@ -539,6 +539,9 @@ class Server:
                   file=sys.stderr)
         self.admin = app.first_start_admin()
         self.thread = None
+        if app.anchor.broken:
+            print("agentgit: the audit log is broken: %s (python agentgit.py audit verify)" % app.anchor.broken,
+                  file=sys.stderr)
         app.anchor.follow(app.store)
 
     def start(self):
