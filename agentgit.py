@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1457  tokens.issue_token
-       line  1479  tokens.verify_token
+       line  1460  tokens.issue_token
+       line  1482  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2572  policy.POLICY_RULES
-       line  2609  policy.decide
+       line  2615  policy.POLICY_RULES
+       line  2653  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2674  audit.audit_append
-       line  2697  audit.audit_verify
+       line  2718  audit.audit_append
+       line  2741  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9538  delegation.create_invite
-       line  9610  delegation.confirm_binding
-       line 10229  tasks.create_task_grant
-       line  3340  authentication.load_grant
+       line  9595  delegation.create_invite
+       line  9667  delegation.confirm_binding
+       line 10298  tasks.create_task_grant
+       line  3389  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15342  server.App.dispatch
-       line  3257  authentication.authenticate
-       line  2969  ledger.Ledger
+       line 15429  server.App.dispatch
+       line  3306  authentication.authenticate
+       line  3013  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15052  githttp.git_receive_pack
-       line  3012  ledger.Ledger.decide_each
-       line  2950  intents.reconcile_intents
+       line 15139  githttp.git_receive_pack
+       line  3056  ledger.Ledger.decide_each
+       line  2994  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   190-  280  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   281-  310  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   311-  703  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   704-  803  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   804- 1012  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1013- 1224  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1225- 1405  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1406- 1506  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1507- 1624  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1625- 1850  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1851- 2631  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2632- 2845  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2846- 2893  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2894- 2963  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  2964- 3135  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3136- 3372  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3373- 3552  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3553- 3682  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3683- 3967  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  3968- 4171  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4172- 4223  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4224- 4478  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4479- 4565  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4566- 5016  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5017- 5285  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5286- 5956  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  5957- 6086  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6087- 6568  REST: pull requests and their merges.
-    29. reviews            lines  6569- 6856  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6857- 7098  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7099- 7354  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7355- 7697  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7698- 8033  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8034- 8110  REST: deploy keys.
-    35. actions            lines  8111- 8317  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8318- 8520  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8521- 8868  REST: organizations, memberships and teams.
-    38. actions_config     lines  8869- 9356  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9357- 9432  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9433- 9983  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines  9984-10194  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10195-10585  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10586-10757  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10758-11020  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11021-11686  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11687-12032  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12033-12455  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12456-12735  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12736-12918  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12919-13125  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 13126-13355  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13356-13813  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13814-14465  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14466-14914  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 14915-15114  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15115-15332  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15333-15929  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 15930-16206  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16207-16667  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16668-17393  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   190-  281  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   282-  311  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   312-  704  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   705-  804  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   805- 1015  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1016- 1227  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1228- 1408  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1409- 1509  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1510- 1662  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1663- 1888  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1889- 2675  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2676- 2889  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2890- 2937  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2938- 3007  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3008- 3179  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3180- 3429  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3430- 3609  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3610- 3739  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3740- 4024  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4025- 4228  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4229- 4280  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4281- 4535  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4536- 4622  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4623- 5073  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5074- 5342  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5343- 6013  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6014- 6143  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6144- 6625  REST: pull requests and their merges.
+    29. reviews            lines  6626- 6913  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6914- 7155  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7156- 7411  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7412- 7754  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7755- 8090  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8091- 8167  REST: deploy keys.
+    35. actions            lines  8168- 8374  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8375- 8577  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8578- 8925  REST: organizations, memberships and teams.
+    38. actions_config     lines  8926- 9413  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9414- 9489  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9490-10053  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10054-10264  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10265-10661  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10662-10833  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10834-11096  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11097-11762  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11763-12108  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12109-12531  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12532-12811  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12812-12994  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 12995-13201  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 13202-13440  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13441-13898  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 13899-14552  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14553-15001  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15002-15201  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15202-15419  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15420-16021  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16022-16298  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16299-16763  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16764-17491  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 1ef861d3ce55243a086b4c457f1a113b4cf4d0cca3ed8575d9a3212abfe8bd39
+Made from sources whose SHA-256 is 32933e2890a591f931847caac14338463982ac3c9d9f07b48303682ea5dcff5b
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -265,6 +265,7 @@ class Config:
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
     dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
     require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key
+    require_runtime_certificates: bool = False  # every agent mints with a client certificate, not only those that did
     header_deadline: float = HEADER_DEADLINE                  # the listeners' guards (server.Guarded)
     idle_connections_per_client: int = IDLE_CONNECTIONS_PER_CLIENT
     max_connections: int = MAX_CONNECTIONS
@@ -866,9 +867,11 @@ MIGRATIONS = {
                      "id, user_id, kind, issued_by, grant_id, audience, resource, name, scopes, hash, fingerprint,"
                      " created_at, expires_at, revoked_at, last_used_at",) * 2)),
     # a bound agent's new key waits for its human's approval; the keys registered before stay in use
-    # audit row ids are never reused (AUTOINCREMENT: the table is made anew and its rows copied)
+    # audit row ids are never reused (AUTOINCREMENT: the table is made anew and its rows copied); an
+    # agent that minted with a client certificate mints with one
     10: Migration([("agent_keys", "approved_at TEXT"),
-                   ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL")],
+                   ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
+                   ("accounts", "runtime_certificate_at TEXT")],
                   "DROP INDEX IF EXISTS audit_by_actor; ALTER TABLE audit RENAME TO audit_before_v10;",
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
                   " INSERT INTO audit (%s) SELECT %s FROM audit_before_v10; DROP TABLE audit_before_v10;" % ((
@@ -1514,6 +1517,41 @@ def revoke(db, where, args):
 def certificate_thumbprint(der):
     """RFC 8705 §3.1: x5t#S256, base64url(SHA-256) of the DER certificate."""
     return b64url(hashlib.sha256(der).digest())
+
+
+# -- runtime identity: a SPIFFE ID in the certificate ----------------------------------------------
+
+SPIFFE_TRUST_DOMAIN_RE = re.compile(r"[a-z0-9._-]{1,255}")
+SPIFFE_SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def spiffe_id(text, pattern=False):
+    """A SPIFFE ID as the SPIFFE standard writes it, normalized so that one identity compares equal
+    however it is spelled: scheme and trust domain in lower case (they are case-insensitive), the path
+    as it is (case-sensitive), no trailing slash. ValueError for anything else (a port, a user, a query,
+    a fragment, an empty, . or .. segment). ``pattern``: a revocation's, where * stands for any part."""
+    if not isinstance(text, str) or len(text) > 2048 or text[:9].lower() != "spiffe://":
+        raise ValueError("a SPIFFE ID is spiffe://trust-domain/path")
+    domain, slash, path = text[9:].partition("/")
+    domain, path = domain.lower(), path.rstrip("/")
+    allowed = (lambda part, regex: regex.fullmatch(part.replace("*", "x"))) if pattern else (
+        lambda part, regex: regex.fullmatch(part))
+    if not allowed(domain, SPIFFE_TRUST_DOMAIN_RE) or (path and not all(
+            allowed(segment, SPIFFE_SEGMENT_RE) and segment not in (".", "..") for segment in path.split("/"))):
+        raise ValueError("a SPIFFE ID is spiffe://trust-domain/path: a trust domain of a-z, 0-9, . - _, and path "
+                         "segments of letters, digits, . - _ (none empty, . or ..)")
+    return "spiffe://%s%s" % (domain, "/" + path if path else "")
+
+
+def runtime_identity(uri_sans):
+    """The runtime a client certificate names: its one URI SAN, a SPIFFE ID, normalized; None for a
+    certificate with no URI SAN. ValueError for two or more, or one that is not a SPIFFE ID: an
+    identity that could be read two ways would escape a revocation of one of them."""
+    if not uri_sans:
+        return None
+    if len(uri_sans) != 1:
+        raise ValueError("the client certificate names %d URI SANs; a runtime is exactly one SPIFFE ID" % len(uri_sans))
+    return spiffe_id(uri_sans[0])
 
 
 # -- DPoP proofs (RFC 9449) -----------------------------------------------------------------------
@@ -2350,6 +2388,7 @@ def freeze_of(store, resource):
 
 # Destructive actions and binding changes ask a human who has a second factor for a fresh code.
 STEP_UP_ACTIONS = ("delete_repo", "manage_agent", "revoke_tokens")
+MINT_ACTIONS = ("mint_task_token", "mint_session_token")
 STEP_UP_SECONDS = 600
 
 
@@ -2401,6 +2440,10 @@ def rule_standing(q):
     if revoked is not None:
         return q.deny("runtime %s is revoked (%s, %s by %s)" % (q.principal.runtime_id, revoked["public_id"],
                                                                revoked["pattern"], revoked["revoker"] or "?"))
+    if q.action in MINT_ACTIONS and user is not None and user["kind"] == "agent" and not q.principal.certificate and (
+            user["runtime_certificate_at"] or q.context.get("site_requires_certificates")):
+        return q.deny("agent %s mints with a client certificate only (%s)" % (
+            user["login"], "it minted with one before" if user["runtime_certificate_at"] else "this site says so"))
     if spec.token_kinds and q.principal.token_kind not in spec.token_kinds:
         return q.deny("%s needs the %s token itself; this is a %s token" % (
             q.action, " or ".join(spec.token_kinds), q.principal.token_kind or "missing"))
@@ -2571,7 +2614,8 @@ PolicyRule = collections.namedtuple("PolicyRule", "says check")     # check's na
 # table and the policy endpoint publishes it, so what is published is what is enforced.
 POLICY_RULES = (
     PolicyRule("a suspended or retired account may do nothing, nor a task token whose delegator is suspended, "
-               "nor a runtime whose identity was revoked; an action that needs a certain kind of token (consent "
+               "nor a runtime whose identity was revoked; an agent that minted with a client certificate (or any, "
+               "where the site says so) mints with one only; an action that needs a certain kind of token (consent "
                "needs the agent's own) refuses others", rule_standing),
     PolicyRule("nothing is minted or approved under a revoked or expired task grant; a grant's tokens are minted "
                "and used only by the runtimes it names, and minted only sender-constrained where it (or the site) "
@@ -3208,6 +3252,7 @@ class Presented:
     runtime_id: str = None              # the certificate's URI SAN: the runtime's identity
     dpop: str = None                    # the DPoP header
     address: str = ""                   # the peer's address: where failed proofs are counted
+    identity_problem: str = None        # why the certificate's runtime identity cannot be read (two URI SANs ...)
 
 
 def dpop_refusal(app, description, error="invalid_dpop_proof"):
@@ -3224,6 +3269,10 @@ def check_presented(app, principal, presented, scheme, token, cnf):
     presented by its holder only: over a connection with its certificate, with a proof by its key.
     ``scheme`` is the Authorization header's; "subject" for an RFC 8693 subject token, whose holder
     proves itself with the token request's own proof (which has no ath, RFC 9449 §5)."""
+    if presented.identity_problem:
+        raise HTTPError(401, "Bad credentials: %s" % presented.identity_problem, headers={
+            "WWW-Authenticate": 'Bearer error="invalid_token", error_description="the client certificate\'s runtime '
+                                'identity is not one SPIFFE ID"'})
     principal.certificate, principal.runtime_id = presented.certificate, presented.runtime_id
     if presented.runtime_id:
         principal.runtime = "%s %s" % (principal.runtime, presented.runtime_id)
@@ -3368,6 +3417,14 @@ def confirm_totp(req, user, code):
         raise HTTPError(429, "Too many codes; try again later", headers={"Retry-After": str(retry)})
     if not check_totp(req.app.key, user, code):
         raise HTTPError(401, "Wrong TOTP code")
+
+
+def remember_runtime_certificate(db, principal):
+    """An agent that minted with a client certificate mints with one from then on (policy's
+    rule_standing): a runtime that stole its token cannot go on without the certificate's key."""
+    user = principal.user
+    if principal.certificate and user is not None and user["kind"] == "agent" and not user["runtime_certificate_at"]:
+        db.execute("UPDATE accounts SET runtime_certificate_at = ? WHERE id = ?", (now(), user["id"]))
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -9432,7 +9489,7 @@ def revoke_own_token(req, user, row):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 40. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-# uses: config, errors, storage, tokens, accounts, policy, audit, authentication, routing, serializers, lookups
+# uses: config, errors, storage, tokens, proofs, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- registration: an agent's account, with no delegator yet --------------------------------------
@@ -9878,7 +9935,14 @@ def revocations(req):
         agents = tuple(r["agent_id"] for r in store.all("SELECT agent_id FROM agent_bindings WHERE human_id = ?",
                                                         human["id"]))
     elif kind == "runtime":
-        (where, args, also), agents = runtime_target(req, target), ()
+        # the runtime's tokens, and every credential of the agents that minted from it: what it held
+        # (a bootstrap token, a key) would mint again, from anywhere, without the certificate
+        target = runtime_pattern(target)
+        where, args, also = runtime_target(req, target)
+        agents = tuple(r["user_id"] for r in store.all(
+            "SELECT DISTINCT t.user_id FROM tokens t JOIN accounts a ON a.id = t.user_id WHERE a.kind = 'agent' AND"
+            " t.runtime GLOB ?" + (" AND t.user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)"
+                                   if also is not None else ""), target, *([also] if also is not None else [])))
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
         req.authorize("revoke_org_access", Resource.account(org))
@@ -9913,20 +9977,26 @@ def revocations(req):
                                        (org["id"], org["id"], org["id"]))
         req.effect("%s by %s %s%s" % (revoked_phrase(count, keys), kind, target,
                                       "; took back %d grants" % taken if taken else ""))
-    return 200, dict(answer, revoked=count, **({"keys_revoked": keys} if kind in ("agent", "delegator", "org") else {}))
+    return 200, dict(answer, revoked=count, **({"keys_revoked": keys} if kind != "token_fingerprint" else {}))
 
 
 def runtime_target(req, pattern):
     """(where, args, human id) of a revocation by runtime: the tokens runtimes matching ``pattern``
     minted, for the caller's agents (None: a site admin's, for everyone's)."""
-    if not isinstance(pattern, str) or not pattern.startswith("spiffe://") or len(pattern) > 500:
-        raise invalid("Revocation", "runtime", message="a runtime is a SPIFFE ID (spiffe://…, * for any part)")
     human = signed_in(req)
     req.authorize("revoke_tokens", Resource.account(human))
     if req.can("read_site_audit", SITE):
         return "runtime GLOB ?", (pattern,), None
     return ("runtime GLOB ? AND user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)",
             (pattern, human["id"]), human["id"])
+
+
+def runtime_pattern(text):
+    """A revocation's SPIFFE ID pattern, normalized as identities are (proofs.spiffe_id)."""
+    try:
+        return spiffe_id(text, pattern=True)
+    except ValueError as error:
+        raise invalid("Revocation", "runtime", message="%s (* for any part)" % error)
 
 
 def block_runtime(req, db, pattern, human_id):
@@ -10194,7 +10264,7 @@ def delete_credential(req, credential_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 42. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
-# uses: config, errors, storage, tokens, gitstore, accounts, policy, authentication, routing, lookups, vault, pulls
+# uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- task grants and task tokens --------------------------------------------------------------------
@@ -10209,7 +10279,6 @@ GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS +
 TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "requires_approval", "runtime",
                     "sender_constrained")
 ALLOWLIST_ENTRY_RE = re.compile(r"(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?")
-RUNTIME_RE = re.compile(r"spiffe://[A-Za-z0-9.*_/-]{1,500}")
 
 
 def grant_json(app, row):
@@ -10298,13 +10367,18 @@ def create_task_grant(req):
 
 def check_network_constraints(constraints):
     """network_allowlist: [scheme://]host[:port] entries (a leading *. for subdomains); runtime: SPIFFE
-    IDs (* for any part); sender_constrained: a boolean."""
+    IDs (* for any part), normalized in place; sender_constrained: a boolean."""
     hosts = constraints.get("network_allowlist", [])
     if not isinstance(hosts, list) or not all(isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts):
         raise invalid("TaskGrant", "constraints", message="network_allowlist is a list of hosts: host, host:port, "
                                                           "*.domain, or http://host:port for plain HTTP")
     runtimes = constraints.get("runtime", [])
-    if not isinstance(runtimes, list) or not all(isinstance(r, str) and RUNTIME_RE.fullmatch(r) for r in runtimes):
+    try:
+        if not isinstance(runtimes, list):
+            raise ValueError("a list")
+        if runtimes:        # normalized as a certificate's identity is, so each compares as it will be read
+            constraints["runtime"] = [spiffe_id(runtime, pattern=True) for runtime in runtimes]
+    except ValueError:
         raise invalid("TaskGrant", "constraints", message="constraints.runtime is a list of SPIFFE IDs "
                                                           "(spiffe://trust-domain/path, * for any part)")
     if not isinstance(constraints.get("sender_constrained", False), bool):
@@ -10346,7 +10420,8 @@ def find_grant(req, public_id, action):
         if row["agent_id"] != user["id"]:
             raise HTTPError(404, "Not Found")
         req.authorize(action, Resource.account(user), grant=row,
-                      site_requires_binding=req.app.config.require_sender_constrained)
+                      site_requires_binding=req.app.config.require_sender_constrained,
+                      site_requires_certificates=req.app.config.require_runtime_certificates)
     else:
         try:
             authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, row))
@@ -10429,6 +10504,7 @@ def issue_task_token(req, row, asked=None, resource=None):
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
                                expires_at=expires_at, grant_id=row["id"], resource=resource, cnf=cnf,
                                runtime=req.principal.runtime_id)
+        remember_runtime_certificate(db, req.principal)
         req.effect("task token %s for %s until %s%s%s" % (token_fingerprint(token), row["public_id"], expires_at,
                                                          " (narrowed)" if set(asked) - set(given) else "",
                                                          bound_to(cnf)))
@@ -13317,6 +13393,13 @@ def fetch_client_document(url, allow_loopback):
     if len(data) > CIMD_MAX_BYTES or time.monotonic() >= deadline:
         raise HTTPError(400, "the client's metadata document is over %d bytes or took over %d s" % (
             CIMD_MAX_BYTES, CIMD_TIMEOUT_SECONDS))
+    return checked_client_document(url, data)
+
+
+def checked_client_document(url, data):
+    """The document ``data`` (fetched from ``url``), once it is a JSON object that names ``url`` as its
+    client_id, lists valid redirect URIs, names itself with a string if at all, and asks for no secret;
+    HTTPError 400 saying what is wrong otherwise."""
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -13328,6 +13411,8 @@ def fetch_client_document(url, allow_loopback):
         raise HTTPError(400, "the client's metadata document must list valid redirect_uris")
     if document.get("token_endpoint_auth_method", "none") != "none":
         raise HTTPError(400, "a client identified by a metadata document authenticates with none (PKCE) here")
+    if not isinstance(document.get("client_name", ""), str):
+        raise HTTPError(400, "the client's metadata document names the client with a string (client_name)")
     return document
 
 
@@ -14041,7 +14126,8 @@ def session_exchange(req, name, asked, resource=None):
     if name and (repo is None or not decide(store, standing, "read_code", Resource.repo(repo)).allowed):
         return refuse_exchange(req, "mint_session_token", name, "no standing access of %s covers %s" % (
             agent["login"], name))
-    req.authorize("mint_session_token", Resource.account(agent))
+    req.authorize("mint_session_token", Resource.account(agent),
+                  site_requires_certificates=req.app.config.require_runtime_certificates)
     given = sorted(set(AGENT_SCOPES) & set(asked if asked is not None else AGENT_SCOPES))
     expires_at, cnf = from_now(SESSION_TOKEN_SECONDS), req.principal.confirmation()
     with req.transaction() as db:
@@ -14049,6 +14135,7 @@ def session_exchange(req, name, asked, resource=None):
                                expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
                                audience=[name] if name else None, resource=resource, cnf=cnf,
                                runtime=req.principal.runtime_id)
+        remember_runtime_certificate(db, req.principal)
         req.effect("agent session token %s for %s until %s%s" % (token_fingerprint(token), name or "any repository",
                                                                  expires_at, bound_to(cnf)))
     return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),
@@ -15522,8 +15609,13 @@ def presented_by(handler, method, url):
             else None
         uris = [v for k, v in (handler.connection.getpeercert() or {}).get("subjectAltName", ()) if k == "URI"] \
             if der else []
-        handler.client_certificate = (certificate_thumbprint(der) if der else None, uris[0] if uris else None)
-    return Presented(method, url, *handler.client_certificate, dpop=handler.headers.get("DPoP"),
+        try:
+            identity, problem = runtime_identity(uris), None
+        except ValueError as error:
+            identity, problem = None, str(error)
+        handler.client_certificate = (certificate_thumbprint(der) if der else None, identity, problem)
+    thumbprint, identity, problem = handler.client_certificate
+    return Presented(method, url, thumbprint, identity, dpop=handler.headers.get("DPoP"), identity_problem=problem,
                      address=handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket")
 
 
@@ -15919,7 +16011,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
     (for tests that serve them on 127.0.0.1; never on a server others reach). ``tls_client_ca``: with
     ``tls_cert``, accept client certificates of this CA (RFC 8705 bound tokens, runtime identities).
     ``options``: the rest of Config (broker_allow_loopback, broker_connect_to, dpop_nonce,
-    require_sender_constrained)."""
+    require_sender_constrained, require_runtime_certificates)."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
                     registration_limit=registration_limit, registration_window=registration_window,
                     agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents,
@@ -16381,6 +16473,9 @@ def add_serve_options(serve):
                        "SAN (a SPIFFE ID) is the runtime's identity")
     serve.add_argument("--require-sender-constrained", action="store_true",
                        help="mint task and tool tokens only bound to a client certificate or a DPoP key")
+    serve.add_argument("--require-runtime-certificates", action="store_true",
+                       help="every agent mints its session and task tokens over a connection with a client certificate "
+                            "(without it, only the agents that did once must go on doing so)")
     serve.add_argument("--dpop-nonce", action="store_true", help="DPoP proofs must carry this server's nonce (RFC "
                        "9449 section 8; a proof without one is answered use_dpop_nonce with the nonce to use)")
     serve.add_argument("--broker-allow-loopback", action="store_true",
@@ -16569,6 +16664,7 @@ def run_serve(args):
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
                              require_sender_constrained=args.require_sender_constrained,
+                             require_runtime_certificates=args.require_runtime_certificates,
                              max_connections=args.max_connections, header_deadline=args.header_timeout,
                              idle_connections_per_client=args.idle_connections_per_client)
     except OSError as error:
@@ -16684,7 +16780,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     suspended_at     TEXT,
     retired_at       TEXT,              -- agents only: retired for good; the login stays reserved
     password_hash    TEXT,
-    totp_secret      TEXT,              -- a TOTP secret encrypted with the server key; NULL: no second factor
+    totp_secret      TEXT,              -- a TOTP secret sealed with the server key; NULL: no second factor
+    -- agents: when one first minted with a client certificate (it mints with one from then on)
+    runtime_certificate_at TEXT,
     -- organizations only: what every member may do on every repository of the org
     base_permission  TEXT NOT NULL DEFAULT 'read'
                      CHECK (base_permission IN ('none', 'read', 'write', 'admin')),

@@ -13,7 +13,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     suspended_at     TEXT,
     retired_at       TEXT,              -- agents only: retired for good; the login stays reserved
     password_hash    TEXT,
-    totp_secret      TEXT,              -- a TOTP secret encrypted with the server key; NULL: no second factor
+    totp_secret      TEXT,              -- a TOTP secret sealed with the server key; NULL: no second factor
+    -- agents: when one first minted with a client certificate (it mints with one from then on)
+    runtime_certificate_at TEXT,
     -- organizations only: what every member may do on every repository of the org
     base_permission  TEXT NOT NULL DEFAULT 'read'
                      CHECK (base_permission IN ('none', 'read', 'write', 'admin')),

@@ -207,11 +207,11 @@ def test_ca(tmp_path_factory):
 
 def issue_cert(test_ca, directory, name, dns=(), uri=None, client=False):
     """A certificate of the test CA: for servers with ``dns`` names, or for a TLS client (its runtime's
-    identity in a URI SAN such as a SPIFFE ID). Returns (cert path, key path)."""
+    identity in a URI SAN such as a SPIFFE ID; a list for several). Returns (cert path, key path)."""
     key, csr, cert, ext = (os.path.join(str(directory), name + suffix) for suffix in (".key", ".csr", ".pem", ".cnf"))
     run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + name)
-    names = ["DNS:" + d for d in dns] + (["URI:" + uri] if uri else [])
+    names = ["DNS:" + d for d in dns] + ["URI:" + u for u in ([uri] if isinstance(uri, str) else uri or [])]
     with open(ext, "w") as f:
         f.write("basicConstraints=CA:false\nextendedKeyUsage=%s\n%s" % (
             "clientAuth" if client else "serverAuth", "subjectAltName=%s\n" % ",".join(names) if names else ""))

@@ -455,6 +455,52 @@ urls = st.one_of(st.sampled_from(["/", "//evil.example", "/\t/evil.example", "/\
                  st.text(max_size=40))
 
 
+spiffe_ids = st.one_of(
+    st.builds(lambda scheme, domain, segments, slash: "%s://%s%s%s" % (scheme, domain, "".join("/" + s for s in segments),
+                                                                     slash),
+              st.sampled_from(["spiffe", "SPIFFE", "Spiffe", "http"]),
+              st.text("abcXYZ09.-_*:@ %", max_size=12), st.lists(st.text("aZ09.-_*/%\\ ", max_size=6), max_size=4),
+              st.sampled_from(["", "/", "?q", "#f"])),
+    st.text(max_size=60))
+
+
+@FUZZ
+@given(text=spiffe_ids, pattern=st.booleans())
+def test_spiffe_ids(text, pattern):
+    """A runtime identity (or a revocation's pattern) is read into its one normal form, which reads the
+    same again, or refused with ValueError: nothing else, whatever a certificate or a human writes."""
+    try:
+        normal = agentgit.spiffe_id(text, pattern=pattern)
+    except ValueError:
+        return
+    assert agentgit.spiffe_id(normal, pattern=pattern) == normal and normal == normal.strip()
+    assert normal.startswith("spiffe://") and not normal.endswith("/") and "//" not in normal[9:]
+
+
+client_documents = st.one_of(
+    st.fixed_dictionaries({}, optional={
+        "client_id": st.sampled_from(["URL", "https://other.example/c.json"]) | json_values,
+        "redirect_uris": st.lists(st.sampled_from(["http://127.0.0.1:9/cb", "https://app.example/cb", "javascript:x",
+                                                   "app.native:/cb"]) | json_values, max_size=3) | json_values,
+        "client_name": json_values, "token_endpoint_auth_method": st.sampled_from(["none", "client_secret_basic"]),
+        "grant_types": json_values}).map(lambda d: json.dumps(d).encode()),
+    st.binary(max_size=200))
+
+
+@FUZZ
+@given(data=client_documents)
+def test_client_metadata_documents(data):
+    """Whatever a client's document holds, it is taken as a document this server can use, or refused
+    with a 400 that says why: never another exception (a list as client_name reached the database)."""
+    url = "https://client.example/c.json"
+    try:
+        document = agentgit.checked_client_document(url, data.replace(b'"URL"', json.dumps(url).encode()))
+    except agentgit.HTTPError as error:
+        assert error.status == 400
+        return
+    assert document["client_id"] == url and isinstance(document.get("client_name", ""), str)
+
+
 @FUZZ
 @given(target=urls)
 def test_safe_next(target):

@@ -15,7 +15,7 @@ import pytest
 import agentgit
 
 requests = pytest.importorskip("requests")
-from conftest import CLI, alice_and_her_agent, call, commit_file, ext, git, git_env, issue_cert
+from conftest import CLI, alice_and_her_agent, call, commit_file, exchange, ext, git, git_env, issue_cert
 
 RUNTIME = "spiffe://example.org/agent/ci"
 
@@ -130,12 +130,16 @@ def test_a_runtime_with_a_client_certificate_mints_tokens_only_it_can_use(mtls, 
     status, policy, _ = curl(srv, ca, "/api/ext/v1/policy?resource=repo:alice/payments", token, certs["ci"])
     assert status == 200 and policy["runtime"] == RUNTIME and policy["actions"]["push_branch"]["decision"] == "allow"
 
-    # revocation by runtime: everything the CI runtime minted, at once
+    # revocation by runtime: everything the CI runtime minted, at once, and the credential it minted
+    # with (the agent's bootstrap token would mint again from anywhere); the pattern is read as an
+    # identity is (the trust domain's case and a trailing slash change nothing)
     status, revoked, _ = curl(srv, ca, "/api/ext/v1/revocations", alice, method="POST",
-                              body={"runtime": "spiffe://example.org/agent/*"})
-    assert status == 200 and revoked["revoked"] == 2 and revoked["revocation"].startswith("rr_")
+                              body={"runtime": "SPIFFE://Example.ORG/agent/*/"})
+    assert status == 200 and revoked["revoked"] == 3 and revoked["revocation"].startswith("rr_")
     assert curl(srv, ca, "/api/v3/user", token, certs["ci"])[0] == 401
-    # and it stays revoked: the runtime mints nothing more, with its own token or any other, until lifted
+    assert curl(srv, ca, "/api/v3/user", agent)[0] == 401
+    # and it stays revoked: the runtime mints nothing more, with the agent's new token either, until lifted
+    agent = ext(srv, "POST", "/agent-bindings/%s/reset-token" % login, alice).json["token"]
     status, body, _ = curl(srv, ca, mint, agent, certs["ci"], "POST", {})
     assert status == 403 and "runtime %s is revoked (%s" % (RUNTIME, revoked["revocation"]) in body["message"]
     listed = ext(srv, "GET", "/revocations/runtimes", alice).json
@@ -143,6 +147,46 @@ def test_a_runtime_with_a_client_certificate_mints_tokens_only_it_can_use(mtls, 
     assert ext(srv, "DELETE", "/revocations/runtimes/" + revoked["revocation"], agent).status in (403, 404)
     assert ext(srv, "DELETE", "/revocations/runtimes/" + revoked["revocation"], alice).status == 204
     assert curl(srv, ca, mint, agent, certs["ci"], "POST", {})[0] == 201
+
+
+def test_a_runtime_identity_is_one_spiffe_id_however_spelled_and_an_agent_that_used_one_keeps_using_one(
+        tmp_path, test_ca):
+    """A certificate with two URI SANs names no runtime: it is refused, not read as its first. One
+    identity is one however its scheme and trust domain are cased, so a revocation of it holds. An
+    agent that minted with a certificate mints with one from then on (a stolen bootstrap token gets
+    nothing without the certificate's key), and a site can require that of every agent."""
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    two = issue_cert(test_ca, directory, "two", uri=[RUNTIME, "spiffe://other.org/y"], client=True)
+    shouting = issue_cert(test_ca, directory, "shouting", uri="SPIFFE://EXAMPLE.ORG/agent/ci/", client=True)
+    srv = agentgit.make_server(tmp_path / "data", port=0, tls_cert=test_ca["cert"], tls_key=test_ca["key"],
+                               tls_client_ca=test_ca["ca"]).start()
+    ca = srv.test_ca = test_ca["ca"]
+    try:
+        alice, login, agent, grant = bound_agent(srv, {})
+        mint = "/api/ext/v1/task-grants/%s/tokens" % grant["id"]
+        status, body, headers = curl(srv, ca, mint, agent, two, "POST", {})
+        assert status == 401 and "2 URI SANs" in body["message"] and 'error="invalid_token"' in headers["www-authenticate"]
+        status, minted, _ = curl(srv, ca, mint, agent, shouting, "POST", {})
+        assert status == 201
+        facts = curl(srv, ca, "/login/oauth/introspect", alice, method="POST", form={"token": minted["token"]})[1]
+        assert facts["runtime"] == RUNTIME                               # read as the one identity it is
+        status, body, _ = curl(srv, ca, mint, agent, None, "POST", {})  # the bootstrap token without the certificate
+        assert status == 403 and "mints with a client certificate only (it minted with one before)" in body["message"]
+        refused = exchange(srv, subject_token=agent, resource=srv.url)
+        assert refused.status in (400, 401, 403) and "client certificate" in json.dumps(refused.json), refused
+    finally:
+        srv.stop()
+    srv = agentgit.make_server(tmp_path / "site", port=0, tls_cert=test_ca["cert"], tls_key=test_ca["key"],
+                               tls_client_ca=test_ca["ca"], require_runtime_certificates=True).start()
+    srv.test_ca = ca
+    try:
+        alice, login, agent, grant = bound_agent(srv, {})
+        status, body, _ = curl(srv, ca, "/api/ext/v1/task-grants/%s/tokens" % grant["id"], agent, None, "POST", {})
+        assert status == 403 and "(this site says so)" in body["message"]
+        assert curl(srv, ca, "/api/ext/v1/task-grants/%s/tokens" % grant["id"], agent, shouting, "POST", {})[0] == 201
+    finally:
+        srv.stop()
 
 
 def test_a_site_can_require_bound_task_tokens(tmp_path, test_ca, runtime_certs):

@@ -84,6 +84,7 @@ class Presented:
     runtime_id: str = None              # the certificate's URI SAN: the runtime's identity
     dpop: str = None                    # the DPoP header
     address: str = ""                   # the peer's address: where failed proofs are counted
+    identity_problem: str = None        # why the certificate's runtime identity cannot be read (two URI SANs ...)
 
 
 def dpop_refusal(app, description, error="invalid_dpop_proof"):
@@ -100,6 +101,10 @@ def check_presented(app, principal, presented, scheme, token, cnf):
     presented by its holder only: over a connection with its certificate, with a proof by its key.
     ``scheme`` is the Authorization header's; "subject" for an RFC 8693 subject token, whose holder
     proves itself with the token request's own proof (which has no ath, RFC 9449 §5)."""
+    if presented.identity_problem:
+        raise HTTPError(401, "Bad credentials: %s" % presented.identity_problem, headers={
+            "WWW-Authenticate": 'Bearer error="invalid_token", error_description="the client certificate\'s runtime '
+                                'identity is not one SPIFFE ID"'})
     principal.certificate, principal.runtime_id = presented.certificate, presented.runtime_id
     if presented.runtime_id:
         principal.runtime = "%s %s" % (principal.runtime, presented.runtime_id)
@@ -244,3 +249,11 @@ def confirm_totp(req, user, code):
         raise HTTPError(429, "Too many codes; try again later", headers={"Retry-After": str(retry)})
     if not check_totp(req.app.key, user, code):
         raise HTTPError(401, "Wrong TOTP code")
+
+
+def remember_runtime_certificate(db, principal):
+    """An agent that minted with a client certificate mints with one from then on (policy's
+    rule_standing): a runtime that stole its token cannot go on without the certificate's key."""
+    user = principal.user
+    if principal.certificate and user is not None and user["kind"] == "agent" and not user["runtime_certificate_at"]:
+        db.execute("UPDATE accounts SET runtime_certificate_at = ? WHERE id = ?", (now(), user["id"]))

@@ -206,6 +206,9 @@ def add_serve_options(serve):
                        "SAN (a SPIFFE ID) is the runtime's identity")
     serve.add_argument("--require-sender-constrained", action="store_true",
                        help="mint task and tool tokens only bound to a client certificate or a DPoP key")
+    serve.add_argument("--require-runtime-certificates", action="store_true",
+                       help="every agent mints its session and task tokens over a connection with a client certificate "
+                            "(without it, only the agents that did once must go on doing so)")
     serve.add_argument("--dpop-nonce", action="store_true", help="DPoP proofs must carry this server's nonce (RFC "
                        "9449 section 8; a proof without one is answered use_dpop_nonce with the nonce to use)")
     serve.add_argument("--broker-allow-loopback", action="store_true",
@@ -394,6 +397,7 @@ def run_serve(args):
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
                              require_sender_constrained=args.require_sender_constrained,
+                             require_runtime_certificates=args.require_runtime_certificates,
                              max_connections=args.max_connections, header_deadline=args.header_timeout,
                              idle_connections_per_client=args.idle_connections_per_client)
     except OSError as error:

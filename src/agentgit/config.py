@@ -80,6 +80,7 @@ class Config:
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
     dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
     require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key
+    require_runtime_certificates: bool = False  # every agent mints with a client certificate, not only those that did
     header_deadline: float = HEADER_DEADLINE                  # the listeners' guards (server.Guarded)
     idle_connections_per_client: int = IDLE_CONNECTIONS_PER_CLIENT
     max_connections: int = MAX_CONNECTIONS

@@ -9,6 +9,7 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import (AGENT_SCOPES, INVITE_PREFIX, SWITCH_SESSION_HOURS, genuine_mac, issue_token,
                              mint_token, revoke, token_fingerprint, token_hash)
+from agentgit.proofs import spiffe_id
 from agentgit.accounts import (account_by_id, permission_of_org_member, register_agent, repo_by_full_name, suspend_account,
                                team_by_slug)
 from agentgit.policy import PERMISSION_ALIASES, Resource, SITE, decide
@@ -462,7 +463,14 @@ def revocations(req):
         agents = tuple(r["agent_id"] for r in store.all("SELECT agent_id FROM agent_bindings WHERE human_id = ?",
                                                         human["id"]))
     elif kind == "runtime":
-        (where, args, also), agents = runtime_target(req, target), ()
+        # the runtime's tokens, and every credential of the agents that minted from it: what it held
+        # (a bootstrap token, a key) would mint again, from anywhere, without the certificate
+        target = runtime_pattern(target)
+        where, args, also = runtime_target(req, target)
+        agents = tuple(r["user_id"] for r in store.all(
+            "SELECT DISTINCT t.user_id FROM tokens t JOIN accounts a ON a.id = t.user_id WHERE a.kind = 'agent' AND"
+            " t.runtime GLOB ?" + (" AND t.user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)"
+                                   if also is not None else ""), target, *([also] if also is not None else [])))
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
         req.authorize("revoke_org_access", Resource.account(org))
@@ -497,20 +505,26 @@ def revocations(req):
                                        (org["id"], org["id"], org["id"]))
         req.effect("%s by %s %s%s" % (revoked_phrase(count, keys), kind, target,
                                       "; took back %d grants" % taken if taken else ""))
-    return 200, dict(answer, revoked=count, **({"keys_revoked": keys} if kind in ("agent", "delegator", "org") else {}))
+    return 200, dict(answer, revoked=count, **({"keys_revoked": keys} if kind != "token_fingerprint" else {}))
 
 
 def runtime_target(req, pattern):
     """(where, args, human id) of a revocation by runtime: the tokens runtimes matching ``pattern``
     minted, for the caller's agents (None: a site admin's, for everyone's)."""
-    if not isinstance(pattern, str) or not pattern.startswith("spiffe://") or len(pattern) > 500:
-        raise invalid("Revocation", "runtime", message="a runtime is a SPIFFE ID (spiffe://…, * for any part)")
     human = signed_in(req)
     req.authorize("revoke_tokens", Resource.account(human))
     if req.can("read_site_audit", SITE):
         return "runtime GLOB ?", (pattern,), None
     return ("runtime GLOB ? AND user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)",
             (pattern, human["id"]), human["id"])
+
+
+def runtime_pattern(text):
+    """A revocation's SPIFFE ID pattern, normalized as identities are (proofs.spiffe_id)."""
+    try:
+        return spiffe_id(text, pattern=True)
+    except ValueError as error:
+        raise invalid("Revocation", "runtime", message="%s (* for any part)" % error)
 
 
 def block_runtime(req, db, pattern, human_id):

@@ -18,7 +18,8 @@ from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SESSION_TOKEN_SECONDS, ex
                              token_fingerprint, token_hash, verify_token)
 from agentgit.accounts import account_by_id, repo_by_full_name
 from agentgit.policy import Resource, SITE, bound_human_id, decide
-from agentgit.authentication import Presented, Principal, authenticate, check_presented, load_grant, name_delegator
+from agentgit.authentication import (Presented, Principal, authenticate, check_presented, load_grant, name_delegator,
+                                     remember_runtime_certificate)
 from agentgit.ledger import Ledger
 from agentgit.routing import route
 from agentgit.lookups import signed_in
@@ -255,7 +256,8 @@ def session_exchange(req, name, asked, resource=None):
     if name and (repo is None or not decide(store, standing, "read_code", Resource.repo(repo)).allowed):
         return refuse_exchange(req, "mint_session_token", name, "no standing access of %s covers %s" % (
             agent["login"], name))
-    req.authorize("mint_session_token", Resource.account(agent))
+    req.authorize("mint_session_token", Resource.account(agent),
+                  site_requires_certificates=req.app.config.require_runtime_certificates)
     given = sorted(set(AGENT_SCOPES) & set(asked if asked is not None else AGENT_SCOPES))
     expires_at, cnf = from_now(SESSION_TOKEN_SECONDS), req.principal.confirmation()
     with req.transaction() as db:
@@ -263,6 +265,7 @@ def session_exchange(req, name, asked, resource=None):
                                expires_at=expires_at, issued_by=bound_human_id(store, agent["id"]),
                                audience=[name] if name else None, resource=resource, cnf=cnf,
                                runtime=req.principal.runtime_id)
+        remember_runtime_certificate(db, req.principal)
         req.effect("agent session token %s for %s until %s%s" % (token_fingerprint(token), name or "any repository",
                                                                  expires_at, bound_to(cnf)))
     return exchanged(req, {"token": token, "expires_at": expires_at, "scope": " ".join(given),

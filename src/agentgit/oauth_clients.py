@@ -221,6 +221,13 @@ def fetch_client_document(url, allow_loopback):
     if len(data) > CIMD_MAX_BYTES or time.monotonic() >= deadline:
         raise HTTPError(400, "the client's metadata document is over %d bytes or took over %d s" % (
             CIMD_MAX_BYTES, CIMD_TIMEOUT_SECONDS))
+    return checked_client_document(url, data)
+
+
+def checked_client_document(url, data):
+    """The document ``data`` (fetched from ``url``), once it is a JSON object that names ``url`` as its
+    client_id, lists valid redirect URIs, names itself with a string if at all, and asks for no secret;
+    HTTPError 400 saying what is wrong otherwise."""
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -232,6 +239,8 @@ def fetch_client_document(url, allow_loopback):
         raise HTTPError(400, "the client's metadata document must list valid redirect_uris")
     if document.get("token_endpoint_auth_method", "none") != "none":
         raise HTTPError(400, "a client identified by a metadata document authenticates with none (PKCE) here")
+    if not isinstance(document.get("client_name", ""), str):
+        raise HTTPError(400, "the client's metadata document names the client with a string (client_name)")
     return document
 
 

@@ -507,6 +507,7 @@ def freeze_of(store, resource):
 
 # Destructive actions and binding changes ask a human who has a second factor for a fresh code.
 STEP_UP_ACTIONS = ("delete_repo", "manage_agent", "revoke_tokens")
+MINT_ACTIONS = ("mint_task_token", "mint_session_token")
 STEP_UP_SECONDS = 600
 
 
@@ -558,6 +559,10 @@ def rule_standing(q):
     if revoked is not None:
         return q.deny("runtime %s is revoked (%s, %s by %s)" % (q.principal.runtime_id, revoked["public_id"],
                                                                revoked["pattern"], revoked["revoker"] or "?"))
+    if q.action in MINT_ACTIONS and user is not None and user["kind"] == "agent" and not q.principal.certificate and (
+            user["runtime_certificate_at"] or q.context.get("site_requires_certificates")):
+        return q.deny("agent %s mints with a client certificate only (%s)" % (
+            user["login"], "it minted with one before" if user["runtime_certificate_at"] else "this site says so"))
     if spec.token_kinds and q.principal.token_kind not in spec.token_kinds:
         return q.deny("%s needs the %s token itself; this is a %s token" % (
             q.action, " or ".join(spec.token_kinds), q.principal.token_kind or "missing"))
@@ -728,7 +733,8 @@ PolicyRule = collections.namedtuple("PolicyRule", "says check")     # check's na
 # table and the policy endpoint publishes it, so what is published is what is enforced.
 POLICY_RULES = (
     PolicyRule("a suspended or retired account may do nothing, nor a task token whose delegator is suspended, "
-               "nor a runtime whose identity was revoked; an action that needs a certain kind of token (consent "
+               "nor a runtime whose identity was revoked; an agent that minted with a client certificate (or any, "
+               "where the site says so) mints with one only; an action that needs a certain kind of token (consent "
                "needs the agent's own) refuses others", rule_standing),
     PolicyRule("nothing is minted or approved under a revoked or expired task grant; a grant's tokens are minted "
                "and used only by the runtimes it names, and minted only sender-constrained where it (or the site) "

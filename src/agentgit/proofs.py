@@ -15,6 +15,7 @@ is the protocol: what a proof must say, for how long, and once.
 import collections
 import hashlib
 import hmac
+import re
 import threading
 import time
 
@@ -26,6 +27,41 @@ from agentgit.crypto import b64url, decode_jws, ec_public_key, es256_valid, jwk_
 def certificate_thumbprint(der):
     """RFC 8705 §3.1: x5t#S256, base64url(SHA-256) of the DER certificate."""
     return b64url(hashlib.sha256(der).digest())
+
+
+# -- runtime identity: a SPIFFE ID in the certificate ----------------------------------------------
+
+SPIFFE_TRUST_DOMAIN_RE = re.compile(r"[a-z0-9._-]{1,255}")
+SPIFFE_SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def spiffe_id(text, pattern=False):
+    """A SPIFFE ID as the SPIFFE standard writes it, normalized so that one identity compares equal
+    however it is spelled: scheme and trust domain in lower case (they are case-insensitive), the path
+    as it is (case-sensitive), no trailing slash. ValueError for anything else (a port, a user, a query,
+    a fragment, an empty, . or .. segment). ``pattern``: a revocation's, where * stands for any part."""
+    if not isinstance(text, str) or len(text) > 2048 or text[:9].lower() != "spiffe://":
+        raise ValueError("a SPIFFE ID is spiffe://trust-domain/path")
+    domain, slash, path = text[9:].partition("/")
+    domain, path = domain.lower(), path.rstrip("/")
+    allowed = (lambda part, regex: regex.fullmatch(part.replace("*", "x"))) if pattern else (
+        lambda part, regex: regex.fullmatch(part))
+    if not allowed(domain, SPIFFE_TRUST_DOMAIN_RE) or (path and not all(
+            allowed(segment, SPIFFE_SEGMENT_RE) and segment not in (".", "..") for segment in path.split("/"))):
+        raise ValueError("a SPIFFE ID is spiffe://trust-domain/path: a trust domain of a-z, 0-9, . - _, and path "
+                         "segments of letters, digits, . - _ (none empty, . or ..)")
+    return "spiffe://%s%s" % (domain, "/" + path if path else "")
+
+
+def runtime_identity(uri_sans):
+    """The runtime a client certificate names: its one URI SAN, a SPIFFE ID, normalized; None for a
+    certificate with no URI SAN. ValueError for two or more, or one that is not a SPIFFE ID: an
+    identity that could be read two ways would escape a revocation of one of them."""
+    if not uri_sans:
+        return None
+    if len(uri_sans) != 1:
+        raise ValueError("the client certificate names %d URI SANs; a runtime is exactly one SPIFFE ID" % len(uri_sans))
+    return spiffe_id(uri_sans[0])
 
 
 # -- DPoP proofs (RFC 9449) -----------------------------------------------------------------------

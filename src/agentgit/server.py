@@ -20,7 +20,7 @@ import traceback
 from agentgit.config import API_VERSION, DOCS_URL, Config, REQUEST_IDLE_TIMEOUT, __version__, now
 from agentgit.errors import HTTPError
 from agentgit.intents import reconcile_intents
-from agentgit.proofs import certificate_thumbprint
+from agentgit.proofs import certificate_thumbprint, runtime_identity
 from agentgit.authentication import Presented, Principal, authenticate
 from agentgit.installation import Installation, cli_add_agent, cli_add_user
 from agentgit.routing import find_route
@@ -217,8 +217,13 @@ def presented_by(handler, method, url):
             else None
         uris = [v for k, v in (handler.connection.getpeercert() or {}).get("subjectAltName", ()) if k == "URI"] \
             if der else []
-        handler.client_certificate = (certificate_thumbprint(der) if der else None, uris[0] if uris else None)
-    return Presented(method, url, *handler.client_certificate, dpop=handler.headers.get("DPoP"),
+        try:
+            identity, problem = runtime_identity(uris), None
+        except ValueError as error:
+            identity, problem = None, str(error)
+        handler.client_certificate = (certificate_thumbprint(der) if der else None, identity, problem)
+    thumbprint, identity, problem = handler.client_certificate
+    return Presented(method, url, thumbprint, identity, dpop=handler.headers.get("DPoP"), identity_problem=problem,
                      address=handler.client_address[0] if isinstance(handler.client_address, tuple) else "unix-socket")
 
 
@@ -614,7 +619,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
     (for tests that serve them on 127.0.0.1; never on a server others reach). ``tls_client_ca``: with
     ``tls_cert``, accept client certificates of this CA (RFC 8705 bound tokens, runtime identities).
     ``options``: the rest of Config (broker_allow_loopback, broker_connect_to, dpop_nonce,
-    require_sender_constrained)."""
+    require_sender_constrained, require_runtime_certificates)."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
                     registration_limit=registration_limit, registration_window=registration_window,
                     agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents,

@@ -11,9 +11,10 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.tokens import issue_token, revoke, token_fingerprint
 from agentgit.gitstore import commits_between, open_repo
+from agentgit.proofs import spiffe_id
 from agentgit.accounts import account_by_id, account_by_login, full_name, repo_by_full_name
 from agentgit.policy import ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
-from agentgit.authentication import Principal, confirm_totp, load_grant
+from agentgit.authentication import Principal, confirm_totp, load_grant, remember_runtime_certificate
 from agentgit.routing import route
 from agentgit.lookups import find_account, signed_in
 from agentgit.vault import held_credential
@@ -32,7 +33,6 @@ GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS +
 TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "requires_approval", "runtime",
                     "sender_constrained")
 ALLOWLIST_ENTRY_RE = re.compile(r"(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?")
-RUNTIME_RE = re.compile(r"spiffe://[A-Za-z0-9.*_/-]{1,500}")
 
 
 def grant_json(app, row):
@@ -121,13 +121,18 @@ def create_task_grant(req):
 
 def check_network_constraints(constraints):
     """network_allowlist: [scheme://]host[:port] entries (a leading *. for subdomains); runtime: SPIFFE
-    IDs (* for any part); sender_constrained: a boolean."""
+    IDs (* for any part), normalized in place; sender_constrained: a boolean."""
     hosts = constraints.get("network_allowlist", [])
     if not isinstance(hosts, list) or not all(isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts):
         raise invalid("TaskGrant", "constraints", message="network_allowlist is a list of hosts: host, host:port, "
                                                           "*.domain, or http://host:port for plain HTTP")
     runtimes = constraints.get("runtime", [])
-    if not isinstance(runtimes, list) or not all(isinstance(r, str) and RUNTIME_RE.fullmatch(r) for r in runtimes):
+    try:
+        if not isinstance(runtimes, list):
+            raise ValueError("a list")
+        if runtimes:        # normalized as a certificate's identity is, so each compares as it will be read
+            constraints["runtime"] = [spiffe_id(runtime, pattern=True) for runtime in runtimes]
+    except ValueError:
         raise invalid("TaskGrant", "constraints", message="constraints.runtime is a list of SPIFFE IDs "
                                                           "(spiffe://trust-domain/path, * for any part)")
     if not isinstance(constraints.get("sender_constrained", False), bool):
@@ -169,7 +174,8 @@ def find_grant(req, public_id, action):
         if row["agent_id"] != user["id"]:
             raise HTTPError(404, "Not Found")
         req.authorize(action, Resource.account(user), grant=row,
-                      site_requires_binding=req.app.config.require_sender_constrained)
+                      site_requires_binding=req.app.config.require_sender_constrained,
+                      site_requires_certificates=req.app.config.require_runtime_certificates)
     else:
         try:
             authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, row))
@@ -252,6 +258,7 @@ def issue_task_token(req, row, asked=None, resource=None):
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
                                expires_at=expires_at, grant_id=row["id"], resource=resource, cnf=cnf,
                                runtime=req.principal.runtime_id)
+        remember_runtime_certificate(db, req.principal)
         req.effect("task token %s for %s until %s%s%s" % (token_fingerprint(token), row["public_id"], expires_at,
                                                          " (narrowed)" if set(asked) - set(given) else "",
                                                          bound_to(cnf)))
