@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1460  tokens.issue_token
-       line  1482  tokens.verify_token
+       line  1464  tokens.issue_token
+       line  1486  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2615  policy.POLICY_RULES
-       line  2653  policy.decide
+       line  2627  policy.POLICY_RULES
+       line  2667  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2718  audit.audit_append
-       line  2741  audit.audit_verify
+       line  2732  audit.audit_append
+       line  2755  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9595  delegation.create_invite
-       line  9667  delegation.confirm_binding
-       line 10298  tasks.create_task_grant
-       line  3389  authentication.load_grant
+       line  9661  delegation.create_invite
+       line  9733  delegation.confirm_binding
+       line 10365  tasks.create_task_grant
+       line  3428  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15429  server.App.dispatch
-       line  3306  authentication.authenticate
-       line  3013  ledger.Ledger
+       line 15584  server.App.dispatch
+       line  3343  authentication.authenticate
+       line  3048  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15139  githttp.git_receive_pack
-       line  3056  ledger.Ledger.decide_each
-       line  2994  intents.reconcile_intents
+       line 15266  githttp.git_receive_pack
+       line  3091  ledger.Ledger.decide_each
+       line  3029  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   190-  281  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   282-  311  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   312-  704  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   705-  804  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   805- 1015  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1016- 1227  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1228- 1408  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1409- 1509  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1510- 1662  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1663- 1888  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1889- 2675  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2676- 2889  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2890- 2937  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2938- 3007  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3008- 3179  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3180- 3429  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3430- 3609  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3610- 3739  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3740- 4024  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4025- 4228  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4229- 4280  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4281- 4535  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4536- 4622  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4623- 5073  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5074- 5342  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5343- 6013  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6014- 6143  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6144- 6625  REST: pull requests and their merges.
-    29. reviews            lines  6626- 6913  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6914- 7155  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7156- 7411  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7412- 7754  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7755- 8090  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8091- 8167  REST: deploy keys.
-    35. actions            lines  8168- 8374  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8375- 8577  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8578- 8925  REST: organizations, memberships and teams.
-    38. actions_config     lines  8926- 9413  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9414- 9489  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9490-10053  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10054-10264  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10265-10661  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10662-10833  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10834-11096  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11097-11762  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11763-12108  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12109-12531  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12532-12811  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12812-12994  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 12995-13201  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 13202-13440  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13441-13898  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 13899-14552  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14553-15001  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15002-15201  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15202-15419  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15420-16021  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16022-16298  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16299-16763  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16764-17491  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   190-  283  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   284-  313  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   314-  706  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   707-  806  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   807- 1019  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1020- 1231  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1232- 1412  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1413- 1513  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1514- 1666  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1667- 1892  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1893- 2689  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2690- 2903  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2904- 2972  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2973- 3042  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3043- 3214  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3215- 3468  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3469- 3651  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3652- 3781  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3782- 4066  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4067- 4281  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4282- 4333  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4334- 4588  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4589- 4675  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4676- 5128  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5129- 5397  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5398- 6068  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6069- 6198  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6199- 6690  REST: pull requests and their merges.
+    29. reviews            lines  6691- 6978  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6979- 7220  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7221- 7476  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7477- 7819  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7820- 8155  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8156- 8232  REST: deploy keys.
+    35. actions            lines  8233- 8439  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8440- 8642  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8643- 8991  REST: organizations, memberships and teams.
+    38. actions_config     lines  8992- 9479  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9480- 9555  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9556-10120  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10121-10331  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10332-10749  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10750-10921  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10922-11184  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11185-11850  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11851-12196  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12197-12619  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12620-12899  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12900-13082  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13083-13311  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+    51. oauth_clients      lines 13312-13550  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13551-14008  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14009-14662  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14663-15128  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15129-15328  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15329-15574  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15575-16176  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16177-16453  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16454-16929  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 16930-17657  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 32933e2890a591f931847caac14338463982ac3c9d9f07b48303682ea5dcff5b
+Made from sources whose SHA-256 is 9d8ab632808f46511077ba4fd2cce14867595ccfe6f175c3345eb9062fbf0472
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -260,6 +260,7 @@ class Config:
     registration_limit: int = 20           # registrations per client address per window
     registration_window: int = 600         # seconds
     agent_credentials: str = None          # "bootstrap" or "direct"; None: as the installation last chose
+    agent_standing_access: str = None      # "read" or "write": an agent's access outside a task to what is not its own
     allow_loopback_client_documents: bool = False   # OAuth client metadata documents from 127.0.0.1 (tests)
     broker_allow_loopback: bool = False    # broker upstreams on loopback addresses (tests' upstreams)
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
@@ -272,6 +273,7 @@ class Config:
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")
+AGENT_STANDING_ACCESS = ("read", "write")
 
 
 def from_now(seconds):
@@ -868,12 +870,14 @@ MIGRATIONS = {
                      " created_at, expires_at, revoked_at, last_used_at",) * 2)),
     # a bound agent's new key waits for its human's approval; the keys registered before stay in use
     # audit row ids are never reused (AUTOINCREMENT: the table is made anew and its rows copied); an
-    # agent that minted with a client certificate mints with one
+    # agent that minted with a client certificate mints with one; an existing installation keeps its
+    # agents' standing write access until the operator chooses read (a new one starts with read)
     10: Migration([("agent_keys", "approved_at TEXT"),
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
                    ("accounts", "runtime_certificate_at TEXT")],
                   "DROP INDEX IF EXISTS audit_by_actor; ALTER TABLE audit RENAME TO audit_before_v10;",
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
+                  " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write');"
                   " INSERT INTO audit (%s) SELECT %s FROM audit_before_v10; DROP TABLE audit_before_v10;" % ((
                       "id, at, actor, user_kind, delegator, task, grant_id, runtime, token_fingerprint, surface, action,"
                       " resource, decision, reasons, side_effect, token_kind, rule, prev_hash, hash",) * 2)),
@@ -2490,6 +2494,9 @@ def rule_humans_only(q):
 def rule_permission(q):
     spec, user, resource, login = q.spec, q.user, q.resource, q.holder
     q.level, q.how = permission_on(q.store, q.authority, resource)
+    if q.principal.standing_read and RANK[q.level] > RANK["read"] and not owns(user, resource):
+        q.level, q.how = "read", "%s: %s; an agent outside a task holds it as read: to change it, %s grants it " \
+            "a task, POST /api/ext/v1/task-grants" % (q.level, q.how, q.principal.delegator or "the human it acts for")
     if resource.kind in ("repo", "credential") and RANK[q.level] < RANK["read"]:
         return q.deny("%s cannot see %s (%s)" % (login, resource.name, q.how), hidden=True)
     if user is None and (spec.humans_only or spec.mutation and not spec.anonymous):
@@ -2505,6 +2512,12 @@ def rule_permission(q):
     return None
 
 
+def owns(user, resource):
+    """Is ``resource`` the account's own: itself, or a repository it owns?"""
+    return user is not None and (resource.kind == "account" and resource.row["id"] == user["id"] or
+                                 resource.kind == "repo" and resource.row["owner_id"] == user["id"])
+
+
 def rule_agent_credentials(q):
     principal, resource = q.principal, q.resource
     if principal.credential_id is not None and q.action not in SELF_ACTIONS and not (
@@ -2517,8 +2530,7 @@ def rule_agent_credentials(q):
     if not principal.bootstrap:
         return None
     user, spec = q.user, q.spec
-    own = resource.kind == "site" or resource.kind == "account" and resource.row["id"] == user["id"] or \
-        resource.kind == "repo" and resource.row["owner_id"] == user["id"]
+    own = resource.kind == "site" or owns(user, resource)
     public_read = not spec.mutation and not spec.sensitive and (
         resource.kind == "repo" and not resource.row["private"] or q.action in ("read_org", "read_account"))
     if own or public_read:
@@ -2626,7 +2638,9 @@ POLICY_RULES = (
     PolicyRule("some actions are for humans only", rule_humans_only),
     PolicyRule("the permission held on the resource must reach the action's level: the principal's own, or "
                "for a task token its delegator's, as it stands now (the agent's own standing access never adds "
-               "to a task token); a repository that cannot be read is hidden: 404, not 403; anonymous callers "
+               "to a task token); outside a task, an agent holds read at most on what is not its own (unless "
+               "the installation chose standing write); a repository that cannot be read is hidden: 404, not "
+               "403; anonymous callers "
                "may only read (and register agents); authors editing what they wrote need less; commenting on a "
                "locked conversation needs triage", rule_permission),
     PolicyRule("an agent's own long-lived token is a bootstrap credential (unless the installation chose "
@@ -2915,10 +2929,31 @@ def ask_for_approval(app, principal, decision, context):
                                          "resource": decision.resource, "subject": decision.subject,
                                          "context": json.dumps(kept), "created_at": now(),
                                          "expires_at": from_now(APPROVAL_SECONDS)})
-    url = "%s/api/ext/v1/approvals/%s/approve" % (app.url, public_id)
+            if "pull_number" in kept:
+                tell_delegator(db, grant["delegator_id"], decision.resource, kept["pull_number"])
+    url = approval_page(app, public_id)
     reason = "%s: approval %s waits for %s at %s/approvals" % (decision.reasons[0], public_id,
                                                                grant["delegator_login"], app.url)
     return dataclasses.replace(decision, reasons=[reason]), public_id, url
+
+
+def tell_delegator(db, human_id, resource, pull_number):
+    """The delegator's thread on the pull request a merge waits on, unread, with GitHub's reason
+    approval_requested: what she already reads tells her (gh api notifications, github-mcp-server's
+    list_notifications), not only the approvals page."""
+    owner, _, name = resource[len("repo:"):].partition("/")
+    issue = db.execute("SELECT i.id FROM issues i JOIN repos r ON r.id = i.repo_id JOIN accounts a ON a.id = r.owner_id"
+                       " WHERE a.login = ? AND r.name = ? AND i.number = ?", (owner, name, pull_number)).fetchone()
+    if issue is not None:
+        db.execute("INSERT INTO notification_threads (user_id, issue_id, reason, unread, updated_at) VALUES (?, ?,"
+                   " 'approval_requested', 1, ?) ON CONFLICT (user_id, issue_id) DO UPDATE SET reason = excluded.reason,"
+                   " unread = 1, done = 0, updated_at = excluded.updated_at WHERE ignored = 0",
+                   (human_id, issue["id"], now()))
+
+
+def approval_page(app, public_id):
+    """Where a person decides on an approval: a page (signed out, sign in and come back to it)."""
+    return "%s/approvals/%s" % (app.url, public_id)
 
 
 def spend_approval(store, approval_id):
@@ -3197,6 +3232,8 @@ class Principal:
     switched_by: str = None             # a switch-session token: the human acting as the agent
     grant: dict = None                  # a task token: its grant (public_id, task, resources, actions, constraints)
     bootstrap: bool = False             # an agent's own long-lived token where agents' are bootstrap credentials
+    standing_read: bool = False         # an agent outside a task where the installation caps its standing access:
+                                        # read at most on what is not its own
     audience: frozenset = None          # an agent session token: the repositories it is for (None: any)
     operator: bool = False              # the CLI: whoever can read the data directory
     stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
@@ -3341,6 +3378,8 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
     if user["kind"] == "agent":
         name_delegator(app.store, principal)
     principal.bootstrap = row["kind"] == "agent" and app.agent_credentials == "bootstrap"
+    principal.standing_read = user["kind"] == "agent" and row["kind"] not in ("task", "tool") and \
+        app.agent_standing_access == "read"
     if row["audience"] is not None:
         principal.audience = frozenset(json.loads(row["audience"]))
     principal.resource = row["resource"]
@@ -3515,7 +3554,8 @@ class Installation:
       and per agent (authentication, client_assertions); ``token_seen``: when each token's last use was
       recorded (touch_token);
       ``dpop_replay``: DPoP proofs' jti seen, in the database (proofs);
-    - ``agent_credentials``: "bootstrap" or "direct", the installation's choice (policy, the banner)."""
+    - ``agent_credentials``: "bootstrap" or "direct", and ``agent_standing_access``: "read" or "write",
+      the installation's choices (authentication and policy, the banner)."""
 
 
     def __init__(self, config, authenticator=None):
@@ -3542,20 +3582,22 @@ class Installation:
         self.token_seen = {}
         self.dpop_replay = StoredReplayCache(self.store)
         self.set_url(config.url)
-        self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
+        self.agent_credentials = self.chosen("agent_credentials", config.agent_credentials, AGENT_CREDENTIALS)
+        self.agent_standing_access = self.chosen("agent_standing_access", config.agent_standing_access,
+                                                 AGENT_STANDING_ACCESS)
 
-    def choose_agent_credentials(self, chosen):
-        """"bootstrap" or "direct": the operator's choice, kept for the installation. One that never
-        chose gets bootstrap; one upgraded from before agent session tokens keeps direct (its migration
-        wrote that down) until the operator switches."""
-        if chosen is not None:
-            if chosen not in AGENT_CREDENTIALS:
-                raise ValueError("agent_credentials is bootstrap or direct, not %r" % chosen)
+    def chosen(self, name, choice, allowed):
+        """The operator's choice of ``name`` (one of ``allowed``), kept for the installation. One that
+        never chose gets the first (the safer); one upgraded from before the choice existed keeps what it
+        did then (its migration wrote that down) until the operator switches."""
+        if choice is not None:
+            if choice not in allowed:
+                raise ValueError("%s is %s, not %r" % (name, " or ".join(allowed), choice))
             with self.store.transaction() as db:
-                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('agent_credentials', ?)", (chosen,))
-            return chosen
-        row = self.store.one("SELECT value FROM settings WHERE name = 'agent_credentials'")
-        return row["value"] if row is not None else "bootstrap"
+                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, choice))
+            return choice
+        row = self.store.one("SELECT value FROM settings WHERE name = ?", name)
+        return row["value"] if row is not None else allowed[0]
 
     def set_url(self, url):
         self.url = url.rstrip("/")
@@ -4089,6 +4131,17 @@ REPO_URL_TEMPLATES = (
     "releases_url:releases{/id}", "stargazers_url:stargazers", "statuses_url:statuses/{sha}",
     "subscribers_url:subscribers", "subscription_url:subscription", "tags_url:tags",
     "teams_url:teams", "trees_url:git/trees{/sha}")
+
+
+def standing_access(app, user, level=None):
+    """agentgit's word, for an agent, on what a grant (of ``level``; None: whatever it gives) lets it do
+    outside a task: read at most where the installation caps it (a change needs a task grant), else
+    the grant's. None for a human."""
+    if user["kind"] != "agent":
+        return None
+    if app.agent_standing_access == "read" and (level is None or RANK[level] > RANK["read"]):
+        return "read (outside a task; a change needs a task grant)"
+    return level or "as granted"
 
 
 def user_json_by_id(app, user_id):
@@ -5007,6 +5060,8 @@ def collaborator_json(app, user, level, granted_via=None):
                           "push": rank >= RANK["write"], "triage": rank >= RANK["triage"], "pull": rank >= 1}
     out["role_name"] = level
     out["granted_via"] = granted_via
+    if user["kind"] == "agent":
+        out["standing_access"] = standing_access(app, user, level)
     return out
 
 
@@ -5078,7 +5133,7 @@ def collaborator_permission(req, owner, repo, login):
 
 MENTION_RE = re.compile(r"(?<![\w`])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))\b")
 # the reason a thread gives when several hold, the most pressing first
-REASONS = ("review_requested", "assign", "mention", "author", "comment", "manual", "subscribed")
+REASONS = ("approval_requested", "review_requested", "assign", "mention", "author", "comment", "manual", "subscribed")
 
 
 def mentioned_ids(db, text):
@@ -6390,15 +6445,20 @@ def get_pull(req, owner, repo, number):
     row, issue, pull = find_pull(req, owner, repo, number)
     accept = req.headers.get("Accept") or ""
     if any(m in accept for m in DIFF_MEDIA + PATCH_MEDIA):
-        state = PullState(req.app, row, issue, pull)
-        with open_repo(req.app, row["id"]) as git:
-            if any(m in accept for m in PATCH_MEDIA):
-                text = b"".join(commit_patch(git, c, i + 1, len(state.commits)) for i, c in enumerate(state.commits))
-            else:
-                base_tree = git[state.merge_base.encode()].tree.decode() if state.merge_base else None
-                text = tree_diff(git, base_tree, git[state.head_sha.encode()].tree.decode())
-        return 200, text, {"Content-Type": "text/plain; charset=utf-8"}
+        return 200, pull_text(req.app, row, issue, pull, any(m in accept for m in PATCH_MEDIA)), {
+            "Content-Type": "text/plain; charset=utf-8"}
     return pull_json(req.app, row, issue, pull, detail=True)
+
+
+def pull_text(app, row, issue, pull, patch):
+    """A pull request as GitHub's diff media (the head against the merge base) or patch media (each
+    commit as `git format-patch` writes it)."""
+    state = PullState(app, row, issue, pull)
+    with open_repo(app, row["id"]) as git:
+        if patch:
+            return b"".join(commit_patch(git, c, i + 1, len(state.commits)) for i, c in enumerate(state.commits))
+        base_tree = git[state.merge_base.encode()].tree.decode() if state.merge_base else None
+        return tree_diff(git, base_tree, git[state.head_sha.encode()].tree.decode())
 
 
 def commit_patch(git, commit, index, total):
@@ -6540,13 +6600,18 @@ def update_pull_branch(req, row, issue, pull, expected_sha=None):
 def merge_pull_request(req, row, issue, pull, method, expected_sha=None, title=None, message=None):
     """Decide, merge, record: the new head of the base branch. HTTPError 405/409 when it cannot."""
     state = PullState(req.app, row, issue, pull)
+    # what cannot happen is said before a human is asked to approve it (an approval would meet a 405)
+    if pull["merged_at"] or issue["state"] != "open":
+        raise HTTPError(405, "Pull Request is not mergeable", extra={
+            "reason": "it is %s" % ("merged" if pull["merged_at"] else "closed")})
+    if expected_sha and expected_sha != state.head_sha:
+        raise HTTPError(409, "Head branch was modified. Review and try the merge again.")
+    if mergeability(req.app, state)[0] is False:
+        raise HTTPError(405, "Pull Request is not mergeable", extra={"reason": "its head conflicts with %s" % (
+            pull["base_ref"])})
     req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"], repo=row,
                   pull_number=issue["number"],
                   pull_issue_id=issue["id"], head_sha=state.head_sha)
-    if pull["merged_at"] or issue["state"] != "open":
-        raise HTTPError(405, "Pull Request is not mergeable")
-    if expected_sha and expected_sha != state.head_sha:
-        raise HTTPError(409, "Head branch was modified. Review and try the merge again.")
     merger, author = req.principal.user, account_by_id(req.app.store, issue["user_id"]) or req.principal.user
     head_label = "%s/%s" % (row["owner_login"], pull["head_ref"])
     with open_repo(req.app, row["id"]) as git:
@@ -8822,8 +8887,9 @@ def list_team_members(req, org, slug):
     rows = req.app.store.all("SELECT a.*, tm.role, g.login AS granted_via FROM accounts a JOIN team_members tm"
                              " ON tm.user_id = a.id LEFT JOIN accounts g ON g.id = tm.granted_by"
                              " WHERE tm.team_id = ? ORDER BY a.login", team["id"])
-    return [dict(user_json(req.app, r), granted_via=r["granted_via"])
-            for r in req.paginate([r for r in rows if role in ("all", r["role"])])]
+    return [dict(user_json(req.app, r), granted_via=r["granted_via"], **({"standing_access": standing_access(
+        req.app, r)} if r["kind"] == "agent" else {})) for r in req.paginate([r for r in rows if role in (
+            "all", r["role"])])]
 
 
 def team_membership_json(app, org, team, user, role):
@@ -9738,7 +9804,8 @@ def list_my_agents(req):
         out.append(dict(binding_json(req.app, agent, user, binding), token_status=token_status(req.app.store, agent["id"]),
                         suspended=bool(agent["suspended_at"]), retired=bool(agent["retired_at"]),
                         access=["%s/%s:%s" % (g["owner"], g["name"], g["permission"]) if g["name"] else
-                                "team %s/%s:%s" % (g["org"], g["slug"], g["permission"]) for g in grants]))
+                                "team %s/%s:%s" % (g["org"], g["slug"], g["permission"]) for g in grants],
+                        standing_access=standing_access(req.app, agent)))
     return req.paginate(out)
 
 
@@ -10264,7 +10331,7 @@ def delete_credential(req, credential_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 42. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
-# uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, authentication, routing, lookups, vault, pulls
+# uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, approvals, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- task grants and task tokens --------------------------------------------------------------------
@@ -10552,17 +10619,34 @@ MAX_DENIAL_REASON = 1000      # a push's commits shown to the human who decides 
 def approval_json(app, row):
     """An approval as its delegator judges it and its agent polls it: who asks, under which task and
     grant, for exactly what, with what the human needs to decide (the pull request, the commits)."""
+    details = approval_details(app, row)
+    # a merge of a pull request that was merged or closed meanwhile can no longer happen: the ask is withdrawn
     state = ("used" if row["used_at"] else "approved" if row["approved_at"] else "denied" if row["denied_at"] else
-             "expired" if row["expires_at"] <= now() else "pending")
+             "expired" if row["expires_at"] <= now() else "withdrawn" if details.get("pull_state", "open") != "open"
+             else "pending")
     return {"id": row["public_id"], "state": state, "agent": "agent:" + row["agent_login"],
             "delegator": "user:" + row["delegator_login"], "task": row["task"], "grant": row["grant_public"],
             "action": row["action"], "resource": row["resource"], "subject": row["subject"],
-            "context": approval_details(app, row), "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "context": details, "created_at": row["created_at"], "expires_at": row["expires_at"],
             "approved_by": "user:" + row["approver_login"] if row["approver_login"] else None,
             "approved_at": row["approved_at"], "denied_by": "user:" + row["denier_login"] if row["denier_login"]
             else None, "denied_at": row["denied_at"], "denial_reason": row["denial_reason"], "used_at": row["used_at"],
-            "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"]),
+            "approval_url": approval_page(app, row["public_id"]),
+            "approve_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"]),
             "deny_url": "%s/api/ext/v1/approvals/%s/deny" % (app.url, row["public_id"])}
+
+
+def approval_outcome(approval):
+    """What became of an approval, in a sentence's words."""
+    if approval["state"] == "withdrawn":
+        return "withdrawn: the pull request was %s meanwhile" % approval["context"]["pull_state"]
+    if approval["denied_by"]:
+        return "denied by %s at %s (%s)" % (approval["denied_by"], approval["denied_at"],
+                                           approval["denial_reason"] or "no reason given")
+    if approval["approved_by"]:
+        return "approved by %s at %s%s" % (approval["approved_by"], approval["approved_at"],
+                                          ", and used at %s" % approval["used_at"] if approval["used_at"] else "")
+    return "%s, waiting for %s" % (approval["state"], approval["delegator"])
 
 
 def approval_details(app, row):
@@ -10581,7 +10665,8 @@ def approval_details(app, row):
                                                                                issue["number"])
         return dict(context, title=issue["title"], body=issue["body"], html_url=html_url, diff_url=html_url + ".diff",
                     head_sha_now=state.head_sha, changed_files=[f[0] for f in state.files],
-                    commits=[commit_line(c) for c in state.commits[-APPROVAL_COMMITS:]])
+                    commits=[commit_line(c) for c in state.commits[-APPROVAL_COMMITS:]],
+                    pull_state="merged" if pull["merged_at"] else issue["state"])
     if context.get("sha") and context.get("ref"):
         with open_repo(app, repo["id"]) as git:
             if context["sha"].encode() not in git.object_store:
@@ -10644,8 +10729,11 @@ def answer_approval(req, user, approval_id, approve, reason=""):
         raise invalid("Approval", "reason", message="a reason is at most %d characters" % MAX_DENIAL_REASON)
     grant = req.app.store.one("SELECT * FROM task_grants WHERE id = ?", row["grant_id"])
     authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, grant), grant=grant)
-    if row["approved_at"] or row["denied_at"] or row["expires_at"] <= now():
-        raise HTTPError(409, "This approval was already answered or has expired")
+    state = approval_json(req.app, row)["state"]
+    if state != "pending":
+        raise HTTPError(409, "This approval is %s: %s" % (state, "the pull request it is for was merged or closed "
+                                                          "meanwhile" if state == "withdrawn" else "it cannot be "
+                                                          "answered again"))
     with req.transaction() as db:
         if approve:
             db.execute("UPDATE approvals SET approved_by = ?, approved_at = ? WHERE id = ?", (user["id"], now(),
@@ -13032,8 +13120,11 @@ def agents_page(req, shown=""):
             "retired" if agent["retired_at"] else "suspended" if agent["suspended_at"] else
             token_status(req.app.store, agent["id"]), buttons))
         rows += [key_row(agent, key, csrf) for key in keys_of(req.app.store, agent["id"])]
+    standing = ("<p>Outside a task your agents change only what is their own: invites, teams and collaborator "
+                "grants let them read the rest, and a change needs a task grant.</p>"
+                if req.app.agent_standing_access == "read" else "")
     body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
-            '<h2>Your agents</h2><table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
+            '<h2>Your agents</h2>' + standing + '<table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
             '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
             '<p><label>Repository grants, one per line: <code>owner/name:permission</code>, the permission one of '
             'read (or pull), triage, write (or push, the default), maintain, admin<br><textarea name="repo_grants">'
@@ -13122,7 +13213,8 @@ def approvals_page(req, shown=""):
     csrf = hidden_input("csrf", req.session["csrf"])
     rows = req.app.store.all(APPROVAL_SELECT + " WHERE g.delegator_id = ? AND a.approved_at IS NULL AND a.denied_at IS"
                              " NULL AND a.expires_at > ? AND g.revoked_at IS NULL ORDER BY a.id", user["id"], now())
-    items = "".join(approval_section(approval_json(req.app, row), csrf) for row in rows)
+    pending = [a for a in (approval_json(req.app, row) for row in rows) if a["state"] == "pending"]
+    items = "".join(approval_section(approval, csrf) for approval in pending)
     return html_page("Approvals", shown + (items or "<p>Nothing waits.</p>"))
 
 
@@ -13145,6 +13237,24 @@ def approval_section(approval, csrf):
                  '</label> <button>Deny</button></form>' % (csrf, answer, hidden_input("decision", "approve"),
                                                            csrf, answer, hidden_input("decision", "deny")))
     return "<section><h2>%s</h2>%s</section>" % (e(approval["id"]), "".join(parts))
+
+
+@web_route("GET", "/approvals/{approval_id}")
+def one_approval_page(req, approval_id):
+    """One approval, where approval_url leads: what is asked, with Approve and Deny while it waits, and
+    what became of it once answered. Its delegator's alone (anyone else: 404)."""
+    user = signed_in_page(req)
+    row = req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id)
+    if row is None or row["delegator_id"] != user["id"]:
+        raise HTTPError(404, "Not Found")
+    approval = approval_json(req.app, row)
+    if approval["state"] == "pending":
+        shown = approval_section(approval, hidden_input("csrf", req.session["csrf"]))
+    else:
+        shown = "<p>%s asked to <strong>%s</strong> on %s (%s): %s.</p>" % (
+            html.escape(approval["agent"]), html.escape(approval["action"]), html.escape(approval["resource"]),
+            html.escape(approval["subject"] or "as a whole"), html.escape(approval_outcome(approval)))
+    return html_page("Approval %s" % approval_id, shown + '<p><a href="/approvals">All approvals</a></p>')
 
 
 @web_route("POST", "/approvals")
@@ -14703,13 +14813,17 @@ class Tool:
                                                  for name, (kind, text) in self.properties.items()},
                 "required": list(self.required)}
 
-    def json(self):
-        return {"name": self.name, "description": "%s (agentgit action: %s)" % (self.description, self.action or
-                                                                                 "none"),
+    def json(self, needs_approval=False):
+        """The tool as tools/list shows it; ``needs_approval``: the caller's task grant allows it only once
+        a human approves each call, which the description and _meta say."""
+        said = " A human approves each call under this task: the call answers with where, then succeeds once " \
+            "approved." if needs_approval else ""
+        return {"name": self.name, "description": "%s (agentgit action: %s).%s" % (self.description, self.action or
+                                                                                     "none", said),
                 "inputSchema": self.schema(), "annotations": {
                     "title": self.name.replace("_", " ").capitalize(), "readOnlyHint": self.read_only,
                     "destructiveHint": self.destructive, "idempotentHint": self.read_only, "openWorldHint": False},
-                "_meta": {"agentgit/action": self.action}}
+                "_meta": {"agentgit/action": self.action, "agentgit/needsApproval": needs_approval}}
 
 
 REPO_ARGS = {"owner": ("string", "the repository's owner"), "repo": ("string", "the repository's name")}
@@ -14835,9 +14949,14 @@ def checked_arguments(tool, args):
 
 
 def visible_tools(req):
-    """Every tool; for a task token, those whose action its grant names (and those anyone may call)."""
+    """(tool, needs approval) for every tool; for a task token, those whose action its grant names or
+    allows with a human's approval (and those anyone may call)."""
     grant = req.principal.grant
-    return [t for t in TOOLS.values() if grant is None or t.action is None or t.action in grant["actions"]]
+    if grant is None:
+        return [(t, False) for t in TOOLS.values()]
+    approved = set((grant.get("constraints") or {}).get("requires_approval") or ())
+    return [(t, t.action in approved) for t in TOOLS.values()
+            if t.action is None or t.action in grant["actions"] or t.action in approved]
 
 
 def call_tool(req, era, params):
@@ -14848,7 +14967,7 @@ def call_tool(req, era, params):
     try:
         answer = tool.call(req, args)
     except HTTPError as error:
-        return refusal(req, era, tool, error)
+        return refusal(req, era, tool, error, params)
     text = answer if isinstance(answer, str) else json.dumps(answer, indent=1)
     result = {"content": [{"type": "text", "text": text}], "isError": False}
     if isinstance(answer, dict) or (isinstance(answer, list) and era in MODERN_VERSIONS):
@@ -14856,9 +14975,11 @@ def call_tool(req, era, params):
     return result
 
 
-def refusal(req, era, tool, error):
+def refusal(req, era, tool, error, params):
     """A refused call as the protocol says it: a tool error with agentgit's reason; a wait for approval
-    as URL-mode elicitation where the era has it; a missing scope as 403 insufficient_scope."""
+    as URL-mode elicitation where the client can follow one (at 2026-07-28 it says so in each request's
+    capabilities; at 2025-11-25 it cannot say so here, there being no session), else a tool error whose
+    text carries the approval page and how to wait; a missing scope as 403 insufficient_scope."""
     if error.headers.get("X-Accepted-OAuth-Scopes"):
         needed = sorted(set(req.principal.scopes_header.replace(" ", "").split(",")) - {""} |
                         set(error.headers["X-Accepted-OAuth-Scopes"].replace(" ", "").split(",")))
@@ -14866,8 +14987,9 @@ def refusal(req, era, tool, error):
             "insufficient_scope", scope=" ".join(needed))})
     extra = error.extra or {}
     if extra.get("approval_url"):
-        page = "%s/approvals#%s" % (req.app.url, extra["approval_id"])
-        if era in MODERN_VERSIONS:
+        page = extra["approval_url"]
+        declared = ((params.get("_meta") or {}).get(META_CAPABILITIES) or {}).get("elicitation")
+        if era in MODERN_VERSIONS and isinstance(declared, dict) and "url" in declared:
             return {"resultType": "input_required", "requestState": extra["approval_id"], "inputRequests": {
                 extra["approval_id"]: {"method": "elicitation/create", "params": {
                     "mode": "url", "message": error.message, "url": page}}}}
@@ -14876,6 +14998,11 @@ def refusal(req, era, tool, error):
                 {"mode": "url", "elicitationId": extra["approval_id"], "url": page, "message": error.message}]})
     details = "; ".join(e.get("message") or "%s %s" % (e.get("field"), e.get("code")) for e in error.errors or [])
     text = "%s refused: HTTP %d: %s%s" % (tool.name, error.status, error.message, " (%s)" % details if details else "")
+    if extra.get("approval_url"):
+        text += (". A human approves it at %s; wait for it (get_approval with approval_id %s, or GET "
+                 "%s/api/ext/v1/approvals/%s until its state is approved), then call %s again with the same "
+                 "arguments" % (extra["approval_url"], extra["approval_id"], req.app.url, extra["approval_id"],
+                                tool.name))
     return {"content": [{"type": "text", "text": text}], "isError": True,
             "structuredContent": {"status": error.status, "message": error.message, **extra}}
 
@@ -14898,7 +15025,7 @@ def answer(req, era, method, params):
     if method == "ping" and era not in MODERN_VERSIONS:
         return {}
     if method == "tools/list":
-        return {"tools": [t.json() for t in visible_tools(req)]}
+        return {"tools": [tool.json(needs_approval) for tool, needs_approval in visible_tools(req)]}
     if method == "tools/call":
         return call_tool(req, era, params)
     raise RPCError(METHOD_NOT_FOUND, "Method not found: %s" % str(method)[:100])
@@ -15201,7 +15328,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 56. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-# uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, web
+# uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # Read-only and server-rendered, like the other pages: the session cookie decides what is shown
@@ -15385,12 +15512,40 @@ def pull_page(req, owner, repo, number):
                       for r in store.all("SELECT v.*, a.login FROM reviews v JOIN accounts a ON a.id = v.user_id"
                                          " WHERE v.issue_id = ? AND v.state != 'PENDING' ORDER BY v.id", issue["id"])) or "<li>none</li>"
     merged = "merged" if pull["merged_at"] else issue["state"]
-    body = ("<p>%s · %s wants to merge %s into %s · %s</p>%s<h2>Commits</h2><ul>%s</ul><h2>Checks</h2><ul>%s</ul>"
-            "<h2>Reviews</h2><ul>%s</ul>%s%s") % (
+    body = ("<p>%s · %s wants to merge %s into %s · %s · %s · %s</p>%s%s<h2>Commits</h2><ul>%s</ul><h2>Checks</h2>"
+            "<ul>%s</ul><h2>Reviews</h2><ul>%s</ul>%s%s") % (
         link(repo_path(row), full_name(row)), author_link(req, issue), esc(pull["head_ref"]), esc(pull["base_ref"]),
-        esc(merged), pre((issue["body"] or "").encode()), commits, checks, reviews, comments_html(req, issue),
+        esc(merged), link(repo_path(row, "pull", "%d.diff" % issue["number"]), "diff"),
+        link(repo_path(row, "pull", "%d.patch" % issue["number"]), "patch"), pre((issue["body"] or "").encode()),
+        merge_approvals_html(req, row, issue), commits, checks, reviews, comments_html(req, issue),
         diff_html(state.files))
     return html_page("%s #%d" % (issue["title"], issue["number"]), body)
+
+
+@web_route("GET", "/{owner}/{repo}/pull/{name}")
+def pull_diff_page(req, owner, repo, name):
+    """diff_url and patch_url: /owner/repo/pull/N.diff and N.patch, GitHub's diff and patch media."""
+    found = re.fullmatch(r"(\d{1,12})\.(diff|patch)", name)
+    if found is None:
+        raise HTTPError(404, "Not Found")
+    row, issue, pull = find_pull(req, owner, repo, int(found.group(1)))
+    return 200, pull_text(req.app, row, issue, pull, found.group(2) == "patch"), {
+        "Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}
+
+
+def merge_approvals_html(req, row, issue):
+    """The approvals asked for merging this pull request: waiting (with the page where its delegator
+    decides), approved, denied, used."""
+    rows = req.app.store.all(APPROVAL_SELECT + " WHERE a.action = 'merge_pr' AND a.resource = ? AND"
+                             " json_extract(a.context, '$.pull_number') = ? ORDER BY a.id",
+                             "repo:" + full_name(row), issue["number"])
+    items = []
+    for approval in (approval_json(req.app, r) for r in rows):
+        items.append("<li>%s, for %s under %s (%s): %s%s</li>" % (
+            esc(approval["agent"]), esc(approval["task"]), esc(approval["grant"]), esc(approval["subject"] or ""),
+            esc(approval_outcome(approval)), " &middot; " + link("/approvals/" + approval["id"], "decide")
+            if approval["state"] == "pending" else ""))
+    return "<h2>Merge approvals</h2><ul>%s</ul>" % "".join(items) if items else ""
 
 
 @web_route("GET", "/{owner}/{repo}/issues/{number:int}")
@@ -16010,8 +16165,8 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
     ``allow_loopback_client_documents``: fetch OAuth client metadata documents from loopback addresses
     (for tests that serve them on 127.0.0.1; never on a server others reach). ``tls_client_ca``: with
     ``tls_cert``, accept client certificates of this CA (RFC 8705 bound tokens, runtime identities).
-    ``options``: the rest of Config (broker_allow_loopback, broker_connect_to, dpop_nonce,
-    require_sender_constrained, require_runtime_certificates)."""
+    ``options``: the rest of Config (agent_standing_access, broker_allow_loopback, broker_connect_to,
+    dpop_nonce, require_sender_constrained, require_runtime_certificates)."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
                     registration_limit=registration_limit, registration_window=registration_window,
                     agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents,
@@ -16421,6 +16576,12 @@ def route_index():
 
 CRYPTO_BANNER = {"cryptography": "cryptography (OpenSSL)",
                  "stdlib": "stdlib (pure Python; pip install cryptography for faster signature checks)"}
+STANDING_ACCESS_BANNER = {
+    "read": "agent standing access: read (outside a task an agent changes only what is its own; `serve "
+            "--agent-standing-access write` lets invites, teams and collaborator grants give it more)",
+    "write": "agent standing access: write (an agent's invites, teams and collaborator grants let it change what "
+             "they name without a task; `serve --agent-standing-access read` makes a change need a task grant)",
+}
 AGENT_CREDENTIALS_BANNER = {
     "bootstrap": "agent credentials: bootstrap (an agent's aga_ token acts on its own account and repositories; "
                  "for the rest it is traded for short-lived session or task tokens)",
@@ -16471,6 +16632,10 @@ def add_serve_options(serve):
     serve.add_argument("--tls-client-ca", metavar="PEM", help="with --tls-cert: accept client certificates of this "
                        "CA; tokens minted over such a connection are bound to its certificate (RFC 8705) and its URI "
                        "SAN (a SPIFFE ID) is the runtime's identity")
+    serve.add_argument("--agent-standing-access", choices=AGENT_STANDING_ACCESS,
+                       help="what an agent may do, outside a task, with what is not its own: read (the default for a new "
+                            "installation: a change needs a task grant) or write (as invites, teams and collaborator "
+                            "grants say); kept for the installation")
     serve.add_argument("--require-sender-constrained", action="store_true",
                        help="mint task and tool tokens only bound to a client certificate or a DPoP key")
     serve.add_argument("--require-runtime-certificates", action="store_true",
@@ -16659,7 +16824,7 @@ def run_serve(args):
                              tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
                              registration_limit=args.registration_limit,
                              access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
-                             agent_credentials=args.agent_credentials,
+                             agent_credentials=args.agent_credentials, agent_standing_access=args.agent_standing_access,
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
@@ -16675,7 +16840,8 @@ def run_serve(args):
     print("agentgit listening on %s" % server.url, flush=True)
     print("git engine: %s; crypto: %s; data: %s" % (server.app.git_engine.name, CRYPTO_BANNER[BACKEND.name],
                                                    os.path.abspath(args.data)), flush=True)
-    print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
+    print(STANDING_ACCESS_BANNER[server.app.agent_standing_access], flush=True)
+    print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)     # (the banner's last line)
     if server.admin:
         print(first_admin_notice(args.data, *server.admin), flush=True)
     stopped = {}

@@ -360,6 +360,13 @@ def alice_and_her_agent(server, repos=("payments",)):
     return alice, login, agent
 
 
+def standing_write(server):
+    """The server as an installation whose invites, teams and collaborator grants give agents what they
+    name without a task (`serve --agent-standing-access write`, what one upgraded from before keeps)."""
+    server.app.agent_standing_access = "write"
+    return server
+
+
 def grant_a_task(server, task, actions, constraints):
     """alice owns alice/payments and alice/other, binds an agent with push on both, and grants it
     ``task`` on payments only; the agent mints a task token."""

@@ -111,7 +111,9 @@ def test_a_grant_its_delegator_could_not_use_is_refused_at_creation(server):
 
 def test_invite_derived_access_is_capped_by_its_grantor_live(server):
     """bob, an admin collaborator, invites his agent with admin: the agent's access is bob's to give
-    only while bob holds it; lowering, suspending or removing bob cuts it on the next request."""
+    only while bob holds it; lowering, suspending or removing bob cuts it on the next request (on an
+    installation that lets invites give agents more than read: serve --agent-standing-access write)."""
+    server.app.agent_standing_access = "write"
     alice, bob = server.add_user("alice"), server.add_user("bob")
     root = server.add_user("root", admin=True)
     api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
@@ -213,8 +215,9 @@ def test_the_agents_own_token_is_a_bootstrap_credential_on_every_surface(server,
     """With its aga_ token alone an agent acts on its own account and repositories and reads what is
     public; anything delegated to it answers 403 with the way to a short-lived token, on REST,
     GraphQL, git and uploads. The agent session token it trades it for covers its standing access, on
-    the repositories it was minted for, for an hour."""
+    the repositories it was minted for, for an hour (standing write: serve --agent-standing-access write)."""
     from conftest import call, exchange
+    server.app.agent_standing_access = "write"
     alice = server.add_user("alice")
     for name, private in (("payments", True), ("other", True), ("open", False), ("closed", True)):
         api(server, "POST", "/user/repos", alice, {"name": name, "private": private, "auto_init": True})
@@ -272,7 +275,7 @@ def test_the_agents_own_token_is_a_bootstrap_credential_on_every_surface(server,
 def test_an_installation_that_chose_direct_agent_credentials(tmp_path):
     """direct keeps agent-git-service's behaviour: the agent's own token acts on all it may do."""
     import agentgit
-    srv = agentgit.make_server(tmp_path / "data", port=0, agent_credentials="direct").start()
+    srv = agentgit.make_server(tmp_path / "data", port=0, agent_credentials="direct", agent_standing_access="write").start()
     try:
         alice = srv.add_user("alice")
         api(srv, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
@@ -431,8 +434,9 @@ def test_the_policy_endpoint_answers_for_every_kind_of_agent_token(server):
     session = ask(session_token(server, agent, "alice/payments"))
     assert session["token_kind"] == "session"
     assert session["actions"]["read_code"]["decision"] == "allow"
-    assert session["actions"]["read_code"]["because"].startswith("%s holds triage on repo:alice/payments "
-                                                                 "(collaborator via alice, who holds admin)" % login)
+    assert session["actions"]["read_code"]["because"].startswith(
+        "%s holds read on repo:alice/payments (triage: collaborator via alice, who holds admin; an agent outside a "
+        "task holds it as read: to change it, alice grants it a task, POST /api/ext/v1/task-grants)" % login)
     assert (session["actions"]["push_branch"]["decision"], session["actions"]["push_branch"]["rule"]) == (
         "deny", "permission")
     by_task = ask(task)

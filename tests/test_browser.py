@@ -314,3 +314,53 @@ def test_the_device_flow_keeps_its_code_across_sign_in(server, chromium):
         "grant_type": "urn:ietf:params:oauth:grant-type:device_code"}).encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}).json
     assert api(server, "GET", "/user", polled["access_token"]).json["login"] == "alice"
+
+
+def links_of(page):
+    return sorted(set(re.findall(r'href="(/[^"#]*)"', page)))
+
+
+def test_alice_follows_the_approval_url_signed_out_and_approves_on_its_page(server, chromium):
+    """approval_url is a page: signed out, alice signs in and comes back to it, sees what the agent asks
+    (the pull request at its head, its diff), and approves; the pull request's page says the merge waits
+    before and who approved it after; the retried merge lands; every link on those pages opens."""
+    from conftest import Browser
+    task = grant_a_task(server, "task:fix-payment-bug", ["read_code", "create_branch", "push_branch", "open_pr",
+                                                          "merge_pr"],
+                        {"branch_prefix": "agent/task-123/", "requires_approval": ["merge_pr"]})
+    token = task["token"]
+    main = api(server, "GET", "/repos/alice/payments/git/ref/heads/main", token).json["object"]["sha"]
+    api(server, "POST", "/repos/alice/payments/git/refs", token, {"ref": "refs/heads/agent/task-123/fix", "sha": main})
+    api(server, "PUT", "/repos/alice/payments/contents/fix.py", token, {"message": "fix", "content": "eAo=",
+                                                                        "branch": "agent/task-123/fix"})
+    pull = api(server, "POST", "/repos/alice/payments/pulls", token, {
+        "title": "Fix the bug", "head": "agent/task-123/fix", "base": "main"}).json
+    waiting = api(server, "PUT", "/repos/alice/payments/pulls/%d/merge" % pull["number"], token, {})
+    assert waiting.status == 403
+    approval_url = waiting.json["approval_url"]
+    assert approval_url.startswith(server.url + "/approvals/ap_")
+    chromium.open(approval_url)                                       # signed out: sign in, then back here
+    sign_in_if_asked(chromium)
+    page = chromium.wait_for("Fix the bug")
+    assert "merge_pr" in page and task["login"] in page and "task:fix-payment-bug" in page
+    chromium.screenshot("8-approval-page")
+    browser = Browser(server)
+    browser.sign_in("alice", "pw")
+    pull_path = "/alice/payments/pull/%d" % pull["number"]
+    _, before = browser.request("GET", pull_path)
+    assert "Merge approvals" in before and "waiting for user:alice" in before and "decide" in before
+    chromium.click("form:has(input[name='decision'][value='approve']) button")
+    chromium.wait_for("Approved merge_pr on repo:alice/payments")
+    merged = api(server, "PUT", "/repos/alice/payments/pulls/%d/merge" % pull["number"], token, {})
+    assert merged.status == 200 and merged.json["merged"] is True
+    _, after = browser.request("GET", pull_path)
+    assert "approved by user:alice" in after and "and used at" in after
+    _, decided = browser.request("GET", urllib.parse.urlsplit(approval_url).path)
+    assert "approved by user:alice" in decided
+    for page in (before, after, decided):
+        for link in links_of(page):
+            resp, _ = browser.request("GET", link)
+            assert resp.status == 200, link
+    for url in (pull["diff_url"], pull["patch_url"]):
+        resp, text = browser.request("GET", urllib.parse.urlsplit(url).path)
+        assert resp.status == 200 and "fix.py" in text and resp.getheader("Content-Type").startswith("text/plain")

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from conftest import CLI, api, commit_file, ext, git, remote, session_token
+from conftest import CLI, api, commit_file, ext, git, remote, session_token, standing_write
 
 
 @pytest.fixture
@@ -26,6 +26,7 @@ def audit_rows(server, **where):
 
 
 def test_the_whole_lifecycle(server, world, tmp_path):
+    standing_write(server)
     alice, agent, login = world["alice"], world["agent"], world["agent_login"]
     r = invite(server, alice, repo_grants=[{"repo_full_name": "alice/payments", "permission": "push"}])
     assert r.status == 201 and r.json["invite_token"].startswith("agi_") and r.json["expires_at"]
@@ -162,6 +163,7 @@ def test_racing_confirms_bind_once(server, world):
 
 
 def test_org_revocation_and_suspended_delegator(server, world, tmp_path):
+    standing_write(server)
     alice, agent, login = world["alice"], world["agent"], world["agent_login"]
     ext(server, "POST", "/user/orgs", alice, {"login": "acme"})
     api(server, "POST", "/orgs/acme/repos", alice, {"name": "core", "private": True, "auto_init": True})
@@ -199,6 +201,7 @@ def test_org_revocation_and_suspended_delegator(server, world, tmp_path):
 def test_cli_parity(server, world):
     """The same lifecycle from a script: invite, the agent's consent (its token on stdin), suspend,
     resume, reset, unbind; each leaves an audit row."""
+    standing_write(server)
     import subprocess
     data = server.app.config.data_dir
 

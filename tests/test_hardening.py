@@ -4,7 +4,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import Browser, api, call, ext, patch_everywhere
+from conftest import Browser, api, call, ext, patch_everywhere, standing_write
 
 
 def raw_request(server, text):
@@ -185,6 +185,7 @@ def test_credentials_stay_out_of_urls_logs_and_open_files(tmp_path):
 
 def test_an_agents_merge_needs_a_humans_review_of_the_head_it_merges(server, tmp_path):
     """Commits an agent pushes after the human approved are not what the human approved."""
+    standing_write(server)
     from conftest import commit_file, git, remote, session_token
     alice = server.add_user("alice")
     api(server, "POST", "/user/repos", alice, {"name": "payments", "private": True, "auto_init": True})
@@ -228,6 +229,7 @@ def test_a_freeze_refuses_new_access_but_not_the_revocation_an_incident_needs(se
 
 
 def test_an_agent_needs_its_delegators_fresh_second_factor_to_destroy_what_is_not_its_own(server):
+    standing_write(server)
     import time
     import agentgit
     from conftest import session_token, turn_on_totp

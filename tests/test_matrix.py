@@ -385,7 +385,9 @@ EXPECTED = {
     # alice/secret, private: 404 for who may not know it exists; the bootstrap token acts only on
     # its own account; the task token inside its grant may do all the grant names
     "repo_read":              "404 pass 404 pass pass 404 403 pass pass 404 pass 403 401 401 401 401",
-    "repo_write":             "404 pass 404 403 pass 404 403 pass pass 404 pass 403 401 401 401 401",
+    # an agent outside a task holds read at most on what is not its own (--agent-standing-access read, the
+    # default): its session token, and a switch session into it, write nothing of alice's
+    "repo_write":             "404 pass 404 403 pass 404 403 403 pass 404 403 403 401 401 401 401",
     # main is protected: agents change it through pull requests only
     "protected_branch_write": "404 pass 404 403 pass 404 403 403 403 404 403 403 401 401 401 401",
     "repo_admin":             "404 pass 404 403 403 404 403 403 pass 404 403 403 401 401 401 401",
@@ -393,7 +395,7 @@ EXPECTED = {
     "repo_fork":              "404 pass 404 pass pass 404 403 pass 403 404 pass 403 401 401 401 401",
     # git asks anonymous callers for credentials (401) before it says anything
     "git_read":               "401 pass 404 pass pass 404 403 pass pass 404 pass 403 401 401 401 401",
-    "git_write":              "401 pass 404 403 pass 404 403 pass pass 404 pass 403 401 401 401 401",
+    "git_write":              "401 pass 404 403 pass 404 403 403 pass 404 403 403 401 401 401 401",
     # alice alone: acme's owner, bot's delegator
     "owner_only":             "401 pass 403 403 403 403 403 403 403 403 403 403 401 401 401 401",
     "owner_only_hidden":      "401 pass 404 404 404 404 404 404 404 404 404 403 401 401 401 401",
@@ -620,6 +622,7 @@ GET     /api/v3/user/repos                                                      
 GET     /api/v3/users/{login}                                                     public_outside_tasks
 GET     /api/v3/users/{login}/repos                                               public_outside_tasks
 GET     /approvals                                                                web_page
+GET     /approvals/{approval_id}                                                  web_page
 GET     /login                                                                    web_page
 GET     /login/device                                                             web_page
 GET     /login/oauth/authorize                                                    web_page
@@ -634,6 +637,7 @@ GET     /{owner}/{repo}/commit/{sha}                                            
 GET     /{owner}/{repo}/info/refs                                                 git_read
 GET     /{owner}/{repo}/issues/{number:int}                                       web_private
 GET     /{owner}/{repo}/pull/{number:int}                                         web_private
+GET     /{owner}/{repo}/pull/{name}                                               web_private
 GET     /{owner}/{repo}/raw/{rest:path}                                           web_private
 GET     /{owner}/{repo}/releases/download/{tag}/{name}                            git_read
 GET     /{owner}/{repo}/tree/{rest:path}                                          web_private

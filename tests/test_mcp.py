@@ -72,7 +72,7 @@ def test_an_agents_task_through_mcp_waits_for_alices_approval(server):
 
     async def approve_at_the_url(context, params):
         asked.append(params)
-        approval = urllib.parse.urlsplit(params.url).fragment
+        approval = urllib.parse.urlsplit(params.url).path.rsplit("/", 1)[1]          # /approvals/ap_…
         assert ext(server, "POST", "/approvals/%s/approve" % approval, w["alice"], {}).status == 200
         return mcp_types.ElicitResult(action="accept")
 
@@ -117,7 +117,7 @@ def test_the_handshake_era_asks_for_approval_with_error_32042(server):
                 await c.call_tool("merge_pull_request", dict(repo, pullNumber=pull.structured_content["number"]))
             assert waiting.value.error.code == -32042
             elicitation = waiting.value.error.data["elicitations"][0]
-            assert elicitation["mode"] == "url" and elicitation["url"].startswith(server.url + "/approvals#ap_")
+            assert elicitation["mode"] == "url" and elicitation["url"].startswith(server.url + "/approvals/ap_")
             ext(server, "POST", "/approvals/%s/approve" % elicitation["elicitationId"], w["alice"], {})
             merged = await c.call_tool("merge_pull_request", dict(repo, pullNumber=pull.structured_content["number"]))
             assert merged.structured_content["merged"] is True
@@ -267,3 +267,34 @@ def test_mcp_takes_only_tokens_issued_for_it_and_refuses_other_origins(server):
         assert refused.status == 403 and "another origin" in refused.json["message"], origin
     assert rpc(server, alice, listing, headers={"Origin": server.url}).status == 200
     assert call(server, "GET", "/mcp", alice, headers={"Origin": "https://evil.example"}).status == 403
+
+
+def test_a_client_without_url_elicitation_gets_the_approval_page_in_the_tool_error(server):
+    """The mcp SDK declares no URL elicitation unless given a callback: the merge its task allows only
+    with approval is listed, marked as needing a human; the call answers a tool error whose text names
+    the approval page and how to wait; once alice approves there, the same call succeeds."""
+    w = grant_a_task(server, "task:fix-payments", ["read_code", "create_branch", "push_branch", "open_pr"],
+                     {"branch_prefix": "agent/", "requires_approval": ["merge_pr"]})
+
+    async def scenario():
+        async with client(server, w["token"]) as c:
+            assert c.session.protocol_version == "2026-07-28"
+            tools = {t.name: t for t in (await c.list_tools()).tools}
+            assert "merge_pull_request" in tools and "A human approves each call" in tools["merge_pull_request"].description
+            assert tools["merge_pull_request"].meta["agentgit/needsApproval"] is True
+            assert tools["create_branch"].meta["agentgit/needsApproval"] is False
+            repo = {"owner": "alice", "repo": "payments"}
+            assert not (await c.call_tool("create_branch", dict(repo, branch="agent/fix"))).is_error
+            await c.call_tool("create_or_update_file", dict(repo, path="fix.py", content="fixed = True\n",
+                                                            message="Fix", branch="agent/fix"))
+            pull = await c.call_tool("create_pull_request", dict(repo, title="Fix", head="agent/fix", base="main"))
+            merge = dict(repo, pullNumber=pull.structured_content["number"])
+            waiting = await c.call_tool("merge_pull_request", merge)
+            said = text(waiting)
+            assert waiting.is_error and "%s/approvals/ap_" % server.url in said and "get_approval" in said
+            approval = waiting.structured_content["approval_id"]
+            assert ext(server, "POST", "/approvals/%s/approve" % approval, w["alice"], {}).status == 200
+            merged = await c.call_tool("merge_pull_request", merge)
+            assert not merged.is_error and merged.structured_content["merged"] is True
+
+    asyncio.run(scenario())

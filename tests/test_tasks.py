@@ -7,7 +7,8 @@ import pytest
 
 import agentgit
 
-from conftest import Browser, CLI, api, commit_file, exchange, ext, git, grant_a_task, remote, session_token, turn_on_totp
+from conftest import (Browser, CLI, api, commit_file, exchange, ext, git, grant_a_task, remote, session_token,
+                      standing_write, turn_on_totp)
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def test_task_token_is_bounded_on_rest_and_git(server, task, tmp_path):
     r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
     assert r.status == 403 and "needs a human's approval" in r.json["message"]
     approval = r.json["approval_id"]
-    assert r.json["approval_url"].endswith("/api/ext/v1/approvals/%s/approve" % approval)
+    assert r.json["approval_url"] == server.url + "/approvals/" + approval          # a page for alice
     again = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
     assert again.json["approval_id"] == approval                              # one pending request, not many
     assert ext(server, "POST", "/approvals/%s/approve" % approval, token, {}).status in (403, 404)
@@ -63,8 +64,10 @@ def test_task_token_is_bounded_on_rest_and_git(server, task, tmp_path):
     assert row["task"] == "task:fix-payment-bug" and approval in server.app.store.one(
         "SELECT side_effect FROM audit WHERE action = 'grant_task' AND side_effect LIKE 'approved%'")["side_effect"]
     assert ext(server, "GET", "/approvals/" + approval, token).json["state"] == "used"
-    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})    # the approval was used up
-    assert r.status == 403 and r.json["approval_id"] != approval
+    asked = server.app.store.one("SELECT COUNT(*) FROM approvals")[0]
+    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})    # merged: nothing to ask alice
+    assert r.status == 405 and r.json["reason"] == "it is merged"
+    assert server.app.store.one("SELECT COUNT(*) FROM approvals")[0] == asked
     row = server.app.store.one("SELECT * FROM audit WHERE action = 'open_pr' AND decision = 'allow'")
     assert (row["actor"], row["delegator"], row["task"], row["grant_id"]) == (
         login, "alice", "task:fix-payment-bug", task["grant"]["id"])
@@ -219,6 +222,7 @@ def test_token_exchange(server, task, tmp_path):
 
 
 def test_agent_changes_to_a_protected_branch_need_a_humans_review(server, task, tmp_path):
+    standing_write(server)
     alice, agent = task["alice"], session_token(server, task["agent"], "alice/payments")   # its standing push
     assert api(server, "PUT", "/repos/alice/payments/branches/main/protection", alice, {
         "required_status_checks": None, "enforce_admins": False, "required_pull_request_reviews": None,
@@ -242,28 +246,39 @@ def test_agent_changes_to_a_protected_branch_need_a_humans_review(server, task, 
     assert "needs_review" not in proc.stderr
 
 
-def test_a_merge_that_fails_gives_its_approval_back(server, task, tmp_path):
-    """The approval is spent when the merge is allowed; a merge that then conflicts gives it back."""
+def test_a_merge_that_cannot_happen_asks_nobody_and_spends_no_approval(server, task, tmp_path):
+    """A merge that conflicts is refused before a human is asked; one approved that then conflicts (the
+    base moved) is refused before the approval is spent; a merge once merged asks nobody again, and an
+    approval asked for a pull request closed meanwhile is withdrawn."""
     token, alice = task["token"], task["alice"]
     work = str(tmp_path / "w")
     git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
     commit_file(work, "pay.py", "fee = 2\n")
     git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/task-123/fee")
-    git(work, "reset", "-q", "--hard", "HEAD~1")
-    commit_file(work, "pay.py", "fee = 3\n")
-    git(work, "push", "-q", remote(server, "alice/payments", alice), "HEAD:refs/heads/main")
     assert api(server, "POST", "/repos/alice/payments/pulls", token, {"title": "Fee", "head": "agent/task-123/fee",
                                                                       "base": "main"}).status == 201
     approval = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {}).json["approval_id"]
     assert ext(server, "POST", "/approvals/%s/approve" % approval, alice, {}).status == 200
+    git(work, "reset", "-q", "--hard", "HEAD~1")
+    commit_file(work, "pay.py", "fee = 3\n")
+    git(work, "push", "-q", remote(server, "alice/payments", alice), "HEAD:refs/heads/main")     # the base moves
+    asked = server.app.store.one("SELECT COUNT(*) FROM approvals")[0]
     r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})
-    assert r.status == 405 and r.json["message"] == "Pull Request is not mergeable"
+    assert r.status == 405 and r.json["reason"] == "its head conflicts with main"
     row = server.app.store.one("SELECT * FROM approvals WHERE public_id = ?", approval)
     assert row["used_at"] is None and row["approved_at"] is not None
-    assert "given back" in server.app.store.one("SELECT side_effect FROM audit WHERE action = 'merge_pr' AND"
-                                                " decision = 'allow' ORDER BY id DESC LIMIT 1")["side_effect"]
-    r = api(server, "PUT", "/repos/alice/payments/pulls/1/merge", token, {})   # still approved: the conflict answers
-    assert r.status == 405
+    assert server.app.store.one("SELECT COUNT(*) FROM approvals")[0] == asked
+    # another pull request, asked about, then closed: the ask is withdrawn, and cannot be approved
+    git(work, "checkout", "-q", "-b", "other", "origin/main")
+    commit_file(work, "other.txt", "x\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/task-123/other")
+    assert api(server, "POST", "/repos/alice/payments/pulls", token, {"title": "Other", "head": "agent/task-123/other",
+                                                                      "base": "main"}).status == 201
+    other = api(server, "PUT", "/repos/alice/payments/pulls/2/merge", token, {}).json["approval_id"]
+    assert api(server, "PATCH", "/repos/alice/payments/pulls/2", alice, {"state": "closed"}).status == 200
+    assert ext(server, "GET", "/approvals/" + other, alice).json["state"] == "withdrawn"
+    refused = ext(server, "POST", "/approvals/%s/approve" % other, alice, {})
+    assert refused.status == 409 and "closed meanwhile" in refused.json["message"]
 
 
 def test_an_approval_is_for_one_pull_request_at_one_commit(server, task, tmp_path):

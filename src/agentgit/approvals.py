@@ -31,10 +31,31 @@ def ask_for_approval(app, principal, decision, context):
                                          "resource": decision.resource, "subject": decision.subject,
                                          "context": json.dumps(kept), "created_at": now(),
                                          "expires_at": from_now(APPROVAL_SECONDS)})
-    url = "%s/api/ext/v1/approvals/%s/approve" % (app.url, public_id)
+            if "pull_number" in kept:
+                tell_delegator(db, grant["delegator_id"], decision.resource, kept["pull_number"])
+    url = approval_page(app, public_id)
     reason = "%s: approval %s waits for %s at %s/approvals" % (decision.reasons[0], public_id,
                                                                grant["delegator_login"], app.url)
     return dataclasses.replace(decision, reasons=[reason]), public_id, url
+
+
+def tell_delegator(db, human_id, resource, pull_number):
+    """The delegator's thread on the pull request a merge waits on, unread, with GitHub's reason
+    approval_requested: what she already reads tells her (gh api notifications, github-mcp-server's
+    list_notifications), not only the approvals page."""
+    owner, _, name = resource[len("repo:"):].partition("/")
+    issue = db.execute("SELECT i.id FROM issues i JOIN repos r ON r.id = i.repo_id JOIN accounts a ON a.id = r.owner_id"
+                       " WHERE a.login = ? AND r.name = ? AND i.number = ?", (owner, name, pull_number)).fetchone()
+    if issue is not None:
+        db.execute("INSERT INTO notification_threads (user_id, issue_id, reason, unread, updated_at) VALUES (?, ?,"
+                   " 'approval_requested', 1, ?) ON CONFLICT (user_id, issue_id) DO UPDATE SET reason = excluded.reason,"
+                   " unread = 1, done = 0, updated_at = excluded.updated_at WHERE ignored = 0",
+                   (human_id, issue["id"], now()))
+
+
+def approval_page(app, public_id):
+    """Where a person decides on an approval: a page (signed out, sign in and come back to it)."""
+    return "%s/approvals/%s" % (app.url, public_id)
 
 
 def spend_approval(store, approval_id):

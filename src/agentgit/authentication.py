@@ -29,6 +29,8 @@ class Principal:
     switched_by: str = None             # a switch-session token: the human acting as the agent
     grant: dict = None                  # a task token: its grant (public_id, task, resources, actions, constraints)
     bootstrap: bool = False             # an agent's own long-lived token where agents' are bootstrap credentials
+    standing_read: bool = False         # an agent outside a task where the installation caps its standing access:
+                                        # read at most on what is not its own
     audience: frozenset = None          # an agent session token: the repositories it is for (None: any)
     operator: bool = False              # the CLI: whoever can read the data directory
     stepped_up_at: str = None           # when the holder last confirmed a TOTP code (step-up, RFC 9470)
@@ -173,6 +175,8 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
     if user["kind"] == "agent":
         name_delegator(app.store, principal)
     principal.bootstrap = row["kind"] == "agent" and app.agent_credentials == "bootstrap"
+    principal.standing_read = user["kind"] == "agent" and row["kind"] not in ("task", "tool") and \
+        app.agent_standing_access == "read"
     if row["audience"] is not None:
         principal.audience = frozenset(json.loads(row["audience"]))
     principal.resource = row["resource"]

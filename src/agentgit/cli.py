@@ -16,7 +16,7 @@ import sys
 import threading
 import urllib.parse
 
-from agentgit.config import (AGENT_CREDENTIALS, AGENT_PREFIX_RE, Config, DEFAULT_DATA_DIR, HEADER_DEADLINE,
+from agentgit.config import (AGENT_CREDENTIALS, AGENT_PREFIX_RE, AGENT_STANDING_ACCESS, Config, DEFAULT_DATA_DIR, HEADER_DEADLINE,
                              IDLE_CONNECTIONS_PER_CLIENT, MAX_CONNECTIONS, now, valid_repo_name)
 from agentgit.errors import HTTPError
 from agentgit.crypto import BACKEND
@@ -154,6 +154,12 @@ def route_index():
 
 CRYPTO_BANNER = {"cryptography": "cryptography (OpenSSL)",
                  "stdlib": "stdlib (pure Python; pip install cryptography for faster signature checks)"}
+STANDING_ACCESS_BANNER = {
+    "read": "agent standing access: read (outside a task an agent changes only what is its own; `serve "
+            "--agent-standing-access write` lets invites, teams and collaborator grants give it more)",
+    "write": "agent standing access: write (an agent's invites, teams and collaborator grants let it change what "
+             "they name without a task; `serve --agent-standing-access read` makes a change need a task grant)",
+}
 AGENT_CREDENTIALS_BANNER = {
     "bootstrap": "agent credentials: bootstrap (an agent's aga_ token acts on its own account and repositories; "
                  "for the rest it is traded for short-lived session or task tokens)",
@@ -204,6 +210,10 @@ def add_serve_options(serve):
     serve.add_argument("--tls-client-ca", metavar="PEM", help="with --tls-cert: accept client certificates of this "
                        "CA; tokens minted over such a connection are bound to its certificate (RFC 8705) and its URI "
                        "SAN (a SPIFFE ID) is the runtime's identity")
+    serve.add_argument("--agent-standing-access", choices=AGENT_STANDING_ACCESS,
+                       help="what an agent may do, outside a task, with what is not its own: read (the default for a new "
+                            "installation: a change needs a task grant) or write (as invites, teams and collaborator "
+                            "grants say); kept for the installation")
     serve.add_argument("--require-sender-constrained", action="store_true",
                        help="mint task and tool tokens only bound to a client certificate or a DPoP key")
     serve.add_argument("--require-runtime-certificates", action="store_true",
@@ -392,7 +402,7 @@ def run_serve(args):
                              tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
                              registration_limit=args.registration_limit,
                              access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
-                             agent_credentials=args.agent_credentials,
+                             agent_credentials=args.agent_credentials, agent_standing_access=args.agent_standing_access,
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
@@ -408,7 +418,8 @@ def run_serve(args):
     print("agentgit listening on %s" % server.url, flush=True)
     print("git engine: %s; crypto: %s; data: %s" % (server.app.git_engine.name, CRYPTO_BANNER[BACKEND.name],
                                                    os.path.abspath(args.data)), flush=True)
-    print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)
+    print(STANDING_ACCESS_BANNER[server.app.agent_standing_access], flush=True)
+    print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)     # (the banner's last line)
     if server.admin:
         print(first_admin_notice(args.data, *server.admin), flush=True)
     stopped = {}

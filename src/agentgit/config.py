@@ -75,6 +75,7 @@ class Config:
     registration_limit: int = 20           # registrations per client address per window
     registration_window: int = 600         # seconds
     agent_credentials: str = None          # "bootstrap" or "direct"; None: as the installation last chose
+    agent_standing_access: str = None      # "read" or "write": an agent's access outside a task to what is not its own
     allow_loopback_client_documents: bool = False   # OAuth client metadata documents from 127.0.0.1 (tests)
     broker_allow_loopback: bool = False    # broker upstreams on loopback addresses (tests' upstreams)
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
@@ -87,6 +88,7 @@ class Config:
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")
+AGENT_STANDING_ACCESS = ("read", "write")
 
 
 def from_now(seconds):

@@ -16,7 +16,7 @@ from agentgit.policy import PERMISSION_ALIASES, Resource, SITE, decide
 from agentgit.audit import audit_json
 from agentgit.authentication import Principal
 from agentgit.routing import route
-from agentgit.serializers import user_json, user_json_by_id
+from agentgit.serializers import standing_access, user_json, user_json_by_id
 from agentgit.lookups import find_account, signed_in
 
 
@@ -266,7 +266,8 @@ def list_my_agents(req):
         out.append(dict(binding_json(req.app, agent, user, binding), token_status=token_status(req.app.store, agent["id"]),
                         suspended=bool(agent["suspended_at"]), retired=bool(agent["retired_at"]),
                         access=["%s/%s:%s" % (g["owner"], g["name"], g["permission"]) if g["name"] else
-                                "team %s/%s:%s" % (g["org"], g["slug"], g["permission"]) for g in grants]))
+                                "team %s/%s:%s" % (g["org"], g["slug"], g["permission"]) for g in grants],
+                        standing_access=standing_access(req.app, agent)))
     return req.paginate(out)
 
 

@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 
-from agentgit.config import AGENT_CREDENTIALS, now
+from agentgit.config import AGENT_CREDENTIALS, AGENT_STANDING_ACCESS, now
 from agentgit.storage import Store
 from agentgit.gitstore import merge_support_missing
 from agentgit.gitwire import make_git_engine
@@ -105,7 +105,8 @@ class Installation:
       and per agent (authentication, client_assertions); ``token_seen``: when each token's last use was
       recorded (touch_token);
       ``dpop_replay``: DPoP proofs' jti seen, in the database (proofs);
-    - ``agent_credentials``: "bootstrap" or "direct", the installation's choice (policy, the banner)."""
+    - ``agent_credentials``: "bootstrap" or "direct", and ``agent_standing_access``: "read" or "write",
+      the installation's choices (authentication and policy, the banner)."""
 
 
     def __init__(self, config, authenticator=None):
@@ -132,20 +133,22 @@ class Installation:
         self.token_seen = {}
         self.dpop_replay = StoredReplayCache(self.store)
         self.set_url(config.url)
-        self.agent_credentials = self.choose_agent_credentials(config.agent_credentials)
+        self.agent_credentials = self.chosen("agent_credentials", config.agent_credentials, AGENT_CREDENTIALS)
+        self.agent_standing_access = self.chosen("agent_standing_access", config.agent_standing_access,
+                                                 AGENT_STANDING_ACCESS)
 
-    def choose_agent_credentials(self, chosen):
-        """"bootstrap" or "direct": the operator's choice, kept for the installation. One that never
-        chose gets bootstrap; one upgraded from before agent session tokens keeps direct (its migration
-        wrote that down) until the operator switches."""
-        if chosen is not None:
-            if chosen not in AGENT_CREDENTIALS:
-                raise ValueError("agent_credentials is bootstrap or direct, not %r" % chosen)
+    def chosen(self, name, choice, allowed):
+        """The operator's choice of ``name`` (one of ``allowed``), kept for the installation. One that
+        never chose gets the first (the safer); one upgraded from before the choice existed keeps what it
+        did then (its migration wrote that down) until the operator switches."""
+        if choice is not None:
+            if choice not in allowed:
+                raise ValueError("%s is %s, not %r" % (name, " or ".join(allowed), choice))
             with self.store.transaction() as db:
-                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('agent_credentials', ?)", (chosen,))
-            return chosen
-        row = self.store.one("SELECT value FROM settings WHERE name = 'agent_credentials'")
-        return row["value"] if row is not None else "bootstrap"
+                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, choice))
+            return choice
+        row = self.store.one("SELECT value FROM settings WHERE name = ?", name)
+        return row["value"] if row is not None else allowed[0]
 
     def set_url(self, url):
         self.url = url.rstrip("/")

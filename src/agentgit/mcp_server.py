@@ -175,13 +175,17 @@ class Tool:
                                                  for name, (kind, text) in self.properties.items()},
                 "required": list(self.required)}
 
-    def json(self):
-        return {"name": self.name, "description": "%s (agentgit action: %s)" % (self.description, self.action or
-                                                                                 "none"),
+    def json(self, needs_approval=False):
+        """The tool as tools/list shows it; ``needs_approval``: the caller's task grant allows it only once
+        a human approves each call, which the description and _meta say."""
+        said = " A human approves each call under this task: the call answers with where, then succeeds once " \
+            "approved." if needs_approval else ""
+        return {"name": self.name, "description": "%s (agentgit action: %s).%s" % (self.description, self.action or
+                                                                                     "none", said),
                 "inputSchema": self.schema(), "annotations": {
                     "title": self.name.replace("_", " ").capitalize(), "readOnlyHint": self.read_only,
                     "destructiveHint": self.destructive, "idempotentHint": self.read_only, "openWorldHint": False},
-                "_meta": {"agentgit/action": self.action}}
+                "_meta": {"agentgit/action": self.action, "agentgit/needsApproval": needs_approval}}
 
 
 REPO_ARGS = {"owner": ("string", "the repository's owner"), "repo": ("string", "the repository's name")}
@@ -307,9 +311,14 @@ def checked_arguments(tool, args):
 
 
 def visible_tools(req):
-    """Every tool; for a task token, those whose action its grant names (and those anyone may call)."""
+    """(tool, needs approval) for every tool; for a task token, those whose action its grant names or
+    allows with a human's approval (and those anyone may call)."""
     grant = req.principal.grant
-    return [t for t in TOOLS.values() if grant is None or t.action is None or t.action in grant["actions"]]
+    if grant is None:
+        return [(t, False) for t in TOOLS.values()]
+    approved = set((grant.get("constraints") or {}).get("requires_approval") or ())
+    return [(t, t.action in approved) for t in TOOLS.values()
+            if t.action is None or t.action in grant["actions"] or t.action in approved]
 
 
 def call_tool(req, era, params):
@@ -320,7 +329,7 @@ def call_tool(req, era, params):
     try:
         answer = tool.call(req, args)
     except HTTPError as error:
-        return refusal(req, era, tool, error)
+        return refusal(req, era, tool, error, params)
     text = answer if isinstance(answer, str) else json.dumps(answer, indent=1)
     result = {"content": [{"type": "text", "text": text}], "isError": False}
     if isinstance(answer, dict) or (isinstance(answer, list) and era in MODERN_VERSIONS):
@@ -328,9 +337,11 @@ def call_tool(req, era, params):
     return result
 
 
-def refusal(req, era, tool, error):
+def refusal(req, era, tool, error, params):
     """A refused call as the protocol says it: a tool error with agentgit's reason; a wait for approval
-    as URL-mode elicitation where the era has it; a missing scope as 403 insufficient_scope."""
+    as URL-mode elicitation where the client can follow one (at 2026-07-28 it says so in each request's
+    capabilities; at 2025-11-25 it cannot say so here, there being no session), else a tool error whose
+    text carries the approval page and how to wait; a missing scope as 403 insufficient_scope."""
     if error.headers.get("X-Accepted-OAuth-Scopes"):
         needed = sorted(set(req.principal.scopes_header.replace(" ", "").split(",")) - {""} |
                         set(error.headers["X-Accepted-OAuth-Scopes"].replace(" ", "").split(",")))
@@ -338,8 +349,9 @@ def refusal(req, era, tool, error):
             "insufficient_scope", scope=" ".join(needed))})
     extra = error.extra or {}
     if extra.get("approval_url"):
-        page = "%s/approvals#%s" % (req.app.url, extra["approval_id"])
-        if era in MODERN_VERSIONS:
+        page = extra["approval_url"]
+        declared = ((params.get("_meta") or {}).get(META_CAPABILITIES) or {}).get("elicitation")
+        if era in MODERN_VERSIONS and isinstance(declared, dict) and "url" in declared:
             return {"resultType": "input_required", "requestState": extra["approval_id"], "inputRequests": {
                 extra["approval_id"]: {"method": "elicitation/create", "params": {
                     "mode": "url", "message": error.message, "url": page}}}}
@@ -348,6 +360,11 @@ def refusal(req, era, tool, error):
                 {"mode": "url", "elicitationId": extra["approval_id"], "url": page, "message": error.message}]})
     details = "; ".join(e.get("message") or "%s %s" % (e.get("field"), e.get("code")) for e in error.errors or [])
     text = "%s refused: HTTP %d: %s%s" % (tool.name, error.status, error.message, " (%s)" % details if details else "")
+    if extra.get("approval_url"):
+        text += (". A human approves it at %s; wait for it (get_approval with approval_id %s, or GET "
+                 "%s/api/ext/v1/approvals/%s until its state is approved), then call %s again with the same "
+                 "arguments" % (extra["approval_url"], extra["approval_id"], req.app.url, extra["approval_id"],
+                                tool.name))
     return {"content": [{"type": "text", "text": text}], "isError": True,
             "structuredContent": {"status": error.status, "message": error.message, **extra}}
 
@@ -370,7 +387,7 @@ def answer(req, era, method, params):
     if method == "ping" and era not in MODERN_VERSIONS:
         return {}
     if method == "tools/list":
-        return {"tools": [t.json() for t in visible_tools(req)]}
+        return {"tools": [tool.json(needs_approval) for tool, needs_approval in visible_tools(req)]}
     if method == "tools/call":
         return call_tool(req, era, params)
     raise RPCError(METHOD_NOT_FOUND, "Method not found: %s" % str(method)[:100])

@@ -2,9 +2,10 @@
 
 A thread is one account's view of one issue or pull request. Something happening there (it is opened,
 commented on, reviewed, someone is assigned or asked for a review) marks the thread unread for each
-participant but the one who acted, with the reason GitHub gives: review_requested, assign, mention,
-author, comment, manual (subscribed to the thread) or subscribed (watching the repository; the owner
-of a personal repository watches it until she says otherwise). An ignored thread or repository stays
+participant but the one who acted, with the reason GitHub gives: approval_requested (a merge an agent's
+task waits on her approval for), review_requested, assign, mention, author, comment, manual (subscribed
+to the thread) or subscribed (watching the repository; the owner of a personal repository watches it
+until she says otherwise). An ignored thread or repository stays
 quiet. Whoever can no longer read the repository is not told, and does not see its threads.
 """
 
@@ -20,7 +21,7 @@ from agentgit.lookups import find_repo, signed_in
 
 MENTION_RE = re.compile(r"(?<![\w`])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))\b")
 # the reason a thread gives when several hold, the most pressing first
-REASONS = ("review_requested", "assign", "mention", "author", "comment", "manual", "subscribed")
+REASONS = ("approval_requested", "review_requested", "assign", "mention", "author", "comment", "manual", "subscribed")
 
 
 def mentioned_ids(db, text):

@@ -8,7 +8,7 @@ from agentgit.storage import update_row
 from agentgit.accounts import REPO_SELECT, account_by_id, insert_account, permission_of_org_member
 from agentgit.policy import PERMISSION_ALIASES, Resource, SITE
 from agentgit.routing import route
-from agentgit.serializers import org_json, repo_json, team_json, user_json
+from agentgit.serializers import org_json, repo_json, standing_access, team_json, user_json
 from agentgit.lookups import find_account, find_repo, signed_in, sort_repos, visible_repos
 from agentgit.repositories import create_repo_for
 
@@ -255,8 +255,9 @@ def list_team_members(req, org, slug):
     rows = req.app.store.all("SELECT a.*, tm.role, g.login AS granted_via FROM accounts a JOIN team_members tm"
                              " ON tm.user_id = a.id LEFT JOIN accounts g ON g.id = tm.granted_by"
                              " WHERE tm.team_id = ? ORDER BY a.login", team["id"])
-    return [dict(user_json(req.app, r), granted_via=r["granted_via"])
-            for r in req.paginate([r for r in rows if role in ("all", r["role"])])]
+    return [dict(user_json(req.app, r), granted_via=r["granted_via"], **({"standing_access": standing_access(
+        req.app, r)} if r["kind"] == "agent" else {})) for r in req.paginate([r for r in rows if role in (
+            "all", r["role"])])]
 
 
 def team_membership_json(app, org, team, user, role):

@@ -2,6 +2,7 @@
 commits, pull requests and issues, for whoever may read them."""
 
 import html
+import re
 import urllib.parse
 
 from agentgit.errors import HTTPError
@@ -11,8 +12,9 @@ from agentgit.policy import Resource, bound_human_id
 from agentgit.routing import not_found_message
 from agentgit.lookups import find_repo
 from agentgit.issues import find_issue
-from agentgit.pulls import PullState, find_pull
+from agentgit.pulls import PullState, find_pull, pull_text
 from agentgit.contents import file_at, looks_binary, path_at, raw_answer, split_ref
+from agentgit.tasks import APPROVAL_SELECT, approval_json, approval_outcome
 from agentgit.web import html_page, web_route
 
 
@@ -197,12 +199,40 @@ def pull_page(req, owner, repo, number):
                       for r in store.all("SELECT v.*, a.login FROM reviews v JOIN accounts a ON a.id = v.user_id"
                                          " WHERE v.issue_id = ? AND v.state != 'PENDING' ORDER BY v.id", issue["id"])) or "<li>none</li>"
     merged = "merged" if pull["merged_at"] else issue["state"]
-    body = ("<p>%s · %s wants to merge %s into %s · %s</p>%s<h2>Commits</h2><ul>%s</ul><h2>Checks</h2><ul>%s</ul>"
-            "<h2>Reviews</h2><ul>%s</ul>%s%s") % (
+    body = ("<p>%s · %s wants to merge %s into %s · %s · %s · %s</p>%s%s<h2>Commits</h2><ul>%s</ul><h2>Checks</h2>"
+            "<ul>%s</ul><h2>Reviews</h2><ul>%s</ul>%s%s") % (
         link(repo_path(row), full_name(row)), author_link(req, issue), esc(pull["head_ref"]), esc(pull["base_ref"]),
-        esc(merged), pre((issue["body"] or "").encode()), commits, checks, reviews, comments_html(req, issue),
+        esc(merged), link(repo_path(row, "pull", "%d.diff" % issue["number"]), "diff"),
+        link(repo_path(row, "pull", "%d.patch" % issue["number"]), "patch"), pre((issue["body"] or "").encode()),
+        merge_approvals_html(req, row, issue), commits, checks, reviews, comments_html(req, issue),
         diff_html(state.files))
     return html_page("%s #%d" % (issue["title"], issue["number"]), body)
+
+
+@web_route("GET", "/{owner}/{repo}/pull/{name}")
+def pull_diff_page(req, owner, repo, name):
+    """diff_url and patch_url: /owner/repo/pull/N.diff and N.patch, GitHub's diff and patch media."""
+    found = re.fullmatch(r"(\d{1,12})\.(diff|patch)", name)
+    if found is None:
+        raise HTTPError(404, "Not Found")
+    row, issue, pull = find_pull(req, owner, repo, int(found.group(1)))
+    return 200, pull_text(req.app, row, issue, pull, found.group(2) == "patch"), {
+        "Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}
+
+
+def merge_approvals_html(req, row, issue):
+    """The approvals asked for merging this pull request: waiting (with the page where its delegator
+    decides), approved, denied, used."""
+    rows = req.app.store.all(APPROVAL_SELECT + " WHERE a.action = 'merge_pr' AND a.resource = ? AND"
+                             " json_extract(a.context, '$.pull_number') = ? ORDER BY a.id",
+                             "repo:" + full_name(row), issue["number"])
+    items = []
+    for approval in (approval_json(req.app, r) for r in rows):
+        items.append("<li>%s, for %s under %s (%s): %s%s</li>" % (
+            esc(approval["agent"]), esc(approval["task"]), esc(approval["grant"]), esc(approval["subject"] or ""),
+            esc(approval_outcome(approval)), " &middot; " + link("/approvals/" + approval["id"], "decide")
+            if approval["state"] == "pending" else ""))
+    return "<h2>Merge approvals</h2><ul>%s</ul>" % "".join(items) if items else ""
 
 
 @web_route("GET", "/{owner}/{repo}/issues/{number:int}")

@@ -609,6 +609,9 @@ def rule_humans_only(q):
 def rule_permission(q):
     spec, user, resource, login = q.spec, q.user, q.resource, q.holder
     q.level, q.how = permission_on(q.store, q.authority, resource)
+    if q.principal.standing_read and RANK[q.level] > RANK["read"] and not owns(user, resource):
+        q.level, q.how = "read", "%s: %s; an agent outside a task holds it as read: to change it, %s grants it " \
+            "a task, POST /api/ext/v1/task-grants" % (q.level, q.how, q.principal.delegator or "the human it acts for")
     if resource.kind in ("repo", "credential") and RANK[q.level] < RANK["read"]:
         return q.deny("%s cannot see %s (%s)" % (login, resource.name, q.how), hidden=True)
     if user is None and (spec.humans_only or spec.mutation and not spec.anonymous):
@@ -624,6 +627,12 @@ def rule_permission(q):
     return None
 
 
+def owns(user, resource):
+    """Is ``resource`` the account's own: itself, or a repository it owns?"""
+    return user is not None and (resource.kind == "account" and resource.row["id"] == user["id"] or
+                                 resource.kind == "repo" and resource.row["owner_id"] == user["id"])
+
+
 def rule_agent_credentials(q):
     principal, resource = q.principal, q.resource
     if principal.credential_id is not None and q.action not in SELF_ACTIONS and not (
@@ -636,8 +645,7 @@ def rule_agent_credentials(q):
     if not principal.bootstrap:
         return None
     user, spec = q.user, q.spec
-    own = resource.kind == "site" or resource.kind == "account" and resource.row["id"] == user["id"] or \
-        resource.kind == "repo" and resource.row["owner_id"] == user["id"]
+    own = resource.kind == "site" or owns(user, resource)
     public_read = not spec.mutation and not spec.sensitive and (
         resource.kind == "repo" and not resource.row["private"] or q.action in ("read_org", "read_account"))
     if own or public_read:
@@ -745,7 +753,9 @@ POLICY_RULES = (
     PolicyRule("some actions are for humans only", rule_humans_only),
     PolicyRule("the permission held on the resource must reach the action's level: the principal's own, or "
                "for a task token its delegator's, as it stands now (the agent's own standing access never adds "
-               "to a task token); a repository that cannot be read is hidden: 404, not 403; anonymous callers "
+               "to a task token); outside a task, an agent holds read at most on what is not its own (unless "
+               "the installation chose standing write); a repository that cannot be read is hidden: 404, not "
+               "403; anonymous callers "
                "may only read (and register agents); authors editing what they wrote need less; commenting on a "
                "locked conversation needs triage", rule_permission),
     PolicyRule("an agent's own long-lived token is a bootstrap credential (unless the installation chose "

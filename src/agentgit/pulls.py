@@ -267,15 +267,20 @@ def get_pull(req, owner, repo, number):
     row, issue, pull = find_pull(req, owner, repo, number)
     accept = req.headers.get("Accept") or ""
     if any(m in accept for m in DIFF_MEDIA + PATCH_MEDIA):
-        state = PullState(req.app, row, issue, pull)
-        with open_repo(req.app, row["id"]) as git:
-            if any(m in accept for m in PATCH_MEDIA):
-                text = b"".join(commit_patch(git, c, i + 1, len(state.commits)) for i, c in enumerate(state.commits))
-            else:
-                base_tree = git[state.merge_base.encode()].tree.decode() if state.merge_base else None
-                text = tree_diff(git, base_tree, git[state.head_sha.encode()].tree.decode())
-        return 200, text, {"Content-Type": "text/plain; charset=utf-8"}
+        return 200, pull_text(req.app, row, issue, pull, any(m in accept for m in PATCH_MEDIA)), {
+            "Content-Type": "text/plain; charset=utf-8"}
     return pull_json(req.app, row, issue, pull, detail=True)
+
+
+def pull_text(app, row, issue, pull, patch):
+    """A pull request as GitHub's diff media (the head against the merge base) or patch media (each
+    commit as `git format-patch` writes it)."""
+    state = PullState(app, row, issue, pull)
+    with open_repo(app, row["id"]) as git:
+        if patch:
+            return b"".join(commit_patch(git, c, i + 1, len(state.commits)) for i, c in enumerate(state.commits))
+        base_tree = git[state.merge_base.encode()].tree.decode() if state.merge_base else None
+        return tree_diff(git, base_tree, git[state.head_sha.encode()].tree.decode())
 
 
 def commit_patch(git, commit, index, total):
@@ -417,13 +422,18 @@ def update_pull_branch(req, row, issue, pull, expected_sha=None):
 def merge_pull_request(req, row, issue, pull, method, expected_sha=None, title=None, message=None):
     """Decide, merge, record: the new head of the base branch. HTTPError 405/409 when it cannot."""
     state = PullState(req.app, row, issue, pull)
+    # what cannot happen is said before a human is asked to approve it (an approval would meet a 405)
+    if pull["merged_at"] or issue["state"] != "open":
+        raise HTTPError(405, "Pull Request is not mergeable", extra={
+            "reason": "it is %s" % ("merged" if pull["merged_at"] else "closed")})
+    if expected_sha and expected_sha != state.head_sha:
+        raise HTTPError(409, "Head branch was modified. Review and try the merge again.")
+    if mergeability(req.app, state)[0] is False:
+        raise HTTPError(405, "Pull Request is not mergeable", extra={"reason": "its head conflicts with %s" % (
+            pull["base_ref"])})
     req.authorize("merge_pr", Resource.repo(row), ref="refs/heads/" + pull["base_ref"], repo=row,
                   pull_number=issue["number"],
                   pull_issue_id=issue["id"], head_sha=state.head_sha)
-    if pull["merged_at"] or issue["state"] != "open":
-        raise HTTPError(405, "Pull Request is not mergeable")
-    if expected_sha and expected_sha != state.head_sha:
-        raise HTTPError(409, "Head branch was modified. Review and try the merge again.")
     merger, author = req.principal.user, account_by_id(req.app.store, issue["user_id"]) or req.principal.user
     head_label = "%s/%s" % (row["owner_login"], pull["head_ref"])
     with open_repo(req.app, row["id"]) as git:

@@ -14,7 +14,7 @@ from agentgit.gitstore import (branch_sha, copy_refs, list_refs, merge_base, mer
 from agentgit.accounts import REPO_SELECT, create_repository, full_name, network_root, repo_by_id, signature
 from agentgit.policy import PERMISSION_ALIASES, RANK, Resource, branch_protection, private_upstream, repo_permission
 from agentgit.routing import route
-from agentgit.serializers import branch_json, commit_json, encode_json, ref_json, repo_json, user_json
+from agentgit.serializers import branch_json, commit_json, encode_json, ref_json, repo_json, standing_access, user_json
 from agentgit.lookups import find_account, find_repo, signed_in, sort_repos, visible_repos
 
 
@@ -400,6 +400,8 @@ def collaborator_json(app, user, level, granted_via=None):
                           "push": rank >= RANK["write"], "triage": rank >= RANK["triage"], "pull": rank >= 1}
     out["role_name"] = level
     out["granted_via"] = granted_via
+    if user["kind"] == "agent":
+        out["standing_access"] = standing_access(app, user, level)
     return out
 
 

@@ -73,6 +73,17 @@ REPO_URL_TEMPLATES = (
     "teams_url:teams", "trees_url:git/trees{/sha}")
 
 
+def standing_access(app, user, level=None):
+    """agentgit's word, for an agent, on what a grant (of ``level``; None: whatever it gives) lets it do
+    outside a task: read at most where the installation caps it (a change needs a task grant), else
+    the grant's. None for a human."""
+    if user["kind"] != "agent":
+        return None
+    if app.agent_standing_access == "read" and (level is None or RANK[level] > RANK["read"]):
+        return "read (outside a task; a change needs a task grant)"
+    return level or "as granted"
+
+
 def user_json_by_id(app, user_id):
     row = account_by_id(app.store, user_id) if user_id is not None else None
     return user_json(app, row) if row is not None else None

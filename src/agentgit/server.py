@@ -618,8 +618,8 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
     ``allow_loopback_client_documents``: fetch OAuth client metadata documents from loopback addresses
     (for tests that serve them on 127.0.0.1; never on a server others reach). ``tls_client_ca``: with
     ``tls_cert``, accept client certificates of this CA (RFC 8705 bound tokens, runtime identities).
-    ``options``: the rest of Config (broker_allow_loopback, broker_connect_to, dpop_nonce,
-    require_sender_constrained, require_runtime_certificates)."""
+    ``options``: the rest of Config (agent_standing_access, broker_allow_loopback, broker_connect_to,
+    dpop_nonce, require_sender_constrained, require_runtime_certificates)."""
     config = Config(data_dir=str(data_dir), url=url, registration=registration, git_engine=git_engine,
                     registration_limit=registration_limit, registration_window=registration_window,
                     agent_credentials=agent_credentials, allow_loopback_client_documents=allow_loopback_client_documents,

@@ -11,7 +11,7 @@ from agentgit.web import hidden_input, html_page, signed_in_page, web_route
 from agentgit.personal_tokens import mint_personal_token, revoke_own_token
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, authorize_invite, bound_agent,
                                  make_invite, reset_agent_credentials, token_status, unbind_agent)
-from agentgit.tasks import APPROVAL_SELECT, answer_approval, approval_json
+from agentgit.tasks import APPROVAL_SELECT, answer_approval, approval_json, approval_outcome
 from agentgit.client_assertions import approve_key, delete_key, keys_of
 
 
@@ -50,8 +50,11 @@ def agents_page(req, shown=""):
             "retired" if agent["retired_at"] else "suspended" if agent["suspended_at"] else
             token_status(req.app.store, agent["id"]), buttons))
         rows += [key_row(agent, key, csrf) for key in keys_of(req.app.store, agent["id"])]
+    standing = ("<p>Outside a task your agents change only what is their own: invites, teams and collaborator "
+                "grants let them read the rest, and a change needs a task grant.</p>"
+                if req.app.agent_standing_access == "read" else "")
     body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
-            '<h2>Your agents</h2><table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
+            '<h2>Your agents</h2>' + standing + '<table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
             '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
             '<p><label>Repository grants, one per line: <code>owner/name:permission</code>, the permission one of '
             'read (or pull), triage, write (or push, the default), maintain, admin<br><textarea name="repo_grants">'
@@ -140,7 +143,8 @@ def approvals_page(req, shown=""):
     csrf = hidden_input("csrf", req.session["csrf"])
     rows = req.app.store.all(APPROVAL_SELECT + " WHERE g.delegator_id = ? AND a.approved_at IS NULL AND a.denied_at IS"
                              " NULL AND a.expires_at > ? AND g.revoked_at IS NULL ORDER BY a.id", user["id"], now())
-    items = "".join(approval_section(approval_json(req.app, row), csrf) for row in rows)
+    pending = [a for a in (approval_json(req.app, row) for row in rows) if a["state"] == "pending"]
+    items = "".join(approval_section(approval, csrf) for approval in pending)
     return html_page("Approvals", shown + (items or "<p>Nothing waits.</p>"))
 
 
@@ -163,6 +167,24 @@ def approval_section(approval, csrf):
                  '</label> <button>Deny</button></form>' % (csrf, answer, hidden_input("decision", "approve"),
                                                            csrf, answer, hidden_input("decision", "deny")))
     return "<section><h2>%s</h2>%s</section>" % (e(approval["id"]), "".join(parts))
+
+
+@web_route("GET", "/approvals/{approval_id}")
+def one_approval_page(req, approval_id):
+    """One approval, where approval_url leads: what is asked, with Approve and Deny while it waits, and
+    what became of it once answered. Its delegator's alone (anyone else: 404)."""
+    user = signed_in_page(req)
+    row = req.app.store.one(APPROVAL_SELECT + " WHERE a.public_id = ?", approval_id)
+    if row is None or row["delegator_id"] != user["id"]:
+        raise HTTPError(404, "Not Found")
+    approval = approval_json(req.app, row)
+    if approval["state"] == "pending":
+        shown = approval_section(approval, hidden_input("csrf", req.session["csrf"]))
+    else:
+        shown = "<p>%s asked to <strong>%s</strong> on %s (%s): %s.</p>" % (
+            html.escape(approval["agent"]), html.escape(approval["action"]), html.escape(approval["resource"]),
+            html.escape(approval["subject"] or "as a whole"), html.escape(approval_outcome(approval)))
+    return html_page("Approval %s" % approval_id, shown + '<p><a href="/approvals">All approvals</a></p>')
 
 
 @web_route("POST", "/approvals")

@@ -73,12 +73,14 @@ MIGRATIONS = {
                      " created_at, expires_at, revoked_at, last_used_at",) * 2)),
     # a bound agent's new key waits for its human's approval; the keys registered before stay in use
     # audit row ids are never reused (AUTOINCREMENT: the table is made anew and its rows copied); an
-    # agent that minted with a client certificate mints with one
+    # agent that minted with a client certificate mints with one; an existing installation keeps its
+    # agents' standing write access until the operator chooses read (a new one starts with read)
     10: Migration([("agent_keys", "approved_at TEXT"),
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
                    ("accounts", "runtime_certificate_at TEXT")],
                   "DROP INDEX IF EXISTS audit_by_actor; ALTER TABLE audit RENAME TO audit_before_v10;",
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
+                  " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write');"
                   " INSERT INTO audit (%s) SELECT %s FROM audit_before_v10; DROP TABLE audit_before_v10;" % ((
                       "id, at, actor, user_kind, delegator, task, grant_id, runtime, token_fingerprint, surface, action,"
                       " resource, decision, reasons, side_effect, token_kind, rule, prev_hash, hash",) * 2)),

@@ -14,6 +14,7 @@ from agentgit.gitstore import commits_between, open_repo
 from agentgit.proofs import spiffe_id
 from agentgit.accounts import account_by_id, account_by_login, full_name, repo_by_full_name
 from agentgit.policy import ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
+from agentgit.approvals import approval_page
 from agentgit.authentication import Principal, confirm_totp, load_grant, remember_runtime_certificate
 from agentgit.routing import route
 from agentgit.lookups import find_account, signed_in
@@ -306,17 +307,34 @@ MAX_DENIAL_REASON = 1000      # a push's commits shown to the human who decides 
 def approval_json(app, row):
     """An approval as its delegator judges it and its agent polls it: who asks, under which task and
     grant, for exactly what, with what the human needs to decide (the pull request, the commits)."""
+    details = approval_details(app, row)
+    # a merge of a pull request that was merged or closed meanwhile can no longer happen: the ask is withdrawn
     state = ("used" if row["used_at"] else "approved" if row["approved_at"] else "denied" if row["denied_at"] else
-             "expired" if row["expires_at"] <= now() else "pending")
+             "expired" if row["expires_at"] <= now() else "withdrawn" if details.get("pull_state", "open") != "open"
+             else "pending")
     return {"id": row["public_id"], "state": state, "agent": "agent:" + row["agent_login"],
             "delegator": "user:" + row["delegator_login"], "task": row["task"], "grant": row["grant_public"],
             "action": row["action"], "resource": row["resource"], "subject": row["subject"],
-            "context": approval_details(app, row), "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "context": details, "created_at": row["created_at"], "expires_at": row["expires_at"],
             "approved_by": "user:" + row["approver_login"] if row["approver_login"] else None,
             "approved_at": row["approved_at"], "denied_by": "user:" + row["denier_login"] if row["denier_login"]
             else None, "denied_at": row["denied_at"], "denial_reason": row["denial_reason"], "used_at": row["used_at"],
-            "approval_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"]),
+            "approval_url": approval_page(app, row["public_id"]),
+            "approve_url": "%s/api/ext/v1/approvals/%s/approve" % (app.url, row["public_id"]),
             "deny_url": "%s/api/ext/v1/approvals/%s/deny" % (app.url, row["public_id"])}
+
+
+def approval_outcome(approval):
+    """What became of an approval, in a sentence's words."""
+    if approval["state"] == "withdrawn":
+        return "withdrawn: the pull request was %s meanwhile" % approval["context"]["pull_state"]
+    if approval["denied_by"]:
+        return "denied by %s at %s (%s)" % (approval["denied_by"], approval["denied_at"],
+                                           approval["denial_reason"] or "no reason given")
+    if approval["approved_by"]:
+        return "approved by %s at %s%s" % (approval["approved_by"], approval["approved_at"],
+                                          ", and used at %s" % approval["used_at"] if approval["used_at"] else "")
+    return "%s, waiting for %s" % (approval["state"], approval["delegator"])
 
 
 def approval_details(app, row):
@@ -335,7 +353,8 @@ def approval_details(app, row):
                                                                                issue["number"])
         return dict(context, title=issue["title"], body=issue["body"], html_url=html_url, diff_url=html_url + ".diff",
                     head_sha_now=state.head_sha, changed_files=[f[0] for f in state.files],
-                    commits=[commit_line(c) for c in state.commits[-APPROVAL_COMMITS:]])
+                    commits=[commit_line(c) for c in state.commits[-APPROVAL_COMMITS:]],
+                    pull_state="merged" if pull["merged_at"] else issue["state"])
     if context.get("sha") and context.get("ref"):
         with open_repo(app, repo["id"]) as git:
             if context["sha"].encode() not in git.object_store:
@@ -398,8 +417,11 @@ def answer_approval(req, user, approval_id, approve, reason=""):
         raise invalid("Approval", "reason", message="a reason is at most %d characters" % MAX_DENIAL_REASON)
     grant = req.app.store.one("SELECT * FROM task_grants WHERE id = ?", row["grant_id"])
     authorize_grant(req, account_by_id(req.app.store, row["agent_id"]), grant_repos(req.app.store, grant), grant=grant)
-    if row["approved_at"] or row["denied_at"] or row["expires_at"] <= now():
-        raise HTTPError(409, "This approval was already answered or has expired")
+    state = approval_json(req.app, row)["state"]
+    if state != "pending":
+        raise HTTPError(409, "This approval is %s: %s" % (state, "the pull request it is for was merged or closed "
+                                                          "meanwhile" if state == "withdrawn" else "it cannot be "
+                                                          "answered again"))
     with req.transaction() as db:
         if approve:
             db.execute("UPDATE approvals SET approved_by = ?, approved_at = ? WHERE id = ?", (user["id"], now(),
