@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2755  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9661  delegation.create_invite
-       line  9733  delegation.confirm_binding
-       line 10365  tasks.create_task_grant
+       line  9663  delegation.create_invite
+       line  9735  delegation.confirm_binding
+       line 10367  tasks.create_task_grant
        line  3428  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15584  server.App.dispatch
+       line 15708  server.App.dispatch
        line  3343  authentication.authenticate
        line  3048  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15266  githttp.git_receive_pack
+       line 15390  githttp.git_receive_pack
        line  3091  ledger.Ledger.decide_each
        line  3029  intents.reconcile_intents
 
@@ -75,50 +75,50 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     16. authentication     lines  3215- 3468  Authentication: the Principal, and the request credentials it is built from.
     17. installation       lines  3469- 3651  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
     18. routing            lines  3652- 3781  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3782- 4066  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4067- 4281  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4282- 4333  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4334- 4588  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4589- 4675  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4676- 5128  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5129- 5397  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5398- 6068  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6069- 6198  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6199- 6690  REST: pull requests and their merges.
-    29. reviews            lines  6691- 6978  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6979- 7220  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7221- 7476  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7477- 7819  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7820- 8155  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8156- 8232  REST: deploy keys.
-    35. actions            lines  8233- 8439  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8440- 8642  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8643- 8991  REST: organizations, memberships and teams.
-    38. actions_config     lines  8992- 9479  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9480- 9555  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9556-10120  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10121-10331  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10332-10749  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10750-10921  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10922-11184  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11185-11850  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11851-12196  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12197-12619  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12620-12899  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12900-13082  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13083-13311  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
-    51. oauth_clients      lines 13312-13550  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13551-14008  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14009-14662  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14663-15128  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15129-15328  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15329-15574  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15575-16176  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16177-16453  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16454-16929  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 16930-17657  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    19. request            lines  3782- 4067  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4068- 4282  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4283- 4334  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4335- 4590  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4591- 4677  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4678- 5130  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5131- 5399  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5400- 6070  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6071- 6200  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6201- 6692  REST: pull requests and their merges.
+    29. reviews            lines  6693- 6980  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6981- 7222  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7223- 7478  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7479- 7821  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7822- 8157  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8158- 8234  REST: deploy keys.
+    35. actions            lines  8235- 8441  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8442- 8644  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8645- 8993  REST: organizations, memberships and teams.
+    38. actions_config     lines  8994- 9481  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9482- 9557  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9558-10122  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10123-10333  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10334-10759  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10760-10931  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10932-11194  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11195-11860  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11861-12206  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12207-12629  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12630-12909  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12910-13092  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13093-13435  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    51. oauth_clients      lines 13436-13674  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13675-14132  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14133-14786  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14787-15252  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15253-15452  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15453-15698  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15699-16300  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16301-16577  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16578-17053  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17054-17781  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 9d8ab632808f46511077ba4fd2cce14867595ccfe6f175c3345eb9062fbf0472
+Made from sources whose SHA-256 is bfeadb771899c30871228d633e405a927c6fa9cadd2d817cc71b6efa47249c81
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -3967,7 +3967,8 @@ class Request(Ledger):
         self.client = client
         self.start_ledger(app, None, "rest")      # the principal once authenticated, the surface once routed
         self.response_headers = {}
-        self.form = {}             # a web page's form fields, once read
+        self.form = {}             # a web page's form fields, once read (the last value of each)
+        self.form_values = {}      # ... and every value of each, for checkboxes
         self.body_reader = None
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
         self.session = None        # web pages: the signed-in session row
@@ -4433,8 +4434,8 @@ h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.5rem}h3{font-size:1rem}
 button{padding:.3rem .8rem}input,select{padding:.2rem}
 """
 NAVIGATION = ('<nav><a class="home" href="/">agentgit</a><a href="/settings/agents">Agents</a>'
-              '<a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals</a><a href="/login/device">Device'
-              ' sign-in</a><a href="/login">Sign in</a></nav>')
+              '<a href="/settings/tasks">Tasks</a><a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals'
+              '</a><a href="/login/device">Device sign-in</a><a href="/login">Sign in</a></nav>')
 
 
 @web_route("GET", "/agentgit.css")
@@ -4457,7 +4458,8 @@ def form_fields(req):
     if "application/x-www-form-urlencoded" not in (req.headers.get("Content-Type") or ""):
         raise HTTPError(415, "Forms must be application/x-www-form-urlencoded")
     raw = req.body(64 * 1024).read_all().decode("utf-8", "replace")
-    return {k: v[-1] for k, v in urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
+    req.form_values = urllib.parse.parse_qs(raw, keep_blank_values=True)     # every value of a repeated field
+    return {k: v[-1] for k, v in req.form_values.items()}
 
 
 def check_csrf(expected, form):
@@ -10365,7 +10367,12 @@ def strip_kind(value, kind):
 def create_task_grant(req):
     """The seed's shape. No escalation: every action on every resource must be the delegator's to do,
     and the agent must be bound to the delegator."""
-    body = req.json()
+    return 201, grant_json(req.app, make_task_grant(req, req.json()))
+
+
+def make_task_grant(req, body):
+    """The task grant ``body`` asks for (the API's JSON, or the console's form made into it), once every
+    check holds: its row."""
     human = signed_in(req)
     agent_login = strip_kind(req.field(body, "agent", str, "TaskGrant", required=True), "agent")
     delegator = strip_kind(req.field(body, "delegator", str, "TaskGrant", default="user:" + human["login"]), "user")
@@ -10429,7 +10436,7 @@ def create_task_grant(req):
             "constraints": json.dumps(dict(constraints, expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))),
             "created_at": now(), "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
         req.effect("task grant %s for %s: %s on %s" % (public_id, agent["login"], ",".join(actions), ",".join(resources)))
-    return 201, grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
+    return req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id)
 
 
 def check_network_constraints(constraints):
@@ -10523,12 +10530,15 @@ def get_task_grant(req, grant_id):
 @route("DELETE", "/api/ext/v1/task-grants/{grant_id}")
 def revoke_task_grant(req, grant_id):
     """Revoke one task grant and every token of it, for its delegator."""
-    row = find_grant(req, grant_id, "grant_task")
+    revoke_grant(req, find_grant(req, grant_id, "grant_task"))
+    return 204, None
+
+
+def revoke_grant(req, row):
     with req.transaction() as db:
         db.execute("UPDATE task_grants SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now(), row["id"]))
         count = revoke(db, "grant_id = ?", (row["id"],))
         req.effect("revoked task grant %s and %d task tokens" % (row["public_id"], count))
-    return 204, None
 
 
 @route("POST", "/api/ext/v1/task-grants/revocations")
@@ -13081,7 +13091,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), their personal tokens, and the approvals agents ask them for.
+# 50. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13203,6 +13213,120 @@ def key_action(req, action, form):
         (approve_key if action == "approve-key" else delete_key)(req, db, agent, kid)
     return agents_page(req, "<p>%s %s of %s.</p>" % ("Approved the key" if action == "approve-key" else
                                                      "Deleted the key", html.escape(kid), html.escape(agent["login"])))
+
+# -- the delegation console: task grants ----------------------------------------------------------
+
+def signed_in_line(req, user):
+    return ('<p>Signed in as %s. <form method="post" action="/logout">%s<button>Sign out</button></form></p>' % (
+        html.escape(user["login"]), hidden_input("csrf", req.session["csrf"])))
+
+
+def grant_row(grant, csrf):
+    state = "revoked" if grant["revoked_at"] else "expired" if grant["expires_at"] <= now() else "live"
+    revoke = '<form method="post" action="/settings/tasks">%s%s%s<button>revoke</button></form>' % (
+        csrf, hidden_input("grant", grant["id"]), hidden_input("action", "revoke")) if state == "live" else ""
+    cells = [html.escape(str(v)) for v in (grant["id"], grant["id"], grant["agent"], grant["task"], ", ".join(
+        grant["resources"]), ", ".join(grant["actions"]), grant["expires_at"])]
+    return ('<tr><td><a href="/settings/tasks/%s">%s</a></td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>'
+            '<td>%s</td><td>%s</td></tr>') % tuple(cells + [state, revoke])
+
+
+def checkboxes(name, options, checked=()):
+    return " ".join('<label><input type="checkbox" name="%s" value="%s"%s> %s</label>' % (
+        name, html.escape(o), " checked" if o in checked else "", html.escape(o)) for o in options)
+
+
+@web_route("GET", "/settings/tasks")
+def tasks_page(req, shown=""):
+    """The task grants the signed-in human gave, and a form for a new one: the same checks as the API's."""
+    user = signed_in_page(req)
+    csrf = hidden_input("csrf", req.session["csrf"])
+    grants = [grant_json(req.app, r) for r in req.app.store.all(
+        "SELECT * FROM task_grants WHERE delegator_id = ? ORDER BY id DESC", user["id"])]
+    agents = [account_by_id(req.app.store, b["agent_id"])["login"] for b in req.app.store.all(
+        "SELECT agent_id FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"])]
+    options = "".join('<option value="%s">%s</option>' % (html.escape(a), html.escape(a)) for a in agents)
+    body = ('%s%s<h2>Your task grants</h2><table><tr><th>Grant</th><th>Agent</th><th>Task</th><th>Resources</th>'
+            '<th>Actions</th><th>Expires</th><th>State</th><th></th></tr>%s</table><h2>Grant a task</h2>'
+            '<form method="post" action="/settings/tasks">%s%s'
+            '<p><label>Agent <select name="agent">%s</select></label></p>'
+            '<p><label>Task <input name="task" value="task:" required></label></p>'
+            '<p><label>Resources, one per line: <code>repo:owner/name</code> or <code>credential:owner/name</code><br>'
+            '<textarea name="resources" required></textarea></label></p>'
+            '<p>Actions: %s</p><p>Only with my approval: %s</p>'
+            '<p><label>Branch prefix <input name="branch_prefix"></label></p>'
+            '<p><label>Expires in hours <input name="hours" value="24"></label></p>'
+            '<p><label>Network allowlist (hosts for the broker), one per line<br><textarea name="network_allowlist">'
+            '</textarea></label></p>'
+            '<p><label>Runtimes (SPIFFE IDs), one per line<br><textarea name="runtime"></textarea></label></p>'
+            '<p><button>Grant</button></p></form>') % (
+        signed_in_line(req, user), shown, "".join(grant_row(g, csrf) for g in grants) or
+        '<tr><td colspan="8">none yet</td></tr>', csrf, hidden_input("action", "create"), options,
+        checkboxes("actions", GRANT_ACTIONS), checkboxes("requires_approval", APPROVABLE_ACTIONS))
+    return html_page("Task grants", body)
+
+
+@web_route("POST", "/settings/tasks")
+def tasks_action(req):
+    """Create a grant from the form (through the API's own make_task_grant), or revoke one (asked once more)."""
+    signed_in_page(req)
+    form = req.form
+    if form.get("action") == "revoke":
+        row = find_grant(req, form.get("grant", ""), "grant_task")
+        if form.get("confirmed") != "yes":
+            return confirm_page(req, "Revoke the task grant %s (%s)? Its tokens stop at once." % (
+                row["public_id"], row["task"]), {"grant": row["public_id"], "action": "revoke"})
+        revoke_grant(req, row)
+        return tasks_page(req, "<p>Revoked %s.</p>" % html.escape(row["public_id"]))
+    if form.get("action") != "create":
+        raise HTTPError(422, "Unknown action")
+    try:
+        hours = float(form.get("hours") or 24)
+    except ValueError:
+        hours = 0
+    if not 0 < hours <= 720:
+        raise HTTPError(422, "A task grant lasts more than 0 and at most 720 hours (30 days)")
+    lines = lambda name: [line.strip() for line in form.get(name, "").splitlines() if line.strip()]  # noqa: E731
+    constraints = {"expires_at": from_now(int(hours * 3600)),
+                   "requires_approval": form_list(req, "requires_approval")}
+    for name in ("network_allowlist", "runtime"):
+        if lines(name):
+            constraints[name] = lines(name)
+    if form.get("branch_prefix", "").strip():
+        constraints["branch_prefix"] = form["branch_prefix"].strip()
+    row = make_task_grant(req, {"agent": "agent:" + form.get("agent", ""), "task": form.get("task", ""),
+                                "resources": lines("resources"), "actions": form_list(req, "actions"),
+                                "constraints": constraints})
+    return tasks_page(req, "<p>Granted %s to %s.</p>" % (html.escape(row["public_id"]), html.escape(form.get("agent"))))
+
+
+def form_list(req, name):
+    """Every value of a repeated form field (checkboxes)."""
+    return list(req.form_values.get(name, []))
+
+
+@web_route("GET", "/settings/tasks/{grant_id}")
+def task_page(req, grant_id):
+    """One grant: what it allows, and what its agent did under it (its audit rows), for its delegator."""
+    user = signed_in_page(req)
+    row = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ? AND delegator_id = ?", grant_id, user["id"])
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    grant = grant_json(req.app, row)
+    rows = req.app.store.all("SELECT * FROM audit WHERE grant_id = ? ORDER BY id DESC LIMIT 200", grant_id)
+    activity = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(
+        html.escape(str(r[k] or "")) for k in ("at", "actor", "action", "resource", "decision", "side_effect"))
+        for r in rows) or '<tr><td colspan="6">nothing yet</td></tr>'
+    body = ('%s<p>%s for %s, by %s: %s on %s. Constraints: <code>%s</code>. Expires %s%s.</p>'
+            '<h2>Activity</h2><table><tr><th>At</th><th>Actor</th><th>Action</th><th>Resource</th><th>Decision</th>'
+            '<th>Side effect</th></tr>%s</table><p><a href="/settings/tasks">All task grants</a></p>') % (
+        signed_in_line(req, user), html.escape(grant["task"]), html.escape(grant["agent"]),
+        html.escape(grant["delegator"]), html.escape(", ".join(grant["actions"])),
+        html.escape(", ".join(grant["resources"])), html.escape(json.dumps(grant["constraints"])),
+        html.escape(grant["expires_at"]), "; revoked %s" % html.escape(grant["revoked_at"]) if grant["revoked_at"]
+        else "", activity)
+    return html_page("Task grant %s" % grant_id, body)
+
 
 @web_route("GET", "/approvals")
 def approvals_page(req, shown=""):

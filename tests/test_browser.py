@@ -364,3 +364,43 @@ def test_alice_follows_the_approval_url_signed_out_and_approves_on_its_page(serv
     for url in (pull["diff_url"], pull["patch_url"]):
         resp, text = browser.request("GET", urllib.parse.urlsplit(url).path)
         assert resp.status == 200 and "fix.py" in text and resp.getheader("Content-Type").startswith("text/plain")
+
+
+def test_alice_grants_follows_and_revokes_a_task_from_the_console(server, chromium, tmp_path):
+    """The delegation console, clicked as a person clicks it: a task grant made on the page (agent,
+    resource, actions, what needs approval, branch prefix) goes through the API's own checks; the agent
+    works under it; its page shows what the agent did; revoked there (asked once more), its tokens stop."""
+    from conftest import alice_and_her_agent, commit_file, git, remote
+    alice, login, agent = alice_and_her_agent(server)
+    chromium.open(server.url + "/settings/tasks")
+    sign_in_if_asked(chromium)
+    chromium.wait_for("Grant a task")
+    chromium.type('input[name="task"]', "fix-payment-bug")           # after the field's "task:"
+    chromium.type('textarea[name="resources"]', "repo:alice/payments")
+    for action in ("read_code", "create_branch", "push_branch", "open_pr"):
+        chromium.click("input[name='actions'][value='%s']" % action)
+    chromium.click("input[name='requires_approval'][value='merge_pr']")
+    chromium.type('input[name="branch_prefix"]', "agent/task-123/")
+    chromium.screenshot("9-grant-a-task")
+    chromium.click("form:has(input[name='action'][value='create']) button")
+    page = chromium.wait_for("Granted tg_")
+    grant = re.search(r"Granted (tg_[0-9a-f]+)", page).group(1)
+    chromium.screenshot("10-granted")
+    made = ext(server, "GET", "/task-grants/" + grant, alice).json
+    assert made["task"] == "task:fix-payment-bug" and made["constraints"]["branch_prefix"] == "agent/task-123/"
+    assert made["constraints"]["requires_approval"] == ["merge_pr"] and "merge_pr" not in made["actions"]
+    token = ext(server, "POST", "/task-grants/%s/tokens" % grant, agent, {}).json["token"]
+    work = str(tmp_path / "work")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
+    commit_file(work, "fix.txt", "fixed\n")
+    git(work, "push", "-q", "origin", "HEAD:agent/task-123/fix")
+    chromium.open(server.url + "/settings/tasks/" + grant)
+    assert "create_branch" in chromium.wait_for("Activity") and login in chromium.text()
+    chromium.screenshot("11-grant-activity")
+    chromium.open(server.url + "/settings/tasks")
+    chromium.click("form:has(input[name='grant'][value='%s']) button" % grant)
+    chromium.wait_for("Revoke the task grant %s" % grant)
+    chromium.click("form:has(input[name='confirmed']) button")
+    chromium.wait_for("Revoked %s" % grant)
+    chromium.screenshot("12-grant-revoked")
+    assert api(server, "GET", "/user", token).status == 401

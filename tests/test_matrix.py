@@ -630,6 +630,8 @@ GET     /mcp                                                                    
 GET     /raw/{owner}/{repo}/{rest:path}                                           repo_read
 GET     /settings/agents                                                          web_page
 GET     /settings/tokens                                                          web_page
+GET     /settings/tasks                                                           web_page
+GET     /settings/tasks/{grant_id}                                                web_page
 GET     /{owner}                                                                  web_page
 GET     /{owner}/{repo}                                                           web_private
 GET     /{owner}/{repo}/blob/{rest:path}                                          web_private
@@ -733,6 +735,7 @@ POST    /mcp                                                                    
 POST    /register                                                                 credentials_unread
 POST    /settings/agents                                                          web_page
 POST    /settings/tokens                                                          web_page
+POST    /settings/tasks                                                           web_page
 POST    /{owner}/{repo}/git-receive-pack                                          git_write
 POST    /{owner}/{repo}/git-upload-pack                                           git_read
 PUT     /api/ext/v1/broker/credentials/{credential_id}/secret                     owner_only_hidden

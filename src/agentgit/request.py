@@ -194,7 +194,8 @@ class Request(Ledger):
         self.client = client
         self.start_ledger(app, None, "rest")      # the principal once authenticated, the surface once routed
         self.response_headers = {}
-        self.form = {}             # a web page's form fields, once read
+        self.form = {}             # a web page's form fields, once read (the last value of each)
+        self.form_values = {}      # ... and every value of each, for checkboxes
         self.body_reader = None
         self.level = "none"        # the caller's permission on the resource last found (find_repo)
         self.session = None        # web pages: the signed-in session row

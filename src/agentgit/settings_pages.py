@@ -1,7 +1,9 @@
 """Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind),
-their personal tokens, and the approvals agents ask them for."""
+the task grants she gives them (the delegation console), her personal tokens, and the approvals agents
+ask her for."""
 
 import html
+import json
 
 from agentgit.config import from_now, now
 from agentgit.errors import HTTPError
@@ -11,7 +13,8 @@ from agentgit.web import hidden_input, html_page, signed_in_page, web_route
 from agentgit.personal_tokens import mint_personal_token, revoke_own_token
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, REPO_GRANT_PERMISSIONS, authorize_invite, bound_agent,
                                  make_invite, reset_agent_credentials, token_status, unbind_agent)
-from agentgit.tasks import APPROVAL_SELECT, answer_approval, approval_json, approval_outcome
+from agentgit.tasks import (APPROVABLE_ACTIONS, APPROVAL_SELECT, GRANT_ACTIONS, answer_approval, approval_json,
+                            approval_outcome, find_grant, grant_json, make_task_grant, revoke_grant)
 from agentgit.client_assertions import approve_key, delete_key, keys_of
 
 
@@ -133,6 +136,120 @@ def key_action(req, action, form):
         (approve_key if action == "approve-key" else delete_key)(req, db, agent, kid)
     return agents_page(req, "<p>%s %s of %s.</p>" % ("Approved the key" if action == "approve-key" else
                                                      "Deleted the key", html.escape(kid), html.escape(agent["login"])))
+
+# -- the delegation console: task grants ----------------------------------------------------------
+
+def signed_in_line(req, user):
+    return ('<p>Signed in as %s. <form method="post" action="/logout">%s<button>Sign out</button></form></p>' % (
+        html.escape(user["login"]), hidden_input("csrf", req.session["csrf"])))
+
+
+def grant_row(grant, csrf):
+    state = "revoked" if grant["revoked_at"] else "expired" if grant["expires_at"] <= now() else "live"
+    revoke = '<form method="post" action="/settings/tasks">%s%s%s<button>revoke</button></form>' % (
+        csrf, hidden_input("grant", grant["id"]), hidden_input("action", "revoke")) if state == "live" else ""
+    cells = [html.escape(str(v)) for v in (grant["id"], grant["id"], grant["agent"], grant["task"], ", ".join(
+        grant["resources"]), ", ".join(grant["actions"]), grant["expires_at"])]
+    return ('<tr><td><a href="/settings/tasks/%s">%s</a></td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>'
+            '<td>%s</td><td>%s</td></tr>') % tuple(cells + [state, revoke])
+
+
+def checkboxes(name, options, checked=()):
+    return " ".join('<label><input type="checkbox" name="%s" value="%s"%s> %s</label>' % (
+        name, html.escape(o), " checked" if o in checked else "", html.escape(o)) for o in options)
+
+
+@web_route("GET", "/settings/tasks")
+def tasks_page(req, shown=""):
+    """The task grants the signed-in human gave, and a form for a new one: the same checks as the API's."""
+    user = signed_in_page(req)
+    csrf = hidden_input("csrf", req.session["csrf"])
+    grants = [grant_json(req.app, r) for r in req.app.store.all(
+        "SELECT * FROM task_grants WHERE delegator_id = ? ORDER BY id DESC", user["id"])]
+    agents = [account_by_id(req.app.store, b["agent_id"])["login"] for b in req.app.store.all(
+        "SELECT agent_id FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"])]
+    options = "".join('<option value="%s">%s</option>' % (html.escape(a), html.escape(a)) for a in agents)
+    body = ('%s%s<h2>Your task grants</h2><table><tr><th>Grant</th><th>Agent</th><th>Task</th><th>Resources</th>'
+            '<th>Actions</th><th>Expires</th><th>State</th><th></th></tr>%s</table><h2>Grant a task</h2>'
+            '<form method="post" action="/settings/tasks">%s%s'
+            '<p><label>Agent <select name="agent">%s</select></label></p>'
+            '<p><label>Task <input name="task" value="task:" required></label></p>'
+            '<p><label>Resources, one per line: <code>repo:owner/name</code> or <code>credential:owner/name</code><br>'
+            '<textarea name="resources" required></textarea></label></p>'
+            '<p>Actions: %s</p><p>Only with my approval: %s</p>'
+            '<p><label>Branch prefix <input name="branch_prefix"></label></p>'
+            '<p><label>Expires in hours <input name="hours" value="24"></label></p>'
+            '<p><label>Network allowlist (hosts for the broker), one per line<br><textarea name="network_allowlist">'
+            '</textarea></label></p>'
+            '<p><label>Runtimes (SPIFFE IDs), one per line<br><textarea name="runtime"></textarea></label></p>'
+            '<p><button>Grant</button></p></form>') % (
+        signed_in_line(req, user), shown, "".join(grant_row(g, csrf) for g in grants) or
+        '<tr><td colspan="8">none yet</td></tr>', csrf, hidden_input("action", "create"), options,
+        checkboxes("actions", GRANT_ACTIONS), checkboxes("requires_approval", APPROVABLE_ACTIONS))
+    return html_page("Task grants", body)
+
+
+@web_route("POST", "/settings/tasks")
+def tasks_action(req):
+    """Create a grant from the form (through the API's own make_task_grant), or revoke one (asked once more)."""
+    signed_in_page(req)
+    form = req.form
+    if form.get("action") == "revoke":
+        row = find_grant(req, form.get("grant", ""), "grant_task")
+        if form.get("confirmed") != "yes":
+            return confirm_page(req, "Revoke the task grant %s (%s)? Its tokens stop at once." % (
+                row["public_id"], row["task"]), {"grant": row["public_id"], "action": "revoke"})
+        revoke_grant(req, row)
+        return tasks_page(req, "<p>Revoked %s.</p>" % html.escape(row["public_id"]))
+    if form.get("action") != "create":
+        raise HTTPError(422, "Unknown action")
+    try:
+        hours = float(form.get("hours") or 24)
+    except ValueError:
+        hours = 0
+    if not 0 < hours <= 720:
+        raise HTTPError(422, "A task grant lasts more than 0 and at most 720 hours (30 days)")
+    lines = lambda name: [line.strip() for line in form.get(name, "").splitlines() if line.strip()]  # noqa: E731
+    constraints = {"expires_at": from_now(int(hours * 3600)),
+                   "requires_approval": form_list(req, "requires_approval")}
+    for name in ("network_allowlist", "runtime"):
+        if lines(name):
+            constraints[name] = lines(name)
+    if form.get("branch_prefix", "").strip():
+        constraints["branch_prefix"] = form["branch_prefix"].strip()
+    row = make_task_grant(req, {"agent": "agent:" + form.get("agent", ""), "task": form.get("task", ""),
+                                "resources": lines("resources"), "actions": form_list(req, "actions"),
+                                "constraints": constraints})
+    return tasks_page(req, "<p>Granted %s to %s.</p>" % (html.escape(row["public_id"]), html.escape(form.get("agent"))))
+
+
+def form_list(req, name):
+    """Every value of a repeated form field (checkboxes)."""
+    return list(req.form_values.get(name, []))
+
+
+@web_route("GET", "/settings/tasks/{grant_id}")
+def task_page(req, grant_id):
+    """One grant: what it allows, and what its agent did under it (its audit rows), for its delegator."""
+    user = signed_in_page(req)
+    row = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ? AND delegator_id = ?", grant_id, user["id"])
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    grant = grant_json(req.app, row)
+    rows = req.app.store.all("SELECT * FROM audit WHERE grant_id = ? ORDER BY id DESC LIMIT 200", grant_id)
+    activity = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(
+        html.escape(str(r[k] or "")) for k in ("at", "actor", "action", "resource", "decision", "side_effect"))
+        for r in rows) or '<tr><td colspan="6">nothing yet</td></tr>'
+    body = ('%s<p>%s for %s, by %s: %s on %s. Constraints: <code>%s</code>. Expires %s%s.</p>'
+            '<h2>Activity</h2><table><tr><th>At</th><th>Actor</th><th>Action</th><th>Resource</th><th>Decision</th>'
+            '<th>Side effect</th></tr>%s</table><p><a href="/settings/tasks">All task grants</a></p>') % (
+        signed_in_line(req, user), html.escape(grant["task"]), html.escape(grant["agent"]),
+        html.escape(grant["delegator"]), html.escape(", ".join(grant["actions"])),
+        html.escape(", ".join(grant["resources"])), html.escape(json.dumps(grant["constraints"])),
+        html.escape(grant["expires_at"]), "; revoked %s" % html.escape(grant["revoked_at"]) if grant["revoked_at"]
+        else "", activity)
+    return html_page("Task grant %s" % grant_id, body)
+
 
 @web_route("GET", "/approvals")
 def approvals_page(req, shown=""):

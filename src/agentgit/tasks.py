@@ -53,7 +53,12 @@ def strip_kind(value, kind):
 def create_task_grant(req):
     """The seed's shape. No escalation: every action on every resource must be the delegator's to do,
     and the agent must be bound to the delegator."""
-    body = req.json()
+    return 201, grant_json(req.app, make_task_grant(req, req.json()))
+
+
+def make_task_grant(req, body):
+    """The task grant ``body`` asks for (the API's JSON, or the console's form made into it), once every
+    check holds: its row."""
     human = signed_in(req)
     agent_login = strip_kind(req.field(body, "agent", str, "TaskGrant", required=True), "agent")
     delegator = strip_kind(req.field(body, "delegator", str, "TaskGrant", default="user:" + human["login"]), "user")
@@ -117,7 +122,7 @@ def create_task_grant(req):
             "constraints": json.dumps(dict(constraints, expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))),
             "created_at": now(), "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
         req.effect("task grant %s for %s: %s on %s" % (public_id, agent["login"], ",".join(actions), ",".join(resources)))
-    return 201, grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
+    return req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id)
 
 
 def check_network_constraints(constraints):
@@ -211,12 +216,15 @@ def get_task_grant(req, grant_id):
 @route("DELETE", "/api/ext/v1/task-grants/{grant_id}")
 def revoke_task_grant(req, grant_id):
     """Revoke one task grant and every token of it, for its delegator."""
-    row = find_grant(req, grant_id, "grant_task")
+    revoke_grant(req, find_grant(req, grant_id, "grant_task"))
+    return 204, None
+
+
+def revoke_grant(req, row):
     with req.transaction() as db:
         db.execute("UPDATE task_grants SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now(), row["id"]))
         count = revoke(db, "grant_id = ?", (row["id"],))
         req.effect("revoked task grant %s and %d task tokens" % (row["public_id"], count))
-    return 204, None
 
 
 @route("POST", "/api/ext/v1/task-grants/revocations")

@@ -118,8 +118,8 @@ h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.5rem}h3{font-size:1rem}
 button{padding:.3rem .8rem}input,select{padding:.2rem}
 """
 NAVIGATION = ('<nav><a class="home" href="/">agentgit</a><a href="/settings/agents">Agents</a>'
-              '<a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals</a><a href="/login/device">Device'
-              ' sign-in</a><a href="/login">Sign in</a></nav>')
+              '<a href="/settings/tasks">Tasks</a><a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals'
+              '</a><a href="/login/device">Device sign-in</a><a href="/login">Sign in</a></nav>')
 
 
 @web_route("GET", "/agentgit.css")
@@ -142,7 +142,8 @@ def form_fields(req):
     if "application/x-www-form-urlencoded" not in (req.headers.get("Content-Type") or ""):
         raise HTTPError(415, "Forms must be application/x-www-form-urlencoded")
     raw = req.body(64 * 1024).read_all().decode("utf-8", "replace")
-    return {k: v[-1] for k, v in urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
+    req.form_values = urllib.parse.parse_qs(raw, keep_blank_values=True)     # every value of a repeated field
+    return {k: v[-1] for k, v in req.form_values.items()}
 
 
 def check_csrf(expected, form):
