@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1464  tokens.issue_token
-       line  1486  tokens.verify_token
+       line  1466  tokens.issue_token
+       line  1488  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2627  policy.POLICY_RULES
-       line  2667  policy.decide
+       line  2633  policy.POLICY_RULES
+       line  2673  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2732  audit.audit_append
-       line  2755  audit.audit_verify
+       line  2738  audit.audit_append
+       line  2761  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9663  delegation.create_invite
-       line  9735  delegation.confirm_binding
-       line 10367  tasks.create_task_grant
-       line  3428  authentication.load_grant
+       line  9680  delegation.create_invite
+       line  9752  delegation.confirm_binding
+       line 10384  tasks.create_task_grant
+       line  3434  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15708  server.App.dispatch
-       line  3343  authentication.authenticate
-       line  3048  ledger.Ledger
+       line 15734  server.App.dispatch
+       line  3349  authentication.authenticate
+       line  3054  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15390  githttp.git_receive_pack
-       line  3091  ledger.Ledger.decide_each
-       line  3029  intents.reconcile_intents
+       line 15407  githttp.git_receive_pack
+       line  3097  ledger.Ledger.decide_each
+       line  3035  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,64 +61,64 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   284-  313  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   314-  706  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   707-  806  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   807- 1019  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1020- 1231  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1232- 1412  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1413- 1513  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1514- 1666  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1667- 1892  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1893- 2689  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2690- 2903  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2904- 2972  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2973- 3042  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3043- 3214  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3215- 3468  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3469- 3651  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3652- 3781  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3782- 4067  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4068- 4282  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4283- 4334  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4335- 4590  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4591- 4677  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4678- 5130  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5131- 5399  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5400- 6070  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6071- 6200  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6201- 6692  REST: pull requests and their merges.
-    29. reviews            lines  6693- 6980  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6981- 7222  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7223- 7478  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7479- 7821  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7822- 8157  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8158- 8234  REST: deploy keys.
-    35. actions            lines  8235- 8441  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8442- 8644  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8645- 8993  REST: organizations, memberships and teams.
-    38. actions_config     lines  8994- 9481  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9482- 9557  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9558-10122  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10123-10333  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10334-10759  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10760-10931  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10932-11194  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11195-11860  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11861-12206  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12207-12629  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12630-12909  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12910-13092  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13093-13435  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    51. oauth_clients      lines 13436-13674  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13675-14132  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14133-14786  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14787-15252  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15253-15452  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15453-15698  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15699-16300  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16301-16577  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16578-17053  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17054-17781  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   807- 1021  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1022- 1233  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1234- 1414  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1415- 1515  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1516- 1668  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1669- 1894  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1895- 2695  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2696- 2909  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2910- 2978  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2979- 3048  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3049- 3220  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3221- 3474  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3475- 3657  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3658- 3787  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3788- 4073  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4074- 4288  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4289- 4340  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4341- 4596  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4597- 4683  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4684- 5136  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5137- 5405  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5406- 6087  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6088- 6217  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6218- 6709  REST: pull requests and their merges.
+    29. reviews            lines  6710- 6997  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  6998- 7239  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7240- 7495  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7496- 7838  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7839- 8174  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8175- 8251  REST: deploy keys.
+    35. actions            lines  8252- 8458  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8459- 8661  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8662- 9010  REST: organizations, memberships and teams.
+    38. actions_config     lines  9011- 9498  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9499- 9574  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9575-10139  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10140-10350  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10351-10776  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10777-10948  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10949-11211  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11212-11877  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11878-12223  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12224-12646  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12647-12926  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12927-13109  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13110-13452  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    51. oauth_clients      lines 13453-13691  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13692-14149  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14150-14803  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14804-15269  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15270-15469  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15470-15724  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15725-16326  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16327-16603  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16604-17079  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17080-17811  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is bfeadb771899c30871228d633e405a927c6fa9cadd2d817cc71b6efa47249c81
+Made from sources whose SHA-256 is 8181dd6ca4ebf275e3acd495514fa0101f73f5dfcc6284802674eafb07c34f17
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -871,10 +871,12 @@ MIGRATIONS = {
     # a bound agent's new key waits for its human's approval; the keys registered before stay in use
     # audit row ids are never reused (AUTOINCREMENT: the table is made anew and its rows copied); an
     # agent that minted with a client certificate mints with one; an existing installation keeps its
-    # agents' standing write access until the operator chooses read (a new one starts with read)
+    # agents' standing write access until the operator chooses read (a new one starts with read); what an
+    # agent opens or writes says for whom and under which task
     10: Migration([("agent_keys", "approved_at TEXT"),
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
-                   ("accounts", "runtime_certificate_at TEXT")],
+                   ("accounts", "runtime_certificate_at TEXT"), ("issues", "acting_for TEXT"), ("issues", "task TEXT"),
+                   ("comments", "acting_for TEXT"), ("comments", "task TEXT")],
                   "DROP INDEX IF EXISTS audit_by_actor; ALTER TABLE audit RENAME TO audit_before_v10;",
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write');"
@@ -2309,14 +2311,17 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
             return deny("task grant %s: %s denied %s (approval %s): %s" % (
                 gid, denied["login"] or "the delegator", action + (" of " + subject if subject else ""),
                 denied["public_id"], denied["denial_reason"] or "no reason given"))
-        approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
-                             " subject = ? AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
+        approved = store.one("SELECT a.id, a.public_id, h.login FROM approvals a LEFT JOIN accounts h ON"
+                             " h.id = a.approved_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
+                             " a.subject = ? AND a.approved_at IS NOT NULL AND a.used_at IS NULL AND a.expires_at > ?",
                              grant["id"], action, resource.name, subject, now())
         if approved is None:
             return Decision("needs_approval", action, resource.name, ["task grant %s: %s%s needs a human's "
                             "approval first" % (gid, action, " of " + subject if subject else "")], subject=subject)
-        # not a refusal: the rest of decide() still applies, and names the approval among its reasons
-        return Decision("allow", action, resource.name, [], approval=approved["id"])
+        # not a refusal: the rest of decide() still applies, and names the approval (and who gave it) among
+        # its reasons, so the action's audit row carries the whole chain
+        return Decision("allow", action, resource.name, ["approved by %s (approval %s)" % (
+            approved["login"] or "a human since removed", approved["public_id"])], approval=approved["id"])
     if needed not in grant["actions"]:
         if spec.mutation and not any(ACTIONS[a].mutation for a in grant["actions"]):
             return Decision("read_only", action, resource.name,
@@ -2404,12 +2409,12 @@ class Question:
     token, which carries its grant's delegator's authority as it stands at this request (her
     permission, her suspension), never the agent's own standing access."""
     __slots__ = ("store", "principal", "action", "resource", "spec", "user", "context", "level", "how", "approval",
-                 "ff_only", "authority", "holder")
+                 "approved", "ff_only", "authority", "holder")
 
     def __init__(self, store, principal, action, resource, context):
         self.store, self.principal, self.action, self.resource = store, principal, action, resource
         self.spec, self.user, self.context = ACTIONS[action], principal.user, context
-        self.level, self.how, self.approval, self.ff_only = "none", "", None, False
+        self.level, self.how, self.approval, self.approved, self.ff_only = "none", "", None, None, False
         grant = principal.grant
         if grant is None:
             self.authority, self.holder = self.user, principal.login or "anonymous"
@@ -2471,6 +2476,7 @@ def rule_task_grant(q):
         if verdict is not None and not verdict.allowed:
             return verdict
         q.approval = verdict.approval if verdict is not None else None
+        q.approved = verdict.reasons[0] if verdict is not None and verdict.approval is not None else None
     return None
 
 
@@ -2682,7 +2688,7 @@ def decide(store, principal, action, resource, context=None):
     if q.ff_only:
         reasons.append("protected branch: fast-forwards only")
     if q.approval is not None:
-        reasons.append("approved by a human (approval %d)" % q.approval)
+        reasons.append(q.approved)
     return Decision("allow", action, resource.name, reasons, level=q.level, ff_only=q.ff_only, approval=q.approval,
                     rule="all")
 
@@ -5567,13 +5573,22 @@ def next_issue_number(db, repo_id):
                       (repo_id,)).fetchone()["n"]
 
 
-def insert_issue(db, repo_id, user_id, title, body, is_pull=False):
+def insert_issue(db, repo_id, principal, title, body, is_pull=False):
     stamp = now()
     number = next_issue_number(db, repo_id)
-    issue_id = db.execute("INSERT INTO issues (repo_id, number, user_id, title, body, is_pull, created_at, updated_at)"
-                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          (repo_id, number, user_id, title, body, int(is_pull), stamp, stamp)).lastrowid
+    issue_id = db.execute("INSERT INTO issues (repo_id, number, user_id, title, body, is_pull, created_at, updated_at,"
+                          " acting_for, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (repo_id, number, principal.user["id"], title, body, int(is_pull), stamp, stamp,
+                           *acting_for(principal))).lastrowid
     return issue_id, number
+
+
+def acting_for(principal):
+    """(the human an agent acts for, the task it acts under), or (None, None): kept with what it opens and
+    writes, so every page that names it as the actor says for whom and why."""
+    if principal.user is None or principal.user["kind"] != "agent":
+        return None, None
+    return principal.delegator, principal.grant["task"] if principal.grant else None
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues")
@@ -5590,7 +5605,7 @@ def open_issue(req, row, title, text, relations):
     from someone who may not triage are dropped."""
     may_triage = req.can("triage_issue", Resource.repo(row))
     with req.transaction() as db:
-        issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text)
+        issue_id, number = insert_issue(db, row["id"], req.principal, title, text)
         if may_triage:
             set_issue_relations(req, db, row, issue_id, relations)
         notify(req, db, issue_id, text)
@@ -5788,8 +5803,10 @@ def add_comment(req, issue, text):
     """After comment was allowed: the new comment row."""
     with req.transaction() as db:
         stamp = now()
+        helped, task = acting_for(req.principal)
         comment_id = insert_row(db, "comments", {"issue_id": issue["id"], "user_id": req.principal.user["id"],
-                                                 "body": text, "created_at": stamp, "updated_at": stamp})
+                                                 "body": text, "created_at": stamp, "updated_at": stamp,
+                                                 "acting_for": helped, "task": task})
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (stamp, issue["id"]))
         notify(req, db, issue["id"], text)
         req.effect("commented on #%d (comment %d)" % (issue["number"], comment_id))
@@ -6379,7 +6396,7 @@ def open_pull(req, row, head, base, title, text, draft):
                       (row["id"], head_repo["id"], head_ref, base)).fetchone():
             raise invalid("PullRequest", "head", "custom", "A pull request already exists for %s:%s." % (
                 head_repo["owner_login"], head_ref))
-        issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text, is_pull=True)
+        issue_id, number = insert_issue(db, row["id"], req.principal, title, text, is_pull=True)
         db.execute("INSERT INTO pulls (issue_id, head_repo_id, head_ref, head_sha, base_ref, base_sha, draft)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?)", (issue_id, head_repo["id"], head_ref, head_sha, base, base_sha,
                                                      int(draft)))
@@ -15686,14 +15703,23 @@ def issue_page(req, owner, repo, number):
 
 def author_link(req, issue):
     author = account_by_id(req.app.store, issue["user_id"]) if issue["user_id"] else None
-    return link("/" + author["login"], author["login"]) if author else "someone since removed"
+    return (link("/" + author["login"], author["login"]) + for_whom(issue)) if author else "someone since removed"
+
+
+def for_whom(row):
+    """For an agent's issue, pull request or comment: for whom it acted, and under which task."""
+    if not row["acting_for"] and not row["task"]:
+        return ""
+    return " (for %s%s)" % (esc(row["acting_for"] or "nobody"), ", under " + esc(row["task"]) if row["task"] else "")
 
 
 def comments_html(req, issue):
     rows = req.app.store.all("SELECT c.*, a.login FROM comments c LEFT JOIN accounts a ON a.id = c.user_id"
                              " WHERE c.issue_id = ? ORDER BY c.id", issue["id"])
-    return "<h2>Comments</h2>" + ("".join("<h3>%s, %s</h3>%s" % (esc(c["login"] or "someone since removed"), esc(
-        c["created_at"]), pre(c["body"].encode())) for c in rows) or "<p>none</p>")
+    return "<h2>Comments</h2>" + ("".join("<h3>%s%s, %s</h3>%s" % (esc(c["login"] or "someone since removed"),
+                                                                   for_whom(c), esc(c["created_at"]),
+                                                                   pre(c["body"].encode())) for c in rows)
+                                  or "<p>none</p>")
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -17242,6 +17268,8 @@ CREATE TABLE IF NOT EXISTS issues (
     created_at    TEXT NOT NULL,
     updated_at    TEXT NOT NULL,
     closed_at     TEXT,
+    acting_for    TEXT,              -- opened by an agent: the human it acted for, and under which task (version 10)
+    task          TEXT,
     UNIQUE (repo_id, number)
 );
 
@@ -17280,7 +17308,9 @@ CREATE TABLE IF NOT EXISTS comments (
     user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     body        TEXT NOT NULL,
     created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    updated_at  TEXT NOT NULL,
+    acting_for  TEXT,                -- an agent's: the human it acted for, and under which task (version 10)
+    task        TEXT
 );
 CREATE INDEX IF NOT EXISTS comments_by_issue ON comments(issue_id);
 

@@ -185,6 +185,8 @@ CREATE TABLE IF NOT EXISTS issues (
     created_at    TEXT NOT NULL,
     updated_at    TEXT NOT NULL,
     closed_at     TEXT,
+    acting_for    TEXT,              -- opened by an agent: the human it acted for, and under which task (version 10)
+    task          TEXT,
     UNIQUE (repo_id, number)
 );
 
@@ -223,7 +225,9 @@ CREATE TABLE IF NOT EXISTS comments (
     user_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     body        TEXT NOT NULL,
     created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    updated_at  TEXT NOT NULL,
+    acting_for  TEXT,                -- an agent's: the human it acted for, and under which task (version 10)
+    task        TEXT
 );
 CREATE INDEX IF NOT EXISTS comments_by_issue ON comments(issue_id);
 

@@ -349,12 +349,18 @@ def test_alice_follows_the_approval_url_signed_out_and_approves_on_its_page(serv
     pull_path = "/alice/payments/pull/%d" % pull["number"]
     _, before = browser.request("GET", pull_path)
     assert "Merge approvals" in before and "waiting for user:alice" in before and "decide" in before
+    assert "(for alice, under task:fix-payment-bug)" in before           # the agent's pull request, and for whom
     chromium.click("form:has(input[name='decision'][value='approve']) button")
     chromium.wait_for("Approved merge_pr on repo:alice/payments")
     merged = api(server, "PUT", "/repos/alice/payments/pulls/%d/merge" % pull["number"], token, {})
     assert merged.status == 200 and merged.json["merged"] is True
     _, after = browser.request("GET", pull_path)
     assert "approved by user:alice" in after and "and used at" in after
+    merged_row = server.app.store.one("SELECT * FROM audit WHERE action = 'merge_pr' AND decision = 'allow'")
+    explained = agentgit.explain(merged_row)                # agent → delegator → task → grant → approval → effect
+    for link_of_the_chain in (task["login"], "acting for      alice", "task:fix-payment-bug", task["grant"]["id"],
+                              "approved by alice (approval %s)" % approval_url.rsplit("/", 1)[1], "merged #"):
+        assert link_of_the_chain in explained, (link_of_the_chain, explained)
     _, decided = browser.request("GET", urllib.parse.urlsplit(approval_url).path)
     assert "approved by user:alice" in decided
     for page in (before, after, decided):

@@ -180,13 +180,22 @@ def next_issue_number(db, repo_id):
                       (repo_id,)).fetchone()["n"]
 
 
-def insert_issue(db, repo_id, user_id, title, body, is_pull=False):
+def insert_issue(db, repo_id, principal, title, body, is_pull=False):
     stamp = now()
     number = next_issue_number(db, repo_id)
-    issue_id = db.execute("INSERT INTO issues (repo_id, number, user_id, title, body, is_pull, created_at, updated_at)"
-                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          (repo_id, number, user_id, title, body, int(is_pull), stamp, stamp)).lastrowid
+    issue_id = db.execute("INSERT INTO issues (repo_id, number, user_id, title, body, is_pull, created_at, updated_at,"
+                          " acting_for, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (repo_id, number, principal.user["id"], title, body, int(is_pull), stamp, stamp,
+                           *acting_for(principal))).lastrowid
     return issue_id, number
+
+
+def acting_for(principal):
+    """(the human an agent acts for, the task it acts under), or (None, None): kept with what it opens and
+    writes, so every page that names it as the actor says for whom and why."""
+    if principal.user is None or principal.user["kind"] != "agent":
+        return None, None
+    return principal.delegator, principal.grant["task"] if principal.grant else None
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues")
@@ -203,7 +212,7 @@ def open_issue(req, row, title, text, relations):
     from someone who may not triage are dropped."""
     may_triage = req.can("triage_issue", Resource.repo(row))
     with req.transaction() as db:
-        issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text)
+        issue_id, number = insert_issue(db, row["id"], req.principal, title, text)
         if may_triage:
             set_issue_relations(req, db, row, issue_id, relations)
         notify(req, db, issue_id, text)
@@ -401,8 +410,10 @@ def add_comment(req, issue, text):
     """After comment was allowed: the new comment row."""
     with req.transaction() as db:
         stamp = now()
+        helped, task = acting_for(req.principal)
         comment_id = insert_row(db, "comments", {"issue_id": issue["id"], "user_id": req.principal.user["id"],
-                                                 "body": text, "created_at": stamp, "updated_at": stamp})
+                                                 "body": text, "created_at": stamp, "updated_at": stamp,
+                                                 "acting_for": helped, "task": task})
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (stamp, issue["id"]))
         notify(req, db, issue["id"], text)
         req.effect("commented on #%d (comment %d)" % (issue["number"], comment_id))

@@ -249,11 +249,20 @@ def issue_page(req, owner, repo, number):
 
 def author_link(req, issue):
     author = account_by_id(req.app.store, issue["user_id"]) if issue["user_id"] else None
-    return link("/" + author["login"], author["login"]) if author else "someone since removed"
+    return (link("/" + author["login"], author["login"]) + for_whom(issue)) if author else "someone since removed"
+
+
+def for_whom(row):
+    """For an agent's issue, pull request or comment: for whom it acted, and under which task."""
+    if not row["acting_for"] and not row["task"]:
+        return ""
+    return " (for %s%s)" % (esc(row["acting_for"] or "nobody"), ", under " + esc(row["task"]) if row["task"] else "")
 
 
 def comments_html(req, issue):
     rows = req.app.store.all("SELECT c.*, a.login FROM comments c LEFT JOIN accounts a ON a.id = c.user_id"
                              " WHERE c.issue_id = ? ORDER BY c.id", issue["id"])
-    return "<h2>Comments</h2>" + ("".join("<h3>%s, %s</h3>%s" % (esc(c["login"] or "someone since removed"), esc(
-        c["created_at"]), pre(c["body"].encode())) for c in rows) or "<p>none</p>")
+    return "<h2>Comments</h2>" + ("".join("<h3>%s%s, %s</h3>%s" % (esc(c["login"] or "someone since removed"),
+                                                                   for_whom(c), esc(c["created_at"]),
+                                                                   pre(c["body"].encode())) for c in rows)
+                                  or "<p>none</p>")

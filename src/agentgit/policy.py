@@ -424,14 +424,17 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
             return deny("task grant %s: %s denied %s (approval %s): %s" % (
                 gid, denied["login"] or "the delegator", action + (" of " + subject if subject else ""),
                 denied["public_id"], denied["denial_reason"] or "no reason given"))
-        approved = store.one("SELECT id FROM approvals WHERE grant_id = ? AND action = ? AND resource = ? AND"
-                             " subject = ? AND approved_at IS NOT NULL AND used_at IS NULL AND expires_at > ?",
+        approved = store.one("SELECT a.id, a.public_id, h.login FROM approvals a LEFT JOIN accounts h ON"
+                             " h.id = a.approved_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
+                             " a.subject = ? AND a.approved_at IS NOT NULL AND a.used_at IS NULL AND a.expires_at > ?",
                              grant["id"], action, resource.name, subject, now())
         if approved is None:
             return Decision("needs_approval", action, resource.name, ["task grant %s: %s%s needs a human's "
                             "approval first" % (gid, action, " of " + subject if subject else "")], subject=subject)
-        # not a refusal: the rest of decide() still applies, and names the approval among its reasons
-        return Decision("allow", action, resource.name, [], approval=approved["id"])
+        # not a refusal: the rest of decide() still applies, and names the approval (and who gave it) among
+        # its reasons, so the action's audit row carries the whole chain
+        return Decision("allow", action, resource.name, ["approved by %s (approval %s)" % (
+            approved["login"] or "a human since removed", approved["public_id"])], approval=approved["id"])
     if needed not in grant["actions"]:
         if spec.mutation and not any(ACTIONS[a].mutation for a in grant["actions"]):
             return Decision("read_only", action, resource.name,
@@ -519,12 +522,12 @@ class Question:
     token, which carries its grant's delegator's authority as it stands at this request (her
     permission, her suspension), never the agent's own standing access."""
     __slots__ = ("store", "principal", "action", "resource", "spec", "user", "context", "level", "how", "approval",
-                 "ff_only", "authority", "holder")
+                 "approved", "ff_only", "authority", "holder")
 
     def __init__(self, store, principal, action, resource, context):
         self.store, self.principal, self.action, self.resource = store, principal, action, resource
         self.spec, self.user, self.context = ACTIONS[action], principal.user, context
-        self.level, self.how, self.approval, self.ff_only = "none", "", None, False
+        self.level, self.how, self.approval, self.approved, self.ff_only = "none", "", None, None, False
         grant = principal.grant
         if grant is None:
             self.authority, self.holder = self.user, principal.login or "anonymous"
@@ -586,6 +589,7 @@ def rule_task_grant(q):
         if verdict is not None and not verdict.allowed:
             return verdict
         q.approval = verdict.approval if verdict is not None else None
+        q.approved = verdict.reasons[0] if verdict is not None and verdict.approval is not None else None
     return None
 
 
@@ -797,6 +801,6 @@ def decide(store, principal, action, resource, context=None):
     if q.ff_only:
         reasons.append("protected branch: fast-forwards only")
     if q.approval is not None:
-        reasons.append("approved by a human (approval %d)" % q.approval)
+        reasons.append(q.approved)
     return Decision("allow", action, resource.name, reasons, level=q.level, ff_only=q.ff_only, approval=q.approval,
                     rule="all")

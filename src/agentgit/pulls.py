@@ -199,7 +199,7 @@ def open_pull(req, row, head, base, title, text, draft):
                       (row["id"], head_repo["id"], head_ref, base)).fetchone():
             raise invalid("PullRequest", "head", "custom", "A pull request already exists for %s:%s." % (
                 head_repo["owner_login"], head_ref))
-        issue_id, number = insert_issue(db, row["id"], req.principal.user["id"], title, text, is_pull=True)
+        issue_id, number = insert_issue(db, row["id"], req.principal, title, text, is_pull=True)
         db.execute("INSERT INTO pulls (issue_id, head_repo_id, head_ref, head_sha, base_ref, base_sha, draft)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?)", (issue_id, head_repo["id"], head_ref, head_sha, base, base_sha,
                                                      int(draft)))

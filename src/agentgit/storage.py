@@ -74,10 +74,12 @@ MIGRATIONS = {
     # a bound agent's new key waits for its human's approval; the keys registered before stay in use
     # audit row ids are never reused (AUTOINCREMENT: the table is made anew and its rows copied); an
     # agent that minted with a client certificate mints with one; an existing installation keeps its
-    # agents' standing write access until the operator chooses read (a new one starts with read)
+    # agents' standing write access until the operator chooses read (a new one starts with read); what an
+    # agent opens or writes says for whom and under which task
     10: Migration([("agent_keys", "approved_at TEXT"),
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
-                   ("accounts", "runtime_certificate_at TEXT")],
+                   ("accounts", "runtime_certificate_at TEXT"), ("issues", "acting_for TEXT"), ("issues", "task TEXT"),
+                   ("comments", "acting_for TEXT"), ("comments", "task TEXT")],
                   "DROP INDEX IF EXISTS audit_by_actor; ALTER TABLE audit RENAME TO audit_before_v10;",
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write');"
