@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1466  tokens.issue_token
-       line  1488  tokens.verify_token
+       line  1467  tokens.issue_token
+       line  1489  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2633  policy.POLICY_RULES
-       line  2673  policy.decide
+       line  2634  policy.POLICY_RULES
+       line  2674  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2738  audit.audit_append
-       line  2761  audit.audit_verify
+       line  2739  audit.audit_append
+       line  2762  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9680  delegation.create_invite
-       line  9752  delegation.confirm_binding
-       line 10384  tasks.create_task_grant
-       line  3434  authentication.load_grant
+       line  9701  delegation.create_invite
+       line  9773  delegation.confirm_binding
+       line 10405  tasks.create_task_grant
+       line  3435  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15734  server.App.dispatch
-       line  3349  authentication.authenticate
-       line  3054  ledger.Ledger
+       line 15749  server.App.dispatch
+       line  3350  authentication.authenticate
+       line  3055  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15407  githttp.git_receive_pack
-       line  3097  ledger.Ledger.decide_each
-       line  3035  intents.reconcile_intents
+       line 15422  githttp.git_receive_pack
+       line  3098  ledger.Ledger.decide_each
+       line  3036  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   190-  283  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   284-  313  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   314-  706  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   707-  806  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   807- 1021  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1022- 1233  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1234- 1414  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1415- 1515  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1516- 1668  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1669- 1894  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1895- 2695  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2696- 2909  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2910- 2978  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2979- 3048  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3049- 3220  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3221- 3474  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3475- 3657  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3658- 3787  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3788- 4073  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4074- 4288  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4289- 4340  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4341- 4596  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4597- 4683  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4684- 5136  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5137- 5405  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5406- 6087  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6088- 6217  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6218- 6709  REST: pull requests and their merges.
-    29. reviews            lines  6710- 6997  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  6998- 7239  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7240- 7495  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7496- 7838  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7839- 8174  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8175- 8251  REST: deploy keys.
-    35. actions            lines  8252- 8458  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8459- 8661  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8662- 9010  REST: organizations, memberships and teams.
-    38. actions_config     lines  9011- 9498  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9499- 9574  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9575-10139  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10140-10350  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10351-10776  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10777-10948  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10949-11211  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11212-11877  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11878-12223  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12224-12646  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12647-12926  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12927-13109  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13110-13452  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    51. oauth_clients      lines 13453-13691  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13692-14149  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14150-14803  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14804-15269  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15270-15469  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15470-15724  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15725-16326  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16327-16603  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16604-17079  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17080-17811  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   191-  284  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   285-  314  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   315-  707  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   708-  807  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   808- 1022  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1023- 1234  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1235- 1415  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1416- 1516  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1517- 1669  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1670- 1895  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1896- 2696  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2697- 2910  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2911- 2979  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2980- 3049  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3050- 3221  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3222- 3475  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3476- 3658  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3659- 3788  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3789- 4074  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4075- 4289  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4290- 4341  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4342- 4617  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4618- 4704  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4705- 5157  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5158- 5426  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5427- 6108  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6109- 6238  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6239- 6730  REST: pull requests and their merges.
+    29. reviews            lines  6731- 7018  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7019- 7260  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7261- 7516  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7517- 7859  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7860- 8195  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8196- 8272  REST: deploy keys.
+    35. actions            lines  8273- 8479  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8480- 8682  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8683- 9031  REST: organizations, memberships and teams.
+    38. actions_config     lines  9032- 9519  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9520- 9595  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9596-10160  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10161-10371  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10372-10797  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10798-10969  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10970-11232  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11233-11898  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11899-12244  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12245-12667  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12668-12947  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12948-13130  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13131-13467  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    51. oauth_clients      lines 13468-13706  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13707-14164  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14165-14818  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14819-15284  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15285-15484  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15485-15739  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15740-16341  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16342-16618  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16619-17094  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17095-17826  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 8181dd6ca4ebf275e3acd495514fa0101f73f5dfcc6284802674eafb07c34f17
+Made from sources whose SHA-256 is 45091fb4f062be09f04d1c3ab8c988846847ba7f195bb9d3f987106589ed85ad
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -129,6 +129,7 @@ import argparse
 import base64
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import datetime
 import errno
@@ -4414,13 +4415,23 @@ def cookies(req):
     return jar
 
 
+# Who the page being made is for: set as a web request's session is read, so every page's navigation says
+# who is signed in (with a sign-out) and how many approvals wait for her. A request's thread makes its page.
+SIGNED_IN = contextvars.ContextVar("signed_in", default=None)
+
+
 def session_principal(app, req):
     """The signed-in human behind the session cookie (or anonymous), and the session row."""
     raw = cookies(req).get(SESSION_COOKIE, "")
     row = app.store.one("SELECT * FROM web_sessions WHERE hash = ?", token_hash(raw)) if raw else None
+    SIGNED_IN.set(None)
     if row is None or row["expires_at"] <= now():
         return Principal(runtime=req.client), None
     user = account_by_id(app.store, row["user_id"])
+    SIGNED_IN.set({"login": user["login"], "csrf": row["csrf"], "waiting": app.store.one(
+        "SELECT COUNT(*) AS n FROM approvals a JOIN task_grants g ON g.id = a.grant_id WHERE g.delegator_id = ? AND"
+        " a.approved_at IS NULL AND a.denied_at IS NULL AND a.expires_at > ? AND g.revoked_at IS NULL",
+        user["id"], now())["n"]})
     # signing in asked for the TOTP code when the account has one
     return Principal(user=user, scopes=expand_scopes(ALL_SCOPES), stepped_up_at=row["totp_at"],
                      runtime="%s web session" % req.client), row
@@ -4434,14 +4445,24 @@ def cookie_header(req, name, value, max_age):
 # One small stylesheet for every page, served from this origin (the pages' CSP allows no other).
 STYLESHEET = b"""body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:0 1rem 3rem;color:#1f2328}
 nav{display:flex;gap:1rem;padding:.6rem 0;border-bottom:1px solid #d0d7de;margin-bottom:1rem}
-nav a{color:#0969da;text-decoration:none}nav .home{font-weight:600;margin-right:auto}
+nav a{color:#0969da;text-decoration:none}nav .home{font-weight:600;margin-right:auto}form.inline{display:inline;margin:0}
 pre{background:#f6f8fa;padding:.6rem;overflow:auto;border-radius:6px}code{background:#f6f8fa;padding:0 .2rem}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.5rem}h3{font-size:1rem}
 button{padding:.3rem .8rem}input,select{padding:.2rem}
 """
 NAVIGATION = ('<nav><a class="home" href="/">agentgit</a><a href="/settings/agents">Agents</a>'
               '<a href="/settings/tasks">Tasks</a><a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals'
-              '</a><a href="/login/device">Device sign-in</a><a href="/login">Sign in</a></nav>')
+              '%s</a><a href="/login/device">Device sign-in</a>%s</nav>')
+
+
+def navigation():
+    """The navigation, for whoever the page is for: who is signed in, a sign-out, the approvals waiting."""
+    signed_in = SIGNED_IN.get()
+    if signed_in is None:
+        return NAVIGATION % ("", '<a href="/login">Sign in</a>')
+    return NAVIGATION % (" (%d waiting)" % signed_in["waiting"] if signed_in["waiting"] else "",
+                         '<span>Signed in as %s</span><form class="inline" method="post" action="/logout">%s<button>Sign out</button>'
+                         '</form>' % (html.escape(signed_in["login"]), hidden_input("csrf", signed_in["csrf"])))
 
 
 @web_route("GET", "/agentgit.css")
@@ -4452,7 +4473,7 @@ def stylesheet(req):
 def html_page(title, body, status=200, headers=None):
     doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title>"
            "<link rel=\"stylesheet\" href=\"/agentgit.css\"></head><body>%s<h1>%s</h1>%s</body></html>" % (
-               html.escape(title), NAVIGATION, html.escape(title), body))
+               html.escape(title), navigation(), html.escape(title), body))
     return status, doc.encode(), dict(PAGE_HEADERS, **(headers or {}))
 
 
@@ -13150,14 +13171,13 @@ def agents_page(req, shown=""):
     standing = ("<p>Outside a task your agents change only what is their own: invites, teams and collaborator "
                 "grants let them read the rest, and a change needs a task grant.</p>"
                 if req.app.agent_standing_access == "read" else "")
-    body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
-            '<h2>Your agents</h2>' + standing + '<table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
+    body = ('%s<h2>Your agents</h2>' + standing + '<table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th>'
+            '<th></th></tr>%s'
             '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
             '<p><label>Repository grants, one per line: <code>owner/name:permission</code>, the permission one of '
             'read (or pull), triage, write (or push, the default), maintain, admin<br><textarea name="repo_grants">'
             '</textarea></label></p><p><button>Create invite</button></p></form>') % (
-        shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
-        hidden_input("action", "invite"))
+        shown, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf, hidden_input("action", "invite"))
     return html_page("Agents", body)
 
 
@@ -13233,11 +13253,6 @@ def key_action(req, action, form):
 
 # -- the delegation console: task grants ----------------------------------------------------------
 
-def signed_in_line(req, user):
-    return ('<p>Signed in as %s. <form method="post" action="/logout">%s<button>Sign out</button></form></p>' % (
-        html.escape(user["login"]), hidden_input("csrf", req.session["csrf"])))
-
-
 def grant_row(grant, csrf):
     state = "revoked" if grant["revoked_at"] else "expired" if grant["expires_at"] <= now() else "live"
     revoke = '<form method="post" action="/settings/tasks">%s%s%s<button>revoke</button></form>' % (
@@ -13263,7 +13278,7 @@ def tasks_page(req, shown=""):
     agents = [account_by_id(req.app.store, b["agent_id"])["login"] for b in req.app.store.all(
         "SELECT agent_id FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"])]
     options = "".join('<option value="%s">%s</option>' % (html.escape(a), html.escape(a)) for a in agents)
-    body = ('%s%s<h2>Your task grants</h2><table><tr><th>Grant</th><th>Agent</th><th>Task</th><th>Resources</th>'
+    body = ('%s<h2>Your task grants</h2><table><tr><th>Grant</th><th>Agent</th><th>Task</th><th>Resources</th>'
             '<th>Actions</th><th>Expires</th><th>State</th><th></th></tr>%s</table><h2>Grant a task</h2>'
             '<form method="post" action="/settings/tasks">%s%s'
             '<p><label>Agent <select name="agent">%s</select></label></p>'
@@ -13277,7 +13292,7 @@ def tasks_page(req, shown=""):
             '</textarea></label></p>'
             '<p><label>Runtimes (SPIFFE IDs), one per line<br><textarea name="runtime"></textarea></label></p>'
             '<p><button>Grant</button></p></form>') % (
-        signed_in_line(req, user), shown, "".join(grant_row(g, csrf) for g in grants) or
+        shown, "".join(grant_row(g, csrf) for g in grants) or
         '<tr><td colspan="8">none yet</td></tr>', csrf, hidden_input("action", "create"), options,
         checkboxes("actions", GRANT_ACTIONS), checkboxes("requires_approval", APPROVABLE_ACTIONS))
     return html_page("Task grants", body)
@@ -13334,10 +13349,10 @@ def task_page(req, grant_id):
     activity = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(
         html.escape(str(r[k] or "")) for k in ("at", "actor", "action", "resource", "decision", "side_effect"))
         for r in rows) or '<tr><td colspan="6">nothing yet</td></tr>'
-    body = ('%s<p>%s for %s, by %s: %s on %s. Constraints: <code>%s</code>. Expires %s%s.</p>'
+    body = ('<p>%s for %s, by %s: %s on %s. Constraints: <code>%s</code>. Expires %s%s.</p>'
             '<h2>Activity</h2><table><tr><th>At</th><th>Actor</th><th>Action</th><th>Resource</th><th>Decision</th>'
             '<th>Side effect</th></tr>%s</table><p><a href="/settings/tasks">All task grants</a></p>') % (
-        signed_in_line(req, user), html.escape(grant["task"]), html.escape(grant["agent"]),
+        html.escape(grant["task"]), html.escape(grant["agent"]),
         html.escape(grant["delegator"]), html.escape(", ".join(grant["actions"])),
         html.escape(", ".join(grant["resources"])), html.escape(json.dumps(grant["constraints"])),
         html.escape(grant["expires_at"]), "; revoked %s" % html.escape(grant["revoked_at"]) if grant["revoked_at"]

@@ -343,6 +343,7 @@ def test_alice_follows_the_approval_url_signed_out_and_approves_on_its_page(serv
     sign_in_if_asked(chromium)
     page = chromium.wait_for("Fix the bug")
     assert "merge_pr" in page and task["login"] in page and "task:fix-payment-bug" in page
+    assert "Approvals (1 waiting)" in page and "Signed in as alice" in page       # every page's navigation says
     chromium.screenshot("8-approval-page")
     browser = Browser(server)
     browser.sign_in("alice", "pw")

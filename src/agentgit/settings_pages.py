@@ -56,14 +56,13 @@ def agents_page(req, shown=""):
     standing = ("<p>Outside a task your agents change only what is their own: invites, teams and collaborator "
                 "grants let them read the rest, and a change needs a task grant.</p>"
                 if req.app.agent_standing_access == "read" else "")
-    body = ('%s<p>Signed in as %s.</p><form method="post" action="/logout">%s<button>Sign out</button></form>'
-            '<h2>Your agents</h2>' + standing + '<table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th><th></th></tr>%s'
+    body = ('%s<h2>Your agents</h2>' + standing + '<table><tr><th>Agent</th><th>Name</th><th>Bound</th><th>Status</th>'
+            '<th></th></tr>%s'
             '</table><h2>Invite an agent</h2><form method="post" action="/settings/agents">%s%s'
             '<p><label>Repository grants, one per line: <code>owner/name:permission</code>, the permission one of '
             'read (or pull), triage, write (or push, the default), maintain, admin<br><textarea name="repo_grants">'
             '</textarea></label></p><p><button>Create invite</button></p></form>') % (
-        shown, html.escape(user["login"]), csrf, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf,
-        hidden_input("action", "invite"))
+        shown, "".join(rows) or '<tr><td colspan="5">none yet</td></tr>', csrf, hidden_input("action", "invite"))
     return html_page("Agents", body)
 
 
@@ -139,11 +138,6 @@ def key_action(req, action, form):
 
 # -- the delegation console: task grants ----------------------------------------------------------
 
-def signed_in_line(req, user):
-    return ('<p>Signed in as %s. <form method="post" action="/logout">%s<button>Sign out</button></form></p>' % (
-        html.escape(user["login"]), hidden_input("csrf", req.session["csrf"])))
-
-
 def grant_row(grant, csrf):
     state = "revoked" if grant["revoked_at"] else "expired" if grant["expires_at"] <= now() else "live"
     revoke = '<form method="post" action="/settings/tasks">%s%s%s<button>revoke</button></form>' % (
@@ -169,7 +163,7 @@ def tasks_page(req, shown=""):
     agents = [account_by_id(req.app.store, b["agent_id"])["login"] for b in req.app.store.all(
         "SELECT agent_id FROM agent_bindings WHERE human_id = ? ORDER BY bound_at", user["id"])]
     options = "".join('<option value="%s">%s</option>' % (html.escape(a), html.escape(a)) for a in agents)
-    body = ('%s%s<h2>Your task grants</h2><table><tr><th>Grant</th><th>Agent</th><th>Task</th><th>Resources</th>'
+    body = ('%s<h2>Your task grants</h2><table><tr><th>Grant</th><th>Agent</th><th>Task</th><th>Resources</th>'
             '<th>Actions</th><th>Expires</th><th>State</th><th></th></tr>%s</table><h2>Grant a task</h2>'
             '<form method="post" action="/settings/tasks">%s%s'
             '<p><label>Agent <select name="agent">%s</select></label></p>'
@@ -183,7 +177,7 @@ def tasks_page(req, shown=""):
             '</textarea></label></p>'
             '<p><label>Runtimes (SPIFFE IDs), one per line<br><textarea name="runtime"></textarea></label></p>'
             '<p><button>Grant</button></p></form>') % (
-        signed_in_line(req, user), shown, "".join(grant_row(g, csrf) for g in grants) or
+        shown, "".join(grant_row(g, csrf) for g in grants) or
         '<tr><td colspan="8">none yet</td></tr>', csrf, hidden_input("action", "create"), options,
         checkboxes("actions", GRANT_ACTIONS), checkboxes("requires_approval", APPROVABLE_ACTIONS))
     return html_page("Task grants", body)
@@ -240,10 +234,10 @@ def task_page(req, grant_id):
     activity = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(
         html.escape(str(r[k] or "")) for k in ("at", "actor", "action", "resource", "decision", "side_effect"))
         for r in rows) or '<tr><td colspan="6">nothing yet</td></tr>'
-    body = ('%s<p>%s for %s, by %s: %s on %s. Constraints: <code>%s</code>. Expires %s%s.</p>'
+    body = ('<p>%s for %s, by %s: %s on %s. Constraints: <code>%s</code>. Expires %s%s.</p>'
             '<h2>Activity</h2><table><tr><th>At</th><th>Actor</th><th>Action</th><th>Resource</th><th>Decision</th>'
             '<th>Side effect</th></tr>%s</table><p><a href="/settings/tasks">All task grants</a></p>') % (
-        signed_in_line(req, user), html.escape(grant["task"]), html.escape(grant["agent"]),
+        html.escape(grant["task"]), html.escape(grant["agent"]),
         html.escape(grant["delegator"]), html.escape(", ".join(grant["actions"])),
         html.escape(", ".join(grant["resources"])), html.escape(json.dumps(grant["constraints"])),
         html.escape(grant["expires_at"]), "; revoked %s" % html.escape(grant["revoked_at"]) if grant["revoked_at"]

@@ -1,6 +1,7 @@
 """Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each
 page is declared with web_route, which checks a POST form's CSRF token before its handler runs."""
 
+import contextvars
 import functools
 import hmac
 import html
@@ -92,13 +93,23 @@ def cookies(req):
     return jar
 
 
+# Who the page being made is for: set as a web request's session is read, so every page's navigation says
+# who is signed in (with a sign-out) and how many approvals wait for her. A request's thread makes its page.
+SIGNED_IN = contextvars.ContextVar("signed_in", default=None)
+
+
 def session_principal(app, req):
     """The signed-in human behind the session cookie (or anonymous), and the session row."""
     raw = cookies(req).get(SESSION_COOKIE, "")
     row = app.store.one("SELECT * FROM web_sessions WHERE hash = ?", token_hash(raw)) if raw else None
+    SIGNED_IN.set(None)
     if row is None or row["expires_at"] <= now():
         return Principal(runtime=req.client), None
     user = account_by_id(app.store, row["user_id"])
+    SIGNED_IN.set({"login": user["login"], "csrf": row["csrf"], "waiting": app.store.one(
+        "SELECT COUNT(*) AS n FROM approvals a JOIN task_grants g ON g.id = a.grant_id WHERE g.delegator_id = ? AND"
+        " a.approved_at IS NULL AND a.denied_at IS NULL AND a.expires_at > ? AND g.revoked_at IS NULL",
+        user["id"], now())["n"]})
     # signing in asked for the TOTP code when the account has one
     return Principal(user=user, scopes=expand_scopes(ALL_SCOPES), stepped_up_at=row["totp_at"],
                      runtime="%s web session" % req.client), row
@@ -112,14 +123,24 @@ def cookie_header(req, name, value, max_age):
 # One small stylesheet for every page, served from this origin (the pages' CSP allows no other).
 STYLESHEET = b"""body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:0 1rem 3rem;color:#1f2328}
 nav{display:flex;gap:1rem;padding:.6rem 0;border-bottom:1px solid #d0d7de;margin-bottom:1rem}
-nav a{color:#0969da;text-decoration:none}nav .home{font-weight:600;margin-right:auto}
+nav a{color:#0969da;text-decoration:none}nav .home{font-weight:600;margin-right:auto}form.inline{display:inline;margin:0}
 pre{background:#f6f8fa;padding:.6rem;overflow:auto;border-radius:6px}code{background:#f6f8fa;padding:0 .2rem}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.5rem}h3{font-size:1rem}
 button{padding:.3rem .8rem}input,select{padding:.2rem}
 """
 NAVIGATION = ('<nav><a class="home" href="/">agentgit</a><a href="/settings/agents">Agents</a>'
               '<a href="/settings/tasks">Tasks</a><a href="/settings/tokens">Tokens</a><a href="/approvals">Approvals'
-              '</a><a href="/login/device">Device sign-in</a><a href="/login">Sign in</a></nav>')
+              '%s</a><a href="/login/device">Device sign-in</a>%s</nav>')
+
+
+def navigation():
+    """The navigation, for whoever the page is for: who is signed in, a sign-out, the approvals waiting."""
+    signed_in = SIGNED_IN.get()
+    if signed_in is None:
+        return NAVIGATION % ("", '<a href="/login">Sign in</a>')
+    return NAVIGATION % (" (%d waiting)" % signed_in["waiting"] if signed_in["waiting"] else "",
+                         '<span>Signed in as %s</span><form class="inline" method="post" action="/logout">%s<button>Sign out</button>'
+                         '</form>' % (html.escape(signed_in["login"]), hidden_input("csrf", signed_in["csrf"])))
 
 
 @web_route("GET", "/agentgit.css")
@@ -130,7 +151,7 @@ def stylesheet(req):
 def html_page(title, body, status=200, headers=None):
     doc = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>%s · agentgit</title>"
            "<link rel=\"stylesheet\" href=\"/agentgit.css\"></head><body>%s<h1>%s</h1>%s</body></html>" % (
-               html.escape(title), NAVIGATION, html.escape(title), body))
+               html.escape(title), navigation(), html.escape(title), body))
     return status, doc.encode(), dict(PAGE_HEADERS, **(headers or {}))
 
 
