@@ -46,7 +46,7 @@ Reading path: the model in six stops, and where each is in this file.
        line  3435  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15749  server.App.dispatch
+       line 15763  server.App.dispatch
        line  3350  authentication.authenticate
        line  3055  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
@@ -112,13 +112,13 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     53. oauth              lines 14165-14818  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
     54. mcp_server         lines 14819-15284  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
     55. githttp            lines 15285-15484  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15485-15739  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15740-16341  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16342-16618  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16619-17094  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17095-17826  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    56. pages              lines 15485-15753  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15754-16355  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16356-16632  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16633-17108  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17109-17840  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 45091fb4f062be09f04d1c3ab8c988846847ba7f195bb9d3f987106589ed85ad
+Made from sources whose SHA-256 is b1c3227175cdde28c9c56c60537b06d5f5b776c5ad259ef5b45bed27c21a9950
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -15639,10 +15639,24 @@ def commit_page(req, owner, repo, sha):
         parent = commit.parents[0].decode() if commit.parents else None
         files = changed_files(git, git[parent.encode()].tree.decode() if parent else None, commit.tree.decode())
     parents = " ".join(link(repo_path(row, "commit", p.decode()), p.decode()[:12]) for p in commit.parents) or "none"
-    body = "<p>%s</p><p>%s · commit <code>%s</code> · parents %s</p><pre>%s</pre>%s" % (
+    body = "<p>%s</p><p>%s · commit <code>%s</code> · parents %s</p>%s<pre>%s</pre>%s" % (
         link(repo_path(row), full_name(row)), esc(commit.author.decode("utf-8", "replace")), esc(full), parents,
-        esc(commit.message.decode("utf-8", "replace")), diff_html(files))
+        pushed_by(req, row, full), esc(commit.message.decode("utf-8", "replace")), diff_html(files))
     return html_page("Commit %s" % full[:12], body)
+
+
+def pushed_by(req, row, sha):
+    """Who moved a ref to this commit (the audit log keeps each ref's move), and for an agent for whom and
+    under which task: a commit's author is what git wrote, not who acted."""
+    moved = req.app.store.one("SELECT actor, user_kind, delegator, task, side_effect, at FROM audit WHERE resource = ?"
+                              " AND decision = 'allow' AND side_effect LIKE ? ORDER BY id LIMIT 1",
+                              "repo:" + full_name(row), "%→" + sha[:12] + "%")
+    if moved is None:
+        return ""
+    chain = " (for %s%s)" % (esc(moved["delegator"] or "nobody"), ", under " + esc(moved["task"]) if moved["task"]
+                             else "") if moved["user_kind"] == "agent" else ""
+    return "<p>%s by %s%s, %s</p>" % (esc(moved["side_effect"].split(";")[0]), esc(moved["actor"] or "?"), chain,
+                                      esc(moved["at"]))
 
 
 def diff_html(files):

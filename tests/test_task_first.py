@@ -163,3 +163,38 @@ def test_the_delegator_is_told_where_she_already_reads(server, tmp_path):
     waiting = [t for t in threads if t["subject"]["title"] == "Fix the bug"]
     assert len(waiting) == 1 and waiting[0]["reason"] == "approval_requested" and waiting[0]["unread"] is True
     assert waiting[0]["subject"]["type"] == "PullRequest"
+
+
+def test_pages_that_name_an_agent_say_for_whom_and_under_which_task(server, tmp_path):
+    """The pull request an agent opened and the commit it pushed name it with the human it acted for and
+    its task: a page shows the chain, not only a login."""
+    from conftest import Browser
+    world = readme_example(server, tmp_path)
+    token = world["task"]
+    work = str(tmp_path / "task")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/payments", token), work)
+    sha = commit_file(work, "fix.txt", "fixed\n")
+    git(work, "push", "-q", "origin", "HEAD:agent/task-123/fix")
+    pull = api(server, "POST", "/repos/alice/payments/pulls", token, {"title": "Fix", "head": "agent/task-123/fix",
+                                                                      "base": "main"}).json
+    review = ext(server, "POST", "/task-grants", world["alice"], {
+        "agent": "agent:" + world["login"], "task": "task:review", "resources": ["repo:alice/payments"],
+        "actions": ["read_code", "comment"]}).json
+    reviewer = ext(server, "POST", "/task-grants/%s/tokens" % review["id"], world["agent"], {}).json["token"]
+    assert api(server, "POST", "/repos/alice/payments/issues/%d/comments" % pull["number"], reviewer,
+               {"body": "ready"}).status == 201
+    subprocess_passwd(server)
+    browser = Browser(server)
+    browser.sign_in("alice", "long enough")
+    chain = "(for alice, under task:fix-payment-bug)"
+    _, page = browser.request("GET", "/alice/payments/pull/%d" % pull["number"])
+    assert chain in page and "(for alice, under task:review)" in page          # the author, the comment's
+    _, page = browser.request("GET", "/alice/payments/commit/" + sha)
+    assert "by %s %s" % (world["login"], chain) in page
+
+
+def subprocess_passwd(server):
+    import subprocess
+    from conftest import CLI
+    subprocess.run([*CLI, "user", "passwd", "alice", "--password-stdin", "--data", server.app.config.data_dir],
+                   input="long enough\n", text=True, check=True, capture_output=True)

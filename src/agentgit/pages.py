@@ -170,10 +170,24 @@ def commit_page(req, owner, repo, sha):
         parent = commit.parents[0].decode() if commit.parents else None
         files = changed_files(git, git[parent.encode()].tree.decode() if parent else None, commit.tree.decode())
     parents = " ".join(link(repo_path(row, "commit", p.decode()), p.decode()[:12]) for p in commit.parents) or "none"
-    body = "<p>%s</p><p>%s · commit <code>%s</code> · parents %s</p><pre>%s</pre>%s" % (
+    body = "<p>%s</p><p>%s · commit <code>%s</code> · parents %s</p>%s<pre>%s</pre>%s" % (
         link(repo_path(row), full_name(row)), esc(commit.author.decode("utf-8", "replace")), esc(full), parents,
-        esc(commit.message.decode("utf-8", "replace")), diff_html(files))
+        pushed_by(req, row, full), esc(commit.message.decode("utf-8", "replace")), diff_html(files))
     return html_page("Commit %s" % full[:12], body)
+
+
+def pushed_by(req, row, sha):
+    """Who moved a ref to this commit (the audit log keeps each ref's move), and for an agent for whom and
+    under which task: a commit's author is what git wrote, not who acted."""
+    moved = req.app.store.one("SELECT actor, user_kind, delegator, task, side_effect, at FROM audit WHERE resource = ?"
+                              " AND decision = 'allow' AND side_effect LIKE ? ORDER BY id LIMIT 1",
+                              "repo:" + full_name(row), "%→" + sha[:12] + "%")
+    if moved is None:
+        return ""
+    chain = " (for %s%s)" % (esc(moved["delegator"] or "nobody"), ", under " + esc(moved["task"]) if moved["task"]
+                             else "") if moved["user_kind"] == "agent" else ""
+    return "<p>%s by %s%s, %s</p>" % (esc(moved["side_effect"].split(";")[0]), esc(moved["actor"] or "?"), chain,
+                                      esc(moved["at"]))
 
 
 def diff_html(files):
