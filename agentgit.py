@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1467  tokens.issue_token
-       line  1489  tokens.verify_token
+       line  1476  tokens.issue_token
+       line  1498  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2634  policy.POLICY_RULES
-       line  2674  policy.decide
+       line  2643  policy.POLICY_RULES
+       line  2683  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2739  audit.audit_append
-       line  2762  audit.audit_verify
+       line  2748  audit.audit_append
+       line  2771  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9701  delegation.create_invite
-       line  9773  delegation.confirm_binding
-       line 10405  tasks.create_task_grant
-       line  3435  authentication.load_grant
+       line  9710  delegation.create_invite
+       line  9782  delegation.confirm_binding
+       line 10414  tasks.create_task_grant
+       line  3444  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15763  server.App.dispatch
-       line  3350  authentication.authenticate
-       line  3055  ledger.Ledger
+       line 15772  server.App.dispatch
+       line  3359  authentication.authenticate
+       line  3064  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15422  githttp.git_receive_pack
-       line  3098  ledger.Ledger.decide_each
-       line  3036  intents.reconcile_intents
+       line 15431  githttp.git_receive_pack
+       line  3107  ledger.Ledger.decide_each
+       line  3045  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,64 +61,64 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   285-  314  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   315-  707  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   708-  807  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   808- 1022  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1023- 1234  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1235- 1415  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1416- 1516  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1517- 1669  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1670- 1895  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1896- 2696  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2697- 2910  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2911- 2979  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2980- 3049  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3050- 3221  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3222- 3475  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3476- 3658  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3659- 3788  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3789- 4074  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4075- 4289  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4290- 4341  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4342- 4617  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4618- 4704  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4705- 5157  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5158- 5426  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5427- 6108  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6109- 6238  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6239- 6730  REST: pull requests and their merges.
-    29. reviews            lines  6731- 7018  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7019- 7260  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7261- 7516  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7517- 7859  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7860- 8195  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8196- 8272  REST: deploy keys.
-    35. actions            lines  8273- 8479  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8480- 8682  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8683- 9031  REST: organizations, memberships and teams.
-    38. actions_config     lines  9032- 9519  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9520- 9595  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9596-10160  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10161-10371  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10372-10797  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10798-10969  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10970-11232  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11233-11898  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11899-12244  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12245-12667  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12668-12947  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12948-13130  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13131-13467  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    51. oauth_clients      lines 13468-13706  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13707-14164  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14165-14818  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14819-15284  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15285-15484  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15485-15753  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15754-16355  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16356-16632  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16633-17108  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17109-17840  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   808- 1031  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1032- 1243  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1244- 1424  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1425- 1525  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1526- 1678  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1679- 1904  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1905- 2705  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2706- 2919  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2920- 2988  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2989- 3058  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3059- 3230  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3231- 3484  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3485- 3667  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3668- 3797  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3798- 4083  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4084- 4298  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4299- 4350  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4351- 4626  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4627- 4713  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4714- 5166  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5167- 5435  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5436- 6117  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6118- 6247  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6248- 6739  REST: pull requests and their merges.
+    29. reviews            lines  6740- 7027  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7028- 7269  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7270- 7525  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7526- 7868  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7869- 8204  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8205- 8281  REST: deploy keys.
+    35. actions            lines  8282- 8488  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8489- 8691  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8692- 9040  REST: organizations, memberships and teams.
+    38. actions_config     lines  9041- 9528  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9529- 9604  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9605-10169  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10170-10380  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10381-10806  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10807-10978  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10979-11241  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11242-11907  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11908-12253  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12254-12676  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12677-12956  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12957-13139  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13140-13476  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    51. oauth_clients      lines 13477-13715  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13716-14173  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14174-14827  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14828-15293  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15294-15493  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15494-15762  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15763-16364  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16365-16641  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16642-17117  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17118-17849  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is b1c3227175cdde28c9c56c60537b06d5f5b776c5ad259ef5b45bed27c21a9950
+Made from sources whose SHA-256 is 8a33d30c1464430f518a77491b84c64ffa8d2df50403324df0898e13b17cec19
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -820,6 +820,19 @@ SCHEMA_VERSION = 10
 # A table whose CHECK changes is renamed before SCHEMA makes it anew and copied after (the foreign keys
 # of other tables keep pointing at its name); tokens is rebuilt once, by the latest version that changed it.
 Migration = collections.namedtuple("Migration", "columns before after")
+
+
+def rebuilt(table, index, version, columns):
+    """(before, after) of a table SCHEMA makes anew: renamed aside (its index dropped, so SCHEMA makes it
+    for the new table), then its rows copied in by name and the old one dropped."""
+    aside = "%s_before_v%d" % (table, version)
+    return ("DROP INDEX IF EXISTS %s; ALTER TABLE %s RENAME TO %s;" % (index, table, aside),
+            "INSERT INTO %s (%s) SELECT %s FROM %s; DROP TABLE %s;" % (table, columns, columns, aside, aside))
+
+
+AUDIT_REBUILT = rebuilt("audit", "audit_by_actor", 10, "id, at, actor, user_kind, delegator, task, grant_id, runtime,"
+                        " token_fingerprint, surface, action, resource, decision, reasons, side_effect, token_kind,"
+                        " rule, prev_hash, hash")
 GRANTOR = "granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE"
 MIGRATIONS = {
     5: Migration([("tokens", "issued_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
@@ -865,10 +878,8 @@ MIGRATIONS = {
     # tool tokens (a new kind, for one credential); tokens bound to a client certificate or a DPoP key,
     # and the runtime that minted them; an upstream's access token kept for its credential
     9: Migration([("broker_credentials", "access_sealed TEXT"), ("broker_credentials", "access_expires_at TEXT")],
-                 "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v9;",
-                 "INSERT INTO tokens (%s) SELECT %s FROM tokens_before_v9; DROP TABLE tokens_before_v9;" % ((
-                     "id, user_id, kind, issued_by, grant_id, audience, resource, name, scopes, hash, fingerprint,"
-                     " created_at, expires_at, revoked_at, last_used_at",) * 2)),
+                 *rebuilt("tokens", "tokens_by_user", 9, "id, user_id, kind, issued_by, grant_id, audience, resource,"
+                          " name, scopes, hash, fingerprint, created_at, expires_at, revoked_at, last_used_at")),
     # a bound agent's new key waits for its human's approval; the keys registered before stay in use
     # audit row ids are never reused (AUTOINCREMENT: the table is made anew and its rows copied); an
     # agent that minted with a client certificate mints with one; an existing installation keeps its
@@ -878,12 +889,10 @@ MIGRATIONS = {
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
                    ("accounts", "runtime_certificate_at TEXT"), ("issues", "acting_for TEXT"), ("issues", "task TEXT"),
                    ("comments", "acting_for TEXT"), ("comments", "task TEXT")],
-                  "DROP INDEX IF EXISTS audit_by_actor; ALTER TABLE audit RENAME TO audit_before_v10;",
+                  AUDIT_REBUILT[0],
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
-                  " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write');"
-                  " INSERT INTO audit (%s) SELECT %s FROM audit_before_v10; DROP TABLE audit_before_v10;" % ((
-                      "id, at, actor, user_kind, delegator, task, grant_id, runtime, token_fingerprint, surface, action,"
-                      " resource, decision, reasons, side_effect, token_kind, rule, prev_hash, hash",) * 2)),
+                  " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
+                  + AUDIT_REBUILT[1]),
 }
 
 

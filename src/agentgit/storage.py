@@ -22,6 +22,19 @@ SCHEMA_VERSION = 10
 # A table whose CHECK changes is renamed before SCHEMA makes it anew and copied after (the foreign keys
 # of other tables keep pointing at its name); tokens is rebuilt once, by the latest version that changed it.
 Migration = collections.namedtuple("Migration", "columns before after")
+
+
+def rebuilt(table, index, version, columns):
+    """(before, after) of a table SCHEMA makes anew: renamed aside (its index dropped, so SCHEMA makes it
+    for the new table), then its rows copied in by name and the old one dropped."""
+    aside = "%s_before_v%d" % (table, version)
+    return ("DROP INDEX IF EXISTS %s; ALTER TABLE %s RENAME TO %s;" % (index, table, aside),
+            "INSERT INTO %s (%s) SELECT %s FROM %s; DROP TABLE %s;" % (table, columns, columns, aside, aside))
+
+
+AUDIT_REBUILT = rebuilt("audit", "audit_by_actor", 10, "id, at, actor, user_kind, delegator, task, grant_id, runtime,"
+                        " token_fingerprint, surface, action, resource, decision, reasons, side_effect, token_kind,"
+                        " rule, prev_hash, hash")
 GRANTOR = "granted_by INTEGER REFERENCES accounts(id) ON DELETE CASCADE"
 MIGRATIONS = {
     5: Migration([("tokens", "issued_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
@@ -67,10 +80,8 @@ MIGRATIONS = {
     # tool tokens (a new kind, for one credential); tokens bound to a client certificate or a DPoP key,
     # and the runtime that minted them; an upstream's access token kept for its credential
     9: Migration([("broker_credentials", "access_sealed TEXT"), ("broker_credentials", "access_expires_at TEXT")],
-                 "DROP INDEX IF EXISTS tokens_by_user; ALTER TABLE tokens RENAME TO tokens_before_v9;",
-                 "INSERT INTO tokens (%s) SELECT %s FROM tokens_before_v9; DROP TABLE tokens_before_v9;" % ((
-                     "id, user_id, kind, issued_by, grant_id, audience, resource, name, scopes, hash, fingerprint,"
-                     " created_at, expires_at, revoked_at, last_used_at",) * 2)),
+                 *rebuilt("tokens", "tokens_by_user", 9, "id, user_id, kind, issued_by, grant_id, audience, resource,"
+                          " name, scopes, hash, fingerprint, created_at, expires_at, revoked_at, last_used_at")),
     # a bound agent's new key waits for its human's approval; the keys registered before stay in use
     # audit row ids are never reused (AUTOINCREMENT: the table is made anew and its rows copied); an
     # agent that minted with a client certificate mints with one; an existing installation keeps its
@@ -80,12 +91,10 @@ MIGRATIONS = {
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
                    ("accounts", "runtime_certificate_at TEXT"), ("issues", "acting_for TEXT"), ("issues", "task TEXT"),
                    ("comments", "acting_for TEXT"), ("comments", "task TEXT")],
-                  "DROP INDEX IF EXISTS audit_by_actor; ALTER TABLE audit RENAME TO audit_before_v10;",
+                  AUDIT_REBUILT[0],
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
-                  " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write');"
-                  " INSERT INTO audit (%s) SELECT %s FROM audit_before_v10; DROP TABLE audit_before_v10;" % ((
-                      "id, at, actor, user_kind, delegator, task, grant_id, runtime, token_fingerprint, surface, action,"
-                      " resource, decision, reasons, side_effect, token_kind, rule, prev_hash, hash",) * 2)),
+                  " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
+                  + AUDIT_REBUILT[1]),
 }
 
 
