@@ -28,97 +28,97 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1476  tokens.issue_token
-       line  1498  tokens.verify_token
+       line  1484  tokens.issue_token
+       line  1506  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2643  policy.POLICY_RULES
-       line  2683  policy.decide
+       line  2651  policy.POLICY_RULES
+       line  2691  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2748  audit.audit_append
-       line  2771  audit.audit_verify
+       line  2756  audit.audit_append
+       line  2779  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9710  delegation.create_invite
-       line  9782  delegation.confirm_binding
-       line 10414  tasks.create_task_grant
-       line  3444  authentication.load_grant
+       line  9718  delegation.create_invite
+       line  9790  delegation.confirm_binding
+       line 10422  tasks.create_task_grant
+       line  3452  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15772  server.App.dispatch
-       line  3359  authentication.authenticate
-       line  3064  ledger.Ledger
+       line 15780  server.App.dispatch
+       line  3367  authentication.authenticate
+       line  3072  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15431  githttp.git_receive_pack
-       line  3107  ledger.Ledger.decide_each
-       line  3045  intents.reconcile_intents
+       line 15439  githttp.git_receive_pack
+       line  3115  ledger.Ledger.decide_each
+       line  3053  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   191-  284  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   285-  314  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   315-  707  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   708-  807  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   808- 1031  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1032- 1243  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1244- 1424  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1425- 1525  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1526- 1678  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1679- 1904  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1905- 2705  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2706- 2919  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2920- 2988  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2989- 3058  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3059- 3230  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3231- 3484  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3485- 3667  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3668- 3797  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3798- 4083  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4084- 4298  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4299- 4350  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4351- 4626  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4627- 4713  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4714- 5166  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5167- 5435  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5436- 6117  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6118- 6247  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6248- 6739  REST: pull requests and their merges.
-    29. reviews            lines  6740- 7027  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7028- 7269  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7270- 7525  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7526- 7868  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7869- 8204  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8205- 8281  REST: deploy keys.
-    35. actions            lines  8282- 8488  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8489- 8691  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8692- 9040  REST: organizations, memberships and teams.
-    38. actions_config     lines  9041- 9528  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9529- 9604  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9605-10169  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10170-10380  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10381-10806  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10807-10978  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10979-11241  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11242-11907  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11908-12253  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12254-12676  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12677-12956  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12957-13139  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13140-13476  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    51. oauth_clients      lines 13477-13715  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13716-14173  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14174-14827  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14828-15293  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15294-15493  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15494-15762  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15763-16364  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16365-16641  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16642-17117  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17118-17849  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   191-  292  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   293-  322  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   323-  715  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   716-  815  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   816- 1039  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1040- 1251  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1252- 1432  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1433- 1533  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1534- 1686  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1687- 1912  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1913- 2713  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2714- 2927  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2928- 2996  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  2997- 3066  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3067- 3238  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3239- 3492  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3493- 3675  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3676- 3805  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3806- 4091  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4092- 4306  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4307- 4358  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4359- 4634  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4635- 4717  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4718- 5170  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5171- 5439  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5440- 6121  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6122- 6251  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6252- 6743  REST: pull requests and their merges.
+    29. reviews            lines  6744- 7031  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7032- 7273  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7274- 7529  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7530- 7872  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7873- 8210  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8211- 8289  REST: deploy keys.
+    35. actions            lines  8290- 8496  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8497- 8699  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8700- 9048  REST: organizations, memberships and teams.
+    38. actions_config     lines  9049- 9536  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9537- 9612  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9613-10177  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10178-10388  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10389-10814  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10815-10986  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 10987-11249  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11250-11915  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11916-12261  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12262-12684  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12685-12964  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12965-13147  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13148-13484  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    51. oauth_clients      lines 13485-13723  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13724-14181  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14182-14835  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14836-15301  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15302-15501  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15502-15770  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15771-16386  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16387-16663  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16664-17139  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17140-17871  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 8a33d30c1464430f518a77491b84c64ffa8d2df50403324df0898e13b17cec19
+Made from sources whose SHA-256 is 554e3b0723f2cafeb93cbf0877208cee773edae97077fca44618925fcb96a7c0
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -199,6 +199,14 @@ __version__ = "0.1.0"
 DEFAULT_DATA_DIR = "agentgit-data"
 DOCS_URL = "https://docs.github.com/rest"
 API_VERSION = "2022-11-28"
+GHES_VERSION = "3.19.0"          # the GitHub Enterprise Server agentgit presents itself as (/meta, a header)
+API_RATE_LIMIT = 5000            # the hourly figure reported (GitHub's for a signed-in user): the API itself is
+                                 # not rate-limited (only agent registration and sign-in are)
+
+
+def rate_limit_reset():
+    """When the reported (always full) rate-limit window renews: the next hour, in epoch seconds."""
+    return int(time.time()) // 3600 * 3600 + 3600
 MAX_JSON_BODY = 10 * 1024 * 1024          # REST bodies; larger ones are refused with 413
 MAX_TEXT = 65536                          # GitHub's limit on issue, pull request and comment bodies
 MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, never held in memory
@@ -4658,14 +4666,11 @@ def get_root(req):
             for name, link in ROOT_LINKS.items()}
 
 
-API_RATE_LIMIT = 5000     # what /rate_limit reports: GitHub's hourly figure for a signed-in user
-
-
 @route("GET", "/api/v3/meta")
 def get_meta(req):
     """GHES's meta document; gh reads installed_version to know which features the server has."""
     req.check("read_meta", SITE)
-    return {"verifiable_password_authentication": False, "installed_version": "3.19.0",
+    return {"verifiable_password_authentication": False, "installed_version": GHES_VERSION,
             "agentgit_version": __version__}
 
 
@@ -4674,8 +4679,7 @@ def rate_limit(req):
     """The API is not rate-limited (only agent registration and sign-in are), so every category is
     full. Clients that pace themselves by this endpoint (PyGithub, octokit's plugins) then never wait."""
     req.check("read_meta", SITE)
-    bucket = {"limit": API_RATE_LIMIT, "remaining": API_RATE_LIMIT, "used": 0,
-              "reset": int(time.time()) + 3600}
+    bucket = {"limit": API_RATE_LIMIT, "remaining": API_RATE_LIMIT, "used": 0, "reset": rate_limit_reset()}
     return {"resources": {name: dict(bucket) for name in ("core", "search", "graphql")}, "rate": bucket}
 
 
@@ -8197,7 +8201,9 @@ def source_archive(req, owner, repo, ref, kind):
                 else:
                     info.size = len(data)
                     archive.addfile(info, io.BytesIO(data))
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", "%s-%s" % (row["name"], ref or sha[:7]))
+    # GitHub's file name: the repository and the ref, a version tag without its leading v (repo-1.2.3)
+    shown = ref[1:] if ref and re.match(r"v\d", ref) else ref or sha[:7]
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", "%s-%s" % (row["name"], shown))
     return 200, out.getvalue(), {"Content-Type": "application/zip" if kind == "zip" else "application/x-gzip",
                                  "Content-Disposition": "attachment; filename=%s.%s" % (name, kind)}
 
@@ -8254,8 +8260,10 @@ def get_deploy_key(req, owner, repo, key_id):
 def add_deploy_key(req, owner, repo):
     row = find_repo(req, owner, repo, "admin_repo")
     body = req.json()
-    key = ssh_public_key(req.field(body, "key", str, "PublicKey", required=True))
-    title = req.text_field(body, "title", "PublicKey", limit=200) or ""
+    given = req.field(body, "key", str, "PublicKey", required=True)
+    key = ssh_public_key(given)
+    # without a title, the key's own comment names it, as GitHub does (`gh repo deploy-key add` sends none)
+    title = req.text_field(body, "title", "PublicKey", limit=200) or " ".join(given.split()[2:])[:200]
     read_only = req.field(body, "read_only", bool, "PublicKey", default=True)
     fingerprint = hashlib.sha256(base64.b64decode(key.split()[1])).hexdigest()
     with req.transaction() as db:
@@ -15877,7 +15885,14 @@ class App(Installation):
         if status == 200 and req.method in ("GET", "HEAD") and req.surface == "rest" and conditional(req, headers, data):
             status, data, body = 304, b"", None
         handler.send_response(status)
-        fields = [("X-GitHub-Api-Version-Selected", API_VERSION), ("X-GitHub-Media-Type", "github.v3; format=json")]
+        fields = [("X-GitHub-Api-Version-Selected", API_VERSION), ("X-GitHub-Media-Type", "github.v3; format=json"),
+                  ("X-GitHub-Enterprise-Version", GHES_VERSION)]
+        if req.surface in ("rest", "graphql"):
+            # GitHub's rate-limit headers, as /rate_limit reports them (octokit's throttling and gidgethub
+            # pace themselves by these): the API is not limited, so the bucket is always full
+            fields += [("X-RateLimit-Limit", API_RATE_LIMIT), ("X-RateLimit-Remaining", API_RATE_LIMIT),
+                       ("X-RateLimit-Used", 0), ("X-RateLimit-Reset", rate_limit_reset()),
+                       ("X-RateLimit-Resource", "graphql" if req.surface == "graphql" else "core")]
         if body is not None:
             fields.append(("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8")))
         if status != 304:
@@ -15921,6 +15936,11 @@ class App(Installation):
                 self.respond(req, error.status, error.body(), error.headers)
         except (OSError, HeaderInjection):
             handler.close_connection = True
+
+
+def request_id():
+    """An id in the shape of GitHub's X-GitHub-Request-Id (five hexadecimal groups)."""
+    return ":".join("%0*X" % (width, secrets.randbits(width * 4)) for width in (4, 4, 7, 7, 8))
 
 
 def body_etag(data):
@@ -16067,9 +16087,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.server.draining.is_set():
             self.close_connection = True          # answered, then closed (and said so): the server is stopping
         self.log_request(code)
-        self._headers_buffer = [("%s %d %s\r\nServer: %s\r\nDate: %s\r\n" % (
+        # X-GitHub-Request-Id on every answer, as GitHub's: tools tell a GitHub by it, and a user can name
+        # the request a failure came from
+        self._headers_buffer = [("%s %d %s\r\nServer: %s\r\nDate: %s\r\nX-GitHub-Request-Id: %s\r\n" % (
             self.protocol_version, code, STATUS_PHRASES.get(code, ""), self.version_string(),
-            self.date_time_string())).encode("latin-1")]
+            self.date_time_string(), request_id())).encode("latin-1")]
 
     def end_headers(self, body=b""):
         """The headers, and the whole body when it is known (not streamed), in one write: one system

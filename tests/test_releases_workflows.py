@@ -188,3 +188,19 @@ def test_release_assets(server, monkeypatch):
     assert (r.json["name"], r.json["label"]) == ("app-1.tar.gz", "App")
     assert api(server, "DELETE", "/repos/alice/app/releases/%d" % release["id"], alice).status == 204
     assert server.app.store.one("SELECT COUNT(*) AS n FROM release_assets")["n"] == 0
+
+
+def test_archive_names_and_deploy_key_titles_as_github_gives_them(server):
+    """A version tag's archive is repo-1.2.3 (its leading v dropped), which `gh release download --archive`
+    saves under; a deploy key added without a title is named by its own comment."""
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    main = api(server, "GET", "/repos/alice/app/git/ref/heads/main", alice).json["object"]["sha"]
+    api(server, "POST", "/repos/alice/app/git/refs", alice, {"ref": "refs/tags/v1.2.3", "sha": main})
+    for kind in ("tarball", "zipball"):
+        served = api(server, "GET", "/repos/alice/app/%s/v1.2.3" % kind, alice)
+        assert served.headers["content-disposition"] == "attachment; filename=app-1.2.3.%s" % (
+            "tar.gz" if kind == "tarball" else "zip")
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb8hVBqOr0gB2nHMjbJ0NHyN2hJ7Wm3E1m+3fNdzKUn ci@build-host"
+    added = api(server, "POST", "/repos/alice/app/keys", alice, {"key": key})
+    assert added.status == 201 and added.json["title"] == "ci@build-host"

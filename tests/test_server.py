@@ -368,3 +368,22 @@ def test_each_route_knows_its_caller_the_way_it_declares(server):
     assert seen["token"] > 250 and seen["none"] >= 6 and seen["session"] >= 18 and seen["client"] == 3
     metadata = call(server, "GET", "/.well-known/oauth-protected-resource", headers=stale)
     assert metadata.status == 200 and metadata.json["resource"] == server.url
+
+
+def test_answers_carry_githubs_identifying_headers(server, tmp_path):
+    """Tools tell a GitHub by X-GitHub-Request-Id (on every answer, git's too), read the GHES version, and
+    pace themselves by the rate-limit headers (octokit's throttling, gidgethub), which say what
+    /rate_limit says."""
+    token = server.add_user("alice")
+    answer = api(server, "GET", "/user", token)
+    ids = {answer.headers["x-github-request-id"]}
+    assert re.fullmatch(r"[0-9A-F]{4}:[0-9A-F]{4}:[0-9A-F]{7}:[0-9A-F]{7}:[0-9A-F]{8}", next(iter(ids)))
+    assert answer.headers["x-github-enterprise-version"] == api(server, "GET", "/meta", token).json["installed_version"]
+    limits = api(server, "GET", "/rate_limit", token).json["rate"]
+    assert (int(answer.headers["x-ratelimit-limit"]), int(answer.headers["x-ratelimit-remaining"]),
+            int(answer.headers["x-ratelimit-reset"]), answer.headers["x-ratelimit-resource"]) == (
+        limits["limit"], limits["remaining"], limits["reset"], "core")
+    for other in (api(server, "GET", "/nothing-here", token), call(server, "GET", "/alice/none.git/info/refs"),
+                  call(server, "GET", "/login")):
+        ids.add(other.headers["x-github-request-id"])
+    assert len(ids) == 4                                            # one each, every kind of answer

@@ -5,6 +5,7 @@ import datetime
 import os
 import re
 import signal
+import time
 
 
 __version__ = "0.1.0"
@@ -13,6 +14,14 @@ __version__ = "0.1.0"
 DEFAULT_DATA_DIR = "agentgit-data"
 DOCS_URL = "https://docs.github.com/rest"
 API_VERSION = "2022-11-28"
+GHES_VERSION = "3.19.0"          # the GitHub Enterprise Server agentgit presents itself as (/meta, a header)
+API_RATE_LIMIT = 5000            # the hourly figure reported (GitHub's for a signed-in user): the API itself is
+                                 # not rate-limited (only agent registration and sign-in are)
+
+
+def rate_limit_reset():
+    """When the reported (always full) rate-limit window renews: the next hour, in epoch seconds."""
+    return int(time.time()) // 3600 * 3600 + 3600
 MAX_JSON_BODY = 10 * 1024 * 1024          # REST bodies; larger ones are refused with 413
 MAX_TEXT = 65536                          # GitHub's limit on issue, pull request and comment bodies
 MAX_PACK_BODY = 2 * 1024 * 1024 * 1024    # one push; the pack is streamed, never held in memory

@@ -63,8 +63,10 @@ def get_deploy_key(req, owner, repo, key_id):
 def add_deploy_key(req, owner, repo):
     row = find_repo(req, owner, repo, "admin_repo")
     body = req.json()
-    key = ssh_public_key(req.field(body, "key", str, "PublicKey", required=True))
-    title = req.text_field(body, "title", "PublicKey", limit=200) or ""
+    given = req.field(body, "key", str, "PublicKey", required=True)
+    key = ssh_public_key(given)
+    # without a title, the key's own comment names it, as GitHub does (`gh repo deploy-key add` sends none)
+    title = req.text_field(body, "title", "PublicKey", limit=200) or " ".join(given.split()[2:])[:200]
     read_only = req.field(body, "read_only", bool, "PublicKey", default=True)
     fingerprint = hashlib.sha256(base64.b64decode(key.split()[1])).hexdigest()
     with req.transaction() as db:

@@ -348,7 +348,9 @@ def source_archive(req, owner, repo, ref, kind):
                 else:
                     info.size = len(data)
                     archive.addfile(info, io.BytesIO(data))
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", "%s-%s" % (row["name"], ref or sha[:7]))
+    # GitHub's file name: the repository and the ref, a version tag without its leading v (repo-1.2.3)
+    shown = ref[1:] if ref and re.match(r"v\d", ref) else ref or sha[:7]
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", "%s-%s" % (row["name"], shown))
     return 200, out.getvalue(), {"Content-Type": "application/zip" if kind == "zip" else "application/x-gzip",
                                  "Content-Disposition": "attachment; filename=%s.%s" % (name, kind)}
 

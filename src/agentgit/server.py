@@ -8,6 +8,7 @@ import html
 import http.server
 import os
 import re
+import secrets
 import socket
 import socketserver
 import ssl
@@ -17,7 +18,8 @@ import threading
 import time
 import traceback
 
-from agentgit.config import API_VERSION, DOCS_URL, Config, REQUEST_IDLE_TIMEOUT, __version__, now
+from agentgit.config import (API_RATE_LIMIT, API_VERSION, DOCS_URL, GHES_VERSION, Config, REQUEST_IDLE_TIMEOUT,
+                             __version__, now, rate_limit_reset)
 from agentgit.errors import HTTPError
 from agentgit.intents import reconcile_intents
 from agentgit.proofs import certificate_thumbprint, runtime_identity
@@ -142,7 +144,14 @@ class App(Installation):
         if status == 200 and req.method in ("GET", "HEAD") and req.surface == "rest" and conditional(req, headers, data):
             status, data, body = 304, b"", None
         handler.send_response(status)
-        fields = [("X-GitHub-Api-Version-Selected", API_VERSION), ("X-GitHub-Media-Type", "github.v3; format=json")]
+        fields = [("X-GitHub-Api-Version-Selected", API_VERSION), ("X-GitHub-Media-Type", "github.v3; format=json"),
+                  ("X-GitHub-Enterprise-Version", GHES_VERSION)]
+        if req.surface in ("rest", "graphql"):
+            # GitHub's rate-limit headers, as /rate_limit reports them (octokit's throttling and gidgethub
+            # pace themselves by these): the API is not limited, so the bucket is always full
+            fields += [("X-RateLimit-Limit", API_RATE_LIMIT), ("X-RateLimit-Remaining", API_RATE_LIMIT),
+                       ("X-RateLimit-Used", 0), ("X-RateLimit-Reset", rate_limit_reset()),
+                       ("X-RateLimit-Resource", "graphql" if req.surface == "graphql" else "core")]
         if body is not None:
             fields.append(("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8")))
         if status != 304:
@@ -186,6 +195,11 @@ class App(Installation):
                 self.respond(req, error.status, error.body(), error.headers)
         except (OSError, HeaderInjection):
             handler.close_connection = True
+
+
+def request_id():
+    """An id in the shape of GitHub's X-GitHub-Request-Id (five hexadecimal groups)."""
+    return ":".join("%0*X" % (width, secrets.randbits(width * 4)) for width in (4, 4, 7, 7, 8))
 
 
 def body_etag(data):
@@ -332,9 +346,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.server.draining.is_set():
             self.close_connection = True          # answered, then closed (and said so): the server is stopping
         self.log_request(code)
-        self._headers_buffer = [("%s %d %s\r\nServer: %s\r\nDate: %s\r\n" % (
+        # X-GitHub-Request-Id on every answer, as GitHub's: tools tell a GitHub by it, and a user can name
+        # the request a failure came from
+        self._headers_buffer = [("%s %d %s\r\nServer: %s\r\nDate: %s\r\nX-GitHub-Request-Id: %s\r\n" % (
             self.protocol_version, code, STATUS_PHRASES.get(code, ""), self.version_string(),
-            self.date_time_string())).encode("latin-1")]
+            self.date_time_string(), request_id())).encode("latin-1")]
 
     def end_headers(self, body=b""):
         """The headers, and the whole body when it is known (not streamed), in one write: one system

@@ -1,8 +1,6 @@
 """REST: the API root, meta, rate limit and users."""
 
-import time
-
-from agentgit.config import __version__
+from agentgit.config import API_RATE_LIMIT, GHES_VERSION, __version__, rate_limit_reset
 from agentgit.accounts import suspend_account
 from agentgit.policy import Resource, SITE
 from agentgit.routing import route
@@ -39,14 +37,11 @@ def get_root(req):
             for name, link in ROOT_LINKS.items()}
 
 
-API_RATE_LIMIT = 5000     # what /rate_limit reports: GitHub's hourly figure for a signed-in user
-
-
 @route("GET", "/api/v3/meta")
 def get_meta(req):
     """GHES's meta document; gh reads installed_version to know which features the server has."""
     req.check("read_meta", SITE)
-    return {"verifiable_password_authentication": False, "installed_version": "3.19.0",
+    return {"verifiable_password_authentication": False, "installed_version": GHES_VERSION,
             "agentgit_version": __version__}
 
 
@@ -55,8 +50,7 @@ def rate_limit(req):
     """The API is not rate-limited (only agent registration and sign-in are), so every category is
     full. Clients that pace themselves by this endpoint (PyGithub, octokit's plugins) then never wait."""
     req.check("read_meta", SITE)
-    bucket = {"limit": API_RATE_LIMIT, "remaining": API_RATE_LIMIT, "used": 0,
-              "reset": int(time.time()) + 3600}
+    bucket = {"limit": API_RATE_LIMIT, "remaining": API_RATE_LIMIT, "used": 0, "reset": rate_limit_reset()}
     return {"resources": {name: dict(bucket) for name in ("core", "search", "graphql")}, "rate": bucket}
 
 
