@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2779  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9718  delegation.create_invite
-       line  9790  delegation.confirm_binding
-       line 10422  tasks.create_task_grant
+       line  9737  delegation.create_invite
+       line  9809  delegation.confirm_binding
+       line 10441  tasks.create_task_grant
        line  3452  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15780  server.App.dispatch
+       line 15799  server.App.dispatch
        line  3367  authentication.authenticate
        line  3072  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15439  githttp.git_receive_pack
+       line 15458  githttp.git_receive_pack
        line  3115  ledger.Ledger.decide_each
        line  3053  intents.reconcile_intents
 
@@ -84,41 +84,41 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     25. notifications      lines  5171- 5439  REST: notifications (GitHub's inbox of threads) and watching repositories.
     26. issues             lines  5440- 6121  REST: issues, comments, labels and milestones.
     27. sub_issues         lines  6122- 6251  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6252- 6743  REST: pull requests and their merges.
-    29. reviews            lines  6744- 7031  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7032- 7273  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7274- 7529  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7530- 7872  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7873- 8210  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8211- 8289  REST: deploy keys.
-    35. actions            lines  8290- 8496  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8497- 8699  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8700- 9048  REST: organizations, memberships and teams.
-    38. actions_config     lines  9049- 9536  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9537- 9612  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9613-10177  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10178-10388  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10389-10814  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10815-10986  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 10987-11249  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11250-11915  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11916-12261  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12262-12684  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12685-12964  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12965-13147  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13148-13484  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    51. oauth_clients      lines 13485-13723  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13724-14181  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14182-14835  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14836-15301  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15302-15501  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15502-15770  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15771-16386  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16387-16663  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16664-17139  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17140-17871  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    28. pulls              lines  6252- 6762  REST: pull requests and their merges.
+    29. reviews            lines  6763- 7050  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7051- 7292  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7293- 7548  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7549- 7891  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7892- 8229  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8230- 8308  REST: deploy keys.
+    35. actions            lines  8309- 8515  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8516- 8718  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8719- 9067  REST: organizations, memberships and teams.
+    38. actions_config     lines  9068- 9555  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9556- 9631  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9632-10196  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10197-10407  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10408-10833  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10834-11005  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 11006-11268  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11269-11934  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11935-12280  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12281-12703  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12704-12983  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 12984-13166  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13167-13503  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    51. oauth_clients      lines 13504-13742  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13743-14200  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14201-14854  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14855-15320  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15321-15520  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15521-15789  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15790-16405  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16406-16682  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16683-17158  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17159-17890  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 554e3b0723f2cafeb93cbf0877208cee773edae97077fca44618925fcb96a7c0
+Made from sources whose SHA-256 is 2257ffe6def929c1dfcd0150296a898ee2b92f5ecfc3cd507e7d78f4fc26b25d
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -6487,6 +6487,25 @@ def list_pulls(req, owner, repo):
     rows = req.app.store.all("SELECT i.*, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE %s"
                              " ORDER BY %s %s, i.number %s" % (" AND ".join(where), sort, direction, direction), *args)
     return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/commits/{sha}/pulls")
+def commit_pulls(req, owner, repo, sha):
+    """The pull requests a commit belongs to (their head, one of their commits, or their merge), newest
+    first: what release-please and semantic-release ask after a push. The newest 200 are looked at."""
+    row = find_repo(req, owner, repo)
+    with open_repo(req.app, row["id"]) as git:
+        full = resolve_commit(git, sha)
+    if full is None:
+        raise HTTPError(422, "No commit found for SHA: %s" % sha[:100])
+    found = []
+    for r in req.app.store.all("SELECT i.id AS issue_id, p.head_sha, p.merge_commit_sha FROM issues i JOIN pulls p"
+                               " ON p.issue_id = i.id WHERE i.repo_id = ? ORDER BY i.number DESC LIMIT 200", row["id"]):
+        issue, pull = pull_rows(req.app, r["issue_id"])
+        if full in (r["head_sha"], r["merge_commit_sha"]) or full in {
+                c.id.decode() for c in PullState(req.app, row, issue, pull).commits}:
+            found.append(pull_json(req.app, row, issue, pull))
+    return req.paginate(found)
 
 
 DIFF_MEDIA = ("application/vnd.github.diff", "application/vnd.github.v3.diff")

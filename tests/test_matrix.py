@@ -547,6 +547,7 @@ GET     /api/v3/repos/{owner}/{repo}/collaborators/{login}                      
 GET     /api/v3/repos/{owner}/{repo}/collaborators/{login}/permission             repo_read
 GET     /api/v3/repos/{owner}/{repo}/commits                                      repo_read
 GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}                           repo_read
+GET     /api/v3/repos/{owner}/{repo}/commits/{sha}/pulls                          repo_read
 GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}/check-runs                repo_read
 GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}/status                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}/statuses                  repo_read

@@ -271,3 +271,24 @@ def test_pending_review_is_its_authors_alone_until_submitted(server, project):
                   ' pullRequestReview { state } } }', {"r": review["id"]})
     assert deleted["data"]["deletePullRequestReview"]["pullRequestReview"]["state"] == "PENDING", deleted
     assert api(server, "PUT", "/repos/alice/app/pulls/1/merge", walt, {}).json["merged"] is True
+
+
+def test_the_pull_requests_a_commit_belongs_to(server):
+    """GET /repos/{o}/{r}/commits/{sha}/pulls (release tools ask it after a push): the head commit's pull
+    request, and after the merge the merge commit's; it was swallowed by /commits/{ref} and answered 404."""
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    main = api(server, "GET", "/repos/alice/app/git/ref/heads/main", alice).json["object"]["sha"]
+    api(server, "POST", "/repos/alice/app/git/refs", alice, {"ref": "refs/heads/feature", "sha": main})
+    head = api(server, "PUT", "/repos/alice/app/contents/f.txt", alice, {"message": "f", "content": "Zgo=",
+                                                                          "branch": "feature"}).json["commit"]["sha"]
+    number = api(server, "POST", "/repos/alice/app/pulls", alice, {"title": "F", "head": "feature",
+                                                                   "base": "main"}).json["number"]
+    found = api(server, "GET", "/repos/alice/app/commits/%s/pulls" % head, alice)
+    assert found.status == 200 and [p["number"] for p in found.json] == [number]
+    if SPEC:
+        assert SPEC.check("GET", "/repos/alice/app/commits/%s/pulls" % head, 200, found.json) == []
+    merged = api(server, "PUT", "/repos/alice/app/pulls/%d/merge" % number, alice, {}).json["sha"]
+    assert [p["number"] for p in api(server, "GET", "/repos/alice/app/commits/%s/pulls" % merged, alice).json] == [number]
+    assert api(server, "GET", "/repos/alice/app/commits/%s/pulls" % main, alice).json == []
+    assert api(server, "GET", "/repos/alice/app/commits/%s/pulls" % ("f" * 40), alice).status == 422

@@ -12,7 +12,7 @@ from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import update_row
 from agentgit.gitstore import (branch_sha, changed_files, commits_between, copy_refs, merge_base, merge_commit,
-                               merge_trees, open_repo, repo_dir, tree_diff, write_commit)
+                               merge_trees, open_repo, repo_dir, resolve_commit, tree_diff, write_commit)
 from agentgit.accounts import REPO_SELECT, account_by_id, full_name, network_root, repo_by_id, signature
 from agentgit.policy import Resource
 from agentgit.intents import INTENT_FOLLOW_UPS
@@ -256,6 +256,25 @@ def list_pulls(req, owner, repo):
     rows = req.app.store.all("SELECT i.*, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE %s"
                              " ORDER BY %s %s, i.number %s" % (" AND ".join(where), sort, direction, direction), *args)
     return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/commits/{sha}/pulls")
+def commit_pulls(req, owner, repo, sha):
+    """The pull requests a commit belongs to (their head, one of their commits, or their merge), newest
+    first: what release-please and semantic-release ask after a push. The newest 200 are looked at."""
+    row = find_repo(req, owner, repo)
+    with open_repo(req.app, row["id"]) as git:
+        full = resolve_commit(git, sha)
+    if full is None:
+        raise HTTPError(422, "No commit found for SHA: %s" % sha[:100])
+    found = []
+    for r in req.app.store.all("SELECT i.id AS issue_id, p.head_sha, p.merge_commit_sha FROM issues i JOIN pulls p"
+                               " ON p.issue_id = i.id WHERE i.repo_id = ? ORDER BY i.number DESC LIMIT 200", row["id"]):
+        issue, pull = pull_rows(req.app, r["issue_id"])
+        if full in (r["head_sha"], r["merge_commit_sha"]) or full in {
+                c.id.decode() for c in PullState(req.app, row, issue, pull).commits}:
+            found.append(pull_json(req.app, row, issue, pull))
+    return req.paginate(found)
 
 
 DIFF_MEDIA = ("application/vnd.github.diff", "application/vnd.github.v3.diff")
