@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1484  tokens.issue_token
-       line  1506  tokens.verify_token
+       line  1494  tokens.issue_token
+       line  1516  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2651  policy.POLICY_RULES
-       line  2691  policy.decide
+       line  2661  policy.POLICY_RULES
+       line  2701  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2756  audit.audit_append
-       line  2779  audit.audit_verify
+       line  2766  audit.audit_append
+       line  2789  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9737  delegation.create_invite
-       line  9809  delegation.confirm_binding
-       line 10441  tasks.create_task_grant
-       line  3452  authentication.load_grant
+       line  9757  delegation.create_invite
+       line  9829  delegation.confirm_binding
+       line 10461  tasks.create_task_grant
+       line  3462  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15799  server.App.dispatch
-       line  3367  authentication.authenticate
-       line  3072  ledger.Ledger
+       line 15819  server.App.dispatch
+       line  3377  authentication.authenticate
+       line  3082  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15458  githttp.git_receive_pack
-       line  3115  ledger.Ledger.decide_each
-       line  3053  intents.reconcile_intents
+       line 15478  githttp.git_receive_pack
+       line  3125  ledger.Ledger.decide_each
+       line  3063  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -62,63 +62,63 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      3. crypto             lines   323-  715  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   716-  815  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
      5. storage            lines   816- 1039  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1040- 1251  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1252- 1432  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1433- 1533  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1534- 1686  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1687- 1912  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1913- 2713  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2714- 2927  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2928- 2996  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  2997- 3066  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3067- 3238  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3239- 3492  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3493- 3675  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3676- 3805  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3806- 4091  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4092- 4306  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4307- 4358  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4359- 4634  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4635- 4717  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4718- 5170  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5171- 5439  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5440- 6121  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6122- 6251  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6252- 6762  REST: pull requests and their merges.
-    29. reviews            lines  6763- 7050  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7051- 7292  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7293- 7548  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7549- 7891  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7892- 8229  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8230- 8308  REST: deploy keys.
-    35. actions            lines  8309- 8515  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8516- 8718  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8719- 9067  REST: organizations, memberships and teams.
-    38. actions_config     lines  9068- 9555  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9556- 9631  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9632-10196  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10197-10407  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10408-10833  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10834-11005  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 11006-11268  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11269-11934  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11935-12280  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12281-12703  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12704-12983  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 12984-13166  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13167-13503  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    51. oauth_clients      lines 13504-13742  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13743-14200  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14201-14854  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14855-15320  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15321-15520  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15521-15789  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15790-16405  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16406-16682  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16683-17158  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17159-17890  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     6. gitstore           lines  1040- 1261  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1262- 1442  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1443- 1543  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1544- 1696  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1697- 1922  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1923- 2723  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2724- 2937  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2938- 3006  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  3007- 3076  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3077- 3248  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3249- 3502  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3503- 3685  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3686- 3815  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3816- 4111  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4112- 4326  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4327- 4378  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4379- 4654  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4655- 4737  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4738- 5197  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5198- 5466  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5467- 6148  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6149- 6278  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6279- 6775  REST: pull requests and their merges.
+    29. reviews            lines  6776- 7063  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7064- 7305  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7306- 7561  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7562- 7911  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7912- 8249  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8250- 8328  REST: deploy keys.
+    35. actions            lines  8329- 8535  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8536- 8738  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8739- 9087  REST: organizations, memberships and teams.
+    38. actions_config     lines  9088- 9575  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9576- 9651  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9652-10216  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10217-10427  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10428-10853  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10854-11025  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 11026-11288  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11289-11954  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 11955-12300  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12301-12723  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12724-13003  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 13004-13186  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13187-13523  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    51. oauth_clients      lines 13524-13762  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13763-14220  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14221-14874  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14875-15340  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15341-15540  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15541-15809  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15810-16425  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16426-16702  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16703-17178  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17179-17910  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 2257ffe6def929c1dfcd0150296a898ee2b92f5ecfc3cd507e7d78f4fc26b25d
+Made from sources whose SHA-256 is 80eddd8ad28a2238d1854a950be36bfb1bac82f19b148796d73993d814fb50ea
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1047,6 +1047,7 @@ def update_row(db, table, fields, key_column, key):
 # walks); Git Smart HTTP (section 10) serves packs through the git binary when there is one.
 
 ZERO_SHA = "0" * 40
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"     # git's tree of nothing, in every repository
 
 
 def merge_support_missing():
@@ -1222,6 +1223,15 @@ def tree_diff(repo, old_tree, new_tree):
     """A git-style unified diff of two trees, as bytes."""
     out = io.BytesIO()
     write_tree_diff(out, repo.object_store, old_tree.encode() if old_tree else None, new_tree.encode())
+    return out.getvalue()
+
+
+def commit_patch(git, commit, index=1, total=1):
+    """One commit as `git format-patch` writes it."""
+    out = io.BytesIO()
+    parent_tree = git[commit.parents[0]].tree.decode() if commit.parents else None
+    diff = tree_diff(git, parent_tree, commit.tree.decode())
+    write_commit_patch(out, commit, diff, (index, total))
     return out.getvalue()
 
 
@@ -4054,6 +4064,16 @@ class Request(Ledger):
             raise invalid(resource, name, "missing_field", "%s cannot be blank" % name)
         return value
 
+    def text_media(self):
+        """"diff" or "patch" when the Accept header asks for GitHub's diff or patch media (pull requests,
+        commits, comparisons answer in them), else None."""
+        accept = self.headers.get("Accept") or ""
+        if "vnd.github.diff" in accept or "vnd.github.v3.diff" in accept:
+            return "diff"
+        if "vnd.github.patch" in accept or "vnd.github.v3.patch" in accept:
+            return "patch"
+        return None
+
     def page(self):
         """(per_page, page) from the query, within GitHub's bounds."""
         try:
@@ -5076,9 +5096,16 @@ def list_commits(req, owner, repo):
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}")
 def get_commit(req, owner, repo, ref):
     row = find_repo(req, owner, repo)
+    media = req.text_media()
     with open_repo(req.app, row["id"]) as git:
         sha = head_commit_or_409(git, row, ref)
-        return commit_json(req.app, full_name(row), git[sha.encode()])
+        commit = git[sha.encode()]
+        if media == "patch":
+            return 200, commit_patch(git, commit), {"Content-Type": "text/plain; charset=utf-8"}
+        if media == "diff":
+            parent = git[commit.parents[0]].tree.decode() if commit.parents else None
+            return 200, tree_diff(git, parent, commit.tree.decode()), {"Content-Type": "text/plain; charset=utf-8"}
+        return commit_json(req.app, full_name(row), commit)
 
 
 # -- collaborators ------------------------------------------------------------------------------
@@ -6508,17 +6535,12 @@ def commit_pulls(req, owner, repo, sha):
     return req.paginate(found)
 
 
-DIFF_MEDIA = ("application/vnd.github.diff", "application/vnd.github.v3.diff")
-PATCH_MEDIA = ("application/vnd.github.patch", "application/vnd.github.v3.patch")
-
-
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
 def get_pull(req, owner, repo, number):
     row, issue, pull = find_pull(req, owner, repo, number)
-    accept = req.headers.get("Accept") or ""
-    if any(m in accept for m in DIFF_MEDIA + PATCH_MEDIA):
-        return 200, pull_text(req.app, row, issue, pull, any(m in accept for m in PATCH_MEDIA)), {
-            "Content-Type": "text/plain; charset=utf-8"}
+    media = req.text_media()
+    if media:
+        return 200, pull_text(req.app, row, issue, pull, media == "patch"), {"Content-Type": "text/plain; charset=utf-8"}
     return pull_json(req.app, row, issue, pull, detail=True)
 
 
@@ -6531,15 +6553,6 @@ def pull_text(app, row, issue, pull, patch):
             return b"".join(commit_patch(git, c, i + 1, len(state.commits)) for i, c in enumerate(state.commits))
         base_tree = git[state.merge_base.encode()].tree.decode() if state.merge_base else None
         return tree_diff(git, base_tree, git[state.head_sha.encode()].tree.decode())
-
-
-def commit_patch(git, commit, index, total):
-    """One commit as `git format-patch` writes it."""
-    out = io.BytesIO()
-    parent_tree = git[commit.parents[0]].tree.decode() if commit.parents else None
-    diff = tree_diff(git, parent_tree, commit.tree.decode())
-    write_commit_patch(out, commit, diff, (index, total))
-    return out.getvalue()
 
 
 @route("PATCH", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
@@ -7723,7 +7736,8 @@ def create_tree(req, owner, repo):
     base = req.field(body, "base_tree", str, "Tree")
     row = find_repo(req, owner, repo, "write_objects")
     with open_repo(req.app, row["id"]) as git:
-        tree_id = git_object(git, base, "tree", "Tree").id.decode() if base else None
+        # git's empty tree is a base every git knows without storing it (release tools start from it)
+        tree_id = git_object(git, base, "tree", "Tree").id.decode() if base and base != EMPTY_TREE else None
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
                 raise invalid("Tree", "tree", message="each entry needs a path")
@@ -7869,6 +7883,12 @@ def compare(req, owner, repo, basehead):
             raise HTTPError(404, "Not Found")
         mb = merge_base(git, base_sha, head_sha)
         ahead = commits_between(git, mb or "", head_sha)
+        media = req.text_media()
+        if media:           # GitHub's diff and patch media: the comparison as git prints it
+            text = b"".join(commit_patch(git, c, i + 1, len(ahead)) for i, c in enumerate(ahead)) if media == \
+                "patch" else tree_diff(git, git[mb.encode()].tree.decode() if mb else None,
+                                       git[head_sha.encode()].tree.decode())
+            return 200, text, {"Content-Type": "text/plain; charset=utf-8"}
         behind = commits_between(git, mb or "", base_sha)
         files = changed_files(git, git[mb.encode()].tree.decode() if mb else None, git[head_sha.encode()].tree.decode())
         status = "identical" if base_sha == head_sha else "ahead" if not behind else "behind" if not ahead else "diverged"

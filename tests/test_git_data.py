@@ -77,3 +77,24 @@ def test_readers_cannot_write_objects_or_refs(server):
     assert api(server, "POST", "/repos/alice/lab/git/refs", bob, {"ref": "refs/heads/b", "sha": sha}).status == 403
     assert api(server, "DELETE", "/repos/alice/lab/git/refs/heads/main", bob).status == 403
     assert api(server, "GET", "/repos/alice/lab/git/blobs/" + "0" * 40, bob).status == 404
+
+
+def test_commits_and_comparisons_in_diff_and_patch_media_and_the_empty_tree(server):
+    """GitHub's diff and patch media on a commit and a comparison (as on a pull request), and git's empty
+    tree (4b825dc6…) taken as a base_tree, though no repository stores it."""
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    main = api(server, "GET", "/repos/alice/app/git/ref/heads/main", alice).json["object"]["sha"]
+    api(server, "POST", "/repos/alice/app/git/refs", alice, {"ref": "refs/heads/feature", "sha": main})
+    head = api(server, "PUT", "/repos/alice/app/contents/f.txt", alice, {"message": "Add f", "content": "Zgo=",
+                                                                          "branch": "feature"}).json["commit"]["sha"]
+    for path in ("/repos/alice/app/commits/%s" % head, "/repos/alice/app/compare/main...feature"):
+        diff = api(server, "GET", path, alice, headers={"Accept": "application/vnd.github.diff"})
+        assert diff.status == 200 and diff.headers["content-type"].startswith("text/plain"), path
+        assert diff.raw.startswith(b"diff --git a/f.txt b/f.txt") and b"+f" in diff.raw, diff.raw[:200]
+        patch = api(server, "GET", path, alice, headers={"Accept": "application/vnd.github.v3.patch"})
+        assert patch.raw.startswith(b"From %s" % head.encode()) and b"Subject: [PATCH" in patch.raw, path
+    empty = api(server, "POST", "/repos/alice/app/git/trees", alice, {
+        "base_tree": "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "tree": [
+            {"path": "only.txt", "mode": "100644", "type": "blob", "content": "only\n"}]})
+    assert empty.status == 201 and [e["path"] for e in empty.json["tree"]] == ["only.txt"]

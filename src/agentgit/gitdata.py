@@ -10,8 +10,8 @@ from dulwich.objects import Blob, Tag, Tree
 
 from agentgit.config import now, parse_time
 from agentgit.errors import HTTPError, invalid
-from agentgit.gitstore import (ZERO_SHA, valid_ref_name, changed_files, commits_between, merge_base, open_repo, resolve_commit,
-                               write_commit)
+from agentgit.gitstore import (EMPTY_TREE, ZERO_SHA, changed_files, commit_patch, commits_between, merge_base, open_repo,
+                               resolve_commit, tree_diff, valid_ref_name, write_commit)
 from agentgit.accounts import full_name, signature
 from agentgit.policy import Resource
 from agentgit.routing import route
@@ -193,7 +193,8 @@ def create_tree(req, owner, repo):
     base = req.field(body, "base_tree", str, "Tree")
     row = find_repo(req, owner, repo, "write_objects")
     with open_repo(req.app, row["id"]) as git:
-        tree_id = git_object(git, base, "tree", "Tree").id.decode() if base else None
+        # git's empty tree is a base every git knows without storing it (release tools start from it)
+        tree_id = git_object(git, base, "tree", "Tree").id.decode() if base and base != EMPTY_TREE else None
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
                 raise invalid("Tree", "tree", message="each entry needs a path")
@@ -339,6 +340,12 @@ def compare(req, owner, repo, basehead):
             raise HTTPError(404, "Not Found")
         mb = merge_base(git, base_sha, head_sha)
         ahead = commits_between(git, mb or "", head_sha)
+        media = req.text_media()
+        if media:           # GitHub's diff and patch media: the comparison as git prints it
+            text = b"".join(commit_patch(git, c, i + 1, len(ahead)) for i, c in enumerate(ahead)) if media == \
+                "patch" else tree_diff(git, git[mb.encode()].tree.decode() if mb else None,
+                                       git[head_sha.encode()].tree.decode())
+            return 200, text, {"Content-Type": "text/plain; charset=utf-8"}
         behind = commits_between(git, mb or "", base_sha)
         files = changed_files(git, git[mb.encode()].tree.decode() if mb else None, git[head_sha.encode()].tree.decode())
         status = "identical" if base_sha == head_sha else "ahead" if not behind else "behind" if not ahead else "diverged"

@@ -10,7 +10,7 @@ import time
 
 from dulwich.graph import find_merge_base
 from dulwich.objects import Blob, Commit, Tree
-from dulwich.patch import write_object_diff, write_tree_diff
+from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
 from dulwich.repo import Repo
 
 
@@ -19,6 +19,7 @@ from dulwich.repo import Repo
 # walks); Git Smart HTTP (section 10) serves packs through the git binary when there is one.
 
 ZERO_SHA = "0" * 40
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"     # git's tree of nothing, in every repository
 
 
 def merge_support_missing():
@@ -194,6 +195,15 @@ def tree_diff(repo, old_tree, new_tree):
     """A git-style unified diff of two trees, as bytes."""
     out = io.BytesIO()
     write_tree_diff(out, repo.object_store, old_tree.encode() if old_tree else None, new_tree.encode())
+    return out.getvalue()
+
+
+def commit_patch(git, commit, index=1, total=1):
+    """One commit as `git format-patch` writes it."""
+    out = io.BytesIO()
+    parent_tree = git[commit.parents[0]].tree.decode() if commit.parents else None
+    diff = tree_diff(git, parent_tree, commit.tree.decode())
+    write_commit_patch(out, commit, diff, (index, total))
     return out.getvalue()
 
 

@@ -1,18 +1,16 @@
 """REST: pull requests and their merges."""
 
-import io
 import re
 import subprocess
 import sys
 import urllib.parse
 
-from dulwich.patch import write_commit_patch
 
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import update_row
-from agentgit.gitstore import (branch_sha, changed_files, commits_between, copy_refs, merge_base, merge_commit,
-                               merge_trees, open_repo, repo_dir, resolve_commit, tree_diff, write_commit)
+from agentgit.gitstore import (branch_sha, changed_files, commit_patch, commits_between, copy_refs, merge_base,
+                               merge_commit, merge_trees, open_repo, repo_dir, resolve_commit, tree_diff, write_commit)
 from agentgit.accounts import REPO_SELECT, account_by_id, full_name, network_root, repo_by_id, signature
 from agentgit.policy import Resource
 from agentgit.intents import INTENT_FOLLOW_UPS
@@ -277,17 +275,12 @@ def commit_pulls(req, owner, repo, sha):
     return req.paginate(found)
 
 
-DIFF_MEDIA = ("application/vnd.github.diff", "application/vnd.github.v3.diff")
-PATCH_MEDIA = ("application/vnd.github.patch", "application/vnd.github.v3.patch")
-
-
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
 def get_pull(req, owner, repo, number):
     row, issue, pull = find_pull(req, owner, repo, number)
-    accept = req.headers.get("Accept") or ""
-    if any(m in accept for m in DIFF_MEDIA + PATCH_MEDIA):
-        return 200, pull_text(req.app, row, issue, pull, any(m in accept for m in PATCH_MEDIA)), {
-            "Content-Type": "text/plain; charset=utf-8"}
+    media = req.text_media()
+    if media:
+        return 200, pull_text(req.app, row, issue, pull, media == "patch"), {"Content-Type": "text/plain; charset=utf-8"}
     return pull_json(req.app, row, issue, pull, detail=True)
 
 
@@ -300,15 +293,6 @@ def pull_text(app, row, issue, pull, patch):
             return b"".join(commit_patch(git, c, i + 1, len(state.commits)) for i, c in enumerate(state.commits))
         base_tree = git[state.merge_base.encode()].tree.decode() if state.merge_base else None
         return tree_diff(git, base_tree, git[state.head_sha.encode()].tree.decode())
-
-
-def commit_patch(git, commit, index, total):
-    """One commit as `git format-patch` writes it."""
-    out = io.BytesIO()
-    parent_tree = git[commit.parents[0]].tree.decode() if commit.parents else None
-    diff = tree_diff(git, parent_tree, commit.tree.decode())
-    write_commit_patch(out, commit, diff, (index, total))
-    return out.getvalue()
 
 
 @route("PATCH", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")

@@ -9,8 +9,8 @@ import tempfile
 from agentgit.config import now, valid_repo_name
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import update_row
-from agentgit.gitstore import (branch_sha, copy_refs, list_refs, merge_base, merge_commit, open_repo, repo_dir,
-                               resolve_commit, walk_commits)
+from agentgit.gitstore import (branch_sha, commit_patch, copy_refs, list_refs, merge_base, merge_commit, open_repo,
+                               repo_dir, resolve_commit, tree_diff, walk_commits)
 from agentgit.accounts import REPO_SELECT, create_repository, full_name, network_root, repo_by_id, signature
 from agentgit.policy import PERMISSION_ALIASES, RANK, Resource, branch_protection, private_upstream, repo_permission
 from agentgit.routing import route
@@ -374,9 +374,16 @@ def list_commits(req, owner, repo):
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}")
 def get_commit(req, owner, repo, ref):
     row = find_repo(req, owner, repo)
+    media = req.text_media()
     with open_repo(req.app, row["id"]) as git:
         sha = head_commit_or_409(git, row, ref)
-        return commit_json(req.app, full_name(row), git[sha.encode()])
+        commit = git[sha.encode()]
+        if media == "patch":
+            return 200, commit_patch(git, commit), {"Content-Type": "text/plain; charset=utf-8"}
+        if media == "diff":
+            parent = git[commit.parents[0]].tree.decode() if commit.parents else None
+            return 200, tree_diff(git, parent, commit.tree.decode()), {"Content-Type": "text/plain; charset=utf-8"}
+        return commit_json(req.app, full_name(row), commit)
 
 
 # -- collaborators ------------------------------------------------------------------------------

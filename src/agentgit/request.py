@@ -257,6 +257,16 @@ class Request(Ledger):
             raise invalid(resource, name, "missing_field", "%s cannot be blank" % name)
         return value
 
+    def text_media(self):
+        """"diff" or "patch" when the Accept header asks for GitHub's diff or patch media (pull requests,
+        commits, comparisons answer in them), else None."""
+        accept = self.headers.get("Accept") or ""
+        if "vnd.github.diff" in accept or "vnd.github.v3.diff" in accept:
+            return "diff"
+        if "vnd.github.patch" in accept or "vnd.github.v3.patch" in accept:
+            return "patch"
+        return None
+
     def page(self):
         """(per_page, page) from the query, within GitHub's bounds."""
         try:
