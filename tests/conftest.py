@@ -128,7 +128,9 @@ class Browser:
         return resp, text
 
     def csrf(self, text):
-        return re.search(r'name="csrf" value="([^"]+)"', text).group(1)
+        """The CSRF token of the page's own forms: the last on the page (the navigation's sign-out form,
+        which carries the session's, comes first; the sign-in form's is another)."""
+        return re.findall(r'name="csrf" value="([^"]+)"', text)[-1]
 
     def sign_in(self, login, password, next_path="/settings/agents"):
         _, text = self.request("GET", "/login?next=" + urllib.parse.quote(next_path))
