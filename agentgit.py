@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1494  tokens.issue_token
-       line  1516  tokens.verify_token
+       line  1495  tokens.issue_token
+       line  1517  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2661  policy.POLICY_RULES
-       line  2701  policy.decide
+       line  2662  policy.POLICY_RULES
+       line  2702  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2766  audit.audit_append
-       line  2789  audit.audit_verify
+       line  2767  audit.audit_append
+       line  2790  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9757  delegation.create_invite
-       line  9829  delegation.confirm_binding
-       line 10461  tasks.create_task_grant
-       line  3462  authentication.load_grant
+       line  9809  delegation.create_invite
+       line  9881  delegation.confirm_binding
+       line 10513  tasks.create_task_grant
+       line  3463  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15819  server.App.dispatch
-       line  3377  authentication.authenticate
-       line  3082  ledger.Ledger
+       line 15871  server.App.dispatch
+       line  3378  authentication.authenticate
+       line  3083  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15478  githttp.git_receive_pack
-       line  3125  ledger.Ledger.decide_each
-       line  3063  intents.reconcile_intents
+       line 15530  githttp.git_receive_pack
+       line  3126  ledger.Ledger.decide_each
+       line  3064  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,64 +61,64 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   293-  322  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   323-  715  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   716-  815  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   816- 1039  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1040- 1261  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1262- 1442  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1443- 1543  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1544- 1696  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1697- 1922  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1923- 2723  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2724- 2937  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2938- 3006  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  3007- 3076  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3077- 3248  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3249- 3502  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3503- 3685  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3686- 3815  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3816- 4111  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4112- 4326  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4327- 4378  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4379- 4654  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4655- 4737  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4738- 5197  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5198- 5466  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5467- 6148  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6149- 6278  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6279- 6775  REST: pull requests and their merges.
-    29. reviews            lines  6776- 7063  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7064- 7305  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7306- 7561  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7562- 7911  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7912- 8249  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8250- 8328  REST: deploy keys.
-    35. actions            lines  8329- 8535  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8536- 8738  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8739- 9087  REST: organizations, memberships and teams.
-    38. actions_config     lines  9088- 9575  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9576- 9651  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9652-10216  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10217-10427  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10428-10853  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10854-11025  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 11026-11288  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11289-11954  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 11955-12300  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12301-12723  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12724-13003  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 13004-13186  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13187-13523  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    51. oauth_clients      lines 13524-13762  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13763-14220  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14221-14874  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14875-15340  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15341-15540  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15541-15809  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15810-16425  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16426-16702  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16703-17178  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17179-17910  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   816- 1040  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1041- 1262  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1263- 1443  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1444- 1544  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1545- 1697  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1698- 1923  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1924- 2724  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2725- 2938  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2939- 3007  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  3008- 3077  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3078- 3249  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3250- 3503  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3504- 3686  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3687- 3816  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3817- 4112  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4113- 4327  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4328- 4379  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4380- 4655  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4656- 4738  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4739- 5249  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5250- 5518  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5519- 6200  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6201- 6330  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6331- 6827  REST: pull requests and their merges.
+    29. reviews            lines  6828- 7115  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7116- 7357  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7358- 7613  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7614- 7963  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7964- 8301  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8302- 8380  REST: deploy keys.
+    35. actions            lines  8381- 8587  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8588- 8790  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8791- 9139  REST: organizations, memberships and teams.
+    38. actions_config     lines  9140- 9627  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9628- 9703  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9704-10268  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10269-10479  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10480-10905  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10906-11077  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 11078-11340  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11341-12006  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 12007-12352  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12353-12775  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12776-13055  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 13056-13238  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13239-13575  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    51. oauth_clients      lines 13576-13814  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13815-14272  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14273-14926  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14927-15392  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15393-15592  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15593-15861  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15862-16477  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16478-16754  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16755-17230  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17231-17963  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 80eddd8ad28a2238d1854a950be36bfb1bac82f19b148796d73993d814fb50ea
+Made from sources whose SHA-256 is 7e37d0e87f4fd73e285d337fe64078d7a8cb885c705e124e766d8a1fe577fcd2
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -896,7 +896,8 @@ MIGRATIONS = {
     10: Migration([("agent_keys", "approved_at TEXT"),
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
                    ("accounts", "runtime_certificate_at TEXT"), ("issues", "acting_for TEXT"), ("issues", "task TEXT"),
-                   ("comments", "acting_for TEXT"), ("comments", "task TEXT")],
+                   ("comments", "acting_for TEXT"), ("comments", "task TEXT"),
+                   ("repos", "topics TEXT NOT NULL DEFAULT '[]'")],
                   AUDIT_REBUILT[0],
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
@@ -4223,7 +4224,7 @@ def repo_json(app, row, permission=None):
         "default_branch": row["default_branch"], "visibility": "private" if row["private"] else "public",
         "has_issues": True, "has_projects": False, "has_wiki": False, "has_pages": False,
         "has_downloads": True, "has_discussions": False, "archived": bool(row["archived"]), "disabled": False,
-        "is_template": False, "allow_forking": True, "web_commit_signoff_required": False, "topics": [],
+        "is_template": False, "allow_forking": True, "web_commit_signoff_required": False, "topics": json.loads(row["topics"]),
         "license": None, "pushed_at": row["pushed_at"] or row["created_at"],
         "created_at": row["created_at"], "updated_at": row["updated_at"],
     })
@@ -5106,6 +5107,57 @@ def get_commit(req, owner, repo, ref):
             parent = git[commit.parents[0]].tree.decode() if commit.parents else None
             return 200, tree_diff(git, parent, commit.tree.decode()), {"Content-Type": "text/plain; charset=utf-8"}
         return commit_json(req.app, full_name(row), commit)
+
+
+# -- topics and languages -----------------------------------------------------------------------
+
+TOPIC_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,49}")
+MAX_TOPICS = 20
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/topics")
+def get_topics(req, owner, repo):
+    return {"names": json.loads(find_repo(req, owner, repo)["topics"])}
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/topics")
+def replace_topics(req, owner, repo):
+    """GitHub's rules: lowercase letters, digits and hyphens, at most 50 characters, at most 20 topics."""
+    row = find_repo(req, owner, repo, "admin_repo")
+    names = req.field(req.json(), "names", list, "Repository", required=True)
+    names = [n.strip().lower() if isinstance(n, str) else n for n in names]
+    if len(names) > MAX_TOPICS or not all(isinstance(n, str) and TOPIC_RE.fullmatch(n) for n in names):
+        raise invalid("Repository", "names", message="topics are at most %d names of lowercase letters, digits and "
+                                                    "hyphens, starting with a letter or digit, at most 50 characters"
+                                                    % MAX_TOPICS)
+    names = sorted(set(names), key=names.index)
+    with req.transaction() as db:
+        db.execute("UPDATE repos SET topics = ?, updated_at = ? WHERE id = ?", (json.dumps(names), now(), row["id"]))
+        req.effect("topics of %s: %s" % (full_name(row), ", ".join(names) or "none"))
+    return {"names": names}
+
+
+# What a file's extension says its language is, as GitHub's linguist names them (the common ones)
+LANGUAGES = {"py": "Python", "js": "JavaScript", "mjs": "JavaScript", "ts": "TypeScript", "go": "Go", "rs": "Rust",
+             "java": "Java", "c": "C", "h": "C", "cc": "C++", "cpp": "C++", "rb": "Ruby", "sh": "Shell",
+             "html": "HTML", "css": "CSS", "kt": "Kotlin", "swift": "Swift", "php": "PHP", "cs": "C#"}
+MAX_LANGUAGE_FILES = 20000
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/languages")
+def get_languages(req, owner, repo):
+    """Bytes of code per language on the default branch, most first (the first MAX_LANGUAGE_FILES files)."""
+    row = find_repo(req, owner, repo)
+    sizes = collections.Counter()
+    with open_repo(req.app, row["id"]) as git:
+        sha = branch_sha(git, row["default_branch"])
+        if sha is not None:
+            for entry in itertools.islice(iter_tree_contents(git.object_store, git[sha.encode()].tree),
+                                          MAX_LANGUAGE_FILES):
+                language = LANGUAGES.get(entry.path.decode("utf-8", "replace").rsplit(".", 1)[-1].lower())
+                if language and entry.mode != 0o160000:
+                    sizes[language] += len(git.object_store.get_raw(entry.sha)[1])
+    return dict(sizes.most_common())
 
 
 # -- collaborators ------------------------------------------------------------------------------
@@ -17252,6 +17304,7 @@ CREATE TABLE IF NOT EXISTS repos (
     pushed_at       TEXT,
     parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
     forked_by       INTEGER REFERENCES accounts(id) ON DELETE SET NULL, -- a fork: who made it (its access counts)
+    topics          TEXT NOT NULL DEFAULT '[]',                        -- JSON: its topics (version 10)
     UNIQUE (owner_id, name)
 );
 CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS repos (
     pushed_at       TEXT,
     parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
     forked_by       INTEGER REFERENCES accounts(id) ON DELETE SET NULL, -- a fork: who made it (its access counts)
+    topics          TEXT NOT NULL DEFAULT '[]',                        -- JSON: its topics (version 10)
     UNIQUE (owner_id, name)
 );
 CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);

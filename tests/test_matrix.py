@@ -259,6 +259,7 @@ def route_body(method, pattern, ids):
         ("DELETE", repo + "/contents/{path:path}"): {"message": "m", "sha": ids["blob"]},
         ("DELETE", repo + "/pulls/{number:int}/requested_reviewers"): {"reviewers": ["walt"]},
         ("PATCH", "/api/ext/v1/agent-bindings/{login}"): {"display_name": "Bot"},
+        ("PUT", repo + "/topics"): {"names": ["payments"]},
         ("PATCH", "/api/v3/orgs/{org}"): {"name": "Acme"},
         ("PATCH", "/api/v3/orgs/{org}/teams/{slug}"): {"description": "d"},
         ("PATCH", repo): {"description": "d"},
@@ -603,6 +604,8 @@ GET     /api/v3/repos/{owner}/{repo}/releases/{release_id:int}                  
 GET     /api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets             repo_read
 GET     /api/v3/repos/{owner}/{repo}/subscription                                 own_watch
 GET     /api/v3/repos/{owner}/{repo}/tags                                         repo_read
+GET     /api/v3/repos/{owner}/{repo}/topics                                       repo_read
+GET     /api/v3/repos/{owner}/{repo}/languages                                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/tarball                                      repo_read
 GET     /api/v3/repos/{owner}/{repo}/tarball/{ref:path}                           repo_read
 GET     /api/v3/repos/{owner}/{repo}/zipball                                      repo_read
@@ -765,6 +768,7 @@ PUT     /api/v3/repos/{owner}/{repo}/notifications                              
 PUT     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge                     repo_write
 PUT     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/update-branch             repo_write
 PUT     /api/v3/repos/{owner}/{repo}/subscription                                 repo_read
+PUT     /api/v3/repos/{owner}/{repo}/topics                                       repo_admin
 PUT     /api/v3/repositories/{repository_id:int}/environments/{environment}/secrets/{name} repo_write
 PUT     /api/v3/users/{login}/suspended                                           site_admin
 """

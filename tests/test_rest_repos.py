@@ -1,4 +1,5 @@
 """REST v3 repositories, branches, refs, commits: content, errors, pagination."""
+import base64
 import os
 
 from conftest import api, commit_file, git, remote
@@ -156,3 +157,22 @@ def test_conditional_requests_answer_304_for_what_the_client_has(tmp_path):
         assert kit.rest.repos.get("alice", "demo").parsed_data.description == "again"
     finally:
         srv.stop()
+
+
+def test_topics_and_languages(server):
+    """A repository's topics (GitHub's rules, its admins' to set, in the repository's JSON too) and the
+    bytes of code per language on its default branch."""
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    assert api(server, "GET", "/repos/alice/app/topics", alice).json == {"names": []}
+    put = api(server, "PUT", "/repos/alice/app/topics", alice, {"names": ["Agents", "git", "agents"]})
+    assert put.status == 200 and put.json == {"names": ["agents", "git"]}
+    assert api(server, "GET", "/repos/alice/app", alice).json["topics"] == ["agents", "git"]
+    for bad in (["has space"], ["x" * 51], ["-lead"], [f"t{i}" for i in range(21)], [7]):
+        assert api(server, "PUT", "/repos/alice/app/topics", alice, {"names": bad}).status == 422, bad
+    assert api(server, "PUT", "/repos/alice/app/topics", bob, {"names": ["mine"]}).status == 403
+    for path, text in (("main.py", "print('hi')\n" * 10), ("util.py", "x = 1\n"), ("web/app.js", "let a = 1;\n")):
+        api(server, "PUT", "/repos/alice/app/contents/" + path, alice, {
+            "message": path, "content": base64.b64encode(text.encode()).decode()})
+    languages = api(server, "GET", "/repos/alice/app/languages", alice).json
+    assert languages == {"Python": 12 * 10 + 6, "JavaScript": 11} and list(languages) == ["Python", "JavaScript"]

@@ -1,10 +1,14 @@
 """REST: repositories, forks, branches, refs, commits and collaborators."""
 
+import collections
+import itertools
 import json
 import os
 import re
 import shutil
 import tempfile
+
+from dulwich.object_store import iter_tree_contents
 
 from agentgit.config import now, valid_repo_name
 from agentgit.errors import HTTPError, invalid
@@ -384,6 +388,57 @@ def get_commit(req, owner, repo, ref):
             parent = git[commit.parents[0]].tree.decode() if commit.parents else None
             return 200, tree_diff(git, parent, commit.tree.decode()), {"Content-Type": "text/plain; charset=utf-8"}
         return commit_json(req.app, full_name(row), commit)
+
+
+# -- topics and languages -----------------------------------------------------------------------
+
+TOPIC_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,49}")
+MAX_TOPICS = 20
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/topics")
+def get_topics(req, owner, repo):
+    return {"names": json.loads(find_repo(req, owner, repo)["topics"])}
+
+
+@route("PUT", "/api/v3/repos/{owner}/{repo}/topics")
+def replace_topics(req, owner, repo):
+    """GitHub's rules: lowercase letters, digits and hyphens, at most 50 characters, at most 20 topics."""
+    row = find_repo(req, owner, repo, "admin_repo")
+    names = req.field(req.json(), "names", list, "Repository", required=True)
+    names = [n.strip().lower() if isinstance(n, str) else n for n in names]
+    if len(names) > MAX_TOPICS or not all(isinstance(n, str) and TOPIC_RE.fullmatch(n) for n in names):
+        raise invalid("Repository", "names", message="topics are at most %d names of lowercase letters, digits and "
+                                                    "hyphens, starting with a letter or digit, at most 50 characters"
+                                                    % MAX_TOPICS)
+    names = sorted(set(names), key=names.index)
+    with req.transaction() as db:
+        db.execute("UPDATE repos SET topics = ?, updated_at = ? WHERE id = ?", (json.dumps(names), now(), row["id"]))
+        req.effect("topics of %s: %s" % (full_name(row), ", ".join(names) or "none"))
+    return {"names": names}
+
+
+# What a file's extension says its language is, as GitHub's linguist names them (the common ones)
+LANGUAGES = {"py": "Python", "js": "JavaScript", "mjs": "JavaScript", "ts": "TypeScript", "go": "Go", "rs": "Rust",
+             "java": "Java", "c": "C", "h": "C", "cc": "C++", "cpp": "C++", "rb": "Ruby", "sh": "Shell",
+             "html": "HTML", "css": "CSS", "kt": "Kotlin", "swift": "Swift", "php": "PHP", "cs": "C#"}
+MAX_LANGUAGE_FILES = 20000
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/languages")
+def get_languages(req, owner, repo):
+    """Bytes of code per language on the default branch, most first (the first MAX_LANGUAGE_FILES files)."""
+    row = find_repo(req, owner, repo)
+    sizes = collections.Counter()
+    with open_repo(req.app, row["id"]) as git:
+        sha = branch_sha(git, row["default_branch"])
+        if sha is not None:
+            for entry in itertools.islice(iter_tree_contents(git.object_store, git[sha.encode()].tree),
+                                          MAX_LANGUAGE_FILES):
+                language = LANGUAGES.get(entry.path.decode("utf-8", "replace").rsplit(".", 1)[-1].lower())
+                if language and entry.mode != 0o160000:
+                    sizes[language] += len(git.object_store.get_raw(entry.sha)[1])
+    return dict(sizes.most_common())
 
 
 # -- collaborators ------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def repo_json(app, row, permission=None):
         "default_branch": row["default_branch"], "visibility": "private" if row["private"] else "public",
         "has_issues": True, "has_projects": False, "has_wiki": False, "has_pages": False,
         "has_downloads": True, "has_discussions": False, "archived": bool(row["archived"]), "disabled": False,
-        "is_template": False, "allow_forking": True, "web_commit_signoff_required": False, "topics": [],
+        "is_template": False, "allow_forking": True, "web_commit_signoff_required": False, "topics": json.loads(row["topics"]),
         "license": None, "pushed_at": row["pushed_at"] or row["created_at"],
         "created_at": row["created_at"], "updated_at": row["updated_at"],
     })

@@ -90,7 +90,8 @@ MIGRATIONS = {
     10: Migration([("agent_keys", "approved_at TEXT"),
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
                    ("accounts", "runtime_certificate_at TEXT"), ("issues", "acting_for TEXT"), ("issues", "task TEXT"),
-                   ("comments", "acting_for TEXT"), ("comments", "task TEXT")],
+                   ("comments", "acting_for TEXT"), ("comments", "task TEXT"),
+                   ("repos", "topics TEXT NOT NULL DEFAULT '[]'")],
                   AUDIT_REBUILT[0],
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
