@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2790  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9809  delegation.create_invite
-       line  9881  delegation.confirm_binding
-       line 10513  tasks.create_task_grant
+       line  9828  delegation.create_invite
+       line  9900  delegation.confirm_binding
+       line 10532  tasks.create_task_grant
        line  3463  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15871  server.App.dispatch
+       line 15890  server.App.dispatch
        line  3378  authentication.authenticate
        line  3083  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15530  githttp.git_receive_pack
+       line 15549  githttp.git_receive_pack
        line  3126  ledger.Ledger.decide_each
        line  3064  intents.reconcile_intents
 
@@ -91,34 +91,34 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     32. gitdata            lines  7614- 7963  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     33. releases           lines  7964- 8301  REST: releases, tags and release assets.
     34. deploy_keys        lines  8302- 8380  REST: deploy keys.
-    35. actions            lines  8381- 8587  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8588- 8790  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8791- 9139  REST: organizations, memberships and teams.
-    38. actions_config     lines  9140- 9627  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9628- 9703  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9704-10268  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10269-10479  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10480-10905  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10906-11077  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 11078-11340  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11341-12006  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 12007-12352  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12353-12775  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12776-13055  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 13056-13238  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13239-13575  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    51. oauth_clients      lines 13576-13814  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13815-14272  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14273-14926  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14927-15392  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15393-15592  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15593-15861  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15862-16477  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16478-16754  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16755-17230  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17231-17963  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    35. actions            lines  8381- 8606  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8607- 8809  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8810- 9158  REST: organizations, memberships and teams.
+    38. actions_config     lines  9159- 9646  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9647- 9722  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9723-10287  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10288-10498  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10499-10924  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10925-11096  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 11097-11359  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11360-12025  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_mutations  lines 12026-12371  GraphQL mutations: each one decided as its REST twin is.
+    47. graphql_schema     lines 12372-12794  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    48. graphql_execution  lines 12795-13074  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    49. client_assertions  lines 13075-13257  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    50. settings_pages     lines 13258-13594  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    51. oauth_clients      lines 13595-13833  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    52. broker             lines 13834-14291  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    53. oauth              lines 14292-14945  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    54. mcp_server         lines 14946-15411  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15412-15611  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15612-15880  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15881-16496  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16497-16773  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16774-17249  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17250-17982  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 7e37d0e87f4fd73e285d337fe64078d7a8cb885c705e124e766d8a1fe577fcd2
+Made from sources whose SHA-256 is fe82bd1acb863785e79e101be688b7100174cb5577a1dfc2c1004e10f3c5f495
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -8474,6 +8474,25 @@ def dispatch_workflow(req, owner, repo, workflow_id):
             "head_branch": branch, "head_sha": sha, "inputs": json.dumps(inputs), "status": "queued",
             "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
         req.effect("recorded run %d of %s on %s (nothing executes)" % (run_id, wf["path"], branch))
+    return 204, None
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/dispatches")
+def repository_dispatch(req, owner, repo):
+    """GitHub's repository_dispatch, which bots and release tools send: checked, decided as starting a
+    workflow is, and recorded. No workflow runs from it here (none executes: issue 27's)."""
+    body = req.json()
+    event = req.field(body, "event_type", str, "Dispatch", required=True)
+    payload = req.field(body, "client_payload", dict, "Dispatch", default={})
+    if not 0 < len(event) <= 100:
+        raise invalid("Dispatch", "event_type", message="event_type is 1 to 100 characters")
+    if len(payload) > 10:
+        raise invalid("Dispatch", "client_payload", message="client_payload has at most 10 top-level properties")
+    row = find_repo(req, owner, repo)
+    req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + row["default_branch"], workflow=event)
+    with req.transaction():
+        req.effect("repository_dispatch %s on %s (%d payload properties; nothing executes)" % (
+            event, full_name(row), len(payload)))
     return 204, None
 
 

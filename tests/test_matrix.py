@@ -260,6 +260,7 @@ def route_body(method, pattern, ids):
         ("DELETE", repo + "/pulls/{number:int}/requested_reviewers"): {"reviewers": ["walt"]},
         ("PATCH", "/api/ext/v1/agent-bindings/{login}"): {"display_name": "Bot"},
         ("PUT", repo + "/topics"): {"names": ["payments"]},
+        ("POST", repo + "/dispatches"): {"event_type": "release"},
         ("PATCH", "/api/v3/orgs/{org}"): {"name": "Acme"},
         ("PATCH", "/api/v3/orgs/{org}/teams/{slug}"): {"description": "d"},
         ("PATCH", repo): {"description": "d"},
@@ -701,6 +702,7 @@ POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/cancel           
 POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun              repo_write
 POST    /api/v3/repos/{owner}/{repo}/actions/variables                            repo_write
 POST    /api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches   repo_write
+POST    /api/v3/repos/{owner}/{repo}/dispatches                                   repo_write
 POST    /api/v3/repos/{owner}/{repo}/check-runs                                   repo_write
 POST    /api/v3/repos/{owner}/{repo}/environments/{environment}/variables         repo_write
 POST    /api/v3/repos/{owner}/{repo}/forks                                        repo_fork

@@ -204,3 +204,18 @@ def test_archive_names_and_deploy_key_titles_as_github_gives_them(server):
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb8hVBqOr0gB2nHMjbJ0NHyN2hJ7Wm3E1m+3fNdzKUn ci@build-host"
     added = api(server, "POST", "/repos/alice/app/keys", alice, {"key": key})
     assert added.status == 201 and added.json["title"] == "ci@build-host"
+
+
+def test_repository_dispatch_is_decided_and_recorded(server):
+    """POST /repos/{o}/{r}/dispatches, as release tools and bots send it: 204 for who may start a workflow
+    there, recorded in the audit log; 404 for who may not see the repository, 422 for a bad body."""
+    alice, eve = server.add_user("alice"), server.add_user("eve")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "private": True, "auto_init": True})
+    sent = api(server, "POST", "/repos/alice/app/dispatches", alice, {"event_type": "release", "client_payload":
+                                                                      {"version": "1.2.3"}})
+    assert sent.status == 204
+    row = server.app.store.one("SELECT * FROM audit WHERE action = 'run_workflow' ORDER BY id DESC")
+    assert row["decision"] == "allow" and "repository_dispatch release" in row["side_effect"]
+    assert api(server, "POST", "/repos/alice/app/dispatches", eve, {"event_type": "release"}).status == 404
+    for body in ({}, {"event_type": ""}, {"event_type": "x", "client_payload": {str(i): i for i in range(11)}}):
+        assert api(server, "POST", "/repos/alice/app/dispatches", alice, body).status == 422, body

@@ -109,6 +109,25 @@ def dispatch_workflow(req, owner, repo, workflow_id):
     return 204, None
 
 
+@route("POST", "/api/v3/repos/{owner}/{repo}/dispatches")
+def repository_dispatch(req, owner, repo):
+    """GitHub's repository_dispatch, which bots and release tools send: checked, decided as starting a
+    workflow is, and recorded. No workflow runs from it here (none executes: issue 27's)."""
+    body = req.json()
+    event = req.field(body, "event_type", str, "Dispatch", required=True)
+    payload = req.field(body, "client_payload", dict, "Dispatch", default={})
+    if not 0 < len(event) <= 100:
+        raise invalid("Dispatch", "event_type", message="event_type is 1 to 100 characters")
+    if len(payload) > 10:
+        raise invalid("Dispatch", "client_payload", message="client_payload has at most 10 top-level properties")
+    row = find_repo(req, owner, repo)
+    req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + row["default_branch"], workflow=event)
+    with req.transaction():
+        req.effect("repository_dispatch %s on %s (%d payload properties; nothing executes)" % (
+            event, full_name(row), len(payload)))
+    return 204, None
+
+
 @route("PUT", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/enable")
 @route("PUT", "/api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/disable")
 def enable_or_disable_workflow(req, owner, repo, workflow_id):
