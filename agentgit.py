@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  3463  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15890  server.App.dispatch
+       line 15922  server.App.dispatch
        line  3378  authentication.authenticate
        line  3083  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15549  githttp.git_receive_pack
+       line 15581  githttp.git_receive_pack
        line  3126  ledger.Ledger.decide_each
        line  3064  intents.reconcile_intents
 
@@ -110,15 +110,15 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     51. oauth_clients      lines 13595-13833  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
     52. broker             lines 13834-14291  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
     53. oauth              lines 14292-14945  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14946-15411  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15412-15611  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15612-15880  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15881-16496  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16497-16773  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16774-17249  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17250-17982  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    54. mcp_server         lines 14946-15443  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    55. githttp            lines 15444-15643  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    56. pages              lines 15644-15912  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    57. server             lines 15913-16528  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    58. clients            lines 16529-16805  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    59. cli                lines 16806-17281  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17282-18014  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is fe82bd1acb863785e79e101be688b7100174cb5577a1dfc2c1004e10f3c5f495
+Made from sources whose SHA-256 is 1f4bcf374bdf87e1f990764840e444a057dfbf6e7f1bddbd6264f9f256c4e01d
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -15203,6 +15203,38 @@ TOOLS = {tool.name: tool for tool in (
     Tool("search_issues", "Search issues and pull requests you can see", "read_code",
          dict({"query": ("string", "words and qualifiers (repo:, is:open, author:@me)")}, **PAGE_ARGS), ("query",),
          lambda r, a: rest(r, "GET", "/api/v3/search/issues", query=dict(paging(a), q=a["query"]))),
+    Tool("search_pull_requests", "Search pull requests you can see", "read_code",
+         dict({"query": ("string", "words and qualifiers (repo:, is:open, author:@me)")}, **PAGE_ARGS), ("query",),
+         lambda r, a: rest(r, "GET", "/api/v3/search/issues", query=dict(paging(a), q="is:pr " + a["query"]))),
+    Tool("get_issue_comments", "An issue's or pull request's comments", "read_code",
+         dict(ISSUE, **PAGE_ARGS), OWNED + ("issue_number",),
+         lambda r, a: rest(r, "GET", repo_api(a, "/issues/%d/comments" % a["issue_number"]), query=paging(a))),
+    Tool("update_pull_request", "Change a pull request: retitle, edit, close or reopen it, retarget its base",
+         "edit_issue", dict(PULL, title=("string", "a new title"), body=("string", "a new text"),
+                            state=("string", "open or closed"), base=("string", "a new base branch")),
+         OWNED + ("pullNumber",), lambda r, a: rest(r, "PATCH", repo_api(a, "/pulls/%d" % a["pullNumber"]), {
+             k: a[k] for k in ("title", "body", "state", "base") if k in a}), read_only=False),
+    Tool("list_pull_request_reviews", "A pull request's reviews", "read_code", PULL, OWNED + ("pullNumber",),
+         lambda r, a: rest(r, "GET", repo_api(a, "/pulls/%d/reviews" % a["pullNumber"]))),
+    Tool("list_releases", "A repository's releases, newest first", "read_code", dict(REPO_ARGS, **PAGE_ARGS), OWNED,
+         lambda r, a: rest(r, "GET", repo_api(a, "/releases"), query=paging(a))),
+    Tool("get_latest_release", "A repository's latest release", "read_code", REPO_ARGS, OWNED,
+         lambda r, a: rest(r, "GET", repo_api(a, "/releases/latest"))),
+    Tool("get_release_by_tag", "A release, by its tag", "read_code", dict(REPO_ARGS, tag=("string", "the tag")),
+         OWNED + ("tag",), lambda r, a: rest(r, "GET", repo_api(a, "/releases/tags/" + urllib.parse.quote(
+             a["tag"], safe="")))),
+    Tool("list_tags", "A repository's tags", "read_code", dict(REPO_ARGS, **PAGE_ARGS), OWNED,
+         lambda r, a: rest(r, "GET", repo_api(a, "/tags"), query=paging(a))),
+    Tool("create_repository", "A new repository of your own", "create_repo",
+         {"name": ("string", "its name"), "description": ("string", "what it is"), "private": (
+             "boolean", "private or not"), "autoInit": ("boolean", "start it with a README")}, ("name",),
+         lambda r, a: rest(r, "POST", "/api/v3/user/repos", dict({k: a[k] for k in ("name", "description", "private")
+                                                                  if k in a}, auto_init=a.get("autoInit", False))),
+         read_only=False),
+    Tool("fork_repository", "A fork of a repository, yours or an organization's", "create_repo",
+         dict(REPO_ARGS, organization=("string", "the organization to fork into")), OWNED,
+         lambda r, a: rest(r, "POST", repo_api(a, "/forks"), {"organization": a["organization"]}
+                           if a.get("organization") else {}), read_only=False),
     Tool("get_permissions", "What this token may do on a repository, action by action, and why (agentgit)", None,
          REPO_ARGS, OWNED, lambda r, a: rest(r, "GET", "/api/ext/v1/policy", query={
              "resource": "repo:%s/%s" % (a["owner"], a["repo"])})),

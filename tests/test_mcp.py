@@ -298,3 +298,41 @@ def test_a_client_without_url_elicitation_gets_the_approval_page_in_the_tool_err
             assert not merged.is_error and merged.structured_content["merged"] is True
 
     asyncio.run(scenario())
+
+
+def test_more_of_githubs_mcp_tools_as_thin_rest_calls(server):
+    """GitHub's MCP server's tools that are thin REST calls, with its names and arguments: each decided
+    and audited as the REST call it makes."""
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+
+    async def scenario():
+        async with client(server, alice) as c:
+            made = await c.call_tool("create_repository", {"name": "tools", "autoInit": True, "description": "d"})
+            assert not made.is_error and made.structured_content["full_name"] == "alice/tools"
+            repo = {"owner": "alice", "repo": "tools"}
+            api(server, "POST", "/repos/alice/tools/releases", alice, {"tag_name": "v1.0.0", "name": "One"})
+            assert (await c.call_tool("get_latest_release", repo)).structured_content["tag_name"] == "v1.0.0"
+            assert (await c.call_tool("get_release_by_tag", dict(repo, tag="v1.0.0"))).structured_content["name"] == "One"
+            assert [r["tag_name"] for r in json.loads(text(await c.call_tool("list_releases", repo)))] == ["v1.0.0"]
+            assert [t["name"] for t in json.loads(text(await c.call_tool("list_tags", repo)))] == ["v1.0.0"]
+            main = api(server, "GET", "/repos/alice/tools/git/ref/heads/main", alice).json["object"]["sha"]
+            api(server, "POST", "/repos/alice/tools/git/refs", alice, {"ref": "refs/heads/f", "sha": main})
+            api(server, "PUT", "/repos/alice/tools/contents/f.txt", alice, {"message": "f", "content": "Zgo=",
+                                                                            "branch": "f"})
+            number = api(server, "POST", "/repos/alice/tools/pulls", alice, {"title": "F", "head": "f",
+                                                                             "base": "main"}).json["number"]
+            api(server, "POST", "/repos/alice/tools/issues/%d/comments" % number, alice, {"body": "looks fine"})
+            said = json.loads(text(await c.call_tool("get_issue_comments", dict(repo, issue_number=number))))
+            assert [s["body"] for s in said] == ["looks fine"]
+            edited = await c.call_tool("update_pull_request", dict(repo, pullNumber=number, title="F, retitled"))
+            assert edited.structured_content["title"] == "F, retitled"
+            assert json.loads(text(await c.call_tool("list_pull_request_reviews", dict(repo, pullNumber=number)))) == []
+            found = json.loads(text(await c.call_tool("search_pull_requests", {"query": "retitled"})))
+            assert [i["number"] for i in found["items"]] == [number]
+        async with client(server, bob) as c:
+            forked = await c.call_tool("fork_repository", {"owner": "alice", "repo": "tools"})
+            assert not forked.is_error and forked.structured_content["full_name"] == "bob/tools"
+
+    asyncio.run(scenario())
+    rows = server.app.store.all("SELECT action, surface FROM audit WHERE action = 'create_repo' AND decision = 'allow'")
+    assert {r["surface"] for r in rows} == {"mcp"} and len(rows) == 2

@@ -282,6 +282,38 @@ TOOLS = {tool.name: tool for tool in (
     Tool("search_issues", "Search issues and pull requests you can see", "read_code",
          dict({"query": ("string", "words and qualifiers (repo:, is:open, author:@me)")}, **PAGE_ARGS), ("query",),
          lambda r, a: rest(r, "GET", "/api/v3/search/issues", query=dict(paging(a), q=a["query"]))),
+    Tool("search_pull_requests", "Search pull requests you can see", "read_code",
+         dict({"query": ("string", "words and qualifiers (repo:, is:open, author:@me)")}, **PAGE_ARGS), ("query",),
+         lambda r, a: rest(r, "GET", "/api/v3/search/issues", query=dict(paging(a), q="is:pr " + a["query"]))),
+    Tool("get_issue_comments", "An issue's or pull request's comments", "read_code",
+         dict(ISSUE, **PAGE_ARGS), OWNED + ("issue_number",),
+         lambda r, a: rest(r, "GET", repo_api(a, "/issues/%d/comments" % a["issue_number"]), query=paging(a))),
+    Tool("update_pull_request", "Change a pull request: retitle, edit, close or reopen it, retarget its base",
+         "edit_issue", dict(PULL, title=("string", "a new title"), body=("string", "a new text"),
+                            state=("string", "open or closed"), base=("string", "a new base branch")),
+         OWNED + ("pullNumber",), lambda r, a: rest(r, "PATCH", repo_api(a, "/pulls/%d" % a["pullNumber"]), {
+             k: a[k] for k in ("title", "body", "state", "base") if k in a}), read_only=False),
+    Tool("list_pull_request_reviews", "A pull request's reviews", "read_code", PULL, OWNED + ("pullNumber",),
+         lambda r, a: rest(r, "GET", repo_api(a, "/pulls/%d/reviews" % a["pullNumber"]))),
+    Tool("list_releases", "A repository's releases, newest first", "read_code", dict(REPO_ARGS, **PAGE_ARGS), OWNED,
+         lambda r, a: rest(r, "GET", repo_api(a, "/releases"), query=paging(a))),
+    Tool("get_latest_release", "A repository's latest release", "read_code", REPO_ARGS, OWNED,
+         lambda r, a: rest(r, "GET", repo_api(a, "/releases/latest"))),
+    Tool("get_release_by_tag", "A release, by its tag", "read_code", dict(REPO_ARGS, tag=("string", "the tag")),
+         OWNED + ("tag",), lambda r, a: rest(r, "GET", repo_api(a, "/releases/tags/" + urllib.parse.quote(
+             a["tag"], safe="")))),
+    Tool("list_tags", "A repository's tags", "read_code", dict(REPO_ARGS, **PAGE_ARGS), OWNED,
+         lambda r, a: rest(r, "GET", repo_api(a, "/tags"), query=paging(a))),
+    Tool("create_repository", "A new repository of your own", "create_repo",
+         {"name": ("string", "its name"), "description": ("string", "what it is"), "private": (
+             "boolean", "private or not"), "autoInit": ("boolean", "start it with a README")}, ("name",),
+         lambda r, a: rest(r, "POST", "/api/v3/user/repos", dict({k: a[k] for k in ("name", "description", "private")
+                                                                  if k in a}, auto_init=a.get("autoInit", False))),
+         read_only=False),
+    Tool("fork_repository", "A fork of a repository, yours or an organization's", "create_repo",
+         dict(REPO_ARGS, organization=("string", "the organization to fork into")), OWNED,
+         lambda r, a: rest(r, "POST", repo_api(a, "/forks"), {"organization": a["organization"]}
+                           if a.get("organization") else {}), read_only=False),
     Tool("get_permissions", "What this token may do on a repository, action by action, and why (agentgit)", None,
          REPO_ARGS, OWNED, lambda r, a: rest(r, "GET", "/api/ext/v1/policy", query={
              "resource": "repo:%s/%s" % (a["owner"], a["repo"])})),
