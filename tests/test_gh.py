@@ -585,7 +585,8 @@ def test_gh_labels_a_new_repositorys_issue_and_pull_request_with_githubs_default
 
 def test_gh_release_download_archives(tmp_path):
     """gh release download --archive fetches the release's zipball and tarball: the tree at its tag,
-    under one OWNER-REPO-SHA/ directory, modes and symlinks kept."""
+    under one OWNER-REPO-SHA/ directory, modes and symlinks kept, named as GitHub names them (REPO-TAG
+    without the tag's leading v)."""
     import tarfile
     import zipfile
     with gh_as_alice(tmp_path) as (srv, env, alice):
@@ -606,10 +607,10 @@ def test_gh_release_download_archives(tmp_path):
         gh(env, "release", "download", "v1", "-R", "alice/demo", "--archive", "zip", "-D", str(out))
         gh(env, "release", "download", "v1", "-R", "alice/demo", "--archive", "tar.gz", "-D", str(out))
         root = "alice-demo-%s/" % sha[:7]
-        with zipfile.ZipFile(out / "demo-v1.zip") as z:
+        with zipfile.ZipFile(out / "demo-1.zip") as z:
             assert sorted(z.namelist()) == [root + "README.md", root + "bin/run", root + "run"]
             assert z.read(root + "README.md") == b"# demo\n" and z.getinfo(root + "bin/run").external_attr >> 16 == 0o100755
-        with tarfile.open(out / "demo-v1.tar.gz") as t:
+        with tarfile.open(out / "demo-1.tar.gz") as t:
             assert t.getmember(root + "run").issym() and t.getmember(root + "run").linkname == "bin/run"
             assert t.getmember(root + "bin/run").mode == 0o755
             assert t.extractfile(root + "bin/run").read() == b"#!/bin/sh\necho hi\n"
