@@ -28,97 +28,98 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1495  tokens.issue_token
-       line  1517  tokens.verify_token
+       line  1497  tokens.issue_token
+       line  1519  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2662  policy.POLICY_RULES
-       line  2702  policy.decide
+       line  2664  policy.POLICY_RULES
+       line  2704  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2767  audit.audit_append
-       line  2790  audit.audit_verify
+       line  2769  audit.audit_append
+       line  2792  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9828  delegation.create_invite
-       line  9900  delegation.confirm_binding
-       line 10532  tasks.create_task_grant
-       line  3463  authentication.load_grant
+       line  9848  delegation.create_invite
+       line  9920  delegation.confirm_binding
+       line 10552  tasks.create_task_grant
+       line  3465  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 15922  server.App.dispatch
-       line  3378  authentication.authenticate
-       line  3083  ledger.Ledger
+       line 16221  server.App.dispatch
+       line  3380  authentication.authenticate
+       line  3085  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15581  githttp.git_receive_pack
-       line  3126  ledger.Ledger.decide_each
-       line  3064  intents.reconcile_intents
+       line 15880  githttp.git_receive_pack
+       line  3128  ledger.Ledger.decide_each
+       line  3066  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   191-  292  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   293-  322  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   323-  715  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   716-  815  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   816- 1040  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1041- 1262  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1263- 1443  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1444- 1544  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1545- 1697  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1698- 1923  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1924- 2724  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2725- 2938  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2939- 3007  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  3008- 3077  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3078- 3249  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3250- 3503  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3504- 3686  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3687- 3816  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3817- 4112  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4113- 4327  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4328- 4379  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4380- 4655  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4656- 4738  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4739- 5249  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5250- 5518  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5519- 6200  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6201- 6330  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6331- 6827  REST: pull requests and their merges.
-    29. reviews            lines  6828- 7115  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7116- 7357  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7358- 7613  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7614- 7963  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7964- 8301  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8302- 8380  REST: deploy keys.
-    35. actions            lines  8381- 8606  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8607- 8809  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8810- 9158  REST: organizations, memberships and teams.
-    38. actions_config     lines  9159- 9646  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9647- 9722  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9723-10287  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10288-10498  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10499-10924  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10925-11096  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 11097-11359  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11360-12025  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_mutations  lines 12026-12371  GraphQL mutations: each one decided as its REST twin is.
-    47. graphql_schema     lines 12372-12794  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    48. graphql_execution  lines 12795-13074  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    49. client_assertions  lines 13075-13257  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    50. settings_pages     lines 13258-13594  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    51. oauth_clients      lines 13595-13833  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    52. broker             lines 13834-14291  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    53. oauth              lines 14292-14945  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    54. mcp_server         lines 14946-15443  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    55. githttp            lines 15444-15643  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    56. pages              lines 15644-15912  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    57. server             lines 15913-16528  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    58. clients            lines 16529-16805  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    59. cli                lines 16806-17281  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17282-18014  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   193-  294  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   295-  324  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   325-  717  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   718-  817  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   818- 1042  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1043- 1264  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1265- 1445  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1446- 1546  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1547- 1699  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1700- 1925  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1926- 2726  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2727- 2940  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2941- 3009  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  3010- 3079  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3080- 3251  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3252- 3505  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3506- 3688  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3689- 3818  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3819- 4114  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4115- 4329  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4330- 4381  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4382- 4657  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4658- 4740  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4741- 5251  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5252- 5520  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5521- 6202  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6203- 6332  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6333- 6847  REST: pull requests and their merges.
+    29. reviews            lines  6848- 7135  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7136- 7377  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7378- 7633  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7634- 7983  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7984- 8321  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8322- 8400  REST: deploy keys.
+    35. actions            lines  8401- 8626  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8627- 8829  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8830- 9178  REST: organizations, memberships and teams.
+    38. actions_config     lines  9179- 9666  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9667- 9742  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9743-10307  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10308-10518  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10519-10944  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10945-11116  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 11117-11379  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11380-12047  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_git        lines 12048-12280  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    47. graphql_mutations  lines 12281-12626  GraphQL mutations: each one decided as its REST twin is.
+    48. graphql_schema     lines 12627-13091  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    49. graphql_execution  lines 13092-13373  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    50. client_assertions  lines 13374-13556  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    51. settings_pages     lines 13557-13893  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    52. oauth_clients      lines 13894-14132  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    53. broker             lines 14133-14590  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    54. oauth              lines 14591-15244  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    55. mcp_server         lines 15245-15742  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    56. githttp            lines 15743-15942  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    57. pages              lines 15943-16211  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    58. server             lines 16212-16827  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    59. clients            lines 16828-17104  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    60. cli                lines 17105-17580  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17581-18313  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 1f4bcf374bdf87e1f990764840e444a057dfbf6e7f1bddbd6264f9f256c4e01d
+Made from sources whose SHA-256 is 69838955e4dcee9ee29e36a9f70ca29ca016ef903da2237d9a30ee9964a09e2b
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -183,6 +184,7 @@ try:
     from dulwich.objects import Blob, Commit, Tag, Tree
     from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
     from dulwich.repo import Repo
+    from dulwich.walk import ORDER_TOPO
 except ImportError:
     if __name__ != "__main__":
         raise ImportError(DEPENDENCY_MISSING)
@@ -6568,23 +6570,41 @@ def list_pulls(req, owner, repo):
     return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in req.paginate(rows)]
 
 
+ASSOCIATED_PULLS_SOUGHT = 200       # a commit's pull requests are sought among its repository's newest 200
+
+
+def pulls_by_commit(app, repo_row):
+    """{commit sha: [issue id, ...] newest first}: each of the repository's newest pull requests under its
+    head, its merge commit and every commit it brings (GitHub's "associated pull requests" of a commit).
+    One walk per pull request, so whoever asks about many commits builds this once."""
+    found = {}
+    with open_repo(app, repo_row["id"]) as git:
+        for r in app.store.all("SELECT i.state, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE i.repo_id = ?"
+                               " ORDER BY i.number DESC LIMIT ?", repo_row["id"], ASSOCIATED_PULLS_SOUGHT):
+            head, base = r["head_sha"], r["base_sha"]
+            if r["state"] == "open" and r["head_repo_id"] == repo_row["id"]:     # an open one follows its branches
+                head = branch_sha(git, r["head_ref"]) or head
+                base = merge_base(git, branch_sha(git, r["base_ref"]) or base, head) or ""
+            try:
+                shas = {c.id.decode() for c in commits_between(git, base, head)} | {head, r["merge_commit_sha"]}
+            except KeyError:        # a head whose commits this repository no longer holds (a fork's, deleted)
+                shas = {head, r["merge_commit_sha"]}
+            for sha in shas - {None}:
+                found.setdefault(sha, []).append(r["issue_id"])
+    return found
+
+
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits/{sha}/pulls")
 def commit_pulls(req, owner, repo, sha):
     """The pull requests a commit belongs to (their head, one of their commits, or their merge), newest
-    first: what release-please and semantic-release ask after a push. The newest 200 are looked at."""
+    first: what release-please and semantic-release ask after a push."""
     row = find_repo(req, owner, repo)
     with open_repo(req.app, row["id"]) as git:
         full = resolve_commit(git, sha)
     if full is None:
         raise HTTPError(422, "No commit found for SHA: %s" % sha[:100])
-    found = []
-    for r in req.app.store.all("SELECT i.id AS issue_id, p.head_sha, p.merge_commit_sha FROM issues i JOIN pulls p"
-                               " ON p.issue_id = i.id WHERE i.repo_id = ? ORDER BY i.number DESC LIMIT 200", row["id"]):
-        issue, pull = pull_rows(req.app, r["issue_id"])
-        if full in (r["head_sha"], r["merge_commit_sha"]) or full in {
-                c.id.decode() for c in PullState(req.app, row, issue, pull).commits}:
-            found.append(pull_json(req.app, row, issue, pull))
-    return req.paginate(found)
+    return req.paginate([pull_json(req.app, row, *pull_rows(req.app, issue_id))
+                         for issue_id in pulls_by_commit(req.app, row).get(full, [])])
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
@@ -11359,7 +11379,7 @@ def unprocessable(error):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 45. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-# uses: errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
+# uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- the schema's building blocks: fields, connections, payloads; resolvers take (ctx, parent, args) ----
@@ -11375,28 +11395,36 @@ CONNECTION_ARGS = {"first": "Int", "after": "String", "last": "Int", "before": "
 MAX_PAGE = 100
 
 
-def paginate_connection(items, args, to_node):
-    """A GitHub connection (totalCount, nodes, edges with cursors, pageInfo) over ``items`` with
-    first/after/last/before. Cursors are opaque: base64 of the item's position."""
+def checked_page_size(args):
+    """(first, last) of a connection's arguments, each refused past GitHub's 100 before anything is fetched."""
     first, last = args.get("first"), args.get("last")
     for name, value in (("first", first), ("last", last)):
         if value is not None and not 0 <= value <= MAX_PAGE:
             raise GraphQLError("`%s` on a connection must be between 0 and %d" % (name, MAX_PAGE),
                                kind="INVALID_ARGUMENT")
+    return first, last
 
-    def position(cursor):
-        try:
-            kind, _, index = base64.b64decode(cursor).decode().partition(":")
-            if kind != "cursor":
-                raise ValueError("not a cursor")
-            return int(index)
-        except (ValueError, UnicodeDecodeError):
-            raise GraphQLError("%r is not a valid cursor" % cursor, kind="INVALID_CURSOR_ARGUMENTS")
+
+def cursor_position(cursor):
+    """The position an opaque cursor (base64 of "cursor:N") names."""
+    try:
+        kind, _, index = base64.b64decode(cursor).decode().partition(":")
+        if kind != "cursor":
+            raise ValueError("not a cursor")
+        return int(index)
+    except (ValueError, UnicodeDecodeError):
+        raise GraphQLError("%r is not a valid cursor" % cursor, kind="INVALID_CURSOR_ARGUMENTS")
+
+
+def paginate_connection(items, args, to_node):
+    """A GitHub connection (totalCount, nodes, edges with cursors, pageInfo) over ``items`` with
+    first/after/last/before. Cursors are opaque: base64 of the item's position."""
+    first, last = checked_page_size(args)
     start, end = 0, len(items)
     if args.get("after"):
-        start = max(start, position(args["after"]) + 1)
+        start = max(start, cursor_position(args["after"]) + 1)
     if args.get("before"):
-        end = min(end, position(args["before"]))
+        end = min(end, cursor_position(args["before"]))
     if first is None and last is None:
         first = MAX_PAGE
     window = list(range(start, max(start, end)))
@@ -11468,6 +11496,13 @@ def resolve_user(ctx, parent, args):
         raise GraphQLError("Could not resolve to a User with the login of '%s'." % args["login"], kind="NOT_FOUND")
     ctx.req.check("read_account", Resource.account(row))
     return gql_user(ctx.app, row)
+
+
+def resolve_rate_limit(ctx, parent, args):
+    """Query.rateLimit: the figures the X-RateLimit headers carry (the API itself is not rate-limited)."""
+    reset = datetime.datetime.fromtimestamp(rate_limit_reset(), datetime.timezone.utc)
+    return {"__typename": "RateLimit", "cost": 1, "limit": API_RATE_LIMIT, "remaining": API_RATE_LIMIT, "used": 0,
+            "nodeCount": ctx.nodes, "resetAt": reset.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def resolve_search(ctx, parent, args):
@@ -11633,6 +11668,8 @@ def gql_repository(ctx, row):
             "hasDiscussionsEnabled": False, "isTemplate": False, "isMirror": False, "isEmpty": r["pushed_at"] is None,
             "isInOrganization": owner["kind"] == "org", "stargazerCount": 0, "forkCount": 0,
             "mergeCommitAllowed": True, "squashMergeAllowed": True, "rebaseMergeAllowed": True,
+            "autoMergeAllowed": False, "deleteBranchOnMerge": False,
+            "hasVulnerabilityAlertsEnabled": False,
             "_row": row}
 
 
@@ -11748,9 +11785,9 @@ def resolve_latest_release(ctx, parent, args):
 
 # -- Ref ------------------------------------------------------------------------------------------------
 
-def gql_ref(ctx, repo_row, branch):
-    """A branch as a Ref, with its protection rule when it has one."""
-    rule = branch_protection(ctx.app.store, repo_row["id"], branch)
+def gql_ref(ctx, repo_row, branch, prefix="refs/heads/"):
+    """A ref as a Ref: a branch (with its protection rule when it has one), or a tag with its prefix."""
+    rule = branch_protection(ctx.app.store, repo_row["id"], branch) if prefix == "refs/heads/" else None
     protection = None
     if rule is not None:
         checks = json.loads(rule["required_checks"]) if rule["required_checks"] else []
@@ -11760,8 +11797,8 @@ def gql_ref(ctx, repo_row, branch):
             "isAdminEnforced": bool(rule["enforce_admins"]), "requiredApprovingReviewCount": rule["required_approvals"],
             "requiresApprovingReviews": rule["required_approvals"] is not None, "requiresStatusChecks": bool(checks),
             "requiresStrictStatusChecks": False, "requiredStatusCheckContexts": checks}
-    return {"__typename": "Ref", "id": node_id("Ref", "%d:refs/heads/%s" % (repo_row["id"], branch)), "name": branch,
-            "prefix": "refs/heads/", "branchProtectionRule": protection, "_repo": repo_row}
+    return {"__typename": "Ref", "id": node_id("Ref", "%d:%s%s" % (repo_row["id"], prefix, branch)), "name": branch,
+            "prefix": prefix, "branchProtectionRule": protection, "_repo": repo_row}
 
 
 def resolve_compare(ctx, parent, args):
@@ -11790,6 +11827,7 @@ def gql_issue(ctx, repo_row, row):
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
             "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row,
             "_repo": repo_row, "reactionGroups": [], "issueType": None, **gql_lock(row),
+            "authorAssociation": i["author_association"],
             "milestone": {"__typename": "Milestone", "id": m["node_id"], "number": m["number"], "title": m["title"],
                           "description": m["description"], "dueOn": m["due_on"], "state": m["state"].upper(),
                           "url": m["html_url"]} if m else None}
@@ -11867,7 +11905,7 @@ def gql_release(ctx, repo_row, row, is_latest):
     return {"__typename": "Release", "id": rel["node_id"], "name": rel["name"], "tagName": rel["tag_name"],
             "isDraft": rel["draft"], "isPrerelease": rel["prerelease"], "isLatest": is_latest,
             "createdAt": rel["created_at"], "publishedAt": rel["published_at"], "url": rel["html_url"],
-            "description": rel["body"]}
+            "description": rel["body"], "_repo": repo_row}
 
 
 # -- PullRequest ----------------------------------------------------------------------------------------
@@ -11891,6 +11929,8 @@ def gql_pull(ctx, repo_row, row):
             "_row": row, "_repo": repo_row, "autoMergeRequest": None, "maintainerCanModify": False,
             "reactionGroups": [], "headRepository": gql_repository(ctx, head_repo) if head_repo else None,
             "milestone": gql_issue(ctx, repo_row, row)["milestone"], **gql_lock(row),
+            "closedAt": row["closed_at"], "authorAssociation": author_association(ctx.app.store, repo_row, row["user_id"]),
+            "mergedBy": gql_user(ctx.app, account_by_id(ctx.app.store, pull["merged_by"])) if pull["merged_by"] else None,
             "_labels": issue_json(ctx.app, repo_row, row)["labels"]}
 
 
@@ -12005,26 +12045,241 @@ def resolve_pull_files(ctx, parent, args):
         "additions": f[2], "deletions": f[3]})
 
 
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 46. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+MAX_BLOB_TEXT = 512 * 1024      # Blob.text stops here (isTruncated says so)
+MAX_EXPRESSION = 4096           # an object expression ("main:path/to/file") or a history path
+
+
+def invalid_argument(message):
+    return GraphQLError(message, kind="INVALID_ARGUMENT")
+
+
+# -- objects ----------------------------------------------------------------------------------------------
+
+def gql_git_actor(ctx, signature, when, offset):
+    """A commit's or tag's author, committer or tagger, with the account its email names (if any)."""
+    person = git_person_json(signature, when, offset)
+    account = account_for_email(ctx.app, person["email"])
+    return {"__typename": "GitActor", "name": person["name"], "email": person["email"], "date": person["date"],
+            "user": gql_user(ctx.app, account_by_id(ctx.app.store, account["id"])) if account else None}
+
+
+def gql_commit(ctx, repo_row, commit):
+    sha = commit.id.decode()
+    message = commit.message.decode("utf-8", "replace").rstrip("\n")
+    headline, _, body = message.partition("\n")
+    author = gql_git_actor(ctx, commit.author, commit.author_time, commit.author_timezone)
+    committer = gql_git_actor(ctx, commit.committer, commit.commit_time, commit.commit_timezone)
+    path = "/%s/commit/%s" % (full_name(repo_row), sha)
+    return {"__typename": "Commit", "id": node_id("Commit", sha), "oid": sha, "abbreviatedOid": sha[:7],
+            "message": message, "messageHeadline": headline, "messageBody": body.strip("\n"),
+            "authoredDate": author["date"], "committedDate": committer["date"], "author": author,
+            "committer": committer, "resourcePath": path, "url": ctx.app.url + path, "commitUrl": ctx.app.url + path,
+            "_authors": [author], "_repo": repo_row, "_tree": commit.tree.decode(),
+            "_parents": [p.decode() for p in commit.parents]}
+
+
+def gql_object(ctx, repo_row, git, sha, path=""):
+    """The GitObject ``sha`` names (a Commit, Tag, Tree or Blob), or None when the repository has none.
+    ``path``: where a tree or blob sits in its commit's tree, for TreeEntry.path."""
+    try:
+        obj = git[sha.encode()]
+    except (KeyError, ValueError):
+        return None
+    if obj.type_name == b"commit":
+        return gql_commit(ctx, repo_row, obj)
+    kind = obj.type_name.decode().capitalize()
+    common = {"__typename": kind, "id": node_id(kind, sha), "oid": sha, "abbreviatedOid": sha[:7], "_repo": repo_row,
+              "_path": path}
+    if kind == "Tag":
+        return dict(common, name=obj.name.decode("utf-8", "replace"),
+                    message=obj.message.decode("utf-8", "replace").rstrip("\n") if obj.message else None,
+                    tagger=gql_git_actor(ctx, obj.tagger, obj.tag_time, obj.tag_timezone) if obj.tagger else None,
+                    _target=obj.object[1].decode())
+    if kind == "Blob":
+        data = obj.as_raw_string()
+        binary = b"\0" in data[:8000]         # git's own test for a binary file
+        return dict(common, byteSize=len(data), isBinary=binary, isTruncated=len(data) > MAX_BLOB_TEXT,
+                    text=None if binary else data[:MAX_BLOB_TEXT].decode("utf-8", "replace"))
+    return common                               # a Tree: its entries are read when asked for
+
+
+def object_at(ctx, repo_row, sha, path=""):
+    with open_repo(ctx.app, repo_row["id"]) as git:
+        return gql_object(ctx, repo_row, git, sha, path)
+
+
+def resolve_tree_entries(ctx, parent, args):
+    prefix = parent["_path"] + "/" if parent["_path"] else ""
+    with open_repo(ctx.app, parent["_repo"]["id"]) as git:
+        items = list(git[parent["oid"].encode()].items())
+    return [{"__typename": "TreeEntry", "name": name.decode("utf-8", "replace"), "mode": mode,
+             "path": prefix + name.decode("utf-8", "replace"), "oid": sha.decode(),
+             "type": "tree" if mode & 0o170000 == 0o040000 else "commit" if mode & 0o170000 == 0o160000 else "blob",
+             "_repo": parent["_repo"]} for name, mode, sha in items]
+
+
+def resolve_entry_object(ctx, parent, args):
+    """A tree entry's object; a submodule's commit lives in another repository, so it has none here."""
+    return None if parent["type"] == "commit" else object_at(ctx, parent["_repo"], parent["oid"], parent["path"])
+
+
+# -- refs -------------------------------------------------------------------------------------------------
+
+def prefix_and_name(full):
+    """refs/heads/feature/x -> ("refs/heads/", "feature/x"): GitHub's Ref.prefix and Ref.name."""
+    first, second, name = full.split("/", 2)
+    return "%s/%s/" % (first, second), name
+
+
+def resolve_repo_ref(ctx, parent, args):
+    """Repository.ref(qualifiedName:): a full ref name, or a branch (then a tag) by its short name."""
+    name = args["qualifiedName"]
+    candidates = [name] if name.startswith("refs/") else ["refs/heads/" + name, "refs/tags/" + name]
+    with open_repo(ctx.app, parent["_row"]["id"]) as git:
+        full = next((c for c in candidates if valid_ref_name(c) and c.encode() in git.refs), None)
+    return gql_ref(ctx, parent["_row"], *prefix_and_name(full)[::-1]) if full else None
+
+
+def resolve_ref_target(ctx, parent, args):
+    """What a ref points at, unpeeled: a branch's commit, or an annotated tag's Tag object."""
+    with open_repo(ctx.app, parent["_repo"]["id"]) as git:
+        full = (parent["prefix"] + parent["name"]).encode()
+        return gql_object(ctx, parent["_repo"], git, git.refs[full].decode()) if full in git.refs else None
+
+
+def resolve_repo_refs(ctx, parent, args):
+    """Repository.refs(refPrefix:): the refs in one namespace, by name or by their commits' dates."""
+    prefix = args["refPrefix"]
+    if not prefix.endswith("/") or not valid_ref_name(prefix + "x"):
+        raise invalid_argument("refPrefix must be a ref namespace ending in a slash, such as refs/heads/")
+    checked_page_size(args)
+    order = args.get("orderBy") or {"field": "ALPHABETICAL", "direction": args.get("direction") or "ASC"}
+    repo_row = parent["_row"]
+    with open_repo(ctx.app, repo_row["id"]) as git:
+        refs = list_refs(git, prefix)
+        names = [full[len(prefix):] for full in refs if args.get("query", "") in full[len(prefix):]]
+        if order["field"] == "TAG_COMMIT_DATE":
+            dates = {n: git[resolve_commit(git, prefix + n).encode()].commit_time if resolve_commit(git, prefix + n)
+                     else 0 for n in names}
+            names.sort(key=lambda n: (dates[n], n))
+    if order["direction"] == "DESC":
+        names.reverse()
+    return paginate_connection(names, args, lambda n: gql_ref(ctx, repo_row, n, prefix))
+
+
+def resolve_repo_object(ctx, parent, args):
+    """Repository.object(oid: | expression:): an object by its id, or by git's REV[:PATH] ("main:README.md",
+    "v1.0", "HEAD~2"); None when nothing is there."""
+    repo_row = parent["_row"]
+    with open_repo(ctx.app, repo_row["id"]) as git:
+        if args.get("oid") is not None:
+            oid = args["oid"]
+            return gql_object(ctx, repo_row, git, oid) if re.fullmatch(r"[0-9a-f]{40}", oid) else None
+        expression = args.get("expression")
+        if expression is None:
+            raise invalid_argument("Repository.object needs an oid or an expression")
+        if len(expression) > MAX_EXPRESSION:
+            raise invalid_argument("the expression is longer than %d characters" % MAX_EXPRESSION)
+        rev, colon, path = expression.partition(":")
+        rev = repo_row["default_branch"] if rev in ("", "HEAD") else rev
+        if not colon:
+            for full in ("refs/tags/" + rev, rev):      # a tag's own object, as git rev-parse answers it
+                if valid_ref_name(full) and full.encode() in git.refs:
+                    return gql_object(ctx, repo_row, git, git.refs[full.encode()].decode())
+        sha = resolve_commit(git, rev)
+        if sha is None or not colon:
+            return gql_object(ctx, repo_row, git, sha) if sha else None
+        found = lookup_path(git, git[sha.encode()].tree.decode(), path.strip("/"))
+        return gql_object(ctx, repo_row, git, found[1], path.strip("/")) if found else None
+
+
+def resolve_release_tag(ctx, parent, args):
+    """Release.tag: the tag's ref, once the tag exists (a draft's may not)."""
+    with open_repo(ctx.app, parent["_repo"]["id"]) as git:
+        exists = valid_ref_name("refs/tags/" + parent["tagName"]) and \
+            ("refs/tags/" + parent["tagName"]).encode() in git.refs
+    return gql_ref(ctx, parent["_repo"], parent["tagName"], "refs/tags/") if exists else None
+
+
+def resolve_release_commit(ctx, parent, args):
+    with open_repo(ctx.app, parent["_repo"]["id"]) as git:
+        sha = resolve_commit(git, "refs/tags/" + parent["tagName"]) if valid_ref_name(
+            "refs/tags/" + parent["tagName"]) else None
+        return gql_object(ctx, parent["_repo"], git, sha) if sha else None
+
+
+# -- a commit's history, parents and pull requests --------------------------------------------------------
+
+def git_timestamp(value, name):
+    """A GitTimestamp argument (ISO 8601) as epoch seconds."""
+    try:
+        when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise invalid_argument("%s is not an ISO 8601 timestamp: %r" % (name, str(value)[:100]))
+    return int((when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp())
+
+
+def resolve_history(ctx, parent, args):
+    """Commit.history: the commits reachable from this one, newest first and never a parent before its
+    child (git log --topo-order), optionally only those that
+    change ``path`` or fall between ``since`` and ``until``. Going forward (first/after) walks no further
+    than the page; totalCount walks the whole history only when asked for."""
+    first, last = checked_page_size(args)
+    path = args.get("path")
+    if path is not None and (len(path) > MAX_EXPRESSION or not path.strip("/")):
+        raise invalid_argument("path must name a file or directory, at most %d characters" % MAX_EXPRESSION)
+    since = git_timestamp(args["since"], "since") if args.get("since") else None
+    until = git_timestamp(args["until"], "until") if args.get("until") else None
+    repo_row = parent["_repo"]
+
+    def walk(limit):
+        with open_repo(ctx.app, repo_row["id"]) as git:
+            return [entry.commit for entry in git.get_walker(
+                include=[parent["oid"].encode()], paths=[path.strip("/").encode()] if path else None,
+                since=since, until=until, max_entries=limit, order=ORDER_TOPO)]
+    whole = last is not None or bool(args.get("before"))
+    start = cursor_position(args["after"]) + 1 if args.get("after") else 0
+    commits = walk(None if whole else start + (MAX_PAGE if first is None else first) + 1)
+    connection = paginate_connection(commits, args, lambda c: gql_commit(ctx, repo_row, c))
+    connection["_count"] = (lambda: len(commits)) if whole else (lambda: len(walk(None)))
+    return connection
+
+
+def resolve_parents(ctx, parent, args):
+    with open_repo(ctx.app, parent["_repo"]["id"]) as git:
+        parents = [gql_commit(ctx, parent["_repo"], git[sha.encode()]) for sha in parent["_parents"]]
+    return paginate_connection(parents, args, lambda p: p)
+
+
+def resolve_associated_pulls(ctx, parent, args):
+    """Commit.associatedPullRequests: the pull requests this commit is the head, part or merge of, newest
+    first (worked out once per request for each repository asked about)."""
+    repo_row = parent["_repo"]
+    key = ("pulls by commit", repo_row["id"])
+    if key not in ctx.memo:
+        ctx.memo[key] = pulls_by_commit(ctx.app, repo_row)
+    return paginate_connection(ctx.memo[key].get(parent["oid"], []), args, lambda issue_id: gql_pull(
+        ctx, repo_row, ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)))
+
+
+def resolve_merge_commit(ctx, parent, args):
+    sha = ctx.app.store.one("SELECT merge_commit_sha FROM pulls WHERE issue_id = ?", parent["_row"]["id"])[0]
+    return object_at(ctx, parent["_repo"], sha) if parent["merged"] and sha else None
+
+
 def resolve_pull_commits(ctx, parent, args):
-    def node(commit):
-        sha = commit.id.decode()
-        message = commit.message.decode("utf-8", "replace").rstrip("\n")
-        author = git_person_json(commit.author, commit.author_time, commit.author_timezone)
-        account = account_for_email(ctx.app, author["email"])
-        git_actor = {"__typename": "GitActor", "name": author["name"], "email": author["email"],
-                     "date": author["date"], "user": gql_user(ctx.app, account_by_id(ctx.app.store, account["id"]))
-                     if account else None}
-        headline, _, body = message.partition("\n")
-        return {"__typename": "PullRequestCommit", "id": node_id("PullRequestCommit", sha), "commit": {
-            "__typename": "Commit", "id": node_id("Commit", sha), "oid": sha, "message": message,
-            "messageHeadline": headline, "messageBody": body.strip("\n"), "authoredDate": author["date"],
-            "committedDate": git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)["date"],
-            "_authors": [git_actor], "_repo": parent["_repo"]}}
-    return paginate_connection(pull_state(ctx, parent).commits, args, node)
+    return paginate_connection(pull_state(ctx, parent).commits, args, lambda commit: {
+        "__typename": "PullRequestCommit", "id": node_id("PullRequestCommit", commit.id.decode()),
+        "commit": gql_commit(ctx, parent["_repo"], commit)})
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 47. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12370,8 +12625,8 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-# uses: graphql_resolvers, graphql_mutations
+# 48. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 GRAPHQL_ENUMS = {
@@ -12414,6 +12669,7 @@ GRAPHQL_ENUMS = {
     "PullRequestBranchUpdateMethod": ["MERGE", "REBASE"],
     "PatchStatus": ["ADDED", "CHANGED", "COPIED", "DELETED", "MODIFIED", "RENAMED"],
     "LanguageOrderField": ["SIZE"],
+    "RefOrderField": ["TAG_COMMIT_DATE", "ALPHABETICAL"],
 }
 GRAPHQL_INPUTS = {
     "IssueOrder": {"field": "IssueOrderField!", "direction": "OrderDirection!"},
@@ -12473,12 +12729,14 @@ GRAPHQL_INPUTS = {
     "ReleaseOrder": {"field": "ReleaseOrderField!", "direction": "OrderDirection!"},
     "OrganizationOrder": {"field": "OrganizationOrderField!", "direction": "OrderDirection!"},
     "LanguageOrder": {"field": "LanguageOrderField!", "direction": "OrderDirection!"},
+    "RefOrder": {"field": "RefOrderField!", "direction": "OrderDirection!"},
     "IssueFilters": {"assignee": "String", "createdBy": "String", "labels": "[String!]", "mentioned": "String",
                      "milestone": "String", "milestoneNumber": "String", "since": "DateTime",
                      "states": "[IssueState!]", "viewerSubscribed": "Boolean"},
 }
 
 
+GIT_OBJECT_FIELDS = {"id": GField("ID!"), "oid": GField("GitObjectID!"), "abbreviatedOid": GField("String!")}
 OWNER_FIELDS = {
     "id": GField("ID!"), "login": GField("String!"), "url": GField("URI!"), "resourcePath": GField("URI!"),
     "avatarUrl": GField("URI!", args={"size": "Int"}),
@@ -12499,7 +12757,11 @@ GRAPHQL_TYPES = {
         "search": GField("SearchResultItemConnection!", resolve_search, dict(CONNECTION_ARGS, query="String!",
                                                                              type="SearchType!")),
         "organization": GField("Organization", resolve_owner(("org",)), {"login": "String!"}),
+        "rateLimit": GField("RateLimit", resolve_rate_limit, {"dryRun": "Boolean"}),
     }},
+    "RateLimit": {"kind": "OBJECT", "fields": {
+        "cost": GField("Int!"), "limit": GField("Int!"), "nodeCount": GField("Int!"), "remaining": GField("Int!"),
+        "resetAt": GField("DateTime!"), "used": GField("Int!")}},
     "User": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(OWNER_FIELDS, **{
         "databaseId": GField("Int"), "name": GField("String"), "email": GField("String!"),
         "isSiteAdmin": GField("Boolean!"), "createdAt": GField("DateTime!"), "company": GField("String"),
@@ -12532,7 +12794,14 @@ GRAPHQL_TYPES = {
         "isTemplate": GField("Boolean!"), "isMirror": GField("Boolean!"), "isEmpty": GField("Boolean!"),
         "isInOrganization": GField("Boolean!"), "stargazerCount": GField("Int!"), "forkCount": GField("Int!"),
         "mergeCommitAllowed": GField("Boolean!"), "squashMergeAllowed": GField("Boolean!"),
-        "rebaseMergeAllowed": GField("Boolean!"),
+        "rebaseMergeAllowed": GField("Boolean!"), "autoMergeAllowed": GField("Boolean!"),
+        "deleteBranchOnMerge": GField("Boolean!"), "hasVulnerabilityAlertsEnabled": GField("Boolean!"),
+        # no merge queues here: GitHub answers null for a branch without one
+        "mergeQueue": GField("MergeQueue", lambda ctx, parent, args: None, {"branch": "String"}),
+        "ref": GField("Ref", resolve_repo_ref, {"qualifiedName": "String!"}),
+        "refs": GField("RefConnection", resolve_repo_refs, dict(CONNECTION_ARGS, refPrefix="String!", query="String",
+                                                              direction="OrderDirection", orderBy="RefOrder")),
+        "object": GField("GitObject", resolve_repo_object, {"oid": "GitObjectID", "expression": "String"}),
         "issues": GField("IssueConnection!", resolve_issues, dict(CONNECTION_ARGS, states="[IssueState!]",
                                                                     labels="[String!]", filterBy="IssueFilters",
                                                                     orderBy="IssueOrder")),
@@ -12553,7 +12822,8 @@ GRAPHQL_TYPES = {
     "Release": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String"), "tagName": GField("String!"), "isDraft": GField("Boolean!"),
         "isLatest": GField("Boolean!"), "isPrerelease": GField("Boolean!"), "createdAt": GField("DateTime!"),
-        "publishedAt": GField("DateTime"), "url": GField("URI!"), "description": GField("String")}},
+        "publishedAt": GField("DateTime"), "url": GField("URI!"), "description": GField("String"),
+        "tag": GField("Ref", resolve_release_tag), "tagCommit": GField("Commit", resolve_release_commit)}},
     "ReleaseConnection": connection_type("Release"), "ReleaseEdge": edge_type("Release"),
     "LanguageConnection": {"kind": "OBJECT", "fields": dict(connection_type("Language")["fields"],
                                                             totalSize=GField("Int!"))},
@@ -12566,6 +12836,7 @@ GRAPHQL_TYPES = {
         "state": GField("IssueState!"), "stateReason": GField("IssueStateReason"), "closed": GField("Boolean!"),
         "body": GField("String!"), "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"),
         "closedAt": GField("DateTime"), "author": GField("Actor"), "milestone": GField("Milestone"),
+        "authorAssociation": GField("CommentAuthorAssociation!"),
         "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder")),
         "assignees": GField("UserConnection!", resolve_issue_assignees, dict(CONNECTION_ARGS)),
         "comments": GField("IssueCommentConnection!", resolve_comments, dict(CONNECTION_ARGS,
@@ -12594,7 +12865,10 @@ GRAPHQL_TYPES = {
         "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"), "headRefName": GField("String!"),
         "baseRefName": GField("String!"), "isDraft": GField("Boolean!"), "isCrossRepository": GField("Boolean!"),
         "merged": GField("Boolean!"), "mergedAt": GField("DateTime"), "author": GField("Actor"),
-        "headRepositoryOwner": GField("RepositoryOwner"),
+        "headRepositoryOwner": GField("RepositoryOwner"), "closedAt": GField("DateTime"), "mergedBy": GField("Actor"),
+        "authorAssociation": GField("CommentAuthorAssociation!"),
+        "mergeCommit": GField("Commit", resolve_merge_commit),
+        "changedFiles": GField("Int!", lambda ctx, parent, args: len(pull_state(ctx, parent).files)),
         "headRefOid": GField("GitObjectID!", lambda ctx, parent, args: pull_state(ctx, parent).head_sha),
         "baseRefOid": GField("GitObjectID!", lambda ctx, parent, args: pull_state(ctx, parent).base_sha),
         "mergeable": GField("MergeableState!", resolve_pull_mergeable),
@@ -12659,13 +12933,36 @@ GRAPHQL_TYPES = {
     "PullRequestCommitEdge": edge_type("PullRequestCommit"),
     "PullRequestCommit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "commit": GField("Commit!")}},
-    "Commit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
-        "id": GField("ID!"), "oid": GField("GitObjectID!"), "message": GField("String!"),
-        "messageHeadline": GField("String!"), "committedDate": GField("DateTime!"),
-        "messageBody": GField("String!"), "authoredDate": GField("DateTime!"),
+    "Commit": {"kind": "OBJECT", "interfaces": ["Node", "GitObject"], "fields": dict(GIT_OBJECT_FIELDS, **{
+        "message": GField("String!"), "messageHeadline": GField("String!"), "messageBody": GField("String!"),
+        "committedDate": GField("DateTime!"), "authoredDate": GField("DateTime!"), "author": GField("GitActor"),
+        "committer": GField("GitActor"), "url": GField("URI!"), "commitUrl": GField("URI!"),
+        "resourcePath": GField("URI!"),
         "authors": GField("GitActorConnection!", lambda ctx, parent, args: paginate_connection(
             parent.get("_authors", []), args, lambda n: n), dict(CONNECTION_ARGS)),
-        "statusCheckRollup": GField("StatusCheckRollup", resolve_status_rollup)}},
+        "statusCheckRollup": GField("StatusCheckRollup", resolve_status_rollup),
+        "history": GField("CommitHistoryConnection!", resolve_history, dict(
+            CONNECTION_ARGS, path="String", since="GitTimestamp", until="GitTimestamp")),
+        "parents": GField("CommitConnection!", resolve_parents, dict(CONNECTION_ARGS)),
+        "tree": GField("Tree!", lambda ctx, parent, args: object_at(ctx, parent["_repo"], parent["_tree"])),
+        "associatedPullRequests": GField("PullRequestConnection", resolve_associated_pulls, dict(CONNECTION_ARGS))})},
+    "CommitHistoryConnection": {"kind": "OBJECT", "fields": dict(
+        connection_type("Commit")["fields"], totalCount=GField("Int!", lambda ctx, parent, args: parent["_count"]()))},
+    "CommitConnection": connection_type("Commit"), "CommitEdge": edge_type("Commit"),
+    "GitObject": {"kind": "INTERFACE", "possibleTypes": ["Blob", "Commit", "Tag", "Tree"], "fields": GIT_OBJECT_FIELDS},
+    "Tag": {"kind": "OBJECT", "interfaces": ["Node", "GitObject"], "fields": dict(GIT_OBJECT_FIELDS, **{
+        "name": GField("String!"), "message": GField("String"), "tagger": GField("GitActor"),
+        "target": GField("GitObject!", lambda ctx, parent, args: object_at(ctx, parent["_repo"], parent["_target"]))})},
+    "Tree": {"kind": "OBJECT", "interfaces": ["Node", "GitObject"], "fields": dict(GIT_OBJECT_FIELDS, **{
+        "entries": GField("[TreeEntry!]", resolve_tree_entries)})},
+    "TreeEntry": {"kind": "OBJECT", "fields": {
+        "name": GField("String!"), "path": GField("String"), "mode": GField("Int!"), "oid": GField("GitObjectID!"),
+        "type": GField("String!"), "object": GField("GitObject", resolve_entry_object)}},
+    "Blob": {"kind": "OBJECT", "interfaces": ["Node", "GitObject"], "fields": dict(GIT_OBJECT_FIELDS, **{
+        "byteSize": GField("Int!"), "isBinary": GField("Boolean"), "isTruncated": GField("Boolean!"),
+        "text": GField("String")})},
+    "RefConnection": connection_type("Ref"), "RefEdge": edge_type("Ref"),
+    "MergeQueue": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {"id": GField("ID!"), "url": GField("URI!")}},
     "GitActorConnection": connection_type("GitActor"), "GitActorEdge": edge_type("GitActor"),
     "GitActor": {"kind": "OBJECT", "fields": {
         "name": GField("String"), "email": GField("String"), "date": GField("GitTimestamp"), "user": GField("User")}},
@@ -12771,7 +13068,7 @@ GRAPHQL_TYPES = {
         "endCursor": GField("String")}},
     "Ref": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "prefix": GField("String!"),
-        "branchProtectionRule": GField("BranchProtectionRule"),
+        "branchProtectionRule": GField("BranchProtectionRule"), "target": GField("GitObject", resolve_ref_target),
         "compare": GField("Comparison", resolve_compare, {"headRef": "String!"})}},
     "Comparison": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "aheadBy": GField("Int!"), "behindBy": GField("Int!"),
@@ -12783,7 +13080,7 @@ GRAPHQL_TYPES = {
         "requiresApprovingReviews": GField("Boolean!"), "requiresStatusChecks": GField("Boolean!"),
         "requiresStrictStatusChecks": GField("Boolean!"), "requiredStatusCheckContexts": GField("[String]")}},
     "Node": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization", "Repository", "Ref", "Issue", "Label",
-                                                    "PullRequest", "IssueComment"],
+                                                    "PullRequest", "IssueComment", "Commit", "Tag", "Tree", "Blob"],
              "fields": {"id": GField("ID!")}},
     "Actor": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization"], "fields": {
         "login": GField("String!"), "url": GField("URI!"), "resourcePath": GField("URI!"),
@@ -12793,7 +13090,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 49. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12806,6 +13103,8 @@ class NullBubble(Exception):
 class GraphQLContext:
     def __init__(self, req, fragments, variables):
         self.req, self.app, self.fragments, self.variables, self.errors = req, req.app, fragments, variables, []
+        self.nodes = 0      # the most nodes the query may return (Query.rateLimit's nodeCount)
+        self.memo = {}      # what one request computes once for many fields (a repository's pull requests by commit)
 
 
 def coerce_value(ctx, node, type_str, where):
@@ -13016,7 +13315,7 @@ def execute_graphql(req, query, variables, operation_name):
                 ctx.variables[name] = coerce_input(literal_value(default), type_str, "Variable $%s" % name)
             elif type_str.endswith("!"):
                 raise GraphQLError("Variable $%s of type %s was provided invalid value" % (name, type_str), loc)
-        nodes = estimated_nodes(ctx, operation["selections"])
+        ctx.nodes = nodes = estimated_nodes(ctx, operation["selections"])
         if nodes > GRAPHQL_MAX_NODES:
             raise GraphQLError("This query requests up to %d nodes, more than the %d allowed; ask for smaller pages"
                                % (nodes, GRAPHQL_MAX_NODES), operation["loc"], kind="MAX_NODE_LIMIT_EXCEEDED")
@@ -13073,7 +13372,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 50. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13256,7 +13555,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 51. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13593,7 +13892,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 52. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13832,7 +14131,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 53. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14290,7 +14589,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 54. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14944,7 +15243,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 55. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15442,7 +15741,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 56. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15642,7 +15941,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 57. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15911,7 +16210,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 58. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16527,7 +16826,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 59. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16804,7 +17103,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 60. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

@@ -23,6 +23,12 @@ CLIENTS = {
     "octokit": ["test_octokit.py", "octokit_probe.mjs", "octokit_story.mjs"],
     "mcp SDK": ["test_mcp.py", "test_oauth_mcp.py"],
 }
+# The tools CI and bots run, each driven through a whole workflow by the test named (which must exist).
+WORKFLOW_TOOLS = [
+    ("release-please 17", "test_release_tools.py::test_release_please_two_release_cycles",
+     "its API mode (what its GitHub Action runs): a release pull request from conventional commits, merged, "
+     "tagged and published, twice"),
+]
 # How each client says it drives an area: gh by its commands, the libraries by their methods,
 # github-mcp-server by its tools. A client's tests that match drive the area.
 AREA_WORDS = {
@@ -116,7 +122,13 @@ def compatibility_table():
     lines += ["", "Git Smart HTTP (%d routes, `githttp`) is driven by `git` itself with both engines (`tests/test_git.py`),"
               " and by gh's (`gh repo clone`, `gh pr checkout`, git with gh as its credential helper). A ✓ means that client's tests in `tests/` "
               "drive the area (by its commands, methods or tools); the count is the route table's "
-              "(`python agentgit.py routes`)." % counts.get("githttp", 0), "", "Left out on purpose:", ""]
+              "(`python agentgit.py routes`)." % counts.get("githttp", 0), "",
+              "Tools that CI and bots run, each through a whole workflow against a fresh server:", ""]
+    for tool, test, workflow in WORKFLOW_TOOLS:
+        name, _, function = test.partition("::")
+        assert "def %s(" % function in open(os.path.join(ROOT, "tests", name)).read(), test
+        lines.append("- **%s**: %s (`tests/%s`)." % (tool, workflow, test))
+    lines += ["", "Left out on purpose:", ""]
     lines += ["- **%s**: %s." % item for item in LEFT_OUT]
     return "\n".join(lines)
 

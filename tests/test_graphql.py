@@ -6,7 +6,9 @@ import os
 import pytest
 
 import agentgit
-from conftest import ROOT, call
+from unittest.mock import ANY
+
+from conftest import ROOT, call, commit_file, git, remote
 
 TYPES_FILE = os.path.join(ROOT, "..", "shared", "github", "github-graphql-types.json.gz")
 
@@ -174,3 +176,86 @@ def test_issues_and_pull_requests_carry_their_rest_ids_as_database_id(server, al
                              ' issues(first: 5) { nodes { databaseId } } } }')
     assert out["data"]["repository"]["issue"] == {"databaseId": issue["id"], "number": 1}
     assert out["data"]["repository"]["issues"]["nodes"] == [{"databaseId": issue["id"]}]
+
+
+def test_the_git_object_model(server, alice, tmp_path):
+    """What release and dependency tools read: refs and what they point at, a commit's history (paged, by
+    path and by time), the pull requests a commit belongs to, annotated tags, trees and blobs by expression."""
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/demo", alice), work)
+    docs = commit_file(work, "docs/guide.md", "read me\n", "docs: a guide")
+    git(work, "tag", "-a", "v1", "-m", "the first")
+    git(work, "push", "-q", "origin", "HEAD:main", "--tags")
+    git(work, "checkout", "-q", "-b", "feature")
+    commit_file(work, "src/x.py", "x = 1\n", "feat: x")
+    git(work, "push", "-q", "origin", "feature")
+    call(server, "POST", "/api/v3/repos/alice/demo/pulls", alice, {"title": "x", "head": "feature", "base": "main"})
+    merge = call(server, "PUT", "/api/v3/repos/alice/demo/pulls/1/merge", alice, {"merge_method": "merge"}).json["sha"]
+    call(server, "POST", "/api/v3/repos/alice/demo/releases", alice, {"tag_name": "v1", "name": "one"})
+    out = gql(server, alice, """{ repository(owner: "alice", name: "demo") {
+        main: ref(qualifiedName: "main") { prefix name target { __typename ... on Commit {
+          oid messageHeadline author { name email } parents(first: 5) { nodes { oid } }
+          history(first: 2) { totalCount nodes { oid } pageInfo { hasNextPage endCursor } }
+          docs: history(first: 10, path: "docs") { totalCount nodes { messageHeadline } }
+          future: history(first: 10, since: "2999-01-01T00:00:00Z") { totalCount }
+          associatedPullRequests(first: 5) { nodes { number merged mergeCommit { oid } changedFiles closedAt
+                                                     authorAssociation mergedBy { login } } } } } }
+        tag: ref(qualifiedName: "refs/tags/v1") { prefix target { __typename ... on Tag { name message
+          target { oid } } } }
+        missing: ref(qualifiedName: "nope") { name }
+        refs(refPrefix: "refs/heads/", first: 5, orderBy: {field: ALPHABETICAL, direction: DESC}) {
+          totalCount nodes { name target { oid } } }
+        readme: object(expression: "main:README.md") { __typename ... on Blob { text byteSize isBinary } }
+        dir: object(expression: "main:docs") { ... on Tree { entries { name path type
+          object { ... on Blob { text } } } } }
+        byOid: object(oid: "%s") { __typename oid }
+        nothing: object(expression: "main:nope.txt") { oid }
+        releases(first: 1) { nodes { tag { name prefix } tagCommit { oid } } } }
+      rateLimit { limit remaining used cost nodeCount resetAt } }""" % merge)
+    assert "errors" not in out, out
+    repo = out["data"]["repository"]
+    main = repo["main"]["target"]
+    assert (repo["main"]["prefix"], repo["main"]["name"], main["__typename"], main["oid"]) == (
+        "refs/heads/", "main", "Commit", merge)
+    assert main["author"] == {"name": "alice", "email": "alice@users.noreply.agentgit"}     # who merged
+    assert len(main["parents"]["nodes"]) == 2 and main["history"]["totalCount"] == 4
+    assert [n["oid"] for n in main["history"]["nodes"]][0] == merge and main["history"]["pageInfo"]["hasNextPage"]
+    assert [n["messageHeadline"] for n in main["docs"]["nodes"]] == ["docs: a guide"]
+    assert main["future"]["totalCount"] == 0
+    assert main["associatedPullRequests"]["nodes"][0]["number"] == 1
+    pull = main["associatedPullRequests"]["nodes"][0]
+    assert pull["mergeCommit"] == {"oid": merge} and pull["changedFiles"] == 1 and pull["closedAt"]
+    assert pull["authorAssociation"] == "OWNER" and pull["mergedBy"] == {"login": "alice"}
+    assert repo["tag"] == {"prefix": "refs/tags/", "target": {"__typename": "Tag", "name": "v1",
+                                                              "message": "the first", "target": {"oid": docs}}}
+    assert repo["missing"] is None
+    assert [(n["name"], n["target"]["oid"]) for n in repo["refs"]["nodes"]] == [("main", merge), ("feature", ANY)]
+    assert repo["readme"] == {"__typename": "Blob", "text": "# demo\n", "byteSize": 7, "isBinary": False}
+    assert repo["dir"]["entries"] == [{"name": "guide.md", "path": "docs/guide.md", "type": "blob",
+                                       "object": {"text": "read me\n"}}]
+    assert repo["byOid"] == {"__typename": "Commit", "oid": merge} and repo["nothing"] is None
+    assert repo["releases"]["nodes"] == [{"tag": {"name": "v1", "prefix": "refs/tags/"}, "tagCommit": {"oid": docs}}]
+    assert out["data"]["rateLimit"]["limit"] == 5000 and out["data"]["rateLimit"]["nodeCount"] > 0
+    # the rest of the history, after the first page's cursor
+    cursor = main["history"]["pageInfo"]["endCursor"]
+    rest = gql(server, alice, """query($c: String) { repository(owner: "alice", name: "demo") { ref(qualifiedName:
+        "main") { target { ... on Commit { history(first: 10, after: $c) { nodes { messageHeadline }
+        pageInfo { hasNextPage } } } } } } }""", {"c": cursor})["data"]["repository"]["ref"]["target"]["history"]
+    first_page = [n["oid"] for n in main["history"]["nodes"]]
+    assert len(rest["nodes"]) == 2 and rest["nodes"][-1]["messageHeadline"] == "Initial commit"    # parents last
+    headlines = [n["messageHeadline"] for n in rest["nodes"]]
+    assert docs in first_page or headlines[0] == "docs: a guide"          # the two pages: four commits, each once
+    assert rest["pageInfo"]["hasNextPage"] is False
+
+
+@pytest.mark.parametrize("selection, needle", [
+    ('refs(refPrefix: "refs/../", first: 5) { totalCount }', "refPrefix"),
+    ('refs(refPrefix: "refs/heads", first: 5) { totalCount }', "refPrefix"),
+    ('object(expression: "main:%s") { oid }' % ("a/" * 3000), "longer than"),
+    ('ref(qualifiedName: "main") { target { ... on Commit { history(first: 1, since: "yesterday") { totalCount } } } }',
+     "ISO 8601"),
+    ('ref(qualifiedName: "main") { target { ... on Commit { history(first: 101) { totalCount } } } }', "between 0"),
+])
+def test_the_git_object_model_refuses_bad_arguments(server, alice, selection, needle):
+    out = gql(server, alice, '{ repository(owner: "alice", name: "demo") { %s } }' % selection)
+    assert needle in out["errors"][0]["message"], out

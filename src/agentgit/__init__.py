@@ -37,7 +37,7 @@ MODULES = (
     "ledger", "authentication", "installation", "routing", "request", "serializers", "lookups", "web",
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "contents", "protection", "gitdata", "releases", "deploy_keys", "actions",
     "search", "orgs", "actions_config", "personal_tokens", "delegation", "vault", "tasks", "oversight",
-    "graphql_language", "graphql_resolvers", "graphql_mutations", "graphql_schema", "graphql_execution",
+    "graphql_language", "graphql_resolvers", "graphql_git", "graphql_mutations", "graphql_schema", "graphql_execution",
     "client_assertions", "settings_pages", "oauth_clients", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
 )
 

@@ -18,6 +18,8 @@ class NullBubble(Exception):
 class GraphQLContext:
     def __init__(self, req, fragments, variables):
         self.req, self.app, self.fragments, self.variables, self.errors = req, req.app, fragments, variables, []
+        self.nodes = 0      # the most nodes the query may return (Query.rateLimit's nodeCount)
+        self.memo = {}      # what one request computes once for many fields (a repository's pull requests by commit)
 
 
 def coerce_value(ctx, node, type_str, where):
@@ -228,7 +230,7 @@ def execute_graphql(req, query, variables, operation_name):
                 ctx.variables[name] = coerce_input(literal_value(default), type_str, "Variable $%s" % name)
             elif type_str.endswith("!"):
                 raise GraphQLError("Variable $%s of type %s was provided invalid value" % (name, type_str), loc)
-        nodes = estimated_nodes(ctx, operation["selections"])
+        ctx.nodes = nodes = estimated_nodes(ctx, operation["selections"])
         if nodes > GRAPHQL_MAX_NODES:
             raise GraphQLError("This query requests up to %d nodes, more than the %d allowed; ask for smaller pages"
                                % (nodes, GRAPHQL_MAX_NODES), operation["loc"], kind="MAX_NODE_LIMIT_EXCEEDED")

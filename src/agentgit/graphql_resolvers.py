@@ -2,16 +2,18 @@
 
 import base64
 import dataclasses
+import datetime
 import json
 
+from agentgit.config import API_RATE_LIMIT, rate_limit_reset
 from agentgit.errors import HTTPError
 from agentgit.gitstore import branch_sha, commits_between, merge_base, open_repo
 from agentgit.accounts import REPO_SELECT, account_by_id, account_by_login, full_name, repo_by_id
 from agentgit.policy import Resource, branch_protection, latest_reviews, repo_permission
-from agentgit.serializers import account_for_email, git_person_json, node_id, repo_json, user_json
+from agentgit.serializers import node_id, repo_json, user_json
 from agentgit.lookups import find_repo, signed_in
 from agentgit.repositories import people_with_access, repos_reachable_by
-from agentgit.issues import comment_json, issue_json
+from agentgit.issues import author_association, comment_json, issue_json
 from agentgit.sub_issues import children
 from agentgit.pulls import PullState, head_repository, mergeability
 from agentgit.reviews import review_json, visible_reviews
@@ -33,28 +35,36 @@ CONNECTION_ARGS = {"first": "Int", "after": "String", "last": "Int", "before": "
 MAX_PAGE = 100
 
 
-def paginate_connection(items, args, to_node):
-    """A GitHub connection (totalCount, nodes, edges with cursors, pageInfo) over ``items`` with
-    first/after/last/before. Cursors are opaque: base64 of the item's position."""
+def checked_page_size(args):
+    """(first, last) of a connection's arguments, each refused past GitHub's 100 before anything is fetched."""
     first, last = args.get("first"), args.get("last")
     for name, value in (("first", first), ("last", last)):
         if value is not None and not 0 <= value <= MAX_PAGE:
             raise GraphQLError("`%s` on a connection must be between 0 and %d" % (name, MAX_PAGE),
                                kind="INVALID_ARGUMENT")
+    return first, last
 
-    def position(cursor):
-        try:
-            kind, _, index = base64.b64decode(cursor).decode().partition(":")
-            if kind != "cursor":
-                raise ValueError("not a cursor")
-            return int(index)
-        except (ValueError, UnicodeDecodeError):
-            raise GraphQLError("%r is not a valid cursor" % cursor, kind="INVALID_CURSOR_ARGUMENTS")
+
+def cursor_position(cursor):
+    """The position an opaque cursor (base64 of "cursor:N") names."""
+    try:
+        kind, _, index = base64.b64decode(cursor).decode().partition(":")
+        if kind != "cursor":
+            raise ValueError("not a cursor")
+        return int(index)
+    except (ValueError, UnicodeDecodeError):
+        raise GraphQLError("%r is not a valid cursor" % cursor, kind="INVALID_CURSOR_ARGUMENTS")
+
+
+def paginate_connection(items, args, to_node):
+    """A GitHub connection (totalCount, nodes, edges with cursors, pageInfo) over ``items`` with
+    first/after/last/before. Cursors are opaque: base64 of the item's position."""
+    first, last = checked_page_size(args)
     start, end = 0, len(items)
     if args.get("after"):
-        start = max(start, position(args["after"]) + 1)
+        start = max(start, cursor_position(args["after"]) + 1)
     if args.get("before"):
-        end = min(end, position(args["before"]))
+        end = min(end, cursor_position(args["before"]))
     if first is None and last is None:
         first = MAX_PAGE
     window = list(range(start, max(start, end)))
@@ -126,6 +136,13 @@ def resolve_user(ctx, parent, args):
         raise GraphQLError("Could not resolve to a User with the login of '%s'." % args["login"], kind="NOT_FOUND")
     ctx.req.check("read_account", Resource.account(row))
     return gql_user(ctx.app, row)
+
+
+def resolve_rate_limit(ctx, parent, args):
+    """Query.rateLimit: the figures the X-RateLimit headers carry (the API itself is not rate-limited)."""
+    reset = datetime.datetime.fromtimestamp(rate_limit_reset(), datetime.timezone.utc)
+    return {"__typename": "RateLimit", "cost": 1, "limit": API_RATE_LIMIT, "remaining": API_RATE_LIMIT, "used": 0,
+            "nodeCount": ctx.nodes, "resetAt": reset.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def resolve_search(ctx, parent, args):
@@ -291,6 +308,8 @@ def gql_repository(ctx, row):
             "hasDiscussionsEnabled": False, "isTemplate": False, "isMirror": False, "isEmpty": r["pushed_at"] is None,
             "isInOrganization": owner["kind"] == "org", "stargazerCount": 0, "forkCount": 0,
             "mergeCommitAllowed": True, "squashMergeAllowed": True, "rebaseMergeAllowed": True,
+            "autoMergeAllowed": False, "deleteBranchOnMerge": False,
+            "hasVulnerabilityAlertsEnabled": False,
             "_row": row}
 
 
@@ -406,9 +425,9 @@ def resolve_latest_release(ctx, parent, args):
 
 # -- Ref ------------------------------------------------------------------------------------------------
 
-def gql_ref(ctx, repo_row, branch):
-    """A branch as a Ref, with its protection rule when it has one."""
-    rule = branch_protection(ctx.app.store, repo_row["id"], branch)
+def gql_ref(ctx, repo_row, branch, prefix="refs/heads/"):
+    """A ref as a Ref: a branch (with its protection rule when it has one), or a tag with its prefix."""
+    rule = branch_protection(ctx.app.store, repo_row["id"], branch) if prefix == "refs/heads/" else None
     protection = None
     if rule is not None:
         checks = json.loads(rule["required_checks"]) if rule["required_checks"] else []
@@ -418,8 +437,8 @@ def gql_ref(ctx, repo_row, branch):
             "isAdminEnforced": bool(rule["enforce_admins"]), "requiredApprovingReviewCount": rule["required_approvals"],
             "requiresApprovingReviews": rule["required_approvals"] is not None, "requiresStatusChecks": bool(checks),
             "requiresStrictStatusChecks": False, "requiredStatusCheckContexts": checks}
-    return {"__typename": "Ref", "id": node_id("Ref", "%d:refs/heads/%s" % (repo_row["id"], branch)), "name": branch,
-            "prefix": "refs/heads/", "branchProtectionRule": protection, "_repo": repo_row}
+    return {"__typename": "Ref", "id": node_id("Ref", "%d:%s%s" % (repo_row["id"], prefix, branch)), "name": branch,
+            "prefix": prefix, "branchProtectionRule": protection, "_repo": repo_row}
 
 
 def resolve_compare(ctx, parent, args):
@@ -448,6 +467,7 @@ def gql_issue(ctx, repo_row, row):
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
             "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row,
             "_repo": repo_row, "reactionGroups": [], "issueType": None, **gql_lock(row),
+            "authorAssociation": i["author_association"],
             "milestone": {"__typename": "Milestone", "id": m["node_id"], "number": m["number"], "title": m["title"],
                           "description": m["description"], "dueOn": m["due_on"], "state": m["state"].upper(),
                           "url": m["html_url"]} if m else None}
@@ -525,7 +545,7 @@ def gql_release(ctx, repo_row, row, is_latest):
     return {"__typename": "Release", "id": rel["node_id"], "name": rel["name"], "tagName": rel["tag_name"],
             "isDraft": rel["draft"], "isPrerelease": rel["prerelease"], "isLatest": is_latest,
             "createdAt": rel["created_at"], "publishedAt": rel["published_at"], "url": rel["html_url"],
-            "description": rel["body"]}
+            "description": rel["body"], "_repo": repo_row}
 
 
 # -- PullRequest ----------------------------------------------------------------------------------------
@@ -549,6 +569,8 @@ def gql_pull(ctx, repo_row, row):
             "_row": row, "_repo": repo_row, "autoMergeRequest": None, "maintainerCanModify": False,
             "reactionGroups": [], "headRepository": gql_repository(ctx, head_repo) if head_repo else None,
             "milestone": gql_issue(ctx, repo_row, row)["milestone"], **gql_lock(row),
+            "closedAt": row["closed_at"], "authorAssociation": author_association(ctx.app.store, repo_row, row["user_id"]),
+            "mergedBy": gql_user(ctx.app, account_by_id(ctx.app.store, pull["merged_by"])) if pull["merged_by"] else None,
             "_labels": issue_json(ctx.app, repo_row, row)["labels"]}
 
 
@@ -661,21 +683,3 @@ def resolve_pull_files(ctx, parent, args):
     return paginate_connection(pull_state(ctx, parent).files, args, lambda f: {
         "__typename": "PullRequestChangedFile", "path": f[0], "changeType": PATCH_STATUSES.get(f[1], "CHANGED"),
         "additions": f[2], "deletions": f[3]})
-
-
-def resolve_pull_commits(ctx, parent, args):
-    def node(commit):
-        sha = commit.id.decode()
-        message = commit.message.decode("utf-8", "replace").rstrip("\n")
-        author = git_person_json(commit.author, commit.author_time, commit.author_timezone)
-        account = account_for_email(ctx.app, author["email"])
-        git_actor = {"__typename": "GitActor", "name": author["name"], "email": author["email"],
-                     "date": author["date"], "user": gql_user(ctx.app, account_by_id(ctx.app.store, account["id"]))
-                     if account else None}
-        headline, _, body = message.partition("\n")
-        return {"__typename": "PullRequestCommit", "id": node_id("PullRequestCommit", sha), "commit": {
-            "__typename": "Commit", "id": node_id("Commit", sha), "oid": sha, "message": message,
-            "messageHeadline": headline, "messageBody": body.strip("\n"), "authoredDate": author["date"],
-            "committedDate": git_person_json(commit.committer, commit.commit_time, commit.commit_timezone)["date"],
-            "_authors": [git_actor], "_repo": parent["_repo"]}}
-    return paginate_connection(pull_state(ctx, parent).commits, args, node)

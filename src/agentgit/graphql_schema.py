@@ -6,14 +6,18 @@ from agentgit.graphql_resolvers import (CONNECTION_ARGS, GField, REQUIRED_CHECK_
                                         resolve_issue_assignees, resolve_issue_labels, resolve_issue_or_pull,
                                         resolve_issues, resolve_latest_release, resolve_merge_state, resolve_node,
                                         resolve_owner, resolve_owner_repositories, resolve_pull,
-                                        resolve_pull_commits, resolve_pull_files, resolve_pull_mergeable,
-                                        resolve_pull_requests, resolve_releases, resolve_repo_labels,
+                                        resolve_pull_files, resolve_pull_mergeable, resolve_pull_requests,
+                                        resolve_rate_limit, resolve_releases, resolve_repo_labels,
                                         resolve_repo_parent, resolve_repository, resolve_review_decision,
                                         resolve_review_requests, resolve_reviews, resolve_search,
                                         resolve_status_rollup, resolve_sub_issues, resolve_user,
                                         resolve_user_organizations, resolve_viewer,
                                         resolve_issue_parent, resolve_org_team, resolve_org_teams,
                                         resolve_sub_issues_summary, resolve_team_members)
+from agentgit.graphql_git import (object_at, resolve_associated_pulls, resolve_entry_object, resolve_history,
+                                  resolve_merge_commit, resolve_parents, resolve_pull_commits, resolve_ref_target,
+                                  resolve_release_commit, resolve_release_tag, resolve_repo_object, resolve_repo_ref,
+                                  resolve_repo_refs, resolve_tree_entries)
 from agentgit.graphql_mutations import (mutate_add_comment, mutate_add_review, mutate_add_review_thread,
                                         mutate_archived, mutate_create_issue, mutate_create_pull,
                                         mutate_create_repository, mutate_delete_review, mutate_draft,
@@ -62,6 +66,7 @@ GRAPHQL_ENUMS = {
     "PullRequestBranchUpdateMethod": ["MERGE", "REBASE"],
     "PatchStatus": ["ADDED", "CHANGED", "COPIED", "DELETED", "MODIFIED", "RENAMED"],
     "LanguageOrderField": ["SIZE"],
+    "RefOrderField": ["TAG_COMMIT_DATE", "ALPHABETICAL"],
 }
 GRAPHQL_INPUTS = {
     "IssueOrder": {"field": "IssueOrderField!", "direction": "OrderDirection!"},
@@ -121,12 +126,14 @@ GRAPHQL_INPUTS = {
     "ReleaseOrder": {"field": "ReleaseOrderField!", "direction": "OrderDirection!"},
     "OrganizationOrder": {"field": "OrganizationOrderField!", "direction": "OrderDirection!"},
     "LanguageOrder": {"field": "LanguageOrderField!", "direction": "OrderDirection!"},
+    "RefOrder": {"field": "RefOrderField!", "direction": "OrderDirection!"},
     "IssueFilters": {"assignee": "String", "createdBy": "String", "labels": "[String!]", "mentioned": "String",
                      "milestone": "String", "milestoneNumber": "String", "since": "DateTime",
                      "states": "[IssueState!]", "viewerSubscribed": "Boolean"},
 }
 
 
+GIT_OBJECT_FIELDS = {"id": GField("ID!"), "oid": GField("GitObjectID!"), "abbreviatedOid": GField("String!")}
 OWNER_FIELDS = {
     "id": GField("ID!"), "login": GField("String!"), "url": GField("URI!"), "resourcePath": GField("URI!"),
     "avatarUrl": GField("URI!", args={"size": "Int"}),
@@ -147,7 +154,11 @@ GRAPHQL_TYPES = {
         "search": GField("SearchResultItemConnection!", resolve_search, dict(CONNECTION_ARGS, query="String!",
                                                                              type="SearchType!")),
         "organization": GField("Organization", resolve_owner(("org",)), {"login": "String!"}),
+        "rateLimit": GField("RateLimit", resolve_rate_limit, {"dryRun": "Boolean"}),
     }},
+    "RateLimit": {"kind": "OBJECT", "fields": {
+        "cost": GField("Int!"), "limit": GField("Int!"), "nodeCount": GField("Int!"), "remaining": GField("Int!"),
+        "resetAt": GField("DateTime!"), "used": GField("Int!")}},
     "User": {"kind": "OBJECT", "interfaces": ["Node", "Actor", "RepositoryOwner"], "fields": dict(OWNER_FIELDS, **{
         "databaseId": GField("Int"), "name": GField("String"), "email": GField("String!"),
         "isSiteAdmin": GField("Boolean!"), "createdAt": GField("DateTime!"), "company": GField("String"),
@@ -180,7 +191,14 @@ GRAPHQL_TYPES = {
         "isTemplate": GField("Boolean!"), "isMirror": GField("Boolean!"), "isEmpty": GField("Boolean!"),
         "isInOrganization": GField("Boolean!"), "stargazerCount": GField("Int!"), "forkCount": GField("Int!"),
         "mergeCommitAllowed": GField("Boolean!"), "squashMergeAllowed": GField("Boolean!"),
-        "rebaseMergeAllowed": GField("Boolean!"),
+        "rebaseMergeAllowed": GField("Boolean!"), "autoMergeAllowed": GField("Boolean!"),
+        "deleteBranchOnMerge": GField("Boolean!"), "hasVulnerabilityAlertsEnabled": GField("Boolean!"),
+        # no merge queues here: GitHub answers null for a branch without one
+        "mergeQueue": GField("MergeQueue", lambda ctx, parent, args: None, {"branch": "String"}),
+        "ref": GField("Ref", resolve_repo_ref, {"qualifiedName": "String!"}),
+        "refs": GField("RefConnection", resolve_repo_refs, dict(CONNECTION_ARGS, refPrefix="String!", query="String",
+                                                              direction="OrderDirection", orderBy="RefOrder")),
+        "object": GField("GitObject", resolve_repo_object, {"oid": "GitObjectID", "expression": "String"}),
         "issues": GField("IssueConnection!", resolve_issues, dict(CONNECTION_ARGS, states="[IssueState!]",
                                                                     labels="[String!]", filterBy="IssueFilters",
                                                                     orderBy="IssueOrder")),
@@ -201,7 +219,8 @@ GRAPHQL_TYPES = {
     "Release": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String"), "tagName": GField("String!"), "isDraft": GField("Boolean!"),
         "isLatest": GField("Boolean!"), "isPrerelease": GField("Boolean!"), "createdAt": GField("DateTime!"),
-        "publishedAt": GField("DateTime"), "url": GField("URI!"), "description": GField("String")}},
+        "publishedAt": GField("DateTime"), "url": GField("URI!"), "description": GField("String"),
+        "tag": GField("Ref", resolve_release_tag), "tagCommit": GField("Commit", resolve_release_commit)}},
     "ReleaseConnection": connection_type("Release"), "ReleaseEdge": edge_type("Release"),
     "LanguageConnection": {"kind": "OBJECT", "fields": dict(connection_type("Language")["fields"],
                                                             totalSize=GField("Int!"))},
@@ -214,6 +233,7 @@ GRAPHQL_TYPES = {
         "state": GField("IssueState!"), "stateReason": GField("IssueStateReason"), "closed": GField("Boolean!"),
         "body": GField("String!"), "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"),
         "closedAt": GField("DateTime"), "author": GField("Actor"), "milestone": GField("Milestone"),
+        "authorAssociation": GField("CommentAuthorAssociation!"),
         "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder")),
         "assignees": GField("UserConnection!", resolve_issue_assignees, dict(CONNECTION_ARGS)),
         "comments": GField("IssueCommentConnection!", resolve_comments, dict(CONNECTION_ARGS,
@@ -242,7 +262,10 @@ GRAPHQL_TYPES = {
         "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"), "headRefName": GField("String!"),
         "baseRefName": GField("String!"), "isDraft": GField("Boolean!"), "isCrossRepository": GField("Boolean!"),
         "merged": GField("Boolean!"), "mergedAt": GField("DateTime"), "author": GField("Actor"),
-        "headRepositoryOwner": GField("RepositoryOwner"),
+        "headRepositoryOwner": GField("RepositoryOwner"), "closedAt": GField("DateTime"), "mergedBy": GField("Actor"),
+        "authorAssociation": GField("CommentAuthorAssociation!"),
+        "mergeCommit": GField("Commit", resolve_merge_commit),
+        "changedFiles": GField("Int!", lambda ctx, parent, args: len(pull_state(ctx, parent).files)),
         "headRefOid": GField("GitObjectID!", lambda ctx, parent, args: pull_state(ctx, parent).head_sha),
         "baseRefOid": GField("GitObjectID!", lambda ctx, parent, args: pull_state(ctx, parent).base_sha),
         "mergeable": GField("MergeableState!", resolve_pull_mergeable),
@@ -307,13 +330,36 @@ GRAPHQL_TYPES = {
     "PullRequestCommitEdge": edge_type("PullRequestCommit"),
     "PullRequestCommit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "commit": GField("Commit!")}},
-    "Commit": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
-        "id": GField("ID!"), "oid": GField("GitObjectID!"), "message": GField("String!"),
-        "messageHeadline": GField("String!"), "committedDate": GField("DateTime!"),
-        "messageBody": GField("String!"), "authoredDate": GField("DateTime!"),
+    "Commit": {"kind": "OBJECT", "interfaces": ["Node", "GitObject"], "fields": dict(GIT_OBJECT_FIELDS, **{
+        "message": GField("String!"), "messageHeadline": GField("String!"), "messageBody": GField("String!"),
+        "committedDate": GField("DateTime!"), "authoredDate": GField("DateTime!"), "author": GField("GitActor"),
+        "committer": GField("GitActor"), "url": GField("URI!"), "commitUrl": GField("URI!"),
+        "resourcePath": GField("URI!"),
         "authors": GField("GitActorConnection!", lambda ctx, parent, args: paginate_connection(
             parent.get("_authors", []), args, lambda n: n), dict(CONNECTION_ARGS)),
-        "statusCheckRollup": GField("StatusCheckRollup", resolve_status_rollup)}},
+        "statusCheckRollup": GField("StatusCheckRollup", resolve_status_rollup),
+        "history": GField("CommitHistoryConnection!", resolve_history, dict(
+            CONNECTION_ARGS, path="String", since="GitTimestamp", until="GitTimestamp")),
+        "parents": GField("CommitConnection!", resolve_parents, dict(CONNECTION_ARGS)),
+        "tree": GField("Tree!", lambda ctx, parent, args: object_at(ctx, parent["_repo"], parent["_tree"])),
+        "associatedPullRequests": GField("PullRequestConnection", resolve_associated_pulls, dict(CONNECTION_ARGS))})},
+    "CommitHistoryConnection": {"kind": "OBJECT", "fields": dict(
+        connection_type("Commit")["fields"], totalCount=GField("Int!", lambda ctx, parent, args: parent["_count"]()))},
+    "CommitConnection": connection_type("Commit"), "CommitEdge": edge_type("Commit"),
+    "GitObject": {"kind": "INTERFACE", "possibleTypes": ["Blob", "Commit", "Tag", "Tree"], "fields": GIT_OBJECT_FIELDS},
+    "Tag": {"kind": "OBJECT", "interfaces": ["Node", "GitObject"], "fields": dict(GIT_OBJECT_FIELDS, **{
+        "name": GField("String!"), "message": GField("String"), "tagger": GField("GitActor"),
+        "target": GField("GitObject!", lambda ctx, parent, args: object_at(ctx, parent["_repo"], parent["_target"]))})},
+    "Tree": {"kind": "OBJECT", "interfaces": ["Node", "GitObject"], "fields": dict(GIT_OBJECT_FIELDS, **{
+        "entries": GField("[TreeEntry!]", resolve_tree_entries)})},
+    "TreeEntry": {"kind": "OBJECT", "fields": {
+        "name": GField("String!"), "path": GField("String"), "mode": GField("Int!"), "oid": GField("GitObjectID!"),
+        "type": GField("String!"), "object": GField("GitObject", resolve_entry_object)}},
+    "Blob": {"kind": "OBJECT", "interfaces": ["Node", "GitObject"], "fields": dict(GIT_OBJECT_FIELDS, **{
+        "byteSize": GField("Int!"), "isBinary": GField("Boolean"), "isTruncated": GField("Boolean!"),
+        "text": GField("String")})},
+    "RefConnection": connection_type("Ref"), "RefEdge": edge_type("Ref"),
+    "MergeQueue": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {"id": GField("ID!"), "url": GField("URI!")}},
     "GitActorConnection": connection_type("GitActor"), "GitActorEdge": edge_type("GitActor"),
     "GitActor": {"kind": "OBJECT", "fields": {
         "name": GField("String"), "email": GField("String"), "date": GField("GitTimestamp"), "user": GField("User")}},
@@ -419,7 +465,7 @@ GRAPHQL_TYPES = {
         "endCursor": GField("String")}},
     "Ref": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "name": GField("String!"), "prefix": GField("String!"),
-        "branchProtectionRule": GField("BranchProtectionRule"),
+        "branchProtectionRule": GField("BranchProtectionRule"), "target": GField("GitObject", resolve_ref_target),
         "compare": GField("Comparison", resolve_compare, {"headRef": "String!"})}},
     "Comparison": {"kind": "OBJECT", "interfaces": ["Node"], "fields": {
         "id": GField("ID!"), "aheadBy": GField("Int!"), "behindBy": GField("Int!"),
@@ -431,7 +477,7 @@ GRAPHQL_TYPES = {
         "requiresApprovingReviews": GField("Boolean!"), "requiresStatusChecks": GField("Boolean!"),
         "requiresStrictStatusChecks": GField("Boolean!"), "requiredStatusCheckContexts": GField("[String]")}},
     "Node": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization", "Repository", "Ref", "Issue", "Label",
-                                                    "PullRequest", "IssueComment"],
+                                                    "PullRequest", "IssueComment", "Commit", "Tag", "Tree", "Blob"],
              "fields": {"id": GField("ID!")}},
     "Actor": {"kind": "INTERFACE", "possibleTypes": ["User", "Organization"], "fields": {
         "login": GField("String!"), "url": GField("URI!"), "resourcePath": GField("URI!"),

@@ -256,23 +256,41 @@ def list_pulls(req, owner, repo):
     return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in req.paginate(rows)]
 
 
+ASSOCIATED_PULLS_SOUGHT = 200       # a commit's pull requests are sought among its repository's newest 200
+
+
+def pulls_by_commit(app, repo_row):
+    """{commit sha: [issue id, ...] newest first}: each of the repository's newest pull requests under its
+    head, its merge commit and every commit it brings (GitHub's "associated pull requests" of a commit).
+    One walk per pull request, so whoever asks about many commits builds this once."""
+    found = {}
+    with open_repo(app, repo_row["id"]) as git:
+        for r in app.store.all("SELECT i.state, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE i.repo_id = ?"
+                               " ORDER BY i.number DESC LIMIT ?", repo_row["id"], ASSOCIATED_PULLS_SOUGHT):
+            head, base = r["head_sha"], r["base_sha"]
+            if r["state"] == "open" and r["head_repo_id"] == repo_row["id"]:     # an open one follows its branches
+                head = branch_sha(git, r["head_ref"]) or head
+                base = merge_base(git, branch_sha(git, r["base_ref"]) or base, head) or ""
+            try:
+                shas = {c.id.decode() for c in commits_between(git, base, head)} | {head, r["merge_commit_sha"]}
+            except KeyError:        # a head whose commits this repository no longer holds (a fork's, deleted)
+                shas = {head, r["merge_commit_sha"]}
+            for sha in shas - {None}:
+                found.setdefault(sha, []).append(r["issue_id"])
+    return found
+
+
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits/{sha}/pulls")
 def commit_pulls(req, owner, repo, sha):
     """The pull requests a commit belongs to (their head, one of their commits, or their merge), newest
-    first: what release-please and semantic-release ask after a push. The newest 200 are looked at."""
+    first: what release-please and semantic-release ask after a push."""
     row = find_repo(req, owner, repo)
     with open_repo(req.app, row["id"]) as git:
         full = resolve_commit(git, sha)
     if full is None:
         raise HTTPError(422, "No commit found for SHA: %s" % sha[:100])
-    found = []
-    for r in req.app.store.all("SELECT i.id AS issue_id, p.head_sha, p.merge_commit_sha FROM issues i JOIN pulls p"
-                               " ON p.issue_id = i.id WHERE i.repo_id = ? ORDER BY i.number DESC LIMIT 200", row["id"]):
-        issue, pull = pull_rows(req.app, r["issue_id"])
-        if full in (r["head_sha"], r["merge_commit_sha"]) or full in {
-                c.id.decode() for c in PullState(req.app, row, issue, pull).commits}:
-            found.append(pull_json(req.app, row, issue, pull))
-    return req.paginate(found)
+    return req.paginate([pull_json(req.app, row, *pull_rows(req.app, issue_id))
+                         for issue_id in pulls_by_commit(req.app, row).get(full, [])])
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")

@@ -1,0 +1,66 @@
+"""The release tools CI runs, unchanged, against agentgit: release-please in its API mode (what its GitHub
+Action runs), through two release cycles. Skipped where make test could not install them with npm."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import api, commit_file, git, remote
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_MODULES = os.path.join(HERE, "..", ".venv", "node", "node_modules")     # where make test installs them
+RELEASE_PLEASE = os.path.join(NODE_MODULES, "release-please", "build", "src", "bin", "release-please.js")
+
+
+def release_please(server, token, command):
+    if shutil.which("node") is None or not os.path.exists(RELEASE_PLEASE):
+        pytest.skip("node or release-please is not installed (make test installs it with npm)")
+    proc = subprocess.run(["node", RELEASE_PLEASE, command, "--token", token, "--repo-url", "alice/demo",
+                           "--api-url", server.url + "/api/v3", "--graphql-url", server.url + "/api",
+                           "--release-type", "node"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "✖" not in proc.stdout, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_release_please_two_release_cycles(server, tmp_path):
+    """Conventional commits on main; release-please opens a release pull request (read through GraphQL's
+    commit history and associated pull requests, written through the git data API), a human merges it,
+    release-please tags and publishes the release; then once more for a feature."""
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/demo", alice), work)
+    commit_file(work, "package.json", '{"name": "demo", "version": "1.0.0"}\n', "feat: a package")
+    commit_file(work, "a.txt", "a\n", "fix: a bug")
+    git(work, "push", "-q", "origin", "HEAD:main")
+
+    release_please(server, alice, "release-pr")
+    pull = api(server, "GET", "/repos/alice/demo/pulls/1", alice).json
+    assert pull["title"] == "chore(main): release 1.0.0" and pull["head"]["ref"].startswith("release-please--")
+    assert [label["name"] for label in pull["labels"]] == ["autorelease: pending"]
+    files = {f["filename"] for f in api(server, "GET", "/repos/alice/demo/pulls/1/files", alice).json}
+    assert files == {"CHANGELOG.md", "package.json"}
+    assert api(server, "PUT", "/repos/alice/demo/pulls/1/merge", alice, {"merge_method": "squash"}).status == 200
+    release_please(server, alice, "github-release")
+    first = api(server, "GET", "/repos/alice/demo/releases/latest", alice).json
+    assert first["tag_name"] == "v1.0.0" and "a package" in first["body"] and "a bug" in first["body"]
+    labels = api(server, "GET", "/repos/alice/demo/issues/1/labels", alice).json
+    assert [label["name"] for label in labels] == ["autorelease: tagged"]
+
+    git(work, "pull", "-q", "origin", "main")
+    commit_file(work, "b.txt", "b\n", "feat: another feature")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    release_please(server, alice, "release-pr")
+    second_pull = api(server, "GET", "/repos/alice/demo/pulls/2", alice).json
+    assert second_pull["title"] == "chore(main): release 1.1.0"
+    assert api(server, "PUT", "/repos/alice/demo/pulls/2/merge", alice, {"merge_method": "merge"}).status == 200
+    release_please(server, alice, "github-release")
+    releases = api(server, "GET", "/repos/alice/demo/releases", alice).json
+    assert [r["tag_name"] for r in releases] == ["v1.1.0", "v1.0.0"]
+    assert "another feature" in releases[0]["body"] and "a bug" not in releases[0]["body"]
+    assert releases[0]["target_commitish"] == api(server, "GET", "/repos/alice/demo/commits/main", alice).json["sha"]
+    # the changelog it committed holds both releases, newest first
+    changelog = api(server, "GET", "/repos/alice/demo/contents/CHANGELOG.md", alice,
+                    headers={"Accept": "application/vnd.github.raw"}).raw.decode()
+    assert changelog.index("1.1.0") < changelog.index("1.0.0")
