@@ -28,6 +28,9 @@ WORKFLOW_TOOLS = [
     ("release-please 17", "test_release_tools.py::test_release_please_two_release_cycles",
      "its API mode (what its GitHub Action runs): a release pull request from conventional commits, merged, "
      "tagged and published, twice"),
+    ("semantic-release 25 with @semantic-release/github 12", "test_release_tools.py::test_semantic_release_two_releases_"
+     "with_its_success_step", "two releases from a checkout, the second's success step commenting on and labelling "
+     "the pull request it released"),
 ]
 # How each client says it drives an area: gh by its commands, the libraries by their methods,
 # github-mcp-server by its tools. A client's tests that match drive the area.

