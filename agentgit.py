@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2792  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9848  delegation.create_invite
-       line  9920  delegation.confirm_binding
-       line 10552  tasks.create_task_grant
+       line  9860  delegation.create_invite
+       line  9932  delegation.confirm_binding
+       line 10564  tasks.create_task_grant
        line  3465  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16221  server.App.dispatch
+       line 16233  server.App.dispatch
        line  3380  authentication.authenticate
        line  3085  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15880  githttp.git_receive_pack
+       line 15892  githttp.git_receive_pack
        line  3128  ledger.Ledger.decide_each
        line  3066  intents.reconcile_intents
 
@@ -79,47 +79,47 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     20. serializers        lines  4115- 4329  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
     21. lookups            lines  4330- 4381  Lookups: what a REST request names (accounts, repositories), found or 404.
     22. web                lines  4382- 4657  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4658- 4740  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4741- 5251  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5252- 5520  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5521- 6202  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6203- 6332  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6333- 6847  REST: pull requests and their merges.
-    29. reviews            lines  6848- 7135  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7136- 7377  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7378- 7633  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7634- 7983  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7984- 8321  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8322- 8400  REST: deploy keys.
-    35. actions            lines  8401- 8626  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8627- 8829  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8830- 9178  REST: organizations, memberships and teams.
-    38. actions_config     lines  9179- 9666  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9667- 9742  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9743-10307  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10308-10518  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10519-10944  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10945-11116  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 11117-11379  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11380-12047  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_git        lines 12048-12280  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    47. graphql_mutations  lines 12281-12626  GraphQL mutations: each one decided as its REST twin is.
-    48. graphql_schema     lines 12627-13091  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    49. graphql_execution  lines 13092-13373  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    50. client_assertions  lines 13374-13556  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    51. settings_pages     lines 13557-13893  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    52. oauth_clients      lines 13894-14132  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    53. broker             lines 14133-14590  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    54. oauth              lines 14591-15244  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    55. mcp_server         lines 15245-15742  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    56. githttp            lines 15743-15942  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    57. pages              lines 15943-16211  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    58. server             lines 16212-16827  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    59. clients            lines 16828-17104  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    60. cli                lines 17105-17580  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17581-18313  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    23. users              lines  4658- 4752  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4753- 5263  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5264- 5532  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5533- 6214  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6215- 6344  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6345- 6859  REST: pull requests and their merges.
+    29. reviews            lines  6860- 7147  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7148- 7389  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7390- 7645  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7646- 7995  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  7996- 8333  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8334- 8412  REST: deploy keys.
+    35. actions            lines  8413- 8638  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8639- 8841  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8842- 9190  REST: organizations, memberships and teams.
+    38. actions_config     lines  9191- 9678  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9679- 9754  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9755-10319  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10320-10530  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10531-10956  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10957-11128  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 11129-11391  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11392-12059  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_git        lines 12060-12292  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    47. graphql_mutations  lines 12293-12638  GraphQL mutations: each one decided as its REST twin is.
+    48. graphql_schema     lines 12639-13103  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    49. graphql_execution  lines 13104-13385  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    50. client_assertions  lines 13386-13568  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    51. settings_pages     lines 13569-13905  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    52. oauth_clients      lines 13906-14144  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    53. broker             lines 14145-14602  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    54. oauth              lines 14603-15256  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    55. mcp_server         lines 15257-15754  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    56. githttp            lines 15755-15954  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    57. pages              lines 15955-16223  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    58. server             lines 16224-16839  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    59. clients            lines 16840-17116  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    60. cli                lines 17117-17592  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17593-18325  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 69838955e4dcee9ee29e36a9f70ca29ca016ef903da2237d9a30ee9964a09e2b
+Made from sources whose SHA-256 is cc68e81435e647061b69301c222f70c5db39ec62e05a302ee030157497b9892b
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -4711,6 +4711,18 @@ def get_authenticated_user(req):
     user = signed_in(req)
     req.check("read_account", Resource.account(user))
     return user_json(req.app, user, detail=True, private=True)
+
+
+@route("GET", "/api/v3/user/emails")
+def list_own_emails(req):
+    """The signed-in account's addresses: the one it gave (primary) and its noreply address, which is what
+    agentgit writes into the commits it makes for it. Bots (renovate) take their git author from here."""
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    noreply = {"email": "%s@users.noreply.agentgit" % user["login"], "primary": not user["email"], "verified": True,
+               "visibility": None}
+    given = [{"email": user["email"], "primary": True, "verified": True, "visibility": "private"}] if user["email"] else []
+    return req.paginate(given + [noreply])
 
 
 @route("GET", "/api/v3/users/{login}")

@@ -621,6 +621,7 @@ GET     /api/v3/search/issues                                                   
 GET     /api/v3/search/repositories                                               public
 GET     /api/v3/search/users                                                      public
 GET     /api/v3/user                                                              signed_in
+GET     /api/v3/user/emails                                                       signed_in
 GET     /api/v3/user/issues                                                       signed_in
 GET     /api/v3/user/orgs                                                         signed_in
 GET     /api/v3/user/repos                                                        signed_in

@@ -32,6 +32,7 @@ PEOPLE = ["u%d" % n for n in FIVE]
 SHORT_LISTS = {
     "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts": "runs are recorded, never executed",
     "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs": "runs are recorded, never executed",
+    "/api/v3/user/emails": "an account has its noreply address and at most one other",
 }
 
 

@@ -61,6 +61,18 @@ def get_authenticated_user(req):
     return user_json(req.app, user, detail=True, private=True)
 
 
+@route("GET", "/api/v3/user/emails")
+def list_own_emails(req):
+    """The signed-in account's addresses: the one it gave (primary) and its noreply address, which is what
+    agentgit writes into the commits it makes for it. Bots (renovate) take their git author from here."""
+    user = signed_in(req)
+    req.check("read_account", Resource.account(user))
+    noreply = {"email": "%s@users.noreply.agentgit" % user["login"], "primary": not user["email"], "verified": True,
+               "visibility": None}
+    given = [{"email": user["email"], "primary": True, "verified": True, "visibility": "private"}] if user["email"] else []
+    return req.paginate(given + [noreply])
+
+
 @route("GET", "/api/v3/users/{login}")
 def get_user(req, login):
     row = find_account(req, login)
