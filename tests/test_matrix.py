@@ -598,6 +598,7 @@ GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int} 
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}/comments repo_read
 GET     /api/v3/repos/{owner}/{repo}/readme                                       repo_read
 GET     /api/v3/repos/{owner}/{repo}/releases                                     repo_read
+GET     /api/v3/repos/{owner}/{repo}/rules/branches/{branch:path}                 repo_read
 GET     /api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}               repo_read
 GET     /api/v3/repos/{owner}/{repo}/releases/latest                              repo_read
 GET     /api/v3/repos/{owner}/{repo}/releases/tags/{tag:path}                     repo_read

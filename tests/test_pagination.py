@@ -33,6 +33,7 @@ SHORT_LISTS = {
     "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts": "runs are recorded, never executed",
     "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs": "runs are recorded, never executed",
     "/api/v3/user/emails": "an account has its noreply address and at most one other",
+    "/api/v3/repos/{owner}/{repo}/rules/branches/{branch:path}": "no rulesets here: always empty",
 }
 
 

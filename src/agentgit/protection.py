@@ -55,6 +55,14 @@ def get_protection(req, owner, repo, branch):
     return protection_json(req.app, row, rule)
 
 
+@route("GET", "/api/v3/repos/{owner}/{repo}/rules/branches/{branch:path}")
+def branch_rules(req, owner, repo, branch):
+    """The rulesets' rules that apply to a branch: none, as agentgit has no rulesets (a branch's protection
+    is its classic protection above, which GitHub does not list here either). Renovate asks."""
+    find_repo(req, owner, repo)
+    return req.paginate([])
+
+
 def bool_setting(req, body, name):
     value = body.get(name)
     if isinstance(value, dict):       # GitHub answers {"enabled": x}; accept that shape back
