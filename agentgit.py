@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2792  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9868  delegation.create_invite
-       line  9940  delegation.confirm_binding
-       line 10572  tasks.create_task_grant
+       line  9904  delegation.create_invite
+       line  9976  delegation.confirm_binding
+       line 10608  tasks.create_task_grant
        line  3465  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16241  server.App.dispatch
+       line 16277  server.App.dispatch
        line  3380  authentication.authenticate
        line  3085  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15900  githttp.git_receive_pack
+       line 15936  githttp.git_receive_pack
        line  3128  ledger.Ledger.decide_each
        line  3066  intents.reconcile_intents
 
@@ -80,46 +80,46 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     21. lookups            lines  4330- 4381  Lookups: what a REST request names (accounts, repositories), found or 404.
     22. web                lines  4382- 4657  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
     23. users              lines  4658- 4752  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4753- 5263  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5264- 5532  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5533- 6214  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6215- 6344  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6345- 6859  REST: pull requests and their merges.
-    29. reviews            lines  6860- 7147  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7148- 7389  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7390- 7653  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7654- 8003  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  8004- 8341  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8342- 8420  REST: deploy keys.
-    35. actions            lines  8421- 8646  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8647- 8849  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8850- 9198  REST: organizations, memberships and teams.
-    38. actions_config     lines  9199- 9686  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9687- 9762  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9763-10327  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10328-10538  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10539-10964  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 10965-11136  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 11137-11399  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11400-12067  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_git        lines 12068-12300  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    47. graphql_mutations  lines 12301-12646  GraphQL mutations: each one decided as its REST twin is.
-    48. graphql_schema     lines 12647-13111  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    49. graphql_execution  lines 13112-13393  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    50. client_assertions  lines 13394-13576  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    51. settings_pages     lines 13577-13913  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    52. oauth_clients      lines 13914-14152  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    53. broker             lines 14153-14610  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    54. oauth              lines 14611-15264  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    55. mcp_server         lines 15265-15762  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    56. githttp            lines 15763-15962  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    57. pages              lines 15963-16231  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    58. server             lines 16232-16847  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    59. clients            lines 16848-17124  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    60. cli                lines 17125-17600  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17601-18333  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    24. repositories       lines  4753- 5289  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5290- 5558  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5559- 6250  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6251- 6380  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6381- 6895  REST: pull requests and their merges.
+    29. reviews            lines  6896- 7183  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7184- 7425  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7426- 7689  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7690- 8039  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  8040- 8377  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8378- 8456  REST: deploy keys.
+    35. actions            lines  8457- 8682  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8683- 8885  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8886- 9234  REST: organizations, memberships and teams.
+    38. actions_config     lines  9235- 9722  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9723- 9798  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9799-10363  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10364-10574  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10575-11000  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 11001-11172  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 11173-11435  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11436-12103  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_git        lines 12104-12336  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    47. graphql_mutations  lines 12337-12682  GraphQL mutations: each one decided as its REST twin is.
+    48. graphql_schema     lines 12683-13147  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    49. graphql_execution  lines 13148-13429  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    50. client_assertions  lines 13430-13612  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    51. settings_pages     lines 13613-13949  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    52. oauth_clients      lines 13950-14188  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    53. broker             lines 14189-14646  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    54. oauth              lines 14647-15300  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    55. mcp_server         lines 15301-15798  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    56. githttp            lines 15799-15998  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    57. pages              lines 15999-16267  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    58. server             lines 16268-16883  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    59. clients            lines 16884-17160  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    60. cli                lines 17161-17636  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17637-18369  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is ae745e3968b8f21f25eb1ca1b905f97051c5cd025da60b3dc4f5c543b4254c58
+Made from sources whose SHA-256 is 805579e39756157bd9ff0fde0aa4128cc4a88fc029afd02f24016947d2112d22
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -5176,6 +5176,32 @@ def get_languages(req, owner, repo):
 
 # -- collaborators ------------------------------------------------------------------------------
 
+MAX_CONTRIBUTOR_COMMITS = 10000      # the newest commits of the default branch that contributors are counted in
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/contributors")
+def list_contributors(req, owner, repo):
+    """Who wrote the default branch's commits, most commits first: accounts (matched by their email, as
+    commits' authors are) with a contributions count; with anon=1 also the authors no account matches."""
+    row = find_repo(req, owner, repo)
+    counts, names = collections.Counter(), {}
+    with open_repo(req.app, row["id"]) as git:
+        sha = branch_sha(git, row["default_branch"])
+        if sha is not None:
+            for commit in walk_commits(git, sha, 0, MAX_CONTRIBUTOR_COMMITS):
+                name, _, email = commit.author.decode("utf-8", "replace").partition(" <")
+                counts[email.rstrip(">").lower()] += 1
+                names.setdefault(email.rstrip(">").lower(), name)
+    accounts, anonymous = {}, []
+    for email, count in counts.items():
+        account = account_for_email(req.app, email)
+        if account is not None:
+            accounts.setdefault(account["login"], dict(account, contributions=0))["contributions"] += count
+        elif req.query.get("anon") in ("1", "true"):
+            anonymous.append({"type": "Anonymous", "email": email, "name": names[email], "contributions": count})
+    return req.paginate(sorted(list(accounts.values()) + anonymous, key=lambda p: -p["contributions"]))
+
+
 def people_with_access(store, repo):
     """Accounts that hold a grant on the repository (owner, collaborators, org members, team members)."""
     return store.db.execute(
@@ -6187,6 +6213,16 @@ def create_milestone(req, owner, repo):
 def get_milestone(req, owner, repo, number):
     row = find_repo(req, owner, repo)
     return milestone_json(req.app, row, find_milestone(req, row, number))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/milestones/{number:int}/labels")
+def list_milestone_labels(req, owner, repo, number):
+    """The labels on the milestone's issues and pull requests, each once, by name."""
+    row = find_repo(req, owner, repo)
+    milestone = find_milestone(req, row, number)
+    rows = req.app.store.all("SELECT DISTINCT l.* FROM labels l JOIN issue_labels il ON il.label_id = l.id JOIN issues i"
+                             " ON i.id = il.issue_id WHERE i.milestone_id = ? ORDER BY l.name", milestone["id"])
+    return req.paginate([label_json(req.app, row, r) for r in rows])
 
 
 @route("PATCH", "/api/v3/repos/{owner}/{repo}/milestones/{number:int}")

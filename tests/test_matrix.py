@@ -548,6 +548,7 @@ GET     /api/v3/repos/{owner}/{repo}/collaborators                              
 GET     /api/v3/repos/{owner}/{repo}/collaborators/{login}                        repo_write
 GET     /api/v3/repos/{owner}/{repo}/collaborators/{login}/permission             repo_read
 GET     /api/v3/repos/{owner}/{repo}/commits                                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/contributors                                 repo_read
 GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}                           repo_read
 GET     /api/v3/repos/{owner}/{repo}/commits/{sha}/pulls                          repo_read
 GET     /api/v3/repos/{owner}/{repo}/commits/{ref:path}/check-runs                repo_read
@@ -585,6 +586,7 @@ GET     /api/v3/repos/{owner}/{repo}/labels                                     
 GET     /api/v3/repos/{owner}/{repo}/labels/{name}                                repo_read
 GET     /api/v3/repos/{owner}/{repo}/milestones                                   repo_read
 GET     /api/v3/repos/{owner}/{repo}/milestones/{number:int}                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/milestones/{number:int}/labels               repo_read
 GET     /api/v3/repos/{owner}/{repo}/notifications                                repo_inbox
 GET     /api/v3/repos/{owner}/{repo}/pulls                                        repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}                           repo_read

@@ -93,6 +93,10 @@ def build_world(srv):
         assert api(srv, "POST", repo + "/milestones", alice, {"title": "m%d" % n}).status == 201
         assert api(srv, "POST", repo + "/issues/1/comments", alice, {"body": "comment %d" % n}).status == 201
     assert api(srv, "POST", repo + "/issues/1/labels", alice, {"labels": ["label%d" % n for n in FIVE]}).status == 200
+    assert api(srv, "PATCH", repo + "/issues/1", alice, {"milestone": 1}).status == 200
+    for login in PEOPLE:        # five more contributors to main
+        assert api(srv, "PUT", repo + "/contents/%s.txt" % login, people[login], {
+            "message": "by " + login, "content": b64(login)}).status == 201
     pulls = [api(srv, "POST", repo + "/pulls", alice, {"title": "pull %d" % n, "head": "feature%d" % n, "base": "main"}).json
              for n in FIVE]
     pull = pulls[0]["number"]

@@ -176,3 +176,20 @@ def test_topics_and_languages(server):
             "message": path, "content": base64.b64encode(text.encode()).decode()})
     languages = api(server, "GET", "/repos/alice/app/languages", alice).json
     assert languages == {"Python": 12 * 10 + 6, "JavaScript": 11} and list(languages) == ["Python", "JavaScript"]
+
+
+def test_contributors(server, tmp_path):
+    """Who wrote the default branch, most commits first: accounts by their commits' emails; with anon=1
+    also the authors no account matches."""
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "alice/app", alice), work)
+    for n in range(3):
+        commit_file(work, "t%d.txt" % n, "t")          # as Test <test@example.com>, whom no account has
+    git(work, "push", "-q", "origin", "HEAD:main")
+    assert [(c["login"], c["contributions"]) for c in api(server, "GET", "/repos/alice/app/contributors",
+                                                          alice).json] == [("alice", 1)]
+    everyone = api(server, "GET", "/repos/alice/app/contributors?anon=1", alice).json
+    assert [(c.get("login"), c.get("email"), c["type"], c["contributions"]) for c in everyone] == [
+        (None, "test@example.com", "Anonymous", 3), ("alice", None, "User", 1)]

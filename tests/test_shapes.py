@@ -21,6 +21,7 @@ def test_rest_bodies_have_githubs_shape(server, tmp_path):
     requests = [
         ("GET", "/", None, 200), ("GET", "/user", None, 200), ("GET", "/users/bob", None, 200),
         ("GET", "/rate_limit", None, 200), ("GET", "/user/emails", None, 200),
+        ("GET", "/repos/olivia/demo/contributors", None, 200),
         ("GET", "/users/acme", None, 200), ("GET", "/user/repos", None, 200), ("GET", "/users/olivia/repos", None, 200),
         ("POST", "/user/repos", {"name": "made", "private": True}, 201),
         ("GET", "/repos/olivia/demo", None, 200),

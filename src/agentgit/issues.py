@@ -669,6 +669,16 @@ def get_milestone(req, owner, repo, number):
     return milestone_json(req.app, row, find_milestone(req, row, number))
 
 
+@route("GET", "/api/v3/repos/{owner}/{repo}/milestones/{number:int}/labels")
+def list_milestone_labels(req, owner, repo, number):
+    """The labels on the milestone's issues and pull requests, each once, by name."""
+    row = find_repo(req, owner, repo)
+    milestone = find_milestone(req, row, number)
+    rows = req.app.store.all("SELECT DISTINCT l.* FROM labels l JOIN issue_labels il ON il.label_id = l.id JOIN issues i"
+                             " ON i.id = il.issue_id WHERE i.milestone_id = ? ORDER BY l.name", milestone["id"])
+    return req.paginate([label_json(req.app, row, r) for r in rows])
+
+
 @route("PATCH", "/api/v3/repos/{owner}/{repo}/milestones/{number:int}")
 def update_milestone(req, owner, repo, number):
     body = req.json()

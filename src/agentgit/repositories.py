@@ -18,7 +18,8 @@ from agentgit.gitstore import (branch_sha, commit_patch, copy_refs, list_refs, m
 from agentgit.accounts import REPO_SELECT, create_repository, full_name, network_root, repo_by_id, signature
 from agentgit.policy import PERMISSION_ALIASES, RANK, Resource, branch_protection, private_upstream, repo_permission
 from agentgit.routing import route
-from agentgit.serializers import branch_json, commit_json, encode_json, ref_json, repo_json, standing_access, user_json
+from agentgit.serializers import (account_for_email, branch_json, commit_json, encode_json, ref_json, repo_json,
+                                  standing_access, user_json)
 from agentgit.lookups import find_account, find_repo, signed_in, sort_repos, visible_repos
 
 
@@ -442,6 +443,32 @@ def get_languages(req, owner, repo):
 
 
 # -- collaborators ------------------------------------------------------------------------------
+
+MAX_CONTRIBUTOR_COMMITS = 10000      # the newest commits of the default branch that contributors are counted in
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/contributors")
+def list_contributors(req, owner, repo):
+    """Who wrote the default branch's commits, most commits first: accounts (matched by their email, as
+    commits' authors are) with a contributions count; with anon=1 also the authors no account matches."""
+    row = find_repo(req, owner, repo)
+    counts, names = collections.Counter(), {}
+    with open_repo(req.app, row["id"]) as git:
+        sha = branch_sha(git, row["default_branch"])
+        if sha is not None:
+            for commit in walk_commits(git, sha, 0, MAX_CONTRIBUTOR_COMMITS):
+                name, _, email = commit.author.decode("utf-8", "replace").partition(" <")
+                counts[email.rstrip(">").lower()] += 1
+                names.setdefault(email.rstrip(">").lower(), name)
+    accounts, anonymous = {}, []
+    for email, count in counts.items():
+        account = account_for_email(req.app, email)
+        if account is not None:
+            accounts.setdefault(account["login"], dict(account, contributions=0))["contributions"] += count
+        elif req.query.get("anon") in ("1", "true"):
+            anonymous.append({"type": "Anonymous", "email": email, "name": names[email], "contributions": count})
+    return req.paginate(sorted(list(accounts.values()) + anonymous, key=lambda p: -p["contributions"]))
+
 
 def people_with_access(store, repo):
     """Accounts that hold a grant on the repository (owner, collaborators, org members, team members)."""
