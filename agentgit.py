@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2792  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9904  delegation.create_invite
-       line  9976  delegation.confirm_binding
-       line 10608  tasks.create_task_grant
+       line  9954  delegation.create_invite
+       line 10026  delegation.confirm_binding
+       line 10658  tasks.create_task_grant
        line  3465  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16277  server.App.dispatch
+       line 16327  server.App.dispatch
        line  3380  authentication.authenticate
        line  3085  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15936  githttp.git_receive_pack
+       line 15986  githttp.git_receive_pack
        line  3128  ledger.Ledger.decide_each
        line  3066  intents.reconcile_intents
 
@@ -85,41 +85,41 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     26. issues             lines  5559- 6250  REST: issues, comments, labels and milestones.
     27. sub_issues         lines  6251- 6380  REST: sub-issues, github.com's tree of issues.
     28. pulls              lines  6381- 6895  REST: pull requests and their merges.
-    29. reviews            lines  6896- 7183  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7184- 7425  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7426- 7689  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7690- 8039  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  8040- 8377  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8378- 8456  REST: deploy keys.
-    35. actions            lines  8457- 8682  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8683- 8885  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8886- 9234  REST: organizations, memberships and teams.
-    38. actions_config     lines  9235- 9722  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9723- 9798  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9799-10363  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10364-10574  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10575-11000  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 11001-11172  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 11173-11435  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11436-12103  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_git        lines 12104-12336  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    47. graphql_mutations  lines 12337-12682  GraphQL mutations: each one decided as its REST twin is.
-    48. graphql_schema     lines 12683-13147  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    49. graphql_execution  lines 13148-13429  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    50. client_assertions  lines 13430-13612  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    51. settings_pages     lines 13613-13949  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    52. oauth_clients      lines 13950-14188  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    53. broker             lines 14189-14646  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    54. oauth              lines 14647-15300  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    55. mcp_server         lines 15301-15798  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    56. githttp            lines 15799-15998  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    57. pages              lines 15999-16267  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    58. server             lines 16268-16883  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    59. clients            lines 16884-17160  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    60. cli                lines 17161-17636  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17637-18369  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    29. reviews            lines  6896- 7233  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. contents           lines  7234- 7475  REST: file contents and READMEs, read and written as commits.
+    31. protection         lines  7476- 7739  REST: branch protection, commit statuses and check runs.
+    32. gitdata            lines  7740- 8089  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    33. releases           lines  8090- 8427  REST: releases, tags and release assets.
+    34. deploy_keys        lines  8428- 8506  REST: deploy keys.
+    35. actions            lines  8507- 8732  REST: workflow records and their runs (which nothing here executes).
+    36. search             lines  8733- 8935  REST: search over repositories, issues, code and accounts.
+    37. orgs               lines  8936- 9284  REST: organizations, memberships and teams.
+    38. actions_config     lines  9285- 9772  REST: Actions configuration: environments, and secrets and variables at three levels.
+    39. personal_tokens    lines  9773- 9848  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    40. delegation         lines  9849-10413  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    41. vault              lines 10414-10624  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    42. tasks              lines 10625-11050  REST: task grants, task tokens, step-up and approvals.
+    43. oversight          lines 11051-11222  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    44. graphql_language   lines 11223-11485  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    45. graphql_resolvers  lines 11486-12153  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    46. graphql_git        lines 12154-12386  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    47. graphql_mutations  lines 12387-12732  GraphQL mutations: each one decided as its REST twin is.
+    48. graphql_schema     lines 12733-13197  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    49. graphql_execution  lines 13198-13479  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    50. client_assertions  lines 13480-13662  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    51. settings_pages     lines 13663-13999  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    52. oauth_clients      lines 14000-14238  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    53. broker             lines 14239-14696  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    54. oauth              lines 14697-15350  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    55. mcp_server         lines 15351-15848  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    56. githttp            lines 15849-16048  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    57. pages              lines 16049-16317  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    58. server             lines 16318-16933  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    59. clients            lines 16934-17210  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    60. cli                lines 17211-17686  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17687-18419  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 805579e39756157bd9ff0fde0aa4128cc4a88fc029afd02f24016947d2112d22
+Made from sources whose SHA-256 is ccbb8b5ce50bf32dc37c533b621a460461a55cc715b16c088fb618fc41169f7d
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -6895,7 +6895,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 29. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-# uses: config, errors, accounts, routing, notifications, serializers, issues, pulls
+# uses: config, errors, accounts, routing, lookups, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
@@ -7135,6 +7135,56 @@ def list_review_comments(req, owner, repo, number):
     row, issue, _ = find_pull(req, owner, repo, number)
     rows = visible_review_comments(req.app.store, issue["id"], req.principal.user_id)
     return req.paginate([review_comment_json(req.app, row, issue, c) for c in rows])
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments")
+def create_review_comment(req, owner, repo, number):
+    """One review comment on its own, as GitHub makes it: a submitted COMMENT review holding it. With
+    in_reply_to, a reply in that comment's thread (its path and lines)."""
+    body = req.json()
+    row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
+    reply_to = req.field(body, "in_reply_to", int, "PullRequestReviewComment")
+    comment = dict(body, body=req.text_field(body, "body", "PullRequestReviewComment", required=True))
+    if reply_to is not None:
+        comment.update(thread_of(req, issue, reply_to))
+    return 201, review_comment_json(req.app, row, issue, single_comment(req, row, issue, pull, comment))
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments/{comment_id:int}/replies")
+def reply_to_review_comment(req, owner, repo, number, comment_id):
+    body = req.json()
+    row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
+    comment = dict(thread_of(req, issue, comment_id),
+                   body=req.text_field(body, "body", "PullRequestReviewComment", required=True))
+    return 201, review_comment_json(req.app, row, issue, single_comment(req, row, issue, pull, comment))
+
+
+def thread_of(req, issue, comment_id):
+    """Where a reply goes: the path and lines of the visible review comment it answers."""
+    found = [c for c in visible_review_comments(req.app.store, issue["id"], req.principal.user_id)
+             if c["id"] == int(comment_id)]
+    if not found:
+        raise HTTPError(404, "Not Found")
+    c = found[0]
+    return {"path": c["path"], "line": c["line"], "side": c["side"], "start_line": c["start_line"],
+            "start_side": c["start_side"], "subject_type": c["subject_type"].lower()}
+
+
+def single_comment(req, row, issue, pull, comment):
+    review_id = record_review(req, row, issue, pull, "COMMENT", "", [comment], comment.get("commit_id"))
+    return req.app.store.one("SELECT * FROM review_comments WHERE review_id = ?", review_id)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}")
+def get_review_comment(req, owner, repo, comment_id):
+    row = find_repo(req, owner, repo)
+    c = req.app.store.one("SELECT c.* FROM review_comments c JOIN issues i ON i.id = c.issue_id WHERE c.id = ? AND"
+                          " i.repo_id = ?", int(comment_id), row["id"])
+    issue = req.app.store.one("SELECT * FROM issues WHERE id = ?", c["issue_id"]) if c else None
+    if issue is None or not any(v["id"] == c["id"] for v in visible_review_comments(
+            req.app.store, issue["id"], req.principal.user_id)):
+        raise HTTPError(404, "Not Found")
+    return review_comment_json(req.app, row, issue, c)
 
 
 def requested_reviewers_json(req, issue):

@@ -63,7 +63,9 @@ def build_world(data_dir):
         issue = api(srv, "POST", "/repos/alice/secret/issues", alice, {"title": "bug", "labels": ["bug"]}).json
         comment = api(srv, "POST", "/repos/alice/secret/issues/1/comments", alice, {"body": "hi"}).json
         pull = api(srv, "POST", "/repos/alice/secret/pulls", alice, {"title": "f", "head": "feature", "base": "main"}).json
-        review = api(srv, "POST", "/repos/alice/secret/pulls/2/reviews", walt, {"event": "COMMENT", "body": "ok"}).json
+        review = api(srv, "POST", "/repos/alice/secret/pulls/2/reviews", walt, {
+            "event": "COMMENT", "body": "ok", "comments": [{"path": "f.txt", "line": 1, "body": "this line"}]}).json
+        review_comment = api(srv, "GET", "/repos/alice/secret/pulls/2/comments", walt).json[0]["id"]
         epic = api(srv, "POST", "/repos/alice/secret/issues", alice, {"title": "epic"}).json     # #1's parent
         assert api(srv, "POST", "/repos/alice/secret/issues/%d/sub_issues" % epic["number"], alice,
                    {"sub_issue_id": issue["id"]}).status == 201
@@ -157,6 +159,7 @@ def build_world(data_dir):
                   "forged": forged[:-6] + "abcdef", "foreign": foreign}
         thread = api(srv, "GET", "/notifications", alice).json[0]["id"]     # walt reviewed her pull request
         ids = {"issue": issue["number"], "comment": comment["id"], "pull": pull["number"], "review": review["id"],
+               "review_comment": review_comment,
                "thread": thread, "epic": epic["id"],
                "release": release["id"], "asset": asset["id"], "check": check["id"], "run": run["id"],
                "sha": main, "bot": bot, "grant": tasks["secret"]["id"], "freeze": freeze["id"],
@@ -175,7 +178,7 @@ def route_path(method, pattern, ids):
     fill = {"owner": "alice", "repo": "secret", "org": "acme", "slug": "devs", "branch": "main", "tag": "v1",
             "workflow_id": "ci.yml", "approval_id": ids["approval"], "freeze_id": ids["freeze"],
             "grant_id": ids["grant"], "token_id": ids["token"], "audit_id": ids["audit_row"], "basehead": "main...feature",
-            "comment_id": ids["comment"], "release_id": ids["release"], "asset_id": ids["asset"],
+            "comment_id": ids["review_comment" if "/pulls/" in pattern else "comment"], "release_id": ids["release"], "asset_id": ids["asset"],
             "review_id": ids["review"], "thread_id": ids["thread"], "kid": "world-key",
             "credential_id": ids["credential"], "revocation_id": ids["runtime_revocation"], "path": "README.md", "environment": "production",
             "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"]}
@@ -308,6 +311,8 @@ def route_body(method, pattern, ids):
         ("POST", repo + "/pulls"): {"title": "t", "head": "feature", "base": "main"},
         ("POST", repo + "/pulls/{number:int}/requested_reviewers"): {"reviewers": ["walt"]},
         ("POST", repo + "/pulls/{number:int}/reviews"): {"event": "COMMENT", "body": "b"},
+        ("POST", repo + "/pulls/{number:int}/comments"): {"body": "b", "path": "f.txt", "line": 1},
+        ("POST", repo + "/pulls/{number:int}/comments/{comment_id:int}/replies"): {"body": "b"},
         ("POST", repo + "/issues/{number:int}/sub_issues"): {"sub_issue_id": ids["epic"]},
         ("DELETE", repo + "/issues/{number:int}/sub_issue"): {"sub_issue_id": ids["epic"]},
         ("PATCH", repo + "/issues/{number:int}/sub_issues/priority"): {"sub_issue_id": ids["epic"], "after_id": 1},
@@ -596,6 +601,7 @@ GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/files                   
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/merge                     repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews                   repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}              repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}   repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}/comments repo_read
 GET     /api/v3/repos/{owner}/{repo}/readme                                       repo_read
@@ -726,6 +732,8 @@ POST    /api/v3/repos/{owner}/{repo}/milestones                                 
 POST    /api/v3/repos/{owner}/{repo}/pulls                                        repo_read
 POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/requested_reviewers       repo_write
 POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews                   repo_read
+POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments                  repo_read
+POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments/{comment_id:int}/replies repo_read
 POST    /api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews/{review_id:int}/events repo_read
 POST    /api/v3/repos/{owner}/{repo}/releases                                     repo_write
 POST    /api/v3/repos/{owner}/{repo}/releases/{release_id:int}/assets             repo_write

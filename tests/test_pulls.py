@@ -292,3 +292,34 @@ def test_the_pull_requests_a_commit_belongs_to(server):
     assert [p["number"] for p in api(server, "GET", "/repos/alice/app/commits/%s/pulls" % merged, alice).json] == [number]
     assert api(server, "GET", "/repos/alice/app/commits/%s/pulls" % main, alice).json == []
     assert api(server, "GET", "/repos/alice/app/commits/%s/pulls" % ("f" * 40), alice).status == 422
+
+
+def test_single_review_comments_and_replies(server, project):
+    """A review comment on its own (what bots post on a line) is a submitted COMMENT review holding it; a
+    reply (in_reply_to, or the replies route) lands in its thread, on its path and line. Each is readable
+    alone, in GitHub's shape; a path the pull request does not change, or a thread that is not there, is
+    refused."""
+    walt, rita, work = project["walt"], project["rita"], project["work"]
+    branch(work, "feature", [("a.txt", "a\nb\n")])
+    api(server, "POST", "/repos/alice/app/pulls", walt, {"title": "A", "head": "feature", "base": "main"})
+    first = checked("POST", "/repos/alice/app/pulls/1/comments", api(
+        server, "POST", "/repos/alice/app/pulls/1/comments", rita, {"body": "why b?", "path": "a.txt", "line": 2,
+                                                                   "side": "RIGHT"}))
+    assert first.status == 201 and (first.json["path"], first.json["line"]) == ("a.txt", 2)
+    reply = api(server, "POST", "/repos/alice/app/pulls/1/comments", walt, {"body": "because", "in_reply_to":
+                                                                          first.json["id"]})
+    also = api(server, "POST", "/repos/alice/app/pulls/1/comments/%d/replies" % first.json["id"], rita,
+               {"body": "fair"})
+    assert reply.status == 201 and also.status == 201
+    assert [(c["path"], c["line"]) for c in (reply.json, also.json)] == [("a.txt", 2), ("a.txt", 2)]
+    got = checked("GET", "/repos/alice/app/pulls/comments/%d" % reply.json["id"], api(
+        server, "GET", "/repos/alice/app/pulls/comments/%d" % reply.json["id"], rita))
+    assert got.json["body"] == "because" and got.json["user"]["login"] == "walt"
+    reviews = api(server, "GET", "/repos/alice/app/pulls/1/reviews", rita).json
+    assert [(r["user"]["login"], r["state"]) for r in reviews] == [("rita", "COMMENTED"), ("walt", "COMMENTED"),
+                                                                   ("rita", "COMMENTED")]
+    assert api(server, "POST", "/repos/alice/app/pulls/1/comments", rita, {"body": "x", "path": "nope.txt",
+                                                                          "line": 1}).status == 422
+    assert api(server, "POST", "/repos/alice/app/pulls/1/comments", rita, {"body": "x", "in_reply_to": 999}).status == 404
+    assert api(server, "POST", "/repos/alice/app/pulls/1/comments", rita, {"path": "a.txt", "line": 1}).status == 422
+    assert api(server, "GET", "/repos/alice/app/pulls/comments/999", rita).status == 404

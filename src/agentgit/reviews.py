@@ -10,6 +10,7 @@ from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import full_name
 from agentgit.routing import route
+from agentgit.lookups import find_repo
 from agentgit.notifications import notify
 from agentgit.serializers import node_id, user_json, user_json_by_id
 from agentgit.issues import author_association, resolve_assignees
@@ -252,6 +253,56 @@ def list_review_comments(req, owner, repo, number):
     row, issue, _ = find_pull(req, owner, repo, number)
     rows = visible_review_comments(req.app.store, issue["id"], req.principal.user_id)
     return req.paginate([review_comment_json(req.app, row, issue, c) for c in rows])
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments")
+def create_review_comment(req, owner, repo, number):
+    """One review comment on its own, as GitHub makes it: a submitted COMMENT review holding it. With
+    in_reply_to, a reply in that comment's thread (its path and lines)."""
+    body = req.json()
+    row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
+    reply_to = req.field(body, "in_reply_to", int, "PullRequestReviewComment")
+    comment = dict(body, body=req.text_field(body, "body", "PullRequestReviewComment", required=True))
+    if reply_to is not None:
+        comment.update(thread_of(req, issue, reply_to))
+    return 201, review_comment_json(req.app, row, issue, single_comment(req, row, issue, pull, comment))
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/comments/{comment_id:int}/replies")
+def reply_to_review_comment(req, owner, repo, number, comment_id):
+    body = req.json()
+    row, issue, pull = find_pull(req, owner, repo, number, "review_pr")
+    comment = dict(thread_of(req, issue, comment_id),
+                   body=req.text_field(body, "body", "PullRequestReviewComment", required=True))
+    return 201, review_comment_json(req.app, row, issue, single_comment(req, row, issue, pull, comment))
+
+
+def thread_of(req, issue, comment_id):
+    """Where a reply goes: the path and lines of the visible review comment it answers."""
+    found = [c for c in visible_review_comments(req.app.store, issue["id"], req.principal.user_id)
+             if c["id"] == int(comment_id)]
+    if not found:
+        raise HTTPError(404, "Not Found")
+    c = found[0]
+    return {"path": c["path"], "line": c["line"], "side": c["side"], "start_line": c["start_line"],
+            "start_side": c["start_side"], "subject_type": c["subject_type"].lower()}
+
+
+def single_comment(req, row, issue, pull, comment):
+    review_id = record_review(req, row, issue, pull, "COMMENT", "", [comment], comment.get("commit_id"))
+    return req.app.store.one("SELECT * FROM review_comments WHERE review_id = ?", review_id)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}")
+def get_review_comment(req, owner, repo, comment_id):
+    row = find_repo(req, owner, repo)
+    c = req.app.store.one("SELECT c.* FROM review_comments c JOIN issues i ON i.id = c.issue_id WHERE c.id = ? AND"
+                          " i.repo_id = ?", int(comment_id), row["id"])
+    issue = req.app.store.one("SELECT * FROM issues WHERE id = ?", c["issue_id"]) if c else None
+    if issue is None or not any(v["id"] == c["id"] for v in visible_review_comments(
+            req.app.store, issue["id"], req.principal.user_id)):
+        raise HTTPError(404, "Not Found")
+    return review_comment_json(req.app, row, issue, c)
 
 
 def requested_reviewers_json(req, issue):
