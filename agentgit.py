@@ -28,98 +28,99 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1497  tokens.issue_token
-       line  1519  tokens.verify_token
+       line  1498  tokens.issue_token
+       line  1520  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2664  policy.POLICY_RULES
-       line  2704  policy.decide
+       line  2665  policy.POLICY_RULES
+       line  2705  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2769  audit.audit_append
-       line  2792  audit.audit_verify
+       line  2770  audit.audit_append
+       line  2793  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line  9954  delegation.create_invite
-       line 10026  delegation.confirm_binding
-       line 10658  tasks.create_task_grant
-       line  3465  authentication.load_grant
+       line 10099  delegation.create_invite
+       line 10171  delegation.confirm_binding
+       line 10803  tasks.create_task_grant
+       line  3466  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16327  server.App.dispatch
-       line  3380  authentication.authenticate
-       line  3085  ledger.Ledger
+       line 16486  server.App.dispatch
+       line  3381  authentication.authenticate
+       line  3086  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 15986  githttp.git_receive_pack
-       line  3128  ledger.Ledger.decide_each
-       line  3066  intents.reconcile_intents
+       line 16145  githttp.git_receive_pack
+       line  3129  ledger.Ledger.decide_each
+       line  3067  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   193-  294  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   295-  324  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   325-  717  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   718-  817  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   818- 1042  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1043- 1264  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1265- 1445  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1446- 1546  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1547- 1699  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1700- 1925  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1926- 2726  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2727- 2940  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2941- 3009  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  3010- 3079  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3080- 3251  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3252- 3505  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3506- 3688  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3689- 3818  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3819- 4114  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4115- 4329  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4330- 4381  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4382- 4657  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4658- 4752  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4753- 5289  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5290- 5558  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5559- 6250  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6251- 6380  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6381- 6895  REST: pull requests and their merges.
-    29. reviews            lines  6896- 7233  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. contents           lines  7234- 7475  REST: file contents and READMEs, read and written as commits.
-    31. protection         lines  7476- 7739  REST: branch protection, commit statuses and check runs.
-    32. gitdata            lines  7740- 8089  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    33. releases           lines  8090- 8427  REST: releases, tags and release assets.
-    34. deploy_keys        lines  8428- 8506  REST: deploy keys.
-    35. actions            lines  8507- 8732  REST: workflow records and their runs (which nothing here executes).
-    36. search             lines  8733- 8935  REST: search over repositories, issues, code and accounts.
-    37. orgs               lines  8936- 9284  REST: organizations, memberships and teams.
-    38. actions_config     lines  9285- 9772  REST: Actions configuration: environments, and secrets and variables at three levels.
-    39. personal_tokens    lines  9773- 9848  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    40. delegation         lines  9849-10413  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    41. vault              lines 10414-10624  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    42. tasks              lines 10625-11050  REST: task grants, task tokens, step-up and approvals.
-    43. oversight          lines 11051-11222  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    44. graphql_language   lines 11223-11485  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    45. graphql_resolvers  lines 11486-12153  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    46. graphql_git        lines 12154-12386  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    47. graphql_mutations  lines 12387-12732  GraphQL mutations: each one decided as its REST twin is.
-    48. graphql_schema     lines 12733-13197  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    49. graphql_execution  lines 13198-13479  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    50. client_assertions  lines 13480-13662  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    51. settings_pages     lines 13663-13999  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    52. oauth_clients      lines 14000-14238  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    53. broker             lines 14239-14696  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    54. oauth              lines 14697-15350  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    55. mcp_server         lines 15351-15848  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    56. githttp            lines 15849-16048  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    57. pages              lines 16049-16317  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    58. server             lines 16318-16933  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    59. clients            lines 16934-17210  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    60. cli                lines 17211-17686  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17687-18419  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   194-  295  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   296-  325  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   326-  718  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   719-  818  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   819- 1043  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1044- 1265  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1266- 1446  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1447- 1547  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1548- 1700  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1701- 1926  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1927- 2727  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2728- 2941  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2942- 3010  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  3011- 3080  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3081- 3252  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3253- 3506  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3507- 3689  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3690- 3819  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3820- 4115  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4116- 4330  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4331- 4382  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4383- 4658  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4659- 4753  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4754- 5290  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5291- 5559  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5560- 6266  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6267- 6396  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6397- 6911  REST: pull requests and their merges.
+    29. reviews            lines  6912- 7255  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. reactions          lines  7256- 7378  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    31. contents           lines  7379- 7620  REST: file contents and READMEs, read and written as commits.
+    32. protection         lines  7621- 7884  REST: branch protection, commit statuses and check runs.
+    33. gitdata            lines  7885- 8234  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    34. releases           lines  8235- 8572  REST: releases, tags and release assets.
+    35. deploy_keys        lines  8573- 8651  REST: deploy keys.
+    36. actions            lines  8652- 8877  REST: workflow records and their runs (which nothing here executes).
+    37. search             lines  8878- 9080  REST: search over repositories, issues, code and accounts.
+    38. orgs               lines  9081- 9429  REST: organizations, memberships and teams.
+    39. actions_config     lines  9430- 9917  REST: Actions configuration: environments, and secrets and variables at three levels.
+    40. personal_tokens    lines  9918- 9993  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    41. delegation         lines  9994-10558  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    42. vault              lines 10559-10769  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    43. tasks              lines 10770-11195  REST: task grants, task tokens, step-up and approvals.
+    44. oversight          lines 11196-11367  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    45. graphql_language   lines 11368-11630  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    46. graphql_resolvers  lines 11631-12312  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    47. graphql_git        lines 12313-12545  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    48. graphql_mutations  lines 12546-12891  GraphQL mutations: each one decided as its REST twin is.
+    49. graphql_schema     lines 12892-13356  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    50. graphql_execution  lines 13357-13638  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    51. client_assertions  lines 13639-13821  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    52. settings_pages     lines 13822-14158  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    53. oauth_clients      lines 14159-14397  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    54. broker             lines 14398-14855  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    55. oauth              lines 14856-15509  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    56. mcp_server         lines 15510-16007  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    57. githttp            lines 16008-16207  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    58. pages              lines 16208-16476  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    59. server             lines 16477-17092  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    60. clients            lines 17093-17369  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    61. cli                lines 17370-17845  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17846-18594  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is ccbb8b5ce50bf32dc37c533b621a460461a55cc715b16c088fb618fc41169f7d
+Made from sources whose SHA-256 is 701b3bae666f69042db3c5cc7db906b1c36f32af7a734d45094de1db2dfd6c82
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -5596,6 +5597,18 @@ def milestone_json(app, repo, row):
             "closed_at": row["closed_at"], "due_on": row["due_on"]}
 
 
+REACTIONS = ("+1", "-1", "laugh", "hooray", "confused", "heart", "rocket", "eyes")
+
+
+def reaction_rollup(app, url, column, subject_id):
+    """GitHub's "reactions" of an issue or comment: how many of each emoji, and where to list them.
+    ``column``: reactions' column that names the subject (issue_id, comment_id, review_comment_id)."""
+    counts = dict(app.store.all("SELECT content, COUNT(*) FROM reactions WHERE %s = ? GROUP BY content" % column,
+                                subject_id))
+    return dict({"url": url + "/reactions", "total_count": sum(counts.values())},
+                **{name: counts.get(name, 0) for name in REACTIONS})
+
+
 def issue_json(app, repo, row):
     """GitHub's issue; pull requests appear too, with a pull_request key, as on GitHub."""
     store, name = app.store, full_name(repo)
@@ -5621,6 +5634,7 @@ def issue_json(app, repo, row):
         "closed_at": row["closed_at"], "created_at": row["created_at"], "updated_at": row["updated_at"],
         "closed_by": user_json_by_id(app, row["closed_by"]),
         "author_association": author_association(store, repo, row["user_id"]),
+        "reactions": reaction_rollup(app, base, "issue_id", row["id"]),
     }
     if row["is_pull"]:
         pull = store.one("SELECT merged_at FROM pulls WHERE issue_id = ?", row["id"])
@@ -5638,7 +5652,9 @@ def comment_json(app, repo, issue_number, row):
             "html_url": "%s/%s/issues/%d#issuecomment-%d" % (app.url, name, issue_number, row["id"]),
             "issue_url": "%s/repos/%s/issues/%d" % (app.api, name, issue_number), "body": row["body"],
             "user": user_json_by_id(app, row["user_id"]), "created_at": row["created_at"],
-            "updated_at": row["updated_at"], "author_association": author_association(app.store, repo, row["user_id"])}
+            "updated_at": row["updated_at"], "author_association": author_association(app.store, repo, row["user_id"]),
+            "reactions": reaction_rollup(app, "%s/repos/%s/issues/comments/%d" % (app.api, name, row["id"]), "comment_id",
+                                         row["id"])}
 
 
 def find_issue(req, owner, repo, number, action="read_code", **context):
@@ -6943,6 +6959,7 @@ def review_comment_json(app, repo_row, issue, c):
             "user": user_json_by_id(app, c["user_id"]), "body": c["body"], "created_at": c["created_at"],
             "updated_at": c["updated_at"], "html_url": html_url, "pull_request_url": pull_url,
             "author_association": author_association(app.store, repo_row, c["user_id"]),
+            "reactions": reaction_rollup(app, url, "review_comment_id", c["id"]),
             "_links": {"self": {"href": url}, "html": {"href": html_url}, "pull_request": {"href": pull_url}}}
 
 
@@ -7175,8 +7192,8 @@ def single_comment(req, row, issue, pull, comment):
     return req.app.store.one("SELECT * FROM review_comments WHERE review_id = ?", review_id)
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}")
-def get_review_comment(req, owner, repo, comment_id):
+def find_review_comment(req, owner, repo, comment_id):
+    """(repository, pull request's issue row, review comment) of a review comment the caller may see."""
     row = find_repo(req, owner, repo)
     c = req.app.store.one("SELECT c.* FROM review_comments c JOIN issues i ON i.id = c.issue_id WHERE c.id = ? AND"
                           " i.repo_id = ?", int(comment_id), row["id"])
@@ -7184,7 +7201,12 @@ def get_review_comment(req, owner, repo, comment_id):
     if issue is None or not any(v["id"] == c["id"] for v in visible_review_comments(
             req.app.store, issue["id"], req.principal.user_id)):
         raise HTTPError(404, "Not Found")
-    return review_comment_json(req.app, row, issue, c)
+    return row, issue, c
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}")
+def get_review_comment(req, owner, repo, comment_id):
+    return review_comment_json(req.app, *find_review_comment(req, owner, repo, comment_id))
 
 
 def requested_reviewers_json(req, issue):
@@ -7232,7 +7254,130 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 30. src/agentgit/reactions.py — REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+# uses: config, errors, policy, routing, serializers, issues, reviews
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+def reaction_json(app, row):
+    return {"id": row["id"], "node_id": node_id("Reaction", row["id"]), "user": user_json_by_id(app, row["user_id"]),
+            "content": row["content"], "created_at": row["created_at"]}
+
+
+def list_reactions(req, column, subject_id):
+    content = req.query.get("content")
+    if content is not None and content not in REACTIONS:
+        raise invalid("Reaction", "content", message="content must be one of %s" % ", ".join(REACTIONS))
+    rows = req.app.store.all("SELECT * FROM reactions WHERE %s = ?%s ORDER BY id" % (
+        column, " AND content = ?" if content else ""), subject_id, *([content] if content else []))
+    return req.paginate([reaction_json(req.app, r) for r in rows])
+
+
+def add_reaction(req, column, subject_id, what):
+    """After comment was allowed: the caller's reaction, made now (201) or already there (200)."""
+    content = req.field(req.json(), "content", str, "Reaction", required=True)
+    if content not in REACTIONS:
+        raise invalid("Reaction", "content", message="content must be one of %s" % ", ".join(REACTIONS))
+    viewer = req.principal.user["id"]
+    with req.transaction() as db:
+        found = db.execute("SELECT * FROM reactions WHERE %s = ? AND user_id = ? AND content = ?" % column,
+                           (subject_id, viewer, content)).fetchone()
+        if found is None:
+            reaction_id = db.execute("INSERT INTO reactions (%s, user_id, content, created_at) VALUES (?, ?, ?, ?)"
+                                     % column, (subject_id, viewer, content, now())).lastrowid
+            req.effect("reacted %s to %s" % (content, what))
+    if found is not None:
+        return 200, reaction_json(req.app, found)
+    return 201, reaction_json(req.app, req.app.store.one("SELECT * FROM reactions WHERE id = ?", reaction_id))
+
+
+def delete_reaction(req, column, subject_id, reaction_id, what):
+    """After comment was allowed: the caller's own reaction removed; another's is not found."""
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM reactions WHERE id = ? AND %s = ? AND user_id = ?" % column,
+                          (int(reaction_id), subject_id, req.principal.user["id"])).rowcount:
+            raise HTTPError(404, "Not Found")
+        req.effect("removed reaction %d from %s" % (int(reaction_id), what))
+    return 204, None
+
+
+def allow_reacting(req, repo_row, issue_id):
+    """Reacting to a comment is decided as commenting on its issue or pull request (author and lock)."""
+    issue = req.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)
+    req.authorize("comment", Resource.repo(repo_row), author_id=issue["user_id"], locked=bool(issue["locked"]))
+
+
+# -- issues and pull requests ---------------------------------------------------------------------------
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions")
+def list_issue_reactions(req, owner, repo, number):
+    _, issue = find_issue(req, owner, repo, number)
+    return list_reactions(req, "issue_id", issue["id"])
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions")
+def react_to_issue(req, owner, repo, number):
+    _, issue = find_issue(req, owner, repo, number, "comment")
+    return add_reaction(req, "issue_id", issue["id"], "#%d" % issue["number"])
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions/{reaction_id:int}")
+def unreact_to_issue(req, owner, repo, number, reaction_id):
+    _, issue = find_issue(req, owner, repo, number, "comment")
+    return delete_reaction(req, "issue_id", issue["id"], reaction_id, "#%d" % issue["number"])
+
+
+# -- issue comments -------------------------------------------------------------------------------------
+
+def commented_issue(req, owner, repo, comment_id):
+    row, comment = find_comment(req, owner, repo, comment_id)
+    allow_reacting(req, row, comment["issue_id"])
+    return comment
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions")
+def list_comment_reactions(req, owner, repo, comment_id):
+    return list_reactions(req, "comment_id", find_comment(req, owner, repo, comment_id)[1]["id"])
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions")
+def react_to_comment(req, owner, repo, comment_id):
+    comment = commented_issue(req, owner, repo, comment_id)
+    return add_reaction(req, "comment_id", comment["id"], "comment %d" % comment["id"])
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions/{reaction_id:int}")
+def unreact_to_comment(req, owner, repo, comment_id, reaction_id):
+    comment = commented_issue(req, owner, repo, comment_id)
+    return delete_reaction(req, "comment_id", comment["id"], reaction_id, "comment %d" % comment["id"])
+
+
+# -- review comments ------------------------------------------------------------------------------------
+
+def reviewed_comment(req, owner, repo, comment_id):
+    row, issue, comment = find_review_comment(req, owner, repo, comment_id)
+    allow_reacting(req, row, issue["id"])
+    return comment
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions")
+def list_review_comment_reactions(req, owner, repo, comment_id):
+    return list_reactions(req, "review_comment_id", find_review_comment(req, owner, repo, comment_id)[2]["id"])
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions")
+def react_to_review_comment(req, owner, repo, comment_id):
+    comment = reviewed_comment(req, owner, repo, comment_id)
+    return add_reaction(req, "review_comment_id", comment["id"], "review comment %d" % comment["id"])
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions/{reaction_id:int}")
+def unreact_to_review_comment(req, owner, repo, comment_id, reaction_id):
+    comment = reviewed_comment(req, owner, repo, comment_id)
+    return delete_reaction(req, "review_comment_id", comment["id"], reaction_id, "review comment %d" % comment["id"])
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 31. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7474,7 +7619,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 32. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7738,7 +7883,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 33. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8088,7 +8233,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 34. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8426,7 +8571,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 35. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8505,7 +8650,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 36. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8731,7 +8876,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 37. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8934,7 +9079,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 38. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9283,7 +9428,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 39. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, crypto, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9771,7 +9916,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+# 40. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
 # uses: config, errors, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9847,7 +9992,7 @@ def revoke_own_token(req, user, row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+# 41. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
 # uses: config, errors, storage, tokens, proofs, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10412,7 +10557,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 42. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10623,7 +10768,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 43. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, approvals, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11049,7 +11194,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+# 44. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11221,7 +11366,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 45. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11484,7 +11629,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 46. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11932,11 +12077,24 @@ def gql_issue(ctx, repo_row, row):
             "stateReason": i["state_reason"].upper() if i["state_reason"] else None, "body": i["body"] or "",
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
             "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row,
-            "_repo": repo_row, "reactionGroups": [], "issueType": None, **gql_lock(row),
+            "_repo": repo_row, "reactionGroups": gql_reaction_groups(ctx.app, "issue_id", row["id"]), "issueType": None,
+            **gql_lock(row),
             "authorAssociation": i["author_association"],
             "milestone": {"__typename": "Milestone", "id": m["node_id"], "number": m["number"], "title": m["title"],
                           "description": m["description"], "dueOn": m["due_on"], "state": m["state"].upper(),
                           "url": m["html_url"]} if m else None}
+
+
+GRAPHQL_REACTIONS = {"+1": "THUMBS_UP", "-1": "THUMBS_DOWN", "laugh": "LAUGH", "hooray": "HOORAY",
+                     "confused": "CONFUSED", "heart": "HEART", "rocket": "ROCKET", "eyes": "EYES"}
+
+
+def gql_reaction_groups(app, column, subject_id):
+    """reactionGroups: how many of each emoji (every kind, as GitHub lists them, counted or not)."""
+    counts = dict(app.store.all("SELECT content, COUNT(*) FROM reactions WHERE %s = ? GROUP BY content" % column,
+                                subject_id))
+    return [{"__typename": "ReactionGroup", "content": GRAPHQL_REACTIONS[name],
+             "users": {"__typename": "ReactingUserConnection", "totalCount": counts.get(name, 0)}} for name in REACTIONS]
 
 
 def gql_lock(row):
@@ -11962,7 +12120,7 @@ def resolve_comments(ctx, parent, args):
         return {"__typename": "IssueComment", "id": c["node_id"], "url": c["html_url"], "body": c["body"],
                 "createdAt": c["created_at"], "author": gql_user(ctx.app, author) if author else None,
                 "authorAssociation": c["author_association"], "includesCreatedEdit": False, "isMinimized": False,
-                "minimizedReason": None, "reactionGroups": [],
+                "minimizedReason": None, "reactionGroups": gql_reaction_groups(ctx.app, "comment_id", row["id"]),
                 "viewerDidAuthor": ctx.req.principal.user is not None and row["user_id"] == ctx.req.principal.user["id"]}
     return paginate_connection(rows, args, node)
 
@@ -12033,7 +12191,8 @@ def gql_pull(ctx, repo_row, row):
             "headRepositoryOwner": gql_user(ctx.app, owner) if owner else None,
             "author": gql_user(ctx.app, author) if author else None,
             "_row": row, "_repo": repo_row, "autoMergeRequest": None, "maintainerCanModify": False,
-            "reactionGroups": [], "headRepository": gql_repository(ctx, head_repo) if head_repo else None,
+            "reactionGroups": gql_reaction_groups(ctx.app, "issue_id", row["id"]),
+            "headRepository": gql_repository(ctx, head_repo) if head_repo else None,
             "milestone": gql_issue(ctx, repo_row, row)["milestone"], **gql_lock(row),
             "closedAt": row["closed_at"], "authorAssociation": author_association(ctx.app.store, repo_row, row["user_id"]),
             "mergedBy": gql_user(ctx.app, account_by_id(ctx.app.store, pull["merged_by"])) if pull["merged_by"] else None,
@@ -12152,7 +12311,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 47. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12385,7 +12544,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 48. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12731,7 +12890,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 49. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13196,7 +13355,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 50. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13478,7 +13637,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 51. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13661,7 +13820,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 52. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13998,7 +14157,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 53. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14237,7 +14396,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 54. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14695,7 +14854,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 55. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15349,7 +15508,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 56. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15847,7 +16006,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 57. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16047,7 +16206,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 58. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16316,7 +16475,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 59. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16932,7 +17091,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 60. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17209,7 +17368,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 61. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17964,6 +18123,22 @@ CREATE TABLE IF NOT EXISTS review_comments (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );
+
+-- reactions: one account's emoji on exactly one issue (or pull request), issue comment or review comment
+CREATE TABLE IF NOT EXISTS reactions (
+    id                 INTEGER PRIMARY KEY,
+    issue_id           INTEGER REFERENCES issues(id) ON DELETE CASCADE,
+    comment_id         INTEGER REFERENCES comments(id) ON DELETE CASCADE,
+    review_comment_id  INTEGER REFERENCES review_comments(id) ON DELETE CASCADE,
+    user_id            INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    content            TEXT NOT NULL CHECK (content IN ('+1', '-1', 'laugh', 'confused', 'heart', 'hooray', 'rocket',
+                                                        'eyes')),
+    created_at         TEXT NOT NULL,
+    CHECK ((issue_id IS NOT NULL) + (comment_id IS NOT NULL) + (review_comment_id IS NOT NULL) = 1)
+);
+-- each account reacts with each emoji once
+CREATE UNIQUE INDEX IF NOT EXISTS one_reaction_each ON reactions(
+    coalesce(issue_id, 0), coalesce(comment_id, 0), coalesce(review_comment_id, 0), user_id, content);
 
 -- notifications: one account's thread of one issue or pull request, and who watches which repository
 CREATE TABLE IF NOT EXISTS notification_threads (

@@ -275,6 +275,22 @@ CREATE TABLE IF NOT EXISTS review_comments (
     updated_at  TEXT NOT NULL
 );
 
+-- reactions: one account's emoji on exactly one issue (or pull request), issue comment or review comment
+CREATE TABLE IF NOT EXISTS reactions (
+    id                 INTEGER PRIMARY KEY,
+    issue_id           INTEGER REFERENCES issues(id) ON DELETE CASCADE,
+    comment_id         INTEGER REFERENCES comments(id) ON DELETE CASCADE,
+    review_comment_id  INTEGER REFERENCES review_comments(id) ON DELETE CASCADE,
+    user_id            INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    content            TEXT NOT NULL CHECK (content IN ('+1', '-1', 'laugh', 'confused', 'heart', 'hooray', 'rocket',
+                                                        'eyes')),
+    created_at         TEXT NOT NULL,
+    CHECK ((issue_id IS NOT NULL) + (comment_id IS NOT NULL) + (review_comment_id IS NOT NULL) = 1)
+);
+-- each account reacts with each emoji once
+CREATE UNIQUE INDEX IF NOT EXISTS one_reaction_each ON reactions(
+    coalesce(issue_id, 0), coalesce(comment_id, 0), coalesce(review_comment_id, 0), user_id, content);
+
 -- notifications: one account's thread of one issue or pull request, and who watches which repository
 CREATE TABLE IF NOT EXISTS notification_threads (
     id            INTEGER PRIMARY KEY,

@@ -157,3 +157,40 @@ def test_sub_issues_a_tree_in_order(server, repo):
     r = api(server, "DELETE", "/repos/olivia/app/issues/1/sub_issue", tess, {"sub_issue_id": ids["Ship"]})
     assert r.status == 200 and sub_issues(1) == ["Parse"]
     assert api(server, "GET", "/repos/olivia/app/issues/4/parent", rita).status == 404
+
+
+def test_reactions_on_issues_and_comments(server, repo):
+    """Each account has each emoji once on an issue or comment (again answers the one it has); the counts
+    show in the issue's and comment's JSON and in GraphQL's reactionGroups; a reaction is removed only by
+    whoever made it; a locked issue takes them only from who may still comment there."""
+    from test_graphql import gql
+    o, rita, walt, out = repo["olivia"], repo["rita"], repo["walt"], repo["out"]
+    api(server, "POST", "/repos/olivia/app/issues", rita, {"title": "Crash"})
+    comment = api(server, "POST", "/repos/olivia/app/issues/1/comments", rita, {"body": "also here"}).json
+    first = api(server, "POST", "/repos/olivia/app/issues/1/reactions", walt, {"content": "+1"})
+    check("POST", "/repos/olivia/app/issues/1/reactions", first)
+    assert first.status == 201 and first.json["content"] == "+1" and first.json["user"]["login"] == "walt"
+    again = api(server, "POST", "/repos/olivia/app/issues/1/reactions", walt, {"content": "+1"})
+    assert again.status == 200 and again.json["id"] == first.json["id"]
+    assert api(server, "POST", "/repos/olivia/app/issues/1/reactions", out, {"content": "heart"}).status == 201
+    assert api(server, "POST", "/repos/olivia/app/issues/comments/%d/reactions" % comment["id"], o,
+               {"content": "eyes"}).status == 201
+    assert api(server, "POST", "/repos/olivia/app/issues/1/reactions", walt, {"content": "thumbs"}).status == 422
+    issue = api(server, "GET", "/repos/olivia/app/issues/1", rita).json
+    assert (issue["reactions"]["total_count"], issue["reactions"]["+1"], issue["reactions"]["heart"]) == (2, 1, 1)
+    assert api(server, "GET", "/repos/olivia/app/issues/comments/%d" % comment["id"], rita).json["reactions"]["eyes"] == 1
+    hearts = api(server, "GET", "/repos/olivia/app/issues/1/reactions?content=heart", rita).json
+    assert [r["user"]["login"] for r in hearts] == ["out"]
+    groups = gql(server, rita, '{ repository(owner: "olivia", name: "app") { issue(number: 1) { reactionGroups {'
+                               ' content users { totalCount } } } } }')["data"]["repository"]["issue"]["reactionGroups"]
+    assert {g["content"]: g["users"]["totalCount"] for g in groups if g["users"]["totalCount"]} == {
+        "THUMBS_UP": 1, "HEART": 1}
+    # only whoever reacted removes it
+    path = "/repos/olivia/app/issues/1/reactions/%d" % first.json["id"]
+    assert api(server, "DELETE", path, o).status == 404
+    assert api(server, "DELETE", path, walt).status == 204
+    assert api(server, "GET", "/repos/olivia/app/issues/1", rita).json["reactions"]["+1"] == 0
+    # locked: an outsider may no longer react, a collaborator may
+    api(server, "PUT", "/repos/olivia/app/issues/1/lock", o, {})
+    assert api(server, "POST", "/repos/olivia/app/issues/1/reactions", out, {"content": "rocket"}).status == 403
+    assert api(server, "POST", "/repos/olivia/app/issues/1/reactions", walt, {"content": "rocket"}).status == 201

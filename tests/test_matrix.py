@@ -66,6 +66,9 @@ def build_world(data_dir):
         review = api(srv, "POST", "/repos/alice/secret/pulls/2/reviews", walt, {
             "event": "COMMENT", "body": "ok", "comments": [{"path": "f.txt", "line": 1, "body": "this line"}]}).json
         review_comment = api(srv, "GET", "/repos/alice/secret/pulls/2/comments", walt).json[0]["id"]
+        reactions = {kind: api(srv, "POST", "/repos/alice/secret/%s/reactions" % path, alice, {"content": "+1"}).json["id"]
+                     for kind, path in (("issues/{number", "issues/1"), ("issues/comments", "issues/comments/%d" % comment[
+                         "id"]), ("pulls/comments", "pulls/comments/%d" % review_comment))}
         epic = api(srv, "POST", "/repos/alice/secret/issues", alice, {"title": "epic"}).json     # #1's parent
         assert api(srv, "POST", "/repos/alice/secret/issues/%d/sub_issues" % epic["number"], alice,
                    {"sub_issue_id": issue["id"]}).status == 201
@@ -159,7 +162,7 @@ def build_world(data_dir):
                   "forged": forged[:-6] + "abcdef", "foreign": foreign}
         thread = api(srv, "GET", "/notifications", alice).json[0]["id"]     # walt reviewed her pull request
         ids = {"issue": issue["number"], "comment": comment["id"], "pull": pull["number"], "review": review["id"],
-               "review_comment": review_comment,
+               "review_comment": review_comment, "reactions": reactions,
                "thread": thread, "epic": epic["id"],
                "release": release["id"], "asset": asset["id"], "check": check["id"], "run": run["id"],
                "sha": main, "bot": bot, "grant": tasks["secret"]["id"], "freeze": freeze["id"],
@@ -192,6 +195,7 @@ def route_path(method, pattern, ids):
                       if "/pulls/" in pattern else 1)
     fill["run_id"] = ids["check"] if "/check-runs/" in pattern else ids["run"]
     fill["key_id"] = ids["deploy_key"]
+    fill["reaction_id"] = next((ids["reactions"][kind] for kind in ids["reactions"] if "/%s" % kind in pattern), 0)
     fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
         pattern.split("/")[-2], ids["sha"])
     fill["rest"] = "main/README.md" if "/blob/" in pattern or "raw/" in pattern else "main"
@@ -312,6 +316,9 @@ def route_body(method, pattern, ids):
         ("POST", repo + "/pulls/{number:int}/requested_reviewers"): {"reviewers": ["walt"]},
         ("POST", repo + "/pulls/{number:int}/reviews"): {"event": "COMMENT", "body": "b"},
         ("POST", repo + "/pulls/{number:int}/comments"): {"body": "b", "path": "f.txt", "line": 1},
+        ("POST", repo + "/issues/{number:int}/reactions"): {"content": "heart"},
+        ("POST", repo + "/issues/comments/{comment_id:int}/reactions"): {"content": "heart"},
+        ("POST", repo + "/pulls/comments/{comment_id:int}/reactions"): {"content": "heart"},
         ("POST", repo + "/pulls/{number:int}/comments/{comment_id:int}/replies"): {"body": "b"},
         ("POST", repo + "/issues/{number:int}/sub_issues"): {"sub_issue_id": ids["epic"]},
         ("DELETE", repo + "/issues/{number:int}/sub_issue"): {"sub_issue_id": ids["epic"]},
@@ -391,6 +398,8 @@ EXPECTED = {
     "humans_and_switch":      "401 pass pass pass pass pass 403 403 403 403 pass 403 401 401 401 401",
     # alice/secret, private: 404 for who may not know it exists; the bootstrap token acts only on
     # its own account; the task token inside its grant may do all the grant names
+    # a reaction is removed by whoever made it (alice): to anyone else who may react there, it is not found
+    "reaction_owner":         "404 pass 404 404 404 404 403 404 404 404 404 403 401 401 401 401",
     "repo_read":              "404 pass 404 pass pass 404 403 pass pass 404 pass 403 401 401 401 401",
     # an agent outside a task holds read at most on what is not its own (--agent-standing-access read, the
     # default): its session token, and a switch session into it, write nothing of alice's
@@ -435,6 +444,15 @@ EXPECTED = {
 
 # Every route, and the row of EXPECTED it answers by.
 ROUTE_ACCESS = """
+GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions                repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions   repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions    repo_read
+POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions                repo_read
+POST    /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions   repo_read
+POST    /api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions    repo_read
+DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions/{reaction_id:int} reaction_owner
+DELETE  /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions/{reaction_id:int} reaction_owner
+DELETE  /api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions/{reaction_id:int} reaction_owner
 DELETE  /api/ext/v1/agent-bindings/{login}                                        owner_only
 DELETE  /api/ext/v1/agent-bindings/{login}/keys/{kid}                             owner_only
 DELETE  /api/ext/v1/agent-keys/{kid}                                              agent_bootstrap_only

@@ -107,6 +107,9 @@ def build_world(srv):
             "comments": [{"path": "f%d.txt" % m, "line": 1, "body": "line %d" % m} for m in range(1, n + 1)]})
         assert review.status == 200, review
     review_id = review.json["id"]
+    for content in ("+1", "-1", "laugh", "hooray", "heart"):       # five reactions on an issue and each comment
+        for subject in ("issues/1", "issues/comments/1", "pulls/comments/1"):
+            assert api(srv, "POST", repo + "/%s/reactions" % subject, alice, {"content": content}).status == 201
 
     # releases, each with assets (the first with five); checks and statuses on the head of pull 1
     release_id = None

@@ -315,6 +315,10 @@ def test_single_review_comments_and_replies(server, project):
     got = checked("GET", "/repos/alice/app/pulls/comments/%d" % reply.json["id"], api(
         server, "GET", "/repos/alice/app/pulls/comments/%d" % reply.json["id"], rita))
     assert got.json["body"] == "because" and got.json["user"]["login"] == "walt"
+    react = api(server, "POST", "/repos/alice/app/pulls/comments/%d/reactions" % reply.json["id"], rita,
+                {"content": "hooray"})
+    assert react.status == 201 and api(server, "GET", "/repos/alice/app/pulls/comments/%d" % reply.json["id"],
+                                       rita).json["reactions"]["hooray"] == 1
     reviews = api(server, "GET", "/repos/alice/app/pulls/1/reviews", rita).json
     assert [(r["user"]["login"], r["state"]) for r in reviews] == [("rita", "COMMENTED"), ("walt", "COMMENTED"),
                                                                    ("rita", "COMMENTED")]

@@ -13,7 +13,7 @@ from agentgit.policy import Resource, branch_protection, latest_reviews, repo_pe
 from agentgit.serializers import node_id, repo_json, user_json
 from agentgit.lookups import find_repo, signed_in
 from agentgit.repositories import people_with_access, repos_reachable_by
-from agentgit.issues import author_association, comment_json, issue_json
+from agentgit.issues import REACTIONS, author_association, comment_json, issue_json
 from agentgit.sub_issues import children
 from agentgit.pulls import PullState, head_repository, mergeability
 from agentgit.reviews import review_json, visible_reviews
@@ -466,11 +466,24 @@ def gql_issue(ctx, repo_row, row):
             "stateReason": i["state_reason"].upper() if i["state_reason"] else None, "body": i["body"] or "",
             "createdAt": i["created_at"], "updatedAt": i["updated_at"], "closedAt": i["closed_at"],
             "author": gql_user(ctx.app, author) if author else None, "_labels": i["labels"], "_row": row,
-            "_repo": repo_row, "reactionGroups": [], "issueType": None, **gql_lock(row),
+            "_repo": repo_row, "reactionGroups": gql_reaction_groups(ctx.app, "issue_id", row["id"]), "issueType": None,
+            **gql_lock(row),
             "authorAssociation": i["author_association"],
             "milestone": {"__typename": "Milestone", "id": m["node_id"], "number": m["number"], "title": m["title"],
                           "description": m["description"], "dueOn": m["due_on"], "state": m["state"].upper(),
                           "url": m["html_url"]} if m else None}
+
+
+GRAPHQL_REACTIONS = {"+1": "THUMBS_UP", "-1": "THUMBS_DOWN", "laugh": "LAUGH", "hooray": "HOORAY",
+                     "confused": "CONFUSED", "heart": "HEART", "rocket": "ROCKET", "eyes": "EYES"}
+
+
+def gql_reaction_groups(app, column, subject_id):
+    """reactionGroups: how many of each emoji (every kind, as GitHub lists them, counted or not)."""
+    counts = dict(app.store.all("SELECT content, COUNT(*) FROM reactions WHERE %s = ? GROUP BY content" % column,
+                                subject_id))
+    return [{"__typename": "ReactionGroup", "content": GRAPHQL_REACTIONS[name],
+             "users": {"__typename": "ReactingUserConnection", "totalCount": counts.get(name, 0)}} for name in REACTIONS]
 
 
 def gql_lock(row):
@@ -496,7 +509,7 @@ def resolve_comments(ctx, parent, args):
         return {"__typename": "IssueComment", "id": c["node_id"], "url": c["html_url"], "body": c["body"],
                 "createdAt": c["created_at"], "author": gql_user(ctx.app, author) if author else None,
                 "authorAssociation": c["author_association"], "includesCreatedEdit": False, "isMinimized": False,
-                "minimizedReason": None, "reactionGroups": [],
+                "minimizedReason": None, "reactionGroups": gql_reaction_groups(ctx.app, "comment_id", row["id"]),
                 "viewerDidAuthor": ctx.req.principal.user is not None and row["user_id"] == ctx.req.principal.user["id"]}
     return paginate_connection(rows, args, node)
 
@@ -567,7 +580,8 @@ def gql_pull(ctx, repo_row, row):
             "headRepositoryOwner": gql_user(ctx.app, owner) if owner else None,
             "author": gql_user(ctx.app, author) if author else None,
             "_row": row, "_repo": repo_row, "autoMergeRequest": None, "maintainerCanModify": False,
-            "reactionGroups": [], "headRepository": gql_repository(ctx, head_repo) if head_repo else None,
+            "reactionGroups": gql_reaction_groups(ctx.app, "issue_id", row["id"]),
+            "headRepository": gql_repository(ctx, head_repo) if head_repo else None,
             "milestone": gql_issue(ctx, repo_row, row)["milestone"], **gql_lock(row),
             "closedAt": row["closed_at"], "authorAssociation": author_association(ctx.app.store, repo_row, row["user_id"]),
             "mergedBy": gql_user(ctx.app, account_by_id(ctx.app.store, pull["merged_by"])) if pull["merged_by"] else None,

@@ -50,6 +50,18 @@ def milestone_json(app, repo, row):
             "closed_at": row["closed_at"], "due_on": row["due_on"]}
 
 
+REACTIONS = ("+1", "-1", "laugh", "hooray", "confused", "heart", "rocket", "eyes")
+
+
+def reaction_rollup(app, url, column, subject_id):
+    """GitHub's "reactions" of an issue or comment: how many of each emoji, and where to list them.
+    ``column``: reactions' column that names the subject (issue_id, comment_id, review_comment_id)."""
+    counts = dict(app.store.all("SELECT content, COUNT(*) FROM reactions WHERE %s = ? GROUP BY content" % column,
+                                subject_id))
+    return dict({"url": url + "/reactions", "total_count": sum(counts.values())},
+                **{name: counts.get(name, 0) for name in REACTIONS})
+
+
 def issue_json(app, repo, row):
     """GitHub's issue; pull requests appear too, with a pull_request key, as on GitHub."""
     store, name = app.store, full_name(repo)
@@ -75,6 +87,7 @@ def issue_json(app, repo, row):
         "closed_at": row["closed_at"], "created_at": row["created_at"], "updated_at": row["updated_at"],
         "closed_by": user_json_by_id(app, row["closed_by"]),
         "author_association": author_association(store, repo, row["user_id"]),
+        "reactions": reaction_rollup(app, base, "issue_id", row["id"]),
     }
     if row["is_pull"]:
         pull = store.one("SELECT merged_at FROM pulls WHERE issue_id = ?", row["id"])
@@ -92,7 +105,9 @@ def comment_json(app, repo, issue_number, row):
             "html_url": "%s/%s/issues/%d#issuecomment-%d" % (app.url, name, issue_number, row["id"]),
             "issue_url": "%s/repos/%s/issues/%d" % (app.api, name, issue_number), "body": row["body"],
             "user": user_json_by_id(app, row["user_id"]), "created_at": row["created_at"],
-            "updated_at": row["updated_at"], "author_association": author_association(app.store, repo, row["user_id"])}
+            "updated_at": row["updated_at"], "author_association": author_association(app.store, repo, row["user_id"]),
+            "reactions": reaction_rollup(app, "%s/repos/%s/issues/comments/%d" % (app.api, name, row["id"]), "comment_id",
+                                         row["id"])}
 
 
 def find_issue(req, owner, repo, number, action="read_code", **context):

@@ -13,7 +13,7 @@ from agentgit.routing import route
 from agentgit.lookups import find_repo
 from agentgit.notifications import notify
 from agentgit.serializers import node_id, user_json, user_json_by_id
-from agentgit.issues import author_association, resolve_assignees
+from agentgit.issues import author_association, reaction_rollup, resolve_assignees
 from agentgit.pulls import PullState, find_pull, pull_json, pull_rows
 
 REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
@@ -61,6 +61,7 @@ def review_comment_json(app, repo_row, issue, c):
             "user": user_json_by_id(app, c["user_id"]), "body": c["body"], "created_at": c["created_at"],
             "updated_at": c["updated_at"], "html_url": html_url, "pull_request_url": pull_url,
             "author_association": author_association(app.store, repo_row, c["user_id"]),
+            "reactions": reaction_rollup(app, url, "review_comment_id", c["id"]),
             "_links": {"self": {"href": url}, "html": {"href": html_url}, "pull_request": {"href": pull_url}}}
 
 
@@ -293,8 +294,8 @@ def single_comment(req, row, issue, pull, comment):
     return req.app.store.one("SELECT * FROM review_comments WHERE review_id = ?", review_id)
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}")
-def get_review_comment(req, owner, repo, comment_id):
+def find_review_comment(req, owner, repo, comment_id):
+    """(repository, pull request's issue row, review comment) of a review comment the caller may see."""
     row = find_repo(req, owner, repo)
     c = req.app.store.one("SELECT c.* FROM review_comments c JOIN issues i ON i.id = c.issue_id WHERE c.id = ? AND"
                           " i.repo_id = ?", int(comment_id), row["id"])
@@ -302,7 +303,12 @@ def get_review_comment(req, owner, repo, comment_id):
     if issue is None or not any(v["id"] == c["id"] for v in visible_review_comments(
             req.app.store, issue["id"], req.principal.user_id)):
         raise HTTPError(404, "Not Found")
-    return review_comment_json(req.app, row, issue, c)
+    return row, issue, c
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}")
+def get_review_comment(req, owner, repo, comment_id):
+    return review_comment_json(req.app, *find_review_comment(req, owner, repo, comment_id))
 
 
 def requested_reviewers_json(req, issue):
