@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2793  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 10099  delegation.create_invite
-       line 10171  delegation.confirm_binding
-       line 10803  tasks.create_task_grant
+       line 10084  delegation.create_invite
+       line 10156  delegation.confirm_binding
+       line 10788  tasks.create_task_grant
        line  3466  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16486  server.App.dispatch
+       line 16471  server.App.dispatch
        line  3381  authentication.authenticate
        line  3086  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 16145  githttp.git_receive_pack
+       line 16130  githttp.git_receive_pack
        line  3129  ledger.Ledger.decide_each
        line  3067  intents.reconcile_intents
 
@@ -86,41 +86,41 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     27. sub_issues         lines  6267- 6396  REST: sub-issues, github.com's tree of issues.
     28. pulls              lines  6397- 6911  REST: pull requests and their merges.
     29. reviews            lines  6912- 7255  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. reactions          lines  7256- 7378  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    31. contents           lines  7379- 7620  REST: file contents and READMEs, read and written as commits.
-    32. protection         lines  7621- 7884  REST: branch protection, commit statuses and check runs.
-    33. gitdata            lines  7885- 8234  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    34. releases           lines  8235- 8572  REST: releases, tags and release assets.
-    35. deploy_keys        lines  8573- 8651  REST: deploy keys.
-    36. actions            lines  8652- 8877  REST: workflow records and their runs (which nothing here executes).
-    37. search             lines  8878- 9080  REST: search over repositories, issues, code and accounts.
-    38. orgs               lines  9081- 9429  REST: organizations, memberships and teams.
-    39. actions_config     lines  9430- 9917  REST: Actions configuration: environments, and secrets and variables at three levels.
-    40. personal_tokens    lines  9918- 9993  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    41. delegation         lines  9994-10558  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    42. vault              lines 10559-10769  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    43. tasks              lines 10770-11195  REST: task grants, task tokens, step-up and approvals.
-    44. oversight          lines 11196-11367  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    45. graphql_language   lines 11368-11630  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    46. graphql_resolvers  lines 11631-12312  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    47. graphql_git        lines 12313-12545  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    48. graphql_mutations  lines 12546-12891  GraphQL mutations: each one decided as its REST twin is.
-    49. graphql_schema     lines 12892-13356  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    50. graphql_execution  lines 13357-13638  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    51. client_assertions  lines 13639-13821  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    52. settings_pages     lines 13822-14158  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    53. oauth_clients      lines 14159-14397  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    54. broker             lines 14398-14855  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    55. oauth              lines 14856-15509  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    56. mcp_server         lines 15510-16007  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    57. githttp            lines 16008-16207  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    58. pages              lines 16208-16476  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    59. server             lines 16477-17092  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    60. clients            lines 17093-17369  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    61. cli                lines 17370-17845  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17846-18594  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    30. reactions          lines  7256- 7363  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    31. contents           lines  7364- 7605  REST: file contents and READMEs, read and written as commits.
+    32. protection         lines  7606- 7869  REST: branch protection, commit statuses and check runs.
+    33. gitdata            lines  7870- 8219  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    34. releases           lines  8220- 8557  REST: releases, tags and release assets.
+    35. deploy_keys        lines  8558- 8636  REST: deploy keys.
+    36. actions            lines  8637- 8862  REST: workflow records and their runs (which nothing here executes).
+    37. search             lines  8863- 9065  REST: search over repositories, issues, code and accounts.
+    38. orgs               lines  9066- 9414  REST: organizations, memberships and teams.
+    39. actions_config     lines  9415- 9902  REST: Actions configuration: environments, and secrets and variables at three levels.
+    40. personal_tokens    lines  9903- 9978  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    41. delegation         lines  9979-10543  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    42. vault              lines 10544-10754  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    43. tasks              lines 10755-11180  REST: task grants, task tokens, step-up and approvals.
+    44. oversight          lines 11181-11352  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    45. graphql_language   lines 11353-11615  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    46. graphql_resolvers  lines 11616-12297  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    47. graphql_git        lines 12298-12530  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    48. graphql_mutations  lines 12531-12876  GraphQL mutations: each one decided as its REST twin is.
+    49. graphql_schema     lines 12877-13341  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    50. graphql_execution  lines 13342-13623  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    51. client_assertions  lines 13624-13806  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    52. settings_pages     lines 13807-14143  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    53. oauth_clients      lines 14144-14382  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    54. broker             lines 14383-14840  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    55. oauth              lines 14841-15494  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    56. mcp_server         lines 15495-15992  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    57. githttp            lines 15993-16192  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    58. pages              lines 16193-16461  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    59. server             lines 16462-17077  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    60. clients            lines 17078-17354  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    61. cli                lines 17355-17830  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 17831-18579  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 701b3bae666f69042db3c5cc7db906b1c36f32af7a734d45094de1db2dfd6c82
+Made from sources whose SHA-256 is cf548d830b71c2f8209802f4e10db831bc699f78548c46d7cb1bd2c65ff1b626
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -7326,54 +7326,39 @@ def unreact_to_issue(req, owner, repo, number, reaction_id):
     return delete_reaction(req, "issue_id", issue["id"], reaction_id, "#%d" % issue["number"])
 
 
-# -- issue comments -------------------------------------------------------------------------------------
+# -- issue comments and review comments ------------------------------------------------------------------
 
-def commented_issue(req, owner, repo, comment_id):
-    row, comment = find_comment(req, owner, repo, comment_id)
-    allow_reacting(req, row, comment["issue_id"])
-    return comment
+def reacted_comment(req, owner, repo, comment_id, review_comment_id, reacting):
+    """(reactions' column, id, what it is) of an issue comment or, by its own id, a review comment; with
+    ``reacting``, once reacting to it is allowed."""
+    if review_comment_id is None:
+        row, comment = find_comment(req, owner, repo, comment_id)
+        column, issue_id, what = "comment_id", comment["issue_id"], "comment %d" % comment["id"]
+    else:
+        row, issue, comment = find_review_comment(req, owner, repo, review_comment_id)
+        column, issue_id, what = "review_comment_id", issue["id"], "review comment %d" % comment["id"]
+    if reacting:
+        allow_reacting(req, row, issue_id)
+    return column, comment["id"], what
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions")
-def list_comment_reactions(req, owner, repo, comment_id):
-    return list_reactions(req, "comment_id", find_comment(req, owner, repo, comment_id)[1]["id"])
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions")
+def list_comment_reactions(req, owner, repo, comment_id=None, review_comment_id=None):
+    return list_reactions(req, *reacted_comment(req, owner, repo, comment_id, review_comment_id, False)[:2])
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions")
-def react_to_comment(req, owner, repo, comment_id):
-    comment = commented_issue(req, owner, repo, comment_id)
-    return add_reaction(req, "comment_id", comment["id"], "comment %d" % comment["id"])
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions")
+def react_to_comment(req, owner, repo, comment_id=None, review_comment_id=None):
+    return add_reaction(req, *reacted_comment(req, owner, repo, comment_id, review_comment_id, True))
 
 
 @route("DELETE", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions/{reaction_id:int}")
-def unreact_to_comment(req, owner, repo, comment_id, reaction_id):
-    comment = commented_issue(req, owner, repo, comment_id)
-    return delete_reaction(req, "comment_id", comment["id"], reaction_id, "comment %d" % comment["id"])
-
-
-# -- review comments ------------------------------------------------------------------------------------
-
-def reviewed_comment(req, owner, repo, comment_id):
-    row, issue, comment = find_review_comment(req, owner, repo, comment_id)
-    allow_reacting(req, row, issue["id"])
-    return comment
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions")
-def list_review_comment_reactions(req, owner, repo, comment_id):
-    return list_reactions(req, "review_comment_id", find_review_comment(req, owner, repo, comment_id)[2]["id"])
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions")
-def react_to_review_comment(req, owner, repo, comment_id):
-    comment = reviewed_comment(req, owner, repo, comment_id)
-    return add_reaction(req, "review_comment_id", comment["id"], "review comment %d" % comment["id"])
-
-
-@route("DELETE", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions/{reaction_id:int}")
-def unreact_to_review_comment(req, owner, repo, comment_id, reaction_id):
-    comment = reviewed_comment(req, owner, repo, comment_id)
-    return delete_reaction(req, "review_comment_id", comment["id"], reaction_id, "review comment %d" % comment["id"])
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions/{reaction_id:int}")
+def unreact_to_comment(req, owner, repo, reaction_id, comment_id=None, review_comment_id=None):
+    column, subject_id, what = reacted_comment(req, owner, repo, comment_id, review_comment_id, True)
+    return delete_reaction(req, column, subject_id, reaction_id, what)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════

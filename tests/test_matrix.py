@@ -181,7 +181,8 @@ def route_path(method, pattern, ids):
     fill = {"owner": "alice", "repo": "secret", "org": "acme", "slug": "devs", "branch": "main", "tag": "v1",
             "workflow_id": "ci.yml", "approval_id": ids["approval"], "freeze_id": ids["freeze"],
             "grant_id": ids["grant"], "token_id": ids["token"], "audit_id": ids["audit_row"], "basehead": "main...feature",
-            "comment_id": ids["review_comment" if "/pulls/" in pattern else "comment"], "release_id": ids["release"], "asset_id": ids["asset"],
+            "comment_id": ids["review_comment" if "/pulls/" in pattern else "comment"],
+            "review_comment_id": ids["review_comment"], "release_id": ids["release"], "asset_id": ids["asset"],
             "review_id": ids["review"], "thread_id": ids["thread"], "kid": "world-key",
             "credential_id": ids["credential"], "revocation_id": ids["runtime_revocation"], "path": "README.md", "environment": "production",
             "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"]}
@@ -318,7 +319,7 @@ def route_body(method, pattern, ids):
         ("POST", repo + "/pulls/{number:int}/comments"): {"body": "b", "path": "f.txt", "line": 1},
         ("POST", repo + "/issues/{number:int}/reactions"): {"content": "heart"},
         ("POST", repo + "/issues/comments/{comment_id:int}/reactions"): {"content": "heart"},
-        ("POST", repo + "/pulls/comments/{comment_id:int}/reactions"): {"content": "heart"},
+        ("POST", repo + "/pulls/comments/{review_comment_id:int}/reactions"): {"content": "heart"},
         ("POST", repo + "/pulls/{number:int}/comments/{comment_id:int}/replies"): {"body": "b"},
         ("POST", repo + "/issues/{number:int}/sub_issues"): {"sub_issue_id": ids["epic"]},
         ("DELETE", repo + "/issues/{number:int}/sub_issue"): {"sub_issue_id": ids["epic"]},
@@ -446,13 +447,13 @@ EXPECTED = {
 ROUTE_ACCESS = """
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions                repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions   repo_read
-GET     /api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions    repo_read
+GET     /api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions    repo_read
 POST    /api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions                repo_read
 POST    /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions   repo_read
-POST    /api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions    repo_read
+POST    /api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions    repo_read
 DELETE  /api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions/{reaction_id:int} reaction_owner
 DELETE  /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions/{reaction_id:int} reaction_owner
-DELETE  /api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions/{reaction_id:int} reaction_owner
+DELETE  /api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions/{reaction_id:int} reaction_owner
 DELETE  /api/ext/v1/agent-bindings/{login}                                        owner_only
 DELETE  /api/ext/v1/agent-bindings/{login}/keys/{kid}                             owner_only
 DELETE  /api/ext/v1/agent-keys/{kid}                                              agent_bootstrap_only

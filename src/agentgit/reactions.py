@@ -82,51 +82,36 @@ def unreact_to_issue(req, owner, repo, number, reaction_id):
     return delete_reaction(req, "issue_id", issue["id"], reaction_id, "#%d" % issue["number"])
 
 
-# -- issue comments -------------------------------------------------------------------------------------
+# -- issue comments and review comments ------------------------------------------------------------------
 
-def commented_issue(req, owner, repo, comment_id):
-    row, comment = find_comment(req, owner, repo, comment_id)
-    allow_reacting(req, row, comment["issue_id"])
-    return comment
+def reacted_comment(req, owner, repo, comment_id, review_comment_id, reacting):
+    """(reactions' column, id, what it is) of an issue comment or, by its own id, a review comment; with
+    ``reacting``, once reacting to it is allowed."""
+    if review_comment_id is None:
+        row, comment = find_comment(req, owner, repo, comment_id)
+        column, issue_id, what = "comment_id", comment["issue_id"], "comment %d" % comment["id"]
+    else:
+        row, issue, comment = find_review_comment(req, owner, repo, review_comment_id)
+        column, issue_id, what = "review_comment_id", issue["id"], "review comment %d" % comment["id"]
+    if reacting:
+        allow_reacting(req, row, issue_id)
+    return column, comment["id"], what
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions")
-def list_comment_reactions(req, owner, repo, comment_id):
-    return list_reactions(req, "comment_id", find_comment(req, owner, repo, comment_id)[1]["id"])
+@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions")
+def list_comment_reactions(req, owner, repo, comment_id=None, review_comment_id=None):
+    return list_reactions(req, *reacted_comment(req, owner, repo, comment_id, review_comment_id, False)[:2])
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions")
-def react_to_comment(req, owner, repo, comment_id):
-    comment = commented_issue(req, owner, repo, comment_id)
-    return add_reaction(req, "comment_id", comment["id"], "comment %d" % comment["id"])
+@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions")
+def react_to_comment(req, owner, repo, comment_id=None, review_comment_id=None):
+    return add_reaction(req, *reacted_comment(req, owner, repo, comment_id, review_comment_id, True))
 
 
 @route("DELETE", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions/{reaction_id:int}")
-def unreact_to_comment(req, owner, repo, comment_id, reaction_id):
-    comment = commented_issue(req, owner, repo, comment_id)
-    return delete_reaction(req, "comment_id", comment["id"], reaction_id, "comment %d" % comment["id"])
-
-
-# -- review comments ------------------------------------------------------------------------------------
-
-def reviewed_comment(req, owner, repo, comment_id):
-    row, issue, comment = find_review_comment(req, owner, repo, comment_id)
-    allow_reacting(req, row, issue["id"])
-    return comment
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions")
-def list_review_comment_reactions(req, owner, repo, comment_id):
-    return list_reactions(req, "review_comment_id", find_review_comment(req, owner, repo, comment_id)[2]["id"])
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions")
-def react_to_review_comment(req, owner, repo, comment_id):
-    comment = reviewed_comment(req, owner, repo, comment_id)
-    return add_reaction(req, "review_comment_id", comment["id"], "review comment %d" % comment["id"])
-
-
-@route("DELETE", "/api/v3/repos/{owner}/{repo}/pulls/comments/{comment_id:int}/reactions/{reaction_id:int}")
-def unreact_to_review_comment(req, owner, repo, comment_id, reaction_id):
-    comment = reviewed_comment(req, owner, repo, comment_id)
-    return delete_reaction(req, "review_comment_id", comment["id"], reaction_id, "review comment %d" % comment["id"])
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions/{reaction_id:int}")
+def unreact_to_comment(req, owner, repo, reaction_id, comment_id=None, review_comment_id=None):
+    column, subject_id, what = reacted_comment(req, owner, repo, comment_id, review_comment_id, True)
+    return delete_reaction(req, column, subject_id, reaction_id, what)
