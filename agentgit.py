@@ -28,99 +28,100 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1498  tokens.issue_token
-       line  1520  tokens.verify_token
+       line  1499  tokens.issue_token
+       line  1521  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2665  policy.POLICY_RULES
-       line  2705  policy.decide
+       line  2667  policy.POLICY_RULES
+       line  2707  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2770  audit.audit_append
-       line  2793  audit.audit_verify
+       line  2772  audit.audit_append
+       line  2795  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 10084  delegation.create_invite
-       line 10156  delegation.confirm_binding
-       line 10788  tasks.create_task_grant
-       line  3466  authentication.load_grant
+       line 10265  delegation.create_invite
+       line 10337  delegation.confirm_binding
+       line 10969  tasks.create_task_grant
+       line  3468  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16471  server.App.dispatch
-       line  3381  authentication.authenticate
-       line  3086  ledger.Ledger
+       line 16652  server.App.dispatch
+       line  3383  authentication.authenticate
+       line  3088  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 16130  githttp.git_receive_pack
-       line  3129  ledger.Ledger.decide_each
-       line  3067  intents.reconcile_intents
+       line 16311  githttp.git_receive_pack
+       line  3131  ledger.Ledger.decide_each
+       line  3069  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   194-  295  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   296-  325  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   326-  718  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   719-  818  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   819- 1043  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1044- 1265  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1266- 1446  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1447- 1547  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1548- 1700  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1701- 1926  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1927- 2727  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2728- 2941  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2942- 3010  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  3011- 3080  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3081- 3252  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3253- 3506  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3507- 3689  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3690- 3819  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3820- 4115  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4116- 4330  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4331- 4382  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4383- 4658  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4659- 4753  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4754- 5290  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5291- 5559  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5560- 6266  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6267- 6396  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6397- 6911  REST: pull requests and their merges.
-    29. reviews            lines  6912- 7255  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. reactions          lines  7256- 7363  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    31. contents           lines  7364- 7605  REST: file contents and READMEs, read and written as commits.
-    32. protection         lines  7606- 7869  REST: branch protection, commit statuses and check runs.
-    33. gitdata            lines  7870- 8219  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    34. releases           lines  8220- 8557  REST: releases, tags and release assets.
-    35. deploy_keys        lines  8558- 8636  REST: deploy keys.
-    36. actions            lines  8637- 8862  REST: workflow records and their runs (which nothing here executes).
-    37. search             lines  8863- 9065  REST: search over repositories, issues, code and accounts.
-    38. orgs               lines  9066- 9414  REST: organizations, memberships and teams.
-    39. actions_config     lines  9415- 9902  REST: Actions configuration: environments, and secrets and variables at three levels.
-    40. personal_tokens    lines  9903- 9978  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    41. delegation         lines  9979-10543  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    42. vault              lines 10544-10754  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    43. tasks              lines 10755-11180  REST: task grants, task tokens, step-up and approvals.
-    44. oversight          lines 11181-11352  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    45. graphql_language   lines 11353-11615  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    46. graphql_resolvers  lines 11616-12297  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    47. graphql_git        lines 12298-12530  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    48. graphql_mutations  lines 12531-12876  GraphQL mutations: each one decided as its REST twin is.
-    49. graphql_schema     lines 12877-13341  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    50. graphql_execution  lines 13342-13623  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    51. client_assertions  lines 13624-13806  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    52. settings_pages     lines 13807-14143  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    53. oauth_clients      lines 14144-14382  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    54. broker             lines 14383-14840  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    55. oauth              lines 14841-15494  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    56. mcp_server         lines 15495-15992  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    57. githttp            lines 15993-16192  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    58. pages              lines 16193-16461  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    59. server             lines 16462-17077  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    60. clients            lines 17078-17354  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    61. cli                lines 17355-17830  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 17831-18579  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   195-  296  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   297-  326  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   327-  719  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   720-  819  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   820- 1044  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1045- 1266  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1267- 1447  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1448- 1548  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1549- 1701  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1702- 1927  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1928- 2729  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2730- 2943  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2944- 3012  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  3013- 3082  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3083- 3254  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3255- 3508  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3509- 3691  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3692- 3821  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3822- 4117  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4118- 4332  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4333- 4384  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4385- 4660  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4661- 4755  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4756- 5292  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5293- 5561  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5562- 6268  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6269- 6398  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6399- 6913  REST: pull requests and their merges.
+    29. reviews            lines  6914- 7257  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. reactions          lines  7258- 7365  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    31. contents           lines  7366- 7607  REST: file contents and READMEs, read and written as commits.
+    32. protection         lines  7608- 7877  REST: branch protection, commit statuses and check runs.
+    33. deployments        lines  7878- 8050  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    34. gitdata            lines  8051- 8400  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    35. releases           lines  8401- 8738  REST: releases, tags and release assets.
+    36. deploy_keys        lines  8739- 8817  REST: deploy keys.
+    37. actions            lines  8818- 9043  REST: workflow records and their runs (which nothing here executes).
+    38. search             lines  9044- 9246  REST: search over repositories, issues, code and accounts.
+    39. orgs               lines  9247- 9595  REST: organizations, memberships and teams.
+    40. actions_config     lines  9596-10083  REST: Actions configuration: environments, and secrets and variables at three levels.
+    41. personal_tokens    lines 10084-10159  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    42. delegation         lines 10160-10724  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    43. vault              lines 10725-10935  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    44. tasks              lines 10936-11361  REST: task grants, task tokens, step-up and approvals.
+    45. oversight          lines 11362-11533  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    46. graphql_language   lines 11534-11796  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    47. graphql_resolvers  lines 11797-12478  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    48. graphql_git        lines 12479-12711  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    49. graphql_mutations  lines 12712-13057  GraphQL mutations: each one decided as its REST twin is.
+    50. graphql_schema     lines 13058-13522  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    51. graphql_execution  lines 13523-13804  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    52. client_assertions  lines 13805-13987  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    53. settings_pages     lines 13988-14324  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    54. oauth_clients      lines 14325-14563  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    55. broker             lines 14564-15021  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    56. oauth              lines 15022-15675  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    57. mcp_server         lines 15676-16173  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    58. githttp            lines 16174-16373  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    59. pages              lines 16374-16642  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    60. server             lines 16643-17258  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    61. clients            lines 17259-17535  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    62. cli                lines 17536-18011  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18012-18792  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is cf548d830b71c2f8209802f4e10db831bc699f78548c46d7cb1bd2c65ff1b626
+Made from sources whose SHA-256 is de5e32a6e6b4252dee52215f05fc092f16e71283a4e04ccbc68a0b67acb24eed
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1976,6 +1977,7 @@ ACTIONS = {
     "watch_repo":         Action("repo", "read"),
     "merge_pr":           Action("repo", "write"),
     "write_status":       Action("repo", "write"),
+    "deploy":             Action("repo", "write"),
     "write_objects":      Action("repo", "write"),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
@@ -7756,13 +7758,19 @@ def list_statuses(req, owner, repo, ref):
     return [status_json(req.app, row, r) for r in req.paginate(rows)]
 
 
+def latest_statuses(store, repo_id, sha):
+    """{context: its latest status row} of a commit."""
+    latest = {}
+    for r in store.all("SELECT * FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id", repo_id, sha):
+        latest[r["context"]] = r
+    return latest
+
+
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}/status")
 def combined_status(req, owner, repo, ref):
     row = find_repo(req, owner, repo)
     sha = commit_of(req, row, ref)
-    latest = {}
-    for r in req.app.store.all("SELECT * FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id", row["id"], sha):
-        latest[r["context"]] = r
+    latest = latest_statuses(req.app.store, row["id"], sha)
     states = {r["state"] for r in latest.values()}
     state = "failure" if states & {"error", "failure"} else "pending" if "pending" in states or not states else "success"
     name = full_name(row)
@@ -7868,7 +7876,180 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 33. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+# uses: config, errors, accounts, routing, serializers, lookups, protection
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+DEPLOYMENT_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
+MAX_PAYLOAD = 65536         # the JSON of a deployment's payload
+
+
+def deployment_json(app, repo_row, row):
+    url = "%s/repos/%s/deployments/%d" % (app.api, full_name(repo_row), row["id"])
+    return {"url": url, "id": row["id"], "node_id": node_id("Deployment", row["id"]), "sha": row["sha"],
+            "ref": row["ref"], "task": row["task"], "payload": json.loads(row["payload"]),
+            "original_environment": row["environment"], "environment": row["environment"],
+            "description": row["description"], "creator": user_json_by_id(app, row["creator_id"]),
+            "created_at": row["created_at"], "updated_at": row["updated_at"], "statuses_url": url + "/statuses",
+            "repository_url": "%s/repos/%s" % (app.api, full_name(repo_row)),
+            "transient_environment": bool(row["transient_environment"]),
+            "production_environment": bool(row["production_environment"]), "performed_via_github_app": None}
+
+
+def deployment_status_json(app, repo_row, deployment, row):
+    url = "%s/repos/%s/deployments/%d" % (app.api, full_name(repo_row), deployment["id"])
+    return {"url": "%s/statuses/%d" % (url, row["id"]), "id": row["id"],
+            "node_id": node_id("DeploymentStatus", row["id"]), "state": row["state"],
+            "creator": user_json_by_id(app, row["creator_id"]), "description": row["description"],
+            "environment": row["environment"], "target_url": row["target_url"], "log_url": row["log_url"],
+            "environment_url": row["environment_url"], "created_at": row["created_at"],
+            "updated_at": row["created_at"], "deployment_url": url,
+            "repository_url": "%s/repos/%s" % (app.api, full_name(repo_row)), "performed_via_github_app": None}
+
+
+def find_deployment(req, owner, repo, deployment_id, action="read_code"):
+    row = find_repo(req, owner, repo, action)
+    deployment = req.app.store.one("SELECT * FROM deployments WHERE id = ? AND repo_id = ?", int(deployment_id),
+                                   row["id"])
+    if deployment is None:
+        raise HTTPError(404, "Not Found")
+    return row, deployment
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/deployments")
+def list_deployments(req, owner, repo):
+    """Newest first, filtered by sha, ref, task or environment."""
+    row = find_repo(req, owner, repo)
+    where, args = ["repo_id = ?"], [row["id"]]
+    for name in ("sha", "ref", "task", "environment"):
+        if req.query.get(name):
+            where.append("%s = ?" % name)
+            args.append(req.query[name])
+    rows = req.app.store.all("SELECT * FROM deployments WHERE %s ORDER BY id DESC" % " AND ".join(where), *args)
+    return [deployment_json(req.app, row, r) for r in req.paginate(rows)]
+
+
+def required_contexts_missing(req, row, sha, required):
+    """The required status contexts of the commit that are not successful (all its contexts when None)."""
+    latest = latest_statuses(req.app.store, row["id"], sha)
+    names = latest if required is None else required
+    return [name for name in names if name not in latest or latest[name]["state"] != "success"]
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/deployments")
+def create_deployment(req, owner, repo):
+    body = req.json()
+    ref = req.text_field(body, "ref", "Deployment", required=True, limit=255)
+    task = req.text_field(body, "task", "Deployment", limit=255) or "deploy"
+    environment = req.text_field(body, "environment", "Deployment", limit=255) or "production"
+    description = req.text_field(body, "description", "Deployment", limit=1024)
+    required = req.field(body, "required_contexts", list, "Deployment")
+    if required is not None and not all(isinstance(c, str) for c in required):
+        raise invalid("Deployment", "required_contexts", message="required_contexts must be an array of strings")
+    payload = body.get("payload", {})
+    if not isinstance(payload, (dict, str)) or len(json.dumps(payload)) > MAX_PAYLOAD:
+        raise invalid("Deployment", "payload", message="payload must be an object or a string of at most %d "
+                                                       "characters" % MAX_PAYLOAD)
+    flags = [req.field(body, name, bool, "Deployment", default=default) for name, default in (
+        ("transient_environment", False), ("production_environment", environment == "production"))]
+    row = find_repo(req, owner, repo, "deploy")
+    sha = commit_of(req, row, ref)
+    missing = required_contexts_missing(req, row, sha, required)
+    if missing:
+        raise HTTPError(409, "Conflict: Commit status checks failed for %s." % ref[:255],
+                        errors=[{"contexts": [{"context": name, "state": "missing"} for name in missing[:100]],
+                                 "resource": "Deployment", "field": "required_contexts", "code": "invalid"}])
+    with req.transaction() as db:
+        stamp = now()
+        deployment_id = db.execute(
+            "INSERT INTO deployments (repo_id, sha, ref, task, payload, environment, description, transient_environment,"
+            " production_environment, creator_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row["id"], sha, ref, task, json.dumps(payload), environment, description, int(flags[0]), int(flags[1]),
+             req.principal.user["id"], stamp, stamp)).lastrowid
+        req.effect("deployment %d of %s (%s) to %s" % (deployment_id, ref[:100], sha[:12], environment[:100]))
+    return 201, deployment_json(req.app, row, req.app.store.one("SELECT * FROM deployments WHERE id = ?",
+                                                                deployment_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}")
+def get_deployment(req, owner, repo, deployment_id):
+    return deployment_json(req.app, *find_deployment(req, owner, repo, deployment_id))
+
+
+def is_active(store, deployment):
+    latest = store.one("SELECT state FROM deployment_statuses WHERE deployment_id = ? ORDER BY id DESC LIMIT 1",
+                       deployment["id"])
+    return latest is not None and latest["state"] != "inactive"
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}")
+def delete_deployment(req, owner, repo, deployment_id):
+    row, deployment = find_deployment(req, owner, repo, deployment_id, "deploy")
+    if is_active(req.app.store, deployment):
+        raise invalid("Deployment", "state", "custom", "We cannot delete an active deployment unless it is the only "
+                                                       "deployment in a given environment.")
+    with req.transaction() as db:
+        db.execute("DELETE FROM deployments WHERE id = ?", (deployment["id"],))
+        req.effect("deleted deployment %d" % deployment["id"])
+    return 204, None
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses")
+def list_deployment_statuses(req, owner, repo, deployment_id):
+    row, deployment = find_deployment(req, owner, repo, deployment_id)
+    rows = req.app.store.all("SELECT * FROM deployment_statuses WHERE deployment_id = ? ORDER BY id DESC",
+                             deployment["id"])
+    return [deployment_status_json(req.app, row, deployment, r) for r in req.paginate(rows)]
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses")
+def create_deployment_status(req, owner, repo, deployment_id):
+    body = req.json()
+    state = req.field(body, "state", str, "DeploymentStatus", required=True)
+    if state not in DEPLOYMENT_STATES:
+        raise invalid("DeploymentStatus", "state", message="state must be one of %s" % ", ".join(DEPLOYMENT_STATES))
+    text = {name: req.text_field(body, name, "DeploymentStatus", limit=limit) or "" for name, limit in (
+        ("description", 140), ("target_url", 2048), ("log_url", 2048), ("environment_url", 2048),
+        ("environment", 255))}
+    auto_inactive = req.field(body, "auto_inactive", bool, "DeploymentStatus", default=True)
+    row, deployment = find_deployment(req, owner, repo, deployment_id, "deploy")
+    environment = text.pop("environment") or deployment["environment"]
+    with req.transaction() as db:
+        stamp = now()
+        status_id = db.execute(
+            "INSERT INTO deployment_statuses (deployment_id, state, description, environment, target_url, log_url,"
+            " environment_url, creator_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (deployment["id"], state, text["description"], environment, text["target_url"] or text["log_url"],
+             text["log_url"] or text["target_url"], text["environment_url"], req.principal.user["id"], stamp)).lastrowid
+        db.execute("UPDATE deployments SET environment = ?, updated_at = ? WHERE id = ?",
+                   (environment, stamp, deployment["id"]))
+        if state == "success" and auto_inactive:
+            # GitHub's rule: the environment's earlier successful deployments, but transient and production ones
+            for earlier in db.execute(
+                    "SELECT d.id FROM deployments d WHERE d.repo_id = ? AND d.environment = ? AND d.id < ? AND NOT"
+                    " d.transient_environment AND NOT d.production_environment AND (SELECT s.state FROM"
+                    " deployment_statuses s WHERE s.deployment_id = d.id ORDER BY s.id DESC LIMIT 1) = 'success'",
+                    (row["id"], environment, deployment["id"])).fetchall():
+                db.execute("INSERT INTO deployment_statuses (deployment_id, state, environment, creator_id, created_at)"
+                           " VALUES (?, 'inactive', ?, ?, ?)", (earlier[0], environment, req.principal.user["id"],
+                                                               stamp))
+        req.effect("deployment %d status %s" % (deployment["id"], state))
+    return 201, deployment_status_json(req.app, row, deployment, req.app.store.one(
+        "SELECT * FROM deployment_statuses WHERE id = ?", status_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses/{status_id:int}")
+def get_deployment_status(req, owner, repo, deployment_id, status_id):
+    row, deployment = find_deployment(req, owner, repo, deployment_id)
+    status = req.app.store.one("SELECT * FROM deployment_statuses WHERE id = ? AND deployment_id = ?", int(status_id),
+                               deployment["id"])
+    if status is None:
+        raise HTTPError(404, "Not Found")
+    return deployment_status_json(req.app, row, deployment, status)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 34. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8218,7 +8399,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 35. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8556,7 +8737,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 36. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8635,7 +8816,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 37. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8861,7 +9042,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 38. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9064,7 +9245,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 39. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9413,7 +9594,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 40. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, crypto, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9901,7 +10082,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+# 41. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
 # uses: config, errors, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9977,7 +10158,7 @@ def revoke_own_token(req, user, row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+# 42. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
 # uses: config, errors, storage, tokens, proofs, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10542,7 +10723,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 43. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10753,7 +10934,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 44. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, approvals, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11179,7 +11360,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+# 45. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11351,7 +11532,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 46. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11614,7 +11795,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 47. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12296,7 +12477,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 48. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12529,7 +12710,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 49. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12875,7 +13056,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 50. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13340,7 +13521,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 51. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13622,7 +13803,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 52. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13805,7 +13986,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 53. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14142,7 +14323,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 54. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14381,7 +14562,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 55. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14839,7 +15020,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 56. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15493,7 +15674,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 57. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15991,7 +16172,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 58. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16191,7 +16372,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 59. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16460,7 +16641,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 60. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17076,7 +17257,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 61. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17353,7 +17534,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 61. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 62. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18124,6 +18305,38 @@ CREATE TABLE IF NOT EXISTS reactions (
 -- each account reacts with each emoji once
 CREATE UNIQUE INDEX IF NOT EXISTS one_reaction_each ON reactions(
     coalesce(issue_id, 0), coalesce(comment_id, 0), coalesce(review_comment_id, 0), user_id, content);
+
+-- deployments: a request to deploy a commit to an environment, and the statuses its deployer reports
+CREATE TABLE IF NOT EXISTS deployments (
+    id                      INTEGER PRIMARY KEY,
+    repo_id                 INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    sha                     TEXT NOT NULL,
+    ref                     TEXT NOT NULL,
+    task                    TEXT NOT NULL,
+    payload                 TEXT NOT NULL,          -- JSON, as given
+    environment             TEXT NOT NULL,
+    description             TEXT,
+    transient_environment   INTEGER NOT NULL DEFAULT 0,
+    production_environment  INTEGER NOT NULL DEFAULT 0,
+    creator_id              INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at              TEXT NOT NULL,
+    updated_at              TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_by_repo ON deployments(repo_id, id);
+
+CREATE TABLE IF NOT EXISTS deployment_statuses (
+    id               INTEGER PRIMARY KEY,
+    deployment_id    INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+    state            TEXT NOT NULL CHECK (state IN ('error', 'failure', 'inactive', 'in_progress', 'queued',
+                                                    'pending', 'success')),
+    description      TEXT NOT NULL DEFAULT '',
+    environment      TEXT NOT NULL,
+    target_url       TEXT NOT NULL DEFAULT '',
+    log_url          TEXT NOT NULL DEFAULT '',
+    environment_url  TEXT NOT NULL DEFAULT '',
+    creator_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at       TEXT NOT NULL
+);
 
 -- notifications: one account's thread of one issue or pull request, and who watches which repository
 CREATE TABLE IF NOT EXISTS notification_threads (

@@ -291,6 +291,38 @@ CREATE TABLE IF NOT EXISTS reactions (
 CREATE UNIQUE INDEX IF NOT EXISTS one_reaction_each ON reactions(
     coalesce(issue_id, 0), coalesce(comment_id, 0), coalesce(review_comment_id, 0), user_id, content);
 
+-- deployments: a request to deploy a commit to an environment, and the statuses its deployer reports
+CREATE TABLE IF NOT EXISTS deployments (
+    id                      INTEGER PRIMARY KEY,
+    repo_id                 INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    sha                     TEXT NOT NULL,
+    ref                     TEXT NOT NULL,
+    task                    TEXT NOT NULL,
+    payload                 TEXT NOT NULL,          -- JSON, as given
+    environment             TEXT NOT NULL,
+    description             TEXT,
+    transient_environment   INTEGER NOT NULL DEFAULT 0,
+    production_environment  INTEGER NOT NULL DEFAULT 0,
+    creator_id              INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at              TEXT NOT NULL,
+    updated_at              TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_by_repo ON deployments(repo_id, id);
+
+CREATE TABLE IF NOT EXISTS deployment_statuses (
+    id               INTEGER PRIMARY KEY,
+    deployment_id    INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+    state            TEXT NOT NULL CHECK (state IN ('error', 'failure', 'inactive', 'in_progress', 'queued',
+                                                    'pending', 'success')),
+    description      TEXT NOT NULL DEFAULT '',
+    environment      TEXT NOT NULL,
+    target_url       TEXT NOT NULL DEFAULT '',
+    log_url          TEXT NOT NULL DEFAULT '',
+    environment_url  TEXT NOT NULL DEFAULT '',
+    creator_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at       TEXT NOT NULL
+);
+
 -- notifications: one account's thread of one issue or pull request, and who watches which repository
 CREATE TABLE IF NOT EXISTS notification_threads (
     id            INTEGER PRIMARY KEY,

@@ -66,6 +66,9 @@ def build_world(data_dir):
         review = api(srv, "POST", "/repos/alice/secret/pulls/2/reviews", walt, {
             "event": "COMMENT", "body": "ok", "comments": [{"path": "f.txt", "line": 1, "body": "this line"}]}).json
         review_comment = api(srv, "GET", "/repos/alice/secret/pulls/2/comments", walt).json[0]["id"]
+        deployment = api(srv, "POST", "/repos/alice/secret/deployments", alice, {"ref": "main"}).json["id"]
+        deployment_status = api(srv, "POST", "/repos/alice/secret/deployments/%d/statuses" % deployment, alice,
+                                {"state": "inactive"}).json["id"]
         reactions = {kind: api(srv, "POST", "/repos/alice/secret/%s/reactions" % path, alice, {"content": "+1"}).json["id"]
                      for kind, path in (("issues/{number", "issues/1"), ("issues/comments", "issues/comments/%d" % comment[
                          "id"]), ("pulls/comments", "pulls/comments/%d" % review_comment))}
@@ -162,7 +165,8 @@ def build_world(data_dir):
                   "forged": forged[:-6] + "abcdef", "foreign": foreign}
         thread = api(srv, "GET", "/notifications", alice).json[0]["id"]     # walt reviewed her pull request
         ids = {"issue": issue["number"], "comment": comment["id"], "pull": pull["number"], "review": review["id"],
-               "review_comment": review_comment, "reactions": reactions,
+               "review_comment": review_comment, "reactions": reactions, "deployment": deployment,
+               "deployment_status": deployment_status,
                "thread": thread, "epic": epic["id"],
                "release": release["id"], "asset": asset["id"], "check": check["id"], "run": run["id"],
                "sha": main, "bot": bot, "grant": tasks["secret"]["id"], "freeze": freeze["id"],
@@ -196,6 +200,7 @@ def route_path(method, pattern, ids):
                       if "/pulls/" in pattern else 1)
     fill["run_id"] = ids["check"] if "/check-runs/" in pattern else ids["run"]
     fill["key_id"] = ids["deploy_key"]
+    fill["deployment_id"], fill["status_id"] = ids["deployment"], ids["deployment_status"]
     fill["reaction_id"] = next((ids["reactions"][kind] for kind in ids["reactions"] if "/%s" % kind in pattern), 0)
     fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
         pattern.split("/")[-2], ids["sha"])
@@ -317,6 +322,8 @@ def route_body(method, pattern, ids):
         ("POST", repo + "/pulls/{number:int}/requested_reviewers"): {"reviewers": ["walt"]},
         ("POST", repo + "/pulls/{number:int}/reviews"): {"event": "COMMENT", "body": "b"},
         ("POST", repo + "/pulls/{number:int}/comments"): {"body": "b", "path": "f.txt", "line": 1},
+        ("POST", repo + "/deployments"): {"ref": "main", "required_contexts": []},
+        ("POST", repo + "/deployments/{deployment_id:int}/statuses"): {"state": "success"},
         ("POST", repo + "/issues/{number:int}/reactions"): {"content": "heart"},
         ("POST", repo + "/issues/comments/{comment_id:int}/reactions"): {"content": "heart"},
         ("POST", repo + "/pulls/comments/{review_comment_id:int}/reactions"): {"content": "heart"},
@@ -445,6 +452,13 @@ EXPECTED = {
 
 # Every route, and the row of EXPECTED it answers by.
 ROUTE_ACCESS = """
+GET     /api/v3/repos/{owner}/{repo}/deployments                                   repo_read
+POST    /api/v3/repos/{owner}/{repo}/deployments                                   repo_write
+GET     /api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}               repo_read
+DELETE  /api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}               repo_write
+GET     /api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses      repo_read
+POST    /api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses      repo_write
+GET     /api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses/{status_id:int} repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/reactions                repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}/reactions   repo_read
 GET     /api/v3/repos/{owner}/{repo}/pulls/comments/{review_comment_id:int}/reactions    repo_read

@@ -123,6 +123,10 @@ def build_world(srv):
         assert api(srv, "POST", repo + "/statuses/" + head, alice, {"state": "success", "context": "c%d" % n}).status == 201
         assert api(srv, "POST", repo + "/actions/workflows/ci1.yml/dispatches", alice, {"ref": "main"}).status == 204
     run = api(srv, "GET", repo + "/actions/runs", alice).json["workflow_runs"][0]["id"]
+    deployments = [api(srv, "POST", repo + "/deployments", alice, {"ref": "main", "required_contexts": []}).json["id"]
+                   for n in FIVE]
+    for state in ("queued", "pending", "in_progress", "success", "inactive"):
+        assert api(srv, "POST", repo + "/deployments/%d/statuses" % deployments[0], alice, {"state": state}).status == 201
 
     # Actions configuration: secrets and variables at each level, environments
     key_id = api(srv, "GET", repo + "/actions/secrets/public-key", alice).json["key_id"]
@@ -164,7 +168,7 @@ def build_world(srv):
     for n, login in enumerate(PEOPLE, 1):
         assert api(srv, "POST", repo + "/issues/%d/comments" % (n + 1), people[login], {"body": "hi alice"}).status == 201
     return alice, {"epic": epic["number"], "pull": pull, "review": review_id, "release": release_id, "run": run,
-                   "sha": head, "bot": bot[0],
+                   "sha": head, "bot": bot[0], "deployment": deployments[0],
                    "repo_id": api(srv, "GET", repo, alice).json["id"]}
 
 
@@ -187,7 +191,7 @@ WHOLE_LISTS = {
 def list_path(pattern, ids):
     """``pattern`` filled with the world's objects that have five of what the route lists."""
     fill = {"owner": "alice", "repo": "many", "org": "many-org", "slug": "team1", "environment": "env1",
-            "review_id": ids["review"], "release_id": ids["release"], "run_id": ids["run"], "login": ids["bot"] if "/agents/" in pattern else "alice",
+            "review_id": ids["review"], "deployment_id": ids["deployment"], "release_id": ids["release"], "run_id": ids["run"], "login": ids["bot"] if "/agents/" in pattern else "alice",
             "name": "V1" if "/variables/" in pattern else "S1", "ref": ids["sha"], "path": "",
             "workflow_id": "ci1.yml", "repository_id": ids["repo_id"]}
     fill["number"] = ids["epic"] if "/sub_issues" in pattern else ids["pull"] if "/pulls/" in pattern else 1

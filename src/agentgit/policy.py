@@ -57,6 +57,7 @@ ACTIONS = {
     "watch_repo":         Action("repo", "read"),
     "merge_pr":           Action("repo", "write"),
     "write_status":       Action("repo", "write"),
+    "deploy":             Action("repo", "write"),
     "write_objects":      Action("repo", "write"),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),

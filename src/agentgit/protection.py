@@ -161,13 +161,19 @@ def list_statuses(req, owner, repo, ref):
     return [status_json(req.app, row, r) for r in req.paginate(rows)]
 
 
+def latest_statuses(store, repo_id, sha):
+    """{context: its latest status row} of a commit."""
+    latest = {}
+    for r in store.all("SELECT * FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id", repo_id, sha):
+        latest[r["context"]] = r
+    return latest
+
+
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}/status")
 def combined_status(req, owner, repo, ref):
     row = find_repo(req, owner, repo)
     sha = commit_of(req, row, ref)
-    latest = {}
-    for r in req.app.store.all("SELECT * FROM statuses WHERE repo_id = ? AND sha = ? ORDER BY id", row["id"], sha):
-        latest[r["context"]] = r
+    latest = latest_statuses(req.app.store, row["id"], sha)
     states = {r["state"] for r in latest.values()}
     state = "failure" if states & {"error", "failure"} else "pending" if "pending" in states or not states else "success"
     name = full_name(row)
