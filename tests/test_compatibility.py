@@ -22,6 +22,7 @@ CLIENTS = {
     "githubkit": ["test_githubkit.py", "test_agent_story.py::test_githubkit"],
     "octokit": ["test_octokit.py", "octokit_probe.mjs", "octokit_story.mjs"],
     "mcp SDK": ["test_mcp.py", "test_oauth_mcp.py"],
+    "Actions toolkit": ["test_actions_toolkit.py", "actions_toolkit.mjs"],
 }
 # The tools CI and bots run, each driven through a whole workflow by the test named (which must exist).
 WORKFLOW_TOOLS = [
@@ -43,20 +44,22 @@ AREA_WORDS = {
                     r'create_for_authenticated_user|createForAuthenticatedUser|repos\.get\(|"(create|fork)_repository"|'
                     r'"list_branches"|"list_commits"|"get_commit"|get_branch\(',
     "contents": r'create_file\(|create_or_update_file|createOrUpdateFileContents|"get_file_contents"|"push_files"|'
-                r'"delete_file"|get_contents\(',
+                r'"delete_file"|get_contents\(|getContent\(',
     "gitdata": r'create_git_ref|createRef|create_ref\(|getRef|get_ref\(|"create_branch"|"get_tag"|git/(refs|tags|trees)',
     "issues": r'"issue", "(create|list|view|comment|edit|close|reopen|lock)|create_issue\(|issues\.(create|listForRepo)|'
               r'"(list_issues|get_issue|add_issue_comment|update_issue)"|"label", "',
     "sub_issues": r'"(add|list|remove|reprioritize)_sub_issues?"',
     "pulls": r'"pr", "(create|merge|list|view|checkout|diff|status|edit|update-branch|close|reopen|ready)|create_pull\(|'
              r'pulls\.(create|merge|get)\(|"(create|merge|get|update)_pull_request"|\.merge\(\)',
-    "reviews": r'"pr", "review"|_pull_request_review|create_review\(|requested_reviewers|pending_review',
+    "reviews": r'"pr", "review"|_pull_request_review|create_review\(|createReview\(|requested_reviewers|pending_review',
+    "reactions": r'reactions\.create|/reactions"',
     "notifications": r'notification',
     "releases": r'"release", "|"(list_releases|get_latest_release)"|create_git_release|get_releases',
     "actions": r'"workflow", "|"run", "(view|list)"|"(list_workflows|run_workflow|list_workflow_runs)"',
     "actions_config": r'"(secret|variable)", "|get_secrets\(|create_secret\(|environments/',
     "deploy_keys": r'"deploy-key"',
-    "protection": r'branches/[^"]*/protection|"pr", "checks"|statuses/|check-runs',
+    "protection": r'branches/[^"]*/protection|"pr", "checks"|statuses/|check-runs|checks\.create|createCommitStatus',
+    "deployments": r'createDeployment|/deployments"',
     "search": r'"search", "|"search_(repositories|code|issues|pull_requests|users|orgs)"|search_(repositories|issues)\(',
     "orgs": r'"org", "list"|orgs/|"get_teams"|"search_orgs"|get_organization\(',
     "personal_tokens": r'/user/tokens',
