@@ -23,6 +23,7 @@ CLIENTS = {
     "octokit": ["test_octokit.py", "octokit_probe.mjs", "octokit_story.mjs"],
     "mcp SDK": ["test_mcp.py", "test_oauth_mcp.py"],
     "Actions toolkit": ["test_actions_toolkit.py", "actions_toolkit.mjs"],
+    "ghapi, gidgethub": ["test_bot_libraries.py"],
 }
 # The tools CI and bots run, each driven through a whole workflow by the test named (which must exist).
 WORKFLOW_TOOLS = [
@@ -54,7 +55,8 @@ AREA_WORDS = {
     "reviews": r'"pr", "review"|_pull_request_review|create_review\(|createReview\(|requested_reviewers|pending_review',
     "reactions": r'reactions\.create|/reactions"',
     "notifications": r'notification',
-    "releases": r'"release", "|"(list_releases|get_latest_release)"|create_git_release|get_releases',
+    "releases": r'"release", "|"(list_releases|get_latest_release)"|create_git_release|get_releases|'
+                r'\.create_release\(|get_latest_release\(',
     "actions": r'"workflow", "|"run", "(view|list)"|"(list_workflows|run_workflow|list_workflow_runs)"',
     "actions_config": r'"(secret|variable)", "|get_secrets\(|create_secret\(|environments/',
     "deploy_keys": r'"deploy-key"',
