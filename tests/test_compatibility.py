@@ -21,7 +21,7 @@ CLIENTS = {
     "PyGithub": ["test_pygithub.py", "test_agent_story.py::test_pygithub"],
     "githubkit": ["test_githubkit.py", "test_agent_story.py::test_githubkit"],
     "octokit": ["test_octokit.py", "octokit_probe.mjs", "octokit_story.mjs"],
-    "mcp SDK": ["test_mcp.py", "test_oauth_mcp.py"],
+    "mcp SDK": ["test_mcp.py", "test_oauth_mcp.py", "mcp_typescript.mjs"],
     "Actions toolkit": ["test_actions_toolkit.py", "actions_toolkit.mjs"],
     "ghapi, gidgethub": ["test_bot_libraries.py"],
 }

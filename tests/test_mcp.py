@@ -336,3 +336,28 @@ def test_more_of_githubs_mcp_tools_as_thin_rest_calls(server):
     asyncio.run(scenario())
     rows = server.app.store.all("SELECT action, surface FROM audit WHERE action = 'create_repo' AND decision = 'allow'")
     assert {r["surface"] for r in rows} == {"mcp"} and len(rows) == 2
+
+
+def test_the_typescript_sdk_with_githubs_tool_names(server):
+    """The MCP TypeScript SDK (what most agent hosts embed), unchanged, over Streamable HTTP: GitHub's MCP
+    server's tool names (create_repository, update_issue, get_issue_comments, list_tags) work as they do
+    there; a tool that is not there is the protocol's error, not a crash."""
+    import os
+    import shutil
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    node_dir = os.path.join(here, "..", ".venv", "node")
+    if shutil.which("node") is None or not os.path.isdir(os.path.join(node_dir, "node_modules", "@modelcontextprotocol",
+                                                                       "sdk")):
+        pytest.skip("node or the MCP TypeScript SDK is not installed (make test installs it with npm)")
+    shutil.copy(os.path.join(here, "mcp_typescript.mjs"), node_dir)
+    alice = server.add_user("alice")
+    proc = subprocess.run(["node", "mcp_typescript.mjs", server.url, alice], cwd=node_dir, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["server"] == "agentgit" and seen["protocol"]
+    assert {"create_repository", "update_issue", "get_issue_comments", "list_tags", "search_issues"} <= set(seen["tools"])
+    assert (seen["created"], seen["updated"], seen["comments"], seen["tags"]) == ("alice/tools", "closed", ["done"], 0)
+    assert seen["unknown"] == "thrown: -32602"              # Invalid params: no such tool
+    assert api(server, "GET", "/repos/alice/tools", alice).json["private"] is True
