@@ -28,100 +28,101 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1499  tokens.issue_token
-       line  1521  tokens.verify_token
+       line  1500  tokens.issue_token
+       line  1522  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2667  policy.POLICY_RULES
-       line  2707  policy.decide
+       line  2668  policy.POLICY_RULES
+       line  2708  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2772  audit.audit_append
-       line  2795  audit.audit_verify
+       line  2773  audit.audit_append
+       line  2796  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 10265  delegation.create_invite
-       line 10337  delegation.confirm_binding
-       line 10969  tasks.create_task_grant
-       line  3468  authentication.load_grant
+       line 10400  delegation.create_invite
+       line 10472  delegation.confirm_binding
+       line 11104  tasks.create_task_grant
+       line  3469  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16652  server.App.dispatch
-       line  3383  authentication.authenticate
-       line  3088  ledger.Ledger
+       line 16787  server.App.dispatch
+       line  3384  authentication.authenticate
+       line  3089  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 16311  githttp.git_receive_pack
-       line  3131  ledger.Ledger.decide_each
-       line  3069  intents.reconcile_intents
+       line 16446  githttp.git_receive_pack
+       line  3132  ledger.Ledger.decide_each
+       line  3070  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   195-  296  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   297-  326  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   327-  719  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   720-  819  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   820- 1044  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1045- 1266  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1267- 1447  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1448- 1548  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1549- 1701  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1702- 1927  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1928- 2729  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2730- 2943  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2944- 3012  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  3013- 3082  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3083- 3254  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3255- 3508  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3509- 3691  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3692- 3821  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3822- 4117  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4118- 4332  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4333- 4384  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4385- 4660  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4661- 4755  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4756- 5292  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5293- 5561  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5562- 6268  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6269- 6398  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6399- 6913  REST: pull requests and their merges.
-    29. reviews            lines  6914- 7257  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. reactions          lines  7258- 7365  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    31. contents           lines  7366- 7607  REST: file contents and READMEs, read and written as commits.
-    32. protection         lines  7608- 7877  REST: branch protection, commit statuses and check runs.
-    33. deployments        lines  7878- 8050  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    34. gitdata            lines  8051- 8400  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    35. releases           lines  8401- 8738  REST: releases, tags and release assets.
-    36. deploy_keys        lines  8739- 8817  REST: deploy keys.
-    37. actions            lines  8818- 9043  REST: workflow records and their runs (which nothing here executes).
-    38. search             lines  9044- 9246  REST: search over repositories, issues, code and accounts.
-    39. orgs               lines  9247- 9595  REST: organizations, memberships and teams.
-    40. actions_config     lines  9596-10083  REST: Actions configuration: environments, and secrets and variables at three levels.
-    41. personal_tokens    lines 10084-10159  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    42. delegation         lines 10160-10724  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    43. vault              lines 10725-10935  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    44. tasks              lines 10936-11361  REST: task grants, task tokens, step-up and approvals.
-    45. oversight          lines 11362-11533  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    46. graphql_language   lines 11534-11796  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    47. graphql_resolvers  lines 11797-12478  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    48. graphql_git        lines 12479-12711  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    49. graphql_mutations  lines 12712-13057  GraphQL mutations: each one decided as its REST twin is.
-    50. graphql_schema     lines 13058-13522  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    51. graphql_execution  lines 13523-13804  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    52. client_assertions  lines 13805-13987  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    53. settings_pages     lines 13988-14324  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    54. oauth_clients      lines 14325-14563  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    55. broker             lines 14564-15021  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    56. oauth              lines 15022-15675  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    57. mcp_server         lines 15676-16173  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    58. githttp            lines 16174-16373  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    59. pages              lines 16374-16642  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    60. server             lines 16643-17258  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    61. clients            lines 17259-17535  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    62. cli                lines 17536-18011  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18012-18792  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   196-  297  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   298-  327  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   328-  720  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   721-  820  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   821- 1045  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1046- 1267  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1268- 1448  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1449- 1549  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1550- 1702  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1703- 1928  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1929- 2730  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2731- 2944  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2945- 3013  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  3014- 3083  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3084- 3255  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3256- 3509  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3510- 3692  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3693- 3822  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3823- 4118  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4119- 4333  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4334- 4385  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4386- 4661  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4662- 4756  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4757- 5293  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5294- 5562  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5563- 6339  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6340- 6469  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6470- 6989  REST: pull requests and their merges.
+    29. reviews            lines  6990- 7335  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. reactions          lines  7336- 7443  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    31. timeline           lines  7444- 7500  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    32. contents           lines  7501- 7742  REST: file contents and READMEs, read and written as commits.
+    33. protection         lines  7743- 8012  REST: branch protection, commit statuses and check runs.
+    34. deployments        lines  8013- 8185  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    35. gitdata            lines  8186- 8535  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    36. releases           lines  8536- 8873  REST: releases, tags and release assets.
+    37. deploy_keys        lines  8874- 8952  REST: deploy keys.
+    38. actions            lines  8953- 9178  REST: workflow records and their runs (which nothing here executes).
+    39. search             lines  9179- 9381  REST: search over repositories, issues, code and accounts.
+    40. orgs               lines  9382- 9730  REST: organizations, memberships and teams.
+    41. actions_config     lines  9731-10218  REST: Actions configuration: environments, and secrets and variables at three levels.
+    42. personal_tokens    lines 10219-10294  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    43. delegation         lines 10295-10859  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    44. vault              lines 10860-11070  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    45. tasks              lines 11071-11496  REST: task grants, task tokens, step-up and approvals.
+    46. oversight          lines 11497-11668  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    47. graphql_language   lines 11669-11931  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    48. graphql_resolvers  lines 11932-12613  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    49. graphql_git        lines 12614-12846  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    50. graphql_mutations  lines 12847-13192  GraphQL mutations: each one decided as its REST twin is.
+    51. graphql_schema     lines 13193-13657  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    52. graphql_execution  lines 13658-13939  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    53. client_assertions  lines 13940-14122  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    54. settings_pages     lines 14123-14459  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    55. oauth_clients      lines 14460-14698  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    56. broker             lines 14699-15156  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    57. oauth              lines 15157-15810  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    58. mcp_server         lines 15811-16308  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    59. githttp            lines 16309-16508  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    60. pages              lines 16509-16777  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    61. server             lines 16778-17393  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    62. clients            lines 17394-17670  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    63. cli                lines 17671-18146  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18147-18940  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is de5e32a6e6b4252dee52215f05fc092f16e71283a4e04ccbc68a0b67acb24eed
+Made from sources whose SHA-256 is 48896d94f5cb778ea4baf27f14075ef040c6db6c0077ae2f901794c89f7f1a7e
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -5659,6 +5660,75 @@ def comment_json(app, repo, issue_number, row):
                                          row["id"])}
 
 
+# -- issue events: what changed an issue, by whom, written in the same transaction as the change ---------
+# (a comment or a submitted review is one too, kept for the timeline's order; the events list leaves them out)
+TIMELINE_ONLY = ("commented", "reviewed")
+
+def issue_facts(db, issue_id):
+    """What events are told from: state, title, lock, milestone, labels (name: color), assignee ids."""
+    facts = dict(db.execute("SELECT state, title, locked, lock_reason, milestone_id FROM issues WHERE id = ?",
+                            (issue_id,)).fetchone())
+    facts["labels"] = dict(db.execute("SELECT l.name, l.color FROM labels l JOIN issue_labels il ON il.label_id = l.id"
+                                      " WHERE il.issue_id = ?", (issue_id,)).fetchall())
+    facts["assignees"] = {r[0] for r in db.execute("SELECT user_id FROM issue_assignees WHERE issue_id = ?",
+                                                   (issue_id,))}
+    return facts
+
+
+def told_changes(db, before, after):
+    """[(event, detail)] from two issue_facts, named as GitHub names them."""
+    events = []
+    if before["state"] != after["state"]:
+        events.append(("closed" if after["state"] == "closed" else "reopened", {}))
+    if before["title"] != after["title"]:
+        events.append(("renamed", {"rename": {"from": before["title"], "to": after["title"]}}))
+    if before["locked"] != after["locked"]:
+        events.append(("locked", {"lock_reason": after["lock_reason"]}) if after["locked"] else ("unlocked", {}))
+    if before["milestone_id"] != after["milestone_id"]:
+        for event, milestone_id in (("demilestoned", before["milestone_id"]), ("milestoned", after["milestone_id"])):
+            if milestone_id is not None:
+                title = db.execute("SELECT title FROM milestones WHERE id = ?", (milestone_id,)).fetchone()
+                events.append((event, {"milestone": {"title": title[0] if title else ""}}))
+    for event, ours, theirs in (("unlabeled", before, after), ("labeled", after, before)):
+        events += [(event, {"label": {"name": name, "color": ours["labels"][name]}})
+                   for name in sorted(set(ours["labels"]) - set(theirs["labels"]))]
+    for event, ours, theirs in (("unassigned", before, after), ("assigned", after, before)):
+        events += [(event, {"assignee": user_id}) for user_id in sorted(ours["assignees"] - theirs["assignees"])]
+    return events
+
+
+def insert_event(db, issue_id, actor_id, event, detail=None, commit_id=None, stamp=None):
+    db.execute("INSERT INTO issue_events (issue_id, actor_id, event, detail, commit_id, created_at)"
+               " VALUES (?, ?, ?, ?, ?, ?)", (issue_id, actor_id, event, json.dumps(detail or {}), commit_id,
+                                              stamp or now()))
+
+
+@contextlib.contextmanager
+def changing_issue(req, issue_id):
+    """The transaction of a change to an issue or pull request: what it changed is written as its events."""
+    with req.transaction() as db:
+        before = issue_facts(db, issue_id)
+        yield db
+        for event, detail in told_changes(db, before, issue_facts(db, issue_id)):
+            insert_event(db, issue_id, req.principal.user["id"], event, detail)
+
+
+def event_json(app, repo, row, issue=None):
+    """GitHub's issue event; with ``issue`` (the repository's list), the issue it happened to."""
+    detail, name = json.loads(row["detail"]), full_name(repo)
+    out = {"id": row["id"], "node_id": node_id("IssueEvent", row["id"]),
+           "url": "%s/repos/%s/issues/events/%d" % (app.api, name, row["id"]), "actor": user_json_by_id(
+               app, row["actor_id"]), "event": row["event"], "commit_id": row["commit_id"],
+           "commit_url": "%s/repos/%s/commits/%s" % (app.api, name, row["commit_id"]) if row["commit_id"] else None,
+           "created_at": row["created_at"], "performed_via_github_app": None}
+    if "assignee" in detail:
+        out.update(assignee=user_json_by_id(app, detail["assignee"]), assigner=out["actor"])
+    out.update({key: detail[key] for key in ("label", "rename", "milestone", "lock_reason") if key in detail})
+    if issue is not None:
+        out["issue"] = issue_json(app, repo, issue)
+    return out
+
+
 def find_issue(req, owner, repo, number, action="read_code", **context):
     """(repository, issue row) once ``action`` is allowed; the issue's author and lock go to decide()."""
     repo_row = find_repo(req, owner, repo)
@@ -5907,7 +5977,7 @@ def update_issue(req, owner, repo, number):
     relations = {k: body[k] for k in ("labels", "assignees", "assignee", "milestone") if k in body}
     if relations:
         req.authorize("triage_issue", Resource.repo(row))
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         fields["updated_at"] = now()
         update_row(db, "issues", fields, "id", issue["id"])
         set_issue_relations(req, db, row, issue["id"], relations)
@@ -5938,7 +6008,7 @@ def unlock_issue(req, owner, repo, number):
 
 def set_locked(req, issue, locked, reason=None):
     """Lock a conversation (comments then need triage) or unlock it; REST and GraphQL alike."""
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         db.execute("UPDATE issues SET locked = ?, lock_reason = ?, updated_at = ? WHERE id = ?",
                    (int(locked), reason if locked else None, now(), issue["id"]))
         req.effect("%s #%d" % ("locked" if locked else "unlocked", issue["number"]))
@@ -5979,6 +6049,7 @@ def add_comment(req, issue, text):
                                                  "body": text, "created_at": stamp, "updated_at": stamp,
                                                  "acting_for": helped, "task": task})
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (stamp, issue["id"]))
+        insert_event(db, issue["id"], req.principal.user["id"], "commented", {"comment_id": comment_id}, stamp=stamp)
         notify(req, db, issue["id"], text)
         req.effect("commented on #%d (comment %d)" % (issue["number"], comment_id))
     return req.app.store.one("SELECT * FROM comments WHERE id = ?", comment_id)
@@ -6127,7 +6198,7 @@ def change_issue_labels(req, owner, repo, number, replace):
     body = req.json(array_key="labels")
     row, issue = find_issue(req, owner, repo, number, "triage_issue")
     names = label_names(req, body)
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         if replace:
             db.execute("DELETE FROM issue_labels WHERE issue_id = ?", (issue["id"],))
         for label_id in resolve_labels(db, row["id"], names):
@@ -6150,7 +6221,7 @@ def set_issue_labels(req, owner, repo, number):
 @route("DELETE", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/labels")
 def clear_issue_labels(req, owner, repo, number):
     _, issue = find_issue(req, owner, repo, number, "triage_issue")
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         db.execute("DELETE FROM issue_labels WHERE issue_id = ?", (issue["id"],))
         req.effect("removed every label of #%d" % issue["number"])
     return 204, None
@@ -6160,7 +6231,7 @@ def clear_issue_labels(req, owner, repo, number):
 def remove_issue_label(req, owner, repo, number, name):
     row, issue = find_issue(req, owner, repo, number, "triage_issue")
     label = find_label(req, row, name)
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         if not db.execute("DELETE FROM issue_labels WHERE issue_id = ? AND label_id = ?",
                           (issue["id"], label["id"])).rowcount:
             raise HTTPError(404, "Label does not exist")
@@ -6721,7 +6792,7 @@ def update_pull(req, owner, repo, number):
         if sha is None:
             raise invalid("PullRequest", "base", "invalid", "base branch %s does not exist" % base)
         pull_fields.update(base_ref=base, base_sha=sha)
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         fields["updated_at"] = now()
         update_row(db, "issues", fields, "id", issue["id"])
         update_row(db, "pulls", pull_fields, "issue_id", issue["id"])
@@ -6887,26 +6958,31 @@ def record_merge(db, merged):
                                        merged["base_sha"], merged["issue_id"]))
     db.execute("UPDATE issues SET state = 'closed', closed_at = ?, closed_by = ?, updated_at = ? WHERE id = ?",
                (stamp, merged["merger_id"], stamp, merged["issue_id"]))
+    for event in ("merged", "closed"):
+        insert_event(db, merged["issue_id"], merged["merger_id"], event, commit_id=merged["merge_sha"], stamp=stamp)
     db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (stamp, merged["repo_id"]))
     repo_row = db.execute("SELECT * FROM repos WHERE id = ?", (merged["repo_id"],)).fetchone()
     issue = db.execute("SELECT * FROM issues WHERE id = ?", (merged["issue_id"],)).fetchone()
     pull = db.execute("SELECT base_ref FROM pulls WHERE issue_id = ?", (merged["issue_id"],)).fetchone()
     if pull["base_ref"] != repo_row["default_branch"]:
         return []
-    return close_referenced_issues(db, repo_row, issue, merged["merger_id"], stamp)
+    return close_referenced_issues(db, repo_row, issue, merged["merger_id"], stamp, merged["merge_sha"])
 
 
 INTENT_FOLLOW_UPS["merge"] = record_merge
 
 
-def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
-    """Issues a merged pull request names with a closing keyword (Fixes #3, closes #4, resolved #5)."""
+def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp, merge_sha):
+    """Issues a merged pull request names with a closing keyword (Fixes #3, closes #4, resolved #5), each
+    with its closed event naming the merge commit."""
     numbers = sorted({int(n) for n in CLOSING_KEYWORDS_RE.findall(pull_issue["body"] or "")})
     closed = []
     for number in numbers:
         if db.execute("UPDATE issues SET state = 'closed', state_reason = 'completed', closed_at = ?, closed_by = ?,"
                       " updated_at = ? WHERE repo_id = ? AND number = ? AND state = 'open' AND is_pull = 0",
                       (stamp, merger_id, stamp, repo_row["id"], number)).rowcount:
+            issue_id = db.execute("SELECT id FROM issues WHERE repo_id = ? AND number = ?", (repo_row["id"], number))
+            insert_event(db, issue_id.fetchone()[0], merger_id, "closed", commit_id=merge_sha, stamp=stamp)
             closed.append(number)
     return closed
 
@@ -7045,6 +7121,7 @@ def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
         insert_review_comments(db, db.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone(),
                                checked, stamp)
         if event is not None:
+            insert_event(db, issue["id"], viewer, "reviewed", {"review_id": review_id}, stamp=stamp)
             db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], viewer))
             notify(req, db, issue["id"], text + "".join(c[1] for c in checked))
         req.effect("review %d on #%d: %s%s" % (review_id, issue["number"], REVIEW_EVENTS.get(event, "PENDING"),
@@ -7078,6 +7155,7 @@ def submit_review(req, issue, review, event, text):
                           (REVIEW_EVENTS[event], text, now(), review["id"])).rowcount:
             raise invalid("PullRequestReview", "state", "custom", "Can not change a review that is submitted")
         db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], review["user_id"]))
+        insert_event(db, issue["id"], review["user_id"], "reviewed", {"review_id": review["id"]})
         notify(req, db, issue["id"], text + "".join(r[0] for r in db.execute(
             "SELECT body FROM review_comments WHERE review_id = ?", (review["id"],))))
         req.effect("review %d on #%d submitted: %s" % (review["id"], issue["number"], REVIEW_EVENTS[event]))
@@ -7364,7 +7442,64 @@ def unreact_to_comment(req, owner, repo, reaction_id, comment_id=None, review_co
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 31. src/agentgit/timeline.py — REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+# uses: errors, routing, lookups, issues, reviews
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+EVENTS_ONLY = "event NOT IN (%s)" % ", ".join("'%s'" % e for e in TIMELINE_ONLY)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/events")
+def list_issue_events(req, owner, repo, number):
+    row, issue = find_issue(req, owner, repo, number)
+    rows = req.app.store.all("SELECT * FROM issue_events WHERE issue_id = ? AND %s ORDER BY id" % EVENTS_ONLY,
+                             issue["id"])
+    return [event_json(req.app, row, r) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/issues/events")
+def list_repo_issue_events(req, owner, repo):
+    """The repository's events, newest first, each with its issue."""
+    row = find_repo(req, owner, repo)
+    rows = req.paginate(req.app.store.all("SELECT e.* FROM issue_events e JOIN issues i ON i.id = e.issue_id"
+                                          " WHERE i.repo_id = ? AND e.%s ORDER BY e.id DESC" % EVENTS_ONLY, row["id"]))
+    return [event_json(req.app, row, r, req.app.store.one("SELECT * FROM issues WHERE id = ?", r["issue_id"]))
+            for r in rows]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/issues/events/{event_id:int}")
+def get_issue_event(req, owner, repo, event_id):
+    row = find_repo(req, owner, repo)
+    event = req.app.store.one("SELECT e.* FROM issue_events e JOIN issues i ON i.id = e.issue_id WHERE e.id = ? AND"
+                              " i.repo_id = ? AND e.%s" % EVENTS_ONLY, int(event_id), row["id"])
+    if event is None:
+        raise HTTPError(404, "Not Found")
+    return event_json(req.app, row, event, req.app.store.one("SELECT * FROM issues WHERE id = ?", event["issue_id"]))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/timeline")
+def list_timeline(req, owner, repo, number):
+    """Events, comments ("commented") and submitted reviews ("reviewed"), in the order they happened."""
+    row, issue = find_issue(req, owner, repo, number)
+    rows = req.paginate(req.app.store.all("SELECT * FROM issue_events WHERE issue_id = ? ORDER BY id", issue["id"]))
+    return [item for item in (timeline_item(req.app, row, issue, r) for r in rows) if item is not None]
+
+
+def timeline_item(app, repo_row, issue, event):
+    """An event as the timeline shows it; a comment or review since deleted is None."""
+    if event["event"] not in TIMELINE_ONLY:
+        return event_json(app, repo_row, event)
+    detail = json.loads(event["detail"])
+    if event["event"] == "commented":
+        found = app.store.one("SELECT * FROM comments WHERE id = ?", detail["comment_id"])
+        comment = comment_json(app, repo_row, issue["number"], found) if found else None
+        return dict(comment, event="commented", actor=comment["user"]) if comment else None
+    found = app.store.one("SELECT * FROM reviews WHERE id = ?", detail["review_id"])
+    return dict(review_json(app, repo_row, issue, found), event="reviewed") if found else None
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 32. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7606,7 +7741,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 33. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7876,7 +8011,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+# 34. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
 # uses: config, errors, accounts, routing, serializers, lookups, protection
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8049,7 +8184,7 @@ def get_deployment_status(req, owner, repo, deployment_id, status_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 35. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8399,7 +8534,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 36. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8737,7 +8872,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 37. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8816,7 +8951,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 38. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9042,7 +9177,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 39. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9245,7 +9380,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 40. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9594,7 +9729,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 41. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, crypto, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10082,7 +10217,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+# 42. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
 # uses: config, errors, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10158,7 +10293,7 @@ def revoke_own_token(req, user, row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+# 43. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
 # uses: config, errors, storage, tokens, proofs, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10723,7 +10858,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 44. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10934,7 +11069,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 45. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, approvals, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11360,7 +11495,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+# 46. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11532,7 +11667,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 47. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11795,7 +11930,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 48. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12477,7 +12612,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 49. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12710,7 +12845,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 50. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12807,7 +12942,7 @@ def mutate_issue_state(state, id_key="issueId", payload_key="issue"):
                                                   issue["id"])["merged_at"]:
             raise GraphQLError("A merged pull request cannot be closed or reopened", kind="UNPROCESSABLE")
         if issue["state"] != state:
-            with ctx.req.transaction() as db:
+            with changing_issue(ctx.req, issue["id"]) as db:
                 update_row(db, "issues", dict(state_change(ctx.req, state, (data.get("stateReason") or "").lower()
                                                             or None), updated_at=now()), "id", issue["id"])
                 ctx.req.effect("%s #%d" % ("closed" if state == "closed" else "reopened", issue["number"]))
@@ -12991,7 +13126,7 @@ def update_issue_or_pull(ctx, data, id_key, payload_key):
         if base_sha is None:
             raise GraphQLError("base branch %s does not exist" % data["baseRefName"], kind="UNPROCESSABLE")
         pull_fields.update(base_ref=data["baseRefName"], base_sha=base_sha)
-    with ctx.req.transaction() as db:
+    with changing_issue(ctx.req, issue["id"]) as db:
         update_row(db, "issues", dict(fields, updated_at=now()), "id", issue["id"])
         update_row(db, "pulls", pull_fields, "issue_id", issue["id"])
         set_issue_relations(ctx.req, db, repo_row, issue["id"], relations)
@@ -13010,7 +13145,7 @@ def mutate_labels(adding):
         labels = [node_row(ctx, i, "Label") for i in data["labelIds"]]
         if any(label["repo_id"] != repo_row["id"] for label in labels):
             raise GraphQLError("A label belongs to another repository", kind="UNPROCESSABLE")
-        with ctx.req.transaction() as db:
+        with changing_issue(ctx.req, issue["id"]) as db:
             for label in labels:
                 db.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)" if adding else
                            "DELETE FROM issue_labels WHERE issue_id = ? AND label_id = ?", (issue["id"], label["id"]))
@@ -13056,7 +13191,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 51. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13521,7 +13656,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 52. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13803,7 +13938,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 53. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13986,7 +14121,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 54. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14323,7 +14458,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 55. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14562,7 +14697,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 56. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15020,7 +15155,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 57. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15674,7 +15809,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 58. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16172,7 +16307,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 59. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16372,7 +16507,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 60. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16641,7 +16776,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 61. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17257,7 +17392,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 61. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 62. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17534,7 +17669,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 62. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 63. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18289,6 +18424,19 @@ CREATE TABLE IF NOT EXISTS review_comments (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );
+
+-- issue events: what changed an issue or pull request (closed, labeled, renamed, merged, ...), by whom,
+-- written in the transaction that changed it; detail holds the event's own fields (label, rename, ...)
+CREATE TABLE IF NOT EXISTS issue_events (
+    id          INTEGER PRIMARY KEY,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    actor_id    INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    event       TEXT NOT NULL,
+    detail      TEXT NOT NULL DEFAULT '{}',
+    commit_id   TEXT,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS issue_events_by_issue ON issue_events(issue_id, id);
 
 -- reactions: one account's emoji on exactly one issue (or pull request), issue comment or review comment
 CREATE TABLE IF NOT EXISTS reactions (

@@ -275,6 +275,19 @@ CREATE TABLE IF NOT EXISTS review_comments (
     updated_at  TEXT NOT NULL
 );
 
+-- issue events: what changed an issue or pull request (closed, labeled, renamed, merged, ...), by whom,
+-- written in the transaction that changed it; detail holds the event's own fields (label, rename, ...)
+CREATE TABLE IF NOT EXISTS issue_events (
+    id          INTEGER PRIMARY KEY,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+    actor_id    INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    event       TEXT NOT NULL,
+    detail      TEXT NOT NULL DEFAULT '{}',
+    commit_id   TEXT,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS issue_events_by_issue ON issue_events(issue_id, id);
+
 -- reactions: one account's emoji on exactly one issue (or pull request), issue comment or review comment
 CREATE TABLE IF NOT EXISTS reactions (
     id                 INTEGER PRIMARY KEY,

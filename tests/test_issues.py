@@ -194,3 +194,52 @@ def test_reactions_on_issues_and_comments(server, repo):
     api(server, "PUT", "/repos/olivia/app/issues/1/lock", o, {})
     assert api(server, "POST", "/repos/olivia/app/issues/1/reactions", out, {"content": "rocket"}).status == 403
     assert api(server, "POST", "/repos/olivia/app/issues/1/reactions", walt, {"content": "rocket"}).status == 201
+
+
+def test_events_and_the_timeline(server, repo, tmp_path):
+    """Each change is an event by whoever made it, written with the change, on every surface (REST and
+    GraphQL here; a merge too, with its commit, and the issue it closes); the timeline puts them with the
+    comments and reviews in order. Events are in GitHub's shape."""
+    from test_graphql import gql
+    from conftest import commit_file, git, remote
+    o, walt, tess = repo["olivia"], repo["walt"], repo["tess"]
+    api(server, "POST", "/repos/olivia/app/issues", walt, {"title": "Crash"})
+    api(server, "POST", "/repos/olivia/app/milestones", o, {"title": "v1"})
+    api(server, "PATCH", "/repos/olivia/app/issues/1", tess, {"title": "Crash on start", "labels": ["bug"],
+                                                              "assignees": ["walt"], "milestone": 1})
+    api(server, "POST", "/repos/olivia/app/issues/1/comments", walt, {"body": "looking"})
+    api(server, "PUT", "/repos/olivia/app/issues/1/lock", o, {"lock_reason": "resolved"})
+    api(server, "DELETE", "/repos/olivia/app/issues/1/labels/bug", tess)
+    issue_id = api(server, "GET", "/repos/olivia/app/issues/1", o).json["node_id"]
+    gql(server, o, 'mutation($id: ID!) { closeIssue(input: {issueId: $id}) { issue { state } } }', {"id": issue_id})
+    events = api(server, "GET", "/repos/olivia/app/issues/1/events", o)
+    check("GET", "/repos/olivia/app/issues/1/events", events)
+    assert [(e["event"], e["actor"]["login"]) for e in events.json] == [
+        ("renamed", "tess"), ("milestoned", "tess"), ("labeled", "tess"), ("assigned", "tess"), ("locked", "olivia"),
+        ("unlabeled", "tess"), ("closed", "olivia")]
+    by_name = {e["event"]: e for e in events.json}
+    assert by_name["renamed"]["rename"] == {"from": "Crash", "to": "Crash on start"}
+    assert by_name["labeled"]["label"]["name"] == "bug" and by_name["milestoned"]["milestone"] == {"title": "v1"}
+    assert by_name["assigned"]["assignee"]["login"] == "walt" and by_name["locked"]["lock_reason"] == "resolved"
+    timeline = [(t["event"], t["actor"]["login"]) for t in api(server, "GET", "/repos/olivia/app/issues/1/timeline",
+                                                                o).json]
+    assert ("commented", "walt") in timeline and timeline.index(("commented", "walt")) < timeline.index(
+        ("locked", "olivia"))
+    one = api(server, "GET", "/repos/olivia/app/issues/events/%d" % events.json[0]["id"], o).json
+    assert one["event"] == "renamed" and one["issue"]["number"] == 1
+    # a merge: the pull request's merged and closed events name the merge commit; the issue it fixes is closed
+    api(server, "POST", "/repos/olivia/app/issues", walt, {"title": "Typo"})
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "olivia/app", walt), work)
+    git(work, "checkout", "-q", "-b", "fix")
+    commit_file(work, "fix.txt", "fixed\n")
+    git(work, "push", "-q", "origin", "fix")
+    api(server, "POST", "/repos/olivia/app/pulls", walt, {"title": "Fix", "head": "fix", "base": "main",
+                                                          "body": "Fixes #2"})
+    sha = api(server, "PUT", "/repos/olivia/app/pulls/3/merge", o, {}).json["sha"]
+    assert [(e["event"], e["commit_id"]) for e in api(server, "GET", "/repos/olivia/app/issues/3/events", o).json] == [
+        ("merged", sha), ("closed", sha)]
+    assert [(e["event"], e["commit_id"]) for e in api(server, "GET", "/repos/olivia/app/issues/2/events", o).json] == [
+        ("closed", sha)]
+    latest = api(server, "GET", "/repos/olivia/app/issues/events", o).json
+    assert [(e["event"], e["issue"]["number"]) for e in latest[:3]] == [("closed", 2), ("closed", 3), ("merged", 3)]

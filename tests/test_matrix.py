@@ -76,6 +76,8 @@ def build_world(data_dir):
         assert api(srv, "POST", "/repos/alice/secret/issues/%d/sub_issues" % epic["number"], alice,
                    {"sub_issue_id": issue["id"]}).status == 201
         assert api(srv, "POST", "/repos/alice/secret/milestones", alice, {"title": "v1"}).status == 201
+        assert api(srv, "PATCH", "/repos/alice/secret/issues/1", alice, {"milestone": 1}).status == 200
+        event = api(srv, "GET", "/repos/alice/secret/issues/1/events", alice).json[0]["id"]       # milestoned
         release = api(srv, "POST", "/repos/alice/secret/releases", alice, {"tag_name": "v1"}).json
         asset = call(srv, "POST", "/api/uploads/repos/alice/secret/releases/%d/assets?name=a.txt" % release["id"], alice,
                      raw_body=b"asset", headers={"Content-Type": "text/plain"}).json
@@ -165,7 +167,7 @@ def build_world(data_dir):
                   "forged": forged[:-6] + "abcdef", "foreign": foreign}
         thread = api(srv, "GET", "/notifications", alice).json[0]["id"]     # walt reviewed her pull request
         ids = {"issue": issue["number"], "comment": comment["id"], "pull": pull["number"], "review": review["id"],
-               "review_comment": review_comment, "reactions": reactions, "deployment": deployment,
+               "review_comment": review_comment, "reactions": reactions, "deployment": deployment, "event": event,
                "deployment_status": deployment_status,
                "thread": thread, "epic": epic["id"],
                "release": release["id"], "asset": asset["id"], "check": check["id"], "run": run["id"],
@@ -201,6 +203,7 @@ def route_path(method, pattern, ids):
     fill["run_id"] = ids["check"] if "/check-runs/" in pattern else ids["run"]
     fill["key_id"] = ids["deploy_key"]
     fill["deployment_id"], fill["status_id"] = ids["deployment"], ids["deployment_status"]
+    fill["event_id"] = ids["event"]
     fill["reaction_id"] = next((ids["reactions"][kind] for kind in ids["reactions"] if "/%s" % kind in pattern), 0)
     fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
         pattern.split("/")[-2], ids["sha"])
@@ -452,6 +455,10 @@ EXPECTED = {
 
 # Every route, and the row of EXPECTED it answers by.
 ROUTE_ACCESS = """
+GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/events                    repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/timeline                  repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/events                                 repo_read
+GET     /api/v3/repos/{owner}/{repo}/issues/events/{event_id:int}                  repo_read
 GET     /api/v3/repos/{owner}/{repo}/deployments                                   repo_read
 POST    /api/v3/repos/{owner}/{repo}/deployments                                   repo_write
 GET     /api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}               repo_read

@@ -12,7 +12,8 @@ from agentgit.serializers import node_id
 from agentgit.lookups import signed_in
 from agentgit.notifications import notify
 from agentgit.repositories import new_repository
-from agentgit.issues import add_comment, comment_json, open_issue, set_issue_relations, set_locked, state_change
+from agentgit.issues import (add_comment, changing_issue, comment_json, open_issue, set_issue_relations, set_locked,
+                             state_change)
 from agentgit.pulls import merge_pull_request, open_pull, update_pull_branch
 from agentgit.reviews import (REVIEW_EVENTS, add_review_comment, delete_pending_review, own_pending_review,
                               record_review, submit_review)
@@ -114,7 +115,7 @@ def mutate_issue_state(state, id_key="issueId", payload_key="issue"):
                                                   issue["id"])["merged_at"]:
             raise GraphQLError("A merged pull request cannot be closed or reopened", kind="UNPROCESSABLE")
         if issue["state"] != state:
-            with ctx.req.transaction() as db:
+            with changing_issue(ctx.req, issue["id"]) as db:
                 update_row(db, "issues", dict(state_change(ctx.req, state, (data.get("stateReason") or "").lower()
                                                             or None), updated_at=now()), "id", issue["id"])
                 ctx.req.effect("%s #%d" % ("closed" if state == "closed" else "reopened", issue["number"]))
@@ -298,7 +299,7 @@ def update_issue_or_pull(ctx, data, id_key, payload_key):
         if base_sha is None:
             raise GraphQLError("base branch %s does not exist" % data["baseRefName"], kind="UNPROCESSABLE")
         pull_fields.update(base_ref=data["baseRefName"], base_sha=base_sha)
-    with ctx.req.transaction() as db:
+    with changing_issue(ctx.req, issue["id"]) as db:
         update_row(db, "issues", dict(fields, updated_at=now()), "id", issue["id"])
         update_row(db, "pulls", pull_fields, "issue_id", issue["id"])
         set_issue_relations(ctx.req, db, repo_row, issue["id"], relations)
@@ -317,7 +318,7 @@ def mutate_labels(adding):
         labels = [node_row(ctx, i, "Label") for i in data["labelIds"]]
         if any(label["repo_id"] != repo_row["id"] for label in labels):
             raise GraphQLError("A label belongs to another repository", kind="UNPROCESSABLE")
-        with ctx.req.transaction() as db:
+        with changing_issue(ctx.req, issue["id"]) as db:
             for label in labels:
                 db.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)" if adding else
                            "DELETE FROM issue_labels WHERE issue_id = ? AND label_id = ?", (issue["id"], label["id"]))

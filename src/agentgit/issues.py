@@ -1,5 +1,7 @@
 """REST: issues, comments, labels and milestones."""
 
+import contextlib
+import json
 import re
 import urllib.parse
 
@@ -108,6 +110,75 @@ def comment_json(app, repo, issue_number, row):
             "updated_at": row["updated_at"], "author_association": author_association(app.store, repo, row["user_id"]),
             "reactions": reaction_rollup(app, "%s/repos/%s/issues/comments/%d" % (app.api, name, row["id"]), "comment_id",
                                          row["id"])}
+
+
+# -- issue events: what changed an issue, by whom, written in the same transaction as the change ---------
+# (a comment or a submitted review is one too, kept for the timeline's order; the events list leaves them out)
+TIMELINE_ONLY = ("commented", "reviewed")
+
+def issue_facts(db, issue_id):
+    """What events are told from: state, title, lock, milestone, labels (name: color), assignee ids."""
+    facts = dict(db.execute("SELECT state, title, locked, lock_reason, milestone_id FROM issues WHERE id = ?",
+                            (issue_id,)).fetchone())
+    facts["labels"] = dict(db.execute("SELECT l.name, l.color FROM labels l JOIN issue_labels il ON il.label_id = l.id"
+                                      " WHERE il.issue_id = ?", (issue_id,)).fetchall())
+    facts["assignees"] = {r[0] for r in db.execute("SELECT user_id FROM issue_assignees WHERE issue_id = ?",
+                                                   (issue_id,))}
+    return facts
+
+
+def told_changes(db, before, after):
+    """[(event, detail)] from two issue_facts, named as GitHub names them."""
+    events = []
+    if before["state"] != after["state"]:
+        events.append(("closed" if after["state"] == "closed" else "reopened", {}))
+    if before["title"] != after["title"]:
+        events.append(("renamed", {"rename": {"from": before["title"], "to": after["title"]}}))
+    if before["locked"] != after["locked"]:
+        events.append(("locked", {"lock_reason": after["lock_reason"]}) if after["locked"] else ("unlocked", {}))
+    if before["milestone_id"] != after["milestone_id"]:
+        for event, milestone_id in (("demilestoned", before["milestone_id"]), ("milestoned", after["milestone_id"])):
+            if milestone_id is not None:
+                title = db.execute("SELECT title FROM milestones WHERE id = ?", (milestone_id,)).fetchone()
+                events.append((event, {"milestone": {"title": title[0] if title else ""}}))
+    for event, ours, theirs in (("unlabeled", before, after), ("labeled", after, before)):
+        events += [(event, {"label": {"name": name, "color": ours["labels"][name]}})
+                   for name in sorted(set(ours["labels"]) - set(theirs["labels"]))]
+    for event, ours, theirs in (("unassigned", before, after), ("assigned", after, before)):
+        events += [(event, {"assignee": user_id}) for user_id in sorted(ours["assignees"] - theirs["assignees"])]
+    return events
+
+
+def insert_event(db, issue_id, actor_id, event, detail=None, commit_id=None, stamp=None):
+    db.execute("INSERT INTO issue_events (issue_id, actor_id, event, detail, commit_id, created_at)"
+               " VALUES (?, ?, ?, ?, ?, ?)", (issue_id, actor_id, event, json.dumps(detail or {}), commit_id,
+                                              stamp or now()))
+
+
+@contextlib.contextmanager
+def changing_issue(req, issue_id):
+    """The transaction of a change to an issue or pull request: what it changed is written as its events."""
+    with req.transaction() as db:
+        before = issue_facts(db, issue_id)
+        yield db
+        for event, detail in told_changes(db, before, issue_facts(db, issue_id)):
+            insert_event(db, issue_id, req.principal.user["id"], event, detail)
+
+
+def event_json(app, repo, row, issue=None):
+    """GitHub's issue event; with ``issue`` (the repository's list), the issue it happened to."""
+    detail, name = json.loads(row["detail"]), full_name(repo)
+    out = {"id": row["id"], "node_id": node_id("IssueEvent", row["id"]),
+           "url": "%s/repos/%s/issues/events/%d" % (app.api, name, row["id"]), "actor": user_json_by_id(
+               app, row["actor_id"]), "event": row["event"], "commit_id": row["commit_id"],
+           "commit_url": "%s/repos/%s/commits/%s" % (app.api, name, row["commit_id"]) if row["commit_id"] else None,
+           "created_at": row["created_at"], "performed_via_github_app": None}
+    if "assignee" in detail:
+        out.update(assignee=user_json_by_id(app, detail["assignee"]), assigner=out["actor"])
+    out.update({key: detail[key] for key in ("label", "rename", "milestone", "lock_reason") if key in detail})
+    if issue is not None:
+        out["issue"] = issue_json(app, repo, issue)
+    return out
 
 
 def find_issue(req, owner, repo, number, action="read_code", **context):
@@ -358,7 +429,7 @@ def update_issue(req, owner, repo, number):
     relations = {k: body[k] for k in ("labels", "assignees", "assignee", "milestone") if k in body}
     if relations:
         req.authorize("triage_issue", Resource.repo(row))
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         fields["updated_at"] = now()
         update_row(db, "issues", fields, "id", issue["id"])
         set_issue_relations(req, db, row, issue["id"], relations)
@@ -389,7 +460,7 @@ def unlock_issue(req, owner, repo, number):
 
 def set_locked(req, issue, locked, reason=None):
     """Lock a conversation (comments then need triage) or unlock it; REST and GraphQL alike."""
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         db.execute("UPDATE issues SET locked = ?, lock_reason = ?, updated_at = ? WHERE id = ?",
                    (int(locked), reason if locked else None, now(), issue["id"]))
         req.effect("%s #%d" % ("locked" if locked else "unlocked", issue["number"]))
@@ -430,6 +501,7 @@ def add_comment(req, issue, text):
                                                  "body": text, "created_at": stamp, "updated_at": stamp,
                                                  "acting_for": helped, "task": task})
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (stamp, issue["id"]))
+        insert_event(db, issue["id"], req.principal.user["id"], "commented", {"comment_id": comment_id}, stamp=stamp)
         notify(req, db, issue["id"], text)
         req.effect("commented on #%d (comment %d)" % (issue["number"], comment_id))
     return req.app.store.one("SELECT * FROM comments WHERE id = ?", comment_id)
@@ -578,7 +650,7 @@ def change_issue_labels(req, owner, repo, number, replace):
     body = req.json(array_key="labels")
     row, issue = find_issue(req, owner, repo, number, "triage_issue")
     names = label_names(req, body)
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         if replace:
             db.execute("DELETE FROM issue_labels WHERE issue_id = ?", (issue["id"],))
         for label_id in resolve_labels(db, row["id"], names):
@@ -601,7 +673,7 @@ def set_issue_labels(req, owner, repo, number):
 @route("DELETE", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/labels")
 def clear_issue_labels(req, owner, repo, number):
     _, issue = find_issue(req, owner, repo, number, "triage_issue")
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         db.execute("DELETE FROM issue_labels WHERE issue_id = ?", (issue["id"],))
         req.effect("removed every label of #%d" % issue["number"])
     return 204, None
@@ -611,7 +683,7 @@ def clear_issue_labels(req, owner, repo, number):
 def remove_issue_label(req, owner, repo, number, name):
     row, issue = find_issue(req, owner, repo, number, "triage_issue")
     label = find_label(req, row, name)
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         if not db.execute("DELETE FROM issue_labels WHERE issue_id = ? AND label_id = ?",
                           (issue["id"], label["id"])).rowcount:
             raise HTTPError(404, "Label does not exist")

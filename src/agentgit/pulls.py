@@ -18,7 +18,7 @@ from agentgit.routing import route
 from agentgit.serializers import commit_json, node_id, repo_json, user_json, user_json_by_id
 from agentgit.lookups import find_repo
 from agentgit.notifications import notify
-from agentgit.issues import find_issue, insert_issue, issue_json
+from agentgit.issues import changing_issue, find_issue, insert_event, insert_issue, issue_json
 
 
 # -- pull requests ------------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def update_pull(req, owner, repo, number):
         if sha is None:
             raise invalid("PullRequest", "base", "invalid", "base branch %s does not exist" % base)
         pull_fields.update(base_ref=base, base_sha=sha)
-    with req.transaction() as db:
+    with changing_issue(req, issue["id"]) as db:
         fields["updated_at"] = now()
         update_row(db, "issues", fields, "id", issue["id"])
         update_row(db, "pulls", pull_fields, "issue_id", issue["id"])
@@ -507,25 +507,30 @@ def record_merge(db, merged):
                                        merged["base_sha"], merged["issue_id"]))
     db.execute("UPDATE issues SET state = 'closed', closed_at = ?, closed_by = ?, updated_at = ? WHERE id = ?",
                (stamp, merged["merger_id"], stamp, merged["issue_id"]))
+    for event in ("merged", "closed"):
+        insert_event(db, merged["issue_id"], merged["merger_id"], event, commit_id=merged["merge_sha"], stamp=stamp)
     db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (stamp, merged["repo_id"]))
     repo_row = db.execute("SELECT * FROM repos WHERE id = ?", (merged["repo_id"],)).fetchone()
     issue = db.execute("SELECT * FROM issues WHERE id = ?", (merged["issue_id"],)).fetchone()
     pull = db.execute("SELECT base_ref FROM pulls WHERE issue_id = ?", (merged["issue_id"],)).fetchone()
     if pull["base_ref"] != repo_row["default_branch"]:
         return []
-    return close_referenced_issues(db, repo_row, issue, merged["merger_id"], stamp)
+    return close_referenced_issues(db, repo_row, issue, merged["merger_id"], stamp, merged["merge_sha"])
 
 
 INTENT_FOLLOW_UPS["merge"] = record_merge
 
 
-def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp):
-    """Issues a merged pull request names with a closing keyword (Fixes #3, closes #4, resolved #5)."""
+def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp, merge_sha):
+    """Issues a merged pull request names with a closing keyword (Fixes #3, closes #4, resolved #5), each
+    with its closed event naming the merge commit."""
     numbers = sorted({int(n) for n in CLOSING_KEYWORDS_RE.findall(pull_issue["body"] or "")})
     closed = []
     for number in numbers:
         if db.execute("UPDATE issues SET state = 'closed', state_reason = 'completed', closed_at = ?, closed_by = ?,"
                       " updated_at = ? WHERE repo_id = ? AND number = ? AND state = 'open' AND is_pull = 0",
                       (stamp, merger_id, stamp, repo_row["id"], number)).rowcount:
+            issue_id = db.execute("SELECT id FROM issues WHERE repo_id = ? AND number = ?", (repo_row["id"], number))
+            insert_event(db, issue_id.fetchone()[0], merger_id, "closed", commit_id=merge_sha, stamp=stamp)
             closed.append(number)
     return closed

@@ -13,7 +13,7 @@ from agentgit.routing import route
 from agentgit.lookups import find_repo
 from agentgit.notifications import notify
 from agentgit.serializers import node_id, user_json, user_json_by_id
-from agentgit.issues import author_association, reaction_rollup, resolve_assignees
+from agentgit.issues import author_association, insert_event, reaction_rollup, resolve_assignees
 from agentgit.pulls import PullState, find_pull, pull_json, pull_rows
 
 REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
@@ -145,6 +145,7 @@ def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
         insert_review_comments(db, db.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone(),
                                checked, stamp)
         if event is not None:
+            insert_event(db, issue["id"], viewer, "reviewed", {"review_id": review_id}, stamp=stamp)
             db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], viewer))
             notify(req, db, issue["id"], text + "".join(c[1] for c in checked))
         req.effect("review %d on #%d: %s%s" % (review_id, issue["number"], REVIEW_EVENTS.get(event, "PENDING"),
@@ -178,6 +179,7 @@ def submit_review(req, issue, review, event, text):
                           (REVIEW_EVENTS[event], text, now(), review["id"])).rowcount:
             raise invalid("PullRequestReview", "state", "custom", "Can not change a review that is submitted")
         db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], review["user_id"]))
+        insert_event(db, issue["id"], review["user_id"], "reviewed", {"review_id": review["id"]})
         notify(req, db, issue["id"], text + "".join(r[0] for r in db.execute(
             "SELECT body FROM review_comments WHERE review_id = ?", (review["id"],))))
         req.effect("review %d on #%d submitted: %s" % (review["id"], issue["number"], REVIEW_EVENTS[event]))
