@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1500  tokens.issue_token
-       line  1522  tokens.verify_token
+       line  1501  tokens.issue_token
+       line  1523  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2668  policy.POLICY_RULES
-       line  2708  policy.decide
+       line  2671  policy.POLICY_RULES
+       line  2711  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2773  audit.audit_append
-       line  2796  audit.audit_verify
+       line  2776  audit.audit_append
+       line  2799  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 10400  delegation.create_invite
-       line 10472  delegation.confirm_binding
-       line 11104  tasks.create_task_grant
-       line  3469  authentication.load_grant
+       line 10404  delegation.create_invite
+       line 10476  delegation.confirm_binding
+       line 11108  tasks.create_task_grant
+       line  3472  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16787  server.App.dispatch
-       line  3384  authentication.authenticate
-       line  3089  ledger.Ledger
+       line 16836  server.App.dispatch
+       line  3387  authentication.authenticate
+       line  3092  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 16446  githttp.git_receive_pack
-       line  3132  ledger.Ledger.decide_each
-       line  3070  intents.reconcile_intents
+       line 16495  githttp.git_receive_pack
+       line  3135  ledger.Ledger.decide_each
+       line  3073  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,68 +61,68 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   298-  327  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   328-  720  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   721-  820  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   821- 1045  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1046- 1267  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1268- 1448  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1449- 1549  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1550- 1702  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1703- 1928  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1929- 2730  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2731- 2944  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2945- 3013  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  3014- 3083  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3084- 3255  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3256- 3509  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3510- 3692  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3693- 3822  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3823- 4118  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4119- 4333  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4334- 4385  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4386- 4661  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4662- 4756  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4757- 5293  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5294- 5562  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5563- 6339  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6340- 6469  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6470- 6989  REST: pull requests and their merges.
-    29. reviews            lines  6990- 7335  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. reactions          lines  7336- 7443  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    31. timeline           lines  7444- 7500  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    32. contents           lines  7501- 7742  REST: file contents and READMEs, read and written as commits.
-    33. protection         lines  7743- 8012  REST: branch protection, commit statuses and check runs.
-    34. deployments        lines  8013- 8185  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    35. gitdata            lines  8186- 8535  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    36. releases           lines  8536- 8873  REST: releases, tags and release assets.
-    37. deploy_keys        lines  8874- 8952  REST: deploy keys.
-    38. actions            lines  8953- 9178  REST: workflow records and their runs (which nothing here executes).
-    39. search             lines  9179- 9381  REST: search over repositories, issues, code and accounts.
-    40. orgs               lines  9382- 9730  REST: organizations, memberships and teams.
-    41. actions_config     lines  9731-10218  REST: Actions configuration: environments, and secrets and variables at three levels.
-    42. personal_tokens    lines 10219-10294  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    43. delegation         lines 10295-10859  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    44. vault              lines 10860-11070  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    45. tasks              lines 11071-11496  REST: task grants, task tokens, step-up and approvals.
-    46. oversight          lines 11497-11668  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    47. graphql_language   lines 11669-11931  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    48. graphql_resolvers  lines 11932-12613  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    49. graphql_git        lines 12614-12846  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    50. graphql_mutations  lines 12847-13192  GraphQL mutations: each one decided as its REST twin is.
-    51. graphql_schema     lines 13193-13657  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    52. graphql_execution  lines 13658-13939  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    53. client_assertions  lines 13940-14122  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    54. settings_pages     lines 14123-14459  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    55. oauth_clients      lines 14460-14698  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    56. broker             lines 14699-15156  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    57. oauth              lines 15157-15810  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    58. mcp_server         lines 15811-16308  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    59. githttp            lines 16309-16508  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    60. pages              lines 16509-16777  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    61. server             lines 16778-17393  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    62. clients            lines 17394-17670  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    63. cli                lines 17671-18146  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18147-18940  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   821- 1046  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1047- 1268  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1269- 1449  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1450- 1550  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1551- 1703  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1704- 1929  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1930- 2733  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2734- 2947  Audit: the hash-chained log and its verifier.
+    13. approvals          lines  2948- 3016  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    14. intents            lines  3017- 3086  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    15. ledger             lines  3087- 3258  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    16. authentication     lines  3259- 3512  Authentication: the Principal, and the request credentials it is built from.
+    17. installation       lines  3513- 3695  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    18. routing            lines  3696- 3825  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    19. request            lines  3826- 4121  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    20. serializers        lines  4122- 4336  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    21. lookups            lines  4337- 4388  Lookups: what a REST request names (accounts, repositories), found or 404.
+    22. web                lines  4389- 4664  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    23. users              lines  4665- 4759  REST: the API root, meta, rate limit and users.
+    24. repositories       lines  4760- 5296  REST: repositories, forks, branches, refs, commits and collaborators.
+    25. notifications      lines  5297- 5565  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    26. issues             lines  5566- 6343  REST: issues, comments, labels and milestones.
+    27. sub_issues         lines  6344- 6473  REST: sub-issues, github.com's tree of issues.
+    28. pulls              lines  6474- 6993  REST: pull requests and their merges.
+    29. reviews            lines  6994- 7339  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    30. reactions          lines  7340- 7447  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    31. timeline           lines  7448- 7504  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    32. contents           lines  7505- 7746  REST: file contents and READMEs, read and written as commits.
+    33. protection         lines  7747- 8016  REST: branch protection, commit statuses and check runs.
+    34. deployments        lines  8017- 8189  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    35. gitdata            lines  8190- 8539  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    36. releases           lines  8540- 8877  REST: releases, tags and release assets.
+    37. deploy_keys        lines  8878- 8956  REST: deploy keys.
+    38. actions            lines  8957- 9182  REST: workflow records and their runs (which nothing here executes).
+    39. search             lines  9183- 9385  REST: search over repositories, issues, code and accounts.
+    40. orgs               lines  9386- 9734  REST: organizations, memberships and teams.
+    41. actions_config     lines  9735-10222  REST: Actions configuration: environments, and secrets and variables at three levels.
+    42. personal_tokens    lines 10223-10298  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    43. delegation         lines 10299-10863  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    44. vault              lines 10864-11074  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    45. tasks              lines 11075-11500  REST: task grants, task tokens, step-up and approvals.
+    46. oversight          lines 11501-11672  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    47. graphql_language   lines 11673-11935  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    48. graphql_resolvers  lines 11936-12617  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    49. graphql_git        lines 12618-12850  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    50. graphql_mutations  lines 12851-13232  GraphQL mutations: each one decided as its REST twin is.
+    51. graphql_schema     lines 13233-13706  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    52. graphql_execution  lines 13707-13988  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    53. client_assertions  lines 13989-14171  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    54. settings_pages     lines 14172-14508  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    55. oauth_clients      lines 14509-14747  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    56. broker             lines 14748-15205  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    57. oauth              lines 15206-15859  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    58. mcp_server         lines 15860-16357  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    59. githttp            lines 16358-16557  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    60. pages              lines 16558-16826  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    61. server             lines 16827-17442  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    62. clients            lines 17443-17719  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    63. cli                lines 17720-18195  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18196-18991  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 48896d94f5cb778ea4baf27f14075ef040c6db6c0077ae2f901794c89f7f1a7e
+Made from sources whose SHA-256 is f53dea8ca0fd48380d34c0cf54bc00ae052f3a67841d74a65401ac9dcb234999
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -902,7 +902,8 @@ MIGRATIONS = {
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
                    ("accounts", "runtime_certificate_at TEXT"), ("issues", "acting_for TEXT"), ("issues", "task TEXT"),
                    ("comments", "acting_for TEXT"), ("comments", "task TEXT"),
-                   ("repos", "topics TEXT NOT NULL DEFAULT '[]'")],
+                   ("repos", "topics TEXT NOT NULL DEFAULT '[]'"), ("issues", "pinned_at TEXT"),
+                   ("repos", "deleted_issue_number INTEGER NOT NULL DEFAULT 0")],
                   AUDIT_REBUILT[0],
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
@@ -1969,6 +1970,8 @@ ACTIONS = {
     "read_collaborators": Action("repo", "write", mutation=False),
     "open_issue":         Action("repo", "read"),
     "edit_issue":         Action("repo", "triage", authors_need="read"),
+    "pin_issue":          Action("repo", "write"),
+    "delete_issue":       Action("repo", "admin"),
     "triage_issue":       Action("repo", "triage"),
     "comment":            Action("repo", "read"),
     "edit_comment":       Action("repo", "triage", authors_need="read"),
@@ -5810,8 +5813,9 @@ def state_change(req, state, reason=None):
 
 
 def next_issue_number(db, repo_id):
-    return db.execute("SELECT COALESCE(MAX(number), 0) + 1 AS n FROM issues WHERE repo_id = ?",
-                      (repo_id,)).fetchone()["n"]
+    """One past the highest number the repository has given, its deleted issues' included."""
+    return db.execute("SELECT MAX(COALESCE((SELECT MAX(number) FROM issues WHERE repo_id = ?), 0),"
+                      " deleted_issue_number) + 1 AS n FROM repos WHERE id = ?", (repo_id, repo_id)).fetchone()["n"]
 
 
 def insert_issue(db, repo_id, principal, title, body, is_pull=False):
@@ -13157,6 +13161,42 @@ def mutate_labels(adding):
     return mutate
 
 
+MAX_PINNED = 3        # GitHub's limit of pinned issues a repository
+
+
+def mutate_pin(pinning):
+    """pinIssue and unpinIssue: at most three of a repository's issues are pinned."""
+    def mutate(ctx, parent, args):
+        data = args["input"]
+        repo_row, issue = mutation_issue(ctx, data["issueId"], "pin_issue")
+        if issue["is_pull"]:
+            raise GraphQLError("Only issues can be pinned", kind="UNPROCESSABLE")
+        with ctx.req.transaction() as db:
+            if pinning and not issue["pinned_at"] and db.execute(
+                    "SELECT COUNT(*) FROM issues WHERE repo_id = ? AND pinned_at IS NOT NULL",
+                    (repo_row["id"],)).fetchone()[0] >= MAX_PINNED:
+                raise GraphQLError("A repository pins at most %d issues" % MAX_PINNED, kind="UNPROCESSABLE")
+            db.execute("UPDATE issues SET pinned_at = ? WHERE id = ?", (now() if pinning else None, issue["id"]))
+            ctx.req.effect("%s #%d" % ("pinned" if pinning else "unpinned", issue["number"]))
+        row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
+        return {"clientMutationId": data.get("clientMutationId"), "issue": gql_issue(ctx, repo_row, row)}
+    return mutate
+
+
+def mutate_delete_issue(ctx, parent, args):
+    """deleteIssue: an issue and all it holds, by a repository admin; its number is never given again."""
+    data = args["input"]
+    repo_row, issue = mutation_issue(ctx, data["issueId"], "delete_issue")
+    if issue["is_pull"]:
+        raise GraphQLError("Pull requests cannot be deleted", kind="UNPROCESSABLE")
+    with ctx.req.transaction() as db:
+        db.execute("UPDATE repos SET deleted_issue_number = MAX(deleted_issue_number, ?) WHERE id = ?",
+                   (issue["number"], repo_row["id"]))
+        db.execute("DELETE FROM issues WHERE id = ?", (issue["id"],))
+        ctx.req.effect("deleted issue #%d %r" % (issue["number"], issue["title"][:100]))
+    return {"clientMutationId": data.get("clientMutationId"), "repository": gql_repository(ctx, repo_row)}
+
+
 def mutate_add_comment(ctx, parent, args):
     data = args["input"]
     if not data["body"].strip() or len(data["body"]) > MAX_TEXT:
@@ -13248,6 +13288,9 @@ GRAPHQL_INPUTS = {
     "CreateIssueInput": {"repositoryId": "ID!", "title": "String!", "body": "String", "assigneeIds": "[ID!]",
                          "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]", "issueTemplate": "String",
                          "clientMutationId": "String"},
+    "DeleteIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
+    "PinIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
+    "UnpinIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
     "CloseIssueInput": {"issueId": "ID!", "stateReason": "IssueClosedStateReason", "clientMutationId": "String"},
     "ReopenIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
     "ArchiveRepositoryInput": {"repositoryId": "ID!", "clientMutationId": "String"},
@@ -13403,6 +13446,7 @@ GRAPHQL_TYPES = {
         "body": GField("String!"), "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"),
         "closedAt": GField("DateTime"), "author": GField("Actor"), "milestone": GField("Milestone"),
         "authorAssociation": GField("CommentAuthorAssociation!"),
+        "isPinned": GField("Boolean", lambda ctx, parent, args: parent["_row"]["pinned_at"] is not None),
         "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder")),
         "assignees": GField("UserConnection!", resolve_issue_assignees, dict(CONNECTION_ARGS)),
         "comments": GField("IssueCommentConnection!", resolve_comments, dict(CONNECTION_ARGS,
@@ -13566,6 +13610,9 @@ GRAPHQL_TYPES = {
     "IssueCommentEdge": edge_type("IssueComment"),
     "Mutation": {"kind": "OBJECT", "fields": {
         "createIssue": GField("CreateIssuePayload", mutate_create_issue, {"input": "CreateIssueInput!"}),
+        "deleteIssue": GField("DeleteIssuePayload", mutate_delete_issue, {"input": "DeleteIssueInput!"}),
+        "pinIssue": GField("PinIssuePayload", mutate_pin(True), {"input": "PinIssueInput!"}),
+        "unpinIssue": GField("UnpinIssuePayload", mutate_pin(False), {"input": "UnpinIssueInput!"}),
         "archiveRepository": GField("ArchiveRepositoryPayload", mutate_archived(True),
                                     {"input": "ArchiveRepositoryInput!"}),
         "unarchiveRepository": GField("UnarchiveRepositoryPayload", mutate_archived(False),
@@ -13616,6 +13663,8 @@ GRAPHQL_TYPES = {
     "RemoveLabelsFromLabelablePayload": payload_type(labelable="Labelable"),
     "Labelable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
     "CreateIssuePayload": payload_type(issue="Issue"),
+    "DeleteIssuePayload": payload_type(repository="Repository"),
+    "PinIssuePayload": payload_type(issue="Issue"), "UnpinIssuePayload": payload_type(issue="Issue"),
     "CloseIssuePayload": payload_type(issue="Issue"),
     "ReopenIssuePayload": payload_type(issue="Issue"),
     "AddCommentPayload": payload_type(commentEdge="IssueCommentEdge", subject="Node"),
@@ -18221,6 +18270,7 @@ CREATE TABLE IF NOT EXISTS repos (
     parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
     forked_by       INTEGER REFERENCES accounts(id) ON DELETE SET NULL, -- a fork: who made it (its access counts)
     topics          TEXT NOT NULL DEFAULT '[]',                        -- JSON: its topics (version 10)
+    deleted_issue_number INTEGER NOT NULL DEFAULT 0,                   -- the highest deleted: never numbered again
     UNIQUE (owner_id, name)
 );
 CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);
@@ -18338,6 +18388,7 @@ CREATE TABLE IF NOT EXISTS issues (
     closed_at     TEXT,
     acting_for    TEXT,              -- opened by an agent: the human it acted for, and under which task (version 10)
     task          TEXT,
+    pinned_at     TEXT,              -- pinned to the repository's issues (at most three)
     UNIQUE (repo_id, number)
 );
 

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS repos (
     parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
     forked_by       INTEGER REFERENCES accounts(id) ON DELETE SET NULL, -- a fork: who made it (its access counts)
     topics          TEXT NOT NULL DEFAULT '[]',                        -- JSON: its topics (version 10)
+    deleted_issue_number INTEGER NOT NULL DEFAULT 0,                   -- the highest deleted: never numbered again
     UNIQUE (owner_id, name)
 );
 CREATE INDEX IF NOT EXISTS repos_by_parent ON repos(parent_id);
@@ -188,6 +189,7 @@ CREATE TABLE IF NOT EXISTS issues (
     closed_at     TEXT,
     acting_for    TEXT,              -- opened by an agent: the human it acted for, and under which task (version 10)
     task          TEXT,
+    pinned_at     TEXT,              -- pinned to the repository's issues (at most three)
     UNIQUE (repo_id, number)
 );
 

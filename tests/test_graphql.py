@@ -259,3 +259,25 @@ def test_the_git_object_model(server, alice, tmp_path):
 def test_the_git_object_model_refuses_bad_arguments(server, alice, selection, needle):
     out = gql(server, alice, '{ repository(owner: "alice", name: "demo") { %s } }' % selection)
     assert needle in out["errors"][0]["message"], out
+
+
+def test_pin_and_delete_issues(server, alice):
+    """At most three pinned issues a repository; deleting an issue is its admins' (a reader may not), takes
+    all it holds, and its number is never given again."""
+    bob = server.add_user("bob")
+    ids = [call(server, "POST", "/api/v3/repos/alice/demo/issues", alice, {"title": "t%d" % n}).json["node_id"]
+           for n in range(5)]
+    pin = 'mutation($id: ID!) { pinIssue(input: {issueId: $id}) { issue { number isPinned } } }'
+    assert [gql(server, alice, pin, {"id": i})["data"]["pinIssue"]["issue"] for i in ids[:3]] == [
+        {"number": n, "isPinned": True} for n in (1, 2, 3)]
+    assert "at most 3" in gql(server, alice, pin, {"id": ids[3]})["errors"][0]["message"]
+    unpin = gql(server, alice, 'mutation($id: ID!) { unpinIssue(input: {issueId: $id}) { issue { isPinned } } }',
+                {"id": ids[0]})
+    assert unpin["data"]["unpinIssue"]["issue"]["isPinned"] is False
+    delete = 'mutation($id: ID!) { deleteIssue(input: {issueId: $id}) { repository { nameWithOwner } } }'
+    call(server, "POST", "/api/v3/repos/alice/demo/issues/5/comments", alice, {"body": "gone soon"})
+    assert gql(server, bob, delete, {"id": ids[4]})["errors"][0]["type"] == "FORBIDDEN"
+    assert gql(server, alice, delete, {"id": ids[4]})["data"]["deleteIssue"]["repository"]["nameWithOwner"] == \
+        "alice/demo"
+    assert call(server, "GET", "/api/v3/repos/alice/demo/issues/5", alice).status == 404
+    assert call(server, "POST", "/api/v3/repos/alice/demo/issues", alice, {"title": "next"}).json["number"] == 6

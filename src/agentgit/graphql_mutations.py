@@ -330,6 +330,42 @@ def mutate_labels(adding):
     return mutate
 
 
+MAX_PINNED = 3        # GitHub's limit of pinned issues a repository
+
+
+def mutate_pin(pinning):
+    """pinIssue and unpinIssue: at most three of a repository's issues are pinned."""
+    def mutate(ctx, parent, args):
+        data = args["input"]
+        repo_row, issue = mutation_issue(ctx, data["issueId"], "pin_issue")
+        if issue["is_pull"]:
+            raise GraphQLError("Only issues can be pinned", kind="UNPROCESSABLE")
+        with ctx.req.transaction() as db:
+            if pinning and not issue["pinned_at"] and db.execute(
+                    "SELECT COUNT(*) FROM issues WHERE repo_id = ? AND pinned_at IS NOT NULL",
+                    (repo_row["id"],)).fetchone()[0] >= MAX_PINNED:
+                raise GraphQLError("A repository pins at most %d issues" % MAX_PINNED, kind="UNPROCESSABLE")
+            db.execute("UPDATE issues SET pinned_at = ? WHERE id = ?", (now() if pinning else None, issue["id"]))
+            ctx.req.effect("%s #%d" % ("pinned" if pinning else "unpinned", issue["number"]))
+        row = ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue["id"])
+        return {"clientMutationId": data.get("clientMutationId"), "issue": gql_issue(ctx, repo_row, row)}
+    return mutate
+
+
+def mutate_delete_issue(ctx, parent, args):
+    """deleteIssue: an issue and all it holds, by a repository admin; its number is never given again."""
+    data = args["input"]
+    repo_row, issue = mutation_issue(ctx, data["issueId"], "delete_issue")
+    if issue["is_pull"]:
+        raise GraphQLError("Pull requests cannot be deleted", kind="UNPROCESSABLE")
+    with ctx.req.transaction() as db:
+        db.execute("UPDATE repos SET deleted_issue_number = MAX(deleted_issue_number, ?) WHERE id = ?",
+                   (issue["number"], repo_row["id"]))
+        db.execute("DELETE FROM issues WHERE id = ?", (issue["id"],))
+        ctx.req.effect("deleted issue #%d %r" % (issue["number"], issue["title"][:100]))
+    return {"clientMutationId": data.get("clientMutationId"), "repository": gql_repository(ctx, repo_row)}
+
+
 def mutate_add_comment(ctx, parent, args):
     data = args["input"]
     if not data["body"].strip() or len(data["body"]) > MAX_TEXT:

@@ -20,10 +20,10 @@ from agentgit.graphql_git import (object_at, resolve_associated_pulls, resolve_e
                                   resolve_repo_refs, resolve_tree_entries)
 from agentgit.graphql_mutations import (mutate_add_comment, mutate_add_review, mutate_add_review_thread,
                                         mutate_archived, mutate_create_issue, mutate_create_pull,
-                                        mutate_create_repository, mutate_delete_review, mutate_draft,
-                                        mutate_issue_state, mutate_labels, mutate_lock, mutate_merge_pull,
-                                        mutate_request_reviews, mutate_submit_review, mutate_update,
-                                        mutate_update_branch)
+                                        mutate_create_repository, mutate_delete_issue, mutate_delete_review,
+                                        mutate_draft, mutate_issue_state, mutate_labels, mutate_lock,
+                                        mutate_merge_pull, mutate_pin, mutate_request_reviews, mutate_submit_review,
+                                        mutate_update, mutate_update_branch)
 
 
 GRAPHQL_ENUMS = {
@@ -79,6 +79,9 @@ GRAPHQL_INPUTS = {
     "CreateIssueInput": {"repositoryId": "ID!", "title": "String!", "body": "String", "assigneeIds": "[ID!]",
                          "labelIds": "[ID!]", "milestoneId": "ID", "projectIds": "[ID!]", "issueTemplate": "String",
                          "clientMutationId": "String"},
+    "DeleteIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
+    "PinIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
+    "UnpinIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
     "CloseIssueInput": {"issueId": "ID!", "stateReason": "IssueClosedStateReason", "clientMutationId": "String"},
     "ReopenIssueInput": {"issueId": "ID!", "clientMutationId": "String"},
     "ArchiveRepositoryInput": {"repositoryId": "ID!", "clientMutationId": "String"},
@@ -234,6 +237,7 @@ GRAPHQL_TYPES = {
         "body": GField("String!"), "createdAt": GField("DateTime!"), "updatedAt": GField("DateTime!"),
         "closedAt": GField("DateTime"), "author": GField("Actor"), "milestone": GField("Milestone"),
         "authorAssociation": GField("CommentAuthorAssociation!"),
+        "isPinned": GField("Boolean", lambda ctx, parent, args: parent["_row"]["pinned_at"] is not None),
         "labels": GField("LabelConnection", resolve_issue_labels, dict(CONNECTION_ARGS, orderBy="LabelOrder")),
         "assignees": GField("UserConnection!", resolve_issue_assignees, dict(CONNECTION_ARGS)),
         "comments": GField("IssueCommentConnection!", resolve_comments, dict(CONNECTION_ARGS,
@@ -397,6 +401,9 @@ GRAPHQL_TYPES = {
     "IssueCommentEdge": edge_type("IssueComment"),
     "Mutation": {"kind": "OBJECT", "fields": {
         "createIssue": GField("CreateIssuePayload", mutate_create_issue, {"input": "CreateIssueInput!"}),
+        "deleteIssue": GField("DeleteIssuePayload", mutate_delete_issue, {"input": "DeleteIssueInput!"}),
+        "pinIssue": GField("PinIssuePayload", mutate_pin(True), {"input": "PinIssueInput!"}),
+        "unpinIssue": GField("UnpinIssuePayload", mutate_pin(False), {"input": "UnpinIssueInput!"}),
         "archiveRepository": GField("ArchiveRepositoryPayload", mutate_archived(True),
                                     {"input": "ArchiveRepositoryInput!"}),
         "unarchiveRepository": GField("UnarchiveRepositoryPayload", mutate_archived(False),
@@ -447,6 +454,8 @@ GRAPHQL_TYPES = {
     "RemoveLabelsFromLabelablePayload": payload_type(labelable="Labelable"),
     "Labelable": {"kind": "INTERFACE", "possibleTypes": ["Issue", "PullRequest"], "fields": {}},
     "CreateIssuePayload": payload_type(issue="Issue"),
+    "DeleteIssuePayload": payload_type(repository="Repository"),
+    "PinIssuePayload": payload_type(issue="Issue"), "UnpinIssuePayload": payload_type(issue="Issue"),
     "CloseIssuePayload": payload_type(issue="Issue"),
     "ReopenIssuePayload": payload_type(issue="Issue"),
     "AddCommentPayload": payload_type(commentEdge="IssueCommentEdge", subject="Node"),

@@ -262,8 +262,9 @@ def state_change(req, state, reason=None):
 
 
 def next_issue_number(db, repo_id):
-    return db.execute("SELECT COALESCE(MAX(number), 0) + 1 AS n FROM issues WHERE repo_id = ?",
-                      (repo_id,)).fetchone()["n"]
+    """One past the highest number the repository has given, its deleted issues' included."""
+    return db.execute("SELECT MAX(COALESCE((SELECT MAX(number) FROM issues WHERE repo_id = ?), 0),"
+                      " deleted_issue_number) + 1 AS n FROM repos WHERE id = ?", (repo_id, repo_id)).fetchone()["n"]
 
 
 def insert_issue(db, repo_id, principal, title, body, is_pull=False):

@@ -48,6 +48,8 @@ ACTIONS = {
     "read_collaborators": Action("repo", "write", mutation=False),
     "open_issue":         Action("repo", "read"),
     "edit_issue":         Action("repo", "triage", authors_need="read"),
+    "pin_issue":          Action("repo", "write"),
+    "delete_issue":       Action("repo", "admin"),
     "triage_issue":       Action("repo", "triage"),
     "comment":            Action("repo", "read"),
     "edit_comment":       Action("repo", "triage", authors_need="read"),

@@ -91,7 +91,8 @@ MIGRATIONS = {
                    ("agent_keys", "approved_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL"),
                    ("accounts", "runtime_certificate_at TEXT"), ("issues", "acting_for TEXT"), ("issues", "task TEXT"),
                    ("comments", "acting_for TEXT"), ("comments", "task TEXT"),
-                   ("repos", "topics TEXT NOT NULL DEFAULT '[]'")],
+                   ("repos", "topics TEXT NOT NULL DEFAULT '[]'"), ("issues", "pinned_at TEXT"),
+                   ("repos", "deleted_issue_number INTEGER NOT NULL DEFAULT 0")],
                   AUDIT_REBUILT[0],
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
