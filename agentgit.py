@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  3472  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16836  server.App.dispatch
+       line 16840  server.App.dispatch
        line  3387  authentication.authenticate
        line  3092  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 16495  githttp.git_receive_pack
+       line 16499  githttp.git_receive_pack
        line  3135  ledger.Ledger.decide_each
        line  3073  intents.reconcile_intents
 
@@ -106,23 +106,23 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     47. graphql_language   lines 11673-11935  GraphQL language: lexer, parser and the limits that refuse hostile documents.
     48. graphql_resolvers  lines 11936-12617  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
     49. graphql_git        lines 12618-12850  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    50. graphql_mutations  lines 12851-13232  GraphQL mutations: each one decided as its REST twin is.
-    51. graphql_schema     lines 13233-13706  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    52. graphql_execution  lines 13707-13988  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    53. client_assertions  lines 13989-14171  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    54. settings_pages     lines 14172-14508  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    55. oauth_clients      lines 14509-14747  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    56. broker             lines 14748-15205  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    57. oauth              lines 15206-15859  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    58. mcp_server         lines 15860-16357  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    59. githttp            lines 16358-16557  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    60. pages              lines 16558-16826  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    61. server             lines 16827-17442  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    62. clients            lines 17443-17719  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    63. cli                lines 17720-18195  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18196-18991  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    50. graphql_mutations  lines 12851-13236  GraphQL mutations: each one decided as its REST twin is.
+    51. graphql_schema     lines 13237-13710  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    52. graphql_execution  lines 13711-13992  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    53. client_assertions  lines 13993-14175  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    54. settings_pages     lines 14176-14512  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    55. oauth_clients      lines 14513-14751  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    56. broker             lines 14752-15209  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    57. oauth              lines 15210-15863  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    58. mcp_server         lines 15864-16361  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    59. githttp            lines 16362-16561  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    60. pages              lines 16562-16830  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    61. server             lines 16831-17446  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    62. clients            lines 17447-17723  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    63. cli                lines 17724-18199  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18200-18995  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is f53dea8ca0fd48380d34c0cf54bc00ae052f3a67841d74a65401ac9dcb234999
+Made from sources whose SHA-256 is 3de3955f317ab58c07a11d0822fe1507969511be2c993b6ff93c9f5cfeaf83ea
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -13164,13 +13164,19 @@ def mutate_labels(adding):
 MAX_PINNED = 3        # GitHub's limit of pinned issues a repository
 
 
+def mutation_issue_only(ctx, data, action, what):
+    """mutation_issue for what an issue may be and a pull request may not (pinned, deleted)."""
+    repo_row, issue = mutation_issue(ctx, data["issueId"], action)
+    if issue["is_pull"]:
+        raise GraphQLError("A pull request cannot be %s" % what, kind="UNPROCESSABLE")
+    return repo_row, issue
+
+
 def mutate_pin(pinning):
     """pinIssue and unpinIssue: at most three of a repository's issues are pinned."""
     def mutate(ctx, parent, args):
         data = args["input"]
-        repo_row, issue = mutation_issue(ctx, data["issueId"], "pin_issue")
-        if issue["is_pull"]:
-            raise GraphQLError("Only issues can be pinned", kind="UNPROCESSABLE")
+        repo_row, issue = mutation_issue_only(ctx, data, "pin_issue", "pinned")
         with ctx.req.transaction() as db:
             if pinning and not issue["pinned_at"] and db.execute(
                     "SELECT COUNT(*) FROM issues WHERE repo_id = ? AND pinned_at IS NOT NULL",
@@ -13186,9 +13192,7 @@ def mutate_pin(pinning):
 def mutate_delete_issue(ctx, parent, args):
     """deleteIssue: an issue and all it holds, by a repository admin; its number is never given again."""
     data = args["input"]
-    repo_row, issue = mutation_issue(ctx, data["issueId"], "delete_issue")
-    if issue["is_pull"]:
-        raise GraphQLError("Pull requests cannot be deleted", kind="UNPROCESSABLE")
+    repo_row, issue = mutation_issue_only(ctx, data, "delete_issue", "deleted")
     with ctx.req.transaction() as db:
         db.execute("UPDATE repos SET deleted_issue_number = MAX(deleted_issue_number, ?) WHERE id = ?",
                    (issue["number"], repo_row["id"]))

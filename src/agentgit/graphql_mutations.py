@@ -333,13 +333,19 @@ def mutate_labels(adding):
 MAX_PINNED = 3        # GitHub's limit of pinned issues a repository
 
 
+def mutation_issue_only(ctx, data, action, what):
+    """mutation_issue for what an issue may be and a pull request may not (pinned, deleted)."""
+    repo_row, issue = mutation_issue(ctx, data["issueId"], action)
+    if issue["is_pull"]:
+        raise GraphQLError("A pull request cannot be %s" % what, kind="UNPROCESSABLE")
+    return repo_row, issue
+
+
 def mutate_pin(pinning):
     """pinIssue and unpinIssue: at most three of a repository's issues are pinned."""
     def mutate(ctx, parent, args):
         data = args["input"]
-        repo_row, issue = mutation_issue(ctx, data["issueId"], "pin_issue")
-        if issue["is_pull"]:
-            raise GraphQLError("Only issues can be pinned", kind="UNPROCESSABLE")
+        repo_row, issue = mutation_issue_only(ctx, data, "pin_issue", "pinned")
         with ctx.req.transaction() as db:
             if pinning and not issue["pinned_at"] and db.execute(
                     "SELECT COUNT(*) FROM issues WHERE repo_id = ? AND pinned_at IS NOT NULL",
@@ -355,9 +361,7 @@ def mutate_pin(pinning):
 def mutate_delete_issue(ctx, parent, args):
     """deleteIssue: an issue and all it holds, by a repository admin; its number is never given again."""
     data = args["input"]
-    repo_row, issue = mutation_issue(ctx, data["issueId"], "delete_issue")
-    if issue["is_pull"]:
-        raise GraphQLError("Pull requests cannot be deleted", kind="UNPROCESSABLE")
+    repo_row, issue = mutation_issue_only(ctx, data, "delete_issue", "deleted")
     with ctx.req.transaction() as db:
         db.execute("UPDATE repos SET deleted_issue_number = MAX(deleted_issue_number, ?) WHERE id = ?",
                    (issue["number"], repo_row["id"]))
