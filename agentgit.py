@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  3472  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16840  server.App.dispatch
+       line 16850  server.App.dispatch
        line  3387  authentication.authenticate
        line  3092  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 16499  githttp.git_receive_pack
+       line 16509  githttp.git_receive_pack
        line  3135  ledger.Ledger.decide_each
        line  3073  intents.reconcile_intents
 
@@ -114,15 +114,15 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     55. oauth_clients      lines 14513-14751  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
     56. broker             lines 14752-15209  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
     57. oauth              lines 15210-15863  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    58. mcp_server         lines 15864-16361  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    59. githttp            lines 16362-16561  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    60. pages              lines 16562-16830  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    61. server             lines 16831-17446  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    62. clients            lines 17447-17723  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    63. cli                lines 17724-18199  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18200-18995  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    58. mcp_server         lines 15864-16371  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    59. githttp            lines 16372-16571  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    60. pages              lines 16572-16840  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    61. server             lines 16841-17456  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    62. clients            lines 17457-17733  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    63. cli                lines 17734-18209  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18210-19005  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 3de3955f317ab58c07a11d0822fe1507969511be2c993b6ff93c9f5cfeaf83ea
+Made from sources whose SHA-256 is a18c8ac4ef3a4df7e8c456e337dc6738ee721ad8fa6e55774d4cb5adbbee7fd7
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -16143,6 +16143,8 @@ TOOLS = {tool.name: tool for tool in (
              a["tag"], safe="")))),
     Tool("list_tags", "A repository's tags", "read_code", dict(REPO_ARGS, **PAGE_ARGS), OWNED,
          lambda r, a: rest(r, "GET", repo_api(a, "/tags"), query=paging(a))),
+    Tool("get_tag", "A tag: its annotated tag object, or for a lightweight tag its ref", "read_code",
+         dict(REPO_ARGS, tag=("string", "the tag's name")), OWNED + ("tag",), lambda r, a: tag_object(r, a)),
     Tool("create_repository", "A new repository of your own", "create_repo",
          {"name": ("string", "its name"), "description": ("string", "what it is"), "private": (
              "boolean", "private or not"), "autoInit": ("boolean", "start it with a README")}, ("name",),
@@ -16160,6 +16162,14 @@ TOOLS = {tool.name: tool for tool in (
          {"approval_id": ("string", "its id, ap_…")}, ("approval_id",),
          lambda r, a: rest(r, "GET", "/api/ext/v1/approvals/" + urllib.parse.quote(a["approval_id"], safe=""))),
 )}
+def tag_object(outer, args):
+    """What github-mcp-server's get_tag answers: the tag's ref, then the annotated tag it points at."""
+    ref = rest(outer, "GET", repo_api(args, "/git/ref/tags/" + urllib.parse.quote(args["tag"], safe="")))
+    if ref["object"]["type"] != "tag":
+        return ref
+    return rest(outer, "GET", repo_api(args, "/git/tags/" + ref["object"]["sha"]))
+
+
 JSON_TYPES = {"string": str, "number": (int, float), "boolean": bool, "array": list, "object": dict}
 
 

@@ -316,6 +316,13 @@ def test_more_of_githubs_mcp_tools_as_thin_rest_calls(server):
             assert [r["tag_name"] for r in json.loads(text(await c.call_tool("list_releases", repo)))] == ["v1.0.0"]
             assert [t["name"] for t in json.loads(text(await c.call_tool("list_tags", repo)))] == ["v1.0.0"]
             main = api(server, "GET", "/repos/alice/tools/git/ref/heads/main", alice).json["object"]["sha"]
+            light = (await c.call_tool("get_tag", dict(repo, tag="v1.0.0"))).structured_content
+            assert (light["ref"], light["object"]["sha"]) == ("refs/tags/v1.0.0", main)
+            tag = api(server, "POST", "/repos/alice/tools/git/tags", alice, {"tag": "v2", "message": "second",
+                                                                             "object": main, "type": "commit"}).json
+            api(server, "POST", "/repos/alice/tools/git/refs", alice, {"ref": "refs/tags/v2", "sha": tag["sha"]})
+            annotated = (await c.call_tool("get_tag", dict(repo, tag="v2"))).structured_content
+            assert (annotated["tag"], annotated["message"].rstrip(), annotated["object"]["sha"]) == ("v2", "second", main)
             api(server, "POST", "/repos/alice/tools/git/refs", alice, {"ref": "refs/heads/f", "sha": main})
             api(server, "PUT", "/repos/alice/tools/contents/f.txt", alice, {"message": "f", "content": "Zgo=",
                                                                             "branch": "f"})

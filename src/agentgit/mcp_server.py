@@ -304,6 +304,8 @@ TOOLS = {tool.name: tool for tool in (
              a["tag"], safe="")))),
     Tool("list_tags", "A repository's tags", "read_code", dict(REPO_ARGS, **PAGE_ARGS), OWNED,
          lambda r, a: rest(r, "GET", repo_api(a, "/tags"), query=paging(a))),
+    Tool("get_tag", "A tag: its annotated tag object, or for a lightweight tag its ref", "read_code",
+         dict(REPO_ARGS, tag=("string", "the tag's name")), OWNED + ("tag",), lambda r, a: tag_object(r, a)),
     Tool("create_repository", "A new repository of your own", "create_repo",
          {"name": ("string", "its name"), "description": ("string", "what it is"), "private": (
              "boolean", "private or not"), "autoInit": ("boolean", "start it with a README")}, ("name",),
@@ -321,6 +323,14 @@ TOOLS = {tool.name: tool for tool in (
          {"approval_id": ("string", "its id, ap_…")}, ("approval_id",),
          lambda r, a: rest(r, "GET", "/api/ext/v1/approvals/" + urllib.parse.quote(a["approval_id"], safe=""))),
 )}
+def tag_object(outer, args):
+    """What github-mcp-server's get_tag answers: the tag's ref, then the annotated tag it points at."""
+    ref = rest(outer, "GET", repo_api(args, "/git/ref/tags/" + urllib.parse.quote(args["tag"], safe="")))
+    if ref["object"]["type"] != "tag":
+        return ref
+    return rest(outer, "GET", repo_api(args, "/git/tags/" + ref["object"]["sha"]))
+
+
 JSON_TYPES = {"string": str, "number": (int, float), "boolean": bool, "array": list, "object": dict}
 
 
