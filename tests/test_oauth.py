@@ -2,7 +2,7 @@
 through the page by a signed-in human with a cookie jar while gh polls."""
 import os
 import re
-import select
+import selectors
 import subprocess
 import time
 import urllib.parse
@@ -66,9 +66,12 @@ def test_gh_auth_login_web_approved_on_the_page(gh_server, test_ca):
         proc.stdin.write(b"\n")
         proc.stdin.flush()
         out, deadline = b"", time.time() + 30
+        waiting = selectors.DefaultSelector()       # epoll: no limit on the descriptor's number, as select has
+        waiting.register(proc.stdout, selectors.EVENT_READ)
         while not re.search(rb"[A-Z]{4}-[A-Z]{4}", out) and time.time() < deadline:
-            if select.select([proc.stdout], [], [], 1)[0]:
+            if waiting.select(1):
                 out += os.read(proc.stdout.fileno(), 4096)
+        waiting.close()
         user_code = re.search(rb"([A-Z]{4}-[A-Z]{4})", out).group(1).decode()
         browser = Browser(srv, ca=test_ca["ca"])
         resp, _ = browser.sign_in("alice", "s3cret", next_path="/login/device?user_code=" + user_code)

@@ -202,6 +202,7 @@ def test_renovate_as_an_agent_from_onboarding_to_an_update(server, tmp_path):
         out = renovate(server, token, registry, tmp_path)
     finally:
         registry.shutdown()
+        registry.server_close()
     assert "PR created" in out
     update = api(server, "GET", "/repos/alice/demo/pulls/2", alice).json
     assert update["title"] == "Update dependency agentgit-demo-dep to v1.3.0" and update["user"]["login"] == login
