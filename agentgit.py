@@ -28,101 +28,103 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1501  tokens.issue_token
-       line  1523  tokens.verify_token
+       line  1506  tokens.issue_token
+       line  1528  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2671  policy.POLICY_RULES
-       line  2711  policy.decide
+       line  2677  policy.POLICY_RULES
+       line  2717  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2776  audit.audit_append
-       line  2799  audit.audit_verify
+       line  2782  audit.audit_append
+       line  2805  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 10404  delegation.create_invite
-       line 10476  delegation.confirm_binding
-       line 11108  tasks.create_task_grant
-       line  3472  authentication.load_grant
+       line 10937  delegation.create_invite
+       line 11009  delegation.confirm_binding
+       line 11641  tasks.create_task_grant
+       line  3550  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 16850  server.App.dispatch
-       line  3387  authentication.authenticate
-       line  3092  ledger.Ledger
+       line 17391  server.App.dispatch
+       line  3465  authentication.authenticate
+       line  3148  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 16509  githttp.git_receive_pack
-       line  3135  ledger.Ledger.decide_each
-       line  3073  intents.reconcile_intents
+       line 17044  githttp.git_receive_pack
+       line  3192  ledger.Ledger.decide_each
+       line  3126  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   196-  297  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   298-  327  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   328-  720  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   721-  820  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   821- 1046  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1047- 1268  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1269- 1449  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1450- 1550  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1551- 1703  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1704- 1929  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1930- 2733  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2734- 2947  Audit: the hash-chained log and its verifier.
-    13. approvals          lines  2948- 3016  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    14. intents            lines  3017- 3086  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    15. ledger             lines  3087- 3258  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    16. authentication     lines  3259- 3512  Authentication: the Principal, and the request credentials it is built from.
-    17. installation       lines  3513- 3695  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    18. routing            lines  3696- 3825  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    19. request            lines  3826- 4121  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    20. serializers        lines  4122- 4336  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    21. lookups            lines  4337- 4388  Lookups: what a REST request names (accounts, repositories), found or 404.
-    22. web                lines  4389- 4664  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    23. users              lines  4665- 4759  REST: the API root, meta, rate limit and users.
-    24. repositories       lines  4760- 5296  REST: repositories, forks, branches, refs, commits and collaborators.
-    25. notifications      lines  5297- 5565  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    26. issues             lines  5566- 6343  REST: issues, comments, labels and milestones.
-    27. sub_issues         lines  6344- 6473  REST: sub-issues, github.com's tree of issues.
-    28. pulls              lines  6474- 6993  REST: pull requests and their merges.
-    29. reviews            lines  6994- 7339  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    30. reactions          lines  7340- 7447  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    31. timeline           lines  7448- 7504  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    32. contents           lines  7505- 7746  REST: file contents and READMEs, read and written as commits.
-    33. protection         lines  7747- 8016  REST: branch protection, commit statuses and check runs.
-    34. deployments        lines  8017- 8189  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    35. gitdata            lines  8190- 8539  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    36. releases           lines  8540- 8877  REST: releases, tags and release assets.
-    37. deploy_keys        lines  8878- 8956  REST: deploy keys.
-    38. actions            lines  8957- 9182  REST: workflow records and their runs (which nothing here executes).
-    39. search             lines  9183- 9385  REST: search over repositories, issues, code and accounts.
-    40. orgs               lines  9386- 9734  REST: organizations, memberships and teams.
-    41. actions_config     lines  9735-10222  REST: Actions configuration: environments, and secrets and variables at three levels.
-    42. personal_tokens    lines 10223-10298  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    43. delegation         lines 10299-10863  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    44. vault              lines 10864-11074  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    45. tasks              lines 11075-11500  REST: task grants, task tokens, step-up and approvals.
-    46. oversight          lines 11501-11672  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    47. graphql_language   lines 11673-11935  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    48. graphql_resolvers  lines 11936-12617  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    49. graphql_git        lines 12618-12850  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    50. graphql_mutations  lines 12851-13236  GraphQL mutations: each one decided as its REST twin is.
-    51. graphql_schema     lines 13237-13710  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    52. graphql_execution  lines 13711-13992  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    53. client_assertions  lines 13993-14175  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    54. settings_pages     lines 14176-14512  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    55. oauth_clients      lines 14513-14751  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    56. broker             lines 14752-15209  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    57. oauth              lines 15210-15863  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    58. mcp_server         lines 15864-16371  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    59. githttp            lines 16372-16571  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    60. pages              lines 16572-16840  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    61. server             lines 16841-17456  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    62. clients            lines 17457-17733  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    63. cli                lines 17734-18209  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18210-19005  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   199-  302  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   303-  332  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   333-  725  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   726-  825  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   826- 1051  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1052- 1273  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1274- 1454  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1455- 1555  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1556- 1708  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1709- 1934  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1935- 2739  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2740- 2953  Audit: the hash-chained log and its verifier.
+    13. outbox             lines  2954- 3000  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    14. approvals          lines  3001- 3069  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    15. intents            lines  3070- 3142  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    16. ledger             lines  3143- 3336  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    17. authentication     lines  3337- 3590  Authentication: the Principal, and the request credentials it is built from.
+    18. installation       lines  3591- 3775  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    19. routing            lines  3776- 3905  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    20. request            lines  3906- 4201  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    21. serializers        lines  4202- 4416  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    22. lookups            lines  4417- 4484  Lookups: what a REST request names (accounts, repositories), found or 404.
+    23. web                lines  4485- 4760  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    24. users              lines  4761- 4855  REST: the API root, meta, rate limit and users.
+    25. repositories       lines  4856- 5392  REST: repositories, forks, branches, refs, commits and collaborators.
+    26. notifications      lines  5393- 5661  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    27. issues             lines  5662- 6446  REST: issues, comments, labels and milestones.
+    28. sub_issues         lines  6447- 6576  REST: sub-issues, github.com's tree of issues.
+    29. pulls              lines  6577- 7098  REST: pull requests and their merges.
+    30. reviews            lines  7099- 7444  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    31. reactions          lines  7445- 7552  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    32. timeline           lines  7553- 7609  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    33. webhooks           lines  7610- 8050  REST: a repository's webhooks (GitHub's API: create, list, get, update, config, ping, test, deliveries and redelivery), and the delivery worker that sends what the outbox holds.
+    34. contents           lines  8051- 8292  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8293- 8559  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8560- 8722  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8723- 9072  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9073- 9410  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9411- 9489  REST: deploy keys.
+    40. actions            lines  9490- 9715  REST: workflow records and their runs (which nothing here executes).
+    41. search             lines  9716- 9918  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9919-10267  REST: organizations, memberships and teams.
+    43. actions_config     lines 10268-10755  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 10756-10831  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 10832-11396  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11397-11607  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11608-12033  REST: task grants, task tokens, step-up and approvals.
+    48. oversight          lines 12034-12205  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    49. graphql_language   lines 12206-12468  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    50. graphql_resolvers  lines 12469-13150  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    51. graphql_git        lines 13151-13383  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    52. graphql_mutations  lines 13384-13769  GraphQL mutations: each one decided as its REST twin is.
+    53. graphql_schema     lines 13770-14243  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    54. graphql_execution  lines 14244-14525  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    55. client_assertions  lines 14526-14708  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    56. settings_pages     lines 14709-15045  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    57. oauth_clients      lines 15046-15285  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    58. broker             lines 15286-15744  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    59. oauth              lines 15745-16398  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    60. mcp_server         lines 16399-16906  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    61. githttp            lines 16907-17112  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    62. pages              lines 17113-17381  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    63. server             lines 17382-18003  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    64. clients            lines 18004-18280  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    65. cli                lines 18281-18761  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18762-19600  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is a18c8ac4ef3a4df7e8c456e337dc6738ee721ad8fa6e55774d4cb5adbbee7fd7
+Made from sources whose SHA-256 is 1b848078a2cdc1938f3c899d6c1fb6891c8a70a856e98ea7dc39c6d6ade427c4
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -177,6 +179,7 @@ import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 import zipfile
 import zlib
 
@@ -277,6 +280,8 @@ class Config:
     agent_standing_access: str = None      # "read" or "write": an agent's access outside a task to what is not its own
     allow_loopback_client_documents: bool = False   # OAuth client metadata documents from 127.0.0.1 (tests)
     broker_allow_loopback: bool = False    # broker upstreams on loopback addresses (tests' upstreams)
+    egress_allow_loopback: bool = False    # every outbound connection (webhooks, the broker, client documents)
+                                           # may go to loopback addresses (tests)
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
     dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
     require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key
@@ -1964,6 +1969,7 @@ ACTIONS = {
     "push_branch":        Action("repo", "write"),
     "delete_branch":      Action("repo", "write"),
     "admin_repo":         Action("repo", "admin"),
+    "manage_hooks":       Action("repo", "admin"),
     "read_deploy_keys":   Action("repo", "admin", mutation=False),
     "manage_workflows":   Action("repo", "write"),
     "delete_repo":        Action("repo", "admin", scope="delete_repo"),
@@ -2946,7 +2952,54 @@ def explain(row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+# 13. src/agentgit/outbox.py — The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+# uses: config, gitstore
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+def chain_of(fields, audit_id=None):
+    """The chain a payload's ``agentgit`` object names, from audit_row() fields."""
+    return {"actor": fields.get("actor"), "actor_kind": fields.get("user_kind"), "delegator": fields.get("delegator"),
+            "task": fields.get("task"), "grant": fields.get("grant_id"), "audit_id": audit_id}
+
+
+def subscribed(events, event):
+    return event in events or "*" in events
+
+
+def queue_event(db, repo_id, event, action, subject, chain):
+    """One delivery for each active hook of the repository (and of the organization that owns it) that
+    subscribes to ``event``; call inside the change's transaction. Returns how many were queued."""
+    hooks = db.execute("SELECT id, events FROM hooks WHERE active = 1 AND (repo_id = ? OR org_id = (SELECT owner_id"
+                       " FROM repos WHERE id = ?))", (repo_id, repo_id)).fetchall()
+    queued = 0
+    for hook in hooks:
+        if subscribed(json.loads(hook["events"]), event):
+            queue_delivery(db, hook["id"], event, action, repo_id, subject, chain)
+            queued += 1
+    return queued
+
+
+def ref_events(ref, old, new):
+    """[(event, action, subject)] of a ref that moved: a push always, and a create or delete for a branch
+    or tag that came or went (as GitHub sends them)."""
+    subject = {"ref": ref, "before": old, "after": new}
+    events = [("push", None, subject)]
+    kind = "branch" if ref.startswith("refs/heads/") else "tag" if ref.startswith("refs/tags/") else None
+    if kind and ZERO_SHA in (old, new):
+        events.append(("create" if old == ZERO_SHA else "delete", None, dict(subject, ref_type=kind)))
+    return events
+
+
+def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=None, redelivery=False):
+    """A delivery waiting for the worker; ``payload`` already rendered (a ping, a redelivery) or None."""
+    return db.execute("INSERT INTO hook_deliveries (hook_id, guid, event, action, repo_id, subject, chain, payload,"
+                      " redelivery, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (hook_id, str(uuid.uuid4()), event, action, repo_id, json.dumps(subject), json.dumps(chain),
+                       payload, int(redelivery), now())).lastrowid
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 14. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3015,8 +3068,8 @@ def give_back_approval(db, approval_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-# uses: config, storage, gitstore, audit, approvals
+# 15. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+# uses: config, storage, gitstore, audit, approvals, outbox
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # What finishes the database's part of an effect found to have happened, by follow-up kind:
@@ -3080,13 +3133,16 @@ def reconcile_intents(app):
             text, moved = settle_intent(db, app, intent)
             for fields, approval in json.loads(intent["rows"]):
                 effect = text + ("" if moved or approval is None else give_back_approval(db, approval))
-                append_audit_row(db, app.key, fields, effect + RECONCILED)
+                audit_id = append_audit_row(db, app.key, fields, effect + RECONCILED)
+                if moved:       # its webhooks, which the crash kept from being queued with the rows
+                    for event, action, subject in ref_events(intent["ref"], intent["old"], intent["new"]):
+                        queue_event(db, intent["repo_id"], event, action, subject, chain_of(fields, audit_id))
     return len(intents)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-# uses: config, errors, gitstore, policy, audit, approvals, intents
+# 16. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+# uses: config, errors, gitstore, policy, audit, approvals, intents, outbox
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class Ledger:
@@ -3103,6 +3159,7 @@ class Ledger:
         self.effects = []          # what the mutations did, for those rows
         self.intents = []          # refs moved (or meant to be) whose rows are not yet written
         self.audit_id = None       # the last audit row written (a request answers X-Agentgit-Audit-Id)
+        self.announcements = []    # webhook events of this request's changes, queued with its audit rows
 
     def write(self, decision, side_effect, db=None):
         """The audit row of ``decision`` with what came of it: in ``db``'s transaction, with the act it
@@ -3231,14 +3288,35 @@ class Ledger:
         Store.transaction's (the request writes nothing but its audit rows)."""
         with self.app.store.transaction(records_only) as db:
             yield db
-            self.flush_audit(db)
+            queued = self.flush_audit(db)
+        if queued:
+            self.app.deliveries_waiting.set()
+
+    def announce(self, repo_id, event, action, subject):
+        """A webhook event of a change this request makes: queued in the transaction that writes its audit
+        rows (outbox.queue_event), naming them."""
+        self.announcements.append((repo_id, event, action, subject))
 
     def flush_audit(self, db, outcome=None):
         side_effect = "; ".join(self.effects) or outcome
         for decision in self.pending:
             self.write(decision, side_effect, db)
+        for intent in [db.execute("SELECT * FROM intents WHERE id = ?", (i,)).fetchone() for i in self.intents]:
+            if intent is not None and ref_now(self.app, intent["repo_id"], intent["ref"]) == intent["new"]:
+                for event, action, subject in ref_events(intent["ref"], intent["old"], intent["new"]):
+                    self.announce(intent["repo_id"], event, action, subject)
         forget_intents(db, self.intents)
-        self.pending, self.effects, self.intents = [], [], []
+        chain = chain_of(self.chain_fields(), self.audit_id)
+        queued = sum(queue_event(db, repo_id, event, action, subject, chain)
+                     for repo_id, event, action, subject in self.announcements)
+        self.pending, self.effects, self.intents, self.announcements = [], [], [], []
+        return queued
+
+    def chain_fields(self):
+        """Who acts here, as an audit row names them (its actor, kind, delegator, task and grant)."""
+        p = self.principal
+        return {"actor": p.login, "user_kind": p.kind, "delegator": p.delegator,
+                "task": p.grant["task"] if p.grant else None, "grant_id": p.grant["public_id"] if p.grant else None}
 
     def settle(self, outcome, failed):
         """Record allowed mutations that never reached a transaction with how they ended, and what
@@ -3257,7 +3335,7 @@ class Ledger:
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
+# 17. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
 # uses: config, errors, tokens, proofs, accounts, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3511,7 +3589,7 @@ def remember_runtime_certificate(db, principal):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+# 18. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
 # uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, audit, authentication, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3625,6 +3703,8 @@ class Installation:
         self.failed_proofs = RateLimiter(FAILED_PROOFS_PER_MINUTE, 60)
         self.token_seen = {}
         self.dpop_replay = StoredReplayCache(self.store)
+        # set when a committed change queued webhook deliveries: the delivery worker (webhooks) waits on it
+        self.deliveries_waiting = threading.Event()
         self.set_url(config.url)
         self.agent_credentials = self.chosen("agent_credentials", config.agent_credentials, AGENT_CREDENTIALS)
         self.agent_standing_access = self.chosen("agent_standing_access", config.agent_standing_access,
@@ -3694,7 +3774,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+# 19. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
 # uses: errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3824,7 +3904,7 @@ def find_route(method, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+# 20. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
 # uses: config, errors, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4120,7 +4200,7 @@ class Request(Ledger):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 21. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4335,12 +4415,28 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 22. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # Each handler takes the Request and the path's parameters and returns a body (200), or
 # (status, body) / (status, body, headers). Every one names its action to req.authorize().
+
+
+def one_or_404(req, sql, *args):
+    """The row ``sql`` finds (a repository's hook, deployment, check run, ... by its id), or 404."""
+    row = req.app.store.one(sql, *args)
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    return row
+
+
+def delete_row(req, table, row_id, what):
+    """A row of ``table`` (this module's callers' own names) deleted, audited as ``what``: 204."""
+    with req.transaction() as db:
+        db.execute("DELETE FROM %s WHERE id = ?" % table, (row_id,))
+        req.effect("deleted %s" % what)
+    return 204, None
 
 
 def find_account(req, login, kinds=("human", "agent", "org")):
@@ -4387,7 +4483,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+# 23. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4663,7 +4759,7 @@ def signed_in_page(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 24. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4758,7 +4854,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 25. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5295,7 +5391,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# 26. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5564,7 +5660,7 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 27. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5666,11 +5762,13 @@ def comment_json(app, repo, issue_number, row):
 # -- issue events: what changed an issue, by whom, written in the same transaction as the change ---------
 # (a comment or a submitted review is one too, kept for the timeline's order; the events list leaves them out)
 TIMELINE_ONLY = ("commented", "reviewed")
+# an event's webhook action where the names differ (a rename is an edit to a webhook)
+WEBHOOK_ACTIONS = {"renamed": "edited"}
 
 def issue_facts(db, issue_id):
     """What events are told from: state, title, lock, milestone, labels (name: color), assignee ids."""
-    facts = dict(db.execute("SELECT state, title, locked, lock_reason, milestone_id FROM issues WHERE id = ?",
-                            (issue_id,)).fetchone())
+    facts = dict(db.execute("SELECT repo_id, is_pull, state, title, locked, lock_reason, milestone_id FROM issues"
+                            " WHERE id = ?", (issue_id,)).fetchone())
     facts["labels"] = dict(db.execute("SELECT l.name, l.color FROM labels l JOIN issue_labels il ON il.label_id = l.id"
                                       " WHERE il.issue_id = ?", (issue_id,)).fetchall())
     facts["assignees"] = {r[0] for r in db.execute("SELECT user_id FROM issue_assignees WHERE issue_id = ?",
@@ -5712,8 +5810,11 @@ def changing_issue(req, issue_id):
     with req.transaction() as db:
         before = issue_facts(db, issue_id)
         yield db
-        for event, detail in told_changes(db, before, issue_facts(db, issue_id)):
+        after = issue_facts(db, issue_id)
+        for event, detail in told_changes(db, before, after):
             insert_event(db, issue_id, req.principal.user["id"], event, detail)
+            req.announce(after["repo_id"], "pull_request" if after["is_pull"] else "issues",
+                         WEBHOOK_ACTIONS.get(event, event), dict(detail, issue_id=issue_id))
 
 
 def event_json(app, repo, row, issue=None):
@@ -5855,6 +5956,7 @@ def open_issue(req, row, title, text, relations):
             set_issue_relations(req, db, row, issue_id, relations)
         notify(req, db, issue_id, text)
         req.effect("opened issue #%d" % number)
+        req.announce(row["id"], "issues", "opened", {"issue_id": issue_id})
     return req.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)
 
 
@@ -6054,6 +6156,7 @@ def add_comment(req, issue, text):
                                                  "acting_for": helped, "task": task})
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (stamp, issue["id"]))
         insert_event(db, issue["id"], req.principal.user["id"], "commented", {"comment_id": comment_id}, stamp=stamp)
+        req.announce(issue["repo_id"], "issue_comment", "created", {"issue_id": issue["id"], "comment_id": comment_id})
         notify(req, db, issue["id"], text)
         req.effect("commented on #%d (comment %d)" % (issue["number"], comment_id))
     return req.app.store.one("SELECT * FROM comments WHERE id = ?", comment_id)
@@ -6342,7 +6445,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# 28. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, routing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6472,7 +6575,7 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 29. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, routing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6658,6 +6761,7 @@ def open_pull(req, row, head, base, title, text, draft):
                                                      int(draft)))
         notify(req, db, issue_id, text)
         req.effect("opened pull request #%d %s:%s → %s" % (number, head_repo["owner_login"], head_ref, base))
+        req.announce(row["id"], "pull_request", "opened", {"issue_id": issue_id})
         if head_repo is not row:
             # before the commit: a pull request is never recorded without its head (a ref left by a
             # failed commit names a number the next pull request takes, and overwrites)
@@ -6945,6 +7049,7 @@ def merge_pull_request(req, row, issue, pull, method, expected_sha=None, title=N
             raise HTTPError(409, "Base branch was modified. Review and try the merge again.")
     with req.transaction() as db:
         closed = record_merge(db, merged)
+        req.announce(row["id"], "pull_request", "closed", {"issue_id": issue["id"]})
         req.effect("merged #%d by %s: %s %s→%s" % (issue["number"], method, base_ref, state.base_sha[:12],
                                                    new_sha[:12]))
         if closed:
@@ -6992,7 +7097,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp, merge_sh
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 30. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, errors, accounts, routing, lookups, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7338,7 +7443,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/reactions.py — REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+# 31. src/agentgit/reactions.py — REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
 # uses: config, errors, policy, routing, serializers, issues, reviews
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7446,7 +7551,7 @@ def unreact_to_comment(req, owner, repo, reaction_id, comment_id=None, review_co
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/timeline.py — REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+# 32. src/agentgit/timeline.py — REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
 # uses: errors, routing, lookups, issues, reviews
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7503,7 +7608,448 @@ def timeline_item(app, repo_row, issue, event):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 33. src/agentgit/webhooks.py — REST: a repository's webhooks (GitHub's API: create, list, get, update, config, ping, test, deliveries and redelivery), and the delivery worker that sends what the outbox holds.
+# uses: config, crypto, errors, egress, gitstore, accounts, outbox, routing, serializers, lookups, issues, pulls
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "ping")
+CONTENT_TYPES = ("json", "form")
+MAX_HOOKS = 20                  # GitHub's limit a repository
+DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
+LEASE_SECONDS = 60              # a delivery a worker claimed and did not finish is claimed again after this
+MAX_RESPONSE_KEPT = 4096        # bytes of the receiver's answer kept with the delivery
+MAX_PUSH_COMMITS = 20           # a push payload lists its newest 20 commits, as GitHub's
+SECRET_PURPOSE = b"webhook secret"
+
+
+def sealed_secret(app, hook_id, secret):
+    return seal(app.key, SECRET_PURPOSE, secret.encode(), b"hook %d" % hook_id) if secret else None
+
+
+def hook_secret(app, hook):
+    return unseal(app.key, SECRET_PURPOSE, hook["secret_sealed"], b"hook %d" % hook["id"]) if hook["secret_sealed"] \
+        else None
+
+
+def hook_json(app, repo_row, hook):
+    api = "%s/repos/%s/hooks/%d" % (app.api, full_name(repo_row), hook["id"])
+    last = app.store.one("SELECT status_code, status FROM hook_deliveries WHERE hook_id = ? AND state IN"
+                         " ('delivered', 'failed') ORDER BY id DESC LIMIT 1", hook["id"])
+    config = {"content_type": hook["content_type"], "insecure_ssl": hook["insecure_ssl"], "url": hook["url"]}
+    if hook["secret_sealed"]:
+        config["secret"] = "********"
+    return {"type": "Repository", "id": hook["id"], "name": "web", "active": bool(hook["active"]),
+            "events": json.loads(hook["events"]), "config": config, "updated_at": hook["updated_at"],
+            "created_at": hook["created_at"], "url": api, "test_url": api + "/test", "ping_url": api + "/pings",
+            "deliveries_url": api + "/deliveries",
+            "last_response": {"code": last["status_code"] if last else None, "status": last["status"] if last else
+                              "unused", "message": None}}
+
+
+def checked_config(req, config, creating):
+    """The url, content type, secret and insecure_ssl of a hook's config: an http(s) URL whose host
+    resolves to public addresses only (checked again at every delivery: a name may move)."""
+    if not isinstance(config, dict):
+        raise invalid("Hook", "config", message="config must be an object")
+    fields = {}
+    if creating or "url" in config:
+        url = req.text_field(config, "url", "Hook", required=True, limit=2048)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid("Hook", "url", message="url must be an http or https URL")
+        public_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allows_loopback(
+            req.app), what="the hook's host", status=422)
+        fields["url"] = url
+    if "content_type" in config:
+        if config["content_type"] not in CONTENT_TYPES:
+            raise invalid("Hook", "content_type", message="content_type must be json or form")
+        fields["content_type"] = config["content_type"]
+    if "insecure_ssl" in config:
+        fields["insecure_ssl"] = "1" if str(config["insecure_ssl"]) == "1" else "0"
+    if "secret" in config:
+        secret = req.text_field(config, "secret", "Hook", limit=1024)
+        fields["secret"] = secret or None
+    return fields
+
+
+def allows_loopback(app):
+    return app.config.egress_allow_loopback
+
+
+def checked_events(req, body):
+    events = req.field(body, "events", list, "Hook")
+    if events is not None and (not events or not all(e in HOOK_EVENTS for e in events)):
+        raise invalid("Hook", "events", message="events must name some of %s" % ", ".join(HOOK_EVENTS))
+    return events
+
+
+def find_hook(req, owner, repo, hook_id):
+    row = find_repo(req, owner, repo, "manage_hooks")
+    return row, one_or_404(req, "SELECT * FROM hooks WHERE id = ? AND repo_id = ?", int(hook_id), row["id"])
+
+
+def write_hook(req, db, hook_id, fields):
+    secret = fields.pop("secret", False)
+    if secret is not False:
+        fields["secret_sealed"] = sealed_secret(req.app, hook_id, secret)
+    for name, value in fields.items():      # the names are this module's own, never the request's
+        db.execute("UPDATE hooks SET %s = ?, updated_at = ? WHERE id = ?" % name, (value, now(), hook_id))
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/hooks")
+def create_hook(req, owner, repo):
+    """A hook, then its ping (as GitHub sends one)."""
+    body = req.json()
+    if body.get("name", "web") != "web":
+        raise invalid("Hook", "name", message="name must be web")
+    fields = checked_config(req, body.get("config"), creating=True)
+    fields["events"] = json.dumps(checked_events(req, body) or ["push"])
+    fields["active"] = int(req.field(body, "active", bool, "Hook", default=True))
+    row = find_repo(req, owner, repo, "manage_hooks")
+    with req.transaction() as db:
+        if db.execute("SELECT COUNT(*) FROM hooks WHERE repo_id = ?", (row["id"],)).fetchone()[0] >= MAX_HOOKS:
+            raise invalid("Hook", "base", "custom", "a repository has at most %d hooks" % MAX_HOOKS)
+        stamp = now()
+        hook_id = db.execute("INSERT INTO hooks (repo_id, url, creator_id, created_at, updated_at) VALUES"
+                             " (?, ?, ?, ?, ?)", (row["id"], fields["url"], req.principal.user["id"], stamp,
+                                                  stamp)).lastrowid
+        write_hook(req, db, hook_id, fields)
+        queue_ping(req, db, row, hook_id)
+        req.effect("created hook %d to %s" % (hook_id, urllib.parse.urlsplit(fields["url"]).hostname))
+    req.app.deliveries_waiting.set()
+    return 201, hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook_id))
+
+
+def queue_ping(req, db, repo_row, hook_id):
+    hook = db.execute("SELECT * FROM hooks WHERE id = ?", (hook_id,)).fetchone()
+    payload = {"zen": "Agents act for people; the record says for whom.", "hook_id": hook_id,
+               "hook": hook_json(req.app, repo_row, hook), "repository": repo_json(req.app, repo_row),
+               "sender": user_json(req.app, req.principal.user)}
+    queue_delivery(db, hook_id, "ping", None, repo_row["id"], {}, chain_of_request(req), json.dumps(payload))
+
+
+def chain_of_request(req):
+    return dict(req.chain_fields(), audit_id=req.audit_id)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks")
+def list_hooks(req, owner, repo):
+    row = find_repo(req, owner, repo, "manage_hooks")
+    return [hook_json(req.app, row, h) for h in req.paginate(req.app.store.all(
+        "SELECT * FROM hooks WHERE repo_id = ? ORDER BY id", row["id"]))]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
+def get_hook(req, owner, repo, hook_id):
+    return hook_json(req.app, *find_hook(req, owner, repo, hook_id))
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
+def update_hook(req, owner, repo, hook_id):
+    body = req.json()
+    fields = checked_config(req, body["config"], creating=False) if "config" in body else {}
+    events = checked_events(req, body)
+    adding, removing = (req.field(body, key, list, "Hook", default=[]) for key in ("add_events", "remove_events"))
+    active = req.field(body, "active", bool, "Hook")
+    row, hook = find_hook(req, owner, repo, hook_id)
+    events = set(events if events is not None else json.loads(hook["events"])) | set(adding)
+    events -= set(removing)
+    if not events or not events <= set(HOOK_EVENTS):
+        raise invalid("Hook", "events", message="events must name some of %s" % ", ".join(HOOK_EVENTS))
+    fields["events"] = json.dumps(sorted(events))
+    if active is not None:
+        fields["active"] = int(active)
+    with req.transaction() as db:
+        write_hook(req, db, hook["id"], fields)
+        req.effect("updated hook %d" % hook["id"])
+    return hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config")
+def get_hook_config(req, owner, repo, hook_id):
+    return hook_json(req.app, *find_hook(req, owner, repo, hook_id))["config"]
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config")
+def update_hook_config(req, owner, repo, hook_id):
+    fields = checked_config(req, req.json(), creating=False)
+    row, hook = find_hook(req, owner, repo, hook_id)
+    with req.transaction() as db:
+        write_hook(req, db, hook["id"], fields)
+        req.effect("updated the config of hook %d" % hook["id"])
+    return hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))["config"]
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
+def delete_hook(req, owner, repo, hook_id):
+    _, hook = find_hook(req, owner, repo, hook_id)
+    return delete_row(req, "hooks", hook["id"], "hook %d" % hook["id"])
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/pings")
+def ping_hook(req, owner, repo, hook_id):
+    row, hook = find_hook(req, owner, repo, hook_id)
+    with req.transaction() as db:
+        queue_ping(req, db, row, hook["id"])
+        req.effect("pinged hook %d" % hook["id"])
+    req.app.deliveries_waiting.set()
+    return 204, None
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/tests")
+def test_hook(req, owner, repo, hook_id):
+    """A push event for the default branch's latest commit, if the hook takes pushes (as GitHub's test)."""
+    row, hook = find_hook(req, owner, repo, hook_id)
+    events = json.loads(hook["events"])
+    with open_repo(req.app, row["id"]) as git:
+        ref = "refs/heads/" + row["default_branch"]
+        sha = git.refs[ref.encode()].decode() if ref.encode() in git.refs else None
+    if sha is not None and ("push" in events or "*" in events):
+        with req.transaction() as db:
+            queue_delivery(db, hook["id"], "push", None, row["id"], {"ref": ref, "before": sha, "after": sha},
+                           chain_of_request(req))
+            req.effect("tested hook %d" % hook["id"])
+        req.app.deliveries_waiting.set()
+    return 204, None
+
+
+def delivery_json(row, detail=False):
+    out = {"id": row["id"], "guid": row["guid"], "delivered_at": row["delivered_at"],
+           "redelivery": bool(row["redelivery"]), "duration": row["duration"] or 0, "status": row["status"] or
+           row["state"], "status_code": row["status_code"] or 0, "event": row["event"], "action": row["action"],
+           "installation_id": None, "repository_id": row["repo_id"], "throttled_at": None}
+    if detail:
+        out["url"] = ""
+        out["request"] = {"headers": json.loads(row["request_headers"] or "{}"),
+                          "payload": json.loads(row["payload"]) if row["payload"] else None}
+        out["response"] = {"headers": json.loads(row["response_headers"] or "{}"), "payload": row["response_body"]}
+    return out
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries")
+def list_deliveries(req, owner, repo, hook_id):
+    """Newest first."""
+    _, hook = find_hook(req, owner, repo, hook_id)
+    rows = req.app.store.all("SELECT * FROM hook_deliveries WHERE hook_id = ? ORDER BY id DESC", hook["id"])
+    return [delivery_json(r) for r in req.paginate(rows)]
+
+
+def find_delivery(req, hook, delivery_id):
+    return one_or_404(req, "SELECT * FROM hook_deliveries WHERE id = ? AND hook_id = ?", int(delivery_id), hook["id"])
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}")
+def get_delivery(req, owner, repo, hook_id, delivery_id):
+    _, hook = find_hook(req, owner, repo, hook_id)
+    return delivery_json(find_delivery(req, hook, delivery_id), detail=True)
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}/attempts")
+def redeliver(req, owner, repo, hook_id, delivery_id):
+    """The same payload again, as a new delivery marked a redelivery."""
+    _, hook = find_hook(req, owner, repo, hook_id)
+    old = find_delivery(req, hook, delivery_id)
+    with req.transaction() as db:
+        queue_delivery(db, hook["id"], old["event"], old["action"], old["repo_id"], json.loads(old["subject"]),
+                       json.loads(old["chain"]), old["payload"], redelivery=True)
+        req.effect("redelivered delivery %d of hook %d" % (old["id"], hook["id"]))
+    req.app.deliveries_waiting.set()
+    return 202, {}
+
+
+# -- payloads: what happened (a delivery's subject), in GitHub's shape ------------------------------------
+
+def render_payload(app, delivery):
+    """The payload of a delivery's event, with the repository, the sender, the organization and the chain."""
+    subject, chain = json.loads(delivery["subject"]), json.loads(delivery["chain"])
+    store = app.store
+    repo_row = repo_by_id(store, delivery["repo_id"])
+    sender = account_by_login(store, chain["actor"]) if chain.get("actor") else None
+    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, sender) if sender else None}
+    owner = account_by_id(store, repo_row["owner_id"])
+    if owner["kind"] == "org":
+        payload["organization"] = user_json(app, owner)
+    if delivery["action"]:
+        payload["action"] = delivery["action"]
+    payload.update(EVENT_PAYLOADS.get(delivery["event"], lambda *a: {})(app, repo_row, subject))
+    payload["agentgit"] = chain
+    return payload
+
+
+def push_payload(app, repo_row, subject):
+    before, after, ref = subject["before"], subject["after"], subject["ref"]
+    with open_repo(app, repo_row["id"]) as git:
+        commits = [] if after == ZERO_SHA else new_commits(git, ref, before, after)
+        head = git[after.encode()] if after != ZERO_SHA else None
+        name = full_name(repo_row)
+        shown = [push_commit(commit_json(app, name, c)) for c in commits[-MAX_PUSH_COMMITS:]]
+        head_commit = push_commit(commit_json(app, name, head)) if head is not None else None
+    return {"ref": ref, "before": before, "after": after, "created": before == ZERO_SHA, "deleted": after == ZERO_SHA,
+            "forced": False, "base_ref": None, "compare": "%s/%s/compare/%s...%s" % (app.url, name, before[:12],
+                                                                                     after[:12]),
+            "commits": shown, "head_commit": head_commit,
+            "pusher": {"name": (head_commit or {}).get("committer", {}).get("name"), "email": None}}
+
+
+def new_commits(git, ref, before, after):
+    """What a push brought, oldest first: since ``before``, or for a new ref what no other branch has."""
+    if before != ZERO_SHA:
+        return commits_between(git, before, after)
+    others = [sha for name, sha in git.refs.as_dict(b"refs/heads/").items() if b"refs/heads/" + name != ref.encode()]
+    return [entry.commit for entry in git.get_walker(include=[after.encode()], exclude=others)][::-1]
+
+
+def push_commit(c):
+    """A commit as a push payload lists it."""
+    return {"id": c["sha"], "tree_id": c["commit"]["tree"]["sha"], "distinct": True, "message": c["commit"]["message"],
+            "timestamp": c["commit"]["committer"]["date"], "url": c["html_url"], "author": c["commit"]["author"],
+            "committer": c["commit"]["committer"], "added": [], "removed": [], "modified": []}
+
+
+def ref_payload(app, repo_row, subject):
+    prefix = "refs/heads/" if subject["ref_type"] == "branch" else "refs/tags/"
+    return {"ref": subject["ref"][len(prefix):], "ref_type": subject["ref_type"],
+            "master_branch": repo_row["default_branch"], "description": repo_row["description"],
+            "pusher_type": "user"}
+
+
+def issue_payload(app, repo_row, subject):
+    issue = app.store.one("SELECT * FROM issues WHERE id = ?", subject["issue_id"])
+    out = {"issue": issue_json(app, repo_row, issue) if issue else None}
+    comment = app.store.one("SELECT * FROM comments WHERE id = ?", subject["comment_id"]) \
+        if "comment_id" in subject else None
+    if comment is not None:
+        out["comment"] = comment_json(app, repo_row, issue["number"], comment)
+    return dict(out, **detail_fields(app, subject))
+
+
+def pull_payload(app, repo_row, subject):
+    issue, pull = pull_rows(app, subject["issue_id"])
+    if issue is None:
+        return {"number": None, "pull_request": None}
+    return dict({"number": issue["number"], "pull_request": pull_json(app, repo_row, issue, pull, detail=True)},
+                **detail_fields(app, subject))
+
+
+def detail_fields(app, subject):
+    """An issue event's own fields as a webhook names them: label, assignee, milestone, changes."""
+    out = {key: subject[key] for key in ("label", "milestone") if key in subject}
+    if "assignee" in subject:
+        account = account_by_id(app.store, subject["assignee"])
+        out["assignee"] = user_json(app, account) if account else None
+    if "rename" in subject:
+        out["changes"] = {"title": {"from": subject["rename"]["from"]}}
+    return out
+
+
+EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
+                  "issue_comment": issue_payload, "pull_request": pull_payload}
+
+
+# -- the delivery worker ----------------------------------------------------------------------------------
+
+WAITING = "state = 'queued' OR (state = 'delivering' AND leased_until < ?)"
+
+
+def claim_delivery(store):
+    """The oldest waiting delivery (or one whose worker's lease lapsed), claimed for LEASE_SECONDS; None.
+    Looked for first without a write lock: an idle outbox costs the requests nothing."""
+    if store.one("SELECT 1 FROM hook_deliveries WHERE %s LIMIT 1" % WAITING, time.time()) is None:
+        return None
+    with store.transaction() as db:
+        row = db.execute("SELECT * FROM hook_deliveries WHERE %s ORDER BY id LIMIT 1" % WAITING,
+                         (time.time(),)).fetchone()
+        if row is None:
+            return None
+        db.execute("UPDATE hook_deliveries SET state = 'delivering', leased_until = ? WHERE id = ?",
+                   (time.time() + LEASE_SECONDS, row["id"]))
+    return row
+
+
+def deliver(app, delivery):
+    """One attempt: the payload rendered (once) and signed, POSTed through the egress path, the answer
+    recorded; a hook deleted meanwhile drops its delivery."""
+    store = app.store
+    hook = store.one("SELECT * FROM hooks WHERE id = ?", delivery["hook_id"])
+    if hook is None:
+        return
+    payload = delivery["payload"]
+    if payload is None:
+        payload = json.dumps(render_payload(app, delivery))
+        with store.transaction() as db:
+            db.execute("UPDATE hook_deliveries SET payload = ? WHERE id = ?", (payload, delivery["id"]))
+    body = payload.encode() if hook["content_type"] == "json" else urllib.parse.urlencode({"payload": payload}).encode()
+    headers = {"Accept": "*/*", "User-Agent": "GitHub-Hookshot/agentgit", "X-GitHub-Event": delivery["event"],
+               "X-GitHub-Delivery": delivery["guid"], "X-GitHub-Hook-ID": str(hook["id"]),
+               "X-GitHub-Hook-Installation-Target-Type": "repository" if hook["repo_id"] else "organization",
+               "X-GitHub-Hook-Installation-Target-ID": str(hook["repo_id"] or hook["org_id"]),
+               "Content-Type": "application/json" if hook["content_type"] == "json" else
+               "application/x-www-form-urlencoded"}
+    secret = hook_secret(app, hook)
+    if secret:
+        headers["X-Hub-Signature"] = "sha1=" + hmac.new(secret, body, hashlib.sha1).hexdigest()
+        headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    started = time.monotonic()
+    code, status, response_headers, answer = send(app, hook["url"], body, headers)
+    with store.transaction() as db:
+        db.execute("UPDATE hook_deliveries SET state = ?, status_code = ?, status = ?, duration = ?, request_headers = ?,"
+                   " response_headers = ?, response_body = ?, delivered_at = ?, leased_until = NULL WHERE id = ?",
+                   ("delivered" if 200 <= code < 300 else "failed", code, status,
+                    round(time.monotonic() - started, 3), json.dumps(headers), json.dumps(response_headers),
+                    answer[:MAX_RESPONSE_KEPT].decode("utf-8", "replace"), now(), delivery["id"]))
+
+
+def send(app, url, body, headers):
+    """(status code, status, response headers, body) of a POST to ``url``; code 0 with the reason when it
+    could not be made (a non-public address, a refused connection, a timeout)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        address = public_address(parts.hostname, port, allows_loopback(app), what="the hook's host", status=502)
+        conn = outbound_connection(parts.scheme, parts.hostname, port, address, DELIVERY_TIMEOUT)
+        with within_deadline(conn, DELIVERY_TIMEOUT):
+            conn.request("POST", (parts.path or "/") + ("?" + parts.query if parts.query else ""), body, headers)
+            response = conn.getresponse()
+            answer = response.read(MAX_RESPONSE_KEPT + 1)
+        conn.close()
+        return response.status, "OK" if 200 <= response.status < 300 else "HTTP %d" % response.status, \
+            dict(response.getheaders()), answer
+    except HTTPError as refused:
+        return 0, refused.message, {}, b""
+    except (OSError, ValueError) as failed:         # refused, reset, timed out, not HTTP
+        return 0, "could not deliver: %s" % (failed.__class__.__name__), {}, b""
+
+
+class DeliveryWorker:
+    """A thread that sends the outbox's deliveries, one at a time, oldest first; woken when a request
+    queues one (app.deliveries_waiting), and every half second for what another process or a restart left."""
+
+    def __init__(self, app):
+        self.app, self.wake, self.stopped = app, app.deliveries_waiting, threading.Event()
+        self.thread = threading.Thread(target=self.run, name="agentgit-deliveries", daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def run(self):
+        while not self.stopped.is_set():
+            delivery = claim_delivery(self.app.store)
+            if delivery is not None:
+                deliver(self.app, delivery)
+                continue
+            self.wake.wait(0.5)
+            self.wake.clear()
+
+    def stop(self):
+        self.stopped.set()
+        self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=DELIVERY_TIMEOUT + 1)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 34. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7745,7 +8291,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 35. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7982,10 +8528,7 @@ def create_check_run(req, owner, repo):
 
 
 def find_check_run(req, row, run_id):
-    run = req.app.store.one("SELECT * FROM check_runs WHERE id = ? AND repo_id = ?", int(run_id), row["id"])
-    if run is None:
-        raise HTTPError(404, "Not Found")
-    return run
+    return one_or_404(req, "SELECT * FROM check_runs WHERE id = ? AND repo_id = ?", int(run_id), row["id"])
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}")
@@ -8015,7 +8558,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+# 36. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
 # uses: config, errors, accounts, routing, serializers, lookups, protection
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8048,11 +8591,7 @@ def deployment_status_json(app, repo_row, deployment, row):
 
 def find_deployment(req, owner, repo, deployment_id, action="read_code"):
     row = find_repo(req, owner, repo, action)
-    deployment = req.app.store.one("SELECT * FROM deployments WHERE id = ? AND repo_id = ?", int(deployment_id),
-                                   row["id"])
-    if deployment is None:
-        raise HTTPError(404, "Not Found")
-    return row, deployment
+    return row, one_or_404(req, "SELECT * FROM deployments WHERE id = ? AND repo_id = ?", int(deployment_id), row["id"])
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/deployments")
@@ -8127,10 +8666,7 @@ def delete_deployment(req, owner, repo, deployment_id):
     if is_active(req.app.store, deployment):
         raise invalid("Deployment", "state", "custom", "We cannot delete an active deployment unless it is the only "
                                                        "deployment in a given environment.")
-    with req.transaction() as db:
-        db.execute("DELETE FROM deployments WHERE id = ?", (deployment["id"],))
-        req.effect("deleted deployment %d" % deployment["id"])
-    return 204, None
+    return delete_row(req, "deployments", deployment["id"], "deployment %d" % deployment["id"])
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses")
@@ -8180,15 +8716,12 @@ def create_deployment_status(req, owner, repo, deployment_id):
 @route("GET", "/api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses/{status_id:int}")
 def get_deployment_status(req, owner, repo, deployment_id, status_id):
     row, deployment = find_deployment(req, owner, repo, deployment_id)
-    status = req.app.store.one("SELECT * FROM deployment_statuses WHERE id = ? AND deployment_id = ?", int(status_id),
-                               deployment["id"])
-    if status is None:
-        raise HTTPError(404, "Not Found")
-    return deployment_status_json(req.app, row, deployment, status)
+    return deployment_status_json(req.app, row, deployment, one_or_404(
+        req, "SELECT * FROM deployment_statuses WHERE id = ? AND deployment_id = ?", int(status_id), deployment["id"]))
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 37. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8538,7 +9071,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 38. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8876,7 +9409,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 39. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8955,7 +9488,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 40. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9181,7 +9714,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 41. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9384,7 +9917,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 42. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9733,7 +10266,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 43. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, crypto, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10221,7 +10754,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+# 44. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
 # uses: config, errors, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10297,7 +10830,7 @@ def revoke_own_token(req, user, row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+# 45. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
 # uses: config, errors, storage, tokens, proofs, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10862,7 +11395,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 46. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11073,7 +11606,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 47. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, approvals, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11499,7 +12032,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+# 48. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11671,7 +12204,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 49. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11934,7 +12467,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 50. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12616,7 +13149,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 51. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12849,7 +13382,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 52. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13235,7 +13768,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 53. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13709,7 +14242,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 54. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13991,7 +14524,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 55. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14174,7 +14707,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 56. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14511,7 +15044,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 57. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14657,7 +15190,8 @@ def fetch_and_keep_document(req, client_id):
     if retry_after:
         raise HTTPError(429, "Too many client metadata documents fetched for this address; retry later",
                         headers={"Retry-After": str(retry_after)})
-    document = fetch_client_document(client_id, req.app.config.allow_loopback_client_documents)
+    document = fetch_client_document(client_id, req.app.config.allow_loopback_client_documents or
+                                     req.app.config.egress_allow_loopback)
     uris, name = document["redirect_uris"], document.get("client_name") or urllib.parse.urlsplit(client_id).hostname
     with req.app.store.transaction() as db:
         row = db.execute("SELECT * FROM oauth_apps WHERE client_id = ?", (client_id,)).fetchone()
@@ -14750,7 +15284,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 58. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15089,7 +15623,8 @@ def upstream_key(app, parts):
     except ValueError:
         raise HTTPError(502, "The upstream URL has no valid port")
     host, port = app.config.broker_connect_to.get("%s:%d" % (parts.hostname, port), (parts.hostname, port))
-    address = public_address(host, port, app.config.broker_allow_loopback, what="the upstream", status=502)
+    address = public_address(host, port, app.config.broker_allow_loopback or app.config.egress_allow_loopback,
+                             what="the upstream", status=502)
     return parts.scheme, parts.hostname, port, address
 
 
@@ -15208,7 +15743,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 59. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15862,7 +16397,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 60. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16370,8 +16905,8 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-# uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, routing, request
+# 61. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, outbox, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # The protocol (gitprotocol-http): GET info/refs?service=... advertises refs; POST git-upload-pack
@@ -16552,7 +17087,7 @@ def record_push(req, row, allowed, ff_only, intents):
     with open_repo(req.app, row["id"]) as git:
         current = {ref: git.refs[ref.encode()].decode() if ref.encode() in git.refs else ZERO_SHA
                    for _, _, _, ref in allowed}
-    landed = False
+    landed, queued = False, 0
     with req.app.store.transaction() as db:
         for decision, old, new, ref in allowed:
             moved = current[ref] == new
@@ -16564,13 +17099,19 @@ def record_push(req, row, allowed, ff_only, intents):
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
             req.write(decision, effect, db)
+            if moved:
+                for event, action, subject in ref_events(ref, old, new):
+                    queued += queue_event(db, row["id"], event, action, subject, chain_of(req.chain_fields(),
+                                                                                          req.audit_id))
         forget_intents(db, intents)
         if landed:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
+    if queued:
+        req.app.deliveries_waiting.set()
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 62. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16839,8 +17380,8 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 61. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, vault
+# 63. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class App(Installation):
@@ -17339,6 +17880,7 @@ class Server:
     def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None, unix_socket=None,
                  tls_client_ca=None):
         self.app = app
+        self.deliveries = DeliveryWorker(app)      # the webhook outbox's sender, from start() to stop()
         self.unix = None
         if unix_socket:
             if os.path.exists(unix_socket) and stat.S_ISSOCK(os.stat(unix_socket).st_mode):
@@ -17377,6 +17919,7 @@ class Server:
         app.anchor.follow(app.store)
 
     def start(self):
+        self.deliveries.start()
         # a short poll interval: stop() (shutdown) waits for the loop to notice, and fixtures stop often
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                        name="agentgit", daemon=True)
@@ -17386,9 +17929,11 @@ class Server:
         return self
 
     def serve_forever(self):
+        self.deliveries.start()
+        # the loop notices a stop within its poll interval: short, so SIGTERM closes the listener at once
         if self.unix is not None:
-            threading.Thread(target=self.unix.serve_forever, daemon=True).start()
-        self.httpd.serve_forever()
+            threading.Thread(target=self.unix.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.httpd.serve_forever(poll_interval=0.05)
 
     def stop_gracefully(self, timeout=30):
         """What SIGTERM does: stop accepting, let the requests at work finish (a push lands whole) for up
@@ -17405,6 +17950,7 @@ class Server:
             with contextlib.suppress(OSError):
                 os.unlink(self.unix.server_address)
         self.app.anchor.stop_following(self.app.store)
+        self.deliveries.stop()
         if self.httpd.access_log is not None:
             self.httpd.access_log.flush()
         return finished
@@ -17414,6 +17960,7 @@ class Server:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+        self.deliveries.stop()
         self.app.anchor.stop_following(self.app.store)
         if self.unix is not None:
             with contextlib.suppress(OSError):
@@ -17455,7 +18002,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 62. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 64. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17732,7 +18279,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 63. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 65. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17923,6 +18470,10 @@ def add_serve_options(serve):
                             "(without it, only the agents that did once must go on doing so)")
     serve.add_argument("--dpop-nonce", action="store_true", help="DPoP proofs must carry this server's nonce (RFC "
                        "9449 section 8; a proof without one is answered use_dpop_nonce with the nonce to use)")
+    serve.add_argument("--egress-allow-loopback", action="store_true",
+                       help="let every outbound connection (webhook deliveries, the broker's upstreams, OAuth client "
+                            "metadata documents) go to loopback addresses (for tests; other private and link-local "
+                            "addresses are always refused)")
     serve.add_argument("--broker-allow-loopback", action="store_true",
                        help="let the credential broker reach upstreams on loopback addresses (for tests; other "
                             "private and link-local addresses are always refused)")
@@ -18107,6 +18658,7 @@ def run_serve(args):
                              agent_credentials=args.agent_credentials, agent_standing_access=args.agent_standing_access,
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
+                             egress_allow_loopback=args.egress_allow_loopback,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
                              require_sender_constrained=args.require_sender_constrained,
                              require_runtime_certificates=args.require_runtime_certificates,
@@ -18550,6 +19102,49 @@ CREATE TABLE IF NOT EXISTS deployment_statuses (
     creator_id       INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     created_at       TEXT NOT NULL
 );
+
+-- webhooks: a repository's or organization's hooks, and their deliveries (the outbox: written with the
+-- change that causes them, sent by the delivery worker, kept with what the receiver answered)
+CREATE TABLE IF NOT EXISTS hooks (
+    id             INTEGER PRIMARY KEY,
+    repo_id        INTEGER REFERENCES repos(id) ON DELETE CASCADE,
+    org_id         INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    url            TEXT NOT NULL,
+    content_type   TEXT NOT NULL DEFAULT 'form' CHECK (content_type IN ('json', 'form')),
+    secret_sealed  TEXT,                          -- sealed like the vault's values; never shown
+    insecure_ssl   TEXT NOT NULL DEFAULT '0',
+    events         TEXT NOT NULL DEFAULT '["push"]',
+    active         INTEGER NOT NULL DEFAULT 1,
+    creator_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL,
+    CHECK ((repo_id IS NULL) + (org_id IS NULL) = 1)
+);
+
+CREATE TABLE IF NOT EXISTS hook_deliveries (
+    id                INTEGER PRIMARY KEY,
+    hook_id           INTEGER NOT NULL REFERENCES hooks(id) ON DELETE CASCADE,
+    guid              TEXT NOT NULL UNIQUE,
+    event             TEXT NOT NULL,
+    action            TEXT,
+    repo_id           INTEGER REFERENCES repos(id) ON DELETE CASCADE,
+    subject           TEXT NOT NULL DEFAULT '{}',  -- what happened: the ids and refs the payload is made from
+    chain             TEXT NOT NULL DEFAULT '{}',  -- who acted, for whom, under which task, grant and audit row
+    payload           TEXT,                        -- rendered at the first attempt, kept for redeliveries
+    redelivery        INTEGER NOT NULL DEFAULT 0,
+    state             TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'delivering', 'delivered', 'failed')),
+    leased_until      REAL,                        -- a worker's claim (epoch seconds); a dead worker's lapses
+    status_code       INTEGER,
+    status            TEXT,
+    duration          REAL,
+    request_headers   TEXT,
+    response_headers  TEXT,
+    response_body     TEXT,
+    delivered_at      TEXT,
+    created_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hook_deliveries_waiting ON hook_deliveries(state, id);
+CREATE INDEX IF NOT EXISTS hook_deliveries_by_hook ON hook_deliveries(hook_id, id);
 
 -- notifications: one account's thread of one issue or pull request, and who watches which repository
 CREATE TABLE IF NOT EXISTS notification_threads (

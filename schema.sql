@@ -338,6 +338,49 @@ CREATE TABLE IF NOT EXISTS deployment_statuses (
     created_at       TEXT NOT NULL
 );
 
+-- webhooks: a repository's or organization's hooks, and their deliveries (the outbox: written with the
+-- change that causes them, sent by the delivery worker, kept with what the receiver answered)
+CREATE TABLE IF NOT EXISTS hooks (
+    id             INTEGER PRIMARY KEY,
+    repo_id        INTEGER REFERENCES repos(id) ON DELETE CASCADE,
+    org_id         INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    url            TEXT NOT NULL,
+    content_type   TEXT NOT NULL DEFAULT 'form' CHECK (content_type IN ('json', 'form')),
+    secret_sealed  TEXT,                          -- sealed like the vault's values; never shown
+    insecure_ssl   TEXT NOT NULL DEFAULT '0',
+    events         TEXT NOT NULL DEFAULT '["push"]',
+    active         INTEGER NOT NULL DEFAULT 1,
+    creator_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL,
+    CHECK ((repo_id IS NULL) + (org_id IS NULL) = 1)
+);
+
+CREATE TABLE IF NOT EXISTS hook_deliveries (
+    id                INTEGER PRIMARY KEY,
+    hook_id           INTEGER NOT NULL REFERENCES hooks(id) ON DELETE CASCADE,
+    guid              TEXT NOT NULL UNIQUE,
+    event             TEXT NOT NULL,
+    action            TEXT,
+    repo_id           INTEGER REFERENCES repos(id) ON DELETE CASCADE,
+    subject           TEXT NOT NULL DEFAULT '{}',  -- what happened: the ids and refs the payload is made from
+    chain             TEXT NOT NULL DEFAULT '{}',  -- who acted, for whom, under which task, grant and audit row
+    payload           TEXT,                        -- rendered at the first attempt, kept for redeliveries
+    redelivery        INTEGER NOT NULL DEFAULT 0,
+    state             TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'delivering', 'delivered', 'failed')),
+    leased_until      REAL,                        -- a worker's claim (epoch seconds); a dead worker's lapses
+    status_code       INTEGER,
+    status            TEXT,
+    duration          REAL,
+    request_headers   TEXT,
+    response_headers  TEXT,
+    response_body     TEXT,
+    delivered_at      TEXT,
+    created_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hook_deliveries_waiting ON hook_deliveries(state, id);
+CREATE INDEX IF NOT EXISTS hook_deliveries_by_hook ON hook_deliveries(hook_id, id);
+
 -- notifications: one account's thread of one issue or pull request, and who watches which repository
 CREATE TABLE IF NOT EXISTS notification_threads (
     id            INTEGER PRIMARY KEY,

@@ -62,6 +62,7 @@ AREA_WORDS = {
     "deploy_keys": r'"deploy-key"',
     "protection": r'branches/[^"]*/protection|"pr", "checks"|statuses/|check-runs|checks\.create|createCommitStatus',
     "deployments": r'createDeployment|/deployments"',
+    "webhooks": r'createWebhook|create_hook\(|/hooks"',
     "search": r'"search", "|"search_(repositories|code|issues|pull_requests|users|orgs)"|search_(repositories|issues)\(',
     "orgs": r'"org", "list"|orgs/|"get_teams"|"search_orgs"|get_organization\(',
     "personal_tokens": r'/user/tokens',
@@ -77,7 +78,6 @@ GRAPHQL_WORDS = r'"api", "graphql"|\.graphql\(|"pr", "(view|list|status|checks)"
 LEFT_OUT = [
     ("Workflow execution", "runs are recorded and stay queued: running them, or letting an outside CI report on one, "
                            "needs its own design (issue 14 leaves it for later)"),
-    ("Webhooks", "the same: deliveries, retries and secrets are a design of their own"),
     ("SSH", "Git is served over HTTP only; deploy keys are kept and listed for the tools that manage them"),
     ("Code scanning, Dependabot, secret scanning", "nothing here scans code: github-mcp-server's code_security, "
                                                    "dependabot and secret_protection toolsets are left out"),

@@ -35,7 +35,7 @@ PRINCIPALS = ("anonymous", "owner", "outsider", "reader", "writer", "org_member"
 
 def build_world(data_dir):
     """The world above, in ``data_dir``; returns {principal: token or None} and the ids routes need."""
-    srv = agentgit.make_server(data_dir, port=0).start()
+    srv = agentgit.make_server(data_dir, port=0, egress_allow_loopback=True).start()
     try:
         admin = srv.admin[1]
         alice, rita, walt, olga, mona, sam = (srv.add_user(n, password="pw") for n in (
@@ -67,6 +67,8 @@ def build_world(data_dir):
             "event": "COMMENT", "body": "ok", "comments": [{"path": "f.txt", "line": 1, "body": "this line"}]}).json
         review_comment = api(srv, "GET", "/repos/alice/secret/pulls/2/comments", walt).json[0]["id"]
         deployment = api(srv, "POST", "/repos/alice/secret/deployments", alice, {"ref": "main"}).json["id"]
+        hook = api(srv, "POST", "/repos/alice/secret/hooks", alice, {"config": {"url": "http://127.0.0.1:9/x"}}).json["id"]
+        delivery = api(srv, "GET", "/repos/alice/secret/hooks/%d/deliveries" % hook, alice).json[0]["id"]   # its ping
         deployment_status = api(srv, "POST", "/repos/alice/secret/deployments/%d/statuses" % deployment, alice,
                                 {"state": "inactive"}).json["id"]
         reactions = {kind: api(srv, "POST", "/repos/alice/secret/%s/reactions" % path, alice, {"content": "+1"}).json["id"]
@@ -167,7 +169,8 @@ def build_world(data_dir):
                   "forged": forged[:-6] + "abcdef", "foreign": foreign}
         thread = api(srv, "GET", "/notifications", alice).json[0]["id"]     # walt reviewed her pull request
         ids = {"issue": issue["number"], "comment": comment["id"], "pull": pull["number"], "review": review["id"],
-               "review_comment": review_comment, "reactions": reactions, "deployment": deployment, "event": event,
+               "review_comment": review_comment, "reactions": reactions, "deployment": deployment, "event": event, "hook": hook,
+               "delivery": delivery,
                "deployment_status": deployment_status,
                "thread": thread, "epic": epic["id"],
                "release": release["id"], "asset": asset["id"], "check": check["id"], "run": run["id"],
@@ -203,7 +206,7 @@ def route_path(method, pattern, ids):
     fill["run_id"] = ids["check"] if "/check-runs/" in pattern else ids["run"]
     fill["key_id"] = ids["deploy_key"]
     fill["deployment_id"], fill["status_id"] = ids["deployment"], ids["deployment_status"]
-    fill["event_id"] = ids["event"]
+    fill["event_id"], fill["hook_id"], fill["delivery_id"] = ids["event"], ids["hook"], ids["delivery"]
     fill["reaction_id"] = next((ids["reactions"][kind] for kind in ids["reactions"] if "/%s" % kind in pattern), 0)
     fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
         pattern.split("/")[-2], ids["sha"])
@@ -241,7 +244,7 @@ def observe(template, tokens, ids, routes):
     change that could change what the next cell sees."""
     data = str(template) + "-live"
     shutil.copytree(template, data)
-    srv = agentgit.make_server(data, port=0).start()
+    srv = agentgit.make_server(data, port=0, egress_allow_loopback=True).start()
     table, leaks = {}, []
     try:
         for method, pattern in routes:
@@ -258,7 +261,7 @@ def observe(template, tokens, ids, routes):
                     srv.stop()
                     shutil.rmtree(data)
                     shutil.copytree(template, data)
-                    srv = agentgit.make_server(data, port=0).start()
+                    srv = agentgit.make_server(data, port=0, egress_allow_loopback=True).start()
             table[method, pattern] = row
     finally:
         srv.stop()
@@ -326,6 +329,7 @@ def route_body(method, pattern, ids):
         ("POST", repo + "/pulls/{number:int}/reviews"): {"event": "COMMENT", "body": "b"},
         ("POST", repo + "/pulls/{number:int}/comments"): {"body": "b", "path": "f.txt", "line": 1},
         ("POST", repo + "/deployments"): {"ref": "main", "required_contexts": []},
+        ("POST", repo + "/hooks"): {"config": {"url": "http://127.0.0.1:9/x"}},
         ("POST", repo + "/deployments/{deployment_id:int}/statuses"): {"state": "success"},
         ("POST", repo + "/issues/{number:int}/reactions"): {"content": "heart"},
         ("POST", repo + "/issues/comments/{comment_id:int}/reactions"): {"content": "heart"},
@@ -455,6 +459,18 @@ EXPECTED = {
 
 # Every route, and the row of EXPECTED it answers by.
 ROUTE_ACCESS = """
+GET     /api/v3/repos/{owner}/{repo}/hooks                                         repo_admin
+POST    /api/v3/repos/{owner}/{repo}/hooks                                         repo_admin
+GET     /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}                           repo_admin
+PATCH   /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}                           repo_admin
+DELETE  /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}                           repo_admin
+GET     /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config                    repo_admin
+PATCH   /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config                    repo_admin
+POST    /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/pings                     repo_admin
+POST    /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/tests                     repo_admin
+GET     /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries                repo_admin
+GET     /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int} repo_admin
+POST    /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}/attempts repo_admin
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/events                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/timeline                  repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/events                                 repo_read

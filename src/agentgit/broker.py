@@ -380,7 +380,8 @@ def upstream_key(app, parts):
     except ValueError:
         raise HTTPError(502, "The upstream URL has no valid port")
     host, port = app.config.broker_connect_to.get("%s:%d" % (parts.hostname, port), (parts.hostname, port))
-    address = public_address(host, port, app.config.broker_allow_loopback, what="the upstream", status=502)
+    address = public_address(host, port, app.config.broker_allow_loopback or app.config.egress_allow_loopback,
+                             what="the upstream", status=502)
     return parts.scheme, parts.hostname, port, address
 
 

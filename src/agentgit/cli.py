@@ -221,6 +221,10 @@ def add_serve_options(serve):
                             "(without it, only the agents that did once must go on doing so)")
     serve.add_argument("--dpop-nonce", action="store_true", help="DPoP proofs must carry this server's nonce (RFC "
                        "9449 section 8; a proof without one is answered use_dpop_nonce with the nonce to use)")
+    serve.add_argument("--egress-allow-loopback", action="store_true",
+                       help="let every outbound connection (webhook deliveries, the broker's upstreams, OAuth client "
+                            "metadata documents) go to loopback addresses (for tests; other private and link-local "
+                            "addresses are always refused)")
     serve.add_argument("--broker-allow-loopback", action="store_true",
                        help="let the credential broker reach upstreams on loopback addresses (for tests; other "
                             "private and link-local addresses are always refused)")
@@ -405,6 +409,7 @@ def run_serve(args):
                              agent_credentials=args.agent_credentials, agent_standing_access=args.agent_standing_access,
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
+                             egress_allow_loopback=args.egress_allow_loopback,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
                              require_sender_constrained=args.require_sender_constrained,
                              require_runtime_certificates=args.require_runtime_certificates,

@@ -87,6 +87,8 @@ class Config:
     agent_standing_access: str = None      # "read" or "write": an agent's access outside a task to what is not its own
     allow_loopback_client_documents: bool = False   # OAuth client metadata documents from 127.0.0.1 (tests)
     broker_allow_loopback: bool = False    # broker upstreams on loopback addresses (tests' upstreams)
+    egress_allow_loopback: bool = False    # every outbound connection (webhooks, the broker, client documents)
+                                           # may go to loopback addresses (tests)
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
     dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
     require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key

@@ -15,7 +15,7 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import full_name
 from agentgit.routing import route
 from agentgit.serializers import node_id, user_json_by_id
-from agentgit.lookups import find_repo
+from agentgit.lookups import delete_row, find_repo, one_or_404
 from agentgit.protection import commit_of, latest_statuses
 
 DEPLOYMENT_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
@@ -47,11 +47,7 @@ def deployment_status_json(app, repo_row, deployment, row):
 
 def find_deployment(req, owner, repo, deployment_id, action="read_code"):
     row = find_repo(req, owner, repo, action)
-    deployment = req.app.store.one("SELECT * FROM deployments WHERE id = ? AND repo_id = ?", int(deployment_id),
-                                   row["id"])
-    if deployment is None:
-        raise HTTPError(404, "Not Found")
-    return row, deployment
+    return row, one_or_404(req, "SELECT * FROM deployments WHERE id = ? AND repo_id = ?", int(deployment_id), row["id"])
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/deployments")
@@ -126,10 +122,7 @@ def delete_deployment(req, owner, repo, deployment_id):
     if is_active(req.app.store, deployment):
         raise invalid("Deployment", "state", "custom", "We cannot delete an active deployment unless it is the only "
                                                        "deployment in a given environment.")
-    with req.transaction() as db:
-        db.execute("DELETE FROM deployments WHERE id = ?", (deployment["id"],))
-        req.effect("deleted deployment %d" % deployment["id"])
-    return 204, None
+    return delete_row(req, "deployments", deployment["id"], "deployment %d" % deployment["id"])
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses")
@@ -179,8 +172,5 @@ def create_deployment_status(req, owner, repo, deployment_id):
 @route("GET", "/api/v3/repos/{owner}/{repo}/deployments/{deployment_id:int}/statuses/{status_id:int}")
 def get_deployment_status(req, owner, repo, deployment_id, status_id):
     row, deployment = find_deployment(req, owner, repo, deployment_id)
-    status = req.app.store.one("SELECT * FROM deployment_statuses WHERE id = ? AND deployment_id = ?", int(status_id),
-                               deployment["id"])
-    if status is None:
-        raise HTTPError(404, "Not Found")
-    return deployment_status_json(req.app, row, deployment, status)
+    return deployment_status_json(req.app, row, deployment, one_or_404(
+        req, "SELECT * FROM deployment_statuses WHERE id = ? AND deployment_id = ?", int(status_id), deployment["id"]))

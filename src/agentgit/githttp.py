@@ -11,6 +11,7 @@ from agentgit.policy import Resource
 from agentgit.audit import audit_row
 from agentgit.approvals import give_back_approval
 from agentgit.intents import forget_intents, move_text, write_intent
+from agentgit.outbox import chain_of, queue_event, ref_events
 from agentgit.routing import route
 from agentgit.request import GunzipReader
 
@@ -193,7 +194,7 @@ def record_push(req, row, allowed, ff_only, intents):
     with open_repo(req.app, row["id"]) as git:
         current = {ref: git.refs[ref.encode()].decode() if ref.encode() in git.refs else ZERO_SHA
                    for _, _, _, ref in allowed}
-    landed = False
+    landed, queued = False, 0
     with req.app.store.transaction() as db:
         for decision, old, new, ref in allowed:
             moved = current[ref] == new
@@ -205,6 +206,12 @@ def record_push(req, row, allowed, ff_only, intents):
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
             req.write(decision, effect, db)
+            if moved:
+                for event, action, subject in ref_events(ref, old, new):
+                    queued += queue_event(db, row["id"], event, action, subject, chain_of(req.chain_fields(),
+                                                                                          req.audit_id))
         forget_intents(db, intents)
         if landed:
             db.execute("UPDATE repos SET pushed_at = ? WHERE id = ?", (now(), row["id"]))
+    if queued:
+        req.app.deliveries_waiting.set()

@@ -17,6 +17,7 @@ from agentgit.storage import insert_row
 from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir
 from agentgit.audit import append_audit_row
 from agentgit.approvals import give_back_approval
+from agentgit.outbox import chain_of, queue_event, ref_events
 
 
 # What finishes the database's part of an effect found to have happened, by follow-up kind:
@@ -80,6 +81,9 @@ def reconcile_intents(app):
             text, moved = settle_intent(db, app, intent)
             for fields, approval in json.loads(intent["rows"]):
                 effect = text + ("" if moved or approval is None else give_back_approval(db, approval))
-                append_audit_row(db, app.key, fields, effect + RECONCILED)
+                audit_id = append_audit_row(db, app.key, fields, effect + RECONCILED)
+                if moved:       # its webhooks, which the crash kept from being queued with the rows
+                    for event, action, subject in ref_events(intent["ref"], intent["old"], intent["new"]):
+                        queue_event(db, intent["repo_id"], event, action, subject, chain_of(fields, audit_id))
     return len(intents)
 

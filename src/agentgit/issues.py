@@ -115,11 +115,13 @@ def comment_json(app, repo, issue_number, row):
 # -- issue events: what changed an issue, by whom, written in the same transaction as the change ---------
 # (a comment or a submitted review is one too, kept for the timeline's order; the events list leaves them out)
 TIMELINE_ONLY = ("commented", "reviewed")
+# an event's webhook action where the names differ (a rename is an edit to a webhook)
+WEBHOOK_ACTIONS = {"renamed": "edited"}
 
 def issue_facts(db, issue_id):
     """What events are told from: state, title, lock, milestone, labels (name: color), assignee ids."""
-    facts = dict(db.execute("SELECT state, title, locked, lock_reason, milestone_id FROM issues WHERE id = ?",
-                            (issue_id,)).fetchone())
+    facts = dict(db.execute("SELECT repo_id, is_pull, state, title, locked, lock_reason, milestone_id FROM issues"
+                            " WHERE id = ?", (issue_id,)).fetchone())
     facts["labels"] = dict(db.execute("SELECT l.name, l.color FROM labels l JOIN issue_labels il ON il.label_id = l.id"
                                       " WHERE il.issue_id = ?", (issue_id,)).fetchall())
     facts["assignees"] = {r[0] for r in db.execute("SELECT user_id FROM issue_assignees WHERE issue_id = ?",
@@ -161,8 +163,11 @@ def changing_issue(req, issue_id):
     with req.transaction() as db:
         before = issue_facts(db, issue_id)
         yield db
-        for event, detail in told_changes(db, before, issue_facts(db, issue_id)):
+        after = issue_facts(db, issue_id)
+        for event, detail in told_changes(db, before, after):
             insert_event(db, issue_id, req.principal.user["id"], event, detail)
+            req.announce(after["repo_id"], "pull_request" if after["is_pull"] else "issues",
+                         WEBHOOK_ACTIONS.get(event, event), dict(detail, issue_id=issue_id))
 
 
 def event_json(app, repo, row, issue=None):
@@ -304,6 +309,7 @@ def open_issue(req, row, title, text, relations):
             set_issue_relations(req, db, row, issue_id, relations)
         notify(req, db, issue_id, text)
         req.effect("opened issue #%d" % number)
+        req.announce(row["id"], "issues", "opened", {"issue_id": issue_id})
     return req.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)
 
 
@@ -503,6 +509,7 @@ def add_comment(req, issue, text):
                                                  "acting_for": helped, "task": task})
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (stamp, issue["id"]))
         insert_event(db, issue["id"], req.principal.user["id"], "commented", {"comment_id": comment_id}, stamp=stamp)
+        req.announce(issue["repo_id"], "issue_comment", "created", {"issue_id": issue["id"], "comment_id": comment_id})
         notify(req, db, issue["id"], text)
         req.effect("commented on #%d (comment %d)" % (issue["number"], comment_id))
     return req.app.store.one("SELECT * FROM comments WHERE id = ?", comment_id)

@@ -12,7 +12,8 @@ from agentgit.gitstore import ZERO_SHA
 from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide
 from agentgit.audit import audit_append, audit_row
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
-from agentgit.intents import forget_intents, settle_intent, write_intent
+from agentgit.intents import forget_intents, ref_now, settle_intent, write_intent
+from agentgit.outbox import chain_of, queue_event, ref_events
 
 
 class Ledger:
@@ -29,6 +30,7 @@ class Ledger:
         self.effects = []          # what the mutations did, for those rows
         self.intents = []          # refs moved (or meant to be) whose rows are not yet written
         self.audit_id = None       # the last audit row written (a request answers X-Agentgit-Audit-Id)
+        self.announcements = []    # webhook events of this request's changes, queued with its audit rows
 
     def write(self, decision, side_effect, db=None):
         """The audit row of ``decision`` with what came of it: in ``db``'s transaction, with the act it
@@ -157,14 +159,35 @@ class Ledger:
         Store.transaction's (the request writes nothing but its audit rows)."""
         with self.app.store.transaction(records_only) as db:
             yield db
-            self.flush_audit(db)
+            queued = self.flush_audit(db)
+        if queued:
+            self.app.deliveries_waiting.set()
+
+    def announce(self, repo_id, event, action, subject):
+        """A webhook event of a change this request makes: queued in the transaction that writes its audit
+        rows (outbox.queue_event), naming them."""
+        self.announcements.append((repo_id, event, action, subject))
 
     def flush_audit(self, db, outcome=None):
         side_effect = "; ".join(self.effects) or outcome
         for decision in self.pending:
             self.write(decision, side_effect, db)
+        for intent in [db.execute("SELECT * FROM intents WHERE id = ?", (i,)).fetchone() for i in self.intents]:
+            if intent is not None and ref_now(self.app, intent["repo_id"], intent["ref"]) == intent["new"]:
+                for event, action, subject in ref_events(intent["ref"], intent["old"], intent["new"]):
+                    self.announce(intent["repo_id"], event, action, subject)
         forget_intents(db, self.intents)
-        self.pending, self.effects, self.intents = [], [], []
+        chain = chain_of(self.chain_fields(), self.audit_id)
+        queued = sum(queue_event(db, repo_id, event, action, subject, chain)
+                     for repo_id, event, action, subject in self.announcements)
+        self.pending, self.effects, self.intents, self.announcements = [], [], [], []
+        return queued
+
+    def chain_fields(self):
+        """Who acts here, as an audit row names them (its actor, kind, delegator, task and grant)."""
+        p = self.principal
+        return {"actor": p.login, "user_kind": p.kind, "delegator": p.delegator,
+                "task": p.grant["task"] if p.grant else None, "grant_id": p.grant["public_id"] if p.grant else None}
 
     def settle(self, outcome, failed):
         """Record allowed mutations that never reached a transaction with how they ended, and what

@@ -10,6 +10,22 @@ from agentgit.serializers import repo_json
 # (status, body) / (status, body, headers). Every one names its action to req.authorize().
 
 
+def one_or_404(req, sql, *args):
+    """The row ``sql`` finds (a repository's hook, deployment, check run, ... by its id), or 404."""
+    row = req.app.store.one(sql, *args)
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    return row
+
+
+def delete_row(req, table, row_id, what):
+    """A row of ``table`` (this module's callers' own names) deleted, audited as ``what``: 204."""
+    with req.transaction() as db:
+        db.execute("DELETE FROM %s WHERE id = ?" % table, (row_id,))
+        req.effect("deleted %s" % what)
+    return 204, None
+
+
 def find_account(req, login, kinds=("human", "agent", "org")):
     row = account_by_login(req.app.store, login)
     if row is None or row["kind"] not in kinds:

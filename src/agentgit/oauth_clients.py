@@ -174,7 +174,8 @@ def fetch_and_keep_document(req, client_id):
     if retry_after:
         raise HTTPError(429, "Too many client metadata documents fetched for this address; retry later",
                         headers={"Retry-After": str(retry_after)})
-    document = fetch_client_document(client_id, req.app.config.allow_loopback_client_documents)
+    document = fetch_client_document(client_id, req.app.config.allow_loopback_client_documents or
+                                     req.app.config.egress_allow_loopback)
     uris, name = document["redirect_uris"], document.get("client_name") or urllib.parse.urlsplit(client_id).hostname
     with req.app.store.transaction() as db:
         row = db.execute("SELECT * FROM oauth_apps WHERE client_id = ?", (client_id,)).fetchone()

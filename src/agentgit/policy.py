@@ -42,6 +42,7 @@ ACTIONS = {
     "push_branch":        Action("repo", "write"),
     "delete_branch":      Action("repo", "write"),
     "admin_repo":         Action("repo", "admin"),
+    "manage_hooks":       Action("repo", "admin"),
     "read_deploy_keys":   Action("repo", "admin", mutation=False),
     "manage_workflows":   Action("repo", "write"),
     "delete_repo":        Action("repo", "admin", scope="delete_repo"),

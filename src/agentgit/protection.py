@@ -10,7 +10,7 @@ from agentgit.accounts import full_name
 from agentgit.policy import branch_protection
 from agentgit.routing import route
 from agentgit.serializers import node_id, repo_json, user_json_by_id
-from agentgit.lookups import find_repo
+from agentgit.lookups import find_repo, one_or_404
 
 
 # -- branch protection, statuses, check runs ----------------------------------------------------
@@ -246,10 +246,7 @@ def create_check_run(req, owner, repo):
 
 
 def find_check_run(req, row, run_id):
-    run = req.app.store.one("SELECT * FROM check_runs WHERE id = ? AND repo_id = ?", int(run_id), row["id"])
-    if run is None:
-        raise HTTPError(404, "Not Found")
-    return run
+    return one_or_404(req, "SELECT * FROM check_runs WHERE id = ? AND repo_id = ?", int(run_id), row["id"])
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}")

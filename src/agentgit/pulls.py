@@ -203,6 +203,7 @@ def open_pull(req, row, head, base, title, text, draft):
                                                      int(draft)))
         notify(req, db, issue_id, text)
         req.effect("opened pull request #%d %s:%s → %s" % (number, head_repo["owner_login"], head_ref, base))
+        req.announce(row["id"], "pull_request", "opened", {"issue_id": issue_id})
         if head_repo is not row:
             # before the commit: a pull request is never recorded without its head (a ref left by a
             # failed commit names a number the next pull request takes, and overwrites)
@@ -490,6 +491,7 @@ def merge_pull_request(req, row, issue, pull, method, expected_sha=None, title=N
             raise HTTPError(409, "Base branch was modified. Review and try the merge again.")
     with req.transaction() as db:
         closed = record_merge(db, merged)
+        req.announce(row["id"], "pull_request", "closed", {"issue_id": issue["id"]})
         req.effect("merged #%d by %s: %s %s→%s" % (issue["number"], method, base_ref, state.base_sha[:12],
                                                    new_sha[:12]))
         if closed:

@@ -29,6 +29,7 @@ from agentgit.routing import find_route
 from agentgit.request import Request, body_length, read_request_headers
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
+from agentgit.webhooks import DeliveryWorker
 from agentgit.vault import reseal_v1_credentials
 
 
@@ -528,6 +529,7 @@ class Server:
     def __init__(self, app, host, port, tls_cert=None, tls_key=None, access_log=None, unix_socket=None,
                  tls_client_ca=None):
         self.app = app
+        self.deliveries = DeliveryWorker(app)      # the webhook outbox's sender, from start() to stop()
         self.unix = None
         if unix_socket:
             if os.path.exists(unix_socket) and stat.S_ISSOCK(os.stat(unix_socket).st_mode):
@@ -566,6 +568,7 @@ class Server:
         app.anchor.follow(app.store)
 
     def start(self):
+        self.deliveries.start()
         # a short poll interval: stop() (shutdown) waits for the loop to notice, and fixtures stop often
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                        name="agentgit", daemon=True)
@@ -575,9 +578,11 @@ class Server:
         return self
 
     def serve_forever(self):
+        self.deliveries.start()
+        # the loop notices a stop within its poll interval: short, so SIGTERM closes the listener at once
         if self.unix is not None:
-            threading.Thread(target=self.unix.serve_forever, daemon=True).start()
-        self.httpd.serve_forever()
+            threading.Thread(target=self.unix.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.httpd.serve_forever(poll_interval=0.05)
 
     def stop_gracefully(self, timeout=30):
         """What SIGTERM does: stop accepting, let the requests at work finish (a push lands whole) for up
@@ -594,6 +599,7 @@ class Server:
             with contextlib.suppress(OSError):
                 os.unlink(self.unix.server_address)
         self.app.anchor.stop_following(self.app.store)
+        self.deliveries.stop()
         if self.httpd.access_log is not None:
             self.httpd.access_log.flush()
         return finished
@@ -603,6 +609,7 @@ class Server:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+        self.deliveries.stop()
         self.app.anchor.stop_following(self.app.store)
         if self.unix is not None:
             with contextlib.suppress(OSError):

@@ -1,0 +1,56 @@
+"""The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same
+transaction as the change that caused it, so a crash between the change and its delivery loses none.
+
+What is written is what happened: the event and action, the ids and refs it is about (``subject``), and
+the chain behind it (who acted, of which kind, for whom, under which task and grant, and the audit row).
+The payload is rendered from it, in GitHub's shape, when the delivery worker (webhooks) first sends it,
+and kept for redeliveries.
+"""
+
+import json
+import uuid
+
+from agentgit.config import now
+from agentgit.gitstore import ZERO_SHA
+
+
+def chain_of(fields, audit_id=None):
+    """The chain a payload's ``agentgit`` object names, from audit_row() fields."""
+    return {"actor": fields.get("actor"), "actor_kind": fields.get("user_kind"), "delegator": fields.get("delegator"),
+            "task": fields.get("task"), "grant": fields.get("grant_id"), "audit_id": audit_id}
+
+
+def subscribed(events, event):
+    return event in events or "*" in events
+
+
+def queue_event(db, repo_id, event, action, subject, chain):
+    """One delivery for each active hook of the repository (and of the organization that owns it) that
+    subscribes to ``event``; call inside the change's transaction. Returns how many were queued."""
+    hooks = db.execute("SELECT id, events FROM hooks WHERE active = 1 AND (repo_id = ? OR org_id = (SELECT owner_id"
+                       " FROM repos WHERE id = ?))", (repo_id, repo_id)).fetchall()
+    queued = 0
+    for hook in hooks:
+        if subscribed(json.loads(hook["events"]), event):
+            queue_delivery(db, hook["id"], event, action, repo_id, subject, chain)
+            queued += 1
+    return queued
+
+
+def ref_events(ref, old, new):
+    """[(event, action, subject)] of a ref that moved: a push always, and a create or delete for a branch
+    or tag that came or went (as GitHub sends them)."""
+    subject = {"ref": ref, "before": old, "after": new}
+    events = [("push", None, subject)]
+    kind = "branch" if ref.startswith("refs/heads/") else "tag" if ref.startswith("refs/tags/") else None
+    if kind and ZERO_SHA in (old, new):
+        events.append(("create" if old == ZERO_SHA else "delete", None, dict(subject, ref_type=kind)))
+    return events
+
+
+def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=None, redelivery=False):
+    """A delivery waiting for the worker; ``payload`` already rendered (a ping, a redelivery) or None."""
+    return db.execute("INSERT INTO hook_deliveries (hook_id, guid, event, action, repo_id, subject, chain, payload,"
+                      " redelivery, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (hook_id, str(uuid.uuid4()), event, action, repo_id, json.dumps(subject), json.dumps(chain),
+                       payload, int(redelivery), now())).lastrowid

@@ -1,0 +1,466 @@
+"""REST: a repository's webhooks (GitHub's API: create, list, get, update, config, ping, test, deliveries and
+redelivery), and the delivery worker that sends what the outbox holds.
+
+Deliveries follow GitHub's contract: a POST with X-GitHub-Event, X-GitHub-Delivery, X-GitHub-Hook-ID, the
+installation target headers, X-Hub-Signature-256 (and the SHA-1 one) over the body with the hook's secret,
+``User-Agent: GitHub-Hookshot/agentgit``, the payload in GitHub's shape with an additive ``agentgit`` object
+naming who acted for whom (actor, kind, delegator, task, grant, audit row). They leave through the egress
+path (public addresses only, the checked address pinned, no redirects); ``serve --egress-allow-loopback``
+allows loopback targets for tests. Each attempt is recorded with what the receiver answered; a failed one
+is redelivered by asking. The secret is sealed at rest and never shown.
+"""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.parse
+
+from agentgit.config import now
+from agentgit.crypto import seal, unseal
+from agentgit.errors import HTTPError, invalid
+from agentgit.egress import outbound_connection, public_address, within_deadline
+from agentgit.gitstore import ZERO_SHA, commits_between, open_repo
+from agentgit.accounts import account_by_id, account_by_login, full_name, repo_by_id
+from agentgit.outbox import queue_delivery
+from agentgit.routing import route
+from agentgit.serializers import commit_json, repo_json, user_json
+from agentgit.lookups import delete_row, find_repo, one_or_404
+from agentgit.issues import comment_json, issue_json
+from agentgit.pulls import pull_json, pull_rows
+
+HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "ping")
+CONTENT_TYPES = ("json", "form")
+MAX_HOOKS = 20                  # GitHub's limit a repository
+DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
+LEASE_SECONDS = 60              # a delivery a worker claimed and did not finish is claimed again after this
+MAX_RESPONSE_KEPT = 4096        # bytes of the receiver's answer kept with the delivery
+MAX_PUSH_COMMITS = 20           # a push payload lists its newest 20 commits, as GitHub's
+SECRET_PURPOSE = b"webhook secret"
+
+
+def sealed_secret(app, hook_id, secret):
+    return seal(app.key, SECRET_PURPOSE, secret.encode(), b"hook %d" % hook_id) if secret else None
+
+
+def hook_secret(app, hook):
+    return unseal(app.key, SECRET_PURPOSE, hook["secret_sealed"], b"hook %d" % hook["id"]) if hook["secret_sealed"] \
+        else None
+
+
+def hook_json(app, repo_row, hook):
+    api = "%s/repos/%s/hooks/%d" % (app.api, full_name(repo_row), hook["id"])
+    last = app.store.one("SELECT status_code, status FROM hook_deliveries WHERE hook_id = ? AND state IN"
+                         " ('delivered', 'failed') ORDER BY id DESC LIMIT 1", hook["id"])
+    config = {"content_type": hook["content_type"], "insecure_ssl": hook["insecure_ssl"], "url": hook["url"]}
+    if hook["secret_sealed"]:
+        config["secret"] = "********"
+    return {"type": "Repository", "id": hook["id"], "name": "web", "active": bool(hook["active"]),
+            "events": json.loads(hook["events"]), "config": config, "updated_at": hook["updated_at"],
+            "created_at": hook["created_at"], "url": api, "test_url": api + "/test", "ping_url": api + "/pings",
+            "deliveries_url": api + "/deliveries",
+            "last_response": {"code": last["status_code"] if last else None, "status": last["status"] if last else
+                              "unused", "message": None}}
+
+
+def checked_config(req, config, creating):
+    """The url, content type, secret and insecure_ssl of a hook's config: an http(s) URL whose host
+    resolves to public addresses only (checked again at every delivery: a name may move)."""
+    if not isinstance(config, dict):
+        raise invalid("Hook", "config", message="config must be an object")
+    fields = {}
+    if creating or "url" in config:
+        url = req.text_field(config, "url", "Hook", required=True, limit=2048)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid("Hook", "url", message="url must be an http or https URL")
+        public_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allows_loopback(
+            req.app), what="the hook's host", status=422)
+        fields["url"] = url
+    if "content_type" in config:
+        if config["content_type"] not in CONTENT_TYPES:
+            raise invalid("Hook", "content_type", message="content_type must be json or form")
+        fields["content_type"] = config["content_type"]
+    if "insecure_ssl" in config:
+        fields["insecure_ssl"] = "1" if str(config["insecure_ssl"]) == "1" else "0"
+    if "secret" in config:
+        secret = req.text_field(config, "secret", "Hook", limit=1024)
+        fields["secret"] = secret or None
+    return fields
+
+
+def allows_loopback(app):
+    return app.config.egress_allow_loopback
+
+
+def checked_events(req, body):
+    events = req.field(body, "events", list, "Hook")
+    if events is not None and (not events or not all(e in HOOK_EVENTS for e in events)):
+        raise invalid("Hook", "events", message="events must name some of %s" % ", ".join(HOOK_EVENTS))
+    return events
+
+
+def find_hook(req, owner, repo, hook_id):
+    row = find_repo(req, owner, repo, "manage_hooks")
+    return row, one_or_404(req, "SELECT * FROM hooks WHERE id = ? AND repo_id = ?", int(hook_id), row["id"])
+
+
+def write_hook(req, db, hook_id, fields):
+    secret = fields.pop("secret", False)
+    if secret is not False:
+        fields["secret_sealed"] = sealed_secret(req.app, hook_id, secret)
+    for name, value in fields.items():      # the names are this module's own, never the request's
+        db.execute("UPDATE hooks SET %s = ?, updated_at = ? WHERE id = ?" % name, (value, now(), hook_id))
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/hooks")
+def create_hook(req, owner, repo):
+    """A hook, then its ping (as GitHub sends one)."""
+    body = req.json()
+    if body.get("name", "web") != "web":
+        raise invalid("Hook", "name", message="name must be web")
+    fields = checked_config(req, body.get("config"), creating=True)
+    fields["events"] = json.dumps(checked_events(req, body) or ["push"])
+    fields["active"] = int(req.field(body, "active", bool, "Hook", default=True))
+    row = find_repo(req, owner, repo, "manage_hooks")
+    with req.transaction() as db:
+        if db.execute("SELECT COUNT(*) FROM hooks WHERE repo_id = ?", (row["id"],)).fetchone()[0] >= MAX_HOOKS:
+            raise invalid("Hook", "base", "custom", "a repository has at most %d hooks" % MAX_HOOKS)
+        stamp = now()
+        hook_id = db.execute("INSERT INTO hooks (repo_id, url, creator_id, created_at, updated_at) VALUES"
+                             " (?, ?, ?, ?, ?)", (row["id"], fields["url"], req.principal.user["id"], stamp,
+                                                  stamp)).lastrowid
+        write_hook(req, db, hook_id, fields)
+        queue_ping(req, db, row, hook_id)
+        req.effect("created hook %d to %s" % (hook_id, urllib.parse.urlsplit(fields["url"]).hostname))
+    req.app.deliveries_waiting.set()
+    return 201, hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook_id))
+
+
+def queue_ping(req, db, repo_row, hook_id):
+    hook = db.execute("SELECT * FROM hooks WHERE id = ?", (hook_id,)).fetchone()
+    payload = {"zen": "Agents act for people; the record says for whom.", "hook_id": hook_id,
+               "hook": hook_json(req.app, repo_row, hook), "repository": repo_json(req.app, repo_row),
+               "sender": user_json(req.app, req.principal.user)}
+    queue_delivery(db, hook_id, "ping", None, repo_row["id"], {}, chain_of_request(req), json.dumps(payload))
+
+
+def chain_of_request(req):
+    return dict(req.chain_fields(), audit_id=req.audit_id)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks")
+def list_hooks(req, owner, repo):
+    row = find_repo(req, owner, repo, "manage_hooks")
+    return [hook_json(req.app, row, h) for h in req.paginate(req.app.store.all(
+        "SELECT * FROM hooks WHERE repo_id = ? ORDER BY id", row["id"]))]
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
+def get_hook(req, owner, repo, hook_id):
+    return hook_json(req.app, *find_hook(req, owner, repo, hook_id))
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
+def update_hook(req, owner, repo, hook_id):
+    body = req.json()
+    fields = checked_config(req, body["config"], creating=False) if "config" in body else {}
+    events = checked_events(req, body)
+    adding, removing = (req.field(body, key, list, "Hook", default=[]) for key in ("add_events", "remove_events"))
+    active = req.field(body, "active", bool, "Hook")
+    row, hook = find_hook(req, owner, repo, hook_id)
+    events = set(events if events is not None else json.loads(hook["events"])) | set(adding)
+    events -= set(removing)
+    if not events or not events <= set(HOOK_EVENTS):
+        raise invalid("Hook", "events", message="events must name some of %s" % ", ".join(HOOK_EVENTS))
+    fields["events"] = json.dumps(sorted(events))
+    if active is not None:
+        fields["active"] = int(active)
+    with req.transaction() as db:
+        write_hook(req, db, hook["id"], fields)
+        req.effect("updated hook %d" % hook["id"])
+    return hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config")
+def get_hook_config(req, owner, repo, hook_id):
+    return hook_json(req.app, *find_hook(req, owner, repo, hook_id))["config"]
+
+
+@route("PATCH", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config")
+def update_hook_config(req, owner, repo, hook_id):
+    fields = checked_config(req, req.json(), creating=False)
+    row, hook = find_hook(req, owner, repo, hook_id)
+    with req.transaction() as db:
+        write_hook(req, db, hook["id"], fields)
+        req.effect("updated the config of hook %d" % hook["id"])
+    return hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))["config"]
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
+def delete_hook(req, owner, repo, hook_id):
+    _, hook = find_hook(req, owner, repo, hook_id)
+    return delete_row(req, "hooks", hook["id"], "hook %d" % hook["id"])
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/pings")
+def ping_hook(req, owner, repo, hook_id):
+    row, hook = find_hook(req, owner, repo, hook_id)
+    with req.transaction() as db:
+        queue_ping(req, db, row, hook["id"])
+        req.effect("pinged hook %d" % hook["id"])
+    req.app.deliveries_waiting.set()
+    return 204, None
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/tests")
+def test_hook(req, owner, repo, hook_id):
+    """A push event for the default branch's latest commit, if the hook takes pushes (as GitHub's test)."""
+    row, hook = find_hook(req, owner, repo, hook_id)
+    events = json.loads(hook["events"])
+    with open_repo(req.app, row["id"]) as git:
+        ref = "refs/heads/" + row["default_branch"]
+        sha = git.refs[ref.encode()].decode() if ref.encode() in git.refs else None
+    if sha is not None and ("push" in events or "*" in events):
+        with req.transaction() as db:
+            queue_delivery(db, hook["id"], "push", None, row["id"], {"ref": ref, "before": sha, "after": sha},
+                           chain_of_request(req))
+            req.effect("tested hook %d" % hook["id"])
+        req.app.deliveries_waiting.set()
+    return 204, None
+
+
+def delivery_json(row, detail=False):
+    out = {"id": row["id"], "guid": row["guid"], "delivered_at": row["delivered_at"],
+           "redelivery": bool(row["redelivery"]), "duration": row["duration"] or 0, "status": row["status"] or
+           row["state"], "status_code": row["status_code"] or 0, "event": row["event"], "action": row["action"],
+           "installation_id": None, "repository_id": row["repo_id"], "throttled_at": None}
+    if detail:
+        out["url"] = ""
+        out["request"] = {"headers": json.loads(row["request_headers"] or "{}"),
+                          "payload": json.loads(row["payload"]) if row["payload"] else None}
+        out["response"] = {"headers": json.loads(row["response_headers"] or "{}"), "payload": row["response_body"]}
+    return out
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries")
+def list_deliveries(req, owner, repo, hook_id):
+    """Newest first."""
+    _, hook = find_hook(req, owner, repo, hook_id)
+    rows = req.app.store.all("SELECT * FROM hook_deliveries WHERE hook_id = ? ORDER BY id DESC", hook["id"])
+    return [delivery_json(r) for r in req.paginate(rows)]
+
+
+def find_delivery(req, hook, delivery_id):
+    return one_or_404(req, "SELECT * FROM hook_deliveries WHERE id = ? AND hook_id = ?", int(delivery_id), hook["id"])
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}")
+def get_delivery(req, owner, repo, hook_id, delivery_id):
+    _, hook = find_hook(req, owner, repo, hook_id)
+    return delivery_json(find_delivery(req, hook, delivery_id), detail=True)
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}/attempts")
+def redeliver(req, owner, repo, hook_id, delivery_id):
+    """The same payload again, as a new delivery marked a redelivery."""
+    _, hook = find_hook(req, owner, repo, hook_id)
+    old = find_delivery(req, hook, delivery_id)
+    with req.transaction() as db:
+        queue_delivery(db, hook["id"], old["event"], old["action"], old["repo_id"], json.loads(old["subject"]),
+                       json.loads(old["chain"]), old["payload"], redelivery=True)
+        req.effect("redelivered delivery %d of hook %d" % (old["id"], hook["id"]))
+    req.app.deliveries_waiting.set()
+    return 202, {}
+
+
+# -- payloads: what happened (a delivery's subject), in GitHub's shape ------------------------------------
+
+def render_payload(app, delivery):
+    """The payload of a delivery's event, with the repository, the sender, the organization and the chain."""
+    subject, chain = json.loads(delivery["subject"]), json.loads(delivery["chain"])
+    store = app.store
+    repo_row = repo_by_id(store, delivery["repo_id"])
+    sender = account_by_login(store, chain["actor"]) if chain.get("actor") else None
+    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, sender) if sender else None}
+    owner = account_by_id(store, repo_row["owner_id"])
+    if owner["kind"] == "org":
+        payload["organization"] = user_json(app, owner)
+    if delivery["action"]:
+        payload["action"] = delivery["action"]
+    payload.update(EVENT_PAYLOADS.get(delivery["event"], lambda *a: {})(app, repo_row, subject))
+    payload["agentgit"] = chain
+    return payload
+
+
+def push_payload(app, repo_row, subject):
+    before, after, ref = subject["before"], subject["after"], subject["ref"]
+    with open_repo(app, repo_row["id"]) as git:
+        commits = [] if after == ZERO_SHA else new_commits(git, ref, before, after)
+        head = git[after.encode()] if after != ZERO_SHA else None
+        name = full_name(repo_row)
+        shown = [push_commit(commit_json(app, name, c)) for c in commits[-MAX_PUSH_COMMITS:]]
+        head_commit = push_commit(commit_json(app, name, head)) if head is not None else None
+    return {"ref": ref, "before": before, "after": after, "created": before == ZERO_SHA, "deleted": after == ZERO_SHA,
+            "forced": False, "base_ref": None, "compare": "%s/%s/compare/%s...%s" % (app.url, name, before[:12],
+                                                                                     after[:12]),
+            "commits": shown, "head_commit": head_commit,
+            "pusher": {"name": (head_commit or {}).get("committer", {}).get("name"), "email": None}}
+
+
+def new_commits(git, ref, before, after):
+    """What a push brought, oldest first: since ``before``, or for a new ref what no other branch has."""
+    if before != ZERO_SHA:
+        return commits_between(git, before, after)
+    others = [sha for name, sha in git.refs.as_dict(b"refs/heads/").items() if b"refs/heads/" + name != ref.encode()]
+    return [entry.commit for entry in git.get_walker(include=[after.encode()], exclude=others)][::-1]
+
+
+def push_commit(c):
+    """A commit as a push payload lists it."""
+    return {"id": c["sha"], "tree_id": c["commit"]["tree"]["sha"], "distinct": True, "message": c["commit"]["message"],
+            "timestamp": c["commit"]["committer"]["date"], "url": c["html_url"], "author": c["commit"]["author"],
+            "committer": c["commit"]["committer"], "added": [], "removed": [], "modified": []}
+
+
+def ref_payload(app, repo_row, subject):
+    prefix = "refs/heads/" if subject["ref_type"] == "branch" else "refs/tags/"
+    return {"ref": subject["ref"][len(prefix):], "ref_type": subject["ref_type"],
+            "master_branch": repo_row["default_branch"], "description": repo_row["description"],
+            "pusher_type": "user"}
+
+
+def issue_payload(app, repo_row, subject):
+    issue = app.store.one("SELECT * FROM issues WHERE id = ?", subject["issue_id"])
+    out = {"issue": issue_json(app, repo_row, issue) if issue else None}
+    comment = app.store.one("SELECT * FROM comments WHERE id = ?", subject["comment_id"]) \
+        if "comment_id" in subject else None
+    if comment is not None:
+        out["comment"] = comment_json(app, repo_row, issue["number"], comment)
+    return dict(out, **detail_fields(app, subject))
+
+
+def pull_payload(app, repo_row, subject):
+    issue, pull = pull_rows(app, subject["issue_id"])
+    if issue is None:
+        return {"number": None, "pull_request": None}
+    return dict({"number": issue["number"], "pull_request": pull_json(app, repo_row, issue, pull, detail=True)},
+                **detail_fields(app, subject))
+
+
+def detail_fields(app, subject):
+    """An issue event's own fields as a webhook names them: label, assignee, milestone, changes."""
+    out = {key: subject[key] for key in ("label", "milestone") if key in subject}
+    if "assignee" in subject:
+        account = account_by_id(app.store, subject["assignee"])
+        out["assignee"] = user_json(app, account) if account else None
+    if "rename" in subject:
+        out["changes"] = {"title": {"from": subject["rename"]["from"]}}
+    return out
+
+
+EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
+                  "issue_comment": issue_payload, "pull_request": pull_payload}
+
+
+# -- the delivery worker ----------------------------------------------------------------------------------
+
+WAITING = "state = 'queued' OR (state = 'delivering' AND leased_until < ?)"
+
+
+def claim_delivery(store):
+    """The oldest waiting delivery (or one whose worker's lease lapsed), claimed for LEASE_SECONDS; None.
+    Looked for first without a write lock: an idle outbox costs the requests nothing."""
+    if store.one("SELECT 1 FROM hook_deliveries WHERE %s LIMIT 1" % WAITING, time.time()) is None:
+        return None
+    with store.transaction() as db:
+        row = db.execute("SELECT * FROM hook_deliveries WHERE %s ORDER BY id LIMIT 1" % WAITING,
+                         (time.time(),)).fetchone()
+        if row is None:
+            return None
+        db.execute("UPDATE hook_deliveries SET state = 'delivering', leased_until = ? WHERE id = ?",
+                   (time.time() + LEASE_SECONDS, row["id"]))
+    return row
+
+
+def deliver(app, delivery):
+    """One attempt: the payload rendered (once) and signed, POSTed through the egress path, the answer
+    recorded; a hook deleted meanwhile drops its delivery."""
+    store = app.store
+    hook = store.one("SELECT * FROM hooks WHERE id = ?", delivery["hook_id"])
+    if hook is None:
+        return
+    payload = delivery["payload"]
+    if payload is None:
+        payload = json.dumps(render_payload(app, delivery))
+        with store.transaction() as db:
+            db.execute("UPDATE hook_deliveries SET payload = ? WHERE id = ?", (payload, delivery["id"]))
+    body = payload.encode() if hook["content_type"] == "json" else urllib.parse.urlencode({"payload": payload}).encode()
+    headers = {"Accept": "*/*", "User-Agent": "GitHub-Hookshot/agentgit", "X-GitHub-Event": delivery["event"],
+               "X-GitHub-Delivery": delivery["guid"], "X-GitHub-Hook-ID": str(hook["id"]),
+               "X-GitHub-Hook-Installation-Target-Type": "repository" if hook["repo_id"] else "organization",
+               "X-GitHub-Hook-Installation-Target-ID": str(hook["repo_id"] or hook["org_id"]),
+               "Content-Type": "application/json" if hook["content_type"] == "json" else
+               "application/x-www-form-urlencoded"}
+    secret = hook_secret(app, hook)
+    if secret:
+        headers["X-Hub-Signature"] = "sha1=" + hmac.new(secret, body, hashlib.sha1).hexdigest()
+        headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    started = time.monotonic()
+    code, status, response_headers, answer = send(app, hook["url"], body, headers)
+    with store.transaction() as db:
+        db.execute("UPDATE hook_deliveries SET state = ?, status_code = ?, status = ?, duration = ?, request_headers = ?,"
+                   " response_headers = ?, response_body = ?, delivered_at = ?, leased_until = NULL WHERE id = ?",
+                   ("delivered" if 200 <= code < 300 else "failed", code, status,
+                    round(time.monotonic() - started, 3), json.dumps(headers), json.dumps(response_headers),
+                    answer[:MAX_RESPONSE_KEPT].decode("utf-8", "replace"), now(), delivery["id"]))
+
+
+def send(app, url, body, headers):
+    """(status code, status, response headers, body) of a POST to ``url``; code 0 with the reason when it
+    could not be made (a non-public address, a refused connection, a timeout)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        address = public_address(parts.hostname, port, allows_loopback(app), what="the hook's host", status=502)
+        conn = outbound_connection(parts.scheme, parts.hostname, port, address, DELIVERY_TIMEOUT)
+        with within_deadline(conn, DELIVERY_TIMEOUT):
+            conn.request("POST", (parts.path or "/") + ("?" + parts.query if parts.query else ""), body, headers)
+            response = conn.getresponse()
+            answer = response.read(MAX_RESPONSE_KEPT + 1)
+        conn.close()
+        return response.status, "OK" if 200 <= response.status < 300 else "HTTP %d" % response.status, \
+            dict(response.getheaders()), answer
+    except HTTPError as refused:
+        return 0, refused.message, {}, b""
+    except (OSError, ValueError) as failed:         # refused, reset, timed out, not HTTP
+        return 0, "could not deliver: %s" % (failed.__class__.__name__), {}, b""
+
+
+class DeliveryWorker:
+    """A thread that sends the outbox's deliveries, one at a time, oldest first; woken when a request
+    queues one (app.deliveries_waiting), and every half second for what another process or a restart left."""
+
+    def __init__(self, app):
+        self.app, self.wake, self.stopped = app, app.deliveries_waiting, threading.Event()
+        self.thread = threading.Thread(target=self.run, name="agentgit-deliveries", daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def run(self):
+        while not self.stopped.is_set():
+            delivery = claim_delivery(self.app.store)
+            if delivery is not None:
+                deliver(self.app, delivery)
+                continue
+            self.wake.wait(0.5)
+            self.wake.clear()
+
+    def stop(self):
+        self.stopped.set()
+        self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=DELIVERY_TIMEOUT + 1)

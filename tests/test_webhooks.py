@@ -1,0 +1,192 @@
+"""Webhooks: a repository's hooks receive GitHub's deliveries (headers, signatures, payloads with the chain
+of who acted for whom) from an outbox written with each change; deliveries are recorded and redelivered;
+a crash between a change and its delivery loses none; nothing leaves for a non-public address."""
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+import agentgit
+from conftest import alice_and_her_agent, api, commit_file, ext, git, remote, shape_checker
+
+SPEC = shape_checker()
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    """A bot's endpoint on loopback: keeps every delivery (headers and body) and answers 200, or ``status``."""
+
+    status = 200
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(self.server.status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), self.Handler)
+        self.received = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d/hook" % self.server_address[1]
+
+    def wait_for(self, count, timeout=10):
+        deadline = time.time() + timeout
+        while len(self.received) < count and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(self.received) >= count, [h["x-github-event"] for h, _ in self.received]
+        return [(headers, json.loads(urllib.parse.parse_qs(body.decode())["payload"][0] if headers[
+            "content-type"] == "application/x-www-form-urlencoded" else body)) for headers, body in self.received]
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.fixture
+def hooked(tmp_path):
+    srv = agentgit.make_server(tmp_path / "data", port=0, egress_allow_loopback=True).start()
+    receiver = Receiver()
+    yield srv, receiver
+    receiver.close()
+    srv.stop()
+
+
+def signature_ok(secret, headers, body):
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(headers["x-hub-signature-256"], expected)
+
+
+def test_a_hook_receives_githubs_deliveries_with_the_chain(hooked, tmp_path):
+    srv, receiver = hooked
+    alice, login, agent = alice_and_her_agent(srv, ("app",))
+    made = api(srv, "POST", "/repos/alice/app/hooks", alice, {"name": "web", "events": ["*"], "config": {
+        "url": receiver.url, "content_type": "json", "secret": "s3cret"}})
+    assert made.status == 201 and made.json["config"]["secret"] == "********" and made.json["events"] == ["*"]
+    hook = made.json["id"]
+    headers, ping = receiver.wait_for(1)[0]
+    assert headers["x-github-event"] == "ping" and headers["x-github-hook-id"] == str(hook)
+    assert headers["user-agent"].startswith("GitHub-Hookshot/") and headers["x-github-delivery"]
+    assert headers["x-github-hook-installation-target-type"] == "repository"
+    assert signature_ok("s3cret", headers, receiver.received[0][1]) and ping["hook_id"] == hook
+    # an agent's task opens an issue and comments: each delivery names who acted for whom
+    grant = ext(srv, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "delegator": "user:alice", "task": "task:triage", "resources": ["repo:alice/app"],
+        "actions": ["read_code", "open_issue", "comment"], "constraints": {}}).json
+    token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    api(srv, "POST", "/repos/alice/app/issues", token, {"title": "Flaky test"})
+    api(srv, "POST", "/repos/alice/app/issues/1/comments", token, {"body": "looking"})
+    api(srv, "PATCH", "/repos/alice/app/issues/1", alice, {"state": "closed"})
+    got = receiver.wait_for(4)
+    (h1, opened), (h2, commented), (h3, closed) = got[1:4]
+    assert (h1["x-github-event"], opened["action"], opened["issue"]["title"]) == ("issues", "opened", "Flaky test")
+    assert opened["sender"]["login"] == login and opened["repository"]["full_name"] == "alice/app"
+    chain = opened["agentgit"]
+    assert (chain["actor"], chain["actor_kind"], chain["delegator"], chain["task"], chain["grant"]) == (
+        login, "agent", "alice", "task:triage", grant["id"])
+    audit = ext(srv, "GET", "/audit?actor=%s" % login, alice).json
+    assert chain["audit_id"] in [row["id"] for row in (audit if isinstance(audit, list) else audit["entries"])]
+    assert (h2["x-github-event"], commented["action"], commented["comment"]["body"]) == ("issue_comment", "created",
+                                                                                          "looking")
+    assert (closed["action"], closed["sender"]["login"], closed["agentgit"]["task"]) == ("closed", "alice", None)
+    # a push: push and create events, with the commits
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(srv, "alice/app", alice), work)
+    git(work, "checkout", "-q", "-b", "feature")
+    sha = commit_file(work, "a.txt", "a\n", "add a")
+    git(work, "push", "-q", "origin", "feature")
+    got = receiver.wait_for(6)
+    events = {h["x-github-event"]: p for h, p in got[4:6]}
+    assert events["push"]["ref"] == "refs/heads/feature" and events["push"]["after"] == sha
+    assert [c["message"] for c in events["push"]["commits"]] == ["add a"] and events["push"]["created"] is True
+    assert (events["create"]["ref"], events["create"]["ref_type"]) == ("feature", "branch")
+    # recorded, newest first, with what was sent and answered; the secret is never shown
+    deliveries = api(srv, "GET", "/repos/alice/app/hooks/%d/deliveries" % hook, alice).json
+    assert len(deliveries) == 6 and all(d["status_code"] == 200 and d["status"] == "OK" for d in deliveries)
+    one = api(srv, "GET", "/repos/alice/app/hooks/%d/deliveries/%d" % (hook, deliveries[-1]["id"]), alice).json
+    assert one["event"] == "ping" and one["request"]["headers"]["X-GitHub-Event"] == "ping"
+    assert "s3cret" not in json.dumps(api(srv, "GET", "/repos/alice/app/hooks/%d" % hook, alice).json)
+    if SPEC is not None:        # GitHub's shapes for hooks and deliveries
+        for path, body in (("/repos/alice/app/hooks/%d" % hook, api(srv, "GET", "/repos/alice/app/hooks/%d" % hook,
+                                                                     alice).json),
+                           ("/repos/alice/app/hooks/%d/deliveries" % hook, deliveries),
+                           ("/repos/alice/app/hooks/%d/deliveries/%d" % (hook, deliveries[-1]["id"]), one)):
+            assert SPEC.check("GET", path, 200, body) == [], path
+    # redelivery: the same payload, marked
+    again = api(srv, "POST", "/repos/alice/app/hooks/%d/deliveries/%d/attempts" % (hook, deliveries[0]["id"]), alice)
+    assert again.status == 202
+    got = receiver.wait_for(7)
+    first = next(payload for headers, payload in got[:6] if headers["x-github-delivery"] == deliveries[0]["guid"])
+    assert got[6][1] == first and got[6][0]["x-github-delivery"] != deliveries[0]["guid"]
+
+
+def test_managing_hooks_is_an_admins_and_a_failed_delivery_is_recorded(hooked):
+    srv, receiver = hooked
+    alice, walt = srv.add_user("alice"), srv.add_user("walt")
+    api(srv, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    api(srv, "PUT", "/repos/alice/app/collaborators/walt", alice, {"permission": "push"})
+    body = {"config": {"url": receiver.url}, "events": ["issues"]}
+    assert api(srv, "POST", "/repos/alice/app/hooks", walt, body).status == 403
+    for bad in ({"config": {"url": "ftp://x"}}, {"config": {"url": receiver.url}, "events": ["nope"]},
+                {"config": {"url": "http://10.0.0.1/x"}}, {"config": {"url": receiver.url, "content_type": "xml"}}):
+        assert api(srv, "POST", "/repos/alice/app/hooks", alice, bad).status == 422, bad
+    receiver.status = 500
+    hook = api(srv, "POST", "/repos/alice/app/hooks", alice, body).json
+    receiver.wait_for(1)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        deliveries = api(srv, "GET", "/repos/alice/app/hooks/%d/deliveries" % hook["id"], alice).json
+        if deliveries and deliveries[0]["status_code"]:
+            break
+        time.sleep(0.05)
+    assert (deliveries[0]["status_code"], deliveries[0]["status"]) == (500, "HTTP 500")
+    form = api(srv, "PATCH", "/repos/alice/app/hooks/%d/config" % hook["id"], alice, {"content_type": "form"})
+    assert form.json["content_type"] == "form"
+    updated = api(srv, "PATCH", "/repos/alice/app/hooks/%d" % hook["id"], alice, {"add_events": ["push"],
+                                                                                "active": False})
+    assert updated.json["events"] == ["issues", "push"] and updated.json["active"] is False
+    api(srv, "POST", "/repos/alice/app/issues", alice, {"title": "not sent: the hook is inactive"})
+    time.sleep(0.6)
+    assert len(receiver.received) == 1
+    assert api(srv, "DELETE", "/repos/alice/app/hooks/%d" % hook["id"], alice).status == 204
+    assert api(srv, "GET", "/repos/alice/app/hooks/%d" % hook["id"], alice).status == 404
+
+
+def test_a_delivery_waiting_at_a_crash_is_sent_after_the_restart(tmp_path):
+    """The outbox is the database: a delivery queued with its change and not yet sent (the server stopped
+    before its worker ran) is sent by the next server on the same data."""
+    receiver = Receiver()
+    data = tmp_path / "data"
+    srv = agentgit.make_server(data, port=0, egress_allow_loopback=True)        # never started: no worker
+    alice = srv.add_user("alice")
+    srv.start()
+    srv.deliveries.stop()            # the worker gone, as after a kill: what is queued stays queued
+    api(srv, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    api(srv, "POST", "/repos/alice/app/hooks", alice, {"config": {"url": receiver.url}, "events": ["issues"]})
+    api(srv, "POST", "/repos/alice/app/issues", alice, {"title": "while nobody sends"})
+    srv.stop()
+    assert receiver.received == []
+    again = agentgit.make_server(data, port=0, egress_allow_loopback=True).start()
+    try:
+        events = [h["x-github-event"] for h, _ in receiver.wait_for(2)]
+        assert events == ["ping", "issues"]
+    finally:
+        again.stop()
+        receiver.close()
+
+
+def test_nothing_is_delivered_to_loopback_unless_the_operator_allows_it(server):
+    alice = server.add_user("alice")
+    api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    refused = api(server, "POST", "/repos/alice/app/hooks", alice, {"config": {"url": "http://127.0.0.1:9/x"}})
+    assert refused.status == 422 and "non-public address" in refused.json["message"]
