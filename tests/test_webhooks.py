@@ -190,3 +190,35 @@ def test_nothing_is_delivered_to_loopback_unless_the_operator_allows_it(server):
     api(server, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
     refused = api(server, "POST", "/repos/alice/app/hooks", alice, {"config": {"url": "http://127.0.0.1:9/x"}})
     assert refused.status == 422 and "non-public address" in refused.json["message"]
+
+
+def test_octokit_webhooks_verifies_and_dispatches_the_deliveries(hooked, tmp_path):
+    """@octokit/webhooks (what probot and most Node bots receive with) verifies every delivery with the
+    hook's secret and dispatches it by event and action; one altered by a byte is refused."""
+    import os
+    import shutil
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    node_dir = os.path.join(here, "..", ".venv", "node")
+    if shutil.which("node") is None or not os.path.isdir(os.path.join(node_dir, "node_modules", "@octokit",
+                                                                       "webhooks")):
+        pytest.skip("node or @octokit/webhooks is not installed (make test installs it with npm)")
+    srv, receiver = hooked
+    alice = srv.add_user("alice")
+    api(srv, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    api(srv, "POST", "/repos/alice/app/hooks", alice, {"events": ["issues", "issue_comment", "push"], "config": {
+        "url": receiver.url, "content_type": "json", "secret": "octo"}})
+    api(srv, "POST", "/repos/alice/app/issues", alice, {"title": "Bug"})
+    api(srv, "POST", "/repos/alice/app/issues/1/comments", alice, {"body": "seen"})
+    api(srv, "PUT", "/repos/alice/app/contents/b.txt", alice, {"message": "b", "content": "Ygo="})
+    receiver.wait_for(4)
+    deliveries = [{"id": h["x-github-delivery"], "name": h["x-github-event"], "signature": h["x-hub-signature-256"],
+                   "body": body.decode()} for h, body in receiver.received]
+    deliveries.append(dict(deliveries[1], id="altered", body=deliveries[1]["body"].replace("Bug", "Bog")))
+    shutil.copy(os.path.join(here, "octokit_webhooks.mjs"), node_dir)
+    proc = subprocess.run(["node", "octokit_webhooks.mjs", "octo"], cwd=node_dir, input=json.dumps(deliveries),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["seen"] == ["ping: 1", "opened: Bug by alice", "comment: seen", "push: refs/heads/main 1"]
+    assert out["refused"] == ["altered"]
