@@ -89,7 +89,7 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     30. reviews            lines  7099- 7444  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
     31. reactions          lines  7445- 7552  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
     32. timeline           lines  7553- 7609  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. webhooks           lines  7610- 8050  REST: a repository's webhooks, with GitHub's API for them and their deliveries, and the delivery worker that sends what the outbox holds (create, list, get, update, config, ping, test, deliveries, redelivery).
+    33. webhooks           lines  7610- 8050  REST: a repository's webhooks and their deliveries, and the worker that sends them.
     34. contents           lines  8051- 8292  REST: file contents and READMEs, read and written as commits.
     35. protection         lines  8293- 8559  REST: branch protection, commit statuses and check runs.
     36. deployments        lines  8560- 8722  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
@@ -124,7 +124,7 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     65. cli                lines 18281-18761  Command line: serve, user, agent, connect, routes, audit.
         appendix           lines 18762-19600  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 539f82e9786ebc2ec0b3b2db0684eec37350ad749bb3ba05f0583929501ce6dc
+Made from sources whose SHA-256 is 8d3f619b2621c3ca6d4ba56c17283f905aed706297965181614f6cf3ad4b1469
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -7608,7 +7608,7 @@ def timeline_item(app, repo_row, issue, event):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/webhooks.py — REST: a repository's webhooks, with GitHub's API for them and their deliveries, and the delivery worker that sends what the outbox holds (create, list, get, update, config, ping, test, deliveries, redelivery).
+# 33. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
 # uses: config, crypto, errors, egress, gitstore, accounts, outbox, routing, serializers, lookups, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

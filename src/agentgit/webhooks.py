@@ -1,5 +1,5 @@
-"""REST: a repository's webhooks, with GitHub's API for them and their deliveries, and the delivery worker
-that sends what the outbox holds (create, list, get, update, config, ping, test, deliveries, redelivery).
+"""REST: a repository's webhooks and their deliveries, and the worker that sends them. GitHub's API for
+hooks (create, list, get, update, config, ping, test, deliveries, redelivery) over the outbox's rows.
 
 Deliveries follow GitHub's contract: a POST with X-GitHub-Event, X-GitHub-Delivery, X-GitHub-Hook-ID, the
 installation target headers, X-Hub-Signature-256 (and the SHA-1 one) over the body with the hook's secret,
