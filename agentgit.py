@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  1528  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2677  policy.POLICY_RULES
-       line  2717  policy.decide
+       line  2678  policy.POLICY_RULES
+       line  2718  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2782  audit.audit_append
-       line  2805  audit.audit_verify
+       line  2783  audit.audit_append
+       line  2806  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 10937  delegation.create_invite
-       line 11009  delegation.confirm_binding
-       line 11641  tasks.create_task_grant
-       line  3550  authentication.load_grant
+       line 10972  delegation.create_invite
+       line 11044  delegation.confirm_binding
+       line 11676  tasks.create_task_grant
+       line  3551  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 17391  server.App.dispatch
-       line  3465  authentication.authenticate
-       line  3148  ledger.Ledger
+       line 17426  server.App.dispatch
+       line  3466  authentication.authenticate
+       line  3149  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17044  githttp.git_receive_pack
-       line  3192  ledger.Ledger.decide_each
-       line  3126  intents.reconcile_intents
+       line 17079  githttp.git_receive_pack
+       line  3193  ledger.Ledger.decide_each
+       line  3127  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -67,64 +67,64 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      8. tokens             lines  1455- 1555  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
      9. proofs             lines  1556- 1708  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     10. accounts           lines  1709- 1934  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1935- 2739  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2740- 2953  Audit: the hash-chained log and its verifier.
-    13. outbox             lines  2954- 3000  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    14. approvals          lines  3001- 3069  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    15. intents            lines  3070- 3142  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    16. ledger             lines  3143- 3336  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    17. authentication     lines  3337- 3590  Authentication: the Principal, and the request credentials it is built from.
-    18. installation       lines  3591- 3775  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    19. routing            lines  3776- 3905  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    20. request            lines  3906- 4201  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    21. serializers        lines  4202- 4416  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    22. lookups            lines  4417- 4484  Lookups: what a REST request names (accounts, repositories), found or 404.
-    23. web                lines  4485- 4760  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    24. users              lines  4761- 4855  REST: the API root, meta, rate limit and users.
-    25. repositories       lines  4856- 5392  REST: repositories, forks, branches, refs, commits and collaborators.
-    26. notifications      lines  5393- 5661  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    27. issues             lines  5662- 6446  REST: issues, comments, labels and milestones.
-    28. sub_issues         lines  6447- 6576  REST: sub-issues, github.com's tree of issues.
-    29. pulls              lines  6577- 7098  REST: pull requests and their merges.
-    30. reviews            lines  7099- 7444  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    31. reactions          lines  7445- 7552  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    32. timeline           lines  7553- 7609  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. webhooks           lines  7610- 8050  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    34. contents           lines  8051- 8292  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8293- 8559  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8560- 8722  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8723- 9072  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9073- 9410  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9411- 9489  REST: deploy keys.
-    40. actions            lines  9490- 9715  REST: workflow records and their runs (which nothing here executes).
-    41. search             lines  9716- 9918  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9919-10267  REST: organizations, memberships and teams.
-    43. actions_config     lines 10268-10755  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 10756-10831  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 10832-11396  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11397-11607  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11608-12033  REST: task grants, task tokens, step-up and approvals.
-    48. oversight          lines 12034-12205  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    49. graphql_language   lines 12206-12468  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    50. graphql_resolvers  lines 12469-13150  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    51. graphql_git        lines 13151-13383  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    52. graphql_mutations  lines 13384-13769  GraphQL mutations: each one decided as its REST twin is.
-    53. graphql_schema     lines 13770-14243  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    54. graphql_execution  lines 14244-14525  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    55. client_assertions  lines 14526-14708  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    56. settings_pages     lines 14709-15045  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    57. oauth_clients      lines 15046-15285  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    58. broker             lines 15286-15744  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    59. oauth              lines 15745-16398  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    60. mcp_server         lines 16399-16906  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    61. githttp            lines 16907-17112  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    62. pages              lines 17113-17381  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    63. server             lines 17382-18003  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    64. clients            lines 18004-18280  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    65. cli                lines 18281-18761  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18762-19600  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    11. policy             lines  1935- 2740  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2741- 2954  Audit: the hash-chained log and its verifier.
+    13. outbox             lines  2955- 3001  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    14. approvals          lines  3002- 3070  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    15. intents            lines  3071- 3143  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    16. ledger             lines  3144- 3337  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    17. authentication     lines  3338- 3591  Authentication: the Principal, and the request credentials it is built from.
+    18. installation       lines  3592- 3776  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    19. routing            lines  3777- 3906  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    20. request            lines  3907- 4202  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    21. serializers        lines  4203- 4417  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    22. lookups            lines  4418- 4485  Lookups: what a REST request names (accounts, repositories), found or 404.
+    23. web                lines  4486- 4761  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    24. users              lines  4762- 4856  REST: the API root, meta, rate limit and users.
+    25. repositories       lines  4857- 5393  REST: repositories, forks, branches, refs, commits and collaborators.
+    26. notifications      lines  5394- 5662  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    27. issues             lines  5663- 6447  REST: issues, comments, labels and milestones.
+    28. sub_issues         lines  6448- 6577  REST: sub-issues, github.com's tree of issues.
+    29. pulls              lines  6578- 7099  REST: pull requests and their merges.
+    30. reviews            lines  7100- 7445  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    31. reactions          lines  7446- 7553  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    32. timeline           lines  7554- 7610  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    33. contents           lines  7611- 7852  REST: file contents and READMEs, read and written as commits.
+    34. protection         lines  7853- 8119  REST: branch protection, commit statuses and check runs.
+    35. deployments        lines  8120- 8282  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    36. gitdata            lines  8283- 8632  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    37. releases           lines  8633- 8970  REST: releases, tags and release assets.
+    38. deploy_keys        lines  8971- 9049  REST: deploy keys.
+    39. actions            lines  9050- 9275  REST: workflow records and their runs (which nothing here executes).
+    40. search             lines  9276- 9478  REST: search over repositories, issues, code and accounts.
+    41. orgs               lines  9479- 9827  REST: organizations, memberships and teams.
+    42. webhooks           lines  9828-10302  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    43. actions_config     lines 10303-10790  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 10791-10866  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 10867-11431  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11432-11642  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11643-12068  REST: task grants, task tokens, step-up and approvals.
+    48. oversight          lines 12069-12240  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    49. graphql_language   lines 12241-12503  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    50. graphql_resolvers  lines 12504-13185  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    51. graphql_git        lines 13186-13418  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    52. graphql_mutations  lines 13419-13804  GraphQL mutations: each one decided as its REST twin is.
+    53. graphql_schema     lines 13805-14278  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    54. graphql_execution  lines 14279-14560  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    55. client_assertions  lines 14561-14743  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    56. settings_pages     lines 14744-15080  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    57. oauth_clients      lines 15081-15320  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    58. broker             lines 15321-15779  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    59. oauth              lines 15780-16433  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    60. mcp_server         lines 16434-16941  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    61. githttp            lines 16942-17147  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    62. pages              lines 17148-17416  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    63. server             lines 17417-18038  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    64. clients            lines 18039-18315  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    65. cli                lines 18316-18796  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18797-19635  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 8d3f619b2621c3ca6d4ba56c17283f905aed706297965181614f6cf3ad4b1469
+Made from sources whose SHA-256 is db4a566196c748ebc623601e9d743a79f253f934d4add69728b59466692fd921
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2008,6 +2008,7 @@ ACTIONS = {
     "read_org":           Action("org", "none", mutation=False),
     "read_org_private":   Action("org", "read", scope="read:org", mutation=False),
     "manage_org":         Action("org", "admin", scope="admin:org"),
+    "manage_org_hooks":   Action("org", "admin", scope="admin:org"),
     "read_org_secrets":   Action("org", "admin", scope="admin:org", mutation=False, sensitive=True),
     "write_org_secrets":  Action("org", "admin", scope="admin:org"),
     "read_org_variables": Action("org", "admin", scope="admin:org", mutation=False),
@@ -7608,448 +7609,7 @@ def timeline_item(app, repo_row, issue, event):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
-# uses: config, crypto, errors, egress, gitstore, accounts, outbox, routing, serializers, lookups, issues, pulls
-# ════════════════════════════════════════════════════════════════════════════════════════════════════
-
-HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "ping")
-CONTENT_TYPES = ("json", "form")
-MAX_HOOKS = 20                  # GitHub's limit a repository
-DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
-LEASE_SECONDS = 60              # a delivery a worker claimed and did not finish is claimed again after this
-MAX_RESPONSE_KEPT = 4096        # bytes of the receiver's answer kept with the delivery
-MAX_PUSH_COMMITS = 20           # a push payload lists its newest 20 commits, as GitHub's
-SECRET_PURPOSE = b"webhook secret"
-
-
-def sealed_secret(app, hook_id, secret):
-    return seal(app.key, SECRET_PURPOSE, secret.encode(), b"hook %d" % hook_id) if secret else None
-
-
-def hook_secret(app, hook):
-    return unseal(app.key, SECRET_PURPOSE, hook["secret_sealed"], b"hook %d" % hook["id"]) if hook["secret_sealed"] \
-        else None
-
-
-def hook_json(app, repo_row, hook):
-    api = "%s/repos/%s/hooks/%d" % (app.api, full_name(repo_row), hook["id"])
-    last = app.store.one("SELECT status_code, status FROM hook_deliveries WHERE hook_id = ? AND state IN"
-                         " ('delivered', 'failed') ORDER BY id DESC LIMIT 1", hook["id"])
-    config = {"content_type": hook["content_type"], "insecure_ssl": hook["insecure_ssl"], "url": hook["url"]}
-    if hook["secret_sealed"]:
-        config["secret"] = "********"
-    return {"type": "Repository", "id": hook["id"], "name": "web", "active": bool(hook["active"]),
-            "events": json.loads(hook["events"]), "config": config, "updated_at": hook["updated_at"],
-            "created_at": hook["created_at"], "url": api, "test_url": api + "/test", "ping_url": api + "/pings",
-            "deliveries_url": api + "/deliveries",
-            "last_response": {"code": last["status_code"] if last else None, "status": last["status"] if last else
-                              "unused", "message": None}}
-
-
-def checked_config(req, config, creating):
-    """The url, content type, secret and insecure_ssl of a hook's config: an http(s) URL whose host
-    resolves to public addresses only (checked again at every delivery: a name may move)."""
-    if not isinstance(config, dict):
-        raise invalid("Hook", "config", message="config must be an object")
-    fields = {}
-    if creating or "url" in config:
-        url = req.text_field(config, "url", "Hook", required=True, limit=2048)
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise invalid("Hook", "url", message="url must be an http or https URL")
-        public_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allows_loopback(
-            req.app), what="the hook's host", status=422)
-        fields["url"] = url
-    if "content_type" in config:
-        if config["content_type"] not in CONTENT_TYPES:
-            raise invalid("Hook", "content_type", message="content_type must be json or form")
-        fields["content_type"] = config["content_type"]
-    if "insecure_ssl" in config:
-        fields["insecure_ssl"] = "1" if str(config["insecure_ssl"]) == "1" else "0"
-    if "secret" in config:
-        secret = req.text_field(config, "secret", "Hook", limit=1024)
-        fields["secret"] = secret or None
-    return fields
-
-
-def allows_loopback(app):
-    return app.config.egress_allow_loopback
-
-
-def checked_events(req, body):
-    events = req.field(body, "events", list, "Hook")
-    if events is not None and (not events or not all(e in HOOK_EVENTS for e in events)):
-        raise invalid("Hook", "events", message="events must name some of %s" % ", ".join(HOOK_EVENTS))
-    return events
-
-
-def find_hook(req, owner, repo, hook_id):
-    row = find_repo(req, owner, repo, "manage_hooks")
-    return row, one_or_404(req, "SELECT * FROM hooks WHERE id = ? AND repo_id = ?", int(hook_id), row["id"])
-
-
-def write_hook(req, db, hook_id, fields):
-    secret = fields.pop("secret", False)
-    if secret is not False:
-        fields["secret_sealed"] = sealed_secret(req.app, hook_id, secret)
-    for name, value in fields.items():      # the names are this module's own, never the request's
-        db.execute("UPDATE hooks SET %s = ?, updated_at = ? WHERE id = ?" % name, (value, now(), hook_id))
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/hooks")
-def create_hook(req, owner, repo):
-    """A hook, then its ping (as GitHub sends one)."""
-    body = req.json()
-    if body.get("name", "web") != "web":
-        raise invalid("Hook", "name", message="name must be web")
-    fields = checked_config(req, body.get("config"), creating=True)
-    fields["events"] = json.dumps(checked_events(req, body) or ["push"])
-    fields["active"] = int(req.field(body, "active", bool, "Hook", default=True))
-    row = find_repo(req, owner, repo, "manage_hooks")
-    with req.transaction() as db:
-        if db.execute("SELECT COUNT(*) FROM hooks WHERE repo_id = ?", (row["id"],)).fetchone()[0] >= MAX_HOOKS:
-            raise invalid("Hook", "base", "custom", "a repository has at most %d hooks" % MAX_HOOKS)
-        stamp = now()
-        hook_id = db.execute("INSERT INTO hooks (repo_id, url, creator_id, created_at, updated_at) VALUES"
-                             " (?, ?, ?, ?, ?)", (row["id"], fields["url"], req.principal.user["id"], stamp,
-                                                  stamp)).lastrowid
-        write_hook(req, db, hook_id, fields)
-        queue_ping(req, db, row, hook_id)
-        req.effect("created hook %d to %s" % (hook_id, urllib.parse.urlsplit(fields["url"]).hostname))
-    req.app.deliveries_waiting.set()
-    return 201, hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook_id))
-
-
-def queue_ping(req, db, repo_row, hook_id):
-    hook = db.execute("SELECT * FROM hooks WHERE id = ?", (hook_id,)).fetchone()
-    payload = {"zen": "Agents act for people; the record says for whom.", "hook_id": hook_id,
-               "hook": hook_json(req.app, repo_row, hook), "repository": repo_json(req.app, repo_row),
-               "sender": user_json(req.app, req.principal.user)}
-    queue_delivery(db, hook_id, "ping", None, repo_row["id"], {}, chain_of_request(req), json.dumps(payload))
-
-
-def chain_of_request(req):
-    return dict(req.chain_fields(), audit_id=req.audit_id)
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks")
-def list_hooks(req, owner, repo):
-    row = find_repo(req, owner, repo, "manage_hooks")
-    return [hook_json(req.app, row, h) for h in req.paginate(req.app.store.all(
-        "SELECT * FROM hooks WHERE repo_id = ? ORDER BY id", row["id"]))]
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
-def get_hook(req, owner, repo, hook_id):
-    return hook_json(req.app, *find_hook(req, owner, repo, hook_id))
-
-
-@route("PATCH", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
-def update_hook(req, owner, repo, hook_id):
-    body = req.json()
-    fields = checked_config(req, body["config"], creating=False) if "config" in body else {}
-    events = checked_events(req, body)
-    adding, removing = (req.field(body, key, list, "Hook", default=[]) for key in ("add_events", "remove_events"))
-    active = req.field(body, "active", bool, "Hook")
-    row, hook = find_hook(req, owner, repo, hook_id)
-    events = set(events if events is not None else json.loads(hook["events"])) | set(adding)
-    events -= set(removing)
-    if not events or not events <= set(HOOK_EVENTS):
-        raise invalid("Hook", "events", message="events must name some of %s" % ", ".join(HOOK_EVENTS))
-    fields["events"] = json.dumps(sorted(events))
-    if active is not None:
-        fields["active"] = int(active)
-    with req.transaction() as db:
-        write_hook(req, db, hook["id"], fields)
-        req.effect("updated hook %d" % hook["id"])
-    return hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config")
-def get_hook_config(req, owner, repo, hook_id):
-    return hook_json(req.app, *find_hook(req, owner, repo, hook_id))["config"]
-
-
-@route("PATCH", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config")
-def update_hook_config(req, owner, repo, hook_id):
-    fields = checked_config(req, req.json(), creating=False)
-    row, hook = find_hook(req, owner, repo, hook_id)
-    with req.transaction() as db:
-        write_hook(req, db, hook["id"], fields)
-        req.effect("updated the config of hook %d" % hook["id"])
-    return hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))["config"]
-
-
-@route("DELETE", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
-def delete_hook(req, owner, repo, hook_id):
-    _, hook = find_hook(req, owner, repo, hook_id)
-    return delete_row(req, "hooks", hook["id"], "hook %d" % hook["id"])
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/pings")
-def ping_hook(req, owner, repo, hook_id):
-    row, hook = find_hook(req, owner, repo, hook_id)
-    with req.transaction() as db:
-        queue_ping(req, db, row, hook["id"])
-        req.effect("pinged hook %d" % hook["id"])
-    req.app.deliveries_waiting.set()
-    return 204, None
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/tests")
-def test_hook(req, owner, repo, hook_id):
-    """A push event for the default branch's latest commit, if the hook takes pushes (as GitHub's test)."""
-    row, hook = find_hook(req, owner, repo, hook_id)
-    events = json.loads(hook["events"])
-    with open_repo(req.app, row["id"]) as git:
-        ref = "refs/heads/" + row["default_branch"]
-        sha = git.refs[ref.encode()].decode() if ref.encode() in git.refs else None
-    if sha is not None and ("push" in events or "*" in events):
-        with req.transaction() as db:
-            queue_delivery(db, hook["id"], "push", None, row["id"], {"ref": ref, "before": sha, "after": sha},
-                           chain_of_request(req))
-            req.effect("tested hook %d" % hook["id"])
-        req.app.deliveries_waiting.set()
-    return 204, None
-
-
-def delivery_json(row, detail=False):
-    out = {"id": row["id"], "guid": row["guid"], "delivered_at": row["delivered_at"],
-           "redelivery": bool(row["redelivery"]), "duration": row["duration"] or 0, "status": row["status"] or
-           row["state"], "status_code": row["status_code"] or 0, "event": row["event"], "action": row["action"],
-           "installation_id": None, "repository_id": row["repo_id"], "throttled_at": None}
-    if detail:
-        out["url"] = ""
-        out["request"] = {"headers": json.loads(row["request_headers"] or "{}"),
-                          "payload": json.loads(row["payload"]) if row["payload"] else None}
-        out["response"] = {"headers": json.loads(row["response_headers"] or "{}"), "payload": row["response_body"]}
-    return out
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries")
-def list_deliveries(req, owner, repo, hook_id):
-    """Newest first."""
-    _, hook = find_hook(req, owner, repo, hook_id)
-    rows = req.app.store.all("SELECT * FROM hook_deliveries WHERE hook_id = ? ORDER BY id DESC", hook["id"])
-    return [delivery_json(r) for r in req.paginate(rows)]
-
-
-def find_delivery(req, hook, delivery_id):
-    return one_or_404(req, "SELECT * FROM hook_deliveries WHERE id = ? AND hook_id = ?", int(delivery_id), hook["id"])
-
-
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}")
-def get_delivery(req, owner, repo, hook_id, delivery_id):
-    _, hook = find_hook(req, owner, repo, hook_id)
-    return delivery_json(find_delivery(req, hook, delivery_id), detail=True)
-
-
-@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}/attempts")
-def redeliver(req, owner, repo, hook_id, delivery_id):
-    """The same payload again, as a new delivery marked a redelivery."""
-    _, hook = find_hook(req, owner, repo, hook_id)
-    old = find_delivery(req, hook, delivery_id)
-    with req.transaction() as db:
-        queue_delivery(db, hook["id"], old["event"], old["action"], old["repo_id"], json.loads(old["subject"]),
-                       json.loads(old["chain"]), old["payload"], redelivery=True)
-        req.effect("redelivered delivery %d of hook %d" % (old["id"], hook["id"]))
-    req.app.deliveries_waiting.set()
-    return 202, {}
-
-
-# -- payloads: what happened (a delivery's subject), in GitHub's shape ------------------------------------
-
-def render_payload(app, delivery):
-    """The payload of a delivery's event, with the repository, the sender, the organization and the chain."""
-    subject, chain = json.loads(delivery["subject"]), json.loads(delivery["chain"])
-    store = app.store
-    repo_row = repo_by_id(store, delivery["repo_id"])
-    sender = account_by_login(store, chain["actor"]) if chain.get("actor") else None
-    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, sender) if sender else None}
-    owner = account_by_id(store, repo_row["owner_id"])
-    if owner["kind"] == "org":
-        payload["organization"] = user_json(app, owner)
-    if delivery["action"]:
-        payload["action"] = delivery["action"]
-    payload.update(EVENT_PAYLOADS.get(delivery["event"], lambda *a: {})(app, repo_row, subject))
-    payload["agentgit"] = chain
-    return payload
-
-
-def push_payload(app, repo_row, subject):
-    before, after, ref = subject["before"], subject["after"], subject["ref"]
-    with open_repo(app, repo_row["id"]) as git:
-        commits = [] if after == ZERO_SHA else new_commits(git, ref, before, after)
-        head = git[after.encode()] if after != ZERO_SHA else None
-        name = full_name(repo_row)
-        shown = [push_commit(commit_json(app, name, c)) for c in commits[-MAX_PUSH_COMMITS:]]
-        head_commit = push_commit(commit_json(app, name, head)) if head is not None else None
-    return {"ref": ref, "before": before, "after": after, "created": before == ZERO_SHA, "deleted": after == ZERO_SHA,
-            "forced": False, "base_ref": None, "compare": "%s/%s/compare/%s...%s" % (app.url, name, before[:12],
-                                                                                     after[:12]),
-            "commits": shown, "head_commit": head_commit,
-            "pusher": {"name": (head_commit or {}).get("committer", {}).get("name"), "email": None}}
-
-
-def new_commits(git, ref, before, after):
-    """What a push brought, oldest first: since ``before``, or for a new ref what no other branch has."""
-    if before != ZERO_SHA:
-        return commits_between(git, before, after)
-    others = [sha for name, sha in git.refs.as_dict(b"refs/heads/").items() if b"refs/heads/" + name != ref.encode()]
-    return [entry.commit for entry in git.get_walker(include=[after.encode()], exclude=others)][::-1]
-
-
-def push_commit(c):
-    """A commit as a push payload lists it."""
-    return {"id": c["sha"], "tree_id": c["commit"]["tree"]["sha"], "distinct": True, "message": c["commit"]["message"],
-            "timestamp": c["commit"]["committer"]["date"], "url": c["html_url"], "author": c["commit"]["author"],
-            "committer": c["commit"]["committer"], "added": [], "removed": [], "modified": []}
-
-
-def ref_payload(app, repo_row, subject):
-    prefix = "refs/heads/" if subject["ref_type"] == "branch" else "refs/tags/"
-    return {"ref": subject["ref"][len(prefix):], "ref_type": subject["ref_type"],
-            "master_branch": repo_row["default_branch"], "description": repo_row["description"],
-            "pusher_type": "user"}
-
-
-def issue_payload(app, repo_row, subject):
-    issue = app.store.one("SELECT * FROM issues WHERE id = ?", subject["issue_id"])
-    out = {"issue": issue_json(app, repo_row, issue) if issue else None}
-    comment = app.store.one("SELECT * FROM comments WHERE id = ?", subject["comment_id"]) \
-        if "comment_id" in subject else None
-    if comment is not None:
-        out["comment"] = comment_json(app, repo_row, issue["number"], comment)
-    return dict(out, **detail_fields(app, subject))
-
-
-def pull_payload(app, repo_row, subject):
-    issue, pull = pull_rows(app, subject["issue_id"])
-    if issue is None:
-        return {"number": None, "pull_request": None}
-    return dict({"number": issue["number"], "pull_request": pull_json(app, repo_row, issue, pull, detail=True)},
-                **detail_fields(app, subject))
-
-
-def detail_fields(app, subject):
-    """An issue event's own fields as a webhook names them: label, assignee, milestone, changes."""
-    out = {key: subject[key] for key in ("label", "milestone") if key in subject}
-    if "assignee" in subject:
-        account = account_by_id(app.store, subject["assignee"])
-        out["assignee"] = user_json(app, account) if account else None
-    if "rename" in subject:
-        out["changes"] = {"title": {"from": subject["rename"]["from"]}}
-    return out
-
-
-EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
-                  "issue_comment": issue_payload, "pull_request": pull_payload}
-
-
-# -- the delivery worker ----------------------------------------------------------------------------------
-
-WAITING = "state = 'queued' OR (state = 'delivering' AND leased_until < ?)"
-
-
-def claim_delivery(store):
-    """The oldest waiting delivery (or one whose worker's lease lapsed), claimed for LEASE_SECONDS; None.
-    Looked for first without a write lock: an idle outbox costs the requests nothing."""
-    if store.one("SELECT 1 FROM hook_deliveries WHERE %s LIMIT 1" % WAITING, time.time()) is None:
-        return None
-    with store.transaction() as db:
-        row = db.execute("SELECT * FROM hook_deliveries WHERE %s ORDER BY id LIMIT 1" % WAITING,
-                         (time.time(),)).fetchone()
-        if row is None:
-            return None
-        db.execute("UPDATE hook_deliveries SET state = 'delivering', leased_until = ? WHERE id = ?",
-                   (time.time() + LEASE_SECONDS, row["id"]))
-    return row
-
-
-def deliver(app, delivery):
-    """One attempt: the payload rendered (once) and signed, POSTed through the egress path, the answer
-    recorded; a hook deleted meanwhile drops its delivery."""
-    store = app.store
-    hook = store.one("SELECT * FROM hooks WHERE id = ?", delivery["hook_id"])
-    if hook is None:
-        return
-    payload = delivery["payload"]
-    if payload is None:
-        payload = json.dumps(render_payload(app, delivery))
-        with store.transaction() as db:
-            db.execute("UPDATE hook_deliveries SET payload = ? WHERE id = ?", (payload, delivery["id"]))
-    body = payload.encode() if hook["content_type"] == "json" else urllib.parse.urlencode({"payload": payload}).encode()
-    headers = {"Accept": "*/*", "User-Agent": "GitHub-Hookshot/agentgit", "X-GitHub-Event": delivery["event"],
-               "X-GitHub-Delivery": delivery["guid"], "X-GitHub-Hook-ID": str(hook["id"]),
-               "X-GitHub-Hook-Installation-Target-Type": "repository" if hook["repo_id"] else "organization",
-               "X-GitHub-Hook-Installation-Target-ID": str(hook["repo_id"] or hook["org_id"]),
-               "Content-Type": "application/json" if hook["content_type"] == "json" else
-               "application/x-www-form-urlencoded"}
-    secret = hook_secret(app, hook)
-    if secret:
-        headers["X-Hub-Signature"] = "sha1=" + hmac.new(secret, body, hashlib.sha1).hexdigest()
-        headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    started = time.monotonic()
-    code, status, response_headers, answer = send(app, hook["url"], body, headers)
-    with store.transaction() as db:
-        db.execute("UPDATE hook_deliveries SET state = ?, status_code = ?, status = ?, duration = ?, request_headers = ?,"
-                   " response_headers = ?, response_body = ?, delivered_at = ?, leased_until = NULL WHERE id = ?",
-                   ("delivered" if 200 <= code < 300 else "failed", code, status,
-                    round(time.monotonic() - started, 3), json.dumps(headers), json.dumps(response_headers),
-                    answer[:MAX_RESPONSE_KEPT].decode("utf-8", "replace"), now(), delivery["id"]))
-
-
-def send(app, url, body, headers):
-    """(status code, status, response headers, body) of a POST to ``url``; code 0 with the reason when it
-    could not be made (a non-public address, a refused connection, a timeout)."""
-    parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        address = public_address(parts.hostname, port, allows_loopback(app), what="the hook's host", status=502)
-        conn = outbound_connection(parts.scheme, parts.hostname, port, address, DELIVERY_TIMEOUT)
-        with within_deadline(conn, DELIVERY_TIMEOUT):
-            conn.request("POST", (parts.path or "/") + ("?" + parts.query if parts.query else ""), body, headers)
-            response = conn.getresponse()
-            answer = response.read(MAX_RESPONSE_KEPT + 1)
-        conn.close()
-        return response.status, "OK" if 200 <= response.status < 300 else "HTTP %d" % response.status, \
-            dict(response.getheaders()), answer
-    except HTTPError as refused:
-        return 0, refused.message, {}, b""
-    except (OSError, ValueError) as failed:         # refused, reset, timed out, not HTTP
-        return 0, "could not deliver: %s" % (failed.__class__.__name__), {}, b""
-
-
-class DeliveryWorker:
-    """A thread that sends the outbox's deliveries, one at a time, oldest first; woken when a request
-    queues one (app.deliveries_waiting), and every half second for what another process or a restart left."""
-
-    def __init__(self, app):
-        self.app, self.wake, self.stopped = app, app.deliveries_waiting, threading.Event()
-        self.thread = threading.Thread(target=self.run, name="agentgit-deliveries", daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def run(self):
-        while not self.stopped.is_set():
-            delivery = claim_delivery(self.app.store)
-            if delivery is not None:
-                deliver(self.app, delivery)
-                continue
-            self.wake.wait(0.5)
-            self.wake.clear()
-
-    def stop(self):
-        self.stopped.set()
-        self.wake.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout=DELIVERY_TIMEOUT + 1)
-
-
-# ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 33. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8291,7 +7851,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 34. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8558,7 +8118,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+# 35. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
 # uses: config, errors, accounts, routing, serializers, lookups, protection
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8721,7 +8281,7 @@ def get_deployment_status(req, owner, repo, deployment_id, status_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 36. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9071,7 +8631,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 37. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9409,7 +8969,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 38. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9488,7 +9048,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 39. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9714,7 +9274,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 40. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9917,7 +9477,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 41. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10263,6 +9823,481 @@ def remove_team_repo(req, org, slug, owner, repo):
         db.execute("DELETE FROM team_repos WHERE team_id = ? AND repo_id = ?", (team["id"], row["id"]))
         req.effect("team %s/%s no longer holds %s" % (org_row["login"], team["slug"], row["name"]))
     return 204, None
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 42. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
+# uses: config, crypto, errors, egress, gitstore, accounts, outbox, routing, serializers, lookups, orgs, issues, pulls
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "ping")
+CONTENT_TYPES = ("json", "form")
+MAX_HOOKS = 20                  # GitHub's limit a repository
+DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
+LEASE_SECONDS = 60              # a delivery a worker claimed and did not finish is claimed again after this
+MAX_RESPONSE_KEPT = 4096        # bytes of the receiver's answer kept with the delivery
+MAX_PUSH_COMMITS = 20           # a push payload lists its newest 20 commits, as GitHub's
+SECRET_PURPOSE = b"webhook secret"
+
+
+def sealed_secret(app, hook_id, secret):
+    return seal(app.key, SECRET_PURPOSE, secret.encode(), b"hook %d" % hook_id) if secret else None
+
+
+def hook_secret(app, hook):
+    return unseal(app.key, SECRET_PURPOSE, hook["secret_sealed"], b"hook %d" % hook["id"]) if hook["secret_sealed"] \
+        else None
+
+
+def hook_json(app, hook):
+    """GitHub's hook: a repository's (type Repository) or an organization's (type Organization)."""
+    if hook["repo_id"] is not None:
+        kind, api = "Repository", "%s/repos/%s/hooks/%d" % (app.api, full_name(repo_by_id(app.store, hook["repo_id"])),
+                                                            hook["id"])
+    else:
+        kind, api = "Organization", "%s/orgs/%s/hooks/%d" % (app.api, account_by_id(app.store, hook["org_id"])["login"],
+                                                             hook["id"])
+    last = app.store.one("SELECT status_code, status FROM hook_deliveries WHERE hook_id = ? AND state IN"
+                         " ('delivered', 'failed') ORDER BY id DESC LIMIT 1", hook["id"])
+    config = {"content_type": hook["content_type"], "insecure_ssl": hook["insecure_ssl"], "url": hook["url"]}
+    if hook["secret_sealed"]:
+        config["secret"] = "********"
+    out = {"type": kind, "id": hook["id"], "name": "web", "active": bool(hook["active"]),
+           "events": json.loads(hook["events"]), "config": config, "updated_at": hook["updated_at"],
+           "created_at": hook["created_at"], "url": api, "ping_url": api + "/pings", "deliveries_url": api +
+           "/deliveries", "last_response": {"code": last["status_code"] if last else None,
+                                             "status": last["status"] if last else "unused", "message": None}}
+    if kind == "Repository":
+        out["test_url"] = api + "/test"
+    return out
+
+
+def checked_config(req, config, creating):
+    """The url, content type, secret and insecure_ssl of a hook's config: an http(s) URL whose host
+    resolves to public addresses only (checked again at every delivery: a name may move)."""
+    if not isinstance(config, dict):
+        raise invalid("Hook", "config", message="config must be an object")
+    fields = {}
+    if creating or "url" in config:
+        url = req.text_field(config, "url", "Hook", required=True, limit=2048)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid("Hook", "url", message="url must be an http or https URL")
+        public_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allows_loopback(
+            req.app), what="the hook's host", status=422)
+        fields["url"] = url
+    if "content_type" in config:
+        if config["content_type"] not in CONTENT_TYPES:
+            raise invalid("Hook", "content_type", message="content_type must be json or form")
+        fields["content_type"] = config["content_type"]
+    if "insecure_ssl" in config:
+        fields["insecure_ssl"] = "1" if str(config["insecure_ssl"]) == "1" else "0"
+    if "secret" in config:
+        secret = req.text_field(config, "secret", "Hook", limit=1024)
+        fields["secret"] = secret or None
+    return fields
+
+
+def allows_loopback(app):
+    return app.config.egress_allow_loopback
+
+
+def checked_events(req, body):
+    events = req.field(body, "events", list, "Hook")
+    if events is not None and (not events or not all(e in HOOK_EVENTS for e in events)):
+        raise invalid("Hook", "events", message="events must name some of %s" % ", ".join(HOOK_EVENTS))
+    return events
+
+
+def hooks_of(req, owner, repo, org):
+    """(the repository's or organization's row, the hooks' column naming it), once managing its hooks is
+    allowed: manage_hooks on a repository, manage_org_hooks on an organization."""
+    if org is not None:
+        return find_org(req, org, "manage_org_hooks"), "org_id"
+    return find_repo(req, owner, repo, "manage_hooks"), "repo_id"
+
+
+def find_hook(req, owner, repo, org, hook_id):
+    row, column = hooks_of(req, owner, repo, org)
+    return row, one_or_404(req, "SELECT * FROM hooks WHERE id = ? AND %s = ?" % column, int(hook_id), row["id"])
+
+
+def write_hook(req, db, hook_id, fields):
+    secret = fields.pop("secret", False)
+    if secret is not False:
+        fields["secret_sealed"] = sealed_secret(req.app, hook_id, secret)
+    for name, value in fields.items():      # the names are this module's own, never the request's
+        db.execute("UPDATE hooks SET %s = ?, updated_at = ? WHERE id = ?" % name, (value, now(), hook_id))
+
+
+REPO_HOOKS, ORG_HOOKS = "/api/v3/repos/{owner}/{repo}/hooks", "/api/v3/orgs/{org}/hooks"
+
+
+@route("POST", REPO_HOOKS)
+@route("POST", ORG_HOOKS)
+def create_hook(req, owner=None, repo=None, org=None):
+    """A hook, then its ping (as GitHub sends one)."""
+    body = req.json()
+    if body.get("name", "web") != "web":
+        raise invalid("Hook", "name", message="name must be web")
+    fields = checked_config(req, body.get("config"), creating=True)
+    fields["events"] = json.dumps(checked_events(req, body) or ["push"])
+    fields["active"] = int(req.field(body, "active", bool, "Hook", default=True))
+    row, column = hooks_of(req, owner, repo, org)
+    with req.transaction() as db:
+        if db.execute("SELECT COUNT(*) FROM hooks WHERE %s = ?" % column, (row["id"],)).fetchone()[0] >= MAX_HOOKS:
+            raise invalid("Hook", "base", "custom", "at most %d hooks each" % MAX_HOOKS)
+        stamp = now()
+        hook_id = db.execute("INSERT INTO hooks (%s, url, creator_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                             % column, (row["id"], fields["url"], req.principal.user["id"], stamp, stamp)).lastrowid
+        write_hook(req, db, hook_id, fields)
+        queue_ping(req, db, hook_id)
+        req.effect("created hook %d to %s" % (hook_id, urllib.parse.urlsplit(fields["url"]).hostname))
+    req.app.deliveries_waiting.set()
+    return 201, hook_json(req.app, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook_id))
+
+
+def queue_ping(req, db, hook_id):
+    """A ping: the hook, and the repository or organization it belongs to."""
+    hook = db.execute("SELECT * FROM hooks WHERE id = ?", (hook_id,)).fetchone()
+    payload = {"zen": "Agents act for people; the record says for whom.", "hook_id": hook_id,
+               "hook": hook_json(req.app, hook), "sender": user_json(req.app, req.principal.user)}
+    if hook["repo_id"] is not None:
+        payload["repository"] = repo_json(req.app, repo_by_id(req.app.store, hook["repo_id"]))
+    else:
+        payload["organization"] = user_json(req.app, account_by_id(req.app.store, hook["org_id"]))
+    queue_delivery(db, hook_id, "ping", None, hook["repo_id"], {}, chain_of_request(req), json.dumps(payload))
+
+
+def chain_of_request(req):
+    return dict(req.chain_fields(), audit_id=req.audit_id)
+
+
+@route("GET", REPO_HOOKS)
+@route("GET", ORG_HOOKS)
+def list_hooks(req, owner=None, repo=None, org=None):
+    row, column = hooks_of(req, owner, repo, org)
+    return [hook_json(req.app, h) for h in req.paginate(req.app.store.all(
+        "SELECT * FROM hooks WHERE %s = ? ORDER BY id" % column, row["id"]))]
+
+
+@route("GET", REPO_HOOKS + "/{hook_id:int}")
+@route("GET", ORG_HOOKS + "/{hook_id:int}")
+def get_hook(req, hook_id, owner=None, repo=None, org=None):
+    return hook_json(req.app, find_hook(req, owner, repo, org, hook_id)[1])
+
+
+@route("PATCH", REPO_HOOKS + "/{hook_id:int}")
+@route("PATCH", ORG_HOOKS + "/{hook_id:int}")
+def update_hook(req, hook_id, owner=None, repo=None, org=None):
+    body = req.json()
+    fields = checked_config(req, body["config"], creating=False) if "config" in body else {}
+    events = checked_events(req, body)
+    adding, removing = (req.field(body, key, list, "Hook", default=[]) for key in ("add_events", "remove_events"))
+    active = req.field(body, "active", bool, "Hook")
+    _, hook = find_hook(req, owner, repo, org, hook_id)
+    events = set(events if events is not None else json.loads(hook["events"])) | set(adding)
+    events -= set(removing)
+    if not events or not events <= set(HOOK_EVENTS):
+        raise invalid("Hook", "events", message="events must name some of %s" % ", ".join(HOOK_EVENTS))
+    fields["events"] = json.dumps(sorted(events))
+    if active is not None:
+        fields["active"] = int(active)
+    return changed_hook(req, hook, fields, "updated hook %d")
+
+
+def changed_hook(req, hook, fields, what):
+    with req.transaction() as db:
+        write_hook(req, db, hook["id"], fields)
+        req.effect(what % hook["id"])
+    return hook_json(req.app, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))
+
+
+@route("GET", REPO_HOOKS + "/{hook_id:int}/config")
+@route("GET", ORG_HOOKS + "/{hook_id:int}/config")
+def get_hook_config(req, hook_id, owner=None, repo=None, org=None):
+    return hook_json(req.app, find_hook(req, owner, repo, org, hook_id)[1])["config"]
+
+
+@route("PATCH", REPO_HOOKS + "/{hook_id:int}/config")
+@route("PATCH", ORG_HOOKS + "/{hook_id:int}/config")
+def update_hook_config(req, hook_id, owner=None, repo=None, org=None):
+    fields = checked_config(req, req.json(), creating=False)
+    _, hook = find_hook(req, owner, repo, org, hook_id)
+    return changed_hook(req, hook, fields, "updated the config of hook %d")["config"]
+
+
+@route("DELETE", REPO_HOOKS + "/{hook_id:int}")
+@route("DELETE", ORG_HOOKS + "/{hook_id:int}")
+def delete_hook(req, hook_id, owner=None, repo=None, org=None):
+    _, hook = find_hook(req, owner, repo, org, hook_id)
+    return delete_row(req, "hooks", hook["id"], "hook %d" % hook["id"])
+
+
+@route("POST", REPO_HOOKS + "/{hook_id:int}/pings")
+@route("POST", ORG_HOOKS + "/{hook_id:int}/pings")
+def ping_hook(req, hook_id, owner=None, repo=None, org=None):
+    _, hook = find_hook(req, owner, repo, org, hook_id)
+    with req.transaction() as db:
+        queue_ping(req, db, hook["id"])
+        req.effect("pinged hook %d" % hook["id"])
+    req.app.deliveries_waiting.set()
+    return 204, None
+
+
+@route("POST", REPO_HOOKS + "/{hook_id:int}/tests")
+def test_hook(req, owner, repo, hook_id):
+    """A push event for the default branch's latest commit, if the hook takes pushes (as GitHub's test)."""
+    row, hook = find_hook(req, owner, repo, None, hook_id)
+    events = json.loads(hook["events"])
+    with open_repo(req.app, row["id"]) as git:
+        ref = "refs/heads/" + row["default_branch"]
+        sha = git.refs[ref.encode()].decode() if ref.encode() in git.refs else None
+    if sha is not None and ("push" in events or "*" in events):
+        with req.transaction() as db:
+            queue_delivery(db, hook["id"], "push", None, row["id"], {"ref": ref, "before": sha, "after": sha},
+                           chain_of_request(req))
+            req.effect("tested hook %d" % hook["id"])
+        req.app.deliveries_waiting.set()
+    return 204, None
+
+
+def delivery_json(row, detail=False):
+    out = {"id": row["id"], "guid": row["guid"], "delivered_at": row["delivered_at"],
+           "redelivery": bool(row["redelivery"]), "duration": row["duration"] or 0, "status": row["status"] or
+           row["state"], "status_code": row["status_code"] or 0, "event": row["event"], "action": row["action"],
+           "installation_id": None, "repository_id": row["repo_id"], "throttled_at": None}
+    if detail:
+        out["url"] = ""
+        out["request"] = {"headers": json.loads(row["request_headers"] or "{}"),
+                          "payload": json.loads(row["payload"]) if row["payload"] else None}
+        out["response"] = {"headers": json.loads(row["response_headers"] or "{}"), "payload": row["response_body"]}
+    return out
+
+
+@route("GET", REPO_HOOKS + "/{hook_id:int}/deliveries")
+@route("GET", ORG_HOOKS + "/{hook_id:int}/deliveries")
+def list_deliveries(req, hook_id, owner=None, repo=None, org=None):
+    """Newest first."""
+    _, hook = find_hook(req, owner, repo, org, hook_id)
+    rows = req.app.store.all("SELECT * FROM hook_deliveries WHERE hook_id = ? ORDER BY id DESC", hook["id"])
+    return [delivery_json(r) for r in req.paginate(rows)]
+
+
+def find_delivery(req, hook, delivery_id):
+    return one_or_404(req, "SELECT * FROM hook_deliveries WHERE id = ? AND hook_id = ?", int(delivery_id), hook["id"])
+
+
+@route("GET", REPO_HOOKS + "/{hook_id:int}/deliveries/{delivery_id:int}")
+@route("GET", ORG_HOOKS + "/{hook_id:int}/deliveries/{delivery_id:int}")
+def get_delivery(req, hook_id, delivery_id, owner=None, repo=None, org=None):
+    _, hook = find_hook(req, owner, repo, org, hook_id)
+    return delivery_json(find_delivery(req, hook, delivery_id), detail=True)
+
+
+@route("POST", REPO_HOOKS + "/{hook_id:int}/deliveries/{delivery_id:int}/attempts")
+@route("POST", ORG_HOOKS + "/{hook_id:int}/deliveries/{delivery_id:int}/attempts")
+def redeliver(req, hook_id, delivery_id, owner=None, repo=None, org=None):
+    """The same payload again, as a new delivery marked a redelivery."""
+    _, hook = find_hook(req, owner, repo, org, hook_id)
+    old = find_delivery(req, hook, delivery_id)
+    with req.transaction() as db:
+        queue_delivery(db, hook["id"], old["event"], old["action"], old["repo_id"], json.loads(old["subject"]),
+                       json.loads(old["chain"]), old["payload"], redelivery=True)
+        req.effect("redelivered delivery %d of hook %d" % (old["id"], hook["id"]))
+    req.app.deliveries_waiting.set()
+    return 202, {}
+
+
+# -- payloads: what happened (a delivery's subject), in GitHub's shape ------------------------------------
+
+def render_payload(app, delivery):
+    """The payload of a delivery's event, with the repository, the sender, the organization and the chain."""
+    subject, chain = json.loads(delivery["subject"]), json.loads(delivery["chain"])
+    store = app.store
+    repo_row = repo_by_id(store, delivery["repo_id"])
+    sender = account_by_login(store, chain["actor"]) if chain.get("actor") else None
+    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, sender) if sender else None}
+    owner = account_by_id(store, repo_row["owner_id"])
+    if owner["kind"] == "org":
+        payload["organization"] = user_json(app, owner)
+    if delivery["action"]:
+        payload["action"] = delivery["action"]
+    payload.update(EVENT_PAYLOADS.get(delivery["event"], lambda *a: {})(app, repo_row, subject))
+    payload["agentgit"] = chain
+    return payload
+
+
+def push_payload(app, repo_row, subject):
+    before, after, ref = subject["before"], subject["after"], subject["ref"]
+    with open_repo(app, repo_row["id"]) as git:
+        commits = [] if after == ZERO_SHA else new_commits(git, ref, before, after)
+        head = git[after.encode()] if after != ZERO_SHA else None
+        name = full_name(repo_row)
+        shown = [push_commit(commit_json(app, name, c)) for c in commits[-MAX_PUSH_COMMITS:]]
+        head_commit = push_commit(commit_json(app, name, head)) if head is not None else None
+    return {"ref": ref, "before": before, "after": after, "created": before == ZERO_SHA, "deleted": after == ZERO_SHA,
+            "forced": False, "base_ref": None, "compare": "%s/%s/compare/%s...%s" % (app.url, name, before[:12],
+                                                                                     after[:12]),
+            "commits": shown, "head_commit": head_commit,
+            "pusher": {"name": (head_commit or {}).get("committer", {}).get("name"), "email": None}}
+
+
+def new_commits(git, ref, before, after):
+    """What a push brought, oldest first: since ``before``, or for a new ref what no other branch has."""
+    if before != ZERO_SHA:
+        return commits_between(git, before, after)
+    others = [sha for name, sha in git.refs.as_dict(b"refs/heads/").items() if b"refs/heads/" + name != ref.encode()]
+    return [entry.commit for entry in git.get_walker(include=[after.encode()], exclude=others)][::-1]
+
+
+def push_commit(c):
+    """A commit as a push payload lists it."""
+    return {"id": c["sha"], "tree_id": c["commit"]["tree"]["sha"], "distinct": True, "message": c["commit"]["message"],
+            "timestamp": c["commit"]["committer"]["date"], "url": c["html_url"], "author": c["commit"]["author"],
+            "committer": c["commit"]["committer"], "added": [], "removed": [], "modified": []}
+
+
+def ref_payload(app, repo_row, subject):
+    prefix = "refs/heads/" if subject["ref_type"] == "branch" else "refs/tags/"
+    return {"ref": subject["ref"][len(prefix):], "ref_type": subject["ref_type"],
+            "master_branch": repo_row["default_branch"], "description": repo_row["description"],
+            "pusher_type": "user"}
+
+
+def issue_payload(app, repo_row, subject):
+    issue = app.store.one("SELECT * FROM issues WHERE id = ?", subject["issue_id"])
+    out = {"issue": issue_json(app, repo_row, issue) if issue else None}
+    comment = app.store.one("SELECT * FROM comments WHERE id = ?", subject["comment_id"]) \
+        if "comment_id" in subject else None
+    if comment is not None:
+        out["comment"] = comment_json(app, repo_row, issue["number"], comment)
+    return dict(out, **detail_fields(app, subject))
+
+
+def pull_payload(app, repo_row, subject):
+    issue, pull = pull_rows(app, subject["issue_id"])
+    if issue is None:
+        return {"number": None, "pull_request": None}
+    return dict({"number": issue["number"], "pull_request": pull_json(app, repo_row, issue, pull, detail=True)},
+                **detail_fields(app, subject))
+
+
+def detail_fields(app, subject):
+    """An issue event's own fields as a webhook names them: label, assignee, milestone, changes."""
+    out = {key: subject[key] for key in ("label", "milestone") if key in subject}
+    if "assignee" in subject:
+        account = account_by_id(app.store, subject["assignee"])
+        out["assignee"] = user_json(app, account) if account else None
+    if "rename" in subject:
+        out["changes"] = {"title": {"from": subject["rename"]["from"]}}
+    return out
+
+
+EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
+                  "issue_comment": issue_payload, "pull_request": pull_payload}
+
+
+# -- the delivery worker ----------------------------------------------------------------------------------
+
+WAITING = "state = 'queued' OR (state = 'delivering' AND leased_until < ?)"
+
+
+def claim_delivery(store):
+    """The oldest waiting delivery (or one whose worker's lease lapsed), claimed for LEASE_SECONDS; None.
+    Looked for first without a write lock: an idle outbox costs the requests nothing."""
+    if store.one("SELECT 1 FROM hook_deliveries WHERE %s LIMIT 1" % WAITING, time.time()) is None:
+        return None
+    with store.transaction() as db:
+        row = db.execute("SELECT * FROM hook_deliveries WHERE %s ORDER BY id LIMIT 1" % WAITING,
+                         (time.time(),)).fetchone()
+        if row is None:
+            return None
+        db.execute("UPDATE hook_deliveries SET state = 'delivering', leased_until = ? WHERE id = ?",
+                   (time.time() + LEASE_SECONDS, row["id"]))
+    return row
+
+
+def deliver(app, delivery):
+    """One attempt: the payload rendered (once) and signed, POSTed through the egress path, the answer
+    recorded; a hook deleted meanwhile drops its delivery."""
+    store = app.store
+    hook = store.one("SELECT * FROM hooks WHERE id = ?", delivery["hook_id"])
+    if hook is None:
+        return
+    payload = delivery["payload"]
+    if payload is None:
+        payload = json.dumps(render_payload(app, delivery))
+        with store.transaction() as db:
+            db.execute("UPDATE hook_deliveries SET payload = ? WHERE id = ?", (payload, delivery["id"]))
+    body = payload.encode() if hook["content_type"] == "json" else urllib.parse.urlencode({"payload": payload}).encode()
+    headers = {"Accept": "*/*", "User-Agent": "GitHub-Hookshot/agentgit", "X-GitHub-Event": delivery["event"],
+               "X-GitHub-Delivery": delivery["guid"], "X-GitHub-Hook-ID": str(hook["id"]),
+               "X-GitHub-Hook-Installation-Target-Type": "repository" if hook["repo_id"] else "organization",
+               "X-GitHub-Hook-Installation-Target-ID": str(hook["repo_id"] or hook["org_id"]),
+               "Content-Type": "application/json" if hook["content_type"] == "json" else
+               "application/x-www-form-urlencoded"}
+    secret = hook_secret(app, hook)
+    if secret:
+        headers["X-Hub-Signature"] = "sha1=" + hmac.new(secret, body, hashlib.sha1).hexdigest()
+        headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    started = time.monotonic()
+    code, status, response_headers, answer = send(app, hook["url"], body, headers)
+    with store.transaction() as db:
+        db.execute("UPDATE hook_deliveries SET state = ?, status_code = ?, status = ?, duration = ?, request_headers = ?,"
+                   " response_headers = ?, response_body = ?, delivered_at = ?, leased_until = NULL WHERE id = ?",
+                   ("delivered" if 200 <= code < 300 else "failed", code, status,
+                    round(time.monotonic() - started, 3), json.dumps(headers), json.dumps(response_headers),
+                    answer[:MAX_RESPONSE_KEPT].decode("utf-8", "replace"), now(), delivery["id"]))
+
+
+def send(app, url, body, headers):
+    """(status code, status, response headers, body) of a POST to ``url``; code 0 with the reason when it
+    could not be made (a non-public address, a refused connection, a timeout)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        address = public_address(parts.hostname, port, allows_loopback(app), what="the hook's host", status=502)
+        conn = outbound_connection(parts.scheme, parts.hostname, port, address, DELIVERY_TIMEOUT)
+        with within_deadline(conn, DELIVERY_TIMEOUT):
+            conn.request("POST", (parts.path or "/") + ("?" + parts.query if parts.query else ""), body, headers)
+            response = conn.getresponse()
+            answer = response.read(MAX_RESPONSE_KEPT + 1)
+        conn.close()
+        return response.status, "OK" if 200 <= response.status < 300 else "HTTP %d" % response.status, \
+            dict(response.getheaders()), answer
+    except HTTPError as refused:
+        return 0, refused.message, {}, b""
+    except (OSError, ValueError) as failed:         # refused, reset, timed out, not HTTP
+        return 0, "could not deliver: %s" % (failed.__class__.__name__), {}, b""
+
+
+class DeliveryWorker:
+    """A thread that sends the outbox's deliveries, one at a time, oldest first; woken when a request
+    queues one (app.deliveries_waiting), and every half second for what another process or a restart left."""
+
+    def __init__(self, app):
+        self.app, self.wake, self.stopped = app, app.deliveries_waiting, threading.Event()
+        self.thread = threading.Thread(target=self.run, name="agentgit-deliveries", daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def run(self):
+        while not self.stopped.is_set():
+            delivery = claim_delivery(self.app.store)
+            if delivery is not None:
+                deliver(self.app, delivery)
+                continue
+            self.wake.wait(0.5)
+            self.wake.clear()
+
+    def stop(self):
+        self.stopped.set()
+        self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=DELIVERY_TIMEOUT + 1)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════

@@ -69,6 +69,8 @@ def build_world(data_dir):
         deployment = api(srv, "POST", "/repos/alice/secret/deployments", alice, {"ref": "main"}).json["id"]
         hook = api(srv, "POST", "/repos/alice/secret/hooks", alice, {"config": {"url": "http://127.0.0.1:9/x"}}).json["id"]
         delivery = api(srv, "GET", "/repos/alice/secret/hooks/%d/deliveries" % hook, alice).json[0]["id"]   # its ping
+        org_hook = api(srv, "POST", "/orgs/acme/hooks", alice, {"config": {"url": "http://127.0.0.1:9/o"}}).json["id"]
+        org_delivery = api(srv, "GET", "/orgs/acme/hooks/%d/deliveries" % org_hook, alice).json[0]["id"]
         deployment_status = api(srv, "POST", "/repos/alice/secret/deployments/%d/statuses" % deployment, alice,
                                 {"state": "inactive"}).json["id"]
         reactions = {kind: api(srv, "POST", "/repos/alice/secret/%s/reactions" % path, alice, {"content": "+1"}).json["id"]
@@ -170,7 +172,7 @@ def build_world(data_dir):
         thread = api(srv, "GET", "/notifications", alice).json[0]["id"]     # walt reviewed her pull request
         ids = {"issue": issue["number"], "comment": comment["id"], "pull": pull["number"], "review": review["id"],
                "review_comment": review_comment, "reactions": reactions, "deployment": deployment, "event": event, "hook": hook,
-               "delivery": delivery,
+               "delivery": delivery, "org_hook": org_hook, "org_delivery": org_delivery,
                "deployment_status": deployment_status,
                "thread": thread, "epic": epic["id"],
                "release": release["id"], "asset": asset["id"], "check": check["id"], "run": run["id"],
@@ -207,6 +209,8 @@ def route_path(method, pattern, ids):
     fill["key_id"] = ids["deploy_key"]
     fill["deployment_id"], fill["status_id"] = ids["deployment"], ids["deployment_status"]
     fill["event_id"], fill["hook_id"], fill["delivery_id"] = ids["event"], ids["hook"], ids["delivery"]
+    if pattern.startswith("/api/v3/orgs/{org}/hooks"):
+        fill["hook_id"], fill["delivery_id"] = ids["org_hook"], ids["org_delivery"]
     fill["reaction_id"] = next((ids["reactions"][kind] for kind in ids["reactions"] if "/%s" % kind in pattern), 0)
     fill["sha"] = {"blobs": ids["blob"], "trees": ids["tree"], "tags": ids["tag"]}.get(
         pattern.split("/")[-2], ids["sha"])
@@ -330,6 +334,7 @@ def route_body(method, pattern, ids):
         ("POST", repo + "/pulls/{number:int}/comments"): {"body": "b", "path": "f.txt", "line": 1},
         ("POST", repo + "/deployments"): {"ref": "main", "required_contexts": []},
         ("POST", repo + "/hooks"): {"config": {"url": "http://127.0.0.1:9/x"}},
+        ("POST", "/api/v3/orgs/{org}/hooks"): {"config": {"url": "http://127.0.0.1:9/o"}},
         ("POST", repo + "/deployments/{deployment_id:int}/statuses"): {"state": "success"},
         ("POST", repo + "/issues/{number:int}/reactions"): {"content": "heart"},
         ("POST", repo + "/issues/comments/{comment_id:int}/reactions"): {"content": "heart"},
@@ -459,6 +464,17 @@ EXPECTED = {
 
 # Every route, and the row of EXPECTED it answers by.
 ROUTE_ACCESS = """
+GET     /api/v3/orgs/{org}/hooks                                                   owner_only
+POST    /api/v3/orgs/{org}/hooks                                                   owner_only
+GET     /api/v3/orgs/{org}/hooks/{hook_id:int}                                     owner_only
+PATCH   /api/v3/orgs/{org}/hooks/{hook_id:int}                                     owner_only
+DELETE  /api/v3/orgs/{org}/hooks/{hook_id:int}                                     owner_only
+GET     /api/v3/orgs/{org}/hooks/{hook_id:int}/config                              owner_only
+PATCH   /api/v3/orgs/{org}/hooks/{hook_id:int}/config                              owner_only
+POST    /api/v3/orgs/{org}/hooks/{hook_id:int}/pings                               owner_only
+GET     /api/v3/orgs/{org}/hooks/{hook_id:int}/deliveries                          owner_only
+GET     /api/v3/orgs/{org}/hooks/{hook_id:int}/deliveries/{delivery_id:int}        owner_only
+POST    /api/v3/orgs/{org}/hooks/{hook_id:int}/deliveries/{delivery_id:int}/attempts owner_only
 GET     /api/v3/repos/{owner}/{repo}/hooks                                         repo_admin
 POST    /api/v3/repos/{owner}/{repo}/hooks                                         repo_admin
 GET     /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}                           repo_admin

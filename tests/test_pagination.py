@@ -127,8 +127,11 @@ def build_world(srv):
                    for n in FIVE]
     hooks = [api(srv, "POST", repo + "/hooks", alice, {"config": {"url": "http://127.0.0.1:9/h%d" % n}}).json["id"]
              for n in FIVE]
-    for n in range(4):          # the first hook's ping and four more: five deliveries
+    org_hooks = [api(srv, "POST", "/orgs/many-org/hooks", alice, {"config": {"url": "http://127.0.0.1:9/o%d" % n}})
+                 .json["id"] for n in FIVE]
+    for n in range(4):          # the first hooks' pings and four more: five deliveries each
         assert api(srv, "POST", repo + "/hooks/%d/pings" % hooks[0], alice).status == 204
+        assert api(srv, "POST", "/orgs/many-org/hooks/%d/pings" % org_hooks[0], alice).status == 204
     for state in ("queued", "pending", "in_progress", "success", "inactive"):
         assert api(srv, "POST", repo + "/deployments/%d/statuses" % deployments[0], alice, {"state": state}).status == 201
 
@@ -172,7 +175,7 @@ def build_world(srv):
     for n, login in enumerate(PEOPLE, 1):
         assert api(srv, "POST", repo + "/issues/%d/comments" % (n + 1), people[login], {"body": "hi alice"}).status == 201
     return alice, {"epic": epic["number"], "pull": pull, "review": review_id, "release": release_id, "run": run,
-                   "sha": head, "bot": bot[0], "deployment": deployments[0], "hook": hooks[0],
+                   "sha": head, "bot": bot[0], "deployment": deployments[0], "hook": hooks[0], "org_hook": org_hooks[0],
                    "repo_id": api(srv, "GET", repo, alice).json["id"]}
 
 
@@ -195,7 +198,8 @@ WHOLE_LISTS = {
 def list_path(pattern, ids):
     """``pattern`` filled with the world's objects that have five of what the route lists."""
     fill = {"owner": "alice", "repo": "many", "org": "many-org", "slug": "team1", "environment": "env1",
-            "review_id": ids["review"], "deployment_id": ids["deployment"], "hook_id": ids["hook"], "release_id": ids["release"], "run_id": ids["run"], "login": ids["bot"] if "/agents/" in pattern else "alice",
+            "review_id": ids["review"], "deployment_id": ids["deployment"],
+            "hook_id": ids["org_hook" if pattern.startswith("/api/v3/orgs/") else "hook"], "release_id": ids["release"], "run_id": ids["run"], "login": ids["bot"] if "/agents/" in pattern else "alice",
             "name": "V1" if "/variables/" in pattern else "S1", "ref": ids["sha"], "path": "",
             "workflow_id": "ci1.yml", "repository_id": ids["repo_id"]}
     fill["number"] = ids["epic"] if "/sub_issues" in pattern else ids["pull"] if "/pulls/" in pattern else 1

@@ -222,3 +222,26 @@ def test_octokit_webhooks_verifies_and_dispatches_the_deliveries(hooked, tmp_pat
     out = json.loads(proc.stdout)
     assert out["seen"] == ["ping: 1", "opened: Bug by alice", "comment: seen", "push: refs/heads/main 1"]
     assert out["refused"] == ["altered"]
+
+
+def test_an_organizations_hook_hears_every_repository_of_it(hooked):
+    """An organization's owner adds a hook (type Organization) that receives the events of each of its
+    repositories; a member who is not an owner may not manage it."""
+    srv, receiver = hooked
+    olivia, mona = srv.add_user("olivia"), srv.add_user("mona")
+    ext(srv, "POST", "/user/orgs", olivia, {"login": "acme"})
+    api(srv, "PUT", "/orgs/acme/memberships/mona", olivia, {"role": "member"})
+    api(srv, "POST", "/orgs/acme/repos", olivia, {"name": "one", "auto_init": True})
+    body = {"events": ["issues"], "config": {"url": receiver.url, "content_type": "json"}}
+    assert api(srv, "POST", "/orgs/acme/hooks", mona, body).status == 403
+    hook = api(srv, "POST", "/orgs/acme/hooks", olivia, body)
+    assert hook.status == 201 and hook.json["type"] == "Organization" and "test_url" not in hook.json
+    api(srv, "POST", "/orgs/acme/repos", olivia, {"name": "two"})
+    api(srv, "POST", "/repos/acme/two/issues", olivia, {"title": "in two"})
+    (h0, ping), (h1, opened) = receiver.wait_for(2)
+    assert h0["x-github-hook-installation-target-type"] == "organization" and ping["organization"]["login"] == "acme"
+    assert (h1["x-github-event"], opened["repository"]["full_name"], opened["organization"]["login"]) == (
+        "issues", "acme/two", "acme")
+    assert [h["id"] for h in api(srv, "GET", "/orgs/acme/hooks", olivia).json] == [hook.json["id"]]
+    assert len(api(srv, "GET", "/orgs/acme/hooks/%d/deliveries" % hook.json["id"], olivia).json) == 2
+    assert api(srv, "GET", "/repos/acme/two/hooks/%d" % hook.json["id"], olivia).status == 404

@@ -81,6 +81,7 @@ ACTIONS = {
     "read_org":           Action("org", "none", mutation=False),
     "read_org_private":   Action("org", "read", scope="read:org", mutation=False),
     "manage_org":         Action("org", "admin", scope="admin:org"),
+    "manage_org_hooks":   Action("org", "admin", scope="admin:org"),
     "read_org_secrets":   Action("org", "admin", scope="admin:org", mutation=False, sensitive=True),
     "write_org_secrets":  Action("org", "admin", scope="admin:org"),
     "read_org_variables": Action("org", "admin", scope="admin:org", mutation=False),

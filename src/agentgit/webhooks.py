@@ -27,6 +27,7 @@ from agentgit.outbox import queue_delivery
 from agentgit.routing import route
 from agentgit.serializers import commit_json, repo_json, user_json
 from agentgit.lookups import delete_row, find_repo, one_or_404
+from agentgit.orgs import find_org
 from agentgit.issues import comment_json, issue_json
 from agentgit.pulls import pull_json, pull_rows
 
@@ -49,19 +50,27 @@ def hook_secret(app, hook):
         else None
 
 
-def hook_json(app, repo_row, hook):
-    api = "%s/repos/%s/hooks/%d" % (app.api, full_name(repo_row), hook["id"])
+def hook_json(app, hook):
+    """GitHub's hook: a repository's (type Repository) or an organization's (type Organization)."""
+    if hook["repo_id"] is not None:
+        kind, api = "Repository", "%s/repos/%s/hooks/%d" % (app.api, full_name(repo_by_id(app.store, hook["repo_id"])),
+                                                            hook["id"])
+    else:
+        kind, api = "Organization", "%s/orgs/%s/hooks/%d" % (app.api, account_by_id(app.store, hook["org_id"])["login"],
+                                                             hook["id"])
     last = app.store.one("SELECT status_code, status FROM hook_deliveries WHERE hook_id = ? AND state IN"
                          " ('delivered', 'failed') ORDER BY id DESC LIMIT 1", hook["id"])
     config = {"content_type": hook["content_type"], "insecure_ssl": hook["insecure_ssl"], "url": hook["url"]}
     if hook["secret_sealed"]:
         config["secret"] = "********"
-    return {"type": "Repository", "id": hook["id"], "name": "web", "active": bool(hook["active"]),
-            "events": json.loads(hook["events"]), "config": config, "updated_at": hook["updated_at"],
-            "created_at": hook["created_at"], "url": api, "test_url": api + "/test", "ping_url": api + "/pings",
-            "deliveries_url": api + "/deliveries",
-            "last_response": {"code": last["status_code"] if last else None, "status": last["status"] if last else
-                              "unused", "message": None}}
+    out = {"type": kind, "id": hook["id"], "name": "web", "active": bool(hook["active"]),
+           "events": json.loads(hook["events"]), "config": config, "updated_at": hook["updated_at"],
+           "created_at": hook["created_at"], "url": api, "ping_url": api + "/pings", "deliveries_url": api +
+           "/deliveries", "last_response": {"code": last["status_code"] if last else None,
+                                             "status": last["status"] if last else "unused", "message": None}}
+    if kind == "Repository":
+        out["test_url"] = api + "/test"
+    return out
 
 
 def checked_config(req, config, creating):
@@ -101,9 +110,17 @@ def checked_events(req, body):
     return events
 
 
-def find_hook(req, owner, repo, hook_id):
-    row = find_repo(req, owner, repo, "manage_hooks")
-    return row, one_or_404(req, "SELECT * FROM hooks WHERE id = ? AND repo_id = ?", int(hook_id), row["id"])
+def hooks_of(req, owner, repo, org):
+    """(the repository's or organization's row, the hooks' column naming it), once managing its hooks is
+    allowed: manage_hooks on a repository, manage_org_hooks on an organization."""
+    if org is not None:
+        return find_org(req, org, "manage_org_hooks"), "org_id"
+    return find_repo(req, owner, repo, "manage_hooks"), "repo_id"
+
+
+def find_hook(req, owner, repo, org, hook_id):
+    row, column = hooks_of(req, owner, repo, org)
+    return row, one_or_404(req, "SELECT * FROM hooks WHERE id = ? AND %s = ?" % column, int(hook_id), row["id"])
 
 
 def write_hook(req, db, hook_id, fields):
@@ -114,8 +131,12 @@ def write_hook(req, db, hook_id, fields):
         db.execute("UPDATE hooks SET %s = ?, updated_at = ? WHERE id = ?" % name, (value, now(), hook_id))
 
 
-@route("POST", "/api/v3/repos/{owner}/{repo}/hooks")
-def create_hook(req, owner, repo):
+REPO_HOOKS, ORG_HOOKS = "/api/v3/repos/{owner}/{repo}/hooks", "/api/v3/orgs/{org}/hooks"
+
+
+@route("POST", REPO_HOOKS)
+@route("POST", ORG_HOOKS)
+def create_hook(req, owner=None, repo=None, org=None):
     """A hook, then its ping (as GitHub sends one)."""
     body = req.json()
     if body.get("name", "web") != "web":
@@ -123,53 +144,59 @@ def create_hook(req, owner, repo):
     fields = checked_config(req, body.get("config"), creating=True)
     fields["events"] = json.dumps(checked_events(req, body) or ["push"])
     fields["active"] = int(req.field(body, "active", bool, "Hook", default=True))
-    row = find_repo(req, owner, repo, "manage_hooks")
+    row, column = hooks_of(req, owner, repo, org)
     with req.transaction() as db:
-        if db.execute("SELECT COUNT(*) FROM hooks WHERE repo_id = ?", (row["id"],)).fetchone()[0] >= MAX_HOOKS:
-            raise invalid("Hook", "base", "custom", "a repository has at most %d hooks" % MAX_HOOKS)
+        if db.execute("SELECT COUNT(*) FROM hooks WHERE %s = ?" % column, (row["id"],)).fetchone()[0] >= MAX_HOOKS:
+            raise invalid("Hook", "base", "custom", "at most %d hooks each" % MAX_HOOKS)
         stamp = now()
-        hook_id = db.execute("INSERT INTO hooks (repo_id, url, creator_id, created_at, updated_at) VALUES"
-                             " (?, ?, ?, ?, ?)", (row["id"], fields["url"], req.principal.user["id"], stamp,
-                                                  stamp)).lastrowid
+        hook_id = db.execute("INSERT INTO hooks (%s, url, creator_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                             % column, (row["id"], fields["url"], req.principal.user["id"], stamp, stamp)).lastrowid
         write_hook(req, db, hook_id, fields)
-        queue_ping(req, db, row, hook_id)
+        queue_ping(req, db, hook_id)
         req.effect("created hook %d to %s" % (hook_id, urllib.parse.urlsplit(fields["url"]).hostname))
     req.app.deliveries_waiting.set()
-    return 201, hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook_id))
+    return 201, hook_json(req.app, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook_id))
 
 
-def queue_ping(req, db, repo_row, hook_id):
+def queue_ping(req, db, hook_id):
+    """A ping: the hook, and the repository or organization it belongs to."""
     hook = db.execute("SELECT * FROM hooks WHERE id = ?", (hook_id,)).fetchone()
     payload = {"zen": "Agents act for people; the record says for whom.", "hook_id": hook_id,
-               "hook": hook_json(req.app, repo_row, hook), "repository": repo_json(req.app, repo_row),
-               "sender": user_json(req.app, req.principal.user)}
-    queue_delivery(db, hook_id, "ping", None, repo_row["id"], {}, chain_of_request(req), json.dumps(payload))
+               "hook": hook_json(req.app, hook), "sender": user_json(req.app, req.principal.user)}
+    if hook["repo_id"] is not None:
+        payload["repository"] = repo_json(req.app, repo_by_id(req.app.store, hook["repo_id"]))
+    else:
+        payload["organization"] = user_json(req.app, account_by_id(req.app.store, hook["org_id"]))
+    queue_delivery(db, hook_id, "ping", None, hook["repo_id"], {}, chain_of_request(req), json.dumps(payload))
 
 
 def chain_of_request(req):
     return dict(req.chain_fields(), audit_id=req.audit_id)
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks")
-def list_hooks(req, owner, repo):
-    row = find_repo(req, owner, repo, "manage_hooks")
-    return [hook_json(req.app, row, h) for h in req.paginate(req.app.store.all(
-        "SELECT * FROM hooks WHERE repo_id = ? ORDER BY id", row["id"]))]
+@route("GET", REPO_HOOKS)
+@route("GET", ORG_HOOKS)
+def list_hooks(req, owner=None, repo=None, org=None):
+    row, column = hooks_of(req, owner, repo, org)
+    return [hook_json(req.app, h) for h in req.paginate(req.app.store.all(
+        "SELECT * FROM hooks WHERE %s = ? ORDER BY id" % column, row["id"]))]
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
-def get_hook(req, owner, repo, hook_id):
-    return hook_json(req.app, *find_hook(req, owner, repo, hook_id))
+@route("GET", REPO_HOOKS + "/{hook_id:int}")
+@route("GET", ORG_HOOKS + "/{hook_id:int}")
+def get_hook(req, hook_id, owner=None, repo=None, org=None):
+    return hook_json(req.app, find_hook(req, owner, repo, org, hook_id)[1])
 
 
-@route("PATCH", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
-def update_hook(req, owner, repo, hook_id):
+@route("PATCH", REPO_HOOKS + "/{hook_id:int}")
+@route("PATCH", ORG_HOOKS + "/{hook_id:int}")
+def update_hook(req, hook_id, owner=None, repo=None, org=None):
     body = req.json()
     fields = checked_config(req, body["config"], creating=False) if "config" in body else {}
     events = checked_events(req, body)
     adding, removing = (req.field(body, key, list, "Hook", default=[]) for key in ("add_events", "remove_events"))
     active = req.field(body, "active", bool, "Hook")
-    row, hook = find_hook(req, owner, repo, hook_id)
+    _, hook = find_hook(req, owner, repo, org, hook_id)
     events = set(events if events is not None else json.loads(hook["events"])) | set(adding)
     events -= set(removing)
     if not events or not events <= set(HOOK_EVENTS):
@@ -177,47 +204,52 @@ def update_hook(req, owner, repo, hook_id):
     fields["events"] = json.dumps(sorted(events))
     if active is not None:
         fields["active"] = int(active)
+    return changed_hook(req, hook, fields, "updated hook %d")
+
+
+def changed_hook(req, hook, fields, what):
     with req.transaction() as db:
         write_hook(req, db, hook["id"], fields)
-        req.effect("updated hook %d" % hook["id"])
-    return hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))
+        req.effect(what % hook["id"])
+    return hook_json(req.app, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config")
-def get_hook_config(req, owner, repo, hook_id):
-    return hook_json(req.app, *find_hook(req, owner, repo, hook_id))["config"]
+@route("GET", REPO_HOOKS + "/{hook_id:int}/config")
+@route("GET", ORG_HOOKS + "/{hook_id:int}/config")
+def get_hook_config(req, hook_id, owner=None, repo=None, org=None):
+    return hook_json(req.app, find_hook(req, owner, repo, org, hook_id)[1])["config"]
 
 
-@route("PATCH", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/config")
-def update_hook_config(req, owner, repo, hook_id):
+@route("PATCH", REPO_HOOKS + "/{hook_id:int}/config")
+@route("PATCH", ORG_HOOKS + "/{hook_id:int}/config")
+def update_hook_config(req, hook_id, owner=None, repo=None, org=None):
     fields = checked_config(req, req.json(), creating=False)
-    row, hook = find_hook(req, owner, repo, hook_id)
-    with req.transaction() as db:
-        write_hook(req, db, hook["id"], fields)
-        req.effect("updated the config of hook %d" % hook["id"])
-    return hook_json(req.app, row, req.app.store.one("SELECT * FROM hooks WHERE id = ?", hook["id"]))["config"]
+    _, hook = find_hook(req, owner, repo, org, hook_id)
+    return changed_hook(req, hook, fields, "updated the config of hook %d")["config"]
 
 
-@route("DELETE", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}")
-def delete_hook(req, owner, repo, hook_id):
-    _, hook = find_hook(req, owner, repo, hook_id)
+@route("DELETE", REPO_HOOKS + "/{hook_id:int}")
+@route("DELETE", ORG_HOOKS + "/{hook_id:int}")
+def delete_hook(req, hook_id, owner=None, repo=None, org=None):
+    _, hook = find_hook(req, owner, repo, org, hook_id)
     return delete_row(req, "hooks", hook["id"], "hook %d" % hook["id"])
 
 
-@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/pings")
-def ping_hook(req, owner, repo, hook_id):
-    row, hook = find_hook(req, owner, repo, hook_id)
+@route("POST", REPO_HOOKS + "/{hook_id:int}/pings")
+@route("POST", ORG_HOOKS + "/{hook_id:int}/pings")
+def ping_hook(req, hook_id, owner=None, repo=None, org=None):
+    _, hook = find_hook(req, owner, repo, org, hook_id)
     with req.transaction() as db:
-        queue_ping(req, db, row, hook["id"])
+        queue_ping(req, db, hook["id"])
         req.effect("pinged hook %d" % hook["id"])
     req.app.deliveries_waiting.set()
     return 204, None
 
 
-@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/tests")
+@route("POST", REPO_HOOKS + "/{hook_id:int}/tests")
 def test_hook(req, owner, repo, hook_id):
     """A push event for the default branch's latest commit, if the hook takes pushes (as GitHub's test)."""
-    row, hook = find_hook(req, owner, repo, hook_id)
+    row, hook = find_hook(req, owner, repo, None, hook_id)
     events = json.loads(hook["events"])
     with open_repo(req.app, row["id"]) as git:
         ref = "refs/heads/" + row["default_branch"]
@@ -244,10 +276,11 @@ def delivery_json(row, detail=False):
     return out
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries")
-def list_deliveries(req, owner, repo, hook_id):
+@route("GET", REPO_HOOKS + "/{hook_id:int}/deliveries")
+@route("GET", ORG_HOOKS + "/{hook_id:int}/deliveries")
+def list_deliveries(req, hook_id, owner=None, repo=None, org=None):
     """Newest first."""
-    _, hook = find_hook(req, owner, repo, hook_id)
+    _, hook = find_hook(req, owner, repo, org, hook_id)
     rows = req.app.store.all("SELECT * FROM hook_deliveries WHERE hook_id = ? ORDER BY id DESC", hook["id"])
     return [delivery_json(r) for r in req.paginate(rows)]
 
@@ -256,16 +289,18 @@ def find_delivery(req, hook, delivery_id):
     return one_or_404(req, "SELECT * FROM hook_deliveries WHERE id = ? AND hook_id = ?", int(delivery_id), hook["id"])
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}")
-def get_delivery(req, owner, repo, hook_id, delivery_id):
-    _, hook = find_hook(req, owner, repo, hook_id)
+@route("GET", REPO_HOOKS + "/{hook_id:int}/deliveries/{delivery_id:int}")
+@route("GET", ORG_HOOKS + "/{hook_id:int}/deliveries/{delivery_id:int}")
+def get_delivery(req, hook_id, delivery_id, owner=None, repo=None, org=None):
+    _, hook = find_hook(req, owner, repo, org, hook_id)
     return delivery_json(find_delivery(req, hook, delivery_id), detail=True)
 
 
-@route("POST", "/api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}/attempts")
-def redeliver(req, owner, repo, hook_id, delivery_id):
+@route("POST", REPO_HOOKS + "/{hook_id:int}/deliveries/{delivery_id:int}/attempts")
+@route("POST", ORG_HOOKS + "/{hook_id:int}/deliveries/{delivery_id:int}/attempts")
+def redeliver(req, hook_id, delivery_id, owner=None, repo=None, org=None):
     """The same payload again, as a new delivery marked a redelivery."""
-    _, hook = find_hook(req, owner, repo, hook_id)
+    _, hook = find_hook(req, owner, repo, org, hook_id)
     old = find_delivery(req, hook, delivery_id)
     with req.transaction() as db:
         queue_delivery(db, hook["id"], old["event"], old["action"], old["repo_id"], json.loads(old["subject"]),
