@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2806  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 10972  delegation.create_invite
-       line 11044  delegation.confirm_binding
-       line 11676  tasks.create_task_grant
+       line 11000  delegation.create_invite
+       line 11072  delegation.confirm_binding
+       line 11704  tasks.create_task_grant
        line  3551  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 17426  server.App.dispatch
+       line 17454  server.App.dispatch
        line  3466  authentication.authenticate
        line  3149  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17079  githttp.git_receive_pack
+       line 17107  githttp.git_receive_pack
        line  3193  ledger.Ledger.decide_each
        line  3127  intents.reconcile_intents
 
@@ -86,45 +86,45 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     27. issues             lines  5663- 6447  REST: issues, comments, labels and milestones.
     28. sub_issues         lines  6448- 6577  REST: sub-issues, github.com's tree of issues.
     29. pulls              lines  6578- 7099  REST: pull requests and their merges.
-    30. reviews            lines  7100- 7445  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    31. reactions          lines  7446- 7553  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    32. timeline           lines  7554- 7610  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. contents           lines  7611- 7852  REST: file contents and READMEs, read and written as commits.
-    34. protection         lines  7853- 8119  REST: branch protection, commit statuses and check runs.
-    35. deployments        lines  8120- 8282  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    36. gitdata            lines  8283- 8632  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    37. releases           lines  8633- 8970  REST: releases, tags and release assets.
-    38. deploy_keys        lines  8971- 9049  REST: deploy keys.
-    39. actions            lines  9050- 9275  REST: workflow records and their runs (which nothing here executes).
-    40. search             lines  9276- 9478  REST: search over repositories, issues, code and accounts.
-    41. orgs               lines  9479- 9827  REST: organizations, memberships and teams.
-    42. webhooks           lines  9828-10302  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    43. actions_config     lines 10303-10790  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 10791-10866  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 10867-11431  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11432-11642  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11643-12068  REST: task grants, task tokens, step-up and approvals.
-    48. oversight          lines 12069-12240  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    49. graphql_language   lines 12241-12503  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    50. graphql_resolvers  lines 12504-13185  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    51. graphql_git        lines 13186-13418  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    52. graphql_mutations  lines 13419-13804  GraphQL mutations: each one decided as its REST twin is.
-    53. graphql_schema     lines 13805-14278  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    54. graphql_execution  lines 14279-14560  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    55. client_assertions  lines 14561-14743  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    56. settings_pages     lines 14744-15080  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    57. oauth_clients      lines 15081-15320  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    58. broker             lines 15321-15779  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    59. oauth              lines 15780-16433  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    60. mcp_server         lines 16434-16941  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    61. githttp            lines 16942-17147  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    62. pages              lines 17148-17416  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    63. server             lines 17417-18038  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    64. clients            lines 18039-18315  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    65. cli                lines 18316-18796  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18797-19635  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    30. reviews            lines  7100- 7448  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    31. reactions          lines  7449- 7556  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    32. timeline           lines  7557- 7613  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    33. contents           lines  7614- 7855  REST: file contents and READMEs, read and written as commits.
+    34. protection         lines  7856- 8126  REST: branch protection, commit statuses and check runs.
+    35. deployments        lines  8127- 8289  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    36. gitdata            lines  8290- 8639  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    37. releases           lines  8640- 8979  REST: releases, tags and release assets.
+    38. deploy_keys        lines  8980- 9058  REST: deploy keys.
+    39. actions            lines  9059- 9284  REST: workflow records and their runs (which nothing here executes).
+    40. search             lines  9285- 9487  REST: search over repositories, issues, code and accounts.
+    41. orgs               lines  9488- 9836  REST: organizations, memberships and teams.
+    42. webhooks           lines  9837-10330  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    43. actions_config     lines 10331-10818  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 10819-10894  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 10895-11459  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11460-11670  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11671-12096  REST: task grants, task tokens, step-up and approvals.
+    48. oversight          lines 12097-12268  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    49. graphql_language   lines 12269-12531  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    50. graphql_resolvers  lines 12532-13213  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    51. graphql_git        lines 13214-13446  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    52. graphql_mutations  lines 13447-13832  GraphQL mutations: each one decided as its REST twin is.
+    53. graphql_schema     lines 13833-14306  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    54. graphql_execution  lines 14307-14588  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    55. client_assertions  lines 14589-14771  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    56. settings_pages     lines 14772-15108  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    57. oauth_clients      lines 15109-15348  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    58. broker             lines 15349-15807  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    59. oauth              lines 15808-16461  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    60. mcp_server         lines 16462-16969  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    61. githttp            lines 16970-17175  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    62. pages              lines 17176-17444  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    63. server             lines 17445-18066  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    64. clients            lines 18067-18343  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    65. cli                lines 18344-18824  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18825-19663  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is db4a566196c748ebc623601e9d743a79f253f934d4add69728b59466692fd921
+Made from sources whose SHA-256 is 830ebae5594066dc01a3105d9c0848b24a480c27982d19db8d71c13d71e5e56d
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -7232,6 +7232,7 @@ def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
                                checked, stamp)
         if event is not None:
             insert_event(db, issue["id"], viewer, "reviewed", {"review_id": review_id}, stamp=stamp)
+            req.announce(row["id"], "pull_request_review", "submitted", {"issue_id": issue["id"], "review_id": review_id})
             db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], viewer))
             notify(req, db, issue["id"], text + "".join(c[1] for c in checked))
         req.effect("review %d on #%d: %s%s" % (review_id, issue["number"], REVIEW_EVENTS.get(event, "PENDING"),
@@ -7266,6 +7267,8 @@ def submit_review(req, issue, review, event, text):
             raise invalid("PullRequestReview", "state", "custom", "Can not change a review that is submitted")
         db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], review["user_id"]))
         insert_event(db, issue["id"], review["user_id"], "reviewed", {"review_id": review["id"]})
+        req.announce(issue["repo_id"], "pull_request_review", "submitted", {"issue_id": issue["id"],
+                                                                            "review_id": review["id"]})
         notify(req, db, issue["id"], text + "".join(r[0] for r in db.execute(
             "SELECT body FROM review_comments WHERE review_id = ?", (review["id"],))))
         req.effect("review %d on #%d submitted: %s" % (review["id"], issue["number"], REVIEW_EVENTS[event]))
@@ -8084,6 +8087,8 @@ def create_check_run(req, owner, repo):
     with req.transaction() as db:
         run_id = insert_row(db, "check_runs", fields)
         req.effect("check run %d %s (%s) on %s" % (run_id, fields["name"], fields["status"], fields["head_sha"][:12]))
+        req.announce(row["id"], "check_run", "completed" if fields["status"] == "completed" else "created",
+                     {"check_run_id": run_id})
     return 201, check_run_json(req.app, row, req.app.store.one("SELECT * FROM check_runs WHERE id = ?", run_id))
 
 
@@ -8106,6 +8111,8 @@ def update_check_run(req, owner, repo, run_id):
     with req.transaction() as db:
         update_row(db, "check_runs", fields, "id", run["id"])
         req.effect("check run %d updated: %s" % (run["id"], ", ".join(sorted(fields))))
+        if fields.get("status") == "completed" and run["status"] != "completed":
+            req.announce(row["id"], "check_run", "completed", {"check_run_id": run["id"]})
     return check_run_json(req.app, row, find_check_run(req, row, run_id))
 
 
@@ -8724,6 +8731,8 @@ def create_release(req, owner, repo):
                                                      created_at=stamp,
                                                      published_at=None if fields.get("draft") else stamp))
         req.effect("release %s" % fields["tag_name"])
+        req.announce(row["id"], "release", "created" if fields.get("draft") else "published",
+                     {"release_id": release_id})
     return 201, release_json(req.app, row, req.app.store.one("SELECT * FROM releases WHERE id = ?", release_id))
 
 
@@ -9827,10 +9836,11 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 42. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
-# uses: config, crypto, errors, egress, gitstore, accounts, outbox, routing, serializers, lookups, orgs, issues, pulls
+# uses: config, crypto, errors, egress, gitstore, accounts, outbox, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "ping")
+HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "pull_request_review",
+               "release", "check_run", "ping")
 CONTENT_TYPES = ("json", "form")
 MAX_HOOKS = 20                  # GitHub's limit a repository
 DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
@@ -10194,8 +10204,26 @@ def detail_fields(app, subject):
     return out
 
 
+def review_payload(app, repo_row, subject):
+    review = app.store.one("SELECT * FROM reviews WHERE id = ?", subject["review_id"])
+    issue = app.store.one("SELECT * FROM issues WHERE id = ?", subject["issue_id"])
+    return dict(pull_payload(app, repo_row, subject), review=review_json(app, repo_row, issue, review) if review and
+                issue else None)
+
+
+def release_payload(app, repo_row, subject):
+    release = app.store.one("SELECT * FROM releases WHERE id = ?", subject["release_id"])
+    return {"release": release_json(app, repo_row, release) if release else None}
+
+
+def check_run_payload(app, repo_row, subject):
+    run = app.store.one("SELECT * FROM check_runs WHERE id = ?", subject["check_run_id"])
+    return {"check_run": check_run_json(app, repo_row, run) if run else None}
+
+
 EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
-                  "issue_comment": issue_payload, "pull_request": pull_payload}
+                  "issue_comment": issue_payload, "pull_request": pull_payload, "pull_request_review": review_payload,
+                  "release": release_payload, "check_run": check_run_payload}
 
 
 # -- the delivery worker ----------------------------------------------------------------------------------

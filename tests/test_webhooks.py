@@ -245,3 +245,31 @@ def test_an_organizations_hook_hears_every_repository_of_it(hooked):
     assert [h["id"] for h in api(srv, "GET", "/orgs/acme/hooks", olivia).json] == [hook.json["id"]]
     assert len(api(srv, "GET", "/orgs/acme/hooks/%d/deliveries" % hook.json["id"], olivia).json) == 2
     assert api(srv, "GET", "/repos/acme/two/hooks/%d" % hook.json["id"], olivia).status == 404
+
+
+def test_reviews_releases_and_check_runs_are_delivered(hooked, tmp_path):
+    srv, receiver = hooked
+    alice, walt = srv.add_user("alice"), srv.add_user("walt")
+    api(srv, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    api(srv, "PUT", "/repos/alice/app/collaborators/walt", alice, {"permission": "push"})
+    api(srv, "POST", "/repos/alice/app/hooks", alice, {"events": ["pull_request_review", "release", "check_run"],
+                                                       "config": {"url": receiver.url, "content_type": "json"}})
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(srv, "alice/app", walt), work)
+    git(work, "checkout", "-q", "-b", "f")
+    head = commit_file(work, "f.txt", "f\n")
+    git(work, "push", "-q", "origin", "f")
+    api(srv, "POST", "/repos/alice/app/pulls", walt, {"title": "F", "head": "f", "base": "main"})
+    api(srv, "POST", "/repos/alice/app/pulls/1/reviews", alice, {"event": "APPROVE"})
+    run = api(srv, "POST", "/repos/alice/app/check-runs", walt, {"name": "ci", "head_sha": head}).json
+    api(srv, "PATCH", "/repos/alice/app/check-runs/%d" % run["id"], walt, {"status": "completed",
+                                                                           "conclusion": "success"})
+    api(srv, "POST", "/repos/alice/app/releases", alice, {"tag_name": "v1"})
+    got = [(h["x-github-event"], p.get("action")) for h, p in receiver.wait_for(5)]
+    assert got == [("ping", None), ("pull_request_review", "submitted"), ("check_run", "created"),
+                   ("check_run", "completed"), ("release", "published")]
+    payloads = {h["x-github-event"] + ":" + str(p.get("action")): p for h, p in receiver.wait_for(5)}
+    assert payloads["pull_request_review:submitted"]["review"]["state"] == "APPROVED"
+    assert payloads["pull_request_review:submitted"]["pull_request"]["number"] == 1
+    assert payloads["check_run:completed"]["check_run"]["conclusion"] == "success"
+    assert payloads["release:published"]["release"]["tag_name"] == "v1"

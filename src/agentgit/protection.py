@@ -242,6 +242,8 @@ def create_check_run(req, owner, repo):
     with req.transaction() as db:
         run_id = insert_row(db, "check_runs", fields)
         req.effect("check run %d %s (%s) on %s" % (run_id, fields["name"], fields["status"], fields["head_sha"][:12]))
+        req.announce(row["id"], "check_run", "completed" if fields["status"] == "completed" else "created",
+                     {"check_run_id": run_id})
     return 201, check_run_json(req.app, row, req.app.store.one("SELECT * FROM check_runs WHERE id = ?", run_id))
 
 
@@ -264,6 +266,8 @@ def update_check_run(req, owner, repo, run_id):
     with req.transaction() as db:
         update_row(db, "check_runs", fields, "id", run["id"])
         req.effect("check run %d updated: %s" % (run["id"], ", ".join(sorted(fields))))
+        if fields.get("status") == "completed" and run["status"] != "completed":
+            req.announce(row["id"], "check_run", "completed", {"check_run_id": run["id"]})
     return check_run_json(req.app, row, find_check_run(req, row, run_id))
 
 

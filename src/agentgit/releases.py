@@ -111,6 +111,8 @@ def create_release(req, owner, repo):
                                                      created_at=stamp,
                                                      published_at=None if fields.get("draft") else stamp))
         req.effect("release %s" % fields["tag_name"])
+        req.announce(row["id"], "release", "created" if fields.get("draft") else "published",
+                     {"release_id": release_id})
     return 201, release_json(req.app, row, req.app.store.one("SELECT * FROM releases WHERE id = ?", release_id))
 
 

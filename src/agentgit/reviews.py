@@ -146,6 +146,7 @@ def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
                                checked, stamp)
         if event is not None:
             insert_event(db, issue["id"], viewer, "reviewed", {"review_id": review_id}, stamp=stamp)
+            req.announce(row["id"], "pull_request_review", "submitted", {"issue_id": issue["id"], "review_id": review_id})
             db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], viewer))
             notify(req, db, issue["id"], text + "".join(c[1] for c in checked))
         req.effect("review %d on #%d: %s%s" % (review_id, issue["number"], REVIEW_EVENTS.get(event, "PENDING"),
@@ -180,6 +181,8 @@ def submit_review(req, issue, review, event, text):
             raise invalid("PullRequestReview", "state", "custom", "Can not change a review that is submitted")
         db.execute("DELETE FROM review_requests WHERE issue_id = ? AND user_id = ?", (issue["id"], review["user_id"]))
         insert_event(db, issue["id"], review["user_id"], "reviewed", {"review_id": review["id"]})
+        req.announce(issue["repo_id"], "pull_request_review", "submitted", {"issue_id": issue["id"],
+                                                                            "review_id": review["id"]})
         notify(req, db, issue["id"], text + "".join(r[0] for r in db.execute(
             "SELECT body FROM review_comments WHERE review_id = ?", (review["id"],))))
         req.effect("review %d on #%d submitted: %s" % (review["id"], issue["number"], REVIEW_EVENTS[event]))

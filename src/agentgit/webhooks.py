@@ -30,8 +30,12 @@ from agentgit.lookups import delete_row, find_repo, one_or_404
 from agentgit.orgs import find_org
 from agentgit.issues import comment_json, issue_json
 from agentgit.pulls import pull_json, pull_rows
+from agentgit.reviews import review_json
+from agentgit.protection import check_run_json
+from agentgit.releases import release_json
 
-HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "ping")
+HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "pull_request_review",
+               "release", "check_run", "ping")
 CONTENT_TYPES = ("json", "form")
 MAX_HOOKS = 20                  # GitHub's limit a repository
 DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
@@ -395,8 +399,26 @@ def detail_fields(app, subject):
     return out
 
 
+def review_payload(app, repo_row, subject):
+    review = app.store.one("SELECT * FROM reviews WHERE id = ?", subject["review_id"])
+    issue = app.store.one("SELECT * FROM issues WHERE id = ?", subject["issue_id"])
+    return dict(pull_payload(app, repo_row, subject), review=review_json(app, repo_row, issue, review) if review and
+                issue else None)
+
+
+def release_payload(app, repo_row, subject):
+    release = app.store.one("SELECT * FROM releases WHERE id = ?", subject["release_id"])
+    return {"release": release_json(app, repo_row, release) if release else None}
+
+
+def check_run_payload(app, repo_row, subject):
+    run = app.store.one("SELECT * FROM check_runs WHERE id = ?", subject["check_run_id"])
+    return {"check_run": check_run_json(app, repo_row, run) if run else None}
+
+
 EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
-                  "issue_comment": issue_payload, "pull_request": pull_payload}
+                  "issue_comment": issue_payload, "pull_request": pull_payload, "pull_request_review": review_payload,
+                  "release": release_payload, "check_run": check_run_payload}
 
 
 # -- the delivery worker ----------------------------------------------------------------------------------
