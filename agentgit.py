@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  1528  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2678  policy.POLICY_RULES
-       line  2718  policy.decide
+       line  2679  policy.POLICY_RULES
+       line  2719  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2783  audit.audit_append
-       line  2806  audit.audit_verify
+       line  2784  audit.audit_append
+       line  2807  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11000  delegation.create_invite
-       line 11072  delegation.confirm_binding
-       line 11704  tasks.create_task_grant
-       line  3551  authentication.load_grant
+       line 11002  delegation.create_invite
+       line 11074  delegation.confirm_binding
+       line 11706  tasks.create_task_grant
+       line  3552  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 17454  server.App.dispatch
-       line  3466  authentication.authenticate
-       line  3149  ledger.Ledger
+       line 17456  server.App.dispatch
+       line  3467  authentication.authenticate
+       line  3150  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17107  githttp.git_receive_pack
-       line  3193  ledger.Ledger.decide_each
-       line  3127  intents.reconcile_intents
+       line 17109  githttp.git_receive_pack
+       line  3194  ledger.Ledger.decide_each
+       line  3128  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -67,64 +67,64 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      8. tokens             lines  1455- 1555  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
      9. proofs             lines  1556- 1708  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     10. accounts           lines  1709- 1934  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1935- 2740  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2741- 2954  Audit: the hash-chained log and its verifier.
-    13. outbox             lines  2955- 3001  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    14. approvals          lines  3002- 3070  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    15. intents            lines  3071- 3143  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    16. ledger             lines  3144- 3337  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    17. authentication     lines  3338- 3591  Authentication: the Principal, and the request credentials it is built from.
-    18. installation       lines  3592- 3776  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    19. routing            lines  3777- 3906  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    20. request            lines  3907- 4202  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    21. serializers        lines  4203- 4417  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    22. lookups            lines  4418- 4485  Lookups: what a REST request names (accounts, repositories), found or 404.
-    23. web                lines  4486- 4761  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    24. users              lines  4762- 4856  REST: the API root, meta, rate limit and users.
-    25. repositories       lines  4857- 5393  REST: repositories, forks, branches, refs, commits and collaborators.
-    26. notifications      lines  5394- 5662  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    27. issues             lines  5663- 6447  REST: issues, comments, labels and milestones.
-    28. sub_issues         lines  6448- 6577  REST: sub-issues, github.com's tree of issues.
-    29. pulls              lines  6578- 7099  REST: pull requests and their merges.
-    30. reviews            lines  7100- 7448  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    31. reactions          lines  7449- 7556  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    32. timeline           lines  7557- 7613  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. contents           lines  7614- 7855  REST: file contents and READMEs, read and written as commits.
-    34. protection         lines  7856- 8126  REST: branch protection, commit statuses and check runs.
-    35. deployments        lines  8127- 8289  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    36. gitdata            lines  8290- 8639  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    37. releases           lines  8640- 8979  REST: releases, tags and release assets.
-    38. deploy_keys        lines  8980- 9058  REST: deploy keys.
-    39. actions            lines  9059- 9284  REST: workflow records and their runs (which nothing here executes).
-    40. search             lines  9285- 9487  REST: search over repositories, issues, code and accounts.
-    41. orgs               lines  9488- 9836  REST: organizations, memberships and teams.
-    42. webhooks           lines  9837-10330  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    43. actions_config     lines 10331-10818  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 10819-10894  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 10895-11459  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11460-11670  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11671-12096  REST: task grants, task tokens, step-up and approvals.
-    48. oversight          lines 12097-12268  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    49. graphql_language   lines 12269-12531  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    50. graphql_resolvers  lines 12532-13213  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    51. graphql_git        lines 13214-13446  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    52. graphql_mutations  lines 13447-13832  GraphQL mutations: each one decided as its REST twin is.
-    53. graphql_schema     lines 13833-14306  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    54. graphql_execution  lines 14307-14588  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    55. client_assertions  lines 14589-14771  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    56. settings_pages     lines 14772-15108  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    57. oauth_clients      lines 15109-15348  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    58. broker             lines 15349-15807  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    59. oauth              lines 15808-16461  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    60. mcp_server         lines 16462-16969  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    61. githttp            lines 16970-17175  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    62. pages              lines 17176-17444  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    63. server             lines 17445-18066  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    64. clients            lines 18067-18343  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    65. cli                lines 18344-18824  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18825-19663  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    11. policy             lines  1935- 2741  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2742- 2955  Audit: the hash-chained log and its verifier.
+    13. outbox             lines  2956- 3002  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    14. approvals          lines  3003- 3071  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    15. intents            lines  3072- 3144  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    16. ledger             lines  3145- 3338  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    17. authentication     lines  3339- 3592  Authentication: the Principal, and the request credentials it is built from.
+    18. installation       lines  3593- 3777  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    19. routing            lines  3778- 3907  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    20. request            lines  3908- 4203  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    21. serializers        lines  4204- 4418  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    22. lookups            lines  4419- 4486  Lookups: what a REST request names (accounts, repositories), found or 404.
+    23. web                lines  4487- 4762  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    24. users              lines  4763- 4857  REST: the API root, meta, rate limit and users.
+    25. repositories       lines  4858- 5394  REST: repositories, forks, branches, refs, commits and collaborators.
+    26. notifications      lines  5395- 5663  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    27. issues             lines  5664- 6448  REST: issues, comments, labels and milestones.
+    28. sub_issues         lines  6449- 6578  REST: sub-issues, github.com's tree of issues.
+    29. pulls              lines  6579- 7100  REST: pull requests and their merges.
+    30. reviews            lines  7101- 7449  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    31. reactions          lines  7450- 7557  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    32. timeline           lines  7558- 7614  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    33. contents           lines  7615- 7856  REST: file contents and READMEs, read and written as commits.
+    34. protection         lines  7857- 8127  REST: branch protection, commit statuses and check runs.
+    35. deployments        lines  8128- 8290  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    36. gitdata            lines  8291- 8640  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    37. releases           lines  8641- 8980  REST: releases, tags and release assets.
+    38. deploy_keys        lines  8981- 9059  REST: deploy keys.
+    39. actions            lines  9060- 9285  REST: workflow records and their runs (which nothing here executes).
+    40. search             lines  9286- 9488  REST: search over repositories, issues, code and accounts.
+    41. orgs               lines  9489- 9837  REST: organizations, memberships and teams.
+    42. webhooks           lines  9838-10332  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    43. actions_config     lines 10333-10820  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 10821-10896  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 10897-11461  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11462-11672  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11673-12098  REST: task grants, task tokens, step-up and approvals.
+    48. oversight          lines 12099-12270  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    49. graphql_language   lines 12271-12533  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    50. graphql_resolvers  lines 12534-13215  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    51. graphql_git        lines 13216-13448  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    52. graphql_mutations  lines 13449-13834  GraphQL mutations: each one decided as its REST twin is.
+    53. graphql_schema     lines 13835-14308  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    54. graphql_execution  lines 14309-14590  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    55. client_assertions  lines 14591-14773  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    56. settings_pages     lines 14774-15110  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    57. oauth_clients      lines 15111-15350  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    58. broker             lines 15351-15809  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    59. oauth              lines 15810-16463  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    60. mcp_server         lines 16464-16971  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    61. githttp            lines 16972-17177  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    62. pages              lines 17178-17446  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    63. server             lines 17447-18068  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    64. clients            lines 18069-18345  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    65. cli                lines 18346-18826  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18827-19665  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 830ebae5594066dc01a3105d9c0848b24a480c27982d19db8d71c13d71e5e56d
+Made from sources whose SHA-256 is 319837a8ea8906326f7b41c2559448a61283f3d434a574e391d81d4ed5f13997
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2339,6 +2339,7 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     needed = action if spec.mutation or spec.sensitive else "read_code"
     if resource.kind == "credential":
         needed = "call_api"          # a grant names calls; a tool token for them is asked for first
+    if resource.kind == "credential" or "upstream" in context:     # a broker's call, a hook's deliveries
         outside = outside_allowlist(grant["constraints"].get("network_allowlist", []), context.get("upstream", ""))
         if outside:
             return deny("task grant %s: %s" % (gid, outside))
@@ -9919,16 +9920,17 @@ def checked_events(req, body):
     return events
 
 
-def hooks_of(req, owner, repo, org):
+def hooks_of(req, owner, repo, org, url=None):
     """(the repository's or organization's row, the hooks' column naming it), once managing its hooks is
-    allowed: manage_hooks on a repository, manage_org_hooks on an organization."""
+    allowed: manage_hooks on a repository (for a task token, with the hook's ``url`` in its grant's
+    network_allowlist), manage_org_hooks on an organization."""
     if org is not None:
         return find_org(req, org, "manage_org_hooks"), "org_id"
-    return find_repo(req, owner, repo, "manage_hooks"), "repo_id"
+    return find_repo(req, owner, repo, "manage_hooks", **({"upstream": url} if url else {})), "repo_id"
 
 
-def find_hook(req, owner, repo, org, hook_id):
-    row, column = hooks_of(req, owner, repo, org)
+def find_hook(req, owner, repo, org, hook_id, url=None):
+    row, column = hooks_of(req, owner, repo, org, url)
     return row, one_or_404(req, "SELECT * FROM hooks WHERE id = ? AND %s = ?" % column, int(hook_id), row["id"])
 
 
@@ -9953,7 +9955,7 @@ def create_hook(req, owner=None, repo=None, org=None):
     fields = checked_config(req, body.get("config"), creating=True)
     fields["events"] = json.dumps(checked_events(req, body) or ["push"])
     fields["active"] = int(req.field(body, "active", bool, "Hook", default=True))
-    row, column = hooks_of(req, owner, repo, org)
+    row, column = hooks_of(req, owner, repo, org, fields["url"])
     with req.transaction() as db:
         if db.execute("SELECT COUNT(*) FROM hooks WHERE %s = ?" % column, (row["id"],)).fetchone()[0] >= MAX_HOOKS:
             raise invalid("Hook", "base", "custom", "at most %d hooks each" % MAX_HOOKS)
@@ -10005,7 +10007,7 @@ def update_hook(req, hook_id, owner=None, repo=None, org=None):
     events = checked_events(req, body)
     adding, removing = (req.field(body, key, list, "Hook", default=[]) for key in ("add_events", "remove_events"))
     active = req.field(body, "active", bool, "Hook")
-    _, hook = find_hook(req, owner, repo, org, hook_id)
+    _, hook = find_hook(req, owner, repo, org, hook_id, fields.get("url"))
     events = set(events if events is not None else json.loads(hook["events"])) | set(adding)
     events -= set(removing)
     if not events or not events <= set(HOOK_EVENTS):
@@ -10033,7 +10035,7 @@ def get_hook_config(req, hook_id, owner=None, repo=None, org=None):
 @route("PATCH", ORG_HOOKS + "/{hook_id:int}/config")
 def update_hook_config(req, hook_id, owner=None, repo=None, org=None):
     fields = checked_config(req, req.json(), creating=False)
-    _, hook = find_hook(req, owner, repo, org, hook_id)
+    _, hook = find_hook(req, owner, repo, org, hook_id, fields.get("url"))
     return changed_hook(req, hook, fields, "updated the config of hook %d")["config"]
 
 

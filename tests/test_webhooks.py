@@ -94,8 +94,7 @@ def test_a_hook_receives_githubs_deliveries_with_the_chain(hooked, tmp_path):
     chain = opened["agentgit"]
     assert (chain["actor"], chain["actor_kind"], chain["delegator"], chain["task"], chain["grant"]) == (
         login, "agent", "alice", "task:triage", grant["id"])
-    audit = ext(srv, "GET", "/audit?actor=%s" % login, alice).json
-    assert chain["audit_id"] in [row["id"] for row in (audit if isinstance(audit, list) else audit["entries"])]
+    assert chain["audit_id"] in [row["id"] for row in ext(srv, "GET", "/audit?actor=%s" % login, alice).json]
     assert (h2["x-github-event"], commented["action"], commented["comment"]["body"]) == ("issue_comment", "created",
                                                                                           "looking")
     assert (closed["action"], closed["sender"]["login"], closed["agentgit"]["task"]) == ("closed", "alice", None)
@@ -273,3 +272,28 @@ def test_reviews_releases_and_check_runs_are_delivered(hooked, tmp_path):
     assert payloads["pull_request_review:submitted"]["pull_request"]["number"] == 1
     assert payloads["check_run:completed"]["check_run"]["conclusion"] == "success"
     assert payloads["release:published"]["release"]["tag_name"] == "v1"
+
+
+def test_an_agent_adds_a_hook_only_to_a_host_its_grant_may_reach(hooked):
+    """manage_hooks in the task grant, and the hook's host in its network_allowlist: each refusal is
+    decide()'s, audited, and names what to change."""
+    srv, receiver = hooked
+    alice, login, agent = alice_and_her_agent(srv, ("app",))
+    port = receiver.server_address[1]
+
+    def task_token(allowlist):
+        grant = ext(srv, "POST", "/task-grants", alice, {
+            "agent": "agent:" + login, "delegator": "user:alice", "task": "task:hooks%d" % len(allowlist),
+            "resources": ["repo:alice/app"], "actions": ["read_code", "manage_hooks"],
+            "constraints": {"network_allowlist": allowlist}}).json
+        return ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    body = {"events": ["issues"], "config": {"url": receiver.url}}
+    outside = api(srv, "POST", "/repos/alice/app/hooks", task_token([]), body)
+    assert outside.status == 403 and "network_allowlist" in outside.json["message"]
+    inside = api(srv, "POST", "/repos/alice/app/hooks", task_token(["http://127.0.0.1:%d" % port]), body)
+    assert inside.status == 201
+    standing = api(srv, "POST", "/repos/alice/app/hooks", agent, body)
+    assert standing.status in (403, 404)                 # outside a task: nothing of alice's to manage
+    denied = [r for r in ext(srv, "GET", "/audit?actor=%s" % login, alice).json
+              if r["action"] == "manage_hooks" and r["decision"] == "deny"]
+    assert any("network_allowlist" in json.dumps(r["reasons"]) for r in denied)

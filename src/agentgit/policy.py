@@ -412,6 +412,7 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     needed = action if spec.mutation or spec.sensitive else "read_code"
     if resource.kind == "credential":
         needed = "call_api"          # a grant names calls; a tool token for them is asked for first
+    if resource.kind == "credential" or "upstream" in context:     # a broker's call, a hook's deliveries
         outside = outside_allowlist(grant["constraints"].get("network_allowlist", []), context.get("upstream", ""))
         if outside:
             return deny("task grant %s: %s" % (gid, outside))

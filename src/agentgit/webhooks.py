@@ -114,16 +114,17 @@ def checked_events(req, body):
     return events
 
 
-def hooks_of(req, owner, repo, org):
+def hooks_of(req, owner, repo, org, url=None):
     """(the repository's or organization's row, the hooks' column naming it), once managing its hooks is
-    allowed: manage_hooks on a repository, manage_org_hooks on an organization."""
+    allowed: manage_hooks on a repository (for a task token, with the hook's ``url`` in its grant's
+    network_allowlist), manage_org_hooks on an organization."""
     if org is not None:
         return find_org(req, org, "manage_org_hooks"), "org_id"
-    return find_repo(req, owner, repo, "manage_hooks"), "repo_id"
+    return find_repo(req, owner, repo, "manage_hooks", **({"upstream": url} if url else {})), "repo_id"
 
 
-def find_hook(req, owner, repo, org, hook_id):
-    row, column = hooks_of(req, owner, repo, org)
+def find_hook(req, owner, repo, org, hook_id, url=None):
+    row, column = hooks_of(req, owner, repo, org, url)
     return row, one_or_404(req, "SELECT * FROM hooks WHERE id = ? AND %s = ?" % column, int(hook_id), row["id"])
 
 
@@ -148,7 +149,7 @@ def create_hook(req, owner=None, repo=None, org=None):
     fields = checked_config(req, body.get("config"), creating=True)
     fields["events"] = json.dumps(checked_events(req, body) or ["push"])
     fields["active"] = int(req.field(body, "active", bool, "Hook", default=True))
-    row, column = hooks_of(req, owner, repo, org)
+    row, column = hooks_of(req, owner, repo, org, fields["url"])
     with req.transaction() as db:
         if db.execute("SELECT COUNT(*) FROM hooks WHERE %s = ?" % column, (row["id"],)).fetchone()[0] >= MAX_HOOKS:
             raise invalid("Hook", "base", "custom", "at most %d hooks each" % MAX_HOOKS)
@@ -200,7 +201,7 @@ def update_hook(req, hook_id, owner=None, repo=None, org=None):
     events = checked_events(req, body)
     adding, removing = (req.field(body, key, list, "Hook", default=[]) for key in ("add_events", "remove_events"))
     active = req.field(body, "active", bool, "Hook")
-    _, hook = find_hook(req, owner, repo, org, hook_id)
+    _, hook = find_hook(req, owner, repo, org, hook_id, fields.get("url"))
     events = set(events if events is not None else json.loads(hook["events"])) | set(adding)
     events -= set(removing)
     if not events or not events <= set(HOOK_EVENTS):
@@ -228,7 +229,7 @@ def get_hook_config(req, hook_id, owner=None, repo=None, org=None):
 @route("PATCH", ORG_HOOKS + "/{hook_id:int}/config")
 def update_hook_config(req, hook_id, owner=None, repo=None, org=None):
     fields = checked_config(req, req.json(), creating=False)
-    _, hook = find_hook(req, owner, repo, org, hook_id)
+    _, hook = find_hook(req, owner, repo, org, hook_id, fields.get("url"))
     return changed_hook(req, hook, fields, "updated the config of hook %d")["config"]
 
 
