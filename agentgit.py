@@ -28,103 +28,103 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1506  tokens.issue_token
-       line  1528  tokens.verify_token
+       line  1507  tokens.issue_token
+       line  1529  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2679  policy.POLICY_RULES
-       line  2719  policy.decide
+       line  2680  policy.POLICY_RULES
+       line  2720  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2784  audit.audit_append
-       line  2807  audit.audit_verify
+       line  2785  audit.audit_append
+       line  2808  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11002  delegation.create_invite
-       line 11074  delegation.confirm_binding
-       line 11706  tasks.create_task_grant
-       line  3552  authentication.load_grant
+       line 11014  delegation.create_invite
+       line 11086  delegation.confirm_binding
+       line 11718  tasks.create_task_grant
+       line  3555  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 17456  server.App.dispatch
-       line  3467  authentication.authenticate
-       line  3150  ledger.Ledger
+       line 17468  server.App.dispatch
+       line  3470  authentication.authenticate
+       line  3153  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17109  githttp.git_receive_pack
-       line  3194  ledger.Ledger.decide_each
-       line  3128  intents.reconcile_intents
+       line 17121  githttp.git_receive_pack
+       line  3197  ledger.Ledger.decide_each
+       line  3131  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   199-  302  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   303-  332  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   333-  725  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   726-  825  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   826- 1051  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1052- 1273  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1274- 1454  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1455- 1555  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1556- 1708  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1709- 1934  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1935- 2741  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2742- 2955  Audit: the hash-chained log and its verifier.
-    13. outbox             lines  2956- 3002  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    14. approvals          lines  3003- 3071  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    15. intents            lines  3072- 3144  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    16. ledger             lines  3145- 3338  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    17. authentication     lines  3339- 3592  Authentication: the Principal, and the request credentials it is built from.
-    18. installation       lines  3593- 3777  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    19. routing            lines  3778- 3907  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    20. request            lines  3908- 4203  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    21. serializers        lines  4204- 4418  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    22. lookups            lines  4419- 4486  Lookups: what a REST request names (accounts, repositories), found or 404.
-    23. web                lines  4487- 4762  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    24. users              lines  4763- 4857  REST: the API root, meta, rate limit and users.
-    25. repositories       lines  4858- 5394  REST: repositories, forks, branches, refs, commits and collaborators.
-    26. notifications      lines  5395- 5663  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    27. issues             lines  5664- 6448  REST: issues, comments, labels and milestones.
-    28. sub_issues         lines  6449- 6578  REST: sub-issues, github.com's tree of issues.
-    29. pulls              lines  6579- 7100  REST: pull requests and their merges.
-    30. reviews            lines  7101- 7449  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    31. reactions          lines  7450- 7557  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    32. timeline           lines  7558- 7614  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. contents           lines  7615- 7856  REST: file contents and READMEs, read and written as commits.
-    34. protection         lines  7857- 8127  REST: branch protection, commit statuses and check runs.
-    35. deployments        lines  8128- 8290  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    36. gitdata            lines  8291- 8640  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    37. releases           lines  8641- 8980  REST: releases, tags and release assets.
-    38. deploy_keys        lines  8981- 9059  REST: deploy keys.
-    39. actions            lines  9060- 9285  REST: workflow records and their runs (which nothing here executes).
-    40. search             lines  9286- 9488  REST: search over repositories, issues, code and accounts.
-    41. orgs               lines  9489- 9837  REST: organizations, memberships and teams.
-    42. webhooks           lines  9838-10332  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    43. actions_config     lines 10333-10820  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 10821-10896  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 10897-11461  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11462-11672  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11673-12098  REST: task grants, task tokens, step-up and approvals.
-    48. oversight          lines 12099-12270  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    49. graphql_language   lines 12271-12533  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    50. graphql_resolvers  lines 12534-13215  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    51. graphql_git        lines 13216-13448  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    52. graphql_mutations  lines 13449-13834  GraphQL mutations: each one decided as its REST twin is.
-    53. graphql_schema     lines 13835-14308  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    54. graphql_execution  lines 14309-14590  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    55. client_assertions  lines 14591-14773  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    56. settings_pages     lines 14774-15110  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    57. oauth_clients      lines 15111-15350  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    58. broker             lines 15351-15809  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    59. oauth              lines 15810-16463  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    60. mcp_server         lines 16464-16971  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    61. githttp            lines 16972-17177  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    62. pages              lines 17178-17446  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    63. server             lines 17447-18068  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    64. clients            lines 18069-18345  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    65. cli                lines 18346-18826  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18827-19665  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   199-  303  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   304-  333  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   334-  726  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   727-  826  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   827- 1052  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1053- 1274  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1275- 1455  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1456- 1556  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1557- 1709  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1710- 1935  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1936- 2742  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2743- 2956  Audit: the hash-chained log and its verifier.
+    13. outbox             lines  2957- 3005  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    14. approvals          lines  3006- 3074  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    15. intents            lines  3075- 3147  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    16. ledger             lines  3148- 3341  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    17. authentication     lines  3342- 3595  Authentication: the Principal, and the request credentials it is built from.
+    18. installation       lines  3596- 3780  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    19. routing            lines  3781- 3910  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    20. request            lines  3911- 4206  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    21. serializers        lines  4207- 4421  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    22. lookups            lines  4422- 4489  Lookups: what a REST request names (accounts, repositories), found or 404.
+    23. web                lines  4490- 4765  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    24. users              lines  4766- 4860  REST: the API root, meta, rate limit and users.
+    25. repositories       lines  4861- 5397  REST: repositories, forks, branches, refs, commits and collaborators.
+    26. notifications      lines  5398- 5666  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    27. issues             lines  5667- 6451  REST: issues, comments, labels and milestones.
+    28. sub_issues         lines  6452- 6581  REST: sub-issues, github.com's tree of issues.
+    29. pulls              lines  6582- 7103  REST: pull requests and their merges.
+    30. reviews            lines  7104- 7452  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    31. reactions          lines  7453- 7560  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    32. timeline           lines  7561- 7617  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    33. contents           lines  7618- 7859  REST: file contents and READMEs, read and written as commits.
+    34. protection         lines  7860- 8130  REST: branch protection, commit statuses and check runs.
+    35. deployments        lines  8131- 8293  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    36. gitdata            lines  8294- 8643  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    37. releases           lines  8644- 8983  REST: releases, tags and release assets.
+    38. deploy_keys        lines  8984- 9062  REST: deploy keys.
+    39. actions            lines  9063- 9288  REST: workflow records and their runs (which nothing here executes).
+    40. search             lines  9289- 9491  REST: search over repositories, issues, code and accounts.
+    41. orgs               lines  9492- 9840  REST: organizations, memberships and teams.
+    42. webhooks           lines  9841-10344  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    43. actions_config     lines 10345-10832  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 10833-10908  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 10909-11473  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11474-11684  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11685-12110  REST: task grants, task tokens, step-up and approvals.
+    48. oversight          lines 12111-12282  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    49. graphql_language   lines 12283-12545  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    50. graphql_resolvers  lines 12546-13227  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    51. graphql_git        lines 13228-13460  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    52. graphql_mutations  lines 13461-13846  GraphQL mutations: each one decided as its REST twin is.
+    53. graphql_schema     lines 13847-14320  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    54. graphql_execution  lines 14321-14602  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    55. client_assertions  lines 14603-14785  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    56. settings_pages     lines 14786-15122  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    57. oauth_clients      lines 15123-15362  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    58. broker             lines 15363-15821  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    59. oauth              lines 15822-16475  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    60. mcp_server         lines 16476-16983  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    61. githttp            lines 16984-17189  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    62. pages              lines 17190-17458  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    63. server             lines 17459-18080  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    64. clients            lines 18081-18357  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    65. cli                lines 18358-18841  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18842-19682  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 319837a8ea8906326f7b41c2559448a61283f3d434a574e391d81d4ed5f13997
+Made from sources whose SHA-256 is 0a0c77fa68265fe6dfbf86374c7d7c94208682179cad95a38e8dffe2770764af
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -282,6 +282,7 @@ class Config:
     broker_allow_loopback: bool = False    # broker upstreams on loopback addresses (tests' upstreams)
     egress_allow_loopback: bool = False    # every outbound connection (webhooks, the broker, client documents)
                                            # may go to loopback addresses (tests)
+    webhook_retries: int = 0               # a failed delivery is tried again up to this many times (backing off)
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
     dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
     require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key
@@ -2992,12 +2993,14 @@ def ref_events(ref, old, new):
     return events
 
 
-def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=None, redelivery=False):
-    """A delivery waiting for the worker; ``payload`` already rendered (a ping, a redelivery) or None."""
+def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=None, redelivery=False, attempt=1,
+                   not_before=None):
+    """A delivery waiting for the worker; ``payload`` already rendered (a ping, a redelivery) or None; a
+    retry (``attempt`` past 1) waits until ``not_before``."""
     return db.execute("INSERT INTO hook_deliveries (hook_id, guid, event, action, repo_id, subject, chain, payload,"
-                      " redelivery, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      " redelivery, attempt, not_before, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (hook_id, str(uuid.uuid4()), event, action, repo_id, json.dumps(subject), json.dumps(chain),
-                       payload, int(redelivery), now())).lastrowid
+                       payload, int(redelivery), attempt, not_before, now())).lastrowid
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -9849,6 +9852,7 @@ LEASE_SECONDS = 60              # a delivery a worker claimed and did not finish
 MAX_RESPONSE_KEPT = 4096        # bytes of the receiver's answer kept with the delivery
 MAX_PUSH_COMMITS = 20           # a push payload lists its newest 20 commits, as GitHub's
 SECRET_PURPOSE = b"webhook secret"
+RETRY_AFTER = 10                # seconds before a failed delivery's first retry; each next waits four times longer
 
 
 def sealed_secret(app, hook_id, secret):
@@ -10230,17 +10234,18 @@ EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_pay
 
 # -- the delivery worker ----------------------------------------------------------------------------------
 
-WAITING = "state = 'queued' OR (state = 'delivering' AND leased_until < ?)"
+# waiting: queued (a retry once its time has come), or claimed by a worker whose lease lapsed; (now, now)
+WAITING = "(state = 'queued' AND (not_before IS NULL OR not_before <= ?)) OR (state = 'delivering' AND leased_until < ?)"
 
 
 def claim_delivery(store):
     """The oldest waiting delivery (or one whose worker's lease lapsed), claimed for LEASE_SECONDS; None.
     Looked for first without a write lock: an idle outbox costs the requests nothing."""
-    if store.one("SELECT 1 FROM hook_deliveries WHERE %s LIMIT 1" % WAITING, time.time()) is None:
+    if store.one("SELECT 1 FROM hook_deliveries WHERE %s LIMIT 1" % WAITING, time.time(), time.time()) is None:
         return None
     with store.transaction() as db:
         row = db.execute("SELECT * FROM hook_deliveries WHERE %s ORDER BY id LIMIT 1" % WAITING,
-                         (time.time(),)).fetchone()
+                         (time.time(), time.time())).fetchone()
         if row is None:
             return None
         db.execute("UPDATE hook_deliveries SET state = 'delivering', leased_until = ? WHERE id = ?",
@@ -10273,12 +10278,19 @@ def deliver(app, delivery):
         headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     started = time.monotonic()
     code, status, response_headers, answer = send(app, hook["url"], body, headers)
+    delivered = 200 <= code < 300
     with store.transaction() as db:
         db.execute("UPDATE hook_deliveries SET state = ?, status_code = ?, status = ?, duration = ?, request_headers = ?,"
                    " response_headers = ?, response_body = ?, delivered_at = ?, leased_until = NULL WHERE id = ?",
-                   ("delivered" if 200 <= code < 300 else "failed", code, status,
+                   ("delivered" if delivered else "failed", code, status,
                     round(time.monotonic() - started, 3), json.dumps(headers), json.dumps(response_headers),
                     answer[:MAX_RESPONSE_KEPT].decode("utf-8", "replace"), now(), delivery["id"]))
+        if not delivered and delivery["attempt"] <= app.config.webhook_retries:
+            # the operator's opt-in (serve --webhook-retries): the same payload again, later each time
+            queue_delivery(db, hook["id"], delivery["event"], delivery["action"], delivery["repo_id"],
+                           json.loads(delivery["subject"]), json.loads(delivery["chain"]), payload, redelivery=True,
+                           attempt=delivery["attempt"] + 1,
+                           not_before=time.time() + RETRY_AFTER * 4 ** (delivery["attempt"] - 1))
 
 
 def send(app, url, body, headers):
@@ -18539,6 +18551,9 @@ def add_serve_options(serve):
                        help="let every outbound connection (webhook deliveries, the broker's upstreams, OAuth client "
                             "metadata documents) go to loopback addresses (for tests; other private and link-local "
                             "addresses are always refused)")
+    serve.add_argument("--webhook-retries", type=int, default=0, metavar="N",
+                       help="try a failed webhook delivery again up to N times, after 10 s, 40 s, 160 s, ... (default 0: "
+                            "a failed one waits to be redelivered by asking, as on GitHub)")
     serve.add_argument("--broker-allow-loopback", action="store_true",
                        help="let the credential broker reach upstreams on loopback addresses (for tests; other "
                             "private and link-local addresses are always refused)")
@@ -18723,7 +18738,7 @@ def run_serve(args):
                              agent_credentials=args.agent_credentials, agent_standing_access=args.agent_standing_access,
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
-                             egress_allow_loopback=args.egress_allow_loopback,
+                             egress_allow_loopback=args.egress_allow_loopback, webhook_retries=args.webhook_retries,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
                              require_sender_constrained=args.require_sender_constrained,
                              require_runtime_certificates=args.require_runtime_certificates,
@@ -19197,6 +19212,8 @@ CREATE TABLE IF NOT EXISTS hook_deliveries (
     chain             TEXT NOT NULL DEFAULT '{}',  -- who acted, for whom, under which task, grant and audit row
     payload           TEXT,                        -- rendered at the first attempt, kept for redeliveries
     redelivery        INTEGER NOT NULL DEFAULT 0,
+    attempt           INTEGER NOT NULL DEFAULT 1,  -- with serve --webhook-retries: which try this is
+    not_before        REAL,                        -- a retry waits until then (epoch seconds)
     state             TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'delivering', 'delivered', 'failed')),
     leased_until      REAL,                        -- a worker's claim (epoch seconds); a dead worker's lapses
     status_code       INTEGER,

@@ -367,6 +367,8 @@ CREATE TABLE IF NOT EXISTS hook_deliveries (
     chain             TEXT NOT NULL DEFAULT '{}',  -- who acted, for whom, under which task, grant and audit row
     payload           TEXT,                        -- rendered at the first attempt, kept for redeliveries
     redelivery        INTEGER NOT NULL DEFAULT 0,
+    attempt           INTEGER NOT NULL DEFAULT 1,  -- with serve --webhook-retries: which try this is
+    not_before        REAL,                        -- a retry waits until then (epoch seconds)
     state             TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'delivering', 'delivered', 'failed')),
     leased_until      REAL,                        -- a worker's claim (epoch seconds); a dead worker's lapses
     status_code       INTEGER,

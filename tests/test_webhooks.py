@@ -297,3 +297,26 @@ def test_an_agent_adds_a_hook_only_to_a_host_its_grant_may_reach(hooked):
     denied = [r for r in ext(srv, "GET", "/audit?actor=%s" % login, alice).json
               if r["action"] == "manage_hooks" and r["decision"] == "deny"]
     assert any("network_allowlist" in json.dumps(r["reasons"]) for r in denied)
+
+
+def test_the_operator_may_have_failed_deliveries_retried(tmp_path, monkeypatch):
+    """serve --webhook-retries N: a failed delivery is tried again (a redelivery, later each time) until it
+    is answered 2xx or N retries are spent; without it, a failed one waits to be redelivered by asking."""
+    from conftest import patch_everywhere
+    patch_everywhere(monkeypatch, "RETRY_AFTER", 0.1)
+    srv = agentgit.make_server(tmp_path / "data", port=0, egress_allow_loopback=True, webhook_retries=2).start()
+    receiver = Receiver()
+    receiver.status = 503
+    try:
+        alice = srv.add_user("alice")
+        api(srv, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+        hook = api(srv, "POST", "/repos/alice/app/hooks", alice, {"config": {"url": receiver.url}}).json["id"]
+        pings = receiver.wait_for(3)                     # the ping, and two retries of it
+        assert len({json.dumps(p, sort_keys=True) for _, p in pings}) == 1
+        time.sleep(0.5)
+        assert len(receiver.received) == 3              # no third retry
+        deliveries = api(srv, "GET", "/repos/alice/app/hooks/%d/deliveries" % hook, alice).json
+        assert [(d["redelivery"], d["status_code"]) for d in deliveries] == [(True, 503), (True, 503), (False, 503)]
+    finally:
+        srv.stop()
+        receiver.close()

@@ -225,6 +225,9 @@ def add_serve_options(serve):
                        help="let every outbound connection (webhook deliveries, the broker's upstreams, OAuth client "
                             "metadata documents) go to loopback addresses (for tests; other private and link-local "
                             "addresses are always refused)")
+    serve.add_argument("--webhook-retries", type=int, default=0, metavar="N",
+                       help="try a failed webhook delivery again up to N times, after 10 s, 40 s, 160 s, ... (default 0: "
+                            "a failed one waits to be redelivered by asking, as on GitHub)")
     serve.add_argument("--broker-allow-loopback", action="store_true",
                        help="let the credential broker reach upstreams on loopback addresses (for tests; other "
                             "private and link-local addresses are always refused)")
@@ -409,7 +412,7 @@ def run_serve(args):
                              agent_credentials=args.agent_credentials, agent_standing_access=args.agent_standing_access,
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
-                             egress_allow_loopback=args.egress_allow_loopback,
+                             egress_allow_loopback=args.egress_allow_loopback, webhook_retries=args.webhook_retries,
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
                              require_sender_constrained=args.require_sender_constrained,
                              require_runtime_certificates=args.require_runtime_certificates,

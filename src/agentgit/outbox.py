@@ -48,9 +48,11 @@ def ref_events(ref, old, new):
     return events
 
 
-def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=None, redelivery=False):
-    """A delivery waiting for the worker; ``payload`` already rendered (a ping, a redelivery) or None."""
+def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=None, redelivery=False, attempt=1,
+                   not_before=None):
+    """A delivery waiting for the worker; ``payload`` already rendered (a ping, a redelivery) or None; a
+    retry (``attempt`` past 1) waits until ``not_before``."""
     return db.execute("INSERT INTO hook_deliveries (hook_id, guid, event, action, repo_id, subject, chain, payload,"
-                      " redelivery, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      " redelivery, attempt, not_before, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (hook_id, str(uuid.uuid4()), event, action, repo_id, json.dumps(subject), json.dumps(chain),
-                       payload, int(redelivery), now())).lastrowid
+                       payload, int(redelivery), attempt, not_before, now())).lastrowid

@@ -43,6 +43,7 @@ LEASE_SECONDS = 60              # a delivery a worker claimed and did not finish
 MAX_RESPONSE_KEPT = 4096        # bytes of the receiver's answer kept with the delivery
 MAX_PUSH_COMMITS = 20           # a push payload lists its newest 20 commits, as GitHub's
 SECRET_PURPOSE = b"webhook secret"
+RETRY_AFTER = 10                # seconds before a failed delivery's first retry; each next waits four times longer
 
 
 def sealed_secret(app, hook_id, secret):
@@ -424,17 +425,18 @@ EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_pay
 
 # -- the delivery worker ----------------------------------------------------------------------------------
 
-WAITING = "state = 'queued' OR (state = 'delivering' AND leased_until < ?)"
+# waiting: queued (a retry once its time has come), or claimed by a worker whose lease lapsed; (now, now)
+WAITING = "(state = 'queued' AND (not_before IS NULL OR not_before <= ?)) OR (state = 'delivering' AND leased_until < ?)"
 
 
 def claim_delivery(store):
     """The oldest waiting delivery (or one whose worker's lease lapsed), claimed for LEASE_SECONDS; None.
     Looked for first without a write lock: an idle outbox costs the requests nothing."""
-    if store.one("SELECT 1 FROM hook_deliveries WHERE %s LIMIT 1" % WAITING, time.time()) is None:
+    if store.one("SELECT 1 FROM hook_deliveries WHERE %s LIMIT 1" % WAITING, time.time(), time.time()) is None:
         return None
     with store.transaction() as db:
         row = db.execute("SELECT * FROM hook_deliveries WHERE %s ORDER BY id LIMIT 1" % WAITING,
-                         (time.time(),)).fetchone()
+                         (time.time(), time.time())).fetchone()
         if row is None:
             return None
         db.execute("UPDATE hook_deliveries SET state = 'delivering', leased_until = ? WHERE id = ?",
@@ -467,12 +469,19 @@ def deliver(app, delivery):
         headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     started = time.monotonic()
     code, status, response_headers, answer = send(app, hook["url"], body, headers)
+    delivered = 200 <= code < 300
     with store.transaction() as db:
         db.execute("UPDATE hook_deliveries SET state = ?, status_code = ?, status = ?, duration = ?, request_headers = ?,"
                    " response_headers = ?, response_body = ?, delivered_at = ?, leased_until = NULL WHERE id = ?",
-                   ("delivered" if 200 <= code < 300 else "failed", code, status,
+                   ("delivered" if delivered else "failed", code, status,
                     round(time.monotonic() - started, 3), json.dumps(headers), json.dumps(response_headers),
                     answer[:MAX_RESPONSE_KEPT].decode("utf-8", "replace"), now(), delivery["id"]))
+        if not delivered and delivery["attempt"] <= app.config.webhook_retries:
+            # the operator's opt-in (serve --webhook-retries): the same payload again, later each time
+            queue_delivery(db, hook["id"], delivery["event"], delivery["action"], delivery["repo_id"],
+                           json.loads(delivery["subject"]), json.loads(delivery["chain"]), payload, redelivery=True,
+                           attempt=delivery["attempt"] + 1,
+                           not_before=time.time() + RETRY_AFTER * 4 ** (delivery["attempt"] - 1))
 
 
 def send(app, url, body, headers):
