@@ -28,103 +28,103 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1507  tokens.issue_token
-       line  1529  tokens.verify_token
+       line  1511  tokens.issue_token
+       line  1533  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2680  policy.POLICY_RULES
-       line  2720  policy.decide
+       line  2684  policy.POLICY_RULES
+       line  2724  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2785  audit.audit_append
-       line  2808  audit.audit_verify
+       line  2789  audit.audit_append
+       line  2812  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11014  delegation.create_invite
-       line 11086  delegation.confirm_binding
-       line 11718  tasks.create_task_grant
-       line  3555  authentication.load_grant
+       line 11018  delegation.create_invite
+       line 11090  delegation.confirm_binding
+       line 11722  tasks.create_task_grant
+       line  3559  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 17468  server.App.dispatch
-       line  3470  authentication.authenticate
-       line  3153  ledger.Ledger
+       line 17472  server.App.dispatch
+       line  3474  authentication.authenticate
+       line  3157  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17121  githttp.git_receive_pack
-       line  3197  ledger.Ledger.decide_each
-       line  3131  intents.reconcile_intents
+       line 17125  githttp.git_receive_pack
+       line  3201  ledger.Ledger.decide_each
+       line  3135  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
      1. config             lines   199-  303  Configuration: constants, names, limits, times, and the Config a server is built from.
      2. errors             lines   304-  333  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   334-  726  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   727-  826  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   827- 1052  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1053- 1274  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1275- 1455  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1456- 1556  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1557- 1709  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1710- 1935  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1936- 2742  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2743- 2956  Audit: the hash-chained log and its verifier.
-    13. outbox             lines  2957- 3005  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    14. approvals          lines  3006- 3074  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    15. intents            lines  3075- 3147  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    16. ledger             lines  3148- 3341  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    17. authentication     lines  3342- 3595  Authentication: the Principal, and the request credentials it is built from.
-    18. installation       lines  3596- 3780  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    19. routing            lines  3781- 3910  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    20. request            lines  3911- 4206  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    21. serializers        lines  4207- 4421  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    22. lookups            lines  4422- 4489  Lookups: what a REST request names (accounts, repositories), found or 404.
-    23. web                lines  4490- 4765  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    24. users              lines  4766- 4860  REST: the API root, meta, rate limit and users.
-    25. repositories       lines  4861- 5397  REST: repositories, forks, branches, refs, commits and collaborators.
-    26. notifications      lines  5398- 5666  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    27. issues             lines  5667- 6451  REST: issues, comments, labels and milestones.
-    28. sub_issues         lines  6452- 6581  REST: sub-issues, github.com's tree of issues.
-    29. pulls              lines  6582- 7103  REST: pull requests and their merges.
-    30. reviews            lines  7104- 7452  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    31. reactions          lines  7453- 7560  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    32. timeline           lines  7561- 7617  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. contents           lines  7618- 7859  REST: file contents and READMEs, read and written as commits.
-    34. protection         lines  7860- 8130  REST: branch protection, commit statuses and check runs.
-    35. deployments        lines  8131- 8293  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    36. gitdata            lines  8294- 8643  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    37. releases           lines  8644- 8983  REST: releases, tags and release assets.
-    38. deploy_keys        lines  8984- 9062  REST: deploy keys.
-    39. actions            lines  9063- 9288  REST: workflow records and their runs (which nothing here executes).
-    40. search             lines  9289- 9491  REST: search over repositories, issues, code and accounts.
-    41. orgs               lines  9492- 9840  REST: organizations, memberships and teams.
-    42. webhooks           lines  9841-10344  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    43. actions_config     lines 10345-10832  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 10833-10908  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 10909-11473  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11474-11684  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11685-12110  REST: task grants, task tokens, step-up and approvals.
-    48. oversight          lines 12111-12282  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    49. graphql_language   lines 12283-12545  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    50. graphql_resolvers  lines 12546-13227  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    51. graphql_git        lines 13228-13460  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    52. graphql_mutations  lines 13461-13846  GraphQL mutations: each one decided as its REST twin is.
-    53. graphql_schema     lines 13847-14320  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    54. graphql_execution  lines 14321-14602  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    55. client_assertions  lines 14603-14785  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    56. settings_pages     lines 14786-15122  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    57. oauth_clients      lines 15123-15362  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    58. broker             lines 15363-15821  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    59. oauth              lines 15822-16475  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    60. mcp_server         lines 16476-16983  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    61. githttp            lines 16984-17189  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    62. pages              lines 17190-17458  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    63. server             lines 17459-18080  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    64. clients            lines 18081-18357  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    65. cli                lines 18358-18841  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18842-19682  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     4. egress             lines   727-  830  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   831- 1056  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1057- 1278  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1279- 1459  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1460- 1560  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1561- 1713  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1714- 1939  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  1940- 2746  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2747- 2960  Audit: the hash-chained log and its verifier.
+    13. outbox             lines  2961- 3009  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    14. approvals          lines  3010- 3078  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    15. intents            lines  3079- 3151  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    16. ledger             lines  3152- 3345  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    17. authentication     lines  3346- 3599  Authentication: the Principal, and the request credentials it is built from.
+    18. installation       lines  3600- 3784  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    19. routing            lines  3785- 3914  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    20. request            lines  3915- 4210  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    21. serializers        lines  4211- 4425  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    22. lookups            lines  4426- 4493  Lookups: what a REST request names (accounts, repositories), found or 404.
+    23. web                lines  4494- 4769  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    24. users              lines  4770- 4864  REST: the API root, meta, rate limit and users.
+    25. repositories       lines  4865- 5401  REST: repositories, forks, branches, refs, commits and collaborators.
+    26. notifications      lines  5402- 5670  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    27. issues             lines  5671- 6455  REST: issues, comments, labels and milestones.
+    28. sub_issues         lines  6456- 6585  REST: sub-issues, github.com's tree of issues.
+    29. pulls              lines  6586- 7107  REST: pull requests and their merges.
+    30. reviews            lines  7108- 7456  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    31. reactions          lines  7457- 7564  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    32. timeline           lines  7565- 7621  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    33. contents           lines  7622- 7863  REST: file contents and READMEs, read and written as commits.
+    34. protection         lines  7864- 8134  REST: branch protection, commit statuses and check runs.
+    35. deployments        lines  8135- 8297  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    36. gitdata            lines  8298- 8647  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    37. releases           lines  8648- 8987  REST: releases, tags and release assets.
+    38. deploy_keys        lines  8988- 9066  REST: deploy keys.
+    39. actions            lines  9067- 9292  REST: workflow records and their runs (which nothing here executes).
+    40. search             lines  9293- 9495  REST: search over repositories, issues, code and accounts.
+    41. orgs               lines  9496- 9844  REST: organizations, memberships and teams.
+    42. webhooks           lines  9845-10348  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    43. actions_config     lines 10349-10836  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 10837-10912  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 10913-11477  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11478-11688  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11689-12114  REST: task grants, task tokens, step-up and approvals.
+    48. oversight          lines 12115-12286  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    49. graphql_language   lines 12287-12549  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    50. graphql_resolvers  lines 12550-13231  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    51. graphql_git        lines 13232-13464  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    52. graphql_mutations  lines 13465-13850  GraphQL mutations: each one decided as its REST twin is.
+    53. graphql_schema     lines 13851-14324  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    54. graphql_execution  lines 14325-14606  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    55. client_assertions  lines 14607-14789  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    56. settings_pages     lines 14790-15126  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    57. oauth_clients      lines 15127-15366  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    58. broker             lines 15367-15825  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    59. oauth              lines 15826-16479  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    60. mcp_server         lines 16480-16987  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    61. githttp            lines 16988-17193  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    62. pages              lines 17194-17462  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    63. server             lines 17463-18084  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    64. clients            lines 18085-18361  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    65. cli                lines 18362-18845  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18846-19686  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 0a0c77fa68265fe6dfbf86374c7d7c94208682179cad95a38e8dffe2770764af
+Made from sources whose SHA-256 is 647c1094fc3ffd5f336fb629d93d0748c4fd64844fabcbd555d721ac20bf5131
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -798,10 +798,14 @@ def public_address(host, port, allow_loopback, what="the client's metadata host"
     return str(addresses[0])
 
 
-def outbound_connection(scheme, host, port, address, timeout):
-    """An HTTP(S) connection to ``host`` at ``address`` (from public_address()), not yet opened."""
+def outbound_connection(scheme, host, port, address, timeout, verify=True):
+    """An HTTP(S) connection to ``host`` at ``address`` (from public_address()), not yet opened.
+    ``verify``: check the certificate (off only where its owner asked, a webhook's insecure_ssl)."""
     if scheme == "https":
-        return PinnedHTTPSConnection(host, port, address, timeout=timeout, context=ssl.create_default_context())
+        context = ssl.create_default_context()
+        if not verify:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        return PinnedHTTPSConnection(host, port, address, timeout=timeout, context=context)
     return PinnedHTTPConnection(host, port, address, timeout=timeout)
 
 
@@ -10277,7 +10281,7 @@ def deliver(app, delivery):
         headers["X-Hub-Signature"] = "sha1=" + hmac.new(secret, body, hashlib.sha1).hexdigest()
         headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     started = time.monotonic()
-    code, status, response_headers, answer = send(app, hook["url"], body, headers)
+    code, status, response_headers, answer = send(app, hook["url"], body, headers, hook["insecure_ssl"] != "1")
     delivered = 200 <= code < 300
     with store.transaction() as db:
         db.execute("UPDATE hook_deliveries SET state = ?, status_code = ?, status = ?, duration = ?, request_headers = ?,"
@@ -10293,14 +10297,14 @@ def deliver(app, delivery):
                            not_before=time.time() + RETRY_AFTER * 4 ** (delivery["attempt"] - 1))
 
 
-def send(app, url, body, headers):
+def send(app, url, body, headers, verify):
     """(status code, status, response headers, body) of a POST to ``url``; code 0 with the reason when it
-    could not be made (a non-public address, a refused connection, a timeout)."""
+    could not be made (a non-public address, a refused connection, a timeout, a certificate refused)."""
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         address = public_address(parts.hostname, port, allows_loopback(app), what="the hook's host", status=502)
-        conn = outbound_connection(parts.scheme, parts.hostname, port, address, DELIVERY_TIMEOUT)
+        conn = outbound_connection(parts.scheme, parts.hostname, port, address, DELIVERY_TIMEOUT, verify)
         with within_deadline(conn, DELIVERY_TIMEOUT):
             conn.request("POST", (parts.path or "/") + ("?" + parts.query if parts.query else ""), body, headers)
             response = conn.getresponse()

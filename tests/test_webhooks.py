@@ -320,3 +320,26 @@ def test_the_operator_may_have_failed_deliveries_retried(tmp_path, monkeypatch):
     finally:
         srv.stop()
         receiver.close()
+
+
+def test_a_hooks_certificate_is_checked_unless_its_owner_turns_that_off(hooked, test_ca):
+    """Over HTTPS a delivery checks the receiver's certificate (one of a CA the system does not trust is
+    refused and recorded); insecure_ssl "1", GitHub's switch, turns the check off for that hook."""
+    import ssl
+    srv, receiver = hooked
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(test_ca["cert"], test_ca["key"])
+    receiver.socket = context.wrap_socket(receiver.socket, server_side=True)
+    url = receiver.url.replace("http://", "https://")
+    alice = srv.add_user("alice")
+    api(srv, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    hook = api(srv, "POST", "/repos/alice/app/hooks", alice, {"config": {"url": url}}).json["id"]
+    deadline = time.time() + 5
+    while time.time() < deadline and not api(srv, "GET", "/repos/alice/app/hooks/%d/deliveries" % hook,
+                                             alice).json[0]["status"].startswith("could not"):
+        time.sleep(0.05)
+    refused = api(srv, "GET", "/repos/alice/app/hooks/%d/deliveries" % hook, alice).json[0]
+    assert refused["status_code"] == 0 and "SSL" in refused["status"] and receiver.received == []
+    api(srv, "PATCH", "/repos/alice/app/hooks/%d/config" % hook, alice, {"insecure_ssl": "1"})
+    api(srv, "POST", "/repos/alice/app/hooks/%d/pings" % hook, alice)
+    assert receiver.wait_for(1)[0][0]["x-github-event"] == "ping"

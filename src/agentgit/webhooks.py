@@ -468,7 +468,7 @@ def deliver(app, delivery):
         headers["X-Hub-Signature"] = "sha1=" + hmac.new(secret, body, hashlib.sha1).hexdigest()
         headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     started = time.monotonic()
-    code, status, response_headers, answer = send(app, hook["url"], body, headers)
+    code, status, response_headers, answer = send(app, hook["url"], body, headers, hook["insecure_ssl"] != "1")
     delivered = 200 <= code < 300
     with store.transaction() as db:
         db.execute("UPDATE hook_deliveries SET state = ?, status_code = ?, status = ?, duration = ?, request_headers = ?,"
@@ -484,14 +484,14 @@ def deliver(app, delivery):
                            not_before=time.time() + RETRY_AFTER * 4 ** (delivery["attempt"] - 1))
 
 
-def send(app, url, body, headers):
+def send(app, url, body, headers, verify):
     """(status code, status, response headers, body) of a POST to ``url``; code 0 with the reason when it
-    could not be made (a non-public address, a refused connection, a timeout)."""
+    could not be made (a non-public address, a refused connection, a timeout, a certificate refused)."""
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         address = public_address(parts.hostname, port, allows_loopback(app), what="the hook's host", status=502)
-        conn = outbound_connection(parts.scheme, parts.hostname, port, address, DELIVERY_TIMEOUT)
+        conn = outbound_connection(parts.scheme, parts.hostname, port, address, DELIVERY_TIMEOUT, verify)
         with within_deadline(conn, DELIVERY_TIMEOUT):
             conn.request("POST", (parts.path or "/") + ("?" + parts.query if parts.query else ""), body, headers)
             response = conn.getresponse()
