@@ -107,7 +107,9 @@ def build_world(data_dir):
             grant = ext(srv, "POST", "/task-grants", alice, {
                 "agent": "agent:" + bot, "delegator": "user:alice", "task": "task:work-on-" + name,
                 "resources": ["repo:alice/" + name], "actions": list(agentgit.TASK_ACTIONS),
-                "constraints": {"requires_approval": ["manage_labels"]} if name == "other" else {}}).json
+                # the world's hooks deliver to a closed loopback port, which the task may reach
+                "constraints": {"requires_approval": ["manage_labels"]} if name == "other" else {
+                    "network_allowlist": ["http://127.0.0.1:9"]}}).json
             tasks[name] = grant
         session = urllib.parse.urlencode({"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
                                           "subject_token": bootstrap, "resource": srv.url})
