@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2812  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11018  delegation.create_invite
-       line 11090  delegation.confirm_binding
-       line 11722  tasks.create_task_grant
+       line 11023  delegation.create_invite
+       line 11095  delegation.confirm_binding
+       line 11727  tasks.create_task_grant
        line  3559  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 17472  server.App.dispatch
+       line 17474  server.App.dispatch
        line  3474  authentication.authenticate
        line  3157  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17125  githttp.git_receive_pack
+       line 17127  githttp.git_receive_pack
        line  3201  ledger.Ledger.decide_each
        line  3135  intents.reconcile_intents
 
@@ -85,46 +85,46 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     26. notifications      lines  5402- 5670  REST: notifications (GitHub's inbox of threads) and watching repositories.
     27. issues             lines  5671- 6455  REST: issues, comments, labels and milestones.
     28. sub_issues         lines  6456- 6585  REST: sub-issues, github.com's tree of issues.
-    29. pulls              lines  6586- 7107  REST: pull requests and their merges.
-    30. reviews            lines  7108- 7456  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    31. reactions          lines  7457- 7564  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    32. timeline           lines  7565- 7621  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. contents           lines  7622- 7863  REST: file contents and READMEs, read and written as commits.
-    34. protection         lines  7864- 8134  REST: branch protection, commit statuses and check runs.
-    35. deployments        lines  8135- 8297  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    36. gitdata            lines  8298- 8647  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    37. releases           lines  8648- 8987  REST: releases, tags and release assets.
-    38. deploy_keys        lines  8988- 9066  REST: deploy keys.
-    39. actions            lines  9067- 9292  REST: workflow records and their runs (which nothing here executes).
-    40. search             lines  9293- 9495  REST: search over repositories, issues, code and accounts.
-    41. orgs               lines  9496- 9844  REST: organizations, memberships and teams.
-    42. webhooks           lines  9845-10348  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    43. actions_config     lines 10349-10836  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 10837-10912  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 10913-11477  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11478-11688  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11689-12114  REST: task grants, task tokens, step-up and approvals.
-    48. oversight          lines 12115-12286  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    49. graphql_language   lines 12287-12549  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    50. graphql_resolvers  lines 12550-13231  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    51. graphql_git        lines 13232-13464  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    52. graphql_mutations  lines 13465-13850  GraphQL mutations: each one decided as its REST twin is.
-    53. graphql_schema     lines 13851-14324  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    54. graphql_execution  lines 14325-14606  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    55. client_assertions  lines 14607-14789  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    56. settings_pages     lines 14790-15126  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    57. oauth_clients      lines 15127-15366  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    58. broker             lines 15367-15825  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    59. oauth              lines 15826-16479  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    60. mcp_server         lines 16480-16987  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    61. githttp            lines 16988-17193  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    62. pages              lines 17194-17462  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    63. server             lines 17463-18084  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    64. clients            lines 18085-18361  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    65. cli                lines 18362-18845  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18846-19686  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    29. pulls              lines  6586- 7112  REST: pull requests and their merges.
+    30. reviews            lines  7113- 7461  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    31. reactions          lines  7462- 7569  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    32. timeline           lines  7570- 7626  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    33. contents           lines  7627- 7868  REST: file contents and READMEs, read and written as commits.
+    34. protection         lines  7869- 8139  REST: branch protection, commit statuses and check runs.
+    35. deployments        lines  8140- 8302  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    36. gitdata            lines  8303- 8652  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    37. releases           lines  8653- 8992  REST: releases, tags and release assets.
+    38. deploy_keys        lines  8993- 9071  REST: deploy keys.
+    39. actions            lines  9072- 9297  REST: workflow records and their runs (which nothing here executes).
+    40. search             lines  9298- 9500  REST: search over repositories, issues, code and accounts.
+    41. orgs               lines  9501- 9849  REST: organizations, memberships and teams.
+    42. webhooks           lines  9850-10353  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    43. actions_config     lines 10354-10841  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 10842-10917  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 10918-11482  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11483-11693  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11694-12119  REST: task grants, task tokens, step-up and approvals.
+    48. oversight          lines 12120-12291  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    49. graphql_language   lines 12292-12554  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    50. graphql_resolvers  lines 12555-13236  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    51. graphql_git        lines 13237-13467  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    52. graphql_mutations  lines 13468-13853  GraphQL mutations: each one decided as its REST twin is.
+    53. graphql_schema     lines 13854-14327  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    54. graphql_execution  lines 14328-14608  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    55. client_assertions  lines 14609-14791  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    56. settings_pages     lines 14792-15128  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    57. oauth_clients      lines 15129-15368  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    58. broker             lines 15369-15827  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    59. oauth              lines 15828-16481  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    60. mcp_server         lines 16482-16989  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    61. githttp            lines 16990-17195  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    62. pages              lines 17196-17464  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    63. server             lines 17465-18086  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    64. clients            lines 18087-18363  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    65. cli                lines 18364-18847  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 18848-19688  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 647c1094fc3ffd5f336fb629d93d0748c4fd64844fabcbd555d721ac20bf5131
+Made from sources whose SHA-256 is 4dcccba1280aaf8895165dc67079180ea95ecacf3bf911218de800b0a031fcbf
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -6830,7 +6830,12 @@ ASSOCIATED_PULLS_SOUGHT = 200       # a commit's pull requests are sought among 
 def pulls_by_commit(app, repo_row):
     """{commit sha: [issue id, ...] newest first}: each of the repository's newest pull requests under its
     head, its merge commit and every commit it brings (GitHub's "associated pull requests" of a commit).
-    One walk per pull request, so whoever asks about many commits builds this once."""
+    One walk per pull request, kept until the next commit to the database (every ref move and every change
+    to a pull request is one), so the release tools' question after each push costs one walk."""
+    return app.store.cached(("pulls by commit", repo_row["id"]), lambda: walk_pulls(app, repo_row))
+
+
+def walk_pulls(app, repo_row):
     found = {}
     with open_repo(app, repo_row["id"]) as git:
         for r in app.store.all("SELECT i.state, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE i.repo_id = ?"
@@ -13442,12 +13447,10 @@ def resolve_parents(ctx, parent, args):
 
 def resolve_associated_pulls(ctx, parent, args):
     """Commit.associatedPullRequests: the pull requests this commit is the head, part or merge of, newest
-    first (worked out once per request for each repository asked about)."""
+    first."""
     repo_row = parent["_repo"]
-    key = ("pulls by commit", repo_row["id"])
-    if key not in ctx.memo:
-        ctx.memo[key] = pulls_by_commit(ctx.app, repo_row)
-    return paginate_connection(ctx.memo[key].get(parent["oid"], []), args, lambda issue_id: gql_pull(
+    issue_ids = pulls_by_commit(ctx.app, repo_row).get(parent["oid"], [])
+    return paginate_connection(issue_ids, args, lambda issue_id: gql_pull(
         ctx, repo_row, ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)))
 
 
@@ -14337,7 +14340,6 @@ class GraphQLContext:
     def __init__(self, req, fragments, variables):
         self.req, self.app, self.fragments, self.variables, self.errors = req, req.app, fragments, variables, []
         self.nodes = 0      # the most nodes the query may return (Query.rateLimit's nodeCount)
-        self.memo = {}      # what one request computes once for many fields (a repository's pull requests by commit)
 
 
 def coerce_value(ctx, node, type_str, where):

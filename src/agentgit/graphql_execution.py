@@ -19,7 +19,6 @@ class GraphQLContext:
     def __init__(self, req, fragments, variables):
         self.req, self.app, self.fragments, self.variables, self.errors = req, req.app, fragments, variables, []
         self.nodes = 0      # the most nodes the query may return (Query.rateLimit's nodeCount)
-        self.memo = {}      # what one request computes once for many fields (a repository's pull requests by commit)
 
 
 def coerce_value(ctx, node, type_str, where):

@@ -225,12 +225,10 @@ def resolve_parents(ctx, parent, args):
 
 def resolve_associated_pulls(ctx, parent, args):
     """Commit.associatedPullRequests: the pull requests this commit is the head, part or merge of, newest
-    first (worked out once per request for each repository asked about)."""
+    first."""
     repo_row = parent["_repo"]
-    key = ("pulls by commit", repo_row["id"])
-    if key not in ctx.memo:
-        ctx.memo[key] = pulls_by_commit(ctx.app, repo_row)
-    return paginate_connection(ctx.memo[key].get(parent["oid"], []), args, lambda issue_id: gql_pull(
+    issue_ids = pulls_by_commit(ctx.app, repo_row).get(parent["oid"], [])
+    return paginate_connection(issue_ids, args, lambda issue_id: gql_pull(
         ctx, repo_row, ctx.app.store.one("SELECT * FROM issues WHERE id = ?", issue_id)))
 
 

@@ -263,7 +263,12 @@ ASSOCIATED_PULLS_SOUGHT = 200       # a commit's pull requests are sought among 
 def pulls_by_commit(app, repo_row):
     """{commit sha: [issue id, ...] newest first}: each of the repository's newest pull requests under its
     head, its merge commit and every commit it brings (GitHub's "associated pull requests" of a commit).
-    One walk per pull request, so whoever asks about many commits builds this once."""
+    One walk per pull request, kept until the next commit to the database (every ref move and every change
+    to a pull request is one), so the release tools' question after each push costs one walk."""
+    return app.store.cached(("pulls by commit", repo_row["id"]), lambda: walk_pulls(app, repo_row))
+
+
+def walk_pulls(app, repo_row):
     found = {}
     with open_repo(app, repo_row["id"]) as git:
         for r in app.store.all("SELECT i.state, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE i.repo_id = ?"
