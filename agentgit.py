@@ -28,103 +28,104 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1511  tokens.issue_token
-       line  1533  tokens.verify_token
+       line  1587  tokens.issue_token
+       line  1609  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2684  policy.POLICY_RULES
-       line  2724  policy.decide
+       line  2770  policy.POLICY_RULES
+       line  2810  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2789  audit.audit_append
-       line  2812  audit.audit_verify
+       line  2875  audit.audit_append
+       line  2898  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11023  delegation.create_invite
-       line 11095  delegation.confirm_binding
-       line 11727  tasks.create_task_grant
-       line  3559  authentication.load_grant
+       line 11195  delegation.create_invite
+       line 11267  delegation.confirm_binding
+       line 11899  tasks.create_task_grant
+       line  3697  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 17474  server.App.dispatch
-       line  3474  authentication.authenticate
-       line  3157  ledger.Ledger
+       line 18188  server.App.dispatch
+       line  3574  authentication.authenticate
+       line  3257  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17127  githttp.git_receive_pack
-       line  3201  ledger.Ledger.decide_each
-       line  3135  intents.reconcile_intents
+       line 17841  githttp.git_receive_pack
+       line  3301  ledger.Ledger.decide_each
+       line  3235  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   199-  303  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   304-  333  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   334-  726  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   727-  830  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   831- 1056  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1057- 1278  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1279- 1459  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1460- 1560  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1561- 1713  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1714- 1939  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  1940- 2746  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2747- 2960  Audit: the hash-chained log and its verifier.
-    13. outbox             lines  2961- 3009  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    14. approvals          lines  3010- 3078  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    15. intents            lines  3079- 3151  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    16. ledger             lines  3152- 3345  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    17. authentication     lines  3346- 3599  Authentication: the Principal, and the request credentials it is built from.
-    18. installation       lines  3600- 3784  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    19. routing            lines  3785- 3914  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    20. request            lines  3915- 4210  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    21. serializers        lines  4211- 4425  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    22. lookups            lines  4426- 4493  Lookups: what a REST request names (accounts, repositories), found or 404.
-    23. web                lines  4494- 4769  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    24. users              lines  4770- 4864  REST: the API root, meta, rate limit and users.
-    25. repositories       lines  4865- 5401  REST: repositories, forks, branches, refs, commits and collaborators.
-    26. notifications      lines  5402- 5670  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    27. issues             lines  5671- 6455  REST: issues, comments, labels and milestones.
-    28. sub_issues         lines  6456- 6585  REST: sub-issues, github.com's tree of issues.
-    29. pulls              lines  6586- 7112  REST: pull requests and their merges.
-    30. reviews            lines  7113- 7461  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    31. reactions          lines  7462- 7569  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    32. timeline           lines  7570- 7626  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. contents           lines  7627- 7868  REST: file contents and READMEs, read and written as commits.
-    34. protection         lines  7869- 8139  REST: branch protection, commit statuses and check runs.
-    35. deployments        lines  8140- 8302  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    36. gitdata            lines  8303- 8652  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    37. releases           lines  8653- 8992  REST: releases, tags and release assets.
-    38. deploy_keys        lines  8993- 9071  REST: deploy keys.
-    39. actions            lines  9072- 9297  REST: workflow records and their runs (which nothing here executes).
-    40. search             lines  9298- 9500  REST: search over repositories, issues, code and accounts.
-    41. orgs               lines  9501- 9849  REST: organizations, memberships and teams.
-    42. webhooks           lines  9850-10353  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    43. actions_config     lines 10354-10841  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 10842-10917  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 10918-11482  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11483-11693  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11694-12119  REST: task grants, task tokens, step-up and approvals.
-    48. oversight          lines 12120-12291  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    49. graphql_language   lines 12292-12554  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    50. graphql_resolvers  lines 12555-13236  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    51. graphql_git        lines 13237-13467  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    52. graphql_mutations  lines 13468-13853  GraphQL mutations: each one decided as its REST twin is.
-    53. graphql_schema     lines 13854-14327  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    54. graphql_execution  lines 14328-14608  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    55. client_assertions  lines 14609-14791  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    56. settings_pages     lines 14792-15128  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    57. oauth_clients      lines 15129-15368  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    58. broker             lines 15369-15827  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    59. oauth              lines 15828-16481  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    60. mcp_server         lines 16482-16989  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    61. githttp            lines 16990-17195  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    62. pages              lines 17196-17464  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    63. server             lines 17465-18086  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    64. clients            lines 18087-18363  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    65. cli                lines 18364-18847  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 18848-19688  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   200-  304  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   305-  334  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   335-  793  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   794-  897  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   898- 1132  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1133- 1354  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1355- 1535  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1536- 1636  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1637- 1789  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1790- 2015  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  2016- 2832  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2833- 3046  Audit: the hash-chained log and its verifier.
+    13. outbox             lines  3047- 3109  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    14. approvals          lines  3110- 3178  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    15. intents            lines  3179- 3251  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    16. ledger             lines  3252- 3445  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    17. authentication     lines  3446- 3737  Authentication: the Principal, and the request credentials it is built from.
+    18. installation       lines  3738- 3922  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    19. routing            lines  3923- 4052  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    20. request            lines  4053- 4348  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    21. serializers        lines  4349- 4564  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    22. lookups            lines  4565- 4632  Lookups: what a REST request names (accounts, repositories), found or 404.
+    23. web                lines  4633- 4908  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    24. users              lines  4909- 5003  REST: the API root, meta, rate limit and users.
+    25. repositories       lines  5004- 5540  REST: repositories, forks, branches, refs, commits and collaborators.
+    26. notifications      lines  5541- 5809  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    27. issues             lines  5810- 6594  REST: issues, comments, labels and milestones.
+    28. sub_issues         lines  6595- 6724  REST: sub-issues, github.com's tree of issues.
+    29. pulls              lines  6725- 7251  REST: pull requests and their merges.
+    30. reviews            lines  7252- 7600  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    31. reactions          lines  7601- 7708  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    32. timeline           lines  7709- 7765  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    33. contents           lines  7766- 8007  REST: file contents and READMEs, read and written as commits.
+    34. protection         lines  8008- 8278  REST: branch protection, commit statuses and check runs.
+    35. deployments        lines  8279- 8441  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    36. gitdata            lines  8442- 8791  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    37. releases           lines  8792- 9131  REST: releases, tags and release assets.
+    38. deploy_keys        lines  9132- 9210  REST: deploy keys.
+    39. actions            lines  9211- 9436  REST: workflow records and their runs (which nothing here executes).
+    40. search             lines  9437- 9639  REST: search over repositories, issues, code and accounts.
+    41. orgs               lines  9640- 9988  REST: organizations, memberships and teams.
+    42. webhooks           lines  9989-10525  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    43. actions_config     lines 10526-11013  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 11014-11089  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 11090-11654  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11655-11865  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11866-12291  REST: task grants, task tokens, step-up and approvals.
+    48. apps               lines 12292-12833  REST: GitHub Apps, as agents.
+    49. oversight          lines 12834-13005  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    50. graphql_language   lines 13006-13268  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    51. graphql_resolvers  lines 13269-13950  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    52. graphql_git        lines 13951-14181  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    53. graphql_mutations  lines 14182-14567  GraphQL mutations: each one decided as its REST twin is.
+    54. graphql_schema     lines 14568-15041  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    55. graphql_execution  lines 15042-15322  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    56. client_assertions  lines 15323-15505  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    57. settings_pages     lines 15506-15842  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    58. oauth_clients      lines 15843-16082  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    59. broker             lines 16083-16541  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    60. oauth              lines 16542-17195  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    61. mcp_server         lines 17196-17703  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    62. githttp            lines 17704-17909  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    63. pages              lines 17910-18178  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    64. server             lines 18179-18800  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    65. clients            lines 18801-19077  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    66. cli                lines 19078-19561  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 19562-20456  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 4dcccba1280aaf8895165dc67079180ea95ecacf3bf911218de800b0a031fcbf
+Made from sources whose SHA-256 is 910438038884458c2b2d0f074361b094a2e2243607f03513eaf1a448b426f6ca
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -537,12 +538,50 @@ def rs256_encoded(message, length):
     return b"\x00\x01" + b"\xff" * (length - len(digest) - 3) + b"\x00" + digest
 
 
+SMALL_PRIMES = tuple(p for p in range(3, 2000, 2) if all(p % d for d in range(3, int(p ** 0.5) + 1, 2)))
+MILLER_RABIN_ROUNDS = 64        # a composite passes with probability at most 4^-64 (FIPS 186-5 B.3 asks for fewer)
+
+
+def probable_prime(bits, e):
+    """A random prime of exactly ``bits`` bits (the top two set, so that two make a modulus of twice as
+    many) with gcd(p - 1, e) = 1."""
+    while True:
+        candidate = secrets.randbits(bits) | (3 << (bits - 2)) | 1
+        if all(candidate % p for p in SMALL_PRIMES) and (candidate - 1) % e and miller_rabin(candidate):
+            return candidate
+
+
+def miller_rabin(n):
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d, s = d // 2, s + 1
+    for _ in range(MILLER_RABIN_ROUNDS):
+        x = pow(2 + secrets.randbelow(n - 3), d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
 class StdlibCrypto:
     """The standard library's verifiers: the floor every installation has."""
     name = "stdlib"
 
     def __init__(self):
         self.tables = KeyTables()
+
+    def rsa_private_numbers(self, bits, e):
+        """(n, e, d, p, q) of a new RSA key (e is 65537 with prime e, so e is coprime to p - 1 unless it divides it)."""
+        p = probable_prime(bits // 2, e)
+        q = probable_prime(bits // 2, e)
+        while q == p:
+            q = probable_prime(bits // 2, e)
+        return p * q, e, pow(e, -1, (p - 1) * (q - 1)), p, q
 
     def es256_valid(self, x, y, message, signature, known_key):
         """FIPS 186-4 §6.4.2, the signature r || s (64 bytes). A table is made and kept for a known key
@@ -620,6 +659,10 @@ class CryptographyCrypto:
         self.rsa_key = functools.lru_cache(maxsize=KEY_TABLES_KEPT)(
             lambda n, e: self.rsa.RSAPublicNumbers(e, n).public_key())
 
+    def rsa_private_numbers(self, bits, e):
+        numbers = self.rsa.generate_private_key(public_exponent=e, key_size=bits).private_numbers()
+        return numbers.public_numbers.n, e, numbers.d, numbers.p, numbers.q
+
     def es256_valid(self, x, y, message, signature, known_key):
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
         try:
@@ -681,6 +724,30 @@ def rs256_valid(n, e, message, signature):
 def x25519_public_key(private):
     """RFC 7748 X25519(k, 9): the public key of a 32-byte private key."""
     return BACKEND.x25519(private, (9).to_bytes(32, "little"))
+
+
+def der_integer(value):
+    body = value.to_bytes(value.bit_length() // 8 + 1, "big")     # a leading zero byte keeps it positive
+    return b"\x02" + der_length(len(body)) + body
+
+
+def der_length(length):
+    if length < 0x80:
+        return bytes([length])
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+def rsa_private_key(bits=2048):
+    """A new RSA key: (its private key as PKCS #1 PEM, as GitHub hands an App's over; its public JWK)."""
+    n, e, d, p, q = BACKEND.rsa_private_numbers(bits, 65537)
+    fields = (0, n, e, d, p, q, d % (p - 1), d % (q - 1), pow(q, -1, p))        # RFC 8017 A.1.2
+    body = b"".join(der_integer(f) for f in fields)
+    der = b"\x30" + der_length(len(body)) + body
+    lines = [base64.b64encode(der[i:i + 48]).decode() for i in range(0, len(der), 48)]
+    pem = "-----BEGIN RSA PRIVATE KEY-----\n%s\n-----END RSA PRIVATE KEY-----\n" % "\n".join(lines)
+    return pem, {"kty": "RSA", "n": b64url(n.to_bytes((n.bit_length() + 7) // 8, "big")),
+                 "e": b64url(e.to_bytes(3, "big"))}
 
 
 # -- the seal: authenticated encryption for secrets at rest ---------------------------------------
@@ -836,7 +903,7 @@ def within_deadline(conn, seconds):
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 # SCHEMA, schema.sql's text, is this file's appendix, near its end (make dist puts it there)
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -918,6 +985,15 @@ MIGRATIONS = {
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
                   + AUDIT_REBUILT[1]),
+    # GitHub Apps, and their webhooks among the hooks (whose table a version-10 database may not have yet:
+    # an empty one of the old shape is made to copy from)
+    11: Migration([], "CREATE TABLE IF NOT EXISTS hooks (id INTEGER PRIMARY KEY, repo_id INTEGER, org_id INTEGER,"
+                      " url TEXT, content_type TEXT, secret_sealed TEXT, insecure_ssl TEXT, events TEXT, active INTEGER,"
+                      " creator_id INTEGER, created_at TEXT, updated_at TEXT);"
+                      " ALTER TABLE hooks RENAME TO hooks_before_v11;",
+                  "INSERT INTO hooks (%s) SELECT %s FROM hooks_before_v11; DROP TABLE hooks_before_v11;" % ((
+                      "id, repo_id, org_id, url, content_type, secret_sealed, insecure_ssl, events, active, creator_id,"
+                      " created_at, updated_at",) * 2)),
 }
 
 
@@ -2041,6 +2117,11 @@ ACTIONS = {
     "use_credential":     Action("credential", "admin", token_kinds=("task",)),
     "call_api":           Action("credential", "admin", token_kinds=("tool",)),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
+    # GitHub Apps: a human installs one on an account she administers (a delegation to the App's agent);
+    # the App, with its JWT, reads itself and its installations and mints their tokens
+    "install_app":        Action("account", "admin", humans_only=True),
+    "read_app":           Action("account", "admin", mutation=False, token_kinds=("app",)),
+    "manage_app":         Action("account", "admin", token_kinds=("app",)),
     "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
@@ -2504,6 +2585,10 @@ def rule_standing(q):
             user["runtime_certificate_at"] or q.context.get("site_requires_certificates")):
         return q.deny("agent %s mints with a client certificate only (%s)" % (
             user["login"], "it minted with one before" if user["runtime_certificate_at"] else "this site says so"))
+    if q.principal.token_kind == "app" and not spec.token_kinds and not (q.action in SELF_ACTIONS and (
+            q.resource.kind == "site" or q.resource.row["id"] == user["id"])):
+        return q.deny("an App's JWT reaches the App's own endpoints only; trade it for an installation token "
+                      "(POST /app/installations/{id}/access_tokens)")
     if spec.token_kinds and q.principal.token_kind not in spec.token_kinds:
         return q.deny("%s needs the %s token itself; this is a %s token" % (
             q.action, " or ".join(spec.token_kinds), q.principal.token_kind or "missing"))
@@ -2582,8 +2667,9 @@ def rule_agent_credentials(q):
         return q.deny("this tool token is for one other credential; ask the broker for a tool token for %s" %
                       resource.name)
     if principal.audience is not None and resource.kind == "repo" and resource.name not in principal.audience:
-        return q.deny("this agent session token is for %s, not %s" % (", ".join(sorted(principal.audience)),
-                                                                     resource.name), hidden=True)
+        return q.deny("this %s token is for %s, not %s" % ("installation" if principal.grant else "agent session",
+                                                           ", ".join(sorted(principal.audience)), resource.name),
+                      hidden=True)
     if not principal.bootstrap:
         return None
     user, spec = q.user, q.spec
@@ -2974,8 +3060,9 @@ def subscribed(events, event):
 
 
 def queue_event(db, repo_id, event, action, subject, chain):
-    """One delivery for each active hook of the repository (and of the organization that owns it) that
-    subscribes to ``event``; call inside the change's transaction. Returns how many were queued."""
+    """One delivery for each active hook of the repository (and of the organization that owns it, and of
+    each App installed on it) that subscribes to ``event``; call inside the change's transaction. Returns
+    how many were queued."""
     hooks = db.execute("SELECT id, events FROM hooks WHERE active = 1 AND (repo_id = ? OR org_id = (SELECT owner_id"
                        " FROM repos WHERE id = ?))", (repo_id, repo_id)).fetchall()
     queued = 0
@@ -2983,7 +3070,20 @@ def queue_event(db, repo_id, event, action, subject, chain):
         if subscribed(json.loads(hook["events"]), event):
             queue_delivery(db, hook["id"], event, action, repo_id, subject, chain)
             queued += 1
+    # an App's hook, where one of its installations covers the repository (the payload names the installation)
+    for hook in db.execute(APP_HOOKS_COVERING, (repo_id, repo_id)).fetchall():
+        if subscribed(json.loads(hook["events"]), event):
+            queue_delivery(db, hook["id"], event, action, repo_id, dict(subject, installation=hook["installation_id"]),
+                           chain)
+            queued += 1
     return queued
+
+
+APP_HOOKS_COVERING = (
+    "SELECT h.id, h.events, i.id AS installation_id FROM hooks h JOIN app_installations i ON i.app_id = h.app_id"
+    " JOIN task_grants g ON g.id = i.grant_id WHERE h.active = 1 AND i.suspended_at IS NULL AND g.revoked_at IS NULL"
+    " AND i.account_id = (SELECT owner_id FROM repos WHERE id = ?) AND (i.repository_selection = 'all' OR EXISTS"
+    " (SELECT 1 FROM app_installation_repos r WHERE r.installation_id = i.id AND r.repo_id = ?))")
 
 
 def ref_events(ref, old, new):
@@ -3345,7 +3445,7 @@ class Ledger:
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 17. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
-# uses: config, errors, tokens, proofs, accounts, ledger
+# uses: config, errors, crypto, tokens, proofs, accounts, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 @dataclasses.dataclass
@@ -3493,6 +3593,10 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
         check_presented(app, principal, presented or Presented(), "", None, None)
         return principal
     token = credentials_from_header(header)
+    if token.count(".") == 2:        # a JWT: a GitHub App proving itself (agentgit's own tokens have no dots)
+        principal = app_principal(app, token, runtime)
+        check_presented(app, principal, presented or Presented(), header.strip().partition(" ")[0].lower(), token, None)
+        return principal
     row = verify_token(app.store, app.key, token) if token else None
     if row is None:
         raise HTTPError(401, "Bad credentials")
@@ -3531,6 +3635,40 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
         principal.switched_by = switched["login"] if switched else "?"
         principal.runtime = "%s switch-session:%s" % (runtime, principal.switched_by)
     return principal
+
+
+APP_JWT_MAX_BYTES = 8192
+APP_JWT_MAX_SECONDS = 600           # GitHub's rule: a JWT expires at most ten minutes after it was issued
+APP_JWT_SKEW = 60                   # seconds a client's clock may run ahead of the server's
+
+
+def app_principal(app, token, runtime):
+    """A GitHub App proving itself with a JWT, by GitHub's rules: RS256, signed by one of the App's keys,
+    ``iss`` its App ID (or client ID), ``iat`` in the past and ``exp`` at most ten minutes after it and in
+    the future. The principal is the App's agent account holding an "app" token, which reaches the App's
+    own endpoints only (policy's rule_standing); 401 with GitHub's words for anything else."""
+    try:
+        header, claims, signed, signature = decode_jws(token, APP_JWT_MAX_BYTES)
+    except ValueError:
+        raise HTTPError(401, "A JSON web token could not be decoded")
+    issuer, issued, expires = claims.get("iss"), claims.get("iat"), claims.get("exp")
+    if header.get("alg") != "RS256" or not isinstance(issuer, (int, str)) or isinstance(issuer, bool):
+        raise HTTPError(401, "A JSON web token could not be decoded")
+    row = app.store.one("SELECT id, agent_id, public_keys FROM apps WHERE CAST(id AS TEXT) = ? OR client_id = ?",
+                        str(issuer), str(issuer))
+    keys = [rsa_public_key(jwk) for jwk in json.loads(row["public_keys"])] if row is not None else []
+    if not any(rs256_valid(n, e, signed, signature) for n, e in keys):
+        raise HTTPError(401, "A JSON web token could not be decoded")
+    moment = time.time()
+    if not isinstance(issued, int) or isinstance(issued, bool) or issued > moment + APP_JWT_SKEW:
+        raise HTTPError(401, "'Issued at' claim ('iat') must be an Integer representing a time in the past")
+    if not isinstance(expires, int) or isinstance(expires, bool) or expires <= moment:
+        raise HTTPError(401, "'Expiration time' claim ('exp') must be a numeric value representing the future "
+                             "time at which the assertion expires")
+    if expires - issued > APP_JWT_MAX_SECONDS or expires > moment + APP_JWT_MAX_SECONDS + APP_JWT_SKEW:
+        raise HTTPError(401, "'Expiration time' claim ('exp') is too far in the future")
+    user = app.store.cached(("account", row["agent_id"]), lambda: account_by_id(app.store, row["agent_id"]))
+    return Principal(user=user, token_kind="app", fingerprint=token_fingerprint(token), runtime=runtime)
 
 
 def token_scopes(row):
@@ -4239,7 +4377,8 @@ def user_json(app, row, detail=False, private=False):
         "repos_url": "%s/users/%s/repos" % (api, login),
         "events_url": "%s/users/%s/events{/privacy}" % (api, login),
         "received_events_url": "%s/users/%s/received_events" % (api, login),
-        "type": "Organization" if row["kind"] == "org" else "User",
+        # an App's agent account is GitHub's Bot (its login, NAME[bot], is one no one can register)
+        "type": "Organization" if row["kind"] == "org" else "Bot" if login.endswith("[bot]") else "User",
         "user_kind": row["kind"] if row["kind"] != "org" else None,
         "site_admin": bool(row["site_admin"]),
     }
@@ -9849,7 +9988,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 42. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
-# uses: config, crypto, errors, egress, gitstore, accounts, outbox, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases
+# uses: config, crypto, errors, egress, gitstore, accounts, policy, outbox, authentication, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "pull_request_review",
@@ -9874,10 +10013,12 @@ def hook_secret(app, hook):
 
 
 def hook_json(app, hook):
-    """GitHub's hook: a repository's (type Repository) or an organization's (type Organization)."""
+    """GitHub's hook: a repository's (type Repository), an organization's (type Organization) or an App's."""
     if hook["repo_id"] is not None:
         kind, api = "Repository", "%s/repos/%s/hooks/%d" % (app.api, full_name(repo_by_id(app.store, hook["repo_id"])),
                                                             hook["id"])
+    elif hook["app_id"] is not None:
+        kind, api = "App", "%s/app/hook" % app.api
     else:
         kind, api = "Organization", "%s/orgs/%s/hooks/%d" % (app.api, account_by_id(app.store, hook["org_id"])["login"],
                                                              hook["id"])
@@ -10125,7 +10266,10 @@ def get_delivery(req, hook_id, delivery_id, owner=None, repo=None, org=None):
 def redeliver(req, hook_id, delivery_id, owner=None, repo=None, org=None):
     """The same payload again, as a new delivery marked a redelivery."""
     _, hook = find_hook(req, owner, repo, org, hook_id)
-    old = find_delivery(req, hook, delivery_id)
+    return queue_redelivery(req, hook, find_delivery(req, hook, delivery_id))
+
+
+def queue_redelivery(req, hook, old):
     with req.transaction() as db:
         queue_delivery(db, hook["id"], old["event"], old["action"], old["repo_id"], json.loads(old["subject"]),
                        json.loads(old["chain"]), old["payload"], redelivery=True)
@@ -10149,6 +10293,9 @@ def render_payload(app, delivery):
     if delivery["action"]:
         payload["action"] = delivery["action"]
     payload.update(EVENT_PAYLOADS.get(delivery["event"], lambda *a: {})(app, repo_row, subject))
+    if "installation" in subject:           # to an App's hook: the installation whose token acts on it
+        payload["installation"] = {"id": subject["installation"], "node_id": node_id("Installation",
+                                                                                      subject["installation"])}
     payload["agentgit"] = chain
     return payload
 
@@ -10269,6 +10416,12 @@ def deliver(app, delivery):
     hook = store.one("SELECT * FROM hooks WHERE id = ?", delivery["hook_id"])
     if hook is None:
         return
+    withheld = withheld_from_app(app, delivery)
+    if withheld:
+        with store.transaction() as db:
+            db.execute("UPDATE hook_deliveries SET state = 'failed', status_code = 0, status = ?, delivered_at = ?,"
+                       " leased_until = NULL WHERE id = ?", (withheld, now(), delivery["id"]))
+        return
     payload = delivery["payload"]
     if payload is None:
         payload = json.dumps(render_payload(app, delivery))
@@ -10277,8 +10430,9 @@ def deliver(app, delivery):
     body = payload.encode() if hook["content_type"] == "json" else urllib.parse.urlencode({"payload": payload}).encode()
     headers = {"Accept": "*/*", "User-Agent": "GitHub-Hookshot/agentgit", "X-GitHub-Event": delivery["event"],
                "X-GitHub-Delivery": delivery["guid"], "X-GitHub-Hook-ID": str(hook["id"]),
-               "X-GitHub-Hook-Installation-Target-Type": "repository" if hook["repo_id"] else "organization",
-               "X-GitHub-Hook-Installation-Target-ID": str(hook["repo_id"] or hook["org_id"]),
+               "X-GitHub-Hook-Installation-Target-Type": "repository" if hook["repo_id"] else "organization" if
+               hook["org_id"] else "integration",
+               "X-GitHub-Hook-Installation-Target-ID": str(hook["repo_id"] or hook["org_id"] or hook["app_id"]),
                "Content-Type": "application/json" if hook["content_type"] == "json" else
                "application/x-www-form-urlencoded"}
     secret = hook_secret(app, hook)
@@ -10300,6 +10454,24 @@ def deliver(app, delivery):
                            json.loads(delivery["subject"]), json.loads(delivery["chain"]), payload, redelivery=True,
                            attempt=delivery["attempt"] + 1,
                            not_before=time.time() + RETRY_AFTER * 4 ** (delivery["attempt"] - 1))
+
+
+def withheld_from_app(app, delivery):
+    """Why an App's delivery about a repository is not sent (its installation is gone, suspended or revoked,
+    or its installer can no longer read the repository: an installation carries her authority, live), or None."""
+    installation_id = json.loads(delivery["subject"]).get("installation")
+    if installation_id is None:
+        return None
+    store = app.store
+    row = store.one("SELECT i.installer_id, i.suspended_at, g.revoked_at FROM app_installations i JOIN task_grants g"
+                    " ON g.id = i.grant_id WHERE i.id = ?", installation_id)
+    if row is None or row["suspended_at"] or row["revoked_at"]:
+        return "withheld: installation %d is uninstalled, suspended or revoked" % installation_id
+    repo_row = repo_by_id(store, delivery["repo_id"])
+    installer = account_by_id(store, row["installer_id"])
+    if repo_row is None or not decide(store, Principal(user=installer), "read_code", Resource.repo(repo_row)).allowed:
+        return "withheld: installation %d's installer can no longer read the repository" % installation_id
+    return None
 
 
 def send(app, url, body, headers, verify):
@@ -12118,7 +12290,549 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+# 48. src/agentgit/apps.py — REST: GitHub Apps, as agents.
+# uses: config, errors, crypto, storage, tokens, accounts, policy, outbox, routing, serializers, lookups, web, webhooks
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# GitHub's repository permissions: (what read gives, what write adds), as agentgit's actions. Every
+# installation token reads its repositories (read_code), whichever it holds.
+APP_PERMISSIONS = {
+    "metadata": ((), ()),
+    "contents": ((), ("create_branch", "push_branch", "delete_branch", "write_objects", "write_release", "merge_pr")),
+    "issues": ((), ("open_issue", "edit_issue", "comment", "edit_comment", "triage_issue", "manage_labels",
+                    "pin_issue")),
+    "pull_requests": ((), ("open_pr", "review_pr", "comment", "edit_comment", "triage_issue", "manage_labels")),
+    "statuses": ((), ("write_status",)),
+    "checks": ((), ("write_status",)),
+    "deployments": ((), ("deploy",)),
+    "actions": ((), ("run_workflow",)),
+    "workflows": ((), ("manage_workflows",)),
+    "administration": ((), ("admin_repo",)),
+    "repository_hooks": ((), ("manage_hooks",)),
+    "secrets": (("read_secret",), ("write_secret",)),
+    "actions_variables": (("read_variables",), ("write_variables",)),
+}
+APP_LEVELS = ("read", "write")
+# the events an App may subscribe to, and the permission each needs (GitHub's rule)
+APP_EVENTS = {"push": "contents", "create": "contents", "delete": "contents", "release": "contents",
+              "issues": "issues", "issue_comment": "issues", "pull_request": "pull_requests",
+              "pull_request_review": "pull_requests", "check_run": "checks"}
+APP_NAME_MAX = 34                       # GitHub's
+INSTALLATION_TOKEN_SECONDS = 3600
+MANIFEST_CODE_SECONDS = 3600
+MANIFEST_PURPOSE = b"app manifest"
+# an installation lasts until it is uninstalled (its grant is revoked then); its tokens, an hour each
+INSTALLATION_GRANT_EXPIRES = "9999-12-31T23:59:59Z"
+
+
+# -- shapes ------------------------------------------------------------------------------------------
+
+def github_app_json(app, row):
+    """GitHub's App (an "integration")."""
+    count = app.store.one("SELECT COUNT(*) AS n FROM app_installations WHERE app_id = ?", row["id"])["n"]
+    return {"id": row["id"], "slug": row["slug"], "node_id": node_id("Integration", row["id"]),
+            "client_id": row["client_id"], "owner": user_json(app, account_by_id(app.store, row["owner_id"])),
+            "name": row["name"], "description": row["description"], "external_url": row["url"],
+            "html_url": "%s/apps/%s" % (app.url, row["slug"]), "created_at": row["created_at"],
+            "updated_at": row["updated_at"], "permissions": json.loads(row["permissions"]),
+            "events": json.loads(row["events"]), "installations_count": count,
+            "agentgit": {"agent": account_by_id(app.store, row["agent_id"])["login"]}}
+
+
+def installation_json(app, row):
+    """GitHub's installation, with an ``agentgit`` object naming its delegator and its task grant."""
+    store = app.store
+    account, gh_app = account_by_id(store, row["account_id"]), app_row(store, row["app_id"])
+    grant = store.one("SELECT public_id, task FROM task_grants WHERE id = ?", row["grant_id"])
+    return {"id": row["id"], "account": user_json(app, account), "repository_selection": row["repository_selection"],
+            "access_tokens_url": "%s/app/installations/%d/access_tokens" % (app.api, row["id"]),
+            "repositories_url": "%s/installation/repositories" % app.api,
+            "html_url": "%s/settings/installations/%d" % (app.url, row["id"]), "app_id": gh_app["id"],
+            "app_slug": gh_app["slug"], "client_id": gh_app["client_id"], "target_id": account["id"],
+            "target_type": "Organization" if account["kind"] == "org" else "User",
+            "permissions": json.loads(row["permissions"]), "events": json.loads(gh_app["events"]),
+            "created_at": row["created_at"], "updated_at": row["updated_at"], "single_file_name": None,
+            "has_multiple_single_files": False, "single_file_paths": [], "suspended_by": None,
+            "suspended_at": row["suspended_at"],
+            "agentgit": {"installer": "user:" + account_by_id(store, row["installer_id"])["login"],
+                         "grant": grant["public_id"], "task": grant["task"]}}
+
+
+def app_row(store, app_id):
+    return store.one("SELECT * FROM apps WHERE id = ?", app_id)
+
+
+# -- permissions and events, checked -----------------------------------------------------------------
+
+def checked_permissions(permissions):
+    """GitHub's permission map, each a known repository permission at read or write; metadata read always."""
+    if not isinstance(permissions, dict) or not all(
+            name in APP_PERMISSIONS and level in APP_LEVELS for name, level in permissions.items()):
+        raise invalid("Integration", "default_permissions", message="permissions are %s, each read or write" %
+                      ", ".join(sorted(APP_PERMISSIONS)))
+    return dict(permissions, metadata=permissions.get("metadata", "read"))
+
+
+def checked_app_events(events, permissions):
+    if not isinstance(events, list) or not all(isinstance(e, str) and e in APP_EVENTS for e in events):
+        raise invalid("Integration", "default_events", message="events are %s" % ", ".join(sorted(APP_EVENTS)))
+    unpermitted = [e for e in events if APP_EVENTS[e] not in permissions and not (
+        e == "issue_comment" and "pull_requests" in permissions)]
+    if unpermitted:
+        raise invalid("Integration", "default_events", message="the %s event needs the %s permission" % (
+            unpermitted[0], APP_EVENTS[unpermitted[0]]))
+    return sorted(set(events))
+
+
+def permitted_actions(permissions):
+    """The actions a permission map gives: reading always, and what each level adds."""
+    actions = {"read_code"}
+    for name, level in permissions.items():
+        read, write = APP_PERMISSIONS[name]
+        actions.update(read + (write if level == "write" else ()))
+    return sorted(actions)
+
+
+# -- registering an App --------------------------------------------------------------------------------
+
+def register_github_app(req, owner, spec):
+    """An App owned by ``owner`` (the signed-in human, or an organization she administers) from a
+    manifest's fields: its agent account (bound to her), its public key and its webhook. Returns (its
+    row, the credentials shown once: the private key, the webhook secret, the client secret)."""
+    human = req.principal.user
+    name = req.text_field(spec, "name", "Integration", required=True, limit=APP_NAME_MAX)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not slug:
+        raise invalid("Integration", "name", message="a name needs a letter or a digit")
+    url = req.text_field(spec, "url", "Integration", limit=2048) or ""
+    description = req.text_field(spec, "description", "Integration", limit=1000) or ""
+    permissions = checked_permissions(req.field(spec, "default_permissions", dict, "Integration", default={}))
+    events = checked_app_events(req.field(spec, "default_events", list, "Integration", default=[]), permissions)
+    hook = req.field(spec, "hook_attributes", dict, "Integration", default={})
+    hook_url = checked_config(req, {"url": hook["url"]}, creating=True)["url"] if hook.get("url") else None
+    setup_url = req.text_field(spec, "setup_url", "Integration", limit=2048)
+    public = req.field(spec, "public", bool, "Integration", default=False)
+    req.authorize("register_app", Resource.account(owner))
+    pem, jwk = rsa_private_key()         # before the transaction: the standard library's takes a second
+    webhook_secret = req.text_field(spec, "webhook_secret", "Integration", limit=1024) or secrets.token_hex(20)
+    client_secret = secrets.token_hex(20)
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM apps WHERE slug = ? OR name = ?", (slug, name)).fetchone() or \
+                db.execute("SELECT 1 FROM accounts WHERE login = ?", (slug + "[bot]",)).fetchone():
+            raise invalid("Integration", "name", "already_exists", "Name is already in use")
+        stamp = now()
+        agent_id = insert_account(db, slug + "[bot]", "agent", name=name, description=description)
+        db.execute("INSERT INTO agent_bindings (agent_id, human_id, display_name, bound_at) VALUES (?, ?, ?, ?)",
+                   (agent_id, human["id"], name, stamp))
+        app_id = insert_row(db, "apps", {
+            "agent_id": agent_id, "owner_id": owner["id"], "creator_id": human["id"], "slug": slug, "name": name,
+            "description": description, "url": url, "client_id": "Iv1." + secrets.token_hex(8),
+            "client_secret_hash": token_hash(client_secret), "public_keys": json.dumps([jwk]),
+            "permissions": json.dumps(permissions), "events": json.dumps(events), "public": int(public),
+            "setup_url": setup_url, "created_at": stamp, "updated_at": stamp})
+        if hook_url:
+            hook_id = db.execute("INSERT INTO hooks (app_id, url, content_type, events, active, creator_id, created_at,"
+                                 " updated_at) VALUES (?, ?, 'json', ?, ?, ?, ?, ?)",
+                                 (app_id, hook_url, json.dumps(events), int(hook.get("active", True) is not False),
+                                  human["id"], stamp, stamp)).lastrowid
+            db.execute("UPDATE hooks SET secret_sealed = ? WHERE id = ?",
+                       (sealed_secret(req.app, hook_id, webhook_secret), hook_id))
+        req.effect("registered GitHub App %s (id %d, agent %s[bot]) owned by %s" % (name, app_id, slug, owner["login"]))
+    return app_row(req.app.store, app_id), {"pem": pem, "webhook_secret": webhook_secret if hook_url else None,
+                                            "client_secret": client_secret}
+
+
+def app_with_credentials(app, row, credentials):
+    """What GitHub's manifest conversion answers: the App, its client id and secret, webhook secret and key."""
+    return dict(github_app_json(app, row), client_id=row["client_id"], **credentials)
+
+
+@route("POST", "/api/ext/v1/apps")
+def create_github_app(req):
+    """Register an App for a script: the manifest's fields as JSON (``owner`` an organization you
+    administer, or yourself); answers as the manifest conversion does, the private key included, once."""
+    body = req.json()
+    human = signed_in(req)
+    owner_login = req.text_field(body, "owner", "Integration", limit=100) or human["login"]
+    owner = find_account(req, owner_login, kinds=("human", "org"))
+    row, credentials = register_github_app(req, owner, body)
+    return 201, app_with_credentials(req.app, row, credentials)
+
+
+MANIFEST_PAGES = ("/settings/apps/new", "/organizations/{org}/settings/apps/new")
+
+
+@route("GET", MANIFEST_PAGES[0], "web", "session")
+@route("POST", MANIFEST_PAGES[0], "web", "session")
+@route("GET", MANIFEST_PAGES[1], "web", "session")
+@route("POST", MANIFEST_PAGES[1], "web", "session")
+def manifest_page(req, org=None):
+    """GitHub's manifest flow, first step: an App's server sends the browser here with the manifest
+    (a form POST from its own page, or the query). Nothing changes yet, so no CSRF token is asked for;
+    the page shows what the App asks for, and the human's button confirms it (with one)."""
+    fields = dict(req.query)
+    if req.method == "POST":
+        fields.update(form_fields(req))
+    manifest, state = fields.get("manifest", ""), fields.get("state", "")
+    if req.principal.user is None:       # back here after signing in, the manifest in the query
+        here = req.raw_path.split("?")[0] + "?" + urllib.parse.urlencode({"manifest": manifest, "state": state})
+        return redirect("/login?next=" + urllib.parse.quote(here, safe=""))
+    spec = parsed_manifest(manifest)
+    owner = find_account(req, org, kinds=("org",)) if org else req.principal.user
+    permissions = spec.get("default_permissions") if isinstance(spec.get("default_permissions"), dict) else {}
+    rows = "".join("<li>%s: %s</li>" % (html.escape(str(k)), html.escape(str(v))) for k, v in sorted(permissions.items()))
+    body = ("<p>An App&rsquo;s server asks you to register this GitHub App, owned by <strong>%s</strong>. It will be "
+            "an agent account acting only where someone installs it, never beyond what its installer may do.</p>"
+            "<p>Name: <strong>%s</strong><br>Homepage: %s<br>Webhook: %s<br>Events: %s</p><p>Permissions it will ask "
+            "for:</p><ul>%s</ul><form method=\"post\" action=\"/settings/apps/new/confirm\">%s%s%s%s<p><button>Create "
+            "GitHub App for %s</button></p></form>") % (
+        html.escape(owner["login"]), html.escape(str(spec.get("name", ""))), html.escape(str(spec.get("url", ""))),
+        html.escape(str((spec.get("hook_attributes") or {}).get("url", "none"))),
+        html.escape(", ".join(map(str, spec.get("default_events") or [])) or "none"), rows or "<li>none</li>",
+        hidden_input("csrf", req.session["csrf"]), hidden_input("manifest", manifest), hidden_input("state", state),
+        hidden_input("org", org or ""), html.escape(owner["login"]))
+    redirect_url = str(spec.get("redirect_url") or "")
+    return html_page("Register a GitHub App", body, headers={
+        "Content-Security-Policy": csp_allowing_form_redirect_to(redirect_url)})
+
+
+def parsed_manifest(text):
+    try:
+        spec = json.loads(text)
+    except (ValueError, RecursionError):
+        spec = None
+    if not isinstance(spec, dict):
+        raise HTTPError(422, "The manifest is not a JSON object")
+    redirect_url = spec.get("redirect_url")
+    if not isinstance(redirect_url, str) or urllib.parse.urlsplit(redirect_url).scheme not in ("http", "https"):
+        raise HTTPError(422, "The manifest needs a redirect_url (http or https), where the code is sent")
+    return spec
+
+
+@web_route("POST", "/settings/apps/new/confirm")
+def confirm_manifest(req):
+    """The human's yes: the App is registered, and the browser goes back to the App's server with a code
+    it trades (once, within an hour) for the App's credentials."""
+    spec = parsed_manifest(req.form.get("manifest", ""))
+    owner = find_account(req, req.form["org"], kinds=("org",)) if req.form.get("org") else req.principal.user
+    row, credentials = register_github_app(req, owner, spec)
+    code = secrets.token_hex(20)
+    sealed = seal(req.app.key, MANIFEST_PURPOSE, json.dumps(credentials).encode(), token_hash(code).encode())
+    with req.app.store.transaction() as db:
+        db.execute("INSERT INTO app_manifest_codes (hash, app_id, sealed, expires_at) VALUES (?, ?, ?, ?)",
+                   (token_hash(code), row["id"], sealed, from_now(MANIFEST_CODE_SECONDS)))
+    target = spec["redirect_url"]
+    query = urllib.parse.urlencode({"code": code, **({"state": req.form["state"]} if req.form.get("state") else {})})
+    return redirect(target + ("&" if "?" in target else "?") + query)
+
+
+@route("POST", "/api/v3/app-manifests/{code}/conversions", "rest", "none")
+def convert_manifest(req, code):
+    """The manifest flow's last step, for the App's server (no credentials: the code is one): the App,
+    its private key, webhook secret and client secret. The code works once."""
+    digest = token_hash(code)
+    with req.app.store.transaction() as db:
+        row = db.execute("SELECT * FROM app_manifest_codes WHERE hash = ? AND expires_at > ?", (digest, now())).fetchone()
+        db.execute("DELETE FROM app_manifest_codes WHERE hash = ? OR expires_at <= ?", (digest, now()))
+    if row is None:
+        raise HTTPError(404, "Not Found")
+    credentials = json.loads(unseal(req.app.key, MANIFEST_PURPOSE, row["sealed"], digest.encode()))
+    gh_app = app_row(req.app.store, row["app_id"])
+    req.record("convert_app_manifest", "app:" + gh_app["slug"], ["the manifest code, once"],
+               "handed App %d's private key over" % gh_app["id"])
+    return 201, app_with_credentials(req.app, gh_app, credentials)
+
+
+@route("GET", "/api/v3/apps/{app_slug}")
+def get_github_app(req, app_slug):
+    """An App's public face, for anyone."""
+    return github_app_json(req.app, one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug))
+
+
+# -- installing an App: a delegation ---------------------------------------------------------------------
+
+@route("POST", "/api/ext/v1/apps/{app_slug}/installations")
+def install_github_app(req, app_slug):
+    """A human installs an App on an account she administers (herself, or an organization): on all its
+    repositories or the ones named. The installation is a task grant from her to the App."""
+    body = req.json()
+    human = signed_in(req)
+    gh_app = one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug)
+    target = find_account(req, req.text_field(body, "account", "Installation", limit=100) or human["login"],
+                          kinds=("human", "org"))
+    selection = req.field(body, "repository_selection", str, "Installation", default="all")
+    names = req.field(body, "repositories", list, "Installation", default=[])
+    if selection not in ("all", "selected") or (selection == "selected") != bool(names):
+        raise invalid("Installation", "repository_selection", message="repository_selection is all, or selected "
+                                                                      "with the repositories named")
+    req.authorize("install_app", Resource.account(target))
+    if not gh_app["public"] and gh_app["owner_id"] != target["id"]:
+        raise HTTPError(403, "This App is private: it can be installed on its owner's account only")
+    repos = [owned_repo(req, target, name) for name in names]
+    row = create_installation(req, gh_app, target, selection, repos)
+    return 201, installation_json(req.app, row)
+
+
+def owned_repo(req, target, name):
+    row = req.app.store.one(REPO_SELECT + " WHERE r.owner_id = ? AND r.name = ?", target["id"],
+                            str(name).rpartition("/")[2])
+    if row is None:
+        raise invalid("Installation", "repositories", message="%s is not a repository of %s" % (name, target["login"]))
+    return row
+
+
+def create_installation(req, gh_app, target, selection, repos):
+    human, store = req.principal.user, req.app.store
+    permissions = json.loads(gh_app["permissions"])
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM app_installations WHERE app_id = ? AND account_id = ?",
+                      (gh_app["id"], target["id"])).fetchone():
+            raise invalid("Installation", "account", "already_exists", "%s is installed on %s already" % (
+                gh_app["name"], target["login"]))
+        stamp = now()
+        grant_id = insert_row(db, "task_grants", {
+            "public_id": "tg_" + secrets.token_hex(8), "agent_id": gh_app["agent_id"], "delegator_id": human["id"],
+            "task": "task:installation", "resources": "[]", "actions": json.dumps(permitted_actions(permissions)),
+            "constraints": json.dumps({"expires_at": INSTALLATION_GRANT_EXPIRES}), "created_at": stamp,
+            "expires_at": INSTALLATION_GRANT_EXPIRES})
+        installation_id = insert_row(db, "app_installations", {
+            "app_id": gh_app["id"], "account_id": target["id"], "installer_id": human["id"], "grant_id": grant_id,
+            "repository_selection": selection, "permissions": json.dumps(permissions), "created_at": stamp,
+            "updated_at": stamp})
+        db.execute("UPDATE task_grants SET task = ? WHERE id = ?", ("task:installation/%d" % installation_id, grant_id))
+        for repo in repos:
+            db.execute("INSERT OR IGNORE INTO app_installation_repos (installation_id, repo_id) VALUES (?, ?)",
+                       (installation_id, repo["id"]))
+        row = db.execute("SELECT * FROM app_installations WHERE id = ?", (installation_id,)).fetchone()
+        covered = refresh_installation_grant(db, store, row)
+        queue_installation_event(req, db, row, "created", covered)
+        req.effect("installed App %s on %s (installation %d, %s repositories): a task grant to %s" % (
+            gh_app["slug"], target["login"], installation_id, selection, account_by_id(store, gh_app["agent_id"])["login"]))
+    return store.one("SELECT * FROM app_installations WHERE id = ?", installation_id)
+
+
+def installation_repos(db, row):
+    """The repositories an installation covers now: all its account's, or the selected ones."""
+    if row["repository_selection"] == "all":
+        return db.execute(REPO_SELECT + " WHERE r.owner_id = ? ORDER BY r.id", (row["account_id"],)).fetchall()
+    return db.execute(REPO_SELECT + " JOIN app_installation_repos s ON s.repo_id = r.id WHERE s.installation_id = ?"
+                      " ORDER BY r.id", (row["id"],)).fetchall()
+
+
+def refresh_installation_grant(db, store, row):
+    """The installation's grant names the repositories it covers now (a repository made, renamed or
+    moved since is caught up here, before each token is minted). Returns them."""
+    repos = installation_repos(db, row)
+    db.execute("UPDATE task_grants SET resources = ? WHERE id = ?",
+               (json.dumps(sorted("repo:" + full_name(r) for r in repos)), row["grant_id"]))
+    return repos
+
+
+def queue_installation_event(req, db, row, action, repos):
+    """An ``installation`` event to the App's webhook (every App receives them, subscribed or not)."""
+    hook = db.execute("SELECT id FROM hooks WHERE app_id = ? AND active = 1", (row["app_id"],)).fetchone()
+    if hook is None:
+        return
+    payload = {"action": action, "installation": installation_json(req.app, row), "repositories": [
+                   {"id": r["id"], "node_id": node_id("Repository", r["id"]), "name": r["name"],
+                    "full_name": full_name(r), "private": bool(r["private"])} for r in repos],
+               "requester": None, "sender": user_json(req.app, req.principal.user)}
+    queue_delivery(db, hook["id"], "installation", action, None, {}, chain_of_request(req), json.dumps(payload))
+
+
+@route("DELETE", "/api/ext/v1/installations/{installation_id:int}")
+def uninstall_github_app(req, installation_id):
+    """Its installer, or an administrator of the account it is on, takes an App away: its grant and
+    every token of it revoked."""
+    row = one_or_404(req, "SELECT * FROM app_installations WHERE id = ?", installation_id)
+    user = signed_in(req)
+    if user["id"] != row["installer_id"]:
+        req.authorize("install_app", Resource.account(account_by_id(req.app.store, row["account_id"])))
+    else:
+        req.authorize("install_app", Resource.account(user))
+    remove_installation(req, row)
+    return 204, None
+
+
+def remove_installation(req, row):
+    with req.transaction() as db:
+        repos = installation_repos(db, row)
+        queue_installation_event(req, db, row, "deleted", repos)
+        db.execute("UPDATE task_grants SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now(), row["grant_id"]))
+        count = revoke(db, "grant_id = ?", (row["grant_id"],))
+        db.execute("DELETE FROM app_installations WHERE id = ?", (row["id"],))
+        req.effect("uninstalled installation %d; revoked its grant and %d tokens" % (row["id"], count))
+    req.app.deliveries_waiting.set()
+
+
+# -- the App with its JWT ------------------------------------------------------------------------------
+
+def calling_app(req, action="read_app"):
+    """The App whose JWT signs this request, once ``action`` on its own account is allowed."""
+    gh_app = jwt_app(req)
+    req.authorize(action, Resource.account(req.principal.user))
+    return gh_app
+
+
+def jwt_app(req):
+    if req.principal.token_kind != "app":
+        raise HTTPError(401, "A JSON web token could not be decoded: this endpoint is for a GitHub App's JWT "
+                             "(RS256, signed by its private key, iss its App ID)")
+    return req.app.store.one("SELECT * FROM apps WHERE agent_id = ?", req.principal.user["id"])
+
+
+def own_installation(req, gh_app, installation_id):
+    return one_or_404(req, "SELECT * FROM app_installations WHERE id = ? AND app_id = ?", installation_id, gh_app["id"])
+
+
+@route("GET", "/api/v3/app")
+def get_authenticated_app(req):
+    return github_app_json(req.app, calling_app(req))
+
+
+@route("GET", "/api/v3/app/installations")
+def list_app_installations(req):
+    gh_app = calling_app(req)
+    rows = req.app.store.all("SELECT * FROM app_installations WHERE app_id = ? ORDER BY id", gh_app["id"])
+    return [installation_json(req.app, r) for r in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/app/installations/{installation_id:int}")
+def get_app_installation(req, installation_id):
+    return installation_json(req.app, own_installation(req, calling_app(req), installation_id))
+
+
+@route("DELETE", "/api/v3/app/installations/{installation_id:int}")
+def delete_app_installation(req, installation_id):
+    """The App leaves an account: as its installer's uninstall does."""
+    remove_installation(req, own_installation(req, calling_app(req, "manage_app"), installation_id))
+    return 204, None
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/installation")
+@route("GET", "/api/v3/orgs/{org}/installation")
+@route("GET", "/api/v3/users/{username}/installation")
+def find_installation(req, owner=None, repo=None, org=None, username=None):
+    """The calling App's installation on a repository, organization or user; 404 alike where it has none
+    and where there is nothing (an App learns nothing of what it is not installed on)."""
+    gh_app, store = calling_app(req), req.app.store
+    account = account_by_login(store, owner or org or username)
+    row = store.one("SELECT * FROM app_installations WHERE app_id = ? AND account_id = ?", gh_app["id"],
+                    account["id"] if account else None)
+    if row is None or (repo is not None and not any(r["name"].lower() == repo.lower()
+                                                    for r in installation_repos(store.db, row))):
+        raise HTTPError(404, "Not Found")
+    return installation_json(req.app, row)
+
+
+@route("POST", "/api/v3/app/installations/{installation_id:int}/access_tokens")
+def create_installation_token(req, installation_id):
+    """An installation token: a task token of the installation's grant for an hour, narrowed to the
+    ``repositories`` (names) or ``repository_ids`` and the ``permissions`` asked for, never wider."""
+    body = req.json()
+    gh_app, store = jwt_app(req), req.app.store
+    row = own_installation(req, gh_app, installation_id)
+    if row["suspended_at"]:
+        raise HTTPError(403, "This installation has been suspended")
+    grant = store.one("SELECT * FROM task_grants WHERE id = ?", row["grant_id"])
+    req.authorize("manage_app", Resource.account(req.principal.user), grant=grant)     # a revoked grant mints nothing
+    held = json.loads(row["permissions"])
+    asked = req.field(body, "permissions", dict, "InstallationToken", default=held)
+    if not all(name in held and level in APP_LEVELS and (level == "read" or held[name] == "write")
+               for name, level in asked.items()):
+        raise HTTPError(422, "The permissions requested are not granted to this installation.")
+    names = req.field(body, "repositories", list, "InstallationToken", default=[])
+    ids = req.field(body, "repository_ids", list, "InstallationToken", default=[])
+    if not all(isinstance(n, str) for n in names) or not all(isinstance(i, int) for i in ids):
+        raise invalid("InstallationToken", "repositories", message="repositories are names, repository_ids numbers")
+    with req.transaction() as db:
+        covered = refresh_installation_grant(db, store, row)
+        if set(names) - {r["name"] for r in covered} or set(ids) - {r["id"] for r in covered}:
+            raise HTTPError(422, "There is at least one repository that does not exist or is not accessible to the "
+                                 "parent installation.")
+        chosen = [r for r in covered if r["name"] in names or r["id"] in ids]
+        audience = ["repo:" + full_name(r) for r in chosen] if names or ids else None
+        expires_at = from_now(INSTALLATION_TOKEN_SECONDS)
+        token, _ = issue_token(db, req.app.key, gh_app["agent_id"], "task", name="installation %d" % row["id"],
+                               scopes=permitted_actions(asked), expires_at=expires_at, grant_id=row["grant_id"],
+                               audience=audience)
+        req.effect("installation token %s for installation %d (%s) until %s" % (
+            token_fingerprint(token), row["id"], grant["public_id"], expires_at))
+    out = {"token": token, "expires_at": expires_at, "permissions": asked,
+           "repository_selection": row["repository_selection"] if audience is None else "selected"}
+    if audience is not None or row["repository_selection"] == "selected":
+        out["repositories"] = [repo_json(req.app, r) for r in (chosen if audience is not None else covered)]
+    return 201, out
+
+
+# -- what an installation token reads of itself ----------------------------------------------------------
+
+def token_installation(req):
+    """The installation whose token makes this request; 403 for any other caller."""
+    grant = req.principal.grant
+    row = req.app.store.one("SELECT * FROM app_installations WHERE grant_id = ?", grant["id"]) if grant else None
+    if row is None:
+        raise HTTPError(403, "This endpoint is for an installation token")
+    return row
+
+
+@route("GET", "/api/v3/installation/repositories")
+def list_installation_repositories(req):
+    row = token_installation(req)
+    req.check("read_account", Resource.account(req.principal.user))
+    repos = [r for r in installation_repos(req.app.store.db, row) if req.can("read_code", Resource.repo(r))]
+    return {"total_count": len(repos), "repository_selection": row["repository_selection"],
+            "repositories": [repo_json(req.app, r) for r in req.paginate(repos)]}
+
+
+@route("DELETE", "/api/v3/installation/token")
+def revoke_installation_token(req):
+    """The token revokes itself (taking power away needs no permission)."""
+    token_installation(req)
+    with req.transaction() as db:
+        db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now(), req.principal.token_id))
+        req.record("revoke_token", "user:" + req.principal.login, ["a token may always revoke itself"],
+                   "revoked installation token %s" % req.principal.fingerprint, db)
+    return 204, None
+
+
+# -- the App's webhook, with its JWT ---------------------------------------------------------------------
+
+def app_hook(req, action="read_app"):
+    gh_app = calling_app(req, action)
+    return one_or_404(req, "SELECT * FROM hooks WHERE app_id = ?", gh_app["id"])
+
+
+@route("GET", "/api/v3/app/hook/config")
+def get_app_hook_config(req):
+    hook = app_hook(req)
+    config = {"content_type": hook["content_type"], "insecure_ssl": hook["insecure_ssl"], "url": hook["url"]}
+    if hook["secret_sealed"]:
+        config["secret"] = "********"
+    return config
+
+
+@route("GET", "/api/v3/app/hook/deliveries")
+def list_app_hook_deliveries(req):
+    hook = app_hook(req)
+    rows = req.app.store.all("SELECT * FROM hook_deliveries WHERE hook_id = ? ORDER BY id DESC", hook["id"])
+    return [dict(delivery_json(r), installation_id=json.loads(r["subject"]).get("installation"))
+            for r in req.paginate(rows)]
+
+
+@route("GET", "/api/v3/app/hook/deliveries/{delivery_id:int}")
+def get_app_hook_delivery(req, delivery_id):
+    return delivery_json(find_delivery(req, app_hook(req), delivery_id), detail=True)
+
+
+@route("POST", "/api/v3/app/hook/deliveries/{delivery_id:int}/attempts")
+def redeliver_app_hook_delivery(req, delivery_id):
+    hook = app_hook(req, "manage_app")
+    return queue_redelivery(req, hook, find_delivery(req, hook, delivery_id))
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 49. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12290,7 +13004,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 50. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12553,7 +13267,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 51. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13235,7 +13949,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 52. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13466,7 +14180,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 53. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13852,7 +14566,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 54. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14326,7 +15040,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 55. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14607,7 +15321,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 56. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14790,7 +15504,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 57. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15127,7 +15841,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 58. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15367,7 +16081,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 59. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15826,7 +16540,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 60. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16480,7 +17194,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 61. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16988,7 +17702,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 61. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 62. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, outbox, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17194,7 +17908,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 62. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 63. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17463,7 +18177,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 63. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 64. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18085,7 +18799,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 64. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 65. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18362,7 +19076,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 65. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 66. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -19195,6 +19909,7 @@ CREATE TABLE IF NOT EXISTS hooks (
     id             INTEGER PRIMARY KEY,
     repo_id        INTEGER REFERENCES repos(id) ON DELETE CASCADE,
     org_id         INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    app_id         INTEGER REFERENCES apps(id) ON DELETE CASCADE,     -- a GitHub App's one webhook (version 11)
     url            TEXT NOT NULL,
     content_type   TEXT NOT NULL DEFAULT 'form' CHECK (content_type IN ('json', 'form')),
     secret_sealed  TEXT,                          -- sealed like the vault's values; never shown
@@ -19204,7 +19919,7 @@ CREATE TABLE IF NOT EXISTS hooks (
     creator_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL,
-    CHECK ((repo_id IS NULL) + (org_id IS NULL) = 1)
+    CHECK ((repo_id IS NOT NULL) + (org_id IS NOT NULL) + (app_id IS NOT NULL) = 1)
 );
 
 CREATE TABLE IF NOT EXISTS hook_deliveries (
@@ -19546,6 +20261,59 @@ CREATE TABLE IF NOT EXISTS task_grants (
     revoked_at    TEXT
 );
 CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
+
+-- GitHub Apps (version 11). An App is an agent account (login NAME[bot]) that proves itself with a JWT
+-- signed by its private key; the server keeps the public half only. An installation is a delegation:
+-- the installing human puts the App to work on an account's repositories with the App's permissions,
+-- as a task grant (grant_id) whose tokens are the installation's tokens, bounded by her authority, live.
+CREATE TABLE IF NOT EXISTS apps (
+    id             INTEGER PRIMARY KEY,
+    agent_id       INTEGER NOT NULL UNIQUE REFERENCES accounts(id) ON DELETE CASCADE,
+    owner_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,   -- a human or an organization
+    creator_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,          -- the human who registered it
+    slug           TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    name           TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    description    TEXT NOT NULL DEFAULT '',
+    url            TEXT NOT NULL DEFAULT '',
+    client_id      TEXT NOT NULL UNIQUE,
+    client_secret_hash TEXT NOT NULL,
+    public_keys    TEXT NOT NULL,                 -- JSON list of RSA public JWKs its JWTs may be signed by
+    permissions    TEXT NOT NULL DEFAULT '{}',    -- JSON {"issues": "write", ...}, GitHub's names
+    events         TEXT NOT NULL DEFAULT '[]',    -- JSON list of the events its webhook receives
+    public         INTEGER NOT NULL DEFAULT 0,    -- installable by anyone; else on its owner's account only
+    setup_url      TEXT,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS app_installations (
+    id                    INTEGER PRIMARY KEY,
+    app_id                INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    account_id            INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,  -- where it is installed
+    installer_id          INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,  -- the delegator
+    grant_id              INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
+    repository_selection  TEXT NOT NULL CHECK (repository_selection IN ('all', 'selected')),
+    permissions           TEXT NOT NULL,          -- what the installer accepted: the App's, at install time
+    suspended_at          TEXT,
+    created_at            TEXT NOT NULL,
+    updated_at            TEXT NOT NULL,
+    UNIQUE (app_id, account_id)
+);
+
+CREATE TABLE IF NOT EXISTS app_installation_repos (
+    installation_id  INTEGER NOT NULL REFERENCES app_installations(id) ON DELETE CASCADE,
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    PRIMARY KEY (installation_id, repo_id)
+);
+
+-- GitHub's manifest flow: a human confirms a manifest, the App's server trades the code (once, within an
+-- hour) for the App's credentials; the private key and secrets wait here sealed until then.
+CREATE TABLE IF NOT EXISTS app_manifest_codes (
+    hash          TEXT PRIMARY KEY,
+    app_id        INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    sealed        TEXT NOT NULL,
+    expires_at    TEXT NOT NULL
+);
 
 -- Approvals: a human's yes to one action on one resource under one grant; single use, short-lived.
 CREATE TABLE IF NOT EXISTS approvals (

@@ -344,6 +344,7 @@ CREATE TABLE IF NOT EXISTS hooks (
     id             INTEGER PRIMARY KEY,
     repo_id        INTEGER REFERENCES repos(id) ON DELETE CASCADE,
     org_id         INTEGER REFERENCES accounts(id) ON DELETE CASCADE,
+    app_id         INTEGER REFERENCES apps(id) ON DELETE CASCADE,     -- a GitHub App's one webhook (version 11)
     url            TEXT NOT NULL,
     content_type   TEXT NOT NULL DEFAULT 'form' CHECK (content_type IN ('json', 'form')),
     secret_sealed  TEXT,                          -- sealed like the vault's values; never shown
@@ -353,7 +354,7 @@ CREATE TABLE IF NOT EXISTS hooks (
     creator_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL,
-    CHECK ((repo_id IS NULL) + (org_id IS NULL) = 1)
+    CHECK ((repo_id IS NOT NULL) + (org_id IS NOT NULL) + (app_id IS NOT NULL) = 1)
 );
 
 CREATE TABLE IF NOT EXISTS hook_deliveries (
@@ -695,6 +696,59 @@ CREATE TABLE IF NOT EXISTS task_grants (
     revoked_at    TEXT
 );
 CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
+
+-- GitHub Apps (version 11). An App is an agent account (login NAME[bot]) that proves itself with a JWT
+-- signed by its private key; the server keeps the public half only. An installation is a delegation:
+-- the installing human puts the App to work on an account's repositories with the App's permissions,
+-- as a task grant (grant_id) whose tokens are the installation's tokens, bounded by her authority, live.
+CREATE TABLE IF NOT EXISTS apps (
+    id             INTEGER PRIMARY KEY,
+    agent_id       INTEGER NOT NULL UNIQUE REFERENCES accounts(id) ON DELETE CASCADE,
+    owner_id       INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,   -- a human or an organization
+    creator_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,          -- the human who registered it
+    slug           TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    name           TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    description    TEXT NOT NULL DEFAULT '',
+    url            TEXT NOT NULL DEFAULT '',
+    client_id      TEXT NOT NULL UNIQUE,
+    client_secret_hash TEXT NOT NULL,
+    public_keys    TEXT NOT NULL,                 -- JSON list of RSA public JWKs its JWTs may be signed by
+    permissions    TEXT NOT NULL DEFAULT '{}',    -- JSON {"issues": "write", ...}, GitHub's names
+    events         TEXT NOT NULL DEFAULT '[]',    -- JSON list of the events its webhook receives
+    public         INTEGER NOT NULL DEFAULT 0,    -- installable by anyone; else on its owner's account only
+    setup_url      TEXT,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS app_installations (
+    id                    INTEGER PRIMARY KEY,
+    app_id                INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    account_id            INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,  -- where it is installed
+    installer_id          INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,  -- the delegator
+    grant_id              INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
+    repository_selection  TEXT NOT NULL CHECK (repository_selection IN ('all', 'selected')),
+    permissions           TEXT NOT NULL,          -- what the installer accepted: the App's, at install time
+    suspended_at          TEXT,
+    created_at            TEXT NOT NULL,
+    updated_at            TEXT NOT NULL,
+    UNIQUE (app_id, account_id)
+);
+
+CREATE TABLE IF NOT EXISTS app_installation_repos (
+    installation_id  INTEGER NOT NULL REFERENCES app_installations(id) ON DELETE CASCADE,
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    PRIMARY KEY (installation_id, repo_id)
+);
+
+-- GitHub's manifest flow: a human confirms a manifest, the App's server trades the code (once, within an
+-- hour) for the App's credentials; the private key and secrets wait here sealed until then.
+CREATE TABLE IF NOT EXISTS app_manifest_codes (
+    hash          TEXT PRIMARY KEY,
+    app_id        INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    sealed        TEXT NOT NULL,
+    expires_at    TEXT NOT NULL
+);
 
 -- Approvals: a human's yes to one action on one resource under one grant; single use, short-lived.
 CREATE TABLE IF NOT EXISTS approvals (

@@ -5,10 +5,12 @@ import dataclasses
 import json
 import re
 import secrets
+import time
 
 from agentgit.config import LOGIN_RE, now
 from agentgit.errors import HTTPError
-from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes, verify_token
+from agentgit.crypto import decode_jws, rs256_valid, rsa_public_key
+from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes, token_fingerprint, verify_token
 from agentgit.proofs import DPoPError, check_dpop_proof, dpop_nonce
 from agentgit.accounts import account_by_id, account_by_login, check_totp, insert_account
 from agentgit.ledger import Ledger
@@ -159,6 +161,10 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
         check_presented(app, principal, presented or Presented(), "", None, None)
         return principal
     token = credentials_from_header(header)
+    if token.count(".") == 2:        # a JWT: a GitHub App proving itself (agentgit's own tokens have no dots)
+        principal = app_principal(app, token, runtime)
+        check_presented(app, principal, presented or Presented(), header.strip().partition(" ")[0].lower(), token, None)
+        return principal
     row = verify_token(app.store, app.key, token) if token else None
     if row is None:
         raise HTTPError(401, "Bad credentials")
@@ -197,6 +203,40 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
         principal.switched_by = switched["login"] if switched else "?"
         principal.runtime = "%s switch-session:%s" % (runtime, principal.switched_by)
     return principal
+
+
+APP_JWT_MAX_BYTES = 8192
+APP_JWT_MAX_SECONDS = 600           # GitHub's rule: a JWT expires at most ten minutes after it was issued
+APP_JWT_SKEW = 60                   # seconds a client's clock may run ahead of the server's
+
+
+def app_principal(app, token, runtime):
+    """A GitHub App proving itself with a JWT, by GitHub's rules: RS256, signed by one of the App's keys,
+    ``iss`` its App ID (or client ID), ``iat`` in the past and ``exp`` at most ten minutes after it and in
+    the future. The principal is the App's agent account holding an "app" token, which reaches the App's
+    own endpoints only (policy's rule_standing); 401 with GitHub's words for anything else."""
+    try:
+        header, claims, signed, signature = decode_jws(token, APP_JWT_MAX_BYTES)
+    except ValueError:
+        raise HTTPError(401, "A JSON web token could not be decoded")
+    issuer, issued, expires = claims.get("iss"), claims.get("iat"), claims.get("exp")
+    if header.get("alg") != "RS256" or not isinstance(issuer, (int, str)) or isinstance(issuer, bool):
+        raise HTTPError(401, "A JSON web token could not be decoded")
+    row = app.store.one("SELECT id, agent_id, public_keys FROM apps WHERE CAST(id AS TEXT) = ? OR client_id = ?",
+                        str(issuer), str(issuer))
+    keys = [rsa_public_key(jwk) for jwk in json.loads(row["public_keys"])] if row is not None else []
+    if not any(rs256_valid(n, e, signed, signature) for n, e in keys):
+        raise HTTPError(401, "A JSON web token could not be decoded")
+    moment = time.time()
+    if not isinstance(issued, int) or isinstance(issued, bool) or issued > moment + APP_JWT_SKEW:
+        raise HTTPError(401, "'Issued at' claim ('iat') must be an Integer representing a time in the past")
+    if not isinstance(expires, int) or isinstance(expires, bool) or expires <= moment:
+        raise HTTPError(401, "'Expiration time' claim ('exp') must be a numeric value representing the future "
+                             "time at which the assertion expires")
+    if expires - issued > APP_JWT_MAX_SECONDS or expires > moment + APP_JWT_MAX_SECONDS + APP_JWT_SKEW:
+        raise HTTPError(401, "'Expiration time' claim ('exp') is too far in the future")
+    user = app.store.cached(("account", row["agent_id"]), lambda: account_by_id(app.store, row["agent_id"]))
+    return Principal(user=user, token_kind="app", fingerprint=token_fingerprint(token), runtime=runtime)
 
 
 def token_scopes(row):

@@ -3,13 +3,16 @@
 What is here, and nothing else: base64url; compact JWS decoding with explicit type checks; ES256
 (ECDSA over P-256 with SHA-256, the signature as JWS writes it, r || s) and RS256 (RSASSA-PKCS1-v1_5
 with SHA-256) verification; public keys from JWKs, bounded before they cost any arithmetic; RFC 7638
-JWK thumbprints; X25519 (RFC 7748); and the seal, authenticated encryption for secrets at rest. The
-protocols built on them (DPoP proofs, client assertions, the vault, Actions secrets, TOTP) stay where
-they are and call these.
+JWK thumbprints; X25519 (RFC 7748); the seal, authenticated encryption for secrets at rest; and the one
+private key agentgit ever makes, a GitHub App's RSA key (the App holds it; the server keeps the public
+half). The protocols built on them (DPoP proofs, client assertions, App JWTs, the vault, Actions
+secrets, TOTP) stay where they are and call these.
 
 Two backends, one answer. The standard library's code is the floor the design card promises (no
-dependency, air-gapped installs): textbook arithmetic that only verifies and derives public keys, so no
-secret scalar is ever multiplied and timing reveals nothing secret. When the ``cryptography`` package is
+dependency, air-gapped installs): textbook arithmetic that verifies and derives public keys, so no
+secret scalar is ever multiplied and timing reveals nothing secret, with one exception: an App's RSA
+key is generated here (random odd numbers tested by Miller-Rabin), once, on an operator's or a
+human's request, and handed over; nothing the server does later computes with it. When the ``cryptography`` package is
 importable its vetted, constant-time, much faster code verifies instead; ``AGENTGIT_CRYPTO=stdlib`` or
 ``=cryptography`` forces one, and the server's start banner says which is in use. tests/test_crypto.py
 holds both to Wycheproof's ECDSA P-256 (P1363), RSA PKCS #1 v1.5 2048/3072/4096 and X25519 vectors.
@@ -237,12 +240,50 @@ def rs256_encoded(message, length):
     return b"\x00\x01" + b"\xff" * (length - len(digest) - 3) + b"\x00" + digest
 
 
+SMALL_PRIMES = tuple(p for p in range(3, 2000, 2) if all(p % d for d in range(3, int(p ** 0.5) + 1, 2)))
+MILLER_RABIN_ROUNDS = 64        # a composite passes with probability at most 4^-64 (FIPS 186-5 B.3 asks for fewer)
+
+
+def probable_prime(bits, e):
+    """A random prime of exactly ``bits`` bits (the top two set, so that two make a modulus of twice as
+    many) with gcd(p - 1, e) = 1."""
+    while True:
+        candidate = secrets.randbits(bits) | (3 << (bits - 2)) | 1
+        if all(candidate % p for p in SMALL_PRIMES) and (candidate - 1) % e and miller_rabin(candidate):
+            return candidate
+
+
+def miller_rabin(n):
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d, s = d // 2, s + 1
+    for _ in range(MILLER_RABIN_ROUNDS):
+        x = pow(2 + secrets.randbelow(n - 3), d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
 class StdlibCrypto:
     """The standard library's verifiers: the floor every installation has."""
     name = "stdlib"
 
     def __init__(self):
         self.tables = KeyTables()
+
+    def rsa_private_numbers(self, bits, e):
+        """(n, e, d, p, q) of a new RSA key (e is 65537 with prime e, so e is coprime to p - 1 unless it divides it)."""
+        p = probable_prime(bits // 2, e)
+        q = probable_prime(bits // 2, e)
+        while q == p:
+            q = probable_prime(bits // 2, e)
+        return p * q, e, pow(e, -1, (p - 1) * (q - 1)), p, q
 
     def es256_valid(self, x, y, message, signature, known_key):
         """FIPS 186-4 §6.4.2, the signature r || s (64 bytes). A table is made and kept for a known key
@@ -320,6 +361,10 @@ class CryptographyCrypto:
         self.rsa_key = functools.lru_cache(maxsize=KEY_TABLES_KEPT)(
             lambda n, e: self.rsa.RSAPublicNumbers(e, n).public_key())
 
+    def rsa_private_numbers(self, bits, e):
+        numbers = self.rsa.generate_private_key(public_exponent=e, key_size=bits).private_numbers()
+        return numbers.public_numbers.n, e, numbers.d, numbers.p, numbers.q
+
     def es256_valid(self, x, y, message, signature, known_key):
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
         try:
@@ -381,6 +426,30 @@ def rs256_valid(n, e, message, signature):
 def x25519_public_key(private):
     """RFC 7748 X25519(k, 9): the public key of a 32-byte private key."""
     return BACKEND.x25519(private, (9).to_bytes(32, "little"))
+
+
+def der_integer(value):
+    body = value.to_bytes(value.bit_length() // 8 + 1, "big")     # a leading zero byte keeps it positive
+    return b"\x02" + der_length(len(body)) + body
+
+
+def der_length(length):
+    if length < 0x80:
+        return bytes([length])
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+def rsa_private_key(bits=2048):
+    """A new RSA key: (its private key as PKCS #1 PEM, as GitHub hands an App's over; its public JWK)."""
+    n, e, d, p, q = BACKEND.rsa_private_numbers(bits, 65537)
+    fields = (0, n, e, d, p, q, d % (p - 1), d % (q - 1), pow(q, -1, p))        # RFC 8017 A.1.2
+    body = b"".join(der_integer(f) for f in fields)
+    der = b"\x30" + der_length(len(body)) + body
+    lines = [base64.b64encode(der[i:i + 48]).decode() for i in range(0, len(der), 48)]
+    pem = "-----BEGIN RSA PRIVATE KEY-----\n%s\n-----END RSA PRIVATE KEY-----\n" % "\n".join(lines)
+    return pem, {"kty": "RSA", "n": b64url(n.to_bytes((n.bit_length() + 7) // 8, "big")),
+                 "e": b64url(e.to_bytes(3, "big"))}
 
 
 # -- the seal: authenticated encryption for secrets at rest ---------------------------------------

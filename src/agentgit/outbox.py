@@ -25,8 +25,9 @@ def subscribed(events, event):
 
 
 def queue_event(db, repo_id, event, action, subject, chain):
-    """One delivery for each active hook of the repository (and of the organization that owns it) that
-    subscribes to ``event``; call inside the change's transaction. Returns how many were queued."""
+    """One delivery for each active hook of the repository (and of the organization that owns it, and of
+    each App installed on it) that subscribes to ``event``; call inside the change's transaction. Returns
+    how many were queued."""
     hooks = db.execute("SELECT id, events FROM hooks WHERE active = 1 AND (repo_id = ? OR org_id = (SELECT owner_id"
                        " FROM repos WHERE id = ?))", (repo_id, repo_id)).fetchall()
     queued = 0
@@ -34,7 +35,20 @@ def queue_event(db, repo_id, event, action, subject, chain):
         if subscribed(json.loads(hook["events"]), event):
             queue_delivery(db, hook["id"], event, action, repo_id, subject, chain)
             queued += 1
+    # an App's hook, where one of its installations covers the repository (the payload names the installation)
+    for hook in db.execute(APP_HOOKS_COVERING, (repo_id, repo_id)).fetchall():
+        if subscribed(json.loads(hook["events"]), event):
+            queue_delivery(db, hook["id"], event, action, repo_id, dict(subject, installation=hook["installation_id"]),
+                           chain)
+            queued += 1
     return queued
+
+
+APP_HOOKS_COVERING = (
+    "SELECT h.id, h.events, i.id AS installation_id FROM hooks h JOIN app_installations i ON i.app_id = h.app_id"
+    " JOIN task_grants g ON g.id = i.grant_id WHERE h.active = 1 AND i.suspended_at IS NULL AND g.revoked_at IS NULL"
+    " AND i.account_id = (SELECT owner_id FROM repos WHERE id = ?) AND (i.repository_selection = 'all' OR EXISTS"
+    " (SELECT 1 FROM app_installation_repos r WHERE r.installation_id = i.id AND r.repo_id = ?))")
 
 
 def ref_events(ref, old, new):

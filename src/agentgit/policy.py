@@ -109,6 +109,11 @@ ACTIONS = {
     "use_credential":     Action("credential", "admin", token_kinds=("task",)),
     "call_api":           Action("credential", "admin", token_kinds=("tool",)),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
+    # GitHub Apps: a human installs one on an account she administers (a delegation to the App's agent);
+    # the App, with its JWT, reads itself and its installations and mints their tokens
+    "install_app":        Action("account", "admin", humans_only=True),
+    "read_app":           Action("account", "admin", mutation=False, token_kinds=("app",)),
+    "manage_app":         Action("account", "admin", token_kinds=("app",)),
     "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
@@ -572,6 +577,10 @@ def rule_standing(q):
             user["runtime_certificate_at"] or q.context.get("site_requires_certificates")):
         return q.deny("agent %s mints with a client certificate only (%s)" % (
             user["login"], "it minted with one before" if user["runtime_certificate_at"] else "this site says so"))
+    if q.principal.token_kind == "app" and not spec.token_kinds and not (q.action in SELF_ACTIONS and (
+            q.resource.kind == "site" or q.resource.row["id"] == user["id"])):
+        return q.deny("an App's JWT reaches the App's own endpoints only; trade it for an installation token "
+                      "(POST /app/installations/{id}/access_tokens)")
     if spec.token_kinds and q.principal.token_kind not in spec.token_kinds:
         return q.deny("%s needs the %s token itself; this is a %s token" % (
             q.action, " or ".join(spec.token_kinds), q.principal.token_kind or "missing"))
@@ -650,8 +659,9 @@ def rule_agent_credentials(q):
         return q.deny("this tool token is for one other credential; ask the broker for a tool token for %s" %
                       resource.name)
     if principal.audience is not None and resource.kind == "repo" and resource.name not in principal.audience:
-        return q.deny("this agent session token is for %s, not %s" % (", ".join(sorted(principal.audience)),
-                                                                     resource.name), hidden=True)
+        return q.deny("this %s token is for %s, not %s" % ("installation" if principal.grant else "agent session",
+                                                           ", ".join(sorted(principal.audience)), resource.name),
+                      hidden=True)
     if not principal.bootstrap:
         return None
     user, spec = q.user, q.spec

@@ -35,7 +35,8 @@ def user_json(app, row, detail=False, private=False):
         "repos_url": "%s/users/%s/repos" % (api, login),
         "events_url": "%s/users/%s/events{/privacy}" % (api, login),
         "received_events_url": "%s/users/%s/received_events" % (api, login),
-        "type": "Organization" if row["kind"] == "org" else "User",
+        # an App's agent account is GitHub's Bot (its login, NAME[bot], is one no one can register)
+        "type": "Organization" if row["kind"] == "org" else "Bot" if login.endswith("[bot]") else "User",
         "user_kind": row["kind"] if row["kind"] != "org" else None,
         "site_admin": bool(row["site_admin"]),
     }

@@ -15,7 +15,7 @@ from agentgit.config import OTHER_PROCESS_POLL
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -97,6 +97,15 @@ MIGRATIONS = {
                   "UPDATE agent_keys SET approved_at = created_at WHERE approved_at IS NULL;"
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
                   + AUDIT_REBUILT[1]),
+    # GitHub Apps, and their webhooks among the hooks (whose table a version-10 database may not have yet:
+    # an empty one of the old shape is made to copy from)
+    11: Migration([], "CREATE TABLE IF NOT EXISTS hooks (id INTEGER PRIMARY KEY, repo_id INTEGER, org_id INTEGER,"
+                      " url TEXT, content_type TEXT, secret_sealed TEXT, insecure_ssl TEXT, events TEXT, active INTEGER,"
+                      " creator_id INTEGER, created_at TEXT, updated_at TEXT);"
+                      " ALTER TABLE hooks RENAME TO hooks_before_v11;",
+                  "INSERT INTO hooks (%s) SELECT %s FROM hooks_before_v11; DROP TABLE hooks_before_v11;" % ((
+                      "id, repo_id, org_id, url, content_type, secret_sealed, insecure_ssl, events, active, creator_id,"
+                      " created_at, updated_at",) * 2)),
 }
 
 

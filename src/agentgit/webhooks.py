@@ -23,9 +23,11 @@ from agentgit.errors import HTTPError, invalid
 from agentgit.egress import outbound_connection, public_address, within_deadline
 from agentgit.gitstore import ZERO_SHA, commits_between, open_repo
 from agentgit.accounts import account_by_id, account_by_login, full_name, repo_by_id
+from agentgit.policy import Resource, decide
 from agentgit.outbox import queue_delivery
+from agentgit.authentication import Principal
 from agentgit.routing import route
-from agentgit.serializers import commit_json, repo_json, user_json
+from agentgit.serializers import commit_json, node_id, repo_json, user_json
 from agentgit.lookups import delete_row, find_repo, one_or_404
 from agentgit.orgs import find_org
 from agentgit.issues import comment_json, issue_json
@@ -56,10 +58,12 @@ def hook_secret(app, hook):
 
 
 def hook_json(app, hook):
-    """GitHub's hook: a repository's (type Repository) or an organization's (type Organization)."""
+    """GitHub's hook: a repository's (type Repository), an organization's (type Organization) or an App's."""
     if hook["repo_id"] is not None:
         kind, api = "Repository", "%s/repos/%s/hooks/%d" % (app.api, full_name(repo_by_id(app.store, hook["repo_id"])),
                                                             hook["id"])
+    elif hook["app_id"] is not None:
+        kind, api = "App", "%s/app/hook" % app.api
     else:
         kind, api = "Organization", "%s/orgs/%s/hooks/%d" % (app.api, account_by_id(app.store, hook["org_id"])["login"],
                                                              hook["id"])
@@ -307,7 +311,10 @@ def get_delivery(req, hook_id, delivery_id, owner=None, repo=None, org=None):
 def redeliver(req, hook_id, delivery_id, owner=None, repo=None, org=None):
     """The same payload again, as a new delivery marked a redelivery."""
     _, hook = find_hook(req, owner, repo, org, hook_id)
-    old = find_delivery(req, hook, delivery_id)
+    return queue_redelivery(req, hook, find_delivery(req, hook, delivery_id))
+
+
+def queue_redelivery(req, hook, old):
     with req.transaction() as db:
         queue_delivery(db, hook["id"], old["event"], old["action"], old["repo_id"], json.loads(old["subject"]),
                        json.loads(old["chain"]), old["payload"], redelivery=True)
@@ -331,6 +338,9 @@ def render_payload(app, delivery):
     if delivery["action"]:
         payload["action"] = delivery["action"]
     payload.update(EVENT_PAYLOADS.get(delivery["event"], lambda *a: {})(app, repo_row, subject))
+    if "installation" in subject:           # to an App's hook: the installation whose token acts on it
+        payload["installation"] = {"id": subject["installation"], "node_id": node_id("Installation",
+                                                                                      subject["installation"])}
     payload["agentgit"] = chain
     return payload
 
@@ -451,6 +461,12 @@ def deliver(app, delivery):
     hook = store.one("SELECT * FROM hooks WHERE id = ?", delivery["hook_id"])
     if hook is None:
         return
+    withheld = withheld_from_app(app, delivery)
+    if withheld:
+        with store.transaction() as db:
+            db.execute("UPDATE hook_deliveries SET state = 'failed', status_code = 0, status = ?, delivered_at = ?,"
+                       " leased_until = NULL WHERE id = ?", (withheld, now(), delivery["id"]))
+        return
     payload = delivery["payload"]
     if payload is None:
         payload = json.dumps(render_payload(app, delivery))
@@ -459,8 +475,9 @@ def deliver(app, delivery):
     body = payload.encode() if hook["content_type"] == "json" else urllib.parse.urlencode({"payload": payload}).encode()
     headers = {"Accept": "*/*", "User-Agent": "GitHub-Hookshot/agentgit", "X-GitHub-Event": delivery["event"],
                "X-GitHub-Delivery": delivery["guid"], "X-GitHub-Hook-ID": str(hook["id"]),
-               "X-GitHub-Hook-Installation-Target-Type": "repository" if hook["repo_id"] else "organization",
-               "X-GitHub-Hook-Installation-Target-ID": str(hook["repo_id"] or hook["org_id"]),
+               "X-GitHub-Hook-Installation-Target-Type": "repository" if hook["repo_id"] else "organization" if
+               hook["org_id"] else "integration",
+               "X-GitHub-Hook-Installation-Target-ID": str(hook["repo_id"] or hook["org_id"] or hook["app_id"]),
                "Content-Type": "application/json" if hook["content_type"] == "json" else
                "application/x-www-form-urlencoded"}
     secret = hook_secret(app, hook)
@@ -482,6 +499,24 @@ def deliver(app, delivery):
                            json.loads(delivery["subject"]), json.loads(delivery["chain"]), payload, redelivery=True,
                            attempt=delivery["attempt"] + 1,
                            not_before=time.time() + RETRY_AFTER * 4 ** (delivery["attempt"] - 1))
+
+
+def withheld_from_app(app, delivery):
+    """Why an App's delivery about a repository is not sent (its installation is gone, suspended or revoked,
+    or its installer can no longer read the repository: an installation carries her authority, live), or None."""
+    installation_id = json.loads(delivery["subject"]).get("installation")
+    if installation_id is None:
+        return None
+    store = app.store
+    row = store.one("SELECT i.installer_id, i.suspended_at, g.revoked_at FROM app_installations i JOIN task_grants g"
+                    " ON g.id = i.grant_id WHERE i.id = ?", installation_id)
+    if row is None or row["suspended_at"] or row["revoked_at"]:
+        return "withheld: installation %d is uninstalled, suspended or revoked" % installation_id
+    repo_row = repo_by_id(store, delivery["repo_id"])
+    installer = account_by_id(store, row["installer_id"])
+    if repo_row is None or not decide(store, Principal(user=installer), "read_code", Resource.repo(repo_row)).allowed:
+        return "withheld: installation %d's installer can no longer read the repository" % installation_id
+    return None
 
 
 def send(app, url, body, headers, verify):

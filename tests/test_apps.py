@@ -1,0 +1,166 @@
+"""GitHub Apps, as agents: alice registers an App (its agent account is NAME[bot]), installs it on her
+repositories, and the App, with a JWT signed by its private key, mints installation tokens that are task
+tokens of the installation's grant: the App's permissions, narrowed as asked, on the installation's
+repositories, never more than alice may do now. The App's webhook receives events naming the installation."""
+import time
+
+import jwt
+import pytest
+
+import agentgit
+from conftest import api, ext, shape_checker
+from test_webhooks import Receiver, signature_ok
+
+SPEC = shape_checker()
+
+
+def shape_problems(method, path, status, body):
+    """Where the body differs from GitHub's REST description ([] where ../shared is absent)."""
+    return SPEC.check(method, path, status, body) if SPEC is not None else []
+
+
+@pytest.fixture
+def hooked(tmp_path):
+    srv = agentgit.make_server(tmp_path / "data", port=0, egress_allow_loopback=True).start()
+    receiver = Receiver()
+    yield srv, receiver
+    receiver.close()
+    srv.stop()
+
+
+def app_jwt(registered, **claims):
+    """What every App library makes: RS256 over iat (a minute back, for clock drift), exp and iss."""
+    moment = int(time.time())
+    return jwt.encode(dict({"iat": moment - 60, "exp": moment + 540, "iss": str(registered["id"])}, **claims),
+                      registered["pem"], algorithm="RS256")
+
+
+def register(srv, token, name="triage-bot", hook_url=None, **fields):
+    made = ext(srv, "POST", "/apps", token, dict({
+        "name": name, "url": "https://example.com/triage", "default_permissions": {"issues": "write", "contents":
+                                                                                   "read"},
+        "default_events": ["issues"], **({"hook_attributes": {"url": hook_url}} if hook_url else {})}, **fields))
+    assert made.status == 201, made
+    return made.json
+
+
+def alice_with_repos(srv, *names):
+    alice = srv.add_user("alice", password="pw")
+    for name in names:
+        assert api(srv, "POST", "/user/repos", alice, {"name": name, "private": True, "auto_init": True}).status == 201
+    return alice
+
+
+def suspend(srv, login, at):
+    with srv.app.store.transaction() as db:
+        db.execute("UPDATE accounts SET suspended_at = ? WHERE login = ?", (at, login))
+
+
+def test_an_installed_app_comments_as_itself_for_its_installer(hooked):
+    srv, receiver = hooked
+    alice = alice_with_repos(srv, "payments", "other")
+    registered = register(srv, alice, hook_url=receiver.url)
+    assert registered["pem"].startswith("-----BEGIN RSA PRIVATE KEY-----") and registered["webhook_secret"]
+    assert registered["slug"] == "triage-bot" and registered["agentgit"]["agent"] == "triage-bot[bot]"
+    assert shape_problems("POST", "/app-manifests/{code}/conversions", 201, registered) == []
+
+    token = app_jwt(registered)
+    me = api(srv, "GET", "/app", token)
+    assert me.status == 200 and me.json["id"] == registered["id"] and me.json["installations_count"] == 0
+    assert shape_problems("GET", "/app", 200, me.json) == []
+    # a JWT reaches the App's own endpoints only
+    assert api(srv, "GET", "/repos/alice/payments", token).status in (403, 404)
+
+    installed = ext(srv, "POST", "/apps/triage-bot/installations", alice, {
+        "repository_selection": "selected", "repositories": ["payments"]})
+    assert installed.status == 201, installed
+    installation = installed.json
+    assert installation["agentgit"]["installer"] == "user:alice" and installation["target_type"] == "User"
+    assert shape_problems("GET", "/app/installations/{installation_id}", 200, installation) == []
+    headers, created = receiver.wait_for(1)[0]
+    assert headers["x-github-event"] == "installation" and created["action"] == "created"
+    assert headers["x-github-hook-installation-target-type"] == "integration"
+    assert [r["full_name"] for r in created["repositories"]] == ["alice/payments"]
+
+    assert api(srv, "GET", "/repos/alice/payments/installation", token).json["id"] == installation["id"]
+    assert api(srv, "GET", "/repos/alice/other/installation", token).status == 404
+    minted = api(srv, "POST", "/app/installations/%d/access_tokens" % installation["id"], token, {})
+    assert minted.status == 201, minted
+    assert minted.json["permissions"] == {"issues": "write", "contents": "read", "metadata": "read"}
+    assert shape_problems("POST", "/app/installations/{installation_id}/access_tokens", 201, minted.json) == []
+    itoken = minted.json["token"]
+
+    listed = api(srv, "GET", "/installation/repositories", itoken)
+    assert [r["full_name"] for r in listed.json["repositories"]] == ["alice/payments"]
+    issue = api(srv, "POST", "/repos/alice/payments/issues", alice, {"title": "Refunds fail"}).json
+    comment = api(srv, "POST", "/repos/alice/payments/issues/%d/comments" % issue["number"], itoken,
+                  {"body": "Thanks! Triaged."})
+    assert comment.status == 201 and comment.json["user"]["login"] == "triage-bot[bot]"
+    assert comment.json["user"]["type"] == "Bot"
+    # the installation covers payments only; contents read gives no push; the JWT is no token for the API
+    assert api(srv, "POST", "/repos/alice/other/issues", itoken, {"title": "x"}).status == 404
+    assert api(srv, "PUT", "/repos/alice/payments/contents/x.txt", itoken, {
+        "message": "x", "content": "eA=="}).status == 403
+
+    rows = [r for r in srv.app.store.all("SELECT * FROM audit WHERE actor = 'triage-bot[bot]' AND action = 'comment'")]
+    assert rows and rows[-1]["delegator"] == "alice" and rows[-1]["task"] == "task:installation/%d" % installation["id"]
+
+    # the App's webhook hears of the issue, naming the installation, signed with its secret
+    deliveries = receiver.wait_for(2)
+    headers, opened = deliveries[1]
+    assert headers["x-github-event"] == "issues" and opened["installation"]["id"] == installation["id"]
+    assert signature_ok(registered["webhook_secret"], headers, receiver.received[1][1])
+
+
+def test_an_installation_token_is_never_wider_than_its_installer_now(hooked):
+    srv, _ = hooked
+    alice = alice_with_repos(srv, "payments", "other")
+    registered = register(srv, alice, default_permissions={"issues": "write", "contents": "write"})
+    installation = ext(srv, "POST", "/apps/triage-bot/installations", alice, {}).json
+    token = app_jwt(registered)
+    url = "/app/installations/%d/access_tokens" % installation["id"]
+    # narrowing: to one repository and to read; asking for more than the installation holds is refused
+    narrowed = api(srv, "POST", url, token, {"repositories": ["other"], "permissions": {"issues": "read"}})
+    assert narrowed.status == 201 and [r["name"] for r in narrowed.json["repositories"]] == ["other"]
+    assert api(srv, "POST", "/repos/alice/other/issues", narrowed.json["token"], {"title": "x"}).status == 403
+    assert api(srv, "GET", "/repos/alice/payments", narrowed.json["token"]).status == 404
+    assert api(srv, "GET", "/repos/alice/other", narrowed.json["token"]).status == 200
+    assert api(srv, "POST", url, token, {"permissions": {"administration": "write"}}).status == 422
+    assert api(srv, "POST", url, token, {"repositories": ["nope"]}).status == 422
+    # all repositories: one made after installing is covered at the next mint
+    assert api(srv, "POST", "/user/repos", alice, {"name": "later", "auto_init": True}).status == 201
+    full = api(srv, "POST", url, token, {}).json["token"]
+    assert api(srv, "POST", "/repos/alice/later/issues", full, {"title": "found"}).status == 201
+    # alice suspended: her App's installation tokens do nothing
+    suspend(srv, "alice", "2026-01-01T00:00:00Z")
+    assert api(srv, "POST", "/repos/alice/later/issues", full, {"title": "again"}).status in (403, 404)
+    suspend(srv, "alice", None)
+    # uninstalled: its grant is revoked with every token, and the App can no longer mint
+    assert ext(srv, "DELETE", "/installations/%d" % installation["id"], alice).status == 204
+    assert api(srv, "POST", "/repos/alice/later/issues", full, {"title": "gone"}).status == 401
+    assert api(srv, "POST", url, token, {}).status == 404
+
+
+def test_a_jwt_is_checked_by_githubs_rules(hooked):
+    srv, _ = hooked
+    alice = alice_with_repos(srv)
+    registered = register(srv, alice)
+    moment = int(time.time())
+    assert api(srv, "GET", "/app", app_jwt(registered)).status == 200
+    assert api(srv, "GET", "/app", app_jwt(registered, iss=registered["client_id"])).status == 200
+    too_long = app_jwt(registered, iat=moment - 30, exp=moment + 1200)
+    assert "too far in the future" in api(srv, "GET", "/app", too_long).json["message"]
+    expired = app_jwt(registered, iat=moment - 700, exp=moment - 100)
+    assert api(srv, "GET", "/app", expired).status == 401
+    future = app_jwt(registered, iat=moment + 300, exp=moment + 600)
+    assert "Issued at" in api(srv, "GET", "/app", future).json["message"]
+    other = register(srv, alice, name="other-bot")
+    forged = jwt.encode({"iat": moment - 60, "exp": moment + 500, "iss": str(registered["id"])}, other["pem"],
+                        algorithm="RS256")
+    assert api(srv, "GET", "/app", forged).status == 401
+    hs = jwt.encode({"iat": moment - 60, "exp": moment + 500, "iss": str(registered["id"])}, "k" * 32,
+                    algorithm="HS256")
+    assert api(srv, "GET", "/app", hs).status == 401
+    assert api(srv, "GET", "/app", "a.b.c").status == 401
+    # an installation token or a person is no App
+    assert api(srv, "GET", "/app", alice).status == 401
