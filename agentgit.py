@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  3697  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18188  server.App.dispatch
+       line 18201  server.App.dispatch
        line  3574  authentication.authenticate
        line  3257  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17841  githttp.git_receive_pack
+       line 17854  githttp.git_receive_pack
        line  3301  ledger.Ledger.decide_each
        line  3235  intents.reconcile_intents
 
@@ -104,28 +104,28 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     45. delegation         lines 11090-11654  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
     46. vault              lines 11655-11865  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
     47. tasks              lines 11866-12291  REST: task grants, task tokens, step-up and approvals.
-    48. apps               lines 12292-12833  REST: GitHub Apps, as agents.
-    49. oversight          lines 12834-13005  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    50. graphql_language   lines 13006-13268  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    51. graphql_resolvers  lines 13269-13950  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    52. graphql_git        lines 13951-14181  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    53. graphql_mutations  lines 14182-14567  GraphQL mutations: each one decided as its REST twin is.
-    54. graphql_schema     lines 14568-15041  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    55. graphql_execution  lines 15042-15322  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    56. client_assertions  lines 15323-15505  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    57. settings_pages     lines 15506-15842  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    58. oauth_clients      lines 15843-16082  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    59. broker             lines 16083-16541  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    60. oauth              lines 16542-17195  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    61. mcp_server         lines 17196-17703  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    62. githttp            lines 17704-17909  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    63. pages              lines 17910-18178  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    64. server             lines 18179-18800  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    65. clients            lines 18801-19077  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    66. cli                lines 19078-19561  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 19562-20456  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    48. apps               lines 12292-12846  REST: GitHub Apps, as agents.
+    49. oversight          lines 12847-13018  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    50. graphql_language   lines 13019-13281  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    51. graphql_resolvers  lines 13282-13963  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    52. graphql_git        lines 13964-14194  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    53. graphql_mutations  lines 14195-14580  GraphQL mutations: each one decided as its REST twin is.
+    54. graphql_schema     lines 14581-15054  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    55. graphql_execution  lines 15055-15335  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    56. client_assertions  lines 15336-15518  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    57. settings_pages     lines 15519-15855  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    58. oauth_clients      lines 15856-16095  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    59. broker             lines 16096-16554  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    60. oauth              lines 16555-17208  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    61. mcp_server         lines 17209-17716  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    62. githttp            lines 17717-17922  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    63. pages              lines 17923-18191  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    64. server             lines 18192-18813  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    65. clients            lines 18814-19090  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    66. cli                lines 19091-19574  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 19575-20469  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 910438038884458c2b2d0f074361b094a2e2243607f03513eaf1a448b426f6ca
+Made from sources whose SHA-256 is 178f2fdfc308e6a2b26cd6134dee4c7d5773ba9d589ce608d3efb0667fda7e22
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2588,7 +2588,7 @@ def rule_standing(q):
     if q.principal.token_kind == "app" and not spec.token_kinds and not (q.action in SELF_ACTIONS and (
             q.resource.kind == "site" or q.resource.row["id"] == user["id"])):
         return q.deny("an App's JWT reaches the App's own endpoints only; trade it for an installation token "
-                      "(POST /app/installations/{id}/access_tokens)")
+                      "(POST /app/installations/{id}/access_tokens)", hidden=q.resource.kind in ("repo", "credential"))
     if spec.token_kinds and q.principal.token_kind not in spec.token_kinds:
         return q.deny("%s needs the %s token itself; this is a %s token" % (
             q.action, " or ".join(spec.token_kinds), q.principal.token_kind or "missing"))
@@ -12396,9 +12396,10 @@ def permitted_actions(permissions):
 # -- registering an App --------------------------------------------------------------------------------
 
 def register_github_app(req, owner, spec):
-    """An App owned by ``owner`` (the signed-in human, or an organization she administers) from a
-    manifest's fields: its agent account (bound to her), its public key and its webhook. Returns (its
-    row, the credentials shown once: the private key, the webhook secret, the client secret)."""
+    """An App owned by ``owner`` (the signed-in human, or an organization she administers: authorized
+    by the caller) from a manifest's fields: its agent account (bound to her), its public key and its
+    webhook. Returns (its row, the credentials shown once: the private key, the webhook secret, the
+    client secret)."""
     human = req.principal.user
     name = req.text_field(spec, "name", "Integration", required=True, limit=APP_NAME_MAX)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
@@ -12412,7 +12413,6 @@ def register_github_app(req, owner, spec):
     hook_url = checked_config(req, {"url": hook["url"]}, creating=True)["url"] if hook.get("url") else None
     setup_url = req.text_field(spec, "setup_url", "Integration", limit=2048)
     public = req.field(spec, "public", bool, "Integration", default=False)
-    req.authorize("register_app", Resource.account(owner))
     pem, jwk = rsa_private_key()         # before the transaction: the standard library's takes a second
     webhook_secret = req.text_field(spec, "webhook_secret", "Integration", limit=1024) or secrets.token_hex(20)
     client_secret = secrets.token_hex(20)
@@ -12442,6 +12442,16 @@ def register_github_app(req, owner, spec):
                                             "client_secret": client_secret}
 
 
+def app_owner(req, login):
+    """The account an App will belong to, once registering one there is allowed (a human's own, an
+    organization's admins')."""
+    owner = find_account(req, login)
+    req.authorize("register_app", Resource.account(owner))
+    if owner["kind"] == "agent":
+        raise invalid("Integration", "owner", message="an App belongs to a person or an organization")
+    return owner
+
+
 def app_with_credentials(app, row, credentials):
     """What GitHub's manifest conversion answers: the App, its client id and secret, webhook secret and key."""
     return dict(github_app_json(app, row), client_id=row["client_id"], **credentials)
@@ -12454,7 +12464,7 @@ def create_github_app(req):
     body = req.json()
     human = signed_in(req)
     owner_login = req.text_field(body, "owner", "Integration", limit=100) or human["login"]
-    owner = find_account(req, owner_login, kinds=("human", "org"))
+    owner = app_owner(req, owner_login)
     row, credentials = register_github_app(req, owner, body)
     return 201, app_with_credentials(req.app, row, credentials)
 
@@ -12514,7 +12524,7 @@ def confirm_manifest(req):
     """The human's yes: the App is registered, and the browser goes back to the App's server with a code
     it trades (once, within an hour) for the App's credentials."""
     spec = parsed_manifest(req.form.get("manifest", ""))
-    owner = find_account(req, req.form["org"], kinds=("org",)) if req.form.get("org") else req.principal.user
+    owner = app_owner(req, req.form.get("org") or req.principal.user["login"])
     row, credentials = register_github_app(req, owner, spec)
     code = secrets.token_hex(20)
     sealed = seal(req.app.key, MANIFEST_PURPOSE, json.dumps(credentials).encode(), token_hash(code).encode())
@@ -12530,6 +12540,8 @@ def confirm_manifest(req):
 def convert_manifest(req, code):
     """The manifest flow's last step, for the App's server (no credentials: the code is one): the App,
     its private key, webhook secret and client secret. The code works once."""
+    if not re.fullmatch(r"[0-9a-f]{40}", code):
+        raise invalid("AppManifest", "code", message="a manifest code is the one the redirect brought")
     digest = token_hash(code)
     with req.app.store.transaction() as db:
         row = db.execute("SELECT * FROM app_manifest_codes WHERE hash = ? AND expires_at > ?", (digest, now())).fetchone()
@@ -12558,14 +12570,15 @@ def install_github_app(req, app_slug):
     body = req.json()
     human = signed_in(req)
     gh_app = one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug)
-    target = find_account(req, req.text_field(body, "account", "Installation", limit=100) or human["login"],
-                          kinds=("human", "org"))
+    target = find_account(req, req.text_field(body, "account", "Installation", limit=100) or human["login"])
     selection = req.field(body, "repository_selection", str, "Installation", default="all")
     names = req.field(body, "repositories", list, "Installation", default=[])
     if selection not in ("all", "selected") or (selection == "selected") != bool(names):
         raise invalid("Installation", "repository_selection", message="repository_selection is all, or selected "
                                                                       "with the repositories named")
     req.authorize("install_app", Resource.account(target))
+    if target["kind"] == "agent":
+        raise invalid("Installation", "account", message="an App is installed on a person or an organization")
     if not gh_app["public"] and gh_app["owner_id"] != target["id"]:
         raise HTTPError(403, "This App is private: it can be installed on its owner's account only")
     repos = [owned_repo(req, target, name) for name in names]
@@ -12769,7 +12782,7 @@ def create_installation_token(req, installation_id):
 
 def token_installation(req):
     """The installation whose token makes this request; 403 for any other caller."""
-    grant = req.principal.grant
+    grant = signed_in(req) and req.principal.grant
     row = req.app.store.one("SELECT * FROM app_installations WHERE grant_id = ?", grant["id"]) if grant else None
     if row is None:
         raise HTTPError(403, "This endpoint is for an installation token")

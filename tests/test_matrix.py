@@ -118,6 +118,10 @@ def build_world(data_dir):
         minted = {name: ext(srv, "POST", "/task-grants/%s/tokens" % g["id"], bootstrap, {}).json["token"]
                   for name, g in tasks.items()}
         switch = ext(srv, "POST", "/agent-bindings/%s/switch-session" % bot, alice, {}).json["token"]
+        # alice's GitHub App, installed on alice/secret
+        assert ext(srv, "POST", "/apps", alice, {"name": "world-bot", "default_permissions": {"issues": "write"}}).status == 201
+        installation = ext(srv, "POST", "/apps/world-bot/installations", alice, {
+            "repository_selection": "selected", "repositories": ["secret"]}).json["id"]
         asked = api(srv, "POST", "/repos/alice/other/labels", minted["other"], {"name": "needs-a-yes"})
         assert asked.status == 403, asked
         approval_id = asked.json["approval_id"]
@@ -183,7 +187,7 @@ def build_world(data_dir):
                "blob": blob, "key_id": key_id, "merged": merged["number"], "audit_row": alices_row,
                "orgrepo": orgrepo, "deploy_key": deploy_key, "secret_repo": secret_repo,
                "credential": credential.json["id"], "runtime_revocation": runtime_revocation["revocation"],
-               "user_code": device["user_code"]}
+               "user_code": device["user_code"], "installation": installation}
         return tokens, ids
     finally:
         srv.stop()
@@ -198,7 +202,8 @@ def route_path(method, pattern, ids):
             "review_comment_id": ids["review_comment"], "release_id": ids["release"], "asset_id": ids["asset"],
             "review_id": ids["review"], "thread_id": ids["thread"], "kid": "world-key",
             "credential_id": ids["credential"], "revocation_id": ids["runtime_revocation"], "path": "README.md", "environment": "production",
-            "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"]}
+            "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"],
+            "app_slug": "world-bot", "installation_id": ids["installation"], "code": "bogus", "username": "alice"}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
     fill["login"] = ("bot" if "/agent" in pattern else "olga" if pattern.endswith("/suspended") else
@@ -451,6 +456,10 @@ EXPECTED = {
     "switch_session_only":    "401 403 403 403 403 403 403 403 403 403 pass 403 401 401 401 401",
     "agent_bootstrap_only":   "401 403 403 403 403 403 pass 403 403 403 403 403 401 401 401 401",
     "site_admin":             "401 403 403 403 403 403 403 403 403 403 403 403 401 401 401 401",
+    # a GitHub App's own endpoints take its JWT only (tests/test_apps.py holds the JWT's side)
+    "app_jwt":                "401 401 401 401 401 401 401 401 401 401 401 403 401 401 401 401",
+    # what an installation token reads of itself (tests/test_apps.py holds the installation token's side)
+    "installation_token":     "401 403 403 403 403 403 403 403 403 403 403 403 401 401 401 401",
     # the token endpoint takes no bearer credentials: its callers prove themselves in the request
     "token_endpoint":         "pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass pass",
     # notifications are the account's inbox, no task token's; a thread is its account's alone
@@ -466,6 +475,22 @@ EXPECTED = {
 
 # Every route, and the row of EXPECTED it answers by.
 ROUTE_ACCESS = """
+POST    /api/ext/v1/apps                                                           humans
+POST    /api/ext/v1/apps/{app_slug}/installations                                  owner_only
+DELETE  /api/ext/v1/installations/{installation_id:int}                            owner_only
+GET     /api/v3/app                                                                app_jwt
+POST    /api/v3/app-manifests/{code}/conversions                                   credentials_unread
+GET     /api/v3/app/hook/config                                                    app_jwt
+GET     /api/v3/app/hook/deliveries                                                app_jwt
+GET     /api/v3/app/hook/deliveries/{delivery_id:int}                              app_jwt
+POST    /api/v3/app/hook/deliveries/{delivery_id:int}/attempts                     app_jwt
+GET     /api/v3/app/installations                                                  app_jwt
+DELETE  /api/v3/app/installations/{installation_id:int}                            app_jwt
+GET     /api/v3/app/installations/{installation_id:int}                            app_jwt
+POST    /api/v3/app/installations/{installation_id:int}/access_tokens              app_jwt
+GET     /api/v3/apps/{app_slug}                                                    public
+GET     /api/v3/installation/repositories                                          installation_token
+DELETE  /api/v3/installation/token                                                 installation_token
 GET     /api/v3/orgs/{org}/hooks                                                   owner_only
 POST    /api/v3/orgs/{org}/hooks                                                   owner_only
 GET     /api/v3/orgs/{org}/hooks/{hook_id:int}                                     owner_only
@@ -477,6 +502,7 @@ POST    /api/v3/orgs/{org}/hooks/{hook_id:int}/pings                            
 GET     /api/v3/orgs/{org}/hooks/{hook_id:int}/deliveries                          owner_only
 GET     /api/v3/orgs/{org}/hooks/{hook_id:int}/deliveries/{delivery_id:int}        owner_only
 POST    /api/v3/orgs/{org}/hooks/{hook_id:int}/deliveries/{delivery_id:int}/attempts owner_only
+GET     /api/v3/orgs/{org}/installation                                            app_jwt
 GET     /api/v3/repos/{owner}/{repo}/hooks                                         repo_admin
 POST    /api/v3/repos/{owner}/{repo}/hooks                                         repo_admin
 GET     /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}                           repo_admin
@@ -489,6 +515,7 @@ POST    /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/tests                  
 GET     /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries                repo_admin
 GET     /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int} repo_admin
 POST    /api/v3/repos/{owner}/{repo}/hooks/{hook_id:int}/deliveries/{delivery_id:int}/attempts repo_admin
+GET     /api/v3/repos/{owner}/{repo}/installation                                  app_jwt
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/events                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/{number:int}/timeline                  repo_read
 GET     /api/v3/repos/{owner}/{repo}/issues/events                                 repo_read
@@ -557,6 +584,7 @@ DELETE  /api/v3/repos/{owner}/{repo}/subscription                               
 DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/secrets/{name} repo_write
 DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/variables/{name} repo_write
 DELETE  /api/v3/users/{login}/suspended                                           site_admin
+GET     /api/v3/users/{username}/installation                                      app_jwt
 DELETE  /mcp                                                                      mcp_public
 GET     /                                                                         web_page
 GET     /.well-known/oauth-authorization-server                                   credentials_unread
@@ -716,8 +744,13 @@ GET     /login                                                                  
 GET     /login/device                                                             web_page
 GET     /login/oauth/authorize                                                    web_page
 GET     /mcp                                                                      mcp_public
+GET     /organizations/{org}/settings/apps/new                                     web_page
+POST    /organizations/{org}/settings/apps/new                                     web_page
 GET     /raw/{owner}/{repo}/{rest:path}                                           repo_read
 GET     /settings/agents                                                          web_page
+GET     /settings/apps/new                                                         web_page
+POST    /settings/apps/new                                                         web_page
+POST    /settings/apps/new/confirm                                                 web_page
 GET     /settings/tokens                                                          web_page
 GET     /settings/tasks                                                           web_page
 GET     /settings/tasks/{grant_id}                                                web_page

@@ -142,9 +142,10 @@ def permitted_actions(permissions):
 # -- registering an App --------------------------------------------------------------------------------
 
 def register_github_app(req, owner, spec):
-    """An App owned by ``owner`` (the signed-in human, or an organization she administers) from a
-    manifest's fields: its agent account (bound to her), its public key and its webhook. Returns (its
-    row, the credentials shown once: the private key, the webhook secret, the client secret)."""
+    """An App owned by ``owner`` (the signed-in human, or an organization she administers: authorized
+    by the caller) from a manifest's fields: its agent account (bound to her), its public key and its
+    webhook. Returns (its row, the credentials shown once: the private key, the webhook secret, the
+    client secret)."""
     human = req.principal.user
     name = req.text_field(spec, "name", "Integration", required=True, limit=APP_NAME_MAX)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
@@ -158,7 +159,6 @@ def register_github_app(req, owner, spec):
     hook_url = checked_config(req, {"url": hook["url"]}, creating=True)["url"] if hook.get("url") else None
     setup_url = req.text_field(spec, "setup_url", "Integration", limit=2048)
     public = req.field(spec, "public", bool, "Integration", default=False)
-    req.authorize("register_app", Resource.account(owner))
     pem, jwk = rsa_private_key()         # before the transaction: the standard library's takes a second
     webhook_secret = req.text_field(spec, "webhook_secret", "Integration", limit=1024) or secrets.token_hex(20)
     client_secret = secrets.token_hex(20)
@@ -188,6 +188,16 @@ def register_github_app(req, owner, spec):
                                             "client_secret": client_secret}
 
 
+def app_owner(req, login):
+    """The account an App will belong to, once registering one there is allowed (a human's own, an
+    organization's admins')."""
+    owner = find_account(req, login)
+    req.authorize("register_app", Resource.account(owner))
+    if owner["kind"] == "agent":
+        raise invalid("Integration", "owner", message="an App belongs to a person or an organization")
+    return owner
+
+
 def app_with_credentials(app, row, credentials):
     """What GitHub's manifest conversion answers: the App, its client id and secret, webhook secret and key."""
     return dict(github_app_json(app, row), client_id=row["client_id"], **credentials)
@@ -200,7 +210,7 @@ def create_github_app(req):
     body = req.json()
     human = signed_in(req)
     owner_login = req.text_field(body, "owner", "Integration", limit=100) or human["login"]
-    owner = find_account(req, owner_login, kinds=("human", "org"))
+    owner = app_owner(req, owner_login)
     row, credentials = register_github_app(req, owner, body)
     return 201, app_with_credentials(req.app, row, credentials)
 
@@ -260,7 +270,7 @@ def confirm_manifest(req):
     """The human's yes: the App is registered, and the browser goes back to the App's server with a code
     it trades (once, within an hour) for the App's credentials."""
     spec = parsed_manifest(req.form.get("manifest", ""))
-    owner = find_account(req, req.form["org"], kinds=("org",)) if req.form.get("org") else req.principal.user
+    owner = app_owner(req, req.form.get("org") or req.principal.user["login"])
     row, credentials = register_github_app(req, owner, spec)
     code = secrets.token_hex(20)
     sealed = seal(req.app.key, MANIFEST_PURPOSE, json.dumps(credentials).encode(), token_hash(code).encode())
@@ -276,6 +286,8 @@ def confirm_manifest(req):
 def convert_manifest(req, code):
     """The manifest flow's last step, for the App's server (no credentials: the code is one): the App,
     its private key, webhook secret and client secret. The code works once."""
+    if not re.fullmatch(r"[0-9a-f]{40}", code):
+        raise invalid("AppManifest", "code", message="a manifest code is the one the redirect brought")
     digest = token_hash(code)
     with req.app.store.transaction() as db:
         row = db.execute("SELECT * FROM app_manifest_codes WHERE hash = ? AND expires_at > ?", (digest, now())).fetchone()
@@ -304,14 +316,15 @@ def install_github_app(req, app_slug):
     body = req.json()
     human = signed_in(req)
     gh_app = one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug)
-    target = find_account(req, req.text_field(body, "account", "Installation", limit=100) or human["login"],
-                          kinds=("human", "org"))
+    target = find_account(req, req.text_field(body, "account", "Installation", limit=100) or human["login"])
     selection = req.field(body, "repository_selection", str, "Installation", default="all")
     names = req.field(body, "repositories", list, "Installation", default=[])
     if selection not in ("all", "selected") or (selection == "selected") != bool(names):
         raise invalid("Installation", "repository_selection", message="repository_selection is all, or selected "
                                                                       "with the repositories named")
     req.authorize("install_app", Resource.account(target))
+    if target["kind"] == "agent":
+        raise invalid("Installation", "account", message="an App is installed on a person or an organization")
     if not gh_app["public"] and gh_app["owner_id"] != target["id"]:
         raise HTTPError(403, "This App is private: it can be installed on its owner's account only")
     repos = [owned_repo(req, target, name) for name in names]
@@ -515,7 +528,7 @@ def create_installation_token(req, installation_id):
 
 def token_installation(req):
     """The installation whose token makes this request; 403 for any other caller."""
-    grant = req.principal.grant
+    grant = signed_in(req) and req.principal.grant
     row = req.app.store.one("SELECT * FROM app_installations WHERE grant_id = ?", grant["id"]) if grant else None
     if row is None:
         raise HTTPError(403, "This endpoint is for an installation token")

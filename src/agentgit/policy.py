@@ -580,7 +580,7 @@ def rule_standing(q):
     if q.principal.token_kind == "app" and not spec.token_kinds and not (q.action in SELF_ACTIONS and (
             q.resource.kind == "site" or q.resource.row["id"] == user["id"])):
         return q.deny("an App's JWT reaches the App's own endpoints only; trade it for an installation token "
-                      "(POST /app/installations/{id}/access_tokens)")
+                      "(POST /app/installations/{id}/access_tokens)", hidden=q.resource.kind in ("repo", "credential"))
     if spec.token_kinds and q.principal.token_kind not in spec.token_kinds:
         return q.deny("%s needs the %s token itself; this is a %s token" % (
             q.action, " or ".join(spec.token_kinds), q.principal.token_kind or "missing"))
