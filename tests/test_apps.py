@@ -2,6 +2,12 @@
 repositories, and the App, with a JWT signed by its private key, mints installation tokens that are task
 tokens of the installation's grant: the App's permissions, narrowed as asked, on the installation's
 repositories, never more than alice may do now. The App's webhook receives events naming the installation."""
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
 import time
 
 import jwt
@@ -164,3 +170,111 @@ def test_a_jwt_is_checked_by_githubs_rules(hooked):
     assert api(srv, "GET", "/app", "a.b.c").status == 401
     # an installation token or a person is no App
     assert api(srv, "GET", "/app", alice).status == 401
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_DIR = os.path.join(HERE, "..", ".venv", "node")
+
+
+def node_package(name):
+    """The folder make test installs the Node clients into, once ``name`` is there (else the test is skipped)."""
+    if shutil.which("node") is None or not os.path.isdir(os.path.join(NODE_DIR, "node_modules", name)):
+        pytest.skip("node or %s is not installed (make test installs it with npm)" % name)
+    return NODE_DIR
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_octokit_auth_app_works_unchanged(hooked, tmp_path):
+    """@octokit/auth-app signs the JWT, finds the installation, trades the JWT for an installation token
+    and caches it; @octokit/rest then opens an issue and comments as the App."""
+    node_dir = node_package("@octokit/auth-app")
+    srv, _ = hooked
+    alice = alice_with_repos(srv, "payments")
+    registered = register(srv, alice, name="nightly")
+    assert ext(srv, "POST", "/apps/nightly/installations", alice, {}).status == 201
+    key = tmp_path / "nightly.pem"
+    key.write_text(registered["pem"])
+    shutil.copy(os.path.join(HERE, "octokit_auth_app.mjs"), node_dir)
+    proc = subprocess.run(["node", "octokit_auth_app.mjs", srv.url + "/api/v3", str(registered["id"]), str(key),
+                           "alice", "payments"], cwd=node_dir, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["slug"] == "nightly" and out["repositories"] == ["alice/payments"]
+    assert out["author"] == "nightly[bot]" and out["tokenType"] == "installation"
+    assert out["permissions"] == {"issues": "write", "contents": "read", "metadata": "read"}
+    row = srv.app.store.one("SELECT * FROM audit WHERE actor = 'nightly[bot]' AND action = 'comment'")
+    assert row["delegator"] == "alice" and row["decision"] == "allow"
+
+
+def test_a_probot_app_thanks_whoever_opens_an_issue(hooked, tmp_path):
+    """probot, unchanged, run with its own command line against agentgit as a GitHub Enterprise Server:
+    it receives the App's webhook (verifying its signature), trades its JWT for an installation token
+    and comments; the comment is the App's, and the audit says it acted for alice, who installed it."""
+    node_dir = node_package("probot")
+    srv, _ = hooked
+    alice = alice_with_repos(srv, "payments")
+    port = free_port()
+    registered = register(srv, alice, name="welcome", hook_url="http://127.0.0.1:%d/api/github/webhooks" % port)
+    key = tmp_path / "welcome.pem"
+    key.write_text(registered["pem"])
+    shutil.copy(os.path.join(HERE, "probot_app.mjs"), node_dir)
+    env = dict(os.environ, APP_ID=str(registered["id"]), PRIVATE_KEY_PATH=str(key),
+               WEBHOOK_SECRET=registered["webhook_secret"], GHE_HOST=srv.url.split("://")[1], GHE_PROTOCOL="http",
+               PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="warn")
+    bot = subprocess.Popen(["node", "node_modules/probot/bin/probot.js", "run", "./probot_app.mjs"], cwd=node_dir,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert bot.poll() is None, bot.stdout.read()
+            time.sleep(0.1)
+        assert ext(srv, "POST", "/apps/welcome/installations", alice, {}).status == 201
+        issue = api(srv, "POST", "/repos/alice/payments/issues", alice, {"title": "Refunds fail"}).json
+        comments = []
+        while time.time() < deadline and not comments:
+            comments = api(srv, "GET", "/repos/alice/payments/issues/%d/comments" % issue["number"], alice).json
+            time.sleep(0.1)
+        assert [(c["user"]["login"], c["body"]) for c in comments] == [("welcome[bot]", "Thanks for opening this issue!")]
+    finally:
+        bot.terminate()
+        bot.wait(timeout=10)
+    row = srv.app.store.one("SELECT * FROM audit WHERE actor = 'welcome[bot]' AND action = 'comment'")
+    assert row["delegator"] == "alice" and row["grant_id"] and row["task"].startswith("task:installation/")
+    delivered = srv.app.store.all("SELECT d.event, d.status_code FROM hook_deliveries d JOIN hooks h ON h.id ="
+                                  " d.hook_id WHERE h.app_id = ? ORDER BY d.id", registered["id"])
+    assert [(d["event"], d["status_code"]) for d in delivered] == [("installation", 200), ("issues", 200)]
+
+
+def test_gidgethubs_apps_module_works_unchanged(hooked):
+    """gidgethub.apps makes the JWT and trades it for an installation token, with which the bot comments."""
+    apps = pytest.importorskip("gidgethub.apps")
+    httpx = pytest.importorskip("httpx")
+    from gidgethub.httpx import GitHubAPI
+    srv, _ = hooked
+    alice = alice_with_repos(srv, "payments")
+    registered = register(srv, alice, name="gidget")
+    installation = ext(srv, "POST", "/apps/gidget/installations", alice, {}).json
+    issue = api(srv, "POST", "/repos/alice/payments/issues", alice, {"title": "Flaky"}).json
+
+    async def bot():
+        async with httpx.AsyncClient() as client:
+            gh = GitHubAPI(client, "gidget", base_url=srv.url + "/api/v3")
+            app_jwt_ = apps.get_jwt(app_id=str(registered["id"]), private_key=registered["pem"])
+            installations = [i["id"] async for i in gh.getiter("/app/installations", jwt=app_jwt_)]
+            access = await apps.get_installation_access_token(gh, installation_id=str(installation["id"]),
+                                                              app_id=str(registered["id"]),
+                                                              private_key=registered["pem"])
+            comment = await gh.post("/repos/alice/payments/issues/%d/comments" % issue["number"],
+                                    data={"body": "Looking into it."}, oauth_token=access["token"])
+            return installations, comment["user"]["login"]
+
+    installations, author = asyncio.run(bot())
+    assert installations == [installation["id"]] and author == "gidget[bot]"
