@@ -20,10 +20,11 @@ CLIENTS = {
     "github-mcp-server": ["test_github_mcp_server.py"],
     "PyGithub": ["test_pygithub.py", "test_agent_story.py::test_pygithub"],
     "githubkit": ["test_githubkit.py", "test_agent_story.py::test_githubkit"],
-    "octokit": ["test_octokit.py", "octokit_probe.mjs", "octokit_story.mjs", "octokit_webhooks.mjs"],
+    "octokit": ["test_octokit.py", "octokit_probe.mjs", "octokit_story.mjs", "octokit_webhooks.mjs",
+                "octokit_auth_app.mjs"],
     "mcp SDK": ["test_mcp.py", "test_oauth_mcp.py", "mcp_typescript.mjs"],
     "Actions toolkit": ["test_actions_toolkit.py", "actions_toolkit.mjs"],
-    "ghapi, gidgethub": ["test_bot_libraries.py"],
+    "ghapi, gidgethub": ["test_bot_libraries.py", "test_apps.py::test_gidgethub"],
 }
 # The tools CI and bots run, each driven through a whole workflow by the test named (which must exist).
 WORKFLOW_TOOLS = [
@@ -36,6 +37,10 @@ WORKFLOW_TOOLS = [
     ("renovate 44", "test_release_tools.py::test_renovate_as_an_agent_from_onboarding_to_an_update",
      "run by an agent on a task grant (branches under renovate/ only): its onboarding pull request, then, once a "
      "human merged that, a dependency's update looked up in a stand-in npm registry"),
+    ("probot 14", "test_apps.py::test_a_probot_app_thanks_whoever_opens_an_issue",
+     "an App run with probot's own command line, agentgit as its GitHub Enterprise Server: the App's webhook "
+     "received and verified, its JWT traded for an installation token, a comment on the new issue as the App, "
+     "audited as acting for the human who installed it"),
 ]
 # How each client says it drives an area: gh by its commands, the libraries by their methods,
 # github-mcp-server by its tools. A client's tests that match drive the area.
@@ -63,6 +68,7 @@ AREA_WORDS = {
     "protection": r'branches/[^"]*/protection|"pr", "checks"|statuses/|check-runs|checks\.create|createCommitStatus',
     "deployments": r'createDeployment|/deployments"',
     "webhooks": r'createWebhook|create_hook\(|/hooks"|verifyAndReceive',
+    "apps": r'createAppAuth|get_installation_access_token\(',
     "search": r'"search", "|"search_(repositories|code|issues|pull_requests|users|orgs)"|search_(repositories|issues)\(',
     "orgs": r'"org", "list"|orgs/|"get_teams"|"search_orgs"|get_organization\(',
     "personal_tokens": r'/user/tokens',
