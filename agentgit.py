@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  3697  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18201  server.App.dispatch
+       line 18273  server.App.dispatch
        line  3574  authentication.authenticate
        line  3257  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17854  githttp.git_receive_pack
+       line 17926  githttp.git_receive_pack
        line  3301  ledger.Ledger.decide_each
        line  3235  intents.reconcile_intents
 
@@ -104,28 +104,28 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     45. delegation         lines 11090-11654  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
     46. vault              lines 11655-11865  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
     47. tasks              lines 11866-12291  REST: task grants, task tokens, step-up and approvals.
-    48. apps               lines 12292-12846  REST: GitHub Apps, as agents.
-    49. oversight          lines 12847-13018  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    50. graphql_language   lines 13019-13281  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    51. graphql_resolvers  lines 13282-13963  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    52. graphql_git        lines 13964-14194  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    53. graphql_mutations  lines 14195-14580  GraphQL mutations: each one decided as its REST twin is.
-    54. graphql_schema     lines 14581-15054  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    55. graphql_execution  lines 15055-15335  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    56. client_assertions  lines 15336-15518  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    57. settings_pages     lines 15519-15855  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    58. oauth_clients      lines 15856-16095  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    59. broker             lines 16096-16554  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    60. oauth              lines 16555-17208  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    61. mcp_server         lines 17209-17716  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    62. githttp            lines 17717-17922  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    63. pages              lines 17923-18191  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    64. server             lines 18192-18813  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    65. clients            lines 18814-19090  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    66. cli                lines 19091-19574  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 19575-20469  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    48. apps               lines 12292-12918  REST: GitHub Apps, as agents.
+    49. oversight          lines 12919-13090  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    50. graphql_language   lines 13091-13353  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    51. graphql_resolvers  lines 13354-14035  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    52. graphql_git        lines 14036-14266  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    53. graphql_mutations  lines 14267-14652  GraphQL mutations: each one decided as its REST twin is.
+    54. graphql_schema     lines 14653-15126  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    55. graphql_execution  lines 15127-15407  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    56. client_assertions  lines 15408-15590  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    57. settings_pages     lines 15591-15927  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    58. oauth_clients      lines 15928-16167  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    59. broker             lines 16168-16626  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    60. oauth              lines 16627-17280  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    61. mcp_server         lines 17281-17788  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    62. githttp            lines 17789-17994  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    63. pages              lines 17995-18263  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    64. server             lines 18264-18885  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    65. clients            lines 18886-19162  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    66. cli                lines 19163-19646  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 19647-20541  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 178f2fdfc308e6a2b26cd6134dee4c7d5773ba9d589ce608d3efb0667fda7e22
+Made from sources whose SHA-256 is f8ccc446ee445f8f68f608471708bfe20753a591f4c4ab0cb258b878e8aa8b81
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -12570,9 +12570,16 @@ def install_github_app(req, app_slug):
     body = req.json()
     human = signed_in(req)
     gh_app = one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug)
-    target = find_account(req, req.text_field(body, "account", "Installation", limit=100) or human["login"])
-    selection = req.field(body, "repository_selection", str, "Installation", default="all")
-    names = req.field(body, "repositories", list, "Installation", default=[])
+    row = install_on(req, gh_app, req.text_field(body, "account", "Installation", limit=100) or human["login"],
+                     req.field(body, "repository_selection", str, "Installation", default="all"),
+                     req.field(body, "repositories", list, "Installation", default=[]))
+    return 201, installation_json(req.app, row)
+
+
+def install_on(req, gh_app, login, selection, names):
+    """The installation of ``gh_app`` on the account ``login``, once the caller may install there: on
+    all its repositories, or (selected) on those ``names`` names."""
+    target = find_account(req, login)
     if selection not in ("all", "selected") or (selection == "selected") != bool(names):
         raise invalid("Installation", "repository_selection", message="repository_selection is all, or selected "
                                                                       "with the repositories named")
@@ -12581,9 +12588,74 @@ def install_github_app(req, app_slug):
         raise invalid("Installation", "account", message="an App is installed on a person or an organization")
     if not gh_app["public"] and gh_app["owner_id"] != target["id"]:
         raise HTTPError(403, "This App is private: it can be installed on its owner's account only")
-    repos = [owned_repo(req, target, name) for name in names]
-    row = create_installation(req, gh_app, target, selection, repos)
-    return 201, installation_json(req.app, row)
+    return create_installation(req, gh_app, target, selection, [owned_repo(req, target, name) for name in names])
+
+
+@web_route("GET", "/apps/{app_slug}/installations/new")
+def install_page(req, app_slug):
+    """Where GitHub sends a person to install an App (probot's setup sends her here): what the App asks
+    for, the accounts she administers, all repositories or the ones she ticks."""
+    user = signed_in_page(req)
+    gh_app = one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug)
+    store = req.app.store
+    accounts = [user] + store.all("SELECT a.* FROM org_members m JOIN accounts a ON a.id = m.org_id WHERE"
+                                  " m.user_id = ? AND m.role = 'admin' ORDER BY a.login", user["id"])
+    accounts = [a for a in accounts if gh_app["public"] or a["id"] == gh_app["owner_id"]]
+    if not accounts:
+        raise HTTPError(403, "This App is private: it can be installed on its owner's account only")
+    repos = [full_name(r) for a in accounts for r in store.all(REPO_SELECT + " WHERE r.owner_id = ? ORDER BY r.name",
+                                                                a["id"])]
+    permissions = "".join("<li>%s: %s</li>" % (html.escape(k), html.escape(v)) for k, v in sorted(json.loads(
+        gh_app["permissions"]).items()))
+    options = "".join('<option value="%s">%s</option>' % ((html.escape(a["login"]),) * 2) for a in accounts)
+    ticks = " ".join('<label><input type="checkbox" name="repository" value="%s"> %s</label>' % ((html.escape(r),) * 2)
+                     for r in repos)
+    body = ("<p><strong>%s</strong> will act on the repositories you choose with these permissions, as your "
+            "delegate: never beyond what you may do yourself, and only while you may.</p><ul>%s</ul>"
+            "<form method=\"post\" action=\"/apps/%s/installations/new\">%s<p><label>Install on <select name=\"account\">"
+            "%s</select></label></p><p><label><input type=\"radio\" name=\"repository_selection\" value=\"all\" checked>"
+            " All repositories</label> <label><input type=\"radio\" name=\"repository_selection\" value=\"selected\">"
+            " Only select repositories:</label> %s</p><p><button>Install</button></p></form>") % (
+        html.escape(gh_app["name"]), permissions, html.escape(gh_app["slug"]), hidden_input("csrf", req.session["csrf"]),
+        options, ticks or "(none yet)")
+    return html_page("Install %s" % gh_app["name"], body)
+
+
+@web_route("POST", "/apps/{app_slug}/installations/new")
+def install_submit(req, app_slug):
+    """The person's Install: the installation, then the App's setup URL (GitHub's installation_id and
+    setup_action), or the installation's page."""
+    gh_app = one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug)
+    account = req.form.get("account", "")
+    selection = req.form.get("repository_selection", "all")
+    names = [n.partition("/")[2] for n in req.form_values.get("repository", []) if n.partition("/")[0].lower() ==
+             account.lower()] if selection == "selected" else []
+    row = install_on(req, gh_app, account, selection, names)
+    if gh_app["setup_url"]:
+        target = gh_app["setup_url"]
+        return redirect(target + ("&" if "?" in target else "?") + urllib.parse.urlencode(
+            {"installation_id": row["id"], "setup_action": "install"}))
+    return redirect("/settings/installations/%d" % row["id"])
+
+
+@web_route("GET", "/settings/installations/{installation_id:int}")
+def installation_page(req, installation_id):
+    """One installation, for its installer and its account's administrators: what the App may do where,
+    under which task grant."""
+    row = one_or_404(req, "SELECT * FROM app_installations WHERE id = ?", installation_id)
+    user = signed_in_page(req)
+    if user["id"] != row["installer_id"] and not req.can("install_app", Resource.account(account_by_id(
+            req.app.store, row["account_id"]))):
+        raise HTTPError(404, "Not Found")
+    shown = installation_json(req.app, row)
+    repos = [full_name(r) for r in installation_repos(req.app.store.db, row)]
+    body = ("<p>%s is installed on %s by %s, as task grant <a href=\"/settings/tasks/%s\">%s</a>.</p>"
+            "<p>Repositories: %s</p><p>Permissions: %s</p>") % (
+        html.escape(shown["app_slug"]), html.escape(shown["account"]["login"]), html.escape(shown["agentgit"][
+            "installer"]), html.escape(shown["agentgit"]["grant"]), html.escape(shown["agentgit"]["grant"]),
+        html.escape(", ".join(repos) or "none"), html.escape(", ".join("%s: %s" % kv for kv in sorted(
+            shown["permissions"].items()))))
+    return html_page("Installation %d" % row["id"], body)
 
 
 def owned_repo(req, target, name):

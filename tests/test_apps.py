@@ -14,7 +14,8 @@ import jwt
 import pytest
 
 import agentgit
-from conftest import api, ext, shape_checker
+from conftest import api, ext, shape_checker, sweep
+from test_browser import chromium, sign_in_if_asked  # noqa: F401 (a fixture)
 from test_webhooks import Receiver, signature_ok
 
 SPEC = shape_checker()
@@ -189,6 +190,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@sweep
 def test_octokit_auth_app_works_unchanged(hooked, tmp_path):
     """@octokit/auth-app signs the JWT, finds the installation, trades the JWT for an installation token
     and caches it; @octokit/rest then opens an issue and comments as the App."""
@@ -211,6 +213,7 @@ def test_octokit_auth_app_works_unchanged(hooked, tmp_path):
     assert row["delegator"] == "alice" and row["decision"] == "allow"
 
 
+@sweep
 def test_a_probot_app_thanks_whoever_opens_an_issue(hooked, tmp_path):
     """probot, unchanged, run with its own command line against agentgit as a GitHub Enterprise Server:
     it receives the App's webhook (verifying its signature), trades its JWT for an installation token
@@ -226,26 +229,13 @@ def test_a_probot_app_thanks_whoever_opens_an_issue(hooked, tmp_path):
     env = dict(os.environ, APP_ID=str(registered["id"]), PRIVATE_KEY_PATH=str(key),
                WEBHOOK_SECRET=registered["webhook_secret"], GHE_HOST=srv.url.split("://")[1], GHE_PROTOCOL="http",
                PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="warn")
-    bot = subprocess.Popen(["node", "node_modules/probot/bin/probot.js", "run", "./probot_app.mjs"], cwd=node_dir,
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bot = start_listening(["node", "node_modules/probot/bin/probot.js", "run", "./probot_app.mjs"], node_dir, env, port)
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert bot.poll() is None, bot.stdout.read()
-            time.sleep(0.1)
         assert ext(srv, "POST", "/apps/welcome/installations", alice, {}).status == 201
         issue = api(srv, "POST", "/repos/alice/payments/issues", alice, {"title": "Refunds fail"}).json
-        comments = []
-        while time.time() < deadline and not comments:
-            comments = api(srv, "GET", "/repos/alice/payments/issues/%d/comments" % issue["number"], alice).json
-            time.sleep(0.1)
-        assert [(c["user"]["login"], c["body"]) for c in comments] == [("welcome[bot]", "Thanks for opening this issue!")]
+        assert comments_once_there(srv, alice, issue) == [("welcome[bot]", "Thanks for opening this issue!")]
     finally:
-        bot.terminate()
-        bot.wait(timeout=10)
+        stop(bot)
     row = srv.app.store.one("SELECT * FROM audit WHERE actor = 'welcome[bot]' AND action = 'comment'")
     assert row["delegator"] == "alice" and row["grant_id"] and row["task"].startswith("task:installation/")
     delivered = srv.app.store.all("SELECT d.event, d.status_code FROM hook_deliveries d JOIN hooks h ON h.id ="
@@ -278,3 +268,77 @@ def test_gidgethubs_apps_module_works_unchanged(hooked):
 
     installations, author = asyncio.run(bot())
     assert installations == [installation["id"]] and author == "gidget[bot]"
+
+
+@sweep
+def test_probot_registers_and_installs_its_app_through_a_browser(tmp_path, chromium):
+    """probot's own first-run setup, with a person in Chromium: probot's page posts its manifest to
+    agentgit, she signs in and confirms, probot trades the code for its App's id, key and secret (its .env),
+    sends her to install the App, she installs it on her repositories; restarted with that .env, probot
+    thanks whoever opens an issue."""
+    node_dir = node_package("probot")
+    srv = agentgit.make_server(tmp_path / "data", port=0, egress_allow_loopback=True).start()
+    bot_dir, port = tmp_path / "welcome-bot", free_port()
+    bot_dir.mkdir()
+    (bot_dir / "package.json").write_text(json.dumps({"name": "welcome-bot", "version": "1.0.0", "type": "module",
+                                                      "description": "Thanks whoever opens an issue",
+                                                      "homepage": "https://example.com/welcome-bot"}))
+    (bot_dir / "app.yml").write_text("default_events: [issues]\ndefault_permissions:\n  issues: write\n"
+                                     "hook_attributes:\n  url: http://127.0.0.1:%d/api/github/webhooks\n" % port)
+    shutil.copy(os.path.join(HERE, "probot_app.mjs"), bot_dir / "index.mjs")
+    env = {k: v for k, v in os.environ.items() if k not in ("APP_ID", "PRIVATE_KEY", "WEBHOOK_SECRET")}
+    env.update(GHE_HOST=srv.url.split("://")[1], GHE_PROTOCOL="http", PORT=str(port), HOST="127.0.0.1",
+               NO_SMEE_SETUP="true", LOG_LEVEL="warn")
+    command = ["node", os.path.join(node_dir, "node_modules", "probot", "bin", "probot.js"), "run", "./index.mjs"]
+    bot = start_listening(command, bot_dir, env, port)
+    try:
+        alice = alice_with_repos(srv, "payments")
+        chromium.open("http://127.0.0.1:%d/probot" % port)
+        chromium.wait_for("Register GitHub App")
+        chromium.click("button#manifest")               # its form opens agentgit in a new window
+        chromium.at("/window", {"handle": chromium.at("/window/handles", method="GET")[-1]})
+        sign_in_if_asked(chromium)
+        chromium.wait_for("Create GitHub App for alice")
+        chromium.screenshot("apps-1-manifest")
+        chromium.click("form[action='/settings/apps/new/confirm'] button")
+        chromium.wait_for("Install welcome-bot", seconds=20)     # probot converted the code and sent her here
+        chromium.screenshot("apps-2-install")
+        chromium.click("form[action='/apps/welcome-bot/installations/new'] button")
+        page = chromium.wait_for("is installed on alice")
+        assert "alice/payments" in page
+        written = (bot_dir / ".env").read_text()
+        assert "APP_ID=" in written and "BEGIN RSA PRIVATE KEY" in written and "WEBHOOK_SECRET=" in written
+        stop(bot)
+        bot = start_listening(command, bot_dir, env, port)       # as probot says: restart to load the .env
+        issue = api(srv, "POST", "/repos/alice/payments/issues", alice, {"title": "Refunds fail"}).json
+        assert comments_once_there(srv, alice, issue) == [("welcome-bot[bot]", "Thanks for opening this issue!")]
+    finally:
+        stop(bot)
+        srv.stop()
+
+
+def start_listening(command, cwd, env, port):
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.1)
+    raise AssertionError("%s did not listen on %d" % (command, port))
+
+
+def comments_once_there(srv, token, issue, seconds=30):
+    """(author, body) of an issue's comments, once there are any (a bot answers a webhook when it does)."""
+    deadline, comments = time.time() + seconds, []
+    while time.time() < deadline and not comments:
+        comments = api(srv, "GET", "/repos/alice/payments/issues/%d/comments" % issue["number"], token).json
+        time.sleep(0.1)
+    return [(c["user"]["login"], c["body"]) for c in comments]
+
+
+def stop(process):
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)

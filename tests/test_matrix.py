@@ -585,6 +585,8 @@ DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/secr
 DELETE  /api/v3/repositories/{repository_id:int}/environments/{environment}/variables/{name} repo_write
 DELETE  /api/v3/users/{login}/suspended                                           site_admin
 GET     /api/v3/users/{username}/installation                                      app_jwt
+GET     /apps/{app_slug}/installations/new                                         web_page
+POST    /apps/{app_slug}/installations/new                                         web_page
 DELETE  /mcp                                                                      mcp_public
 GET     /                                                                         web_page
 GET     /.well-known/oauth-authorization-server                                   credentials_unread
@@ -751,6 +753,7 @@ GET     /settings/agents                                                        
 GET     /settings/apps/new                                                         web_page
 POST    /settings/apps/new                                                         web_page
 POST    /settings/apps/new/confirm                                                 web_page
+GET     /settings/installations/{installation_id:int}                              web_page
 GET     /settings/tokens                                                          web_page
 GET     /settings/tasks                                                           web_page
 GET     /settings/tasks/{grant_id}                                                web_page

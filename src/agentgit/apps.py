@@ -36,7 +36,8 @@ from agentgit.outbox import queue_delivery
 from agentgit.routing import route
 from agentgit.serializers import node_id, repo_json, user_json
 from agentgit.lookups import find_account, one_or_404, signed_in
-from agentgit.web import csp_allowing_form_redirect_to, form_fields, hidden_input, html_page, redirect, web_route
+from agentgit.web import (csp_allowing_form_redirect_to, form_fields, hidden_input, html_page, redirect, signed_in_page,
+                          web_route)
 from agentgit.webhooks import (chain_of_request, checked_config, delivery_json, find_delivery, queue_redelivery,
                                sealed_secret)
 
@@ -316,9 +317,16 @@ def install_github_app(req, app_slug):
     body = req.json()
     human = signed_in(req)
     gh_app = one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug)
-    target = find_account(req, req.text_field(body, "account", "Installation", limit=100) or human["login"])
-    selection = req.field(body, "repository_selection", str, "Installation", default="all")
-    names = req.field(body, "repositories", list, "Installation", default=[])
+    row = install_on(req, gh_app, req.text_field(body, "account", "Installation", limit=100) or human["login"],
+                     req.field(body, "repository_selection", str, "Installation", default="all"),
+                     req.field(body, "repositories", list, "Installation", default=[]))
+    return 201, installation_json(req.app, row)
+
+
+def install_on(req, gh_app, login, selection, names):
+    """The installation of ``gh_app`` on the account ``login``, once the caller may install there: on
+    all its repositories, or (selected) on those ``names`` names."""
+    target = find_account(req, login)
     if selection not in ("all", "selected") or (selection == "selected") != bool(names):
         raise invalid("Installation", "repository_selection", message="repository_selection is all, or selected "
                                                                       "with the repositories named")
@@ -327,9 +335,74 @@ def install_github_app(req, app_slug):
         raise invalid("Installation", "account", message="an App is installed on a person or an organization")
     if not gh_app["public"] and gh_app["owner_id"] != target["id"]:
         raise HTTPError(403, "This App is private: it can be installed on its owner's account only")
-    repos = [owned_repo(req, target, name) for name in names]
-    row = create_installation(req, gh_app, target, selection, repos)
-    return 201, installation_json(req.app, row)
+    return create_installation(req, gh_app, target, selection, [owned_repo(req, target, name) for name in names])
+
+
+@web_route("GET", "/apps/{app_slug}/installations/new")
+def install_page(req, app_slug):
+    """Where GitHub sends a person to install an App (probot's setup sends her here): what the App asks
+    for, the accounts she administers, all repositories or the ones she ticks."""
+    user = signed_in_page(req)
+    gh_app = one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug)
+    store = req.app.store
+    accounts = [user] + store.all("SELECT a.* FROM org_members m JOIN accounts a ON a.id = m.org_id WHERE"
+                                  " m.user_id = ? AND m.role = 'admin' ORDER BY a.login", user["id"])
+    accounts = [a for a in accounts if gh_app["public"] or a["id"] == gh_app["owner_id"]]
+    if not accounts:
+        raise HTTPError(403, "This App is private: it can be installed on its owner's account only")
+    repos = [full_name(r) for a in accounts for r in store.all(REPO_SELECT + " WHERE r.owner_id = ? ORDER BY r.name",
+                                                                a["id"])]
+    permissions = "".join("<li>%s: %s</li>" % (html.escape(k), html.escape(v)) for k, v in sorted(json.loads(
+        gh_app["permissions"]).items()))
+    options = "".join('<option value="%s">%s</option>' % ((html.escape(a["login"]),) * 2) for a in accounts)
+    ticks = " ".join('<label><input type="checkbox" name="repository" value="%s"> %s</label>' % ((html.escape(r),) * 2)
+                     for r in repos)
+    body = ("<p><strong>%s</strong> will act on the repositories you choose with these permissions, as your "
+            "delegate: never beyond what you may do yourself, and only while you may.</p><ul>%s</ul>"
+            "<form method=\"post\" action=\"/apps/%s/installations/new\">%s<p><label>Install on <select name=\"account\">"
+            "%s</select></label></p><p><label><input type=\"radio\" name=\"repository_selection\" value=\"all\" checked>"
+            " All repositories</label> <label><input type=\"radio\" name=\"repository_selection\" value=\"selected\">"
+            " Only select repositories:</label> %s</p><p><button>Install</button></p></form>") % (
+        html.escape(gh_app["name"]), permissions, html.escape(gh_app["slug"]), hidden_input("csrf", req.session["csrf"]),
+        options, ticks or "(none yet)")
+    return html_page("Install %s" % gh_app["name"], body)
+
+
+@web_route("POST", "/apps/{app_slug}/installations/new")
+def install_submit(req, app_slug):
+    """The person's Install: the installation, then the App's setup URL (GitHub's installation_id and
+    setup_action), or the installation's page."""
+    gh_app = one_or_404(req, "SELECT * FROM apps WHERE slug = ?", app_slug)
+    account = req.form.get("account", "")
+    selection = req.form.get("repository_selection", "all")
+    names = [n.partition("/")[2] for n in req.form_values.get("repository", []) if n.partition("/")[0].lower() ==
+             account.lower()] if selection == "selected" else []
+    row = install_on(req, gh_app, account, selection, names)
+    if gh_app["setup_url"]:
+        target = gh_app["setup_url"]
+        return redirect(target + ("&" if "?" in target else "?") + urllib.parse.urlencode(
+            {"installation_id": row["id"], "setup_action": "install"}))
+    return redirect("/settings/installations/%d" % row["id"])
+
+
+@web_route("GET", "/settings/installations/{installation_id:int}")
+def installation_page(req, installation_id):
+    """One installation, for its installer and its account's administrators: what the App may do where,
+    under which task grant."""
+    row = one_or_404(req, "SELECT * FROM app_installations WHERE id = ?", installation_id)
+    user = signed_in_page(req)
+    if user["id"] != row["installer_id"] and not req.can("install_app", Resource.account(account_by_id(
+            req.app.store, row["account_id"]))):
+        raise HTTPError(404, "Not Found")
+    shown = installation_json(req.app, row)
+    repos = [full_name(r) for r in installation_repos(req.app.store.db, row)]
+    body = ("<p>%s is installed on %s by %s, as task grant <a href=\"/settings/tasks/%s\">%s</a>.</p>"
+            "<p>Repositories: %s</p><p>Permissions: %s</p>") % (
+        html.escape(shown["app_slug"]), html.escape(shown["account"]["login"]), html.escape(shown["agentgit"][
+            "installer"]), html.escape(shown["agentgit"]["grant"]), html.escape(shown["agentgit"]["grant"]),
+        html.escape(", ".join(repos) or "none"), html.escape(", ".join("%s: %s" % kv for kv in sorted(
+            shown["permissions"].items()))))
+    return html_page("Installation %d" % row["id"], body)
 
 
 def owned_repo(req, target, name):
