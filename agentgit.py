@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  3697  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18273  server.App.dispatch
+       line 18284  server.App.dispatch
        line  3574  authentication.authenticate
        line  3257  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17926  githttp.git_receive_pack
+       line 17937  githttp.git_receive_pack
        line  3301  ledger.Ledger.decide_each
        line  3235  intents.reconcile_intents
 
@@ -104,28 +104,28 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     45. delegation         lines 11090-11654  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
     46. vault              lines 11655-11865  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
     47. tasks              lines 11866-12291  REST: task grants, task tokens, step-up and approvals.
-    48. apps               lines 12292-12918  REST: GitHub Apps, as agents.
-    49. oversight          lines 12919-13090  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    50. graphql_language   lines 13091-13353  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    51. graphql_resolvers  lines 13354-14035  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    52. graphql_git        lines 14036-14266  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    53. graphql_mutations  lines 14267-14652  GraphQL mutations: each one decided as its REST twin is.
-    54. graphql_schema     lines 14653-15126  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    55. graphql_execution  lines 15127-15407  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    56. client_assertions  lines 15408-15590  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    57. settings_pages     lines 15591-15927  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    58. oauth_clients      lines 15928-16167  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    59. broker             lines 16168-16626  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    60. oauth              lines 16627-17280  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    61. mcp_server         lines 17281-17788  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    62. githttp            lines 17789-17994  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    63. pages              lines 17995-18263  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    64. server             lines 18264-18885  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    65. clients            lines 18886-19162  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    66. cli                lines 19163-19646  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 19647-20541  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    48. apps               lines 12292-12929  REST: GitHub Apps, as agents.
+    49. oversight          lines 12930-13101  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    50. graphql_language   lines 13102-13364  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    51. graphql_resolvers  lines 13365-14046  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    52. graphql_git        lines 14047-14277  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    53. graphql_mutations  lines 14278-14663  GraphQL mutations: each one decided as its REST twin is.
+    54. graphql_schema     lines 14664-15137  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    55. graphql_execution  lines 15138-15418  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    56. client_assertions  lines 15419-15601  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    57. settings_pages     lines 15602-15938  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    58. oauth_clients      lines 15939-16178  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    59. broker             lines 16179-16637  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    60. oauth              lines 16638-17291  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    61. mcp_server         lines 17292-17799  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    62. githttp            lines 17800-18005  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    63. pages              lines 18006-18274  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    64. server             lines 18275-18896  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    65. clients            lines 18897-19173  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    66. cli                lines 19174-19657  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 19658-20552  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is f8ccc446ee445f8f68f608471708bfe20753a591f4c4ab0cb258b878e8aa8b81
+Made from sources whose SHA-256 is d3491932d3567932af70efb643092c1279f9963c11068c3d9e9c8464face9075
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -12895,6 +12895,17 @@ def get_app_hook_config(req):
     if hook["secret_sealed"]:
         config["secret"] = "********"
     return config
+
+
+@route("PATCH", "/api/v3/app/hook/config")
+def update_app_hook_config(req):
+    """The App's webhook: its url (public addresses only), content type, secret and insecure_ssl."""
+    fields = checked_config(req, req.json(), creating=False)
+    hook = app_hook(req, "manage_app")
+    with req.transaction() as db:
+        write_hook(req, db, hook["id"], fields)
+        req.effect("changed the App's hook config (%s)" % (", ".join(sorted(fields)) or "nothing"))
+    return get_app_hook_config(req)
 
 
 @route("GET", "/api/v3/app/hook/deliveries")

@@ -9,12 +9,13 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 
 import jwt
 import pytest
 
 import agentgit
-from conftest import api, ext, shape_checker, sweep
+from conftest import Browser, api, ext, shape_checker, sweep
 from test_browser import chromium, sign_in_if_asked  # noqa: F401 (a fixture)
 from test_webhooks import Receiver, signature_ok
 
@@ -342,3 +343,73 @@ def stop(process):
     if process.poll() is None:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_an_organizations_installation_ends_with_its_installers_membership(hooked):
+    """An owner of acme installs an App on the organization; the installation carries her authority,
+    live: removed from acme, her installation's tokens reach nothing there, and its webhook hears nothing."""
+    srv, receiver = hooked
+    olivia, mona = srv.add_user("olivia"), srv.add_user("mona")
+    assert ext(srv, "POST", "/user/orgs", mona, {"login": "acme"}).status == 201
+    assert api(srv, "PUT", "/orgs/acme/memberships/olivia", mona, {"role": "admin"}).status == 200
+    assert api(srv, "POST", "/orgs/acme/repos", mona, {"name": "site", "private": True, "auto_init": True}).status == 201
+    registered = register(srv, olivia, name="acme-helper", owner="acme", hook_url=receiver.url)
+    assert registered["owner"]["login"] == "acme"
+    installed = ext(srv, "POST", "/apps/acme-helper/installations", olivia, {"account": "acme"})
+    assert installed.status == 201 and installed.json["target_type"] == "Organization"
+    token = api(srv, "POST", "/app/installations/%d/access_tokens" % installed.json["id"], app_jwt(registered),
+                {}).json["token"]
+    assert api(srv, "POST", "/repos/acme/site/issues", token, {"title": "while olivia is an owner"}).status == 201
+    assert api(srv, "DELETE", "/orgs/acme/members/olivia", mona).status == 204
+    refused = api(srv, "POST", "/repos/acme/site/issues", token, {"title": "after"})
+    assert refused.status in (403, 404), refused
+    assert api(srv, "POST", "/repos/acme/site/issues", mona, {"title": "mona's"}).status == 201
+    deadline = time.time() + 10
+    while time.time() < deadline and srv.app.store.one(
+            "SELECT COUNT(*) AS n FROM hook_deliveries WHERE state = 'queued'")["n"]:
+        time.sleep(0.05)
+    withheld = srv.app.store.one("SELECT status FROM hook_deliveries WHERE event = 'issues' ORDER BY id DESC LIMIT 1")
+    assert withheld["status"].startswith("withheld: installation")
+
+
+def test_what_an_app_is_given_is_checked(hooked):
+    """Bad registrations get GitHub's 422; a manifest code works once; an App's hook is changed by its JWT."""
+    srv, receiver = hooked
+    alice = alice_with_repos(srv)
+    for bad in ({"name": ""}, {"name": "x", "default_permissions": {"contents": "admin"}},
+                {"name": "x", "default_permissions": {"teleport": "read"}},
+                {"name": "x", "default_events": ["issues"]},
+                {"name": "x", "hook_attributes": {"url": "http://10.0.0.1/hook"}}):
+        answer = ext(srv, "POST", "/apps", alice, bad)
+        assert answer.status == 422 and answer.json["message"], (bad, answer)
+    register(srv, alice, name="same")
+    assert ext(srv, "POST", "/apps", alice, {"name": "Same"}).status == 422
+    assert api(srv, "POST", "/app-manifests/%s/conversions" % ("0" * 40)).status == 404
+    registered = register(srv, alice, name="hooked", hook_url="http://127.0.0.1:9/old")
+    changed = api(srv, "PATCH", "/app/hook/config", app_jwt(registered), {"url": receiver.url, "secret": "new"})
+    assert changed.status == 200 and changed.json == {"content_type": "json", "insecure_ssl": "0", "url": receiver.url,
+                                                      "secret": "********"}
+
+
+def test_a_manifest_code_is_traded_once_and_a_forged_confirmation_is_refused(hooked):
+    """The manifest flow's code gives the App's private key once; a confirmation without the page's CSRF
+    token (another site's form) registers nothing."""
+    srv, _ = hooked
+    alice_with_repos(srv)
+    browser = Browser(srv)
+    browser.sign_in("alice", "pw")
+    manifest = json.dumps({"name": "once-bot", "url": "https://example.com", "redirect_url": "http://127.0.0.1:9/cb",
+                           "default_permissions": {"issues": "read"}})
+    _, page = browser.request("POST", "/settings/apps/new?state=s1", {"manifest": manifest})
+    assert "Create GitHub App for alice" in page
+    forged, _ = browser.request("POST", "/settings/apps/new/confirm", {"manifest": manifest, "csrf": "guessed"})
+    assert forged.status == 403 and api(srv, "GET", "/apps/once-bot").status == 404
+    answer, _ = browser.request("POST", "/settings/apps/new/confirm", {"manifest": manifest, "state": "s1",
+                                                                        "csrf": browser.csrf(page)})
+    location = urllib.parse.urlsplit(answer.getheader("Location"))
+    assert answer.status == 303 and location.path == "/cb"
+    query = urllib.parse.parse_qs(location.query)
+    assert query["state"] == ["s1"]
+    converted = api(srv, "POST", "/app-manifests/%s/conversions" % query["code"][0])
+    assert converted.status == 201 and converted.json["slug"] == "once-bot" and "PRIVATE KEY" in converted.json["pem"]
+    assert api(srv, "POST", "/app-manifests/%s/conversions" % query["code"][0]).status == 404

@@ -481,6 +481,7 @@ DELETE  /api/ext/v1/installations/{installation_id:int}                         
 GET     /api/v3/app                                                                app_jwt
 POST    /api/v3/app-manifests/{code}/conversions                                   credentials_unread
 GET     /api/v3/app/hook/config                                                    app_jwt
+PATCH   /api/v3/app/hook/config                                                    app_jwt
 GET     /api/v3/app/hook/deliveries                                                app_jwt
 GET     /api/v3/app/hook/deliveries/{delivery_id:int}                              app_jwt
 POST    /api/v3/app/hook/deliveries/{delivery_id:int}/attempts                     app_jwt

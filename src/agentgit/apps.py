@@ -39,7 +39,7 @@ from agentgit.lookups import find_account, one_or_404, signed_in
 from agentgit.web import (csp_allowing_form_redirect_to, form_fields, hidden_input, html_page, redirect, signed_in_page,
                           web_route)
 from agentgit.webhooks import (chain_of_request, checked_config, delivery_json, find_delivery, queue_redelivery,
-                               sealed_secret)
+                               sealed_secret, write_hook)
 
 # GitHub's repository permissions: (what read gives, what write adds), as agentgit's actions. Every
 # installation token reads its repositories (read_code), whichever it holds.
@@ -642,6 +642,17 @@ def get_app_hook_config(req):
     if hook["secret_sealed"]:
         config["secret"] = "********"
     return config
+
+
+@route("PATCH", "/api/v3/app/hook/config")
+def update_app_hook_config(req):
+    """The App's webhook: its url (public addresses only), content type, secret and insecure_ssl."""
+    fields = checked_config(req, req.json(), creating=False)
+    hook = app_hook(req, "manage_app")
+    with req.transaction() as db:
+        write_hook(req, db, hook["id"], fields)
+        req.effect("changed the App's hook config (%s)" % (", ".join(sorted(fields)) or "nothing"))
+    return get_app_hook_config(req)
 
 
 @route("GET", "/api/v3/app/hook/deliveries")
