@@ -153,11 +153,18 @@ def test_every_post_page_checks_its_csrf_token_before_its_handler_runs(server):
     posts = sorted(r.pattern for r in agentgit.ROUTES["POST"] if r.surface == "web")
     assert {"/login", "/logout", "/settings/agents", "/settings/tokens", "/approvals", "/login/device",
             "/login/oauth/authorize"} <= set(posts)
-    for path in posts:
+    # GitHub's manifest flow posts another site's form to these by design: they change nothing (the page
+    # they show asks the person to confirm, with a CSRF token), as the audit's count below checks
+    cross_site = {"/settings/apps/new", "/organizations/{org}/settings/apps/new"}
+    assert cross_site <= set(posts)
+    for path in sorted(set(posts) - cross_site):
         for form in ({"action": "invite", "login": "alice", "password": "pw"},
                      {"csrf": "not-this-session", "action": "invite", "login": "alice", "password": "pw"}):
             resp, text = b.request("POST", path, form)
             assert resp.status == 403 and "did not come from this site" in text, (path, resp.status)
+    for path in cross_site:
+        resp, _ = b.request("POST", path.replace("{org}", "acme"), {"manifest": '{"name": "x"}'})
+        assert resp.status in (404, 422), (path, resp.status)
     assert server.app.store.one("SELECT count(*) FROM audit")[0] == audit_rows
     assert "agentgit_session" in b.jar       # not even signed out
 
