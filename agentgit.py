@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2898  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11195  delegation.create_invite
-       line 11267  delegation.confirm_binding
-       line 11899  tasks.create_task_grant
+       line 11204  delegation.create_invite
+       line 11276  delegation.confirm_binding
+       line 11908  tasks.create_task_grant
        line  3697  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18284  server.App.dispatch
+       line 18293  server.App.dispatch
        line  3574  authentication.authenticate
        line  3257  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17937  githttp.git_receive_pack
+       line 17946  githttp.git_receive_pack
        line  3301  ledger.Ledger.decide_each
        line  3235  intents.reconcile_intents
 
@@ -98,34 +98,34 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     39. actions            lines  9211- 9436  REST: workflow records and their runs (which nothing here executes).
     40. search             lines  9437- 9639  REST: search over repositories, issues, code and accounts.
     41. orgs               lines  9640- 9988  REST: organizations, memberships and teams.
-    42. webhooks           lines  9989-10525  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    43. actions_config     lines 10526-11013  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 11014-11089  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 11090-11654  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11655-11865  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11866-12291  REST: task grants, task tokens, step-up and approvals.
-    48. apps               lines 12292-12929  REST: GitHub Apps, as agents.
-    49. oversight          lines 12930-13101  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    50. graphql_language   lines 13102-13364  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    51. graphql_resolvers  lines 13365-14046  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    52. graphql_git        lines 14047-14277  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    53. graphql_mutations  lines 14278-14663  GraphQL mutations: each one decided as its REST twin is.
-    54. graphql_schema     lines 14664-15137  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    55. graphql_execution  lines 15138-15418  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    56. client_assertions  lines 15419-15601  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    57. settings_pages     lines 15602-15938  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    58. oauth_clients      lines 15939-16178  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    59. broker             lines 16179-16637  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    60. oauth              lines 16638-17291  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    61. mcp_server         lines 17292-17799  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    62. githttp            lines 17800-18005  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    63. pages              lines 18006-18274  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    64. server             lines 18275-18896  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    65. clients            lines 18897-19173  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    66. cli                lines 19174-19657  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 19658-20552  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    42. webhooks           lines  9989-10534  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    43. actions_config     lines 10535-11022  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 11023-11098  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 11099-11663  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11664-11874  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11875-12300  REST: task grants, task tokens, step-up and approvals.
+    48. apps               lines 12301-12938  REST: GitHub Apps, as agents.
+    49. oversight          lines 12939-13110  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    50. graphql_language   lines 13111-13373  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    51. graphql_resolvers  lines 13374-14055  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    52. graphql_git        lines 14056-14286  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    53. graphql_mutations  lines 14287-14672  GraphQL mutations: each one decided as its REST twin is.
+    54. graphql_schema     lines 14673-15146  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    55. graphql_execution  lines 15147-15427  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    56. client_assertions  lines 15428-15610  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    57. settings_pages     lines 15611-15947  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    58. oauth_clients      lines 15948-16187  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    59. broker             lines 16188-16646  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    60. oauth              lines 16647-17300  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    61. mcp_server         lines 17301-17808  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    62. githttp            lines 17809-18014  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    63. pages              lines 18015-18283  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    64. server             lines 18284-18905  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    65. clients            lines 18906-19182  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    66. cli                lines 19183-19666  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 19667-20561  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is d3491932d3567932af70efb643092c1279f9963c11068c3d9e9c8464face9075
+Made from sources whose SHA-256 is 175447bbe3feafac4fe76b379dbdb1980ad7e35c62dbaf2379ba109e7ed597d7
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -10418,13 +10418,15 @@ def deliver(app, delivery):
         return
     withheld = withheld_from_app(app, delivery)
     if withheld:
-        with store.transaction() as db:
-            db.execute("UPDATE hook_deliveries SET state = 'failed', status_code = 0, status = ?, delivered_at = ?,"
-                       " leased_until = NULL WHERE id = ?", (withheld, now(), delivery["id"]))
-        return
+        return give_up(store, delivery, withheld)
     payload = delivery["payload"]
     if payload is None:
-        payload = json.dumps(render_payload(app, delivery))
+        try:
+            payload = json.dumps(render_payload(app, delivery))
+        except Exception as gone:       # (dulwich's missing objects are no LookupError)
+            # what the event was about went away before its first attempt (an issue deleted, a repository's
+            # objects pruned): the delivery fails, saying so, and the worker goes on with the next one
+            return give_up(store, delivery, "could not render the payload: %s" % gone.__class__.__name__)
         with store.transaction() as db:
             db.execute("UPDATE hook_deliveries SET payload = ? WHERE id = ?", (payload, delivery["id"]))
     body = payload.encode() if hook["content_type"] == "json" else urllib.parse.urlencode({"payload": payload}).encode()
@@ -10454,6 +10456,13 @@ def deliver(app, delivery):
                            json.loads(delivery["subject"]), json.loads(delivery["chain"]), payload, redelivery=True,
                            attempt=delivery["attempt"] + 1,
                            not_before=time.time() + RETRY_AFTER * 4 ** (delivery["attempt"] - 1))
+
+
+def give_up(store, delivery, why):
+    """A delivery that is not sent, recorded failed with why (no retry: nothing about it would change)."""
+    with store.transaction() as db:
+        db.execute("UPDATE hook_deliveries SET state = 'failed', status_code = 0, status = ?, delivered_at = ?,"
+                   " leased_until = NULL WHERE id = ?", (why, now(), delivery["id"]))
 
 
 def withheld_from_app(app, delivery):

@@ -230,6 +230,42 @@ def test_a_version_4_database_is_migrated_without_loss(tmp_path):
         srv.stop()
 
 
+@pytest.mark.parametrize("hooks", ["with hooks", "before hooks"])
+def test_a_version_10_database_gets_apps_and_keeps_its_hooks(tmp_path, hooks):
+    """Version 10 was released twice, before webhooks and with them: either database becomes version 11
+    with the hooks table GitHub Apps need (app_id), keeping the hooks it had."""
+    import sqlite3
+    data = tmp_path / "d"
+    data.mkdir()
+    db = sqlite3.connect(str(data / "agentgit.db"))
+    db.executescript(open(os.path.join(ROOT, "tests", "schema_v10.sql")).read())
+    db.execute("PRAGMA user_version = 10")
+    alice = agentgit.insert_account(db, "alice", "human")
+    db.execute("INSERT INTO repos (owner_id, name, private, default_branch, created_at, updated_at)"
+               " VALUES (?, 'app', 0, 'main', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')", (alice,))
+    if hooks == "with hooks":
+        db.execute("INSERT INTO hooks (id, repo_id, url, events, created_at, updated_at) VALUES (3, 1, 'https://x.example/h',"
+                   " '[\"push\"]', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')")
+        db.execute("INSERT INTO hook_deliveries (hook_id, guid, event, created_at) VALUES (3, 'g', 'ping',"
+                   " '2026-01-01T00:00:00Z')")
+    else:
+        db.executescript("DROP TABLE hook_deliveries; DROP TABLE hooks;")
+    db.commit()
+    db.close()
+    srv = agentgit.make_server(data, port=0).start()
+    try:
+        store = srv.app.store
+        assert store.one("PRAGMA user_version")[0] == agentgit.SCHEMA_VERSION
+        assert "app_id" in {r[1] for r in store.all("PRAGMA table_info(hooks)")}
+        assert [tuple(r) for r in store.all("SELECT id, url FROM hooks")] == (
+            [(3, "https://x.example/h")] if hooks == "with hooks" else [])
+        assert store.one("SELECT COUNT(*) FROM hook_deliveries")[0] == (1 if hooks == "with hooks" else 0)
+        assert store.all("PRAGMA foreign_key_check") == []
+        assert store.one("SELECT name FROM sqlite_master WHERE name = 'apps'") is not None
+    finally:
+        srv.stop()
+
+
 def test_api_host_layout(server):
     """On api.<host> the API sits at the root and GraphQL at /graphql, as on api.github.com (gh's
     github.localhost mode uses it)."""

@@ -343,3 +343,22 @@ def test_a_hooks_certificate_is_checked_unless_its_owner_turns_that_off(hooked, 
     api(srv, "PATCH", "/repos/alice/app/hooks/%d/config" % hook, alice, {"insecure_ssl": "1"})
     api(srv, "POST", "/repos/alice/app/hooks/%d/pings" % hook, alice)
     assert receiver.wait_for(1)[0][0]["x-github-event"] == "ping"
+
+
+def test_a_delivery_that_cannot_be_rendered_fails_and_the_worker_goes_on(hooked):
+    """What an event was about can go before its first attempt (a commit pruned, an issue deleted): that
+    delivery fails, saying so, and the next ones are delivered."""
+    srv, receiver = hooked
+    alice = srv.add_user("alice")
+    api(srv, "POST", "/user/repos", alice, {"name": "app", "auto_init": True})
+    hook = api(srv, "POST", "/repos/alice/app/hooks", alice, {"events": ["push", "issues"], "config": {
+        "url": receiver.url, "content_type": "json"}}).json["id"]
+    receiver.wait_for(1)                                            # its ping
+    with srv.app.store.transaction() as db:
+        agentgit.queue_delivery(db, hook, "push", None, srv.app.store.one("SELECT id FROM repos")["id"], {
+            "ref": "refs/heads/main", "before": "0" * 40, "after": "f" * 40}, {})
+    api(srv, "POST", "/repos/alice/app/issues", alice, {"title": "after the broken one"})
+    events = [h["x-github-event"] for h, _ in receiver.wait_for(2)]
+    assert events == ["ping", "issues"]
+    broken = srv.app.store.one("SELECT state, status FROM hook_deliveries WHERE event = 'push'")
+    assert broken["state"] == "failed" and broken["status"].startswith("could not render the payload")

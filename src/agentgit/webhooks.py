@@ -463,13 +463,15 @@ def deliver(app, delivery):
         return
     withheld = withheld_from_app(app, delivery)
     if withheld:
-        with store.transaction() as db:
-            db.execute("UPDATE hook_deliveries SET state = 'failed', status_code = 0, status = ?, delivered_at = ?,"
-                       " leased_until = NULL WHERE id = ?", (withheld, now(), delivery["id"]))
-        return
+        return give_up(store, delivery, withheld)
     payload = delivery["payload"]
     if payload is None:
-        payload = json.dumps(render_payload(app, delivery))
+        try:
+            payload = json.dumps(render_payload(app, delivery))
+        except Exception as gone:       # (dulwich's missing objects are no LookupError)
+            # what the event was about went away before its first attempt (an issue deleted, a repository's
+            # objects pruned): the delivery fails, saying so, and the worker goes on with the next one
+            return give_up(store, delivery, "could not render the payload: %s" % gone.__class__.__name__)
         with store.transaction() as db:
             db.execute("UPDATE hook_deliveries SET payload = ? WHERE id = ?", (payload, delivery["id"]))
     body = payload.encode() if hook["content_type"] == "json" else urllib.parse.urlencode({"payload": payload}).encode()
@@ -499,6 +501,13 @@ def deliver(app, delivery):
                            json.loads(delivery["subject"]), json.loads(delivery["chain"]), payload, redelivery=True,
                            attempt=delivery["attempt"] + 1,
                            not_before=time.time() + RETRY_AFTER * 4 ** (delivery["attempt"] - 1))
+
+
+def give_up(store, delivery, why):
+    """A delivery that is not sent, recorded failed with why (no retry: nothing about it would change)."""
+    with store.transaction() as db:
+        db.execute("UPDATE hook_deliveries SET state = 'failed', status_code = 0, status = ?, delivered_at = ?,"
+                   " leased_until = NULL WHERE id = ?", (why, now(), delivery["id"]))
 
 
 def withheld_from_app(app, delivery):
