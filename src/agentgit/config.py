@@ -90,6 +90,7 @@ class Config:
     egress_allow_loopback: bool = False    # every outbound connection (webhooks, the broker, client documents)
                                            # may go to loopback addresses (tests)
     webhook_retries: int = 0               # a failed delivery is tried again up to this many times (backing off)
+    workflow_runner: str = None            # act's path: queued runs execute (serve --run-workflows); None: records
     broker_connect_to: dict = dataclasses.field(default_factory=dict)   # {"host:port": ("address", port)}, as curl's
     dpop_nonce: bool = False               # DPoP proofs must carry this server's nonce (RFC 9449 §8)
     require_sender_constrained: bool = False   # task and tool tokens only bound to a certificate or DPoP key

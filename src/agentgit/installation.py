@@ -134,6 +134,7 @@ class Installation:
         self.dpop_replay = StoredReplayCache(self.store)
         # set when a committed change queued webhook deliveries: the delivery worker (webhooks) waits on it
         self.deliveries_waiting = threading.Event()
+        self.runs_waiting = threading.Event()
         self.set_url(config.url)
         self.agent_credentials = self.chosen("agent_credentials", config.agent_credentials, AGENT_CREDENTIALS)
         self.agent_standing_access = self.chosen("agent_standing_access", config.agent_standing_access,

@@ -30,6 +30,7 @@ from agentgit.request import Request, body_length, read_request_headers
 from agentgit.serializers import encode_json
 from agentgit.web import html_page, session_principal, step_up_form
 from agentgit.webhooks import DeliveryWorker
+from agentgit.runner import WorkflowRunner
 from agentgit.vault import reseal_v1_credentials
 
 
@@ -530,6 +531,7 @@ class Server:
                  tls_client_ca=None):
         self.app = app
         self.deliveries = DeliveryWorker(app)      # the webhook outbox's sender, from start() to stop()
+        self.runner = WorkflowRunner(app)          # the runs' executor, with serve --run-workflows
         self.unix = None
         if unix_socket:
             if os.path.exists(unix_socket) and stat.S_ISSOCK(os.stat(unix_socket).st_mode):
@@ -569,6 +571,7 @@ class Server:
 
     def start(self):
         self.deliveries.start()
+        self.runner.start()
         # a short poll interval: stop() (shutdown) waits for the loop to notice, and fixtures stop often
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                        name="agentgit", daemon=True)
@@ -579,6 +582,7 @@ class Server:
 
     def serve_forever(self):
         self.deliveries.start()
+        self.runner.start()
         # the loop notices a stop within its poll interval: short, so SIGTERM closes the listener at once
         if self.unix is not None:
             threading.Thread(target=self.unix.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -600,6 +604,7 @@ class Server:
                 os.unlink(self.unix.server_address)
         self.app.anchor.stop_following(self.app.store)
         self.deliveries.stop()
+        self.runner.stop()
         if self.httpd.access_log is not None:
             self.httpd.access_log.flush()
         return finished
@@ -610,6 +615,7 @@ class Server:
                 server.shutdown()
                 server.server_close()
         self.deliveries.stop()
+        self.runner.stop()
         self.app.anchor.stop_following(self.app.store)
         if self.unix is not None:
             with contextlib.suppress(OSError):

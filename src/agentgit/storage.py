@@ -98,8 +98,9 @@ MIGRATIONS = {
                   " INSERT OR IGNORE INTO settings (name, value) VALUES ('agent_standing_access', 'write'); "
                   + AUDIT_REBUILT[1]),
     # GitHub Apps, and their webhooks among the hooks (whose table a version-10 database may not have yet:
-    # an empty one of the old shape is made to copy from)
-    11: Migration([], "CREATE TABLE IF NOT EXISTS hooks (id INTEGER PRIMARY KEY, repo_id INTEGER, org_id INTEGER,"
+    # an empty one of the old shape is made to copy from); runs that execute, with their jobs
+    11: Migration([("workflow_runs", "run_started_at TEXT"), ("workflow_runs", "leased_until REAL")],
+                  "CREATE TABLE IF NOT EXISTS hooks (id INTEGER PRIMARY KEY, repo_id INTEGER, org_id INTEGER,"
                       " url TEXT, content_type TEXT, secret_sealed TEXT, insecure_ssl TEXT, events TEXT, active INTEGER,"
                       " creator_id INTEGER, created_at TEXT, updated_at TEXT);"
                       " ALTER TABLE hooks RENAME TO hooks_before_v11;",

