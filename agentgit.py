@@ -28,105 +28,106 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1591  tokens.issue_token
-       line  1613  tokens.verify_token
+       line  1625  tokens.issue_token
+       line  1647  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2774  policy.POLICY_RULES
-       line  2814  policy.decide
+       line  2808  policy.POLICY_RULES
+       line  2848  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2879  audit.audit_append
-       line  2902  audit.audit_verify
+       line  2913  audit.audit_append
+       line  2936  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11289  delegation.create_invite
-       line 11361  delegation.confirm_binding
-       line 11993  tasks.create_task_grant
-       line  3701  authentication.load_grant
+       line 11313  delegation.create_invite
+       line 11385  delegation.confirm_binding
+       line 12017  tasks.create_task_grant
+       line  3735  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18678  server.App.dispatch
-       line  3578  authentication.authenticate
-       line  3261  ledger.Ledger
+       line 18692  server.App.dispatch
+       line  3612  authentication.authenticate
+       line  3295  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18331  githttp.git_receive_pack
-       line  3305  ledger.Ledger.decide_each
-       line  3239  intents.reconcile_intents
+       line 18345  githttp.git_receive_pack
+       line  3339  ledger.Ledger.decide_each
+       line  3273  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   202-  307  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   308-  337  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   338-  796  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   797-  900  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   901- 1136  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. gitstore           lines  1137- 1358  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     7. gitwire            lines  1359- 1539  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     8. tokens             lines  1540- 1640  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-     9. proofs             lines  1641- 1793  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    10. accounts           lines  1794- 2019  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    11. policy             lines  2020- 2836  Policy: the action table and decide(), the one policy decision point.
-    12. audit              lines  2837- 3050  Audit: the hash-chained log and its verifier.
-    13. outbox             lines  3051- 3113  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    14. approvals          lines  3114- 3182  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    15. intents            lines  3183- 3255  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    16. ledger             lines  3256- 3449  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    17. authentication     lines  3450- 3741  Authentication: the Principal, and the request credentials it is built from.
-    18. installation       lines  3742- 3927  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    19. routing            lines  3928- 4057  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    20. request            lines  4058- 4353  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    21. serializers        lines  4354- 4569  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    22. lookups            lines  4570- 4637  Lookups: what a REST request names (accounts, repositories), found or 404.
-    23. web                lines  4638- 4913  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    24. users              lines  4914- 5008  REST: the API root, meta, rate limit and users.
-    25. repositories       lines  5009- 5545  REST: repositories, forks, branches, refs, commits and collaborators.
-    26. notifications      lines  5546- 5814  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    27. issues             lines  5815- 6599  REST: issues, comments, labels and milestones.
-    28. sub_issues         lines  6600- 6729  REST: sub-issues, github.com's tree of issues.
-    29. pulls              lines  6730- 7256  REST: pull requests and their merges.
-    30. reviews            lines  7257- 7605  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    31. reactions          lines  7606- 7713  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    32. timeline           lines  7714- 7770  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    33. contents           lines  7771- 8012  REST: file contents and READMEs, read and written as commits.
-    34. protection         lines  8013- 8283  REST: branch protection, commit statuses and check runs.
-    35. deployments        lines  8284- 8446  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    36. gitdata            lines  8447- 8796  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    37. releases           lines  8797- 9136  REST: releases, tags and release assets.
-    38. deploy_keys        lines  9137- 9215  REST: deploy keys.
-    39. actions            lines  9216- 9521  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    40. search             lines  9522- 9724  REST: search over repositories, issues, code and accounts.
-    41. orgs               lines  9725-10073  REST: organizations, memberships and teams.
-    42. webhooks           lines 10074-10619  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    43. actions_config     lines 10620-11107  REST: Actions configuration: environments, and secrets and variables at three levels.
-    44. personal_tokens    lines 11108-11183  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    45. delegation         lines 11184-11748  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    46. vault              lines 11749-11959  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    47. tasks              lines 11960-12385  REST: task grants, task tokens, step-up and approvals.
-    48. apps               lines 12386-13023  REST: GitHub Apps, as agents.
-    49. runner             lines 13024-13323  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    50. oversight          lines 13324-13495  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    51. graphql_language   lines 13496-13758  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    52. graphql_resolvers  lines 13759-14440  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    53. graphql_git        lines 14441-14671  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    54. graphql_mutations  lines 14672-15057  GraphQL mutations: each one decided as its REST twin is.
-    55. graphql_schema     lines 15058-15531  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    56. graphql_execution  lines 15532-15812  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    57. client_assertions  lines 15813-15995  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    58. settings_pages     lines 15996-16332  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    59. oauth_clients      lines 16333-16572  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    60. broker             lines 16573-17031  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    61. oauth              lines 17032-17685  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    62. mcp_server         lines 17686-18193  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    63. githttp            lines 18194-18399  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    64. pages              lines 18400-18668  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    65. server             lines 18669-19295  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    66. clients            lines 19296-19572  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    67. cli                lines 19573-20071  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20072-20986  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   203-  308  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   309-  338  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   339-  797  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   798-  901  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   902- 1137  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. background         lines  1138- 1170  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1171- 1392  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1393- 1573  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1574- 1674  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1675- 1827  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1828- 2053  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2054- 2870  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2871- 3084  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3085- 3147  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3148- 3216  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3217- 3289  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3290- 3483  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3484- 3775  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3776- 3961  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  3962- 4091  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4092- 4387  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4388- 4603  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4604- 4671  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4672- 4947  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  4948- 5045  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5046- 5582  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5583- 5851  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  5852- 6636  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6637- 6766  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6767- 7293  REST: pull requests and their merges.
+    31. reviews            lines  7294- 7642  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7643- 7750  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7751- 7807  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7808- 8049  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8050- 8320  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8321- 8483  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8484- 8833  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8834- 9173  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9174- 9252  REST: deploy keys.
+    40. actions            lines  9253- 9558  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9559- 9761  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9762-10110  REST: organizations, memberships and teams.
+    43. webhooks           lines 10111-10643  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10644-11131  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11132-11207  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11208-11772  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 11773-11983  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 11984-12409  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12410-13047  REST: GitHub Apps, as agents.
+    50. runner             lines 13048-13337  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13338-13509  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 13510-13772  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 13773-14454  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14455-14685  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 14686-15071  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15072-15545  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 15546-15826  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 15827-16009  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16010-16346  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16347-16586  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 16587-17045  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17046-17699  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 17700-18207  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18208-18413  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18414-18682  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 18683-19309  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19310-19586  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 19587-20085  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20086-21000  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 03f4928f50c3c92c952f9288696bae7e6280a5a9b1e74e82827eb17c388790c2
+Made from sources whose SHA-256 is 15b5f76d5968101676011adde6251a1fd6e6f55110fa8a8dcc40cd53273fd458
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1135,7 +1136,40 @@ def update_row(db, table, fields, key_column, key):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 6. src/agentgit/gitstore.py — Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+# 6. src/agentgit/background.py — Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+# uses: nothing of the package
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+class Worker:
+    """Subclasses say how to ``claim`` the next piece of work (None: nothing waits) and how to ``work`` it."""
+
+    def __init__(self, name, wake, interval, join_timeout):
+        self.wake, self.interval, self.join_timeout = wake, interval, join_timeout
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, name=name, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def run(self):
+        while not self.stopping.is_set():
+            item = self.claim()
+            if item is not None:
+                self.work(item)
+                continue
+            self.wake.wait(self.interval)
+            self.wake.clear()
+
+    def stop(self):
+        self.stopping.set()
+        self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=self.join_timeout)
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 7. src/agentgit/gitstore.py — Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1357,7 +1391,7 @@ def walk_commits(repo, sha, skip, limit):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 7. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+# 8. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
 # uses: config, errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1538,7 +1572,7 @@ def make_git_engine(choice):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 8. src/agentgit/tokens.py — Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+# 9. src/agentgit/tokens.py — Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1639,7 +1673,7 @@ def revoke(db, where, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 9. src/agentgit/proofs.py — Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+# 10. src/agentgit/proofs.py — Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
 # uses: crypto
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1792,7 +1826,7 @@ def check_dpop_proof(proof, method, url, key, replay, access_token=None, require
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 10. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+# 11. src/agentgit/accounts.py — Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
 # uses: config, crypto, storage, gitstore, tokens
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2018,7 +2052,7 @@ def team_by_slug(store, org_login, slug):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 11. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
+# 12. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
 # uses: config, accounts
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -2835,7 +2869,7 @@ def decide(store, principal, action, resource, context=None):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 12. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
+# 13. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3049,7 +3083,7 @@ def explain(row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. src/agentgit/outbox.py — The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+# 14. src/agentgit/outbox.py — The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
 # uses: config, gitstore
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3112,7 +3146,7 @@ def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+# 15. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3181,7 +3215,7 @@ def give_back_approval(db, approval_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+# 16. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
 # uses: config, storage, gitstore, audit, approvals, outbox
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3254,7 +3288,7 @@ def reconcile_intents(app):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+# 17. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
 # uses: config, errors, gitstore, policy, audit, approvals, intents, outbox
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3448,7 +3482,7 @@ class Ledger:
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
+# 18. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
 # uses: config, errors, crypto, tokens, proofs, accounts, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3740,7 +3774,7 @@ def remember_runtime_certificate(db, principal):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+# 19. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
 # uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, audit, authentication, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -3926,7 +3960,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+# 20. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
 # uses: errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4056,7 +4090,7 @@ def find_route(method, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+# 21. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
 # uses: config, errors, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4352,7 +4386,7 @@ class Request(Ledger):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 22. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4568,7 +4602,7 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 23. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4636,7 +4670,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+# 24. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4912,7 +4946,7 @@ def signed_in_page(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 25. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4947,10 +4981,13 @@ def get_root(req):
 
 @route("GET", "/api/v3/meta")
 def get_meta(req):
-    """GHES's meta document; gh reads installed_version to know which features the server has."""
+    """GHES's meta document; gh reads installed_version to know which features the server has. agentgit adds
+    its version and whether workflow runs execute here."""
     req.check("read_meta", SITE)
     return {"verifiable_password_authentication": False, "installed_version": GHES_VERSION,
-            "agentgit_version": __version__}
+            "agentgit_version": __version__,
+            # whether workflow runs execute here (serve --run-workflows, with act) or are records only
+            "agentgit_workflow_runs": "act" if req.app.config.workflow_runner else "records"}
 
 
 @route("GET", "/api/v3/rate_limit")
@@ -5007,7 +5044,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 26. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5544,7 +5581,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# 27. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5813,7 +5850,7 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 28. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6598,7 +6635,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# 29. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, routing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6728,7 +6765,7 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 30. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, routing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7255,7 +7292,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp, merge_sh
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 31. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, errors, accounts, routing, lookups, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7604,7 +7641,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/reactions.py — REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+# 32. src/agentgit/reactions.py — REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
 # uses: config, errors, policy, routing, serializers, issues, reviews
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7712,7 +7749,7 @@ def unreact_to_comment(req, owner, repo, reaction_id, comment_id=None, review_co
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/timeline.py — REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+# 33. src/agentgit/timeline.py — REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
 # uses: errors, routing, lookups, issues, reviews
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7769,7 +7806,7 @@ def timeline_item(app, repo_row, issue, event):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 34. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8011,7 +8048,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 35. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8282,7 +8319,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+# 36. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
 # uses: config, errors, accounts, routing, serializers, lookups, protection
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8445,7 +8482,7 @@ def get_deployment_status(req, owner, repo, deployment_id, status_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 37. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8795,7 +8832,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 38. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9135,7 +9172,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 39. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9214,7 +9251,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/actions.py — REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+# 40. src/agentgit/actions.py — REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9402,13 +9439,6 @@ def get_run(req, owner, repo, run_id):
     return run_json(req.app, row, run)
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
-def list_run_artifacts(req, owner, repo, run_id):
-    """No run keeps artifacts yet (gh run view asks)."""
-    find_run(req, owner, repo, run_id)
-    return {"total_count": 0, "artifacts": []}
-
-
 def job_json(app, repo_row, run, job):
     """GitHub's job of a run attempt, with its steps."""
     name, api = full_name(repo_row), app.api
@@ -9475,6 +9505,13 @@ def get_run_logs(req, owner, repo, run_id):
     return 200, archive.getvalue(), {"Content-Type": "application/zip"}
 
 
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
+def list_run_artifacts(req, owner, repo, run_id):
+    """No run keeps artifacts yet (gh run view asks)."""
+    find_run(req, owner, repo, run_id)
+    return {"total_count": 0, "artifacts": []}
+
+
 def zip_name(text):
     """A job's or step's name as the zip's entries spell it: no slashes or colons, at most 90 characters."""
     return re.sub(r'[/\\:<>|*?"]', "", text)[:90] or "job"
@@ -9520,7 +9557,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 41. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9723,7 +9760,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 42. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10072,8 +10109,8 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
-# uses: config, crypto, errors, egress, gitstore, accounts, policy, outbox, authentication, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases
+# 43. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
+# uses: config, background, crypto, errors, egress, gitstore, accounts, policy, outbox, authentication, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "pull_request_review",
@@ -10589,36 +10626,23 @@ def send(app, url, body, headers, verify):
         return 0, "could not deliver: %s" % (failed.__class__.__name__), {}, b""
 
 
-class DeliveryWorker:
-    """A thread that sends the outbox's deliveries, one at a time, oldest first; woken when a request
-    queues one (app.deliveries_waiting), and every half second for what another process or a restart left."""
+class DeliveryWorker(Worker):
+    """Sends the outbox's deliveries, one at a time, oldest first; woken when a request queues one
+    (app.deliveries_waiting), and every half second for what another process or a restart left."""
 
     def __init__(self, app):
-        self.app, self.wake, self.stopped = app, app.deliveries_waiting, threading.Event()
-        self.thread = threading.Thread(target=self.run, name="agentgit-deliveries", daemon=True)
+        super().__init__("agentgit-deliveries", app.deliveries_waiting, 0.5, DELIVERY_TIMEOUT + 1)
+        self.app = app
 
-    def start(self):
-        self.thread.start()
-        return self
+    def claim(self):
+        return claim_delivery(self.app.store)
 
-    def run(self):
-        while not self.stopped.is_set():
-            delivery = claim_delivery(self.app.store)
-            if delivery is not None:
-                deliver(self.app, delivery)
-                continue
-            self.wake.wait(0.5)
-            self.wake.clear()
-
-    def stop(self):
-        self.stopped.set()
-        self.wake.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout=DELIVERY_TIMEOUT + 1)
+    def work(self, delivery):
+        deliver(self.app, delivery)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 44. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, crypto, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11106,7 +11130,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+# 45. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
 # uses: config, errors, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11182,7 +11206,7 @@ def revoke_own_token(req, user, row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+# 46. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
 # uses: config, errors, storage, tokens, proofs, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11747,7 +11771,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 47. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11958,7 +11982,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 48. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, approvals, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12384,7 +12408,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/apps.py — REST: GitHub Apps, as agents.
+# 49. src/agentgit/apps.py — REST: GitHub Apps, as agents.
 # uses: config, errors, crypto, storage, tokens, accounts, policy, outbox, routing, serializers, lookups, web, webhooks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13022,8 +13046,8 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-# uses: config, gitstore, accounts, serializers
+# 50. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+# uses: config, background, gitstore, accounts, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -13285,44 +13309,34 @@ class JobRecorder:
                        " NULL WHERE id = ? AND status = 'in_progress'", (conclusion, stamp, self.run["id"]))
 
 
-class WorkflowRunner:
-    """The thread that executes queued runs, one at a time; woken when a run is queued (app.runs_waiting),
-    and every second for what another process queued."""
+class WorkflowRunner(Worker):
+    """Executes the queued runs, one at a time, oldest first; woken when a run is queued (app.runs_waiting),
+    and every second for what another process queued. It starts only with serve --run-workflows."""
 
     def __init__(self, app):
-        self.app, self.wake, self.stopping = app, app.runs_waiting, threading.Event()
-        self.thread = threading.Thread(target=self.run, name="agentgit-runner", daemon=True)
+        super().__init__("agentgit-runner", app.runs_waiting, 1, KILL_GRACE * 2 + 2)
+        self.app = app
 
     def start(self):
         if self.app.config.workflow_runner:
             abandon_lapsed_runs(self.app.store)
-            self.thread.start()
+            super().start()
         return self
 
-    def run(self):
-        while not self.stopping.is_set():
-            run = claim_run(self.app.store)
-            if run is not None:
-                recorder = JobRecorder(self.app.store, run)
-                try:
-                    execute(self.app, run, self.stopping, recorder)
-                except Exception as failed:         # (a clone that fails, act that cannot start): the run fails
-                    recorder.orphans.append("agentgit could not execute the run: %s: %s" % (
-                        failed.__class__.__name__, failed))
-                    recorder.finish(1, None)
-                continue
-            self.wake.wait(1)
-            self.wake.clear()
+    def claim(self):
+        return claim_run(self.app.store)
 
-    def stop(self):
-        self.stopping.set()
-        self.wake.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout=KILL_GRACE * 2 + 2)
+    def work(self, run):
+        recorder = JobRecorder(self.app.store, run)
+        try:
+            execute(self.app, run, self.stopping, recorder)
+        except Exception as failed:         # (a clone that fails, act that cannot start): the run fails, saying why
+            recorder.orphans.append("agentgit could not execute the run: %s: %s" % (failed.__class__.__name__, failed))
+            recorder.finish(1, None)
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+# 51. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13494,7 +13508,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 52. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13757,7 +13771,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 53. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14439,7 +14453,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 54. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14670,7 +14684,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 55. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15056,7 +15070,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 56. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15530,7 +15544,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 57. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15811,7 +15825,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 58. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15994,7 +16008,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 59. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16331,7 +16345,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 60. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16571,7 +16585,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 61. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17030,7 +17044,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 61. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 62. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17684,7 +17698,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 62. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 63. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18192,7 +18206,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 63. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 64. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, outbox, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18398,7 +18412,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 64. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 65. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18667,7 +18681,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 65. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 66. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, runner, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -19294,7 +19308,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 66. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 67. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -19571,7 +19585,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 67. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 68. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, runner, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

@@ -90,6 +90,11 @@ def build_world(data_dir):
         assert api(srv, "POST", "/repos/alice/secret/actions/workflows/ci.yml/dispatches", alice,
                    {"ref": "main"}).status == 204
         run = api(srv, "GET", "/repos/alice/secret/actions/runs", alice).json["workflow_runs"][0]
+        with srv.app.store.transaction() as db:     # a job as the executor records one (the world runs no act)
+            job = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, conclusion, steps,"
+                             " log, step_lines, started_at, completed_at, created_at) VALUES (?, 1, 'build', 'build',"
+                             " 'completed', 'success', '[]', '', '[]', ?, ?, ?)", (run["id"],) + (run["created_at"],) * 3
+                             ).lastrowid
         assert api(srv, "PUT", "/repos/alice/secret/branches/main/protection", alice, {
             "required_status_checks": None, "enforce_admins": False, "required_pull_request_reviews": None,
             "restrictions": None}).status == 200
@@ -187,7 +192,7 @@ def build_world(data_dir):
                "blob": blob, "key_id": key_id, "merged": merged["number"], "audit_row": alices_row,
                "orgrepo": orgrepo, "deploy_key": deploy_key, "secret_repo": secret_repo,
                "credential": credential.json["id"], "runtime_revocation": runtime_revocation["revocation"],
-               "user_code": device["user_code"], "installation": installation}
+               "user_code": device["user_code"], "installation": installation, "job": job}
         return tokens, ids
     finally:
         srv.stop()
@@ -203,7 +208,8 @@ def route_path(method, pattern, ids):
             "review_id": ids["review"], "thread_id": ids["thread"], "kid": "world-key",
             "credential_id": ids["credential"], "revocation_id": ids["runtime_revocation"], "path": "README.md", "environment": "production",
             "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"],
-            "app_slug": "world-bot", "installation_id": ids["installation"], "code": "bogus", "username": "alice"}
+            "app_slug": "world-bot", "installation_id": ids["installation"], "code": "bogus", "username": "alice",
+            "job_id": ids["job"]}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
     fill["login"] = ("bot" if "/agent" in pattern else "olga" if pattern.endswith("/suspended") else
@@ -638,10 +644,13 @@ GET     /api/v3/orgs/{org}/teams/{slug}/repos                                   
 GET     /api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}                      team_read
 GET     /api/v3/rate_limit                                                        public
 GET     /api/v3/repos/{owner}/{repo}                                              repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}                    repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}/logs               repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs                                 repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts          repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs               repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/logs               repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/secrets                              repo_write
 GET     /api/v3/repos/{owner}/{repo}/actions/secrets/public-key                   repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/secrets/{name}                       repo_write

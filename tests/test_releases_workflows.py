@@ -80,7 +80,7 @@ def test_workflow_records(server):
     assert api(server, "DELETE", base + "/actions/runs/%d" % run["id"], alice).status == 204
     assert api(server, "GET", base + "/actions/runs", bob).json["total_count"] == 0
     audit = server.app.store.one("SELECT * FROM audit WHERE action = 'run_workflow' AND decision = 'allow'")
-    assert "nothing executes" in audit["side_effect"]
+    assert "this server executes no runs" in audit["side_effect"]
 
 
 def test_the_secrets_key_is_x25519_per_rfc_7748():

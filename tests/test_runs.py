@@ -73,6 +73,7 @@ def shape_problems(method, path, status, body):
 def test_a_dispatched_run_executes_and_records_its_jobs_steps_and_logs(running):
     srv = running
     alice = with_workflow(srv, WORKFLOW)
+    assert api(srv, "GET", "/meta").json["agentgit_workflow_runs"] == "act"
     sha = api(srv, "GET", "/repos/alice/app/branches/main", alice).json["commit"]["sha"]
     assert api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", alice, {
         "ref": "main", "inputs": {"greeting": "hi"}}).status == 204

@@ -201,13 +201,6 @@ def get_run(req, owner, repo, run_id):
     return run_json(req.app, row, run)
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
-def list_run_artifacts(req, owner, repo, run_id):
-    """No run keeps artifacts yet (gh run view asks)."""
-    find_run(req, owner, repo, run_id)
-    return {"total_count": 0, "artifacts": []}
-
-
 def job_json(app, repo_row, run, job):
     """GitHub's job of a run attempt, with its steps."""
     name, api = full_name(repo_row), app.api
@@ -272,6 +265,13 @@ def get_run_logs(req, owner, repo, run_id):
             for step, lines in step_logs(job):
                 out.writestr("%s/%d_%s.txt" % (name, step["number"], zip_name(step["name"])), "\n".join(lines))
     return 200, archive.getvalue(), {"Content-Type": "application/zip"}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
+def list_run_artifacts(req, owner, repo, run_id):
+    """No run keeps artifacts yet (gh run view asks)."""
+    find_run(req, owner, repo, run_id)
+    return {"total_count": 0, "artifacts": []}
 
 
 def zip_name(text):

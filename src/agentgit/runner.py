@@ -30,6 +30,7 @@ import time
 import urllib.parse
 
 from agentgit.config import now
+from agentgit.background import Worker
 from agentgit.gitstore import repo_dir
 from agentgit.accounts import account_by_id, full_name, repo_by_id
 from agentgit.serializers import repo_json, user_json
@@ -293,37 +294,27 @@ class JobRecorder:
                        " NULL WHERE id = ? AND status = 'in_progress'", (conclusion, stamp, self.run["id"]))
 
 
-class WorkflowRunner:
-    """The thread that executes queued runs, one at a time; woken when a run is queued (app.runs_waiting),
-    and every second for what another process queued."""
+class WorkflowRunner(Worker):
+    """Executes the queued runs, one at a time, oldest first; woken when a run is queued (app.runs_waiting),
+    and every second for what another process queued. It starts only with serve --run-workflows."""
 
     def __init__(self, app):
-        self.app, self.wake, self.stopping = app, app.runs_waiting, threading.Event()
-        self.thread = threading.Thread(target=self.run, name="agentgit-runner", daemon=True)
+        super().__init__("agentgit-runner", app.runs_waiting, 1, KILL_GRACE * 2 + 2)
+        self.app = app
 
     def start(self):
         if self.app.config.workflow_runner:
             abandon_lapsed_runs(self.app.store)
-            self.thread.start()
+            super().start()
         return self
 
-    def run(self):
-        while not self.stopping.is_set():
-            run = claim_run(self.app.store)
-            if run is not None:
-                recorder = JobRecorder(self.app.store, run)
-                try:
-                    execute(self.app, run, self.stopping, recorder)
-                except Exception as failed:         # (a clone that fails, act that cannot start): the run fails
-                    recorder.orphans.append("agentgit could not execute the run: %s: %s" % (
-                        failed.__class__.__name__, failed))
-                    recorder.finish(1, None)
-                continue
-            self.wake.wait(1)
-            self.wake.clear()
+    def claim(self):
+        return claim_run(self.app.store)
 
-    def stop(self):
-        self.stopping.set()
-        self.wake.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout=KILL_GRACE * 2 + 2)
+    def work(self, run):
+        recorder = JobRecorder(self.app.store, run)
+        try:
+            execute(self.app, run, self.stopping, recorder)
+        except Exception as failed:         # (a clone that fails, act that cannot start): the run fails, saying why
+            recorder.orphans.append("agentgit could not execute the run: %s: %s" % (failed.__class__.__name__, failed))
+            recorder.finish(1, None)

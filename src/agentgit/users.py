@@ -39,10 +39,13 @@ def get_root(req):
 
 @route("GET", "/api/v3/meta")
 def get_meta(req):
-    """GHES's meta document; gh reads installed_version to know which features the server has."""
+    """GHES's meta document; gh reads installed_version to know which features the server has. agentgit adds
+    its version and whether workflow runs execute here."""
     req.check("read_meta", SITE)
     return {"verifiable_password_authentication": False, "installed_version": GHES_VERSION,
-            "agentgit_version": __version__}
+            "agentgit_version": __version__,
+            # whether workflow runs execute here (serve --run-workflows, with act) or are records only
+            "agentgit_workflow_runs": "act" if req.app.config.workflow_runner else "records"}
 
 
 @route("GET", "/api/v3/rate_limit")

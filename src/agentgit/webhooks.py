@@ -13,11 +13,11 @@ is redelivered by asking. The secret is sealed at rest and never shown.
 import hashlib
 import hmac
 import json
-import threading
 import time
 import urllib.parse
 
 from agentgit.config import now
+from agentgit.background import Worker
 from agentgit.crypto import seal, unseal
 from agentgit.errors import HTTPError, invalid
 from agentgit.egress import outbound_connection, public_address, within_deadline
@@ -549,29 +549,16 @@ def send(app, url, body, headers, verify):
         return 0, "could not deliver: %s" % (failed.__class__.__name__), {}, b""
 
 
-class DeliveryWorker:
-    """A thread that sends the outbox's deliveries, one at a time, oldest first; woken when a request
-    queues one (app.deliveries_waiting), and every half second for what another process or a restart left."""
+class DeliveryWorker(Worker):
+    """Sends the outbox's deliveries, one at a time, oldest first; woken when a request queues one
+    (app.deliveries_waiting), and every half second for what another process or a restart left."""
 
     def __init__(self, app):
-        self.app, self.wake, self.stopped = app, app.deliveries_waiting, threading.Event()
-        self.thread = threading.Thread(target=self.run, name="agentgit-deliveries", daemon=True)
+        super().__init__("agentgit-deliveries", app.deliveries_waiting, 0.5, DELIVERY_TIMEOUT + 1)
+        self.app = app
 
-    def start(self):
-        self.thread.start()
-        return self
+    def claim(self):
+        return claim_delivery(self.app.store)
 
-    def run(self):
-        while not self.stopped.is_set():
-            delivery = claim_delivery(self.app.store)
-            if delivery is not None:
-                deliver(self.app, delivery)
-                continue
-            self.wake.wait(0.5)
-            self.wake.clear()
-
-    def stop(self):
-        self.stopped.set()
-        self.wake.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout=DELIVERY_TIMEOUT + 1)
+    def work(self, delivery):
+        deliver(self.app, delivery)
