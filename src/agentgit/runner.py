@@ -33,7 +33,9 @@ from agentgit.config import now
 from agentgit.background import Worker
 from agentgit.gitstore import repo_dir
 from agentgit.accounts import account_by_id, full_name, repo_by_id
+from agentgit.outbox import chain_of, queue_event
 from agentgit.serializers import repo_json, user_json
+from agentgit.actions import job_event, run_event
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
 RUN_LEASE_SECONDS = 30                  # a run's worker renews its claim this often; a lapsed one was abandoned
@@ -62,7 +64,16 @@ def claim_run(store):
         stamp = now()
         db.execute("UPDATE workflow_runs SET status = 'in_progress', run_started_at = ?, updated_at = ?,"
                    " leased_until = ? WHERE id = ?", (stamp, stamp, time.time() + RUN_LEASE_SECONDS, row["id"]))
+        announce(store, db, row, "workflow_run", "in_progress", run_event(row["id"], "in_progress"))
     return store.one("SELECT * FROM workflow_runs WHERE id = ?", row["id"])
+
+
+def announce(store, db, run, event, action, subject):
+    """A workflow_run or workflow_job event to the repository's hooks, in the transaction that makes it
+    happen; its chain names whoever caused the run."""
+    actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
+    queue_event(db, run["repo_id"], event, action, subject, chain_of(
+        {"actor": actor["login"] if actor else None, "user_kind": actor["kind"] if actor else None}))
 
 
 def abandon_lapsed_runs(store):
@@ -192,8 +203,8 @@ class JobRecorder:
     """act's JSON event stream made into the run's job rows: a job when act first names it, its steps as
     they start and end (GitHub's numbering), its log lines with their times, its result."""
 
-    def __init__(self, store, run):
-        self.store, self.run = store, run
+    def __init__(self, app, run):
+        self.store, self.run, self.wake_deliveries = app.store, run, app.deliveries_waiting
         self.jobs = {}              # act's job id: {"id", "steps", "log", "size", "key", "starts"}
         self.orphans = []           # what act said outside any job (a workflow it could not read)
         self.cancelling = False     # the run is being stopped: a step or job that fails now was cancelled
@@ -232,6 +243,8 @@ class JobRecorder:
             job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
                                 " created_at) VALUES (?, ?, ?, ?, 'in_progress', ?, ?)",
                                 (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp)).lastrowid
+            announce(self.store, db, self.run, "workflow_job", "in_progress", job_event(job_id, "in_progress"))
+        self.wake_deliveries.set()
         job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": []}
         return job
 
@@ -266,6 +279,11 @@ class JobRecorder:
                        (json.dumps(job["steps"]), "\n".join(job["log"]), json.dumps(job["starts"]), job["id"]))
             for column, value in done.items():      # (the names are this module's own)
                 db.execute("UPDATE workflow_jobs SET %s = ? WHERE id = ?" % column, (value, job["id"]))
+            if done:
+                announce(self.store, db, self.run, "workflow_job", "completed", job_event(
+                    job["id"], "completed", done["conclusion"]))
+        if done:
+            self.wake_deliveries.set()
 
     def close_job(self, job, result, stamp):
         for step in job["steps"]:
@@ -290,8 +308,12 @@ class JobRecorder:
         conclusion = ("cancelled" if why else "failure" if "failure" in results or exit_code else
                       "cancelled" if "cancelled" in results else "success")
         with self.store.transaction() as db:
-            db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = ?, updated_at = ?, leased_until ="
-                       " NULL WHERE id = ? AND status = 'in_progress'", (conclusion, stamp, self.run["id"]))
+            ended = db.execute("UPDATE workflow_runs SET status = 'completed', conclusion = ?, updated_at = ?, leased_until"
+                               " = NULL WHERE id = ? AND status = 'in_progress'", (conclusion, stamp, self.run["id"]))
+            if ended.rowcount:      # (a run a person cancelled was announced completed by the cancel)
+                announce(self.store, db, self.run, "workflow_run", "completed", run_event(
+                    self.run["id"], "completed", conclusion))
+        self.wake_deliveries.set()
 
 
 class WorkflowRunner(Worker):
@@ -312,7 +334,7 @@ class WorkflowRunner(Worker):
         return claim_run(self.app.store)
 
     def work(self, run):
-        recorder = JobRecorder(self.app.store, run)
+        recorder = JobRecorder(self.app, run)
         try:
             execute(self.app, run, self.stopping, recorder)
         except Exception as failed:         # (a clone that fails, act that cannot start): the run fails, saying why

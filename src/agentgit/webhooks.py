@@ -35,9 +35,10 @@ from agentgit.pulls import pull_json, pull_rows
 from agentgit.reviews import review_json
 from agentgit.protection import check_run_json
 from agentgit.releases import release_json
+from agentgit.actions import job_json, run_json, workflow_json
 
 HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "pull_request_review",
-               "release", "check_run", "ping")
+               "release", "check_run", "workflow_run", "workflow_job", "ping")
 CONTENT_TYPES = ("json", "form")
 MAX_HOOKS = 20                  # GitHub's limit a repository
 DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
@@ -428,9 +429,28 @@ def check_run_payload(app, repo_row, subject):
     return {"check_run": check_run_json(app, repo_row, run) if run else None}
 
 
+def workflow_run_payload(app, repo_row, subject):
+    """The run and its workflow, as they stood when the event happened (its status and conclusion then)."""
+    run = app.store.one("SELECT * FROM workflow_runs WHERE id = ?", subject["run_id"])
+    if run is None:
+        return {"workflow_run": None}
+    wf = app.store.one("SELECT * FROM workflows WHERE id = ?", run["workflow_id"])
+    return {"workflow_run": dict(run_json(app, repo_row, run), **subject["then"]),
+            "workflow": workflow_json(app, repo_row, wf, wf["path"])}
+
+
+def workflow_job_payload(app, repo_row, subject):
+    job = app.store.one("SELECT * FROM workflow_jobs WHERE id = ?", subject["job_id"])
+    run = app.store.one("SELECT * FROM workflow_runs WHERE id = ?", job["run_id"]) if job else None
+    if run is None:
+        return {"workflow_job": None}
+    return {"workflow_job": dict(job_json(app, repo_row, run, job), **subject["then"])}
+
+
 EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
                   "issue_comment": issue_payload, "pull_request": pull_payload, "pull_request_review": review_payload,
-                  "release": release_payload, "check_run": check_run_payload}
+                  "release": release_payload, "check_run": check_run_payload, "workflow_run": workflow_run_payload,
+                  "workflow_job": workflow_job_payload}
 
 
 # -- the delivery worker ----------------------------------------------------------------------------------
