@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2936  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11345  delegation.create_invite
-       line 11417  delegation.confirm_binding
-       line 12049  tasks.create_task_grant
+       line 11353  delegation.create_invite
+       line 11425  delegation.confirm_binding
+       line 12057  tasks.create_task_grant
        line  3735  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18745  server.App.dispatch
+       line 18781  server.App.dispatch
        line  3612  authentication.authenticate
        line  3295  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18398  githttp.git_receive_pack
+       line 18434  githttp.git_receive_pack
        line  3339  ledger.Ledger.decide_each
        line  3273  intents.reconcile_intents
 
@@ -91,43 +91,43 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     32. reactions          lines  7643- 7750  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
     33. timeline           lines  7751- 7807  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
     34. contents           lines  7808- 8049  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8050- 8320  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8321- 8483  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8484- 8833  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8834- 9173  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9174- 9252  REST: deploy keys.
-    40. actions            lines  9253- 9571  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9572- 9774  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9775-10123  REST: organizations, memberships and teams.
-    43. webhooks           lines 10124-10675  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10676-11163  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11164-11239  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11240-11804  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 11805-12015  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12016-12441  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12442-13080  REST: GitHub Apps, as agents.
-    50. runner             lines 13081-13390  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13391-13562  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 13563-13825  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 13826-14507  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14508-14738  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 14739-15124  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15125-15598  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 15599-15879  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 15880-16062  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16063-16399  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16400-16639  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 16640-17098  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17099-17752  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 17753-18260  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18261-18466  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18467-18735  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 18736-19362  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19363-19639  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 19640-20138  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20139-21053  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    35. protection         lines  8050- 8327  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8328- 8490  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8491- 8840  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8841- 9180  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9181- 9259  REST: deploy keys.
+    40. actions            lines  9260- 9579  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9580- 9782  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9783-10131  REST: organizations, memberships and teams.
+    43. webhooks           lines 10132-10683  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10684-11171  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11172-11247  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11248-11812  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 11813-12023  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12024-12449  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12450-13088  REST: GitHub Apps, as agents.
+    50. runner             lines 13089-13426  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13427-13598  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 13599-13861  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 13862-14543  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14544-14774  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 14775-15160  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15161-15634  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 15635-15915  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 15916-16098  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16099-16435  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16436-16675  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 16676-17134  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17135-17788  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 17789-18296  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18297-18502  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18503-18771  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 18772-19398  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19399-19675  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 19676-20174  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20175-21090  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 844b753455f5cf7989004f142883766bc43045f6a935bef9d84ebe4bb644917e
+Made from sources whose SHA-256 is 2853d479d0e5ac0d75b1a4b8e1ff7feac7126363894f123d533d2e32ff73682f
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -8236,7 +8236,7 @@ def check_run_json(app, repo_row, row):
             "status": row["status"], "conclusion": row["conclusion"], "started_at": row["started_at"],
             "completed_at": row["completed_at"], "name": row["name"], "check_suite": {"id": row["id"]},
             "output": {"title": output.get("title"), "summary": output.get("summary"), "text": output.get("text"),
-                       "annotations_count": 0, "annotations_url": url + "/annotations"},
+                       "annotations_count": len(output.get("annotations", [])), "annotations_url": url + "/annotations"},
             "app": None, "pull_requests": []}
 
 
@@ -8308,6 +8308,13 @@ def update_check_run(req, owner, repo, run_id):
         if fields.get("status") == "completed" and run["status"] != "completed":
             req.announce(row["id"], "check_run", "completed", {"check_run_id": run["id"]})
     return check_run_json(req.app, row, find_check_run(req, row, run_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}/annotations")
+def list_check_run_annotations(req, owner, repo, run_id):
+    """The annotations of a check run: a workflow job's ::error::, ::warning:: and ::notice:: lines."""
+    row = find_repo(req, owner, repo)
+    return req.paginate(json.loads(find_check_run(req, row, run_id)["output"]).get("annotations", []))
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}/check-runs")
@@ -9460,7 +9467,8 @@ def job_json(app, repo_row, run, job):
             "head_branch": run["head_branch"], "url": url, "html_url": "%s/%s/actions/runs/%d/job/%d" % (
                 app.url, name, run["id"], job["id"]), "status": job["status"], "conclusion": job["conclusion"],
             "created_at": job["created_at"], "started_at": job["started_at"], "completed_at": job["completed_at"],
-            "name": job["name"], "steps": json.loads(job["steps"]), "check_run_url": url, "labels": ["ubuntu-latest"],
+            "name": job["name"], "steps": json.loads(job["steps"]), "check_run_url": "%s/repos/%s/check-runs/%s" % (
+                api, name, job["check_run_id"]) if job["check_run_id"] else url, "labels": ["ubuntu-latest"],
             "runner_id": 1, "runner_name": "agentgit", "runner_group_id": 1, "runner_group_name": "agentgit",
             "workflow_name": wf["path"]}
 
@@ -13080,7 +13088,7 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 50. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-# uses: config, background, gitstore, accounts, outbox, serializers, actions
+# uses: config, background, storage, gitstore, accounts, outbox, serializers, actions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -13089,6 +13097,8 @@ LOG_LIMIT = 1 << 20                 # characters of log kept a job; past it, a l
 KILL_GRACE = 3                      # seconds between SIGTERM and SIGKILL to a cancelled run's process group
 PLATFORMS = ("ubuntu-latest", "ubuntu-24.04", "ubuntu-22.04", "ubuntu-20.04")
 KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ")
+ANNOTATION_LEVELS = {"error": "failure", "warning": "warning", "notice": "notice"}    # workflow command: GitHub's level
+MAX_ANNOTATIONS = 50                # a job's, as GitHub keeps
 
 
 def find_act():
@@ -13209,6 +13219,10 @@ def execute(app, run, stopping, recorder):
     recorder.finish(process.returncode, watch.why)
 
 
+def job_name(job, db):
+    return db.execute("SELECT name FROM workflow_jobs WHERE id = ?", (job["id"],)).fetchone()["name"]
+
+
 class Watch(threading.Thread):
     """Keeps a run's lease, and ends its process group when the run is cancelled or deleted, times out,
     or the server stops: SIGTERM, then SIGKILL, so nothing it started is left behind."""
@@ -13268,8 +13282,9 @@ class JobRecorder:
         job = self.jobs.get(event["jobID"]) or self.open_job(event)
         stamp = str(event.get("time") or now())
         message = str(event.get("msg", "")).rstrip("\n")
-        if event.get("command") in ("error", "warning", "notice"):
+        if event.get("command") in ANNOTATION_LEVELS:
             message = "##[%s]%s" % (event["command"], event.get("arg", ""))
+            self.annotate(job, event)
         elif not event.get("raw_output"):
             message = message.strip()
         changed = self.follow_step(job, event, stamp)
@@ -13286,12 +13301,18 @@ class JobRecorder:
         name = str(event.get("job", event["jobID"])).partition("/")[2].strip() or event["jobID"]
         stamp = now()
         with self.store.transaction() as db:
+            # each job is a check run on the run's commit, as on GitHub: gh pr checks and required checks see it
+            check_id = insert_row(db, "check_runs", {
+                "repo_id": self.run["repo_id"], "head_sha": self.run["head_sha"], "name": name, "status": "in_progress",
+                "creator_id": self.run["actor_id"], "started_at": stamp})
             job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
-                                " created_at) VALUES (?, ?, ?, ?, 'in_progress', ?, ?)",
-                                (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp)).lastrowid
+                                " created_at, check_run_id) VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?)",
+                                (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp,
+                                 check_id)).lastrowid
             announce(self.store, db, self.run, "workflow_job", "in_progress", job_event(job_id, "in_progress"))
         self.wake_deliveries.set()
-        job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": []}
+        job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": [],
+                                           "check_run": check_id, "annotations": []}
         return job
 
     def follow_step(self, job, event, stamp):
@@ -13312,6 +13333,17 @@ class JobRecorder:
             changed = True
         return changed
 
+    def annotate(self, job, event):
+        """An ::error::, ::warning:: or ::notice:: line as an annotation of the job's check run."""
+        where = event.get("kvPairs") if isinstance(event.get("kvPairs"), dict) else {}
+        line = int(where["line"]) if str(where.get("line", "")).isdigit() else 1
+        if len(job["annotations"]) < MAX_ANNOTATIONS:
+            job["annotations"].append({
+                "path": str(where.get("file") or ".github"), "start_line": line, "end_line": int(where["endLine"]) if
+                str(where.get("endLine", "")).isdigit() else line, "start_column": None, "end_column": None,
+                "annotation_level": ANNOTATION_LEVELS[event["command"]], "title": str(where.get("title", "")),
+                "message": str(event.get("arg", "")), "raw_details": None, "blob_href": ""})
+
     def log(self, job, text):
         if job["size"] < LOG_LIMIT:
             job["log"].append(text[:LOG_LIMIT - job["size"]])
@@ -13326,6 +13358,10 @@ class JobRecorder:
             for column, value in done.items():      # (the names are this module's own)
                 db.execute("UPDATE workflow_jobs SET %s = ? WHERE id = ?" % column, (value, job["id"]))
             if done:
+                db.execute("UPDATE check_runs SET status = 'completed', conclusion = ?, completed_at = ?, output = ? WHERE"
+                           " id = ?", (done["conclusion"], done["completed_at"], json.dumps({
+                               "title": "%s: %s" % (job_name(job, db), done["conclusion"]), "summary": "",
+                               "annotations": job["annotations"]}), job["check_run"]))
                 announce(self.store, db, self.run, "workflow_job", "completed", job_event(
                     job["id"], "completed", done["conclusion"]))
         if done:
@@ -20676,6 +20712,7 @@ CREATE TABLE IF NOT EXISTS workflow_jobs (
     steps         TEXT NOT NULL DEFAULT '[]',    -- JSON: GitHub's steps (number, name, status, conclusion, times)
     log           TEXT NOT NULL DEFAULT '',      -- its lines with their times, at most runner.LOG_LIMIT characters
     step_lines    TEXT NOT NULL DEFAULT '[]',    -- JSON: the log's line number where each step's lines begin
+    check_run_id  INTEGER REFERENCES check_runs(id) ON DELETE SET NULL,  -- the job's check run on the commit
     started_at    TEXT NOT NULL,
     completed_at  TEXT,
     created_at    TEXT NOT NULL

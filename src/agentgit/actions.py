@@ -222,7 +222,8 @@ def job_json(app, repo_row, run, job):
             "head_branch": run["head_branch"], "url": url, "html_url": "%s/%s/actions/runs/%d/job/%d" % (
                 app.url, name, run["id"], job["id"]), "status": job["status"], "conclusion": job["conclusion"],
             "created_at": job["created_at"], "started_at": job["started_at"], "completed_at": job["completed_at"],
-            "name": job["name"], "steps": json.loads(job["steps"]), "check_run_url": url, "labels": ["ubuntu-latest"],
+            "name": job["name"], "steps": json.loads(job["steps"]), "check_run_url": "%s/repos/%s/check-runs/%s" % (
+                api, name, job["check_run_id"]) if job["check_run_id"] else url, "labels": ["ubuntu-latest"],
             "runner_id": 1, "runner_name": "agentgit", "runner_group_id": 1, "runner_group_name": "agentgit",
             "workflow_name": wf["path"]}
 

@@ -197,7 +197,7 @@ def check_run_json(app, repo_row, row):
             "status": row["status"], "conclusion": row["conclusion"], "started_at": row["started_at"],
             "completed_at": row["completed_at"], "name": row["name"], "check_suite": {"id": row["id"]},
             "output": {"title": output.get("title"), "summary": output.get("summary"), "text": output.get("text"),
-                       "annotations_count": 0, "annotations_url": url + "/annotations"},
+                       "annotations_count": len(output.get("annotations", [])), "annotations_url": url + "/annotations"},
             "app": None, "pull_requests": []}
 
 
@@ -269,6 +269,13 @@ def update_check_run(req, owner, repo, run_id):
         if fields.get("status") == "completed" and run["status"] != "completed":
             req.announce(row["id"], "check_run", "completed", {"check_run_id": run["id"]})
     return check_run_json(req.app, row, find_check_run(req, row, run_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}/annotations")
+def list_check_run_annotations(req, owner, repo, run_id):
+    """The annotations of a check run: a workflow job's ::error::, ::warning:: and ::notice:: lines."""
+    row = find_repo(req, owner, repo)
+    return req.paginate(json.loads(find_check_run(req, row, run_id)["output"]).get("annotations", []))
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/commits/{ref:path}/check-runs")

@@ -31,6 +31,7 @@ import urllib.parse
 
 from agentgit.config import now
 from agentgit.background import Worker
+from agentgit.storage import insert_row
 from agentgit.gitstore import repo_dir
 from agentgit.accounts import account_by_id, full_name, repo_by_id
 from agentgit.outbox import chain_of, queue_event
@@ -43,6 +44,8 @@ LOG_LIMIT = 1 << 20                 # characters of log kept a job; past it, a l
 KILL_GRACE = 3                      # seconds between SIGTERM and SIGKILL to a cancelled run's process group
 PLATFORMS = ("ubuntu-latest", "ubuntu-24.04", "ubuntu-22.04", "ubuntu-20.04")
 KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ")
+ANNOTATION_LEVELS = {"error": "failure", "warning": "warning", "notice": "notice"}    # workflow command: GitHub's level
+MAX_ANNOTATIONS = 50                # a job's, as GitHub keeps
 
 
 def find_act():
@@ -163,6 +166,10 @@ def execute(app, run, stopping, recorder):
     recorder.finish(process.returncode, watch.why)
 
 
+def job_name(job, db):
+    return db.execute("SELECT name FROM workflow_jobs WHERE id = ?", (job["id"],)).fetchone()["name"]
+
+
 class Watch(threading.Thread):
     """Keeps a run's lease, and ends its process group when the run is cancelled or deleted, times out,
     or the server stops: SIGTERM, then SIGKILL, so nothing it started is left behind."""
@@ -222,8 +229,9 @@ class JobRecorder:
         job = self.jobs.get(event["jobID"]) or self.open_job(event)
         stamp = str(event.get("time") or now())
         message = str(event.get("msg", "")).rstrip("\n")
-        if event.get("command") in ("error", "warning", "notice"):
+        if event.get("command") in ANNOTATION_LEVELS:
             message = "##[%s]%s" % (event["command"], event.get("arg", ""))
+            self.annotate(job, event)
         elif not event.get("raw_output"):
             message = message.strip()
         changed = self.follow_step(job, event, stamp)
@@ -240,12 +248,18 @@ class JobRecorder:
         name = str(event.get("job", event["jobID"])).partition("/")[2].strip() or event["jobID"]
         stamp = now()
         with self.store.transaction() as db:
+            # each job is a check run on the run's commit, as on GitHub: gh pr checks and required checks see it
+            check_id = insert_row(db, "check_runs", {
+                "repo_id": self.run["repo_id"], "head_sha": self.run["head_sha"], "name": name, "status": "in_progress",
+                "creator_id": self.run["actor_id"], "started_at": stamp})
             job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
-                                " created_at) VALUES (?, ?, ?, ?, 'in_progress', ?, ?)",
-                                (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp)).lastrowid
+                                " created_at, check_run_id) VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?)",
+                                (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp,
+                                 check_id)).lastrowid
             announce(self.store, db, self.run, "workflow_job", "in_progress", job_event(job_id, "in_progress"))
         self.wake_deliveries.set()
-        job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": []}
+        job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": [],
+                                           "check_run": check_id, "annotations": []}
         return job
 
     def follow_step(self, job, event, stamp):
@@ -266,6 +280,17 @@ class JobRecorder:
             changed = True
         return changed
 
+    def annotate(self, job, event):
+        """An ::error::, ::warning:: or ::notice:: line as an annotation of the job's check run."""
+        where = event.get("kvPairs") if isinstance(event.get("kvPairs"), dict) else {}
+        line = int(where["line"]) if str(where.get("line", "")).isdigit() else 1
+        if len(job["annotations"]) < MAX_ANNOTATIONS:
+            job["annotations"].append({
+                "path": str(where.get("file") or ".github"), "start_line": line, "end_line": int(where["endLine"]) if
+                str(where.get("endLine", "")).isdigit() else line, "start_column": None, "end_column": None,
+                "annotation_level": ANNOTATION_LEVELS[event["command"]], "title": str(where.get("title", "")),
+                "message": str(event.get("arg", "")), "raw_details": None, "blob_href": ""})
+
     def log(self, job, text):
         if job["size"] < LOG_LIMIT:
             job["log"].append(text[:LOG_LIMIT - job["size"]])
@@ -280,6 +305,10 @@ class JobRecorder:
             for column, value in done.items():      # (the names are this module's own)
                 db.execute("UPDATE workflow_jobs SET %s = ? WHERE id = ?" % column, (value, job["id"]))
             if done:
+                db.execute("UPDATE check_runs SET status = 'completed', conclusion = ?, completed_at = ?, output = ? WHERE"
+                           " id = ?", (done["conclusion"], done["completed_at"], json.dumps({
+                               "title": "%s: %s" % (job_name(job, db), done["conclusion"]), "summary": "",
+                               "annotations": job["annotations"]}), job["check_run"]))
                 announce(self.store, db, self.run, "workflow_job", "completed", job_event(
                     job["id"], "completed", done["conclusion"]))
         if done:
