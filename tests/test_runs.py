@@ -193,3 +193,24 @@ def test_a_runs_hooks_hear_it_queued_started_and_finished_job_by_job(running):
         assert deliveries[0][1]["workflow"]["path"] == ".github/workflows/ci.yml"
     finally:
         receiver.close()
+
+
+def test_actions_checkout_works_and_an_unreachable_action_fails_its_job(running):
+    """actions/checkout works as act makes it work in host mode: the workspace already holds the run's
+    commit. An action that is not reachable (nothing here reaches the internet) fails its job, saying which."""
+    srv = running
+    alice = with_workflow(srv, "name: Build\non: [workflow_dispatch]\njobs:\n  build:\n    runs-on: ubuntu-latest\n"
+                               "    steps:\n      - uses: actions/checkout@v4\n      - run: head -1 README.md\n"
+                               "  other:\n    runs-on: ubuntu-latest\n    steps:\n"
+                               "      - uses: someone/unknown-action@v1\n", name="build.yml")
+    assert api(srv, "POST", "/repos/alice/app/actions/workflows/build.yml/dispatches", alice, {"ref": "main"}).status \
+        == 204
+    run_id = api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"][0]["id"]
+    assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)["conclusion"] == "failure"
+    jobs = {j["name"]: j for j in api(srv, "GET", "/repos/alice/app/actions/runs/%d/jobs" % run_id, alice).json["jobs"]}
+    assert jobs["build"]["conclusion"] == "success"
+    log = api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % jobs["build"]["id"], alice).raw.decode()
+    assert "Success - Main actions/checkout@v4" in log and "# app" in log
+    assert jobs["other"]["conclusion"] == "failure"
+    assert "someone/unknown-action" in api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % jobs["other"]["id"],
+                                           alice).raw.decode()
