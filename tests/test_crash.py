@@ -224,6 +224,7 @@ REF_WRITERS_WITHOUT_INTENT = {
     "copy_refs": "refs/pull/N/head and forks: copies of refs whose moves were recorded where they happened",
     "open_pull": "refs/pull/N/head of a pull request from a fork: a copy of the fork's branch",
     "update_repo": "HEAD names the default branch the repository's row holds",
+    "check_out": "a run's throw-away clone, outside the data directory: none of the server's refs",
 }
 REF_WRITES = {"set_if_equals", "add_if_new", "remove_if_equals", "set_symbolic_ref", "remove_symbolic_ref"}
 
