@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1625  tokens.issue_token
-       line  1647  tokens.verify_token
+       line  1628  tokens.issue_token
+       line  1650  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2808  policy.POLICY_RULES
-       line  2848  policy.decide
+       line  2811  policy.POLICY_RULES
+       line  2851  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2913  audit.audit_append
-       line  2936  audit.audit_verify
+       line  2916  audit.audit_append
+       line  2939  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11353  delegation.create_invite
-       line 11425  delegation.confirm_binding
-       line 12057  tasks.create_task_grant
-       line  3735  authentication.load_grant
+       line 11371  delegation.create_invite
+       line 11443  delegation.confirm_binding
+       line 12075  tasks.create_task_grant
+       line  3738  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18781  server.App.dispatch
-       line  3612  authentication.authenticate
-       line  3295  ledger.Ledger
+       line 18901  server.App.dispatch
+       line  3615  authentication.authenticate
+       line  3298  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18434  githttp.git_receive_pack
-       line  3339  ledger.Ledger.decide_each
-       line  3273  intents.reconcile_intents
+       line 18554  githttp.git_receive_pack
+       line  3342  ledger.Ledger.decide_each
+       line  3276  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,73 +61,73 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   309-  338  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   339-  797  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   798-  901  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   902- 1137  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1138- 1170  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1171- 1392  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1393- 1573  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1574- 1674  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1675- 1827  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1828- 2053  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2054- 2870  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2871- 3084  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3085- 3147  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3148- 3216  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3217- 3289  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3290- 3483  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3484- 3775  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3776- 3961  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  3962- 4091  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4092- 4387  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4388- 4603  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4604- 4671  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4672- 4947  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  4948- 5045  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5046- 5582  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5583- 5851  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  5852- 6636  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6637- 6766  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6767- 7293  REST: pull requests and their merges.
-    31. reviews            lines  7294- 7642  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7643- 7750  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7751- 7807  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7808- 8049  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8050- 8327  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8328- 8490  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8491- 8840  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8841- 9180  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9181- 9259  REST: deploy keys.
-    40. actions            lines  9260- 9579  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9580- 9782  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9783-10131  REST: organizations, memberships and teams.
-    43. webhooks           lines 10132-10683  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10684-11171  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11172-11247  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11248-11812  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 11813-12023  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12024-12449  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12450-13088  REST: GitHub Apps, as agents.
-    50. runner             lines 13089-13426  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13427-13598  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 13599-13861  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 13862-14543  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14544-14774  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 14775-15160  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15161-15634  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 15635-15915  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 15916-16098  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16099-16435  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16436-16675  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 16676-17134  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17135-17788  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 17789-18296  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18297-18502  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18503-18771  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 18772-19398  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19399-19675  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 19676-20174  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20175-21090  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   902- 1140  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. background         lines  1141- 1173  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1174- 1395  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1396- 1576  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1577- 1677  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1678- 1830  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1831- 2056  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2057- 2873  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2874- 3087  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3088- 3150  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3151- 3219  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3220- 3292  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3293- 3486  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3487- 3785  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3786- 3971  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  3972- 4101  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4102- 4397  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4398- 4613  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4614- 4681  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4682- 4957  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  4958- 5055  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5056- 5592  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5593- 5861  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  5862- 6646  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6647- 6776  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6777- 7303  REST: pull requests and their merges.
+    31. reviews            lines  7304- 7652  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7653- 7760  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7761- 7817  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7818- 8059  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8060- 8337  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8338- 8500  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8501- 8850  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8851- 9190  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9191- 9269  REST: deploy keys.
+    40. actions            lines  9270- 9597  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9598- 9800  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9801-10149  REST: organizations, memberships and teams.
+    43. webhooks           lines 10150-10701  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10702-11189  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11190-11265  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11266-11830  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 11831-12041  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12042-12467  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12468-13109  REST: GitHub Apps, as agents.
+    50. runner             lines 13110-13546  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13547-13718  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 13719-13981  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 13982-14663  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14664-14894  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 14895-15280  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15281-15754  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 15755-16035  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 16036-16218  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16219-16555  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16556-16795  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 16796-17254  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17255-17908  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 17909-18416  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18417-18622  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18623-18891  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 18892-19518  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19519-19795  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 19796-20294  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20295-21215  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 2853d479d0e5ac0d75b1a4b8e1ff7feac7126363894f123d533d2e32ff73682f
+Made from sources whose SHA-256 is e2a5558e45abed7a2415498a457d5693319b7746eed22561893e2b4d0be27107
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -991,7 +991,10 @@ MIGRATIONS = {
                   + AUDIT_REBUILT[1]),
     # GitHub Apps, and their webhooks among the hooks (whose table a version-10 database may not have yet:
     # an empty one of the old shape is made to copy from); runs that execute, with their jobs
-    11: Migration([("workflow_runs", "run_started_at TEXT"), ("workflow_runs", "leased_until REAL")],
+    11: Migration([("workflow_runs", "run_started_at TEXT"), ("workflow_runs", "leased_until REAL"),
+                   ("workflow_runs", "grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL"),
+                   ("workflow_runs", "job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL"),
+                   ("task_grants", "parent_id INTEGER REFERENCES task_grants(id) ON DELETE CASCADE")],
                   "CREATE TABLE IF NOT EXISTS hooks (id INTEGER PRIMARY KEY, repo_id INTEGER, org_id INTEGER,"
                       " url TEXT, content_type TEXT, secret_sealed TEXT, insecure_ssl TEXT, events TEXT, active INTEGER,"
                       " creator_id INTEGER, created_at TEXT, updated_at TEXT);"
@@ -3733,12 +3736,19 @@ def hold_task_grant(principal, grant, actions):
 
 
 def load_grant(store, grant_id):
+    """A grant, its names and sets read; one made from a parent (a run's job grant) is revoked or expired
+    with it, whatever its own row says."""
     row = store.one("SELECT g.*, a.login AS delegator_login FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
                     " WHERE g.id = ?", grant_id)
     if row is None:
         return None
-    return dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
-                constraints=json.loads(row["constraints"]))
+    grant = dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
+                 constraints=json.loads(row["constraints"]))
+    parent = load_grant(store, row["parent_id"]) if row["parent_id"] else None
+    if parent is not None:
+        grant.update(revoked_at=grant["revoked_at"] or parent["revoked_at"],
+                     expires_at=min(grant["expires_at"], parent["expires_at"]))
+    return grant
 
 
 def human_for_identity(app, identity):
@@ -9351,7 +9361,8 @@ def dispatch_workflow(req, owner, repo, workflow_id):
         run_id = insert_row(db, "workflow_runs", {
             "repo_id": row["id"], "workflow_id": wf["id"], "run_number": number, "event": "workflow_dispatch",
             "head_branch": branch, "head_sha": sha, "inputs": json.dumps(inputs), "status": "queued",
-            "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
+            "actor_id": req.principal.user["id"], "grant_id": dispatching_grant(req), "created_at": stamp,
+            "updated_at": stamp})
         req.effect("queued run %d of %s on %s%s" % (run_id, wf["path"], branch, "" if req.app.config.workflow_runner
                                                      else " (a record: this server executes no runs)"))
         req.announce(row["id"], "workflow_run", "requested", run_event(run_id, "queued"))
@@ -9389,6 +9400,11 @@ def enable_or_disable_workflow(req, owner, repo, workflow_id):
         db.execute("UPDATE workflows SET disabled_at = ? WHERE id = ?", (now() if disable else None, wf["id"]))
         req.effect("%s workflow %s" % ("disabled" if disable else "enabled", wf["path"]))
     return 204, None
+
+
+def dispatching_grant(req):
+    """The task grant a run is started under (its job token is made from it), or None: the actor's own authority."""
+    return req.principal.grant["id"] if req.principal.grant is not None else None
 
 
 def run_event(run_id, status, conclusion=None):
@@ -9560,8 +9576,10 @@ def cancel_run(req, owner, repo, run_id):
 def rerun_run(req, owner, repo, run_id):
     _, run = find_run(req, owner, repo, run_id, "run_workflow")
     with req.transaction() as db:
+        # the new attempt is its rerunner's: her authority (or her task's) bounds its job token
         db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
-                   " updated_at = ? WHERE id = ?", (now(), run["id"]))
+                   " actor_id = ?, grant_id = ?, updated_at = ? WHERE id = ?",
+                   (req.principal.user["id"], dispatching_grant(req), now(), run["id"]))
         req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
         req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
     req.app.runs_waiting.set()
@@ -12477,6 +12495,7 @@ APP_EVENTS = {"push": "contents", "create": "contents", "delete": "contents", "r
               "pull_request_review": "pull_requests", "check_run": "checks", "workflow_run": "actions",
               "workflow_job": "actions"}
 APP_NAME_MAX = 34                       # GitHub's
+RESERVED_APP_SLUGS = ("github-actions",)     # github-actions[bot] is the account workflow job tokens act as
 INSTALLATION_TOKEN_SECONDS = 3600
 MANIFEST_CODE_SECONDS = 3600
 MANIFEST_PURPOSE = b"app manifest"
@@ -12564,6 +12583,8 @@ def register_github_app(req, owner, spec):
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     if not slug:
         raise invalid("Integration", "name", message="a name needs a letter or a digit")
+    if slug in RESERVED_APP_SLUGS:
+        raise invalid("Integration", "name", "already_exists", "Name is reserved")
     url = req.text_field(spec, "url", "Integration", limit=2048) or ""
     description = req.text_field(spec, "description", "Integration", limit=1000) or ""
     permissions = checked_permissions(req.field(spec, "default_permissions", dict, "Integration", default={}))
@@ -13088,7 +13109,7 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 50. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-# uses: config, background, storage, gitstore, accounts, outbox, serializers, actions
+# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, authentication, serializers, actions, apps
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -13171,6 +13192,92 @@ def event_payload(app, repo_row, run):
     return payload
 
 
+# -- the job token: a narrowing, never a grant -------------------------------------------------------------
+
+RESTRICTED_PERMISSIONS = {"contents": "read", "metadata": "read"}      # GitHub's restricted default
+PERMISSIONS_LINE_RE = re.compile(r"^permissions:(.*)$", re.MULTILINE)      # (no backtracking: a line is data)
+PERMISSION_RE = re.compile(r"^[ \t]+([a-z-]+):(.*)$")
+ACTIONS_BOT = "github-actions[bot]"
+
+
+def workflow_permissions(text):
+    """The workflow's top-level ``permissions:``, GitHub's way: read-all, write-all, {} or a mapping (block or
+    flow style); without one, the restricted default. A job's own ``permissions:`` are not read: the
+    workflow's bound every job of it. Names agentgit has no action for are left out (they give nothing)."""
+    found = PERMISSIONS_LINE_RE.search(text)
+    if found is None:
+        return dict(RESTRICTED_PERMISSIONS)
+    value, pairs = found.group(1).partition("#")[0].strip(), []
+    if value in ("read-all", "write-all"):
+        return {name: value[:-4] for name in APP_PERMISSIONS}
+    if value.startswith("{"):
+        pairs = [part.partition(":")[::2] for part in value.strip("{} ").split(",") if ":" in part]
+    elif not value:
+        for line in text[found.end():].splitlines()[1:]:
+            item = PERMISSION_RE.match(line)
+            if item is None:
+                break
+            pairs.append((item.group(1), item.group(2).partition("#")[0]))
+    permissions = {"metadata": "read"}
+    for name, level in ((n.strip().replace("-", "_"), v.strip()) for n, v in pairs):
+        if name in APP_PERMISSIONS and level in ("read", "write"):
+            permissions[name] = level
+    return permissions
+
+
+def actions_bot(db):
+    """The account job tokens act as (GitHub's github-actions[bot]), made the first time a run needs it."""
+    row = db.execute("SELECT id FROM accounts WHERE login = ?", (ACTIONS_BOT,)).fetchone()
+    return row["id"] if row is not None else insert_account(db, ACTIONS_BOT, "agent", name="GitHub Actions")
+
+
+def mint_job_token(app, run, repo_row, workflow_text):
+    """The run attempt's job token: a task token of a grant made for it alone, from github-actions[bot] for
+    whoever caused the run. Its actions are the workflow's permissions ∩ (for a run started under a task)
+    that task's actions, on this repository only (and not at all where the task does not name it), within
+    the task's branch prefix and network allowlist; its authority is the task's delegator's or the actor's
+    own, live; it dies with the run, or with the task. None where no account caused the run."""
+    store = app.store
+    actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
+    if actor is None:
+        return None
+    name = "repo:" + full_name(repo_row)
+    actions, resources = set(permitted_actions(workflow_permissions(workflow_text))), [name]
+    parent = load_grant(store, run["grant_id"]) if run["grant_id"] else None
+    delegator, constraints = actor["id"], {}
+    if parent is not None:
+        actions &= parent["actions"]
+        resources = [r for r in resources if r in parent["resources"]]
+        delegator = parent["delegator_id"]
+        constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
+    expires_at = from_now(RUN_TIMEOUT + 60)
+    with store.transaction() as db:
+        grant_id = insert_row(db, "task_grants", {
+            "public_id": "tg_" + secrets.token_hex(8), "agent_id": actions_bot(db), "delegator_id": delegator,
+            "task": "task:run/%d/%d" % (run["id"], run["run_attempt"]), "resources": json.dumps(resources),
+            "actions": json.dumps(sorted(actions)), "constraints": json.dumps(dict(constraints, expires_at=expires_at)),
+            "created_at": now(), "expires_at": expires_at, "parent_id": run["grant_id"]})
+        token, _ = issue_token(db, app.key, actions_bot(db), "task", name="job token of run %d" % run["id"],
+                               scopes=sorted(actions), expires_at=expires_at, grant_id=grant_id)
+        db.execute("UPDATE workflow_runs SET job_grant_id = ? WHERE id = ?", (grant_id, run["id"]))
+        Ledger(app, Principal(runtime="runner"), "runner").record(
+            "issue_token", "user:" + actor["login"], ["the job token of run %d, bounded by %s" % (
+                run["id"], "task grant %s" % parent["public_id"] if parent else actor["login"])],
+            "job token %s for run %d: %s on %s" % (token_fingerprint(token), run["id"], ",".join(sorted(actions)) or
+                                                  "nothing", ",".join(resources) or "nothing"), db)
+    return token
+
+
+def end_job_token(store, run_id):
+    """The run's job grant revoked with every token of it: a job token lives no longer than its run."""
+    with store.transaction() as db:
+        row = db.execute("SELECT job_grant_id FROM workflow_runs WHERE id = ?", (run_id,)).fetchone()
+        if row is not None and row["job_grant_id"]:
+            db.execute("UPDATE task_grants SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+                       (now(), row["job_grant_id"]))
+            revoke(db, "grant_id = ?", (row["job_grant_id"],))
+
+
 def unprivileged_user():
     """(uid, gid) of nobody where the server runs as root; None otherwise (jobs then run as the server's user)."""
     if os.geteuid() != 0:
@@ -13196,8 +13303,14 @@ def execute(app, run, stopping, recorder):
     with tempfile.TemporaryDirectory(prefix="agentgit-run-") as work:
         checkout = os.path.join(work, "repository")
         check_out(app, repo_row, run, checkout)
+        with open(os.path.join(checkout, wf["path"]), encoding="utf-8", errors="replace") as f:
+            token = mint_job_token(app, run, repo_row, f.read())
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
+        # the token in a file of the job's user, not on the command line (which others on the host can read)
+        secrets_file = os.path.join(work, "secrets")
+        with open(os.open(secrets_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("GITHUB_TOKEN=%s\n" % token if token else "")
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
@@ -13206,6 +13319,11 @@ def execute(app, run, stopping, recorder):
                    "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc]
         for platform in PLATFORMS:
             command += ["-P", platform + "=-self-hosted"]
+        # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
+        command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
+                    "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
+        if token:
+            command += ["--secret-file", secrets_file]
         environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work)
         process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -13376,8 +13494,10 @@ class JobRecorder:
         job["closed"] = True
 
     def finish(self, exit_code, why):
-        """The run's end: its open jobs cancelled (or failed), its conclusion from its jobs'. A run cancelled
-        by a person keeps the conclusion the cancel gave it; one that timed out or was stopped is cancelled."""
+        """The run's end: its job token revoked, its open jobs cancelled (or failed), its conclusion from its
+        jobs'. A run cancelled by a person keeps the conclusion the cancel gave it; one that timed out or was
+        stopped is cancelled."""
+        end_job_token(self.store, self.run["id"])
         stamp, ended = now(), "cancelled" if why else "failure"
         if not self.jobs:       # act ran nothing (a workflow it could not read): what it said is the run's log
             job = self.open_job({"jobID": "workflow", "job": "/workflow"})
@@ -20696,6 +20816,8 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     run_started_at TEXT,             -- (version 11) when the executor took it
     leased_until REAL,               -- the executor's claim while it runs (epoch seconds)
+    grant_id     INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- the task its actor dispatched it under
+    job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- its job token's grant while it runs
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
@@ -20892,7 +21014,10 @@ CREATE TABLE IF NOT EXISTS task_grants (
     constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, requires_approval
     created_at    TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
-    revoked_at    TEXT
+    revoked_at    TEXT,
+    -- (version 11) a grant made from another: a run's job grant from the task grant its run was dispatched
+    -- under; revoking or outliving the parent ends it too
+    parent_id     INTEGER REFERENCES task_grants(id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
 

@@ -518,6 +518,8 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     actor_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     run_started_at TEXT,             -- (version 11) when the executor took it
     leased_until REAL,               -- the executor's claim while it runs (epoch seconds)
+    grant_id     INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- the task its actor dispatched it under
+    job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- its job token's grant while it runs
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
@@ -714,7 +716,10 @@ CREATE TABLE IF NOT EXISTS task_grants (
     constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, requires_approval
     created_at    TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
-    revoked_at    TEXT
+    revoked_at    TEXT,
+    -- (version 11) a grant made from another: a run's job grant from the task grant its run was dispatched
+    -- under; revoking or outliving the parent ends it too
+    parent_id     INTEGER REFERENCES task_grants(id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
 

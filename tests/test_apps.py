@@ -379,7 +379,7 @@ def test_what_an_app_is_given_is_checked(hooked):
     for bad in ({"name": ""}, {"name": "x", "default_permissions": {"contents": "admin"}},
                 {"name": "x", "default_permissions": {"teleport": "read"}},
                 {"name": "x", "default_events": ["issues"]},
-                {"name": "x", "hook_attributes": {"url": "http://10.0.0.1/hook"}}):
+                {"name": "x", "hook_attributes": {"url": "http://10.0.0.1/hook"}}, {"name": "GitHub Actions"}):
         answer = ext(srv, "POST", "/apps", alice, bad)
         assert answer.status == 422 and answer.json["message"], (bad, answer)
     register(srv, alice, name="same")

@@ -6,13 +6,17 @@ import base64
 import io
 import json
 import os
+import pathlib
+import re
+import shutil
+import tempfile
 import time
 import zipfile
 
 import pytest
 
 import agentgit
-from conftest import api, gh, gh_over_socket, shape_checker, socket_server
+from conftest import api, ext, gh, gh_over_socket, shape_checker, socket_server
 from test_webhooks import Receiver
 
 SPEC = shape_checker()
@@ -214,3 +218,111 @@ def test_actions_checkout_works_and_an_unreachable_action_fails_its_job(running)
     assert jobs["other"]["conclusion"] == "failure"
     assert "someone/unknown-action" in api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % jobs["other"]["id"],
                                            alice).raw.decode()
+
+
+# A job that calls the API with its token: what it asks (method, path, body) and the statuses it got, one a
+# line in the job's log; and the token itself to a file the test reads after the run.
+CALLER = r"""name: Caller
+on: [workflow_dispatch]
+permissions:
+  issues: write
+jobs:
+  call:
+    runs-on: ubuntu-latest
+    steps:
+      - env:
+          TOKEN: ${{ github.token }}
+        run: |
+          echo "$TOKEN" > %(token_file)s
+          python3 - <<'PY'
+          import json, os, urllib.request
+          api, token = os.environ["GITHUB_API_URL"], os.environ["TOKEN"]
+          for method, path, body in %(calls)s:
+              body = {k: os.environ[v[1:]] if str(v).startswith("$") else v for k, v in body.items()}  # ($GITHUB_SHA)
+              request = urllib.request.Request(api + path, method=method, data=json.dumps(body).encode() if body else None,
+                                               headers={"Authorization": "token " + token})
+              try:
+                  status = urllib.request.urlopen(request).status
+              except urllib.error.HTTPError as error:
+                  status = error.code
+              print("CALLED %%s %%s %%d" %% (method, path, status))
+          PY
+"""
+
+
+@pytest.fixture
+def drop_box():
+    """A folder any job may write into (pytest's own are the test user's alone; a job may run as nobody)."""
+    folder = tempfile.mkdtemp(prefix="agentgit-job-")
+    os.chmod(folder, 0o777)
+    yield pathlib.Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def calls_made(srv, token, run_id):
+    job = api(srv, "GET", "/repos/alice/app/actions/runs/%d/jobs" % run_id, token).json["jobs"][0]
+    log = api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % job["id"], token).raw.decode()
+    return re.findall(r"CALLED ([A-Z]+ /\S+ \d+)", log)
+
+
+def test_a_jobs_token_is_the_workflows_permissions_on_this_repository_and_dies_with_the_run(running, drop_box):
+    srv = running
+    token_file = drop_box / "job-token"
+    calls = [("POST", "/repos/alice/app/issues/1/comments", {"body": "from the job"}),
+             ("PUT", "/repos/alice/app/contents/x.txt", {"message": "x", "content": "eA=="}),
+             ("POST", "/repos/alice/other/issues", {"title": "elsewhere"})]
+    alice = with_workflow(srv, CALLER % {"token_file": token_file, "calls": calls}, name="caller.yml")
+    assert api(srv, "POST", "/user/repos", alice, {"name": "other", "private": True}).status == 201
+    assert api(srv, "POST", "/repos/alice/app/issues", alice, {"title": "a bug"}).status == 201
+    assert api(srv, "POST", "/repos/alice/app/actions/workflows/caller.yml/dispatches", alice, {"ref": "main"}).status \
+        == 204
+    run_id = api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"][0]["id"]
+    assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)["conclusion"] == "success"
+    # issues: write comments; contents: read (the restricted default) writes no file; another repository is unknown
+    assert calls_made(srv, alice, run_id) == ["POST /repos/alice/app/issues/1/comments 201",
+                                              "PUT /repos/alice/app/contents/x.txt 403",
+                                              "POST /repos/alice/other/issues 404"]
+    comment = api(srv, "GET", "/repos/alice/app/issues/1/comments", alice).json[0]
+    assert comment["user"]["login"] == "github-actions[bot]" and comment["body"] == "from the job"
+    row = srv.app.store.one("SELECT * FROM audit WHERE actor = 'github-actions[bot]' AND action = 'comment'")
+    assert row["delegator"] == "alice" and row["task"] == "task:run/%d/1" % run_id
+    # the run is over: so is its token
+    assert api(srv, "GET", "/repos/alice/app", token_file.read_text().strip()).status == 401
+
+
+def test_a_run_an_agent_starts_under_a_task_is_bounded_by_that_task(running, drop_box):
+    """An agent dispatches a workflow that asks for write-all under a task grant of commenting and branching
+    under agent/: its job may comment and create agent/ branches, and nothing else: not another branch,
+    not a file's contents."""
+    srv = running
+    token_file = drop_box / "job-token"
+    calls = [("POST", "/repos/alice/app/issues/1/comments", {"body": "from the agent's job"}),
+             ("PUT", "/repos/alice/app/contents/x.txt", {"message": "x", "content": "eA=="}),
+             ("POST", "/repos/alice/app/git/refs", {"ref": "refs/heads/agent/fix", "sha": "$GITHUB_SHA"}),
+             ("POST", "/repos/alice/app/git/refs", {"ref": "refs/heads/hotfix", "sha": "$GITHUB_SHA"})]
+    alice = with_workflow(srv, (CALLER % {"token_file": token_file, "calls": calls}).replace(
+        "permissions:\n  issues: write", "permissions: write-all"), name="caller.yml")
+    assert api(srv, "POST", "/repos/alice/app/issues", alice, {"title": "a bug"}).status == 201
+    login, agent, _ = srv.add_agent("coder")
+    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/app", "permission": "push"}]}).json["invite_token"]
+    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    grant = ext(srv, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "task": "task:triage", "resources": ["repo:alice/app"],
+        "actions": ["read_code", "comment", "create_branch", "run_workflow"], "constraints": {
+            "branch_prefix": "agent/"}}).json
+    task_token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    assert api(srv, "POST", "/repos/alice/app/actions/workflows/caller.yml/dispatches", task_token,
+               {"ref": "main"}).status == 204
+    run_id = api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"][0]["id"]
+    assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)["conclusion"] == "success"
+    assert calls_made(srv, alice, run_id) == ["POST /repos/alice/app/issues/1/comments 201",
+                                              "PUT /repos/alice/app/contents/x.txt 403",
+                                              "POST /repos/alice/app/git/refs 201",
+                                              "POST /repos/alice/app/git/refs 403"]
+    job_grant = srv.app.store.one("SELECT g.* FROM task_grants g JOIN workflow_runs r ON r.job_grant_id = g.id")
+    assert set(json.loads(job_grant["actions"])) == {"read_code", "comment", "create_branch", "run_workflow"}
+    assert job_grant["parent_id"] is not None
+    # revoking the agent's task kills its run's job grant with it
+    assert ext(srv, "DELETE", "/task-grants/" + grant["id"], alice).status == 204
+    assert agentgit.load_grant(srv.app.store, job_grant["id"])["revoked_at"]

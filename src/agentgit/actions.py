@@ -106,7 +106,8 @@ def dispatch_workflow(req, owner, repo, workflow_id):
         run_id = insert_row(db, "workflow_runs", {
             "repo_id": row["id"], "workflow_id": wf["id"], "run_number": number, "event": "workflow_dispatch",
             "head_branch": branch, "head_sha": sha, "inputs": json.dumps(inputs), "status": "queued",
-            "actor_id": req.principal.user["id"], "created_at": stamp, "updated_at": stamp})
+            "actor_id": req.principal.user["id"], "grant_id": dispatching_grant(req), "created_at": stamp,
+            "updated_at": stamp})
         req.effect("queued run %d of %s on %s%s" % (run_id, wf["path"], branch, "" if req.app.config.workflow_runner
                                                      else " (a record: this server executes no runs)"))
         req.announce(row["id"], "workflow_run", "requested", run_event(run_id, "queued"))
@@ -144,6 +145,11 @@ def enable_or_disable_workflow(req, owner, repo, workflow_id):
         db.execute("UPDATE workflows SET disabled_at = ? WHERE id = ?", (now() if disable else None, wf["id"]))
         req.effect("%s workflow %s" % ("disabled" if disable else "enabled", wf["path"]))
     return 204, None
+
+
+def dispatching_grant(req):
+    """The task grant a run is started under (its job token is made from it), or None: the actor's own authority."""
+    return req.principal.grant["id"] if req.principal.grant is not None else None
 
 
 def run_event(run_id, status, conclusion=None):
@@ -315,8 +321,10 @@ def cancel_run(req, owner, repo, run_id):
 def rerun_run(req, owner, repo, run_id):
     _, run = find_run(req, owner, repo, run_id, "run_workflow")
     with req.transaction() as db:
+        # the new attempt is its rerunner's: her authority (or her task's) bounds its job token
         db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
-                   " updated_at = ? WHERE id = ?", (now(), run["id"]))
+                   " actor_id = ?, grant_id = ?, updated_at = ? WHERE id = ?",
+                   (req.principal.user["id"], dispatching_grant(req), now(), run["id"]))
         req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
         req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
     req.app.runs_waiting.set()

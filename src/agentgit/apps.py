@@ -66,6 +66,7 @@ APP_EVENTS = {"push": "contents", "create": "contents", "delete": "contents", "r
               "pull_request_review": "pull_requests", "check_run": "checks", "workflow_run": "actions",
               "workflow_job": "actions"}
 APP_NAME_MAX = 34                       # GitHub's
+RESERVED_APP_SLUGS = ("github-actions",)     # github-actions[bot] is the account workflow job tokens act as
 INSTALLATION_TOKEN_SECONDS = 3600
 MANIFEST_CODE_SECONDS = 3600
 MANIFEST_PURPOSE = b"app manifest"
@@ -153,6 +154,8 @@ def register_github_app(req, owner, spec):
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     if not slug:
         raise invalid("Integration", "name", message="a name needs a letter or a digit")
+    if slug in RESERVED_APP_SLUGS:
+        raise invalid("Integration", "name", "already_exists", "Name is reserved")
     url = req.text_field(spec, "url", "Integration", limit=2048) or ""
     description = req.text_field(spec, "description", "Integration", limit=1000) or ""
     permissions = checked_permissions(req.field(spec, "default_permissions", dict, "Integration", default={}))

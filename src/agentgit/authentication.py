@@ -263,12 +263,19 @@ def hold_task_grant(principal, grant, actions):
 
 
 def load_grant(store, grant_id):
+    """A grant, its names and sets read; one made from a parent (a run's job grant) is revoked or expired
+    with it, whatever its own row says."""
     row = store.one("SELECT g.*, a.login AS delegator_login FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
                     " WHERE g.id = ?", grant_id)
     if row is None:
         return None
-    return dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
-                constraints=json.loads(row["constraints"]))
+    grant = dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
+                 constraints=json.loads(row["constraints"]))
+    parent = load_grant(store, row["parent_id"]) if row["parent_id"] else None
+    if parent is not None:
+        grant.update(revoked_at=grant["revoked_at"] or parent["revoked_at"],
+                     expires_at=min(grant["expires_at"], parent["expires_at"]))
+    return grant
 
 
 def human_for_identity(app, identity):

@@ -9,17 +9,26 @@ logs as they happen. A cancel (or RUN_TIMEOUT) kills the whole process group wit
 stopped server left in progress is recorded failed at the next start. Without the flag, or without act,
 runs stay records, as before; ``/meta`` says which.
 
-What host mode protects, and what it does not: as ``nobody`` a job cannot read the data directory (0700)
-and it is given no token (GITHUB_TOKEN is empty: the job token, bounded by whoever caused the run, is
-the next step). It still runs on this machine with nobody's rights: its CPU, its network, its /tmp. A
-server that is not root runs jobs as its own user, who can read the data directory: there, run
-workflows only from repositories whose writers you trust, or run the server in a container.
+The job token (``github.token``, ``secrets.GITHUB_TOKEN``) is a narrowing, never a grant: a task token
+of a grant made for the run attempt alone, acting as github-actions[bot] for whoever caused the run: the
+workflow's top-level ``permissions:`` (GitHub's restricted default without them) on this repository only,
+∩ the task the run was started under (its actions, resources, branch prefix and network allowlist, and
+its life: revoking the task ends the job's token), bounded by the delegator's or the actor's authority
+at each request, and revoked when the run ends.
+
+What host mode protects, and what it does not: as ``nobody`` a job cannot read the data directory (0700),
+and its token is handed over in a file of its own, not on a command line others can read. It still runs
+on this machine with nobody's rights: its CPU, its network, its /tmp. A server that is not root runs jobs
+as its own user, who can read the data directory: there, run workflows only from repositories whose
+writers you trust, or run the server in a container.
 """
 
 import io
 import json
 import os
 import pwd
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,14 +38,18 @@ import threading
 import time
 import urllib.parse
 
-from agentgit.config import now
+from agentgit.config import from_now, now
 from agentgit.background import Worker
 from agentgit.storage import insert_row
+from agentgit.tokens import issue_token, revoke, token_fingerprint
 from agentgit.gitstore import repo_dir
-from agentgit.accounts import account_by_id, full_name, repo_by_id
+from agentgit.accounts import account_by_id, full_name, insert_account, repo_by_id
 from agentgit.outbox import chain_of, queue_event
+from agentgit.ledger import Ledger
+from agentgit.authentication import Principal, load_grant
 from agentgit.serializers import repo_json, user_json
 from agentgit.actions import job_event, run_event
+from agentgit.apps import APP_PERMISSIONS, permitted_actions
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
 RUN_LEASE_SECONDS = 30                  # a run's worker renews its claim this often; a lapsed one was abandoned
@@ -118,6 +131,92 @@ def event_payload(app, repo_row, run):
     return payload
 
 
+# -- the job token: a narrowing, never a grant -------------------------------------------------------------
+
+RESTRICTED_PERMISSIONS = {"contents": "read", "metadata": "read"}      # GitHub's restricted default
+PERMISSIONS_LINE_RE = re.compile(r"^permissions:(.*)$", re.MULTILINE)      # (no backtracking: a line is data)
+PERMISSION_RE = re.compile(r"^[ \t]+([a-z-]+):(.*)$")
+ACTIONS_BOT = "github-actions[bot]"
+
+
+def workflow_permissions(text):
+    """The workflow's top-level ``permissions:``, GitHub's way: read-all, write-all, {} or a mapping (block or
+    flow style); without one, the restricted default. A job's own ``permissions:`` are not read: the
+    workflow's bound every job of it. Names agentgit has no action for are left out (they give nothing)."""
+    found = PERMISSIONS_LINE_RE.search(text)
+    if found is None:
+        return dict(RESTRICTED_PERMISSIONS)
+    value, pairs = found.group(1).partition("#")[0].strip(), []
+    if value in ("read-all", "write-all"):
+        return {name: value[:-4] for name in APP_PERMISSIONS}
+    if value.startswith("{"):
+        pairs = [part.partition(":")[::2] for part in value.strip("{} ").split(",") if ":" in part]
+    elif not value:
+        for line in text[found.end():].splitlines()[1:]:
+            item = PERMISSION_RE.match(line)
+            if item is None:
+                break
+            pairs.append((item.group(1), item.group(2).partition("#")[0]))
+    permissions = {"metadata": "read"}
+    for name, level in ((n.strip().replace("-", "_"), v.strip()) for n, v in pairs):
+        if name in APP_PERMISSIONS and level in ("read", "write"):
+            permissions[name] = level
+    return permissions
+
+
+def actions_bot(db):
+    """The account job tokens act as (GitHub's github-actions[bot]), made the first time a run needs it."""
+    row = db.execute("SELECT id FROM accounts WHERE login = ?", (ACTIONS_BOT,)).fetchone()
+    return row["id"] if row is not None else insert_account(db, ACTIONS_BOT, "agent", name="GitHub Actions")
+
+
+def mint_job_token(app, run, repo_row, workflow_text):
+    """The run attempt's job token: a task token of a grant made for it alone, from github-actions[bot] for
+    whoever caused the run. Its actions are the workflow's permissions ∩ (for a run started under a task)
+    that task's actions, on this repository only (and not at all where the task does not name it), within
+    the task's branch prefix and network allowlist; its authority is the task's delegator's or the actor's
+    own, live; it dies with the run, or with the task. None where no account caused the run."""
+    store = app.store
+    actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
+    if actor is None:
+        return None
+    name = "repo:" + full_name(repo_row)
+    actions, resources = set(permitted_actions(workflow_permissions(workflow_text))), [name]
+    parent = load_grant(store, run["grant_id"]) if run["grant_id"] else None
+    delegator, constraints = actor["id"], {}
+    if parent is not None:
+        actions &= parent["actions"]
+        resources = [r for r in resources if r in parent["resources"]]
+        delegator = parent["delegator_id"]
+        constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
+    expires_at = from_now(RUN_TIMEOUT + 60)
+    with store.transaction() as db:
+        grant_id = insert_row(db, "task_grants", {
+            "public_id": "tg_" + secrets.token_hex(8), "agent_id": actions_bot(db), "delegator_id": delegator,
+            "task": "task:run/%d/%d" % (run["id"], run["run_attempt"]), "resources": json.dumps(resources),
+            "actions": json.dumps(sorted(actions)), "constraints": json.dumps(dict(constraints, expires_at=expires_at)),
+            "created_at": now(), "expires_at": expires_at, "parent_id": run["grant_id"]})
+        token, _ = issue_token(db, app.key, actions_bot(db), "task", name="job token of run %d" % run["id"],
+                               scopes=sorted(actions), expires_at=expires_at, grant_id=grant_id)
+        db.execute("UPDATE workflow_runs SET job_grant_id = ? WHERE id = ?", (grant_id, run["id"]))
+        Ledger(app, Principal(runtime="runner"), "runner").record(
+            "issue_token", "user:" + actor["login"], ["the job token of run %d, bounded by %s" % (
+                run["id"], "task grant %s" % parent["public_id"] if parent else actor["login"])],
+            "job token %s for run %d: %s on %s" % (token_fingerprint(token), run["id"], ",".join(sorted(actions)) or
+                                                  "nothing", ",".join(resources) or "nothing"), db)
+    return token
+
+
+def end_job_token(store, run_id):
+    """The run's job grant revoked with every token of it: a job token lives no longer than its run."""
+    with store.transaction() as db:
+        row = db.execute("SELECT job_grant_id FROM workflow_runs WHERE id = ?", (run_id,)).fetchone()
+        if row is not None and row["job_grant_id"]:
+            db.execute("UPDATE task_grants SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+                       (now(), row["job_grant_id"]))
+            revoke(db, "grant_id = ?", (row["job_grant_id"],))
+
+
 def unprivileged_user():
     """(uid, gid) of nobody where the server runs as root; None otherwise (jobs then run as the server's user)."""
     if os.geteuid() != 0:
@@ -143,8 +242,14 @@ def execute(app, run, stopping, recorder):
     with tempfile.TemporaryDirectory(prefix="agentgit-run-") as work:
         checkout = os.path.join(work, "repository")
         check_out(app, repo_row, run, checkout)
+        with open(os.path.join(checkout, wf["path"]), encoding="utf-8", errors="replace") as f:
+            token = mint_job_token(app, run, repo_row, f.read())
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
+        # the token in a file of the job's user, not on the command line (which others on the host can read)
+        secrets_file = os.path.join(work, "secrets")
+        with open(os.open(secrets_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("GITHUB_TOKEN=%s\n" % token if token else "")
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
@@ -153,6 +258,11 @@ def execute(app, run, stopping, recorder):
                    "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc]
         for platform in PLATFORMS:
             command += ["-P", platform + "=-self-hosted"]
+        # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
+        command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
+                    "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
+        if token:
+            command += ["--secret-file", secrets_file]
         environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work)
         process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -323,8 +433,10 @@ class JobRecorder:
         job["closed"] = True
 
     def finish(self, exit_code, why):
-        """The run's end: its open jobs cancelled (or failed), its conclusion from its jobs'. A run cancelled
-        by a person keeps the conclusion the cancel gave it; one that timed out or was stopped is cancelled."""
+        """The run's end: its job token revoked, its open jobs cancelled (or failed), its conclusion from its
+        jobs'. A run cancelled by a person keeps the conclusion the cancel gave it; one that timed out or was
+        stopped is cancelled."""
+        end_job_token(self.store, self.run["id"])
         stamp, ended = now(), "cancelled" if why else "failure"
         if not self.jobs:       # act ran nothing (a workflow it could not read): what it said is the run's log
             job = self.open_job({"jobID": "workflow", "job": "/workflow"})

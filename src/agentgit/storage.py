@@ -99,7 +99,10 @@ MIGRATIONS = {
                   + AUDIT_REBUILT[1]),
     # GitHub Apps, and their webhooks among the hooks (whose table a version-10 database may not have yet:
     # an empty one of the old shape is made to copy from); runs that execute, with their jobs
-    11: Migration([("workflow_runs", "run_started_at TEXT"), ("workflow_runs", "leased_until REAL")],
+    11: Migration([("workflow_runs", "run_started_at TEXT"), ("workflow_runs", "leased_until REAL"),
+                   ("workflow_runs", "grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL"),
+                   ("workflow_runs", "job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL"),
+                   ("task_grants", "parent_id INTEGER REFERENCES task_grants(id) ON DELETE CASCADE")],
                   "CREATE TABLE IF NOT EXISTS hooks (id INTEGER PRIMARY KEY, repo_id INTEGER, org_id INTEGER,"
                       " url TEXT, content_type TEXT, secret_sealed TEXT, insecure_ssl TEXT, events TEXT, active INTEGER,"
                       " creator_id INTEGER, created_at TEXT, updated_at TEXT);"
