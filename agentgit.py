@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  2939  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11371  delegation.create_invite
-       line 11443  delegation.confirm_binding
-       line 12075  tasks.create_task_grant
+       line 11376  delegation.create_invite
+       line 11448  delegation.confirm_binding
+       line 12080  tasks.create_task_grant
        line  3738  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18901  server.App.dispatch
+       line 18906  server.App.dispatch
        line  3615  authentication.authenticate
        line  3298  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18554  githttp.git_receive_pack
+       line 18559  githttp.git_receive_pack
        line  3342  ledger.Ledger.decide_each
        line  3276  intents.reconcile_intents
 
@@ -96,38 +96,38 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     37. gitdata            lines  8501- 8850  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     38. releases           lines  8851- 9190  REST: releases, tags and release assets.
     39. deploy_keys        lines  9191- 9269  REST: deploy keys.
-    40. actions            lines  9270- 9597  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9598- 9800  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9801-10149  REST: organizations, memberships and teams.
-    43. webhooks           lines 10150-10701  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10702-11189  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11190-11265  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11266-11830  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 11831-12041  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12042-12467  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12468-13109  REST: GitHub Apps, as agents.
-    50. runner             lines 13110-13546  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13547-13718  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 13719-13981  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 13982-14663  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14664-14894  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 14895-15280  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15281-15754  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 15755-16035  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 16036-16218  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16219-16555  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16556-16795  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 16796-17254  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17255-17908  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 17909-18416  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18417-18622  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18623-18891  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 18892-19518  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19519-19795  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 19796-20294  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20295-21215  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    40. actions            lines  9270- 9602  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9603- 9805  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9806-10154  REST: organizations, memberships and teams.
+    43. webhooks           lines 10155-10706  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10707-11194  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11195-11270  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11271-11835  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 11836-12046  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12047-12472  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12473-13114  REST: GitHub Apps, as agents.
+    50. runner             lines 13115-13551  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13552-13723  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 13724-13986  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 13987-14668  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14669-14899  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 14900-15285  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15286-15759  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 15760-16040  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 16041-16223  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16224-16560  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16561-16800  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 16801-17259  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17260-17913  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 17914-18421  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18422-18627  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18628-18896  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 18897-19523  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19524-19800  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 19801-20299  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20300-21220  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is e2a5558e45abed7a2415498a457d5693319b7746eed22561893e2b4d0be27107
+Made from sources whose SHA-256 is 470512e8d2027d46f23365ac1d7ef9fcea2923697774b9187d7d05bae05bbbd7
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -9342,6 +9342,7 @@ def dispatch_workflow(req, owner, repo, workflow_id):
     body = req.json()
     ref = req.field(body, "ref", str, "Workflow", required=True)
     inputs = req.field(body, "inputs", dict, "Workflow", default={})
+    details = req.field(body, "return_run_details", bool, "Workflow", default=False)
     if len(inputs) > 25 or not all(isinstance(v, (str, int, float, bool)) for v in inputs.values()):
         raise invalid("Workflow", "inputs", message="inputs must be at most 25 string, number or boolean values")
     row = find_repo(req, owner, repo)
@@ -9367,6 +9368,10 @@ def dispatch_workflow(req, owner, repo, workflow_id):
                                                      else " (a record: this server executes no runs)"))
         req.announce(row["id"], "workflow_run", "requested", run_event(run_id, "queued"))
     req.app.runs_waiting.set()
+    if details:         # (GitHub's since 2026, which gh 2.87 and later asks for: the run it started)
+        return 200, {"workflow_run_id": run_id, "run_url": "%s/repos/%s/actions/runs/%d" % (
+            req.app.api, full_name(row), run_id), "html_url": "%s/%s/actions/runs/%d" % (req.app.url, full_name(row),
+                                                                                          run_id)}
     return 204, None
 
 

@@ -80,9 +80,11 @@ def test_a_dispatched_run_executes_and_records_its_jobs_steps_and_logs(running):
     alice = with_workflow(srv, WORKFLOW)
     assert api(srv, "GET", "/meta").json["agentgit_workflow_runs"] == "act"
     sha = api(srv, "GET", "/repos/alice/app/branches/main", alice).json["commit"]["sha"]
-    assert api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", alice, {
-        "ref": "main", "inputs": {"greeting": "hi"}}).status == 204
-    run_id = api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"][0]["id"]
+    started = api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", alice, {
+        "ref": "main", "inputs": {"greeting": "hi"}, "return_run_details": True})
+    assert started.status == 200 and started.json["html_url"].endswith("/alice/app/actions/runs/1")
+    run_id = started.json["workflow_run_id"]
+    assert api(srv, "GET", started.json["run_url"].split("/api/v3", 1)[1], alice).json["id"] == run_id
     run = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)
     assert run["conclusion"] == "failure"
     jobs = api(srv, "GET", "/repos/alice/app/actions/runs/%d/jobs" % run_id, alice).json

@@ -87,6 +87,7 @@ def dispatch_workflow(req, owner, repo, workflow_id):
     body = req.json()
     ref = req.field(body, "ref", str, "Workflow", required=True)
     inputs = req.field(body, "inputs", dict, "Workflow", default={})
+    details = req.field(body, "return_run_details", bool, "Workflow", default=False)
     if len(inputs) > 25 or not all(isinstance(v, (str, int, float, bool)) for v in inputs.values()):
         raise invalid("Workflow", "inputs", message="inputs must be at most 25 string, number or boolean values")
     row = find_repo(req, owner, repo)
@@ -112,6 +113,10 @@ def dispatch_workflow(req, owner, repo, workflow_id):
                                                      else " (a record: this server executes no runs)"))
         req.announce(row["id"], "workflow_run", "requested", run_event(run_id, "queued"))
     req.app.runs_waiting.set()
+    if details:         # (GitHub's since 2026, which gh 2.87 and later asks for: the run it started)
+        return 200, {"workflow_run_id": run_id, "run_url": "%s/repos/%s/actions/runs/%d" % (
+            req.app.api, full_name(row), run_id), "html_url": "%s/%s/actions/runs/%d" % (req.app.url, full_name(row),
+                                                                                          run_id)}
     return 204, None
 
 
