@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1628  tokens.issue_token
-       line  1650  tokens.verify_token
+       line  1632  tokens.issue_token
+       line  1654  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2811  policy.POLICY_RULES
-       line  2851  policy.decide
+       line  2815  policy.POLICY_RULES
+       line  2855  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2916  audit.audit_append
-       line  2939  audit.audit_verify
+       line  2920  audit.audit_append
+       line  2943  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11376  delegation.create_invite
-       line 11448  delegation.confirm_binding
-       line 12080  tasks.create_task_grant
-       line  3738  authentication.load_grant
+       line 11380  delegation.create_invite
+       line 11452  delegation.confirm_binding
+       line 12084  tasks.create_task_grant
+       line  3742  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
        line 18906  server.App.dispatch
-       line  3615  authentication.authenticate
-       line  3298  ledger.Ledger
+       line  3619  authentication.authenticate
+       line  3302  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
        line 18559  githttp.git_receive_pack
-       line  3342  ledger.Ledger.decide_each
-       line  3276  intents.reconcile_intents
+       line  3346  ledger.Ledger.decide_each
+       line  3280  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -62,51 +62,51 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      3. crypto             lines   339-  797  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   798-  901  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
      5. storage            lines   902- 1140  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1141- 1173  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1174- 1395  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1396- 1576  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1577- 1677  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1678- 1830  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1831- 2056  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2057- 2873  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2874- 3087  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3088- 3150  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3151- 3219  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3220- 3292  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3293- 3486  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3487- 3785  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3786- 3971  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  3972- 4101  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4102- 4397  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4398- 4613  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4614- 4681  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4682- 4957  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  4958- 5055  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5056- 5592  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5593- 5861  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  5862- 6646  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6647- 6776  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6777- 7303  REST: pull requests and their merges.
-    31. reviews            lines  7304- 7652  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7653- 7760  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7761- 7817  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7818- 8059  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8060- 8337  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8338- 8500  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8501- 8850  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8851- 9190  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9191- 9269  REST: deploy keys.
-    40. actions            lines  9270- 9602  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9603- 9805  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9806-10154  REST: organizations, memberships and teams.
-    43. webhooks           lines 10155-10706  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10707-11194  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11195-11270  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11271-11835  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 11836-12046  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12047-12472  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12473-13114  REST: GitHub Apps, as agents.
-    50. runner             lines 13115-13551  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+     6. background         lines  1141- 1177  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1178- 1399  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1400- 1580  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1581- 1681  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1682- 1834  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1835- 2060  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2061- 2877  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2878- 3091  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3092- 3154  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3155- 3223  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3224- 3296  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3297- 3490  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3491- 3789  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3790- 3975  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  3976- 4105  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4106- 4401  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4402- 4617  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4618- 4685  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4686- 4961  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  4962- 5059  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5060- 5596  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5597- 5865  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  5866- 6650  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6651- 6780  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6781- 7307  REST: pull requests and their merges.
+    31. reviews            lines  7308- 7656  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7657- 7764  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7765- 7821  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7822- 8063  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8064- 8341  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8342- 8504  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8505- 8854  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8855- 9194  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9195- 9273  REST: deploy keys.
+    40. actions            lines  9274- 9606  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9607- 9809  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9810-10158  REST: organizations, memberships and teams.
+    43. webhooks           lines 10159-10710  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10711-11198  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11199-11274  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11275-11839  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 11840-12050  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12051-12476  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12477-13118  REST: GitHub Apps, as agents.
+    50. runner             lines 13119-13551  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
     51. oversight          lines 13552-13723  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
     52. graphql_language   lines 13724-13986  GraphQL language: lexer, parser and the limits that refuse hostile documents.
     53. graphql_resolvers  lines 13987-14668  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
@@ -127,7 +127,7 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     68. cli                lines 19801-20299  Command line: serve, user, agent, connect, routes, audit.
         appendix           lines 20300-21220  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 470512e8d2027d46f23365ac1d7ef9fcea2923697774b9187d7d05bae05bbbd7
+Made from sources whose SHA-256 is a4c3d03df0c3b1b94dc5d0acfc57251a52b8493da76fd1b1774e816ee541b573
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1159,7 +1159,11 @@ class Worker:
         while not self.stopping.is_set():
             item = self.claim()
             if item is not None:
-                self.work(item)
+                try:
+                    self.work(item)
+                except Exception:       # (a bug, or what it worked on deleted under it): the worker goes on
+                    print("agentgit: %s failed on row %s:\n%s" % (self.thread.name, item["id"], traceback.format_exc()),
+                          file=sys.stderr)
                 continue
             self.wake.wait(self.interval)
             self.wake.clear()
@@ -13342,10 +13346,6 @@ def execute(app, run, stopping, recorder):
     recorder.finish(process.returncode, watch.why)
 
 
-def job_name(job, db):
-    return db.execute("SELECT name FROM workflow_jobs WHERE id = ?", (job["id"],)).fetchone()["name"]
-
-
 class Watch(threading.Thread):
     """Keeps a run's lease, and ends its process group when the run is cancelled or deleted, times out,
     or the server stops: SIGTERM, then SIGKILL, so nothing it started is left behind."""
@@ -13434,8 +13434,8 @@ class JobRecorder:
                                  check_id)).lastrowid
             announce(self.store, db, self.run, "workflow_job", "in_progress", job_event(job_id, "in_progress"))
         self.wake_deliveries.set()
-        job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": [],
-                                           "check_run": check_id, "annotations": []}
+        job = self.jobs[event["jobID"]] = {"id": job_id, "name": name, "steps": [], "log": [], "size": 0, "key": None,
+                                           "starts": [], "check_run": check_id, "annotations": []}
         return job
 
     def follow_step(self, job, event, stamp):
@@ -13483,7 +13483,7 @@ class JobRecorder:
             if done:
                 db.execute("UPDATE check_runs SET status = 'completed', conclusion = ?, completed_at = ?, output = ? WHERE"
                            " id = ?", (done["conclusion"], done["completed_at"], json.dumps({
-                               "title": "%s: %s" % (job_name(job, db), done["conclusion"]), "summary": "",
+                               "title": "%s: %s" % (job["name"], done["conclusion"]), "summary": "",
                                "annotations": job["annotations"]}), job["check_run"]))
                 announce(self.store, db, self.run, "workflow_job", "completed", job_event(
                     job["id"], "completed", done["conclusion"]))

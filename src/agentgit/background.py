@@ -2,7 +2,9 @@
 request makes some and every so often for what another process or a restart left. The webhook outbox's
 sender and the workflow runs' executor are two."""
 
+import sys
 import threading
+import traceback
 
 
 class Worker:
@@ -21,7 +23,11 @@ class Worker:
         while not self.stopping.is_set():
             item = self.claim()
             if item is not None:
-                self.work(item)
+                try:
+                    self.work(item)
+                except Exception:       # (a bug, or what it worked on deleted under it): the worker goes on
+                    print("agentgit: %s failed on row %s:\n%s" % (self.thread.name, item["id"], traceback.format_exc()),
+                          file=sys.stderr)
                 continue
             self.wake.wait(self.interval)
             self.wake.clear()

@@ -276,10 +276,6 @@ def execute(app, run, stopping, recorder):
     recorder.finish(process.returncode, watch.why)
 
 
-def job_name(job, db):
-    return db.execute("SELECT name FROM workflow_jobs WHERE id = ?", (job["id"],)).fetchone()["name"]
-
-
 class Watch(threading.Thread):
     """Keeps a run's lease, and ends its process group when the run is cancelled or deleted, times out,
     or the server stops: SIGTERM, then SIGKILL, so nothing it started is left behind."""
@@ -368,8 +364,8 @@ class JobRecorder:
                                  check_id)).lastrowid
             announce(self.store, db, self.run, "workflow_job", "in_progress", job_event(job_id, "in_progress"))
         self.wake_deliveries.set()
-        job = self.jobs[event["jobID"]] = {"id": job_id, "steps": [], "log": [], "size": 0, "key": None, "starts": [],
-                                           "check_run": check_id, "annotations": []}
+        job = self.jobs[event["jobID"]] = {"id": job_id, "name": name, "steps": [], "log": [], "size": 0, "key": None,
+                                           "starts": [], "check_run": check_id, "annotations": []}
         return job
 
     def follow_step(self, job, event, stamp):
@@ -417,7 +413,7 @@ class JobRecorder:
             if done:
                 db.execute("UPDATE check_runs SET status = 'completed', conclusion = ?, completed_at = ?, output = ? WHERE"
                            " id = ?", (done["conclusion"], done["completed_at"], json.dumps({
-                               "title": "%s: %s" % (job_name(job, db), done["conclusion"]), "summary": "",
+                               "title": "%s: %s" % (job["name"], done["conclusion"]), "summary": "",
                                "annotations": job["annotations"]}), job["check_run"]))
                 announce(self.store, db, self.run, "workflow_job", "completed", job_event(
                     job["id"], "completed", done["conclusion"]))
