@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1632  tokens.issue_token
-       line  1654  tokens.verify_token
+       line  1633  tokens.issue_token
+       line  1655  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2815  policy.POLICY_RULES
-       line  2855  policy.decide
+       line  2816  policy.POLICY_RULES
+       line  2856  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2920  audit.audit_append
-       line  2943  audit.audit_verify
+       line  2921  audit.audit_append
+       line  2944  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11380  delegation.create_invite
-       line 11452  delegation.confirm_binding
-       line 12084  tasks.create_task_grant
-       line  3742  authentication.load_grant
+       line 11397  delegation.create_invite
+       line 11469  delegation.confirm_binding
+       line 12101  tasks.create_task_grant
+       line  3755  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 18906  server.App.dispatch
-       line  3619  authentication.authenticate
-       line  3302  ledger.Ledger
+       line 19056  server.App.dispatch
+       line  3632  authentication.authenticate
+       line  3315  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18559  githttp.git_receive_pack
-       line  3346  ledger.Ledger.decide_each
-       line  3280  intents.reconcile_intents
+       line 18709  githttp.git_receive_pack
+       line  3359  ledger.Ledger.decide_each
+       line  3293  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,73 +61,73 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   309-  338  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   339-  797  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   798-  901  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   902- 1140  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1141- 1177  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1178- 1399  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1400- 1580  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1581- 1681  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1682- 1834  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1835- 2060  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2061- 2877  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2878- 3091  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3092- 3154  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3155- 3223  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3224- 3296  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3297- 3490  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3491- 3789  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3790- 3975  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  3976- 4105  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4106- 4401  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4402- 4617  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4618- 4685  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4686- 4961  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  4962- 5059  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5060- 5596  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5597- 5865  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  5866- 6650  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6651- 6780  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6781- 7307  REST: pull requests and their merges.
-    31. reviews            lines  7308- 7656  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7657- 7764  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7765- 7821  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7822- 8063  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8064- 8341  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8342- 8504  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8505- 8854  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8855- 9194  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9195- 9273  REST: deploy keys.
-    40. actions            lines  9274- 9606  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9607- 9809  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9810-10158  REST: organizations, memberships and teams.
-    43. webhooks           lines 10159-10710  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10711-11198  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11199-11274  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11275-11839  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 11840-12050  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12051-12476  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12477-13118  REST: GitHub Apps, as agents.
-    50. runner             lines 13119-13551  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13552-13723  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 13724-13986  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 13987-14668  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14669-14899  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 14900-15285  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15286-15759  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 15760-16040  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 16041-16223  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16224-16560  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16561-16800  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 16801-17259  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17260-17913  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 17914-18421  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18422-18627  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18628-18896  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 18897-19523  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19524-19800  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 19801-20299  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20300-21220  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   902- 1141  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. background         lines  1142- 1178  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1179- 1400  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1401- 1581  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1582- 1682  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1683- 1835  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1836- 2061  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2062- 2878  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2879- 3092  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3093- 3167  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3168- 3236  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3237- 3309  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3310- 3503  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3504- 3802  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3803- 3988  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  3989- 4118  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4119- 4414  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4415- 4630  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4631- 4698  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4699- 4974  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  4975- 5072  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5073- 5609  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5610- 5878  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  5879- 6663  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6664- 6793  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6794- 7320  REST: pull requests and their merges.
+    31. reviews            lines  7321- 7669  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7670- 7777  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7778- 7834  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7835- 8076  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8077- 8354  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8355- 8517  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8518- 8867  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8868- 9207  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9208- 9286  REST: deploy keys.
+    40. actions            lines  9287- 9623  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9624- 9826  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9827-10175  REST: organizations, memberships and teams.
+    43. webhooks           lines 10176-10727  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10728-11215  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11216-11291  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11292-11856  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 11857-12067  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12068-12493  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12494-13135  REST: GitHub Apps, as agents.
+    50. runner             lines 13136-13701  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13702-13873  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 13874-14136  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 14137-14818  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14819-15049  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 15050-15435  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15436-15909  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 15910-16190  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 16191-16373  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16374-16710  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16711-16950  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 16951-17409  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17410-18063  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 18064-18571  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18572-18777  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18778-19046  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 19047-19673  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19674-19950  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 19951-20449  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20450-21384  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is a4c3d03df0c3b1b94dc5d0acfc57251a52b8493da76fd1b1774e816ee541b573
+Made from sources whose SHA-256 is 7d9a6c00e2b0f2ad3f034fd85a56dbfeb1d3d5646a69898a9d5a8259aa31f935
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -994,6 +994,7 @@ MIGRATIONS = {
     11: Migration([("workflow_runs", "run_started_at TEXT"), ("workflow_runs", "leased_until REAL"),
                    ("workflow_runs", "grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL"),
                    ("workflow_runs", "job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL"),
+                   ("workflow_runs", "pushed TEXT"),
                    ("task_grants", "parent_id INTEGER REFERENCES task_grants(id) ON DELETE CASCADE")],
                   "CREATE TABLE IF NOT EXISTS hooks (id INTEGER PRIMARY KEY, repo_id INTEGER, org_id INTEGER,"
                       " url TEXT, content_type TEXT, secret_sealed TEXT, insecure_ssl TEXT, events TEXT, active INTEGER,"
@@ -3104,12 +3105,24 @@ def subscribed(events, event):
     return event in events or "*" in events
 
 
+def queue_push_trigger(db, repo_id, subject, chain):
+    """A pushed ref for the runner to start workflows from (runner.start_push_runs), unless a job token
+    pushed it: GitHub's rule, so that a workflow cannot start itself again and again."""
+    if subject["after"] == ZERO_SHA or (chain.get("task") or "").startswith("task:run/"):
+        return
+    db.execute("INSERT INTO run_triggers (repo_id, ref, before, after, actor, grant_id, created_at) VALUES"
+               " (?, ?, ?, ?, ?, ?, ?)", (repo_id, subject["ref"], subject["before"], subject["after"],
+                                          chain.get("actor"), chain.get("grant"), now()))
+
+
 def queue_event(db, repo_id, event, action, subject, chain):
     """One delivery for each active hook of the repository (and of the organization that owns it, and of
-    each App installed on it) that subscribes to ``event``; call inside the change's transaction. Returns
-    how many were queued."""
+    each App installed on it) that subscribes to ``event``, and for a push the runs' trigger; call inside
+    the change's transaction. Returns how many deliveries were queued."""
     hooks = db.execute("SELECT id, events FROM hooks WHERE active = 1 AND (repo_id = ? OR org_id = (SELECT owner_id"
                        " FROM repos WHERE id = ?))", (repo_id, repo_id)).fetchall()
+    if event == "push":
+        queue_push_trigger(db, repo_id, subject, chain)
     queued = 0
     for hook in hooks:
         if subscribed(json.loads(hook["events"]), event):
@@ -9283,17 +9296,21 @@ WORKFLOW_NAME_RE = re.compile(rb"^name:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
 
 def workflow_files(git, row):
     """{path: display name} of .github/workflows/*.yml|yaml on the default branch."""
-    sha = branch_sha(git, row["default_branch"])
+    out = {}
+    for path, text in workflow_blobs(git, branch_sha(git, row["default_branch"])).items():
+        m = WORKFLOW_NAME_RE.search(text)
+        out[path] = m.group(1).decode("utf-8", "replace") if m else path
+    return out
+
+
+def workflow_blobs(git, sha):
+    """{path: contents} of .github/workflows/*.yml|yaml at the commit ``sha`` (None: none)."""
     found = lookup_path(git, git[sha.encode()].tree.decode(), ".github/workflows") if sha else None
     if not found or found[0] != 0o040000:
         return {}
-    out = {}
-    for item in git[found[1].encode()].items():
-        path = ".github/workflows/" + item.path.decode("utf-8", "replace")
-        if path.endswith((".yml", ".yaml")) and item.mode != 0o040000:
-            m = WORKFLOW_NAME_RE.search(git[item.sha].data)
-            out[path] = m.group(1).decode("utf-8", "replace") if m else path
-    return out
+    return {".github/workflows/" + item.path.decode("utf-8", "replace"): git[item.sha].data
+            for item in git[found[1].encode()].items()
+            if item.path.endswith((b".yml", b".yaml")) and item.mode != 0o040000}
 
 
 def sync_workflows(req, row):
@@ -13162,6 +13179,11 @@ def announce(store, db, run, event, action, subject):
         {"actor": actor["login"] if actor else None, "user_kind": actor["kind"] if actor else None}))
 
 
+def claim_trigger(store):
+    """The oldest pushed ref waiting to start its workflows (outbox.queue_push_trigger), or None."""
+    return store.one("SELECT * FROM run_triggers ORDER BY id LIMIT 1")
+
+
 def abandon_lapsed_runs(store):
     """Runs a stopped server left in progress (their lease lapsed) end failed: what they did is unknown."""
     with store.transaction() as db:
@@ -13195,10 +13217,129 @@ def event_payload(app, repo_row, run):
     """The event act gives the workflow (``github.event``), in GitHub's shape."""
     payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, account_by_id(
         app.store, run["actor_id"])) if run["actor_id"] else None}
+    if run["pushed"]:
+        payload.update(json.loads(run["pushed"]), pusher={"name": payload["sender"]["login"] if payload["sender"]
+                                                          else None, "email": None})
     if run["event"] == "workflow_dispatch":
         wf = app.store.one("SELECT path FROM workflows WHERE id = ?", run["workflow_id"])
         payload.update(inputs=json.loads(run["inputs"]), ref="refs/heads/" + run["head_branch"], workflow=wf["path"])
     return payload
+
+
+# -- the runs a push starts ----------------------------------------------------------------------------
+
+ON_LINE_RE = re.compile(r"""^(?:on|"on"|'on'|true):(.*)$""", re.MULTILINE)
+REF_FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore")
+
+
+def yaml_words(value):
+    """The items of a one-line YAML scalar or flow list, unquoted: 'push' or [push, "pull_request"]."""
+    value = value.partition(" #")[0].strip()
+    items = value[1:-1].split(",") if value.startswith("[") and value.endswith("]") else [value]
+    return [item.strip().strip("'\"") for item in items if item.strip()]
+
+
+def workflow_events(text):
+    """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
+    of events, a mapping of events to their filters); the ref filters are read, other settings are not."""
+    found = ON_LINE_RE.search(text)
+    if found is None:
+        return {}
+    if found.group(1).partition(" #")[0].strip():
+        return {event: {} for event in yaml_words(found.group(1))}
+    events, event, listing, base = {}, None, None, None
+    for line in text[found.end():].splitlines()[1:]:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            break
+        base = indent if base is None else base
+        if indent == base:
+            name = stripped[2:] if stripped.startswith("- ") else stripped.partition(":")[0]
+            event, listing = yaml_words(name)[0] if yaml_words(name) else None, None
+            if event:
+                events[event] = {}
+        elif event and stripped.startswith("- ") and listing:
+            events[event][listing] += yaml_words(stripped[2:])
+        elif event:
+            key, _, value = stripped.partition(":")
+            listing = key.strip() if key.strip() in REF_FILTERS else None
+            if listing:
+                events[event][listing] = yaml_words(value) if value.strip() else []
+    return events
+
+
+def glob_pattern(pattern):
+    """GitHub's filter pattern as a regular expression: * within a path segment, ** across them, ? one."""
+    parts = re.split(r"(\*\*|\*|\?)", pattern)
+    return re.compile("".join({"**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part)) for part in parts))
+
+
+def ref_matches(filters, ref):
+    """Does a push of ``ref`` start a workflow with these filters (GitHub's rules: patterns in order, a
+    leading ! excluding again; filters for one kind of ref only leave the other kind out)?"""
+    kind = "branches" if ref.startswith("refs/heads/") else "tags" if ref.startswith("refs/tags/") else None
+    if kind is None:
+        return False
+    name = ref.split("/", 2)[2]
+    if not any(f in filters for f in REF_FILTERS):
+        return True
+    if kind + "-ignore" in filters:
+        return not any(glob_pattern(p).fullmatch(name) for p in filters[kind + "-ignore"])
+    matched = False
+    for pattern in filters.get(kind, ()):
+        if pattern.startswith("!"):
+            matched = matched and not glob_pattern(pattern[1:]).fullmatch(name)
+        elif glob_pattern(pattern).fullmatch(name):
+            matched = True
+    return matched
+
+
+def peel_commit(git, sha):
+    """The commit a pushed sha is (an annotated tag peeled), or None."""
+    obj = git[sha.encode()]
+    while obj.type_name == b"tag":
+        obj = git[obj.object[1]]
+    return obj.id.decode() if obj.type_name == b"commit" else None
+
+
+def start_push_runs(app, trigger):
+    """The runs a pushed ref starts: one for each workflow at the pushed commit whose ``on: push`` matches the
+    ref (paths filters are not read), queued for whoever pushed, under the task they pushed under."""
+    store = app.store
+    repo_row = repo_by_id(store, trigger["repo_id"])
+    started = []
+    if repo_row is not None:
+        with open_repo(app, repo_row["id"]) as git:
+            commit = peel_commit(git, trigger["after"])
+            blobs = workflow_blobs(git, commit) if commit else {}
+        started = [path for path, text in sorted(blobs.items()) if ref_matches(
+            workflow_events(text.decode("utf-8", "replace")).get("push", {"branches": []}), trigger["ref"])]
+    actor = account_by_login(store, trigger["actor"]) if trigger["actor"] else None
+    grant = store.one("SELECT id FROM task_grants WHERE public_id = ?", trigger["grant_id"]) if trigger["grant_id"] \
+        else None
+    with store.transaction() as db:
+        for path in started:
+            db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
+                       (repo_row["id"], path, now()))
+            workflow = db.execute("SELECT id FROM workflows WHERE repo_id = ? AND path = ?", (repo_row["id"], path))\
+                .fetchone()["id"]
+            number = db.execute("SELECT COALESCE(MAX(run_number), 0) + 1 AS n FROM workflow_runs WHERE workflow_id = ?",
+                                (workflow,)).fetchone()["n"]
+            run_id = insert_row(db, "workflow_runs", {
+                "repo_id": repo_row["id"], "workflow_id": workflow, "run_number": number, "event": "push",
+                "head_branch": trigger["ref"].split("/", 2)[2], "head_sha": commit, "status": "queued",
+                "actor_id": actor["id"] if actor else None, "grant_id": grant["id"] if grant else None,
+                "pushed": json.dumps({k: trigger[k] for k in ("ref", "before", "after")}), "created_at": now(),
+                "updated_at": now()})
+            announce(store, db, db.execute("SELECT * FROM workflow_runs WHERE id = ?", (run_id,)).fetchone(),
+                     "workflow_run", "requested", run_event(run_id, "queued"))
+        db.execute("DELETE FROM run_triggers WHERE id = ?", (trigger["id"],))
+    if started:
+        app.runs_waiting.set()
+        app.deliveries_waiting.set()
 
 
 # -- the job token: a narrowing, never a grant -------------------------------------------------------------
@@ -13534,13 +13675,22 @@ class WorkflowRunner(Worker):
     def start(self):
         if self.app.config.workflow_runner:
             abandon_lapsed_runs(self.app.store)
-            super().start()
-        return self
+        return super().start()
 
     def claim(self):
-        return claim_run(self.app.store)
+        """A pushed ref to start workflows from first (with or without the executor, as a dispatch records a
+        run either way), then a queued run where runs execute here."""
+        return claim_trigger(self.app.store) or (claim_run(self.app.store) if self.app.config.workflow_runner
+                                                 else None)
 
-    def work(self, run):
+    def work(self, item):
+        if "ref" in item.keys():
+            try:
+                return start_push_runs(self.app, item)
+            finally:        # (once, whatever became of it: a trigger that fails is not tried in a loop)
+                with self.app.store.transaction() as db:
+                    db.execute("DELETE FROM run_triggers WHERE id = ?", (item["id"],))
+        run = item
         recorder = JobRecorder(self.app, run)
         try:
             execute(self.app, run, self.stopping, recorder)
@@ -20823,6 +20973,7 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     leased_until REAL,               -- the executor's claim while it runs (epoch seconds)
     grant_id     INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- the task its actor dispatched it under
     job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- its job token's grant while it runs
+    pushed       TEXT,                -- a push's run: JSON {ref, before, after} of the push that started it
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
@@ -20845,6 +20996,19 @@ CREATE TABLE IF NOT EXISTS workflow_jobs (
     created_at    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS workflow_jobs_by_run ON workflow_jobs(run_id, run_attempt);
+
+-- A ref a push moved, written with the move (outbox.queue_event): the runner reads the workflows at its
+-- commit and starts the runs whose `on: push` it matches (version 11). Never a job token's push.
+CREATE TABLE IF NOT EXISTS run_triggers (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    ref         TEXT NOT NULL,
+    before      TEXT NOT NULL,
+    after       TEXT NOT NULL,
+    actor       TEXT,                  -- who pushed (login), and under which task grant (public id)
+    grant_id    TEXT,
+    created_at  TEXT NOT NULL
+);
 
 -- Delegation (schema version 5): a human invites, the agent consents with its own token, and the
 -- grants the invite carried are applied in the same transaction as the binding.

@@ -520,6 +520,7 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     leased_until REAL,               -- the executor's claim while it runs (epoch seconds)
     grant_id     INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- the task its actor dispatched it under
     job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- its job token's grant while it runs
+    pushed       TEXT,                -- a push's run: JSON {ref, before, after} of the push that started it
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
@@ -542,6 +543,19 @@ CREATE TABLE IF NOT EXISTS workflow_jobs (
     created_at    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS workflow_jobs_by_run ON workflow_jobs(run_id, run_attempt);
+
+-- A ref a push moved, written with the move (outbox.queue_event): the runner reads the workflows at its
+-- commit and starts the runs whose `on: push` it matches (version 11). Never a job token's push.
+CREATE TABLE IF NOT EXISTS run_triggers (
+    id          INTEGER PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    ref         TEXT NOT NULL,
+    before      TEXT NOT NULL,
+    after       TEXT NOT NULL,
+    actor       TEXT,                  -- who pushed (login), and under which task grant (public id)
+    grant_id    TEXT,
+    created_at  TEXT NOT NULL
+);
 
 -- Delegation (schema version 5): a human invites, the agent consents with its own token, and the
 -- grants the invite carried are applied in the same transaction as the binding.

@@ -84,8 +84,8 @@ GRAPHQL_WORDS = r'"api", "graphql"|\.graphql\(|"pr", "(view|list|status|checks)"
 LEFT_OUT = [
     ("Workflow execution by default", "runs execute only with `serve --run-workflows` (nektos act in host mode); "
                                       "otherwise they are recorded and stay queued. Artifacts, secrets, remote "
-                                      "actions and triggers other than workflow_dispatch wait for issue 27's next "
-                                      "steps"),
+                                      "actions and triggers other than workflow_dispatch and push wait for issue "
+                                      "27's next steps"),
     ("SSH", "Git is served over HTTP only; deploy keys are kept and listed for the tools that manage them"),
     ("Code scanning, Dependabot, secret scanning", "nothing here scans code: github-mcp-server's code_security, "
                                                    "dependabot and secret_protection toolsets are left out"),

@@ -360,3 +360,88 @@ def test_a_run_an_agent_starts_under_a_task_is_bounded_by_that_task(running, dro
     # revoking the agent's task kills its run's job grant with it
     assert ext(srv, "DELETE", "/task-grants/" + grant["id"], alice).status == 204
     assert agentgit.load_grant(srv.app.store, job_grant["id"])["revoked_at"]
+
+
+def test_which_pushes_start_a_workflow_is_read_from_its_on():
+    """GitHub's three spellings of `on:` and its ref filters: patterns in order, ! excluding again, -ignore,
+    and filters for one kind of ref leaving the other out."""
+    events = agentgit.workflow_events
+    assert events("on: push\njobs: {}\n") == {"push": {}}
+    assert events("'on': [push, \"pull_request\"]  # both\n") == {"push": {}, "pull_request": {}}
+    assert events("on:\n  - push\n  - workflow_dispatch\njobs:\n") == {"push": {}, "workflow_dispatch": {}}
+    assert events("name: x\non:\n  push:\n    branches: [main, 'release/**']\n    tags:\n      - v*\n"
+                  "    paths: [src/**]\n  workflow_dispatch:\n    inputs:\n      level:\n        default: 1\n"
+                  "jobs:\n  a: {}\n") == {"push": {"branches": ["main", "release/**"], "tags": ["v*"]},
+                                          "workflow_dispatch": {}}
+    matches = agentgit.ref_matches
+    assert matches({}, "refs/heads/anything") and matches({}, "refs/tags/v1")
+    assert matches({"branches": ["main", "release/**"]}, "refs/heads/release/1.0/hotfix")
+    assert not matches({"branches": ["release/*"]}, "refs/heads/release/1.0/hotfix")
+    assert not matches({"branches": ["main"]}, "refs/tags/v1")         # branches only: no tags
+    assert not matches({"branches": ["feature/*", "!feature/wip"]}, "refs/heads/feature/wip")
+    assert matches({"branches": ["feature/*", "!feature/wip"]}, "refs/heads/feature/done")
+    assert not matches({"branches-ignore": ["docs/**"]}, "refs/heads/docs/readme")
+    assert matches({"tags": ["v*"]}, "refs/tags/v2") and not matches({"tags": ["v*"]}, "refs/heads/main")
+
+
+PUSHED = """name: Pushed
+on:
+  push:
+    branches: [main]
+permissions:
+  contents: write
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "built $GITHUB_REF at $GITHUB_SHA"
+      - env:
+          TOKEN: ${{ github.token }}
+        run: |
+          python3 - <<'PY'
+          import base64, json, os, urllib.request
+          body = json.dumps({"message": "from the job", "content": base64.b64encode(b"job").decode()}).encode()
+          request = urllib.request.Request(os.environ["GITHUB_API_URL"] + "/repos/alice/app/contents/job.txt",
+                                           method="PUT", data=body, headers={"Authorization": "token " + os.environ["TOKEN"]})
+          print("PUT job.txt", urllib.request.urlopen(request).status)
+          PY
+"""
+
+
+def test_a_push_to_main_starts_its_workflow_and_the_jobs_own_push_starts_nothing(running, tmp_path):
+    srv = running
+    alice = with_workflow(srv, PUSHED, name="pushed.yml")       # (a commit to main: the first run)
+    runs = wait_for_runs(srv, alice, 1)
+    assert (runs[0]["event"], runs[0]["head_branch"]) == ("push", "main")
+    run = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % runs[0]["id"])
+    assert run["conclusion"] == "success"
+    job = api(srv, "GET", "/repos/alice/app/actions/runs/%d/jobs" % run["id"], alice).json["jobs"][0]
+    log = api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % job["id"], alice).raw.decode()
+    assert "built refs/heads/main at %s" % run["head_sha"] in log and "PUT job.txt 201" in log
+    # the job's own commit to main (its token's) started no run; alice's push to a branch neither
+    main = api(srv, "GET", "/repos/alice/app/branches/main", alice).json["commit"]
+    assert main["commit"]["message"] == "from the job"
+    assert api(srv, "POST", "/repos/alice/app/git/refs", alice, {"ref": "refs/heads/feature", "sha": main["sha"]}).status \
+        == 201
+    time.sleep(1.5)
+    assert len(api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"]) == 1
+    # alice's next commit to main starts the next run
+    assert api(srv, "PUT", "/repos/alice/app/contents/b.txt", alice, {"message": "b", "content": "Yg=="}).status == 201
+    assert [r["run_number"] for r in wait_for_runs(srv, alice, 2)] == [2, 1]
+
+
+def wait_for_runs(srv, token, count, seconds=20):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        runs = api(srv, "GET", "/repos/alice/app/actions/runs", token).json["workflow_runs"]
+        if len(runs) >= count:
+            return runs
+        time.sleep(0.1)
+    raise AssertionError("%d runs, not %d" % (len(runs), count))
+
+
+def test_without_the_executor_a_push_records_its_run(server):
+    """A server that executes nothing still records the runs a push starts, queued, as it does a dispatch's."""
+    alice = with_workflow(server, PUSHED, name="pushed.yml")
+    runs = wait_for_runs(server, alice, 1)
+    assert (runs[0]["event"], runs[0]["status"]) == ("push", "queued")

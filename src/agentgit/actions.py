@@ -24,17 +24,21 @@ WORKFLOW_NAME_RE = re.compile(rb"^name:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
 
 def workflow_files(git, row):
     """{path: display name} of .github/workflows/*.yml|yaml on the default branch."""
-    sha = branch_sha(git, row["default_branch"])
+    out = {}
+    for path, text in workflow_blobs(git, branch_sha(git, row["default_branch"])).items():
+        m = WORKFLOW_NAME_RE.search(text)
+        out[path] = m.group(1).decode("utf-8", "replace") if m else path
+    return out
+
+
+def workflow_blobs(git, sha):
+    """{path: contents} of .github/workflows/*.yml|yaml at the commit ``sha`` (None: none)."""
     found = lookup_path(git, git[sha.encode()].tree.decode(), ".github/workflows") if sha else None
     if not found or found[0] != 0o040000:
         return {}
-    out = {}
-    for item in git[found[1].encode()].items():
-        path = ".github/workflows/" + item.path.decode("utf-8", "replace")
-        if path.endswith((".yml", ".yaml")) and item.mode != 0o040000:
-            m = WORKFLOW_NAME_RE.search(git[item.sha].data)
-            out[path] = m.group(1).decode("utf-8", "replace") if m else path
-    return out
+    return {".github/workflows/" + item.path.decode("utf-8", "replace"): git[item.sha].data
+            for item in git[found[1].encode()].items()
+            if item.path.endswith((b".yml", b".yaml")) and item.mode != 0o040000}
 
 
 def sync_workflows(req, row):

@@ -24,12 +24,24 @@ def subscribed(events, event):
     return event in events or "*" in events
 
 
+def queue_push_trigger(db, repo_id, subject, chain):
+    """A pushed ref for the runner to start workflows from (runner.start_push_runs), unless a job token
+    pushed it: GitHub's rule, so that a workflow cannot start itself again and again."""
+    if subject["after"] == ZERO_SHA or (chain.get("task") or "").startswith("task:run/"):
+        return
+    db.execute("INSERT INTO run_triggers (repo_id, ref, before, after, actor, grant_id, created_at) VALUES"
+               " (?, ?, ?, ?, ?, ?, ?)", (repo_id, subject["ref"], subject["before"], subject["after"],
+                                          chain.get("actor"), chain.get("grant"), now()))
+
+
 def queue_event(db, repo_id, event, action, subject, chain):
     """One delivery for each active hook of the repository (and of the organization that owns it, and of
-    each App installed on it) that subscribes to ``event``; call inside the change's transaction. Returns
-    how many were queued."""
+    each App installed on it) that subscribes to ``event``, and for a push the runs' trigger; call inside
+    the change's transaction. Returns how many deliveries were queued."""
     hooks = db.execute("SELECT id, events FROM hooks WHERE active = 1 AND (repo_id = ? OR org_id = (SELECT owner_id"
                        " FROM repos WHERE id = ?))", (repo_id, repo_id)).fetchall()
+    if event == "push":
+        queue_push_trigger(db, repo_id, subject, chain)
     queued = 0
     for hook in hooks:
         if subscribed(json.loads(hook["events"]), event):

@@ -42,13 +42,13 @@ from agentgit.config import from_now, now
 from agentgit.background import Worker
 from agentgit.storage import insert_row
 from agentgit.tokens import issue_token, revoke, token_fingerprint
-from agentgit.gitstore import repo_dir
-from agentgit.accounts import account_by_id, full_name, insert_account, repo_by_id
+from agentgit.gitstore import open_repo, repo_dir
+from agentgit.accounts import account_by_id, account_by_login, full_name, insert_account, repo_by_id
 from agentgit.outbox import chain_of, queue_event
 from agentgit.ledger import Ledger
 from agentgit.authentication import Principal, load_grant
 from agentgit.serializers import repo_json, user_json
-from agentgit.actions import job_event, run_event
+from agentgit.actions import job_event, run_event, workflow_blobs
 from agentgit.apps import APP_PERMISSIONS, permitted_actions
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -92,6 +92,11 @@ def announce(store, db, run, event, action, subject):
         {"actor": actor["login"] if actor else None, "user_kind": actor["kind"] if actor else None}))
 
 
+def claim_trigger(store):
+    """The oldest pushed ref waiting to start its workflows (outbox.queue_push_trigger), or None."""
+    return store.one("SELECT * FROM run_triggers ORDER BY id LIMIT 1")
+
+
 def abandon_lapsed_runs(store):
     """Runs a stopped server left in progress (their lease lapsed) end failed: what they did is unknown."""
     with store.transaction() as db:
@@ -125,10 +130,129 @@ def event_payload(app, repo_row, run):
     """The event act gives the workflow (``github.event``), in GitHub's shape."""
     payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, account_by_id(
         app.store, run["actor_id"])) if run["actor_id"] else None}
+    if run["pushed"]:
+        payload.update(json.loads(run["pushed"]), pusher={"name": payload["sender"]["login"] if payload["sender"]
+                                                          else None, "email": None})
     if run["event"] == "workflow_dispatch":
         wf = app.store.one("SELECT path FROM workflows WHERE id = ?", run["workflow_id"])
         payload.update(inputs=json.loads(run["inputs"]), ref="refs/heads/" + run["head_branch"], workflow=wf["path"])
     return payload
+
+
+# -- the runs a push starts ----------------------------------------------------------------------------
+
+ON_LINE_RE = re.compile(r"""^(?:on|"on"|'on'|true):(.*)$""", re.MULTILINE)
+REF_FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore")
+
+
+def yaml_words(value):
+    """The items of a one-line YAML scalar or flow list, unquoted: 'push' or [push, "pull_request"]."""
+    value = value.partition(" #")[0].strip()
+    items = value[1:-1].split(",") if value.startswith("[") and value.endswith("]") else [value]
+    return [item.strip().strip("'\"") for item in items if item.strip()]
+
+
+def workflow_events(text):
+    """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
+    of events, a mapping of events to their filters); the ref filters are read, other settings are not."""
+    found = ON_LINE_RE.search(text)
+    if found is None:
+        return {}
+    if found.group(1).partition(" #")[0].strip():
+        return {event: {} for event in yaml_words(found.group(1))}
+    events, event, listing, base = {}, None, None, None
+    for line in text[found.end():].splitlines()[1:]:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            break
+        base = indent if base is None else base
+        if indent == base:
+            name = stripped[2:] if stripped.startswith("- ") else stripped.partition(":")[0]
+            event, listing = yaml_words(name)[0] if yaml_words(name) else None, None
+            if event:
+                events[event] = {}
+        elif event and stripped.startswith("- ") and listing:
+            events[event][listing] += yaml_words(stripped[2:])
+        elif event:
+            key, _, value = stripped.partition(":")
+            listing = key.strip() if key.strip() in REF_FILTERS else None
+            if listing:
+                events[event][listing] = yaml_words(value) if value.strip() else []
+    return events
+
+
+def glob_pattern(pattern):
+    """GitHub's filter pattern as a regular expression: * within a path segment, ** across them, ? one."""
+    parts = re.split(r"(\*\*|\*|\?)", pattern)
+    return re.compile("".join({"**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part)) for part in parts))
+
+
+def ref_matches(filters, ref):
+    """Does a push of ``ref`` start a workflow with these filters (GitHub's rules: patterns in order, a
+    leading ! excluding again; filters for one kind of ref only leave the other kind out)?"""
+    kind = "branches" if ref.startswith("refs/heads/") else "tags" if ref.startswith("refs/tags/") else None
+    if kind is None:
+        return False
+    name = ref.split("/", 2)[2]
+    if not any(f in filters for f in REF_FILTERS):
+        return True
+    if kind + "-ignore" in filters:
+        return not any(glob_pattern(p).fullmatch(name) for p in filters[kind + "-ignore"])
+    matched = False
+    for pattern in filters.get(kind, ()):
+        if pattern.startswith("!"):
+            matched = matched and not glob_pattern(pattern[1:]).fullmatch(name)
+        elif glob_pattern(pattern).fullmatch(name):
+            matched = True
+    return matched
+
+
+def peel_commit(git, sha):
+    """The commit a pushed sha is (an annotated tag peeled), or None."""
+    obj = git[sha.encode()]
+    while obj.type_name == b"tag":
+        obj = git[obj.object[1]]
+    return obj.id.decode() if obj.type_name == b"commit" else None
+
+
+def start_push_runs(app, trigger):
+    """The runs a pushed ref starts: one for each workflow at the pushed commit whose ``on: push`` matches the
+    ref (paths filters are not read), queued for whoever pushed, under the task they pushed under."""
+    store = app.store
+    repo_row = repo_by_id(store, trigger["repo_id"])
+    started = []
+    if repo_row is not None:
+        with open_repo(app, repo_row["id"]) as git:
+            commit = peel_commit(git, trigger["after"])
+            blobs = workflow_blobs(git, commit) if commit else {}
+        started = [path for path, text in sorted(blobs.items()) if ref_matches(
+            workflow_events(text.decode("utf-8", "replace")).get("push", {"branches": []}), trigger["ref"])]
+    actor = account_by_login(store, trigger["actor"]) if trigger["actor"] else None
+    grant = store.one("SELECT id FROM task_grants WHERE public_id = ?", trigger["grant_id"]) if trigger["grant_id"] \
+        else None
+    with store.transaction() as db:
+        for path in started:
+            db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
+                       (repo_row["id"], path, now()))
+            workflow = db.execute("SELECT id FROM workflows WHERE repo_id = ? AND path = ?", (repo_row["id"], path))\
+                .fetchone()["id"]
+            number = db.execute("SELECT COALESCE(MAX(run_number), 0) + 1 AS n FROM workflow_runs WHERE workflow_id = ?",
+                                (workflow,)).fetchone()["n"]
+            run_id = insert_row(db, "workflow_runs", {
+                "repo_id": repo_row["id"], "workflow_id": workflow, "run_number": number, "event": "push",
+                "head_branch": trigger["ref"].split("/", 2)[2], "head_sha": commit, "status": "queued",
+                "actor_id": actor["id"] if actor else None, "grant_id": grant["id"] if grant else None,
+                "pushed": json.dumps({k: trigger[k] for k in ("ref", "before", "after")}), "created_at": now(),
+                "updated_at": now()})
+            announce(store, db, db.execute("SELECT * FROM workflow_runs WHERE id = ?", (run_id,)).fetchone(),
+                     "workflow_run", "requested", run_event(run_id, "queued"))
+        db.execute("DELETE FROM run_triggers WHERE id = ?", (trigger["id"],))
+    if started:
+        app.runs_waiting.set()
+        app.deliveries_waiting.set()
 
 
 # -- the job token: a narrowing, never a grant -------------------------------------------------------------
@@ -464,13 +588,22 @@ class WorkflowRunner(Worker):
     def start(self):
         if self.app.config.workflow_runner:
             abandon_lapsed_runs(self.app.store)
-            super().start()
-        return self
+        return super().start()
 
     def claim(self):
-        return claim_run(self.app.store)
+        """A pushed ref to start workflows from first (with or without the executor, as a dispatch records a
+        run either way), then a queued run where runs execute here."""
+        return claim_trigger(self.app.store) or (claim_run(self.app.store) if self.app.config.workflow_runner
+                                                 else None)
 
-    def work(self, run):
+    def work(self, item):
+        if "ref" in item.keys():
+            try:
+                return start_push_runs(self.app, item)
+            finally:        # (once, whatever became of it: a trigger that fails is not tried in a loop)
+                with self.app.store.transaction() as db:
+                    db.execute("DELETE FROM run_triggers WHERE id = ?", (item["id"],))
+        run = item
         recorder = JobRecorder(self.app, run)
         try:
             execute(self.app, run, self.stopping, recorder)
