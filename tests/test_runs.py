@@ -445,3 +445,28 @@ def test_without_the_executor_a_push_records_its_run(server):
     alice = with_workflow(server, PUSHED, name="pushed.yml")
     runs = wait_for_runs(server, alice, 1)
     assert (runs[0]["event"], runs[0]["status"]) == ("push", "queued")
+
+
+def test_a_task_that_reserves_run_workflow_waits_for_its_humans_yes(running):
+    """An agent's task grant names run_workflow among what needs approval: its dispatch stops until alice
+    says yes, then starts one run, which executes with a token bounded by that task."""
+    srv = running
+    alice = with_workflow(srv, WORKFLOW)
+    login, agent, _ = srv.add_agent("coder")
+    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/app", "permission": "push"}]}).json["invite_token"]
+    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    grant = ext(srv, "POST", "/task-grants", alice, {
+        "agent": "agent:" + login, "task": "task:ci", "resources": ["repo:alice/app"],
+        "actions": ["read_code", "run_workflow"], "constraints": {"requires_approval": ["run_workflow"]}}).json
+    token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    asked = api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", token, {"ref": "main"})
+    assert asked.status == 403 and "needs a human's approval" in asked.json["message"]
+    assert api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["total_count"] == 0
+    assert ext(srv, "POST", "/approvals/%s/approve" % asked.json["approval_id"], alice, {}).status == 200
+    assert api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", token, {"ref": "main"}).status \
+        == 204
+    run = wait_for_runs(srv, alice, 1)[0]
+    assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run["id"])["conclusion"] == "failure"
+    assert api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", token, {"ref": "main"}).status \
+        == 403                                                  # a yes is used once
