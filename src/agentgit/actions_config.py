@@ -19,7 +19,7 @@ import re
 
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
-from agentgit.crypto import x25519_public_key
+from agentgit.crypto import sealed_box_open, x25519_public_key
 from agentgit.accounts import REPO_SELECT, account_by_id, full_name, repo_by_id
 from agentgit.policy import Resource
 from agentgit.routing import route
@@ -33,10 +33,35 @@ VARIABLE_MAX_BYTES = 48 * 1024
 ORG_VISIBILITIES = ("all", "private", "selected")
 
 
+def secrets_private_key(app):
+    return hmac.new(app.key, b"actions secrets", hashlib.sha256).digest()
+
+
 def secrets_public_key(app):
     """(key_id, base64 public key): one X25519 key for the server, derived from its key."""
-    public = x25519_public_key(hmac.new(app.key, b"actions secrets", hashlib.sha256).digest())
+    public = x25519_public_key(secrets_private_key(app))
     return str(int.from_bytes(hashlib.sha256(public).digest()[:6], "big")), base64.b64encode(public).decode()
+
+
+def secrets_of_repo(app, repo_row):
+    """{name: value} of the Actions secrets a run of the repository is given: its own, and its organization's
+    that reach it (all, private ones for a private repository, selected), opened from their sealed boxes.
+    A box that does not open (sealed to another key) is left out."""
+    store, out = app.store, {}
+    rows = []
+    if repo_row["owner_kind"] == "org":
+        rows += store.all("SELECT name, encrypted_value FROM org_secrets s WHERE org_id = ? AND (visibility = 'all' OR"
+                          " (visibility = 'private' AND ?) OR (visibility = 'selected' AND EXISTS (SELECT 1 FROM"
+                          " org_selected_repos r WHERE r.org_id = s.org_id AND r.kind = 'secrets' AND r.name = s.name"
+                          " AND r.repo_id = ?)))", repo_row["owner_id"], repo_row["private"], repo_row["id"])
+    rows += store.all("SELECT name, encrypted_value FROM secrets WHERE repo_id = ?", repo_row["id"])
+    for row in rows:            # (the repository's own come last: a name it shares with its organization is its own)
+        try:
+            out[row["name"]] = sealed_box_open(secrets_private_key(app), base64.b64decode(row["encrypted_value"])
+                                               ).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            out.pop(row["name"], None)
+    return out
 
 
 # -- where secrets and variables live -----------------------------------------------------------
@@ -133,7 +158,7 @@ def delete_item(req, scope, kind, name):
 
 
 def sealed_value(req, body):
-    """The sealed box a client sends for a secret, checked for shape (never opened)."""
+    """The sealed box a client sends for a secret, checked for shape (opened only for a run: secrets_of_repo)."""
     value = req.field(body, "encrypted_value", str, "Secret", required=True)
     key_id = req.field(body, "key_id", str, "Secret", required=True)
     if key_id != secrets_public_key(req.app)[0]:

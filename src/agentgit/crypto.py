@@ -452,6 +452,80 @@ def rsa_private_key(bits=2048):
                  "e": b64url(e.to_bytes(3, "big"))}
 
 
+# -- NaCl's sealed box, opened: what GitHub's clients encrypt an Actions secret with -----------------------
+# crypto_box_seal (libsodium): an ephemeral X25519 key, the nonce BLAKE2b(ephemeral || recipient), and
+# XSalsa20-Poly1305 under HSalsa20 of the shared point. The standard library has none of it and neither
+# does the cryptography package, so it is here, once, checked against PyNaCl (libsodium) and RFC 8439's
+# Poly1305 vector in tests/test_crypto.py, and against gh's own `gh secret set` in tests/test_runs.py.
+
+WORD = 0xffffffff
+SALSA_CONSTANT = b"expand 32-byte k"
+# the quarter rounds of Salsa20's column round, then of its row round (state indices)
+SALSA_QUARTERS = ((0, 4, 8, 12), (5, 9, 13, 1), (10, 14, 2, 6), (15, 3, 7, 11),
+                  (0, 1, 2, 3), (5, 6, 7, 4), (10, 11, 8, 9), (15, 12, 13, 14))
+POLY1305_PRIME = 2 ** 130 - 5
+
+
+def salsa20_rounds(state):
+    x = list(state)
+    for _ in range(10):             # 20 rounds: ten double rounds
+        for a, b, c, d in SALSA_QUARTERS:
+            for target, one, two, shift in ((b, a, d, 7), (c, b, a, 9), (d, c, b, 13), (a, d, c, 18)):
+                v = (x[one] + x[two]) & WORD
+                x[target] ^= ((v << shift) & WORD) | (v >> (32 - shift))
+    return x
+
+
+def salsa20_state(key, sixteen):
+    words = lambda data: list(int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4))  # noqa: E731
+    c, k, n = words(SALSA_CONSTANT), words(key), words(sixteen)
+    return [c[0]] + k[:4] + [c[1]] + n + [c[2]] + k[4:] + [c[3]]
+
+
+def hsalsa20(key, sixteen):
+    x = salsa20_rounds(salsa20_state(key, sixteen))
+    return b"".join(x[i].to_bytes(4, "little") for i in (0, 5, 10, 15, 6, 7, 8, 9))
+
+
+def xsalsa20_stream(key, nonce, length):
+    subkey, blocks = hsalsa20(key, nonce[:16]), []
+    for counter in range((length + 63) // 64):
+        state = salsa20_state(subkey, nonce[16:24] + counter.to_bytes(8, "little"))
+        blocks.append(b"".join(((a + b) & WORD).to_bytes(4, "little") for a, b in zip(salsa20_rounds(state), state)))
+    return b"".join(blocks)[:length]
+
+
+def poly1305(key, message):
+    r = int.from_bytes(key[:16], "little") & 0x0ffffffc0ffffffc0ffffffc0fffffff
+    accumulator = 0
+    for i in range(0, len(message), 16):
+        accumulator = (accumulator + int.from_bytes(message[i:i + 16] + b"\x01", "little")) * r % POLY1305_PRIME
+    return ((accumulator + int.from_bytes(key[16:], "little")) % 2 ** 128).to_bytes(16, "little")
+
+
+def secretbox_open(key, nonce, box):
+    """crypto_secretbox_open: the 16-byte tag, then the ciphertext; ValueError where the tag is wrong."""
+    if len(box) < 16:
+        raise ValueError("not a secret box")
+    stream = xsalsa20_stream(key, nonce, 32 + len(box) - 16)
+    if not hmac.compare_digest(poly1305(stream[:32], box[16:]), box[:16]):
+        raise ValueError("the box does not authenticate")
+    return bytes(a ^ b for a, b in zip(box[16:], stream[32:]))
+
+
+def sealed_box_open(private, sealed):
+    """crypto_box_seal_open for the X25519 key ``private``: the plaintext, or ValueError for anything
+    altered, sealed to another key, or made with a point of small order."""
+    if len(sealed) < 48:
+        raise ValueError("not a sealed box")
+    ephemeral, public = sealed[:32], x25519_public_key(private)
+    shared = BACKEND.x25519(private, ephemeral)
+    if not any(shared):
+        raise ValueError("a sealed box made with a point of small order")
+    nonce = hashlib.blake2b(ephemeral + public, digest_size=24).digest()
+    return secretbox_open(hsalsa20(shared, bytes(16)), nonce, sealed[32:])
+
+
 # -- the seal: authenticated encryption for secrets at rest ---------------------------------------
 
 def seal_keys(key, purpose):

@@ -17,7 +17,7 @@ its life: revoking the task ends the job's token), bounded by the delegator's or
 at each request, and revoked when the run ends.
 
 What host mode protects, and what it does not: as ``nobody`` a job cannot read the data directory (0700),
-and its token is handed over in a file of its own, not on a command line others can read. It still runs
+and its token and secrets reach it in act's environment, never on a command line others can read. It still runs
 on this machine with nobody's rights: its CPU, its network, its /tmp. A server that is not root runs jobs
 as its own user, who can read the data directory: there, run workflows only from repositories whose
 writers you trust, or run the server in a container.
@@ -41,14 +41,16 @@ import urllib.parse
 from agentgit.config import from_now, now
 from agentgit.background import Worker
 from agentgit.storage import insert_row
-from agentgit.tokens import issue_token, revoke, token_fingerprint
+from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes, issue_token, revoke, token_fingerprint
 from agentgit.gitstore import open_repo, repo_dir
 from agentgit.accounts import account_by_id, account_by_login, full_name, insert_account, repo_by_id
 from agentgit.outbox import chain_of, queue_event
 from agentgit.ledger import Ledger
-from agentgit.authentication import Principal, load_grant
+from agentgit.policy import Resource, decide
+from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.serializers import repo_json, user_json
 from agentgit.actions import job_event, run_event, workflow_blobs
+from agentgit.actions_config import secrets_of_repo
 from agentgit.apps import APP_PERMISSIONS, permitted_actions
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -331,6 +333,40 @@ def mint_job_token(app, run, repo_row, workflow_text):
     return token
 
 
+def run_cause(app, run):
+    """Whoever caused the run, as decide() sees them: the actor (an agent's standing access as the
+    installation caps it), under the task grant the run was started under."""
+    store = app.store
+    actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
+    if actor is None:
+        return None
+    agent = actor["kind"] == "agent"
+    principal = Principal(user=actor, scopes=expand_scopes(AGENT_SCOPES if agent else ALL_SCOPES), runtime="runner",
+                          standing_read=agent and app.agent_standing_access == "read")
+    if agent:
+        name_delegator(store, principal)
+    grant = load_grant(store, run["grant_id"]) if run["grant_id"] else None
+    if grant is not None:
+        hold_task_grant(principal, grant, grant["actions"])
+    return principal
+
+
+def secrets_for_run(app, run, repo_row):
+    """The repository's Actions secrets, where whoever caused the run may read them (decide(): a human with
+    write, a task that names read_secret); none otherwise. Either way the audit says so."""
+    cause = run_cause(app, run)
+    if cause is None:
+        return {}
+    ledger = Ledger(app, cause, "runner")
+    decision = decide(app.store, cause, "read_secret", Resource.repo(repo_row))
+    if not decision.allowed:
+        ledger.record_refusal(decision, "run %d runs without its repository's secrets" % run["id"])
+        return {}
+    given = secrets_of_repo(app, repo_row)
+    ledger.write(decision, "run %d given secrets %s" % (run["id"], ", ".join(sorted(given)) or "(none set)"))
+    return given
+
+
 def end_job_token(store, run_id):
     """The run's job grant revoked with every token of it: a job token lives no longer than its run."""
     with store.transaction() as db:
@@ -370,10 +406,7 @@ def execute(app, run, stopping, recorder):
             token = mint_job_token(app, run, repo_row, f.read())
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
-        # the token in a file of the job's user, not on the command line (which others on the host can read)
-        secrets_file = os.path.join(work, "secrets")
-        with open(os.open(secrets_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            f.write("GITHUB_TOKEN=%s\n" % token if token else "")
+        given = dict(secrets_for_run(app, run, repo_row), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
@@ -385,9 +418,17 @@ def execute(app, run, stopping, recorder):
         # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
         command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
                     "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
-        if token:
-            command += ["--secret-file", secrets_file]
-        environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work)
+        # the run as this server numbers it (github.run_id, run_number, run_attempt), and who started it
+        actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
+        for name, value in (("RUN_ID", run["id"]), ("RUN_NUMBER", run["run_number"]),
+                            ("RUN_ATTEMPT", run["run_attempt"]), ("ACTOR", actor["login"] if actor else "ghost")):
+            command += ["--env", "GITHUB_%s=%s" % (name, value)]
+        # the token and the secrets reach act in its environment, named on its command line (-s NAME), never
+        # their values there (which others on the host can read); act masks each in the logs, and in host mode
+        # hands them to the job's steps in their environment too
+        for name in sorted(given):
+            command += ["-s", name]
+        environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work, **given)
         process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                    **({"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}))
