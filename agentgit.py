@@ -127,7 +127,7 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     68. cli                lines 20089-20587  Command line: serve, user, agent, connect, routes, audit.
         appendix           lines 20588-21522  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is d6636f35b69fe4a90c018ad07202d440111586c0fecf7ec53a3d055e2d054f57
+Made from sources whose SHA-256 is 5fff2f84acc4affc6360f07b15a3bb3513d1c01bc5e2e29f72556a4a416b98a1
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """

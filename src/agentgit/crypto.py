@@ -3,9 +3,9 @@
 What is here, and nothing else: base64url; compact JWS decoding with explicit type checks; ES256
 (ECDSA over P-256 with SHA-256, the signature as JWS writes it, r || s) and RS256 (RSASSA-PKCS1-v1_5
 with SHA-256) verification; public keys from JWKs, bounded before they cost any arithmetic; RFC 7638
-JWK thumbprints; X25519 (RFC 7748); the seal, authenticated encryption for secrets at rest; and the one
-private key agentgit ever makes, a GitHub App's RSA key (the App holds it; the server keeps the public
-half). The protocols built on them (DPoP proofs, client assertions, App JWTs, the vault, Actions
+JWK thumbprints; X25519 (RFC 7748); NaCl's sealed box, opened (XSalsa20-Poly1305), for the Actions secrets
+a workflow run is given; the seal, authenticated encryption for secrets at rest; and the one private key
+agentgit ever makes, a GitHub App's RSA key (the App holds it; the server keeps the public half). The protocols built on them (DPoP proofs, client assertions, App JWTs, the vault, Actions
 secrets, TOTP) stay where they are and call these.
 
 Two backends, one answer. The standard library's code is the floor the design card promises (no
