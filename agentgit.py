@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  3018  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11496  delegation.create_invite
-       line 11568  delegation.confirm_binding
-       line 12200  tasks.create_task_grant
+       line 11541  delegation.create_invite
+       line 11613  delegation.confirm_binding
+       line 12245  tasks.create_task_grant
        line  3829  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19194  server.App.dispatch
+       line 19196  server.App.dispatch
        line  3706  authentication.authenticate
        line  3389  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18847  githttp.git_receive_pack
+       line 18849  githttp.git_receive_pack
        line  3433  ledger.Ledger.decide_each
        line  3367  intents.reconcile_intents
 
@@ -96,38 +96,38 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     37. gitdata            lines  8592- 8941  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     38. releases           lines  8942- 9281  REST: releases, tags and release assets.
     39. deploy_keys        lines  9282- 9360  REST: deploy keys.
-    40. actions            lines  9361- 9697  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9698- 9900  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9901-10249  REST: organizations, memberships and teams.
-    43. webhooks           lines 10250-10801  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10802-11314  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11315-11390  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11391-11955  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 11956-12166  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12167-12592  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12593-13234  REST: GitHub Apps, as agents.
-    50. runner             lines 13235-13839  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13840-14011  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 14012-14274  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 14275-14956  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14957-15187  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 15188-15573  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15574-16047  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 16048-16328  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 16329-16511  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16512-16848  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16849-17088  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 17089-17547  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17548-18201  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 18202-18709  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18710-18915  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18916-19184  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 19185-19811  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19812-20088  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 20089-20587  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20588-21522  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    40. actions            lines  9361- 9742  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9743- 9945  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9946-10294  REST: organizations, memberships and teams.
+    43. webhooks           lines 10295-10846  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10847-11359  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11360-11435  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11436-12000  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 12001-12211  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12212-12637  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12638-13279  REST: GitHub Apps, as agents.
+    50. runner             lines 13280-13841  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13842-14013  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 14014-14276  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 14277-14958  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14959-15189  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 15190-15575  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15576-16049  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 16050-16330  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 16331-16513  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16514-16850  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16851-17090  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 17091-17549  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17550-18203  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 18204-18711  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18712-18917  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18918-19186  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 19187-19813  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19814-20090  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 20091-20589  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20590-21524  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 5fff2f84acc4affc6360f07b15a3bb3513d1c01bc5e2e29f72556a4a416b98a1
+Made from sources whose SHA-256 is 667f92aaa3645bb7519dfd371e769368dde83c5994c8abde3ef26b4f864d7783
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -9366,6 +9366,47 @@ def delete_deploy_key(req, owner, repo, key_id):
 # -- workflow records ---------------------------------------------------------------------------
 
 WORKFLOW_NAME_RE = re.compile(rb"^name:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
+ON_LINE_RE = re.compile(r"""^(?:on|"on"|'on'|true):(.*)$""", re.MULTILINE)
+REF_FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore")
+
+
+def yaml_words(value):
+    """The items of a one-line YAML scalar or flow list, unquoted: 'push' or [push, "pull_request"]."""
+    value = value.partition(" #")[0].strip()
+    items = value[1:-1].split(",") if value.startswith("[") and value.endswith("]") else [value]
+    return [item.strip().strip("'\"") for item in items if item.strip()]
+
+
+def workflow_events(text):
+    """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
+    of events, a mapping of events to their filters); the ref filters are read, other settings are not."""
+    found = ON_LINE_RE.search(text)
+    if found is None:
+        return {}
+    if found.group(1).partition(" #")[0].strip():
+        return {event: {} for event in yaml_words(found.group(1))}
+    events, event, listing, base = {}, None, None, None
+    for line in text[found.end():].splitlines()[1:]:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            break
+        base = indent if base is None else base
+        if indent == base:
+            name = stripped[2:] if stripped.startswith("- ") else stripped.partition(":")[0]
+            event, listing = yaml_words(name)[0] if yaml_words(name) else None, None
+            if event:
+                events[event] = {}
+        elif event and stripped.startswith("- ") and listing:
+            events[event][listing] += yaml_words(stripped[2:])
+        elif event:
+            key, _, value = stripped.partition(":")
+            listing = key.strip() if key.strip() in REF_FILTERS else None
+            if listing:
+                events[event][listing] = yaml_words(value) if value.strip() else []
+    return events
 
 
 def workflow_files(git, row):
@@ -9449,6 +9490,10 @@ def dispatch_workflow(req, owner, repo, workflow_id):
         sha = resolve_commit(git, ref)
     if sha is None:
         raise invalid("Workflow", "ref", "invalid", "No ref found for: %s" % ref)
+    with open_repo(req.app, row["id"]) as git:
+        text = workflow_blobs(git, sha).get(wf["path"], b"")
+    if "workflow_dispatch" not in workflow_events(text.decode("utf-8", "replace")):
+        raise HTTPError(422, "Workflow does not have 'workflow_dispatch' trigger")       # (GitHub's words)
     req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + branch, workflow=wf["path"])
     with req.transaction() as db:
         number = db.execute("SELECT COALESCE(MAX(run_number), 0) + 1 AS n FROM workflow_runs WHERE workflow_id = ?",
@@ -13326,49 +13371,6 @@ def event_payload(app, repo_row, run):
 
 
 # -- the runs a push starts ----------------------------------------------------------------------------
-
-ON_LINE_RE = re.compile(r"""^(?:on|"on"|'on'|true):(.*)$""", re.MULTILINE)
-REF_FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore")
-
-
-def yaml_words(value):
-    """The items of a one-line YAML scalar or flow list, unquoted: 'push' or [push, "pull_request"]."""
-    value = value.partition(" #")[0].strip()
-    items = value[1:-1].split(",") if value.startswith("[") and value.endswith("]") else [value]
-    return [item.strip().strip("'\"") for item in items if item.strip()]
-
-
-def workflow_events(text):
-    """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
-    of events, a mapping of events to their filters); the ref filters are read, other settings are not."""
-    found = ON_LINE_RE.search(text)
-    if found is None:
-        return {}
-    if found.group(1).partition(" #")[0].strip():
-        return {event: {} for event in yaml_words(found.group(1))}
-    events, event, listing, base = {}, None, None, None
-    for line in text[found.end():].splitlines()[1:]:
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 0:
-            break
-        base = indent if base is None else base
-        if indent == base:
-            name = stripped[2:] if stripped.startswith("- ") else stripped.partition(":")[0]
-            event, listing = yaml_words(name)[0] if yaml_words(name) else None, None
-            if event:
-                events[event] = {}
-        elif event and stripped.startswith("- ") and listing:
-            events[event][listing] += yaml_words(stripped[2:])
-        elif event:
-            key, _, value = stripped.partition(":")
-            listing = key.strip() if key.strip() in REF_FILTERS else None
-            if listing:
-                events[event][listing] = yaml_words(value) if value.strip() else []
-    return events
-
 
 def glob_pattern(pattern):
     """GitHub's filter pattern as a regular expression: * within a path segment, ** across them, ? one."""

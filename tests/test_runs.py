@@ -384,6 +384,13 @@ def test_which_pushes_start_a_workflow_is_read_from_its_on():
     assert matches({"tags": ["v*"]}, "refs/tags/v2") and not matches({"tags": ["v*"]}, "refs/heads/main")
 
 
+def test_a_workflow_without_workflow_dispatch_is_not_dispatched(server):
+    """GitHub's 422: a dispatch names a workflow whose on: (at the ref asked for) lacks the trigger."""
+    alice = with_workflow(server, PUSHED, name="pushed.yml")
+    refused = api(server, "POST", "/repos/alice/app/actions/workflows/pushed.yml/dispatches", alice, {"ref": "main"})
+    assert refused.status == 422 and "does not have 'workflow_dispatch' trigger" in refused.json["message"]
+
+
 PUSHED = """name: Pushed
 on:
   push:

@@ -20,6 +20,47 @@ from agentgit.contents import lookup_path
 # -- workflow records ---------------------------------------------------------------------------
 
 WORKFLOW_NAME_RE = re.compile(rb"^name:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
+ON_LINE_RE = re.compile(r"""^(?:on|"on"|'on'|true):(.*)$""", re.MULTILINE)
+REF_FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore")
+
+
+def yaml_words(value):
+    """The items of a one-line YAML scalar or flow list, unquoted: 'push' or [push, "pull_request"]."""
+    value = value.partition(" #")[0].strip()
+    items = value[1:-1].split(",") if value.startswith("[") and value.endswith("]") else [value]
+    return [item.strip().strip("'\"") for item in items if item.strip()]
+
+
+def workflow_events(text):
+    """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
+    of events, a mapping of events to their filters); the ref filters are read, other settings are not."""
+    found = ON_LINE_RE.search(text)
+    if found is None:
+        return {}
+    if found.group(1).partition(" #")[0].strip():
+        return {event: {} for event in yaml_words(found.group(1))}
+    events, event, listing, base = {}, None, None, None
+    for line in text[found.end():].splitlines()[1:]:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            break
+        base = indent if base is None else base
+        if indent == base:
+            name = stripped[2:] if stripped.startswith("- ") else stripped.partition(":")[0]
+            event, listing = yaml_words(name)[0] if yaml_words(name) else None, None
+            if event:
+                events[event] = {}
+        elif event and stripped.startswith("- ") and listing:
+            events[event][listing] += yaml_words(stripped[2:])
+        elif event:
+            key, _, value = stripped.partition(":")
+            listing = key.strip() if key.strip() in REF_FILTERS else None
+            if listing:
+                events[event][listing] = yaml_words(value) if value.strip() else []
+    return events
 
 
 def workflow_files(git, row):
@@ -103,6 +144,10 @@ def dispatch_workflow(req, owner, repo, workflow_id):
         sha = resolve_commit(git, ref)
     if sha is None:
         raise invalid("Workflow", "ref", "invalid", "No ref found for: %s" % ref)
+    with open_repo(req.app, row["id"]) as git:
+        text = workflow_blobs(git, sha).get(wf["path"], b"")
+    if "workflow_dispatch" not in workflow_events(text.decode("utf-8", "replace")):
+        raise HTTPError(422, "Workflow does not have 'workflow_dispatch' trigger")       # (GitHub's words)
     req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + branch, workflow=wf["path"])
     with req.transaction() as db:
         number = db.execute("SELECT COALESCE(MAX(run_number), 0) + 1 AS n FROM workflow_runs WHERE workflow_id = ?",

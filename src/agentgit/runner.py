@@ -49,7 +49,7 @@ from agentgit.ledger import Ledger
 from agentgit.policy import Resource, decide
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.serializers import repo_json, user_json
-from agentgit.actions import job_event, run_event, workflow_blobs
+from agentgit.actions import REF_FILTERS, job_event, run_event, workflow_blobs, workflow_events
 from agentgit.actions_config import secrets_of_repo
 from agentgit.apps import APP_PERMISSIONS, permitted_actions
 
@@ -142,49 +142,6 @@ def event_payload(app, repo_row, run):
 
 
 # -- the runs a push starts ----------------------------------------------------------------------------
-
-ON_LINE_RE = re.compile(r"""^(?:on|"on"|'on'|true):(.*)$""", re.MULTILINE)
-REF_FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore")
-
-
-def yaml_words(value):
-    """The items of a one-line YAML scalar or flow list, unquoted: 'push' or [push, "pull_request"]."""
-    value = value.partition(" #")[0].strip()
-    items = value[1:-1].split(",") if value.startswith("[") and value.endswith("]") else [value]
-    return [item.strip().strip("'\"") for item in items if item.strip()]
-
-
-def workflow_events(text):
-    """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
-    of events, a mapping of events to their filters); the ref filters are read, other settings are not."""
-    found = ON_LINE_RE.search(text)
-    if found is None:
-        return {}
-    if found.group(1).partition(" #")[0].strip():
-        return {event: {} for event in yaml_words(found.group(1))}
-    events, event, listing, base = {}, None, None, None
-    for line in text[found.end():].splitlines()[1:]:
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 0:
-            break
-        base = indent if base is None else base
-        if indent == base:
-            name = stripped[2:] if stripped.startswith("- ") else stripped.partition(":")[0]
-            event, listing = yaml_words(name)[0] if yaml_words(name) else None, None
-            if event:
-                events[event] = {}
-        elif event and stripped.startswith("- ") and listing:
-            events[event][listing] += yaml_words(stripped[2:])
-        elif event:
-            key, _, value = stripped.partition(":")
-            listing = key.strip() if key.strip() in REF_FILTERS else None
-            if listing:
-                events[event][listing] = yaml_words(value) if value.strip() else []
-    return events
-
 
 def glob_pattern(pattern):
     """GitHub's filter pattern as a regular expression: * within a path segment, ** across them, ? one."""
