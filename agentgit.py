@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  3018  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11541  delegation.create_invite
-       line 11613  delegation.confirm_binding
-       line 12245  tasks.create_task_grant
+       line 11568  delegation.create_invite
+       line 11640  delegation.confirm_binding
+       line 12272  tasks.create_task_grant
        line  3829  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19196  server.App.dispatch
+       line 19223  server.App.dispatch
        line  3706  authentication.authenticate
        line  3389  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18849  githttp.git_receive_pack
+       line 18876  githttp.git_receive_pack
        line  3433  ledger.Ledger.decide_each
        line  3367  intents.reconcile_intents
 
@@ -96,38 +96,38 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     37. gitdata            lines  8592- 8941  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     38. releases           lines  8942- 9281  REST: releases, tags and release assets.
     39. deploy_keys        lines  9282- 9360  REST: deploy keys.
-    40. actions            lines  9361- 9742  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9743- 9945  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9946-10294  REST: organizations, memberships and teams.
-    43. webhooks           lines 10295-10846  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10847-11359  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11360-11435  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11436-12000  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 12001-12211  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12212-12637  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12638-13279  REST: GitHub Apps, as agents.
-    50. runner             lines 13280-13841  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13842-14013  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 14014-14276  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 14277-14958  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14959-15189  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 15190-15575  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15576-16049  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 16050-16330  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 16331-16513  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16514-16850  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16851-17090  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 17091-17549  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17550-18203  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 18204-18711  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18712-18917  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18918-19186  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 19187-19813  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19814-20090  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 20091-20589  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20590-21524  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    40. actions            lines  9361- 9769  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9770- 9972  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9973-10321  REST: organizations, memberships and teams.
+    43. webhooks           lines 10322-10873  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10874-11386  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11387-11462  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11463-12027  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 12028-12238  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12239-12664  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12665-13306  REST: GitHub Apps, as agents.
+    50. runner             lines 13307-13868  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13869-14040  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 14041-14303  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 14304-14985  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14986-15216  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 15217-15602  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15603-16076  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 16077-16357  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 16358-16540  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16541-16877  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16878-17117  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 17118-17576  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17577-18230  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 18231-18738  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18739-18944  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18945-19213  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 19214-19840  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19841-20117  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 20118-20616  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20617-21551  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 667f92aaa3645bb7519dfd371e769368dde83c5994c8abde3ef26b4f864d7783
+Made from sources whose SHA-256 is dc3cb22551757a2bca4d2fff99a3353940a552074d4823e95b85888bb839a666
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -9634,13 +9634,40 @@ def job_json(app, repo_row, run, job):
             "workflow_name": wf["path"]}
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
-def list_run_jobs(req, owner, repo, run_id):
-    """The jobs of the run's latest attempt (GitHub's filter=latest), or of every attempt (filter=all)."""
+def find_attempt(req, owner, repo, run_id, attempt_number):
+    """(repository, run, the attempt asked for: the latest where none is named); 404 for one it never had."""
     row, run = find_run(req, owner, repo, run_id)
-    every = req.query.get("filter") == "all"
-    jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ?%s ORDER BY id" % (
-        "" if every else " AND run_attempt = ?"), *((run["id"],) if every else (run["id"], run["run_attempt"])))
+    attempt = int(attempt_number) if attempt_number is not None else run["run_attempt"]
+    if not 1 <= attempt <= run["run_attempt"]:
+        raise HTTPError(404, "Not Found")
+    return row, run, attempt
+
+
+def attempt_jobs(store, run, attempt):
+    return store.all("SELECT * FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? ORDER BY id", run["id"], attempt)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}")
+def get_run_attempt(req, owner, repo, run_id, attempt_number):
+    """An attempt of a run: the latest as the run stands, an earlier one as its jobs ended."""
+    row, run, attempt = find_attempt(req, owner, repo, run_id, attempt_number)
+    out = run_json(req.app, row, run)
+    if attempt < run["run_attempt"]:
+        ended = [j["conclusion"] for j in attempt_jobs(req.app.store, run, attempt)]
+        out.update(run_attempt=attempt, status="completed", conclusion="failure" if "failure" in ended else
+                   "cancelled" if "cancelled" in ended else "success" if ended else None)
+    return out
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}/jobs")
+def list_run_jobs(req, owner, repo, run_id, attempt_number=None):
+    """The jobs of an attempt (the latest: GitHub's filter=latest), or of every attempt (filter=all)."""
+    row, run, attempt = find_attempt(req, owner, repo, run_id, attempt_number)
+    if req.query.get("filter") == "all" and attempt_number is None:
+        jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ? ORDER BY id", run["id"])
+    else:
+        jobs = attempt_jobs(req.app.store, run, attempt)
     return {"total_count": len(jobs), "jobs": [job_json(req.app, row, run, j) for j in req.paginate(jobs)]}
 
 
@@ -9667,12 +9694,12 @@ def get_job_logs(req, owner, repo, job_id):
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/logs")
-def get_run_logs(req, owner, repo, run_id):
-    """The run attempt's logs as the zip gh reads: each job's whole log as N_job.txt, and each step's lines
-    as job/N_step.txt."""
-    _, run = find_run(req, owner, repo, run_id)
-    jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? ORDER BY id",
-                             run["id"], run["run_attempt"])
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}/logs")
+def get_run_logs(req, owner, repo, run_id, attempt_number=None):
+    """A run attempt's logs (the latest where none is named) as the zip gh reads: each job's whole log as
+    N_job.txt, and each step's lines as job/N_step.txt."""
+    _, run, attempt = find_attempt(req, owner, repo, run_id, attempt_number)
+    jobs = attempt_jobs(req.app.store, run, attempt)
     if not jobs:
         raise HTTPError(404, "Not Found")
     archive = io.BytesIO()

@@ -209,7 +209,7 @@ def route_path(method, pattern, ids):
             "credential_id": ids["credential"], "revocation_id": ids["runtime_revocation"], "path": "README.md", "environment": "production",
             "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"],
             "app_slug": "world-bot", "installation_id": ids["installation"], "code": "bogus", "username": "alice",
-            "job_id": ids["job"]}
+            "job_id": ids["job"], "attempt_number": 1}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
     fill["login"] = ("bot" if "/agent" in pattern else "olga" if pattern.endswith("/suspended") else
@@ -650,6 +650,9 @@ GET     /api/v3/repos/{owner}/{repo}/actions/runs                               
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts          repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs               repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int} repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}/jobs repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}/logs repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/logs               repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/secrets                              repo_write
 GET     /api/v3/repos/{owner}/{repo}/actions/secrets/public-key                   repo_read

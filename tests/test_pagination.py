@@ -32,6 +32,8 @@ PEOPLE = ["u%d" % n for n in FIVE]
 SHORT_LISTS = {
     "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts": "no run keeps artifacts yet",
     "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs": "this world executes no runs (tests/test_runs.py)",
+    "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}/jobs":
+        "this world executes no runs (tests/test_runs.py)",
     "/api/v3/repos/{owner}/{repo}/check-runs/{run_id:int}/annotations": "a workflow job's commands make them, and "
                                                                          "this world executes no runs",
     "/api/v3/user/emails": "an account has its noreply address and at most one other",

@@ -194,6 +194,15 @@ def test_gh_runs_a_workflow_watches_it_and_reads_its_logs(tmp_path):
         gh(env, "run", "rerun", str(run_id), "-R", "alice/app")
         rerun = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % run_id)
         assert rerun["run_attempt"] == 2 and rerun["conclusion"] == "failure"
+        first = json.loads(gh(env, "run", "view", str(run_id), "-R", "alice/app", "--attempt", "1", "--json",
+                              "attempt,conclusion,jobs").stdout)
+        assert (first["attempt"], first["conclusion"], len(first["jobs"])) == (1, "failure", 2)
+        attempts = "/repos/alice/app/actions/runs/%d/attempts/" % run_id
+        assert api(srv, "GET", attempts + "1", alice).json["run_attempt"] == 1
+        assert api(srv, "GET", attempts + "3", alice).status == 404
+        assert {j["run_attempt"] for j in api(srv, "GET", attempts + "2/jobs", alice).json["jobs"]} == {2}
+        assert api(srv, "GET", "/repos/alice/app/actions/runs/%d/jobs?filter=all" % run_id, alice).json[
+            "total_count"] == 4
         # a third attempt, cancelled while its first step sleeps, then the run deleted
         gh(env, "run", "rerun", str(run_id), "-R", "alice/app")
         deadline = time.time() + 20

@@ -288,13 +288,40 @@ def job_json(app, repo_row, run, job):
             "workflow_name": wf["path"]}
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
-def list_run_jobs(req, owner, repo, run_id):
-    """The jobs of the run's latest attempt (GitHub's filter=latest), or of every attempt (filter=all)."""
+def find_attempt(req, owner, repo, run_id, attempt_number):
+    """(repository, run, the attempt asked for: the latest where none is named); 404 for one it never had."""
     row, run = find_run(req, owner, repo, run_id)
-    every = req.query.get("filter") == "all"
-    jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ?%s ORDER BY id" % (
-        "" if every else " AND run_attempt = ?"), *((run["id"],) if every else (run["id"], run["run_attempt"])))
+    attempt = int(attempt_number) if attempt_number is not None else run["run_attempt"]
+    if not 1 <= attempt <= run["run_attempt"]:
+        raise HTTPError(404, "Not Found")
+    return row, run, attempt
+
+
+def attempt_jobs(store, run, attempt):
+    return store.all("SELECT * FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? ORDER BY id", run["id"], attempt)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}")
+def get_run_attempt(req, owner, repo, run_id, attempt_number):
+    """An attempt of a run: the latest as the run stands, an earlier one as its jobs ended."""
+    row, run, attempt = find_attempt(req, owner, repo, run_id, attempt_number)
+    out = run_json(req.app, row, run)
+    if attempt < run["run_attempt"]:
+        ended = [j["conclusion"] for j in attempt_jobs(req.app.store, run, attempt)]
+        out.update(run_attempt=attempt, status="completed", conclusion="failure" if "failure" in ended else
+                   "cancelled" if "cancelled" in ended else "success" if ended else None)
+    return out
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs")
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}/jobs")
+def list_run_jobs(req, owner, repo, run_id, attempt_number=None):
+    """The jobs of an attempt (the latest: GitHub's filter=latest), or of every attempt (filter=all)."""
+    row, run, attempt = find_attempt(req, owner, repo, run_id, attempt_number)
+    if req.query.get("filter") == "all" and attempt_number is None:
+        jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ? ORDER BY id", run["id"])
+    else:
+        jobs = attempt_jobs(req.app.store, run, attempt)
     return {"total_count": len(jobs), "jobs": [job_json(req.app, row, run, j) for j in req.paginate(jobs)]}
 
 
@@ -321,12 +348,12 @@ def get_job_logs(req, owner, repo, job_id):
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/logs")
-def get_run_logs(req, owner, repo, run_id):
-    """The run attempt's logs as the zip gh reads: each job's whole log as N_job.txt, and each step's lines
-    as job/N_step.txt."""
-    _, run = find_run(req, owner, repo, run_id)
-    jobs = req.app.store.all("SELECT * FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? ORDER BY id",
-                             run["id"], run["run_attempt"])
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}/logs")
+def get_run_logs(req, owner, repo, run_id, attempt_number=None):
+    """A run attempt's logs (the latest where none is named) as the zip gh reads: each job's whole log as
+    N_job.txt, and each step's lines as job/N_step.txt."""
+    _, run, attempt = find_attempt(req, owner, repo, run_id, attempt_number)
+    jobs = attempt_jobs(req.app.store, run, attempt)
     if not jobs:
         raise HTTPError(404, "Not Found")
     archive = io.BytesIO()
