@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  3829  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19223  server.App.dispatch
+       line 19228  server.App.dispatch
        line  3706  authentication.authenticate
        line  3389  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18876  githttp.git_receive_pack
+       line 18881  githttp.git_receive_pack
        line  3433  ledger.Ledger.decide_each
        line  3367  intents.reconcile_intents
 
@@ -104,30 +104,30 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     45. personal_tokens    lines 11387-11462  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
     46. delegation         lines 11463-12027  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
     47. vault              lines 12028-12238  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12239-12664  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12665-13306  REST: GitHub Apps, as agents.
-    50. runner             lines 13307-13868  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13869-14040  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 14041-14303  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 14304-14985  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14986-15216  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 15217-15602  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15603-16076  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 16077-16357  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 16358-16540  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16541-16877  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16878-17117  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 17118-17576  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17577-18230  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 18231-18738  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18739-18944  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18945-19213  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 19214-19840  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19841-20117  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 20118-20616  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20617-21551  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    48. tasks              lines 12239-12672  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12673-13311  REST: GitHub Apps, as agents.
+    50. runner             lines 13312-13873  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13874-14045  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 14046-14308  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 14309-14990  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14991-15221  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 15222-15607  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15608-16081  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 16082-16362  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 16363-16545  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16546-16882  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16883-17122  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 17123-17581  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17582-18235  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 18236-18743  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18744-18949  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18950-19218  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 19219-19845  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19846-20122  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 20123-20621  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20622-21556  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is dc3cb22551757a2bca4d2fff99a3353940a552074d4823e95b85888bb839a666
+Made from sources whose SHA-256 is 00984110a44fb1b8467ef9677066054c894f82bb40079fe0715927db9074d03e
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -12333,15 +12333,23 @@ def make_task_grant(req, body):
     if refusal is not None:
         req.record_refusal(dataclasses.replace(refusal, action="grant_task"))
         raise HTTPError(403, "No escalation: %s" % refusal.reasons[0])
-    public_id = "tg_" + secrets.token_hex(8)
     with req.transaction() as db:
-        grant_id = insert_row(db, "task_grants", {
-            "public_id": public_id, "agent_id": agent["id"], "delegator_id": human["id"], "task": task,
-            "resources": json.dumps(sorted(resources)), "actions": json.dumps(sorted(set(actions))),
-            "constraints": json.dumps(dict(constraints, expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))),
-            "created_at": now(), "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        grant_id, public_id = insert_task_grant(db, agent["id"], human["id"], task, resources, actions, constraints,
+                                                expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
         req.effect("task grant %s for %s: %s on %s" % (public_id, agent["login"], ",".join(actions), ",".join(resources)))
     return req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id)
+
+
+def insert_task_grant(db, agent_id, delegator_id, task, resources, actions, constraints, expires_at, parent_id=None):
+    """A task_grants row, its expiry in its constraints too, as every grant says it: (row id, public id).
+    A human's grant, an App's installation and a run's job grant are each one."""
+    public_id = "tg_" + secrets.token_hex(8)
+    grant_id = insert_row(db, "task_grants", {
+        "public_id": public_id, "agent_id": agent_id, "delegator_id": delegator_id, "task": task,
+        "resources": json.dumps(sorted(resources)), "actions": json.dumps(sorted(set(actions))),
+        "constraints": json.dumps(dict(constraints, expires_at=expires_at)), "created_at": now(),
+        "expires_at": expires_at, "parent_id": parent_id})
+    return grant_id, public_id
 
 
 def check_network_constraints(constraints):
@@ -12664,7 +12672,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 49. src/agentgit/apps.py — REST: GitHub Apps, as agents.
-# uses: config, errors, crypto, storage, tokens, accounts, policy, outbox, routing, serializers, lookups, web, webhooks
+# uses: config, errors, crypto, storage, tokens, accounts, policy, outbox, routing, serializers, lookups, web, webhooks, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # GitHub's repository permissions: (what read gives, what write adds), as agentgit's actions. Every
@@ -13052,11 +13060,8 @@ def create_installation(req, gh_app, target, selection, repos):
             raise invalid("Installation", "account", "already_exists", "%s is installed on %s already" % (
                 gh_app["name"], target["login"]))
         stamp = now()
-        grant_id = insert_row(db, "task_grants", {
-            "public_id": "tg_" + secrets.token_hex(8), "agent_id": gh_app["agent_id"], "delegator_id": human["id"],
-            "task": "task:installation", "resources": "[]", "actions": json.dumps(permitted_actions(permissions)),
-            "constraints": json.dumps({"expires_at": INSTALLATION_GRANT_EXPIRES}), "created_at": stamp,
-            "expires_at": INSTALLATION_GRANT_EXPIRES})
+        grant_id, _ = insert_task_grant(db, gh_app["agent_id"], human["id"], "task:installation", [],
+                                        permitted_actions(permissions), {}, INSTALLATION_GRANT_EXPIRES)
         installation_id = insert_row(db, "app_installations", {
             "app_id": gh_app["id"], "account_id": target["id"], "installer_id": human["id"], "grant_id": grant_id,
             "repository_selection": selection, "permissions": json.dumps(permissions), "created_at": stamp,

@@ -40,6 +40,7 @@ from agentgit.web import (csp_allowing_form_redirect_to, form_fields, hidden_inp
                           web_route)
 from agentgit.webhooks import (chain_of_request, checked_config, delivery_json, find_delivery, queue_redelivery,
                                sealed_secret, write_hook)
+from agentgit.tasks import insert_task_grant
 
 # GitHub's repository permissions: (what read gives, what write adds), as agentgit's actions. Every
 # installation token reads its repositories (read_code), whichever it holds.
@@ -426,11 +427,8 @@ def create_installation(req, gh_app, target, selection, repos):
             raise invalid("Installation", "account", "already_exists", "%s is installed on %s already" % (
                 gh_app["name"], target["login"]))
         stamp = now()
-        grant_id = insert_row(db, "task_grants", {
-            "public_id": "tg_" + secrets.token_hex(8), "agent_id": gh_app["agent_id"], "delegator_id": human["id"],
-            "task": "task:installation", "resources": "[]", "actions": json.dumps(permitted_actions(permissions)),
-            "constraints": json.dumps({"expires_at": INSTALLATION_GRANT_EXPIRES}), "created_at": stamp,
-            "expires_at": INSTALLATION_GRANT_EXPIRES})
+        grant_id, _ = insert_task_grant(db, gh_app["agent_id"], human["id"], "task:installation", [],
+                                        permitted_actions(permissions), {}, INSTALLATION_GRANT_EXPIRES)
         installation_id = insert_row(db, "app_installations", {
             "app_id": gh_app["id"], "account_id": target["id"], "installer_id": human["id"], "grant_id": grant_id,
             "repository_selection": selection, "permissions": json.dumps(permissions), "created_at": stamp,

@@ -114,15 +114,23 @@ def make_task_grant(req, body):
     if refusal is not None:
         req.record_refusal(dataclasses.replace(refusal, action="grant_task"))
         raise HTTPError(403, "No escalation: %s" % refusal.reasons[0])
-    public_id = "tg_" + secrets.token_hex(8)
     with req.transaction() as db:
-        grant_id = insert_row(db, "task_grants", {
-            "public_id": public_id, "agent_id": agent["id"], "delegator_id": human["id"], "task": task,
-            "resources": json.dumps(sorted(resources)), "actions": json.dumps(sorted(set(actions))),
-            "constraints": json.dumps(dict(constraints, expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))),
-            "created_at": now(), "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        grant_id, public_id = insert_task_grant(db, agent["id"], human["id"], task, resources, actions, constraints,
+                                                expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
         req.effect("task grant %s for %s: %s on %s" % (public_id, agent["login"], ",".join(actions), ",".join(resources)))
     return req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant_id)
+
+
+def insert_task_grant(db, agent_id, delegator_id, task, resources, actions, constraints, expires_at, parent_id=None):
+    """A task_grants row, its expiry in its constraints too, as every grant says it: (row id, public id).
+    A human's grant, an App's installation and a run's job grant are each one."""
+    public_id = "tg_" + secrets.token_hex(8)
+    grant_id = insert_row(db, "task_grants", {
+        "public_id": public_id, "agent_id": agent_id, "delegator_id": delegator_id, "task": task,
+        "resources": json.dumps(sorted(resources)), "actions": json.dumps(sorted(set(actions))),
+        "constraints": json.dumps(dict(constraints, expires_at=expires_at)), "created_at": now(),
+        "expires_at": expires_at, "parent_id": parent_id})
+    return grant_id, public_id
 
 
 def check_network_constraints(constraints):
