@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  3018  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11568  delegation.create_invite
-       line 11640  delegation.confirm_binding
-       line 12272  tasks.create_task_grant
+       line 11567  delegation.create_invite
+       line 11639  delegation.confirm_binding
+       line 12271  tasks.create_task_grant
        line  3829  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19228  server.App.dispatch
+       line 19224  server.App.dispatch
        line  3706  authentication.authenticate
        line  3389  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18881  githttp.git_receive_pack
+       line 18877  githttp.git_receive_pack
        line  3433  ledger.Ledger.decide_each
        line  3367  intents.reconcile_intents
 
@@ -96,38 +96,38 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     37. gitdata            lines  8592- 8941  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     38. releases           lines  8942- 9281  REST: releases, tags and release assets.
     39. deploy_keys        lines  9282- 9360  REST: deploy keys.
-    40. actions            lines  9361- 9769  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9770- 9972  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9973-10321  REST: organizations, memberships and teams.
-    43. webhooks           lines 10322-10873  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10874-11386  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11387-11462  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11463-12027  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 12028-12238  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12239-12672  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12673-13311  REST: GitHub Apps, as agents.
-    50. runner             lines 13312-13873  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13874-14045  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 14046-14308  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 14309-14990  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14991-15221  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 15222-15607  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15608-16081  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 16082-16362  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 16363-16545  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16546-16882  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16883-17122  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 17123-17581  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17582-18235  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 18236-18743  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18744-18949  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18950-19218  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 19219-19845  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19846-20122  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 20123-20621  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20622-21556  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    40. actions            lines  9361- 9768  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. search             lines  9769- 9971  REST: search over repositories, issues, code and accounts.
+    42. orgs               lines  9972-10320  REST: organizations, memberships and teams.
+    43. webhooks           lines 10321-10872  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    44. actions_config     lines 10873-11385  REST: Actions configuration: environments, and secrets and variables at three levels.
+    45. personal_tokens    lines 11386-11461  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    46. delegation         lines 11462-12026  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    47. vault              lines 12027-12237  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    48. tasks              lines 12238-12671  REST: task grants, task tokens, step-up and approvals.
+    49. apps               lines 12672-13310  REST: GitHub Apps, as agents.
+    50. runner             lines 13311-13869  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    51. oversight          lines 13870-14041  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    52. graphql_language   lines 14042-14304  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    53. graphql_resolvers  lines 14305-14986  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    54. graphql_git        lines 14987-15217  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    55. graphql_mutations  lines 15218-15603  GraphQL mutations: each one decided as its REST twin is.
+    56. graphql_schema     lines 15604-16077  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    57. graphql_execution  lines 16078-16358  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    58. client_assertions  lines 16359-16541  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    59. settings_pages     lines 16542-16878  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    60. oauth_clients      lines 16879-17118  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    61. broker             lines 17119-17577  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    62. oauth              lines 17578-18231  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    63. mcp_server         lines 18232-18739  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    64. githttp            lines 18740-18945  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    65. pages              lines 18946-19214  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    66. server             lines 19215-19841  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    67. clients            lines 19842-20118  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    68. cli                lines 20119-20617  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20618-21552  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 00984110a44fb1b8467ef9677066054c894f82bb40079fe0715927db9074d03e
+Made from sources whose SHA-256 is cca6a0b54c57fc3f22ae6b5a70fe323c1a570d22d12632325660e9097e370452
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -9488,10 +9488,9 @@ def dispatch_workflow(req, owner, repo, workflow_id):
     branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
     with open_repo(req.app, row["id"]) as git:
         sha = resolve_commit(git, ref)
+        text = workflow_blobs(git, sha).get(wf["path"], b"") if sha else b""
     if sha is None:
         raise invalid("Workflow", "ref", "invalid", "No ref found for: %s" % ref)
-    with open_repo(req.app, row["id"]) as git:
-        text = workflow_blobs(git, sha).get(wf["path"], b"")
     if "workflow_dispatch" not in workflow_events(text.decode("utf-8", "replace")):
         raise HTTPError(422, "Workflow does not have 'workflow_dispatch' trigger")       # (GitHub's words)
     req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + branch, workflow=wf["path"])
@@ -13311,7 +13310,7 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 50. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, policy, authentication, serializers, actions, actions_config, apps
+# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, policy, authentication, serializers, actions, actions_config, tasks, apps
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -13514,38 +13513,35 @@ def actions_bot(db):
     return row["id"] if row is not None else insert_account(db, ACTIONS_BOT, "agent", name="GitHub Actions")
 
 
-def mint_job_token(app, run, repo_row, workflow_text):
+def mint_job_token(app, run, repo_row, workflow_text, cause):
     """The run attempt's job token: a task token of a grant made for it alone, from github-actions[bot] for
-    whoever caused the run. Its actions are the workflow's permissions ∩ (for a run started under a task)
-    that task's actions, on this repository only (and not at all where the task does not name it), within
-    the task's branch prefix and network allowlist; its authority is the task's delegator's or the actor's
-    own, live; it dies with the run, or with the task. None where no account caused the run."""
-    store = app.store
-    actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
-    if actor is None:
+    ``cause``, whoever caused the run (run_cause). Its actions are the workflow's permissions ∩ (for a run
+    started under a task) that task's actions, on this repository only (and not at all where the task does
+    not name it), within the task's branch prefix and network allowlist; its authority is the task's
+    delegator's or the actor's own, live; it dies with the run, or with the task. None where no account
+    caused the run."""
+    if cause is None:
         return None
     name = "repo:" + full_name(repo_row)
     actions, resources = set(permitted_actions(workflow_permissions(workflow_text))), [name]
-    parent = load_grant(store, run["grant_id"]) if run["grant_id"] else None
-    delegator, constraints = actor["id"], {}
+    parent = cause.grant
+    delegator, constraints = cause.user_id, {}
     if parent is not None:
         actions &= parent["actions"]
         resources = [r for r in resources if r in parent["resources"]]
         delegator = parent["delegator_id"]
         constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
     expires_at = from_now(RUN_TIMEOUT + 60)
-    with store.transaction() as db:
-        grant_id = insert_row(db, "task_grants", {
-            "public_id": "tg_" + secrets.token_hex(8), "agent_id": actions_bot(db), "delegator_id": delegator,
-            "task": "task:run/%d/%d" % (run["id"], run["run_attempt"]), "resources": json.dumps(resources),
-            "actions": json.dumps(sorted(actions)), "constraints": json.dumps(dict(constraints, expires_at=expires_at)),
-            "created_at": now(), "expires_at": expires_at, "parent_id": run["grant_id"]})
-        token, _ = issue_token(db, app.key, actions_bot(db), "task", name="job token of run %d" % run["id"],
+    with app.store.transaction() as db:
+        bot = actions_bot(db)
+        grant_id, _ = insert_task_grant(db, bot, delegator, "task:run/%d/%d" % (run["id"], run["run_attempt"]),
+                                        resources, actions, constraints, expires_at, run["grant_id"])
+        token, _ = issue_token(db, app.key, bot, "task", name="job token of run %d" % run["id"],
                                scopes=sorted(actions), expires_at=expires_at, grant_id=grant_id)
         db.execute("UPDATE workflow_runs SET job_grant_id = ? WHERE id = ?", (grant_id, run["id"]))
         Ledger(app, Principal(runtime="runner"), "runner").record(
-            "issue_token", "user:" + actor["login"], ["the job token of run %d, bounded by %s" % (
-                run["id"], "task grant %s" % parent["public_id"] if parent else actor["login"])],
+            "issue_token", "user:" + cause.login, ["the job token of run %d, bounded by %s" % (
+                run["id"], "task grant %s" % parent["public_id"] if parent else cause.login)],
             "job token %s for run %d: %s on %s" % (token_fingerprint(token), run["id"], ",".join(sorted(actions)) or
                                                   "nothing", ",".join(resources) or "nothing"), db)
     return token
@@ -13569,10 +13565,9 @@ def run_cause(app, run):
     return principal
 
 
-def secrets_for_run(app, run, repo_row):
-    """The repository's Actions secrets, where whoever caused the run may read them (decide(): a human with
-    write, a task that names read_secret); none otherwise. Either way the audit says so."""
-    cause = run_cause(app, run)
+def secrets_for_run(app, run, repo_row, cause):
+    """The repository's Actions secrets, where ``cause`` (whoever caused the run) may read them (decide():
+    a human with write, a task that names read_secret); none otherwise. Either way the audit says so."""
     if cause is None:
         return {}
     ledger = Ledger(app, cause, "runner")
@@ -13621,10 +13616,12 @@ def execute(app, run, stopping, recorder):
         checkout = os.path.join(work, "repository")
         check_out(app, repo_row, run, checkout)
         with open(os.path.join(checkout, wf["path"]), encoding="utf-8", errors="replace") as f:
-            token = mint_job_token(app, run, repo_row, f.read())
+            workflow_text = f.read()
+        cause = run_cause(app, run)
+        token = mint_job_token(app, run, repo_row, workflow_text, cause)
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
-        given = dict(secrets_for_run(app, run, repo_row), **({"GITHUB_TOKEN": token} if token else {}))
+        given = dict(secrets_for_run(app, run, repo_row, cause), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
@@ -13637,9 +13634,8 @@ def execute(app, run, stopping, recorder):
         command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
                     "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
         # the run as this server numbers it (github.run_id, run_number, run_attempt), and who started it
-        actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
         for name, value in (("RUN_ID", run["id"]), ("RUN_NUMBER", run["run_number"]),
-                            ("RUN_ATTEMPT", run["run_attempt"]), ("ACTOR", actor["login"] if actor else "ghost")):
+                            ("RUN_ATTEMPT", run["run_attempt"]), ("ACTOR", cause.login if cause else "ghost")):
             command += ["--env", "GITHUB_%s=%s" % (name, value)]
         # the token and the secrets reach act in its environment, named on its command line (-s NAME), never
         # their values there (which others on the host can read); act masks each in the logs, and in host mode

@@ -142,10 +142,9 @@ def dispatch_workflow(req, owner, repo, workflow_id):
     branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
     with open_repo(req.app, row["id"]) as git:
         sha = resolve_commit(git, ref)
+        text = workflow_blobs(git, sha).get(wf["path"], b"") if sha else b""
     if sha is None:
         raise invalid("Workflow", "ref", "invalid", "No ref found for: %s" % ref)
-    with open_repo(req.app, row["id"]) as git:
-        text = workflow_blobs(git, sha).get(wf["path"], b"")
     if "workflow_dispatch" not in workflow_events(text.decode("utf-8", "replace")):
         raise HTTPError(422, "Workflow does not have 'workflow_dispatch' trigger")       # (GitHub's words)
     req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + branch, workflow=wf["path"])

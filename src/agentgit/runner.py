@@ -28,7 +28,6 @@ import json
 import os
 import pwd
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -51,6 +50,7 @@ from agentgit.authentication import Principal, hold_task_grant, load_grant, name
 from agentgit.serializers import repo_json, user_json
 from agentgit.actions import REF_FILTERS, job_event, run_event, workflow_blobs, workflow_events
 from agentgit.actions_config import secrets_of_repo
+from agentgit.tasks import insert_task_grant
 from agentgit.apps import APP_PERMISSIONS, permitted_actions
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -253,38 +253,35 @@ def actions_bot(db):
     return row["id"] if row is not None else insert_account(db, ACTIONS_BOT, "agent", name="GitHub Actions")
 
 
-def mint_job_token(app, run, repo_row, workflow_text):
+def mint_job_token(app, run, repo_row, workflow_text, cause):
     """The run attempt's job token: a task token of a grant made for it alone, from github-actions[bot] for
-    whoever caused the run. Its actions are the workflow's permissions ∩ (for a run started under a task)
-    that task's actions, on this repository only (and not at all where the task does not name it), within
-    the task's branch prefix and network allowlist; its authority is the task's delegator's or the actor's
-    own, live; it dies with the run, or with the task. None where no account caused the run."""
-    store = app.store
-    actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
-    if actor is None:
+    ``cause``, whoever caused the run (run_cause). Its actions are the workflow's permissions ∩ (for a run
+    started under a task) that task's actions, on this repository only (and not at all where the task does
+    not name it), within the task's branch prefix and network allowlist; its authority is the task's
+    delegator's or the actor's own, live; it dies with the run, or with the task. None where no account
+    caused the run."""
+    if cause is None:
         return None
     name = "repo:" + full_name(repo_row)
     actions, resources = set(permitted_actions(workflow_permissions(workflow_text))), [name]
-    parent = load_grant(store, run["grant_id"]) if run["grant_id"] else None
-    delegator, constraints = actor["id"], {}
+    parent = cause.grant
+    delegator, constraints = cause.user_id, {}
     if parent is not None:
         actions &= parent["actions"]
         resources = [r for r in resources if r in parent["resources"]]
         delegator = parent["delegator_id"]
         constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
     expires_at = from_now(RUN_TIMEOUT + 60)
-    with store.transaction() as db:
-        grant_id = insert_row(db, "task_grants", {
-            "public_id": "tg_" + secrets.token_hex(8), "agent_id": actions_bot(db), "delegator_id": delegator,
-            "task": "task:run/%d/%d" % (run["id"], run["run_attempt"]), "resources": json.dumps(resources),
-            "actions": json.dumps(sorted(actions)), "constraints": json.dumps(dict(constraints, expires_at=expires_at)),
-            "created_at": now(), "expires_at": expires_at, "parent_id": run["grant_id"]})
-        token, _ = issue_token(db, app.key, actions_bot(db), "task", name="job token of run %d" % run["id"],
+    with app.store.transaction() as db:
+        bot = actions_bot(db)
+        grant_id, _ = insert_task_grant(db, bot, delegator, "task:run/%d/%d" % (run["id"], run["run_attempt"]),
+                                        resources, actions, constraints, expires_at, run["grant_id"])
+        token, _ = issue_token(db, app.key, bot, "task", name="job token of run %d" % run["id"],
                                scopes=sorted(actions), expires_at=expires_at, grant_id=grant_id)
         db.execute("UPDATE workflow_runs SET job_grant_id = ? WHERE id = ?", (grant_id, run["id"]))
         Ledger(app, Principal(runtime="runner"), "runner").record(
-            "issue_token", "user:" + actor["login"], ["the job token of run %d, bounded by %s" % (
-                run["id"], "task grant %s" % parent["public_id"] if parent else actor["login"])],
+            "issue_token", "user:" + cause.login, ["the job token of run %d, bounded by %s" % (
+                run["id"], "task grant %s" % parent["public_id"] if parent else cause.login)],
             "job token %s for run %d: %s on %s" % (token_fingerprint(token), run["id"], ",".join(sorted(actions)) or
                                                   "nothing", ",".join(resources) or "nothing"), db)
     return token
@@ -308,10 +305,9 @@ def run_cause(app, run):
     return principal
 
 
-def secrets_for_run(app, run, repo_row):
-    """The repository's Actions secrets, where whoever caused the run may read them (decide(): a human with
-    write, a task that names read_secret); none otherwise. Either way the audit says so."""
-    cause = run_cause(app, run)
+def secrets_for_run(app, run, repo_row, cause):
+    """The repository's Actions secrets, where ``cause`` (whoever caused the run) may read them (decide():
+    a human with write, a task that names read_secret); none otherwise. Either way the audit says so."""
     if cause is None:
         return {}
     ledger = Ledger(app, cause, "runner")
@@ -360,10 +356,12 @@ def execute(app, run, stopping, recorder):
         checkout = os.path.join(work, "repository")
         check_out(app, repo_row, run, checkout)
         with open(os.path.join(checkout, wf["path"]), encoding="utf-8", errors="replace") as f:
-            token = mint_job_token(app, run, repo_row, f.read())
+            workflow_text = f.read()
+        cause = run_cause(app, run)
+        token = mint_job_token(app, run, repo_row, workflow_text, cause)
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
-        given = dict(secrets_for_run(app, run, repo_row), **({"GITHUB_TOKEN": token} if token else {}))
+        given = dict(secrets_for_run(app, run, repo_row, cause), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
@@ -376,9 +374,8 @@ def execute(app, run, stopping, recorder):
         command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
                     "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
         # the run as this server numbers it (github.run_id, run_number, run_attempt), and who started it
-        actor = account_by_id(store, run["actor_id"]) if run["actor_id"] else None
         for name, value in (("RUN_ID", run["id"]), ("RUN_NUMBER", run["run_number"]),
-                            ("RUN_ATTEMPT", run["run_attempt"]), ("ACTOR", actor["login"] if actor else "ghost")):
+                            ("RUN_ATTEMPT", run["run_attempt"]), ("ACTOR", cause.login if cause else "ghost")):
             command += ["--env", "GITHUB_%s=%s" % (name, value)]
         # the token and the secrets reach act in its environment, named on its command line (-s NAME), never
         # their values there (which others on the host can read); act masks each in the logs, and in host mode
