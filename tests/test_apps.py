@@ -17,7 +17,7 @@ import pytest
 import agentgit
 from conftest import Browser, api, ext, shape_checker, sweep
 from test_browser import chromium, sign_in_if_asked  # noqa: F401 (a fixture)
-from test_webhooks import Receiver, signature_ok
+from test_webhooks import hooked, signature_ok  # noqa: F401 (hooked: a server that delivers to a receiver)
 
 SPEC = shape_checker()
 
@@ -25,15 +25,6 @@ SPEC = shape_checker()
 def shape_problems(method, path, status, body):
     """Where the body differs from GitHub's REST description ([] where ../shared is absent)."""
     return SPEC.check(method, path, status, body) if SPEC is not None else []
-
-
-@pytest.fixture
-def hooked(tmp_path):
-    srv = agentgit.make_server(tmp_path / "data", port=0, egress_allow_loopback=True).start()
-    receiver = Receiver()
-    yield srv, receiver
-    receiver.close()
-    srv.stop()
 
 
 def app_jwt(registered, **claims):

@@ -293,6 +293,18 @@ jobs:
 """
 
 
+def agent_on_a_task(srv, alice, actions, constraints):
+    """An agent bound to alice with push on alice/app, on a task grant of ``actions`` there: (its login, the
+    grant's id, a task token of it)."""
+    login, agent, _ = srv.add_agent("coder")
+    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
+        {"repo_full_name": "alice/app", "permission": "push"}]}).json["invite_token"]
+    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
+    grant = ext(srv, "POST", "/task-grants", alice, {"agent": "agent:" + login, "task": "task:ci", "resources": [
+        "repo:alice/app"], "actions": actions, "constraints": constraints}).json
+    return login, grant["id"], ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+
+
 @pytest.fixture
 def drop_box():
     """A folder any job may write into (pytest's own are the test user's alone; a job may run as nobody)."""
@@ -346,15 +358,8 @@ def test_a_run_an_agent_starts_under_a_task_is_bounded_by_that_task(running, dro
     alice = with_workflow(srv, (CALLER % {"token_file": token_file, "calls": calls}).replace(
         "permissions:\n  issues: write", "permissions: write-all"), name="caller.yml")
     assert api(srv, "POST", "/repos/alice/app/issues", alice, {"title": "a bug"}).status == 201
-    login, agent, _ = srv.add_agent("coder")
-    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
-        {"repo_full_name": "alice/app", "permission": "push"}]}).json["invite_token"]
-    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
-    grant = ext(srv, "POST", "/task-grants", alice, {
-        "agent": "agent:" + login, "task": "task:triage", "resources": ["repo:alice/app"],
-        "actions": ["read_code", "comment", "create_branch", "run_workflow"], "constraints": {
-            "branch_prefix": "agent/"}}).json
-    task_token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    _, grant_id, task_token = agent_on_a_task(srv, alice, ["read_code", "comment", "create_branch", "run_workflow"],
+                                              {"branch_prefix": "agent/"})
     assert api(srv, "POST", "/repos/alice/app/actions/workflows/caller.yml/dispatches", task_token,
                {"ref": "main"}).status == 204
     run_id = api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"][0]["id"]
@@ -367,7 +372,7 @@ def test_a_run_an_agent_starts_under_a_task_is_bounded_by_that_task(running, dro
     assert set(json.loads(job_grant["actions"])) == {"read_code", "comment", "create_branch", "run_workflow"}
     assert job_grant["parent_id"] is not None
     # revoking the agent's task kills its run's job grant with it
-    assert ext(srv, "DELETE", "/task-grants/" + grant["id"], alice).status == 204
+    assert ext(srv, "DELETE", "/task-grants/" + grant_id, alice).status == 204
     assert agentgit.load_grant(srv.app.store, job_grant["id"])["revoked_at"]
 
 
@@ -468,14 +473,7 @@ def test_a_task_that_reserves_run_workflow_waits_for_its_humans_yes(running):
     says yes, then starts one run, which executes with a token bounded by that task."""
     srv = running
     alice = with_workflow(srv, WORKFLOW)
-    login, agent, _ = srv.add_agent("coder")
-    invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
-        {"repo_full_name": "alice/app", "permission": "push"}]}).json["invite_token"]
-    assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
-    grant = ext(srv, "POST", "/task-grants", alice, {
-        "agent": "agent:" + login, "task": "task:ci", "resources": ["repo:alice/app"],
-        "actions": ["read_code", "run_workflow"], "constraints": {"requires_approval": ["run_workflow"]}}).json
-    token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+    _, _, token = agent_on_a_task(srv, alice, ["read_code", "run_workflow"], {"requires_approval": ["run_workflow"]})
     asked = api(srv, "POST", "/repos/alice/app/actions/workflows/ci.yml/dispatches", token, {"ref": "main"})
     assert asked.status == 403 and "needs a human's approval" in asked.json["message"]
     assert api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["total_count"] == 0
@@ -511,14 +509,7 @@ def test_gh_secret_set_reaches_a_run_masked_and_only_where_its_starter_may_read_
         job = api(srv, "GET", "/repos/alice/app/actions/runs/1/jobs", alice).json["jobs"][0]
         log = api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % job["id"], alice).raw.decode()
         assert "the secret is ***" in log and "s3cret" not in log
-        login, agent, _ = srv.add_agent("coder")
-        invite = ext(srv, "POST", "/agent-invites", alice, {"repo_grants": [
-            {"repo_full_name": "alice/app", "permission": "push"}]}).json["invite_token"]
-        assert ext(srv, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
-        grant = ext(srv, "POST", "/task-grants", alice, {
-            "agent": "agent:" + login, "task": "task:ci", "resources": ["repo:alice/app"],
-            "actions": ["read_code", "run_workflow"], "constraints": {}}).json
-        token = ext(srv, "POST", "/task-grants/%s/tokens" % grant["id"], agent, {}).json["token"]
+        login, _, token = agent_on_a_task(srv, alice, ["read_code", "run_workflow"], {})
         assert api(srv, "POST", "/repos/alice/app/actions/workflows/secret.yml/dispatches", token,
                    {"ref": "main"}).status == 204
         assert finished(srv, alice, "/repos/alice/app/actions/runs/2")["conclusion"] == "success"
