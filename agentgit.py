@@ -28,106 +28,107 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1707  tokens.issue_token
-       line  1729  tokens.verify_token
+       line  1708  tokens.issue_token
+       line  1730  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2890  policy.POLICY_RULES
-       line  2930  policy.decide
+       line  2893  policy.POLICY_RULES
+       line  2933  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2995  audit.audit_append
-       line  3018  audit.audit_verify
+       line  2998  audit.audit_append
+       line  3021  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11567  delegation.create_invite
-       line 11639  delegation.confirm_binding
-       line 12271  tasks.create_task_grant
-       line  3829  authentication.load_grant
+       line 11904  delegation.create_invite
+       line 11976  delegation.confirm_binding
+       line 12610  tasks.create_task_grant
+       line  3832  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19224  server.App.dispatch
-       line  3706  authentication.authenticate
-       line  3389  ledger.Ledger
+       line 19565  server.App.dispatch
+       line  3709  authentication.authenticate
+       line  3392  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 18877  githttp.git_receive_pack
-       line  3433  ledger.Ledger.decide_each
-       line  3367  intents.reconcile_intents
+       line 19218  githttp.git_receive_pack
+       line  3436  ledger.Ledger.decide_each
+       line  3370  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   203-  308  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   309-  338  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   339-  871  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   872-  975  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   976- 1215  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1216- 1252  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1253- 1474  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1475- 1655  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1656- 1756  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1757- 1909  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1910- 2135  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2136- 2952  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2953- 3166  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3167- 3241  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3242- 3310  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3311- 3383  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3384- 3577  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3578- 3876  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3877- 4062  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4063- 4192  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4193- 4488  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4489- 4704  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4705- 4772  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4773- 5048  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5049- 5146  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5147- 5683  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5684- 5952  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  5953- 6737  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6738- 6867  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6868- 7394  REST: pull requests and their merges.
-    31. reviews            lines  7395- 7743  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7744- 7851  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7852- 7908  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7909- 8150  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8151- 8428  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8429- 8591  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8592- 8941  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8942- 9281  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9282- 9360  REST: deploy keys.
-    40. actions            lines  9361- 9768  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. search             lines  9769- 9971  REST: search over repositories, issues, code and accounts.
-    42. orgs               lines  9972-10320  REST: organizations, memberships and teams.
-    43. webhooks           lines 10321-10872  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    44. actions_config     lines 10873-11385  REST: Actions configuration: environments, and secrets and variables at three levels.
-    45. personal_tokens    lines 11386-11461  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    46. delegation         lines 11462-12026  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    47. vault              lines 12027-12237  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    48. tasks              lines 12238-12671  REST: task grants, task tokens, step-up and approvals.
-    49. apps               lines 12672-13310  REST: GitHub Apps, as agents.
-    50. runner             lines 13311-13869  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    51. oversight          lines 13870-14041  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    52. graphql_language   lines 14042-14304  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    53. graphql_resolvers  lines 14305-14986  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    54. graphql_git        lines 14987-15217  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    55. graphql_mutations  lines 15218-15603  GraphQL mutations: each one decided as its REST twin is.
-    56. graphql_schema     lines 15604-16077  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    57. graphql_execution  lines 16078-16358  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    58. client_assertions  lines 16359-16541  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    59. settings_pages     lines 16542-16878  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    60. oauth_clients      lines 16879-17118  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    61. broker             lines 17119-17577  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    62. oauth              lines 17578-18231  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    63. mcp_server         lines 18232-18739  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    64. githttp            lines 18740-18945  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    65. pages              lines 18946-19214  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    66. server             lines 19215-19841  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    67. clients            lines 19842-20118  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    68. cli                lines 20119-20617  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20618-21552  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   204-  309  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   310-  339  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   340-  872  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   873-  976  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   977- 1216  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. background         lines  1217- 1253  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1254- 1475  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1476- 1656  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1657- 1757  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1758- 1910  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1911- 2136  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2137- 2955  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2956- 3169  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3170- 3244  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3245- 3313  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3314- 3386  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3387- 3580  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3581- 3879  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3880- 4065  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4066- 4195  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4196- 4491  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4492- 4707  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4708- 4775  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4776- 5051  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5052- 5149  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5150- 5686  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5687- 5955  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  5956- 6740  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6741- 6870  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6871- 7397  REST: pull requests and their merges.
+    31. reviews            lines  7398- 7746  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7747- 7854  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7855- 7911  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7912- 8153  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8154- 8431  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8432- 8594  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8595- 8944  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8945- 9289  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9290- 9368  REST: deploy keys.
+    40. actions            lines  9369- 9769  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines  9770-10105  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
+    42. search             lines 10106-10308  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10309-10657  REST: organizations, memberships and teams.
+    44. webhooks           lines 10658-11209  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11210-11722  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 11723-11798  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 11799-12363  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12364-12574  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12575-13010  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13011-13649  REST: GitHub Apps, as agents.
+    51. runner             lines 13650-14210  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14211-14382  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 14383-14645  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 14646-15327  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15328-15558  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 15559-15944  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 15945-16418  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 16419-16699  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 16700-16882  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 16883-17219  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17220-17459  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 17460-17918  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 17919-18572  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 18573-19080  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19081-19286  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19287-19555  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 19556-20182  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20183-20459  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 20460-20958  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 20959-21911  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is cca6a0b54c57fc3f22ae6b5a70fe323c1a570d22d12632325660e9097e370452
+Made from sources whose SHA-256 is 6504c85a4c94a56e29a67414695eb82f531b11b3802922cd97967b3347ca8007
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -981,7 +982,7 @@ def within_deadline(conn, seconds):
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 # SCHEMA, schema.sql's text, is this file's appendix, near its end (make dist puts it there)
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -2192,6 +2193,8 @@ ACTIONS = {
     "write_objects":      Action("repo", "write"),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
+    # a run's job token keeps its run's files (GitHub's runtime token's right, whatever permissions: say)
+    "upload_artifact":    Action("repo", "read", token_kinds=("task",)),
     "read_secret":        Action("repo", "write", scope="repo", mutation=False, sensitive=True),
     "write_secret":       Action("repo", "write", scope="repo"),
     "read_variables":     Action("repo", "write", scope="repo", mutation=False),
@@ -9166,10 +9169,15 @@ def asset_download(req, asset):
     with req.app.store.transaction() as db:
         db.execute("UPDATE release_assets SET download_count = download_count + 1 WHERE id = ?", (asset["id"],))
     data = req.app.store.one("SELECT data FROM release_assets WHERE id = ?", asset["id"])["data"]
-    # served from the same origin as the signed-in pages: never rendered, never sniffed, never scripted
-    return 200, bytes(data), {"Content-Type": asset["content_type"], "X-Content-Type-Options": "nosniff",
-                              "Content-Security-Policy": "default-src 'none'; sandbox",
-                              "Content-Disposition": 'attachment; filename="%s"' % asset["name"].replace('"', "")}
+    return attachment(bytes(data), asset["content_type"], asset["name"])
+
+
+def attachment(data, content_type, filename):
+    """A download of bytes someone uploaded, served from the same origin as the signed-in pages: never
+    rendered, never sniffed, never scripted."""
+    return 200, data, {"Content-Type": content_type, "X-Content-Type-Options": "nosniff",
+                       "Content-Security-Policy": "default-src 'none'; sandbox",
+                       "Content-Disposition": 'attachment; filename="%s"' % filename.replace('"', "")}
 
 
 @route("PATCH", "/api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}")
@@ -9711,13 +9719,6 @@ def get_run_logs(req, owner, repo, run_id, attempt_number=None):
     return 200, archive.getvalue(), {"Content-Type": "application/zip"}
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
-def list_run_artifacts(req, owner, repo, run_id):
-    """No run keeps artifacts yet (gh run view asks)."""
-    find_run(req, owner, repo, run_id)
-    return {"total_count": 0, "artifacts": []}
-
-
 def zip_name(text):
     """A job's or step's name as the zip's entries spell it: no slashes or colons, at most 90 characters."""
     return re.sub(r'[/\\:<>|*?"]', "", text)[:90] or "job"
@@ -9767,7 +9768,343 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 41. src/agentgit/artifacts.py — Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
+# uses: config, errors, routing, serializers, lookups, releases, actions
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# GitHub's rule for an artifact's name: none of these characters; agentgit also bounds its length
+ARTIFACT_NAME_RE = re.compile(r'[^"\:<>|*?\\/\r\n\x00]{1,255}')
+RETENTION_DAYS = 90                     # GitHub's default and maximum
+MAX_ARTIFACT_ENTRIES = 10000            # files in one artifact's zip
+MAX_UNPACKED_BYTES = 4 * MAX_ASSET_BYTES      # what one artifact's files may unpack to, together
+ARTIFACT_COLUMNS = ("a.id, a.repo_id, a.run_id, a.run_attempt, a.name, a.size_in_bytes, a.digest, a.created_at,"
+                    " a.expires_at, a.archive IS NULL AS gone, r.head_branch, r.head_sha")
+
+
+def artifact_json(app, repo_row, row):
+    url = "%s/repos/%s/%s/actions/artifacts/%d" % (app.api, repo_row["owner_login"], repo_row["name"], row["id"])
+    return {"id": row["id"], "node_id": node_id("Artifact", row["id"]), "name": row["name"],
+            "size_in_bytes": row["size_in_bytes"], "url": url, "archive_download_url": url + "/zip",
+            "expired": bool(row["gone"]) or row["expires_at"] <= now(), "digest": row["digest"],
+            "created_at": row["created_at"], "updated_at": row["created_at"], "expires_at": row["expires_at"],
+            "workflow_run": {"id": row["run_id"], "repository_id": repo_row["id"], "head_repository_id": repo_row["id"],
+                             "head_branch": row["head_branch"], "head_sha": row["head_sha"]}}
+
+
+def artifacts_json(req, repo_row, where, args):
+    """GitHub's artifact list (?name= filters by name), newest first, a page of it."""
+    if req.query.get("name"):
+        where, args = where + " AND a.name = ?", args + [req.query["name"]]
+    rows = req.app.store.all("SELECT %s FROM artifacts a JOIN workflow_runs r ON r.id = a.run_id WHERE %s ORDER BY"
+                             " a.id DESC" % (ARTIFACT_COLUMNS, where), *args)
+    return {"total_count": len(rows), "artifacts": [artifact_json(req.app, repo_row, a) for a in req.paginate(rows)]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/artifacts")
+def list_artifacts(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    return artifacts_json(req, row, "a.repo_id = ?", [row["id"]])
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
+def list_run_artifacts(req, owner, repo, run_id):
+    row, run = find_run(req, owner, repo, run_id)
+    return artifacts_json(req, row, "a.run_id = ?", [run["id"]])
+
+
+def find_artifact(req, owner, repo, artifact_id, action="read_code"):
+    row = find_repo(req, owner, repo, action)
+    artifact = req.app.store.one("SELECT %s FROM artifacts a JOIN workflow_runs r ON r.id = a.run_id WHERE a.id = ?"
+                                 " AND a.repo_id = ?" % ARTIFACT_COLUMNS, int(artifact_id), row["id"])
+    if artifact is None:
+        raise HTTPError(404, "Not Found")
+    return row, artifact
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}")
+def get_artifact(req, owner, repo, artifact_id):
+    row, artifact = find_artifact(req, owner, repo, artifact_id)
+    return artifact_json(req.app, row, artifact)
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}/{archive_format}")
+def download_artifact(req, owner, repo, artifact_id, archive_format):
+    """The artifact's zip (GitHub answers with a redirect to the same; zip is its only format)."""
+    row, artifact = find_artifact(req, owner, repo, artifact_id)
+    if archive_format != "zip":
+        raise HTTPError(404, "Not Found")
+    if artifact_json(req.app, row, artifact)["expired"]:
+        raise HTTPError(410, "Artifact has expired")
+    data = req.app.store.one("SELECT archive FROM artifacts WHERE id = ?", artifact["id"])["archive"]
+    return attachment(bytes(data), "application/zip", artifact["name"] + ".zip")
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}")
+def delete_artifact(req, owner, repo, artifact_id):
+    """Deleting an artifact takes what deleting its run takes (GitHub's actions: write)."""
+    _, artifact = find_artifact(req, owner, repo, artifact_id, "run_workflow")
+    with req.transaction() as db:
+        db.execute("DELETE FROM artifacts WHERE id = ?", (artifact["id"],))
+        req.effect("deleted artifact %s of run %d" % (artifact["name"], artifact["run_id"]))
+    return 204, None
+
+
+# -- a job's upload ----------------------------------------------------------------------------------
+
+def check_archive(data):
+    """Refuses a body that is not a zip whose entries stay inside the folder it is unpacked into, or that
+    holds more files, or unpacks to more bytes, than an artifact may."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError):
+        raise invalid("Artifact", "archive", message="the body is the artifact's files as a zip")
+    if len(entries) > MAX_ARTIFACT_ENTRIES or sum(e.file_size for e in entries) > MAX_UNPACKED_BYTES:
+        raise invalid("Artifact", "archive", message="an artifact holds at most %d files, unpacking to at most %d "
+                                                     "bytes" % (MAX_ARTIFACT_ENTRIES, MAX_UNPACKED_BYTES))
+    for entry in entries:
+        parts = entry.filename.split("/")
+        if entry.filename.startswith("/") or "\\" in entry.filename or ".." in parts or ":" in parts[0] or \
+                re.search(r"[\x00-\x1f]", entry.filename):
+            raise invalid("Artifact", "archive", message="zip entry %r would unpack outside its folder" % entry.filename)
+
+
+def job_of_run(req, run):
+    """Is the caller a job of this run, with its job token? A refusal otherwise, audited."""
+    grant = req.principal.grant
+    if grant is None or grant["id"] != run["job_grant_id"] or run["status"] != "in_progress":
+        reason = "only a job of run %d adds artifacts to it, with its job token, while it runs" % run["id"]
+        req.refuse("upload_artifact", "run:%d" % run["id"], [reason])
+        raise HTTPError(403, reason)
+
+
+@route("POST", "/api/ext/v1/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
+def upload_artifact(req, owner, repo, run_id):
+    """A zip of a job's files, from a job of the run with its job token (as the stand-in for
+    actions/upload-artifact posts it): ?name= (GitHub's rules), ?retention_days= (1 to 90: 90 without),
+    ?overwrite=true to replace an artifact of the same name in this attempt."""
+    row, run = find_run(req, owner, repo, run_id, "upload_artifact")
+    job_of_run(req, run)
+    name, days = req.query.get("name", ""), req.query.get("retention_days") or str(RETENTION_DAYS)
+    if not ARTIFACT_NAME_RE.fullmatch(name) or name.strip(". ") == "":
+        raise invalid("Artifact", "name", message='name the artifact: ?name=, 1 to 255 characters, none of " : < > |'
+                                                  ' * ? \\ / or a line break, and not only dots')
+    if not days.isdigit() or not 1 <= int(days) <= RETENTION_DAYS:
+        raise invalid("Artifact", "retention_days", message="retention_days is 1 to %d" % RETENTION_DAYS)
+    data = req.body(MAX_ASSET_BYTES).read_all()
+    check_archive(data)
+    stamp = now()
+    expires = (datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ") + datetime.timedelta(days=int(days)))\
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+    with req.transaction() as db:
+        same = db.execute("SELECT id FROM artifacts WHERE run_id = ? AND run_attempt = ? AND name = ?",
+                          (run["id"], run["run_attempt"], name)).fetchone()
+        if same is not None and req.query.get("overwrite") != "true":
+            raise HTTPError(409, "an artifact named %s exists in this run attempt; upload with overwrite to replace it"
+                            % name)
+        if same is not None:
+            db.execute("DELETE FROM artifacts WHERE id = ?", (same["id"],))
+        # (the repository's expired archives go as a new one comes: their rows stay, listed expired)
+        db.execute("UPDATE artifacts SET archive = NULL WHERE repo_id = ? AND expires_at <= ? AND archive IS NOT NULL",
+                   (row["id"], stamp))
+        artifact_id = db.execute(
+            "INSERT INTO artifacts (repo_id, run_id, run_attempt, name, size_in_bytes, digest, archive, created_at,"
+            " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (row["id"], run["id"], run["run_attempt"], name, len(data),
+                                                                 "sha256:" + hashlib.sha256(data).hexdigest(), data,
+                                                                 stamp, expires)).lastrowid
+        req.effect("uploaded artifact %s (%d bytes) to run %d" % (name, len(data), run["id"]))
+    _, artifact = find_artifact(req, owner, repo, artifact_id)
+    return 201, artifact_json(req.app, row, artifact)
+
+
+# -- the stand-ins a job runs ------------------------------------------------------------------------
+
+STANDIN_VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6")
+STANDIN_ACTIONS = {      # each action's inputs (GitHub's, with their defaults) and outputs
+    "upload-artifact": ({"name": "artifact", "path": None, "if-no-files-found": "warn", "retention-days": "0",
+                         "compression-level": "6", "overwrite": "false", "include-hidden-files": "false"},
+                        ("artifact-id", "artifact-url", "artifact-digest")),
+    "download-artifact": ({"name": "", "path": "", "pattern": "", "merge-multiple": "false", "github-token": "",
+                           "repository": "", "run-id": ""}, ("download-path",)),
+}
+
+STANDIN_PROGRAM = r'''"""agentgit's stand-in for actions/upload-artifact and actions/download-artifact, run in a job: its
+inputs in INPUT_* (from the step's with:), the job's token in AGENTGIT_JOB_TOKEN. The standard library only."""
+import fnmatch, glob, io, json, os, sys, urllib.error, urllib.parse, urllib.request, zipfile
+
+
+def given(name, default=""):
+    return os.environ.get("INPUT_" + name.upper().replace("-", "_"), "").strip() or default
+
+
+def call(method, url, token, data=None, kind="application/json"):
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": "token " + token, "Content-Type": kind, "Accept": "application/vnd.github+json"})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.read()
+    except urllib.error.HTTPError as error:
+        fail("%s %s: %d %s" % (method, url.split("?")[0], error.code, error.read().decode("utf-8", "replace")[:500]))
+
+
+def fail(message):
+    print("::error::" + message.replace("\n", " "))
+    sys.exit(1)
+
+
+def output(**values):
+    with open(os.environ["GITHUB_OUTPUT"], "a") as out:
+        for name, value in values.items():
+            out.write("%s=%s\n" % (name.replace("_", "-"), value))
+
+
+def search_path(pattern):
+    """The part of a pattern before its first segment with a wildcard (GitHub's search path)."""
+    parts = pattern.split(os.sep)
+    for i, part in enumerate(parts):
+        if any(c in part for c in "*?["):
+            return os.sep.join(parts[:i]) or os.sep
+    return pattern.rstrip(os.sep) or os.sep
+
+
+def files_under(path):
+    if os.path.isdir(path):
+        return [os.path.join(top, f) for top, _, names in os.walk(path) for f in names]
+    return [path] if os.path.isfile(path) else []
+
+
+def upload():
+    files, searched = {}, []
+    for line in given("path").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        exclude = line.startswith("!")
+        pattern = os.path.abspath(os.path.expanduser(line[1:] if exclude else line))
+        root = search_path(pattern)
+        found = [f for match in glob.glob(pattern, recursive=True) for f in files_under(match)]
+        if given("include-hidden-files") != "true":       # (a file named as itself is relative to itself ".")
+            found = [f for f in found if not any(p.startswith(".") for p in os.path.relpath(f, root).split(os.sep)
+                                                 if p != ".")]
+        if exclude:
+            for f in found:
+                files.pop(f, None)
+        else:
+            searched.append(root)
+            files.update((f, root) for f in found)
+    if not files:
+        where = "No files were found with the provided path: %s. No artifacts will be uploaded." % given("path")
+        if given("if-no-files-found", "warn") == "error":
+            fail(where)
+        print(("::warning::" if given("if-no-files-found", "warn") == "warn" else "") + where)
+        return
+    # the root: the search paths' least common ancestor; a single file named as itself keeps no folders
+    root = os.path.commonpath(searched) if len(set(searched)) > 1 else searched[0]
+    if len(files) == 1 and list(files) == [root]:
+        root = os.path.dirname(root)
+    level = int(given("compression-level", "6"))
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED if level else zipfile.ZIP_STORED,
+                         compresslevel=level or None) as out:
+        for path in sorted(files):
+            out.write(path, os.path.relpath(path, root))
+    name, days = given("name", "artifact"), given("retention-days", "0")
+    query = urllib.parse.urlencode(dict(name=name, overwrite=given("overwrite", "false"),
+                                        **({"retention_days": days} if days != "0" else {})))
+    made = json.loads(call("POST", "%s/api/ext/v1/repos/%s/actions/runs/%s/artifacts?%s" % (
+        os.environ["GITHUB_SERVER_URL"], os.environ["GITHUB_REPOSITORY"], os.environ["GITHUB_RUN_ID"], query),
+        os.environ["AGENTGIT_JOB_TOKEN"], archive.getvalue(), "application/zip"))
+    url = "%s/%s/actions/runs/%s/artifacts/%d" % (os.environ["GITHUB_SERVER_URL"], os.environ["GITHUB_REPOSITORY"],
+                                                  os.environ["GITHUB_RUN_ID"], made["id"])
+    print("Artifact %s has been successfully uploaded! Final size is %d bytes. Artifact ID is %d" % (
+        name, made["size_in_bytes"], made["id"]))
+    output(artifact_id=made["id"], artifact_url=url, artifact_digest=made["digest"].partition(":")[2])
+
+
+def unpack(data, folder):
+    """Unpacks a zip into folder, refusing an entry that would land outside it."""
+    os.makedirs(folder, exist_ok=True)
+    top = os.path.realpath(folder)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for entry in archive.infolist():
+            target = os.path.realpath(os.path.join(top, entry.filename))
+            if os.path.commonpath([top, target]) != top:
+                fail("artifact entry %r would land outside %s" % (entry.filename, folder))
+            archive.extract(entry, top)
+
+
+def download():
+    token = given("github-token") or os.environ["AGENTGIT_JOB_TOKEN"]
+    api = "%s/repos/%s/actions/runs/%s/artifacts?per_page=100" % (
+        os.environ["GITHUB_API_URL"], given("repository") or os.environ["GITHUB_REPOSITORY"],
+        given("run-id") or os.environ["GITHUB_RUN_ID"])
+    newest, page = {}, 1
+    while True:
+        listing = json.loads(call("GET", "%s&page=%d" % (api, page), token))["artifacts"]
+        for artifact in listing:      # (newest first: an earlier attempt's of the same name is older)
+            if not artifact["expired"]:
+                newest.setdefault(artifact["name"], artifact)
+        if len(listing) < 100:
+            break
+        page += 1
+    name, pattern = given("name"), given("pattern")
+    folder = os.path.abspath(os.path.expanduser(given("path") or os.environ["GITHUB_WORKSPACE"]))
+    if name and name not in newest:
+        fail("Unable to download artifact(s): Artifact not found for name: %s" % name)
+    chosen = [newest[name]] if name else [a for n, a in sorted(newest.items()) if not pattern or
+                                          fnmatch.fnmatchcase(n, pattern)]
+    together = bool(name) or given("merge-multiple") == "true"
+    for artifact in chosen:
+        if not together and (os.sep in artifact["name"] or artifact["name"] in (".", "..")):
+            fail("artifact name %r is not a folder name" % artifact["name"])
+        unpack(call("GET", artifact["archive_download_url"], token), folder if together else
+               os.path.join(folder, artifact["name"]))
+        print("Artifact %s was downloaded to %s" % (artifact["name"], folder))
+    print("Total of %d artifact(s) downloaded" % len(chosen))
+    output(download_path=folder)
+
+
+if __name__ == "__main__":
+    {"upload": upload, "download": download}[sys.argv[1]]()
+'''
+
+
+def standin_action(action):
+    """The action.yml of a stand-in (JSON, which is YAML): a composite action of one step that runs
+    STANDIN_PROGRAM with the step's inputs."""
+    inputs, outputs = STANDIN_ACTIONS[action]
+    env = {"INPUT_" + name.upper().replace("-", "_"): "${{ inputs.%s }}" % name for name in inputs}
+    env.update(AGENTGIT_ACTION_PATH="${{ github.action_path }}", AGENTGIT_JOB_TOKEN="${{ github.token }}")
+    return {
+        "name": "%s (agentgit's stand-in)" % action,
+        "description": "agentgit runs this for actions/%s: the run's artifacts are kept by agentgit" % action,
+        "inputs": {name: {"description": name, "required": default is None, **(
+            {"default": default} if default is not None else {})} for name, default in inputs.items()},
+        "outputs": {name: {"description": name, "value": "${{ steps.standin.outputs.%s }}" % name} for name in outputs},
+        "runs": {"using": "composite", "steps": [{
+            "id": "standin", "shell": "bash", "env": env,
+            # (the job's python3 from its PATH: the server's own may be one the job's user cannot run)
+            "run": 'python3 "$AGENTGIT_ACTION_PATH/standin.py" %s' % action.partition("-")[0]}]}}
+
+
+def write_standins(folder):
+    """The stand-ins, each in a folder of its own under ``folder``: act's --local-repository arguments that
+    map every version of actions/upload-artifact and download-artifact to them."""
+    mapped = []
+    for action in STANDIN_ACTIONS:
+        home = "%s/%s" % (folder, action)
+        os.makedirs(home)
+        with open(home + "/action.yml", "w") as f:
+            json.dump(standin_action(action), f, indent=1)
+        with open(home + "/standin.py", "w") as f:
+            f.write(STANDIN_PROGRAM)
+        for version in STANDIN_VERSIONS:
+            mapped += ["--local-repository", "actions/%s@%s=%s" % (action, version, home)]
+    return mapped
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 42. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9970,7 +10307,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 43. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10319,7 +10656,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
+# 44. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
 # uses: config, background, crypto, errors, egress, gitstore, accounts, policy, outbox, authentication, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases, actions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10871,7 +11208,7 @@ class DeliveryWorker(Worker):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 45. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, crypto, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11384,7 +11721,7 @@ def delete_environment(req, owner, repo, environment):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+# 46. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
 # uses: config, errors, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11460,7 +11797,7 @@ def revoke_own_token(req, user, row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+# 47. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
 # uses: config, errors, storage, tokens, proofs, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12025,7 +12362,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 48. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12236,7 +12573,7 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# 49. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
 # uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, approvals, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12245,7 +12582,9 @@ def delete_credential(req, credential_id):
 # for one task, and the agent works with short-lived task tokens that carry nothing more.
 
 TASK_TOKEN_SECONDS, TASK_GRANT_MAX_SECONDS = 3600, 30 * 86400
-TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo" and not spec.humans_only)
+# (not one only a kind of token holds: a run's job grant alone adds to its run's artifacts)
+TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo" and not spec.humans_only and
+                     not spec.token_kinds)
 # what a grant may name: actions on its repositories, and calls through the broker with its credentials
 # (asking for a tool token, use_credential, is what requires_approval may reserve for a human's yes)
 GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS + ("call_api", "use_credential")
@@ -12670,7 +13009,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/apps.py — REST: GitHub Apps, as agents.
+# 50. src/agentgit/apps.py — REST: GitHub Apps, as agents.
 # uses: config, errors, crypto, storage, tokens, accounts, policy, outbox, routing, serializers, lookups, web, webhooks, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13309,8 +13648,8 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, policy, authentication, serializers, actions, actions_config, tasks, apps
+# 51. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, policy, authentication, serializers, actions, actions_config, artifacts, tasks, apps
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -13531,6 +13870,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause):
         resources = [r for r in resources if r in parent["resources"]]
         delegator = parent["delegator_id"]
         constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
+    actions.add("upload_artifact")      # whatever the permissions, its run's files, to this run only (artifacts)
     expires_at = from_now(RUN_TIMEOUT + 60)
     with app.store.transaction() as db:
         bot = actions_bot(db)
@@ -13621,13 +13961,14 @@ def execute(app, run, stopping, recorder):
         token = mint_job_token(app, run, repo_row, workflow_text, cause)
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
+        standins = write_standins(os.path.join(work, "actions"))
         given = dict(secrets_for_run(app, run, repo_row, cause), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
         command = [app.config.workflow_runner, run["event"], "-W", os.path.join(checkout, wf["path"]),
                    "-e", os.path.join(work, "event.json"), "-C", checkout, "--json", "--action-offline-mode",
-                   "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc]
+                   "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc] + standins
         for platform in PLATFORMS:
             command += ["-P", platform + "=-self-hosted"]
         # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
@@ -13868,7 +14209,7 @@ class WorkflowRunner(Worker):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+# 52. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
 # uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14040,7 +14381,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 53. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14303,7 +14644,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 54. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -14985,7 +15326,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 55. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15216,7 +15557,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 56. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15602,7 +15943,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 57. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16076,7 +16417,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 58. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16357,7 +16698,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 59. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16540,7 +16881,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 60. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16877,7 +17218,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 61. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17117,7 +17458,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 61. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 62. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17576,7 +17917,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 62. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 63. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18230,7 +18571,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 63. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 64. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18738,7 +19079,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 64. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 65. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, outbox, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18944,7 +19285,7 @@ def record_push(req, row, allowed, ff_only, intents):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 65. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 66. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -19213,7 +19554,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 66. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 67. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, runner, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -19840,7 +20181,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 67. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 68. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -20117,7 +20458,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 68. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 69. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, runner, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -21164,6 +21505,24 @@ CREATE TABLE IF NOT EXISTS workflow_jobs (
     created_at    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS workflow_jobs_by_run ON workflow_jobs(run_id, run_attempt);
+
+-- What a run's jobs uploaded (version 12): a zip each, held here as release assets are, named by the job
+-- and never used as a path; unique in a run attempt. Past expires_at it is listed expired and its
+-- archive is gone.
+CREATE TABLE IF NOT EXISTS artifacts (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    run_id        INTEGER NOT NULL REFERENCES workflow_runs(id) ON DELETE CASCADE,
+    run_attempt   INTEGER NOT NULL,
+    name          TEXT NOT NULL,
+    size_in_bytes INTEGER NOT NULL,
+    digest        TEXT NOT NULL,           -- sha256:<hex> of the zip, as GitHub reports it
+    archive       BLOB,                    -- the zip; NULL once expired
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    UNIQUE (run_id, run_attempt, name)
+);
+CREATE INDEX IF NOT EXISTS artifacts_by_repo ON artifacts(repo_id, id);
 
 -- A ref a push moved, written with the move (outbox.queue_event): the runner reads the workflows at its
 -- commit and starts the runs whose `on: push` it matches (version 11). Never a job token's push.

@@ -544,6 +544,24 @@ CREATE TABLE IF NOT EXISTS workflow_jobs (
 );
 CREATE INDEX IF NOT EXISTS workflow_jobs_by_run ON workflow_jobs(run_id, run_attempt);
 
+-- What a run's jobs uploaded (version 12): a zip each, held here as release assets are, named by the job
+-- and never used as a path; unique in a run attempt. Past expires_at it is listed expired and its
+-- archive is gone.
+CREATE TABLE IF NOT EXISTS artifacts (
+    id            INTEGER PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    run_id        INTEGER NOT NULL REFERENCES workflow_runs(id) ON DELETE CASCADE,
+    run_attempt   INTEGER NOT NULL,
+    name          TEXT NOT NULL,
+    size_in_bytes INTEGER NOT NULL,
+    digest        TEXT NOT NULL,           -- sha256:<hex> of the zip, as GitHub reports it
+    archive       BLOB,                    -- the zip; NULL once expired
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    UNIQUE (run_id, run_attempt, name)
+);
+CREATE INDEX IF NOT EXISTS artifacts_by_repo ON artifacts(repo_id, id);
+
 -- A ref a push moved, written with the move (outbox.queue_event): the runner reads the workflows at its
 -- commit and starts the runs whose `on: push` it matches (version 11). Never a job token's push.
 CREATE TABLE IF NOT EXISTS run_triggers (

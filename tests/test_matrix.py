@@ -95,6 +95,10 @@ def build_world(data_dir):
                              " log, step_lines, started_at, completed_at, created_at) VALUES (?, 1, 'build', 'build',"
                              " 'completed', 'success', '[]', '', '[]', ?, ?, ?)", (run["id"],) + (run["created_at"],) * 3
                              ).lastrowid
+            artifact = db.execute("INSERT INTO artifacts (repo_id, run_id, run_attempt, name, size_in_bytes, digest,"
+                                  " archive, created_at, expires_at) VALUES (?, ?, 1, 'dist', 22, 'sha256:0', ?, ?,"
+                                  " '9999-12-31T00:00:00Z')", (run["repository"]["id"], run["id"],
+                                                               b"PK\x05\x06" + b"\0" * 18, run["created_at"])).lastrowid
         assert api(srv, "PUT", "/repos/alice/secret/branches/main/protection", alice, {
             "required_status_checks": None, "enforce_admins": False, "required_pull_request_reviews": None,
             "restrictions": None}).status == 200
@@ -192,7 +196,7 @@ def build_world(data_dir):
                "blob": blob, "key_id": key_id, "merged": merged["number"], "audit_row": alices_row,
                "orgrepo": orgrepo, "deploy_key": deploy_key, "secret_repo": secret_repo,
                "credential": credential.json["id"], "runtime_revocation": runtime_revocation["revocation"],
-               "user_code": device["user_code"], "installation": installation, "job": job}
+               "user_code": device["user_code"], "installation": installation, "job": job, "artifact": artifact}
         return tokens, ids
     finally:
         srv.stop()
@@ -209,7 +213,7 @@ def route_path(method, pattern, ids):
             "credential_id": ids["credential"], "revocation_id": ids["runtime_revocation"], "path": "README.md", "environment": "production",
             "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"],
             "app_slug": "world-bot", "installation_id": ids["installation"], "code": "bogus", "username": "alice",
-            "job_id": ids["job"], "attempt_number": 1}
+            "job_id": ids["job"], "attempt_number": 1, "artifact_id": ids["artifact"], "archive_format": "zip"}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
     fill["login"] = ("bot" if "/agent" in pattern else "olga" if pattern.endswith("/suspended") else
@@ -477,11 +481,15 @@ EXPECTED = {
     "broker_token":           "401 403 404 404 404 404 404 404 404 404 404 403 401 401 401 401",
     "broker_proxy":           "401 403 404 404 404 404 404 404 403 403 404 403 401 401 401 401",
     "own_watch":              "404 pass 404 404 404 404 403 404 404 404 404 403 401 401 401 401",
+    # a run's artifacts are added by a job of the run alone, with its job token while it runs (the world
+    # runs no job: tests/test_artifacts.py holds the job token's side)
+    "job_token":              "404 403 404 403 403 404 403 403 403 404 403 403 401 401 401 401",
 }
 
 # Every route, and the row of EXPECTED it answers by.
 ROUTE_ACCESS = """
 POST    /api/ext/v1/apps                                                           humans
+POST    /api/ext/v1/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts       job_token
 POST    /api/ext/v1/apps/{app_slug}/installations                                  owner_only
 DELETE  /api/ext/v1/installations/{installation_id:int}                            owner_only
 GET     /api/v3/app                                                                app_jwt
@@ -566,6 +574,7 @@ DELETE  /api/v3/orgs/{org}/teams/{slug}/memberships/{login}                     
 DELETE  /api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}                      team_admin
 DELETE  /api/v3/repos/{owner}/{repo}                                              repo_admin
 DELETE  /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}                    repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}          repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/actions/secrets/{name}                       repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/actions/variables/{name}                     repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection            repo_admin
@@ -649,6 +658,9 @@ GET     /api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}/logs             
 GET     /api/v3/repos/{owner}/{repo}/actions/runs                                 repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts          repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/artifacts                            repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}          repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}/{archive_format} repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs               repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int} repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}/jobs repo_read
@@ -960,7 +972,8 @@ LABEL_WORDS = {"token_holder": "the token's holder", "grant_parties": "the grant
                "grant_agent_bootstrap": "the grant's agent, with its own token",
                # (the matrix's world holds no tool token and no grant naming a credential: tests/test_broker.py)
                "broker_token": "a task token whose grant names the credential",
-               "broker_proxy": "a tool token for the credential"}
+               "broker_proxy": "a tool token for the credential",
+               "job_token": "a job of the run, with its job token, while the run runs"}
 
 
 def who_gets_through(label):

@@ -30,7 +30,6 @@ PEOPLE = ["u%d" % n for n in FIVE]
 
 # Lists that hold fewer than three pages in this world, and why that is all they can hold here.
 SHORT_LISTS = {
-    "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts": "no run keeps artifacts yet",
     "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs": "this world executes no runs (tests/test_runs.py)",
     "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/attempts/{attempt_number:int}/jobs":
         "this world executes no runs (tests/test_runs.py)",
@@ -128,6 +127,12 @@ def build_world(srv):
         assert api(srv, "POST", repo + "/statuses/" + head, alice, {"state": "success", "context": "c%d" % n}).status == 201
         assert api(srv, "POST", repo + "/actions/workflows/ci1.yml/dispatches", alice, {"ref": "main"}).status == 204
     run = api(srv, "GET", repo + "/actions/runs", alice).json["workflow_runs"][0]["id"]
+    with srv.app.store.transaction() as db:      # five artifacts of the run, as its jobs would upload them
+        for n in FIVE:
+            db.execute("INSERT INTO artifacts (repo_id, run_id, run_attempt, name, size_in_bytes, digest, archive,"
+                       " created_at, expires_at) SELECT repo_id, id, 1, ?, 22, 'sha256:0', ?, created_at,"
+                       " '9999-12-31T00:00:00Z' FROM workflow_runs WHERE id = ?", ("a%d" % n, b"PK\x05\x06" + b"\0" * 18,
+                                                                                run))
     deployments = [api(srv, "POST", repo + "/deployments", alice, {"ref": "main", "required_contexts": []}).json["id"]
                    for n in FIVE]
     hooks = [api(srv, "POST", repo + "/hooks", alice, {"config": {"url": "http://127.0.0.1:9/h%d" % n}}).json["id"]

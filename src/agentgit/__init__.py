@@ -35,7 +35,7 @@ if importlib.util.find_spec("dulwich") is None:
 MODULES = (
     "config", "errors", "crypto", "egress", "storage", "background", "gitstore", "gitwire", "tokens", "proofs", "accounts", "policy", "audit", "outbox", "approvals", "intents",
     "ledger", "authentication", "installation", "routing", "request", "serializers", "lookups", "web",
-    "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "reactions", "timeline", "contents", "protection", "deployments", "gitdata", "releases", "deploy_keys", "actions",
+    "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "reactions", "timeline", "contents", "protection", "deployments", "gitdata", "releases", "deploy_keys", "actions", "artifacts",
     "search", "orgs", "webhooks", "actions_config", "personal_tokens", "delegation", "vault", "tasks", "apps", "runner", "oversight",
     "graphql_language", "graphql_resolvers", "graphql_git", "graphql_mutations", "graphql_schema", "graphql_execution",
     "client_assertions", "settings_pages", "oauth_clients", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",

@@ -365,13 +365,6 @@ def get_run_logs(req, owner, repo, run_id, attempt_number=None):
     return 200, archive.getvalue(), {"Content-Type": "application/zip"}
 
 
-@route("GET", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
-def list_run_artifacts(req, owner, repo, run_id):
-    """No run keeps artifacts yet (gh run view asks)."""
-    find_run(req, owner, repo, run_id)
-    return {"total_count": 0, "artifacts": []}
-
-
 def zip_name(text):
     """A job's or step's name as the zip's entries spell it: no slashes or colons, at most 90 characters."""
     return re.sub(r'[/\\:<>|*?"]', "", text)[:90] or "job"

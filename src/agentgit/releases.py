@@ -244,10 +244,15 @@ def asset_download(req, asset):
     with req.app.store.transaction() as db:
         db.execute("UPDATE release_assets SET download_count = download_count + 1 WHERE id = ?", (asset["id"],))
     data = req.app.store.one("SELECT data FROM release_assets WHERE id = ?", asset["id"])["data"]
-    # served from the same origin as the signed-in pages: never rendered, never sniffed, never scripted
-    return 200, bytes(data), {"Content-Type": asset["content_type"], "X-Content-Type-Options": "nosniff",
-                              "Content-Security-Policy": "default-src 'none'; sandbox",
-                              "Content-Disposition": 'attachment; filename="%s"' % asset["name"].replace('"', "")}
+    return attachment(bytes(data), asset["content_type"], asset["name"])
+
+
+def attachment(data, content_type, filename):
+    """A download of bytes someone uploaded, served from the same origin as the signed-in pages: never
+    rendered, never sniffed, never scripted."""
+    return 200, data, {"Content-Type": content_type, "X-Content-Type-Options": "nosniff",
+                       "Content-Security-Policy": "default-src 'none'; sandbox",
+                       "Content-Disposition": 'attachment; filename="%s"' % filename.replace('"', "")}
 
 
 @route("PATCH", "/api/v3/repos/{owner}/{repo}/releases/assets/{asset_id:int}")

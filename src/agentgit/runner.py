@@ -50,6 +50,7 @@ from agentgit.authentication import Principal, hold_task_grant, load_grant, name
 from agentgit.serializers import repo_json, user_json
 from agentgit.actions import REF_FILTERS, job_event, run_event, workflow_blobs, workflow_events
 from agentgit.actions_config import secrets_of_repo
+from agentgit.artifacts import write_standins
 from agentgit.tasks import insert_task_grant
 from agentgit.apps import APP_PERMISSIONS, permitted_actions
 
@@ -271,6 +272,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause):
         resources = [r for r in resources if r in parent["resources"]]
         delegator = parent["delegator_id"]
         constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
+    actions.add("upload_artifact")      # whatever the permissions, its run's files, to this run only (artifacts)
     expires_at = from_now(RUN_TIMEOUT + 60)
     with app.store.transaction() as db:
         bot = actions_bot(db)
@@ -361,13 +363,14 @@ def execute(app, run, stopping, recorder):
         token = mint_job_token(app, run, repo_row, workflow_text, cause)
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
+        standins = write_standins(os.path.join(work, "actions"))
         given = dict(secrets_for_run(app, run, repo_row, cause), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
         command = [app.config.workflow_runner, run["event"], "-W", os.path.join(checkout, wf["path"]),
                    "-e", os.path.join(work, "event.json"), "-C", checkout, "--json", "--action-offline-mode",
-                   "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc]
+                   "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc] + standins
         for platform in PLATFORMS:
             command += ["-P", platform + "=-self-hosted"]
         # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
