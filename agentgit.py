@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1708  tokens.issue_token
-       line  1730  tokens.verify_token
+       line  1713  tokens.issue_token
+       line  1735  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2893  policy.POLICY_RULES
-       line  2933  policy.decide
+       line  2898  policy.POLICY_RULES
+       line  2938  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  2998  audit.audit_append
-       line  3021  audit.audit_verify
+       line  3003  audit.audit_append
+       line  3026  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11904  delegation.create_invite
-       line 11976  delegation.confirm_binding
-       line 12610  tasks.create_task_grant
-       line  3832  authentication.load_grant
+       line 11958  delegation.create_invite
+       line 12030  delegation.confirm_binding
+       line 12664  tasks.create_task_grant
+       line  3866  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19565  server.App.dispatch
-       line  3709  authentication.authenticate
-       line  3392  ledger.Ledger
+       line 19663  server.App.dispatch
+       line  3743  authentication.authenticate
+       line  3426  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19218  githttp.git_receive_pack
-       line  3436  ledger.Ledger.decide_each
-       line  3370  intents.reconcile_intents
+       line 19316  githttp.git_receive_pack
+       line  3470  ledger.Ledger.decide_each
+       line  3404  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,74 +61,74 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   310-  339  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   340-  872  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   873-  976  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   977- 1216  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1217- 1253  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1254- 1475  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1476- 1656  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1657- 1757  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1758- 1910  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1911- 2136  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2137- 2955  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2956- 3169  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3170- 3244  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3245- 3313  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3314- 3386  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3387- 3580  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3581- 3879  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3880- 4065  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4066- 4195  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4196- 4491  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4492- 4707  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4708- 4775  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4776- 5051  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5052- 5149  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5150- 5686  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5687- 5955  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  5956- 6740  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6741- 6870  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6871- 7397  REST: pull requests and their merges.
-    31. reviews            lines  7398- 7746  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7747- 7854  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7855- 7911  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7912- 8153  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8154- 8431  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8432- 8594  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8595- 8944  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8945- 9289  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9290- 9368  REST: deploy keys.
-    40. actions            lines  9369- 9769  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines  9770-10105  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
-    42. search             lines 10106-10308  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10309-10657  REST: organizations, memberships and teams.
-    44. webhooks           lines 10658-11209  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11210-11722  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 11723-11798  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 11799-12363  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12364-12574  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12575-13010  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13011-13649  REST: GitHub Apps, as agents.
-    51. runner             lines 13650-14210  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14211-14382  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 14383-14645  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 14646-15327  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15328-15558  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 15559-15944  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 15945-16418  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 16419-16699  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 16700-16882  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 16883-17219  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17220-17459  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 17460-17918  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 17919-18572  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 18573-19080  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19081-19286  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19287-19555  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 19556-20182  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20183-20459  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 20460-20958  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 20959-21911  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   977- 1221  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. background         lines  1222- 1258  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1259- 1480  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1481- 1661  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1662- 1762  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1763- 1915  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1916- 2141  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2142- 2960  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2961- 3174  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3175- 3278  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3279- 3347  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3348- 3420  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3421- 3614  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3615- 3913  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3914- 4099  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4100- 4229  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4230- 4525  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4526- 4741  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4742- 4809  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4810- 5085  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5086- 5183  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5184- 5720  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5721- 5989  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  5990- 6774  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6775- 6904  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6905- 7431  REST: pull requests and their merges.
+    31. reviews            lines  7432- 7780  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7781- 7888  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7889- 7945  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7946- 8187  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8188- 8465  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8466- 8628  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8629- 8978  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8979- 9323  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9324- 9402  REST: deploy keys.
+    40. actions            lines  9403- 9812  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines  9813-10148  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
+    42. search             lines 10149-10351  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10352-10700  REST: organizations, memberships and teams.
+    44. webhooks           lines 10701-11263  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11264-11776  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 11777-11852  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 11853-12417  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12418-12628  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12629-13064  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13065-13703  REST: GitHub Apps, as agents.
+    51. runner             lines 13704-14308  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14309-14480  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 14481-14743  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 14744-15425  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15426-15656  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 15657-16042  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16043-16516  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 16517-16797  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 16798-16980  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 16981-17317  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17318-17557  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 17558-18016  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18017-18670  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 18671-19178  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19179-19384  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19385-19653  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 19654-20280  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20281-20557  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 20558-21056  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21057-22013  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 6504c85a4c94a56e29a67414695eb82f531b11b3802922cd97967b3347ca8007
+Made from sources whose SHA-256 is 481a886ed7bf751f8de41397be9ed9e9ad80aac34431c94fe40e889c5ce26f93
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1078,6 +1078,11 @@ MIGRATIONS = {
                   "INSERT INTO hooks (%s) SELECT %s FROM hooks_before_v11; DROP TABLE hooks_before_v11;" % ((
                       "id, repo_id, org_id, url, content_type, secret_sealed, insecure_ssl, events, active, creator_id,"
                       " created_at, updated_at",) * 2)),
+    # a run keeps what its event carried, whichever event it was; pull requests and repository_dispatch
+    # start runs too
+    12: Migration([("run_triggers", "event TEXT NOT NULL DEFAULT 'push'"),
+                   ("run_triggers", "fields TEXT NOT NULL DEFAULT '{}'")],
+                  "ALTER TABLE workflow_runs RENAME COLUMN pushed TO event_fields;", ""),
 }
 
 
@@ -3182,24 +3187,53 @@ def subscribed(events, event):
     return event in events or "*" in events
 
 
-def queue_push_trigger(db, repo_id, subject, chain):
-    """A pushed ref for the runner to start workflows from (runner.start_push_runs), unless a job token
-    pushed it: GitHub's rule, so that a workflow cannot start itself again and again."""
-    if subject["after"] == ZERO_SHA or (chain.get("task") or "").startswith("task:run/"):
+PULL_REQUEST_HEADS = ("SELECT p.issue_id, i.repo_id FROM pulls p JOIN issues i ON i.id = p.issue_id WHERE"
+                      " i.state = 'open' AND p.head_repo_id = ? AND p.head_ref = ?")
+
+
+RUN_EVENTS = ("push", "pull_request", "repository_dispatch")      # the events that may start workflows here
+
+
+def queue_run_trigger(db, repo_id, event, action, subject, chain):
+    """An event for the runner to start workflows from (runner.start_triggered_runs): the ref their
+    branch filters match (a push's ref, a pull request's base, a dispatch's default branch) and the commit
+    whose workflows run. Never one a job token caused, but a dispatch: GitHub's rule, so that a workflow
+    cannot start itself again and again."""
+    if event != "repository_dispatch" and (chain.get("task") or "").startswith("task:run/"):
         return
-    db.execute("INSERT INTO run_triggers (repo_id, ref, before, after, actor, grant_id, created_at) VALUES"
-               " (?, ?, ?, ?, ?, ?, ?)", (repo_id, subject["ref"], subject["before"], subject["after"],
-                                          chain.get("actor"), chain.get("grant"), now()))
+    if event == "push":
+        ref, before, after = subject["ref"], subject["before"], subject["after"]
+    elif event == "pull_request":
+        pull = db.execute("SELECT base_ref, head_sha FROM pulls WHERE issue_id = ?", (subject["issue_id"],)).fetchone()
+        ref, before, after = "refs/heads/" + pull["base_ref"], "", pull["head_sha"]
+    else:
+        ref, before, after = "refs/heads/" + subject["branch"], "", subject["sha"]
+    db.execute("INSERT INTO run_triggers (repo_id, event, ref, before, after, fields, actor, grant_id, created_at)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (repo_id, event, ref, before, after, json.dumps(dict(
+                   subject, **({"action": action} if action else {}))), chain.get("actor"), chain.get("grant"), now()))
+
+
+def queue_push_events(db, repo_id, subject, chain):
+    """What a pushed ref starts besides its hooks: its runs, and a synchronize of each open pull request
+    whose head it is (a fork's, in the repository it asks to merge into)."""
+    if subject["after"] == ZERO_SHA:
+        return
+    queue_run_trigger(db, repo_id, "push", None, subject, chain)
+    if subject["ref"].startswith("refs/heads/"):
+        for pull in db.execute(PULL_REQUEST_HEADS, (repo_id, subject["ref"][len("refs/heads/"):])).fetchall():
+            queue_event(db, pull["repo_id"], "pull_request", "synchronize", {"issue_id": pull["issue_id"]}, chain)
 
 
 def queue_event(db, repo_id, event, action, subject, chain):
     """One delivery for each active hook of the repository (and of the organization that owns it, and of
-    each App installed on it) that subscribes to ``event``, and for a push the runs' trigger; call inside
-    the change's transaction. Returns how many deliveries were queued."""
+    each App installed on it) that subscribes to ``event``; call inside the change's transaction. An event
+    of RUN_EVENTS may start runs too. Returns how many deliveries were queued."""
     hooks = db.execute("SELECT id, events FROM hooks WHERE active = 1 AND (repo_id = ? OR org_id = (SELECT owner_id"
                        " FROM repos WHERE id = ?))", (repo_id, repo_id)).fetchall()
     if event == "push":
-        queue_push_trigger(db, repo_id, subject, chain)
+        queue_push_events(db, repo_id, subject, chain)
+    elif event in RUN_EVENTS:
+        queue_run_trigger(db, repo_id, event, action, subject, chain)
     queued = 0
     for hook in hooks:
         if subscribed(json.loads(hook["events"]), event):
@@ -9376,6 +9410,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 WORKFLOW_NAME_RE = re.compile(rb"^name:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
 ON_LINE_RE = re.compile(r"""^(?:on|"on"|'on'|true):(.*)$""", re.MULTILINE)
 REF_FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore")
+EVENT_FILTERS = REF_FILTERS + ("types",)
 
 
 def yaml_words(value):
@@ -9387,7 +9422,8 @@ def yaml_words(value):
 
 def workflow_events(text):
     """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
-    of events, a mapping of events to their filters); the ref filters are read, other settings are not."""
+    of events, a mapping of events to their filters); the ref filters and types are read, other settings are
+    not."""
     found = ON_LINE_RE.search(text)
     if found is None:
         return {}
@@ -9411,7 +9447,7 @@ def workflow_events(text):
             events[event][listing] += yaml_words(stripped[2:])
         elif event:
             key, _, value = stripped.partition(":")
-            listing = key.strip() if key.strip() in REF_FILTERS else None
+            listing = key.strip() if key.strip() in EVENT_FILTERS else None
             if listing:
                 events[event][listing] = yaml_words(value) if value.strip() else []
     return events
@@ -9525,7 +9561,8 @@ def dispatch_workflow(req, owner, repo, workflow_id):
 @route("POST", "/api/v3/repos/{owner}/{repo}/dispatches")
 def repository_dispatch(req, owner, repo):
     """GitHub's repository_dispatch, which bots and release tools send: checked, decided as starting a
-    workflow is, and recorded. No workflow runs from it here (none executes: issue 27's)."""
+    workflow is, and recorded; it starts the default branch's workflows whose `on: repository_dispatch`
+    names its type (or no types)."""
     body = req.json()
     event = req.field(body, "event_type", str, "Dispatch", required=True)
     payload = req.field(body, "client_payload", dict, "Dispatch", default={})
@@ -9535,9 +9572,15 @@ def repository_dispatch(req, owner, repo):
         raise invalid("Dispatch", "client_payload", message="client_payload has at most 10 top-level properties")
     row = find_repo(req, owner, repo)
     req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + row["default_branch"], workflow=event)
+    with open_repo(req.app, row["id"]) as git:
+        sha = branch_sha(git, row["default_branch"])
+    if sha is None:
+        raise invalid("Dispatch", "event_type", message="the repository has no default branch to run workflows on")
     with req.transaction():
-        req.effect("repository_dispatch %s on %s (%d payload properties; nothing executes)" % (
-            event, full_name(row), len(payload)))
+        req.effect("repository_dispatch %s on %s (%d payload properties)" % (event, full_name(row), len(payload)))
+        req.announce(row["id"], "repository_dispatch", event, {"branch": row["default_branch"], "sha": sha,
+                                                               "client_payload": payload})
+    req.app.runs_waiting.set()
     return 204, None
 
 
@@ -10661,7 +10704,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "pull_request_review",
-               "release", "check_run", "workflow_run", "workflow_job", "ping")
+               "release", "check_run", "workflow_run", "workflow_job", "repository_dispatch", "ping")
 CONTENT_TYPES = ("json", "form")
 MAX_HOOKS = 20                  # GitHub's limit a repository
 DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
@@ -10952,20 +10995,27 @@ def queue_redelivery(req, hook, old):
 def render_payload(app, delivery):
     """The payload of a delivery's event, with the repository, the sender, the organization and the chain."""
     subject, chain = json.loads(delivery["subject"]), json.loads(delivery["chain"])
-    store = app.store
-    repo_row = repo_by_id(store, delivery["repo_id"])
-    sender = account_by_login(store, chain["actor"]) if chain.get("actor") else None
-    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, sender) if sender else None}
-    owner = account_by_id(store, repo_row["owner_id"])
-    if owner["kind"] == "org":
-        payload["organization"] = user_json(app, owner)
-    if delivery["action"]:
-        payload["action"] = delivery["action"]
-    payload.update(EVENT_PAYLOADS.get(delivery["event"], lambda *a: {})(app, repo_row, subject))
+    payload = event_body(app, repo_by_id(app.store, delivery["repo_id"]), delivery["event"], delivery["action"],
+                         subject, chain.get("actor"))
     if "installation" in subject:           # to an App's hook: the installation whose token acts on it
         payload["installation"] = {"id": subject["installation"], "node_id": node_id("Installation",
                                                                                       subject["installation"])}
     payload["agentgit"] = chain
+    return payload
+
+
+def event_body(app, repo_row, event, action, subject, actor):
+    """An event in GitHub's shape, as a webhook delivers it and as the run it starts reads it
+    (``github.event``): its own fields, the repository, its organization, and whoever caused it."""
+    store = app.store
+    sender = account_by_login(store, actor) if actor else None
+    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, sender) if sender else None}
+    owner = account_by_id(store, repo_row["owner_id"])
+    if owner["kind"] == "org":
+        payload["organization"] = user_json(app, owner)
+    if action:
+        payload["action"] = action
+    payload.update(EVENT_PAYLOADS.get(event, lambda *a: {})(app, repo_row, subject))
     return payload
 
 
@@ -11052,6 +11102,10 @@ def check_run_payload(app, repo_row, subject):
     return {"check_run": check_run_json(app, repo_row, run) if run else None}
 
 
+def dispatch_payload(app, repo_row, subject):
+    return {"branch": subject["branch"], "client_payload": subject["client_payload"]}
+
+
 def workflow_run_payload(app, repo_row, subject):
     """The run and its workflow, as they stood when the event happened (its status and conclusion then)."""
     run = app.store.one("SELECT * FROM workflow_runs WHERE id = ?", subject["run_id"])
@@ -11073,7 +11127,7 @@ def workflow_job_payload(app, repo_row, subject):
 EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
                   "issue_comment": issue_payload, "pull_request": pull_payload, "pull_request_review": review_payload,
                   "release": release_payload, "check_run": check_run_payload, "workflow_run": workflow_run_payload,
-                  "workflow_job": workflow_job_payload}
+                  "workflow_job": workflow_job_payload, "repository_dispatch": dispatch_payload}
 
 
 # -- the delivery worker ----------------------------------------------------------------------------------
@@ -13036,7 +13090,7 @@ APP_LEVELS = ("read", "write")
 APP_EVENTS = {"push": "contents", "create": "contents", "delete": "contents", "release": "contents",
               "issues": "issues", "issue_comment": "issues", "pull_request": "pull_requests",
               "pull_request_review": "pull_requests", "check_run": "checks", "workflow_run": "actions",
-              "workflow_job": "actions"}
+              "workflow_job": "actions", "repository_dispatch": "contents"}
 APP_NAME_MAX = 34                       # GitHub's
 RESERVED_APP_SLUGS = ("github-actions",)     # github-actions[bot] is the account workflow job tokens act as
 INSTALLATION_TOKEN_SECONDS = 3600
@@ -13649,7 +13703,7 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 51. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, policy, authentication, serializers, actions, actions_config, artifacts, tasks, apps
+# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, policy, authentication, pulls, webhooks, actions, actions_config, artifacts, tasks, apps
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -13694,7 +13748,7 @@ def announce(store, db, run, event, action, subject):
 
 
 def claim_trigger(store):
-    """The oldest pushed ref waiting to start its workflows (outbox.queue_push_trigger), or None."""
+    """The oldest event waiting to start its workflows (outbox.queue_run_trigger), or None."""
     return store.one("SELECT * FROM run_triggers ORDER BY id LIMIT 1")
 
 
@@ -13728,19 +13782,19 @@ def check_out(app, repo_row, run, directory):
 
 
 def event_payload(app, repo_row, run):
-    """The event act gives the workflow (``github.event``), in GitHub's shape."""
-    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, account_by_id(
-        app.store, run["actor_id"])) if run["actor_id"] else None}
-    if run["pushed"]:
-        payload.update(json.loads(run["pushed"]), pusher={"name": payload["sender"]["login"] if payload["sender"]
-                                                          else None, "email": None})
+    """The event act gives the workflow (``github.event``): the webhook payload of the event that started
+    the run, or a dispatch's inputs."""
+    fields = json.loads(run["event_fields"] or "{}")
+    actor = account_by_id(app.store, run["actor_id"]) if run["actor_id"] else None
+    payload = event_body(app, repo_row, run["event"], fields.pop("action", None), fields,
+                         actor["login"] if actor else None)
     if run["event"] == "workflow_dispatch":
         wf = app.store.one("SELECT path FROM workflows WHERE id = ?", run["workflow_id"])
         payload.update(inputs=json.loads(run["inputs"]), ref="refs/heads/" + run["head_branch"], workflow=wf["path"])
     return payload
 
 
-# -- the runs a push starts ----------------------------------------------------------------------------
+# -- the runs an event starts -------------------------------------------------------------------------
 
 def glob_pattern(pattern):
     """GitHub's filter pattern as a regular expression: * within a path segment, ** across them, ? one."""
@@ -13776,18 +13830,47 @@ def peel_commit(git, sha):
     return obj.id.decode() if obj.type_name == b"commit" else None
 
 
-def start_push_runs(app, trigger):
-    """The runs a pushed ref starts: one for each workflow at the pushed commit whose ``on: push`` matches the
-    ref (paths filters are not read), queued for whoever pushed, under the task they pushed under."""
+DEFAULT_TYPES = {"pull_request": ("opened", "synchronize", "reopened")}     # GitHub's, where `types:` is not given
+
+
+def event_matches(filters, trigger, action):
+    """Does the trigger start a workflow whose ``on:`` names its event with these filters? Its action
+    among the types; a push's ref, or a pull request's base branch, through the branch and tag filters."""
+    if filters is None:
+        return False
+    types = filters.get("types") or DEFAULT_TYPES.get(trigger["event"])
+    if types is not None and action not in types:
+        return False
+    return trigger["event"] == "repository_dispatch" or ref_matches(filters, trigger["ref"])
+
+
+def triggered_commit(app, repo_row, trigger, fields):
+    """(the commit whose workflows the trigger runs, the run's head branch): a pull request's live head (a
+    fork's commits brought over), a pushed tag's commit."""
+    if trigger["event"] == "pull_request":
+        issue = app.store.one("SELECT * FROM issues WHERE id = ?", fields["issue_id"])
+        pull = app.store.one("SELECT * FROM pulls WHERE issue_id = ?", fields["issue_id"])
+        if issue is None or pull is None:
+            return None, None
+        return PullState(app, repo_row, issue, pull).head_sha, pull["head_ref"]
+    with open_repo(app, repo_row["id"]) as git:
+        return peel_commit(git, trigger["after"]), trigger["ref"].split("/", 2)[2]
+
+
+def start_triggered_runs(app, trigger):
+    """The runs an event starts (a push, a pull request's, a repository_dispatch): one for each workflow
+    at its commit whose ``on:`` it matches (paths filters are not read), queued for whoever caused it,
+    under the task they acted under."""
     store = app.store
     repo_row = repo_by_id(store, trigger["repo_id"])
+    fields = json.loads(trigger["fields"])
+    commit, branch = triggered_commit(app, repo_row, trigger, fields) if repo_row is not None else (None, None)
     started = []
-    if repo_row is not None:
+    if commit is not None:
         with open_repo(app, repo_row["id"]) as git:
-            commit = peel_commit(git, trigger["after"])
-            blobs = workflow_blobs(git, commit) if commit else {}
-        started = [path for path, text in sorted(blobs.items()) if ref_matches(
-            workflow_events(text.decode("utf-8", "replace")).get("push", {"branches": []}), trigger["ref"])]
+            blobs = workflow_blobs(git, commit)
+        started = [path for path, text in sorted(blobs.items()) if event_matches(
+            workflow_events(text.decode("utf-8", "replace")).get(trigger["event"]), trigger, fields.get("action"))]
     actor = account_by_login(store, trigger["actor"]) if trigger["actor"] else None
     grant = store.one("SELECT id FROM task_grants WHERE public_id = ?", trigger["grant_id"]) if trigger["grant_id"] \
         else None
@@ -13800,17 +13883,25 @@ def start_push_runs(app, trigger):
             number = db.execute("SELECT COALESCE(MAX(run_number), 0) + 1 AS n FROM workflow_runs WHERE workflow_id = ?",
                                 (workflow,)).fetchone()["n"]
             run_id = insert_row(db, "workflow_runs", {
-                "repo_id": repo_row["id"], "workflow_id": workflow, "run_number": number, "event": "push",
-                "head_branch": trigger["ref"].split("/", 2)[2], "head_sha": commit, "status": "queued",
+                "repo_id": repo_row["id"], "workflow_id": workflow, "run_number": number, "event": trigger["event"],
+                "head_branch": branch, "head_sha": commit, "status": "queued",
                 "actor_id": actor["id"] if actor else None, "grant_id": grant["id"] if grant else None,
-                "pushed": json.dumps({k: trigger[k] for k in ("ref", "before", "after")}), "created_at": now(),
-                "updated_at": now()})
+                "event_fields": trigger["fields"], "created_at": now(), "updated_at": now()})
             announce(store, db, db.execute("SELECT * FROM workflow_runs WHERE id = ?", (run_id,)).fetchone(),
                      "workflow_run", "requested", run_event(run_id, "queued"))
         db.execute("DELETE FROM run_triggers WHERE id = ?", (trigger["id"],))
     if started:
         app.runs_waiting.set()
         app.deliveries_waiting.set()
+
+
+def from_a_fork(store, run):
+    """Is this the run of a pull request from a fork (or of one whose head is gone)? GitHub's cap then: its
+    token reads, and it gets no secrets, whoever opened it."""
+    if run["event"] != "pull_request":
+        return False
+    pull = store.one("SELECT head_repo_id FROM pulls WHERE issue_id = ?", json.loads(run["event_fields"])["issue_id"])
+    return pull is None or pull["head_repo_id"] != run["repo_id"]
 
 
 # -- the job token: a narrowing, never a grant -------------------------------------------------------------
@@ -13852,17 +13943,18 @@ def actions_bot(db):
     return row["id"] if row is not None else insert_account(db, ACTIONS_BOT, "agent", name="GitHub Actions")
 
 
-def mint_job_token(app, run, repo_row, workflow_text, cause):
+def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     """The run attempt's job token: a task token of a grant made for it alone, from github-actions[bot] for
-    ``cause``, whoever caused the run (run_cause). Its actions are the workflow's permissions ∩ (for a run
-    started under a task) that task's actions, on this repository only (and not at all where the task does
-    not name it), within the task's branch prefix and network allowlist; its authority is the task's
-    delegator's or the actor's own, live; it dies with the run, or with the task. None where no account
-    caused the run."""
+    ``cause``, whoever caused the run (run_cause). Its actions are the workflow's permissions (for a
+    ``fork``'s pull request, the restricted default at most) ∩ (for a run started under a task) that task's
+    actions, on this repository only (and not at all where the task does not name it), within the task's
+    branch prefix and network allowlist; its authority is the task's delegator's or the actor's own, live;
+    it dies with the run, or with the task. None where no account caused the run."""
     if cause is None:
         return None
     name = "repo:" + full_name(repo_row)
-    actions, resources = set(permitted_actions(workflow_permissions(workflow_text))), [name]
+    permissions = RESTRICTED_PERMISSIONS if fork else workflow_permissions(workflow_text)
+    actions, resources = set(permitted_actions(permissions)), [name]
     parent = cause.grant
     delegator, constraints = cause.user_id, {}
     if parent is not None:
@@ -13905,12 +13997,18 @@ def run_cause(app, run):
     return principal
 
 
-def secrets_for_run(app, run, repo_row, cause):
+def secrets_for_run(app, run, repo_row, cause, fork):
     """The repository's Actions secrets, where ``cause`` (whoever caused the run) may read them (decide():
-    a human with write, a task that names read_secret); none otherwise. Either way the audit says so."""
+    a human with write, a task that names read_secret) and the run is not a ``fork``'s pull request; none
+    otherwise. Either way the audit says so."""
     if cause is None:
         return {}
     ledger = Ledger(app, cause, "runner")
+    if fork:
+        ledger.refuse("read_secret", "repo:" + full_name(repo_row), [
+            "a pull request from a fork runs without the repository's secrets, whoever opened it"],
+            "run %d runs without its repository's secrets" % run["id"])
+        return {}
     decision = decide(app.store, cause, "read_secret", Resource.repo(repo_row))
     if not decision.allowed:
         ledger.record_refusal(decision, "run %d runs without its repository's secrets" % run["id"])
@@ -13957,12 +14055,12 @@ def execute(app, run, stopping, recorder):
         check_out(app, repo_row, run, checkout)
         with open(os.path.join(checkout, wf["path"]), encoding="utf-8", errors="replace") as f:
             workflow_text = f.read()
-        cause = run_cause(app, run)
-        token = mint_job_token(app, run, repo_row, workflow_text, cause)
+        cause, fork = run_cause(app, run), from_a_fork(store, run)
+        token = mint_job_token(app, run, repo_row, workflow_text, cause, fork)
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
         standins = write_standins(os.path.join(work, "actions"))
-        given = dict(secrets_for_run(app, run, repo_row, cause), **({"GITHUB_TOKEN": token} if token else {}))
+        given = dict(secrets_for_run(app, run, repo_row, cause, fork), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
@@ -14195,7 +14293,7 @@ class WorkflowRunner(Worker):
     def work(self, item):
         if "ref" in item.keys():
             try:
-                return start_push_runs(self.app, item)
+                return start_triggered_runs(self.app, item)
             finally:        # (once, whatever became of it: a trigger that fails is not tried in a loop)
                 with self.app.store.transaction() as db:
                     db.execute("DELETE FROM run_triggers WHERE id = ?", (item["id"],))
@@ -21482,7 +21580,8 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     leased_until REAL,               -- the executor's claim while it runs (epoch seconds)
     grant_id     INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- the task its actor dispatched it under
     job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- its job token's grant while it runs
-    pushed       TEXT,                -- a push's run: JSON {ref, before, after} of the push that started it
+    event_fields TEXT,                -- JSON: what the event that started it carried (a push's ref, before and
+                                      -- after; a pull request's action and issue; a dispatch's type and payload)
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
@@ -21524,15 +21623,18 @@ CREATE TABLE IF NOT EXISTS artifacts (
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_repo ON artifacts(repo_id, id);
 
--- A ref a push moved, written with the move (outbox.queue_event): the runner reads the workflows at its
--- commit and starts the runs whose `on: push` it matches (version 11). Never a job token's push.
+-- An event that may start workflows, written with the change that is it (outbox.queue_run_trigger): a
+-- push, a pull request's, a repository_dispatch (version 11; the last two, version 12). The runner reads
+-- the workflows at ``after`` and starts those whose `on:` the event and ``ref`` match. Never a job token's.
 CREATE TABLE IF NOT EXISTS run_triggers (
     id          INTEGER PRIMARY KEY,
     repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    ref         TEXT NOT NULL,
+    event       TEXT NOT NULL DEFAULT 'push',
+    ref         TEXT NOT NULL,         -- what branch filters match: the pushed ref, a pull request's base, ...
     before      TEXT NOT NULL,
-    after       TEXT NOT NULL,
-    actor       TEXT,                  -- who pushed (login), and under which task grant (public id)
+    after       TEXT NOT NULL,         -- the commit whose workflows run
+    fields      TEXT NOT NULL DEFAULT '{}',    -- JSON: the event's own (a pull request's action and issue, ...)
+    actor       TEXT,                  -- who caused it (login), and under which task grant (public id)
     grant_id    TEXT,
     created_at  TEXT NOT NULL
 );

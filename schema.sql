@@ -520,7 +520,8 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     leased_until REAL,               -- the executor's claim while it runs (epoch seconds)
     grant_id     INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- the task its actor dispatched it under
     job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- its job token's grant while it runs
-    pushed       TEXT,                -- a push's run: JSON {ref, before, after} of the push that started it
+    event_fields TEXT,                -- JSON: what the event that started it carried (a push's ref, before and
+                                      -- after; a pull request's action and issue; a dispatch's type and payload)
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
@@ -562,15 +563,18 @@ CREATE TABLE IF NOT EXISTS artifacts (
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_repo ON artifacts(repo_id, id);
 
--- A ref a push moved, written with the move (outbox.queue_event): the runner reads the workflows at its
--- commit and starts the runs whose `on: push` it matches (version 11). Never a job token's push.
+-- An event that may start workflows, written with the change that is it (outbox.queue_run_trigger): a
+-- push, a pull request's, a repository_dispatch (version 11; the last two, version 12). The runner reads
+-- the workflows at ``after`` and starts those whose `on:` the event and ``ref`` match. Never a job token's.
 CREATE TABLE IF NOT EXISTS run_triggers (
     id          INTEGER PRIMARY KEY,
     repo_id     INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
-    ref         TEXT NOT NULL,
+    event       TEXT NOT NULL DEFAULT 'push',
+    ref         TEXT NOT NULL,         -- what branch filters match: the pushed ref, a pull request's base, ...
     before      TEXT NOT NULL,
-    after       TEXT NOT NULL,
-    actor       TEXT,                  -- who pushed (login), and under which task grant (public id)
+    after       TEXT NOT NULL,         -- the commit whose workflows run
+    fields      TEXT NOT NULL DEFAULT '{}',    -- JSON: the event's own (a pull request's action and issue, ...)
+    actor       TEXT,                  -- who caused it (login), and under which task grant (public id)
     grant_id    TEXT,
     created_at  TEXT NOT NULL
 );

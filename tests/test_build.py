@@ -174,8 +174,14 @@ def test_every_outbound_connection_goes_through_egress():
     own connection would skip the check. (The client commands, clients and cli, run on the user's machine.)"""
     assert OUTBOUND.search(read(os.path.join(PACKAGE, "egress.py")))
     opening = [name for name in BUILD_ORDER if name not in ("egress", "clients", "cli")
-               and OUTBOUND.search(read(os.path.join(PACKAGE, name + ".py")))]
+               and OUTBOUND.search(server_side(name))]
     assert opening == []
+
+
+def server_side(name):
+    """A module's text but for the program the runner writes out for jobs to run (artifacts'
+    STANDIN_PROGRAM), which connects from the job, not from the server."""
+    return re.sub(r"STANDIN_PROGRAM = r\'\'\'.*?\'\'\'", "", read(os.path.join(PACKAGE, name + ".py")), flags=re.S)
 
 
 def test_modules_and_functions_stay_within_their_budgets():

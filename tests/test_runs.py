@@ -369,7 +369,8 @@ def test_a_run_an_agent_starts_under_a_task_is_bounded_by_that_task(running, dro
                                               "POST /repos/alice/app/git/refs 201",
                                               "POST /repos/alice/app/git/refs 403"]
     job_grant = srv.app.store.one("SELECT g.* FROM task_grants g JOIN workflow_runs r ON r.job_grant_id = g.id")
-    assert set(json.loads(job_grant["actions"])) == {"read_code", "comment", "create_branch", "run_workflow"}
+    assert set(json.loads(job_grant["actions"])) == {"read_code", "comment", "create_branch", "run_workflow",
+                                                     "upload_artifact"}
     assert job_grant["parent_id"] is not None
     # revoking the agent's task kills its run's job grant with it
     assert ext(srv, "DELETE", "/task-grants/" + grant_id, alice).status == 204
@@ -387,6 +388,9 @@ def test_which_pushes_start_a_workflow_is_read_from_its_on():
                   "    paths: [src/**]\n  workflow_dispatch:\n    inputs:\n      level:\n        default: 1\n"
                   "jobs:\n  a: {}\n") == {"push": {"branches": ["main", "release/**"], "tags": ["v*"]},
                                           "workflow_dispatch": {}}
+    assert events("on:\n  pull_request:\n    types: [opened, labeled]\n    branches:\n      - main\n"
+                  "  repository_dispatch:\n    types: [deploy]\n") == {
+        "pull_request": {"types": ["opened", "labeled"], "branches": ["main"]}, "repository_dispatch": {"types": ["deploy"]}}
     matches = agentgit.ref_matches
     assert matches({}, "refs/heads/anything") and matches({}, "refs/tags/v1")
     assert matches({"branches": ["main", "release/**"]}, "refs/heads/release/1.0/hotfix")
@@ -518,3 +522,93 @@ def test_gh_secret_set_reaches_a_run_masked_and_only_where_its_starter_may_read_
             "SELECT * FROM audit WHERE action = 'read_secret' ORDER BY id")]
         assert audit == [("alice", "allow", "run 1 given secrets NPM_TOKEN"),
                          (login, "deny", "run 2 runs without its repository's secrets")]
+
+
+# A workflow pull requests and dispatches start: what its event was, and whether its token could comment
+# on the pull request (its workflow asks issues: write).
+CHECKS = r"""name: Checks
+on:
+  pull_request:
+    branches: [main]
+  repository_dispatch:
+    types: [deploy]
+permissions:
+  issues: write
+jobs:
+  check:
+    runs-on: ubuntu-latest
+    steps:
+      - env:
+          TOKEN: ${{ github.token }}
+          NUMBER: ${{ github.event.pull_request.number }}
+        run: |
+          echo "EVENT ${{ github.event_name }}/${{ github.event.action }} head ${{ github.head_ref }} payload ${{ github.event.client_payload.env }}"
+          python3 - <<'PY'
+          import json, os, urllib.request
+          if os.environ["NUMBER"]:
+              request = urllib.request.Request("%s/repos/alice/app/issues/%s/comments" % (os.environ["GITHUB_API_URL"],
+                                               os.environ["NUMBER"]), data=b'{"body": "checked"}', method="POST",
+                                               headers={"Authorization": "token " + os.environ["TOKEN"]})
+              try:
+                  status = urllib.request.urlopen(request).status
+              except urllib.error.HTTPError as error:
+                  status = error.code
+              print("COMMENTED", status)
+          PY
+"""
+
+
+def run_log(srv, token, run_id):
+    job = api(srv, "GET", "/repos/alice/app/actions/runs/%d/jobs" % run_id, token).json["jobs"][0]
+    return api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % job["id"], token).raw.decode()
+
+
+def test_pull_requests_and_dispatches_start_runs_and_a_forks_runs_read_only_without_secrets(running):
+    srv = running
+    alice = with_workflow(srv, CHECKS, name="checks.yml")
+    for branch in ("feature", "other"):
+        main = api(srv, "GET", "/repos/alice/app/branches/main", alice).json["commit"]["sha"]
+        assert api(srv, "POST", "/repos/alice/app/git/refs", alice, {"ref": "refs/heads/" + branch, "sha": main}).status \
+            == 201
+        assert api(srv, "PUT", "/repos/alice/app/contents/%s.txt" % branch, alice, {
+            "message": branch, "content": "eA==", "branch": branch}).status == 201
+    # a pull request into main starts the workflow; one into another branch does not
+    assert api(srv, "POST", "/repos/alice/app/pulls", alice, {"title": "f", "head": "feature", "base": "main"}).status \
+        == 201
+    assert api(srv, "POST", "/repos/alice/app/pulls", alice, {"title": "o", "head": "other", "base": "feature"}).status \
+        == 201
+    opened = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % wait_for_runs(srv, alice, 1)[0]["id"])
+    assert (opened["event"], opened["head_branch"], opened["conclusion"]) == ("pull_request", "feature", "success")
+    log = run_log(srv, alice, opened["id"])
+    assert "EVENT pull_request/opened head feature" in log and "COMMENTED 201" in log
+    # a push to its head branch: synchronize
+    assert api(srv, "PUT", "/repos/alice/app/contents/more.txt", alice, {
+        "message": "more", "content": "eA==", "branch": "feature"}).status == 201
+    synced = wait_for_runs(srv, alice, 2)[0]
+    assert "EVENT pull_request/synchronize" in run_log(srv, alice, finished(
+        srv, alice, "/repos/alice/app/actions/runs/%d" % synced["id"])["id"])
+
+    # a dispatch of a type the workflow names starts it with its payload; another type does not
+    assert api(srv, "POST", "/repos/alice/app/dispatches", alice, {"event_type": "other"}).status == 204
+    assert api(srv, "POST", "/repos/alice/app/dispatches", alice, {"event_type": "deploy",
+                                                                  "client_payload": {"env": "prod"}}).status == 204
+    dispatched = wait_for_runs(srv, alice, 3)[0]
+    assert (dispatched["event"], dispatched["head_branch"]) == ("repository_dispatch", "main")
+    finished(srv, alice, "/repos/alice/app/actions/runs/%d" % dispatched["id"])
+    assert "EVENT repository_dispatch/deploy head  payload prod" in run_log(srv, alice, dispatched["id"])
+
+    # bob's pull request from his fork runs as bob, its token reading only, and without secrets
+    bob = srv.add_user("bob")
+    assert api(srv, "POST", "/repos/alice/app/forks", bob, {}).status == 202
+    assert api(srv, "PUT", "/repos/bob/app/contents/fix.txt", bob, {"message": "fix", "content": "eA==",
+                                                                    "branch": "feature"}).status == 201
+    pull = api(srv, "POST", "/repos/alice/app/pulls", bob, {"title": "fix", "head": "bob:feature", "base": "main"})
+    assert pull.status == 201, pull.json
+    forked = wait_for_runs(srv, alice, 4)[0]
+    assert forked["actor"]["login"] == "bob"
+    finished(srv, alice, "/repos/alice/app/actions/runs/%d" % forked["id"])
+    assert "COMMENTED 403" in run_log(srv, alice, forked["id"])
+    refused = srv.app.store.one("SELECT * FROM audit WHERE action = 'read_secret' AND actor = 'bob'")
+    assert refused["decision"] == "deny" and "fork runs without the repository's secrets" in refused["reasons"]
+    time.sleep(1)
+    assert len(api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"]) == 4

@@ -22,6 +22,7 @@ from agentgit.contents import lookup_path
 WORKFLOW_NAME_RE = re.compile(rb"^name:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
 ON_LINE_RE = re.compile(r"""^(?:on|"on"|'on'|true):(.*)$""", re.MULTILINE)
 REF_FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore")
+EVENT_FILTERS = REF_FILTERS + ("types",)
 
 
 def yaml_words(value):
@@ -33,7 +34,8 @@ def yaml_words(value):
 
 def workflow_events(text):
     """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
-    of events, a mapping of events to their filters); the ref filters are read, other settings are not."""
+    of events, a mapping of events to their filters); the ref filters and types are read, other settings are
+    not."""
     found = ON_LINE_RE.search(text)
     if found is None:
         return {}
@@ -57,7 +59,7 @@ def workflow_events(text):
             events[event][listing] += yaml_words(stripped[2:])
         elif event:
             key, _, value = stripped.partition(":")
-            listing = key.strip() if key.strip() in REF_FILTERS else None
+            listing = key.strip() if key.strip() in EVENT_FILTERS else None
             if listing:
                 events[event][listing] = yaml_words(value) if value.strip() else []
     return events
@@ -171,7 +173,8 @@ def dispatch_workflow(req, owner, repo, workflow_id):
 @route("POST", "/api/v3/repos/{owner}/{repo}/dispatches")
 def repository_dispatch(req, owner, repo):
     """GitHub's repository_dispatch, which bots and release tools send: checked, decided as starting a
-    workflow is, and recorded. No workflow runs from it here (none executes: issue 27's)."""
+    workflow is, and recorded; it starts the default branch's workflows whose `on: repository_dispatch`
+    names its type (or no types)."""
     body = req.json()
     event = req.field(body, "event_type", str, "Dispatch", required=True)
     payload = req.field(body, "client_payload", dict, "Dispatch", default={})
@@ -181,9 +184,15 @@ def repository_dispatch(req, owner, repo):
         raise invalid("Dispatch", "client_payload", message="client_payload has at most 10 top-level properties")
     row = find_repo(req, owner, repo)
     req.authorize("run_workflow", Resource.repo(row), ref="refs/heads/" + row["default_branch"], workflow=event)
+    with open_repo(req.app, row["id"]) as git:
+        sha = branch_sha(git, row["default_branch"])
+    if sha is None:
+        raise invalid("Dispatch", "event_type", message="the repository has no default branch to run workflows on")
     with req.transaction():
-        req.effect("repository_dispatch %s on %s (%d payload properties; nothing executes)" % (
-            event, full_name(row), len(payload)))
+        req.effect("repository_dispatch %s on %s (%d payload properties)" % (event, full_name(row), len(payload)))
+        req.announce(row["id"], "repository_dispatch", event, {"branch": row["default_branch"], "sha": sha,
+                                                               "client_payload": payload})
+    req.app.runs_waiting.set()
     return 204, None
 
 

@@ -65,7 +65,7 @@ APP_LEVELS = ("read", "write")
 APP_EVENTS = {"push": "contents", "create": "contents", "delete": "contents", "release": "contents",
               "issues": "issues", "issue_comment": "issues", "pull_request": "pull_requests",
               "pull_request_review": "pull_requests", "check_run": "checks", "workflow_run": "actions",
-              "workflow_job": "actions"}
+              "workflow_job": "actions", "repository_dispatch": "contents"}
 APP_NAME_MAX = 34                       # GitHub's
 RESERVED_APP_SLUGS = ("github-actions",)     # github-actions[bot] is the account workflow job tokens act as
 INSTALLATION_TOKEN_SECONDS = 3600

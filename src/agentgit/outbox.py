@@ -24,24 +24,53 @@ def subscribed(events, event):
     return event in events or "*" in events
 
 
-def queue_push_trigger(db, repo_id, subject, chain):
-    """A pushed ref for the runner to start workflows from (runner.start_push_runs), unless a job token
-    pushed it: GitHub's rule, so that a workflow cannot start itself again and again."""
-    if subject["after"] == ZERO_SHA or (chain.get("task") or "").startswith("task:run/"):
+PULL_REQUEST_HEADS = ("SELECT p.issue_id, i.repo_id FROM pulls p JOIN issues i ON i.id = p.issue_id WHERE"
+                      " i.state = 'open' AND p.head_repo_id = ? AND p.head_ref = ?")
+
+
+RUN_EVENTS = ("push", "pull_request", "repository_dispatch")      # the events that may start workflows here
+
+
+def queue_run_trigger(db, repo_id, event, action, subject, chain):
+    """An event for the runner to start workflows from (runner.start_triggered_runs): the ref their
+    branch filters match (a push's ref, a pull request's base, a dispatch's default branch) and the commit
+    whose workflows run. Never one a job token caused, but a dispatch: GitHub's rule, so that a workflow
+    cannot start itself again and again."""
+    if event != "repository_dispatch" and (chain.get("task") or "").startswith("task:run/"):
         return
-    db.execute("INSERT INTO run_triggers (repo_id, ref, before, after, actor, grant_id, created_at) VALUES"
-               " (?, ?, ?, ?, ?, ?, ?)", (repo_id, subject["ref"], subject["before"], subject["after"],
-                                          chain.get("actor"), chain.get("grant"), now()))
+    if event == "push":
+        ref, before, after = subject["ref"], subject["before"], subject["after"]
+    elif event == "pull_request":
+        pull = db.execute("SELECT base_ref, head_sha FROM pulls WHERE issue_id = ?", (subject["issue_id"],)).fetchone()
+        ref, before, after = "refs/heads/" + pull["base_ref"], "", pull["head_sha"]
+    else:
+        ref, before, after = "refs/heads/" + subject["branch"], "", subject["sha"]
+    db.execute("INSERT INTO run_triggers (repo_id, event, ref, before, after, fields, actor, grant_id, created_at)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (repo_id, event, ref, before, after, json.dumps(dict(
+                   subject, **({"action": action} if action else {}))), chain.get("actor"), chain.get("grant"), now()))
+
+
+def queue_push_events(db, repo_id, subject, chain):
+    """What a pushed ref starts besides its hooks: its runs, and a synchronize of each open pull request
+    whose head it is (a fork's, in the repository it asks to merge into)."""
+    if subject["after"] == ZERO_SHA:
+        return
+    queue_run_trigger(db, repo_id, "push", None, subject, chain)
+    if subject["ref"].startswith("refs/heads/"):
+        for pull in db.execute(PULL_REQUEST_HEADS, (repo_id, subject["ref"][len("refs/heads/"):])).fetchall():
+            queue_event(db, pull["repo_id"], "pull_request", "synchronize", {"issue_id": pull["issue_id"]}, chain)
 
 
 def queue_event(db, repo_id, event, action, subject, chain):
     """One delivery for each active hook of the repository (and of the organization that owns it, and of
-    each App installed on it) that subscribes to ``event``, and for a push the runs' trigger; call inside
-    the change's transaction. Returns how many deliveries were queued."""
+    each App installed on it) that subscribes to ``event``; call inside the change's transaction. An event
+    of RUN_EVENTS may start runs too. Returns how many deliveries were queued."""
     hooks = db.execute("SELECT id, events FROM hooks WHERE active = 1 AND (repo_id = ? OR org_id = (SELECT owner_id"
                        " FROM repos WHERE id = ?))", (repo_id, repo_id)).fetchall()
     if event == "push":
-        queue_push_trigger(db, repo_id, subject, chain)
+        queue_push_events(db, repo_id, subject, chain)
+    elif event in RUN_EVENTS:
+        queue_run_trigger(db, repo_id, event, action, subject, chain)
     queued = 0
     for hook in hooks:
         if subscribed(json.loads(hook["events"]), event):

@@ -47,7 +47,8 @@ from agentgit.outbox import chain_of, queue_event
 from agentgit.ledger import Ledger
 from agentgit.policy import Resource, decide
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
-from agentgit.serializers import repo_json, user_json
+from agentgit.pulls import PullState
+from agentgit.webhooks import event_body
 from agentgit.actions import REF_FILTERS, job_event, run_event, workflow_blobs, workflow_events
 from agentgit.actions_config import secrets_of_repo
 from agentgit.artifacts import write_standins
@@ -96,7 +97,7 @@ def announce(store, db, run, event, action, subject):
 
 
 def claim_trigger(store):
-    """The oldest pushed ref waiting to start its workflows (outbox.queue_push_trigger), or None."""
+    """The oldest event waiting to start its workflows (outbox.queue_run_trigger), or None."""
     return store.one("SELECT * FROM run_triggers ORDER BY id LIMIT 1")
 
 
@@ -130,19 +131,19 @@ def check_out(app, repo_row, run, directory):
 
 
 def event_payload(app, repo_row, run):
-    """The event act gives the workflow (``github.event``), in GitHub's shape."""
-    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, account_by_id(
-        app.store, run["actor_id"])) if run["actor_id"] else None}
-    if run["pushed"]:
-        payload.update(json.loads(run["pushed"]), pusher={"name": payload["sender"]["login"] if payload["sender"]
-                                                          else None, "email": None})
+    """The event act gives the workflow (``github.event``): the webhook payload of the event that started
+    the run, or a dispatch's inputs."""
+    fields = json.loads(run["event_fields"] or "{}")
+    actor = account_by_id(app.store, run["actor_id"]) if run["actor_id"] else None
+    payload = event_body(app, repo_row, run["event"], fields.pop("action", None), fields,
+                         actor["login"] if actor else None)
     if run["event"] == "workflow_dispatch":
         wf = app.store.one("SELECT path FROM workflows WHERE id = ?", run["workflow_id"])
         payload.update(inputs=json.loads(run["inputs"]), ref="refs/heads/" + run["head_branch"], workflow=wf["path"])
     return payload
 
 
-# -- the runs a push starts ----------------------------------------------------------------------------
+# -- the runs an event starts -------------------------------------------------------------------------
 
 def glob_pattern(pattern):
     """GitHub's filter pattern as a regular expression: * within a path segment, ** across them, ? one."""
@@ -178,18 +179,47 @@ def peel_commit(git, sha):
     return obj.id.decode() if obj.type_name == b"commit" else None
 
 
-def start_push_runs(app, trigger):
-    """The runs a pushed ref starts: one for each workflow at the pushed commit whose ``on: push`` matches the
-    ref (paths filters are not read), queued for whoever pushed, under the task they pushed under."""
+DEFAULT_TYPES = {"pull_request": ("opened", "synchronize", "reopened")}     # GitHub's, where `types:` is not given
+
+
+def event_matches(filters, trigger, action):
+    """Does the trigger start a workflow whose ``on:`` names its event with these filters? Its action
+    among the types; a push's ref, or a pull request's base branch, through the branch and tag filters."""
+    if filters is None:
+        return False
+    types = filters.get("types") or DEFAULT_TYPES.get(trigger["event"])
+    if types is not None and action not in types:
+        return False
+    return trigger["event"] == "repository_dispatch" or ref_matches(filters, trigger["ref"])
+
+
+def triggered_commit(app, repo_row, trigger, fields):
+    """(the commit whose workflows the trigger runs, the run's head branch): a pull request's live head (a
+    fork's commits brought over), a pushed tag's commit."""
+    if trigger["event"] == "pull_request":
+        issue = app.store.one("SELECT * FROM issues WHERE id = ?", fields["issue_id"])
+        pull = app.store.one("SELECT * FROM pulls WHERE issue_id = ?", fields["issue_id"])
+        if issue is None or pull is None:
+            return None, None
+        return PullState(app, repo_row, issue, pull).head_sha, pull["head_ref"]
+    with open_repo(app, repo_row["id"]) as git:
+        return peel_commit(git, trigger["after"]), trigger["ref"].split("/", 2)[2]
+
+
+def start_triggered_runs(app, trigger):
+    """The runs an event starts (a push, a pull request's, a repository_dispatch): one for each workflow
+    at its commit whose ``on:`` it matches (paths filters are not read), queued for whoever caused it,
+    under the task they acted under."""
     store = app.store
     repo_row = repo_by_id(store, trigger["repo_id"])
+    fields = json.loads(trigger["fields"])
+    commit, branch = triggered_commit(app, repo_row, trigger, fields) if repo_row is not None else (None, None)
     started = []
-    if repo_row is not None:
+    if commit is not None:
         with open_repo(app, repo_row["id"]) as git:
-            commit = peel_commit(git, trigger["after"])
-            blobs = workflow_blobs(git, commit) if commit else {}
-        started = [path for path, text in sorted(blobs.items()) if ref_matches(
-            workflow_events(text.decode("utf-8", "replace")).get("push", {"branches": []}), trigger["ref"])]
+            blobs = workflow_blobs(git, commit)
+        started = [path for path, text in sorted(blobs.items()) if event_matches(
+            workflow_events(text.decode("utf-8", "replace")).get(trigger["event"]), trigger, fields.get("action"))]
     actor = account_by_login(store, trigger["actor"]) if trigger["actor"] else None
     grant = store.one("SELECT id FROM task_grants WHERE public_id = ?", trigger["grant_id"]) if trigger["grant_id"] \
         else None
@@ -202,17 +232,25 @@ def start_push_runs(app, trigger):
             number = db.execute("SELECT COALESCE(MAX(run_number), 0) + 1 AS n FROM workflow_runs WHERE workflow_id = ?",
                                 (workflow,)).fetchone()["n"]
             run_id = insert_row(db, "workflow_runs", {
-                "repo_id": repo_row["id"], "workflow_id": workflow, "run_number": number, "event": "push",
-                "head_branch": trigger["ref"].split("/", 2)[2], "head_sha": commit, "status": "queued",
+                "repo_id": repo_row["id"], "workflow_id": workflow, "run_number": number, "event": trigger["event"],
+                "head_branch": branch, "head_sha": commit, "status": "queued",
                 "actor_id": actor["id"] if actor else None, "grant_id": grant["id"] if grant else None,
-                "pushed": json.dumps({k: trigger[k] for k in ("ref", "before", "after")}), "created_at": now(),
-                "updated_at": now()})
+                "event_fields": trigger["fields"], "created_at": now(), "updated_at": now()})
             announce(store, db, db.execute("SELECT * FROM workflow_runs WHERE id = ?", (run_id,)).fetchone(),
                      "workflow_run", "requested", run_event(run_id, "queued"))
         db.execute("DELETE FROM run_triggers WHERE id = ?", (trigger["id"],))
     if started:
         app.runs_waiting.set()
         app.deliveries_waiting.set()
+
+
+def from_a_fork(store, run):
+    """Is this the run of a pull request from a fork (or of one whose head is gone)? GitHub's cap then: its
+    token reads, and it gets no secrets, whoever opened it."""
+    if run["event"] != "pull_request":
+        return False
+    pull = store.one("SELECT head_repo_id FROM pulls WHERE issue_id = ?", json.loads(run["event_fields"])["issue_id"])
+    return pull is None or pull["head_repo_id"] != run["repo_id"]
 
 
 # -- the job token: a narrowing, never a grant -------------------------------------------------------------
@@ -254,17 +292,18 @@ def actions_bot(db):
     return row["id"] if row is not None else insert_account(db, ACTIONS_BOT, "agent", name="GitHub Actions")
 
 
-def mint_job_token(app, run, repo_row, workflow_text, cause):
+def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     """The run attempt's job token: a task token of a grant made for it alone, from github-actions[bot] for
-    ``cause``, whoever caused the run (run_cause). Its actions are the workflow's permissions ∩ (for a run
-    started under a task) that task's actions, on this repository only (and not at all where the task does
-    not name it), within the task's branch prefix and network allowlist; its authority is the task's
-    delegator's or the actor's own, live; it dies with the run, or with the task. None where no account
-    caused the run."""
+    ``cause``, whoever caused the run (run_cause). Its actions are the workflow's permissions (for a
+    ``fork``'s pull request, the restricted default at most) ∩ (for a run started under a task) that task's
+    actions, on this repository only (and not at all where the task does not name it), within the task's
+    branch prefix and network allowlist; its authority is the task's delegator's or the actor's own, live;
+    it dies with the run, or with the task. None where no account caused the run."""
     if cause is None:
         return None
     name = "repo:" + full_name(repo_row)
-    actions, resources = set(permitted_actions(workflow_permissions(workflow_text))), [name]
+    permissions = RESTRICTED_PERMISSIONS if fork else workflow_permissions(workflow_text)
+    actions, resources = set(permitted_actions(permissions)), [name]
     parent = cause.grant
     delegator, constraints = cause.user_id, {}
     if parent is not None:
@@ -307,12 +346,18 @@ def run_cause(app, run):
     return principal
 
 
-def secrets_for_run(app, run, repo_row, cause):
+def secrets_for_run(app, run, repo_row, cause, fork):
     """The repository's Actions secrets, where ``cause`` (whoever caused the run) may read them (decide():
-    a human with write, a task that names read_secret); none otherwise. Either way the audit says so."""
+    a human with write, a task that names read_secret) and the run is not a ``fork``'s pull request; none
+    otherwise. Either way the audit says so."""
     if cause is None:
         return {}
     ledger = Ledger(app, cause, "runner")
+    if fork:
+        ledger.refuse("read_secret", "repo:" + full_name(repo_row), [
+            "a pull request from a fork runs without the repository's secrets, whoever opened it"],
+            "run %d runs without its repository's secrets" % run["id"])
+        return {}
     decision = decide(app.store, cause, "read_secret", Resource.repo(repo_row))
     if not decision.allowed:
         ledger.record_refusal(decision, "run %d runs without its repository's secrets" % run["id"])
@@ -359,12 +404,12 @@ def execute(app, run, stopping, recorder):
         check_out(app, repo_row, run, checkout)
         with open(os.path.join(checkout, wf["path"]), encoding="utf-8", errors="replace") as f:
             workflow_text = f.read()
-        cause = run_cause(app, run)
-        token = mint_job_token(app, run, repo_row, workflow_text, cause)
+        cause, fork = run_cause(app, run), from_a_fork(store, run)
+        token = mint_job_token(app, run, repo_row, workflow_text, cause, fork)
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
         standins = write_standins(os.path.join(work, "actions"))
-        given = dict(secrets_for_run(app, run, repo_row, cause), **({"GITHUB_TOKEN": token} if token else {}))
+        given = dict(secrets_for_run(app, run, repo_row, cause, fork), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
@@ -597,7 +642,7 @@ class WorkflowRunner(Worker):
     def work(self, item):
         if "ref" in item.keys():
             try:
-                return start_push_runs(self.app, item)
+                return start_triggered_runs(self.app, item)
             finally:        # (once, whatever became of it: a trigger that fails is not tried in a loop)
                 with self.app.store.transaction() as db:
                     db.execute("DELETE FROM run_triggers WHERE id = ?", (item["id"],))

@@ -111,6 +111,11 @@ MIGRATIONS = {
                   "INSERT INTO hooks (%s) SELECT %s FROM hooks_before_v11; DROP TABLE hooks_before_v11;" % ((
                       "id, repo_id, org_id, url, content_type, secret_sealed, insecure_ssl, events, active, creator_id,"
                       " created_at, updated_at",) * 2)),
+    # a run keeps what its event carried, whichever event it was; pull requests and repository_dispatch
+    # start runs too
+    12: Migration([("run_triggers", "event TEXT NOT NULL DEFAULT 'push'"),
+                   ("run_triggers", "fields TEXT NOT NULL DEFAULT '{}'")],
+                  "ALTER TABLE workflow_runs RENAME COLUMN pushed TO event_fields;", ""),
 }
 
 

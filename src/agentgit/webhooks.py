@@ -38,7 +38,7 @@ from agentgit.releases import release_json
 from agentgit.actions import job_json, run_json, workflow_json
 
 HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "pull_request_review",
-               "release", "check_run", "workflow_run", "workflow_job", "ping")
+               "release", "check_run", "workflow_run", "workflow_job", "repository_dispatch", "ping")
 CONTENT_TYPES = ("json", "form")
 MAX_HOOKS = 20                  # GitHub's limit a repository
 DELIVERY_TIMEOUT = 10           # seconds for the whole exchange, as GitHub's
@@ -329,20 +329,27 @@ def queue_redelivery(req, hook, old):
 def render_payload(app, delivery):
     """The payload of a delivery's event, with the repository, the sender, the organization and the chain."""
     subject, chain = json.loads(delivery["subject"]), json.loads(delivery["chain"])
-    store = app.store
-    repo_row = repo_by_id(store, delivery["repo_id"])
-    sender = account_by_login(store, chain["actor"]) if chain.get("actor") else None
-    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, sender) if sender else None}
-    owner = account_by_id(store, repo_row["owner_id"])
-    if owner["kind"] == "org":
-        payload["organization"] = user_json(app, owner)
-    if delivery["action"]:
-        payload["action"] = delivery["action"]
-    payload.update(EVENT_PAYLOADS.get(delivery["event"], lambda *a: {})(app, repo_row, subject))
+    payload = event_body(app, repo_by_id(app.store, delivery["repo_id"]), delivery["event"], delivery["action"],
+                         subject, chain.get("actor"))
     if "installation" in subject:           # to an App's hook: the installation whose token acts on it
         payload["installation"] = {"id": subject["installation"], "node_id": node_id("Installation",
                                                                                       subject["installation"])}
     payload["agentgit"] = chain
+    return payload
+
+
+def event_body(app, repo_row, event, action, subject, actor):
+    """An event in GitHub's shape, as a webhook delivers it and as the run it starts reads it
+    (``github.event``): its own fields, the repository, its organization, and whoever caused it."""
+    store = app.store
+    sender = account_by_login(store, actor) if actor else None
+    payload = {"repository": repo_json(app, repo_row), "sender": user_json(app, sender) if sender else None}
+    owner = account_by_id(store, repo_row["owner_id"])
+    if owner["kind"] == "org":
+        payload["organization"] = user_json(app, owner)
+    if action:
+        payload["action"] = action
+    payload.update(EVENT_PAYLOADS.get(event, lambda *a: {})(app, repo_row, subject))
     return payload
 
 
@@ -429,6 +436,10 @@ def check_run_payload(app, repo_row, subject):
     return {"check_run": check_run_json(app, repo_row, run) if run else None}
 
 
+def dispatch_payload(app, repo_row, subject):
+    return {"branch": subject["branch"], "client_payload": subject["client_payload"]}
+
+
 def workflow_run_payload(app, repo_row, subject):
     """The run and its workflow, as they stood when the event happened (its status and conclusion then)."""
     run = app.store.one("SELECT * FROM workflow_runs WHERE id = ?", subject["run_id"])
@@ -450,7 +461,7 @@ def workflow_job_payload(app, repo_row, subject):
 EVENT_PAYLOADS = {"push": push_payload, "create": ref_payload, "delete": ref_payload, "issues": issue_payload,
                   "issue_comment": issue_payload, "pull_request": pull_payload, "pull_request_review": review_payload,
                   "release": release_payload, "check_run": check_run_payload, "workflow_run": workflow_run_payload,
-                  "workflow_job": workflow_job_payload}
+                  "workflow_job": workflow_job_payload, "repository_dispatch": dispatch_payload}
 
 
 # -- the delivery worker ----------------------------------------------------------------------------------
