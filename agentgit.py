@@ -123,12 +123,12 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     64. mcp_server         lines 18671-19178  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
     65. githttp            lines 19179-19384  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
     66. pages              lines 19385-19653  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 19654-20280  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20281-20557  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 20558-21056  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21057-22013  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    67. server             lines 19654-20305  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20306-20582  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 20583-21081  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21082-22038  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 481a886ed7bf751f8de41397be9ed9e9ad80aac34431c94fe40e889c5ce26f93
+Made from sources whose SHA-256 is b230f4967881d56bde42325fb5bd8d431cd63904aacb639de51f7d9ac047262f
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -19765,6 +19765,7 @@ class App(Installation):
     def respond(self, req, status, body, headers=None):
         handler, headers = req.handler, dict(headers or {})
         data = b"" if body is None else body if isinstance(body, bytes) else encode_json(body)
+        data = self.as_named(req, data)
         if status == 200 and req.method in ("GET", "HEAD") and req.surface == "rest" and conditional(req, headers, data):
             status, data, body = 304, b"", None
         handler.send_response(status)
@@ -19788,6 +19789,23 @@ class App(Installation):
             fields.append(("Connection", "close"))
         handler.send_headers(fields + list(dict(req.response_headers, **headers).items()))
         handler.end_headers(data if req.method != "HEAD" else b"")
+
+    def as_named(self, req, data):
+        """An API answer to a request that named this server by one of its ALIASES, the API's URLs in it (in
+        the body and in the Link header) in that name: gh follows them (the next page, a run's jobs, an
+        upload URL), and sends its token only to the host it called. A page's URL stays the one a browser
+        opens."""
+        host = (req.headers.get("Host") or "").lower()
+        if host not in ALIASES or req.surface not in ("rest", "graphql"):
+            return data
+        url, api = ALIASES[host]
+        renames = ((self.api, api), (self.url + "/api/", url + "/api/"))
+        if "Link" in req.response_headers:
+            for old, new in renames:
+                req.response_headers["Link"] = req.response_headers["Link"].replace(old, new)
+        for old, new in renames:
+            data = data.replace(old.encode(), new.encode())
+        return data
 
     def respond_error(self, req, error):
         handler = req.handler
@@ -19829,6 +19847,13 @@ def request_id():
 def body_etag(data):
     return 'W/"%s"' % hashlib.blake2b(data, digest_size=16).hexdigest()
 
+
+# The names `connect gh` gives this server besides its URL, as a request's Host says them: (its URL, its
+# API's) by that name, where gh reaches them. gh's local host github.localhost, with this server as gh's proxy (the API at the
+# root of api.github.localhost), and localhost, over the Unix socket (--mode socket).
+ALIASES = {"github.localhost": ("http://github.localhost", "http://api.github.localhost"),
+           "api.github.localhost": ("http://github.localhost", "http://api.github.localhost"),
+           "localhost": ("http://localhost", "http://localhost/api/v3")}
 
 # The bodies read most are cached (Store.cached) and answered as the same bytes object each time, whose
 # hash Python keeps: their ETag is then a dictionary look-up, not a digest. (At most 256 bodies of at most

@@ -154,6 +154,28 @@ def test_connect_gh_over_a_unix_socket(tmp_path):
     assert not os.path.exists(tmp_path / "agentgit.sock")
 
 
+def test_gh_walks_a_private_list_whole_by_another_name_of_the_server(tmp_path):
+    """In socket and localhost modes gh calls the server by another name than its URL (localhost,
+    api.github.localhost), and sends its token only to that name. The API's URLs in the answers (the next
+    page's link, a run's jobs, an upload URL) are in the name it called, so gh walks a private repository's
+    list by its links whole, where with the server's own URL the next page answered 404."""
+    with socket_server(tmp_path) as srv:
+        alice = srv.add_user("alice")
+        assert api(srv, "POST", "/user/repos", alice, {"name": "secret", "private": True}).status == 201
+        for n in range(5):
+            assert api(srv, "POST", "/repos/alice/secret/issues", alice, {"title": "issue %d" % n}).status == 201
+        for mode, env in (("socket", gh_over_socket(srv, alice, tmp_path)), ("localhost", connect_gh(
+                srv, alice, plain_gh_env(tmp_path), "--mode", "localhost", "--url", srv.url,
+                "--dir", str(tmp_path / "gh-localhost")))):
+            walked = gh(env, "api", "--paginate", "repos/alice/secret/issues?per_page=2", "--jq", ".[].title").stdout
+            assert sorted(walked.split("\n")[:-1]) == ["issue %d" % n for n in range(5)], (mode, walked)
+            repo = json.loads(gh(env, "api", "repos/alice/secret").stdout)
+            assert repo["issues_url"].startswith("http://%s/" % ("localhost/api/v3" if mode == "socket" else
+                                                                  "api.github.localhost/repos"))
+            assert repo["html_url"] == srv.url + "/alice/secret"       # a page stays where a browser opens it
+        assert api(srv, "GET", "/repos/alice/secret", alice).json["url"] == srv.url + "/api/v3/repos/alice/secret"
+
+
 def test_gh_issue_edit_labels_assignees_and_repo_edit_delete(gh_server):
     srv, env = gh_server
     token = srv.add_user("alice")

@@ -143,6 +143,7 @@ class App(Installation):
     def respond(self, req, status, body, headers=None):
         handler, headers = req.handler, dict(headers or {})
         data = b"" if body is None else body if isinstance(body, bytes) else encode_json(body)
+        data = self.as_named(req, data)
         if status == 200 and req.method in ("GET", "HEAD") and req.surface == "rest" and conditional(req, headers, data):
             status, data, body = 304, b"", None
         handler.send_response(status)
@@ -166,6 +167,23 @@ class App(Installation):
             fields.append(("Connection", "close"))
         handler.send_headers(fields + list(dict(req.response_headers, **headers).items()))
         handler.end_headers(data if req.method != "HEAD" else b"")
+
+    def as_named(self, req, data):
+        """An API answer to a request that named this server by one of its ALIASES, the API's URLs in it (in
+        the body and in the Link header) in that name: gh follows them (the next page, a run's jobs, an
+        upload URL), and sends its token only to the host it called. A page's URL stays the one a browser
+        opens."""
+        host = (req.headers.get("Host") or "").lower()
+        if host not in ALIASES or req.surface not in ("rest", "graphql"):
+            return data
+        url, api = ALIASES[host]
+        renames = ((self.api, api), (self.url + "/api/", url + "/api/"))
+        if "Link" in req.response_headers:
+            for old, new in renames:
+                req.response_headers["Link"] = req.response_headers["Link"].replace(old, new)
+        for old, new in renames:
+            data = data.replace(old.encode(), new.encode())
+        return data
 
     def respond_error(self, req, error):
         handler = req.handler
@@ -207,6 +225,13 @@ def request_id():
 def body_etag(data):
     return 'W/"%s"' % hashlib.blake2b(data, digest_size=16).hexdigest()
 
+
+# The names `connect gh` gives this server besides its URL, as a request's Host says them: (its URL, its
+# API's) by that name, where gh reaches them. gh's local host github.localhost, with this server as gh's proxy (the API at the
+# root of api.github.localhost), and localhost, over the Unix socket (--mode socket).
+ALIASES = {"github.localhost": ("http://github.localhost", "http://api.github.localhost"),
+           "api.github.localhost": ("http://github.localhost", "http://api.github.localhost"),
+           "localhost": ("http://localhost", "http://localhost/api/v3")}
 
 # The bodies read most are cached (Store.cached) and answered as the same bytes object each time, whose
 # hash Python keeps: their ETag is then a dictionary look-up, not a digest. (At most 256 bodies of at most
