@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  3026  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11958  delegation.create_invite
-       line 12030  delegation.confirm_binding
-       line 12664  tasks.create_task_grant
+       line 11970  delegation.create_invite
+       line 12042  delegation.confirm_binding
+       line 12676  tasks.create_task_grant
        line  3866  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19663  server.App.dispatch
+       line 19742  server.App.dispatch
        line  3743  authentication.authenticate
        line  3426  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19316  githttp.git_receive_pack
+       line 19395  githttp.git_receive_pack
        line  3470  ledger.Ledger.decide_each
        line  3404  intents.reconcile_intents
 
@@ -101,34 +101,34 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     42. search             lines 10149-10351  REST: search over repositories, issues, code and accounts.
     43. orgs               lines 10352-10700  REST: organizations, memberships and teams.
     44. webhooks           lines 10701-11263  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11264-11776  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 11777-11852  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 11853-12417  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12418-12628  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12629-13064  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13065-13703  REST: GitHub Apps, as agents.
-    51. runner             lines 13704-14308  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14309-14480  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 14481-14743  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 14744-15425  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15426-15656  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 15657-16042  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16043-16516  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 16517-16797  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 16798-16980  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 16981-17317  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17318-17557  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 17558-18016  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18017-18670  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 18671-19178  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19179-19384  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19385-19653  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 19654-20305  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20306-20582  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 20583-21081  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21082-22038  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    45. actions_config     lines 11264-11788  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 11789-11864  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 11865-12429  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12430-12640  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12641-13076  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13077-13715  REST: GitHub Apps, as agents.
+    51. runner             lines 13716-14387  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14388-14559  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 14560-14822  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 14823-15504  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15505-15735  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 15736-16121  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16122-16595  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 16596-16876  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 16877-17059  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17060-17396  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17397-17636  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 17637-18095  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18096-18749  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 18750-19257  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19258-19463  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19464-19732  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 19733-20384  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20385-20661  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 20662-21160  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21161-22117  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is b230f4967881d56bde42325fb5bd8d431cd63904aacb639de51f7d9ac047262f
+Made from sources whose SHA-256 is 2a612beef8fd0cac69476ba70df6daa2313b16894584ae31ff06a6695627db7f
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -11284,9 +11284,8 @@ def secrets_public_key(app):
 
 def secrets_of_repo(app, repo_row):
     """{name: value} of the Actions secrets a run of the repository is given: its own, and its organization's
-    that reach it (all, private ones for a private repository, selected), opened from their sealed boxes.
-    A box that does not open (sealed to another key) is left out."""
-    store, out = app.store, {}
+    that reach it (all, private ones for a private repository, selected), opened from their sealed boxes."""
+    store = app.store
     rows = []
     if repo_row["owner_kind"] == "org":
         rows += store.all("SELECT name, encrypted_value FROM org_secrets s WHERE org_id = ? AND (visibility = 'all' OR"
@@ -11294,7 +11293,20 @@ def secrets_of_repo(app, repo_row):
                           " org_selected_repos r WHERE r.org_id = s.org_id AND r.kind = 'secrets' AND r.name = s.name"
                           " AND r.repo_id = ?)))", repo_row["owner_id"], repo_row["private"], repo_row["id"])
     rows += store.all("SELECT name, encrypted_value FROM secrets WHERE repo_id = ?", repo_row["id"])
-    for row in rows:            # (the repository's own come last: a name it shares with its organization is its own)
+    return opened_secrets(app, rows)      # (the repository's own last: a name it shares with its organization)
+
+
+def secrets_of_environment(app, environment_id):
+    """{name: value} of an environment's Actions secrets, opened."""
+    return opened_secrets(app, app.store.all("SELECT name, encrypted_value FROM environment_secrets WHERE"
+                                             " environment_id = ?", environment_id))
+
+
+def opened_secrets(app, rows):
+    """{name: value} of each row's secret opened from its sealed box, a later row's in place of an earlier
+    one of the same name; a box that does not open (sealed to another key) leaves its name out."""
+    out = {}
+    for row in rows:
         try:
             out[row["name"]] = sealed_box_open(secrets_private_key(app), base64.b64decode(row["encrypted_value"])
                                                ).decode("utf-8")
@@ -13937,6 +13949,42 @@ def workflow_permissions(text):
     return permissions
 
 
+JOBS_LINE_RE = re.compile(r"^jobs:[ \t]*(?:#.*)?$", re.MULTILINE)
+EXPRESSION = "${{ }}"      # an environment named by an expression, which is not evaluated here
+
+
+def job_environments(text):
+    """{job id: the environment it names, or None} of a workflow's jobs: ``environment: NAME``,
+    ``environment: {name: NAME}``, or a block with ``name: NAME``; EXPRESSION for a name with ${{ }}."""
+    found = JOBS_LINE_RE.search(text)
+    jobs, job, job_indent, key_indent, in_environment = {}, None, None, None, False
+    for line in text[found.end():].splitlines()[1:] if found else ():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            break
+        job_indent = job_indent or indent
+        key, _, value = stripped.partition(":")
+        value = value.partition(" #")[0].strip()
+        if indent == job_indent:
+            job, key_indent, in_environment = key.strip("'\" "), None, False
+            jobs[job] = None
+            continue
+        key_indent = key_indent or indent
+        if indent == key_indent:
+            in_environment = key.strip() == "environment"
+            flow = re.search(r"\bname\s*:\s*([^,}]+)", value) if value.startswith("{") else None
+            value = flow.group(1) if flow else "" if value.startswith("{") else value
+        elif not (in_environment and key.strip() == "name"):
+            continue
+        if in_environment and value:
+            value = value.strip("'\" ")
+            jobs[job] = EXPRESSION if "${{" in value else value
+    return jobs
+
+
 def actions_bot(db):
     """The account job tokens act as (GitHub's github-actions[bot]), made the first time a run needs it."""
     row = db.execute("SELECT id FROM accounts WHERE login = ?", (ACTIONS_BOT,)).fetchone()
@@ -13997,10 +14045,11 @@ def run_cause(app, run):
     return principal
 
 
-def secrets_for_run(app, run, repo_row, cause, fork):
+def secrets_for_run(app, run, repo_row, cause, fork, environments):
     """The repository's Actions secrets, where ``cause`` (whoever caused the run) may read them (decide():
-    a human with write, a task that names read_secret) and the run is not a ``fork``'s pull request; none
-    otherwise. Either way the audit says so."""
+    a human with write, a task that names read_secret) and the run is not a ``fork``'s pull request, with
+    those of the environment its jobs name (``environments``, job_environments) where it may have them;
+    none otherwise. Either way the audit says so."""
     if cause is None:
         return {}
     ledger = Ledger(app, cause, "runner")
@@ -14013,9 +14062,39 @@ def secrets_for_run(app, run, repo_row, cause, fork):
     if not decision.allowed:
         ledger.record_refusal(decision, "run %d runs without its repository's secrets" % run["id"])
         return {}
-    given = secrets_of_repo(app, repo_row)
+    given = dict(secrets_of_repo(app, repo_row), **environment_secrets(app, ledger, run, repo_row, environments))
     ledger.write(decision, "run %d given secrets %s" % (run["id"], ", ".join(sorted(given)) or "(none set)"))
     return given
+
+
+def environment_secrets(app, ledger, run, repo_row, environments):
+    """The secrets of the environment the run's jobs name, where it is one, every job names it (the secrets
+    act is given reach every job), and its rules let this run have them: no reviewers or wait timer (which
+    agentgit does not hold jobs for), a branch policy the run's branch meets. None otherwise, the audit
+    saying why."""
+    named = set(environments.values()) - ({None} if len(set(environments.values())) == 1 else set())
+    if not named:
+        return {}
+    name = next(iter(named))
+    env = app.store.one("SELECT * FROM environments WHERE repo_id = ? AND name = ?", repo_row["id"], name)
+    settings = json.loads(env["settings"]) if env else {}
+    policy = settings.get("deployment_branch_policy") or {}
+    why = ("its jobs do not all name one environment (%s): the secrets a run is given reach every job of it" %
+           ", ".join(sorted(n or "none" for n in named)) if len(named) > 1 else
+           "environment %s is named by an expression, which is not evaluated here" % name if name == EXPRESSION else
+           None if env is None else
+           "environment %s waits for reviewers or a timer, which agentgit does not hold jobs for" % name
+           if settings.get("reviewers") or settings.get("wait_timer") else
+           "environment %s deploys from branches agentgit keeps no policy list for" % name
+           if policy.get("custom_branch_policies") else
+           "environment %s deploys from protected branches, and %s is not one" % (name, run["head_branch"])
+           if policy.get("protected_branches") and branch_protection(app.store, repo_row["id"], run["head_branch"])
+           is None else None)
+    if why is not None:
+        ledger.refuse("read_secret", "repo:%s" % full_name(repo_row), [why],
+                      "run %d runs without environment secrets" % run["id"])
+        return {}
+    return secrets_of_environment(app, env["id"]) if env else {}
 
 
 def end_job_token(store, run_id):
@@ -14060,7 +14139,7 @@ def execute(app, run, stopping, recorder):
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
         standins = write_standins(os.path.join(work, "actions"))
-        given = dict(secrets_for_run(app, run, repo_row, cause, fork), **({"GITHUB_TOKEN": token} if token else {}))
+        given = dict(secrets_for_run(app, run, repo_row, cause, fork, job_environments(workflow_text)), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)

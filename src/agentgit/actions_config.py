@@ -45,9 +45,8 @@ def secrets_public_key(app):
 
 def secrets_of_repo(app, repo_row):
     """{name: value} of the Actions secrets a run of the repository is given: its own, and its organization's
-    that reach it (all, private ones for a private repository, selected), opened from their sealed boxes.
-    A box that does not open (sealed to another key) is left out."""
-    store, out = app.store, {}
+    that reach it (all, private ones for a private repository, selected), opened from their sealed boxes."""
+    store = app.store
     rows = []
     if repo_row["owner_kind"] == "org":
         rows += store.all("SELECT name, encrypted_value FROM org_secrets s WHERE org_id = ? AND (visibility = 'all' OR"
@@ -55,7 +54,20 @@ def secrets_of_repo(app, repo_row):
                           " org_selected_repos r WHERE r.org_id = s.org_id AND r.kind = 'secrets' AND r.name = s.name"
                           " AND r.repo_id = ?)))", repo_row["owner_id"], repo_row["private"], repo_row["id"])
     rows += store.all("SELECT name, encrypted_value FROM secrets WHERE repo_id = ?", repo_row["id"])
-    for row in rows:            # (the repository's own come last: a name it shares with its organization is its own)
+    return opened_secrets(app, rows)      # (the repository's own last: a name it shares with its organization)
+
+
+def secrets_of_environment(app, environment_id):
+    """{name: value} of an environment's Actions secrets, opened."""
+    return opened_secrets(app, app.store.all("SELECT name, encrypted_value FROM environment_secrets WHERE"
+                                             " environment_id = ?", environment_id))
+
+
+def opened_secrets(app, rows):
+    """{name: value} of each row's secret opened from its sealed box, a later row's in place of an earlier
+    one of the same name; a box that does not open (sealed to another key) leaves its name out."""
+    out = {}
+    for row in rows:
         try:
             out[row["name"]] = sealed_box_open(secrets_private_key(app), base64.b64decode(row["encrypted_value"])
                                                ).decode("utf-8")

@@ -45,12 +45,12 @@ from agentgit.gitstore import open_repo, repo_dir
 from agentgit.accounts import account_by_id, account_by_login, full_name, insert_account, repo_by_id
 from agentgit.outbox import chain_of, queue_event
 from agentgit.ledger import Ledger
-from agentgit.policy import Resource, decide
+from agentgit.policy import Resource, branch_protection, decide
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.pulls import PullState
 from agentgit.webhooks import event_body
 from agentgit.actions import REF_FILTERS, job_event, run_event, workflow_blobs, workflow_events
-from agentgit.actions_config import secrets_of_repo
+from agentgit.actions_config import secrets_of_environment, secrets_of_repo
 from agentgit.artifacts import write_standins
 from agentgit.tasks import insert_task_grant
 from agentgit.apps import APP_PERMISSIONS, permitted_actions
@@ -286,6 +286,42 @@ def workflow_permissions(text):
     return permissions
 
 
+JOBS_LINE_RE = re.compile(r"^jobs:[ \t]*(?:#.*)?$", re.MULTILINE)
+EXPRESSION = "${{ }}"      # an environment named by an expression, which is not evaluated here
+
+
+def job_environments(text):
+    """{job id: the environment it names, or None} of a workflow's jobs: ``environment: NAME``,
+    ``environment: {name: NAME}``, or a block with ``name: NAME``; EXPRESSION for a name with ${{ }}."""
+    found = JOBS_LINE_RE.search(text)
+    jobs, job, job_indent, key_indent, in_environment = {}, None, None, None, False
+    for line in text[found.end():].splitlines()[1:] if found else ():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            break
+        job_indent = job_indent or indent
+        key, _, value = stripped.partition(":")
+        value = value.partition(" #")[0].strip()
+        if indent == job_indent:
+            job, key_indent, in_environment = key.strip("'\" "), None, False
+            jobs[job] = None
+            continue
+        key_indent = key_indent or indent
+        if indent == key_indent:
+            in_environment = key.strip() == "environment"
+            flow = re.search(r"\bname\s*:\s*([^,}]+)", value) if value.startswith("{") else None
+            value = flow.group(1) if flow else "" if value.startswith("{") else value
+        elif not (in_environment and key.strip() == "name"):
+            continue
+        if in_environment and value:
+            value = value.strip("'\" ")
+            jobs[job] = EXPRESSION if "${{" in value else value
+    return jobs
+
+
 def actions_bot(db):
     """The account job tokens act as (GitHub's github-actions[bot]), made the first time a run needs it."""
     row = db.execute("SELECT id FROM accounts WHERE login = ?", (ACTIONS_BOT,)).fetchone()
@@ -346,10 +382,11 @@ def run_cause(app, run):
     return principal
 
 
-def secrets_for_run(app, run, repo_row, cause, fork):
+def secrets_for_run(app, run, repo_row, cause, fork, environments):
     """The repository's Actions secrets, where ``cause`` (whoever caused the run) may read them (decide():
-    a human with write, a task that names read_secret) and the run is not a ``fork``'s pull request; none
-    otherwise. Either way the audit says so."""
+    a human with write, a task that names read_secret) and the run is not a ``fork``'s pull request, with
+    those of the environment its jobs name (``environments``, job_environments) where it may have them;
+    none otherwise. Either way the audit says so."""
     if cause is None:
         return {}
     ledger = Ledger(app, cause, "runner")
@@ -362,9 +399,39 @@ def secrets_for_run(app, run, repo_row, cause, fork):
     if not decision.allowed:
         ledger.record_refusal(decision, "run %d runs without its repository's secrets" % run["id"])
         return {}
-    given = secrets_of_repo(app, repo_row)
+    given = dict(secrets_of_repo(app, repo_row), **environment_secrets(app, ledger, run, repo_row, environments))
     ledger.write(decision, "run %d given secrets %s" % (run["id"], ", ".join(sorted(given)) or "(none set)"))
     return given
+
+
+def environment_secrets(app, ledger, run, repo_row, environments):
+    """The secrets of the environment the run's jobs name, where it is one, every job names it (the secrets
+    act is given reach every job), and its rules let this run have them: no reviewers or wait timer (which
+    agentgit does not hold jobs for), a branch policy the run's branch meets. None otherwise, the audit
+    saying why."""
+    named = set(environments.values()) - ({None} if len(set(environments.values())) == 1 else set())
+    if not named:
+        return {}
+    name = next(iter(named))
+    env = app.store.one("SELECT * FROM environments WHERE repo_id = ? AND name = ?", repo_row["id"], name)
+    settings = json.loads(env["settings"]) if env else {}
+    policy = settings.get("deployment_branch_policy") or {}
+    why = ("its jobs do not all name one environment (%s): the secrets a run is given reach every job of it" %
+           ", ".join(sorted(n or "none" for n in named)) if len(named) > 1 else
+           "environment %s is named by an expression, which is not evaluated here" % name if name == EXPRESSION else
+           None if env is None else
+           "environment %s waits for reviewers or a timer, which agentgit does not hold jobs for" % name
+           if settings.get("reviewers") or settings.get("wait_timer") else
+           "environment %s deploys from branches agentgit keeps no policy list for" % name
+           if policy.get("custom_branch_policies") else
+           "environment %s deploys from protected branches, and %s is not one" % (name, run["head_branch"])
+           if policy.get("protected_branches") and branch_protection(app.store, repo_row["id"], run["head_branch"])
+           is None else None)
+    if why is not None:
+        ledger.refuse("read_secret", "repo:%s" % full_name(repo_row), [why],
+                      "run %d runs without environment secrets" % run["id"])
+        return {}
+    return secrets_of_environment(app, env["id"]) if env else {}
 
 
 def end_job_token(store, run_id):
@@ -409,7 +476,7 @@ def execute(app, run, stopping, recorder):
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
         standins = write_standins(os.path.join(work, "actions"))
-        given = dict(secrets_for_run(app, run, repo_row, cause, fork), **({"GITHUB_TOKEN": token} if token else {}))
+        given = dict(secrets_for_run(app, run, repo_row, cause, fork, job_environments(workflow_text)), **({"GITHUB_TOKEN": token} if token else {}))
         owner = unprivileged_user()
         if owner is not None:
             hand_over(work, owner)
