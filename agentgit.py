@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  3026  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11970  delegation.create_invite
-       line 12042  delegation.confirm_binding
-       line 12676  tasks.create_task_grant
+       line 11977  delegation.create_invite
+       line 12049  delegation.confirm_binding
+       line 12683  tasks.create_task_grant
        line  3866  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19742  server.App.dispatch
+       line 19743  server.App.dispatch
        line  3743  authentication.authenticate
        line  3426  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19395  githttp.git_receive_pack
+       line 19396  githttp.git_receive_pack
        line  3470  ledger.Ledger.decide_each
        line  3404  intents.reconcile_intents
 
@@ -96,39 +96,39 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     37. gitdata            lines  8629- 8978  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     38. releases           lines  8979- 9323  REST: releases, tags and release assets.
     39. deploy_keys        lines  9324- 9402  REST: deploy keys.
-    40. actions            lines  9403- 9812  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines  9813-10148  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
-    42. search             lines 10149-10351  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10352-10700  REST: organizations, memberships and teams.
-    44. webhooks           lines 10701-11263  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11264-11788  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 11789-11864  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 11865-12429  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12430-12640  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12641-13076  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13077-13715  REST: GitHub Apps, as agents.
-    51. runner             lines 13716-14387  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14388-14559  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 14560-14822  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 14823-15504  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15505-15735  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 15736-16121  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16122-16595  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 16596-16876  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 16877-17059  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17060-17396  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17397-17636  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 17637-18095  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18096-18749  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 18750-19257  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19258-19463  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19464-19732  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 19733-20384  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20385-20661  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 20662-21160  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21161-22117  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    40. actions            lines  9403- 9819  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines  9820-10155  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
+    42. search             lines 10156-10358  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10359-10707  REST: organizations, memberships and teams.
+    44. webhooks           lines 10708-11270  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11271-11795  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 11796-11871  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 11872-12436  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12437-12647  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12648-13083  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13084-13722  REST: GitHub Apps, as agents.
+    51. runner             lines 13723-14388  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14389-14560  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 14561-14823  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 14824-15505  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15506-15736  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 15737-16122  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16123-16596  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 16597-16877  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 16878-17060  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17061-17397  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17398-17637  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 17638-18096  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18097-18750  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 18751-19258  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19259-19464  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19465-19733  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 19734-20385  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20386-20662  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 20663-21161  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21162-22118  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 2a612beef8fd0cac69476ba70df6daa2313b16894584ae31ff06a6695627db7f
+Made from sources whose SHA-256 is 657f461c4e8131bbf9d39127663bba8b092c8354e7f039ddf985cdaccc798613
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -9420,6 +9420,19 @@ def yaml_words(value):
     return [item.strip().strip("'\"") for item in items if item.strip()]
 
 
+def block_lines(text, end):
+    """(indent, stripped line) of each line of the YAML block under the top-level key whose line ends at
+    ``end``: to the next line that is not indented, blank lines and comments left out."""
+    for line in text[end:].splitlines()[1:]:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            return
+        yield indent, stripped
+
+
 def workflow_events(text):
     """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
     of events, a mapping of events to their filters); the ref filters and types are read, other settings are
@@ -9430,13 +9443,7 @@ def workflow_events(text):
     if found.group(1).partition(" #")[0].strip():
         return {event: {} for event in yaml_words(found.group(1))}
     events, event, listing, base = {}, None, None, None
-    for line in text[found.end():].splitlines()[1:]:
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 0:
-            break
+    for indent, stripped in block_lines(text, found.end()):
         base = indent if base is None else base
         if indent == base:
             name = stripped[2:] if stripped.startswith("- ") else stripped.partition(":")[0]
@@ -13958,13 +13965,7 @@ def job_environments(text):
     ``environment: {name: NAME}``, or a block with ``name: NAME``; EXPRESSION for a name with ${{ }}."""
     found = JOBS_LINE_RE.search(text)
     jobs, job, job_indent, key_indent, in_environment = {}, None, None, None, False
-    for line in text[found.end():].splitlines()[1:] if found else ():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 0:
-            break
+    for indent, stripped in block_lines(text, found.end()) if found else ():
         job_indent = job_indent or indent
         key, _, value = stripped.partition(":")
         value = value.partition(" #")[0].strip()

@@ -32,6 +32,19 @@ def yaml_words(value):
     return [item.strip().strip("'\"") for item in items if item.strip()]
 
 
+def block_lines(text, end):
+    """(indent, stripped line) of each line of the YAML block under the top-level key whose line ends at
+    ``end``: to the next line that is not indented, blank lines and comments left out."""
+    for line in text[end:].splitlines()[1:]:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            return
+        yield indent, stripped
+
+
 def workflow_events(text):
     """{event: {filter: [patterns]}} of the workflow's ``on:``, in GitHub's three spellings (an event, a list
     of events, a mapping of events to their filters); the ref filters and types are read, other settings are
@@ -42,13 +55,7 @@ def workflow_events(text):
     if found.group(1).partition(" #")[0].strip():
         return {event: {} for event in yaml_words(found.group(1))}
     events, event, listing, base = {}, None, None, None
-    for line in text[found.end():].splitlines()[1:]:
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 0:
-            break
+    for indent, stripped in block_lines(text, found.end()):
         base = indent if base is None else base
         if indent == base:
             name = stripped[2:] if stripped.startswith("- ") else stripped.partition(":")[0]

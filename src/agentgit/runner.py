@@ -49,7 +49,7 @@ from agentgit.policy import Resource, branch_protection, decide
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.pulls import PullState
 from agentgit.webhooks import event_body
-from agentgit.actions import REF_FILTERS, job_event, run_event, workflow_blobs, workflow_events
+from agentgit.actions import REF_FILTERS, block_lines, job_event, run_event, workflow_blobs, workflow_events
 from agentgit.actions_config import secrets_of_environment, secrets_of_repo
 from agentgit.artifacts import write_standins
 from agentgit.tasks import insert_task_grant
@@ -295,13 +295,7 @@ def job_environments(text):
     ``environment: {name: NAME}``, or a block with ``name: NAME``; EXPRESSION for a name with ${{ }}."""
     found = JOBS_LINE_RE.search(text)
     jobs, job, job_indent, key_indent, in_environment = {}, None, None, None, False
-    for line in text[found.end():].splitlines()[1:] if found else ():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 0:
-            break
+    for indent, stripped in block_lines(text, found.end()) if found else ():
         job_indent = job_indent or indent
         key, _, value = stripped.partition(":")
         value = value.partition(" #")[0].strip()
