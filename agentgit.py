@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  3026  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 11977  delegation.create_invite
-       line 12049  delegation.confirm_binding
-       line 12683  tasks.create_task_grant
+       line 12014  delegation.create_invite
+       line 12086  delegation.confirm_binding
+       line 12720  tasks.create_task_grant
        line  3866  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19743  server.App.dispatch
+       line 19786  server.App.dispatch
        line  3743  authentication.authenticate
        line  3426  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19396  githttp.git_receive_pack
+       line 19439  githttp.git_receive_pack
        line  3470  ledger.Ledger.decide_each
        line  3404  intents.reconcile_intents
 
@@ -96,39 +96,39 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     37. gitdata            lines  8629- 8978  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     38. releases           lines  8979- 9323  REST: releases, tags and release assets.
     39. deploy_keys        lines  9324- 9402  REST: deploy keys.
-    40. actions            lines  9403- 9819  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines  9820-10155  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
-    42. search             lines 10156-10358  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10359-10707  REST: organizations, memberships and teams.
-    44. webhooks           lines 10708-11270  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11271-11795  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 11796-11871  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 11872-12436  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12437-12647  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12648-13083  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13084-13722  REST: GitHub Apps, as agents.
-    51. runner             lines 13723-14388  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14389-14560  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 14561-14823  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 14824-15505  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15506-15736  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 15737-16122  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16123-16596  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 16597-16877  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 16878-17060  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17061-17397  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17398-17637  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 17638-18096  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18097-18750  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 18751-19258  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19259-19464  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19465-19733  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 19734-20385  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20386-20662  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 20663-21161  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21162-22118  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    40. actions            lines  9403- 9856  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines  9857-10192  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
+    42. search             lines 10193-10395  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10396-10744  REST: organizations, memberships and teams.
+    44. webhooks           lines 10745-11307  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11308-11832  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 11833-11908  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 11909-12473  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12474-12684  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12685-13120  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13121-13759  REST: GitHub Apps, as agents.
+    51. runner             lines 13760-14431  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14432-14603  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 14604-14866  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 14867-15548  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15549-15779  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 15780-16165  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16166-16639  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 16640-16920  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 16921-17103  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17104-17440  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17441-17680  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 17681-18139  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18140-18793  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 18794-19301  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19302-19507  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19508-19776  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 19777-20428  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20429-20705  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 20706-21204  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21205-22162  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 657f461c4e8131bbf9d39127663bba8b092c8354e7f039ddf985cdaccc798613
+Made from sources whose SHA-256 is 78bcb23b4657fc6a7b525df381b7e3d8a7b3b1d392ea65daaade84715fa89a83
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1079,9 +1079,9 @@ MIGRATIONS = {
                       "id, repo_id, org_id, url, content_type, secret_sealed, insecure_ssl, events, active, creator_id,"
                       " created_at, updated_at",) * 2)),
     # a run keeps what its event carried, whichever event it was; pull requests and repository_dispatch
-    # start runs too
+    # start runs too; an attempt may rerun some of a run's jobs
     12: Migration([("run_triggers", "event TEXT NOT NULL DEFAULT 'push'"),
-                   ("run_triggers", "fields TEXT NOT NULL DEFAULT '{}'")],
+                   ("run_triggers", "fields TEXT NOT NULL DEFAULT '{}'"), ("workflow_runs", "rerun_jobs TEXT")],
                   "ALTER TABLE workflow_runs RENAME COLUMN pushed TO event_fields;", ""),
 }
 
@@ -9728,8 +9728,8 @@ def list_run_jobs(req, owner, repo, run_id, attempt_number=None):
     return {"total_count": len(jobs), "jobs": [job_json(req.app, row, run, j) for j in req.paginate(jobs)]}
 
 
-def find_job(req, owner, repo, job_id):
-    row = find_repo(req, owner, repo)
+def find_job(req, owner, repo, job_id, action="read_code"):
+    row = find_repo(req, owner, repo, action)
     job = req.app.store.one("SELECT j.* FROM workflow_jobs j JOIN workflow_runs r ON r.id = j.run_id WHERE j.id = ?"
                             " AND r.repo_id = ?", int(job_id), row["id"])
     if job is None:
@@ -9797,12 +9797,49 @@ def cancel_run(req, owner, repo, run_id):
 @route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun")
 def rerun_run(req, owner, repo, run_id):
     _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    return start_attempt(req, run)
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun-failed-jobs")
+def rerun_failed_jobs(req, owner, repo, run_id):
+    """A new attempt of the latest one's failed and cancelled jobs (with what they need, which act runs
+    again); the rest carried over as they ended."""
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    failed = [j["job_key"] for j in attempt_jobs(req.app.store, run, run["run_attempt"])
+              if j["conclusion"] in ("failure", "cancelled", "timed_out")]
+    if not failed and run["status"] == "completed":
+        raise HTTPError(409, "This workflow run has no failed jobs to re-run.")
+    return start_attempt(req, run, failed)
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}/rerun")
+def rerun_job(req, owner, repo, job_id):
+    """A new attempt of one job of the run's latest attempt (with what it needs); the rest carried over."""
+    _, run, job = find_job(req, owner, repo, job_id, "run_workflow")
+    if job["run_attempt"] != run["run_attempt"]:
+        raise HTTPError(409, "Only a job of the latest attempt of a workflow run can be re-run.")
+    return start_attempt(req, run, [job["job_key"]])
+
+
+def start_attempt(req, run, jobs=None):
+    """The run's next attempt, queued: all its jobs, or those of ``jobs`` (keys) with the latest attempt's
+    others carried over as they ended. It is its rerunner's: her authority (or her task's) bounds its job
+    token. A run still queued or running is not rerun."""
+    if run["status"] != "completed":
+        raise HTTPError(409, "Cannot re-run a workflow run that is not completed.")
     with req.transaction() as db:
-        # the new attempt is its rerunner's: her authority (or her task's) bounds its job token
         db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
-                   " actor_id = ?, grant_id = ?, updated_at = ? WHERE id = ?",
-                   (req.principal.user["id"], dispatching_grant(req), now(), run["id"]))
-        req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
+                   " actor_id = ?, grant_id = ?, rerun_jobs = ?, updated_at = ? WHERE id = ?",
+                   (req.principal.user["id"], dispatching_grant(req), json.dumps(jobs) if jobs else None, now(),
+                    run["id"]))
+        if jobs:
+            db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, conclusion, steps, log,"
+                       " step_lines, check_run_id, started_at, completed_at, created_at) SELECT run_id, run_attempt + 1,"
+                       " job_key, name, status, conclusion, steps, log, step_lines, check_run_id, started_at,"
+                       " completed_at, created_at FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? AND job_key"
+                       " NOT IN (SELECT value FROM json_each(?))", (run["id"], run["run_attempt"], json.dumps(jobs)))
+        req.effect("re-queued run %d (attempt %d%s)" % (run["id"], run["run_attempt"] + 1, ": jobs %s" % ", ".join(
+            jobs) if jobs else ""))
         req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
     req.app.runs_waiting.set()
     return 201, {}
@@ -14149,6 +14186,9 @@ def execute(app, run, stopping, recorder):
                    "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc] + standins
         for platform in PLATFORMS:
             command += ["-P", platform + "=-self-hosted"]
+        rerun = json.loads(run["rerun_jobs"] or "[]")
+        if len(rerun) == 1:     # (act runs one job, with the jobs it needs, or all of them)
+            command += ["-j", rerun[0]]
         # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
         command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
                     "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
@@ -14256,6 +14296,9 @@ class JobRecorder:
             check_id = insert_row(db, "check_runs", {
                 "repo_id": self.run["repo_id"], "head_sha": self.run["head_sha"], "name": name, "status": "in_progress",
                 "creator_id": self.run["actor_id"], "started_at": stamp})
+            # (a job a rerun carried over, which act runs again as what a rerun job needs, is this one now)
+            db.execute("DELETE FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? AND job_key = ?",
+                       (self.run["id"], self.run["run_attempt"], event["jobID"]))
             job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
                                 " created_at, check_run_id) VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?)",
                                 (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp,
@@ -21687,6 +21730,7 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- its job token's grant while it runs
     event_fields TEXT,                -- JSON: what the event that started it carried (a push's ref, before and
                                       -- after; a pull request's action and issue; a dispatch's type and payload)
+    rerun_jobs   TEXT,                -- JSON: the jobs (keys) its latest attempt reruns; NULL: all of them
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );

@@ -522,6 +522,7 @@ CREATE TABLE IF NOT EXISTS workflow_runs (
     job_grant_id INTEGER REFERENCES task_grants(id) ON DELETE SET NULL,   -- its job token's grant while it runs
     event_fields TEXT,                -- JSON: what the event that started it carried (a push's ref, before and
                                       -- after; a pull request's action and issue; a dispatch's type and payload)
+    rerun_jobs   TEXT,                -- JSON: the jobs (keys) its latest attempt reruns; NULL: all of them
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );

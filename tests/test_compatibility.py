@@ -83,9 +83,10 @@ GRAPHQL_WORDS = r'"api", "graphql"|\.graphql\(|"pr", "(view|list|status|checks)"
                 r'"(list_issues|get_teams|create_pending_pull_request_review)"|\bgql\('
 LEFT_OUT = [
     ("Workflow execution by default", "runs execute only with `serve --run-workflows` (nektos act in host mode); "
-                                      "otherwise they are recorded and stay queued. Artifacts, environments, remote "
-                                      "actions and triggers other than workflow_dispatch and push wait for issue "
-                                      "27's next steps"),
+                                      "otherwise they are recorded and stay queued. Remote actions (but checkout "
+                                      "and agentgit's stand-ins for upload-artifact and download-artifact), "
+                                      "actions/cache, job-level permissions and a job's network kept to its "
+                                      "allowlist wait for issue 27's next steps"),
     ("SSH", "Git is served over HTTP only; deploy keys are kept and listed for the tools that manage them"),
     ("Code scanning, Dependabot, secret scanning", "nothing here scans code: github-mcp-server's code_security, "
                                                    "dependabot and secret_protection toolsets are left out"),

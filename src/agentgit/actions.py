@@ -340,8 +340,8 @@ def list_run_jobs(req, owner, repo, run_id, attempt_number=None):
     return {"total_count": len(jobs), "jobs": [job_json(req.app, row, run, j) for j in req.paginate(jobs)]}
 
 
-def find_job(req, owner, repo, job_id):
-    row = find_repo(req, owner, repo)
+def find_job(req, owner, repo, job_id, action="read_code"):
+    row = find_repo(req, owner, repo, action)
     job = req.app.store.one("SELECT j.* FROM workflow_jobs j JOIN workflow_runs r ON r.id = j.run_id WHERE j.id = ?"
                             " AND r.repo_id = ?", int(job_id), row["id"])
     if job is None:
@@ -409,12 +409,49 @@ def cancel_run(req, owner, repo, run_id):
 @route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun")
 def rerun_run(req, owner, repo, run_id):
     _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    return start_attempt(req, run)
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun-failed-jobs")
+def rerun_failed_jobs(req, owner, repo, run_id):
+    """A new attempt of the latest one's failed and cancelled jobs (with what they need, which act runs
+    again); the rest carried over as they ended."""
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    failed = [j["job_key"] for j in attempt_jobs(req.app.store, run, run["run_attempt"])
+              if j["conclusion"] in ("failure", "cancelled", "timed_out")]
+    if not failed and run["status"] == "completed":
+        raise HTTPError(409, "This workflow run has no failed jobs to re-run.")
+    return start_attempt(req, run, failed)
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}/rerun")
+def rerun_job(req, owner, repo, job_id):
+    """A new attempt of one job of the run's latest attempt (with what it needs); the rest carried over."""
+    _, run, job = find_job(req, owner, repo, job_id, "run_workflow")
+    if job["run_attempt"] != run["run_attempt"]:
+        raise HTTPError(409, "Only a job of the latest attempt of a workflow run can be re-run.")
+    return start_attempt(req, run, [job["job_key"]])
+
+
+def start_attempt(req, run, jobs=None):
+    """The run's next attempt, queued: all its jobs, or those of ``jobs`` (keys) with the latest attempt's
+    others carried over as they ended. It is its rerunner's: her authority (or her task's) bounds its job
+    token. A run still queued or running is not rerun."""
+    if run["status"] != "completed":
+        raise HTTPError(409, "Cannot re-run a workflow run that is not completed.")
     with req.transaction() as db:
-        # the new attempt is its rerunner's: her authority (or her task's) bounds its job token
         db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, run_attempt = run_attempt + 1,"
-                   " actor_id = ?, grant_id = ?, updated_at = ? WHERE id = ?",
-                   (req.principal.user["id"], dispatching_grant(req), now(), run["id"]))
-        req.effect("re-queued run %d (attempt %d)" % (run["id"], run["run_attempt"] + 1))
+                   " actor_id = ?, grant_id = ?, rerun_jobs = ?, updated_at = ? WHERE id = ?",
+                   (req.principal.user["id"], dispatching_grant(req), json.dumps(jobs) if jobs else None, now(),
+                    run["id"]))
+        if jobs:
+            db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, conclusion, steps, log,"
+                       " step_lines, check_run_id, started_at, completed_at, created_at) SELECT run_id, run_attempt + 1,"
+                       " job_key, name, status, conclusion, steps, log, step_lines, check_run_id, started_at,"
+                       " completed_at, created_at FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? AND job_key"
+                       " NOT IN (SELECT value FROM json_each(?))", (run["id"], run["run_attempt"], json.dumps(jobs)))
+        req.effect("re-queued run %d (attempt %d%s)" % (run["id"], run["run_attempt"] + 1, ": jobs %s" % ", ".join(
+            jobs) if jobs else ""))
         req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
     req.app.runs_waiting.set()
     return 201, {}

@@ -479,6 +479,9 @@ def execute(app, run, stopping, recorder):
                    "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc] + standins
         for platform in PLATFORMS:
             command += ["-P", platform + "=-self-hosted"]
+        rerun = json.loads(run["rerun_jobs"] or "[]")
+        if len(rerun) == 1:     # (act runs one job, with the jobs it needs, or all of them)
+            command += ["-j", rerun[0]]
         # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
         command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
                     "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
@@ -586,6 +589,9 @@ class JobRecorder:
             check_id = insert_row(db, "check_runs", {
                 "repo_id": self.run["repo_id"], "head_sha": self.run["head_sha"], "name": name, "status": "in_progress",
                 "creator_id": self.run["actor_id"], "started_at": stamp})
+            # (a job a rerun carried over, which act runs again as what a rerun job needs, is this one now)
+            db.execute("DELETE FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? AND job_key = ?",
+                       (self.run["id"], self.run["run_attempt"], event["jobID"]))
             job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
                                 " created_at, check_run_id) VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?)",
                                 (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp,
