@@ -28,107 +28,107 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1713  tokens.issue_token
-       line  1735  tokens.verify_token
+       line  1720  tokens.issue_token
+       line  1742  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2898  policy.POLICY_RULES
-       line  2938  policy.decide
+       line  2905  policy.POLICY_RULES
+       line  2945  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3003  audit.audit_append
-       line  3026  audit.audit_verify
+       line  3010  audit.audit_append
+       line  3033  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12014  delegation.create_invite
-       line 12086  delegation.confirm_binding
-       line 12720  tasks.create_task_grant
-       line  3866  authentication.load_grant
+       line 12021  delegation.create_invite
+       line 12093  delegation.confirm_binding
+       line 12727  tasks.create_task_grant
+       line  3873  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19786  server.App.dispatch
-       line  3743  authentication.authenticate
-       line  3426  ledger.Ledger
+       line 19911  server.App.dispatch
+       line  3750  authentication.authenticate
+       line  3433  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19439  githttp.git_receive_pack
-       line  3470  ledger.Ledger.decide_each
-       line  3404  intents.reconcile_intents
+       line 19564  githttp.git_receive_pack
+       line  3477  ledger.Ledger.decide_each
+       line  3411  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
      1. config             lines   204-  309  Configuration: constants, names, limits, times, and the Config a server is built from.
      2. errors             lines   310-  339  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   340-  872  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   873-  976  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   977- 1221  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1222- 1258  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1259- 1480  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1481- 1661  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1662- 1762  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1763- 1915  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1916- 2141  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2142- 2960  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2961- 3174  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3175- 3278  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3279- 3347  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3348- 3420  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3421- 3614  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3615- 3913  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3914- 4099  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4100- 4229  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4230- 4525  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4526- 4741  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4742- 4809  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4810- 5085  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5086- 5183  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5184- 5720  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5721- 5989  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  5990- 6774  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6775- 6904  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6905- 7431  REST: pull requests and their merges.
-    31. reviews            lines  7432- 7780  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7781- 7888  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7889- 7945  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7946- 8187  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8188- 8465  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8466- 8628  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8629- 8978  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8979- 9323  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9324- 9402  REST: deploy keys.
-    40. actions            lines  9403- 9856  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines  9857-10192  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
-    42. search             lines 10193-10395  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10396-10744  REST: organizations, memberships and teams.
-    44. webhooks           lines 10745-11307  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11308-11832  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 11833-11908  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 11909-12473  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12474-12684  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12685-13120  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13121-13759  REST: GitHub Apps, as agents.
-    51. runner             lines 13760-14431  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14432-14603  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 14604-14866  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 14867-15548  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15549-15779  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 15780-16165  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16166-16639  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 16640-16920  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 16921-17103  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17104-17440  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17441-17680  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 17681-18139  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18140-18793  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 18794-19301  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19302-19507  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19508-19776  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 19777-20428  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20429-20705  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 20706-21204  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21205-22162  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     4. egress             lines   873-  983  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   984- 1228  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. background         lines  1229- 1265  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1266- 1487  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1488- 1668  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1669- 1769  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1770- 1922  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1923- 2148  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2149- 2967  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2968- 3181  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3182- 3285  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3286- 3354  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3355- 3427  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3428- 3621  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3622- 3920  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3921- 4106  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4107- 4236  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4237- 4532  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4533- 4748  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4749- 4816  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4817- 5092  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5093- 5190  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5191- 5727  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5728- 5996  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  5997- 6781  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6782- 6911  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6912- 7438  REST: pull requests and their merges.
+    31. reviews            lines  7439- 7787  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7788- 7895  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7896- 7952  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7953- 8194  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8195- 8472  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8473- 8635  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8636- 8985  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8986- 9330  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9331- 9409  REST: deploy keys.
+    40. actions            lines  9410- 9863  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines  9864-10199  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
+    42. search             lines 10200-10402  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10403-10751  REST: organizations, memberships and teams.
+    44. webhooks           lines 10752-11314  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11315-11839  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 11840-11915  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 11916-12480  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12481-12691  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12692-13127  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13128-13766  REST: GitHub Apps, as agents.
+    51. runner             lines 13767-14556  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14557-14728  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 14729-14991  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 14992-15673  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15674-15904  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 15905-16290  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16291-16764  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 16765-17045  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17046-17228  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17229-17565  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17566-17805  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 17806-18264  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18265-18918  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 18919-19426  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19427-19632  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19633-19901  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 19902-20629  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20630-20906  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 20907-21405  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21406-22363  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 78bcb23b4657fc6a7b525df381b7e3d8a7b3b1d392ea65daaade84715fa89a83
+Made from sources whose SHA-256 is 38f0efa12b0686edbb6def5e327ede15ff36413713fb9204588bcffbe365ac49
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -871,7 +871,7 @@ def unseal(key, purpose, sealed, associated):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 4. src/agentgit/egress.py — Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+# 4. src/agentgit/egress.py — Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
 # uses: errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -942,6 +942,13 @@ def public_address(host, port, allow_loopback, what="the client's metadata host"
         if not routable(address, allow_loopback):
             raise HTTPError(status, "%s %s is at a non-public address (%s)" % (what, host, address))
     return str(addresses[0])
+
+
+def tunnel(host, port, allow_loopback, timeout=30):
+    """A TCP connection to ``host``:``port``, at the address public_address() checked, for a run's job
+    going out through its gateway (server.JobGatewayHandler); HTTPError 403 where the address is not public."""
+    return socket.create_connection((public_address(host, port, allow_loopback, "the job's destination", 403), port),
+                                    timeout=timeout)
 
 
 def outbound_connection(scheme, host, port, address, timeout, verify=True):
@@ -13820,9 +13827,9 @@ def abandon_lapsed_runs(store):
 
 # -- one run ----------------------------------------------------------------------------------------------
 
-def check_out(app, repo_row, run, directory):
-    """A clone of the repository with the run's branch at the run's commit, its origin this server's URL
-    (act reads GITHUB_REPOSITORY from it)."""
+def check_out(app, repo_row, run, directory, url):
+    """A clone of the repository with the run's branch at the run's commit, its origin this server as
+    the job reaches it at ``url`` (act reads GITHUB_REPOSITORY from it)."""
     from dulwich import porcelain
     clone = porcelain.clone(repo_dir(app, repo_row["id"]), directory, checkout=False, errstream=io.BytesIO())
     try:
@@ -13831,7 +13838,7 @@ def check_out(app, repo_row, run, directory):
         clone.refs.set_symbolic_ref(b"HEAD", branch)
         porcelain.reset(clone, "hard", run["head_sha"])
         config = clone.get_config()
-        config.set((b"remote", b"origin"), b"url", ("%s/%s.git" % (app.url, full_name(repo_row))).encode())
+        config.set((b"remote", b"origin"), b"url", ("%s/%s.git" % (url, full_name(repo_row))).encode())
         config.write_to_path()
     finally:
         clone.close()
@@ -14162,56 +14169,174 @@ def hand_over(directory, owner):
             os.lchown(name, *owner)
 
 
-def execute(app, run, stopping, recorder):
-    """Run ``run`` with act to its end (or its cancellation), recording jobs, steps and logs."""
+def execute(app, run, stopping, recorder, open_gateway):
+    """Run ``run`` with act to its end (or its cancellation), recording jobs, steps and logs. Where jobs run
+    as nobody and namespaces can be made (isolated_network()), act runs in a network namespace of its own
+    whose one way out is the run's gateway (``open_gateway``: server.open_job_gateway)."""
     store = app.store
     repo_row = repo_by_id(store, run["repo_id"])
     wf = store.one("SELECT * FROM workflows WHERE id = ?", run["workflow_id"])
+    owner = unprivileged_user()
+    isolated = owner is not None and isolated_network()
     with tempfile.TemporaryDirectory(prefix="agentgit-run-") as work:
+        cause, fork = run_cause(app, run), from_a_fork(store, run)
+        network = JobNetwork(app, run, cause, isolated)
         checkout = os.path.join(work, "repository")
-        check_out(app, repo_row, run, checkout)
+        check_out(app, repo_row, run, checkout, network.job_url)
         with open(os.path.join(checkout, wf["path"]), encoding="utf-8", errors="replace") as f:
             workflow_text = f.read()
-        cause, fork = run_cause(app, run), from_a_fork(store, run)
         token = mint_job_token(app, run, repo_row, workflow_text, cause, fork)
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
-        standins = write_standins(os.path.join(work, "actions"))
-        given = dict(secrets_for_run(app, run, repo_row, cause, fork, job_environments(workflow_text)), **({"GITHUB_TOKEN": token} if token else {}))
-        owner = unprivileged_user()
+        given = secrets_for_run(app, run, repo_row, cause, fork, job_environments(workflow_text))
+        given.update({"GITHUB_TOKEN": token} if token else {})
+        command = act_command(app, run, wf, work, checkout, network, sorted(given), cause)
+        gateway = None
+        if isolated:
+            path = os.path.join(work, "gateway.sock")
+            gateway = open_gateway(app, path, network)
+            command = ["unshare", "--net", "--", sys.executable, "-c", NETWORK_PROGRAM, path,
+                       str(urllib.parse.urlsplit(network.job_url).port), str(owner[0]), str(owner[1])] + command
         if owner is not None:
             hand_over(work, owner)
-        command = [app.config.workflow_runner, run["event"], "-W", os.path.join(checkout, wf["path"]),
-                   "-e", os.path.join(work, "event.json"), "-C", checkout, "--json", "--action-offline-mode",
-                   "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc] + standins
-        for platform in PLATFORMS:
-            command += ["-P", platform + "=-self-hosted"]
-        rerun = json.loads(run["rerun_jobs"] or "[]")
-        if len(rerun) == 1:     # (act runs one job, with the jobs it needs, or all of them)
-            command += ["-j", rerun[0]]
-        # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
-        command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
-                    "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
-        # the run as this server numbers it (github.run_id, run_number, run_attempt), and who started it
-        for name, value in (("RUN_ID", run["id"]), ("RUN_NUMBER", run["run_number"]),
-                            ("RUN_ATTEMPT", run["run_attempt"]), ("ACTOR", cause.login if cause else "ghost")):
-            command += ["--env", "GITHUB_%s=%s" % (name, value)]
-        # the token and the secrets reach act in its environment, named on its command line (-s NAME), never
-        # their values there (which others on the host can read); act masks each in the logs, and in host mode
-        # hands them to the job's steps in their environment too
-        for name in sorted(given):
-            command += ["-s", name]
         environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work, **given)
-        process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                   **({"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}))
-        watch = Watch(store, run["id"], process, stopping, recorder)
-        watch.start()
-        for line in process.stdout:
-            recorder.line(line.decode("utf-8", "replace"))
-        process.wait()
-        watch.done.set()
+        try:        # (in a namespace, NETWORK_PROGRAM becomes nobody once it has what needs root)
+            process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                       **({"user": owner[0], "group": owner[1], "extra_groups": []}
+                                          if owner and not isolated else {}))
+            watch = Watch(store, run["id"], process, stopping, recorder)
+            watch.start()
+            for line in process.stdout:
+                recorder.line(line.decode("utf-8", "replace"))
+            process.wait()
+            watch.done.set()
+        finally:
+            if gateway is not None:
+                gateway.shutdown()
+                gateway.server_close()
     recorder.finish(process.returncode, watch.why)
+
+
+def act_command(app, run, wf, work, checkout, network, secret_names, cause):
+    """act's command line for the run: its event, workflow and clone, agentgit's stand-ins, this server
+    as the job's GitHub (as its ``network`` reaches it), and the secrets by name (their values reach act in its environment,
+    never on a command line others on the host can read; act masks each in the logs, and in host mode
+    hands them to the job's steps in their environment too)."""
+    url = network.job_url
+    command = [app.config.workflow_runner, run["event"], "-W", os.path.join(checkout, wf["path"]),
+               "-e", os.path.join(work, "event.json"), "-C", checkout, "--json", "--action-offline-mode",
+               "--no-cache-server", "--github-instance", urllib.parse.urlsplit(url).netloc]
+    command += write_standins(os.path.join(work, "actions"))
+    for platform in PLATFORMS:
+        command += ["-P", platform + "=-self-hosted"]
+    rerun = json.loads(run["rerun_jobs"] or "[]")
+    if len(rerun) == 1:     # (act runs one job, with the jobs it needs, or all of them)
+        command += ["-j", rerun[0]]
+    # the job's API is this server (act would say https://HOST), and in a namespace its proxy too; the run
+    # as this server numbers it (github.run_id, run_number, run_attempt), and who started it
+    variables = {"GITHUB_SERVER_URL": url, "GITHUB_API_URL": url + "/api/v3", "GITHUB_GRAPHQL_URL": url + "/api/graphql",
+                 "GITHUB_RUN_ID": run["id"], "GITHUB_RUN_NUMBER": run["run_number"],
+                 "GITHUB_RUN_ATTEMPT": run["run_attempt"], "GITHUB_ACTOR": cause.login if cause else "ghost"}
+    if network.isolated:
+        variables.update({name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")})
+    for name, value in variables.items():
+        command += ["--env", "%s=%s" % (name, value)]
+    for name in secret_names:
+        command += ["-s", name]
+    return command
+
+
+# -- a job's network: a namespace whose one way out is the run's gateway -----------------------------------
+
+def job_url(url):
+    """The server's URL as a run's jobs in a network namespace reach it: the gateway's relay, on loopback
+    at the server's own port."""
+    parts = urllib.parse.urlsplit(url)
+    return "http://127.0.0.1:%d" % (parts.port or {"https": 443}.get(parts.scheme, 80))
+
+
+ISOLATION = {}      # whether this machine makes network namespaces for jobs, asked once
+
+
+def isolated_network():
+    """Can jobs be kept off the network here: root, with util-linux's unshare, where a namespace can be made."""
+    if "answer" not in ISOLATION:
+        ISOLATION["answer"] = os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
+            ["unshare", "--net", "--", "true"], capture_output=True).returncode == 0
+    return ISOLATION["answer"]
+
+
+class JobNetwork:
+    """What a run's jobs may reach beyond this server, through its gateway where they are ``isolated``, and
+    their name for the server (``job_url``): the hosts in the network_allowlist of the task the run was started under (none
+    where it names none), or for a run a human started any public host. Each try is audited, as whoever
+    caused the run."""
+
+    def __init__(self, app, run, cause, isolated):
+        self.app, self.run, self.cause, self.isolated = app, run, cause, isolated
+        self.job_url = job_url(app.url) if isolated else app.url
+        grant = cause.grant if cause is not None else None
+        self.allowlist = grant["constraints"].get("network_allowlist") or [] if grant is not None else None
+
+    def refusal(self, scheme, host, port):
+        """Why a job may not reach host:port, or None (and the try audited either way)."""
+        url = "%s://%s:%d" % (scheme, host, port)
+        why = outside_allowlist(self.allowlist, url) if self.allowlist is not None else None
+        ledger = Ledger(self.app, self.cause or Principal(runtime="runner"), "runner")
+        if why is not None:
+            ledger.refuse("reach_network", url, ["a job of run %d: %s" % (self.run["id"], why)], "not connected")
+        else:
+            ledger.record("reach_network", url, ["a job of run %d, %s" % (self.run["id"], "in its task's "
+                                                 "network_allowlist" if self.allowlist is not None else
+                                                 "started by a human: any public host")], "connected")
+        return why
+
+
+# The program a run's network namespace starts with (unshare --net), as root: loopback up, a listener at
+# the server's port relaying each connection to the run's gateway socket, then the job's user, then act.
+NETWORK_PROGRAM = r'''
+import fcntl, os, socket, struct, subprocess, sys, threading
+gateway, port, uid, gid, command = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH", fcntl.ioctl(probe, 0x8913, struct.pack("16sH", b"lo", 0))[:18])[1]    # SIOCGIFFLAGS
+fcntl.ioctl(probe, 0x8914, struct.pack("16sH", b"lo", flags | 1))                                  # SIOCSIFFLAGS: up
+listener = socket.create_server(("127.0.0.1", port))
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)
+
+
+def pipe(source, sink):
+    try:
+        for data in iter(lambda: source.recv(65536), b""):
+            sink.sendall(data)
+    except OSError:
+        pass
+    try:
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def relay(client):
+    upstream = socket.socket(socket.AF_UNIX)
+    try:
+        upstream.connect(gateway)
+    except OSError:
+        return client.close()
+    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+    pipe(client, upstream)
+
+
+def accept():
+    while True:
+        threading.Thread(target=relay, args=(listener.accept()[0],), daemon=True).start()
+
+
+threading.Thread(target=accept, daemon=True).start()
+sys.exit(subprocess.call(command))
+'''
 
 
 class Watch(threading.Thread):
@@ -14398,9 +14523,9 @@ class WorkflowRunner(Worker):
     """Executes the queued runs, one at a time, oldest first; woken when a run is queued (app.runs_waiting),
     and every second for what another process queued. It starts only with serve --run-workflows."""
 
-    def __init__(self, app):
+    def __init__(self, app, open_gateway):
         super().__init__("agentgit-runner", app.runs_waiting, 1, KILL_GRACE * 2 + 2)
-        self.app = app
+        self.app, self.open_gateway = app, open_gateway
 
     def start(self):
         if self.app.config.workflow_runner:
@@ -14423,7 +14548,7 @@ class WorkflowRunner(Worker):
         run = item
         recorder = JobRecorder(self.app, run)
         try:
-            execute(self.app, run, self.stopping, recorder)
+            execute(self.app, run, self.stopping, recorder, self.open_gateway)
         except Exception as failed:         # (a clone that fails, act that cannot start): the run fails, saying why
             recorder.orphans.append("agentgit could not execute the run: %s: %s" % (failed.__class__.__name__, failed))
             recorder.finish(1, None)
@@ -19776,7 +19901,7 @@ def comments_html(req, issue):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 67. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-# uses: config, errors, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, runner, vault
+# uses: config, errors, egress, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, runner, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class App(Installation):
@@ -19919,10 +20044,14 @@ class App(Installation):
         upload URL), and sends its token only to the host it called. A page's URL stays the one a browser
         opens."""
         host = (req.headers.get("Host") or "").lower()
-        if host not in ALIASES or req.surface not in ("rest", "graphql"):
+        job_url = getattr(req.handler.server, "job_url", self.url)      # a run's gateway: its jobs' name for it
+        if job_url != self.url:
+            renames = ((self.url, job_url),)
+        elif host in ALIASES and req.surface in ("rest", "graphql"):
+            url, api = ALIASES[host]
+            renames = ((self.api, api), (self.url + "/api/", url + "/api/"))
+        else:
             return data
-        url, api = ALIASES[host]
-        renames = ((self.api, api), (self.url + "/api/", url + "/api/"))
         if "Link" in req.response_headers:
             for old, new in renames:
                 req.response_headers["Link"] = req.response_headers["Link"].replace(old, new)
@@ -20165,6 +20294,68 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.server.access_log.write("%s - [%s] %s\n" % (client, now(), line))
 
 
+class JobGatewayHandler(Handler):
+    """A run's jobs' one way out of their network namespace (runner.JobNetwork): this server, as any
+    client reaches it, and through it as their HTTP proxy the hosts the run may reach, each try checked
+    (its network_allowlist, a public address) and audited: CONNECT, and plain HTTP in proxy form."""
+
+    def do_CONNECT(self):
+        self.server.watch_headers(self, done=True)
+        host, _, port = self.path.rpartition(":")
+        self.go_out("https", host.strip("[]"), int(port) if port.isdigit() else 0, b"")
+
+    def do_GET(self):
+        target = urllib.parse.urlsplit(self.path)
+        if target.scheme and target.netloc and target.netloc != urllib.parse.urlsplit(self.server.job_url).netloc:
+            self.server.watch_headers(self, done=True)
+            head = ["%s %s HTTP/1.1" % (self.command, urllib.parse.urlunsplit(("", "", target.path or "/",
+                                                                               target.query, "")))]
+            head += ["%s: %s" % (k, v) for k, v in self.headers.items() if not k.lower().startswith(("proxy-",
+                                                                                                    "connection"))]
+            return self.go_out("http", target.hostname or "", target.port or 80,
+                               ("\r\n".join(head + ["Connection: close", "", ""])).encode("latin-1"))
+        super().do_GET()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def go_out(self, scheme, host, port, request_head):
+        """A tunnel to host:port where the run may reach it: the 200 of a CONNECT (or a plain request's
+        head passed on), then bytes both ways until either side ends."""
+        self.close_connection = True
+        refusal = self.server.network.refusal(scheme, host, port)
+        try:
+            if refusal is not None:
+                raise HTTPError(403, refusal)
+            upstream = tunnel(host, port, self.server.app.config.egress_allow_loopback)
+        except (HTTPError, OSError) as failure:
+            status, message = (failure.status, failure.message) if isinstance(failure, HTTPError) else (502, str(failure))
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(message.encode()) + 1))
+            self.send_header("Connection", "close")
+            self.end_headers((message + "\n").encode())
+            return
+        with upstream:
+            if request_head:
+                upstream.sendall(request_head)
+            else:
+                self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                self.wfile.flush()
+            back = threading.Thread(target=pipe, args=(upstream.recv, self.connection, upstream), daemon=True)
+            back.start()
+            pipe(self.rfile.read1, upstream, self.connection)
+            back.join(REQUEST_IDLE_TIMEOUT)
+
+
+def pipe(read, sink, source):
+    """Bytes from ``read`` to the socket ``sink`` until either side ends; then ``sink`` hears the end."""
+    with contextlib.suppress(OSError, ValueError):
+        for data in iter(lambda: read(65536), b""):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
 class Guarded:
     """What both listeners share against hostile clients, spent on what is hostile (a connection that
     holds a thread without sending a request), never on requests at work, so a fleet of agents behind
@@ -20288,7 +20479,17 @@ class HTTPServer(Guarded, http.server.ThreadingHTTPServer):
 
 
 class UnixHTTPServer(Guarded, socketserver.ThreadingUnixStreamServer):
-    """The same app on a Unix socket, for gh's http_unix_socket setting (plain HTTP, no port)."""
+    """The same app on a Unix socket, for gh's http_unix_socket setting (plain HTTP, no port), and for a
+    run's jobs (open_job_gateway)."""
+
+
+def open_job_gateway(app, path, network):
+    """A run's gateway (JobGatewayHandler) on a Unix socket at ``path``, served until its shutdown();
+    ``network`` (runner.JobNetwork) says what its jobs may reach and the name they call this server by."""
+    gateway = UnixHTTPServer(path, JobGatewayHandler, config=app.config)
+    gateway.app, gateway.access_log, gateway.network, gateway.job_url = app, None, network, network.job_url
+    threading.Thread(target=gateway.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return gateway
 
 
 class Server:
@@ -20301,7 +20502,7 @@ class Server:
                  tls_client_ca=None):
         self.app = app
         self.deliveries = DeliveryWorker(app)      # the webhook outbox's sender, from start() to stop()
-        self.runner = WorkflowRunner(app)          # the runs' executor, with serve --run-workflows
+        self.runner = WorkflowRunner(app, open_job_gateway)      # the runs' executor, with serve --run-workflows
         self.unix = None
         if unix_socket:
             if os.path.exists(unix_socket) and stat.S_ISSOCK(os.stat(unix_socket).st_mode):

@@ -179,9 +179,9 @@ def test_every_outbound_connection_goes_through_egress():
 
 
 def server_side(name):
-    """A module's text but for the program the runner writes out for jobs to run (artifacts'
-    STANDIN_PROGRAM), which connects from the job, not from the server."""
-    return re.sub(r"STANDIN_PROGRAM = r\'\'\'.*?\'\'\'", "", read(os.path.join(PACKAGE, name + ".py")), flags=re.S)
+    """A module's text but for the programs the runner starts for jobs (artifacts' STANDIN_PROGRAM, the
+    job's side of its network namespace), which connect from the job, not from the server."""
+    return re.sub(r"[A-Z_]+_PROGRAM = r\'\'\'.*?\'\'\'", "", read(os.path.join(PACKAGE, name + ".py")), flags=re.S)
 
 
 def test_modules_and_functions_stay_within_their_budgets():

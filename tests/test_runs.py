@@ -3,6 +3,8 @@ a dispatched run runs in a clone of its commit, as nobody where the server is ro
 are GitHub's shapes as they happen, gh watches and reads them, and a cancel ends it and every process it
 started within seconds. Skipped where act is not installed."""
 import base64
+import contextlib
+import http.server
 import io
 import json
 import os
@@ -10,6 +12,7 @@ import pathlib
 import re
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -657,7 +660,8 @@ def test_an_environments_secrets_reach_a_run_whose_jobs_all_name_it_where_its_ru
         for number, workflow in ((1, "deploy.yml"), (2, "mixed.yml")):
             assert api(srv, "POST", "/repos/alice/app/actions/workflows/%s/dispatches" % workflow, alice,
                        {"ref": "main"}).status == 204
-            assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % number)["conclusion"] == "success"
+            assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % number)["conclusion"] == "success", \
+                run_log(srv, alice, number)
         assert (drop_box / "deploy-1").read_text() == "from production"
         assert (drop_box / "prod-2").read_text() == (drop_box / "plain-2").read_text() == "from the repository"
         gh(env, "api", "-X", "PUT", "repos/alice/app/environments/production", "-F", "wait_timer=5")
@@ -709,3 +713,81 @@ def test_gh_reruns_the_failed_jobs_or_one_job_and_carries_the_others_over(tmp_pa
         busy = api(srv, "POST", "/repos/alice/app/actions/runs/2/rerun", alice)
         assert busy.status == 409 and "not completed" in busy.json["message"]
         assert api(srv, "POST", "/repos/alice/app/actions/runs/1/rerun-failed-jobs", alice).status == 409   # none failed
+
+
+# A job that tries two hosts through its proxy (the environment's, as urllib reads it), one of them
+# directly too, and its API.
+REACHING = r"""name: Reach
+on: [workflow_dispatch]
+jobs:
+  reach:
+    runs-on: ubuntu-latest
+    steps:
+      - env:
+          TOKEN: ${{ github.token }}
+        run: |
+          python3 - <<'PY'
+          import os, socket, urllib.error, urllib.request
+          for label, port in (("allowed", %(allowed)d), ("other", %(other)d)):
+              try:
+                  print("PROXY", label, 200, urllib.request.urlopen("http://127.0.0.1:%%d/" %% port, timeout=10).read().decode())
+              except urllib.error.HTTPError as error:
+                  print("PROXY", label, error.code)
+          try:
+              socket.create_connection(("127.0.0.1", %(other)d), timeout=5)
+              print("DIRECT other connected")
+          except OSError:
+              print("DIRECT other refused")
+          request = urllib.request.Request(os.environ["GITHUB_API_URL"] + "/repos/alice/app",
+                                           headers={"Authorization": "token " + os.environ["TOKEN"]})
+          print("API", urllib.request.urlopen(request).status)
+          PY
+"""
+
+
+@contextlib.contextmanager
+def answering(text):
+    """An HTTP server on loopback answering every GET with ``text``: its port."""
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text.encode())
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_jobs_network_is_its_tasks_allowlist_and_its_server(running):
+    """Where the server is root, a job runs in a network namespace whose one way out is its run's gateway:
+    this server (its API at the usual URL), and as the job's HTTP proxy the hosts in the network_allowlist
+    of the task the run was started under; a direct connection reaches nothing. A human's run reaches any
+    host the server may (here loopback too: the tests' egress flag). Each try is audited."""
+    srv = running
+    if not agentgit.isolated_network():
+        pytest.skip("jobs are kept off the network only where the server is root and can unshare --net")
+    with answering("hello") as allowed, answering("other") as other:
+        alice = with_workflow(srv, REACHING % {"allowed": allowed, "other": other}, name="reach.yml")
+        _, _, token = agent_on_a_task(srv, alice, ["read_code", "run_workflow"],
+                                      {"network_allowlist": ["http://127.0.0.1:%d" % allowed]})
+        for number, starter in ((1, token), (2, alice)):
+            assert api(srv, "POST", "/repos/alice/app/actions/workflows/reach.yml/dispatches", starter,
+                       {"ref": "main"}).status == 204
+            assert finished(srv, alice, "/repos/alice/app/actions/runs/%d" % number)["conclusion"] == "success", \
+                run_log(srv, alice, number)
+        agents, humans = run_log(srv, alice, 1), run_log(srv, alice, 2)
+        assert "PROXY allowed 200 hello" in agents and "PROXY other 403" in agents, agents
+        assert "PROXY other 200 other" in humans
+        for log in (agents, humans):
+            assert "DIRECT other refused" in log and "API 200" in log
+    tries = [(r["decision"], r["resource"]) for r in srv.app.store.all(
+        "SELECT * FROM audit WHERE action = 'reach_network' ORDER BY id")]
+    assert tries[:2] == [("allow", "http://127.0.0.1:%d" % allowed), ("deny", "http://127.0.0.1:%d" % other)]

@@ -1,5 +1,5 @@
 """Egress: every connection the server opens to another host (a client's metadata document, the
-broker's upstreams) goes to an address checked public when the name was resolved, and pinned to it.
+broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
 
 An attacker who names a URL (a client_id that is a metadata document's URL, a credential's upstream)
 must not reach the server's own network through it: every address the name resolves to must be public
@@ -85,6 +85,13 @@ def public_address(host, port, allow_loopback, what="the client's metadata host"
         if not routable(address, allow_loopback):
             raise HTTPError(status, "%s %s is at a non-public address (%s)" % (what, host, address))
     return str(addresses[0])
+
+
+def tunnel(host, port, allow_loopback, timeout=30):
+    """A TCP connection to ``host``:``port``, at the address public_address() checked, for a run's job
+    going out through its gateway (server.JobGatewayHandler); HTTPError 403 where the address is not public."""
+    return socket.create_connection((public_address(host, port, allow_loopback, "the job's destination", 403), port),
+                                    timeout=timeout)
 
 
 def outbound_connection(scheme, host, port, address, timeout, verify=True):

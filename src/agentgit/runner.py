@@ -17,10 +17,12 @@ its life: revoking the task ends the job's token), bounded by the delegator's or
 at each request, and revoked when the run ends.
 
 What host mode protects, and what it does not: as ``nobody`` a job cannot read the data directory (0700),
-and its token and secrets reach it in act's environment, never on a command line others can read. It still runs
-on this machine with nobody's rights: its CPU, its network, its /tmp. A server that is not root runs jobs
-as its own user, who can read the data directory: there, run workflows only from repositories whose
-writers you trust, or run the server in a container.
+and its token and secrets reach it in act's environment, never on a command line others can read. Where
+the server is root, act runs in a network namespace of its own (unshare --net) whose one way out is the
+run's gateway (JobNetwork, server.open_job_gateway): this server, and as the job's proxy the hosts its
+task's network_allowlist names. It still runs on this machine with nobody's rights: its CPU, its /tmp. A
+server that is not root runs jobs as its own user, on its network, who can read the data directory:
+there, run workflows only from repositories whose writers you trust, or run the server in a container.
 """
 
 import io
@@ -45,7 +47,7 @@ from agentgit.gitstore import open_repo, repo_dir
 from agentgit.accounts import account_by_id, account_by_login, full_name, insert_account, repo_by_id
 from agentgit.outbox import chain_of, queue_event
 from agentgit.ledger import Ledger
-from agentgit.policy import Resource, branch_protection, decide
+from agentgit.policy import Resource, branch_protection, decide, outside_allowlist
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.pulls import PullState
 from agentgit.webhooks import event_body
@@ -113,9 +115,9 @@ def abandon_lapsed_runs(store):
 
 # -- one run ----------------------------------------------------------------------------------------------
 
-def check_out(app, repo_row, run, directory):
-    """A clone of the repository with the run's branch at the run's commit, its origin this server's URL
-    (act reads GITHUB_REPOSITORY from it)."""
+def check_out(app, repo_row, run, directory, url):
+    """A clone of the repository with the run's branch at the run's commit, its origin this server as
+    the job reaches it at ``url`` (act reads GITHUB_REPOSITORY from it)."""
     from dulwich import porcelain
     clone = porcelain.clone(repo_dir(app, repo_row["id"]), directory, checkout=False, errstream=io.BytesIO())
     try:
@@ -124,7 +126,7 @@ def check_out(app, repo_row, run, directory):
         clone.refs.set_symbolic_ref(b"HEAD", branch)
         porcelain.reset(clone, "hard", run["head_sha"])
         config = clone.get_config()
-        config.set((b"remote", b"origin"), b"url", ("%s/%s.git" % (app.url, full_name(repo_row))).encode())
+        config.set((b"remote", b"origin"), b"url", ("%s/%s.git" % (url, full_name(repo_row))).encode())
         config.write_to_path()
     finally:
         clone.close()
@@ -455,56 +457,174 @@ def hand_over(directory, owner):
             os.lchown(name, *owner)
 
 
-def execute(app, run, stopping, recorder):
-    """Run ``run`` with act to its end (or its cancellation), recording jobs, steps and logs."""
+def execute(app, run, stopping, recorder, open_gateway):
+    """Run ``run`` with act to its end (or its cancellation), recording jobs, steps and logs. Where jobs run
+    as nobody and namespaces can be made (isolated_network()), act runs in a network namespace of its own
+    whose one way out is the run's gateway (``open_gateway``: server.open_job_gateway)."""
     store = app.store
     repo_row = repo_by_id(store, run["repo_id"])
     wf = store.one("SELECT * FROM workflows WHERE id = ?", run["workflow_id"])
+    owner = unprivileged_user()
+    isolated = owner is not None and isolated_network()
     with tempfile.TemporaryDirectory(prefix="agentgit-run-") as work:
+        cause, fork = run_cause(app, run), from_a_fork(store, run)
+        network = JobNetwork(app, run, cause, isolated)
         checkout = os.path.join(work, "repository")
-        check_out(app, repo_row, run, checkout)
+        check_out(app, repo_row, run, checkout, network.job_url)
         with open(os.path.join(checkout, wf["path"]), encoding="utf-8", errors="replace") as f:
             workflow_text = f.read()
-        cause, fork = run_cause(app, run), from_a_fork(store, run)
         token = mint_job_token(app, run, repo_row, workflow_text, cause, fork)
         with open(os.path.join(work, "event.json"), "w") as f:
             json.dump(event_payload(app, repo_row, run), f)
-        standins = write_standins(os.path.join(work, "actions"))
-        given = dict(secrets_for_run(app, run, repo_row, cause, fork, job_environments(workflow_text)), **({"GITHUB_TOKEN": token} if token else {}))
-        owner = unprivileged_user()
+        given = secrets_for_run(app, run, repo_row, cause, fork, job_environments(workflow_text))
+        given.update({"GITHUB_TOKEN": token} if token else {})
+        command = act_command(app, run, wf, work, checkout, network, sorted(given), cause)
+        gateway = None
+        if isolated:
+            path = os.path.join(work, "gateway.sock")
+            gateway = open_gateway(app, path, network)
+            command = ["unshare", "--net", "--", sys.executable, "-c", NETWORK_PROGRAM, path,
+                       str(urllib.parse.urlsplit(network.job_url).port), str(owner[0]), str(owner[1])] + command
         if owner is not None:
             hand_over(work, owner)
-        command = [app.config.workflow_runner, run["event"], "-W", os.path.join(checkout, wf["path"]),
-                   "-e", os.path.join(work, "event.json"), "-C", checkout, "--json", "--action-offline-mode",
-                   "--no-cache-server", "--github-instance", urllib.parse.urlsplit(app.url).netloc] + standins
-        for platform in PLATFORMS:
-            command += ["-P", platform + "=-self-hosted"]
-        rerun = json.loads(run["rerun_jobs"] or "[]")
-        if len(rerun) == 1:     # (act runs one job, with the jobs it needs, or all of them)
-            command += ["-j", rerun[0]]
-        # the job's API is this server (act would say https://HOST); its token, a secret act masks in logs
-        command += ["--env", "GITHUB_SERVER_URL=" + app.url, "--env", "GITHUB_API_URL=" + app.api,
-                    "--env", "GITHUB_GRAPHQL_URL=%s/api/graphql" % app.url]
-        # the run as this server numbers it (github.run_id, run_number, run_attempt), and who started it
-        for name, value in (("RUN_ID", run["id"]), ("RUN_NUMBER", run["run_number"]),
-                            ("RUN_ATTEMPT", run["run_attempt"]), ("ACTOR", cause.login if cause else "ghost")):
-            command += ["--env", "GITHUB_%s=%s" % (name, value)]
-        # the token and the secrets reach act in its environment, named on its command line (-s NAME), never
-        # their values there (which others on the host can read); act masks each in the logs, and in host mode
-        # hands them to the job's steps in their environment too
-        for name in sorted(given):
-            command += ["-s", name]
         environment = dict({k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}, HOME=work, **given)
-        process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                   **({"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}))
-        watch = Watch(store, run["id"], process, stopping, recorder)
-        watch.start()
-        for line in process.stdout:
-            recorder.line(line.decode("utf-8", "replace"))
-        process.wait()
-        watch.done.set()
+        try:        # (in a namespace, NETWORK_PROGRAM becomes nobody once it has what needs root)
+            process = subprocess.Popen(command, cwd=work, env=environment, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                       **({"user": owner[0], "group": owner[1], "extra_groups": []}
+                                          if owner and not isolated else {}))
+            watch = Watch(store, run["id"], process, stopping, recorder)
+            watch.start()
+            for line in process.stdout:
+                recorder.line(line.decode("utf-8", "replace"))
+            process.wait()
+            watch.done.set()
+        finally:
+            if gateway is not None:
+                gateway.shutdown()
+                gateway.server_close()
     recorder.finish(process.returncode, watch.why)
+
+
+def act_command(app, run, wf, work, checkout, network, secret_names, cause):
+    """act's command line for the run: its event, workflow and clone, agentgit's stand-ins, this server
+    as the job's GitHub (as its ``network`` reaches it), and the secrets by name (their values reach act in its environment,
+    never on a command line others on the host can read; act masks each in the logs, and in host mode
+    hands them to the job's steps in their environment too)."""
+    url = network.job_url
+    command = [app.config.workflow_runner, run["event"], "-W", os.path.join(checkout, wf["path"]),
+               "-e", os.path.join(work, "event.json"), "-C", checkout, "--json", "--action-offline-mode",
+               "--no-cache-server", "--github-instance", urllib.parse.urlsplit(url).netloc]
+    command += write_standins(os.path.join(work, "actions"))
+    for platform in PLATFORMS:
+        command += ["-P", platform + "=-self-hosted"]
+    rerun = json.loads(run["rerun_jobs"] or "[]")
+    if len(rerun) == 1:     # (act runs one job, with the jobs it needs, or all of them)
+        command += ["-j", rerun[0]]
+    # the job's API is this server (act would say https://HOST), and in a namespace its proxy too; the run
+    # as this server numbers it (github.run_id, run_number, run_attempt), and who started it
+    variables = {"GITHUB_SERVER_URL": url, "GITHUB_API_URL": url + "/api/v3", "GITHUB_GRAPHQL_URL": url + "/api/graphql",
+                 "GITHUB_RUN_ID": run["id"], "GITHUB_RUN_NUMBER": run["run_number"],
+                 "GITHUB_RUN_ATTEMPT": run["run_attempt"], "GITHUB_ACTOR": cause.login if cause else "ghost"}
+    if network.isolated:
+        variables.update({name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")})
+    for name, value in variables.items():
+        command += ["--env", "%s=%s" % (name, value)]
+    for name in secret_names:
+        command += ["-s", name]
+    return command
+
+
+# -- a job's network: a namespace whose one way out is the run's gateway -----------------------------------
+
+def job_url(url):
+    """The server's URL as a run's jobs in a network namespace reach it: the gateway's relay, on loopback
+    at the server's own port."""
+    parts = urllib.parse.urlsplit(url)
+    return "http://127.0.0.1:%d" % (parts.port or {"https": 443}.get(parts.scheme, 80))
+
+
+ISOLATION = {}      # whether this machine makes network namespaces for jobs, asked once
+
+
+def isolated_network():
+    """Can jobs be kept off the network here: root, with util-linux's unshare, where a namespace can be made."""
+    if "answer" not in ISOLATION:
+        ISOLATION["answer"] = os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
+            ["unshare", "--net", "--", "true"], capture_output=True).returncode == 0
+    return ISOLATION["answer"]
+
+
+class JobNetwork:
+    """What a run's jobs may reach beyond this server, through its gateway where they are ``isolated``, and
+    their name for the server (``job_url``): the hosts in the network_allowlist of the task the run was started under (none
+    where it names none), or for a run a human started any public host. Each try is audited, as whoever
+    caused the run."""
+
+    def __init__(self, app, run, cause, isolated):
+        self.app, self.run, self.cause, self.isolated = app, run, cause, isolated
+        self.job_url = job_url(app.url) if isolated else app.url
+        grant = cause.grant if cause is not None else None
+        self.allowlist = grant["constraints"].get("network_allowlist") or [] if grant is not None else None
+
+    def refusal(self, scheme, host, port):
+        """Why a job may not reach host:port, or None (and the try audited either way)."""
+        url = "%s://%s:%d" % (scheme, host, port)
+        why = outside_allowlist(self.allowlist, url) if self.allowlist is not None else None
+        ledger = Ledger(self.app, self.cause or Principal(runtime="runner"), "runner")
+        if why is not None:
+            ledger.refuse("reach_network", url, ["a job of run %d: %s" % (self.run["id"], why)], "not connected")
+        else:
+            ledger.record("reach_network", url, ["a job of run %d, %s" % (self.run["id"], "in its task's "
+                                                 "network_allowlist" if self.allowlist is not None else
+                                                 "started by a human: any public host")], "connected")
+        return why
+
+
+# The program a run's network namespace starts with (unshare --net), as root: loopback up, a listener at
+# the server's port relaying each connection to the run's gateway socket, then the job's user, then act.
+NETWORK_PROGRAM = r'''
+import fcntl, os, socket, struct, subprocess, sys, threading
+gateway, port, uid, gid, command = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH", fcntl.ioctl(probe, 0x8913, struct.pack("16sH", b"lo", 0))[:18])[1]    # SIOCGIFFLAGS
+fcntl.ioctl(probe, 0x8914, struct.pack("16sH", b"lo", flags | 1))                                  # SIOCSIFFLAGS: up
+listener = socket.create_server(("127.0.0.1", port))
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)
+
+
+def pipe(source, sink):
+    try:
+        for data in iter(lambda: source.recv(65536), b""):
+            sink.sendall(data)
+    except OSError:
+        pass
+    try:
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def relay(client):
+    upstream = socket.socket(socket.AF_UNIX)
+    try:
+        upstream.connect(gateway)
+    except OSError:
+        return client.close()
+    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+    pipe(client, upstream)
+
+
+def accept():
+    while True:
+        threading.Thread(target=relay, args=(listener.accept()[0],), daemon=True).start()
+
+
+threading.Thread(target=accept, daemon=True).start()
+sys.exit(subprocess.call(command))
+'''
 
 
 class Watch(threading.Thread):
@@ -691,9 +811,9 @@ class WorkflowRunner(Worker):
     """Executes the queued runs, one at a time, oldest first; woken when a run is queued (app.runs_waiting),
     and every second for what another process queued. It starts only with serve --run-workflows."""
 
-    def __init__(self, app):
+    def __init__(self, app, open_gateway):
         super().__init__("agentgit-runner", app.runs_waiting, 1, KILL_GRACE * 2 + 2)
-        self.app = app
+        self.app, self.open_gateway = app, open_gateway
 
     def start(self):
         if self.app.config.workflow_runner:
@@ -716,7 +836,7 @@ class WorkflowRunner(Worker):
         run = item
         recorder = JobRecorder(self.app, run)
         try:
-            execute(self.app, run, self.stopping, recorder)
+            execute(self.app, run, self.stopping, recorder, self.open_gateway)
         except Exception as failed:         # (a clone that fails, act that cannot start): the run fails, saying why
             recorder.orphans.append("agentgit could not execute the run: %s: %s" % (failed.__class__.__name__, failed))
             recorder.finish(1, None)

@@ -17,10 +17,12 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 
 from agentgit.config import (API_RATE_LIMIT, API_VERSION, DOCS_URL, GHES_VERSION, Config, REQUEST_IDLE_TIMEOUT,
                              __version__, now, rate_limit_reset)
 from agentgit.errors import HTTPError
+from agentgit.egress import tunnel
 from agentgit.intents import reconcile_intents
 from agentgit.proofs import certificate_thumbprint, runtime_identity
 from agentgit.authentication import Presented, Principal, authenticate
@@ -174,10 +176,14 @@ class App(Installation):
         upload URL), and sends its token only to the host it called. A page's URL stays the one a browser
         opens."""
         host = (req.headers.get("Host") or "").lower()
-        if host not in ALIASES or req.surface not in ("rest", "graphql"):
+        job_url = getattr(req.handler.server, "job_url", self.url)      # a run's gateway: its jobs' name for it
+        if job_url != self.url:
+            renames = ((self.url, job_url),)
+        elif host in ALIASES and req.surface in ("rest", "graphql"):
+            url, api = ALIASES[host]
+            renames = ((self.api, api), (self.url + "/api/", url + "/api/"))
+        else:
             return data
-        url, api = ALIASES[host]
-        renames = ((self.api, api), (self.url + "/api/", url + "/api/"))
         if "Link" in req.response_headers:
             for old, new in renames:
                 req.response_headers["Link"] = req.response_headers["Link"].replace(old, new)
@@ -420,6 +426,68 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.server.access_log.write("%s - [%s] %s\n" % (client, now(), line))
 
 
+class JobGatewayHandler(Handler):
+    """A run's jobs' one way out of their network namespace (runner.JobNetwork): this server, as any
+    client reaches it, and through it as their HTTP proxy the hosts the run may reach, each try checked
+    (its network_allowlist, a public address) and audited: CONNECT, and plain HTTP in proxy form."""
+
+    def do_CONNECT(self):
+        self.server.watch_headers(self, done=True)
+        host, _, port = self.path.rpartition(":")
+        self.go_out("https", host.strip("[]"), int(port) if port.isdigit() else 0, b"")
+
+    def do_GET(self):
+        target = urllib.parse.urlsplit(self.path)
+        if target.scheme and target.netloc and target.netloc != urllib.parse.urlsplit(self.server.job_url).netloc:
+            self.server.watch_headers(self, done=True)
+            head = ["%s %s HTTP/1.1" % (self.command, urllib.parse.urlunsplit(("", "", target.path or "/",
+                                                                               target.query, "")))]
+            head += ["%s: %s" % (k, v) for k, v in self.headers.items() if not k.lower().startswith(("proxy-",
+                                                                                                    "connection"))]
+            return self.go_out("http", target.hostname or "", target.port or 80,
+                               ("\r\n".join(head + ["Connection: close", "", ""])).encode("latin-1"))
+        super().do_GET()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def go_out(self, scheme, host, port, request_head):
+        """A tunnel to host:port where the run may reach it: the 200 of a CONNECT (or a plain request's
+        head passed on), then bytes both ways until either side ends."""
+        self.close_connection = True
+        refusal = self.server.network.refusal(scheme, host, port)
+        try:
+            if refusal is not None:
+                raise HTTPError(403, refusal)
+            upstream = tunnel(host, port, self.server.app.config.egress_allow_loopback)
+        except (HTTPError, OSError) as failure:
+            status, message = (failure.status, failure.message) if isinstance(failure, HTTPError) else (502, str(failure))
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(message.encode()) + 1))
+            self.send_header("Connection", "close")
+            self.end_headers((message + "\n").encode())
+            return
+        with upstream:
+            if request_head:
+                upstream.sendall(request_head)
+            else:
+                self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                self.wfile.flush()
+            back = threading.Thread(target=pipe, args=(upstream.recv, self.connection, upstream), daemon=True)
+            back.start()
+            pipe(self.rfile.read1, upstream, self.connection)
+            back.join(REQUEST_IDLE_TIMEOUT)
+
+
+def pipe(read, sink, source):
+    """Bytes from ``read`` to the socket ``sink`` until either side ends; then ``sink`` hears the end."""
+    with contextlib.suppress(OSError, ValueError):
+        for data in iter(lambda: read(65536), b""):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
 class Guarded:
     """What both listeners share against hostile clients, spent on what is hostile (a connection that
     holds a thread without sending a request), never on requests at work, so a fleet of agents behind
@@ -543,7 +611,17 @@ class HTTPServer(Guarded, http.server.ThreadingHTTPServer):
 
 
 class UnixHTTPServer(Guarded, socketserver.ThreadingUnixStreamServer):
-    """The same app on a Unix socket, for gh's http_unix_socket setting (plain HTTP, no port)."""
+    """The same app on a Unix socket, for gh's http_unix_socket setting (plain HTTP, no port), and for a
+    run's jobs (open_job_gateway)."""
+
+
+def open_job_gateway(app, path, network):
+    """A run's gateway (JobGatewayHandler) on a Unix socket at ``path``, served until its shutdown();
+    ``network`` (runner.JobNetwork) says what its jobs may reach and the name they call this server by."""
+    gateway = UnixHTTPServer(path, JobGatewayHandler, config=app.config)
+    gateway.app, gateway.access_log, gateway.network, gateway.job_url = app, None, network, network.job_url
+    threading.Thread(target=gateway.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return gateway
 
 
 class Server:
@@ -556,7 +634,7 @@ class Server:
                  tls_client_ca=None):
         self.app = app
         self.deliveries = DeliveryWorker(app)      # the webhook outbox's sender, from start() to stop()
-        self.runner = WorkflowRunner(app)          # the runs' executor, with serve --run-workflows
+        self.runner = WorkflowRunner(app, open_job_gateway)      # the runs' executor, with serve --run-workflows
         self.unix = None
         if unix_socket:
             if os.path.exists(unix_socket) and stat.S_ISSOCK(os.stat(unix_socket).st_mode):
