@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  3873  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19911  server.App.dispatch
+       line 19933  server.App.dispatch
        line  3750  authentication.authenticate
        line  3433  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19564  githttp.git_receive_pack
+       line 19586  githttp.git_receive_pack
        line  3477  ledger.Ledger.decide_each
        line  3411  intents.reconcile_intents
 
@@ -107,28 +107,28 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     48. vault              lines 12481-12691  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
     49. tasks              lines 12692-13127  REST: task grants, task tokens, step-up and approvals.
     50. apps               lines 13128-13766  REST: GitHub Apps, as agents.
-    51. runner             lines 13767-14556  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14557-14728  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 14729-14991  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 14992-15673  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15674-15904  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 15905-16290  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16291-16764  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 16765-17045  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17046-17228  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17229-17565  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17566-17805  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 17806-18264  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18265-18918  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 18919-19426  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19427-19632  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19633-19901  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 19902-20629  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20630-20906  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 20907-21405  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21406-22363  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    51. runner             lines 13767-14578  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14579-14750  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 14751-15013  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15014-15695  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15696-15926  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 15927-16312  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16313-16786  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 16787-17067  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17068-17250  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17251-17587  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17588-17827  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 17828-18286  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18287-18940  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 18941-19448  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19449-19654  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19655-19923  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 19924-20651  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20652-20928  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 20929-21427  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21428-22385  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 38f0efa12b0686edbb6def5e327ede15ff36413713fb9204588bcffbe365ac49
+Made from sources whose SHA-256 is b8a32400cfded06c42b8e9d74f4f2758028e4b3f8c55239890972686bdd9975b
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -13971,30 +13971,38 @@ def from_a_fork(store, run):
 
 RESTRICTED_PERMISSIONS = {"contents": "read", "metadata": "read"}      # GitHub's restricted default
 PERMISSIONS_LINE_RE = re.compile(r"^permissions:(.*)$", re.MULTILINE)      # (no backtracking: a line is data)
-PERMISSION_RE = re.compile(r"^[ \t]+([a-z-]+):(.*)$")
 ACTIONS_BOT = "github-actions[bot]"
 
 
 def workflow_permissions(text):
-    """The workflow's top-level ``permissions:``, GitHub's way: read-all, write-all, {} or a mapping (block or
-    flow style); without one, the restricted default. A job's own ``permissions:`` are not read: the
-    workflow's bound every job of it. Names agentgit has no action for are left out (they give nothing)."""
-    found = PERMISSIONS_LINE_RE.search(text)
-    if found is None:
-        return dict(RESTRICTED_PERMISSIONS)
-    value, pairs = found.group(1).partition("#")[0].strip(), []
+    """What the run's one token may do (act gives every job the same token): each job's ``permissions:``,
+    or the workflow's where the job has none, together; the restricted default where neither says. A job
+    that asks for less than another is given what the other asks for too; the run's cause bounds both."""
+    top = PERMISSIONS_LINE_RE.search(text)
+    workflow = permissions_of(top.group(1), [(1, line.strip()) for line in itertools.takewhile(
+        lambda line: line[:1] in (" ", "\t") or not line.strip(), text[top.end():].splitlines()[1:])]) if top else \
+        dict(RESTRICTED_PERMISSIONS)
+    together = {}
+    for body in job_bodies(text).values() or [[]]:
+        asked = job_setting(body, "permissions")
+        for name, level in (permissions_of(*asked) if asked is not None else workflow).items():
+            together[name] = max(together.get(name, "read"), level)     # ("read" < "write")
+    return together
+
+
+def permissions_of(value, lines):
+    """A ``permissions:`` setting GitHub's way, from the value on its line and the (indent, line) under it:
+    read-all, write-all, {} or a mapping (block or flow style). Names agentgit has no action for are left
+    out (they give nothing)."""
+    value, pairs = value.partition("#")[0].strip(), []
     if value in ("read-all", "write-all"):
         return {name: value[:-4] for name in APP_PERMISSIONS}
     if value.startswith("{"):
         pairs = [part.partition(":")[::2] for part in value.strip("{} ").split(",") if ":" in part]
     elif not value:
-        for line in text[found.end():].splitlines()[1:]:
-            item = PERMISSION_RE.match(line)
-            if item is None:
-                break
-            pairs.append((item.group(1), item.group(2).partition("#")[0]))
+        pairs = [line.partition(":")[::2] for _, line in lines if ":" in line]
     permissions = {"metadata": "read"}
-    for name, level in ((n.strip().replace("-", "_"), v.strip()) for n, v in pairs):
+    for name, level in ((n.strip().replace("-", "_"), v.partition("#")[0].strip()) for n, v in pairs):
         if name in APP_PERMISSIONS and level in ("read", "write"):
             permissions[name] = level
     return permissions
@@ -14004,30 +14012,44 @@ JOBS_LINE_RE = re.compile(r"^jobs:[ \t]*(?:#.*)?$", re.MULTILINE)
 EXPRESSION = "${{ }}"      # an environment named by an expression, which is not evaluated here
 
 
+def job_bodies(text):
+    """{job id: [(indent, line)] of its body} of a workflow's jobs."""
+    found = JOBS_LINE_RE.search(text)
+    jobs, job, job_indent = {}, None, None
+    for indent, stripped in block_lines(text, found.end()) if found else ():
+        job_indent = job_indent or indent
+        if indent == job_indent:
+            job = stripped.partition(":")[0].strip("'\" ")
+            jobs[job] = []
+        elif job is not None:
+            jobs[job].append((indent, stripped))
+    return jobs
+
+
+def job_setting(body, key):
+    """(the value on a job's ``key:`` line, the (indent, line) under it), or None where it has no such key."""
+    top = body[0][0] if body else 0
+    for at, (indent, stripped) in enumerate(body):
+        name, _, value = stripped.partition(":")
+        if indent == top and name.strip() == key:
+            return value.partition(" #")[0].strip(), list(itertools.takewhile(lambda line: line[0] > top, body[at + 1:]))
+    return None
+
+
 def job_environments(text):
     """{job id: the environment it names, or None} of a workflow's jobs: ``environment: NAME``,
     ``environment: {name: NAME}``, or a block with ``name: NAME``; EXPRESSION for a name with ${{ }}."""
-    found = JOBS_LINE_RE.search(text)
-    jobs, job, job_indent, key_indent, in_environment = {}, None, None, None, False
-    for indent, stripped in block_lines(text, found.end()) if found else ():
-        job_indent = job_indent or indent
-        key, _, value = stripped.partition(":")
-        value = value.partition(" #")[0].strip()
-        if indent == job_indent:
-            job, key_indent, in_environment = key.strip("'\" "), None, False
-            jobs[job] = None
-            continue
-        key_indent = key_indent or indent
-        if indent == key_indent:
-            in_environment = key.strip() == "environment"
-            flow = re.search(r"\bname\s*:\s*([^,}]+)", value) if value.startswith("{") else None
-            value = flow.group(1) if flow else "" if value.startswith("{") else value
-        elif not (in_environment and key.strip() == "name"):
-            continue
-        if in_environment and value:
-            value = value.strip("'\" ")
-            jobs[job] = EXPRESSION if "${{" in value else value
-    return jobs
+    named = {}
+    for job, body in job_bodies(text).items():
+        value, lines = job_setting(body, "environment") or ("", [])
+        if value.startswith("{"):
+            flow = re.search(r"\bname\s*:\s*([^,}]+)", value)
+            value = flow.group(1) if flow else ""
+        elif not value:
+            value = next((line.partition(":")[2] for _, line in lines if line.partition(":")[0].strip() == "name"), "")
+        value = value.partition(" #")[0].strip().strip("'\" ")
+        named[job] = EXPRESSION if "${{" in value else value or None
+    return named
 
 
 def actions_bot(db):
@@ -14038,8 +14060,8 @@ def actions_bot(db):
 
 def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     """The run attempt's job token: a task token of a grant made for it alone, from github-actions[bot] for
-    ``cause``, whoever caused the run (run_cause). Its actions are the workflow's permissions (for a
-    ``fork``'s pull request, the restricted default at most) ∩ (for a run started under a task) that task's
+    ``cause``, whoever caused the run (run_cause). Its actions are the permissions the run's jobs ask for
+    (workflow_permissions; for a ``fork``'s pull request, the restricted default at most) ∩ (for a run started under a task) that task's
     actions, on this repository only (and not at all where the task does not name it), within the task's
     branch prefix and network allowlist; its authority is the task's delegator's or the actor's own, live;
     it dies with the run, or with the task. None where no account caused the run."""

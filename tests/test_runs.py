@@ -791,3 +791,17 @@ def test_a_jobs_network_is_its_tasks_allowlist_and_its_server(running):
     tries = [(r["decision"], r["resource"]) for r in srv.app.store.all(
         "SELECT * FROM audit WHERE action = 'reach_network' ORDER BY id")]
     assert tries[:2] == [("allow", "http://127.0.0.1:%d" % allowed), ("deny", "http://127.0.0.1:%d" % other)]
+
+
+def test_a_runs_token_carries_what_its_jobs_ask_for_together():
+    """act gives every job of a run the same token: it carries each job's own permissions:, or the
+    workflow's where a job has none, together; the restricted default where neither says."""
+    permissions = agentgit.workflow_permissions
+    assert permissions("on: push\njobs:\n  a:\n    runs-on: x\n") == {"contents": "read", "metadata": "read"}
+    assert permissions("permissions: {}\njobs:\n  release:\n    permissions:\n      contents: write  # tags\n"
+                       "    steps: []\n") == {"metadata": "read", "contents": "write"}
+    together = permissions("permissions:\n  issues: write\n\njobs:\n  lint:\n    permissions: read-all\n"
+                           "  triage:\n    runs-on: x\n")
+    assert together["issues"] == "write" and together["contents"] == together["pull_requests"] == "read"
+    assert permissions("permissions: write-all\njobs:\n  a:\n    permissions: {contents: read}\n") == {
+        "metadata": "read", "contents": "read"}

@@ -26,6 +26,7 @@ there, run workflows only from repositories whose writers you trust, or run the 
 """
 
 import io
+import itertools
 import json
 import os
 import pwd
@@ -259,30 +260,38 @@ def from_a_fork(store, run):
 
 RESTRICTED_PERMISSIONS = {"contents": "read", "metadata": "read"}      # GitHub's restricted default
 PERMISSIONS_LINE_RE = re.compile(r"^permissions:(.*)$", re.MULTILINE)      # (no backtracking: a line is data)
-PERMISSION_RE = re.compile(r"^[ \t]+([a-z-]+):(.*)$")
 ACTIONS_BOT = "github-actions[bot]"
 
 
 def workflow_permissions(text):
-    """The workflow's top-level ``permissions:``, GitHub's way: read-all, write-all, {} or a mapping (block or
-    flow style); without one, the restricted default. A job's own ``permissions:`` are not read: the
-    workflow's bound every job of it. Names agentgit has no action for are left out (they give nothing)."""
-    found = PERMISSIONS_LINE_RE.search(text)
-    if found is None:
-        return dict(RESTRICTED_PERMISSIONS)
-    value, pairs = found.group(1).partition("#")[0].strip(), []
+    """What the run's one token may do (act gives every job the same token): each job's ``permissions:``,
+    or the workflow's where the job has none, together; the restricted default where neither says. A job
+    that asks for less than another is given what the other asks for too; the run's cause bounds both."""
+    top = PERMISSIONS_LINE_RE.search(text)
+    workflow = permissions_of(top.group(1), [(1, line.strip()) for line in itertools.takewhile(
+        lambda line: line[:1] in (" ", "\t") or not line.strip(), text[top.end():].splitlines()[1:])]) if top else \
+        dict(RESTRICTED_PERMISSIONS)
+    together = {}
+    for body in job_bodies(text).values() or [[]]:
+        asked = job_setting(body, "permissions")
+        for name, level in (permissions_of(*asked) if asked is not None else workflow).items():
+            together[name] = max(together.get(name, "read"), level)     # ("read" < "write")
+    return together
+
+
+def permissions_of(value, lines):
+    """A ``permissions:`` setting GitHub's way, from the value on its line and the (indent, line) under it:
+    read-all, write-all, {} or a mapping (block or flow style). Names agentgit has no action for are left
+    out (they give nothing)."""
+    value, pairs = value.partition("#")[0].strip(), []
     if value in ("read-all", "write-all"):
         return {name: value[:-4] for name in APP_PERMISSIONS}
     if value.startswith("{"):
         pairs = [part.partition(":")[::2] for part in value.strip("{} ").split(",") if ":" in part]
     elif not value:
-        for line in text[found.end():].splitlines()[1:]:
-            item = PERMISSION_RE.match(line)
-            if item is None:
-                break
-            pairs.append((item.group(1), item.group(2).partition("#")[0]))
+        pairs = [line.partition(":")[::2] for _, line in lines if ":" in line]
     permissions = {"metadata": "read"}
-    for name, level in ((n.strip().replace("-", "_"), v.strip()) for n, v in pairs):
+    for name, level in ((n.strip().replace("-", "_"), v.partition("#")[0].strip()) for n, v in pairs):
         if name in APP_PERMISSIONS and level in ("read", "write"):
             permissions[name] = level
     return permissions
@@ -292,30 +301,44 @@ JOBS_LINE_RE = re.compile(r"^jobs:[ \t]*(?:#.*)?$", re.MULTILINE)
 EXPRESSION = "${{ }}"      # an environment named by an expression, which is not evaluated here
 
 
+def job_bodies(text):
+    """{job id: [(indent, line)] of its body} of a workflow's jobs."""
+    found = JOBS_LINE_RE.search(text)
+    jobs, job, job_indent = {}, None, None
+    for indent, stripped in block_lines(text, found.end()) if found else ():
+        job_indent = job_indent or indent
+        if indent == job_indent:
+            job = stripped.partition(":")[0].strip("'\" ")
+            jobs[job] = []
+        elif job is not None:
+            jobs[job].append((indent, stripped))
+    return jobs
+
+
+def job_setting(body, key):
+    """(the value on a job's ``key:`` line, the (indent, line) under it), or None where it has no such key."""
+    top = body[0][0] if body else 0
+    for at, (indent, stripped) in enumerate(body):
+        name, _, value = stripped.partition(":")
+        if indent == top and name.strip() == key:
+            return value.partition(" #")[0].strip(), list(itertools.takewhile(lambda line: line[0] > top, body[at + 1:]))
+    return None
+
+
 def job_environments(text):
     """{job id: the environment it names, or None} of a workflow's jobs: ``environment: NAME``,
     ``environment: {name: NAME}``, or a block with ``name: NAME``; EXPRESSION for a name with ${{ }}."""
-    found = JOBS_LINE_RE.search(text)
-    jobs, job, job_indent, key_indent, in_environment = {}, None, None, None, False
-    for indent, stripped in block_lines(text, found.end()) if found else ():
-        job_indent = job_indent or indent
-        key, _, value = stripped.partition(":")
-        value = value.partition(" #")[0].strip()
-        if indent == job_indent:
-            job, key_indent, in_environment = key.strip("'\" "), None, False
-            jobs[job] = None
-            continue
-        key_indent = key_indent or indent
-        if indent == key_indent:
-            in_environment = key.strip() == "environment"
-            flow = re.search(r"\bname\s*:\s*([^,}]+)", value) if value.startswith("{") else None
-            value = flow.group(1) if flow else "" if value.startswith("{") else value
-        elif not (in_environment and key.strip() == "name"):
-            continue
-        if in_environment and value:
-            value = value.strip("'\" ")
-            jobs[job] = EXPRESSION if "${{" in value else value
-    return jobs
+    named = {}
+    for job, body in job_bodies(text).items():
+        value, lines = job_setting(body, "environment") or ("", [])
+        if value.startswith("{"):
+            flow = re.search(r"\bname\s*:\s*([^,}]+)", value)
+            value = flow.group(1) if flow else ""
+        elif not value:
+            value = next((line.partition(":")[2] for _, line in lines if line.partition(":")[0].strip() == "name"), "")
+        value = value.partition(" #")[0].strip().strip("'\" ")
+        named[job] = EXPRESSION if "${{" in value else value or None
+    return named
 
 
 def actions_bot(db):
@@ -326,8 +349,8 @@ def actions_bot(db):
 
 def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     """The run attempt's job token: a task token of a grant made for it alone, from github-actions[bot] for
-    ``cause``, whoever caused the run (run_cause). Its actions are the workflow's permissions (for a
-    ``fork``'s pull request, the restricted default at most) ∩ (for a run started under a task) that task's
+    ``cause``, whoever caused the run (run_cause). Its actions are the permissions the run's jobs ask for
+    (workflow_permissions; for a ``fork``'s pull request, the restricted default at most) ∩ (for a run started under a task) that task's
     actions, on this repository only (and not at all where the task does not name it), within the task's
     branch prefix and network allowlist; its authority is the task's delegator's or the actor's own, live;
     it dies with the run, or with the task. None where no account caused the run."""
