@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  1742  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2905  policy.POLICY_RULES
-       line  2945  policy.decide
+       line  2906  policy.POLICY_RULES
+       line  2946  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3010  audit.audit_append
-       line  3033  audit.audit_verify
+       line  3011  audit.audit_append
+       line  3034  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12021  delegation.create_invite
-       line 12093  delegation.confirm_binding
-       line 12727  tasks.create_task_grant
-       line  3873  authentication.load_grant
+       line 12218  delegation.create_invite
+       line 12290  delegation.confirm_binding
+       line 12924  tasks.create_task_grant
+       line  3874  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 19933  server.App.dispatch
-       line  3750  authentication.authenticate
-       line  3433  ledger.Ledger
+       line 20130  server.App.dispatch
+       line  3751  authentication.authenticate
+       line  3434  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19586  githttp.git_receive_pack
-       line  3477  ledger.Ledger.decide_each
-       line  3411  intents.reconcile_intents
+       line 19783  githttp.git_receive_pack
+       line  3478  ledger.Ledger.decide_each
+       line  3412  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -68,67 +68,67 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      9. tokens             lines  1669- 1769  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
     10. proofs             lines  1770- 1922  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     11. accounts           lines  1923- 2148  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2149- 2967  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2968- 3181  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3182- 3285  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3286- 3354  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3355- 3427  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3428- 3621  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3622- 3920  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3921- 4106  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4107- 4236  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4237- 4532  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4533- 4748  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4749- 4816  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4817- 5092  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5093- 5190  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5191- 5727  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5728- 5996  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  5997- 6781  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6782- 6911  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6912- 7438  REST: pull requests and their merges.
-    31. reviews            lines  7439- 7787  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7788- 7895  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7896- 7952  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7953- 8194  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8195- 8472  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8473- 8635  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8636- 8985  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8986- 9330  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9331- 9409  REST: deploy keys.
-    40. actions            lines  9410- 9863  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines  9864-10199  Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
-    42. search             lines 10200-10402  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10403-10751  REST: organizations, memberships and teams.
-    44. webhooks           lines 10752-11314  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11315-11839  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 11840-11915  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 11916-12480  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12481-12691  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12692-13127  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13128-13766  REST: GitHub Apps, as agents.
-    51. runner             lines 13767-14578  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14579-14750  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 14751-15013  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15014-15695  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15696-15926  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 15927-16312  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16313-16786  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 16787-17067  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17068-17250  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17251-17587  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17588-17827  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 17828-18286  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18287-18940  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 18941-19448  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19449-19654  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19655-19923  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 19924-20651  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20652-20928  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 20929-21427  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21428-22385  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    12. policy             lines  2149- 2968  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2969- 3182  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3183- 3286  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3287- 3355  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3356- 3428  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3429- 3622  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3623- 3921  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3922- 4107  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4108- 4237  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4238- 4533  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4534- 4749  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4750- 4817  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4818- 5093  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5094- 5191  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5192- 5728  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5729- 5997  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  5998- 6782  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6783- 6912  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6913- 7439  REST: pull requests and their merges.
+    31. reviews            lines  7440- 7788  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7789- 7896  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7897- 7953  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7954- 8195  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8196- 8473  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8474- 8636  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8637- 8986  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8987- 9331  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9332- 9410  REST: deploy keys.
+    40. actions            lines  9411- 9864  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines  9865-10396  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10397-10599  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10600-10948  REST: organizations, memberships and teams.
+    44. webhooks           lines 10949-11511  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11512-12036  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12037-12112  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12113-12677  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12678-12888  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12889-13324  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13325-13963  REST: GitHub Apps, as agents.
+    51. runner             lines 13964-14775  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14776-14947  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 14948-15210  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15211-15892  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15893-16123  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16124-16509  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16510-16983  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 16984-17264  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17265-17447  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17448-17784  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17785-18024  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18025-18483  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18484-19137  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19138-19645  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19646-19851  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19852-20120  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20121-20848  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20849-21125  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21126-21624  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21625-22596  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is b8a32400cfded06c42b8e9d74f4f2758028e4b3f8c55239890972686bdd9975b
+Made from sources whose SHA-256 is a31da763f011a79f56ac980810c6c525b73b5b9be88e2b86996e2391279b3fa0
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2205,8 +2205,9 @@ ACTIONS = {
     "write_objects":      Action("repo", "write"),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
-    # a run's job token keeps its run's files (GitHub's runtime token's right, whatever permissions: say)
-    "upload_artifact":    Action("repo", "read", token_kinds=("task",)),
+    # a run's job token keeps its run's files, artifacts and caches (GitHub's runtime token's right,
+    # whatever permissions: say)
+    "keep_run_files":     Action("repo", "read", token_kinds=("task",)),
     "read_secret":        Action("repo", "write", scope="repo", mutation=False, sensitive=True),
     "write_secret":       Action("repo", "write", scope="repo"),
     "read_variables":     Action("repo", "write", scope="repo", mutation=False),
@@ -9862,7 +9863,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/artifacts.py — Workflow artifacts: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact and actions/download-artifact, read and deleted through GitHub's REST API.
+# 41. src/agentgit/artifacts.py — Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
 # uses: config, errors, routing, serializers, lookups, releases, actions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9963,13 +9964,16 @@ def check_archive(data):
             raise invalid("Artifact", "archive", message="zip entry %r would unpack outside its folder" % entry.filename)
 
 
-def job_of_run(req, run):
-    """Is the caller a job of this run, with its job token? A refusal otherwise, audited."""
+def job_of_run(req, owner, repo, run_id):
+    """(repository, run) where the caller is a job of the run, with its job token, while it runs; a
+    refusal otherwise, audited."""
+    row, run = find_run(req, owner, repo, run_id, "keep_run_files")
     grant = req.principal.grant
     if grant is None or grant["id"] != run["job_grant_id"] or run["status"] != "in_progress":
-        reason = "only a job of run %d adds artifacts to it, with its job token, while it runs" % run["id"]
-        req.refuse("upload_artifact", "run:%d" % run["id"], [reason])
+        reason = "only a job of run %d keeps its files (artifacts, caches), with its job token, while it runs" % run["id"]
+        req.refuse("keep_run_files", "run:%d" % run["id"], [reason])
         raise HTTPError(403, reason)
+    return row, run
 
 
 @route("POST", "/api/ext/v1/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts")
@@ -9977,8 +9981,7 @@ def upload_artifact(req, owner, repo, run_id):
     """A zip of a job's files, from a job of the run with its job token (as the stand-in for
     actions/upload-artifact posts it): ?name= (GitHub's rules), ?retention_days= (1 to 90: 90 without),
     ?overwrite=true to replace an artifact of the same name in this attempt."""
-    row, run = find_run(req, owner, repo, run_id, "upload_artifact")
-    job_of_run(req, run)
+    row, run = job_of_run(req, owner, repo, run_id)
     name, days = req.query.get("name", ""), req.query.get("retention_days") or str(RETENTION_DAYS)
     if not ARTIFACT_NAME_RE.fullmatch(name) or name.strip(". ") == "":
         raise invalid("Artifact", "name", message='name the artifact: ?name=, 1 to 255 characters, none of " : < > |'
@@ -9987,9 +9990,7 @@ def upload_artifact(req, owner, repo, run_id):
         raise invalid("Artifact", "retention_days", message="retention_days is 1 to %d" % RETENTION_DAYS)
     data = req.body(MAX_ASSET_BYTES).read_all()
     check_archive(data)
-    stamp = now()
-    expires = (datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ") + datetime.timedelta(days=int(days)))\
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp, expires = now(), from_now(int(days) * 86400)
     with req.transaction() as db:
         same = db.execute("SELECT id FROM artifacts WHERE run_id = ? AND run_attempt = ? AND name = ?",
                           (run["id"], run["run_attempt"], name)).fetchone()
@@ -10011,6 +10012,128 @@ def upload_artifact(req, owner, repo, run_id):
     return 201, artifact_json(req.app, row, artifact)
 
 
+# -- caches: what a job saves for later runs of its branch (actions/cache) --------------------------
+
+MAX_CACHE_KEYS = 10                      # a key and its restore keys, as actions/cache takes them
+CACHE_KEY_MAX = 512                      # GitHub's
+CACHE_COLUMNS = "id, repo_id, key, ref, size_in_bytes, created_at, last_accessed_at"
+
+
+def cache_json(row):
+    return {"id": row["id"], "ref": row["ref"], "key": row["key"], "version": hashlib.sha256(
+        ("%s|%s" % (row["ref"], row["key"])).encode()).hexdigest(), "last_accessed_at": row["last_accessed_at"],
+        "created_at": row["created_at"], "size_in_bytes": row["size_in_bytes"]}
+
+
+def cache_ref(store, run):
+    """The ref a run's caches belong to, GitHub's way: its branch (a pushed tag's ref), and a pull
+    request's own merge ref, so a fork's run never writes where a branch's runs read."""
+    fields = json.loads(run["event_fields"] or "{}")
+    if run["event"] == "pull_request":
+        issue = store.one("SELECT number FROM issues WHERE id = ?", fields.get("issue_id"))
+        return "refs/pull/%d/merge" % (issue["number"] if issue else 0)
+    return fields.get("ref") if run["event"] == "push" else "refs/heads/" + run["head_branch"]
+
+
+@route("GET", "/api/ext/v1/repos/{owner}/{repo}/actions/runs/{run_id:int}/cache")
+def restore_cache(req, owner, repo, run_id):
+    """The cache a job of the run restores (the stand-in for actions/cache asks): ?keys= the key and then
+    its restore keys, a line each; the first key that names a cache exactly, or else is the start of
+    one's (the newest), of the run's ref and then of the default branch. Its zip, the key it had in
+    X-Agentgit-Cache-Key; 404 where none matches."""
+    row, run = job_of_run(req, owner, repo, run_id)
+    keys = [k for k in req.query.get("keys", "").split("\n") if k][:MAX_CACHE_KEYS]
+    refs = list(dict.fromkeys([cache_ref(req.app.store, run), "refs/heads/" + row["default_branch"]]))
+    for ref in refs:
+        for key in keys:
+            found = req.app.store.one(
+                "SELECT id, key FROM caches WHERE repo_id = ? AND ref = ? AND (key = ? OR substr(key, 1, ?) = ?) ORDER BY"
+                " key = ? DESC, id DESC LIMIT 1", row["id"], ref, key, len(key), key, key)
+            if found is not None:
+                with req.app.store.transaction() as db:
+                    db.execute("UPDATE caches SET last_accessed_at = ? WHERE id = ?", (now(), found["id"]))
+                data = req.app.store.one("SELECT archive FROM caches WHERE id = ?", found["id"])["archive"]
+                return 200, bytes(data), {"Content-Type": "application/zip", "X-Agentgit-Cache-Key": found["key"]}
+    raise HTTPError(404, "Not Found")
+
+
+@route("POST", "/api/ext/v1/repos/{owner}/{repo}/actions/runs/{run_id:int}/cache")
+def save_cache(req, owner, repo, run_id):
+    """A zip a job of the run saves as ?key= for its ref (the stand-in for actions/cache posts it at the
+    job's end); a key the ref has is kept as it is (409), as GitHub's caches are."""
+    row, run = job_of_run(req, owner, repo, run_id)
+    key = req.query.get("key", "")
+    if not 0 < len(key) <= CACHE_KEY_MAX or "," in key or "\n" in key:
+        raise invalid("Cache", "key", message="a key is 1 to %d characters, without commas or line breaks" %
+                      CACHE_KEY_MAX)
+    data = req.body(MAX_ASSET_BYTES).read_all()
+    check_archive(data)
+    ref, stamp = cache_ref(req.app.store, run), now()
+    with req.transaction() as db:
+        if db.execute("SELECT 1 FROM caches WHERE repo_id = ? AND ref = ? AND key = ?", (row["id"], ref, key)).fetchone():
+            raise HTTPError(409, "a cache with key %s exists for %s; caches are not replaced" % (key, ref))
+        cache_id = db.execute("INSERT INTO caches (repo_id, key, ref, size_in_bytes, archive, created_at,"
+                              " last_accessed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              (row["id"], key, ref, len(data), data, stamp, stamp)).lastrowid
+        req.effect("saved cache %s for %s (%d bytes) from run %d" % (key, ref, len(data), run["id"]))
+    return 201, cache_json(req.app.store.one("SELECT %s FROM caches WHERE id = ?" % CACHE_COLUMNS, cache_id))
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/caches")
+def list_caches(req, owner, repo):
+    """GitHub's cache list: ?key= (the start of a key), ?ref=, sorted by last_accessed_at (or created_at,
+    size_in_bytes), newest first unless ?direction=asc."""
+    row = find_repo(req, owner, repo)
+    where, args = ["repo_id = ?"], [row["id"]]
+    if req.query.get("key"):
+        where.append("substr(key, 1, ?) = ?")
+        args += [len(req.query["key"]), req.query["key"]]
+    if req.query.get("ref"):
+        where.append("ref = ?")
+        args.append(req.query["ref"])
+    column = {"created_at": "created_at", "size_in_bytes": "size_in_bytes"}.get(req.query.get("sort"),
+                                                                                "last_accessed_at")
+    rows = req.app.store.all("SELECT %s FROM caches WHERE %s ORDER BY %s %s, id" % (
+        CACHE_COLUMNS, " AND ".join(where), column, "ASC" if req.query.get("direction") == "asc" else "DESC"), *args)
+    return {"total_count": len(rows), "actions_caches": [cache_json(r) for r in req.paginate(rows)]}
+
+
+@route("GET", "/api/v3/repos/{owner}/{repo}/actions/cache/usage")
+def cache_usage(req, owner, repo):
+    row = find_repo(req, owner, repo)
+    usage = req.app.store.one("SELECT COUNT(*) AS n, COALESCE(SUM(size_in_bytes), 0) AS size FROM caches WHERE"
+                              " repo_id = ?", row["id"])
+    return {"full_name": "%s/%s" % (row["owner_login"], row["name"]), "active_caches_size_in_bytes": usage["size"],
+            "active_caches_count": usage["n"]}
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/caches")
+def delete_caches_by_key(req, owner, repo):
+    """The caches of ?key= (and of ?ref= where given) deleted; GitHub answers with them."""
+    row = find_repo(req, owner, repo, "run_workflow")
+    if not req.query.get("key"):
+        raise invalid("Cache", "key", "missing_field")
+    where, args = "repo_id = ? AND key = ?" + (" AND ref = ?" if req.query.get("ref") else ""), \
+        [row["id"], req.query["key"]] + ([req.query["ref"]] if req.query.get("ref") else [])
+    rows = req.app.store.all("SELECT %s FROM caches WHERE %s" % (CACHE_COLUMNS, where), *args)
+    if not rows:
+        raise HTTPError(404, "Not Found")
+    with req.transaction() as db:
+        db.execute("DELETE FROM caches WHERE " + where, args)
+        req.effect("deleted %d cache(s) of key %s" % (len(rows), req.query["key"]))
+    return {"total_count": len(rows), "actions_caches": [cache_json(r) for r in rows]}
+
+
+@route("DELETE", "/api/v3/repos/{owner}/{repo}/actions/caches/{cache_id:int}")
+def delete_cache(req, owner, repo, cache_id):
+    row = find_repo(req, owner, repo, "run_workflow")
+    with req.transaction() as db:
+        if not db.execute("DELETE FROM caches WHERE id = ? AND repo_id = ?", (int(cache_id), row["id"])).rowcount:
+            raise HTTPError(404, "Not Found")
+        req.effect("deleted cache %d" % int(cache_id))
+    return 204, None
+
+
 # -- the stand-ins a job runs ------------------------------------------------------------------------
 
 STANDIN_VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6")
@@ -10020,24 +10143,46 @@ STANDIN_ACTIONS = {      # each action's inputs (GitHub's, with their defaults) 
                         ("artifact-id", "artifact-url", "artifact-digest")),
     "download-artifact": ({"name": "", "path": "", "pattern": "", "merge-multiple": "false", "github-token": "",
                            "repository": "", "run-id": ""}, ("download-path",)),
+    "cache": ({"path": None, "key": None, "restore-keys": "", "fail-on-cache-miss": "false", "lookup-only": "false",
+               "token": "${{ github.token }}"}, ("cache-hit", "cache-primary-key", "cache-matched-key")),
 }
+NODE_STARTER = """const started = require("child_process").spawnSync("python3", [__dirname + "/standin.py", "%s"],
+                                                           {stdio: "inherit"});
+process.exit(started.status === null ? 1 : started.status);
+"""
 
-STANDIN_PROGRAM = r'''"""agentgit's stand-in for actions/upload-artifact and actions/download-artifact, run in a job: its
-inputs in INPUT_* (from the step's with:), the job's token in AGENTGIT_JOB_TOKEN. The standard library only."""
+STANDIN_PROGRAM = r'''"""agentgit's stand-in for actions/upload-artifact, download-artifact and cache, run in a job: its
+inputs in INPUT_* (from the step's with:), the job's token in AGENTGIT_JOB_TOKEN or INPUT_TOKEN. The
+standard library only."""
 import fnmatch, glob, io, json, os, sys, urllib.error, urllib.parse, urllib.request, zipfile
 
 
 def given(name, default=""):
-    return os.environ.get("INPUT_" + name.upper().replace("-", "_"), "").strip() or default
+    """An input, as a composite step's env (INPUT_NAME_WITH_UNDERSCORES) or a JavaScript action's
+    (INPUT_NAME-WITH-HYPHENS) names it."""
+    value = os.environ.get("INPUT_" + name.upper().replace("-", "_")) or os.environ.get("INPUT_" + name.upper(), "")
+    return value.strip() or default
 
 
-def call(method, url, token, data=None, kind="application/json"):
+def job_token():
+    return os.environ.get("AGENTGIT_JOB_TOKEN") or given("token")
+
+
+def run_url(what):
+    return "%s/api/ext/v1/repos/%s/actions/runs/%s/%s" % (
+        os.environ["GITHUB_SERVER_URL"], os.environ["GITHUB_REPOSITORY"], os.environ["GITHUB_RUN_ID"], what)
+
+
+def call(method, url, token, data=None, kind="application/json", allowed=()):
+    """The answer's body (and headers); for a status in ``allowed``, None; any other failure fails the step."""
     request = urllib.request.Request(url, data=data, method=method, headers={
         "Authorization": "token " + token, "Content-Type": kind, "Accept": "application/vnd.github+json"})
     try:
         with urllib.request.urlopen(request) as response:
-            return response.read()
+            return response.read(), response.headers
     except urllib.error.HTTPError as error:
+        if error.code in allowed:
+            return None, error.headers
         fail("%s %s: %d %s" % (method, url.split("?")[0], error.code, error.read().decode("utf-8", "replace")[:500]))
 
 
@@ -10067,9 +10212,10 @@ def files_under(path):
     return [path] if os.path.isfile(path) else []
 
 
-def upload():
+def matching(patterns, hidden):
+    """({file: its search path}, [search paths]) of the files a path input's lines name (! excludes)."""
     files, searched = {}, []
-    for line in given("path").splitlines():
+    for line in patterns.splitlines():
         line = line.strip()
         if not line:
             continue
@@ -10077,7 +10223,7 @@ def upload():
         pattern = os.path.abspath(os.path.expanduser(line[1:] if exclude else line))
         root = search_path(pattern)
         found = [f for match in glob.glob(pattern, recursive=True) for f in files_under(match)]
-        if given("include-hidden-files") != "true":       # (a file named as itself is relative to itself ".")
+        if not hidden:       # (a file named as itself is relative to itself ".")
             found = [f for f in found if not any(p.startswith(".") for p in os.path.relpath(f, root).split(os.sep)
                                                  if p != ".")]
         if exclude:
@@ -10086,6 +10232,20 @@ def upload():
         else:
             searched.append(root)
             files.update((f, root) for f in found)
+    return files, searched
+
+
+def zipped(files, root, level=6):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED if level else zipfile.ZIP_STORED,
+                         compresslevel=level or None) as out:
+        for path in sorted(files):
+            out.write(path, os.path.relpath(path, root))
+    return archive.getvalue()
+
+
+def upload():
+    files, searched = matching(given("path"), given("include-hidden-files") == "true")
     if not files:
         where = "No files were found with the provided path: %s. No artifacts will be uploaded." % given("path")
         if given("if-no-files-found", "warn") == "error":
@@ -10096,18 +10256,11 @@ def upload():
     root = os.path.commonpath(searched) if len(set(searched)) > 1 else searched[0]
     if len(files) == 1 and list(files) == [root]:
         root = os.path.dirname(root)
-    level = int(given("compression-level", "6"))
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED if level else zipfile.ZIP_STORED,
-                         compresslevel=level or None) as out:
-        for path in sorted(files):
-            out.write(path, os.path.relpath(path, root))
     name, days = given("name", "artifact"), given("retention-days", "0")
     query = urllib.parse.urlencode(dict(name=name, overwrite=given("overwrite", "false"),
                                         **({"retention_days": days} if days != "0" else {})))
-    made = json.loads(call("POST", "%s/api/ext/v1/repos/%s/actions/runs/%s/artifacts?%s" % (
-        os.environ["GITHUB_SERVER_URL"], os.environ["GITHUB_REPOSITORY"], os.environ["GITHUB_RUN_ID"], query),
-        os.environ["AGENTGIT_JOB_TOKEN"], archive.getvalue(), "application/zip"))
+    made = json.loads(call("POST", run_url("artifacts?" + query), job_token(), zipped(
+        files, root, int(given("compression-level", "6"))), "application/zip")[0])
     url = "%s/%s/actions/runs/%s/artifacts/%d" % (os.environ["GITHUB_SERVER_URL"], os.environ["GITHUB_REPOSITORY"],
                                                   os.environ["GITHUB_RUN_ID"], made["id"])
     print("Artifact %s has been successfully uploaded! Final size is %d bytes. Artifact ID is %d" % (
@@ -10128,13 +10281,13 @@ def unpack(data, folder):
 
 
 def download():
-    token = given("github-token") or os.environ["AGENTGIT_JOB_TOKEN"]
+    token = given("github-token") or job_token()
     api = "%s/repos/%s/actions/runs/%s/artifacts?per_page=100" % (
         os.environ["GITHUB_API_URL"], given("repository") or os.environ["GITHUB_REPOSITORY"],
         given("run-id") or os.environ["GITHUB_RUN_ID"])
     newest, page = {}, 1
     while True:
-        listing = json.loads(call("GET", "%s&page=%d" % (api, page), token))["artifacts"]
+        listing = json.loads(call("GET", "%s&page=%d" % (api, page), token)[0])["artifacts"]
         for artifact in listing:      # (newest first: an earlier attempt's of the same name is older)
             if not artifact["expired"]:
                 newest.setdefault(artifact["name"], artifact)
@@ -10151,39 +10304,80 @@ def download():
     for artifact in chosen:
         if not together and (os.sep in artifact["name"] or artifact["name"] in (".", "..")):
             fail("artifact name %r is not a folder name" % artifact["name"])
-        unpack(call("GET", artifact["archive_download_url"], token), folder if together else
+        unpack(call("GET", artifact["archive_download_url"], token)[0], folder if together else
                os.path.join(folder, artifact["name"]))
         print("Artifact %s was downloaded to %s" % (artifact["name"], folder))
     print("Total of %d artifact(s) downloaded" % len(chosen))
     output(download_path=folder)
 
 
+def restore():
+    """actions/cache's main step: the first of its key and restore keys that names a cache of this run's ref
+    or the default branch's, unpacked into the workspace."""
+    keys = [given("key")] + [k.strip() for k in given("restore-keys").splitlines() if k.strip()]
+    data, headers = call("GET", run_url("cache?" + urllib.parse.urlencode({"keys": "\n".join(keys)})), job_token(),
+                         allowed=(404,))
+    matched = headers.get("X-Agentgit-Cache-Key") if data is not None else None
+    output(cache_primary_key=keys[0], cache_matched_key=matched or "", cache_hit=str(matched == keys[0]).lower())
+    with open(os.environ["GITHUB_STATE"], "a") as state:
+        state.write("hit=%s\n" % str(matched == keys[0]).lower())
+    if data is None:
+        if given("fail-on-cache-miss") == "true":
+            fail("Failed to restore cache entry. Exiting as fail-on-cache-miss is set. Input key: %s" % keys[0])
+        return print("Cache not found for input keys: %s" % ", ".join(keys))
+    if given("lookup-only") != "true":
+        unpack(data, os.environ["GITHUB_WORKSPACE"])
+    print("Cache restored from key: %s" % matched)
+
+
+def save():
+    """actions/cache's post step: the files its path names, inside the workspace, saved as its key where
+    the main step found no cache of that very key."""
+    if os.environ.get("STATE_hit") == "true":
+        return print("Cache hit occurred on the primary key %s, not saving cache." % given("key"))
+    workspace = os.path.realpath(os.environ["GITHUB_WORKSPACE"])
+    files, _ = matching(given("path"), True)
+    inside = [f for f in files if os.path.commonpath([workspace, os.path.realpath(f)]) == workspace]
+    if len(inside) < len(files):
+        print("::warning::agentgit's cache keeps files inside the workspace only: %d left out" % (len(files) - len(inside)))
+    if not inside:
+        return print("::warning::Path Validation Error: Path(s) specified in the action for caching do(es) not exist, "
+                     "hence no cache is being saved.")
+    made, _ = call("POST", run_url("cache?" + urllib.parse.urlencode({"key": given("key")})), job_token(),
+                   zipped(inside, workspace), "application/zip", allowed=(409,))
+    print("Cache saved with key: %s" % given("key") if made else "Cache with key %s exists: not saved" % given("key"))
+
+
 if __name__ == "__main__":
-    {"upload": upload, "download": download}[sys.argv[1]]()
+    {"upload": upload, "download": download, "restore": restore, "save": save}[sys.argv[1]]()
 '''
 
 
 def standin_action(action):
     """The action.yml of a stand-in (JSON, which is YAML): a composite action of one step that runs
-    STANDIN_PROGRAM with the step's inputs."""
+    STANDIN_PROGRAM with the step's inputs, or for actions/cache, whose saving is a post step (a
+    JavaScript action's alone), node starting it at the job's start and at its end."""
     inputs, outputs = STANDIN_ACTIONS[action]
+    described = {"name": "%s (agentgit's stand-in)" % action,
+                 "description": "agentgit runs this for actions/%s: what it keeps, agentgit keeps" % action,
+                 "inputs": {name: {"description": name, "required": default is None, **(
+                     {"default": default} if default is not None else {})} for name, default in inputs.items()}}
+    if action == "cache":
+        return dict(described, outputs={name: {"description": name} for name in outputs}, runs={
+            "using": "node20", "main": "main.js", "post": "post.js", "post-if": "success()"})
     env = {"INPUT_" + name.upper().replace("-", "_"): "${{ inputs.%s }}" % name for name in inputs}
     env.update(AGENTGIT_ACTION_PATH="${{ github.action_path }}", AGENTGIT_JOB_TOKEN="${{ github.token }}")
-    return {
-        "name": "%s (agentgit's stand-in)" % action,
-        "description": "agentgit runs this for actions/%s: the run's artifacts are kept by agentgit" % action,
-        "inputs": {name: {"description": name, "required": default is None, **(
-            {"default": default} if default is not None else {})} for name, default in inputs.items()},
+    return dict(described, **{
         "outputs": {name: {"description": name, "value": "${{ steps.standin.outputs.%s }}" % name} for name in outputs},
         "runs": {"using": "composite", "steps": [{
             "id": "standin", "shell": "bash", "env": env,
             # (the job's python3 from its PATH: the server's own may be one the job's user cannot run)
-            "run": 'python3 "$AGENTGIT_ACTION_PATH/standin.py" %s' % action.partition("-")[0]}]}}
+            "run": 'python3 "$AGENTGIT_ACTION_PATH/standin.py" %s' % action.partition("-")[0]}]}})
 
 
 def write_standins(folder):
     """The stand-ins, each in a folder of its own under ``folder``: act's --local-repository arguments that
-    map every version of actions/upload-artifact and download-artifact to them."""
+    map every version of actions/upload-artifact, download-artifact and cache to them."""
     mapped = []
     for action in STANDIN_ACTIONS:
         home = "%s/%s" % (folder, action)
@@ -10192,6 +10386,9 @@ def write_standins(folder):
             json.dump(standin_action(action), f, indent=1)
         with open(home + "/standin.py", "w") as f:
             f.write(STANDIN_PROGRAM)
+        for script, verb in (("main.js", "restore"), ("post.js", "save")) if action == "cache" else ():
+            with open("%s/%s" % (home, script), "w") as f:
+                f.write(NODE_STARTER % verb)
         for version in STANDIN_VERSIONS:
             mapped += ["--local-repository", "actions/%s@%s=%s" % (action, version, home)]
     return mapped
@@ -14077,7 +14274,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
         resources = [r for r in resources if r in parent["resources"]]
         delegator = parent["delegator_id"]
         constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
-    actions.add("upload_artifact")      # whatever the permissions, its run's files, to this run only (artifacts)
+    actions.add("keep_run_files")       # whatever the permissions, its run's files, to this run only (artifacts)
     expires_at = from_now(RUN_TIMEOUT + 60)
     with app.store.transaction() as db:
         bot = actions_bot(db)
@@ -21994,6 +22191,20 @@ CREATE TABLE IF NOT EXISTS artifacts (
     UNIQUE (run_id, run_attempt, name)
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_repo ON artifacts(repo_id, id);
+
+-- What a run's jobs saved for later runs of their ref (actions/cache, version 12): a zip a key, never
+-- replaced; a run restores from its own ref's, then the default branch's.
+CREATE TABLE IF NOT EXISTS caches (
+    id               INTEGER PRIMARY KEY,
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    key              TEXT NOT NULL,
+    ref              TEXT NOT NULL,            -- refs/heads/..., refs/tags/..., refs/pull/N/merge
+    size_in_bytes    INTEGER NOT NULL,
+    archive          BLOB NOT NULL,
+    created_at       TEXT NOT NULL,
+    last_accessed_at TEXT NOT NULL,
+    UNIQUE (repo_id, ref, key)
+);
 
 -- An event that may start workflows, written with the change that is it (outbox.queue_run_trigger): a
 -- push, a pull request's, a repository_dispatch (version 11; the last two, version 12). The runner reads

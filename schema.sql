@@ -564,6 +564,20 @@ CREATE TABLE IF NOT EXISTS artifacts (
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_repo ON artifacts(repo_id, id);
 
+-- What a run's jobs saved for later runs of their ref (actions/cache, version 12): a zip a key, never
+-- replaced; a run restores from its own ref's, then the default branch's.
+CREATE TABLE IF NOT EXISTS caches (
+    id               INTEGER PRIMARY KEY,
+    repo_id          INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    key              TEXT NOT NULL,
+    ref              TEXT NOT NULL,            -- refs/heads/..., refs/tags/..., refs/pull/N/merge
+    size_in_bytes    INTEGER NOT NULL,
+    archive          BLOB NOT NULL,
+    created_at       TEXT NOT NULL,
+    last_accessed_at TEXT NOT NULL,
+    UNIQUE (repo_id, ref, key)
+);
+
 -- An event that may start workflows, written with the change that is it (outbox.queue_run_trigger): a
 -- push, a pull request's, a repository_dispatch (version 11; the last two, version 12). The runner reads
 -- the workflows at ``after`` and starts those whose `on:` the event and ``ref`` match. Never a job token's.

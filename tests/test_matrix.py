@@ -95,6 +95,10 @@ def build_world(data_dir):
                              " log, step_lines, started_at, completed_at, created_at) VALUES (?, 1, 'build', 'build',"
                              " 'completed', 'success', '[]', '', '[]', ?, ?, ?)", (run["id"],) + (run["created_at"],) * 3
                              ).lastrowid
+            cache = db.execute("INSERT INTO caches (repo_id, key, ref, size_in_bytes, archive, created_at,"
+                               " last_accessed_at) VALUES (?, 'deps', 'refs/heads/main', 22, ?, ?, ?)",
+                               (run["repository"]["id"], b"PK\x05\x06" + b"\0" * 18, run["created_at"],
+                                run["created_at"])).lastrowid
             artifact = db.execute("INSERT INTO artifacts (repo_id, run_id, run_attempt, name, size_in_bytes, digest,"
                                   " archive, created_at, expires_at) VALUES (?, ?, 1, 'dist', 22, 'sha256:0', ?, ?,"
                                   " '9999-12-31T00:00:00Z')", (run["repository"]["id"], run["id"],
@@ -196,7 +200,7 @@ def build_world(data_dir):
                "blob": blob, "key_id": key_id, "merged": merged["number"], "audit_row": alices_row,
                "orgrepo": orgrepo, "deploy_key": deploy_key, "secret_repo": secret_repo,
                "credential": credential.json["id"], "runtime_revocation": runtime_revocation["revocation"],
-               "user_code": device["user_code"], "installation": installation, "job": job, "artifact": artifact}
+               "user_code": device["user_code"], "installation": installation, "job": job, "artifact": artifact, "cache": cache}
         return tokens, ids
     finally:
         srv.stop()
@@ -213,7 +217,8 @@ def route_path(method, pattern, ids):
             "credential_id": ids["credential"], "revocation_id": ids["runtime_revocation"], "path": "README.md", "environment": "production",
             "repository_id": ids["orgrepo"] if "/orgs/" in pattern else ids["secret_repo"],
             "app_slug": "world-bot", "installation_id": ids["installation"], "code": "bogus", "username": "alice",
-            "job_id": ids["job"], "attempt_number": 1, "artifact_id": ids["artifact"], "archive_format": "zip"}
+            "job_id": ids["job"], "attempt_number": 1, "artifact_id": ids["artifact"], "archive_format": "zip",
+            "cache_id": ids["cache"]}
     if "/teams/{slug}/repos/" in pattern:
         fill.update(owner="acme", repo="orgrepo")
     fill["login"] = ("bot" if "/agent" in pattern else "olga" if pattern.endswith("/suspended") else
@@ -490,6 +495,8 @@ EXPECTED = {
 ROUTE_ACCESS = """
 POST    /api/ext/v1/apps                                                           humans
 POST    /api/ext/v1/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts       job_token
+GET     /api/ext/v1/repos/{owner}/{repo}/actions/runs/{run_id:int}/cache           job_token
+POST    /api/ext/v1/repos/{owner}/{repo}/actions/runs/{run_id:int}/cache           job_token
 POST    /api/ext/v1/apps/{app_slug}/installations                                  owner_only
 DELETE  /api/ext/v1/installations/{installation_id:int}                            owner_only
 GET     /api/v3/app                                                                app_jwt
@@ -575,6 +582,8 @@ DELETE  /api/v3/orgs/{org}/teams/{slug}/repos/{owner}/{repo}                    
 DELETE  /api/v3/repos/{owner}/{repo}                                              repo_admin
 DELETE  /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}                    repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}          repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/actions/caches                               repo_write
+DELETE  /api/v3/repos/{owner}/{repo}/actions/caches/{cache_id:int}                repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/actions/secrets/{name}                       repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/actions/variables/{name}                     repo_write
 DELETE  /api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection            repo_admin
@@ -659,6 +668,8 @@ GET     /api/v3/repos/{owner}/{repo}/actions/runs                               
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}                    repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts          repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/artifacts                            repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/caches                               repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/cache/usage                          repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}          repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}/{archive_format} repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/jobs               repo_read

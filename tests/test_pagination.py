@@ -127,12 +127,15 @@ def build_world(srv):
         assert api(srv, "POST", repo + "/statuses/" + head, alice, {"state": "success", "context": "c%d" % n}).status == 201
         assert api(srv, "POST", repo + "/actions/workflows/ci1.yml/dispatches", alice, {"ref": "main"}).status == 204
     run = api(srv, "GET", repo + "/actions/runs", alice).json["workflow_runs"][0]["id"]
-    with srv.app.store.transaction() as db:      # five artifacts of the run, as its jobs would upload them
+    with srv.app.store.transaction() as db:      # five artifacts of the run and five caches, as its jobs keep them
         for n in FIVE:
             db.execute("INSERT INTO artifacts (repo_id, run_id, run_attempt, name, size_in_bytes, digest, archive,"
                        " created_at, expires_at) SELECT repo_id, id, 1, ?, 22, 'sha256:0', ?, created_at,"
                        " '9999-12-31T00:00:00Z' FROM workflow_runs WHERE id = ?", ("a%d" % n, b"PK\x05\x06" + b"\0" * 18,
                                                                                 run))
+            db.execute("INSERT INTO caches (repo_id, key, ref, size_in_bytes, archive, created_at, last_accessed_at)"
+                       " SELECT repo_id, ?, 'refs/heads/main', 22, ?, created_at, created_at FROM workflow_runs WHERE"
+                       " id = ?", ("deps-%d" % n, b"PK\x05\x06" + b"\0" * 18, run))
     deployments = [api(srv, "POST", repo + "/deployments", alice, {"ref": "main", "required_contexts": []}).json["id"]
                    for n in FIVE]
     hooks = [api(srv, "POST", repo + "/hooks", alice, {"config": {"url": "http://127.0.0.1:9/h%d" % n}}).json["id"]

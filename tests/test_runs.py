@@ -373,7 +373,7 @@ def test_a_run_an_agent_starts_under_a_task_is_bounded_by_that_task(running, dro
                                               "POST /repos/alice/app/git/refs 403"]
     job_grant = srv.app.store.one("SELECT g.* FROM task_grants g JOIN workflow_runs r ON r.job_grant_id = g.id")
     assert set(json.loads(job_grant["actions"])) == {"read_code", "comment", "create_branch", "run_workflow",
-                                                     "upload_artifact"}
+                                                     "keep_run_files"}
     assert job_grant["parent_id"] is not None
     # revoking the agent's task kills its run's job grant with it
     assert ext(srv, "DELETE", "/task-grants/" + grant_id, alice).status == 204

@@ -64,8 +64,9 @@ ACTIONS = {
     "write_objects":      Action("repo", "write"),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
-    # a run's job token keeps its run's files (GitHub's runtime token's right, whatever permissions: say)
-    "upload_artifact":    Action("repo", "read", token_kinds=("task",)),
+    # a run's job token keeps its run's files, artifacts and caches (GitHub's runtime token's right,
+    # whatever permissions: say)
+    "keep_run_files":     Action("repo", "read", token_kinds=("task",)),
     "read_secret":        Action("repo", "write", scope="repo", mutation=False, sensitive=True),
     "write_secret":       Action("repo", "write", scope="repo"),
     "read_variables":     Action("repo", "write", scope="repo", mutation=False),

@@ -366,7 +366,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
         resources = [r for r in resources if r in parent["resources"]]
         delegator = parent["delegator_id"]
         constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
-    actions.add("upload_artifact")      # whatever the permissions, its run's files, to this run only (artifacts)
+    actions.add("keep_run_files")       # whatever the permissions, its run's files, to this run only (artifacts)
     expires_at = from_now(RUN_TIMEOUT + 60)
     with app.store.transaction() as db:
         bot = actions_bot(db)
