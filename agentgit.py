@@ -128,7 +128,7 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     69. cli                lines 21126-21624  Command line: serve, user, agent, connect, routes, audit.
         appendix           lines 21625-22596  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is a31da763f011a79f56ac980810c6c525b73b5b9be88e2b86996e2391279b3fa0
+Made from sources whose SHA-256 is c2638cef0523e5cafa030d76d2b7028bd01ca6cf6af3d4f9abe1aa027f746e05
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """

@@ -12,7 +12,10 @@ to: only that run's job token adds to a run, while it runs (GitHub's runtime tok
 workflow's ``permissions:`` say). Download lists the run's artifacts and fetches them through the REST API,
 with the job's token or the one the step is given, and refuses a zip entry that would land outside its
 folder. An artifact's name is never a path: it is a row's column here, and a folder name only where the
-stand-in downloads several, after the same check.
+stand-in downloads several, after the same check. actions/cache's stand-in is a JavaScript action (its
+saving is a post step, a JavaScript action's alone) whose node scripts start the same program: a cache
+belongs to its run's ref (a pull request's to its merge ref, so a fork's run never writes where a branch's
+runs read), and a run restores from its own ref's or the default branch's.
 """
 
 import hashlib
