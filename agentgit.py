@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1720  tokens.issue_token
-       line  1742  tokens.verify_token
+       line  1723  tokens.issue_token
+       line  1745  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2906  policy.POLICY_RULES
-       line  2946  policy.decide
+       line  2910  policy.POLICY_RULES
+       line  2950  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3011  audit.audit_append
-       line  3034  audit.audit_verify
+       line  3015  audit.audit_append
+       line  3038  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12218  delegation.create_invite
-       line 12290  delegation.confirm_binding
-       line 12924  tasks.create_task_grant
-       line  3874  authentication.load_grant
+       line 12258  delegation.create_invite
+       line 12330  delegation.confirm_binding
+       line 12964  tasks.create_task_grant
+       line  3878  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20130  server.App.dispatch
-       line  3751  authentication.authenticate
-       line  3434  ledger.Ledger
+       line 20171  server.App.dispatch
+       line  3755  authentication.authenticate
+       line  3438  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19783  githttp.git_receive_pack
-       line  3478  ledger.Ledger.decide_each
-       line  3412  intents.reconcile_intents
+       line 19824  githttp.git_receive_pack
+       line  3482  ledger.Ledger.decide_each
+       line  3416  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,74 +61,74 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   310-  339  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   340-  872  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   873-  983  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   984- 1228  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1229- 1265  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1266- 1487  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1488- 1668  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1669- 1769  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1770- 1922  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1923- 2148  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2149- 2968  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2969- 3182  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3183- 3286  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3287- 3355  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3356- 3428  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3429- 3622  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3623- 3921  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3922- 4107  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4108- 4237  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4238- 4533  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4534- 4749  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4750- 4817  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4818- 5093  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5094- 5191  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5192- 5728  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5729- 5997  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  5998- 6782  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6783- 6912  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6913- 7439  REST: pull requests and their merges.
-    31. reviews            lines  7440- 7788  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7789- 7896  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7897- 7953  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7954- 8195  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8196- 8473  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8474- 8636  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8637- 8986  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8987- 9331  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9332- 9410  REST: deploy keys.
-    40. actions            lines  9411- 9864  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines  9865-10396  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10397-10599  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10600-10948  REST: organizations, memberships and teams.
-    44. webhooks           lines 10949-11511  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11512-12036  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12037-12112  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12113-12677  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12678-12888  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12889-13324  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13325-13963  REST: GitHub Apps, as agents.
-    51. runner             lines 13964-14775  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14776-14947  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 14948-15210  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15211-15892  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15893-16123  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16124-16509  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16510-16983  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 16984-17264  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17265-17447  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17448-17784  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17785-18024  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18025-18483  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18484-19137  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19138-19645  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19646-19851  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19852-20120  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20121-20848  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20849-21125  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21126-21624  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21625-22596  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   984- 1231  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. background         lines  1232- 1268  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1269- 1490  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1491- 1671  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1672- 1772  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1773- 1925  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1926- 2151  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2152- 2972  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2973- 3186  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3187- 3290  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3291- 3359  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3360- 3432  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3433- 3626  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3627- 3925  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3926- 4111  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4112- 4241  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4242- 4537  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4538- 4753  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4754- 4821  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4822- 5097  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5098- 5195  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5196- 5732  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5733- 6001  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6002- 6786  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6787- 6916  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6917- 7443  REST: pull requests and their merges.
+    31. reviews            lines  7444- 7798  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7799- 7906  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7907- 7963  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7964- 8205  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8206- 8483  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8484- 8646  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8647- 8996  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  8997- 9341  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9342- 9420  REST: deploy keys.
+    40. actions            lines  9421- 9874  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines  9875-10406  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10407-10609  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10610-10958  REST: organizations, memberships and teams.
+    44. webhooks           lines 10959-11521  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11522-12076  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12077-12152  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12153-12717  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12718-12928  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12929-13364  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13365-14003  REST: GitHub Apps, as agents.
+    51. runner             lines 14004-14816  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14817-14988  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 14989-15251  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15252-15933  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15934-16164  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16165-16550  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16551-17024  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17025-17305  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17306-17488  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17489-17825  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17826-18065  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18066-18524  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18525-19178  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19179-19686  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19687-19892  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19893-20161  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20162-20889  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20890-21166  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21167-21665  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21666-22640  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is c2638cef0523e5cafa030d76d2b7028bd01ca6cf6af3d4f9abe1aa027f746e05
+Made from sources whose SHA-256 is 95d60c7461c5692994781d63564a53c6326340ddf8643e43a5682deeb1c66fd4
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1086,9 +1086,12 @@ MIGRATIONS = {
                       "id, repo_id, org_id, url, content_type, secret_sealed, insecure_ssl, events, active, creator_id,"
                       " created_at, updated_at",) * 2)),
     # a run keeps what its event carried, whichever event it was; pull requests and repository_dispatch
-    # start runs too; an attempt may rerun some of a run's jobs
+    # start runs too; an attempt may rerun some of a run's jobs; a repository says what job tokens hold
+    # where a workflow says nothing, and whether they may approve pull requests
     12: Migration([("run_triggers", "event TEXT NOT NULL DEFAULT 'push'"),
-                   ("run_triggers", "fields TEXT NOT NULL DEFAULT '{}'"), ("workflow_runs", "rerun_jobs TEXT")],
+                   ("run_triggers", "fields TEXT NOT NULL DEFAULT '{}'"), ("workflow_runs", "rerun_jobs TEXT"),
+                   ("repos", "workflow_permissions TEXT NOT NULL DEFAULT 'read'"),
+                   ("repos", "actions_can_approve INTEGER NOT NULL DEFAULT 0")],
                   "ALTER TABLE workflow_runs RENAME COLUMN pushed TO event_fields;", ""),
 }
 
@@ -2185,6 +2188,7 @@ ACTIONS = {
     "admin_repo":         Action("repo", "admin"),
     "manage_hooks":       Action("repo", "admin"),
     "read_deploy_keys":   Action("repo", "admin", mutation=False),
+    "read_repo_settings": Action("repo", "admin", mutation=False),
     "manage_workflows":   Action("repo", "write"),
     "delete_repo":        Action("repo", "admin", scope="delete_repo"),
     "read_collaborators": Action("repo", "write", mutation=False),
@@ -7528,10 +7532,16 @@ def insert_review_comments(db, review, comments, stamp):
 
 
 def check_own_pull(req, issue, event):
-    """Authors may comment on their own pull requests, not approve or reject them."""
+    """Authors may comment on their own pull requests, not approve or reject them; a workflow's job token
+    approves only where its repository allows it (GitHub's rule: else a workflow could approve its own
+    changes past a required review)."""
     if event != "COMMENT" and issue["user_id"] == req.principal.user["id"]:
         raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
             "approve" if event == "APPROVE" else "request changes on"))
+    grant = req.principal.grant
+    if event == "APPROVE" and grant is not None and grant["task"].startswith("task:run/") and not req.app.store.one(
+            "SELECT actions_can_approve FROM repos WHERE id = ?", issue["repo_id"])["actions_can_approve"]:
+        raise invalid("PullRequestReview", "event", "custom", "GitHub Actions is not permitted to approve pull requests.")
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")
@@ -12034,6 +12044,36 @@ def delete_environment(req, owner, repo, environment):
     return 204, None
 
 
+# -- what a workflow's token holds where it says nothing ------------------------------------------
+
+@route("GET", REPO + "/permissions/workflow")
+def get_workflow_permissions(req, owner, repo):
+    """GitHub's default for a job token: read (the restricted default, contents and metadata read) or
+    write, where a workflow's permissions: say nothing; and whether a job token may approve a pull
+    request."""
+    row = find_repo(req, owner, repo, "read_repo_settings")
+    return {"default_workflow_permissions": row["workflow_permissions"],
+            "can_approve_pull_request_reviews": bool(row["actions_can_approve"])}
+
+
+@route("PUT", REPO + "/permissions/workflow")
+def set_workflow_permissions(req, owner, repo):
+    body = req.json()
+    default = req.field(body, "default_workflow_permissions", str, "WorkflowPermissions")
+    approve = req.field(body, "can_approve_pull_request_reviews", bool, "WorkflowPermissions")
+    if default not in (None, "read", "write"):
+        raise invalid("WorkflowPermissions", "default_workflow_permissions", message="read or write")
+    row = find_repo(req, owner, repo, "admin_repo")
+    default = row["workflow_permissions"] if default is None else default
+    approve = bool(row["actions_can_approve"]) if approve is None else approve
+    with req.transaction() as db:
+        db.execute("UPDATE repos SET workflow_permissions = ?, actions_can_approve = ? WHERE id = ?",
+                   (default, int(approve), row["id"]))
+        req.effect("job tokens hold %s where a workflow says nothing, and %s approve pull requests" % (
+            default, "may" if approve else "may not"))
+    return 204, None
+
+
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 46. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
 # uses: config, errors, tokens, policy, routing, lookups
@@ -14171,14 +14211,15 @@ PERMISSIONS_LINE_RE = re.compile(r"^permissions:(.*)$", re.MULTILINE)      # (no
 ACTIONS_BOT = "github-actions[bot]"
 
 
-def workflow_permissions(text):
+def workflow_permissions(text, default="read"):
     """What the run's one token may do (act gives every job the same token): each job's ``permissions:``,
-    or the workflow's where the job has none, together; the restricted default where neither says. A job
-    that asks for less than another is given what the other asks for too; the run's cause bounds both."""
+    or the workflow's where the job has none, together; where neither says, the repository's ``default``
+    (GitHub's: read, the restricted default, or write, all of them). A job that asks for less than another
+    is given what the other asks for too; the run's cause bounds both."""
     top = PERMISSIONS_LINE_RE.search(text)
     workflow = permissions_of(top.group(1), [(1, line.strip()) for line in itertools.takewhile(
         lambda line: line[:1] in (" ", "\t") or not line.strip(), text[top.end():].splitlines()[1:])]) if top else \
-        dict(RESTRICTED_PERMISSIONS)
+        dict(RESTRICTED_PERMISSIONS) if default == "read" else permissions_of("write-all", [])
     together = {}
     for body in job_bodies(text).values() or [[]]:
         asked = job_setting(body, "permissions")
@@ -14265,7 +14306,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     if cause is None:
         return None
     name = "repo:" + full_name(repo_row)
-    permissions = RESTRICTED_PERMISSIONS if fork else workflow_permissions(workflow_text)
+    permissions = RESTRICTED_PERMISSIONS if fork else workflow_permissions(workflow_text, repo_row["workflow_permissions"])
     actions, resources = set(permitted_actions(permissions)), [name]
     parent = cause.grant
     delegator, constraints = cause.user_id, {}
@@ -21699,6 +21740,9 @@ CREATE TABLE IF NOT EXISTS repos (
     parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
     forked_by       INTEGER REFERENCES accounts(id) ON DELETE SET NULL, -- a fork: who made it (its access counts)
     topics          TEXT NOT NULL DEFAULT '[]',                        -- JSON: its topics (version 10)
+    workflow_permissions TEXT NOT NULL DEFAULT 'read',   -- (version 12) what a job token holds where a workflow
+                                                          -- says nothing: read (restricted) or write
+    actions_can_approve  INTEGER NOT NULL DEFAULT 0,     -- may a job token approve a pull request
     deleted_issue_number INTEGER NOT NULL DEFAULT 0,                   -- the highest deleted: never numbered again
     UNIQUE (owner_id, name)
 );

@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS repos (
     parent_id       INTEGER REFERENCES repos(id) ON DELETE SET NULL,   -- a fork: the repository it forked
     forked_by       INTEGER REFERENCES accounts(id) ON DELETE SET NULL, -- a fork: who made it (its access counts)
     topics          TEXT NOT NULL DEFAULT '[]',                        -- JSON: its topics (version 10)
+    workflow_permissions TEXT NOT NULL DEFAULT 'read',   -- (version 12) what a job token holds where a workflow
+                                                          -- says nothing: read (restricted) or write
+    actions_can_approve  INTEGER NOT NULL DEFAULT 0,     -- may a job token approve a pull request
     deleted_issue_number INTEGER NOT NULL DEFAULT 0,                   -- the highest deleted: never numbered again
     UNIQUE (owner_id, name)
 );

@@ -669,6 +669,8 @@ GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}                  
 GET     /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/artifacts          repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/artifacts                            repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/caches                               repo_read
+GET     /api/v3/repos/{owner}/{repo}/actions/permissions/workflow                 repo_admin
+PUT     /api/v3/repos/{owner}/{repo}/actions/permissions/workflow                 repo_admin
 GET     /api/v3/repos/{owner}/{repo}/actions/cache/usage                          repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}          repo_read
 GET     /api/v3/repos/{owner}/{repo}/actions/artifacts/{artifact_id:int}/{archive_format} repo_read

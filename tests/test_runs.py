@@ -805,3 +805,37 @@ def test_a_runs_token_carries_what_its_jobs_ask_for_together():
     assert together["issues"] == "write" and together["contents"] == together["pull_requests"] == "read"
     assert permissions("permissions: write-all\njobs:\n  a:\n    permissions: {contents: read}\n") == {
         "metadata": "read", "contents": "read"}
+
+
+def test_a_repositorys_default_for_job_tokens_and_whether_they_approve_pull_requests(running, drop_box):
+    """GitHub's workflow permissions setting: where a workflow says nothing its token reads (the default),
+    or writes once the repository says write; and even then it approves no pull request unless the
+    repository allows that too, so a workflow cannot approve its own changes past a required review."""
+    srv = running
+    calls = [("POST", "/repos/alice/app/issues/1/comments", {"body": "from the job"}),
+             ("POST", "/repos/alice/app/pulls/1/reviews", {"event": "APPROVE"})]
+    alice = with_workflow(srv, (CALLER % {"token_file": drop_box / "token", "calls": calls}).replace(
+        "permissions:\n  issues: write\n", ""), name="caller.yml")
+    main = api(srv, "GET", "/repos/alice/app/branches/main", alice).json["commit"]["sha"]
+    assert api(srv, "POST", "/repos/alice/app/git/refs", alice, {"ref": "refs/heads/fix", "sha": main}).status == 201
+    assert api(srv, "PUT", "/repos/alice/app/contents/fix.txt", alice, {"message": "fix", "content": "eA==",
+                                                                        "branch": "fix"}).status == 201
+    assert api(srv, "POST", "/repos/alice/app/pulls", alice, {"title": "fix", "head": "fix", "base": "main"}).status \
+        == 201
+    setting = "/repos/alice/app/actions/permissions/workflow"
+    shown = api(srv, "GET", setting, alice)
+    assert shape_problems("GET", "/repos/{owner}/{repo}/actions/permissions/workflow", 200, shown.json) == []
+    assert shown.json == {"default_workflow_permissions": "read", "can_approve_pull_request_reviews": False}
+    made = []
+    for number, body in ((1, None), (2, {"default_workflow_permissions": "write"}),
+                         (3, {"can_approve_pull_request_reviews": True})):
+        if body:
+            assert api(srv, "PUT", setting, alice, body).status == 204
+        assert api(srv, "POST", "/repos/alice/app/actions/workflows/caller.yml/dispatches", alice,
+                   {"ref": "main"}).status == 204
+        finished(srv, alice, "/repos/alice/app/actions/runs/%d" % number)
+        made.append(calls_made(srv, alice, number))
+    assert made == [["POST /repos/alice/app/issues/1/comments 403", "POST /repos/alice/app/pulls/1/reviews 403"],
+                    ["POST /repos/alice/app/issues/1/comments 201", "POST /repos/alice/app/pulls/1/reviews 422"],
+                    ["POST /repos/alice/app/issues/1/comments 201", "POST /repos/alice/app/pulls/1/reviews 200"]]
+    assert api(srv, "PUT", setting, alice, {"default_workflow_permissions": "all"}).status == 422

@@ -545,3 +545,33 @@ def delete_environment(req, owner, repo, environment):
             raise HTTPError(404, "Not Found")
         req.effect("deleted environment %s with its secrets and variables" % environment)
     return 204, None
+
+
+# -- what a workflow's token holds where it says nothing ------------------------------------------
+
+@route("GET", REPO + "/permissions/workflow")
+def get_workflow_permissions(req, owner, repo):
+    """GitHub's default for a job token: read (the restricted default, contents and metadata read) or
+    write, where a workflow's permissions: say nothing; and whether a job token may approve a pull
+    request."""
+    row = find_repo(req, owner, repo, "read_repo_settings")
+    return {"default_workflow_permissions": row["workflow_permissions"],
+            "can_approve_pull_request_reviews": bool(row["actions_can_approve"])}
+
+
+@route("PUT", REPO + "/permissions/workflow")
+def set_workflow_permissions(req, owner, repo):
+    body = req.json()
+    default = req.field(body, "default_workflow_permissions", str, "WorkflowPermissions")
+    approve = req.field(body, "can_approve_pull_request_reviews", bool, "WorkflowPermissions")
+    if default not in (None, "read", "write"):
+        raise invalid("WorkflowPermissions", "default_workflow_permissions", message="read or write")
+    row = find_repo(req, owner, repo, "admin_repo")
+    default = row["workflow_permissions"] if default is None else default
+    approve = bool(row["actions_can_approve"]) if approve is None else approve
+    with req.transaction() as db:
+        db.execute("UPDATE repos SET workflow_permissions = ?, actions_can_approve = ? WHERE id = ?",
+                   (default, int(approve), row["id"]))
+        req.effect("job tokens hold %s where a workflow says nothing, and %s approve pull requests" % (
+            default, "may" if approve else "may not"))
+    return 204, None

@@ -44,6 +44,7 @@ ACTIONS = {
     "admin_repo":         Action("repo", "admin"),
     "manage_hooks":       Action("repo", "admin"),
     "read_deploy_keys":   Action("repo", "admin", mutation=False),
+    "read_repo_settings": Action("repo", "admin", mutation=False),
     "manage_workflows":   Action("repo", "write"),
     "delete_repo":        Action("repo", "admin", scope="delete_repo"),
     "read_collaborators": Action("repo", "write", mutation=False),

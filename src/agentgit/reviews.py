@@ -102,10 +102,16 @@ def insert_review_comments(db, review, comments, stamp):
 
 
 def check_own_pull(req, issue, event):
-    """Authors may comment on their own pull requests, not approve or reject them."""
+    """Authors may comment on their own pull requests, not approve or reject them; a workflow's job token
+    approves only where its repository allows it (GitHub's rule: else a workflow could approve its own
+    changes past a required review)."""
     if event != "COMMENT" and issue["user_id"] == req.principal.user["id"]:
         raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
             "approve" if event == "APPROVE" else "request changes on"))
+    grant = req.principal.grant
+    if event == "APPROVE" and grant is not None and grant["task"].startswith("task:run/") and not req.app.store.one(
+            "SELECT actions_can_approve FROM repos WHERE id = ?", issue["repo_id"])["actions_can_approve"]:
+        raise invalid("PullRequestReview", "event", "custom", "GitHub Actions is not permitted to approve pull requests.")
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}/reviews")

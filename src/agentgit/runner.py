@@ -263,14 +263,15 @@ PERMISSIONS_LINE_RE = re.compile(r"^permissions:(.*)$", re.MULTILINE)      # (no
 ACTIONS_BOT = "github-actions[bot]"
 
 
-def workflow_permissions(text):
+def workflow_permissions(text, default="read"):
     """What the run's one token may do (act gives every job the same token): each job's ``permissions:``,
-    or the workflow's where the job has none, together; the restricted default where neither says. A job
-    that asks for less than another is given what the other asks for too; the run's cause bounds both."""
+    or the workflow's where the job has none, together; where neither says, the repository's ``default``
+    (GitHub's: read, the restricted default, or write, all of them). A job that asks for less than another
+    is given what the other asks for too; the run's cause bounds both."""
     top = PERMISSIONS_LINE_RE.search(text)
     workflow = permissions_of(top.group(1), [(1, line.strip()) for line in itertools.takewhile(
         lambda line: line[:1] in (" ", "\t") or not line.strip(), text[top.end():].splitlines()[1:])]) if top else \
-        dict(RESTRICTED_PERMISSIONS)
+        dict(RESTRICTED_PERMISSIONS) if default == "read" else permissions_of("write-all", [])
     together = {}
     for body in job_bodies(text).values() or [[]]:
         asked = job_setting(body, "permissions")
@@ -357,7 +358,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     if cause is None:
         return None
     name = "repo:" + full_name(repo_row)
-    permissions = RESTRICTED_PERMISSIONS if fork else workflow_permissions(workflow_text)
+    permissions = RESTRICTED_PERMISSIONS if fork else workflow_permissions(workflow_text, repo_row["workflow_permissions"])
     actions, resources = set(permitted_actions(permissions)), [name]
     parent = cause.grant
     delegator, constraints = cause.user_id, {}

@@ -112,9 +112,12 @@ MIGRATIONS = {
                       "id, repo_id, org_id, url, content_type, secret_sealed, insecure_ssl, events, active, creator_id,"
                       " created_at, updated_at",) * 2)),
     # a run keeps what its event carried, whichever event it was; pull requests and repository_dispatch
-    # start runs too; an attempt may rerun some of a run's jobs
+    # start runs too; an attempt may rerun some of a run's jobs; a repository says what job tokens hold
+    # where a workflow says nothing, and whether they may approve pull requests
     12: Migration([("run_triggers", "event TEXT NOT NULL DEFAULT 'push'"),
-                   ("run_triggers", "fields TEXT NOT NULL DEFAULT '{}'"), ("workflow_runs", "rerun_jobs TEXT")],
+                   ("run_triggers", "fields TEXT NOT NULL DEFAULT '{}'"), ("workflow_runs", "rerun_jobs TEXT"),
+                   ("repos", "workflow_permissions TEXT NOT NULL DEFAULT 'read'"),
+                   ("repos", "actions_can_approve INTEGER NOT NULL DEFAULT 0")],
                   "ALTER TABLE workflow_runs RENAME COLUMN pushed TO event_fields;", ""),
 }
 
