@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  3038  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12258  delegation.create_invite
-       line 12330  delegation.confirm_binding
-       line 12964  tasks.create_task_grant
+       line 12279  delegation.create_invite
+       line 12351  delegation.confirm_binding
+       line 12985  tasks.create_task_grant
        line  3878  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20171  server.App.dispatch
+       line 20199  server.App.dispatch
        line  3755  authentication.authenticate
        line  3438  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19824  githttp.git_receive_pack
+       line 19852  githttp.git_receive_pack
        line  3482  ledger.Ledger.decide_each
        line  3416  intents.reconcile_intents
 
@@ -96,39 +96,39 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     37. gitdata            lines  8647- 8996  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
     38. releases           lines  8997- 9341  REST: releases, tags and release assets.
     39. deploy_keys        lines  9342- 9420  REST: deploy keys.
-    40. actions            lines  9421- 9874  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines  9875-10406  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10407-10609  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10610-10958  REST: organizations, memberships and teams.
-    44. webhooks           lines 10959-11521  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11522-12076  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12077-12152  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12153-12717  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12718-12928  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12929-13364  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13365-14003  REST: GitHub Apps, as agents.
-    51. runner             lines 14004-14816  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14817-14988  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 14989-15251  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15252-15933  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15934-16164  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16165-16550  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16551-17024  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17025-17305  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17306-17488  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17489-17825  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17826-18065  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18066-18524  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18525-19178  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19179-19686  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19687-19892  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19893-20161  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20162-20889  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20890-21166  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21167-21665  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21666-22640  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    40. actions            lines  9421- 9895  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines  9896-10427  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10428-10630  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10631-10979  REST: organizations, memberships and teams.
+    44. webhooks           lines 10980-11542  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11543-12097  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12098-12173  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12174-12738  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12739-12949  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12950-13385  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13386-14024  REST: GitHub Apps, as agents.
+    51. runner             lines 14025-14844  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14845-15016  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15017-15279  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15280-15961  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15962-16192  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16193-16578  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16579-17052  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17053-17333  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17334-17516  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17517-17853  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17854-18093  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18094-18552  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18553-19206  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19207-19714  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19715-19920  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19921-20189  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20190-20917  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20918-21194  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21195-21693  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21694-22668  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 95d60c7461c5692994781d63564a53c6326340ddf8643e43a5682deeb1c66fd4
+Made from sources whose SHA-256 is 18ea0ce048cffa63e870a8b60246bc506bd5831fa175ae32499296de8581ce59
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -9655,8 +9655,13 @@ def run_json(app, repo_row, run):
             "workflow_url": "%s/repos/%s/actions/workflows/%d" % (api, name, run["workflow_id"])}
 
 
+RUN_STATUSES = ("queued", "in_progress", "completed", "requested", "waiting", "pending")
+
+
 def runs_json(req, row, where, args):
-    for key, column in (("branch", "head_branch"), ("event", "event"), ("status", "status"), ("head_sha", "head_sha")):
+    """GitHub's run list: ?branch=, ?event=, ?head_sha=, and ?status= a status or a conclusion."""
+    status = "status" if req.query.get("status") in RUN_STATUSES else "conclusion"
+    for key, column in (("branch", "head_branch"), ("event", "event"), ("status", status), ("head_sha", "head_sha")):
         if req.query.get(key):
             where.append("%s = ?" % column)
             args.append(req.query[key])
@@ -9858,6 +9863,22 @@ def start_attempt(req, run, jobs=None):
                        " NOT IN (SELECT value FROM json_each(?))", (run["id"], run["run_attempt"], json.dumps(jobs)))
         req.effect("re-queued run %d (attempt %d%s)" % (run["id"], run["run_attempt"] + 1, ": jobs %s" % ", ".join(
             jobs) if jobs else ""))
+        req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
+    req.app.runs_waiting.set()
+    return 201, {}
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/approve")
+def approve_run(req, owner, repo, run_id):
+    """A maintainer's yes to a run that a pull request from a fork started for someone who may not write
+    to the repository (it waits, concluded action_required): queued now, it still runs as whoever opened
+    the pull request, reading only and without secrets."""
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    with req.transaction() as db:
+        if not db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, updated_at = ? WHERE id = ? AND"
+                          " conclusion = 'action_required'", (now(), run["id"])).rowcount:
+            raise HTTPError(409, "This workflow run is not waiting for approval.")
+        req.effect("approved run %d of a pull request from a fork" % run["id"])
         req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
     req.app.runs_waiting.set()
     return 201, {}
@@ -14174,6 +14195,9 @@ def start_triggered_runs(app, trigger):
     actor = account_by_login(store, trigger["actor"]) if trigger["actor"] else None
     grant = store.one("SELECT id FROM task_grants WHERE public_id = ?", trigger["grant_id"]) if trigger["grant_id"] \
         else None
+    # a fork's pull request opened (or pushed to) by someone who may not write here waits for a maintainer
+    waits = trigger["event"] == "pull_request" and actor is not None and from_a_fork_pull(
+        store, fields, repo_row["id"]) and RANK[repo_permission(store, actor, repo_row)[0]] < RANK["write"]
     with store.transaction() as db:
         for path in started:
             db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
@@ -14184,7 +14208,8 @@ def start_triggered_runs(app, trigger):
                                 (workflow,)).fetchone()["n"]
             run_id = insert_row(db, "workflow_runs", {
                 "repo_id": repo_row["id"], "workflow_id": workflow, "run_number": number, "event": trigger["event"],
-                "head_branch": branch, "head_sha": commit, "status": "queued",
+                "head_branch": branch, "head_sha": commit, "status": "completed" if waits else "queued",
+                "conclusion": "action_required" if waits else None,
                 "actor_id": actor["id"] if actor else None, "grant_id": grant["id"] if grant else None,
                 "event_fields": trigger["fields"], "created_at": now(), "updated_at": now()})
             announce(store, db, db.execute("SELECT * FROM workflow_runs WHERE id = ?", (run_id,)).fetchone(),
@@ -14198,10 +14223,13 @@ def start_triggered_runs(app, trigger):
 def from_a_fork(store, run):
     """Is this the run of a pull request from a fork (or of one whose head is gone)? GitHub's cap then: its
     token reads, and it gets no secrets, whoever opened it."""
-    if run["event"] != "pull_request":
-        return False
-    pull = store.one("SELECT head_repo_id FROM pulls WHERE issue_id = ?", json.loads(run["event_fields"])["issue_id"])
-    return pull is None or pull["head_repo_id"] != run["repo_id"]
+    return run["event"] == "pull_request" and from_a_fork_pull(store, json.loads(run["event_fields"]), run["repo_id"])
+
+
+def from_a_fork_pull(store, fields, repo_id):
+    """Is the pull request a run's event ``fields`` name one from a fork of ``repo_id`` (or gone)?"""
+    pull = store.one("SELECT head_repo_id FROM pulls WHERE issue_id = ?", fields["issue_id"])
+    return pull is None or pull["head_repo_id"] != repo_id
 
 
 # -- the job token: a narrowing, never a grant -------------------------------------------------------------

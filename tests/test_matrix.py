@@ -860,6 +860,7 @@ POST    /api/v3/orgs/{org}/teams                                                
 POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/cancel             repo_write
 POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun              repo_write
 POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/rerun-failed-jobs  repo_write
+POST    /api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/approve            repo_write
 POST    /api/v3/repos/{owner}/{repo}/actions/jobs/{job_id:int}/rerun              repo_write
 POST    /api/v3/repos/{owner}/{repo}/actions/variables                            repo_write
 POST    /api/v3/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches   repo_write

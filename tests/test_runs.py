@@ -600,7 +600,8 @@ def test_pull_requests_and_dispatches_start_runs_and_a_forks_runs_read_only_with
     finished(srv, alice, "/repos/alice/app/actions/runs/%d" % dispatched["id"])
     assert "EVENT repository_dispatch/deploy head  payload prod" in run_log(srv, alice, dispatched["id"])
 
-    # bob's pull request from his fork runs as bob, its token reading only, and without secrets
+    # bob's pull request from his fork (bob may not write to alice/app) waits for a maintainer's yes, then
+    # runs as bob, its token reading only, and without secrets
     bob = srv.add_user("bob")
     assert api(srv, "POST", "/repos/alice/app/forks", bob, {}).status == 202
     assert api(srv, "PUT", "/repos/bob/app/contents/fix.txt", bob, {"message": "fix", "content": "eA==",
@@ -608,7 +609,13 @@ def test_pull_requests_and_dispatches_start_runs_and_a_forks_runs_read_only_with
     pull = api(srv, "POST", "/repos/alice/app/pulls", bob, {"title": "fix", "head": "bob:feature", "base": "main"})
     assert pull.status == 201, pull.json
     forked = wait_for_runs(srv, alice, 4)[0]
-    assert forked["actor"]["login"] == "bob"
+    assert (forked["actor"]["login"], forked["status"], forked["conclusion"]) == ("bob", "completed", "action_required")
+    waiting = api(srv, "GET", "/repos/alice/app/actions/runs?status=action_required", alice).json["workflow_runs"]
+    assert [r["id"] for r in waiting] == [forked["id"]]
+    approve = "/repos/alice/app/actions/runs/%d/approve" % forked["id"]
+    assert api(srv, "POST", approve, bob).status == 403             # not his to approve
+    assert api(srv, "POST", approve, alice).status == 201
+    assert api(srv, "POST", approve, alice).status == 409            # (once)
     finished(srv, alice, "/repos/alice/app/actions/runs/%d" % forked["id"])
     assert "COMMENTED 403" in run_log(srv, alice, forked["id"])
     refused = srv.app.store.one("SELECT * FROM audit WHERE action = 'read_secret' AND actor = 'bob'")

@@ -249,8 +249,13 @@ def run_json(app, repo_row, run):
             "workflow_url": "%s/repos/%s/actions/workflows/%d" % (api, name, run["workflow_id"])}
 
 
+RUN_STATUSES = ("queued", "in_progress", "completed", "requested", "waiting", "pending")
+
+
 def runs_json(req, row, where, args):
-    for key, column in (("branch", "head_branch"), ("event", "event"), ("status", "status"), ("head_sha", "head_sha")):
+    """GitHub's run list: ?branch=, ?event=, ?head_sha=, and ?status= a status or a conclusion."""
+    status = "status" if req.query.get("status") in RUN_STATUSES else "conclusion"
+    for key, column in (("branch", "head_branch"), ("event", "event"), ("status", status), ("head_sha", "head_sha")):
         if req.query.get(key):
             where.append("%s = ?" % column)
             args.append(req.query[key])
@@ -452,6 +457,22 @@ def start_attempt(req, run, jobs=None):
                        " NOT IN (SELECT value FROM json_each(?))", (run["id"], run["run_attempt"], json.dumps(jobs)))
         req.effect("re-queued run %d (attempt %d%s)" % (run["id"], run["run_attempt"] + 1, ": jobs %s" % ", ".join(
             jobs) if jobs else ""))
+        req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
+    req.app.runs_waiting.set()
+    return 201, {}
+
+
+@route("POST", "/api/v3/repos/{owner}/{repo}/actions/runs/{run_id:int}/approve")
+def approve_run(req, owner, repo, run_id):
+    """A maintainer's yes to a run that a pull request from a fork started for someone who may not write
+    to the repository (it waits, concluded action_required): queued now, it still runs as whoever opened
+    the pull request, reading only and without secrets."""
+    _, run = find_run(req, owner, repo, run_id, "run_workflow")
+    with req.transaction() as db:
+        if not db.execute("UPDATE workflow_runs SET status = 'queued', conclusion = NULL, updated_at = ? WHERE id = ? AND"
+                          " conclusion = 'action_required'", (now(), run["id"])).rowcount:
+            raise HTTPError(409, "This workflow run is not waiting for approval.")
+        req.effect("approved run %d of a pull request from a fork" % run["id"])
         req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
     req.app.runs_waiting.set()
     return 201, {}

@@ -48,7 +48,7 @@ from agentgit.gitstore import open_repo, repo_dir
 from agentgit.accounts import account_by_id, account_by_login, full_name, insert_account, repo_by_id
 from agentgit.outbox import chain_of, queue_event
 from agentgit.ledger import Ledger
-from agentgit.policy import Resource, branch_protection, decide, outside_allowlist
+from agentgit.policy import RANK, Resource, branch_protection, decide, outside_allowlist, repo_permission
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.pulls import PullState
 from agentgit.webhooks import event_body
@@ -226,6 +226,9 @@ def start_triggered_runs(app, trigger):
     actor = account_by_login(store, trigger["actor"]) if trigger["actor"] else None
     grant = store.one("SELECT id FROM task_grants WHERE public_id = ?", trigger["grant_id"]) if trigger["grant_id"] \
         else None
+    # a fork's pull request opened (or pushed to) by someone who may not write here waits for a maintainer
+    waits = trigger["event"] == "pull_request" and actor is not None and from_a_fork_pull(
+        store, fields, repo_row["id"]) and RANK[repo_permission(store, actor, repo_row)[0]] < RANK["write"]
     with store.transaction() as db:
         for path in started:
             db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
@@ -236,7 +239,8 @@ def start_triggered_runs(app, trigger):
                                 (workflow,)).fetchone()["n"]
             run_id = insert_row(db, "workflow_runs", {
                 "repo_id": repo_row["id"], "workflow_id": workflow, "run_number": number, "event": trigger["event"],
-                "head_branch": branch, "head_sha": commit, "status": "queued",
+                "head_branch": branch, "head_sha": commit, "status": "completed" if waits else "queued",
+                "conclusion": "action_required" if waits else None,
                 "actor_id": actor["id"] if actor else None, "grant_id": grant["id"] if grant else None,
                 "event_fields": trigger["fields"], "created_at": now(), "updated_at": now()})
             announce(store, db, db.execute("SELECT * FROM workflow_runs WHERE id = ?", (run_id,)).fetchone(),
@@ -250,10 +254,13 @@ def start_triggered_runs(app, trigger):
 def from_a_fork(store, run):
     """Is this the run of a pull request from a fork (or of one whose head is gone)? GitHub's cap then: its
     token reads, and it gets no secrets, whoever opened it."""
-    if run["event"] != "pull_request":
-        return False
-    pull = store.one("SELECT head_repo_id FROM pulls WHERE issue_id = ?", json.loads(run["event_fields"])["issue_id"])
-    return pull is None or pull["head_repo_id"] != run["repo_id"]
+    return run["event"] == "pull_request" and from_a_fork_pull(store, json.loads(run["event_fields"]), run["repo_id"])
+
+
+def from_a_fork_pull(store, fields, repo_id):
+    """Is the pull request a run's event ``fields`` name one from a fork of ``repo_id`` (or gone)?"""
+    pull = store.one("SELECT head_repo_id FROM pulls WHERE issue_id = ?", fields["issue_id"])
+    return pull is None or pull["head_repo_id"] != repo_id
 
 
 # -- the job token: a narrowing, never a grant -------------------------------------------------------------
