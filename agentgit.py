@@ -28,107 +28,107 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1723  tokens.issue_token
-       line  1745  tokens.verify_token
+       line  1726  tokens.issue_token
+       line  1748  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2910  policy.POLICY_RULES
-       line  2950  policy.decide
+       line  2913  policy.POLICY_RULES
+       line  2953  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3015  audit.audit_append
-       line  3038  audit.audit_verify
+       line  3018  audit.audit_append
+       line  3041  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12279  delegation.create_invite
-       line 12351  delegation.confirm_binding
-       line 12985  tasks.create_task_grant
-       line  3878  authentication.load_grant
+       line 12282  delegation.create_invite
+       line 12354  delegation.confirm_binding
+       line 12988  tasks.create_task_grant
+       line  3881  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20199  server.App.dispatch
-       line  3755  authentication.authenticate
-       line  3438  ledger.Ledger
+       line 20198  server.App.dispatch
+       line  3758  authentication.authenticate
+       line  3441  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19852  githttp.git_receive_pack
-       line  3482  ledger.Ledger.decide_each
-       line  3416  intents.reconcile_intents
+       line 19851  githttp.git_receive_pack
+       line  3485  ledger.Ledger.decide_each
+       line  3419  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   204-  309  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   310-  339  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   340-  872  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   873-  983  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   984- 1231  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1232- 1268  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1269- 1490  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1491- 1671  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1672- 1772  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1773- 1925  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1926- 2151  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2152- 2972  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2973- 3186  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3187- 3290  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3291- 3359  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3360- 3432  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3433- 3626  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3627- 3925  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3926- 4111  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4112- 4241  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4242- 4537  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4538- 4753  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4754- 4821  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4822- 5097  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5098- 5195  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5196- 5732  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5733- 6001  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6002- 6786  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6787- 6916  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6917- 7443  REST: pull requests and their merges.
-    31. reviews            lines  7444- 7798  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7799- 7906  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7907- 7963  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7964- 8205  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8206- 8483  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8484- 8646  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8647- 8996  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  8997- 9341  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9342- 9420  REST: deploy keys.
-    40. actions            lines  9421- 9895  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines  9896-10427  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10428-10630  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10631-10979  REST: organizations, memberships and teams.
-    44. webhooks           lines 10980-11542  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11543-12097  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12098-12173  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12174-12738  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12739-12949  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12950-13385  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13386-14024  REST: GitHub Apps, as agents.
-    51. runner             lines 14025-14844  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14845-15016  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15017-15279  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15280-15961  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15962-16192  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16193-16578  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16579-17052  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17053-17333  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17334-17516  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17517-17853  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17854-18093  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18094-18552  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18553-19206  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19207-19714  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19715-19920  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19921-20189  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20190-20917  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20918-21194  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21195-21693  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21694-22668  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   204-  312  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   313-  342  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   343-  875  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   876-  986  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   987- 1234  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+     6. background         lines  1235- 1271  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1272- 1493  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1494- 1674  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1675- 1775  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  1776- 1928  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  1929- 2154  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2155- 2975  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  2976- 3189  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3190- 3293  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3294- 3362  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3363- 3435  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3436- 3629  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3630- 3928  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  3929- 4114  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4115- 4244  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4245- 4540  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4541- 4756  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  4757- 4824  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  4825- 5100  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5101- 5198  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5199- 5735  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  5736- 6004  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6005- 6789  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  6790- 6919  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  6920- 7446  REST: pull requests and their merges.
+    31. reviews            lines  7447- 7801  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  7802- 7909  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  7910- 7966  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  7967- 8208  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8209- 8486  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8487- 8649  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8650- 8999  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9000- 9344  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9345- 9423  REST: deploy keys.
+    40. actions            lines  9424- 9898  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines  9899-10430  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10431-10633  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10634-10982  REST: organizations, memberships and teams.
+    44. webhooks           lines 10983-11545  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11546-12100  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12101-12176  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12177-12741  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 12742-12952  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 12953-13388  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13389-14027  REST: GitHub Apps, as agents.
+    51. runner             lines 14028-14843  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 14844-15015  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15016-15278  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15279-15960  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 15961-16191  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16192-16577  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16578-17051  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17052-17332  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17333-17515  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17516-17852  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 17853-18092  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18093-18551  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18552-19205  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19206-19713  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 19714-19919  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 19920-20188  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20189-20916  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 20917-21193  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21194-21692  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 21693-22667  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 18ea0ce048cffa63e870a8b60246bc506bd5831fa175ae32499296de8581ce59
+Made from sources whose SHA-256 is 9b5fd0e4b68b87b22653dbcd91f575223e324ca46820039db6ec682d705b304d
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -237,6 +237,9 @@ LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 AGENT_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 TEAM_NAME_MAX = 255
+# the task a run's job grant names (runner.mint_job_token), by which what a job token did is known: it
+# starts no run (GitHub's loop rule) and approves no pull request unless its repository allows it
+JOB_TASK_PREFIX = "task:run/"
 
 
 def crash_point(name):
@@ -3211,7 +3214,7 @@ def queue_run_trigger(db, repo_id, event, action, subject, chain):
     branch filters match (a push's ref, a pull request's base, a dispatch's default branch) and the commit
     whose workflows run. Never one a job token caused, but a dispatch: GitHub's rule, so that a workflow
     cannot start itself again and again."""
-    if event != "repository_dispatch" and (chain.get("task") or "").startswith("task:run/"):
+    if event != "repository_dispatch" and (chain.get("task") or "").startswith(JOB_TASK_PREFIX):
         return
     if event == "push":
         ref, before, after = subject["ref"], subject["before"], subject["after"]
@@ -7539,7 +7542,7 @@ def check_own_pull(req, issue, event):
         raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
             "approve" if event == "APPROVE" else "request changes on"))
     grant = req.principal.grant
-    if event == "APPROVE" and grant is not None and grant["task"].startswith("task:run/") and not req.app.store.one(
+    if event == "APPROVE" and grant is not None and grant["task"].startswith(JOB_TASK_PREFIX) and not req.app.store.one(
             "SELECT actions_can_approve FROM repos WHERE id = ?", issue["repo_id"])["actions_can_approve"]:
         raise invalid("PullRequestReview", "event", "custom", "GitHub Actions is not permitted to approve pull requests.")
 
@@ -14245,8 +14248,7 @@ def workflow_permissions(text, default="read"):
     (GitHub's: read, the restricted default, or write, all of them). A job that asks for less than another
     is given what the other asks for too; the run's cause bounds both."""
     top = PERMISSIONS_LINE_RE.search(text)
-    workflow = permissions_of(top.group(1), [(1, line.strip()) for line in itertools.takewhile(
-        lambda line: line[:1] in (" ", "\t") or not line.strip(), text[top.end():].splitlines()[1:])]) if top else \
+    workflow = permissions_of(top.group(1), list(block_lines(text, top.end()))) if top else \
         dict(RESTRICTED_PERMISSIONS) if default == "read" else permissions_of("write-all", [])
     together = {}
     for body in job_bodies(text).values() or [[]]:
@@ -14347,7 +14349,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     expires_at = from_now(RUN_TIMEOUT + 60)
     with app.store.transaction() as db:
         bot = actions_bot(db)
-        grant_id, _ = insert_task_grant(db, bot, delegator, "task:run/%d/%d" % (run["id"], run["run_attempt"]),
+        grant_id, _ = insert_task_grant(db, bot, delegator, "%s%d/%d" % (JOB_TASK_PREFIX, run["id"], run["run_attempt"]),
                                         resources, actions, constraints, expires_at, run["grant_id"])
         token, _ = issue_token(db, app.key, bot, "task", name="job token of run %d" % run["id"],
                                scopes=sorted(actions), expires_at=expires_at, grant_id=grant_id)
@@ -14544,15 +14546,12 @@ def job_url(url):
     return "http://127.0.0.1:%d" % (parts.port or {"https": 443}.get(parts.scheme, 80))
 
 
-ISOLATION = {}      # whether this machine makes network namespaces for jobs, asked once
-
-
+@functools.lru_cache(maxsize=None)
 def isolated_network():
-    """Can jobs be kept off the network here: root, with util-linux's unshare, where a namespace can be made."""
-    if "answer" not in ISOLATION:
-        ISOLATION["answer"] = os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
-            ["unshare", "--net", "--", "true"], capture_output=True).returncode == 0
-    return ISOLATION["answer"]
+    """Can jobs be kept off the network here: root, with util-linux's unshare, where a namespace can be made
+    (asked once)."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--net", "--", "true"], capture_output=True).returncode == 0
 
 
 class JobNetwork:

@@ -39,6 +39,9 @@ LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 AGENT_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 TEAM_NAME_MAX = 255
+# the task a run's job grant names (runner.mint_job_token), by which what a job token did is known: it
+# starts no run (GitHub's loop rule) and approves no pull request unless its repository allows it
+JOB_TASK_PREFIX = "task:run/"
 
 
 def crash_point(name):

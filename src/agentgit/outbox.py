@@ -10,7 +10,7 @@ and kept for redeliveries.
 import json
 import uuid
 
-from agentgit.config import now
+from agentgit.config import JOB_TASK_PREFIX, now
 from agentgit.gitstore import ZERO_SHA
 
 
@@ -36,7 +36,7 @@ def queue_run_trigger(db, repo_id, event, action, subject, chain):
     branch filters match (a push's ref, a pull request's base, a dispatch's default branch) and the commit
     whose workflows run. Never one a job token caused, but a dispatch: GitHub's rule, so that a workflow
     cannot start itself again and again."""
-    if event != "repository_dispatch" and (chain.get("task") or "").startswith("task:run/"):
+    if event != "repository_dispatch" and (chain.get("task") or "").startswith(JOB_TASK_PREFIX):
         return
     if event == "push":
         ref, before, after = subject["ref"], subject["before"], subject["after"]

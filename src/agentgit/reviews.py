@@ -6,7 +6,7 @@ the author's alone: nobody else sees them, and nothing counts them (branch prote
 Every step is decided as review_pr, so a grant that ends between the draft and the submission stops it.
 """
 
-from agentgit.config import now
+from agentgit.config import JOB_TASK_PREFIX, now
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import full_name
 from agentgit.routing import route
@@ -109,7 +109,7 @@ def check_own_pull(req, issue, event):
         raise invalid("PullRequestReview", "event", "custom", "Can not %s your own pull request" % (
             "approve" if event == "APPROVE" else "request changes on"))
     grant = req.principal.grant
-    if event == "APPROVE" and grant is not None and grant["task"].startswith("task:run/") and not req.app.store.one(
+    if event == "APPROVE" and grant is not None and grant["task"].startswith(JOB_TASK_PREFIX) and not req.app.store.one(
             "SELECT actions_can_approve FROM repos WHERE id = ?", issue["repo_id"])["actions_can_approve"]:
         raise invalid("PullRequestReview", "event", "custom", "GitHub Actions is not permitted to approve pull requests.")
 

@@ -25,6 +25,7 @@ server that is not root runs jobs as its own user, on its network, who can read 
 there, run workflows only from repositories whose writers you trust, or run the server in a container.
 """
 
+import functools
 import io
 import itertools
 import json
@@ -40,7 +41,7 @@ import threading
 import time
 import urllib.parse
 
-from agentgit.config import from_now, now
+from agentgit.config import JOB_TASK_PREFIX, from_now, now
 from agentgit.background import Worker
 from agentgit.storage import insert_row
 from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes, issue_token, revoke, token_fingerprint
@@ -276,8 +277,7 @@ def workflow_permissions(text, default="read"):
     (GitHub's: read, the restricted default, or write, all of them). A job that asks for less than another
     is given what the other asks for too; the run's cause bounds both."""
     top = PERMISSIONS_LINE_RE.search(text)
-    workflow = permissions_of(top.group(1), [(1, line.strip()) for line in itertools.takewhile(
-        lambda line: line[:1] in (" ", "\t") or not line.strip(), text[top.end():].splitlines()[1:])]) if top else \
+    workflow = permissions_of(top.group(1), list(block_lines(text, top.end()))) if top else \
         dict(RESTRICTED_PERMISSIONS) if default == "read" else permissions_of("write-all", [])
     together = {}
     for body in job_bodies(text).values() or [[]]:
@@ -378,7 +378,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     expires_at = from_now(RUN_TIMEOUT + 60)
     with app.store.transaction() as db:
         bot = actions_bot(db)
-        grant_id, _ = insert_task_grant(db, bot, delegator, "task:run/%d/%d" % (run["id"], run["run_attempt"]),
+        grant_id, _ = insert_task_grant(db, bot, delegator, "%s%d/%d" % (JOB_TASK_PREFIX, run["id"], run["run_attempt"]),
                                         resources, actions, constraints, expires_at, run["grant_id"])
         token, _ = issue_token(db, app.key, bot, "task", name="job token of run %d" % run["id"],
                                scopes=sorted(actions), expires_at=expires_at, grant_id=grant_id)
@@ -575,15 +575,12 @@ def job_url(url):
     return "http://127.0.0.1:%d" % (parts.port or {"https": 443}.get(parts.scheme, 80))
 
 
-ISOLATION = {}      # whether this machine makes network namespaces for jobs, asked once
-
-
+@functools.lru_cache(maxsize=None)
 def isolated_network():
-    """Can jobs be kept off the network here: root, with util-linux's unshare, where a namespace can be made."""
-    if "answer" not in ISOLATION:
-        ISOLATION["answer"] = os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
-            ["unshare", "--net", "--", "true"], capture_output=True).returncode == 0
-    return ISOLATION["answer"]
+    """Can jobs be kept off the network here: root, with util-linux's unshare, where a namespace can be made
+    (asked once)."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--net", "--", "true"], capture_output=True).returncode == 0
 
 
 class JobNetwork:
