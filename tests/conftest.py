@@ -5,6 +5,7 @@ Copy `server` into your own project's conftest.py to test an agent framework aga
 import base64
 import contextlib
 import http.client
+import itertools
 import http.server
 import json
 import os
@@ -32,6 +33,93 @@ import agentgit  # noqa: E402
 CLI = [sys.executable, SINGLE_FILE] if BUILD == "file" else [sys.executable, "-P", "-m", "agentgit"]
 
 SHARED_TOOLS = os.path.join(ROOT, "..", "shared", "tools")
+
+
+# -- PostgreSQL: AGENTGIT_TEST_DATABASE=postgresql runs the suite on a throw-away cluster --------------
+# The cluster is made for the session (initdb refuses root: as root it runs as the postgres user), on a
+# Unix socket in its own directory, without fsync; every test gets a database of its own through
+# AGENTGIT_DATABASE, which make_server, the CLI and every subprocess read as a user's would.
+DATABASE = os.environ.get("AGENTGIT_TEST_DATABASE", "sqlite")
+postgresql = DATABASE == "postgresql"
+# an SQLite installation made by an older agentgit, upgraded: PostgreSQL databases start at schema 12
+sqlite_upgrade = pytest.mark.skipif(postgresql, reason="upgrades an SQLite database of an older schema")
+
+
+def postgres_bin(name):
+    import glob
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/" + name)) or [shutil.which(name)]
+    if not found[-1]:
+        raise RuntimeError("AGENTGIT_TEST_DATABASE=postgresql needs PostgreSQL (apt-get install postgresql)")
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """(socket directory, run) of a cluster made for this session; run(sql) runs one statement."""
+    import tempfile
+    directory = tempfile.mkdtemp(prefix="agentgit-pg-")
+    as_owner = []
+    if os.geteuid() == 0:
+        import pwd
+        owner = pwd.getpwnam("postgres")
+        os.chown(directory, owner.pw_uid, owner.pw_gid)
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data = os.path.join(directory, "data")
+    subprocess.run(as_owner + [postgres_bin("initdb"), "-D", data, "-A", "trust", "-U", "agentgit", "--no-sync",
+                               "-E", "UTF8", "--locale=C"], check=True, capture_output=True, cwd="/")
+    subprocess.run(as_owner + [postgres_bin("pg_ctl"), "-D", data, "-w", "-l", os.path.join(directory, "log"), "-o",
+                               "-k %s -c listen_addresses= -c fsync=off -c synchronous_commit=off -c "
+                               "full_page_writes=off -c max_connections=400" % directory, "start"],
+                   check=True, capture_output=True, cwd="/")
+    import pg8000.dbapi
+    admin = pg8000.dbapi.connect(user="agentgit", database="postgres",
+                                 unix_sock=os.path.join(directory, ".s.PGSQL.5432"))
+    admin.autocommit = True
+
+    def run(sql):
+        admin.cursor().execute(sql)
+    yield directory, run
+    admin.close()
+    subprocess.run(as_owner + [postgres_bin("pg_ctl"), "-D", data, "-m", "immediate", "stop"], capture_output=True,
+                   cwd="/")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def database_of(data_dir):
+    """A connection to the database of the server on ``data_dir`` (its SQLite file, or this test's
+    PostgreSQL database), as someone who can write to it directly would have: what tampering tests tamper with."""
+    return agentgit.open_store(os.environ.get("AGENTGIT_DATABASE", ""), str(data_dir)).db
+
+
+def database_dump(store):
+    """Everything the database holds, as text: where a secret must not be found."""
+    if not postgresql:
+        return "\n".join(store.db.iterdump())
+    tables = [r[0] for r in store.all("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+    return "\n".join(repr(tuple(row)) for table in tables for row in store.all("SELECT * FROM %s" % table))
+
+
+@pytest.fixture(scope="session")
+def new_database(request):
+    """make(): a new empty database's URL on the PostgreSQL lane; "" (the data directory's SQLite) else.
+    For a fixture that outlives one test: make_server(..., database=new_database())."""
+    if not postgresql:
+        return lambda: ""
+    directory, run = request.getfixturevalue("postgres_cluster")
+    numbers = itertools.count(1)
+
+    def make():
+        name = "test_%d" % next(numbers)
+        run("CREATE DATABASE %s STRATEGY FILE_COPY" % name)
+        return "postgresql://agentgit@/%s?host=%s" % (name, directory)
+    return make
+
+
+@pytest.fixture(autouse=True)
+def database_of_its_own(new_database, monkeypatch):
+    """On the PostgreSQL lane, each test's own database, named in AGENTGIT_DATABASE."""
+    if postgresql:
+        monkeypatch.setenv("AGENTGIT_DATABASE", new_database())
 
 
 @pytest.fixture

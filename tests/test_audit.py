@@ -3,11 +3,10 @@ import contextlib
 import io
 import json
 import os
-import sqlite3
 import subprocess
 
 import agentgit
-from conftest import CLI, api, call, commit_file, ext, git, remote
+from conftest import CLI, api, call, commit_file, database_of, ext, git, remote
 
 
 def rows(server, **where):
@@ -77,7 +76,7 @@ def test_verify_detects_edits_and_deletions(tmp_path):
                               capture_output=True, text=True)
     ok = verify()
     assert ok.returncode == 0 and "intact" in ok.stdout
-    db = sqlite3.connect(os.path.join(data, "agentgit.db"))
+    db = database_of(data)
     ids = [r[0] for r in db.execute("SELECT id FROM audit ORDER BY id")]
     db.execute("UPDATE audit SET side_effect = 'nothing happened' WHERE id = ?", (ids[3],))
     db.commit()
@@ -125,7 +124,7 @@ def test_the_newest_rows_cannot_go_unnoticed(tmp_path):
     exported.write_text(run("head").stdout)
     head = json.loads(exported.read_text())
     assert run("verify").returncode == 0 and run("verify", "--head", str(exported)).returncode == 0
-    db = sqlite3.connect(os.path.join(data, "agentgit.db"))
+    db = database_of(data)
     last = db.execute("SELECT MAX(id) FROM audit").fetchone()[0]
     assert head["row"] == last
     db.execute("DELETE FROM audit WHERE id >= ?", (last - 1,))              # the newest two rows
@@ -151,7 +150,7 @@ def test_a_truncated_log_cannot_outgrow_its_checkpoint(tmp_path):
     for i in range(3):
         api(srv, "POST", "/user/repos", alice, {"name": "r%d" % i})
     srv.stop()
-    db = sqlite3.connect(os.path.join(data, "agentgit.db"))
+    db = database_of(data)
     last = db.execute("SELECT MAX(id) FROM audit").fetchone()[0]
     db.execute("DELETE FROM audit WHERE id >= ?", (last - 2,))
     db.commit()

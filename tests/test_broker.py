@@ -17,7 +17,7 @@ import urllib.parse
 import pytest
 
 import agentgit
-from conftest import Browser, alice_and_her_agent, api, call, ext, issue_cert, patch_everywhere
+from conftest import Browser, alice_and_her_agent, api, call, database_dump, ext, issue_cert, patch_everywhere
 from test_oauth import form_post
 from test_oauth_code import authorize, pkce
 
@@ -220,7 +220,7 @@ def test_the_seed_task_calls_jira_and_github_without_ever_holding_a_secret(broke
     assert "credential:alice/jira for task:fix-payment-bug" in effects[-1] and "bytes" in effects[-1]
     assert any(e.startswith("GET github.com/api/repos/acme/payments/issues -> 200") for e in effects)
     # and nothing of the secrets anywhere the agent or an auditor looks: answers, audit rows, the database
-    dump = "\n".join(srv.app.store.db.iterdump())
+    dump = database_dump(srv.app.store)
     for secret in (JIRA_KEY, GITHUB_TOKEN, "evil-password-1"):
         assert not any(secret in text for text in seen) and secret not in dump
 
@@ -331,12 +331,12 @@ def test_oversized_answers_are_cut_off(broker, monkeypatch):
     assert "GET jira.example.com/chunks -> 200, 6 bytes (cut off)" in rows[0]["side_effect"]
 
 
-def test_an_oauth_upstream_is_refreshed_with_its_stored_refresh_token(broker, tmp_path):
+def test_an_oauth_upstream_is_refreshed_with_its_stored_refresh_token(broker, tmp_path, new_database):
     """agentgit's own OAuth server is the upstream: alice authorizes a confidential app there; the
     broker keeps the refresh token, gets access tokens when the kept one expires or is refused, and
     stores each rotated refresh token (reusing an old one would revoke the whole family)."""
     srv, _ = broker
-    upstream = agentgit.make_server(tmp_path / "upstream", port=0).start()
+    upstream = agentgit.make_server(tmp_path / "upstream", port=0, database=new_database()).start()
     try:
         upstream.add_user("alice", password="pw")
         up_alice = upstream.add_user("upstream-admin")
@@ -381,7 +381,7 @@ def test_an_oauth_upstream_is_refreshed_with_its_stored_refresh_token(broker, tm
                 db.execute("UPDATE tokens SET revoked_at = '2020-01-01T00:00:00Z' WHERE id = ?", (row["id"],))
         response, raw = proxy(srv, exchanged["access_token"], credential_id, "user")
         assert response.status == 200 and json.loads(raw)["login"] == "alice"
-        dump = "\n".join(srv.app.store.db.iterdump())
+        dump = database_dump(srv.app.store)
         assert tokens["refresh_token"] not in dump and app["client_secret"] not in dump
     finally:
         upstream.stop()

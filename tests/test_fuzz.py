@@ -29,9 +29,9 @@ SECOND = 1.0
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, new_database):
     """alice's private repository alice/secret with an issue, her token, and an OAuth app."""
-    srv = agentgit.make_server(tmp_path_factory.mktemp("fuzz") / "data", port=0).start()
+    srv = agentgit.make_server(tmp_path_factory.mktemp("fuzz") / "data", port=0, database=new_database()).start()
     srv.app.sign_ins = agentgit.RateLimiter(10 ** 9, 1)     # the fuzzers sign in far more than people do
     alice = srv.add_user("alice", password="pw")
     assert api(srv, "POST", "/user/repos", alice, {"name": "secret", "private": True, "auto_init": True}).status == 201

@@ -288,8 +288,9 @@ def key(item):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    srv = agentgit.make_server(tmp_path_factory.mktemp("pages") / "data", port=0, egress_allow_loopback=True).start()
+def world(tmp_path_factory, new_database):
+    srv = agentgit.make_server(tmp_path_factory.mktemp("pages") / "data", port=0, egress_allow_loopback=True,
+                               database=new_database()).start()
     try:
         token, ids = build_world(srv)
         lists = {}

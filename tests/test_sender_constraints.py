@@ -150,7 +150,7 @@ def test_a_runtime_with_a_client_certificate_mints_tokens_only_it_can_use(mtls, 
 
 
 def test_a_runtime_identity_is_one_spiffe_id_however_spelled_and_an_agent_that_used_one_keeps_using_one(
-        tmp_path, test_ca):
+        tmp_path, test_ca, new_database):
     """A certificate with two URI SANs names no runtime: it is refused, not read as its first. One
     identity is one however its scheme and trust domain are cased, so a revocation of it holds. An
     agent that minted with a certificate mints with one from then on (a stolen bootstrap token gets
@@ -178,7 +178,8 @@ def test_a_runtime_identity_is_one_spiffe_id_however_spelled_and_an_agent_that_u
     finally:
         srv.stop()
     srv = agentgit.make_server(tmp_path / "site", port=0, tls_cert=test_ca["cert"], tls_key=test_ca["key"],
-                               tls_client_ca=test_ca["ca"], require_runtime_certificates=True).start()
+                               tls_client_ca=test_ca["ca"], require_runtime_certificates=True,
+                               database=new_database()).start()
     srv.test_ca = ca
     try:
         alice, login, agent, grant = bound_agent(srv, {})

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 import agentgit
-from conftest import CLI, ROOT, SINGLE_FILE, api, call, git, remote
+from conftest import CLI, ROOT, SINGLE_FILE, api, call, git, postgresql, remote, sqlite_upgrade
 
 
 def test_schema_file_matches_the_module():
@@ -68,7 +68,7 @@ def test_copied_alone_first_start_gives_the_admin_token_once(tmp_path):
         assert str(token_file) in admin_line and stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
         token = token_file.read_text().strip()
         assert token.startswith("agp_")
-        for name in ("agentgit-data", "agentgit-data/agentgit.db", "agentgit-data/server.key"):
+        for name in ("agentgit-data", "agentgit-data/server.key") + (() if postgresql else ("agentgit-data/agentgit.db",)):
             assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) & 0o077 == 0, name
         req = urllib.request.Request(url + "/api/v3/user", headers={"Authorization": "token " + token})
         assert json.loads(urllib.request.urlopen(req).read())["site_admin"] is True
@@ -203,6 +203,7 @@ def test_head_and_unknown_routes(server):
     assert r.status == 403 and b"smart HTTP" in r.raw
 
 
+@sqlite_upgrade
 def test_a_version_4_database_is_migrated_without_loss(tmp_path):
     """Data made by an older agentgit survives the upgrade: its tokens still work, new columns exist."""
     import sqlite3
@@ -230,6 +231,7 @@ def test_a_version_4_database_is_migrated_without_loss(tmp_path):
         srv.stop()
 
 
+@sqlite_upgrade
 @pytest.mark.parametrize("hooks", ["with hooks", "before hooks"])
 def test_a_version_10_database_gets_apps_and_keeps_its_hooks(tmp_path, hooks):
     """Version 10 was released twice, before webhooks and with them: either database becomes version 11
@@ -277,6 +279,7 @@ def test_api_host_layout(server):
     assert call(server, "GET", "/user", token).status == 404          # not on the plain host
 
 
+@sqlite_upgrade
 def test_a_version_5_database_records_the_grantor_of_existing_invite_grants(tmp_path):
     """An agent's access from an invite made before version 6 becomes derived from its inviter, the
     human it is bound to, and is capped by what that human holds from then on."""

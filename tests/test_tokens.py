@@ -1,9 +1,8 @@
 """Typed HMAC tokens: header forms, forged/altered/expired/revoked tokens, the tokens API, storage."""
 import base64
 import os
-import sqlite3
 
-from conftest import CLI, api, call, ext, git, remote
+from conftest import CLI, api, call, database_of, ext, git, remote
 
 
 def test_every_header_form_is_accepted(server):
@@ -34,7 +33,7 @@ def test_forged_altered_expired_revoked_are_bad_credentials_on_rest_and_git(serv
                                                          "expires_at": "2099-01-01T00:00:00Z"})
     assert created.status == 201
     short = created.json["token"]
-    db = sqlite3.connect(os.path.join(server.app.config.data_dir, "agentgit.db"))
+    db = database_of(server.app.config.data_dir)
     db.execute("UPDATE tokens SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (created.json["id"],))
     db.commit()
     revoked = ext(server, "POST", "/user/tokens", token, {"name": "gone", "scopes": ["repo"]}).json

@@ -10,7 +10,7 @@ import time
 
 from agentgit.config import LOGIN_RE, now
 from agentgit.crypto import seal, unseal
-from agentgit.storage import insert_row
+from agentgit.storage import insert, insert_row
 from agentgit.gitstore import init_repository, repo_dir
 from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, issue_token, revoke
 
@@ -159,11 +159,11 @@ def create_repository(app, db, owner, name, private, auto_init, description=None
         init_repository(scratch, default_branch,
                         initial=(owner["login"], noreply_email(owner["login"]), name) if auto_init else None)
         stamp = now()
-        repo_id = db.execute(
-            "INSERT INTO repos (owner_id, name, description, homepage, private, default_branch, created_at,"
+        repo_id = insert(
+            db, "INSERT INTO repos (owner_id, name, description, homepage, private, default_branch, created_at,"
             " updated_at, pushed_at, parent_id, forked_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner["id"], name, description, homepage, int(bool(private)), default_branch, stamp, stamp,
-             stamp if auto_init else None, parent_id, forked_by)).lastrowid
+             stamp if auto_init else None, parent_id, forked_by))
         db.executemany("INSERT INTO labels (repo_id, name, color, description) VALUES (?, ?, ?, ?)",
                        [(repo_id,) + label for label in DEFAULT_LABELS])
         os.rename(scratch, repo_dir(app, repo_id))

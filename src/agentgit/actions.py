@@ -99,7 +99,7 @@ def sync_workflows(req, row):
     if set(files) - known:
         with req.app.store.transaction() as db:
             for path in set(files) - known:
-                db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
+                db.execute("INSERT INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                            (row["id"], path, now()))
     rows = req.app.store.all("SELECT * FROM workflows WHERE repo_id = ? ORDER BY id", row["id"])
     return [(w, files.get(w["path"])) for w in rows]
@@ -454,7 +454,7 @@ def start_attempt(req, run, jobs=None):
                        " step_lines, check_run_id, started_at, completed_at, created_at) SELECT run_id, run_attempt + 1,"
                        " job_key, name, status, conclusion, steps, log, step_lines, check_run_id, started_at,"
                        " completed_at, created_at FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? AND job_key"
-                       " NOT IN (SELECT value FROM json_each(?))", (run["id"], run["run_attempt"], json.dumps(jobs)))
+                       " NOT IN (%s)" % ", ".join("?" * len(jobs)), (run["id"], run["run_attempt"], *jobs))
         req.effect("re-queued run %d (attempt %d%s)" % (run["id"], run["run_attempt"] + 1, ": jobs %s" % ", ".join(
             jobs) if jobs else ""))
         req.announce(run["repo_id"], "workflow_run", "requested", run_event(run["id"], "queued"))

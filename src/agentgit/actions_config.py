@@ -437,7 +437,8 @@ def change_selected_repo(req, org, name, repository_id):
     repo_id = org_repo_ids(req, scope, [int(repository_id)])[0]
     with req.transaction() as db:
         if req.method == "PUT":
-            db.execute("INSERT OR IGNORE INTO org_selected_repos (org_id, kind, name, repo_id) VALUES (?, ?, ?, ?)",
+            db.execute("INSERT INTO org_selected_repos (org_id, kind, name, repo_id) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT DO NOTHING",
                        (scope.owner_id, kind, row["name"], repo_id))
         else:
             db.execute("DELETE FROM org_selected_repos WHERE org_id = ? AND kind = ? AND name = ? AND repo_id = ?",
@@ -528,8 +529,9 @@ def put_environment(req, owner, repo, environment):
     settings = json.dumps(environment_settings(req, row, req.json()))
     stamp = now()
     with req.transaction() as db:
-        created = db.execute("INSERT OR IGNORE INTO environments (repo_id, name, settings, created_at, updated_at)"
-                             " VALUES (?, ?, ?, ?, ?)", (row["id"], environment, settings, stamp, stamp)).rowcount
+        created = db.execute("INSERT INTO environments (repo_id, name, settings, created_at, updated_at)"
+                             " VALUES (?, ?, ?, ?, ?)"
+                             " ON CONFLICT DO NOTHING", (row["id"], environment, settings, stamp, stamp)).rowcount
         if not created:
             db.execute("UPDATE environments SET settings = ?, updated_at = ? WHERE repo_id = ? AND name = ?",
                        (settings, stamp, row["id"], environment))

@@ -48,8 +48,9 @@ def tell_delegator(db, human_id, resource, pull_number):
                        " WHERE a.login = ? AND r.name = ? AND i.number = ?", (owner, name, pull_number)).fetchone()
     if issue is not None:
         db.execute("INSERT INTO notification_threads (user_id, issue_id, reason, unread, updated_at) VALUES (?, ?,"
-                   " 'approval_requested', 1, ?) ON CONFLICT (user_id, issue_id) DO UPDATE SET reason = excluded.reason,"
-                   " unread = 1, done = 0, updated_at = excluded.updated_at WHERE ignored = 0",
+                   " 'approval_requested', 1, ?)"
+                   " ON CONFLICT (user_id, issue_id) DO UPDATE SET reason = excluded.reason,"
+                   " unread = 1, done = 0, updated_at = excluded.updated_at WHERE notification_threads.ignored = 0",
                    (human_id, issue["id"], now()))
 
 

@@ -28,7 +28,7 @@ import urllib.parse
 from agentgit.config import from_now, now
 from agentgit.errors import HTTPError, invalid
 from agentgit.crypto import rsa_private_key, seal, unseal
-from agentgit.storage import insert_row
+from agentgit.storage import insert, insert_row
 from agentgit.tokens import issue_token, revoke, token_fingerprint, token_hash
 from agentgit.accounts import REPO_SELECT, account_by_id, account_by_login, full_name, insert_account
 from agentgit.policy import Resource
@@ -183,10 +183,10 @@ def register_github_app(req, owner, spec):
             "permissions": json.dumps(permissions), "events": json.dumps(events), "public": int(public),
             "setup_url": setup_url, "created_at": stamp, "updated_at": stamp})
         if hook_url:
-            hook_id = db.execute("INSERT INTO hooks (app_id, url, content_type, events, active, creator_id, created_at,"
+            hook_id = insert(db, "INSERT INTO hooks (app_id, url, content_type, events, active, creator_id, created_at,"
                                  " updated_at) VALUES (?, ?, 'json', ?, ?, ?, ?, ?)",
                                  (app_id, hook_url, json.dumps(events), int(hook.get("active", True) is not False),
-                                  human["id"], stamp, stamp)).lastrowid
+                                  human["id"], stamp, stamp))
             db.execute("UPDATE hooks SET secret_sealed = ? WHERE id = ?",
                        (sealed_secret(req.app, hook_id, webhook_secret), hook_id))
         req.effect("registered GitHub App %s (id %d, agent %s[bot]) owned by %s" % (name, app_id, slug, owner["login"]))
@@ -435,7 +435,8 @@ def create_installation(req, gh_app, target, selection, repos):
             "updated_at": stamp})
         db.execute("UPDATE task_grants SET task = ? WHERE id = ?", ("task:installation/%d" % installation_id, grant_id))
         for repo in repos:
-            db.execute("INSERT OR IGNORE INTO app_installation_repos (installation_id, repo_id) VALUES (?, ?)",
+            db.execute("INSERT INTO app_installation_repos (installation_id, repo_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING",
                        (installation_id, repo["id"]))
         row = db.execute("SELECT * FROM app_installations WHERE id = ?", (installation_id,)).fetchone()
         covered = refresh_installation_grant(db, store, row)

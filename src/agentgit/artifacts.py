@@ -26,6 +26,7 @@ import re
 import zipfile
 
 from agentgit.config import MAX_ASSET_BYTES, from_now, now
+from agentgit.storage import insert
 from agentgit.errors import HTTPError, invalid
 from agentgit.routing import route
 from agentgit.serializers import node_id
@@ -168,11 +169,11 @@ def upload_artifact(req, owner, repo, run_id):
         # (the repository's expired archives go as a new one comes: their rows stay, listed expired)
         db.execute("UPDATE artifacts SET archive = NULL WHERE repo_id = ? AND expires_at <= ? AND archive IS NOT NULL",
                    (row["id"], stamp))
-        artifact_id = db.execute(
-            "INSERT INTO artifacts (repo_id, run_id, run_attempt, name, size_in_bytes, digest, archive, created_at,"
+        artifact_id = insert(
+            db, "INSERT INTO artifacts (repo_id, run_id, run_attempt, name, size_in_bytes, digest, archive, created_at,"
             " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (row["id"], run["id"], run["run_attempt"], name, len(data),
                                                                  "sha256:" + hashlib.sha256(data).hexdigest(), data,
-                                                                 stamp, expires)).lastrowid
+                                                                 stamp, expires))
         req.effect("uploaded artifact %s (%d bytes) to run %d" % (name, len(data), run["id"]))
     _, artifact = find_artifact(req, owner, repo, artifact_id)
     return 201, artifact_json(req.app, row, artifact)
@@ -238,9 +239,9 @@ def save_cache(req, owner, repo, run_id):
     with req.transaction() as db:
         if db.execute("SELECT 1 FROM caches WHERE repo_id = ? AND ref = ? AND key = ?", (row["id"], ref, key)).fetchone():
             raise HTTPError(409, "a cache with key %s exists for %s; caches are not replaced" % (key, ref))
-        cache_id = db.execute("INSERT INTO caches (repo_id, key, ref, size_in_bytes, archive, created_at,"
+        cache_id = insert(db, "INSERT INTO caches (repo_id, key, ref, size_in_bytes, archive, created_at,"
                               " last_accessed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (row["id"], key, ref, len(data), data, stamp, stamp)).lastrowid
+                              (row["id"], key, ref, len(data), data, stamp, stamp))
         req.effect("saved cache %s for %s (%d bytes) from run %d" % (key, ref, len(data), run["id"]))
     return 201, cache_json(req.app.store.one("SELECT %s FROM caches WHERE id = ?" % CACHE_COLUMNS, cache_id))
 

@@ -135,7 +135,8 @@ class AuditAnchor:
             self.broken = "the checkpoint beside the database (%s) is gone; the log had one" % self.path
         elif not anchored:          # (an installation from before checkpoints gets its first now)
             with store.transaction() as db:
-                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('audit_anchored', '1')")
+                db.execute("INSERT INTO settings (name, value) VALUES ('audit_anchored', '1')"
+                           " ON CONFLICT (name) DO UPDATE SET value = excluded.value")
 
     def follow(self, store):
         def loop():

@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import signal
-import sqlite3
 import sys
 import threading
 import urllib.parse
@@ -303,6 +302,9 @@ def build_parser():
         sub = parent.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--data", default=data_default, metavar="DIR",
                          help="data directory (default: $AGENTGIT_DATA or ./%s)" % DEFAULT_DATA_DIR)
+        sub.add_argument("--database", default=os.environ.get("AGENTGIT_DATABASE", ""), metavar="URL",
+                         help="a PostgreSQL database, postgresql://user@host/name (needs pg8000; default: "
+                              "$AGENTGIT_DATABASE, else SQLite in the data directory)")
         return sub
 
     add_serve_options(command(commands, "serve", "run the server"))
@@ -361,7 +363,7 @@ def build_parser():
 def existing_data_dir(path):
     """The data directory a command other than serve works on: one a server made, never a new one (a
     token for an empty directory would be refused by the server that is running). Says which on stderr."""
-    if not os.path.isfile(os.path.join(path, "agentgit.db")):
+    if not os.path.isfile(os.path.join(path, "server.key")):
         raise SystemExit("agentgit: no agentgit data in %s. Run this where `serve` runs (its data directory is "
                          "printed when it starts), or pass --data DIR or set AGENTGIT_DATA." % os.path.abspath(path))
     print("agentgit: data in %s" % os.path.abspath(path), file=sys.stderr)
@@ -421,6 +423,7 @@ def run_serve(args):
                          "certificates come over TLS)")
     try:
         server = make_server(args.data, host=args.host, port=args.port, url=args.url, tls_cert=args.tls_cert,
+                             database=args.database,
                              tls_key=args.tls_key, registration=args.registration, git_engine=args.git_engine,
                              registration_limit=args.registration_limit,
                              access_log=None if args.quiet else sys.stderr, unix_socket=args.unix_socket,
@@ -440,8 +443,9 @@ def run_serve(args):
         raise SystemExit("agentgit: port %d on %s is in use (another agentgit?). Choose another with --port N "
                          "(make serve ARGS=--port=N), or --port 0 for any free one." % (args.port, args.host))
     print("agentgit listening on %s" % server.url, flush=True)
-    print("git engine: %s; crypto: %s; data: %s" % (server.app.git_engine.name, CRYPTO_BANNER[BACKEND.name],
-                                                   os.path.abspath(args.data)), flush=True)
+    print("git engine: %s; crypto: %s; data: %s%s" % (server.app.git_engine.name, CRYPTO_BANNER[BACKEND.name],
+                                                     os.path.abspath(args.data), server.app.store.described),
+          flush=True)
     print(STANDING_ACCESS_BANNER[server.app.agent_standing_access], flush=True)
     print(AGENT_CREDENTIALS_BANNER[server.app.agent_credentials], flush=True)     # (the banner's last line)
     if server.admin:
@@ -479,14 +483,14 @@ def run_command(args):
     if args.command == "routes":
         print(route_index())
         return 0
-    app = Installation(Config(data_dir=existing_data_dir(args.data), git_engine="auto"))
+    app = Installation(Config(data_dir=existing_data_dir(args.data), database=args.database, git_engine="auto"))
     if args.command == "user" and args.action == "add":
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
         try:
             token = cli_add_user(app, args.login, args.admin, password)
-        except (ValueError, sqlite3.IntegrityError) as error:
+        except (ValueError, *app.store.integrity_errors) as error:
             raise SystemExit("cannot add %s: %s" % (args.login, "login taken" if isinstance(
-                error, sqlite3.IntegrityError) else error))
+                error, app.store.integrity_errors) else error))
         print("created %s %s" % ("site admin" if args.admin else "human", args.login))
         print(token)
     elif args.command == "user" and args.action in ("passwd", "totp"):

@@ -161,7 +161,7 @@ def asserted_agent(req, params):
     jti, exp = claims["jti"], claims["exp"]
     with req.app.store.transaction() as db:
         db.execute("DELETE FROM assertion_ids WHERE expires_at < ?", (int(time.time()) - CLOCK_SKEW_SECONDS,))
-        if db.execute("INSERT OR IGNORE INTO assertion_ids (agent_id, jti, expires_at) VALUES (?, ?, ?)",
+        if db.execute("INSERT INTO assertion_ids (agent_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                       (agent["id"], jti, int(exp))).rowcount == 0:
             raise ValueError("this assertion was used already (jti %s)" % jti[:40])
     return agent, key["kid"]

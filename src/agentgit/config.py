@@ -81,6 +81,8 @@ def valid_repo_name(name):
 @dataclasses.dataclass
 class Config:
     data_dir: str
+    # a postgresql:// URL (storage.PostgresStore); empty: the SQLite file in data_dir
+    database: str = dataclasses.field(default_factory=lambda: os.environ.get("AGENTGIT_DATABASE", ""))
     url: str = ""                          # public base URL; filled in from the bound address if empty
     registration: str = "open"             # "open" or "closed": anonymous agent registration
     git_engine: str = "auto"               # "auto", "git" or "dulwich"

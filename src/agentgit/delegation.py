@@ -1,6 +1,7 @@
 """REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions,
 suspension, retirement, revocation."""
 
+import fnmatch
 import json
 import secrets
 
@@ -161,11 +162,13 @@ def apply_grants(db, store, agent, grants, grantor):
                                         "created_at": stamp})
     for grant in grants["team_grants"]:
         team = team_by_slug(store, grant["org"], grant["team_slug"])
-        if db.execute("INSERT OR IGNORE INTO org_members (org_id, user_id, role, granted_by) VALUES (?, ?, 'member', ?)",
+        if db.execute("INSERT INTO org_members (org_id, user_id, role, granted_by) VALUES (?, ?, 'member', ?)"
+                      " ON CONFLICT DO NOTHING",
                       (team["org_id"], agent["id"], grantor["id"])).rowcount:
             insert_row(db, "agent_grants", {"agent_id": agent["id"], "org_id": team["org_id"], "permission": "member",
                                             "created_at": stamp})
         db.execute("INSERT INTO team_members (team_id, user_id, role, granted_by) VALUES (?, ?, ?, ?)"
+                   ""
                    " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role, granted_by = excluded.granted_by",
                    (team["id"], agent["id"], grant["role"], grantor["id"]))
         insert_row(db, "agent_grants", {"agent_id": agent["id"], "team_id": team["id"], "permission": grant["role"],
@@ -467,11 +470,15 @@ def revocations(req):
         # the runtime's tokens, and every credential of the agents that minted from it: what it held
         # (a bootstrap token, a key) would mint again, from anywhere, without the certificate
         target = runtime_pattern(target)
-        where, args, also = runtime_target(req, target)
-        agents = tuple(r["user_id"] for r in store.all(
-            "SELECT DISTINCT t.user_id FROM tokens t JOIN accounts a ON a.id = t.user_id WHERE a.kind = 'agent' AND"
-            " t.runtime GLOB ?" + (" AND t.user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)"
-                                   if also is not None else ""), target, *([also] if also is not None else [])))
+        also = runtime_revoker(req)
+        minted = [r for r in store.all(
+            "SELECT t.id, t.user_id, t.runtime, t.revoked_at, a.kind FROM tokens t JOIN accounts a ON a.id = t.user_id WHERE"
+            " t.runtime IS NOT NULL" + (" AND t.user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)"
+                                        if also is not None else ""), *([also] if also is not None else []))
+            if fnmatch.fnmatchcase(r["runtime"], target)]
+        live = [r["id"] for r in minted if r["revoked_at"] is None]
+        where, args = "id IN (%s)" % ", ".join("?" * len(live)) if live else "FALSE", live
+        agents = tuple({r["user_id"] for r in minted if r["kind"] == "agent"})
     elif kind == "org":
         org = find_account(req, target, kinds=("org",))
         req.authorize("revoke_org_access", Resource.account(org))
@@ -479,7 +486,7 @@ def revocations(req):
             "SELECT DISTINCT g.agent_id FROM agent_grants g LEFT JOIN repos r ON r.id = g.repo_id"
             " LEFT JOIN teams t ON t.id = g.team_id WHERE r.owner_id = ? OR t.org_id = ? OR g.org_id = ?",
             org["id"], org["id"], org["id"])]
-        where = "user_id IN (%s)" % ",".join("?" * len(reached)) if reached else "0"
+        where = "user_id IN (%s)" % ",".join("?" * len(reached)) if reached else "FALSE"
         args, also, agents = tuple(reached), (org, reached), tuple(reached)
     else:
         row = store.one("SELECT * FROM tokens WHERE fingerprint = ?", target)
@@ -509,15 +516,12 @@ def revocations(req):
     return 200, dict(answer, revoked=count, **({"keys_revoked": keys} if kind != "token_fingerprint" else {}))
 
 
-def runtime_target(req, pattern):
-    """(where, args, human id) of a revocation by runtime: the tokens runtimes matching ``pattern``
-    minted, for the caller's agents (None: a site admin's, for everyone's)."""
+def runtime_revoker(req):
+    """Whose agents a revocation by runtime is for: the caller's (her id), or a site admin's everyone's
+    (None)."""
     human = signed_in(req)
     req.authorize("revoke_tokens", Resource.account(human))
-    if req.can("read_site_audit", SITE):
-        return "runtime GLOB ?", (pattern,), None
-    return ("runtime GLOB ? AND user_id IN (SELECT agent_id FROM agent_bindings WHERE human_id = ?)",
-            (pattern, human["id"]), human["id"])
+    return None if req.can("read_site_audit", SITE) else human["id"]
 
 
 def runtime_pattern(text):

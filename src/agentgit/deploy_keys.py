@@ -10,6 +10,7 @@ import hashlib
 import struct
 
 from agentgit.config import now
+from agentgit.storage import insert
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import full_name
 from agentgit.routing import route
@@ -72,9 +73,9 @@ def add_deploy_key(req, owner, repo):
     with req.transaction() as db:
         if db.execute("SELECT 1 FROM deploy_keys WHERE fingerprint = ?", (fingerprint,)).fetchone():
             raise invalid("PublicKey", "key", "custom", "key is already in use")
-        key_id = db.execute("INSERT INTO deploy_keys (repo_id, title, key, fingerprint, read_only, added_by, created_at)"
+        key_id = insert(db, "INSERT INTO deploy_keys (repo_id, title, key, fingerprint, read_only, added_by, created_at)"
                             " VALUES (?, ?, ?, ?, ?, ?, ?)", (row["id"], title, key, fingerprint, int(read_only),
-                                                              req.principal.user_id, now())).lastrowid
+                                                              req.principal.user_id, now()))
         req.effect("added deploy key %d (%s, SHA256 %s…)" % (key_id, "read-only" if read_only else "read-write",
                                                               fingerprint[:16]))
     return 201, deploy_key_json(req.app, row, req.app.store.one("SELECT * FROM deploy_keys WHERE id = ?", key_id))

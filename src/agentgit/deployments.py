@@ -11,6 +11,7 @@ deployment is deleted only once inactive.
 import json
 
 from agentgit.config import now
+from agentgit.storage import insert
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import full_name
 from agentgit.routing import route
@@ -95,11 +96,11 @@ def create_deployment(req, owner, repo):
                                  "resource": "Deployment", "field": "required_contexts", "code": "invalid"}])
     with req.transaction() as db:
         stamp = now()
-        deployment_id = db.execute(
-            "INSERT INTO deployments (repo_id, sha, ref, task, payload, environment, description, transient_environment,"
+        deployment_id = insert(
+            db, "INSERT INTO deployments (repo_id, sha, ref, task, payload, environment, description, transient_environment,"
             " production_environment, creator_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (row["id"], sha, ref, task, json.dumps(payload), environment, description, int(flags[0]), int(flags[1]),
-             req.principal.user["id"], stamp, stamp)).lastrowid
+             req.principal.user["id"], stamp, stamp))
         req.effect("deployment %d of %s (%s) to %s" % (deployment_id, ref[:100], sha[:12], environment[:100]))
     return 201, deployment_json(req.app, row, req.app.store.one("SELECT * FROM deployments WHERE id = ?",
                                                                 deployment_id))
@@ -147,18 +148,18 @@ def create_deployment_status(req, owner, repo, deployment_id):
     environment = text.pop("environment") or deployment["environment"]
     with req.transaction() as db:
         stamp = now()
-        status_id = db.execute(
-            "INSERT INTO deployment_statuses (deployment_id, state, description, environment, target_url, log_url,"
+        status_id = insert(
+            db, "INSERT INTO deployment_statuses (deployment_id, state, description, environment, target_url, log_url,"
             " environment_url, creator_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (deployment["id"], state, text["description"], environment, text["target_url"] or text["log_url"],
-             text["log_url"] or text["target_url"], text["environment_url"], req.principal.user["id"], stamp)).lastrowid
+             text["log_url"] or text["target_url"], text["environment_url"], req.principal.user["id"], stamp))
         db.execute("UPDATE deployments SET environment = ?, updated_at = ? WHERE id = ?",
                    (environment, stamp, deployment["id"]))
         if state == "success" and auto_inactive:
             # GitHub's rule: the environment's earlier successful deployments, but transient and production ones
             for earlier in db.execute(
-                    "SELECT d.id FROM deployments d WHERE d.repo_id = ? AND d.environment = ? AND d.id < ? AND NOT"
-                    " d.transient_environment AND NOT d.production_environment AND (SELECT s.state FROM"
+                    "SELECT d.id FROM deployments d WHERE d.repo_id = ? AND d.environment = ? AND d.id < ? AND"
+                    " d.transient_environment = 0 AND d.production_environment = 0 AND (SELECT s.state FROM"
                     " deployment_statuses s WHERE s.deployment_id = d.id ORDER BY s.id DESC LIMIT 1) = 'success'",
                     (row["id"], environment, deployment["id"])).fetchall():
                 db.execute("INSERT INTO deployment_statuses (deployment_id, state, environment, creator_id, created_at)"

@@ -150,7 +150,7 @@ def mutate_request_reviews(ctx, parent, args):
         if not data.get("union"):
             db.execute("DELETE FROM review_requests WHERE issue_id = ?", (issue["id"],))
         for user in users:
-            if db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+            if db.execute("INSERT INTO review_requests (issue_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                           (issue["id"], user["id"])).rowcount:
                 notify(ctx.req, db, issue["id"], event_reasons={user["id"]: "review_requested"})
         ctx.req.effect("review requested on #%d from %s" % (issue["number"], ", ".join(u["login"] for u in users)
@@ -320,7 +320,8 @@ def mutate_labels(adding):
             raise GraphQLError("A label belongs to another repository", kind="UNPROCESSABLE")
         with changing_issue(ctx.req, issue["id"]) as db:
             for label in labels:
-                db.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)" if adding else
+                db.execute("INSERT INTO issue_labels (issue_id, label_id) VALUES (?, ?)"
+                           " ON CONFLICT DO NOTHING" if adding else
                            "DELETE FROM issue_labels WHERE issue_id = ? AND label_id = ?", (issue["id"], label["id"]))
             ctx.req.effect("%s labels of #%d: %s" % ("added" if adding else "removed", issue["number"],
                                                       ", ".join(l["name"] for l in labels)))
@@ -363,8 +364,8 @@ def mutate_delete_issue(ctx, parent, args):
     data = args["input"]
     repo_row, issue = mutation_issue_only(ctx, data, "delete_issue", "deleted")
     with ctx.req.transaction() as db:
-        db.execute("UPDATE repos SET deleted_issue_number = MAX(deleted_issue_number, ?) WHERE id = ?",
-                   (issue["number"], repo_row["id"]))
+        db.execute("UPDATE repos SET deleted_issue_number = ? WHERE id = ? AND deleted_issue_number < ?",
+                   (issue["number"], repo_row["id"], issue["number"]))
         db.execute("DELETE FROM issues WHERE id = ?", (issue["id"],))
         ctx.req.effect("deleted issue #%d %r" % (issue["number"], issue["title"][:100]))
     return {"clientMutationId": data.get("clientMutationId"), "repository": gql_repository(ctx, repo_row)}

@@ -11,7 +11,7 @@ import threading
 import time
 
 from agentgit.config import AGENT_CREDENTIALS, AGENT_STANDING_ACCESS, now
-from agentgit.storage import Store
+from agentgit.storage import open_store
 from agentgit.gitstore import merge_support_missing
 from agentgit.gitwire import make_git_engine
 from agentgit.tokens import token_fingerprint
@@ -118,7 +118,7 @@ class Installation:
         self.repos_dir = os.path.join(config.data_dir, "repos")
         os.makedirs(self.repos_dir, exist_ok=True)
         self.key = load_server_key(os.path.join(config.data_dir, "server.key"))
-        self.store = Store(os.path.join(config.data_dir, "agentgit.db"))
+        self.store = open_store(config.database, config.data_dir)
         reseal_legacy_totp_secrets(self.store, self.key)
         restrict_data_dir(config.data_dir)
         self.anchor = AuditAnchor(os.path.join(config.data_dir, "audit-head"), self.key)
@@ -148,7 +148,8 @@ class Installation:
             if choice not in allowed:
                 raise ValueError("%s is %s, not %r" % (name, " or ".join(allowed), choice))
             with self.store.transaction() as db:
-                db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, choice))
+                db.execute("INSERT INTO settings (name, value) VALUES (?, ?)"
+                           " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, choice))
             return choice
         row = self.store.one("SELECT value FROM settings WHERE name = ?", name)
         return row["value"] if row is not None else allowed[0]

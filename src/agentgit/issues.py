@@ -7,7 +7,7 @@ import urllib.parse
 
 from agentgit.config import now, parse_time
 from agentgit.errors import HTTPError, invalid
-from agentgit.storage import insert_row, update_row
+from agentgit.storage import insert, insert_row, update_row
 from agentgit.accounts import DEFAULT_LABELS, account_by_login, full_name, permission_of_org_member
 from agentgit.policy import RANK, Resource, repo_permission
 from agentgit.routing import route
@@ -41,7 +41,8 @@ def label_json(app, repo, row):
 
 
 def milestone_json(app, repo, row):
-    counts = app.store.one("SELECT SUM(state = 'open') AS open, SUM(state = 'closed') AS closed FROM issues"
+    counts = app.store.one("SELECT COUNT(*) FILTER (WHERE state = 'open') AS open, COUNT(*) FILTER (WHERE state = 'closed')"
+                           " AS closed FROM issues"
                            " WHERE milestone_id = ?", row["id"])
     base = "%s/repos/%s/milestones/%d" % (app.api, full_name(repo), row["number"])
     return {"url": base, "html_url": "%s/%s/milestone/%d" % (app.url, full_name(repo), row["number"]),
@@ -205,8 +206,8 @@ def resolve_labels(db, repo_id, names, resource="Issue"):
         if not isinstance(name, str) or not name.strip() or len(name) > 50:
             raise invalid(resource, "labels", message="labels must be names of at most 50 characters")
         row = db.execute("SELECT id FROM labels WHERE repo_id = ? AND name = ?", (repo_id, name)).fetchone()
-        ids.append(row["id"] if row else db.execute("INSERT INTO labels (repo_id, name, color) VALUES (?, ?, 'ededed')",
-                                                    (repo_id, name)).lastrowid)
+        ids.append(row["id"] if row else insert(db, "INSERT INTO labels (repo_id, name, color) VALUES (?, ?, 'ededed')",
+                                                    (repo_id, name)))
     return ids
 
 
@@ -240,7 +241,8 @@ def set_issue_relations(req, db, repo, issue_id, body):
         labels = [l["name"] if isinstance(l, dict) else l for l in req.field(body, "labels", list, "Issue")]
         db.execute("DELETE FROM issue_labels WHERE issue_id = ?", (issue_id,))
         for label_id in resolve_labels(db, repo["id"], labels):
-            db.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)", (issue_id, label_id))
+            db.execute("INSERT INTO issue_labels (issue_id, label_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING", (issue_id, label_id))
     logins = None
     if "assignees" in body:
         logins = req.field(body, "assignees", list, "Issue") or []
@@ -250,7 +252,8 @@ def set_issue_relations(req, db, repo, issue_id, body):
         before = {r[0] for r in db.execute("SELECT user_id FROM issue_assignees WHERE issue_id = ?", (issue_id,))}
         db.execute("DELETE FROM issue_assignees WHERE issue_id = ?", (issue_id,))
         for user_id in resolve_assignees(req, repo, logins[:10]):
-            db.execute("INSERT OR IGNORE INTO issue_assignees (issue_id, user_id) VALUES (?, ?)", (issue_id, user_id))
+            db.execute("INSERT INTO issue_assignees (issue_id, user_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING", (issue_id, user_id))
             if user_id not in before:
                 notify(req, db, issue_id, event_reasons={user_id: "assign"})
     if "milestone" in body:
@@ -268,17 +271,18 @@ def state_change(req, state, reason=None):
 
 def next_issue_number(db, repo_id):
     """One past the highest number the repository has given, its deleted issues' included."""
-    return db.execute("SELECT MAX(COALESCE((SELECT MAX(number) FROM issues WHERE repo_id = ?), 0),"
-                      " deleted_issue_number) + 1 AS n FROM repos WHERE id = ?", (repo_id, repo_id)).fetchone()["n"]
+    row = db.execute("SELECT (SELECT MAX(number) FROM issues WHERE repo_id = ?) AS given, deleted_issue_number"
+                     " FROM repos WHERE id = ?", (repo_id, repo_id)).fetchone()
+    return max(row["given"] or 0, row["deleted_issue_number"]) + 1
 
 
 def insert_issue(db, repo_id, principal, title, body, is_pull=False):
     stamp = now()
     number = next_issue_number(db, repo_id)
-    issue_id = db.execute("INSERT INTO issues (repo_id, number, user_id, title, body, is_pull, created_at, updated_at,"
+    issue_id = insert(db, "INSERT INTO issues (repo_id, number, user_id, title, body, is_pull, created_at, updated_at,"
                           " acting_for, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                           (repo_id, number, principal.user["id"], title, body, int(is_pull), stamp, stamp,
-                           *acting_for(principal))).lastrowid
+                           *acting_for(principal)))
     return issue_id, number
 
 
@@ -343,7 +347,7 @@ def issue_filters(req, where, args):
         args.append(req.query["creator"])
     if req.query.get("mentioned"):
         mention = "%@" + req.query["mentioned"] + "%"
-        where.append("(i.body LIKE ? OR i.id IN (SELECT issue_id FROM comments WHERE body LIKE ?))")
+        where.append("(LOWER(i.body) LIKE LOWER(?) OR i.id IN (SELECT issue_id FROM comments WHERE LOWER(body) LIKE LOWER(?)))")
         args += [mention, mention]
     milestone = req.query.get("milestone")
     if milestone == "none":
@@ -389,7 +393,7 @@ def list_my_issues(req):
         args.append(user["id"])
     elif kind in ("mentioned", "subscribed"):
         where.append("(i.user_id = ? OR i.id IN (SELECT issue_id FROM issue_assignees WHERE user_id = ?)"
-                     " OR i.body LIKE ?)")
+                     " OR LOWER(i.body) LIKE LOWER(?))")
         args += [user["id"], user["id"], "%@" + user["login"] + "%"]
     elif kind != "all":
         raise invalid("Issue", "filter", message="filter must be assigned, created, mentioned, subscribed or all")
@@ -599,8 +603,8 @@ def create_label(req, owner, repo):
     with req.transaction() as db:
         if db.execute("SELECT 1 FROM labels WHERE repo_id = ? AND name = ?", (row["id"], fields["name"])).fetchone():
             raise invalid("Label", "name", "already_exists", "label %s already exists" % fields["name"])
-        label_id = db.execute("INSERT INTO labels (repo_id, name, color, description) VALUES (?, ?, ?, ?)",
-                              (row["id"], fields["name"], fields["color"], fields.get("description"))).lastrowid
+        label_id = insert(db, "INSERT INTO labels (repo_id, name, color, description) VALUES (?, ?, ?, ?)",
+                              (row["id"], fields["name"], fields["color"], fields.get("description")))
         req.effect("created label %s" % fields["name"])
     return 201, label_json(req.app, row, req.app.store.one("SELECT * FROM labels WHERE id = ?", label_id))
 
@@ -662,7 +666,8 @@ def change_issue_labels(req, owner, repo, number, replace):
         if replace:
             db.execute("DELETE FROM issue_labels WHERE issue_id = ?", (issue["id"],))
         for label_id in resolve_labels(db, row["id"], names):
-            db.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)", (issue["id"], label_id))
+            db.execute("INSERT INTO issue_labels (issue_id, label_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING", (issue["id"], label_id))
         db.execute("UPDATE issues SET updated_at = ? WHERE id = ?", (now(), issue["id"]))
         req.effect("%s labels of #%d: %s" % ("set" if replace else "added", issue["number"], ", ".join(names)))
     return issue_labels_json(req, row, issue)

@@ -41,7 +41,7 @@ PARTICIPANTS = (
     " UNION ALL SELECT DISTINCT user_id, 'comment', 3 FROM reviews WHERE issue_id = ? AND state != 'PENDING'"
     " UNION ALL SELECT user_id, 'author', 4 FROM issues WHERE id = ?"
     " UNION ALL SELECT user_id, 'assign', 5 FROM issue_assignees WHERE issue_id = ?"
-    " UNION ALL SELECT user_id, 'review_requested', 6 FROM review_requests WHERE issue_id = ?) ORDER BY rank")
+    " UNION ALL SELECT user_id, 'review_requested', 6 FROM review_requests WHERE issue_id = ?) AS reasons ORDER BY rank")
 
 
 def notify(req, db, issue_id, text="", event_reasons=None):
@@ -69,7 +69,8 @@ def notify(req, db, issue_id, text="", event_reasons=None):
             (r for r in (standing.get(user_id), "mention" if user_id in mentioned else None) if r), key=REASONS.index)
         db.execute("INSERT INTO notification_threads (user_id, issue_id, reason, unread, updated_at)"
                    " VALUES (?, ?, ?, 1, ?) ON CONFLICT (user_id, issue_id) DO UPDATE SET reason = excluded.reason,"
-                   " unread = 1, done = 0, updated_at = excluded.updated_at WHERE ignored = 0",
+                   " unread = 1, done = 0, updated_at = excluded.updated_at"
+                   " WHERE notification_threads.ignored = 0",
                    (user_id, issue_id, reason, stamp))
 
 
@@ -277,7 +278,8 @@ def watch(req, user, repo, subscribed, ignored):
     stamp = now()
     with req.transaction() as db:
         db.execute("INSERT INTO repo_subscriptions (user_id, repo_id, subscribed, ignored, created_at)"
-                   " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, repo_id) DO UPDATE SET subscribed = excluded.subscribed,"
+                   " VALUES (?, ?, ?, ?, ?)"
+                   " ON CONFLICT (user_id, repo_id) DO UPDATE SET subscribed = excluded.subscribed,"
                    " ignored = excluded.ignored", (user["id"], repo["id"], int(subscribed), int(ignored), stamp))
         req.effect("%s %s" % ("watching" if subscribed else "ignoring" if ignored else "not watching", full_name(repo)))
     return repo_subscription(req.app.store, user, repo)

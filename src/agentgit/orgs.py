@@ -4,7 +4,7 @@ import re
 
 from agentgit.config import LOGIN_RE, TEAM_NAME_MAX, now
 from agentgit.errors import HTTPError, invalid
-from agentgit.storage import update_row
+from agentgit.storage import insert, update_row
 from agentgit.accounts import REPO_SELECT, account_by_id, insert_account, permission_of_org_member
 from agentgit.policy import PERMISSION_ALIASES, Resource, SITE
 from agentgit.routing import route
@@ -196,9 +196,9 @@ def create_team(req, org):
         if db.execute("SELECT 1 FROM teams WHERE org_id = ? AND slug = ?", (row["id"], slug)).fetchone():
             raise invalid("Team", "name", "already_exists", "team %s already exists" % slug)
         stamp = now()
-        team_id = db.execute("INSERT INTO teams (org_id, slug, name, description, privacy, created_at, updated_at)"
+        team_id = insert(db, "INSERT INTO teams (org_id, slug, name, description, privacy, created_at, updated_at)"
                              " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (row["id"], slug, name, description, privacy, stamp, stamp)).lastrowid
+                             (row["id"], slug, name, description, privacy, stamp, stamp))
         db.execute("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, 'maintainer')",
                    (team_id, req.principal.user["id"]))
         req.effect("created team %s/%s" % (row["login"], slug))

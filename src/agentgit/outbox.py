@@ -11,6 +11,7 @@ import json
 import uuid
 
 from agentgit.config import JOB_TASK_PREFIX, now
+from agentgit.storage import insert
 from agentgit.gitstore import ZERO_SHA
 
 
@@ -107,7 +108,7 @@ def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=
                    not_before=None):
     """A delivery waiting for the worker; ``payload`` already rendered (a ping, a redelivery) or None; a
     retry (``attempt`` past 1) waits until ``not_before``."""
-    return db.execute("INSERT INTO hook_deliveries (hook_id, guid, event, action, repo_id, subject, chain, payload,"
+    return insert(db, "INSERT INTO hook_deliveries (hook_id, guid, event, action, repo_id, subject, chain, payload,"
                       " redelivery, attempt, not_before, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (hook_id, str(uuid.uuid4()), event, action, repo_id, json.dumps(subject), json.dumps(chain),
-                       payload, int(redelivery), attempt, not_before, now())).lastrowid
+                       payload, int(redelivery), attempt, not_before, now()))

@@ -2,6 +2,7 @@
 commits, pull requests and issues, for whoever may read them."""
 
 import html
+import json
 import re
 import urllib.parse
 
@@ -237,11 +238,11 @@ def pull_diff_page(req, owner, repo, name):
 def merge_approvals_html(req, row, issue):
     """The approvals asked for merging this pull request: waiting (with the page where its delegator
     decides), approved, denied, used."""
-    rows = req.app.store.all(APPROVAL_SELECT + " WHERE a.action = 'merge_pr' AND a.resource = ? AND"
-                             " json_extract(a.context, '$.pull_number') = ? ORDER BY a.id",
-                             "repo:" + full_name(row), issue["number"])
+    rows = req.app.store.all(APPROVAL_SELECT + " WHERE a.action = 'merge_pr' AND a.resource = ? ORDER BY a.id",
+                             "repo:" + full_name(row))
     items = []
-    for approval in (approval_json(req.app, r) for r in rows):
+    for approval in (approval_json(req.app, r) for r in rows
+                     if json.loads(r["context"] or "{}").get("pull_number") == issue["number"]):
         items.append("<li>%s, for %s under %s (%s): %s%s</li>" % (
             esc(approval["agent"]), esc(approval["task"]), esc(approval["grant"]), esc(approval["subject"] or ""),
             esc(approval_outcome(approval)), " &middot; " + link("/approvals/" + approval["id"], "decide")

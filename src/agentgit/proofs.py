@@ -115,7 +115,7 @@ class StoredReplayCache(ReplayCache):
             if moment >= self.next_sweep:
                 db.execute("DELETE FROM dpop_proofs WHERE expires_at < ?", (moment,))
                 self.next_sweep = moment + 60
-            return db.execute("INSERT OR IGNORE INTO dpop_proofs (name, expires_at) VALUES (?, ?)",
+            return db.execute("INSERT INTO dpop_proofs (name, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                               (name, int(expires) + 1)).rowcount == 1
 
 

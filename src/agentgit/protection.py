@@ -4,7 +4,7 @@ import json
 
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
-from agentgit.storage import insert_row, update_row
+from agentgit.storage import insert, insert_row, update_row
 from agentgit.gitstore import branch_sha, open_repo, resolve_commit
 from agentgit.accounts import full_name
 from agentgit.policy import branch_protection
@@ -92,9 +92,13 @@ def set_protection(req, owner, repo, branch):
             raise invalid("BranchProtection", "required_approving_review_count", message="must be 0 to 6")
     row = find_protected_branch(req, owner, repo, branch, "admin_repo")
     with req.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO branch_protections (repo_id, branch, required_approvals, dismiss_stale,"
+        db.execute("INSERT INTO branch_protections (repo_id, branch, required_approvals, dismiss_stale,"
                    " required_checks, strict_checks, enforce_admins, allow_force_pushes, allow_deletions, updated_at)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo_id, branch) DO UPDATE SET"
+                   " required_approvals = excluded.required_approvals, dismiss_stale = excluded.dismiss_stale,"
+                   " required_checks = excluded.required_checks, strict_checks = excluded.strict_checks,"
+                   " enforce_admins = excluded.enforce_admins, allow_force_pushes = excluded.allow_force_pushes,"
+                   " allow_deletions = excluded.allow_deletions, updated_at = excluded.updated_at",
                    (row["id"], branch, approvals, int(bool((reviews or {}).get("dismiss_stale_reviews"))),
                     json.dumps(checks.get("contexts", [])) if checks is not None else None,
                     int(bool((checks or {}).get("strict"))), bool_setting(req, body, "enforce_admins"),
@@ -145,10 +149,10 @@ def create_status(req, owner, repo, sha):
     row = find_repo(req, owner, repo, "write_status")
     sha = commit_of(req, row, sha)
     with req.transaction() as db:
-        status_id = db.execute("INSERT INTO statuses (repo_id, sha, state, context, description, target_url,"
+        status_id = insert(db, "INSERT INTO statuses (repo_id, sha, state, context, description, target_url,"
                                " creator_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                (row["id"], sha, state, context, description, target_url, req.principal.user["id"],
-                                now())).lastrowid
+                                now()))
         req.effect("status %s=%s on %s" % (context, state, sha[:12]))
     return 201, status_json(req.app, row, req.app.store.one("SELECT * FROM statuses WHERE id = ?", status_id))
 

@@ -6,6 +6,7 @@ asking again answers the one it has (200, not 201), as GitHub does.
 """
 
 from agentgit.config import now
+from agentgit.storage import insert
 from agentgit.errors import HTTPError, invalid
 from agentgit.policy import Resource
 from agentgit.routing import route
@@ -38,8 +39,8 @@ def add_reaction(req, column, subject_id, what):
         found = db.execute("SELECT * FROM reactions WHERE %s = ? AND user_id = ? AND content = ?" % column,
                            (subject_id, viewer, content)).fetchone()
         if found is None:
-            reaction_id = db.execute("INSERT INTO reactions (%s, user_id, content, created_at) VALUES (?, ?, ?, ?)"
-                                     % column, (subject_id, viewer, content, now())).lastrowid
+            reaction_id = insert(db, "INSERT INTO reactions (%s, user_id, content, created_at) VALUES (?, ?, ?, ?)"
+                                     % column, (subject_id, viewer, content, now()))
             req.effect("reacted %s to %s" % (content, what))
     if found is not None:
         return 200, reaction_json(req.app, found)

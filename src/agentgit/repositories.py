@@ -28,11 +28,11 @@ from agentgit.lookups import find_account, find_repo, signed_in, sort_repos, vis
 def repos_reachable_by(store, user):
     """Every repository that ``user`` owns or reaches through a grant (the candidates for /user/repos)."""
     return store.db.execute(
-        REPO_SELECT + " WHERE r.owner_id = :u"
-        " OR r.id IN (SELECT repo_id FROM collaborators WHERE user_id = :u)"
-        " OR r.owner_id IN (SELECT org_id FROM org_members WHERE user_id = :u)"
+        REPO_SELECT + " WHERE r.owner_id = ?"
+        " OR r.id IN (SELECT repo_id FROM collaborators WHERE user_id = ?)"
+        " OR r.owner_id IN (SELECT org_id FROM org_members WHERE user_id = ?)"
         " OR r.id IN (SELECT tr.repo_id FROM team_repos tr JOIN team_members tm ON tm.team_id = tr.team_id"
-        "             WHERE tm.user_id = :u)", {"u": user["id"]}).fetchall()
+        "             WHERE tm.user_id = ?)", (user["id"],) * 4).fetchall()
 
 
 @route("GET", "/api/v3/user/repos")
@@ -60,7 +60,7 @@ def list_user_repos(req, login):
     /user/repos)."""
     owner = find_account(req, login)
     req.check("read_account", Resource.account(owner))
-    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ? AND NOT r.private", owner["id"])
+    rows = req.app.store.all(REPO_SELECT + " WHERE r.owner_id = ? AND r.private = 0", owner["id"])
     return sort_repos(req, visible_repos(req, rows))
 
 
@@ -473,11 +473,11 @@ def list_contributors(req, owner, repo):
 def people_with_access(store, repo):
     """Accounts that hold a grant on the repository (owner, collaborators, org members, team members)."""
     return store.db.execute(
-        "SELECT * FROM accounts WHERE kind != 'org' AND (id = :owner"
-        " OR id IN (SELECT user_id FROM collaborators WHERE repo_id = :repo)"
-        " OR id IN (SELECT user_id FROM org_members WHERE org_id = :owner)"
+        "SELECT * FROM accounts WHERE kind != 'org' AND (id = ?"
+        " OR id IN (SELECT user_id FROM collaborators WHERE repo_id = ?)"
+        " OR id IN (SELECT user_id FROM org_members WHERE org_id = ?)"
         " OR id IN (SELECT tm.user_id FROM team_members tm JOIN team_repos tr ON tr.team_id = tm.team_id"
-        "           WHERE tr.repo_id = :repo)) ORDER BY login", {"owner": repo["owner_id"], "repo": repo["id"]}
+        "           WHERE tr.repo_id = ?)) ORDER BY login", (repo["owner_id"], repo["id"], repo["owner_id"], repo["id"])
     ).fetchall()
 
 

@@ -7,6 +7,7 @@ Every step is decided as review_pr, so a grant that ends between the draft and t
 """
 
 from agentgit.config import JOB_TASK_PREFIX, now
+from agentgit.storage import insert
 from agentgit.errors import HTTPError, invalid
 from agentgit.accounts import full_name
 from agentgit.routing import route
@@ -144,10 +145,10 @@ def record_review(req, row, issue, pull, event, text, comments, commit_id=None):
             raise invalid("PullRequestReview", "pull_request", "custom",
                           "User can only have one pending review per pull request")
         stamp = now()
-        review_id = db.execute("INSERT INTO reviews (issue_id, user_id, state, body, commit_id, submitted_at)"
+        review_id = insert(db, "INSERT INTO reviews (issue_id, user_id, state, body, commit_id, submitted_at)"
                                " VALUES (?, ?, ?, ?, ?, ?)",
                                (issue["id"], viewer, REVIEW_EVENTS.get(event, "PENDING"), text,
-                                commit_id or state.head_sha, stamp if event else None)).lastrowid
+                                commit_id or state.head_sha, stamp if event else None))
         insert_review_comments(db, db.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone(),
                                checked, stamp)
         if event is not None:
@@ -344,7 +345,7 @@ def change_requested_reviewers(req, owner, repo, number, add):
                 if user_id == issue["user_id"]:
                     raise invalid("PullRequest", "reviewers", "custom",
                                   "Review cannot be requested from pull request author.")
-                if db.execute("INSERT OR IGNORE INTO review_requests (issue_id, user_id) VALUES (?, ?)",
+                if db.execute("INSERT INTO review_requests (issue_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                               (issue["id"], user_id)).rowcount:
                     notify(req, db, issue["id"], event_reasons={user_id: "review_requested"})
             else:

@@ -43,7 +43,7 @@ import urllib.parse
 
 from agentgit.config import JOB_TASK_PREFIX, from_now, now
 from agentgit.background import Worker
-from agentgit.storage import insert_row
+from agentgit.storage import insert, insert_row
 from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes, issue_token, revoke, token_fingerprint
 from agentgit.gitstore import open_repo, repo_dir
 from agentgit.accounts import account_by_id, account_by_login, full_name, insert_account, repo_by_id
@@ -232,7 +232,7 @@ def start_triggered_runs(app, trigger):
         store, fields, repo_row["id"]) and RANK[repo_permission(store, actor, repo_row)[0]] < RANK["write"]
     with store.transaction() as db:
         for path in started:
-            db.execute("INSERT OR IGNORE INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?)",
+            db.execute("INSERT INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                        (repo_row["id"], path, now()))
             workflow = db.execute("SELECT id FROM workflows WHERE repo_id = ? AND path = ?", (repo_row["id"], path))\
                 .fetchone()["id"]
@@ -740,10 +740,10 @@ class JobRecorder:
             # (a job a rerun carried over, which act runs again as what a rerun job needs, is this one now)
             db.execute("DELETE FROM workflow_jobs WHERE run_id = ? AND run_attempt = ? AND job_key = ?",
                        (self.run["id"], self.run["run_attempt"], event["jobID"]))
-            job_id = db.execute("INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
+            job_id = insert(db, "INSERT INTO workflow_jobs (run_id, run_attempt, job_key, name, status, started_at,"
                                 " created_at, check_run_id) VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?)",
                                 (self.run["id"], self.run["run_attempt"], event["jobID"], name, stamp, stamp,
-                                 check_id)).lastrowid
+                                 check_id))
             announce(self.store, db, self.run, "workflow_job", "in_progress", job_event(job_id, "in_progress"))
         self.wake_deliveries.set()
         job = self.jobs[event["jobID"]] = {"id": job_id, "name": name, "steps": [], "log": [], "size": 0, "key": None,

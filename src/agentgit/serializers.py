@@ -41,7 +41,8 @@ def user_json(app, row, detail=False, private=False):
         "site_admin": bool(row["site_admin"]),
     }
     if detail:
-        counts = app.store.one("SELECT SUM(NOT private) AS public, SUM(private) AS private FROM repos"
+        counts = app.store.one("SELECT COUNT(*) FILTER (WHERE private = 0) AS public, COUNT(*) FILTER (WHERE private = 1)"
+                               " AS private FROM repos"
                                " WHERE owner_id = ?", row["id"])
         out.update({
             "name": row["name"], "company": None, "blog": "", "location": None, "email": row["email"],
@@ -143,7 +144,7 @@ def org_json(app, row, detail=False):
         "avatar_url": "%s/avatars/%s" % (app.url, login), "description": row["description"],
     }
     if detail:
-        public = app.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ? AND NOT private", row["id"])
+        public = app.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ? AND private = 0", row["id"])
         out.update({
             "name": row["name"], "email": row["email"] or "", "has_organization_projects": False, "has_repository_projects": False,
             "public_repos": public["n"], "public_gists": 0, "followers": 0, "following": 0,

@@ -1,13 +1,25 @@
-"""Storage: the SQLite database (schema.sql), its migrations, one connection per thread, transactions."""
+"""Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per
+thread, transactions. SQLite in the data directory is the default; PostgreSQL (`--database
+postgresql://…`, through pg8000) is for installations that outgrow one machine. Modules write one SQL:
+SQLite's, in what PostgreSQL also reads (``?`` placeholders, ON CONFLICT upserts, RETURNING ids); what
+the two still do differently is in this module alone."""
 
 import collections
 import contextlib
+import decimal
+import functools
+import getpass
+import importlib
 import itertools
+import os
 import pathlib
+import re
 import sqlite3
+import ssl
 import sys
 import threading
 import time
+import urllib.parse
 
 from agentgit.config import OTHER_PROCESS_POLL
 
@@ -133,64 +145,31 @@ def added_columns(db, steps):
 
 
 class Store:
-    """The SQLite database: WAL, foreign keys, one connection per thread, short transactions.
+    """What both databases answer alike: one() and all(), the cache of hot reads, transaction().
 
-    Connections are in autocommit mode; ``transaction()`` opens ``BEGIN IMMEDIATE`` so that writers
-    (this server, the CLI run beside it) queue on the database lock instead of failing mid-way.
-    """
+    A subclass opens its connections (``db``: this thread's), begins a write transaction (``begin``)
+    and says what another process last committed (``committed_version``)."""
 
-    def __init__(self, path):
-        self.path = path
-        self.local = threading.local()
+    def __init__(self):
         self.generations = itertools.count(1)
         self.generation, self.memo = 0, {}
         self.after_commit = None           # called after each commit (the audit chain's anchor keeps up)
-        db = self.db
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
-            steps = [MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1) if version and v in MIGRATIONS]
-            # a renamed table must keep the foreign keys that point at its name: both pragmas, outside the
-            # transaction (foreign_keys cannot change inside one), and a check before the commit
-            db.execute("PRAGMA foreign_keys = OFF")
-            db.execute("PRAGMA legacy_alter_table = ON")
-            try:
-                db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
-                    added_columns(db, steps), "\n".join(step.before for step in steps), SCHEMA,
-                    "\n".join(step.after for step in steps), SCHEMA_VERSION))
-                broken = db.execute("PRAGMA foreign_key_check").fetchall()
-            finally:
-                if db.in_transaction:
-                    db.execute("ROLLBACK" if sys.exc_info()[0] or broken else "COMMIT")
-            db.execute("PRAGMA legacy_alter_table = OFF")
-            db.execute("PRAGMA foreign_keys = ON")
-            if broken:
-                raise RuntimeError("the migration to schema version %d would break %d foreign keys (%s)" % (
-                    SCHEMA_VERSION, len(broken), tuple(broken[0])))
-        self.watch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.watch_lock = threading.Lock()
-        self.watch_version, self.polled = self.watch.execute("PRAGMA data_version").fetchone()[0], -1.0
-
-    @property
-    def db(self):
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self.local.conn = conn
-        return conn
+        self.watch_version, self.polled = self.committed_version(), -1.0
 
     def one(self, sql, *args):
         return self.db.execute(sql, args).fetchone()
 
+    def all(self, sql, *args):
+        return self.db.execute(sql, args).fetchall()
+
     def cached(self, key, compute):
         """compute(), remembered until anyone commits anything, so hot reads (token, account,
         repository, permission) cost no queries. Commits in this process invalidate at once
-        (transaction() moves the generation after COMMIT); commits by another process (the CLI) are
-        noticed through sqlite's data_version within OTHER_PROCESS_POLL seconds. A value is stored
-        with the generation current *before* it was read, so one read across a commit is never served."""
+        (transaction() moves the generation after COMMIT); commits by another process (the CLI, another
+        server) are noticed through committed_version() within OTHER_PROCESS_POLL seconds. A value is
+        stored with the generation current *before* it was read, so one read across a commit is never
+        served."""
         self.poll_other_processes()
         generation = self.generation
         hit = self.memo.get(key)
@@ -202,19 +181,15 @@ class Store:
         self.memo[key] = (generation, value)
         return value
 
-    def all(self, sql, *args):
-        return self.db.execute(sql, args).fetchall()
-
     def poll_other_processes(self):
-        """At most every OTHER_PROCESS_POLL seconds, ask one long-lived connection whether anyone
-        else committed (data_version is only comparable within one connection)."""
+        """At most every OTHER_PROCESS_POLL seconds, ask whether anyone else committed."""
         moment = time.monotonic()
         if moment - self.polled < OTHER_PROCESS_POLL:
             return
         with self.watch_lock:
             if moment - self.polled < OTHER_PROCESS_POLL:
                 return
-            version = self.watch.execute("PRAGMA data_version").fetchone()[0]
+            version = self.committed_version()
             if version != self.watch_version:
                 self.watch_version, self.generation = version, next(self.generations)
             self.polled = moment
@@ -228,24 +203,346 @@ class Store:
         if db.in_transaction:          # nested: the outer transaction commits
             yield db
             return
-        db.execute("BEGIN IMMEDIATE")
+        self.begin(db, records_only)
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            db.rollback()
             raise
-        db.execute("COMMIT")
+        db.commit()
         if not records_only:
             self.generation = next(self.generations)     # itertools.count: atomic under the GIL
         if self.after_commit is not None:
             self.after_commit()
 
 
+class SqliteConnection(sqlite3.Connection):
+    """sqlite3's connection, rows by name or position."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.row_factory = sqlite3.Row
+
+
+class SqliteStore(Store):
+    """The SQLite database in the data directory: WAL, foreign keys, one connection per thread.
+
+    Connections are in autocommit mode; ``transaction()`` opens ``BEGIN IMMEDIATE`` so that writers
+    (this server, the CLI run beside it) queue on the database lock instead of failing mid-way.
+    """
+    integrity_errors = (sqlite3.IntegrityError,)
+    described = ""                         # (the banner's: the data directory says where)
+
+    def __init__(self, path):
+        self.path = path
+        self.local = threading.local()
+        self.migrate(self.db)
+        self.watch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        super().__init__()
+
+    @property
+    def db(self):
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False,
+                                   factory=SqliteConnection)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self.local.conn = conn
+        return conn
+
+    @staticmethod
+    def migrate(db):
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+        steps = [MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1) if version and v in MIGRATIONS]
+        # a renamed table must keep the foreign keys that point at its name: both pragmas, outside the
+        # transaction (foreign_keys cannot change inside one), and a check before the commit
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("PRAGMA legacy_alter_table = ON")
+        try:
+            db.executescript("BEGIN IMMEDIATE;\n%s\n%s\n%s\n%s\nPRAGMA user_version = %d;" % (
+                added_columns(db, steps), "\n".join(step.before for step in steps), SCHEMA,
+                "\n".join(step.after for step in steps), SCHEMA_VERSION))
+            broken = db.execute("PRAGMA foreign_key_check").fetchall()
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK" if sys.exc_info()[0] or broken else "COMMIT")
+        db.execute("PRAGMA legacy_alter_table = OFF")
+        db.execute("PRAGMA foreign_keys = ON")
+        if broken:
+            raise RuntimeError("the migration to schema version %d would break %d foreign keys (%s)" % (
+                SCHEMA_VERSION, len(broken), tuple(broken[0])))
+
+    def begin(self, db, records_only):
+        db.execute("BEGIN IMMEDIATE")
+
+    def committed_version(self):
+        """sqlite's data_version: moves when another connection commits (comparable within one connection)."""
+        return self.watch.execute("PRAGMA data_version").fetchone()[0]
+
+# -- PostgreSQL: `--database postgresql://…` -------------------------------------------------------
+# The same SQL through pg8000 (pure Python, optional: `pip install pg8000`), which takes sqlite's ``?``
+# placeholders once told to. What SQLite's file gives for free is made here: its types' names
+# (postgres_schema), NOCASE (a case-blind ICU collation), rows by name, and its one writer at a time:
+# every write transaction takes one advisory lock, as BEGIN IMMEDIATE takes SQLite's database lock, so
+# numbering, the audit chain's append and ref updates are serialized across every process and node
+# while reads go on beside them.
+WRITE_LOCK = 0x61676974                    # the advisory lock's key ("agit")
+POSTGRES_PREAMBLE = """
+CREATE COLLATION IF NOT EXISTS nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE IF NOT EXISTS agentgit_schema (version INTEGER NOT NULL, generation BIGINT NOT NULL);
+"""
+IDLE_CONNECTIONS = 8                       # kept open for the next thread; more are closed
+
+
+class IntegrityError(Exception):
+    """A constraint refused a change (PostgreSQL's class 23), as sqlite3.IntegrityError."""
+
+
+def postgres_schema(schema):
+    """schema.sql as PostgreSQL reads it: ids from an identity column (never reused, as AUTOINCREMENT),
+    SQLite's 64-bit INTEGER, REAL and BLOB by PostgreSQL's names, and the foreign keys added once every
+    table is made (SQLite lets a column name a table made further down; PostgreSQL does not)."""
+    schema = re.sub(r"\bid(\s+)INTEGER PRIMARY KEY( AUTOINCREMENT)?", r"id\1BIGINT GENERATED BY DEFAULT AS IDENTITY"
+                    r" PRIMARY KEY", schema)
+    for sqlite_type, postgres_type in (("INTEGER", "BIGINT"), ("REAL", "DOUBLE PRECISION"), ("BLOB", "BYTEA")):
+        schema = re.sub(r"(?<!AS )\b%s\b" % sqlite_type, postgres_type, schema)    # (not a CAST's)
+    foreign_keys = []
+
+    def later(table, match):
+        foreign_keys.append("ALTER TABLE %s ADD FOREIGN KEY (%s) %s;" % (table, match[1].strip(), match[3]))
+        return match[1] + match[2]
+    tables = re.split(r"(?m)^(?=CREATE )", schema)
+    for position, statement in enumerate(tables):
+        table = re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if table:
+            tables[position] = re.sub(r"(?m)^(\s+\w+)(.*?) (REFERENCES \w+\(\w+\)(?: ON DELETE (?:CASCADE|SET NULL))?)",
+                                      lambda match: later(table[1], match), statement)
+    return "".join(tables) + "\n".join(foreign_keys)
+
+
+def connection_parameters(url):
+    """pg8000's connect() arguments from a libpq URL: postgresql://user:password@host:port/database,
+    ?host=/directory for a Unix socket, ?sslmode=require (or verify-full) for TLS, checked as HTTPS is."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("a database is postgresql://user@host/name, not %r" % url.split(":")[0])
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    unknown = set(query) - {"host", "sslmode"}
+    if unknown:
+        raise ValueError("unknown database URL parameters: %s" % ", ".join(sorted(unknown)))
+    parameters = {"user": urllib.parse.unquote(parts.username or "") or getpass.getuser(),
+                  "database": urllib.parse.unquote(parts.path.lstrip("/")) or None,
+                  "application_name": "agentgit"}
+    if parts.password:
+        parameters["password"] = urllib.parse.unquote(parts.password)
+    port = parts.port or 5432
+    if query.get("host", "").startswith("/"):
+        parameters["unix_sock"] = os.path.join(query["host"], ".s.PGSQL.%d" % port)
+    else:
+        parameters.update(host=query.get("host") or parts.hostname or "localhost", port=port)
+    if query.get("sslmode", "disable") not in ("disable", "allow", "prefer"):
+        parameters["ssl_context"] = ssl.create_default_context()
+    return parameters
+
+
+@functools.lru_cache(maxsize=512)
+def row_type(names):
+    """The row class of one result's columns: a tuple read by position or by name (case-blind), as
+    sqlite3.Row is."""
+    index = {name.lower(): position for position, name in enumerate(names)}
+
+    class Row(tuple):
+        __slots__ = ()
+
+        def __getitem__(self, key):
+            if isinstance(key, str):
+                if key.lower() not in index:
+                    raise IndexError("No item with that key")
+                key = index[key.lower()]
+            return tuple.__getitem__(self, key)
+
+        def keys(self):
+            return list(names)
+    return Row
+
+
+def from_postgres(value):
+    """A value as sqlite3 answers it: truth as 0 or 1, a sum (numeric) as an int."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+class PostgresResult:
+    """A statement's answer as sqlite3's cursor gives it: fetchone(), fetchall(), iteration, rowcount."""
+
+    def __init__(self, cursor):
+        self.rowcount = cursor.rowcount
+        self.rows = []
+        if cursor.description is not None:
+            make = row_type(tuple(column[0] for column in cursor.description))
+            self.rows = [make(from_postgres(value) for value in row) for row in cursor.fetchall()]
+        self.rows.reverse()                # popped from the end: fetchone() in order
+
+    def fetchone(self):
+        return self.rows.pop() if self.rows else None
+
+    def fetchall(self):
+        rows, self.rows = self.rows[::-1], []
+        return rows
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+class PostgresConnection:
+    """One pg8000 connection, answering as sqlite3's does for the SQL agentgit writes."""
+
+    def __init__(self, driver, parameters):
+        self.driver = driver
+        self.raw = driver.connect(**parameters)
+        self.raw.autocommit = True         # as sqlite's isolation_level=None: BEGIN says where a transaction starts
+        self.in_transaction = False
+
+    def execute(self, sql, args=()):
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(sql, tuple(int(a) if isinstance(a, bool) else a for a in args))
+        except self.driver.DatabaseError as error:
+            fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+            if fields.get("C", "").startswith("23"):
+                raise IntegrityError(fields.get("M", str(error))) from None
+            raise
+        return PostgresResult(cursor)
+
+    def executemany(self, sql, many):
+        for args in many:
+            self.execute(sql, args)
+
+    def executescript(self, script):
+        self.raw.cursor().execute(script)  # no arguments: pg8000 sends it as one simple query, many statements
+
+    def begin(self):
+        self.execute("BEGIN")
+        self.in_transaction = True
+
+    def commit(self):
+        self.in_transaction = False
+        self.execute("COMMIT")
+
+    def rollback(self):
+        self.in_transaction = False
+        self.execute("ROLLBACK")
+
+
+class PostgresStore(Store):
+    """A PostgreSQL database: a connection per thread, taken from (and at the thread's end given back
+    to) a few kept open; the version another process last committed is a row that each write
+    transaction moves."""
+    integrity_errors = (IntegrityError,)
+
+    def __init__(self, url):
+        try:
+            self.driver = importlib.import_module("pg8000.dbapi")
+        except ImportError:
+            raise RuntimeError("a PostgreSQL database needs pg8000: pip install pg8000") from None
+        self.driver.paramstyle = "qmark"   # (pg8000's only setting of it is its module's)
+        self.parameters = connection_parameters(url)
+        self.described = "; database: PostgreSQL %s" % urllib.parse.urlsplit(url)._replace(
+            netloc=urllib.parse.urlsplit(url).netloc.rpartition("@")[2], query="").geturl()
+        self.local = threading.local()
+        self.idle, self.idle_lock = [], threading.Lock()
+        self.migrate()
+        self.watch = PostgresConnection(self.driver, self.parameters)
+        super().__init__()
+
+    @property
+    def db(self):
+        lease = getattr(self.local, "lease", None)
+        if lease is None:
+            with self.idle_lock:
+                conn = self.idle.pop() if self.idle else None
+            lease = self.local.lease = ConnectionLease(self, conn or PostgresConnection(self.driver, self.parameters))
+        return lease.conn
+
+    def give_back(self, conn):
+        """A thread ended: its connection waits for another, or closes if enough do."""
+        if conn.in_transaction:
+            conn.rollback()
+        with self.idle_lock:
+            if len(self.idle) < IDLE_CONNECTIONS:
+                self.idle.append(conn)
+                return
+        conn.raw.close()
+
+    def migrate(self):
+        db = self.db
+        db.begin()
+        try:
+            db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))  # two servers starting at once
+            db.executescript(POSTGRES_PREAMBLE)
+            row = db.execute("SELECT version FROM agentgit_schema").fetchone()
+            if row is None:
+                db.executescript(postgres_schema(SCHEMA))
+                db.execute("INSERT INTO agentgit_schema (version, generation) VALUES (?, 0)", (SCHEMA_VERSION,))
+            elif row["version"] != SCHEMA_VERSION:
+                raise RuntimeError("this PostgreSQL database is at schema version %d; this agentgit reads %d" % (
+                    row["version"], SCHEMA_VERSION))
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+
+    def begin(self, db, records_only):
+        db.begin()
+        db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+        if not records_only:
+            db.execute("UPDATE agentgit_schema SET generation = generation + 1")
+
+    def committed_version(self):
+        return self.watch.execute("SELECT generation FROM agentgit_schema").fetchone()[0]
+
+
+class ConnectionLease:
+    """A thread's hold on a connection; the thread's end drops it, and the connection goes back."""
+
+    def __init__(self, store, conn):
+        self.store, self.conn = store, conn
+
+    def __del__(self):
+        self.store.give_back(self.conn)
+
+
+def open_store(database, data_dir):
+    """The installation's database: ``database`` a postgresql:// URL, or empty for the SQLite file in
+    the data directory."""
+    if database:
+        return PostgresStore(database)
+    return SqliteStore(os.path.join(data_dir, "agentgit.db"))
+
+
+
+def insert(db, sql, args):
+    """Run one INSERT and return the new row's id (RETURNING, which both databases read)."""
+    return db.execute(sql + " RETURNING id", args).fetchall()[0][0]
+
+
 def insert_row(db, table, fields):
-    """INSERT a {column: value} dict and return the new row id. Column names always come from the
-    code, never from a request, so formatting them into the statement is safe."""
-    return db.execute("INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(fields), ", ".join("?" * len(fields))),
-                      tuple(fields.values())).lastrowid
+    """INSERT a {column: value} dict and return the new row id (if the table has ids). Column names
+    always come from the code, never from a request, so formatting them into the statement is safe."""
+    sql = "INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(fields), ", ".join("?" * len(fields)))
+    if table in TABLES_WITH_IDS:
+        return insert(db, sql, tuple(fields.values()))
+    db.execute(sql, tuple(fields.values()))
+
+
+TABLES_WITH_IDS = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \(\s*id\s", SCHEMA))
 
 
 def update_row(db, table, fields, key_column, key):

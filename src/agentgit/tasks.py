@@ -308,7 +308,8 @@ def step_up(req):
         raise HTTPError(422, "Step-up needs a token of a human with TOTP turned on (python agentgit.py user totp)")
     confirm_totp(req, user, otp)
     with req.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO step_ups (token_id, at) VALUES (?, ?)", (req.principal.token_id, now()))
+        db.execute("INSERT INTO step_ups (token_id, at) VALUES (?, ?)"
+                   " ON CONFLICT (token_id) DO UPDATE SET at = excluded.at", (req.principal.token_id, now()))
         req.effect("stepped up token %s" % req.principal.fingerprint)
     return 200, {"stepped_up_until": from_now(STEP_UP_SECONDS)}
 

@@ -67,7 +67,8 @@ def reseal_v1_credentials(store, key):
                 if value is not None:
                     db.execute("UPDATE broker_credentials SET %s = ? WHERE id = ?" % column,
                                (seal(key, purpose, value, binding(row)), row["id"]))
-        db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('credential_binding', 'v2')")
+        db.execute("INSERT INTO settings (name, value) VALUES ('credential_binding', 'v2')"
+                   " ON CONFLICT (name) DO UPDATE SET value = excluded.value")
 
 
 def credential_by_name(store, name):

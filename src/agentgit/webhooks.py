@@ -17,6 +17,7 @@ import time
 import urllib.parse
 
 from agentgit.config import now
+from agentgit.storage import insert
 from agentgit.background import Worker
 from agentgit.crypto import seal, unseal
 from agentgit.errors import HTTPError, invalid
@@ -160,8 +161,8 @@ def create_hook(req, owner=None, repo=None, org=None):
         if db.execute("SELECT COUNT(*) FROM hooks WHERE %s = ?" % column, (row["id"],)).fetchone()[0] >= MAX_HOOKS:
             raise invalid("Hook", "base", "custom", "at most %d hooks each" % MAX_HOOKS)
         stamp = now()
-        hook_id = db.execute("INSERT INTO hooks (%s, url, creator_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
-                             % column, (row["id"], fields["url"], req.principal.user["id"], stamp, stamp)).lastrowid
+        hook_id = insert(db, "INSERT INTO hooks (%s, url, creator_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                             % column, (row["id"], fields["url"], req.principal.user["id"], stamp, stamp))
         write_hook(req, db, hook_id, fields)
         queue_ping(req, db, hook_id)
         req.effect("created hook %d to %s" % (hook_id, urllib.parse.urlsplit(fields["url"]).hostname))
