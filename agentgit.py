@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2014  tokens.issue_token
-       line  2036  tokens.verify_token
+       line  2066  tokens.issue_token
+       line  2088  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3201  policy.POLICY_RULES
-       line  3241  policy.decide
+       line  3253  policy.POLICY_RULES
+       line  3293  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3306  audit.audit_append
-       line  3329  audit.audit_verify
+       line  3358  audit.audit_append
+       line  3381  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12587  delegation.create_invite
-       line 12661  delegation.confirm_binding
-       line 13297  tasks.create_task_grant
-       line  4171  authentication.load_grant
+       line 12639  delegation.create_invite
+       line 12713  delegation.confirm_binding
+       line 13349  tasks.create_task_grant
+       line  4223  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20510  server.App.dispatch
-       line  4048  authentication.authenticate
-       line  3731  ledger.Ledger
+       line 20562  server.App.dispatch
+       line  4100  authentication.authenticate
+       line  3783  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20163  githttp.git_receive_pack
-       line  3775  ledger.Ledger.decide_each
-       line  3709  intents.reconcile_intents
+       line 20215  githttp.git_receive_pack
+       line  3827  ledger.Ledger.decide_each
+       line  3761  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,74 +61,74 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   316-  345  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   346-  878  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   879-  989  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   990- 1522  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1523- 1559  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1560- 1781  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1782- 1962  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  1963- 2063  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2064- 2216  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2217- 2442  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2443- 3263  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3264- 3478  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3479- 3582  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3583- 3652  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3653- 3725  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3726- 3919  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3920- 4218  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4219- 4405  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4406- 4535  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4536- 4831  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4832- 5048  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5049- 5116  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5117- 5392  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5393- 5490  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5491- 6027  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6028- 6298  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6299- 7088  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7089- 7218  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7219- 7745  REST: pull requests and their merges.
-    31. reviews            lines  7746- 8100  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8101- 8208  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8209- 8265  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8266- 8507  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8508- 8789  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8790- 8952  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  8953- 9302  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9303- 9647  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9648- 9726  REST: deploy keys.
-    40. actions            lines  9727-10201  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10202-10733  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10734-10936  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10937-11285  REST: organizations, memberships and teams.
-    44. webhooks           lines 11286-11848  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11849-12405  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12406-12481  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12482-13049  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13050-13261  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13262-13698  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13699-14338  REST: GitHub Apps, as agents.
-    51. runner             lines 14339-15154  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15155-15326  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15327-15589  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15590-16271  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16272-16502  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16503-16889  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16890-17363  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17364-17644  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17645-17827  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17828-18164  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18165-18404  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18405-18863  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18864-19517  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19518-20025  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20026-20231  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20232-20500  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20501-21228  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21229-21505  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21506-22009  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22010-22986  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   990- 1574  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1575- 1611  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1612- 1833  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1834- 2014  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2015- 2115  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2116- 2268  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2269- 2494  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2495- 3315  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3316- 3530  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3531- 3634  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3635- 3704  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3705- 3777  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3778- 3971  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3972- 4270  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4271- 4457  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4458- 4587  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4588- 4883  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4884- 5100  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5101- 5168  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5169- 5444  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5445- 5542  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5543- 6079  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6080- 6350  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6351- 7140  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7141- 7270  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7271- 7797  REST: pull requests and their merges.
+    31. reviews            lines  7798- 8152  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8153- 8260  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8261- 8317  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8318- 8559  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8560- 8841  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8842- 9004  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9005- 9354  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9355- 9699  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9700- 9778  REST: deploy keys.
+    40. actions            lines  9779-10253  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10254-10785  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10786-10988  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10989-11337  REST: organizations, memberships and teams.
+    44. webhooks           lines 11338-11900  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11901-12457  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12458-12533  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12534-13101  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13102-13313  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13314-13750  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13751-14390  REST: GitHub Apps, as agents.
+    51. runner             lines 14391-15206  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15207-15378  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15379-15641  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15642-16323  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16324-16554  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16555-16941  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16942-17415  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17416-17696  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17697-17879  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17880-18216  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18217-18456  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18457-18915  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18916-19569  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19570-20077  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20078-20283  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20284-20552  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20553-21280  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21281-21557  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21558-22087  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22088-23064  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 612af7294f81dbcd0241eace0de576612b58c28039aca19eb5c080c15f88b8ae
+Made from sources whose SHA-256 is 3aeb0b545f1a63476dbe6cbd120f78218f6fb5509c821074e9dd2e906a204b84
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1271,9 +1271,10 @@ class IntegrityError(Exception):
 
 
 def postgres_schema(schema):
-    """schema.sql as PostgreSQL reads it: ids from an identity column (never reused, as AUTOINCREMENT),
-    SQLite's 64-bit INTEGER, REAL and BLOB by PostgreSQL's names, and the foreign keys added once every
-    table is made (SQLite lets a column name a table made further down; PostgreSQL does not)."""
+    """schema.sql as PostgreSQL reads it, (tables, foreign keys): ids from an identity column (never
+    reused, as AUTOINCREMENT), SQLite's 64-bit INTEGER, REAL and BLOB by PostgreSQL's names, and the
+    foreign keys added once every table is made (SQLite lets a column name a table made further down;
+    PostgreSQL does not)."""
     schema = re.sub(r"\bid(\s+)INTEGER PRIMARY KEY( AUTOINCREMENT)?", r"id\1BIGINT GENERATED BY DEFAULT AS IDENTITY"
                     r" PRIMARY KEY", schema)
     for sqlite_type, postgres_type in (("INTEGER", "BIGINT"), ("REAL", "DOUBLE PRECISION"), ("BLOB", "BYTEA")):
@@ -1289,7 +1290,7 @@ def postgres_schema(schema):
         if table:
             tables[position] = re.sub(r"(?m)^(\s+\w+)(.*?) (REFERENCES \w+\(\w+\)(?: ON DELETE (?:CASCADE|SET NULL))?)",
                                       lambda match: later(table[1], match), statement)
-    return "".join(tables) + "\n".join(foreign_keys)
+    return "".join(tables), "\n".join(foreign_keys)
 
 
 def connection_parameters(url):
@@ -1315,6 +1316,13 @@ def connection_parameters(url):
     if query.get("sslmode", "disable") not in ("disable", "allow", "prefer"):
         parameters["ssl_context"] = ssl.create_default_context()
     return parameters
+
+
+def shown_url(url):
+    """A database URL as it may be printed: without its password."""
+    parts = urllib.parse.urlsplit(url)
+    user, at, host = parts.netloc.rpartition("@")
+    return parts._replace(netloc=user.partition(":")[0] + at + host).geturl()
 
 
 @functools.lru_cache(maxsize=512)
@@ -1374,7 +1382,11 @@ class PostgresConnection:
 
     def __init__(self, driver, parameters):
         self.driver = driver
-        self.raw = driver.connect(**parameters)
+        try:
+            self.raw = driver.connect(**parameters)
+        except (driver.Error, OSError) as error:
+            raise RuntimeError("cannot reach the PostgreSQL database %s@%s: %s" % (
+                parameters["user"], parameters["database"], error)) from None
         self.raw.autocommit = True         # as sqlite's isolation_level=None: BEGIN says where a transaction starts
         self.in_transaction = False
 
@@ -1415,18 +1427,18 @@ class PostgresStore(Store):
     transaction moves."""
     integrity_errors = (IntegrityError,)
 
-    def __init__(self, url):
+    def __init__(self, url, fill=None):
+        """``fill(db)``: the rows of a new database, written before its foreign keys are checked (db copy)."""
         try:
             self.driver = importlib.import_module("pg8000.dbapi")
         except ImportError:
             raise RuntimeError("a PostgreSQL database needs pg8000: pip install pg8000") from None
         self.driver.paramstyle = "qmark"   # (pg8000's only setting of it is its module's)
         self.parameters = connection_parameters(url)
-        self.described = "; database: PostgreSQL %s" % urllib.parse.urlsplit(url)._replace(
-            netloc=urllib.parse.urlsplit(url).netloc.rpartition("@")[2], query="").geturl()
+        self.described = "; database: PostgreSQL %s" % shown_url(url)
         self.local = threading.local()
         self.idle, self.idle_lock = [], threading.Lock()
-        self.migrate()
+        self.migrate(fill)
         self.watch = PostgresConnection(self.driver, self.parameters)
         super().__init__()
 
@@ -1449,15 +1461,21 @@ class PostgresStore(Store):
                 return
         conn.raw.close()
 
-    def migrate(self):
+    def migrate(self, fill):
         db = self.db
         db.begin()
         try:
             db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))  # two servers starting at once
             db.executescript(POSTGRES_PREAMBLE)
             row = db.execute("SELECT version FROM agentgit_schema").fetchone()
+            if fill is not None and row is not None:
+                raise RuntimeError("the database to copy into is not empty: it holds agentgit's tables already")
             if row is None:
-                db.executescript(postgres_schema(SCHEMA))
+                tables, foreign_keys = postgres_schema(SCHEMA)
+                db.executescript(tables)
+                if fill is not None:
+                    fill(db)
+                db.executescript(foreign_keys)
                 db.execute("INSERT INTO agentgit_schema (version, generation) VALUES (?, 0)", (SCHEMA_VERSION,))
             elif row["version"] != SCHEMA_VERSION:
                 raise RuntimeError("this PostgreSQL database is at schema version %d; this agentgit reads %d" % (
@@ -1487,6 +1505,37 @@ class ConnectionLease:
         self.store.give_back(self.conn)
 
 
+def copy_database(source, url, batch=200):
+    """Copy every row of ``source`` (a SqliteStore, at SCHEMA_VERSION) into a new PostgreSQL database at
+    ``url``, ids and all (the audit chain's hashes cover them), in one transaction; each id column goes
+    on from the highest id the source ever gave (SQLite's AUTOINCREMENT remembers deleted ones).
+    Answers {table: rows copied}."""
+    copied = {}
+
+    def fill(db):
+        given = {r["name"]: r["seq"] for r in source.all("SELECT name, seq FROM sqlite_sequence")}
+        for table in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA):
+            known = {r[0] for r in db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                              (table,))}
+            result = source.db.execute("SELECT * FROM %s" % table)
+            columns = [d[0] for d in result.description if d[0] in known]   # (not what an old migration left)
+            copied[table], highest = 0, given.get(table, 0)
+            for chunk in iter(lambda: result.fetchmany(batch), []):
+                db.execute("INSERT INTO %s (%s) VALUES %s" % (table, ", ".join(columns), ", ".join(
+                    ["(%s)" % ", ".join("?" * len(columns))] * len(chunk))), [row[c] for row in chunk for c in columns])
+                copied[table] += len(chunk)
+                highest = max([highest] + [row["id"] for row in chunk] if table in tables_with_ids() else [0])
+            if table in tables_with_ids():
+                db.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), ?, false)", (table, highest + 1))
+    snapshot = source.db
+    snapshot.execute("BEGIN")              # one snapshot of the source, whatever a running server writes meanwhile
+    try:
+        PostgresStore(url, fill=fill)
+    finally:
+        snapshot.rollback()
+    return copied
+
+
 def open_store(database, data_dir):
     """The installation's database: ``database`` a postgresql:// URL, or empty for the SQLite file in
     the data directory."""
@@ -1505,12 +1554,15 @@ def insert_row(db, table, fields):
     """INSERT a {column: value} dict and return the new row id (if the table has ids). Column names
     always come from the code, never from a request, so formatting them into the statement is safe."""
     sql = "INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(fields), ", ".join("?" * len(fields)))
-    if table in TABLES_WITH_IDS:
+    if table in tables_with_ids():
         return insert(db, sql, tuple(fields.values()))
     db.execute(sql, tuple(fields.values()))
 
 
-TABLES_WITH_IDS = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \(\s*id\s", SCHEMA))
+@functools.lru_cache(maxsize=1)
+def tables_with_ids():
+    """The tables whose rows have an id column (read when first asked: the single file's SCHEMA comes last)."""
+    return frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \(\s*id\s", SCHEMA))
 
 
 def update_row(db, table, fields, key_column, key):
@@ -21831,7 +21883,29 @@ def build_parser():
     command(audit, "head", "print the chain's head, keyed with the server key, to keep somewhere else")
     command(audit, "explain", "print one decision's whole chain: who, for whom, under which task, why").add_argument(
         "audit_id", type=int)
+    database = commands.add_parser("db", help="the database").add_subparsers(dest="action", required=True)
+    command(database, "copy", "copy this installation's SQLite database, every row, into a new PostgreSQL "
+                              "database; then serve with --database URL").add_argument(
+        "--to", required=True, metavar="URL", help="the new database, postgresql://user@host/name (empty)")
     return parser
+
+
+def cli_copy_database(args):
+    """db copy: the installation's SQLite rows into a new PostgreSQL database (a snapshot: stop the server
+    first, or what it writes meanwhile stays behind)."""
+    source = open_store(args.database, existing_data_dir(args.data))
+    if not isinstance(source, SqliteStore):
+        raise SystemExit("agentgit: db copy moves an SQLite installation; this one's database is PostgreSQL already")
+    try:
+        copied = copy_database(source, args.to)
+    except (ValueError, RuntimeError) as error:
+        raise SystemExit("agentgit: cannot copy: %s" % error)
+    for table, count in copied.items():
+        if count:
+            print("%-28s %d" % (table, count))
+    print("copied %d rows of %d tables to %s; serve it with --database URL (or AGENTGIT_DATABASE), and check the "
+          "audit chain with `audit verify --database URL`" % (sum(copied.values()), len(copied), shown_url(args.to)))
+    return 0
 
 
 def existing_data_dir(path):
@@ -21911,6 +21985,8 @@ def run_serve(args):
                              require_runtime_certificates=args.require_runtime_certificates,
                              max_connections=args.max_connections, header_deadline=args.header_timeout,
                              idle_connections_per_client=args.idle_connections_per_client)
+    except (ValueError, RuntimeError) as error:          # the database: a wrong URL, or none there
+        raise SystemExit("agentgit: %s" % error)
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise
@@ -21957,6 +22033,8 @@ def run_command(args):
     if args.command == "routes":
         print(route_index())
         return 0
+    if args.command == "db":
+        return cli_copy_database(args)
     app = Installation(Config(data_dir=existing_data_dir(args.data), database=args.database, git_engine="auto"))
     if args.command == "user" and args.action == "add":
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None

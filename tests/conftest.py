@@ -100,12 +100,9 @@ def database_dump(store):
 
 
 @pytest.fixture(scope="session")
-def new_database(request):
-    """make(): a new empty database's URL on the PostgreSQL lane; "" (the data directory's SQLite) else.
-    For a fixture that outlives one test: make_server(..., database=new_database())."""
-    if not postgresql:
-        return lambda: ""
-    directory, run = request.getfixturevalue("postgres_cluster")
+def new_postgres_database(postgres_cluster):
+    """make(): a new empty PostgreSQL database's URL, whichever lane this is."""
+    directory, run = postgres_cluster
     numbers = itertools.count(1)
 
     def make():
@@ -113,6 +110,13 @@ def new_database(request):
         run("CREATE DATABASE %s STRATEGY FILE_COPY" % name)
         return "postgresql://agentgit@/%s?host=%s" % (name, directory)
     return make
+
+
+@pytest.fixture(scope="session")
+def new_database(request):
+    """make(): a new empty database's URL on the PostgreSQL lane; "" (the data directory's SQLite) else.
+    For a fixture that outlives one test: make_server(..., database=new_database())."""
+    return request.getfixturevalue("new_postgres_database") if postgresql else lambda: ""
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from agentgit.config import (AGENT_CREDENTIALS, AGENT_PREFIX_RE, AGENT_STANDING_
                              IDLE_CONNECTIONS_PER_CLIENT, MAX_CONNECTIONS, now, valid_repo_name)
 from agentgit.errors import HTTPError
 from agentgit.crypto import BACKEND
-from agentgit.storage import update_row
+from agentgit.storage import SqliteStore, copy_database, open_store, shown_url, update_row
 from agentgit.tokens import verify_token
 from agentgit.accounts import account_by_id, account_by_login, hash_password, sealed_totp_secret, suspend_account
 from agentgit.audit import audit_head, audit_verify, explain
@@ -357,7 +357,29 @@ def build_parser():
     command(audit, "head", "print the chain's head, keyed with the server key, to keep somewhere else")
     command(audit, "explain", "print one decision's whole chain: who, for whom, under which task, why").add_argument(
         "audit_id", type=int)
+    database = commands.add_parser("db", help="the database").add_subparsers(dest="action", required=True)
+    command(database, "copy", "copy this installation's SQLite database, every row, into a new PostgreSQL "
+                              "database; then serve with --database URL").add_argument(
+        "--to", required=True, metavar="URL", help="the new database, postgresql://user@host/name (empty)")
     return parser
+
+
+def cli_copy_database(args):
+    """db copy: the installation's SQLite rows into a new PostgreSQL database (a snapshot: stop the server
+    first, or what it writes meanwhile stays behind)."""
+    source = open_store(args.database, existing_data_dir(args.data))
+    if not isinstance(source, SqliteStore):
+        raise SystemExit("agentgit: db copy moves an SQLite installation; this one's database is PostgreSQL already")
+    try:
+        copied = copy_database(source, args.to)
+    except (ValueError, RuntimeError) as error:
+        raise SystemExit("agentgit: cannot copy: %s" % error)
+    for table, count in copied.items():
+        if count:
+            print("%-28s %d" % (table, count))
+    print("copied %d rows of %d tables to %s; serve it with --database URL (or AGENTGIT_DATABASE), and check the "
+          "audit chain with `audit verify --database URL`" % (sum(copied.values()), len(copied), shown_url(args.to)))
+    return 0
 
 
 def existing_data_dir(path):
@@ -437,6 +459,8 @@ def run_serve(args):
                              require_runtime_certificates=args.require_runtime_certificates,
                              max_connections=args.max_connections, header_deadline=args.header_timeout,
                              idle_connections_per_client=args.idle_connections_per_client)
+    except (ValueError, RuntimeError) as error:          # the database: a wrong URL, or none there
+        raise SystemExit("agentgit: %s" % error)
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise
@@ -483,6 +507,8 @@ def run_command(args):
     if args.command == "routes":
         print(route_index())
         return 0
+    if args.command == "db":
+        return cli_copy_database(args)
     app = Installation(Config(data_dir=existing_data_dir(args.data), database=args.database, git_engine="auto"))
     if args.command == "user" and args.action == "add":
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
