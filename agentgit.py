@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2066  tokens.issue_token
-       line  2088  tokens.verify_token
+       line  2068  tokens.issue_token
+       line  2090  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3253  policy.POLICY_RULES
-       line  3293  policy.decide
+       line  3255  policy.POLICY_RULES
+       line  3295  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3358  audit.audit_append
-       line  3381  audit.audit_verify
+       line  3360  audit.audit_append
+       line  3383  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12639  delegation.create_invite
-       line 12713  delegation.confirm_binding
-       line 13349  tasks.create_task_grant
-       line  4223  authentication.load_grant
+       line 12642  delegation.create_invite
+       line 12716  delegation.confirm_binding
+       line 13352  tasks.create_task_grant
+       line  4225  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20562  server.App.dispatch
-       line  4100  authentication.authenticate
-       line  3783  ledger.Ledger
+       line 20565  server.App.dispatch
+       line  4102  authentication.authenticate
+       line  3785  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20215  githttp.git_receive_pack
-       line  3827  ledger.Ledger.decide_each
-       line  3761  intents.reconcile_intents
+       line 20218  githttp.git_receive_pack
+       line  3829  ledger.Ledger.decide_each
+       line  3763  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,74 +61,74 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   316-  345  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   346-  878  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   879-  989  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   990- 1574  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1575- 1611  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1612- 1833  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1834- 2014  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2015- 2115  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2116- 2268  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2269- 2494  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2495- 3315  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3316- 3530  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3531- 3634  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3635- 3704  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3705- 3777  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3778- 3971  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3972- 4270  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4271- 4457  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4458- 4587  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4588- 4883  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4884- 5100  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5101- 5168  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5169- 5444  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5445- 5542  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5543- 6079  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6080- 6350  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6351- 7140  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7141- 7270  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7271- 7797  REST: pull requests and their merges.
-    31. reviews            lines  7798- 8152  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8153- 8260  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8261- 8317  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8318- 8559  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8560- 8841  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8842- 9004  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9005- 9354  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9355- 9699  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9700- 9778  REST: deploy keys.
-    40. actions            lines  9779-10253  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10254-10785  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10786-10988  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10989-11337  REST: organizations, memberships and teams.
-    44. webhooks           lines 11338-11900  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11901-12457  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12458-12533  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12534-13101  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13102-13313  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13314-13750  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13751-14390  REST: GitHub Apps, as agents.
-    51. runner             lines 14391-15206  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15207-15378  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15379-15641  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15642-16323  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16324-16554  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16555-16941  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16942-17415  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17416-17696  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17697-17879  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17880-18216  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18217-18456  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18457-18915  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18916-19569  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19570-20077  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20078-20283  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20284-20552  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20553-21280  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21281-21557  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21558-22087  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22088-23064  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   990- 1576  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1577- 1613  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1614- 1835  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1836- 2016  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2017- 2117  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2118- 2270  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2271- 2496  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2497- 3317  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3318- 3532  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3533- 3636  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3637- 3706  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3707- 3779  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3780- 3973  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  3974- 4272  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4273- 4460  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4461- 4590  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4591- 4886  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4887- 5103  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5104- 5171  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5172- 5447  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5448- 5545  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5546- 6082  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6083- 6353  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6354- 7143  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7144- 7273  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7274- 7800  REST: pull requests and their merges.
+    31. reviews            lines  7801- 8155  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8156- 8263  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8264- 8320  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8321- 8562  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8563- 8844  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8845- 9007  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9008- 9357  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9358- 9702  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9703- 9781  REST: deploy keys.
+    40. actions            lines  9782-10256  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10257-10788  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10789-10991  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 10992-11340  REST: organizations, memberships and teams.
+    44. webhooks           lines 11341-11903  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11904-12460  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12461-12536  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12537-13104  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13105-13316  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13317-13753  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13754-14393  REST: GitHub Apps, as agents.
+    51. runner             lines 14394-15209  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15210-15381  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15382-15644  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15645-16326  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16327-16557  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16558-16944  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16945-17418  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17419-17699  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17700-17882  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17883-18219  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18220-18459  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18460-18918  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18919-19572  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19573-20080  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20081-20286  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20287-20555  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20556-21283  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21284-21560  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21561-22090  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22091-23076  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 3aeb0b545f1a63476dbe6cbd120f78218f6fb5509c821074e9dd2e906a204b84
+Made from sources whose SHA-256 is 71186bb7af8fbfc3abbc8254816712f170a2f2f1d109a7fd8f9dcd081859455a
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -995,7 +995,7 @@ def within_deadline(conn, seconds):
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 # SCHEMA, schema.sql's text, is this file's appendix, near its end (make dist puts it there)
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -1099,6 +1099,8 @@ MIGRATIONS = {
                    ("repos", "workflow_permissions TEXT NOT NULL DEFAULT 'read'"),
                    ("repos", "actions_can_approve INTEGER NOT NULL DEFAULT 0")],
                   "ALTER TABLE workflow_runs RENAME COLUMN pushed TO event_fields;", ""),
+    # rate limits counted in the database, by every server process together (SCHEMA makes the table)
+    13: Migration([], "", ""),
 }
 
 
@@ -4294,12 +4296,12 @@ FAILED_PROOFS_PER_MINUTE = 30
 
 class RateLimiter:
     """At most ``limit`` hits per key in any ``window`` seconds; a limit of 0 counts nothing and refuses
-    nothing (the operator's `serve --registration-limit 0`)."""
+    nothing (the operator's `serve --registration-limit 0`). The hits are rows of the database, so every
+    server process on it counts them together (one process's own count would let each of N processes
+    allow the limit again)."""
 
-    def __init__(self, limit, window):
-        self.limit, self.window = limit, window
-        self.hits = collections.defaultdict(collections.deque)
-        self.lock = threading.Lock()
+    def __init__(self, store, name, limit, window):
+        self.store, self.name, self.limit, self.window = store, name, limit, window
 
     def hit(self, key):
         """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
@@ -4313,19 +4315,19 @@ class RateLimiter:
     def count(self, key, counting):
         if not self.limit:
             return 0
-        moment = time.monotonic()
-        with self.lock:
-            hits = self.hits.get(key) or collections.deque()
-            while hits and hits[0] <= moment - self.window:
-                hits.popleft()
+        moment = time.time()
+        recent = ("SELECT at FROM rate_hits WHERE limiter = ? AND key = ? AND at > ? ORDER BY at LIMIT ?",
+                  (self.name, key, moment - self.window, self.limit))
+        if not counting:
+            hits = self.store.all(recent[0], *recent[1])
+            return int(hits[0]["at"] + self.window - moment) + 1 if len(hits) >= self.limit else 0
+        with self.store.transaction(records_only=True) as db:     # (no cached answer reads these rows)
+            # the limiter's hits past its window go, whichever key: keys that hit nothing lately are not kept
+            db.execute("DELETE FROM rate_hits WHERE limiter = ? AND at <= ?", (self.name, moment - self.window))
+            hits = db.execute(*recent).fetchall()
             if len(hits) >= self.limit:
-                return int(hits[0] + self.window - moment) + 1
-            if counting:
-                hits.append(moment)
-            if hits:
-                self.hits[key] = hits
-            else:
-                self.hits.pop(key, None)        # keys that hit nothing lately are not kept
+                return int(hits[0]["at"] + self.window - moment) + 1
+            db.execute("INSERT INTO rate_hits (limiter, key, at) VALUES (?, ?, ?)", (self.name, key, moment))
             return 0
 
 
@@ -4376,11 +4378,12 @@ class Installation:
         self.anchor.attach(self.store)         # (an installation from before gets its first checkpoint now)
         self.git_engine = make_git_engine(config.git_engine)
         self.authenticator = authenticator
-        self.registrations = RateLimiter(config.registration_limit, config.registration_window)
-        self.sign_ins = RateLimiter(10, 300)
+        self.registrations = RateLimiter(self.store, "registrations", config.registration_limit,
+                                         config.registration_window)
+        self.sign_ins = RateLimiter(self.store, "sign_ins", 10, 300)
         # failed proofs of possession (DPoP proofs, client assertions), per address and per agent: past
         # the limit, further ones are refused before any signature is checked
-        self.failed_proofs = RateLimiter(FAILED_PROOFS_PER_MINUTE, 60)
+        self.failed_proofs = RateLimiter(self.store, "failed_proofs", FAILED_PROOFS_PER_MINUTE, 60)
         self.token_seen = {}
         self.dpop_replay = StoredReplayCache(self.store)
         # set when a committed change queued webhook deliveries: the delivery worker (webhooks) waits on it
@@ -23053,6 +23056,15 @@ CREATE TABLE IF NOT EXISTS org_selected_repos (
     repo_id  INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
     PRIMARY KEY (org_id, kind, name, repo_id)
 );
+
+-- The rate limits' recent hits (registrations, sign-ins, failed proofs per address or account), shared
+-- by every server process on the database; a hit past its limiter's window is deleted at its next hit.
+CREATE TABLE IF NOT EXISTS rate_hits (
+    limiter  TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    at       REAL NOT NULL              -- epoch seconds
+);
+CREATE INDEX IF NOT EXISTS rate_hits_by_key ON rate_hits(limiter, key, at);
 
 -- Settings an operator chooses once for the installation (e.g. agent_credentials: bootstrap or direct).
 CREATE TABLE IF NOT EXISTS settings (

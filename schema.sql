@@ -963,6 +963,15 @@ CREATE TABLE IF NOT EXISTS org_selected_repos (
     PRIMARY KEY (org_id, kind, name, repo_id)
 );
 
+-- The rate limits' recent hits (registrations, sign-ins, failed proofs per address or account), shared
+-- by every server process on the database; a hit past its limiter's window is deleted at its next hit.
+CREATE TABLE IF NOT EXISTS rate_hits (
+    limiter  TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    at       REAL NOT NULL              -- epoch seconds
+);
+CREATE INDEX IF NOT EXISTS rate_hits_by_key ON rate_hits(limiter, key, at);
+
 -- Settings an operator chooses once for the installation (e.g. agent_credentials: bootstrap or direct).
 CREATE TABLE IF NOT EXISTS settings (
     name   TEXT PRIMARY KEY,

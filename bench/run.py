@@ -18,6 +18,7 @@
      OpenSSL) adds to a request, per check.
   h. a fleet: 200 agents on one host, each cloning its repository and pushing five commits, all at
      once: errors (target 0), wall time vs the same work on local bare repositories, the server's peak RSS.
+  i. the database: c.'s read and write with agentgit on PostgreSQL (a throw-away local cluster) vs on SQLite.
 
 Options: --commits N --files N (repository size), --trials N, --skip-dulwich, --agents N, --only NAME.
 """
@@ -181,16 +182,16 @@ class ServerProcess:
         self.proc.wait()
 
 
-def start_agentgit(data, engine="auto"):
+def start_agentgit(data, engine="auto", database=""):
     return ServerProcess([sys.executable, AGENTGIT, "serve", "--port", "0", "--quiet", "--data", data,
-                          "--git-engine", engine])
+                          "--git-engine", engine, "--database", database])
 
 
-def add_bench_user(data):
+def add_bench_user(data, database=""):
     """The human bench, with the CLI, on data a server made (the CLI never makes a data directory)."""
-    start_agentgit(data).stop()
-    return subprocess.run([sys.executable, AGENTGIT, "user", "add", "bench", "--data", data], capture_output=True,
-                          text=True, check=True).stdout.strip().split("\n")[-1]
+    start_agentgit(data, database=database).stop()
+    return subprocess.run([sys.executable, AGENTGIT, "user", "add", "bench", "--data", data, "--database", database],
+                          capture_output=True, text=True, check=True).stdout.strip().split("\n")[-1]
 
 
 def request(url, path, token=None, method="GET", body=None):
@@ -457,33 +458,45 @@ def requests_per_second(url, path, token, threads=4, per_thread=500, method="GET
     return sum(done) / (time.perf_counter() - start)
 
 
+REST_READ, REST_WRITE = "/api/v3/repos/bench/demo", "/api/v3/repos/bench/demo/issues/1/comments"
+COMMENT = json.dumps({"body": "a comment of a benchmark"})
+
+
+def rest_server(name, database=""):
+    """(agentgit serving bench/demo with an issue, bench's token), on SQLite or on ``database``."""
+    data = fresh(os.path.join(WORK, name))
+    token = add_bench_user(data, database)
+    server = start_agentgit(data, database=database)
+    status, body = request(server.url, "/api/v3/user/repos", token, "POST", {"name": "demo", "auto_init": True})
+    assert status == 201
+    assert request(server.url, "/api/v3/repos/bench/demo/issues", token, "POST", {"title": "bench"})[0] == 201
+    return server, token
+
+
+def rest_round(figures, url, token):
+    """One round of the read and the write against ``url`` (token None: the bare server, at /)."""
+    figures["read"].append(requests_per_second(url, REST_READ if token else "/", token, per_thread=1000))
+    figures["write"].append(requests_per_second(url, REST_WRITE if token else "/", token, per_thread=100, method="POST",
+                                                body=COMMENT, extra={"Content-Type": "application/json"}))
+
+
 def bench_rest(rounds=7):
     """Both servers run side by side and are measured in alternating rounds; medians are printed,
     since a 2-core machine shared by client and server threads is noisy from one round to the next.
     The read: GET /repos/{o}/{r} with a token. The write: POST an issue comment (a row, its audit row,
     a commit), against a bare server that reads the same body and answers the same bytes."""
-    data = fresh(os.path.join(WORK, "rest-data"))
-    token = add_bench_user(data)
-    server = start_agentgit(data)
+    server, token = rest_server("rest-data")
     bare = None
     try:
-        status, body = request(server.url, "/api/v3/user/repos", token, "POST", {"name": "demo", "auto_init": True})
-        assert status == 201
-        assert request(server.url, "/api/v3/repos/bench/demo/issues", token, "POST", {"title": "bench"})[0] == 201
-        path, comments = "/api/v3/repos/bench/demo", "/api/v3/repos/bench/demo/issues/1/comments"
-        comment = json.dumps({"body": "a comment of a benchmark"})
         body_file = os.path.join(WORK, "rest-body.json")
         with open(body_file, "wb") as f:
-            f.write(request(server.url, path, token)[1])
+            f.write(request(server.url, REST_READ, token)[1])
         bare = ServerProcess([sys.executable, "-c", BARE_SERVER, body_file])
-        figures = {"read": ([], []), "write": ([], [])}
+        ours, theirs = {"read": [], "write": []}, {"read": [], "write": []}
         for _ in range(rounds):
-            figures["read"][0].append(requests_per_second(server.url, path, token, per_thread=1000))
-            figures["read"][1].append(requests_per_second(bare.url, "/", None, per_thread=1000))
-            figures["write"][0].append(requests_per_second(server.url, comments, token, per_thread=100, method="POST",
-                                                           body=comment, extra={"Content-Type": "application/json"}))
-            figures["write"][1].append(requests_per_second(bare.url, "/", None, per_thread=100, method="POST",
-                                                           body=comment, extra={"Content-Type": "application/json"}))
+            rest_round(ours, server.url, token)
+            rest_round(theirs, bare.url, None)
+        figures = {name: (ours[name], theirs[name]) for name in ours}
     finally:
         server.stop()
         if bare:
@@ -492,6 +505,29 @@ def bench_rest(rounds=7):
         ours, theirs = (statistics.median(f) for f in figures[name])
         print("c. REST %s agentgit %5.0f req/s   bare http.server %5.0f req/s   ratio %.2fx   (target >= %.2fx; "
               "medians of %d alternating rounds)" % (label, ours, theirs, ours / theirs, target, rounds))
+
+
+def bench_database(rounds=5):
+    """The REST read and write of c., agentgit on PostgreSQL (a throw-away local cluster, pg8000) against
+    agentgit on SQLite, side by side in alternating rounds."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from throwaway_postgres import Cluster
+    cluster = Cluster()
+    servers = []
+    try:
+        servers = [rest_server("sqlite-data"), rest_server("postgresql-data", cluster.new_database())]
+        figures = ({"read": [], "write": []}, {"read": [], "write": []})
+        for _ in range(rounds):
+            for (server, token), figure in zip(servers, figures):
+                rest_round(figure, server.url, token)
+    finally:
+        for server, _ in servers:
+            server.stop()
+        cluster.stop()
+    for name, label in (("read", "GET /repos/{o}/{r}         "), ("write", "POST .../issues/1/comments")):
+        sqlite, postgresql = (statistics.median(f[name]) for f in figures)
+        print("i. REST %s on PostgreSQL %5.0f req/s   on SQLite %5.0f req/s   ratio %.2fx   (medians of %d "
+              "alternating rounds)" % (label, postgresql, sqlite, postgresql / sqlite, rounds))
 
 
 # -- e. MCP: a read tool against the same read over REST -------------------------------------------
@@ -586,7 +622,7 @@ def bench_proofs(calls=2000):
 
     class App:
         key, dpop_replay, config = b"k" * 32, agentgit.ReplayCache(), agentgit.Config(data_dir="")
-        failed_proofs = agentgit.RateLimiter(0, 60)
+        failed_proofs = agentgit.RateLimiter(None, "failed_proofs", 0, 60)
     key = ec.generate_private_key(ec.SECP256R1())
     numbers = key.public_key().public_numbers()
     jwk = {"kty": "EC", "crv": "P-256", "x": agentgit.b64url(numbers.x.to_bytes(32, "big")),
@@ -756,13 +792,15 @@ def main():
     parser.add_argument("--dulwich-concurrent", action="store_true",
                         help="also run eight concurrent clones on dulwich (slow: minutes, GBs)")
     parser.add_argument("--agents", type=int, default=200, help="the fleet's size (h)")
-    parser.add_argument("--only", choices=("decide", "cold-start", "rest", "mcp", "broker", "proofs", "git", "fleet"),
+    parser.add_argument("--only", choices=("decide", "cold-start", "rest", "mcp", "broker", "proofs", "git", "fleet",
+                                           "database"),
                         help="run one benchmark")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     for name, run in (("decide", bench_decide), ("cold-start", lambda: bench_cold_start(args.trials)),
                       ("rest", bench_rest), ("mcp", bench_mcp), ("broker", bench_broker), ("proofs", bench_proofs),
-                      ("git", lambda: bench_git(args)), ("fleet", lambda: bench_fleet(args.agents))):
+                      ("git", lambda: bench_git(args)), ("fleet", lambda: bench_fleet(args.agents)),
+                      ("database", bench_database)):
         if args.only in (None, name):
             run()
 

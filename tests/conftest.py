@@ -5,7 +5,6 @@ Copy `server` into your own project's conftest.py to test an agent framework aga
 import base64
 import contextlib
 import http.client
-import itertools
 import http.server
 import json
 import os
@@ -36,53 +35,22 @@ SHARED_TOOLS = os.path.join(ROOT, "..", "shared", "tools")
 
 
 # -- PostgreSQL: AGENTGIT_TEST_DATABASE=postgresql runs the suite on a throw-away cluster --------------
-# The cluster is made for the session (initdb refuses root: as root it runs as the postgres user), on a
-# Unix socket in its own directory, without fsync; every test gets a database of its own through
-# AGENTGIT_DATABASE, which make_server, the CLI and every subprocess read as a user's would.
+# The cluster is made for the session; every test gets a database of its own through AGENTGIT_DATABASE,
+# which make_server, the CLI and every subprocess read as a user's would.
 DATABASE = os.environ.get("AGENTGIT_TEST_DATABASE", "sqlite")
 postgresql = DATABASE == "postgresql"
-# an SQLite installation made by an older agentgit, upgraded: PostgreSQL databases start at schema 12
+# an SQLite installation made by an older agentgit, upgraded: PostgreSQL databases start at schema 13
 sqlite_upgrade = pytest.mark.skipif(postgresql, reason="upgrades an SQLite database of an older schema")
-
-
-def postgres_bin(name):
-    import glob
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/" + name)) or [shutil.which(name)]
-    if not found[-1]:
-        raise RuntimeError("AGENTGIT_TEST_DATABASE=postgresql needs PostgreSQL (apt-get install postgresql)")
-    return found[-1]
 
 
 @pytest.fixture(scope="session")
 def postgres_cluster():
-    """(socket directory, run) of a cluster made for this session; run(sql) runs one statement."""
-    import tempfile
-    directory = tempfile.mkdtemp(prefix="agentgit-pg-")
-    as_owner = []
-    if os.geteuid() == 0:
-        import pwd
-        owner = pwd.getpwnam("postgres")
-        os.chown(directory, owner.pw_uid, owner.pw_gid)
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data = os.path.join(directory, "data")
-    subprocess.run(as_owner + [postgres_bin("initdb"), "-D", data, "-A", "trust", "-U", "agentgit", "--no-sync",
-                               "-E", "UTF8", "--locale=C"], check=True, capture_output=True, cwd="/")
-    subprocess.run(as_owner + [postgres_bin("pg_ctl"), "-D", data, "-w", "-l", os.path.join(directory, "log"), "-o",
-                               "-k %s -c listen_addresses= -c fsync=off -c synchronous_commit=off -c "
-                               "full_page_writes=off -c max_connections=400" % directory, "start"],
-                   check=True, capture_output=True, cwd="/")
-    import pg8000.dbapi
-    admin = pg8000.dbapi.connect(user="agentgit", database="postgres",
-                                 unix_sock=os.path.join(directory, ".s.PGSQL.5432"))
-    admin.autocommit = True
-
-    def run(sql):
-        admin.cursor().execute(sql)
-    yield directory, run
-    admin.close()
-    subprocess.run(as_owner + [postgres_bin("pg_ctl"), "-D", data, "-m", "immediate", "stop"], capture_output=True,
-                   cwd="/")
-    shutil.rmtree(directory, ignore_errors=True)
+    """A cluster made for this session (tools/throwaway_postgres.py)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from throwaway_postgres import Cluster
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()
 
 
 def database_of(data_dir):
@@ -102,14 +70,7 @@ def database_dump(store):
 @pytest.fixture(scope="session")
 def new_postgres_database(postgres_cluster):
     """make(): a new empty PostgreSQL database's URL, whichever lane this is."""
-    directory, run = postgres_cluster
-    numbers = itertools.count(1)
-
-    def make():
-        name = "test_%d" % next(numbers)
-        run("CREATE DATABASE %s STRATEGY FILE_COPY" % name)
-        return "postgresql://agentgit@/%s?host=%s" % (name, directory)
-    return make
+    return postgres_cluster.new_database
 
 
 @pytest.fixture(scope="session")

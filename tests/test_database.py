@@ -111,6 +111,19 @@ def test_two_servers_on_one_database_number_each_issue_once_and_share_revocation
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout
 
 
+def test_two_servers_on_one_database_count_one_rate_limit(tmp_path):
+    """A limit of two registrations an address: two through one server, and the other refuses the third."""
+    data = tmp_path / "data"
+    servers = [agentgit.make_server(data, port=0, registration_limit=2).start() for _ in range(2)]
+    try:
+        assert [ext(servers[0], "POST", "/agents", None, {"prefix_login": "a"}).status for _ in range(2)] == [201, 201]
+        refused = ext(servers[1], "POST", "/agents", None, {"prefix_login": "a"})
+        assert refused.status == 429 and int(refused.headers["retry-after"]) > 0
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
 def test_a_database_that_is_wrong_or_absent_is_named_plainly(tmp_path):
     for database, says in (("mysql://root@localhost/agentgit", "a database is postgresql://user@host/name"),
                            ("postgresql://nobody@127.0.0.1:1/agentgit", "cannot reach the PostgreSQL database"),

@@ -32,12 +32,12 @@ SECOND = 1.0
 def site(tmp_path_factory, new_database):
     """alice's private repository alice/secret with an issue, her token, and an OAuth app."""
     srv = agentgit.make_server(tmp_path_factory.mktemp("fuzz") / "data", port=0, database=new_database()).start()
-    srv.app.sign_ins = agentgit.RateLimiter(10 ** 9, 1)     # the fuzzers sign in far more than people do
+    srv.app.sign_ins.limit = 10 ** 9     # the fuzzers sign in far more than people do
     alice = srv.add_user("alice", password="pw")
     assert api(srv, "POST", "/user/repos", alice, {"name": "secret", "private": True, "auto_init": True}).status == 201
     assert api(srv, "POST", "/repos/alice/secret/issues", alice, {"title": "bug"}).status == 201
     client = ext(srv, "POST", "/oauth/apps", alice, {"name": "app", "redirect_uris": ["http://127.0.0.1:9/cb"]})
-    srv.app.failed_proofs = agentgit.RateLimiter(10 ** 9, 1)     # nor would people fail proofs this often
+    srv.app.failed_proofs.limit = 10 ** 9     # nor would people fail proofs this often
     agent, agent_token, _ = srv.add_agent("runner")
     from cryptography.hazmat.primitives.asymmetric import rsa
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -159,7 +159,7 @@ def test_metadata_documents_at_private_addresses_are_refused(server, metadata_ho
     assert resp.status == 400 and "non-public address" in page
     # and an address may make the server fetch documents only so often
     import agentgit
-    server.app.registrations = agentgit.RateLimiter(1, 600)
+    server.app.registrations = agentgit.RateLimiter(server.app.store, "documents", 1, 600)   # counted afresh
     assert browser.request("GET", "/login/oauth/authorize?" + query)[0].status == 400
     resp, page = browser.request("GET", "/login/oauth/authorize?" + query)
     assert resp.status == 429 and "retry later" in page
@@ -187,7 +187,7 @@ def test_authorization_server_metadata_and_registration_errors(server):
                                                    "token_endpoint_auth_method": "client_secret_basic"})
     assert made.status == 201 and made.json["client_secret"].startswith("agcs_")
     # registration is anonymous, so an address may register only so many clients in a while
-    server.app.registrations = agentgit.RateLimiter(2, 600)
+    server.app.registrations = agentgit.RateLimiter(server.app.store, "clients", 2, 600)     # counted afresh
     answers = [call(server, "POST", "/register", body={"redirect_uris": ["https://ok.example/cb"]}) for _ in range(3)]
     assert [a.status for a in answers] == [201, 201, 429] and answers[2].headers["retry-after"]
 

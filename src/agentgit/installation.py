@@ -3,7 +3,6 @@ pipeline reaches them (through a request's ``req.app``, or given directly): its 
 database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL. The
 server builds its App on one; the command line and the embedding API build one without serving."""
 
-import collections
 import getpass
 import os
 import secrets
@@ -43,12 +42,12 @@ FAILED_PROOFS_PER_MINUTE = 30
 
 class RateLimiter:
     """At most ``limit`` hits per key in any ``window`` seconds; a limit of 0 counts nothing and refuses
-    nothing (the operator's `serve --registration-limit 0`)."""
+    nothing (the operator's `serve --registration-limit 0`). The hits are rows of the database, so every
+    server process on it counts them together (one process's own count would let each of N processes
+    allow the limit again)."""
 
-    def __init__(self, limit, window):
-        self.limit, self.window = limit, window
-        self.hits = collections.defaultdict(collections.deque)
-        self.lock = threading.Lock()
+    def __init__(self, store, name, limit, window):
+        self.store, self.name, self.limit, self.window = store, name, limit, window
 
     def hit(self, key):
         """0 when this hit is allowed (and counted), else the seconds until the next one would be."""
@@ -62,19 +61,19 @@ class RateLimiter:
     def count(self, key, counting):
         if not self.limit:
             return 0
-        moment = time.monotonic()
-        with self.lock:
-            hits = self.hits.get(key) or collections.deque()
-            while hits and hits[0] <= moment - self.window:
-                hits.popleft()
+        moment = time.time()
+        recent = ("SELECT at FROM rate_hits WHERE limiter = ? AND key = ? AND at > ? ORDER BY at LIMIT ?",
+                  (self.name, key, moment - self.window, self.limit))
+        if not counting:
+            hits = self.store.all(recent[0], *recent[1])
+            return int(hits[0]["at"] + self.window - moment) + 1 if len(hits) >= self.limit else 0
+        with self.store.transaction(records_only=True) as db:     # (no cached answer reads these rows)
+            # the limiter's hits past its window go, whichever key: keys that hit nothing lately are not kept
+            db.execute("DELETE FROM rate_hits WHERE limiter = ? AND at <= ?", (self.name, moment - self.window))
+            hits = db.execute(*recent).fetchall()
             if len(hits) >= self.limit:
-                return int(hits[0] + self.window - moment) + 1
-            if counting:
-                hits.append(moment)
-            if hits:
-                self.hits[key] = hits
-            else:
-                self.hits.pop(key, None)        # keys that hit nothing lately are not kept
+                return int(hits[0]["at"] + self.window - moment) + 1
+            db.execute("INSERT INTO rate_hits (limiter, key, at) VALUES (?, ?, ?)", (self.name, key, moment))
             return 0
 
 
@@ -125,11 +124,12 @@ class Installation:
         self.anchor.attach(self.store)         # (an installation from before gets its first checkpoint now)
         self.git_engine = make_git_engine(config.git_engine)
         self.authenticator = authenticator
-        self.registrations = RateLimiter(config.registration_limit, config.registration_window)
-        self.sign_ins = RateLimiter(10, 300)
+        self.registrations = RateLimiter(self.store, "registrations", config.registration_limit,
+                                         config.registration_window)
+        self.sign_ins = RateLimiter(self.store, "sign_ins", 10, 300)
         # failed proofs of possession (DPoP proofs, client assertions), per address and per agent: past
         # the limit, further ones are refused before any signature is checked
-        self.failed_proofs = RateLimiter(FAILED_PROOFS_PER_MINUTE, 60)
+        self.failed_proofs = RateLimiter(self.store, "failed_proofs", FAILED_PROOFS_PER_MINUTE, 60)
         self.token_seen = {}
         self.dpop_replay = StoredReplayCache(self.store)
         # set when a committed change queued webhook deliveries: the delivery worker (webhooks) waits on it

@@ -27,7 +27,7 @@ from agentgit.config import OTHER_PROCESS_POLL
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -131,6 +131,8 @@ MIGRATIONS = {
                    ("repos", "workflow_permissions TEXT NOT NULL DEFAULT 'read'"),
                    ("repos", "actions_can_approve INTEGER NOT NULL DEFAULT 0")],
                   "ALTER TABLE workflow_runs RENAME COLUMN pushed TO event_fields;", ""),
+    # rate limits counted in the database, by every server process together (SCHEMA makes the table)
+    13: Migration([], "", ""),
 }
 
 
