@@ -82,6 +82,8 @@ fuzz: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(BIN)/pip install -q casbin cedarpy    # the policy engines decide() is measured against; bench only
+	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk \
+		>/dev/null; } || echo "wrk cannot be installed here: the workers' figure (j.) is skipped"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(ARGS)
 
 # gh's own acceptance scripts, with the real gh and git: cli/cli's acceptance/testdata/*/*.txtar, which are

@@ -28,107 +28,107 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2068  tokens.issue_token
-       line  2090  tokens.verify_token
+       line  2105  tokens.issue_token
+       line  2127  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3255  policy.POLICY_RULES
-       line  3295  policy.decide
+       line  3292  policy.POLICY_RULES
+       line  3332  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3360  audit.audit_append
-       line  3383  audit.audit_verify
+       line  3397  audit.audit_append
+       line  3420  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12642  delegation.create_invite
-       line 12716  delegation.confirm_binding
-       line 13352  tasks.create_task_grant
-       line  4225  authentication.load_grant
+       line 12682  delegation.create_invite
+       line 12756  delegation.confirm_binding
+       line 13392  tasks.create_task_grant
+       line  4262  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20565  server.App.dispatch
-       line  4102  authentication.authenticate
-       line  3785  ledger.Ledger
+       line 20607  server.App.dispatch
+       line  4139  authentication.authenticate
+       line  3822  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20218  githttp.git_receive_pack
-       line  3829  ledger.Ledger.decide_each
-       line  3763  intents.reconcile_intents
+       line 20260  githttp.git_receive_pack
+       line  3866  ledger.Ledger.decide_each
+       line  3800  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   205-  315  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   316-  345  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   346-  878  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   879-  989  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   990- 1576  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1577- 1613  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1614- 1835  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1836- 2016  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2017- 2117  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2118- 2270  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2271- 2496  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2497- 3317  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3318- 3532  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3533- 3636  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3637- 3706  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3707- 3779  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3780- 3973  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  3974- 4272  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4273- 4460  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4461- 4590  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4591- 4886  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4887- 5103  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5104- 5171  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5172- 5447  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5448- 5545  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5546- 6082  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6083- 6353  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6354- 7143  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7144- 7273  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7274- 7800  REST: pull requests and their merges.
-    31. reviews            lines  7801- 8155  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8156- 8263  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8264- 8320  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8321- 8562  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8563- 8844  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8845- 9007  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9008- 9357  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9358- 9702  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9703- 9781  REST: deploy keys.
-    40. actions            lines  9782-10256  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10257-10788  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10789-10991  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 10992-11340  REST: organizations, memberships and teams.
-    44. webhooks           lines 11341-11903  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11904-12460  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12461-12536  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12537-13104  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13105-13316  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13317-13753  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13754-14393  REST: GitHub Apps, as agents.
-    51. runner             lines 14394-15209  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15210-15381  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15382-15644  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15645-16326  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16327-16557  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16558-16944  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16945-17418  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17419-17699  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17700-17882  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17883-18219  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18220-18459  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18460-18918  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18919-19572  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19573-20080  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20081-20286  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20287-20555  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20556-21283  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21284-21560  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21561-22090  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22091-23076  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   205-  316  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   317-  346  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   347-  879  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   880-  990  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   991- 1613  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1614- 1650  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1651- 1872  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1873- 2053  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2054- 2154  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2155- 2307  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2308- 2533  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2534- 3354  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3355- 3569  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3570- 3673  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3674- 3743  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3744- 3816  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3817- 4010  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  4011- 4309  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4310- 4500  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4501- 4630  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4631- 4926  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4927- 5143  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5144- 5211  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5212- 5487  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5488- 5585  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5586- 6122  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6123- 6393  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6394- 7183  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7184- 7313  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7314- 7840  REST: pull requests and their merges.
+    31. reviews            lines  7841- 8195  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8196- 8303  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8304- 8360  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8361- 8602  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8603- 8884  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8885- 9047  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9048- 9397  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9398- 9742  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9743- 9821  REST: deploy keys.
+    40. actions            lines  9822-10296  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10297-10828  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10829-11031  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 11032-11380  REST: organizations, memberships and teams.
+    44. webhooks           lines 11381-11943  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11944-12500  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12501-12576  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12577-13144  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13145-13356  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13357-13793  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13794-14433  REST: GitHub Apps, as agents.
+    51. runner             lines 14434-15251  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15252-15423  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15424-15686  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15687-16368  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16369-16599  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16600-16986  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16987-17460  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17461-17741  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17742-17924  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17925-18261  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18262-18501  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18502-18960  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18961-19614  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19615-20122  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20123-20328  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20329-20597  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20598-21330  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21331-21607  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21608-22192  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22193-23178  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 71186bb7af8fbfc3abbc8254816712f170a2f2f1d109a7fd8f9dcd081859455a
+Made from sources whose SHA-256 is 1cfbc57f3d3817d5356e52418706860f4935050465045646364f455a19522c23
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -302,6 +302,7 @@ class Config:
     header_deadline: float = HEADER_DEADLINE                  # the listeners' guards (server.Guarded)
     idle_connections_per_client: int = IDLE_CONNECTIONS_PER_CLIENT
     max_connections: int = MAX_CONNECTIONS
+    reuse_port: bool = False               # other processes may listen on the same port (serve --workers)
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")
@@ -1151,6 +1152,10 @@ class Store:
         self.memo[key] = (generation, value)
         return value
 
+    def release(self):
+        """A request ended: what it held of the database may serve the next (PostgreSQL's connections,
+        few and shared; an SQLite connection costs nothing to keep with its thread)."""
+
     def poll_other_processes(self):
         """At most every OTHER_PROCESS_POLL seconds, ask whether anyone else committed."""
         moment = time.monotonic()
@@ -1265,7 +1270,8 @@ POSTGRES_PREAMBLE = """
 CREATE COLLATION IF NOT EXISTS nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
 CREATE TABLE IF NOT EXISTS agentgit_schema (version INTEGER NOT NULL, generation BIGINT NOT NULL);
 """
-IDLE_CONNECTIONS = 8                       # kept open for the next thread; more are closed
+CONNECTIONS_IN_USE = 32                    # a process's connections at work at once; more threads wait their turn
+IDLE_CONNECTIONS = 8                       # kept open for the next request; more are closed
 
 
 class IntegrityError(Exception):
@@ -1440,6 +1446,7 @@ class PostgresStore(Store):
         self.described = "; database: PostgreSQL %s" % shown_url(url)
         self.local = threading.local()
         self.idle, self.idle_lock = [], threading.Lock()
+        self.in_use = threading.BoundedSemaphore(CONNECTIONS_IN_USE)
         self.migrate(fill)
         self.watch = PostgresConnection(self.driver, self.parameters)
         super().__init__()
@@ -1448,20 +1455,46 @@ class PostgresStore(Store):
     def db(self):
         lease = getattr(self.local, "lease", None)
         if lease is None:
+            if not self.in_use.acquire(timeout=60):
+                raise RuntimeError("no database connection came free in 60 s (%d at work)" % CONNECTIONS_IN_USE)
             with self.idle_lock:
                 conn = self.idle.pop() if self.idle else None
-            lease = self.local.lease = ConnectionLease(self, conn or PostgresConnection(self.driver, self.parameters))
+            try:
+                lease = self.local.lease = ConnectionLease(self, conn or PostgresConnection(self.driver,
+                                                                                           self.parameters))
+            except BaseException:
+                self.in_use.release()
+                raise
         return lease.conn
 
-    def give_back(self, conn):
-        """A thread ended: its connection waits for another, or closes if enough do."""
-        if conn.in_transaction:
-            conn.rollback()
+    def release(self):
+        lease = getattr(self.local, "lease", None)
+        if lease is not None and not lease.conn.in_transaction:
+            self.local.lease = None
+            lease.end()
+
+    def close(self):
+        """Close the connections kept: the calling thread's, the idle ones and the watch (an embedding
+        program done with the database; threads still at work keep theirs until they end)."""
+        self.release()
         with self.idle_lock:
-            if len(self.idle) < IDLE_CONNECTIONS:
-                self.idle.append(conn)
-                return
-        conn.raw.close()
+            idle, self.idle = self.idle, []
+        for conn in idle + [self.watch]:
+            conn.raw.close()
+
+    def give_back(self, conn):
+        """A lease ended (its request, or its thread): the connection waits for another, or closes if
+        enough do."""
+        try:
+            if conn.in_transaction:
+                conn.rollback()
+            with self.idle_lock:
+                if len(self.idle) < IDLE_CONNECTIONS:
+                    self.idle.append(conn)
+                    return
+            conn.raw.close()
+        finally:
+            self.in_use.release()
 
     def migrate(self, fill):
         db = self.db
@@ -1498,13 +1531,17 @@ class PostgresStore(Store):
 
 
 class ConnectionLease:
-    """A thread's hold on a connection; the thread's end drops it, and the connection goes back."""
+    """A thread's hold on a connection, until release() ends it or the thread's end drops it."""
 
     def __init__(self, store, conn):
-        self.store, self.conn = store, conn
+        self.store, self.conn, self.ended = store, conn, False
 
-    def __del__(self):
-        self.store.give_back(self.conn)
+    def end(self):
+        if not self.ended:
+            self.ended = True
+            self.store.give_back(self.conn)
+
+    __del__ = end
 
 
 def copy_database(source, url, batch=200):
@@ -4425,7 +4462,10 @@ class Installation:
         if self.store.one("SELECT 1 FROM accounts LIMIT 1"):
             return None
         login = "admin"
-        _, token = create_human(self, login, admin=True)
+        try:
+            _, token = create_human(self, login, admin=True)
+        except self.store.integrity_errors:        # another server starting on the same database made it
+            return None
         Ledger(self, Principal(runtime="first start", operator=True), "cli").record(
             "create_user", "user:" + login, [OPERATOR_REASON], "created site admin %s, token %s" % (
                 login, token_fingerprint(token)))
@@ -14568,6 +14608,9 @@ def start_triggered_runs(app, trigger):
     waits = trigger["event"] == "pull_request" and actor is not None and from_a_fork_pull(
         store, fields, repo_row["id"]) and RANK[repo_permission(store, actor, repo_row)[0]] < RANK["write"]
     with store.transaction() as db:
+        # taken once: another server process (serve --workers) may have read the same trigger meanwhile
+        if db.execute("DELETE FROM run_triggers WHERE id = ?", (trigger["id"],)).rowcount == 0:
+            return
         for path in started:
             db.execute("INSERT INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                        (repo_row["id"], path, now()))
@@ -14583,7 +14626,6 @@ def start_triggered_runs(app, trigger):
                 "event_fields": trigger["fields"], "created_at": now(), "updated_at": now()})
             announce(store, db, db.execute("SELECT * FROM workflow_runs WHERE id = ?", (run_id,)).fetchone(),
                      "workflow_run", "requested", run_event(run_id, "queued"))
-        db.execute("DELETE FROM run_triggers WHERE id = ?", (trigger["id"],))
     if started:
         app.runs_waiting.set()
         app.deliveries_waiting.set()
@@ -20937,7 +20979,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.watch_headers(self, done=True)
         self.requests_served += 1
-        self.server.app.dispatch(self)
+        try:
+            self.server.app.dispatch(self)
+        finally:
+            self.server.app.store.release()
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
@@ -21039,6 +21084,8 @@ class Guarded:
         self.watched, self.guard_lock = {}, threading.Lock()
         self.closing = threading.Event()      # before binding: a failed bind closes the server at once
         self.draining = threading.Event()     # stopping: requests at work finish, nothing new starts
+        # other agentgit processes may listen on the same port (serve --workers, --reuse-port)
+        self.allow_reuse_port = config.reuse_port and self.address_family != socket.AF_UNIX
         super().__init__(*args, **kwargs)
         threading.Thread(target=self.watchdog, daemon=True, name="agentgit-header-watchdog").start()
 
@@ -21777,6 +21824,10 @@ def add_serve_options(serve):
                        help="to send a request's line and headers, and to idle between requests (default %d)"
                             % HEADER_DEADLINE)
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="N server processes on one port over the same data (default 1): requests use N cores")
+    serve.add_argument("--reuse-port", action="store_true",
+                       help="share the port with other agentgit processes on this host (SO_REUSEPORT), as --workers does")
 
 
 def add_connect_command(connect, command, client, help_text, modes, what_dir):
@@ -21964,6 +22015,10 @@ STOP_SECONDS = 30      # what a graceful stop gives the requests at work (system
 
 def run_serve(args):
     """``serve``: the server in the foreground, until Ctrl-C."""
+    if args.workers < 1:
+        raise SystemExit("--workers takes 1 or more")
+    if args.workers > 1:
+        return run_workers(args)
     if args.registration_limit < 0:
         raise SystemExit("--registration-limit takes a number of registrations, or 0 for no limit")
     if min(args.max_connections, args.idle_connections_per_client) < 1 or args.header_timeout <= 0:
@@ -21987,7 +22042,7 @@ def run_serve(args):
                              require_sender_constrained=args.require_sender_constrained,
                              require_runtime_certificates=args.require_runtime_certificates,
                              max_connections=args.max_connections, header_deadline=args.header_timeout,
-                             idle_connections_per_client=args.idle_connections_per_client)
+                             idle_connections_per_client=args.idle_connections_per_client, reuse_port=args.reuse_port)
     except (ValueError, RuntimeError) as error:          # the database: a wrong URL, or none there
         raise SystemExit("agentgit: %s" % error)
     except OSError as error:
@@ -22023,6 +22078,53 @@ def run_serve(args):
     print("agentgit: stopped%s" % ("" if finished else ": requests still at work after %d s were cut off"
                                    % STOP_SECONDS), file=sys.stderr, flush=True)
     return 0 if finished else 1
+
+
+WORKER_RESTART_SECONDS = 1.0     # how soon a worker that died is replaced
+
+
+def run_workers(args):
+    """``serve --workers N``: N server processes on one port (SO_REUSEPORT: the kernel spreads new
+    connections among them) over the same data directory and database, each a whole ``serve`` (its
+    caches hear of the others' commits through the database; background work is leased). This process
+    only supervises: it starts the first alone (it makes a new installation's first admin, and picks the
+    port where --port is 0), passes on its banner, starts the rest, replaces one that dies, and on
+    SIGTERM or Ctrl-C stops them all gracefully."""
+    command = list(getattr(sys, "orig_argv", [sys.executable] + sys.argv))   # as this process was started
+    workers = [subprocess.Popen(command + ["--workers", "1", "--reuse-port"], stdout=subprocess.PIPE, text=True,
+                                start_new_session=True)]    # (a terminal's Ctrl-C reaches this process alone)
+    first_line = workers[0].stdout.readline()
+    if not first_line.startswith("agentgit listening on "):
+        workers[0].wait()
+        return workers[0].returncode or 1
+    print(first_line, end="", flush=True)
+    threading.Thread(target=lambda: [print(line, end="", flush=True) for line in workers[0].stdout],
+                     daemon=True).start()          # the rest of its banner, and a first admin's notice
+    port = urllib.parse.urlsplit(first_line.split()[-1]).port
+    # the others: the same command on the port the first bound (a Unix socket stays the first's)
+    others = command + ["--workers", "1", "--reuse-port", "--port", str(port), "--unix-socket", ""]
+
+    def start_other():
+        return subprocess.Popen(others, stdout=subprocess.DEVNULL, start_new_session=True)
+    workers += [start_other() for _ in range(args.workers - 1)]
+    print("agentgit: %d workers on port %d (pids %s)" % (args.workers, port, " ".join(str(w.pid) for w in workers)),
+          flush=True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
+    while not stopping.wait(0.2):
+        for position, worker in enumerate(workers):
+            if worker.poll() is not None:
+                print("agentgit: worker %d ended (exit %s); starting another" % (worker.pid, worker.returncode),
+                      file=sys.stderr, flush=True)
+                time.sleep(WORKER_RESTART_SECONDS)
+                workers[position] = start_other()
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    codes = [worker.wait() for worker in workers]
+    print("agentgit: stopped %d workers" % len(workers), file=sys.stderr, flush=True)
+    # (a worker still starting, before its handler, ends by the signal itself: stopped as asked)
+    return 0 if set(codes) <= {0, -signal.SIGTERM} else 1
 
 
 def run_command(args):

@@ -19,6 +19,7 @@
   h. a fleet: 200 agents on one host, each cloning its repository and pushing five commits, all at
      once: errors (target 0), wall time vs the same work on local bare repositories, the server's peak RSS.
   i. the database: c.'s read and write with agentgit on PostgreSQL (a throw-away local cluster) vs on SQLite.
+  j. workers: c.'s read with `serve --workers 2` vs one worker (driven by wrk), and h. with two workers.
 
 Options: --commits N --files N (repository size), --trials N, --skip-dulwich, --agents N, --only NAME.
 """
@@ -182,9 +183,9 @@ class ServerProcess:
         self.proc.wait()
 
 
-def start_agentgit(data, engine="auto", database=""):
+def start_agentgit(data, engine="auto", database="", workers=1):
     return ServerProcess([sys.executable, AGENTGIT, "serve", "--port", "0", "--quiet", "--data", data,
-                          "--git-engine", engine, "--database", database])
+                          "--git-engine", engine, "--database", database, "--workers", str(workers)])
 
 
 def add_bench_user(data, database=""):
@@ -388,12 +389,12 @@ def run_fleet(remotes, label):
     return time.perf_counter() - start, errors
 
 
-def bench_fleet(agents=200):
+def bench_fleet(agents=200, workers=1):
     """``agents`` agents registered on one server, all on 127.0.0.1, each cloning its own repository
     and pushing five commits (one push each), all at once; vs the same work on local bare repositories
     (`git clone --no-local` and pushes to a path). Errors must be 0; the server's peak RSS is printed."""
     data = fresh(os.path.join(WORK, "data-fleet"))
-    server = start_agentgit(data)
+    server = start_agentgit(data, workers=workers)
     try:
         token_file = os.path.join(data, "first-admin-token")     # written just after the first line
         for _ in range(100):
@@ -422,7 +423,8 @@ def bench_fleet(agents=200):
         server.sample()
         wall, errors = run_fleet(remotes, "agentgit")
         peak = server.stop_sampling()
-        print("h. fleet: %d agents on one host, each a clone and five pushes, all at once" % agents)
+        print("h. fleet: %d agents on one host, each a clone and five pushes, all at once%s" % (
+            agents, "; serve --workers %d" % workers if workers > 1 else ""))
         print("   agentgit %.1f s wall, %d errors (target 0), server peak RSS %.0f MB (process tree)" % (
             wall, len(errors), peak / 1024))
         print("   local git %.1f s wall (%d errors)   ratio %.2fx" % (local_wall, len(local_errors), wall / local_wall))
@@ -505,6 +507,42 @@ def bench_rest(rounds=7):
         ours, theirs = (statistics.median(f) for f in figures[name])
         print("c. REST %s agentgit %5.0f req/s   bare http.server %5.0f req/s   ratio %.2fx   (target >= %.2fx; "
               "medians of %d alternating rounds)" % (label, ours, theirs, ours / theirs, target, rounds))
+
+
+def wrk_requests_per_second(url, path, token, seconds=8):
+    """Requests a second that wrk (a C load generator: the client takes little of the cores) gets from
+    ``url`` over 8 keep-alive connections."""
+    out = subprocess.run(["wrk", "-t1", "-c8", "-d%ds" % seconds, "-H", "Authorization: token " + token, url + path],
+                         capture_output=True, text=True, check=True).stdout
+    assert "Non-2xx" not in out and "Socket errors" not in out, out
+    return float(out.split("Requests/sec:")[1].split()[0])
+
+
+def bench_workers(agents, rounds=3):
+    """c.'s read with `serve --workers 2` against one worker, side by side in alternating rounds, driven
+    by wrk; then h.'s fleet with two workers."""
+    if shutil.which("wrk") is None:
+        print("j. workers: skipped, wrk is not installed (apt-get install wrk; make bench does as root)")
+        return
+    servers = []
+    try:
+        for workers in (1, 2):
+            data = fresh(os.path.join(WORK, "workers-%d" % workers))
+            token = add_bench_user(data)
+            servers.append((start_agentgit(data, workers=workers), token))
+            assert request(servers[-1][0].url, "/api/v3/user/repos", token, "POST",
+                           {"name": "demo", "auto_init": True})[0] == 201
+        figures = ([], [])
+        for _ in range(rounds):
+            for (server, token), figure in zip(servers, figures):
+                figure.append(wrk_requests_per_second(server.url, REST_READ, token))
+    finally:
+        for server, _ in servers:
+            server.stop()
+    one, two = (statistics.median(f) for f in figures)
+    print("j. REST GET /repos/{o}/{r} with 2 workers %5.0f req/s   1 worker %5.0f req/s   ratio %.2fx   (target >= "
+          "1.6x; wrk, medians of %d alternating rounds)" % (two, one, two / one, rounds))
+    bench_fleet(agents, workers=2)
 
 
 def bench_database(rounds=5):
@@ -793,14 +831,14 @@ def main():
                         help="also run eight concurrent clones on dulwich (slow: minutes, GBs)")
     parser.add_argument("--agents", type=int, default=200, help="the fleet's size (h)")
     parser.add_argument("--only", choices=("decide", "cold-start", "rest", "mcp", "broker", "proofs", "git", "fleet",
-                                           "database"),
+                                           "database", "workers"),
                         help="run one benchmark")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     for name, run in (("decide", bench_decide), ("cold-start", lambda: bench_cold_start(args.trials)),
                       ("rest", bench_rest), ("mcp", bench_mcp), ("broker", bench_broker), ("proofs", bench_proofs),
                       ("git", lambda: bench_git(args)), ("fleet", lambda: bench_fleet(args.agents)),
-                      ("database", bench_database)):
+                      ("database", bench_database), ("workers", lambda: bench_workers(args.agents))):
         if args.only in (None, name):
             run()
 

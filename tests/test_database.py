@@ -35,7 +35,7 @@ def cli(*args):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_an_sqlite_installation_moves_to_postgresql_with_every_row(tmp_path, new_postgres_database):
+def test_an_sqlite_installation_moves_to_postgresql_with_every_row(tmp_path, postgres_cluster):
     data = str(tmp_path / "data")
     srv = agentgit.make_server(data, port=0, database="", egress_allow_loopback=True).start()   # SQLite, either lane
     token, _ = build_world(srv)
@@ -44,7 +44,7 @@ def test_an_sqlite_installation_moves_to_postgresql_with_every_row(tmp_path, new
     counts = sqlite_counts(data)
     filled = [table for table, count in counts.items() if count]
     assert len(filled) >= 45, sorted(set(counts) - set(filled))           # a world of most kinds of row
-    url = new_postgres_database()
+    url = postgres_cluster.new_database()                                # empty, as db copy wants it
 
     copied = cli("db", "copy", "--data", data, "--to", url)
     assert copied.returncode == 0, copied.stderr
@@ -144,13 +144,13 @@ def readme_database_lines():
     return [line.split("#")[0].split() for line in block.splitlines() if line.startswith("python agentgit.py ")]
 
 
-def test_the_readmes_commands_move_an_installation_and_serve_it(tmp_path, new_postgres_database):
+def test_the_readmes_commands_move_an_installation_and_serve_it(tmp_path, postgres_cluster):
     data = str(tmp_path / "data")
     srv = agentgit.make_server(data, port=0, database="").start()
     alice = srv.add_user("alice")
     assert api(srv, "POST", "/user/repos", alice, {"name": "moved"}).status == 201
     srv.stop()
-    url = new_postgres_database()
+    url = postgres_cluster.new_database()                                # empty, as db copy wants it
     lines = [[url if word == README_URL else word for word in line[2:]] + ["--data", data]
              for line in readme_database_lines()]
     assert [line[0] for line in lines] == ["db", "audit", "serve"]

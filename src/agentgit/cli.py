@@ -11,8 +11,10 @@ import os
 import re
 import secrets
 import signal
+import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 
 from agentgit.config import (AGENT_CREDENTIALS, AGENT_PREFIX_RE, AGENT_STANDING_ACCESS, Config, DEFAULT_DATA_DIR, HEADER_DEADLINE,
@@ -248,6 +250,10 @@ def add_serve_options(serve):
                        help="to send a request's line and headers, and to idle between requests (default %d)"
                             % HEADER_DEADLINE)
     serve.add_argument("--quiet", action="store_true", help="no access log on stderr")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="N server processes on one port over the same data (default 1): requests use N cores")
+    serve.add_argument("--reuse-port", action="store_true",
+                       help="share the port with other agentgit processes on this host (SO_REUSEPORT), as --workers does")
 
 
 def add_connect_command(connect, command, client, help_text, modes, what_dir):
@@ -435,6 +441,10 @@ STOP_SECONDS = 30      # what a graceful stop gives the requests at work (system
 
 def run_serve(args):
     """``serve``: the server in the foreground, until Ctrl-C."""
+    if args.workers < 1:
+        raise SystemExit("--workers takes 1 or more")
+    if args.workers > 1:
+        return run_workers(args)
     if args.registration_limit < 0:
         raise SystemExit("--registration-limit takes a number of registrations, or 0 for no limit")
     if min(args.max_connections, args.idle_connections_per_client) < 1 or args.header_timeout <= 0:
@@ -458,7 +468,7 @@ def run_serve(args):
                              require_sender_constrained=args.require_sender_constrained,
                              require_runtime_certificates=args.require_runtime_certificates,
                              max_connections=args.max_connections, header_deadline=args.header_timeout,
-                             idle_connections_per_client=args.idle_connections_per_client)
+                             idle_connections_per_client=args.idle_connections_per_client, reuse_port=args.reuse_port)
     except (ValueError, RuntimeError) as error:          # the database: a wrong URL, or none there
         raise SystemExit("agentgit: %s" % error)
     except OSError as error:
@@ -494,6 +504,53 @@ def run_serve(args):
     print("agentgit: stopped%s" % ("" if finished else ": requests still at work after %d s were cut off"
                                    % STOP_SECONDS), file=sys.stderr, flush=True)
     return 0 if finished else 1
+
+
+WORKER_RESTART_SECONDS = 1.0     # how soon a worker that died is replaced
+
+
+def run_workers(args):
+    """``serve --workers N``: N server processes on one port (SO_REUSEPORT: the kernel spreads new
+    connections among them) over the same data directory and database, each a whole ``serve`` (its
+    caches hear of the others' commits through the database; background work is leased). This process
+    only supervises: it starts the first alone (it makes a new installation's first admin, and picks the
+    port where --port is 0), passes on its banner, starts the rest, replaces one that dies, and on
+    SIGTERM or Ctrl-C stops them all gracefully."""
+    command = list(getattr(sys, "orig_argv", [sys.executable] + sys.argv))   # as this process was started
+    workers = [subprocess.Popen(command + ["--workers", "1", "--reuse-port"], stdout=subprocess.PIPE, text=True,
+                                start_new_session=True)]    # (a terminal's Ctrl-C reaches this process alone)
+    first_line = workers[0].stdout.readline()
+    if not first_line.startswith("agentgit listening on "):
+        workers[0].wait()
+        return workers[0].returncode or 1
+    print(first_line, end="", flush=True)
+    threading.Thread(target=lambda: [print(line, end="", flush=True) for line in workers[0].stdout],
+                     daemon=True).start()          # the rest of its banner, and a first admin's notice
+    port = urllib.parse.urlsplit(first_line.split()[-1]).port
+    # the others: the same command on the port the first bound (a Unix socket stays the first's)
+    others = command + ["--workers", "1", "--reuse-port", "--port", str(port), "--unix-socket", ""]
+
+    def start_other():
+        return subprocess.Popen(others, stdout=subprocess.DEVNULL, start_new_session=True)
+    workers += [start_other() for _ in range(args.workers - 1)]
+    print("agentgit: %d workers on port %d (pids %s)" % (args.workers, port, " ".join(str(w.pid) for w in workers)),
+          flush=True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
+    while not stopping.wait(0.2):
+        for position, worker in enumerate(workers):
+            if worker.poll() is not None:
+                print("agentgit: worker %d ended (exit %s); starting another" % (worker.pid, worker.returncode),
+                      file=sys.stderr, flush=True)
+                time.sleep(WORKER_RESTART_SECONDS)
+                workers[position] = start_other()
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    codes = [worker.wait() for worker in workers]
+    print("agentgit: stopped %d workers" % len(workers), file=sys.stderr, flush=True)
+    # (a worker still starting, before its handler, ends by the signal itself: stopped as asked)
+    return 0 if set(codes) <= {0, -signal.SIGTERM} else 1
 
 
 def run_command(args):

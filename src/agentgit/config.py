@@ -103,6 +103,7 @@ class Config:
     header_deadline: float = HEADER_DEADLINE                  # the listeners' guards (server.Guarded)
     idle_connections_per_client: int = IDLE_CONNECTIONS_PER_CLIENT
     max_connections: int = MAX_CONNECTIONS
+    reuse_port: bool = False               # other processes may listen on the same port (serve --workers)
 
 
 AGENT_CREDENTIALS = ("bootstrap", "direct")

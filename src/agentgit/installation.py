@@ -171,7 +171,10 @@ class Installation:
         if self.store.one("SELECT 1 FROM accounts LIMIT 1"):
             return None
         login = "admin"
-        _, token = create_human(self, login, admin=True)
+        try:
+            _, token = create_human(self, login, admin=True)
+        except self.store.integrity_errors:        # another server starting on the same database made it
+            return None
         Ledger(self, Principal(runtime="first start", operator=True), "cli").record(
             "create_user", "user:" + login, [OPERATOR_REASON], "created site admin %s, token %s" % (
                 login, token_fingerprint(token)))

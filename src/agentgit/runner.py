@@ -231,6 +231,9 @@ def start_triggered_runs(app, trigger):
     waits = trigger["event"] == "pull_request" and actor is not None and from_a_fork_pull(
         store, fields, repo_row["id"]) and RANK[repo_permission(store, actor, repo_row)[0]] < RANK["write"]
     with store.transaction() as db:
+        # taken once: another server process (serve --workers) may have read the same trigger meanwhile
+        if db.execute("DELETE FROM run_triggers WHERE id = ?", (trigger["id"],)).rowcount == 0:
+            return
         for path in started:
             db.execute("INSERT INTO workflows (repo_id, path, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                        (repo_row["id"], path, now()))
@@ -246,7 +249,6 @@ def start_triggered_runs(app, trigger):
                 "event_fields": trigger["fields"], "created_at": now(), "updated_at": now()})
             announce(store, db, db.execute("SELECT * FROM workflow_runs WHERE id = ?", (run_id,)).fetchone(),
                      "workflow_run", "requested", run_event(run_id, "queued"))
-        db.execute("DELETE FROM run_triggers WHERE id = ?", (trigger["id"],))
     if started:
         app.runs_waiting.set()
         app.deliveries_waiting.set()

@@ -415,7 +415,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.watch_headers(self, done=True)
         self.requests_served += 1
-        self.server.app.dispatch(self)
+        try:
+            self.server.app.dispatch(self)
+        finally:
+            self.server.app.store.release()
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
@@ -517,6 +520,8 @@ class Guarded:
         self.watched, self.guard_lock = {}, threading.Lock()
         self.closing = threading.Event()      # before binding: a failed bind closes the server at once
         self.draining = threading.Event()     # stopping: requests at work finish, nothing new starts
+        # other agentgit processes may listen on the same port (serve --workers, --reuse-port)
+        self.allow_reuse_port = config.reuse_port and self.address_family != socket.AF_UNIX
         super().__init__(*args, **kwargs)
         threading.Thread(target=self.watchdog, daemon=True, name="agentgit-header-watchdog").start()
 

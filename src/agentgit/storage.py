@@ -183,6 +183,10 @@ class Store:
         self.memo[key] = (generation, value)
         return value
 
+    def release(self):
+        """A request ended: what it held of the database may serve the next (PostgreSQL's connections,
+        few and shared; an SQLite connection costs nothing to keep with its thread)."""
+
     def poll_other_processes(self):
         """At most every OTHER_PROCESS_POLL seconds, ask whether anyone else committed."""
         moment = time.monotonic()
@@ -297,7 +301,8 @@ POSTGRES_PREAMBLE = """
 CREATE COLLATION IF NOT EXISTS nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
 CREATE TABLE IF NOT EXISTS agentgit_schema (version INTEGER NOT NULL, generation BIGINT NOT NULL);
 """
-IDLE_CONNECTIONS = 8                       # kept open for the next thread; more are closed
+CONNECTIONS_IN_USE = 32                    # a process's connections at work at once; more threads wait their turn
+IDLE_CONNECTIONS = 8                       # kept open for the next request; more are closed
 
 
 class IntegrityError(Exception):
@@ -472,6 +477,7 @@ class PostgresStore(Store):
         self.described = "; database: PostgreSQL %s" % shown_url(url)
         self.local = threading.local()
         self.idle, self.idle_lock = [], threading.Lock()
+        self.in_use = threading.BoundedSemaphore(CONNECTIONS_IN_USE)
         self.migrate(fill)
         self.watch = PostgresConnection(self.driver, self.parameters)
         super().__init__()
@@ -480,20 +486,46 @@ class PostgresStore(Store):
     def db(self):
         lease = getattr(self.local, "lease", None)
         if lease is None:
+            if not self.in_use.acquire(timeout=60):
+                raise RuntimeError("no database connection came free in 60 s (%d at work)" % CONNECTIONS_IN_USE)
             with self.idle_lock:
                 conn = self.idle.pop() if self.idle else None
-            lease = self.local.lease = ConnectionLease(self, conn or PostgresConnection(self.driver, self.parameters))
+            try:
+                lease = self.local.lease = ConnectionLease(self, conn or PostgresConnection(self.driver,
+                                                                                           self.parameters))
+            except BaseException:
+                self.in_use.release()
+                raise
         return lease.conn
 
-    def give_back(self, conn):
-        """A thread ended: its connection waits for another, or closes if enough do."""
-        if conn.in_transaction:
-            conn.rollback()
+    def release(self):
+        lease = getattr(self.local, "lease", None)
+        if lease is not None and not lease.conn.in_transaction:
+            self.local.lease = None
+            lease.end()
+
+    def close(self):
+        """Close the connections kept: the calling thread's, the idle ones and the watch (an embedding
+        program done with the database; threads still at work keep theirs until they end)."""
+        self.release()
         with self.idle_lock:
-            if len(self.idle) < IDLE_CONNECTIONS:
-                self.idle.append(conn)
-                return
-        conn.raw.close()
+            idle, self.idle = self.idle, []
+        for conn in idle + [self.watch]:
+            conn.raw.close()
+
+    def give_back(self, conn):
+        """A lease ended (its request, or its thread): the connection waits for another, or closes if
+        enough do."""
+        try:
+            if conn.in_transaction:
+                conn.rollback()
+            with self.idle_lock:
+                if len(self.idle) < IDLE_CONNECTIONS:
+                    self.idle.append(conn)
+                    return
+            conn.raw.close()
+        finally:
+            self.in_use.release()
 
     def migrate(self, fill):
         db = self.db
@@ -530,13 +562,17 @@ class PostgresStore(Store):
 
 
 class ConnectionLease:
-    """A thread's hold on a connection; the thread's end drops it, and the connection goes back."""
+    """A thread's hold on a connection, until release() ends it or the thread's end drops it."""
 
     def __init__(self, store, conn):
-        self.store, self.conn = store, conn
+        self.store, self.conn, self.ended = store, conn, False
 
-    def __del__(self):
-        self.store.give_back(self.conn)
+    def end(self):
+        if not self.ended:
+            self.ended = True
+            self.store.give_back(self.conn)
+
+    __del__ = end
 
 
 def copy_database(source, url, batch=200):
