@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2105  tokens.issue_token
-       line  2127  tokens.verify_token
+       line  2119  tokens.issue_token
+       line  2141  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3292  policy.POLICY_RULES
-       line  3332  policy.decide
+       line  3306  policy.POLICY_RULES
+       line  3346  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3397  audit.audit_append
-       line  3420  audit.audit_verify
+       line  3411  audit.audit_append
+       line  3434  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12682  delegation.create_invite
-       line 12756  delegation.confirm_binding
-       line 13392  tasks.create_task_grant
-       line  4262  authentication.load_grant
+       line 12696  delegation.create_invite
+       line 12770  delegation.confirm_binding
+       line 13406  tasks.create_task_grant
+       line  4276  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20607  server.App.dispatch
-       line  4139  authentication.authenticate
-       line  3822  ledger.Ledger
+       line 20621  server.App.dispatch
+       line  4153  authentication.authenticate
+       line  3836  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20260  githttp.git_receive_pack
-       line  3866  ledger.Ledger.decide_each
-       line  3800  intents.reconcile_intents
+       line 20274  githttp.git_receive_pack
+       line  3880  ledger.Ledger.decide_each
+       line  3814  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,74 +61,74 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   317-  346  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   347-  879  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   880-  990  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   991- 1613  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1614- 1650  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1651- 1872  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1873- 2053  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2054- 2154  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2155- 2307  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2308- 2533  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2534- 3354  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3355- 3569  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3570- 3673  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3674- 3743  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3744- 3816  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3817- 4010  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  4011- 4309  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4310- 4500  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4501- 4630  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4631- 4926  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4927- 5143  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5144- 5211  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5212- 5487  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5488- 5585  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5586- 6122  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6123- 6393  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6394- 7183  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7184- 7313  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7314- 7840  REST: pull requests and their merges.
-    31. reviews            lines  7841- 8195  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8196- 8303  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8304- 8360  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8361- 8602  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8603- 8884  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8885- 9047  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9048- 9397  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9398- 9742  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9743- 9821  REST: deploy keys.
-    40. actions            lines  9822-10296  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10297-10828  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10829-11031  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 11032-11380  REST: organizations, memberships and teams.
-    44. webhooks           lines 11381-11943  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11944-12500  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12501-12576  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12577-13144  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13145-13356  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13357-13793  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13794-14433  REST: GitHub Apps, as agents.
-    51. runner             lines 14434-15251  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15252-15423  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15424-15686  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15687-16368  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16369-16599  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16600-16986  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16987-17460  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17461-17741  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17742-17924  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17925-18261  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18262-18501  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18502-18960  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18961-19614  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19615-20122  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20123-20328  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20329-20597  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20598-21330  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21331-21607  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21608-22192  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22193-23178  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   991- 1627  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1628- 1664  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1665- 1886  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1887- 2067  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2068- 2168  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2169- 2321  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2322- 2547  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2548- 3368  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3369- 3583  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3584- 3687  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3688- 3757  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3758- 3830  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3831- 4024  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  4025- 4323  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4324- 4514  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4515- 4644  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4645- 4940  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4941- 5157  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5158- 5225  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5226- 5501  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5502- 5599  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5600- 6136  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6137- 6407  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6408- 7197  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7198- 7327  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7328- 7854  REST: pull requests and their merges.
+    31. reviews            lines  7855- 8209  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8210- 8317  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8318- 8374  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8375- 8616  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8617- 8898  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8899- 9061  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9062- 9411  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9412- 9756  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9757- 9835  REST: deploy keys.
+    40. actions            lines  9836-10310  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10311-10842  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10843-11045  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 11046-11394  REST: organizations, memberships and teams.
+    44. webhooks           lines 11395-11957  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11958-12514  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12515-12590  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12591-13158  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13159-13370  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13371-13807  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13808-14447  REST: GitHub Apps, as agents.
+    51. runner             lines 14448-15265  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15266-15437  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15438-15700  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15701-16382  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16383-16613  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16614-17000  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 17001-17474  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17475-17755  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17756-17938  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17939-18275  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18276-18515  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18516-18974  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18975-19628  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19629-20136  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20137-20342  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20343-20611  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20612-21344  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21345-21621  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21622-22206  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22207-23192  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 1cfbc57f3d3817d5356e52418706860f4935050465045646364f455a19522c23
+Made from sources whose SHA-256 is 5b47caec6484ca51f0eee0a8b6896d0e75d0c767f7a1e120f8e731ad67e49adb
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1366,12 +1366,12 @@ def from_postgres(value):
 class PostgresResult:
     """A statement's answer as sqlite3's cursor gives it: fetchone(), fetchall(), iteration, rowcount."""
 
-    def __init__(self, cursor):
-        self.rowcount = cursor.rowcount
+    def __init__(self, context):
+        self.rowcount = context.row_count
         self.rows = []
-        if cursor.description is not None:
-            make = row_type(tuple(column[0] for column in cursor.description))
-            self.rows = [make(from_postgres(value) for value in row) for row in cursor.fetchall()]
+        if context.columns:
+            make = row_type(tuple(column["name"] for column in context.columns))
+            self.rows = [make(from_postgres(value) for value in row) for row in context.rows]
         self.rows.reverse()                # popped from the end: fetchone() in order
 
     def fetchone(self):
@@ -1385,11 +1385,16 @@ class PostgresResult:
         return iter(self.fetchall())
 
 
+PREPARED_KEPT = 500                        # statements a connection keeps prepared; past it, it starts afresh
+
+
 class PostgresConnection:
-    """One pg8000 connection, answering as sqlite3's does for the SQL agentgit writes."""
+    """One pg8000 connection, answering as sqlite3's does for the SQL agentgit writes. A statement with
+    arguments is prepared once a connection (its ``?`` made $1…$n by pg8000's own quote-aware scanner)
+    and run by name after: one round trip a call, where an unnamed statement takes three."""
 
     def __init__(self, driver, parameters):
-        self.driver = driver
+        self.driver, self.core = driver, importlib.import_module("pg8000.core")
         try:
             self.raw = driver.connect(**parameters)
         except (driver.Error, OSError) as error:
@@ -1397,25 +1402,35 @@ class PostgresConnection:
                 parameters["user"], parameters["database"], error)) from None
         self.raw.autocommit = True         # as sqlite's isolation_level=None: BEGIN says where a transaction starts
         self.in_transaction = False
+        self.prepared = {}                 # sql -> (statement, name, columns, input conversions)
 
     def execute(self, sql, args=()):
-        cursor = self.raw.cursor()
         try:
-            cursor.execute(sql, tuple(int(a) if isinstance(a, bool) else a for a in args))
+            if not args:                   # one simple query (BEGIN, COMMIT, or several statements)
+                return PostgresResult(self.raw.execute_simple(sql))
+            prepared = self.prepared.get(sql)
+            if prepared is None:
+                if len(self.prepared) >= PREPARED_KEPT:
+                    for _, name, _, _ in self.prepared.values():
+                        self.raw.close_prepared_statement(name)
+                    self.prepared = {}
+                statement = self.driver.convert_paramstyle("qmark", sql, args)[0]
+                prepared = self.prepared[sql] = (statement, *self.raw.prepare_statement(statement, ()))
+            statement, name, columns, conversions = prepared
+            values = self.core.make_params(self.raw.py_types, [int(a) if isinstance(a, bool) else a for a in args])
+            return PostgresResult(self.raw.execute_named(name, values, columns, conversions, statement))
         except self.driver.DatabaseError as error:
             fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
             if fields.get("C", "").startswith("23"):
                 raise IntegrityError(fields.get("M", str(error))) from None
             raise
-        return PostgresResult(cursor)
 
     def executemany(self, sql, many):
         for args in many:
             self.execute(sql, args)
 
     def executescript(self, script):
-        self.raw.cursor().execute(script)  # no arguments: pg8000 sends it as one simple query, many statements
-
+        self.execute(script)
     def begin(self):
         self.execute("BEGIN")
         self.in_transaction = True
@@ -1441,7 +1456,6 @@ class PostgresStore(Store):
             self.driver = importlib.import_module("pg8000.dbapi")
         except ImportError:
             raise RuntimeError("a PostgreSQL database needs pg8000: pip install pg8000") from None
-        self.driver.paramstyle = "qmark"   # (pg8000's only setting of it is its module's)
         self.parameters = connection_parameters(url)
         self.described = "; database: PostgreSQL %s" % shown_url(url)
         self.local = threading.local()

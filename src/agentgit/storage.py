@@ -397,12 +397,12 @@ def from_postgres(value):
 class PostgresResult:
     """A statement's answer as sqlite3's cursor gives it: fetchone(), fetchall(), iteration, rowcount."""
 
-    def __init__(self, cursor):
-        self.rowcount = cursor.rowcount
+    def __init__(self, context):
+        self.rowcount = context.row_count
         self.rows = []
-        if cursor.description is not None:
-            make = row_type(tuple(column[0] for column in cursor.description))
-            self.rows = [make(from_postgres(value) for value in row) for row in cursor.fetchall()]
+        if context.columns:
+            make = row_type(tuple(column["name"] for column in context.columns))
+            self.rows = [make(from_postgres(value) for value in row) for row in context.rows]
         self.rows.reverse()                # popped from the end: fetchone() in order
 
     def fetchone(self):
@@ -416,11 +416,16 @@ class PostgresResult:
         return iter(self.fetchall())
 
 
+PREPARED_KEPT = 500                        # statements a connection keeps prepared; past it, it starts afresh
+
+
 class PostgresConnection:
-    """One pg8000 connection, answering as sqlite3's does for the SQL agentgit writes."""
+    """One pg8000 connection, answering as sqlite3's does for the SQL agentgit writes. A statement with
+    arguments is prepared once a connection (its ``?`` made $1…$n by pg8000's own quote-aware scanner)
+    and run by name after: one round trip a call, where an unnamed statement takes three."""
 
     def __init__(self, driver, parameters):
-        self.driver = driver
+        self.driver, self.core = driver, importlib.import_module("pg8000.core")
         try:
             self.raw = driver.connect(**parameters)
         except (driver.Error, OSError) as error:
@@ -428,25 +433,35 @@ class PostgresConnection:
                 parameters["user"], parameters["database"], error)) from None
         self.raw.autocommit = True         # as sqlite's isolation_level=None: BEGIN says where a transaction starts
         self.in_transaction = False
+        self.prepared = {}                 # sql -> (statement, name, columns, input conversions)
 
     def execute(self, sql, args=()):
-        cursor = self.raw.cursor()
         try:
-            cursor.execute(sql, tuple(int(a) if isinstance(a, bool) else a for a in args))
+            if not args:                   # one simple query (BEGIN, COMMIT, or several statements)
+                return PostgresResult(self.raw.execute_simple(sql))
+            prepared = self.prepared.get(sql)
+            if prepared is None:
+                if len(self.prepared) >= PREPARED_KEPT:
+                    for _, name, _, _ in self.prepared.values():
+                        self.raw.close_prepared_statement(name)
+                    self.prepared = {}
+                statement = self.driver.convert_paramstyle("qmark", sql, args)[0]
+                prepared = self.prepared[sql] = (statement, *self.raw.prepare_statement(statement, ()))
+            statement, name, columns, conversions = prepared
+            values = self.core.make_params(self.raw.py_types, [int(a) if isinstance(a, bool) else a for a in args])
+            return PostgresResult(self.raw.execute_named(name, values, columns, conversions, statement))
         except self.driver.DatabaseError as error:
             fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
             if fields.get("C", "").startswith("23"):
                 raise IntegrityError(fields.get("M", str(error))) from None
             raise
-        return PostgresResult(cursor)
 
     def executemany(self, sql, many):
         for args in many:
             self.execute(sql, args)
 
     def executescript(self, script):
-        self.raw.cursor().execute(script)  # no arguments: pg8000 sends it as one simple query, many statements
-
+        self.execute(script)
     def begin(self):
         self.execute("BEGIN")
         self.in_transaction = True
@@ -472,7 +487,6 @@ class PostgresStore(Store):
             self.driver = importlib.import_module("pg8000.dbapi")
         except ImportError:
             raise RuntimeError("a PostgreSQL database needs pg8000: pip install pg8000") from None
-        self.driver.paramstyle = "qmark"   # (pg8000's only setting of it is its module's)
         self.parameters = connection_parameters(url)
         self.described = "; database: PostgreSQL %s" % shown_url(url)
         self.local = threading.local()
