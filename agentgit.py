@@ -125,10 +125,10 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     66. pages              lines 20343-20611  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
     67. server             lines 20612-21344  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
     68. clients            lines 21345-21621  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21622-22206  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22207-23192  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    69. cli                lines 21622-22218  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22219-23204  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 5b47caec6484ca51f0eee0a8b6896d0e75d0c767f7a1e120f8e731ad67e49adb
+Made from sources whose SHA-256 is e5255c8c0be2c3a4b6e4f0f11cd33627c85add2bfd3c4408ab8d4638ad60180f
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -22086,6 +22086,9 @@ def run_serve(args):
         stopped["thread"].start()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if os.environ.get(SUPERVISOR_VARIABLE):
+        threading.Thread(target=stop_without_supervisor, args=(int(os.environ[SUPERVISOR_VARIABLE]),),
+                         daemon=True).start()
     server.serve_forever()              # returns once the graceful stop has ended the accept loop
     stopped["thread"].join()
     finished = stopped["finished"]
@@ -22095,6 +22098,14 @@ def run_serve(args):
 
 
 WORKER_RESTART_SECONDS = 1.0     # how soon a worker that died is replaced
+SUPERVISOR_VARIABLE = "AGENTGIT_SUPERVISOR"     # a worker's: its supervisor's pid
+
+
+def stop_without_supervisor(supervisor):
+    """A worker whose supervisor is gone (killed outright: it stops nobody) stops itself, gracefully."""
+    while os.getppid() == supervisor:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_workers(args):
@@ -22105,8 +22116,9 @@ def run_workers(args):
     port where --port is 0), passes on its banner, starts the rest, replaces one that dies, and on
     SIGTERM or Ctrl-C stops them all gracefully."""
     command = list(getattr(sys, "orig_argv", [sys.executable] + sys.argv))   # as this process was started
+    environment = dict(os.environ, **{SUPERVISOR_VARIABLE: str(os.getpid())})
     workers = [subprocess.Popen(command + ["--workers", "1", "--reuse-port"], stdout=subprocess.PIPE, text=True,
-                                start_new_session=True)]    # (a terminal's Ctrl-C reaches this process alone)
+                                env=environment, start_new_session=True)]   # (a terminal's Ctrl-C reaches this one)
     first_line = workers[0].stdout.readline()
     if not first_line.startswith("agentgit listening on "):
         workers[0].wait()
@@ -22119,7 +22131,7 @@ def run_workers(args):
     others = command + ["--workers", "1", "--reuse-port", "--port", str(port), "--unix-socket", ""]
 
     def start_other():
-        return subprocess.Popen(others, stdout=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(others, stdout=subprocess.DEVNULL, env=environment, start_new_session=True)
     workers += [start_other() for _ in range(args.workers - 1)]
     print("agentgit: %d workers on port %d (pids %s)" % (args.workers, port, " ".join(str(w.pid) for w in workers)),
           flush=True)

@@ -56,6 +56,26 @@ def wait_for(predicate, seconds=20):
     return False
 
 
+def test_workers_stop_themselves_when_their_supervisor_is_killed_outright(tmp_path):
+    supervisor = subprocess.Popen([*CLI, "serve", "--workers", "2", "--port", "0", "--data", str(tmp_path / "data"),
+                                   "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    supervisor.stdout.readline()
+    assert wait_for(lambda: len(children(supervisor.pid)) == 2)
+    workers = children(supervisor.pid)
+    supervisor.kill()
+    supervisor.wait()
+    assert wait_for(lambda: not [pid for pid in workers if running(pid)], seconds=30)
+
+
+def running(pid):
+    """Is ``pid`` alive (not a zombie waiting to be reaped)?"""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_two_workers_share_the_port_are_replaced_when_killed_and_stop_together(tmp_path):
     data = tmp_path / "data"
     supervisor = subprocess.Popen([*CLI, "serve", "--workers", "2", "--port", "0", "--data", str(data), "--quiet",
@@ -93,8 +113,7 @@ def test_two_workers_share_the_port_are_replaced_when_killed_and_stop_together(t
         supervisor.send_signal(signal.SIGTERM)
         code, said = supervisor.wait(timeout=60), supervisor.stderr.read()
         assert code == 0 and "stopped 2 workers" in said, said
-        assert not [pid for pid in replaced if os.path.exists("/proc/%d" % pid)
-                    and "Z" not in open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0]]
+        assert not [pid for pid in replaced if running(pid)]
     finally:
         receiver.close()
         if supervisor.poll() is None:

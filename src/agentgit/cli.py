@@ -498,6 +498,9 @@ def run_serve(args):
         stopped["thread"].start()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if os.environ.get(SUPERVISOR_VARIABLE):
+        threading.Thread(target=stop_without_supervisor, args=(int(os.environ[SUPERVISOR_VARIABLE]),),
+                         daemon=True).start()
     server.serve_forever()              # returns once the graceful stop has ended the accept loop
     stopped["thread"].join()
     finished = stopped["finished"]
@@ -507,6 +510,14 @@ def run_serve(args):
 
 
 WORKER_RESTART_SECONDS = 1.0     # how soon a worker that died is replaced
+SUPERVISOR_VARIABLE = "AGENTGIT_SUPERVISOR"     # a worker's: its supervisor's pid
+
+
+def stop_without_supervisor(supervisor):
+    """A worker whose supervisor is gone (killed outright: it stops nobody) stops itself, gracefully."""
+    while os.getppid() == supervisor:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_workers(args):
@@ -517,8 +528,9 @@ def run_workers(args):
     port where --port is 0), passes on its banner, starts the rest, replaces one that dies, and on
     SIGTERM or Ctrl-C stops them all gracefully."""
     command = list(getattr(sys, "orig_argv", [sys.executable] + sys.argv))   # as this process was started
+    environment = dict(os.environ, **{SUPERVISOR_VARIABLE: str(os.getpid())})
     workers = [subprocess.Popen(command + ["--workers", "1", "--reuse-port"], stdout=subprocess.PIPE, text=True,
-                                start_new_session=True)]    # (a terminal's Ctrl-C reaches this process alone)
+                                env=environment, start_new_session=True)]   # (a terminal's Ctrl-C reaches this one)
     first_line = workers[0].stdout.readline()
     if not first_line.startswith("agentgit listening on "):
         workers[0].wait()
@@ -531,7 +543,7 @@ def run_workers(args):
     others = command + ["--workers", "1", "--reuse-port", "--port", str(port), "--unix-socket", ""]
 
     def start_other():
-        return subprocess.Popen(others, stdout=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(others, stdout=subprocess.DEVNULL, env=environment, start_new_session=True)
     workers += [start_other() for _ in range(args.workers - 1)]
     print("agentgit: %d workers on port %d (pids %s)" % (args.workers, port, " ".join(str(w.pid) for w in workers)),
           flush=True)
