@@ -17,7 +17,7 @@ import time
 import pytest
 
 import agentgit
-from conftest import CLI, ROOT, api, exchange, git, git_env, remote, sweep
+from conftest import CLI, ROOT, api, exchange, git, git_env, postgresql, remote, sweep
 
 pytestmark = sweep
 
@@ -74,7 +74,7 @@ def restart(data_dir):
 
 def assert_consistent(srv):
     app = srv.app
-    assert app.store.one("PRAGMA integrity_check")[0] == "ok"
+    assert postgresql or app.store.one("PRAGMA integrity_check")[0] == "ok"
     verified = subprocess.run([*CLI, "audit", "verify", "--data", app.config.data_dir], capture_output=True,
                               text=True)
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -1,15 +1,21 @@
-"""`serve --workers N`: N server processes on one port over the same data, as an operator starts them.
-Every worker answers; a worker killed mid-service is replaced while the others keep answering; SIGTERM
-stops them all gracefully; and work that must happen once (a webhook delivery) happens once."""
+"""More than one server process over the same data, as an operator starts them: `serve --workers N` (N
+processes on one port), and two nodes (two servers on their own ports, one database and one data
+directory standing in for a shared volume). Every worker answers; a worker killed mid-service is replaced
+while the others keep answering; SIGTERM stops them all gracefully; work that must happen once (a webhook
+delivery) happens once; racing pushers through both nodes land every commit; a node killed mid-push
+leaves nothing half-written."""
 import http.client
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.parse
 
-from conftest import CLI, api
+from conftest import CLI, api, commit_file, git, git_env, remote
+from test_crash import assert_consistent
 from test_webhooks import Receiver
+import agentgit  # noqa: E402
 
 
 class ServedAt:
@@ -119,3 +125,88 @@ def test_two_workers_share_the_port_are_replaced_when_killed_and_stop_together(t
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait()
+
+
+def start_node(data):
+    """A server on a port of its own over ``data`` (and this lane's database), as `serve` starts one."""
+    node = subprocess.Popen([*CLI, "serve", "--port", "0", "--data", str(data), "--quiet", "--egress-allow-loopback"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    node.url = node.stdout.readline().split()[-1]
+    threading.Thread(target=node.stdout.read, daemon=True).start()      # (the rest of its banner)
+    return node
+
+
+def push_until_it_lands(clone, url, env, attempts=30):
+    """A pusher's loop: push; when another got there first, pull --rebase and push again."""
+    for _ in range(attempts):
+        if git(clone, "push", "-q", url, "HEAD:main", env=env, check=False).returncode == 0:
+            return True
+        git(clone, "pull", "-q", "--rebase", url, "main", env=env, check=False)
+    return False
+
+
+def test_two_nodes_share_one_database_pushes_numbers_and_deliveries(tmp_path):
+    data = tmp_path / "data"
+    nodes = [start_node(data)]
+    receiver = Receiver()
+    try:
+        token = (data / "first-admin-token").read_text().strip()
+        nodes.append(start_node(data))
+        first, second = (ServedAt(node.url) for node in nodes)
+        assert api(first, "POST", "/user/repos", token, {"name": "shared", "auto_init": True}).status == 201
+        assert api(second, "POST", "/repos/admin/shared/hooks", token, {"config": {"url": receiver.url},
+                                                                          "events": ["push", "issues"]}).status == 201
+        # four pushers, each five commits, each through both nodes in turn: every commit lands
+        landed = []
+
+        def pusher(n):
+            clone = str(tmp_path / ("clone%d" % n))
+            env = git_env(tmp_path)
+            git(str(tmp_path), "clone", "-q", remote(first, "admin/shared", token), clone, env=env)
+            for i in range(5):
+                commit_file(clone, "p%d/%d.txt" % (n, i), "pusher %d commit %d\n" % (n, i))
+                landed.append(push_until_it_lands(clone, remote((first, second)[(n + i) % 2], "admin/shared", token),
+                                                  env))
+        pushers = [threading.Thread(target=pusher, args=(n,)) for n in range(4)]
+        for thread in pushers:
+            thread.start()
+        # meanwhile issues through both nodes: each its own number
+        numbers = [api((first, second)[i % 2], "POST", "/repos/admin/shared/issues", token,
+                       {"title": "issue %d" % i}).json["number"] for i in range(20)]
+        for thread in pushers:
+            thread.join()
+        assert landed == [True] * 20 and sorted(numbers) == list(range(1, 21))
+        check = str(tmp_path / "check")
+        git(str(tmp_path), "clone", "-q", remote(second, "admin/shared", token), check, env=git_env(tmp_path))
+        assert len(git(check, "log", "--format=%H").stdout.split()) == 21          # the first commit, and 20
+        # every push and issue delivered once, whichever node sent it (the outbox's lease)
+        deliveries = receiver.wait_for(41, timeout=30)               # the ping, 20 pushes that landed, 20 issues
+        time.sleep(1)
+        events = [headers["x-github-event"] for headers, _ in deliveries]
+        assert len(receiver.received) == 41 and {e: events.count(e) for e in events} == {"ping": 1, "push": 20,
+                                                                                          "issues": 20}
+        assert len({headers["x-github-delivery"] for headers, _ in deliveries}) == 41
+
+        # a node killed mid-push: the push lands whole or not at all, and the other node carries on
+        big = str(tmp_path / "clone0")
+        for i in range(30):
+            commit_file(big, "big/%d.bin" % i, os.urandom(200000).hex())
+        pushing = subprocess.Popen(["git", "push", "-q", remote(second, "admin/shared", token), "HEAD:main"], cwd=big,
+                                   env=git_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        nodes[1].kill()
+        nodes[1].wait()
+        pushing.wait(timeout=60)
+        assert push_until_it_lands(big, remote(first, "admin/shared", token), git_env(tmp_path))
+        assert api(first, "POST", "/repos/admin/shared/issues", token, {"title": "after"}).json["number"] == 21
+    finally:
+        receiver.close()
+        for node in nodes:
+            if node.poll() is None:
+                node.terminate()
+                node.wait(timeout=60)
+    srv = agentgit.make_server(data, port=0).start()            # a node started again settles what the kill left
+    try:
+        assert_consistent(srv)
+    finally:
+        srv.stop()
