@@ -9,7 +9,7 @@ import subprocess
 import threading
 import urllib.request
 
-from conftest import CLI, ROOT, api, ext, postgresql
+from conftest import CLI, ROOT, Browser, api, ext, postgresql
 import agentgit  # noqa: E402
 from test_pagination import build_world
 
@@ -21,6 +21,22 @@ LISTS = ("/user/repos?per_page=100", "/repos/alice/many/issues?state=all&per_pag
 def answered(srv, token):
     """What alice's lists say, the server's address left out (a restarted server has another port)."""
     return {path: api(srv, "GET", path, token).raw.decode().replace(srv.url.split("//")[1], "HOST") for path in LISTS}
+
+
+def more_kinds_of_row(srv, token):
+    """What the pagination world leaves out: a protected branch, a watch, a review request, a web session,
+    an OAuth app, a rate limit's hits."""
+    repo = "/repos/alice/many"
+    assert api(srv, "PUT", repo + "/branches/main/protection", token, {
+        "required_status_checks": None, "enforce_admins": None, "required_pull_request_reviews": None,
+        "restrictions": None}).status == 200
+    assert api(srv, "PUT", repo + "/subscription", token, {"subscribed": True}).status == 200
+    pull = api(srv, "GET", repo + "/pulls", token).json[0]["number"]
+    assert api(srv, "POST", repo + "/pulls/%d/requested_reviewers" % pull, token, {"reviewers": ["u1"]}).status == 201
+    browser = Browser(srv)
+    assert browser.sign_in("alice", "pw")[0].status == 303
+    assert ext(srv, "POST", "/oauth/apps", token, {"name": "app", "redirect_uris": ["http://127.0.0.1:9/cb"]}).status == 201
+    assert ext(srv, "POST", "/agents", None, {"prefix_login": "moved"}).status == 201
 
 
 def sqlite_counts(data):
@@ -39,11 +55,12 @@ def test_an_sqlite_installation_moves_to_postgresql_with_every_row(tmp_path, pos
     data = str(tmp_path / "data")
     srv = agentgit.make_server(data, port=0, database="", egress_allow_loopback=True).start()   # SQLite, either lane
     token, _ = build_world(srv)
+    more_kinds_of_row(srv, token)
     answers = answered(srv, token)
     srv.stop()
     counts = sqlite_counts(data)
     filled = [table for table, count in counts.items() if count]
-    assert len(filled) >= 45, sorted(set(counts) - set(filled))           # a world of most kinds of row
+    assert len(filled) >= 58, sorted(set(counts) - set(filled))    # what is left: rows that live only moments
     url = postgres_cluster.new_database()                                # empty, as db copy wants it
 
     copied = cli("db", "copy", "--data", data, "--to", url)
