@@ -84,7 +84,7 @@ def lane_database(postgres_cluster, tmp_path_factory):
     store = agentgit.open_store(url, str(tmp_path_factory.mktemp("lane")))
     tables = [r[0] for r in store.all("SELECT table_name FROM information_schema.tables WHERE table_schema ="
                                       " 'public' AND table_name != 'agentgit_schema'")]
-    sequences = [r[0] for r in store.all("SELECT sequence_name FROM information_schema.sequences")]
+    sequences = [r[0] for r in store.all("SELECT relname FROM pg_class WHERE relkind = 'S'")]   # (ids' too)
     # (foreign keys are not checked while the rows go: the cluster's user is its superuser)
     script = "SET session_replication_role = replica; %s %s RESET session_replication_role;" % (
         " ".join("DELETE FROM %s;" % table for table in tables),
