@@ -9,8 +9,9 @@ import subprocess
 import threading
 import urllib.request
 
-from conftest import CLI, ROOT, Browser, api, ext, postgresql
+from conftest import CLI, ROOT, Browser, api, call, ext, postgresql, sweep
 import agentgit  # noqa: E402
+from test_agent_keys import rsa_key
 from test_pagination import build_world
 
 LISTS = ("/user/repos?per_page=100", "/repos/alice/many/issues?state=all&per_page=100",
@@ -25,7 +26,8 @@ def answered(srv, token):
 
 def more_kinds_of_row(srv, token):
     """What the pagination world leaves out: a protected branch, a watch, a review request, a web session,
-    an OAuth app, a rate limit's hits."""
+    an OAuth app and a device code of it, a rate limit's hits, an agent's key, a GitHub App installed on a
+    repository."""
     repo = "/repos/alice/many"
     assert api(srv, "PUT", repo + "/branches/main/protection", token, {
         "required_status_checks": None, "enforce_admins": None, "required_pull_request_reviews": None,
@@ -35,8 +37,17 @@ def more_kinds_of_row(srv, token):
     assert api(srv, "POST", repo + "/pulls/%d/requested_reviewers" % pull, token, {"reviewers": ["u1"]}).status == 201
     browser = Browser(srv)
     assert browser.sign_in("alice", "pw")[0].status == 303
-    assert ext(srv, "POST", "/oauth/apps", token, {"name": "app", "redirect_uris": ["http://127.0.0.1:9/cb"]}).status == 201
-    assert ext(srv, "POST", "/agents", None, {"prefix_login": "moved"}).status == 201
+    client = ext(srv, "POST", "/oauth/apps", token, {"name": "app", "redirect_uris": ["http://127.0.0.1:9/cb"]})
+    assert client.status == 201
+    assert call(srv, "POST", "/login/device/code", raw_body=("client_id=%s&scope=repo" % client.json["client_id"])
+                .encode(), headers={"Content-Type": "application/x-www-form-urlencoded"}).status == 200
+    agent = ext(srv, "POST", "/agents", None, {"prefix_login": "moved"})
+    assert agent.status == 201
+    assert ext(srv, "POST", "/agent-keys", agent.json["token"], {"jwk": rsa_key()[1]}).status == 201
+    assert ext(srv, "POST", "/apps", token, {"name": "mover", "url": "https://example.com/mover", "default_permissions":
+                                             {"issues": "write"}, "default_events": ["issues"]}).status == 201
+    assert ext(srv, "POST", "/apps/mover/installations", token, {"repository_selection": "selected",
+                                                                  "repositories": ["many"]}).status == 201
 
 
 def sqlite_counts(data):
@@ -51,6 +62,7 @@ def cli(*args):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@sweep                                  # (the same move on either lane: it runs once)
 def test_an_sqlite_installation_moves_to_postgresql_with_every_row(tmp_path, postgres_cluster):
     data = str(tmp_path / "data")
     srv = agentgit.make_server(data, port=0, database="", egress_allow_loopback=True).start()   # SQLite, either lane
@@ -60,7 +72,7 @@ def test_an_sqlite_installation_moves_to_postgresql_with_every_row(tmp_path, pos
     srv.stop()
     counts = sqlite_counts(data)
     filled = [table for table, count in counts.items() if count]
-    assert len(filled) >= 58, sorted(set(counts) - set(filled))    # what is left: rows that live only moments
+    assert len(filled) >= 63, sorted(set(counts) - set(filled))    # what is left: rows that live only moments
     url = postgres_cluster.new_database()                                # empty, as db copy wants it
 
     copied = cli("db", "copy", "--data", data, "--to", url)
@@ -161,6 +173,7 @@ def readme_database_lines():
     return [line.split("#")[0].split() for line in block.splitlines() if line.startswith("python agentgit.py ")]
 
 
+@sweep
 def test_the_readmes_commands_move_an_installation_and_serve_it(tmp_path, postgres_cluster):
     data = str(tmp_path / "data")
     srv = agentgit.make_server(data, port=0, database="").start()

@@ -210,3 +210,37 @@ def test_two_nodes_share_one_database_pushes_numbers_and_deliveries(tmp_path):
         assert_consistent(srv)
     finally:
         srv.stop()
+
+
+def test_a_delivery_a_dead_node_claimed_is_sent_by_the_other_once_its_lease_lapses(tmp_path):
+    """A node claims a delivery and dies before sending it: the other node leaves it alone while the
+    lease holds, sends it once the lease has lapsed (the lapse's 60 seconds stood in for by moving the
+    lease back), and sends it once."""
+    data, receiver = tmp_path / "data", Receiver()
+    first = agentgit.make_server(data, port=0, egress_allow_loopback=True).start()
+    second = None
+    try:
+        alice = first.add_user("alice")
+        assert api(first, "POST", "/user/repos", alice, {"name": "hooked"}).status == 201
+        assert api(first, "POST", "/repos/alice/hooked/hooks", alice, {"config": {"url": receiver.url},
+                                                                        "events": ["issues"]}).status == 201
+        receiver.wait_for(1)                                            # the ping
+        first.deliveries.stop()                                         # the first node's sender dies ...
+        assert api(first, "POST", "/repos/alice/hooked/issues", alice, {"title": "bug"}).status == 201
+        claimed = agentgit.claim_delivery(first.app.store)              # ... having claimed the issue's delivery
+        assert claimed["event"] == "issues"
+        second = agentgit.make_server(data, port=0, egress_allow_loopback=True).start()
+        time.sleep(1.5)
+        assert len(receiver.received) == 1                              # the lease holds: nobody sends it
+        with second.app.store.transaction() as db:
+            db.execute("UPDATE hook_deliveries SET leased_until = ? WHERE id = ?", (time.time() - 1, claimed["id"]))
+        assert receiver.wait_for(2)[1][0]["x-github-delivery"] == claimed["guid"]
+        time.sleep(1.5)
+        assert len(receiver.received) == 2
+        row = second.app.store.one("SELECT state, attempt FROM hook_deliveries WHERE id = ?", claimed["id"])
+        assert row["state"] == "delivered"
+    finally:
+        receiver.close()
+        first.stop()
+        if second is not None:
+            second.stop()
