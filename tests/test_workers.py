@@ -2,8 +2,9 @@
 processes on one port), and two nodes (two servers on their own ports, one database and one data
 directory standing in for a shared volume). Every worker answers; a worker killed mid-service is replaced
 while the others keep answering; SIGTERM stops them all gracefully; work that must happen once (a webhook
-delivery) happens once; racing pushers through both nodes land every commit; a node killed mid-push
-leaves nothing half-written."""
+delivery) happens once, also when the node that claimed it died; racing pushers, issues and merges
+through both nodes land every commit under unique numbers; a node killed mid-push leaves nothing
+half-written."""
 import http.client
 import os
 import signal
@@ -176,9 +177,6 @@ def test_two_nodes_share_one_database_pushes_numbers_and_deliveries(tmp_path):
         for thread in pushers:
             thread.join()
         assert landed == [True] * 20 and sorted(numbers) == list(range(1, 21))
-        check = str(tmp_path / "check")
-        git(str(tmp_path), "clone", "-q", remote(second, "admin/shared", token), check, env=git_env(tmp_path))
-        assert len(git(check, "log", "--format=%H").stdout.split()) == 21          # the first commit, and 20
         # every push and issue delivered once, whichever node sent it (the outbox's lease)
         deliveries = receiver.wait_for(41, timeout=30)               # the ping, 20 pushes that landed, 20 issues
         time.sleep(1)
@@ -186,6 +184,39 @@ def test_two_nodes_share_one_database_pushes_numbers_and_deliveries(tmp_path):
         assert len(receiver.received) == 41 and {e: events.count(e) for e in events} == {"ping": 1, "push": 20,
                                                                                           "issues": 20}
         assert len({headers["x-github-delivery"] for headers, _ in deliveries}) == 41
+
+        # six pull requests, opened and merged through both nodes at once: each merged, each its own number
+        main = api(first, "GET", "/repos/admin/shared/git/ref/heads/main", token).json["object"]["sha"]
+        for n in range(6):
+            node = (first, second)[n % 2]
+            assert api(node, "POST", "/repos/admin/shared/git/refs", token, {"ref": "refs/heads/topic%d" % n,
+                                                                              "sha": main}).status == 201
+            assert api(node, "PUT", "/repos/admin/shared/contents/topic%d.txt" % n, token, {
+                "message": "topic %d" % n, "content": "dG9waWMK", "branch": "topic%d" % n}).status == 201
+        opened = [api((first, second)[n % 2], "POST", "/repos/admin/shared/pulls", token, {
+            "title": "topic %d" % n, "head": "topic%d" % n, "base": "main"}).json["number"] for n in range(6)]
+        assert sorted(opened) == list(range(21, 27))                   # after the twenty issues
+        merged = []
+
+        def merge(number, node):
+            for _ in range(10):             # a merge that lost the race to another is tried again, as a client does
+                answer = api(node, "PUT", "/repos/admin/shared/pulls/%d/merge" % number, token, {})
+                if answer.status == 200:
+                    merged.append(number)
+                    return
+                time.sleep(0.2)
+        mergers = [threading.Thread(target=merge, args=(number, (first, second)[number % 2])) for number in opened]
+        for thread in mergers:
+            thread.start()
+        for thread in mergers:
+            thread.join()
+        assert sorted(merged) == opened
+
+        check = str(tmp_path / "check")
+        git(str(tmp_path), "clone", "-q", remote(second, "admin/shared", token), check, env=git_env(tmp_path))
+        assert len(git(check, "log", "--format=%H").stdout.split()) == 21 + 6 * 2  # and each pull's commit and merge
+        assert sorted(name for name in os.listdir(check) if name.startswith("topic")) == [
+            "topic%d.txt" % n for n in range(6)]
 
         # a node killed mid-push: the push lands whole or not at all, and the other node carries on
         big = str(tmp_path / "clone0")
@@ -198,7 +229,7 @@ def test_two_nodes_share_one_database_pushes_numbers_and_deliveries(tmp_path):
         nodes[1].wait()
         pushing.wait(timeout=60)
         assert push_until_it_lands(big, remote(first, "admin/shared", token), git_env(tmp_path))
-        assert api(first, "POST", "/repos/admin/shared/issues", token, {"title": "after"}).json["number"] == 21
+        assert api(first, "POST", "/repos/admin/shared/issues", token, {"title": "after"}).json["number"] == 27
     finally:
         receiver.close()
         for node in nodes:
