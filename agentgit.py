@@ -128,7 +128,7 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     69. cli                lines 21622-22218  Command line: serve, user, agent, connect, routes, audit.
         appendix           lines 22219-23204  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is e5255c8c0be2c3a4b6e4f0f11cd33627c85add2bfd3c4408ab8d4638ad60180f
+Made from sources whose SHA-256 is ddf1d0ef8b60ea263fd3400a13626a2438f4eb0101c6f854282ce10ef9e8d4ff
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1431,8 +1431,9 @@ class PostgresConnection:
 
     def executescript(self, script):
         self.execute(script)
-    def begin(self):
-        self.execute("BEGIN")
+    def begin(self, then=""):
+        """BEGIN, and ``then`` (statements without arguments) in the same message."""
+        self.execute("BEGIN; " + then)
         self.in_transaction = True
 
     def commit(self):
@@ -1512,9 +1513,8 @@ class PostgresStore(Store):
 
     def migrate(self, fill):
         db = self.db
-        db.begin()
+        db.begin("SELECT pg_advisory_xact_lock(%d);" % WRITE_LOCK)      # two servers starting at once
         try:
-            db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))  # two servers starting at once
             db.executescript(POSTGRES_PREAMBLE)
             row = db.execute("SELECT version FROM agentgit_schema").fetchone()
             if fill is not None and row is not None:
@@ -1535,10 +1535,10 @@ class PostgresStore(Store):
         db.commit()
 
     def begin(self, db, records_only):
-        db.begin()
-        db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
-        if not records_only:
-            db.execute("UPDATE agentgit_schema SET generation = generation + 1")
+        # one message, one round trip: the transaction, the writers' lock, and (unless it only appends
+        # records) the move of the generation other processes poll
+        db.begin("SELECT pg_advisory_xact_lock(%d);%s" % (
+            WRITE_LOCK, "" if records_only else " UPDATE agentgit_schema SET generation = generation + 1;"))
 
     def committed_version(self):
         return self.watch.execute("SELECT generation FROM agentgit_schema").fetchone()[0]

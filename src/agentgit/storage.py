@@ -462,8 +462,9 @@ class PostgresConnection:
 
     def executescript(self, script):
         self.execute(script)
-    def begin(self):
-        self.execute("BEGIN")
+    def begin(self, then=""):
+        """BEGIN, and ``then`` (statements without arguments) in the same message."""
+        self.execute("BEGIN; " + then)
         self.in_transaction = True
 
     def commit(self):
@@ -543,9 +544,8 @@ class PostgresStore(Store):
 
     def migrate(self, fill):
         db = self.db
-        db.begin()
+        db.begin("SELECT pg_advisory_xact_lock(%d);" % WRITE_LOCK)      # two servers starting at once
         try:
-            db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))  # two servers starting at once
             db.executescript(POSTGRES_PREAMBLE)
             row = db.execute("SELECT version FROM agentgit_schema").fetchone()
             if fill is not None and row is not None:
@@ -566,10 +566,10 @@ class PostgresStore(Store):
         db.commit()
 
     def begin(self, db, records_only):
-        db.begin()
-        db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
-        if not records_only:
-            db.execute("UPDATE agentgit_schema SET generation = generation + 1")
+        # one message, one round trip: the transaction, the writers' lock, and (unless it only appends
+        # records) the move of the generation other processes poll
+        db.begin("SELECT pg_advisory_xact_lock(%d);%s" % (
+            WRITE_LOCK, "" if records_only else " UPDATE agentgit_schema SET generation = generation + 1;"))
 
     def committed_version(self):
         return self.watch.execute("SELECT generation FROM agentgit_schema").fetchone()[0]
