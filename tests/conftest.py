@@ -476,7 +476,8 @@ def turn_on_totp(server, login):
 
 
 # What runs once, against the single file that ships: the sweeps (the authorization matrix, the fuzzers,
-# every route's bad bodies), the slow end-to-end walks (gh, the browser, crashes, the first hour) and
+# every route's bad bodies), the slow end-to-end walks (gh, the browser, the Node release tools and the
+# Actions toolkit, crashes, the first hour) and
 # test_build, which loads both builds itself. test_build proves the package holds the same code, line
 # for line, so the package build runs everything else.
 sweep = pytest.mark.skipif(BUILD == "package", reason="runs once, against the single file (make test-file)")

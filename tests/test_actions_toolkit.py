@@ -8,7 +8,9 @@ import subprocess
 
 import pytest
 
-from conftest import alice_and_her_agent, api, commit_file, ext, git, remote
+from conftest import alice_and_her_agent, api, commit_file, ext, git, remote, sweep
+
+pytestmark = sweep        # (a slow end-to-end walk: once, against the single file)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "..", ".venv", "node")     # where make test installs the toolkit

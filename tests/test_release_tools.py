@@ -11,7 +11,9 @@ import threading
 
 import pytest
 
-from conftest import alice_and_her_agent, api, commit_file, ext, git, git_env, remote
+from conftest import alice_and_her_agent, api, commit_file, ext, git, git_env, remote, sweep
+
+pytestmark = sweep        # (a slow end-to-end walk: once, against the single file)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_MODULES = os.path.join(HERE, "..", ".venv", "node", "node_modules")     # where make test installs them
