@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2119  tokens.issue_token
-       line  2141  tokens.verify_token
+       line  2113  tokens.issue_token
+       line  2135  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3306  policy.POLICY_RULES
-       line  3346  policy.decide
+       line  3300  policy.POLICY_RULES
+       line  3340  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3411  audit.audit_append
-       line  3434  audit.audit_verify
+       line  3405  audit.audit_append
+       line  3428  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12696  delegation.create_invite
-       line 12770  delegation.confirm_binding
-       line 13406  tasks.create_task_grant
-       line  4276  authentication.load_grant
+       line 12690  delegation.create_invite
+       line 12764  delegation.confirm_binding
+       line 13400  tasks.create_task_grant
+       line  4270  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20621  server.App.dispatch
-       line  4153  authentication.authenticate
-       line  3836  ledger.Ledger
+       line 20615  server.App.dispatch
+       line  4147  authentication.authenticate
+       line  3830  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20274  githttp.git_receive_pack
-       line  3880  ledger.Ledger.decide_each
-       line  3814  intents.reconcile_intents
+       line 20268  githttp.git_receive_pack
+       line  3874  ledger.Ledger.decide_each
+       line  3808  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,74 +61,74 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   317-  346  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   347-  879  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   880-  990  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   991- 1627  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1628- 1664  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1665- 1886  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1887- 2067  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2068- 2168  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2169- 2321  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2322- 2547  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2548- 3368  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3369- 3583  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3584- 3687  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3688- 3757  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3758- 3830  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3831- 4024  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  4025- 4323  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4324- 4514  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4515- 4644  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4645- 4940  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4941- 5157  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5158- 5225  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5226- 5501  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5502- 5599  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5600- 6136  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6137- 6407  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6408- 7197  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7198- 7327  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7328- 7854  REST: pull requests and their merges.
-    31. reviews            lines  7855- 8209  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8210- 8317  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8318- 8374  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8375- 8616  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8617- 8898  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8899- 9061  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9062- 9411  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9412- 9756  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9757- 9835  REST: deploy keys.
-    40. actions            lines  9836-10310  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10311-10842  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10843-11045  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 11046-11394  REST: organizations, memberships and teams.
-    44. webhooks           lines 11395-11957  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11958-12514  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12515-12590  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12591-13158  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13159-13370  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13371-13807  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13808-14447  REST: GitHub Apps, as agents.
-    51. runner             lines 14448-15265  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15266-15437  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15438-15700  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15701-16382  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16383-16613  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16614-17000  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 17001-17474  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17475-17755  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17756-17938  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17939-18275  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18276-18515  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18516-18974  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18975-19628  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19629-20136  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20137-20342  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20343-20611  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20612-21344  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21345-21621  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21622-22218  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22219-23204  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   991- 1621  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1622- 1658  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1659- 1880  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1881- 2061  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2062- 2162  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2163- 2315  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2316- 2541  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2542- 3362  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3363- 3577  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3578- 3681  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3682- 3751  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3752- 3824  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3825- 4018  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  4019- 4317  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4318- 4508  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4509- 4638  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4639- 4934  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  4935- 5151  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5152- 5219  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5220- 5495  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5496- 5593  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5594- 6130  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6131- 6401  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6402- 7191  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7192- 7321  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7322- 7848  REST: pull requests and their merges.
+    31. reviews            lines  7849- 8203  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8204- 8311  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8312- 8368  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8369- 8610  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8611- 8892  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  8893- 9055  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9056- 9405  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9406- 9750  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9751- 9829  REST: deploy keys.
+    40. actions            lines  9830-10304  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10305-10836  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 10837-11039  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 11040-11388  REST: organizations, memberships and teams.
+    44. webhooks           lines 11389-11951  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 11952-12508  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12509-12584  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12585-13152  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13153-13364  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13365-13801  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 13802-14441  REST: GitHub Apps, as agents.
+    51. runner             lines 14442-15259  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15260-15431  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15432-15694  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15695-16376  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16377-16607  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16608-16994  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 16995-17468  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17469-17749  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17750-17932  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 17933-18269  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18270-18509  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18510-18968  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 18969-19622  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19623-20130  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20131-20336  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20337-20605  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20606-21338  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21339-21615  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21616-22212  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22213-23198  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is ddf1d0ef8b60ea263fd3400a13626a2438f4eb0101c6f854282ce10ef9e8d4ff
+Made from sources whose SHA-256 is 57e1ee8802d1e7319c4fd1055c0c753d12d295db07687a5cc8ff923edf3c0a0e
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1191,14 +1191,6 @@ class Store:
             self.after_commit()
 
 
-class SqliteConnection(sqlite3.Connection):
-    """sqlite3's connection, rows by name or position."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.row_factory = sqlite3.Row
-
-
 class SqliteStore(Store):
     """The SQLite database in the data directory: WAL, foreign keys, one connection per thread.
 
@@ -1219,8 +1211,8 @@ class SqliteStore(Store):
     def db(self):
         conn = getattr(self.local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False,
-                                   factory=SqliteConnection)
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -1258,9 +1250,10 @@ class SqliteStore(Store):
         """sqlite's data_version: moves when another connection commits (comparable within one connection)."""
         return self.watch.execute("PRAGMA data_version").fetchone()[0]
 
+
 # -- PostgreSQL: `--database postgresql://…` -------------------------------------------------------
-# The same SQL through pg8000 (pure Python, optional: `pip install pg8000`), which takes sqlite's ``?``
-# placeholders once told to. What SQLite's file gives for free is made here: its types' names
+# The same SQL through pg8000 (pure Python, optional: `pip install pg8000`). What SQLite's file gives for
+# free is made here: its types' names
 # (postgres_schema), NOCASE (a case-blind ICU collation), rows by name, and its one writer at a time:
 # every write transaction takes one advisory lock, as BEGIN IMMEDIATE takes SQLite's database lock, so
 # numbering, the audit chain's append and ref updates are serialized across every process and node
@@ -1431,6 +1424,7 @@ class PostgresConnection:
 
     def executescript(self, script):
         self.execute(script)
+
     def begin(self, then=""):
         """BEGIN, and ``then`` (statements without arguments) in the same message."""
         self.execute("BEGIN; " + then)
@@ -1446,9 +1440,9 @@ class PostgresConnection:
 
 
 class PostgresStore(Store):
-    """A PostgreSQL database: a connection per thread, taken from (and at the thread's end given back
-    to) a few kept open; the version another process last committed is a row that each write
-    transaction moves."""
+    """A PostgreSQL database: a thread holds a connection for a request (release() gives it back, as
+    does the thread's end), taken from a few kept open; the version another process last committed is a
+    row that each write transaction moves."""
     integrity_errors = (IntegrityError,)
 
     def __init__(self, url, fill=None):
@@ -1572,13 +1566,14 @@ def copy_database(source, url, batch=200):
                                               (table,))}
             result = source.db.execute("SELECT * FROM %s" % table)
             columns = [d[0] for d in result.description if d[0] in known]   # (not what an old migration left)
-            copied[table], highest = 0, given.get(table, 0)
+            copied[table], highest, with_ids = 0, given.get(table, 0), table in tables_with_ids()
             for chunk in iter(lambda: result.fetchmany(batch), []):
                 db.execute("INSERT INTO %s (%s) VALUES %s" % (table, ", ".join(columns), ", ".join(
                     ["(%s)" % ", ".join("?" * len(columns))] * len(chunk))), [row[c] for row in chunk for c in columns])
                 copied[table] += len(chunk)
-                highest = max([highest] + [row["id"] for row in chunk] if table in tables_with_ids() else [0])
-            if table in tables_with_ids():
+                if with_ids:
+                    highest = max(highest, max(row["id"] for row in chunk))
+            if with_ids:
                 db.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), ?, false)", (table, highest + 1))
     snapshot = source.db
     snapshot.execute("BEGIN")              # one snapshot of the source, whatever a running server writes meanwhile
@@ -1595,7 +1590,6 @@ def open_store(database, data_dir):
     if database:
         return PostgresStore(database)
     return SqliteStore(os.path.join(data_dir, "agentgit.db"))
-
 
 
 def insert(db, sql, args):
@@ -4367,15 +4361,15 @@ class RateLimiter:
         if not self.limit:
             return 0
         moment = time.time()
-        recent = ("SELECT at FROM rate_hits WHERE limiter = ? AND key = ? AND at > ? ORDER BY at LIMIT ?",
-                  (self.name, key, moment - self.window, self.limit))
+        recent = "SELECT at FROM rate_hits WHERE limiter = ? AND key = ? AND at > ? ORDER BY at LIMIT ?"
+        asked = (self.name, key, moment - self.window, self.limit)
         if not counting:
-            hits = self.store.all(recent[0], *recent[1])
+            hits = self.store.all(recent, *asked)
             return int(hits[0]["at"] + self.window - moment) + 1 if len(hits) >= self.limit else 0
         with self.store.transaction(records_only=True) as db:     # (no cached answer reads these rows)
             # the limiter's hits past its window go, whichever key: keys that hit nothing lately are not kept
             db.execute("DELETE FROM rate_hits WHERE limiter = ? AND at <= ?", (self.name, moment - self.window))
-            hits = db.execute(*recent).fetchall()
+            hits = db.execute(recent, asked).fetchall()
             if len(hits) >= self.limit:
                 return int(hits[0]["at"] + self.window - moment) + 1
             db.execute("INSERT INTO rate_hits (limiter, key, at) VALUES (?, ?, ?)", (self.name, key, moment))

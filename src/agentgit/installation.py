@@ -62,15 +62,15 @@ class RateLimiter:
         if not self.limit:
             return 0
         moment = time.time()
-        recent = ("SELECT at FROM rate_hits WHERE limiter = ? AND key = ? AND at > ? ORDER BY at LIMIT ?",
-                  (self.name, key, moment - self.window, self.limit))
+        recent = "SELECT at FROM rate_hits WHERE limiter = ? AND key = ? AND at > ? ORDER BY at LIMIT ?"
+        asked = (self.name, key, moment - self.window, self.limit)
         if not counting:
-            hits = self.store.all(recent[0], *recent[1])
+            hits = self.store.all(recent, *asked)
             return int(hits[0]["at"] + self.window - moment) + 1 if len(hits) >= self.limit else 0
         with self.store.transaction(records_only=True) as db:     # (no cached answer reads these rows)
             # the limiter's hits past its window go, whichever key: keys that hit nothing lately are not kept
             db.execute("DELETE FROM rate_hits WHERE limiter = ? AND at <= ?", (self.name, moment - self.window))
-            hits = db.execute(*recent).fetchall()
+            hits = db.execute(recent, asked).fetchall()
             if len(hits) >= self.limit:
                 return int(hits[0]["at"] + self.window - moment) + 1
             db.execute("INSERT INTO rate_hits (limiter, key, at) VALUES (?, ?, ?)", (self.name, key, moment))

@@ -222,14 +222,6 @@ class Store:
             self.after_commit()
 
 
-class SqliteConnection(sqlite3.Connection):
-    """sqlite3's connection, rows by name or position."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.row_factory = sqlite3.Row
-
-
 class SqliteStore(Store):
     """The SQLite database in the data directory: WAL, foreign keys, one connection per thread.
 
@@ -250,8 +242,8 @@ class SqliteStore(Store):
     def db(self):
         conn = getattr(self.local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False,
-                                   factory=SqliteConnection)
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -289,9 +281,10 @@ class SqliteStore(Store):
         """sqlite's data_version: moves when another connection commits (comparable within one connection)."""
         return self.watch.execute("PRAGMA data_version").fetchone()[0]
 
+
 # -- PostgreSQL: `--database postgresql://…` -------------------------------------------------------
-# The same SQL through pg8000 (pure Python, optional: `pip install pg8000`), which takes sqlite's ``?``
-# placeholders once told to. What SQLite's file gives for free is made here: its types' names
+# The same SQL through pg8000 (pure Python, optional: `pip install pg8000`). What SQLite's file gives for
+# free is made here: its types' names
 # (postgres_schema), NOCASE (a case-blind ICU collation), rows by name, and its one writer at a time:
 # every write transaction takes one advisory lock, as BEGIN IMMEDIATE takes SQLite's database lock, so
 # numbering, the audit chain's append and ref updates are serialized across every process and node
@@ -462,6 +455,7 @@ class PostgresConnection:
 
     def executescript(self, script):
         self.execute(script)
+
     def begin(self, then=""):
         """BEGIN, and ``then`` (statements without arguments) in the same message."""
         self.execute("BEGIN; " + then)
@@ -477,9 +471,9 @@ class PostgresConnection:
 
 
 class PostgresStore(Store):
-    """A PostgreSQL database: a connection per thread, taken from (and at the thread's end given back
-    to) a few kept open; the version another process last committed is a row that each write
-    transaction moves."""
+    """A PostgreSQL database: a thread holds a connection for a request (release() gives it back, as
+    does the thread's end), taken from a few kept open; the version another process last committed is a
+    row that each write transaction moves."""
     integrity_errors = (IntegrityError,)
 
     def __init__(self, url, fill=None):
@@ -603,13 +597,14 @@ def copy_database(source, url, batch=200):
                                               (table,))}
             result = source.db.execute("SELECT * FROM %s" % table)
             columns = [d[0] for d in result.description if d[0] in known]   # (not what an old migration left)
-            copied[table], highest = 0, given.get(table, 0)
+            copied[table], highest, with_ids = 0, given.get(table, 0), table in tables_with_ids()
             for chunk in iter(lambda: result.fetchmany(batch), []):
                 db.execute("INSERT INTO %s (%s) VALUES %s" % (table, ", ".join(columns), ", ".join(
                     ["(%s)" % ", ".join("?" * len(columns))] * len(chunk))), [row[c] for row in chunk for c in columns])
                 copied[table] += len(chunk)
-                highest = max([highest] + [row["id"] for row in chunk] if table in tables_with_ids() else [0])
-            if table in tables_with_ids():
+                if with_ids:
+                    highest = max(highest, max(row["id"] for row in chunk))
+            if with_ids:
                 db.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), ?, false)", (table, highest + 1))
     snapshot = source.db
     snapshot.execute("BEGIN")              # one snapshot of the source, whatever a running server writes meanwhile
@@ -626,7 +621,6 @@ def open_store(database, data_dir):
     if database:
         return PostgresStore(database)
     return SqliteStore(os.path.join(data_dir, "agentgit.db"))
-
 
 
 def insert(db, sql, args):
