@@ -35,8 +35,8 @@ SHARED_TOOLS = os.path.join(ROOT, "..", "shared", "tools")
 
 
 # -- PostgreSQL: AGENTGIT_TEST_DATABASE=postgresql runs the suite on a throw-away cluster --------------
-# The cluster is made for the session; every test gets a database of its own through AGENTGIT_DATABASE,
-# which make_server, the CLI and every subprocess read as a user's would.
+# The cluster is made for the session; every test gets its database emptied (lane_database), named in
+# AGENTGIT_DATABASE, which make_server, the CLI and every subprocess read as a user's would.
 DATABASE = os.environ.get("AGENTGIT_TEST_DATABASE", "sqlite")
 postgresql = DATABASE == "postgresql"
 # an SQLite installation made by an older agentgit, upgraded: PostgreSQL databases start at schema 13
