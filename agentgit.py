@@ -28,107 +28,107 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2113  tokens.issue_token
-       line  2135  tokens.verify_token
+       line  2215  tokens.issue_token
+       line  2237  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3300  policy.POLICY_RULES
-       line  3340  policy.decide
+       line  3468  policy.POLICY_RULES
+       line  3513  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3405  audit.audit_append
-       line  3428  audit.audit_verify
+       line  3578  audit.audit_append
+       line  3601  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12690  delegation.create_invite
-       line 12764  delegation.confirm_binding
-       line 13400  tasks.create_task_grant
-       line  4270  authentication.load_grant
+       line 12877  delegation.create_invite
+       line 12951  delegation.confirm_binding
+       line 13588  tasks.create_task_grant
+       line  4457  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20615  server.App.dispatch
-       line  4147  authentication.authenticate
-       line  3830  ledger.Ledger
+       line 20850  server.App.dispatch
+       line  4334  authentication.authenticate
+       line  4003  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20268  githttp.git_receive_pack
-       line  3874  ledger.Ledger.decide_each
-       line  3808  intents.reconcile_intents
+       line 20469  githttp.git_receive_pack
+       line  4047  ledger.Ledger.decide_each
+       line  3981  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   205-  316  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   317-  346  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   347-  879  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   880-  990  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   991- 1621  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1622- 1658  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1659- 1880  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1881- 2061  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2062- 2162  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2163- 2315  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2316- 2541  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2542- 3362  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3363- 3577  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3578- 3681  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3682- 3751  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3752- 3824  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3825- 4018  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  4019- 4317  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4318- 4508  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4509- 4638  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4639- 4934  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  4935- 5151  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5152- 5219  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5220- 5495  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5496- 5593  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5594- 6130  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6131- 6401  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6402- 7191  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7192- 7321  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7322- 7848  REST: pull requests and their merges.
-    31. reviews            lines  7849- 8203  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8204- 8311  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8312- 8368  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8369- 8610  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8611- 8892  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  8893- 9055  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9056- 9405  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9406- 9750  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9751- 9829  REST: deploy keys.
-    40. actions            lines  9830-10304  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10305-10836  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 10837-11039  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 11040-11388  REST: organizations, memberships and teams.
-    44. webhooks           lines 11389-11951  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 11952-12508  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12509-12584  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12585-13152  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13153-13364  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13365-13801  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 13802-14441  REST: GitHub Apps, as agents.
-    51. runner             lines 14442-15259  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15260-15431  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15432-15694  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15695-16376  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16377-16607  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16608-16994  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 16995-17468  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17469-17749  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17750-17932  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 17933-18269  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18270-18509  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18510-18968  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 18969-19622  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19623-20130  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20131-20336  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20337-20605  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20606-21338  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21339-21615  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21616-22212  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22213-23198  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   206-  317  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   318-  347  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   348-  880  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   881-  991  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   992- 1622  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1623- 1659  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1660- 1918  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1919- 2163  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2164- 2264  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2265- 2417  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2418- 2643  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2644- 3535  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3536- 3750  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3751- 3854  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  3855- 3924  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  3925- 3997  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  3998- 4205  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  4206- 4504  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4505- 4695  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4696- 4825  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4826- 5121  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  5122- 5338  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5339- 5406  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5407- 5682  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5683- 5780  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5781- 6317  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6318- 6588  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6589- 7378  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7379- 7508  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7509- 8035  REST: pull requests and their merges.
+    31. reviews            lines  8036- 8390  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8391- 8498  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8499- 8555  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8556- 8797  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8798- 9079  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  9080- 9242  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9243- 9592  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9593- 9937  REST: releases, tags and release assets.
+    39. deploy_keys        lines  9938-10016  REST: deploy keys.
+    40. actions            lines 10017-10491  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10492-11023  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 11024-11226  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 11227-11575  REST: organizations, memberships and teams.
+    44. webhooks           lines 11576-12138  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 12139-12695  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12696-12771  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12772-13339  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13340-13551  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13552-14001  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 14002-14641  REST: GitHub Apps, as agents.
+    51. runner             lines 14642-15460  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15461-15632  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15633-15895  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 15896-16577  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16578-16808  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 16809-17195  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 17196-17669  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17670-17950  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 17951-18133  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 18134-18470  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18471-18710  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18711-19169  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 19170-19823  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 19824-20331  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20332-20571  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20572-20840  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 20841-21573  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21574-21850  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 21851-22447  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22448-23433  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 57e1ee8802d1e7319c4fd1055c0c753d12d295db07687a5cc8ff923edf3c0a0e
+Made from sources whose SHA-256 is 5fd882885934c632638894f339e0a2cb3757c9fb3525d969286779b5f1a05e72
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -159,6 +159,7 @@ import io
 import ipaddress
 import itertools
 import json
+import logging
 import math
 import os
 import posixpath
@@ -192,7 +193,7 @@ import zlib
 try:
     from dulwich.errors import NotTreeError
     from dulwich.graph import can_fast_forward, find_merge_base
-    from dulwich.object_store import iter_tree_contents
+    from dulwich.object_store import iter_tree_contents, peel_sha
     from dulwich.objects import Blob, Commit, Tag, Tree
     from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
     from dulwich.repo import Repo
@@ -1878,6 +1879,43 @@ def walk_commits(repo, sha, skip, limit):
     return [entry.commit for entry in walker][skip:]
 
 
+# More commits or changed paths than this in one ref move are refused rather than judged path by path:
+# an attacker's push must not buy unbounded CPU. An import that large is pushed in parts.
+MAX_JUDGED_CHANGES = 20000
+
+
+def changes_brought(repo, new, exclude):
+    """What moving a ref to ``new`` brings into it: [(commit, path, new blob or None when deleted)] for
+    each path that each commit reachable from ``new`` and from none of ``exclude`` changes against its
+    parent, with no rename detection, so a move out of a directory changes both paths. A merge changes
+    the paths it took from none of its parents as they were (git's combined diff), a root commit every
+    path it has. None when there are more than MAX_JUDGED_CHANGES commits or changes, or an object is
+    missing: what cannot be judged is refused."""
+    try:
+        return walk_changes(repo, new, exclude)
+    except KeyError:
+        return None
+
+
+def walk_changes(repo, new, exclude):
+    store = repo.object_store
+    peeled = peel_sha(store, new.encode())[1]
+    if not isinstance(peeled, Commit):
+        return []                                    # a tag of a tree or a blob brings no commit
+    known = [sha.encode() for sha in exclude if sha and sha != ZERO_SHA and sha.encode() in store]
+    changes = []
+    for count, entry in enumerate(repo.get_walker(include=[peeled.id], exclude=known)):
+        commit = entry.commit
+        per_parent = [{new_path or old_path: new_sha for (old_path, new_path), _, (_, new_sha) in store.tree_changes(
+            store[parent].tree if parent else None, commit.tree)} for parent in commit.parents or [None]]
+        for path in sorted(set(per_parent[0]).intersection(*per_parent[1:])):
+            blob = per_parent[0][path]
+            changes.append((commit.id.decode(), path.decode("utf-8", "surrogateescape"), blob and blob.decode()))
+        if count >= MAX_JUDGED_CHANGES or len(changes) > MAX_JUDGED_CHANGES:
+            return None
+    return changes
+
+
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 8. src/agentgit/gitwire.py — Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
 # uses: config, errors
@@ -1901,6 +1939,62 @@ UNDECIDED_REF = "refused: not a ref name this push was decided for"
 # has already recorded as not moved (reconcile_intents).
 SERVER_ALIVE_CHECK = ('[ -r /proc/$PPID/stat ] && [ "$(cut -d" " -f4 /proc/$PPID/stat)" != "$AGENTGIT_SERVER_PID" ] && '
                       '{ echo "agentgit: the server stopped" >&2; exit 1; }\n')
+
+
+# The update hook's way to ask the server about one ref once git has the push's objects (a grant's path
+# rules read every commit): git runs the hook, the hook runs this with the server's socket and its ref,
+# old and new; an answer is a refusal, printed as git prints a hook's words; no answer lets the ref move.
+JUDGE_PROGRAM = r'''
+import socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(600)
+sock.connect(sys.argv[1])
+sock.sendall(b"\0".join(arg.encode("utf-8", "surrogateescape") for arg in sys.argv[2:5]))
+sock.shutdown(socket.SHUT_WR)
+answer = sock.makefile("rb").read().decode("utf-8", "replace")
+if answer:
+    sys.stderr.write("agentgit: %s\n" % answer)
+    sys.exit(1)
+'''
+
+
+@contextlib.contextmanager
+def judge_socket(directory, judge):
+    """A Unix socket in ``directory`` answering JUDGE_PROGRAM with ``judge(ref, old, new)`` (a reason
+    to refuse, or None), one question at a time, until the block ends; yields its path."""
+    path = os.path.join(directory, "judge")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(4)
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def answer(conn):
+        with conn:
+            conn.settimeout(REQUEST_IDLE_TIMEOUT)
+            question = conn.makefile("rb").read(8192).split(b"\0")
+            try:
+                reason = judge(*(part.decode("utf-8", "surrogateescape") for part in question)) if len(
+                    question) == 3 else UNDECIDED_REF
+            except Exception:      # noqa: BLE001 - a push the server cannot judge is refused, and logged
+                logging.getLogger("agentgit").exception("judging a pushed ref")
+                reason = "refused: the server could not check this ref"
+            conn.sendall((reason or "").encode())
+
+    def serve():
+        while not done.is_set():
+            try:
+                answer(server.accept()[0])
+            except (socket.timeout, OSError):
+                continue
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        thread.join()
+        server.close()
 
 
 class GitBinaryEngine:
@@ -1968,17 +2062,23 @@ class GitBinaryEngine:
     def upload_pack(self, path, protocol, body, out):
         self.run(self.command("git-upload-pack", path), protocol, body, out)
 
-    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only, judge=None):
         """Only the refs in ``allowed`` may move, ``ff_only`` = {ref: reason} of them by a fast-forward
-        only; ``denied`` = {ref: reason} says why the others may not. An ``update`` hook written for this
-        push runs once the pack is in, with the new objects readable, before each ref moves, and refuses
-        every ref it was not told to allow (default deny, on the exact name git passes it)."""
-        cases = "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; }; exit 0;;\n' % (
-            shlex.quote(ref), shlex.quote("agentgit: " + ff_only[ref])) if ref in ff_only else "%s) exit 0;;\n" % (
-            shlex.quote(ref)) for ref in sorted(allowed))
-        cases += "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
-                         for ref, reason in sorted(denied.items()))
-        with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
+        only, and (given a ``judge``) each once ``judge(ref, old, new)`` has no reason against it;
+        ``denied`` = {ref: reason} says why the others may not. An ``update`` hook written for this push
+        runs once the pack is in, with the new objects in the repository, before each ref moves, and
+        refuses every ref it was not told to allow (default deny, on the exact name git passes it)."""
+        with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks, contextlib.ExitStack() as stack:
+            ask = ""
+            if judge is not None:
+                ask = '%s -I -S -c %s %s "$1" "$2" "$3" || exit 1; ' % (
+                    shlex.quote(sys.executable), shlex.quote(JUDGE_PROGRAM), shlex.quote(stack.enter_context(
+                        judge_socket(hooks, judge))))
+            cases = "".join('%s) %s%sexit 0;;\n' % (shlex.quote(ref), 'git merge-base --is-ancestor "$2" "$3" || '
+                                                     '{ echo %s >&2; exit 1; }; ' % shlex.quote("agentgit: " + ff_only[ref])
+                                                     if ref in ff_only else "", ask) for ref in sorted(allowed))
+            cases += "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
+                             for ref, reason in sorted(denied.items()))
             hook = os.path.join(hooks, "update")
             with open(hook, "w") as f:
                 f.write('#!/bin/sh\n%scase "$1" in\n%s*) echo %s >&2; exit 1;;\nesac\n' % (
@@ -1998,7 +2098,7 @@ class DulwichEngine:
         from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
 
         class PolicyReceivePack(ReceivePackHandler):
-            allowed, denied, ff_only = frozenset(), {}, {}
+            allowed, denied, ff_only, judge = frozenset(), {}, {}, None
 
             def capabilities(self):
                 return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
@@ -2008,6 +2108,8 @@ class DulwichEngine:
                 reason = None if ref in self.allowed else self.denied.get(ref, UNDECIDED_REF)
                 if reason is None and ref in self.ff_only and not can_fast_forward(self.repo, old_sha, new_sha):
                     reason = self.ff_only[ref]
+                if reason is None and self.judge is not None:
+                    reason = self.judge(ref, old_sha.decode(), new_sha.decode())
                 if reason is None:
                     return None
                 if self.has_capability(b"side-band-64k"):
@@ -2028,7 +2130,7 @@ class DulwichEngine:
     def handle(self, service, path, proto, advertise=False, policy=None):
         handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
         if policy is not None:
-            handler.allowed, handler.denied, handler.ff_only = policy
+            handler.allowed, handler.denied, handler.ff_only, handler.judge = policy
         try:
             handler.handle()
         finally:
@@ -2042,12 +2144,12 @@ class DulwichEngine:
         with self.upload_slots:
             self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
 
-    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only, judge=None):
         # One push per repository at a time in this process: dulwich raises FileLocked, rather than
         # waiting, when two pushes lock the same ref file.
         with self.push_locks[path]:
             self.handle("git-receive-pack", path, self.receivable(body.read, out.write),
-                        policy=(frozenset(allowed), denied, ff_only))
+                        policy=(frozenset(allowed), denied, ff_only, judge))
 
 
 def make_git_engine(choice):
@@ -2541,7 +2643,7 @@ def team_by_slug(store, org_login, slug):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 12. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
-# uses: config, accounts
+# uses: config, gitstore, accounts
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # decide() is the only place that says yes or no. Endpoints name an action from ACTIONS and a
@@ -2597,6 +2699,9 @@ ACTIONS = {
     "write_status":       Action("repo", "write"),
     "deploy":             Action("repo", "write"),
     "write_objects":      Action("repo", "write"),
+    # what a ref move brings into the ref, path by path: asked after the move itself was allowed, when
+    # a task grant limits paths
+    "change_paths":       Action("repo", "write", token_kinds=("task",)),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
     # a run's job token keeps its run's files, artifacts and caches (GitHub's runtime token's right,
@@ -2965,25 +3070,10 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
         return None     # git asking whether it may push at all: each ref is decided when the push names it
     if action in reserved:
         subject = approval_subject(action, context)
-        denied = store.one("SELECT a.public_id, a.denial_reason, h.login FROM approvals a LEFT JOIN accounts h ON"
-                           " h.id = a.denied_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
-                           " a.subject = ? AND a.denied_at IS NOT NULL AND a.expires_at > ?",
-                           grant["id"], action, resource.name, subject, now())
-        if denied is not None:
-            return deny("task grant %s: %s denied %s (approval %s): %s" % (
-                gid, denied["login"] or "the delegator", action + (" of " + subject if subject else ""),
-                denied["public_id"], denied["denial_reason"] or "no reason given"))
-        approved = store.one("SELECT a.id, a.public_id, h.login FROM approvals a LEFT JOIN accounts h ON"
-                             " h.id = a.approved_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
-                             " a.subject = ? AND a.approved_at IS NOT NULL AND a.used_at IS NULL AND a.expires_at > ?",
-                             grant["id"], action, resource.name, subject, now())
-        if approved is None:
-            return Decision("needs_approval", action, resource.name, ["task grant %s: %s%s needs a human's "
-                            "approval first" % (gid, action, " of " + subject if subject else "")], subject=subject)
-        # not a refusal: the rest of decide() still applies, and names the approval (and who gave it) among
-        # its reasons, so the action's audit row carries the whole chain
-        return Decision("allow", action, resource.name, ["approved by %s (approval %s)" % (
-            approved["login"] or "a human since removed", approved["public_id"])], approval=approved["id"])
+        return approval_verdict(store, grant, action, resource, subject, "%s%s needs a human's approval first" % (
+            action, " of " + subject if subject else ""))
+    if action == "change_paths":
+        return path_verdict(store, grant, resource, context)
     if needed not in grant["actions"]:
         if spec.mutation and not any(ACTIONS[a].mutation for a in grant["actions"]):
             return Decision("read_only", action, resource.name,
@@ -2993,6 +3083,84 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if prefix and action in REF_ACTIONS and not ref.startswith("refs/heads/" + prefix):
         return deny("task grant %s allows pushes to branches under %s only, not %s" % (gid, prefix, ref))
     return None
+
+
+def approval_verdict(store, grant, action, resource, subject, waiting):
+    """What a human said of ``action`` on ``subject``: a refusal when she denied it, needs_approval
+    (``waiting`` says why) until she approves, then an allow that names her approval, which the action
+    spends."""
+    gid, what = grant["public_id"], " of " + subject if subject else ""
+    denied = store.one("SELECT a.public_id, a.denial_reason, h.login FROM approvals a LEFT JOIN accounts h ON"
+                       " h.id = a.denied_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
+                       " a.subject = ? AND a.denied_at IS NOT NULL AND a.expires_at > ?",
+                       grant["id"], action, resource.name, subject, now())
+    if denied is not None:
+        return Decision("deny", action, resource.name, ["task grant %s: %s denied %s (approval %s): %s" % (
+            gid, denied["login"] or "the delegator", action + what, denied["public_id"],
+            denied["denial_reason"] or "no reason given")])
+    approved = store.one("SELECT a.id, a.public_id, h.login FROM approvals a LEFT JOIN accounts h ON"
+                         " h.id = a.approved_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
+                         " a.subject = ? AND a.approved_at IS NOT NULL AND a.used_at IS NULL AND a.expires_at > ?",
+                         grant["id"], action, resource.name, subject, now())
+    if approved is None:
+        return Decision("needs_approval", action, resource.name, ["task grant %s: %s" % (gid, waiting)],
+                        subject=subject)
+    # not a refusal: the rest of decide() still applies, and names the approval (and who gave it) among
+    # its reasons, so the action's audit row carries the whole chain
+    return Decision("allow", action, resource.name, ["approved by %s (approval %s)" % (
+        approved["login"] or "a human since removed", approved["public_id"])], approval=approved["id"])
+
+
+def path_rules(grant):
+    """A grant's path rules, (paths, requires_approval_paths), or None when it has neither."""
+    constraints = grant["constraints"] if grant is not None else {}
+    if "paths" not in constraints and "requires_approval_paths" not in constraints:
+        return None
+    return constraints.get("paths"), constraints.get("requires_approval_paths") or []
+
+
+@functools.lru_cache(maxsize=1024)
+def path_pattern(pattern):
+    """A path glob as a regular expression: ``**`` any number of directories, ``*`` and ``?`` within
+    one name; a pattern also covers everything under a directory it names (``docs`` is docs/**)."""
+    parts = re.split(r"(\*\*/|/\*\*$|\*\*|\*|\?)", pattern.strip("/"))
+    regex = "".join({"**/": "(?:.*/)?", "/**": "(?:/.*)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part) or
+                    re.escape(part) for part in parts)
+    return re.compile("%s(?:/.*)?" % regex, re.S)
+
+
+def path_matches(patterns, path):
+    return any(path_pattern(pattern).fullmatch(path) for pattern in patterns)
+
+
+def path_verdict(store, grant, resource, context):
+    """A grant's path rules on what a ref move brings (context["changes"], from changes_brought): a
+    path outside ``paths`` refuses it, naming the ref, the commit and the path; paths in
+    ``requires_approval_paths`` wait for a human's yes to exactly those files at exactly that content."""
+    rules, gid, ref = path_rules(grant), grant["public_id"], context.get("ref", "")
+    deny = lambda reason: Decision("deny", "change_paths", resource.name, [reason])  # noqa: E731
+    if rules is None:
+        return None
+    paths, approval_paths = rules
+    if context.get("changes") is None:
+        return deny("task grant %s limits paths, and %s brings more than %d commits or changes (or objects that "
+                    "are missing) to check: push fewer commits at a time" % (gid, ref, MAX_JUDGED_CHANGES))
+    waiting = []
+    for commit, path, blob in context["changes"]:
+        if path_matches(approval_paths, path):
+            waiting.append((path, blob))
+        elif paths is not None and not path_matches(paths, path):
+            return deny("task grant %s allows changes to %s only: %s changes %s (%s)" % (
+                gid, ", ".join(paths) or "no paths", "commit " + commit if commit else "this change", path, ref))
+    if not waiting:
+        return None
+    files = sorted({path for path, _ in waiting})
+    content = hashlib.sha256("\n".join(sorted("%s\0%s" % (path, blob) for path, blob in set(waiting))).encode())
+    subject = "%s changing %s (content %s)" % (ref, ", ".join(files[:5]) + (" and %d more" % (len(files) - 5)
+                                               if len(files) > 5 else ""), content.hexdigest()[:16])
+    return approval_verdict(store, grant, "change_paths", resource, subject, "%s changes %s, which its "
+                            "requires_approval_paths (%s) give a human to approve first" % (
+                                ref, ", ".join(files), ", ".join(approval_paths)))
 
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -3305,7 +3473,12 @@ POLICY_RULES = (
     PolicyRule("nothing is minted or approved under a revoked or expired task grant; a grant's tokens are minted "
                "and used only by the runtimes it names, and minted only sender-constrained where it (or the site) "
                "says so; a task token does only what its grant names, within its constraints (branch prefix, the "
-               "network allowlist for the broker's upstreams), needing a human's approval where the grant says so",
+               "network allowlist for the broker's upstreams), needing a human's approval where the grant says so; "
+               "where a grant has path rules, every ref move (a push on either engine, the contents and git-data "
+               "APIs, a merge, the MCP tools) is judged on each commit it brings that the ref and the default "
+               "branch lack, each path the commit changes against its parents (a merge: those it took from none), "
+               "as change_paths: a path outside its paths refuses the move by ref, commit and path, a path in its "
+               "requires_approval_paths waits for a human's yes to exactly those files at exactly that content",
                rule_task_grant),
     PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
     PolicyRule("some actions are for humans only", rule_humans_only),
@@ -3824,7 +3997,7 @@ def reconcile_intents(app):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 17. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-# uses: config, errors, gitstore, policy, audit, approvals, intents, outbox
+# uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, outbox
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class Ledger:
@@ -3894,7 +4067,11 @@ class Ledger:
         # Decide before acting: inside a transaction a refusal's audit row would roll back with it.
         if self.app.store.db.in_transaction:
             raise RuntimeError("authorize %s before opening the transaction" % action)
-        decision, asked = self.decide_each(action, resource, context)
+        return self.allowed_or_raise(*self.decide_each(action, resource, context))
+
+    def allowed_or_raise(self, decision, asked):
+        """decide_each()'s answer, or its refusal raised as the surface's error (an approval asked for
+        is a 403 naming it)."""
         if asked is not None:
             raise HTTPError(403, decision.reasons[0], extra={"approval_id": asked[0], "approval_url": asked[1]})
         if not decision.allowed:
@@ -3952,6 +4129,9 @@ class Ledger:
         pending mutations (a crash after the move is then recorded truthfully at the next start), then a
         compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
         rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
+        if new != ZERO_SHA and path_rules(self.principal.grant) is not None:
+            judged = self.allowed_or_raise(*self.judge_changes(git, repo_by_id(self.app.store, repo_id), ref, old, new))
+            rows.append((audit_row(self.principal, self.surface, judged), judged.approval))
         with self.app.store.transaction() as db:
             self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
         if old == ZERO_SHA:
@@ -3962,6 +4142,13 @@ class Ledger:
             moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode())
         crash_point("ref moved")
         return moved
+
+    def judge_changes(self, git, repo, ref, old, new):
+        """decide_each() of change_paths for what moving ``ref`` from ``old`` to ``new`` brings into it:
+        every commit not already on ``old`` or on the default branch, each path it changes (a task
+        grant's path rules read them). Returns decide_each()'s (decision, asked)."""
+        changes = changes_brought(git, new, (old, branch_sha(git, repo["default_branch"])))
+        return self.decide_each("change_paths", Resource.repo(repo), {"ref": ref, "sha": new, "changes": changes})
 
     @contextlib.contextmanager
     def transaction(self, records_only=False):
@@ -13378,8 +13565,9 @@ TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo"
 # what a grant may name: actions on its repositories, and calls through the broker with its credentials
 # (asking for a tool token, use_credential, is what requires_approval may reserve for a human's yes)
 GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS + ("call_api", "use_credential")
-TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "requires_approval", "runtime",
-                    "sender_constrained")
+TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "paths", "requires_approval",
+                    "requires_approval_paths", "runtime", "sender_constrained")
+PATH_RULES_MAX = 100          # globs in one of a grant's path lists, each of at most 256 characters
 ALLOWLIST_ENTRY_RE = re.compile(r"(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?")
 
 
@@ -13435,6 +13623,7 @@ def make_task_grant(req, body):
     if prefix is not None and (not isinstance(prefix, str) or ".." in prefix or not prefix.strip()):
         raise invalid("TaskGrant", "constraints", message="branch_prefix must be a branch name prefix")
     check_network_constraints(constraints)
+    check_path_rules(constraints)
     unknown = sorted(set(constraints) - set(TASK_CONSTRAINTS))
     if unknown:      # a misspelt constraint would otherwise constrain nothing, silently
         raise invalid("TaskGrant", "constraints", message="unknown constraint %s; constraints are %s" % (
@@ -13498,6 +13687,17 @@ def check_network_constraints(constraints):
                                                           "(spiffe://trust-domain/path, * for any part)")
     if not isinstance(constraints.get("sender_constrained", False), bool):
         raise invalid("TaskGrant", "constraints", message="constraints.sender_constrained is a boolean")
+
+
+def check_path_rules(constraints):
+    """paths and requires_approval_paths: lists of path globs (``**`` any directories, ``*`` and ``?``
+    within a name), relative to the repository's root."""
+    for name in ("paths", "requires_approval_paths"):
+        globs = constraints.get(name, [])
+        if not isinstance(globs, list) or len(globs) > PATH_RULES_MAX or not all(
+                isinstance(g, str) and 0 < len(g.strip("/")) <= 256 and "\0" not in g for g in globs):
+            raise invalid("TaskGrant", "constraints", message="constraints.%s is a list of at most %d path globs "
+                          "such as services/payments/** or .github/workflows/*.yml" % (name, PATH_RULES_MAX))
 
 
 def granted_credential(req, human, name):
@@ -14747,7 +14947,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     ``cause``, whoever caused the run (run_cause). Its actions are the permissions the run's jobs ask for
     (workflow_permissions; for a ``fork``'s pull request, the restricted default at most) ∩ (for a run started under a task) that task's
     actions, on this repository only (and not at all where the task does not name it), within the task's
-    branch prefix and network allowlist; its authority is the task's delegator's or the actor's own, live;
+    branch prefix, path rules and network allowlist; its authority is the task's delegator's or the actor's own, live;
     it dies with the run, or with the task. None where no account caused the run."""
     if cause is None:
         return None
@@ -14760,7 +14960,8 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
         actions &= parent["actions"]
         resources = [r for r in resources if r in parent["resources"]]
         delegator = parent["delegator_id"]
-        constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
+        constraints = {k: v for k, v in parent["constraints"].items() if k in (
+            "branch_prefix", "network_allowlist", "paths", "requires_approval_paths")}
     actions.add("keep_run_files")       # whatever the permissions, its run's files, to this run only (artifacts)
     expires_at = from_now(RUN_TIMEOUT + 60)
     with app.store.transaction() as db:
@@ -20287,25 +20488,54 @@ def git_receive_pack(req, owner, repo):
         else:
             denied[ref] = decision.reasons[0]
     path = repo_dir(req.app, row["id"])
-    # written down before git may move them: a crash before record_push is settled at the next start
-    with req.app.store.transaction() as db:
-        intents = [write_intent(db, row["id"], ref, old, new, [(audit_row(req.principal, "git", decision),
-                                                                decision.approval)])
-                   for decision, old, new, ref in allowed]
+    intents, judged, judge = [], {}, None
+    if path_rules(req.principal.grant) is not None:
+        # what each ref brings is read once git has the pack: each is judged, and its intent written,
+        # by the update hook's question, before it moves
+        judge = functools.partial(judge_pushed_ref, req, row, {entry[3]: entry for entry in allowed},
+                                  intents, judged)
+    else:
+        # written down before git may move them: a crash before record_push is settled at the next start
+        with req.app.store.transaction() as db:
+            intents += [write_intent(db, row["id"], ref, old, new, [(audit_row(req.principal, "git", decision),
+                                                                     decision.approval)])
+                        for decision, old, new, ref in allowed]
     out = start_git_response(req, "application/x-git-receive-pack-result")
     try:
         req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
-                                        out, {ref for _, _, _, ref in allowed}, denied, ff_only)
+                                        out, {ref for _, _, _, ref in allowed}, denied, ff_only, judge)
     finally:
         crash_point("push received")
-        record_push(req, row, allowed, ff_only, intents)
+        record_push(req, row, allowed, ff_only, intents, judged)
     out.close()     # only now does the client see the end of the answer: its push is already on record
 
 
-def record_push(req, row, allowed, ff_only, intents):
-    """One audit row per allowed ref update, saying whether the ref really moved (git may still have
-    refused it: a stale old value when two pushes race, or a force push to a protected branch), in
-    the transaction that forgets the push's intents."""
+def judge_pushed_ref(req, row, pending, intents, judged, ref, old, new):
+    """The update hook's question for one allowed ref, once git has the pack: change_paths of what the
+    ref would bring (a task grant's path rules), and if allowed its intent written. A reason to refuse,
+    or None. Runs on the engine's thread (git's hook socket), so it gives its database connection back."""
+    try:
+        decision, expected_old, expected_new, _ = pending[ref]
+        if (old, new) != (expected_old, expected_new):
+            return "refused: %s is not the update this push was decided for" % ref
+        with open_repo(req.app, row["id"]) as git:
+            verdict, _ = req.judge_changes(git, row, ref, old, new)
+        judged[ref] = verdict
+        if not verdict.allowed:
+            return verdict.reasons[0]
+        with req.app.store.transaction() as db:
+            intents.append(write_intent(db, row["id"], ref, old, new, [
+                (audit_row(req.principal, "git", d), d.approval) for d in (decision, verdict)]))
+        return None
+    finally:
+        req.app.store.release()
+
+
+def record_push(req, row, allowed, ff_only, intents, judged):
+    """One audit row per allowed ref update (and one for what it brought, when that was judged), saying
+    whether the ref really moved (git may still have refused it: a stale old value when two pushes race,
+    a force push to a protected branch, a path outside a task grant's), in the transaction that forgets
+    the push's intents."""
     if not allowed:
         return
     with open_repo(req.app, row["id"]) as git:
@@ -20319,10 +20549,15 @@ def record_push(req, row, allowed, ff_only, intents):
             effect = move_text(ref, old, new, current[ref])
             if not moved and decision.approval is not None:
                 effect += give_back_approval(db, decision.approval)
-            if not moved and ref in ff_only and current[ref] == old:
+            if not moved and ref in judged and not judged[ref].allowed:
+                decision = dataclasses.replace(decision, effect="deny", reasons=judged[ref].reasons)
+            elif not moved and ref in ff_only and current[ref] == old:
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
             req.write(decision, effect, db)
+            if ref in judged and judged[ref].allowed:
+                req.write(judged[ref], effect + ("" if moved or judged[ref].approval is None else
+                                                 give_back_approval(db, judged[ref].approval)), db)
             if moved:
                 for event, action, subject in ref_events(ref, old, new):
                     queued += queue_event(db, row["id"], event, action, subject, chain_of(req.chain_fields(),

@@ -1,13 +1,14 @@
 """Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich."""
 
 import dataclasses
+import functools
 import re
 
 from agentgit.config import MAX_PACK_BODY, crash_point, now
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir, valid_ref_name
 from agentgit.accounts import lookup_repo
-from agentgit.policy import Resource
+from agentgit.policy import Resource, path_rules
 from agentgit.audit import audit_row
 from agentgit.approvals import give_back_approval
 from agentgit.intents import forget_intents, move_text, write_intent
@@ -170,25 +171,54 @@ def git_receive_pack(req, owner, repo):
         else:
             denied[ref] = decision.reasons[0]
     path = repo_dir(req.app, row["id"])
-    # written down before git may move them: a crash before record_push is settled at the next start
-    with req.app.store.transaction() as db:
-        intents = [write_intent(db, row["id"], ref, old, new, [(audit_row(req.principal, "git", decision),
-                                                                decision.approval)])
-                   for decision, old, new, ref in allowed]
+    intents, judged, judge = [], {}, None
+    if path_rules(req.principal.grant) is not None:
+        # what each ref brings is read once git has the pack: each is judged, and its intent written,
+        # by the update hook's question, before it moves
+        judge = functools.partial(judge_pushed_ref, req, row, {entry[3]: entry for entry in allowed},
+                                  intents, judged)
+    else:
+        # written down before git may move them: a crash before record_push is settled at the next start
+        with req.app.store.transaction() as db:
+            intents += [write_intent(db, row["id"], ref, old, new, [(audit_row(req.principal, "git", decision),
+                                                                     decision.approval)])
+                        for decision, old, new, ref in allowed]
     out = start_git_response(req, "application/x-git-receive-pack-result")
     try:
         req.app.git_engine.receive_pack(path, req.headers.get("Git-Protocol", ""), ReplayReader(consumed, body),
-                                        out, {ref for _, _, _, ref in allowed}, denied, ff_only)
+                                        out, {ref for _, _, _, ref in allowed}, denied, ff_only, judge)
     finally:
         crash_point("push received")
-        record_push(req, row, allowed, ff_only, intents)
+        record_push(req, row, allowed, ff_only, intents, judged)
     out.close()     # only now does the client see the end of the answer: its push is already on record
 
 
-def record_push(req, row, allowed, ff_only, intents):
-    """One audit row per allowed ref update, saying whether the ref really moved (git may still have
-    refused it: a stale old value when two pushes race, or a force push to a protected branch), in
-    the transaction that forgets the push's intents."""
+def judge_pushed_ref(req, row, pending, intents, judged, ref, old, new):
+    """The update hook's question for one allowed ref, once git has the pack: change_paths of what the
+    ref would bring (a task grant's path rules), and if allowed its intent written. A reason to refuse,
+    or None. Runs on the engine's thread (git's hook socket), so it gives its database connection back."""
+    try:
+        decision, expected_old, expected_new, _ = pending[ref]
+        if (old, new) != (expected_old, expected_new):
+            return "refused: %s is not the update this push was decided for" % ref
+        with open_repo(req.app, row["id"]) as git:
+            verdict, _ = req.judge_changes(git, row, ref, old, new)
+        judged[ref] = verdict
+        if not verdict.allowed:
+            return verdict.reasons[0]
+        with req.app.store.transaction() as db:
+            intents.append(write_intent(db, row["id"], ref, old, new, [
+                (audit_row(req.principal, "git", d), d.approval) for d in (decision, verdict)]))
+        return None
+    finally:
+        req.app.store.release()
+
+
+def record_push(req, row, allowed, ff_only, intents, judged):
+    """One audit row per allowed ref update (and one for what it brought, when that was judged), saying
+    whether the ref really moved (git may still have refused it: a stale old value when two pushes race,
+    a force push to a protected branch, a path outside a task grant's), in the transaction that forgets
+    the push's intents."""
     if not allowed:
         return
     with open_repo(req.app, row["id"]) as git:
@@ -202,10 +232,15 @@ def record_push(req, row, allowed, ff_only, intents):
             effect = move_text(ref, old, new, current[ref])
             if not moved and decision.approval is not None:
                 effect += give_back_approval(db, decision.approval)
-            if not moved and ref in ff_only and current[ref] == old:
+            if not moved and ref in judged and not judged[ref].allowed:
+                decision = dataclasses.replace(decision, effect="deny", reasons=judged[ref].reasons)
+            elif not moved and ref in ff_only and current[ref] == old:
                 # most likely the fast-forward check refused it; say so in the record
                 decision = dataclasses.replace(decision, effect="deny", reasons=[ff_only[ref] + " (if not a fast-forward)"])
             req.write(decision, effect, db)
+            if ref in judged and judged[ref].allowed:
+                req.write(judged[ref], effect + ("" if moved or judged[ref].approval is None else
+                                                 give_back_approval(db, judged[ref].approval)), db)
             if moved:
                 for event, action, subject in ref_events(ref, old, new):
                     queued += queue_event(db, row["id"], event, action, subject, chain_of(req.chain_fields(),

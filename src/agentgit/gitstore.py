@@ -9,6 +9,7 @@ import subprocess
 import time
 
 from dulwich.graph import find_merge_base
+from dulwich.object_store import peel_sha
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.patch import write_commit_patch, write_object_diff, write_tree_diff
 from dulwich.repo import Repo
@@ -229,3 +230,40 @@ def walk_commits(repo, sha, skip, limit):
     """Commits reachable from ``sha``, newest first, as dulwich Commit objects."""
     walker = repo.get_walker(include=[sha.encode()], max_entries=skip + limit)
     return [entry.commit for entry in walker][skip:]
+
+
+# More commits or changed paths than this in one ref move are refused rather than judged path by path:
+# an attacker's push must not buy unbounded CPU. An import that large is pushed in parts.
+MAX_JUDGED_CHANGES = 20000
+
+
+def changes_brought(repo, new, exclude):
+    """What moving a ref to ``new`` brings into it: [(commit, path, new blob or None when deleted)] for
+    each path that each commit reachable from ``new`` and from none of ``exclude`` changes against its
+    parent, with no rename detection, so a move out of a directory changes both paths. A merge changes
+    the paths it took from none of its parents as they were (git's combined diff), a root commit every
+    path it has. None when there are more than MAX_JUDGED_CHANGES commits or changes, or an object is
+    missing: what cannot be judged is refused."""
+    try:
+        return walk_changes(repo, new, exclude)
+    except KeyError:
+        return None
+
+
+def walk_changes(repo, new, exclude):
+    store = repo.object_store
+    peeled = peel_sha(store, new.encode())[1]
+    if not isinstance(peeled, Commit):
+        return []                                    # a tag of a tree or a blob brings no commit
+    known = [sha.encode() for sha in exclude if sha and sha != ZERO_SHA and sha.encode() in store]
+    changes = []
+    for count, entry in enumerate(repo.get_walker(include=[peeled.id], exclude=known)):
+        commit = entry.commit
+        per_parent = [{new_path or old_path: new_sha for (old_path, new_path), _, (_, new_sha) in store.tree_changes(
+            store[parent].tree if parent else None, commit.tree)} for parent in commit.parents or [None]]
+        for path in sorted(set(per_parent[0]).intersection(*per_parent[1:])):
+            blob = per_parent[0][path]
+            changes.append((commit.id.decode(), path.decode("utf-8", "surrogateescape"), blob and blob.decode()))
+        if count >= MAX_JUDGED_CHANGES or len(changes) > MAX_JUDGED_CHANGES:
+            return None
+    return changes

@@ -3,10 +3,14 @@ binary (--stateless-rpc) or as dulwich's server, behind one engine an installati
 the refs of a push it was not told to allow."""
 
 import collections
+import contextlib
+import logging
 import os
 import shlex
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -35,6 +39,62 @@ UNDECIDED_REF = "refused: not a ref name this push was decided for"
 # has already recorded as not moved (reconcile_intents).
 SERVER_ALIVE_CHECK = ('[ -r /proc/$PPID/stat ] && [ "$(cut -d" " -f4 /proc/$PPID/stat)" != "$AGENTGIT_SERVER_PID" ] && '
                       '{ echo "agentgit: the server stopped" >&2; exit 1; }\n')
+
+
+# The update hook's way to ask the server about one ref once git has the push's objects (a grant's path
+# rules read every commit): git runs the hook, the hook runs this with the server's socket and its ref,
+# old and new; an answer is a refusal, printed as git prints a hook's words; no answer lets the ref move.
+JUDGE_PROGRAM = r'''
+import socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(600)
+sock.connect(sys.argv[1])
+sock.sendall(b"\0".join(arg.encode("utf-8", "surrogateescape") for arg in sys.argv[2:5]))
+sock.shutdown(socket.SHUT_WR)
+answer = sock.makefile("rb").read().decode("utf-8", "replace")
+if answer:
+    sys.stderr.write("agentgit: %s\n" % answer)
+    sys.exit(1)
+'''
+
+
+@contextlib.contextmanager
+def judge_socket(directory, judge):
+    """A Unix socket in ``directory`` answering JUDGE_PROGRAM with ``judge(ref, old, new)`` (a reason
+    to refuse, or None), one question at a time, until the block ends; yields its path."""
+    path = os.path.join(directory, "judge")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(4)
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def answer(conn):
+        with conn:
+            conn.settimeout(REQUEST_IDLE_TIMEOUT)
+            question = conn.makefile("rb").read(8192).split(b"\0")
+            try:
+                reason = judge(*(part.decode("utf-8", "surrogateescape") for part in question)) if len(
+                    question) == 3 else UNDECIDED_REF
+            except Exception:      # noqa: BLE001 - a push the server cannot judge is refused, and logged
+                logging.getLogger("agentgit").exception("judging a pushed ref")
+                reason = "refused: the server could not check this ref"
+            conn.sendall((reason or "").encode())
+
+    def serve():
+        while not done.is_set():
+            try:
+                answer(server.accept()[0])
+            except (socket.timeout, OSError):
+                continue
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        thread.join()
+        server.close()
 
 
 class GitBinaryEngine:
@@ -102,17 +162,23 @@ class GitBinaryEngine:
     def upload_pack(self, path, protocol, body, out):
         self.run(self.command("git-upload-pack", path), protocol, body, out)
 
-    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only, judge=None):
         """Only the refs in ``allowed`` may move, ``ff_only`` = {ref: reason} of them by a fast-forward
-        only; ``denied`` = {ref: reason} says why the others may not. An ``update`` hook written for this
-        push runs once the pack is in, with the new objects readable, before each ref moves, and refuses
-        every ref it was not told to allow (default deny, on the exact name git passes it)."""
-        cases = "".join('%s) git merge-base --is-ancestor "$2" "$3" || { echo %s >&2; exit 1; }; exit 0;;\n' % (
-            shlex.quote(ref), shlex.quote("agentgit: " + ff_only[ref])) if ref in ff_only else "%s) exit 0;;\n" % (
-            shlex.quote(ref)) for ref in sorted(allowed))
-        cases += "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
-                         for ref, reason in sorted(denied.items()))
-        with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks:
+        only, and (given a ``judge``) each once ``judge(ref, old, new)`` has no reason against it;
+        ``denied`` = {ref: reason} says why the others may not. An ``update`` hook written for this push
+        runs once the pack is in, with the new objects in the repository, before each ref moves, and
+        refuses every ref it was not told to allow (default deny, on the exact name git passes it)."""
+        with tempfile.TemporaryDirectory(prefix="agentgit-hooks-") as hooks, contextlib.ExitStack() as stack:
+            ask = ""
+            if judge is not None:
+                ask = '%s -I -S -c %s %s "$1" "$2" "$3" || exit 1; ' % (
+                    shlex.quote(sys.executable), shlex.quote(JUDGE_PROGRAM), shlex.quote(stack.enter_context(
+                        judge_socket(hooks, judge))))
+            cases = "".join('%s) %s%sexit 0;;\n' % (shlex.quote(ref), 'git merge-base --is-ancestor "$2" "$3" || '
+                                                     '{ echo %s >&2; exit 1; }; ' % shlex.quote("agentgit: " + ff_only[ref])
+                                                     if ref in ff_only else "", ask) for ref in sorted(allowed))
+            cases += "".join("%s) echo %s >&2; exit 1;;\n" % (shlex.quote(ref), shlex.quote("agentgit: " + reason))
+                             for ref, reason in sorted(denied.items()))
             hook = os.path.join(hooks, "update")
             with open(hook, "w") as f:
                 f.write('#!/bin/sh\n%scase "$1" in\n%s*) echo %s >&2; exit 1;;\nesac\n' % (
@@ -132,7 +198,7 @@ class DulwichEngine:
         from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol, SIDE_BAND_CHANNEL_PROGRESS
 
         class PolicyReceivePack(ReceivePackHandler):
-            allowed, denied, ff_only = frozenset(), {}, {}
+            allowed, denied, ff_only, judge = frozenset(), {}, {}, None
 
             def capabilities(self):
                 return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
@@ -142,6 +208,8 @@ class DulwichEngine:
                 reason = None if ref in self.allowed else self.denied.get(ref, UNDECIDED_REF)
                 if reason is None and ref in self.ff_only and not can_fast_forward(self.repo, old_sha, new_sha):
                     reason = self.ff_only[ref]
+                if reason is None and self.judge is not None:
+                    reason = self.judge(ref, old_sha.decode(), new_sha.decode())
                 if reason is None:
                     return None
                 if self.has_capability(b"side-band-64k"):
@@ -162,7 +230,7 @@ class DulwichEngine:
     def handle(self, service, path, proto, advertise=False, policy=None):
         handler = self.handlers[service](self.backend, [path], proto, stateless_rpc=True, advertise_refs=advertise)
         if policy is not None:
-            handler.allowed, handler.denied, handler.ff_only = policy
+            handler.allowed, handler.denied, handler.ff_only, handler.judge = policy
         try:
             handler.handle()
         finally:
@@ -176,12 +244,12 @@ class DulwichEngine:
         with self.upload_slots:
             self.handle("git-upload-pack", path, self.receivable(body.read, out.write))
 
-    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only):
+    def receive_pack(self, path, protocol, body, out, allowed, denied, ff_only, judge=None):
         # One push per repository at a time in this process: dulwich raises FileLocked, rather than
         # waiting, when two pushes lock the same ref file.
         with self.push_locks[path]:
             self.handle("git-receive-pack", path, self.receivable(body.read, out.write),
-                        policy=(frozenset(allowed), denied, ff_only))
+                        policy=(frozenset(allowed), denied, ff_only, judge))
 
 
 def make_git_engine(choice):

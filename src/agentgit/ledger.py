@@ -8,8 +8,9 @@ import dataclasses
 
 from agentgit.config import crash_point
 from agentgit.errors import HTTPError
-from agentgit.gitstore import ZERO_SHA
-from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide
+from agentgit.gitstore import ZERO_SHA, branch_sha, changes_brought
+from agentgit.accounts import repo_by_id
+from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide, path_rules
 from agentgit.audit import audit_append, audit_row
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
 from agentgit.intents import forget_intents, ref_now, settle_intent, write_intent
@@ -83,7 +84,11 @@ class Ledger:
         # Decide before acting: inside a transaction a refusal's audit row would roll back with it.
         if self.app.store.db.in_transaction:
             raise RuntimeError("authorize %s before opening the transaction" % action)
-        decision, asked = self.decide_each(action, resource, context)
+        return self.allowed_or_raise(*self.decide_each(action, resource, context))
+
+    def allowed_or_raise(self, decision, asked):
+        """decide_each()'s answer, or its refusal raised as the surface's error (an approval asked for
+        is a 403 naming it)."""
         if asked is not None:
             raise HTTPError(403, decision.reasons[0], extra={"approval_id": asked[0], "approval_url": asked[1]})
         if not decision.allowed:
@@ -141,6 +146,9 @@ class Ledger:
         pending mutations (a crash after the move is then recorded truthfully at the next start), then a
         compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
         rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
+        if new != ZERO_SHA and path_rules(self.principal.grant) is not None:
+            judged = self.allowed_or_raise(*self.judge_changes(git, repo_by_id(self.app.store, repo_id), ref, old, new))
+            rows.append((audit_row(self.principal, self.surface, judged), judged.approval))
         with self.app.store.transaction() as db:
             self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
         if old == ZERO_SHA:
@@ -151,6 +159,13 @@ class Ledger:
             moved = git.refs.set_if_equals(ref.encode(), old.encode(), new.encode())
         crash_point("ref moved")
         return moved
+
+    def judge_changes(self, git, repo, ref, old, new):
+        """decide_each() of change_paths for what moving ``ref`` from ``old`` to ``new`` brings into it:
+        every commit not already on ``old`` or on the default branch, each path it changes (a task
+        grant's path rules read them). Returns decide_each()'s (decision, asked)."""
+        changes = changes_brought(git, new, (old, branch_sha(git, repo["default_branch"])))
+        return self.decide_each("change_paths", Resource.repo(repo), {"ref": ref, "sha": new, "changes": changes})
 
     @contextlib.contextmanager
     def transaction(self, records_only=False):

@@ -3,10 +3,14 @@
 import collections
 import dataclasses
 import fnmatch
+import functools
+import hashlib
 import json
+import re
 import urllib.parse
 
 from agentgit.config import from_now, now
+from agentgit.gitstore import MAX_JUDGED_CHANGES
 from agentgit.accounts import account_by_id, full_name, permission_of_org_member, repo_by_id
 
 
@@ -63,6 +67,9 @@ ACTIONS = {
     "write_status":       Action("repo", "write"),
     "deploy":             Action("repo", "write"),
     "write_objects":      Action("repo", "write"),
+    # what a ref move brings into the ref, path by path: asked after the move itself was allowed, when
+    # a task grant limits paths
+    "change_paths":       Action("repo", "write", token_kinds=("task",)),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
     # a run's job token keeps its run's files, artifacts and caches (GitHub's runtime token's right,
@@ -431,25 +438,10 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
         return None     # git asking whether it may push at all: each ref is decided when the push names it
     if action in reserved:
         subject = approval_subject(action, context)
-        denied = store.one("SELECT a.public_id, a.denial_reason, h.login FROM approvals a LEFT JOIN accounts h ON"
-                           " h.id = a.denied_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
-                           " a.subject = ? AND a.denied_at IS NOT NULL AND a.expires_at > ?",
-                           grant["id"], action, resource.name, subject, now())
-        if denied is not None:
-            return deny("task grant %s: %s denied %s (approval %s): %s" % (
-                gid, denied["login"] or "the delegator", action + (" of " + subject if subject else ""),
-                denied["public_id"], denied["denial_reason"] or "no reason given"))
-        approved = store.one("SELECT a.id, a.public_id, h.login FROM approvals a LEFT JOIN accounts h ON"
-                             " h.id = a.approved_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
-                             " a.subject = ? AND a.approved_at IS NOT NULL AND a.used_at IS NULL AND a.expires_at > ?",
-                             grant["id"], action, resource.name, subject, now())
-        if approved is None:
-            return Decision("needs_approval", action, resource.name, ["task grant %s: %s%s needs a human's "
-                            "approval first" % (gid, action, " of " + subject if subject else "")], subject=subject)
-        # not a refusal: the rest of decide() still applies, and names the approval (and who gave it) among
-        # its reasons, so the action's audit row carries the whole chain
-        return Decision("allow", action, resource.name, ["approved by %s (approval %s)" % (
-            approved["login"] or "a human since removed", approved["public_id"])], approval=approved["id"])
+        return approval_verdict(store, grant, action, resource, subject, "%s%s needs a human's approval first" % (
+            action, " of " + subject if subject else ""))
+    if action == "change_paths":
+        return path_verdict(store, grant, resource, context)
     if needed not in grant["actions"]:
         if spec.mutation and not any(ACTIONS[a].mutation for a in grant["actions"]):
             return Decision("read_only", action, resource.name,
@@ -459,6 +451,84 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if prefix and action in REF_ACTIONS and not ref.startswith("refs/heads/" + prefix):
         return deny("task grant %s allows pushes to branches under %s only, not %s" % (gid, prefix, ref))
     return None
+
+
+def approval_verdict(store, grant, action, resource, subject, waiting):
+    """What a human said of ``action`` on ``subject``: a refusal when she denied it, needs_approval
+    (``waiting`` says why) until she approves, then an allow that names her approval, which the action
+    spends."""
+    gid, what = grant["public_id"], " of " + subject if subject else ""
+    denied = store.one("SELECT a.public_id, a.denial_reason, h.login FROM approvals a LEFT JOIN accounts h ON"
+                       " h.id = a.denied_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
+                       " a.subject = ? AND a.denied_at IS NOT NULL AND a.expires_at > ?",
+                       grant["id"], action, resource.name, subject, now())
+    if denied is not None:
+        return Decision("deny", action, resource.name, ["task grant %s: %s denied %s (approval %s): %s" % (
+            gid, denied["login"] or "the delegator", action + what, denied["public_id"],
+            denied["denial_reason"] or "no reason given")])
+    approved = store.one("SELECT a.id, a.public_id, h.login FROM approvals a LEFT JOIN accounts h ON"
+                         " h.id = a.approved_by WHERE a.grant_id = ? AND a.action = ? AND a.resource = ? AND"
+                         " a.subject = ? AND a.approved_at IS NOT NULL AND a.used_at IS NULL AND a.expires_at > ?",
+                         grant["id"], action, resource.name, subject, now())
+    if approved is None:
+        return Decision("needs_approval", action, resource.name, ["task grant %s: %s" % (gid, waiting)],
+                        subject=subject)
+    # not a refusal: the rest of decide() still applies, and names the approval (and who gave it) among
+    # its reasons, so the action's audit row carries the whole chain
+    return Decision("allow", action, resource.name, ["approved by %s (approval %s)" % (
+        approved["login"] or "a human since removed", approved["public_id"])], approval=approved["id"])
+
+
+def path_rules(grant):
+    """A grant's path rules, (paths, requires_approval_paths), or None when it has neither."""
+    constraints = grant["constraints"] if grant is not None else {}
+    if "paths" not in constraints and "requires_approval_paths" not in constraints:
+        return None
+    return constraints.get("paths"), constraints.get("requires_approval_paths") or []
+
+
+@functools.lru_cache(maxsize=1024)
+def path_pattern(pattern):
+    """A path glob as a regular expression: ``**`` any number of directories, ``*`` and ``?`` within
+    one name; a pattern also covers everything under a directory it names (``docs`` is docs/**)."""
+    parts = re.split(r"(\*\*/|/\*\*$|\*\*|\*|\?)", pattern.strip("/"))
+    regex = "".join({"**/": "(?:.*/)?", "/**": "(?:/.*)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part) or
+                    re.escape(part) for part in parts)
+    return re.compile("%s(?:/.*)?" % regex, re.S)
+
+
+def path_matches(patterns, path):
+    return any(path_pattern(pattern).fullmatch(path) for pattern in patterns)
+
+
+def path_verdict(store, grant, resource, context):
+    """A grant's path rules on what a ref move brings (context["changes"], from changes_brought): a
+    path outside ``paths`` refuses it, naming the ref, the commit and the path; paths in
+    ``requires_approval_paths`` wait for a human's yes to exactly those files at exactly that content."""
+    rules, gid, ref = path_rules(grant), grant["public_id"], context.get("ref", "")
+    deny = lambda reason: Decision("deny", "change_paths", resource.name, [reason])  # noqa: E731
+    if rules is None:
+        return None
+    paths, approval_paths = rules
+    if context.get("changes") is None:
+        return deny("task grant %s limits paths, and %s brings more than %d commits or changes (or objects that "
+                    "are missing) to check: push fewer commits at a time" % (gid, ref, MAX_JUDGED_CHANGES))
+    waiting = []
+    for commit, path, blob in context["changes"]:
+        if path_matches(approval_paths, path):
+            waiting.append((path, blob))
+        elif paths is not None and not path_matches(paths, path):
+            return deny("task grant %s allows changes to %s only: %s changes %s (%s)" % (
+                gid, ", ".join(paths) or "no paths", "commit " + commit if commit else "this change", path, ref))
+    if not waiting:
+        return None
+    files = sorted({path for path, _ in waiting})
+    content = hashlib.sha256("\n".join(sorted("%s\0%s" % (path, blob) for path, blob in set(waiting))).encode())
+    subject = "%s changing %s (content %s)" % (ref, ", ".join(files[:5]) + (" and %d more" % (len(files) - 5)
+                                               if len(files) > 5 else ""), content.hexdigest()[:16])
+    return approval_verdict(store, grant, "change_paths", resource, subject, "%s changes %s, which its "
+                            "requires_approval_paths (%s) give a human to approve first" % (
+                                ref, ", ".join(files), ", ".join(approval_paths)))
 
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -771,7 +841,12 @@ POLICY_RULES = (
     PolicyRule("nothing is minted or approved under a revoked or expired task grant; a grant's tokens are minted "
                "and used only by the runtimes it names, and minted only sender-constrained where it (or the site) "
                "says so; a task token does only what its grant names, within its constraints (branch prefix, the "
-               "network allowlist for the broker's upstreams), needing a human's approval where the grant says so",
+               "network allowlist for the broker's upstreams), needing a human's approval where the grant says so; "
+               "where a grant has path rules, every ref move (a push on either engine, the contents and git-data "
+               "APIs, a merge, the MCP tools) is judged on each commit it brings that the ref and the default "
+               "branch lack, each path the commit changes against its parents (a merge: those it took from none), "
+               "as change_paths: a path outside its paths refuses the move by ref, commit and path, a path in its "
+               "requires_approval_paths waits for a human's yes to exactly those files at exactly that content",
                rule_task_grant),
     PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
     PolicyRule("some actions are for humans only", rule_humans_only),

@@ -362,7 +362,7 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
     ``cause``, whoever caused the run (run_cause). Its actions are the permissions the run's jobs ask for
     (workflow_permissions; for a ``fork``'s pull request, the restricted default at most) ∩ (for a run started under a task) that task's
     actions, on this repository only (and not at all where the task does not name it), within the task's
-    branch prefix and network allowlist; its authority is the task's delegator's or the actor's own, live;
+    branch prefix, path rules and network allowlist; its authority is the task's delegator's or the actor's own, live;
     it dies with the run, or with the task. None where no account caused the run."""
     if cause is None:
         return None
@@ -375,7 +375,8 @@ def mint_job_token(app, run, repo_row, workflow_text, cause, fork):
         actions &= parent["actions"]
         resources = [r for r in resources if r in parent["resources"]]
         delegator = parent["delegator_id"]
-        constraints = {k: v for k, v in parent["constraints"].items() if k in ("branch_prefix", "network_allowlist")}
+        constraints = {k: v for k, v in parent["constraints"].items() if k in (
+            "branch_prefix", "network_allowlist", "paths", "requires_approval_paths")}
     actions.add("keep_run_files")       # whatever the permissions, its run's files, to this run only (artifacts)
     expires_at = from_now(RUN_TIMEOUT + 60)
     with app.store.transaction() as db:

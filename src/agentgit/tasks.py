@@ -33,8 +33,9 @@ TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo"
 # what a grant may name: actions on its repositories, and calls through the broker with its credentials
 # (asking for a tool token, use_credential, is what requires_approval may reserve for a human's yes)
 GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS + ("call_api", "use_credential")
-TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "requires_approval", "runtime",
-                    "sender_constrained")
+TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "paths", "requires_approval",
+                    "requires_approval_paths", "runtime", "sender_constrained")
+PATH_RULES_MAX = 100          # globs in one of a grant's path lists, each of at most 256 characters
 ALLOWLIST_ENTRY_RE = re.compile(r"(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?")
 
 
@@ -90,6 +91,7 @@ def make_task_grant(req, body):
     if prefix is not None and (not isinstance(prefix, str) or ".." in prefix or not prefix.strip()):
         raise invalid("TaskGrant", "constraints", message="branch_prefix must be a branch name prefix")
     check_network_constraints(constraints)
+    check_path_rules(constraints)
     unknown = sorted(set(constraints) - set(TASK_CONSTRAINTS))
     if unknown:      # a misspelt constraint would otherwise constrain nothing, silently
         raise invalid("TaskGrant", "constraints", message="unknown constraint %s; constraints are %s" % (
@@ -153,6 +155,17 @@ def check_network_constraints(constraints):
                                                           "(spiffe://trust-domain/path, * for any part)")
     if not isinstance(constraints.get("sender_constrained", False), bool):
         raise invalid("TaskGrant", "constraints", message="constraints.sender_constrained is a boolean")
+
+
+def check_path_rules(constraints):
+    """paths and requires_approval_paths: lists of path globs (``**`` any directories, ``*`` and ``?``
+    within a name), relative to the repository's root."""
+    for name in ("paths", "requires_approval_paths"):
+        globs = constraints.get(name, [])
+        if not isinstance(globs, list) or len(globs) > PATH_RULES_MAX or not all(
+                isinstance(g, str) and 0 < len(g.strip("/")) <= 256 and "\0" not in g for g in globs):
+            raise invalid("TaskGrant", "constraints", message="constraints.%s is a list of at most %d path globs "
+                          "such as services/payments/** or .github/workflows/*.yml" % (name, PATH_RULES_MAX))
 
 
 def granted_credential(req, human, name):
