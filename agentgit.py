@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  2237  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3468  policy.POLICY_RULES
-       line  3513  policy.decide
+       line  3611  policy.POLICY_RULES
+       line  3663  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3578  audit.audit_append
-       line  3601  audit.audit_verify
+       line  3728  audit.audit_append
+       line  3751  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 12877  delegation.create_invite
-       line 12951  delegation.confirm_binding
-       line 13588  tasks.create_task_grant
-       line  4457  authentication.load_grant
+       line 13028  delegation.create_invite
+       line 13102  delegation.confirm_binding
+       line 13739  tasks.create_task_grant
+       line  4608  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 20850  server.App.dispatch
-       line  4334  authentication.authenticate
-       line  4003  ledger.Ledger
+       line 21105  server.App.dispatch
+       line  4485  authentication.authenticate
+       line  4153  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20469  githttp.git_receive_pack
-       line  4047  ledger.Ledger.decide_each
-       line  3981  intents.reconcile_intents
+       line 20724  githttp.git_receive_pack
+       line  4197  ledger.Ledger.decide_each
+       line  4131  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -68,67 +68,67 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      9. tokens             lines  2164- 2264  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
     10. proofs             lines  2265- 2417  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     11. accounts           lines  2418- 2643  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2644- 3535  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3536- 3750  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3751- 3854  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  3855- 3924  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  3925- 3997  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  3998- 4205  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  4206- 4504  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4505- 4695  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4696- 4825  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4826- 5121  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  5122- 5338  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5339- 5406  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5407- 5682  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5683- 5780  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5781- 6317  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6318- 6588  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6589- 7378  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7379- 7508  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7509- 8035  REST: pull requests and their merges.
-    31. reviews            lines  8036- 8390  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8391- 8498  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8499- 8555  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8556- 8797  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8798- 9079  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  9080- 9242  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9243- 9592  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9593- 9937  REST: releases, tags and release assets.
-    39. deploy_keys        lines  9938-10016  REST: deploy keys.
-    40. actions            lines 10017-10491  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10492-11023  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 11024-11226  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 11227-11575  REST: organizations, memberships and teams.
-    44. webhooks           lines 11576-12138  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 12139-12695  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12696-12771  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12772-13339  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13340-13551  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13552-14001  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 14002-14641  REST: GitHub Apps, as agents.
-    51. runner             lines 14642-15460  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15461-15632  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15633-15895  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 15896-16577  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16578-16808  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 16809-17195  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 17196-17669  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17670-17950  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 17951-18133  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 18134-18470  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18471-18710  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18711-19169  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 19170-19823  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 19824-20331  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20332-20571  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20572-20840  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 20841-21573  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21574-21850  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 21851-22447  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22448-23433  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    12. policy             lines  2644- 3685  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3686- 3900  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3901- 4004  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  4005- 4074  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  4075- 4147  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  4148- 4356  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  4357- 4655  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4656- 4846  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4847- 4976  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4977- 5272  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  5273- 5489  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5490- 5557  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5558- 5833  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5834- 5931  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5932- 6468  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6469- 6739  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6740- 7529  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7530- 7659  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7660- 8186  REST: pull requests and their merges.
+    31. reviews            lines  8187- 8541  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8542- 8649  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8650- 8706  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8707- 8948  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8949- 9230  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  9231- 9393  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9394- 9743  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9744-10088  REST: releases, tags and release assets.
+    39. deploy_keys        lines 10089-10167  REST: deploy keys.
+    40. actions            lines 10168-10642  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10643-11174  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 11175-11377  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 11378-11726  REST: organizations, memberships and teams.
+    44. webhooks           lines 11727-12289  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 12290-12846  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12847-12922  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12923-13490  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13491-13702  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13703-14167  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 14168-14807  REST: GitHub Apps, as agents.
+    51. runner             lines 14808-15626  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15627-15887  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15888-16150  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 16151-16832  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16833-17063  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 17064-17450  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 17451-17924  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17925-18205  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 18206-18388  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 18389-18725  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18726-18965  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18966-19424  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 19425-20078  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 20079-20586  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20587-20826  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20827-21095  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 21096-21828  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21829-22105  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 22106-22702  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22703-23688  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 5fd882885934c632638894f339e0a2cb3757c9fb3525d969286779b5f1a05e72
+Made from sources whose SHA-256 is 20b3a6158b89d82d1aa544b0494a7f951c7b59d8aae12fcf0956c4278e6ac864
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2700,8 +2700,8 @@ ACTIONS = {
     "deploy":             Action("repo", "write"),
     "write_objects":      Action("repo", "write"),
     # what a ref move brings into the ref, path by path: asked after the move itself was allowed, when
-    # a task grant limits paths
-    "change_paths":       Action("repo", "write", token_kinds=("task",)),
+    # a task grant or a guardrail over the repository limits paths (paths_judged)
+    "change_paths":       Action("repo", "write"),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
     # a run's job token keeps its run's files, artifacts and caches (GitHub's runtime token's right,
@@ -2761,6 +2761,9 @@ ACTIONS = {
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
     "suspend_user":       Action("site", "admin", scope="site_admin"),
+    # guardrails: what an organization's owners, or the site's admins, let no agent do
+    "manage_agent_policy": Action("org", "admin", scope="admin:org", humans_only=True),
+    "manage_site_agent_policy": Action("site", "admin", scope="site_admin", humans_only=True),
 }
 REF_ACTIONS = ("create_branch", "push_branch", "delete_branch")
 # A freeze refuses every change but a thaw and the revocations an incident calls for (a frozen
@@ -3134,14 +3137,17 @@ def path_matches(patterns, path):
 
 
 def path_verdict(store, grant, resource, context):
-    """A grant's path rules on what a ref move brings (context["changes"], from changes_brought): a
-    path outside ``paths`` refuses it, naming the ref, the commit and the path; paths in
-    ``requires_approval_paths`` wait for a human's yes to exactly those files at exactly that content."""
+    """A grant's path rules, with the guardrails' requires_approval_paths over the repository, on what a
+    ref move brings (context["changes"], from changes_brought): a path outside ``paths`` refuses it,
+    naming the ref, the commit and the path; paths needing approval wait for a human's yes to exactly
+    those files at exactly that content."""
     rules, gid, ref = path_rules(grant), grant["public_id"], context.get("ref", "")
     deny = lambda reason: Decision("deny", "change_paths", resource.name, [reason])  # noqa: E731
-    if rules is None:
+    guarded = guardrail_paths(store, resource)
+    if rules is None and not guarded:
         return None
-    paths, approval_paths = rules
+    paths, approval_paths = rules or (None, [])
+    approval_paths = approval_paths + guarded
     if context.get("changes") is None:
         return deny("task grant %s limits paths, and %s brings more than %d commits or changes (or objects that "
                     "are missing) to check: push fewer commits at a time" % (gid, ref, MAX_JUDGED_CHANGES))
@@ -3161,6 +3167,102 @@ def path_verdict(store, grant, resource, context):
     return approval_verdict(store, grant, "change_paths", resource, subject, "%s changes %s, which its "
                             "requires_approval_paths (%s) give a human to approve first" % (
                                 ref, ", ".join(files), ", ".join(approval_paths)))
+
+
+# -- guardrails: what an organization's owners, or the site's admins, let no agent do ------------------
+
+AGENT_POLICY_FIELDS = ("deny", "requires_approval", "requires_approval_paths", "max_task_token_seconds",
+                       "sender_constrained", "runtimes", "network_allowlist_max")
+# A new installation's, until its admins set their own: no agent deletes a repository, changes its
+# settings or protection, or manages who belongs, on anything not its own, whatever a grant says.
+DEFAULT_SITE_AGENT_POLICY = {"deny": ["admin_repo", "delegate_access", "delegate_team", "delete_repo", "manage_org",
+                                      "manage_team"]}
+
+
+def agent_policies(store):
+    """{"site": (who, policy), org id: (who, policy)}: the guardrails set (settings rows
+    agent_policy:site and agent_policy:org:<id>), the site's default where none is."""
+    def load():
+        found = {"site": ("the site", DEFAULT_SITE_AGENT_POLICY)}
+        for row in store.all("SELECT name, value FROM settings WHERE name LIKE 'agent_policy:%'"):
+            scope = row["name"][len("agent_policy:"):]
+            if scope == "site":
+                found["site"] = ("the site", json.loads(row["value"]))
+            else:
+                org = account_by_id(store, int(scope[len("org:"):]))
+                if org is not None:
+                    found[org["id"]] = ("organization " + org["login"], json.loads(row["value"]))
+        return found
+    return store.cached(("agent-policies",), load)
+
+
+def guardrails_over(store, org_ids):
+    """[(who, policy)]: the site's guardrails, and those of each organization of ``org_ids`` that has set any."""
+    policies = agent_policies(store)
+    return [policies["site"]] + [policies[org_id] for org_id in sorted(org_ids) if org_id in policies]
+
+
+def resource_org_ids(resource):
+    """The organization a resource belongs to, as a set of its id (empty for a user's)."""
+    row = resource.row
+    if resource.kind == "repo":
+        return {row["owner_id"]} if row["owner_kind"] == "org" else set()
+    if resource.kind in ("org", "team"):
+        return {row["org_id" if resource.kind == "team" else "id"]}
+    if resource.kind == "account" and row["kind"] == "org":
+        return {row["id"]}
+    return set()
+
+
+def guardrail_paths(store, resource):
+    """The requires_approval_paths of the guardrails over a repository."""
+    return [glob for _, policy in guardrails_over(store, resource_org_ids(resource))
+            for glob in policy.get("requires_approval_paths", ())]
+
+
+def paths_judged(store, principal, repo_row):
+    """Whether a ref move by ``principal`` on ``repo_row`` is judged path by path (change_paths): its task
+    grant has path rules, or it is an agent on what is not its own under guardrails that give paths to a
+    human to approve."""
+    user = principal.user
+    return path_rules(principal.grant) is not None or (
+        user is not None and user["kind"] == "agent" and repo_row["owner_id"] != user["id"] and
+        bool(guardrail_paths(store, Resource.repo(repo_row))))
+
+
+def grant_org_ids(store, resource_names):
+    """The organizations that own what a grant names (repo:org/name, credential:org/name)."""
+    owners = {name.split(":", 1)[-1].split("/")[0] for name in resource_names}
+    return {row["id"] for row in (store.one("SELECT id, kind FROM accounts WHERE login = ?", login) for login in owners)
+            if row is not None and row["kind"] == "org"}
+
+
+def within_allowlist(entry, allowed):
+    """Is a network_allowlist entry inside ``allowed`` (the same entry, or under one's *. domain)?"""
+    scheme, host, port = allowlist_entry(entry)
+    return any((scheme, port) == (s, p) and (host == h or h.startswith("*.") and host.endswith(h[1:]))
+               for s, h, p in map(allowlist_entry, allowed))
+
+
+def guardrail_excess(store, actions, constraints, resource_names):
+    """Why a grant of ``actions`` with ``constraints`` on ``resource_names`` asks for more than the
+    guardrails over those resources allow now, or None: refused when it is made, cut when they tighten."""
+    for who, policy in guardrails_over(store, grant_org_ids(store, resource_names)):
+        denied = sorted(set(actions) & set(policy.get("deny", ())))
+        if denied:
+            return "%s's agent policy lets no agent %s" % (who, ", ".join(denied))
+        if policy.get("sender_constrained") and not constraints.get("sender_constrained"):
+            return "%s's agent policy wants every task grant sender_constrained" % who
+        runtimes, granted = policy.get("runtimes"), constraints.get("runtime") or []
+        if runtimes and not (granted and all(any(fnmatch.fnmatchcase(g, p) for p in runtimes) for g in granted)):
+            return "%s's agent policy wants a runtime constraint within %s" % (who, ", ".join(runtimes))
+        hosts = policy.get("network_allowlist_max")
+        outside = [entry for entry in constraints.get("network_allowlist", ()) if hosts is not None and
+                   not within_allowlist(entry, hosts)]
+        if outside:
+            return "%s's agent policy allows calls to %s at most, not %s" % (who, ", ".join(hosts) or "none",
+                                                                              ", ".join(outside))
+    return None
 
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -3311,6 +3413,47 @@ def rule_task_grant(q):
             return verdict
         q.approval = verdict.approval if verdict is not None else None
         q.approved = verdict.reasons[0] if verdict is not None and verdict.approval is not None else None
+    return None
+
+
+def rule_guardrails(q):
+    user, grant, resource = q.user, q.principal.grant, q.resource
+    if user is None or user["kind"] != "agent":
+        return None
+    if grant is not None:
+        excess = q.store.cached(("grant-excess", grant["id"]), lambda: guardrail_excess(
+            q.store, grant["actions"], grant["constraints"], grant["resources"]))
+        if excess:
+            return q.deny("task grant %s is cut: %s" % (grant["public_id"], excess))
+    if owns(user, resource) or q.action in SELF_ACTIONS:
+        return None
+    for who, policy in guardrails_over(q.store, resource_org_ids(resource)):
+        if q.action in policy.get("deny", ()):
+            return q.deny("%s's agent policy: no agent may %s, whatever a grant says" % (who, q.action))
+        runtimes = policy.get("runtimes")
+        if runtimes and not any(fnmatch.fnmatchcase(q.principal.runtime_id or "", p) for p in runtimes):
+            return q.deny("%s's agent policy: agents act from runtimes %s only; this connection presents %s" % (
+                who, ", ".join(runtimes), q.principal.runtime_id or "no runtime identity"))
+        if policy.get("sender_constrained") and q.principal.token_kind == "task" and not q.principal.confirmation():
+            return q.deny("%s's agent policy: task tokens are sender-constrained only" % who)
+        if policy.get("network_allowlist_max") is not None and "upstream" in q.context:
+            outside = outside_allowlist(policy["network_allowlist_max"], q.context["upstream"])
+            if outside:
+                return q.deny("%s's agent policy: %s" % (who, outside.replace("its network_allowlist", "its maximum")))
+        if q.action == "change_paths" and grant is None and policy.get("requires_approval_paths") and any(
+                path_matches(policy["requires_approval_paths"], path) for _, path, _ in q.context.get("changes") or ()):
+            return q.deny("%s's agent policy gives changes to %s to a human to approve: an agent makes them through a "
+                          "task grant" % (who, ", ".join(policy["requires_approval_paths"])))
+        if q.action in policy.get("requires_approval", ()) and q.approval is None:
+            if grant is None:
+                return q.deny("%s's agent policy: %s needs a human's approval, which an agent asks for through a "
+                              "task grant" % (who, q.action))
+            subject = approval_subject(q.action, q.context)
+            verdict = approval_verdict(q.store, grant, q.action, resource, subject, "%s's agent policy gives %s%s to "
+                                       "a human to approve first" % (who, q.action, " of " + subject if subject else ""))
+            if not verdict.allowed:
+                return verdict
+            q.approval, q.approved = verdict.approval, verdict.reasons[0]
     return None
 
 
@@ -3480,6 +3623,13 @@ POLICY_RULES = (
                "as change_paths: a path outside its paths refuses the move by ref, commit and path, a path in its "
                "requires_approval_paths waits for a human's yes to exactly those files at exactly that content",
                rule_task_grant),
+    PolicyRule("guardrails: an organization's owners (PUT /api/ext/v1/orgs/{org}/agent-policy) and the site's "
+               "admins (PUT /api/ext/v1/site/agent-policy) say what no agent may do on what is not its own, "
+               "whatever a grant says (deny), what always waits for a human (requires_approval, "
+               "requires_approval_paths: through a task grant), and what task grants may hold at most (runtimes, "
+               "sender_constrained, network_allowlist_max, max_task_token_seconds); a grant beyond them is refused "
+               "when made and cut when they tighten. Until the site's admins say otherwise: %s" % json.dumps(
+                   DEFAULT_SITE_AGENT_POLICY), rule_guardrails),
     PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
     PolicyRule("some actions are for humans only", rule_humans_only),
     PolicyRule("the permission held on the resource must reach the action's level: the principal's own, or "
@@ -4129,8 +4279,9 @@ class Ledger:
         pending mutations (a crash after the move is then recorded truthfully at the next start), then a
         compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
         rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
-        if new != ZERO_SHA and path_rules(self.principal.grant) is not None:
-            judged = self.allowed_or_raise(*self.judge_changes(git, repo_by_id(self.app.store, repo_id), ref, old, new))
+        repo = repo_by_id(self.app.store, repo_id)
+        if new != ZERO_SHA and paths_judged(self.app.store, self.principal, repo):
+            judged = self.allowed_or_raise(*self.judge_changes(git, repo, ref, old, new))
             rows.append((audit_row(self.principal, self.surface, judged), judged.approval))
         with self.app.store.transaction() as db:
             self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
@@ -13646,6 +13797,10 @@ def make_task_grant(req, body):
     refusals += [Decision("deny", "grant_task", c.name, ["%s may not use %s: its owner (or its organization's admins) "
                                                          "may" % (human["login"], c.name)])
                  for c in credentials if permission_on(req.app.store, human, c)[0] != "admin"]
+    excess = guardrail_excess(req.app.store, actions, constraints, resources)
+    if excess:
+        req.record_refusal(Decision("deny", "grant_task", "agent:" + agent["login"], [excess]))
+        raise HTTPError(403, "The grant asks for more than agents may hold here: %s" % excess)
     refusal = next((d for d in refusals if not d.allowed), None)
     if refusal is not None:
         req.record_refusal(dataclasses.replace(refusal, action="grant_task"))
@@ -13690,14 +13845,18 @@ def check_network_constraints(constraints):
 
 
 def check_path_rules(constraints):
-    """paths and requires_approval_paths: lists of path globs (``**`` any directories, ``*`` and ``?``
-    within a name), relative to the repository's root."""
+    """paths and requires_approval_paths: lists of path globs."""
     for name in ("paths", "requires_approval_paths"):
-        globs = constraints.get(name, [])
-        if not isinstance(globs, list) or len(globs) > PATH_RULES_MAX or not all(
-                isinstance(g, str) and 0 < len(g.strip("/")) <= 256 and "\0" not in g for g in globs):
-            raise invalid("TaskGrant", "constraints", message="constraints.%s is a list of at most %d path globs "
-                          "such as services/payments/** or .github/workflows/*.yml" % (name, PATH_RULES_MAX))
+        check_globs(constraints.get(name, []), "TaskGrant", "constraints." + name)
+
+
+def check_globs(globs, resource, field):
+    """A list of path globs (``**`` any directories, ``*`` and ``?`` within a name) relative to the
+    repository's root: 422 naming ``field`` of ``resource`` otherwise."""
+    if not isinstance(globs, list) or len(globs) > PATH_RULES_MAX or not all(
+            isinstance(g, str) and 0 < len(g.strip("/")) <= 256 and "\0" not in g for g in globs):
+        raise invalid(resource, field.split(".")[0], message="%s is a list of at most %d path globs such as "
+                      "services/payments/** or .github/workflows/*.yml" % (field, PATH_RULES_MAX))
 
 
 def granted_credential(req, human, name):
@@ -13816,7 +13975,7 @@ def issue_task_token(req, row, asked=None, resource=None):
     granted = json.loads(row["actions"])
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
-    expires_at = min(from_now(TASK_TOKEN_SECONDS), row["expires_at"])
+    expires_at = min(from_now(token_seconds(req.app.store, json.loads(row["resources"]))), row["expires_at"])
     cnf = req.principal.confirmation()
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
@@ -13829,6 +13988,13 @@ def issue_task_token(req, row, asked=None, resource=None):
     return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
             "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow",
             "token_type": "DPoP" if cnf and "jkt" in cnf else "Bearer", "cnf": cnf}
+
+
+def token_seconds(store, resource_names):
+    """How long a task token lives: an hour, or less where a guardrail over its resources says so."""
+    caps = [policy["max_task_token_seconds"] for _, policy in guardrails_over(store, grant_org_ids(store, resource_names))
+            if policy.get("max_task_token_seconds")]
+    return min([TASK_TOKEN_SECONDS] + caps)
 
 
 def bound_to(cnf):
@@ -15460,7 +15626,7 @@ class WorkflowRunner(Worker):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 52. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-# uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, tasks
+# uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, proofs, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- the audit log ------------------------------------------------------------------------------------
@@ -15540,8 +15706,97 @@ def effective_policy(req):
                  "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
                  if grant else None,
                  "rules": ["%d. %s" % (number, rule.says) for number, rule in enumerate(POLICY_RULES, 1)],
+                 "guardrails": [agent_policy_json(who, policy) for who, policy in guardrails_over(
+                     req.app.store, resource_org_ids(resource))],
                  "actions": {d.action: {"decision": d.effect, "rule": d.rule, "because": " → ".join(d.reasons),
                                         "reasons": d.reasons} for d in decisions}}
+
+
+# -- guardrails: what no agent may do, whatever a grant says ------------------------------------------
+# An organization's owners set them for what the organization owns, the site's admins for everything;
+# decide() reads them live (rule_guardrails), so a tightening cuts the grants beyond it at once.
+
+def agent_policy_json(who, policy):
+    return dict({field: policy.get(field) for field in AGENT_POLICY_FIELDS}, set_by=who)
+
+
+def agent_policy_from(req, body):
+    """The guardrails a PUT sends, each field checked (a misspelt one would guard nothing, silently)."""
+    unknown = sorted(set(body) - set(AGENT_POLICY_FIELDS))
+    if unknown:
+        raise invalid("AgentPolicy", unknown[0], message="unknown field %s; an agent policy has %s" % (
+            unknown[0], ", ".join(AGENT_POLICY_FIELDS)))
+    policy = {}
+    for field in ("deny", "requires_approval"):
+        actions = req.field(body, field, list, "AgentPolicy", default=[])
+        if not all(isinstance(a, str) and a in ACTIONS for a in actions):
+            raise invalid("AgentPolicy", field, message="%s is a list of actions from GET /api/ext/v1/policy" % field)
+        policy[field] = sorted(set(actions))
+    policy["requires_approval_paths"] = req.field(body, "requires_approval_paths", list, "AgentPolicy", default=[])
+    check_globs(policy["requires_approval_paths"], "AgentPolicy", "requires_approval_paths")
+    seconds = body.get("max_task_token_seconds")
+    if seconds is not None and (type(seconds) is not int or not 60 <= seconds <= TASK_TOKEN_SECONDS):
+        raise invalid("AgentPolicy", "max_task_token_seconds", message="max_task_token_seconds is a number of "
+                      "seconds from 60 to %d" % TASK_TOKEN_SECONDS)
+    policy["max_task_token_seconds"] = seconds
+    policy["sender_constrained"] = req.field(body, "sender_constrained", bool, "AgentPolicy", default=False)
+    try:
+        policy["runtimes"] = [spiffe_id(p, pattern=True) for p in req.field(body, "runtimes", list, "AgentPolicy",
+                                                                             default=[])]
+    except ValueError:
+        raise invalid("AgentPolicy", "runtimes", message="runtimes is a list of SPIFFE IDs (* for any part)")
+    hosts = body.get("network_allowlist_max")
+    if hosts is not None and not (isinstance(hosts, list) and all(
+            isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts)):
+        raise invalid("AgentPolicy", "network_allowlist_max", message="network_allowlist_max is a list of hosts: "
+                      "host, host:port, *.domain, or http://host:port (null: no maximum)")
+    policy["network_allowlist_max"] = hosts
+    return {field: value for field, value in policy.items() if value not in ([], None, False)}
+
+
+def save_agent_policy(req, scope, policy):
+    with req.transaction() as db:
+        db.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value ="
+                   " excluded.value", ("agent_policy:" + scope, json.dumps(policy, sort_keys=True)))
+        req.effect("agent policy of %s: %s" % (scope, json.dumps(policy, sort_keys=True)))
+
+
+@route("GET", "/api/ext/v1/orgs/{org}/agent-policy")
+def get_org_agent_policy(req, org):
+    """An organization's guardrails for agents, for its members (the site's apply too: GET /site/agent-policy)."""
+    row = find_account(req, org, kinds=("org",))
+    req.check("read_org_private", Resource.account(row))
+    return agent_policy_json(*agent_policies(req.app.store).get(row["id"], ("organization " + row["login"], {})))
+
+
+@route("PUT", "/api/ext/v1/orgs/{org}/agent-policy")
+def put_org_agent_policy(req, org):
+    """An organization's owners set what no agent may do on what the organization owns."""
+    body = req.json()
+    row = find_account(req, org, kinds=("org",))
+    req.authorize("manage_agent_policy", Resource.account(row))
+    policy = agent_policy_from(req, body)
+    save_agent_policy(req, "org:%d" % row["id"], policy)
+    return agent_policy_json("organization " + row["login"], policy)
+
+
+@route("GET", "/api/ext/v1/site/agent-policy")
+def get_site_agent_policy(req):
+    """The site's guardrails for agents (a new installation's safe defaults until its admins set them)."""
+    signed_in(req)
+    req.check("read_meta", SITE)
+    return agent_policy_json(*agent_policies(req.app.store)["site"])
+
+
+@route("PUT", "/api/ext/v1/site/agent-policy")
+def put_site_agent_policy(req):
+    """The site's admins set what no agent may do anywhere but on its own."""
+    body = req.json()
+    signed_in(req)
+    req.authorize("manage_site_agent_policy", SITE)
+    policy = agent_policy_from(req, body)
+    save_agent_policy(req, "site", policy)
+    return agent_policy_json("the site", policy)
 
 
 # -- freezes: read-only by policy ------------------------------------------------------------------
@@ -20489,7 +20744,7 @@ def git_receive_pack(req, owner, repo):
             denied[ref] = decision.reasons[0]
     path = repo_dir(req.app, row["id"])
     intents, judged, judge = [], {}, None
-    if path_rules(req.principal.grant) is not None:
+    if paths_judged(req.app.store, req.principal, row):
         # what each ref brings is read once git has the pack: each is judged, and its intent written,
         # by the update hook's question, before it moves
         judge = functools.partial(judge_pushed_ref, req, row, {entry[3]: entry for entry in allowed},
@@ -20512,7 +20767,7 @@ def git_receive_pack(req, owner, repo):
 
 def judge_pushed_ref(req, row, pending, intents, judged, ref, old, new):
     """The update hook's question for one allowed ref, once git has the pack: change_paths of what the
-    ref would bring (a task grant's path rules), and if allowed its intent written. A reason to refuse,
+    ref would bring (a task grant's path rules, the guardrails' paths), and if allowed its intent written. A reason to refuse,
     or None. Runs on the engine's thread (git's hook socket), so it gives its database connection back."""
     try:
         decision, expected_old, expected_new, _ = pending[ref]

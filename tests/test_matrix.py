@@ -115,6 +115,10 @@ def build_world(data_dir):
         # (registered once bound, the key waits for alice's approval)
         assert ext(srv, "POST", "/agent-keys", bootstrap, {"jwk": dict(WORLD_JWK, kid="world-key")}).json["state"] == \
             "pending"
+        # the world's site lifts the default guardrails (tests/test_guardrails.py holds them), so that its
+        # task tokens hold every action, and each cell says what the rest of decide() answers
+        with srv.app.store.transaction() as db:
+            db.execute("INSERT INTO settings (name, value) VALUES ('agent_policy:site', '{}')")
         tasks = {}
         for name in ("secret", "other"):
             grant = ext(srv, "POST", "/task-grants", alice, {
@@ -655,6 +659,10 @@ GET     /api/v3/orgs/{org}/members                                              
 GET     /api/v3/orgs/{org}/memberships/{login}                                    org_member
 GET     /api/v3/orgs/{org}/repos                                                  public_outside_tasks
 GET     /api/v3/orgs/{org}/teams                                                  org_member
+GET     /api/ext/v1/orgs/{org}/agent-policy                                       org_member
+PUT     /api/ext/v1/orgs/{org}/agent-policy                                       owner_only
+GET     /api/ext/v1/site/agent-policy                                             signed_in
+PUT     /api/ext/v1/site/agent-policy                                             site_admin
 GET     /api/v3/orgs/{org}/teams/{slug}                                           team_read
 GET     /api/v3/orgs/{org}/teams/{slug}/members                                   team_read
 GET     /api/v3/orgs/{org}/teams/{slug}/memberships/{login}                       team_read
@@ -989,7 +997,8 @@ LABEL_WORDS = {"token_holder": "the token's holder", "grant_parties": "the grant
                # (the matrix's world holds no tool token and no grant naming a credential: tests/test_broker.py)
                "broker_token": "a task token whose grant names the credential",
                "broker_proxy": "a tool token for the credential",
-               "job_token": "a job of the run, with its job token, while the run runs"}
+               "job_token": "a job of the run, with its job token, while the run runs",
+               "site_admin": "a site admin"}
 
 
 def who_gets_through(label):

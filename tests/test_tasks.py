@@ -85,7 +85,10 @@ def test_grants_refuse_escalation_and_narrow_tokens(server, task, tmp_path):
     assert r.status == 422                                      # alice cannot see it
     r = ext(server, "POST", "/task-grants", alice, dict(base, resources=["repo:alice/payments"],
                                                         actions=["delete_repo"], constraints={}))
-    assert r.status == 201                                      # alice may delete her own repository
+    assert r.status == 403 and "the site's agent policy lets no agent delete_repo" in r.json["message"]
+    r = ext(server, "POST", "/task-grants", alice, dict(base, resources=["repo:alice/payments"],
+                                                        actions=["merge_pr"], constraints={}))
+    assert r.status == 201                                      # alice may merge in her own repository
     r = ext(server, "POST", "/task-grants", bob, dict(base, resources=["repo:bob/bobs"]))
     assert r.status == 403                                      # the agent is not bound to bob
     r = ext(server, "POST", "/task-grants", agent, dict(base, resources=["repo:alice/payments"]))

@@ -8,7 +8,7 @@ from agentgit.config import MAX_PACK_BODY, crash_point, now
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir, valid_ref_name
 from agentgit.accounts import lookup_repo
-from agentgit.policy import Resource, path_rules
+from agentgit.policy import Resource, paths_judged
 from agentgit.audit import audit_row
 from agentgit.approvals import give_back_approval
 from agentgit.intents import forget_intents, move_text, write_intent
@@ -172,7 +172,7 @@ def git_receive_pack(req, owner, repo):
             denied[ref] = decision.reasons[0]
     path = repo_dir(req.app, row["id"])
     intents, judged, judge = [], {}, None
-    if path_rules(req.principal.grant) is not None:
+    if paths_judged(req.app.store, req.principal, row):
         # what each ref brings is read once git has the pack: each is judged, and its intent written,
         # by the update hook's question, before it moves
         judge = functools.partial(judge_pushed_ref, req, row, {entry[3]: entry for entry in allowed},
@@ -195,7 +195,7 @@ def git_receive_pack(req, owner, repo):
 
 def judge_pushed_ref(req, row, pending, intents, judged, ref, old, new):
     """The update hook's question for one allowed ref, once git has the pack: change_paths of what the
-    ref would bring (a task grant's path rules), and if allowed its intent written. A reason to refuse,
+    ref would bring (a task grant's path rules, the guardrails' paths), and if allowed its intent written. A reason to refuse,
     or None. Runs on the engine's thread (git's hook socket), so it gives its database connection back."""
     try:
         decision, expected_old, expected_new, _ = pending[ref]

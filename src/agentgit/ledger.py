@@ -10,7 +10,7 @@ from agentgit.config import crash_point
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, branch_sha, changes_brought
 from agentgit.accounts import repo_by_id
-from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide, path_rules
+from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide, paths_judged
 from agentgit.audit import audit_append, audit_row
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
 from agentgit.intents import forget_intents, ref_now, settle_intent, write_intent
@@ -146,8 +146,9 @@ class Ledger:
         pending mutations (a crash after the move is then recorded truthfully at the next start), then a
         compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
         rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
-        if new != ZERO_SHA and path_rules(self.principal.grant) is not None:
-            judged = self.allowed_or_raise(*self.judge_changes(git, repo_by_id(self.app.store, repo_id), ref, old, new))
+        repo = repo_by_id(self.app.store, repo_id)
+        if new != ZERO_SHA and paths_judged(self.app.store, self.principal, repo):
+            judged = self.allowed_or_raise(*self.judge_changes(git, repo, ref, old, new))
             rows.append((audit_row(self.principal, self.surface, judged), judged.approval))
         with self.app.store.transaction() as db:
             self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))

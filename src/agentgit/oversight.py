@@ -1,18 +1,21 @@
 """REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy
 in force (what a token could do, decided by decide() itself), and freezes (read-only by policy)."""
 
+import json
 import secrets
 
 from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login, repo_by_full_name, repo_by_id
-from agentgit.policy import POLICY_RULES, Resource, SITE, decide, permission_on
+from agentgit.policy import (ACTIONS, AGENT_POLICY_FIELDS, POLICY_RULES, Resource, SITE, agent_policies, decide,
+                             guardrails_over, permission_on, resource_org_ids)
 from agentgit.audit import audit_json, explain
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.routing import route
-from agentgit.lookups import signed_in
-from agentgit.tasks import TASK_ACTIONS, grant_json, strip_kind
+from agentgit.lookups import find_account, signed_in
+from agentgit.proofs import spiffe_id
+from agentgit.tasks import ALLOWLIST_ENTRY_RE, TASK_ACTIONS, TASK_TOKEN_SECONDS, check_globs, grant_json, strip_kind
 
 
 # -- the audit log ------------------------------------------------------------------------------------
@@ -92,8 +95,97 @@ def effective_policy(req):
                  "grant": grant_json(req.app, req.app.store.one("SELECT * FROM task_grants WHERE id = ?", grant["id"]))
                  if grant else None,
                  "rules": ["%d. %s" % (number, rule.says) for number, rule in enumerate(POLICY_RULES, 1)],
+                 "guardrails": [agent_policy_json(who, policy) for who, policy in guardrails_over(
+                     req.app.store, resource_org_ids(resource))],
                  "actions": {d.action: {"decision": d.effect, "rule": d.rule, "because": " → ".join(d.reasons),
                                         "reasons": d.reasons} for d in decisions}}
+
+
+# -- guardrails: what no agent may do, whatever a grant says ------------------------------------------
+# An organization's owners set them for what the organization owns, the site's admins for everything;
+# decide() reads them live (rule_guardrails), so a tightening cuts the grants beyond it at once.
+
+def agent_policy_json(who, policy):
+    return dict({field: policy.get(field) for field in AGENT_POLICY_FIELDS}, set_by=who)
+
+
+def agent_policy_from(req, body):
+    """The guardrails a PUT sends, each field checked (a misspelt one would guard nothing, silently)."""
+    unknown = sorted(set(body) - set(AGENT_POLICY_FIELDS))
+    if unknown:
+        raise invalid("AgentPolicy", unknown[0], message="unknown field %s; an agent policy has %s" % (
+            unknown[0], ", ".join(AGENT_POLICY_FIELDS)))
+    policy = {}
+    for field in ("deny", "requires_approval"):
+        actions = req.field(body, field, list, "AgentPolicy", default=[])
+        if not all(isinstance(a, str) and a in ACTIONS for a in actions):
+            raise invalid("AgentPolicy", field, message="%s is a list of actions from GET /api/ext/v1/policy" % field)
+        policy[field] = sorted(set(actions))
+    policy["requires_approval_paths"] = req.field(body, "requires_approval_paths", list, "AgentPolicy", default=[])
+    check_globs(policy["requires_approval_paths"], "AgentPolicy", "requires_approval_paths")
+    seconds = body.get("max_task_token_seconds")
+    if seconds is not None and (type(seconds) is not int or not 60 <= seconds <= TASK_TOKEN_SECONDS):
+        raise invalid("AgentPolicy", "max_task_token_seconds", message="max_task_token_seconds is a number of "
+                      "seconds from 60 to %d" % TASK_TOKEN_SECONDS)
+    policy["max_task_token_seconds"] = seconds
+    policy["sender_constrained"] = req.field(body, "sender_constrained", bool, "AgentPolicy", default=False)
+    try:
+        policy["runtimes"] = [spiffe_id(p, pattern=True) for p in req.field(body, "runtimes", list, "AgentPolicy",
+                                                                             default=[])]
+    except ValueError:
+        raise invalid("AgentPolicy", "runtimes", message="runtimes is a list of SPIFFE IDs (* for any part)")
+    hosts = body.get("network_allowlist_max")
+    if hosts is not None and not (isinstance(hosts, list) and all(
+            isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts)):
+        raise invalid("AgentPolicy", "network_allowlist_max", message="network_allowlist_max is a list of hosts: "
+                      "host, host:port, *.domain, or http://host:port (null: no maximum)")
+    policy["network_allowlist_max"] = hosts
+    return {field: value for field, value in policy.items() if value not in ([], None, False)}
+
+
+def save_agent_policy(req, scope, policy):
+    with req.transaction() as db:
+        db.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value ="
+                   " excluded.value", ("agent_policy:" + scope, json.dumps(policy, sort_keys=True)))
+        req.effect("agent policy of %s: %s" % (scope, json.dumps(policy, sort_keys=True)))
+
+
+@route("GET", "/api/ext/v1/orgs/{org}/agent-policy")
+def get_org_agent_policy(req, org):
+    """An organization's guardrails for agents, for its members (the site's apply too: GET /site/agent-policy)."""
+    row = find_account(req, org, kinds=("org",))
+    req.check("read_org_private", Resource.account(row))
+    return agent_policy_json(*agent_policies(req.app.store).get(row["id"], ("organization " + row["login"], {})))
+
+
+@route("PUT", "/api/ext/v1/orgs/{org}/agent-policy")
+def put_org_agent_policy(req, org):
+    """An organization's owners set what no agent may do on what the organization owns."""
+    body = req.json()
+    row = find_account(req, org, kinds=("org",))
+    req.authorize("manage_agent_policy", Resource.account(row))
+    policy = agent_policy_from(req, body)
+    save_agent_policy(req, "org:%d" % row["id"], policy)
+    return agent_policy_json("organization " + row["login"], policy)
+
+
+@route("GET", "/api/ext/v1/site/agent-policy")
+def get_site_agent_policy(req):
+    """The site's guardrails for agents (a new installation's safe defaults until its admins set them)."""
+    signed_in(req)
+    req.check("read_meta", SITE)
+    return agent_policy_json(*agent_policies(req.app.store)["site"])
+
+
+@route("PUT", "/api/ext/v1/site/agent-policy")
+def put_site_agent_policy(req):
+    """The site's admins set what no agent may do anywhere but on its own."""
+    body = req.json()
+    signed_in(req)
+    req.authorize("manage_site_agent_policy", SITE)
+    policy = agent_policy_from(req, body)
+    save_agent_policy(req, "site", policy)
+    return agent_policy_json("the site", policy)
 
 
 # -- freezes: read-only by policy ------------------------------------------------------------------

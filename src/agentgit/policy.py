@@ -68,8 +68,8 @@ ACTIONS = {
     "deploy":             Action("repo", "write"),
     "write_objects":      Action("repo", "write"),
     # what a ref move brings into the ref, path by path: asked after the move itself was allowed, when
-    # a task grant limits paths
-    "change_paths":       Action("repo", "write", token_kinds=("task",)),
+    # a task grant or a guardrail over the repository limits paths (paths_judged)
+    "change_paths":       Action("repo", "write"),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
     # a run's job token keeps its run's files, artifacts and caches (GitHub's runtime token's right,
@@ -129,6 +129,9 @@ ACTIONS = {
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
     "suspend_user":       Action("site", "admin", scope="site_admin"),
+    # guardrails: what an organization's owners, or the site's admins, let no agent do
+    "manage_agent_policy": Action("org", "admin", scope="admin:org", humans_only=True),
+    "manage_site_agent_policy": Action("site", "admin", scope="site_admin", humans_only=True),
 }
 REF_ACTIONS = ("create_branch", "push_branch", "delete_branch")
 # A freeze refuses every change but a thaw and the revocations an incident calls for (a frozen
@@ -502,14 +505,17 @@ def path_matches(patterns, path):
 
 
 def path_verdict(store, grant, resource, context):
-    """A grant's path rules on what a ref move brings (context["changes"], from changes_brought): a
-    path outside ``paths`` refuses it, naming the ref, the commit and the path; paths in
-    ``requires_approval_paths`` wait for a human's yes to exactly those files at exactly that content."""
+    """A grant's path rules, with the guardrails' requires_approval_paths over the repository, on what a
+    ref move brings (context["changes"], from changes_brought): a path outside ``paths`` refuses it,
+    naming the ref, the commit and the path; paths needing approval wait for a human's yes to exactly
+    those files at exactly that content."""
     rules, gid, ref = path_rules(grant), grant["public_id"], context.get("ref", "")
     deny = lambda reason: Decision("deny", "change_paths", resource.name, [reason])  # noqa: E731
-    if rules is None:
+    guarded = guardrail_paths(store, resource)
+    if rules is None and not guarded:
         return None
-    paths, approval_paths = rules
+    paths, approval_paths = rules or (None, [])
+    approval_paths = approval_paths + guarded
     if context.get("changes") is None:
         return deny("task grant %s limits paths, and %s brings more than %d commits or changes (or objects that "
                     "are missing) to check: push fewer commits at a time" % (gid, ref, MAX_JUDGED_CHANGES))
@@ -529,6 +535,102 @@ def path_verdict(store, grant, resource, context):
     return approval_verdict(store, grant, "change_paths", resource, subject, "%s changes %s, which its "
                             "requires_approval_paths (%s) give a human to approve first" % (
                                 ref, ", ".join(files), ", ".join(approval_paths)))
+
+
+# -- guardrails: what an organization's owners, or the site's admins, let no agent do ------------------
+
+AGENT_POLICY_FIELDS = ("deny", "requires_approval", "requires_approval_paths", "max_task_token_seconds",
+                       "sender_constrained", "runtimes", "network_allowlist_max")
+# A new installation's, until its admins set their own: no agent deletes a repository, changes its
+# settings or protection, or manages who belongs, on anything not its own, whatever a grant says.
+DEFAULT_SITE_AGENT_POLICY = {"deny": ["admin_repo", "delegate_access", "delegate_team", "delete_repo", "manage_org",
+                                      "manage_team"]}
+
+
+def agent_policies(store):
+    """{"site": (who, policy), org id: (who, policy)}: the guardrails set (settings rows
+    agent_policy:site and agent_policy:org:<id>), the site's default where none is."""
+    def load():
+        found = {"site": ("the site", DEFAULT_SITE_AGENT_POLICY)}
+        for row in store.all("SELECT name, value FROM settings WHERE name LIKE 'agent_policy:%'"):
+            scope = row["name"][len("agent_policy:"):]
+            if scope == "site":
+                found["site"] = ("the site", json.loads(row["value"]))
+            else:
+                org = account_by_id(store, int(scope[len("org:"):]))
+                if org is not None:
+                    found[org["id"]] = ("organization " + org["login"], json.loads(row["value"]))
+        return found
+    return store.cached(("agent-policies",), load)
+
+
+def guardrails_over(store, org_ids):
+    """[(who, policy)]: the site's guardrails, and those of each organization of ``org_ids`` that has set any."""
+    policies = agent_policies(store)
+    return [policies["site"]] + [policies[org_id] for org_id in sorted(org_ids) if org_id in policies]
+
+
+def resource_org_ids(resource):
+    """The organization a resource belongs to, as a set of its id (empty for a user's)."""
+    row = resource.row
+    if resource.kind == "repo":
+        return {row["owner_id"]} if row["owner_kind"] == "org" else set()
+    if resource.kind in ("org", "team"):
+        return {row["org_id" if resource.kind == "team" else "id"]}
+    if resource.kind == "account" and row["kind"] == "org":
+        return {row["id"]}
+    return set()
+
+
+def guardrail_paths(store, resource):
+    """The requires_approval_paths of the guardrails over a repository."""
+    return [glob for _, policy in guardrails_over(store, resource_org_ids(resource))
+            for glob in policy.get("requires_approval_paths", ())]
+
+
+def paths_judged(store, principal, repo_row):
+    """Whether a ref move by ``principal`` on ``repo_row`` is judged path by path (change_paths): its task
+    grant has path rules, or it is an agent on what is not its own under guardrails that give paths to a
+    human to approve."""
+    user = principal.user
+    return path_rules(principal.grant) is not None or (
+        user is not None and user["kind"] == "agent" and repo_row["owner_id"] != user["id"] and
+        bool(guardrail_paths(store, Resource.repo(repo_row))))
+
+
+def grant_org_ids(store, resource_names):
+    """The organizations that own what a grant names (repo:org/name, credential:org/name)."""
+    owners = {name.split(":", 1)[-1].split("/")[0] for name in resource_names}
+    return {row["id"] for row in (store.one("SELECT id, kind FROM accounts WHERE login = ?", login) for login in owners)
+            if row is not None and row["kind"] == "org"}
+
+
+def within_allowlist(entry, allowed):
+    """Is a network_allowlist entry inside ``allowed`` (the same entry, or under one's *. domain)?"""
+    scheme, host, port = allowlist_entry(entry)
+    return any((scheme, port) == (s, p) and (host == h or h.startswith("*.") and host.endswith(h[1:]))
+               for s, h, p in map(allowlist_entry, allowed))
+
+
+def guardrail_excess(store, actions, constraints, resource_names):
+    """Why a grant of ``actions`` with ``constraints`` on ``resource_names`` asks for more than the
+    guardrails over those resources allow now, or None: refused when it is made, cut when they tighten."""
+    for who, policy in guardrails_over(store, grant_org_ids(store, resource_names)):
+        denied = sorted(set(actions) & set(policy.get("deny", ())))
+        if denied:
+            return "%s's agent policy lets no agent %s" % (who, ", ".join(denied))
+        if policy.get("sender_constrained") and not constraints.get("sender_constrained"):
+            return "%s's agent policy wants every task grant sender_constrained" % who
+        runtimes, granted = policy.get("runtimes"), constraints.get("runtime") or []
+        if runtimes and not (granted and all(any(fnmatch.fnmatchcase(g, p) for p in runtimes) for g in granted)):
+            return "%s's agent policy wants a runtime constraint within %s" % (who, ", ".join(runtimes))
+        hosts = policy.get("network_allowlist_max")
+        outside = [entry for entry in constraints.get("network_allowlist", ()) if hosts is not None and
+                   not within_allowlist(entry, hosts)]
+        if outside:
+            return "%s's agent policy allows calls to %s at most, not %s" % (who, ", ".join(hosts) or "none",
+                                                                              ", ".join(outside))
+    return None
 
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -679,6 +781,47 @@ def rule_task_grant(q):
             return verdict
         q.approval = verdict.approval if verdict is not None else None
         q.approved = verdict.reasons[0] if verdict is not None and verdict.approval is not None else None
+    return None
+
+
+def rule_guardrails(q):
+    user, grant, resource = q.user, q.principal.grant, q.resource
+    if user is None or user["kind"] != "agent":
+        return None
+    if grant is not None:
+        excess = q.store.cached(("grant-excess", grant["id"]), lambda: guardrail_excess(
+            q.store, grant["actions"], grant["constraints"], grant["resources"]))
+        if excess:
+            return q.deny("task grant %s is cut: %s" % (grant["public_id"], excess))
+    if owns(user, resource) or q.action in SELF_ACTIONS:
+        return None
+    for who, policy in guardrails_over(q.store, resource_org_ids(resource)):
+        if q.action in policy.get("deny", ()):
+            return q.deny("%s's agent policy: no agent may %s, whatever a grant says" % (who, q.action))
+        runtimes = policy.get("runtimes")
+        if runtimes and not any(fnmatch.fnmatchcase(q.principal.runtime_id or "", p) for p in runtimes):
+            return q.deny("%s's agent policy: agents act from runtimes %s only; this connection presents %s" % (
+                who, ", ".join(runtimes), q.principal.runtime_id or "no runtime identity"))
+        if policy.get("sender_constrained") and q.principal.token_kind == "task" and not q.principal.confirmation():
+            return q.deny("%s's agent policy: task tokens are sender-constrained only" % who)
+        if policy.get("network_allowlist_max") is not None and "upstream" in q.context:
+            outside = outside_allowlist(policy["network_allowlist_max"], q.context["upstream"])
+            if outside:
+                return q.deny("%s's agent policy: %s" % (who, outside.replace("its network_allowlist", "its maximum")))
+        if q.action == "change_paths" and grant is None and policy.get("requires_approval_paths") and any(
+                path_matches(policy["requires_approval_paths"], path) for _, path, _ in q.context.get("changes") or ()):
+            return q.deny("%s's agent policy gives changes to %s to a human to approve: an agent makes them through a "
+                          "task grant" % (who, ", ".join(policy["requires_approval_paths"])))
+        if q.action in policy.get("requires_approval", ()) and q.approval is None:
+            if grant is None:
+                return q.deny("%s's agent policy: %s needs a human's approval, which an agent asks for through a "
+                              "task grant" % (who, q.action))
+            subject = approval_subject(q.action, q.context)
+            verdict = approval_verdict(q.store, grant, q.action, resource, subject, "%s's agent policy gives %s%s to "
+                                       "a human to approve first" % (who, q.action, " of " + subject if subject else ""))
+            if not verdict.allowed:
+                return verdict
+            q.approval, q.approved = verdict.approval, verdict.reasons[0]
     return None
 
 
@@ -848,6 +991,13 @@ POLICY_RULES = (
                "as change_paths: a path outside its paths refuses the move by ref, commit and path, a path in its "
                "requires_approval_paths waits for a human's yes to exactly those files at exactly that content",
                rule_task_grant),
+    PolicyRule("guardrails: an organization's owners (PUT /api/ext/v1/orgs/{org}/agent-policy) and the site's "
+               "admins (PUT /api/ext/v1/site/agent-policy) say what no agent may do on what is not its own, "
+               "whatever a grant says (deny), what always waits for a human (requires_approval, "
+               "requires_approval_paths: through a task grant), and what task grants may hold at most (runtimes, "
+               "sender_constrained, network_allowlist_max, max_task_token_seconds); a grant beyond them is refused "
+               "when made and cut when they tighten. Until the site's admins say otherwise: %s" % json.dumps(
+                   DEFAULT_SITE_AGENT_POLICY), rule_guardrails),
     PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
     PolicyRule("some actions are for humans only", rule_humans_only),
     PolicyRule("the permission held on the resource must reach the action's level: the principal's own, or "

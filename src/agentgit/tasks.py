@@ -13,7 +13,8 @@ from agentgit.tokens import issue_token, revoke, token_fingerprint
 from agentgit.gitstore import commits_between, open_repo
 from agentgit.proofs import spiffe_id
 from agentgit.accounts import account_by_id, account_by_login, full_name, repo_by_full_name
-from agentgit.policy import ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
+from agentgit.policy import (ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, grant_org_ids, guardrail_excess,
+                             guardrails_over, permission_on)
 from agentgit.approvals import approval_page
 from agentgit.authentication import Principal, confirm_totp, load_grant, remember_runtime_certificate
 from agentgit.routing import route
@@ -114,6 +115,10 @@ def make_task_grant(req, body):
     refusals += [Decision("deny", "grant_task", c.name, ["%s may not use %s: its owner (or its organization's admins) "
                                                          "may" % (human["login"], c.name)])
                  for c in credentials if permission_on(req.app.store, human, c)[0] != "admin"]
+    excess = guardrail_excess(req.app.store, actions, constraints, resources)
+    if excess:
+        req.record_refusal(Decision("deny", "grant_task", "agent:" + agent["login"], [excess]))
+        raise HTTPError(403, "The grant asks for more than agents may hold here: %s" % excess)
     refusal = next((d for d in refusals if not d.allowed), None)
     if refusal is not None:
         req.record_refusal(dataclasses.replace(refusal, action="grant_task"))
@@ -158,14 +163,18 @@ def check_network_constraints(constraints):
 
 
 def check_path_rules(constraints):
-    """paths and requires_approval_paths: lists of path globs (``**`` any directories, ``*`` and ``?``
-    within a name), relative to the repository's root."""
+    """paths and requires_approval_paths: lists of path globs."""
     for name in ("paths", "requires_approval_paths"):
-        globs = constraints.get(name, [])
-        if not isinstance(globs, list) or len(globs) > PATH_RULES_MAX or not all(
-                isinstance(g, str) and 0 < len(g.strip("/")) <= 256 and "\0" not in g for g in globs):
-            raise invalid("TaskGrant", "constraints", message="constraints.%s is a list of at most %d path globs "
-                          "such as services/payments/** or .github/workflows/*.yml" % (name, PATH_RULES_MAX))
+        check_globs(constraints.get(name, []), "TaskGrant", "constraints." + name)
+
+
+def check_globs(globs, resource, field):
+    """A list of path globs (``**`` any directories, ``*`` and ``?`` within a name) relative to the
+    repository's root: 422 naming ``field`` of ``resource`` otherwise."""
+    if not isinstance(globs, list) or len(globs) > PATH_RULES_MAX or not all(
+            isinstance(g, str) and 0 < len(g.strip("/")) <= 256 and "\0" not in g for g in globs):
+        raise invalid(resource, field.split(".")[0], message="%s is a list of at most %d path globs such as "
+                      "services/payments/** or .github/workflows/*.yml" % (field, PATH_RULES_MAX))
 
 
 def granted_credential(req, human, name):
@@ -284,7 +293,7 @@ def issue_task_token(req, row, asked=None, resource=None):
     granted = json.loads(row["actions"])
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
-    expires_at = min(from_now(TASK_TOKEN_SECONDS), row["expires_at"])
+    expires_at = min(from_now(token_seconds(req.app.store, json.loads(row["resources"]))), row["expires_at"])
     cnf = req.principal.confirmation()
     with req.transaction() as db:
         token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
@@ -297,6 +306,13 @@ def issue_task_token(req, row, asked=None, resource=None):
     return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
             "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow",
             "token_type": "DPoP" if cnf and "jkt" in cnf else "Bearer", "cnf": cnf}
+
+
+def token_seconds(store, resource_names):
+    """How long a task token lives: an hour, or less where a guardrail over its resources says so."""
+    caps = [policy["max_task_token_seconds"] for _, policy in guardrails_over(store, grant_org_ids(store, resource_names))
+            if policy.get("max_task_token_seconds")]
+    return min([TASK_TOKEN_SECONDS] + caps)
 
 
 def bound_to(cnf):
