@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  2237  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3611  policy.POLICY_RULES
-       line  3663  policy.decide
+       line  3613  policy.POLICY_RULES
+       line  3665  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3728  audit.audit_append
-       line  3751  audit.audit_verify
+       line  3730  audit.audit_append
+       line  3753  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13028  delegation.create_invite
-       line 13102  delegation.confirm_binding
-       line 13739  tasks.create_task_grant
-       line  4608  authentication.load_grant
+       line 13030  delegation.create_invite
+       line 13104  delegation.confirm_binding
+       line 13741  tasks.create_task_grant
+       line  4610  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21105  server.App.dispatch
-       line  4485  authentication.authenticate
-       line  4153  ledger.Ledger
+       line 21107  server.App.dispatch
+       line  4487  authentication.authenticate
+       line  4155  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20724  githttp.git_receive_pack
-       line  4197  ledger.Ledger.decide_each
-       line  4131  intents.reconcile_intents
+       line 20726  githttp.git_receive_pack
+       line  4199  ledger.Ledger.decide_each
+       line  4133  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -68,67 +68,67 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      9. tokens             lines  2164- 2264  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
     10. proofs             lines  2265- 2417  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     11. accounts           lines  2418- 2643  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2644- 3685  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3686- 3900  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3901- 4004  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  4005- 4074  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  4075- 4147  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  4148- 4356  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  4357- 4655  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4656- 4846  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4847- 4976  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4977- 5272  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  5273- 5489  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5490- 5557  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5558- 5833  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5834- 5931  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5932- 6468  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6469- 6739  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6740- 7529  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7530- 7659  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7660- 8186  REST: pull requests and their merges.
-    31. reviews            lines  8187- 8541  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8542- 8649  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8650- 8706  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8707- 8948  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8949- 9230  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  9231- 9393  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9394- 9743  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9744-10088  REST: releases, tags and release assets.
-    39. deploy_keys        lines 10089-10167  REST: deploy keys.
-    40. actions            lines 10168-10642  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10643-11174  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 11175-11377  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 11378-11726  REST: organizations, memberships and teams.
-    44. webhooks           lines 11727-12289  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 12290-12846  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12847-12922  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12923-13490  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13491-13702  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13703-14167  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 14168-14807  REST: GitHub Apps, as agents.
-    51. runner             lines 14808-15626  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15627-15887  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15888-16150  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 16151-16832  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16833-17063  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 17064-17450  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 17451-17924  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17925-18205  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 18206-18388  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 18389-18725  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18726-18965  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18966-19424  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 19425-20078  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 20079-20586  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20587-20826  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20827-21095  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 21096-21828  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21829-22105  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 22106-22702  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22703-23688  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    12. policy             lines  2644- 3687  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3688- 3902  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3903- 4006  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  4007- 4076  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  4077- 4149  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  4150- 4358  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  4359- 4657  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4658- 4848  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4849- 4978  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  4979- 5274  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  5275- 5491  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5492- 5559  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5560- 5835  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5836- 5933  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5934- 6470  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6471- 6741  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6742- 7531  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7532- 7661  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7662- 8188  REST: pull requests and their merges.
+    31. reviews            lines  8189- 8543  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8544- 8651  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8652- 8708  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8709- 8950  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  8951- 9232  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  9233- 9395  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9396- 9745  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9746-10090  REST: releases, tags and release assets.
+    39. deploy_keys        lines 10091-10169  REST: deploy keys.
+    40. actions            lines 10170-10644  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10645-11176  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 11177-11379  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 11380-11728  REST: organizations, memberships and teams.
+    44. webhooks           lines 11729-12291  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 12292-12848  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12849-12924  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12925-13492  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13493-13704  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13705-14169  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 14170-14809  REST: GitHub Apps, as agents.
+    51. runner             lines 14810-15628  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15629-15889  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15890-16152  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 16153-16834  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16835-17065  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 17066-17452  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 17453-17926  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17927-18207  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 18208-18390  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 18391-18727  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18728-18967  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 18968-19426  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 19427-20080  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 20081-20588  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20589-20828  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20829-21097  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 21098-21830  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21831-22107  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 22108-22704  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22705-23690  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 20b3a6158b89d82d1aa544b0494a7f951c7b59d8aae12fcf0956c4278e6ac864
+Made from sources whose SHA-256 is baf138076bb04f78d2f4dbe47394300c25067587beef3a609d5480266f43d0f6
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2678,6 +2678,7 @@ ACTIONS = {
     "push_branch":        Action("repo", "write"),
     "delete_branch":      Action("repo", "write"),
     "admin_repo":         Action("repo", "admin"),
+    "manage_protection":  Action("repo", "admin"),      # a branch's protection: what guardrails keep from agents
     "manage_hooks":       Action("repo", "admin"),
     "read_deploy_keys":   Action("repo", "admin", mutation=False),
     "read_repo_settings": Action("repo", "admin", mutation=False),
@@ -3173,9 +3174,10 @@ def path_verdict(store, grant, resource, context):
 
 AGENT_POLICY_FIELDS = ("deny", "requires_approval", "requires_approval_paths", "max_task_token_seconds",
                        "sender_constrained", "runtimes", "network_allowlist_max")
-# A new installation's, until its admins set their own: no agent deletes a repository, changes its
-# settings or protection, or manages who belongs, on anything not its own, whatever a grant says.
-DEFAULT_SITE_AGENT_POLICY = {"deny": ["admin_repo", "delegate_access", "delegate_team", "delete_repo", "manage_org",
+# A new installation's, until its admins set their own: no agent deletes a repository, changes a
+# branch's protection, or manages who belongs (members, teams, collaborators), on anything not its own,
+# whatever a grant says.
+DEFAULT_SITE_AGENT_POLICY = {"deny": ["delegate_access", "delegate_team", "delete_repo", "manage_org", "manage_protection",
                                       "manage_team"]}
 
 
@@ -9028,7 +9030,7 @@ def set_protection(req, owner, repo, branch):
         approvals = reviews.get("required_approving_review_count", 1)
         if isinstance(approvals, bool) or not isinstance(approvals, int) or not 0 <= approvals <= 6:
             raise invalid("BranchProtection", "required_approving_review_count", message="must be 0 to 6")
-    row = find_protected_branch(req, owner, repo, branch, "admin_repo")
+    row = find_protected_branch(req, owner, repo, branch, "manage_protection")
     with req.transaction() as db:
         db.execute("INSERT INTO branch_protections (repo_id, branch, required_approvals, dismiss_stale,"
                    " required_checks, strict_checks, enforce_admins, allow_force_pushes, allow_deletions, updated_at)"
@@ -9048,7 +9050,7 @@ def set_protection(req, owner, repo, branch):
 
 @route("DELETE", "/api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection")
 def delete_protection(req, owner, repo, branch):
-    row = find_protected_branch(req, owner, repo, branch, "admin_repo")
+    row = find_protected_branch(req, owner, repo, branch, "manage_protection")
     with req.transaction() as db:
         if not db.execute("DELETE FROM branch_protections WHERE repo_id = ? AND branch = ?", (row["id"], branch)).rowcount:
             raise HTTPError(404, "Branch not protected")
@@ -14183,7 +14185,7 @@ APP_PERMISSIONS = {
     "deployments": ((), ("deploy",)),
     "actions": ((), ("run_workflow",)),
     "workflows": ((), ("manage_workflows",)),
-    "administration": ((), ("admin_repo",)),
+    "administration": ((), ("admin_repo", "manage_protection")),
     "repository_hooks": ((), ("manage_hooks",)),
     "secrets": (("read_secret",), ("write_secret",)),
     "actions_variables": (("read_variables",), ("write_variables",)),

@@ -37,21 +37,24 @@ def acme(server):
 
 def test_a_new_installation_keeps_agents_from_deleting_protecting_and_managing_members(server, acme):
     policy = ext(server, "GET", "/site/agent-policy", acme["alice"]).json
-    assert {"delete_repo", "admin_repo", "manage_team", "manage_org"} <= set(policy["deny"])
+    assert {"delete_repo", "manage_protection", "manage_team", "manage_org", "delegate_access"} <= set(policy["deny"])
     assert policy["set_by"] == "the site"
     shown = ext(server, "GET", "/policy?resource=repo:acme/payments", acme["alice"]).json
     assert shown["guardrails"][0]["deny"] == policy["deny"]
     assert any("delete_repo" in rule and "guardrails" in rule for rule in shown["rules"])
-    refused = acme["grant"](["read_code", "admin_repo"])
-    assert refused.status == 403 and "the site's agent policy lets no agent admin_repo" in refused.json["message"]
+    refused = acme["grant"](["read_code", "manage_protection"])
+    assert refused.status == 403 and "the site's agent policy lets no agent manage_protection" in refused.json["message"]
     assert server.app.store.one("SELECT COUNT(*) FROM audit WHERE action = 'grant_task' AND decision = 'deny' AND"
                                 " reasons LIKE '%agent policy%'")[0] == 1
-    # the site's admin lifts the defaults; then alice may give her agent the repository's settings
+    # the site's admin lifts the defaults; then alice may give her agent the branch's protection
     admin = server.add_user("root", admin=True)
     assert ext(server, "PUT", "/site/agent-policy", acme["alice"], {}).status == 403      # not a site admin
     assert ext(server, "PUT", "/site/agent-policy", admin, {}).json["deny"] is None
-    token = acme["token"](["read_code", "admin_repo"])
-    assert api(server, "PATCH", "/repos/acme/payments", token, {"description": "by the agent"}).status == 200
+    token = acme["token"](["read_code", "manage_protection"])
+    protect = api(server, "PUT", "/repos/acme/payments/branches/main/protection", token, {
+        "required_status_checks": None, "enforce_admins": True, "required_pull_request_reviews": None,
+        "restrictions": None})
+    assert protect.status == 200, protect
 
 
 def test_a_guardrail_added_while_a_task_token_is_live_cuts_it_on_the_next_request(server, acme, tmp_path):

@@ -55,7 +55,7 @@ APP_PERMISSIONS = {
     "deployments": ((), ("deploy",)),
     "actions": ((), ("run_workflow",)),
     "workflows": ((), ("manage_workflows",)),
-    "administration": ((), ("admin_repo",)),
+    "administration": ((), ("admin_repo", "manage_protection")),
     "repository_hooks": ((), ("manage_hooks",)),
     "secrets": (("read_secret",), ("write_secret",)),
     "actions_variables": (("read_variables",), ("write_variables",)),

@@ -46,6 +46,7 @@ ACTIONS = {
     "push_branch":        Action("repo", "write"),
     "delete_branch":      Action("repo", "write"),
     "admin_repo":         Action("repo", "admin"),
+    "manage_protection":  Action("repo", "admin"),      # a branch's protection: what guardrails keep from agents
     "manage_hooks":       Action("repo", "admin"),
     "read_deploy_keys":   Action("repo", "admin", mutation=False),
     "read_repo_settings": Action("repo", "admin", mutation=False),
@@ -541,9 +542,10 @@ def path_verdict(store, grant, resource, context):
 
 AGENT_POLICY_FIELDS = ("deny", "requires_approval", "requires_approval_paths", "max_task_token_seconds",
                        "sender_constrained", "runtimes", "network_allowlist_max")
-# A new installation's, until its admins set their own: no agent deletes a repository, changes its
-# settings or protection, or manages who belongs, on anything not its own, whatever a grant says.
-DEFAULT_SITE_AGENT_POLICY = {"deny": ["admin_repo", "delegate_access", "delegate_team", "delete_repo", "manage_org",
+# A new installation's, until its admins set their own: no agent deletes a repository, changes a
+# branch's protection, or manages who belongs (members, teams, collaborators), on anything not its own,
+# whatever a grant says.
+DEFAULT_SITE_AGENT_POLICY = {"deny": ["delegate_access", "delegate_team", "delete_repo", "manage_org", "manage_protection",
                                       "manage_team"]}
 
 

@@ -90,7 +90,7 @@ def set_protection(req, owner, repo, branch):
         approvals = reviews.get("required_approving_review_count", 1)
         if isinstance(approvals, bool) or not isinstance(approvals, int) or not 0 <= approvals <= 6:
             raise invalid("BranchProtection", "required_approving_review_count", message="must be 0 to 6")
-    row = find_protected_branch(req, owner, repo, branch, "admin_repo")
+    row = find_protected_branch(req, owner, repo, branch, "manage_protection")
     with req.transaction() as db:
         db.execute("INSERT INTO branch_protections (repo_id, branch, required_approvals, dismiss_stale,"
                    " required_checks, strict_checks, enforce_admins, allow_force_pushes, allow_deletions, updated_at)"
@@ -110,7 +110,7 @@ def set_protection(req, owner, repo, branch):
 
 @route("DELETE", "/api/v3/repos/{owner}/{repo}/branches/{branch:path}/protection")
 def delete_protection(req, owner, repo, branch):
-    row = find_protected_branch(req, owner, repo, branch, "admin_repo")
+    row = find_protected_branch(req, owner, repo, branch, "manage_protection")
     with req.transaction() as db:
         if not db.execute("DELETE FROM branch_protections WHERE repo_id = ? AND branch = ?", (row["id"], branch)).rowcount:
             raise HTTPError(404, "Branch not protected")
