@@ -28,107 +28,107 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2215  tokens.issue_token
-       line  2237  tokens.verify_token
+       line  2216  tokens.issue_token
+       line  2238  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3613  policy.POLICY_RULES
-       line  3665  policy.decide
+       line  3658  policy.POLICY_RULES
+       line  3714  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3730  audit.audit_append
-       line  3753  audit.audit_verify
+       line  3780  audit.audit_append
+       line  3803  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13030  delegation.create_invite
-       line 13104  delegation.confirm_binding
-       line 13741  tasks.create_task_grant
-       line  4610  authentication.load_grant
+       line 13092  delegation.create_invite
+       line 13166  delegation.confirm_binding
+       line 13803  tasks.create_task_grant
+       line  4660  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21107  server.App.dispatch
-       line  4487  authentication.authenticate
-       line  4155  ledger.Ledger
+       line 21228  server.App.dispatch
+       line  4537  authentication.authenticate
+       line  4205  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20726  githttp.git_receive_pack
-       line  4199  ledger.Ledger.decide_each
-       line  4133  intents.reconcile_intents
+       line 20847  githttp.git_receive_pack
+       line  4249  ledger.Ledger.decide_each
+       line  4183  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   206-  317  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   318-  347  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   348-  880  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   881-  991  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   992- 1622  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1623- 1659  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1660- 1918  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1919- 2163  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2164- 2264  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2265- 2417  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2418- 2643  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2644- 3687  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3688- 3902  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3903- 4006  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  4007- 4076  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  4077- 4149  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  4150- 4358  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  4359- 4657  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4658- 4848  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4849- 4978  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  4979- 5274  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  5275- 5491  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5492- 5559  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5560- 5835  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5836- 5933  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5934- 6470  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6471- 6741  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6742- 7531  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7532- 7661  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7662- 8188  REST: pull requests and their merges.
-    31. reviews            lines  8189- 8543  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8544- 8651  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8652- 8708  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8709- 8950  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  8951- 9232  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  9233- 9395  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9396- 9745  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9746-10090  REST: releases, tags and release assets.
-    39. deploy_keys        lines 10091-10169  REST: deploy keys.
-    40. actions            lines 10170-10644  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10645-11176  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 11177-11379  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 11380-11728  REST: organizations, memberships and teams.
-    44. webhooks           lines 11729-12291  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 12292-12848  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12849-12924  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12925-13492  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13493-13704  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13705-14169  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 14170-14809  REST: GitHub Apps, as agents.
-    51. runner             lines 14810-15628  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15629-15889  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15890-16152  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 16153-16834  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16835-17065  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 17066-17452  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 17453-17926  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17927-18207  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 18208-18390  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 18391-18727  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18728-18967  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 18968-19426  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 19427-20080  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 20081-20588  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20589-20828  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20829-21097  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 21098-21830  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21831-22107  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 22108-22704  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22705-23690  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   206-  318  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   319-  348  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   349-  881  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   882-  992  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   993- 1623  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1624- 1660  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1661- 1919  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1920- 2164  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2165- 2265  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2266- 2418  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2419- 2644  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2645- 3737  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3738- 3952  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  3953- 4056  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  4057- 4126  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  4127- 4199  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  4200- 4408  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  4409- 4719  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4720- 4910  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  4911- 5040  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  5041- 5336  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  5337- 5553  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5554- 5621  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5622- 5897  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5898- 5995  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  5996- 6532  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6533- 6803  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6804- 7593  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7594- 7723  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7724- 8250  REST: pull requests and their merges.
+    31. reviews            lines  8251- 8605  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8606- 8713  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8714- 8770  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8771- 9012  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  9013- 9294  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  9295- 9457  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9458- 9807  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9808-10152  REST: releases, tags and release assets.
+    39. deploy_keys        lines 10153-10231  REST: deploy keys.
+    40. actions            lines 10232-10706  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10707-11238  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 11239-11441  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 11442-11790  REST: organizations, memberships and teams.
+    44. webhooks           lines 11791-12353  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 12354-12910  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 12911-12986  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 12987-13554  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13555-13766  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13767-14231  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 14232-14871  REST: GitHub Apps, as agents.
+    51. runner             lines 14872-15690  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15691-15951  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 15952-16214  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 16215-16896  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 16897-17127  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 17128-17514  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 17515-17988  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 17989-18269  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 18270-18452  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 18453-18789  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18790-19029  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 19030-19488  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 19489-20201  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 20202-20709  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20710-20949  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 20950-21218  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 21219-21951  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 21952-22228  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 22229-22825  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22826-23811  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is baf138076bb04f78d2f4dbe47394300c25067587beef3a609d5480266f43d0f6
+Made from sources whose SHA-256 is 26e38aad908b98c4347dcbaf5c430275967e39a47df310f89261df775736ae43
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -242,6 +242,7 @@ TEAM_NAME_MAX = 255
 # the task a run's job grant names (runner.mint_job_token), by which what a job token did is known: it
 # starts no run (GitHub's loop rule) and approves no pull request unless its repository allows it
 JOB_TASK_PREFIX = "task:run/"
+INSTALLATION_TASK_PREFIX = "task:installation/"    # an App installation's grant: task:installation/<id>
 
 
 def crash_point(name):
@@ -2753,6 +2754,8 @@ ACTIONS = {
     "use_credential":     Action("credential", "admin", token_kinds=("task",)),
     "call_api":           Action("credential", "admin", token_kinds=("tool",)),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
+    # an orchestrator agent hands a narrower part of its task to another agent (RFC 8693 with an actor token)
+    "delegate_task":      Action("site", "read", token_kinds=("task",)),
     # GitHub Apps: a human installs one on an account she administers (a delegation to the App's agent);
     # the App, with its JWT, reads itself and its installations and mints their tokens
     "install_app":        Action("account", "admin", humans_only=True),
@@ -3058,6 +3061,8 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if action in SELF_ACTIONS and resource.kind in ("site", "account") and (
             resource.kind == "site" or resource.row["id"] == user["id"]):
         return None
+    if action == "delegate_task":
+        return delegation_verdict(store, grant, resource, context)
     if resource.name not in grant["resources"]:
         return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind in ("repo",
                                                                                                         "credential"))
@@ -3087,6 +3092,24 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if prefix and action in REF_ACTIONS and not ref.startswith("refs/heads/" + prefix):
         return deny("task grant %s allows pushes to branches under %s only, not %s" % (gid, prefix, ref))
     return None
+
+
+MAX_DELEGATION_DEPTH = 3      # agents in a chain below the human: an orchestrator, its sub-agent, and one more
+
+
+def delegation_verdict(store, grant, resource, context):
+    """An orchestrator's task token hands part of its task to ``context["agent"]``: within the depth
+    limit; to an agent bound to the same human, or once that human approves the hand-over."""
+    gid, agent = grant["public_id"], context["agent"]
+    if len(grant["chain"]) >= MAX_DELEGATION_DEPTH:
+        return Decision("deny", "delegate_task", resource.name, ["task grant %s is %d links below %s already: "
+                        "delegation stops at %d" % (gid, len(grant["chain"]), grant["delegator_login"],
+                                                     MAX_DELEGATION_DEPTH)])
+    if context["bound_to"] == grant["delegator_id"]:
+        return None
+    return approval_verdict(store, grant, "delegate_task", resource, "agent %s" % agent,
+                            "%s is not bound to %s, who approves handing task %s to it first" % (
+                                agent, grant["delegator_login"], grant["task"]))
 
 
 def approval_verdict(store, grant, action, resource, subject, waiting):
@@ -3411,6 +3434,8 @@ def rule_task_grant(q):
         return refusal
     if held is not None:
         verdict = task_grant_refusal(q.store, held, q.action, q.spec, q.resource, q.context, q.user)
+        if verdict is not None and verdict.effect == "needs_approval":
+            return guardrail_refusal(q) or verdict        # what cannot happen is refused before anyone is asked
         if verdict is not None and not verdict.allowed:
             return verdict
         q.approval = verdict.approval if verdict is not None else None
@@ -3419,17 +3444,47 @@ def rule_task_grant(q):
 
 
 def rule_guardrails(q):
+    refusal = guardrail_refusal(q)
+    if refusal is not None:
+        return refusal
+    grant = q.principal.grant
+    for who, policy in guardrails_asked(q):
+        if q.action in policy.get("requires_approval", ()) and q.approval is None:
+            if grant is None:
+                return q.deny("%s's agent policy: %s needs a human's approval, which an agent asks for through a "
+                              "task grant" % (who, q.action))
+            subject = approval_subject(q.action, q.context)
+            verdict = approval_verdict(q.store, grant, q.action, q.resource, subject, "%s's agent policy gives %s%s "
+                                       "to a human to approve first" % (who, q.action, " of " + subject if subject else ""))
+            if not verdict.allowed:
+                return verdict
+            q.approval, q.approved = verdict.approval, verdict.reasons[0]
+    return None
+
+
+def guardrails_asked(q):
+    """The guardrails over what an agent acts on, when it is not its own: [(who, policy)]."""
     user, grant, resource = q.user, q.principal.grant, q.resource
+    if user is None or user["kind"] != "agent" or owns(user, resource) or q.action in SELF_ACTIONS:
+        return []
+    return guardrails_over(q.store, grant_org_ids(q.store, grant["resources"]) if q.action == "delegate_task"
+                           else resource_org_ids(resource))
+
+
+def guardrail_refusal(q):
+    """What the guardrails refuse outright (asked before a human is asked for anything): a grant beyond
+    them, a denied action, a runtime, a token or an upstream outside them."""
+    user, grant = q.user, q.principal.grant
     if user is None or user["kind"] != "agent":
         return None
-    if grant is not None:
+    # a grant a human chose is cut whole when it exceeds them; a run's or an App installation's, made
+    # from the workflow's or the App's permissions, is refused the denied actions one by one below
+    if grant is not None and not grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX)):
         excess = q.store.cached(("grant-excess", grant["id"]), lambda: guardrail_excess(
             q.store, grant["actions"], grant["constraints"], grant["resources"]))
         if excess:
             return q.deny("task grant %s is cut: %s" % (grant["public_id"], excess))
-    if owns(user, resource) or q.action in SELF_ACTIONS:
-        return None
-    for who, policy in guardrails_over(q.store, resource_org_ids(resource)):
+    for who, policy in guardrails_asked(q):
         if q.action in policy.get("deny", ()):
             return q.deny("%s's agent policy: no agent may %s, whatever a grant says" % (who, q.action))
         runtimes = policy.get("runtimes")
@@ -3446,16 +3501,6 @@ def rule_guardrails(q):
                 path_matches(policy["requires_approval_paths"], path) for _, path, _ in q.context.get("changes") or ()):
             return q.deny("%s's agent policy gives changes to %s to a human to approve: an agent makes them through a "
                           "task grant" % (who, ", ".join(policy["requires_approval_paths"])))
-        if q.action in policy.get("requires_approval", ()) and q.approval is None:
-            if grant is None:
-                return q.deny("%s's agent policy: %s needs a human's approval, which an agent asks for through a "
-                              "task grant" % (who, q.action))
-            subject = approval_subject(q.action, q.context)
-            verdict = approval_verdict(q.store, grant, q.action, resource, subject, "%s's agent policy gives %s%s to "
-                                       "a human to approve first" % (who, q.action, " of " + subject if subject else ""))
-            if not verdict.allowed:
-                return verdict
-            q.approval, q.approved = verdict.approval, verdict.reasons[0]
     return None
 
 
@@ -3623,7 +3668,11 @@ POLICY_RULES = (
                "APIs, a merge, the MCP tools) is judged on each commit it brings that the ref and the default "
                "branch lack, each path the commit changes against its parents (a merge: those it took from none), "
                "as change_paths: a path outside its paths refuses the move by ref, commit and path, a path in its "
-               "requires_approval_paths waits for a human's yes to exactly those files at exactly that content",
+               "requires_approval_paths waits for a human's yes to exactly those files at exactly that content; "
+               "a task token may hand a narrower part of its task to another agent (delegate_task: RFC 8693 token "
+               "exchange with the other agent's own token as actor_token), one bound to the same human or once she "
+               "approves, at most %d agents below her; the sub-agent's grant is every link's at once, and dies with "
+               "any grant or agent above it" % MAX_DELEGATION_DEPTH,
                rule_task_grant),
     PolicyRule("guardrails: an organization's owners (PUT /api/ext/v1/orgs/{org}/agent-policy) and the site's "
                "admins (PUT /api/ext/v1/site/agent-policy) say what no agent may do on what is not its own, "
@@ -3675,6 +3724,7 @@ def decide(store, principal, action, resource, context=None):
         prefix = principal.grant["constraints"].get("branch_prefix")
         reasons.append("task grant %s allows %s%s" % (principal.grant["public_id"], action, " under " + prefix
                                                       if prefix and action in REF_ACTIONS else ""))
+        reasons += ["handed down by agent %s (task grant %s)" % link for link in principal.grant["chain"][1:]]
     if q.context.get("ref"):
         reasons.append("ref %s" % q.context["ref"])
     if q.ff_only:
@@ -4608,19 +4658,31 @@ def hold_task_grant(principal, grant, actions):
 
 
 def load_grant(store, grant_id):
-    """A grant, its names and sets read; one made from a parent (a run's job grant) is revoked or expired
-    with it, whatever its own row says."""
-    row = store.one("SELECT g.*, a.login AS delegator_login FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
-                    " WHERE g.id = ?", grant_id)
+    """A grant, its names and sets read, and its chain: [(agent login, grant public id)] from its own
+    agent up through each grant it was made from, to the delegator. One made from a parent (a sub-agent's,
+    a run's job grant) is revoked or expired with it, and with its agent's suspension or retirement."""
+    row = store.one("SELECT g.*, a.login AS delegator_login, ag.login AS agent_login, ag.suspended_at AS agent_suspended_at,"
+                    " ag.retired_at AS agent_retired_at FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
+                    " JOIN accounts ag ON ag.id = g.agent_id WHERE g.id = ?", grant_id)
     if row is None:
         return None
     grant = dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
-                 constraints=json.loads(row["constraints"]))
+                 constraints=json.loads(row["constraints"]), chain=[(row["agent_login"], row["public_id"])])
     parent = load_grant(store, row["parent_id"]) if row["parent_id"] else None
     if parent is not None:
-        grant.update(revoked_at=grant["revoked_at"] or parent["revoked_at"],
-                     expires_at=min(grant["expires_at"], parent["expires_at"]))
+        cut = parent["revoked_at"] or parent["agent_suspended_at"] or parent["agent_retired_at"]
+        grant.update(revoked_at=grant["revoked_at"] or cut, expires_at=min(grant["expires_at"], parent["expires_at"]),
+                     chain=grant["chain"] + parent["chain"])
     return grant
+
+
+def act_claim(grant):
+    """RFC 8693's act claim of a task token: its agent, acting for whoever it acts for, nested up to the
+    human delegator ({"sub": "agent:sub", "act": {"sub": "agent:orchestrator", "act": {"sub": "user:alice"}}})."""
+    claim = {"sub": "user:" + grant["delegator_login"]}
+    for login, _ in reversed(grant["chain"]):
+        claim = {"sub": "agent:" + login, "act": claim}
+    return claim
 
 
 def human_for_identity(app, identity):
@@ -14563,7 +14625,7 @@ def create_installation(req, gh_app, target, selection, repos):
             "app_id": gh_app["id"], "account_id": target["id"], "installer_id": human["id"], "grant_id": grant_id,
             "repository_selection": selection, "permissions": json.dumps(permissions), "created_at": stamp,
             "updated_at": stamp})
-        db.execute("UPDATE task_grants SET task = ? WHERE id = ?", ("task:installation/%d" % installation_id, grant_id))
+        db.execute("UPDATE task_grants SET task = ? WHERE id = ?", (INSTALLATION_TASK_PREFIX + str(installation_id), grant_id))
         for repo in repos:
             db.execute("INSERT INTO app_installation_repos (installation_id, repo_id) VALUES (?, ?)"
                        " ON CONFLICT DO NOTHING",
@@ -19580,6 +19642,8 @@ def exchange_grant(req, params):
             raise       # the request's own proof refused: access_token() answers it in OAuth's shape
         req.principal = Principal(runtime=req.client)       # (a subject token bound to another key: nobody's)
     resource = params.get("resource", "")
+    if req.principal.token_kind == "task" and params.get("actor_token"):
+        return hand_down(req, params)
     if req.principal.token_kind == "task" and "://" in resource and urllib.parse.urlsplit(
             resource).netloc.lower() != urllib.parse.urlsplit(req.app.url).netloc.lower():
         # a task token for an upstream's URL: the broker's tool token for the grant's credential there
@@ -19593,6 +19657,62 @@ def exchange_grant(req, params):
                                   "error_description": "subject_token must be a live agent's own token (or a task "
                                                        "token, for an upstream's tool token)"}, 400)
     return mint_for_agent(req, params)
+
+
+def hand_down(req, params):
+    """RFC 8693 delegation: an orchestrator's task token (subject_token) hands a narrower part of its task
+    to another agent (actor_token, that agent's own token): a grant made from the orchestrator's, for
+    the sub-agent, on the resources (``resource``), actions (``scope``) and time (``expires_in``) asked
+    within it, and a task token of it. Its authority is every link's at once, live: revoking any grant
+    above it, or suspending an agent above it, cuts it."""
+    if params.get("actor_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
+        return oauth_answer(req, {"error": "invalid_request", "error_description": "actor_token_type must be "
+                                  + ACCESS_TOKEN_TYPE}, 400)
+    store, orchestrator = req.app.store, req.principal
+    parent = orchestrator.grant
+    try:
+        actor = authenticate(req.app, {"Authorization": "token " + params["actor_token"]}, req.client, subject=True)
+    except HTTPError:
+        actor = Principal()
+    if actor.user is None or actor.token_kind != "agent" or actor.user["id"] == orchestrator.user["id"]:
+        return oauth_answer(req, {"error": "invalid_grant", "error_description": "actor_token must be another live "
+                                  "agent's own token"}, 400)
+    target = params.get("resource", "")
+    path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
+    names = sorted(parent["resources"])
+    if path.strip("/") and target != req.app.url:
+        name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:])
+        if name not in parent["resources"]:
+            return refuse_exchange(req, "delegate_task", name, "task grant %s does not cover %s" % (
+                parent["public_id"], name))
+        names = [name]
+    asked = set(re.split(r"[\s,]+", params["scope"].strip())) if params.get("scope", "").strip() else parent["actions"]
+    actions = sorted(asked & parent["actions"])
+    try:
+        seconds = int(params.get("expires_in") or TASK_GRANT_MAX_SECONDS)
+    except ValueError:
+        return oauth_answer(req, {"error": "invalid_request", "error_description": "expires_in is seconds"}, 400)
+    if not actions or seconds < 60:
+        return oauth_answer(req, {"error": "invalid_scope", "error_description": "nothing of task grant %s is "
+                                  "asked for (scope: some of %s; expires_in: 60 seconds at least)" % (
+                                      parent["public_id"], " ".join(sorted(parent["actions"])))}, 400)
+    sub = actor.user
+    try:
+        decision = req.authorize("delegate_task", SITE, agent=sub["login"], bound_to=bound_human_id(store, sub["id"]))
+    except HTTPError as error:       # refused, or waiting for the human: in OAuth's shape, with the approval
+        return oauth_answer(req, dict(error.extra, error="access_denied", error_description=error.message),
+                            error.status)
+    expires_at = min(from_now(seconds), parent["expires_at"])
+    constraints = {k: v for k, v in parent["constraints"].items() if k != "expires_at"}
+    with req.transaction() as db:
+        grant_id, public_id = insert_task_grant(db, sub["id"], parent["delegator_id"], parent["task"], names, actions,
+                                                constraints, expires_at, parent["id"])
+        req.effect("task grant %s for %s from %s: %s on %s until %s" % (
+            public_id, sub["login"], parent["public_id"], ",".join(actions), ",".join(names), expires_at))
+    minted = issue_task_token(req, store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
+    narrowed = asked - set(actions) or len(names) < len(parent["resources"])
+    return exchanged(req, dict(minted, decision="allow_narrowed" if asked - set(actions) else decision.effect,
+                               narrowed=bool(narrowed) or None))
 
 
 def client_credentials_grant(req, params):
@@ -20036,7 +20156,8 @@ def introspect(req):
     if facts["client"] is not None:
         answer["client_id"] = facts["client"]["client_id"]
     if grant is not None:
-        answer.update(delegator=grant["delegator_login"], task=grant["task"], grant=grant["public_id"])
+        answer.update(delegator=grant["delegator_login"], task=grant["task"], grant=grant["public_id"],
+                      act=act_claim(grant))
     elif row["issued_by"]:
         issuer = account_by_id(req.app.store, row["issued_by"])
         answer["delegator"] = issuer["login"] if issuer else None

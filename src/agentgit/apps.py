@@ -25,7 +25,7 @@ import re
 import secrets
 import urllib.parse
 
-from agentgit.config import from_now, now
+from agentgit.config import INSTALLATION_TASK_PREFIX, from_now, now
 from agentgit.errors import HTTPError, invalid
 from agentgit.crypto import rsa_private_key, seal, unseal
 from agentgit.storage import insert, insert_row
@@ -433,7 +433,7 @@ def create_installation(req, gh_app, target, selection, repos):
             "app_id": gh_app["id"], "account_id": target["id"], "installer_id": human["id"], "grant_id": grant_id,
             "repository_selection": selection, "permissions": json.dumps(permissions), "created_at": stamp,
             "updated_at": stamp})
-        db.execute("UPDATE task_grants SET task = ? WHERE id = ?", ("task:installation/%d" % installation_id, grant_id))
+        db.execute("UPDATE task_grants SET task = ? WHERE id = ?", (INSTALLATION_TASK_PREFIX + str(installation_id), grant_id))
         for repo in repos:
             db.execute("INSERT INTO app_installation_repos (installation_id, repo_id) VALUES (?, ?)"
                        " ON CONFLICT DO NOTHING",

@@ -263,19 +263,31 @@ def hold_task_grant(principal, grant, actions):
 
 
 def load_grant(store, grant_id):
-    """A grant, its names and sets read; one made from a parent (a run's job grant) is revoked or expired
-    with it, whatever its own row says."""
-    row = store.one("SELECT g.*, a.login AS delegator_login FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
-                    " WHERE g.id = ?", grant_id)
+    """A grant, its names and sets read, and its chain: [(agent login, grant public id)] from its own
+    agent up through each grant it was made from, to the delegator. One made from a parent (a sub-agent's,
+    a run's job grant) is revoked or expired with it, and with its agent's suspension or retirement."""
+    row = store.one("SELECT g.*, a.login AS delegator_login, ag.login AS agent_login, ag.suspended_at AS agent_suspended_at,"
+                    " ag.retired_at AS agent_retired_at FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
+                    " JOIN accounts ag ON ag.id = g.agent_id WHERE g.id = ?", grant_id)
     if row is None:
         return None
     grant = dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
-                 constraints=json.loads(row["constraints"]))
+                 constraints=json.loads(row["constraints"]), chain=[(row["agent_login"], row["public_id"])])
     parent = load_grant(store, row["parent_id"]) if row["parent_id"] else None
     if parent is not None:
-        grant.update(revoked_at=grant["revoked_at"] or parent["revoked_at"],
-                     expires_at=min(grant["expires_at"], parent["expires_at"]))
+        cut = parent["revoked_at"] or parent["agent_suspended_at"] or parent["agent_retired_at"]
+        grant.update(revoked_at=grant["revoked_at"] or cut, expires_at=min(grant["expires_at"], parent["expires_at"]),
+                     chain=grant["chain"] + parent["chain"])
     return grant
+
+
+def act_claim(grant):
+    """RFC 8693's act claim of a task token: its agent, acting for whoever it acts for, nested up to the
+    human delegator ({"sub": "agent:sub", "act": {"sub": "agent:orchestrator", "act": {"sub": "user:alice"}}})."""
+    claim = {"sub": "user:" + grant["delegator_login"]}
+    for login, _ in reversed(grant["chain"]):
+        claim = {"sub": "agent:" + login, "act": claim}
+    return claim
 
 
 def human_for_identity(app, identity):

@@ -42,6 +42,7 @@ TEAM_NAME_MAX = 255
 # the task a run's job grant names (runner.mint_job_token), by which what a job token did is known: it
 # starts no run (GitHub's loop rule) and approves no pull request unless its repository allows it
 JOB_TASK_PREFIX = "task:run/"
+INSTALLATION_TASK_PREFIX = "task:installation/"    # an App installation's grant: task:installation/<id>
 
 
 def crash_point(name):

@@ -18,12 +18,13 @@ from agentgit.tokens import (AGENT_SCOPES, ALL_SCOPES, SESSION_TOKEN_SECONDS, ex
                              token_fingerprint, token_hash, verify_token)
 from agentgit.accounts import account_by_id, repo_by_full_name
 from agentgit.policy import Resource, SITE, bound_human_id, decide
-from agentgit.authentication import (Presented, Principal, authenticate, check_presented, load_grant, name_delegator,
-                                     remember_runtime_certificate)
+from agentgit.authentication import (Presented, Principal, act_claim, authenticate, check_presented, load_grant,
+                                     name_delegator, remember_runtime_certificate)
 from agentgit.ledger import Ledger
 from agentgit.routing import route
 from agentgit.lookups import signed_in
-from agentgit.tasks import bound_to, find_grant, issue_task_token, strip_kind
+from agentgit.tasks import (TASK_GRANT_MAX_SECONDS, bound_to, find_grant, insert_task_grant, issue_task_token,
+                            strip_kind)
 from agentgit.web import (PAGE_HEADERS, claimed_name, csp_allowing_form_redirect_to, hidden_input, html_page,
                           plain_text, signed_in_page, web_route)
 from agentgit.oauth_clients import AUTH_METHODS, authenticated_client, find_client, redirect_matches
@@ -182,6 +183,8 @@ def exchange_grant(req, params):
             raise       # the request's own proof refused: access_token() answers it in OAuth's shape
         req.principal = Principal(runtime=req.client)       # (a subject token bound to another key: nobody's)
     resource = params.get("resource", "")
+    if req.principal.token_kind == "task" and params.get("actor_token"):
+        return hand_down(req, params)
     if req.principal.token_kind == "task" and "://" in resource and urllib.parse.urlsplit(
             resource).netloc.lower() != urllib.parse.urlsplit(req.app.url).netloc.lower():
         # a task token for an upstream's URL: the broker's tool token for the grant's credential there
@@ -195,6 +198,62 @@ def exchange_grant(req, params):
                                   "error_description": "subject_token must be a live agent's own token (or a task "
                                                        "token, for an upstream's tool token)"}, 400)
     return mint_for_agent(req, params)
+
+
+def hand_down(req, params):
+    """RFC 8693 delegation: an orchestrator's task token (subject_token) hands a narrower part of its task
+    to another agent (actor_token, that agent's own token): a grant made from the orchestrator's, for
+    the sub-agent, on the resources (``resource``), actions (``scope``) and time (``expires_in``) asked
+    within it, and a task token of it. Its authority is every link's at once, live: revoking any grant
+    above it, or suspending an agent above it, cuts it."""
+    if params.get("actor_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
+        return oauth_answer(req, {"error": "invalid_request", "error_description": "actor_token_type must be "
+                                  + ACCESS_TOKEN_TYPE}, 400)
+    store, orchestrator = req.app.store, req.principal
+    parent = orchestrator.grant
+    try:
+        actor = authenticate(req.app, {"Authorization": "token " + params["actor_token"]}, req.client, subject=True)
+    except HTTPError:
+        actor = Principal()
+    if actor.user is None or actor.token_kind != "agent" or actor.user["id"] == orchestrator.user["id"]:
+        return oauth_answer(req, {"error": "invalid_grant", "error_description": "actor_token must be another live "
+                                  "agent's own token"}, 400)
+    target = params.get("resource", "")
+    path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
+    names = sorted(parent["resources"])
+    if path.strip("/") and target != req.app.url:
+        name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:])
+        if name not in parent["resources"]:
+            return refuse_exchange(req, "delegate_task", name, "task grant %s does not cover %s" % (
+                parent["public_id"], name))
+        names = [name]
+    asked = set(re.split(r"[\s,]+", params["scope"].strip())) if params.get("scope", "").strip() else parent["actions"]
+    actions = sorted(asked & parent["actions"])
+    try:
+        seconds = int(params.get("expires_in") or TASK_GRANT_MAX_SECONDS)
+    except ValueError:
+        return oauth_answer(req, {"error": "invalid_request", "error_description": "expires_in is seconds"}, 400)
+    if not actions or seconds < 60:
+        return oauth_answer(req, {"error": "invalid_scope", "error_description": "nothing of task grant %s is "
+                                  "asked for (scope: some of %s; expires_in: 60 seconds at least)" % (
+                                      parent["public_id"], " ".join(sorted(parent["actions"])))}, 400)
+    sub = actor.user
+    try:
+        decision = req.authorize("delegate_task", SITE, agent=sub["login"], bound_to=bound_human_id(store, sub["id"]))
+    except HTTPError as error:       # refused, or waiting for the human: in OAuth's shape, with the approval
+        return oauth_answer(req, dict(error.extra, error="access_denied", error_description=error.message),
+                            error.status)
+    expires_at = min(from_now(seconds), parent["expires_at"])
+    constraints = {k: v for k, v in parent["constraints"].items() if k != "expires_at"}
+    with req.transaction() as db:
+        grant_id, public_id = insert_task_grant(db, sub["id"], parent["delegator_id"], parent["task"], names, actions,
+                                                constraints, expires_at, parent["id"])
+        req.effect("task grant %s for %s from %s: %s on %s until %s" % (
+            public_id, sub["login"], parent["public_id"], ",".join(actions), ",".join(names), expires_at))
+    minted = issue_task_token(req, store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
+    narrowed = asked - set(actions) or len(names) < len(parent["resources"])
+    return exchanged(req, dict(minted, decision="allow_narrowed" if asked - set(actions) else decision.effect,
+                               narrowed=bool(narrowed) or None))
 
 
 def client_credentials_grant(req, params):
@@ -638,7 +697,8 @@ def introspect(req):
     if facts["client"] is not None:
         answer["client_id"] = facts["client"]["client_id"]
     if grant is not None:
-        answer.update(delegator=grant["delegator_login"], task=grant["task"], grant=grant["public_id"])
+        answer.update(delegator=grant["delegator_login"], task=grant["task"], grant=grant["public_id"],
+                      act=act_claim(grant))
     elif row["issued_by"]:
         issuer = account_by_id(req.app.store, row["issued_by"])
         answer["delegator"] = issuer["login"] if issuer else None

@@ -9,7 +9,7 @@ import json
 import re
 import urllib.parse
 
-from agentgit.config import from_now, now
+from agentgit.config import INSTALLATION_TASK_PREFIX, JOB_TASK_PREFIX, from_now, now
 from agentgit.gitstore import MAX_JUDGED_CHANGES
 from agentgit.accounts import account_by_id, full_name, permission_of_org_member, repo_by_id
 
@@ -121,6 +121,8 @@ ACTIONS = {
     "use_credential":     Action("credential", "admin", token_kinds=("task",)),
     "call_api":           Action("credential", "admin", token_kinds=("tool",)),
     "mint_task_token":    Action("account", "admin", token_kinds=("agent",)),
+    # an orchestrator agent hands a narrower part of its task to another agent (RFC 8693 with an actor token)
+    "delegate_task":      Action("site", "read", token_kinds=("task",)),
     # GitHub Apps: a human installs one on an account she administers (a delegation to the App's agent);
     # the App, with its JWT, reads itself and its installations and mints their tokens
     "install_app":        Action("account", "admin", humans_only=True),
@@ -426,6 +428,8 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if action in SELF_ACTIONS and resource.kind in ("site", "account") and (
             resource.kind == "site" or resource.row["id"] == user["id"]):
         return None
+    if action == "delegate_task":
+        return delegation_verdict(store, grant, resource, context)
     if resource.name not in grant["resources"]:
         return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind in ("repo",
                                                                                                         "credential"))
@@ -455,6 +459,24 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if prefix and action in REF_ACTIONS and not ref.startswith("refs/heads/" + prefix):
         return deny("task grant %s allows pushes to branches under %s only, not %s" % (gid, prefix, ref))
     return None
+
+
+MAX_DELEGATION_DEPTH = 3      # agents in a chain below the human: an orchestrator, its sub-agent, and one more
+
+
+def delegation_verdict(store, grant, resource, context):
+    """An orchestrator's task token hands part of its task to ``context["agent"]``: within the depth
+    limit; to an agent bound to the same human, or once that human approves the hand-over."""
+    gid, agent = grant["public_id"], context["agent"]
+    if len(grant["chain"]) >= MAX_DELEGATION_DEPTH:
+        return Decision("deny", "delegate_task", resource.name, ["task grant %s is %d links below %s already: "
+                        "delegation stops at %d" % (gid, len(grant["chain"]), grant["delegator_login"],
+                                                     MAX_DELEGATION_DEPTH)])
+    if context["bound_to"] == grant["delegator_id"]:
+        return None
+    return approval_verdict(store, grant, "delegate_task", resource, "agent %s" % agent,
+                            "%s is not bound to %s, who approves handing task %s to it first" % (
+                                agent, grant["delegator_login"], grant["task"]))
 
 
 def approval_verdict(store, grant, action, resource, subject, waiting):
@@ -779,6 +801,8 @@ def rule_task_grant(q):
         return refusal
     if held is not None:
         verdict = task_grant_refusal(q.store, held, q.action, q.spec, q.resource, q.context, q.user)
+        if verdict is not None and verdict.effect == "needs_approval":
+            return guardrail_refusal(q) or verdict        # what cannot happen is refused before anyone is asked
         if verdict is not None and not verdict.allowed:
             return verdict
         q.approval = verdict.approval if verdict is not None else None
@@ -787,17 +811,47 @@ def rule_task_grant(q):
 
 
 def rule_guardrails(q):
+    refusal = guardrail_refusal(q)
+    if refusal is not None:
+        return refusal
+    grant = q.principal.grant
+    for who, policy in guardrails_asked(q):
+        if q.action in policy.get("requires_approval", ()) and q.approval is None:
+            if grant is None:
+                return q.deny("%s's agent policy: %s needs a human's approval, which an agent asks for through a "
+                              "task grant" % (who, q.action))
+            subject = approval_subject(q.action, q.context)
+            verdict = approval_verdict(q.store, grant, q.action, q.resource, subject, "%s's agent policy gives %s%s "
+                                       "to a human to approve first" % (who, q.action, " of " + subject if subject else ""))
+            if not verdict.allowed:
+                return verdict
+            q.approval, q.approved = verdict.approval, verdict.reasons[0]
+    return None
+
+
+def guardrails_asked(q):
+    """The guardrails over what an agent acts on, when it is not its own: [(who, policy)]."""
     user, grant, resource = q.user, q.principal.grant, q.resource
+    if user is None or user["kind"] != "agent" or owns(user, resource) or q.action in SELF_ACTIONS:
+        return []
+    return guardrails_over(q.store, grant_org_ids(q.store, grant["resources"]) if q.action == "delegate_task"
+                           else resource_org_ids(resource))
+
+
+def guardrail_refusal(q):
+    """What the guardrails refuse outright (asked before a human is asked for anything): a grant beyond
+    them, a denied action, a runtime, a token or an upstream outside them."""
+    user, grant = q.user, q.principal.grant
     if user is None or user["kind"] != "agent":
         return None
-    if grant is not None:
+    # a grant a human chose is cut whole when it exceeds them; a run's or an App installation's, made
+    # from the workflow's or the App's permissions, is refused the denied actions one by one below
+    if grant is not None and not grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX)):
         excess = q.store.cached(("grant-excess", grant["id"]), lambda: guardrail_excess(
             q.store, grant["actions"], grant["constraints"], grant["resources"]))
         if excess:
             return q.deny("task grant %s is cut: %s" % (grant["public_id"], excess))
-    if owns(user, resource) or q.action in SELF_ACTIONS:
-        return None
-    for who, policy in guardrails_over(q.store, resource_org_ids(resource)):
+    for who, policy in guardrails_asked(q):
         if q.action in policy.get("deny", ()):
             return q.deny("%s's agent policy: no agent may %s, whatever a grant says" % (who, q.action))
         runtimes = policy.get("runtimes")
@@ -814,16 +868,6 @@ def rule_guardrails(q):
                 path_matches(policy["requires_approval_paths"], path) for _, path, _ in q.context.get("changes") or ()):
             return q.deny("%s's agent policy gives changes to %s to a human to approve: an agent makes them through a "
                           "task grant" % (who, ", ".join(policy["requires_approval_paths"])))
-        if q.action in policy.get("requires_approval", ()) and q.approval is None:
-            if grant is None:
-                return q.deny("%s's agent policy: %s needs a human's approval, which an agent asks for through a "
-                              "task grant" % (who, q.action))
-            subject = approval_subject(q.action, q.context)
-            verdict = approval_verdict(q.store, grant, q.action, resource, subject, "%s's agent policy gives %s%s to "
-                                       "a human to approve first" % (who, q.action, " of " + subject if subject else ""))
-            if not verdict.allowed:
-                return verdict
-            q.approval, q.approved = verdict.approval, verdict.reasons[0]
     return None
 
 
@@ -991,7 +1035,11 @@ POLICY_RULES = (
                "APIs, a merge, the MCP tools) is judged on each commit it brings that the ref and the default "
                "branch lack, each path the commit changes against its parents (a merge: those it took from none), "
                "as change_paths: a path outside its paths refuses the move by ref, commit and path, a path in its "
-               "requires_approval_paths waits for a human's yes to exactly those files at exactly that content",
+               "requires_approval_paths waits for a human's yes to exactly those files at exactly that content; "
+               "a task token may hand a narrower part of its task to another agent (delegate_task: RFC 8693 token "
+               "exchange with the other agent's own token as actor_token), one bound to the same human or once she "
+               "approves, at most %d agents below her; the sub-agent's grant is every link's at once, and dies with "
+               "any grant or agent above it" % MAX_DELEGATION_DEPTH,
                rule_task_grant),
     PolicyRule("guardrails: an organization's owners (PUT /api/ext/v1/orgs/{org}/agent-policy) and the site's "
                "admins (PUT /api/ext/v1/site/agent-policy) say what no agent may do on what is not its own, "
@@ -1043,6 +1091,7 @@ def decide(store, principal, action, resource, context=None):
         prefix = principal.grant["constraints"].get("branch_prefix")
         reasons.append("task grant %s allows %s%s" % (principal.grant["public_id"], action, " under " + prefix
                                                       if prefix and action in REF_ACTIONS else ""))
+        reasons += ["handed down by agent %s (task grant %s)" % link for link in principal.grant["chain"][1:]]
     if q.context.get("ref"):
         reasons.append("ref %s" % q.context["ref"])
     if q.ff_only:
