@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2216  tokens.issue_token
-       line  2238  tokens.verify_token
+       line  2233  tokens.issue_token
+       line  2255  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3658  policy.POLICY_RULES
-       line  3714  policy.decide
+       line  3730  policy.POLICY_RULES
+       line  3793  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3780  audit.audit_append
-       line  3803  audit.audit_verify
+       line  3859  audit.audit_append
+       line  3882  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13092  delegation.create_invite
-       line 13166  delegation.confirm_binding
-       line 13803  tasks.create_task_grant
-       line  4660  authentication.load_grant
+       line 13214  delegation.create_invite
+       line 13288  delegation.confirm_binding
+       line 13931  tasks.create_task_grant
+       line  4756  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21228  server.App.dispatch
-       line  4537  authentication.authenticate
-       line  4205  ledger.Ledger
+       line 21359  server.App.dispatch
+       line  4633  authentication.authenticate
+       line  4284  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20847  githttp.git_receive_pack
-       line  4249  ledger.Ledger.decide_each
-       line  4183  intents.reconcile_intents
+       line 20978  githttp.git_receive_pack
+       line  4328  ledger.Ledger.decide_each
+       line  4262  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,74 +61,74 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   319-  348  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   349-  881  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   882-  992  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   993- 1623  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1624- 1660  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1661- 1919  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1920- 2164  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2165- 2265  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2266- 2418  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2419- 2644  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2645- 3737  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3738- 3952  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  3953- 4056  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  4057- 4126  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  4127- 4199  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  4200- 4408  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  4409- 4719  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4720- 4910  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  4911- 5040  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  5041- 5336  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  5337- 5553  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5554- 5621  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5622- 5897  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5898- 5995  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  5996- 6532  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6533- 6803  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6804- 7593  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7594- 7723  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7724- 8250  REST: pull requests and their merges.
-    31. reviews            lines  8251- 8605  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8606- 8713  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8714- 8770  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8771- 9012  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  9013- 9294  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  9295- 9457  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9458- 9807  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9808-10152  REST: releases, tags and release assets.
-    39. deploy_keys        lines 10153-10231  REST: deploy keys.
-    40. actions            lines 10232-10706  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10707-11238  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 11239-11441  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 11442-11790  REST: organizations, memberships and teams.
-    44. webhooks           lines 11791-12353  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 12354-12910  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 12911-12986  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 12987-13554  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13555-13766  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13767-14231  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 14232-14871  REST: GitHub Apps, as agents.
-    51. runner             lines 14872-15690  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15691-15951  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 15952-16214  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 16215-16896  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 16897-17127  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 17128-17514  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 17515-17988  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 17989-18269  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 18270-18452  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 18453-18789  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18790-19029  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 19030-19488  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 19489-20201  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 20202-20709  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20710-20949  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 20950-21218  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 21219-21951  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 21952-22228  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 22229-22825  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22826-23811  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   993- 1640  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1641- 1677  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1678- 1936  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1937- 2181  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2182- 2282  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2283- 2435  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2436- 2661  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. policy             lines  2662- 3816  Policy: the action table and decide(), the one policy decision point.
+    13. audit              lines  3817- 4031  Audit: the hash-chained log and its verifier.
+    14. outbox             lines  4032- 4135  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    15. approvals          lines  4136- 4205  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    16. intents            lines  4206- 4278  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    17. ledger             lines  4279- 4504  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    18. authentication     lines  4505- 4817  Authentication: the Principal, and the request credentials it is built from.
+    19. installation       lines  4818- 5009  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    20. routing            lines  5010- 5139  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    21. request            lines  5140- 5435  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    22. serializers        lines  5436- 5652  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    23. lookups            lines  5653- 5720  Lookups: what a REST request names (accounts, repositories), found or 404.
+    24. web                lines  5721- 5996  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    25. users              lines  5997- 6094  REST: the API root, meta, rate limit and users.
+    26. repositories       lines  6095- 6631  REST: repositories, forks, branches, refs, commits and collaborators.
+    27. notifications      lines  6632- 6902  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    28. issues             lines  6903- 7712  REST: issues, comments, labels and milestones.
+    29. sub_issues         lines  7713- 7842  REST: sub-issues, github.com's tree of issues.
+    30. pulls              lines  7843- 8372  REST: pull requests and their merges.
+    31. reviews            lines  8373- 8727  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    32. reactions          lines  8728- 8835  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    33. timeline           lines  8836- 8892  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    34. contents           lines  8893- 9134  REST: file contents and READMEs, read and written as commits.
+    35. protection         lines  9135- 9416  REST: branch protection, commit statuses and check runs.
+    36. deployments        lines  9417- 9579  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    37. gitdata            lines  9580- 9929  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    38. releases           lines  9930-10274  REST: releases, tags and release assets.
+    39. deploy_keys        lines 10275-10353  REST: deploy keys.
+    40. actions            lines 10354-10828  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    41. artifacts          lines 10829-11360  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    42. search             lines 11361-11563  REST: search over repositories, issues, code and accounts.
+    43. orgs               lines 11564-11912  REST: organizations, memberships and teams.
+    44. webhooks           lines 11913-12475  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    45. actions_config     lines 12476-13032  REST: Actions configuration: environments, and secrets and variables at three levels.
+    46. personal_tokens    lines 13033-13108  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    47. delegation         lines 13109-13676  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    48. vault              lines 13677-13888  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    49. tasks              lines 13889-14362  REST: task grants, task tokens, step-up and approvals.
+    50. apps               lines 14363-15002  REST: GitHub Apps, as agents.
+    51. runner             lines 15003-15821  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    52. oversight          lines 15822-16082  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    53. graphql_language   lines 16083-16345  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    54. graphql_resolvers  lines 16346-17027  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    55. graphql_git        lines 17028-17258  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    56. graphql_mutations  lines 17259-17645  GraphQL mutations: each one decided as its REST twin is.
+    57. graphql_schema     lines 17646-18119  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    58. graphql_execution  lines 18120-18400  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    59. client_assertions  lines 18401-18583  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    60. settings_pages     lines 18584-18920  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    61. oauth_clients      lines 18921-19160  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    62. broker             lines 19161-19619  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    63. oauth              lines 19620-20332  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    64. mcp_server         lines 20333-20840  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    65. githttp            lines 20841-21080  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    66. pages              lines 21081-21349  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    67. server             lines 21350-22082  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    68. clients            lines 22083-22359  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    69. cli                lines 22360-22956  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22957-23956  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 26e38aad908b98c4347dcbaf5c430275967e39a47df310f89261df775736ae43
+Made from sources whose SHA-256 is 7880246d669124de9502904fd58a41a6a5091213dd69964f6d8845ab81139b68
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -998,7 +998,7 @@ def within_deadline(conn, seconds):
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 # SCHEMA, schema.sql's text, is this file's appendix, near its end (make dist puts it there)
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -1104,6 +1104,8 @@ MIGRATIONS = {
                   "ALTER TABLE workflow_runs RENAME COLUMN pushed TO event_fields;", ""),
     # rate limits counted in the database, by every server process together (SCHEMA makes the table)
     13: Migration([], "", ""),
+    # what each task has read, for the information-flow rule (SCHEMA makes the table)
+    14: Migration([], "", ""),
 }
 
 
@@ -1271,6 +1273,12 @@ IDLE_CONNECTIONS = 8                       # kept open for the next request; mor
 
 class IntegrityError(Exception):
     """A constraint refused a change (PostgreSQL's class 23), as sqlite3.IntegrityError."""
+
+
+def only_new_tables(version):
+    """Do the migrations since ``version`` only add tables (SCHEMA makes them), so that PostgreSQL, which
+    runs none of SQLite's migration steps, is upgraded by SCHEMA alone?"""
+    return all(MIGRATIONS.get(v) == Migration([], "", "") for v in range(version + 1, SCHEMA_VERSION + 1))
 
 
 def postgres_schema(schema):
@@ -1522,9 +1530,18 @@ class PostgresStore(Store):
                     fill(db)
                 db.executescript(foreign_keys)
                 db.execute("INSERT INTO agentgit_schema (version, generation) VALUES (?, 0)", (SCHEMA_VERSION,))
+            elif row["version"] < SCHEMA_VERSION and only_new_tables(row["version"]):
+                # what SCHEMA adds by itself (its tables are made if missing): the new tables' foreign keys too
+                existing = {r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE"
+                                                     " table_schema = current_schema()").fetchall()}
+                tables, foreign_keys = postgres_schema(SCHEMA)
+                db.executescript(tables)
+                db.executescript("\n".join(key for key in foreign_keys.splitlines() if key.split()[2] not in existing))
+                db.execute("UPDATE agentgit_schema SET version = ?", (SCHEMA_VERSION,))
             elif row["version"] != SCHEMA_VERSION:
-                raise RuntimeError("this PostgreSQL database is at schema version %d; this agentgit reads %d" % (
-                    row["version"], SCHEMA_VERSION))
+                raise RuntimeError("this PostgreSQL database is at schema version %d; this agentgit reads %d%s" % (
+                    row["version"], SCHEMA_VERSION, "" if row["version"] > SCHEMA_VERSION else ", and upgrades on "
+                    "PostgreSQL only what later versions made by adding tables"))
         except BaseException:
             db.rollback()
             raise
@@ -3504,6 +3521,61 @@ def guardrail_refusal(q):
     return None
 
 
+# -- information flow: where a task may write, after what it has read -----------------------------------
+# The documented attack on coding agents: a public issue carries instructions that make the agent read
+# a private repository and publish what it read. A task's reads are recorded (Ledger.note_read): once it
+# has read private content, a write that a wider audience reads waits for a human; and once it has read
+# untrusted input, the actions its grant names in requires_approval_after_untrusted do.
+
+def read_of(action, spec, resource, context):
+    """(kind, resource, what) that an allowed ``action`` reads, that decides where its task may write
+    next, or None: a private repository's code and issues, a secret, a broker's answers."""
+    if spec.sensitive:
+        return "private", resource.name, "secret %s" % context.get("secret", "")
+    if resource.kind == "credential":
+        return "private", resource.name, "answers through the broker"
+    if resource.kind == "repo" and not spec.mutation and resource.row["private"]:
+        return "private", resource.name, "its code and issues"
+    return None
+
+
+def wider_audience(q):
+    """Why a write by ``q`` reaches readers a task's private reads did not have, or None."""
+    if q.resource.kind == "repo" and not q.resource.row["private"]:
+        return "%s is public" % q.resource.name
+    upstream = q.context.get("upstream")
+    sinks = q.principal.grant["constraints"].get("private_sinks")
+    if upstream and sinks is not None and outside_allowlist(sinks, upstream):
+        return "%s is outside its private_sinks (%s)" % (upstream, ", ".join(sinks) or "none")
+    return None
+
+
+def rule_information_flow(q):
+    grant = q.principal.grant
+    if grant is None or not q.spec.mutation or q.action in ("change_paths", "delegate_task") or q.approval is not None \
+            or grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX)):
+        return None
+    audience = wider_audience(q)
+    after_untrusted = q.action in grant["constraints"].get("requires_approval_after_untrusted", ())
+    if audience is None and not after_untrusted:
+        return None
+    reads = q.store.all("SELECT kind, resource, what FROM task_reads WHERE grant_id = ? ORDER BY id", grant["task_id"])
+    named = lambda kind: "; ".join("%s (%s)" % (r["what"], r["resource"]) for r in reads if r["kind"] == kind)  # noqa: E731
+    if audience and named("private"):
+        why = "task %s read %s, and %s on %s reaches a wider audience (%s): a human approves it first" % (
+            grant["task"], named("private"), q.action, q.resource.name, audience)
+    elif after_untrusted and named("untrusted"):
+        why = "task %s read untrusted input, %s; its grant gives %s after that to a human to approve" % (
+            grant["task"], named("untrusted"), q.action)
+    else:
+        return None
+    verdict = approval_verdict(q.store, grant, q.action, q.resource, approval_subject(q.action, q.context), why)
+    if not verdict.allowed:
+        return verdict
+    q.approval, q.approved = verdict.approval, verdict.reasons[0]
+    return None
+
+
 def rule_delegator(q):
     resource, user = q.resource, q.user
     # (a task token answers for its grant's delegator, whom rule_standing checks)
@@ -3681,6 +3753,13 @@ POLICY_RULES = (
                "sender_constrained, network_allowlist_max, max_task_token_seconds); a grant beyond them is refused "
                "when made and cut when they tighten. Until the site's admins say otherwise: %s" % json.dumps(
                    DEFAULT_SITE_AGENT_POLICY), rule_guardrails),
+    PolicyRule("information flow, for task tokens: once a task (every grant of its chain) has read private content "
+               "(a private repository's code or issues, a secret, the broker's answers), a change where a wider "
+               "audience reads (a public repository, its issues and comments; a broker call outside the grant's "
+               "private_sinks) waits for a human's approval that names the read and the write; once it has read "
+               "untrusted input (issues, comments, pull requests by accounts without write access), so do the actions "
+               "its grant lists in requires_approval_after_untrusted. A run's and an App installation's grants, made "
+               "from permissions, are not held to it", rule_information_flow),
     PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
     PolicyRule("some actions are for humans only", rule_humans_only),
     PolicyRule("the permission held on the resource must reach the action's level: the principal's own, or "
@@ -4261,7 +4340,24 @@ class Ledger:
                                            reasons=["That approval was just used; ask for another"])
         if not decision.allowed:
             self.record_refusal(decision, refused_text)
+        elif self.principal.grant is not None:
+            read = read_of(action, ACTIONS[action], resource, context)
+            if read is not None:
+                self.note_read(*read)
         return decision, None
+
+    def note_read(self, kind, resource_name, what):
+        """A task token read something that decides where its task may write next (rule_information_flow):
+        kept under the task, once, whichever token or sub-agent of it read it, across restarts."""
+        key = (self.principal.grant["task_id"], kind, resource_name, what)
+        if key in self.app.reads_noted:
+            return
+        with self.app.store.transaction(records_only=True) as db:
+            db.execute("INSERT INTO task_reads (grant_id, kind, resource, what, at) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT DO NOTHING", key + (now(),))
+        if len(self.app.reads_noted) > 100000:
+            self.app.reads_noted.clear()
+        self.app.reads_noted.add(key)
 
     def check(self, action, resource, **context):
         """decide_each() for one thing, its refusal raised as the surface's error (an approval asked for
@@ -4658,8 +4754,9 @@ def hold_task_grant(principal, grant, actions):
 
 
 def load_grant(store, grant_id):
-    """A grant, its names and sets read, and its chain: [(agent login, grant public id)] from its own
-    agent up through each grant it was made from, to the delegator. One made from a parent (a sub-agent's,
+    """A grant, its names and sets read, its chain: [(agent login, grant public id)] from its own agent
+    up through each grant it was made from, to the delegator, and its task_id: the id of the grant at
+    the top of the chain, under which the task's reads are kept. One made from a parent (a sub-agent's,
     a run's job grant) is revoked or expired with it, and with its agent's suspension or retirement."""
     row = store.one("SELECT g.*, a.login AS delegator_login, ag.login AS agent_login, ag.suspended_at AS agent_suspended_at,"
                     " ag.retired_at AS agent_retired_at FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
@@ -4667,12 +4764,13 @@ def load_grant(store, grant_id):
     if row is None:
         return None
     grant = dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
-                 constraints=json.loads(row["constraints"]), chain=[(row["agent_login"], row["public_id"])])
+                 constraints=json.loads(row["constraints"]), chain=[(row["agent_login"], row["public_id"])],
+                 task_id=row["id"])
     parent = load_grant(store, row["parent_id"]) if row["parent_id"] else None
     if parent is not None:
         cut = parent["revoked_at"] or parent["agent_suspended_at"] or parent["agent_retired_at"]
         grant.update(revoked_at=grant["revoked_at"] or cut, expires_at=min(grant["expires_at"], parent["expires_at"]),
-                     chain=grant["chain"] + parent["chain"])
+                     chain=grant["chain"] + parent["chain"], task_id=parent["task_id"])
     return grant
 
 
@@ -4832,6 +4930,7 @@ class Installation:
         # the limit, further ones are refused before any signature is checked
         self.failed_proofs = RateLimiter(self.store, "failed_proofs", FAILED_PROOFS_PER_MINUTE, 60)
         self.token_seen = {}
+        self.reads_noted = set()       # (task, kind, resource, what) already in task_reads: noted once
         self.dpop_replay = StoredReplayCache(self.store)
         # set when a committed change queued webhook deliveries: the delivery worker (webhooks) waits on it
         self.deliveries_waiting = threading.Event()
@@ -7156,13 +7255,29 @@ def issue_filters(req, where, args):
     return " ORDER BY %s %s, i.number %s" % (sort, direction, direction)
 
 
+def note_untrusted(req, repo, items):
+    """For a task whose grant waits for a human after untrusted input (requires_approval_after_untrusted):
+    each of ``items``, (what, author id), that an account without write access on ``repo`` wrote, noted
+    as the task's read (rule_information_flow)."""
+    grant = req.principal.grant
+    if grant is None or not grant["constraints"].get("requires_approval_after_untrusted"):
+        return
+    for what, author_id in items:
+        author = req.app.store.one("SELECT * FROM accounts WHERE id = ?", author_id)
+        if author is None or RANK[repo_permission(req.app.store, author, repo)[0]] < RANK["write"]:
+            req.note_read("untrusted", "repo:" + full_name(repo), "%s by %s" % (
+                what, author["login"] if author else "a deleted account"))
+
+
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues")
 def list_issues(req, owner, repo):
     row = find_repo(req, owner, repo)
     where, args = ["i.repo_id = ?"], [row["id"]]
     order = issue_filters(req, where, args)
-    issues = req.app.store.all("SELECT i.* FROM issues i WHERE %s%s" % (" AND ".join(where), order), *args)
-    return [issue_json(req.app, row, i) for i in req.paginate(issues)]
+    issues = req.paginate(req.app.store.all("SELECT i.* FROM issues i WHERE %s%s" % (" AND ".join(where), order),
+                                            *args))
+    note_untrusted(req, row, [("issue #%d" % i["number"], i["user_id"]) for i in issues])
+    return [issue_json(req.app, row, i) for i in issues]
 
 
 @route("GET", "/api/v3/issues")
@@ -7199,6 +7314,7 @@ def list_my_issues(req):
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues/{number:int}")
 def get_issue(req, owner, repo, number):
     row, issue = find_issue(req, owner, repo, number)
+    note_untrusted(req, row, [("issue #%d" % issue["number"], issue["user_id"])])
     return issue_json(req.app, row, issue)
 
 
@@ -7272,16 +7388,18 @@ def list_comments(req, owner, repo, number):
     where, args = "issue_id = ?", [issue["id"]]
     if req.query.get("since"):
         where, args = where + " AND updated_at >= ?", args + [req.query["since"]]
-    rows = req.app.store.all("SELECT * FROM comments WHERE %s ORDER BY id" % where, *args)
-    return [comment_json(req.app, row, issue["number"], c) for c in req.paginate(rows)]
+    rows = req.paginate(req.app.store.all("SELECT * FROM comments WHERE %s ORDER BY id" % where, *args))
+    note_untrusted(req, row, [("a comment on #%d" % issue["number"], c["user_id"]) for c in rows])
+    return [comment_json(req.app, row, issue["number"], c) for c in rows]
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues/comments")
 def list_repo_comments(req, owner, repo):
     row = find_repo(req, owner, repo)
-    rows = req.app.store.all("SELECT c.*, i.number FROM comments c JOIN issues i ON i.id = c.issue_id"
-                             " WHERE i.repo_id = ? ORDER BY c.id", row["id"])
-    return [comment_json(req.app, row, c["number"], c) for c in req.paginate(rows)]
+    rows = req.paginate(req.app.store.all("SELECT c.*, i.number FROM comments c JOIN issues i ON i.id = c.issue_id"
+                                          " WHERE i.repo_id = ? ORDER BY c.id", row["id"]))
+    note_untrusted(req, row, [("a comment on #%d" % c["number"], c["user_id"]) for c in rows])
+    return [comment_json(req.app, row, c["number"], c) for c in rows]
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/comments")
@@ -7322,6 +7440,7 @@ def find_comment(req, owner, repo, comment_id, action="read_code"):
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}")
 def get_comment(req, owner, repo, comment_id):
     row, comment = find_comment(req, owner, repo, comment_id)
+    note_untrusted(req, row, [("a comment on #%d" % comment["number"], comment["user_id"])])
     return comment_json(req.app, row, comment["number"], comment)
 
 
@@ -7957,9 +8076,11 @@ def list_pulls(req, owner, repo):
     sort = {"created": "i.created_at", "updated": "i.updated_at", "popularity": "i.updated_at",
             "long-running": "i.created_at"}.get(req.query.get("sort", "created"), "i.created_at")
     direction = "ASC" if req.query.get("direction", "desc" if sort != "long-running" else "asc") == "asc" else "DESC"
-    rows = req.app.store.all("SELECT i.*, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE %s"
-                             " ORDER BY %s %s, i.number %s" % (" AND ".join(where), sort, direction, direction), *args)
-    return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in req.paginate(rows)]
+    rows = req.paginate(req.app.store.all("SELECT i.*, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE %s"
+                                          " ORDER BY %s %s, i.number %s" % (" AND ".join(where), sort, direction,
+                                                                             direction), *args))
+    note_untrusted(req, row, [("pull request #%d" % r["number"], r["user_id"]) for r in rows])
+    return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in rows]
 
 
 ASSOCIATED_PULLS_SOUGHT = 200       # a commit's pull requests are sought among its repository's newest 200
@@ -8007,6 +8128,7 @@ def commit_pulls(req, owner, repo, sha):
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
 def get_pull(req, owner, repo, number):
     row, issue, pull = find_pull(req, owner, repo, number)
+    note_untrusted(req, row, [("pull request #%d" % issue["number"], issue["user_id"])])
     media = req.text_media()
     if media:
         return 200, pull_text(req.app, row, issue, pull, media == "patch"), {"Content-Type": "text/plain; charset=utf-8"}
@@ -13780,8 +13902,8 @@ TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo"
 # what a grant may name: actions on its repositories, and calls through the broker with its credentials
 # (asking for a tool token, use_credential, is what requires_approval may reserve for a human's yes)
 GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS + ("call_api", "use_credential")
-TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "paths", "requires_approval",
-                    "requires_approval_paths", "runtime", "sender_constrained")
+TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "paths", "private_sinks", "requires_approval",
+                    "requires_approval_after_untrusted", "requires_approval_paths", "runtime", "sender_constrained")
 PATH_RULES_MAX = 100          # globs in one of a grant's path lists, each of at most 256 characters
 ALLOWLIST_ENTRY_RE = re.compile(r"(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?")
 
@@ -13792,7 +13914,13 @@ def grant_json(app, row):
     return {"id": row["public_id"], "agent": "agent:" + agent["login"], "delegator": "user:" + grant["delegator_login"],
             "task": row["task"], "resources": sorted(grant["resources"]), "actions": sorted(grant["actions"]),
             "constraints": grant["constraints"], "created_at": row["created_at"], "expires_at": row["expires_at"],
-            "revoked_at": row["revoked_at"]}
+            "revoked_at": row["revoked_at"], "read": task_reads_json(app.store, grant["task_id"])}
+
+
+def task_reads_json(store, task_id):
+    """What the task has read that decides where it may write (rule_information_flow)."""
+    return [{"kind": r["kind"], "resource": r["resource"], "what": r["what"], "at": r["at"]}
+            for r in store.all("SELECT * FROM task_reads WHERE grant_id = ? ORDER BY id", task_id)]
 
 
 def strip_kind(value, kind):
@@ -13824,8 +13952,9 @@ def make_task_grant(req, body):
         raise invalid("TaskGrant", "resources", message="resources are repositories (repo:owner/name) and broker "
                                                         "credentials (credential:owner/name)")
     unknown = [a for a in actions if a not in GRANT_ACTIONS]
-    approval = constraints.get("requires_approval", [])
-    if not actions or unknown or not isinstance(approval, list) or any(a not in APPROVABLE_ACTIONS for a in approval):
+    approval = [constraints.get(name, []) for name in ("requires_approval", "requires_approval_after_untrusted")]
+    if not actions or unknown or not all(isinstance(names, list) and all(a in APPROVABLE_ACTIONS for a in names)
+                                         for names in approval):
         raise invalid("TaskGrant", "actions", message="actions are from %s" % ", ".join(GRANT_ACTIONS))
     try:
         expires = parse_time(constraints.get("expires_at") or from_now(86400))
@@ -13889,12 +14018,14 @@ def insert_task_grant(db, agent_id, delegator_id, task, resources, actions, cons
 
 
 def check_network_constraints(constraints):
-    """network_allowlist: [scheme://]host[:port] entries (a leading *. for subdomains); runtime: SPIFFE
+    """network_allowlist, and private_sinks (where what the task read privately may go without a human's
+    yes): [scheme://]host[:port] entries (a leading *. for subdomains); runtime: SPIFFE
     IDs (* for any part), normalized in place; sender_constrained: a boolean."""
-    hosts = constraints.get("network_allowlist", [])
-    if not isinstance(hosts, list) or not all(isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts):
-        raise invalid("TaskGrant", "constraints", message="network_allowlist is a list of hosts: host, host:port, "
-                                                          "*.domain, or http://host:port for plain HTTP")
+    for name in ("network_allowlist", "private_sinks"):
+        hosts = constraints.get(name, [])
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts):
+            raise invalid("TaskGrant", "constraints", message="%s is a list of hosts: host, host:port, *.domain, or "
+                                                              "http://host:port for plain HTTP" % name)
     runtimes = constraints.get("runtime", [])
     try:
         if not isinstance(runtimes, list):
@@ -23598,7 +23729,7 @@ CREATE TABLE IF NOT EXISTS task_grants (
     task          TEXT NOT NULL,
     resources     TEXT NOT NULL,          -- JSON list: "repo:owner/name"
     actions       TEXT NOT NULL,          -- JSON list of action names
-    constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, requires_approval
+    constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, paths, requires_approval, …
     created_at    TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     revoked_at    TEXT,
@@ -23607,6 +23738,20 @@ CREATE TABLE IF NOT EXISTS task_grants (
     parent_id     INTEGER REFERENCES task_grants(id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
+
+-- What a task has read that decides where it may write (version 14): private content (a private
+-- repository's code or issues, a secret, a broker's answer) and untrusted input (issues, comments and
+-- pull requests by accounts without write access). Kept per task, under the grant at the top of its
+-- chain (a sub-agent's reads are its orchestrator's too), once per thing read.
+CREATE TABLE IF NOT EXISTS task_reads (
+    id        INTEGER PRIMARY KEY,
+    grant_id  INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
+    kind      TEXT NOT NULL CHECK (kind IN ('private', 'untrusted')),
+    resource  TEXT NOT NULL,             -- repo:alice/payments, credential:alice/ci
+    what      TEXT NOT NULL,             -- "its code and issues", "issue #3 by mallory", "secret DEPLOY_KEY"
+    at        TEXT NOT NULL,
+    UNIQUE (grant_id, kind, resource, what)
+);
 
 -- GitHub Apps (version 11). An App is an agent account (login NAME[bot]) that proves itself with a JWT
 -- signed by its private key; the server keeps the public half only. An installation is a delegation:

@@ -769,7 +769,7 @@ CREATE TABLE IF NOT EXISTS task_grants (
     task          TEXT NOT NULL,
     resources     TEXT NOT NULL,          -- JSON list: "repo:owner/name"
     actions       TEXT NOT NULL,          -- JSON list of action names
-    constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, requires_approval
+    constraints   TEXT NOT NULL,          -- JSON: branch_prefix, expires_at, network_allowlist, paths, requires_approval, …
     created_at    TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
     revoked_at    TEXT,
@@ -778,6 +778,20 @@ CREATE TABLE IF NOT EXISTS task_grants (
     parent_id     INTEGER REFERENCES task_grants(id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS task_grants_by_agent ON task_grants(agent_id);
+
+-- What a task has read that decides where it may write (version 14): private content (a private
+-- repository's code or issues, a secret, a broker's answer) and untrusted input (issues, comments and
+-- pull requests by accounts without write access). Kept per task, under the grant at the top of its
+-- chain (a sub-agent's reads are its orchestrator's too), once per thing read.
+CREATE TABLE IF NOT EXISTS task_reads (
+    id        INTEGER PRIMARY KEY,
+    grant_id  INTEGER NOT NULL REFERENCES task_grants(id) ON DELETE CASCADE,
+    kind      TEXT NOT NULL CHECK (kind IN ('private', 'untrusted')),
+    resource  TEXT NOT NULL,             -- repo:alice/payments, credential:alice/ci
+    what      TEXT NOT NULL,             -- "its code and issues", "issue #3 by mallory", "secret DEPLOY_KEY"
+    at        TEXT NOT NULL,
+    UNIQUE (grant_id, kind, resource, what)
+);
 
 -- GitHub Apps (version 11). An App is an agent account (login NAME[bot]) that proves itself with a JWT
 -- signed by its private key; the server keeps the public half only. An installation is a delegation:

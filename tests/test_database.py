@@ -9,6 +9,8 @@ import subprocess
 import threading
 import urllib.request
 
+import pytest
+
 from conftest import CLI, ROOT, Browser, api, call, ext, postgresql, sweep
 import agentgit  # noqa: E402
 from test_agent_keys import rsa_key
@@ -151,6 +153,29 @@ def test_two_servers_on_one_database_count_one_rate_limit(tmp_path):
     finally:
         for srv in servers:
             srv.stop()
+
+
+@sweep
+def test_a_postgresql_database_a_version_back_gains_the_tables_it_lacks(tmp_path, postgres_cluster):
+    """A version that only adds tables upgrades PostgreSQL by itself, foreign keys and all; one that
+    changed columns is refused, by name, with nothing touched."""
+    url = postgres_cluster.new_database()
+    store = agentgit.open_store(url, str(tmp_path))
+    with store.transaction() as db:                  # as version 13 left it: no task_reads
+        db.execute("DROP TABLE task_reads")
+        db.execute("UPDATE agentgit_schema SET version = 13")
+    store.close()
+    store = agentgit.open_store(url, str(tmp_path))
+    assert store.one("SELECT version FROM agentgit_schema")[0] == agentgit.SCHEMA_VERSION
+    with pytest.raises(agentgit.IntegrityError):     # its foreign key came with it
+        with store.transaction() as db:
+            db.execute("INSERT INTO task_reads (grant_id, kind, resource, what, at) VALUES (1, 'private', 'r', 'w', 'x')")
+    with store.transaction() as db:
+        db.execute("UPDATE agentgit_schema SET version = 11")
+    store.close()
+    with pytest.raises(RuntimeError, match="at schema version 11; this agentgit reads %d, and upgrades on PostgreSQL "
+                                           "only" % agentgit.SCHEMA_VERSION):
+        agentgit.open_store(url, str(tmp_path))
 
 
 def test_a_database_that_is_wrong_or_absent_is_named_plainly(tmp_path):

@@ -263,8 +263,9 @@ def hold_task_grant(principal, grant, actions):
 
 
 def load_grant(store, grant_id):
-    """A grant, its names and sets read, and its chain: [(agent login, grant public id)] from its own
-    agent up through each grant it was made from, to the delegator. One made from a parent (a sub-agent's,
+    """A grant, its names and sets read, its chain: [(agent login, grant public id)] from its own agent
+    up through each grant it was made from, to the delegator, and its task_id: the id of the grant at
+    the top of the chain, under which the task's reads are kept. One made from a parent (a sub-agent's,
     a run's job grant) is revoked or expired with it, and with its agent's suspension or retirement."""
     row = store.one("SELECT g.*, a.login AS delegator_login, ag.login AS agent_login, ag.suspended_at AS agent_suspended_at,"
                     " ag.retired_at AS agent_retired_at FROM task_grants g JOIN accounts a ON a.id = g.delegator_id"
@@ -272,12 +273,13 @@ def load_grant(store, grant_id):
     if row is None:
         return None
     grant = dict(row, resources=set(json.loads(row["resources"])), actions=set(json.loads(row["actions"])),
-                 constraints=json.loads(row["constraints"]), chain=[(row["agent_login"], row["public_id"])])
+                 constraints=json.loads(row["constraints"]), chain=[(row["agent_login"], row["public_id"])],
+                 task_id=row["id"])
     parent = load_grant(store, row["parent_id"]) if row["parent_id"] else None
     if parent is not None:
         cut = parent["revoked_at"] or parent["agent_suspended_at"] or parent["agent_retired_at"]
         grant.update(revoked_at=grant["revoked_at"] or cut, expires_at=min(grant["expires_at"], parent["expires_at"]),
-                     chain=grant["chain"] + parent["chain"])
+                     chain=grant["chain"] + parent["chain"], task_id=parent["task_id"])
     return grant
 
 

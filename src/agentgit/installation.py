@@ -131,6 +131,7 @@ class Installation:
         # the limit, further ones are refused before any signature is checked
         self.failed_proofs = RateLimiter(self.store, "failed_proofs", FAILED_PROOFS_PER_MINUTE, 60)
         self.token_seen = {}
+        self.reads_noted = set()       # (task, kind, resource, what) already in task_reads: noted once
         self.dpop_replay = StoredReplayCache(self.store)
         # set when a committed change queued webhook deliveries: the delivery worker (webhooks) waits on it
         self.deliveries_waiting = threading.Event()

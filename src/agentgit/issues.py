@@ -367,13 +367,29 @@ def issue_filters(req, where, args):
     return " ORDER BY %s %s, i.number %s" % (sort, direction, direction)
 
 
+def note_untrusted(req, repo, items):
+    """For a task whose grant waits for a human after untrusted input (requires_approval_after_untrusted):
+    each of ``items``, (what, author id), that an account without write access on ``repo`` wrote, noted
+    as the task's read (rule_information_flow)."""
+    grant = req.principal.grant
+    if grant is None or not grant["constraints"].get("requires_approval_after_untrusted"):
+        return
+    for what, author_id in items:
+        author = req.app.store.one("SELECT * FROM accounts WHERE id = ?", author_id)
+        if author is None or RANK[repo_permission(req.app.store, author, repo)[0]] < RANK["write"]:
+            req.note_read("untrusted", "repo:" + full_name(repo), "%s by %s" % (
+                what, author["login"] if author else "a deleted account"))
+
+
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues")
 def list_issues(req, owner, repo):
     row = find_repo(req, owner, repo)
     where, args = ["i.repo_id = ?"], [row["id"]]
     order = issue_filters(req, where, args)
-    issues = req.app.store.all("SELECT i.* FROM issues i WHERE %s%s" % (" AND ".join(where), order), *args)
-    return [issue_json(req.app, row, i) for i in req.paginate(issues)]
+    issues = req.paginate(req.app.store.all("SELECT i.* FROM issues i WHERE %s%s" % (" AND ".join(where), order),
+                                            *args))
+    note_untrusted(req, row, [("issue #%d" % i["number"], i["user_id"]) for i in issues])
+    return [issue_json(req.app, row, i) for i in issues]
 
 
 @route("GET", "/api/v3/issues")
@@ -410,6 +426,7 @@ def list_my_issues(req):
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues/{number:int}")
 def get_issue(req, owner, repo, number):
     row, issue = find_issue(req, owner, repo, number)
+    note_untrusted(req, row, [("issue #%d" % issue["number"], issue["user_id"])])
     return issue_json(req.app, row, issue)
 
 
@@ -483,16 +500,18 @@ def list_comments(req, owner, repo, number):
     where, args = "issue_id = ?", [issue["id"]]
     if req.query.get("since"):
         where, args = where + " AND updated_at >= ?", args + [req.query["since"]]
-    rows = req.app.store.all("SELECT * FROM comments WHERE %s ORDER BY id" % where, *args)
-    return [comment_json(req.app, row, issue["number"], c) for c in req.paginate(rows)]
+    rows = req.paginate(req.app.store.all("SELECT * FROM comments WHERE %s ORDER BY id" % where, *args))
+    note_untrusted(req, row, [("a comment on #%d" % issue["number"], c["user_id"]) for c in rows])
+    return [comment_json(req.app, row, issue["number"], c) for c in rows]
 
 
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues/comments")
 def list_repo_comments(req, owner, repo):
     row = find_repo(req, owner, repo)
-    rows = req.app.store.all("SELECT c.*, i.number FROM comments c JOIN issues i ON i.id = c.issue_id"
-                             " WHERE i.repo_id = ? ORDER BY c.id", row["id"])
-    return [comment_json(req.app, row, c["number"], c) for c in req.paginate(rows)]
+    rows = req.paginate(req.app.store.all("SELECT c.*, i.number FROM comments c JOIN issues i ON i.id = c.issue_id"
+                                          " WHERE i.repo_id = ? ORDER BY c.id", row["id"]))
+    note_untrusted(req, row, [("a comment on #%d" % c["number"], c["user_id"]) for c in rows])
+    return [comment_json(req.app, row, c["number"], c) for c in rows]
 
 
 @route("POST", "/api/v3/repos/{owner}/{repo}/issues/{number:int}/comments")
@@ -533,6 +552,7 @@ def find_comment(req, owner, repo, comment_id, action="read_code"):
 @route("GET", "/api/v3/repos/{owner}/{repo}/issues/comments/{comment_id:int}")
 def get_comment(req, owner, repo, comment_id):
     row, comment = find_comment(req, owner, repo, comment_id)
+    note_untrusted(req, row, [("a comment on #%d" % comment["number"], comment["user_id"])])
     return comment_json(req.app, row, comment["number"], comment)
 
 

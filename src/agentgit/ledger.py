@@ -6,11 +6,11 @@ operator; so an approval is spent in one place and every surface's audit rows re
 import contextlib
 import dataclasses
 
-from agentgit.config import crash_point
+from agentgit.config import crash_point, now
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, branch_sha, changes_brought
 from agentgit.accounts import repo_by_id
-from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide, paths_judged
+from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide, paths_judged, read_of
 from agentgit.audit import audit_append, audit_row
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
 from agentgit.intents import forget_intents, ref_now, settle_intent, write_intent
@@ -76,7 +76,24 @@ class Ledger:
                                            reasons=["That approval was just used; ask for another"])
         if not decision.allowed:
             self.record_refusal(decision, refused_text)
+        elif self.principal.grant is not None:
+            read = read_of(action, ACTIONS[action], resource, context)
+            if read is not None:
+                self.note_read(*read)
         return decision, None
+
+    def note_read(self, kind, resource_name, what):
+        """A task token read something that decides where its task may write next (rule_information_flow):
+        kept under the task, once, whichever token or sub-agent of it read it, across restarts."""
+        key = (self.principal.grant["task_id"], kind, resource_name, what)
+        if key in self.app.reads_noted:
+            return
+        with self.app.store.transaction(records_only=True) as db:
+            db.execute("INSERT INTO task_reads (grant_id, kind, resource, what, at) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT DO NOTHING", key + (now(),))
+        if len(self.app.reads_noted) > 100000:
+            self.app.reads_noted.clear()
+        self.app.reads_noted.add(key)
 
     def check(self, action, resource, **context):
         """decide_each() for one thing, its refusal raised as the surface's error (an approval asked for

@@ -871,6 +871,61 @@ def guardrail_refusal(q):
     return None
 
 
+# -- information flow: where a task may write, after what it has read -----------------------------------
+# The documented attack on coding agents: a public issue carries instructions that make the agent read
+# a private repository and publish what it read. A task's reads are recorded (Ledger.note_read): once it
+# has read private content, a write that a wider audience reads waits for a human; and once it has read
+# untrusted input, the actions its grant names in requires_approval_after_untrusted do.
+
+def read_of(action, spec, resource, context):
+    """(kind, resource, what) that an allowed ``action`` reads, that decides where its task may write
+    next, or None: a private repository's code and issues, a secret, a broker's answers."""
+    if spec.sensitive:
+        return "private", resource.name, "secret %s" % context.get("secret", "")
+    if resource.kind == "credential":
+        return "private", resource.name, "answers through the broker"
+    if resource.kind == "repo" and not spec.mutation and resource.row["private"]:
+        return "private", resource.name, "its code and issues"
+    return None
+
+
+def wider_audience(q):
+    """Why a write by ``q`` reaches readers a task's private reads did not have, or None."""
+    if q.resource.kind == "repo" and not q.resource.row["private"]:
+        return "%s is public" % q.resource.name
+    upstream = q.context.get("upstream")
+    sinks = q.principal.grant["constraints"].get("private_sinks")
+    if upstream and sinks is not None and outside_allowlist(sinks, upstream):
+        return "%s is outside its private_sinks (%s)" % (upstream, ", ".join(sinks) or "none")
+    return None
+
+
+def rule_information_flow(q):
+    grant = q.principal.grant
+    if grant is None or not q.spec.mutation or q.action in ("change_paths", "delegate_task") or q.approval is not None \
+            or grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX)):
+        return None
+    audience = wider_audience(q)
+    after_untrusted = q.action in grant["constraints"].get("requires_approval_after_untrusted", ())
+    if audience is None and not after_untrusted:
+        return None
+    reads = q.store.all("SELECT kind, resource, what FROM task_reads WHERE grant_id = ? ORDER BY id", grant["task_id"])
+    named = lambda kind: "; ".join("%s (%s)" % (r["what"], r["resource"]) for r in reads if r["kind"] == kind)  # noqa: E731
+    if audience and named("private"):
+        why = "task %s read %s, and %s on %s reaches a wider audience (%s): a human approves it first" % (
+            grant["task"], named("private"), q.action, q.resource.name, audience)
+    elif after_untrusted and named("untrusted"):
+        why = "task %s read untrusted input, %s; its grant gives %s after that to a human to approve" % (
+            grant["task"], named("untrusted"), q.action)
+    else:
+        return None
+    verdict = approval_verdict(q.store, grant, q.action, q.resource, approval_subject(q.action, q.context), why)
+    if not verdict.allowed:
+        return verdict
+    q.approval, q.approved = verdict.approval, verdict.reasons[0]
+    return None
+
+
 def rule_delegator(q):
     resource, user = q.resource, q.user
     # (a task token answers for its grant's delegator, whom rule_standing checks)
@@ -1048,6 +1103,13 @@ POLICY_RULES = (
                "sender_constrained, network_allowlist_max, max_task_token_seconds); a grant beyond them is refused "
                "when made and cut when they tighten. Until the site's admins say otherwise: %s" % json.dumps(
                    DEFAULT_SITE_AGENT_POLICY), rule_guardrails),
+    PolicyRule("information flow, for task tokens: once a task (every grant of its chain) has read private content "
+               "(a private repository's code or issues, a secret, the broker's answers), a change where a wider "
+               "audience reads (a public repository, its issues and comments; a broker call outside the grant's "
+               "private_sinks) waits for a human's approval that names the read and the write; once it has read "
+               "untrusted input (issues, comments, pull requests by accounts without write access), so do the actions "
+               "its grant lists in requires_approval_after_untrusted. A run's and an App installation's grants, made "
+               "from permissions, are not held to it", rule_information_flow),
     PolicyRule("an agent whose delegator is suspended works on its own repositories only", rule_delegator),
     PolicyRule("some actions are for humans only", rule_humans_only),
     PolicyRule("the permission held on the resource must reach the action's level: the principal's own, or "

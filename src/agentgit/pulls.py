@@ -18,7 +18,7 @@ from agentgit.routing import route
 from agentgit.serializers import commit_json, node_id, repo_json, user_json, user_json_by_id
 from agentgit.lookups import find_repo
 from agentgit.notifications import notify
-from agentgit.issues import changing_issue, find_issue, insert_event, insert_issue, issue_json
+from agentgit.issues import changing_issue, find_issue, insert_event, insert_issue, issue_json, note_untrusted
 
 
 # -- pull requests ------------------------------------------------------------------------------
@@ -252,9 +252,11 @@ def list_pulls(req, owner, repo):
     sort = {"created": "i.created_at", "updated": "i.updated_at", "popularity": "i.updated_at",
             "long-running": "i.created_at"}.get(req.query.get("sort", "created"), "i.created_at")
     direction = "ASC" if req.query.get("direction", "desc" if sort != "long-running" else "asc") == "asc" else "DESC"
-    rows = req.app.store.all("SELECT i.*, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE %s"
-                             " ORDER BY %s %s, i.number %s" % (" AND ".join(where), sort, direction, direction), *args)
-    return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in req.paginate(rows)]
+    rows = req.paginate(req.app.store.all("SELECT i.*, p.* FROM issues i JOIN pulls p ON p.issue_id = i.id WHERE %s"
+                                          " ORDER BY %s %s, i.number %s" % (" AND ".join(where), sort, direction,
+                                                                             direction), *args))
+    note_untrusted(req, row, [("pull request #%d" % r["number"], r["user_id"]) for r in rows])
+    return [pull_json(req.app, row, *pull_rows(req.app, r["issue_id"])) for r in rows]
 
 
 ASSOCIATED_PULLS_SOUGHT = 200       # a commit's pull requests are sought among its repository's newest 200
@@ -302,6 +304,7 @@ def commit_pulls(req, owner, repo, sha):
 @route("GET", "/api/v3/repos/{owner}/{repo}/pulls/{number:int}")
 def get_pull(req, owner, repo, number):
     row, issue, pull = find_pull(req, owner, repo, number)
+    note_untrusted(req, row, [("pull request #%d" % issue["number"], issue["user_id"])])
     media = req.text_media()
     if media:
         return 200, pull_text(req.app, row, issue, pull, media == "patch"), {"Content-Type": "text/plain; charset=utf-8"}

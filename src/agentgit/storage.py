@@ -27,7 +27,7 @@ from agentgit.config import OTHER_PROCESS_POLL
 # schema.sql is the schema's only source: the package reads it from the top of the checkout, and
 # `make dist` writes its text in place of this line into agentgit.py.
 SCHEMA = pathlib.Path(__file__).parents[2].joinpath("schema.sql").read_text(encoding="utf-8")
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 # SCHEMA is idempotent, so a newer version re-runs it whole; a migration does what it cannot do alone,
 # all in one transaction. Its new columns are added to the tables that exist without them (SCHEMA makes
 # a missing table whole); then every version's ``before`` runs in order, SCHEMA, and every ``after``.
@@ -133,6 +133,8 @@ MIGRATIONS = {
                   "ALTER TABLE workflow_runs RENAME COLUMN pushed TO event_fields;", ""),
     # rate limits counted in the database, by every server process together (SCHEMA makes the table)
     13: Migration([], "", ""),
+    # what each task has read, for the information-flow rule (SCHEMA makes the table)
+    14: Migration([], "", ""),
 }
 
 
@@ -300,6 +302,12 @@ IDLE_CONNECTIONS = 8                       # kept open for the next request; mor
 
 class IntegrityError(Exception):
     """A constraint refused a change (PostgreSQL's class 23), as sqlite3.IntegrityError."""
+
+
+def only_new_tables(version):
+    """Do the migrations since ``version`` only add tables (SCHEMA makes them), so that PostgreSQL, which
+    runs none of SQLite's migration steps, is upgraded by SCHEMA alone?"""
+    return all(MIGRATIONS.get(v) == Migration([], "", "") for v in range(version + 1, SCHEMA_VERSION + 1))
 
 
 def postgres_schema(schema):
@@ -551,9 +559,18 @@ class PostgresStore(Store):
                     fill(db)
                 db.executescript(foreign_keys)
                 db.execute("INSERT INTO agentgit_schema (version, generation) VALUES (?, 0)", (SCHEMA_VERSION,))
+            elif row["version"] < SCHEMA_VERSION and only_new_tables(row["version"]):
+                # what SCHEMA adds by itself (its tables are made if missing): the new tables' foreign keys too
+                existing = {r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE"
+                                                     " table_schema = current_schema()").fetchall()}
+                tables, foreign_keys = postgres_schema(SCHEMA)
+                db.executescript(tables)
+                db.executescript("\n".join(key for key in foreign_keys.splitlines() if key.split()[2] not in existing))
+                db.execute("UPDATE agentgit_schema SET version = ?", (SCHEMA_VERSION,))
             elif row["version"] != SCHEMA_VERSION:
-                raise RuntimeError("this PostgreSQL database is at schema version %d; this agentgit reads %d" % (
-                    row["version"], SCHEMA_VERSION))
+                raise RuntimeError("this PostgreSQL database is at schema version %d; this agentgit reads %d%s" % (
+                    row["version"], SCHEMA_VERSION, "" if row["version"] > SCHEMA_VERSION else ", and upgrades on "
+                    "PostgreSQL only what later versions made by adding tables"))
         except BaseException:
             db.rollback()
             raise

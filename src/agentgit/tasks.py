@@ -34,8 +34,8 @@ TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo"
 # what a grant may name: actions on its repositories, and calls through the broker with its credentials
 # (asking for a tool token, use_credential, is what requires_approval may reserve for a human's yes)
 GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS + ("call_api", "use_credential")
-TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "paths", "requires_approval",
-                    "requires_approval_paths", "runtime", "sender_constrained")
+TASK_CONSTRAINTS = ("branch_prefix", "expires_at", "network_allowlist", "paths", "private_sinks", "requires_approval",
+                    "requires_approval_after_untrusted", "requires_approval_paths", "runtime", "sender_constrained")
 PATH_RULES_MAX = 100          # globs in one of a grant's path lists, each of at most 256 characters
 ALLOWLIST_ENTRY_RE = re.compile(r"(?:https?://)?(?:\*\.)?[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?")
 
@@ -46,7 +46,13 @@ def grant_json(app, row):
     return {"id": row["public_id"], "agent": "agent:" + agent["login"], "delegator": "user:" + grant["delegator_login"],
             "task": row["task"], "resources": sorted(grant["resources"]), "actions": sorted(grant["actions"]),
             "constraints": grant["constraints"], "created_at": row["created_at"], "expires_at": row["expires_at"],
-            "revoked_at": row["revoked_at"]}
+            "revoked_at": row["revoked_at"], "read": task_reads_json(app.store, grant["task_id"])}
+
+
+def task_reads_json(store, task_id):
+    """What the task has read that decides where it may write (rule_information_flow)."""
+    return [{"kind": r["kind"], "resource": r["resource"], "what": r["what"], "at": r["at"]}
+            for r in store.all("SELECT * FROM task_reads WHERE grant_id = ? ORDER BY id", task_id)]
 
 
 def strip_kind(value, kind):
@@ -78,8 +84,9 @@ def make_task_grant(req, body):
         raise invalid("TaskGrant", "resources", message="resources are repositories (repo:owner/name) and broker "
                                                         "credentials (credential:owner/name)")
     unknown = [a for a in actions if a not in GRANT_ACTIONS]
-    approval = constraints.get("requires_approval", [])
-    if not actions or unknown or not isinstance(approval, list) or any(a not in APPROVABLE_ACTIONS for a in approval):
+    approval = [constraints.get(name, []) for name in ("requires_approval", "requires_approval_after_untrusted")]
+    if not actions or unknown or not all(isinstance(names, list) and all(a in APPROVABLE_ACTIONS for a in names)
+                                         for names in approval):
         raise invalid("TaskGrant", "actions", message="actions are from %s" % ", ".join(GRANT_ACTIONS))
     try:
         expires = parse_time(constraints.get("expires_at") or from_now(86400))
@@ -143,12 +150,14 @@ def insert_task_grant(db, agent_id, delegator_id, task, resources, actions, cons
 
 
 def check_network_constraints(constraints):
-    """network_allowlist: [scheme://]host[:port] entries (a leading *. for subdomains); runtime: SPIFFE
+    """network_allowlist, and private_sinks (where what the task read privately may go without a human's
+    yes): [scheme://]host[:port] entries (a leading *. for subdomains); runtime: SPIFFE
     IDs (* for any part), normalized in place; sender_constrained: a boolean."""
-    hosts = constraints.get("network_allowlist", [])
-    if not isinstance(hosts, list) or not all(isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts):
-        raise invalid("TaskGrant", "constraints", message="network_allowlist is a list of hosts: host, host:port, "
-                                                          "*.domain, or http://host:port for plain HTTP")
+    for name in ("network_allowlist", "private_sinks"):
+        hosts = constraints.get(name, [])
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and ALLOWLIST_ENTRY_RE.fullmatch(h) for h in hosts):
+            raise invalid("TaskGrant", "constraints", message="%s is a list of hosts: host, host:port, *.domain, or "
+                                                              "http://host:port for plain HTTP" % name)
     runtimes = constraints.get("runtime", [])
     try:
         if not isinstance(runtimes, list):
