@@ -28,107 +28,108 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2233  tokens.issue_token
-       line  2255  tokens.verify_token
+       line  2234  tokens.issue_token
+       line  2256  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3730  policy.POLICY_RULES
-       line  3793  policy.decide
+       line  3741  policy.POLICY_RULES
+       line  3804  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3859  audit.audit_append
-       line  3882  audit.audit_verify
+       line  3870  audit.audit_append
+       line  3893  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13214  delegation.create_invite
-       line 13288  delegation.confirm_binding
-       line 13931  tasks.create_task_grant
-       line  4756  authentication.load_grant
+       line 13225  delegation.create_invite
+       line 13299  delegation.confirm_binding
+       line 13942  tasks.create_task_grant
+       line  4767  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21359  server.App.dispatch
-       line  4633  authentication.authenticate
-       line  4284  ledger.Ledger
+       line 21370  server.App.dispatch
+       line  4644  authentication.authenticate
+       line  4295  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20978  githttp.git_receive_pack
-       line  4328  ledger.Ledger.decide_each
-       line  4262  intents.reconcile_intents
+       line 20989  githttp.git_receive_pack
+       line  4339  ledger.Ledger.decide_each
+       line  4273  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   206-  318  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   319-  348  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   349-  881  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   882-  992  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   993- 1640  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1641- 1677  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1678- 1936  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1937- 2181  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2182- 2282  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2283- 2435  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2436- 2661  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. policy             lines  2662- 3816  Policy: the action table and decide(), the one policy decision point.
-    13. audit              lines  3817- 4031  Audit: the hash-chained log and its verifier.
-    14. outbox             lines  4032- 4135  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    15. approvals          lines  4136- 4205  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    16. intents            lines  4206- 4278  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    17. ledger             lines  4279- 4504  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    18. authentication     lines  4505- 4817  Authentication: the Principal, and the request credentials it is built from.
-    19. installation       lines  4818- 5009  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    20. routing            lines  5010- 5139  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    21. request            lines  5140- 5435  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    22. serializers        lines  5436- 5652  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    23. lookups            lines  5653- 5720  Lookups: what a REST request names (accounts, repositories), found or 404.
-    24. web                lines  5721- 5996  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    25. users              lines  5997- 6094  REST: the API root, meta, rate limit and users.
-    26. repositories       lines  6095- 6631  REST: repositories, forks, branches, refs, commits and collaborators.
-    27. notifications      lines  6632- 6902  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    28. issues             lines  6903- 7712  REST: issues, comments, labels and milestones.
-    29. sub_issues         lines  7713- 7842  REST: sub-issues, github.com's tree of issues.
-    30. pulls              lines  7843- 8372  REST: pull requests and their merges.
-    31. reviews            lines  8373- 8727  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    32. reactions          lines  8728- 8835  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    33. timeline           lines  8836- 8892  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    34. contents           lines  8893- 9134  REST: file contents and READMEs, read and written as commits.
-    35. protection         lines  9135- 9416  REST: branch protection, commit statuses and check runs.
-    36. deployments        lines  9417- 9579  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    37. gitdata            lines  9580- 9929  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    38. releases           lines  9930-10274  REST: releases, tags and release assets.
-    39. deploy_keys        lines 10275-10353  REST: deploy keys.
-    40. actions            lines 10354-10828  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    41. artifacts          lines 10829-11360  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    42. search             lines 11361-11563  REST: search over repositories, issues, code and accounts.
-    43. orgs               lines 11564-11912  REST: organizations, memberships and teams.
-    44. webhooks           lines 11913-12475  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    45. actions_config     lines 12476-13032  REST: Actions configuration: environments, and secrets and variables at three levels.
-    46. personal_tokens    lines 13033-13108  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    47. delegation         lines 13109-13676  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    48. vault              lines 13677-13888  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    49. tasks              lines 13889-14362  REST: task grants, task tokens, step-up and approvals.
-    50. apps               lines 14363-15002  REST: GitHub Apps, as agents.
-    51. runner             lines 15003-15821  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    52. oversight          lines 15822-16082  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    53. graphql_language   lines 16083-16345  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    54. graphql_resolvers  lines 16346-17027  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    55. graphql_git        lines 17028-17258  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    56. graphql_mutations  lines 17259-17645  GraphQL mutations: each one decided as its REST twin is.
-    57. graphql_schema     lines 17646-18119  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    58. graphql_execution  lines 18120-18400  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    59. client_assertions  lines 18401-18583  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    60. settings_pages     lines 18584-18920  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    61. oauth_clients      lines 18921-19160  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    62. broker             lines 19161-19619  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    63. oauth              lines 19620-20332  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    64. mcp_server         lines 20333-20840  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    65. githttp            lines 20841-21080  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    66. pages              lines 21081-21349  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    67. server             lines 21350-22082  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    68. clients            lines 22083-22359  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    69. cli                lines 22360-22956  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22957-23956  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   207-  319  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   320-  349  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   350-  882  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   883-  993  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   994- 1641  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1642- 1678  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1679- 1937  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1938- 2182  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2183- 2283  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2284- 2436  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2437- 2662  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. guardrails         lines  2663- 2840  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
+    13. policy             lines  2841- 3827  Policy: the action table and decide(), the one policy decision point.
+    14. audit              lines  3828- 4042  Audit: the hash-chained log and its verifier.
+    15. outbox             lines  4043- 4146  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    16. approvals          lines  4147- 4216  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    17. intents            lines  4217- 4289  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    18. ledger             lines  4290- 4515  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4516- 4828  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4829- 5020  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5021- 5150  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5151- 5446  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5447- 5663  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5664- 5731  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5732- 6007  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6008- 6105  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6106- 6642  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6643- 6913  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6914- 7723  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7724- 7853  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7854- 8383  REST: pull requests and their merges.
+    32. reviews            lines  8384- 8738  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8739- 8846  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8847- 8903  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8904- 9145  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9146- 9427  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9428- 9590  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9591- 9940  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines  9941-10285  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10286-10364  REST: deploy keys.
+    41. actions            lines 10365-10839  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10840-11371  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11372-11574  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11575-11923  REST: organizations, memberships and teams.
+    45. webhooks           lines 11924-12486  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12487-13043  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13044-13119  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13120-13687  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13688-13899  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13900-14373  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14374-15013  REST: GitHub Apps, as agents.
+    52. runner             lines 15014-15832  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15833-16093  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. graphql_language   lines 16094-16356  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    55. graphql_resolvers  lines 16357-17038  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    56. graphql_git        lines 17039-17269  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    57. graphql_mutations  lines 17270-17656  GraphQL mutations: each one decided as its REST twin is.
+    58. graphql_schema     lines 17657-18130  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    59. graphql_execution  lines 18131-18411  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    60. client_assertions  lines 18412-18594  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    61. settings_pages     lines 18595-18931  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    62. oauth_clients      lines 18932-19171  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    63. broker             lines 19172-19630  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    64. oauth              lines 19631-20343  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    65. mcp_server         lines 20344-20851  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    66. githttp            lines 20852-21091  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    67. pages              lines 21092-21360  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    68. server             lines 21361-22093  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    69. clients            lines 22094-22370  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    70. cli                lines 22371-22967  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 22968-23967  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 7880246d669124de9502904fd58a41a6a5091213dd69964f6d8845ab81139b68
+Made from sources whose SHA-256 is 7342d08436323f08b5e9a9e7584068e322d1af608b32df0777c6107b5bd0f68d
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2660,8 +2661,186 @@ def team_by_slug(store, org_login, slug):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 12. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
-# uses: config, gitstore, accounts
+# 12. src/agentgit/guardrails.py — Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
+# uses: accounts
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+def path_rules(grant):
+    """A grant's path rules, (paths, requires_approval_paths), or None when it has neither."""
+    constraints = grant["constraints"] if grant is not None else {}
+    if "paths" not in constraints and "requires_approval_paths" not in constraints:
+        return None
+    return constraints.get("paths"), constraints.get("requires_approval_paths") or []
+
+
+@functools.lru_cache(maxsize=1024)
+def path_pattern(pattern):
+    """A path glob as a regular expression: ``**`` any number of directories, ``*`` and ``?`` within
+    one name; a pattern also covers everything under a directory it names (``docs`` is docs/**)."""
+    parts = re.split(r"(\*\*/|/\*\*$|\*\*|\*|\?)", pattern.strip("/"))
+    regex = "".join({"**/": "(?:.*/)?", "/**": "(?:/.*)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part) or
+                    re.escape(part) for part in parts)
+    return re.compile("%s(?:/.*)?" % regex, re.S)
+
+
+def path_matches(patterns, path):
+    return any(path_pattern(pattern).fullmatch(path) for pattern in patterns)
+
+
+# -- guardrails: what an organization's owners, or the site's admins, let no agent do ------------------
+
+AGENT_POLICY_FIELDS = ("deny", "requires_approval", "requires_approval_paths", "max_task_token_seconds",
+                       "sender_constrained", "runtimes", "network_allowlist_max")
+# A new installation's, until its admins set their own: no agent deletes a repository, changes a
+# branch's protection, or manages who belongs (members, teams, collaborators), on anything not its own,
+# whatever a grant says.
+DEFAULT_SITE_AGENT_POLICY = {"deny": ["delegate_access", "delegate_team", "delete_repo", "manage_org", "manage_protection",
+                                      "manage_team"]}
+
+
+def agent_policies(store):
+    """{"site": (who, policy), org id: (who, policy)}: the guardrails set (settings rows
+    agent_policy:site and agent_policy:org:<id>), the site's default where none is."""
+    def load():
+        found = {"site": ("the site", DEFAULT_SITE_AGENT_POLICY)}
+        for row in store.all("SELECT name, value FROM settings WHERE name LIKE 'agent_policy:%'"):
+            scope = row["name"][len("agent_policy:"):]
+            if scope == "site":
+                found["site"] = ("the site", json.loads(row["value"]))
+            else:
+                org = account_by_id(store, int(scope[len("org:"):]))
+                if org is not None:
+                    found[org["id"]] = ("organization " + org["login"], json.loads(row["value"]))
+        return found
+    return store.cached(("agent-policies",), load)
+
+
+def guardrails_over(store, org_ids):
+    """[(who, policy)]: the site's guardrails, and those of each organization of ``org_ids`` that has set any."""
+    policies = agent_policies(store)
+    return [policies["site"]] + [policies[org_id] for org_id in sorted(org_ids) if org_id in policies]
+
+
+def repo_org_ids(repo_row):
+    """The organization that owns a repository, as a set of its id (empty for a user's)."""
+    return {repo_row["owner_id"]} if repo_row["owner_kind"] == "org" else set()
+
+
+def resource_org_ids(resource):
+    """The organization a policy Resource belongs to, as a set of its id (empty for a user's)."""
+    row = resource.row
+    if resource.kind == "repo":
+        return repo_org_ids(row)
+    if resource.kind in ("org", "team"):
+        return {row["org_id" if resource.kind == "team" else "id"]}
+    if resource.kind == "account" and row["kind"] == "org":
+        return {row["id"]}
+    return set()
+
+
+def guardrail_paths(store, repo_row):
+    """The requires_approval_paths of the guardrails over a repository."""
+    return [glob for _, policy in guardrails_over(store, repo_org_ids(repo_row))
+            for glob in policy.get("requires_approval_paths", ())]
+
+
+def paths_judged(store, principal, repo_row):
+    """Whether a ref move by ``principal`` on ``repo_row`` is judged path by path (change_paths): its task
+    grant has path rules, or it is an agent on what is not its own under guardrails that give paths to a
+    human to approve."""
+    user = principal.user
+    return path_rules(principal.grant) is not None or (
+        user is not None and user["kind"] == "agent" and repo_row["owner_id"] != user["id"] and
+        bool(guardrail_paths(store, repo_row)))
+
+
+def grant_org_ids(store, resource_names):
+    """The organizations that own what a grant names (repo:org/name, credential:org/name)."""
+    owners = {name.split(":", 1)[-1].split("/")[0] for name in resource_names}
+    return {row["id"] for row in (store.one("SELECT id, kind FROM accounts WHERE login = ?", login) for login in owners)
+            if row is not None and row["kind"] == "org"}
+
+
+def within_allowlist(entry, allowed):
+    """Is a network_allowlist entry inside ``allowed`` (the same entry, or under one's *. domain)?"""
+    scheme, host, port = allowlist_entry(entry)
+    return any((scheme, port) == (s, p) and (host == h or h.startswith("*.") and host.endswith(h[1:]))
+               for s, h, p in map(allowlist_entry, allowed))
+
+
+def guardrail_excess(store, actions, constraints, resource_names):
+    """Why a grant of ``actions`` with ``constraints`` on ``resource_names`` asks for more than the
+    guardrails over those resources allow now, or None: refused when it is made, cut when they tighten."""
+    for who, policy in guardrails_over(store, grant_org_ids(store, resource_names)):
+        denied = sorted(set(actions) & set(policy.get("deny", ())))
+        if denied:
+            return "%s's agent policy lets no agent %s" % (who, ", ".join(denied))
+        if policy.get("sender_constrained") and not constraints.get("sender_constrained"):
+            return "%s's agent policy wants every task grant sender_constrained" % who
+        runtimes, granted = policy.get("runtimes"), constraints.get("runtime") or []
+        if runtimes and not (granted and all(any(fnmatch.fnmatchcase(g, p) for p in runtimes) for g in granted)):
+            return "%s's agent policy wants a runtime constraint within %s" % (who, ", ".join(runtimes))
+        hosts = policy.get("network_allowlist_max")
+        outside = [entry for entry in constraints.get("network_allowlist", ()) if hosts is not None and
+                   not within_allowlist(entry, hosts)]
+        if outside:
+            return "%s's agent policy allows calls to %s at most, not %s" % (who, ", ".join(hosts) or "none",
+                                                                              ", ".join(outside))
+    return None
+
+
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def allowlist_entry(entry):
+    """(scheme, host pattern, port) of a network_allowlist entry: host (https, 443), host:port, a
+    leading *. for any subdomain, and http:// spelled out for a plain-HTTP upstream."""
+    scheme, _, rest = entry.rpartition("://") if "://" in entry else ("https", "", entry)
+    host, _, port = rest.partition(":")
+    return scheme, host.lower(), int(port) if port.isdigit() else DEFAULT_PORTS.get(scheme)
+
+
+def outside_allowlist(allowlist, url):
+    """Why ``url`` is outside a grant's network_allowlist (scheme, host and port must match one
+    entry), or None when it is inside."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme))
+    except ValueError:
+        return "%s is not a URL" % url[:200]
+    for scheme, host, port in map(allowlist_entry, allowlist):
+        if (scheme, port) == (origin[0], origin[2]) and (host == origin[1] or host.startswith("*.") and
+                                                         origin[1].endswith(host[1:])):
+            return None
+    return "%s://%s:%s is not in its network_allowlist (%s)" % (origin + (", ".join(allowlist) or "empty",))
+
+
+def read_of(action, spec, resource, context):
+    """(kind, resource, what) that an allowed ``action`` reads, that decides where its task may write
+    next, or None: a private repository's code and issues, a secret, a broker's answers."""
+    if spec.sensitive:
+        return "private", resource.name, "secret %s" % context.get("secret", "")
+    if resource.kind == "credential":
+        return "private", resource.name, "answers through the broker"
+    if resource.kind == "repo" and not spec.mutation and resource.row["private"]:
+        return "private", resource.name, "its code and issues"
+    return None
+
+
+def wider_audience(q):
+    """Why a write by ``q`` reaches readers a task's private reads did not have, or None."""
+    if q.resource.kind == "repo" and not q.resource.row["private"]:
+        return "%s is public" % q.resource.name
+    upstream = q.context.get("upstream")
+    sinks = q.principal.grant["constraints"].get("private_sinks")
+    if upstream and sinks is not None and outside_allowlist(sinks, upstream):
+        return "%s is outside its private_sinks (%s)" % (upstream, ", ".join(sinks) or "none")
+    return None
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 13. src/agentgit/policy.py — Policy: the action table and decide(), the one policy decision point.
+# uses: config, gitstore, accounts, guardrails
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # decide() is the only place that says yes or no. Endpoints name an action from ACTIONS and a
@@ -3155,28 +3334,6 @@ def approval_verdict(store, grant, action, resource, subject, waiting):
         approved["login"] or "a human since removed", approved["public_id"])], approval=approved["id"])
 
 
-def path_rules(grant):
-    """A grant's path rules, (paths, requires_approval_paths), or None when it has neither."""
-    constraints = grant["constraints"] if grant is not None else {}
-    if "paths" not in constraints and "requires_approval_paths" not in constraints:
-        return None
-    return constraints.get("paths"), constraints.get("requires_approval_paths") or []
-
-
-@functools.lru_cache(maxsize=1024)
-def path_pattern(pattern):
-    """A path glob as a regular expression: ``**`` any number of directories, ``*`` and ``?`` within
-    one name; a pattern also covers everything under a directory it names (``docs`` is docs/**)."""
-    parts = re.split(r"(\*\*/|/\*\*$|\*\*|\*|\?)", pattern.strip("/"))
-    regex = "".join({"**/": "(?:.*/)?", "/**": "(?:/.*)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part) or
-                    re.escape(part) for part in parts)
-    return re.compile("%s(?:/.*)?" % regex, re.S)
-
-
-def path_matches(patterns, path):
-    return any(path_pattern(pattern).fullmatch(path) for pattern in patterns)
-
-
 def path_verdict(store, grant, resource, context):
     """A grant's path rules, with the guardrails' requires_approval_paths over the repository, on what a
     ref move brings (context["changes"], from changes_brought): a path outside ``paths`` refuses it,
@@ -3184,7 +3341,7 @@ def path_verdict(store, grant, resource, context):
     those files at exactly that content."""
     rules, gid, ref = path_rules(grant), grant["public_id"], context.get("ref", "")
     deny = lambda reason: Decision("deny", "change_paths", resource.name, [reason])  # noqa: E731
-    guarded = guardrail_paths(store, resource)
+    guarded = guardrail_paths(store, resource.row)
     if rules is None and not guarded:
         return None
     paths, approval_paths = rules or (None, [])
@@ -3208,129 +3365,6 @@ def path_verdict(store, grant, resource, context):
     return approval_verdict(store, grant, "change_paths", resource, subject, "%s changes %s, which its "
                             "requires_approval_paths (%s) give a human to approve first" % (
                                 ref, ", ".join(files), ", ".join(approval_paths)))
-
-
-# -- guardrails: what an organization's owners, or the site's admins, let no agent do ------------------
-
-AGENT_POLICY_FIELDS = ("deny", "requires_approval", "requires_approval_paths", "max_task_token_seconds",
-                       "sender_constrained", "runtimes", "network_allowlist_max")
-# A new installation's, until its admins set their own: no agent deletes a repository, changes a
-# branch's protection, or manages who belongs (members, teams, collaborators), on anything not its own,
-# whatever a grant says.
-DEFAULT_SITE_AGENT_POLICY = {"deny": ["delegate_access", "delegate_team", "delete_repo", "manage_org", "manage_protection",
-                                      "manage_team"]}
-
-
-def agent_policies(store):
-    """{"site": (who, policy), org id: (who, policy)}: the guardrails set (settings rows
-    agent_policy:site and agent_policy:org:<id>), the site's default where none is."""
-    def load():
-        found = {"site": ("the site", DEFAULT_SITE_AGENT_POLICY)}
-        for row in store.all("SELECT name, value FROM settings WHERE name LIKE 'agent_policy:%'"):
-            scope = row["name"][len("agent_policy:"):]
-            if scope == "site":
-                found["site"] = ("the site", json.loads(row["value"]))
-            else:
-                org = account_by_id(store, int(scope[len("org:"):]))
-                if org is not None:
-                    found[org["id"]] = ("organization " + org["login"], json.loads(row["value"]))
-        return found
-    return store.cached(("agent-policies",), load)
-
-
-def guardrails_over(store, org_ids):
-    """[(who, policy)]: the site's guardrails, and those of each organization of ``org_ids`` that has set any."""
-    policies = agent_policies(store)
-    return [policies["site"]] + [policies[org_id] for org_id in sorted(org_ids) if org_id in policies]
-
-
-def resource_org_ids(resource):
-    """The organization a resource belongs to, as a set of its id (empty for a user's)."""
-    row = resource.row
-    if resource.kind == "repo":
-        return {row["owner_id"]} if row["owner_kind"] == "org" else set()
-    if resource.kind in ("org", "team"):
-        return {row["org_id" if resource.kind == "team" else "id"]}
-    if resource.kind == "account" and row["kind"] == "org":
-        return {row["id"]}
-    return set()
-
-
-def guardrail_paths(store, resource):
-    """The requires_approval_paths of the guardrails over a repository."""
-    return [glob for _, policy in guardrails_over(store, resource_org_ids(resource))
-            for glob in policy.get("requires_approval_paths", ())]
-
-
-def paths_judged(store, principal, repo_row):
-    """Whether a ref move by ``principal`` on ``repo_row`` is judged path by path (change_paths): its task
-    grant has path rules, or it is an agent on what is not its own under guardrails that give paths to a
-    human to approve."""
-    user = principal.user
-    return path_rules(principal.grant) is not None or (
-        user is not None and user["kind"] == "agent" and repo_row["owner_id"] != user["id"] and
-        bool(guardrail_paths(store, Resource.repo(repo_row))))
-
-
-def grant_org_ids(store, resource_names):
-    """The organizations that own what a grant names (repo:org/name, credential:org/name)."""
-    owners = {name.split(":", 1)[-1].split("/")[0] for name in resource_names}
-    return {row["id"] for row in (store.one("SELECT id, kind FROM accounts WHERE login = ?", login) for login in owners)
-            if row is not None and row["kind"] == "org"}
-
-
-def within_allowlist(entry, allowed):
-    """Is a network_allowlist entry inside ``allowed`` (the same entry, or under one's *. domain)?"""
-    scheme, host, port = allowlist_entry(entry)
-    return any((scheme, port) == (s, p) and (host == h or h.startswith("*.") and host.endswith(h[1:]))
-               for s, h, p in map(allowlist_entry, allowed))
-
-
-def guardrail_excess(store, actions, constraints, resource_names):
-    """Why a grant of ``actions`` with ``constraints`` on ``resource_names`` asks for more than the
-    guardrails over those resources allow now, or None: refused when it is made, cut when they tighten."""
-    for who, policy in guardrails_over(store, grant_org_ids(store, resource_names)):
-        denied = sorted(set(actions) & set(policy.get("deny", ())))
-        if denied:
-            return "%s's agent policy lets no agent %s" % (who, ", ".join(denied))
-        if policy.get("sender_constrained") and not constraints.get("sender_constrained"):
-            return "%s's agent policy wants every task grant sender_constrained" % who
-        runtimes, granted = policy.get("runtimes"), constraints.get("runtime") or []
-        if runtimes and not (granted and all(any(fnmatch.fnmatchcase(g, p) for p in runtimes) for g in granted)):
-            return "%s's agent policy wants a runtime constraint within %s" % (who, ", ".join(runtimes))
-        hosts = policy.get("network_allowlist_max")
-        outside = [entry for entry in constraints.get("network_allowlist", ()) if hosts is not None and
-                   not within_allowlist(entry, hosts)]
-        if outside:
-            return "%s's agent policy allows calls to %s at most, not %s" % (who, ", ".join(hosts) or "none",
-                                                                              ", ".join(outside))
-    return None
-
-
-DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-def allowlist_entry(entry):
-    """(scheme, host pattern, port) of a network_allowlist entry: host (https, 443), host:port, a
-    leading *. for any subdomain, and http:// spelled out for a plain-HTTP upstream."""
-    scheme, _, rest = entry.rpartition("://") if "://" in entry else ("https", "", entry)
-    host, _, port = rest.partition(":")
-    return scheme, host.lower(), int(port) if port.isdigit() else DEFAULT_PORTS.get(scheme)
-
-
-def outside_allowlist(allowlist, url):
-    """Why ``url`` is outside a grant's network_allowlist (scheme, host and port must match one
-    entry), or None when it is inside."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme))
-    except ValueError:
-        return "%s is not a URL" % url[:200]
-    for scheme, host, port in map(allowlist_entry, allowlist):
-        if (scheme, port) == (origin[0], origin[2]) and (host == origin[1] or host.startswith("*.") and
-                                                         origin[1].endswith(host[1:])):
-            return None
-    return "%s://%s:%s is not in its network_allowlist (%s)" % (origin + (", ".join(allowlist) or "empty",))
 
 
 def binding_refusal(q, constraints, minting):
@@ -3526,29 +3560,6 @@ def guardrail_refusal(q):
 # a private repository and publish what it read. A task's reads are recorded (Ledger.note_read): once it
 # has read private content, a write that a wider audience reads waits for a human; and once it has read
 # untrusted input, the actions its grant names in requires_approval_after_untrusted do.
-
-def read_of(action, spec, resource, context):
-    """(kind, resource, what) that an allowed ``action`` reads, that decides where its task may write
-    next, or None: a private repository's code and issues, a secret, a broker's answers."""
-    if spec.sensitive:
-        return "private", resource.name, "secret %s" % context.get("secret", "")
-    if resource.kind == "credential":
-        return "private", resource.name, "answers through the broker"
-    if resource.kind == "repo" and not spec.mutation and resource.row["private"]:
-        return "private", resource.name, "its code and issues"
-    return None
-
-
-def wider_audience(q):
-    """Why a write by ``q`` reaches readers a task's private reads did not have, or None."""
-    if q.resource.kind == "repo" and not q.resource.row["private"]:
-        return "%s is public" % q.resource.name
-    upstream = q.context.get("upstream")
-    sinks = q.principal.grant["constraints"].get("private_sinks")
-    if upstream and sinks is not None and outside_allowlist(sinks, upstream):
-        return "%s is outside its private_sinks (%s)" % (upstream, ", ".join(sinks) or "none")
-    return None
-
 
 def rule_information_flow(q):
     grant = q.principal.grant
@@ -3815,7 +3826,7 @@ def decide(store, principal, action, resource, context=None):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 13. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
+# 14. src/agentgit/audit.py — Audit: the hash-chained log and its verifier.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4030,7 +4041,7 @@ def explain(row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 14. src/agentgit/outbox.py — The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+# 15. src/agentgit/outbox.py — The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
 # uses: config, storage, gitstore
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4134,7 +4145,7 @@ def queue_delivery(db, hook_id, event, action, repo_id, subject, chain, payload=
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 15. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+# 16. src/agentgit/approvals.py — Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
 # uses: config, storage
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4204,7 +4215,7 @@ def give_back_approval(db, approval_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 16. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+# 17. src/agentgit/intents.py — Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
 # uses: config, storage, gitstore, audit, approvals, outbox
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4277,8 +4288,8 @@ def reconcile_intents(app):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 17. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-# uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, outbox
+# 18. src/agentgit/ledger.py — The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+# uses: config, errors, gitstore, accounts, guardrails, policy, audit, approvals, intents, outbox
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 class Ledger:
@@ -4503,7 +4514,7 @@ class Ledger:
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 18. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
+# 19. src/agentgit/authentication.py — Authentication: the Principal, and the request credentials it is built from.
 # uses: config, errors, crypto, tokens, proofs, accounts, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -4816,7 +4827,7 @@ def remember_runtime_certificate(db, principal):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 19. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+# 20. src/agentgit/installation.py — The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
 # uses: config, storage, gitstore, gitwire, tokens, proofs, accounts, audit, authentication, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5008,7 +5019,7 @@ def cli_add_agent(app, prefix, repo_name="workspace"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 20. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+# 21. src/agentgit/routing.py — Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
 # uses: errors
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5138,7 +5149,7 @@ def find_route(method, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 21. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+# 22. src/agentgit/request.py — The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
 # uses: config, errors, ledger
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5434,7 +5445,7 @@ class Request(Ledger):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 22. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+# 23. src/agentgit/serializers.py — Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
 # uses: accounts, policy
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5651,7 +5662,7 @@ def ref_json(app, repo_name, ref, sha, obj_type):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 23. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
+# 24. src/agentgit/lookups.py — Lookups: what a REST request names (accounts, repositories), found or 404.
 # uses: errors, accounts, policy, serializers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5719,7 +5730,7 @@ def sort_repos(req, pairs, default_sort="full_name"):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 24. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+# 25. src/agentgit/web.py — Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -5995,7 +6006,7 @@ def signed_in_page(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 25. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
+# 26. src/agentgit/users.py — REST: the API root, meta, rate limit and users.
 # uses: config, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6093,7 +6104,7 @@ def unsuspend_user(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 26. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
+# 27. src/agentgit/repositories.py — REST: repositories, forks, branches, refs, commits and collaborators.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6630,7 +6641,7 @@ def collaborator_permission(req, owner, repo, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 27. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
+# 28. src/agentgit/notifications.py — REST: notifications (GitHub's inbox of threads) and watching repositories.
 # uses: config, errors, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -6901,7 +6912,7 @@ def watch(req, user, repo, subscribed, ignored):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 28. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
+# 29. src/agentgit/issues.py — REST: issues, comments, labels and milestones.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, notifications, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7711,7 +7722,7 @@ def delete_milestone(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 29. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
+# 30. src/agentgit/sub_issues.py — REST: sub-issues, github.com's tree of issues.
 # uses: errors, accounts, policy, routing, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -7841,7 +7852,7 @@ def reprioritize_sub_issue(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 30. src/agentgit/pulls.py — REST: pull requests and their merges.
+# 31. src/agentgit/pulls.py — REST: pull requests and their merges.
 # uses: config, errors, storage, gitstore, accounts, policy, intents, routing, serializers, lookups, notifications, issues
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8371,7 +8382,7 @@ def close_referenced_issues(db, repo_row, pull_issue, merger_id, stamp, merge_sh
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 31. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+# 32. src/agentgit/reviews.py — REST: pull request reviews (pending ones too), their comments, and requested reviewers.
 # uses: config, storage, errors, accounts, routing, lookups, notifications, serializers, issues, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8726,7 +8737,7 @@ def remove_requested_reviewers(req, owner, repo, number):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 32. src/agentgit/reactions.py — REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+# 33. src/agentgit/reactions.py — REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
 # uses: config, storage, errors, policy, routing, serializers, issues, reviews
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8834,7 +8845,7 @@ def unreact_to_comment(req, owner, repo, reaction_id, comment_id=None, review_co
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 33. src/agentgit/timeline.py — REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+# 34. src/agentgit/timeline.py — REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
 # uses: errors, routing, lookups, issues, reviews
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -8891,7 +8902,7 @@ def timeline_item(app, repo_row, issue, event):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 34. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
+# 35. src/agentgit/contents.py — REST: file contents and READMEs, read and written as commits.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9133,7 +9144,7 @@ def delete_contents(req, owner, repo, path):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 35. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
+# 36. src/agentgit/protection.py — REST: branch protection, commit statuses and check runs.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9415,7 +9426,7 @@ def list_check_runs(req, owner, repo, ref):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 36. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+# 37. src/agentgit/deployments.py — REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
 # uses: config, storage, errors, accounts, routing, serializers, lookups, protection
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9578,7 +9589,7 @@ def get_deployment_status(req, owner, repo, deployment_id, status_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 37. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+# 38. src/agentgit/gitdata.py — REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
 # uses: config, errors, gitstore, accounts, policy, routing, serializers, lookups, repositories, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -9928,7 +9939,7 @@ def compare(req, owner, repo, basehead):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 38. src/agentgit/releases.py — REST: releases, tags and release assets.
+# 39. src/agentgit/releases.py — REST: releases, tags and release assets.
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, gitdata
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10273,7 +10284,7 @@ def source_archive(req, owner, repo, ref, kind):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 39. src/agentgit/deploy_keys.py — REST: deploy keys.
+# 40. src/agentgit/deploy_keys.py — REST: deploy keys.
 # uses: config, storage, errors, accounts, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10352,7 +10363,7 @@ def delete_deploy_key(req, owner, repo, key_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 40. src/agentgit/actions.py — REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+# 41. src/agentgit/actions.py — REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
 # uses: config, errors, storage, gitstore, accounts, policy, routing, serializers, lookups, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -10827,7 +10838,7 @@ def delete_run(req, owner, repo, run_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 41. src/agentgit/artifacts.py — Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+# 42. src/agentgit/artifacts.py — Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
 # uses: config, storage, errors, routing, serializers, lookups, releases, actions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11359,7 +11370,7 @@ def write_standins(folder):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 42. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
+# 43. src/agentgit/search.py — REST: search over repositories, issues, code and accounts.
 # uses: errors, gitstore, accounts, policy, routing, serializers, issues, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11562,7 +11573,7 @@ def people_match(store, issue, quals, author, assignees, text):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 43. src/agentgit/orgs.py — REST: organizations, memberships and teams.
+# 44. src/agentgit/orgs.py — REST: organizations, memberships and teams.
 # uses: config, errors, storage, accounts, policy, routing, serializers, lookups, repositories
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -11911,7 +11922,7 @@ def remove_team_repo(req, org, slug, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 44. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
+# 45. src/agentgit/webhooks.py — REST: a repository's webhooks and their deliveries, and the worker that sends them.
 # uses: config, storage, background, crypto, errors, egress, gitstore, accounts, policy, outbox, authentication, routing, serializers, lookups, orgs, issues, pulls, reviews, protection, releases, actions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -12474,7 +12485,7 @@ class DeliveryWorker(Worker):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 45. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
+# 46. src/agentgit/actions_config.py — REST: Actions configuration: environments, and secrets and variables at three levels.
 # uses: config, errors, crypto, accounts, policy, routing, serializers, lookups, orgs
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13031,7 +13042,7 @@ def set_workflow_permissions(req, owner, repo):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 46. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+# 47. src/agentgit/personal_tokens.py — REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
 # uses: config, errors, tokens, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13107,7 +13118,7 @@ def revoke_own_token(req, user, row):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 47. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+# 48. src/agentgit/delegation.py — REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
 # uses: config, errors, storage, tokens, proofs, accounts, policy, audit, authentication, routing, serializers, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13675,7 +13686,7 @@ def agent_activity(req, login):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 48. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+# 49. src/agentgit/vault.py — Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -13887,8 +13898,8 @@ def delete_credential(req, credential_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 49. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
-# uses: config, errors, storage, tokens, gitstore, proofs, accounts, policy, approvals, authentication, routing, lookups, vault, pulls
+# 50. src/agentgit/tasks.py — REST: task grants, task tokens, step-up and approvals.
+# uses: config, errors, storage, tokens, gitstore, proofs, accounts, guardrails, policy, approvals, authentication, routing, lookups, vault, pulls
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- task grants and task tokens --------------------------------------------------------------------
@@ -14361,7 +14372,7 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 50. src/agentgit/apps.py — REST: GitHub Apps, as agents.
+# 51. src/agentgit/apps.py — REST: GitHub Apps, as agents.
 # uses: config, errors, crypto, storage, tokens, accounts, policy, outbox, routing, serializers, lookups, web, webhooks, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -15001,8 +15012,8 @@ def redeliver_app_hook_delivery(req, delivery_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 51. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, policy, authentication, pulls, webhooks, actions, actions_config, artifacts, tasks, apps
+# 52. src/agentgit/runner.py — Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+# uses: config, background, storage, tokens, gitstore, accounts, outbox, ledger, guardrails, policy, authentication, pulls, webhooks, actions, actions_config, artifacts, tasks, apps
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 RUN_TIMEOUT = 1800                  # seconds a run may take before it is cancelled
@@ -15820,8 +15831,8 @@ class WorkflowRunner(Worker):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 52. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-# uses: config, errors, storage, accounts, policy, audit, authentication, routing, lookups, proofs, tasks
+# 53. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+# uses: config, errors, storage, accounts, guardrails, policy, audit, authentication, routing, lookups, proofs, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- the audit log ------------------------------------------------------------------------------------
@@ -16081,7 +16092,7 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 53. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 54. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16344,7 +16355,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 55. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17026,7 +17037,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 56. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17257,7 +17268,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 57. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17644,7 +17655,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 58. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18118,7 +18129,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 59. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18399,7 +18410,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 60. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18582,7 +18593,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 61. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18919,7 +18930,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 61. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 62. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -19159,8 +19170,8 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 62. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-# uses: config, errors, crypto, egress, tokens, accounts, policy, routing, lookups, vault, tasks
+# 63. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# uses: config, errors, crypto, egress, tokens, accounts, guardrails, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 TOOL_TOKEN_SECONDS = 300
@@ -19618,7 +19629,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 63. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 64. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -20331,7 +20342,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 64. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 65. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -20839,8 +20850,8 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 65. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-# uses: config, errors, gitstore, accounts, policy, audit, approvals, intents, outbox, routing, request
+# 66. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# uses: config, errors, gitstore, accounts, guardrails, policy, audit, approvals, intents, outbox, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # The protocol (gitprotocol-http): GET info/refs?service=... advertises refs; POST git-upload-pack
@@ -21079,7 +21090,7 @@ def record_push(req, row, allowed, ff_only, intents, judged):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 66. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 67. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -21348,7 +21359,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 67. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 68. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, egress, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, runner, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -22081,7 +22092,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 68. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 69. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -22358,7 +22369,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 69. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 70. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, runner, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

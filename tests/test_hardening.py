@@ -241,6 +241,11 @@ def test_an_agent_needs_its_delegators_fresh_second_factor_to_destroy_what_is_no
         {"repo_full_name": "alice/doomed", "permission": "admin"}]}).json["invite_token"]
     assert ext(server, "POST", "/agent-bindings/confirm", agent, {"invite_token": invite}).status == 201
     r = api(server, "DELETE", "/repos/alice/doomed", session_token(server, agent))
+    assert r.status == 403 and "the site's agent policy: no agent may delete_repo" in r.json["message"]
+    # this site's admin lets agents delete (tests/test_guardrails.py holds the default): with a fresh factor
+    root = server.add_user("root", admin=True)
+    assert ext(server, "PUT", "/site/agent-policy", root, {}).status == 200
+    r = api(server, "DELETE", "/repos/alice/doomed", session_token(server, agent))
     assert r.status == 401 and "needs a TOTP code its delegator alice confirmed" in r.json["message"]
     assert api(server, "GET", "/repos/alice/doomed", alice).status == 200
     # alice steps up a switch session with her own code; as her agent, it may then

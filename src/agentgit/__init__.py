@@ -33,7 +33,7 @@ if importlib.util.find_spec("dulwich") is None:
 # The build order: each module imports only from those before it. `make dist` (tools/amalgamate.py)
 # writes their bodies in this order into the single file agentgit.py.
 MODULES = (
-    "config", "errors", "crypto", "egress", "storage", "background", "gitstore", "gitwire", "tokens", "proofs", "accounts", "policy", "audit", "outbox", "approvals", "intents",
+    "config", "errors", "crypto", "egress", "storage", "background", "gitstore", "gitwire", "tokens", "proofs", "accounts", "guardrails", "policy", "audit", "outbox", "approvals", "intents",
     "ledger", "authentication", "installation", "routing", "request", "serializers", "lookups", "web",
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "reactions", "timeline", "contents", "protection", "deployments", "gitdata", "releases", "deploy_keys", "actions", "artifacts",
     "search", "orgs", "webhooks", "actions_config", "personal_tokens", "delegation", "vault", "tasks", "apps", "runner", "oversight",

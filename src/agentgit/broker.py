@@ -39,7 +39,7 @@ from agentgit.crypto import seal
 from agentgit.egress import outbound_connection, public_address
 from agentgit.tokens import issue_token, token_fingerprint
 from agentgit.accounts import account_by_id
-from agentgit.policy import DEFAULT_PORTS
+from agentgit.guardrails import DEFAULT_PORTS
 from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.vault import binding, credential_by_name, held_credential, open_sealed

@@ -8,7 +8,8 @@ from agentgit.config import MAX_PACK_BODY, crash_point, now
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, open_repo, repo_dir, valid_ref_name
 from agentgit.accounts import lookup_repo
-from agentgit.policy import Resource, paths_judged
+from agentgit.guardrails import paths_judged
+from agentgit.policy import Resource
 from agentgit.audit import audit_row
 from agentgit.approvals import give_back_approval
 from agentgit.intents import forget_intents, move_text, write_intent

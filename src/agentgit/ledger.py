@@ -10,7 +10,8 @@ from agentgit.config import crash_point, now
 from agentgit.errors import HTTPError
 from agentgit.gitstore import ZERO_SHA, branch_sha, changes_brought
 from agentgit.accounts import repo_by_id
-from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide, paths_judged, read_of
+from agentgit.guardrails import paths_judged, read_of
+from agentgit.policy import ACTIONS, STEP_UP_SECONDS, Decision, Resource, decide
 from agentgit.audit import audit_append, audit_row
 from agentgit.approvals import ask_for_approval, give_back_approval, spend_approval
 from agentgit.intents import forget_intents, ref_now, settle_intent, write_intent

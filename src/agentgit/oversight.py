@@ -8,8 +8,8 @@ from agentgit.config import now
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert_row
 from agentgit.accounts import account_by_id, account_by_login, repo_by_full_name, repo_by_id
-from agentgit.policy import (ACTIONS, AGENT_POLICY_FIELDS, POLICY_RULES, Resource, SITE, agent_policies, decide,
-                             guardrails_over, permission_on, resource_org_ids)
+from agentgit.guardrails import AGENT_POLICY_FIELDS, agent_policies, guardrails_over, resource_org_ids
+from agentgit.policy import ACTIONS, POLICY_RULES, Resource, SITE, decide, permission_on
 from agentgit.audit import audit_json, explain
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.routing import route

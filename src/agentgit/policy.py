@@ -3,15 +3,15 @@
 import collections
 import dataclasses
 import fnmatch
-import functools
 import hashlib
 import json
-import re
-import urllib.parse
 
 from agentgit.config import INSTALLATION_TASK_PREFIX, JOB_TASK_PREFIX, from_now, now
 from agentgit.gitstore import MAX_JUDGED_CHANGES
 from agentgit.accounts import account_by_id, full_name, permission_of_org_member, repo_by_id
+from agentgit.guardrails import (DEFAULT_SITE_AGENT_POLICY, grant_org_ids, guardrail_excess, guardrail_paths,
+                                 guardrails_over, outside_allowlist, path_matches, path_rules, resource_org_ids,
+                                 wider_audience)
 
 
 # decide() is the only place that says yes or no. Endpoints name an action from ACTIONS and a
@@ -505,28 +505,6 @@ def approval_verdict(store, grant, action, resource, subject, waiting):
         approved["login"] or "a human since removed", approved["public_id"])], approval=approved["id"])
 
 
-def path_rules(grant):
-    """A grant's path rules, (paths, requires_approval_paths), or None when it has neither."""
-    constraints = grant["constraints"] if grant is not None else {}
-    if "paths" not in constraints and "requires_approval_paths" not in constraints:
-        return None
-    return constraints.get("paths"), constraints.get("requires_approval_paths") or []
-
-
-@functools.lru_cache(maxsize=1024)
-def path_pattern(pattern):
-    """A path glob as a regular expression: ``**`` any number of directories, ``*`` and ``?`` within
-    one name; a pattern also covers everything under a directory it names (``docs`` is docs/**)."""
-    parts = re.split(r"(\*\*/|/\*\*$|\*\*|\*|\?)", pattern.strip("/"))
-    regex = "".join({"**/": "(?:.*/)?", "/**": "(?:/.*)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part) or
-                    re.escape(part) for part in parts)
-    return re.compile("%s(?:/.*)?" % regex, re.S)
-
-
-def path_matches(patterns, path):
-    return any(path_pattern(pattern).fullmatch(path) for pattern in patterns)
-
-
 def path_verdict(store, grant, resource, context):
     """A grant's path rules, with the guardrails' requires_approval_paths over the repository, on what a
     ref move brings (context["changes"], from changes_brought): a path outside ``paths`` refuses it,
@@ -534,7 +512,7 @@ def path_verdict(store, grant, resource, context):
     those files at exactly that content."""
     rules, gid, ref = path_rules(grant), grant["public_id"], context.get("ref", "")
     deny = lambda reason: Decision("deny", "change_paths", resource.name, [reason])  # noqa: E731
-    guarded = guardrail_paths(store, resource)
+    guarded = guardrail_paths(store, resource.row)
     if rules is None and not guarded:
         return None
     paths, approval_paths = rules or (None, [])
@@ -558,129 +536,6 @@ def path_verdict(store, grant, resource, context):
     return approval_verdict(store, grant, "change_paths", resource, subject, "%s changes %s, which its "
                             "requires_approval_paths (%s) give a human to approve first" % (
                                 ref, ", ".join(files), ", ".join(approval_paths)))
-
-
-# -- guardrails: what an organization's owners, or the site's admins, let no agent do ------------------
-
-AGENT_POLICY_FIELDS = ("deny", "requires_approval", "requires_approval_paths", "max_task_token_seconds",
-                       "sender_constrained", "runtimes", "network_allowlist_max")
-# A new installation's, until its admins set their own: no agent deletes a repository, changes a
-# branch's protection, or manages who belongs (members, teams, collaborators), on anything not its own,
-# whatever a grant says.
-DEFAULT_SITE_AGENT_POLICY = {"deny": ["delegate_access", "delegate_team", "delete_repo", "manage_org", "manage_protection",
-                                      "manage_team"]}
-
-
-def agent_policies(store):
-    """{"site": (who, policy), org id: (who, policy)}: the guardrails set (settings rows
-    agent_policy:site and agent_policy:org:<id>), the site's default where none is."""
-    def load():
-        found = {"site": ("the site", DEFAULT_SITE_AGENT_POLICY)}
-        for row in store.all("SELECT name, value FROM settings WHERE name LIKE 'agent_policy:%'"):
-            scope = row["name"][len("agent_policy:"):]
-            if scope == "site":
-                found["site"] = ("the site", json.loads(row["value"]))
-            else:
-                org = account_by_id(store, int(scope[len("org:"):]))
-                if org is not None:
-                    found[org["id"]] = ("organization " + org["login"], json.loads(row["value"]))
-        return found
-    return store.cached(("agent-policies",), load)
-
-
-def guardrails_over(store, org_ids):
-    """[(who, policy)]: the site's guardrails, and those of each organization of ``org_ids`` that has set any."""
-    policies = agent_policies(store)
-    return [policies["site"]] + [policies[org_id] for org_id in sorted(org_ids) if org_id in policies]
-
-
-def resource_org_ids(resource):
-    """The organization a resource belongs to, as a set of its id (empty for a user's)."""
-    row = resource.row
-    if resource.kind == "repo":
-        return {row["owner_id"]} if row["owner_kind"] == "org" else set()
-    if resource.kind in ("org", "team"):
-        return {row["org_id" if resource.kind == "team" else "id"]}
-    if resource.kind == "account" and row["kind"] == "org":
-        return {row["id"]}
-    return set()
-
-
-def guardrail_paths(store, resource):
-    """The requires_approval_paths of the guardrails over a repository."""
-    return [glob for _, policy in guardrails_over(store, resource_org_ids(resource))
-            for glob in policy.get("requires_approval_paths", ())]
-
-
-def paths_judged(store, principal, repo_row):
-    """Whether a ref move by ``principal`` on ``repo_row`` is judged path by path (change_paths): its task
-    grant has path rules, or it is an agent on what is not its own under guardrails that give paths to a
-    human to approve."""
-    user = principal.user
-    return path_rules(principal.grant) is not None or (
-        user is not None and user["kind"] == "agent" and repo_row["owner_id"] != user["id"] and
-        bool(guardrail_paths(store, Resource.repo(repo_row))))
-
-
-def grant_org_ids(store, resource_names):
-    """The organizations that own what a grant names (repo:org/name, credential:org/name)."""
-    owners = {name.split(":", 1)[-1].split("/")[0] for name in resource_names}
-    return {row["id"] for row in (store.one("SELECT id, kind FROM accounts WHERE login = ?", login) for login in owners)
-            if row is not None and row["kind"] == "org"}
-
-
-def within_allowlist(entry, allowed):
-    """Is a network_allowlist entry inside ``allowed`` (the same entry, or under one's *. domain)?"""
-    scheme, host, port = allowlist_entry(entry)
-    return any((scheme, port) == (s, p) and (host == h or h.startswith("*.") and host.endswith(h[1:]))
-               for s, h, p in map(allowlist_entry, allowed))
-
-
-def guardrail_excess(store, actions, constraints, resource_names):
-    """Why a grant of ``actions`` with ``constraints`` on ``resource_names`` asks for more than the
-    guardrails over those resources allow now, or None: refused when it is made, cut when they tighten."""
-    for who, policy in guardrails_over(store, grant_org_ids(store, resource_names)):
-        denied = sorted(set(actions) & set(policy.get("deny", ())))
-        if denied:
-            return "%s's agent policy lets no agent %s" % (who, ", ".join(denied))
-        if policy.get("sender_constrained") and not constraints.get("sender_constrained"):
-            return "%s's agent policy wants every task grant sender_constrained" % who
-        runtimes, granted = policy.get("runtimes"), constraints.get("runtime") or []
-        if runtimes and not (granted and all(any(fnmatch.fnmatchcase(g, p) for p in runtimes) for g in granted)):
-            return "%s's agent policy wants a runtime constraint within %s" % (who, ", ".join(runtimes))
-        hosts = policy.get("network_allowlist_max")
-        outside = [entry for entry in constraints.get("network_allowlist", ()) if hosts is not None and
-                   not within_allowlist(entry, hosts)]
-        if outside:
-            return "%s's agent policy allows calls to %s at most, not %s" % (who, ", ".join(hosts) or "none",
-                                                                              ", ".join(outside))
-    return None
-
-
-DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-def allowlist_entry(entry):
-    """(scheme, host pattern, port) of a network_allowlist entry: host (https, 443), host:port, a
-    leading *. for any subdomain, and http:// spelled out for a plain-HTTP upstream."""
-    scheme, _, rest = entry.rpartition("://") if "://" in entry else ("https", "", entry)
-    host, _, port = rest.partition(":")
-    return scheme, host.lower(), int(port) if port.isdigit() else DEFAULT_PORTS.get(scheme)
-
-
-def outside_allowlist(allowlist, url):
-    """Why ``url`` is outside a grant's network_allowlist (scheme, host and port must match one
-    entry), or None when it is inside."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme))
-    except ValueError:
-        return "%s is not a URL" % url[:200]
-    for scheme, host, port in map(allowlist_entry, allowlist):
-        if (scheme, port) == (origin[0], origin[2]) and (host == origin[1] or host.startswith("*.") and
-                                                         origin[1].endswith(host[1:])):
-            return None
-    return "%s://%s:%s is not in its network_allowlist (%s)" % (origin + (", ".join(allowlist) or "empty",))
 
 
 def binding_refusal(q, constraints, minting):
@@ -876,29 +731,6 @@ def guardrail_refusal(q):
 # a private repository and publish what it read. A task's reads are recorded (Ledger.note_read): once it
 # has read private content, a write that a wider audience reads waits for a human; and once it has read
 # untrusted input, the actions its grant names in requires_approval_after_untrusted do.
-
-def read_of(action, spec, resource, context):
-    """(kind, resource, what) that an allowed ``action`` reads, that decides where its task may write
-    next, or None: a private repository's code and issues, a secret, a broker's answers."""
-    if spec.sensitive:
-        return "private", resource.name, "secret %s" % context.get("secret", "")
-    if resource.kind == "credential":
-        return "private", resource.name, "answers through the broker"
-    if resource.kind == "repo" and not spec.mutation and resource.row["private"]:
-        return "private", resource.name, "its code and issues"
-    return None
-
-
-def wider_audience(q):
-    """Why a write by ``q`` reaches readers a task's private reads did not have, or None."""
-    if q.resource.kind == "repo" and not q.resource.row["private"]:
-        return "%s is public" % q.resource.name
-    upstream = q.context.get("upstream")
-    sinks = q.principal.grant["constraints"].get("private_sinks")
-    if upstream and sinks is not None and outside_allowlist(sinks, upstream):
-        return "%s is outside its private_sinks (%s)" % (upstream, ", ".join(sinks) or "none")
-    return None
-
 
 def rule_information_flow(q):
     grant = q.principal.grant

@@ -49,7 +49,8 @@ from agentgit.gitstore import open_repo, repo_dir
 from agentgit.accounts import account_by_id, account_by_login, full_name, insert_account, repo_by_id
 from agentgit.outbox import chain_of, queue_event
 from agentgit.ledger import Ledger
-from agentgit.policy import RANK, Resource, branch_protection, decide, outside_allowlist, repo_permission
+from agentgit.guardrails import outside_allowlist
+from agentgit.policy import RANK, Resource, branch_protection, decide, repo_permission
 from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
 from agentgit.pulls import PullState
 from agentgit.webhooks import event_body

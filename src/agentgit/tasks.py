@@ -13,8 +13,8 @@ from agentgit.tokens import issue_token, revoke, token_fingerprint
 from agentgit.gitstore import commits_between, open_repo
 from agentgit.proofs import spiffe_id
 from agentgit.accounts import account_by_id, account_by_login, full_name, repo_by_full_name
-from agentgit.policy import (ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, grant_org_ids, guardrail_excess,
-                             guardrails_over, permission_on)
+from agentgit.guardrails import grant_org_ids, guardrail_excess, guardrails_over
+from agentgit.policy import ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
 from agentgit.approvals import approval_page
 from agentgit.authentication import Principal, confirm_totp, load_grant, remember_runtime_certificate
 from agentgit.routing import route
