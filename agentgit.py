@@ -28,108 +28,109 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2234  tokens.issue_token
-       line  2256  tokens.verify_token
+       line  2236  tokens.issue_token
+       line  2258  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3741  policy.POLICY_RULES
-       line  3804  policy.decide
+       line  3745  policy.POLICY_RULES
+       line  3808  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3870  audit.audit_append
-       line  3893  audit.audit_verify
+       line  3874  audit.audit_append
+       line  3897  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13225  delegation.create_invite
-       line 13299  delegation.confirm_binding
-       line 13942  tasks.create_task_grant
-       line  4767  authentication.load_grant
+       line 13238  delegation.create_invite
+       line 13312  delegation.confirm_binding
+       line 13955  tasks.create_task_grant
+       line  4780  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21370  server.App.dispatch
-       line  4644  authentication.authenticate
-       line  4295  ledger.Ledger
+       line 21637  server.App.dispatch
+       line  4648  authentication.authenticate
+       line  4299  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 20989  githttp.git_receive_pack
-       line  4339  ledger.Ledger.decide_each
-       line  4273  intents.reconcile_intents
+       line 21256  githttp.git_receive_pack
+       line  4343  ledger.Ledger.decide_each
+       line  4277  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
-     1. config             lines   207-  319  Configuration: constants, names, limits, times, and the Config a server is built from.
-     2. errors             lines   320-  349  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
-     3. crypto             lines   350-  882  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
-     4. egress             lines   883-  993  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   994- 1641  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1642- 1678  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1679- 1937  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1938- 2182  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2183- 2283  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2284- 2436  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2437- 2662  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. guardrails         lines  2663- 2840  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
-    13. policy             lines  2841- 3827  Policy: the action table and decide(), the one policy decision point.
-    14. audit              lines  3828- 4042  Audit: the hash-chained log and its verifier.
-    15. outbox             lines  4043- 4146  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    16. approvals          lines  4147- 4216  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    17. intents            lines  4217- 4289  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    18. ledger             lines  4290- 4515  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    19. authentication     lines  4516- 4828  Authentication: the Principal, and the request credentials it is built from.
-    20. installation       lines  4829- 5020  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    21. routing            lines  5021- 5150  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    22. request            lines  5151- 5446  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    23. serializers        lines  5447- 5663  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    24. lookups            lines  5664- 5731  Lookups: what a REST request names (accounts, repositories), found or 404.
-    25. web                lines  5732- 6007  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    26. users              lines  6008- 6105  REST: the API root, meta, rate limit and users.
-    27. repositories       lines  6106- 6642  REST: repositories, forks, branches, refs, commits and collaborators.
-    28. notifications      lines  6643- 6913  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6914- 7723  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7724- 7853  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7854- 8383  REST: pull requests and their merges.
-    32. reviews            lines  8384- 8738  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8739- 8846  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8847- 8903  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8904- 9145  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9146- 9427  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9428- 9590  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9591- 9940  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines  9941-10285  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10286-10364  REST: deploy keys.
-    41. actions            lines 10365-10839  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10840-11371  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11372-11574  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11575-11923  REST: organizations, memberships and teams.
-    45. webhooks           lines 11924-12486  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12487-13043  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13044-13119  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13120-13687  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13688-13899  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13900-14373  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14374-15013  REST: GitHub Apps, as agents.
-    52. runner             lines 15014-15832  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15833-16093  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. graphql_language   lines 16094-16356  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    55. graphql_resolvers  lines 16357-17038  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    56. graphql_git        lines 17039-17269  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    57. graphql_mutations  lines 17270-17656  GraphQL mutations: each one decided as its REST twin is.
-    58. graphql_schema     lines 17657-18130  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    59. graphql_execution  lines 18131-18411  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    60. client_assertions  lines 18412-18594  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    61. settings_pages     lines 18595-18931  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    62. oauth_clients      lines 18932-19171  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    63. broker             lines 19172-19630  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    64. oauth              lines 19631-20343  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    65. mcp_server         lines 20344-20851  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    66. githttp            lines 20852-21091  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    67. pages              lines 21092-21360  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    68. server             lines 21361-22093  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    69. clients            lines 22094-22370  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    70. cli                lines 22371-22967  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 22968-23967  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     1. config             lines   209-  321  Configuration: constants, names, limits, times, and the Config a server is built from.
+     2. errors             lines   322-  351  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
+     3. crypto             lines   352-  884  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
+     4. egress             lines   885-  995  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
+     5. storage            lines   996- 1643  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1644- 1680  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1681- 1939  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1940- 2184  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2185- 2285  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2286- 2438  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2439- 2664  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. guardrails         lines  2665- 2842  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
+    13. policy             lines  2843- 3831  Policy: the action table and decide(), the one policy decision point.
+    14. audit              lines  3832- 4046  Audit: the hash-chained log and its verifier.
+    15. outbox             lines  4047- 4150  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    16. approvals          lines  4151- 4220  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    17. intents            lines  4221- 4293  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    18. ledger             lines  4294- 4519  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4520- 4841  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4842- 5033  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5034- 5163  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5164- 5459  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5460- 5676  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5677- 5744  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5745- 6020  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6021- 6118  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6119- 6655  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6656- 6926  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6927- 7736  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7737- 7866  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7867- 8396  REST: pull requests and their merges.
+    32. reviews            lines  8397- 8751  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8752- 8859  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8860- 8916  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8917- 9158  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9159- 9440  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9441- 9603  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9604- 9953  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines  9954-10298  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10299-10377  REST: deploy keys.
+    41. actions            lines 10378-10852  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10853-11384  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11385-11587  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11588-11936  REST: organizations, memberships and teams.
+    45. webhooks           lines 11937-12499  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12500-13056  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13057-13132  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13133-13700  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13701-13912  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13913-14386  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14387-15026  REST: GitHub Apps, as agents.
+    52. runner             lines 15027-15845  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15846-16102  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16103-16360  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16361-16623  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16624-17305  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17306-17536  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17537-17923  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17924-18397  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18398-18678  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18679-18861  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18862-19198  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19199-19438  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19439-19897  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19898-20610  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20611-21118  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21119-21358  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21359-21627  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21628-22360  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22361-22637  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22638-23234  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23235-24234  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 7342d08436323f08b5e9a9e7584068e322d1af608b32df0777c6107b5bd0f68d
+Made from sources whose SHA-256 is 1390e00821949c84bab03f63558d6a13076df046b17e50dce62930172869c6aa
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -141,6 +142,7 @@ import base64
 import collections
 import contextlib
 import contextvars
+import csv
 import dataclasses
 import datetime
 import decimal
@@ -2960,6 +2962,8 @@ ACTIONS = {
     "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
+    # who can act on a repository, an organization or a credential, and through whom: its admins ask
+    "review_access":      Action("repo", "admin", mutation=False, humans_only=True),
     "suspend_user":       Action("site", "admin", scope="site_admin"),
     # guardrails: what an organization's owners, or the site's admins, let no agent do
     "manage_agent_policy": Action("org", "admin", scope="admin:org", humans_only=True),
@@ -4762,6 +4766,15 @@ def hold_task_grant(principal, grant, actions):
     token holds. authenticate() and the policy endpoint's what-if both build it so."""
     principal.grant = dict(grant, actions=grant["actions"] & set(actions))
     principal.delegator, principal.scopes = grant["delegator_login"], expand_scopes(AGENT_SCOPES)
+
+
+def grant_holder(store, grant):
+    """A task token of ``grant`` (load_grant's) as authenticate() would build its principal, for asking
+    decide() what it could do: the policy endpoint's what-if, the access review, the simulator."""
+    principal = Principal(user=account_by_id(store, grant["agent_id"]), token_id=0, token_kind="task")
+    name_delegator(store, principal)
+    hold_task_grant(principal, grant, grant["actions"])
+    return principal
 
 
 def load_grant(store, grant_id):
@@ -15899,11 +15912,7 @@ def effective_policy(req):
         found = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", req.query["grant"])
         if found is None or principal.user["id"] not in (found["delegator_id"], found["agent_id"]):
             raise HTTPError(404, "Not Found")
-        grant = load_grant(req.app.store, found["id"])
-        # a task token of this grant as authenticate() would build it (token_id set: scopes are checked)
-        principal = Principal(user=account_by_id(req.app.store, found["agent_id"]), token_id=0, token_kind="task")
-        name_delegator(req.app.store, principal)
-        hold_task_grant(principal, grant, grant["actions"])
+        principal = grant_holder(req.app.store, load_grant(req.app.store, found["id"]))
     user, grant = principal.user, principal.grant
     decisions = [decide(req.app.store, principal, action, resource) for action in TASK_ACTIONS]
     return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),
@@ -16092,7 +16101,265 @@ def thaw(req, freeze_id):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 54. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
+# 54. src/agentgit/access_review.py — REST and a page: the access review and the what-if.
+# uses: config, errors, tokens, accounts, policy, authentication, routing, lookups, web, vault, tasks
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+# what the review asks decide() about, per kind of resource (a credential's: what a task may use it for)
+REVIEWED_ACTIONS = {kind: tuple(name for name, spec in ACTIONS.items() if spec.on == kind and not spec.token_kinds
+                                and name != "change_paths") for kind in ("repo", "org")}
+REVIEWED_ACTIONS["credential"] = ("use_credential",)
+SIMULATED_CONTEXT = ("ref", "sha", "secret", "upstream", "pull_number", "head_sha", "workflow")
+
+
+def reviewed_resource(req, name):
+    """The Resource that ``name`` (repo:owner/name, org:login, credential:owner/name) is, if the caller can
+    see it; 404 otherwise, as for anything the caller may not know exists."""
+    resource = None
+    if isinstance(name, str) and name.startswith("repo:"):
+        row = repo_by_full_name(req.app.store, name[len("repo:"):])
+        resource = Resource.repo(row) if row is not None else None
+    elif isinstance(name, str) and name.startswith("org:"):
+        row = account_by_login(req.app.store, name[len("org:"):])
+        resource = Resource.account(row) if row is not None and row["kind"] == "org" else None
+    elif isinstance(name, str) and name.startswith("credential:"):
+        row, owner = credential_by_name(req.app.store, name)
+        resource = Resource.credential(row, owner) if row is not None else None
+    if resource is None or not (req.can("read_code", resource) if resource.kind == "repo" else
+                                permission_on(req.app.store, req.principal.user, resource)[0] != "none"):
+        raise HTTPError(404, "Not Found")
+    return resource
+
+
+def standing_principal(app, user):
+    """What an account acts as by itself: a human's personal token, an agent's session token."""
+    if user["kind"] == "agent":
+        principal = Principal(user=user, token_id=0, token_kind="session", scopes=expand_scopes(AGENT_SCOPES),
+                              standing_read=app.agent_standing_access == "read")
+        name_delegator(app.store, principal)
+        return principal
+    return Principal(user=user, token_id=0, token_kind="personal", scopes=expand_scopes(ALL_SCOPES))
+
+
+def accounts_reaching(store, resource):
+    """The accounts that may hold something on ``resource`` by themselves (the grants come apart)."""
+    row, ids = resource.row, [r["id"] for r in store.all("SELECT id FROM accounts WHERE site_admin = 1")]
+    if resource.kind == "repo":
+        ids.append(row["owner_id"])
+        ids += [r["user_id"] for r in store.all("SELECT user_id FROM collaborators WHERE repo_id = ?", row["id"])]
+        ids += [r["user_id"] for r in store.all("SELECT tm.user_id FROM team_repos tr JOIN team_members tm ON"
+                                                " tm.team_id = tr.team_id WHERE tr.repo_id = ?", row["id"])]
+        org_id = row["owner_id"] if row["owner_kind"] == "org" else None
+    else:
+        org_id = row["id"] if resource.kind == "org" else row["owner"]["id"]
+        ids.append(org_id)
+    if org_id is not None:
+        ids += [r["user_id"] for r in store.all("SELECT user_id FROM org_members WHERE org_id = ?", org_id)]
+    return [a for a in (account_by_id(store, i) for i in dict.fromkeys(ids)) if a is not None and a["kind"] != "org"]
+
+
+def live_grants_naming(store, name):
+    """The live grants (load_grant's, so a parent's revocation counts) whose resources name ``name``."""
+    rows = store.all("SELECT id FROM task_grants WHERE revoked_at IS NULL AND expires_at > ? AND resources LIKE ?"
+                     " ORDER BY id", now(), '%"' + name + '"%')
+    grants = [load_grant(store, r["id"]) for r in rows]
+    return [g for g in grants if name in g["resources"] and not g["revoked_at"] and g["expires_at"] > now()]
+
+
+def grant_hops(grant):
+    """Who hands what to whom, from the human down to the grant's agent: [(giver, taker, what)], each
+    agent named with the grant it holds (agent:coder (tg_…)), each hand-over by its grant and task, or
+    as an App's installation."""
+    if grant["task"].startswith(INSTALLATION_TASK_PREFIX):
+        return [("user:" + grant["delegator_login"], "agent:%s (%s)" % (grant["agent_login"], grant["public_id"]),
+                 "installation %s" % grant["task"][len(INSTALLATION_TASK_PREFIX):])]
+    links = list(reversed(grant["chain"]))
+    nodes = ["user:" + grant["delegator_login"]] + ["agent:%s (%s)" % link for link in links]
+    return [(giver, taker, "task grant %s (%s)" % (public_id, grant["task"]))
+            for giver, taker, (_, public_id) in zip(nodes, nodes[1:], links)]
+
+
+def answers(store, principal, resource):
+    """{action: decision} of what the review asks about ``resource``, decided as a request would be: a
+    branch's actions of a branch the principal could be given (under its grant's prefix, else the
+    default branch), for no ref at all is git's question whether it may push anything."""
+    prefix = principal.grant["constraints"].get("branch_prefix") if principal.grant else None
+    ref = "refs/heads/" + (prefix + "review" if prefix else resource.row["default_branch"]) \
+        if resource.kind == "repo" else ""
+    return {action: decide(store, principal, action, resource, {"ref": ref} if action in REF_ACTIONS else {})
+            for action in REVIEWED_ACTIONS[resource.kind]}
+
+
+def entry(principal, decisions, via, edges, grant=None):
+    allowed = [action for action, d in decisions.items() if d.allowed]
+    level = max((ACTIONS[a].needs for a in allowed), key=RANK.get, default="none")
+    user = principal.user
+    return {"principal": ("agent:" if user["kind"] == "agent" else "user:") + user["login"], "kind": user["kind"],
+            "token": principal.token_kind, "grant": grant["public_id"] if grant else None,
+            "task": grant["task"] if grant else None, "level": level, "via": via, "edges": edges, "allowed": allowed,
+            "actions": {a: {"decision": d.effect, "rule": d.rule, "because": d.reasons[0] if d.reasons else ""}
+                        for a, d in decisions.items()}}
+
+
+def review(app, resource):
+    """Every principal that can act on ``resource`` today, each with how, and decide()'s answer to each
+    action (only those that can do something are listed)."""
+    store, entries = app.store, []
+    for user in accounts_reaching(store, resource):
+        principal = standing_principal(app, user)
+        how = permission_on(store, user, resource)[1]
+        name = ("agent:" if user["kind"] == "agent" else "user:") + user["login"]
+        entries.append(entry(principal, answers(store, principal, resource), [how], [(name, resource.name, how)]))
+    for grant in live_grants_naming(store, resource.name):
+        principal = grant_holder(store, grant)
+        hops = grant_hops(grant)
+        entries.append(entry(principal, answers(store, principal, resource), [
+            "%s: %s to %s" % (giver.partition(" (")[0], what, taker.partition(" (")[0]) for giver, taker, what in hops],
+            hops, grant))
+    return [e for e in entries if e["allowed"]]
+
+
+def review_of(req):
+    """The reviewed Resource and its review, for a caller who administers it (review_access)."""
+    signed_in(req)
+    resource = reviewed_resource(req, req.query.get("resource", ""))
+    req.check("review_access", resource)
+    return resource, review(req.app, resource)
+
+
+@route("GET", "/api/ext/v1/access-review")
+def get_access_review(req):
+    """Who can act on a repository, an organization or a credential today, and through whom: JSON, or
+    CSV (format=csv) with a row per principal and action."""
+    resource, entries = review_of(req)
+    if req.query.get("format", "json") == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["resource", "principal", "kind", "token", "grant", "level", "via", "action", "decision",
+                         "rule"])
+        for e in entries:
+            for action, answer in e["actions"].items():
+                writer.writerow([resource.name, e["principal"], e["kind"], e["token"], e["grant"] or "", e["level"],
+                                 "; ".join(e["via"]), action, answer["decision"], answer["rule"]])
+        return 200, out.getvalue().encode(), {"Content-Type": "text/csv; charset=utf-8",
+                                              "Content-Disposition": 'attachment; filename="access-review.csv"'}
+    if req.query.get("format", "json") != "json":
+        raise invalid("AccessReview", "format", message="format is json or csv")
+    return {"resource": resource.name, "reviewed_at": now(), "actions": list(REVIEWED_ACTIONS[resource.kind]),
+            "principals": [{k: v for k, v in e.items() if k != "edges"} for e in entries]}
+
+
+@web_route("GET", "/access-review")
+def access_review_page(req):
+    """The review for a human: a drawn graph of who reaches the resource through whom, and a table."""
+    signed_in_page(req)
+    resource, entries = review_of(req)
+    rows = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(html.escape(text) for text in (
+        e["principal"], e["level"], "; ".join(e["via"]), ", ".join(e["allowed"]))) for e in entries)
+    body = ('<p>Who can act on <code>%s</code> today, and through whom. <a href="/api/ext/v1/access-review?resource=%s'
+            '&amp;format=csv">CSV</a></p>%s<table><tr><th>Principal</th><th>Level</th><th>Through</th>'
+            '<th>May</th></tr>%s</table>') % (html.escape(resource.name), html.escape(resource.name),
+                                              access_graph(resource.name, entries), rows)
+    return html_page("Access review", body)
+
+
+def access_graph(target, entries):
+    """An SVG drawing, the resource on the right: who holds access by themselves one column to its left,
+    each agent a task was handed to one column further left than whoever handed it, and an arrow from
+    each to what it acts through (labelled with the way of access, or the grant), so every arrow joins
+    neighbouring columns and points towards the resource."""
+    edges = list(dict.fromkeys(edge for e in entries for edge in e["edges"]))
+    depth = {target: 0}
+    for giver, taker, _ in edges:              # (a grant's hops come in order, from the human down)
+        depth.setdefault(giver, 1)
+        depth[taker] = max(depth.get(taker, 0), 0 if taker == target else depth[giver] + 1)
+    last = max(depth.values())
+    rows, place = {}, {}
+    for node, column in sorted(((node, last - d) for node, d in depth.items()), key=lambda item: item[1]):
+        rows[column] = rows.get(column, 0) + 1
+        place[node] = (20 + column * 400, 20 + (rows[column] - 1) * 56)
+    width, height = (last + 1) * 400 - 120, 40 + max(rows.values()) * 56
+    arrows = [(b, a, label) if depth[a] < depth[b] else (a, b, label) for a, b, label in edges]
+    shapes = ['<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#555" marker-end="url(#arrow)"/><text x="%d" y="%d" '
+              'font-size="10" fill="#444">%s</text>' % (
+                  place[a][0] + 240, place[a][1] + 15, place[b][0], place[b][1] + 15, place[a][0] + 244,
+                  place[a][1] + 11, html.escape(label[:28])) for a, b, label in arrows]
+    shapes += ['<rect x="%d" y="%d" width="240" height="30" rx="4" fill="%s" stroke="#333"/><text x="%d" y="%d" '
+               'font-size="11">%s</text>' % (x, y, "#fde68a" if node == target else "#dbeafe" if node.startswith(
+                   "agent:") else "#dcfce7", x + 6, y + 19, html.escape(node[:40])) for node, (x, y) in place.items()]
+    return ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="100%%" role="img" aria-label="who '
+            'reaches %s">'
+            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" '
+            'orient="auto"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>%s</svg>') % (
+                width, height, html.escape(target), "".join(shapes))
+
+
+# -- the what-if ------------------------------------------------------------------------------------
+
+def simulated_grant(req, body, human):
+    """A grant not yet made, as load_grant would read it once made by the caller (checked as a grant's
+    constraints are); its ids are its own, so nothing of a real grant's is read for it."""
+    agent = account_by_login(req.app.store, str(body.get("agent", "")).removeprefix("agent:"))
+    if agent is None or agent["kind"] != "agent":
+        raise invalid("Simulation", "grant", message="grant.agent names an agent (agent:login)")
+    actions, resources = body.get("actions"), body.get("resources")
+    constraints = body.get("constraints", {})
+    if not isinstance(actions, list) or not all(a in GRANT_ACTIONS for a in actions) or not isinstance(
+            resources, list) or not all(isinstance(r, str) for r in resources) or not isinstance(constraints, dict):
+        raise invalid("Simulation", "grant", message="grant has agent, resources, actions (from %s) and constraints"
+                      % ", ".join(GRANT_ACTIONS))
+    check_network_constraints(constraints)
+    check_path_rules(constraints)
+    fake = -1 - secrets.randbelow(1 << 40)
+    return {"id": fake, "task_id": fake, "public_id": "tg_simulated", "agent_id": agent["id"], "agent_login":
+            agent["login"], "delegator_id": human["id"], "delegator_login": human["login"],
+            "task": str(body.get("task", "task:simulated")), "resources": set(resources), "actions": set(actions),
+            "constraints": constraints, "revoked_at": None, "expires_at": "9999-12-31T00:00:00Z", "parent_id": None,
+            "chain": [(agent["login"], "tg_simulated")]}
+
+
+@route("POST", "/api/ext/v1/policy/simulate")
+def simulate(req):
+    """What decide() would answer -- a principal (user:login, agent:login: as it acts by itself; a grant
+    by id: its task token; a grant not yet made, as an object), an action, a resource, a context --
+    without doing anything. Of itself and of a grant it made (or would) anyone asks; of others, who
+    administers the resource."""
+    body = req.json()
+    human = signed_in(req)
+    action = req.field(body, "action", str, "Simulation", required=True)
+    if action not in ACTIONS:
+        raise invalid("Simulation", "action", message="action is one of GET /api/ext/v1/policy's actions")
+    name = req.field(body, "resource", str, "Simulation", required=True)
+    resource = SITE if name == "site" else reviewed_resource(req, name)
+    context = req.field(body, "context", dict, "Simulation", default={})
+    if any(k not in SIMULATED_CONTEXT or not isinstance(v, (str, int)) for k, v in context.items()):
+        raise invalid("Simulation", "context", message="context has %s (strings)" % ", ".join(SIMULATED_CONTEXT))
+    grant, who = body.get("grant"), body.get("principal")
+    if isinstance(grant, dict):
+        principal, own = grant_holder(req.app.store, simulated_grant(req, grant, human)), True
+    elif isinstance(grant, str):
+        row = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", grant)
+        if row is None:
+            raise invalid("Simulation", "grant", message="no grant %s" % grant[:40])
+        principal, own = grant_holder(req.app.store, load_grant(req.app.store, row["id"])), row["delegator_id"] == human["id"]
+    elif isinstance(who, str) or who is None:
+        user = account_by_login(req.app.store, (who or "user:" + human["login"]).partition(":")[2])
+        if user is None or user["kind"] == "org":
+            raise invalid("Simulation", "principal", message="principal is user:login or agent:login")
+        principal, own = standing_principal(req.app, user), user["id"] == human["id"]
+    else:
+        raise invalid("Simulation", "principal", message="principal is user:login or agent:login")
+    if not own and resource is not SITE:
+        req.check("review_access", resource)
+    decision = decide(req.app.store, principal, action, resource, dict(context))
+    return {"principal": ("agent:" if principal.user["kind"] == "agent" else "user:") + principal.user["login"],
+            "grant": principal.grant["public_id"] if principal.grant else None, "action": action,
+            "resource": resource.name, "decision": decision.effect, "rule": decision.rule, "reasons": decision.reasons,
+            "level": decision.level if decision.allowed else None, "simulated": True}
+
+
+# ════════════════════════════════════════════════════════════════════════════════════════════════════
+# 55. src/agentgit/graphql_language.py — GraphQL language: lexer, parser and the limits that refuse hostile documents.
 # uses: nothing of the package
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -16355,7 +16622,7 @@ def unprocessable(error):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 55. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+# 56. src/agentgit/graphql_resolvers.py — GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
 # uses: config, errors, gitstore, accounts, policy, serializers, lookups, repositories, issues, sub_issues, pulls, reviews, releases, search, graphql_language
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17037,7 +17304,7 @@ def resolve_pull_files(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 56. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+# 57. src/agentgit/graphql_git.py — GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
 # uses: gitstore, accounts, serializers, pulls, contents, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17268,7 +17535,7 @@ def resolve_pull_commits(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 57. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
+# 58. src/agentgit/graphql_mutations.py — GraphQL mutations: each one decided as its REST twin is.
 # uses: config, errors, storage, gitstore, accounts, policy, serializers, lookups, notifications, repositories, issues, pulls, reviews, graphql_language, graphql_resolvers
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -17655,7 +17922,7 @@ def mutate_create_repository(ctx, parent, args):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 58. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+# 59. src/agentgit/graphql_schema.py — GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
 # uses: graphql_resolvers, graphql_git, graphql_mutations
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18129,7 +18396,7 @@ GRAPHQL_TYPES = {
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 59. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+# 60. src/agentgit/graphql_execution.py — GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
 # uses: errors, policy, routing, lookups, graphql_language, graphql_resolvers, graphql_schema
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18410,7 +18677,7 @@ def graphql_endpoint(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 60. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+# 61. src/agentgit/client_assertions.py — Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
 # uses: config, errors, crypto, storage, accounts, policy, routing, lookups, delegation
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18593,7 +18860,7 @@ def asserted_key(req, params, header, claims):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 61. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+# 62. src/agentgit/settings_pages.py — Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
 # uses: config, errors, tokens, accounts, web, personal_tokens, delegation, tasks, client_assertions
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -18930,7 +19197,7 @@ def tokens_action(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 62. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+# 63. src/agentgit/oauth_clients.py — OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
 # uses: config, errors, egress, storage, tokens, policy, routing, lookups, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -19170,7 +19437,7 @@ def authenticated_client(req, params):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 63. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+# 64. src/agentgit/broker.py — Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
 # uses: config, errors, crypto, egress, tokens, accounts, guardrails, routing, lookups, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -19629,7 +19896,7 @@ def tool_token_for_upstream(req, resource_url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 64. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+# 65. src/agentgit/oauth.py — OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
 # uses: config, errors, storage, tokens, accounts, policy, authentication, ledger, routing, lookups, tasks, web, oauth_clients, client_assertions, broker
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -20342,7 +20609,7 @@ def protected_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 65. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+# 66. src/agentgit/mcp_server.py — MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
 # uses: config, errors, tokens, routing, request, contents
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -20850,7 +21117,7 @@ def mcp_resource_metadata(req):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 66. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+# 67. src/agentgit/githttp.py — Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
 # uses: config, errors, gitstore, accounts, guardrails, policy, audit, approvals, intents, outbox, routing, request
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -21090,7 +21357,7 @@ def record_push(req, row, allowed, ff_only, intents, judged):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 67. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+# 68. src/agentgit/pages.py — Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
 # uses: errors, gitstore, accounts, policy, routing, lookups, issues, pulls, contents, tasks, web
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -21359,7 +21626,7 @@ def comments_html(req, issue):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 68. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+# 69. src/agentgit/server.py — Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
 # uses: config, errors, egress, intents, proofs, authentication, installation, routing, request, serializers, web, webhooks, runner, vault
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -22092,7 +22359,7 @@ def make_server(data_dir, host="127.0.0.1", port=0, authenticator=None, url="", 
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 69. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+# 70. src/agentgit/clients.py — Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
 # uses: oauth
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -22369,7 +22636,7 @@ def gh_host_and_git_url(args, url):
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
-# 70. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
+# 71. src/agentgit/cli.py — Command line: serve, user, agent, connect, routes, audit.
 # uses: config, errors, crypto, storage, tokens, accounts, audit, authentication, ledger, installation, routing, delegation, runner, server, clients
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 

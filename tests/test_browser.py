@@ -404,6 +404,12 @@ def test_alice_grants_follows_and_revokes_a_task_from_the_console(server, chromi
     chromium.open(server.url + "/settings/tasks/" + grant)
     assert "create_branch" in chromium.wait_for("Activity") and login in chromium.text()
     chromium.screenshot("11-grant-activity")
+    # who reaches alice/payments now: her, and her agent twice (by its invite, and by this task), drawn
+    chromium.open(server.url + "/access-review?resource=repo:alice/payments")
+    drawn = chromium.wait_for("Access review")
+    chromium.find("svg rect")                                       # the graph is drawn, not scripted
+    assert ">agent:%s</text>" % login in drawn and "task grant %s" % grant in drawn and "<script" not in drawn
+    chromium.screenshot("11b-access-review")
     chromium.open(server.url + "/settings/tasks")
     chromium.click("form:has(input[name='grant'][value='%s']) button" % grant)
     chromium.wait_for("Revoke the task grant %s" % grant)

@@ -254,7 +254,7 @@ def route_path(method, pattern, ids):
         path += "?name=b.txt"
     if "/search/" in path:
         path += "?q=bug"
-    if path.endswith("/api/ext/v1/policy"):
+    if path.endswith(("/api/ext/v1/policy", "/access-review")):
         path += "?resource=repo:alice/secret"
     return path
 
@@ -326,6 +326,8 @@ def route_body(method, pattern, ids):
         ("POST", "/api/ext/v1/agent-bindings/confirm"): {"invite_token": "agi_" + "0" * 40},
         ("POST", "/api/ext/v1/agents"): {"prefix_login": "new"},
         ("POST", "/api/ext/v1/freezes"): {"resource": "repo:alice/secret", "reason": "incident"},
+        ("POST", "/api/ext/v1/policy/simulate"): {"principal": "user:alice", "action": "read_code",
+                                                  "resource": "repo:alice/secret"},
         ("POST", "/api/ext/v1/oauth/apps"): {"name": "app", "redirect_uris": ["http://127.0.0.1/cb"]},
         ("POST", "/api/ext/v1/oauth/device/approve"): {"user_code": ids["user_code"]},
         ("POST", "/api/ext/v1/revocations"): {"agent": ids["bot"]},
@@ -468,6 +470,8 @@ EXPECTED = {
     "grant_parties":          "401 pass 404 404 404 404 pass pass pass pass pass 403 401 401 401 401",
     "grant_agent_bootstrap":  "401 404 404 404 404 404 pass 403 403 403 403 403 401 401 401 401",
     "freeze":                 "401 pass 404 403 403 404 404 403 403 404 403 403 401 401 401 401",
+    # a repository's human admins (alice) ask who reaches it; who cannot see it does not learn it exists
+    "repo_review":            "401 pass 404 403 403 404 404 403 403 404 403 403 401 401 401 401",
     "thaw":                   "401 pass 404 404 404 404 404 403 404 403 403 403 401 401 401 401",
     "policy":                 "401 pass 404 pass pass 404 pass pass pass 404 pass 403 401 401 401 401",
     "token_holder":           "401 404 404 pass 404 404 404 404 404 404 404 403 401 401 401 401",
@@ -623,6 +627,7 @@ GET     /.well-known/oauth-protected-resource                                   
 GET     /.well-known/oauth-protected-resource/mcp                                 credentials_unread
 GET     /.well-known/openid-configuration                                         credentials_unread
 GET     /agentgit.css                                                             web_page
+GET     /access-review                                                            web_page
 GET     /api/ext/v1/agent-keys                                                    agent_bootstrap_only
 GET     /api/ext/v1/agent-bindings/{login}/keys                                   owner_only
 GET     /api/ext/v1/agents/{login}/activity                                       owner_only
@@ -660,6 +665,8 @@ GET     /api/v3/orgs/{org}/memberships/{login}                                  
 GET     /api/v3/orgs/{org}/repos                                                  public_outside_tasks
 GET     /api/v3/orgs/{org}/teams                                                  org_member
 GET     /api/ext/v1/orgs/{org}/agent-policy                                       org_member
+GET     /api/ext/v1/access-review                                                 repo_review
+POST    /api/ext/v1/policy/simulate                                               repo_review
 PUT     /api/ext/v1/orgs/{org}/agent-policy                                       owner_only
 GET     /api/ext/v1/site/agent-policy                                             signed_in
 PUT     /api/ext/v1/site/agent-policy                                             site_admin

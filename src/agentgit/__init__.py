@@ -36,7 +36,7 @@ MODULES = (
     "config", "errors", "crypto", "egress", "storage", "background", "gitstore", "gitwire", "tokens", "proofs", "accounts", "guardrails", "policy", "audit", "outbox", "approvals", "intents",
     "ledger", "authentication", "installation", "routing", "request", "serializers", "lookups", "web",
     "users", "repositories", "notifications", "issues", "sub_issues", "pulls", "reviews", "reactions", "timeline", "contents", "protection", "deployments", "gitdata", "releases", "deploy_keys", "actions", "artifacts",
-    "search", "orgs", "webhooks", "actions_config", "personal_tokens", "delegation", "vault", "tasks", "apps", "runner", "oversight",
+    "search", "orgs", "webhooks", "actions_config", "personal_tokens", "delegation", "vault", "tasks", "apps", "runner", "oversight", "access_review",
     "graphql_language", "graphql_resolvers", "graphql_git", "graphql_mutations", "graphql_schema", "graphql_execution",
     "client_assertions", "settings_pages", "oauth_clients", "broker", "oauth", "mcp_server", "githttp", "pages", "server", "clients", "cli",
 )

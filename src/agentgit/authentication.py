@@ -262,6 +262,15 @@ def hold_task_grant(principal, grant, actions):
     principal.delegator, principal.scopes = grant["delegator_login"], expand_scopes(AGENT_SCOPES)
 
 
+def grant_holder(store, grant):
+    """A task token of ``grant`` (load_grant's) as authenticate() would build its principal, for asking
+    decide() what it could do: the policy endpoint's what-if, the access review, the simulator."""
+    principal = Principal(user=account_by_id(store, grant["agent_id"]), token_id=0, token_kind="task")
+    name_delegator(store, principal)
+    hold_task_grant(principal, grant, grant["actions"])
+    return principal
+
+
 def load_grant(store, grant_id):
     """A grant, its names and sets read, its chain: [(agent login, grant public id)] from its own agent
     up through each grant it was made from, to the delegator, and its task_id: the id of the grant at

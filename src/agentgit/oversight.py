@@ -11,7 +11,7 @@ from agentgit.accounts import account_by_id, account_by_login, repo_by_full_name
 from agentgit.guardrails import AGENT_POLICY_FIELDS, agent_policies, guardrails_over, resource_org_ids
 from agentgit.policy import ACTIONS, POLICY_RULES, Resource, SITE, decide, permission_on
 from agentgit.audit import audit_json, explain
-from agentgit.authentication import Principal, hold_task_grant, load_grant, name_delegator
+from agentgit.authentication import grant_holder, load_grant
 from agentgit.routing import route
 from agentgit.lookups import find_account, signed_in
 from agentgit.proofs import spiffe_id
@@ -82,11 +82,7 @@ def effective_policy(req):
         found = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", req.query["grant"])
         if found is None or principal.user["id"] not in (found["delegator_id"], found["agent_id"]):
             raise HTTPError(404, "Not Found")
-        grant = load_grant(req.app.store, found["id"])
-        # a task token of this grant as authenticate() would build it (token_id set: scopes are checked)
-        principal = Principal(user=account_by_id(req.app.store, found["agent_id"]), token_id=0, token_kind="task")
-        name_delegator(req.app.store, principal)
-        hold_task_grant(principal, grant, grant["actions"])
+        principal = grant_holder(req.app.store, load_grant(req.app.store, found["id"]))
     user, grant = principal.user, principal.grant
     decisions = [decide(req.app.store, principal, action, resource) for action in TASK_ACTIONS]
     return 200, {"principal": "%s:%s" % ("agent" if user["kind"] == "agent" else "user", user["login"]),

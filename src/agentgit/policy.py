@@ -131,6 +131,8 @@ ACTIONS = {
     "mint_session_token": Action("account", "admin", token_kinds=("agent",)),
     "create_org":         Action("site", "read", scope="admin:org", humans_only=True),
     "read_site_audit":    Action("site", "admin", mutation=False),
+    # who can act on a repository, an organization or a credential, and through whom: its admins ask
+    "review_access":      Action("repo", "admin", mutation=False, humans_only=True),
     "suspend_user":       Action("site", "admin", scope="site_admin"),
     # guardrails: what an organization's owners, or the site's admins, let no agent do
     "manage_agent_policy": Action("org", "admin", scope="admin:org", humans_only=True),
