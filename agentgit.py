@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  4780  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21637  server.App.dispatch
+       line 21643  server.App.dispatch
        line  4648  authentication.authenticate
        line  4299  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21256  githttp.git_receive_pack
+       line 21262  githttp.git_receive_pack
        line  4343  ledger.Ledger.decide_each
        line  4277  intents.reconcile_intents
 
@@ -118,19 +118,19 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     59. graphql_schema     lines 17924-18397  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
     60. graphql_execution  lines 18398-18678  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
     61. client_assertions  lines 18679-18861  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18862-19198  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19199-19438  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19439-19897  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19898-20610  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20611-21118  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21119-21358  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21359-21627  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21628-22360  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22361-22637  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22638-23234  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23235-24234  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    62. settings_pages     lines 18862-19204  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19205-19444  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19445-19903  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19904-20616  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20617-21124  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21125-21364  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21365-21633  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21634-22366  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22367-22643  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22644-23240  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23241-24240  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 1390e00821949c84bab03f63558d6a13076df046b17e50dce62930172869c6aa
+Made from sources whose SHA-256 is 2ef2ef5b7fc596c2fcb878ac1c5a4e45fb07eecc25e965b207d364295a3bc41b
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -19080,14 +19080,20 @@ def task_page(req, grant_id):
     activity = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(
         html.escape(str(r[k] or "")) for k in ("at", "actor", "action", "resource", "decision", "side_effect"))
         for r in rows) or '<tr><td colspan="6">nothing yet</td></tr>'
+    reads = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(
+        html.escape(r[k]) for k in ("at", "kind", "what", "resource")) for r in grant["read"]) or \
+        '<tr><td colspan="4">nothing private or untrusted yet</td></tr>'
     body = ('<p>%s for %s, by %s: %s on %s. Constraints: <code>%s</code>. Expires %s%s.</p>'
+            '<h2>What the task has read</h2><p>Once it has read something private, what it writes where more '
+            'people read waits for your approval.</p><table><tr><th>At</th><th>Kind</th><th>What</th>'
+            '<th>Where</th></tr>%s</table>'
             '<h2>Activity</h2><table><tr><th>At</th><th>Actor</th><th>Action</th><th>Resource</th><th>Decision</th>'
             '<th>Side effect</th></tr>%s</table><p><a href="/settings/tasks">All task grants</a></p>') % (
         html.escape(grant["task"]), html.escape(grant["agent"]),
         html.escape(grant["delegator"]), html.escape(", ".join(grant["actions"])),
         html.escape(", ".join(grant["resources"])), html.escape(json.dumps(grant["constraints"])),
         html.escape(grant["expires_at"]), "; revoked %s" % html.escape(grant["revoked_at"]) if grant["revoked_at"]
-        else "", activity)
+        else "", reads, activity)
     return html_page("Task grant %s" % grant_id, body)
 
 

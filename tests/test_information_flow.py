@@ -9,7 +9,7 @@ import pytest
 
 import agentgit
 
-from conftest import api, ext
+from conftest import Browser, api, ext
 
 mcp = pytest.importorskip("mcp", reason="make test installs the mcp SDK")
 import httpx2  # noqa: E402
@@ -81,6 +81,10 @@ def test_the_injection_stops_at_the_public_write_until_alice_approves(server, tm
     shown = ext(server, "GET", "/task-grants/" + w["grant"], w["alice"]).json["read"]
     assert [(r["kind"], r["resource"], r["what"]) for r in shown] == [
         ("private", "repo:alice/payments", "its code and issues")]
+    browser = Browser(server)                                    # and on the grant's page, for alice
+    browser.sign_in("alice", "pw", next_path="/settings/tasks/" + w["grant"])
+    page = browser.request("GET", "/settings/tasks/" + w["grant"])[1]
+    assert "What the task has read" in page and "<td>its code and issues</td><td>repo:alice/payments</td>" in page
 
     # what the task read survives a restart: the next public comment waits again
     data = server.app.config.data_dir

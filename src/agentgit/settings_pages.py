@@ -234,14 +234,20 @@ def task_page(req, grant_id):
     activity = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(
         html.escape(str(r[k] or "")) for k in ("at", "actor", "action", "resource", "decision", "side_effect"))
         for r in rows) or '<tr><td colspan="6">nothing yet</td></tr>'
+    reads = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(
+        html.escape(r[k]) for k in ("at", "kind", "what", "resource")) for r in grant["read"]) or \
+        '<tr><td colspan="4">nothing private or untrusted yet</td></tr>'
     body = ('<p>%s for %s, by %s: %s on %s. Constraints: <code>%s</code>. Expires %s%s.</p>'
+            '<h2>What the task has read</h2><p>Once it has read something private, what it writes where more '
+            'people read waits for your approval.</p><table><tr><th>At</th><th>Kind</th><th>What</th>'
+            '<th>Where</th></tr>%s</table>'
             '<h2>Activity</h2><table><tr><th>At</th><th>Actor</th><th>Action</th><th>Resource</th><th>Decision</th>'
             '<th>Side effect</th></tr>%s</table><p><a href="/settings/tasks">All task grants</a></p>') % (
         html.escape(grant["task"]), html.escape(grant["agent"]),
         html.escape(grant["delegator"]), html.escape(", ".join(grant["actions"])),
         html.escape(", ".join(grant["resources"])), html.escape(json.dumps(grant["constraints"])),
         html.escape(grant["expires_at"]), "; revoked %s" % html.escape(grant["revoked_at"]) if grant["revoked_at"]
-        else "", activity)
+        else "", reads, activity)
     return html_page("Task grant %s" % grant_id, body)
 
 
