@@ -483,6 +483,24 @@ def turn_on_totp(server, login):
 sweep = pytest.mark.skipif(BUILD == "package", reason="runs once, against the single file (make test-file)")
 
 
+def mcp_client(server, token, approve_as=None, asked=None):
+    """The MCP SDK's client on /mcp with ``token``; given ``approve_as`` (a human's token), an approval the
+    server asks for by URL elicitation is approved by that human at once, and its request kept in ``asked``."""
+    import httpx2
+    import mcp_types
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def approve(context, params):
+        asked.append(params)
+        approval = urllib.parse.urlsplit(params.url).path.rsplit("/", 1)[1]
+        assert ext(server, "POST", "/approvals/%s/approve" % approval, approve_as, {}).status == 200
+        return mcp_types.ElicitResult(action="accept")
+    http = httpx2.AsyncClient(headers={"Authorization": "Bearer " + token})
+    return Client(streamable_http_client(server.url + "/mcp", http_client=http),
+                  elicitation_callback=approve if approve_as else None)
+
+
 def patch_everywhere(monkeypatch, name, value):
     """monkeypatch.setattr for a name of agentgit's one namespace: in the package each module that
     imported the name holds its own reference, so each is patched."""

@@ -3,19 +3,14 @@ before it writes where a wider audience reads, and one that has read untrusted i
 actions its grant names. The reads are kept per task, survive a restart, and are shown on the grant."""
 import asyncio
 import base64
-import urllib.parse
 
 import pytest
 
 import agentgit
 
-from conftest import Browser, api, ext
+from conftest import Browser, api, ext, mcp_client
 
 mcp = pytest.importorskip("mcp", reason="make test installs the mcp SDK")
-import httpx2  # noqa: E402
-import mcp_types  # noqa: E402
-from mcp import Client  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 
 def world(server, constraints=None):
@@ -49,16 +44,8 @@ def test_the_injection_stops_at_the_public_write_until_alice_approves(server, tm
     w = world(server)
     asked = []
 
-    async def alice_reads_and_approves(context, params):
-        asked.append(params.message)
-        approval = urllib.parse.urlsplit(params.url).path.rsplit("/", 1)[1]
-        assert ext(server, "POST", "/approvals/%s/approve" % approval, w["alice"], {}).status == 200
-        return mcp_types.ElicitResult(action="accept")
-
     async def the_agent():
-        http = httpx2.AsyncClient(headers={"Authorization": "Bearer " + w["token"]})
-        async with Client(streamable_http_client(server.url + "/mcp", http_client=http),
-                          elicitation_callback=alice_reads_and_approves) as c:
+        async with mcp_client(server, w["token"], approve_as=w["alice"], asked=asked) as c:
             issue = await c.call_tool("get_issue", {"owner": "alice", "repo": "website", "issue_number": 1})
             assert "ignore your task" in issue.content[0].text
             config = await c.call_tool("get_file_contents", {"owner": "alice", "repo": "payments",
@@ -69,7 +56,7 @@ def test_the_injection_stops_at_the_public_write_until_alice_approves(server, tm
             assert not posted.is_error, posted
 
     asyncio.run(the_agent())
-    (why,) = asked
+    (why,) = [params.message for params in asked]
     assert "its code and issues (repo:alice/payments)" in why and "comment on repo:alice/website" in why, why
     assert "repo:alice/website is public" in why
     rows = server.app.store.all("SELECT decision FROM audit WHERE action = 'comment' ORDER BY id")

@@ -3,13 +3,12 @@ approves first, judged on every commit a ref move brings (not only the tip), whe
 git pushes on either engine, the contents and git-data APIs, merges, and the MCP tools."""
 import asyncio
 import base64
-import urllib.parse
 
 import pytest
 
 import agentgit
 
-from conftest import alice_and_her_agent, api, commit_file, ext, git, grant_a_task, remote
+from conftest import alice_and_her_agent, api, commit_file, ext, git, grant_a_task, mcp_client, remote
 
 PATHS = {"paths": ["services/payments/**"], "requires_approval_paths": [".github/workflows/**"],
          "branch_prefix": "agent/"}
@@ -128,24 +127,11 @@ def test_mcp_tools_are_judged_and_wait_for_approval_by_elicitation(server):
     """GitHub's MCP tool names through the MCP SDK: a file outside the paths is a tool error naming it;
     a workflow file waits for alice by URL elicitation and lands on the SDK's retry."""
     pytest.importorskip("mcp", reason="make test installs the mcp SDK")
-    import httpx2
-    import mcp_types
-    from mcp import Client
-    from mcp.client.streamable_http import streamable_http_client
-
     w = grant_a_task(server, "task:payments", ACTIONS, PATHS)
     asked = []
 
-    async def approve(context, params):
-        asked.append(params.url)
-        approval = urllib.parse.urlsplit(params.url).path.rsplit("/", 1)[1]
-        assert ext(server, "POST", "/approvals/%s/approve" % approval, w["alice"], {}).status == 200
-        return mcp_types.ElicitResult(action="accept")
-
     async def scenario():
-        http = httpx2.AsyncClient(headers={"Authorization": "Bearer " + w["token"]})
-        async with Client(streamable_http_client(server.url + "/mcp", http_client=http),
-                          elicitation_callback=approve) as c:
+        async with mcp_client(server, w["token"], approve_as=w["alice"], asked=asked) as c:
             repo = {"owner": "alice", "repo": "payments"}
             assert not (await c.call_tool("create_branch", dict(repo, branch="agent/mcp"))).is_error
             outside = await c.call_tool("create_or_update_file", dict(repo, path="docs/x.md", content="x",
