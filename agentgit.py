@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  3897  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13238  delegation.create_invite
-       line 13312  delegation.confirm_binding
-       line 13955  tasks.create_task_grant
-       line  4780  authentication.load_grant
+       line 13247  delegation.create_invite
+       line 13321  delegation.confirm_binding
+       line 13964  tasks.create_task_grant
+       line  4789  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21643  server.App.dispatch
-       line  4648  authentication.authenticate
+       line 21652  server.App.dispatch
+       line  4657  authentication.authenticate
        line  4299  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21262  githttp.git_receive_pack
+       line 21271  githttp.git_receive_pack
        line  4343  ledger.Ledger.decide_each
        line  4277  intents.reconcile_intents
 
@@ -74,63 +74,63 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     15. outbox             lines  4047- 4150  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
     16. approvals          lines  4151- 4220  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
     17. intents            lines  4221- 4293  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    18. ledger             lines  4294- 4519  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    19. authentication     lines  4520- 4841  Authentication: the Principal, and the request credentials it is built from.
-    20. installation       lines  4842- 5033  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    21. routing            lines  5034- 5163  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    22. request            lines  5164- 5459  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    23. serializers        lines  5460- 5676  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    24. lookups            lines  5677- 5744  Lookups: what a REST request names (accounts, repositories), found or 404.
-    25. web                lines  5745- 6020  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    26. users              lines  6021- 6118  REST: the API root, meta, rate limit and users.
-    27. repositories       lines  6119- 6655  REST: repositories, forks, branches, refs, commits and collaborators.
-    28. notifications      lines  6656- 6926  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6927- 7736  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7737- 7866  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7867- 8396  REST: pull requests and their merges.
-    32. reviews            lines  8397- 8751  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8752- 8859  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8860- 8916  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8917- 9158  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9159- 9440  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9441- 9603  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9604- 9953  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines  9954-10298  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10299-10377  REST: deploy keys.
-    41. actions            lines 10378-10852  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10853-11384  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11385-11587  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11588-11936  REST: organizations, memberships and teams.
-    45. webhooks           lines 11937-12499  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12500-13056  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13057-13132  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13133-13700  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13701-13912  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13913-14386  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14387-15026  REST: GitHub Apps, as agents.
-    52. runner             lines 15027-15845  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15846-16102  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16103-16360  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16361-16623  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16624-17305  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17306-17536  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17537-17923  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17924-18397  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18398-18678  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18679-18861  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18862-19204  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19205-19444  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19445-19903  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19904-20616  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20617-21124  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21125-21364  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21365-21633  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21634-22366  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22367-22643  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22644-23240  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23241-24240  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    18. ledger             lines  4294- 4528  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4529- 4850  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4851- 5042  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5043- 5172  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5173- 5468  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5469- 5685  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5686- 5753  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5754- 6029  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6030- 6127  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6128- 6664  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6665- 6935  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6936- 7745  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7746- 7875  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7876- 8405  REST: pull requests and their merges.
+    32. reviews            lines  8406- 8760  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8761- 8868  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8869- 8925  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8926- 9167  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9168- 9449  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9450- 9612  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9613- 9962  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines  9963-10307  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10308-10386  REST: deploy keys.
+    41. actions            lines 10387-10861  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10862-11393  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11394-11596  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11597-11945  REST: organizations, memberships and teams.
+    45. webhooks           lines 11946-12508  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12509-13065  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13066-13141  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13142-13709  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13710-13921  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13922-14395  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14396-15035  REST: GitHub Apps, as agents.
+    52. runner             lines 15036-15854  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15855-16111  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16112-16369  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16370-16632  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16633-17314  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17315-17545  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17546-17932  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17933-18406  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18407-18687  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18688-18870  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18871-19213  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19214-19453  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19454-19912  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19913-20625  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20626-21133  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21134-21373  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21374-21642  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21643-22375  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22376-22652  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22653-23249  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23250-24249  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 2ef2ef5b7fc596c2fcb878ac1c5a4e45fb07eecc25e965b207d364295a3bc41b
+Made from sources whose SHA-256 is f73318c9cf4763dfe54511909d4d240a46762308f7cdc74d94405b66410a0e72
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -4355,11 +4355,16 @@ class Ledger:
                                            reasons=["That approval was just used; ask for another"])
         if not decision.allowed:
             self.record_refusal(decision, refused_text)
-        elif self.principal.grant is not None:
+        else:
+            self.note_if_read(action, resource, context)
+        return decision, None
+
+    def note_if_read(self, action, resource, context):
+        """An allowed ``action`` of a task token that reads something private: noted (note_read)."""
+        if self.principal.grant is not None:
             read = read_of(action, ACTIONS[action], resource, context)
             if read is not None:
                 self.note_read(*read)
-        return decision, None
 
     def note_read(self, kind, resource_name, what):
         """A task token read something that decides where its task may write next (rule_information_flow):
@@ -4415,8 +4420,12 @@ class Ledger:
         return decision
 
     def can(self, action, resource):
-        """decide() for filtering lists: an item the caller may not see is left out, not reported."""
-        return decide(self.app.store, self.principal, action, resource).allowed
+        """decide() for filtering lists: an item the caller may not see is left out, not reported (one
+        shown is read: GraphQL reads through here)."""
+        allowed = decide(self.app.store, self.principal, action, resource).allowed
+        if allowed:
+            self.note_if_read(action, resource, {})
+        return allowed
 
     def refusal(self, decision):
         """404 for what the caller may not know exists, 401 for anonymous callers, 403 otherwise.

@@ -8,7 +8,7 @@ import pytest
 
 import agentgit
 
-from conftest import Browser, api, ext, mcp_client
+from conftest import Browser, api, call, ext, mcp_client
 
 mcp = pytest.importorskip("mcp", reason="make test installs the mcp SDK")
 
@@ -99,3 +99,14 @@ def test_untrusted_input_holds_the_actions_the_grant_names(server):
     assert branch("after").status == 201
     assert ("untrusted", "issue #1 by mallory") in [
         (r["kind"], r["what"]) for r in ext(server, "GET", "/task-grants/" + w["grant"], w["alice"]).json["read"]]
+
+
+def test_a_read_through_graphql_counts_as_one_through_rest(server):
+    """GraphQL reaches a private issue by its node id (a lookup that filters what the caller may see): a
+    read all the same."""
+    w = world(server)
+    plan = api(server, "POST", "/repos/alice/payments/issues", w["alice"], {"title": "Q3 plan", "body": "sell"})
+    query = '{ node(id: "%s") { ... on Issue { body } } }' % plan.json["node_id"]
+    assert "sell" in call(server, "POST", "/api/graphql", w["token"], {"query": query}).raw.decode()
+    r = api(server, "POST", "/repos/alice/website/issues/1/comments", w["token"], {"body": "they sell in Q3"})
+    assert r.status == 403 and "approval_id" in r.json, r

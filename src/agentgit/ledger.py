@@ -77,11 +77,16 @@ class Ledger:
                                            reasons=["That approval was just used; ask for another"])
         if not decision.allowed:
             self.record_refusal(decision, refused_text)
-        elif self.principal.grant is not None:
+        else:
+            self.note_if_read(action, resource, context)
+        return decision, None
+
+    def note_if_read(self, action, resource, context):
+        """An allowed ``action`` of a task token that reads something private: noted (note_read)."""
+        if self.principal.grant is not None:
             read = read_of(action, ACTIONS[action], resource, context)
             if read is not None:
                 self.note_read(*read)
-        return decision, None
 
     def note_read(self, kind, resource_name, what):
         """A task token read something that decides where its task may write next (rule_information_flow):
@@ -137,8 +142,12 @@ class Ledger:
         return decision
 
     def can(self, action, resource):
-        """decide() for filtering lists: an item the caller may not see is left out, not reported."""
-        return decide(self.app.store, self.principal, action, resource).allowed
+        """decide() for filtering lists: an item the caller may not see is left out, not reported (one
+        shown is read: GraphQL reads through here)."""
+        allowed = decide(self.app.store, self.principal, action, resource).allowed
+        if allowed:
+            self.note_if_read(action, resource, {})
+        return allowed
 
     def refusal(self, decision):
         """404 for what the caller may not know exists, 401 for anonymous callers, 403 otherwise.
