@@ -767,11 +767,10 @@ def bench_decide(grants=10000, calls=20000):
         # bound with no standing access: the task token carries alice's authority, computed live
         invite = json.loads(request(server.url, "/api/ext/v1/agent-invites", alice, "POST", {})[1])["invite_token"]
         request(server.url, "/api/ext/v1/agent-bindings/confirm", agent, "POST", {"invite_token": invite})
-        # every action the site's guardrails leave to a grant, within a branch prefix and paths
-        actions = [a for a in TASK_ACTIONS if a not in agentgit.DEFAULT_SITE_AGENT_POLICY["deny"]]
+        # (with path rules: decide() with every rule of issue 29 in force, the site's default guardrails too)
         status, body = request(server.url, "/api/ext/v1/task-grants", alice, "POST", {
             "agent": "agent:" + login, "task": "task:task-0", "resources": ["repo:alice/payments"],
-            "actions": actions, "constraints": {"branch_prefix": "agent/task-0/", "paths": ["src/**"]}})
+            "actions": list(TASK_ACTIONS), "constraints": {"branch_prefix": "agent/task-0/", "paths": ["src/**"]}})
         assert status == 201, body
         grant = json.loads(body)
         task_token = json.loads(request(server.url, "/api/ext/v1/task-grants/%s/tokens" % grant["id"], agent,
