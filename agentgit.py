@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  4789  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21652  server.App.dispatch
+       line 21654  server.App.dispatch
        line  4657  authentication.authenticate
        line  4299  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21271  githttp.git_receive_pack
+       line 21273  githttp.git_receive_pack
        line  4343  ledger.Ledger.decide_each
        line  4277  intents.reconcile_intents
 
@@ -106,31 +106,31 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     47. personal_tokens    lines 13066-13141  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
     48. delegation         lines 13142-13709  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
     49. vault              lines 13710-13921  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13922-14395  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14396-15035  REST: GitHub Apps, as agents.
-    52. runner             lines 15036-15854  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15855-16111  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16112-16369  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16370-16632  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16633-17314  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17315-17545  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17546-17932  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17933-18406  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18407-18687  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18688-18870  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18871-19213  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19214-19453  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19454-19912  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19913-20625  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20626-21133  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21134-21373  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21374-21642  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21643-22375  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22376-22652  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22653-23249  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23250-24249  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    50. tasks              lines 13922-14399  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14400-15039  REST: GitHub Apps, as agents.
+    52. runner             lines 15040-15858  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15859-16115  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16116-16373  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16374-16636  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16637-17318  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17319-17549  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17550-17936  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17937-18410  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18411-18691  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18692-18874  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18875-19217  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19218-19457  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19458-19916  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19917-20627  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20628-21135  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21136-21375  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21376-21644  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21645-22377  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22378-22654  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22655-23251  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23252-24251  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is f73318c9cf4763dfe54511909d4d240a46762308f7cdc74d94405b66410a0e72
+Made from sources whose SHA-256 is 161d5143b4e7e2689a0f9bc063200467c9fb5a96f0e3cab30119e5da591428b7
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -14200,19 +14200,23 @@ def issue_task_token(req, row, asked=None, resource=None):
     """A task token for the grant's row, for the actions asked that the grant gives (narrowed, and
     said so, when that is fewer); for all it gives when none are asked. ``resource``: the one
     resource it works on (RFC 8707), such as the MCP endpoint; None: the API and MCP alike."""
+    with req.transaction() as db:
+        return task_token_in(db, req, row, asked, resource)
+
+
+def task_token_in(db, req, row, asked=None, resource=None):
+    """issue_task_token() in the caller's transaction (which records the request's decisions)."""
     granted = json.loads(row["actions"])
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
     expires_at = min(from_now(token_seconds(req.app.store, json.loads(row["resources"]))), row["expires_at"])
     cnf = req.principal.confirmation()
-    with req.transaction() as db:
-        token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
-                               expires_at=expires_at, grant_id=row["id"], resource=resource, cnf=cnf,
-                               runtime=req.principal.runtime_id)
-        remember_runtime_certificate(db, req.principal)
-        req.effect("task token %s for %s until %s%s%s" % (token_fingerprint(token), row["public_id"], expires_at,
-                                                         " (narrowed)" if set(asked) - set(given) else "",
-                                                         bound_to(cnf)))
+    token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
+                           expires_at=expires_at, grant_id=row["id"], resource=resource, cnf=cnf,
+                           runtime=req.principal.runtime_id)
+    remember_runtime_certificate(db, req.principal)
+    req.effect("task token %s for %s until %s%s%s" % (token_fingerprint(token), row["public_id"], expires_at,
+                                                     " (narrowed)" if set(asked) - set(given) else "", bound_to(cnf)))
     return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
             "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow",
             "token_type": "DPoP" if cnf and "jkt" in cnf else "Bearer", "cnf": cnf}
@@ -20113,7 +20117,7 @@ def hand_down(req, params):
     asked = set(re.split(r"[\s,]+", params["scope"].strip())) if params.get("scope", "").strip() else parent["actions"]
     actions = sorted(asked & parent["actions"])
     try:
-        seconds = int(params.get("expires_in") or TASK_GRANT_MAX_SECONDS)
+        seconds = min(int(params.get("expires_in") or TASK_GRANT_MAX_SECONDS), TASK_GRANT_MAX_SECONDS)
     except ValueError:
         return oauth_answer(req, {"error": "invalid_request", "error_description": "expires_in is seconds"}, 400)
     if not actions or seconds < 60:
@@ -20128,15 +20132,13 @@ def hand_down(req, params):
                             error.status)
     expires_at = min(from_now(seconds), parent["expires_at"])
     constraints = {k: v for k, v in parent["constraints"].items() if k != "expires_at"}
-    with req.transaction() as db:
+    with req.transaction() as db:        # the grant, its token and their audit row land together
         grant_id, public_id = insert_task_grant(db, sub["id"], parent["delegator_id"], parent["task"], names, actions,
                                                 constraints, expires_at, parent["id"])
         req.effect("task grant %s for %s from %s: %s on %s until %s" % (
             public_id, sub["login"], parent["public_id"], ",".join(actions), ",".join(names), expires_at))
-    minted = issue_task_token(req, store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
-    narrowed = asked - set(actions) or len(names) < len(parent["resources"])
-    return exchanged(req, dict(minted, decision="allow_narrowed" if asked - set(actions) else decision.effect,
-                               narrowed=bool(narrowed) or None))
+        minted = task_token_in(db, req, db.execute("SELECT * FROM task_grants WHERE id = ?", (grant_id,)).fetchone())
+    return exchanged(req, dict(minted, decision="allow_narrowed" if asked - set(actions) else decision.effect))
 
 
 def client_credentials_grant(req, params):

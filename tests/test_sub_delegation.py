@@ -53,6 +53,8 @@ def test_an_orchestrator_hands_part_of_its_task_to_a_sub_agent(server, tmp_path)
                                " 'allow'", sub)
     assert (row["delegator"], row["task"]) == ("alice", "task:payments")
     assert "handed down by agent %s (task grant %s)" % (w["login"], w["grant"]["id"]) in row["reasons"]
+    made = server.app.store.one("SELECT side_effect FROM audit WHERE action = 'delegate_task' AND decision = 'allow'")
+    assert "task grant tg_" in made[0] and "task token " in made[0]          # the grant and its token, one record
     grants = {g["agent"]: g for g in ext(server, "GET", "/task-grants", alice).json}
     assert grants["agent:" + sub]["constraints"]["paths"] == ["src/**"]          # the orchestrator's limits too
 
@@ -91,6 +93,9 @@ def test_a_stranger_needs_the_humans_yes_and_the_chain_has_an_end(server):
     assert hand_down(server, w["token"], w["agent"]).json["error"] == "invalid_grant"        # not to itself
     assert hand_down(server, w["token"], stranger_own, resource="repo:alice/other").json["error"] == "invalid_target"
     assert hand_down(server, w["token"], stranger_own, scope="push_branch").json["error"] == "invalid_scope"
+    _, later = bind(server, alice, "later")
+    forever = hand_down(server, w["token"], later, expires_in="9" * 40)              # no longer than the grant above
+    assert forever.status == 200 and forever.json["expires_in"] <= 3600, forever
     # the site's admins (or an organization's owners, for its repositories) may forbid it outright
     root = server.add_user("root", admin=True)
     assert ext(server, "PUT", "/site/agent-policy", root, {"deny": ["delegate_task"]}).status == 200

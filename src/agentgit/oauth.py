@@ -24,7 +24,7 @@ from agentgit.ledger import Ledger
 from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.tasks import (TASK_GRANT_MAX_SECONDS, bound_to, find_grant, insert_task_grant, issue_task_token,
-                            strip_kind)
+                            strip_kind, task_token_in)
 from agentgit.web import (PAGE_HEADERS, claimed_name, csp_allowing_form_redirect_to, hidden_input, html_page,
                           plain_text, signed_in_page, web_route)
 from agentgit.oauth_clients import AUTH_METHODS, authenticated_client, find_client, redirect_matches
@@ -230,7 +230,7 @@ def hand_down(req, params):
     asked = set(re.split(r"[\s,]+", params["scope"].strip())) if params.get("scope", "").strip() else parent["actions"]
     actions = sorted(asked & parent["actions"])
     try:
-        seconds = int(params.get("expires_in") or TASK_GRANT_MAX_SECONDS)
+        seconds = min(int(params.get("expires_in") or TASK_GRANT_MAX_SECONDS), TASK_GRANT_MAX_SECONDS)
     except ValueError:
         return oauth_answer(req, {"error": "invalid_request", "error_description": "expires_in is seconds"}, 400)
     if not actions or seconds < 60:
@@ -245,15 +245,13 @@ def hand_down(req, params):
                             error.status)
     expires_at = min(from_now(seconds), parent["expires_at"])
     constraints = {k: v for k, v in parent["constraints"].items() if k != "expires_at"}
-    with req.transaction() as db:
+    with req.transaction() as db:        # the grant, its token and their audit row land together
         grant_id, public_id = insert_task_grant(db, sub["id"], parent["delegator_id"], parent["task"], names, actions,
                                                 constraints, expires_at, parent["id"])
         req.effect("task grant %s for %s from %s: %s on %s until %s" % (
             public_id, sub["login"], parent["public_id"], ",".join(actions), ",".join(names), expires_at))
-    minted = issue_task_token(req, store.one("SELECT * FROM task_grants WHERE id = ?", grant_id))
-    narrowed = asked - set(actions) or len(names) < len(parent["resources"])
-    return exchanged(req, dict(minted, decision="allow_narrowed" if asked - set(actions) else decision.effect,
-                               narrowed=bool(narrowed) or None))
+        minted = task_token_in(db, req, db.execute("SELECT * FROM task_grants WHERE id = ?", (grant_id,)).fetchone())
+    return exchanged(req, dict(minted, decision="allow_narrowed" if asked - set(actions) else decision.effect))
 
 
 def client_credentials_grant(req, params):

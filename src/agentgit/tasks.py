@@ -299,19 +299,23 @@ def issue_task_token(req, row, asked=None, resource=None):
     """A task token for the grant's row, for the actions asked that the grant gives (narrowed, and
     said so, when that is fewer); for all it gives when none are asked. ``resource``: the one
     resource it works on (RFC 8707), such as the MCP endpoint; None: the API and MCP alike."""
+    with req.transaction() as db:
+        return task_token_in(db, req, row, asked, resource)
+
+
+def task_token_in(db, req, row, asked=None, resource=None):
+    """issue_task_token() in the caller's transaction (which records the request's decisions)."""
     granted = json.loads(row["actions"])
     asked = granted if asked is None else asked
     given = sorted(set(asked) & set(granted))
     expires_at = min(from_now(token_seconds(req.app.store, json.loads(row["resources"]))), row["expires_at"])
     cnf = req.principal.confirmation()
-    with req.transaction() as db:
-        token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
-                               expires_at=expires_at, grant_id=row["id"], resource=resource, cnf=cnf,
-                               runtime=req.principal.runtime_id)
-        remember_runtime_certificate(db, req.principal)
-        req.effect("task token %s for %s until %s%s%s" % (token_fingerprint(token), row["public_id"], expires_at,
-                                                         " (narrowed)" if set(asked) - set(given) else "",
-                                                         bound_to(cnf)))
+    token, _ = issue_token(db, req.app.key, row["agent_id"], "task", name="task " + row["task"], scopes=given,
+                           expires_at=expires_at, grant_id=row["id"], resource=resource, cnf=cnf,
+                           runtime=req.principal.runtime_id)
+    remember_runtime_certificate(db, req.principal)
+    req.effect("task token %s for %s until %s%s%s" % (token_fingerprint(token), row["public_id"], expires_at,
+                                                     " (narrowed)" if set(asked) - set(given) else "", bound_to(cnf)))
     return {"token": token, "expires_at": expires_at, "grant": row["public_id"], "task": row["task"],
             "scope": " ".join(given), "decision": "allow_narrowed" if set(asked) - set(given) else "allow",
             "token_type": "DPoP" if cnf and "jkt" in cnf else "Bearer", "cnf": cnf}
