@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  2258  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3745  policy.POLICY_RULES
-       line  3808  policy.decide
+       line  3754  policy.POLICY_RULES
+       line  3817  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3874  audit.audit_append
-       line  3897  audit.audit_verify
+       line  3883  audit.audit_append
+       line  3906  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13247  delegation.create_invite
-       line 13321  delegation.confirm_binding
-       line 13964  tasks.create_task_grant
-       line  4789  authentication.load_grant
+       line 13256  delegation.create_invite
+       line 13330  delegation.confirm_binding
+       line 13973  tasks.create_task_grant
+       line  4798  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21654  server.App.dispatch
-       line  4657  authentication.authenticate
-       line  4299  ledger.Ledger
+       line 21663  server.App.dispatch
+       line  4666  authentication.authenticate
+       line  4308  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21273  githttp.git_receive_pack
-       line  4343  ledger.Ledger.decide_each
-       line  4277  intents.reconcile_intents
+       line 21282  githttp.git_receive_pack
+       line  4352  ledger.Ledger.decide_each
+       line  4286  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -68,69 +68,69 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      9. tokens             lines  2185- 2285  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
     10. proofs             lines  2286- 2438  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     11. accounts           lines  2439- 2664  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. guardrails         lines  2665- 2842  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
-    13. policy             lines  2843- 3831  Policy: the action table and decide(), the one policy decision point.
-    14. audit              lines  3832- 4046  Audit: the hash-chained log and its verifier.
-    15. outbox             lines  4047- 4150  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    16. approvals          lines  4151- 4220  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    17. intents            lines  4221- 4293  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    18. ledger             lines  4294- 4528  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    19. authentication     lines  4529- 4850  Authentication: the Principal, and the request credentials it is built from.
-    20. installation       lines  4851- 5042  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    21. routing            lines  5043- 5172  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    22. request            lines  5173- 5468  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    23. serializers        lines  5469- 5685  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    24. lookups            lines  5686- 5753  Lookups: what a REST request names (accounts, repositories), found or 404.
-    25. web                lines  5754- 6029  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    26. users              lines  6030- 6127  REST: the API root, meta, rate limit and users.
-    27. repositories       lines  6128- 6664  REST: repositories, forks, branches, refs, commits and collaborators.
-    28. notifications      lines  6665- 6935  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6936- 7745  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7746- 7875  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7876- 8405  REST: pull requests and their merges.
-    32. reviews            lines  8406- 8760  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8761- 8868  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8869- 8925  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8926- 9167  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9168- 9449  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9450- 9612  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9613- 9962  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines  9963-10307  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10308-10386  REST: deploy keys.
-    41. actions            lines 10387-10861  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10862-11393  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11394-11596  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11597-11945  REST: organizations, memberships and teams.
-    45. webhooks           lines 11946-12508  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12509-13065  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13066-13141  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13142-13709  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13710-13921  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13922-14399  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14400-15039  REST: GitHub Apps, as agents.
-    52. runner             lines 15040-15858  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15859-16115  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16116-16373  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16374-16636  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16637-17318  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17319-17549  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17550-17936  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17937-18410  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18411-18691  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18692-18874  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18875-19217  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19218-19457  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19458-19916  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19917-20627  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20628-21135  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21136-21375  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21376-21644  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21645-22377  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22378-22654  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22655-23251  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23252-24251  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    12. guardrails         lines  2665- 2851  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
+    13. policy             lines  2852- 3840  Policy: the action table and decide(), the one policy decision point.
+    14. audit              lines  3841- 4055  Audit: the hash-chained log and its verifier.
+    15. outbox             lines  4056- 4159  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    16. approvals          lines  4160- 4229  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    17. intents            lines  4230- 4302  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    18. ledger             lines  4303- 4537  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4538- 4859  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4860- 5051  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5052- 5181  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5182- 5477  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5478- 5694  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5695- 5762  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5763- 6038  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6039- 6136  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6137- 6673  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6674- 6944  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6945- 7754  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7755- 7884  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7885- 8414  REST: pull requests and their merges.
+    32. reviews            lines  8415- 8769  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8770- 8877  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8878- 8934  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8935- 9176  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9177- 9458  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9459- 9621  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9622- 9971  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines  9972-10316  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10317-10395  REST: deploy keys.
+    41. actions            lines 10396-10870  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10871-11402  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11403-11605  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11606-11954  REST: organizations, memberships and teams.
+    45. webhooks           lines 11955-12517  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12518-13074  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13075-13150  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13151-13718  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13719-13930  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13931-14408  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14409-15048  REST: GitHub Apps, as agents.
+    52. runner             lines 15049-15867  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15868-16124  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16125-16382  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16383-16645  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16646-17327  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17328-17558  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17559-17945  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17946-18419  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18420-18700  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18701-18883  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18884-19226  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19227-19466  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19467-19925  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19926-20636  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20637-21144  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21145-21384  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21385-21653  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21654-22386  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22387-22663  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22664-23260  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23261-24260  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 161d5143b4e7e2689a0f9bc063200467c9fb5a96f0e3cab30119e5da591428b7
+Made from sources whose SHA-256 is 93fbb79192ddf1b04eac7127d16683d1d3f712490a78eae263b937d2f3694ba6
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2676,17 +2676,26 @@ def path_rules(grant):
 
 
 @functools.lru_cache(maxsize=1024)
-def path_pattern(pattern):
-    """A path glob as a regular expression: ``**`` any number of directories, ``*`` and ``?`` within
-    one name; a pattern also covers everything under a directory it names (``docs`` is docs/**)."""
-    parts = re.split(r"(\*\*/|/\*\*$|\*\*|\*|\?)", pattern.strip("/"))
-    regex = "".join({"**/": "(?:.*/)?", "/**": "(?:/.*)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part) or
-                    re.escape(part) for part in parts)
-    return re.compile("%s(?:/.*)?" % regex, re.S)
+def glob_parts(pattern):
+    """A path glob, name by name: None for ``**`` (any number of directories), else the name's pattern
+    (``*``, ``?`` and ``[...]`` within one name) as fnmatch reads it, whose expressions do not backtrack
+    without end (atomic groups), whatever an attacker names its files."""
+    return tuple(None if part == "**" else re.compile(fnmatch.translate(part)) for part in pattern.strip("/").split("/"))
 
 
 def path_matches(patterns, path):
-    return any(path_pattern(pattern).fullmatch(path) for pattern in patterns)
+    """Does one of the globs cover ``path``: match it, or a directory it is in (``docs`` is docs/**)?"""
+    names = path.split("/")
+    for pattern in patterns:
+        reached = {0}            # how many of the path's names the glob's parts so far can stand for
+        for part in glob_parts(pattern):
+            reached = set(range(min(reached), len(names) + 1)) if part is None else {
+                n + 1 for n in reached if n < len(names) and part.match(names[n])}
+            if not reached:
+                break
+        if reached - {0}:
+            return True
+    return False
 
 
 # -- guardrails: what an organization's owners, or the site's admins, let no agent do ------------------

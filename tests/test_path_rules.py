@@ -2,6 +2,7 @@
 approves first, judged on every commit a ref move brings (not only the tip), wherever content changes:
 git pushes on either engine, the contents and git-data APIs, merges, and the MCP tools."""
 import asyncio
+import time
 import base64
 
 import pytest
@@ -165,3 +166,11 @@ def test_path_rules_are_checked_when_granted(server):
     ("src/**/test", "src/test", True), ("src/**/test", "src/a/b/test", True)])
 def test_how_a_path_glob_reads(pattern, path, matches):
     assert agentgit.path_matches([pattern], path) is matches
+
+
+def test_a_glob_costs_no_more_than_the_path_it_reads():
+    """Globs are the delegator's, paths the agent's: neither can make the matcher backtrack without end."""
+    started = time.monotonic()
+    assert not agentgit.path_matches(["*a*a*a*a*a*a*a*a*a*a*a*b", "**/*a*a*a*a*a*a*c/**/x"], "a" * 5000)
+    assert not agentgit.path_matches(["**/**/**/**/**/**/z"], "/".join("a" * 2000))
+    assert time.monotonic() - started < 1

@@ -21,17 +21,26 @@ def path_rules(grant):
 
 
 @functools.lru_cache(maxsize=1024)
-def path_pattern(pattern):
-    """A path glob as a regular expression: ``**`` any number of directories, ``*`` and ``?`` within
-    one name; a pattern also covers everything under a directory it names (``docs`` is docs/**)."""
-    parts = re.split(r"(\*\*/|/\*\*$|\*\*|\*|\?)", pattern.strip("/"))
-    regex = "".join({"**/": "(?:.*/)?", "/**": "(?:/.*)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part) or
-                    re.escape(part) for part in parts)
-    return re.compile("%s(?:/.*)?" % regex, re.S)
+def glob_parts(pattern):
+    """A path glob, name by name: None for ``**`` (any number of directories), else the name's pattern
+    (``*``, ``?`` and ``[...]`` within one name) as fnmatch reads it, whose expressions do not backtrack
+    without end (atomic groups), whatever an attacker names its files."""
+    return tuple(None if part == "**" else re.compile(fnmatch.translate(part)) for part in pattern.strip("/").split("/"))
 
 
 def path_matches(patterns, path):
-    return any(path_pattern(pattern).fullmatch(path) for pattern in patterns)
+    """Does one of the globs cover ``path``: match it, or a directory it is in (``docs`` is docs/**)?"""
+    names = path.split("/")
+    for pattern in patterns:
+        reached = {0}            # how many of the path's names the glob's parts so far can stand for
+        for part in glob_parts(pattern):
+            reached = set(range(min(reached), len(names) + 1)) if part is None else {
+                n + 1 for n in reached if n < len(names) and part.match(names[n])}
+            if not reached:
+                break
+        if reached - {0}:
+            return True
+    return False
 
 
 # -- guardrails: what an organization's owners, or the site's admins, let no agent do ------------------
