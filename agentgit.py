@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  4798  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21663  server.App.dispatch
+       line 21667  server.App.dispatch
        line  4666  authentication.authenticate
        line  4308  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21282  githttp.git_receive_pack
+       line 21286  githttp.git_receive_pack
        line  4352  ledger.Ledger.decide_each
        line  4286  intents.reconcile_intents
 
@@ -110,27 +110,27 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     51. apps               lines 14409-15048  REST: GitHub Apps, as agents.
     52. runner             lines 15049-15867  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
     53. oversight          lines 15868-16124  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16125-16382  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16383-16645  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16646-17327  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17328-17558  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17559-17945  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17946-18419  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18420-18700  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18701-18883  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18884-19226  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19227-19466  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19467-19925  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19926-20636  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20637-21144  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21145-21384  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21385-21653  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21654-22386  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22387-22663  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22664-23260  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23261-24260  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    54. access_review      lines 16125-16386  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16387-16649  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16650-17331  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17332-17562  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17563-17949  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17950-18423  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18424-18704  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18705-18887  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18888-19230  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19231-19470  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19471-19929  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19930-20640  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20641-21148  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21149-21388  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21389-21657  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21658-22390  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22391-22667  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22668-23264  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23265-24264  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 93fbb79192ddf1b04eac7127d16683d1d3f712490a78eae263b937d2f3694ba6
+Made from sources whose SHA-256 is a58f8fe1ee280e78848f6f6e49d51894da2f17367e27fc778ef3e4cfbf7523d4
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -16130,7 +16130,7 @@ def thaw(req, freeze_id):
 # what the review asks decide() about, per kind of resource (a credential's: what a task may use it for)
 REVIEWED_ACTIONS = {kind: tuple(name for name, spec in ACTIONS.items() if spec.on == kind and not spec.token_kinds
                                 and name != "change_paths") for kind in ("repo", "org")}
-REVIEWED_ACTIONS["credential"] = ("use_credential",)
+REVIEWED_ACTIONS["credential"] = ("use_credential", "review_access")
 SIMULATED_CONTEXT = ("ref", "sha", "secret", "upstream", "pull_number", "head_sha", "workflow")
 
 
@@ -16204,12 +16204,16 @@ def grant_hops(grant):
 def answers(store, principal, resource):
     """{action: decision} of what the review asks about ``resource``, decided as a request would be: a
     branch's actions of a branch the principal could be given (under its grant's prefix, else the
-    default branch), for no ref at all is git's question whether it may push anything."""
-    prefix = principal.grant["constraints"].get("branch_prefix") if principal.grant else None
-    ref = "refs/heads/" + (prefix + "review" if prefix else resource.row["default_branch"]) \
-        if resource.kind == "repo" else ""
-    return {action: decide(store, principal, action, resource, {"ref": ref} if action in REF_ACTIONS else {})
-            for action in REVIEWED_ACTIONS[resource.kind]}
+    default branch), for no ref at all is git's question whether it may push anything; a credential's
+    of its own upstream."""
+    context = {}
+    if resource.kind == "repo":
+        prefix = principal.grant["constraints"].get("branch_prefix") if principal.grant else None
+        context["ref"] = "refs/heads/" + (prefix + "review" if prefix else resource.row["default_branch"])
+    elif resource.kind == "credential":
+        context["upstream"] = resource.row["base_url"]
+    return {action: decide(store, principal, action, resource, context if action in REF_ACTIONS + (
+        "use_credential",) else {}) for action in REVIEWED_ACTIONS[resource.kind]}
 
 
 def entry(principal, decisions, via, edges, grant=None):

@@ -84,6 +84,28 @@ def test_the_review_names_everyone_and_the_chain_they_came_through(server):
     assert not [p for p in after if p["token"] == "task"]
 
 
+def test_an_organization_and_a_credential_are_reviewed_alike(server):
+    w = acme(server)
+    org = {p["principal"]: p for p in ext(server, "GET", "/access-review?resource=org:acme", w["alice"]).json[
+        "principals"]}
+    assert org["user:alice"]["level"] == "admin" and "manage_org" in org["user:alice"]["allowed"]
+    assert org["user:carol"]["allowed"] == ["read_org", "read_org_private"]
+    assert ext(server, "GET", "/access-review?resource=org:acme", w["carol"]).status == 403
+    coder, own = w["agents"]["coder"]
+    ci = ext(server, "POST", "/broker/credentials", w["alice"], {"name": "ci", "kind": "basic", "username": "a",
+                                                                 "password": "secret-1", "base_url": "https://ci.example"})
+    assert ci.status == 201, ci
+    grant = ext(server, "POST", "/task-grants", w["alice"], {
+        "agent": "agent:" + coder, "task": "task:ci", "resources": ["credential:alice/ci"], "actions": ["call_api"],
+        "constraints": {"network_allowlist": ["ci.example"]}})
+    assert grant.status == 201, grant
+    seen = ext(server, "GET", "/access-review?resource=credential:alice/ci", w["alice"]).json["principals"]
+    assert [(p["principal"], p["grant"], p["allowed"]) for p in seen] == [
+        ("user:admin", None, ["review_access"]), ("user:alice", None, ["review_access"]),    # (the site's admin)
+        ("agent:" + coder, grant.json["id"], ["use_credential"])]
+    assert ext(server, "GET", "/access-review?resource=credential:alice/ci", w["carol"]).status == 404
+
+
 def test_the_page_draws_who_reaches_the_repository(server):
     w = acme(server)
     browser = Browser(server)

@@ -26,7 +26,7 @@ from agentgit.tasks import GRANT_ACTIONS, check_network_constraints, check_path_
 # what the review asks decide() about, per kind of resource (a credential's: what a task may use it for)
 REVIEWED_ACTIONS = {kind: tuple(name for name, spec in ACTIONS.items() if spec.on == kind and not spec.token_kinds
                                 and name != "change_paths") for kind in ("repo", "org")}
-REVIEWED_ACTIONS["credential"] = ("use_credential",)
+REVIEWED_ACTIONS["credential"] = ("use_credential", "review_access")
 SIMULATED_CONTEXT = ("ref", "sha", "secret", "upstream", "pull_number", "head_sha", "workflow")
 
 
@@ -100,12 +100,16 @@ def grant_hops(grant):
 def answers(store, principal, resource):
     """{action: decision} of what the review asks about ``resource``, decided as a request would be: a
     branch's actions of a branch the principal could be given (under its grant's prefix, else the
-    default branch), for no ref at all is git's question whether it may push anything."""
-    prefix = principal.grant["constraints"].get("branch_prefix") if principal.grant else None
-    ref = "refs/heads/" + (prefix + "review" if prefix else resource.row["default_branch"]) \
-        if resource.kind == "repo" else ""
-    return {action: decide(store, principal, action, resource, {"ref": ref} if action in REF_ACTIONS else {})
-            for action in REVIEWED_ACTIONS[resource.kind]}
+    default branch), for no ref at all is git's question whether it may push anything; a credential's
+    of its own upstream."""
+    context = {}
+    if resource.kind == "repo":
+        prefix = principal.grant["constraints"].get("branch_prefix") if principal.grant else None
+        context["ref"] = "refs/heads/" + (prefix + "review" if prefix else resource.row["default_branch"])
+    elif resource.kind == "credential":
+        context["upstream"] = resource.row["base_url"]
+    return {action: decide(store, principal, action, resource, context if action in REF_ACTIONS + (
+        "use_credential",) else {}) for action in REVIEWED_ACTIONS[resource.kind]}
 
 
 def entry(principal, decisions, via, edges, grant=None):
