@@ -1,11 +1,15 @@
 """Guardrails for agents: what an organization's owners, or the site's admins, let no agent do whatever
 a grant says. Safe defaults on a new installation; grants beyond them refused when made and cut, live,
 when they tighten; actions and paths that always wait for a human; limits on what task tokens hold."""
+import asyncio
 import datetime
+import importlib.util
 
 import pytest
 
-from conftest import api, commit_file, ext, git, remote
+from conftest import api, call, commit_file, ext, git, mcp_client, remote
+
+mcp = importlib.util.find_spec("mcp")
 
 ACTIONS = ["read_code", "create_branch", "push_branch", "open_pr", "merge_pr", "open_issue"]
 
@@ -70,6 +74,15 @@ def test_a_guardrail_added_while_a_task_token_is_live_cuts_it_on_the_next_reques
         "message"], cut
     proc = git(str(tmp_path), "ls-remote", remote(server, "acme/payments", token), check=False)
     assert proc.returncode != 0
+
+    async def through_mcp():
+        async with mcp_client(server, token) as c:
+            return await c.call_tool("list_branches", {"owner": "acme", "repo": "payments"})
+    if mcp is not None:            # the MCP SDK's session does not even open
+        with pytest.raises(BaseException, match="error"):
+            asyncio.run(through_mcp())
+        answer = call(server, "POST", "/mcp", token, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert answer.status == 403 and "is cut" in answer.raw.decode(), answer
     refused = acme["grant"]()
     assert refused.status == 403 and "open_issue" in refused.json["message"]           # and none like it is made
     assert ext(server, "PUT", "/orgs/acme/agent-policy", acme["alice"], {}).status == 200
