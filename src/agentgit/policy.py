@@ -668,11 +668,12 @@ def rule_task_grant(q):
 
 
 def rule_guardrails(q):
-    refusal = guardrail_refusal(q)
+    policies = guardrails_asked(q)
+    refusal = guardrail_refusal(q, policies)
     if refusal is not None:
         return refusal
     grant = q.principal.grant
-    for who, policy in guardrails_asked(q):
+    for who, policy in policies:
         if q.action in policy.get("requires_approval", ()) and q.approval is None:
             if grant is None:
                 return q.deny("%s's agent policy: %s needs a human's approval, which an agent asks for through a "
@@ -695,9 +696,9 @@ def guardrails_asked(q):
                            else resource_org_ids(resource))
 
 
-def guardrail_refusal(q):
+def guardrail_refusal(q, policies=None):
     """What the guardrails refuse outright (asked before a human is asked for anything): a grant beyond
-    them, a denied action, a runtime, a token or an upstream outside them."""
+    them, a denied action, a runtime, a token or an upstream outside them. ``policies``: guardrails_asked's."""
     user, grant = q.user, q.principal.grant
     if user is None or user["kind"] != "agent":
         return None
@@ -708,7 +709,7 @@ def guardrail_refusal(q):
             q.store, grant["actions"], grant["constraints"], grant["resources"]))
         if excess:
             return q.deny("task grant %s is cut: %s" % (grant["public_id"], excess))
-    for who, policy in guardrails_asked(q):
+    for who, policy in guardrails_asked(q) if policies is None else policies:
         if q.action in policy.get("deny", ()):
             return q.deny("%s's agent policy: no agent may %s, whatever a grant says" % (who, q.action))
         runtimes = policy.get("runtimes")
