@@ -20,6 +20,8 @@
      once: errors (target 0), wall time vs the same work on local bare repositories, the server's peak RSS.
   i. the database: c.'s read and write with agentgit on PostgreSQL (a throw-away local cluster) vs on SQLite.
   j. workers: c.'s read with `serve --workers 2` vs one worker (driven by wrk), and h. with two workers.
+  k. path rules: b.'s 50-commit push by a task token whose grant has path rules (every commit's paths
+     judged before the ref moves) vs the same push by a task token of a grant without them.
 
 Options: --commits N --files N (repository size), --trials N, --skip-dulwich, --agents N, --only NAME.
 """
@@ -822,6 +824,47 @@ def bench_decide(grants=10000, calls=20000):
           "agentgit is %.0fx faster" % (grants * len(TASK_ACTIONS), cedar * 1e6, cedar / ours))
 
 
+def bench_paths(args):
+    """k. The same 50-commit push twice: under a grant whose path rules judge every commit (paths
+    ["**"], so the push lands) and under one without path rules, each by its own task token."""
+    source = os.path.join(WORK, "source.git")
+    generate_repository(source, args.commits, args.files)
+    base_sha = git("rev-parse", "main~50", cwd=source).strip()
+    data = os.path.join(WORK, "data-paths")
+    bench, repo_dir = prepare_agentgit_repo(data, source)
+    agent = subprocess.run([sys.executable, AGENTGIT, "agent", "add", "coder", "--data", data], capture_output=True,
+                           text=True, check=True).stdout.strip().split("\n")[-1]
+    ahead = fresh(os.path.join(WORK, "ahead-paths"))
+    git("clone", "-q", "--no-local", source, ahead)
+    server = start_agentgit(data, "git")
+    try:
+        invite = json.loads(request(server.url, "/api/ext/v1/agent-invites", bench, "POST", {"repo_grants": [
+            {"repo_full_name": "bench/big", "permission": "push"}]})[1])["invite_token"]
+        login = json.loads(request(server.url, "/api/ext/v1/agent-bindings/confirm", agent, "POST",
+                                   {"invite_token": invite})[1])["agent"]["login"]
+        tokens = {}
+        for name, constraints in (("with path rules", {"paths": ["**"]}), ("without", {})):
+            status, body = request(server.url, "/api/ext/v1/task-grants", bench, "POST", {
+                "agent": "agent:" + login, "task": "task:" + name.replace(" ", "-"), "resources": ["repo:bench/big"],
+                "actions": ["read_code", "push_branch"], "constraints": constraints})
+            assert status == 201, body
+            tokens[name] = json.loads(request(server.url, "/api/ext/v1/task-grants/%s/tokens" % json.loads(body)["id"],
+                                              agent, "POST", {})[1])["token"]
+        u = urllib.parse.urlsplit(server.url)
+
+        def push(token):
+            def run():
+                git("update-ref", "refs/heads/main", base_sha, cwd=repo_dir)
+                git("push", "-q", "http://x:%s@%s:%d/bench/big.git" % (token, u.hostname, u.port), "main:main",
+                    cwd=ahead)
+            return run
+        seconds = {name: timed(push(token), args.trials) for name, token in tokens.items()}
+    finally:
+        server.stop()
+    print("k. 50-commit push judged path by path: %.3f s   vs without path rules %.3f s   ratio %.2fx" % (
+        seconds["with path rules"], seconds["without"], seconds["with path rules"] / seconds["without"]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commits", type=int, default=3000)
@@ -832,14 +875,15 @@ def main():
                         help="also run eight concurrent clones on dulwich (slow: minutes, GBs)")
     parser.add_argument("--agents", type=int, default=200, help="the fleet's size (h)")
     parser.add_argument("--only", choices=("decide", "cold-start", "rest", "mcp", "broker", "proofs", "git", "fleet",
-                                           "database", "workers"),
+                                           "database", "workers", "paths"),
                         help="run one benchmark")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     for name, run in (("decide", bench_decide), ("cold-start", lambda: bench_cold_start(args.trials)),
                       ("rest", bench_rest), ("mcp", bench_mcp), ("broker", bench_broker), ("proofs", bench_proofs),
                       ("git", lambda: bench_git(args)), ("fleet", lambda: bench_fleet(args.agents)),
-                      ("database", bench_database), ("workers", lambda: bench_workers(args.agents))):
+                      ("database", bench_database), ("workers", lambda: bench_workers(args.agents)),
+                      ("paths", lambda: bench_paths(args))):
         if args.only in (None, name):
             run()
 
