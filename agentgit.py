@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2236  tokens.issue_token
-       line  2258  tokens.verify_token
+       line  2244  tokens.issue_token
+       line  2266  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3755  policy.POLICY_RULES
-       line  3818  policy.decide
+       line  3763  policy.POLICY_RULES
+       line  3826  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3884  audit.audit_append
-       line  3907  audit.audit_verify
+       line  3892  audit.audit_append
+       line  3915  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13257  delegation.create_invite
-       line 13331  delegation.confirm_binding
-       line 13974  tasks.create_task_grant
-       line  4799  authentication.load_grant
+       line 13265  delegation.create_invite
+       line 13339  delegation.confirm_binding
+       line 13982  tasks.create_task_grant
+       line  4807  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21668  server.App.dispatch
-       line  4667  authentication.authenticate
-       line  4309  ledger.Ledger
+       line 21676  server.App.dispatch
+       line  4675  authentication.authenticate
+       line  4317  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21287  githttp.git_receive_pack
-       line  4353  ledger.Ledger.decide_each
-       line  4287  intents.reconcile_intents
+       line 21295  githttp.git_receive_pack
+       line  4361  ledger.Ledger.decide_each
+       line  4295  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -64,73 +64,73 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      5. storage            lines   996- 1643  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
      6. background         lines  1644- 1680  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
      7. gitstore           lines  1681- 1939  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1940- 2184  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2185- 2285  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2286- 2438  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2439- 2664  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. guardrails         lines  2665- 2851  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
-    13. policy             lines  2852- 3841  Policy: the action table and decide(), the one policy decision point.
-    14. audit              lines  3842- 4056  Audit: the hash-chained log and its verifier.
-    15. outbox             lines  4057- 4160  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    16. approvals          lines  4161- 4230  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    17. intents            lines  4231- 4303  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    18. ledger             lines  4304- 4538  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    19. authentication     lines  4539- 4860  Authentication: the Principal, and the request credentials it is built from.
-    20. installation       lines  4861- 5052  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    21. routing            lines  5053- 5182  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    22. request            lines  5183- 5478  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    23. serializers        lines  5479- 5695  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    24. lookups            lines  5696- 5763  Lookups: what a REST request names (accounts, repositories), found or 404.
-    25. web                lines  5764- 6039  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    26. users              lines  6040- 6137  REST: the API root, meta, rate limit and users.
-    27. repositories       lines  6138- 6674  REST: repositories, forks, branches, refs, commits and collaborators.
-    28. notifications      lines  6675- 6945  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6946- 7755  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7756- 7885  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7886- 8415  REST: pull requests and their merges.
-    32. reviews            lines  8416- 8770  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8771- 8878  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8879- 8935  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8936- 9177  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9178- 9459  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9460- 9622  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9623- 9972  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines  9973-10317  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10318-10396  REST: deploy keys.
-    41. actions            lines 10397-10871  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10872-11403  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11404-11606  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11607-11955  REST: organizations, memberships and teams.
-    45. webhooks           lines 11956-12518  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12519-13075  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13076-13151  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13152-13719  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13720-13931  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13932-14409  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14410-15049  REST: GitHub Apps, as agents.
-    52. runner             lines 15050-15868  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15869-16125  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16126-16387  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16388-16650  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16651-17332  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17333-17563  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17564-17950  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17951-18424  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18425-18705  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18706-18888  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18889-19231  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19232-19471  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19472-19930  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19931-20641  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20642-21149  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21150-21389  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21390-21658  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21659-22391  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22392-22668  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22669-23265  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23266-24265  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     8. gitwire            lines  1940- 2192  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2193- 2293  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2294- 2446  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2447- 2672  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. guardrails         lines  2673- 2859  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
+    13. policy             lines  2860- 3849  Policy: the action table and decide(), the one policy decision point.
+    14. audit              lines  3850- 4064  Audit: the hash-chained log and its verifier.
+    15. outbox             lines  4065- 4168  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    16. approvals          lines  4169- 4238  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    17. intents            lines  4239- 4311  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    18. ledger             lines  4312- 4546  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4547- 4868  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4869- 5060  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5061- 5190  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5191- 5486  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5487- 5703  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5704- 5771  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5772- 6047  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6048- 6145  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6146- 6682  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6683- 6953  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6954- 7763  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7764- 7893  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7894- 8423  REST: pull requests and their merges.
+    32. reviews            lines  8424- 8778  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8779- 8886  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8887- 8943  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8944- 9185  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9186- 9467  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9468- 9630  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9631- 9980  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines  9981-10325  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10326-10404  REST: deploy keys.
+    41. actions            lines 10405-10879  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10880-11411  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11412-11614  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11615-11963  REST: organizations, memberships and teams.
+    45. webhooks           lines 11964-12526  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12527-13083  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13084-13159  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13160-13727  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13728-13939  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13940-14417  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14418-15057  REST: GitHub Apps, as agents.
+    52. runner             lines 15058-15876  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15877-16133  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16134-16395  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16396-16658  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16659-17340  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17341-17571  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17572-17958  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17959-18432  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18433-18713  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18714-18896  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18897-19239  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19240-19479  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19480-19938  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19939-20649  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20650-21157  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21158-21397  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21398-21666  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21667-22399  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22400-22676  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22677-23273  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23274-24273  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 6dd9b817dbd9be632a621e834ae5751c345a5f1a4dd6e8fe678b6a0b7de1ecd9
+Made from sources whose SHA-256 is 697c52efa67a2a988d9917c8a6e71c5508277e107a9c819499582fc13fe0a178
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1987,7 +1987,6 @@ def judge_socket(directory, judge):
     server = socket.socket(socket.AF_UNIX)
     server.bind(path)
     server.listen(4)
-    server.settimeout(0.2)
     done = threading.Event()
 
     def answer(conn):
@@ -2003,17 +2002,26 @@ def judge_socket(directory, judge):
             conn.sendall((reason or "").encode())
 
     def serve():
-        while not done.is_set():
+        while True:
             try:
-                answer(server.accept()[0])
-            except (socket.timeout, OSError):
+                conn = server.accept()[0]
+            except OSError:              # (out of descriptors): git's hook waits; try again shortly
+                if done.is_set():
+                    return
+                time.sleep(0.05)
                 continue
+            if done.is_set():            # the block's end, knocking to wake accept()
+                conn.close()
+                return
+            answer(conn)
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield path
     finally:
         done.set()
+        with socket.socket(socket.AF_UNIX) as knock:
+            knock.connect(path)
         thread.join()
         server.close()
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 from dulwich.graph import can_fast_forward
 from dulwich.repo import Repo
@@ -66,7 +67,6 @@ def judge_socket(directory, judge):
     server = socket.socket(socket.AF_UNIX)
     server.bind(path)
     server.listen(4)
-    server.settimeout(0.2)
     done = threading.Event()
 
     def answer(conn):
@@ -82,17 +82,26 @@ def judge_socket(directory, judge):
             conn.sendall((reason or "").encode())
 
     def serve():
-        while not done.is_set():
+        while True:
             try:
-                answer(server.accept()[0])
-            except (socket.timeout, OSError):
+                conn = server.accept()[0]
+            except OSError:              # (out of descriptors): git's hook waits; try again shortly
+                if done.is_set():
+                    return
+                time.sleep(0.05)
                 continue
+            if done.is_set():            # the block's end, knocking to wake accept()
+                conn.close()
+                return
+            answer(conn)
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield path
     finally:
         done.set()
+        with socket.socket(socket.AF_UNIX) as knock:
+            knock.connect(path)
         thread.join()
         server.close()
 
