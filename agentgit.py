@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  2266  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3763  policy.POLICY_RULES
-       line  3826  policy.decide
+       line  3778  policy.POLICY_RULES
+       line  3841  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3892  audit.audit_append
-       line  3915  audit.audit_verify
+       line  3907  audit.audit_append
+       line  3930  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13265  delegation.create_invite
-       line 13339  delegation.confirm_binding
-       line 13982  tasks.create_task_grant
-       line  4807  authentication.load_grant
+       line 13282  delegation.create_invite
+       line 13356  delegation.confirm_binding
+       line 13999  tasks.create_task_grant
+       line  4824  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21676  server.App.dispatch
-       line  4675  authentication.authenticate
-       line  4317  ledger.Ledger
+       line 21693  server.App.dispatch
+       line  4691  authentication.authenticate
+       line  4332  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21295  githttp.git_receive_pack
-       line  4361  ledger.Ledger.decide_each
-       line  4295  intents.reconcile_intents
+       line 21312  githttp.git_receive_pack
+       line  4376  ledger.Ledger.decide_each
+       line  4310  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -68,69 +68,69 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      9. tokens             lines  2193- 2293  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
     10. proofs             lines  2294- 2446  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     11. accounts           lines  2447- 2672  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. guardrails         lines  2673- 2859  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
-    13. policy             lines  2860- 3849  Policy: the action table and decide(), the one policy decision point.
-    14. audit              lines  3850- 4064  Audit: the hash-chained log and its verifier.
-    15. outbox             lines  4065- 4168  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    16. approvals          lines  4169- 4238  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    17. intents            lines  4239- 4311  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    18. ledger             lines  4312- 4546  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    19. authentication     lines  4547- 4868  Authentication: the Principal, and the request credentials it is built from.
-    20. installation       lines  4869- 5060  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    21. routing            lines  5061- 5190  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    22. request            lines  5191- 5486  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    23. serializers        lines  5487- 5703  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    24. lookups            lines  5704- 5771  Lookups: what a REST request names (accounts, repositories), found or 404.
-    25. web                lines  5772- 6047  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    26. users              lines  6048- 6145  REST: the API root, meta, rate limit and users.
-    27. repositories       lines  6146- 6682  REST: repositories, forks, branches, refs, commits and collaborators.
-    28. notifications      lines  6683- 6953  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6954- 7763  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7764- 7893  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7894- 8423  REST: pull requests and their merges.
-    32. reviews            lines  8424- 8778  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8779- 8886  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8887- 8943  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8944- 9185  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9186- 9467  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9468- 9630  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9631- 9980  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines  9981-10325  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10326-10404  REST: deploy keys.
-    41. actions            lines 10405-10879  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10880-11411  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11412-11614  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11615-11963  REST: organizations, memberships and teams.
-    45. webhooks           lines 11964-12526  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12527-13083  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13084-13159  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13160-13727  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13728-13939  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13940-14417  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14418-15057  REST: GitHub Apps, as agents.
-    52. runner             lines 15058-15876  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15877-16133  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16134-16395  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16396-16658  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16659-17340  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17341-17571  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17572-17958  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17959-18432  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18433-18713  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18714-18896  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18897-19239  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19240-19479  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19480-19938  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19939-20649  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20650-21157  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21158-21397  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21398-21666  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21667-22399  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22400-22676  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22677-23273  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23274-24273  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    12. guardrails         lines  2673- 2874  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
+    13. policy             lines  2875- 3864  Policy: the action table and decide(), the one policy decision point.
+    14. audit              lines  3865- 4079  Audit: the hash-chained log and its verifier.
+    15. outbox             lines  4080- 4183  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    16. approvals          lines  4184- 4253  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    17. intents            lines  4254- 4326  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    18. ledger             lines  4327- 4561  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4562- 4885  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4886- 5077  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5078- 5207  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5208- 5503  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5504- 5720  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5721- 5788  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5789- 6064  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6065- 6162  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6163- 6699  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6700- 6970  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6971- 7780  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7781- 7910  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7911- 8440  REST: pull requests and their merges.
+    32. reviews            lines  8441- 8795  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8796- 8903  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8904- 8960  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8961- 9202  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9203- 9484  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9485- 9647  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9648- 9997  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines  9998-10342  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10343-10421  REST: deploy keys.
+    41. actions            lines 10422-10896  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10897-11428  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11429-11631  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11632-11980  REST: organizations, memberships and teams.
+    45. webhooks           lines 11981-12543  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12544-13100  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13101-13176  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13177-13744  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13745-13956  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13957-14434  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14435-15074  REST: GitHub Apps, as agents.
+    52. runner             lines 15075-15893  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15894-16150  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16151-16412  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16413-16675  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16676-17357  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17358-17588  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17589-17975  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17976-18449  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18450-18730  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18731-18913  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18914-19256  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19257-19496  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19497-19955  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19956-20666  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20667-21174  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21175-21414  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21415-21683  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21684-22416  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22417-22693  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22694-23290  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23291-24290  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 697c52efa67a2a988d9917c8a6e71c5508277e107a9c819499582fc13fe0a178
+Made from sources whose SHA-256 is f5743fabfcd181c8691f1006a86d03444801b563df1a4f69b2b3064d8da30316
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2672,7 +2672,7 @@ def team_by_slug(store, org_login, slug):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 12. src/agentgit/guardrails.py — Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
-# uses: accounts
+# uses: config, accounts
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 def path_rules(grant):
@@ -2855,6 +2855,21 @@ def wider_audience(q):
     if upstream and sinks is not None and outside_allowlist(sinks, upstream):
         return "%s is outside its private_sinks (%s)" % (upstream, ", ".join(sinks) or "none")
     return None
+
+
+def reads_named(store, task_id):
+    """{kind: "what (resource); …"} of what a task has read (task_reads), for a reason to name."""
+    named = {}
+    for row in store.all("SELECT kind, resource, what FROM task_reads WHERE grant_id = ? ORDER BY id", task_id):
+        named[row["kind"]] = (named[row["kind"]] + "; " if row["kind"] in named else "") + "%s (%s)" % (
+            row["what"], row["resource"])
+    return named
+
+
+def outlives(token_life, seconds):
+    """Was a token, (issued at, expires at), minted to live longer than ``seconds`` (5 s for the clocks)?"""
+    return bool(token_life and token_life[1]) and (
+        parse_time(token_life[1]) - parse_time(token_life[0])).total_seconds() > seconds + 5
 
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -3520,18 +3535,23 @@ def rule_guardrails(q):
     refusal = guardrail_refusal(q, policies)
     if refusal is not None:
         return refusal
-    grant = q.principal.grant
     for who, policy in policies:
         if q.action in policy.get("requires_approval", ()) and q.approval is None:
-            if grant is None:
+            if q.principal.grant is None:
                 return q.deny("%s's agent policy: %s needs a human's approval, which an agent asks for through a "
                               "task grant" % (who, q.action))
-            subject = approval_subject(q.action, q.context)
-            verdict = approval_verdict(q.store, grant, q.action, q.resource, subject, "%s's agent policy gives %s%s "
-                                       "to a human to approve first" % (who, q.action, " of " + subject if subject else ""))
-            if not verdict.allowed:
-                return verdict
-            q.approval, q.approved = verdict.approval, verdict.reasons[0]
+            return approval_asked(q, "%s's agent policy gives %s to a human to approve first" % (who, q.action))
+    return None
+
+
+def approval_asked(q, why):
+    """What the grant's delegator said of q's action (approval_verdict): a refusal or a wait, or None
+    once she approved, her approval then noted on q for the decision to name and spend."""
+    verdict = approval_verdict(q.store, q.principal.grant, q.action, q.resource, approval_subject(q.action, q.context),
+                               why)
+    if not verdict.allowed:
+        return verdict
+    q.approval, q.approved = verdict.approval, verdict.reasons[0]
     return None
 
 
@@ -3566,6 +3586,10 @@ def guardrail_refusal(q, policies=None):
                 who, ", ".join(runtimes), q.principal.runtime_id or "no runtime identity"))
         if policy.get("sender_constrained") and q.principal.token_kind == "task" and not q.principal.confirmation():
             return q.deny("%s's agent policy: task tokens are sender-constrained only" % who)
+        longest = policy.get("max_task_token_seconds")
+        if longest and q.principal.token_kind == "task" and outlives(q.principal.token_life, longest):
+            return q.deny("%s's agent policy: task tokens live %d seconds at most; this one was minted for longer: "
+                          "mint another" % (who, longest))
         if policy.get("network_allowlist_max") is not None and "upstream" in q.context:
             outside = outside_allowlist(policy["network_allowlist_max"], q.context["upstream"])
             if outside:
@@ -3577,11 +3601,9 @@ def guardrail_refusal(q, policies=None):
     return None
 
 
-# -- information flow: where a task may write, after what it has read -----------------------------------
-# The documented attack on coding agents: a public issue carries instructions that make the agent read
-# a private repository and publish what it read. A task's reads are recorded (Ledger.note_read): once it
-# has read private content, a write that a wider audience reads waits for a human; and once it has read
-# untrusted input, the actions its grant names in requires_approval_after_untrusted do.
+# -- information flow: a public issue's instructions make an agent read a private repository and publish
+# it (the documented attack on coding agents). With its task's reads recorded (Ledger.note_read), the
+# publishing waits for a human; and so do, after untrusted input, the actions its grant names.
 
 def rule_information_flow(q):
     grant = q.principal.grant
@@ -3592,20 +3614,13 @@ def rule_information_flow(q):
     after_untrusted = q.action in grant["constraints"].get("requires_approval_after_untrusted", ())
     if audience is None and not after_untrusted:
         return None
-    reads = q.store.all("SELECT kind, resource, what FROM task_reads WHERE grant_id = ? ORDER BY id", grant["task_id"])
-    named = lambda kind: "; ".join("%s (%s)" % (r["what"], r["resource"]) for r in reads if r["kind"] == kind)  # noqa: E731
-    if audience and named("private"):
-        why = "task %s read %s, and %s on %s reaches a wider audience (%s): a human approves it first" % (
-            grant["task"], named("private"), q.action, q.resource.name, audience)
-    elif after_untrusted and named("untrusted"):
-        why = "task %s read untrusted input, %s; its grant gives %s after that to a human to approve" % (
-            grant["task"], named("untrusted"), q.action)
-    else:
-        return None
-    verdict = approval_verdict(q.store, grant, q.action, q.resource, approval_subject(q.action, q.context), why)
-    if not verdict.allowed:
-        return verdict
-    q.approval, q.approved = verdict.approval, verdict.reasons[0]
+    reads = reads_named(q.store, grant["task_id"])
+    if audience and reads.get("private"):
+        return approval_asked(q, "task %s read %s, and %s on %s reaches a wider audience (%s): a human approves it "
+                                 "first" % (grant["task"], reads["private"], q.action, q.resource.name, audience))
+    if after_untrusted and reads.get("untrusted"):
+        return approval_asked(q, "task %s read untrusted input, %s; its grant gives %s after that to a human to "
+                                 "approve" % (grant["task"], reads["untrusted"], q.action))
     return None
 
 
@@ -4574,6 +4589,7 @@ class Principal:
     certificate: str = None             # x5t#S256 of the client certificate this connection presented
     dpop_key: str = None                # the thumbprint of the key of this request's valid DPoP proof
     credential_id: int = None           # a tool token: the one credential it is for
+    token_life: tuple = None            # (issued at, expires at) of its token, as the tokens row says
 
     def confirmation(self):
         """What a token minted for this principal now is bound to (RFC 8705 / RFC 9449 cnf), or None."""
@@ -4705,7 +4721,8 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
     granted, scopes, scopes_header = app.store.cached(("scopes", row["id"]), lambda: token_scopes(row))
     user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
     principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
-                          scopes=scopes, scopes_header=scopes_header, runtime=runtime, credential_id=row["credential_id"])
+                          scopes=scopes, scopes_header=scopes_header, runtime=runtime, credential_id=row["credential_id"],
+                          token_life=(row["created_at"], row["expires_at"]))
     check_presented(app, principal, presented or Presented(), "subject" if subject else header.strip().partition(
         " ")[0].lower(), token, json.loads(row["cnf"]) if row["cnf"] else None)
     if user["totp_secret"] or row["kind"] == "switch-session":      # a switch session steps up with its human's

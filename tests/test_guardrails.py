@@ -121,12 +121,16 @@ def test_limits_on_what_a_task_token_holds(server, acme):
     """max_task_token_seconds shortens tokens; sender_constrained, runtimes and network_allowlist_max
     refuse grants that do not keep within them."""
     alice = acme["alice"]
+    older = acme["token"]()                                        # minted for an hour, before the limit
     ext(server, "PUT", "/orgs/acme/agent-policy", alice, {"max_task_token_seconds": 300})
+    cut = api(server, "GET", "/repos/acme/payments", older)
+    assert cut.status == 403 and "task tokens live 300 seconds at most" in cut.json["message"], cut
     made = acme["grant"]()
     minted = ext(server, "POST", "/task-grants/%s/tokens" % made.json["id"], acme["agent"], {}).json
     left = datetime.datetime.fromisoformat(minted["expires_at"].replace("Z", "+00:00")) - datetime.datetime.now(
         datetime.timezone.utc)
     assert 200 < left.total_seconds() <= 300
+    assert api(server, "GET", "/repos/acme/payments", minted["token"]).status == 200
     ext(server, "PUT", "/orgs/acme/agent-policy", alice, {"sender_constrained": True,
                                                           "runtimes": ["spiffe://acme.example/agents/*"],
                                                           "network_allowlist_max": ["api.acme.example"]})

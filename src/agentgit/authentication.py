@@ -41,6 +41,7 @@ class Principal:
     certificate: str = None             # x5t#S256 of the client certificate this connection presented
     dpop_key: str = None                # the thumbprint of the key of this request's valid DPoP proof
     credential_id: int = None           # a tool token: the one credential it is for
+    token_life: tuple = None            # (issued at, expires at) of its token, as the tokens row says
 
     def confirmation(self):
         """What a token minted for this principal now is bound to (RFC 8705 / RFC 9449 cnf), or None."""
@@ -172,7 +173,8 @@ def authenticate(app, headers, client_address, peer_cert=None, presented=None, s
     granted, scopes, scopes_header = app.store.cached(("scopes", row["id"]), lambda: token_scopes(row))
     user = app.store.cached(("account", row["user_id"]), lambda: account_by_id(app.store, row["user_id"]))
     principal = Principal(user=user, token_id=row["id"], token_kind=row["kind"], fingerprint=row["fingerprint"],
-                          scopes=scopes, scopes_header=scopes_header, runtime=runtime, credential_id=row["credential_id"])
+                          scopes=scopes, scopes_header=scopes_header, runtime=runtime, credential_id=row["credential_id"],
+                          token_life=(row["created_at"], row["expires_at"]))
     check_presented(app, principal, presented or Presented(), "subject" if subject else header.strip().partition(
         " ")[0].lower(), token, json.loads(row["cnf"]) if row["cnf"] else None)
     if user["totp_secret"] or row["kind"] == "switch-session":      # a switch session steps up with its human's

@@ -9,6 +9,7 @@ import json
 import re
 import urllib.parse
 
+from agentgit.config import parse_time
 from agentgit.accounts import account_by_id
 
 
@@ -192,3 +193,18 @@ def wider_audience(q):
     if upstream and sinks is not None and outside_allowlist(sinks, upstream):
         return "%s is outside its private_sinks (%s)" % (upstream, ", ".join(sinks) or "none")
     return None
+
+
+def reads_named(store, task_id):
+    """{kind: "what (resource); …"} of what a task has read (task_reads), for a reason to name."""
+    named = {}
+    for row in store.all("SELECT kind, resource, what FROM task_reads WHERE grant_id = ? ORDER BY id", task_id):
+        named[row["kind"]] = (named[row["kind"]] + "; " if row["kind"] in named else "") + "%s (%s)" % (
+            row["what"], row["resource"])
+    return named
+
+
+def outlives(token_life, seconds):
+    """Was a token, (issued at, expires at), minted to live longer than ``seconds`` (5 s for the clocks)?"""
+    return bool(token_life and token_life[1]) and (
+        parse_time(token_life[1]) - parse_time(token_life[0])).total_seconds() > seconds + 5

@@ -10,8 +10,8 @@ from agentgit.config import INSTALLATION_TASK_PREFIX, JOB_TASK_PREFIX, from_now,
 from agentgit.gitstore import MAX_JUDGED_CHANGES
 from agentgit.accounts import account_by_id, full_name, permission_of_org_member, repo_by_id
 from agentgit.guardrails import (DEFAULT_SITE_AGENT_POLICY, grant_org_ids, guardrail_excess, guardrail_paths,
-                                 guardrails_over, outside_allowlist, path_matches, path_rules, resource_org_ids,
-                                 wider_audience)
+                                 guardrails_over, outlives, outside_allowlist, path_matches, path_rules, reads_named,
+                                 resource_org_ids, wider_audience)
 
 
 # decide() is the only place that says yes or no. Endpoints name an action from ACTIONS and a
@@ -672,18 +672,23 @@ def rule_guardrails(q):
     refusal = guardrail_refusal(q, policies)
     if refusal is not None:
         return refusal
-    grant = q.principal.grant
     for who, policy in policies:
         if q.action in policy.get("requires_approval", ()) and q.approval is None:
-            if grant is None:
+            if q.principal.grant is None:
                 return q.deny("%s's agent policy: %s needs a human's approval, which an agent asks for through a "
                               "task grant" % (who, q.action))
-            subject = approval_subject(q.action, q.context)
-            verdict = approval_verdict(q.store, grant, q.action, q.resource, subject, "%s's agent policy gives %s%s "
-                                       "to a human to approve first" % (who, q.action, " of " + subject if subject else ""))
-            if not verdict.allowed:
-                return verdict
-            q.approval, q.approved = verdict.approval, verdict.reasons[0]
+            return approval_asked(q, "%s's agent policy gives %s to a human to approve first" % (who, q.action))
+    return None
+
+
+def approval_asked(q, why):
+    """What the grant's delegator said of q's action (approval_verdict): a refusal or a wait, or None
+    once she approved, her approval then noted on q for the decision to name and spend."""
+    verdict = approval_verdict(q.store, q.principal.grant, q.action, q.resource, approval_subject(q.action, q.context),
+                               why)
+    if not verdict.allowed:
+        return verdict
+    q.approval, q.approved = verdict.approval, verdict.reasons[0]
     return None
 
 
@@ -718,6 +723,10 @@ def guardrail_refusal(q, policies=None):
                 who, ", ".join(runtimes), q.principal.runtime_id or "no runtime identity"))
         if policy.get("sender_constrained") and q.principal.token_kind == "task" and not q.principal.confirmation():
             return q.deny("%s's agent policy: task tokens are sender-constrained only" % who)
+        longest = policy.get("max_task_token_seconds")
+        if longest and q.principal.token_kind == "task" and outlives(q.principal.token_life, longest):
+            return q.deny("%s's agent policy: task tokens live %d seconds at most; this one was minted for longer: "
+                          "mint another" % (who, longest))
         if policy.get("network_allowlist_max") is not None and "upstream" in q.context:
             outside = outside_allowlist(policy["network_allowlist_max"], q.context["upstream"])
             if outside:
@@ -729,11 +738,9 @@ def guardrail_refusal(q, policies=None):
     return None
 
 
-# -- information flow: where a task may write, after what it has read -----------------------------------
-# The documented attack on coding agents: a public issue carries instructions that make the agent read
-# a private repository and publish what it read. A task's reads are recorded (Ledger.note_read): once it
-# has read private content, a write that a wider audience reads waits for a human; and once it has read
-# untrusted input, the actions its grant names in requires_approval_after_untrusted do.
+# -- information flow: a public issue's instructions make an agent read a private repository and publish
+# it (the documented attack on coding agents). With its task's reads recorded (Ledger.note_read), the
+# publishing waits for a human; and so do, after untrusted input, the actions its grant names.
 
 def rule_information_flow(q):
     grant = q.principal.grant
@@ -744,20 +751,13 @@ def rule_information_flow(q):
     after_untrusted = q.action in grant["constraints"].get("requires_approval_after_untrusted", ())
     if audience is None and not after_untrusted:
         return None
-    reads = q.store.all("SELECT kind, resource, what FROM task_reads WHERE grant_id = ? ORDER BY id", grant["task_id"])
-    named = lambda kind: "; ".join("%s (%s)" % (r["what"], r["resource"]) for r in reads if r["kind"] == kind)  # noqa: E731
-    if audience and named("private"):
-        why = "task %s read %s, and %s on %s reaches a wider audience (%s): a human approves it first" % (
-            grant["task"], named("private"), q.action, q.resource.name, audience)
-    elif after_untrusted and named("untrusted"):
-        why = "task %s read untrusted input, %s; its grant gives %s after that to a human to approve" % (
-            grant["task"], named("untrusted"), q.action)
-    else:
-        return None
-    verdict = approval_verdict(q.store, grant, q.action, q.resource, approval_subject(q.action, q.context), why)
-    if not verdict.allowed:
-        return verdict
-    q.approval, q.approved = verdict.approval, verdict.reasons[0]
+    reads = reads_named(q.store, grant["task_id"])
+    if audience and reads.get("private"):
+        return approval_asked(q, "task %s read %s, and %s on %s reaches a wider audience (%s): a human approves it "
+                                 "first" % (grant["task"], reads["private"], q.action, q.resource.name, audience))
+    if after_untrusted and reads.get("untrusted"):
+        return approval_asked(q, "task %s read untrusted input, %s; its grant gives %s after that to a human to "
+                                 "approve" % (grant["task"], reads["untrusted"], q.action))
     return None
 
 
