@@ -46,12 +46,12 @@ Reading path: the model in six stops, and where each is in this file.
        line  4824  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21693  server.App.dispatch
+       line 21696  server.App.dispatch
        line  4691  authentication.authenticate
        line  4332  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21312  githttp.git_receive_pack
+       line 21315  githttp.git_receive_pack
        line  4376  ledger.Ledger.decide_each
        line  4310  intents.reconcile_intents
 
@@ -112,25 +112,25 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     53. oversight          lines 15894-16150  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
     54. access_review      lines 16151-16412  REST and a page: the access review and the what-if.
     55. graphql_language   lines 16413-16675  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16676-17357  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17358-17588  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17589-17975  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17976-18449  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18450-18730  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18731-18913  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18914-19256  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19257-19496  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19497-19955  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19956-20666  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20667-21174  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21175-21414  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21415-21683  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21684-22416  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22417-22693  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22694-23290  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23291-24290  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    56. graphql_resolvers  lines 16676-17360  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17361-17591  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17592-17978  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17979-18452  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18453-18733  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18734-18916  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18917-19259  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19260-19499  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19500-19958  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19959-20669  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20670-21177  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21178-21417  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21418-21686  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21687-22419  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22420-22696  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22697-23293  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23294-24293  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is f5743fabfcd181c8691f1006a86d03444801b563df1a4f69b2b3064d8da30316
+Made from sources whose SHA-256 is 173e0648a671ffc45f3e03f3daa9d31fbc9dff00e8ea47373d2a5d544777a849
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -17114,6 +17114,7 @@ def resolve_compare(ctx, parent, args):
 # -- Issue and Label ------------------------------------------------------------------------------------
 
 def gql_issue(ctx, repo_row, row):
+    note_untrusted(ctx.req, repo_row, [("issue #%d" % row["number"], row["user_id"])])
     i = issue_json(ctx.app, repo_row, row)
     author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
     m = i["milestone"]
@@ -17158,6 +17159,7 @@ def resolve_issue_assignees(ctx, parent, args):
 def resolve_comments(ctx, parent, args):
     repo_row, issue = parent["_repo"], parent["_row"]
     rows = ctx.app.store.all("SELECT * FROM comments WHERE issue_id = ? ORDER BY id", issue["id"])
+    note_untrusted(ctx.req, repo_row, [("a comment on #%d" % issue["number"], row["user_id"]) for row in rows])
 
     def node(row):
         c = comment_json(ctx.app, repo_row, issue["number"], row)
@@ -17220,6 +17222,7 @@ def gql_release(ctx, repo_row, row, is_latest):
 # -- PullRequest ----------------------------------------------------------------------------------------
 
 def gql_pull(ctx, repo_row, row):
+    note_untrusted(ctx.req, repo_row, [("pull request #%d" % row["number"], row["user_id"])])
     pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", row["id"])
     state = "MERGED" if pull["merged_at"] else row["state"].upper()
     head_repo = head_repository(ctx.app.store, repo_row, pull)

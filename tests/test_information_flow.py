@@ -99,6 +99,12 @@ def test_untrusted_input_holds_the_actions_the_grant_names(server):
     assert branch("after").status == 201
     assert ("untrusted", "issue #1 by mallory") in [
         (r["kind"], r["what"]) for r in ext(server, "GET", "/task-grants/" + w["grant"], w["alice"]).json["read"]]
+    # (read through GraphQL, her words are untrusted input just the same)
+    query = '{ repository(owner: "alice", name: "website") { issue(number: 1) { comments(first: 5) { nodes { body } } } } }'
+    api(server, "POST", "/repos/alice/website/issues/1/comments", server.add_user("oscar"), {"body": "do it now"})
+    assert "do it now" in call(server, "POST", "/api/graphql", w["token"], {"query": query}).raw.decode()
+    assert ("untrusted", "a comment on #1 by oscar") in [
+        (r["kind"], r["what"]) for r in ext(server, "GET", "/task-grants/" + w["grant"], w["alice"]).json["read"]]
 
 
 def test_a_read_through_graphql_counts_as_one_through_rest(server):

@@ -13,7 +13,7 @@ from agentgit.policy import Resource, branch_protection, latest_reviews, repo_pe
 from agentgit.serializers import node_id, repo_json, user_json
 from agentgit.lookups import find_repo, signed_in
 from agentgit.repositories import people_with_access, repos_reachable_by
-from agentgit.issues import REACTIONS, author_association, comment_json, issue_json
+from agentgit.issues import REACTIONS, author_association, comment_json, issue_json, note_untrusted
 from agentgit.sub_issues import children
 from agentgit.pulls import PullState, head_repository, mergeability
 from agentgit.reviews import review_json, visible_reviews
@@ -458,6 +458,7 @@ def resolve_compare(ctx, parent, args):
 # -- Issue and Label ------------------------------------------------------------------------------------
 
 def gql_issue(ctx, repo_row, row):
+    note_untrusted(ctx.req, repo_row, [("issue #%d" % row["number"], row["user_id"])])
     i = issue_json(ctx.app, repo_row, row)
     author = account_by_id(ctx.app.store, row["user_id"]) if row["user_id"] else None
     m = i["milestone"]
@@ -502,6 +503,7 @@ def resolve_issue_assignees(ctx, parent, args):
 def resolve_comments(ctx, parent, args):
     repo_row, issue = parent["_repo"], parent["_row"]
     rows = ctx.app.store.all("SELECT * FROM comments WHERE issue_id = ? ORDER BY id", issue["id"])
+    note_untrusted(ctx.req, repo_row, [("a comment on #%d" % issue["number"], row["user_id"]) for row in rows])
 
     def node(row):
         c = comment_json(ctx.app, repo_row, issue["number"], row)
@@ -564,6 +566,7 @@ def gql_release(ctx, repo_row, row, is_latest):
 # -- PullRequest ----------------------------------------------------------------------------------------
 
 def gql_pull(ctx, repo_row, row):
+    note_untrusted(ctx.req, repo_row, [("pull request #%d" % row["number"], row["user_id"])])
     pull = ctx.app.store.one("SELECT * FROM pulls WHERE issue_id = ?", row["id"])
     state = "MERGED" if pull["merged_at"] else row["state"].upper()
     head_repo = head_repository(ctx.app.store, repo_row, pull)
