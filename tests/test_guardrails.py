@@ -154,3 +154,19 @@ def test_a_policy_that_does_not_read_is_refused(server, acme, body, field):
     assert r.status == 422 and r.json["message"] == "Validation Failed", r
     if field:
         assert field in r.json["errors"][0]["message"]
+
+
+def test_an_agent_outside_a_task_does_not_change_what_waits_for_a_human(server, acme, tmp_path):
+    """On an installation whose agents keep standing write, a path the organization gives to a human
+    is still changed only through a task, whose approval a human can give."""
+    from conftest import session_token, standing_write
+    standing_write(server)
+    ext(server, "PUT", "/orgs/acme/agent-policy", acme["alice"], {"requires_approval_paths": [".github/**"]})
+    token = session_token(server, acme["agent"], "acme/payments")
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "acme/payments", token), work)
+    commit_file(work, "app.py", "ok = 1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/standing")
+    commit_file(work, ".github/workflows/ci.yml", "on: push\n")
+    proc = git(work, "push", "origin", "HEAD:refs/heads/standing", check=False)
+    assert proc.returncode != 0 and "an agent makes them through a task grant" in proc.stderr, proc.stderr
