@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  2266  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3778  policy.POLICY_RULES
-       line  3841  policy.decide
+       line  3779  policy.POLICY_RULES
+       line  3842  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3907  audit.audit_append
-       line  3930  audit.audit_verify
+       line  3908  audit.audit_append
+       line  3931  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13282  delegation.create_invite
-       line 13356  delegation.confirm_binding
-       line 13999  tasks.create_task_grant
-       line  4824  authentication.load_grant
+       line 13283  delegation.create_invite
+       line 13357  delegation.confirm_binding
+       line 14000  tasks.create_task_grant
+       line  4825  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21696  server.App.dispatch
-       line  4691  authentication.authenticate
-       line  4332  ledger.Ledger
+       line 21697  server.App.dispatch
+       line  4692  authentication.authenticate
+       line  4333  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21315  githttp.git_receive_pack
-       line  4376  ledger.Ledger.decide_each
-       line  4310  intents.reconcile_intents
+       line 21316  githttp.git_receive_pack
+       line  4377  ledger.Ledger.decide_each
+       line  4311  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -69,68 +69,68 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     10. proofs             lines  2294- 2446  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     11. accounts           lines  2447- 2672  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
     12. guardrails         lines  2673- 2874  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
-    13. policy             lines  2875- 3864  Policy: the action table and decide(), the one policy decision point.
-    14. audit              lines  3865- 4079  Audit: the hash-chained log and its verifier.
-    15. outbox             lines  4080- 4183  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    16. approvals          lines  4184- 4253  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    17. intents            lines  4254- 4326  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    18. ledger             lines  4327- 4561  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    19. authentication     lines  4562- 4885  Authentication: the Principal, and the request credentials it is built from.
-    20. installation       lines  4886- 5077  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    21. routing            lines  5078- 5207  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    22. request            lines  5208- 5503  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    23. serializers        lines  5504- 5720  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    24. lookups            lines  5721- 5788  Lookups: what a REST request names (accounts, repositories), found or 404.
-    25. web                lines  5789- 6064  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    26. users              lines  6065- 6162  REST: the API root, meta, rate limit and users.
-    27. repositories       lines  6163- 6699  REST: repositories, forks, branches, refs, commits and collaborators.
-    28. notifications      lines  6700- 6970  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6971- 7780  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7781- 7910  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7911- 8440  REST: pull requests and their merges.
-    32. reviews            lines  8441- 8795  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8796- 8903  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8904- 8960  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8961- 9202  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9203- 9484  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9485- 9647  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9648- 9997  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines  9998-10342  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10343-10421  REST: deploy keys.
-    41. actions            lines 10422-10896  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10897-11428  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11429-11631  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11632-11980  REST: organizations, memberships and teams.
-    45. webhooks           lines 11981-12543  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12544-13100  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13101-13176  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13177-13744  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13745-13956  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13957-14434  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14435-15074  REST: GitHub Apps, as agents.
-    52. runner             lines 15075-15893  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15894-16150  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16151-16412  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16413-16675  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16676-17360  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17361-17591  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17592-17978  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17979-18452  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18453-18733  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18734-18916  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18917-19259  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19260-19499  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19500-19958  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19959-20669  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20670-21177  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21178-21417  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21418-21686  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21687-22419  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22420-22696  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22697-23293  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23294-24293  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    13. policy             lines  2875- 3865  Policy: the action table and decide(), the one policy decision point.
+    14. audit              lines  3866- 4080  Audit: the hash-chained log and its verifier.
+    15. outbox             lines  4081- 4184  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    16. approvals          lines  4185- 4254  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    17. intents            lines  4255- 4327  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    18. ledger             lines  4328- 4562  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4563- 4886  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4887- 5078  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5079- 5208  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5209- 5504  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5505- 5721  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5722- 5789  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5790- 6065  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6066- 6163  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6164- 6700  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6701- 6971  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6972- 7781  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7782- 7911  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7912- 8441  REST: pull requests and their merges.
+    32. reviews            lines  8442- 8796  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8797- 8904  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8905- 8961  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8962- 9203  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9204- 9485  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9486- 9648  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9649- 9998  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines  9999-10343  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10344-10422  REST: deploy keys.
+    41. actions            lines 10423-10897  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10898-11429  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11430-11632  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11633-11981  REST: organizations, memberships and teams.
+    45. webhooks           lines 11982-12544  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12545-13101  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13102-13177  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13178-13745  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13746-13957  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13958-14435  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14436-15075  REST: GitHub Apps, as agents.
+    52. runner             lines 15076-15894  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15895-16151  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16152-16413  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16414-16676  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16677-17361  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17362-17592  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17593-17979  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17980-18453  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18454-18734  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18735-18917  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18918-19260  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19261-19500  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19501-19959  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19960-20670  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20671-21178  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21179-21418  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21419-21687  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21688-22420  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22421-22697  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22698-23294  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23295-24294  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 173e0648a671ffc45f3e03f3daa9d31fbc9dff00e8ea47373d2a5d544777a849
+Made from sources whose SHA-256 is 58890d31acb725c105eeb853e463d4ec791c8cc56e20136390c2431afe8a8726
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2899,6 +2899,7 @@ class Action:
     anonymous: bool = False  # may an anonymous caller do it at all (reads decide by permission alone)
     token_kinds: tuple = None  # only with these kinds of token (consent takes the agent's own)
     sensitive: bool = False  # a read audited even when allowed, which a task grant must name itself
+    follow_up: bool = False  # asked only once another action is allowed, never granted by name
 
 
 # The action vocabulary. Accounts: self and org admins hold admin; org members hold write (they may
@@ -2933,7 +2934,7 @@ ACTIONS = {
     "write_objects":      Action("repo", "write"),
     # what a ref move brings into the ref, path by path: asked after the move itself was allowed, when
     # a task grant or a guardrail over the repository limits paths (paths_judged)
-    "change_paths":       Action("repo", "write"),
+    "change_paths":       Action("repo", "write", follow_up=True),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
     # a run's job token keeps its run's files, artifacts and caches (GitHub's runtime token's right,
@@ -13966,7 +13967,7 @@ def delete_credential(req, credential_id):
 TASK_TOKEN_SECONDS, TASK_GRANT_MAX_SECONDS = 3600, 30 * 86400
 # (not one only a kind of token holds: a run's job grant alone adds to its run's artifacts)
 TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo" and not spec.humans_only and
-                     not spec.token_kinds)
+                     not spec.token_kinds and not spec.follow_up)
 # what a grant may name: actions on its repositories, and calls through the broker with its credentials
 # (asking for a tool token, use_credential, is what requires_approval may reserve for a human's yes)
 GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS + ("call_api", "use_credential")
@@ -16155,7 +16156,7 @@ def thaw(req, freeze_id):
 
 # what the review asks decide() about, per kind of resource (a credential's: what a task may use it for)
 REVIEWED_ACTIONS = {kind: tuple(name for name, spec in ACTIONS.items() if spec.on == kind and not spec.token_kinds
-                                and name != "change_paths") for kind in ("repo", "org")}
+                                and not spec.follow_up) for kind in ("repo", "org")}
 REVIEWED_ACTIONS["credential"] = ("use_credential", "review_access")
 SIMULATED_CONTEXT = ("ref", "sha", "secret", "upstream", "pull_number", "head_sha", "workflow")
 

@@ -25,7 +25,7 @@ from agentgit.tasks import GRANT_ACTIONS, check_network_constraints, check_path_
 
 # what the review asks decide() about, per kind of resource (a credential's: what a task may use it for)
 REVIEWED_ACTIONS = {kind: tuple(name for name, spec in ACTIONS.items() if spec.on == kind and not spec.token_kinds
-                                and name != "change_paths") for kind in ("repo", "org")}
+                                and not spec.follow_up) for kind in ("repo", "org")}
 REVIEWED_ACTIONS["credential"] = ("use_credential", "review_access")
 SIMULATED_CONTEXT = ("ref", "sha", "secret", "upstream", "pull_number", "head_sha", "workflow")
 

@@ -36,6 +36,7 @@ class Action:
     anonymous: bool = False  # may an anonymous caller do it at all (reads decide by permission alone)
     token_kinds: tuple = None  # only with these kinds of token (consent takes the agent's own)
     sensitive: bool = False  # a read audited even when allowed, which a task grant must name itself
+    follow_up: bool = False  # asked only once another action is allowed, never granted by name
 
 
 # The action vocabulary. Accounts: self and org admins hold admin; org members hold write (they may
@@ -70,7 +71,7 @@ ACTIONS = {
     "write_objects":      Action("repo", "write"),
     # what a ref move brings into the ref, path by path: asked after the move itself was allowed, when
     # a task grant or a guardrail over the repository limits paths (paths_judged)
-    "change_paths":       Action("repo", "write"),
+    "change_paths":       Action("repo", "write", follow_up=True),
     "write_release":      Action("repo", "write"),
     "run_workflow":       Action("repo", "write", scope="workflow"),
     # a run's job token keeps its run's files, artifacts and caches (GitHub's runtime token's right,

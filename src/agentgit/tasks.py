@@ -30,7 +30,7 @@ from agentgit.pulls import PullState
 TASK_TOKEN_SECONDS, TASK_GRANT_MAX_SECONDS = 3600, 30 * 86400
 # (not one only a kind of token holds: a run's job grant alone adds to its run's artifacts)
 TASK_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.on == "repo" and not spec.humans_only and
-                     not spec.token_kinds)
+                     not spec.token_kinds and not spec.follow_up)
 # what a grant may name: actions on its repositories, and calls through the broker with its credentials
 # (asking for a tool token, use_credential, is what requires_approval may reserve for a human's yes)
 GRANT_ACTIONS, APPROVABLE_ACTIONS = TASK_ACTIONS + ("call_api",), TASK_ACTIONS + ("call_api", "use_credential")
