@@ -89,18 +89,24 @@ def test_a_guardrail_added_while_a_task_token_is_live_cuts_it_on_the_next_reques
     assert api(server, "GET", "/repos/acme/payments", token).status == 200             # live both ways
 
 
+def push_a_workflow(server, token, tmp_path, branch):
+    """With ``token``: a clone of acme/payments, a commit of code pushed to ``branch``, then a commit of a
+    workflow pushed there too: (the clone, that second push's git process)."""
+    work = str(tmp_path / "w")
+    git(str(tmp_path), "clone", "-q", remote(server, "acme/payments", token), work)
+    commit_file(work, "app.py", "ok = 1\n")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/" + branch)
+    commit_file(work, ".github/workflows/ci.yml", "on: push\n")
+    return work, git(work, "push", "origin", "HEAD:refs/heads/" + branch, check=False)
+
+
 def test_what_always_waits_for_a_human(server, acme, tmp_path):
     """requires_approval and requires_approval_paths hold whatever the grant says: the merge and the
     workflow change wait for alice, through the task (an agent outside one is refused, told why)."""
     ext(server, "PUT", "/orgs/acme/agent-policy", acme["alice"], {"requires_approval": ["merge_pr"],
                                                                   "requires_approval_paths": [".github/workflows/**"]})
     token = acme["token"]()
-    work = str(tmp_path / "w")
-    git(str(tmp_path), "clone", "-q", remote(server, "acme/payments", token), work)
-    commit_file(work, "app.py", "ok = 1\n")
-    git(work, "push", "-q", "origin", "HEAD:refs/heads/fix")
-    commit_file(work, ".github/workflows/ci.yml", "on: push\n")
-    proc = git(work, "push", "origin", "HEAD:refs/heads/fix", check=False)
+    work, proc = push_a_workflow(server, token, tmp_path, "fix")
     assert proc.returncode != 0 and "organization acme's agent policy" not in proc.stderr
     assert ".github/workflows/ci.yml" in proc.stderr and "waits for alice" in proc.stderr, proc.stderr
     (waiting,) = ext(server, "GET", "/approvals", acme["alice"]).json
@@ -162,11 +168,5 @@ def test_an_agent_outside_a_task_does_not_change_what_waits_for_a_human(server, 
     from conftest import session_token, standing_write
     standing_write(server)
     ext(server, "PUT", "/orgs/acme/agent-policy", acme["alice"], {"requires_approval_paths": [".github/**"]})
-    token = session_token(server, acme["agent"], "acme/payments")
-    work = str(tmp_path / "w")
-    git(str(tmp_path), "clone", "-q", remote(server, "acme/payments", token), work)
-    commit_file(work, "app.py", "ok = 1\n")
-    git(work, "push", "-q", "origin", "HEAD:refs/heads/standing")
-    commit_file(work, ".github/workflows/ci.yml", "on: push\n")
-    proc = git(work, "push", "origin", "HEAD:refs/heads/standing", check=False)
+    _, proc = push_a_workflow(server, session_token(server, acme["agent"], "acme/payments"), tmp_path, "standing")
     assert proc.returncode != 0 and "an agent makes them through a task grant" in proc.stderr, proc.stderr
