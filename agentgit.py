@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  2266  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3779  policy.POLICY_RULES
-       line  3842  policy.decide
+       line  3780  policy.POLICY_RULES
+       line  3843  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3908  audit.audit_append
-       line  3931  audit.audit_verify
+       line  3909  audit.audit_append
+       line  3932  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13283  delegation.create_invite
-       line 13357  delegation.confirm_binding
-       line 14000  tasks.create_task_grant
-       line  4825  authentication.load_grant
+       line 13284  delegation.create_invite
+       line 13358  delegation.confirm_binding
+       line 14001  tasks.create_task_grant
+       line  4826  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21697  server.App.dispatch
-       line  4692  authentication.authenticate
-       line  4333  ledger.Ledger
+       line 21706  server.App.dispatch
+       line  4693  authentication.authenticate
+       line  4334  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21316  githttp.git_receive_pack
-       line  4377  ledger.Ledger.decide_each
-       line  4311  intents.reconcile_intents
+       line 21325  githttp.git_receive_pack
+       line  4378  ledger.Ledger.decide_each
+       line  4312  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -68,69 +68,69 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      9. tokens             lines  2193- 2293  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
     10. proofs             lines  2294- 2446  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     11. accounts           lines  2447- 2672  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. guardrails         lines  2673- 2874  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
-    13. policy             lines  2875- 3865  Policy: the action table and decide(), the one policy decision point.
-    14. audit              lines  3866- 4080  Audit: the hash-chained log and its verifier.
-    15. outbox             lines  4081- 4184  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    16. approvals          lines  4185- 4254  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    17. intents            lines  4255- 4327  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    18. ledger             lines  4328- 4562  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    19. authentication     lines  4563- 4886  Authentication: the Principal, and the request credentials it is built from.
-    20. installation       lines  4887- 5078  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    21. routing            lines  5079- 5208  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    22. request            lines  5209- 5504  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    23. serializers        lines  5505- 5721  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    24. lookups            lines  5722- 5789  Lookups: what a REST request names (accounts, repositories), found or 404.
-    25. web                lines  5790- 6065  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    26. users              lines  6066- 6163  REST: the API root, meta, rate limit and users.
-    27. repositories       lines  6164- 6700  REST: repositories, forks, branches, refs, commits and collaborators.
-    28. notifications      lines  6701- 6971  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6972- 7781  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7782- 7911  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7912- 8441  REST: pull requests and their merges.
-    32. reviews            lines  8442- 8796  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8797- 8904  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8905- 8961  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8962- 9203  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9204- 9485  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9486- 9648  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9649- 9998  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines  9999-10343  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10344-10422  REST: deploy keys.
-    41. actions            lines 10423-10897  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10898-11429  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11430-11632  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11633-11981  REST: organizations, memberships and teams.
-    45. webhooks           lines 11982-12544  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12545-13101  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13102-13177  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13178-13745  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13746-13957  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13958-14435  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14436-15075  REST: GitHub Apps, as agents.
-    52. runner             lines 15076-15894  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15895-16151  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16152-16413  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16414-16676  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16677-17361  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17362-17592  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17593-17979  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17980-18453  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18454-18734  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18735-18917  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18918-19260  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19261-19500  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19501-19959  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19960-20670  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20671-21178  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21179-21418  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21419-21687  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21688-22420  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22421-22697  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22698-23294  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23295-24294  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    12. guardrails         lines  2673- 2875  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
+    13. policy             lines  2876- 3866  Policy: the action table and decide(), the one policy decision point.
+    14. audit              lines  3867- 4081  Audit: the hash-chained log and its verifier.
+    15. outbox             lines  4082- 4185  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    16. approvals          lines  4186- 4255  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    17. intents            lines  4256- 4328  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    18. ledger             lines  4329- 4563  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4564- 4887  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4888- 5079  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5080- 5209  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5210- 5505  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5506- 5722  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5723- 5790  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5791- 6066  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6067- 6164  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6165- 6701  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6702- 6972  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6973- 7782  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7783- 7912  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7913- 8442  REST: pull requests and their merges.
+    32. reviews            lines  8443- 8797  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8798- 8905  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8906- 8962  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8963- 9204  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9205- 9486  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9487- 9649  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9650- 9999  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines 10000-10344  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10345-10423  REST: deploy keys.
+    41. actions            lines 10424-10898  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10899-11430  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11431-11633  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11634-11982  REST: organizations, memberships and teams.
+    45. webhooks           lines 11983-12545  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12546-13102  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13103-13178  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13179-13746  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13747-13958  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13959-14444  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14445-15084  REST: GitHub Apps, as agents.
+    52. runner             lines 15085-15903  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15904-16160  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16161-16422  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16423-16685  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16686-17370  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17371-17601  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17602-17988  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17989-18462  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18463-18743  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18744-18926  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18927-19269  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19270-19509  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19510-19968  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19969-20679  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20680-21187  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21188-21427  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21428-21696  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21697-22429  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22430-22706  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22707-23303  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23304-24303  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 58890d31acb725c105eeb853e463d4ec791c8cc56e20136390c2431afe8a8726
+Made from sources whose SHA-256 is 2f98e2c17bc87f969dc75dd4bc8d5217ea5e2559dd58541752347f81669e20bc
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2809,6 +2809,7 @@ def guardrail_excess(store, actions, constraints, resource_names):
 
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
+MAX_DELEGATION_DEPTH = 3      # agents in a chain below the human: an orchestrator, its sub-agent, and one more
 
 
 def allowlist_entry(entry):
@@ -3327,13 +3328,13 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     return None
 
 
-MAX_DELEGATION_DEPTH = 3      # agents in a chain below the human: an orchestrator, its sub-agent, and one more
-
-
 def delegation_verdict(store, grant, resource, context):
-    """An orchestrator's task token hands part of its task to ``context["agent"]``: within the depth
-    limit; to an agent bound to the same human, or once that human approves the hand-over."""
+    """An orchestrator's task token hands part of its task to ``context["agent"]`` (or takes it back,
+    which it always may): within the depth limit; to an agent bound to the same human, or once that
+    human approves the hand-over."""
     gid, agent = grant["public_id"], context["agent"]
+    if context.get("taking_back"):
+        return None
     if len(grant["chain"]) >= MAX_DELEGATION_DEPTH:
         return Decision("deny", "delegate_task", resource.name, ["task grant %s is %d links below %s already: "
                         "delegation stops at %d" % (gid, len(grant["chain"]), grant["delegator_login"],
@@ -14193,7 +14194,15 @@ def get_task_grant(req, grant_id):
 
 @route("DELETE", "/api/ext/v1/task-grants/{grant_id}")
 def revoke_task_grant(req, grant_id):
-    """Revoke one task grant and every token of it, for its delegator."""
+    """Revoke one task grant and every token of it, for its delegator; or, for an orchestrator with a task
+    token of a grant above it, a part of its task it handed down (delegate_task, undone)."""
+    held = req.principal.grant
+    row = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", grant_id) if held else None
+    if row is not None and held["public_id"] in [link for _, link in load_grant(req.app.store, row["id"])["chain"][1:]]:
+        req.authorize("delegate_task", SITE, agent=account_by_id(req.app.store, row["agent_id"])["login"],
+                      taking_back=True)
+        revoke_grant(req, row)
+        return 204, None
     revoke_grant(req, find_grant(req, grant_id, "grant_task"))
     return 204, None
 

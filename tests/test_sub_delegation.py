@@ -58,6 +58,14 @@ def test_an_orchestrator_hands_part_of_its_task_to_a_sub_agent(server, tmp_path)
     grants = {g["agent"]: g for g in ext(server, "GET", "/task-grants", alice).json}
     assert grants["agent:" + sub]["constraints"]["paths"] == ["src/**"]          # the orchestrator's limits too
 
+    # the orchestrator takes back what it handed down; nobody else's task token may
+    _, reviewer_own = bind(server, alice, "reviewer")
+    handed = hand_down(server, w["token"], reviewer_own, scope="read_code").json
+    assert ext(server, "DELETE", "/task-grants/" + handed["grant"], token).status == 404           # not the tester's
+    assert ext(server, "DELETE", "/task-grants/" + handed["grant"], w["token"]).status == 204
+    assert api(server, "GET", "/repos/alice/payments", handed["access_token"]).status == 401
+    assert api(server, "GET", "/repos/alice/payments", token).status == 200                       # the other stays
+
     # revoking the orchestrator's grant cuts the sub-agent at once
     assert ext(server, "DELETE", "/task-grants/" + w["grant"]["id"], alice).status == 204
     assert api(server, "GET", "/repos/alice/payments", token).status == 401

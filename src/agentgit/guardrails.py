@@ -147,6 +147,7 @@ def guardrail_excess(store, actions, constraints, resource_names):
 
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
+MAX_DELEGATION_DEPTH = 3      # agents in a chain below the human: an orchestrator, its sub-agent, and one more
 
 
 def allowlist_entry(entry):

@@ -9,9 +9,9 @@ import json
 from agentgit.config import INSTALLATION_TASK_PREFIX, JOB_TASK_PREFIX, from_now, now
 from agentgit.gitstore import MAX_JUDGED_CHANGES
 from agentgit.accounts import account_by_id, full_name, permission_of_org_member, repo_by_id
-from agentgit.guardrails import (DEFAULT_SITE_AGENT_POLICY, grant_org_ids, guardrail_excess, guardrail_paths,
-                                 guardrails_over, outlives, outside_allowlist, path_matches, path_rules, reads_named,
-                                 resource_org_ids, wider_audience)
+from agentgit.guardrails import (DEFAULT_SITE_AGENT_POLICY, MAX_DELEGATION_DEPTH, grant_org_ids, guardrail_excess,
+                                 guardrail_paths, guardrails_over, outlives, outside_allowlist, path_matches, path_rules,
+                                 reads_named, resource_org_ids, wider_audience)
 
 
 # decide() is the only place that says yes or no. Endpoints name an action from ACTIONS and a
@@ -464,13 +464,13 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     return None
 
 
-MAX_DELEGATION_DEPTH = 3      # agents in a chain below the human: an orchestrator, its sub-agent, and one more
-
-
 def delegation_verdict(store, grant, resource, context):
-    """An orchestrator's task token hands part of its task to ``context["agent"]``: within the depth
-    limit; to an agent bound to the same human, or once that human approves the hand-over."""
+    """An orchestrator's task token hands part of its task to ``context["agent"]`` (or takes it back,
+    which it always may): within the depth limit; to an agent bound to the same human, or once that
+    human approves the hand-over."""
     gid, agent = grant["public_id"], context["agent"]
+    if context.get("taking_back"):
+        return None
     if len(grant["chain"]) >= MAX_DELEGATION_DEPTH:
         return Decision("deny", "delegate_task", resource.name, ["task grant %s is %d links below %s already: "
                         "delegation stops at %d" % (gid, len(grant["chain"]), grant["delegator_login"],

@@ -14,7 +14,7 @@ from agentgit.gitstore import commits_between, open_repo
 from agentgit.proofs import spiffe_id
 from agentgit.accounts import account_by_id, account_by_login, full_name, repo_by_full_name
 from agentgit.guardrails import grant_org_ids, guardrail_excess, guardrails_over
-from agentgit.policy import ACTIONS, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
+from agentgit.policy import ACTIONS, SITE, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
 from agentgit.approvals import approval_page
 from agentgit.authentication import Principal, confirm_totp, load_grant, remember_runtime_certificate
 from agentgit.routing import route
@@ -256,7 +256,15 @@ def get_task_grant(req, grant_id):
 
 @route("DELETE", "/api/ext/v1/task-grants/{grant_id}")
 def revoke_task_grant(req, grant_id):
-    """Revoke one task grant and every token of it, for its delegator."""
+    """Revoke one task grant and every token of it, for its delegator; or, for an orchestrator with a task
+    token of a grant above it, a part of its task it handed down (delegate_task, undone)."""
+    held = req.principal.grant
+    row = req.app.store.one("SELECT * FROM task_grants WHERE public_id = ?", grant_id) if held else None
+    if row is not None and held["public_id"] in [link for _, link in load_grant(req.app.store, row["id"])["chain"][1:]]:
+        req.authorize("delegate_task", SITE, agent=account_by_id(req.app.store, row["agent_id"])["login"],
+                      taking_back=True)
+        revoke_grant(req, row)
+        return 204, None
     revoke_grant(req, find_grant(req, grant_id, "grant_task"))
     return 204, None
 
