@@ -130,7 +130,7 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     71. cli                lines 22707-23303  Command line: serve, user, agent, connect, routes, audit.
         appendix           lines 23304-24303  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 2f98e2c17bc87f969dc75dd4bc8d5217ea5e2559dd58541752347f81669e20bc
+Made from sources whose SHA-256 is c07a6ce221dfb22a509b5931e4f5e797de45356fa2bf084358880ede2be3f3db
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -3288,8 +3288,8 @@ def approval_subject(action, context):
 
 
 def task_grant_refusal(store, grant, action, spec, resource, context, user):
-    """A task token may do only what its grant names: the actions, on the resources, within the
-    branch prefix; actions the grant reserves for a human's approval wait for one."""
+    """A task token does only what its grant names: its actions (a read beyond read access too), on its
+    resources, within its branch prefix; what it reserves for a human's approval waits for one."""
     gid = grant["public_id"]
     deny = lambda reason, **kw: Decision("deny", action, resource.name, [reason], **kw)  # noqa: E731
     if action in SELF_ACTIONS and resource.kind in ("site", "account") and (
@@ -3300,7 +3300,7 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if resource.name not in grant["resources"]:
         return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind in ("repo",
                                                                                                         "credential"))
-    needed = action if spec.mutation or spec.sensitive else "read_code"
+    needed = action if spec.mutation or spec.sensitive or RANK[spec.needs] > RANK["read"] else "read_code"
     if resource.kind == "credential":
         needed = "call_api"          # a grant names calls; a tool token for them is asked for first
     if resource.kind == "credential" or "upstream" in context:     # a broker's call, a hook's deliveries
@@ -14448,9 +14448,9 @@ def answer_approval(req, user, approval_id, approve, reason=""):
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # GitHub's repository permissions: (what read gives, what write adds), as agentgit's actions. Every
-# installation token reads its repositories (read_code), whichever it holds.
+# installation token reads its repositories and who works on them (metadata, which every App holds).
 APP_PERMISSIONS = {
-    "metadata": ((), ()),
+    "metadata": (("read_collaborators",), ()),
     "contents": ((), ("create_branch", "push_branch", "delete_branch", "write_objects", "write_release", "merge_pr")),
     "issues": ((), ("open_issue", "edit_issue", "comment", "edit_comment", "triage_issue", "manage_labels",
                     "pin_issue")),
@@ -14460,7 +14460,7 @@ APP_PERMISSIONS = {
     "deployments": ((), ("deploy",)),
     "actions": ((), ("run_workflow",)),
     "workflows": ((), ("manage_workflows",)),
-    "administration": ((), ("admin_repo", "manage_protection")),
+    "administration": (("read_repo_settings", "read_deploy_keys"), ("admin_repo", "manage_protection")),
     "repository_hooks": ((), ("manage_hooks",)),
     "secrets": (("read_secret",), ("write_secret",)),
     "actions_variables": (("read_variables",), ("write_variables",)),
@@ -14541,7 +14541,7 @@ def checked_app_events(events, permissions):
 
 def permitted_actions(permissions):
     """The actions a permission map gives: reading always, and what each level adds."""
-    actions = {"read_code"}
+    actions = {"read_code", *APP_PERMISSIONS["metadata"][0]}
     for name, level in permissions.items():
         read, write = APP_PERMISSIONS[name]
         actions.update(read + (write if level == "write" else ()))

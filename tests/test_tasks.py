@@ -562,3 +562,17 @@ def test_a_push_and_an_api_call_that_need_approval_read_alike_in_the_audit_log(s
     refused = server.app.store.one("SELECT surface, decision, side_effect FROM audit WHERE surface = 'git' AND"
                                    " decision = 'deny' ORDER BY id DESC LIMIT 1")
     assert (refused["decision"], refused["side_effect"]) == ("deny", "refused refs/heads/other")
+
+
+def test_a_read_beyond_read_access_is_named_by_the_grant(server):
+    """read_code reads code and issues; a repository's collaborators, variables, deploy keys and settings
+    need the grant to name them, as a change does, whatever the delegator holds."""
+    w = grant_a_task(server, "task:read", ["read_code"], {})
+    for path in ("/collaborators", "/actions/variables", "/keys"):
+        r = api(server, "GET", "/repos/alice/payments" + path, w["token"])
+        assert r.status == 403 and "does not allow read_" in r.json["message"], (path, r)
+    more = ext(server, "POST", "/task-grants", w["alice"], {
+        "agent": "agent:" + w["login"], "task": "task:read-more", "resources": ["repo:alice/payments"],
+        "actions": ["read_code", "read_collaborators"]}).json
+    token = ext(server, "POST", "/task-grants/%s/tokens" % more["id"], w["agent"], {}).json["token"]
+    assert api(server, "GET", "/repos/alice/payments/collaborators", token).status == 200

@@ -43,9 +43,9 @@ from agentgit.webhooks import (chain_of_request, checked_config, delivery_json, 
 from agentgit.tasks import insert_task_grant
 
 # GitHub's repository permissions: (what read gives, what write adds), as agentgit's actions. Every
-# installation token reads its repositories (read_code), whichever it holds.
+# installation token reads its repositories and who works on them (metadata, which every App holds).
 APP_PERMISSIONS = {
-    "metadata": ((), ()),
+    "metadata": (("read_collaborators",), ()),
     "contents": ((), ("create_branch", "push_branch", "delete_branch", "write_objects", "write_release", "merge_pr")),
     "issues": ((), ("open_issue", "edit_issue", "comment", "edit_comment", "triage_issue", "manage_labels",
                     "pin_issue")),
@@ -55,7 +55,7 @@ APP_PERMISSIONS = {
     "deployments": ((), ("deploy",)),
     "actions": ((), ("run_workflow",)),
     "workflows": ((), ("manage_workflows",)),
-    "administration": ((), ("admin_repo", "manage_protection")),
+    "administration": (("read_repo_settings", "read_deploy_keys"), ("admin_repo", "manage_protection")),
     "repository_hooks": ((), ("manage_hooks",)),
     "secrets": (("read_secret",), ("write_secret",)),
     "actions_variables": (("read_variables",), ("write_variables",)),
@@ -136,7 +136,7 @@ def checked_app_events(events, permissions):
 
 def permitted_actions(permissions):
     """The actions a permission map gives: reading always, and what each level adds."""
-    actions = {"read_code"}
+    actions = {"read_code", *APP_PERMISSIONS["metadata"][0]}
     for name, level in permissions.items():
         read, write = APP_PERMISSIONS[name]
         actions.update(read + (write if level == "write" else ()))

@@ -424,8 +424,8 @@ def approval_subject(action, context):
 
 
 def task_grant_refusal(store, grant, action, spec, resource, context, user):
-    """A task token may do only what its grant names: the actions, on the resources, within the
-    branch prefix; actions the grant reserves for a human's approval wait for one."""
+    """A task token does only what its grant names: its actions (a read beyond read access too), on its
+    resources, within its branch prefix; what it reserves for a human's approval waits for one."""
     gid = grant["public_id"]
     deny = lambda reason, **kw: Decision("deny", action, resource.name, [reason], **kw)  # noqa: E731
     if action in SELF_ACTIONS and resource.kind in ("site", "account") and (
@@ -436,7 +436,7 @@ def task_grant_refusal(store, grant, action, spec, resource, context, user):
     if resource.name not in grant["resources"]:
         return deny("task grant %s does not cover %s" % (gid, resource.name), hidden=resource.kind in ("repo",
                                                                                                         "credential"))
-    needed = action if spec.mutation or spec.sensitive else "read_code"
+    needed = action if spec.mutation or spec.sensitive or RANK[spec.needs] > RANK["read"] else "read_code"
     if resource.kind == "credential":
         needed = "call_api"          # a grant names calls; a tool token for them is asked for first
     if resource.kind == "credential" or "upstream" in context:     # a broker's call, a hook's deliveries
