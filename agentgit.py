@@ -28,32 +28,32 @@ Reading path: the model in six stops, and where each is in this file.
 
   1. Tokens: every credential is a typed, HMAC-signed string whose row says who holds it, for what,
      until when; an agent's long-lived one is traded for short-lived ones.
-       line  2244  tokens.issue_token
-       line  2266  tokens.verify_token
+       line  2252  tokens.issue_token
+       line  2274  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3780  policy.POLICY_RULES
-       line  3843  policy.decide
+       line  3788  policy.POLICY_RULES
+       line  3851  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3909  audit.audit_append
-       line  3932  audit.audit_verify
+       line  3917  audit.audit_append
+       line  3940  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13284  delegation.create_invite
-       line 13358  delegation.confirm_binding
-       line 14001  tasks.create_task_grant
-       line  4826  authentication.load_grant
+       line 13292  delegation.create_invite
+       line 13366  delegation.confirm_binding
+       line 14009  tasks.create_task_grant
+       line  4834  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21706  server.App.dispatch
-       line  4693  authentication.authenticate
-       line  4334  ledger.Ledger
+       line 21714  server.App.dispatch
+       line  4701  authentication.authenticate
+       line  4342  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21325  githttp.git_receive_pack
-       line  4378  ledger.Ledger.decide_each
-       line  4312  intents.reconcile_intents
+       line 21333  githttp.git_receive_pack
+       line  4386  ledger.Ledger.decide_each
+       line  4320  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -61,76 +61,76 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      2. errors             lines   322-  351  Errors: HTTPError, an answer in GitHub's error shape, and the 422 that names a field.
      3. crypto             lines   352-  884  Cryptography: every primitive agentgit uses, in one place, checked against Project Wycheproof's vectors.
      4. egress             lines   885-  995  Egress: every connection the server opens to another host (a client's metadata document, the broker's upstreams, a job's way out) goes to an address checked public when the name was resolved, and pinned to it.
-     5. storage            lines   996- 1643  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
-     6. background         lines  1644- 1680  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
-     7. gitstore           lines  1681- 1939  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
-     8. gitwire            lines  1940- 2192  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
-     9. tokens             lines  2193- 2293  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
-    10. proofs             lines  2294- 2446  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
-    11. accounts           lines  2447- 2672  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. guardrails         lines  2673- 2875  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
-    13. policy             lines  2876- 3866  Policy: the action table and decide(), the one policy decision point.
-    14. audit              lines  3867- 4081  Audit: the hash-chained log and its verifier.
-    15. outbox             lines  4082- 4185  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    16. approvals          lines  4186- 4255  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    17. intents            lines  4256- 4328  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    18. ledger             lines  4329- 4563  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    19. authentication     lines  4564- 4887  Authentication: the Principal, and the request credentials it is built from.
-    20. installation       lines  4888- 5079  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    21. routing            lines  5080- 5209  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    22. request            lines  5210- 5505  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    23. serializers        lines  5506- 5722  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    24. lookups            lines  5723- 5790  Lookups: what a REST request names (accounts, repositories), found or 404.
-    25. web                lines  5791- 6066  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    26. users              lines  6067- 6164  REST: the API root, meta, rate limit and users.
-    27. repositories       lines  6165- 6701  REST: repositories, forks, branches, refs, commits and collaborators.
-    28. notifications      lines  6702- 6972  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6973- 7782  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7783- 7912  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7913- 8442  REST: pull requests and their merges.
-    32. reviews            lines  8443- 8797  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8798- 8905  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8906- 8962  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8963- 9204  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9205- 9486  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9487- 9649  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9650- 9999  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines 10000-10344  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10345-10423  REST: deploy keys.
-    41. actions            lines 10424-10898  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10899-11430  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11431-11633  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11634-11982  REST: organizations, memberships and teams.
-    45. webhooks           lines 11983-12545  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12546-13102  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13103-13178  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13179-13746  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13747-13958  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13959-14444  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14445-15084  REST: GitHub Apps, as agents.
-    52. runner             lines 15085-15903  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15904-16160  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16161-16422  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16423-16685  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16686-17370  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17371-17601  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17602-17988  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17989-18462  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18463-18743  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18744-18926  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18927-19269  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19270-19509  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19510-19968  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19969-20679  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20680-21187  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21188-21427  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21428-21696  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21697-22429  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22430-22706  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22707-23303  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23304-24303  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+     5. storage            lines   996- 1651  Storage: the database behind every module, its schema (schema.sql) and migrations, one connection per thread, transactions.
+     6. background         lines  1652- 1688  Background workers: a thread that takes one piece of work at a time, the oldest first, woken when a request makes some and every so often for what another process or a restart left.
+     7. gitstore           lines  1689- 1947  Git storage: bare repositories on disk, initial commits, refs, commits, merges and diffs via dulwich.
+     8. gitwire            lines  1948- 2200  Git's wire protocol served from a bare repository: git upload-pack and receive-pack run as the git binary (--stateless-rpc) or as dulwich's server, behind one engine an installation chooses; each refuses the refs of a push it was not told to allow.
+     9. tokens             lines  2201- 2301  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
+    10. proofs             lines  2302- 2454  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
+    11. accounts           lines  2455- 2680  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
+    12. guardrails         lines  2681- 2883  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
+    13. policy             lines  2884- 3874  Policy: the action table and decide(), the one policy decision point.
+    14. audit              lines  3875- 4089  Audit: the hash-chained log and its verifier.
+    15. outbox             lines  4090- 4193  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    16. approvals          lines  4194- 4263  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    17. intents            lines  4264- 4336  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    18. ledger             lines  4337- 4571  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4572- 4895  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4896- 5087  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5088- 5217  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5218- 5513  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5514- 5730  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5731- 5798  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5799- 6074  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6075- 6172  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6173- 6709  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6710- 6980  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6981- 7790  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7791- 7920  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7921- 8450  REST: pull requests and their merges.
+    32. reviews            lines  8451- 8805  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8806- 8913  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8914- 8970  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8971- 9212  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9213- 9494  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9495- 9657  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9658-10007  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines 10008-10352  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10353-10431  REST: deploy keys.
+    41. actions            lines 10432-10906  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10907-11438  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11439-11641  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11642-11990  REST: organizations, memberships and teams.
+    45. webhooks           lines 11991-12553  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12554-13110  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13111-13186  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13187-13754  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13755-13966  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13967-14452  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14453-15092  REST: GitHub Apps, as agents.
+    52. runner             lines 15093-15911  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15912-16168  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16169-16430  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16431-16693  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16694-17378  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17379-17609  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17610-17996  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 17997-18470  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18471-18751  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18752-18934  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18935-19277  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19278-19517  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19518-19976  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19977-20687  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20688-21195  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21196-21435  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21436-21704  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21705-22438  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22439-22715  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22716-23312  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23313-24312  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is c07a6ce221dfb22a509b5931e4f5e797de45356fa2bf084358880ede2be3f3db
+Made from sources whose SHA-256 is b19f6d0008f7955326c002aa8408d84a60b8b8588edd421d4fb78eb2787cd2ac
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -1163,6 +1163,9 @@ class Store:
         """A request ended: what it held of the database may serve the next (PostgreSQL's connections,
         few and shared; an SQLite connection costs nothing to keep with its thread)."""
 
+    def close(self):
+        """The server stopped: what it kept open of the database is closed (PostgreSQL's connections)."""
+
     def poll_other_processes(self):
         """At most every OTHER_PROCESS_POLL seconds, ask whether anyone else committed."""
         moment = time.monotonic()
@@ -1467,7 +1470,7 @@ class PostgresStore(Store):
         self.parameters = connection_parameters(url)
         self.described = "; database: PostgreSQL %s" % shown_url(url)
         self.local = threading.local()
-        self.idle, self.idle_lock = [], threading.Lock()
+        self.idle, self.idle_lock, self.closed = [], threading.Lock(), False
         self.in_use = threading.BoundedSemaphore(CONNECTIONS_IN_USE)
         self.migrate(fill)
         self.watch = PostgresConnection(self.driver, self.parameters)
@@ -1496,12 +1499,15 @@ class PostgresStore(Store):
             lease.end()
 
     def close(self):
-        """Close the connections kept: the calling thread's, the idle ones and the watch (an embedding
-        program done with the database; threads still at work keep theirs until they end)."""
+        """Close the connections kept: the calling thread's, the idle ones and the watch (a server stopped,
+        an embedding program done with the database). Threads still at work keep theirs until they end,
+        and then close them; a store used after this opens what it needs again."""
+        self.closed = True
         self.release()
         with self.idle_lock:
             idle, self.idle = self.idle, []
-        for conn in idle + [self.watch]:
+        watch, self.watch = self.watch, None
+        for conn in idle + ([watch] if watch is not None else []):
             conn.raw.close()
 
     def give_back(self, conn):
@@ -1511,7 +1517,7 @@ class PostgresStore(Store):
             if conn.in_transaction:
                 conn.rollback()
             with self.idle_lock:
-                if len(self.idle) < IDLE_CONNECTIONS:
+                if len(self.idle) < IDLE_CONNECTIONS and not self.closed:
                     self.idle.append(conn)
                     return
             conn.raw.close()
@@ -1557,6 +1563,8 @@ class PostgresStore(Store):
             WRITE_LOCK, "" if records_only else " UPDATE agentgit_schema SET generation = generation + 1;"))
 
     def committed_version(self):
+        if self.watch is None:              # (closed, and used again)
+            self.watch = PostgresConnection(self.driver, self.parameters)
         return self.watch.execute("SELECT generation FROM agentgit_schema").fetchone()[0]
 
 
@@ -22388,6 +22396,7 @@ class Server:
         self.deliveries.stop()
         self.runner.stop()
         self.app.anchor.stop_following(self.app.store)
+        self.app.store.close()
         if self.unix is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.unix.server_address)

@@ -725,6 +725,7 @@ class Server:
         self.deliveries.stop()
         self.runner.stop()
         self.app.anchor.stop_following(self.app.store)
+        self.app.store.close()
         if self.unix is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.unix.server_address)

@@ -189,6 +189,9 @@ class Store:
         """A request ended: what it held of the database may serve the next (PostgreSQL's connections,
         few and shared; an SQLite connection costs nothing to keep with its thread)."""
 
+    def close(self):
+        """The server stopped: what it kept open of the database is closed (PostgreSQL's connections)."""
+
     def poll_other_processes(self):
         """At most every OTHER_PROCESS_POLL seconds, ask whether anyone else committed."""
         moment = time.monotonic()
@@ -493,7 +496,7 @@ class PostgresStore(Store):
         self.parameters = connection_parameters(url)
         self.described = "; database: PostgreSQL %s" % shown_url(url)
         self.local = threading.local()
-        self.idle, self.idle_lock = [], threading.Lock()
+        self.idle, self.idle_lock, self.closed = [], threading.Lock(), False
         self.in_use = threading.BoundedSemaphore(CONNECTIONS_IN_USE)
         self.migrate(fill)
         self.watch = PostgresConnection(self.driver, self.parameters)
@@ -522,12 +525,15 @@ class PostgresStore(Store):
             lease.end()
 
     def close(self):
-        """Close the connections kept: the calling thread's, the idle ones and the watch (an embedding
-        program done with the database; threads still at work keep theirs until they end)."""
+        """Close the connections kept: the calling thread's, the idle ones and the watch (a server stopped,
+        an embedding program done with the database). Threads still at work keep theirs until they end,
+        and then close them; a store used after this opens what it needs again."""
+        self.closed = True
         self.release()
         with self.idle_lock:
             idle, self.idle = self.idle, []
-        for conn in idle + [self.watch]:
+        watch, self.watch = self.watch, None
+        for conn in idle + ([watch] if watch is not None else []):
             conn.raw.close()
 
     def give_back(self, conn):
@@ -537,7 +543,7 @@ class PostgresStore(Store):
             if conn.in_transaction:
                 conn.rollback()
             with self.idle_lock:
-                if len(self.idle) < IDLE_CONNECTIONS:
+                if len(self.idle) < IDLE_CONNECTIONS and not self.closed:
                     self.idle.append(conn)
                     return
             conn.raw.close()
@@ -583,6 +589,8 @@ class PostgresStore(Store):
             WRITE_LOCK, "" if records_only else " UPDATE agentgit_schema SET generation = generation + 1;"))
 
     def committed_version(self):
+        if self.watch is None:              # (closed, and used again)
+            self.watch = PostgresConnection(self.driver, self.parameters)
         return self.watch.execute("SELECT generation FROM agentgit_schema").fetchone()[0]
 
 
