@@ -130,7 +130,7 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     71. cli                lines 22716-23312  Command line: serve, user, agent, connect, routes, audit.
         appendix           lines 23313-24312  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is b19f6d0008f7955326c002aa8408d84a60b8b8588edd421d4fb78eb2787cd2ac
+Made from sources whose SHA-256 is 31f9eaa6fafe7c858363d2fe190660e9ab168ea3fa46fd0bbfbb03be77024c72
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -4493,11 +4493,11 @@ class Ledger:
         """The one way a request moves a ref: its intent written first, with the rows of this request's
         pending mutations (a crash after the move is then recorded truthfully at the next start), then a
         compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
-        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
         repo = repo_by_id(self.app.store, repo_id)
         if new != ZERO_SHA and paths_judged(self.app.store, self.principal, repo):
-            judged = self.allowed_or_raise(*self.judge_changes(git, repo, ref, old, new))
-            rows.append((audit_row(self.principal, self.surface, judged), judged.approval))
+            # what the move brings, judged: its row is written with the request's others (and its intent's)
+            self.pending.append(self.allowed_or_raise(*self.judge_changes(git, repo, ref, old, new)))
+        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
         with self.app.store.transaction() as db:
             self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
         if old == ZERO_SHA:

@@ -104,6 +104,7 @@ def test_the_apis_and_merges_judge_the_same_paths(server):
     assert asked.status == 403 and asked.json["approval_id"].startswith("ap_"), asked
     assert ext(server, "POST", "/approvals/%s/approve" % asked.json["approval_id"], w["alice"], {}).status == 200
     assert put(".github/workflows/x.yml").status == 201          # the same file, the same content: approved
+    assert [r["decision"] for r in audit(server, "change_paths")] == ["allow", "deny", "needs_approval", "allow"]
 
     main = api(server, "GET", repo + "/git/ref/heads/main", token).json["object"]["sha"]
     main_tree = api(server, "GET", repo + "/git/commits/" + main, token).json["tree"]["sha"]

@@ -172,11 +172,11 @@ class Ledger:
         """The one way a request moves a ref: its intent written first, with the rows of this request's
         pending mutations (a crash after the move is then recorded truthfully at the next start), then a
         compare-and-swap from ``old`` to ``new`` (40 zeros: create, delete). False when ``ref`` was not ``old``."""
-        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
         repo = repo_by_id(self.app.store, repo_id)
         if new != ZERO_SHA and paths_judged(self.app.store, self.principal, repo):
-            judged = self.allowed_or_raise(*self.judge_changes(git, repo, ref, old, new))
-            rows.append((audit_row(self.principal, self.surface, judged), judged.approval))
+            # what the move brings, judged: its row is written with the request's others (and its intent's)
+            self.pending.append(self.allowed_or_raise(*self.judge_changes(git, repo, ref, old, new)))
+        rows = [(audit_row(self.principal, self.surface, d), d.approval) for d in self.pending]
         with self.app.store.transaction() as db:
             self.intents.append(write_intent(db, repo_id, ref, old, new, rows, follow_up))
         if old == ZERO_SHA:
