@@ -32,28 +32,28 @@ Reading path: the model in six stops, and where each is in this file.
        line  2274  tokens.verify_token
   2. decide() and its rules: one function answers every action on every resource, walking a published
      table.
-       line  3788  policy.POLICY_RULES
-       line  3851  policy.decide
+       line  3802  policy.POLICY_RULES
+       line  3865  policy.decide
   3. The audit chain: each decision is a row hashed over the one before it, so an edited or deleted row
      shows.
-       line  3917  audit.audit_append
-       line  3940  audit.audit_verify
+       line  3931  audit.audit_append
+       line  3954  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13292  delegation.create_invite
-       line 13366  delegation.confirm_binding
-       line 14009  tasks.create_task_grant
-       line  4834  authentication.load_grant
+       line 13306  delegation.create_invite
+       line 13380  delegation.confirm_binding
+       line 14018  tasks.create_task_grant
+       line  4848  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21714  server.App.dispatch
-       line  4701  authentication.authenticate
-       line  4342  ledger.Ledger
+       line 21723  server.App.dispatch
+       line  4715  authentication.authenticate
+       line  4356  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21333  githttp.git_receive_pack
-       line  4386  ledger.Ledger.decide_each
-       line  4320  intents.reconcile_intents
+       line 21342  githttp.git_receive_pack
+       line  4400  ledger.Ledger.decide_each
+       line  4334  intents.reconcile_intents
 
 Sections: the modules of src/agentgit/ in build order (each uses only those above it).
 
@@ -68,69 +68,69 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
      9. tokens             lines  2201- 2301  Tokens: typed HMAC-signed tokens, their scopes, minting, verification and revocation.
     10. proofs             lines  2302- 2454  Proofs of possession: what binds a token to its holder, so that a stolen copy is useless elsewhere.
     11. accounts           lines  2455- 2680  Accounts: humans, agents and organizations, passwords and TOTP, and the repository rows they own.
-    12. guardrails         lines  2681- 2883  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
-    13. policy             lines  2884- 3874  Policy: the action table and decide(), the one policy decision point.
-    14. audit              lines  3875- 4089  Audit: the hash-chained log and its verifier.
-    15. outbox             lines  4090- 4193  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
-    16. approvals          lines  4194- 4263  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
-    17. intents            lines  4264- 4336  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
-    18. ledger             lines  4337- 4571  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
-    19. authentication     lines  4572- 4895  Authentication: the Principal, and the request credentials it is built from.
-    20. installation       lines  4896- 5087  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
-    21. routing            lines  5088- 5217  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
-    22. request            lines  5218- 5513  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
-    23. serializers        lines  5514- 5730  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
-    24. lookups            lines  5731- 5798  Lookups: what a REST request names (accounts, repositories), found or 404.
-    25. web                lines  5799- 6074  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
-    26. users              lines  6075- 6172  REST: the API root, meta, rate limit and users.
-    27. repositories       lines  6173- 6709  REST: repositories, forks, branches, refs, commits and collaborators.
-    28. notifications      lines  6710- 6980  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6981- 7790  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7791- 7920  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7921- 8450  REST: pull requests and their merges.
-    32. reviews            lines  8451- 8805  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8806- 8913  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8914- 8970  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8971- 9212  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9213- 9494  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9495- 9657  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9658-10007  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines 10008-10352  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10353-10431  REST: deploy keys.
-    41. actions            lines 10432-10906  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10907-11438  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11439-11641  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11642-11990  REST: organizations, memberships and teams.
-    45. webhooks           lines 11991-12553  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12554-13110  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13111-13186  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13187-13754  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13755-13966  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13967-14452  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14453-15092  REST: GitHub Apps, as agents.
-    52. runner             lines 15093-15911  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15912-16168  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16169-16430  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16431-16693  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16694-17378  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17379-17609  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17610-17996  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 17997-18470  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18471-18751  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18752-18934  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18935-19277  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19278-19517  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19518-19976  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19977-20687  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20688-21195  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21196-21435  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21436-21704  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21705-22438  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22439-22715  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22716-23312  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23313-24312  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    12. guardrails         lines  2681- 2897  Guardrails, path rules and information flow, the data decide() reads about them: what an organization's owners or the site's admins let no agent do (agent policies, kept as settings), which files a task grant lets its agent change (path globs), the network allowlists' host patterns, and what a task's reads and writes are for the information-flow rule.
+    13. policy             lines  2898- 3888  Policy: the action table and decide(), the one policy decision point.
+    14. audit              lines  3889- 4103  Audit: the hash-chained log and its verifier.
+    15. outbox             lines  4104- 4207  The webhook outbox: an event a hook subscribes to becomes one delivery row a hook, written in the same transaction as the change that caused it, so a crash between the change and its delivery loses none.
+    16. approvals          lines  4208- 4277  Approvals: a human's yes to one action on one resource, asked for, spent once, given back.
+    17. intents            lines  4278- 4350  Intents: a ref about to move, written down before it moves, so a crash between the move and its audit row is settled truthfully from the ref itself.
+    18. ledger             lines  4351- 4585  The enforcement ledger: decide → ask for or spend an approval → audit → record the intent and the side effect.
+    19. authentication     lines  4586- 4909  Authentication: the Principal, and the request credentials it is built from.
+    20. installation       lines  4910- 5101  The installation: one data directory's state and services, as every module below the HTTP pipeline reaches them (through a request's ``req.app``, or given directly): its configuration, the database, the server key, the audit checkpoint, the git engine, the rate limiters, the URL.
+    21. routing            lines  5102- 5231  Routing: the route table, each route declared next to its handler with its surface and how its caller is known, and the matcher that finds the one that serves a request.
+    22. request            lines  5232- 5527  The request: an HTTP request's input (its framing, headers and body, read within limits) and the Request that carries it through the pipeline, its enforcement and records as the Ledger it is.
+    23. serializers        lines  5528- 5744  Serializers: one JSON shape per resource, shared by REST, GraphQL and the web pages.
+    24. lookups            lines  5745- 5812  Lookups: what a REST request names (accounts, repositories), found or 404.
+    25. web                lines  5813- 6088  Web pages' frame: sessions with CSRF tokens, signing in and out, the page shell and its headers; each page is declared with web_route, which checks a POST form's CSRF token before its handler runs.
+    26. users              lines  6089- 6186  REST: the API root, meta, rate limit and users.
+    27. repositories       lines  6187- 6723  REST: repositories, forks, branches, refs, commits and collaborators.
+    28. notifications      lines  6724- 6994  REST: notifications (GitHub's inbox of threads) and watching repositories.
+    29. issues             lines  6995- 7804  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7805- 7934  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7935- 8464  REST: pull requests and their merges.
+    32. reviews            lines  8465- 8819  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8820- 8927  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8928- 8984  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8985- 9226  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9227- 9508  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9509- 9671  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9672-10021  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines 10022-10366  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10367-10445  REST: deploy keys.
+    41. actions            lines 10446-10920  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10921-11452  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11453-11655  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11656-12004  REST: organizations, memberships and teams.
+    45. webhooks           lines 12005-12567  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12568-13124  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13125-13200  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13201-13768  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13769-13980  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13981-14461  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14462-15101  REST: GitHub Apps, as agents.
+    52. runner             lines 15102-15920  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15921-16177  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16178-16439  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16440-16702  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16703-17387  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17388-17618  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17619-18005  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 18006-18479  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18480-18760  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18761-18943  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18944-19286  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19287-19526  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19527-19985  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19986-20696  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20697-21204  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21205-21444  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21445-21713  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21714-22447  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22448-22724  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22725-23321  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23322-24321  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 31f9eaa6fafe7c858363d2fe190660e9ab168ea3fa46fd0bbfbb03be77024c72
+Made from sources whose SHA-256 is 1a947e2c8fe2ba36a66c0408391f8de2e0735c1e6f0548eb0a6de0723b1233ca
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -2683,6 +2683,12 @@ def team_by_slug(store, org_login, slug):
 # uses: config, accounts
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
+def made_from_permissions(grant):
+    """Is ``grant`` a run's job grant or an App installation's, made from the workflow's or the App's
+    permissions rather than chosen by a human?"""
+    return grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX))
+
+
 def path_rules(grant):
     """A grant's path rules, (paths, requires_approval_paths), or None when it has neither."""
     constraints = grant["constraints"] if grant is not None else {}
@@ -2790,9 +2796,7 @@ def grant_org_ids(store, resource_names):
 
 def within_allowlist(entry, allowed):
     """Is a network_allowlist entry inside ``allowed`` (the same entry, or under one's *. domain)?"""
-    scheme, host, port = allowlist_entry(entry)
-    return any((scheme, port) == (s, p) and (host == h or h.startswith("*.") and host.endswith(h[1:]))
-               for s, h, p in map(allowlist_entry, allowed))
+    return any(allowlist_covers(a, allowlist_entry(entry)) for a in map(allowlist_entry, allowed))
 
 
 def guardrail_excess(store, actions, constraints, resource_names):
@@ -2828,6 +2832,13 @@ def allowlist_entry(entry):
     return scheme, host.lower(), int(port) if port.isdigit() else DEFAULT_PORTS.get(scheme)
 
 
+def allowlist_covers(allowed, origin):
+    """Does an allowlist entry, (scheme, host pattern, port), cover ``origin``, (scheme, host, port)?"""
+    scheme, host, port = allowed
+    return (scheme, port) == (origin[0], origin[2]) and (host == origin[1] or host.startswith("*.") and
+                                                         origin[1].endswith(host[1:]))
+
+
 def outside_allowlist(allowlist, url):
     """Why ``url`` is outside a grant's network_allowlist (scheme, host and port must match one
     entry), or None when it is inside."""
@@ -2836,10 +2847,8 @@ def outside_allowlist(allowlist, url):
         origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme))
     except ValueError:
         return "%s is not a URL" % url[:200]
-    for scheme, host, port in map(allowlist_entry, allowlist):
-        if (scheme, port) == (origin[0], origin[2]) and (host == origin[1] or host.startswith("*.") and
-                                                         origin[1].endswith(host[1:])):
-            return None
+    if any(allowlist_covers(allowed, origin) for allowed in map(allowlist_entry, allowlist)):
+        return None
     return "%s://%s:%s is not in its network_allowlist (%s)" % (origin + (", ".join(allowlist) or "empty",))
 
 
@@ -2866,10 +2875,15 @@ def wider_audience(q):
     return None
 
 
+def task_reads(store, task_id):
+    """What a task has read that decides where it may write (task_reads rows, oldest first)."""
+    return store.all("SELECT * FROM task_reads WHERE grant_id = ? ORDER BY id", task_id)
+
+
 def reads_named(store, task_id):
-    """{kind: "what (resource); …"} of what a task has read (task_reads), for a reason to name."""
+    """{kind: "what (resource); …"} of what a task has read, for a reason to name."""
     named = {}
-    for row in store.all("SELECT kind, resource, what FROM task_reads WHERE grant_id = ? ORDER BY id", task_id):
+    for row in task_reads(store, task_id):
         named[row["kind"]] = (named[row["kind"]] + "; " if row["kind"] in named else "") + "%s (%s)" % (
             row["what"], row["resource"])
     return named
@@ -3582,7 +3596,7 @@ def guardrail_refusal(q, policies=None):
         return None
     # a grant a human chose is cut whole when it exceeds them; a run's or an App installation's, made
     # from the workflow's or the App's permissions, is refused the denied actions one by one below
-    if grant is not None and not grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX)):
+    if grant is not None and not made_from_permissions(grant):
         excess = q.store.cached(("grant-excess", grant["id"]), lambda: guardrail_excess(
             q.store, grant["actions"], grant["constraints"], grant["resources"]))
         if excess:
@@ -3618,7 +3632,7 @@ def guardrail_refusal(q, policies=None):
 def rule_information_flow(q):
     grant = q.principal.grant
     if grant is None or not q.spec.mutation or q.action in ("change_paths", "delegate_task") or q.approval is not None \
-            or grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX)):
+            or made_from_permissions(grant):
         return None
     audience = wider_audience(q)
     after_untrusted = q.action in grant["constraints"].get("requires_approval_after_untrusted", ())
@@ -13992,13 +14006,8 @@ def grant_json(app, row):
     return {"id": row["public_id"], "agent": "agent:" + agent["login"], "delegator": "user:" + grant["delegator_login"],
             "task": row["task"], "resources": sorted(grant["resources"]), "actions": sorted(grant["actions"]),
             "constraints": grant["constraints"], "created_at": row["created_at"], "expires_at": row["expires_at"],
-            "revoked_at": row["revoked_at"], "read": task_reads_json(app.store, grant["task_id"])}
-
-
-def task_reads_json(store, task_id):
-    """What the task has read that decides where it may write (rule_information_flow)."""
-    return [{"kind": r["kind"], "resource": r["resource"], "what": r["what"], "at": r["at"]}
-            for r in store.all("SELECT * FROM task_reads WHERE grant_id = ? ORDER BY id", task_id)]
+            "revoked_at": row["revoked_at"], "read": [{"kind": r["kind"], "resource": r["resource"], "what": r["what"],
+                                                       "at": r["at"]} for r in task_reads(app.store, grant["task_id"])]}
 
 
 def strip_kind(value, kind):

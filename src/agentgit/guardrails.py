@@ -9,8 +9,14 @@ import json
 import re
 import urllib.parse
 
-from agentgit.config import parse_time
+from agentgit.config import INSTALLATION_TASK_PREFIX, JOB_TASK_PREFIX, parse_time
 from agentgit.accounts import account_by_id
+
+
+def made_from_permissions(grant):
+    """Is ``grant`` a run's job grant or an App installation's, made from the workflow's or the App's
+    permissions rather than chosen by a human?"""
+    return grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX))
 
 
 def path_rules(grant):
@@ -120,9 +126,7 @@ def grant_org_ids(store, resource_names):
 
 def within_allowlist(entry, allowed):
     """Is a network_allowlist entry inside ``allowed`` (the same entry, or under one's *. domain)?"""
-    scheme, host, port = allowlist_entry(entry)
-    return any((scheme, port) == (s, p) and (host == h or h.startswith("*.") and host.endswith(h[1:]))
-               for s, h, p in map(allowlist_entry, allowed))
+    return any(allowlist_covers(a, allowlist_entry(entry)) for a in map(allowlist_entry, allowed))
 
 
 def guardrail_excess(store, actions, constraints, resource_names):
@@ -158,6 +162,13 @@ def allowlist_entry(entry):
     return scheme, host.lower(), int(port) if port.isdigit() else DEFAULT_PORTS.get(scheme)
 
 
+def allowlist_covers(allowed, origin):
+    """Does an allowlist entry, (scheme, host pattern, port), cover ``origin``, (scheme, host, port)?"""
+    scheme, host, port = allowed
+    return (scheme, port) == (origin[0], origin[2]) and (host == origin[1] or host.startswith("*.") and
+                                                         origin[1].endswith(host[1:]))
+
+
 def outside_allowlist(allowlist, url):
     """Why ``url`` is outside a grant's network_allowlist (scheme, host and port must match one
     entry), or None when it is inside."""
@@ -166,10 +177,8 @@ def outside_allowlist(allowlist, url):
         origin = (parts.scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme))
     except ValueError:
         return "%s is not a URL" % url[:200]
-    for scheme, host, port in map(allowlist_entry, allowlist):
-        if (scheme, port) == (origin[0], origin[2]) and (host == origin[1] or host.startswith("*.") and
-                                                         origin[1].endswith(host[1:])):
-            return None
+    if any(allowlist_covers(allowed, origin) for allowed in map(allowlist_entry, allowlist)):
+        return None
     return "%s://%s:%s is not in its network_allowlist (%s)" % (origin + (", ".join(allowlist) or "empty",))
 
 
@@ -196,10 +205,15 @@ def wider_audience(q):
     return None
 
 
+def task_reads(store, task_id):
+    """What a task has read that decides where it may write (task_reads rows, oldest first)."""
+    return store.all("SELECT * FROM task_reads WHERE grant_id = ? ORDER BY id", task_id)
+
+
 def reads_named(store, task_id):
-    """{kind: "what (resource); …"} of what a task has read (task_reads), for a reason to name."""
+    """{kind: "what (resource); …"} of what a task has read, for a reason to name."""
     named = {}
-    for row in store.all("SELECT kind, resource, what FROM task_reads WHERE grant_id = ? ORDER BY id", task_id):
+    for row in task_reads(store, task_id):
         named[row["kind"]] = (named[row["kind"]] + "; " if row["kind"] in named else "") + "%s (%s)" % (
             row["what"], row["resource"])
     return named

@@ -6,12 +6,12 @@ import fnmatch
 import hashlib
 import json
 
-from agentgit.config import INSTALLATION_TASK_PREFIX, JOB_TASK_PREFIX, from_now, now
+from agentgit.config import from_now, now
 from agentgit.gitstore import MAX_JUDGED_CHANGES
 from agentgit.accounts import account_by_id, full_name, permission_of_org_member, repo_by_id
 from agentgit.guardrails import (DEFAULT_SITE_AGENT_POLICY, MAX_DELEGATION_DEPTH, grant_org_ids, guardrail_excess,
-                                 guardrail_paths, guardrails_over, outlives, outside_allowlist, path_matches, path_rules,
-                                 reads_named, resource_org_ids, wider_audience)
+                                 guardrail_paths, guardrails_over, made_from_permissions, outlives, outside_allowlist,
+                                 path_matches, path_rules, reads_named, resource_org_ids, wider_audience)
 
 
 # decide() is the only place that says yes or no. Endpoints name an action from ACTIONS and a
@@ -710,7 +710,7 @@ def guardrail_refusal(q, policies=None):
         return None
     # a grant a human chose is cut whole when it exceeds them; a run's or an App installation's, made
     # from the workflow's or the App's permissions, is refused the denied actions one by one below
-    if grant is not None and not grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX)):
+    if grant is not None and not made_from_permissions(grant):
         excess = q.store.cached(("grant-excess", grant["id"]), lambda: guardrail_excess(
             q.store, grant["actions"], grant["constraints"], grant["resources"]))
         if excess:
@@ -746,7 +746,7 @@ def guardrail_refusal(q, policies=None):
 def rule_information_flow(q):
     grant = q.principal.grant
     if grant is None or not q.spec.mutation or q.action in ("change_paths", "delegate_task") or q.approval is not None \
-            or grant["task"].startswith((JOB_TASK_PREFIX, INSTALLATION_TASK_PREFIX)):
+            or made_from_permissions(grant):
         return None
     audience = wider_audience(q)
     after_untrusted = q.action in grant["constraints"].get("requires_approval_after_untrusted", ())

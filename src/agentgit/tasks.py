@@ -13,7 +13,7 @@ from agentgit.tokens import issue_token, revoke, token_fingerprint
 from agentgit.gitstore import commits_between, open_repo
 from agentgit.proofs import spiffe_id
 from agentgit.accounts import account_by_id, account_by_login, full_name, repo_by_full_name
-from agentgit.guardrails import grant_org_ids, guardrail_excess, guardrails_over
+from agentgit.guardrails import grant_org_ids, guardrail_excess, guardrails_over, task_reads
 from agentgit.policy import ACTIONS, SITE, Decision, Resource, STEP_UP_SECONDS, decide, permission_on
 from agentgit.approvals import approval_page
 from agentgit.authentication import Principal, confirm_totp, load_grant, remember_runtime_certificate
@@ -46,13 +46,8 @@ def grant_json(app, row):
     return {"id": row["public_id"], "agent": "agent:" + agent["login"], "delegator": "user:" + grant["delegator_login"],
             "task": row["task"], "resources": sorted(grant["resources"]), "actions": sorted(grant["actions"]),
             "constraints": grant["constraints"], "created_at": row["created_at"], "expires_at": row["expires_at"],
-            "revoked_at": row["revoked_at"], "read": task_reads_json(app.store, grant["task_id"])}
-
-
-def task_reads_json(store, task_id):
-    """What the task has read that decides where it may write (rule_information_flow)."""
-    return [{"kind": r["kind"], "resource": r["resource"], "what": r["what"], "at": r["at"]}
-            for r in store.all("SELECT * FROM task_reads WHERE grant_id = ? ORDER BY id", task_id)]
+            "revoked_at": row["revoked_at"], "read": [{"kind": r["kind"], "resource": r["resource"], "what": r["what"],
+                                                       "at": r["at"]} for r in task_reads(app.store, grant["task_id"])]}
 
 
 def strip_kind(value, kind):
