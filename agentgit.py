@@ -40,18 +40,18 @@ Reading path: the model in six stops, and where each is in this file.
        line  3954  audit.audit_verify
   4. Delegation and task grants: a human binds an agent by invite and the agent's consent, then grants
      it a task, whose token does exactly that and never more than the human may do now.
-       line 13306  delegation.create_invite
-       line 13380  delegation.confirm_binding
-       line 14018  tasks.create_task_grant
+       line 13307  delegation.create_invite
+       line 13381  delegation.confirm_binding
+       line 14019  tasks.create_task_grant
        line  4848  authentication.load_grant
   5. The request pipeline: authenticate, route, decide, audit, answer; the ledger that every surface
      records through.
-       line 21723  server.App.dispatch
+       line 21729  server.App.dispatch
        line  4715  authentication.authenticate
        line  4356  ledger.Ledger
   6. The git push path: each ref a push moves is decided, approved, written down before it moves, and
      audited.
-       line 21342  githttp.git_receive_pack
+       line 21348  githttp.git_receive_pack
        line  4400  ledger.Ledger.decide_each
        line  4334  intents.reconcile_intents
 
@@ -85,52 +85,52 @@ Sections: the modules of src/agentgit/ in build order (each uses only those abov
     26. users              lines  6089- 6186  REST: the API root, meta, rate limit and users.
     27. repositories       lines  6187- 6723  REST: repositories, forks, branches, refs, commits and collaborators.
     28. notifications      lines  6724- 6994  REST: notifications (GitHub's inbox of threads) and watching repositories.
-    29. issues             lines  6995- 7804  REST: issues, comments, labels and milestones.
-    30. sub_issues         lines  7805- 7934  REST: sub-issues, github.com's tree of issues.
-    31. pulls              lines  7935- 8464  REST: pull requests and their merges.
-    32. reviews            lines  8465- 8819  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
-    33. reactions          lines  8820- 8927  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
-    34. timeline           lines  8928- 8984  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
-    35. contents           lines  8985- 9226  REST: file contents and READMEs, read and written as commits.
-    36. protection         lines  9227- 9508  REST: branch protection, commit statuses and check runs.
-    37. deployments        lines  9509- 9671  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
-    38. gitdata            lines  9672-10021  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
-    39. releases           lines 10022-10366  REST: releases, tags and release assets.
-    40. deploy_keys        lines 10367-10445  REST: deploy keys.
-    41. actions            lines 10446-10920  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
-    42. artifacts          lines 10921-11452  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
-    43. search             lines 11453-11655  REST: search over repositories, issues, code and accounts.
-    44. orgs               lines 11656-12004  REST: organizations, memberships and teams.
-    45. webhooks           lines 12005-12567  REST: a repository's webhooks and their deliveries, and the worker that sends them.
-    46. actions_config     lines 12568-13124  REST: Actions configuration: environments, and secrets and variables at three levels.
-    47. personal_tokens    lines 13125-13200  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
-    48. delegation         lines 13201-13768  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
-    49. vault              lines 13769-13980  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
-    50. tasks              lines 13981-14461  REST: task grants, task tokens, step-up and approvals.
-    51. apps               lines 14462-15101  REST: GitHub Apps, as agents.
-    52. runner             lines 15102-15920  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
-    53. oversight          lines 15921-16177  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-    54. access_review      lines 16178-16439  REST and a page: the access review and the what-if.
-    55. graphql_language   lines 16440-16702  GraphQL language: lexer, parser and the limits that refuse hostile documents.
-    56. graphql_resolvers  lines 16703-17387  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
-    57. graphql_git        lines 17388-17618  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
-    58. graphql_mutations  lines 17619-18005  GraphQL mutations: each one decided as its REST twin is.
-    59. graphql_schema     lines 18006-18479  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
-    60. graphql_execution  lines 18480-18760  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
-    61. client_assertions  lines 18761-18943  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
-    62. settings_pages     lines 18944-19286  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
-    63. oauth_clients      lines 19287-19526  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
-    64. broker             lines 19527-19985  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
-    65. oauth              lines 19986-20696  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
-    66. mcp_server         lines 20697-21204  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
-    67. githttp            lines 21205-21444  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
-    68. pages              lines 21445-21713  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
-    69. server             lines 21714-22447  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
-    70. clients            lines 22448-22724  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
-    71. cli                lines 22725-23321  Command line: serve, user, agent, connect, routes, audit.
-        appendix           lines 23322-24321  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
+    29. issues             lines  6995- 7805  REST: issues, comments, labels and milestones.
+    30. sub_issues         lines  7806- 7935  REST: sub-issues, github.com's tree of issues.
+    31. pulls              lines  7936- 8465  REST: pull requests and their merges.
+    32. reviews            lines  8466- 8820  REST: pull request reviews (pending ones too), their comments, and requested reviewers.
+    33. reactions          lines  8821- 8928  REST: reactions (an account's emoji) on issues and pull requests, issue comments and review comments.
+    34. timeline           lines  8929- 8985  REST: what happened to an issue or pull request: its events (closed, labeled, renamed, merged, ...), the repository's, and its timeline (those events with its comments and submitted reviews, in order).
+    35. contents           lines  8986- 9227  REST: file contents and READMEs, read and written as commits.
+    36. protection         lines  9228- 9509  REST: branch protection, commit statuses and check runs.
+    37. deployments        lines  9510- 9672  REST: deployments (a request to deploy a ref's commit to an environment) and the statuses a deployer reports.
+    38. gitdata            lines  9673-10022  REST: git data (refs, blobs, trees, commits, tags) and compare, for agents that never run git.
+    39. releases           lines 10023-10367  REST: releases, tags and release assets.
+    40. deploy_keys        lines 10368-10446  REST: deploy keys.
+    41. actions            lines 10447-10921  REST: workflow records, their runs, and the jobs, steps and logs of the runs the executor ran (runner).
+    42. artifacts          lines 10922-11453  Workflow artifacts and caches: the files a run's jobs keep, put there by agentgit's stand-ins for actions/upload-artifact, actions/download-artifact and actions/cache, read and deleted through GitHub's REST API.
+    43. search             lines 11454-11656  REST: search over repositories, issues, code and accounts.
+    44. orgs               lines 11657-12005  REST: organizations, memberships and teams.
+    45. webhooks           lines 12006-12568  REST: a repository's webhooks and their deliveries, and the worker that sends them.
+    46. actions_config     lines 12569-13125  REST: Actions configuration: environments, and secrets and variables at three levels.
+    47. personal_tokens    lines 13126-13201  REST: personal tokens, which a person (or an agent, for itself) creates, lists and revokes.
+    48. delegation         lines 13202-13769  REST: agents' lifecycle and delegation: registration, invites, consent, bindings, switch sessions, suspension, retirement, revocation.
+    49. vault              lines 13770-13981  Vault: external credentials humans and organizations keep here for the broker, sealed at rest.
+    50. tasks              lines 13982-14462  REST: task grants, task tokens, step-up and approvals.
+    51. apps               lines 14463-15102  REST: GitHub Apps, as agents.
+    52. runner             lines 15103-15921  Workflow runs that execute: the optional executor of the runs agentgit records, nektos act in host mode.
+    53. oversight          lines 15922-16188  REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
+    54. access_review      lines 16189-16442  REST and a page: the access review and the what-if.
+    55. graphql_language   lines 16443-16705  GraphQL language: lexer, parser and the limits that refuse hostile documents.
+    56. graphql_resolvers  lines 16706-17390  GraphQL resolvers: the fields of each type, type by type (Query, User, Repository, Ref, Issue, Release, PullRequest).
+    57. graphql_git        lines 17391-17621  GraphQL resolvers of git's own objects: refs (branches and tags), what they point at (commits, annotated tags, trees, blobs), a commit's history and pull requests, as Repository.ref, refs and object, Ref.target, Release.tagCommit and PullRequest.mergeCommit reach them.
+    58. graphql_mutations  lines 17622-18008  GraphQL mutations: each one decided as its REST twin is.
+    59. graphql_schema     lines 18009-18482  GraphQL schema: GitHub's types, fields, enums and inputs, with their resolvers.
+    60. graphql_execution  lines 18483-18763  GraphQL execution: coercion, field collection, completion, introspection and the endpoint.
+    61. client_assertions  lines 18764-18946  Agents as confidential OAuth clients: public keys on an agent's account, and the signed JWTs (RFC 7523 client assertions) that prove the agent holds the private half.
+    62. settings_pages     lines 18947-19289  Settings pages: where a signed-in person manages their agents (invite, reset, suspend, resume, unbind), the task grants she gives them (the delegation console), her personal tokens, and the approvals agents ask her for.
+    63. oauth_clients      lines 19290-19529  OAuth clients: apps their owners register, Dynamic Client Registration, Client ID Metadata Documents.
+    64. broker             lines 19530-19988  Broker: tool tokens for one credential's upstream under one task, and the proxy that spends them.
+    65. oauth              lines 19989-20702  OAuth: the device flow, authorization code with PKCE, token exchange and metadata.
+    66. mcp_server         lines 20703-21210  MCP: agentgit as a Model Context Protocol server at /mcp, every tool a call through decide().
+    67. githttp            lines 21211-21450  Git Smart HTTP: info/refs, upload-pack and receive-pack through git or dulwich.
+    68. pages              lines 21451-21719  Pages: what the API's html_url links open: the landing page, accounts, repositories, files, commits, pull requests and issues, for whoever may read them.
+    69. server             lines 21720-22453  Server and embedding: the request pipeline (App), the listeners and their guards, make_server(), TLS, the Unix socket.
+    70. clients            lines 22454-22730  Clients: git, gh and github-mcp-server pointed at agentgit, working with short-lived tokens traded for the agent's bootstrap one.
+    71. cli                lines 22731-23327  Command line: serve, user, agent, connect, routes, audit.
+        appendix           lines 23328-24327  schema.sql: the SQLite schema, the only source of its text; storage runs it when a database opens
 
-Made from sources whose SHA-256 is 1a947e2c8fe2ba36a66c0408391f8de2e0735c1e6f0548eb0a6de0723b1233ca
+Made from sources whose SHA-256 is b423a3b3a9b9c834af2be7679b08e3256ce513a91226f08a5f8a762b09561f0c
 (src/agentgit/__init__.py, the modules in build order, __main__.py and schema.sql, each as its path,
 its length and its bytes; `python tools/amalgamate.py --check` compares the whole file).
 """
@@ -7354,8 +7354,9 @@ def note_untrusted(req, repo, items):
     grant = req.principal.grant
     if grant is None or not grant["constraints"].get("requires_approval_after_untrusted"):
         return
+    authors = {author_id: account_by_id(req.app.store, author_id) for author_id in {i for _, i in items}}
     for what, author_id in items:
-        author = req.app.store.one("SELECT * FROM accounts WHERE id = ?", author_id)
+        author = authors[author_id]
         if author is None or RANK[repo_permission(req.app.store, author, repo)[0]] < RANK["write"]:
             req.note_read("untrusted", "repo:" + full_name(repo), "%s by %s" % (
                 what, author["login"] if author else "a deleted account"))
@@ -15920,7 +15921,7 @@ class WorkflowRunner(Worker):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 53. src/agentgit/oversight.py — REST: what a person overseeing agents reads and sets: the audit log (each row explained), the policy in force (what a token could do, decided by decide() itself), and freezes (read-only by policy).
-# uses: config, errors, storage, accounts, guardrails, policy, audit, authentication, routing, lookups, proofs, tasks
+# uses: config, errors, storage, accounts, guardrails, policy, audit, authentication, routing, lookups, proofs, vault, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # -- the audit log ------------------------------------------------------------------------------------
@@ -16093,17 +16094,27 @@ def put_site_agent_policy(req):
 # A repository's admin, or an organization's owner for the whole organization, freezes it for an
 # incident, an audit or a release: decide() then answers read_only to every change until a thaw.
 
+def named_resource(req, name):
+    """The Resource that repo:owner/name, org:login or credential:owner/name names, or None (as for a
+    repository the caller cannot read): what a freeze and the access review are asked about."""
+    kind, _, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if kind == "repo":
+        row = repo_by_full_name(req.app.store, rest)
+        return Resource.repo(row) if row is not None and req.can("read_code", Resource.repo(row)) else None
+    if kind == "org":
+        row = account_by_login(req.app.store, rest)
+        return Resource.account(row) if row is not None and row["kind"] == "org" else None
+    if kind == "credential":
+        row, owner = credential_by_name(req.app.store, name)
+        return Resource.credential(row, owner) if row is not None else None
+    return None
+
+
 def freeze_target(req, name):
     """(Resource, the action that freezes it) for repo:owner/name or org:login, if the caller can see it."""
-    if isinstance(name, str) and name.startswith("repo:"):
-        row = repo_by_full_name(req.app.store, name[len("repo:"):])
-        if row is not None and req.can("read_code", Resource.repo(row)):
-            return Resource.repo(row), "freeze_repo"
-    elif isinstance(name, str) and name.startswith("org:"):
-        row = account_by_login(req.app.store, name[len("org:"):])
-        if row is not None and row["kind"] == "org":
-            return Resource.account(row), "freeze_org"
-    return None, None
+    resource = named_resource(req, name)
+    action = {"repo": "freeze_repo", "org": "freeze_org"}.get(resource.kind) if resource is not None else None
+    return (resource, action) if action else (None, None)
 
 
 def frozen_resource(store, row):
@@ -16177,7 +16188,7 @@ def thaw(req, freeze_id):
 
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 # 54. src/agentgit/access_review.py — REST and a page: the access review and the what-if.
-# uses: config, errors, tokens, accounts, policy, authentication, routing, lookups, web, vault, tasks
+# uses: config, errors, tokens, accounts, policy, authentication, routing, lookups, web, oversight, tasks
 # ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 # what the review asks decide() about, per kind of resource (a credential's: what a task may use it for)
@@ -16189,19 +16200,11 @@ SIMULATED_CONTEXT = ("ref", "sha", "secret", "upstream", "pull_number", "head_sh
 
 def reviewed_resource(req, name):
     """The Resource that ``name`` (repo:owner/name, org:login, credential:owner/name) is, if the caller can
-    see it; 404 otherwise, as for anything the caller may not know exists."""
-    resource = None
-    if isinstance(name, str) and name.startswith("repo:"):
-        row = repo_by_full_name(req.app.store, name[len("repo:"):])
-        resource = Resource.repo(row) if row is not None else None
-    elif isinstance(name, str) and name.startswith("org:"):
-        row = account_by_login(req.app.store, name[len("org:"):])
-        resource = Resource.account(row) if row is not None and row["kind"] == "org" else None
-    elif isinstance(name, str) and name.startswith("credential:"):
-        row, owner = credential_by_name(req.app.store, name)
-        resource = Resource.credential(row, owner) if row is not None else None
-    if resource is None or not (req.can("read_code", resource) if resource.kind == "repo" else
-                                permission_on(req.app.store, req.principal.user, resource)[0] != "none"):
+    see it (an organization or a credential: holds something on it); 404 otherwise, as for anything the
+    caller may not know exists."""
+    resource = named_resource(req, name)
+    if resource is None or resource.kind != "repo" and permission_on(req.app.store, req.principal.user,
+                                                                     resource)[0] == "none":
         raise HTTPError(404, "Not Found")
     return resource
 
@@ -20156,6 +20159,13 @@ def exchange_grant(req, params):
     return mint_for_agent(req, params)
 
 
+def named_repository(target):
+    """repo:owner/name of an RFC 8707 resource naming one repository (its URL, .git or not, or
+    repo:owner/name), or None (this server's URL: any)."""
+    path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
+    return "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") else None
+
+
 def hand_down(req, params):
     """RFC 8693 delegation: an orchestrator's task token (subject_token) hands a narrower part of its task
     to another agent (actor_token, that agent's own token): a grant made from the orchestrator's, for
@@ -20175,10 +20185,8 @@ def hand_down(req, params):
         return oauth_answer(req, {"error": "invalid_grant", "error_description": "actor_token must be another live "
                                   "agent's own token"}, 400)
     target = params.get("resource", "")
-    path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
-    names = sorted(parent["resources"])
-    if path.strip("/") and target != req.app.url:
-        name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:])
+    name, names = named_repository(target), sorted(parent["resources"])
+    if name is not None and target != req.app.url:
         if name not in parent["resources"]:
             return refuse_exchange(req, "delegate_task", name, "task grant %s does not cover %s" % (
                 parent["public_id"], name))
@@ -20239,9 +20247,7 @@ def mint_for_agent(req, params):
             target, req.app.url)}, 400)
     # the MCP endpoint: a token for /mcp alone, for the task's repositories (or, without one, any)
     mcp = req.app.url + "/mcp" if "://" in target and our_resource(req, target) == req.app.url + "/mcp" else None
-    path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
-    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") and not mcp \
-        else None
+    name = named_repository(target) if not mcp else None
     asked = re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope", "").strip() else None
     if params.get("task") is None:
         return session_exchange(req, name, asked, mcp)

@@ -200,6 +200,13 @@ def exchange_grant(req, params):
     return mint_for_agent(req, params)
 
 
+def named_repository(target):
+    """repo:owner/name of an RFC 8707 resource naming one repository (its URL, .git or not, or
+    repo:owner/name), or None (this server's URL: any)."""
+    path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
+    return "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") else None
+
+
 def hand_down(req, params):
     """RFC 8693 delegation: an orchestrator's task token (subject_token) hands a narrower part of its task
     to another agent (actor_token, that agent's own token): a grant made from the orchestrator's, for
@@ -219,10 +226,8 @@ def hand_down(req, params):
         return oauth_answer(req, {"error": "invalid_grant", "error_description": "actor_token must be another live "
                                   "agent's own token"}, 400)
     target = params.get("resource", "")
-    path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
-    names = sorted(parent["resources"])
-    if path.strip("/") and target != req.app.url:
-        name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:])
+    name, names = named_repository(target), sorted(parent["resources"])
+    if name is not None and target != req.app.url:
         if name not in parent["resources"]:
             return refuse_exchange(req, "delegate_task", name, "task grant %s does not cover %s" % (
                 parent["public_id"], name))
@@ -283,9 +288,7 @@ def mint_for_agent(req, params):
             target, req.app.url)}, 400)
     # the MCP endpoint: a token for /mcp alone, for the task's repositories (or, without one, any)
     mcp = req.app.url + "/mcp" if "://" in target and our_resource(req, target) == req.app.url + "/mcp" else None
-    path = urllib.parse.urlsplit(target).path if "://" in target else strip_kind(target, "repo")
-    name = "repo:" + "/".join(path.strip("/").removesuffix(".git").split("/")[-2:]) if path.strip("/") and not mcp \
-        else None
+    name = named_repository(target) if not mcp else None
     asked = re.split(r"[\s,]+", params["scope"].strip()) if params.get("scope", "").strip() else None
     if params.get("task") is None:
         return session_exchange(req, name, asked, mcp)
