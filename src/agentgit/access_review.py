@@ -14,13 +14,13 @@ import secrets
 from agentgit.config import INSTALLATION_TASK_PREFIX, now
 from agentgit.errors import HTTPError, invalid
 from agentgit.tokens import AGENT_SCOPES, ALL_SCOPES, expand_scopes
-from agentgit.accounts import account_by_id, account_by_login, repo_by_full_name
-from agentgit.policy import ACTIONS, RANK, REF_ACTIONS, Resource, SITE, decide, permission_on
+from agentgit.accounts import account_by_id, account_by_login
+from agentgit.policy import ACTIONS, RANK, REF_ACTIONS, SITE, decide, permission_on
 from agentgit.authentication import Principal, grant_holder, load_grant, name_delegator
 from agentgit.routing import route
 from agentgit.lookups import signed_in
 from agentgit.web import html_page, signed_in_page, web_route
-from agentgit.vault import credential_by_name
+from agentgit.oversight import named_resource
 from agentgit.tasks import GRANT_ACTIONS, check_network_constraints, check_path_rules
 
 # what the review asks decide() about, per kind of resource (a credential's: what a task may use it for)
@@ -32,19 +32,11 @@ SIMULATED_CONTEXT = ("ref", "sha", "secret", "upstream", "pull_number", "head_sh
 
 def reviewed_resource(req, name):
     """The Resource that ``name`` (repo:owner/name, org:login, credential:owner/name) is, if the caller can
-    see it; 404 otherwise, as for anything the caller may not know exists."""
-    resource = None
-    if isinstance(name, str) and name.startswith("repo:"):
-        row = repo_by_full_name(req.app.store, name[len("repo:"):])
-        resource = Resource.repo(row) if row is not None else None
-    elif isinstance(name, str) and name.startswith("org:"):
-        row = account_by_login(req.app.store, name[len("org:"):])
-        resource = Resource.account(row) if row is not None and row["kind"] == "org" else None
-    elif isinstance(name, str) and name.startswith("credential:"):
-        row, owner = credential_by_name(req.app.store, name)
-        resource = Resource.credential(row, owner) if row is not None else None
-    if resource is None or not (req.can("read_code", resource) if resource.kind == "repo" else
-                                permission_on(req.app.store, req.principal.user, resource)[0] != "none"):
+    see it (an organization or a credential: holds something on it); 404 otherwise, as for anything the
+    caller may not know exists."""
+    resource = named_resource(req, name)
+    if resource is None or resource.kind != "repo" and permission_on(req.app.store, req.principal.user,
+                                                                     resource)[0] == "none":
         raise HTTPError(404, "Not Found")
     return resource
 

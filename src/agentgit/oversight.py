@@ -15,6 +15,7 @@ from agentgit.authentication import grant_holder, load_grant
 from agentgit.routing import route
 from agentgit.lookups import find_account, signed_in
 from agentgit.proofs import spiffe_id
+from agentgit.vault import credential_by_name
 from agentgit.tasks import ALLOWLIST_ENTRY_RE, TASK_ACTIONS, TASK_TOKEN_SECONDS, check_globs, grant_json, strip_kind
 
 
@@ -188,17 +189,27 @@ def put_site_agent_policy(req):
 # A repository's admin, or an organization's owner for the whole organization, freezes it for an
 # incident, an audit or a release: decide() then answers read_only to every change until a thaw.
 
+def named_resource(req, name):
+    """The Resource that repo:owner/name, org:login or credential:owner/name names, or None (as for a
+    repository the caller cannot read): what a freeze and the access review are asked about."""
+    kind, _, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if kind == "repo":
+        row = repo_by_full_name(req.app.store, rest)
+        return Resource.repo(row) if row is not None and req.can("read_code", Resource.repo(row)) else None
+    if kind == "org":
+        row = account_by_login(req.app.store, rest)
+        return Resource.account(row) if row is not None and row["kind"] == "org" else None
+    if kind == "credential":
+        row, owner = credential_by_name(req.app.store, name)
+        return Resource.credential(row, owner) if row is not None else None
+    return None
+
+
 def freeze_target(req, name):
     """(Resource, the action that freezes it) for repo:owner/name or org:login, if the caller can see it."""
-    if isinstance(name, str) and name.startswith("repo:"):
-        row = repo_by_full_name(req.app.store, name[len("repo:"):])
-        if row is not None and req.can("read_code", Resource.repo(row)):
-            return Resource.repo(row), "freeze_repo"
-    elif isinstance(name, str) and name.startswith("org:"):
-        row = account_by_login(req.app.store, name[len("org:"):])
-        if row is not None and row["kind"] == "org":
-            return Resource.account(row), "freeze_org"
-    return None, None
+    resource = named_resource(req, name)
+    action = {"repo": "freeze_repo", "org": "freeze_org"}.get(resource.kind) if resource is not None else None
+    return (resource, action) if action else (None, None)
 
 
 def frozen_resource(store, row):
