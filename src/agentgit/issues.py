@@ -8,7 +8,7 @@ import urllib.parse
 from agentgit.config import now, parse_time
 from agentgit.errors import HTTPError, invalid
 from agentgit.storage import insert, insert_row, update_row
-from agentgit.accounts import DEFAULT_LABELS, account_by_login, full_name, permission_of_org_member
+from agentgit.accounts import DEFAULT_LABELS, account_by_id, account_by_login, full_name, permission_of_org_member
 from agentgit.policy import RANK, Resource, repo_permission
 from agentgit.routing import route
 from agentgit.serializers import node_id, user_json, user_json_by_id
@@ -374,8 +374,9 @@ def note_untrusted(req, repo, items):
     grant = req.principal.grant
     if grant is None or not grant["constraints"].get("requires_approval_after_untrusted"):
         return
+    authors = {author_id: account_by_id(req.app.store, author_id) for author_id in {i for _, i in items}}
     for what, author_id in items:
-        author = req.app.store.one("SELECT * FROM accounts WHERE id = ?", author_id)
+        author = authors[author_id]
         if author is None or RANK[repo_permission(req.app.store, author, repo)[0]] < RANK["write"]:
             req.note_read("untrusted", "repo:" + full_name(repo), "%s by %s" % (
                 what, author["login"] if author else "a deleted account"))
